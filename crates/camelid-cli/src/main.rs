@@ -1,0 +1,5 @@
+//! `camelid`: the command-line front end.
+
+fn main() {
+    println!("camelid");
+}

@@ -1,0 +1,1 @@
+//! camelid-kernels
