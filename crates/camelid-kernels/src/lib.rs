@@ -1,1 +1,17 @@
-//! camelid-kernels
+//! camelid-kernels: the numeric core of camelid.
+//!
+//! This crate owns the weight types (f32, f16, bf16 and the GGUF block quantizations), their
+//! quantize/dequantize routines, the matrix products, and the element-wise operations of the Llama
+//! forward pass (RMSNorm, RoPE, softmax, SwiGLU, attention over a KV slice). It knows nothing of
+//! files, models or strings: callers hand it checked slices.
+//!
+//! Every kernel has a scalar reference implementation that stays in the tree forever; faster
+//! paths are chosen once at run time per weight type and are tested against it.
+
+pub mod dtype;
+pub mod matmul;
+pub mod ops;
+pub mod quant;
+
+pub use dtype::DType;
+pub use matmul::{WeightView, matmul};

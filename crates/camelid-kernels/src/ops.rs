@@ -1,0 +1,153 @@
+//! Element-wise and row operations of the Llama forward pass, in f32.
+//!
+//! Formulas: RMSNorm (Zhang & Sennrich 2019) as in transformers `LlamaRMSNorm`; RoPE (Su et al.
+//! 2021) on adjacent pairs as in Meta's `llama/model.py` (`apply_rotary_emb`); SwiGLU (Shazeer
+//! 2020); causal scaled dot-product attention with grouped kv heads (Ainslie et al. 2023).
+
+use crate::matmul::dot_f32;
+
+/// `out = x / sqrt(mean(x²) + eps) ⊙ gain`, one row.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &[f32], eps: f32) {
+    debug_assert!(out.len() == x.len() && x.len() == gain.len());
+    let ss: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let inv = (1.0 / (ss / x.len() as f64 + eps as f64).sqrt()) as f32;
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(gain) {
+        *o = g * (v * inv);
+    }
+}
+
+/// Rotates the adjacent pairs `(x[2i], x[2i+1])` of every head of `x: [heads, head_dim]` by the
+/// angle `pos · inv_freq[i]`.
+pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
+    debug_assert_eq!(inv_freq.len() * 2, head_dim);
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &f) in head.chunks_exact_mut(2).zip(inv_freq) {
+            // The angle is formed in f32 as transformers does; sin/cos are then taken exactly.
+            let angle = (pos as f32 * f) as f64;
+            let (sin, cos) = (angle.sin() as f32, angle.cos() as f32);
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
+        }
+    }
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// SwiGLU's gate: `gate[i] = silu(gate[i]) · up[i]` with `silu(x) = x · σ(x)`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Causal attention of one query position over the cached keys and values `0..n_past`.
+///
+/// `q: [n_heads, head_dim]`, `k, v: [≥ n_past, n_kv_heads · head_dim]`, `out: [n_heads, head_dim]`,
+/// `scores`: scratch of at least `n_past`. Query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
+pub fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_past: usize,
+    shape: AttnShape,
+    scores: &mut [f32],
+) {
+    let AttnShape {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = shape;
+    let kv_dim = n_kv_heads * head_dim;
+    let group = n_heads / n_kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scores = &mut scores[..n_past];
+    for h in 0..n_heads {
+        let qh = &q[h * head_dim..][..head_dim];
+        let off = (h / group) * head_dim;
+        for (t, s) in scores.iter_mut().enumerate() {
+            *s = dot_f32(qh, &k[t * kv_dim + off..][..head_dim]) * scale;
+        }
+        softmax(scores);
+        let oh = &mut out[h * head_dim..][..head_dim];
+        oh.fill(0.0);
+        for (t, &p) in scores.iter().enumerate() {
+            for (o, &vv) in oh.iter_mut().zip(&v[t * kv_dim + off..][..head_dim]) {
+                *o += p * vv;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rmsnorm_of_a_constant_row_is_the_gain() {
+        let x = [3.0f32; 8];
+        let g: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut out = [0.0f32; 8];
+        rmsnorm(&mut out, &x, &g, 0.0);
+        for (o, gi) in out.iter().zip(&g) {
+            assert!((o - gi).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position_times_frequency() {
+        // One head of dim 4: pair 0 turns by pos·1, pair 1 by pos·0.5.
+        let mut x = [1.0f32, 0.0, 0.0, 1.0];
+        rope(&mut x, 4, 2, &[1.0, 0.5]);
+        let (s2, c2, s1, c1) = (2f32.sin(), 2f32.cos(), 1f32.sin(), 1f32.cos());
+        let want = [c2, s2, -s1, c1];
+        for (a, b) in x.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn attention_with_one_position_returns_its_value_and_groups_heads() {
+        // 4 query heads share 2 kv heads; with one cached position softmax is 1.
+        let shape = AttnShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 2,
+        };
+        let q = [1.0f32; 8];
+        let k = [0.5f32; 4];
+        let v = [1.0f32, 2.0, 3.0, 4.0];
+        let mut out = [0.0f32; 8];
+        let mut scores = [0.0f32; 1];
+        attention(&mut out, &q, &k, &v, 1, shape, &mut scores);
+        assert_eq!(out, [1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn softmax_matches_closed_form() {
+        let mut x = [0.0f32, (2.0f32).ln()];
+        softmax(&mut x);
+        assert!((x[0] - 1.0 / 3.0).abs() < 1e-7 && (x[1] - 2.0 / 3.0).abs() < 1e-7);
+    }
+}

@@ -1,0 +1,215 @@
+//! Quantization and dequantization of rows, the scalar reference of every weight type.
+//!
+//! Block formats: ggml `ggml-common.h`; the rounding rules of the quantizers follow ggml's
+//! reference quantizers (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`, `quantize_row_q4_1_ref`
+//! in `ggml-quants.c`), so a file we write holds what llama-quantize would write for the same
+//! input. Rows are read byte by byte (little-endian), so slices need no particular alignment.
+
+use crate::dtype::{DType, QK};
+use half::{bf16, f16};
+
+#[inline]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantizes one row: `src` holds `dst.len()` elements of `dtype`.
+///
+/// Panics if the lengths disagree; callers validate shapes once at load time.
+pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) {
+    assert_eq!(
+        Some(src.len()),
+        dtype.row_bytes(dst.len()),
+        "{dtype} row length"
+    );
+    match dtype {
+        DType::F32 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            }
+        }
+        DType::F16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
+            }
+        }
+        DType::Q8_0 => {
+            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(34)) {
+                let d = f16_at(b, 0);
+                for (o, &q) in out.iter_mut().zip(&b[2..34]) {
+                    *o = d * (q as i8) as f32;
+                }
+            }
+        }
+        DType::Q4_0 => {
+            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(18)) {
+                let d = f16_at(b, 0);
+                for (j, &q) in b[2..18].iter().enumerate() {
+                    out[j] = d * ((q & 0x0f) as i32 - 8) as f32;
+                    out[j + 16] = d * ((q >> 4) as i32 - 8) as f32;
+                }
+            }
+        }
+        DType::Q4_1 => {
+            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(20)) {
+                let d = f16_at(b, 0);
+                let m = f16_at(b, 2);
+                for (j, &q) in b[4..20].iter().enumerate() {
+                    out[j] = d * (q & 0x0f) as f32 + m;
+                    out[j + 16] = d * (q >> 4) as f32 + m;
+                }
+            }
+        }
+    }
+}
+
+/// Quantizes one row of `src.len()` elements into `dst` (exactly `row_bytes` long).
+pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) {
+    assert_eq!(
+        Some(dst.len()),
+        dtype.row_bytes(src.len()),
+        "{dtype} row length"
+    );
+    match dtype {
+        DType::F32 => {
+            for (d, s) in dst.chunks_exact_mut(4).zip(src) {
+                d.copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for (d, s) in dst.chunks_exact_mut(2).zip(src) {
+                d.copy_from_slice(&f16::from_f32(*s).to_le_bytes());
+            }
+        }
+        DType::BF16 => {
+            for (d, s) in dst.chunks_exact_mut(2).zip(src) {
+                d.copy_from_slice(&bf16::from_f32(*s).to_le_bytes());
+            }
+        }
+        DType::Q8_0 => {
+            for (b, x) in dst.chunks_exact_mut(34).zip(src.chunks_exact(QK)) {
+                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                b[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                for (q, v) in b[2..].iter_mut().zip(x) {
+                    *q = (v * id).round() as i8 as u8;
+                }
+            }
+        }
+        DType::Q4_0 => {
+            for (b, x) in dst.chunks_exact_mut(18).zip(src.chunks_exact(QK)) {
+                // The scale maps the value of largest magnitude, sign included, to -8.
+                let max = x
+                    .iter()
+                    .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                b[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                for j in 0..16 {
+                    let lo = ((x[j] * id + 8.5) as i8).min(15) as u8;
+                    let hi = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
+                    b[2 + j] = lo | (hi << 4);
+                }
+            }
+        }
+        DType::Q4_1 => {
+            for (b, x) in dst.chunks_exact_mut(20).zip(src.chunks_exact(QK)) {
+                let min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let d = (max - min) / 15.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                b[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                b[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
+                for j in 0..16 {
+                    let lo = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
+                    let hi = (((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
+                    b[4 + j] = lo | (hi << 4);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hand-computed blocks: the expected values follow from the block definitions alone.
+    #[test]
+    fn q4_0_block_by_hand() {
+        // d = 0.5; nibble j = j (low) and 15 - j (high).
+        let mut b = vec![0u8; 18];
+        b[0..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        for j in 0..16 {
+            b[2 + j] = (j as u8) | (((15 - j) as u8) << 4);
+        }
+        let mut out = [0.0f32; 32];
+        dequantize_row(DType::Q4_0, &b, &mut out);
+        for j in 0..16 {
+            assert_eq!(out[j], 0.5 * (j as f32 - 8.0));
+            assert_eq!(out[j + 16], 0.5 * (7.0 - j as f32));
+        }
+    }
+
+    #[test]
+    fn q4_1_and_q8_0_blocks_by_hand() {
+        let mut b = vec![0u8; 20];
+        b[0..2].copy_from_slice(&f16::from_f32(0.25).to_le_bytes());
+        b[2..4].copy_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+        b[4] = 0xf3; // element 0 = 3, element 16 = 15
+        let mut out = [0.0f32; 32];
+        dequantize_row(DType::Q4_1, &b, &mut out);
+        assert_eq!(out[0], -0.25);
+        assert_eq!(out[16], 2.75);
+        assert_eq!(out[1], -1.0);
+
+        let mut b = vec![0u8; 34];
+        b[0..2].copy_from_slice(&f16::from_f32(2.0).to_le_bytes());
+        b[2] = (-128i8) as u8;
+        b[33] = 127;
+        dequantize_row(DType::Q8_0, &b, &mut out);
+        assert_eq!(out[0], -256.0);
+        assert_eq!(out[31], 254.0);
+    }
+
+    /// Quantizing then dequantizing stays within half a step of each block's scale.
+    #[test]
+    fn round_trip_error_is_within_half_a_step() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i / 32) as f32))
+            .collect();
+        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+            let mut q = vec![0u8; dtype.row_bytes(x.len()).unwrap()];
+            quantize_row(dtype, &x, &mut q);
+            let mut y = vec![0.0f32; x.len()];
+            dequantize_row(dtype, &q, &mut y);
+            for (xb, yb) in x.chunks(32).zip(y.chunks(32)) {
+                let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let (lo, hi) = xb
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                let step = match dtype {
+                    DType::Q8_0 => amax / 127.0,
+                    DType::Q4_0 => amax / 8.0,
+                    _ => (hi - lo) / 15.0,
+                };
+                // Q4_0 has 8 steps below zero and only 7 above, so the extreme of the other
+                // sign is off by up to a whole step; elsewhere rounding costs half a step.
+                let steps = if dtype == DType::Q4_0 { 1.0 } else { 0.5 };
+                for (a, b) in xb.iter().zip(yb) {
+                    // f16 rounding of the scale adds a relative 2^-11 per step.
+                    assert!(
+                        (a - b).abs() <= steps * step * 1.01 + 1e-3 * amax,
+                        "{dtype}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
