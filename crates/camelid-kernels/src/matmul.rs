@@ -74,7 +74,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub fn matmul(w: &WeightView, x: &[f32], out: &mut [f32], threads: usize) {
     let (rows, cols) = (w.rows, w.cols);
     assert!(
-        cols > 0 && x.len() % cols == 0,
+        cols > 0 && x.len().is_multiple_of(cols),
         "activations are not [n, {cols}]"
     );
     let n = x.len() / cols;
