@@ -1,0 +1,1 @@
+//! safetensors (filled in below)
