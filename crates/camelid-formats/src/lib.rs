@@ -15,5 +15,7 @@
 mod backing;
 pub mod error;
 pub mod gguf;
+pub mod hf_config;
+pub mod safetensors;
 
 pub use error::Error;

@@ -5,6 +5,7 @@
 use std::panic::AssertUnwindSafe;
 
 use camelid_formats::gguf::Gguf;
+use camelid_formats::safetensors::SafetensorsModel;
 
 use crate::{fixture, testdata};
 
@@ -86,6 +87,31 @@ fn every_truncation_of_a_valid_gguf_is_an_error() {
         assert!(
             err.to_string()
                 .starts_with("cut.gguf: invalid GGUF at byte "),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn malformed_safetensors_files_are_rejected_with_their_reason() {
+    let n = replay("safetensors", |bytes, name| {
+        SafetensorsModel::from_bytes(bytes, name)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    assert!(n >= 18, "only {n} files");
+}
+
+#[test]
+fn every_truncation_of_a_valid_safetensors_is_an_error() {
+    let bytes = std::fs::read(testdata().join("safetensors/single.safetensors")).unwrap();
+    SafetensorsModel::from_bytes(bytes.clone(), "full.safetensors").unwrap();
+    for len in 0..bytes.len() {
+        let err =
+            SafetensorsModel::from_bytes(bytes[..len].to_vec(), "cut.safetensors").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cut.safetensors: invalid safetensors at byte "),
             "{err}"
         );
     }
