@@ -1,1 +1,303 @@
-//! Loading a tokenizer from any source a user may point at (GGUF, tokenizer.json, tokenizer.model, a model folder).
+//! Loading a tokenizer from any source a user may point at: a model GGUF, a vocabulary-only GGUF,
+//! a model folder (`tokenizer.json` or `tokenizer.model`, plus `tokenizer_config.json` when
+//! present), a `tokenizer.json`, or a `tokenizer.model` (tiktoken text or SentencePiece protobuf).
+//!
+//! GGUF keys read (ggml-org/ggml `docs/gguf.md`, "Tokenizer"; defaults as llama.cpp
+//! `llama-vocab.cpp` applies them): `tokenizer.ggml.model` (`llama` = SentencePiece, `gpt2` =
+//! byte-level BPE), `.tokens`, `.scores`, `.token_type`, `.merges`, `.pre`, `.bos_token_id`,
+//! `.eos_token_id`, `.unknown_token_id`, `.padding_token_id`, `.eot_token_id`, `.eom_token_id`,
+//! `.add_bos_token`, `.add_eos_token`, `.add_space_prefix`, and `tokenizer.chat_template`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use camelid_formats::gguf::{Gguf, Value};
+use camelid_tokenizer::{ModelKind, PreTokenizer, TokenType, Tokenizer, TokenizerSpec};
+
+/// Why a tokenizer could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The GGUF file itself is unreadable or malformed.
+    Gguf(camelid_formats::Error),
+    /// A GGUF tokenizer key is missing or has the wrong type or value.
+    Key {
+        path: PathBuf,
+        key: String,
+        msg: String,
+    },
+    /// The tokenizer files are malformed or unsupported.
+    Tokenizer(camelid_tokenizer::Error),
+    /// The path is not something a tokenizer can be read from.
+    NotFound { path: PathBuf, msg: String },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Gguf(e) => write!(f, "{e}"),
+            LoadError::Key { path, key, msg } => write!(f, "{}: {key}: {msg}", path.display()),
+            LoadError::Tokenizer(e) => write!(f, "{e}"),
+            LoadError::NotFound { path, msg } => write!(f, "{}: {msg}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Gguf(e) => Some(e),
+            LoadError::Tokenizer(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<camelid_tokenizer::Error> for LoadError {
+    fn from(e: camelid_tokenizer::Error) -> LoadError {
+        LoadError::Tokenizer(e)
+    }
+}
+
+impl From<camelid_formats::Error> for LoadError {
+    fn from(e: camelid_formats::Error) -> LoadError {
+        LoadError::Gguf(e)
+    }
+}
+
+/// Loads a tokenizer from a GGUF file, a model folder, a `tokenizer.json` or a `tokenizer.model`;
+/// the kind is told by content (the GGUF magic, a JSON object), not by file name.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, LoadError> {
+    let not_found = |msg: &str| LoadError::NotFound {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    };
+    if path.is_dir() {
+        let json = path.join("tokenizer.json");
+        let model = path.join("tokenizer.model");
+        let mut tok = if json.is_file() {
+            Tokenizer::from_tokenizer_json(&json)?
+        } else if model.is_file() {
+            Tokenizer::from_tokenizer_model(&model)?
+        } else {
+            return Err(not_found(
+                "the folder has neither tokenizer.json nor tokenizer.model",
+            ));
+        };
+        apply_config_beside(&mut tok, &path.join("tokenizer.json"))?;
+        return Ok(tok);
+    }
+    let mut head = [0u8; 4];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| not_found(&e.to_string()))?;
+        let mut n = 0;
+        while n < 4 {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => return Err(not_found(&e.to_string())),
+            }
+        }
+        n
+    };
+    if n == 4 && &head == b"GGUF" {
+        let gguf = Gguf::open(path)?;
+        return tokenizer_from_gguf(&gguf);
+    }
+    let first_non_space = head[..n].iter().find(|b| !b.is_ascii_whitespace());
+    if first_non_space == Some(&b'{') {
+        let mut tok = Tokenizer::from_tokenizer_json(path)?;
+        apply_config_beside(&mut tok, path)?;
+        return Ok(tok);
+    }
+    Ok(Tokenizer::from_tokenizer_model(path)?)
+}
+
+/// Applies the `tokenizer_config.json` next to `file`, if there is one.
+fn apply_config_beside(tok: &mut Tokenizer, file: &Path) -> Result<(), LoadError> {
+    if let Some(dir) = file.parent() {
+        let config = dir.join("tokenizer_config.json");
+        if config.is_file() {
+            tok.apply_tokenizer_config(&config)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the tokenizer a GGUF file describes in its `tokenizer.*` keys.
+pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
+    let path = gguf.path();
+    let err = |key: &str, msg: String| LoadError::Key {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        msg,
+    };
+    let array = |key: &str| -> Result<Option<&[Value]>, LoadError> {
+        match gguf.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_array()
+                .map(Some)
+                .ok_or_else(|| err(key, format!("expected an array, found {}", v.type_name()))),
+        }
+    };
+    let id = |key: &str| -> Result<Option<u32>, LoadError> {
+        match gguf.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_i64() {
+                // Some converters write -1 for "none".
+                Some(-1) => Ok(None),
+                Some(i) if (0..u32::MAX as i64).contains(&i) => Ok(Some(i as u32)),
+                _ => Err(err(key, format!("expected a token id, found {v}"))),
+            },
+        }
+    };
+    let flag = |key: &str| -> Result<Option<bool>, LoadError> {
+        match gguf.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| err(key, format!("expected a bool, found {}", v.type_name()))),
+        }
+    };
+
+    const MODEL: &str = "tokenizer.ggml.model";
+    let model = gguf
+        .get(MODEL)
+        .ok_or_else(|| err(MODEL, "missing: the file has no tokenizer".to_string()))?
+        .as_str()
+        .ok_or_else(|| err(MODEL, "expected a string".to_string()))?;
+    let kind = match model {
+        "llama" => ModelKind::SentencePiece,
+        "gpt2" => ModelKind::ByteLevel,
+        other => {
+            return Err(err(
+                MODEL,
+                format!("tokenizer model {other:?} is not supported (llama, gpt2 are)"),
+            ));
+        }
+    };
+
+    const TOKENS: &str = "tokenizer.ggml.tokens";
+    let tokens: Vec<String> = array(TOKENS)?
+        .ok_or_else(|| err(TOKENS, "missing".to_string()))?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str().map(str::to_string).ok_or_else(|| {
+                err(
+                    TOKENS,
+                    format!("element {i} is {}, not a string", v.type_name()),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let n = tokens.len();
+    let mut spec = TokenizerSpec::new(kind, tokens);
+
+    const SCORES: &str = "tokenizer.ggml.scores";
+    if let Some(scores) = array(SCORES)? {
+        if scores.len() != n {
+            return Err(err(
+                SCORES,
+                format!("{} scores for {n} tokens", scores.len()),
+            ));
+        }
+        spec.scores = scores
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f32()
+                    .ok_or_else(|| err(SCORES, format!("element {i} is not a number")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    const TYPES: &str = "tokenizer.ggml.token_type";
+    if let Some(types) = array(TYPES)? {
+        if types.len() != n {
+            return Err(err(
+                TYPES,
+                format!("{} token types for {n} tokens", types.len()),
+            ));
+        }
+        spec.types = types
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_i64().and_then(TokenType::from_i64).ok_or_else(|| {
+                    err(TYPES, format!("element {i} is {v}, not a token type 1..=6"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    const MERGES: &str = "tokenizer.ggml.merges";
+    if let Some(merges) = array(MERGES)? {
+        spec.merges = merges
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    err(
+                        MERGES,
+                        format!("element {i} is {}, not a string", v.type_name()),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+
+    const PRE: &str = "tokenizer.ggml.pre";
+    let pre_name = match gguf.get(PRE) {
+        None => "default",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| err(PRE, "expected a string".to_string()))?,
+    };
+    if kind == ModelKind::ByteLevel {
+        if spec.merges.is_empty() {
+            return Err(err(
+                MERGES,
+                "missing: a gpt2 tokenizer needs merges".to_string(),
+            ));
+        }
+        let pre = PreTokenizer::from_gguf_name(pre_name).ok_or_else(|| {
+            err(PRE, format!("pre-tokenizer {pre_name:?} is not supported (llama-bpe, llama3, gpt2, smollm are)"))
+        })?;
+        spec.pre = Some(pre);
+        // llama.cpp emits whole pre-tokens that are tokens for the Llama 3 family only.
+        spec.ignore_merges = pre == PreTokenizer::Llama3;
+    }
+
+    spec.bos = id("tokenizer.ggml.bos_token_id")?;
+    spec.eos = id("tokenizer.ggml.eos_token_id")?;
+    spec.unk = id("tokenizer.ggml.unknown_token_id")?;
+    spec.pad = id("tokenizer.ggml.padding_token_id")?;
+    spec.eot = id("tokenizer.ggml.eot_token_id")?;
+    spec.eom = id("tokenizer.ggml.eom_token_id")?;
+    // Defaults as llama.cpp: SentencePiece and the Llama 3 family add BOS, others do not.
+    let default_bos = kind == ModelKind::SentencePiece || spec.pre == Some(PreTokenizer::Llama3);
+    spec.add_bos = flag("tokenizer.ggml.add_bos_token")?.unwrap_or(default_bos);
+    spec.add_eos = flag("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    spec.add_space_prefix =
+        flag("tokenizer.ggml.add_space_prefix")?.unwrap_or(kind == ModelKind::SentencePiece);
+    if kind == ModelKind::ByteLevel && spec.add_space_prefix {
+        return Err(err(
+            "tokenizer.ggml.add_space_prefix",
+            "a space prefix on a byte-level tokenizer is not supported".to_string(),
+        ));
+    }
+    const TEMPLATE: &str = "tokenizer.chat_template";
+    spec.chat_template = match gguf.get(TEMPLATE) {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .ok_or_else(|| err(TEMPLATE, "expected a string".to_string()))?
+                .to_string(),
+        ),
+    };
+    Tokenizer::from_spec(spec).map_err(|e| match e {
+        camelid_tokenizer::Error::Invalid(msg) => err("tokenizer.ggml.*", msg),
+        e => LoadError::Tokenizer(e),
+    })
+}
