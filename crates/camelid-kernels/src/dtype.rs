@@ -1,13 +1,19 @@
 //! Weight types and their block layouts.
 //!
-//! The block layouts are those of GGUF/ggml (`ggml/src/ggml-common.h`, `block_q8_0`, `block_q4_0`,
-//! `block_q4_1`): a row of `cols` elements is stored as `cols / block_size` consecutive blocks,
-//! each block carrying its own scale (and, for Q4_1, its minimum) as IEEE half floats.
+//! The block layouts are those of GGUF/ggml (`ggml/src/ggml-common.h`): a row of `cols` elements
+//! is stored as `cols / block_size` consecutive blocks, each carrying its own scale (and for the
+//! "type-1" formats a minimum) as IEEE half floats. The k-quants group 256 elements into a
+//! super-block with one half-float scale and small integer scales per sub-block of 16 or 32.
+//!
+//! The structs below document the layouts and pin their sizes; the kernels address blocks by
+//! byte offset (`offset_of!`) so that rows taken straight from a memory map need no alignment.
 
 use half::f16;
+use std::mem::{align_of, offset_of, size_of};
 
 /// The element types a weight matrix can be stored in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // the names GGUF uses: Q4_K beside Q4_0
 pub enum DType {
     F32,
     F16,
@@ -15,7 +21,19 @@ pub enum DType {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
+
+/// Elements per block of the 32-element formats.
+pub const QK: usize = 32;
+/// Elements per super-block of the k-quants.
+pub const QK_K: usize = 256;
 
 /// 32 signed 8-bit values and one scale: `x[i] = d · qs[i]`.
 #[repr(C)]
@@ -43,29 +61,166 @@ pub struct BlockQ4_1 {
     pub qs: [u8; 16],
 }
 
-/// Elements per quantization block.
-pub const QK: usize = 32;
+/// 32 unsigned 5-bit values around 16: `x[i] = d · (q[i] − 16)`. The low four bits are nibbles
+/// as in Q4_0; bit `i` of the little-endian `qh` is bit 4 of element `i`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
 
-const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
-const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
-const _: () = assert!(std::mem::align_of::<BlockQ8_0>() == 2);
+/// 32 unsigned 5-bit values with a scale and a minimum: `x[i] = d · q[i] + m`; bits as in Q5_0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+/// 2-bit "type-1" super-block: 16 sub-blocks of 16, each with a 4-bit scale (low nibble of
+/// `scales[j]`) and a 4-bit minimum (high nibble): `x = d · sc · q − dmin · m`.
+///
+/// Element `e` sits in `qs[32 · (e / 128) + e % 32]` at bit `2 · ((e % 128) / 32)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ2K {
+    pub scales: [u8; 16],
+    pub qs: [u8; 64],
+    pub d: f16,
+    pub dmin: f16,
+}
+
+/// 3-bit "type-0" super-block: 16 sub-blocks of 16 with 6-bit scales stored biased by 32:
+/// `x = d · (sc − 32) · (q − 4 · !hbit)`. The low two bits of `q` are placed as in Q2_K; the
+/// high bit of element `e` is bit `4 · (e / 128) + (e % 128) / 32` of `hmask[e % 32]`, and a
+/// *clear* bit subtracts 4. Scale `j` has its low four bits in `scales[j % 8]` (low nibble for
+/// `j < 8`, high nibble otherwise) and its high two bits at bit `2 · (j / 4)` of `scales[8 + j % 4]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ3K {
+    pub hmask: [u8; 32],
+    pub qs: [u8; 64],
+    pub scales: [u8; 12],
+    pub d: f16,
+}
+
+/// 4-bit "type-1" super-block: 8 sub-blocks of 32 with 6-bit scales and minimums packed into 12
+/// bytes (see [`kscale`]): `x = d · sc · q − dmin · m`. Each group of 64 elements uses 32 bytes of
+/// `qs`, the low nibbles for the first 32 elements and the high nibbles for the next 32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ4K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qs: [u8; 128],
+}
+
+/// 5-bit "type-1" super-block: as Q4_K, plus bit 4 of element `e` at bit `e / 32` of
+/// `qh[e % 32]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ5K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qh: [u8; 32],
+    pub qs: [u8; 128],
+}
+
+/// 6-bit "type-0" super-block: 16 sub-blocks of 16 with signed 8-bit scales:
+/// `x = d · sc[e / 16] · (q − 32)`. In each half of 128 elements (`h = e / 128`, `r = e % 128`),
+/// the low four bits come from `ql[64h + r % 64]` (low nibble for `r < 64`, high otherwise) and
+/// the high two bits from `qh[32h + r % 32]` at bit `2 · (r / 32)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ6K {
+    pub ql: [u8; 128],
+    pub qh: [u8; 64],
+    pub scales: [i8; 16],
+    pub d: f16,
+}
+
+const _: () = {
+    assert!(size_of::<BlockQ8_0>() == 34);
+    assert!(size_of::<BlockQ4_0>() == 18);
+    assert!(size_of::<BlockQ4_1>() == 20);
+    assert!(size_of::<BlockQ5_0>() == 22);
+    assert!(size_of::<BlockQ5_1>() == 24);
+    assert!(size_of::<BlockQ2K>() == 84);
+    assert!(size_of::<BlockQ3K>() == 110);
+    assert!(size_of::<BlockQ4K>() == 144);
+    assert!(size_of::<BlockQ5K>() == 176);
+    assert!(size_of::<BlockQ6K>() == 210);
+    assert!(align_of::<BlockQ8_0>() == 2);
+    // The offsets the kernels rely on.
+    assert!(offset_of!(BlockQ5_0, qs) == 6);
+    assert!(offset_of!(BlockQ5_1, qs) == 8);
+    assert!(offset_of!(BlockQ2K, d) == 80);
+    assert!(offset_of!(BlockQ3K, scales) == 96 && offset_of!(BlockQ3K, d) == 108);
+    assert!(offset_of!(BlockQ4K, scales) == 4 && offset_of!(BlockQ4K, qs) == 16);
+    assert!(offset_of!(BlockQ5K, qh) == 16 && offset_of!(BlockQ5K, qs) == 48);
+    assert!(offset_of!(BlockQ6K, qh) == 128 && offset_of!(BlockQ6K, scales) == 192);
+    assert!(offset_of!(BlockQ6K, d) == 208);
+};
+
+/// Unpacks the 6-bit scale and minimum of sub-block `j` (0..8) of a Q4_K/Q5_K super-block.
+///
+/// Layout (ggml `get_scale_min_k4`): for `j < 4`, `scales[j]` and `scales[j + 4]` hold scale and
+/// minimum in their low six bits; for `j ≥ 4`, the low four bits are the nibbles of
+/// `scales[j + 4]` and the high two bits are the top bits of `scales[j − 4]` (scale) and
+/// `scales[j]` (minimum).
+#[inline]
+pub fn kscale(scales: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 63, scales[j + 4] & 63)
+    } else {
+        (
+            (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4),
+            (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Unpacks the sixteen 6-bit Q3_K scales, bias 32 removed.
+#[inline]
+pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (j, o) in out.iter_mut().enumerate() {
+        let lo = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
+        let hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *o = (lo | (hi << 4)) as i8 - 32;
+    }
+    out
+}
 
 impl DType {
-    pub const ALL: [DType; 6] = [
+    pub const ALL: [DType; 13] = [
         DType::F32,
         DType::F16,
         DType::BF16,
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q2_K,
+        DType::Q3_K,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
     ];
 
     /// Elements per block (1 for the float types).
     pub const fn block_size(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => QK,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => QK,
+            DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => QK_K,
         }
     }
 
@@ -74,9 +229,16 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
-            DType::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
-            DType::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
-            DType::Q4_1 => std::mem::size_of::<BlockQ4_1>(),
+            DType::Q8_0 => size_of::<BlockQ8_0>(),
+            DType::Q4_0 => size_of::<BlockQ4_0>(),
+            DType::Q4_1 => size_of::<BlockQ4_1>(),
+            DType::Q5_0 => size_of::<BlockQ5_0>(),
+            DType::Q5_1 => size_of::<BlockQ5_1>(),
+            DType::Q2_K => size_of::<BlockQ2K>(),
+            DType::Q3_K => size_of::<BlockQ3K>(),
+            DType::Q4_K => size_of::<BlockQ4K>(),
+            DType::Q5_K => size_of::<BlockQ5K>(),
+            DType::Q6_K => size_of::<BlockQ6K>(),
         }
     }
 
@@ -88,6 +250,7 @@ impl DType {
         (cols / self.block_size()).checked_mul(self.block_bytes())
     }
 
+    /// The name GGUF and llama.cpp use.
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "F32",
@@ -96,6 +259,13 @@ impl DType {
             DType::Q8_0 => "Q8_0",
             DType::Q4_0 => "Q4_0",
             DType::Q4_1 => "Q4_1",
+            DType::Q5_0 => "Q5_0",
+            DType::Q5_1 => "Q5_1",
+            DType::Q2_K => "Q2_K",
+            DType::Q3_K => "Q3_K",
+            DType::Q4_K => "Q4_K",
+            DType::Q5_K => "Q5_K",
+            DType::Q6_K => "Q6_K",
         }
     }
 

@@ -1,16 +1,43 @@
-//! Quantization and dequantization of rows, the scalar reference of every weight type.
+//! Quantization and dequantization of rows: the scalar reference of every weight type.
 //!
-//! Block formats: ggml `ggml-common.h`; the rounding rules of the quantizers follow ggml's
-//! reference quantizers (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`, `quantize_row_q4_1_ref`
-//! in `ggml-quants.c`), so a file we write holds what llama-quantize would write for the same
-//! input. Rows are read byte by byte (little-endian), so slices need no particular alignment.
+//! Block formats: ggml `ggml-common.h` (see [`crate::dtype`]). The 32-element formats round as
+//! ggml's reference quantizers do ([`legacy`]); the k-quants use our own least-squares search
+//! ([`kquants`]). Rows are read byte by byte (little-endian), so slices need no alignment.
 
-use crate::dtype::{DType, QK};
+mod kquants;
+mod legacy;
+
+use crate::dtype::DType;
 use half::{bf16, f16};
 
 #[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+#[inline]
+pub(crate) fn put_f16(b: &mut [u8], i: usize, v: f32) {
+    b[i..i + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+type BlockFn = fn(&[u8], &mut [f32]);
+type QuantFn = fn(&[f32], &mut [u8]);
+
+/// The per-block routines of a quantized type.
+fn block_fns(dtype: DType) -> Option<(BlockFn, QuantFn)> {
+    Some(match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => return None,
+        DType::Q8_0 => (legacy::dequant_q8_0, legacy::quant_q8_0),
+        DType::Q4_0 => (legacy::dequant_q4_0, legacy::quant_q4_0),
+        DType::Q4_1 => (legacy::dequant_q4_1, legacy::quant_q4_1),
+        DType::Q5_0 => (legacy::dequant_q5_0, legacy::quant_q5_0),
+        DType::Q5_1 => (legacy::dequant_q5_1, legacy::quant_q5_1),
+        DType::Q2_K => (kquants::dequant_q2_k, kquants::quant_q2_k),
+        DType::Q3_K => (kquants::dequant_q3_k, kquants::quant_q3_k),
+        DType::Q4_K => (kquants::dequant_q4_k, kquants::quant_q4_k),
+        DType::Q5_K => (kquants::dequant_q5_k, kquants::quant_q5_k),
+        DType::Q6_K => (kquants::dequant_q6_k, kquants::quant_q6_k),
+    })
 }
 
 /// Dequantizes one row: `src` holds `dst.len()` elements of `dtype`.
@@ -38,31 +65,11 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) {
                 *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
             }
         }
-        DType::Q8_0 => {
-            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(34)) {
-                let d = f16_at(b, 0);
-                for (o, &q) in out.iter_mut().zip(&b[2..34]) {
-                    *o = d * (q as i8) as f32;
-                }
-            }
-        }
-        DType::Q4_0 => {
-            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(18)) {
-                let d = f16_at(b, 0);
-                for (j, &q) in b[2..18].iter().enumerate() {
-                    out[j] = d * ((q & 0x0f) as i32 - 8) as f32;
-                    out[j + 16] = d * ((q >> 4) as i32 - 8) as f32;
-                }
-            }
-        }
-        DType::Q4_1 => {
-            for (out, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(20)) {
-                let d = f16_at(b, 0);
-                let m = f16_at(b, 2);
-                for (j, &q) in b[4..20].iter().enumerate() {
-                    out[j] = d * (q & 0x0f) as f32 + m;
-                    out[j + 16] = d * (q >> 4) as f32 + m;
-                }
+        _ => {
+            let (deq, _) = block_fns(dtype).expect("quantized type");
+            let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
+            for (out, b) in dst.chunks_exact_mut(bs).zip(src.chunks_exact(bb)) {
+                deq(b, out);
             }
         }
     }
@@ -91,46 +98,11 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) {
                 d.copy_from_slice(&bf16::from_f32(*s).to_le_bytes());
             }
         }
-        DType::Q8_0 => {
-            for (b, x) in dst.chunks_exact_mut(34).zip(src.chunks_exact(QK)) {
-                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                b[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                for (q, v) in b[2..].iter_mut().zip(x) {
-                    *q = (v * id).round() as i8 as u8;
-                }
-            }
-        }
-        DType::Q4_0 => {
-            for (b, x) in dst.chunks_exact_mut(18).zip(src.chunks_exact(QK)) {
-                // The scale maps the value of largest magnitude, sign included, to -8.
-                let max = x
-                    .iter()
-                    .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-                let d = max / -8.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                b[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                for j in 0..16 {
-                    let lo = ((x[j] * id + 8.5) as i8).min(15) as u8;
-                    let hi = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
-                    b[2 + j] = lo | (hi << 4);
-                }
-            }
-        }
-        DType::Q4_1 => {
-            for (b, x) in dst.chunks_exact_mut(20).zip(src.chunks_exact(QK)) {
-                let min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let d = (max - min) / 15.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                b[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                b[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
-                for j in 0..16 {
-                    let lo = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
-                    let hi = (((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
-                    b[4 + j] = lo | (hi << 4);
-                }
+        _ => {
+            let (_, quant) = block_fns(dtype).expect("quantized type");
+            let (bs, bb) = (dtype.block_size(), dtype.block_bytes());
+            for (b, x) in dst.chunks_exact_mut(bb).zip(src.chunks_exact(bs)) {
+                quant(x, b);
             }
         }
     }
@@ -184,7 +156,13 @@ mod tests {
         let x: Vec<f32> = (0..256)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i / 32) as f32))
             .collect();
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for dtype in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q5_0,
+            DType::Q5_1,
+        ] {
             let mut q = vec![0u8; dtype.row_bytes(x.len()).unwrap()];
             quantize_row(dtype, &x, &mut q);
             let mut y = vec![0.0f32; x.len()];
@@ -197,11 +175,17 @@ mod tests {
                 let step = match dtype {
                     DType::Q8_0 => amax / 127.0,
                     DType::Q4_0 => amax / 8.0,
-                    _ => (hi - lo) / 15.0,
+                    DType::Q5_0 => amax / 16.0,
+                    DType::Q4_1 => (hi - lo) / 15.0,
+                    _ => (hi - lo) / 31.0,
                 };
-                // Q4_0 has 8 steps below zero and only 7 above, so the extreme of the other
+                // Q4_0 and Q5_0 have one step more below zero than above so the extreme of the other
                 // sign is off by up to a whole step; elsewhere rounding costs half a step.
-                let steps = if dtype == DType::Q4_0 { 1.0 } else { 0.5 };
+                let steps = if matches!(dtype, DType::Q4_0 | DType::Q5_0) {
+                    1.0
+                } else {
+                    0.5
+                };
                 for (a, b) in xb.iter().zip(yb) {
                     // f16 rounding of the scale adds a relative 2^-11 per step.
                     assert!(

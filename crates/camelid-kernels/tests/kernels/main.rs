@@ -1,0 +1,5 @@
+//! Integration tests of camelid-kernels: formats against llama.cpp's own encoder and decoder
+//! (fixtures written by `tools/kernels_quant_reference.py`), and every SIMD path against its
+//! scalar twin.
+
+mod quant_reference;
