@@ -1,5 +1,121 @@
-//! `camelid`: the command-line front end.
+//! `camelid`: run, inspect and evaluate Llama-family models from the command line.
 
-fn main() {
-    println!("camelid");
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod inspect;
+
+#[derive(Parser)]
+#[command(
+    name = "camelid",
+    version,
+    about = "A Rust engine for the Llama model family"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the logits of a token sequence as JSON: {"n_vocab": V, "logits": [[...], ...]}.
+    Logits(LogitsArgs),
+    /// Print a model's metadata, tensor table and parameter count.
+    Inspect(inspect::InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct LogitsArgs {
+    /// A GGUF file or a Hugging Face model folder (config.json + safetensors).
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    tokens: Vec<u32>,
+    /// Print the logits of every position, not only the last.
+    #[arg(long)]
+    all: bool,
+    /// Compute threads (default: all cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Logits(a) => logits(a),
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A closed stdout (`camelid ... | head`) ends the program quietly, as it does for Unix tools.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn logits(a: &LogitsArgs) -> Result<()> {
+    let mut model = camelid_model::Model::load(&a.model)?;
+    if let Some(t) = a.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        model.threads = t;
+    }
+    let mut state = model.new_state(a.tokens.len());
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    write!(
+        out,
+        "{{\"n_vocab\": {}, \"logits\": [",
+        model.config.n_vocab
+    )?;
+    let mut first = true;
+    let mut io_err = Ok(());
+    model.forward(&mut state, &a.tokens, a.all, |_, row| {
+        if io_err.is_err() {
+            return;
+        }
+        io_err = write_row(&mut out, row, first);
+        first = false;
+    })?;
+    io_err.context("writing logits")?;
+    writeln!(out, "]}}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn write_row(out: &mut impl Write, row: &[f32], first: bool) -> io::Result<()> {
+    if !first {
+        out.write_all(b", ")?;
+    }
+    out.write_all(b"[")?;
+    for (i, v) in row.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b", ")?;
+        }
+        // Rust prints the shortest string that parses back to the same f32; JSON has no NaN.
+        if v.is_finite() {
+            write!(out, "{v}")?;
+        } else {
+            out.write_all(b"null")?;
+        }
+    }
+    out.write_all(b"]")
 }

@@ -45,6 +45,8 @@ pub struct HfConfig {
     pub rms_norm_eps: Option<f64>,
     pub rope_theta: Option<f64>,
     pub rope_scaling: Option<HfRopeScaling>,
+    /// transformers 5 keeps `rope_theta` and the scaling fields here instead.
+    pub rope_parameters: Option<HfRopeScaling>,
     pub max_position_embeddings: Option<usize>,
     pub tie_word_embeddings: Option<bool>,
     pub bos_token_id: Option<IdOrIds>,
@@ -82,6 +84,8 @@ pub struct HfRopeScaling {
     pub low_freq_factor: Option<f64>,
     pub high_freq_factor: Option<f64>,
     pub original_max_position_embeddings: Option<usize>,
+    /// Only in transformers 5's `rope_parameters`.
+    pub rope_theta: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +97,7 @@ struct RawRopeScaling {
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
     original_max_position_embeddings: Option<usize>,
+    rope_theta: Option<f64>,
 }
 
 impl TryFrom<RawRopeScaling> for HfRopeScaling {
@@ -111,6 +116,7 @@ impl TryFrom<RawRopeScaling> for HfRopeScaling {
             low_freq_factor: raw.low_freq_factor,
             high_freq_factor: raw.high_freq_factor,
             original_max_position_embeddings: raw.original_max_position_embeddings,
+            rope_theta: raw.rope_theta,
         })
     }
 }

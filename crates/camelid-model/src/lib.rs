@@ -1,4 +1,11 @@
 //! camelid-model: configuration, weights in one canonical layout, and the Llama forward pass.
 
 pub mod config;
+pub mod error;
+pub mod llama;
 pub mod tokenizer_load;
+pub mod weights;
+
+pub use config::Config;
+pub use error::ModelError;
+pub use llama::{Model, State};

@@ -1,0 +1,82 @@
+//! `camelid inspect`: what is in a model file, without reading its tensor data.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use camelid_model::weights::Checkpoint;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// A GGUF file or a Hugging Face model folder.
+    pub model: PathBuf,
+}
+
+pub fn run(a: &InspectArgs) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.model)?;
+    let mut out = String::new();
+    use std::fmt::Write;
+    match ckpt.gguf() {
+        Some(g) => {
+            writeln!(out, "file: {}", a.model.display())?;
+            writeln!(
+                out,
+                "format: GGUF v{}, alignment {}",
+                g.version(),
+                g.alignment()
+            )?;
+            writeln!(out, "\nmetadata ({} keys):", g.metadata().len())?;
+            for (k, v) in g.metadata() {
+                writeln!(out, "  {k} = {v}")?;
+            }
+            writeln!(out, "\ntensors ({}):", g.tensors().len())?;
+            writeln!(
+                out,
+                "  {:<36} {:<6} {:<20} {:>12}",
+                "name", "type", "shape", "offset"
+            )?;
+            let mut total = 0u64;
+            for t in g.tensors() {
+                total += t.n_elements();
+                let shape = format!("{:?}", t.dims);
+                writeln!(
+                    out,
+                    "  {:<36} {:<6} {:<20} {:>12}",
+                    t.name,
+                    t.ggml_type.name(),
+                    shape,
+                    t.offset
+                )?;
+            }
+            writeln!(
+                out,
+                "\nparameters in file: {total} ({:.3}B)",
+                total as f64 / 1e9
+            )?;
+        }
+        None => {
+            writeln!(out, "folder: {}", a.model.display())?;
+            writeln!(out, "format: Hugging Face (config.json + safetensors)")?;
+        }
+    }
+    let c = &ckpt.config;
+    writeln!(out, "\nconfig:")?;
+    writeln!(
+        out,
+        "  vocab {}  d_model {}  layers {}  heads {}  kv heads {}  head_dim {}  ffn {}",
+        c.n_vocab, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.d_ff
+    )?;
+    writeln!(
+        out,
+        "  rms eps {:e}  rope theta {}  rope scaling {:?}  context {}  tied embeddings {}",
+        c.norm_eps, c.rope_theta, c.rope_scaling, c.n_ctx_train, c.tied_embeddings
+    )?;
+    writeln!(
+        out,
+        "  parameters implied by the shapes: {} ({:.3}B)",
+        c.n_params(),
+        c.n_params() as f64 / 1e9
+    )?;
+    use std::io::Write as _;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}

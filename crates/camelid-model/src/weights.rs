@@ -1,0 +1,643 @@
+//! Loading a checkpoint into one canonical set of weights.
+//!
+//! Whatever the source (GGUF or Hugging Face safetensors), the model sees the same [`Weights`]:
+//! row-major matrices `[out, in]` in the dtype they are stored in, borrowed from the memory map,
+//! and Wq/Wk rows in Meta's layout, where RoPE rotates adjacent pairs. Hugging Face checkpoints
+//! store Wq/Wk rows permuted for its rotate-half RoPE (transformers
+//! `convert_llama_weights_to_hf.py`, `permute`; Wk with `n_kv_heads`); we undo that permutation
+//! at load, the same way llama.cpp's converter does (`LlamaModel.permute`), so there is one RoPE.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use camelid_formats::gguf::{Gguf, Value};
+use camelid_formats::hf_config::HfConfig;
+use camelid_formats::safetensors::{SafetensorsModel, StDtype};
+use camelid_kernels::{DType, WeightView};
+
+use crate::config::{Config, ConfigError, RopeScaling};
+use crate::error::ModelError;
+
+/// Where a tensor's bytes live.
+enum Data {
+    /// In a GGUF memory map, used in place.
+    Gguf(Arc<Gguf>, std::ops::Range<usize>),
+    /// In a safetensors memory map, used in place (tensor index into the model's table).
+    Safetensors(Arc<SafetensorsModel>, usize),
+    /// Rearranged at load (only HF Wq/Wk, whose rows are permuted).
+    Owned(Vec<u8>),
+}
+
+/// A weight matrix `[rows, cols]`.
+pub struct Tensor {
+    pub name: String,
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    data: Data,
+}
+
+impl Tensor {
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            Data::Gguf(g, r) => &g.bytes()[r.clone()],
+            Data::Safetensors(st, i) => st.data(&st.tensors()[*i]),
+            Data::Owned(v) => v,
+        }
+    }
+
+    pub fn view(&self) -> WeightView<'_> {
+        WeightView {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+            data: self.bytes(),
+        }
+    }
+
+    /// Whether the bytes are used in place from a memory map.
+    pub fn is_mapped(&self) -> bool {
+        !matches!(self.data, Data::Owned(_))
+    }
+
+    /// The whole tensor as f32 (for the small 1-D norm gains).
+    fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        for (r, dst) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.view().dequantize_row_into(r, dst);
+        }
+        out
+    }
+}
+
+/// One transformer block.
+pub struct Layer {
+    /// `[d_model]`
+    pub attn_norm: Vec<f32>,
+    /// `[q_dim, d_model]`, `[kv_dim, d_model]`, `[kv_dim, d_model]`, `[d_model, q_dim]`
+    pub wq: Tensor,
+    pub wk: Tensor,
+    pub wv: Tensor,
+    pub wo: Tensor,
+    /// `[d_model]`
+    pub ffn_norm: Vec<f32>,
+    /// `[d_ff, d_model]`, `[d_ff, d_model]`, `[d_model, d_ff]`
+    pub w_gate: Tensor,
+    pub w_up: Tensor,
+    pub w_down: Tensor,
+}
+
+/// All weights of a Llama model, in the canonical layout.
+pub struct Weights {
+    /// `[n_vocab, d_model]`
+    pub token_embd: Tensor,
+    pub layers: Vec<Layer>,
+    /// `[d_model]`
+    pub output_norm: Vec<f32>,
+    /// `[n_vocab, d_model]`; `None` when tied to `token_embd`.
+    pub output: Option<Tensor>,
+    /// Per-pair RoPE frequency divisors (GGUF `rope_freqs.weight`, Llama 3.1 scaling baked in).
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+impl Weights {
+    pub fn output(&self) -> &Tensor {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Every matrix, for reporting.
+    pub fn matrices(&self) -> impl Iterator<Item = &Tensor> {
+        std::iter::once(&self.token_embd)
+            .chain(
+                self.layers
+                    .iter()
+                    .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]),
+            )
+            .chain(self.output.iter())
+    }
+}
+
+/// A checkpoint opened for loading: its config and a way to fetch tensors by GGUF name.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub config: Config,
+    source: Source,
+}
+
+enum Source {
+    Gguf(Arc<Gguf>),
+    /// Hugging Face safetensors: tensors are looked up by their HF names.
+    Hf(Arc<SafetensorsModel>),
+}
+
+impl Checkpoint {
+    /// Opens a GGUF file, or a Hugging Face folder (config.json + safetensors).
+    pub fn open(path: &Path) -> Result<Checkpoint, ModelError> {
+        if path.is_dir() {
+            return Self::open_hf(path);
+        }
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map(|_| &magic == b"GGUF")
+            .unwrap_or(false);
+        if is_gguf {
+            Self::open_gguf(path)
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            Self::open_hf(path.parent().unwrap_or(Path::new(".")))
+        } else if !path.exists() {
+            Err(ModelError::NotAModel {
+                path: path.into(),
+                msg: "no such file or folder".into(),
+            })
+        } else {
+            Err(ModelError::NotAModel {
+                path: path.into(),
+                msg: "not a GGUF file (no `GGUF` magic) nor a Hugging Face model folder".into(),
+            })
+        }
+    }
+
+    fn open_gguf(path: &Path) -> Result<Checkpoint, ModelError> {
+        let g = Arc::new(Gguf::open(path)?);
+        let config = config_from_gguf(&g)?;
+        Ok(Checkpoint {
+            path: path.into(),
+            config,
+            source: Source::Gguf(g),
+        })
+    }
+
+    fn open_hf(dir: &Path) -> Result<Checkpoint, ModelError> {
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.is_file() {
+            return Err(ModelError::NotAModel {
+                path: dir.into(),
+                msg: "folder has no config.json (a Hugging Face model folder needs config.json and safetensors)".into(),
+            });
+        }
+        let hf = camelid_formats::hf_config::load(&cfg_path)?;
+        let st = Arc::new(SafetensorsModel::open(dir)?);
+        let tied_default = st.tensor("lm_head.weight").is_none();
+        let config = config_from_hf(&hf, tied_default).map_err(|err| ModelError::Config {
+            path: cfg_path.clone(),
+            err,
+        })?;
+        Ok(Checkpoint {
+            path: dir.into(),
+            config,
+            source: Source::Hf(st),
+        })
+    }
+
+    /// The underlying GGUF, when the checkpoint is one.
+    pub fn gguf(&self) -> Option<&Gguf> {
+        match &self.source {
+            Source::Gguf(g) => Some(g),
+            Source::Hf(_) => None,
+        }
+    }
+
+    /// Loads and checks every tensor against the config.
+    pub fn load_weights(&self) -> Result<Weights, ModelError> {
+        let c = &self.config;
+        let (d, q, kv, ff, v) = (c.d_model, c.q_dim(), c.kv_dim(), c.d_ff, c.n_vocab);
+        let token_embd = self.matrix("token_embd.weight", v, d)?;
+        let output = match self.find("output.weight")? {
+            Some(_) if c.tied_embeddings => None,
+            Some(_) => Some(self.matrix("output.weight", v, d)?),
+            None if c.tied_embeddings => None,
+            None => return Err(self.missing("output.weight")),
+        };
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let mut wq = self.matrix(&n("attn_q"), q, d)?;
+            let mut wk = self.matrix(&n("attn_k"), kv, d)?;
+            if matches!(self.source, Source::Hf(_)) {
+                wq = unpermute_rows(wq, c.n_heads, c.head_dim);
+                wk = unpermute_rows(wk, c.n_kv_heads, c.head_dim);
+            }
+            layers.push(Layer {
+                attn_norm: self.vector(&n("attn_norm"), d)?,
+                wq,
+                wk,
+                wv: self.matrix(&n("attn_v"), kv, d)?,
+                wo: self.matrix(&n("attn_output"), d, q)?,
+                ffn_norm: self.vector(&n("ffn_norm"), d)?,
+                w_gate: self.matrix(&n("ffn_gate"), ff, d)?,
+                w_up: self.matrix(&n("ffn_up"), ff, d)?,
+                w_down: self.matrix(&n("ffn_down"), d, ff)?,
+            });
+        }
+        let rope_freqs = match self.find("rope_freqs.weight")? {
+            Some(_) => Some(self.vector("rope_freqs.weight", c.head_dim / 2)?),
+            None => None,
+        };
+        Ok(Weights {
+            token_embd,
+            layers,
+            output_norm: self.vector("output_norm.weight", d)?,
+            output,
+            rope_freqs,
+        })
+    }
+
+    fn missing(&self, name: &str) -> ModelError {
+        ModelError::MissingTensor {
+            path: self.path.clone(),
+            tensor: self.source_name(name),
+        }
+    }
+
+    fn source_name(&self, gguf_name: &str) -> String {
+        match self.source {
+            Source::Gguf(_) => gguf_name.to_string(),
+            Source::Hf(_) => hf_name(gguf_name),
+        }
+    }
+
+    /// Finds a tensor by its GGUF name: `(dtype, shape as [rows, cols] or [n], data)`.
+    fn find(&self, name: &str) -> Result<Option<(DType, Vec<usize>, Data)>, ModelError> {
+        let unsupported = |dtype: &str| ModelError::UnsupportedType {
+            path: self.path.clone(),
+            tensor: self.source_name(name),
+            dtype: dtype.to_string(),
+        };
+        match &self.source {
+            Source::Gguf(g) => {
+                let Some(t) = g.tensor(name) else {
+                    return Ok(None);
+                };
+                // Every type camelid-kernels knows goes by its ggml name (F16, Q4_K, ...).
+                let name = t.ggml_type.name();
+                let dtype = DType::from_name(name).ok_or_else(|| unsupported(name))?;
+                // GGUF lists dimensions fastest first: [cols, rows].
+                let shape: Vec<usize> = t.dims.iter().rev().map(|&x| x as usize).collect();
+                Ok(Some((
+                    dtype,
+                    shape,
+                    Data::Gguf(g.clone(), t.data_range.clone()),
+                )))
+            }
+            Source::Hf(st) => {
+                let hf = hf_name(name);
+                let Some(i) = st.tensors().iter().position(|t| t.name == hf) else {
+                    return Ok(None);
+                };
+                let t = &st.tensors()[i];
+                let dtype = match t.dtype {
+                    StDtype::F32 => DType::F32,
+                    StDtype::F16 => DType::F16,
+                    StDtype::BF16 => DType::BF16,
+                    other => return Err(unsupported(&format!("{other:?}"))),
+                };
+                Ok(Some((
+                    dtype,
+                    t.shape.clone(),
+                    Data::Safetensors(st.clone(), i),
+                )))
+            }
+        }
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor, ModelError> {
+        let (dtype, shape, data) = self.find(name)?.ok_or_else(|| self.missing(name))?;
+        if shape != [rows, cols] {
+            return Err(ModelError::Shape {
+                path: self.path.clone(),
+                tensor: self.source_name(name),
+                expected: vec![rows, cols],
+                got: shape,
+            });
+        }
+        let t = Tensor {
+            name: name.to_string(),
+            dtype,
+            rows,
+            cols,
+            data,
+        };
+        // The readers have checked that the bytes fit the file; this checks they fit the shape.
+        if WeightView::new(dtype, rows, cols, t.bytes()).is_none() {
+            return Err(ModelError::Shape {
+                path: self.path.clone(),
+                tensor: self.source_name(name),
+                expected: vec![rows, cols],
+                got: vec![t.bytes().len(), 0],
+            });
+        }
+        Ok(t)
+    }
+
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+        let (dtype, shape, data) = self.find(name)?.ok_or_else(|| self.missing(name))?;
+        if shape != [n] {
+            return Err(ModelError::Shape {
+                path: self.path.clone(),
+                tensor: self.source_name(name),
+                expected: vec![n],
+                got: shape,
+            });
+        }
+        let t = Tensor {
+            name: name.to_string(),
+            dtype,
+            rows: 1,
+            cols: n,
+            data,
+        };
+        Ok(t.to_f32())
+    }
+}
+
+/// The Hugging Face name of a GGUF tensor name (transformers `LlamaForCausalLM` state dict).
+fn hf_name(gguf: &str) -> String {
+    let fixed = [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+        ("rope_freqs.weight", "rope_freqs.weight"),
+    ];
+    if let Some((_, hf)) = fixed.iter().find(|(g, _)| *g == gguf) {
+        return hf.to_string();
+    }
+    let Some(rest) = gguf.strip_prefix("blk.") else {
+        return gguf.to_string();
+    };
+    let Some((layer, part)) = rest.split_once('.') else {
+        return gguf.to_string();
+    };
+    let part = match part {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        other => other,
+    };
+    format!("model.layers.{layer}.{part}")
+}
+
+/// Undoes Hugging Face's Wq/Wk row permutation: within each head, HF row `j·(hd/2) + i` holds
+/// Meta's row `2i + j` (transformers `permute`: view(heads, hd/2, 2, d).transpose(1, 2)).
+fn unpermute_rows(t: Tensor, heads: usize, head_dim: usize) -> Tensor {
+    let src = t.bytes();
+    let rb = src.len() / t.rows;
+    let mut out = vec![0u8; src.len()];
+    let half = head_dim / 2;
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let meta = h * head_dim + 2 * i + j;
+                let hf = h * head_dim + j * half + i;
+                out[meta * rb..][..rb].copy_from_slice(&src[hf * rb..][..rb]);
+            }
+        }
+    }
+    Tensor {
+        data: Data::Owned(out),
+        ..t
+    }
+}
+
+fn cfg_err(field: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Reads the `llama.*` keys (GGUF spec, "LLM" section) and checks them against the tensors.
+fn config_from_gguf(g: &Gguf) -> Result<Config, ModelError> {
+    let path = g.path().to_path_buf();
+    let err = |field: &str, msg: String| ModelError::Config {
+        path: path.clone(),
+        err: cfg_err(field, msg),
+    };
+    let arch = g
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("general.architecture", "missing or not a string".into()))?;
+    if arch != "llama" {
+        return Err(ModelError::Architecture {
+            path: path.clone(),
+            arch: arch.to_string(),
+        });
+    }
+    let uint = |key: &str| -> Result<Option<usize>, ModelError> {
+        match g.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                err(
+                    key,
+                    format!("expected an unsigned integer, found {}", v.type_name()),
+                )
+            }),
+        }
+    };
+    let float = |key: &str| -> Result<Option<f32>, ModelError> {
+        match g.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f32()
+                .map(Some)
+                .ok_or_else(|| err(key, format!("expected a number, found {}", v.type_name()))),
+        }
+    };
+    let need = |key: &str| -> Result<usize, ModelError> {
+        uint(key)?.ok_or_else(|| err(key, "missing".into()))
+    };
+    let d_model = need("llama.embedding_length")?;
+    let n_heads = need("llama.attention.head_count")?;
+    let n_kv_heads = uint("llama.attention.head_count_kv")?.unwrap_or(n_heads);
+    let head_dim = match uint("llama.attention.key_length")? {
+        Some(k) => k,
+        None if n_heads > 0 => d_model / n_heads,
+        None => 0,
+    };
+    if let Some(rd) = uint("llama.rope.dimension_count")?
+        && rd != head_dim
+    {
+        return Err(err(
+            "llama.rope.dimension_count",
+            format!(
+                "{rd} differs from the head size {head_dim}; partial RoPE is not a Llama feature"
+            ),
+        ));
+    }
+    // The vocabulary size is the embedding's row count; a declared size must agree.
+    let embd = g
+        .tensor("token_embd.weight")
+        .ok_or_else(|| ModelError::MissingTensor {
+            path: path.clone(),
+            tensor: "token_embd.weight".into(),
+        })?;
+    let n_vocab = embd.dims.get(1).copied().unwrap_or(0) as usize;
+    if let Some(v) = uint("llama.vocab_size")?
+        && v != n_vocab
+    {
+        return Err(err(
+            "llama.vocab_size",
+            format!("{v} differs from token_embd.weight's {n_vocab} rows"),
+        ));
+    }
+    let rope_scaling = match g.get("llama.rope.scaling.type").and_then(Value::as_str) {
+        None | Some("none") => match float("llama.rope.scale_linear")? {
+            Some(f) if f != 1.0 => RopeScaling::Linear { factor: f },
+            _ => RopeScaling::None,
+        },
+        Some("linear") => RopeScaling::Linear {
+            factor: float("llama.rope.scaling.factor")?
+                .ok_or_else(|| err("llama.rope.scaling.factor", "missing".into()))?,
+        },
+        // Llama 3.1 files carry their scaling as `rope_freqs.weight` instead.
+        Some(other) => {
+            return Err(err(
+                "llama.rope.scaling.type",
+                format!("`{other}` is not supported (none, linear)"),
+            ));
+        }
+    };
+    let config = Config {
+        n_vocab,
+        d_model,
+        n_layers: need("llama.block_count")?,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        d_ff: need("llama.feed_forward_length")?,
+        // No default for eps: a silently wrong eps was a bug other engines shipped.
+        norm_eps: float("llama.attention.layer_norm_rms_epsilon")?
+            .ok_or_else(|| err("llama.attention.layer_norm_rms_epsilon", "missing".into()))?,
+        rope_theta: float("llama.rope.freq_base")?.unwrap_or(10000.0),
+        rope_scaling,
+        n_ctx_train: need("llama.context_length")?,
+        tied_embeddings: g.tensor("output.weight").is_none(),
+    };
+    config
+        .validate()
+        .map_err(|e| ModelError::Config { path, err: e })?;
+    Ok(config)
+}
+
+/// Builds a [`Config`] from `config.json`, with transformers' `LlamaConfig` defaults.
+fn config_from_hf(hf: &HfConfig, no_lm_head: bool) -> Result<Config, ConfigError> {
+    if let Some(mt) = &hf.model_type
+        && mt != "llama"
+    {
+        return Err(cfg_err(
+            "model_type",
+            format!("`{mt}` is not supported (llama)"),
+        ));
+    }
+    let need = |v: Option<usize>, field: &str| v.ok_or_else(|| cfg_err(field, "missing"));
+    let d_model = need(hf.hidden_size, "hidden_size")?;
+    let n_heads = need(hf.num_attention_heads, "num_attention_heads")?;
+    let head_dim = match hf.head_dim {
+        Some(h) => h,
+        None if n_heads > 0 => d_model / n_heads,
+        None => 0,
+    };
+    // transformers 5 moved `rope_theta` and the scaling into `rope_parameters`.
+    let rope_params = hf.rope_scaling.as_ref().or(hf.rope_parameters.as_ref());
+    let rope_theta = hf
+        .rope_theta
+        .or(hf.rope_parameters.as_ref().and_then(|p| p.rope_theta));
+    let rope_scaling = match rope_params {
+        None => RopeScaling::None,
+        Some(rs) => match rs.rope_type.as_deref() {
+            None | Some("default") => RopeScaling::None,
+            Some("linear") => RopeScaling::Linear {
+                factor: rs
+                    .factor
+                    .ok_or_else(|| cfg_err("rope_scaling.factor", "missing"))?
+                    as f32,
+            },
+            Some("llama3") => RopeScaling::Llama3 {
+                factor: rs
+                    .factor
+                    .ok_or_else(|| cfg_err("rope_scaling.factor", "missing"))?
+                    as f32,
+                low_freq_factor: rs
+                    .low_freq_factor
+                    .ok_or_else(|| cfg_err("rope_scaling.low_freq_factor", "missing"))?
+                    as f32,
+                high_freq_factor: rs
+                    .high_freq_factor
+                    .ok_or_else(|| cfg_err("rope_scaling.high_freq_factor", "missing"))?
+                    as f32,
+                original_context: rs.original_max_position_embeddings.ok_or_else(|| {
+                    cfg_err("rope_scaling.original_max_position_embeddings", "missing")
+                })? as usize,
+            },
+            Some(other) => {
+                return Err(cfg_err(
+                    "rope_scaling.rope_type",
+                    format!("`{other}` is not supported (linear, llama3)"),
+                ));
+            }
+        },
+    };
+    let config = Config {
+        n_vocab: need(hf.vocab_size, "vocab_size")?,
+        d_model,
+        n_layers: need(hf.num_hidden_layers, "num_hidden_layers")?,
+        n_heads,
+        n_kv_heads: hf.num_key_value_heads.unwrap_or(n_heads),
+        head_dim,
+        d_ff: need(hf.intermediate_size, "intermediate_size")?,
+        norm_eps: hf.rms_norm_eps.unwrap_or(1e-6) as f32,
+        rope_theta: rope_theta.unwrap_or(10000.0) as f32,
+        rope_scaling,
+        n_ctx_train: hf.max_position_embeddings.unwrap_or(2048),
+        tied_embeddings: hf.tie_word_embeddings.unwrap_or(false)
+            || no_lm_head && hf.tie_word_embeddings.is_none(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HF's permute on an 8-dim head (rows a0 b0 a1 b1 a2 b2 a3 b3 in Meta's order) gives
+    /// a0 a1 a2 a3 b0 b1 b2 b3; undoing it restores Meta's order.
+    #[test]
+    fn unpermute_restores_meta_row_order() {
+        let hf_rows: [u8; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+        let t = Tensor {
+            name: "q".into(),
+            dtype: DType::F32,
+            rows: 8,
+            cols: 1,
+            data: Data::Owned(
+                hf_rows
+                    .iter()
+                    .flat_map(|&r| (r as f32).to_le_bytes())
+                    .collect(),
+            ),
+        };
+        let t = unpermute_rows(t, 1, 8);
+        let got: Vec<f32> = t
+            .bytes()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, [0., 1., 2., 3., 4., 5., 6., 7.]);
+    }
+
+    #[test]
+    fn hf_names() {
+        assert_eq!(
+            hf_name("blk.3.attn_k.weight"),
+            "model.layers.3.self_attn.k_proj.weight"
+        );
+        assert_eq!(hf_name("output.weight"), "lm_head.weight");
+    }
+}

@@ -1,0 +1,251 @@
+//! The forward pass against references: transformers in f32 on tiny random models of every
+//! generation and file type (testdata/tiny, made by tools/make_tiny_models.py), llama.cpp's
+//! logits on the same files as the error to beat, and llama.cpp's greedy continuations on the
+//! real SmolLM2 model.
+
+use std::path::{Path, PathBuf};
+
+use camelid_model::Model;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn assets() -> PathBuf {
+    std::env::var_os("CAMELID_ASSETS").map_or_else(|| repo().join("assets"), PathBuf::from)
+}
+
+fn tiny() -> PathBuf {
+    repo().join("testdata/tiny")
+}
+
+fn manifest() -> Value {
+    let p = tiny().join("manifest.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Reads a `[n, n_vocab]` little-endian f32 file.
+fn read_logits(rel: &str, n_vocab: usize) -> Vec<Vec<f32>> {
+    let p = tiny().join(rel);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let f: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    f.chunks(n_vocab).map(<[f32]>::to_vec).collect()
+}
+
+fn tokens(m: &Value) -> Vec<u32> {
+    m["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// camelid's logits at every position, from one batched pass.
+fn run_all(model: &Model, toks: &[u32]) -> Vec<Vec<f32>> {
+    let mut state = model.new_state(toks.len());
+    let mut out = vec![Vec::new(); toks.len()];
+    model
+        .forward(&mut state, toks, true, |i, l| out[i] = l.to_vec())
+        .unwrap();
+    out
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::MIN),
+            |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) },
+        )
+        .0
+}
+
+struct Diff {
+    max: f32,
+    mean: f32,
+    /// Positions whose argmax differs.
+    top1_miss: usize,
+}
+
+fn diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> Diff {
+    assert_eq!(a.len(), b.len());
+    let (mut max, mut sum, mut n, mut miss) = (0f32, 0f64, 0usize, 0);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            let d = (p - q).abs();
+            max = max.max(d);
+            sum += d as f64;
+            n += 1;
+        }
+        miss += usize::from(argmax(x) != argmax(y));
+    }
+    Diff {
+        max,
+        mean: (sum / n as f64) as f32,
+        top1_miss: miss,
+    }
+}
+
+fn max_abs(a: &[Vec<f32>]) -> f32 {
+    a.iter().flatten().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// Unrounded and rounded float files: within 1e-4 · max(1, max |ref|) of transformers in f32 on
+/// the very weights of the file, with the same argmax everywhere.
+#[test]
+fn float_files_match_transformers() {
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
+        let toks = tokens(m);
+        for key in ["st-f32", "st-bf16", "gguf-f32", "gguf-f16", "gguf-bf16"] {
+            let model = Model::load(&tiny().join(m["files"][key].as_str().unwrap()))
+                .unwrap_or_else(|e| panic!("{name} {key}: {e}"));
+            let got = run_all(&model, &toks);
+            let want = read_logits(m["ref"][key].as_str().unwrap(), n_vocab);
+            let d = diff(&got, &want);
+            let bound = 1e-4 * max_abs(&want).max(1.0);
+            eprintln!(
+                "{name:>16} {key:<10} max {:.2e} (bound {bound:.2e}) mean {:.2e}",
+                d.max, d.mean
+            );
+            assert!(
+                d.max <= bound,
+                "{name} {key}: max |diff| {} > {bound}",
+                d.max
+            );
+            assert_eq!(d.top1_miss, 0, "{name} {key}: argmax differs");
+        }
+    }
+}
+
+/// Quantized files. Against transformers on the dequantized weights of the file, camelid is
+/// exact (same bound as the float files): it computes in f32 on the stored blocks. Against the
+/// unrounded weights, its error is no worse than llama.cpp's on the same file (llama.cpp also
+/// rounds activations to 8 bits), and its top-1 agreement, pooled per type, is at least
+/// llama.cpp's minus a slack of 2·√k, k being the positions where the two engines disagree.
+#[test]
+fn quantized_files_beat_llama_cpp() {
+    let man = manifest();
+    for key in ["gguf-q8_0", "gguf-q4_0", "gguf-q4_1"] {
+        let (mut ours_hit, mut theirs_hit, mut disagree) = (0usize, 0usize, 0usize);
+        for m in man["models"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
+            let toks = tokens(m);
+            let model = Model::load(&tiny().join(m["files"][key].as_str().unwrap()))
+                .unwrap_or_else(|e| panic!("{name} {key}: {e}"));
+            let got = run_all(&model, &toks);
+            let exact = read_logits(m["ref"][key].as_str().unwrap(), n_vocab);
+            let d = diff(&got, &exact);
+            let bound = 1e-4 * max_abs(&exact).max(1.0);
+            assert!(
+                d.max <= bound,
+                "{name} {key}: vs dequantized reference {} > {bound}",
+                d.max
+            );
+
+            let truth = read_logits(m["ref"]["unrounded"].as_str().unwrap(), n_vocab);
+            let theirs = read_logits(m["llamacpp"][key].as_str().unwrap(), n_vocab);
+            let (o, t) = (diff(&got, &truth), diff(&theirs, &truth));
+            eprintln!(
+                "{name:>16} {key:<10} camelid max {:.3e} mean {:.3e} top1 miss {:>2} | llama.cpp max {:.3e} mean {:.3e} top1 miss {:>2}",
+                o.max, o.mean, o.top1_miss, t.max, t.mean, t.top1_miss
+            );
+            assert!(
+                o.max <= t.max,
+                "{name} {key}: max error {} > llama.cpp's {}",
+                o.max,
+                t.max
+            );
+            assert!(
+                o.mean <= t.mean,
+                "{name} {key}: mean error {} > llama.cpp's {}",
+                o.mean,
+                t.mean
+            );
+            ours_hit += toks.len() - o.top1_miss;
+            theirs_hit += toks.len() - t.top1_miss;
+            disagree += diff(&got, &theirs).top1_miss;
+        }
+        let slack = 2.0 * (disagree as f64).sqrt();
+        eprintln!(
+            "{key}: top-1 agreement camelid {ours_hit}, llama.cpp {theirs_hit}, disagreements {disagree}"
+        );
+        assert!(
+            ours_hit as f64 >= theirs_hit as f64 - slack,
+            "{key}: top-1 {ours_hit} < {theirs_hit} - {slack:.1}"
+        );
+    }
+}
+
+/// The batched prompt pass and token-by-token decoding give the same logits.
+#[test]
+fn batched_prefill_equals_token_by_token() {
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let toks = tokens(m);
+        let model = Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
+        let batched = run_all(&model, &toks);
+        let mut state = model.new_state(toks.len());
+        for (i, t) in toks.iter().enumerate() {
+            model
+                .forward(&mut state, &[*t], false, |_, l| {
+                    let d = l
+                        .iter()
+                        .zip(&batched[i])
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        d <= 1e-5 * max_abs(&batched[i..i + 1]).max(1.0),
+                        "position {i}: {d}"
+                    );
+                })
+                .unwrap();
+        }
+    }
+}
+
+/// SmolLM2-135M-Instruct (Q4_1): fed llama.cpp's greedy continuations, camelid's argmax agrees
+/// with llama.cpp's choice at ≥ 98% of positions.
+#[test]
+fn smollm2_follows_llama_cpp_greedy() {
+    let path = assets().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/fetch-assets.sh",
+        path.display()
+    );
+    let fixture = repo().join("testdata/smollm2/greedy.json");
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+    let model = Model::load(&path).unwrap();
+    let (mut agree, mut total) = (0, 0);
+    for p in g["prompts"].as_array().unwrap() {
+        let ids = |k: &str| -> Vec<u32> {
+            p[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        };
+        let (prompt, generated) = (ids("prompt_ids"), ids("generated"));
+        let mut seq = prompt.clone();
+        seq.extend_from_slice(&generated[..generated.len() - 1]);
+        let logits = run_all(&model, &seq);
+        for (j, want) in generated.iter().enumerate() {
+            let got = argmax(&logits[prompt.len() - 1 + j]) as u32;
+            agree += usize::from(got == *want);
+            total += 1;
+        }
+    }
+    let rate = agree as f64 / total as f64;
+    eprintln!("SmolLM2 greedy agreement: {agree}/{total} = {rate:.4}");
+    assert!(rate >= 0.98, "agreement {rate:.4} < 0.98");
+}
