@@ -49,7 +49,7 @@ pub struct State {
     up: Vec<f32>,
     /// `[C]` attention scores of one head
     scores: Vec<f32>,
-    /// `[B, V]`
+    /// `[B, V]` when every position's logits were asked for, else `[1, V]`
     logits: Vec<f32>,
 }
 
@@ -97,7 +97,7 @@ impl Model {
             gate: vec![0.0; b * c.d_ff],
             up: vec![0.0; b * c.d_ff],
             scores: vec![0.0; n_ctx],
-            logits: vec![0.0; b * c.n_vocab],
+            logits: vec![0.0; c.n_vocab],
         }
     }
 
@@ -122,6 +122,13 @@ impl Model {
                 pos: state.pos,
                 n_ctx: state.n_ctx,
             });
+        }
+        if all {
+            // Grown once, on the first request for every position's logits.
+            let need = MAX_BATCH.min(tokens.len()) * n_vocab;
+            if state.logits.len() < need {
+                state.logits.resize(need, 0.0);
+            }
         }
         let mut done = 0;
         for chunk in tokens.chunks(MAX_BATCH) {
