@@ -249,3 +249,158 @@ fn smollm2_follows_llama_cpp_greedy() {
     eprintln!("SmolLM2 greedy agreement: {agree}/{total} = {rate:.4}");
     assert!(rate >= 0.98, "agreement {rate:.4} < 0.98");
 }
+
+/// Files that contradict themselves get an error naming the file, the tensor or key, and what
+/// was expected; never a panic.
+mod bad_models {
+    use super::*;
+    use camelid_formats::gguf::{GgmlType, Gguf, GgufWriter, Value};
+
+    /// Rewrites the tiny LLaMA-1 F32 GGUF with edited metadata and tensors.
+    fn rewrite(
+        tag: &str,
+        edit_meta: impl Fn(&mut Vec<(String, Value)>),
+        edit_tensor: impl Fn(&str) -> Option<Option<(Vec<u64>, GgmlType)>>,
+    ) -> PathBuf {
+        let src = Gguf::open(&tiny().join("llama1-mha/f32.gguf")).unwrap();
+        let mut meta = src.metadata().to_vec();
+        edit_meta(&mut meta);
+        let mut w = GgufWriter::new(32);
+        for (k, v) in meta {
+            w.add_metadata(&k, v);
+        }
+        for t in src.tensors() {
+            let (dims, ty) = match edit_tensor(&t.name) {
+                None => (t.dims.clone(), t.ggml_type),
+                Some(None) => continue,
+                Some(Some(x)) => x,
+            };
+            let size = ty.row_bytes(dims[0]).unwrap() * dims[1..].iter().product::<u64>();
+            let mut data = src.tensor_data(t).to_vec();
+            data.resize(size as usize, 0);
+            w.add_tensor(&t.name, &dims, ty, data).unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("camelid-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{tag}.gguf"));
+        w.write_file(&path).unwrap();
+        path
+    }
+
+    fn load_err(path: &Path) -> String {
+        match Model::load(path) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn set(meta: &mut [(String, Value)], key: &str, v: Value) {
+        meta.iter_mut().find(|(k, _)| k == key).unwrap().1 = v;
+    }
+
+    #[test]
+    fn missing_tensor_is_named() {
+        let p = rewrite(
+            "missing",
+            |_| {},
+            |n| (n == "blk.1.ffn_up.weight").then_some(None),
+        );
+        let e = load_err(&p);
+        assert!(
+            e.contains("missing.gguf") && e.contains("`blk.1.ffn_up.weight` is missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shape_contradicting_the_config_is_named() {
+        let p = rewrite(
+            "ffn",
+            |m| set(m, "llama.feed_forward_length", Value::U32(256)),
+            |_| None,
+        );
+        let e = load_err(&p);
+        assert!(
+            e.contains("blk.0.ffn_gate.weight")
+                && e.contains("[128, 64]")
+                && e.contains("[256, 64]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn uncomputable_type_is_named() {
+        let p = rewrite(
+            "i32",
+            |_| {},
+            |n| (n == "blk.0.attn_q.weight").then(|| Some((vec![64, 64], GgmlType::I32))),
+        );
+        let e = load_err(&p);
+        assert!(
+            e.contains("blk.0.attn_q.weight") && e.contains("I32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_eps_and_foreign_architecture_and_absurd_heads() {
+        let p = rewrite(
+            "eps",
+            |m| m.retain(|(k, _)| k != "llama.attention.layer_norm_rms_epsilon"),
+            |_| None,
+        );
+        let e = load_err(&p);
+        assert!(
+            e.contains("llama.attention.layer_norm_rms_epsilon") && e.contains("missing"),
+            "{e}"
+        );
+
+        let p = rewrite(
+            "arch",
+            |m| set(m, "general.architecture", Value::String("gpt2".into())),
+            |_| None,
+        );
+        assert!(load_err(&p).contains("`gpt2` is not supported"));
+
+        let p = rewrite(
+            "heads",
+            |m| set(m, "llama.attention.head_count_kv", Value::U32(3)),
+            |_| None,
+        );
+        let e = load_err(&p);
+        assert!(
+            e.contains("num_key_value_heads") && e.contains("does not divide"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn truncated_file_names_the_offset() {
+        let src = std::fs::read(tiny().join("llama1-mha/f32.gguf")).unwrap();
+        let dir = std::env::temp_dir().join(format!("camelid-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for cut in [3, 20, 1000, src.len() - 1] {
+            let p = dir.join(format!("cut{cut}.gguf"));
+            std::fs::write(&p, &src[..cut]).unwrap();
+            let e = load_err(&p);
+            assert!(e.contains(&format!("cut{cut}.gguf")), "{e}");
+        }
+    }
+
+    /// A Hugging Face folder whose config contradicts its tensors names the HF tensor.
+    #[test]
+    fn hf_config_contradicting_tensors() {
+        let src = tiny().join("llama2-gqa8/hf-f32");
+        let dir = std::env::temp_dir().join(format!("camelid-bad-hf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+        let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
+        let mut v: Value2 = serde_json::from_str(&cfg).unwrap();
+        v["num_key_value_heads"] = 4.into();
+        std::fs::write(dir.join("config.json"), v.to_string()).unwrap();
+        let e = load_err(&dir);
+        assert!(e.contains("model.layers.0.self_attn.k_proj.weight"), "{e}");
+    }
+
+    type Value2 = serde_json::Value;
+}

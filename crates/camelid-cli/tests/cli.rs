@@ -1,0 +1,143 @@
+//! The `camelid` binary end to end: output shapes against references, and clear errors with a
+//! non-zero exit on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn camelid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camelid"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn tokens_and_ref(model: &str) -> (Vec<u64>, Vec<f32>, usize) {
+    let man: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/tiny/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let m = man["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == model)
+        .unwrap();
+    let toks = m["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    let bytes = std::fs::read(
+        repo()
+            .join("testdata/tiny")
+            .join(m["ref"]["unrounded"].as_str().unwrap()),
+    )
+    .unwrap();
+    let logits = bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (toks, logits, m["n_vocab"].as_u64().unwrap() as usize)
+}
+
+#[test]
+fn logits_json_matches_transformers() {
+    let (toks, want, n_vocab) = tokens_and_ref("llama3-gqa");
+    let list = toks
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let model = repo().join("testdata/tiny/llama3-gqa/hf-f32");
+    for all in [false, true] {
+        let mut args = vec!["logits", "-m", model.to_str().unwrap(), "--tokens", &list];
+        if all {
+            args.push("--all");
+        }
+        let out = camelid(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["n_vocab"], n_vocab);
+        let rows = v["logits"].as_array().unwrap();
+        assert_eq!(rows.len(), if all { toks.len() } else { 1 });
+        let first = if all { 0 } else { toks.len() - 1 };
+        for (i, row) in rows.iter().enumerate() {
+            let want = &want[(first + i) * n_vocab..][..n_vocab];
+            for (g, w) in row.as_array().unwrap().iter().zip(want) {
+                assert!(
+                    (g.as_f64().unwrap() as f32 - w).abs() < 1e-3,
+                    "position {}",
+                    first + i
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_a_nonzero_exit() {
+    let tmp = std::env::temp_dir().join(format!("camelid-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let truncated = tmp.join("truncated.gguf");
+    let full = std::fs::read(repo().join("testdata/tiny/mqa/q4_0.gguf")).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let not_model = tmp.join("notes.txt");
+    std::fs::write(&not_model, "hello").unwrap();
+    let model = repo().join("testdata/tiny/mqa/q4_0.gguf");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["logits", "-m", "/nonexistent/model.gguf", "--tokens", "1"],
+            "no such file",
+        ),
+        (
+            vec!["logits", "-m", truncated.to_str().unwrap(), "--tokens", "1"],
+            "truncated.gguf",
+        ),
+        (
+            vec!["inspect", truncated.to_str().unwrap()],
+            "truncated.gguf",
+        ),
+        (
+            vec!["inspect", not_model.to_str().unwrap()],
+            "not a GGUF file",
+        ),
+        (
+            vec![
+                "logits",
+                "-m",
+                model.to_str().unwrap(),
+                "--tokens",
+                "1,99999",
+            ],
+            "token id 99999 is out of range",
+        ),
+        (
+            vec![
+                "logits",
+                "-m",
+                model.to_str().unwrap(),
+                "--tokens",
+                "1",
+                "--threads",
+                "0",
+            ],
+            "--threads",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = camelid(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
