@@ -13,10 +13,9 @@ const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 300 {
-        format!("{}...", &s[..s.floor_char_boundary(300)])
-    } else {
-        s
+    match s.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s,
     }
 }
 

@@ -357,9 +357,9 @@ impl Tokenizer {
             pieces.entry(key.into()).or_insert(id as u32);
         }
         if spec.kind == ModelKind::ByteLevel {
-            for b in 0..256usize {
+            for (b, slot) in byte_tokens.iter_mut().enumerate() {
                 if let Some(&id) = pieces.get(&[b as u8][..]) {
-                    byte_tokens[b] = id;
+                    *slot = id;
                 }
             }
         }

@@ -30,10 +30,11 @@ impl<'a> Reader<'a> {
     }
 
     fn err(&self, what: &str) -> String {
-        format!(
-            "not a SentencePiece model: {what} at byte offset {}",
-            self.base + self.pos
-        )
+        self.err_at(self.base + self.pos, what)
+    }
+
+    fn err_at(&self, offset: usize, what: &str) -> String {
+        format!("not a SentencePiece model: {what} at byte offset {offset}")
     }
 
     fn varint(&mut self) -> Result<u64, String> {
@@ -59,10 +60,11 @@ impl<'a> Reader<'a> {
         if self.pos >= self.buf.len() {
             return Ok(None);
         }
+        let tag_at = self.base + self.pos;
         let tag = self.varint()?;
         let number = tag >> 3;
         if number == 0 || number > u32::MAX as u64 >> 3 {
-            return Err(self.err(&format!("field number {number}")));
+            return Err(self.err_at(tag_at, &format!("field number {number}")));
         }
         let start = self.base + self.pos;
         let field = match tag & 7 {
@@ -74,7 +76,10 @@ impl<'a> Reader<'a> {
             2 => {
                 let len = self.varint()?;
                 if len > (self.buf.len() - self.pos) as u64 {
-                    return Err(self.err(&format!("length {len} past the end of the data")));
+                    return Err(self.err_at(
+                        tag_at,
+                        &format!("a field of {len} bytes runs past the end of the data"),
+                    ));
                 }
                 Field::Bytes(self.take(len as usize)?)
             }
@@ -82,7 +87,7 @@ impl<'a> Reader<'a> {
                 let b = self.take(4)?;
                 Field::Fixed32(u32::from_le_bytes(b.try_into().unwrap()))
             }
-            w => return Err(self.err(&format!("wire type {w}"))),
+            w => return Err(self.err_at(tag_at, &format!("wire type {w}"))),
         };
         Ok(Some((number as u32, field, start)))
     }

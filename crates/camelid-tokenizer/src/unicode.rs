@@ -91,3 +91,52 @@ mod tests {
         assert_eq!(class('\u{1D400}'), Class::Letter); // mathematical bold A
     }
 }
+
+#[cfg(test)]
+mod table_tests {
+    use super::{Class, class};
+    use regex_syntax::hir::{Class as HirClass, HirKind};
+
+    /// The non-ASCII ranges of a regex class, as the `regex` crate defines it.
+    fn all_ranges(pattern: &str) -> Vec<(u32, u32)> {
+        let hir = regex_syntax::parse(pattern).unwrap();
+        let HirKind::Class(HirClass::Unicode(cls)) = hir.kind() else {
+            panic!("{pattern} is not a Unicode class")
+        };
+        cls.ranges()
+            .iter()
+            .map(|r| (r.start() as u32, r.end() as u32))
+            .collect()
+    }
+
+    fn regex_ranges(pattern: &str) -> Vec<(u32, u32)> {
+        all_ranges(pattern)
+            .into_iter()
+            .filter(|&(_, end)| end >= 0x80)
+            .map(|(s, e)| (s.max(0x80), e))
+            .collect()
+    }
+
+    /// Tables and regex agree range for range; a char in neither is `Other`.
+    #[test]
+    fn unicode_tables_equal_regex() {
+        assert_eq!(super::LETTER, regex_ranges(r"\p{L}").as_slice(), "\\p{{L}}");
+        assert_eq!(super::NUMBER, regex_ranges(r"\p{N}").as_slice(), "\\p{{N}}");
+        assert_eq!(super::WHITESPACE, regex_ranges(r"\s").as_slice(), "\\s");
+        for (pattern, cls) in [
+            (r"\p{L}", Class::Letter),
+            (r"\p{N}", Class::Number),
+            (r"\s", Class::Space),
+        ] {
+            let r = all_ranges(pattern);
+            for b in 0u32..128 {
+                let in_regex = r.iter().any(|&(s, e)| (s..=e).contains(&b));
+                assert_eq!(
+                    in_regex,
+                    class(char::from_u32(b).unwrap()) == cls,
+                    "{pattern} at 0x{b:02X}"
+                );
+            }
+        }
+    }
+}

@@ -175,7 +175,13 @@ pub struct Corpus {
     pub long_ids: Value,
 }
 
-pub fn corpus() -> Corpus {
+/// The corpus, read once per test binary.
+pub fn corpus() -> &'static Corpus {
+    static C: std::sync::OnceLock<Corpus> = std::sync::OnceLock::new();
+    C.get_or_init(read_corpus)
+}
+
+fn read_corpus() -> Corpus {
     let path = testdata("corpus.jsonl");
     let data = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
