@@ -23,7 +23,8 @@ fn rewrite(g: &Gguf) -> Vec<u8> {
             .expect("a tensor the reader accepted must be writable");
     }
     let mut out = Vec::new();
-    w.write_to(&mut out).expect("a file the reader accepted must be writable");
+    w.write_to(&mut out)
+        .expect("a file the reader accepted must be writable");
     out
 }
 
@@ -36,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(back.metadata().len(), g.metadata().len());
     assert_eq!(back.tensors().len(), g.tensors().len());
     for (a, b) in g.tensors().iter().zip(back.tensors()) {
-        assert_eq!((&a.name, &a.dims, a.ggml_type), (&b.name, &b.dims, b.ggml_type));
+        assert_eq!(
+            (&a.name, &a.dims, a.ggml_type),
+            (&b.name, &b.dims, b.ggml_type)
+        );
         assert_eq!(g.tensor_data(a), back.tensor_data(b));
     }
     // Compared as bytes, so that NaN metadata values count as equal to themselves.
