@@ -573,7 +573,7 @@ fn config_from_hf(hf: &HfConfig, no_lm_head: bool) -> Result<Config, ConfigError
                     as f32,
                 original_context: rs.original_max_position_embeddings.ok_or_else(|| {
                     cfg_err("rope_scaling.original_max_position_embeddings", "missing")
-                })? as usize,
+                })?,
             },
             Some(other) => {
                 return Err(cfg_err(

@@ -1,0 +1,11 @@
+//! camelid-engine: turning logits into text.
+//!
+//! The sampler chain ([`sampler`]), the generation loop with its stop conditions
+//! ([`generate`]), and chat templates ([`chat`]). Synchronous and free of I/O: the CLI and the
+//! server drive it.
+
+pub mod generate;
+pub mod sampler;
+
+pub use generate::{FinishReason, GenParams, Generation, generate};
+pub use sampler::{Sampler, SamplerConfig};

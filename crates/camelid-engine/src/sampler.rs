@@ -1,0 +1,439 @@
+//! The sampler chain, in a fixed order:
+//!
+//! 1. penalties on the raw logits: repetition (CTRL, Keskar et al. 2019: a positive logit is
+//!    divided by `r`, a negative one multiplied, for tokens among the last `repeat_last_n`),
+//!    then OpenAI's presence and frequency penalties (`logit -= presence·[count > 0] +
+//!    frequency·count` over the same window);
+//! 2. top-k: keep the `k` largest logits (0 = off);
+//! 3. top-p (nucleus, Holtzman et al. 2019): keep the smallest set of most likely tokens whose
+//!    probability sums to at least `p`;
+//! 4. min-p: keep tokens whose probability is at least `min_p` times the most likely one's;
+//! 5. temperature: divide the surviving logits by `T`;
+//! 6. draw from the softmax with a seeded generator.
+//!
+//! Steps 3 and 4 use the probabilities before temperature, as llama.cpp's default chain does
+//! (its temperature sampler comes after top-p and min-p). `T = 0` is greedy: the argmax after
+//! the penalties.
+
+/// Sampling settings. The defaults are llama.cpp's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerConfig {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub repeat_last_n: usize,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: 0x5eed,
+        }
+    }
+}
+
+impl SamplerConfig {
+    /// Greedy decoding: the argmax, no penalties.
+    pub fn greedy() -> Self {
+        SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        }
+    }
+
+    /// Checks every value's range; the message names the option.
+    pub fn validate(&self) -> Result<(), String> {
+        let finite = |v: f32, name: &str| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite number, got {v}"))
+            }
+        };
+        finite(self.temperature, "temperature")?;
+        finite(self.presence_penalty, "presence penalty")?;
+        finite(self.frequency_penalty, "frequency penalty")?;
+        if self.temperature < 0.0 {
+            return Err(format!("temperature must be ≥ 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top-p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(format!("min-p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return Err(format!(
+                "repeat penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty)
+            || !(-2.0..=2.0).contains(&self.frequency_penalty)
+        {
+            return Err("presence and frequency penalties must be in [-2, 2]".into());
+        }
+        Ok(())
+    }
+}
+
+/// A token and its (adjusted) logit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Candidate {
+    id: u32,
+    logit: f32,
+}
+
+/// The sampler: its settings, its random state and a scratch buffer reused between tokens.
+pub struct Sampler {
+    pub config: SamplerConfig,
+    rng: Rng,
+    cands: Vec<Candidate>,
+    probs: Vec<f32>,
+}
+
+impl Sampler {
+    pub fn new(config: SamplerConfig) -> Sampler {
+        Sampler {
+            rng: Rng::new(config.seed),
+            config,
+            cands: Vec::new(),
+            probs: Vec::new(),
+        }
+    }
+
+    /// Picks the next token from `logits`, given the tokens so far (`history`, for penalties).
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let c = &self.config;
+        self.cands.clear();
+        self.cands
+            .extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
+                id: i as u32,
+                logit: l,
+            }));
+        apply_penalties(&mut self.cands, history, c);
+        if c.temperature == 0.0 {
+            return argmax(&self.cands);
+        }
+        // Most likely first: every filter below keeps a prefix of this order.
+        self.cands
+            .sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+        if c.top_k > 0 {
+            self.cands.truncate(c.top_k);
+        }
+        softmax_into(&self.cands, 1.0, &mut self.probs);
+        let keep = nucleus_len(&self.probs, c.top_p);
+        let keep = keep.min(min_p_len(&self.probs, c.min_p));
+        self.cands.truncate(keep.max(1));
+        softmax_into(&self.cands, c.temperature, &mut self.probs);
+        let r = self.rng.next_f64() as f32;
+        let mut acc = 0.0f32;
+        for (cand, &p) in self.cands.iter().zip(&self.probs) {
+            acc += p;
+            if r < acc {
+                return cand.id;
+            }
+        }
+        self.cands.last().map_or(0, |c| c.id)
+    }
+}
+
+fn apply_penalties(cands: &mut [Candidate], history: &[u32], c: &SamplerConfig) {
+    let window = &history[history.len().saturating_sub(c.repeat_last_n)..];
+    if window.is_empty()
+        || (c.repeat_penalty == 1.0 && c.presence_penalty == 0.0 && c.frequency_penalty == 0.0)
+    {
+        return;
+    }
+    let mut counts: Vec<(u32, u32)> = Vec::with_capacity(window.len());
+    for &t in window {
+        match counts.iter_mut().find(|(id, _)| *id == t) {
+            Some(e) => e.1 += 1,
+            None => counts.push((t, 1)),
+        }
+    }
+    for (id, n) in counts {
+        let Some(cand) = cands.get_mut(id as usize) else {
+            continue;
+        };
+        let l = &mut cand.logit;
+        *l = if *l > 0.0 {
+            *l / c.repeat_penalty
+        } else {
+            *l * c.repeat_penalty
+        };
+        *l -= c.presence_penalty + c.frequency_penalty * n as f32;
+    }
+}
+
+fn argmax(cands: &[Candidate]) -> u32 {
+    let mut best = cands[0];
+    for &c in &cands[1..] {
+        if c.logit > best.logit {
+            best = c;
+        }
+    }
+    best.id
+}
+
+/// Softmax of `logits / t` (sorted candidates, so the first is the maximum).
+fn softmax_into(cands: &[Candidate], t: f32, probs: &mut Vec<f32>) {
+    probs.clear();
+    let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
+    let mut sum = 0.0f64;
+    for c in cands {
+        let e = ((c.logit - max) / t).exp();
+        sum += e as f64;
+        probs.push(e);
+    }
+    for p in probs.iter_mut() {
+        *p = (*p as f64 / sum) as f32;
+    }
+}
+
+/// Length of the shortest prefix (probabilities sorted descending) whose mass reaches `p`.
+fn nucleus_len(probs: &[f32], p: f32) -> usize {
+    if p >= 1.0 {
+        return probs.len();
+    }
+    let mut acc = 0.0f64;
+    for (i, &q) in probs.iter().enumerate() {
+        acc += q as f64;
+        if acc >= p as f64 {
+            return i + 1;
+        }
+    }
+    probs.len()
+}
+
+/// Length of the prefix whose probabilities are at least `min_p` × the largest.
+fn min_p_len(probs: &[f32], min_p: f32) -> usize {
+    if min_p <= 0.0 || probs.is_empty() {
+        return probs.len();
+    }
+    let floor = probs[0] * min_p;
+    probs.iter().take_while(|&&q| q >= floor).count()
+}
+
+/// xoshiro256** (Blackman & Vigna 2018), seeded through SplitMix64: small, fast, and the same
+/// stream on every platform, so a seed reproduces a run.
+struct Rng([u64; 4]);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9e3779b97f4a7c15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+            x ^ (x >> 31)
+        };
+        Rng([next(), next(), next(), next()])
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let s = &mut self.0;
+        let out = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        out
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logits of a known distribution: p = [0.5, 0.25, 0.125, 0.0625, 0.0625].
+    fn dist() -> Vec<f32> {
+        [0.5f32, 0.25, 0.125, 0.0625, 0.0625]
+            .iter()
+            .map(|p| p.ln())
+            .collect()
+    }
+
+    /// Draws many samples and returns each token's frequency.
+    fn frequencies(config: SamplerConfig, logits: &[f32], n: usize) -> Vec<f64> {
+        let mut s = Sampler::new(config);
+        let mut counts = vec![0usize; logits.len()];
+        for _ in 0..n {
+            counts[s.sample(logits, &[]) as usize] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / n as f64).collect()
+    }
+
+    fn plain() -> SamplerConfig {
+        SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        }
+    }
+
+    /// Each row: a setting and the distribution the math says survives it.
+    #[test]
+    fn filters_keep_the_distribution_the_math_predicts() {
+        let table: Vec<(&str, SamplerConfig, [f64; 5])> = vec![
+            ("no filter", plain(), [0.5, 0.25, 0.125, 0.0625, 0.0625]),
+            // top-k 2 renormalizes 0.5 : 0.25.
+            (
+                "top-k 2",
+                SamplerConfig {
+                    top_k: 2,
+                    ..plain()
+                },
+                [2.0 / 3.0, 1.0 / 3.0, 0.0, 0.0, 0.0],
+            ),
+            // top-p 0.7: 0.5 < 0.7 ≤ 0.75, so two tokens.
+            (
+                "top-p 0.7",
+                SamplerConfig {
+                    top_p: 0.7,
+                    ..plain()
+                },
+                [2.0 / 3.0, 1.0 / 3.0, 0.0, 0.0, 0.0],
+            ),
+            // top-p 0.8: 0.75 < 0.8 ≤ 0.875, three tokens: 4:2:1.
+            (
+                "top-p 0.8",
+                SamplerConfig {
+                    top_p: 0.8,
+                    ..plain()
+                },
+                [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0, 0.0],
+            ),
+            // min-p 0.2 keeps p ≥ 0.1: three tokens.
+            (
+                "min-p 0.2",
+                SamplerConfig {
+                    min_p: 0.2,
+                    ..plain()
+                },
+                [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0, 0.0],
+            ),
+            // Temperature 0.5 squares the probabilities: 16:4:1 over the top three (top-k 3).
+            (
+                "top-k 3, T 0.5",
+                SamplerConfig {
+                    top_k: 3,
+                    temperature: 0.5,
+                    ..plain()
+                },
+                [16.0 / 21.0, 4.0 / 21.0, 1.0 / 21.0, 0.0, 0.0],
+            ),
+        ];
+        for (name, config, want) in table {
+            let got = frequencies(config, &dist(), 200_000);
+            for (g, w) in got.iter().zip(want) {
+                // 200k draws: the standard error is below 0.0012; allow 4 of them.
+                assert!((g - w).abs() < 0.005, "{name}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn greedy_and_penalties() {
+        let mut s = Sampler::new(SamplerConfig::greedy());
+        assert_eq!(s.sample(&dist(), &[]), 0);
+        // Repeat penalty 4 on token 0: ln 0.5 = -0.69 becomes -2.77 < ln 0.25 = -1.39.
+        let mut s = Sampler::new(SamplerConfig {
+            repeat_penalty: 4.0,
+            ..SamplerConfig::greedy()
+        });
+        assert_eq!(s.sample(&dist(), &[0]), 1);
+        // Positive logits are divided: 2.0 / 4 = 0.5 < 1.0.
+        assert_eq!(s.sample(&[2.0, 1.0], &[0]), 1);
+        // Frequency penalty 0.5 × 2 occurrences = 1.0 > 0.69 gap.
+        let mut s = Sampler::new(SamplerConfig {
+            frequency_penalty: 0.5,
+            ..SamplerConfig::greedy()
+        });
+        assert_eq!(s.sample(&[1.0, 0.31], &[0, 0]), 1);
+        assert_eq!(s.sample(&[1.0, 0.31], &[0]), 0);
+        // Presence penalty counts once.
+        let mut s = Sampler::new(SamplerConfig {
+            presence_penalty: 0.75,
+            ..SamplerConfig::greedy()
+        });
+        assert_eq!(s.sample(&[1.0, 0.31], &[0, 0, 0]), 1);
+        // Only the last `repeat_last_n` tokens count.
+        let mut s = Sampler::new(SamplerConfig {
+            repeat_penalty: 4.0,
+            repeat_last_n: 1,
+            ..SamplerConfig::greedy()
+        });
+        assert_eq!(s.sample(&dist(), &[0, 3]), 0);
+    }
+
+    #[test]
+    fn a_seed_reproduces_the_draws() {
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplerConfig { seed, ..plain() });
+            (0..64).map(|_| s.sample(&dist(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn validation_names_the_option() {
+        for (c, needle) in [
+            (
+                SamplerConfig {
+                    top_p: 2.0,
+                    ..plain()
+                },
+                "top-p",
+            ),
+            (
+                SamplerConfig {
+                    temperature: -1.0,
+                    ..plain()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    min_p: 1.5,
+                    ..plain()
+                },
+                "min-p",
+            ),
+            (
+                SamplerConfig {
+                    repeat_penalty: 0.0,
+                    ..plain()
+                },
+                "repeat penalty",
+            ),
+        ] {
+            assert!(c.validate().unwrap_err().contains(needle));
+        }
+    }
+}
