@@ -55,7 +55,10 @@ pub struct State {
 
 impl Model {
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        let ckpt = Checkpoint::open(path)?;
+        Model::from_checkpoint(Checkpoint::open(path)?)
+    }
+
+    pub fn from_checkpoint(ckpt: Checkpoint) -> Result<Model, ModelError> {
         let weights = ckpt.load_weights()?;
         Ok(Model::new(ckpt.config, weights))
     }
