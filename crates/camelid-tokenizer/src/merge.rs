@@ -55,9 +55,11 @@ impl Hasher for FastHasher {
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
+    /// The multiply leaves its entropy in the high bits while the table indexes by the low
+    /// ones: rotate them down, or keys that differ only in later bytes share buckets.
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        self.0.rotate_left(26)
     }
 }
 
