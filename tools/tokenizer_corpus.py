@@ -9,6 +9,9 @@ Every string gets reference ids from implementations independent of camelid:
   smollm2    llama.cpp on assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   spm_tiny   the `sentencepiece` library on testdata/tokenizer/spm-tiny.model, a small BPE model
              that this script trains on the Shakespeare corpus (byte fallback, user-defined pieces)
+  spm_tiny_json  Hugging Face `tokenizers` on testdata/tokenizer/spm-tiny.json, the same vocabulary
+             as a Llama 2-style tokenizer.json built here with the `tokenizers` library (stored only
+             where it differs from spm_tiny)
 Strings that look like special tokens also get "special": ids with special tokens parsed
 (tiktoken allowed_special="all", llama.cpp parse_special).
 
@@ -383,16 +386,58 @@ def train_spm_tiny():
     with tempfile.TemporaryDirectory() as d:
         inp = Path(d) / "train.txt"
         inp.write_text(text, encoding="utf-8")
+        spm.set_random_generator_seed(SEED)  # training samples sentences at random
         spm.SentencePieceTrainer.train(
             input=str(inp), model_prefix=str(Path(d) / "m"), model_type="bpe", vocab_size=1000,
             byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
             add_dummy_prefix=True, split_digits=True, character_coverage=1.0,
             user_defined_symbols=["<ud>", "camelid"], control_symbols=["<ctrl>"],
-            num_threads=2, minloglevel=2,
+            num_threads=1, minloglevel=2,
         )
         data = (Path(d) / "m.model").read_bytes()
+    # The trainer records its input and output paths; drop them (machine-specific, and they
+    # would make every run's file differ).
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(data)
+    proto.trainer_spec.ClearField("input")
+    proto.trainer_spec.ClearField("model_prefix")
+    data = proto.SerializeToString()
     (OUT_DIR / "spm-tiny.model").write_bytes(data)
     return spm.SentencePieceProcessor(model_proto=data)
+
+
+def spm_tiny_json(sp):
+    """The same vocabulary as a Hugging Face tokenizer.json of the Llama 2 kind, built with the
+    `tokenizers` library: BPE with byte fallback whose merges are every split of a piece into two
+    pieces, best merged score first (as transformers' SentencePiece converter orders them), a
+    Prepend("▁") + Replace(" ", "▁") normalizer, control pieces as special added tokens and
+    user-defined pieces as plain added tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+
+    n = sp.get_piece_size()
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    vocab = {p: i for i, p in enumerate(pieces)}
+    mergeable = [i for i in range(n) if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))]
+    merges = []
+    for i in sorted(mergeable, key=lambda i: (-sp.get_score(i), i)):
+        p = pieces[i]
+        for k in range(1, len(p)):
+            left, right = p[:k], p[k:]
+            if left in vocab and right in vocab and vocab[left] in mergeable and vocab[right] in mergeable:
+                merges.append((left, right))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens([AddedToken(pieces[i], special=True, normalized=False)
+                            for i in range(n) if sp.is_control(i) or sp.is_unknown(i)])
+    user = [pieces[i] for i in mergeable if pieces[i] in ("<ud>", "camelid")]
+    tok.add_tokens([AddedToken(p, special=False, normalized=False) for p in user])
+    tok.save(str(OUT_DIR / "spm-tiny.json"))
+    tok.encode_special_tokens = True
+    return tok
 
 
 def main():
@@ -429,6 +474,11 @@ def main():
 
     sp = train_spm_tiny()
     tiny = [sp.encode(s) for s in strings]
+    tiny_hf = spm_tiny_json(sp)
+    tiny_json = [tiny_hf.encode(s, add_special_tokens=False).ids for s in strings]
+    n_same = sum(a == b for a, b in zip(tiny, tiny_json))
+    print(f"spm_tiny: HF tokenizers on spm-tiny.json equals sentencepiece on {n_same} of {len(strings)}",
+          file=sys.stderr)
 
     for name, bad in [("HF tokenizers", hf_bad), ("llama.cpp llama-bpe", cpp_bad)]:
         print(f"llama3: {name} differs from tiktoken on {len(bad)} strings", file=sys.stderr)
@@ -444,12 +494,16 @@ def main():
                 "llama_spm": "llama.cpp (llama-cpp-python 0.3.36 vendor tree), ggml-vocab-llama-spm.gguf",
                 "smollm2": "llama.cpp, SmolLM2-135M-Instruct.Q4_1.gguf",
                 "spm_tiny": "sentencepiece " + __import__("sentencepiece").__version__ + ", spm-tiny.model",
+                "spm_tiny_json": "HF tokenizers " + __import__("tokenizers").__version__ + ", spm-tiny.json",
             },
             "long_line": {"seed": SEED, "bytes": len(line.encode()), "fnv1a64": f"{fnv1a64(line.encode()):016x}"},
         }
         f.write(json.dumps(header, ensure_ascii=False) + "\n")
         for i, s in enumerate(strings):
             rec = {"text": s, "llama3": llama3[i], "llama_spm": spm_ids[i], "smollm2": smol_ids[i], "spm_tiny": tiny[i]}
+            # Stored only where HF tokenizers and sentencepiece disagree; elsewhere it equals spm_tiny.
+            if tiny_json[i] != tiny[i]:
+                rec["spm_tiny_json"] = tiny_json[i]
             if i in hf_bad:
                 rec["hf_differs"] = True
             if i in cpp_bad:
@@ -463,6 +517,7 @@ def main():
             "llama_spm": llama_cpp_tokenize(exe, gguf_spm, [line], False)[0],
             "smollm2": llama_cpp_tokenize(exe, gguf_smol, [line], False)[0],
             "spm_tiny": sp.encode(line),
+            "spm_tiny_json": tiny_hf.encode(line, add_special_tokens=False).ids,
         }
         f.write(json.dumps(rec, separators=(",", ":")) + "\n")
     size = (OUT_DIR / "corpus.jsonl").stat().st_size

@@ -39,6 +39,15 @@ fn llama3_corpus_tiktoken_model() {
     check_corpus(llama3_tiktoken(), "llama3", true);
 }
 
+/// A Llama 2-style tokenizer.json (SentencePiece-like BPE, merges, byte fallback, Prepend
+/// normalizer) against Hugging Face tokenizers.
+#[test]
+fn spm_tiny_corpus_tokenizer_json() {
+    let tok = Tokenizer::from_tokenizer_json(testdata("spm-tiny.json")).unwrap();
+    assert_eq!(tok.kind(), camelid_tokenizer::ModelKind::SentencePiece);
+    check_corpus(&tok, "spm_tiny_json", false);
+}
+
 #[test]
 fn spm_tiny_corpus_sentencepiece_model() {
     let tok = Tokenizer::from_sentencepiece_model(testdata("spm-tiny.model")).unwrap();

@@ -245,7 +245,12 @@ pub fn check_corpus(tok: &Tokenizer, key: &str, with_special: bool) {
     let mut bad = Vec::new();
     let mut n_special = 0;
     for r in &c.records {
-        let want = ids(&r.ids[key]);
+        // spm_tiny_json is stored only where it differs from spm_tiny.
+        let stored = match (&r.ids[key], key) {
+            (Value::Null, "spm_tiny_json") => &r.ids["spm_tiny"],
+            (v, _) => v,
+        };
+        let want = ids(stored);
         let got = tok.encode(&r.text, false, false);
         if got != want {
             bad.push(format!("{:?}\n  got  {got:?}\n  want {want:?}", r.text));
