@@ -1,0 +1,58 @@
+//! Loading a model and its tokenizer from what the user named.
+
+use anyhow::{Result, bail};
+use camelid_model::Model;
+use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
+use camelid_model::weights::Checkpoint;
+use camelid_tokenizer::Tokenizer;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// A GGUF file, a Hugging Face model folder, `hf:OWNER/REPO[/FILE]`, or a known name
+    /// (default: SmolLM2-135M-Instruct, fetched on first use).
+    #[arg(short, long)]
+    pub model: Option<String>,
+    /// Context length (default: the model's training context, at most 4096).
+    #[arg(short = 'c', long = "ctx")]
+    pub ctx: Option<usize>,
+    /// Compute threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+}
+
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub n_ctx: usize,
+}
+
+pub fn load(a: &LoadArgs) -> Result<Loaded> {
+    let path = crate::fetch::resolve_model(a.model.as_deref())?;
+    let ckpt = Checkpoint::open(&path)?;
+    // One parse of the file serves both the weights and the vocabulary.
+    let tokenizer = match ckpt.gguf() {
+        Some(g) => tokenizer_from_gguf(g)?,
+        None => load_tokenizer(&path)?,
+    };
+    let mut model = Model::from_checkpoint(ckpt)?;
+    if let Some(t) = a.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        model.threads = t;
+    }
+    let n_ctx = match a.ctx {
+        Some(0) => bail!("--ctx must be at least 1"),
+        Some(c) if c > model.config.n_ctx_train => bail!(
+            "--ctx {c} is beyond the {} tokens this model was trained for",
+            model.config.n_ctx_train
+        ),
+        Some(c) => c,
+        None => model.config.n_ctx_train.min(4096),
+    };
+    Ok(Loaded {
+        model,
+        tokenizer,
+        n_ctx,
+    })
+}

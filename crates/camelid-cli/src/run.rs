@@ -1,0 +1,188 @@
+//! `camelid run`: generate a continuation of a prompt, streamed to stdout.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
+
+use crate::load::{LoadArgs, load};
+
+/// Sampling options shared by `run` and `chat`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SampleArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one.
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty over the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub frequency_penalty: f32,
+    /// Random seed (default: a fresh one, printed with --json).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+}
+
+impl SampleArgs {
+    pub fn sampler(&self) -> Result<SamplerConfig> {
+        let seed = self.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_nanos() as u64 ^ std::process::id() as u64
+        });
+        let c = SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed,
+        };
+        c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(c)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// The prompt.
+    #[arg(short, long, conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file ("-" for stdin).
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    pub n_predict: usize,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    /// Print the generated ids, text and timings as JSON instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: &RunArgs) -> Result<()> {
+    if a.n_predict == 0 {
+        bail!("-n must be at least 1 (tokens to generate)");
+    }
+    let sampler = a.sample.sampler()?;
+    let prompt = match (&a.prompt, &a.file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => read_text(f)?,
+        (None, None) => bail!("give a prompt with -p TEXT or -f FILE"),
+    };
+    let loaded = load(&a.load)?;
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let ids = tok.encode(&prompt, tok.add_bos_default(), true);
+    let mut state = model.new_state(loaded.n_ctx);
+    let params = GenParams {
+        max_tokens: a.n_predict,
+        stop: a.sample.stop.clone(),
+        sampler: sampler.clone(),
+    };
+    let cancel = crate::interrupt_flag();
+    let mut stdout = io::stdout().lock();
+    let mut io_err: io::Result<()> = Ok(());
+    let g = generate(model, &mut state, tok, &ids, &params, cancel, |text| {
+        if !a.json && io_err.is_ok() {
+            io_err = stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush());
+            if io_err.is_err() {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })?;
+    io_err.context("writing to stdout")?;
+    if a.json {
+        let v = serde_json::json!({
+            "prompt_ids": ids,
+            "ids": g.tokens,
+            "text": g.text,
+            "finish_reason": finish_name(g.finish),
+            "seed": sampler.seed,
+            "timings": {
+                "prompt_tokens": g.prompt_tokens,
+                "prompt_ms": g.prompt_time.as_secs_f64() * 1e3,
+                "prompt_tokens_per_s": g.prompt_tokens_per_s(),
+                "gen_tokens": g.tokens.len(),
+                "gen_ms": g.gen_time.as_secs_f64() * 1e3,
+                "gen_tokens_per_s": g.gen_tokens_per_s(),
+            }
+        });
+        writeln!(stdout, "{v}")?;
+    } else {
+        writeln!(stdout)?;
+        stdout.flush()?;
+        report(&g, loaded.n_ctx);
+    }
+    Ok(())
+}
+
+/// Timings and the reason generation ended, on stderr.
+pub fn report(g: &Generation, n_ctx: usize) {
+    match g.finish {
+        FinishReason::ContextFull => eprintln!(
+            "[stopped: the context of {n_ctx} tokens is full; raise --ctx for longer output]"
+        ),
+        FinishReason::Cancelled => eprintln!("[interrupted]"),
+        _ => {}
+    }
+    eprintln!(
+        "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s",
+        g.prompt_tokens,
+        g.prompt_tokens_per_s(),
+        g.tokens.len(),
+        g.gen_tokens_per_s()
+    );
+}
+
+pub fn finish_name(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::EndOfGeneration | FinishReason::Stop => "stop",
+        FinishReason::Length | FinishReason::ContextFull => "length",
+        FinishReason::Cancelled => "cancelled",
+    }
+}
+
+/// Reads a text file (or stdin for "-"); bytes that are not UTF-8 are an error naming the offset.
+pub fn read_text(path: &std::path::Path) -> Result<String> {
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading stdin")?;
+    } else {
+        bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not valid UTF-8 at byte offset {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
