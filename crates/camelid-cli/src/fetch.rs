@@ -135,23 +135,25 @@ impl Resolver {
     /// - `CAMELID_VERIFY=1`: rehash the cached default model;
     /// - `CAMELID_ASSETS`: a folder checked (after pip) for `smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`,
     ///   besides the source tree's `assets/` and `../shared/testdata/`;
-    /// - the hub's variables, see [`Hub::from_env`].
+    /// - the hub's variables, see [`Hub::from_vars`].
     pub fn from_env() -> Result<Resolver> {
-        let cache = match env_path("CAMELID_CACHE") {
+        Resolver::from_vars(&process_env)
+    }
+
+    pub fn from_vars(vars: Vars) -> Result<Resolver> {
+        let cache = match var_path(vars, "CAMELID_CACHE") {
             Some(p) => p,
-            None => user_cache_dir()?.join("camelid").join("models"),
+            None => user_cache_dir(vars)?.join("camelid").join("models"),
         };
-        let mut local_copies: Vec<PathBuf> = env_path("CAMELID_ASSETS").into_iter().collect();
+        let mut local_copies: Vec<PathBuf> = var_path(vars, "CAMELID_ASSETS").into_iter().collect();
         local_copies.push(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets").into());
         local_copies.push(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata").into());
         Ok(Resolver {
             cache,
-            python: std::env::var_os("CAMELID_PYTHON")
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| "python3".into()),
-            verify: std::env::var("CAMELID_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0"),
+            python: var(vars, "CAMELID_PYTHON").unwrap_or_else(|| "python3".into()),
+            verify: var_str(vars, "CAMELID_VERIFY").is_some_and(|v| v != "0"),
             local_copies,
-            hub: Hub::from_env()?,
+            hub: Hub::from_vars(vars)?,
             notify: eprint_notice,
         })
     }
@@ -194,19 +196,33 @@ fn eprint_notice(msg: &str) {
     eprintln!("camelid: {msg}");
 }
 
-fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+/// Looks up a configuration variable: the process environment in the binary, a table in tests.
+pub type Vars<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// A variable's value; empty counts as unset.
+fn var(vars: Vars, name: &str) -> Option<OsString> {
+    vars(name).filter(|v| !v.is_empty())
+}
+
+fn var_path(vars: Vars, name: &str) -> Option<PathBuf> {
+    var(vars, name).map(PathBuf::from)
+}
+
+fn var_str(vars: Vars, name: &str) -> Option<String> {
+    var(vars, name).map(|v| v.to_string_lossy().into_owned())
 }
 
 /// `$XDG_CACHE_HOME`, else `~/.cache` (the XDG base-directory default, also what huggingface_hub uses).
-fn user_cache_dir() -> Result<PathBuf> {
-    if let Some(p) = env_path("XDG_CACHE_HOME") {
+fn user_cache_dir(vars: Vars) -> Result<PathBuf> {
+    if let Some(p) = var_path(vars, "XDG_CACHE_HOME") {
         return Ok(p);
     }
-    let home = env_path("HOME")
-        .or_else(|| env_path("USERPROFILE"))
+    let home = var_path(vars, "HOME")
+        .or_else(|| var_path(vars, "USERPROFILE"))
         .ok_or_else(|| {
             anyhow!("cannot find a cache folder: neither XDG_CACHE_HOME nor HOME is set")
         })?;
@@ -323,12 +339,14 @@ fn check_cached(path: &Path, marker: &Path, art: &Artifact, verify: bool) -> Res
     if marked && !verify {
         return Ok(Cached::Good);
     }
-    let pb = progress_bar(Some(art.size), &format!("checking {}", art.file_name));
     let mut hashing = Hashing::new(io::sink());
     let mut f = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    io::copy(&mut f, &mut pb.wrap_write(&mut hashing))
-        .with_context(|| format!("read {}", path.display()))?;
-    pb.finish_and_clear();
+    let what = format!("checking {}", art.file_name);
+    io::copy(
+        &mut f,
+        &mut Progress::new(&mut hashing, Some(art.size), &what),
+    )
+    .with_context(|| format!("read {}", path.display()))?;
     let got = hashing.hex();
     if got != art.sha256 {
         return Ok(Cached::Bad(format!(
@@ -353,10 +371,11 @@ fn fetch_checked(dir: &Path, path: &Path, art: &Artifact, src: &Source) -> Resul
     let result = (|| {
         let file = File::create(&part).with_context(|| format!("create {}", part.display()))?;
         let mut hashing = Hashing::new(BufWriter::new(file));
-        let pb = progress_bar(Some(art.size), art.file_name);
-        let fetched = (src.fetch)(&mut pb.wrap_write(&mut hashing));
-        pb.finish_and_clear();
-        fetched?;
+        (src.fetch)(&mut Progress::new(
+            &mut hashing,
+            Some(art.size),
+            art.file_name,
+        ))?;
         let (len, got) = (hashing.len, hashing.hex());
         let file = hashing
             .inner
@@ -483,13 +502,55 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// A byte progress bar on stderr; indicatif hides it when stderr is not a terminal.
+/// Passes bytes through with a byte progress bar on stderr, drawn from the first byte on (so it does
+/// not sit idle beside pip's own output) and cleared when dropped; indicatif hides it when stderr is
+/// not a terminal.
+struct Progress<'a, W> {
+    inner: W,
+    len: Option<u64>,
+    what: &'a str,
+    bar: Option<ProgressBar>,
+}
+
+impl<'a, W> Progress<'a, W> {
+    fn new(inner: W, len: Option<u64>, what: &'a str) -> Self {
+        Progress {
+            inner,
+            len,
+            what,
+            bar: None,
+        }
+    }
+}
+
+impl<W: Write> Write for Progress<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let (len, what) = (self.len, self.what);
+        self.bar
+            .get_or_insert_with(|| progress_bar(len, what))
+            .inc(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Drop for Progress<'_, W> {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
     let template = if len.is_some() {
-        "{msg:30!} [{bar:30}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}"
+        "{msg:24!} [{wide_bar}] {bytes:>9}/{total_bytes:9} {bytes_per_sec:>11} {eta:>3}"
     } else {
-        "{msg:30!} {spinner} {bytes:>10} {bytes_per_sec:>12}"
+        "{msg:24!} {spinner} {bytes:>9} {bytes_per_sec:>11}"
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style.progress_chars("=> "));
@@ -539,26 +600,24 @@ impl Hub {
     /// or `$HF_HOME/token`; the cache `HF_HUB_CACHE`, else `$HF_HOME/hub`, with `HF_HOME` defaulting to
     /// `$XDG_CACHE_HOME/huggingface` or `~/.cache/huggingface`; `HF_HUB_OFFLINE=1`. These are the
     /// variables and defaults of huggingface_hub, so both tools share one cache and one login.
-    pub fn from_env() -> Result<Hub> {
-        let hf_home = match env_path("HF_HOME") {
+    pub fn from_vars(vars: Vars) -> Result<Hub> {
+        let hf_home = match var_path(vars, "HF_HOME") {
             Some(p) => p,
-            None => user_cache_dir()?.join("huggingface"),
+            None => user_cache_dir(vars)?.join("huggingface"),
         };
-        let token = std::env::var("HF_TOKEN").ok().or_else(|| {
-            let file = env_path("HF_TOKEN_PATH").unwrap_or_else(|| hf_home.join("token"));
+        let token = var_str(vars, "HF_TOKEN").or_else(|| {
+            let file = var_path(vars, "HF_TOKEN_PATH").unwrap_or_else(|| hf_home.join("token"));
             fs::read_to_string(file).ok()
         });
-        let endpoint = std::env::var("HF_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| "https://huggingface.co".into());
+        let endpoint =
+            var_str(vars, "HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into());
         Ok(Hub {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token: token
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty()),
-            cache: env_path("HF_HUB_CACHE").unwrap_or_else(|| hf_home.join("hub")),
-            offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+            cache: var_path(vars, "HF_HUB_CACHE").unwrap_or_else(|| hf_home.join("hub")),
+            offline: var_str(vars, "HF_HUB_OFFLINE").is_some_and(|v| {
                 matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
             }),
             notify: eprint_notice,
@@ -950,11 +1009,9 @@ impl<'a> Client<'a> {
         let result = (|| {
             let out = File::create(&part).with_context(|| format!("create {}", part.display()))?;
             let mut hashing = Hashing::new(BufWriter::new(out));
-            let pb = progress_bar(size, file);
             let mut body = resp.body_mut().as_reader();
-            let copied = io::copy(&mut body, &mut pb.wrap_write(&mut hashing));
-            pb.finish_and_clear();
-            copied.with_context(|| format!("download {file} from {}", meta.location))?;
+            io::copy(&mut body, &mut Progress::new(&mut hashing, size, file))
+                .with_context(|| format!("download {file} from {}", meta.location))?;
             let (len, got) = (hashing.len, hashing.hex());
             let out = hashing
                 .inner

@@ -302,6 +302,64 @@ fn default_gguf_choice() {
     );
 }
 
+/// A configuration table standing in for the process environment.
+fn table(entries: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+    let map: HashMap<String, String> = entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).map(Into::into)
+}
+
+#[test]
+fn configuration_follows_the_xdg_and_huggingface_hub_conventions() {
+    let r = Resolver::from_vars(&table(&[("HOME", "/h")])).unwrap();
+    assert_eq!(r.cache, Path::new("/h/.cache/camelid/models"));
+    assert_eq!(r.hub.cache, Path::new("/h/.cache/huggingface/hub"));
+    assert_eq!(r.hub.endpoint, "https://huggingface.co");
+    assert_eq!((r.hub.token.as_deref(), r.hub.offline), (None, false));
+    assert_eq!((r.python.to_str(), r.verify), (Some("python3"), false));
+
+    let r = Resolver::from_vars(&table(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])).unwrap();
+    assert_eq!(r.cache, Path::new("/x/camelid/models"));
+    assert_eq!(r.hub.cache, Path::new("/x/huggingface/hub"));
+
+    // HF_HOME holds the hub cache and the token file that `huggingface-cli login` writes.
+    let hf_home = scratch("config_hf_home");
+    fs::write(hf_home.join("token"), "hf_from_file\n").unwrap();
+    let home = hf_home.to_str().unwrap();
+    let r = Resolver::from_vars(&table(&[("HOME", "/h"), ("HF_HOME", home)])).unwrap();
+    assert_eq!(r.hub.cache, hf_home.join("hub"));
+    assert_eq!(r.hub.token.as_deref(), Some("hf_from_file"));
+
+    let r = Resolver::from_vars(&table(&[
+        ("HF_HOME", home),
+        ("HF_HUB_CACHE", "/c"),
+        ("HF_TOKEN", "hf_from_env"),
+        ("HF_ENDPOINT", "http://mirror.example/"),
+        ("HF_HUB_OFFLINE", "1"),
+        ("CAMELID_CACHE", "/m"),
+        ("CAMELID_PYTHON", "/opt/py/bin/python"),
+        ("CAMELID_VERIFY", "1"),
+        ("CAMELID_ASSETS", "/a"),
+    ]))
+    .unwrap();
+    assert_eq!(r.hub.cache, Path::new("/c"));
+    assert_eq!(r.hub.token.as_deref(), Some("hf_from_env"));
+    assert_eq!(r.hub.endpoint, "http://mirror.example");
+    assert!(r.hub.offline && r.verify);
+    assert_eq!(r.cache, Path::new("/m"));
+    assert_eq!(r.python.to_str(), Some("/opt/py/bin/python"));
+    assert_eq!(
+        r.local_copies[0],
+        Path::new("/a"),
+        "CAMELID_ASSETS is the first local copy"
+    );
+
+    let err = Resolver::from_vars(&table(&[])).err().unwrap().to_string();
+    assert!(err.contains("neither XDG_CACHE_HOME nor HOME"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The Hugging Face hub.
 
