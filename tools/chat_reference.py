@@ -202,6 +202,72 @@ def llama2(peer: Path, gguf_path: Path) -> dict:
             "bos": bos, "eos": eos, "cases": cases}
 
 
+# A Mistral-style template (system folded into the first user turn, roles checked with
+# raise_exception) and one that uses many Jinja and Python features at once.
+FEATURE_TEMPLATES = {
+    "alternating": (
+        "{%- if messages[0]['role'] == 'system' %}\n"
+        "    {%- set system_message = messages[0]['content'] | trim %}\n"
+        "    {%- set loop_messages = messages[1:] %}\n"
+        "{%- else %}\n"
+        "    {%- set loop_messages = messages %}\n"
+        "{%- endif %}\n"
+        "{{- bos_token }}\n"
+        "{%- for message in loop_messages %}\n"
+        "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n"
+        "        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}\n"
+        "    {%- endif %}\n"
+        "    {%- if message['role'] == 'user' %}\n"
+        "        {%- if loop.first and system_message is defined %}\n"
+        "            {{- ' [INST] ' + system_message + '\\n\\n' + message['content'].strip() + ' [/INST]' }}\n"
+        "        {%- else %}\n"
+        "            {{- ' [INST] ' + message['content'].strip() + ' [/INST]' }}\n"
+        "        {%- endif %}\n"
+        "    {%- elif message['role'] == 'assistant' %}\n"
+        "        {{- ' ' + message['content'].strip() + eos_token }}\n"
+        "    {%- endif %}\n"
+        "{%- endfor %}\n"
+    ),
+    "features": (
+        "{% set ns = namespace(n=0, sys=false) %}\n"
+        "{% for m in messages %}\n"
+        "  {% if m.role == 'system' %}{% set ns.sys = true %}{% continue %}{% endif %}\n"
+        "  {% set ns.n = ns.n + 1 %}\n"
+        "{{ ns.n }}. {{ m.role.upper() }}/{{ m['role'].title() }}: {{ m.content.strip().split(' ') | join('_') }}"
+        "{% if m.content.lstrip().startswith('W') %} (W){% endif %}"
+        "{% if m.content.rstrip().endswith('?') %} (Q){% endif %}\n"
+        "  {% if ns.n >= 3 %}{% break %}{% endif %}\n"
+        "{% endfor %}\n"
+        "{{ messages | length }} {{ ns.sys }} {{ messages[-1]['content'][:5] | trim }}|"
+        "{{ messages[0].content.replace('a', 'A') | lower }}|{{ (messages | last).role }}"
+        "{% if add_generation_prompt %}>>{% endif %}\n"
+    ),
+}
+
+FEATURE_DIALOGS = DIALOGS + [
+    ("bad_order", [msg("user", "a"), msg("user", "b")], True),
+    ("assistant_first", [msg("assistant", "I start."), msg("user", "Do you?")], True),
+]
+
+
+def jinja_features() -> dict:
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    cases = []
+    for tname, template in FEATURE_TEMPLATES.items():
+        for name, messages, gen in FEATURE_DIALOGS:
+            case = {"template": tname, "name": name, "messages": messages, "add_generation_prompt": gen}
+            try:
+                rendered, _ = render_jinja_template([messages], chat_template=template,
+                                                    add_generation_prompt=gen,
+                                                    bos_token="<s>", eos_token="</s>")
+                case["text"] = rendered[0]
+            except Exception as e:  # jinja2.TemplateError from raise_exception
+                case["error"] = str(e)
+            cases.append(case)
+    return {"source": "transformers render_jinja_template", "templates": FEATURE_TEMPLATES, "cases": cases}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer", type=Path,
@@ -215,7 +281,8 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for name, data in [("llama3", llama3(REPO / LLAMA3_HF)),
                        ("smollm2", smollm2(peer, REPO / SMOLLM2)),
-                       ("llama2", llama2(peer, REPO / LLAMA_SPM))]:
+                       ("llama2", llama2(peer, REPO / LLAMA_SPM)),
+                       ("jinja_features", jinja_features())]:
         (OUT / f"{name}.json").write_text(dumps(data))
         print(f"wrote testdata/chat/{name}.json ({len(data['cases'])} dialogs)")
 

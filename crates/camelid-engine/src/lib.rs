@@ -4,6 +4,7 @@
 //! ([`generate`]), and chat templates ([`chat`]). Synchronous and free of I/O: the CLI and the
 //! server drive it.
 
+pub mod chat;
 pub mod generate;
 pub mod sampler;
 

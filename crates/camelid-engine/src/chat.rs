@@ -1,0 +1,544 @@
+//! Chat templates: a dialog of messages turned into the token ids a chat model was trained on.
+//!
+//! Three ways, in order of preference ([`ChatTemplate::for_tokenizer`]):
+//! - **The file's template** (`tokenizer.chat_template` in GGUF, `chat_template` in
+//!   `tokenizer_config.json`): Jinja, rendered as Hugging Face transformers renders it
+//!   (`utils/chat_template_utils.py`: `trim_blocks`, `lstrip_blocks`, loop controls,
+//!   `raise_exception`, `strftime_now`, the variables `messages`, `add_generation_prompt`,
+//!   `bos_token`, `eos_token`...), then tokenized with special tokens parsed.
+//! - **Llama 3** built in, for a vocabulary with `<|start_header_id|>`: Meta's llama3
+//!   `ChatFormat.encode_dialog_prompt` (llama3 `llama/tokenizer.py`).
+//! - **Llama 2** built in, for the 32,000-token SentencePiece Llama vocabulary: Meta's llama
+//!   `generation.py` `chat_completion`.
+//!
+//! The built-ins work on token ids, never on text: BOS, EOS and the header tokens are pushed as
+//! ids and the message text is tokenized without special-token parsing, so a message that
+//! contains `<|eot_id|>` or `</s>` cannot end a turn.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use camelid_tokenizer::{ModelKind, Tokenizer};
+use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
+
+/// One turn of a dialog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// `system`, `user` or `assistant` (a Jinja template may know more roles).
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    pub fn system(content: impl Into<String>) -> Message {
+        Message::new("system", content)
+    }
+
+    pub fn user(content: impl Into<String>) -> Message {
+        Message::new("user", content)
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Message {
+        Message::new("assistant", content)
+    }
+}
+
+/// How a dialog becomes tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// A Jinja template, as model files carry them.
+    Jinja(String),
+    /// Meta's Llama 2 chat layout: `<s>[INST] <<SYS>>…<</SYS>> user [/INST] answer </s>`.
+    Llama2,
+    /// Meta's Llama 3 layout: `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>`.
+    Llama3,
+}
+
+/// Why a dialog could not be encoded.
+#[derive(Debug)]
+pub enum ChatError {
+    /// The Jinja template does not compile.
+    Syntax(String),
+    /// The template called `raise_exception(message)`.
+    Raised(String),
+    /// Rendering failed (an undefined value used, a type error, ...).
+    Render(String),
+    /// The roles are not in an order the format supports.
+    RoleOrder {
+        index: usize,
+        role: String,
+        expected: &'static str,
+    },
+    /// The dialog has no messages.
+    Empty,
+    /// The vocabulary lacks a token the format needs.
+    MissingToken(&'static str),
+}
+
+impl fmt::Display for ChatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChatError::Syntax(e) => write!(f, "the chat template does not parse: {e}"),
+            ChatError::Raised(m) => write!(f, "the chat template refused the dialog: {m}"),
+            ChatError::Render(e) => write!(f, "the chat template failed: {e}"),
+            ChatError::RoleOrder {
+                index,
+                role,
+                expected,
+            } => write!(
+                f,
+                "message {index} has role {role:?} where the chat format expects {expected}"
+            ),
+            ChatError::Empty => write!(f, "the dialog has no messages"),
+            ChatError::MissingToken(t) => {
+                write!(
+                    f,
+                    "the vocabulary has no {t} token, which the chat format needs"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ChatError {}
+
+impl ChatTemplate {
+    /// The template for a tokenizer: the one its file carries, else a built-in one the
+    /// vocabulary is recognised by, else none.
+    pub fn for_tokenizer(tok: &Tokenizer) -> Option<ChatTemplate> {
+        match tok.chat_template() {
+            Some(t) if !t.trim().is_empty() => Some(ChatTemplate::Jinja(t.to_string())),
+            _ => ChatTemplate::builtin_for(tok),
+        }
+    }
+
+    /// The built-in format a vocabulary is recognised by, ignoring any template in the file.
+    pub fn builtin_for(tok: &Tokenizer) -> Option<ChatTemplate> {
+        let has = |t: &str| tok.token_id(t).is_some();
+        if has("<|start_header_id|>") && has("<|end_header_id|>") && has("<|eot_id|>") {
+            return Some(ChatTemplate::Llama3);
+        }
+        // Llama 2 (and LLaMA 1) share one SentencePiece vocabulary of 32,000 pieces.
+        if tok.kind() == ModelKind::SentencePiece
+            && tok.n_vocab() == 32_000
+            && tok.bos().is_some()
+            && tok.eos().is_some()
+        {
+            return Some(ChatTemplate::Llama2);
+        }
+        None
+    }
+
+    /// Parses a `--chat-template` style name: `llama2`, `llama3`, or else Jinja source.
+    pub fn from_name_or_source(s: &str) -> ChatTemplate {
+        match s.trim() {
+            "llama2" => ChatTemplate::Llama2,
+            "llama3" => ChatTemplate::Llama3,
+            _ => ChatTemplate::Jinja(s.to_string()),
+        }
+    }
+
+    /// A short name for messages: `jinja`, `llama2`, `llama3`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChatTemplate::Jinja(_) => "jinja",
+            ChatTemplate::Llama2 => "llama2",
+            ChatTemplate::Llama3 => "llama3",
+        }
+    }
+
+    /// Encodes a dialog. With `add_generation_prompt` the ids end where the assistant's reply
+    /// begins (for Llama 2 that needs the dialog to end with a user turn).
+    pub fn encode(
+        &self,
+        tok: &Tokenizer,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, ChatError> {
+        if messages.is_empty() {
+            return Err(ChatError::Empty);
+        }
+        match self {
+            ChatTemplate::Jinja(src) => {
+                let text = render_jinja(src, tok, messages, add_generation_prompt)?;
+                let mut ids = tok.encode(&text, false, true);
+                // The template usually writes BOS itself (`{{ bos_token }}`); add it only when
+                // the vocabulary wants one and the text did not start with it: never two.
+                let missing = |b: &u32| tok.add_bos_default() && ids.first() != Some(b);
+                if let Some(bos) = tok.bos().filter(missing) {
+                    ids.insert(0, bos);
+                }
+                Ok(ids)
+            }
+            ChatTemplate::Llama2 => encode_llama2(tok, messages, add_generation_prompt),
+            ChatTemplate::Llama3 => encode_llama3(tok, messages, add_generation_prompt),
+        }
+    }
+}
+
+/// Python's `str.strip()` with no argument: Unicode whitespace, and the separators U+001C to
+/// U+001F that Python also counts as space (`str.isspace`). Meta's references and Jinja's `trim`
+/// strip this way.
+pub fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+}
+
+/// Meta's Llama 2 `chat_completion` (meta-llama/llama `llama/generation.py`): a system prompt is
+/// merged into the first user turn as `<<SYS>>\n{system}\n<</SYS>>\n\n{user}`; each finished
+/// (user, answer) pair is `BOS "[INST] {user} [/INST] {answer} " EOS` and a last user turn
+/// `BOS "[INST] {user} [/INST]"`, user and answer stripped, each segment tokenized on its own
+/// (so each gets SentencePiece's dummy prefix).
+fn encode_llama2(
+    tok: &Tokenizer,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, ChatError> {
+    let bos = tok.bos().ok_or(ChatError::MissingToken("BOS"))?;
+    let eos = tok.eos().ok_or(ChatError::MissingToken("EOS"))?;
+
+    // (index in `messages`, content) of each user/assistant turn, system merged in.
+    let mut turns: Vec<(usize, String)> = Vec::with_capacity(messages.len());
+    let mut rest = messages.iter().enumerate();
+    if messages[0].role == "system" {
+        rest.next();
+        match rest.next() {
+            Some((i, m)) if m.role == "user" => turns.push((
+                i,
+                format!(
+                    "<<SYS>>\n{}\n<</SYS>>\n\n{}",
+                    messages[0].content, m.content
+                ),
+            )),
+            Some((i, m)) => {
+                return Err(ChatError::RoleOrder {
+                    index: i,
+                    role: m.role.clone(),
+                    expected: "\"user\" after the system prompt",
+                });
+            }
+            None => {
+                return Err(ChatError::RoleOrder {
+                    index: 0,
+                    role: "system".to_string(),
+                    expected: "a user message to follow it",
+                });
+            }
+        }
+    }
+    for (i, m) in rest {
+        turns.push((i, m.content.clone()));
+    }
+    for (k, (i, _)) in turns.iter().enumerate() {
+        let expected = if k % 2 == 0 { "user" } else { "assistant" };
+        if messages[*i].role != expected {
+            return Err(ChatError::RoleOrder {
+                index: *i,
+                role: messages[*i].role.clone(),
+                expected: if k % 2 == 0 {
+                    "\"user\" (Llama 2 alternates user and assistant)"
+                } else {
+                    "\"assistant\" (Llama 2 alternates user and assistant)"
+                },
+            });
+        }
+    }
+    let ends_with_user = turns.len() % 2 == 1;
+    if add_generation_prompt && !ends_with_user {
+        let (i, _) = turns[turns.len() - 1];
+        return Err(ChatError::RoleOrder {
+            index: i,
+            role: messages[i].role.clone(),
+            expected: "a final \"user\" message to reply to",
+        });
+    }
+
+    let mut ids = Vec::new();
+    for pair in turns.chunks(2) {
+        let user = py_strip(&pair[0].1);
+        ids.push(bos);
+        match pair.get(1) {
+            Some((_, answer)) => {
+                let text = format!("[INST] {user} [/INST] {} ", py_strip(answer));
+                ids.extend(tok.encode(&text, false, false));
+                ids.push(eos);
+            }
+            None => ids.extend(tok.encode(&format!("[INST] {user} [/INST]"), false, false)),
+        }
+    }
+    Ok(ids)
+}
+
+/// Meta's Llama 3 `ChatFormat` (meta-llama/llama3 `llama/tokenizer.py`): `<|begin_of_text|>`,
+/// then per message `<|start_header_id|>` role `<|end_header_id|>` "\n\n" content.strip()
+/// `<|eot_id|>`, then the assistant header when a reply is wanted. Each piece is tokenized on its
+/// own, special tokens as ids.
+fn encode_llama3(
+    tok: &Tokenizer,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, ChatError> {
+    let id = |t: &'static str| tok.token_id(t).ok_or(ChatError::MissingToken(t));
+    let begin = id("<|begin_of_text|>")?;
+    let start = id("<|start_header_id|>")?;
+    let end = id("<|end_header_id|>")?;
+    let eot = id("<|eot_id|>")?;
+    let newlines = tok.encode("\n\n", false, false);
+    let header = |ids: &mut Vec<u32>, role: &str| {
+        ids.push(start);
+        ids.extend(tok.encode(role, false, false));
+        ids.push(end);
+        ids.extend_from_slice(&newlines);
+    };
+    let mut ids = vec![begin];
+    for m in messages {
+        header(&mut ids, &m.role);
+        ids.extend(tok.encode(py_strip(&m.content), false, false));
+        ids.push(eot);
+    }
+    if add_generation_prompt {
+        header(&mut ids, "assistant");
+    }
+    Ok(ids)
+}
+
+/// Renders a Jinja chat template to text the way transformers does: the same environment
+/// settings and the same variables, special-token texts from the vocabulary.
+pub fn render_jinja(
+    source: &str,
+    tok: &Tokenizer,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<String, ChatError> {
+    let mut env = Environment::new();
+    // transformers: ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+    // extensions=[loopcontrols]); Jinja's default drops one trailing newline of the source.
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(false)
+        .build()
+        .map_err(|e| ChatError::Syntax(describe(&e)))?;
+    env.set_syntax(syntax);
+    // Jinja prints Python's True, False and None; minijinja would print true, false, none.
+    env.set_formatter(|out, state, value| {
+        if value.is_none() {
+            out.write_str("None").map_err(JinjaError::from)
+        } else if value.kind() == minijinja::value::ValueKind::Bool {
+            let text = if value.is_true() { "True" } else { "False" };
+            out.write_str(text).map_err(JinjaError::from)
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // Jinja's `trim` is Python's `str.strip`.
+    env.add_filter("trim", |s: String, chars: Option<String>| match chars {
+        Some(c) => s.trim_matches(|x| c.contains(x)).to_string(),
+        None => py_strip(&s).to_string(),
+    });
+    let raised: Arc<Mutex<Option<String>>> = Arc::default();
+    let slot = Arc::clone(&raised);
+    env.add_function(
+        "raise_exception",
+        move |msg: String| -> Result<Value, JinjaError> {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(msg.clone());
+            }
+            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
+
+    let template = env
+        .template_from_named_str("chat_template", source)
+        .map_err(|e| ChatError::Syntax(describe(&e)))?;
+
+    let msgs: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let mut map = BTreeMap::new();
+            map.insert("role", Value::from(m.role.as_str()));
+            map.insert("content", Value::from(m.content.as_str()));
+            Value::from(map)
+        })
+        .collect();
+    let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
+    ctx.insert("messages", Value::from(msgs));
+    ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
+    // transformers passes tools and documents, None when absent, so `is none` tests hold.
+    ctx.insert("tools", Value::from(()));
+    ctx.insert("documents", Value::from(()));
+    let piece = |id: Option<u32>| id.and_then(|i| tok.token_piece(i)).map(Value::from);
+    for (name, id) in [
+        ("bos_token", tok.bos()),
+        ("eos_token", tok.eos()),
+        ("unk_token", tok.unk()),
+        ("pad_token", tok.pad()),
+    ] {
+        if let Some(v) = piece(id) {
+            ctx.insert(name, v);
+        }
+    }
+    template.render(Value::from(ctx)).map_err(|e| {
+        match raised.lock().ok().and_then(|mut s| s.take()) {
+            Some(msg) => ChatError::Raised(msg),
+            None => ChatError::Render(describe(&e)),
+        }
+    })
+}
+
+/// The error with where it happened (minijinja puts the line in Display) and its causes.
+fn describe(e: &JinjaError) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// transformers' `strftime_now(format)`: the current UTC date and time (Llama 3.2 templates put
+/// today's date in the system prompt). Supports the directives templates use.
+fn strftime_now(fmt: &str) -> Result<String, JinjaError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_time(secs, fmt)
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// `strftime` over seconds since the Unix epoch (UTC), for %Y %y %m %d %e %B %b %A %a %H %M %S
+/// %j %% (C `strftime` in the C locale).
+fn format_time(secs: u64, fmt: &str) -> Result<String, JinjaError> {
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    let tod = secs % 86_400;
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    let weekday = (days + 3).rem_euclid(7) as usize;
+    let yday = days - days_from_civil(y, 1, 1) + 1;
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let month = MONTHS[(m - 1) as usize];
+        match chars.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d:>2}")),
+            Some('B') => out.push_str(month),
+            Some('b') => out.push_str(&month[..3]),
+            Some('A') => out.push_str(DAYS[weekday]),
+            Some('a') => out.push_str(&DAYS[weekday][..3]),
+            Some('H') => out.push_str(&format!("{:02}", tod / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", tod / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", tod % 60)),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('%') => out.push('%'),
+            other => {
+                return Err(JinjaError::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "strftime_now: unsupported directive %{}",
+                        other.map(String::from).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms", `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The inverse of [`civil_from_days`] (same source, `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_match_known_calendar_days() {
+        // Unix timestamps of known instants (from `date -u -d @SECS`).
+        assert_eq!(
+            format_time(0, "%Y-%m-%d %H:%M:%S %A %j").unwrap(),
+            "1970-01-01 00:00:00 Thursday 001"
+        );
+        assert_eq!(
+            format_time(951_782_400, "%d %b %Y %a").unwrap(),
+            "29 Feb 2000 Tue"
+        );
+        assert_eq!(
+            format_time(1_721_952_000, "%d %B %Y").unwrap(),
+            "26 July 2024"
+        );
+        assert_eq!(format_time(1_735_689_599, "%j %y %e").unwrap(), "366 24 31");
+        assert!(format_time(0, "%Q").is_err());
+    }
+
+    #[test]
+    fn python_strip_counts_the_information_separators() {
+        assert_eq!(py_strip("\x1c\u{a0} a b\u{3000}\x1f\n"), "a b");
+        assert_eq!(py_strip("\u{200b}x"), "\u{200b}x");
+    }
+}

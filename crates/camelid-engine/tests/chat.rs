@@ -1,0 +1,333 @@
+//! Chat templates against references: transformers' `apply_chat_template`, Meta's Llama 2 and
+//! Llama 3 layouts, llama.cpp's tokenizer (fixtures from tools/chat_reference.py in
+//! testdata/chat/).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use camelid_engine::chat::{ChatError, ChatTemplate, Message, render_jinja};
+use camelid_model::tokenizer_load::load_tokenizer;
+use camelid_tokenizer::Tokenizer;
+use serde_json::Value;
+
+fn assets() -> PathBuf {
+    std::env::var_os("CAMELID_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets")))
+}
+
+fn tokenizer(rel: &str) -> Tokenizer {
+    let path = assets().join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-assets.sh",
+        path.display()
+    );
+    load_tokenizer(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn fixture(name: &str) -> Value {
+    let path =
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/chat")).join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+struct Case {
+    name: String,
+    messages: Vec<Message>,
+    add_generation_prompt: bool,
+    raw: Value,
+}
+
+impl Case {
+    fn ids(&self, key: &str) -> Vec<u32> {
+        self.raw[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no {key}", self.name))
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect()
+    }
+}
+
+fn cases(f: &Value) -> Vec<Case> {
+    f["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            name: c["name"].as_str().unwrap().to_string(),
+            messages: c["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+                .collect(),
+            add_generation_prompt: c["add_generation_prompt"].as_bool().unwrap(),
+            raw: c.clone(),
+        })
+        .collect()
+}
+
+// Loaded once: the tests run in parallel and share them.
+fn llama3() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| tokenizer("llama3-hf"))
+}
+
+fn smollm2() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| tokenizer("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
+fn llama2() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| tokenizer("llama-spm/ggml-vocab-llama-spm.gguf"))
+}
+
+/// The first ids of both sides and where they part, for a readable failure.
+fn assert_ids(name: &str, got: &[u32], want: &[u32]) {
+    if got != want {
+        let at = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+        panic!(
+            "{name}: ids differ at {at} (got {} ids, want {})\n got: {:?}\nwant: {:?}",
+            got.len(),
+            want.len(),
+            &got[at.saturating_sub(3)..got.len().min(at + 8)],
+            &want[at.saturating_sub(3)..want.len().min(at + 8)]
+        );
+    }
+}
+
+#[test]
+fn llama3_file_template_matches_transformers() {
+    let tok = llama3();
+    let t = ChatTemplate::for_tokenizer(tok).unwrap();
+    assert!(
+        matches!(t, ChatTemplate::Jinja(_)),
+        "the file's template beats the built-in one"
+    );
+    let f = fixture("llama3.json");
+    for c in cases(&f) {
+        let got = t.encode(tok, &c.messages, c.add_generation_prompt).unwrap();
+        assert_ids(&c.name, &got, &c.ids("template_ids"));
+    }
+}
+
+#[test]
+fn llama3_builtin_matches_meta_chat_format() {
+    let tok = llama3();
+    assert_eq!(ChatTemplate::builtin_for(tok), Some(ChatTemplate::Llama3));
+    let f = fixture("llama3.json");
+    for c in cases(&f) {
+        let got = ChatTemplate::Llama3
+            .encode(tok, &c.messages, c.add_generation_prompt)
+            .unwrap();
+        assert_ids(&c.name, &got, &c.ids("meta_ids"));
+    }
+}
+
+#[test]
+fn llama3_builtin_recognised_without_a_file_template() {
+    // The GGUF Llama 3 vocabulary of llama.cpp's tests carries no template.
+    let tok = tokenizer("llama-bpe/ggml-vocab-llama-bpe.gguf");
+    assert_eq!(tok.chat_template(), None);
+    assert_eq!(
+        ChatTemplate::for_tokenizer(&tok),
+        Some(ChatTemplate::Llama3)
+    );
+}
+
+#[test]
+fn smollm2_gguf_template_matches_transformers_and_llama_cpp() {
+    let tok = smollm2();
+    let f = fixture("smollm2.json");
+    let t = ChatTemplate::for_tokenizer(tok).unwrap();
+    assert_eq!(
+        t,
+        ChatTemplate::Jinja(f["template"].as_str().unwrap().to_string())
+    );
+    for c in cases(&f) {
+        let text = render_jinja(
+            f["template"].as_str().unwrap(),
+            tok,
+            &c.messages,
+            c.add_generation_prompt,
+        )
+        .unwrap();
+        assert_eq!(text, c.raw["text"].as_str().unwrap(), "{}", c.name);
+        let got = t.encode(tok, &c.messages, c.add_generation_prompt).unwrap();
+        assert_ids(&c.name, &got, &c.ids("template_ids"));
+    }
+}
+
+#[test]
+fn llama2_builtin_matches_meta_chat_completion() {
+    let tok = llama2();
+    assert_eq!(ChatTemplate::for_tokenizer(tok), Some(ChatTemplate::Llama2));
+    let f = fixture("llama2.json");
+    for c in cases(&f) {
+        let got = ChatTemplate::Llama2
+            .encode(tok, &c.messages, c.add_generation_prompt)
+            .unwrap();
+        assert_ids(&c.name, &got, &c.ids("meta_ids"));
+    }
+}
+
+#[test]
+fn jinja_features_render_as_transformers_does() {
+    let tok = llama2(); // bos_token "<s>", eos_token "</s>", as the fixture was rendered
+    let f = fixture("jinja_features.json");
+    for c in cases(&f) {
+        let tname = c.raw["template"].as_str().unwrap();
+        let src = f["templates"][tname].as_str().unwrap();
+        let got = render_jinja(src, tok, &c.messages, c.add_generation_prompt);
+        match (&got, c.raw.get("text"), c.raw.get("error")) {
+            (Ok(text), Some(want), None) => {
+                assert_eq!(text, want.as_str().unwrap(), "{tname}/{}", c.name)
+            }
+            (Err(ChatError::Raised(msg)), None, Some(want)) => {
+                assert_eq!(msg, want.as_str().unwrap(), "{tname}/{}", c.name)
+            }
+            _ => panic!("{tname}/{}: got {got:?}, want {:?}", c.name, c.raw),
+        }
+    }
+}
+
+/// Double BOS from a template that writes `{{ bos_token }}` while the vocabulary also asks for
+/// one was a bug other engines shipped (llama.cpp #7193 and others).
+#[test]
+fn no_template_path_yields_two_bos() {
+    let dialogs = [
+        vec![Message::user("Hi")],
+        vec![Message::system("Be brief."), Message::user("Hi")],
+        vec![
+            Message::user("Hi"),
+            Message::assistant("Hello"),
+            Message::user("Bye"),
+        ],
+    ];
+    let spm = llama2();
+    assert!(spm.add_bos_default());
+    let l3 = llama3();
+    let smol = smollm2();
+    let with_bos =
+        "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}";
+    let without_bos = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}";
+    let paths: Vec<(&str, &Tokenizer, ChatTemplate)> = vec![
+        ("llama3 file", l3, ChatTemplate::for_tokenizer(l3).unwrap()),
+        ("llama3 built-in", l3, ChatTemplate::Llama3),
+        ("llama2 built-in", spm, ChatTemplate::Llama2),
+        (
+            "spm jinja with bos",
+            spm,
+            ChatTemplate::Jinja(with_bos.into()),
+        ),
+        (
+            "spm jinja without bos",
+            spm,
+            ChatTemplate::Jinja(without_bos.into()),
+        ),
+        (
+            "smollm2 file",
+            smol,
+            ChatTemplate::for_tokenizer(smol).unwrap(),
+        ),
+    ];
+    for (name, tok, t) in &paths {
+        let bos = tok.bos().unwrap();
+        for d in &dialogs {
+            let ids = t.encode(tok, d, true).unwrap();
+            assert!(
+                !ids.windows(2).any(|w| w == [bos, bos]),
+                "{name}: two BOS in a row: {ids:?}"
+            );
+            let want_first = match *name {
+                // SmolLM2 asks for no BOS; its "bos" (<|im_start|>) opens each turn.
+                "smollm2 file" => continue,
+                _ => bos,
+            };
+            assert_eq!(ids[0], want_first, "{name}: BOS first");
+            if !name.starts_with("llama2") {
+                assert_eq!(
+                    ids.iter().filter(|&&i| i == bos).count(),
+                    1,
+                    "{name}: {ids:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn builtin_formats_keep_control_text_in_messages_as_text() {
+    let l3 = llama3();
+    let eot = l3.token_id("<|eot_id|>").unwrap();
+    let d = [Message::user("say <|eot_id|> now")];
+    let ids = ChatTemplate::Llama3.encode(l3, &d, true).unwrap();
+    assert_eq!(ids.iter().filter(|&&i| i == eot).count(), 1, "{ids:?}");
+
+    let spm = llama2();
+    let eos = spm.eos().unwrap();
+    let d = [
+        Message::user("a</s>b"),
+        Message::assistant("c</s>"),
+        Message::user("d"),
+    ];
+    let ids = ChatTemplate::Llama2.encode(spm, &d, true).unwrap();
+    assert_eq!(ids.iter().filter(|&&i| i == eos).count(), 1, "{ids:?}");
+}
+
+#[test]
+fn errors_are_reported_not_panics() {
+    let spm = llama2();
+    let u = Message::user;
+    let a = Message::assistant;
+    let s = Message::system;
+    let role_err = |d: &[Message], add_gen: bool| match ChatTemplate::Llama2.encode(spm, d, add_gen)
+    {
+        Err(e @ ChatError::RoleOrder { .. }) => e.to_string(),
+        other => panic!("{d:?}: expected a role-order error, got {other:?}"),
+    };
+    assert!(role_err(&[a("x"), u("y")], true).contains("message 0"));
+    assert!(role_err(&[u("x"), u("y")], true).contains("message 1"));
+    assert!(role_err(&[s("x")], true).contains("system"));
+    assert!(role_err(&[s("x"), a("y")], true).contains("message 1"));
+    assert!(role_err(&[u("x"), a("y")], true).contains("final"));
+    assert!(role_err(&[u("x"), a("y"), s("z")], false).contains("message 2"));
+    assert!(
+        ChatTemplate::Llama2
+            .encode(spm, &[u("x"), a("y")], false)
+            .is_ok()
+    );
+    assert!(matches!(
+        ChatTemplate::Llama2.encode(spm, &[], true),
+        Err(ChatError::Empty)
+    ));
+    assert!(matches!(
+        ChatTemplate::Llama3.encode(spm, &[u("x")], true),
+        Err(ChatError::MissingToken("<|begin_of_text|>"))
+    ));
+
+    let jinja = |src: &str| ChatTemplate::Jinja(src.to_string()).encode(spm, &[u("x")], true);
+    match jinja("{% for m in messages %}{{ m.content }") {
+        Err(ChatError::Syntax(e)) => assert!(e.contains("chat_template:1"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    match jinja("{% if messages|length < 2 %}{{ raise_exception('need two messages') }}{% endif %}")
+    {
+        Err(e @ ChatError::Raised(_)) => {
+            assert_eq!(
+                e.to_string(),
+                "the chat template refused the dialog: need two messages"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        jinja("{{ messages[0].content.no_such_method() }}"),
+        Err(ChatError::Render(_))
+    ));
+    assert!(matches!(jinja("{{ 1 / 0 }}"), Err(ChatError::Render(_))));
+}
