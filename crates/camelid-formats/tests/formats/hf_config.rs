@@ -6,7 +6,90 @@ use std::path::Path;
 use camelid_formats::Error;
 use camelid_formats::hf_config::{self, IdOrIds};
 
-use crate::{scratch_dir, testdata};
+use crate::{fixture, scratch_dir, testdata};
+
+/// Both layouts of every published config give the values transformers resolves from it
+/// (testdata/hf_config/reference.json, from tools/hf_config_reference.py). The defaults applied
+/// here are `LlamaConfig`'s, for fields the older files leave out.
+#[test]
+fn both_layouts_match_transformers() {
+    let reference = fixture("hf_config/reference.json");
+    for (name, r) in reference["configs"].as_object().unwrap() {
+        for rel in [
+            format!("hf_config/{name}"),
+            format!("hf_config/transformers5/{name}"),
+        ] {
+            let c = hf_config::load(&testdata().join(&rel)).unwrap();
+            let u = |v: Option<usize>| v.map(|x| x as u64);
+            let num = |key: &str| r[key].as_u64();
+            assert_eq!(u(c.vocab_size), num("vocab_size"), "{rel}");
+            assert_eq!(u(c.hidden_size), num("hidden_size"), "{rel}");
+            assert_eq!(u(c.intermediate_size), num("intermediate_size"), "{rel}");
+            assert_eq!(u(c.num_hidden_layers), num("num_hidden_layers"), "{rel}");
+            assert_eq!(
+                u(c.num_attention_heads),
+                num("num_attention_heads"),
+                "{rel}"
+            );
+            assert_eq!(
+                u(c.num_key_value_heads.or(c.num_attention_heads)),
+                num("num_key_value_heads"),
+                "{rel}"
+            );
+            let head_dim = c.head_dim.or(Some(
+                c.hidden_size.unwrap() / c.num_attention_heads.unwrap(),
+            ));
+            assert_eq!(u(head_dim), num("head_dim"), "{rel}");
+            assert_eq!(c.rms_norm_eps, r["rms_norm_eps"].as_f64(), "{rel}");
+            assert_eq!(
+                u(c.max_position_embeddings),
+                num("max_position_embeddings"),
+                "{rel}"
+            );
+            assert_eq!(
+                c.tie_word_embeddings,
+                r["tie_word_embeddings"].as_bool(),
+                "{rel}"
+            );
+            let ids = |v: &Option<IdOrIds>| v.as_ref().map(IdOrIds::ids).unwrap_or_default();
+            let want = |key: &str| -> Vec<u32> {
+                r[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            };
+            assert_eq!(ids(&c.bos_token_id), want("bos_token_id"), "{rel}");
+            assert_eq!(ids(&c.eos_token_id), want("eos_token_id"), "{rel}");
+
+            let rope = c
+                .rope_parameters
+                .clone()
+                .or(c.rope_scaling.clone())
+                .unwrap_or_default();
+            let theta = c.rope_theta.or(rope.rope_theta).unwrap_or(10000.0);
+            assert_eq!(Some(theta), r["rope_theta"].as_f64(), "{rel}");
+            assert_eq!(
+                rope.rope_type.as_deref().unwrap_or("default"),
+                r["rope_type"],
+                "{rel}"
+            );
+            assert_eq!(rope.factor, r["rope_factor"].as_f64(), "{rel}");
+            assert_eq!(rope.low_freq_factor, r["low_freq_factor"].as_f64(), "{rel}");
+            assert_eq!(
+                rope.high_freq_factor,
+                r["high_freq_factor"].as_f64(),
+                "{rel}"
+            );
+            assert_eq!(
+                u(rope.original_max_position_embeddings),
+                num("original_max_position_embeddings"),
+                "{rel}"
+            );
+        }
+    }
+}
 
 #[test]
 fn llama_3_1_8b_instruct() {
