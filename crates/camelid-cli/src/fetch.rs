@@ -658,7 +658,8 @@ impl Hub {
 /// `snapshots/<refs/main>` when it exists.
 fn cached_snapshot(repo_dir: &Path) -> Option<PathBuf> {
     let commit = fs::read_to_string(repo_dir.join("refs").join("main")).ok()?;
-    let snap = repo_dir.join("snapshots").join(commit.trim());
+    let commit = Some(commit.trim()).filter(|c| is_safe_name(c))?;
+    let snap = repo_dir.join("snapshots").join(commit);
     snap.is_dir().then_some(snap)
 }
 
