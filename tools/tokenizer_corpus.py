@@ -13,7 +13,8 @@ Every string gets reference ids from implementations independent of camelid:
              as a Llama 2-style tokenizer.json built here with the `tokenizers` library (stored only
              where it differs from spm_tiny)
 Strings that look like special tokens also get "special": ids with special tokens parsed
-(tiktoken allowed_special="all", llama.cpp parse_special).
+(tiktoken allowed_special="all", llama.cpp parse_special; "llama3_gguf" is llama.cpp on the Llama 3
+GGUF, whose special-token names are Llama 3.0's).
 
 The 100 KB line is not stored: `long_line(SEED)` below and the Rust tests generate it alike
 (splitmix64 over a fixed list of atoms); only its ids are stored, with its length and FNV-1a hash.
@@ -471,6 +472,13 @@ def main():
     special_texts = [strings[i] for i in special_idx]
     spm_special = dict(zip(special_idx, llama_cpp_tokenize(exe, gguf_spm, special_texts, True)))
     smol_special = dict(zip(special_idx, llama_cpp_tokenize(exe, gguf_smol, special_texts, True)))
+    # The GGUF and tokenizer.json of Llama 3 name some special tokens as Llama 3.0 did
+    # (<|reserved_special_token_2|> where Meta's newer tokenizer.py says <|finetune_right_pad_id|>),
+    # so with special tokens parsed their reference is llama.cpp on the GGUF, checked against HF.
+    bpe_special = dict(zip(special_idx, llama_cpp_tokenize(exe, gguf_bpe, special_texts, True)))
+    hf_special_bad = [i for i in special_idx if hf.encode(strings[i], add_special_tokens=False).ids != bpe_special[i]]
+    print(f"llama3 (GGUF names, special parsed): HF tokenizers differs from llama.cpp on {len(hf_special_bad)}",
+          file=sys.stderr)
 
     sp = train_spm_tiny()
     tiny = [sp.encode(s) for s in strings]
@@ -509,7 +517,8 @@ def main():
             if i in cpp_bad:
                 rec["llama_cpp_llama3"] = cpp_llama3[i]
             if i in llama3_special:
-                rec["special"] = {"llama3": llama3_special[i], "llama_spm": spm_special[i], "smollm2": smol_special[i]}
+                rec["special"] = {"llama3": llama3_special[i], "llama3_gguf": bpe_special[i],
+                                  "llama_spm": spm_special[i], "smollm2": smol_special[i]}
             f.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
         rec = {
             "long_line": True,

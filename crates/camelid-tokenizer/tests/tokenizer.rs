@@ -31,12 +31,12 @@ fn llama_bpe_vectors_tiktoken_model() {
 
 #[test]
 fn llama3_corpus_tokenizer_json() {
-    check_corpus(llama3_json(), "llama3", false);
+    check_corpus(llama3_json(), "llama3", Some("llama3_gguf"));
 }
 
 #[test]
 fn llama3_corpus_tiktoken_model() {
-    check_corpus(llama3_tiktoken(), "llama3", true);
+    check_corpus(llama3_tiktoken(), "llama3", Some("llama3"));
 }
 
 /// A Llama 2-style tokenizer.json (SentencePiece-like BPE, merges, byte fallback, Prepend
@@ -45,13 +45,13 @@ fn llama3_corpus_tiktoken_model() {
 fn spm_tiny_corpus_tokenizer_json() {
     let tok = Tokenizer::from_tokenizer_json(testdata("spm-tiny.json")).unwrap();
     assert_eq!(tok.kind(), camelid_tokenizer::ModelKind::SentencePiece);
-    check_corpus(&tok, "spm_tiny_json", false);
+    check_corpus(&tok, "spm_tiny_json", None);
 }
 
 #[test]
 fn spm_tiny_corpus_sentencepiece_model() {
     let tok = Tokenizer::from_sentencepiece_model(testdata("spm-tiny.model")).unwrap();
-    check_corpus(&tok, "spm_tiny", false);
+    check_corpus(&tok, "spm_tiny", None);
 }
 
 /// Random strings over characters that stress the pre-tokenizers: every class, every kind of
