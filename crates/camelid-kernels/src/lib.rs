@@ -6,12 +6,19 @@
 //! files, models or strings: callers hand it checked slices.
 //!
 //! Every kernel has a scalar reference implementation that stays in the tree forever; faster
-//! paths are chosen once at run time per weight type and are tested against it.
+//! paths (AVX2, AVX-512) are chosen once at run time ([`Isa::active`]) and are tested against it.
+//! A model holds one [`Kernels`]: the chosen kernel table, the [`Precision`] of quantized
+//! products, and the persistent thread pool.
 
+pub(crate) mod act;
 pub mod dtype;
+pub mod isa;
+pub(crate) mod kernels;
 pub mod matmul;
 pub mod ops;
+pub mod pool;
 pub mod quant;
 
 pub use dtype::DType;
-pub use matmul::{WeightView, matmul};
+pub use isa::Isa;
+pub use matmul::{Kernels, Precision, WeightView};

@@ -1,10 +1,25 @@
-//! Matrix products of a weight matrix (any [`DType`]) with f32 activations.
+//! Matrix products of a weight matrix (any [`DType`]) with f32 activations, and the [`Kernels`]
+//! context that owns the thread pool and the scratch buffers.
 //!
-//! The reference path dequantizes a strip of each weight row to f32 on the stack and takes exact
-//! f32 dot products with every activation row, so the only error against an f32 computation on
-//! the same (rounded or dequantized) weights is the order of the additions.
+//! Two precisions:
+//! - [`Precision::Exact`] dequantizes a strip of each weight row to f32 and takes f32 dot
+//!   products, so the only error against an f32 computation on the same (rounded or
+//!   dequantized) weights is the order of the additions. This is the reference path.
+//! - [`Precision::Fast`] rounds the activations to 8 bits (see [`crate::act`]) and uses integer
+//!   dot products, as llama.cpp does; its error is that of llama.cpp on the same file.
+//!
+//! Float weights (F32, F16, BF16) are always multiplied exactly in f32: widening a half to f32
+//! is exact and costs nothing next to the memory traffic.
 
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::act::{ActKind, QuantAct};
 use crate::dtype::DType;
+use crate::isa::Isa;
+use crate::kernels::{self, ActPtr, NT, Table, Tile};
+use crate::pool::ThreadPool;
 use crate::quant::dequantize_row;
 
 /// A row-major weight matrix `[rows, cols]` borrowed from wherever it lives (usually a memory map).
@@ -45,6 +60,266 @@ impl<'a> WeightView<'a> {
     }
 }
 
+/// How quantized weights are multiplied; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Dequantize to f32, f32 dot products.
+    Exact,
+    /// 8-bit activations, integer dot products (llama.cpp's arithmetic).
+    #[default]
+    Fast,
+}
+
+/// The compute context of a model: the kernel table chosen for this CPU, the precision, a thread
+/// pool and scratch buffers for quantized activations. `matmul` takes `&self`; calls from
+/// several threads are serialized.
+pub struct Kernels {
+    table: &'static Table,
+    /// Precision of products with quantized weights.
+    pub precision: Precision,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    pool: ThreadPool,
+    act: QuantAct,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("isa", &self.table.isa)
+            .field("precision", &self.precision)
+            .finish()
+    }
+}
+
+impl Kernels {
+    /// A context with `threads` compute threads (the caller counts as one) on the path chosen
+    /// by [`Isa::active`] (`CAMELID_ISA`, else the best this CPU has).
+    pub fn new(threads: usize) -> Kernels {
+        Kernels::with_isa(threads, Isa::active())
+    }
+
+    /// As [`Kernels::new`] on a given path (lowered to what this CPU supports).
+    pub fn with_isa(threads: usize, isa: Isa) -> Kernels {
+        Kernels {
+            table: kernels::table(isa),
+            precision: Precision::Fast,
+            inner: Mutex::new(Inner {
+                pool: ThreadPool::new(threads.max(1)),
+                act: QuantAct::default(),
+            }),
+        }
+    }
+
+    /// The instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.table.isa
+    }
+
+    /// Threads of the pool.
+    pub fn threads(&self) -> usize {
+        self.lock().pool.threads()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `out[t, r] = Σ_c w[r, c] · x[t, c]` for `x: [n, cols]`, `out: [n, rows]`, with at most
+    /// `threads` threads (the pool grows if asked for more than it has), at `self.precision`.
+    pub fn matmul(&self, w: &WeightView, x: &[f32], out: &mut [f32], threads: usize) {
+        self.matmul_with(w, x, out, threads, self.precision);
+    }
+
+    /// As [`Kernels::matmul`] at a given precision.
+    pub fn matmul_with(
+        &self,
+        w: &WeightView,
+        x: &[f32],
+        out: &mut [f32],
+        threads: usize,
+        precision: Precision,
+    ) {
+        let (rows, cols) = (w.rows, w.cols);
+        assert!(
+            cols > 0 && x.len().is_multiple_of(cols),
+            "activations are not [n, {cols}]"
+        );
+        let n = x.len() / cols;
+        assert_eq!(out.len(), n * rows, "output is not [{n}, {rows}]");
+        assert_eq!(
+            Some(w.data.len()),
+            w.dtype.row_bytes(cols).and_then(|rb| rb.checked_mul(rows)),
+            "weights are not [{rows}, {cols}] of {}",
+            w.dtype
+        );
+        if n == 0 || rows == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        let threads = threads.max(1);
+        if threads > inner.pool.threads() {
+            inner.pool = ThreadPool::new(threads);
+        }
+        // Small products are not worth waking the workers.
+        let work = rows * cols * n;
+        let threads = if work < (1 << 16) { 1 } else { threads };
+
+        let tk = self.table.get(w.dtype);
+        let exact = precision == Precision::Exact && w.dtype.is_quantized();
+        let Inner { pool, act } = &mut *inner;
+        if !exact {
+            quantize_activations(self.table, tk.act, x, n, cols, act);
+        }
+        let act = &*act;
+        let row_bytes = w.row_bytes();
+        let chunk = chunk_rows(rows, row_bytes, threads);
+        let n_chunks = rows.div_ceil(chunk);
+        let next = AtomicUsize::new(0);
+        let ptr = OutPtr(out.as_mut_ptr());
+        let job = |id: usize| {
+            if id >= threads {
+                return;
+            }
+            loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c >= n_chunks {
+                    break;
+                }
+                let r = c * chunk..((c + 1) * chunk).min(rows);
+                if exact {
+                    exact_rows(w, x, n, r, ptr);
+                } else {
+                    fast_rows(tk.tile, tk.act, w, x, act, n, r, ptr);
+                }
+            }
+        };
+        if threads == 1 {
+            job(0);
+        } else {
+            pool.run(&job);
+        }
+    }
+}
+
+/// Rows per unit of work: about 16 KiB of weights, and enough units to balance the threads.
+fn chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
+    let by_size = (16 << 10) / row_bytes.max(1);
+    let by_balance = rows.div_ceil(8 * threads);
+    by_size.min(by_balance).clamp(1, 256)
+}
+
+fn quantize_activations(
+    table: &Table,
+    kind: ActKind,
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    act: &mut QuantAct,
+) {
+    act.reset(kind, n, cols);
+    match kind {
+        ActKind::F32 => {}
+        ActKind::Q8 => {
+            let nb = cols / 32;
+            for t in 0..n {
+                (table.quant_q8)(
+                    &x[t * cols..][..cols],
+                    &mut act.qs[t * cols..][..cols],
+                    &mut act.d[t * nb..][..nb],
+                    &mut act.dsum[t * nb..][..nb],
+                );
+            }
+        }
+        ActKind::Q8K => {
+            let nb = cols / 256;
+            for t in 0..n {
+                (table.quant_q8k)(
+                    &x[t * cols..][..cols],
+                    &mut act.qs[t * cols..][..cols],
+                    &mut act.d[t * nb..][..nb],
+                    &mut act.bsums[t * cols / 16..][..cols / 16],
+                );
+            }
+        }
+    }
+}
+
+/// The output pointer shared by the workers of one product.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: workers write disjoint sets of elements (distinct rows `r` of `out[t, r]`), and
+// `matmul_with` returns only after every worker is done with the borrow of `out`.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+#[allow(clippy::too_many_arguments)]
+fn fast_rows(
+    tile: kernels::TileFn,
+    kind: ActKind,
+    w: &WeightView,
+    x: &[f32],
+    act: &QuantAct,
+    n: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    let (cols, total_rows) = (w.cols, w.rows);
+    let row_bytes = w.row_bytes();
+    let blk = kind.block();
+    let mut t0 = 0;
+    while t0 < n {
+        let nt = (n - t0).min(NT);
+        let a = match kind {
+            ActKind::F32 => ActPtr {
+                f32s: x[t0 * cols..].as_ptr(),
+                ..null_act()
+            },
+            ActKind::Q8 => ActPtr {
+                qs: act.qs[t0 * cols..].as_ptr(),
+                d: act.d[t0 * cols / blk..].as_ptr(),
+                dsum: act.dsum[t0 * cols / 32..].as_ptr(),
+                ..null_act()
+            },
+            ActKind::Q8K => ActPtr {
+                qs: act.qs[t0 * cols..].as_ptr(),
+                d: act.d[t0 * cols / blk..].as_ptr(),
+                bsums: act.bsums[t0 * cols / 16..].as_ptr(),
+                ..null_act()
+            },
+        };
+        let t = Tile {
+            w: w.data[rows.start * row_bytes..rows.end * row_bytes].as_ptr(),
+            row_bytes,
+            nr: rows.len(),
+            cols,
+            act: a,
+            nt,
+            // SAFETY: `t0 < n` and `rows.start < total_rows`, inside `out: [n, total_rows]`.
+            out: unsafe { out.0.add(t0 * total_rows + rows.start) },
+            ldo: total_rows,
+        };
+        // SAFETY: the tile was built from checked slices: `nr` rows of weights of `cols`
+        // elements, `nt` activation rows of `kind` (sized by `quantize_activations`), outputs
+        // `out[t0 + i, r]` inside `out` and written by this worker only; the table was chosen for
+        // an ISA this CPU supports (`kernels::table`).
+        unsafe { tile(&t) };
+        t0 += nt;
+    }
+}
+
+const fn null_act() -> ActPtr {
+    ActPtr {
+        f32s: std::ptr::null(),
+        qs: std::ptr::null(),
+        d: std::ptr::null(),
+        dsum: std::ptr::null(),
+        bsums: std::ptr::null(),
+    }
+}
+
 /// Columns dequantized at a time: a multiple of every block size, small enough for the stack.
 const STRIP: usize = 256;
 
@@ -68,48 +343,8 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// `out[t, r] = Σ_c w[r, c] · x[t, c]` for `x: [n, cols]`, `out: [n, rows]`.
-///
-/// Rows of `w` are split between `threads` workers; each worker writes only its own rows.
-pub fn matmul(w: &WeightView, x: &[f32], out: &mut [f32], threads: usize) {
-    let (rows, cols) = (w.rows, w.cols);
-    assert!(
-        cols > 0 && x.len().is_multiple_of(cols),
-        "activations are not [n, {cols}]"
-    );
-    let n = x.len() / cols;
-    assert_eq!(out.len(), n * rows, "output is not [{n}, {rows}]");
-
-    let work = rows * cols * n;
-    let threads = if work < (1 << 18) {
-        1
-    } else {
-        threads.clamp(1, rows)
-    };
-    if threads == 1 {
-        matmul_rows(w, x, n, 0..rows, OutPtr(out.as_mut_ptr()));
-        return;
-    }
-    let per = rows.div_ceil(threads);
-    let ptr = OutPtr(out.as_mut_ptr());
-    std::thread::scope(|s| {
-        for t in 1..threads {
-            let r = (t * per).min(rows)..((t + 1) * per).min(rows);
-            s.spawn(move || matmul_rows(w, x, n, r, ptr));
-        }
-        matmul_rows(w, x, n, 0..per.min(rows), ptr);
-    });
-}
-
-/// The output pointer shared by the workers of one `matmul`.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: workers write disjoint sets of elements (distinct rows `r` of `out[t, r]`), and the
-// scope in `matmul` ends before the borrow of `out` does.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-fn matmul_rows(w: &WeightView, x: &[f32], n: usize, rows: std::ops::Range<usize>, out: OutPtr) {
+/// The exact path over `rows`: dequantized strips of each weight row, f32 dot products.
+fn exact_rows(w: &WeightView, x: &[f32], n: usize, rows: Range<usize>, out: OutPtr) {
     let (cols, total_rows, dtype) = (w.cols, w.rows, w.dtype);
     let bs = dtype.block_size();
     let bb = dtype.block_bytes();
@@ -146,48 +381,62 @@ mod tests {
     use super::*;
     use crate::quant::quantize_row;
 
-    /// The product equals a plain f64 triple loop over the dequantized weights.
+    /// The exact path equals a plain f64 triple loop over the dequantized weights; the fast
+    /// path stays within the error of 8-bit activations.
     #[test]
     fn matmul_matches_naive_for_every_dtype_and_odd_sizes() {
-        for dtype in DType::ALL {
-            for &(rows, cols, n) in &[
-                (1, 32, 1),
-                (7, 96, 3),
-                (33, 320, 2),
-                (5, 288, 70),
-                (3, 512, 5),
-            ] {
-                let Some(rb) = dtype.row_bytes(cols) else {
-                    continue;
-                };
-                let wf: Vec<f32> = (0..rows * cols)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
-                    .collect();
-                let mut wq = vec![0u8; rb * rows];
-                for r in 0..rows {
-                    quantize_row(dtype, &wf[r * cols..][..cols], &mut wq[r * rb..][..rb]);
-                }
-                let mut wd = vec![0.0f32; rows * cols];
-                for r in 0..rows {
-                    dequantize_row(dtype, &wq[r * rb..][..rb], &mut wd[r * cols..][..cols]);
-                }
-                let x: Vec<f32> = (0..n * cols)
-                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
-                    .collect();
-                let w = WeightView::new(dtype, rows, cols, &wq).unwrap();
-                for threads in [1, 3] {
-                    let mut out = vec![0.0f32; n * rows];
-                    matmul(&w, &x, &mut out, threads);
-                    for t in 0..n {
-                        for r in 0..rows {
-                            let want: f64 = (0..cols)
-                                .map(|c| wd[r * cols + c] as f64 * x[t * cols + c] as f64)
-                                .sum();
-                            let got = out[t * rows + r] as f64;
-                            assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{dtype} {rows}x{cols} n={n}: {got} vs {want}"
-                            );
+        for precision in [Precision::Exact, Precision::Fast] {
+            let k = Kernels::with_isa(3, Isa::Scalar);
+            for dtype in DType::ALL {
+                for &(rows, cols, n) in &[
+                    (1, 32, 1),
+                    (7, 96, 3),
+                    (33, 320, 2),
+                    (5, 288, 70),
+                    (3, 512, 5),
+                    (130, 256, 2),
+                ] {
+                    let Some(rb) = dtype.row_bytes(cols) else {
+                        continue;
+                    };
+                    let wf: Vec<f32> = (0..rows * cols)
+                        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                        .collect();
+                    let mut wq = vec![0u8; rb * rows];
+                    for r in 0..rows {
+                        quantize_row(dtype, &wf[r * cols..][..cols], &mut wq[r * rb..][..rb]);
+                    }
+                    let mut wd = vec![0.0f32; rows * cols];
+                    for r in 0..rows {
+                        dequantize_row(dtype, &wq[r * rb..][..rb], &mut wd[r * cols..][..cols]);
+                    }
+                    let x: Vec<f32> = (0..n * cols)
+                        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+                        .collect();
+                    let w = WeightView::new(dtype, rows, cols, &wq).unwrap();
+                    for threads in [1, 3] {
+                        let mut out = vec![0.0f32; n * rows];
+                        k.matmul_with(&w, &x, &mut out, threads, precision);
+                        for t in 0..n {
+                            let xt = &x[t * cols..][..cols];
+                            let amax = xt.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
+                            for r in 0..rows {
+                                let wr = &wd[r * cols..][..cols];
+                                let want: f64 =
+                                    wr.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
+                                let wabs: f64 = wr.iter().map(|&a| (a as f64).abs()).sum();
+                                // Fast: each activation is off by at most half a step of
+                                // amax / 127.
+                                let tol = match (precision, dtype.is_quantized()) {
+                                    (Precision::Fast, true) => wabs * amax / 254.0 * 1.01,
+                                    _ => 1e-4 * (1.0 + want.abs()),
+                                };
+                                let got = out[t * rows + r] as f64;
+                                assert!(
+                                    (got - want).abs() <= tol + 1e-4,
+                                    "{precision:?} {dtype} {rows}x{cols} n={n}: {got} vs {want}"
+                                );
+                            }
                         }
                     }
                 }

@@ -3,3 +3,4 @@
 //! scalar twin.
 
 mod quant_reference;
+mod simd_twins;

@@ -1,0 +1,159 @@
+//! The per-type dot-product kernels behind [`crate::Kernels::matmul`], one table per instruction
+//! set, chosen once.
+//!
+//! A kernel computes a *tile*: `nr` consecutive weight rows against `nt` (at most [`NT`])
+//! consecutive activation rows, `out[t · ldo + r] = Σ_c w[r, c] · x[t, c]`. Decoding calls it
+//! with `nt = 1` (a matrix-vector product); the prompt pass with `nt = NT`, so each block of
+//! weights is loaded and unpacked once for several tokens.
+//!
+//! Every entry of the SIMD tables has a twin in [`scalar`] computing the same sums in the same
+//! integer arithmetic; only the order of the f32 additions differs.
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use crate::act::{ActKind, QuantQ8Fn, QuantQ8KFn};
+use crate::dtype::DType;
+use crate::isa::Isa;
+
+/// Activation rows per tile.
+pub const NT: usize = 4;
+
+/// Pointers to the first activation row of a tile; row `t` is at `t · cols` elements (`qs`,
+/// `f32s`), `t · cols / block` scales, `t · cols / 32` `dsum`, `t · cols / 16` `bsums`.
+#[derive(Clone, Copy, Debug)]
+pub struct ActPtr {
+    pub f32s: *const f32,
+    pub qs: *const i8,
+    pub d: *const f32,
+    pub dsum: *const f32,
+    pub bsums: *const i16,
+}
+
+/// One tile of work; see the module docs. Built by the driver in `matmul.rs`, which checks every
+/// bound before it hands out a tile.
+#[derive(Clone, Copy, Debug)]
+pub struct Tile {
+    pub w: *const u8,
+    pub row_bytes: usize,
+    pub nr: usize,
+    pub cols: usize,
+    pub act: ActPtr,
+    pub nt: usize,
+    pub out: *mut f32,
+    pub ldo: usize,
+}
+
+/// Computes a tile.
+///
+/// # Safety
+/// `w` points to `nr` rows of `row_bytes` bytes holding `cols` elements of the table's type;
+/// `act` to `nt` activation rows of `cols` elements of the type's [`ActKind`]; `out` is valid
+/// for writes at `t · ldo + r` for `t < nt`, `r < nr`; and the CPU supports the table's ISA.
+pub type TileFn = unsafe fn(&Tile);
+
+/// What a weight type needs from one instruction set.
+#[derive(Clone, Copy)]
+pub struct TypeKernels {
+    pub act: ActKind,
+    pub tile: TileFn,
+}
+
+/// The kernels of one instruction set.
+pub struct Table {
+    pub isa: Isa,
+    /// Indexed by [`type_index`].
+    pub types: [TypeKernels; 13],
+    pub quant_q8: QuantQ8Fn,
+    pub quant_q8k: QuantQ8KFn,
+}
+
+impl Table {
+    pub fn get(&self, dtype: DType) -> TypeKernels {
+        self.types[type_index(dtype)]
+    }
+}
+
+pub const fn type_index(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+        DType::Q8_0 => 3,
+        DType::Q4_0 => 4,
+        DType::Q4_1 => 5,
+        DType::Q5_0 => 6,
+        DType::Q5_1 => 7,
+        DType::Q2_K => 8,
+        DType::Q3_K => 9,
+        DType::Q4_K => 10,
+        DType::Q5_K => 11,
+        DType::Q6_K => 12,
+    }
+}
+
+/// The table of `isa`, which must be supported by this CPU (see [`Isa::supported`]); an
+/// unsupported request gets the best supported table below it.
+pub fn table(isa: Isa) -> &'static Table {
+    match isa.or_below() {
+        Isa::Scalar => &scalar::TABLE,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &x86::AVX2,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &x86::AVX512,
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => &scalar::TABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path quantizes activations to the same bytes, scales and sums as the scalar
+    /// reference, so the kernels' twins see identical integer inputs.
+    #[test]
+    fn activation_quantization_is_identical_on_every_path() {
+        let cols = 1024;
+        let mut seed = 0x1234_5678u64;
+        let mut x: Vec<f32> = (0..cols)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+            })
+            .collect();
+        // A zero block, a block with one huge value, exact ties at .5 after scaling.
+        x[32..64].fill(0.0);
+        x[70] = 1e6;
+        for (i, v) in x[256..288].iter_mut().enumerate() {
+            *v = (i as f32 - 16.0) * 0.5;
+        }
+        let reference = table(Isa::Scalar);
+        let (mut q0, mut d0, mut s0, mut b0) = (
+            vec![0i8; cols],
+            vec![0f32; 32],
+            vec![0f32; 32],
+            vec![0i16; 64],
+        );
+        (reference.quant_q8)(&x, &mut q0, &mut d0, &mut s0);
+        let (mut qk0, mut dk0) = (vec![0i8; cols], vec![0f32; 4]);
+        (reference.quant_q8k)(&x, &mut qk0, &mut dk0, &mut b0);
+        for isa in Isa::available() {
+            let t = table(isa);
+            let (mut q, mut d, mut s, mut b) = (
+                vec![0i8; cols],
+                vec![0f32; 32],
+                vec![0f32; 32],
+                vec![0i16; 64],
+            );
+            (t.quant_q8)(&x, &mut q, &mut d, &mut s);
+            assert_eq!((&q, &d, &s), (&q0, &d0, &s0), "{isa} Q8");
+            let (mut qk, mut dk) = (vec![0i8; cols], vec![0f32; 4]);
+            (t.quant_q8k)(&x, &mut qk, &mut dk, &mut b);
+            assert_eq!((&qk, &dk, &b), (&qk0, &dk0, &b0), "{isa} Q8K");
+        }
+    }
+}

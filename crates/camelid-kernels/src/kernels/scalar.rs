@@ -1,0 +1,354 @@
+//! Scalar reference kernels: plain Rust over slices, the twins every SIMD path is tested against.
+//!
+//! Quantized weights meet quantized activations (see [`crate::act`]) block by block: integer sums
+//! of products first, then the block scales in f32, following the decomposition of ggml's
+//! `ggml_vec_dot_*_generic` (ggml `src/ggml-cpu/quants.c`): with `x = dx · qx`,
+//! - Q8_0: `Σ_b dw · dx · Σ qw·qx`
+//! - Q4_0 / Q5_0 (levels offset by 8 / 16): `Σ_b dw · (dx · Σ q·qx − 8 · dx·Σqx)`
+//! - Q4_1 / Q5_1 (minimum `m`): `Σ_b dw · dx · Σ q·qx + m · dx·Σqx`
+//! - k-quants: integer sub-block scales times integer sums, one f32 step per super-block; the
+//!   minimums of the type-1 formats use the activation sums per 16.
+
+use super::{ActPtr, NT, Table, Tile, TypeKernels};
+use crate::act::{ActKind, quantize_q8_scalar, quantize_q8k_scalar};
+use crate::dtype::{kscale, q3k_scales};
+use half::{bf16, f16};
+
+/// One activation row as slices.
+#[derive(Clone, Copy)]
+pub struct ActRow<'a> {
+    pub f32s: &'a [f32],
+    pub qs: &'a [i8],
+    pub d: &'a [f32],
+    pub dsum: &'a [f32],
+    pub bsums: &'a [i16],
+}
+
+/// Row `t` of a tile's activations.
+///
+/// # Safety
+/// As for [`super::TileFn`]: the pointers of `kind` hold at least `t + 1` rows of `cols`.
+pub unsafe fn act_row<'a>(a: &ActPtr, kind: ActKind, cols: usize, t: usize) -> ActRow<'a> {
+    // SAFETY: the caller guarantees the buffers of `kind` hold row `t`; the others are unused.
+    unsafe {
+        match kind {
+            ActKind::F32 => ActRow {
+                f32s: std::slice::from_raw_parts(a.f32s.add(t * cols), cols),
+                ..ActRow::EMPTY
+            },
+            ActKind::Q8 => ActRow {
+                qs: std::slice::from_raw_parts(a.qs.add(t * cols), cols),
+                d: std::slice::from_raw_parts(a.d.add(t * cols / 32), cols / 32),
+                dsum: std::slice::from_raw_parts(a.dsum.add(t * cols / 32), cols / 32),
+                ..ActRow::EMPTY
+            },
+            ActKind::Q8K => ActRow {
+                qs: std::slice::from_raw_parts(a.qs.add(t * cols), cols),
+                d: std::slice::from_raw_parts(a.d.add(t * cols / 256), cols / 256),
+                bsums: std::slice::from_raw_parts(a.bsums.add(t * cols / 16), cols / 16),
+                ..ActRow::EMPTY
+            },
+        }
+    }
+}
+
+impl ActRow<'_> {
+    const EMPTY: ActRow<'static> = ActRow {
+        f32s: &[],
+        qs: &[],
+        d: &[],
+        dsum: &[],
+        bsums: &[],
+    };
+}
+
+type DotFn = fn(&[u8], &ActRow) -> f32;
+
+/// Runs `dot` over every (row, activation) pair of a tile.
+///
+/// # Safety
+/// As for [`super::TileFn`].
+#[inline(always)]
+unsafe fn tile_with(t: &Tile, kind: ActKind, dot: DotFn) {
+    debug_assert!(t.nt <= NT);
+    for r in 0..t.nr {
+        // SAFETY: row `r < nr` of `row_bytes` bytes lies inside the weights (caller's contract).
+        let w = unsafe { std::slice::from_raw_parts(t.w.add(r * t.row_bytes), t.row_bytes) };
+        for i in 0..t.nt {
+            // SAFETY: activation row `i < nt` exists and `out[i · ldo + r]` is writable.
+            unsafe {
+                let a = act_row(&t.act, kind, t.cols, i);
+                *t.out.add(i * t.ldo + r) = dot(w, &a);
+            }
+        }
+    }
+}
+
+macro_rules! tiles {
+    ($($name:ident: $kind:ident, $dot:ident;)*) => {
+        $(
+            /// # Safety
+            /// As for [`super::TileFn`].
+            pub(crate) unsafe fn $name(t: &Tile) {
+                // SAFETY: forwarded contract.
+                unsafe { tile_with(t, ActKind::$kind, $dot) }
+            }
+        )*
+    };
+}
+
+tiles! {
+    tile_f32: F32, dot_f32_w;
+    tile_f16: F32, dot_f16;
+    tile_bf16: F32, dot_bf16;
+    tile_q8_0: Q8, dot_q8_0;
+    tile_q4_0: Q8, dot_q4_0;
+    tile_q4_1: Q8, dot_q4_1;
+    tile_q5_0: Q8, dot_q5_0;
+    tile_q5_1: Q8, dot_q5_1;
+    tile_q2_k: Q8K, dot_q2_k;
+    tile_q3_k: Q8K, dot_q3_k;
+    tile_q4_k: Q8K, dot_q4_k;
+    tile_q5_k: Q8K, dot_q5_k;
+    tile_q6_k: Q8K, dot_q6_k;
+}
+
+const fn k(act: ActKind, tile: super::TileFn) -> TypeKernels {
+    TypeKernels { act, tile }
+}
+
+pub static TABLE: Table = Table {
+    isa: crate::isa::Isa::Scalar,
+    types: [
+        k(ActKind::F32, tile_f32),
+        k(ActKind::F32, tile_f16),
+        k(ActKind::F32, tile_bf16),
+        k(ActKind::Q8, tile_q8_0),
+        k(ActKind::Q8, tile_q4_0),
+        k(ActKind::Q8, tile_q4_1),
+        k(ActKind::Q8, tile_q5_0),
+        k(ActKind::Q8, tile_q5_1),
+        k(ActKind::Q8K, tile_q2_k),
+        k(ActKind::Q8K, tile_q3_k),
+        k(ActKind::Q8K, tile_q4_k),
+        k(ActKind::Q8K, tile_q5_k),
+        k(ActKind::Q8K, tile_q6_k),
+    ],
+    quant_q8: quantize_q8_scalar,
+    quant_q8k: quantize_q8k_scalar,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Float weights against f32 activations: exact products, eight running sums.
+
+fn dot_floats(w: &[u8], x: &[f32], width: usize, get: impl Fn(&[u8]) -> f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (wc, xc) in w.chunks_exact(8 * width).zip(x.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += get(&wc[k * width..]) * xc[k];
+        }
+    }
+    let done = x.len() / 8 * 8;
+    let mut tail = 0.0f32;
+    for (i, &xv) in x.iter().enumerate().skip(done) {
+        tail += get(&w[i * width..]) * xv;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn dot_f32_w(w: &[u8], a: &ActRow) -> f32 {
+    dot_floats(w, a.f32s, 4, |b| {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    })
+}
+
+fn dot_f16(w: &[u8], a: &ActRow) -> f32 {
+    dot_floats(w, a.f32s, 2, |b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+}
+
+fn dot_bf16(w: &[u8], a: &ActRow) -> f32 {
+    dot_floats(w, a.f32s, 2, |b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-element formats against Q8 activations.
+
+#[inline]
+fn h(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Σ q[i]·x[i] over one block, `q` given by `level(i)`.
+#[inline]
+fn isum(x: &[i8], level: impl Fn(usize) -> i32) -> i32 {
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| level(i) * v as i32)
+        .sum()
+}
+
+#[inline]
+fn nibble(qs: &[u8], i: usize) -> i32 {
+    if i < 16 {
+        (qs[i] & 0x0f) as i32
+    } else {
+        (qs[i - 16] >> 4) as i32
+    }
+}
+
+#[inline]
+fn q5_level(qh: &[u8], qs: &[u8], i: usize) -> i32 {
+    let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    nibble(qs, i) | ((((h >> i) & 1) as i32) << 4)
+}
+
+fn blocks<'a>(
+    w: &'a [u8],
+    a: &'a ActRow,
+    bb: usize,
+) -> impl Iterator<Item = (&'a [u8], &'a [i8], f32, f32)> {
+    w.chunks_exact(bb)
+        .zip(a.qs.chunks_exact(32))
+        .zip(a.d.iter().zip(a.dsum))
+        .map(|((b, x), (&d, &s))| (b, x, d, s))
+}
+
+fn dot_q8_0(w: &[u8], a: &ActRow) -> f32 {
+    blocks(w, a, 34)
+        .map(|(b, x, dx, _)| h(b, 0) * (dx * isum(x, |i| b[2 + i] as i8 as i32) as f32))
+        .sum()
+}
+
+fn dot_q4_0(w: &[u8], a: &ActRow) -> f32 {
+    blocks(w, a, 18)
+        .map(|(b, x, dx, s)| h(b, 0) * (dx * isum(x, |i| nibble(&b[2..], i)) as f32 - 8.0 * s))
+        .sum()
+}
+
+fn dot_q4_1(w: &[u8], a: &ActRow) -> f32 {
+    blocks(w, a, 20)
+        .map(|(b, x, dx, s)| h(b, 0) * (dx * isum(x, |i| nibble(&b[4..], i)) as f32) + h(b, 2) * s)
+        .sum()
+}
+
+fn dot_q5_0(w: &[u8], a: &ActRow) -> f32 {
+    blocks(w, a, 22)
+        .map(|(b, x, dx, s)| {
+            let i = isum(x, |i| q5_level(&b[2..6], &b[6..22], i));
+            h(b, 0) * (dx * i as f32 - 16.0 * s)
+        })
+        .sum()
+}
+
+fn dot_q5_1(w: &[u8], a: &ActRow) -> f32 {
+    blocks(w, a, 24)
+        .map(|(b, x, dx, s)| {
+            let i = isum(x, |i| q5_level(&b[4..8], &b[8..24], i));
+            h(b, 0) * (dx * i as f32) + h(b, 2) * s
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// k-quants against Q8K activations.
+
+fn superblocks<'a>(
+    w: &'a [u8],
+    a: &'a ActRow,
+    bb: usize,
+) -> impl Iterator<Item = (&'a [u8], &'a [i8], f32, &'a [i16])> {
+    w.chunks_exact(bb)
+        .zip(a.qs.chunks_exact(256))
+        .zip(a.d.iter().zip(a.bsums.chunks_exact(16)))
+        .map(|((b, x), (&d, s))| (b, x, d, s))
+}
+
+fn dot_q2_k(w: &[u8], a: &ActRow) -> f32 {
+    superblocks(w, a, 84)
+        .map(|(b, x, dx, bs)| {
+            let mut sum = 0i32;
+            let mut msum = 0i32;
+            for j in 0..16 {
+                let sc = b[j];
+                let s = isum(&x[16 * j..][..16], |l| {
+                    let e = 16 * j + l;
+                    ((b[16 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32
+                });
+                sum += (sc & 0x0f) as i32 * s;
+                msum += (sc >> 4) as i32 * bs[j] as i32;
+            }
+            dx * (h(b, 80) * sum as f32 - h(b, 82) * msum as f32)
+        })
+        .sum()
+}
+
+fn dot_q3_k(w: &[u8], a: &ActRow) -> f32 {
+    superblocks(w, a, 110)
+        .map(|(b, x, dx, _)| {
+            let sc = q3k_scales(&b[96..108]);
+            let mut sum = 0i32;
+            for (j, &s) in sc.iter().enumerate() {
+                let part = isum(&x[16 * j..][..16], |l| {
+                    let e = 16 * j + l;
+                    let low = (b[32 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+                    let high = (b[e % 32] >> (4 * (e / 128) + (e % 128) / 32)) & 1;
+                    low as i32 - if high == 0 { 4 } else { 0 }
+                });
+                sum += s as i32 * part;
+            }
+            h(b, 108) * dx * sum as f32
+        })
+        .sum()
+}
+
+/// Q4_K and Q5_K: `levels(b, e)` gives the level of element `e` of super-block `b`.
+fn dot_k_type1(w: &[u8], a: &ActRow, bb: usize, level: impl Fn(&[u8], usize) -> i32) -> f32 {
+    superblocks(w, a, bb)
+        .map(|(b, x, dx, bs)| {
+            let mut sum = 0i32;
+            let mut msum = 0i32;
+            for j in 0..8 {
+                let (sc, m) = kscale(&b[4..16], j);
+                let s = isum(&x[32 * j..][..32], |l| level(b, 32 * j + l));
+                sum += sc as i32 * s;
+                msum += m as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
+            }
+            dx * (h(b, 0) * sum as f32 - h(b, 2) * msum as f32)
+        })
+        .sum()
+}
+
+fn dot_q4_k(w: &[u8], a: &ActRow) -> f32 {
+    dot_k_type1(w, a, 144, |b, e| {
+        let q = b[16 + 32 * (e / 64) + e % 32];
+        (if (e / 32) % 2 == 0 { q & 0x0f } else { q >> 4 }) as i32
+    })
+}
+
+fn dot_q5_k(w: &[u8], a: &ActRow) -> f32 {
+    dot_k_type1(w, a, 176, |b, e| {
+        let q = b[48 + 32 * (e / 64) + e % 32];
+        let lo = if (e / 32) % 2 == 0 { q & 0x0f } else { q >> 4 };
+        (lo | (((b[16 + e % 32] >> (e / 32)) & 1) << 4)) as i32
+    })
+}
+
+fn dot_q6_k(w: &[u8], a: &ActRow) -> f32 {
+    superblocks(w, a, 210)
+        .map(|(b, x, dx, _)| {
+            let mut sum = 0i32;
+            for j in 0..16 {
+                let part = isum(&x[16 * j..][..16], |l| {
+                    let e = 16 * j + l;
+                    let (hh, r) = (e / 128, e % 128);
+                    let ql = b[64 * hh + r % 64];
+                    let lo = if r < 64 { ql & 0x0f } else { ql >> 4 };
+                    let hi = (b[128 + 32 * hh + r % 32] >> (2 * (r / 32))) & 3;
+                    (lo | (hi << 4)) as i32 - 32
+                });
+                sum += (b[192 + j] as i8) as i32 * part;
+            }
+            h(b, 208) * dx * sum as f32
+        })
+        .sum()
+}

@@ -1,0 +1,189 @@
+//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F/BW/VL + VNNI).
+//!
+//! Both paths share one body per weight type, generic over [`Simd`], which supplies the few
+//! operations that differ (the u8×i8 dot product: `vpmaddubsw` + `vpmaddwd` on AVX2, `vpdpbusd`
+//! on AVX-512 VNNI). The generic bodies are `#[inline(always)]` and only ever inlined into the
+//! `#[target_feature]` entry points of their path, so they compile with that path's features.
+//! Vectors are 256 bits wide on both paths: on current Intel cores 512-bit operations run on
+//! fewer ports, and these kernels are bound by memory and shuffles rather than by width.
+
+// The bodies index several parallel arrays (sums, pointers, scales) by one row index.
+#![allow(clippy::needless_range_loop)]
+
+mod act;
+mod float;
+mod kq;
+mod q8;
+
+use std::arch::x86_64::*;
+
+use super::{Table, TileFn, TypeKernels};
+use crate::act::ActKind;
+use crate::isa::Isa;
+
+/// The operations that differ between the two x86 paths.
+pub trait Simd: Copy {
+    /// `acc + Σ a·b` over each group of four bytes, `a` unsigned and `b` signed, into i32 lanes.
+    ///
+    /// # Safety
+    /// The CPU supports the path. On AVX2 the pairwise sums must fit in i16 (`a ≤ 128` with
+    /// `|b| ≤ 127` is enough).
+    unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+
+    /// `acc + Σ a·b` over each pair of i16, into i32 lanes.
+    ///
+    /// # Safety
+    /// The CPU supports the path.
+    unsafe fn dot_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+
+    /// Byte `i` = `v` where bit `i` of `bits` is set, else 0.
+    ///
+    /// # Safety
+    /// The CPU supports the path.
+    unsafe fn bits_to_bytes(bits: u32, v: i8) -> __m256i;
+}
+
+#[derive(Clone, Copy)]
+pub struct Avx2;
+#[derive(Clone, Copy)]
+pub struct Avx512;
+
+impl Simd for Avx2 {
+    #[inline(always)]
+    unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: the caller runs on an AVX2 CPU (trait contract).
+        unsafe {
+            let p = _mm256_maddubs_epi16(a, b);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX2 CPU (trait contract).
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+    }
+
+    #[inline(always)]
+    unsafe fn bits_to_bytes(bits: u32, v: i8) -> __m256i {
+        // SAFETY: AVX2 CPU (trait contract).
+        unsafe {
+            // Spread byte k of `bits` over bytes 8k..8k+8, then test one bit per byte.
+            let spread = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(bits as i32),
+                _mm256_set_epi64x(
+                    0x0303_0303_0303_0303,
+                    0x0202_0202_0202_0202,
+                    0x0101_0101_0101_0101,
+                    0,
+                ),
+            );
+            let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+            let hit = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel);
+            _mm256_and_si256(hit, _mm256_set1_epi8(v))
+        }
+    }
+}
+
+impl Simd for Avx512 {
+    #[inline(always)]
+    unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX-512 VNNI + VL CPU (trait contract).
+        unsafe { _mm256_dpbusd_epi32(acc, a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // SAFETY: AVX-512 VNNI + VL CPU (trait contract).
+        unsafe { _mm256_dpwssd_epi32(acc, a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn bits_to_bytes(bits: u32, v: i8) -> __m256i {
+        // SAFETY: AVX-512 BW + VL CPU (trait contract).
+        unsafe { _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(v)) }
+    }
+}
+
+/// Horizontal sum of eight f32 lanes.
+///
+/// # Safety
+/// AVX CPU.
+#[inline(always)]
+pub unsafe fn hsum(v: __m256) -> f32 {
+    // SAFETY: AVX is part of both paths.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// Defines the `#[target_feature]` entry points of one path: `$name` computes a tile with the
+/// generic body `$body::<$simd, ..>`, dispatching on the number of activation rows.
+macro_rules! entry {
+    ($feat:literal, $simd:ty, $name:ident, $body:ident $(, $extra:ty)*) => {
+        /// # Safety
+        /// As for [`crate::kernels::TileFn`]; the CPU supports this path's features.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(t: &crate::kernels::Tile) {
+            // SAFETY: forwarded contract; the body is inlined here with these features.
+            unsafe {
+                match t.nt {
+                    1 => $body::<$simd $(, $extra)*, 1>(t),
+                    2 => $body::<$simd $(, $extra)*, 2>(t),
+                    3 => $body::<$simd $(, $extra)*, 3>(t),
+                    _ => $body::<$simd $(, $extra)*, 4>(t),
+                }
+            }
+        }
+    };
+}
+pub(crate) use entry;
+
+const fn k(act: ActKind, tile: TileFn) -> TypeKernels {
+    TypeKernels { act, tile }
+}
+
+pub static AVX2: Table = Table {
+    isa: Isa::Avx2,
+    types: [
+        k(ActKind::F32, float::avx2::tile_f32),
+        k(ActKind::F32, float::avx2::tile_f16),
+        k(ActKind::F32, float::avx2::tile_bf16),
+        k(ActKind::Q8, q8::avx2::tile_q8_0),
+        k(ActKind::Q8, q8::avx2::tile_q4_0),
+        k(ActKind::Q8, q8::avx2::tile_q4_1),
+        k(ActKind::Q8, q8::avx2::tile_q5_0),
+        k(ActKind::Q8, q8::avx2::tile_q5_1),
+        k(ActKind::Q8K, kq::avx2::tile_q2_k),
+        k(ActKind::Q8K, kq::avx2::tile_q3_k),
+        k(ActKind::Q8K, kq::avx2::tile_q4_k),
+        k(ActKind::Q8K, kq::avx2::tile_q5_k),
+        k(ActKind::Q8K, kq::avx2::tile_q6_k),
+    ],
+    quant_q8: act::avx2::quant_q8,
+    quant_q8k: act::avx2::quant_q8k,
+};
+
+pub static AVX512: Table = Table {
+    isa: Isa::Avx512,
+    types: [
+        k(ActKind::F32, float::avx512::tile_f32),
+        k(ActKind::F32, float::avx512::tile_f16),
+        k(ActKind::F32, float::avx512::tile_bf16),
+        k(ActKind::Q8, q8::avx512::tile_q8_0),
+        k(ActKind::Q8, q8::avx512::tile_q4_0),
+        k(ActKind::Q8, q8::avx512::tile_q4_1),
+        k(ActKind::Q8, q8::avx512::tile_q5_0),
+        k(ActKind::Q8, q8::avx512::tile_q5_1),
+        k(ActKind::Q8K, kq::avx512::tile_q2_k),
+        k(ActKind::Q8K, kq::avx512::tile_q3_k),
+        k(ActKind::Q8K, kq::avx512::tile_q4_k),
+        k(ActKind::Q8K, kq::avx512::tile_q5_k),
+        k(ActKind::Q8K, kq::avx512::tile_q6_k),
+    ],
+    quant_q8: act::avx512::quant_q8,
+    quant_q8k: act::avx512::quant_q8k,
+};

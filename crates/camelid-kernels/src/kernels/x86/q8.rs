@@ -1,0 +1,345 @@
+//! The 32-element weight formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against Q8 activations.
+//!
+//! Per weight row, a first pass gathers the f16 scales of eight blocks at a time and stores the
+//! products `dw · dx` for every activation row, and sums the offset terms (`−8 · dw · dx·Σqx`
+//! for Q4_0, `m · dx·Σqx` for Q4_1, see [`crate::kernels::scalar`]). The main pass then costs,
+//! per block and activation row, one integer dot product, one conversion and one FMA with a
+//! scale broadcast from memory. Levels are unpacked once per block for all activation rows.
+
+use std::arch::x86_64::*;
+
+use super::{Avx2, Avx512, Simd, entry, hsum};
+use crate::kernels::Tile;
+
+/// Blocks per pass; their scale products live on the stack (`NT · SEG` floats).
+const SEG: usize = 256;
+
+/// One 32-element weight format.
+pub trait Block32 {
+    /// Bytes per block.
+    const BYTES: usize;
+    /// Type-1 formats store a minimum `m` right after the scale `d`.
+    const TYPE1: bool;
+    /// Level offset of the type-0 formats: −8 (Q4_0), −16 (Q5_0), 0 (Q8_0, signed values).
+    const OFFSET: f32;
+
+    /// The 32 levels of the block at `p`, one byte each in element order (unsigned), or for
+    /// Q8_0 its signed values.
+    ///
+    /// # Safety
+    /// `p` points to a whole block; the CPU supports `S`.
+    unsafe fn load<S: Simd>(p: *const u8) -> __m256i;
+
+    /// Integer lane sums of the block's levels times 32 activations.
+    ///
+    /// # Safety
+    /// The CPU supports `S`.
+    #[inline(always)]
+    unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: levels are at most 31, within `dot_u8i8`'s bound.
+        unsafe { S::dot_u8i8(_mm256_setzero_si256(), w, x) }
+    }
+}
+
+/// Low nibbles of 16 bytes as elements 0..16, high nibbles as 16..32.
+///
+/// # Safety
+/// 16 readable bytes at `p`; AVX2.
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: caller's contract.
+    unsafe {
+        let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+        let q = _mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        _mm256_and_si256(q, _mm256_set1_epi8(0x0f))
+    }
+}
+
+#[inline(always)]
+unsafe fn read_u32(p: *const u8) -> u32 {
+    // SAFETY: caller guarantees 4 readable bytes.
+    unsafe { (p as *const u32).read_unaligned() }
+}
+
+pub struct Q8_0;
+pub struct Q4_0;
+pub struct Q4_1;
+pub struct Q5_0;
+pub struct Q5_1;
+
+impl Block32 for Q8_0 {
+    const BYTES: usize = 34;
+    const TYPE1: bool = false;
+    const OFFSET: f32 = 0.0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
+        // SAFETY: a block is 34 bytes.
+        unsafe { _mm256_loadu_si256(p.add(2) as *const __m256i) }
+    }
+    #[inline(always)]
+    unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
+        // Signed × signed as |w| × (x with w's sign): |w| ≤ 128 and |x| ≤ 127 keep AVX2's
+        // 16-bit pair sums from saturating.
+        // SAFETY: the CPU supports `S` (caller).
+        unsafe {
+            S::dot_u8i8(
+                _mm256_setzero_si256(),
+                _mm256_abs_epi8(w),
+                _mm256_sign_epi8(x, w),
+            )
+        }
+    }
+}
+
+impl Block32 for Q4_0 {
+    const BYTES: usize = 18;
+    const TYPE1: bool = false;
+    const OFFSET: f32 = -8.0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
+        // SAFETY: a block is 18 bytes.
+        unsafe { nibbles(p.add(2)) }
+    }
+}
+
+impl Block32 for Q4_1 {
+    const BYTES: usize = 20;
+    const TYPE1: bool = true;
+    const OFFSET: f32 = 0.0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
+        // SAFETY: a block is 20 bytes.
+        unsafe { nibbles(p.add(4)) }
+    }
+}
+
+impl Block32 for Q5_0 {
+    const BYTES: usize = 22;
+    const TYPE1: bool = false;
+    const OFFSET: f32 = -16.0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
+        // SAFETY: a block is 22 bytes: scale, 4 bytes of high bits, 16 of nibbles.
+        unsafe {
+            _mm256_or_si256(
+                nibbles(p.add(6)),
+                S::bits_to_bytes(read_u32(p.add(2)), 0x10),
+            )
+        }
+    }
+}
+
+impl Block32 for Q5_1 {
+    const BYTES: usize = 24;
+    const TYPE1: bool = true;
+    const OFFSET: f32 = 0.0;
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
+        // SAFETY: a block is 24 bytes: scale, minimum, 4 bytes of high bits, 16 of nibbles.
+        unsafe {
+            _mm256_or_si256(
+                nibbles(p.add(8)),
+                S::bits_to_bytes(read_u32(p.add(4)), 0x10),
+            )
+        }
+    }
+}
+
+/// The low (`hi = false`) or high 16 bits of eight i32 lanes, as eight halves → eight f32.
+///
+/// # Safety
+/// AVX2 + F16C.
+#[inline(always)]
+unsafe fn halves_to_f32(g: __m256i, hi: bool) -> __m256 {
+    // SAFETY: caller's contract.
+    unsafe {
+        let m = if hi {
+            _mm256_setr_epi8(
+                2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14,
+                15, -1, -1, -1, -1, -1, -1, -1, -1,
+            )
+        } else {
+            _mm256_setr_epi8(
+                0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13,
+                -1, -1, -1, -1, -1, -1, -1, -1,
+            )
+        };
+        let packed = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, m), 0b1000);
+        _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+    }
+}
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: caller guarantees two readable bytes and F16C.
+    unsafe {
+        let h = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+}
+
+/// First pass over `nb` blocks at `w`: `sc[i][b] = dw_b · dx_ib`, and the offset terms of each
+/// activation row `i`, returned.
+///
+/// # Safety
+/// `w` holds `nb` blocks; `d[i]`, `dsum[i]` hold `nb` floats; the CPU supports `S`.
+#[inline(always)]
+unsafe fn prep<S: Simd, B: Block32, const N: usize>(
+    w: *const u8,
+    nb: usize,
+    d: &[*const f32; N],
+    dsum: &[*const f32; N],
+    sc: &mut [[f32; SEG]; N],
+) -> [f32; N] {
+    // SAFETY: every access stays inside the `nb` blocks and `nb` floats of the contract.
+    unsafe {
+        let idx = _mm256_mullo_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32(B::BYTES as i32),
+        );
+        let mut corr = [_mm256_setzero_ps(); N];
+        let mut b = 0;
+        while b + 8 <= nb {
+            // Four bytes at each block's start: the scale, and for type-1 the minimum.
+            let g = _mm256_i32gather_epi32::<1>(w.add(b * B::BYTES) as *const i32, idx);
+            let dw = halves_to_f32(g, false);
+            for i in 0..N {
+                let dx = _mm256_loadu_ps(d[i].add(b));
+                _mm256_storeu_ps(sc[i].as_mut_ptr().add(b), _mm256_mul_ps(dw, dx));
+                if B::TYPE1 || B::OFFSET != 0.0 {
+                    let f = if B::TYPE1 { halves_to_f32(g, true) } else { dw };
+                    corr[i] = _mm256_fmadd_ps(f, _mm256_loadu_ps(dsum[i].add(b)), corr[i]);
+                }
+            }
+            b += 8;
+        }
+        let mut out = [0.0f32; N];
+        for i in 0..N {
+            out[i] = hsum(corr[i]);
+        }
+        while b < nb {
+            let p = w.add(b * B::BYTES);
+            let dw = f16_at(p);
+            for i in 0..N {
+                sc[i][b] = dw * *d[i].add(b);
+                if B::TYPE1 || B::OFFSET != 0.0 {
+                    let f = if B::TYPE1 { f16_at(p.add(2)) } else { dw };
+                    out[i] += f * *dsum[i].add(b);
+                }
+            }
+            b += 1;
+        }
+        if !B::TYPE1 {
+            for o in &mut out {
+                *o *= B::OFFSET;
+            }
+        }
+        out
+    }
+}
+
+/// A tile of a 32-element format; `N` activation rows.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`]; the CPU supports `S`.
+#[inline(always)]
+unsafe fn tile_body<S: Simd, B: Block32, const N: usize>(t: &Tile) {
+    // SAFETY: the tile contract bounds every pointer below: `nr` rows of `cols / 32` blocks,
+    // `N` activation rows of `cols` values and `cols / 32` scales and sums.
+    unsafe {
+        let nbt = t.cols / 32;
+        let mut sc = [[0.0f32; SEG]; N];
+        for r in 0..t.nr {
+            let wrow = t.w.add(r * t.row_bytes);
+            let mut total = [0.0f32; N];
+            let mut b0 = 0;
+            while b0 < nbt {
+                let nb = (nbt - b0).min(SEG);
+                let w = wrow.add(b0 * B::BYTES);
+                let d: [*const f32; N] = std::array::from_fn(|i| t.act.d.add(i * nbt + b0));
+                let ds: [*const f32; N] = std::array::from_fn(|i| t.act.dsum.add(i * nbt + b0));
+                let x: [*const i8; N] = std::array::from_fn(|i| t.act.qs.add(i * t.cols + b0 * 32));
+                let corr = prep::<S, B, N>(w, nb, &d, &ds, &mut sc);
+                let mut acc0 = [_mm256_setzero_ps(); N];
+                let mut acc1 = [_mm256_setzero_ps(); N];
+                let mut b = 0;
+                while b + 2 <= nb {
+                    let w0 = B::load::<S>(w.add(b * B::BYTES));
+                    let w1 = B::load::<S>(w.add((b + 1) * B::BYTES));
+                    for i in 0..N {
+                        let x0 = _mm256_loadu_si256(x[i].add(b * 32) as *const __m256i);
+                        let x1 = _mm256_loadu_si256(x[i].add(b * 32 + 32) as *const __m256i);
+                        let p0 = _mm256_cvtepi32_ps(B::dot::<S>(w0, x0));
+                        let p1 = _mm256_cvtepi32_ps(B::dot::<S>(w1, x1));
+                        acc0[i] = _mm256_fmadd_ps(p0, _mm256_set1_ps(sc[i][b]), acc0[i]);
+                        acc1[i] = _mm256_fmadd_ps(p1, _mm256_set1_ps(sc[i][b + 1]), acc1[i]);
+                    }
+                    b += 2;
+                }
+                if b < nb {
+                    let w0 = B::load::<S>(w.add(b * B::BYTES));
+                    for i in 0..N {
+                        let x0 = _mm256_loadu_si256(x[i].add(b * 32) as *const __m256i);
+                        let p0 = _mm256_cvtepi32_ps(B::dot::<S>(w0, x0));
+                        acc0[i] = _mm256_fmadd_ps(p0, _mm256_set1_ps(sc[i][b]), acc0[i]);
+                    }
+                }
+                for i in 0..N {
+                    total[i] += hsum(_mm256_add_ps(acc0[i], acc1[i])) + corr[i];
+                }
+                b0 += nb;
+            }
+            for (i, v) in total.iter().enumerate() {
+                *t.out.add(i * t.ldo + r) = *v;
+            }
+        }
+    }
+}
+
+pub mod avx2 {
+    use super::*;
+    entry!("avx2,fma,f16c", Avx2, tile_q8_0, tile_body, Q8_0);
+    entry!("avx2,fma,f16c", Avx2, tile_q4_0, tile_body, Q4_0);
+    entry!("avx2,fma,f16c", Avx2, tile_q4_1, tile_body, Q4_1);
+    entry!("avx2,fma,f16c", Avx2, tile_q5_0, tile_body, Q5_0);
+    entry!("avx2,fma,f16c", Avx2, tile_q5_1, tile_body, Q5_1);
+}
+
+pub mod avx512 {
+    use super::*;
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q8_0,
+        tile_body,
+        Q8_0
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q4_0,
+        tile_body,
+        Q4_0
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q4_1,
+        tile_body,
+        Q4_1
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q5_0,
+        tile_body,
+        Q5_0
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q5_1,
+        tile_body,
+        Q5_1
+    );
+}

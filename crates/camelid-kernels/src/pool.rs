@@ -1,0 +1,215 @@
+//! A persistent pool of compute threads: no thread is spawned per matrix product.
+//!
+//! The caller of [`ThreadPool::run`] takes part as thread 0; the workers wait for the next job by
+//! spinning for a short while (decoding posts a job every few microseconds, and waking a parked
+//! thread costs tens of microseconds) and then park on a condition variable, so an idle model
+//! burns no CPU.
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins before it parks.
+const SPIN: Duration = Duration::from_micros(200);
+
+type Job<'a> = &'a (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// Bumped once per job; workers wait for it to change.
+    generation: AtomicU64,
+    /// Points to the current `Job` (a thin pointer to the fat reference on the caller's stack).
+    job: AtomicPtr<()>,
+    /// Workers still running the current job.
+    pending: AtomicUsize,
+    /// Set when a worker's job panicked.
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    /// Workers parked on `wake`, and the lock that orders parking against new jobs.
+    sleepers: Mutex<usize>,
+    wake: Condvar,
+}
+
+/// A fixed set of worker threads; see the module docs.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Serializes `run` (the pool has one job slot).
+    busy: Mutex<()>,
+}
+
+impl ThreadPool {
+    /// A pool for `threads` participants in all: the caller and `threads - 1` workers.
+    pub fn new(threads: usize) -> ThreadPool {
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            pending: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            sleepers: Mutex::new(0),
+            wake: Condvar::new(),
+        });
+        let workers = (1..threads.max(1))
+            .map(|id| {
+                let s = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("camelid-{id}"))
+                    .spawn(move || worker(&s, id))
+                    .expect("spawn a compute thread")
+            })
+            .collect();
+        ThreadPool {
+            shared,
+            workers,
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// Participants in a job: the caller plus the workers.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `job(i)` once for every participant `i` in `0..threads()`, the caller taking `i = 0`,
+    /// and returns when all are done. A panic in any participant is raised here.
+    pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        let _guard = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if self.workers.is_empty() {
+            job(0);
+            return;
+        }
+        let s = &*self.shared;
+        let job_ref: Job = job;
+        s.job
+            .store(&job_ref as *const Job as *mut (), Ordering::Relaxed);
+        s.pending.store(self.workers.len(), Ordering::Relaxed);
+        {
+            // Under the lock, so a worker that is about to park sees the new generation.
+            let sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+            s.generation.fetch_add(1, Ordering::Release);
+            if *sleepers > 0 {
+                s.wake.notify_all();
+            }
+        }
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(0)));
+        // The workers hold `job_ref` until `pending` reaches zero: wait for them even if our own
+        // part panicked.
+        while s.pending.load(Ordering::Acquire) != 0 {
+            std::hint::spin_loop();
+        }
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if s.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a compute thread panicked");
+        }
+    }
+}
+
+fn worker(s: &Shared, id: usize) {
+    let mut seen = 0u64;
+    loop {
+        // Wait for a new generation: spin, then park.
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if s.generation.load(Ordering::Acquire) != seen {
+                break;
+            }
+            if s.shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
+                let mut sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+                *sleepers += 1;
+                while s.generation.load(Ordering::Acquire) == seen
+                    && !s.shutdown.load(Ordering::Relaxed)
+                {
+                    sleepers = s.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
+                }
+                *sleepers -= 1;
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        if s.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        seen = s.generation.load(Ordering::Acquire);
+        // SAFETY: `run` stored a pointer to a live `Job` before bumping the generation (Release,
+        // read above with Acquire) and keeps it alive until `pending` drops to zero below.
+        let job = unsafe { *(s.job.load(Ordering::Relaxed) as *const Job) };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(id))).is_err() {
+            s.panicked.store(true, Ordering::Relaxed);
+        }
+        s.pending.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        {
+            let _sleepers = self
+                .shared
+                .sleepers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.shared.shutdown.store(true, Ordering::Relaxed);
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_participant_runs_once_per_job_across_many_jobs_and_parking() {
+        let pool = ThreadPool::new(3);
+        let hits: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        for round in 0..200 {
+            pool.run(&|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            if round == 100 {
+                // Long enough for the workers to park.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for h in &hits {
+            assert_eq!(h.load(Ordering::Relaxed), 200);
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_is_reported_and_the_pool_stays_usable() {
+        let pool = ThreadPool::new(2);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run(&|i| {
+                if i == 1 {
+                    panic!("worker fails");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        let n = AtomicUsize::new(0);
+        pool.run(&|_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+    }
+}

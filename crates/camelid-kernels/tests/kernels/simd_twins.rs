@@ -1,0 +1,173 @@
+//! Every SIMD path this CPU supports against its scalar twin, on random and adversarial data.
+//!
+//! Both paths quantize activations identically (same rounding), so they compute the same
+//! integer sums; only the order of the f32 additions differs. The tolerance is therefore relative
+//! to the size of the terms being added.
+
+use camelid_kernels::quant::dequantize_row;
+use camelid_kernels::{DType, Isa, Kernels, Precision, WeightView};
+use half::f16;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Offsets of the f16 fields of one block (scales, minimums).
+fn half_fields(dtype: DType) -> &'static [usize] {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q2_K => &[80, 82],
+        DType::Q3_K => &[108],
+        DType::Q6_K => &[208],
+        DType::F32 | DType::F16 | DType::BF16 => &[],
+    }
+}
+
+/// Random bytes with sane (finite) halves, in one of several adversarial styles.
+fn weights(dtype: DType, rows: usize, cols: usize, style: usize, rng: &mut Rng) -> Vec<u8> {
+    let rb = dtype.row_bytes(cols).unwrap();
+    let mut w: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
+    match dtype {
+        DType::F32 => {
+            for c in w.chunks_exact_mut(4) {
+                let v = (rng.unit() - 0.5) * if style == 1 { 1e4 } else { 1.0 };
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DType::F16 | DType::BF16 => {
+            for c in w.chunks_exact_mut(2) {
+                let v = rng.unit() - 0.5;
+                let b = if dtype == DType::F16 {
+                    f16::from_f32(v).to_le_bytes()
+                } else {
+                    half::bf16::from_f32(v).to_le_bytes()
+                };
+                c.copy_from_slice(&b);
+            }
+        }
+        _ => {
+            let bb = dtype.block_bytes();
+            for blk in w.chunks_exact_mut(bb) {
+                if dtype == DType::Q8_0 && style == 2 {
+                    // Every value −128: the end of the signed range.
+                    blk[2..].fill(0x80);
+                }
+                if style == 3 {
+                    // All bits set: the largest levels everywhere.
+                    blk.fill(0xff);
+                }
+                for &off in half_fields(dtype) {
+                    let v = match (style, rng.below(4)) {
+                        (1, _) => 60000.0 * if rng.below(2) == 0 { 1.0 } else { -1.0 },
+                        (_, 0) => 0.0,
+                        (_, 1) => 1e-6,
+                        _ => rng.unit() - 0.5,
+                    };
+                    blk[off..off + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                }
+            }
+        }
+    }
+    w
+}
+
+fn activations(n: usize, cols: usize, style: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n * cols)
+        .map(|i| match style {
+            // A zero row, and a row of one huge value among small ones.
+            1 if i / cols == 0 => 0.0,
+            1 if i % cols == 5 => 3e4,
+            _ => (rng.unit() - 0.5) * 4.0,
+        })
+        .collect()
+}
+
+#[test]
+fn simd_paths_match_scalar_twins() {
+    let scalar = Kernels::with_isa(2, Isa::Scalar);
+    let paths: Vec<Kernels> = Isa::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .map(|i| Kernels::with_isa(2, i))
+        .collect();
+    eprintln!(
+        "checking {:?} against scalar",
+        paths.iter().map(|k| k.isa()).collect::<Vec<_>>()
+    );
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for dtype in DType::ALL {
+        let bs = dtype.block_size().max(32);
+        // One block; odd counts of blocks and rows; more blocks than one pass of 256 holds.
+        let shapes = [
+            (1, bs),
+            (13, 3 * bs),
+            (5, 2 * bs),
+            (7, bs * 9),
+            (3, 33 * 256),
+        ];
+        for (rows, cols) in shapes {
+            let cols = if dtype.block_size() == 1 && cols == bs {
+                37 // float weights: a length that is no multiple of the vector width
+            } else {
+                cols
+            };
+            for style in 0..4 {
+                let wq = weights(dtype, rows, cols, style, &mut rng);
+                let w = WeightView::new(dtype, rows, cols, &wq).unwrap();
+                let mut wd = vec![0.0f32; rows * cols];
+                let rb = dtype.row_bytes(cols).unwrap();
+                for r in 0..rows {
+                    dequantize_row(dtype, &wq[r * rb..][..rb], &mut wd[r * cols..][..cols]);
+                }
+                // Formats with an offset or a minimum add terms larger than the weights before
+                // they cancel; four times the largest weight of the block bounds them.
+                let bmax: Vec<f32> = wd
+                    .chunks(dtype.block_size())
+                    .flat_map(|b| {
+                        let m = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        std::iter::repeat_n(4.0 * m, b.len())
+                    })
+                    .collect();
+                for n in [1, 2, 3, 4, 6] {
+                    let x = activations(n, cols, style % 2, &mut rng);
+                    let mut want = vec![0.0f32; n * rows];
+                    scalar.matmul_with(&w, &x, &mut want, 2, Precision::Fast);
+                    for k in &paths {
+                        let mut got = vec![0.0f32; n * rows];
+                        k.matmul_with(&w, &x, &mut got, 2, Precision::Fast);
+                        for t in 0..n {
+                            for r in 0..rows {
+                                let mag: f64 = (0..cols)
+                                    .map(|c| {
+                                        bmax[r * cols + c] as f64 * (x[t * cols + c] as f64).abs()
+                                    })
+                                    .sum();
+                                let (g, e) = (got[t * rows + r], want[t * rows + r]);
+                                assert!(
+                                    ((g - e) as f64).abs() <= 2e-5 * mag + 1e-30,
+                                    "{} {dtype} {rows}x{cols} style {style} n={n} t={t} r={r}: \
+                                     {g} vs scalar {e} (bound {mag:e})",
+                                    k.isa()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
