@@ -43,3 +43,12 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Loaded files are shared between threads (the model crate keeps them in an `Arc`).
+#[test]
+fn readers_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<camelid_formats::gguf::Gguf>();
+    check::<camelid_formats::safetensors::SafetensorsModel>();
+    check::<camelid_formats::Error>();
+}
