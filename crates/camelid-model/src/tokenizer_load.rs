@@ -42,15 +42,9 @@ impl fmt::Display for LoadError {
     }
 }
 
-impl std::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LoadError::Gguf(e) => Some(e),
-            LoadError::Tokenizer(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// Each variant's message already includes the error it wraps, so none is reported again as a
+/// source (an `anyhow` chain would print it twice).
+impl std::error::Error for LoadError {}
 
 impl From<camelid_tokenizer::Error> for LoadError {
     fn from(e: camelid_tokenizer::Error) -> LoadError {
