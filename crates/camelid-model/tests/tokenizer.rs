@@ -22,6 +22,12 @@ fn llama_bpe() -> &'static Tokenizer {
     T.get_or_init(|| load_tokenizer(&asset("llama-bpe/ggml-vocab-llama-bpe.gguf")).unwrap())
 }
 
+/// tokenizer.json with the tokenizer_config.json beside it.
+fn llama3_folder() -> &'static Tokenizer {
+    static T: OnceLock<Tokenizer> = OnceLock::new();
+    T.get_or_init(|| load_tokenizer(&asset("llama3-hf")).unwrap())
+}
+
 fn smollm2() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| load_tokenizer(&asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap())
@@ -85,7 +91,7 @@ fn llama3_eog_set() {
 /// The three sources of the Llama 3 tokenizer agree id for id on the corpus.
 #[test]
 fn llama3_three_sources_agree() {
-    let json = Tokenizer::from_tokenizer_json(asset("llama3-hf/tokenizer.json")).unwrap();
+    let json = llama3_folder();
     let meta = load_tokenizer(&asset("llama3-meta/tokenizer.model")).unwrap();
     let gguf = llama_bpe();
     for r in &common::corpus().records {
@@ -107,7 +113,7 @@ fn llama3_three_sources_agree() {
 
 #[test]
 fn load_folder_with_config() {
-    let tok = load_tokenizer(&asset("llama3-hf")).unwrap();
+    let tok = llama3_folder();
     assert_eq!(tok.bos(), Some(128000));
     assert!(tok.chat_template().unwrap().contains("<|start_header_id|>"));
 }
