@@ -156,6 +156,43 @@ mod tests {
         assert_eq!(e, "f.txt is not valid UTF-8: byte 0xFF at offset 2");
     }
 
+    fn spm_tiny() -> PathBuf {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/tokenizer/spm-tiny.model"
+        ))
+    }
+
+    #[test]
+    fn detokenize_rejects_ids_out_of_range() {
+        let args = DetokenizeArgs {
+            model: spm_tiny(),
+            ids: vec!["5, 1000".to_string()],
+        };
+        let e = run_detokenize(&args).unwrap_err().to_string();
+        assert!(
+            e.contains("token id 1000") && e.contains("1000 tokens"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tokenize_rejects_a_non_utf8_file() {
+        let path = std::env::temp_dir().join(format!("camelid-cli-tok-{}.txt", std::process::id()));
+        std::fs::write(&path, b"caf\xC3(").unwrap();
+        let args = TokenizeArgs {
+            model: spm_tiny(),
+            no_bos: false,
+            special: false,
+            json: true,
+            file: Some(path.clone()),
+            text: None,
+        };
+        let e = run_tokenize(&args).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.contains("byte 0xC3 at offset 3"), "{e}");
+    }
+
     #[test]
     fn pieces_stay_on_one_line() {
         assert_eq!(display_piece(b" a\n\t"), " a\\n\\t");

@@ -92,8 +92,8 @@ pub struct TokenizerSpec {
     pub tokens: Vec<String>,
     /// SentencePiece scores (higher merges first). Empty means all zero.
     pub scores: Vec<f32>,
-    /// Empty means every token is `Normal`, except that byte-level vocabularies then treat
-    /// tokens spelled `<...>`-style that cannot be byte-decoded as control tokens.
+    /// Empty means every token is `Normal`. In a byte-level vocabulary a `Normal` token whose
+    /// spelling is outside GPT-2's byte mapping is taken as plain text and made `UserDefined`.
     pub types: Vec<TokenType>,
     /// Byte-level BPE merges, `"left right"` in rank order. For SentencePiece, leave empty to merge
     /// by score, or give merges (a `tokenizer.json` of Llama 2) to rank by their order.
