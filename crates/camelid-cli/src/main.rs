@@ -3,11 +3,18 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod fetch;
 mod inspect;
+mod load;
+mod run;
+mod tokenize;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +33,14 @@ enum Command {
     Logits(LogitsArgs),
     /// Print a model's metadata, tensor table and parameter count.
     Inspect(inspect::InspectArgs),
+    /// Generate a continuation of a prompt, streamed to stdout.
+    Run(run::RunArgs),
+    /// Measure prompt (pp) and decode (tg) speed, as llama-bench does.
+    Bench(bench::BenchArgs),
+    /// Print the token ids of a text.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Print the text of token ids.
+    Detokenize(tokenize::DetokenizeArgs),
 }
 
 #[derive(clap::Args)]
@@ -49,6 +64,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Logits(a) => logits(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Tokenize(a) => tokenize::run_tokenize(a),
+        Command::Detokenize(a) => tokenize::run_detokenize(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +80,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Raised by the first Ctrl-C, which stops the generation in progress; a second one exits.
+pub fn interrupt_flag() -> &'static AtomicBool {
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if FLAG.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    });
+    &FLAG
 }
 
 /// A closed stdout (`camelid ... | head`) ends the program quietly, as it does for Unix tools.

@@ -1,0 +1,141 @@
+//! `camelid bench`: prompt and decode speed with llama-bench's meaning of the figures.
+//!
+//! pp<P>: one pass over a prompt of P tokens, in tokens/s; tg<N>: N tokens decoded one at a
+//! time after an empty context, in tokens/s (llama.cpp `tools/llama-bench/README.md`). Each test
+//! runs once to warm up, then `-r` times; mean ± sample standard deviation.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use camelid_model::Model;
+
+use crate::load::LoadArgs;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Prompt length of the pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Tokens of the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Stat {
+    test: String,
+    n_tokens: usize,
+    samples: Vec<f64>,
+}
+
+impl Stat {
+    fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len() as f64
+    }
+    fn stddev(&self) -> f64 {
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.samples.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        bail!("-r must be at least 1");
+    }
+    if a.n_prompt == 0 && a.n_gen == 0 {
+        bail!("nothing to measure: -p and -n are both 0");
+    }
+    let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
+    let mut model = Model::load(&path)?;
+    if let Some(t) = a.load.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        model.threads = t;
+    }
+    let n_ctx = a.n_prompt.max(a.n_gen).max(1);
+    if n_ctx > model.config.n_ctx_train {
+        bail!("{n_ctx} tokens exceed the model's context of {}", model.config.n_ctx_train);
+    }
+    // Token ids spread over the vocabulary, as llama-bench's random prompt is.
+    let n_vocab = model.config.n_vocab as u64;
+    let tokens: Vec<u32> = (0..n_ctx as u64)
+        .map(|i| ((i.wrapping_mul(2654435761) + 12345) % n_vocab) as u32)
+        .collect();
+    let mut state = model.new_state(n_ctx);
+    let mut stats = Vec::new();
+    if a.n_prompt > 0 {
+        let mut s = Stat { test: format!("pp{}", a.n_prompt), n_tokens: a.n_prompt, samples: vec![] };
+        for rep in 0..=a.reps {
+            state.pos = 0;
+            let t = Instant::now();
+            model.forward(&mut state, &tokens[..a.n_prompt], false, |_, _| {})?;
+            if rep > 0 {
+                s.samples.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        stats.push(s);
+    }
+    if a.n_gen > 0 {
+        let mut s = Stat { test: format!("tg{}", a.n_gen), n_tokens: a.n_gen, samples: vec![] };
+        for rep in 0..=a.reps {
+            state.pos = 0;
+            let t = Instant::now();
+            for &tok in &tokens[..a.n_gen] {
+                model.forward(&mut state, &[tok], false, |_, _| {})?;
+            }
+            if rep > 0 {
+                s.samples.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        stats.push(s);
+    }
+    let size: usize = model.weights.matrices().map(|t| t.bytes().len()).sum();
+    let params = model.config.n_params();
+    if a.json {
+        let v: Vec<_> = stats
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "model": path.display().to_string(),
+                    "model_size": size,
+                    "model_n_params": params,
+                    "n_threads": model.threads,
+                    "test": s.test,
+                    "n_tokens": s.n_tokens,
+                    "avg_ts": s.mean(),
+                    "stddev_ts": s.stddev(),
+                    "samples_ts": s.samples,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("| model | size | params | threads | test | t/s |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+        for s in &stats {
+            println!(
+                "| {name} | {:.2} MiB | {:.2} M | {} | {} | {:.2} ± {:.2} |",
+                size as f64 / (1 << 20) as f64,
+                params as f64 / 1e6,
+                model.threads,
+                s.test,
+                s.mean(),
+                s.stddev()
+            );
+        }
+    }
+    Ok(())
+}
