@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use camelid_kernels::matmul::matmul;
+use camelid_kernels::Kernels;
 use camelid_kernels::ops::{AttnShape, attention, rmsnorm, rope, silu_mul};
 
 use crate::config::Config;
@@ -21,6 +21,8 @@ pub struct Model {
     /// `[head_dim / 2]`
     inv_freq: Vec<f32>,
     pub threads: usize,
+    /// Kernel table, precision of quantized products, and the compute thread pool.
+    pub kernels: Kernels,
 }
 
 /// Tokens processed per batch of the prompt pass; bounds the activation buffers.
@@ -77,6 +79,7 @@ impl Model {
             weights,
             inv_freq,
             threads,
+            kernels: Kernels::new(threads),
         }
     }
 
@@ -163,6 +166,7 @@ impl Model {
         let (b, d, qd, kvd, ff) = (tokens.len(), c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
         let hd = c.head_dim;
         let th = self.threads;
+        let kern = &self.kernels;
         let pos0 = s.pos;
         let shape = AttnShape {
             n_heads: c.n_heads,
@@ -188,9 +192,9 @@ impl Model {
                 );
             }
             let xn = &s.xn[..b * d];
-            matmul(&layer.wq.view(), xn, &mut s.q[..b * qd], th);
-            matmul(&layer.wk.view(), xn, &mut s.k[..b * kvd], th);
-            matmul(&layer.wv.view(), xn, &mut s.v[..b * kvd], th);
+            kern.matmul(&layer.wq.view(), xn, &mut s.q[..b * qd], th);
+            kern.matmul(&layer.wk.view(), xn, &mut s.k[..b * kvd], th);
+            kern.matmul(&layer.wv.view(), xn, &mut s.v[..b * kvd], th);
 
             // RoPE on q and k, then k and v go into the cache at their positions.
             let cache = &mut s.k_cache[l * s.n_ctx * kvd..][..s.n_ctx * kvd];
@@ -218,7 +222,7 @@ impl Model {
             }
 
             // Output projection and residual: x += Wo · att.
-            matmul(&layer.wo.view(), &s.att[..b * qd], &mut s.proj[..b * d], th);
+            kern.matmul(&layer.wo.view(), &s.att[..b * qd], &mut s.proj[..b * d], th);
             add(&mut s.x[..b * d], &s.proj[..b * d]);
 
             // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
@@ -231,10 +235,10 @@ impl Model {
                 );
             }
             let xn = &s.xn[..b * d];
-            matmul(&layer.w_gate.view(), xn, &mut s.gate[..b * ff], th);
-            matmul(&layer.w_up.view(), xn, &mut s.up[..b * ff], th);
+            kern.matmul(&layer.w_gate.view(), xn, &mut s.gate[..b * ff], th);
+            kern.matmul(&layer.w_up.view(), xn, &mut s.up[..b * ff], th);
             silu_mul(&mut s.gate[..b * ff], &s.up[..b * ff]);
-            matmul(
+            kern.matmul(
                 &layer.w_down.view(),
                 &s.gate[..b * ff],
                 &mut s.proj[..b * d],
@@ -259,7 +263,7 @@ impl Model {
                 c.norm_eps,
             );
         }
-        matmul(
+        kern.matmul(
             &w.output().view(),
             &s.xn[..n * d],
             &mut s.logits[..n * c.n_vocab],
