@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod fetch;
 mod inspect;
 mod load;
@@ -35,6 +36,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Generate a continuation of a prompt, streamed to stdout.
     Run(run::RunArgs),
+    /// Chat with a model, in the terminal or one message per line of stdin.
+    Chat(chat::ChatArgs),
     /// Measure prompt (pp) and decode (tg) speed, as llama-bench does.
     Bench(bench::BenchArgs),
     /// Print the token ids of a text.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
     };

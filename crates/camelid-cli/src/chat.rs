@@ -1,0 +1,451 @@
+//! `camelid chat`: a conversation with a chat model, in a terminal or scripted through stdin.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use camelid_engine::chat::{ChatTemplate, Message};
+use camelid_engine::generate::GenError;
+use camelid_engine::{FinishReason, GenParams, Generation, generate};
+use camelid_model::{Model, State};
+use camelid_tokenizer::Tokenizer;
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+use crate::load::{LoadArgs, load};
+use crate::run::{SampleArgs, report};
+
+const AFTER_HELP: &str = "\
+In a terminal, type a message and press Enter. Input:
+  a line ending in \\        continues on the next line
+  \"\"\"                       starts a block of lines, ended by a line ending in \"\"\"
+Commands:
+  /reset                    forget the conversation (the system prompt stays)
+  /system TEXT              set the system prompt and start over (/system alone removes it)
+  /help                     this list
+  /exit, Ctrl-D             leave
+Ctrl-C stops a reply; at the prompt it clears the line.
+
+When stdin is not a terminal, each line is one message and each reply is printed on its own
+line(s), followed by a newline:  echo \"What is the capital of France?\" | camelid chat";
+
+#[derive(clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// The system prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Tokens per reply at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    pub n_predict: usize,
+    /// The chat format: `llama2`, `llama3`, or a file holding a Jinja template (default: the
+    /// model's own template, else the built-in one its vocabulary is recognised by).
+    #[arg(long, value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    /// After each reply, print token counts and speeds on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+pub fn run(a: &ChatArgs) -> Result<()> {
+    if a.n_predict == 0 {
+        bail!("-n must be at least 1 (tokens per reply)");
+    }
+    let sampler = a.sample.sampler()?;
+    let loaded = load(&a.load)?;
+    let name = a.load.model.as_deref().unwrap_or("the default model");
+    let template = match &a.chat_template {
+        Some(spec) if spec == "llama2" || spec == "llama3" => {
+            ChatTemplate::from_name_or_source(spec)
+        }
+        Some(file) => ChatTemplate::Jinja(
+            crate::run::read_text(&PathBuf::from(file)).context("reading --chat-template")?,
+        ),
+        None => ChatTemplate::for_tokenizer(&loaded.tokenizer).with_context(|| {
+            format!(
+                "{name}: the model has no chat template and its vocabulary is not one of a known \
+                 chat format; give one with --chat-template llama2|llama3|FILE"
+            )
+        })?,
+    };
+    let params = GenParams {
+        max_tokens: a.n_predict,
+        stop: a.sample.stop.clone(),
+        sampler,
+    };
+    let mut chat = Chat {
+        model: &loaded.model,
+        tok: &loaded.tokenizer,
+        template,
+        state: loaded.model.new_state(loaded.n_ctx),
+        cached: Vec::new(),
+        system: a.system.clone().filter(|s| !s.is_empty()),
+        messages: Vec::new(),
+        params,
+        verbose: a.verbose,
+    };
+    let cancel = crate::interrupt_flag();
+    if io::stdin().is_terminal() {
+        interactive(&mut chat, name, cancel)
+    } else {
+        scripted(&mut chat, cancel)
+    }
+}
+
+/// One conversation: the dialog so far and the tokens in the model's cache.
+struct Chat<'a> {
+    model: &'a Model,
+    tok: &'a Tokenizer,
+    template: ChatTemplate,
+    state: State,
+    /// The tokens whose keys and values are in `state`'s cache (`cached.len() == state.pos`).
+    cached: Vec<u32>,
+    system: Option<String>,
+    /// User and assistant turns, the system prompt not included.
+    messages: Vec<Message>,
+    params: GenParams,
+    verbose: bool,
+}
+
+/// How a reply ended, for the caller to tell the user.
+struct Reply {
+    generation: Generation,
+    /// Prompt tokens whose keys and values came from the cache.
+    reused: usize,
+    /// The context filled up and the conversation was reset.
+    reset: bool,
+}
+
+impl Chat<'_> {
+    fn dialog(&self) -> Vec<Message> {
+        let mut d = Vec::with_capacity(self.messages.len() + 1);
+        if let Some(s) = &self.system {
+            d.push(Message::system(s.as_str()));
+        }
+        d.extend(self.messages.iter().cloned());
+        d
+    }
+
+    /// Forgets the turns; the cache is kept, since the next prompt shares its start (system
+    /// prompt, BOS) with what is cached and only the rest is recomputed.
+    fn reset(&mut self) {
+        self.messages.clear();
+    }
+
+    fn n_ctx(&self) -> usize {
+        self.state.n_ctx
+    }
+
+    /// Answers `user`, streaming the reply through `out`.
+    fn reply(
+        &mut self,
+        user: String,
+        cancel: &AtomicBool,
+        out: &mut dyn FnMut(&str),
+    ) -> Result<Reply> {
+        self.messages.push(Message::user(user));
+        let ids = match self.prompt_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.messages.pop();
+                return Err(e);
+            }
+        };
+
+        // Keep the cached tokens the new prompt starts with; recompute from where they part.
+        // At least one token must go through the model to get the logits of the next one.
+        let common = self
+            .cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = common.min(ids.len() - 1);
+        self.state.pos = keep;
+        self.cached.truncate(keep);
+
+        cancel.store(false, Ordering::SeqCst);
+        let result = generate(
+            self.model,
+            &mut self.state,
+            self.tok,
+            &ids[keep..],
+            &self.params,
+            cancel,
+            |t| out(t),
+        );
+        let g = match result {
+            Ok(g) => g,
+            Err(e) => {
+                self.messages.pop();
+                self.state.pos = 0;
+                self.cached.clear();
+                return Err(anyhow::Error::new(e));
+            }
+        };
+        cancel.store(false, Ordering::SeqCst);
+        // What went through the model: the prompt, then each reply token that was fed back (not
+        // the last one sampled when generation ended on a budget, a stop string or the context).
+        self.cached = ids;
+        self.cached.extend_from_slice(&g.tokens);
+        if self.cached.len() >= self.state.pos {
+            self.cached.truncate(self.state.pos);
+        } else {
+            self.state.pos = 0;
+            self.cached.clear();
+        }
+        self.messages.push(Message::assistant(g.text.as_str()));
+        let reset = g.finish == FinishReason::ContextFull;
+        if reset {
+            self.reset();
+        }
+        Ok(Reply {
+            generation: g,
+            reused: keep,
+            reset,
+        })
+    }
+
+    /// Tells how the reply ended (on stderr), after it was printed.
+    fn report(&self, r: &Reply) {
+        if self.verbose {
+            eprintln!("[{} prompt tokens reused from the cache]", r.reused);
+            report(&r.generation, self.n_ctx());
+        } else if r.generation.finish == FinishReason::Cancelled {
+            eprintln!("[interrupted]");
+        }
+        if r.generation.finish == FinishReason::Length {
+            eprintln!(
+                "[reply cut at {} tokens; raise -n for longer replies]",
+                self.params.max_tokens
+            );
+        }
+        if r.reset {
+            eprintln!(
+                "[the context of {} tokens is full: the conversation starts over (raise --ctx to keep more)]",
+                self.n_ctx()
+            );
+        }
+    }
+
+    /// The ids of the dialog with the assistant's turn opened; when it no longer fits, the
+    /// dialog starts over from the last message.
+    fn prompt_ids(&mut self) -> Result<Vec<u32>> {
+        let encode =
+            |c: &Chat| -> Result<Vec<u32>> { Ok(c.template.encode(c.tok, &c.dialog(), true)?) };
+        let mut ids = encode(self)?;
+        if ids.len() >= self.n_ctx() && self.messages.len() > 1 {
+            eprintln!(
+                "[the conversation no longer fits in the context of {} tokens: starting over from your last message]",
+                self.n_ctx()
+            );
+            self.messages.drain(..self.messages.len() - 1);
+            ids = encode(self)?;
+        }
+        if ids.len() >= self.n_ctx() {
+            bail!(
+                "the message makes a prompt of {} tokens, which leaves no room for a reply in the \
+                 context of {} tokens (raise --ctx or shorten it)",
+                ids.len(),
+                self.n_ctx()
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Runs a `/command`; false when it asks to leave.
+    fn command(&mut self, line: &str) -> bool {
+        let (cmd, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        match cmd {
+            "/exit" | "/quit" | "/bye" => return false,
+            "/reset" | "/clear" => {
+                self.reset();
+                eprintln!("[conversation cleared]");
+            }
+            "/system" => {
+                let arg = arg.trim();
+                self.system = (!arg.is_empty()).then(|| arg.to_string());
+                self.reset();
+                match self.system {
+                    Some(_) => eprintln!("[system prompt set; conversation cleared]"),
+                    None => eprintln!("[system prompt removed; conversation cleared]"),
+                }
+            }
+            "/help" | "/?" => eprintln!("{AFTER_HELP}"),
+            _ => eprintln!("[unknown command {cmd}; /help lists them]"),
+        }
+        true
+    }
+}
+
+/// A reply error that ends the program (the model failed) rather than the message (the
+/// template refused it, it does not fit).
+fn is_fatal(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<GenError>(), Some(GenError::Model(_)))
+}
+
+/// Scripted use: one message per line of stdin, each reply on stdout followed by a newline.
+fn scripted(chat: &mut Chat, cancel: &AtomicBool) -> Result<()> {
+    let stdin = io::stdin();
+    let mut stdout = io::stdout().lock();
+    let mut failed = 0usize;
+    for line in stdin.lock().lines() {
+        let line = line.context("reading stdin")?;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.starts_with('/') {
+            if !chat.command(line.trim()) {
+                break;
+            }
+            continue;
+        }
+        let mut io_err: io::Result<()> = Ok(());
+        let r = chat.reply(line.to_string(), cancel, &mut |t| {
+            if io_err.is_ok() {
+                io_err = stdout.write_all(t.as_bytes()).and_then(|_| stdout.flush());
+                if io_err.is_err() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        io_err.context("writing to stdout")?;
+        match r {
+            Ok(r) => {
+                writeln!(stdout)?;
+                stdout.flush()?;
+                chat.report(&r);
+            }
+            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) => {
+                writeln!(stdout)?;
+                eprintln!("error: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} message(s) got no reply");
+    }
+    Ok(())
+}
+
+/// Where the line history is kept: `$XDG_CACHE_HOME/camelid/chat_history`, else
+/// `~/.cache/camelid/chat_history`.
+fn history_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("camelid").join("chat_history"))
+}
+
+/// The terminal REPL.
+fn interactive(chat: &mut Chat, name: &str, cancel: &AtomicBool) -> Result<()> {
+    let mut rl = DefaultEditor::new().context("setting up the terminal")?;
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = rl.load_history(h);
+    }
+    println!(
+        "camelid chat: {name} (template {}, context {} tokens). /help for commands, Ctrl-D to leave.",
+        chat.template.name(),
+        chat.n_ctx()
+    );
+    let mut stdout = io::stdout();
+    loop {
+        let text = match read_message(&mut rl) {
+            Ok(Some(t)) => t,
+            Ok(None) => break,
+            Err(e) => return Err(e),
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        if text.starts_with('/') && !text.contains('\n') {
+            if !chat.command(text.trim()) {
+                break;
+            }
+            continue;
+        }
+        let mut io_err: io::Result<()> = Ok(());
+        let r = chat.reply(text, cancel, &mut |t| {
+            if io_err.is_ok() {
+                io_err = stdout.write_all(t.as_bytes()).and_then(|_| stdout.flush());
+            }
+        });
+        io_err.context("writing to stdout")?;
+        println!();
+        match r {
+            Ok(r) => chat.report(&r),
+            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+    if let Some(h) = &history {
+        if let Some(dir) = h.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = rl.save_history(h);
+    }
+    Ok(())
+}
+
+/// Reads one message: a line, lines joined by a trailing `\`, or a `"""` block. `None` on
+/// Ctrl-D at an empty prompt.
+fn read_message(rl: &mut DefaultEditor) -> Result<Option<String>> {
+    let mut text = String::new();
+    let mut block = false;
+    loop {
+        let prompt = if text.is_empty() && !block {
+            "> "
+        } else {
+            "... "
+        };
+        let line = match rl.readline(prompt) {
+            Ok(l) => l,
+            // Ctrl-C clears what was typed so far.
+            Err(ReadlineError::Interrupted) => {
+                text.clear();
+                block = false;
+                continue;
+            }
+            Err(ReadlineError::Eof) if text.is_empty() && !block => return Ok(None),
+            Err(ReadlineError::Eof) => return Ok(Some(text)),
+            Err(e) => return Err(e).context("reading the terminal"),
+        };
+        if !line.trim().is_empty() {
+            let _ = rl.add_history_entry(line.as_str());
+        }
+        if block {
+            if let Some(last) = line.trim_end().strip_suffix("\"\"\"") {
+                text.push_str(last);
+                return Ok(Some(text));
+            }
+            text.push_str(&line);
+            text.push('\n');
+        } else if text.is_empty() && line.trim_start().starts_with("\"\"\"") {
+            let rest = &line.trim_start()[3..];
+            if let Some(one) = rest.trim_end().strip_suffix("\"\"\"") {
+                return Ok(Some(one.to_string()));
+            }
+            block = true;
+            if !rest.is_empty() {
+                text.push_str(rest);
+                text.push('\n');
+            }
+        } else if let Some(head) = line.strip_suffix('\\') {
+            text.push_str(head);
+            text.push('\n');
+        } else {
+            text.push_str(&line);
+            return Ok(Some(text));
+        }
+    }
+}
