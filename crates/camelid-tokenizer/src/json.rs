@@ -161,6 +161,15 @@ fn parse_value(j: &Value) -> Result<Tokenizer, Error> {
     for e in &entries {
         n = n.max(e.0 as usize + 1);
     }
+    // Ids must run 0..n without gaps; checking before allocating keeps a stray huge id from
+    // asking for gigabytes.
+    if n > entries.len() {
+        return Err(Error::invalid(format!(
+            "token ids go up to {} but there are only {} tokens: ids must run from 0 without gaps",
+            n - 1,
+            entries.len()
+        )));
+    }
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![TokenType::Normal; n];
     for (id, text, t) in entries {

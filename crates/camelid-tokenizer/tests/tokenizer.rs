@@ -245,6 +245,12 @@ fn malformed_tokenizer_json_is_a_clear_error() {
     );
     let e = Tokenizer::from_tokenizer_json(&p).unwrap_err().to_string();
     assert!(e.contains("badmerge.json") && e.contains("merge 0"), "{e}");
+    let p = temp_file(
+        "gap.json",
+        br#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 2000000000}}}"#,
+    );
+    let e = Tokenizer::from_tokenizer_json(&p).unwrap_err().to_string();
+    assert!(e.contains("gap.json") && e.contains("without gaps"), "{e}");
 }
 
 #[test]
