@@ -21,6 +21,7 @@
 // Context: llama_context_default_params() (default KV cache type, flash-attention mode,
 // n_ctx, n_batch, n_ubatch) except n_threads = n_threads_batch = 2 (env LLAMA_REF_THREADS
 // overrides). Log output: warnings and errors only, everything with LLAMA_REF_VERBOSE=1.
+// LLAMA_REF_EXACT=1 (diagnostics, not used for the fixtures): F32 KV cache, flash attention off.
 
 #include "llama.h"
 
@@ -74,6 +75,12 @@ struct Session {
         }
         cp.n_threads       = threads;
         cp.n_threads_batch = threads;
+        // Diagnostics only (the fixtures use the defaults): an F32 KV cache and no flash attention.
+        if (std::getenv("LLAMA_REF_EXACT") != nullptr) {
+            cp.type_k          = GGML_TYPE_F32;
+            cp.type_v          = GGML_TYPE_F32;
+            cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        }
         ctx = llama_init_from_model(model, cp);
         if (ctx == nullptr) {
             die(std::string("cannot create a context for ") + path);

@@ -218,8 +218,8 @@ def logits_of(model, tokens) -> np.ndarray:
 
 def rewrite_config(path: Path, c) -> dict:
     """transformers 5 writes rope_parameters; the hub's Llama checkpoints say rope_theta and
-    rope_scaling (and torch_dtype for dtype). For layout "classic" rewrite the file that way
-    (transformers reads both)."""
+    rope_scaling (and torch_dtype for dtype, and no head_dim). For layout "classic" rewrite the
+    file that way (transformers reads both)."""
     cfg = json.loads(path.read_text())
     if c["layout"] == "classic":
         rp = cfg.pop("rope_parameters")
@@ -227,6 +227,8 @@ def rewrite_config(path: Path, c) -> dict:
         for k, v in cfg.items():
             if k == "dtype":
                 k = "torch_dtype"
+            if k == "head_dim":  # Meta's LLaMA 1/2/3/3.1 configs do not state it
+                continue
             new[k] = v
             if k == "rms_norm_eps":
                 new["rope_theta"] = rp["rope_theta"]
@@ -244,6 +246,7 @@ def check_config_roundtrip(hf_dir: Path, c):
 
     got = AutoConfig.from_pretrained(hf_dir)
     rp = got.rope_parameters
+    assert got.head_dim == c["hidden"] // c["heads"], (c["name"], got.head_dim)
     assert float(rp["rope_theta"]) == c["theta"], (c["name"], rp)
     want = c["rope"] or {"rope_type": "default"}
     for k, v in want.items():
@@ -263,7 +266,12 @@ def save_hf(model, c, out: Path, tok_model: Path):
         rewrite_config(d / "config.json", c)
         check_config_roundtrip(d, c)
     # The converter reads the tokenizer from the model directory; hf-bf16 is never converted.
+    # tokenizer_config.json as in Meta's Llama 2 hub repos, so the GGUF gets
+    # tokenizer.ggml.add_bos_token = true and add_eos_token = false.
     shutil.copyfile(tok_model, f32_dir / "tokenizer.model")
+    (f32_dir / "tokenizer_config.json").write_text(json.dumps({
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "tokenizer_class": "LlamaTokenizer"}, indent=2) + "\n")
     return json.loads((f32_dir / "config.json").read_text())
 
 
@@ -371,12 +379,18 @@ def build_llama_ref(peer: Path, cpu_lib: Path | None) -> Path:
     return exe
 
 
-def llamacpp_logits(exe: Path, gguf_path: Path, tokens, out_bin: Path):
+def llamacpp_logits(exe: Path, gguf_path: Path, tokens, out_bin: Path, exact: bool = False):
+    """llama.cpp's logits with default context settings, or with exact=True an F32 KV cache and
+    no flash attention (a cross-check only, never stored)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(" ".join(str(t) for t in tokens) + "\n")
         tok_file = f.name
+    env = dict(os.environ, LLAMA_REF_THREADS="2")
+    env.pop("LLAMA_REF_EXACT", None)
+    if exact:
+        env["LLAMA_REF_EXACT"] = "1"
     try:
-        run([exe, "logits", gguf_path, tok_file, out_bin], env=dict(os.environ, LLAMA_REF_THREADS="2"))
+        run([exe, "logits", gguf_path, tok_file, out_bin], env=env)
     finally:
         os.unlink(tok_file)
 
@@ -450,7 +464,8 @@ def make_one(c, args, tok_model: Path, exe: Path | None, rows: list) -> dict:
     for key, target in list(CONVERTED.items()) + list(QUANTIZED.items()):
         path = out / f"{key}.gguf"
         if key in CONVERTED:
-            run(convert + [out / "hf-f32", "--outtype", key, "--outfile", path])
+            run(convert + [out / "hf-f32", "--outtype", key, "--outfile", path,
+                           "--model-name", f"camelid-tiny-{name}"])
         else:
             run([quantize, "--pure", out / "f32.gguf", path, target.upper(), "2"])
         state, types, rope_freqs = read_gguf(path, c)
@@ -519,6 +534,14 @@ def make_one(c, args, tok_model: Path, exe: Path | None, rows: list) -> dict:
             rows.append((name, key, mx_u, mean_u, t1_u, mx_f, mean_f, t1_f))
             log(f"  llama.cpp {key:10s} vs unrounded max {mx_u:.2e} mean {mean_u:.2e} top1 {t1_u:.3f} | "
                 f"vs ref[file] max {mx_f:.2e} mean {mean_f:.2e} top1 {t1_f:.3f}")
+        # Cross-check of the whole chain (names, permutation, RoPE scaling, tied output): on F32
+        # weights with an F32 KV cache and no flash attention llama.cpp agrees with transformers.
+        with tempfile.TemporaryDirectory() as tmp:
+            llamacpp_logits(exe, gguf_paths["gguf-f32"], tokens, Path(tmp) / "x.bin", exact=True)
+            got = np.fromfile(Path(tmp) / "x.bin", dtype="<f4").reshape(len(tokens), N_VOCAB)
+        mx, mean, _ = stats(got, unrounded)
+        log(f"  llama.cpp f32 with F32 KV cache, no flash attention: max {mx:.2e} mean {mean:.2e}")
+        assert mx < 2e-4, mx
     for key in ["st-bf16"] + [f"gguf-{k}" for k in list(CONVERTED)[1:] + list(QUANTIZED)]:
         mx, mean, t1 = stats(refs[key], unrounded)
         log(f"  ref[{key}] vs unrounded: max {mx:.2e} mean {mean:.2e} top1 {t1:.3f}")
