@@ -56,6 +56,33 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         None => {
             writeln!(out, "folder: {}", a.model.display())?;
             writeln!(out, "format: Hugging Face (config.json + safetensors)")?;
+            if let Some(st) = ckpt.safetensors() {
+                writeln!(out, "\ntensors ({}):", st.tensors().len())?;
+                writeln!(
+                    out,
+                    "  {:<48} {:<6} {:<16} {:>5} {:>12}",
+                    "name", "type", "shape", "shard", "offset"
+                )?;
+                let mut total = 0u64;
+                for t in st.tensors() {
+                    total += t.n_elements() as u64;
+                    let shape = format!("{:?}", t.shape);
+                    writeln!(
+                        out,
+                        "  {:<48} {:<6} {:<16} {:>5} {:>12}",
+                        t.name,
+                        t.dtype.name(),
+                        shape,
+                        t.file,
+                        t.data_range.start
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "\nparameters in files: {total} ({:.3}B)",
+                    total as f64 / 1e9
+                )?;
+            }
         }
     }
     let c = &ckpt.config;

@@ -198,6 +198,14 @@ impl Checkpoint {
         }
     }
 
+    /// The underlying safetensors, when the checkpoint is a Hugging Face folder.
+    pub fn safetensors(&self) -> Option<&SafetensorsModel> {
+        match &self.source {
+            Source::Hf(st) => Some(st),
+            Source::Gguf(_) => None,
+        }
+    }
+
     /// Loads and checks every tensor against the config.
     pub fn load_weights(&self) -> Result<Weights, ModelError> {
         let c = &self.config;
