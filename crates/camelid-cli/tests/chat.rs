@@ -38,11 +38,15 @@ fn chat(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Greedy, the question is phrased so the first token has a clear lead: llama.cpp (llama-simple
+/// on this GGUF) answers it "The capital of France is Paris." with "The" 1.5 logits ahead. The bare
+/// "What is the capital of France?" is a near-tie of "L", "La" and "The" on this 4-bit 135M
+/// model, and llama.cpp's greedy reply to it is "L'Étoile, la Marseillaise, ...".
 #[test]
 fn piped_questions_get_answers() {
     let out = chat(
         &["--temp", "0", "-n", "48"],
-        "What is the capital of France?\nAnd what is the capital of Germany?\n",
+        "What is the capital of France? Answer in one sentence.\nAnd what is the capital of Germany?\n",
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -78,7 +82,7 @@ fn commands_and_a_message_that_cannot_fit() {
 fn a_full_context_restarts_the_conversation() {
     let out = chat(
         &["--temp", "0", "-c", "64", "-n", "200"],
-        "Tell me a long story about a dragon.\nWhat is the capital of France?\n",
+        "Tell me a long story about a dragon.\nWhat is the capital of France? Answer in one sentence.\n",
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
