@@ -5,6 +5,7 @@
 //! server drive it.
 
 pub mod chat;
+pub mod eval;
 pub mod generate;
 pub mod sampler;
 
