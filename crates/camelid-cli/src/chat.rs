@@ -58,7 +58,11 @@ pub fn run(a: &ChatArgs) -> Result<()> {
     }
     let sampler = a.sample.sampler()?;
     let loaded = load(&a.load)?;
-    let name = a.load.model.as_deref().unwrap_or("the default model");
+    let name = a
+        .load
+        .model
+        .as_deref()
+        .unwrap_or(crate::fetch::SMOLLM2.file_name);
     let template = match &a.chat_template {
         Some(spec) if spec == "llama2" || spec == "llama3" => {
             ChatTemplate::from_name_or_source(spec)
@@ -354,7 +358,8 @@ fn interactive(chat: &mut Chat, name: &str, cancel: &AtomicBool) -> Result<()> {
         let _ = rl.load_history(h);
     }
     println!(
-        "camelid chat: {name} (template {}, context {} tokens). /help for commands, Ctrl-D to leave.",
+        "camelid chat: {name}, {} template, context of {} tokens\n\
+         Type a message; /help lists the commands; Ctrl-D leaves.",
         chat.template.name(),
         chat.n_ctx()
     );
