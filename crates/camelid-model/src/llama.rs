@@ -36,6 +36,14 @@ pub struct State {
     /// `[n_layers, C, kv]`
     k_cache: Vec<f32>,
     v_cache: Vec<f32>,
+    /// `[C]` attention scores of one head
+    scores: Vec<f32>,
+    act: Activations,
+}
+
+/// The buffers of one batch of rows; a multi-sequence batch borrows the first state's.
+#[derive(Default)]
+struct Activations {
     /// `[B, d]` residual stream, normed input
     x: Vec<f32>,
     xn: Vec<f32>,
@@ -49,10 +57,21 @@ pub struct State {
     /// `[B, ff]`
     gate: Vec<f32>,
     up: Vec<f32>,
-    /// `[C]` attention scores of one head
-    scores: Vec<f32>,
-    /// `[B, V]` when every position's logits were asked for, else `[1, V]`
+    /// `[R, V]` for the `R` rows whose logits were asked for, in batch order (`[1, V]` until a
+    /// caller asks for more)
     logits: Vec<f32>,
+    /// `[B]` what each row of the batch is
+    rows: Vec<Row>,
+}
+
+/// One token of a batch: which sequence it extends, at which position, and whether its logits
+/// are wanted.
+#[derive(Clone, Copy, Default)]
+struct Row {
+    seq: usize,
+    pos: usize,
+    token: u32,
+    logits: bool,
 }
 
 impl Model {
@@ -93,17 +112,20 @@ impl Model {
             pos: 0,
             k_cache: vec![0.0; cache],
             v_cache: vec![0.0; cache],
-            x: vec![0.0; b * c.d_model],
-            xn: vec![0.0; b * c.d_model],
-            q: vec![0.0; b * c.q_dim()],
-            k: vec![0.0; b * c.kv_dim()],
-            v: vec![0.0; b * c.kv_dim()],
-            att: vec![0.0; b * c.q_dim()],
-            proj: vec![0.0; b * c.d_model],
-            gate: vec![0.0; b * c.d_ff],
-            up: vec![0.0; b * c.d_ff],
             scores: vec![0.0; n_ctx],
-            logits: vec![0.0; c.n_vocab],
+            act: Activations {
+                x: vec![0.0; b * c.d_model],
+                xn: vec![0.0; b * c.d_model],
+                q: vec![0.0; b * c.q_dim()],
+                k: vec![0.0; b * c.kv_dim()],
+                v: vec![0.0; b * c.kv_dim()],
+                att: vec![0.0; b * c.q_dim()],
+                proj: vec![0.0; b * c.d_model],
+                gate: vec![0.0; b * c.d_ff],
+                up: vec![0.0; b * c.d_ff],
+                logits: vec![0.0; c.n_vocab],
+                rows: Vec::with_capacity(b),
+            },
         }
     }
 
@@ -119,6 +141,105 @@ impl Model {
         mut on_logits: impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
         let n_vocab = self.config.n_vocab;
+        self.check(state, tokens)?;
+        // The batch buffers leave the state for the pass (a move, no copy) so that the state's
+        // cache can be borrowed beside them.
+        let mut act = std::mem::take(&mut state.act);
+        if all {
+            // Grown once, on the first request for every position's logits.
+            let need = MAX_BATCH.min(tokens.len()) * n_vocab;
+            if act.logits.len() < need {
+                act.logits.resize(need, 0.0);
+            }
+        }
+        let mut done = 0;
+        for chunk in tokens.chunks(MAX_BATCH) {
+            let last_chunk = done + chunk.len() == tokens.len();
+            act.rows.clear();
+            act.rows
+                .extend(chunk.iter().enumerate().map(|(i, &token)| Row {
+                    seq: 0,
+                    pos: state.pos + i,
+                    token,
+                    logits: all || (last_chunk && i + 1 == chunk.len()),
+                }));
+            self.forward_rows(&mut act, std::slice::from_mut(&mut &mut *state));
+            let v = n_vocab;
+            if all {
+                for i in 0..chunk.len() {
+                    on_logits(done + i, &act.logits[i * v..][..v]);
+                }
+            } else if last_chunk {
+                on_logits(tokens.len() - 1, &act.logits[..v]);
+            }
+            done += chunk.len();
+        }
+        state.act = act;
+        Ok(())
+    }
+
+    /// Runs several sequences in one pass over the weights: `tokens[i]` is appended to
+    /// `states[i]` at its positions `states[i].pos..`, and `on_logits(i, logits)` is called with
+    /// the logits of the last token of every non-empty `tokens[i]`, in order of `i`.
+    ///
+    /// This is continuous batching's decoding step (one token per sequence), and it may mix in
+    /// prompt chunks. Every sequence sees only its own cache, so each gets the logits it would
+    /// get alone, up to the order of additions. The batch buffers of `states[0]` serve the whole
+    /// batch; more than [`MAX_BATCH`] tokens in all run as several passes.
+    ///
+    /// # Panics
+    /// If `states` and `tokens` differ in length.
+    pub fn forward_seqs(
+        &self,
+        states: &mut [&mut State],
+        tokens: &[&[u32]],
+        mut on_logits: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        assert_eq!(states.len(), tokens.len(), "one token slice per state");
+        for (s, t) in states.iter().zip(tokens) {
+            self.check(s, t)?;
+        }
+        let Some(first) = states.first_mut() else {
+            return Ok(());
+        };
+        let v = self.config.n_vocab;
+        let mut act = std::mem::take(&mut first.act);
+        let n_seqs = tokens.iter().filter(|t| !t.is_empty()).count();
+        let need = MAX_BATCH.min(n_seqs) * v;
+        if act.logits.len() < need {
+            act.logits.resize(need, 0.0);
+        }
+        act.rows.clear();
+        let total: usize = tokens.iter().map(|t| t.len()).sum();
+        let mut row = 0;
+        for (seq, toks) in tokens.iter().enumerate() {
+            let pos0 = states[seq].pos;
+            for (i, &token) in toks.iter().enumerate() {
+                act.rows.push(Row {
+                    seq,
+                    pos: pos0 + i,
+                    token,
+                    logits: i + 1 == toks.len(),
+                });
+                row += 1;
+                // A full batch, or the very last token: run what is gathered.
+                if act.rows.len() == MAX_BATCH || row == total {
+                    self.forward_rows(&mut act, states);
+                    let wanted = act.rows.iter().filter(|r| r.logits);
+                    for (k, r) in wanted.enumerate() {
+                        on_logits(r.seq, &act.logits[k * v..][..v]);
+                    }
+                    act.rows.clear();
+                }
+            }
+        }
+        states[0].act = act;
+        Ok(())
+    }
+
+    /// The checks that keep the pass free of errors: ids in the vocabulary, room in the cache.
+    fn check(&self, state: &State, tokens: &[u32]) -> Result<(), ModelError> {
+        let n_vocab = self.config.n_vocab;
         if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ModelError::TokenOutOfRange { token, n_vocab });
         }
@@ -129,45 +250,19 @@ impl Model {
                 n_ctx: state.n_ctx,
             });
         }
-        if all {
-            // Grown once, on the first request for every position's logits.
-            let need = MAX_BATCH.min(tokens.len()) * n_vocab;
-            if state.logits.len() < need {
-                state.logits.resize(need, 0.0);
-            }
-        }
-        let mut done = 0;
-        for chunk in tokens.chunks(MAX_BATCH) {
-            let last_chunk = done + chunk.len() == tokens.len();
-            let want = match (all, last_chunk) {
-                (true, _) => Want::All,
-                (false, true) => Want::Last,
-                (false, false) => Want::None,
-            };
-            self.forward_batch(state, chunk, want);
-            let v = n_vocab;
-            if all {
-                for i in 0..chunk.len() {
-                    on_logits(done + i, &state.logits[i * v..][..v]);
-                }
-            } else if last_chunk {
-                on_logits(tokens.len() - 1, &state.logits[..v]);
-            }
-            done += chunk.len();
-        }
         Ok(())
     }
 
-    /// One batch of at most `MAX_BATCH` tokens; fills `state.logits` for every token, or for the
-    /// last one at row 0, as `want` says.
-    fn forward_batch(&self, s: &mut State, tokens: &[u32], want: Want) {
+    /// One batch of at most `MAX_BATCH` rows (`a.rows`), each extending `seqs[row.seq]` at
+    /// `row.pos`; a sequence's rows come in order of position. Fills `a.logits` with the logits
+    /// of the rows that want them, in batch order, and advances each sequence's `pos`.
+    fn forward_rows(&self, a: &mut Activations, seqs: &mut [&mut State]) {
         let c = &self.config;
         let w = &self.weights;
-        let (b, d, qd, kvd, ff) = (tokens.len(), c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
+        let (b, d, qd, kvd, ff) = (a.rows.len(), c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
         let hd = c.head_dim;
         let th = self.threads;
         let kern = &self.kernels;
-        let pos0 = s.pos;
         let shape = AttnShape {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
@@ -175,109 +270,104 @@ impl Model {
         };
 
         // Embedding lookup: x[t] = token_embd[token t].  x: [B, d]
-        for (t, &tok) in tokens.iter().enumerate() {
+        for (t, r) in a.rows.iter().enumerate() {
             w.token_embd
                 .view()
-                .dequantize_row_into(tok as usize, &mut s.x[t * d..][..d]);
+                .dequantize_row_into(r.token as usize, &mut a.x[t * d..][..d]);
         }
 
         for (l, layer) in w.layers.iter().enumerate() {
             // Attention block: xn = rms(x); q, k, v projections.  [B, d] -> [B, q], [B, kv]
             for t in 0..b {
                 rmsnorm(
-                    &mut s.xn[t * d..][..d],
-                    &s.x[t * d..][..d],
+                    &mut a.xn[t * d..][..d],
+                    &a.x[t * d..][..d],
                     &layer.attn_norm,
                     c.norm_eps,
                 );
             }
-            let xn = &s.xn[..b * d];
-            kern.matmul(&layer.wq.view(), xn, &mut s.q[..b * qd], th);
-            kern.matmul(&layer.wk.view(), xn, &mut s.k[..b * kvd], th);
-            kern.matmul(&layer.wv.view(), xn, &mut s.v[..b * kvd], th);
+            let xn = &a.xn[..b * d];
+            kern.matmul(&layer.wq.view(), xn, &mut a.q[..b * qd], th);
+            kern.matmul(&layer.wk.view(), xn, &mut a.k[..b * kvd], th);
+            kern.matmul(&layer.wv.view(), xn, &mut a.v[..b * kvd], th);
 
-            // RoPE on q and k, then k and v go into the cache at their positions.
-            let cache = &mut s.k_cache[l * s.n_ctx * kvd..][..s.n_ctx * kvd];
-            let vcache = &mut s.v_cache[l * s.n_ctx * kvd..][..s.n_ctx * kvd];
-            for t in 0..b {
-                let pos = pos0 + t;
-                rope(&mut s.q[t * qd..][..qd], hd, pos, &self.inv_freq);
-                rope(&mut s.k[t * kvd..][..kvd], hd, pos, &self.inv_freq);
-                cache[pos * kvd..][..kvd].copy_from_slice(&s.k[t * kvd..][..kvd]);
-                vcache[pos * kvd..][..kvd].copy_from_slice(&s.v[t * kvd..][..kvd]);
+            // RoPE on q and k, then k and v go into their sequence's cache at their positions.
+            // Cache layout per sequence: [n_layers, C, kv].
+            for (t, r) in a.rows.iter().enumerate() {
+                let s = &mut *seqs[r.seq];
+                rope(&mut a.q[t * qd..][..qd], hd, r.pos, &self.inv_freq);
+                rope(&mut a.k[t * kvd..][..kvd], hd, r.pos, &self.inv_freq);
+                let at = (l * s.n_ctx + r.pos) * kvd;
+                s.k_cache[at..][..kvd].copy_from_slice(&a.k[t * kvd..][..kvd]);
+                s.v_cache[at..][..kvd].copy_from_slice(&a.v[t * kvd..][..kvd]);
             }
 
-            // Causal attention: token t sees positions 0..=pos0 + t.  att: [B, q]
-            for t in 0..b {
-                let n_past = pos0 + t + 1;
+            // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
+            for (t, r) in a.rows.iter().enumerate() {
+                let s = &mut *seqs[r.seq];
+                let layer_cache = l * s.n_ctx * kvd..(l + 1) * s.n_ctx * kvd;
                 attention(
-                    &mut s.att[t * qd..][..qd],
-                    &s.q[t * qd..][..qd],
-                    cache,
-                    vcache,
-                    n_past,
+                    &mut a.att[t * qd..][..qd],
+                    &a.q[t * qd..][..qd],
+                    &s.k_cache[layer_cache.clone()],
+                    &s.v_cache[layer_cache],
+                    r.pos + 1,
                     shape,
                     &mut s.scores,
                 );
             }
 
             // Output projection and residual: x += Wo · att.
-            kern.matmul(&layer.wo.view(), &s.att[..b * qd], &mut s.proj[..b * d], th);
-            add(&mut s.x[..b * d], &s.proj[..b * d]);
+            kern.matmul(&layer.wo.view(), &a.att[..b * qd], &mut a.proj[..b * d], th);
+            add(&mut a.x[..b * d], &a.proj[..b * d]);
 
             // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
             for t in 0..b {
                 rmsnorm(
-                    &mut s.xn[t * d..][..d],
-                    &s.x[t * d..][..d],
+                    &mut a.xn[t * d..][..d],
+                    &a.x[t * d..][..d],
                     &layer.ffn_norm,
                     c.norm_eps,
                 );
             }
-            let xn = &s.xn[..b * d];
-            kern.matmul(&layer.w_gate.view(), xn, &mut s.gate[..b * ff], th);
-            kern.matmul(&layer.w_up.view(), xn, &mut s.up[..b * ff], th);
-            silu_mul(&mut s.gate[..b * ff], &s.up[..b * ff]);
+            let xn = &a.xn[..b * d];
+            kern.matmul(&layer.w_gate.view(), xn, &mut a.gate[..b * ff], th);
+            kern.matmul(&layer.w_up.view(), xn, &mut a.up[..b * ff], th);
+            silu_mul(&mut a.gate[..b * ff], &a.up[..b * ff]);
             kern.matmul(
                 &layer.w_down.view(),
-                &s.gate[..b * ff],
-                &mut s.proj[..b * d],
+                &a.gate[..b * ff],
+                &mut a.proj[..b * d],
                 th,
             );
-            add(&mut s.x[..b * d], &s.proj[..b * d]);
+            add(&mut a.x[..b * d], &a.proj[..b * d]);
         }
-        s.pos += b;
+        for r in &a.rows {
+            seqs[r.seq].pos = r.pos + 1;
+        }
 
-        // Final norm and output projection, for all tokens or only the last.  logits: [B, V]
-        let rows = match want {
-            Want::None => return,
-            Want::All => 0..b,
-            Want::Last => b - 1..b,
-        };
-        let n = rows.len();
-        for (i, t) in rows.enumerate() {
-            rmsnorm(
-                &mut s.xn[i * d..][..d],
-                &s.x[t * d..][..d],
-                &w.output_norm,
-                c.norm_eps,
+        // Final norm and output projection for the rows that want logits.  logits: [R, V]
+        let mut n = 0;
+        for (t, r) in a.rows.iter().enumerate() {
+            if r.logits {
+                rmsnorm(
+                    &mut a.xn[n * d..][..d],
+                    &a.x[t * d..][..d],
+                    &w.output_norm,
+                    c.norm_eps,
+                );
+                n += 1;
+            }
+        }
+        if n > 0 {
+            kern.matmul(
+                &w.output().view(),
+                &a.xn[..n * d],
+                &mut a.logits[..n * c.n_vocab],
+                th,
             );
         }
-        kern.matmul(
-            &w.output().view(),
-            &s.xn[..n * d],
-            &mut s.logits[..n * c.n_vocab],
-            th,
-        );
     }
-}
-
-/// Which logits a batch computes.
-#[derive(Clone, Copy)]
-enum Want {
-    None,
-    Last,
-    All,
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
