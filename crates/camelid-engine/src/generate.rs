@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use camelid_model::{Model, ModelError, State};
-use camelid_tokenizer::Tokenizer;
+use camelid_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::sampler::{Sampler, SamplerConfig};
 
@@ -106,61 +106,33 @@ pub fn generate(
     cancel: &AtomicBool,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, GenError> {
-    params.sampler.validate().map_err(GenError::Sampler)?;
-    if prompt.is_empty() {
-        return Err(GenError::EmptyPrompt);
-    }
+    let mut cont = Continuation::new(tok, prompt, params)?;
     if state.pos + prompt.len() > state.n_ctx {
         return Err(GenError::PromptTooLong {
             prompt: state.pos + prompt.len(),
             n_ctx: state.n_ctx,
         });
     }
-    let mut sampler = Sampler::new(params.sampler.clone());
-    let mut history: Vec<u32> = prompt.to_vec();
-    let mut decoder = tok.stream_decoder();
-    let mut out = StopScanner::new(&params.stop);
-    let mut tokens = Vec::new();
-
     let t0 = Instant::now();
     let mut next = 0u32;
-    model.forward(state, prompt, false, |_, logits| {
-        next = sampler.sample(logits, &history)
-    })?;
+    model.forward(state, prompt, false, |_, logits| next = cont.sample(logits))?;
     let prompt_time = t0.elapsed();
     let t1 = Instant::now();
 
     let finish = loop {
         if cancel.load(Ordering::Relaxed) {
-            break FinishReason::Cancelled;
+            break cont.cancel(&mut on_text);
         }
-        if tok.is_eog(next) {
-            break FinishReason::EndOfGeneration;
-        }
-        tokens.push(next);
-        history.push(next);
-        let piece = decoder.push(next).unwrap_or_default();
-        if out.push(&piece, &mut on_text) {
-            break FinishReason::Stop;
-        }
-        if tokens.len() >= params.max_tokens {
-            break FinishReason::Length;
-        }
-        if state.pos >= state.n_ctx {
-            break FinishReason::ContextFull;
+        if let Some(finish) = cont.accept(next, state.pos < state.n_ctx, &mut on_text) {
+            break finish;
         }
         model.forward(state, &[next], false, |_, logits| {
-            next = sampler.sample(logits, &history)
+            next = cont.sample(logits)
         })?;
     };
-    if finish != FinishReason::Stop {
-        let tail = decoder.finish();
-        out.push(&tail, &mut on_text);
-        out.flush(&mut on_text);
-    }
     Ok(Generation {
-        tokens,
-        text: out.emitted,
+        tokens: cont.tokens,
+        text: cont.out.emitted,
         finish,
         prompt_tokens: prompt.len(),
         prompt_time,
@@ -168,16 +140,115 @@ pub fn generate(
     })
 }
 
+/// One generation driven a token at a time by a caller who runs the model itself: what
+/// [`generate`] does between two forward passes. A server batching many sequences into one pass
+/// keeps one of these per sequence.
+///
+/// The caller alternates [`sample`](Continuation::sample) (logits to a token) and
+/// [`accept`](Continuation::accept) (the token to text and stop conditions) until `accept`
+/// returns a reason to finish; between the two it may look at the logits (log-probabilities).
+pub struct Continuation<'t> {
+    tok: &'t Tokenizer,
+    sampler: Sampler,
+    /// Prompt and generated ids, for the penalties.
+    history: Vec<u32>,
+    decoder: StreamDecoder<'t>,
+    out: StopScanner,
+    /// Generated ids, the end-of-generation token excluded.
+    tokens: Vec<u32>,
+    max_tokens: usize,
+}
+
+impl<'t> Continuation<'t> {
+    /// Checks the settings and the prompt; nothing runs yet.
+    pub fn new(
+        tok: &'t Tokenizer,
+        prompt: &[u32],
+        params: &GenParams,
+    ) -> Result<Continuation<'t>, GenError> {
+        params.sampler.validate().map_err(GenError::Sampler)?;
+        if prompt.is_empty() {
+            return Err(GenError::EmptyPrompt);
+        }
+        Ok(Continuation {
+            tok,
+            sampler: Sampler::new(params.sampler.clone()),
+            history: prompt.to_vec(),
+            decoder: tok.stream_decoder(),
+            out: StopScanner::new(params.stop.clone()),
+            tokens: Vec::new(),
+            max_tokens: params.max_tokens,
+        })
+    }
+
+    /// Picks the next token from the logits of the last position.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sampler.sample(logits, &self.history)
+    }
+
+    /// Takes the sampled token: emits the text that is now certain through `on_text`, and
+    /// returns why generation ends, if it does. `room` says whether the cache can take the
+    /// token (if not, generation ends after it). When `None` comes back, the caller feeds the
+    /// token to the model and calls [`sample`](Continuation::sample) on its logits.
+    pub fn accept(
+        &mut self,
+        token: u32,
+        room: bool,
+        on_text: &mut impl FnMut(&str),
+    ) -> Option<FinishReason> {
+        if self.tok.is_eog(token) {
+            return Some(self.end(FinishReason::EndOfGeneration, on_text));
+        }
+        self.tokens.push(token);
+        self.history.push(token);
+        let piece = self.decoder.push(token).unwrap_or_default();
+        if self.out.push(&piece, on_text) {
+            return Some(FinishReason::Stop);
+        }
+        if self.tokens.len() >= self.max_tokens {
+            return Some(self.end(FinishReason::Length, on_text));
+        }
+        if !room {
+            return Some(self.end(FinishReason::ContextFull, on_text));
+        }
+        None
+    }
+
+    /// Ends early at the caller's request, emitting what was held back.
+    pub fn cancel(&mut self, on_text: &mut impl FnMut(&str)) -> FinishReason {
+        self.end(FinishReason::Cancelled, on_text)
+    }
+
+    /// The ids generated so far (an end-of-generation token excluded).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The text emitted so far (a stop string excluded).
+    pub fn text(&self) -> &str {
+        &self.out.emitted
+    }
+
+    /// Releases everything held back: an unfinished character, text that might have begun a
+    /// stop string.
+    fn end(&mut self, finish: FinishReason, on_text: &mut impl FnMut(&str)) -> FinishReason {
+        let tail = self.decoder.finish();
+        self.out.push(&tail, on_text);
+        self.out.flush(on_text);
+        finish
+    }
+}
+
 /// Holds back text that might be the start of a stop string.
-struct StopScanner<'a> {
-    stops: &'a [String],
+struct StopScanner {
+    stops: Vec<String>,
     /// Text received but not yet emitted.
     pending: String,
     emitted: String,
 }
 
-impl<'a> StopScanner<'a> {
-    fn new(stops: &'a [String]) -> Self {
+impl StopScanner {
+    fn new(stops: Vec<String>) -> Self {
         StopScanner {
             stops,
             pending: String::new(),
@@ -244,7 +315,7 @@ mod tests {
 
     fn scan(stops: &[&str], pieces: &[&str]) -> (String, String, bool) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut sc = StopScanner::new(&stops);
+        let mut sc = StopScanner::new(stops);
         let mut seen = String::new();
         let mut hit = false;
         for p in pieces {

@@ -9,5 +9,5 @@ pub mod eval;
 pub mod generate;
 pub mod sampler;
 
-pub use generate::{FinishReason, GenParams, Generation, generate};
+pub use generate::{Continuation, FinishReason, GenParams, Generation, generate};
 pub use sampler::{Sampler, SamplerConfig};
