@@ -27,8 +27,9 @@ Commands:
   /exit, Ctrl-D             leave
 Ctrl-C stops a reply; at the prompt it clears the line.
 
-When stdin is not a terminal, each line is one message and each reply is printed on its own
-line(s), followed by a newline:  echo \"What is the capital of France?\" | camelid chat";
+When stdin is not a terminal, each line is one message (or one of the commands) and each reply
+is printed followed by a newline:
+  echo \"What is the capital of France? Answer in one sentence.\" | camelid chat";
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
