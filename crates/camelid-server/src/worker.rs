@@ -1,0 +1,497 @@
+//! The batching worker: one thread owns the model and the KV cache of every slot.
+//!
+//! Continuous batching (as in Orca, Yu et al. 2022, "iteration-level scheduling"): each step is
+//! one pass over the weights ([`Model::forward_seqs`]) that advances every active sequence by one
+//! token, with chunks of newly admitted prompts riding in the same pass. Requests join between
+//! steps, as soon as a slot is free, and leave as soon as they finish; a request whose client
+//! went away (its event receiver dropped) is dropped at the start of the next step.
+//!
+//! Prefix reuse: a slot keeps the tokens whose keys and values are in its cache after its
+//! request ends. A new request goes to the free slot sharing the longest prefix with its prompt
+//! and computes only the rest: a long system prompt, or a chat that grows turn by turn, is
+//! computed once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use camelid_engine::{Continuation, FinishReason, GenParams};
+use camelid_model::llama::MAX_BATCH;
+use camelid_model::{Model, State};
+use camelid_tokenizer::Tokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::metrics::Metrics;
+
+/// A request as the worker sees it: tokens in, events out.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub params: GenParams,
+    /// `Some(k)`: report the log-probability of each generated token and of the `k` most
+    /// likely tokens at its position.
+    pub logprobs: Option<usize>,
+    pub events: UnboundedSender<Event>,
+}
+
+/// What the worker tells the request's handler.
+#[derive(Debug)]
+pub enum Event {
+    /// Text that is now certain, and the tokens generated since the last event.
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// The end: why, and the counts for `usage`.
+    Done { finish: FinishReason, usage: Usage },
+    /// The request could not go on.
+    Failed(Failure),
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    ShuttingDown,
+    /// A request the handler should have refused (the message is for the client).
+    Invalid(String),
+    /// Something inside went wrong (logged by the worker).
+    Internal,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    /// Prompt tokens found in the slot's cache.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// One generated token with its log-probability under the model, and the most likely
+/// alternatives at its position (most likely first).
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    pub token: Candidate,
+    pub top: Vec<Candidate>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// The handle the HTTP side keeps: a queue into the worker and a way to stop it.
+pub struct Worker {
+    jobs: Mutex<Option<Sender<Job>>>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub n_ctx: usize,
+    pub n_vocab: usize,
+}
+
+impl Worker {
+    /// Starts the worker thread with `n_slots` sequences of `n_ctx` tokens each.
+    pub fn spawn(
+        model: Model,
+        tok: Arc<Tokenizer>,
+        n_slots: usize,
+        n_ctx: usize,
+        metrics: Arc<Metrics>,
+    ) -> Worker {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let n_vocab = model.config.n_vocab;
+        metrics.slots_total.store(n_slots, Ordering::Relaxed);
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("camelid-worker".into())
+            .spawn(move || run(&model, &tok, n_slots, n_ctx, &rx, &flag, &metrics))
+            .expect("spawning the worker thread");
+        Worker {
+            jobs: Mutex::new(Some(tx)),
+            stop,
+            thread: Mutex::new(Some(thread)),
+            n_ctx,
+            n_vocab,
+        }
+    }
+
+    /// Hands a job to the worker; false if it has stopped.
+    pub fn submit(&self, job: Job) -> bool {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Cancels every request (their streams end with an error event) and ends the thread.
+    pub fn cancel_all(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the worker finish what it has, takes no more, and waits for the thread.
+    pub fn shutdown(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.cancel_all();
+        self.shutdown();
+    }
+}
+
+/// A sequence slot: its cache, the tokens in it, and the request it serves, if any.
+struct Slot<'t> {
+    state: State,
+    /// Tokens whose keys and values are in `state` (`cached.len() == state.pos`).
+    cached: Vec<u32>,
+    /// When the slot last served a request: the least recently used free slot is reused first.
+    last_used: u64,
+    active: Option<Active<'t>>,
+}
+
+struct Active<'t> {
+    job: Job,
+    cont: Continuation<'t>,
+    /// Prompt tokens in the cache; the rest is fed in chunks.
+    fed: usize,
+    /// The last sampled token, fed at the next step.
+    next: u32,
+    /// Sampled in this step, not yet accepted.
+    sampled: Option<(u32, Option<TokenLogprob>)>,
+    /// Log-probabilities not yet sent (their text is held back).
+    logprobs: Vec<TokenLogprob>,
+    cached: usize,
+}
+
+fn run(
+    model: &Model,
+    tok: &Tokenizer,
+    n_slots: usize,
+    n_ctx: usize,
+    rx: &Receiver<Job>,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) {
+    let mut slots: Vec<Slot> = (0..n_slots)
+        .map(|_| Slot {
+            state: model.new_state(n_ctx),
+            cached: Vec::new(),
+            last_used: 0,
+            active: None,
+        })
+        .collect();
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut clock = 0u64;
+    let mut feed: Vec<u32> = Vec::with_capacity(MAX_BATCH * 2);
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(n_slots);
+    let mut rate = RateWindow::default();
+    let mut open = true;
+
+    loop {
+        // Intake: block while there is nothing to do, else take what arrived without waiting.
+        let idle = waiting.is_empty() && slots.iter().all(|s| s.active.is_none());
+        if idle {
+            if !open || stop.load(Ordering::SeqCst) {
+                return;
+            }
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(job) => waiting.push_back(job),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        while open {
+            match rx.try_recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            for job in waiting.drain(..) {
+                metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                let _ = job.events.send(Event::Failed(Failure::ShuttingDown));
+            }
+            for slot in &mut slots {
+                if let Some(a) = slot.active.take() {
+                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                    metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    let _ = a.job.events.send(Event::Failed(Failure::ShuttingDown));
+                }
+            }
+            return;
+        }
+
+        // Requests whose client went away: dropped from the queue, their slots freed.
+        waiting.retain(|job| {
+            let gone = job.events.is_closed();
+            if gone {
+                metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            !gone
+        });
+        for slot in &mut slots {
+            if slot
+                .active
+                .as_ref()
+                .is_some_and(|a| a.job.events.is_closed())
+            {
+                slot.active = None;
+                metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        // Admission, first come first served, each to the free slot with the longest shared
+        // prefix (the least recently used among equals).
+        while !waiting.is_empty() {
+            let Some(i) = pick_slot(&slots, &waiting[0].prompt) else {
+                break;
+            };
+            let job = waiting.pop_front().expect("not empty");
+            metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            clock += 1;
+            admit(&mut slots[i], job, tok, clock, metrics);
+        }
+
+        // The batch: every decoding sequence's last token, then prompt chunks in the room left.
+        let t0 = Instant::now();
+        feed.clear();
+        spans.clear();
+        let mut room = MAX_BATCH;
+        for slot in slots.iter_mut() {
+            match &slot.active {
+                Some(a) if a.fed == a.job.prompt.len() => {
+                    spans.push((feed.len(), 1));
+                    feed.push(a.next);
+                    room = room.saturating_sub(1);
+                }
+                _ => spans.push((feed.len(), 0)),
+            }
+        }
+        // A prompt always gets some room, so many decoding sequences cannot starve it.
+        let mut room = room.max(MAX_BATCH / 4);
+        for (slot, span) in slots.iter_mut().zip(spans.iter_mut()) {
+            if let Some(a) = &mut slot.active
+                && a.fed < a.job.prompt.len()
+                && room > 0
+            {
+                let n = (a.job.prompt.len() - a.fed).min(room);
+                *span = (feed.len(), n);
+                feed.extend_from_slice(&a.job.prompt[a.fed..a.fed + n]);
+                a.fed += n;
+                room -= n;
+            }
+        }
+        if feed.is_empty() {
+            continue;
+        }
+
+        let mut states: Vec<&mut State> = Vec::with_capacity(n_slots);
+        let mut actives: Vec<&mut Active> = Vec::with_capacity(n_slots);
+        let mut tokens: Vec<&[u32]> = Vec::with_capacity(n_slots);
+        for (slot, &(at, n)) in slots.iter_mut().zip(&spans) {
+            if n == 0 {
+                continue;
+            }
+            let Slot {
+                state,
+                cached,
+                active,
+                ..
+            } = slot;
+            let Some(a) = active.as_mut() else { continue };
+            cached.extend_from_slice(&feed[at..at + n]);
+            states.push(state);
+            actives.push(a);
+            tokens.push(&feed[at..at + n]);
+        }
+        let result = model.forward_seqs(&mut states, &tokens, |i, logits| {
+            let a = &mut actives[i];
+            if a.fed < a.job.prompt.len() {
+                return; // mid-prompt: these logits predict a token the prompt already has
+            }
+            let t = a.cont.sample(logits);
+            let lp = a.job.logprobs.map(|k| logprobs(tok, logits, t, k));
+            a.sampled = Some((t, lp));
+        });
+        let room_left: Vec<bool> = states.iter().map(|s| s.pos < s.n_ctx).collect();
+        drop(states);
+        metrics.steps.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = result {
+            // Not expected (lengths and ids are checked on admission): fail the batch's
+            // requests and forget the slots' caches, whose contents are now unknown.
+            eprintln!("camelid serve: forward pass failed: {e}");
+            for slot in &mut slots {
+                if let Some(a) = slot.active.take() {
+                    let _ = a.job.events.send(Event::Failed(Failure::Internal));
+                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                }
+                slot.cached.clear();
+                slot.state.pos = 0;
+            }
+            continue;
+        }
+
+        // Each sampled token: text, stop conditions, events.
+        let mut generated = 0;
+        let mut r = 0;
+        for (slot, &(_, n)) in slots.iter_mut().zip(&spans) {
+            if n == 0 {
+                continue;
+            }
+            let room = room_left[r];
+            r += 1;
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            let Some((t, lp)) = a.sampled.take() else {
+                continue;
+            };
+            generated += 1;
+            let mut text = String::new();
+            let finish = a.cont.accept(t, room, &mut |s| text.push_str(s));
+            a.logprobs.extend(lp);
+            if !text.is_empty() || (finish.is_some() && !a.logprobs.is_empty()) {
+                let logprobs = std::mem::take(&mut a.logprobs);
+                let _ = a.job.events.send(Event::Text { text, logprobs });
+            }
+            a.next = t;
+            if let Some(finish) = finish {
+                let usage = Usage {
+                    prompt_tokens: a.job.prompt.len(),
+                    cached_tokens: a.cached,
+                    completion_tokens: a.cont.tokens().len(),
+                };
+                let _ = a.job.events.send(Event::Done { finish, usage });
+                metrics
+                    .completion_tokens
+                    .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
+                metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                slot.active = None;
+            }
+        }
+        let busy = t0.elapsed();
+        metrics
+            .busy_us
+            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+        if let Some(r) = rate.add(generated, busy) {
+            metrics
+                .recent_tokens_per_s
+                .store(r.to_bits(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The free slot for a prompt: the longest cached prefix, then the least recently used.
+fn pick_slot(slots: &[Slot], prompt: &[u32]) -> Option<usize> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.active.is_none())
+        .max_by_key(|(_, s)| {
+            (
+                common_prefix(&s.cached, prompt),
+                std::cmp::Reverse(s.last_used),
+            )
+        })
+        .map(|(i, _)| i)
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn admit<'t>(slot: &mut Slot<'t>, job: Job, tok: &'t Tokenizer, clock: u64, metrics: &Metrics) {
+    let cont = match Continuation::new(tok, &job.prompt, &job.params) {
+        Ok(c) => c,
+        Err(e) => {
+            // The handler checks these before enqueueing; say so if one slipped through.
+            let _ = job
+                .events
+                .send(Event::Failed(Failure::Invalid(e.to_string())));
+            return;
+        }
+    };
+    // Keep the shared prefix, but recompute at least the prompt's last token: its logits give
+    // the first generated token.
+    let keep = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1);
+    slot.cached.truncate(keep);
+    slot.state.pos = keep;
+    slot.last_used = clock;
+    metrics
+        .prompt_tokens
+        .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
+    metrics
+        .prompt_tokens_cached
+        .fetch_add(keep as u64, Ordering::Relaxed);
+    metrics.slots_busy.fetch_add(1, Ordering::Relaxed);
+    slot.active = Some(Active {
+        job,
+        cont,
+        fed: keep,
+        next: 0,
+        sampled: None,
+        logprobs: Vec::new(),
+        cached: keep,
+    });
+}
+
+/// The log-probability of `chosen` and the `k` most likely tokens, under the model's
+/// distribution (log-softmax of the raw logits, before any sampling setting).
+fn logprobs(tok: &Tokenizer, logits: &[f32], chosen: u32, k: usize) -> TokenLogprob {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let cand = |id: u32| {
+        let bytes = tok.token_bytes(id).unwrap_or_default().to_vec();
+        Candidate {
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
+            logprob: logits[id as usize] - lse,
+        }
+    };
+    // The k largest, kept sorted descending while scanning once.
+    let mut top: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() < k || l > top[top.len() - 1].0 {
+                let at = top.partition_point(|&(v, _)| v >= l);
+                top.insert(at, (l, i as u32));
+                top.truncate(k);
+            }
+        }
+    }
+    TokenLogprob {
+        token: cand(chosen),
+        top: top.iter().map(|&(_, id)| cand(id)).collect(),
+    }
+}
+
+/// Tokens per second of compute over windows of about two seconds of work.
+#[derive(Default)]
+struct RateWindow {
+    tokens: usize,
+    time: Duration,
+}
+
+impl RateWindow {
+    fn add(&mut self, tokens: usize, time: Duration) -> Option<f64> {
+        self.tokens += tokens;
+        self.time += time;
+        if self.time < Duration::from_secs(2) {
+            return None;
+        }
+        let r = self.tokens as f64 / self.time.as_secs_f64();
+        *self = RateWindow::default();
+        Some(r)
+    }
+}
