@@ -15,6 +15,7 @@ mod fetch;
 mod inspect;
 mod load;
 mod run;
+mod serve;
 mod tokenize;
 
 #[derive(Parser)]
@@ -38,6 +39,8 @@ enum Command {
     Run(run::RunArgs),
     /// Chat with a model, in the terminal or one message per line of stdin.
     Chat(chat::ChatArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API, batching concurrent requests.
+    Serve(serve::ServeArgs),
     /// Measure prompt (pp) and decode (tg) speed, as llama-bench does.
     Bench(bench::BenchArgs),
     /// Print the token ids of a text.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
     };

@@ -1,0 +1,88 @@
+//! `camelid serve`: an OpenAI-compatible HTTP server (see the camelid-server crate).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use camelid_server::{AppState, ServerConfig};
+
+use crate::load::{LoadArgs, load};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests decoded together, each with its own KV cache of --ctx tokens.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Requests that may wait for a free slot; more get 503.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Require `Authorization: Bearer KEY` on /v1/ endpoints.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// The model name clients pass as `model` (default: the file name without .gguf).
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub body_limit: usize,
+    /// On SIGINT/SIGTERM, seconds to let requests in flight finish before cancelling them.
+    #[arg(long, default_value_t = 10.0)]
+    pub shutdown_grace: f64,
+}
+
+pub fn run(a: &ServeArgs) -> Result<()> {
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    if !(a.shutdown_grace.is_finite() && a.shutdown_grace >= 0.0) {
+        bail!("--shutdown-grace must be a number of seconds ≥ 0");
+    }
+    let addr: SocketAddr = (a.host.as_str(), a.port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving --host {}", a.host))?
+        .next()
+        .with_context(|| format!("--host {} has no address", a.host))?;
+    let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
+    let loaded = load(&LoadArgs {
+        model: Some(path.display().to_string()),
+        ..a.load.clone()
+    })?;
+    let model_id = a.alias.clone().unwrap_or_else(|| model_name(&path));
+    let config = ServerConfig {
+        api_key: a.api_key.clone(),
+        n_slots: a.parallel,
+        max_queue: a.queue,
+        body_limit: a.body_limit,
+        ..ServerConfig::new(model_id.clone(), loaded.n_ctx)
+    };
+    let n_ctx = loaded.n_ctx;
+    let state = AppState::new(loaded.model, loaded.tokenizer, config);
+    let grace = Duration::from_secs_f64(a.shutdown_grace);
+    camelid_server::serve(state, addr, grace, |bound| {
+        eprintln!(
+            "camelid serve: model {model_id}, {} slots of {n_ctx} tokens, listening on http://{bound}",
+            a.parallel
+        );
+    })
+    .with_context(|| format!("serving on {addr}"))?;
+    eprintln!("camelid serve: stopped");
+    Ok(())
+}
+
+/// A GGUF file's name without `.gguf`, or a model folder's name.
+fn model_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+}
