@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod chat;
+mod compare;
+mod eval;
 mod fetch;
 mod inspect;
 mod load;
@@ -43,6 +45,14 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure prompt (pp) and decode (tg) speed, as llama-bench does.
     Bench(bench::BenchArgs),
+    /// Perplexity of a text as llama-perplexity computes it; KL divergence against a saved run.
+    Perplexity(eval::PerplexityArgs),
+    /// Multiple-choice accuracy (HellaSwag-style JSONL) by length-normalized log-likelihood.
+    Score(eval::ScoreArgs),
+    /// Every published Llama shape: parameters, memory, compute, training tokens.
+    Models(compare::ModelsArgs),
+    /// Presets or model files side by side, tokenizer efficiency on texts, an SVG chart.
+    Compare(compare::CompareArgs),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Print the text of token ids.
@@ -74,6 +84,10 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Perplexity(a) => eval::run_perplexity(a),
+        Command::Score(a) => eval::run_score(a),
+        Command::Models(a) => compare::run_models(a),
+        Command::Compare(a) => compare::run_compare(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
     };

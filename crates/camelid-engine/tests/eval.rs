@@ -1,0 +1,379 @@
+//! Evaluation math against references (fixtures from tools/eval_reference.py in
+//! testdata/eval/): chunked perplexity against transformers on a tiny model, KL divergence
+//! against numpy on transformers logits, multiple-choice log-likelihoods against transformers,
+//! the logits file format and its errors.
+
+use std::path::{Path, PathBuf};
+
+use camelid_engine::eval::{
+    Chunks, EvalError, KlStats, LogitsHeader, Task, kl_row, log_softmax_into, log_sum_exp,
+    percentile, perplexity, read_logp_row, score_task, task_tokens, wilson_interval,
+    write_logp_row,
+};
+use camelid_model::Model;
+use camelid_model::tokenizer_load::load_tokenizer;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> Value {
+    let path = repo().join("testdata/eval").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run tools/eval_reference.py)", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn f32_file(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn rel_close(got: f64, want: f64, tol: f64) -> bool {
+    (got - want).abs() <= tol * want.abs().max(1e-12)
+}
+
+#[test]
+fn chunks_follow_llama_perplexity() {
+    // llama-perplexity: at least 2·n_ctx tokens, ⌊n/n_ctx⌋ chunks, n_ctx − 1 − n_ctx/2 scored.
+    assert!(matches!(
+        Chunks::new(1023, 512, None),
+        Err(EvalError::TooFewTokens {
+            n_tokens: 1023,
+            n_ctx: 512
+        })
+    ));
+    let c = Chunks::new(52755, 512, None).unwrap();
+    assert_eq!(
+        (c.n_chunks, c.first(), c.scored_per_chunk()),
+        (103, 256, 255)
+    );
+    assert_eq!(Chunks::new(52755, 512, Some(4)).unwrap().n_chunks, 4);
+    assert_eq!(Chunks::new(52755, 512, Some(400)).unwrap().n_chunks, 103);
+    assert_eq!(Chunks::new(1000, 65, None).unwrap().scored_per_chunk(), 32);
+    assert!(matches!(
+        Chunks::new(100, 3, None),
+        Err(EvalError::ContextTooSmall { n_ctx: 3 })
+    ));
+    let msg = Chunks::new(10, 512, None).unwrap_err().to_string();
+    assert!(msg.contains("10 tokens") && msg.contains("1024"), "{msg}");
+}
+
+#[test]
+fn perplexity_matches_transformers_on_tiny_chunks() {
+    let f = fixture("tiny_ppl.json");
+    let model = Model::load(&repo().join(f["model"].as_str().unwrap())).unwrap();
+    let tokens = u32s(&f["tokens"]);
+    let n_ctx = f["n_ctx"].as_u64().unwrap() as usize;
+    let chunks = Chunks::new(tokens.len(), n_ctx, None).unwrap();
+    assert_eq!(chunks.n_chunks as u64, f["n_chunks"].as_u64().unwrap());
+    let want_chunks: Vec<f64> = f["chunk_ppl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let bos = f["bos"].as_u64().map(|b| b as u32);
+    let mut got_chunks = Vec::new();
+    let total = perplexity(&model, &tokens, chunks, bos, |_, m, _| {
+        got_chunks.push(m.ppl())
+    })
+    .unwrap();
+    // f32 weights on both sides: only the order of additions differs.
+    for (i, (g, w)) in got_chunks.iter().zip(&want_chunks).enumerate() {
+        assert!(rel_close(*g, *w, 1e-4), "chunk {}: {g} vs {w}", i + 1);
+    }
+    let (ppl, se) = (
+        f["ppl"].as_f64().unwrap(),
+        f["ppl_stderr"].as_f64().unwrap(),
+    );
+    assert!(
+        rel_close(total.ppl(), ppl, 1e-4),
+        "{} vs {ppl}",
+        total.ppl()
+    );
+    assert!(rel_close(total.ppl_stderr(), se, 1e-3));
+    assert_eq!(
+        total.count,
+        (chunks.n_chunks * chunks.scored_per_chunk()) as u64
+    );
+}
+
+/// Without BOS replacement every chunk is scored on its own first token: the result must move.
+#[test]
+fn bos_replacement_matters() {
+    let f = fixture("tiny_ppl.json");
+    let model = Model::load(&repo().join(f["model"].as_str().unwrap())).unwrap();
+    let tokens = u32s(&f["tokens"]);
+    let chunks = Chunks::new(tokens.len(), 64, Some(4)).unwrap();
+    let with = perplexity(&model, &tokens, chunks, Some(1), |_, _, _| {}).unwrap();
+    let without = perplexity(&model, &tokens, chunks, None, |_, _, _| {}).unwrap();
+    let want = f["chunk_ppl"].as_array().unwrap()[..4]
+        .iter()
+        .map(|v| v.as_f64().unwrap().ln())
+        .sum::<f64>()
+        / 4.0;
+    assert!(rel_close(with.mean(), want, 1e-4));
+    assert!((without.mean() - with.mean()).abs() > 1e-3);
+}
+
+fn kl_inputs() -> (Value, Vec<f32>, Vec<f32>, Vec<u32>, usize) {
+    let f = fixture("kl_math.json");
+    let man: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/tiny/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let m = man["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == f["model"])
+        .unwrap();
+    let tiny = repo().join("testdata/tiny");
+    let p = f32_file(&tiny.join(f["base"].as_str().unwrap()));
+    let q = f32_file(&tiny.join(f["q"].as_str().unwrap()));
+    let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
+    (f, p, q, u32s(&m["tokens"]), n_vocab)
+}
+
+#[test]
+fn kl_divergence_matches_numpy() {
+    let (f, p, q, tokens, v) = kl_inputs();
+    let n = f["positions"].as_u64().unwrap() as usize;
+    let want: Vec<f64> = f["kld"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let mut stats = KlStats::default();
+    let mut base = vec![0.0f32; v];
+    for i in 0..n {
+        let (pr, qr) = (&p[i * v..][..v], &q[i * v..][..v]);
+        log_softmax_into(pr, &mut base);
+        let r = kl_row(&base, qr, log_sum_exp(qr), tokens[i + 1]);
+        assert!(
+            (r.kld - want[i]).abs() < 1e-5 + 1e-4 * want[i],
+            "position {i}: {} vs {}",
+            r.kld,
+            want[i]
+        );
+        stats.push(&r);
+    }
+    let s = stats.summary();
+    let num = |k: &str| f[k].as_f64().unwrap();
+    assert!(rel_close(s.kld_mean.0, num("kld_mean"), 1e-5));
+    let pct = |q: f64| {
+        s.kld_percentiles
+            .iter()
+            .find(|(x, _)| *x == q)
+            .map(|p| p.1)
+            .unwrap()
+    };
+    assert!(rel_close(pct(0.5), num("kld_median"), 1e-5));
+    assert!(rel_close(pct(0.99), num("kld_99"), 1e-5));
+    assert!(rel_close(pct(1.0), num("kld_max"), 1e-5));
+    assert!(rel_close(s.same_top.0, num("same_top"), 1e-12));
+    assert!(rel_close(s.ppl.0, num("ppl_q"), 1e-5));
+    assert!(rel_close(s.ppl_base.0, num("ppl_base"), 1e-5));
+    assert!(rel_close(s.ppl_ratio.0, num("ppl_ratio"), 1e-5));
+}
+
+#[test]
+fn kl_of_a_distribution_with_itself_is_zero() {
+    let (_, p, _, tokens, v) = kl_inputs();
+    let mut base = vec![0.0f32; v];
+    log_softmax_into(&p[..v], &mut base);
+    let r = kl_row(&base, &p[..v], log_sum_exp(&p[..v]), tokens[1]);
+    assert!(r.kld.abs() < 1e-6 && r.same_top && r.p_diff.abs() < 1e-6);
+}
+
+#[test]
+fn percentile_interpolates_between_ranks() {
+    // numpy.percentile([1, 2, 3, 4], q) with linear interpolation.
+    let xs = [1.0f32, 2.0, 3.0, 4.0];
+    assert_eq!(percentile(&xs, 0.5), 2.5);
+    assert_eq!(percentile(&xs, 0.0), 1.0);
+    assert_eq!(percentile(&xs, 1.0), 4.0);
+    assert!((percentile(&xs, 0.9) - 3.7).abs() < 1e-12);
+}
+
+#[test]
+fn logits_file_round_trip() {
+    let (f, p, q, tokens, v) = kl_inputs();
+    let n = f["positions"].as_u64().unwrap() as usize;
+    // A file of one chunk of 8 tokens: 3 scored rows (positions 4, 5, 6).
+    let chunks = Chunks::new(16, 8, Some(1)).unwrap();
+    let header = LogitsHeader::new(v, chunks, &tokens[..16]);
+    let mut file = Vec::new();
+    header.write(&mut file).unwrap();
+    let mut logp = vec![0.0f32; v];
+    let mut buf = Vec::new();
+    for i in 0..chunks.scored_per_chunk() {
+        log_softmax_into(&p[i * v..][..v], &mut logp);
+        write_logp_row(&mut file, &logp, &mut buf).unwrap();
+    }
+    assert_eq!(file.len() as u64, header.file_len().unwrap());
+    assert_eq!(file.len(), 20 + 8 * 4 + 3 * v * 2);
+
+    let mut r = &file[..];
+    let back = LogitsHeader::read(&mut r, file.len() as u64).unwrap();
+    assert_eq!(back, header);
+    let mut row = vec![0.0f32; v];
+    for i in 0..chunks.scored_per_chunk() {
+        read_logp_row(&mut r, &mut row, &mut buf).unwrap();
+        log_softmax_into(&p[i * v..][..v], &mut logp);
+        for (a, b) in row.iter().zip(&logp) {
+            // f16 keeps 11 significant bits: half an ulp is 2^-11 relative.
+            assert!(
+                (a - b).abs() <= b.abs() * 2f32.powi(-11) + 1e-7,
+                "{a} vs {b}"
+            );
+        }
+        // The KL divergence through the rounded file stays within 0.2% of the exact one.
+        let qr = &q[i * v..][..v];
+        let exact = kl_row(&logp, qr, log_sum_exp(qr), tokens[i + 1]).kld;
+        let rounded = kl_row(&row, qr, log_sum_exp(qr), tokens[i + 1]).kld;
+        assert!(rel_close(rounded, exact, 2e-3), "{rounded} vs {exact}");
+    }
+    assert!(r.is_empty());
+    assert!(n > 3);
+}
+
+#[test]
+fn bad_logits_files_are_clear_errors() {
+    let tokens: Vec<u32> = (0..16).collect();
+    let header = LogitsHeader::new(384, Chunks::new(16, 8, Some(1)).unwrap(), &tokens);
+    let mut good = Vec::new();
+    header.write(&mut good).unwrap();
+    good.resize(header.file_len().unwrap() as usize, 0);
+    let read = |bytes: &[u8]| {
+        let mut r = bytes;
+        LogitsHeader::read(&mut r, bytes.len() as u64)
+            .unwrap_err()
+            .to_string()
+    };
+    let mut bad = good.clone();
+    bad[..8].copy_from_slice(b"_logits_");
+    assert!(read(&bad).contains("magic"), "{}", read(&bad));
+    let short = &good[..good.len() - 1];
+    let msg = read(short);
+    assert!(msg.contains("truncated") && msg.contains("bytes"), "{msg}");
+    assert!(
+        read(&good[..10]).contains("at byte 0"),
+        "{}",
+        read(&good[..10])
+    );
+    let mut bad = good.clone();
+    bad[12..16].copy_from_slice(&2u32.to_le_bytes());
+    assert!(read(&bad).contains("n_ctx 2"), "{}", read(&bad));
+    let mut bad = good.clone();
+    bad[20..24].copy_from_slice(&999u32.to_le_bytes());
+    let msg = read(&bad);
+    assert!(
+        msg.contains("token 999") && msg.contains("at byte 20"),
+        "{msg}"
+    );
+    let mut bad = good.clone();
+    bad[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(read(&bad).contains("declares"), "{}", read(&bad));
+}
+
+fn tasks() -> Vec<Task> {
+    let text = std::fs::read_to_string(repo().join("testdata/eval/tasks.jsonl")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            Task {
+                context: v["context"].as_str().unwrap().to_string(),
+                endings: v["endings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.as_str().unwrap().to_string())
+                    .collect(),
+                label: v["label"].as_u64().unwrap() as usize,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn multiple_choice_matches_transformers_on_tiny() {
+    let f = fixture("tasks_ref.json");
+    let tiny = repo().join("testdata/tiny/llama1-mha");
+    let model = Model::load(&tiny.join("hf-f32")).unwrap();
+    // The GGUF's vocabulary is the one llama-tokenize used for the reference ids.
+    let tok = load_tokenizer(&tiny.join("f32.gguf")).unwrap();
+    let mut state = model.new_state(256);
+    for (i, (task, want)) in tasks()
+        .iter()
+        .zip(f["tiny"]["tasks"].as_array().unwrap())
+        .enumerate()
+    {
+        let (seqs, prefix) = task_tokens(&tok, task);
+        assert_eq!(prefix as u64, want["prefix"].as_u64().unwrap(), "task {i}");
+        let got = score_task(&model, &mut state, &tok, task, i + 1).unwrap();
+        for (s, (e, w)) in got
+            .endings
+            .iter()
+            .zip(want["endings"].as_array().unwrap())
+            .enumerate()
+        {
+            assert_eq!(seqs[s], u32s(&w["tokens"]), "task {i} ending {s}");
+            assert_eq!(e.n_tokens as u64, w["n_tokens"].as_u64().unwrap());
+            let lp = w["logprob"].as_f64().unwrap();
+            assert!(
+                (e.logprob - lp).abs() < 1e-3,
+                "task {i} ending {s}: {} vs {lp}",
+                e.logprob
+            );
+        }
+        assert_eq!(got.choice as u64, want["choice"].as_u64().unwrap());
+        assert_eq!(got.correct, want["correct"].as_bool().unwrap());
+    }
+}
+
+#[test]
+fn bad_tasks_are_clear_errors() {
+    let tiny = repo().join("testdata/tiny/llama1-mha");
+    let model = Model::load(&tiny.join("f32.gguf")).unwrap();
+    let tok = load_tokenizer(&tiny.join("f32.gguf")).unwrap();
+    let mut state = model.new_state(64);
+    let task = |endings: &[&str], label| Task {
+        context: "The king".into(),
+        endings: endings.iter().map(|s| s.to_string()).collect(),
+        label,
+    };
+    let mut err = |t: Task| {
+        score_task(&model, &mut state, &tok, &t, 7)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(task(&["a", "b"], 2)).contains("task 7: label 2"));
+    assert!(err(task(&["a"], 0)).contains("at least 2"));
+    let long = "word ".repeat(200);
+    assert!(err(task(&["a", &long], 0)).contains("do not fit"));
+}
+
+#[test]
+fn wilson_interval_textbook_values() {
+    // 5 of 10 at 95%: 0.2366 to 0.7634; 0 of 10: 0 to 0.2775 (Wilson 1927; e.g. Newcombe 1998).
+    let (lo, hi) = wilson_interval(5, 10);
+    assert!((lo - 0.2366).abs() < 1e-4 && (hi - 0.7634).abs() < 1e-4);
+    let (lo, hi) = wilson_interval(0, 10);
+    assert!(lo == 0.0 && (hi - 0.2775).abs() < 1e-4);
+}
