@@ -16,6 +16,7 @@ mod eval;
 mod fetch;
 mod inspect;
 mod load;
+mod quantize;
 mod run;
 mod serve;
 mod tokenize;
@@ -45,6 +46,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure prompt (pp) and decode (tg) speed, as llama-bench does.
     Bench(bench::BenchArgs),
+    /// Convert a GGUF or Hugging Face model to a quantized GGUF (llama-quantize's types and mixes).
+    Quantize(quantize::QuantizeArgs),
     /// Perplexity of a text as llama-perplexity computes it; KL divergence against a saved run.
     Perplexity(eval::PerplexityArgs),
     /// Multiple-choice accuracy (HellaSwag-style JSONL) by length-normalized log-likelihood.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Perplexity(a) => eval::run_perplexity(a),

@@ -185,6 +185,8 @@ pub struct Tokenizer {
     eog: Vec<u32>,
     has_unused: bool,
     chat_template: Option<String>,
+    /// SentencePiece scores as given (empty when the source has none), kept for writing GGUF.
+    scores: Vec<f32>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -446,6 +448,7 @@ impl Tokenizer {
             eog,
             has_unused,
             chat_template: spec.chat_template,
+            scores: spec.scores,
         })
     }
 
@@ -540,6 +543,28 @@ impl Tokenizer {
                 self.eog.insert(i, e);
             }
         }
+    }
+
+    /// The SentencePiece scores the vocabulary was built from; empty when it had none.
+    pub fn scores(&self) -> &[f32] {
+        &self.scores
+    }
+
+    /// The merge rules as `(left, right, merged)` token ids in rank order (for SentencePiece
+    /// vocabularies merged by score, the rules derived from the scores).
+    pub fn merges(&self) -> Vec<(u32, u32, u32)> {
+        self.pairs.rules()
+    }
+
+    /// Whether a SentencePiece vocabulary puts a `▁` in front of the text (false for byte-level).
+    pub fn add_space_prefix(&self) -> bool {
+        matches!(
+            self.algo,
+            Algo::Spm {
+                add_space_prefix: true,
+                ..
+            }
+        )
     }
 
     /// The token's spelling in the vocabulary (`▁the`, `Ġthe`, `<|eot_id|>`), or `None` if out of range.

@@ -100,6 +100,17 @@ impl PairMap {
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// Every rule as `(left, right, merged)`, best rank first.
+    pub(crate) fn rules(&self) -> Vec<(u32, u32, u32)> {
+        let mut v: Vec<(u32, u32, u32, u32)> = self
+            .map
+            .iter()
+            .map(|(&k, &(rank, merged))| (rank, (k >> 32) as u32, k as u32, merged))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, l, r, m)| (l, r, m)).collect()
+    }
 }
 
 /// One symbol: its token (or [`NONE`]) and the byte offset where it starts in the input.

@@ -1,0 +1,473 @@
+//! `camelid quantize` against llama.cpp: the same type for every tensor as `llama-quantize`, an
+//! error no worse than its (testdata/quantize/llama_quantize.json, made by
+//! tools/quantize_ref.py), Hugging Face folders converted as llama.cpp's converter does
+//! (testdata/tiny/*/f32.gguf, assets/llama-bpe), and refusals that leave the input alone.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use camelid_formats::gguf::{Gguf, TensorInfo, Value};
+use camelid_kernels::DType;
+use camelid_kernels::quant::dequantize_row;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn assets() -> PathBuf {
+    std::env::var_os("CAMELID_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("assets"))
+}
+
+fn asset(rel: &str) -> PathBuf {
+    let p = assets().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-assets.sh",
+        p.display()
+    );
+    p
+}
+
+fn camelid(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camelid"))
+        .arg("quantize")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn quantize(input: &Path, output: &Path, ftype: &str, extra: &[&str]) {
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec![input.as_os_str(), output.as_os_str(), ftype.as_ref()];
+    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+    let out = camelid(&args);
+    assert!(
+        out.status.success(),
+        "camelid quantize {} {ftype} {extra:?}: {}",
+        input.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh folder under the target directory (removed at the start of each run, kept after it
+/// for inspection).
+fn scratch(name: &str) -> PathBuf {
+    let d = repo().join("target/camelid-tests/quantize").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn dtype_of(t: &TensorInfo) -> DType {
+    DType::from_name(t.ggml_type.name())
+        .unwrap_or_else(|| panic!("{}: type {}", t.name, t.ggml_type))
+}
+
+fn values(g: &Gguf, t: &TensorInfo) -> Vec<f32> {
+    let cols = t.dims[0] as usize;
+    let mut out = vec![0.0f32; t.n_elements() as usize];
+    let dtype = dtype_of(t);
+    let data = g.tensor_data(t);
+    let rb = dtype.row_bytes(cols).unwrap();
+    for (dst, src) in out.chunks_exact_mut(cols).zip(data.chunks_exact(rb)) {
+        dequantize_row(dtype, src, dst);
+    }
+    out
+}
+
+fn rmse(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let s: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    (s / a.len() as f64).sqrt()
+}
+
+fn u64_key(g: &Gguf, k: &str) -> Option<u64> {
+    g.get(k).and_then(Value::as_u64)
+}
+
+/// llama_ftype numbers (llama.cpp `include/llama.h`).
+fn ftype_id(name: &str) -> u64 {
+    match name {
+        "Q4_0" => 2,
+        "Q4_1" => 3,
+        "Q8_0" => 7,
+        "Q5_0" => 8,
+        "Q5_1" => 9,
+        "Q2_K" => 10,
+        "Q3_K_S" => 11,
+        "Q3_K_M" => 12,
+        "Q3_K_L" => 13,
+        "Q4_K_S" => 14,
+        "Q4_K_M" => 15,
+        "Q5_K_S" => 16,
+        "Q5_K_M" => 17,
+        "Q6_K" => 18,
+        other => panic!("no id for {other}"),
+    }
+}
+
+/// Every file type, mixture and fallback of llama-quantize on three inputs (k-quant rows of 256;
+/// rows of 64 and 128 where llama.cpp falls back; tied embeddings): camelid picks the same type
+/// for every tensor, and its RMSE against the input is at most llama-quantize's (equal for the
+/// 32-element types, whose rounding rule is ggml's; the k-quants search further).
+#[test]
+fn same_types_as_llama_quantize_and_no_larger_error() {
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/quantize/llama_quantize.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("mixes");
+    let mut failures = Vec::new();
+    let mut n_checked = 0;
+    for model in fixture["models"].as_array().unwrap() {
+        let name = model["name"].as_str().unwrap();
+        let input = repo().join(model["input"].as_str().unwrap());
+        let src = Gguf::open(&input).unwrap();
+        for run in model["runs"].as_array().unwrap() {
+            let ftype = run["ftype"].as_str().unwrap();
+            let pure = run["pure"].as_bool().unwrap();
+            let out = dir.join(format!("{name}-{ftype}-{pure}.gguf"));
+            let extra: &[&str] = if pure {
+                &["--pure", "-t", "2"]
+            } else {
+                &["-t", "2"]
+            };
+            quantize(&input, &out, ftype, extra);
+            let g = Gguf::open(&out).unwrap();
+            assert_eq!(
+                u64_key(&g, "general.file_type"),
+                Some(ftype_id(ftype)),
+                "{name} {ftype}"
+            );
+            assert_eq!(u64_key(&g, "general.quantization_version"), Some(2));
+            let tensors = run["tensors"].as_object().unwrap();
+            assert_eq!(
+                g.tensors().len(),
+                tensors.len(),
+                "{name} {ftype}: tensor count"
+            );
+            for (tname, want) in tensors {
+                let (want_ty, want_rmse) = (want[0].as_str().unwrap(), want[1].as_f64().unwrap());
+                let t = g
+                    .tensor(tname)
+                    .unwrap_or_else(|| panic!("{name} {ftype}: no {tname}"));
+                let s = src.tensor(tname).unwrap();
+                assert_eq!(t.dims, s.dims, "{tname}");
+                let got_ty = t.ggml_type.name();
+                let err = rmse(&values(&g, t), &values(&src, s));
+                n_checked += 1;
+                if got_ty != want_ty || err > want_rmse * (1.0 + 1e-6) + 1e-12 {
+                    failures.push(format!(
+                        "{name} {ftype}{} {tname}: {got_ty} rmse {err:.6e}, llama-quantize {want_ty} rmse {want_rmse:.6e}",
+                        if pure { " --pure" } else { "" }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(n_checked > 1000, "only {n_checked} tensors checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The converter's keys that must come out the same from a Hugging Face folder (the name and size
+/// label are free text).
+fn same_metadata(ours: &Gguf, theirs: &Gguf, what: &str) {
+    for (k, v) in theirs.metadata() {
+        if matches!(k.as_str(), "general.name" | "general.size_label") {
+            continue;
+        }
+        match ours.get(k) {
+            Some(o) => assert_eq!(o, v, "{what}: key {k}"),
+            None => panic!("{what}: key {k} missing"),
+        }
+    }
+}
+
+/// A Hugging Face folder gives the GGUF llama.cpp's converter made from it: the same keys, every
+/// matrix byte for byte (so Wq/Wk are put back in Meta's row order), the Llama 3.1 RoPE divisors;
+/// and quantized, the same bytes as llama-quantize --pure from the converter's file.
+#[test]
+fn hf_folders_convert_as_llama_cpp_does() {
+    let dir = scratch("hf");
+    let models = [
+        "llama1-mha",
+        "llama2-gqa8",
+        "mqa",
+        "llama3-gqa",
+        "llama31-scaled",
+        "llama32-tied",
+    ];
+    for m in models {
+        let tiny = repo().join("testdata/tiny").join(m);
+        let theirs = Gguf::open(&tiny.join("f32.gguf")).unwrap();
+        let out = dir.join(format!("{m}-f32.gguf"));
+        quantize(&tiny.join("hf-f32"), &out, "F32", &[]);
+        let ours = Gguf::open(&out).unwrap();
+        same_metadata(&ours, &theirs, m);
+        assert_eq!(
+            ours.tensors().len(),
+            theirs.tensors().len(),
+            "{m}: tensor count"
+        );
+        for t in theirs.tensors() {
+            let o = ours
+                .tensor(&t.name)
+                .unwrap_or_else(|| panic!("{m}: no {}", t.name));
+            assert_eq!(
+                (o.ggml_type, &o.dims),
+                (t.ggml_type, &t.dims),
+                "{m} {}",
+                t.name
+            );
+            if t.name == "rope_freqs.weight" {
+                // The converter computes the divisors in float32, camelid in float64.
+                for (a, b) in values(&ours, o).iter().zip(values(&theirs, t)) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * b.abs(),
+                        "{m} rope_freqs: {a} vs {b}"
+                    );
+                }
+            } else {
+                assert!(
+                    ours.tensor_data(o) == theirs.tensor_data(t),
+                    "{m} {}: bytes differ",
+                    t.name
+                );
+            }
+        }
+
+        for (ftype, file) in [
+            ("Q8_0", "q8_0.gguf"),
+            ("Q4_0", "q4_0.gguf"),
+            ("Q4_1", "q4_1.gguf"),
+        ] {
+            let theirs = Gguf::open(&tiny.join(file)).unwrap();
+            let out = dir.join(format!("{m}-{file}"));
+            quantize(&tiny.join("hf-f32"), &out, ftype, &["--pure"]);
+            let ours = Gguf::open(&out).unwrap();
+            same_metadata(&ours, &theirs, &format!("{m} {ftype}"));
+            for t in theirs.tensors() {
+                let o = ours.tensor(&t.name).unwrap();
+                if t.name == "rope_freqs.weight" {
+                    continue;
+                }
+                assert_eq!(o.ggml_type, t.ggml_type, "{m} {ftype} {}", t.name);
+                assert!(
+                    ours.tensor_data(o) == theirs.tensor_data(t),
+                    "{m} {ftype} {}: bytes differ",
+                    t.name
+                );
+            }
+        }
+    }
+}
+
+/// Writes a safetensors file (format: 8-byte little-endian header length, JSON header, data).
+fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, vals) in tensors {
+        let start = data.len();
+        for v in vals {
+            // BF16: the high half of the f32 (the values below are exact in BF16).
+            data.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+        }
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&h);
+    file.extend_from_slice(&data);
+    std::fs::write(path, file).unwrap();
+}
+
+/// A Llama 3 folder with `tokenizer.json` gets the vocabulary llama.cpp keeps for Llama 3
+/// (assets/llama-bpe/ggml-vocab-llama-bpe.gguf): the same tokens, types, merges, pre-tokenizer
+/// and special ids.
+#[test]
+fn llama3_tokenizer_json_gives_llama_cpp_vocab() {
+    let dir = scratch("llama3-vocab");
+    let hf = dir.join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(asset(&format!("llama3-hf/{f}")), hf.join(f)).unwrap();
+    }
+    let (v, d, kv, ff) = (128256usize, 32usize, 16usize, 64usize);
+    std::fs::write(
+        hf.join("config.json"),
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": d,
+            "intermediate_size": ff, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "num_hidden_layers": 1, "vocab_size": v, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+            "max_position_embeddings": 8192, "tie_word_embeddings": true
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let fill = |n: usize| {
+        (0..n)
+            .map(|i| ((i % 17) as f32 - 8.0) / 16.0)
+            .collect::<Vec<_>>()
+    };
+    let l = "model.layers.0.";
+    write_safetensors(
+        &hf.join("model.safetensors"),
+        &[
+            ("model.embed_tokens.weight", vec![v, d], fill(v * d)),
+            (&format!("{l}input_layernorm.weight"), vec![d], vec![1.0; d]),
+            (
+                &format!("{l}self_attn.q_proj.weight"),
+                vec![d, d],
+                fill(d * d),
+            ),
+            (
+                &format!("{l}self_attn.k_proj.weight"),
+                vec![kv, d],
+                fill(kv * d),
+            ),
+            (
+                &format!("{l}self_attn.v_proj.weight"),
+                vec![kv, d],
+                fill(kv * d),
+            ),
+            (
+                &format!("{l}self_attn.o_proj.weight"),
+                vec![d, d],
+                fill(d * d),
+            ),
+            (
+                &format!("{l}post_attention_layernorm.weight"),
+                vec![d],
+                vec![1.0; d],
+            ),
+            (
+                &format!("{l}mlp.gate_proj.weight"),
+                vec![ff, d],
+                fill(ff * d),
+            ),
+            (&format!("{l}mlp.up_proj.weight"), vec![ff, d], fill(ff * d)),
+            (
+                &format!("{l}mlp.down_proj.weight"),
+                vec![d, ff],
+                fill(d * ff),
+            ),
+            ("model.norm.weight", vec![d], vec![1.0; d]),
+        ],
+    );
+    let out = dir.join("out.gguf");
+    quantize(&hf, &out, "F16", &[]);
+    let ours = Gguf::open(&out).unwrap();
+    let theirs = Gguf::open(&asset("llama-bpe/ggml-vocab-llama-bpe.gguf")).unwrap();
+    for k in [
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "llama.vocab_size",
+    ] {
+        assert!(ours.get(k) == theirs.get(k), "{k} differs");
+    }
+    // Tied: no output matrix; the embedding is F16 as asked.
+    assert!(ours.tensor("output.weight").is_none());
+    assert_eq!(
+        ours.tensor("token_embd.weight").unwrap().ggml_type.name(),
+        "F16"
+    );
+}
+
+fn contents(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// Refusals: OUTPUT naming the input (also through another spelling or a hard link), a file in
+/// the input folder, an already quantized input, an unknown type. Each exits non-zero with a
+/// message and leaves the input as it was.
+#[test]
+fn refuses_to_overwrite_the_input_or_requantize() {
+    let dir = scratch("refuse");
+    let input = dir.join("in.gguf");
+    std::fs::copy(repo().join("testdata/tiny/llama3-gqa/f32.gguf"), &input).unwrap();
+    let before = contents(&input);
+    let link = dir.join("link.gguf");
+    std::fs::hard_link(&input, &link).unwrap();
+    let respelled = dir.join("../refuse/./in.gguf");
+    let hf = repo().join("testdata/tiny/llama3-gqa/hf-f32");
+    let quantized = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let cases: [(&Path, &Path, &str, &str); 6] = [
+        (&input, &input, "Q8_0", "overwrite the input"),
+        (&input, &respelled, "Q8_0", "overwrite the input"),
+        (&input, &link, "Q8_0", "overwrite the input"),
+        (
+            &hf,
+            &hf.join("model.safetensors"),
+            "Q8_0",
+            "overwrite the input",
+        ),
+        (&quantized, &dir.join("x.gguf"), "Q8_0", "is Q4_0"),
+        (&input, &dir.join("y.gguf"), "Q4_2", "unknown TYPE"),
+    ];
+    for (inp, out, ty, msg) in cases {
+        let o = camelid(&[inp.as_os_str(), out.as_os_str(), ty.as_ref()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{} -> {}: succeeded",
+            inp.display(),
+            out.display()
+        );
+        assert!(
+            err.contains(msg),
+            "{} -> {}: {err}",
+            inp.display(),
+            out.display()
+        );
+    }
+    assert!(contents(&input) == before, "the input changed");
+    // Nothing was left behind: no output, no temporary file.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["in.gguf", "link.gguf"]);
+}
+
+/// A camelid-quantized file runs in camelid: the k-quant mix of the 256-row model gives finite
+/// logits of the right length.
+#[test]
+fn quantized_output_loads_and_runs() {
+    let dir = scratch("runs");
+    let out = dir.join("k256-q4_k_m.gguf");
+    quantize(
+        &repo().join("testdata/quantize/k256.gguf"),
+        &out,
+        "Q4_K_M",
+        &[],
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_camelid"))
+        .args(["logits", "-m"])
+        .arg(&out)
+        .args(["--tokens", "1,50,100,200"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = v["logits"][0].as_array().unwrap();
+    assert_eq!(row.len(), 384);
+    assert!(row.iter().all(|x| x.as_f64().is_some_and(f64::is_finite)));
+}
