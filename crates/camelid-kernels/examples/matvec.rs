@@ -10,7 +10,8 @@
 //! through copies of the matrix totalling about 1 GiB, so the weights come from memory and not
 //! from the last-level cache, as they do when a model decodes. `CAMELID_BENCH_CEILING` (GB/s,
 //! default 80) sets the machine's bandwidth ceiling the last column compares with;
-//! `CAMELID_BENCH_PRECISION=exact` times the exact path.
+//! `CAMELID_BENCH_PRECISION=exact` times the exact path; `CAMELID_BENCH_N=64` multiplies 64
+//! activation rows at once (the prompt pass) and reports GMAC/s instead of GB/s.
 //!
 //! On a busy machine wall-clock figures say little; on Linux the last column divides the bytes by
 //! the CPU time the process's threads actually ran (`/proc/self/task/*/schedstat`), per thread:
@@ -38,6 +39,10 @@ fn main() {
         Ok("exact") => Precision::Exact,
         _ => Precision::Fast,
     };
+    let n: usize = std::env::var("CAMELID_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let mut kernels = Kernels::new(2);
     kernels.precision = precision;
     println!(
@@ -75,7 +80,12 @@ fn main() {
                 }
                 let secs = start.elapsed().as_secs_f64();
                 let cpu = cpu_seconds().zip(cpu0).map(|(a, b)| a - b);
-                let bytes = copies[0].len() as f64 * calls as f64;
+                // With several activation rows, count multiply-adds (as "bytes") instead.
+                let bytes = if n == 1 {
+                    copies[0].len() as f64 * calls as f64
+                } else {
+                    (rows * cols * n) as f64 * calls as f64
+                };
                 let gbs = bytes / secs / 1e9;
                 let per_cpu = cpu.map_or("-".to_string(), |c| {
                     format!("{:.2}", bytes / (c / threads as f64) / 1e9)

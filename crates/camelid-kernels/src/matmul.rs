@@ -175,7 +175,7 @@ impl Kernels {
         }
         let act = &*act;
         let row_bytes = w.row_bytes();
-        let chunk = chunk_rows(rows, row_bytes, threads);
+        let chunk = chunk_rows(rows, row_bytes, n, threads);
         let n_chunks = rows.div_ceil(chunk);
         let next = AtomicUsize::new(0);
         let ptr = OutPtr(out.as_mut_ptr());
@@ -204,10 +204,13 @@ impl Kernels {
     }
 }
 
-/// Rows per unit of work: about 16 KiB of weights, and enough units to balance the threads.
-fn chunk_rows(rows: usize, row_bytes: usize, threads: usize) -> usize {
-    let by_size = (16 << 10) / row_bytes.max(1);
-    let by_balance = rows.div_ceil(8 * threads);
+/// Rows per unit of work: enough units to balance the threads, at least four rows (the kernels
+/// block rows in fours), and about 16 KiB of weights for a matrix-vector product or 64 KiB when
+/// several activation rows reuse them from cache.
+fn chunk_rows(rows: usize, row_bytes: usize, n: usize, threads: usize) -> usize {
+    let target = if n > 1 { 64 << 10 } else { 16 << 10 };
+    let by_size = (target / row_bytes.max(1)).max(4) / 4 * 4;
+    let by_balance = rows.div_ceil(8 * threads).max(4);
     by_size.min(by_balance).clamp(1, 256)
 }
 

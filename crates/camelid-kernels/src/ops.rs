@@ -20,11 +20,23 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &[f32], eps: f32) {
 /// angle `pos · inv_freq[i]`.
 pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
     debug_assert_eq!(inv_freq.len() * 2, head_dim);
+    // The angles are the same for every head: take sin and cos once per pair (on the stack for
+    // any head_dim up to 512, else on the heap).
+    let mut stack = [(0.0f32, 0.0f32); 256];
+    let mut heap = Vec::new();
+    let sc: &mut [(f32, f32)] = if inv_freq.len() <= stack.len() {
+        &mut stack[..inv_freq.len()]
+    } else {
+        heap.resize(inv_freq.len(), (0.0, 0.0));
+        &mut heap
+    };
+    for (v, &f) in sc.iter_mut().zip(inv_freq) {
+        // The angle is formed in f32 as transformers does; sin/cos are then taken exactly.
+        let angle = (pos as f32 * f) as f64;
+        *v = (angle.sin() as f32, angle.cos() as f32);
+    }
     for head in x.chunks_exact_mut(head_dim) {
-        for (pair, &f) in head.chunks_exact_mut(2).zip(inv_freq) {
-            // The angle is formed in f32 as transformers does; sin/cos are then taken exactly.
-            let angle = (pos as f32 * f) as f64;
-            let (sin, cos) = (angle.sin() as f32, angle.cos() as f32);
+        for (pair, &(sin, cos)) in head.chunks_exact_mut(2).zip(sc.iter()) {
             let (a, b) = (pair[0], pair[1]);
             pair[0] = a * cos - b * sin;
             pair[1] = a * sin + b * cos;

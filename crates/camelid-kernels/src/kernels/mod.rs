@@ -17,6 +17,20 @@ use crate::act::{ActKind, QuantQ8Fn, QuantQ8KFn};
 use crate::dtype::DType;
 use crate::isa::Isa;
 
+/// Every f16 bit pattern as f32: a scalar scale conversion costs two loads instead of a trip
+/// through the vector unit. 256 KiB, built on first use; the scales a model uses are few, so
+/// the lines in use stay in L1.
+pub fn f16_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0.0f32; 65536]);
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = half::f16::from_bits(i as u16).to_f32();
+        }
+        t
+    })
+}
+
 /// Activation rows per tile.
 pub const NT: usize = 4;
 

@@ -1,7 +1,10 @@
 //! Float weights (F32, F16, BF16) against f32 activations: widen to f32, FMA.
 //!
 //! Widening is exact, so these products differ from the scalar twin only in the order of the
-//! additions. Each weight vector is loaded and widened once for all activation rows of a tile.
+//! additions. The tiles are register-blocked: several weight rows against several activation
+//! rows, each weight vector loaded and widened once for all activations and each activation
+//! vector once for all rows. The AVX-512 path uses 512-bit vectors here: these loops are all
+//! FMAs, which the wide units execute at twice the rate.
 
 use std::arch::x86_64::*;
 
@@ -11,6 +14,7 @@ use crate::kernels::Tile;
 /// One float weight format.
 pub trait FloatW {
     const BYTES: usize;
+    const IS_F16: bool = false;
     /// Eight weights at `p` as f32.
     ///
     /// # Safety
@@ -38,6 +42,7 @@ impl FloatW for F32 {
 
 impl FloatW for F16 {
     const BYTES: usize = 2;
+    const IS_F16: bool = true;
     #[inline(always)]
     unsafe fn load8(p: *const u8) -> __m256 {
         // SAFETY: caller's contract.
@@ -64,49 +69,136 @@ impl FloatW for BF16 {
     }
 }
 
-/// A tile of float weights; `N` activation rows, `U` independent sums per row.
+/// Sixteen weights at `p` as f32 (AVX-512).
 ///
 /// # Safety
-/// As for [`crate::kernels::TileFn`]; AVX2 + FMA + F16C.
+/// `16 · W::BYTES` readable bytes; AVX-512F.
 #[inline(always)]
-unsafe fn tile_body<S: Simd, W: FloatW, const N: usize>(t: &Tile) {
-    // Decoding (one activation row) needs more independent sums to hide the FMA latency.
-    const U: usize = 4;
-    let u = if N == 1 { 4 } else { 2 };
-    let step = 8 * u;
-    // SAFETY: the tile contract bounds the `nr` weight rows of `cols` and the `N` rows of `cols`
-    // activations; the loops stay below `cols`.
+unsafe fn load16<W: FloatW>(p: *const u8) -> __m512 {
+    // SAFETY: caller's contract.
     unsafe {
-        let main = t.cols / step * step;
-        for r in 0..t.nr {
-            let w = t.w.add(r * t.row_bytes);
-            let x: [*const f32; N] = std::array::from_fn(|i| t.act.f32s.add(i * t.cols));
-            let mut acc = [[_mm256_setzero_ps(); U]; N];
-            let mut c = 0;
-            while c < main {
-                for k in 0..u {
-                    let wv = W::load8(w.add((c + 8 * k) * W::BYTES));
-                    for i in 0..N {
-                        let xv = _mm256_loadu_ps(x[i].add(c + 8 * k));
-                        acc[i][k] = _mm256_fmadd_ps(wv, xv, acc[i][k]);
-                    }
-                }
-                c += step;
-            }
-            let row = std::slice::from_raw_parts(w, t.row_bytes);
-            for i in 0..N {
-                let mut s = acc[i][0];
-                for a in &acc[i][1..u] {
-                    s = _mm256_add_ps(s, *a);
-                }
-                let mut v = hsum(s);
-                for cc in main..t.cols {
-                    v += W::one(&row[cc * W::BYTES..]) * *x[i].add(cc);
-                }
-                *t.out.add(i * t.ldo + r) = v;
+        match W::BYTES {
+            4 => _mm512_loadu_ps(p as *const f32),
+            _ if W::IS_F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+            _ => {
+                let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+                _mm512_castsi512_ps(_mm512_slli_epi32(h, 16))
             }
         }
     }
+}
+
+/// `MR` weight rows against `N` activation rows, register-blocked: each weight vector is
+/// loaded (and widened) once for the `N` activations, each activation vector once for the `MR`
+/// rows. 256-bit vectors (`WIDE = false`) or 512-bit (`WIDE = true`, AVX-512 only).
+///
+/// # Safety
+/// `w[m]` holds `cols` weights, `x[i]` `cols` floats; the CPU supports the vectors used.
+#[inline(always)]
+unsafe fn block<W: FloatW, const MR: usize, const N: usize, const WIDE: bool>(
+    w: [*const u8; MR],
+    x: [*const f32; N],
+    cols: usize,
+) -> [[f32; N]; MR] {
+    let mut out = [[0.0f32; N]; MR];
+    // SAFETY: the loops stay below `cols` (caller's contract).
+    unsafe {
+        let main = if WIDE {
+            let main = cols / 16 * 16;
+            let mut acc = [[_mm512_setzero_ps(); N]; MR];
+            let mut c = 0;
+            while c < main {
+                let wv: [__m512; MR] = std::array::from_fn(|m| load16::<W>(w[m].add(c * W::BYTES)));
+                for i in 0..N {
+                    let xv = _mm512_loadu_ps(x[i].add(c));
+                    for m in 0..MR {
+                        acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                    }
+                }
+                c += 16;
+            }
+            for m in 0..MR {
+                for i in 0..N {
+                    out[m][i] = _mm512_reduce_add_ps(acc[m][i]);
+                }
+            }
+            main
+        } else {
+            let main = cols / 8 * 8;
+            let mut acc = [[_mm256_setzero_ps(); N]; MR];
+            let mut c = 0;
+            while c < main {
+                let wv: [__m256; MR] = std::array::from_fn(|m| W::load8(w[m].add(c * W::BYTES)));
+                for i in 0..N {
+                    let xv = _mm256_loadu_ps(x[i].add(c));
+                    for m in 0..MR {
+                        acc[m][i] = _mm256_fmadd_ps(wv[m], xv, acc[m][i]);
+                    }
+                }
+                c += 8;
+            }
+            for m in 0..MR {
+                for i in 0..N {
+                    out[m][i] = hsum(acc[m][i]);
+                }
+            }
+            main
+        };
+        for m in 0..MR {
+            let row = std::slice::from_raw_parts(w[m], cols * W::BYTES);
+            for i in 0..N {
+                for c in main..cols {
+                    out[m][i] += W::one(&row[c * W::BYTES..]) * *x[i].add(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A tile of float weights: rows in groups of `MR`, `N` activation rows.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`]; the CPU supports the vectors used.
+#[inline(always)]
+unsafe fn tile_rows<W: FloatW, const MR: usize, const N: usize, const WIDE: bool>(t: &Tile) {
+    // SAFETY: the tile contract bounds the `nr` weight rows and the `N` activation rows.
+    unsafe {
+        let x: [*const f32; N] = std::array::from_fn(|i| t.act.f32s.add(i * t.cols));
+        let store = |r: usize, v: &[f32; N]| {
+            for (i, s) in v.iter().enumerate() {
+                *t.out.add(i * t.ldo + r) = *s;
+            }
+        };
+        let mut r = 0;
+        while r + MR <= t.nr {
+            let w: [*const u8; MR] = std::array::from_fn(|m| t.w.add((r + m) * t.row_bytes));
+            let v = block::<W, MR, N, WIDE>(w, x, t.cols);
+            for (m, vm) in v.iter().enumerate() {
+                store(r + m, vm);
+            }
+            r += MR;
+        }
+        while r < t.nr {
+            let v = block::<W, 1, N, WIDE>([t.w.add(r * t.row_bytes)], x, t.cols);
+            store(r, &v[0]);
+            r += 1;
+        }
+    }
+}
+
+/// AVX2: 16 registers hold 2 × 4 sums, two weight and one activation vector.
+#[inline(always)]
+unsafe fn tile_body<S: Simd, W: FloatW, const N: usize>(t: &Tile) {
+    // SAFETY: forwarded.
+    unsafe { tile_rows::<W, 2, N, false>(t) }
+}
+
+/// AVX-512: 32 registers hold 4 × 4 sums of 16 lanes, four weight and one activation vector.
+#[inline(always)]
+unsafe fn tile_body_wide<S: Simd, W: FloatW, const N: usize>(t: &Tile) {
+    // SAFETY: forwarded.
+    unsafe { tile_rows::<W, 4, N, true>(t) }
 }
 
 pub mod avx2 {
@@ -122,21 +214,21 @@ pub mod avx512 {
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_f32,
-        tile_body,
+        tile_body_wide,
         F32
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_f16,
-        tile_body,
+        tile_body_wide,
         F16
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_bf16,
-        tile_body,
+        tile_body_wide,
         BF16
     );
 }

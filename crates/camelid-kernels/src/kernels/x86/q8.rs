@@ -1,7 +1,7 @@
 //! The 32-element weight formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against Q8 activations.
 //!
-//! Per weight row, a first pass gathers the f16 scales of eight blocks at a time and stores the
-//! products `dw · dx` for every activation row, and sums the offset terms (`−8 · dw · dx·Σqx`
+//! Per weight row, a first pass converts the f16 scales (by table) and stores the products
+//! `dw · dx` for every activation row, and sums the offset terms (`−8 · dw · dx·Σqx`
 //! for Q4_0, `m · dx·Σqx` for Q4_1, see [`crate::kernels::scalar`]). The main pass then costs,
 //! per block and activation row, one integer dot product, one conversion and one FMA with a
 //! scale broadcast from memory. Levels are unpacked once per block for all activation rows.
@@ -145,96 +145,120 @@ impl Block32 for Q5_1 {
     }
 }
 
-/// The low (`hi = false`) or high 16 bits of eight i32 lanes, as eight halves → eight f32.
-///
-/// # Safety
-/// AVX2 + F16C.
-#[inline(always)]
-unsafe fn halves_to_f32(g: __m256i, hi: bool) -> __m256 {
-    // SAFETY: caller's contract.
-    unsafe {
-        let m = if hi {
-            _mm256_setr_epi8(
-                2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14,
-                15, -1, -1, -1, -1, -1, -1, -1, -1,
-            )
-        } else {
-            _mm256_setr_epi8(
-                0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13,
-                -1, -1, -1, -1, -1, -1, -1, -1,
-            )
-        };
-        let packed = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, m), 0b1000);
-        _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
-    }
-}
-
-#[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: caller guarantees two readable bytes and F16C.
-    unsafe {
-        let h = (p as *const u16).read_unaligned();
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-    }
-}
-
 /// First pass over `nb` blocks at `w`: `sc[i][b] = dw_b · dx_ib`, and the offset terms of each
-/// activation row `i`, returned.
+/// activation row `i`, returned. The f16 scales are converted by table (two loads a block; a
+/// `vpgatherdd` of eight measured several times slower), the products and sums in vectors.
 ///
 /// # Safety
-/// `w` holds `nb` blocks; `d[i]`, `dsum[i]` hold `nb` floats; the CPU supports `S`.
+/// `w` holds `nb` blocks; `d[i]`, `dsum[i]` hold `nb` floats; AVX2 + FMA.
 #[inline(always)]
-unsafe fn prep<S: Simd, B: Block32, const N: usize>(
+unsafe fn prep<B: Block32, const N: usize>(
     w: *const u8,
     nb: usize,
     d: &[*const f32; N],
     dsum: &[*const f32; N],
     sc: &mut [[f32; SEG]; N],
+    f16: &[f32; 65536],
 ) -> [f32; N] {
+    let has_corr = B::TYPE1 || B::OFFSET != 0.0;
+    let mut dw = [0.0f32; SEG];
+    let mut mw = [0.0f32; SEG];
+    let mut out = [0.0f32; N];
     // SAFETY: every access stays inside the `nb` blocks and `nb` floats of the contract.
     unsafe {
-        let idx = _mm256_mullo_epi32(
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            _mm256_set1_epi32(B::BYTES as i32),
-        );
-        let mut corr = [_mm256_setzero_ps(); N];
-        let mut b = 0;
-        while b + 8 <= nb {
-            // Four bytes at each block's start: the scale, and for type-1 the minimum.
-            let g = _mm256_i32gather_epi32::<1>(w.add(b * B::BYTES) as *const i32, idx);
-            let dw = halves_to_f32(g, false);
-            for i in 0..N {
+        scales8(w, nb, B::BYTES, 0, f16, &mut dw);
+        if B::TYPE1 {
+            scales8(w, nb, B::BYTES, 2, f16, &mut mw);
+        }
+        let f = if B::TYPE1 { &mw } else { &dw };
+        let main = nb / 8 * 8;
+        for i in 0..N {
+            let mut c0 = _mm256_setzero_ps();
+            let mut c1 = _mm256_setzero_ps();
+            let mut b = 0;
+            while b < main {
+                let v = _mm256_loadu_ps(dw.as_ptr().add(b));
                 let dx = _mm256_loadu_ps(d[i].add(b));
-                _mm256_storeu_ps(sc[i].as_mut_ptr().add(b), _mm256_mul_ps(dw, dx));
-                if B::TYPE1 || B::OFFSET != 0.0 {
-                    let f = if B::TYPE1 { halves_to_f32(g, true) } else { dw };
-                    corr[i] = _mm256_fmadd_ps(f, _mm256_loadu_ps(dsum[i].add(b)), corr[i]);
+                _mm256_storeu_ps(sc[i].as_mut_ptr().add(b), _mm256_mul_ps(v, dx));
+                if has_corr {
+                    let fv = _mm256_loadu_ps(f.as_ptr().add(b));
+                    let sv = _mm256_loadu_ps(dsum[i].add(b));
+                    if b % 16 == 0 {
+                        c0 = _mm256_fmadd_ps(fv, sv, c0);
+                    } else {
+                        c1 = _mm256_fmadd_ps(fv, sv, c1);
+                    }
                 }
+                b += 8;
             }
+            let mut o = hsum(_mm256_add_ps(c0, c1));
+            for b in main..nb {
+                sc[i][b] = dw[b] * *d[i].add(b);
+                o += f[b] * *dsum[i].add(b);
+            }
+            out[i] = if B::TYPE1 { o } else { o * B::OFFSET };
+        }
+    }
+    out
+}
+
+/// `out[b]` = the f16 at byte `off` of block `b` (blocks of `bytes` at `w`), as f32: eight at a
+/// time inserted into one vector and widened with `vcvtph2ps`, the rest by table.
+///
+/// # Safety
+/// `w` holds `nb` blocks of `bytes`, `off + 2 ≤ bytes`; AVX2 + F16C.
+#[inline(always)]
+unsafe fn scales8(
+    w: *const u8,
+    nb: usize,
+    bytes: usize,
+    off: usize,
+    f16: &[f32; 65536],
+    out: &mut [f32; SEG],
+) {
+    let main = nb / 8 * 8;
+    // SAFETY: blocks `b < nb` are inside the caller's blocks.
+    unsafe {
+        let h = |b: usize| (w.add(b * bytes + off) as *const i16).read_unaligned();
+        let mut b = 0;
+        while b < main {
+            let v = _mm_setr_epi16(
+                h(b),
+                h(b + 1),
+                h(b + 2),
+                h(b + 3),
+                h(b + 4),
+                h(b + 5),
+                h(b + 6),
+                h(b + 7),
+            );
+            _mm256_storeu_ps(out.as_mut_ptr().add(b), _mm256_cvtph_ps(v));
             b += 8;
         }
-        let mut out = [0.0f32; N];
-        for i in 0..N {
-            out[i] = hsum(corr[i]);
-        }
-        while b < nb {
-            let p = w.add(b * B::BYTES);
-            let dw = f16_at(p);
-            for i in 0..N {
-                sc[i][b] = dw * *d[i].add(b);
-                if B::TYPE1 || B::OFFSET != 0.0 {
-                    let f = if B::TYPE1 { f16_at(p.add(2)) } else { dw };
-                    out[i] += f * *dsum[i].add(b);
-                }
-            }
-            b += 1;
-        }
-        if !B::TYPE1 {
-            for o in &mut out {
-                *o *= B::OFFSET;
-            }
-        }
-        out
+        scales_by_table(w.add(main * bytes), bytes, off, f16, &mut out[main..nb]);
+    }
+}
+
+/// `out[b]` = the f16 at byte `off` of block `b` (blocks of `bytes` at `w`), as f32, for the
+/// few blocks left over by [`scales8`].
+///
+/// Deliberately compiled without the paths' target features and never inlined into them:
+/// with AVX2 enabled LLVM turns this loop into `vpgatherdd`, which measured slower.
+///
+/// # Safety
+/// `w` holds `out.len()` blocks of `bytes`, `off + 2 ≤ bytes`.
+#[inline(never)]
+unsafe fn scales_by_table(
+    w: *const u8,
+    bytes: usize,
+    off: usize,
+    f16: &[f32; 65536],
+    out: &mut [f32],
+) {
+    for (b, o) in out.iter_mut().enumerate() {
+        // SAFETY: block `b < nb` is inside the caller's blocks.
+        let h = unsafe { (w.add(b * bytes + off) as *const u16).read_unaligned() };
+        *o = f16[h as usize];
     }
 }
 
@@ -248,6 +272,7 @@ unsafe fn tile_body<S: Simd, B: Block32, const N: usize>(t: &Tile) {
     // `N` activation rows of `cols` values and `cols / 32` scales and sums.
     unsafe {
         let nbt = t.cols / 32;
+        let f16 = crate::kernels::f16_table();
         let mut sc = [[0.0f32; SEG]; N];
         for r in 0..t.nr {
             let wrow = t.w.add(r * t.row_bytes);
@@ -259,33 +284,35 @@ unsafe fn tile_body<S: Simd, B: Block32, const N: usize>(t: &Tile) {
                 let d: [*const f32; N] = std::array::from_fn(|i| t.act.d.add(i * nbt + b0));
                 let ds: [*const f32; N] = std::array::from_fn(|i| t.act.dsum.add(i * nbt + b0));
                 let x: [*const i8; N] = std::array::from_fn(|i| t.act.qs.add(i * t.cols + b0 * 32));
-                let corr = prep::<S, B, N>(w, nb, &d, &ds, &mut sc);
-                let mut acc0 = [_mm256_setzero_ps(); N];
-                let mut acc1 = [_mm256_setzero_ps(); N];
+                let corr = prep::<B, N>(w, nb, &d, &ds, &mut sc, f16);
+                // Four independent sums per activation row hide the FMA latency.
+                let mut acc = [[_mm256_setzero_ps(); 4]; N];
                 let mut b = 0;
-                while b + 2 <= nb {
-                    let w0 = B::load::<S>(w.add(b * B::BYTES));
-                    let w1 = B::load::<S>(w.add((b + 1) * B::BYTES));
+                while b + 4 <= nb {
+                    let wv: [__m256i; 4] =
+                        std::array::from_fn(|k| B::load::<S>(w.add((b + k) * B::BYTES)));
                     for i in 0..N {
-                        let x0 = _mm256_loadu_si256(x[i].add(b * 32) as *const __m256i);
-                        let x1 = _mm256_loadu_si256(x[i].add(b * 32 + 32) as *const __m256i);
-                        let p0 = _mm256_cvtepi32_ps(B::dot::<S>(w0, x0));
-                        let p1 = _mm256_cvtepi32_ps(B::dot::<S>(w1, x1));
-                        acc0[i] = _mm256_fmadd_ps(p0, _mm256_set1_ps(sc[i][b]), acc0[i]);
-                        acc1[i] = _mm256_fmadd_ps(p1, _mm256_set1_ps(sc[i][b + 1]), acc1[i]);
+                        for k in 0..4 {
+                            let xv = _mm256_loadu_si256(x[i].add((b + k) * 32) as *const __m256i);
+                            let p = _mm256_cvtepi32_ps(B::dot::<S>(wv[k], xv));
+                            acc[i][k] = _mm256_fmadd_ps(p, _mm256_set1_ps(sc[i][b + k]), acc[i][k]);
+                        }
                     }
-                    b += 2;
+                    b += 4;
                 }
-                if b < nb {
+                while b < nb {
                     let w0 = B::load::<S>(w.add(b * B::BYTES));
                     for i in 0..N {
                         let x0 = _mm256_loadu_si256(x[i].add(b * 32) as *const __m256i);
                         let p0 = _mm256_cvtepi32_ps(B::dot::<S>(w0, x0));
-                        acc0[i] = _mm256_fmadd_ps(p0, _mm256_set1_ps(sc[i][b]), acc0[i]);
+                        acc[i][0] = _mm256_fmadd_ps(p0, _mm256_set1_ps(sc[i][b]), acc[i][0]);
                     }
+                    b += 1;
                 }
                 for i in 0..N {
-                    total[i] += hsum(_mm256_add_ps(acc0[i], acc1[i])) + corr[i];
+                    let a = acc[i];
+                    let sum = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+                    total[i] += hsum(sum) + corr[i];
                 }
                 b0 += nb;
             }
