@@ -371,11 +371,12 @@ fn run(
                     cached_tokens: a.cached,
                     completion_tokens: a.cont.tokens().len(),
                 };
-                let _ = a.job.events.send(Event::Done { finish, usage });
+                // Counters first: a client that saw its end sees them updated.
                 metrics
                     .completion_tokens
                     .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
                 metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                let _ = a.job.events.send(Event::Done { finish, usage });
                 slot.active = None;
             }
         }

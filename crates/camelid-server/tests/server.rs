@@ -1,0 +1,760 @@
+//! The server driven through its router, without a socket (`tower::ServiceExt::oneshot`), on
+//! the default model SmolLM2-135M-Instruct (Q4_1).
+//!
+//! Expected texts come from llama.cpp's greedy continuations of the same token ids on the same
+//! file (testdata/smollm2/greedy.json, made by tools/smollm2_greedy.py). llama.cpp rounds
+//! activations to 8 bits, so where its top two logits are close its choice is a coin flip; we
+//! only use prompts whose first steps all have a top-2 gap of at least 0.5 in llama.cpp's own run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use camelid_model::Model;
+use camelid_model::tokenizer_load::tokenizer_from_gguf;
+use camelid_model::weights::Checkpoint;
+use camelid_server::{AppState, ServerConfig, router};
+use camelid_tokenizer::Tokenizer;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const MODEL: &str = "smollm2";
+/// Greedy steps compared with llama.cpp.
+const STEPS: usize = 8;
+const MIN_GAP: f64 = 0.5;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn load() -> (Model, Tokenizer) {
+    let assets =
+        std::env::var_os("CAMELID_ASSETS").map_or_else(|| repo().join("assets"), PathBuf::from);
+    let path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/fetch-assets.sh",
+        path.display()
+    );
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let tok = tokenizer_from_gguf(ckpt.gguf().unwrap()).unwrap();
+    (Model::from_checkpoint(ckpt).unwrap(), tok)
+}
+
+fn server(n_ctx: usize, set: impl FnOnce(&mut ServerConfig)) -> (Router, AppState, Tokenizer) {
+    let (model, tok) = load();
+    let mut config = ServerConfig::new(MODEL, n_ctx);
+    set(&mut config);
+    let state = AppState::new(model, tok.clone(), config);
+    (router(state.clone()), state, tok)
+}
+
+/// A llama.cpp greedy reference: prompt ids and the text of its first `STEPS` tokens.
+struct Reference {
+    prompt: String,
+    ids: Vec<u32>,
+    text: String,
+}
+
+/// The fixture's prompts whose first `STEPS` steps have clear top-2 gaps in llama.cpp's run.
+fn references(tok: &Tokenizer) -> Vec<Reference> {
+    let p = repo().join("testdata/smollm2/greedy.json");
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let refs: Vec<Reference> = g["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let (a, b) = (
+                p["top1_logit"].as_array().unwrap(),
+                p["top2_logit"].as_array().unwrap(),
+            );
+            let eog_late = p["eog_steps"]
+                .as_array()
+                .is_none_or(|e| e.iter().all(|s| s.as_u64().unwrap() as usize >= STEPS));
+            eog_late
+                && a.iter()
+                    .zip(b)
+                    .take(STEPS)
+                    .all(|(x, y)| x.as_f64().unwrap() - y.as_f64().unwrap() >= MIN_GAP)
+        })
+        .map(|p| {
+            let generated = ids(&p["generated"]);
+            Reference {
+                prompt: p["prompt"].as_str().unwrap().to_string(),
+                ids: ids(&p["prompt_ids"]),
+                text: String::from_utf8(tok.decode_bytes(&generated[..STEPS]).unwrap()).unwrap(),
+            }
+        })
+        .collect();
+    assert!(refs.len() >= 4, "only {} usable references", refs.len());
+    refs
+}
+
+fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, v)
+}
+
+async fn post_json(app: &Router, path: &str, body: Value) -> (StatusCode, Value) {
+    call(app, post(path, body.to_string())).await
+}
+
+/// A streamed answer: every `data:` payload before `[DONE]`, and whether `[DONE]` came.
+async fn stream(app: &Router, path: &str, body: Value) -> (Vec<Value>, bool) {
+    let resp = app
+        .clone()
+        .oneshot(post(path, body.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let mut events = Vec::new();
+    let mut done = false;
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let data: String = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        if data.is_empty() {
+            continue; // a keep-alive comment
+        }
+        assert!(!done, "data after [DONE]: {data}");
+        if data == "[DONE]" {
+            done = true;
+        } else {
+            events.push(serde_json::from_str(&data).unwrap());
+        }
+    }
+    (events, done)
+}
+
+/// The text of a streamed answer, its finish reason, and its usage chunk if any.
+fn streamed_text(events: &[Value]) -> (String, Option<String>, Option<Value>) {
+    let mut text = String::new();
+    let mut finish = None;
+    let mut usage = None;
+    for e in events {
+        if let Some(u) = e.get("usage").filter(|u| !u.is_null()) {
+            usage = Some(u.clone());
+        }
+        for c in e["choices"].as_array().unwrap() {
+            if let Some(t) = c["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+            if let Some(t) = c["text"].as_str() {
+                text.push_str(t);
+            }
+            if let Some(f) = c["finish_reason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+    }
+    (text, finish, usage)
+}
+
+async fn metric(app: &Router, name: &str) -> f64 {
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+}
+
+/// Polls a condition on the server's state (no timing is asserted: the bound only keeps a
+/// broken server from hanging the test).
+async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    for _ in 0..6000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_follow_llama_cpp_streamed_or_not_with_stops_and_usage() {
+    let (app, _state, tok) = server(256, |_| {});
+    let refs = references(&tok);
+    let r = &refs[0];
+    let body = json!({"model": MODEL, "prompt": r.ids, "max_tokens": STEPS, "temperature": 0});
+
+    let (status, v) = post_json(&app, "/v1/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["model"], MODEL);
+    assert_eq!(
+        v["choices"][0]["text"],
+        r.text.as_str(),
+        "prompt {:?}",
+        r.prompt
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["prompt_tokens"], r.ids.len());
+    assert_eq!(v["usage"]["completion_tokens"], STEPS);
+    assert_eq!(v["usage"]["total_tokens"], r.ids.len() + STEPS);
+
+    // The same as a stream, with the usage chunk asked for.
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    sbody["stream_options"] = json!({"include_usage": true});
+    let (events, done) = stream(&app, "/v1/completions", sbody).await;
+    assert!(done, "no [DONE]");
+    let (text, finish, usage) = streamed_text(&events);
+    assert_eq!(text, r.text);
+    assert_eq!(finish.as_deref(), Some("length"));
+    let usage = usage.expect("usage chunk");
+    assert_eq!(usage["completion_tokens"], STEPS);
+    assert_eq!(usage["prompt_tokens"], r.ids.len());
+
+    // A stop sequence in the middle of the reference text: the text before it, "stop".
+    let cut = r
+        .text
+        .char_indices()
+        .nth(r.text.chars().count() / 2)
+        .unwrap()
+        .0;
+    let stop: String = r.text[cut..].chars().take(3).collect();
+    let want = &r.text[..r.text.find(&stop).unwrap()];
+    let mut stop_body = body.clone();
+    stop_body["stop"] = json!([stop, "never appears"]);
+    let (status, v) = post_json(&app, "/v1/completions", stop_body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["text"], want, "stop {stop:?}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    stop_body["stream"] = json!(true);
+    let (events, done) = stream(&app, "/v1/completions", stop_body).await;
+    assert!(done);
+    let (text, finish, _) = streamed_text(&events);
+    assert_eq!(text, want);
+    assert_eq!(finish.as_deref(), Some("stop"));
+
+    // A text prompt gives the same as its ids (SmolLM2 adds no BOS).
+    let (status, v) = post_json(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": r.prompt, "max_tokens": STEPS, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["choices"][0]["text"], r.text.as_str());
+
+    // Log-probabilities: the greedy token is the most likely one, and probabilities are ≤ 1.
+    let mut lp_body = body.clone();
+    lp_body["logprobs"] = json!(2);
+    lp_body["max_tokens"] = json!(3);
+    let (_, v) = post_json(&app, "/v1/completions", lp_body).await;
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 3, "{v}");
+    for (i, l) in lp["token_logprobs"].as_array().unwrap().iter().enumerate() {
+        let l = l.as_f64().unwrap();
+        assert!(l <= 0.0);
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert_eq!(top.len(), 2);
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert_eq!(best, l);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_streamed_and_not_agree_and_stop() {
+    let (app, _state, _tok) = server(512, |_| {});
+    // llama.cpp (llama-simple, greedy, on this GGUF with its chat template) answers this
+    // "The capital of France is Paris."
+    let body = json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+        "temperature": 0,
+        "max_tokens": 24,
+    });
+    let (status, v) = post_json(&app, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let msg = &v["choices"][0]["message"];
+    assert_eq!(msg["role"], "assistant");
+    assert_eq!(msg["content"], "The capital of France is Paris.");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let usage = &v["usage"];
+    let completion = usage["completion_tokens"].as_u64().unwrap();
+    assert!((7..=9).contains(&completion), "{usage}");
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + completion
+    );
+
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let (events, done) = stream(&app, "/v1/chat/completions", sbody).await;
+    assert!(done);
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["object"] == "chat.completion.chunk")
+    );
+    let (text, finish, _) = streamed_text(&events);
+    assert_eq!(text, "The capital of France is Paris.");
+    assert_eq!(finish.as_deref(), Some("stop"));
+
+    // A stop string, and content given as text parts.
+    let mut stop_body = body.clone();
+    stop_body["stop"] = json!(" is");
+    stop_body["messages"][0]["content"] = json!([
+        {"type": "text", "text": "What is the capital of France?"},
+        {"type": "text", "text": " Answer in one sentence."},
+    ]);
+    let (_, v) = post_json(&app, "/v1/chat/completions", stop_body).await;
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "The capital of France"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    // max_completion_tokens wins over max_tokens; a cut answer ends with "length".
+    let mut short = body.clone();
+    short["max_completion_tokens"] = json!(3);
+    let (_, v) = post_json(&app, "/v1/chat/completions", short).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert_eq!(v["choices"][0]["message"]["content"], "The capital of");
+
+    // Chat log-probabilities: the chosen token and its top alternatives.
+    let mut lp = body.clone();
+    lp["logprobs"] = json!(true);
+    lp["top_logprobs"] = json!(3);
+    lp["max_tokens"] = json!(2);
+    let (_, v) = post_json(&app, "/v1/chat/completions", lp).await;
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 2, "{v}");
+    assert_eq!(content[0]["token"], "The");
+    assert_eq!(content[0]["top_logprobs"].as_array().unwrap().len(), 3);
+    assert_eq!(content[0]["top_logprobs"][0]["token"], "The");
+    assert_eq!(content[0]["bytes"], json!(b"The".to_vec()));
+}
+
+/// 16 streaming requests at once (greedy ones twice each, and sampled ones beside them) on 16
+/// slots: every greedy answer is llama.cpp's, and the same as when it ran alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_streams_are_independent() {
+    let (app, _state, tok) = server(128, |c| c.n_slots = 16);
+    let mut refs = references(&tok);
+    refs.truncate(4);
+    let greedy = |r: &Reference| json!({"model": MODEL, "prompt": r.ids, "max_tokens": STEPS, "temperature": 0, "stream": true});
+    let mut alone = Vec::new();
+    for r in &refs {
+        let (events, done) = stream(&app, "/v1/completions", greedy(r)).await;
+        assert!(done);
+        let text = streamed_text(&events).0;
+        assert_eq!(text, r.text, "alone, prompt {:?}", r.prompt);
+        alone.push(text);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let app = app.clone();
+        let k = i % refs.len();
+        let mut body = greedy(&refs[k]);
+        let sampled = i >= 12;
+        if sampled {
+            body["temperature"] = json!(1.0);
+            body["seed"] = json!(i);
+        }
+        tasks.push(tokio::spawn(async move {
+            let (events, done) = stream(&app, "/v1/completions", body).await;
+            (k, sampled, done, streamed_text(&events))
+        }));
+    }
+    for t in tasks {
+        let (k, sampled, done, (text, finish, _)) = t.await.unwrap();
+        assert!(done);
+        assert!(finish.is_some());
+        if !sampled {
+            assert_eq!(text, alone[k], "in the crowd, prompt {:?}", refs[k].prompt);
+        }
+    }
+    assert_eq!(metric(&app, "camelid_slots_busy").await, 0.0);
+}
+
+/// A client that goes away mid-stream: its slot is free after at most one more step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_frees_the_slot_within_one_step() {
+    let (app, _state, tok) = server(512, |_| {});
+    // "1, 2, 3, 4, 5," goes on counting for all 64 of llama.cpp's steps.
+    let ids = tok.encode("1, 2, 3, 4, 5,", false, false);
+    let body =
+        json!({"model": MODEL, "prompt": ids, "max_tokens": 400, "temperature": 0, "stream": true});
+    let resp = app
+        .clone()
+        .oneshot(post("/v1/completions", body.to_string()))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    assert_eq!(metric(&app, "camelid_slots_busy").await, 1.0);
+    drop(body);
+    let steps_at_drop = metric(&app, "camelid_decode_steps_total").await;
+    wait_for("the slot to be freed", async || {
+        metric(&app, "camelid_slots_busy").await == 0.0
+    })
+    .await;
+    let steps_after = metric(&app, "camelid_decode_steps_total").await;
+    assert_eq!(metric(&app, "camelid_requests_cancelled_total").await, 1.0);
+    assert!(
+        steps_after - steps_at_drop <= 1.0,
+        "{} steps ran after the client left",
+        steps_after - steps_at_drop
+    );
+}
+
+/// Requests sharing a prefix with a slot's cache compute only the rest: a growing chat reuses
+/// the whole earlier prompt, a shared system prompt is computed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_prefixes_are_not_recomputed() {
+    let (app, _state, tok) = server(1024, |c| c.n_slots = 2);
+    let system: String = (1..=40)
+        .map(|i| format!("Rule {i}: answer politely and briefly. "))
+        .collect();
+    let n_system = tok.encode(&system, false, false).len();
+    assert!(n_system > 300, "{n_system}");
+    let ask = |messages: Value| json!({"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 4});
+    let first = json!([{"role": "system", "content": system}, {"role": "user", "content": "Hi!"}]);
+    let (status, v1) = post_json(&app, "/v1/chat/completions", ask(first.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{v1}");
+    assert_eq!(v1["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let p1 = v1["usage"]["prompt_tokens"].as_u64().unwrap();
+
+    // The chat grows by the answer and a new question.
+    let mut grown = first.as_array().unwrap().clone();
+    grown.push(json!({"role": "assistant", "content": v1["choices"][0]["message"]["content"]}));
+    grown.push(json!({"role": "user", "content": "And then?"}));
+    let (_, v2) = post_json(&app, "/v1/chat/completions", ask(Value::Array(grown))).await;
+    let cached2 = v2["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached2 >= p1, "cached {cached2} < first prompt {p1}");
+    assert!(cached2 < v2["usage"]["prompt_tokens"].as_u64().unwrap());
+
+    // Another conversation with the same system prompt.
+    let other =
+        json!([{"role": "system", "content": system}, {"role": "user", "content": "Hello there"}]);
+    let (_, v3) = post_json(&app, "/v1/chat/completions", ask(other)).await;
+    let cached3 = v3["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached3 as usize >= n_system,
+        "cached {cached3} < {n_system}"
+    );
+    assert_eq!(
+        metric(&app, "camelid_prompt_tokens_cached_total").await,
+        (cached2 + cached3) as f64
+    );
+}
+
+/// An error case: the request, the status, `param`, `code`, and words the message must hold.
+type Case = (
+    Request<Body>,
+    u16,
+    Option<&'static str>,
+    Option<&'static str>,
+    Vec<&'static str>,
+);
+
+/// Every error case: status, and a body of OpenAI's shape saying what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_openai_shape_and_status() {
+    let (app, _state, _tok) = server(64, |c| {
+        c.api_key = Some("sekrit".into());
+        c.body_limit = 4096;
+    });
+    let authed = |path: &str, body: String| {
+        Request::post(path)
+            .header(header::AUTHORIZATION, "Bearer sekrit")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let chat = |v: Value| authed("/v1/chat/completions", v.to_string());
+    let compl = |v: Value| authed("/v1/completions", v.to_string());
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let long_ids: Vec<u32> = (0..100).map(|i| 1000 + i).collect();
+    let cases: Vec<Case> = vec![
+        (
+            post(
+                "/v1/chat/completions",
+                json!({"model": MODEL, "messages": hi}).to_string(),
+            ),
+            401,
+            None,
+            Some("invalid_api_key"),
+            vec!["API key"],
+        ),
+        (
+            Request::post("/v1/completions")
+                .header(header::AUTHORIZATION, "Bearer wrong")
+                .body(Body::from(
+                    json!({"model": MODEL, "prompt": "x"}).to_string(),
+                ))
+                .unwrap(),
+            401,
+            None,
+            Some("invalid_api_key"),
+            vec!["Incorrect API key"],
+        ),
+        (
+            Request::get("/v1/models").body(Body::empty()).unwrap(),
+            401,
+            None,
+            Some("invalid_api_key"),
+            vec![],
+        ),
+        (
+            authed("/v1/chat/completions", "{\"model\": ".into()),
+            400,
+            None,
+            None,
+            vec!["JSON"],
+        ),
+        (
+            authed("/v1/completions", "[1, 2]".into()),
+            400,
+            None,
+            None,
+            vec!["JSON"],
+        ),
+        (
+            chat(json!({"model": MODEL})),
+            400,
+            Some("messages"),
+            None,
+            vec!["messages"],
+        ),
+        (
+            compl(json!({"model": MODEL})),
+            400,
+            Some("prompt"),
+            None,
+            vec!["prompt"],
+        ),
+        (
+            chat(json!({"messages": hi})),
+            400,
+            Some("model"),
+            None,
+            vec!["model"],
+        ),
+        (
+            chat(json!({"model": "gpt-9", "messages": hi})),
+            404,
+            Some("model"),
+            Some("model_not_found"),
+            vec!["gpt-9"],
+        ),
+        (
+            chat(json!({"model": MODEL, "messages": hi, "n": 2})),
+            400,
+            Some("n"),
+            None,
+            vec!["n must be 1"],
+        ),
+        (
+            chat(json!({"model": MODEL, "messages": hi, "temperature": 5})),
+            400,
+            Some("temperature"),
+            None,
+            vec!["temperature"],
+        ),
+        (
+            chat(json!({"model": MODEL, "messages": hi, "stop": ["a", "b", "c", "d", "e"]})),
+            400,
+            Some("stop"),
+            None,
+            vec!["4"],
+        ),
+        (
+            chat(json!({"model": MODEL, "messages": hi, "top_logprobs": 3})),
+            400,
+            Some("top_logprobs"),
+            None,
+            vec!["logprobs"],
+        ),
+        (
+            chat(json!({"model": MODEL, "messages": [{"role": "user", "content": 5}]})),
+            400,
+            Some("messages[0].content"),
+            None,
+            vec!["string"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": long_ids})),
+            400,
+            Some("prompt"),
+            Some("context_length_exceeded"),
+            vec!["64", "100"],
+        ),
+        (
+            chat(
+                json!({"model": MODEL, "messages": [{"role": "user", "content": "word ".repeat(200)}]}),
+            ),
+            400,
+            Some("messages"),
+            Some("context_length_exceeded"),
+            vec!["64"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": [1, 2, 999999]})),
+            400,
+            Some("prompt"),
+            None,
+            vec!["999999"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": "x", "max_tokens": 0})),
+            400,
+            Some("max_tokens"),
+            None,
+            vec!["max_tokens"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": "x".repeat(5000)})),
+            413,
+            None,
+            Some("request_too_large"),
+            vec!["4096"],
+        ),
+        (
+            Request::get("/v1/completions")
+                .header(header::AUTHORIZATION, "Bearer sekrit")
+                .body(Body::empty())
+                .unwrap(),
+            405,
+            None,
+            None,
+            vec![],
+        ),
+        (
+            Request::get("/v2/nothing").body(Body::empty()).unwrap(),
+            404,
+            None,
+            None,
+            vec!["/v2/nothing"],
+        ),
+    ];
+    let n = cases.len();
+    for (i, (req, status, param, code, words)) in cases.into_iter().enumerate() {
+        let what = format!("case {i}: {} {}", req.method(), req.uri());
+        let (got, v) = call(&app, req).await;
+        assert_eq!(got.as_u16(), status, "{what}: {v}");
+        let e = v["error"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{what}: {v}"));
+        let mut keys: Vec<&str> = e.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["code", "message", "param", "type"], "{what}");
+        assert_eq!(e["param"].as_str(), param, "{what}: {v}");
+        assert_eq!(e["code"].as_str(), code, "{what}: {v}");
+        let msg = e["message"].as_str().unwrap();
+        for w in words {
+            assert!(msg.contains(w), "{what}: {msg:?} lacks {w:?}");
+        }
+        // Nothing of the implementation leaks: no source paths, no Rust type names.
+        for leak in [".rs", "serde", "camelid_", "panicked", "Error("] {
+            assert!(!msg.contains(leak), "{what}: {msg:?}");
+        }
+    }
+    // The right key passes, and every refusal above was counted.
+    let (status, v) = call(
+        &app,
+        Request::get("/v1/models")
+            .header(header::AUTHORIZATION, "Bearer sekrit")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["data"][0]["id"], MODEL);
+    assert_eq!(metric(&app, "camelid_request_errors_total").await, n as f64);
+}
+
+/// One slot and room for one waiting request: a third concurrent request gets 503 with
+/// Retry-After, and the queue drains when the others end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_answers_503() {
+    let (app, _state, tok) = server(512, |c| {
+        c.n_slots = 1;
+        c.max_queue = 1;
+    });
+    let ids = tok.encode("1, 2, 3, 4, 5,", false, false);
+    let long =
+        json!({"model": MODEL, "prompt": ids, "max_tokens": 400, "temperature": 0, "stream": true});
+    let running = app
+        .clone()
+        .oneshot(post("/v1/completions", long.to_string()))
+        .await
+        .unwrap();
+    wait_for("the slot to be taken", async || {
+        metric(&app, "camelid_slots_busy").await == 1.0
+    })
+    .await;
+    let waiting = app
+        .clone()
+        .oneshot(post("/v1/completions", long.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(metric(&app, "camelid_queue_length").await, 1.0);
+    let resp = app
+        .clone()
+        .oneshot(post("/v1/completions", long.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["error"]["code"], "queue_full");
+    assert_eq!(v["error"]["type"], "server_overloaded");
+    // Both clients leave; the queue and the slot empty.
+    drop(running);
+    drop(waiting);
+    wait_for("the queue and the slot to empty", async || {
+        metric(&app, "camelid_queue_length").await == 0.0
+            && metric(&app, "camelid_slots_busy").await == 0.0
+    })
+    .await;
+    let (status, _) = call(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+}
