@@ -4,8 +4,6 @@
 //! 2021) on adjacent pairs as in Meta's `llama/model.py` (`apply_rotary_emb`); SwiGLU (Shazeer
 //! 2020); causal scaled dot-product attention with grouped kv heads (Ainslie et al. 2023).
 
-use crate::matmul::dot_f32;
-
 /// `out = x / sqrt(mean(x²) + eps) ⊙ gain`, one row.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &[f32], eps: f32) {
     debug_assert!(out.len() == x.len() && x.len() == gain.len());
@@ -46,23 +44,22 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
 
 /// Numerically stable softmax in place.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
+        return unsafe { crate::kernels::x86::ops::softmax(x) };
     }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+    reference::softmax(x)
 }
 
 /// SwiGLU's gate: `gate[i] = silu(gate[i]) · up[i]` with `silu(x) = x · σ(x)`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
+        return unsafe { crate::kernels::x86::ops::silu_mul(gate, up) };
     }
+    reference::silu_mul(gate, up)
 }
 
 /// Shapes of one attention call.
@@ -86,6 +83,39 @@ pub fn attention(
     shape: AttnShape,
     scores: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
+        return unsafe { crate::kernels::x86::ops::attention(out, q, k, v, n_past, shape, scores) };
+    }
+    reference::attention(out, q, k, v, n_past, shape, scores)
+}
+
+/// Whether the vector versions may run: the active path is AVX2 or better.
+#[cfg(target_arch = "x86_64")]
+fn simd() -> bool {
+    crate::isa::Isa::active() >= crate::isa::Isa::Avx2
+}
+
+/// The primitives attention is built from; the scalar reference and the SIMD path share
+/// [`attention_with`].
+pub(crate) trait AttnPrims {
+    fn dot(a: &[f32], b: &[f32]) -> f32;
+    /// `y += a · x`
+    fn axpy(y: &mut [f32], a: f32, x: &[f32]);
+    fn softmax(x: &mut [f32]);
+}
+
+#[inline(always)]
+pub(crate) fn attention_with<P: AttnPrims>(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_past: usize,
+    shape: AttnShape,
+    scores: &mut [f32],
+) {
     let AttnShape {
         n_heads,
         n_kv_heads,
@@ -99,16 +129,65 @@ pub fn attention(
         let qh = &q[h * head_dim..][..head_dim];
         let off = (h / group) * head_dim;
         for (t, s) in scores.iter_mut().enumerate() {
-            *s = dot_f32(qh, &k[t * kv_dim + off..][..head_dim]) * scale;
+            *s = P::dot(qh, &k[t * kv_dim + off..][..head_dim]) * scale;
         }
-        softmax(scores);
+        P::softmax(scores);
         let oh = &mut out[h * head_dim..][..head_dim];
         oh.fill(0.0);
         for (t, &p) in scores.iter().enumerate() {
-            for (o, &vv) in oh.iter_mut().zip(&v[t * kv_dim + off..][..head_dim]) {
-                *o += p * vv;
+            P::axpy(oh, p, &v[t * kv_dim + off..][..head_dim]);
+        }
+    }
+}
+
+/// The scalar references of the operations that have SIMD versions.
+pub mod reference {
+    use super::{AttnPrims, AttnShape, attention_with};
+    use crate::matmul::dot_f32;
+    pub fn softmax(x: &mut [f32]) {
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0f32;
+        for v in x.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
+    }
+
+    pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    }
+
+    struct Scalar;
+    impl AttnPrims for Scalar {
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            dot_f32(a, b)
+        }
+        fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o += a * v;
             }
         }
+        fn softmax(x: &mut [f32]) {
+            softmax(x)
+        }
+    }
+
+    pub fn attention(
+        out: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n_past: usize,
+        shape: AttnShape,
+        scores: &mut [f32],
+    ) {
+        attention_with::<Scalar>(out, q, k, v, n_past, shape, scores)
     }
 }
 

@@ -2,5 +2,6 @@
 //! (fixtures written by `tools/kernels_quant_reference.py`), and every SIMD path against its
 //! scalar twin.
 
+mod ops_twins;
 mod quant_reference;
 mod simd_twins;

@@ -13,6 +13,7 @@
 mod act;
 mod float;
 mod kq;
+pub mod ops;
 mod q8;
 
 use std::arch::x86_64::*;

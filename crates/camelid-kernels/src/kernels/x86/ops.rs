@@ -1,0 +1,189 @@
+//! AVX2 + FMA versions of the element-wise operations: SwiGLU, softmax, attention.
+//!
+//! `exp` is evaluated as `2^n · e^r` with `n = round(x · log2 e)` and `|r| ≤ ln 2 / 2`, `e^r` by
+//! the degree-6 polynomial of Cephes `expf` (S. Moshier, Cephes Math Library), `ln 2` split in
+//! two parts so that `r` is exact. Its error is about 1 ulp in the range the models use, against
+//! the correctly rounded `f32::exp` of the scalar twins.
+
+use std::arch::x86_64::*;
+
+use super::hsum;
+use crate::ops::{AttnPrims, AttnShape, attention_with};
+
+/// `e^x` for eight lanes; inputs are clamped to `[-87.3, 88.7]`, where `e^x` is finite and
+/// normal (below that the models only need "about zero").
+///
+/// # Safety
+/// AVX2 + FMA.
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    // SAFETY: AVX2 + FMA (caller).
+    unsafe {
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-87.3)),
+            _mm256_set1_ps(88.7),
+        );
+        let n = _mm256_round_ps(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let r2 = _mm256_mul_ps(r, r);
+        let e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+        // Multiply by 2^n through the exponent bits (n is within ±127 after the clamp).
+        let bits = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(e), bits))
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let main = n / 8 * 8;
+    let mut i = 0;
+    // SAFETY: `i + 8 ≤ main ≤ n` for every vector access.
+    unsafe {
+        let one = _mm256_set1_ps(1.0);
+        while i < main {
+            let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let u = _mm256_loadu_ps(up.as_ptr().add(i));
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+            let s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(s, u));
+            i += 8;
+        }
+    }
+    crate::ops::reference::silu_mul(&mut gate[main..n], &up[main..n]);
+}
+
+/// # Safety
+/// AVX2 + FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn softmax(x: &mut [f32]) {
+    // SAFETY: AVX2 + FMA (this function's features).
+    unsafe { softmax_body(x) }
+}
+
+/// # Safety
+/// AVX2 + FMA.
+#[inline(always)]
+unsafe fn softmax_body(x: &mut [f32]) {
+    let n = x.len();
+    let main = n / 8 * 8;
+    // SAFETY: every vector access is below `main ≤ n`.
+    unsafe {
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < main {
+            m = _mm256_max_ps(m, _mm256_loadu_ps(x.as_ptr().add(i)));
+            i += 8;
+        }
+        let mut max = {
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)))
+        };
+        for &v in &x[main..] {
+            max = max.max(v);
+        }
+        let mv = _mm256_set1_ps(max);
+        let mut s = _mm256_setzero_ps();
+        i = 0;
+        while i < main {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), mv));
+            _mm256_storeu_ps(x.as_mut_ptr().add(i), e);
+            s = _mm256_add_ps(s, e);
+            i += 8;
+        }
+        let mut sum = hsum(s);
+        for v in &mut x[main..] {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = _mm256_set1_ps(1.0 / sum);
+        i = 0;
+        while i < main {
+            let p = x.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), inv));
+            i += 8;
+        }
+        for v in &mut x[main..] {
+            *v *= 1.0 / sum;
+        }
+    }
+}
+
+struct Prims;
+
+impl AttnPrims for Prims {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let main = n / 16 * 16;
+        // SAFETY: only inlined into `attention` below (AVX2 + FMA); accesses below `main ≤ n`.
+        unsafe {
+            let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            while i < main {
+                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), s0);
+                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), s1);
+                i += 16;
+            }
+            let mut s = hsum(_mm256_add_ps(s0, s1));
+            for j in main..n {
+                s += a[j] * b[j];
+            }
+            s
+        }
+    }
+
+    #[inline(always)]
+    fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        let n = y.len().min(x.len());
+        let main = n / 8 * 8;
+        // SAFETY: as for `dot`.
+        unsafe {
+            let av = _mm256_set1_ps(a);
+            let mut i = 0;
+            while i < main {
+                let py = y.as_mut_ptr().add(i);
+                let v =
+                    _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py));
+                _mm256_storeu_ps(py, v);
+                i += 8;
+            }
+        }
+        for j in main..n {
+            y[j] += a * x[j];
+        }
+    }
+
+    #[inline(always)]
+    fn softmax(x: &mut [f32]) {
+        // SAFETY: only inlined into `attention` below (AVX2 + FMA).
+        unsafe { softmax_body(x) }
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_past: usize,
+    shape: AttnShape,
+    scores: &mut [f32],
+) {
+    attention_with::<Prims>(out, q, k, v, n_past, shape, scores)
+}
