@@ -66,7 +66,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
-        bail!("{n_ctx} tokens exceed the model's context of {}", model.config.n_ctx_train);
+        bail!(
+            "{n_ctx} tokens exceed the model's context of {}",
+            model.config.n_ctx_train
+        );
     }
     // Token ids spread over the vocabulary, as llama-bench's random prompt is.
     let n_vocab = model.config.n_vocab as u64;
@@ -76,19 +79,28 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut state = model.new_state(n_ctx);
     let mut stats = Vec::new();
     if a.n_prompt > 0 {
-        let mut s = Stat { test: format!("pp{}", a.n_prompt), n_tokens: a.n_prompt, samples: vec![] };
+        let mut s = Stat {
+            test: format!("pp{}", a.n_prompt),
+            n_tokens: a.n_prompt,
+            samples: vec![],
+        };
         for rep in 0..=a.reps {
             state.pos = 0;
             let t = Instant::now();
             model.forward(&mut state, &tokens[..a.n_prompt], false, |_, _| {})?;
             if rep > 0 {
-                s.samples.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+                s.samples
+                    .push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
             }
         }
         stats.push(s);
     }
     if a.n_gen > 0 {
-        let mut s = Stat { test: format!("tg{}", a.n_gen), n_tokens: a.n_gen, samples: vec![] };
+        let mut s = Stat {
+            test: format!("tg{}", a.n_gen),
+            n_tokens: a.n_gen,
+            samples: vec![],
+        };
         for rep in 0..=a.reps {
             state.pos = 0;
             let t = Instant::now();
@@ -124,7 +136,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     } else {
         println!("| model | size | params | threads | test | t/s |");
         println!("|---|---:|---:|---:|---:|---:|");
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
         for s in &stats {
             println!(
                 "| {name} | {:.2} MiB | {:.2} M | {} | {} | {:.2} ± {:.2} |",
