@@ -20,6 +20,7 @@ use crate::isa::Isa;
 /// Every f16 bit pattern as f32: a scalar scale conversion costs two loads instead of a trip
 /// through the vector unit. 256 KiB, built on first use; the scales a model uses are few, so
 /// the lines in use stay in L1.
+#[cfg(target_arch = "x86_64")]
 pub fn f16_table() -> &'static [f32; 65536] {
     static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {

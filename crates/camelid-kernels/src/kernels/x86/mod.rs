@@ -24,6 +24,9 @@ use crate::isa::Isa;
 
 /// The operations that differ between the two x86 paths.
 pub trait Simd: Copy {
+    /// Whether `dot_u8i8` is VNNI's `vpdpbusd` (no 16-bit intermediate that could saturate).
+    const VNNI: bool;
+
     /// `acc + Σ a·b` over each group of four bytes, `a` unsigned and `b` signed, into i32 lanes.
     ///
     /// # Safety
@@ -50,6 +53,8 @@ pub struct Avx2;
 pub struct Avx512;
 
 impl Simd for Avx2 {
+    const VNNI: bool = false;
+
     #[inline(always)]
     unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: the caller runs on an AVX2 CPU (trait contract).
@@ -87,6 +92,8 @@ impl Simd for Avx2 {
 }
 
 impl Simd for Avx512 {
+    const VNNI: bool = true;
+
     #[inline(always)]
     unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX-512 VNNI + VL CPU (trait contract).

@@ -23,6 +23,12 @@ pub trait Block32 {
     /// Level offset of the type-0 formats: −8 (Q4_0), −16 (Q5_0), 0 (Q8_0, signed values).
     const OFFSET: f32;
 
+    /// The offset on path `S` (Q8_0 uses a different trick with VNNI).
+    #[inline(always)]
+    fn offset<S: Simd>() -> f32 {
+        Self::OFFSET
+    }
+
     /// The 32 levels of the block at `p`, one byte each in element order (unsigned), or for
     /// Q8_0 its signed values.
     ///
@@ -71,22 +77,39 @@ impl Block32 for Q8_0 {
     const BYTES: usize = 34;
     const TYPE1: bool = false;
     const OFFSET: f32 = 0.0;
+    /// With VNNI the signed values are flipped to unsigned `w + 128` (one `vpxor`), and the
+    /// `128 · Σx` this adds is taken off with the other offset terms.
+    #[inline(always)]
+    fn offset<S: Simd>() -> f32 {
+        if S::VNNI { -128.0 } else { 0.0 }
+    }
     #[inline(always)]
     unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
         // SAFETY: a block is 34 bytes.
-        unsafe { _mm256_loadu_si256(p.add(2) as *const __m256i) }
+        unsafe {
+            let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            if S::VNNI {
+                _mm256_xor_si256(w, _mm256_set1_epi8(-128))
+            } else {
+                w
+            }
+        }
     }
     #[inline(always)]
     unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
-        // Signed × signed as |w| × (x with w's sign): |w| ≤ 128 and |x| ≤ 127 keep AVX2's
-        // 16-bit pair sums from saturating.
         // SAFETY: the CPU supports `S` (caller).
         unsafe {
-            S::dot_u8i8(
-                _mm256_setzero_si256(),
-                _mm256_abs_epi8(w),
-                _mm256_sign_epi8(x, w),
-            )
+            if S::VNNI {
+                S::dot_u8i8(_mm256_setzero_si256(), w, x)
+            } else {
+                // Signed × signed as |w| × (x with w's sign): |w| ≤ 128 and |x| ≤ 127 keep
+                // AVX2's 16-bit pair sums from saturating.
+                S::dot_u8i8(
+                    _mm256_setzero_si256(),
+                    _mm256_abs_epi8(w),
+                    _mm256_sign_epi8(x, w),
+                )
+            }
         }
     }
 }
@@ -152,7 +175,7 @@ impl Block32 for Q5_1 {
 /// # Safety
 /// `w` holds `nb` blocks; `d[i]`, `dsum[i]` hold `nb` floats; AVX2 + FMA.
 #[inline(always)]
-unsafe fn prep<B: Block32, const N: usize>(
+unsafe fn prep<S: Simd, B: Block32, const N: usize>(
     w: *const u8,
     nb: usize,
     d: &[*const f32; N],
@@ -160,7 +183,8 @@ unsafe fn prep<B: Block32, const N: usize>(
     sc: &mut [[f32; SEG]; N],
     f16: &[f32; 65536],
 ) -> [f32; N] {
-    let has_corr = B::TYPE1 || B::OFFSET != 0.0;
+    let offset = B::offset::<S>();
+    let has_corr = B::TYPE1 || offset != 0.0;
     let mut dw = [0.0f32; SEG];
     let mut mw = [0.0f32; SEG];
     let mut out = [0.0f32; N];
@@ -196,7 +220,7 @@ unsafe fn prep<B: Block32, const N: usize>(
                 sc[i][b] = dw[b] * *d[i].add(b);
                 o += f[b] * *dsum[i].add(b);
             }
-            out[i] = if B::TYPE1 { o } else { o * B::OFFSET };
+            out[i] = if B::TYPE1 { o } else { o * offset };
         }
     }
     out
@@ -284,21 +308,26 @@ unsafe fn tile_body<S: Simd, B: Block32, const N: usize>(t: &Tile) {
                 let d: [*const f32; N] = std::array::from_fn(|i| t.act.d.add(i * nbt + b0));
                 let ds: [*const f32; N] = std::array::from_fn(|i| t.act.dsum.add(i * nbt + b0));
                 let x: [*const i8; N] = std::array::from_fn(|i| t.act.qs.add(i * t.cols + b0 * 32));
-                let corr = prep::<B, N>(w, nb, &d, &ds, &mut sc, f16);
-                // Four independent sums per activation row hide the FMA latency.
+                let corr = prep::<S, B, N>(w, nb, &d, &ds, &mut sc, f16);
+                // Independent sums hide the FMA latency: four per activation row when decoding,
+                // fewer when several rows already interleave (and registers are scarcer).
+                let u = match N {
+                    1 => 4,
+                    2 => 2,
+                    _ => 1,
+                };
                 let mut acc = [[_mm256_setzero_ps(); 4]; N];
                 let mut b = 0;
-                while b + 4 <= nb {
-                    let wv: [__m256i; 4] =
-                        std::array::from_fn(|k| B::load::<S>(w.add((b + k) * B::BYTES)));
-                    for i in 0..N {
-                        for k in 0..4 {
+                while b + u <= nb {
+                    for k in 0..u {
+                        let wv = B::load::<S>(w.add((b + k) * B::BYTES));
+                        for i in 0..N {
                             let xv = _mm256_loadu_si256(x[i].add((b + k) * 32) as *const __m256i);
-                            let p = _mm256_cvtepi32_ps(B::dot::<S>(wv[k], xv));
+                            let p = _mm256_cvtepi32_ps(B::dot::<S>(wv, xv));
                             acc[i][k] = _mm256_fmadd_ps(p, _mm256_set1_ps(sc[i][b + k]), acc[i][k]);
                         }
                     }
-                    b += 4;
+                    b += u;
                 }
                 while b < nb {
                     let w0 = B::load::<S>(w.add(b * B::BYTES));
