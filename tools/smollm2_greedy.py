@@ -42,6 +42,36 @@ PROMPTS = [
     "import numpy as np\n\n# compute the mean of an array\n",
     "1, 2, 3, 4, 5,",
     "Monday, Tuesday, Wednesday,",
+    # More candidates, so that tests can pick prompts on which llama.cpp's own greedy choice is
+    # clear (top-2 gap) for as many steps as they need; the choice uses llama.cpp's gaps only.
+    "January, February, March,",
+    "A, B, C, D, E,",
+    "2, 4, 6, 8, 10,",
+    "10, 9, 8, 7, 6,",
+    "one, two, three, four,",
+    "a b c d e f g",
+    "<html>\n<head>\n",
+    "for i in range(10):\n",
+    "#include <stdio.h>\n\nint main() {\n",
+    "SELECT * FROM users WHERE",
+    "Q: What is 2 + 2?\nA:",
+    "The first ten prime numbers are",
+    "Mercury, Venus, Earth,",
+    "Red, orange, yellow,",
+    "The United States of America declared independence in",
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nList the days of the week.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nWhat is 12 times 12?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n",
+    "3, 6, 9, 12, 15,",
+    "5, 10, 15, 20, 25,",
+    "100, 200, 300, 400,",
+    "0, 1, 2, 3, 4,",
+    "11, 12, 13, 14, 15,",
+    "2, 3, 5, 7, 11, 13,",
+    "1 2 3 4 5 6",
+    "1, 3, 5, 7, 9,",
 ]
 
 
@@ -51,6 +81,8 @@ def main():
                     default=Path(os.environ.get("CAMELID_PEER", Path.home() / ".cache/camelid-peer")))
     ap.add_argument("--ggml-cpu-lib", type=Path, default=os.environ.get("LLAMA_REF_GGML_CPU_LIB"),
                     help="directory with a replacement libggml-cpu.so for llama_ref (see tools/README.md)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the prompts already in the output and run only the new ones")
     args = ap.parse_args()
     peer = args.peer.expanduser().resolve()
 
@@ -60,8 +92,14 @@ def main():
     exe = build_llama_ref(peer, args.ggml_cpu_lib)
 
     results = []
+    done = {}
+    if args.append and (REPO / OUT_REL).is_file():
+        done = {p["prompt"]: p for p in json.loads((REPO / OUT_REL).read_text())["prompts"]}
     with tempfile.TemporaryDirectory() as tmp:
         for i, prompt in enumerate(PROMPTS):
+            if prompt in done:
+                results.append(done[prompt])
+                continue
             out = Path(tmp) / f"{i}.json"
             run([exe, "greedy", model, prompt, str(N_GEN), out], env=dict(os.environ, LLAMA_REF_THREADS="2"))
             r = json.loads(out.read_text())
