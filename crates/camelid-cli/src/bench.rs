@@ -1,12 +1,16 @@
 //! `camelid bench`: prompt and decode speed with llama-bench's meaning of the figures.
 //!
 //! pp<P>: one pass over a prompt of P tokens, in tokens/s; tg<N>: N tokens decoded one at a
-//! time after an empty context, in tokens/s (llama.cpp `tools/llama-bench/README.md`). Each test
-//! runs once to warm up, then `-r` times; mean ± sample standard deviation.
+//! time after an empty context, in tokens/s (llama.cpp `tools/llama-bench/README.md`). As
+//! llama-bench does, each test is warmed up once (the whole prompt for pp, one token for tg), then
+//! run `-r` times from an empty cache; mean ± sample standard deviation. The JSON output uses
+//! llama-bench's field names (`n_prompt`, `n_gen`, `avg_ts`, `stddev_ts`, `samples_ts`) plus the
+//! kernel path, the precision and the process's peak resident memory.
 
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use camelid_kernels::Precision;
 use camelid_model::Model;
 
 use crate::load::LoadArgs;
@@ -24,14 +28,25 @@ pub struct BenchArgs {
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
+    /// Products with quantized weights: `fast` (8-bit activations, as llama.cpp) or `exact`
+    /// (f32 activations).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast)]
+    pub precision: PrecisionArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    Fast,
+    Exact,
+}
+
 struct Stat {
     test: String,
-    n_tokens: usize,
+    n_prompt: usize,
+    n_gen: usize,
     samples: Vec<f64>,
 }
 
@@ -49,6 +64,15 @@ impl Stat {
     }
 }
 
+/// The process's peak resident set (`VmHWM` in `/proc/self/status`), in bytes, where Linux
+/// reports it. It counts the pages of the memory-mapped model that were touched.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 pub fn run(a: &BenchArgs) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
@@ -64,6 +88,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
         model.threads = t;
     }
+    model.kernels.precision = match a.precision {
+        PrecisionArg::Fast => Precision::Fast,
+        PrecisionArg::Exact => Precision::Exact,
+    };
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
         bail!(
@@ -81,7 +109,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.n_prompt > 0 {
         let mut s = Stat {
             test: format!("pp{}", a.n_prompt),
-            n_tokens: a.n_prompt,
+            n_prompt: a.n_prompt,
+            n_gen: 0,
             samples: vec![],
         };
         for rep in 0..=a.reps {
@@ -98,57 +127,72 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.n_gen > 0 {
         let mut s = Stat {
             test: format!("tg{}", a.n_gen),
-            n_tokens: a.n_gen,
+            n_prompt: 0,
+            n_gen: a.n_gen,
             samples: vec![],
         };
-        for rep in 0..=a.reps {
+        // Warm-up: one token, as llama-bench.
+        state.pos = 0;
+        model.forward(&mut state, &tokens[..1], false, |_, _| {})?;
+        for _ in 0..a.reps {
             state.pos = 0;
             let t = Instant::now();
             for &tok in &tokens[..a.n_gen] {
                 model.forward(&mut state, &[tok], false, |_, _| {})?;
             }
-            if rep > 0 {
-                s.samples.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
-            }
+            s.samples.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
         }
         stats.push(s);
     }
     let size: usize = model.weights.matrices().map(|t| t.bytes().len()).sum();
     let params = model.config.n_params();
+    let rss = peak_rss();
+    let isa = format!("{:?}", model.kernels.isa());
+    let precision = format!("{:?}", model.kernels.precision).to_lowercase();
     if a.json {
         let v: Vec<_> = stats
             .iter()
             .map(|s| {
                 serde_json::json!({
-                    "model": path.display().to_string(),
+                    "model_filename": path.display().to_string(),
                     "model_size": size,
                     "model_n_params": params,
                     "n_threads": model.threads,
+                    "isa": isa,
+                    "precision": precision,
                     "test": s.test,
-                    "n_tokens": s.n_tokens,
+                    "n_prompt": s.n_prompt,
+                    "n_gen": s.n_gen,
                     "avg_ts": s.mean(),
                     "stddev_ts": s.stddev(),
                     "samples_ts": s.samples,
+                    "peak_rss_bytes": rss,
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("| model | size | params | threads | test | t/s |");
-        println!("|---|---:|---:|---:|---:|---:|");
+        println!("| model | size | params | threads | kernels | test | t/s |");
+        println!("|---|---:|---:|---:|---|---:|---:|");
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |f| f.to_string_lossy().into_owned(),
         );
         for s in &stats {
             println!(
-                "| {name} | {:.2} MiB | {:.2} M | {} | {} | {:.2} ± {:.2} |",
+                "| {name} | {:.2} MiB | {:.2} M | {} | {isa} {precision} | {} | {:.2} ± {:.2} |",
                 size as f64 / (1 << 20) as f64,
                 params as f64 / 1e6,
                 model.threads,
                 s.test,
                 s.mean(),
                 s.stddev()
+            );
+        }
+        if let Some(r) = rss {
+            println!(
+                "\npeak resident memory: {:.1} MiB",
+                r as f64 / (1 << 20) as f64
             );
         }
     }

@@ -1,0 +1,79 @@
+//! `camelid bench`: the llama-bench figures it reports and its refusals (no timing is asserted).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/llama3-gqa/q8_0.gguf")
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camelid"))
+        .arg("bench")
+        .arg("-m")
+        .arg(model())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn json_has_llama_bench_fields() {
+    for precision in ["fast", "exact"] {
+        let out = bench(&[
+            "-p",
+            "16",
+            "-n",
+            "8",
+            "-r",
+            "3",
+            "-t",
+            "2",
+            "--precision",
+            precision,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tests = v.as_array().unwrap();
+        assert_eq!(tests.len(), 2);
+        for (t, name, np, ng) in [(&tests[0], "pp16", 16, 0), (&tests[1], "tg8", 0, 8)] {
+            assert_eq!(t["test"], name);
+            assert_eq!(t["n_prompt"], np);
+            assert_eq!(t["n_gen"], ng);
+            assert_eq!(t["n_threads"], 2);
+            assert_eq!(t["precision"], precision);
+            let samples = t["samples_ts"].as_array().unwrap();
+            assert_eq!(samples.len(), 3);
+            let mean = samples.iter().map(|s| s.as_f64().unwrap()).sum::<f64>() / 3.0;
+            assert!((t["avg_ts"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean);
+            // The peak resident set includes at least the mapped weights that were read.
+            assert!(t["peak_rss_bytes"].as_u64().unwrap() > t["model_size"].as_u64().unwrap());
+        }
+    }
+}
+
+#[test]
+fn table_and_refusals() {
+    let out = bench(&["-p", "8", "-n", "0", "-r", "1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("| pp8 |") && !text.contains("tg"), "{text}");
+    for (args, msg) in [
+        (&["-r", "0"][..], "-r must be at least 1"),
+        (&["-p", "0", "-n", "0"][..], "nothing to measure"),
+        (&["-p", "4096"][..], "exceed the model's context"),
+        (&["--precision", "half"][..], "invalid value"),
+    ] {
+        let out = bench(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(msg),
+            "{args:?}: {err}"
+        );
+    }
+}
