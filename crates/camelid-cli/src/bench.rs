@@ -147,6 +147,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let size: usize = model.weights.matrices().map(|t| t.bytes().len()).sum();
     let params = model.config.n_params();
     let rss = peak_rss();
+    // The f32 K and V caches of n_ctx positions (State::new_state).
+    let c = &model.config;
+    let kv_bytes = 2 * c.n_layers * n_ctx * c.kv_dim() * 4;
     let isa = format!("{:?}", model.kernels.isa());
     let precision = format!("{:?}", model.kernels.precision).to_lowercase();
     if a.json {
@@ -167,6 +170,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     "stddev_ts": s.stddev(),
                     "samples_ts": s.samples,
                     "peak_rss_bytes": rss,
+                    "kv_cache_bytes": kv_bytes,
                 })
             })
             .collect();
