@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::act::{ActKind, QuantAct};
 use crate::dtype::DType;
 use crate::isa::Isa;
-use crate::kernels::{self, ActPtr, NT, Table, Tile};
+use crate::kernels::{self, ActPtr, NT, PanelBuf, PanelFn, PanelJob, Table, Tile};
 use crate::pool::ThreadPool;
 use crate::quant::dequantize_row;
 
@@ -83,6 +83,29 @@ pub struct Kernels {
 struct Inner {
     pool: ThreadPool,
     act: QuantAct,
+    /// One panel buffer per thread.
+    panels: Vec<PanelBuf>,
+}
+
+/// Rows of a panel.
+const PANEL_ROWS: usize = 8;
+
+/// The per-thread panel buffers shared by the workers of one product.
+#[derive(Clone, Copy)]
+struct PanelsPtr(*mut PanelBuf);
+// SAFETY: participant `i` touches only buffer `i`, and `matmul_with` holds the `Inner` lock
+// (and so the buffers) until every participant is done.
+unsafe impl Send for PanelsPtr {}
+unsafe impl Sync for PanelsPtr {}
+
+impl PanelsPtr {
+    /// # Safety
+    /// `i` is within the buffers and no one else uses buffer `i` while the borrow lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self, i: usize) -> &mut PanelBuf {
+        // SAFETY: caller's contract.
+        unsafe { &mut *self.0.add(i) }
+    }
 }
 
 impl std::fmt::Debug for Kernels {
@@ -109,6 +132,7 @@ impl Kernels {
             inner: Mutex::new(Inner {
                 pool: ThreadPool::new(threads.max(1)),
                 act: QuantAct::default(),
+                panels: Vec::new(),
             }),
         }
     }
@@ -169,13 +193,23 @@ impl Kernels {
 
         let tk = self.table.get(w.dtype);
         let exact = precision == Precision::Exact && w.dtype.is_quantized();
-        let Inner { pool, act } = &mut *inner;
+        let panel = tk
+            .panel
+            .filter(|_| !exact && n >= kernels::PANEL_MIN_N && rows >= PANEL_ROWS);
+        let Inner { pool, act, panels } = &mut *inner;
         if !exact {
             quantize_activations(self.table, tk.act, x, n, cols, act);
         }
         let act = &*act;
+        if panels.len() < threads {
+            panels.resize_with(threads, Default::default);
+        }
+        let bufs = PanelsPtr(panels.as_mut_ptr());
         let row_bytes = w.row_bytes();
-        let chunk = chunk_rows(rows, row_bytes, n, threads);
+        let mut chunk = chunk_rows(rows, row_bytes, n, threads);
+        if panel.is_some() {
+            chunk = chunk.div_ceil(PANEL_ROWS) * PANEL_ROWS;
+        }
         let n_chunks = rows.div_ceil(chunk);
         let next = AtomicUsize::new(0);
         let ptr = OutPtr(out.as_mut_ptr());
@@ -191,6 +225,12 @@ impl Kernels {
                 let r = c * chunk..((c + 1) * chunk).min(rows);
                 if exact {
                     exact_rows(w, x, n, r, ptr);
+                } else if let Some(pf) = panel {
+                    // SAFETY: participant `id < threads ≤ panels.len()` owns buffer `id`.
+                    let buf = unsafe { bufs.get(id) };
+                    panel_rows(pf, buf, w, act, n, r, ptr, |rest| {
+                        fast_rows(tk.tile, tk.act, w, x, act, n, rest, ptr)
+                    });
                 } else {
                     fast_rows(tk.tile, tk.act, w, x, act, n, r, ptr);
                 }
@@ -310,6 +350,47 @@ fn fast_rows(
         // an ISA this CPU supports (`kernels::table`).
         unsafe { tile(&t) };
         t0 += nt;
+    }
+}
+
+/// `rows` through panels of eight; the rows left over (fewer than eight) go to `rest`.
+#[allow(clippy::too_many_arguments)]
+fn panel_rows(
+    pf: PanelFn,
+    buf: &mut PanelBuf,
+    w: &WeightView,
+    act: &QuantAct,
+    n: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    rest: impl FnOnce(Range<usize>),
+) {
+    let row_bytes = w.row_bytes();
+    let mut r = rows.start;
+    while r + PANEL_ROWS <= rows.end {
+        let job = PanelJob {
+            w: w.data[r * row_bytes..(r + PANEL_ROWS) * row_bytes].as_ptr(),
+            row_bytes,
+            cols: w.cols,
+            act: ActPtr {
+                qs: act.qs.as_ptr(),
+                d: act.d.as_ptr(),
+                dsum: act.dsum.as_ptr(),
+                ..null_act()
+            },
+            n,
+            // SAFETY: `r < w.rows`, inside `out: [n, rows]`.
+            out: unsafe { out.0.add(r) },
+            ldo: w.rows,
+        };
+        // SAFETY: eight whole rows of the checked weights, `n` activation rows of the kind the
+        // type asked for (sized by `quantize_activations`), outputs `out[t, r..r + 8]` written by
+        // this worker only; panels exist only in tables of ISAs this CPU supports.
+        unsafe { pf(&job, buf) };
+        r += PANEL_ROWS;
+    }
+    if r < rows.end {
+        rest(r..rows.end);
     }
 }
 

@@ -68,11 +68,47 @@ pub struct Tile {
 /// for writes at `t · ldo + r` for `t < nt`, `r < nr`; and the CPU supports the table's ISA.
 pub type TileFn = unsafe fn(&Tile);
 
+/// Eight weight rows against all activation rows of a product, through a repacked panel (see
+/// `x86::panel`); built by the driver like a [`Tile`].
+#[derive(Clone, Copy, Debug)]
+pub struct PanelJob {
+    /// The first of eight rows.
+    pub w: *const u8,
+    pub row_bytes: usize,
+    pub cols: usize,
+    /// Activation row 0.
+    pub act: ActPtr,
+    pub n: usize,
+    /// `out[t · ldo + r]` for the eight rows `r`, from activation row 0.
+    pub out: *mut f32,
+    pub ldo: usize,
+}
+
+/// Per-thread scratch of a panel, reused from product to product.
+#[derive(Default, Debug)]
+pub struct PanelBuf {
+    pub levels: Vec<u8>,
+    pub s: Vec<f32>,
+    pub o: Vec<f32>,
+}
+
+/// Computes a panel job.
+///
+/// # Safety
+/// `w` points to 8 rows as for [`TileFn`], `act` to `n` activation rows, `out` is valid for
+/// writes at `t · ldo + r` for `t < n`, `r < 8`; the CPU supports the table's ISA.
+pub type PanelFn = unsafe fn(&PanelJob, &mut PanelBuf);
+
+/// Activation rows from which a product goes through panels where the type has them.
+pub const PANEL_MIN_N: usize = 8;
+
 /// What a weight type needs from one instruction set.
 #[derive(Clone, Copy)]
 pub struct TypeKernels {
     pub act: ActKind,
     pub tile: TileFn,
+    /// The prompt-pass kernel, where the path has one for the type.
+    pub panel: Option<PanelFn>,
 }
 
 /// The kernels of one instruction set.

@@ -114,7 +114,11 @@ tiles! {
 }
 
 const fn k(act: ActKind, tile: super::TileFn) -> TypeKernels {
-    TypeKernels { act, tile }
+    TypeKernels {
+        act,
+        tile,
+        panel: None,
+    }
 }
 
 pub static TABLE: Table = Table {

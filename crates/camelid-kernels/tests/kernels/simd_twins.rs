@@ -142,7 +142,8 @@ fn simd_paths_match_scalar_twins() {
                         std::iter::repeat_n(4.0 * m, b.len())
                     })
                     .collect();
-                for n in [1, 2, 3, 4, 6] {
+                // 8 and more activation rows take the prompt-pass kernels (panels) where a path has them.
+                for n in [1, 2, 3, 4, 6, 9] {
                     let x = activations(n, cols, style % 2, &mut rng);
                     let mut want = vec![0.0f32; n * rows];
                     scalar.matmul_with(&w, &x, &mut want, 2, Precision::Fast);

@@ -14,6 +14,7 @@ mod act;
 mod float;
 mod kq;
 pub mod ops;
+mod panel;
 mod q8;
 
 use std::arch::x86_64::*;
@@ -151,7 +152,19 @@ macro_rules! entry {
 pub(crate) use entry;
 
 const fn k(act: ActKind, tile: TileFn) -> TypeKernels {
-    TypeKernels { act, tile }
+    TypeKernels {
+        act,
+        tile,
+        panel: None,
+    }
+}
+
+const fn kp(act: ActKind, tile: TileFn, panel: super::PanelFn) -> TypeKernels {
+    TypeKernels {
+        act,
+        tile,
+        panel: Some(panel),
+    }
 }
 
 pub static AVX2: Table = Table {
@@ -181,11 +194,11 @@ pub static AVX512: Table = Table {
         k(ActKind::F32, float::avx512::tile_f32),
         k(ActKind::F32, float::avx512::tile_f16),
         k(ActKind::F32, float::avx512::tile_bf16),
-        k(ActKind::Q8, q8::avx512::tile_q8_0),
-        k(ActKind::Q8, q8::avx512::tile_q4_0),
-        k(ActKind::Q8, q8::avx512::tile_q4_1),
-        k(ActKind::Q8, q8::avx512::tile_q5_0),
-        k(ActKind::Q8, q8::avx512::tile_q5_1),
+        kp(ActKind::Q8, q8::avx512::tile_q8_0, panel::panel_q8_0),
+        kp(ActKind::Q8, q8::avx512::tile_q4_0, panel::panel_q4_0),
+        kp(ActKind::Q8, q8::avx512::tile_q4_1, panel::panel_q4_1),
+        kp(ActKind::Q8, q8::avx512::tile_q5_0, panel::panel_q5_0),
+        kp(ActKind::Q8, q8::avx512::tile_q5_1, panel::panel_q5_1),
         k(ActKind::Q8K, kq::avx512::tile_q2_k),
         k(ActKind::Q8K, kq::avx512::tile_q3_k),
         k(ActKind::Q8K, kq::avx512::tile_q4_k),
