@@ -197,8 +197,8 @@ fn run(
     loop {
         // Intake: block while there is nothing to do, else take what arrived without waiting.
         let idle = waiting.is_empty() && slots.iter().all(|s| s.active.is_none());
-        if idle {
-            if !open || stop.load(Ordering::SeqCst) {
+        if idle && !stop.load(Ordering::SeqCst) {
+            if !open {
                 return;
             }
             match rx.recv_timeout(Duration::from_millis(50)) {
@@ -215,6 +215,8 @@ fn run(
             }
         }
         if stop.load(Ordering::SeqCst) {
+            // Every request still here, queued or running, hears why it ends.
+            waiting.extend(rx.try_iter());
             for job in waiting.drain(..) {
                 metrics.queued.fetch_sub(1, Ordering::Relaxed);
                 let _ = job.events.send(Event::Failed(Failure::ShuttingDown));
