@@ -570,6 +570,23 @@ fn model_perplexities(
     texts: &[(PathBuf, String)],
     notes: &mut Vec<String>,
 ) -> Result<Vec<PplRun>> {
+    // Tokenize first: the model is loaded only if some text holds two chunks.
+    let tok = entry_tokenizer(e)?;
+    let mut jobs = Vec::new();
+    for (p, t) in texts {
+        let tokens = tok.encode(t, tok.add_bos_default(), false);
+        match Chunks::new(tokens.len(), a.ctx, a.chunks) {
+            Ok(c) => jobs.push((p, tokens, c)),
+            Err(err) => notes.push(format!(
+                "no perplexity of {} on {}: {err}",
+                e.label,
+                p.display()
+            )),
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
     let loaded = load(&LoadArgs {
         model: Some(e.label.clone()),
         ctx: Some(a.ctx),
@@ -582,19 +599,7 @@ fn model_perplexities(
         None
     };
     let mut runs = Vec::new();
-    for (p, t) in texts {
-        let tokens = tok.encode(t, tok.add_bos_default(), false);
-        let chunks = match Chunks::new(tokens.len(), a.ctx, a.chunks) {
-            Ok(c) => c,
-            Err(err) => {
-                notes.push(format!(
-                    "no perplexity of {} on {}: {err}",
-                    e.label,
-                    p.display()
-                ));
-                continue;
-            }
-        };
+    for (p, tokens, chunks) in jobs {
         eprintln!(
             "perplexity of {} on {}: {} chunks of {}",
             e.label,
@@ -624,7 +629,24 @@ const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 const WIDTH: f64 = 880.0;
-const CHART_H: f64 = 400.0;
+/// Height of a plot area; a chart adds its title, axis labels and legend rows.
+const PLOT_H: f64 = 300.0;
+const LEGEND_ROW: f64 = 20.0;
+
+/// Height of a chart with `n` series: title 40, plot, tick and axis labels 50, legend rows in
+/// two columns, margin.
+fn chart_height(n: usize) -> f64 {
+    40.0 + PLOT_H + 50.0 + LEGEND_ROW * n.div_ceil(2) as f64 + 20.0
+}
+
+/// Every other series is dashed, so that lines with the same slope stay visible.
+fn dash(i: usize) -> &'static str {
+    if i % 2 == 1 {
+        r#" stroke-dasharray="9 5""#
+    } else {
+        ""
+    }
+}
 
 struct Series {
     label: String,
@@ -686,7 +708,7 @@ fn tick_label(v: f64) -> String {
 }
 
 fn draw_chart(svg: &mut String, top: f64, c: &Chart<'_>, x_ctx: bool) {
-    let (left, right, plot_top, plot_h) = (80.0, WIDTH - 30.0, top + 40.0, CHART_H - 100.0);
+    let (left, right, plot_top, plot_h) = (80.0, WIDTH - 30.0, top + 40.0, PLOT_H);
     let plot_w = right - left;
     let max_x = c
         .series
@@ -756,6 +778,7 @@ fn draw_chart(svg: &mut String, top: f64, c: &Chart<'_>, x_ctx: bool) {
         xml_escape(c.y_label)
     );
     // Lines.
+    let n = c.series.len();
     for (i, s) in c.series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let pts: Vec<String> = s
@@ -765,7 +788,10 @@ fn draw_chart(svg: &mut String, top: f64, c: &Chart<'_>, x_ctx: bool) {
             .collect();
         let _ = writeln!(
             svg,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2.5" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="{:.1}"{} points="{}"/>"#,
+            // Earlier lines are wider, so that one hidden under a later one shows at its edges.
+            2.0 + 3.0 * (n - 1 - i) as f64 / (n.max(2) - 1) as f64,
+            dash(i),
             pts.join(" ")
         );
         let marks: Vec<(f64, f64)> = if s.markers {
@@ -782,33 +808,21 @@ fn draw_chart(svg: &mut String, top: f64, c: &Chart<'_>, x_ctx: bool) {
             );
         }
     }
-    // Legend, top left inside the plot.
-    let lx = left + 14.0;
-    let ly = plot_top + 10.0;
-    let longest = c
-        .series
-        .iter()
-        .map(|s| s.label.chars().count())
-        .max()
-        .unwrap_or(0) as f64;
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{lx}" y="{ly}" width="{:.0}" height="{}" fill="white" fill-opacity="0.9" stroke="#999"/>"##,
-        40.0 + 7.2 * longest,
-        10.0 + 20.0 * c.series.len() as f64
-    );
+    // Legend below the axis label, two columns.
+    let ly = plot_top + plot_h + 62.0;
+    let col_w = (right - left) / 2.0;
     for (i, s) in c.series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let y = ly + 18.0 + 20.0 * i as f64;
+        let x = left + col_w * (i % 2) as f64;
+        let y = ly + LEGEND_ROW * (i / 2) as f64;
         let _ = writeln!(
             svg,
-            r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}" font-size="13">{}</text>"#,
-            lx + 8.0,
+            r#"<line x1="{x}" y1="{}" x2="{}" y2="{}" stroke="{color}" stroke-width="3"{}/><text x="{}" y="{y}" font-size="13">{}</text>"#,
             y - 4.0,
-            lx + 28.0,
+            x + 26.0,
             y - 4.0,
-            lx + 34.0,
-            y,
+            dash(i),
+            x + 32.0,
             xml_escape(&s.label)
         );
     }
@@ -830,7 +844,7 @@ fn render_svg(entries: &[Entry], runs: &[PplRun], n_ctx: usize) -> String {
                 Series {
                     label: format!(
                         "{} ({}, {}/token)",
-                        e.label,
+                        short_name(&e.label),
                         attention_kind(&e.config),
                         kib(figures(&e.config).kv_bytes_per_token)
                     ),
@@ -860,8 +874,13 @@ fn render_svg(entries: &[Entry], runs: &[PplRun], n_ctx: usize) -> String {
             })
             .collect(),
     };
-    let n_charts = if runs.is_empty() { 1 } else { 2 };
-    let height = CHART_H * n_charts as f64 + 10.0;
+    let kv_h = chart_height(kv.series.len());
+    let height = kv_h
+        + if runs.is_empty() {
+            0.0
+        } else {
+            chart_height(ppl.series.len())
+        };
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -873,7 +892,7 @@ fn render_svg(entries: &[Entry], runs: &[PplRun], n_ctx: usize) -> String {
     );
     draw_chart(&mut svg, 0.0, &kv, true);
     if !runs.is_empty() {
-        draw_chart(&mut svg, CHART_H, &ppl, false);
+        draw_chart(&mut svg, kv_h, &ppl, false);
     }
     svg.push_str("</svg>\n");
     svg
