@@ -100,3 +100,33 @@ fn answers_then_sigterm_ends_streams_and_exits_zero() {
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "{exit:?}");
 }
+
+#[test]
+fn sigint_lets_a_short_stream_finish_and_exits_zero() {
+    let (mut child, addr) = start(&["--ctx", "256", "--parallel", "1", "--shutdown-grace", "120"]);
+    let mut s = request(
+        &addr,
+        "/v1/completions",
+        r#"{"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": "1, 2, 3, 4, 5,", "max_tokens": 6, "temperature": 0, "stream": true}"#,
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: {") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    s.read_to_end(&mut seen).unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    // Within the grace period the stream runs to its end: its budget, then [DONE].
+    assert!(text.contains("\"finish_reason\":\"length\""), "{text}");
+    assert!(text.contains("data: [DONE]"), "{text}");
+    assert!(!text.contains("shutting down"), "{text}");
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
