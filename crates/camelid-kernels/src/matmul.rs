@@ -197,8 +197,10 @@ impl Kernels {
             .panel
             .filter(|_| !exact && n >= kernels::PANEL_MIN_N && rows >= PANEL_ROWS);
         let Inner { pool, act, panels } = &mut *inner;
+        let act_kind = panel.map_or(tk.act, |p| p.1);
+        let panel = panel.map(|p| p.0);
         if !exact {
-            quantize_activations(self.table, tk.act, x, n, cols, act);
+            quantize_activations(self.table, act_kind, x, n, cols, act);
         }
         let act = &*act;
         if panels.len() < threads {
@@ -228,9 +230,7 @@ impl Kernels {
                 } else if let Some(pf) = panel {
                     // SAFETY: participant `id < threads ≤ panels.len()` owns buffer `id`.
                     let buf = unsafe { bufs.get(id) };
-                    panel_rows(pf, buf, w, act, n, r, ptr, |rest| {
-                        fast_rows(tk.tile, tk.act, w, x, act, n, rest, ptr)
-                    });
+                    panel_rows(pf, buf, w, act, n, r, ptr);
                 } else {
                     fast_rows(tk.tile, tk.act, w, x, act, n, r, ptr);
                 }
@@ -353,8 +353,7 @@ fn fast_rows(
     }
 }
 
-/// `rows` through panels of eight; the rows left over (fewer than eight) go to `rest`.
-#[allow(clippy::too_many_arguments)]
+/// `rows` through panels of (at most) eight.
 fn panel_rows(
     pf: PanelFn,
     buf: &mut PanelBuf,
@@ -363,13 +362,14 @@ fn panel_rows(
     n: usize,
     rows: Range<usize>,
     out: OutPtr,
-    rest: impl FnOnce(Range<usize>),
 ) {
     let row_bytes = w.row_bytes();
     let mut r = rows.start;
-    while r + PANEL_ROWS <= rows.end {
+    while r < rows.end {
+        let nr = (rows.end - r).min(PANEL_ROWS);
         let job = PanelJob {
-            w: w.data[r * row_bytes..(r + PANEL_ROWS) * row_bytes].as_ptr(),
+            w: w.data[r * row_bytes..(r + nr) * row_bytes].as_ptr(),
+            nr,
             row_bytes,
             cols: w.cols,
             act: ActPtr {
@@ -383,14 +383,11 @@ fn panel_rows(
             out: unsafe { out.0.add(r) },
             ldo: w.rows,
         };
-        // SAFETY: eight whole rows of the checked weights, `n` activation rows of the kind the
-        // type asked for (sized by `quantize_activations`), outputs `out[t, r..r + 8]` written by
-        // this worker only; panels exist only in tables of ISAs this CPU supports.
+        // SAFETY: `nr` whole rows of the checked weights, `n` Q8 activation rows (sized by
+        // `quantize_activations`), outputs `out[t, r..r + nr]` written by this worker only;
+        // panels exist only in tables of ISAs this CPU supports.
         unsafe { pf(&job, buf) };
-        r += PANEL_ROWS;
-    }
-    if r < rows.end {
-        rest(r..rows.end);
+        r += nr;
     }
 }
 

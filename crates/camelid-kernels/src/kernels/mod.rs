@@ -68,18 +68,19 @@ pub struct Tile {
 /// for writes at `t · ldo + r` for `t < nt`, `r < nr`; and the CPU supports the table's ISA.
 pub type TileFn = unsafe fn(&Tile);
 
-/// Eight weight rows against all activation rows of a product, through a repacked panel (see
+/// Up to eight weight rows against all activation rows of a product, through a repacked panel (see
 /// `x86::panel`); built by the driver like a [`Tile`].
 #[derive(Clone, Copy, Debug)]
 pub struct PanelJob {
-    /// The first of eight rows.
+    /// The first of `nr` (1 to 8) rows.
     pub w: *const u8,
+    pub nr: usize,
     pub row_bytes: usize,
     pub cols: usize,
     /// Activation row 0.
     pub act: ActPtr,
     pub n: usize,
-    /// `out[t · ldo + r]` for the eight rows `r`, from activation row 0.
+    /// `out[t · ldo + r]` for the rows `r < nr`, from activation row 0.
     pub out: *mut f32,
     pub ldo: usize,
 }
@@ -95,8 +96,8 @@ pub struct PanelBuf {
 /// Computes a panel job.
 ///
 /// # Safety
-/// `w` points to 8 rows as for [`TileFn`], `act` to `n` activation rows, `out` is valid for
-/// writes at `t · ldo + r` for `t < n`, `r < 8`; the CPU supports the table's ISA.
+/// `w` points to `nr ≤ 8` rows as for [`TileFn`], `act` to `n` activation rows, `out` is valid
+/// for writes at `t · ldo + r` for `t < n`, `r < nr`; the CPU supports the table's ISA.
 pub type PanelFn = unsafe fn(&PanelJob, &mut PanelBuf);
 
 /// Activation rows from which a product goes through panels where the type has them.
@@ -107,8 +108,9 @@ pub const PANEL_MIN_N: usize = 8;
 pub struct TypeKernels {
     pub act: ActKind,
     pub tile: TileFn,
-    /// The prompt-pass kernel, where the path has one for the type.
-    pub panel: Option<PanelFn>,
+    /// The prompt-pass kernel, where the path has one for the type, and the activations it
+    /// takes (the k-quant panels take blocks of 32, finer than their tiles' 256).
+    pub panel: Option<(PanelFn, ActKind)>,
 }
 
 /// The kernels of one instruction set.

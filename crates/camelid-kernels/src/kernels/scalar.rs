@@ -121,6 +121,16 @@ const fn k(act: ActKind, tile: super::TileFn) -> TypeKernels {
     }
 }
 
+/// Prompt-pass twins: the SIMD paths multiply Q4_K and Q5_K with activation blocks of 32 once
+/// there are [`super::PANEL_MIN_N`] rows, and so does the reference.
+const fn kp(act: ActKind, tile: super::TileFn, panel: super::PanelFn) -> TypeKernels {
+    TypeKernels {
+        act,
+        tile,
+        panel: Some((panel, ActKind::Q8)),
+    }
+}
+
 pub static TABLE: Table = Table {
     isa: crate::isa::Isa::Scalar,
     types: [
@@ -134,8 +144,8 @@ pub static TABLE: Table = Table {
         k(ActKind::Q8, tile_q5_1),
         k(ActKind::Q8K, tile_q2_k),
         k(ActKind::Q8K, tile_q3_k),
-        k(ActKind::Q8K, tile_q4_k),
-        k(ActKind::Q8K, tile_q5_k),
+        kp(ActKind::Q8K, tile_q4_k, panel_q4_k),
+        kp(ActKind::Q8K, tile_q5_k, panel_q5_k),
         k(ActKind::Q8K, tile_q6_k),
     ],
     quant_q8: quantize_q8_scalar,
@@ -322,19 +332,70 @@ fn dot_k_type1(w: &[u8], a: &ActRow, bb: usize, level: impl Fn(&[u8], usize) -> 
         .sum()
 }
 
+/// Q4_K and Q5_K against Q8 activations: per sub-block of 32 the type-1 form `s · q + o` with
+/// `s = d · sc`, `o = −dmin · m`, then as Q4_1.
+fn dot_k_type1_q8(w: &[u8], a: &ActRow, bb: usize, level: impl Fn(&[u8], usize) -> i32) -> f32 {
+    let mut sum = 0.0f32;
+    for (sb, b) in w.chunks_exact(bb).enumerate() {
+        let (d, dmin) = (h(b, 0), h(b, 2));
+        for j in 0..8 {
+            let blk = sb * 8 + j;
+            let (sc, m) = kscale(&b[4..16], j);
+            let i = isum(&a.qs[32 * blk..][..32], |l| level(b, 32 * j + l));
+            sum += d * sc as f32 * (a.d[blk] * i as f32) - dmin * m as f32 * a.dsum[blk];
+        }
+    }
+    sum
+}
+
+fn q4k_level(b: &[u8], e: usize) -> i32 {
+    let q = b[16 + 32 * (e / 64) + e % 32];
+    (if (e / 32) % 2 == 0 { q & 0x0f } else { q >> 4 }) as i32
+}
+
+fn q5k_level(b: &[u8], e: usize) -> i32 {
+    let q = b[48 + 32 * (e / 64) + e % 32];
+    let lo = if (e / 32) % 2 == 0 { q & 0x0f } else { q >> 4 };
+    (lo | (((b[16 + e % 32] >> (e / 32)) & 1) << 4)) as i32
+}
+
+/// The job's rows against all its activation rows (the panel contract) with `dot`.
+///
+/// # Safety
+/// As for [`super::PanelFn`].
+unsafe fn panel_with(job: &super::PanelJob, dot: DotFn) {
+    for r in 0..job.nr {
+        // SAFETY: the job holds `nr` rows, `n` Q8 activation rows, and writable outputs.
+        unsafe {
+            let w = std::slice::from_raw_parts(job.w.add(r * job.row_bytes), job.row_bytes);
+            for t in 0..job.n {
+                let a = act_row(&job.act, ActKind::Q8, job.cols, t);
+                *job.out.add(t * job.ldo + r) = dot(w, &a);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// As for [`super::PanelFn`].
+unsafe fn panel_q4_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
+    // SAFETY: forwarded.
+    unsafe { panel_with(job, |w, a| dot_k_type1_q8(w, a, 144, q4k_level)) }
+}
+
+/// # Safety
+/// As for [`super::PanelFn`].
+unsafe fn panel_q5_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
+    // SAFETY: forwarded.
+    unsafe { panel_with(job, |w, a| dot_k_type1_q8(w, a, 176, q5k_level)) }
+}
+
 fn dot_q4_k(w: &[u8], a: &ActRow) -> f32 {
-    dot_k_type1(w, a, 144, |b, e| {
-        let q = b[16 + 32 * (e / 64) + e % 32];
-        (if (e / 32) % 2 == 0 { q & 0x0f } else { q >> 4 }) as i32
-    })
+    dot_k_type1(w, a, 144, q4k_level)
 }
 
 fn dot_q5_k(w: &[u8], a: &ActRow) -> f32 {
-    dot_k_type1(w, a, 176, |b, e| {
-        let q = b[48 + 32 * (e / 64) + e % 32];
-        let lo = if (e / 32) % 2 == 0 { q & 0x0f } else { q >> 4 };
-        (lo | (((b[16 + e % 32] >> (e / 32)) & 1) << 4)) as i32
-    })
+    dot_k_type1(w, a, 176, q5k_level)
 }
 
 fn dot_q6_k(w: &[u8], a: &ActRow) -> f32 {

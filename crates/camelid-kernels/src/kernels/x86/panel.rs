@@ -1,4 +1,4 @@
-//! Matrix-matrix products for the prompt pass (AVX-512 VNNI, 32-element formats): eight weight
+//! Matrix-matrix products for the prompt pass (32-element formats, Q4_K, Q5_K): eight weight
 //! rows are repacked once per product into a small per-thread panel, then multiplied with every
 //! activation row.
 //!
@@ -13,6 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::Simd;
+use super::kq::{KQuant, Q4K, Q5K};
 use super::q8::{Block32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use crate::kernels::{PanelBuf, PanelJob};
 
@@ -66,7 +67,13 @@ unsafe fn half(p: *const u8, f16: &[f32; 65536]) -> f32 {
 /// # Safety
 /// `w` holds 8 rows of `row_bytes` with `nb` blocks each; the CPU supports `S`.
 #[inline(always)]
-unsafe fn pack<S: Simd, B: Block32>(w: *const u8, row_bytes: usize, nb: usize, buf: &mut PanelBuf) {
+unsafe fn pack<S: Simd, B: Block32>(
+    w: *const u8,
+    row_bytes: usize,
+    nr: usize,
+    nb: usize,
+    buf: &mut PanelBuf,
+) {
     buf.levels.resize(nb * 256, 0);
     buf.s.resize(nb * ROWS, 0.0);
     buf.o.resize(nb * ROWS, 0.0);
@@ -76,15 +83,17 @@ unsafe fn pack<S: Simd, B: Block32>(w: *const u8, row_bytes: usize, nb: usize, b
     // sized above.
     unsafe {
         for b in 0..nb {
-            let l: [__m256i; 8] =
-                std::array::from_fn(|r| B::load::<S>(w.add(r * row_bytes + b * B::BYTES)));
+            // Missing rows of a short panel repeat the last one; their results are not stored.
+            let l: [__m256i; 8] = std::array::from_fn(|r| {
+                B::load::<S>(w.add(r.min(nr - 1) * row_bytes + b * B::BYTES))
+            });
             let v = transpose8(l);
             let dst = buf.levels.as_mut_ptr().add(b * 256) as *mut __m256i;
             for (j, x) in v.iter().enumerate() {
                 _mm256_storeu_si256(dst.add(j), *x);
             }
             for r in 0..ROWS {
-                let p = w.add(r * row_bytes + b * B::BYTES);
+                let p = w.add(r.min(nr - 1) * row_bytes + b * B::BYTES);
                 let d = half(p, f16);
                 buf.s[b * ROWS + r] = d;
                 buf.o[b * ROWS + r] = if B::TYPE1 {
@@ -97,14 +106,62 @@ unsafe fn pack<S: Simd, B: Block32>(w: *const u8, row_bytes: usize, nb: usize, b
     }
 }
 
+/// Packs eight rows of `nsb` Q4_K/Q5_K super-blocks into `buf` as blocks of 32 of the type-1
+/// form `s · q + o` with `s = d · sc` and `o = −dmin · m` per sub-block.
+///
+/// # Safety
+/// `w` holds 8 rows of `row_bytes` with `nsb` super-blocks each; the CPU supports `S`.
+#[inline(always)]
+unsafe fn pack_k<S: Simd, K: KQuant>(
+    w: *const u8,
+    row_bytes: usize,
+    nr: usize,
+    nsb: usize,
+    buf: &mut PanelBuf,
+) {
+    let nb = nsb * 8;
+    buf.levels.resize(nb * 256, 0);
+    buf.s.resize(nb * ROWS, 0.0);
+    buf.o.resize(nb * ROWS, 0.0);
+    let f16 = crate::kernels::f16_table();
+    // SAFETY: super-blocks `sb < nsb` of rows `r < 8` are inside the caller's rows; the
+    // buffers were sized above.
+    unsafe {
+        for sb in 0..nsb {
+            let p: [*const u8; 8] =
+                std::array::from_fn(|r| w.add(r.min(nr - 1) * row_bytes + sb * K::BYTES));
+            for h in 0..2 {
+                let lv: [[__m256i; 4]; 8] = std::array::from_fn(|r| K::levels::<S>(p[r], h));
+                for k in 0..4 {
+                    let v = transpose8(std::array::from_fn(|r| lv[r][k]));
+                    let dst =
+                        buf.levels.as_mut_ptr().add((sb * 8 + 4 * h + k) * 256) as *mut __m256i;
+                    for (j, x) in v.iter().enumerate() {
+                        _mm256_storeu_si256(dst.add(j), *x);
+                    }
+                }
+            }
+            for (r, &pr) in p.iter().enumerate() {
+                let (d, dmin) = (half(pr, f16), half(pr.add(2), f16));
+                let scales = std::slice::from_raw_parts(pr.add(4), 12);
+                for j in 0..8 {
+                    let (sc, m) = crate::dtype::kscale(scales, j);
+                    buf.s[(sb * 8 + j) * ROWS + r] = d * sc as f32;
+                    buf.o[(sb * 8 + j) * ROWS + r] = -dmin * m as f32;
+                }
+            }
+        }
+    }
+}
+
 /// The packed panel against activation rows `t0..t0 + N`.
 ///
 /// # Safety
 /// As for [`panel_body`]; `t0 + N ≤ job.n`.
 #[inline(always)]
-unsafe fn gemm<const N: usize>(job: &PanelJob, buf: &PanelBuf, nb: usize, t0: usize) {
+unsafe fn gemm<S: Simd, const N: usize>(job: &PanelJob, buf: &PanelBuf, nb: usize, t0: usize) {
     // SAFETY: activation rows `t0..t0 + N` hold `cols` values, `nb` scales and sums each; the
-    // panel holds `nb` blocks; `out` rows `t0..t0 + N` have 8 writable floats at `job.out`.
+    // panel holds `nb` blocks; `out` rows `t0..t0 + N` have `nr` writable floats at `job.out`.
     unsafe {
         let cols = job.cols;
         let x: [*const u8; N] =
@@ -122,7 +179,7 @@ unsafe fn gemm<const N: usize>(job: &PanelJob, buf: &PanelBuf, nb: usize, t0: us
                     let xb = _mm256_set1_epi32(
                         (x[i].add(b * 32 + 4 * j) as *const i32).read_unaligned(),
                     );
-                    isum[i] = _mm256_dpbusd_epi32(isum[i], wv, xb);
+                    isum[i] = S::dot_u8i8(isum[i], wv, xb);
                 }
             }
             let sv = _mm256_loadu_ps(buf.s.as_ptr().add(b * ROWS));
@@ -135,7 +192,14 @@ unsafe fn gemm<const N: usize>(job: &PanelJob, buf: &PanelBuf, nb: usize, t0: us
         }
         for i in 0..N {
             let o = job.out.add((t0 + i) * job.ldo);
-            _mm256_storeu_ps(o, _mm256_add_ps(acc[i], corr[i]));
+            let v = _mm256_add_ps(acc[i], corr[i]);
+            if job.nr == ROWS {
+                _mm256_storeu_ps(o, v);
+            } else {
+                let mut tmp = [0.0f32; ROWS];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, job.nr);
+            }
         }
     }
 }
@@ -143,43 +207,89 @@ unsafe fn gemm<const N: usize>(job: &PanelJob, buf: &PanelBuf, nb: usize, t0: us
 /// Packs the job's eight rows and multiplies them with all its activation rows.
 ///
 /// # Safety
-/// As for [`crate::kernels::PanelFn`]; AVX-512 VNNI.
+/// As for [`crate::kernels::PanelFn`]; the CPU supports `S`.
 #[inline(always)]
 unsafe fn panel_body<S: Simd, B: Block32>(job: &PanelJob, buf: &mut PanelBuf) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        pack::<S, B>(job.w, job.row_bytes, job.nr, job.cols / 32, buf);
+        multiply::<S>(job, buf);
+    }
+}
+
+/// As [`panel_body`] for the k-quants with sub-blocks of 32.
+///
+/// # Safety
+/// As for [`crate::kernels::PanelFn`]; the CPU supports `S`.
+#[inline(always)]
+unsafe fn panel_body_k<S: Simd, K: KQuant>(job: &PanelJob, buf: &mut PanelBuf) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        pack_k::<S, K>(job.w, job.row_bytes, job.nr, job.cols / 256, buf);
+        multiply::<S>(job, buf);
+    }
+}
+
+/// The packed panel against all the job's activation rows.
+///
+/// # Safety
+/// As for [`crate::kernels::PanelFn`]; the CPU supports `S`; `buf` packed for the job's rows.
+#[inline(always)]
+unsafe fn multiply<S: Simd>(job: &PanelJob, buf: &PanelBuf) {
     let nb = job.cols / 32;
     // SAFETY: forwarded contract.
     unsafe {
-        pack::<S, B>(job.w, job.row_bytes, nb, buf);
         let mut t = 0;
         while t + 4 <= job.n {
-            gemm::<4>(job, buf, nb, t);
+            gemm::<S, 4>(job, buf, nb, t);
             t += 4;
         }
         while t < job.n {
-            gemm::<1>(job, buf, nb, t);
+            gemm::<S, 1>(job, buf, nb, t);
             t += 1;
         }
     }
 }
 
 macro_rules! panels {
-    ($($name:ident: $ty:ty;)*) => {
+    ($feat:literal, $simd:ty; $($name:ident: $body:ident, $ty:ty;)*) => {
         $(
             /// # Safety
-            /// As for [`crate::kernels::PanelFn`]; AVX-512 VNNI.
-            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            /// As for [`crate::kernels::PanelFn`]; the CPU supports this path's features.
+            #[target_feature(enable = $feat)]
             pub(crate) unsafe fn $name(job: &PanelJob, buf: &mut PanelBuf) {
                 // SAFETY: forwarded contract, with this path's features.
-                unsafe { panel_body::<super::Avx512, $ty>(job, buf) }
+                unsafe { $body::<$simd, $ty>(job, buf) }
             }
         )*
     };
 }
 
-panels! {
-    panel_q8_0: Q8_0;
-    panel_q4_0: Q4_0;
-    panel_q4_1: Q4_1;
-    panel_q5_0: Q5_0;
-    panel_q5_1: Q5_1;
+/// AVX2: `vpmaddubsw` saturates above 128 × 127 per pair, so Q8_0 (levels up to 255 in this
+/// form) keeps its tiles.
+pub mod avx2 {
+    use super::*;
+    panels! {
+        "avx2,fma,f16c", super::super::Avx2;
+        panel_q4_0: panel_body, Q4_0;
+        panel_q4_1: panel_body, Q4_1;
+        panel_q5_0: panel_body, Q5_0;
+        panel_q5_1: panel_body, Q5_1;
+        panel_q4_k: panel_body_k, Q4K;
+        panel_q5_k: panel_body_k, Q5K;
+    }
+}
+
+pub mod avx512 {
+    use super::*;
+    panels! {
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", super::super::Avx512;
+        panel_q8_0: panel_body, Q8_0;
+        panel_q4_0: panel_body, Q4_0;
+        panel_q4_1: panel_body, Q4_1;
+        panel_q5_0: panel_body, Q5_0;
+        panel_q5_1: panel_body, Q5_1;
+        panel_q4_k: panel_body_k, Q4K;
+        panel_q5_k: panel_body_k, Q5K;
+    }
 }
