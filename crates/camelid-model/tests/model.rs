@@ -248,28 +248,44 @@ fn paired(a: &[f64], b: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
+/// Relative tolerance between two computations of the same logits at a kernel precision. Exact
+/// paths differ only in the order of f32 additions. The fast path rounds activations to 8 bits
+/// and its prompt kernels (several activation rows per weight pass) round in their own blocks,
+/// so a prompt pass and a decode step agree only to that rounding (measured up to 0.9% of the
+/// largest logit on the tiny Q4_0 models).
+fn same_logits_tol(p: Precision) -> f32 {
+    match p {
+        Precision::Exact => 1e-5,
+        Precision::Fast => 2e-2,
+    }
+}
+
 /// The batched prompt pass and token-by-token decoding give the same logits.
 #[test]
 fn batched_prefill_equals_token_by_token() {
     let man = manifest();
-    for m in man["models"].as_array().unwrap() {
-        let toks = tokens(m);
-        let model = Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
-        let batched = run_all(&model, &toks);
-        let mut state = model.new_state(toks.len());
-        for (i, t) in toks.iter().enumerate() {
-            model
-                .forward(&mut state, &[*t], false, |_, l| {
-                    let d = l
-                        .iter()
-                        .zip(&batched[i])
-                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                    assert!(
-                        d <= 1e-5 * max_abs(&batched[i..i + 1]).max(1.0),
-                        "position {i}: {d}"
-                    );
-                })
-                .unwrap();
+    for precision in [Precision::Exact, Precision::Fast] {
+        for m in man["models"].as_array().unwrap() {
+            let toks = tokens(m);
+            let mut model =
+                Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
+            model.kernels.precision = precision;
+            let batched = run_all(&model, &toks);
+            let mut state = model.new_state(toks.len());
+            for (i, t) in toks.iter().enumerate() {
+                model
+                    .forward(&mut state, &[*t], false, |_, l| {
+                        let d = l
+                            .iter()
+                            .zip(&batched[i])
+                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                        assert!(
+                            d <= same_logits_tol(precision) * max_abs(&batched[i..i + 1]).max(1.0),
+                            "{precision:?} position {i}: {d}"
+                        );
+                    })
+                    .unwrap();
+            }
         }
     }
 }
@@ -280,82 +296,89 @@ fn batched_prefill_equals_token_by_token() {
 #[test]
 fn multi_sequence_batch_equals_separate_decoding() {
     let man = manifest();
-    for m in man["models"].as_array().unwrap() {
-        let toks = tokens(m);
-        let model = Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
-        let n = toks.len();
-        // Three sequences: different prompts of different lengths (rotations of the fixture).
-        let prompts: Vec<Vec<u32>> = (0..3)
-            .map(|k| {
-                let mut p = toks.clone();
-                p.rotate_left(k * 3 % n);
-                p.truncate(n - k);
-                p
-            })
-            .collect();
-        let ctx = 2 * n + 80;
-        let mut alone: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
-        let mut together: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
-        let close = |a: &[f32], b: &[f32], what: &str| {
-            let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
-            assert!(d <= 1e-5 * scale, "{what}: max diff {d}");
-        };
-        // Prompts: sequence 0 alone first; then 1 and 2 together (the batch's prefill path).
-        for (s, p) in alone.iter_mut().zip(&prompts) {
-            model.forward(s, p, false, |_, _| {}).unwrap();
-        }
-        model
-            .forward(&mut together[0], &prompts[0], false, |_, _| {})
-            .unwrap();
-        {
-            let (_, rest) = together.split_at_mut(1);
-            let mut refs: Vec<&mut _> = rest.iter_mut().collect();
-            let mut got = Vec::new();
-            model
-                .forward_seqs(&mut refs, &[&prompts[1], &prompts[2]], |i, l| {
-                    got.push((i, l.to_vec()))
+    for precision in [Precision::Exact, Precision::Fast] {
+        for m in man["models"].as_array().unwrap() {
+            let toks = tokens(m);
+            let mut model =
+                Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
+            model.kernels.precision = precision;
+            let n = toks.len();
+            // Three sequences: different prompts of different lengths (rotations of the fixture).
+            let prompts: Vec<Vec<u32>> = (0..3)
+                .map(|k| {
+                    let mut p = toks.clone();
+                    p.rotate_left(k * 3 % n);
+                    p.truncate(n - k);
+                    p
                 })
+                .collect();
+            let ctx = 2 * n + 80;
+            let mut alone: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
+            let mut together: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
+                assert!(
+                    d <= same_logits_tol(precision) * scale,
+                    "{precision:?} {what}: max diff {d}"
+                );
+            };
+            // Prompts: sequence 0 alone first; then 1 and 2 together (the batch's prefill path).
+            for (s, p) in alone.iter_mut().zip(&prompts) {
+                model.forward(s, p, false, |_, _| {}).unwrap();
+            }
+            model
+                .forward(&mut together[0], &prompts[0], false, |_, _| {})
                 .unwrap();
-            assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1]);
-        }
-        // Decoding steps, one token per sequence, fed the same ids.
-        for step in 0..6 {
-            let next: Vec<u32> = (0..3).map(|k| toks[(step * 5 + k * 7) % n]).collect();
-            let mut want = Vec::new();
-            for (s, t) in alone.iter_mut().zip(&next) {
+            {
+                let (_, rest) = together.split_at_mut(1);
+                let mut refs: Vec<&mut _> = rest.iter_mut().collect();
+                let mut got = Vec::new();
                 model
-                    .forward(s, &[*t], false, |_, l| want.push(l.to_vec()))
+                    .forward_seqs(&mut refs, &[&prompts[1], &prompts[2]], |i, l| {
+                        got.push((i, l.to_vec()))
+                    })
+                    .unwrap();
+                assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1]);
+            }
+            // Decoding steps, one token per sequence, fed the same ids.
+            for step in 0..6 {
+                let next: Vec<u32> = (0..3).map(|k| toks[(step * 5 + k * 7) % n]).collect();
+                let mut want = Vec::new();
+                for (s, t) in alone.iter_mut().zip(&next) {
+                    model
+                        .forward(s, &[*t], false, |_, l| want.push(l.to_vec()))
+                        .unwrap();
+                }
+                let mut refs: Vec<&mut _> = together.iter_mut().collect();
+                let slices: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
+                let mut got = vec![Vec::new(); 3];
+                model
+                    .forward_seqs(&mut refs, &slices, |i, l| got[i] = l.to_vec())
+                    .unwrap();
+                for k in 0..3 {
+                    close(&want[k], &got[k], &format!("step {step}, sequence {k}"));
+                }
+            }
+            // A step where sequence 1 takes a chunk longer than one pass (MAX_BATCH) while the
+            // others decode.
+            let long: Vec<u32> = (0..70).map(|i| toks[i % n]).collect();
+            let feeds: [&[u32]; 3] = [&toks[..1], &long, &toks[1..2]];
+            let mut want = Vec::new();
+            for (s, t) in alone.iter_mut().zip(feeds) {
+                model
+                    .forward(s, t, false, |_, l| want.push(l.to_vec()))
                     .unwrap();
             }
             let mut refs: Vec<&mut _> = together.iter_mut().collect();
-            let slices: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
             let mut got = vec![Vec::new(); 3];
             model
-                .forward_seqs(&mut refs, &slices, |i, l| got[i] = l.to_vec())
+                .forward_seqs(&mut refs, &feeds, |i, l| got[i] = l.to_vec())
                 .unwrap();
             for k in 0..3 {
-                close(&want[k], &got[k], &format!("step {step}, sequence {k}"));
+                close(&want[k], &got[k], &format!("mixed step, sequence {k}"));
+                assert_eq!(alone[k].pos, together[k].pos);
             }
-        }
-        // A step where sequence 1 takes a chunk longer than one pass (MAX_BATCH) while the
-        // others decode.
-        let long: Vec<u32> = (0..70).map(|i| toks[i % n]).collect();
-        let feeds: [&[u32]; 3] = [&toks[..1], &long, &toks[1..2]];
-        let mut want = Vec::new();
-        for (s, t) in alone.iter_mut().zip(feeds) {
-            model
-                .forward(s, t, false, |_, l| want.push(l.to_vec()))
-                .unwrap();
-        }
-        let mut refs: Vec<&mut _> = together.iter_mut().collect();
-        let mut got = vec![Vec::new(); 3];
-        model
-            .forward_seqs(&mut refs, &feeds, |i, l| got[i] = l.to_vec())
-            .unwrap();
-        for k in 0..3 {
-            close(&want[k], &got[k], &format!("mixed step, sequence {k}"));
-            assert_eq!(alone[k].pos, together[k].pos);
         }
     }
 }
