@@ -350,12 +350,20 @@ fn dot_k_type1_q8(w: &[u8], a: &ActRow, bb: usize, level: impl Fn(&[u8], usize) 
 
 fn q4k_level(b: &[u8], e: usize) -> i32 {
     let q = b[16 + 32 * (e / 64) + e % 32];
-    (if (e / 32).is_multiple_of(2) { q & 0x0f } else { q >> 4 }) as i32
+    (if (e / 32).is_multiple_of(2) {
+        q & 0x0f
+    } else {
+        q >> 4
+    }) as i32
 }
 
 fn q5k_level(b: &[u8], e: usize) -> i32 {
     let q = b[48 + 32 * (e / 64) + e % 32];
-    let lo = if (e / 32).is_multiple_of(2) { q & 0x0f } else { q >> 4 };
+    let lo = if (e / 32).is_multiple_of(2) {
+        q & 0x0f
+    } else {
+        q >> 4
+    };
     (lo | (((b[16 + e % 32] >> (e / 32)) & 1) << 4)) as i32
 }
 

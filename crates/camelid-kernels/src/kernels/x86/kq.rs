@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Avx2, Avx512, Simd, entry, hsum};
+use super::{Avx2, Avx512, Simd, entry, hsum, prefetch};
 use crate::kernels::Tile;
 
 /// What one super-block contributes besides its levels.
@@ -343,6 +343,7 @@ unsafe fn tile_body<S: Simd, K: KQuant, const N: usize>(t: &Tile) {
             let mut corr = [_mm256_setzero_ps(); N];
             for sb in 0..nsb {
                 let p = w.add(sb * K::BYTES);
+                prefetch(p.wrapping_add(2 * t.row_bytes), K::BYTES);
                 let prep = K::prep::<S>(p);
                 let mut isum = [_mm256_setzero_si256(); N];
                 for h in 0..2 {

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Avx2, Avx512, Simd, entry, hsum};
+use super::{Avx2, Avx512, Simd, entry, hsum, prefetch};
 use crate::kernels::Tile;
 
 /// Blocks per pass; their scale products live on the stack (`NT · SEG` floats).
@@ -319,6 +319,7 @@ unsafe fn tile_body<S: Simd, B: Block32, const N: usize>(t: &Tile) {
                 let mut acc = [[_mm256_setzero_ps(); 4]; N];
                 let mut b = 0;
                 while b + u <= nb {
+                    prefetch(w.wrapping_add(2 * t.row_bytes + b * B::BYTES), u * B::BYTES);
                     for k in 0..u {
                         let wv = B::load::<S>(w.add((b + k) * B::BYTES));
                         for i in 0..N {
