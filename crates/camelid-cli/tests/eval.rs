@@ -123,9 +123,11 @@ fn perplexity_of_smollm2_matches_llama_cpp() {
         assert!(rel(g, f(w)) < 0.01, "chunk {}: {g} vs {w}", i + 1);
     }
     assert!(rel(f(&v["ppl_stderr"]), f(&same["ppl_stderr"])) < 0.02);
-    // llama.cpp's defaults (F16 cache, flash attention) sit about 1% higher on this model.
+    // llama.cpp's defaults (F16 cache, flash attention on, which rounds queries and cache to
+    // F16) sit ~1% higher on the first chunks and 0.3% higher after four: the final estimate
+    // over four chunks is within 1% of them too.
     let default = f(&fx["runs"]["default"]["ppl"]);
-    assert!(rel(ppl, default) < 0.02, "{ppl} vs {default}");
+    assert!(rel(ppl, default) < 0.01, "{ppl} vs {default}");
 }
 
 #[test]
