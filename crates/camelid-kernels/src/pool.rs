@@ -3,7 +3,8 @@
 //! The caller of [`ThreadPool::run`] takes part as thread 0; the workers wait for the next job by
 //! spinning for a short while (decoding posts a job every few microseconds, and waking a parked
 //! thread costs tens of microseconds) and then park on a condition variable, so an idle model
-//! burns no CPU.
+//! burns no CPU. Spinning threads start yielding after a few microseconds, so that on a machine
+//! with more runnable threads than cores they do not hold a core a late thread needs.
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
+
+/// Spins before a waiting thread starts yielding its core (a few microseconds).
+const YIELD_AFTER: u32 = 4096;
 
 type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
@@ -94,9 +98,16 @@ impl ThreadPool {
         }
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(0)));
         // The workers hold `job_ref` until `pending` reaches zero: wait for them even if our own
-        // part panicked.
+        // part panicked. After a short spin, yield: a worker that is late has usually lost its
+        // core to another process, and spinning here would keep it from getting one back.
+        let mut spins = 0u32;
         while s.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            spins += 1;
+            if spins > YIELD_AFTER {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
@@ -121,6 +132,9 @@ fn worker(s: &Shared, id: usize) {
                 return;
             }
             spins += 1;
+            if spins > YIELD_AFTER {
+                std::thread::yield_now();
+            }
             if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 let mut sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
                 *sleepers += 1;
