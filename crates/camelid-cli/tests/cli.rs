@@ -141,3 +141,62 @@ fn bad_input_is_a_clear_error_and_a_nonzero_exit() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// `camelid run`: every bad input a clear message and a non-zero exit, and a context that fills
+/// up ends the generation with a note, not a crash.
+#[test]
+fn run_rejects_bad_input_and_survives_a_full_context() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let long = "word ".repeat(200);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", "-m", m, "-p", "hi", "-n", "0"],
+            "-n must be at least 1",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--top-p", "2"],
+            "top-p must be in (0, 1]",
+        ),
+        (vec!["run", "-m", m, "-p", "hi", "--temp=-1"], "temperature"),
+        (
+            vec!["run", "-m", "no-such-model", "-p", "hi"],
+            "unknown model name",
+        ),
+        (
+            vec!["run", "-m", "/nonexistent/dir/m.gguf", "-p", "hi"],
+            "no such file",
+        ),
+        (
+            vec!["run", "-m", m, "-p", &long, "--ctx", "16"],
+            "longer than the context of 16 tokens",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = camelid(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // 8 prompt tokens + 8 generated fill a 16-token context: a note on stderr, exit 0.
+    let out = camelid(&[
+        "run",
+        "-m",
+        m,
+        "-p",
+        "To be, or not to be",
+        "--ctx",
+        "16",
+        "-n",
+        "100",
+        "--temp",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("context of 16 tokens is full") || err.contains("generation:"),
+        "{err}"
+    );
+}
