@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::act::{ActKind, QuantAct};
 use crate::dtype::DType;
 use crate::isa::Isa;
-use crate::kernels::{self, ActPtr, NT, PanelBuf, PanelFn, PanelJob, Table, Tile};
+use crate::kernels::{self, ActPtr, NT, Panel, PanelBuf, PanelJob, Table, Tile};
 use crate::pool::ThreadPool;
 use crate::quant::dequantize_row;
 
@@ -86,9 +86,6 @@ struct Inner {
     /// One panel buffer per thread.
     panels: Vec<PanelBuf>,
 }
-
-/// Rows of a panel.
-const PANEL_ROWS: usize = 8;
 
 /// The per-thread panel buffers shared by the workers of one product.
 #[derive(Clone, Copy)]
@@ -195,10 +192,9 @@ impl Kernels {
         let exact = precision == Precision::Exact && w.dtype.is_quantized();
         let panel = tk
             .panel
-            .filter(|_| !exact && n >= kernels::PANEL_MIN_N && rows >= PANEL_ROWS);
+            .filter(|p| !exact && n >= kernels::PANEL_MIN_N && rows >= p.rows);
         let Inner { pool, act, panels } = &mut *inner;
-        let act_kind = panel.map_or(tk.act, |p| p.1);
-        let panel = panel.map(|p| p.0);
+        let act_kind = panel.map_or(tk.act, |p| p.act);
         if !exact {
             quantize_activations(self.table, act_kind, x, n, cols, act);
         }
@@ -209,8 +205,8 @@ impl Kernels {
         let bufs = PanelsPtr(panels.as_mut_ptr());
         let row_bytes = w.row_bytes();
         let mut chunk = chunk_rows(rows, row_bytes, n, threads);
-        if panel.is_some() {
-            chunk = chunk.div_ceil(PANEL_ROWS) * PANEL_ROWS;
+        if let Some(p) = panel {
+            chunk = chunk.div_ceil(p.rows) * p.rows;
         }
         let n_chunks = rows.div_ceil(chunk);
         let next = AtomicUsize::new(0);
@@ -230,7 +226,7 @@ impl Kernels {
                 } else if let Some(pf) = panel {
                     // SAFETY: participant `id < threads ≤ panels.len()` owns buffer `id`.
                     let buf = unsafe { bufs.get(id) };
-                    panel_rows(pf, buf, w, act, n, r, ptr);
+                    panel_rows(pf, buf, w, x, act, n, r, ptr);
                 } else {
                     fast_rows(tk.tile, tk.act, w, x, act, n, r, ptr);
                 }
@@ -353,11 +349,13 @@ fn fast_rows(
     }
 }
 
-/// `rows` through panels of (at most) eight.
+/// `rows` through panels of (at most) `pf.rows` rows.
+#[allow(clippy::too_many_arguments)]
 fn panel_rows(
-    pf: PanelFn,
+    pf: Panel,
     buf: &mut PanelBuf,
     w: &WeightView,
+    x: &[f32],
     act: &QuantAct,
     n: usize,
     rows: Range<usize>,
@@ -366,13 +364,14 @@ fn panel_rows(
     let row_bytes = w.row_bytes();
     let mut r = rows.start;
     while r < rows.end {
-        let nr = (rows.end - r).min(PANEL_ROWS);
+        let nr = (rows.end - r).min(pf.rows);
         let job = PanelJob {
             w: w.data[r * row_bytes..(r + nr) * row_bytes].as_ptr(),
             nr,
             row_bytes,
             cols: w.cols,
             act: ActPtr {
+                f32s: x.as_ptr(),
                 qs: act.qs.as_ptr(),
                 d: act.d.as_ptr(),
                 dsum: act.dsum.as_ptr(),
@@ -383,10 +382,10 @@ fn panel_rows(
             out: unsafe { out.0.add(r) },
             ldo: w.rows,
         };
-        // SAFETY: `nr` whole rows of the checked weights, `n` Q8 activation rows (sized by
-        // `quantize_activations`), outputs `out[t, r..r + nr]` written by this worker only;
+        // SAFETY: `nr` whole rows of the checked weights, `n` activation rows of the panel's
+        // kind (`x` itself, or sized by `quantize_activations`), outputs `out[t, r..r + nr]` written by this worker only;
         // panels exist only in tables of ISAs this CPU supports.
-        unsafe { pf(&job, buf) };
+        unsafe { (pf.f)(&job, buf) };
         r += nr;
     }
 }

@@ -72,7 +72,7 @@ pub type TileFn = unsafe fn(&Tile);
 /// `x86::panel`); built by the driver like a [`Tile`].
 #[derive(Clone, Copy, Debug)]
 pub struct PanelJob {
-    /// The first of `nr` (1 to 8) rows.
+    /// The first of `nr` rows (at most the panel's `rows`).
     pub w: *const u8,
     pub nr: usize,
     pub row_bytes: usize,
@@ -96,9 +96,18 @@ pub struct PanelBuf {
 /// Computes a panel job.
 ///
 /// # Safety
-/// `w` points to `nr ≤ 8` rows as for [`TileFn`], `act` to `n` activation rows, `out` is valid
+/// `w` points to `nr` rows (at most the panel's) as for [`TileFn`], `act` to `n` activation rows, `out` is valid
 /// for writes at `t · ldo + r` for `t < n`, `r < nr`; the CPU supports the table's ISA.
 pub type PanelFn = unsafe fn(&PanelJob, &mut PanelBuf);
+
+/// A prompt-pass kernel: the function, the activations it takes (the k-quant panels take
+/// blocks of 32, finer than their tiles' 256) and the weight rows it packs at a time.
+#[derive(Clone, Copy)]
+pub struct Panel {
+    pub f: PanelFn,
+    pub act: ActKind,
+    pub rows: usize,
+}
 
 /// Activation rows from which a product goes through panels where the type has them.
 pub const PANEL_MIN_N: usize = 8;
@@ -108,9 +117,8 @@ pub const PANEL_MIN_N: usize = 8;
 pub struct TypeKernels {
     pub act: ActKind,
     pub tile: TileFn,
-    /// The prompt-pass kernel, where the path has one for the type, and the activations it
-    /// takes (the k-quant panels take blocks of 32, finer than their tiles' 256).
-    pub panel: Option<(PanelFn, ActKind)>,
+    /// The prompt-pass kernel, where the path has one for the type.
+    pub panel: Option<Panel>,
 }
 
 /// The kernels of one instruction set.

@@ -127,7 +127,11 @@ const fn kp(act: ActKind, tile: super::TileFn, panel: super::PanelFn) -> TypeKer
     TypeKernels {
         act,
         tile,
-        panel: Some((panel, ActKind::Q8)),
+        panel: Some(super::Panel {
+            f: panel,
+            act: ActKind::Q8,
+            rows: 8,
+        }),
     }
 }
 

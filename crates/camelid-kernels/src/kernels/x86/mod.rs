@@ -12,6 +12,7 @@
 
 mod act;
 mod float;
+mod fpanel;
 mod kq;
 pub mod ops;
 mod panel;
@@ -182,7 +183,23 @@ const fn kp(act: ActKind, tile: TileFn, panel: super::PanelFn) -> TypeKernels {
     TypeKernels {
         act,
         tile,
-        panel: Some((panel, ActKind::Q8)),
+        panel: Some(super::Panel {
+            f: panel,
+            act: ActKind::Q8,
+            rows: 8,
+        }),
+    }
+}
+
+const fn kf(tile: TileFn, panel: super::PanelFn) -> TypeKernels {
+    TypeKernels {
+        act: ActKind::F32,
+        tile,
+        panel: Some(super::Panel {
+            f: panel,
+            act: ActKind::F32,
+            rows: fpanel::ROWS,
+        }),
     }
 }
 
@@ -210,9 +227,9 @@ pub static AVX2: Table = Table {
 pub static AVX512: Table = Table {
     isa: Isa::Avx512,
     types: [
-        k(ActKind::F32, float::avx512::tile_f32),
-        k(ActKind::F32, float::avx512::tile_f16),
-        k(ActKind::F32, float::avx512::tile_bf16),
+        kf(float::avx512::tile_f32, fpanel::panel_f32),
+        kf(float::avx512::tile_f16, fpanel::panel_f16),
+        kf(float::avx512::tile_bf16, fpanel::panel_bf16),
         kp(
             ActKind::Q8,
             q8::avx512::tile_q8_0,

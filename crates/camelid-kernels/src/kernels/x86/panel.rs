@@ -25,7 +25,7 @@ pub const ROWS: usize = 8;
 /// # Safety
 /// AVX2.
 #[inline(always)]
-unsafe fn transpose8(l: [__m256i; 8]) -> [__m256i; 8] {
+pub(super) unsafe fn transpose8(l: [__m256i; 8]) -> [__m256i; 8] {
     // SAFETY: AVX2 (caller).
     unsafe {
         let t: [__m256i; 8] = std::array::from_fn(|k| {
