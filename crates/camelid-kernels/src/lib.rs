@@ -11,6 +11,7 @@
 //! products, and the persistent thread pool.
 
 pub(crate) mod act;
+mod attn;
 pub mod dtype;
 pub mod isa;
 pub(crate) mod kernels;

@@ -80,11 +80,27 @@ pub struct Kernels {
     inner: Mutex<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     pool: ThreadPool,
     act: QuantAct,
     /// One panel buffer per thread.
     panels: Vec<PanelBuf>,
+    /// Attention scores, `[threads, max n_past]`.
+    scores: Vec<f32>,
+}
+
+impl Inner {
+    /// The pool, and attention scratch for `threads` rows of `n` scores.
+    pub(crate) fn pool_and_scores(
+        &mut self,
+        threads: usize,
+        n: usize,
+    ) -> (&ThreadPool, &mut [f32]) {
+        if self.scores.len() < threads * n {
+            self.scores.resize(threads * n, 0.0);
+        }
+        (&self.pool, &mut self.scores[..threads * n])
+    }
 }
 
 /// The per-thread panel buffers shared by the workers of one product.
@@ -130,6 +146,7 @@ impl Kernels {
                 pool: ThreadPool::new(threads.max(1)),
                 act: QuantAct::default(),
                 panels: Vec::new(),
+                scores: Vec::new(),
             }),
         }
     }
@@ -146,6 +163,15 @@ impl Kernels {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The context, its pool grown to at least `threads`.
+    pub(crate) fn lock_inner(&self, threads: usize) -> std::sync::MutexGuard<'_, Inner> {
+        let mut inner = self.lock();
+        if threads > inner.pool.threads() {
+            inner.pool = ThreadPool::new(threads);
+        }
+        inner
     }
 
     /// `out[t, r] = Σ_c w[r, c] · x[t, c]` for `x: [n, cols]`, `out: [n, rows]`, with at most
@@ -193,7 +219,9 @@ impl Kernels {
         let panel = tk
             .panel
             .filter(|p| !exact && n >= kernels::PANEL_MIN_N && rows >= p.rows);
-        let Inner { pool, act, panels } = &mut *inner;
+        let Inner {
+            pool, act, panels, ..
+        } = &mut *inner;
         let act_kind = panel.map_or(tk.act, |p| p.act);
         if !exact {
             quantize_activations(self.table, act_kind, x, n, cols, act);
@@ -288,11 +316,23 @@ fn quantize_activations(
 
 /// The output pointer shared by the workers of one product.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: workers write disjoint sets of elements (distinct rows `r` of `out[t, r]`), and
 // `matmul_with` returns only after every worker is done with the borrow of `out`.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// `len` floats from element `at`.
+    ///
+    /// # Safety
+    /// The range lies inside the buffer and no one else uses it while the borrow lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        // SAFETY: caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 fn fast_rows(

@@ -83,12 +83,7 @@ pub fn attention(
     shape: AttnShape,
     scores: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if simd() {
-        // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
-        return unsafe { crate::kernels::x86::ops::attention(out, q, k, v, n_past, shape, scores) };
-    }
-    reference::attention(out, q, k, v, n_past, shape, scores)
+    attention_heads(out, q, k, v, n_past, shape, 0..shape.n_heads, scores)
 }
 
 /// Whether the vector versions may run: the active path is AVX2 or better.
@@ -106,7 +101,10 @@ pub(crate) trait AttnPrims {
     fn softmax(x: &mut [f32]);
 }
 
+/// Attention of one query position for the query heads `heads` (see [`attention`]); `q` is the
+/// whole row `[n_heads, head_dim]`, `out` holds only the `heads` (`[heads.len(), head_dim]`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_with<P: AttnPrims>(
     out: &mut [f32],
     q: &[f32],
@@ -114,6 +112,7 @@ pub(crate) fn attention_with<P: AttnPrims>(
     v: &[f32],
     n_past: usize,
     shape: AttnShape,
+    heads: std::ops::Range<usize>,
     scores: &mut [f32],
 ) {
     let AttnShape {
@@ -125,19 +124,42 @@ pub(crate) fn attention_with<P: AttnPrims>(
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let scores = &mut scores[..n_past];
-    for h in 0..n_heads {
+    let first = heads.start;
+    for h in heads {
         let qh = &q[h * head_dim..][..head_dim];
         let off = (h / group) * head_dim;
         for (t, s) in scores.iter_mut().enumerate() {
             *s = P::dot(qh, &k[t * kv_dim + off..][..head_dim]) * scale;
         }
         P::softmax(scores);
-        let oh = &mut out[h * head_dim..][..head_dim];
+        let oh = &mut out[(h - first) * head_dim..][..head_dim];
         oh.fill(0.0);
         for (t, &p) in scores.iter().enumerate() {
             P::axpy(oh, p, &v[t * kv_dim + off..][..head_dim]);
         }
     }
+}
+
+/// [`attention`] for the query heads `heads` only, on the active path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_heads(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_past: usize,
+    shape: AttnShape,
+    heads: std::ops::Range<usize>,
+    scores: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
+        return unsafe {
+            crate::kernels::x86::ops::attention(out, q, k, v, n_past, shape, heads, scores)
+        };
+    }
+    reference::attention_heads(out, q, k, v, n_past, shape, heads, scores)
 }
 
 /// The scalar references of the operations that have SIMD versions.
@@ -187,7 +209,21 @@ pub mod reference {
         shape: AttnShape,
         scores: &mut [f32],
     ) {
-        attention_with::<Scalar>(out, q, k, v, n_past, shape, scores)
+        attention_heads(out, q, k, v, n_past, shape, 0..shape.n_heads, scores)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_heads(
+        out: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n_past: usize,
+        shape: AttnShape,
+        heads: std::ops::Range<usize>,
+        scores: &mut [f32],
+    ) {
+        attention_with::<Scalar>(out, q, k, v, n_past, shape, heads, scores)
     }
 }
 

@@ -72,3 +72,44 @@ fn attention_matches_reference() {
         }
     }
 }
+
+/// Rows of a prompt batch at increasing positions, and rows of two sequences, spread over
+/// threads: each equals the scalar reference on its own row.
+#[test]
+fn attention_rows_match_reference_row_by_row() {
+    use camelid_kernels::{Isa, Kernels};
+    let shape = AttnShape {
+        n_heads: 8,
+        n_kv_heads: 2,
+        head_dim: 16,
+    };
+    let (qd, kvd) = (8 * 16, 2 * 16);
+    let b = 11;
+    let q = data(b * qd, 11, 2.0);
+    let caches = [data(40 * kvd, 13, 2.0), data(40 * kvd, 17, 2.0)];
+    let vals = [data(40 * kvd, 19, 2.0), data(40 * kvd, 23, 2.0)];
+    // Row t belongs to sequence t % 2 and sees 3 + 3t positions.
+    let row = |t: usize| (&caches[t % 2][..], &vals[t % 2][..], 3 + 3 * t);
+    for isa in Isa::available() {
+        let k = Kernels::with_isa(2, isa);
+        let mut out = vec![0.0f32; b * qd];
+        k.attention_rows(&mut out, &q, shape, 2, row);
+        for t in 0..b {
+            let (kc, vc, n_past) = row(t);
+            let mut want = vec![0.0f32; qd];
+            let mut sc = vec![0.0f32; n_past];
+            reference::attention(
+                &mut want,
+                &q[t * qd..][..qd],
+                kc,
+                vc,
+                n_past,
+                shape,
+                &mut sc,
+            );
+            for (i, (x, y)) in out[t * qd..][..qd].iter().zip(&want).enumerate() {
+                assert!((x - y).abs() <= 1e-5, "{isa} row {t}[{i}]: {x} vs {y}");
+            }
+        }
+    }
+}

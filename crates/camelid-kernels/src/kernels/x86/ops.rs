@@ -176,6 +176,7 @@ impl AttnPrims for Prims {
 /// # Safety
 /// AVX2 + FMA.
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn attention(
     out: &mut [f32],
     q: &[f32],
@@ -183,7 +184,8 @@ pub unsafe fn attention(
     v: &[f32],
     n_past: usize,
     shape: AttnShape,
+    heads: std::ops::Range<usize>,
     scores: &mut [f32],
 ) {
-    attention_with::<Prims>(out, q, k, v, n_past, shape, scores)
+    attention_with::<Prims>(out, q, k, v, n_past, shape, heads, scores)
 }
