@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use camelid_kernels::Kernels;
-use camelid_kernels::ops::{AttnShape, attention, rmsnorm, rope, silu_mul};
+use camelid_kernels::ops::{AttnShape, rmsnorm, rope, silu_mul};
 
 use crate::config::Config;
 use crate::error::ModelError;
@@ -36,8 +36,6 @@ pub struct State {
     /// `[n_layers, C, kv]`
     k_cache: Vec<f32>,
     v_cache: Vec<f32>,
-    /// `[C]` attention scores of one head
-    scores: Vec<f32>,
     act: Activations,
 }
 
@@ -112,7 +110,6 @@ impl Model {
             pos: 0,
             k_cache: vec![0.0; cache],
             v_cache: vec![0.0; cache],
-            scores: vec![0.0; n_ctx],
             act: Activations {
                 x: vec![0.0; b * c.d_model],
                 xn: vec![0.0; b * c.d_model],
@@ -303,19 +300,17 @@ impl Model {
             }
 
             // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
-            for (t, r) in a.rows.iter().enumerate() {
-                let s = &mut *seqs[r.seq];
+            let seqs_ref: &[&mut State] = seqs;
+            kern.attention_rows(&mut a.att[..b * qd], &a.q[..b * qd], shape, th, |t| {
+                let r = &a.rows[t];
+                let s = &*seqs_ref[r.seq];
                 let layer_cache = l * s.n_ctx * kvd..(l + 1) * s.n_ctx * kvd;
-                attention(
-                    &mut a.att[t * qd..][..qd],
-                    &a.q[t * qd..][..qd],
+                (
                     &s.k_cache[layer_cache.clone()],
                     &s.v_cache[layer_cache],
                     r.pos + 1,
-                    shape,
-                    &mut s.scores,
-                );
-            }
+                )
+            });
 
             // Output projection and residual: x += Wo · att.
             kern.matmul(&layer.wo.view(), &a.att[..b * qd], &mut a.proj[..b * d], th);
