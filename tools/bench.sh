@@ -2,7 +2,7 @@
 # camelid vs llama.cpp on the Llama 3.2 1B-shaped benchmark model: the whole measurement behind
 # BENCHMARKS.md, so it can be rerun on a quiet machine.
 #
-#   tools/bench.sh [--wait-quiet] [--rounds N] [--reps N] [--threads N] [--types "f16 q8_0 q4_0 q4_k_m"]
+#   tools/bench.sh [--wait-quiet] [--rounds N] [--reps N] [--threads N] [--types "f16 q8_0 q4_0 q4_k_m"] [--profile]
 #
 # Steps:
 #  1. builds camelid (release) and tools/membw.c;
@@ -16,7 +16,9 @@
 #  5. per round, per file: llama-bench and `camelid bench` (pp512 + tg128, -r REPS, the same
 #     thread count), alternating which goes first, each under /usr/bin/time -v for the peak RSS,
 #     with /proc/loadavg recorded before every run;
-#  6. writes the tables (tools/bench_report.py) to target/bench-results/<date>/report.md.
+#  6. writes the tables (tools/bench_report.py) to target/bench-results/<date>/report.md;
+#  7. with --profile, records where camelid's time goes (`perf record` of tg64 and of pp128 per
+#     type, flat profile of the top symbols in profile-<type>-{tg,pp}.txt).
 #
 # llama.cpp: the peer build (../shared/peer), its libggml-cpu replaced by the one built without
 # AMX (GGML_CPU_LIB, default ~/.cache/camelid-ref/build-noamx/bin): the peer's AMX kernels die
@@ -30,7 +32,7 @@ LLAMA_BIN=$PEER/llama.cpp/build/bin
 GGML_CPU_LIB=${GGML_CPU_LIB-$HOME/.cache/camelid-ref/build-noamx/bin}
 MODELS=target/bench-models
 F16=$MODELS/llama32-1b-shape-f16.gguf
-ROUNDS=3 REPS=2 THREADS=2 WAIT=0 WAIT_MAX=${WAIT_MAX:-3600}
+ROUNDS=3 REPS=2 THREADS=2 WAIT=0 PROFILE=0 WAIT_MAX=${WAIT_MAX:-3600}
 TYPES="f16 q8_0 q4_0 q4_k_m"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
         --reps) REPS=$2; shift ;;
         --threads) THREADS=$2; shift ;;
         --types) TYPES=$2; shift ;;
+        --profile) PROFILE=1 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -140,4 +143,18 @@ done
 echo "after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
 python3 tools/bench_report.py "$OUT" > "$OUT/report.md"
 cat "$OUT/report.md"
+if [ "$PROFILE" = 1 ]; then
+    for t in $TYPES; do
+        if [ "$t" = f16 ]; then f=$F16; else f=$MODELS/llama-$t.gguf; fi
+        for test in tg pp; do
+            log "profile $t $test"
+            if [ $test = tg ]; then args="-p 0 -n 64"; else args="-p 128 -n 0"; fi
+            perf record -q -F 499 -g -o "$OUT/perf-$t-$test.data" -- \
+                $CAMELID bench -m "$f" -t "$THREADS" $args -r 1 > /dev/null 2>&1 || true
+            perf report -q -i "$OUT/perf-$t-$test.data" --no-children --sort symbol \
+                --percent-limit 1 -g none 2>/dev/null | head -40 > "$OUT/profile-$t-$test.txt" || true
+            rm -f "$OUT/perf-$t-$test.data"
+        done
+    done
+fi
 log "results in $OUT"

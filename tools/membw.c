@@ -36,17 +36,12 @@ static void *work(void *p) {
     job_t *j = p;
     pthread_barrier_wait(j->start);
     if (j->test == 0) {
-        // Four accumulators so the adds do not chain; the compiler vectorizes the loop.
-        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        size_t i = j->begin;
-        for (; i + 4 <= j->end; i += 4) {
-            s0 += j->a[i];
-            s1 += j->a[i + 1];
-            s2 += j->a[i + 2];
-            s3 += j->a[i + 3];
-        }
-        for (; i < j->end; i++) s0 += j->a[i];
-        j->sum = s0 + s1 + s2 + s3;
+        // Summed as 64-bit integers: integer adds may be reordered, so the compiler vectorizes
+        // the loop and the core is never the bottleneck (a chain of double adds would be).
+        const unsigned long long *u = (const unsigned long long *)j->a;
+        unsigned long long s = 0;
+        for (size_t i = j->begin; i < j->end; i++) s += u[i];
+        j->sum = (double)s;
     } else {
         const double q = 3.0;
         for (size_t i = j->begin; i < j->end; i++) j->a[i] = j->b[i] + q * j->c[i];
