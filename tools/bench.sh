@@ -11,7 +11,7 @@
 #     engines are timed on) and with `camelid quantize` (camelid-*.gguf, timed, and checked to give
 #     every tensor the same type and the same file size);
 #  3. with --wait-quiet, waits until the 1-minute load average is below 1.0 (polls for up to
-#     WAIT_MAX seconds, default 3600);
+#     WAIT_MAX seconds, default 3600), before building and again before measuring;
 #  4. measures memory bandwidth (membw: read and triad with the benchmark's thread count);
 #  5. per round, per file: llama-bench and `camelid bench` (pp512 + tg128, -r REPS, the same
 #     thread count), alternating which goes first, each under /usr/bin/time -v for the peak RSS,
@@ -53,6 +53,21 @@ llama_env() {
     if [ -n "$GGML_CPU_LIB" ]; then env LD_LIBRARY_PATH="$GGML_CPU_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; else "$@"; fi
 }
 
+# With --wait-quiet: until the 1-minute load average is below 1.0 (or WAIT_MAX seconds passed).
+wait_quiet() {
+    [ "$WAIT" = 1 ] || return 0
+    local waited=0 load
+    while :; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        if awk "BEGIN{exit !($load < 1.0)}"; then break; fi
+        if [ "$waited" -ge "$WAIT_MAX" ]; then log "still loaded ($load) after ${WAIT_MAX}s; going on"; break; fi
+        sleep 20; waited=$((waited + 20))
+    done
+    log "load average $(cut -d' ' -f1-3 /proc/loadavg) after waiting ${waited}s"
+}
+
+# Build what is in the tree when the machine is quiet (others may still be changing it).
+wait_quiet
 log "building camelid (release) and membw"
 cargo build --release -p camelid-cli 2>&1 | tail -1
 cc -O3 -march=native -pthread tools/membw.c -o target/camelid-tools/membw
@@ -95,16 +110,7 @@ for t in ["q8_0", "q4_0", "q4_k_m"]:
 EOF
 cat "$OUT/quantize-check.txt" >&2
 
-if [ "$WAIT" = 1 ]; then
-    waited=0
-    while :; do
-        load=$(cut -d' ' -f1 /proc/loadavg)
-        if awk "BEGIN{exit !($load < 1.0)}"; then break; fi
-        if [ "$waited" -ge "$WAIT_MAX" ]; then log "still loaded ($load) after ${WAIT_MAX}s; measuring anyway"; break; fi
-        sleep 20; waited=$((waited + 20))
-    done
-    log "load average $(cut -d' ' -f1-3 /proc/loadavg) after waiting ${waited}s"
-fi
+wait_quiet
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
