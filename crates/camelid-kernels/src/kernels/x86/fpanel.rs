@@ -56,32 +56,51 @@ unsafe fn pack<W: FloatW>(
     }
 }
 
-/// The panel against activation rows `t0..t0 + N`.
+/// Columns per pass: a 16 KiB slice of the panel and the activations' matching slices stay in
+/// L1 while every activation row runs over them.
+const KC: usize = 256;
+
+/// Columns `k0..k1` of the panel against activation rows `t0..t0 + N`, added to `out` unless
+/// `first`.
 ///
 /// # Safety
 /// The job's activation rows `t0..t0 + N` exist; `buf` is packed for the job; AVX-512F.
 #[inline(always)]
-unsafe fn gemm<const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: usize) {
+unsafe fn gemm<const N: usize>(
+    job: &PanelJob,
+    buf: &PanelBuf,
+    t0: usize,
+    k0: usize,
+    k1: usize,
+    first: bool,
+) {
     let cols = job.cols;
+    let mask = if job.nr >= ROWS {
+        0xffff
+    } else {
+        (1u16 << job.nr) - 1
+    };
     // SAFETY: activation rows `t0..t0 + N` hold `cols` floats; the panel `cols · 16`; outputs
     // `t · ldo + r` for `r < nr` are writable.
     unsafe {
         let x: [*const f32; N] = std::array::from_fn(|i| job.act.f32s.add((t0 + i) * cols));
+        let o: [*mut f32; N] = std::array::from_fn(|i| job.out.add((t0 + i) * job.ldo));
         let p = buf.s.as_ptr();
-        let mut acc = [_mm512_setzero_ps(); N];
-        for k in 0..cols {
+        let mut acc: [__m512; N] = std::array::from_fn(|i| {
+            if first {
+                _mm512_setzero_ps()
+            } else {
+                _mm512_maskz_loadu_ps(mask, o[i])
+            }
+        });
+        for k in k0..k1 {
             let wv = _mm512_loadu_ps(p.add(k * ROWS));
             for i in 0..N {
                 acc[i] = _mm512_fmadd_ps(wv, _mm512_set1_ps(*x[i].add(k)), acc[i]);
             }
         }
-        let mask = if job.nr >= ROWS {
-            0xffff
-        } else {
-            (1u16 << job.nr) - 1
-        };
-        for (i, a) in acc.iter().enumerate() {
-            _mm512_mask_storeu_ps(job.out.add((t0 + i) * job.ldo), mask, *a);
+        for i in 0..N {
+            _mm512_mask_storeu_ps(o[i], mask, acc[i]);
         }
     }
 }
@@ -93,14 +112,19 @@ unsafe fn body<W: FloatW>(job: &PanelJob, buf: &mut PanelBuf) {
     // SAFETY: forwarded contract.
     unsafe {
         pack::<W>(job.w, job.row_bytes, job.nr, job.cols, buf);
-        let mut t = 0;
-        while t + 8 <= job.n {
-            gemm::<8>(job, buf, t);
-            t += 8;
-        }
-        while t < job.n {
-            gemm::<1>(job, buf, t);
-            t += 1;
+        let mut k0 = 0;
+        while k0 < job.cols {
+            let k1 = (k0 + KC).min(job.cols);
+            let mut t = 0;
+            while t + 8 <= job.n {
+                gemm::<8>(job, buf, t, k0, k1, k0 == 0);
+                t += 8;
+            }
+            while t < job.n {
+                gemm::<1>(job, buf, t, k0, k1, k0 == 0);
+                t += 1;
+            }
+            k0 = k1;
         }
     }
 }
