@@ -112,12 +112,15 @@ fn simd_paths_match_scalar_twins() {
     for dtype in DType::ALL {
         let bs = dtype.block_size().max(32);
         // One block; odd counts of blocks and rows; more blocks than one pass of 256 holds.
+        // Panels: 8 (quantized) or 16 (float) rows and a short last one; float columns past one
+        // pass of 256.
         let shapes = [
             (1, bs),
             (13, 3 * bs),
             (5, 2 * bs),
-            (7, bs * 9),
+            (17, bs * 9),
             (3, 33 * 256),
+            (19, 2 * bs),
         ];
         for (rows, cols) in shapes {
             // Float weights: lengths that are no multiple of the vector width.
