@@ -42,12 +42,15 @@ pub struct QuantAct {
     pub d: Vec<f32>,
     /// Q8: `[rows, cols / 32]`, `d · Σq` of each block.
     pub dsum: Vec<f32>,
+    /// Q8: `[rows, cols / 16]`, `d · Σq` of each half block (for weights with sub-blocks of 16).
+    pub dsum16: Vec<f32>,
     /// Q8K: `[rows, cols / 16]`, `Σq` of each group of 16.
     pub bsums: Vec<i16>,
 }
 
 /// Quantizes one row to Q8: `qs = round(x / d)` with `d = max|x| / 127` per block of 32.
-pub type QuantQ8Fn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32]);
+pub type QuantQ8Fn =
+    fn(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32], dsum16: &mut [f32]);
 /// Quantizes one row to Q8K: as Q8 with blocks of 256, plus sums per 16.
 pub type QuantQ8KFn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]);
 
@@ -63,6 +66,7 @@ impl QuantAct {
             ActKind::Q8 => {
                 self.d.resize(n / 32, 0.0);
                 self.dsum.resize(n / 32, 0.0);
+                self.dsum16.resize(n / 16, 0.0);
             }
             ActKind::Q8K => {
                 self.d.resize(n / 256, 0.0);
@@ -80,23 +84,32 @@ fn to_i8(v: f32) -> i8 {
 }
 
 /// Scalar Q8 quantization (reference).
-pub fn quantize_q8_scalar(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32]) {
-    for (((xb, qb), db), sb) in x
+pub fn quantize_q8_scalar(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    dsum: &mut [f32],
+    dsum16: &mut [f32],
+) {
+    for ((((xb, qb), db), sb), s16) in x
         .chunks_exact(32)
         .zip(qs.chunks_exact_mut(32))
         .zip(d.iter_mut())
         .zip(dsum.iter_mut())
+        .zip(dsum16.chunks_exact_mut(2))
     {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = amax / 127.0;
         let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in qb.iter_mut().zip(xb) {
+        let mut half = [0i32; 2];
+        for (i, (q, &v)) in qb.iter_mut().zip(xb).enumerate() {
             *q = to_i8(v * inv);
-            sum += *q as i32;
+            half[i / 16] += *q as i32;
         }
         *db = scale;
-        *sb = scale * sum as f32;
+        *sb = scale * (half[0] + half[1]) as f32;
+        s16[0] = scale * half[0] as f32;
+        s16[1] = scale * half[1] as f32;
     }
 }
 

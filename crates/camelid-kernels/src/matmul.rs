@@ -298,6 +298,7 @@ fn quantize_activations(
                     &mut act.qs[t * cols..][..cols],
                     &mut act.d[t * nb..][..nb],
                     &mut act.dsum[t * nb..][..nb],
+                    &mut act.dsum16[t * 2 * nb..][..2 * nb],
                 );
             }
         }
@@ -361,6 +362,7 @@ fn fast_rows(
                 qs: act.qs[t0 * cols..].as_ptr(),
                 d: act.d[t0 * cols / blk..].as_ptr(),
                 dsum: act.dsum[t0 * cols / 32..].as_ptr(),
+                dsum16: act.dsum16[t0 * cols / 16..].as_ptr(),
                 ..null_act()
             },
             ActKind::Q8K => ActPtr {
@@ -416,6 +418,7 @@ fn panel_rows(
                 qs: act.qs.as_ptr(),
                 d: act.d.as_ptr(),
                 dsum: act.dsum.as_ptr(),
+                dsum16: act.dsum16.as_ptr(),
                 ..null_act()
             },
             n,
@@ -437,6 +440,7 @@ const fn null_act() -> ActPtr {
         qs: std::ptr::null(),
         d: std::ptr::null(),
         dsum: std::ptr::null(),
+        dsum16: std::ptr::null(),
         bsums: std::ptr::null(),
     }
 }
@@ -516,6 +520,8 @@ mod tests {
                     (5, 288, 70),
                     (3, 512, 5),
                     (130, 256, 2),
+                    // Prompt-pass panels: 8 and 16 rows and a short one, 9 activation rows.
+                    (19, 512, 9),
                 ] {
                     let Some(rb) = dtype.row_bytes(cols) else {
                         continue;

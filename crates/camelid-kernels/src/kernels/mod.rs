@@ -43,6 +43,8 @@ pub struct ActPtr {
     pub qs: *const i8,
     pub d: *const f32,
     pub dsum: *const f32,
+    /// `t · cols / 16`
+    pub dsum16: *const f32,
     pub bsums: *const i16,
 }
 
@@ -199,7 +201,8 @@ mod tests {
             vec![0f32; 32],
             vec![0i16; 64],
         );
-        (reference.quant_q8)(&x, &mut q0, &mut d0, &mut s0);
+        let mut h0 = vec![0f32; 64];
+        (reference.quant_q8)(&x, &mut q0, &mut d0, &mut s0, &mut h0);
         let (mut qk0, mut dk0) = (vec![0i8; cols], vec![0f32; 4]);
         (reference.quant_q8k)(&x, &mut qk0, &mut dk0, &mut b0);
         for isa in Isa::available() {
@@ -210,8 +213,9 @@ mod tests {
                 vec![0f32; 32],
                 vec![0i16; 64],
             );
-            (t.quant_q8)(&x, &mut q, &mut d, &mut s);
-            assert_eq!((&q, &d, &s), (&q0, &d0, &s0), "{isa} Q8");
+            let mut h = vec![0f32; 64];
+            (t.quant_q8)(&x, &mut q, &mut d, &mut s, &mut h);
+            assert_eq!((&q, &d, &s, &h), (&q0, &d0, &s0, &h0), "{isa} Q8");
             let (mut qk, mut dk) = (vec![0i8; cols], vec![0f32; 4]);
             (t.quant_q8k)(&x, &mut qk, &mut dk, &mut b);
             assert_eq!((&qk, &dk, &b), (&qk0, &dk0, &b0), "{isa} Q8K");

@@ -21,6 +21,7 @@ pub struct ActRow<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
     pub dsum: &'a [f32],
+    pub dsum16: &'a [f32],
     pub bsums: &'a [i16],
 }
 
@@ -40,6 +41,7 @@ pub unsafe fn act_row<'a>(a: &ActPtr, kind: ActKind, cols: usize, t: usize) -> A
                 qs: std::slice::from_raw_parts(a.qs.add(t * cols), cols),
                 d: std::slice::from_raw_parts(a.d.add(t * cols / 32), cols / 32),
                 dsum: std::slice::from_raw_parts(a.dsum.add(t * cols / 32), cols / 32),
+                dsum16: std::slice::from_raw_parts(a.dsum16.add(t * cols / 16), cols / 16),
                 ..ActRow::EMPTY
             },
             ActKind::Q8K => ActRow {
@@ -58,6 +60,7 @@ impl ActRow<'_> {
         qs: &[],
         d: &[],
         dsum: &[],
+        dsum16: &[],
         bsums: &[],
     };
 }
@@ -121,7 +124,7 @@ const fn k(act: ActKind, tile: super::TileFn) -> TypeKernels {
     }
 }
 
-/// Prompt-pass twins: the SIMD paths multiply Q4_K and Q5_K with activation blocks of 32 once
+/// Prompt-pass twins: the SIMD paths multiply the k-quants with activation blocks of 32 once
 /// there are [`super::PANEL_MIN_N`] rows, and so does the reference.
 const fn kp(act: ActKind, tile: super::TileFn, panel: super::PanelFn) -> TypeKernels {
     TypeKernels {
@@ -146,11 +149,11 @@ pub static TABLE: Table = Table {
         k(ActKind::Q8, tile_q4_1),
         k(ActKind::Q8, tile_q5_0),
         k(ActKind::Q8, tile_q5_1),
-        k(ActKind::Q8K, tile_q2_k),
-        k(ActKind::Q8K, tile_q3_k),
+        kp(ActKind::Q8K, tile_q2_k, panel_q2_k),
+        kp(ActKind::Q8K, tile_q3_k, panel_q3_k),
         kp(ActKind::Q8K, tile_q4_k, panel_q4_k),
         kp(ActKind::Q8K, tile_q5_k, panel_q5_k),
-        k(ActKind::Q8K, tile_q6_k),
+        kp(ActKind::Q8K, tile_q6_k, panel_q6_k),
     ],
     quant_q8: quantize_q8_scalar,
     quant_q8k: quantize_q8k_scalar,
@@ -350,6 +353,89 @@ fn dot_k_type1_q8(w: &[u8], a: &ActRow, bb: usize, level: impl Fn(&[u8], usize) 
         }
     }
     sum
+}
+
+/// Q2_K, Q3_K and Q6_K against Q8 activations: per sub-block of 16 the type-1 form
+/// `s · q + o` given by `subs`, with the activation sums per 16.
+fn dot_k16_q8(
+    w: &[u8],
+    a: &ActRow,
+    bb: usize,
+    level: impl Fn(&[u8], usize) -> i32,
+    subs: impl Fn(&[u8]) -> [(f32, f32); 16],
+) -> f32 {
+    let mut sum = 0.0f32;
+    for (sb, b) in w.chunks_exact(bb).enumerate() {
+        for (j, (sv, ov)) in subs(b).into_iter().enumerate() {
+            let half = sb * 16 + j;
+            let i = isum(&a.qs[16 * half..][..16], |l| level(b, 16 * j + l));
+            sum += sv * (a.d[half / 2] * i as f32) + ov * a.dsum16[half];
+        }
+    }
+    sum
+}
+
+fn q2k_level(b: &[u8], e: usize) -> i32 {
+    ((b[16 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32
+}
+
+/// Q3_K levels with the offset 4 left in (`0..8`); `subs` takes it off.
+fn q3k_level(b: &[u8], e: usize) -> i32 {
+    let low = (b[32 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+    let high = (b[e % 32] >> (4 * (e / 128) + (e % 128) / 32)) & 1;
+    (low + 4 * high) as i32
+}
+
+/// Q6_K levels with the offset 32 left in (`0..64`).
+fn q6k_level(b: &[u8], e: usize) -> i32 {
+    let (hh, r) = (e / 128, e % 128);
+    let ql = b[64 * hh + r % 64];
+    let lo = if r < 64 { ql & 0x0f } else { ql >> 4 };
+    let hi = (b[128 + 32 * hh + r % 32] >> (2 * (r / 32))) & 3;
+    (lo | (hi << 4)) as i32
+}
+
+fn q2k_subs(b: &[u8]) -> [(f32, f32); 16] {
+    let (d, dmin) = (h(b, 80), h(b, 82));
+    std::array::from_fn(|j| (d * (b[j] & 0x0f) as f32, -dmin * (b[j] >> 4) as f32))
+}
+
+fn q3k_subs(b: &[u8]) -> [(f32, f32); 16] {
+    let d = h(b, 108);
+    let sc = q3k_scales(&b[96..108]);
+    std::array::from_fn(|j| {
+        let s = d * sc[j] as f32;
+        (s, -4.0 * s)
+    })
+}
+
+fn q6k_subs(b: &[u8]) -> [(f32, f32); 16] {
+    let d = h(b, 208);
+    std::array::from_fn(|j| {
+        let s = d * (b[192 + j] as i8) as f32;
+        (s, -32.0 * s)
+    })
+}
+
+/// # Safety
+/// As for [`super::PanelFn`].
+unsafe fn panel_q2_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
+    // SAFETY: forwarded.
+    unsafe { panel_with(job, |w, a| dot_k16_q8(w, a, 84, q2k_level, q2k_subs)) }
+}
+
+/// # Safety
+/// As for [`super::PanelFn`].
+unsafe fn panel_q3_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
+    // SAFETY: forwarded.
+    unsafe { panel_with(job, |w, a| dot_k16_q8(w, a, 110, q3k_level, q3k_subs)) }
+}
+
+/// # Safety
+/// As for [`super::PanelFn`].
+unsafe fn panel_q6_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
+    // SAFETY: forwarded.
+    unsafe { panel_with(job, |w, a| dot_k16_q8(w, a, 210, q6k_level, q6k_subs)) }
 }
 
 fn q4k_level(b: &[u8], e: usize) -> i32 {

@@ -62,9 +62,9 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 /// # Safety
 /// AVX2 + FMA + F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_body(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32]) {
+unsafe fn q8_body(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32], dsum16: &mut [f32]) {
     let nb = x.len() / 32;
-    assert!(qs.len() >= 32 * nb && d.len() >= nb && dsum.len() >= nb);
+    assert!(qs.len() >= 32 * nb && d.len() >= nb && dsum.len() >= nb && dsum16.len() >= 2 * nb);
     for b in 0..nb {
         // SAFETY: block `b < nb` lies inside `x` and `qs` (checked above).
         unsafe {
@@ -75,6 +75,8 @@ unsafe fn q8_body(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32]) {
             let scale = a / 127.0;
             d[b] = scale;
             dsum[b] = scale * (s0 + s1) as f32;
+            dsum16[2 * b] = scale * s0 as f32;
+            dsum16[2 * b + 1] = scale * s1 as f32;
         }
     }
 }
@@ -104,10 +106,10 @@ unsafe fn q8k_body(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
 pub mod avx2 {
     use super::*;
 
-    pub fn quant_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32]) {
+    pub fn quant_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32], dsum16: &mut [f32]) {
         // SAFETY: this function is reachable only through the AVX2/AVX-512 tables, which
         // `kernels::table` hands out only on CPUs with AVX2, FMA and F16C.
-        unsafe { q8_body(x, qs, d, dsum) }
+        unsafe { q8_body(x, qs, d, dsum, dsum16) }
     }
 
     pub fn quant_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {

@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::Simd;
-use super::kq::{KQuant, Q4K, Q5K};
+use super::kq::{KQuant, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::q8::{Block32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use crate::kernels::{PanelBuf, PanelJob};
 
@@ -154,12 +154,122 @@ unsafe fn pack_k<S: Simd, K: KQuant>(
     }
 }
 
+/// A k-quant with sub-blocks of 16: the type-1 form `s · q + o` of each of its 16 sub-blocks.
+pub trait K16: KQuant {
+    /// # Safety
+    /// `p` points to a whole super-block.
+    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16];
+}
+
+impl K16 for Q6K {
+    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16] {
+        // SAFETY: scales at 192, d at 208.
+        unsafe {
+            let d = half(p.add(208), f16);
+            std::array::from_fn(|j| {
+                let s = d * (*p.add(192 + j) as i8) as f32;
+                (s, -32.0 * s)
+            })
+        }
+    }
+}
+
+impl K16 for Q3K {
+    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16] {
+        // SAFETY: scales at 96 (12 bytes), d at 108.
+        unsafe {
+            let d = half(p.add(108), f16);
+            let sc = crate::dtype::q3k_scales(std::slice::from_raw_parts(p.add(96), 12));
+            std::array::from_fn(|j| {
+                let s = d * sc[j] as f32;
+                (s, -4.0 * s)
+            })
+        }
+    }
+}
+
+impl K16 for Q2K {
+    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16] {
+        // SAFETY: scales at 0 (16 bytes), d and dmin at 80.
+        unsafe {
+            let (d, dmin) = (half(p.add(80), f16), half(p.add(82), f16));
+            std::array::from_fn(|j| {
+                let sc = *p.add(j);
+                (d * (sc & 0x0f) as f32, -dmin * (sc >> 4) as f32)
+            })
+        }
+    }
+}
+
+/// Packs eight rows of `nsb` super-blocks with sub-blocks of 16 into `buf`: levels as for the
+/// other panels, and `(s, o)` per half block.
+///
+/// # Safety
+/// `w` holds 8 rows of `row_bytes` with `nsb` super-blocks each; the CPU supports `S`.
+#[inline(always)]
+unsafe fn pack_k16<S: Simd, K: K16>(
+    w: *const u8,
+    row_bytes: usize,
+    nr: usize,
+    nsb: usize,
+    buf: &mut PanelBuf,
+) {
+    let nb = nsb * 8;
+    buf.levels.resize(nb * 256, 0);
+    buf.s.resize(2 * nb * ROWS, 0.0);
+    buf.o.resize(2 * nb * ROWS, 0.0);
+    let f16 = crate::kernels::f16_table();
+    // SAFETY: super-blocks `sb < nsb` of rows `r < 8` are inside the caller's rows; the
+    // buffers were sized above.
+    unsafe {
+        for sb in 0..nsb {
+            let p: [*const u8; 8] =
+                std::array::from_fn(|r| w.add(r.min(nr - 1) * row_bytes + sb * K::BYTES));
+            for h in 0..2 {
+                let lv: [[__m256i; 4]; 8] = std::array::from_fn(|r| K::levels::<S>(p[r], h));
+                for k in 0..4 {
+                    let v = transpose8(std::array::from_fn(|r| lv[r][k]));
+                    let dst =
+                        buf.levels.as_mut_ptr().add((sb * 8 + 4 * h + k) * 256) as *mut __m256i;
+                    for (j, x) in v.iter().enumerate() {
+                        _mm256_storeu_si256(dst.add(j), *x);
+                    }
+                }
+            }
+            for (r, &pr) in p.iter().enumerate() {
+                for (j, (sv, ov)) in K::subs(pr, f16).into_iter().enumerate() {
+                    buf.s[(sb * 16 + j) * ROWS + r] = sv;
+                    buf.o[(sb * 16 + j) * ROWS + r] = ov;
+                }
+            }
+        }
+    }
+}
+
+/// As [`panel_body`] for the k-quants with sub-blocks of 16.
+///
+/// # Safety
+/// As for [`crate::kernels::PanelFn`]; the CPU supports `S`.
+#[inline(always)]
+unsafe fn panel_body_k16<S: Simd, K: K16>(job: &PanelJob, buf: &mut PanelBuf) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        pack_k16::<S, K>(job.w, job.row_bytes, job.nr, job.cols / 256, buf);
+        multiply::<S, true>(job, buf);
+    }
+}
+
 /// The packed panel against activation rows `t0..t0 + N`.
 ///
 /// # Safety
 /// As for [`panel_body`]; `t0 + N ≤ job.n`.
 #[inline(always)]
-unsafe fn gemm<S: Simd, const N: usize>(job: &PanelJob, buf: &PanelBuf, nb: usize, t0: usize) {
+unsafe fn gemm<S: Simd, const N: usize, const SPLIT: bool>(
+    job: &PanelJob,
+    buf: &PanelBuf,
+    nb: usize,
+    t0: usize,
+) {
     // SAFETY: activation rows `t0..t0 + N` hold `cols` values, `nb` scales and sums each; the
     // panel holds `nb` blocks; `out` rows `t0..t0 + N` have `nr` writable floats at `job.out`.
     unsafe {
@@ -168,26 +278,39 @@ unsafe fn gemm<S: Simd, const N: usize>(job: &PanelJob, buf: &PanelBuf, nb: usiz
             std::array::from_fn(|i| job.act.qs.add((t0 + i) * cols) as *const u8);
         let d: [*const f32; N] = std::array::from_fn(|i| job.act.d.add((t0 + i) * nb));
         let ds: [*const f32; N] = std::array::from_fn(|i| job.act.dsum.add((t0 + i) * nb));
+        let ds16: [*const f32; N] = std::array::from_fn(|i| job.act.dsum16.add((t0 + i) * 2 * nb));
         let mut acc = [_mm256_setzero_ps(); N];
         let mut corr = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let lv = buf.levels.as_ptr().add(b * 256) as *const __m256i;
-            let mut isum = [_mm256_setzero_si256(); N];
+            // With SPLIT the two halves of the block (vectors 0..4 and 4..8) have their own
+            // scales: two sums.
+            let mut isum = [[_mm256_setzero_si256(); 2]; N];
             for j in 0..8 {
                 let wv = _mm256_loadu_si256(lv.add(j));
+                let h = if SPLIT { j / 4 } else { 0 };
                 for i in 0..N {
                     let xb = _mm256_set1_epi32(
                         (x[i].add(b * 32 + 4 * j) as *const i32).read_unaligned(),
                     );
-                    isum[i] = S::dot_u8i8(isum[i], wv, xb);
+                    isum[i][h] = S::dot_u8i8(isum[i][h], wv, xb);
                 }
             }
-            let sv = _mm256_loadu_ps(buf.s.as_ptr().add(b * ROWS));
-            let ov = _mm256_loadu_ps(buf.o.as_ptr().add(b * ROWS));
-            for i in 0..N {
-                let scale = _mm256_mul_ps(sv, _mm256_set1_ps(*d[i].add(b)));
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i]), scale, acc[i]);
-                corr[i] = _mm256_fmadd_ps(ov, _mm256_set1_ps(*ds[i].add(b)), corr[i]);
+            let halves = if SPLIT { 2 } else { 1 };
+            for h in 0..halves {
+                let e = b * halves + h;
+                let sv = _mm256_loadu_ps(buf.s.as_ptr().add(e * ROWS));
+                let ov = _mm256_loadu_ps(buf.o.as_ptr().add(e * ROWS));
+                for i in 0..N {
+                    let scale = _mm256_mul_ps(sv, _mm256_set1_ps(*d[i].add(b)));
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][h]), scale, acc[i]);
+                    let sum = if SPLIT {
+                        *ds16[i].add(e)
+                    } else {
+                        *ds[i].add(b)
+                    };
+                    corr[i] = _mm256_fmadd_ps(ov, _mm256_set1_ps(sum), corr[i]);
+                }
             }
         }
         for i in 0..N {
@@ -213,7 +336,7 @@ unsafe fn panel_body<S: Simd, B: Block32>(job: &PanelJob, buf: &mut PanelBuf) {
     // SAFETY: forwarded contract.
     unsafe {
         pack::<S, B>(job.w, job.row_bytes, job.nr, job.cols / 32, buf);
-        multiply::<S>(job, buf);
+        multiply::<S, false>(job, buf);
     }
 }
 
@@ -226,7 +349,7 @@ unsafe fn panel_body_k<S: Simd, K: KQuant>(job: &PanelJob, buf: &mut PanelBuf) {
     // SAFETY: forwarded contract.
     unsafe {
         pack_k::<S, K>(job.w, job.row_bytes, job.nr, job.cols / 256, buf);
-        multiply::<S>(job, buf);
+        multiply::<S, false>(job, buf);
     }
 }
 
@@ -235,17 +358,17 @@ unsafe fn panel_body_k<S: Simd, K: KQuant>(job: &PanelJob, buf: &mut PanelBuf) {
 /// # Safety
 /// As for [`crate::kernels::PanelFn`]; the CPU supports `S`; `buf` packed for the job's rows.
 #[inline(always)]
-unsafe fn multiply<S: Simd>(job: &PanelJob, buf: &PanelBuf) {
+unsafe fn multiply<S: Simd, const SPLIT: bool>(job: &PanelJob, buf: &PanelBuf) {
     let nb = job.cols / 32;
     // SAFETY: forwarded contract.
     unsafe {
         let mut t = 0;
         while t + 4 <= job.n {
-            gemm::<S, 4>(job, buf, nb, t);
+            gemm::<S, 4, SPLIT>(job, buf, nb, t);
             t += 4;
         }
         while t < job.n {
-            gemm::<S, 1>(job, buf, nb, t);
+            gemm::<S, 1, SPLIT>(job, buf, nb, t);
             t += 1;
         }
     }
@@ -277,6 +400,9 @@ pub mod avx2 {
         panel_q5_1: panel_body, Q5_1;
         panel_q4_k: panel_body_k, Q4K;
         panel_q5_k: panel_body_k, Q5K;
+        panel_q2_k: panel_body_k16, Q2K;
+        panel_q3_k: panel_body_k16, Q3K;
+        panel_q6_k: panel_body_k16, Q6K;
     }
 }
 
@@ -291,5 +417,8 @@ pub mod avx512 {
         panel_q5_1: panel_body, Q5_1;
         panel_q4_k: panel_body_k, Q4K;
         panel_q5_k: panel_body_k, Q5K;
+        panel_q2_k: panel_body_k16, Q2K;
+        panel_q3_k: panel_body_k16, Q3K;
+        panel_q6_k: panel_body_k16, Q6K;
     }
 }
