@@ -33,9 +33,12 @@ unsafe fn quant32(x: *const f32, inv: f32, q: *mut i8) -> (i32, i32) {
     // SAFETY: caller's contract.
     unsafe {
         let iv = _mm256_set1_ps(inv);
-        let v: [__m256i; 4] = std::array::from_fn(|i| {
-            _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.add(8 * i)), iv))
-        });
+        // Loops, not closures, wherever intrinsics run: a closure in this generic code does not
+        // inherit the caller's target features, and its intrinsics would become calls.
+        let mut v = [_mm256_setzero_si256(); 4];
+        for (i, vi) in v.iter_mut().enumerate() {
+            *vi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.add(8 * i)), iv));
+        }
         let s0 = _mm256_add_epi32(v[0], v[1]);
         let s1 = _mm256_add_epi32(v[2], v[3]);
         // Pack to bytes; the packs interleave 128-bit lanes, a dword permute restores order.

@@ -108,7 +108,10 @@ unsafe fn block<W: FloatW, const MR: usize, const N: usize, const WIDE: bool>(
             let mut acc = [[_mm512_setzero_ps(); N]; MR];
             let mut c = 0;
             while c < main {
-                let wv: [__m512; MR] = std::array::from_fn(|m| load16::<W>(w[m].add(c * W::BYTES)));
+                let mut wv = [_mm512_setzero_ps(); MR];
+                for m in 0..MR {
+                    wv[m] = load16::<W>(w[m].add(c * W::BYTES));
+                }
                 for i in 0..N {
                     let xv = _mm512_loadu_ps(x[i].add(c));
                     for m in 0..MR {
@@ -128,7 +131,10 @@ unsafe fn block<W: FloatW, const MR: usize, const N: usize, const WIDE: bool>(
             let mut acc = [[_mm256_setzero_ps(); N]; MR];
             let mut c = 0;
             while c < main {
-                let wv: [__m256; MR] = std::array::from_fn(|m| W::load8(w[m].add(c * W::BYTES)));
+                let mut wv = [_mm256_setzero_ps(); MR];
+                for m in 0..MR {
+                    wv[m] = W::load8(w[m].add(c * W::BYTES));
+                }
                 for i in 0..N {
                     let xv = _mm256_loadu_ps(x[i].add(c));
                     for m in 0..MR {

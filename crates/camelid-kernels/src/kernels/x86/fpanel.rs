@@ -38,9 +38,10 @@ unsafe fn pack<W: FloatW>(
         let mut k = 0;
         while k < main {
             for g in 0..2 {
-                let v: [__m256i; 8] = std::array::from_fn(|i| {
-                    _mm256_castps_si256(W::load8(row(8 * g + i).add(k * W::BYTES)))
-                });
+                let mut v = [_mm256_setzero_si256(); 8];
+                for (i, vi) in v.iter_mut().enumerate() {
+                    *vi = _mm256_castps_si256(W::load8(row(8 * g + i).add(k * W::BYTES)));
+                }
                 for (j, t) in transpose8(v).iter().enumerate() {
                     _mm256_storeu_si256(dst.add((k + j) * ROWS + 8 * g) as *mut __m256i, *t);
                 }
@@ -86,13 +87,12 @@ unsafe fn gemm<const N: usize>(
         let x: [*const f32; N] = std::array::from_fn(|i| job.act.f32s.add((t0 + i) * cols));
         let o: [*mut f32; N] = std::array::from_fn(|i| job.out.add((t0 + i) * job.ldo));
         let p = buf.s.as_ptr();
-        let mut acc: [__m512; N] = std::array::from_fn(|i| {
-            if first {
-                _mm512_setzero_ps()
-            } else {
-                _mm512_maskz_loadu_ps(mask, o[i])
+        let mut acc = [_mm512_setzero_ps(); N];
+        if !first {
+            for i in 0..N {
+                acc[i] = _mm512_maskz_loadu_ps(mask, o[i]);
             }
-        });
+        }
         for k in k0..k1 {
             let wv = _mm512_loadu_ps(p.add(k * ROWS));
             for i in 0..N {

@@ -143,6 +143,45 @@ unsafe fn prep_k8(p: *const u8) -> Prep {
     }
 }
 
+/// Bit `j` of each byte of `qh` moved to bit 4 (Q5_K's fifth bit of chunk `j`).
+///
+/// Functions rather than closures here and below: a closure in this generic code does not
+/// inherit the caller's target features, and its intrinsics would not be inlined.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn q5k_bit(qh: __m256i, j: usize) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let s = match j {
+            0 => _mm256_slli_epi16(qh, 4),
+            1 => _mm256_slli_epi16(qh, 3),
+            2 => _mm256_slli_epi16(qh, 2),
+            3 => _mm256_slli_epi16(qh, 1),
+            4 => qh,
+            5 => _mm256_srli_epi16(qh, 1),
+            6 => _mm256_srli_epi16(qh, 2),
+            _ => _mm256_srli_epi16(qh, 3),
+        };
+        _mm256_and_si256(s, _mm256_set1_epi8(0x10))
+    }
+}
+
+/// 4 where bit `k` of the byte of `hm` is set, else 0 (Q3_K's high bit of chunk `k`).
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn q3k_bit(hm: __m256i, k: usize) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let sel = _mm256_set1_epi8((1u8 << k) as i8);
+        let on = _mm256_cmpeq_epi8(_mm256_and_si256(hm, sel), sel);
+        _mm256_and_si256(on, _mm256_set1_epi8(4))
+    }
+}
+
 pub struct Q2K;
 pub struct Q3K;
 pub struct Q4K;
@@ -185,30 +224,22 @@ impl KQuant for Q5K {
         // SAFETY: 32 bytes of high bits at 16, 128 of nibbles at 48; AVX2.
         unsafe {
             let m = _mm256_set1_epi8(0x0f);
-            let b4 = _mm256_set1_epi8(0x10);
             let qh = loadu(p.add(16));
             let a = loadu(p.add(48 + 64 * h));
             let b = loadu(p.add(48 + 64 * h + 32));
             // Bit j of qh[l] is bit 4 of element l of chunk j; move it to bit 4.
-            let bit = |j: usize| -> __m256i {
-                let s = match j {
-                    0 => _mm256_slli_epi16(qh, 4),
-                    1 => _mm256_slli_epi16(qh, 3),
-                    2 => _mm256_slli_epi16(qh, 2),
-                    3 => _mm256_slli_epi16(qh, 1),
-                    4 => qh,
-                    5 => _mm256_srli_epi16(qh, 1),
-                    6 => _mm256_srli_epi16(qh, 2),
-                    _ => _mm256_srli_epi16(qh, 3),
-                };
-                _mm256_and_si256(s, b4)
-            };
             let j = 4 * h;
             [
-                _mm256_or_si256(_mm256_and_si256(a, m), bit(j)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m), bit(j + 1)),
-                _mm256_or_si256(_mm256_and_si256(b, m), bit(j + 2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m), bit(j + 3)),
+                _mm256_or_si256(_mm256_and_si256(a, m), q5k_bit(qh, j)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(a, 4), m),
+                    q5k_bit(qh, j + 1),
+                ),
+                _mm256_or_si256(_mm256_and_si256(b, m), q5k_bit(qh, j + 2)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(b, 4), m),
+                    q5k_bit(qh, j + 3),
+                ),
             ]
         }
     }
@@ -309,16 +340,11 @@ impl KQuant for Q3K {
             let low = crumbs(loadu(p.add(32 + 32 * h)));
             let hm = loadu(p);
             // A set high bit adds 4 to the level (the offset 4 is taken off via `c`).
-            let bit = |k: usize| -> __m256i {
-                let sel = _mm256_set1_epi8(1 << (4 * h + k));
-                let on = _mm256_cmpeq_epi8(_mm256_and_si256(hm, sel), sel);
-                _mm256_and_si256(on, _mm256_set1_epi8(4))
-            };
             [
-                _mm256_or_si256(low[0], bit(0)),
-                _mm256_or_si256(low[1], bit(1)),
-                _mm256_or_si256(low[2], bit(2)),
-                _mm256_or_si256(low[3], bit(3)),
+                _mm256_or_si256(low[0], q3k_bit(hm, 4 * h)),
+                _mm256_or_si256(low[1], q3k_bit(hm, 4 * h + 1)),
+                _mm256_or_si256(low[2], q3k_bit(hm, 4 * h + 2)),
+                _mm256_or_si256(low[3], q3k_bit(hm, 4 * h + 3)),
             ]
         }
     }

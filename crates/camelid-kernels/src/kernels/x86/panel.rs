@@ -26,33 +26,35 @@ pub const ROWS: usize = 8;
 /// AVX2.
 #[inline(always)]
 pub(super) unsafe fn transpose8(l: [__m256i; 8]) -> [__m256i; 8] {
-    // SAFETY: AVX2 (caller).
+    // SAFETY: AVX2 (caller). Written out, not with closures: see `pack`.
     unsafe {
-        let t: [__m256i; 8] = std::array::from_fn(|k| {
-            let (a, b) = (l[2 * (k / 2)], l[2 * (k / 2) + 1]);
-            if k % 2 == 0 {
-                _mm256_unpacklo_epi32(a, b)
-            } else {
-                _mm256_unpackhi_epi32(a, b)
-            }
-        });
-        // u[4h + q]: rows 4h..4h+4, dwords q and q + 4 (in the two 128-bit halves).
-        let u: [__m256i; 8] = std::array::from_fn(|k| {
-            let (h, q) = (k / 4, k % 4);
-            let (a, b) = (t[4 * h + q / 2], t[4 * h + 2 + q / 2]);
-            if q % 2 == 0 {
-                _mm256_unpacklo_epi64(a, b)
-            } else {
-                _mm256_unpackhi_epi64(a, b)
-            }
-        });
-        std::array::from_fn(|j| {
-            if j < 4 {
-                _mm256_permute2x128_si256(u[j], u[4 + j], 0x20)
-            } else {
-                _mm256_permute2x128_si256(u[j - 4], u[j], 0x31)
-            }
-        })
+        let t0 = _mm256_unpacklo_epi32(l[0], l[1]);
+        let t1 = _mm256_unpackhi_epi32(l[0], l[1]);
+        let t2 = _mm256_unpacklo_epi32(l[2], l[3]);
+        let t3 = _mm256_unpackhi_epi32(l[2], l[3]);
+        let t4 = _mm256_unpacklo_epi32(l[4], l[5]);
+        let t5 = _mm256_unpackhi_epi32(l[4], l[5]);
+        let t6 = _mm256_unpacklo_epi32(l[6], l[7]);
+        let t7 = _mm256_unpackhi_epi32(l[6], l[7]);
+        // u_q (rows 0..4) and v_q (rows 4..8): dwords q and q + 4 in the two 128-bit halves.
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let v0 = _mm256_unpacklo_epi64(t4, t6);
+        let v1 = _mm256_unpackhi_epi64(t4, t6);
+        let v2 = _mm256_unpacklo_epi64(t5, t7);
+        let v3 = _mm256_unpackhi_epi64(t5, t7);
+        [
+            _mm256_permute2x128_si256(u0, v0, 0x20),
+            _mm256_permute2x128_si256(u1, v1, 0x20),
+            _mm256_permute2x128_si256(u2, v2, 0x20),
+            _mm256_permute2x128_si256(u3, v3, 0x20),
+            _mm256_permute2x128_si256(u0, v0, 0x31),
+            _mm256_permute2x128_si256(u1, v1, 0x31),
+            _mm256_permute2x128_si256(u2, v2, 0x31),
+            _mm256_permute2x128_si256(u3, v3, 0x31),
+        ]
     }
 }
 
@@ -84,9 +86,13 @@ unsafe fn pack<S: Simd, B: Block32>(
     unsafe {
         for b in 0..nb {
             // Missing rows of a short panel repeat the last one; their results are not stored.
-            let l: [__m256i; 8] = std::array::from_fn(|r| {
-                B::load::<S>(w.add(r.min(nr - 1) * row_bytes + b * B::BYTES))
-            });
+            // Closures do not inherit target features in this generic code, so loops fill the
+            // arrays of vectors throughout these kernels (a closure here made the intrinsics
+            // calls).
+            let mut l = [_mm256_setzero_si256(); 8];
+            for (r, lr) in l.iter_mut().enumerate() {
+                *lr = B::load::<S>(w.add(r.min(nr - 1) * row_bytes + b * B::BYTES));
+            }
             let v = transpose8(l);
             let dst = buf.levels.as_mut_ptr().add(b * 256) as *mut __m256i;
             for (j, x) in v.iter().enumerate() {
@@ -131,9 +137,16 @@ unsafe fn pack_k<S: Simd, K: KQuant>(
             let p: [*const u8; 8] =
                 std::array::from_fn(|r| w.add(r.min(nr - 1) * row_bytes + sb * K::BYTES));
             for h in 0..2 {
-                let lv: [[__m256i; 4]; 8] = std::array::from_fn(|r| K::levels::<S>(p[r], h));
+                let mut lv = [[_mm256_setzero_si256(); 4]; 8];
+                for r in 0..8 {
+                    lv[r] = K::levels::<S>(p[r], h);
+                }
                 for k in 0..4 {
-                    let v = transpose8(std::array::from_fn(|r| lv[r][k]));
+                    let mut col = [_mm256_setzero_si256(); 8];
+                    for r in 0..8 {
+                        col[r] = lv[r][k];
+                    }
+                    let v = transpose8(col);
                     let dst =
                         buf.levels.as_mut_ptr().add((sb * 8 + 4 * h + k) * 256) as *mut __m256i;
                     for (j, x) in v.iter().enumerate() {
@@ -226,9 +239,16 @@ unsafe fn pack_k16<S: Simd, K: K16>(
             let p: [*const u8; 8] =
                 std::array::from_fn(|r| w.add(r.min(nr - 1) * row_bytes + sb * K::BYTES));
             for h in 0..2 {
-                let lv: [[__m256i; 4]; 8] = std::array::from_fn(|r| K::levels::<S>(p[r], h));
+                let mut lv = [[_mm256_setzero_si256(); 4]; 8];
+                for r in 0..8 {
+                    lv[r] = K::levels::<S>(p[r], h);
+                }
                 for k in 0..4 {
-                    let v = transpose8(std::array::from_fn(|r| lv[r][k]));
+                    let mut col = [_mm256_setzero_si256(); 8];
+                    for r in 0..8 {
+                        col[r] = lv[r][k];
+                    }
+                    let v = transpose8(col);
                     let dst =
                         buf.levels.as_mut_ptr().add((sb * 8 + 4 * h + k) * 256) as *mut __m256i;
                     for (j, x) in v.iter().enumerate() {
