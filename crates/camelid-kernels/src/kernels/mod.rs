@@ -87,8 +87,9 @@ pub struct PanelJob {
     pub ldo: usize,
 }
 
-/// Per-thread scratch of a panel, reused from product to product.
+/// Per-thread scratch of a panel, reused from product to product (only the x86 panels pack).
 #[derive(Default, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct PanelBuf {
     pub levels: Vec<u8>,
     pub s: Vec<f32>,
