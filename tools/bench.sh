@@ -12,7 +12,8 @@
 #     every tensor the same type and the same file size);
 #  3. with --wait-quiet, waits until the 1-minute load average is below 1.0 (polls for up to
 #     WAIT_MAX seconds, default 3600), before building and again before measuring;
-#  4. measures memory bandwidth (membw: read and triad with the benchmark's thread count);
+#  4. measures memory bandwidth (membw: read, 8-stream read and triad with the benchmark's thread
+#     count), before the rounds and again after them;
 #  5. per round, per file: llama-bench and `camelid bench` (pp512 + tg128, -r REPS, the same
 #     thread count), alternating which goes first, each under /usr/bin/time -v for the peak RSS,
 #     with /proc/loadavg recorded before every run;
@@ -147,6 +148,9 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 echo "after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
+log "memory bandwidth again (the report keeps the better figure)"
+target/camelid-tools/membw "$THREADS" 1024 8 > "$OUT/membw-after.txt"
+cat "$OUT/membw-after.txt" >&2
 python3 tools/bench_report.py "$OUT" > "$OUT/report.md"
 cat "$OUT/report.md"
 if [ "$PROFILE" = 1 ]; then

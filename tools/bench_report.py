@@ -5,7 +5,7 @@
 
 Per file type: pp512 and tg128 of camelid and llama.cpp, mean ± sample standard deviation over
 every repetition of every round; the ratio of the means; the decode ceiling, memory read
-bandwidth ÷ weight bytes read per token (every matrix once, the tied output matrix included;
+bandwidth (the best of membw's read tests) ÷ weight bytes read per token (every matrix once, the tied output matrix included;
 the KV cache adds under 1% at tg128 and is left out); peak RSS of both processes against the
 target file size + KV cache + 100 MiB.
 """
@@ -63,12 +63,17 @@ def ratio(a, b):
 
 def main():
     d = Path(sys.argv[1])
+    # membw ran before and after the rounds; a busy moment only lowers a figure, so keep the best.
     bw = {}
-    for line in (d / "membw.txt").read_text().splitlines():
-        m = re.match(r"(\w+) GB/s: ([\d.]+) ([\d.]+)", line)
-        if m:
-            bw[m.group(1)] = (float(m.group(2)), float(m.group(3)))
-    read_bw = bw["read"][0] * 1e9
+    for f in sorted(d.glob("membw*.txt")):
+        for line in f.read_text().splitlines():
+            m = re.match(r"(\w+) GB/s: ([\d.]+) ([\d.]+)", line)
+            if m:
+                best, mean = float(m.group(2)), float(m.group(3))
+                if best > bw.get(m.group(1), (0, 0))[0]:
+                    bw[m.group(1)] = (best, mean)
+    # The better of the two read tests: a decode step reads many weight rows side by side.
+    read_bw = max(bw["read"][0], bw.get("read8", (0, 0))[0]) * 1e9
     print("## Machine\n")
     print("```")
     print((d / "machine.txt").read_text().rstrip())

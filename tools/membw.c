@@ -3,13 +3,15 @@
 // arrays much larger than the last-level cache, and the best of several passes is reported.
 //
 //   read:  s += a[i]                   8 bytes per element (what a decode step does to weights)
+//   read8: the same over 8 streams per thread (8 equal parts of the slice read side by side,
+//          as a matrix-vector kernel reads several weight rows at once; more misses in flight)
 //   triad: a[i] = b[i] + q * c[i]     24 bytes per element, STREAM's convention (the write
 //                                     allocate's extra read is not counted)
 //
 // Build and run (tools/bench.sh does this):
 //   cc -O2 -march=native -pthread tools/membw.c -o target/camelid-tools/membw
 //   target/camelid-tools/membw [THREADS=2] [MIB_PER_ARRAY=1024] [PASSES=8]
-// Prints one line per test: "read GB/s: best mean" and "triad GB/s: best mean".
+// Prints one line per test: "<test> GB/s: best mean".
 
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -42,6 +44,14 @@ static void *work(void *p) {
         unsigned long long s = 0;
         for (size_t i = j->begin; i < j->end; i++) s += u[i];
         j->sum = (double)s;
+    } else if (j->test == 1) {
+        const unsigned long long *u = (const unsigned long long *)j->a + j->begin;
+        size_t part = (j->end - j->begin) / 8;
+        unsigned long long s[8] = {0};
+        for (size_t i = 0; i < part; i += 8)
+            for (int k = 0; k < 8; k++)
+                for (int e = 0; e < 8; e++) s[k] += u[k * part + i + e];
+        j->sum = (double)(s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7]);
     } else {
         const double q = 3.0;
         for (size_t i = j->begin; i < j->end; i++) j->a[i] = j->b[i] + q * j->c[i];
@@ -70,10 +80,10 @@ int main(int argc, char **argv) {
         b[i] = 2.0;
         c[i] = 0.5;
     }
-    const char *names[2] = {"read", "triad"};
-    const double bytes_per_elem[2] = {8.0, 24.0};
+    const char *names[3] = {"read", "read8", "triad"};
+    const double bytes_per_elem[3] = {8.0, 8.0, 24.0};
     double checksum = 0;
-    for (int test = 0; test < 2; test++) {
+    for (int test = 0; test < 3; test++) {
         double best = 0, total = 0;
         for (int pass = 0; pass < passes; pass++) {
             pthread_t tid[64];

@@ -382,15 +382,21 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     writer.add_metadata("general.quantization_version", Value::U32(2));
 
     pb.set_length(plan.iter().map(|p| p.dims.iter().product::<u64>()).sum());
-    let mut counts: Vec<(DType, usize, u64)> = Vec::new();
+    // (type, tensors, elements, bytes)
+    let mut counts: Vec<(DType, usize, u64, u64)> = Vec::new();
     for p in &plan {
         if a.verbose {
             pb.suspend(|| eprintln!("{:<28} {:>14} -> {}", p.name, format!("{:?}", p.dims), p.ty));
         }
         let n = p.dims.iter().product::<u64>();
+        let bytes = match p.source {
+            Source::Raw(_, b) => b.len() as u64,
+            Source::Vector(v) => 4 * v.len() as u64,
+            Source::Matrix(t) => (p.ty.row_bytes(t.cols).unwrap_or(0) * t.rows) as u64,
+        };
         match counts.iter_mut().find(|c| c.0 == p.ty) {
-            Some(c) => (c.1, c.2) = (c.1 + 1, c.2 + n),
-            None => counts.push((p.ty, 1, n)),
+            Some(c) => (c.1, c.2, c.3) = (c.1 + 1, c.2 + n, c.3 + bytes),
+            None => counts.push((p.ty, 1, n, bytes)),
         }
     }
     let out_path = a.output.clone();
@@ -425,14 +431,16 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         .write_file(&out_path)
         .with_context(|| format!("writing {}", out_path.display()))?;
     pb.finish_and_clear();
-    let summary: Vec<String> = counts.iter().map(|(t, n, _)| format!("{n} {t}")).collect();
+    let summary: Vec<String> = counts.iter().map(|(t, n, ..)| format!("{n} {t}")).collect();
     let n_weights: u64 = counts.iter().map(|c| c.2).sum();
+    let tensor_bytes: u64 = counts.iter().map(|c| c.3).sum();
     eprintln!(
-        "wrote {} ({}): {:.1} MiB, {:.2} bits per weight; tensors: {}",
+        "wrote {} ({}): {:.1} MiB, tensors {:.1} MiB = {:.2} bits per weight; {}",
         out_path.display(),
         ft.name(),
         written as f64 / (1 << 20) as f64,
-        written as f64 * 8.0 / n_weights.max(1) as f64,
+        tensor_bytes as f64 / (1 << 20) as f64,
+        tensor_bytes as f64 * 8.0 / n_weights.max(1) as f64,
         summary.join(", ")
     );
     Ok(())
