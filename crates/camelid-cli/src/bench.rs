@@ -82,12 +82,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
     let mut model = Model::load(&path)?;
-    if let Some(t) = a.load.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        model.threads = t;
-    }
+    crate::load::set_threads(&mut model, a.load.threads)?;
     model.kernels.precision = match a.precision {
         PrecisionArg::Fast => Precision::Fast,
         PrecisionArg::Exact => Precision::Exact,

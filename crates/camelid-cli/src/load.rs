@@ -26,6 +26,16 @@ pub struct Loaded {
     pub n_ctx: usize,
 }
 
+/// Applies `--threads` (the default, all cores, is the model's own).
+pub fn set_threads(model: &mut Model, threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => model.threads = t,
+        None => {}
+    }
+    Ok(())
+}
+
 pub fn load(a: &LoadArgs) -> Result<Loaded> {
     let path = crate::fetch::resolve_model(a.model.as_deref())?;
     let ckpt = Checkpoint::open(&path)?;
@@ -35,12 +45,7 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
         None => load_tokenizer(&path)?,
     };
     let mut model = Model::from_checkpoint(ckpt)?;
-    if let Some(t) = a.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        model.threads = t;
-    }
+    set_threads(&mut model, a.threads)?;
     let n_ctx = match a.ctx {
         Some(0) => bail!("--ctx must be at least 1"),
         Some(c) if c > model.config.n_ctx_train => bail!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -132,12 +132,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn logits(a: &LogitsArgs) -> Result<()> {
     let mut model = camelid_model::Model::load(&a.model)?;
-    if let Some(t) = a.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        model.threads = t;
-    }
+    crate::load::set_threads(&mut model, a.threads)?;
     let mut state = model.new_state(a.tokens.len());
     let mut out = io::BufWriter::new(io::stdout().lock());
     write!(

@@ -103,6 +103,8 @@ pub struct Sampler {
     rng: Rng,
     cands: Vec<Candidate>,
     probs: Vec<f32>,
+    /// (token, occurrences) in the penalty window.
+    counts: Vec<(u32, u32)>,
 }
 
 impl Sampler {
@@ -112,6 +114,7 @@ impl Sampler {
             config,
             cands: Vec::new(),
             probs: Vec::new(),
+            counts: Vec::new(),
         }
     }
 
@@ -124,7 +127,7 @@ impl Sampler {
                 id: i as u32,
                 logit: l,
             }));
-        apply_penalties(&mut self.cands, history, c);
+        apply_penalties(&mut self.cands, &mut self.counts, history, c);
         if c.temperature == 0.0 {
             return argmax(&self.cands);
         }
@@ -151,21 +154,26 @@ impl Sampler {
     }
 }
 
-fn apply_penalties(cands: &mut [Candidate], history: &[u32], c: &SamplerConfig) {
+fn apply_penalties(
+    cands: &mut [Candidate],
+    counts: &mut Vec<(u32, u32)>,
+    history: &[u32],
+    c: &SamplerConfig,
+) {
     let window = &history[history.len().saturating_sub(c.repeat_last_n)..];
     if window.is_empty()
         || (c.repeat_penalty == 1.0 && c.presence_penalty == 0.0 && c.frequency_penalty == 0.0)
     {
         return;
     }
-    let mut counts: Vec<(u32, u32)> = Vec::with_capacity(window.len());
+    counts.clear();
     for &t in window {
         match counts.iter_mut().find(|(id, _)| *id == t) {
             Some(e) => e.1 += 1,
             None => counts.push((t, 1)),
         }
     }
-    for (id, n) in counts {
+    for &(id, n) in counts.iter() {
         let Some(cand) = cands.get_mut(id as usize) else {
             continue;
         };
