@@ -1,11 +1,11 @@
 //! Activations quantized to 8 bits for the integer dot products of the fast path.
 //!
 //! As in llama.cpp, a matrix product with quantized weights first rounds each activation row to
-//! signed 8-bit integers with one f32 scale per block: blocks of 32 ("Q8", like ggml's
-//! `block_q8_0`/`block_q8_1`) for the 32-element weight types, blocks of 256 ("Q8K", like
-//! `block_q8_K`) for the k-quants, whose integer sub-block scales can then be applied to integer
-//! sums. Besides the scales we keep block sums, which the weight formats with an offset or a
-//! minimum need: `d · Σq` per block of 32 for Q8, `Σq` per 16 for Q8K.
+//! signed 8-bit integers with one f32 scale per block of 32 ("Q8", like ggml's
+//! `block_q8_0`/`block_q8_1`), for every quantized weight type (llama.cpp uses blocks of 256 for
+//! the k-quants; one block size for all keeps a single arithmetic, see
+//! `kernels::x86::panel`, and rounds finer). Besides the scales we keep block sums, which the
+//! weight formats with an offset or a minimum need: `d · Σq` per block of 32 and per half block.
 //!
 //! The layout is ours (activations never leave the process): struct-of-arrays, rows contiguous.
 
@@ -16,8 +16,6 @@ pub enum ActKind {
     F32,
     /// 8-bit with a scale per 32.
     Q8,
-    /// 8-bit with a scale per 256 and sums per 16.
-    Q8K,
 }
 
 impl ActKind {
@@ -26,7 +24,6 @@ impl ActKind {
         match self {
             ActKind::F32 => 1,
             ActKind::Q8 => 32,
-            ActKind::Q8K => 256,
         }
     }
 }
@@ -44,15 +41,11 @@ pub struct QuantAct {
     pub dsum: Vec<f32>,
     /// Q8: `[rows, cols / 16]`, `d · Σq` of each half block (for weights with sub-blocks of 16).
     pub dsum16: Vec<f32>,
-    /// Q8K: `[rows, cols / 16]`, `Σq` of each group of 16.
-    pub bsums: Vec<i16>,
 }
 
 /// Quantizes one row to Q8: `qs = round(x / d)` with `d = max|x| / 127` per block of 32.
 pub type QuantQ8Fn =
     fn(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32], dsum16: &mut [f32]);
-/// Quantizes one row to Q8K: as Q8 with blocks of 256, plus sums per 16.
-pub type QuantQ8KFn = fn(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]);
 
 impl QuantAct {
     /// Sizes the buffers for `rows × cols` of `kind` (growing them only when needed).
@@ -67,10 +60,6 @@ impl QuantAct {
                 self.d.resize(n / 32, 0.0);
                 self.dsum.resize(n / 32, 0.0);
                 self.dsum16.resize(n / 16, 0.0);
-            }
-            ActKind::Q8K => {
-                self.d.resize(n / 256, 0.0);
-                self.bsums.resize(n / 16, 0);
             }
         }
     }
@@ -110,25 +99,5 @@ pub fn quantize_q8_scalar(
         *sb = scale * (half[0] + half[1]) as f32;
         s16[0] = scale * half[0] as f32;
         s16[1] = scale * half[1] as f32;
-    }
-}
-
-/// Scalar Q8K quantization (reference).
-pub fn quantize_q8k_scalar(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-    for (((xb, qb), db), sb) in x
-        .chunks_exact(256)
-        .zip(qs.chunks_exact_mut(256))
-        .zip(d.iter_mut())
-        .zip(bsums.chunks_exact_mut(16))
-    {
-        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        for (q, &v) in qb.iter_mut().zip(xb) {
-            *q = to_i8(v * inv);
-        }
-        *db = amax / 127.0;
-        for (s, g) in sb.iter_mut().zip(qb.chunks_exact(16)) {
-            *s = g.iter().map(|&q| q as i16).sum();
-        }
     }
 }

@@ -268,15 +268,15 @@ impl Kernels {
     }
 }
 
-/// Rows per unit of work: enough units to balance the threads, at least four rows (the kernels
-/// block rows in fours), and about 256 KiB of weights for a matrix-vector product (long
-/// contiguous runs keep each thread's prefetching useful; 16 KiB chunks measured half the
-/// two-thread throughput) or 64 KiB when several activation rows reuse them from cache.
+/// Rows per unit of work: enough units to balance the threads, a multiple of eight rows (the
+/// quantized kernels take rows in eights), and about 256 KiB of weights for a matrix-vector
+/// product (long contiguous runs keep each thread's prefetching useful; 16 KiB chunks measured
+/// half the two-thread throughput) or 64 KiB when several activation rows reuse them from cache.
 fn chunk_rows(rows: usize, row_bytes: usize, n: usize, threads: usize) -> usize {
     let target = if n > 1 { 64 << 10 } else { 256 << 10 };
-    let by_size = (target / row_bytes.max(1)).max(4) / 4 * 4;
-    let by_balance = rows.div_ceil(8 * threads).max(4);
-    by_size.min(by_balance).clamp(1, 256)
+    let by_size = (target / row_bytes.max(1)).max(8) / 8 * 8;
+    let by_balance = rows.div_ceil(8 * threads).next_multiple_of(8);
+    by_size.min(by_balance).clamp(8, 256)
 }
 
 fn quantize_activations(
@@ -299,17 +299,6 @@ fn quantize_activations(
                     &mut act.d[t * nb..][..nb],
                     &mut act.dsum[t * nb..][..nb],
                     &mut act.dsum16[t * 2 * nb..][..2 * nb],
-                );
-            }
-        }
-        ActKind::Q8K => {
-            let nb = cols / 256;
-            for t in 0..n {
-                (table.quant_q8k)(
-                    &x[t * cols..][..cols],
-                    &mut act.qs[t * cols..][..cols],
-                    &mut act.d[t * nb..][..nb],
-                    &mut act.bsums[t * cols / 16..][..cols / 16],
                 );
             }
         }
@@ -365,12 +354,6 @@ fn fast_rows(
                 dsum16: act.dsum16[t0 * cols / 16..].as_ptr(),
                 ..null_act()
             },
-            ActKind::Q8K => ActPtr {
-                qs: act.qs[t0 * cols..].as_ptr(),
-                d: act.d[t0 * cols / blk..].as_ptr(),
-                bsums: act.bsums[t0 * cols / 16..].as_ptr(),
-                ..null_act()
-            },
         };
         let t = Tile {
             w: w.data[rows.start * row_bytes..rows.end * row_bytes].as_ptr(),
@@ -419,7 +402,6 @@ fn panel_rows(
                 d: act.d.as_ptr(),
                 dsum: act.dsum.as_ptr(),
                 dsum16: act.dsum16.as_ptr(),
-                ..null_act()
             },
             n,
             // SAFETY: `r < w.rows`, inside `out: [n, rows]`.
@@ -441,7 +423,6 @@ const fn null_act() -> ActPtr {
         d: std::ptr::null(),
         dsum: std::ptr::null(),
         dsum16: std::ptr::null(),
-        bsums: std::ptr::null(),
     }
 }
 

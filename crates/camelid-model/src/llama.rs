@@ -3,7 +3,7 @@
 //! Notation for buffer shapes: `B` tokens in the current batch, `d` = d_model, `q` = n_heads ·
 //! head_dim, `kv` = n_kv_heads · head_dim, `ff` = d_ff, `V` = n_vocab, `C` = context length.
 //! A batched prompt pass and token-by-token decoding run the same code with `B` ≥ 1 and give the
-//! same logits up to the order of additions.
+//! same logits bit for bit: the kernels compute each row of a batch as they would alone.
 
 use std::path::Path;
 
@@ -181,7 +181,7 @@ impl Model {
     ///
     /// This is continuous batching's decoding step (one token per sequence), and it may mix in
     /// prompt chunks. Every sequence sees only its own cache, so each gets the logits it would
-    /// get alone, up to the order of additions. The batch buffers of `states[0]` serve the whole
+    /// get alone, bit for bit. The batch buffers of `states[0]` serve the whole
     /// batch; more than [`MAX_BATCH`] tokens in all run as several passes.
     ///
     /// # Panics

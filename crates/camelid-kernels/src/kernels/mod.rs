@@ -13,7 +13,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
-use crate::act::{ActKind, QuantQ8Fn, QuantQ8KFn};
+use crate::act::{ActKind, QuantQ8Fn};
 use crate::dtype::DType;
 use crate::isa::Isa;
 
@@ -36,7 +36,7 @@ pub fn f16_table() -> &'static [f32; 65536] {
 pub const NT: usize = 4;
 
 /// Pointers to the first activation row of a tile; row `t` is at `t · cols` elements (`qs`,
-/// `f32s`), `t · cols / block` scales, `t · cols / 32` `dsum`, `t · cols / 16` `bsums`.
+/// `f32s`), `t · cols / block` scales, `t · cols / 32` `dsum`.
 #[derive(Clone, Copy, Debug)]
 pub struct ActPtr {
     pub f32s: *const f32,
@@ -45,7 +45,6 @@ pub struct ActPtr {
     pub dsum: *const f32,
     /// `t · cols / 16`
     pub dsum16: *const f32,
-    pub bsums: *const i16,
 }
 
 /// One tile of work; see the module docs. Built by the driver in `matmul.rs`, which checks every
@@ -130,7 +129,6 @@ pub struct Table {
     /// Indexed by [`type_index`].
     pub types: [TypeKernels; 13],
     pub quant_q8: QuantQ8Fn,
-    pub quant_q8k: QuantQ8KFn,
 }
 
 impl Table {
@@ -196,30 +194,23 @@ mod tests {
             *v = (i as f32 - 16.0) * 0.5;
         }
         let reference = table(Isa::Scalar);
-        let (mut q0, mut d0, mut s0, mut b0) = (
+        let (mut q0, mut d0, mut s0, mut h0) = (
             vec![0i8; cols],
             vec![0f32; 32],
             vec![0f32; 32],
-            vec![0i16; 64],
+            vec![0f32; 64],
         );
-        let mut h0 = vec![0f32; 64];
         (reference.quant_q8)(&x, &mut q0, &mut d0, &mut s0, &mut h0);
-        let (mut qk0, mut dk0) = (vec![0i8; cols], vec![0f32; 4]);
-        (reference.quant_q8k)(&x, &mut qk0, &mut dk0, &mut b0);
         for isa in Isa::available() {
             let t = table(isa);
-            let (mut q, mut d, mut s, mut b) = (
+            let (mut q, mut d, mut s, mut h) = (
                 vec![0i8; cols],
                 vec![0f32; 32],
                 vec![0f32; 32],
-                vec![0i16; 64],
+                vec![0f32; 64],
             );
-            let mut h = vec![0f32; 64];
             (t.quant_q8)(&x, &mut q, &mut d, &mut s, &mut h);
             assert_eq!((&q, &d, &s, &h), (&q0, &d0, &s0, &h0), "{isa} Q8");
-            let (mut qk, mut dk) = (vec![0i8; cols], vec![0f32; 4]);
-            (t.quant_q8k)(&x, &mut qk, &mut dk, &mut b);
-            assert_eq!((&qk, &dk, &b), (&qk0, &dk0, &b0), "{isa} Q8K");
         }
     }
 }

@@ -10,7 +10,7 @@
 //!   minimums of the type-1 formats use the activation sums per 16.
 
 use super::{ActPtr, NT, Table, Tile, TypeKernels};
-use crate::act::{ActKind, quantize_q8_scalar, quantize_q8k_scalar};
+use crate::act::{ActKind, quantize_q8_scalar};
 use crate::dtype::{kscale, q3k_scales};
 use half::{bf16, f16};
 
@@ -22,7 +22,6 @@ pub struct ActRow<'a> {
     pub d: &'a [f32],
     pub dsum: &'a [f32],
     pub dsum16: &'a [f32],
-    pub bsums: &'a [i16],
 }
 
 /// Row `t` of a tile's activations.
@@ -44,12 +43,6 @@ pub unsafe fn act_row<'a>(a: &ActPtr, kind: ActKind, cols: usize, t: usize) -> A
                 dsum16: std::slice::from_raw_parts(a.dsum16.add(t * cols / 16), cols / 16),
                 ..ActRow::EMPTY
             },
-            ActKind::Q8K => ActRow {
-                qs: std::slice::from_raw_parts(a.qs.add(t * cols), cols),
-                d: std::slice::from_raw_parts(a.d.add(t * cols / 256), cols / 256),
-                bsums: std::slice::from_raw_parts(a.bsums.add(t * cols / 16), cols / 16),
-                ..ActRow::EMPTY
-            },
         }
     }
 }
@@ -61,7 +54,6 @@ impl ActRow<'_> {
         d: &[],
         dsum: &[],
         dsum16: &[],
-        bsums: &[],
     };
 }
 
@@ -109,11 +101,11 @@ tiles! {
     tile_q4_1: Q8, dot_q4_1;
     tile_q5_0: Q8, dot_q5_0;
     tile_q5_1: Q8, dot_q5_1;
-    tile_q2_k: Q8K, dot_q2_k;
-    tile_q3_k: Q8K, dot_q3_k;
-    tile_q4_k: Q8K, dot_q4_k;
-    tile_q5_k: Q8K, dot_q5_k;
-    tile_q6_k: Q8K, dot_q6_k;
+    tile_q2_k: Q8, dot_q2_k;
+    tile_q3_k: Q8, dot_q3_k;
+    tile_q4_k: Q8, dot_q4_k;
+    tile_q5_k: Q8, dot_q5_k;
+    tile_q6_k: Q8, dot_q6_k;
 }
 
 const fn k(act: ActKind, tile: super::TileFn) -> TypeKernels {
@@ -124,11 +116,10 @@ const fn k(act: ActKind, tile: super::TileFn) -> TypeKernels {
     }
 }
 
-/// Prompt-pass twins: the SIMD paths multiply the k-quants with activation blocks of 32 once
-/// there are [`super::PANEL_MIN_N`] rows, and so does the reference.
-const fn kp(act: ActKind, tile: super::TileFn, panel: super::PanelFn) -> TypeKernels {
+/// Prompt-pass twins of the SIMD panels (the same sums as the tiles).
+const fn kp(tile: super::TileFn, panel: super::PanelFn) -> TypeKernels {
     TypeKernels {
-        act,
+        act: ActKind::Q8,
         tile,
         panel: Some(super::Panel {
             f: panel,
@@ -149,14 +140,13 @@ pub static TABLE: Table = Table {
         k(ActKind::Q8, tile_q4_1),
         k(ActKind::Q8, tile_q5_0),
         k(ActKind::Q8, tile_q5_1),
-        kp(ActKind::Q8K, tile_q2_k, panel_q2_k),
-        kp(ActKind::Q8K, tile_q3_k, panel_q3_k),
-        kp(ActKind::Q8K, tile_q4_k, panel_q4_k),
-        kp(ActKind::Q8K, tile_q5_k, panel_q5_k),
-        kp(ActKind::Q8K, tile_q6_k, panel_q6_k),
+        kp(tile_q2_k, panel_q2_k),
+        kp(tile_q3_k, panel_q3_k),
+        kp(tile_q4_k, panel_q4_k),
+        kp(tile_q5_k, panel_q5_k),
+        kp(tile_q6_k, panel_q6_k),
     ],
     quant_q8: quantize_q8_scalar,
-    quant_q8k: quantize_q8k_scalar,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -271,73 +261,7 @@ fn dot_q5_1(w: &[u8], a: &ActRow) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// k-quants against Q8K activations.
-
-fn superblocks<'a>(
-    w: &'a [u8],
-    a: &'a ActRow,
-    bb: usize,
-) -> impl Iterator<Item = (&'a [u8], &'a [i8], f32, &'a [i16])> {
-    w.chunks_exact(bb)
-        .zip(a.qs.chunks_exact(256))
-        .zip(a.d.iter().zip(a.bsums.chunks_exact(16)))
-        .map(|((b, x), (&d, s))| (b, x, d, s))
-}
-
-fn dot_q2_k(w: &[u8], a: &ActRow) -> f32 {
-    superblocks(w, a, 84)
-        .map(|(b, x, dx, bs)| {
-            let mut sum = 0i32;
-            let mut msum = 0i32;
-            for j in 0..16 {
-                let sc = b[j];
-                let s = isum(&x[16 * j..][..16], |l| {
-                    let e = 16 * j + l;
-                    ((b[16 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32
-                });
-                sum += (sc & 0x0f) as i32 * s;
-                msum += (sc >> 4) as i32 * bs[j] as i32;
-            }
-            dx * (h(b, 80) * sum as f32 - h(b, 82) * msum as f32)
-        })
-        .sum()
-}
-
-fn dot_q3_k(w: &[u8], a: &ActRow) -> f32 {
-    superblocks(w, a, 110)
-        .map(|(b, x, dx, _)| {
-            let sc = q3k_scales(&b[96..108]);
-            let mut sum = 0i32;
-            for (j, &s) in sc.iter().enumerate() {
-                let part = isum(&x[16 * j..][..16], |l| {
-                    let e = 16 * j + l;
-                    let low = (b[32 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-                    let high = (b[e % 32] >> (4 * (e / 128) + (e % 128) / 32)) & 1;
-                    low as i32 - if high == 0 { 4 } else { 0 }
-                });
-                sum += s as i32 * part;
-            }
-            h(b, 108) * dx * sum as f32
-        })
-        .sum()
-}
-
-/// Q4_K and Q5_K: `levels(b, e)` gives the level of element `e` of super-block `b`.
-fn dot_k_type1(w: &[u8], a: &ActRow, bb: usize, level: impl Fn(&[u8], usize) -> i32) -> f32 {
-    superblocks(w, a, bb)
-        .map(|(b, x, dx, bs)| {
-            let mut sum = 0i32;
-            let mut msum = 0i32;
-            for j in 0..8 {
-                let (sc, m) = kscale(&b[4..16], j);
-                let s = isum(&x[32 * j..][..32], |l| level(b, 32 * j + l));
-                sum += sc as i32 * s;
-                msum += m as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
-            }
-            dx * (h(b, 0) * sum as f32 - h(b, 2) * msum as f32)
-        })
-        .sum()
-}
+// k-quants against Q8 activations.
 
 /// Q4_K and Q5_K against Q8 activations: per sub-block of 32 the type-1 form `s · q + o` with
 /// `s = d · sc`, `o = −dmin · m`, then as Q4_1.
@@ -421,21 +345,21 @@ fn q6k_subs(b: &[u8]) -> [(f32, f32); 16] {
 /// As for [`super::PanelFn`].
 unsafe fn panel_q2_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
     // SAFETY: forwarded.
-    unsafe { panel_with(job, |w, a| dot_k16_q8(w, a, 84, q2k_level, q2k_subs)) }
+    unsafe { panel_with(job, dot_q2_k) }
 }
 
 /// # Safety
 /// As for [`super::PanelFn`].
 unsafe fn panel_q3_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
     // SAFETY: forwarded.
-    unsafe { panel_with(job, |w, a| dot_k16_q8(w, a, 110, q3k_level, q3k_subs)) }
+    unsafe { panel_with(job, dot_q3_k) }
 }
 
 /// # Safety
 /// As for [`super::PanelFn`].
 unsafe fn panel_q6_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
     // SAFETY: forwarded.
-    unsafe { panel_with(job, |w, a| dot_k16_q8(w, a, 210, q6k_level, q6k_subs)) }
+    unsafe { panel_with(job, dot_q6_k) }
 }
 
 fn q4k_level(b: &[u8], e: usize) -> i32 {
@@ -478,40 +402,32 @@ unsafe fn panel_with(job: &super::PanelJob, dot: DotFn) {
 /// As for [`super::PanelFn`].
 unsafe fn panel_q4_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
     // SAFETY: forwarded.
-    unsafe { panel_with(job, |w, a| dot_k_type1_q8(w, a, 144, q4k_level)) }
+    unsafe { panel_with(job, dot_q4_k) }
 }
 
 /// # Safety
 /// As for [`super::PanelFn`].
 unsafe fn panel_q5_k(job: &super::PanelJob, _: &mut super::PanelBuf) {
     // SAFETY: forwarded.
-    unsafe { panel_with(job, |w, a| dot_k_type1_q8(w, a, 176, q5k_level)) }
+    unsafe { panel_with(job, dot_q5_k) }
+}
+
+fn dot_q2_k(w: &[u8], a: &ActRow) -> f32 {
+    dot_k16_q8(w, a, 84, q2k_level, q2k_subs)
+}
+
+fn dot_q3_k(w: &[u8], a: &ActRow) -> f32 {
+    dot_k16_q8(w, a, 110, q3k_level, q3k_subs)
 }
 
 fn dot_q4_k(w: &[u8], a: &ActRow) -> f32 {
-    dot_k_type1(w, a, 144, q4k_level)
+    dot_k_type1_q8(w, a, 144, q4k_level)
 }
 
 fn dot_q5_k(w: &[u8], a: &ActRow) -> f32 {
-    dot_k_type1(w, a, 176, q5k_level)
+    dot_k_type1_q8(w, a, 176, q5k_level)
 }
 
 fn dot_q6_k(w: &[u8], a: &ActRow) -> f32 {
-    superblocks(w, a, 210)
-        .map(|(b, x, dx, _)| {
-            let mut sum = 0i32;
-            for j in 0..16 {
-                let part = isum(&x[16 * j..][..16], |l| {
-                    let e = 16 * j + l;
-                    let (hh, r) = (e / 128, e % 128);
-                    let ql = b[64 * hh + r % 64];
-                    let lo = if r < 64 { ql & 0x0f } else { ql >> 4 };
-                    let hi = (b[128 + 32 * hh + r % 32] >> (2 * (r / 32))) & 3;
-                    (lo | (hi << 4)) as i32 - 32
-                });
-                sum += (b[192 + j] as i8) as i32 * part;
-            }
-            h(b, 208) * dx * sum as f32
-        })
-        .sum()
+    dot_k16_q8(w, a, 210, q6k_level, q6k_subs)
 }

@@ -176,3 +176,44 @@ fn simd_paths_match_scalar_twins() {
         }
     }
 }
+
+/// A row's result must not depend on the batch it is computed in: a prompt pass (panels), a
+/// decode step (one activation row) and a server batch (a few rows) give the same bits, on every
+/// path and for every type. Otherwise a cached prompt, a crowd of requests or the split of a
+/// prompt into batches would change the logits, and with them seeded and greedy outputs.
+#[test]
+fn results_do_not_depend_on_the_batch() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for isa in Isa::available() {
+        let k = Kernels::with_isa(2, isa);
+        for dtype in DType::ALL {
+            let bs = dtype.block_size().max(32);
+            for (rows, cols) in [(19, 2 * bs), (8, 9 * bs), (37, 256), (3, 33 * 256)] {
+                let cols = if dtype.block_size() == 1 && rows == 19 {
+                    45
+                } else {
+                    cols
+                };
+                let wq = weights(dtype, rows, cols, 0, &mut rng);
+                let w = WeightView::new(dtype, rows, cols, &wq).unwrap();
+                let n = 13;
+                let x = activations(n, cols, 0, &mut rng);
+                let mut all = vec![0.0f32; n * rows];
+                k.matmul_with(&w, &x, &mut all, 2, Precision::Fast);
+                // Each row alone, and rows 3..6 as a batch of three.
+                for t in 0..n {
+                    let mut one = vec![0.0f32; rows];
+                    k.matmul_with(&w, &x[t * cols..][..cols], &mut one, 1, Precision::Fast);
+                    let got = &all[t * rows..][..rows];
+                    assert!(
+                        one.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa} {dtype} {rows}x{cols}: row {t} alone {one:?} vs in a batch of {n} {got:?}"
+                    );
+                }
+                let mut three = vec![0.0f32; 3 * rows];
+                k.matmul_with(&w, &x[3 * cols..6 * cols], &mut three, 2, Precision::Fast);
+                assert_eq!(three, all[3 * rows..6 * rows], "{isa} {dtype}: batch of 3");
+            }
+        }
+    }
+}

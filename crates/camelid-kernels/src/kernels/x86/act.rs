@@ -1,4 +1,4 @@
-//! Activation quantization (Q8, Q8K) with AVX2: the same f32 operations as the scalar
+//! Activation quantization (Q8) with AVX2: the same f32 operations as the scalar
 //! reference in [`crate::act`] (`127 / amax`, a product, round to nearest even), so both paths
 //! produce identical bytes.
 
@@ -84,28 +84,6 @@ unsafe fn q8_body(x: &[f32], qs: &mut [i8], d: &mut [f32], dsum: &mut [f32], dsu
     }
 }
 
-/// # Safety
-/// AVX2 + FMA + F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8k_body(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-    let nb = x.len() / 256;
-    assert!(qs.len() >= 256 * nb && d.len() >= nb && bsums.len() >= 16 * nb);
-    for b in 0..nb {
-        // SAFETY: super-block `b < nb` lies inside `x` and `qs` (checked above).
-        unsafe {
-            let xb = x.as_ptr().add(256 * b);
-            let a = amax(xb, 32);
-            let inv = if a > 0.0 { 127.0 / a } else { 0.0 };
-            for c in 0..8 {
-                let (s0, s1) = quant32(xb.add(32 * c), inv, qs.as_mut_ptr().add(256 * b + 32 * c));
-                bsums[16 * b + 2 * c] = s0 as i16;
-                bsums[16 * b + 2 * c + 1] = s1 as i16;
-            }
-            d[b] = a / 127.0;
-        }
-    }
-}
-
 pub mod avx2 {
     use super::*;
 
@@ -113,11 +91,6 @@ pub mod avx2 {
         // SAFETY: this function is reachable only through the AVX2/AVX-512 tables, which
         // `kernels::table` hands out only on CPUs with AVX2, FMA and F16C.
         unsafe { q8_body(x, qs, d, dsum, dsum16) }
-    }
-
-    pub fn quant_q8k(x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-        // SAFETY: as for `quant_q8`.
-        unsafe { q8k_body(x, qs, d, bsums) }
     }
 }
 

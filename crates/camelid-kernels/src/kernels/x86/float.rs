@@ -74,7 +74,7 @@ impl FloatW for BF16 {
 /// # Safety
 /// `16 · W::BYTES` readable bytes; AVX-512F.
 #[inline(always)]
-unsafe fn load16<W: FloatW>(p: *const u8) -> __m512 {
+pub(super) unsafe fn load16<W: FloatW>(p: *const u8) -> __m512 {
     // SAFETY: caller's contract.
     unsafe {
         match W::BYTES {

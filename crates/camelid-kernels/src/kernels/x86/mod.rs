@@ -36,12 +36,6 @@ pub trait Simd: Copy {
     /// `|b| ≤ 127` is enough).
     unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
 
-    /// `acc + Σ a·b` over each pair of i16, into i32 lanes.
-    ///
-    /// # Safety
-    /// The CPU supports the path.
-    unsafe fn dot_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
-
     /// Byte `i` = `v` where bit `i` of `bits` is set, else 0.
     ///
     /// # Safety
@@ -64,12 +58,6 @@ impl Simd for Avx2 {
             let p = _mm256_maddubs_epi16(a, b);
             _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         }
-    }
-
-    #[inline(always)]
-    unsafe fn dot_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: AVX2 CPU (trait contract).
-        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
     }
 
     #[inline(always)]
@@ -100,12 +88,6 @@ impl Simd for Avx512 {
     unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX-512 VNNI + VL CPU (trait contract).
         unsafe { _mm256_dpbusd_epi32(acc, a, b) }
-    }
-
-    #[inline(always)]
-    unsafe fn dot_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: AVX-512 VNNI + VL CPU (trait contract).
-        unsafe { _mm256_dpwssd_epi32(acc, a, b) }
     }
 
     #[inline(always)]
@@ -179,15 +161,20 @@ const fn k(act: ActKind, tile: TileFn) -> TypeKernels {
     }
 }
 
-const fn kp(act: ActKind, tile: TileFn, panel: super::PanelFn) -> TypeKernels {
+/// A quantized type: its row tile and, where the path has one, its panel (both on Q8
+/// activations, in the same arithmetic: see [`panel`]).
+const fn kq(tile: TileFn, panel: Option<super::PanelFn>) -> TypeKernels {
     TypeKernels {
-        act,
+        act: ActKind::Q8,
         tile,
-        panel: Some(super::Panel {
-            f: panel,
-            act: ActKind::Q8,
-            rows: 8,
-        }),
+        panel: match panel {
+            Some(f) => Some(super::Panel {
+                f,
+                act: ActKind::Q8,
+                rows: panel::ROWS,
+            }),
+            None => None,
+        },
     }
 }
 
@@ -209,19 +196,18 @@ pub static AVX2: Table = Table {
         k(ActKind::F32, float::avx2::tile_f32),
         k(ActKind::F32, float::avx2::tile_f16),
         k(ActKind::F32, float::avx2::tile_bf16),
-        k(ActKind::Q8, q8::avx2::tile_q8_0),
-        kp(ActKind::Q8, q8::avx2::tile_q4_0, panel::avx2::panel_q4_0),
-        kp(ActKind::Q8, q8::avx2::tile_q4_1, panel::avx2::panel_q4_1),
-        kp(ActKind::Q8, q8::avx2::tile_q5_0, panel::avx2::panel_q5_0),
-        kp(ActKind::Q8, q8::avx2::tile_q5_1, panel::avx2::panel_q5_1),
-        kp(ActKind::Q8K, kq::avx2::tile_q2_k, panel::avx2::panel_q2_k),
-        kp(ActKind::Q8K, kq::avx2::tile_q3_k, panel::avx2::panel_q3_k),
-        kp(ActKind::Q8K, kq::avx2::tile_q4_k, panel::avx2::panel_q4_k),
-        kp(ActKind::Q8K, kq::avx2::tile_q5_k, panel::avx2::panel_q5_k),
-        kp(ActKind::Q8K, kq::avx2::tile_q6_k, panel::avx2::panel_q6_k),
+        kq(panel::avx2::tile_q8_0, None),
+        kq(panel::avx2::tile_q4_0, Some(panel::avx2::panel_q4_0)),
+        kq(panel::avx2::tile_q4_1, Some(panel::avx2::panel_q4_1)),
+        kq(panel::avx2::tile_q5_0, Some(panel::avx2::panel_q5_0)),
+        kq(panel::avx2::tile_q5_1, Some(panel::avx2::panel_q5_1)),
+        kq(panel::avx2::tile_q2_k, Some(panel::avx2::panel_q2_k)),
+        kq(panel::avx2::tile_q3_k, Some(panel::avx2::panel_q3_k)),
+        kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k)),
+        kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k)),
+        kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k)),
     ],
     quant_q8: act::avx2::quant_q8,
-    quant_q8k: act::avx2::quant_q8k,
 };
 
 pub static AVX512: Table = Table {
@@ -230,57 +216,16 @@ pub static AVX512: Table = Table {
         kf(float::avx512::tile_f32, fpanel::panel_f32),
         kf(float::avx512::tile_f16, fpanel::panel_f16),
         kf(float::avx512::tile_bf16, fpanel::panel_bf16),
-        kp(
-            ActKind::Q8,
-            q8::avx512::tile_q8_0,
-            panel::avx512::panel_q8_0,
-        ),
-        kp(
-            ActKind::Q8,
-            q8::avx512::tile_q4_0,
-            panel::avx512::panel_q4_0,
-        ),
-        kp(
-            ActKind::Q8,
-            q8::avx512::tile_q4_1,
-            panel::avx512::panel_q4_1,
-        ),
-        kp(
-            ActKind::Q8,
-            q8::avx512::tile_q5_0,
-            panel::avx512::panel_q5_0,
-        ),
-        kp(
-            ActKind::Q8,
-            q8::avx512::tile_q5_1,
-            panel::avx512::panel_q5_1,
-        ),
-        kp(
-            ActKind::Q8K,
-            kq::avx512::tile_q2_k,
-            panel::avx512::panel_q2_k,
-        ),
-        kp(
-            ActKind::Q8K,
-            kq::avx512::tile_q3_k,
-            panel::avx512::panel_q3_k,
-        ),
-        kp(
-            ActKind::Q8K,
-            kq::avx512::tile_q4_k,
-            panel::avx512::panel_q4_k,
-        ),
-        kp(
-            ActKind::Q8K,
-            kq::avx512::tile_q5_k,
-            panel::avx512::panel_q5_k,
-        ),
-        kp(
-            ActKind::Q8K,
-            kq::avx512::tile_q6_k,
-            panel::avx512::panel_q6_k,
-        ),
+        kq(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0)),
+        kq(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0)),
+        kq(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1)),
+        kq(panel::avx512::tile_q5_0, Some(panel::avx512::panel_q5_0)),
+        kq(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
+        kq(panel::avx512::tile_q2_k, Some(panel::avx512::panel_q2_k)),
+        kq(panel::avx512::tile_q3_k, Some(panel::avx512::panel_q3_k)),
+        kq(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
+        kq(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
+        kq(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
     ],
     quant_q8: act::avx512::quant_q8,
-    quant_q8k: act::avx512::quant_q8k,
 };

@@ -1,23 +1,41 @@
-//! Matrix-matrix products for the prompt pass (32-element formats, Q4_K, Q5_K): eight weight
-//! rows are repacked once per product into a small per-thread panel, then multiplied with every
-//! activation row.
+//! Quantized products on x86 in one arithmetic for every batch size: the prompt pass packs eight
+//! weight rows into a panel and multiplies it with all activation rows; decoding (fewer than
+//! [`crate::kernels::PANEL_MIN_N`] rows) reads the same eight rows in place. Both give every
+//! output the same f32 operations, so a token's logits do not depend on how many other tokens
+//! share its batch (a prompt pass, a decode step, a server batch all agree bit for bit).
 //!
-//! The panel interleaves the rows for `vpdpbusd`: for each block of 32, vector `j` holds in its
-//! 32-bit lane `r` the levels of elements `4j..4j + 4` of row `r`. Broadcasting four activation
-//! bytes against it yields partial sums of all eight rows at once, so after eight such products
-//! the eight lanes are the eight rows' block sums and one conversion and two FMAs apply the
-//! scales of eight rows together (the tile kernels spend those three operations per row). The
-//! repacking (an 8×8 transpose of 32-bit lanes per block) is paid once per product and shared by
-//! all activation rows; nothing is kept between products, the weights stay in the map.
+//! The weights are seen as blocks of 32 unsigned levels with, per row and per block (or per half
+//! block for the formats with sub-blocks of 16), a scale `s` and an offset term `o`, so that a
+//! weight is `s · q + o` (type-0 formats fold their level offset into `o = offset · d`, Q4_1 has
+//! `o = m`, the k-quants `s = d · sc`, `o = −dmin · m` or `−offset · s`). Against 8-bit
+//! activations `x = dx · qx` (blocks of 32, [`crate::act`]), per output and per block in order:
+//!
+//! ```text
+//! acc  = fma(f32(Σ q · qx), s · dx, acc)
+//! corr = fma(o, dx · Σ qx, corr)          (Σ qx per 16 for the split formats)
+//! out  = acc + corr
+//! ```
+//!
+//! The integer sums are exact whatever the order, and the eight rows run in the eight f32 lanes
+//! of one vector, so each row's result is the same in a panel, in a tile of one activation row
+//! and in a tile of four.
+//!
+//! Panel: vector `j` of a packed block holds in 32-bit lane `r` the levels of elements
+//! `4j..4j + 4` of row `r`; four activation bytes broadcast against it give partial sums of all
+//! eight rows at once. The repacking (an 8×8 transpose of 32-bit lanes per block) is paid once
+//! per product and shared by all activation rows; nothing is kept between products.
+//!
+//! Tile: each row's levels meet the activations directly, and the eight rows' lane sums are
+//! folded into one vector of eight block sums by horizontal adds (integer, exact).
 
 use std::arch::x86_64::*;
 
-use super::Simd;
 use super::kq::{KQuant, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::q8::{Block32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
-use crate::kernels::{PanelBuf, PanelJob};
+use super::{Simd, prefetch};
+use crate::kernels::{PanelBuf, PanelJob, Tile};
 
-/// Rows per panel.
+/// Rows per panel and per tile step: the lanes of one f32 vector.
 pub const ROWS: usize = 8;
 
 /// 8×8 transpose of 32-bit lanes: lane `r` of output `j` is lane `j` of input `r`.
@@ -64,238 +82,439 @@ unsafe fn half(p: *const u8, f16: &[f32; 65536]) -> f32 {
     f16[unsafe { (p as *const u16).read_unaligned() } as usize]
 }
 
-/// Packs eight rows of `nb` blocks into `buf`.
-///
-/// # Safety
-/// `w` holds 8 rows of `row_bytes` with `nb` blocks each; the CPU supports `S`.
-#[inline(always)]
-unsafe fn pack<S: Simd, B: Block32>(
-    w: *const u8,
-    row_bytes: usize,
-    nr: usize,
-    nb: usize,
-    buf: &mut PanelBuf,
-) {
-    buf.levels.resize(nb * 256, 0);
-    buf.s.resize(nb * ROWS, 0.0);
-    buf.o.resize(nb * ROWS, 0.0);
-    let f16 = crate::kernels::f16_table();
-    let offset = B::offset::<S>();
-    // SAFETY: blocks `b < nb` of rows `r < 8` are inside the caller's rows; the buffers were
-    // sized above.
-    unsafe {
-        for b in 0..nb {
-            // Missing rows of a short panel repeat the last one; their results are not stored.
-            // Closures do not inherit target features in this generic code, so loops fill the
-            // arrays of vectors throughout these kernels (a closure here made the intrinsics
-            // calls).
-            let mut l = [_mm256_setzero_si256(); 8];
-            for (r, lr) in l.iter_mut().enumerate() {
-                *lr = B::load::<S>(w.add(r.min(nr - 1) * row_bytes + b * B::BYTES));
-            }
-            let v = transpose8(l);
-            let dst = buf.levels.as_mut_ptr().add(b * 256) as *mut __m256i;
-            for (j, x) in v.iter().enumerate() {
-                _mm256_storeu_si256(dst.add(j), *x);
-            }
-            for r in 0..ROWS {
-                let p = w.add(r.min(nr - 1) * row_bytes + b * B::BYTES);
-                let d = half(p, f16);
-                buf.s[b * ROWS + r] = d;
-                buf.o[b * ROWS + r] = if B::TYPE1 {
-                    half(p.add(2), f16)
-                } else {
-                    offset * d
-                };
-            }
-        }
+/// A weight format as the panels and row tiles see it; see the module docs.
+pub trait Packed {
+    /// Bytes of a unit: one block of 32, or one super-block of 256.
+    const UNIT_BYTES: usize;
+    /// Blocks of 32 per unit.
+    const BLOCKS: usize;
+    /// Blocks of 32 whose levels are unpacked together ([`Packed::group`]).
+    const GROUP: usize;
+    /// Scale entries per block of 32: 1, or 2 for sub-blocks of 16.
+    const HALVES: usize;
+
+    /// The levels of blocks `g · GROUP..(g + 1) · GROUP` of the unit at `p` (the first `GROUP`
+    /// vectors), 32 unsigned bytes in element order each.
+    ///
+    /// # Safety
+    /// `p` points to a whole unit; the CPU supports `S`.
+    unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4];
+
+    /// `s[e · ROWS + r]`, `o[e · ROWS + r]` for the `BLOCKS · HALVES` entries `e` of the units
+    /// at `p[r]` (one unit of each of the eight rows).
+    ///
+    /// # Safety
+    /// Each `p[r]` points to a whole unit; `s` and `o` hold `BLOCKS · HALVES · ROWS` floats;
+    /// the CPU supports `S`.
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]);
+
+    /// Lane sums of 32 levels (from `group`) times 32 activation bytes: lane `k` sums elements
+    /// `4k..4k + 4`.
+    ///
+    /// # Safety
+    /// The CPU supports `S`.
+    #[inline(always)]
+    unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: levels are at most 63 (Q8_0 overrides), within `dot_u8i8`'s bound.
+        unsafe { S::dot_u8i8(_mm256_setzero_si256(), w, x) }
     }
 }
 
-/// Packs eight rows of `nsb` Q4_K/Q5_K super-blocks into `buf` as blocks of 32 of the type-1
-/// form `s · q + o` with `s = d · sc` and `o = −dmin · m` per sub-block.
-///
-/// # Safety
-/// `w` holds 8 rows of `row_bytes` with `nsb` super-blocks each; the CPU supports `S`.
-#[inline(always)]
-unsafe fn pack_k<S: Simd, K: KQuant>(
-    w: *const u8,
-    row_bytes: usize,
-    nr: usize,
-    nsb: usize,
-    buf: &mut PanelBuf,
-) {
-    let nb = nsb * 8;
-    buf.levels.resize(nb * 256, 0);
-    buf.s.resize(nb * ROWS, 0.0);
-    buf.o.resize(nb * ROWS, 0.0);
-    let f16 = crate::kernels::f16_table();
-    // SAFETY: super-blocks `sb < nsb` of rows `r < 8` are inside the caller's rows; the
-    // buffers were sized above.
-    unsafe {
-        for sb in 0..nsb {
-            let p: [*const u8; 8] =
-                std::array::from_fn(|r| w.add(r.min(nr - 1) * row_bytes + sb * K::BYTES));
-            for h in 0..2 {
-                let mut lv = [[_mm256_setzero_si256(); 4]; 8];
-                for r in 0..8 {
-                    lv[r] = K::levels::<S>(p[r], h);
-                }
-                for k in 0..4 {
-                    let mut col = [_mm256_setzero_si256(); 8];
-                    for r in 0..8 {
-                        col[r] = lv[r][k];
-                    }
-                    let v = transpose8(col);
-                    let dst =
-                        buf.levels.as_mut_ptr().add((sb * 8 + 4 * h + k) * 256) as *mut __m256i;
-                    for (j, x) in v.iter().enumerate() {
-                        _mm256_storeu_si256(dst.add(j), *x);
-                    }
-                }
+/// A 32-element format ([`Block32`]) as a [`Packed`] one.
+pub struct P32<B>(std::marker::PhantomData<B>);
+
+impl<B: Block32> Packed for P32<B> {
+    const UNIT_BYTES: usize = B::BYTES;
+    const BLOCKS: usize = 1;
+    const GROUP: usize = 1;
+    const HALVES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn group<S: Simd>(p: *const u8, _g: usize) -> [__m256i; 4] {
+        // SAFETY: forwarded.
+        unsafe {
+            [
+                B::load::<S>(p),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+                _mm256_setzero_si256(),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]) {
+        // SAFETY: each block holds `d` at 0 and, for type-1 formats, `m` at 2; `s`, `o` hold 8.
+        unsafe {
+            let d = halves8(p, 0);
+            _mm256_storeu_ps(s.as_mut_ptr(), d);
+            let ov = if B::TYPE1 {
+                halves8(p, 2)
+            } else {
+                _mm256_mul_ps(_mm256_set1_ps(B::offset::<S>()), d)
+            };
+            _mm256_storeu_ps(o.as_mut_ptr(), ov);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: forwarded.
+        unsafe { B::dot::<S>(w, x) }
+    }
+}
+
+/// A k-quant with sub-blocks of 32 (Q4_K, Q5_K): `s = d · sc`, `o = −dmin · m`.
+pub struct PK<K>(std::marker::PhantomData<K>);
+
+impl<K: KQuant> Packed for PK<K> {
+    const UNIT_BYTES: usize = K::BYTES;
+    const BLOCKS: usize = 8;
+    const GROUP: usize = 4;
+    const HALVES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
+        // SAFETY: forwarded.
+        unsafe { K::levels::<S>(p, g) }
+    }
+
+    #[inline(always)]
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]) {
+        // SAFETY: d at 0, dmin at 2, 12 bytes of scales at 4 in each super-block; `s`, `o`
+        // hold 64 floats.
+        unsafe {
+            let (d, dmin) = (halves8(p, 0), halves8(p, 2));
+            let (mut sv, mut ov) = (
+                [_mm256_setzero_si256(); ROWS],
+                [_mm256_setzero_si256(); ROWS],
+            );
+            for r in 0..ROWS {
+                let (sc, m) = kscales(p[r]);
+                let dr = _mm256_set1_ps(lane(d, r));
+                let mr = _mm256_set1_ps(-lane(dmin, r));
+                sv[r] = _mm256_castps_si256(_mm256_mul_ps(dr, bytes8(sc)));
+                ov[r] = _mm256_castps_si256(_mm256_mul_ps(mr, bytes8(m)));
             }
-            for (r, &pr) in p.iter().enumerate() {
-                let (d, dmin) = (half(pr, f16), half(pr.add(2), f16));
-                let scales = std::slice::from_raw_parts(pr.add(4), 12);
-                for j in 0..8 {
-                    let (sc, m) = crate::dtype::kscale(scales, j);
-                    buf.s[(sb * 8 + j) * ROWS + r] = d * sc as f32;
-                    buf.o[(sb * 8 + j) * ROWS + r] = -dmin * m as f32;
-                }
-            }
+            store_transposed(sv, s.as_mut_ptr());
+            store_transposed(ov, o.as_mut_ptr());
         }
     }
 }
 
 /// A k-quant with sub-blocks of 16: the type-1 form `s · q + o` of each of its 16 sub-blocks.
 pub trait K16: KQuant {
+    /// `s` and `o` of sub-blocks `0..8` and `8..16`.
+    ///
     /// # Safety
-    /// `p` points to a whole super-block.
-    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16];
+    /// `p` points to a whole super-block; AVX2 + F16C.
+    unsafe fn subs(p: *const u8) -> ([__m256; 2], [__m256; 2]);
+}
+
+/// `d · sc` and `offset · d · sc` for 16 signed scales.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn subs_signed(sc: __m128i, d: f32, offset: f32) -> ([__m256; 2], [__m256; 2]) {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc));
+        let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)));
+        let (dv, ov) = (_mm256_set1_ps(d), _mm256_set1_ps(offset));
+        let s = [_mm256_mul_ps(dv, lo), _mm256_mul_ps(dv, hi)];
+        (s, [_mm256_mul_ps(ov, s[0]), _mm256_mul_ps(ov, s[1])])
+    }
 }
 
 impl K16 for Q6K {
-    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16] {
-        // SAFETY: scales at 192, d at 208.
+    #[inline(always)]
+    unsafe fn subs(p: *const u8) -> ([__m256; 2], [__m256; 2]) {
+        // SAFETY: 16 scales at 192, d at 208.
         unsafe {
-            let d = half(p.add(208), f16);
-            std::array::from_fn(|j| {
-                let s = d * (*p.add(192 + j) as i8) as f32;
-                (s, -32.0 * s)
-            })
+            let d = half(p.add(208), crate::kernels::f16_table());
+            subs_signed(_mm_loadu_si128(p.add(192) as *const __m128i), d, -32.0)
         }
     }
 }
 
 impl K16 for Q3K {
-    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16] {
+    #[inline(always)]
+    unsafe fn subs(p: *const u8) -> ([__m256; 2], [__m256; 2]) {
         // SAFETY: scales at 96 (12 bytes), d at 108.
         unsafe {
-            let d = half(p.add(108), f16);
+            let d = half(p.add(108), crate::kernels::f16_table());
             let sc = crate::dtype::q3k_scales(std::slice::from_raw_parts(p.add(96), 12));
-            std::array::from_fn(|j| {
-                let s = d * sc[j] as f32;
-                (s, -4.0 * s)
-            })
+            subs_signed(_mm_loadu_si128(sc.as_ptr() as *const __m128i), d, -4.0)
         }
     }
 }
 
 impl K16 for Q2K {
-    unsafe fn subs(p: *const u8, f16: &[f32; 65536]) -> [(f32, f32); 16] {
-        // SAFETY: scales at 0 (16 bytes), d and dmin at 80.
+    #[inline(always)]
+    unsafe fn subs(p: *const u8) -> ([__m256; 2], [__m256; 2]) {
+        // SAFETY: scales at 0 (16 bytes: scale low nibble, minimum high), d and dmin at 80.
         unsafe {
+            let f16 = crate::kernels::f16_table();
             let (d, dmin) = (half(p.add(80), f16), half(p.add(82), f16));
-            std::array::from_fn(|j| {
-                let sc = *p.add(j);
-                (d * (sc & 0x0f) as f32, -dmin * (sc >> 4) as f32)
-            })
+            let v = _mm_loadu_si128(p as *const __m128i);
+            let sc = _mm_and_si128(v, _mm_set1_epi8(0x0f));
+            let m = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0f));
+            let f = u8x8;
+            let (dv, mv) = (_mm256_set1_ps(d), _mm256_set1_ps(-dmin));
+            (
+                [
+                    _mm256_mul_ps(dv, f(sc)),
+                    _mm256_mul_ps(dv, f(_mm_srli_si128(sc, 8))),
+                ],
+                [
+                    _mm256_mul_ps(mv, f(m)),
+                    _mm256_mul_ps(mv, f(_mm_srli_si128(m, 8))),
+                ],
+            )
         }
     }
 }
 
-/// Packs eight rows of `nsb` super-blocks with sub-blocks of 16 into `buf`: levels as for the
-/// other panels, and `(s, o)` per half block.
+/// A k-quant with sub-blocks of 16 (Q2_K, Q3_K, Q6_K) as a [`Packed`] format.
+pub struct PK16<K>(std::marker::PhantomData<K>);
+
+impl<K: K16> Packed for PK16<K> {
+    const UNIT_BYTES: usize = K::BYTES;
+    const BLOCKS: usize = 8;
+    const GROUP: usize = 4;
+    const HALVES: usize = 2;
+
+    #[inline(always)]
+    unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
+        // SAFETY: forwarded.
+        unsafe { K::levels::<S>(p, g) }
+    }
+
+    #[inline(always)]
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]) {
+        // SAFETY: whole super-blocks at `p[r]`; `s`, `o` hold 128 floats.
+        unsafe {
+            let mut sv = [[_mm256_setzero_si256(); ROWS]; 2];
+            let mut ov = [[_mm256_setzero_si256(); ROWS]; 2];
+            for r in 0..ROWS {
+                let (a, b) = K::subs(p[r]);
+                for c in 0..2 {
+                    sv[c][r] = _mm256_castps_si256(a[c]);
+                    ov[c][r] = _mm256_castps_si256(b[c]);
+                }
+            }
+            for c in 0..2 {
+                store_transposed(sv[c], s.as_mut_ptr().add(c * 8 * ROWS));
+                store_transposed(ov[c], o.as_mut_ptr().add(c * 8 * ROWS));
+            }
+        }
+    }
+}
+
+/// The f16 at byte `off` of each of the eight units, as f32.
 ///
 /// # Safety
-/// `w` holds 8 rows of `row_bytes` with `nsb` super-blocks each; the CPU supports `S`.
+/// Two readable bytes at `p[r] + off`; AVX2 + F16C.
 #[inline(always)]
-unsafe fn pack_k16<S: Simd, K: K16>(
+unsafe fn halves8(p: &[*const u8; ROWS], off: usize) -> __m256 {
+    // SAFETY: caller's contract.
+    unsafe {
+        let h = |r: usize| (p[r].add(off) as *const i16).read_unaligned();
+        _mm256_cvtph_ps(_mm_setr_epi16(
+            h(0),
+            h(1),
+            h(2),
+            h(3),
+            h(4),
+            h(5),
+            h(6),
+            h(7),
+        ))
+    }
+}
+
+/// Lane `r` of `v`.
+///
+/// # Safety
+/// AVX.
+#[inline(always)]
+unsafe fn lane(v: __m256, r: usize) -> f32 {
+    let mut a = [0.0f32; ROWS];
+    // SAFETY: AVX (caller).
+    unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+    a[r]
+}
+
+/// The low eight unsigned bytes of `x` as f32.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn u8x8(x: __m128i) -> __m256 {
+    // SAFETY: AVX2 (caller).
+    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x)) }
+}
+
+/// Eight unsigned bytes as f32.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn bytes8(v: u64) -> __m256 {
+    // SAFETY: AVX2 (caller).
+    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64))) }
+}
+
+/// Scales and minimums of Q4_K/Q5_K (see [`crate::dtype::kscale`]), eight 6-bit values each,
+/// one per byte.
+///
+/// # Safety
+/// 12 readable bytes at `p + 4`.
+#[inline(always)]
+unsafe fn kscales(p: *const u8) -> (u64, u64) {
+    // SAFETY: caller's contract.
+    let (w0, w1, w2) = unsafe {
+        (
+            (p.add(4) as *const u32).read_unaligned(),
+            (p.add(8) as *const u32).read_unaligned(),
+            (p.add(12) as *const u32).read_unaligned(),
+        )
+    };
+    let sc_lo = w0 & 0x3f3f_3f3f;
+    let sc_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let m_lo = w1 & 0x3f3f_3f3f;
+    let m_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
+    (
+        sc_lo as u64 | ((sc_hi as u64) << 32),
+        m_lo as u64 | ((m_hi as u64) << 32),
+    )
+}
+
+/// Stores row vectors `v[r]` (entries `0..8` of row `r`) as `dst[e · ROWS + r]`.
+///
+/// # Safety
+/// `dst` is writable for 64 floats; AVX2.
+#[inline(always)]
+unsafe fn store_transposed(v: [__m256i; ROWS], dst: *mut f32) {
+    // SAFETY: caller's contract.
+    unsafe {
+        for (e, t) in transpose8(v).iter().enumerate() {
+            _mm256_storeu_si256(dst.add(e * ROWS) as *mut __m256i, *t);
+        }
+    }
+}
+
+/// One scale entry of the module docs' arithmetic for the eight rows of `isum`'s lanes.
+///
+/// # Safety
+/// AVX2 + FMA; `s` and `o` point to eight floats.
+#[inline(always)]
+unsafe fn step(
+    acc: &mut __m256,
+    corr: &mut __m256,
+    isum: __m256i,
+    s: *const f32,
+    o: *const f32,
+    dx: f32,
+    sum: f32,
+) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let scale = _mm256_mul_ps(_mm256_loadu_ps(s), _mm256_set1_ps(dx));
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
+        *corr = _mm256_fmadd_ps(_mm256_loadu_ps(o), _mm256_set1_ps(sum), *corr);
+    }
+}
+
+/// Stores the eight lanes of `acc + corr` as rows `0..nr` at `out`.
+///
+/// # Safety
+/// `out` is writable for `nr ≤ 8` floats; AVX.
+#[inline(always)]
+unsafe fn store(out: *mut f32, nr: usize, acc: __m256, corr: __m256) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let v = _mm256_add_ps(acc, corr);
+        if nr >= ROWS {
+            _mm256_storeu_ps(out, v);
+        } else {
+            let mut tmp = [0.0f32; ROWS];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), out, nr);
+        }
+    }
+}
+
+/// Packs eight rows (missing rows of a short panel repeat the last one; their results are not
+/// stored) into `buf`: levels transposed per block, `(s, o)` per entry.
+///
+/// # Safety
+/// `w` holds `nr` rows of `row_bytes` with `cols / 32` blocks each; the CPU supports `S`.
+#[inline(always)]
+unsafe fn pack<S: Simd, P: Packed>(
     w: *const u8,
     row_bytes: usize,
     nr: usize,
-    nsb: usize,
+    cols: usize,
     buf: &mut PanelBuf,
 ) {
-    let nb = nsb * 8;
+    let nb = cols / 32;
+    let units = nb / P::BLOCKS;
+    let per_unit = P::BLOCKS * P::HALVES * ROWS;
     buf.levels.resize(nb * 256, 0);
-    buf.s.resize(2 * nb * ROWS, 0.0);
-    buf.o.resize(2 * nb * ROWS, 0.0);
-    let f16 = crate::kernels::f16_table();
-    // SAFETY: super-blocks `sb < nsb` of rows `r < 8` are inside the caller's rows; the
-    // buffers were sized above.
+    buf.s.resize(units * per_unit, 0.0);
+    buf.o.resize(units * per_unit, 0.0);
+    // SAFETY: units `u < units` of rows `r < 8` are inside the caller's rows; the buffers were
+    // sized above.
     unsafe {
-        for sb in 0..nsb {
-            let p: [*const u8; 8] =
-                std::array::from_fn(|r| w.add(r.min(nr - 1) * row_bytes + sb * K::BYTES));
-            for h in 0..2 {
-                let mut lv = [[_mm256_setzero_si256(); 4]; 8];
-                for r in 0..8 {
-                    lv[r] = K::levels::<S>(p[r], h);
+        for u in 0..units {
+            // Closures do not inherit target features in this generic code, so loops fill the
+            // arrays of vectors throughout these kernels (a closure here made the intrinsics
+            // calls).
+            let mut p = [w; ROWS];
+            for (r, pr) in p.iter_mut().enumerate() {
+                *pr = w.add(r.min(nr - 1) * row_bytes + u * P::UNIT_BYTES);
+            }
+            for g in 0..P::BLOCKS / P::GROUP {
+                let mut lv = [[_mm256_setzero_si256(); 4]; ROWS];
+                for r in 0..ROWS {
+                    lv[r] = P::group::<S>(p[r], g);
                 }
-                for k in 0..4 {
-                    let mut col = [_mm256_setzero_si256(); 8];
-                    for r in 0..8 {
+                for k in 0..P::GROUP {
+                    let mut col = [_mm256_setzero_si256(); ROWS];
+                    for r in 0..ROWS {
                         col[r] = lv[r][k];
                     }
                     let v = transpose8(col);
-                    let dst =
-                        buf.levels.as_mut_ptr().add((sb * 8 + 4 * h + k) * 256) as *mut __m256i;
+                    let b = u * P::BLOCKS + g * P::GROUP + k;
+                    let dst = buf.levels.as_mut_ptr().add(b * 256) as *mut __m256i;
                     for (j, x) in v.iter().enumerate() {
                         _mm256_storeu_si256(dst.add(j), *x);
                     }
                 }
             }
-            for (r, &pr) in p.iter().enumerate() {
-                for (j, (sv, ov)) in K::subs(pr, f16).into_iter().enumerate() {
-                    buf.s[(sb * 16 + j) * ROWS + r] = sv;
-                    buf.o[(sb * 16 + j) * ROWS + r] = ov;
-                }
-            }
+            let (s, o) = (
+                &mut buf.s[u * per_unit..][..per_unit],
+                &mut buf.o[u * per_unit..][..per_unit],
+            );
+            P::scales::<S>(&p, s, o);
         }
-    }
-}
-
-/// As [`panel_body`] for the k-quants with sub-blocks of 16.
-///
-/// # Safety
-/// As for [`crate::kernels::PanelFn`]; the CPU supports `S`.
-#[inline(always)]
-unsafe fn panel_body_k16<S: Simd, K: K16>(job: &PanelJob, buf: &mut PanelBuf) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        pack_k16::<S, K>(job.w, job.row_bytes, job.nr, job.cols / 256, buf);
-        multiply::<S, true>(job, buf);
     }
 }
 
 /// The packed panel against activation rows `t0..t0 + N`.
 ///
 /// # Safety
-/// As for [`panel_body`]; `t0 + N ≤ job.n`.
+/// As for [`panel_body`]; `t0 + N ≤ job.n`; `buf` packed for the job.
 #[inline(always)]
-unsafe fn gemm<S: Simd, const N: usize, const SPLIT: bool>(
-    job: &PanelJob,
-    buf: &PanelBuf,
-    nb: usize,
-    t0: usize,
-) {
+unsafe fn gemm<S: Simd, P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: usize) {
+    let nb = job.cols / 32;
     // SAFETY: activation rows `t0..t0 + N` hold `cols` values, `nb` scales and sums each; the
     // panel holds `nb` blocks; `out` rows `t0..t0 + N` have `nr` writable floats at `job.out`.
     unsafe {
-        let cols = job.cols;
         let x: [*const u8; N] =
-            std::array::from_fn(|i| job.act.qs.add((t0 + i) * cols) as *const u8);
+            std::array::from_fn(|i| job.act.qs.add((t0 + i) * job.cols) as *const u8);
         let d: [*const f32; N] = std::array::from_fn(|i| job.act.d.add((t0 + i) * nb));
         let ds: [*const f32; N] = std::array::from_fn(|i| job.act.dsum.add((t0 + i) * nb));
         let ds16: [*const f32; N] = std::array::from_fn(|i| job.act.dsum16.add((t0 + i) * 2 * nb));
@@ -303,12 +522,11 @@ unsafe fn gemm<S: Simd, const N: usize, const SPLIT: bool>(
         let mut corr = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let lv = buf.levels.as_ptr().add(b * 256) as *const __m256i;
-            // With SPLIT the two halves of the block (vectors 0..4 and 4..8) have their own
-            // scales: two sums.
+            // With two halves per block (vectors 0..4 and 4..8) there are two sums.
             let mut isum = [[_mm256_setzero_si256(); 2]; N];
             for j in 0..8 {
                 let wv = _mm256_loadu_si256(lv.add(j));
-                let h = if SPLIT { j / 4 } else { 0 };
+                let h = if P::HALVES == 2 { j / 4 } else { 0 };
                 for i in 0..N {
                     let xb = _mm256_set1_epi32(
                         (x[i].add(b * 32 + 4 * j) as *const i32).read_unaligned(),
@@ -316,33 +534,22 @@ unsafe fn gemm<S: Simd, const N: usize, const SPLIT: bool>(
                     isum[i][h] = S::dot_u8i8(isum[i][h], wv, xb);
                 }
             }
-            let halves = if SPLIT { 2 } else { 1 };
-            for h in 0..halves {
-                let e = b * halves + h;
-                let sv = _mm256_loadu_ps(buf.s.as_ptr().add(e * ROWS));
-                let ov = _mm256_loadu_ps(buf.o.as_ptr().add(e * ROWS));
+            for h in 0..P::HALVES {
+                let e = b * P::HALVES + h;
+                let (s, o) = (buf.s.as_ptr().add(e * ROWS), buf.o.as_ptr().add(e * ROWS));
                 for i in 0..N {
-                    let scale = _mm256_mul_ps(sv, _mm256_set1_ps(*d[i].add(b)));
-                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][h]), scale, acc[i]);
-                    let sum = if SPLIT {
+                    let dx = *d[i].add(b);
+                    let sum = if P::HALVES == 2 {
                         *ds16[i].add(e)
                     } else {
                         *ds[i].add(b)
                     };
-                    corr[i] = _mm256_fmadd_ps(ov, _mm256_set1_ps(sum), corr[i]);
+                    step(&mut acc[i], &mut corr[i], isum[i][h], s, o, dx, sum);
                 }
             }
         }
         for i in 0..N {
-            let o = job.out.add((t0 + i) * job.ldo);
-            let v = _mm256_add_ps(acc[i], corr[i]);
-            if job.nr == ROWS {
-                _mm256_storeu_ps(o, v);
-            } else {
-                let mut tmp = [0.0f32; ROWS];
-                _mm256_storeu_ps(tmp.as_mut_ptr(), v);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, job.nr);
-            }
+            store(job.out.add((t0 + i) * job.ldo), job.nr, acc[i], corr[i]);
         }
     }
 }
@@ -352,93 +559,249 @@ unsafe fn gemm<S: Simd, const N: usize, const SPLIT: bool>(
 /// # Safety
 /// As for [`crate::kernels::PanelFn`]; the CPU supports `S`.
 #[inline(always)]
-unsafe fn panel_body<S: Simd, B: Block32>(job: &PanelJob, buf: &mut PanelBuf) {
+unsafe fn panel_body<S: Simd, P: Packed>(job: &PanelJob, buf: &mut PanelBuf) {
     // SAFETY: forwarded contract.
     unsafe {
-        pack::<S, B>(job.w, job.row_bytes, job.nr, job.cols / 32, buf);
-        multiply::<S, false>(job, buf);
-    }
-}
-
-/// As [`panel_body`] for the k-quants with sub-blocks of 32.
-///
-/// # Safety
-/// As for [`crate::kernels::PanelFn`]; the CPU supports `S`.
-#[inline(always)]
-unsafe fn panel_body_k<S: Simd, K: KQuant>(job: &PanelJob, buf: &mut PanelBuf) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        pack_k::<S, K>(job.w, job.row_bytes, job.nr, job.cols / 256, buf);
-        multiply::<S, false>(job, buf);
-    }
-}
-
-/// The packed panel against all the job's activation rows.
-///
-/// # Safety
-/// As for [`crate::kernels::PanelFn`]; the CPU supports `S`; `buf` packed for the job's rows.
-#[inline(always)]
-unsafe fn multiply<S: Simd, const SPLIT: bool>(job: &PanelJob, buf: &PanelBuf) {
-    let nb = job.cols / 32;
-    // SAFETY: forwarded contract.
-    unsafe {
+        pack::<S, P>(job.w, job.row_bytes, job.nr, job.cols, buf);
         let mut t = 0;
         while t + 4 <= job.n {
-            gemm::<S, 4, SPLIT>(job, buf, nb, t);
+            gemm::<S, P, 4>(job, buf, t);
             t += 4;
         }
         while t < job.n {
-            gemm::<S, 1, SPLIT>(job, buf, nb, t);
+            gemm::<S, P, 1>(job, buf, t);
             t += 1;
         }
     }
 }
 
+/// A tile: the weight rows eight at a time, read in place, against `N` activation rows.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with Q8 activations; the CPU supports `S`.
+#[inline(always)]
+unsafe fn tile_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
+    let nb = t.cols / 32;
+    let units = nb / P::BLOCKS;
+    // SAFETY: the tile contract bounds every pointer: `nr` rows of `units` units, `N` activation
+    // rows of `cols` bytes, `nb` scales and sums, `2 · nb` sums per 16.
+    unsafe {
+        let x: [*const i8; N] = std::array::from_fn(|i| t.act.qs.add(i * t.cols));
+        let d: [*const f32; N] = std::array::from_fn(|i| t.act.d.add(i * nb));
+        let ds: [*const f32; N] = std::array::from_fn(|i| t.act.dsum.add(i * nb));
+        let ds16: [*const f32; N] = std::array::from_fn(|i| t.act.dsum16.add(i * 2 * nb));
+        let mut s = [0.0f32; 16 * ROWS];
+        let mut o = [0.0f32; 16 * ROWS];
+        let mut r0 = 0;
+        while r0 < t.nr {
+            let nr = (t.nr - r0).min(ROWS);
+            let mut rows = [t.w; ROWS];
+            for (r, p) in rows.iter_mut().enumerate() {
+                *p = t.w.add((r0 + r.min(nr - 1)) * t.row_bytes);
+            }
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut corr = [_mm256_setzero_ps(); N];
+            // The eight rows are read as eight streams, too many for the hardware prefetcher
+            // to run ahead of; the next eight rows (contiguous) are asked for in step instead.
+            let next = t.w.wrapping_add((r0 + ROWS) * t.row_bytes);
+            for u in 0..units {
+                prefetch(
+                    next.wrapping_add(u * ROWS * P::UNIT_BYTES),
+                    ROWS * P::UNIT_BYTES,
+                );
+                let mut p = rows;
+                for pr in p.iter_mut() {
+                    *pr = pr.add(u * P::UNIT_BYTES);
+                }
+                P::scales::<S>(&p, &mut s, &mut o);
+                for g in 0..P::BLOCKS / P::GROUP {
+                    // pair[i][k][q]: rows 2q and 2q + 1 folded by one horizontal add.
+                    let mut pair = [[[_mm256_setzero_si256(); 4]; 4]; N];
+                    for q in 0..ROWS / 2 {
+                        let la = P::group::<S>(rows[2 * q].add(u * P::UNIT_BYTES), g);
+                        let lb = P::group::<S>(rows[2 * q + 1].add(u * P::UNIT_BYTES), g);
+                        for k in 0..P::GROUP {
+                            let b = u * P::BLOCKS + g * P::GROUP + k;
+                            for i in 0..N {
+                                let xv = _mm256_loadu_si256(x[i].add(b * 32) as *const __m256i);
+                                pair[i][k][q] = _mm256_hadd_epi32(
+                                    P::dot::<S>(la[k], xv),
+                                    P::dot::<S>(lb[k], xv),
+                                );
+                            }
+                        }
+                    }
+                    for k in 0..P::GROUP {
+                        let bu = g * P::GROUP + k;
+                        let b = u * P::BLOCKS + bu;
+                        for i in 0..N {
+                            // Lanes 0..4 of `lo`: rows 0..4, elements 0..16; 4..8: the same
+                            // for rows 4..8. `hi`: elements 16..32.
+                            let q0 = _mm256_hadd_epi32(pair[i][k][0], pair[i][k][1]);
+                            let q1 = _mm256_hadd_epi32(pair[i][k][2], pair[i][k][3]);
+                            let lo = _mm256_permute2x128_si256(q0, q1, 0x20);
+                            let hi = _mm256_permute2x128_si256(q0, q1, 0x31);
+                            let dx = *d[i].add(b);
+                            if P::HALVES == 2 {
+                                for (h, v) in [lo, hi].into_iter().enumerate() {
+                                    let e = 2 * bu + h;
+                                    let (sp, op) =
+                                        (s.as_ptr().add(e * ROWS), o.as_ptr().add(e * ROWS));
+                                    step(
+                                        &mut acc[i],
+                                        &mut corr[i],
+                                        v,
+                                        sp,
+                                        op,
+                                        dx,
+                                        *ds16[i].add(2 * b + h),
+                                    );
+                                }
+                            } else {
+                                let (sp, op) =
+                                    (s.as_ptr().add(bu * ROWS), o.as_ptr().add(bu * ROWS));
+                                let v = _mm256_add_epi32(lo, hi);
+                                step(&mut acc[i], &mut corr[i], v, sp, op, dx, *ds[i].add(b));
+                            }
+                        }
+                    }
+                }
+            }
+            for i in 0..N {
+                store(t.out.add(i * t.ldo + r0), nr, acc[i], corr[i]);
+            }
+            r0 += ROWS;
+        }
+    }
+}
+
 macro_rules! panels {
-    ($feat:literal, $simd:ty; $($name:ident: $body:ident, $ty:ty;)*) => {
+    ($feat:literal, $simd:ty; $($name:ident: $ty:ty;)*) => {
         $(
             /// # Safety
             /// As for [`crate::kernels::PanelFn`]; the CPU supports this path's features.
             #[target_feature(enable = $feat)]
             pub(crate) unsafe fn $name(job: &PanelJob, buf: &mut PanelBuf) {
                 // SAFETY: forwarded contract, with this path's features.
-                unsafe { $body::<$simd, $ty>(job, buf) }
+                unsafe { panel_body::<$simd, $ty>(job, buf) }
             }
         )*
     };
 }
 
-/// AVX2: `vpmaddubsw` saturates above 128 × 127 per pair, so Q8_0 (levels up to 255 in this
-/// form) keeps its tiles.
+/// AVX2: `vpmaddubsw` saturates above 128 × 127 per pair, so Q8_0 (levels up to 255 in the
+/// packed form) has no panel there; its tile takes every batch size.
 pub mod avx2 {
+    use super::super::{Avx2, entry};
     use super::*;
     panels! {
-        "avx2,fma,f16c", super::super::Avx2;
-        panel_q4_0: panel_body, Q4_0;
-        panel_q4_1: panel_body, Q4_1;
-        panel_q5_0: panel_body, Q5_0;
-        panel_q5_1: panel_body, Q5_1;
-        panel_q4_k: panel_body_k, Q4K;
-        panel_q5_k: panel_body_k, Q5K;
-        panel_q2_k: panel_body_k16, Q2K;
-        panel_q3_k: panel_body_k16, Q3K;
-        panel_q6_k: panel_body_k16, Q6K;
+        "avx2,fma,f16c", Avx2;
+        panel_q4_0: P32<Q4_0>;
+        panel_q4_1: P32<Q4_1>;
+        panel_q5_0: P32<Q5_0>;
+        panel_q5_1: P32<Q5_1>;
+        panel_q4_k: PK<Q4K>;
+        panel_q5_k: PK<Q5K>;
+        panel_q2_k: PK16<Q2K>;
+        panel_q3_k: PK16<Q3K>;
+        panel_q6_k: PK16<Q6K>;
     }
+    entry!("avx2,fma,f16c", Avx2, tile_q8_0, tile_body, P32<Q8_0>);
+    entry!("avx2,fma,f16c", Avx2, tile_q4_0, tile_body, P32<Q4_0>);
+    entry!("avx2,fma,f16c", Avx2, tile_q4_1, tile_body, P32<Q4_1>);
+    entry!("avx2,fma,f16c", Avx2, tile_q5_0, tile_body, P32<Q5_0>);
+    entry!("avx2,fma,f16c", Avx2, tile_q5_1, tile_body, P32<Q5_1>);
+    entry!("avx2,fma,f16c", Avx2, tile_q4_k, tile_body, PK<Q4K>);
+    entry!("avx2,fma,f16c", Avx2, tile_q5_k, tile_body, PK<Q5K>);
+    entry!("avx2,fma,f16c", Avx2, tile_q2_k, tile_body, PK16<Q2K>);
+    entry!("avx2,fma,f16c", Avx2, tile_q3_k, tile_body, PK16<Q3K>);
+    entry!("avx2,fma,f16c", Avx2, tile_q6_k, tile_body, PK16<Q6K>);
 }
 
 pub mod avx512 {
+    use super::super::{Avx512, entry};
     use super::*;
     panels! {
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", super::super::Avx512;
-        panel_q8_0: panel_body, Q8_0;
-        panel_q4_0: panel_body, Q4_0;
-        panel_q4_1: panel_body, Q4_1;
-        panel_q5_0: panel_body, Q5_0;
-        panel_q5_1: panel_body, Q5_1;
-        panel_q4_k: panel_body_k, Q4K;
-        panel_q5_k: panel_body_k, Q5K;
-        panel_q2_k: panel_body_k16, Q2K;
-        panel_q3_k: panel_body_k16, Q3K;
-        panel_q6_k: panel_body_k16, Q6K;
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", Avx512;
+        panel_q8_0: P32<Q8_0>;
+        panel_q4_0: P32<Q4_0>;
+        panel_q4_1: P32<Q4_1>;
+        panel_q5_0: P32<Q5_0>;
+        panel_q5_1: P32<Q5_1>;
+        panel_q4_k: PK<Q4K>;
+        panel_q5_k: PK<Q5K>;
+        panel_q2_k: PK16<Q2K>;
+        panel_q3_k: PK16<Q3K>;
+        panel_q6_k: PK16<Q6K>;
     }
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q8_0,
+        tile_body,
+        P32<Q8_0>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q4_0,
+        tile_body,
+        P32<Q4_0>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q4_1,
+        tile_body,
+        P32<Q4_1>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q5_0,
+        tile_body,
+        P32<Q5_0>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q5_1,
+        tile_body,
+        P32<Q5_1>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q4_k,
+        tile_body,
+        PK<Q4K>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q5_k,
+        tile_body,
+        PK<Q5K>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q2_k,
+        tile_body,
+        PK16<Q2K>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q3_k,
+        tile_body,
+        PK16<Q3K>
+    );
+    entry!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        Avx512,
+        tile_q6_k,
+        tile_body,
+        PK16<Q6K>
+    );
 }
