@@ -56,10 +56,10 @@ fn main() {
     for dtype in types {
         for (rows, cols) in [(2048usize, 8192usize), (8192, 2048)] {
             let copies = make_copies(dtype, rows, cols);
-            let x: Vec<f32> = (0..cols)
+            let x: Vec<f32> = (0..n * cols)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
                 .collect();
-            let mut out = vec![0.0f32; rows];
+            let mut out = vec![0.0f32; n * rows];
             for threads in [1, 2] {
                 let views: Vec<WeightView> = copies
                     .iter()

@@ -26,7 +26,7 @@ pub struct Model {
 }
 
 /// Tokens processed per batch of the prompt pass; bounds the activation buffers.
-pub const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 256;
 
 /// The KV cache and activation buffers of one sequence, allocated once.
 pub struct State {
@@ -100,10 +100,11 @@ impl Model {
         }
     }
 
-    /// A fresh state holding up to `n_ctx` tokens.
+    /// A fresh state holding up to `n_ctx` tokens. Its batch buffers grow with the largest batch
+    /// it runs (at most [`MAX_BATCH`] rows), so a state that only ever lends its cache to a
+    /// multi-sequence batch, or decodes one token at a time, costs little beyond its cache.
     pub fn new_state(&self, n_ctx: usize) -> State {
         let c = &self.config;
-        let b = MAX_BATCH;
         let cache = c.n_layers * n_ctx * c.kv_dim();
         State {
             n_ctx,
@@ -111,17 +112,8 @@ impl Model {
             k_cache: vec![0.0; cache],
             v_cache: vec![0.0; cache],
             act: Activations {
-                x: vec![0.0; b * c.d_model],
-                xn: vec![0.0; b * c.d_model],
-                q: vec![0.0; b * c.q_dim()],
-                k: vec![0.0; b * c.kv_dim()],
-                v: vec![0.0; b * c.kv_dim()],
-                att: vec![0.0; b * c.q_dim()],
-                proj: vec![0.0; b * c.d_model],
-                gate: vec![0.0; b * c.d_ff],
-                up: vec![0.0; b * c.d_ff],
                 logits: vec![0.0; c.n_vocab],
-                rows: Vec::with_capacity(b),
+                ..Activations::default()
             },
         }
     }
@@ -257,6 +249,21 @@ impl Model {
         let c = &self.config;
         let w = &self.weights;
         let (b, d, qd, kvd, ff) = (a.rows.len(), c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
+        for (buf, width) in [
+            (&mut a.x, d),
+            (&mut a.xn, d),
+            (&mut a.q, qd),
+            (&mut a.k, kvd),
+            (&mut a.v, kvd),
+            (&mut a.att, qd),
+            (&mut a.proj, d),
+            (&mut a.gate, ff),
+            (&mut a.up, ff),
+        ] {
+            if buf.len() < b * width {
+                buf.resize(b * width, 0.0);
+            }
+        }
         let hd = c.head_dim;
         let th = self.threads;
         let kern = &self.kernels;

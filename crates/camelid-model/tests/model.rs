@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use camelid_kernels::Precision;
 use camelid_model::Model;
+use camelid_model::llama::MAX_BATCH;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -311,7 +312,7 @@ fn multi_sequence_batch_equals_separate_decoding() {
                     p
                 })
                 .collect();
-            let ctx = 2 * n + 80;
+            let ctx = 2 * n + MAX_BATCH + 80;
             let mut alone: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
             let mut together: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
             let close = |a: &[f32], b: &[f32], what: &str| {
@@ -361,7 +362,7 @@ fn multi_sequence_batch_equals_separate_decoding() {
             }
             // A step where sequence 1 takes a chunk longer than one pass (MAX_BATCH) while the
             // others decode.
-            let long: Vec<u32> = (0..70).map(|i| toks[i % n]).collect();
+            let long: Vec<u32> = (0..MAX_BATCH + 6).map(|i| toks[i % n]).collect();
             let feeds: [&[u32]; 3] = [&toks[..1], &long, &toks[1..2]];
             let mut want = Vec::new();
             for (s, t) in alone.iter_mut().zip(feeds) {

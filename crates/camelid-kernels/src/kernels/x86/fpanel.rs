@@ -21,7 +21,7 @@ pub const ROWS: usize = 16;
 const MR: usize = 4;
 const NR: usize = 6;
 /// Columns per slice: 16 rows × 256 columns × 4 bytes = 16 KiB.
-const KC: usize = 256;
+const KC: usize = 512;
 
 /// Widens columns `k0..k0 + kc` of the job's rows into `w[r · KC + c]` (missing rows of a short
 /// panel repeat the last one; their results are not stored).
