@@ -204,6 +204,9 @@ impl<K: KQuant> Packed for PK<K> {
 
 /// A k-quant with sub-blocks of 16: the type-1 form `s · q + o` of each of its 16 sub-blocks.
 pub trait K16: KQuant {
+    /// The level offset when `o = offset · s` (Q3_K, Q6_K); `None` when `o` has its own
+    /// minimums (Q2_K).
+    const OFFSET: Option<f32>;
     /// `s` and `o` of sub-blocks `0..8` and `8..16`.
     ///
     /// # Safety
@@ -228,6 +231,7 @@ unsafe fn subs_signed(sc: __m128i, d: f32, offset: f32) -> ([__m256; 2], [__m256
 }
 
 impl K16 for Q6K {
+    const OFFSET: Option<f32> = Some(-32.0);
     #[inline(always)]
     unsafe fn subs(p: *const u8) -> ([__m256; 2], [__m256; 2]) {
         // SAFETY: 16 scales at 192, d at 208.
@@ -239,6 +243,7 @@ impl K16 for Q6K {
 }
 
 impl K16 for Q3K {
+    const OFFSET: Option<f32> = Some(-4.0);
     #[inline(always)]
     unsafe fn subs(p: *const u8) -> ([__m256; 2], [__m256; 2]) {
         // SAFETY: scales at 96 (12 bytes), d at 108.
@@ -251,6 +256,7 @@ impl K16 for Q3K {
 }
 
 impl K16 for Q2K {
+    const OFFSET: Option<f32> = None;
     #[inline(always)]
     unsafe fn subs(p: *const u8) -> ([__m256; 2], [__m256; 2]) {
         // SAFETY: scales at 0 (16 bytes: scale low nibble, minimum high), d and dmin at 80.
@@ -306,7 +312,17 @@ impl<K: K16> Packed for PK16<K> {
             }
             for c in 0..2 {
                 store_transposed(sv[c], s.as_mut_ptr().add(c * 8 * ROWS));
-                store_transposed(ov[c], o.as_mut_ptr().add(c * 8 * ROWS));
+                if let Some(f) = K::OFFSET {
+                    // `o = offset · s`: the same product as `subs` forms, on the transposed `s`.
+                    for e in 0..8 {
+                        let at = (c * 8 + e) * ROWS;
+                        let v =
+                            _mm256_mul_ps(_mm256_set1_ps(f), _mm256_loadu_ps(s.as_ptr().add(at)));
+                        _mm256_storeu_ps(o.as_mut_ptr().add(at), v);
+                    }
+                } else {
+                    store_transposed(ov[c], o.as_mut_ptr().add(c * 8 * ROWS));
+                }
             }
         }
     }
