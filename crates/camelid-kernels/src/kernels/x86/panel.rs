@@ -184,20 +184,35 @@ impl<K: KQuant> Packed for PK<K> {
         // SAFETY: d at 0, dmin at 2, 12 bytes of scales at 4 in each super-block; `s`, `o`
         // hold 64 floats.
         unsafe {
-            let (d, dmin) = (halves8(p, 0), halves8(p, 2));
-            let (mut sv, mut ov) = (
-                [_mm256_setzero_si256(); ROWS],
-                [_mm256_setzero_si256(); ROWS],
+            // The eight rows' 6-bit scales and minimums (see `crate::dtype::kscale`) unpacked
+            // side by side, one row a lane: no transposes.
+            let d = halves8(p, 0);
+            let neg_dmin = _mm256_xor_ps(halves8(p, 2), _mm256_set1_ps(-0.0));
+            let (w0, w1, w2) = (words8(p, 4), words8(p, 8), words8(p, 12));
+            let (m6, m4, m2) = (
+                _mm256_set1_epi32(0x3f3f_3f3f),
+                _mm256_set1_epi32(0x0f0f_0f0f),
+                _mm256_set1_epi32(0x0303_0303),
             );
-            for r in 0..ROWS {
-                let (sc, m) = kscales(p[r]);
-                let dr = _mm256_set1_ps(lane(d, r));
-                let mr = _mm256_set1_ps(-lane(dmin, r));
-                sv[r] = _mm256_castps_si256(_mm256_mul_ps(dr, bytes8(sc)));
-                ov[r] = _mm256_castps_si256(_mm256_mul_ps(mr, bytes8(m)));
+            let sc = [
+                _mm256_and_si256(w0, m6),
+                _mm256_or_si256(
+                    _mm256_and_si256(w2, m4),
+                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4),
+                ),
+            ];
+            let mn = [
+                _mm256_and_si256(w1, m6),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
+                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4),
+                ),
+            ];
+            for j in 0..8 {
+                let (sj, mj) = (byte_lanes(sc[j / 4], j % 4), byte_lanes(mn[j / 4], j % 4));
+                _mm256_storeu_ps(s.as_mut_ptr().add(j * ROWS), _mm256_mul_ps(d, sj));
+                _mm256_storeu_ps(o.as_mut_ptr().add(j * ROWS), _mm256_mul_ps(neg_dmin, mj));
             }
-            store_transposed(sv, s.as_mut_ptr());
-            store_transposed(ov, o.as_mut_ptr());
         }
     }
 }
@@ -350,16 +365,35 @@ unsafe fn halves8(p: &[*const u8; ROWS], off: usize) -> __m256 {
     }
 }
 
-/// Lane `r` of `v`.
+/// The 32-bit word at byte `off` of each of the eight units.
 ///
 /// # Safety
-/// AVX.
+/// Four readable bytes at `p[r] + off`; AVX.
 #[inline(always)]
-unsafe fn lane(v: __m256, r: usize) -> f32 {
-    let mut a = [0.0f32; ROWS];
-    // SAFETY: AVX (caller).
-    unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
-    a[r]
+unsafe fn words8(p: &[*const u8; ROWS], off: usize) -> __m256i {
+    // SAFETY: caller's contract.
+    unsafe {
+        let w = |r: usize| (p[r].add(off) as *const i32).read_unaligned();
+        _mm256_setr_epi32(w(0), w(1), w(2), w(3), w(4), w(5), w(6), w(7))
+    }
+}
+
+/// Byte `k` of each 32-bit lane of `v`, as f32.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn byte_lanes(v: __m256i, k: usize) -> __m256 {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let b = match k {
+            0 => v,
+            1 => _mm256_srli_epi32(v, 8),
+            2 => _mm256_srli_epi32(v, 16),
+            _ => _mm256_srli_epi32(v, 24),
+        };
+        _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xff)))
+    }
 }
 
 /// The low eight unsigned bytes of `x` as f32.
@@ -370,41 +404,6 @@ unsafe fn lane(v: __m256, r: usize) -> f32 {
 unsafe fn u8x8(x: __m128i) -> __m256 {
     // SAFETY: AVX2 (caller).
     unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x)) }
-}
-
-/// Eight unsigned bytes as f32.
-///
-/// # Safety
-/// AVX2.
-#[inline(always)]
-unsafe fn bytes8(v: u64) -> __m256 {
-    // SAFETY: AVX2 (caller).
-    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64))) }
-}
-
-/// Scales and minimums of Q4_K/Q5_K (see [`crate::dtype::kscale`]), eight 6-bit values each,
-/// one per byte.
-///
-/// # Safety
-/// 12 readable bytes at `p + 4`.
-#[inline(always)]
-unsafe fn kscales(p: *const u8) -> (u64, u64) {
-    // SAFETY: caller's contract.
-    let (w0, w1, w2) = unsafe {
-        (
-            (p.add(4) as *const u32).read_unaligned(),
-            (p.add(8) as *const u32).read_unaligned(),
-            (p.add(12) as *const u32).read_unaligned(),
-        )
-    };
-    let sc_lo = w0 & 0x3f3f_3f3f;
-    let sc_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
-    let m_lo = w1 & 0x3f3f_3f3f;
-    let m_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
-    (
-        sc_lo as u64 | ((sc_hi as u64) << 32),
-        m_lo as u64 | ((m_hi as u64) << 32),
-    )
 }
 
 /// Stores row vectors `v[r]` (entries `0..8` of row `r`) as `dst[e · ROWS + r]`.
