@@ -6,8 +6,9 @@
 //! - Q8_0: `Σ_b dw · dx · Σ qw·qx`
 //! - Q4_0 / Q5_0 (levels offset by 8 / 16): `Σ_b dw · (dx · Σ q·qx − 8 · dx·Σqx)`
 //! - Q4_1 / Q5_1 (minimum `m`): `Σ_b dw · dx · Σ q·qx + m · dx·Σqx`
-//! - k-quants: integer sub-block scales times integer sums, one f32 step per super-block; the
-//!   minimums of the type-1 formats use the activation sums per 16.
+//! - k-quants: per sub-block of 32 (Q4_K, Q5_K) or 16 (Q2_K, Q3_K, Q6_K) the type-1 form
+//!   `s · q + o` (`s = d · sc`, `o` the minimum or the level offset), then as Q4_1 with the
+//!   activation sums per 32 or 16.
 
 use super::{ActPtr, NT, Table, Tile, TypeKernels};
 use crate::act::{ActKind, quantize_q8_scalar};
