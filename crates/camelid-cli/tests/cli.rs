@@ -15,6 +15,15 @@ fn camelid(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `camelid args` fails with a message containing `needle`, without a panic.
+fn expect_clear_error(args: &[&str], needle: &str) {
+    let out = camelid(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+}
+
 fn tokens_and_ref(model: &str) -> (Vec<u64>, Vec<f32>, usize) {
     let man: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("testdata/tiny/manifest.json")).unwrap(),
@@ -134,11 +143,7 @@ fn bad_input_is_a_clear_error_and_a_nonzero_exit() {
         ),
     ];
     for (args, needle) in cases {
-        let out = camelid(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        expect_clear_error(&args, needle);
     }
 }
 
@@ -173,11 +178,7 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
         ),
     ];
     for (args, needle) in cases {
-        let out = camelid(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        expect_clear_error(&args, needle);
     }
     // The 11-token prompt and 100 requested tokens overflow a 16-token context: a note on stderr, exit 0.
     let out = camelid(&[

@@ -249,15 +249,21 @@ fn paired(a: &[f64], b: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
-/// Relative tolerance between two computations of the same logits at a kernel precision: none.
-/// Every kernel gives each (weight row, activation row) pair the same f32 operations whatever
-/// the batch (camelid-kernels `results_do_not_depend_on_the_batch`), and so does the forward
-/// pass, so a prompt pass, a decode step and a server batch agree bit for bit at either
-/// precision.
-fn same_logits_tol(p: Precision) -> f32 {
-    match p {
-        Precision::Exact | Precision::Fast => 0.0,
-    }
+/// Two computations of the same logits agree bit for bit. Every kernel gives each (weight row,
+/// activation row) pair the same f32 operations whatever the batch (camelid-kernels
+/// `results_do_not_depend_on_the_batch`), and so does the forward pass, so a prompt pass, a
+/// decode step and a server batch agree exactly at either precision.
+fn assert_same_logits(a: &[f32], b: &[f32], what: &str) {
+    let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(same, "{what}: logits differ (max diff {d})");
+}
+
+/// A tiny model's Q4_0 file at `precision`.
+fn q4_0_model(m: &serde_json::Value, precision: Precision) -> Model {
+    let mut model = Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
+    model.kernels.precision = precision;
+    model
 }
 
 /// The batched prompt pass and token-by-token decoding give the same logits.
@@ -267,22 +273,13 @@ fn batched_prefill_equals_token_by_token() {
     for precision in [Precision::Exact, Precision::Fast] {
         for m in man["models"].as_array().unwrap() {
             let toks = tokens(m);
-            let mut model =
-                Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
-            model.kernels.precision = precision;
+            let model = q4_0_model(m, precision);
             let batched = run_all(&model, &toks);
             let mut state = model.new_state(toks.len());
             for (i, t) in toks.iter().enumerate() {
                 model
                     .forward(&mut state, &[*t], false, |_, l| {
-                        let d = l
-                            .iter()
-                            .zip(&batched[i])
-                            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                        assert!(
-                            d <= same_logits_tol(precision) * max_abs(&batched[i..i + 1]).max(1.0),
-                            "{precision:?} position {i}: {d}"
-                        );
+                        assert_same_logits(l, &batched[i], &format!("{precision:?} position {i}"))
                     })
                     .unwrap();
             }
@@ -299,9 +296,7 @@ fn multi_sequence_batch_equals_separate_decoding() {
     for precision in [Precision::Exact, Precision::Fast] {
         for m in man["models"].as_array().unwrap() {
             let toks = tokens(m);
-            let mut model =
-                Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
-            model.kernels.precision = precision;
+            let model = q4_0_model(m, precision);
             let n = toks.len();
             // Three sequences: different prompts of different lengths (rotations of the fixture).
             let prompts: Vec<Vec<u32>> = (0..3)
@@ -316,12 +311,7 @@ fn multi_sequence_batch_equals_separate_decoding() {
             let mut alone: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
             let mut together: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
             let close = |a: &[f32], b: &[f32], what: &str| {
-                let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
-                assert!(
-                    d <= same_logits_tol(precision) * scale,
-                    "{precision:?} {what}: max diff {d}"
-                );
+                assert_same_logits(a, b, &format!("{precision:?} {what}"))
             };
             // Prompts: sequence 0 alone first; then 1 and 2 together (the batch's prefill path).
             for (s, p) in alone.iter_mut().zip(&prompts) {
