@@ -5,7 +5,9 @@
 //! on AVX-512 VNNI). The generic bodies are `#[inline(always)]` and only ever inlined into the
 //! `#[target_feature]` entry points of their path, so they compile with that path's features.
 //! Vectors are 256 bits wide on both paths: on current Intel cores 512-bit operations run on
-//! fewer ports, and these kernels are bound by memory and shuffles rather than by width.
+//! fewer ports, and these kernels are bound by memory and shuffles rather than by width. The
+//! exception is the quantized panels of the AVX-512 path (`panel::gemm16`): there the work is
+//! `vpdpbusd`, which runs 512 bits wide at the 256-bit rate, so they take sixteen rows.
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]
@@ -161,9 +163,9 @@ const fn k(act: ActKind, tile: TileFn) -> TypeKernels {
     }
 }
 
-/// A quantized type: its row tile and, where the path has one, its panel (both on Q8
-/// activations, in the same arithmetic: see [`panel`]).
-const fn kq(tile: TileFn, panel: Option<super::PanelFn>) -> TypeKernels {
+/// A quantized type: its row tile and, where the path has one, its panel of `rows` rows (both
+/// on Q8 activations, in the same arithmetic: see [`panel`]).
+const fn kq_rows(tile: TileFn, panel: Option<super::PanelFn>, rows: usize) -> TypeKernels {
     TypeKernels {
         act: ActKind::Q8,
         tile,
@@ -171,11 +173,21 @@ const fn kq(tile: TileFn, panel: Option<super::PanelFn>) -> TypeKernels {
             Some(f) => Some(super::Panel {
                 f,
                 act: ActKind::Q8,
-                rows: panel::ROWS,
+                rows,
             }),
             None => None,
         },
     }
+}
+
+/// [`kq_rows`] with panels of eight rows (AVX2).
+const fn kq(tile: TileFn, panel: Option<super::PanelFn>) -> TypeKernels {
+    kq_rows(tile, panel, panel::ROWS)
+}
+
+/// [`kq_rows`] with the sixteen-row panels of the AVX-512 path.
+const fn kq16(tile: TileFn, panel: Option<super::PanelFn>) -> TypeKernels {
+    kq_rows(tile, panel, panel::avx512::PANEL_ROWS)
 }
 
 const fn kf(tile: TileFn, panel: super::PanelFn) -> TypeKernels {
@@ -216,16 +228,16 @@ pub static AVX512: Table = Table {
         kf(float::avx512::tile_f32, fpanel::panel_f32),
         kf(float::avx512::tile_f16, fpanel::panel_f16),
         kf(float::avx512::tile_bf16, fpanel::panel_bf16),
-        kq(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0)),
-        kq(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0)),
-        kq(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1)),
-        kq(panel::avx512::tile_q5_0, Some(panel::avx512::panel_q5_0)),
-        kq(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
-        kq(panel::avx512::tile_q2_k, Some(panel::avx512::panel_q2_k)),
-        kq(panel::avx512::tile_q3_k, Some(panel::avx512::panel_q3_k)),
-        kq(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
-        kq(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
-        kq(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
+        kq16(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0)),
+        kq16(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0)),
+        kq16(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1)),
+        kq16(panel::avx512::tile_q5_0, Some(panel::avx512::panel_q5_0)),
+        kq16(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
+        kq16(panel::avx512::tile_q2_k, Some(panel::avx512::panel_q2_k)),
+        kq16(panel::avx512::tile_q3_k, Some(panel::avx512::panel_q3_k)),
+        kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
+        kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
+        kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
     ],
     quant_q8: act::avx512::quant_q8,
 };
