@@ -20,7 +20,7 @@ pub const ROWS: usize = 16;
 /// Weight rows and activation rows of the register block.
 const MR: usize = 4;
 const NR: usize = 6;
-/// Columns per slice: 16 rows × 256 columns × 4 bytes = 16 KiB.
+/// Columns per slice: 16 rows × 512 columns × 4 bytes = 32 KiB.
 const KC: usize = 512;
 
 /// Widens columns `k0..k0 + kc` of the job's rows into `w[r · KC + c]` (missing rows of a short
@@ -102,19 +102,21 @@ unsafe fn micro<const N: usize>(
 unsafe fn body<W: FloatW>(job: &PanelJob, buf: &mut PanelBuf) {
     let (n, cols) = (job.n, job.cols);
     let main = cols / 16 * 16;
-    buf.s.resize(ROWS * KC, 0.0);
+    // The widened slice starts on a cache line (`panel::lined`).
+    buf.s.resize(ROWS * KC + 16, 0.0);
     buf.o.resize(n * ROWS * 16, 0.0);
+    let ws = buf.s.as_ptr().align_offset(64);
     // SAFETY: forwarded contract; the buffers were sized above.
     unsafe {
         let mut k0 = 0;
         while k0 < main {
             let kc = (main - k0).min(KC);
-            widen::<W>(job, k0, kc, &mut buf.s);
+            widen::<W>(job, k0, kc, &mut buf.s[ws..]);
             let mut t0 = 0;
             while t0 < n {
                 let nt = (n - t0).min(NR);
                 for m0 in (0..ROWS).step_by(MR) {
-                    let (w, acc) = (&buf.s[..], &mut buf.o[..]);
+                    let (w, acc) = (&buf.s[ws..], &mut buf.o[..]);
                     match nt {
                         1 => micro::<1>(job, w, acc, m0, t0, k0, kc),
                         2 => micro::<2>(job, w, acc, m0, t0, k0, kc),
