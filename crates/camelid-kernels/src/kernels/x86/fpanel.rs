@@ -102,10 +102,13 @@ unsafe fn micro<const N: usize>(
 unsafe fn body<W: FloatW>(job: &PanelJob, buf: &mut PanelBuf) {
     let (n, cols) = (job.n, job.cols);
     let main = cols / 16 * 16;
-    // The widened slice starts on a cache line (`panel::lined`).
+    // Both buffers start on a cache line (`panel::lined`).
     buf.s.resize(ROWS * KC + 16, 0.0);
-    buf.o.resize(n * ROWS * 16, 0.0);
-    let ws = buf.s.as_ptr().align_offset(64);
+    buf.o.resize(n * ROWS * 16 + 16, 0.0);
+    let (ws, os) = (
+        buf.s.as_ptr().align_offset(64),
+        buf.o.as_ptr().align_offset(64),
+    );
     // SAFETY: forwarded contract; the buffers were sized above.
     unsafe {
         let mut k0 = 0;
@@ -116,7 +119,7 @@ unsafe fn body<W: FloatW>(job: &PanelJob, buf: &mut PanelBuf) {
             while t0 < n {
                 let nt = (n - t0).min(NR);
                 for m0 in (0..ROWS).step_by(MR) {
-                    let (w, acc) = (&buf.s[ws..], &mut buf.o[..]);
+                    let (w, acc) = (&buf.s[ws..], &mut buf.o[os..]);
                     match nt {
                         1 => micro::<1>(job, w, acc, m0, t0, k0, kc),
                         2 => micro::<2>(job, w, acc, m0, t0, k0, kc),
@@ -134,7 +137,9 @@ unsafe fn body<W: FloatW>(job: &PanelJob, buf: &mut PanelBuf) {
             let x = std::slice::from_raw_parts(job.act.f32s.add(t * cols), cols);
             for r in 0..job.nr {
                 let mut s = if main > 0 {
-                    _mm512_reduce_add_ps(_mm512_loadu_ps(buf.o.as_ptr().add((t * ROWS + r) * 16)))
+                    _mm512_reduce_add_ps(_mm512_loadu_ps(
+                        buf.o.as_ptr().add(os + (t * ROWS + r) * 16),
+                    ))
                 } else {
                     0.0
                 };
