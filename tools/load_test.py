@@ -11,8 +11,9 @@ Then one of:
     # percentiles, aggregate generated tokens per second.
     python3 tools/load_test.py load --requests 200 --concurrency 16 --max-tokens 32
 
-    # Decode throughput of 1 stream against N concurrent streams (greedy, long outputs).
-    python3 tools/load_test.py scaling --streams 1,8 --max-tokens 128
+    # Decode throughput of 1 stream against N concurrent streams (greedy, long outputs); with
+    # --rounds the counts alternate order round by round and the mean rates are compared.
+    python3 tools/load_test.py scaling --streams 1,8 --max-tokens 128 --rounds 6
 
     # Prefix reuse: time to first token of two requests sharing a ~1000-token system prompt.
     python3 tools/load_test.py prefix --prefix-tokens 1000
@@ -176,30 +177,38 @@ def run_load(s: Server, model: str, a) -> None:
 
 
 def run_scaling(s: Server, model: str, a) -> None:
-    rates = {}
-    for n in [int(x) for x in a.streams.split(",")]:
-        def one(i: int) -> dict:
-            body = {"model": model, "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": a.max_tokens,
-                    "temperature": 0}
-            return s.stream("/v1/completions", body)
+    # Rounds alternate the order of the stream counts (1, 8 then 8, 1, ...), so that a drift of
+    # the machine's speed during the run weighs on both sides alike; the speed-up is the ratio
+    # of the mean decode rates.
+    counts = [int(x) for x in a.streams.split(",")]
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    for rnd in range(a.rounds):
+        for n in (counts if rnd % 2 == 0 else counts[::-1]):
+            def one(i: int) -> dict:
+                body = {"model": model, "prompt": PROMPTS[i % len(PROMPTS)],
+                        "max_tokens": a.max_tokens, "temperature": 0}
+                return s.stream("/v1/completions", body)
 
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=n) as ex:
-            results = list(ex.map(one, range(n), timeout=RUN_LIMIT_S))
-        wall = time.perf_counter() - t0
-        bad = [r for r in results if not r["ok"]]
-        if bad:
-            sys.exit(f"{len(bad)} of {n} streams failed: {bad[0]['error']}")
-        tokens = sum(r["tokens"] for r in results)
-        # Decode rate: tokens after the first, over the time after the first token arrived.
-        decode = sum(r["tokens"] - 1 for r in results) / max(
-            1e-9, max(r["latency"] for r in results) - min(r["ttft"] for r in results))
-        rates[n] = decode
-        print(f"{n:3d} streams: {tokens} tokens in {wall:.2f} s = {tokens / wall:.1f} tokens/s "
-              f"overall, decode {decode:.1f} tokens/s")
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=n) as ex:
+                results = list(ex.map(one, range(n), timeout=RUN_LIMIT_S))
+            wall = time.perf_counter() - t0
+            bad = [r for r in results if not r["ok"]]
+            if bad:
+                sys.exit(f"{len(bad)} of {n} streams failed: {bad[0]['error']}")
+            tokens = sum(r["tokens"] for r in results)
+            # Decode rate: tokens after the first, over the time after the first token arrived.
+            decode = sum(r["tokens"] - 1 for r in results) / max(
+                1e-9, max(r["latency"] for r in results) - min(r["ttft"] for r in results))
+            rates[n].append(decode)
+            print(f"round {rnd + 1}: {n:3d} streams: {tokens} tokens in {wall:.2f} s = "
+                  f"{tokens / wall:.1f} tokens/s overall, decode {decode:.1f} tokens/s")
     ns = sorted(rates)
+    mean = {n: statistics.mean(v) for n, v in rates.items()}
+    for n in ns:
+        print(f"{n:3d} streams: decode {mean[n]:.1f} tokens/s (mean of {len(rates[n])})")
     if len(ns) > 1:
-        print(f"decode speed-up {ns[-1]} streams / {ns[0]}: {rates[ns[-1]] / rates[ns[0]]:.2f}x")
+        print(f"decode speed-up {ns[-1]} streams / {ns[0]}: {mean[ns[-1]] / mean[ns[0]]:.2f}x")
 
 
 def run_prefix(s: Server, model: str, a) -> None:
@@ -229,10 +238,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--streams", default="1,8")
+    ap.add_argument("--rounds", type=int, default=1, help="scaling: rounds, alternating the order")
     ap.add_argument("--prefix-tokens", type=int, default=1000)
     a = ap.parse_args()
-    if not (0 < a.requests <= 10000 and 0 < a.concurrency <= 256):
-        sys.exit("--requests must be in 1..10000 and --concurrency in 1..256")
+    if not (0 < a.requests <= 10000 and 0 < a.concurrency <= 256 and 0 < a.rounds <= 100):
+        sys.exit("--requests must be in 1..10000, --concurrency in 1..256 and --rounds in 1..100")
     s = Server(a.base, a.api_key)
     model = model_id(s, a.model)
     {"load": run_load, "scaling": run_scaling, "prefix": run_prefix}[a.mode](s, model, a)
