@@ -13,6 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::float::{BF16, F16, F32, FloatW};
+use super::panel::line_offset;
 use crate::kernels::{PanelBuf, PanelJob};
 
 /// Rows per panel.
@@ -105,10 +106,7 @@ unsafe fn body<W: FloatW>(job: &PanelJob, buf: &mut PanelBuf) {
     // Both buffers start on a cache line (`panel::lined`).
     buf.s.resize(ROWS * KC + 16, 0.0);
     buf.o.resize(n * ROWS * 16 + 16, 0.0);
-    let (ws, os) = (
-        buf.s.as_ptr().align_offset(64),
-        buf.o.as_ptr().align_offset(64),
-    );
+    let (ws, os) = (line_offset(buf.s.as_ptr()), line_offset(buf.o.as_ptr()));
     // SAFETY: forwarded contract; the buffers were sized above.
     unsafe {
         let mut k0 = 0;

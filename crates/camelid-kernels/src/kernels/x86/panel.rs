@@ -465,13 +465,19 @@ unsafe fn store(out: *mut f32, nr: usize, acc: __m256, corr: __m256) {
 /// more than they need and used from there, so that no vector load or store of theirs straddles
 /// two lines (measured: a split load of every 512-bit weight vector cost the F16 panels ~20%).
 pub(super) fn lined<T>(v: &[T]) -> *const T {
-    v.as_ptr().wrapping_add(v.as_ptr().align_offset(64))
+    v.as_ptr().wrapping_add(line_offset(v.as_ptr()))
 }
 
 /// As [`lined`], for writing.
 pub(super) fn lined_mut<T>(v: &mut [T]) -> *mut T {
-    let at = v.as_ptr().align_offset(64);
+    let at = line_offset(v.as_ptr());
     v.as_mut_ptr().wrapping_add(at)
+}
+
+/// Elements from `p` to the next 64-byte boundary (fewer than `64 / size_of::<T>()`), computed
+/// from the address (`align_offset` may give up and return `usize::MAX`).
+pub(super) fn line_offset<T>(p: *const T) -> usize {
+    (64 - (p as usize) % 64) % 64 / std::mem::size_of::<T>()
 }
 
 /// Packs `8 · G` rows (missing rows of a short panel repeat the last one; their results are not
