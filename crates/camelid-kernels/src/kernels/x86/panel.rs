@@ -33,7 +33,7 @@ use std::arch::x86_64::*;
 use super::kq::{KQuant, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::q8::{Block32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use super::{Simd, prefetch};
-use crate::kernels::{PanelBuf, PanelJob, Tile};
+use crate::kernels::{ActPtr, PanelBuf, PanelJob, Tile};
 
 /// Rows per panel and per tile step: the lanes of one f32 vector.
 pub const ROWS: usize = 8;
@@ -545,6 +545,81 @@ unsafe fn pack<S: Simd, P: Packed, const G: usize>(
     }
 }
 
+/// `N` consecutive rows of 8-bit activations from row `t0` ([`crate::act`]): their bytes, the
+/// scale `dx` of each block of 32, and the sums `dx · Σqx` each scale entry pairs with.
+struct ActRows<const N: usize> {
+    x: [*const u8; N],
+    d: [*const f32; N],
+    ds: [*const f32; N],
+    ds16: [*const f32; N],
+}
+
+impl<const N: usize> ActRows<N> {
+    /// # Safety
+    /// Rows `t0..t0 + N` of `act` exist, with `cols` bytes, `cols / 32` scales and sums and
+    /// `cols / 16` sums per half block each.
+    #[inline(always)]
+    unsafe fn new(act: &ActPtr, cols: usize, t0: usize) -> Self {
+        let nb = cols / 32;
+        // SAFETY: caller's contract.
+        unsafe {
+            Self {
+                x: std::array::from_fn(|i| act.qs.add((t0 + i) * cols) as *const u8),
+                d: std::array::from_fn(|i| act.d.add((t0 + i) * nb)),
+                ds: std::array::from_fn(|i| act.dsum.add((t0 + i) * nb)),
+                ds16: std::array::from_fn(|i| act.dsum16.add((t0 + i) * 2 * nb)),
+            }
+        }
+    }
+
+    /// Bytes `at..at + 4` of row `i`, as one 32-bit word.
+    ///
+    /// # Safety
+    /// Inside the row.
+    #[inline(always)]
+    unsafe fn quad(&self, i: usize, at: usize) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { (self.x[i].add(at) as *const i32).read_unaligned() }
+    }
+
+    /// The 32 bytes of block `b` of row `i`.
+    ///
+    /// # Safety
+    /// Inside the row; AVX.
+    #[inline(always)]
+    unsafe fn block(&self, i: usize, b: usize) -> __m256i {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_loadu_si256(self.x[i].add(b * 32) as *const __m256i) }
+    }
+
+    /// `dx` of block `b` of row `i`.
+    ///
+    /// # Safety
+    /// Inside the row.
+    #[inline(always)]
+    unsafe fn dx(&self, i: usize, b: usize) -> f32 {
+        // SAFETY: caller's contract.
+        unsafe { *self.d[i].add(b) }
+    }
+
+    /// The sum that scale entry `h` of block `b` of `P` pairs with: per half block for the
+    /// formats with two entries a block, else per block.
+    ///
+    /// # Safety
+    /// Inside the row.
+    #[inline(always)]
+    unsafe fn sum<P: Packed>(&self, i: usize, b: usize, h: usize) -> f32 {
+        // SAFETY: caller's contract.
+        unsafe {
+            if P::HALVES == 2 {
+                *self.ds16[i].add(2 * b + h)
+            } else {
+                *self.ds[i].add(b)
+            }
+        }
+    }
+}
+
 /// The packed panel against activation rows `t0..t0 + N`.
 ///
 /// # Safety
@@ -555,11 +630,7 @@ unsafe fn gemm<S: Simd, P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBu
     // SAFETY: activation rows `t0..t0 + N` hold `cols` values, `nb` scales and sums each; the
     // panel holds `nb` blocks; `out` rows `t0..t0 + N` have `nr` writable floats at `job.out`.
     unsafe {
-        let x: [*const u8; N] =
-            std::array::from_fn(|i| job.act.qs.add((t0 + i) * job.cols) as *const u8);
-        let d: [*const f32; N] = std::array::from_fn(|i| job.act.d.add((t0 + i) * nb));
-        let ds: [*const f32; N] = std::array::from_fn(|i| job.act.dsum.add((t0 + i) * nb));
-        let ds16: [*const f32; N] = std::array::from_fn(|i| job.act.dsum16.add((t0 + i) * 2 * nb));
+        let a = ActRows::<N>::new(&job.act, job.cols, t0);
         let mut acc = [_mm256_setzero_ps(); N];
         let mut corr = [_mm256_setzero_ps(); N];
         for b in 0..nb {
@@ -570,9 +641,7 @@ unsafe fn gemm<S: Simd, P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBu
                 let wv = _mm256_loadu_si256(lv.add(j));
                 let h = if P::HALVES == 2 { j / 4 } else { 0 };
                 for i in 0..N {
-                    let xb = _mm256_set1_epi32(
-                        (x[i].add(b * 32 + 4 * j) as *const i32).read_unaligned(),
-                    );
+                    let xb = _mm256_set1_epi32(a.quad(i, b * 32 + 4 * j));
                     isum[i][h] = S::dot_u8i8(isum[i][h], wv, xb);
                 }
             }
@@ -580,12 +649,7 @@ unsafe fn gemm<S: Simd, P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBu
                 let e = b * P::HALVES + h;
                 let (s, o) = (lined(&buf.s).add(e * ROWS), lined(&buf.o).add(e * ROWS));
                 for i in 0..N {
-                    let dx = *d[i].add(b);
-                    let sum = if P::HALVES == 2 {
-                        *ds16[i].add(e)
-                    } else {
-                        *ds[i].add(b)
-                    };
+                    let (dx, sum) = (a.dx(i, b), a.sum::<P>(i, b, h));
                     step(&mut acc[i], &mut corr[i], isum[i][h], s, o, dx, sum);
                 }
             }
@@ -629,11 +693,7 @@ unsafe fn gemm16<P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: 
     let nb = job.cols / 32;
     // SAFETY: as in `gemm`; the panel holds `nb` blocks of 512 bytes and 16 floats per entry.
     unsafe {
-        let x: [*const u8; N] =
-            std::array::from_fn(|i| job.act.qs.add((t0 + i) * job.cols) as *const u8);
-        let d: [*const f32; N] = std::array::from_fn(|i| job.act.d.add((t0 + i) * nb));
-        let ds: [*const f32; N] = std::array::from_fn(|i| job.act.dsum.add((t0 + i) * nb));
-        let ds16: [*const f32; N] = std::array::from_fn(|i| job.act.dsum16.add((t0 + i) * 2 * nb));
+        let a = ActRows::<N>::new(&job.act, job.cols, t0);
         let mut acc = [_mm512_setzero_ps(); N];
         let mut corr = [_mm512_setzero_ps(); N];
         for b in 0..nb {
@@ -643,9 +703,7 @@ unsafe fn gemm16<P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: 
                 let wv = _mm512_loadu_si512(lv.add(j));
                 let h = if P::HALVES == 2 { j / 4 } else { 0 };
                 for i in 0..N {
-                    let xb = _mm512_set1_epi32(
-                        (x[i].add(b * 32 + 4 * j) as *const i32).read_unaligned(),
-                    );
+                    let xb = _mm512_set1_epi32(a.quad(i, b * 32 + 4 * j));
                     isum[i][h] = _mm512_dpbusd_epi32(isum[i][h], wv, xb);
                 }
             }
@@ -654,12 +712,8 @@ unsafe fn gemm16<P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: 
                 let s = _mm512_loadu_ps(lined(&buf.s).add(e * 2 * ROWS));
                 let o = _mm512_loadu_ps(lined(&buf.o).add(e * 2 * ROWS));
                 for i in 0..N {
-                    let sum = if P::HALVES == 2 {
-                        *ds16[i].add(e)
-                    } else {
-                        *ds[i].add(b)
-                    };
-                    let scale = _mm512_mul_ps(s, _mm512_set1_ps(*d[i].add(b)));
+                    let sum = a.sum::<P>(i, b, h);
+                    let scale = _mm512_mul_ps(s, _mm512_set1_ps(a.dx(i, b)));
                     acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][h]), scale, acc[i]);
                     corr[i] = _mm512_fmadd_ps(o, _mm512_set1_ps(sum), corr[i]);
                 }
@@ -709,10 +763,7 @@ unsafe fn tile_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
     // SAFETY: the tile contract bounds every pointer: `nr` rows of `units` units, `N` activation
     // rows of `cols` bytes, `nb` scales and sums, `2 · nb` sums per 16.
     unsafe {
-        let x: [*const i8; N] = std::array::from_fn(|i| t.act.qs.add(i * t.cols));
-        let d: [*const f32; N] = std::array::from_fn(|i| t.act.d.add(i * nb));
-        let ds: [*const f32; N] = std::array::from_fn(|i| t.act.dsum.add(i * nb));
-        let ds16: [*const f32; N] = std::array::from_fn(|i| t.act.dsum16.add(i * 2 * nb));
+        let a = ActRows::<N>::new(&t.act, t.cols, 0);
         let mut s = [0.0f32; 16 * ROWS];
         let mut o = [0.0f32; 16 * ROWS];
         let mut r0 = 0;
@@ -746,7 +797,7 @@ unsafe fn tile_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
                         for k in 0..P::GROUP {
                             let b = u * P::BLOCKS + g * P::GROUP + k;
                             for i in 0..N {
-                                let xv = _mm256_loadu_si256(x[i].add(b * 32) as *const __m256i);
+                                let xv = a.block(i, b);
                                 pair[i][k][q] = _mm256_hadd_epi32(
                                     P::dot::<S>(la[k], xv),
                                     P::dot::<S>(lb[k], xv),
@@ -764,7 +815,7 @@ unsafe fn tile_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
                             let q1 = _mm256_hadd_epi32(pair[i][k][2], pair[i][k][3]);
                             let lo = _mm256_permute2x128_si256(q0, q1, 0x20);
                             let hi = _mm256_permute2x128_si256(q0, q1, 0x31);
-                            let dx = *d[i].add(b);
+                            let dx = a.dx(i, b);
                             if P::HALVES == 2 {
                                 for (h, v) in [lo, hi].into_iter().enumerate() {
                                     let e = 2 * bu + h;
@@ -777,14 +828,22 @@ unsafe fn tile_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
                                         sp,
                                         op,
                                         dx,
-                                        *ds16[i].add(2 * b + h),
+                                        a.sum::<P>(i, b, h),
                                     );
                                 }
                             } else {
                                 let (sp, op) =
                                     (s.as_ptr().add(bu * ROWS), o.as_ptr().add(bu * ROWS));
                                 let v = _mm256_add_epi32(lo, hi);
-                                step(&mut acc[i], &mut corr[i], v, sp, op, dx, *ds[i].add(b));
+                                step(
+                                    &mut acc[i],
+                                    &mut corr[i],
+                                    v,
+                                    sp,
+                                    op,
+                                    dx,
+                                    a.sum::<P>(i, b, 0),
+                                );
                             }
                         }
                     }
