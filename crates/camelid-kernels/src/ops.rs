@@ -97,7 +97,9 @@ fn simd() -> bool {
 pub(crate) trait AttnPrims {
     fn dot(a: &[f32], b: &[f32]) -> f32;
     /// `y += a · x`
-    fn axpy(y: &mut [f32], a: f32, x: &[f32]);
+    /// `out[d] = Σ_t p[t] · rows[t · stride + d]` over `t < p.len()`, `d < out.len()`, each
+    /// element summed in the order of `t` from zero.
+    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize);
     fn softmax(x: &mut [f32]);
 }
 
@@ -133,10 +135,7 @@ pub(crate) fn attention_with<P: AttnPrims>(
         }
         P::softmax(scores);
         let oh = &mut out[(h - first) * head_dim..][..head_dim];
-        oh.fill(0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            P::axpy(oh, p, &v[t * kv_dim + off..][..head_dim]);
-        }
+        P::mix(oh, scores, &v[off..], kv_dim);
     }
 }
 
@@ -153,11 +152,20 @@ pub(crate) fn attention_heads(
     scores: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if simd() {
-        // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
-        return unsafe {
-            crate::kernels::x86::ops::attention(out, q, k, v, n_past, shape, heads, scores)
-        };
+    {
+        use crate::kernels::x86::ops as x86;
+        match crate::isa::Isa::active() {
+            // SAFETY: the active path is one this CPU supports.
+            crate::isa::Isa::Avx512 => {
+                return unsafe {
+                    x86::attention_avx512(out, q, k, v, n_past, shape, heads, scores)
+                };
+            }
+            crate::isa::Isa::Avx2 => {
+                return unsafe { x86::attention(out, q, k, v, n_past, shape, heads, scores) };
+            }
+            crate::isa::Isa::Scalar => {}
+        }
     }
     reference::attention_heads(out, q, k, v, n_past, shape, heads, scores)
 }
@@ -190,9 +198,13 @@ pub mod reference {
         fn dot(a: &[f32], b: &[f32]) -> f32 {
             dot_f32(a, b)
         }
-        fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o += a * v;
+        fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
+            let hd = out.len();
+            out.fill(0.0);
+            for (t, &pt) in p.iter().enumerate() {
+                for (o, &v) in out.iter_mut().zip(&rows[t * stride..][..hd]) {
+                    *o += pt * v;
+                }
             }
         }
         fn softmax(x: &mut [f32]) {

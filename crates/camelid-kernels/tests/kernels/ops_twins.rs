@@ -51,6 +51,7 @@ fn attention_matches_reference() {
         (4usize, 2usize, 8usize, 1usize),
         (6, 2, 20, 33),
         (32, 8, 64, 130),
+        (8, 8, 128, 300),
     ] {
         let shape = AttnShape {
             n_heads: heads,

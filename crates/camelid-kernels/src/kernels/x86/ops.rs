@@ -146,24 +146,9 @@ impl AttnPrims for Prims {
     }
 
     #[inline(always)]
-    fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-        let n = y.len().min(x.len());
-        let main = n / 8 * 8;
-        // SAFETY: as for `dot`.
-        unsafe {
-            let av = _mm256_set1_ps(a);
-            let mut i = 0;
-            while i < main {
-                let py = y.as_mut_ptr().add(i);
-                let v =
-                    _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(py));
-                _mm256_storeu_ps(py, v);
-                i += 8;
-            }
-        }
-        for j in main..n {
-            y[j] += a * x[j];
-        }
+    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
+        // SAFETY: only inlined into `attention` below (AVX2 + FMA).
+        unsafe { mix_body::<Avx2Vec>(out, p, rows, stride) }
     }
 
     #[inline(always)]
@@ -188,4 +173,193 @@ pub unsafe fn attention(
     scores: &mut [f32],
 ) {
     attention_with::<Prims>(out, q, k, v, n_past, shape, heads, scores)
+}
+
+/// One vector width for [`mix_body`].
+trait MixVec {
+    type V: Copy;
+    const LANES: usize;
+    /// # Safety
+    /// The path's features.
+    unsafe fn zero() -> Self::V;
+    /// `acc + a · x[..LANES]`, fused.
+    ///
+    /// # Safety
+    /// `LANES` readable floats at `x`; the path's features.
+    unsafe fn fma(a: f32, x: *const f32, acc: Self::V) -> Self::V;
+    /// # Safety
+    /// `LANES` writable floats at `out`; the path's features.
+    unsafe fn store(out: *mut f32, v: Self::V);
+}
+
+struct Avx2Vec;
+struct Avx512Vec;
+
+impl MixVec for Avx2Vec {
+    type V = __m256;
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        // SAFETY: AVX (caller).
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, x: *const f32, acc: __m256) -> __m256 {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_fmadd_ps(_mm256_set1_ps(a), _mm256_loadu_ps(x), acc) }
+    }
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, v: __m256) {
+        // SAFETY: caller's contract.
+        unsafe { _mm256_storeu_ps(out, v) }
+    }
+}
+
+impl MixVec for Avx512Vec {
+    type V = __m512;
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: AVX-512F (caller).
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, x: *const f32, acc: __m512) -> __m512 {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_fmadd_ps(_mm512_set1_ps(a), _mm512_loadu_ps(x), acc) }
+    }
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, v: __m512) {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_storeu_ps(out, v) }
+    }
+}
+
+/// [`AttnPrims::mix`]: the output stays in up to eight vector registers while the rows stream
+/// past (one fused multiply-add per element and row, in row order, from zero: the same
+/// arithmetic at any vector width); the dimensions past the last whole vector one by one.
+///
+/// # Safety
+/// The features of `M`'s path.
+#[inline(always)]
+unsafe fn mix_body<M: MixVec>(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
+    let hd = out.len();
+    assert!(p.is_empty() || (p.len() - 1) * stride + hd <= rows.len());
+    let whole = hd / M::LANES;
+    let mut v0 = 0;
+    // SAFETY: row `t < p.len()` holds `hd` floats at `t · stride` (asserted); every vector
+    // access is below `whole · LANES ≤ hd`.
+    unsafe {
+        while v0 < whole {
+            let nv = (whole - v0).min(8);
+            let (o, r) = (
+                out.as_mut_ptr().add(v0 * M::LANES),
+                rows.as_ptr().add(v0 * M::LANES),
+            );
+            match nv {
+                1 => mix_block::<M, 1>(o, p, r, stride),
+                2 => mix_block::<M, 2>(o, p, r, stride),
+                3 => mix_block::<M, 3>(o, p, r, stride),
+                4 => mix_block::<M, 4>(o, p, r, stride),
+                5 => mix_block::<M, 5>(o, p, r, stride),
+                6 => mix_block::<M, 6>(o, p, r, stride),
+                7 => mix_block::<M, 7>(o, p, r, stride),
+                _ => mix_block::<M, 8>(o, p, r, stride),
+            }
+            v0 += nv;
+        }
+    }
+    for (d, o) in out.iter_mut().enumerate().skip(whole * M::LANES) {
+        *o = 0.0;
+        for (t, &pt) in p.iter().enumerate() {
+            *o = pt.mul_add(rows[t * stride + d], *o);
+        }
+    }
+}
+
+/// # Safety
+/// `NV · LANES` floats at `out` and at `rows + t · stride` for `t < p.len()`; `M`'s features.
+#[inline(always)]
+unsafe fn mix_block<M: MixVec, const NV: usize>(
+    out: *mut f32,
+    p: &[f32],
+    rows: *const f32,
+    stride: usize,
+) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let mut acc = [M::zero(); NV];
+        for (t, &pt) in p.iter().enumerate() {
+            let r = rows.add(t * stride);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = M::fma(pt, r.add(i * M::LANES), *a);
+            }
+        }
+        for (i, a) in acc.into_iter().enumerate() {
+            M::store(out.add(i * M::LANES), a);
+        }
+    }
+}
+
+/// The AVX-512 primitives: 16-lane dot products (the last partial vector masked) and mixes.
+struct Prims512;
+
+impl AttnPrims for Prims512 {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let main = n / 16 * 16;
+        // SAFETY: only inlined into `attention_avx512` below; the masked load reads only the
+        // `n - main` floats that exist.
+        unsafe {
+            let mut s = _mm512_setzero_ps();
+            let mut i = 0;
+            while i < main {
+                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+                s = _mm512_fmadd_ps(_mm512_loadu_ps(pa), _mm512_loadu_ps(pb), s);
+                i += 16;
+            }
+            if main < n {
+                let m: __mmask16 = (1u16 << (n - main)) - 1;
+                let (pa, pb) = (a.as_ptr().add(main), b.as_ptr().add(main));
+                s = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(m, pa),
+                    _mm512_maskz_loadu_ps(m, pb),
+                    s,
+                );
+            }
+            _mm512_reduce_add_ps(s)
+        }
+    }
+
+    #[inline(always)]
+    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
+        // SAFETY: only inlined into `attention_avx512` below.
+        unsafe { mix_body::<Avx512Vec>(out, p, rows, stride) }
+    }
+
+    #[inline(always)]
+    fn softmax(x: &mut [f32]) {
+        // SAFETY: only inlined into `attention_avx512` below (AVX-512 includes AVX2 + FMA).
+        unsafe { softmax_body(x) }
+    }
+}
+
+/// [`attention`] with the AVX-512 primitives.
+///
+/// # Safety
+/// AVX2 + FMA + AVX-512F.
+#[target_feature(enable = "avx2,fma,avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attention_avx512(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_past: usize,
+    shape: AttnShape,
+    heads: std::ops::Range<usize>,
+    scores: &mut [f32],
+) {
+    attention_with::<Prims512>(out, q, k, v, n_past, shape, heads, scores)
 }
