@@ -6,9 +6,16 @@
 //!
 //! For speed, sixteen weight rows are widened to f32 (exact) one slice of [`KC`] columns at a
 //! time into a per-thread buffer that stays in L1, and multiplied there with all activation
-//! rows, four weight rows by six activation rows at a time (24 accumulators, 4 + 6 loads per
+//! rows, eight weight rows by three activation rows at a time (24 accumulators, 8 + 3 loads per
 //! 24 FMAs). The accumulators of every (activation row, weight row) pair wait in a second buffer
-//! between slices.
+//! between slices. While one group of activation rows is multiplied, the next group is
+//! prefetched into L1, a share of it in each pass over the slice's weight rows: it comes from
+//! further out than L2 (the activations of a whole product are read once per panel).
+//!
+//! Measured (a standalone copy of this loop, 2048×2048, 2048×8192 and 8192×2048 F16 against 256
+//! rows, one thread, twelve interleaved rounds): 8 × 3 with the prefetch and 256-column slices
+//! took 1.05–1.14× the throughput of 4 × 6 with 512-column slices; 8 × 3 without the prefetch
+//! 0.86–0.90×, 4 × 6 with it about 1.0×.
 
 use std::arch::x86_64::*;
 
@@ -19,10 +26,14 @@ use crate::kernels::{PanelBuf, PanelJob};
 /// Rows per panel.
 pub const ROWS: usize = 16;
 /// Weight rows and activation rows of the register block.
-const MR: usize = 4;
-const NR: usize = 6;
-/// Columns per slice: 16 rows × 512 columns × 4 bytes = 32 KiB.
-const KC: usize = 512;
+const MR: usize = 8;
+const NR: usize = 3;
+/// Columns per slice: 16 rows × 256 columns × 4 bytes = 16 KiB.
+const KC: usize = 256;
+/// Passes over the slice per group of activation rows, and the rows of the next group each
+/// pass prefetches.
+const PASSES: usize = ROWS / MR;
+const PF: usize = NR.div_ceil(PASSES);
 
 /// Widens columns `k0..k0 + kc` of the job's rows into `w[r · KC + c]` (missing rows of a short
 /// panel repeat the last one; their results are not stored).
@@ -46,12 +57,14 @@ unsafe fn widen<W: FloatW>(job: &PanelJob, k0: usize, kc: usize, w: &mut [f32]) 
 }
 
 /// Weight rows `m0..m0 + MR` of the slice against activation rows `t0..t0 + N`, columns
-/// `k0..k0 + kc`; the accumulators live in `acc[(t · ROWS + r) · 16..]`.
+/// `k0..k0 + kc`; the accumulators live in `acc[(t · ROWS + r) · 16..]`. Prefetches `kc`
+/// floats at each of `pf`.
 ///
 /// # Safety
 /// `w` is the widened slice, `acc` holds `n · ROWS · 16` floats, the activation rows exist;
 /// AVX-512F.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn micro<const N: usize>(
     job: &PanelJob,
     w: &[f32],
@@ -60,6 +73,7 @@ unsafe fn micro<const N: usize>(
     t0: usize,
     k0: usize,
     kc: usize,
+    pf: [*const f32; PF],
 ) {
     // SAFETY: caller's contract.
     unsafe {
@@ -80,6 +94,9 @@ unsafe fn micro<const N: usize>(
             let mut wv = [_mm512_setzero_ps(); MR];
             for m in 0..MR {
                 wv[m] = _mm512_loadu_ps(wp.add(m * KC + c));
+            }
+            for p in pf {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(c) as *const i8);
             }
             for i in 0..N {
                 let xv = _mm512_loadu_ps(x[i].add(c));
@@ -116,15 +133,19 @@ unsafe fn body<W: FloatW>(job: &PanelJob, buf: &mut PanelBuf) {
             let mut t0 = 0;
             while t0 < n {
                 let nt = (n - t0).min(NR);
-                for m0 in (0..ROWS).step_by(MR) {
+                for pass in 0..PASSES {
+                    let m0 = pass * MR;
+                    // Rows of the next group (the last row again past the end: prefetching a
+                    // line twice costs little).
+                    let pf = std::array::from_fn(|q| {
+                        let t = (t0 + nt + pass * PF + q).min(n - 1);
+                        job.act.f32s.add(t * job.cols + k0)
+                    });
                     let (w, acc) = (&buf.s[ws..], &mut buf.o[os..]);
                     match nt {
-                        1 => micro::<1>(job, w, acc, m0, t0, k0, kc),
-                        2 => micro::<2>(job, w, acc, m0, t0, k0, kc),
-                        3 => micro::<3>(job, w, acc, m0, t0, k0, kc),
-                        4 => micro::<4>(job, w, acc, m0, t0, k0, kc),
-                        5 => micro::<5>(job, w, acc, m0, t0, k0, kc),
-                        _ => micro::<6>(job, w, acc, m0, t0, k0, kc),
+                        1 => micro::<1>(job, w, acc, m0, t0, k0, kc, pf),
+                        2 => micro::<2>(job, w, acc, m0, t0, k0, kc, pf),
+                        _ => micro::<3>(job, w, acc, m0, t0, k0, kc, pf),
                     }
                 }
                 t0 += nt;
