@@ -10,7 +10,6 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use camelid_kernels::Precision;
 use camelid_model::Model;
 
 use crate::load::LoadArgs;
@@ -28,19 +27,9 @@ pub struct BenchArgs {
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
-    /// Products with quantized weights: `fast` (8-bit activations, as llama.cpp) or `exact`
-    /// (f32 activations).
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast)]
-    pub precision: PrecisionArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PrecisionArg {
-    Fast,
-    Exact,
 }
 
 struct Stat {
@@ -83,10 +72,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
     let mut model = Model::load(&path)?;
     crate::load::set_threads(&mut model, a.load.threads)?;
-    model.kernels.precision = match a.precision {
-        PrecisionArg::Fast => Precision::Fast,
-        PrecisionArg::Exact => Precision::Exact,
-    };
+    model.kernels.precision = a.load.precision.into();
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
         bail!(

@@ -29,7 +29,7 @@ use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
-use crate::load::{LoadArgs, load};
+use crate::load::{LoadArgs, PrecisionArg, load};
 use crate::run::read_text;
 
 /// Bits per weight of the quantized sizes (see the module docs).
@@ -591,6 +591,7 @@ fn model_perplexities(
         model: Some(e.label.clone()),
         ctx: Some(a.ctx),
         threads: a.threads,
+        precision: PrecisionArg::Fast,
     })?;
     let tok = &loaded.tokenizer;
     let bos = if tok.add_bos_default() {

@@ -10,11 +10,10 @@ use camelid_engine::eval::{
     self, Chunks, KlStats, KlSummary, LogitsHeader, Moments, Task, eval_chunk, kl_row,
     log_softmax_into, read_logp_row, score_task, wilson_interval, write_logp_row,
 };
-use camelid_kernels::Precision;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::load::{LoadArgs, Loaded, load};
+use crate::load::{LoadArgs, Loaded, PrecisionArg, load};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.
@@ -38,15 +37,16 @@ pub struct EvalModelArgs {
 
 impl EvalModelArgs {
     fn load(&self, ctx: Option<usize>) -> Result<Loaded> {
-        let mut l = load(&LoadArgs {
+        load(&LoadArgs {
             model: self.model.clone(),
             ctx,
             threads: self.threads,
-        })?;
-        if self.exact {
-            l.model.kernels.precision = Precision::Exact;
-        }
-        Ok(l)
+            precision: if self.exact {
+                PrecisionArg::Exact
+            } else {
+                PrecisionArg::Fast
+            },
+        })
     }
 }
 

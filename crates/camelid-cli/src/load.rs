@@ -1,6 +1,7 @@
 //! Loading a model and its tokenizer from what the user named.
 
 use anyhow::{Result, bail};
+use camelid_kernels::Precision;
 use camelid_model::Model;
 use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
 use camelid_model::weights::Checkpoint;
@@ -18,6 +19,25 @@ pub struct LoadArgs {
     /// Compute threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
+    /// Products with quantized weights: `fast` (activations rounded to 8 bits, as llama.cpp
+    /// does) or `exact` (f32 activations: the arithmetic of the unquantized reference, slower).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast)]
+    pub precision: PrecisionArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    Fast,
+    Exact,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Fast => Precision::Fast,
+            PrecisionArg::Exact => Precision::Exact,
+        }
+    }
 }
 
 pub struct Loaded {
@@ -46,6 +66,7 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
     };
     let mut model = Model::from_checkpoint(ckpt)?;
     set_threads(&mut model, a.threads)?;
+    model.kernels.precision = a.precision.into();
     let n_ctx = match a.ctx {
         Some(0) => bail!("--ctx must be at least 1"),
         Some(c) if c > model.config.n_ctx_train => bail!(

@@ -165,6 +165,10 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
         ),
         (vec!["run", "-m", m, "-p", "hi", "--temp=-1"], "temperature"),
         (
+            vec!["run", "-m", m, "-p", "hi", "--precision", "f64"],
+            "invalid value 'f64' for '--precision <PRECISION>'",
+        ),
+        (
             vec!["run", "-m", "no-such-model", "-p", "hi"],
             "unknown model name",
         ),
