@@ -12,8 +12,8 @@
 //! prefetched into L1, a share of it in each pass over the slice's weight rows: it comes from
 //! further out than L2 (the activations of a whole product are read once per panel).
 //!
-//! Measured (a standalone copy of this loop, 2048×2048, 2048×8192 and 8192×2048 F16 against 256
-//! rows, one thread, twelve interleaved rounds): 8 × 3 with the prefetch and 256-column slices
+//! Measured in a throwaway copy of this loop (not kept: 2048×2048, 2048×8192 and 8192×2048 F16
+//! against 256 rows, one thread, twelve interleaved rounds): 8 × 3 with the prefetch and 256-column slices
 //! took 1.05–1.14× the throughput of 4 × 6 with 512-column slices; 8 × 3 without the prefetch
 //! 0.86–0.90×, 4 × 6 with it about 1.0×.
 
