@@ -96,7 +96,6 @@ fn simd() -> bool {
 /// [`attention_with`].
 pub(crate) trait AttnPrims {
     fn dot(a: &[f32], b: &[f32]) -> f32;
-    /// `y += a · x`
     /// `out[d] = Σ_t p[t] · rows[t · stride + d]` over `t < p.len()`, `d < out.len()`, each
     /// element summed in the order of `t` from zero.
     fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize);
@@ -162,6 +161,7 @@ pub(crate) fn attention_heads(
                 };
             }
             crate::isa::Isa::Avx2 => {
+                // SAFETY: as above.
                 return unsafe { x86::attention(out, q, k, v, n_past, shape, heads, scores) };
             }
             crate::isa::Isa::Scalar => {}
