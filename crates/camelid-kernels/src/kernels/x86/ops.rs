@@ -1,4 +1,5 @@
-//! AVX2 + FMA versions of the element-wise operations: SwiGLU, softmax, attention.
+//! AVX2 + FMA versions of the element-wise operations (SwiGLU, softmax, attention), and an AVX-512
+//! attention.
 //!
 //! `exp` is evaluated as `2^n · e^r` with `n = round(x · log2 e)` and `|r| ≤ ln 2 / 2`, `e^r` by
 //! the degree-6 polynomial of Cephes `expf` (S. Moshier, Cephes Math Library), `ln 2` split in
