@@ -121,65 +121,15 @@ unsafe fn softmax_body(x: &mut [f32]) {
     }
 }
 
-struct Prims;
-
-impl AttnPrims for Prims {
-    #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let main = n / 16 * 16;
-        // SAFETY: only inlined into `attention` below (AVX2 + FMA); accesses below `main ≤ n`.
-        unsafe {
-            let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut i = 0;
-            while i < main {
-                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
-                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), s0);
-                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), s1);
-                i += 16;
-            }
-            let mut s = hsum(_mm256_add_ps(s0, s1));
-            for j in main..n {
-                s += a[j] * b[j];
-            }
-            s
-        }
-    }
-
-    #[inline(always)]
-    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
-        // SAFETY: only inlined into `attention` below (AVX2 + FMA).
-        unsafe { mix_body::<Avx2Vec>(out, p, rows, stride) }
-    }
-
-    #[inline(always)]
-    fn softmax(x: &mut [f32]) {
-        // SAFETY: only inlined into `attention` below (AVX2 + FMA).
-        unsafe { softmax_body(x) }
-    }
-}
-
-/// # Safety
-/// AVX2 + FMA.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn attention(
-    out: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    n_past: usize,
-    shape: AttnShape,
-    heads: std::ops::Range<usize>,
-    scores: &mut [f32],
-) {
-    attention_with::<Prims>(out, q, k, v, n_past, shape, heads, scores)
-}
-
-/// One vector width for [`mix_body`].
-trait MixVec {
+/// One vector width of the attention primitives.
+trait AttnVec {
     type V: Copy;
     const LANES: usize;
+    /// [`AttnPrims::dot`] on this width.
+    ///
+    /// # Safety
+    /// The path's features.
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32;
     /// # Safety
     /// The path's features.
     unsafe fn zero() -> Self::V;
@@ -196,9 +146,30 @@ trait MixVec {
 struct Avx2Vec;
 struct Avx512Vec;
 
-impl MixVec for Avx2Vec {
+impl AttnVec for Avx2Vec {
     type V = __m256;
     const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let main = n / 16 * 16;
+        // SAFETY: AVX2 + FMA (caller); accesses below `main ≤ n`.
+        unsafe {
+            let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            while i < main {
+                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), s0);
+                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), s1);
+                i += 16;
+            }
+            let mut s = hsum(_mm256_add_ps(s0, s1));
+            for j in main..n {
+                s += a[j] * b[j];
+            }
+            s
+        }
+    }
     #[inline(always)]
     unsafe fn zero() -> __m256 {
         // SAFETY: AVX (caller).
@@ -216,9 +187,36 @@ impl MixVec for Avx2Vec {
     }
 }
 
-impl MixVec for Avx512Vec {
+/// 16-lane dot products, the last partial vector masked.
+impl AttnVec for Avx512Vec {
     type V = __m512;
     const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let main = n / 16 * 16;
+        // SAFETY: AVX-512F (caller); the masked load reads only the `n - main` floats that
+        // exist.
+        unsafe {
+            let mut s = _mm512_setzero_ps();
+            let mut i = 0;
+            while i < main {
+                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
+                s = _mm512_fmadd_ps(_mm512_loadu_ps(pa), _mm512_loadu_ps(pb), s);
+                i += 16;
+            }
+            if main < n {
+                let m: __mmask16 = (1u16 << (n - main)) - 1;
+                let (pa, pb) = (a.as_ptr().add(main), b.as_ptr().add(main));
+                s = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(m, pa),
+                    _mm512_maskz_loadu_ps(m, pb),
+                    s,
+                );
+            }
+            _mm512_reduce_add_ps(s)
+        }
+    }
     #[inline(always)]
     unsafe fn zero() -> __m512 {
         // SAFETY: AVX-512F (caller).
@@ -243,7 +241,7 @@ impl MixVec for Avx512Vec {
 /// # Safety
 /// The features of `M`'s path.
 #[inline(always)]
-unsafe fn mix_body<M: MixVec>(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
+unsafe fn mix_body<M: AttnVec>(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
     let hd = out.len();
     assert!(p.is_empty() || (p.len() - 1) * stride + hd <= rows.len());
     let whole = hd / M::LANES;
@@ -281,7 +279,7 @@ unsafe fn mix_body<M: MixVec>(out: &mut [f32], p: &[f32], rows: &[f32], stride: 
 /// # Safety
 /// `NV · LANES` floats at `out` and at `rows + t · stride` for `t < p.len()`; `M`'s features.
 #[inline(always)]
-unsafe fn mix_block<M: MixVec, const NV: usize>(
+unsafe fn mix_block<M: AttnVec, const NV: usize>(
     out: *mut f32,
     p: &[f32],
     rows: *const f32,
@@ -302,65 +300,54 @@ unsafe fn mix_block<M: MixVec, const NV: usize>(
     }
 }
 
-/// The AVX-512 primitives: 16-lane dot products (the last partial vector masked) and mixes.
-struct Prims512;
+/// The primitives on one vector width; the softmax is the AVX2 one on both paths.
+struct Prims<V>(std::marker::PhantomData<V>);
 
-impl AttnPrims for Prims512 {
+impl<V: AttnVec> AttnPrims for Prims<V> {
     #[inline(always)]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let main = n / 16 * 16;
-        // SAFETY: only inlined into `attention_avx512` below; the masked load reads only the
-        // `n - main` floats that exist.
-        unsafe {
-            let mut s = _mm512_setzero_ps();
-            let mut i = 0;
-            while i < main {
-                let (pa, pb) = (a.as_ptr().add(i), b.as_ptr().add(i));
-                s = _mm512_fmadd_ps(_mm512_loadu_ps(pa), _mm512_loadu_ps(pb), s);
-                i += 16;
-            }
-            if main < n {
-                let m: __mmask16 = (1u16 << (n - main)) - 1;
-                let (pa, pb) = (a.as_ptr().add(main), b.as_ptr().add(main));
-                s = _mm512_fmadd_ps(
-                    _mm512_maskz_loadu_ps(m, pa),
-                    _mm512_maskz_loadu_ps(m, pb),
-                    s,
-                );
-            }
-            _mm512_reduce_add_ps(s)
-        }
+        // SAFETY: only inlined into the entry points below, which have `V`'s features.
+        unsafe { V::dot(a, b) }
     }
 
     #[inline(always)]
     fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
-        // SAFETY: only inlined into `attention_avx512` below.
-        unsafe { mix_body::<Avx512Vec>(out, p, rows, stride) }
+        // SAFETY: as for `dot`.
+        unsafe { mix_body::<V>(out, p, rows, stride) }
     }
 
     #[inline(always)]
     fn softmax(x: &mut [f32]) {
-        // SAFETY: only inlined into `attention_avx512` below (AVX-512 includes AVX2 + FMA).
+        // SAFETY: as for `dot` (both paths include AVX2 + FMA).
         unsafe { softmax_body(x) }
     }
 }
 
-/// [`attention`] with the AVX-512 primitives.
-///
-/// # Safety
-/// AVX2 + FMA + AVX-512F.
-#[target_feature(enable = "avx2,fma,avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn attention_avx512(
-    out: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    n_past: usize,
-    shape: AttnShape,
-    heads: std::ops::Range<usize>,
-    scores: &mut [f32],
-) {
-    attention_with::<Prims512>(out, q, k, v, n_past, shape, heads, scores)
+/// Defines an attention entry point for one path: [`attention_with`] on `Prims<$v>`.
+macro_rules! attention_entries {
+    ($($name:ident: $feat:literal, $v:ty;)*) => {
+        $(
+            /// # Safety
+            /// The CPU has the features of this path.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name(
+                out: &mut [f32],
+                q: &[f32],
+                k: &[f32],
+                v: &[f32],
+                n_past: usize,
+                shape: AttnShape,
+                heads: std::ops::Range<usize>,
+                scores: &mut [f32],
+            ) {
+                attention_with::<Prims<$v>>(out, q, k, v, n_past, shape, heads, scores)
+            }
+        )*
+    };
+}
+
+attention_entries! {
+    attention: "avx2,fma", Avx2Vec;
+    attention_avx512: "avx2,fma,avx512f", Avx512Vec;
 }
