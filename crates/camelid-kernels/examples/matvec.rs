@@ -11,7 +11,8 @@
 //! from the last-level cache, as they do when a model decodes. `CAMELID_BENCH_CEILING` (GB/s,
 //! default 80) sets the machine's bandwidth ceiling the last column compares with;
 //! `CAMELID_BENCH_PRECISION=exact` times the exact path; `CAMELID_BENCH_N=64` multiplies 64
-//! activation rows at once (the prompt pass) and reports GMAC/s instead of GB/s.
+//! activation rows at once (the prompt pass) and reports GMAC/s instead of GB/s;
+//! `CAMELID_BENCH_SHAPE=ROWSxCOLS` times one other shape.
 //!
 //! On a busy machine wall-clock figures say little; on Linux the last column divides the bytes by
 //! the CPU time the process's threads actually ran (`/proc/self/task/*/schedstat`), per thread:
@@ -43,6 +44,15 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    // `CAMELID_BENCH_SHAPE=256x2048` times another shape (one small enough for the L2 cache,
+    // with `CAMELID_BENCH_MIB=1`, measures a kernel's arithmetic without the memory).
+    let shapes: Vec<(usize, usize)> = match std::env::var("CAMELID_BENCH_SHAPE") {
+        Ok(s) => {
+            let (r, c) = s.split_once('x').expect("CAMELID_BENCH_SHAPE is ROWSxCOLS");
+            vec![(r.parse().expect("rows"), c.parse().expect("cols"))]
+        }
+        Err(_) => vec![(2048, 8192), (8192, 2048)],
+    };
     let mut kernels = Kernels::new(2);
     kernels.precision = precision;
     println!(
@@ -54,7 +64,7 @@ fn main() {
         "type", "rows×cols", "thr", "µs/call", "GB/s", "% ceil", "GB/cpu-s"
     );
     for dtype in types {
-        for (rows, cols) in [(2048usize, 8192usize), (8192, 2048)] {
+        for &(rows, cols) in &shapes {
             let copies = make_copies(dtype, rows, cols);
             let x: Vec<f32> = (0..n * cols)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
