@@ -14,6 +14,176 @@ pub trait KQuant {
     /// # Safety
     /// `p` points to a whole super-block; the CPU supports `S`.
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4];
+
+    /// [`KQuant::levels`] of the super-blocks at `pa` (the low 256 bits of each vector) and `pb`
+    /// (the high 256 bits).
+    ///
+    /// # Safety
+    /// As for `levels`, for both; AVX-512 F.
+    #[inline(always)]
+    unsafe fn levels2<S: Simd>(pa: *const u8, pb: *const u8, h: usize) -> [__m512i; 4] {
+        // SAFETY: forwarded.
+        unsafe {
+            let (a, b) = (Self::levels::<S>(pa, h), Self::levels::<S>(pb, h));
+            let mut v = [_mm512_setzero_si512(); 4];
+            for k in 0..4 {
+                v[k] = _mm512_inserti64x4(_mm512_castsi256_si512(a[k]), b[k], 1);
+            }
+            v
+        }
+    }
+}
+
+/// Bytes of one row in a 256-bit vector, or of two rows side by side in a 512-bit one: the few
+/// operations the k-quants' level unpacking needs, so that it is written once for both widths.
+pub trait RowBytes: Copy {
+    /// Where the bytes come from: one pointer, or two.
+    type At: Copy;
+    /// 32 bytes at byte `off` of each row.
+    ///
+    /// # Safety
+    /// Readable; the CPU supports the width.
+    unsafe fn load(at: Self::At, off: usize) -> Self;
+    /// # Safety
+    /// The CPU supports the width.
+    unsafe fn and(a: Self, b: Self) -> Self;
+    /// # Safety
+    /// The CPU supports the width.
+    unsafe fn or(a: Self, b: Self) -> Self;
+    /// Shifts of each 16-bit lane (`K` > 0: left by `K`, `K` < 0: right by `-K`).
+    ///
+    /// # Safety
+    /// The CPU supports the width.
+    unsafe fn shift16<const K: i32>(a: Self) -> Self;
+    /// # Safety
+    /// The CPU supports the width.
+    unsafe fn splat(b: i8) -> Self;
+}
+
+impl RowBytes for __m256i {
+    type At = *const u8;
+    #[inline(always)]
+    unsafe fn load(at: *const u8, off: usize) -> Self {
+        // SAFETY: caller's contract.
+        unsafe { loadu(at.add(off)) }
+    }
+    #[inline(always)]
+    unsafe fn and(a: Self, b: Self) -> Self {
+        // SAFETY: AVX2 (caller).
+        unsafe { _mm256_and_si256(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn or(a: Self, b: Self) -> Self {
+        // SAFETY: AVX2 (caller).
+        unsafe { _mm256_or_si256(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn shift16<const K: i32>(a: Self) -> Self {
+        // SAFETY: AVX2 (caller).
+        unsafe {
+            match K {
+                0 => a,
+                2 => _mm256_slli_epi16::<2>(a),
+                4 => _mm256_slli_epi16::<4>(a),
+                -2 => _mm256_srli_epi16::<2>(a),
+                -4 => _mm256_srli_epi16::<4>(a),
+                _ => unreachable!("shift {K}"),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat(b: i8) -> Self {
+        // SAFETY: AVX (caller).
+        unsafe { _mm256_set1_epi8(b) }
+    }
+}
+
+impl RowBytes for __m512i {
+    type At = (*const u8, *const u8);
+    #[inline(always)]
+    unsafe fn load(at: (*const u8, *const u8), off: usize) -> Self {
+        // SAFETY: caller's contract.
+        unsafe {
+            _mm512_inserti64x4(
+                _mm512_castsi256_si512(loadu(at.0.add(off))),
+                loadu(at.1.add(off)),
+                1,
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn and(a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512 F (caller).
+        unsafe { _mm512_and_si512(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn or(a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512 F (caller).
+        unsafe { _mm512_or_si512(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn shift16<const K: i32>(a: Self) -> Self {
+        // SAFETY: AVX-512 BW (caller).
+        unsafe {
+            match K {
+                0 => a,
+                2 => _mm512_slli_epi16::<2>(a),
+                4 => _mm512_slli_epi16::<4>(a),
+                -2 => _mm512_srli_epi16::<2>(a),
+                -4 => _mm512_srli_epi16::<4>(a),
+                _ => unreachable!("shift {K}"),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat(b: i8) -> Self {
+        // SAFETY: AVX-512 F (caller).
+        unsafe { _mm512_set1_epi8(b) }
+    }
+}
+
+/// Q4_K's levels of chunks `4h..4h + 4` at any width.
+///
+/// # Safety
+/// Whole super-blocks at `at`; the CPU supports the width.
+#[inline(always)]
+unsafe fn q4k_levels<V: RowBytes>(at: V::At, h: usize) -> [V; 4] {
+    // SAFETY: 128 bytes of nibbles at offset 16.
+    unsafe {
+        let m = V::splat(0x0f);
+        let a = V::load(at, 16 + 64 * h);
+        let b = V::load(at, 16 + 64 * h + 32);
+        [
+            V::and(a, m),
+            V::and(V::shift16::<-4>(a), m),
+            V::and(b, m),
+            V::and(V::shift16::<-4>(b), m),
+        ]
+    }
+}
+
+/// Q6_K's levels of chunks `4h..4h + 4` at any width.
+///
+/// # Safety
+/// Whole super-blocks at `at`; the CPU supports the width.
+#[inline(always)]
+unsafe fn q6k_levels<V: RowBytes>(at: V::At, h: usize) -> [V; 4] {
+    // SAFETY: ql at 64h (64 bytes), qh at 128 + 32h (32 bytes).
+    unsafe {
+        let (m, m2) = (V::splat(0x0f), V::splat(0x30));
+        let a = V::load(at, 64 * h);
+        let b = V::load(at, 64 * h + 32);
+        let qh = V::load(at, 128 + 32 * h);
+        [
+            V::or(V::and(a, m), V::and(V::shift16::<4>(qh), m2)),
+            V::or(V::and(b, m), V::and(V::shift16::<2>(qh), m2)),
+            V::or(V::and(V::shift16::<-4>(a), m), V::and(qh, m2)),
+            V::or(
+                V::and(V::shift16::<-4>(b), m),
+                V::and(V::shift16::<-2>(qh), m2),
+            ),
+        ]
+    }
 }
 
 #[inline(always)]
@@ -89,18 +259,13 @@ impl KQuant for Q4K {
     const BYTES: usize = 144;
     #[inline(always)]
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4] {
-        // SAFETY: 128 bytes of nibbles at offset 16; AVX2.
-        unsafe {
-            let m = _mm256_set1_epi8(0x0f);
-            let a = loadu(p.add(16 + 64 * h));
-            let b = loadu(p.add(16 + 64 * h + 32));
-            [
-                _mm256_and_si256(a, m),
-                _mm256_and_si256(_mm256_srli_epi16(a, 4), m),
-                _mm256_and_si256(b, m),
-                _mm256_and_si256(_mm256_srli_epi16(b, 4), m),
-            ]
-        }
+        // SAFETY: forwarded.
+        unsafe { q4k_levels(p, h) }
+    }
+    #[inline(always)]
+    unsafe fn levels2<S: Simd>(pa: *const u8, pb: *const u8, h: usize) -> [__m512i; 4] {
+        // SAFETY: forwarded.
+        unsafe { q4k_levels((pa, pb), h) }
     }
 }
 
@@ -136,32 +301,13 @@ impl KQuant for Q6K {
     const BYTES: usize = 210;
     #[inline(always)]
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4] {
-        // SAFETY: ql at 64h (64 bytes), qh at 128 + 32h (32 bytes); AVX2.
-        unsafe {
-            let m = _mm256_set1_epi8(0x0f);
-            let m2 = _mm256_set1_epi8(0x30);
-            let a = loadu(p.add(64 * h));
-            let b = loadu(p.add(64 * h + 32));
-            let qh = loadu(p.add(128 + 32 * h));
-            [
-                _mm256_or_si256(
-                    _mm256_and_si256(a, m),
-                    _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(b, m),
-                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(a, 4), m),
-                    _mm256_and_si256(qh, m2),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(b, 4), m),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
-                ),
-            ]
-        }
+        // SAFETY: forwarded.
+        unsafe { q6k_levels(p, h) }
+    }
+    #[inline(always)]
+    unsafe fn levels2<S: Simd>(pa: *const u8, pb: *const u8, h: usize) -> [__m512i; 4] {
+        // SAFETY: forwarded.
+        unsafe { q6k_levels((pa, pb), h) }
     }
 }
 
