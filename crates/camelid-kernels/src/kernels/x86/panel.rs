@@ -819,12 +819,131 @@ unsafe fn prefetch_ahead<P: Packed>(t: &Tile, r0: usize, u: usize, units: usize)
     }
 }
 
-/// A tile: the weight rows eight at a time, read in place, against `N` activation rows.
+/// How a row tile sums a group of blocks ([`Packed::group`]) of its eight rows against the
+/// activations: for block `k` of the group and activation row `i`, `[i][k] = (lo, hi)` with the
+/// integer sums of elements `0..16` (`lo`) and `16..32` (`hi`) of rows `0..8` in lanes `0..8`.
+/// The sums are exact, so the two widths give the same values.
+trait Fold {
+    /// # Safety
+    /// `p[r]` point to whole units; block `b0 + k` exists in the activation rows; the CPU
+    /// supports `S` (and AVX-512 VNNI for [`Fold512`]).
+    unsafe fn sums<S: Simd, P: Packed, const N: usize>(
+        p: &[*const u8; ROWS],
+        g: usize,
+        a: &ActRows<N>,
+        b0: usize,
+    ) -> [[(__m256i, __m256i); 4]; N];
+}
+
+/// 256-bit vectors: one row's block per dot product, the eight rows' lane sums folded by six
+/// horizontal adds and two lane swaps.
+struct Fold256;
+
+impl Fold for Fold256 {
+    #[inline(always)]
+    unsafe fn sums<S: Simd, P: Packed, const N: usize>(
+        p: &[*const u8; ROWS],
+        g: usize,
+        a: &ActRows<N>,
+        b0: usize,
+    ) -> [[(__m256i, __m256i); 4]; N] {
+        // SAFETY: caller's contract.
+        unsafe {
+            // pair[i][k][q]: rows 2q and 2q + 1 folded by one horizontal add.
+            let mut pair = [[[_mm256_setzero_si256(); 4]; 4]; N];
+            for q in 0..ROWS / 2 {
+                let la = P::group::<S>(p[2 * q], g);
+                let lb = P::group::<S>(p[2 * q + 1], g);
+                for k in 0..P::GROUP {
+                    for i in 0..N {
+                        let xv = a.block(i, b0 + k);
+                        pair[i][k][q] =
+                            _mm256_hadd_epi32(P::dot::<S>(la[k], xv), P::dot::<S>(lb[k], xv));
+                    }
+                }
+            }
+            let mut out = [[(_mm256_setzero_si256(), _mm256_setzero_si256()); 4]; N];
+            for i in 0..N {
+                for k in 0..P::GROUP {
+                    // Lanes 0..4 of `q0`: rows 0..4, elements 0..16; 4..8: elements 16..32.
+                    let q0 = _mm256_hadd_epi32(pair[i][k][0], pair[i][k][1]);
+                    let q1 = _mm256_hadd_epi32(pair[i][k][2], pair[i][k][3]);
+                    out[i][k] = (
+                        _mm256_permute2x128_si256(q0, q1, 0x20),
+                        _mm256_permute2x128_si256(q0, q1, 0x31),
+                    );
+                }
+            }
+            out
+        }
+    }
+}
+
+/// 512-bit vectors (AVX-512 VNNI): rows `2q` and `2q + 1` share one vector, so one `vpdpbusd`
+/// takes two rows' block, and the fold is six two-source permutes (`vpermt2d`) and three adds.
+struct Fold512;
+
+impl Fold for Fold512 {
+    #[inline(always)]
+    unsafe fn sums<S: Simd, P: Packed, const N: usize>(
+        p: &[*const u8; ROWS],
+        g: usize,
+        a: &ActRows<N>,
+        b0: usize,
+    ) -> [[(__m256i, __m256i); 4]; N] {
+        // SAFETY: caller's contract.
+        unsafe {
+            // Over the 32 lanes of two vectors: the sum of lanes 2j and 2j + 1, then, with each
+            // row's four pair sums at lanes 4r..4r + 4, its two halves: lanes 0..8 take half 0
+            // of rows 0..8, lanes 8..16 half 1. (Constants: hoisted out of the loops.)
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            let half0 =
+                _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 2, 6, 10, 14, 18, 22, 26, 30);
+            let half1 = _mm512_add_epi32(half0, _mm512_set1_epi32(1));
+            // dots[i][k][q]: rows 2q (lanes 0..8) and 2q + 1 (lanes 8..16).
+            let mut dots = [[[_mm512_setzero_si512(); 4]; 4]; N];
+            for q in 0..ROWS / 2 {
+                let lv = P::group2::<S>(p[2 * q], p[2 * q + 1], g);
+                for k in 0..P::GROUP {
+                    for i in 0..N {
+                        let xv = _mm512_broadcast_i64x4(a.block(i, b0 + k));
+                        dots[i][k][q] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lv[k], xv);
+                    }
+                }
+            }
+            let mut out = [[(_mm256_setzero_si256(), _mm256_setzero_si256()); 4]; N];
+            for i in 0..N {
+                for k in 0..P::GROUP {
+                    let d = &dots[i][k];
+                    let e01 = _mm512_add_epi32(
+                        _mm512_permutex2var_epi32(d[0], even, d[1]),
+                        _mm512_permutex2var_epi32(d[0], odd, d[1]),
+                    );
+                    let e23 = _mm512_add_epi32(
+                        _mm512_permutex2var_epi32(d[2], even, d[3]),
+                        _mm512_permutex2var_epi32(d[2], odd, d[3]),
+                    );
+                    let f = _mm512_add_epi32(
+                        _mm512_permutex2var_epi32(e01, half0, e23),
+                        _mm512_permutex2var_epi32(e01, half1, e23),
+                    );
+                    out[i][k] = (_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// A tile: the weight rows eight at a time, read in place, against `N` activation rows, their
+/// block sums formed by `F`.
 ///
 /// # Safety
-/// As for [`crate::kernels::TileFn`] with Q8 activations; the CPU supports `S`.
+/// As for [`crate::kernels::TileFn`] with Q8 activations; the CPU supports `S` (and `F`'s
+/// features).
 #[inline(always)]
-unsafe fn tile_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
+unsafe fn tile_body<S: Simd, P: Packed, F: Fold, const N: usize>(t: &Tile) {
     let nb = t.cols / 32;
     let units = nb / P::BLOCKS;
     // SAFETY: the tile contract bounds every pointer: `nr` rows of `units` units, `N` activation
@@ -850,147 +969,12 @@ unsafe fn tile_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
                 }
                 P::scales::<S>(&p, &mut s, &mut o);
                 for g in 0..P::BLOCKS / P::GROUP {
-                    // pair[i][k][q]: rows 2q and 2q + 1 folded by one horizontal add.
-                    let mut pair = [[[_mm256_setzero_si256(); 4]; 4]; N];
-                    for q in 0..ROWS / 2 {
-                        let la = P::group::<S>(rows[2 * q].add(u * P::UNIT_BYTES), g);
-                        let lb = P::group::<S>(rows[2 * q + 1].add(u * P::UNIT_BYTES), g);
-                        for k in 0..P::GROUP {
-                            let b = u * P::BLOCKS + g * P::GROUP + k;
-                            for i in 0..N {
-                                let xv = a.block(i, b);
-                                pair[i][k][q] = _mm256_hadd_epi32(
-                                    P::dot::<S>(la[k], xv),
-                                    P::dot::<S>(lb[k], xv),
-                                );
-                            }
-                        }
-                    }
+                    let b0 = u * P::BLOCKS + g * P::GROUP;
+                    let sums = F::sums::<S, P, N>(&p, g, &a, b0);
                     for k in 0..P::GROUP {
-                        let bu = g * P::GROUP + k;
-                        let b = u * P::BLOCKS + bu;
+                        let (bu, b) = (g * P::GROUP + k, b0 + k);
                         for i in 0..N {
-                            // Lanes 0..4 of `lo`: rows 0..4, elements 0..16; 4..8: the same
-                            // for rows 4..8. `hi`: elements 16..32.
-                            let q0 = _mm256_hadd_epi32(pair[i][k][0], pair[i][k][1]);
-                            let q1 = _mm256_hadd_epi32(pair[i][k][2], pair[i][k][3]);
-                            let lo = _mm256_permute2x128_si256(q0, q1, 0x20);
-                            let hi = _mm256_permute2x128_si256(q0, q1, 0x31);
-                            let dx = a.dx(i, b);
-                            if P::HALVES == 2 {
-                                for (h, v) in [lo, hi].into_iter().enumerate() {
-                                    let e = 2 * bu + h;
-                                    let (sp, op) =
-                                        (s.as_ptr().add(e * ROWS), o.as_ptr().add(e * ROWS));
-                                    step(
-                                        &mut acc[i],
-                                        &mut corr[i],
-                                        v,
-                                        sp,
-                                        op,
-                                        dx,
-                                        a.sum::<P>(i, b, h),
-                                    );
-                                }
-                            } else {
-                                let (sp, op) =
-                                    (s.as_ptr().add(bu * ROWS), o.as_ptr().add(bu * ROWS));
-                                let v = _mm256_add_epi32(lo, hi);
-                                step(
-                                    &mut acc[i],
-                                    &mut corr[i],
-                                    v,
-                                    sp,
-                                    op,
-                                    dx,
-                                    a.sum::<P>(i, b, 0),
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-            for i in 0..N {
-                store(t.out.add(i * t.ldo + r0), nr, acc[i], corr[i]);
-            }
-            r0 += ROWS;
-        }
-    }
-}
-
-/// [`tile_body`] on 512-bit vectors (AVX-512 VNNI): rows `2q` and `2q + 1` of the eight share one
-/// vector, so one `vpdpbusd` takes two rows' block, and the fold of the eight rows' lane sums is
-/// six two-source permutes (`vpermt2d`) and three adds instead of six horizontal adds and two
-/// lane swaps. It hands [`step`] the same integer sums in the same lanes, so the results equal
-/// the 256-bit tile's and the panels' bit for bit.
-///
-/// # Safety
-/// As for [`tile_body`]; AVX-512 F/BW/VL + VNNI.
-#[inline(always)]
-unsafe fn tile512_body<S: Simd, P: Packed, const N: usize>(t: &Tile) {
-    let nb = t.cols / 32;
-    let units = nb / P::BLOCKS;
-    // SAFETY: as in `tile_body`.
-    unsafe {
-        let a = ActRows::<N>::new(&t.act, t.cols, 0);
-        let mut s = [0.0f32; 16 * ROWS];
-        let mut o = [0.0f32; 16 * ROWS];
-        // Over the 32 lanes of two vectors: the sum of lanes 2j and 2j + 1 (pairs), then, with
-        // each row's four pair sums at lanes 4r..4r + 4, its two halves: lanes 0..8 take half 0
-        // of rows 0..8, lanes 8..16 half 1.
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-        let half0 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 2, 6, 10, 14, 18, 22, 26, 30);
-        let half1 = _mm512_add_epi32(half0, _mm512_set1_epi32(1));
-        let mut r0 = 0;
-        while r0 < t.nr {
-            let nr = (t.nr - r0).min(ROWS);
-            let mut rows = [t.w; ROWS];
-            for (r, p) in rows.iter_mut().enumerate() {
-                *p = t.w.add((r0 + r.min(nr - 1)) * t.row_bytes);
-            }
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut corr = [_mm256_setzero_ps(); N];
-            for u in 0..units {
-                prefetch_ahead::<P>(t, r0, u, units);
-                let mut p = rows;
-                for pr in p.iter_mut() {
-                    *pr = pr.add(u * P::UNIT_BYTES);
-                }
-                P::scales::<S>(&p, &mut s, &mut o);
-                for g in 0..P::BLOCKS / P::GROUP {
-                    // dots[i][k][q]: rows 2q (lanes 0..8) and 2q + 1 (lanes 8..16).
-                    let mut dots = [[[_mm512_setzero_si512(); 4]; 4]; N];
-                    for q in 0..ROWS / 2 {
-                        let lv = P::group2::<S>(p[2 * q], p[2 * q + 1], g);
-                        for k in 0..P::GROUP {
-                            let w = lv[k];
-                            let b = u * P::BLOCKS + g * P::GROUP + k;
-                            for i in 0..N {
-                                let xv = _mm512_broadcast_i64x4(a.block(i, b));
-                                dots[i][k][q] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv);
-                            }
-                        }
-                    }
-                    for k in 0..P::GROUP {
-                        let bu = g * P::GROUP + k;
-                        let b = u * P::BLOCKS + bu;
-                        for i in 0..N {
-                            let d = &dots[i][k];
-                            let e01 = _mm512_add_epi32(
-                                _mm512_permutex2var_epi32(d[0], even, d[1]),
-                                _mm512_permutex2var_epi32(d[0], odd, d[1]),
-                            );
-                            let e23 = _mm512_add_epi32(
-                                _mm512_permutex2var_epi32(d[2], even, d[3]),
-                                _mm512_permutex2var_epi32(d[2], odd, d[3]),
-                            );
-                            let f = _mm512_add_epi32(
-                                _mm512_permutex2var_epi32(e01, half0, e23),
-                                _mm512_permutex2var_epi32(e01, half1, e23),
-                            );
-                            let lo = _mm512_castsi512_si256(f);
-                            let hi = _mm512_extracti64x4_epi64(f, 1);
+                            let (lo, hi) = sums[i][k];
                             let dx = a.dx(i, b);
                             if P::HALVES == 2 {
                                 for (h, v) in [lo, hi].into_iter().enumerate() {
@@ -1063,16 +1047,86 @@ pub mod avx2 {
         panel_q3_k: PK16<Q3K>;
         panel_q6_k: PK16<Q6K>;
     }
-    entry!("avx2,fma,f16c", Avx2, tile_q8_0, tile_body, P32<Q8_0>);
-    entry!("avx2,fma,f16c", Avx2, tile_q4_0, tile_body, P32<Q4_0>);
-    entry!("avx2,fma,f16c", Avx2, tile_q4_1, tile_body, P32<Q4_1>);
-    entry!("avx2,fma,f16c", Avx2, tile_q5_0, tile_body, P32<Q5_0>);
-    entry!("avx2,fma,f16c", Avx2, tile_q5_1, tile_body, P32<Q5_1>);
-    entry!("avx2,fma,f16c", Avx2, tile_q4_k, tile_body, PK<Q4K>);
-    entry!("avx2,fma,f16c", Avx2, tile_q5_k, tile_body, PK<Q5K>);
-    entry!("avx2,fma,f16c", Avx2, tile_q2_k, tile_body, PK16<Q2K>);
-    entry!("avx2,fma,f16c", Avx2, tile_q3_k, tile_body, PK16<Q3K>);
-    entry!("avx2,fma,f16c", Avx2, tile_q6_k, tile_body, PK16<Q6K>);
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q8_0,
+        tile_body,
+        P32<Q8_0>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q4_0,
+        tile_body,
+        P32<Q4_0>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q4_1,
+        tile_body,
+        P32<Q4_1>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q5_0,
+        tile_body,
+        P32<Q5_0>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q5_1,
+        tile_body,
+        P32<Q5_1>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q4_k,
+        tile_body,
+        PK<Q4K>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q5_k,
+        tile_body,
+        PK<Q5K>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q2_k,
+        tile_body,
+        PK16<Q2K>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q3_k,
+        tile_body,
+        PK16<Q3K>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_q6_k,
+        tile_body,
+        PK16<Q6K>,
+        Fold256
+    );
 }
 
 pub mod avx512 {
@@ -1109,70 +1163,80 @@ pub mod avx512 {
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q8_0,
-        tile512_body,
-        P32<Q8_0>
+        tile_body,
+        P32<Q8_0>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q4_0,
-        tile512_body,
-        P32<Q4_0>
+        tile_body,
+        P32<Q4_0>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q4_1,
-        tile512_body,
-        P32<Q4_1>
+        tile_body,
+        P32<Q4_1>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q5_0,
-        tile512_body,
-        P32<Q5_0>
+        tile_body,
+        P32<Q5_0>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q5_1,
-        tile512_body,
-        P32<Q5_1>
+        tile_body,
+        P32<Q5_1>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q4_k,
-        tile512_body,
-        PK<Q4K>
+        tile_body,
+        PK<Q4K>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q5_k,
-        tile512_body,
-        PK<Q5K>
+        tile_body,
+        PK<Q5K>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q2_k,
-        tile512_body,
-        PK16<Q2K>
+        tile_body,
+        PK16<Q2K>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q3_k,
-        tile512_body,
-        PK16<Q3K>
+        tile_body,
+        PK16<Q3K>,
+        Fold512
     );
     entry!(
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         Avx512,
         tile_q6_k,
-        tile512_body,
-        PK16<Q6K>
+        tile_body,
+        PK16<Q6K>,
+        Fold512
     );
 }
