@@ -6,8 +6,9 @@
 //! `#[target_feature]` entry points of their path, so they compile with that path's features.
 //! Vectors are 256 bits wide on both paths: on current Intel cores 512-bit operations run on
 //! fewer ports, and these kernels are bound by memory and shuffles rather than by width. The
-//! exception is the quantized panels of the AVX-512 path (`panel::gemm16`): there the work is
-//! `vpdpbusd`, which runs 512 bits wide at the 256-bit rate, so they take sixteen rows.
+//! exceptions are on the AVX-512 path, where the work is `vpdpbusd`, which runs 512 bits wide
+//! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), and the row
+//! tiles put two rows in one vector (`panel::Fold512`).
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]
