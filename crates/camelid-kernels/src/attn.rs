@@ -52,7 +52,8 @@ impl Kernels {
         let threads = if work < (1 << 15) { 1 } else { threads.max(1) };
 
         let mut inner = self.lock_inner(threads);
-        let (pool, scores) = inner.pool_and_scores(threads, max_past);
+        // Scores for the `group` query heads of one kv head, per thread.
+        let (pool, scores) = inner.pool_and_scores(threads, group * max_past);
         let items = b * n_kv_heads;
         let next = AtomicUsize::new(0);
         let outp = OutPtr(out.as_mut_ptr());
@@ -61,8 +62,8 @@ impl Kernels {
             if id >= threads {
                 return;
             }
-            // SAFETY: thread `id` owns scratch row `id` of `threads · max_past` floats.
-            let sc = unsafe { scr.slice(id * max_past, max_past) };
+            // SAFETY: thread `id` owns scratch row `id` of `threads · group · max_past` floats.
+            let sc = unsafe { scr.slice(id * group * max_past, group * max_past) };
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= items {

@@ -96,14 +96,20 @@ fn simd() -> bool {
 /// [`attention_with`].
 pub(crate) trait AttnPrims {
     fn dot(a: &[f32], b: &[f32]) -> f32;
-    /// `out[d] = Σ_t p[t] · rows[t · stride + d]` over `t < p.len()`, `d < out.len()`, each
-    /// element summed in the order of `t` from zero.
-    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize);
+    /// For each of the `out.len() / hd` heads `j`: `out[j · hd + d] = Σ_t p[j · n + t] ·
+    /// rows[t · stride + d]` over `t < n`, `d < hd`, each element summed in the order of `t`
+    /// from zero (so a head's result does not depend on the heads beside it).
+    fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize);
     fn softmax(x: &mut [f32]);
 }
 
 /// Attention of one query position for the query heads `heads` (see [`attention`]); `q` is the
 /// whole row `[n_heads, head_dim]`, `out` holds only the `heads` (`[heads.len(), head_dim]`).
+///
+/// The query heads that share a kv head (grouped-query attention) are taken together, as many
+/// as `scores` has room for (`n_past` floats each): each key and value row is then read once
+/// for all of them instead of once per head, which matters once the cache outgrows the caches
+/// of the core. Every head gets the same operations in the same order as alone.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_with<P: AttnPrims>(
@@ -124,17 +130,27 @@ pub(crate) fn attention_with<P: AttnPrims>(
     let kv_dim = n_kv_heads * head_dim;
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let scores = &mut scores[..n_past];
+    let room = (scores.len() / n_past.max(1)).max(1);
     let first = heads.start;
-    for h in heads {
-        let qh = &q[h * head_dim..][..head_dim];
-        let off = (h / group) * head_dim;
-        for (t, s) in scores.iter_mut().enumerate() {
-            *s = P::dot(qh, &k[t * kv_dim + off..][..head_dim]) * scale;
+    let mut h0 = heads.start;
+    while h0 < heads.end {
+        // Query heads h0..h1 share kv head `kvh`.
+        let kvh = h0 / group;
+        let h1 = heads.end.min((kvh + 1) * group).min(h0 + room);
+        let off = kvh * head_dim;
+        let sc = &mut scores[..(h1 - h0) * n_past];
+        for t in 0..n_past {
+            let kt = &k[t * kv_dim + off..][..head_dim];
+            for h in h0..h1 {
+                sc[(h - h0) * n_past + t] = P::dot(&q[h * head_dim..][..head_dim], kt) * scale;
+            }
         }
-        P::softmax(scores);
-        let oh = &mut out[(h - first) * head_dim..][..head_dim];
-        P::mix(oh, scores, &v[off..], kv_dim);
+        for row in sc.chunks_exact_mut(n_past.max(1)) {
+            P::softmax(row);
+        }
+        let oh = &mut out[(h0 - first) * head_dim..(h1 - first) * head_dim];
+        P::mix(oh, head_dim, sc, n_past, &v[off..], kv_dim);
+        h0 = h1;
     }
 }
 
@@ -198,12 +214,13 @@ pub mod reference {
         fn dot(a: &[f32], b: &[f32]) -> f32 {
             dot_f32(a, b)
         }
-        fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
-            let hd = out.len();
+        fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize) {
             out.fill(0.0);
-            for (t, &pt) in p.iter().enumerate() {
-                for (o, &v) in out.iter_mut().zip(&rows[t * stride..][..hd]) {
-                    *o += pt * v;
+            for (j, oh) in out.chunks_exact_mut(hd.max(1)).enumerate() {
+                for (t, &pt) in p[j * n..][..n].iter().enumerate() {
+                    for (o, &v) in oh.iter_mut().zip(&rows[t * stride..][..hd]) {
+                        *o += pt * v;
+                    }
                 }
             }
         }

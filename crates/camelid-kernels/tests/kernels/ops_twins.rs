@@ -45,6 +45,8 @@ fn silu_and_softmax_match_reference() {
     }
 }
 
+/// Against the scalar reference, and the query heads of a kv head taken together (scratch for
+/// all of them) equal to one head at a time (scratch for one), bit for bit.
 #[test]
 fn attention_matches_reference() {
     for (heads, kv, hd, n_past) in [
@@ -52,6 +54,9 @@ fn attention_matches_reference() {
         (6, 2, 20, 33),
         (32, 8, 64, 130),
         (8, 8, 128, 300),
+        (16, 2, 128, 70),
+        (14, 2, 72, 45),
+        (5, 1, 64, 0),
     ] {
         let shape = AttnShape {
             n_heads: heads,
@@ -65,6 +70,16 @@ fn attention_matches_reference() {
         let (mut sa, mut sb) = (vec![0.0; n_past], vec![0.0; n_past]);
         ops::attention(&mut a, &q, &k, &v, n_past, shape, &mut sa);
         reference::attention(&mut b, &q, &k, &v, n_past, shape, &mut sb);
+        let mut grouped = vec![0.0; heads * hd];
+        let mut sg = vec![0.0; heads * n_past];
+        ops::attention(&mut grouped, &q, &k, &v, n_past, shape, &mut sg);
+        assert!(
+            grouped
+                .iter()
+                .zip(&a)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "attention ({heads}/{kv}/{hd}/{n_past}): heads together differ from one at a time"
+        );
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!(
                 (x - y).abs() <= 1e-5,

@@ -125,6 +125,8 @@ unsafe fn softmax_body(x: &mut [f32]) {
 trait AttnVec {
     type V: Copy;
     const LANES: usize;
+    /// Accumulators [`mix_body`] keeps in registers (half the register file).
+    const ACC: usize;
     /// [`AttnPrims::dot`] on this width.
     ///
     /// # Safety
@@ -133,11 +135,16 @@ trait AttnVec {
     /// # Safety
     /// The path's features.
     unsafe fn zero() -> Self::V;
-    /// `acc + a · x[..LANES]`, fused.
+    /// `LANES` floats from `x`.
     ///
     /// # Safety
     /// `LANES` readable floats at `x`; the path's features.
-    unsafe fn fma(a: f32, x: *const f32, acc: Self::V) -> Self::V;
+    unsafe fn load(x: *const f32) -> Self::V;
+    /// `acc + a · x`, fused.
+    ///
+    /// # Safety
+    /// The path's features.
+    unsafe fn fma(a: f32, x: Self::V, acc: Self::V) -> Self::V;
     /// # Safety
     /// `LANES` writable floats at `out`; the path's features.
     unsafe fn store(out: *mut f32, v: Self::V);
@@ -149,6 +156,7 @@ struct Avx512Vec;
 impl AttnVec for Avx2Vec {
     type V = __m256;
     const LANES: usize = 8;
+    const ACC: usize = 8;
     #[inline(always)]
     unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -176,9 +184,14 @@ impl AttnVec for Avx2Vec {
         unsafe { _mm256_setzero_ps() }
     }
     #[inline(always)]
-    unsafe fn fma(a: f32, x: *const f32, acc: __m256) -> __m256 {
+    unsafe fn load(x: *const f32) -> __m256 {
         // SAFETY: caller's contract.
-        unsafe { _mm256_fmadd_ps(_mm256_set1_ps(a), _mm256_loadu_ps(x), acc) }
+        unsafe { _mm256_loadu_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, x: __m256, acc: __m256) -> __m256 {
+        // SAFETY: AVX2 + FMA (caller).
+        unsafe { _mm256_fmadd_ps(_mm256_set1_ps(a), x, acc) }
     }
     #[inline(always)]
     unsafe fn store(out: *mut f32, v: __m256) {
@@ -191,6 +204,7 @@ impl AttnVec for Avx2Vec {
 impl AttnVec for Avx512Vec {
     type V = __m512;
     const LANES: usize = 16;
+    const ACC: usize = 16;
     #[inline(always)]
     unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -223,9 +237,14 @@ impl AttnVec for Avx512Vec {
         unsafe { _mm512_setzero_ps() }
     }
     #[inline(always)]
-    unsafe fn fma(a: f32, x: *const f32, acc: __m512) -> __m512 {
+    unsafe fn load(x: *const f32) -> __m512 {
         // SAFETY: caller's contract.
-        unsafe { _mm512_fmadd_ps(_mm512_set1_ps(a), _mm512_loadu_ps(x), acc) }
+        unsafe { _mm512_loadu_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, x: __m512, acc: __m512) -> __m512 {
+        // SAFETY: AVX-512F (caller).
+        unsafe { _mm512_fmadd_ps(_mm512_set1_ps(a), x, acc) }
     }
     #[inline(always)]
     unsafe fn store(out: *mut f32, v: __m512) {
@@ -234,68 +253,106 @@ impl AttnVec for Avx512Vec {
     }
 }
 
-/// [`AttnPrims::mix`]: the output stays in up to eight vector registers while the rows stream
-/// past (one fused multiply-add per element and row, in row order, from zero: the same
-/// arithmetic at any vector width); the dimensions past the last whole vector one by one.
+/// [`AttnPrims::mix`]: the outputs stay in vector registers (up to eight vectors of one head,
+/// or of two or four heads at once, which then share each load of a value row; at most
+/// [`AttnVec::ACC`] in all)
+/// while the rows stream past: one fused multiply-add per element and row, in row order, from
+/// zero, the same arithmetic at any vector width and in any company; the dimensions past the
+/// last whole vector one by one.
 ///
 /// # Safety
 /// The features of `M`'s path.
 #[inline(always)]
-unsafe fn mix_body<M: AttnVec>(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
-    let hd = out.len();
-    assert!(p.is_empty() || (p.len() - 1) * stride + hd <= rows.len());
+unsafe fn mix_body<M: AttnVec>(
+    out: &mut [f32],
+    hd: usize,
+    p: &[f32],
+    n: usize,
+    rows: &[f32],
+    stride: usize,
+) {
+    let g = out.len() / hd.max(1);
+    assert!(out.len() == g * hd && p.len() >= g * n);
+    assert!(n == 0 || (n - 1) * stride + hd <= rows.len());
     let whole = hd / M::LANES;
-    let mut v0 = 0;
-    // SAFETY: row `t < p.len()` holds `hd` floats at `t · stride` (asserted); every vector
-    // access is below `whole · LANES ≤ hd`.
+    let mut j = 0;
+    // SAFETY: row `t < n` holds `hd` floats at `t · stride` and head `j < g` has `n` weights
+    // at `p[j · n]` and `hd` outputs at `out[j · hd]` (asserted); every vector access is below
+    // `whole · LANES ≤ hd`.
     unsafe {
-        while v0 < whole {
-            let nv = (whole - v0).min(8);
-            let (o, r) = (
-                out.as_mut_ptr().add(v0 * M::LANES),
-                rows.as_ptr().add(v0 * M::LANES),
-            );
-            match nv {
-                1 => mix_block::<M, 1>(o, p, r, stride),
-                2 => mix_block::<M, 2>(o, p, r, stride),
-                3 => mix_block::<M, 3>(o, p, r, stride),
-                4 => mix_block::<M, 4>(o, p, r, stride),
-                5 => mix_block::<M, 5>(o, p, r, stride),
-                6 => mix_block::<M, 6>(o, p, r, stride),
-                7 => mix_block::<M, 7>(o, p, r, stride),
-                _ => mix_block::<M, 8>(o, p, r, stride),
+        while j < g {
+            let hp = if g - j >= 4 {
+                4
+            } else if g - j >= 2 {
+                2
+            } else {
+                1
+            };
+            let mut v0 = 0;
+            while v0 < whole {
+                let nv = (whole - v0).min(8).min(M::ACC / hp);
+                let o = out.as_mut_ptr().add(j * hd + v0 * M::LANES);
+                let (pj, r) = (p.as_ptr().add(j * n), rows.as_ptr().add(v0 * M::LANES));
+                macro_rules! go {
+                    ($($nv:literal),*) => {
+                        match (nv, hp) {
+                            $(
+                                ($nv, 1) => mix_block::<M, $nv, 1>(o, hd, pj, n, r, stride),
+                                ($nv, 2) => mix_block::<M, $nv, 2>(o, hd, pj, n, r, stride),
+                            )*
+                            (1, _) => mix_block::<M, 1, 4>(o, hd, pj, n, r, stride),
+                            (2, _) => mix_block::<M, 2, 4>(o, hd, pj, n, r, stride),
+                            (3, _) => mix_block::<M, 3, 4>(o, hd, pj, n, r, stride),
+                            _ => mix_block::<M, 4, 4>(o, hd, pj, n, r, stride),
+                        }
+                    };
+                }
+                go!(1, 2, 3, 4, 5, 6, 7, 8);
+                v0 += nv;
             }
-            v0 += nv;
+            j += hp;
         }
     }
-    for (d, o) in out.iter_mut().enumerate().skip(whole * M::LANES) {
-        *o = 0.0;
-        for (t, &pt) in p.iter().enumerate() {
-            *o = pt.mul_add(rows[t * stride + d], *o);
+    for (j, oh) in out.chunks_exact_mut(hd.max(1)).enumerate() {
+        for (d, o) in oh.iter_mut().enumerate().skip(whole * M::LANES) {
+            *o = 0.0;
+            for t in 0..n {
+                *o = p[j * n + t].mul_add(rows[t * stride + d], *o);
+            }
         }
     }
 }
 
+/// `NV` vectors of `HP` heads.
+///
 /// # Safety
-/// `NV · LANES` floats at `out` and at `rows + t · stride` for `t < p.len()`; `M`'s features.
+/// `NV · LANES` writable floats at `out + j · hd` and `n` weights at `p + j · n` for `j < HP`;
+/// `NV · LANES` floats at `rows + t · stride` for `t < n`; `M`'s features.
 #[inline(always)]
-unsafe fn mix_block<M: AttnVec, const NV: usize>(
+unsafe fn mix_block<M: AttnVec, const NV: usize, const HP: usize>(
     out: *mut f32,
-    p: &[f32],
+    hd: usize,
+    p: *const f32,
+    n: usize,
     rows: *const f32,
     stride: usize,
 ) {
     // SAFETY: caller's contract.
     unsafe {
-        let mut acc = [M::zero(); NV];
-        for (t, &pt) in p.iter().enumerate() {
+        let mut acc = [[M::zero(); NV]; HP];
+        for t in 0..n {
             let r = rows.add(t * stride);
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = M::fma(pt, r.add(i * M::LANES), *a);
+            for i in 0..NV {
+                let x = M::load(r.add(i * M::LANES));
+                for j in 0..HP {
+                    acc[j][i] = M::fma(*p.add(j * n + t), x, acc[j][i]);
+                }
             }
         }
-        for (i, a) in acc.into_iter().enumerate() {
-            M::store(out.add(i * M::LANES), a);
+        for j in 0..HP {
+            for i in 0..NV {
+                M::store(out.add(j * hd + i * M::LANES), acc[j][i]);
+            }
         }
     }
 }
@@ -311,9 +368,9 @@ impl<V: AttnVec> AttnPrims for Prims<V> {
     }
 
     #[inline(always)]
-    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], stride: usize) {
+    fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize) {
         // SAFETY: as for `dot`.
-        unsafe { mix_body::<V>(out, p, rows, stride) }
+        unsafe { mix_body::<V>(out, hd, p, n, rows, stride) }
     }
 
     #[inline(always)]
