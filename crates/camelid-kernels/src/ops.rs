@@ -73,7 +73,8 @@ pub struct AttnShape {
 /// Causal attention of one query position over the cached keys and values `0..n_past`.
 ///
 /// `q: [n_heads, head_dim]`, `k, v: [≥ n_past, n_kv_heads · head_dim]`, `out: [n_heads, head_dim]`,
-/// `scores`: scratch of at least `n_past`. Query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
+/// `scores`: scratch of at least `n_past` (with `n_heads / n_kv_heads` times that, the query heads
+/// of a kv head go together). Query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
 pub fn attention(
     out: &mut [f32],
     q: &[f32],
