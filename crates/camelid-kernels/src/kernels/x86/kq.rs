@@ -23,14 +23,23 @@ pub trait KQuant {
     #[inline(always)]
     unsafe fn levels2<S: Simd>(pa: *const u8, pb: *const u8, h: usize) -> [__m512i; 4] {
         // SAFETY: forwarded.
-        unsafe {
-            let (a, b) = (Self::levels::<S>(pa, h), Self::levels::<S>(pb, h));
-            let mut v = [_mm512_setzero_si512(); 4];
-            for k in 0..4 {
-                v[k] = _mm512_inserti64x4(_mm512_castsi256_si512(a[k]), b[k], 1);
-            }
-            v
+        unsafe { pair(Self::levels::<S>(pa, h), Self::levels::<S>(pb, h)) }
+    }
+}
+
+/// Vector `k` of `a` as the low 256 bits and of `b` as the high 256 bits of vector `k`.
+///
+/// # Safety
+/// AVX-512 F.
+#[inline(always)]
+pub(super) unsafe fn pair(a: [__m256i; 4], b: [__m256i; 4]) -> [__m512i; 4] {
+    // SAFETY: AVX-512 F (caller).
+    unsafe {
+        let mut v = [_mm512_setzero_si512(); 4];
+        for k in 0..4 {
+            v[k] = _mm512_inserti64x4(_mm512_castsi256_si512(a[k]), b[k], 1);
         }
+        v
     }
 }
 

@@ -107,14 +107,7 @@ pub trait Packed {
     #[inline(always)]
     unsafe fn group2<S: Simd>(pa: *const u8, pb: *const u8, g: usize) -> [__m512i; 4] {
         // SAFETY: forwarded.
-        unsafe {
-            let (a, b) = (Self::group::<S>(pa, g), Self::group::<S>(pb, g));
-            let mut v = [_mm512_setzero_si512(); 4];
-            for k in 0..Self::GROUP {
-                v[k] = _mm512_inserti64x4(_mm512_castsi256_si512(a[k]), b[k], 1);
-            }
-            v
-        }
+        unsafe { super::kq::pair(Self::group::<S>(pa, g), Self::group::<S>(pb, g)) }
     }
 
     /// `s[e · ROWS + r]`, `o[e · ROWS + r]` for the `BLOCKS · HALVES` entries `e` of the units
