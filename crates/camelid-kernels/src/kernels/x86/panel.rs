@@ -888,7 +888,7 @@ impl Fold for Fold512 {
         unsafe {
             // Over the 32 lanes of two vectors: the sum of lanes 2j and 2j + 1, then, with each
             // row's four pair sums at lanes 4r..4r + 4, its two halves: lanes 0..8 take half 0
-            // of rows 0..8, lanes 8..16 half 1. (Constants: hoisted out of the loops.)
+            // of rows 0..8, lanes 8..16 half 1 (loop-invariant constants).
             let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
             let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
             let half0 =
@@ -1009,6 +1009,13 @@ unsafe fn tile_body<S: Simd, P: Packed, F: Fold, const N: usize>(t: &Tile) {
     }
 }
 
+/// The row-tile entry points of one path: [`tile_body`] with the path's `Simd` and [`Fold`].
+macro_rules! tiles {
+    ($feat:literal, $simd:ty, $fold:ty; $($name:ident: $ty:ty;)*) => {
+        $(entry!($feat, $simd, $name, tile_body, $ty, $fold);)*
+    };
+}
+
 macro_rules! panels {
     ($feat:literal, $simd:ty; $($name:ident: $ty:ty;)*) => {
         $(
@@ -1040,86 +1047,19 @@ pub mod avx2 {
         panel_q3_k: PK16<Q3K>;
         panel_q6_k: PK16<Q6K>;
     }
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q8_0,
-        tile_body,
-        P32<Q8_0>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q4_0,
-        tile_body,
-        P32<Q4_0>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q4_1,
-        tile_body,
-        P32<Q4_1>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q5_0,
-        tile_body,
-        P32<Q5_0>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q5_1,
-        tile_body,
-        P32<Q5_1>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q4_k,
-        tile_body,
-        PK<Q4K>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q5_k,
-        tile_body,
-        PK<Q5K>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q2_k,
-        tile_body,
-        PK16<Q2K>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q3_k,
-        tile_body,
-        PK16<Q3K>,
-        Fold256
-    );
-    entry!(
-        "avx2,fma,f16c",
-        Avx2,
-        tile_q6_k,
-        tile_body,
-        PK16<Q6K>,
-        Fold256
-    );
+    tiles! {
+        "avx2,fma,f16c", Avx2, Fold256;
+        tile_q8_0: P32<Q8_0>;
+        tile_q4_0: P32<Q4_0>;
+        tile_q4_1: P32<Q4_1>;
+        tile_q5_0: P32<Q5_0>;
+        tile_q5_1: P32<Q5_1>;
+        tile_q4_k: PK<Q4K>;
+        tile_q5_k: PK<Q5K>;
+        tile_q2_k: PK16<Q2K>;
+        tile_q3_k: PK16<Q3K>;
+        tile_q6_k: PK16<Q6K>;
+    }
 }
 
 pub mod avx512 {
@@ -1152,84 +1092,17 @@ pub mod avx512 {
         panel_q3_k: PK16<Q3K>;
         panel_q6_k: PK16<Q6K>;
     }
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q8_0,
-        tile_body,
-        P32<Q8_0>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q4_0,
-        tile_body,
-        P32<Q4_0>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q4_1,
-        tile_body,
-        P32<Q4_1>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q5_0,
-        tile_body,
-        P32<Q5_0>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q5_1,
-        tile_body,
-        P32<Q5_1>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q4_k,
-        tile_body,
-        PK<Q4K>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q5_k,
-        tile_body,
-        PK<Q5K>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q2_k,
-        tile_body,
-        PK16<Q2K>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q3_k,
-        tile_body,
-        PK16<Q3K>,
-        Fold512
-    );
-    entry!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-        Avx512,
-        tile_q6_k,
-        tile_body,
-        PK16<Q6K>,
-        Fold512
-    );
+    tiles! {
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", Avx512, Fold512;
+        tile_q8_0: P32<Q8_0>;
+        tile_q4_0: P32<Q4_0>;
+        tile_q4_1: P32<Q4_1>;
+        tile_q5_0: P32<Q5_0>;
+        tile_q5_1: P32<Q5_1>;
+        tile_q4_k: PK<Q4K>;
+        tile_q5_k: PK<Q5K>;
+        tile_q2_k: PK16<Q2K>;
+        tile_q3_k: PK16<Q3K>;
+        tile_q6_k: PK16<Q6K>;
+    }
 }
