@@ -253,12 +253,11 @@ impl AttnVec for Avx512Vec {
     }
 }
 
-/// [`AttnPrims::mix`]: the outputs stay in vector registers (up to eight vectors of one head,
-/// or of two or four heads at once, which then share each load of a value row; at most
-/// [`AttnVec::ACC`] in all)
-/// while the rows stream past: one fused multiply-add per element and row, in row order, from
-/// zero, the same arithmetic at any vector width and in any company; the dimensions past the
-/// last whole vector one by one.
+/// [`AttnPrims::mix`]: the outputs stay in vector registers while the rows stream past (up to
+/// eight vectors of one head, or of two or four heads at once, which then share each load of a
+/// value row; at most [`AttnVec::ACC`] in all): one fused multiply-add per element and row, in
+/// row order, from zero, the same arithmetic at any vector width and in any company; the
+/// dimensions past the last whole vector one by one.
 ///
 /// # Safety
 /// The features of `M`'s path.
