@@ -57,8 +57,12 @@ pub fn run(a: &ChatArgs) -> Result<()> {
     if a.n_predict == 0 {
         bail!("-n must be at least 1 (tokens per reply)");
     }
-    let sampler = a.sample.sampler()?;
+    a.sample.check()?;
     let loaded = load(&a.load)?;
+    let sampler = a.sample.sampler(&loaded.sampling)?;
+    if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+        eprintln!("{note}");
+    }
     let name = a
         .load
         .model

@@ -545,6 +545,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         model,
         tokenizer,
         n_ctx,
+        ..
     } = margs.load(None)?;
     let mut state = model.new_state(n_ctx);
     let pb = progress(tasks.len(), "score");

@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use camelid_kernels::Precision;
 use camelid_model::Model;
+use camelid_model::sampling::{SamplingHints, sampling_hints};
 use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
@@ -44,6 +45,8 @@ pub struct Loaded {
     pub model: Model,
     pub tokenizer: Tokenizer,
     pub n_ctx: usize,
+    /// The sampling the checkpoint recommends (defaults for the options left unset).
+    pub sampling: SamplingHints,
 }
 
 /// Applies `--threads` (the default, all cores, is the model's own).
@@ -64,6 +67,7 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
         Some(g) => tokenizer_from_gguf(g)?,
         None => load_tokenizer(&path)?,
     };
+    let sampling = sampling_hints(&ckpt)?;
     let mut model = Model::from_checkpoint(ckpt)?;
     set_threads(&mut model, a.threads)?;
     model.kernels.precision = a.precision.into();
@@ -80,5 +84,6 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
         model,
         tokenizer,
         n_ctx,
+        sampling,
     })
 }

@@ -5,29 +5,36 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
+use camelid_model::sampling::SamplingHints;
 
 use crate::load::{LoadArgs, load};
 
-/// Sampling options shared by `run` and `chat`.
-#[derive(clap::Args, Clone, Debug)]
+/// Sampling options shared by `run` and `chat`. An option left unset takes the value the
+/// model recommends (GGUF `general.sampling.*`, or a folder's `generation_config.json`), else
+/// llama.cpp's default, given in its help line.
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct SampleArgs {
-    /// Temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temperature: f32,
-    /// Keep the K most likely tokens (0 = off).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Drop tokens less likely than this fraction of the most likely one.
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Repetition penalty over the last --repeat-last-n tokens (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    #[arg(long, default_value_t = 64)]
-    pub repeat_last_n: usize,
+    /// Temperature; 0 is greedy (default: the model's, else 0.8).
+    #[arg(long = "temp")]
+    pub temperature: Option<f32>,
+    /// Keep the K most likely tokens, 0 = off (default: the model's, else 40).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass (default: the
+    /// model's, else 0.95).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than this fraction of the most likely one (default: the
+    /// model's, else 0.05).
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Repetition penalty over the last --repeat-last-n tokens, 1 = off (default: the model's,
+    /// else 1).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// Tokens the penalties look back over (default: the model's, else 64).
+    #[arg(long)]
+    pub repeat_last_n: Option<usize>,
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub presence_penalty: f32,
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
@@ -41,26 +48,77 @@ pub struct SampleArgs {
 }
 
 impl SampleArgs {
-    pub fn sampler(&self) -> Result<SamplerConfig> {
+    /// Checks the options given on the command line, before a model is loaded.
+    pub fn check(&self) -> Result<()> {
+        self.merge(&SamplingHints::default())
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The sampler: the options given, then the model's recommendations, then llama.cpp's
+    /// defaults. A recommendation out of range is an error that names where it comes from.
+    pub fn sampler(&self, hints: &SamplingHints) -> Result<SamplerConfig> {
+        self.check()?;
+        let c = self.merge(hints);
+        c.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{e}, recommended by the model ({}); set the option to override it",
+                hints.source
+            )
+        })?;
+        Ok(c)
+    }
+
+    fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
+        let d = SamplerConfig::default();
         let seed = self.seed.unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             t.as_nanos() as u64 ^ std::process::id() as u64
         });
-        let c = SamplerConfig {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
+        SamplerConfig {
+            temperature: self
+                .temperature
+                .or(hints.temperature)
+                .unwrap_or(d.temperature),
+            top_k: self.top_k.or(hints.top_k).unwrap_or(d.top_k),
+            top_p: self.top_p.or(hints.top_p).unwrap_or(d.top_p),
+            min_p: self.min_p.or(hints.min_p).unwrap_or(d.min_p),
+            repeat_penalty: self
+                .repeat_penalty
+                .or(hints.repeat_penalty)
+                .unwrap_or(d.repeat_penalty),
+            repeat_last_n: self
+                .repeat_last_n
+                .or(hints.repeat_last_n)
+                .unwrap_or(d.repeat_last_n),
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             seed,
+        }
+    }
+
+    /// The line that says which recommendations of the model are in effect, if any.
+    pub fn hints_note(&self, hints: &SamplingHints) -> Option<String> {
+        let used = SamplingHints {
+            temperature: hints.temperature.filter(|_| self.temperature.is_none()),
+            top_k: hints.top_k.filter(|_| self.top_k.is_none()),
+            top_p: hints.top_p.filter(|_| self.top_p.is_none()),
+            min_p: hints.min_p.filter(|_| self.min_p.is_none()),
+            repeat_penalty: hints
+                .repeat_penalty
+                .filter(|_| self.repeat_penalty.is_none()),
+            repeat_last_n: hints.repeat_last_n.filter(|_| self.repeat_last_n.is_none()),
+            source: String::new(),
         };
-        c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(c)
+        (!used.is_empty()).then(|| {
+            format!(
+                "[sampling as the model recommends: {} ({})]",
+                used.describe(),
+                hints.source
+            )
+        })
     }
 }
 
@@ -88,13 +146,17 @@ pub fn run(a: &RunArgs) -> Result<()> {
     if a.n_predict == 0 {
         bail!("-n must be at least 1 (tokens to generate)");
     }
-    let sampler = a.sample.sampler()?;
+    a.sample.check()?;
     let prompt = match (&a.prompt, &a.file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => read_text(f)?,
         (None, None) => bail!("give a prompt with -p TEXT or -f FILE"),
     };
     let loaded = load(&a.load)?;
+    let sampler = a.sample.sampler(&loaded.sampling)?;
+    if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+        eprintln!("{note}");
+    }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let ids = tok.encode(&prompt, tok.add_bos_default(), true);
     let mut state = model.new_state(loaded.n_ctx);

@@ -57,11 +57,21 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         ..a.load.clone()
     })?;
     let model_id = a.alias.clone().unwrap_or_else(|| model_name(&path));
+    // The model's recommendations become the defaults of every request: check them now.
+    crate::run::SampleArgs::default().sampler(&loaded.sampling)?;
+    if !loaded.sampling.is_empty() {
+        eprintln!(
+            "camelid serve: requests that leave them out get the model's sampling: {} ({})",
+            loaded.sampling.describe(),
+            loaded.sampling.source
+        );
+    }
     let config = ServerConfig {
         api_key: a.api_key.clone(),
         n_slots: a.parallel,
         max_queue: a.queue,
         body_limit: a.body_limit,
+        sampling: loaded.sampling.clone(),
         ..ServerConfig::new(model_id.clone(), loaded.n_ctx)
     };
     let n_ctx = loaded.n_ctx;

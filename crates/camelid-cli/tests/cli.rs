@@ -202,3 +202,105 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("the context of 16 tokens is full"), "{err}");
 }
+
+/// Copies a GGUF with extra metadata (`general.sampling.*` here) into the temp folder.
+fn with_metadata(src: &Path, tag: &str, extra: &[(&str, camelid_formats::gguf::Value)]) -> PathBuf {
+    use camelid_formats::gguf::{Gguf, GgufWriter};
+    let g = Gguf::open(src).unwrap();
+    let mut w = GgufWriter::new(32);
+    for (k, v) in g.metadata() {
+        w.add_metadata(k, v.clone());
+    }
+    for (k, v) in extra {
+        w.add_metadata(k, v.clone());
+    }
+    for t in g.tensors() {
+        w.add_tensor(&t.name, &t.dims, t.ggml_type, g.tensor_data(t).to_vec())
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("camelid-cli-meta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{tag}.gguf"));
+    w.write_file(&path).unwrap();
+    path
+}
+
+/// `camelid run` takes the sampling the model recommends for the options left unset: a file
+/// that recommends `temp 0` decodes greedily whatever the seed, and a file that recommends hot
+/// sampling draws as the same options given on the command line do. An option given wins, and
+/// a recommendation out of range is an error that says where it comes from.
+#[test]
+fn run_defaults_to_the_models_recommended_sampling() {
+    use camelid_formats::gguf::Value;
+    let src = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let ids = |model: &Path, extra: &[&str]| -> (Vec<u64>, String) {
+        let m = model.to_str().unwrap();
+        let mut args = vec![
+            "run",
+            "-m",
+            m,
+            "-p",
+            "To be, or not to be",
+            "-n",
+            "24",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = camelid(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids = v["ids"].as_array().unwrap();
+        (ids.iter().map(|t| t.as_u64().unwrap()).collect(), err)
+    };
+
+    let greedy_file = with_metadata(
+        &src,
+        "greedy",
+        &[("general.sampling.temp", Value::F32(0.0))],
+    );
+    let (greedy, _) = ids(&src, &["--temp", "0"]);
+    for seed in ["1", "2"] {
+        let (got, err) = ids(&greedy_file, &["--seed", seed]);
+        assert_eq!(got, greedy, "seed {seed}");
+        assert!(
+            err.contains("[sampling as the model recommends: temp 0 (general.sampling.* of")
+                && err.contains("greedy.gguf"),
+            "{err}"
+        );
+    }
+
+    let hot = [
+        ("general.sampling.temp", Value::F32(1.5)),
+        ("general.sampling.top_k", Value::U32(0)),
+        ("general.sampling.top_p", Value::F32(1.0)),
+        ("general.sampling.min_p", Value::F32(0.0)),
+    ];
+    let hot_file = with_metadata(&src, "hot", &hot);
+    let flags = [
+        "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0",
+    ];
+    let (as_flags, err) = ids(&src, &[&flags[..], &["--seed", "7"]].concat());
+    assert!(!err.contains("recommends"), "{err}");
+    let (from_file, _) = ids(&hot_file, &["--seed", "7"]);
+    assert_eq!(from_file, as_flags);
+    assert_ne!(
+        from_file, greedy,
+        "hot sampling should leave the greedy path"
+    );
+    // Options given on the command line win over the file's.
+    let (overridden, err) = ids(&hot_file, &["--temp", "0", "--seed", "7"]);
+    assert_eq!(overridden, greedy);
+    assert!(
+        err.contains("recommends: top-k 0, top-p 1, min-p 0 ("),
+        "{err}"
+    );
+
+    let bad_file = with_metadata(&src, "bad", &[("general.sampling.top_p", Value::F32(2.0))]);
+    let b = bad_file.to_str().unwrap();
+    expect_clear_error(
+        &["run", "-m", b, "-p", "hi"],
+        "top-p must be in (0, 1], got 2, recommended by the model (general.sampling.* of",
+    );
+    ids(&bad_file, &["--top-p", "0.9"]);
+}

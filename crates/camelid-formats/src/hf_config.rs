@@ -137,24 +137,51 @@ pub fn load(path: &Path) -> Result<HfConfig, Error> {
 
 /// Parses the text of a `config.json`; `path` is only used in errors.
 pub fn parse(text: &str, path: &Path) -> Result<HfConfig, Error> {
+    parse_json(text, path)
+}
+
+/// `generation_config.json`: the sampling the model's authors recommend, as transformers'
+/// `GenerationConfig` names it. Only the fields camelid's sampler has are read; the rest
+/// (`do_sample`, token ids, beam settings, ...) are ignored, as llama.cpp's converter ignores
+/// them when it turns this file into GGUF `general.sampling.*` keys (gguf-py `metadata.py`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct GenerationConfig {
+    pub temperature: Option<f64>,
+    pub top_k: Option<i64>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+}
+
+/// Reads `generation_config.json` from a model folder; `Ok(None)` when the folder has none.
+pub fn load_generation_config(dir: &Path) -> Result<Option<GenerationConfig>, Error> {
+    let path = dir.join("generation_config.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_json(&text, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
+/// Parses a JSON config file into `T`. serde_json's message gives the line and column but not
+/// the field, so on a type error the top-level field that fails on its own is named.
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, Error> {
     let fail = |field: String, msg: String| Error::Config {
         path: path.to_path_buf(),
         field,
         msg,
     };
-    match serde_json::from_str::<HfConfig>(text) {
+    match serde_json::from_str::<T>(text) {
         Ok(config) => Ok(config),
         Err(e) if !e.is_data() => Err(fail(String::new(), format!("not valid JSON: {e}"))),
         Err(e) => {
-            // serde_json's message gives the line and column but not the field: find the
-            // top-level field that fails on its own.
             let field = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
                 .ok()
                 .and_then(|map| {
                     map.into_iter()
                         .find(|(k, v)| {
                             let one = serde_json::Map::from_iter([(k.clone(), v.clone())]);
-                            serde_json::from_value::<HfConfig>(one.into()).is_err()
+                            serde_json::from_value::<T>(one.into()).is_err()
                         })
                         .map(|(k, _)| k)
                 })

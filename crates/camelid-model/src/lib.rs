@@ -3,6 +3,7 @@
 pub mod config;
 pub mod error;
 pub mod llama;
+pub mod sampling;
 pub mod tokenizer_load;
 pub mod weights;
 

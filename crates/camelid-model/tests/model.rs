@@ -434,7 +434,7 @@ mod bad_models {
     use camelid_formats::gguf::{GgmlType, Gguf, GgufWriter, Value};
 
     /// Rewrites the tiny LLaMA-1 F32 GGUF with edited metadata and tensors.
-    fn rewrite(
+    pub(super) fn rewrite(
         tag: &str,
         edit_meta: impl Fn(&mut Vec<(String, Value)>),
         edit_tensor: impl Fn(&str) -> Option<Option<(Vec<u64>, GgmlType)>>,
@@ -580,4 +580,107 @@ mod bad_models {
     }
 
     type Value2 = serde_json::Value;
+}
+
+/// The sampling a checkpoint recommends: GGUF `general.sampling.*` keys and a folder's
+/// `generation_config.json`, with the key mapping of llama.cpp's converter (gguf-py
+/// `metadata.py`: `temperature` → `temp`, `repetition_penalty` → `penalty_repeat`).
+mod sampling_hints {
+    use super::*;
+    use camelid_formats::gguf::Value;
+    use camelid_model::sampling::{SamplingHints, sampling_hints};
+    use camelid_model::weights::Checkpoint;
+
+    fn hints(path: &Path) -> Result<SamplingHints, String> {
+        sampling_hints(&Checkpoint::open(path).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn gguf_keys() {
+        // The tiny models carry none.
+        let plain = hints(&tiny().join("llama1-mha/f32.gguf")).unwrap();
+        assert_eq!(plain, SamplingHints::default());
+
+        let p = bad_models::rewrite(
+            "sampling",
+            |m| {
+                m.push(("general.sampling.temp".into(), Value::F32(0.6)));
+                m.push(("general.sampling.top_p".into(), Value::F32(0.9)));
+                m.push(("general.sampling.top_k".into(), Value::I32(20)));
+                m.push(("general.sampling.min_p".into(), Value::F64(0.1)));
+                m.push(("general.sampling.penalty_repeat".into(), Value::F32(1.1)));
+                m.push(("general.sampling.penalty_last_n".into(), Value::U32(32)));
+                m.push(("general.sampling.mirostat".into(), Value::I32(2)));
+            },
+            |_| None,
+        );
+        let h = hints(&p).unwrap();
+        assert_eq!(h.temperature, Some(0.6));
+        assert_eq!(h.top_p, Some(0.9));
+        assert_eq!(h.top_k, Some(20));
+        assert_eq!(h.min_p, Some(0.1));
+        assert_eq!(h.repeat_penalty, Some(1.1));
+        assert_eq!(h.repeat_last_n, Some(32));
+        assert!(h.source.contains("general.sampling.* of") && h.source.contains("sampling.gguf"));
+        assert_eq!(
+            h.describe(),
+            "temp 0.6, top-k 20, top-p 0.9, min-p 0.1, repeat-penalty 1.1, repeat-last-n 32"
+        );
+
+        for (tag, key, v) in [
+            (
+                "temp-str",
+                "general.sampling.temp",
+                Value::String("hot".into()),
+            ),
+            ("topk-neg", "general.sampling.top_k", Value::I32(-1)),
+        ] {
+            let p = bad_models::rewrite(tag, |m| m.push((key.into(), v.clone())), |_| None);
+            let e = hints(&p).unwrap_err();
+            assert!(e.contains(key) && e.contains(&format!("{tag}.gguf")), "{e}");
+        }
+    }
+
+    #[test]
+    fn generation_config_json() {
+        let src = tiny().join("llama3-gqa/hf-f32");
+        let dir = std::env::temp_dir().join(format!("camelid-gencfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["model.safetensors", "config.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        assert_eq!(hints(&dir).unwrap(), SamplingHints::default());
+
+        // As Meta's Llama 3.1 Instruct repos have it.
+        let cfg = dir.join("generation_config.json");
+        std::fs::write(
+            &cfg,
+            r#"{"bos_token_id": 128000, "do_sample": true, "eos_token_id": [128001, 128008, 128009],
+                "temperature": 0.6, "top_p": 0.9, "transformers_version": "4.42.3"}"#,
+        )
+        .unwrap();
+        let h = hints(&dir).unwrap();
+        assert_eq!(
+            (h.temperature, h.top_p, h.top_k, h.repeat_penalty),
+            (Some(0.6), Some(0.9), None, None)
+        );
+        assert!(h.source.ends_with("generation_config.json"), "{}", h.source);
+
+        std::fs::write(&cfg, r#"{"top_k": 50, "repetition_penalty": 1.2}"#).unwrap();
+        let h = hints(&dir).unwrap();
+        assert_eq!((h.top_k, h.repeat_penalty), (Some(50), Some(1.2)));
+
+        for (text, needle) in [
+            (r#"{"temperature": "warm"}"#, "`temperature`"),
+            (r#"{"top_k": -3}"#, "top_k"),
+            (r#"{"temperature": 0.6"#, "not valid JSON"),
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let e = hints(&dir).unwrap_err();
+            assert!(
+                e.contains(needle) && e.contains("generation_config.json"),
+                "{text}: {e}"
+            );
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! (the fields of the OpenAI API reference that clients rely on; unknown fields are ignored).
 
 use camelid_engine::{FinishReason, GenParams, SamplerConfig};
+use camelid_model::sampling::SamplingHints;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -158,9 +159,12 @@ impl CompletionRequest {
 }
 
 /// Checks the shared fields and turns them into generation settings; `max_tokens` is the
-/// default budget when the request sets none.
+/// default budget when the request sets none. Fields the request leaves out take the model's
+/// recommended sampling where it has one (`hints`), else OpenAI's defaults (temperature and
+/// top_p 1; no top-k, min-p or repetition penalty, which the API does not have).
 pub fn gen_params(
     c: &Common,
+    hints: &SamplingHints,
     max_tokens: Option<u64>,
     default_max: usize,
 ) -> Result<GenParams, ApiError> {
@@ -180,9 +184,16 @@ pub fn gen_params(
             format!("{name} must be between {lo} and {hi}, got {x}."),
         )),
     };
-    let temperature = range(c.temperature, "temperature", 0.0, 2.0, 1.0)?;
+    let temperature = range(
+        c.temperature,
+        "temperature",
+        0.0,
+        2.0,
+        hints.temperature.unwrap_or(1.0),
+    )?;
     // top_p = 0 asks for the single most likely token; the sampler wants p > 0.
-    let top_p = range(c.top_p, "top_p", 0.0, 1.0, 1.0)?.max(f32::MIN_POSITIVE);
+    let top_p =
+        range(c.top_p, "top_p", 0.0, 1.0, hints.top_p.unwrap_or(1.0))?.max(f32::MIN_POSITIVE);
     let presence_penalty = range(c.presence_penalty, "presence_penalty", -2.0, 2.0, 0.0)?;
     let frequency_penalty = range(c.frequency_penalty, "frequency_penalty", -2.0, 2.0, 0.0)?;
     let max_tokens = match max_tokens {
@@ -210,16 +221,17 @@ pub fn gen_params(
         Some(s) => s as u64,
         None => random_seed(),
     };
+    let d = SamplerConfig::default();
     let sampler = SamplerConfig {
         temperature,
-        top_k: 0,
+        top_k: hints.top_k.unwrap_or(0),
         top_p,
-        min_p: 0.0,
-        repeat_penalty: 1.0,
+        min_p: hints.min_p.unwrap_or(0.0),
+        repeat_penalty: hints.repeat_penalty.unwrap_or(1.0),
+        repeat_last_n: hints.repeat_last_n.unwrap_or(d.repeat_last_n),
         presence_penalty,
         frequency_penalty,
         seed,
-        ..SamplerConfig::default()
     };
     sampler
         .validate()

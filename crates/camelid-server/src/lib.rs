@@ -35,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use camelid_engine::chat::{ChatTemplate, Message};
 use camelid_model::Model;
+use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Interval of the keep-alive comments on idle event streams.
     pub keep_alive: Duration,
+    /// The model's recommended sampling: defaults for the fields a request leaves out.
+    pub sampling: SamplingHints,
 }
 
 impl ServerConfig {
@@ -74,6 +77,7 @@ impl ServerConfig {
             max_queue: 64,
             body_limit: 4 << 20,
             keep_alive: Duration::from_secs(10),
+            sampling: SamplingHints::default(),
         }
     }
 }
@@ -439,13 +443,15 @@ async fn chat_inner(
         "max_tokens"
     };
     // No budget: until an end-of-turn token or a full context.
-    let params = api::gen_params(&req.common, max, usize::MAX).map_err(|mut e| {
-        if e.param.as_deref() == Some("max_tokens") {
-            e.param = Some(param.into());
-            e.message = e.message.replace("max_tokens", param);
-        }
-        e
-    })?;
+    let params = api::gen_params(&req.common, &s.inner.config.sampling, max, usize::MAX).map_err(
+        |mut e| {
+            if e.param.as_deref() == Some("max_tokens") {
+                e.param = Some(param.into());
+                e.message = e.message.replace("max_tokens", param);
+            }
+            e
+        },
+    )?;
     let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
         (true, Some(k)) if k > 20 => {
             return Err(ApiError::invalid(
@@ -526,7 +532,12 @@ async fn completions_inner(
     let req: CompletionRequest = api::parse(&body)?;
     s.check_model(&req.common.model)?;
     // OpenAI's default budget for completions is 16 tokens.
-    let params = api::gen_params(&req.common, req.common.max_tokens, 16)?;
+    let params = api::gen_params(
+        &req.common,
+        &s.inner.config.sampling,
+        req.common.max_tokens,
+        16,
+    )?;
     let logprobs = match req.logprobs {
         Some(k) if k > 5 => {
             return Err(ApiError::invalid(

@@ -13,6 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use camelid_model::Model;
+use camelid_model::sampling::SamplingHints;
 use camelid_model::tokenizer_load::tokenizer_from_gguf;
 use camelid_model::weights::Checkpoint;
 use camelid_server::{AppState, ServerConfig, router};
@@ -288,6 +289,26 @@ async fn completions_follow_llama_cpp_streamed_or_not_with_stops_and_usage() {
             .map(|v| v.as_f64().unwrap())
             .fold(f64::MIN, f64::max);
         assert_eq!(best, l);
+    }
+}
+
+/// A request that leaves the sampling fields out gets the model's recommended sampling: with
+/// a recommended temperature of 0, llama.cpp's greedy text whatever the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn omitted_fields_take_the_models_recommended_sampling() {
+    let (app, _state, tok) = server(256, |c| {
+        c.sampling = SamplingHints {
+            temperature: Some(0.0),
+            source: "test".into(),
+            ..SamplingHints::default()
+        }
+    });
+    let r = &references(&tok)[0];
+    for seed in [1, 2] {
+        let body = json!({"model": MODEL, "prompt": r.ids, "max_tokens": STEPS, "seed": seed});
+        let (status, v) = post_json(&app, "/v1/completions", body).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["choices"][0]["text"], r.text.as_str(), "seed {seed}");
     }
 }
 

@@ -1,0 +1,139 @@
+//! The sampling settings a checkpoint recommends.
+//!
+//! A GGUF may carry them as `general.sampling.*` keys (the convention of llama.cpp, whose
+//! converter writes them from `generation_config.json`: gguf-py `constants.py` and
+//! `metadata.py`); a Hugging Face folder carries `generation_config.json` itself, read here with
+//! the same mapping, so a folder and its GGUF conversion recommend the same thing. Front ends
+//! use them as their defaults for the options the user did not set. Keys for samplers camelid
+//! does not have (`sequence`, `xtc_*`, `mirostat*`) are ignored.
+
+use std::path::PathBuf;
+
+use camelid_formats::gguf::Gguf;
+
+use crate::ModelError;
+use crate::weights::Checkpoint;
+
+/// Recommended values; `None` where the checkpoint says nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SamplingHints {
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<usize>,
+    /// Where the values come from, for messages: `general.sampling.* of FILE` or the path of
+    /// `generation_config.json`. Empty when there are none.
+    pub source: String,
+}
+
+impl SamplingHints {
+    pub fn is_empty(&self) -> bool {
+        *self
+            == SamplingHints {
+                source: self.source.clone(),
+                ..SamplingHints::default()
+            }
+    }
+
+    /// The values that are set, as `temp 0.6, top-p 0.9` (the CLI's option names).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let mut put = |name: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{name} {v}"));
+            }
+        };
+        put("temp", self.temperature.map(|v| v.to_string()));
+        put("top-k", self.top_k.map(|v| v.to_string()));
+        put("top-p", self.top_p.map(|v| v.to_string()));
+        put("min-p", self.min_p.map(|v| v.to_string()));
+        put("repeat-penalty", self.repeat_penalty.map(|v| v.to_string()));
+        put("repeat-last-n", self.repeat_last_n.map(|v| v.to_string()));
+        parts.join(", ")
+    }
+}
+
+/// Reads the recommendations of an opened checkpoint. A value of the wrong type (a string, a
+/// negative count) is an error naming the key and the file; whether a number is in range is
+/// the sampler's check, made when the values are used.
+pub fn sampling_hints(ckpt: &Checkpoint) -> Result<SamplingHints, ModelError> {
+    match ckpt.gguf() {
+        Some(g) => from_gguf(g, &ckpt.path),
+        None => from_hf_folder(&ckpt.path),
+    }
+}
+
+fn from_gguf(g: &Gguf, path: &std::path::Path) -> Result<SamplingHints, ModelError> {
+    let bad = |key: &str, what: &str, got: &str| ModelError::Config {
+        path: path.into(),
+        err: crate::config::ConfigError {
+            field: key.into(),
+            msg: format!("expected {what}, got {got}"),
+        },
+    };
+    let float = |key: &str| -> Result<Option<f32>, ModelError> {
+        match g.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f32()
+                .map(Some)
+                .ok_or_else(|| bad(key, "a number", v.type_name())),
+        }
+    };
+    let count = |key: &str| -> Result<Option<usize>, ModelError> {
+        match g.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| bad(key, "a non-negative integer", &format!("{v:?}"))),
+        }
+    };
+    let h = SamplingHints {
+        temperature: float("general.sampling.temp")?,
+        top_k: count("general.sampling.top_k")?,
+        top_p: float("general.sampling.top_p")?,
+        min_p: float("general.sampling.min_p")?,
+        repeat_penalty: float("general.sampling.penalty_repeat")?,
+        repeat_last_n: count("general.sampling.penalty_last_n")?,
+        source: format!("general.sampling.* of {}", path.display()),
+    };
+    Ok(clear_source_if_empty(h))
+}
+
+fn from_hf_folder(dir: &std::path::Path) -> Result<SamplingHints, ModelError> {
+    let Some(c) = camelid_formats::hf_config::load_generation_config(dir)? else {
+        return Ok(SamplingHints::default());
+    };
+    let path: PathBuf = dir.join("generation_config.json");
+    let top_k = match c.top_k {
+        None => None,
+        Some(k) => Some(usize::try_from(k).map_err(|_| ModelError::Config {
+            path: path.clone(),
+            err: crate::config::ConfigError {
+                field: "top_k".into(),
+                msg: format!("expected a non-negative integer, got {k}"),
+            },
+        })?),
+    };
+    let h = SamplingHints {
+        temperature: c.temperature.map(|v| v as f32),
+        top_k,
+        top_p: c.top_p.map(|v| v as f32),
+        min_p: c.min_p.map(|v| v as f32),
+        repeat_penalty: c.repetition_penalty.map(|v| v as f32),
+        repeat_last_n: None,
+        source: path.display().to_string(),
+    };
+    Ok(clear_source_if_empty(h))
+}
+
+fn clear_source_if_empty(mut h: SamplingHints) -> SamplingHints {
+    if h.is_empty() {
+        h.source.clear();
+    }
+    h
+}
