@@ -7,8 +7,6 @@
 //! use them as their defaults for the options the user did not set. Keys for samplers camelid
 //! does not have (`sequence`, `xtc_*`, `mirostat*`) are ignored.
 
-use std::path::PathBuf;
-
 use camelid_formats::gguf::Gguf;
 
 use crate::ModelError;
@@ -50,14 +48,21 @@ impl SamplingHints {
         put("top-p", self.top_p.map(|v| v.to_string()));
         put("min-p", self.min_p.map(|v| v.to_string()));
         put("repeat-penalty", self.repeat_penalty.map(|v| v.to_string()));
-        put("repeat-last-n", self.repeat_last_n.map(|v| v.to_string()));
+        put(
+            "repeat-last-n",
+            self.repeat_last_n.map(|v| match v {
+                usize::MAX => "all".to_string(),
+                v => v.to_string(),
+            }),
+        );
         parts.join(", ")
     }
 }
 
-/// Reads the recommendations of an opened checkpoint. A value of the wrong type (a string, a
-/// negative count) is an error naming the key and the file; whether a number is in range is
-/// the sampler's check, made when the values are used.
+/// Reads the recommendations of an opened checkpoint. A value of the wrong type (a string
+/// where a number belongs) is an error naming the key and the file; whether a number is in
+/// range is the sampler's check, made when the values are used. A negative top-k means off
+/// (llama.cpp's and vLLM's reading) and a penalty window of -1 the whole context (llama.cpp's).
 pub fn sampling_hints(ckpt: &Checkpoint) -> Result<SamplingHints, ModelError> {
     match ckpt.gguf() {
         Some(g) => from_gguf(g, &ckpt.path),
@@ -82,23 +87,33 @@ fn from_gguf(g: &Gguf, path: &std::path::Path) -> Result<SamplingHints, ModelErr
                 .ok_or_else(|| bad(key, "a number", v.type_name())),
         }
     };
-    let count = |key: &str| -> Result<Option<usize>, ModelError> {
+    let int = |key: &str| -> Result<Option<i64>, ModelError> {
         match g.get(key) {
             None => Ok(None),
             Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
+                .as_i64()
                 .map(Some)
-                .ok_or_else(|| bad(key, "a non-negative integer", &format!("{v:?}"))),
+                .ok_or_else(|| bad(key, "an integer", &format!("{v:?}"))),
         }
+    };
+    // llama.cpp's readings: top-k ≤ 0 is off; a penalty window of -1 is the whole context.
+    let top_k = int("general.sampling.top_k")?.map(|k| usize::try_from(k).unwrap_or(0));
+    const LAST_N: &str = "general.sampling.penalty_last_n";
+    let repeat_last_n = match int(LAST_N)? {
+        None => None,
+        Some(-1) => Some(usize::MAX),
+        Some(n) => Some(
+            usize::try_from(n)
+                .map_err(|_| bad(LAST_N, "a count of tokens, or -1 for all", &n.to_string()))?,
+        ),
     };
     let h = SamplingHints {
         temperature: float("general.sampling.temp")?,
-        top_k: count("general.sampling.top_k")?,
+        top_k,
         top_p: float("general.sampling.top_p")?,
         min_p: float("general.sampling.min_p")?,
         repeat_penalty: float("general.sampling.penalty_repeat")?,
-        repeat_last_n: count("general.sampling.penalty_last_n")?,
+        repeat_last_n,
         source: format!("general.sampling.* of {}", path.display()),
     };
     Ok(clear_source_if_empty(h))
@@ -108,25 +123,14 @@ fn from_hf_folder(dir: &std::path::Path) -> Result<SamplingHints, ModelError> {
     let Some(c) = camelid_formats::hf_config::load_generation_config(dir)? else {
         return Ok(SamplingHints::default());
     };
-    let path: PathBuf = dir.join("generation_config.json");
-    let top_k = match c.top_k {
-        None => None,
-        Some(k) => Some(usize::try_from(k).map_err(|_| ModelError::Config {
-            path: path.clone(),
-            err: crate::config::ConfigError {
-                field: "top_k".into(),
-                msg: format!("expected a non-negative integer, got {k}"),
-            },
-        })?),
-    };
     let h = SamplingHints {
         temperature: c.temperature.map(|v| v as f32),
-        top_k,
+        top_k: c.top_k.map(|k| usize::try_from(k).unwrap_or(0)),
         top_p: c.top_p.map(|v| v as f32),
         min_p: c.min_p.map(|v| v as f32),
         repeat_penalty: c.repetition_penalty.map(|v| v as f32),
         repeat_last_n: None,
-        source: path.display().to_string(),
+        source: dir.join("generation_config.json").display().to_string(),
     };
     Ok(clear_source_if_empty(h))
 }

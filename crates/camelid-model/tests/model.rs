@@ -627,13 +627,31 @@ mod sampling_hints {
             "temp 0.6, top-k 20, top-p 0.9, min-p 0.1, repeat-penalty 1.1, repeat-last-n 32"
         );
 
+        // llama.cpp's readings of the special values.
+        let p = bad_models::rewrite(
+            "sampling-off",
+            |m| {
+                m.push(("general.sampling.top_k".into(), Value::I32(-1)));
+                m.push(("general.sampling.penalty_last_n".into(), Value::I32(-1)));
+            },
+            |_| None,
+        );
+        let h = hints(&p).unwrap();
+        assert_eq!((h.top_k, h.repeat_last_n), (Some(0), Some(usize::MAX)));
+        assert_eq!(h.describe(), "top-k 0, repeat-last-n all");
+
         for (tag, key, v) in [
             (
                 "temp-str",
                 "general.sampling.temp",
                 Value::String("hot".into()),
             ),
-            ("topk-neg", "general.sampling.top_k", Value::I32(-1)),
+            (
+                "lastn-neg",
+                "general.sampling.penalty_last_n",
+                Value::I32(-5),
+            ),
+            ("topk-f", "general.sampling.top_k", Value::F32(4.5)),
         ] {
             let p = bad_models::rewrite(tag, |m| m.push((key.into(), v.clone())), |_| None);
             let e = hints(&p).unwrap_err();
@@ -669,10 +687,12 @@ mod sampling_hints {
         std::fs::write(&cfg, r#"{"top_k": 50, "repetition_penalty": 1.2}"#).unwrap();
         let h = hints(&dir).unwrap();
         assert_eq!((h.top_k, h.repeat_penalty), (Some(50), Some(1.2)));
+        std::fs::write(&cfg, r#"{"top_k": -1}"#).unwrap();
+        assert_eq!(hints(&dir).unwrap().top_k, Some(0));
 
         for (text, needle) in [
             (r#"{"temperature": "warm"}"#, "`temperature`"),
-            (r#"{"top_k": -3}"#, "top_k"),
+            (r#"{"top_k": 2.5}"#, "`top_k`"),
             (r#"{"temperature": 0.6"#, "not valid JSON"),
         ] {
             std::fs::write(&cfg, text).unwrap();
