@@ -37,9 +37,12 @@ printf '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained
     "$QUESTION" > "$PROMPT"
 
 count() { # label, then a function that prints one reply for the seed given as its argument
-    local label=$1 fn=$2 hits=0 seed
+    local label=$1 fn=$2 hits=0 seed reply
     for seed in $(seq 1 "$N"); do
-        if "$fn" "$seed" | grep -q "$WORD"; then hits=$((hits + 1)); fi
+        # The whole reply first: `grep -q` in a pipe would stop reading at the first match
+        # and fail the writer with SIGPIPE, which pipefail counts as no match.
+        reply=$("$fn" "$seed" || true)
+        if grep -q "$WORD" <<< "$reply"; then hits=$((hits + 1)); fi
     done
     printf '%-28s %3d / %d replies name %s\n' "$label" "$hits" "$N" "$WORD"
 }
