@@ -22,17 +22,19 @@ pub struct SamplingHints {
     pub repeat_penalty: Option<f32>,
     pub repeat_last_n: Option<usize>,
     /// Where the values come from, for messages: `general.sampling.* of FILE` or the path of
-    /// `generation_config.json`. Empty when there are none.
+    /// `generation_config.json`.
     pub source: String,
 }
 
 impl SamplingHints {
+    /// No value is recommended.
     pub fn is_empty(&self) -> bool {
-        *self
-            == SamplingHints {
-                source: self.source.clone(),
-                ..SamplingHints::default()
-            }
+        self.temperature.is_none()
+            && self.top_k.is_none()
+            && self.top_p.is_none()
+            && self.min_p.is_none()
+            && self.repeat_penalty.is_none()
+            && self.repeat_last_n.is_none()
     }
 
     /// The values that are set, as `temp 0.6, top-p 0.9` (the CLI's option names).
@@ -93,7 +95,7 @@ fn from_gguf(g: &Gguf, path: &std::path::Path) -> Result<SamplingHints, ModelErr
             Some(v) => v
                 .as_i64()
                 .map(Some)
-                .ok_or_else(|| bad(key, "an integer", &format!("{v:?}"))),
+                .ok_or_else(|| bad(key, "an integer", v.type_name())),
         }
     };
     // llama.cpp's readings: top-k ≤ 0 is off; a penalty window of -1 is the whole context.
@@ -107,7 +109,7 @@ fn from_gguf(g: &Gguf, path: &std::path::Path) -> Result<SamplingHints, ModelErr
                 .map_err(|_| bad(LAST_N, "a count of tokens, or -1 for all", &n.to_string()))?,
         ),
     };
-    let h = SamplingHints {
+    Ok(SamplingHints {
         temperature: float("general.sampling.temp")?,
         top_k,
         top_p: float("general.sampling.top_p")?,
@@ -115,15 +117,14 @@ fn from_gguf(g: &Gguf, path: &std::path::Path) -> Result<SamplingHints, ModelErr
         repeat_penalty: float("general.sampling.penalty_repeat")?,
         repeat_last_n,
         source: format!("general.sampling.* of {}", path.display()),
-    };
-    Ok(clear_source_if_empty(h))
+    })
 }
 
 fn from_hf_folder(dir: &std::path::Path) -> Result<SamplingHints, ModelError> {
     let Some(c) = camelid_formats::hf_config::load_generation_config(dir)? else {
         return Ok(SamplingHints::default());
     };
-    let h = SamplingHints {
+    Ok(SamplingHints {
         temperature: c.temperature.map(|v| v as f32),
         top_k: c.top_k.map(|k| usize::try_from(k).unwrap_or(0)),
         top_p: c.top_p.map(|v| v as f32),
@@ -131,13 +132,5 @@ fn from_hf_folder(dir: &std::path::Path) -> Result<SamplingHints, ModelError> {
         repeat_penalty: c.repetition_penalty.map(|v| v as f32),
         repeat_last_n: None,
         source: dir.join("generation_config.json").display().to_string(),
-    };
-    Ok(clear_source_if_empty(h))
-}
-
-fn clear_source_if_empty(mut h: SamplingHints) -> SamplingHints {
-    if h.is_empty() {
-        h.source.clear();
-    }
-    h
+    })
 }

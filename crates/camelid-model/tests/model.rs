@@ -598,8 +598,11 @@ mod sampling_hints {
     #[test]
     fn gguf_keys() {
         // The tiny models carry none.
-        let plain = hints(&tiny().join("llama1-mha/f32.gguf")).unwrap();
-        assert_eq!(plain, SamplingHints::default());
+        assert!(
+            hints(&tiny().join("llama1-mha/f32.gguf"))
+                .unwrap()
+                .is_empty()
+        );
 
         let p = bad_models::rewrite(
             "sampling",
@@ -667,7 +670,7 @@ mod sampling_hints {
         for f in ["model.safetensors", "config.json"] {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();
         }
-        assert_eq!(hints(&dir).unwrap(), SamplingHints::default());
+        assert!(hints(&dir).unwrap().is_empty());
 
         // As Meta's Llama 3.1 Instruct repos have it.
         let cfg = dir.join("generation_config.json");
