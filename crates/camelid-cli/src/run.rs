@@ -32,8 +32,8 @@ pub struct SampleArgs {
     /// else 1).
     #[arg(long)]
     pub repeat_penalty: Option<f32>,
-    /// Tokens the penalties look back over (default: the model's, else 64).
-    #[arg(long)]
+    /// Tokens the penalties look back over, -1 = all (default: the model's, else 64).
+    #[arg(long, value_parser = parse_last_n, allow_hyphen_values = true)]
     pub repeat_last_n: Option<usize>,
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub presence_penalty: f32,
@@ -45,6 +45,17 @@ pub struct SampleArgs {
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+}
+
+/// A count of tokens, or -1 for all of them (llama.cpp's `--repeat-last-n -1`).
+fn parse_last_n(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(usize::MAX),
+        Ok(n) => {
+            usize::try_from(n).map_err(|_| format!("expected a count of tokens or -1, got {n}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl SampleArgs {

@@ -165,6 +165,10 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
         ),
         (vec!["run", "-m", m, "-p", "hi", "--temp=-1"], "temperature"),
         (
+            vec!["run", "-m", m, "-p", "hi", "--repeat-last-n", "-2"],
+            "expected a count of tokens or -1, got -2",
+        ),
+        (
             vec!["run", "-m", m, "-p", "hi", "--precision", "f64"],
             "invalid value 'f64' for '--precision <PRECISION>'",
         ),
@@ -201,6 +205,25 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("the context of 16 tokens is full"), "{err}");
+    // -1: the penalties look back over the whole context, as llama.cpp's option.
+    let out = camelid(&[
+        "run",
+        "-m",
+        m,
+        "-p",
+        "hi",
+        "-n",
+        "4",
+        "--repeat-last-n",
+        "-1",
+        "--repeat-penalty",
+        "1.3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Copies a GGUF with extra metadata (`general.sampling.*` here) into the temp folder.
