@@ -47,15 +47,9 @@ pub struct SampleArgs {
     pub stop: Vec<String>,
 }
 
-/// A count of tokens, or -1 for all of them (llama.cpp's `--repeat-last-n -1`).
+/// `--repeat-last-n`: a count of tokens, or -1 for all of them (llama.cpp's reading).
 fn parse_last_n(s: &str) -> Result<usize, String> {
-    match s.parse::<i64>() {
-        Ok(-1) => Ok(usize::MAX),
-        Ok(n) => {
-            usize::try_from(n).map_err(|_| format!("expected a count of tokens or -1, got {n}"))
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    camelid_model::sampling::penalty_window(s.parse::<i64>().map_err(|e| e.to_string())?)
 }
 
 impl SampleArgs {

@@ -7,7 +7,7 @@
 //! use them as their defaults for the options the user did not set. Keys for samplers camelid
 //! does not have (`sequence`, `xtc_*`, `mirostat*`) are ignored.
 
-use camelid_formats::gguf::Gguf;
+use camelid_formats::gguf::{Gguf, Value};
 
 use crate::ModelError;
 use crate::weights::Checkpoint;
@@ -67,48 +67,35 @@ impl SamplingHints {
 /// (llama.cpp's and vLLM's reading) and a penalty window of -1 the whole context (llama.cpp's).
 pub fn sampling_hints(ckpt: &Checkpoint) -> Result<SamplingHints, ModelError> {
     match ckpt.gguf() {
-        Some(g) => from_gguf(g, &ckpt.path),
+        Some(g) => from_gguf(g),
         None => from_hf_folder(&ckpt.path),
     }
 }
 
-fn from_gguf(g: &Gguf, path: &std::path::Path) -> Result<SamplingHints, ModelError> {
-    let bad = |key: &str, what: &str, got: &str| ModelError::Config {
+fn from_gguf(g: &Gguf) -> Result<SamplingHints, ModelError> {
+    let path = g.path();
+    let bad = |key: &str, msg: String| ModelError::Config {
         path: path.into(),
         err: crate::config::ConfigError {
             field: key.into(),
-            msg: format!("expected {what}, got {got}"),
+            msg,
         },
     };
-    let float = |key: &str| -> Result<Option<f32>, ModelError> {
-        match g.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f32()
-                .map(Some)
-                .ok_or_else(|| bad(key, "a number", v.type_name())),
-        }
+    let float = |key: &str| {
+        g.get_as(key, "a number", Value::as_f32)
+            .map_err(|m| bad(key, m))
     };
-    let int = |key: &str| -> Result<Option<i64>, ModelError> {
-        match g.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| bad(key, "an integer", v.type_name())),
-        }
+    let int = |key: &str| {
+        g.get_as(key, "an integer", Value::as_i64)
+            .map_err(|m| bad(key, m))
     };
     // llama.cpp's readings: top-k ≤ 0 is off; a penalty window of -1 is the whole context.
     let top_k = int("general.sampling.top_k")?.map(|k| usize::try_from(k).unwrap_or(0));
     const LAST_N: &str = "general.sampling.penalty_last_n";
-    let repeat_last_n = match int(LAST_N)? {
-        None => None,
-        Some(-1) => Some(usize::MAX),
-        Some(n) => Some(
-            usize::try_from(n)
-                .map_err(|_| bad(LAST_N, "a count of tokens, or -1 for all", &n.to_string()))?,
-        ),
-    };
+    let repeat_last_n = int(LAST_N)?
+        .map(penalty_window)
+        .transpose()
+        .map_err(|m| bad(LAST_N, m))?;
     Ok(SamplingHints {
         temperature: float("general.sampling.temp")?,
         top_k,
@@ -118,6 +105,15 @@ fn from_gguf(g: &Gguf, path: &std::path::Path) -> Result<SamplingHints, ModelErr
         repeat_last_n,
         source: format!("general.sampling.* of {}", path.display()),
     })
+}
+
+/// A penalty window as llama.cpp reads it: a count of tokens, or -1 for the whole context
+/// (`usize::MAX`).
+pub fn penalty_window(n: i64) -> Result<usize, String> {
+    match n {
+        -1 => Ok(usize::MAX),
+        n => usize::try_from(n).map_err(|_| format!("expected a count of tokens or -1, got {n}")),
+    }
 }
 
 fn from_hf_folder(dir: &std::path::Path) -> Result<SamplingHints, ModelError> {

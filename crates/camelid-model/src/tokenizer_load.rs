@@ -127,13 +127,8 @@ pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
         msg,
     };
     let array = |key: &str| -> Result<Option<&[Value]>, LoadError> {
-        match gguf.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_array()
-                .map(Some)
-                .ok_or_else(|| err(key, format!("expected an array, found {}", v.type_name()))),
-        }
+        gguf.get_as(key, "an array", Value::as_array)
+            .map_err(|msg| err(key, msg))
     };
     let id = |key: &str| -> Result<Option<u32>, LoadError> {
         match gguf.get(key) {
@@ -147,13 +142,8 @@ pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
         }
     };
     let flag = |key: &str| -> Result<Option<bool>, LoadError> {
-        match gguf.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| err(key, format!("expected a bool, found {}", v.type_name()))),
-        }
+        gguf.get_as(key, "a bool", Value::as_bool)
+            .map_err(|msg| err(key, msg))
     };
 
     const MODEL: &str = "tokenizer.ggml.model";

@@ -438,24 +438,14 @@ fn config_from_gguf(g: &Gguf) -> Result<Config, ModelError> {
         });
     }
     let uint = |key: &str| -> Result<Option<usize>, ModelError> {
-        match g.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
-                err(
-                    key,
-                    format!("expected an unsigned integer, found {}", v.type_name()),
-                )
-            }),
-        }
+        g.get_as(key, "an unsigned integer", |v| {
+            v.as_u64().map(|x| x as usize)
+        })
+        .map_err(|msg| err(key, msg))
     };
     let float = |key: &str| -> Result<Option<f32>, ModelError> {
-        match g.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f32()
-                .map(Some)
-                .ok_or_else(|| err(key, format!("expected a number, found {}", v.type_name()))),
-        }
+        g.get_as(key, "a number", Value::as_f32)
+            .map_err(|msg| err(key, msg))
     };
     let need = |key: &str| -> Result<usize, ModelError> {
         uint(key)?.ok_or_else(|| err(key, "missing".into()))

@@ -161,6 +161,22 @@ impl Gguf {
         self.metadata_index.get(key).map(|&i| &self.metadata[i].1)
     }
 
+    /// The value of `key` read through `conv` (one of [`Value`]'s `as_*` readers): `Ok(None)`
+    /// when the key is absent, `Err("expected {what}, found {type}")` when `conv` refuses it.
+    pub fn get_as<'a, T>(
+        &'a self,
+        key: &str,
+        what: &str,
+        conv: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Result<Option<T>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => conv(v)
+                .map(Some)
+                .ok_or_else(|| format!("expected {what}, found {}", v.type_name())),
+        }
+    }
+
     /// All tensors, in file order.
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
