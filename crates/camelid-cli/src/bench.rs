@@ -72,7 +72,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
     let mut model = Model::load(&path)?;
     crate::load::set_threads(&mut model, a.load.threads)?;
-    model.kernels.precision = a.load.precision.into();
+    model.set_precision(a.load.precision.into());
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
         bail!(
@@ -85,7 +85,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let tokens: Vec<u32> = (0..n_ctx as u64)
         .map(|i| ((i.wrapping_mul(2654435761) + 12345) % n_vocab) as u32)
         .collect();
-    let mut state = model.new_state(n_ctx);
+    let mut state = model.new_state(n_ctx)?;
     let mut stats = Vec::new();
     if a.n_prompt > 0 {
         let mut s = Stat {
@@ -125,14 +125,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
         stats.push(s);
     }
-    let size: usize = model.weights.matrices().map(|t| t.bytes().len()).sum();
+    let device = model.device();
+    let size = device.weight_bytes;
     let params = model.config.n_params();
     let rss = peak_rss();
     // The f32 K and V caches of n_ctx positions (State::new_state).
     let c = &model.config;
     let kv_bytes = 2 * c.n_layers * n_ctx * c.kv_dim() * 4;
-    let isa = format!("{:?}", model.kernels.isa());
-    let precision = format!("{:?}", model.kernels.precision).to_lowercase();
+    let isa = device.name.clone();
+    let precision = format!("{:?}", model.precision()).to_lowercase();
     if a.json {
         let v: Vec<_> = stats
             .iter()
@@ -141,7 +142,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     "model_filename": path.display().to_string(),
                     "model_size": size,
                     "model_n_params": params,
-                    "n_threads": model.threads,
+                    "n_threads": model.threads(),
                     "isa": isa,
                     "precision": precision,
                     "test": s.test,
@@ -168,7 +169,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 "| {name} | {:.2} MiB | {:.2} M | {} | {isa} {precision} | {} | {:.2} ± {:.2} |",
                 size as f64 / (1 << 20) as f64,
                 params as f64 / 1e6,
-                model.threads,
+                model.threads(),
                 s.test,
                 s.mean(),
                 s.stddev()

@@ -91,7 +91,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         model: &loaded.model,
         tok: &loaded.tokenizer,
         template,
-        state: loaded.model.new_state(loaded.n_ctx),
+        state: loaded.model.new_state(loaded.n_ctx)?,
         cached: Vec::new(),
         system: a.system.clone().filter(|s| !s.is_empty()),
         messages: Vec::new(),

@@ -146,7 +146,7 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let mut state = model.new_state(n_ctx);
+    let mut state = model.new_state(n_ctx)?;
     let mut total = Moments::default();
     let mut rows = Vec::new();
     let pb = progress(chunks.n_chunks, "perplexity");
@@ -306,7 +306,7 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
         );
     }
     let n_vocab = model.config.n_vocab;
-    let mut state = model.new_state(n_ctx);
+    let mut state = model.new_state(n_ctx)?;
     let mut stats = KlStats::default();
     let (mut base_row, mut buf) = (vec![0.0f32; n_vocab], Vec::new());
     let pb = progress(chunks.n_chunks, "KL divergence");
@@ -547,7 +547,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         n_ctx,
         ..
     } = margs.load(None)?;
-    let mut state = model.new_state(n_ctx);
+    let mut state = model.new_state(n_ctx)?;
     let pb = progress(tasks.len(), "score");
     let mut correct = 0;
     let mut rows = Vec::new();

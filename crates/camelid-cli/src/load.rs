@@ -53,7 +53,7 @@ pub struct Loaded {
 pub fn set_threads(model: &mut Model, threads: Option<usize>) -> Result<()> {
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => model.threads = t,
+        Some(t) => model.set_threads(t),
         None => {}
     }
     Ok(())
@@ -70,7 +70,7 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
     let sampling = sampling_hints(&ckpt)?;
     let mut model = Model::from_checkpoint(ckpt)?;
     set_threads(&mut model, a.threads)?;
-    model.kernels.precision = a.precision.into();
+    model.set_precision(a.precision.into());
     let n_ctx = match a.ctx {
         Some(0) => bail!("--ctx must be at least 1"),
         Some(c) if c > model.config.n_ctx_train => bail!(

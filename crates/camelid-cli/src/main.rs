@@ -138,9 +138,9 @@ fn logits(a: &LogitsArgs) -> Result<()> {
     let mut model = camelid_model::Model::load(&a.model)?;
     crate::load::set_threads(&mut model, a.threads)?;
     if a.exact {
-        model.kernels.precision = camelid_kernels::Precision::Exact;
+        model.set_precision(camelid_kernels::Precision::Exact);
     }
-    let mut state = model.new_state(a.tokens.len());
+    let mut state = model.new_state(a.tokens.len())?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     write!(
         out,

@@ -164,7 +164,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let ids = tok.encode(&prompt, tok.add_bos_default(), true);
-    let mut state = model.new_state(loaded.n_ctx);
+    let mut state = model.new_state(loaded.n_ctx)?;
     let params = GenParams {
         max_tokens: a.n_predict,
         stop: a.sample.stop.clone(),

@@ -75,7 +75,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         ..ServerConfig::new(model_id.clone(), loaded.n_ctx)
     };
     let n_ctx = loaded.n_ctx;
-    let state = AppState::new(loaded.model, loaded.tokenizer, config);
+    let state = AppState::new(loaded.model, loaded.tokenizer, config)?;
     let grace = Duration::from_secs_f64(a.shutdown_grace);
     camelid_server::serve(state, addr, grace, |bound| {
         eprintln!(

@@ -291,7 +291,7 @@ pub fn perplexity(
     bos: Option<u32>,
     mut on_chunk: impl FnMut(usize, &Moments, &Moments),
 ) -> Result<Moments, EvalError> {
-    let mut state = model.new_state(chunks.n_ctx);
+    let mut state = model.new_state(chunks.n_ctx)?;
     let mut total = Moments::default();
     for i in 0..chunks.n_chunks {
         let m = eval_chunk(model, &mut state, chunks.chunk(tokens, i), bos, |_| {})?;

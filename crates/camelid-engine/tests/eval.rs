@@ -318,7 +318,7 @@ fn multiple_choice_matches_transformers_on_tiny() {
     let model = Model::load(&tiny.join("hf-f32")).unwrap();
     // The GGUF's vocabulary is the one llama-tokenize used for the reference ids.
     let tok = load_tokenizer(&tiny.join("f32.gguf")).unwrap();
-    let mut state = model.new_state(256);
+    let mut state = model.new_state(256).unwrap();
     for (i, (task, want)) in tasks()
         .iter()
         .zip(f["tiny"]["tasks"].as_array().unwrap())
@@ -352,7 +352,7 @@ fn bad_tasks_are_clear_errors() {
     let tiny = repo().join("testdata/tiny/llama1-mha");
     let model = Model::load(&tiny.join("f32.gguf")).unwrap();
     let tok = load_tokenizer(&tiny.join("f32.gguf")).unwrap();
-    let mut state = model.new_state(64);
+    let mut state = model.new_state(64).unwrap();
     let task = |endings: &[&str], label| Task {
         context: "The king".into(),
         endings: endings.iter().map(|s| s.to_string()).collect(),

@@ -90,7 +90,7 @@ fn greedy_equals_llama_cpp_for_32_tokens() {
             ids(&p["prompt_ids"]),
             "{text:?}: prompt ids differ from llama.cpp's"
         );
-        let mut state = model.new_state(256);
+        let mut state = model.new_state(256).unwrap();
         let out = generate(&model, &mut state, &tok, &prompt, &params, &cancel, |_| {}).unwrap();
         assert_eq!(out.finish, FinishReason::Length);
         assert_eq!(
@@ -125,8 +125,8 @@ fn seeded_sampling_is_reproducible_across_runs_and_thread_counts() {
     };
     let cancel = AtomicBool::new(false);
     let mut run = |threads: usize| {
-        model.threads = threads;
-        let mut state = model.new_state(128);
+        model.set_threads(threads);
+        let mut state = model.new_state(128).unwrap();
         generate(&model, &mut state, &tok, &prompt, &params, &cancel, |_| {})
             .unwrap()
             .tokens

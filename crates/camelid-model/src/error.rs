@@ -32,6 +32,10 @@ pub enum ModelError {
     NotAModel { path: PathBuf, msg: String },
     /// A token id outside the vocabulary.
     TokenOutOfRange { token: u32, n_vocab: usize },
+    /// A state made by another model.
+    ForeignState,
+    /// The backend could not allocate or run (device memory, driver).
+    Backend(String),
     /// More tokens than the context holds.
     ContextFull {
         n_tokens: usize,
@@ -75,6 +79,10 @@ impl fmt::Display for ModelError {
                 path.display()
             ),
             ModelError::NotAModel { path, msg } => write!(f, "{}: {msg}", path.display()),
+            ModelError::ForeignState => {
+                write!(f, "a sequence state used with a model that did not make it")
+            }
+            ModelError::Backend(msg) => f.write_str(msg),
             ModelError::TokenOutOfRange { token, n_vocab } => write!(
                 f,
                 "token id {token} is out of range: the vocabulary has {n_vocab} tokens"

@@ -1,12 +1,15 @@
 //! camelid-model: configuration, weights in one canonical layout, and the Llama forward pass.
 
+pub mod backend;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod llama;
 pub mod sampling;
 pub mod tokenizer_load;
 pub mod weights;
 
+pub use backend::{Backend, DeviceInfo};
 pub use config::Config;
 pub use error::ModelError;
 pub use llama::{Model, State};

@@ -6,70 +6,52 @@
 //! same logits bit for bit: the kernels compute each row of a batch as they would alone.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use camelid_kernels::Kernels;
-use camelid_kernels::ops::{AttnShape, rmsnorm, rope, silu_mul};
+use camelid_kernels::Precision;
 
+use crate::backend::{Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Row};
 use crate::config::Config;
+use crate::cpu::CpuBackend;
 use crate::error::ModelError;
 use crate::weights::{Checkpoint, Weights};
 
-/// A loaded model: config, weights and the RoPE frequencies derived from them.
+/// A loaded model: its config and the backend that holds its weights and runs it.
 pub struct Model {
     pub config: Config,
-    pub weights: Weights,
-    /// `[head_dim / 2]`
-    inv_freq: Vec<f32>,
-    pub threads: usize,
-    /// Kernel table, precision of quantized products, and the compute thread pool.
-    pub kernels: Kernels,
+    backend: Box<dyn Backend>,
+    /// Tells this model's states from another's.
+    id: u64,
 }
 
 /// Tokens processed per batch of the prompt pass; bounds the activation buffers.
 pub const MAX_BATCH: usize = 256;
 
-/// The KV cache and activation buffers of one sequence, allocated once.
+/// One sequence: its KV cache, in the backend's memory, and how far it is filled.
 pub struct State {
     pub n_ctx: usize,
     /// Tokens already in the cache.
     pub pos: usize,
-    /// `[n_layers, C, kv]`
-    k_cache: Vec<f32>,
-    v_cache: Vec<f32>,
-    act: Activations,
-}
-
-/// The buffers of one batch of rows; a multi-sequence batch borrows the first state's.
-#[derive(Default)]
-struct Activations {
-    /// `[B, d]` residual stream, normed input
-    x: Vec<f32>,
-    xn: Vec<f32>,
-    /// `[B, q]`, `[B, kv]`, `[B, kv]`, `[B, q]`
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    att: Vec<f32>,
-    /// `[B, d]` output of a projection before the residual add
-    proj: Vec<f32>,
-    /// `[B, ff]`
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    /// `[R, V]` for the `R` rows whose logits were asked for, in batch order (`[1, V]` until a
-    /// caller asks for more)
+    cache: Box<dyn KvCache>,
+    /// The model that made the cache.
+    model: u64,
+    /// `[R, V]` logits of the rows that asked for them (`[1, V]` until a caller asks for more);
+    /// a multi-sequence batch uses the first state's.
     logits: Vec<f32>,
-    /// `[B]` what each row of the batch is
+    /// `[B]` what each row of the batch being formed is
     rows: Vec<Row>,
 }
 
-/// One token of a batch: which sequence it extends, at which position, and whether its logits
-/// are wanted.
-#[derive(Clone, Copy, Default)]
-struct Row {
-    seq: usize,
-    pos: usize,
-    token: u32,
-    logits: bool,
+/// The RoPE frequencies of a model, `[head_dim / 2]`: the config's (with the Llama 3.1
+/// scaling), divided by a GGUF `rope_freqs` tensor's per-pair divisors where the file has one.
+pub fn rope_inv_freq(config: &Config, weights: &Weights) -> Vec<f32> {
+    let mut inv_freq = config.rope_inv_freq();
+    if let Some(div) = &weights.rope_freqs {
+        for (f, d) in inv_freq.iter_mut().zip(div) {
+            *f /= d;
+        }
+    }
+    inv_freq
 }
 
 impl Model {
@@ -82,40 +64,61 @@ impl Model {
         Ok(Model::new(ckpt.config, weights))
     }
 
+    /// The model on the CPU backend.
     pub fn new(config: Config, weights: Weights) -> Model {
-        let mut inv_freq = config.rope_inv_freq();
-        // A GGUF `rope_freqs` tensor holds the per-pair divisors of the scaled frequencies.
-        if let Some(div) = &weights.rope_freqs {
-            for (f, d) in inv_freq.iter_mut().zip(div) {
-                *f /= d;
-            }
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let inv_freq = rope_inv_freq(&config, &weights);
+        let cpu = CpuBackend::new(config.clone(), weights, inv_freq);
+        Model::with_backend(config, Box::new(cpu))
+    }
+
+    /// The model on a backend that already holds its weights.
+    pub fn with_backend(config: Config, backend: Box<dyn Backend>) -> Model {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Model {
             config,
-            weights,
-            inv_freq,
-            threads,
-            kernels: Kernels::new(threads),
+            backend,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// A fresh state holding up to `n_ctx` tokens. Its batch buffers grow with the largest batch
-    /// it runs (at most [`MAX_BATCH`] rows), so a state that only ever lends its cache to a
-    /// multi-sequence batch, or decodes one token at a time, costs little beyond its cache.
-    pub fn new_state(&self, n_ctx: usize) -> State {
-        let c = &self.config;
-        let cache = c.n_layers * n_ctx * c.kv_dim();
-        State {
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// What the model runs on.
+    pub fn device(&self) -> DeviceInfo {
+        self.backend.info()
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.backend.precision()
+    }
+
+    /// Sets the precision of products with quantized weights.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.backend.set_precision(precision);
+    }
+
+    pub fn threads(&self) -> usize {
+        self.backend.threads()
+    }
+
+    /// Sets the compute threads (at least 1) of a backend that computes on the host.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.backend.set_threads(threads);
+    }
+
+    /// A fresh state holding up to `n_ctx` tokens, its cache in the backend's memory. Fails when
+    /// that memory cannot hold it.
+    pub fn new_state(&self, n_ctx: usize) -> Result<State, ModelError> {
+        Ok(State {
             n_ctx,
             pos: 0,
-            k_cache: vec![0.0; cache],
-            v_cache: vec![0.0; cache],
-            act: Activations {
-                logits: vec![0.0; c.n_vocab],
-                ..Activations::default()
-            },
-        }
+            cache: self.backend.new_cache(n_ctx)?,
+            model: self.id,
+            logits: vec![0.0; self.config.n_vocab],
+            rows: Vec::new(),
+        })
     }
 
     /// Runs `tokens` at positions `state.pos..` and appends them to the cache.
@@ -129,41 +132,43 @@ impl Model {
         all: bool,
         mut on_logits: impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
-        let n_vocab = self.config.n_vocab;
+        let v = self.config.n_vocab;
         self.check(state, tokens)?;
-        // The batch buffers leave the state for the pass (a move, no copy) so that the state's
-        // cache can be borrowed beside them.
-        let mut act = std::mem::take(&mut state.act);
+        // The row list and logits leave the state for the pass (a move, no copy) so that the
+        // state's cache can be lent beside them.
+        let mut rows = std::mem::take(&mut state.rows);
+        let mut logits = std::mem::take(&mut state.logits);
         if all {
             // Grown once, on the first request for every position's logits.
-            let need = MAX_BATCH.min(tokens.len()) * n_vocab;
-            if act.logits.len() < need {
-                act.logits.resize(need, 0.0);
+            let need = MAX_BATCH.min(tokens.len()) * v;
+            if logits.len() < need {
+                logits.resize(need, 0.0);
             }
         }
         let mut done = 0;
         for chunk in tokens.chunks(MAX_BATCH) {
             let last_chunk = done + chunk.len() == tokens.len();
-            act.rows.clear();
-            act.rows
-                .extend(chunk.iter().enumerate().map(|(i, &token)| Row {
-                    seq: 0,
-                    pos: state.pos + i,
-                    token,
-                    logits: all || (last_chunk && i + 1 == chunk.len()),
-                }));
-            self.forward_rows(&mut act, std::slice::from_mut(&mut &mut *state));
-            let v = n_vocab;
+            rows.clear();
+            rows.extend(chunk.iter().enumerate().map(|(i, &token)| Row {
+                seq: 0,
+                pos: state.pos + i,
+                token,
+                logits: all || (last_chunk && i + 1 == chunk.len()),
+            }));
+            self.backend
+                .forward(&rows, &mut [&mut *state.cache], &mut logits);
+            state.pos += chunk.len();
             if all {
                 for i in 0..chunk.len() {
-                    on_logits(done + i, &act.logits[i * v..][..v]);
+                    on_logits(done + i, &logits[i * v..][..v]);
                 }
             } else if last_chunk {
-                on_logits(tokens.len() - 1, &act.logits[..v]);
+                on_logits(tokens.len() - 1, &logits[..v]);
             }
             done += chunk.len();
         }
-        state.act = act;
+        state.rows = rows;
+        state.logits = logits;
         Ok(())
     }
 
@@ -173,8 +178,7 @@ impl Model {
     ///
     /// This is continuous batching's decoding step (one token per sequence), and it may mix in
     /// prompt chunks. Every sequence sees only its own cache, so each gets the logits it would
-    /// get alone, bit for bit. The batch buffers of `states[0]` serve the whole
-    /// batch; more than [`MAX_BATCH`] tokens in all run as several passes.
+    /// get alone, bit for bit. More than [`MAX_BATCH`] tokens in all run as several passes.
     ///
     /// # Panics
     /// If `states` and `tokens` differ in length.
@@ -192,19 +196,23 @@ impl Model {
             return Ok(());
         };
         let v = self.config.n_vocab;
-        let mut act = std::mem::take(&mut first.act);
+        let mut rows = std::mem::take(&mut first.rows);
+        let mut logits = std::mem::take(&mut first.logits);
         let n_seqs = tokens.iter().filter(|t| !t.is_empty()).count();
         let need = MAX_BATCH.min(n_seqs) * v;
-        if act.logits.len() < need {
-            act.logits.resize(need, 0.0);
+        if logits.len() < need {
+            logits.resize(need, 0.0);
         }
-        act.rows.clear();
+        // Where each sequence starts, read before its cache is lent to the passes.
+        let starts: Vec<usize> = states.iter().map(|s| s.pos).collect();
+        let mut caches: Vec<&mut dyn KvCache> = states.iter_mut().map(|s| &mut *s.cache).collect();
+        rows.clear();
         let total: usize = tokens.iter().map(|t| t.len()).sum();
         let mut row = 0;
         for (seq, toks) in tokens.iter().enumerate() {
-            let pos0 = states[seq].pos;
+            let pos0 = starts[seq];
             for (i, &token) in toks.iter().enumerate() {
-                act.rows.push(Row {
+                rows.push(Row {
                     seq,
                     pos: pos0 + i,
                     token,
@@ -212,22 +220,31 @@ impl Model {
                 });
                 row += 1;
                 // A full batch, or the very last token: run what is gathered.
-                if act.rows.len() == MAX_BATCH || row == total {
-                    self.forward_rows(&mut act, states);
-                    let wanted = act.rows.iter().filter(|r| r.logits);
+                if rows.len() == MAX_BATCH || row == total {
+                    self.backend.forward(&rows, &mut caches, &mut logits);
+                    let wanted = rows.iter().filter(|r| r.logits);
                     for (k, r) in wanted.enumerate() {
-                        on_logits(r.seq, &act.logits[k * v..][..v]);
+                        on_logits(r.seq, &logits[k * v..][..v]);
                     }
-                    act.rows.clear();
+                    rows.clear();
                 }
             }
         }
-        states[0].act = act;
+        drop(caches);
+        for (s, t) in states.iter_mut().zip(tokens) {
+            s.pos += t.len();
+        }
+        states[0].rows = rows;
+        states[0].logits = logits;
         Ok(())
     }
 
-    /// The checks that keep the pass free of errors: ids in the vocabulary, room in the cache.
+    /// The checks that keep the pass free of errors: a state of this model, ids in the
+    /// vocabulary, room in the cache.
     fn check(&self, state: &State, tokens: &[u32]) -> Result<(), ModelError> {
+        if state.model != self.id {
+            return Err(ModelError::ForeignState);
+        }
         let n_vocab = self.config.n_vocab;
         if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ModelError::TokenOutOfRange { token, n_vocab });
@@ -241,139 +258,53 @@ impl Model {
         }
         Ok(())
     }
-
-    /// One batch of at most `MAX_BATCH` rows (`a.rows`), each extending `seqs[row.seq]` at
-    /// `row.pos`; a sequence's rows come in order of position. Fills `a.logits` with the logits
-    /// of the rows that want them, in batch order, and advances each sequence's `pos`.
-    fn forward_rows(&self, a: &mut Activations, seqs: &mut [&mut State]) {
-        let c = &self.config;
-        let w = &self.weights;
-        let (b, d, qd, kvd, ff) = (a.rows.len(), c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
-        for (buf, width) in [
-            (&mut a.x, d),
-            (&mut a.xn, d),
-            (&mut a.q, qd),
-            (&mut a.k, kvd),
-            (&mut a.v, kvd),
-            (&mut a.att, qd),
-            (&mut a.proj, d),
-            (&mut a.gate, ff),
-            (&mut a.up, ff),
-        ] {
-            if buf.len() < b * width {
-                buf.resize(b * width, 0.0);
-            }
-        }
-        let hd = c.head_dim;
-        let th = self.threads;
-        let kern = &self.kernels;
-        let shape = AttnShape {
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: hd,
-        };
-
-        // Embedding lookup: x[t] = token_embd[token t].  x: [B, d]
-        for (t, r) in a.rows.iter().enumerate() {
-            w.token_embd
-                .view()
-                .dequantize_row_into(r.token as usize, &mut a.x[t * d..][..d]);
-        }
-
-        for (l, layer) in w.layers.iter().enumerate() {
-            // Attention block: xn = rms(x); q, k, v projections.  [B, d] -> [B, q], [B, kv]
-            for t in 0..b {
-                rmsnorm(
-                    &mut a.xn[t * d..][..d],
-                    &a.x[t * d..][..d],
-                    &layer.attn_norm,
-                    c.norm_eps,
-                );
-            }
-            let xn = &a.xn[..b * d];
-            kern.matmul(&layer.wq.view(), xn, &mut a.q[..b * qd], th);
-            kern.matmul(&layer.wk.view(), xn, &mut a.k[..b * kvd], th);
-            kern.matmul(&layer.wv.view(), xn, &mut a.v[..b * kvd], th);
-
-            // RoPE on q and k, then k and v go into their sequence's cache at their positions.
-            // Cache layout per sequence: [n_layers, C, kv].
-            for (t, r) in a.rows.iter().enumerate() {
-                let s = &mut *seqs[r.seq];
-                rope(&mut a.q[t * qd..][..qd], hd, r.pos, &self.inv_freq);
-                rope(&mut a.k[t * kvd..][..kvd], hd, r.pos, &self.inv_freq);
-                let at = (l * s.n_ctx + r.pos) * kvd;
-                s.k_cache[at..][..kvd].copy_from_slice(&a.k[t * kvd..][..kvd]);
-                s.v_cache[at..][..kvd].copy_from_slice(&a.v[t * kvd..][..kvd]);
-            }
-
-            // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
-            let seqs_ref: &[&mut State] = seqs;
-            kern.attention_rows(&mut a.att[..b * qd], &a.q[..b * qd], shape, th, |t| {
-                let r = &a.rows[t];
-                let s = &*seqs_ref[r.seq];
-                let layer_cache = l * s.n_ctx * kvd..(l + 1) * s.n_ctx * kvd;
-                (
-                    &s.k_cache[layer_cache.clone()],
-                    &s.v_cache[layer_cache],
-                    r.pos + 1,
-                )
-            });
-
-            // Output projection and residual: x += Wo · att.
-            kern.matmul(&layer.wo.view(), &a.att[..b * qd], &mut a.proj[..b * d], th);
-            add(&mut a.x[..b * d], &a.proj[..b * d]);
-
-            // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
-            for t in 0..b {
-                rmsnorm(
-                    &mut a.xn[t * d..][..d],
-                    &a.x[t * d..][..d],
-                    &layer.ffn_norm,
-                    c.norm_eps,
-                );
-            }
-            let xn = &a.xn[..b * d];
-            kern.matmul(&layer.w_gate.view(), xn, &mut a.gate[..b * ff], th);
-            kern.matmul(&layer.w_up.view(), xn, &mut a.up[..b * ff], th);
-            silu_mul(&mut a.gate[..b * ff], &a.up[..b * ff]);
-            kern.matmul(
-                &layer.w_down.view(),
-                &a.gate[..b * ff],
-                &mut a.proj[..b * d],
-                th,
-            );
-            add(&mut a.x[..b * d], &a.proj[..b * d]);
-        }
-        for r in &a.rows {
-            seqs[r.seq].pos = r.pos + 1;
-        }
-
-        // Final norm and output projection for the rows that want logits.  logits: [R, V]
-        let mut n = 0;
-        for (t, r) in a.rows.iter().enumerate() {
-            if r.logits {
-                rmsnorm(
-                    &mut a.xn[n * d..][..d],
-                    &a.x[t * d..][..d],
-                    &w.output_norm,
-                    c.norm_eps,
-                );
-                n += 1;
-            }
-        }
-        if n > 0 {
-            kern.matmul(
-                &w.output().view(),
-                &a.xn[..n * d],
-                &mut a.logits[..n * c.n_vocab],
-                th,
-            );
-        }
-    }
 }
 
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
+/// The forward pass of one batch of at most [`MAX_BATCH`] rows, each extending its sequence's
+/// cache at its position (a sequence's rows come in order of position), on any backend's
+/// [`Ops`]. Leaves in [`Buf::Logits`] the logits of the rows that want them, in batch order.
+///
+/// Shapes: `B` rows in the batch, `d` = d_model, `q` = n_heads · head_dim, `kv` = n_kv_heads ·
+/// head_dim, `ff` = d_ff, `V` = n_vocab, `R` rows that want logits.
+pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
+    let b = rows.len();
+
+    // Embedding lookup: x[t] = token_embd[token t].  x: [B, d]
+    ops.embed(Buf::X);
+
+    for l in 0..c.n_layers {
+        // Attention block: xn = rms(x); q, k, v projections.  [B, d] -> [B, q], [B, kv]
+        ops.rmsnorm(Buf::Xn, Buf::X, Norm::Attn(l), b);
+        ops.matmul(Mat::Q(l), Buf::Xn, Buf::Q, b);
+        ops.matmul(Mat::K(l), Buf::Xn, Buf::K, b);
+        ops.matmul(Mat::V(l), Buf::Xn, Buf::V, b);
+
+        // RoPE on q and k, then k and v go into their sequence's cache at their positions.
+        // Cache layout per sequence: [n_layers, C, kv].
+        ops.rope(Buf::Q);
+        ops.rope(Buf::K);
+        ops.store_kv(l, Buf::K, Buf::V);
+
+        // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
+        ops.attention(l, Buf::Q, Buf::Att);
+
+        // Output projection and residual: x += Wo · att.
+        ops.matmul(Mat::O(l), Buf::Att, Buf::Proj, b);
+        ops.add(Buf::X, Buf::Proj, b);
+
+        // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
+        ops.rmsnorm(Buf::Xn, Buf::X, Norm::Ffn(l), b);
+        ops.matmul(Mat::Gate(l), Buf::Xn, Buf::Gate, b);
+        ops.matmul(Mat::Up(l), Buf::Xn, Buf::Up, b);
+        ops.silu_mul(Buf::Gate, Buf::Up, b);
+        ops.matmul(Mat::Down(l), Buf::Gate, Buf::Proj, b);
+        ops.add(Buf::X, Buf::Proj, b);
+    }
+
+    // Final norm and output projection for the rows that want logits.  logits: [R, V]
+    let n = ops.gather_logit_rows(Buf::Proj, Buf::X);
+    if n > 0 {
+        ops.rmsnorm(Buf::Xn, Buf::Proj, Norm::Output, n);
+        ops.matmul(Mat::Output, Buf::Xn, Buf::Logits, n);
     }
 }

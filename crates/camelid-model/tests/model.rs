@@ -50,7 +50,7 @@ fn tokens(m: &Value) -> Vec<u32> {
 
 /// camelid's logits at every position, from one batched pass.
 fn run_all(model: &Model, toks: &[u32]) -> Vec<Vec<f32>> {
-    let mut state = model.new_state(toks.len());
+    let mut state = model.new_state(toks.len()).unwrap();
     let mut out = vec![Vec::new(); toks.len()];
     model
         .forward(&mut state, toks, true, |i, l| out[i] = l.to_vec())
@@ -160,7 +160,7 @@ fn quantized_files_beat_llama_cpp() {
                 let toks = tokens(m);
                 let mut model = Model::load(&tiny().join(m["files"][key].as_str().unwrap()))
                     .unwrap_or_else(|e| panic!("{name} {key}: {e}"));
-                model.kernels.precision = precision;
+                model.set_precision(precision);
                 let got = run_all(&model, &toks);
                 let exact = read_logits(m["ref"][key].as_str().unwrap(), n_vocab);
                 let truth = read_logits(m["ref"]["unrounded"].as_str().unwrap(), n_vocab);
@@ -262,7 +262,7 @@ fn assert_same_logits(a: &[f32], b: &[f32], what: &str) {
 /// A tiny model's Q4_0 file at `precision`.
 fn q4_0_model(m: &serde_json::Value, precision: Precision) -> Model {
     let mut model = Model::load(&tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap())).unwrap();
-    model.kernels.precision = precision;
+    model.set_precision(precision);
     model
 }
 
@@ -275,7 +275,7 @@ fn batched_prefill_equals_token_by_token() {
             let toks = tokens(m);
             let model = q4_0_model(m, precision);
             let batched = run_all(&model, &toks);
-            let mut state = model.new_state(toks.len());
+            let mut state = model.new_state(toks.len()).unwrap();
             for (i, t) in toks.iter().enumerate() {
                 model
                     .forward(&mut state, &[*t], false, |_, l| {
@@ -285,6 +285,27 @@ fn batched_prefill_equals_token_by_token() {
             }
         }
     }
+}
+
+/// A state belongs to the model that made it: another model (even of the same file) refuses
+/// it with an error instead of reading a cache of another shape or backend.
+#[test]
+fn a_state_of_another_model_is_refused() {
+    let man = manifest();
+    let m = &man["models"][0];
+    let (a, b) = (
+        q4_0_model(m, Precision::Fast),
+        q4_0_model(m, Precision::Fast),
+    );
+    let mut state = a.new_state(4).unwrap();
+    let err = b.forward(&mut state, &[1], false, |_, _| {}).unwrap_err();
+    assert!(
+        matches!(err, camelid_model::ModelError::ForeignState),
+        "{err}"
+    );
+    assert_eq!(state.pos, 0);
+    a.forward(&mut state, &[1], false, |_, _| {}).unwrap();
+    assert_eq!(state.pos, 1);
 }
 
 /// Several sequences decoded together in one pass (`forward_seqs`, continuous batching's step)
@@ -308,8 +329,14 @@ fn multi_sequence_batch_equals_separate_decoding() {
                 })
                 .collect();
             let ctx = 2 * n + MAX_BATCH + 80;
-            let mut alone: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
-            let mut together: Vec<_> = prompts.iter().map(|_| model.new_state(ctx)).collect();
+            let mut alone: Vec<_> = prompts
+                .iter()
+                .map(|_| model.new_state(ctx).unwrap())
+                .collect();
+            let mut together: Vec<_> = prompts
+                .iter()
+                .map(|_| model.new_state(ctx).unwrap())
+                .collect();
             let close = |a: &[f32], b: &[f32], what: &str| {
                 assert_same_logits(a, b, &format!("{precision:?} {what}"))
             };

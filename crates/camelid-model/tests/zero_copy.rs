@@ -45,7 +45,7 @@ fn gguf_weights_stay_in_the_memory_map() {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let model = camelid_model::Model::load(&path).unwrap();
-    let mut state = model.new_state(4);
+    let mut state = model.new_state(4).unwrap();
     let state_bytes = {
         let c = &model.config;
         2 * c.n_layers * 4 * c.kv_dim() * 4

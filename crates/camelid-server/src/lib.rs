@@ -99,8 +99,13 @@ struct Inner {
 }
 
 impl AppState {
-    /// Starts the worker thread, which takes the model.
-    pub fn new(model: Model, tok: Tokenizer, config: ServerConfig) -> AppState {
+    /// Starts the worker thread, which takes the model; fails when the backend's memory cannot
+    /// hold the slots' caches.
+    pub fn new(
+        model: Model,
+        tok: Tokenizer,
+        config: ServerConfig,
+    ) -> Result<AppState, camelid_model::ModelError> {
         let tok = Arc::new(tok);
         let metrics = Arc::new(Metrics::default());
         let template = ChatTemplate::for_tokenizer(&tok).map(Arc::new);
@@ -110,8 +115,8 @@ impl AppState {
             config.n_slots.max(1),
             config.n_ctx,
             metrics.clone(),
-        );
-        AppState {
+        )?;
+        Ok(AppState {
             inner: Arc::new(Inner {
                 config,
                 tok,
@@ -121,7 +126,7 @@ impl AppState {
                 created: unix_now(),
                 next_id: AtomicU64::new(1),
             }),
-        }
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {

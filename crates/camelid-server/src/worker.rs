@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use camelid_engine::{Continuation, FinishReason, GenParams};
 use camelid_model::llama::MAX_BATCH;
-use camelid_model::{Model, State};
+use camelid_model::{Model, ModelError, State};
 use camelid_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -92,14 +92,18 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker thread with `n_slots` sequences of `n_ctx` tokens each.
+    /// Starts the worker thread with `n_slots` sequences of `n_ctx` tokens each; fails when the
+    /// backend's memory cannot hold their caches.
     pub fn spawn(
         model: Model,
         tok: Arc<Tokenizer>,
         n_slots: usize,
         n_ctx: usize,
         metrics: Arc<Metrics>,
-    ) -> Worker {
+    ) -> Result<Worker, ModelError> {
+        let states = (0..n_slots)
+            .map(|_| model.new_state(n_ctx))
+            .collect::<Result<Vec<State>, _>>()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let n_vocab = model.config.n_vocab;
@@ -107,15 +111,15 @@ impl Worker {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("camelid-worker".into())
-            .spawn(move || run(&model, &tok, n_slots, n_ctx, &rx, &flag, &metrics))
+            .spawn(move || run(&model, &tok, states, &rx, &flag, &metrics))
             .expect("spawning the worker thread");
-        Worker {
+        Ok(Worker {
             jobs: Mutex::new(Some(tx)),
             stop,
             thread: Mutex::new(Some(thread)),
             n_ctx,
             n_vocab,
-        }
+        })
     }
 
     /// Hands a job to the worker; false if it has stopped.
@@ -173,15 +177,16 @@ struct Active<'t> {
 fn run(
     model: &Model,
     tok: &Tokenizer,
-    n_slots: usize,
-    n_ctx: usize,
+    states: Vec<State>,
     rx: &Receiver<Job>,
     stop: &AtomicBool,
     metrics: &Metrics,
 ) {
-    let mut slots: Vec<Slot> = (0..n_slots)
-        .map(|_| Slot {
-            state: model.new_state(n_ctx),
+    let n_slots = states.len();
+    let mut slots: Vec<Slot> = states
+        .into_iter()
+        .map(|state| Slot {
+            state,
             cached: Vec::new(),
             last_used: 0,
             active: None,

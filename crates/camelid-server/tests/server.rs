@@ -49,7 +49,7 @@ fn server(n_ctx: usize, set: impl FnOnce(&mut ServerConfig)) -> (Router, AppStat
     let (model, tok) = load();
     let mut config = ServerConfig::new(MODEL, n_ctx);
     set(&mut config);
-    let state = AppState::new(model, tok.clone(), config);
+    let state = AppState::new(model, tok.clone(), config).unwrap();
     (router(state.clone()), state, tok)
 }
 

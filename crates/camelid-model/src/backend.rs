@@ -1,0 +1,158 @@
+//! The backend seam: where the forward pass's operations run and where their buffers live.
+//!
+//! The forward pass ([`crate::llama::forward_rows`]) is written once, against [`Ops`]: the
+//! operations of one batch of rows on named buffers ([`Buf`]) and named weights ([`Mat`],
+//! [`Norm`]). A backend owns everything those names stand for: the weights (uploaded once, in
+//! their stored type), each sequence's KV cache ([`KvCache`]) and the activation buffers.
+//! Its [`Backend::forward`] builds its `Ops` for a batch and runs the shared pass over it, so
+//! the pass is statically dispatched inside a backend while [`crate::Model`] holds any backend
+//! behind one `dyn` pointer.
+//!
+//! The CPU backend ([`crate::cpu::CpuBackend`]) is the kernels of `camelid-kernels`; the CUDA
+//! backend is the `camelid-cuda` crate.
+
+use std::any::Any;
+
+use camelid_kernels::Precision;
+
+use crate::error::ModelError;
+
+/// One token of a batch: which sequence it extends, at which position, and whether its logits
+/// are wanted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    /// Index into the batch's caches.
+    pub seq: usize,
+    pub pos: usize,
+    pub token: u32,
+    pub logits: bool,
+}
+
+/// The activation buffers of a pass, each `[B, width]` for the `B` rows of the batch (at most
+/// [`crate::llama::MAX_BATCH`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buf {
+    /// `[B, d]` the residual stream
+    X,
+    /// `[B, d]` a normed copy of it
+    Xn,
+    /// `[B, q]`, `[B, kv]`, `[B, kv]`, `[B, q]`
+    Q,
+    K,
+    V,
+    Att,
+    /// `[B, d]` a projection's output before the residual add
+    Proj,
+    /// `[B, ff]`
+    Gate,
+    Up,
+    /// `[R, V]` the logits of the `R` rows that want them, in batch order
+    Logits,
+}
+
+/// A weight matrix, by its role (`usize`: the layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mat {
+    Q(usize),
+    K(usize),
+    V(usize),
+    O(usize),
+    Gate(usize),
+    Up(usize),
+    Down(usize),
+    /// The output projection (the embedding when tied).
+    Output,
+}
+
+/// An RMSNorm gain vector, by its role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    Attn(usize),
+    Ffn(usize),
+    Output,
+}
+
+/// The operations of the forward pass on one batch of rows, in a backend's memory.
+///
+/// `n` is the number of leading rows an operation covers (the batch, or the rows gathered for
+/// logits); the operations that place rows in sequences (RoPE, the cache, attention) read the
+/// batch's [`Row`]s, which the backend was given when it built this `Ops`. No method fails:
+/// shapes are checked when the weights are loaded and the batch when it is formed.
+pub trait Ops {
+    /// `out[t] = token_embd[rows[t].token]` for every row of the batch.
+    fn embed(&mut self, out: Buf);
+    /// `out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ gain`, `t < n`.
+    fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize);
+    /// `out[t, r] = Σ_c w[r, c] · x[t, c]`, `t < n`.
+    fn matmul(&mut self, w: Mat, x: Buf, out: Buf, n: usize);
+    /// Rotates the pairs of every head of `x[t]` by the angles of position `rows[t].pos`.
+    fn rope(&mut self, x: Buf);
+    /// Writes `k[t]` and `v[t]` into layer `layer` of row `t`'s sequence cache at its position.
+    fn store_kv(&mut self, layer: usize, k: Buf, v: Buf);
+    /// Causal attention of `q[t]` over positions `0..=rows[t].pos` of its sequence's cache.
+    fn attention(&mut self, layer: usize, q: Buf, out: Buf);
+    /// SwiGLU's gate: `gate = silu(gate) ⊙ up`, `t < n`.
+    fn silu_mul(&mut self, gate: Buf, up: Buf, n: usize);
+    /// `x += y`, `t < n`.
+    fn add(&mut self, x: Buf, y: Buf, n: usize);
+    /// Copies the rows that want logits, in batch order, to the first rows of `out`; returns
+    /// how many.
+    fn gather_logit_rows(&mut self, out: Buf, x: Buf) -> usize;
+}
+
+/// One sequence's keys and values, in a backend's memory; [`crate::State`] holds one.
+pub trait KvCache: Any + Send + Sync {
+    /// Positions it holds.
+    fn n_ctx(&self) -> usize;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// What a backend runs on, for reports (`camelid bench --json`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `cpu`, `cuda:0`, ...
+    pub device: String,
+    /// The processor or card, and the code path (`avx512`, `NVIDIA H200 (sm_90)`).
+    pub name: String,
+    /// Bytes of the weights as the backend holds them.
+    pub weight_bytes: u64,
+    /// Device memory in use by this process, where the backend can tell (GPU backends).
+    pub memory_used: Option<u64>,
+}
+
+/// A place the model runs: it owns the uploaded weights, makes KV caches, and runs batches.
+pub trait Backend: Send + Sync {
+    fn info(&self) -> DeviceInfo;
+
+    /// Precision of products with quantized weights.
+    fn precision(&self) -> Precision;
+    fn set_precision(&mut self, precision: Precision);
+
+    /// Host threads the backend computes with (1 where the host only drives a device).
+    fn threads(&self) -> usize;
+    fn set_threads(&mut self, threads: usize);
+
+    /// A cache of `n_ctx` positions for one sequence. Fails when the backend's memory cannot
+    /// hold it.
+    fn new_cache(&self, n_ctx: usize) -> Result<Box<dyn KvCache>, ModelError>;
+
+    /// Runs one batch of at most [`crate::llama::MAX_BATCH`] rows through the model
+    /// ([`crate::llama::forward_rows`]): row `t` extends `caches[rows[t].seq]` at `rows[t].pos`
+    /// (rows of one sequence in order of position; every cache made by this backend, with room
+    /// for the row's position), and the logits of the rows that want them go to `logits`
+    /// (`[R, V]`, in batch order).
+    fn forward(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]);
+}
+
+/// The concrete cache of backend `C` behind a `dyn KvCache`.
+///
+/// # Panics
+/// If the cache was made by another backend: [`crate::Model`] gives a backend only caches of
+/// states it made itself.
+pub fn downcast_cache<C: KvCache>(cache: &mut dyn KvCache) -> &mut C {
+    cache
+        .as_any_mut()
+        .downcast_mut::<C>()
+        .expect("a KV cache made by another backend")
+}

@@ -1,0 +1,339 @@
+//! The CPU backend: the weights where the loader left them (usually a memory map), f32 KV caches
+//! and activations in host memory, and the kernels of `camelid-kernels`.
+
+use std::sync::Mutex;
+
+use camelid_kernels::ops::{AttnShape, rmsnorm, rope, silu_mul};
+use camelid_kernels::{Kernels, Precision, WeightView};
+
+use crate::backend::{Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Row, downcast_cache};
+use crate::config::Config;
+use crate::error::ModelError;
+use crate::llama::forward_rows;
+use crate::weights::Weights;
+
+pub struct CpuBackend {
+    config: Config,
+    weights: Weights,
+    /// `[head_dim / 2]`
+    inv_freq: Vec<f32>,
+    threads: usize,
+    /// Kernel table, precision of quantized products, and the compute thread pool.
+    kernels: Kernels,
+    /// The batch buffers, reused from pass to pass; passes from several threads take turns.
+    act: Mutex<Activations>,
+}
+
+/// `[n_layers, C, kv]` keys and values of one sequence.
+pub struct CpuCache {
+    n_ctx: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl KvCache for CpuCache {
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// The buffers of one batch of rows; shapes as on [`Buf`].
+#[derive(Default)]
+struct Activations {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl CpuBackend {
+    /// The backend on all cores, on the kernel path [`camelid_kernels::Isa::active`] picks.
+    pub fn new(config: Config, weights: Weights, inv_freq: Vec<f32>) -> CpuBackend {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        CpuBackend {
+            config,
+            weights,
+            inv_freq,
+            threads,
+            kernels: Kernels::new(threads),
+            act: Mutex::new(Activations::default()),
+        }
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+}
+
+impl Backend for CpuBackend {
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            device: "cpu".into(),
+            name: self.kernels.isa().to_string(),
+            weight_bytes: self
+                .weights
+                .matrices()
+                .map(|t| t.bytes().len() as u64)
+                .sum(),
+            memory_used: None,
+        }
+    }
+
+    fn precision(&self) -> Precision {
+        self.kernels.precision
+    }
+
+    fn set_precision(&mut self, precision: Precision) {
+        self.kernels.precision = precision;
+    }
+
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn set_threads(&mut self, threads: usize) {
+        // The pool grows on the first product that asks for more threads than it has.
+        self.threads = threads.max(1);
+    }
+
+    fn new_cache(&self, n_ctx: usize) -> Result<Box<dyn KvCache>, ModelError> {
+        let c = &self.config;
+        let len = c.n_layers * n_ctx * c.kv_dim();
+        Ok(Box::new(CpuCache {
+            n_ctx,
+            k: vec![0.0; len],
+            v: vec![0.0; len],
+        }))
+    }
+
+    fn forward(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) {
+        let mut act = self.act.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &self.config;
+        let b = rows.len();
+        let a = &mut *act;
+        for (buf, width) in [
+            (&mut a.x, c.d_model),
+            (&mut a.xn, c.d_model),
+            (&mut a.q, c.q_dim()),
+            (&mut a.k, c.kv_dim()),
+            (&mut a.v, c.kv_dim()),
+            (&mut a.att, c.q_dim()),
+            (&mut a.proj, c.d_model),
+            (&mut a.gate, c.d_ff),
+            (&mut a.up, c.d_ff),
+        ] {
+            if buf.len() < b * width {
+                buf.resize(b * width, 0.0);
+            }
+        }
+        let mut ops = CpuOps {
+            be: self,
+            a,
+            rows,
+            caches,
+            logits,
+        };
+        forward_rows(c, &mut ops, rows);
+    }
+}
+
+/// The CPU backend's operations on one batch.
+struct CpuOps<'a, 'c> {
+    be: &'a CpuBackend,
+    a: &'a mut Activations,
+    rows: &'a [Row],
+    /// Downcast where used (a type-id comparison), so a pass allocates nothing.
+    caches: &'a mut [&'c mut dyn KvCache],
+    logits: &'a mut [f32],
+}
+
+impl CpuOps<'_, '_> {
+    /// A buffer and the width of its rows.
+    fn buf(&mut self, b: Buf) -> (&mut [f32], usize) {
+        let c = &self.be.config;
+        let a = &mut *self.a;
+        match b {
+            Buf::X => (&mut a.x, c.d_model),
+            Buf::Xn => (&mut a.xn, c.d_model),
+            Buf::Q => (&mut a.q, c.q_dim()),
+            Buf::K => (&mut a.k, c.kv_dim()),
+            Buf::V => (&mut a.v, c.kv_dim()),
+            Buf::Att => (&mut a.att, c.q_dim()),
+            Buf::Proj => (&mut a.proj, c.d_model),
+            Buf::Gate => (&mut a.gate, c.d_ff),
+            Buf::Up => (&mut a.up, c.d_ff),
+            Buf::Logits => (&mut *self.logits, c.n_vocab),
+        }
+    }
+
+    /// Two distinct buffers, the first mutable.
+    fn pair(&mut self, x: Buf, y: Buf) -> (&mut [f32], &[f32], usize) {
+        assert_ne!(x, y, "an operation on one buffer twice");
+        let (xp, w) = {
+            let (s, w) = self.buf(x);
+            (s as *mut [f32], w)
+        };
+        let (ys, _) = self.buf(y);
+        // SAFETY: `x` and `y` name different buffers (checked above), and every `Buf` is a
+        // separate allocation, so the two slices do not overlap.
+        (unsafe { &mut *xp }, ys, w)
+    }
+}
+
+impl CpuBackend {
+    fn weight(&self, m: Mat) -> WeightView<'_> {
+        let w = &self.weights;
+        match m {
+            Mat::Q(l) => w.layers[l].wq.view(),
+            Mat::K(l) => w.layers[l].wk.view(),
+            Mat::V(l) => w.layers[l].wv.view(),
+            Mat::O(l) => w.layers[l].wo.view(),
+            Mat::Gate(l) => w.layers[l].w_gate.view(),
+            Mat::Up(l) => w.layers[l].w_up.view(),
+            Mat::Down(l) => w.layers[l].w_down.view(),
+            Mat::Output => w.output().view(),
+        }
+    }
+}
+
+impl Ops for CpuOps<'_, '_> {
+    fn embed(&mut self, out: Buf) {
+        let be = self.be;
+        let rows = self.rows;
+        let (x, d) = self.buf(out);
+        for (t, r) in rows.iter().enumerate() {
+            be.weights
+                .token_embd
+                .view()
+                .dequantize_row_into(r.token as usize, &mut x[t * d..][..d]);
+        }
+    }
+
+    fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize) {
+        let be = self.be;
+        let (gain, eps) = match gain {
+            Norm::Attn(l) => (&be.weights.layers[l].attn_norm, be.config.norm_eps),
+            Norm::Ffn(l) => (&be.weights.layers[l].ffn_norm, be.config.norm_eps),
+            Norm::Output => (&be.weights.output_norm, be.config.norm_eps),
+        };
+        let (o, x, d) = self.pair(out, x);
+        for t in 0..n {
+            rmsnorm(&mut o[t * d..][..d], &x[t * d..][..d], gain, eps);
+        }
+    }
+
+    fn matmul(&mut self, w: Mat, x: Buf, out: Buf, n: usize) {
+        let be = self.be;
+        let view = be.weight(w);
+        let (o, x, _) = self.pair(out, x);
+        be.kernels.matmul(
+            &view,
+            &x[..n * view.cols],
+            &mut o[..n * view.rows],
+            be.threads,
+        );
+    }
+
+    fn rope(&mut self, x: Buf) {
+        let be = self.be;
+        let rows = self.rows;
+        let (x, w) = self.buf(x);
+        for (t, r) in rows.iter().enumerate() {
+            rope(
+                &mut x[t * w..][..w],
+                be.config.head_dim,
+                r.pos,
+                &be.inv_freq,
+            );
+        }
+    }
+
+    fn store_kv(&mut self, layer: usize, k: Buf, v: Buf) {
+        let kvd = self.be.config.kv_dim();
+        let a = &*self.a;
+        let (ks, vs) = match (k, v) {
+            (Buf::K, Buf::V) => (&a.k, &a.v),
+            _ => unreachable!("keys and values live in Buf::K and Buf::V"),
+        };
+        for (t, r) in self.rows.iter().enumerate() {
+            let s: &mut CpuCache = downcast_cache(&mut *self.caches[r.seq]);
+            let at = (layer * s.n_ctx + r.pos) * kvd;
+            s.k[at..][..kvd].copy_from_slice(&ks[t * kvd..][..kvd]);
+            s.v[at..][..kvd].copy_from_slice(&vs[t * kvd..][..kvd]);
+        }
+    }
+
+    fn attention(&mut self, layer: usize, q: Buf, out: Buf) {
+        let be = self.be;
+        let c = &be.config;
+        let (b, kvd) = (self.rows.len(), c.kv_dim());
+        let shape = AttnShape {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let rows = self.rows;
+        let caches: &[&mut dyn KvCache] = self.caches;
+        let (o, q, w) = {
+            let a = &mut *self.a;
+            match (q, out) {
+                (Buf::Q, Buf::Att) => (&mut a.att, &a.q, c.q_dim()),
+                _ => unreachable!("attention reads Buf::Q into Buf::Att"),
+            }
+        };
+        be.kernels
+            .attention_rows(&mut o[..b * w], &q[..b * w], shape, be.threads, |t| {
+                let r = &rows[t];
+                let s: &CpuCache = cache_ref(&*caches[r.seq]);
+                let layer_cache = layer * s.n_ctx * kvd..(layer + 1) * s.n_ctx * kvd;
+                (&s.k[layer_cache.clone()], &s.v[layer_cache], r.pos + 1)
+            });
+    }
+
+    fn silu_mul(&mut self, gate: Buf, up: Buf, n: usize) {
+        let (g, u, w) = self.pair(gate, up);
+        silu_mul(&mut g[..n * w], &u[..n * w]);
+    }
+
+    fn add(&mut self, x: Buf, y: Buf, n: usize) {
+        let (x, y, w) = self.pair(x, y);
+        for (a, b) in x[..n * w].iter_mut().zip(&y[..n * w]) {
+            *a += b;
+        }
+    }
+
+    fn gather_logit_rows(&mut self, out: Buf, x: Buf) -> usize {
+        let rows = self.rows;
+        let (o, x, d) = self.pair(out, x);
+        let mut n = 0;
+        for (t, r) in rows.iter().enumerate() {
+            if r.logits {
+                o[n * d..][..d].copy_from_slice(&x[t * d..][..d]);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+fn cache_ref(cache: &dyn KvCache) -> &CpuCache {
+    cache
+        .as_any()
+        .downcast_ref()
+        .expect("a KV cache made by another backend")
+}
