@@ -48,6 +48,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Convert a GGUF or Hugging Face model to a quantized GGUF (llama-quantize's types and mixes).
     Quantize(quantize::QuantizeArgs),
+    /// Write a model of a published shape with random weights (benchmarks, device checks).
+    RandomModel(quantize::RandomModelArgs),
     /// Perplexity of a text as llama-perplexity computes it; KL divergence against a saved run.
     Perplexity(eval::PerplexityArgs),
     /// Multiple-choice accuracy (HellaSwag-style JSONL) by length-normalized log-likelihood.
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::RandomModel(a) => quantize::run_random(a),
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Perplexity(a) => eval::run_perplexity(a),

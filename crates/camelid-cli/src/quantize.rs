@@ -306,19 +306,8 @@ fn ggml_type(d: DType) -> GgmlType {
 }
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
-    let Some(ft) = Ftype::parse(&a.ftype) else {
-        let names: Vec<&str> = FTYPES.iter().map(|f| f.1).collect();
-        bail!(
-            "unknown TYPE {:?}; one of: {} (and Q3_K, Q4_K, Q5_K for the _M mixes)",
-            a.ftype,
-            names.join(", ")
-        );
-    };
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => t,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let ft = parse_ftype(&a.ftype)?;
+    let threads = thread_count(a.threads)?;
     check_paths(&a.input, &a.output)?;
     let ckpt = Checkpoint::open(&a.input)?;
     let weights = ckpt.load_weights()?;
@@ -377,6 +366,100 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             plan = plan_canonical(&ckpt.config, &weights, rope_freqs.as_deref(), ft, a.pure);
         }
     }
+    write_gguf(&a.output, writer, plan, &pb, ft, threads, a.verbose)
+}
+
+/// `camelid random-model PRESET OUTPUT [TYPE]`.
+#[derive(clap::Args)]
+pub struct RandomModelArgs {
+    /// A shape of `camelid models` (e.g. llama-3.2-1b, llama-2-7b).
+    pub preset: String,
+    /// The GGUF file to write (replaced if it exists).
+    pub output: PathBuf,
+    /// The file type, as for `quantize` (default F16).
+    #[arg(value_name = "TYPE", default_value = "F16")]
+    pub ftype: String,
+    /// Seed of the weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep only the first N layers (a smaller model of the same widths).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// A vocabulary of N tokens instead of the shape's (a smaller file for tests).
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+}
+
+/// Writes a model of a published shape with random weights ([`Weights::random`]): benchmark
+/// and device-check models made where nothing can be downloaded. It has no tokenizer keys: it
+/// serves `bench` and `logits`, not text commands.
+pub fn run_random(a: &RandomModelArgs) -> Result<()> {
+    let ft = parse_ftype(&a.ftype)?;
+    let presets = camelid_model::config::presets();
+    let Some(p) = presets.iter().find(|p| p.id == a.preset) else {
+        let ids: Vec<&str> = presets.iter().map(|p| p.id).collect();
+        bail!("unknown shape {:?}; one of: {}", a.preset, ids.join(", "));
+    };
+    let mut config = p.config.clone();
+    if let Some(n) = a.layers {
+        if n == 0 || n > config.n_layers {
+            bail!("--layers must be in 1..={}", config.n_layers);
+        }
+        config.n_layers = n;
+    }
+    if let Some(v) = a.vocab {
+        if v == 0 || v > config.n_vocab {
+            bail!("--vocab must be in 1..={}", config.n_vocab);
+        }
+        config.n_vocab = v;
+    }
+    let threads = thread_count(a.threads)?;
+    if a.output.is_dir() {
+        bail!("{}: OUTPUT is a folder; name a file", a.output.display());
+    }
+    let weights = Weights::random(&config, a.seed);
+    let rope_freqs = llama3_rope_divisors(&config);
+    let pb = progress_bar();
+    let mut writer = GgufWriter::new(DEFAULT_ALIGNMENT);
+    let name = format!("{} (random weights, seed {})", p.name, a.seed);
+    for (k, v) in llama_metadata(&config, &name) {
+        writer.add_metadata(&k, v);
+    }
+    let plan = plan_canonical(&config, &weights, rope_freqs.as_deref(), ft, false);
+    write_gguf(&a.output, writer, plan, &pb, ft, threads, false)
+}
+
+fn parse_ftype(name: &str) -> Result<Ftype> {
+    Ftype::parse(name).with_context(|| {
+        let names: Vec<&str> = FTYPES.iter().map(|f| f.1).collect();
+        format!(
+            "unknown TYPE {name:?}; one of: {} (and Q3_K, Q4_K, Q5_K for the _M mixes)",
+            names.join(", ")
+        )
+    })
+}
+
+fn thread_count(threads: Option<usize>) -> Result<usize> {
+    match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => Ok(t),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+/// Converts the planned tensors and writes the file (to a temporary name, renamed at the end).
+fn write_gguf<'a>(
+    out_path: &Path,
+    mut writer: GgufWriter<'a>,
+    plan: Vec<Planned<'a>>,
+    pb: &'a ProgressBar,
+    ft: Ftype,
+    threads: usize,
+    verbose: bool,
+) -> Result<()> {
     writer.add_metadata("general.file_type", Value::U32(ft.id()));
     // GGML_QNT_VERSION (ggml.h): the block layouts of the current quantized types.
     writer.add_metadata("general.quantization_version", Value::U32(2));
@@ -385,7 +468,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     // (type, tensors, elements, bytes)
     let mut counts: Vec<(DType, usize, u64, u64)> = Vec::new();
     for p in &plan {
-        if a.verbose {
+        if verbose {
             pb.suspend(|| eprintln!("{:<28} {:>14} -> {}", p.name, format!("{:?}", p.dims), p.ty));
         }
         let n = p.dims.iter().product::<u64>();
@@ -399,9 +482,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             None => counts.push((p.ty, 1, n, bytes)),
         }
     }
-    let out_path = a.output.clone();
     for p in plan {
-        let pb = &pb;
         let name = p.name.clone();
         let n = p.dims.iter().product::<u64>();
         match p.source {
@@ -428,7 +509,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         }
     }
     let written = writer
-        .write_file(&out_path)
+        .write_file(out_path)
         .with_context(|| format!("writing {}", out_path.display()))?;
     pb.finish_and_clear();
     let summary: Vec<String> = counts.iter().map(|(t, n, ..)| format!("{n} {t}")).collect();

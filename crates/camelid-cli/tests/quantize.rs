@@ -471,3 +471,71 @@ fn quantized_output_loads_and_runs() {
     assert_eq!(row.len(), 384);
     assert!(row.iter().all(|x| x.as_f64().is_some_and(f64::is_finite)));
 }
+
+/// `random-model` writes a loadable model of a published shape: the preset's widths, the
+/// requested type and reductions, metadata llama.cpp reads, and the same bytes for the same seed.
+#[test]
+fn random_model_has_the_preset_shape_and_is_reproducible() {
+    let dir = scratch("random-model");
+    let (a, b) = (dir.join("a.gguf"), dir.join("b.gguf"));
+    for out in [&a, &b] {
+        let o = command(&[
+            "random-model".as_ref(),
+            "llama3.2-1b".as_ref(),
+            out.as_os_str(),
+            "Q4_0".as_ref(),
+            "--layers".as_ref(),
+            "1".as_ref(),
+            "--vocab".as_ref(),
+            "512".as_ref(),
+            "--seed".as_ref(),
+            "7".as_ref(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let g = Gguf::open(&a).unwrap();
+    let u = |k: &str| match g.get(k) {
+        Some(Value::U32(v)) => *v,
+        other => panic!("{k}: {other:?}"),
+    };
+    // Llama 3.2 1B (LLAMA.md): d 2048, 32 heads over 8 kv heads, FFN 8192, tied embeddings.
+    assert_eq!(u("llama.block_count"), 1);
+    assert_eq!(u("llama.embedding_length"), 2048);
+    assert_eq!(u("llama.attention.head_count_kv"), 8);
+    assert_eq!(u("llama.feed_forward_length"), 8192);
+    assert!(g.tensor("output.weight").is_none());
+    assert!(g.tensor("rope_freqs.weight").is_some());
+    let q = g.tensor("blk.0.attn_q.weight").unwrap();
+    assert_eq!(q.ggml_type.name(), "Q4_0");
+    assert_eq!(q.dims, [2048, 2048]);
+    // It runs: one position's logits over the reduced vocabulary.
+    let o = command(&[
+        "logits".as_ref(),
+        "-m".as_ref(),
+        a.as_os_str(),
+        "--tokens".as_ref(),
+        "1,2,3".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["n_vocab"], 512);
+    let o = command(&[
+        "random-model".as_ref(),
+        "no-such-shape".as_ref(),
+        dir.join("x.gguf").as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("one of: llama-7b"),
+        "{err}"
+    );
+}
+
+/// Any `camelid` subcommand.
+fn command(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_camelid"))
+        .args(args)
+        .output()
+        .unwrap()
+}

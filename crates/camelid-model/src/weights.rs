@@ -13,6 +13,7 @@ use std::sync::Arc;
 use camelid_formats::gguf::{Gguf, Value};
 use camelid_formats::hf_config::HfConfig;
 use camelid_formats::safetensors::{SafetensorsModel, StDtype};
+use camelid_kernels::quant::quantize_row;
 use camelid_kernels::{DType, WeightView};
 
 use crate::config::{Config, ConfigError, RopeScaling};
@@ -114,6 +115,102 @@ impl Weights {
                     .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]),
             )
             .chain(self.output.iter())
+    }
+}
+
+impl Weights {
+    /// Random weights of `config`'s shape, for benchmarks and device checks where no checkpoint
+    /// can be fetched: matrices in F16 drawn from N(0, 0.02²) (the usual initialisation scale;
+    /// speed depends on the shapes and types, not the values), norm gains 1 + N(0, 0.02²), named
+    /// as in a GGUF. The same seed gives the same bytes.
+    pub fn random(config: &Config, seed: u64) -> Weights {
+        let mut rng = Normal::new(seed);
+        let (d, kv, q, ff) = (config.d_model, config.kv_dim(), config.q_dim(), config.d_ff);
+        let mut matrix = |name: String, rows: usize, cols: usize| {
+            let mut data = vec![0u8; rows * cols * 2];
+            let mut row = vec![0.0f32; cols];
+            for dst in data.chunks_exact_mut(cols * 2) {
+                row.iter_mut().for_each(|x| *x = 0.02 * rng.next());
+                quantize_row(DType::F16, &row, dst);
+            }
+            Tensor {
+                name,
+                dtype: DType::F16,
+                rows,
+                cols,
+                data: Data::Owned(data),
+            }
+        };
+        let token_embd = matrix("token_embd.weight".into(), config.n_vocab, d);
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: Vec::new(),
+                wq: matrix(n("attn_q"), q, d),
+                wk: matrix(n("attn_k"), kv, d),
+                wv: matrix(n("attn_v"), kv, d),
+                wo: matrix(n("attn_output"), d, q),
+                ffn_norm: Vec::new(),
+                w_gate: matrix(n("ffn_gate"), ff, d),
+                w_up: matrix(n("ffn_up"), ff, d),
+                w_down: matrix(n("ffn_down"), d, ff),
+            });
+        }
+        let output =
+            (!config.tied_embeddings).then(|| matrix("output.weight".into(), config.n_vocab, d));
+        let mut gain = || {
+            (0..d)
+                .map(|_| 1.0 + 0.02 * rng.next())
+                .collect::<Vec<f32>>()
+        };
+        for l in &mut layers {
+            l.attn_norm = gain();
+            l.ffn_norm = gain();
+        }
+        Weights {
+            token_embd,
+            layers,
+            output_norm: gain(),
+            output,
+            rope_freqs: None,
+        }
+    }
+}
+
+/// Standard normal draws: xorshift64* uniforms through Box-Muller (Marsaglia 2003; Box & Muller
+/// 1958), two draws per pair of uniforms.
+struct Normal {
+    state: u64,
+    spare: Option<f32>,
+}
+
+impl Normal {
+    fn new(seed: u64) -> Normal {
+        Normal {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15 | 1,
+            spare: None,
+        }
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let x = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        // 53 random bits in (0, 1]: never 0, so the logarithm is finite.
+        ((x >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    fn next(&mut self) -> f32 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        let (u, v) = (self.uniform(), self.uniform());
+        let r = (-2.0 * u.ln()).sqrt();
+        let t = std::f64::consts::TAU * v;
+        self.spare = Some((r * t.sin()) as f32);
+        (r * t.cos()) as f32
     }
 }
 
