@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use camelid_model::Model;
+use camelid_model::weights::Checkpoint;
 
 use crate::load::LoadArgs;
 
@@ -70,7 +70,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         bail!("nothing to measure: -p and -n are both 0");
     }
     let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
-    let mut model = Model::load(&path)?;
+    let mut model = crate::load::open_model(Checkpoint::open(&path)?, a.load.device)?;
     crate::load::set_threads(&mut model, a.load.threads)?;
     model.set_precision(a.load.precision.into());
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
@@ -143,7 +143,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     "model_size": size,
                     "model_n_params": params,
                     "n_threads": model.threads(),
+                    "device": device.device,
                     "isa": isa,
+                    "device_memory_used_bytes": device.memory_used,
                     "precision": precision,
                     "test": s.test,
                     "n_prompt": s.n_prompt,

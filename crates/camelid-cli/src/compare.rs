@@ -592,6 +592,7 @@ fn model_perplexities(
         ctx: Some(a.ctx),
         threads: a.threads,
         precision: PrecisionArg::Fast,
+        device: crate::load::Device::Cpu,
     })?;
     let tok = &loaded.tokenizer;
     let bos = if tok.add_bos_default() {

@@ -13,7 +13,7 @@ use camelid_engine::eval::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::load::{LoadArgs, Loaded, PrecisionArg, load};
+use crate::load::{Device, LoadArgs, Loaded, PrecisionArg, load};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.
@@ -33,6 +33,9 @@ pub struct EvalModelArgs {
     /// dot products, as llama.cpp does).
     #[arg(long)]
     pub exact: bool,
+    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
 }
 
 impl EvalModelArgs {
@@ -46,6 +49,7 @@ impl EvalModelArgs {
             } else {
                 PrecisionArg::Fast
             },
+            device: self.device,
         })
     }
 }
@@ -466,6 +470,9 @@ pub struct ScoreArgs {
     /// Multiply quantized weights with f32 activations.
     #[arg(long)]
     pub exact: bool,
+    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -540,6 +547,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         ctx: None,
         threads: a.threads,
         exact: a.exact,
+        device: a.device,
     };
     let Loaded {
         model,

@@ -24,6 +24,54 @@ pub struct LoadArgs {
     /// does) or `exact` (f32 activations: the arithmetic of the unquantized reference, slower).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fast)]
     pub precision: PrecisionArg,
+    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+/// A device to run a model on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// The GPU of this ordinal.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Device, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("{s:?} is not a device: cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+/// The model of a checkpoint, its weights on `device`.
+pub fn open_model(ckpt: Checkpoint, device: Device) -> Result<Model> {
+    match device {
+        Device::Cpu => Ok(Model::from_checkpoint(ckpt)?),
+        Device::Cuda(ordinal) => cuda_model(ckpt, ordinal),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_model(ckpt: Checkpoint, ordinal: usize) -> Result<Model> {
+    let weights = ckpt.load_weights()?;
+    let inv_freq = camelid_model::llama::rope_inv_freq(&ckpt.config, &weights);
+    let backend = camelid_cuda::backend(&ckpt.config, &weights, inv_freq, ordinal)?;
+    Ok(Model::with_backend(ckpt.config, backend))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_model(_: Checkpoint, _: usize) -> Result<Model> {
+    bail!("this camelid was built without CUDA support; build it with `--features cuda`")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,7 +116,7 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
         None => load_tokenizer(&path)?,
     };
     let sampling = sampling_hints(&ckpt)?;
-    let mut model = Model::from_checkpoint(ckpt)?;
+    let mut model = open_model(ckpt, a.device)?;
     set_threads(&mut model, a.threads)?;
     model.set_precision(a.precision.into());
     let n_ctx = match a.ctx {

@@ -82,6 +82,9 @@ struct LogitsArgs {
     /// dot products, as llama.cpp does).
     #[arg(long)]
     exact: bool,
+    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: load::Device,
 }
 
 fn main() -> ExitCode {
@@ -138,7 +141,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn logits(a: &LogitsArgs) -> Result<()> {
-    let mut model = camelid_model::Model::load(&a.model)?;
+    let ckpt = camelid_model::weights::Checkpoint::open(&a.model)?;
+    let mut model = load::open_model(ckpt, a.device)?;
     crate::load::set_threads(&mut model, a.threads)?;
     if a.exact {
         model.set_precision(camelid_kernels::Precision::Exact);

@@ -327,3 +327,33 @@ fn run_defaults_to_the_models_recommended_sampling() {
     );
     ids(&bad_file, &["--top-p", "0.9"]);
 }
+
+/// `--device` names a device or fails clearly: an unknown name at parsing, `cuda` in a build
+/// without the CUDA backend (or, with it, on a machine without a GPU) with one line saying why.
+#[test]
+fn device_option_errors_are_clear() {
+    let model = repo().join("testdata/tiny/mqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    expect_clear_error(
+        &["logits", "-m", m, "--tokens", "1", "--device", "gpu"],
+        "\"gpu\" is not a device: cpu, cuda or cuda:N",
+    );
+    let out = camelid(&["logits", "-m", m, "--tokens", "1", "--device", "cuda:0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        eprintln!("note: --device cuda:0 ran: this build has CUDA and a GPU is present");
+        return;
+    }
+    assert!(
+        err.contains("--features cuda") || err.contains("CUDA"),
+        "not a CUDA error: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.stdout.is_empty(), "output before the error");
+    let out = camelid(&["logits", "-m", m, "--tokens", "1", "--device", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
