@@ -388,14 +388,18 @@ pub struct RandomModelArgs {
     /// A vocabulary of N tokens instead of the shape's (a smaller file for tests).
     #[arg(long)]
     pub vocab: Option<usize>,
+    /// Write this tokenizer's keys (a GGUF, tokenizer.json, tokenizer.model or a model
+    /// folder), padded to the model's vocabulary, so that text commands and `serve` run.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
 }
 
 /// Writes a model of a published shape with random weights ([`Weights::random`]): benchmark
-/// and device-check models made where nothing can be downloaded. It has no tokenizer keys: it
-/// serves `bench` and `logits`, not text commands.
+/// and device-check models made where nothing can be downloaded. Without `--tokenizer` it has
+/// no tokenizer keys: it serves `bench` and `logits`, not text commands.
 pub fn run_random(a: &RandomModelArgs) -> Result<()> {
     let ft = parse_ftype(&a.ftype)?;
     let presets = camelid_model::config::presets();
@@ -427,6 +431,21 @@ pub fn run_random(a: &RandomModelArgs) -> Result<()> {
     let name = format!("{} (random weights, seed {})", p.name, a.seed);
     for (k, v) in llama_metadata(&config, &name) {
         writer.add_metadata(&k, v);
+    }
+    if let Some(path) = &a.tokenizer {
+        let tok = load_tokenizer(path)
+            .with_context(|| format!("{}: reading the tokenizer", path.display()))?;
+        if tok.n_vocab() > config.n_vocab {
+            bail!(
+                "{}: the tokenizer has {} tokens, more than the model's {}",
+                path.display(),
+                tok.n_vocab(),
+                config.n_vocab
+            );
+        }
+        for (k, v) in tokenizer_metadata(&tok, config.n_vocab) {
+            writer.add_metadata(&k, v);
+        }
     }
     let plan = plan_canonical(&config, &weights, rope_freqs.as_deref(), ft, false);
     write_gguf(&a.output, writer, plan, &pb, ft, threads, false)
