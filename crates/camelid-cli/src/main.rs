@@ -142,18 +142,22 @@ fn logits(a: &LogitsArgs) -> Result<()> {
     }
     let mut state = model.new_state(a.tokens.len());
     let mut out = io::BufWriter::new(io::stdout().lock());
-    write!(
-        out,
-        "{{\"n_vocab\": {}, \"logits\": [",
-        model.config.n_vocab
-    )?;
+    let n_vocab = model.config.n_vocab;
+    // The header goes out with the first row: the forward pass checks its input (token ids,
+    // context) before it yields any row, so a rejected input leaves stdout empty rather than
+    // holding the start of a JSON document.
     let mut first = true;
     let mut io_err = Ok(());
     model.forward(&mut state, &a.tokens, a.all, |_, row| {
         if io_err.is_err() {
             return;
         }
-        io_err = write_row(&mut out, row, first);
+        if first {
+            io_err = write!(out, "{{\"n_vocab\": {n_vocab}, \"logits\": [");
+        }
+        if io_err.is_ok() {
+            io_err = write_row(&mut out, row, first);
+        }
         first = false;
     })?;
     io_err.context("writing logits")?;

@@ -327,3 +327,73 @@ fn run_defaults_to_the_models_recommended_sampling() {
     );
     ids(&bad_file, &["--top-p", "0.9"]);
 }
+
+/// `detokenize` ends its output with a newline, and what comes before it is the text exactly.
+#[test]
+fn detokenize_ends_its_line() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let text = "To be, or not to be";
+    let out = camelid(&["tokenize", "-m", m, "--no-bos", "--json", text]);
+    assert!(out.status.success());
+    let ids: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let out = camelid(&["detokenize", "-m", m, &list]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{text}\n"));
+}
+
+/// `logits` with an id outside the vocabulary fails before it writes anything: no half JSON
+/// document on stdout for a consumer to choke on.
+#[test]
+fn logits_writes_nothing_when_the_input_is_rejected() {
+    let model = repo().join("testdata/tiny/mqa/q4_0.gguf");
+    let out = camelid(&[
+        "logits",
+        "-m",
+        model.to_str().unwrap(),
+        "--tokens",
+        "1,99999",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("token id 99999 is out of range"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A GGUF cut in half: one sentence (not repeated as its own cause) that names the file, says
+/// it looks truncated and gives both sizes.
+#[test]
+fn truncated_gguf_is_said_once_with_both_sizes() {
+    let tmp = std::env::temp_dir().join(format!("camelid-cli-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let full = std::fs::read(repo().join("testdata/tiny/mqa/q4_0.gguf")).unwrap();
+    let half = &full[..full.len() / 2];
+    let path = tmp.join("half.gguf");
+    std::fs::write(&path, half).unwrap();
+    let p = path.to_str().unwrap();
+    let text = tmp.join("text.txt");
+    std::fs::write(&text, "To be, or not to be").unwrap();
+    let want = format!(
+        "file looks truncated ({} of ≥ {} bytes)",
+        half.len(),
+        full.len()
+    );
+    for args in [
+        vec!["inspect", p],
+        vec!["logits", "-m", p, "--tokens", "1"],
+        vec!["run", "-m", p, "-p", "hi"],
+        vec!["perplexity", "-m", p, "-f", text.to_str().unwrap()],
+    ] {
+        let out = camelid(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert_eq!(err.matches("half.gguf").count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("caused by"), "{args:?}: {err}");
+    }
+}
