@@ -13,15 +13,13 @@ use camelid_engine::eval::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::load::{LoadArgs, Loaded, PrecisionArg, load};
+use crate::load::{LoadArgs, Loaded, MODEL_HELP, PrecisionArgs, load};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalModelArgs {
-    /// A GGUF file, a Hugging Face model folder, `hf:OWNER/REPO[/FILE]`, or a known name
-    /// (default: SmolLM2-135M-Instruct).
-    #[arg(short, long)]
+    #[arg(short, long, help = MODEL_HELP)]
     pub model: Option<String>,
     /// Tokens per chunk (default: 512; with --kl-base, the base run's).
     #[arg(short = 'c', long = "ctx")]
@@ -29,10 +27,8 @@ pub struct EvalModelArgs {
     /// Compute threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
-    /// Multiply quantized weights with f32 activations (default: 8-bit activations and integer
-    /// dot products, as llama.cpp does).
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 impl EvalModelArgs {
@@ -41,11 +37,7 @@ impl EvalModelArgs {
             model: self.model.clone(),
             ctx,
             threads: self.threads,
-            precision: if self.exact {
-                PrecisionArg::Exact
-            } else {
-                PrecisionArg::Fast
-            },
+            precision: self.precision.get(),
         })
     }
 }
@@ -454,7 +446,7 @@ fn print_kl(s: &KlSummary) {
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
-    #[arg(short, long)]
+    #[arg(short, long, help = MODEL_HELP)]
     pub model: Option<String>,
     /// Tasks, one JSON object per line: {"context": "...", "endings": ["...", ...], "label": N}
     /// (label: the index of the right ending, from 0).
@@ -463,9 +455,8 @@ pub struct ScoreArgs {
     /// Compute threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
-    /// Multiply quantized weights with f32 activations.
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -539,7 +530,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         model: a.model.clone(),
         ctx: None,
         threads: a.threads,
-        exact: a.exact,
+        precision: a.precision,
     };
     let Loaded {
         model,

@@ -8,11 +8,20 @@ use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 
+/// The help of every `-m` that goes through model resolution; the names are those
+/// `fetch::ModelSpec::parse` knows.
+pub const MODEL_HELP: &str = "A GGUF file, a Hugging Face model folder (config.json + \
+safetensors), `hf:OWNER/REPO[/FILE]`, or the name `smollm2` (SmolLM2-135M-Instruct, the default; \
+fetched on first use)";
+
+/// The help of `--precision`, one text for every command that runs a model.
+pub const PRECISION_HELP: &str = "Products with quantized weights: `fast` (activations rounded \
+to 8 bits, as llama.cpp does) or `exact` (f32 activations: the arithmetic of the unquantized \
+reference, slower)";
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct LoadArgs {
-    /// A GGUF file, a Hugging Face model folder, `hf:OWNER/REPO[/FILE]`, or a known name
-    /// (default: SmolLM2-135M-Instruct, fetched on first use).
-    #[arg(short, long)]
+    #[arg(short, long, help = MODEL_HELP)]
     pub model: Option<String>,
     /// Context length (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx")]
@@ -20,10 +29,28 @@ pub struct LoadArgs {
     /// Compute threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
-    /// Products with quantized weights: `fast` (activations rounded to 8 bits, as llama.cpp
-    /// does) or `exact` (f32 activations: the arithmetic of the unquantized reference, slower).
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast)]
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast, help = PRECISION_HELP)]
     pub precision: PrecisionArg,
+}
+
+/// `--precision` for the commands that used to spell it `--exact` (perplexity, score, logits):
+/// the old flag stays as a hidden alias so that scripts written for it still run.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct PrecisionArgs {
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast, help = PRECISION_HELP)]
+    precision: PrecisionArg,
+    #[arg(long, hide = true, conflicts_with = "precision")]
+    exact: bool,
+}
+
+impl PrecisionArgs {
+    pub fn get(&self) -> PrecisionArg {
+        if self.exact {
+            PrecisionArg::Exact
+        } else {
+            self.precision
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -76,10 +76,8 @@ struct LogitsArgs {
     /// Compute threads (default: all cores).
     #[arg(short, long)]
     threads: Option<usize>,
-    /// Multiply quantized weights with f32 activations (default: 8-bit activations and integer
-    /// dot products, as llama.cpp does).
-    #[arg(long)]
-    exact: bool,
+    #[command(flatten)]
+    precision: load::PrecisionArgs,
 }
 
 fn main() -> ExitCode {
@@ -137,9 +135,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn logits(a: &LogitsArgs) -> Result<()> {
     let mut model = camelid_model::Model::load(&a.model)?;
     crate::load::set_threads(&mut model, a.threads)?;
-    if a.exact {
-        model.kernels.precision = camelid_kernels::Precision::Exact;
-    }
+    model.kernels.precision = a.precision.get().into();
     let mut state = model.new_state(a.tokens.len());
     let mut out = io::BufWriter::new(io::stdout().lock());
     let n_vocab = model.config.n_vocab;

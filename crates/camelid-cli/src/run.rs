@@ -35,11 +35,15 @@ pub struct SampleArgs {
     /// Tokens the penalties look back over, -1 = all (default: the model's, else 64).
     #[arg(long, value_parser = parse_last_n, allow_hyphen_values = true)]
     pub repeat_last_n: Option<usize>,
+    /// Subtract this from the logit of every token that occurs in the last --repeat-last-n
+    /// tokens, once whatever its count (OpenAI's presence_penalty: -2 to 2, 0 = off).
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub presence_penalty: f32,
+    /// Subtract this times its count from the logit of every token in the last
+    /// --repeat-last-n tokens (OpenAI's frequency_penalty: -2 to 2, 0 = off).
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub frequency_penalty: f32,
-    /// Random seed (default: a fresh one, printed with --json).
+    /// Random seed (default: a fresh one each run).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Stop when this text appears (repeatable); it is not printed.

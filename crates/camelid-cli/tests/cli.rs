@@ -397,3 +397,78 @@ fn truncated_gguf_is_said_once_with_both_sizes() {
         assert!(!err.contains("caused by"), "{args:?}: {err}");
     }
 }
+
+/// Every option of every command has a help line; the commands that run a model spell the
+/// precision one way (`--precision`); `-m` names the model names it takes; `chat` does not point
+/// at options it lacks.
+#[test]
+fn every_option_is_explained_and_precision_is_spelled_one_way() {
+    let runs_a_model = [
+        "run",
+        "chat",
+        "serve",
+        "bench",
+        "perplexity",
+        "score",
+        "logits",
+    ];
+    let others = [
+        "inspect",
+        "quantize",
+        "models",
+        "compare",
+        "tokenize",
+        "detokenize",
+    ];
+    for cmd in runs_a_model.iter().chain(&others) {
+        let out = camelid(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        // Clap puts an option's text after it on the same line, or, when some text is long,
+        // indented on the next line; an option without text still shows `[default: ...]`.
+        let text = |h: &str| !h.trim().is_empty() && !h.trim().starts_with('[');
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with('-') && line.starts_with("  ") {
+                let same_line = t.split_once("  ").is_some_and(|(_, h)| text(h));
+                let next = lines.get(i + 1).copied().unwrap_or_default();
+                let next_line = next.starts_with("          ") && text(next);
+                assert!(same_line || next_line, "{cmd}: option without help: {t}");
+            }
+        }
+        assert!(!help.contains("--exact"), "{cmd}: {help}");
+        if runs_a_model.contains(cmd) {
+            assert!(help.contains("--precision <PRECISION>"), "{cmd}");
+        }
+        if *cmd != "logits" && runs_a_model.contains(cmd) {
+            assert!(help.contains("the name `smollm2`"), "{cmd}: {help}");
+        }
+    }
+    let chat = String::from_utf8(camelid(&["chat", "--help"]).stdout).unwrap();
+    assert!(!chat.contains("--json"), "{chat}");
+
+    // The old spelling of perplexity, score and logits is a hidden alias of `--precision exact`.
+    let model = repo().join("testdata/tiny/mqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let logits = |extra: &[&str]| {
+        let out = camelid(&[&["logits", "-m", m, "--tokens", "1,2,3"], extra].concat());
+        assert!(out.status.success(), "{extra:?}");
+        out.stdout
+    };
+    assert_eq!(logits(&["--exact"]), logits(&["--precision", "exact"]));
+    assert_ne!(logits(&["--precision", "exact"]), logits(&[]));
+    expect_clear_error(
+        &[
+            "logits",
+            "-m",
+            m,
+            "--tokens",
+            "1",
+            "--exact",
+            "--precision",
+            "fast",
+        ],
+        "cannot be used with",
+    );
+}
