@@ -12,40 +12,45 @@ use crate::load::{LoadArgs, load};
 /// Sampling options shared by `run` and `chat`. An option left unset takes the value the
 /// model recommends (GGUF `general.sampling.*`, or a folder's `generation_config.json`), else
 /// llama.cpp's default, given in its help line.
+///
+/// Every numeric option takes a negative value as a value (`--temp -1`, `--seed -1`), as
+/// llama.cpp's do: where llama.cpp gives a negative value a meaning, it has the same one here,
+/// and otherwise it gets the option's range error rather than clap's "unexpected argument".
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SampleArgs {
-    /// Temperature; 0 is greedy (default: the model's, else 0.8).
-    #[arg(long = "temp")]
+    /// Temperature; 0 or less is greedy, as in llama.cpp (default: the model's, else 0.8).
+    #[arg(long = "temp", value_parser = parse_temperature, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Keep the K most likely tokens, 0 = off (default: the model's, else 40).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_top_k, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass (default: the
     /// model's, else 0.95).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f32>,
     /// Drop tokens less likely than this fraction of the most likely one (default: the
     /// model's, else 0.05).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_p: Option<f32>,
     /// Repetition penalty over the last --repeat-last-n tokens, 1 = off (default: the model's,
     /// else 1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
     /// Tokens the penalties look back over, -1 = all (default: the model's, else 64).
-    #[arg(long, value_parser = parse_last_n, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_last_n, allow_negative_numbers = true)]
     pub repeat_last_n: Option<usize>,
     /// Subtract this from the logit of every token that occurs in the last --repeat-last-n
     /// tokens, once whatever its count (OpenAI's presence_penalty: -2 to 2, 0 = off).
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub presence_penalty: f32,
     /// Subtract this times its count from the logit of every token in the last
     /// --repeat-last-n tokens (OpenAI's frequency_penalty: -2 to 2, 0 = off).
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub frequency_penalty: f32,
-    /// Random seed (default: a fresh one each run).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// Random seed; -1 = a fresh one, as when unset (it is printed on stderr, to repeat the
+    /// run).
+    #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
+    pub seed: Option<Seed>,
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
@@ -54,6 +59,53 @@ pub struct SampleArgs {
 /// `--repeat-last-n`: a count of tokens, or -1 for all of them (llama.cpp's reading).
 fn parse_last_n(s: &str) -> Result<usize, String> {
     camelid_model::sampling::penalty_window(s.parse::<i64>().map_err(|e| e.to_string())?)
+}
+
+/// `--temp`: llama.cpp's temperature sampler picks the most likely token for any temperature
+/// ≤ 0, so a negative one means greedy, which is 0 here. Not-a-number and infinities are left
+/// for `SamplerConfig::validate` to reject with its message.
+fn parse_temperature(s: &str) -> Result<f32, String> {
+    let t: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    Ok(if t.is_finite() && t < 0.0 { 0.0 } else { t })
+}
+
+/// `--top-k`: a count; llama.cpp documents only 0 (off), so a negative count is out of range.
+fn parse_top_k(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>().map_err(|e| e.to_string())? {
+        k if k < 0 => Err(format!("top-k must be ≥ 0 (0 = off), got {k}")),
+        k => usize::try_from(k).map_err(|e| e.to_string()),
+    }
+}
+
+/// A `--seed` value: llama.cpp's -1 asks for a fresh random seed, as leaving it out does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seed {
+    Random,
+    Fixed(u64),
+}
+
+fn parse_seed(s: &str) -> Result<Seed, String> {
+    if s.trim() == "-1" {
+        return Ok(Seed::Random);
+    }
+    s.parse::<u64>().map(Seed::Fixed).map_err(|_| {
+        format!(
+            "expected a seed from 0 to {} or -1 (random), got {s}",
+            u64::MAX
+        )
+    })
+}
+
+/// `-n`: a count of tokens, or -1 for no limit (llama.cpp's reading: generation goes on until
+/// an end-of-generation token or a full context).
+pub fn parse_n_predict(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>().map_err(|e| e.to_string())? {
+        -1 => Ok(usize::MAX),
+        n if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        n => Err(format!(
+            "expected a count of tokens ≥ 1, or -1 for no limit, got {n}"
+        )),
+    }
 }
 
 impl SampleArgs {
@@ -80,12 +132,15 @@ impl SampleArgs {
 
     fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
         let d = SamplerConfig::default();
-        let seed = self.seed.unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            t.as_nanos() as u64 ^ std::process::id() as u64
-        });
+        let seed = match self.seed {
+            Some(Seed::Fixed(s)) => s,
+            None | Some(Seed::Random) => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                t.as_nanos() as u64 ^ std::process::id() as u64
+            }
+        };
         SamplerConfig {
             temperature: self
                 .temperature
@@ -106,6 +161,18 @@ impl SampleArgs {
             frequency_penalty: self.frequency_penalty,
             seed,
         }
+    }
+
+    /// The line that gives a seed drawn at random, when the sampler draws with it (not when it
+    /// is greedy), so that a run worth keeping can be repeated.
+    pub fn seed_note(&self, c: &SamplerConfig) -> Option<String> {
+        let random = !matches!(self.seed, Some(Seed::Fixed(_)));
+        (random && c.temperature > 0.0).then(|| {
+            format!(
+                "[seed {} drawn at random: --seed {} repeats this run]",
+                c.seed, c.seed
+            )
+        })
     }
 
     /// The line that says which recommendations of the model are in effect, if any.
@@ -141,8 +208,10 @@ pub struct RunArgs {
     /// Read the prompt from a file ("-" for stdin).
     #[arg(short, long)]
     pub file: Option<PathBuf>,
-    /// Tokens to generate at most.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    /// Tokens to generate at most; -1 = no limit (until the model ends its text or the context
+    /// is full).
+    #[arg(short = 'n', long = "n-predict", default_value = "256", value_parser = parse_n_predict,
+          allow_negative_numbers = true)]
     pub n_predict: usize,
     #[command(flatten)]
     pub sample: SampleArgs,
@@ -152,9 +221,6 @@ pub struct RunArgs {
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
-    if a.n_predict == 0 {
-        bail!("-n must be at least 1 (tokens to generate)");
-    }
     a.sample.check()?;
     let prompt = match (&a.prompt, &a.file) {
         (Some(p), _) => p.clone(),
@@ -164,6 +230,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let loaded = load(&a.load)?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
     if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+        eprintln!("{note}");
+    }
+    if let Some(note) = a.sample.seed_note(&sampler).filter(|_| !a.json) {
         eprintln!("{note}");
     }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);

@@ -157,13 +157,16 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["run", "-m", m, "-p", "hi", "-n", "0"],
-            "-n must be at least 1",
+            "expected a count of tokens ≥ 1, or -1 for no limit, got 0",
         ),
         (
             vec!["run", "-m", m, "-p", "hi", "--top-p", "2"],
             "top-p must be in (0, 1]",
         ),
-        (vec!["run", "-m", m, "-p", "hi", "--temp=-1"], "temperature"),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--temp", "nan"],
+            "temperature must be a finite number",
+        ),
         (
             vec!["run", "-m", m, "-p", "hi", "--repeat-last-n", "-2"],
             "expected a count of tokens or -1, got -2",
@@ -471,4 +474,78 @@ fn every_option_is_explained_and_precision_is_spelled_one_way() {
         ],
         "cannot be used with",
     );
+}
+
+/// llama.cpp's negative values are values, not unknown options: `-n -1` generates until the
+/// end of the text or a full context, `--seed -1` draws a seed and prints it, `--temp -1` is
+/// greedy (llama.cpp's temperature sampler takes the top token for any temperature ≤ 0); a
+/// negative value llama.cpp gives no meaning is the option's range error.
+#[test]
+fn negative_values_mean_what_they_mean_in_llama_cpp() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let prompt = "To be, or not to be";
+    let run = |extra: &[&str]| {
+        let out = camelid(&[&["run", "-m", m, "-p", prompt], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{extra:?}: {err}");
+        (String::from_utf8(out.stdout).unwrap(), err)
+    };
+    let ids = |extra: &[&str]| -> serde_json::Value {
+        let (out, _) = run(&[extra, &["--json"]].concat());
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["ids"].clone()
+    };
+
+    // Greedy on this prompt runs past 16 tokens, so no limit ends at the full context.
+    let (_, err) = run(&["-n", "-1", "--ctx", "16", "--temp", "0"]);
+    assert!(err.contains("the context of 16 tokens is full"), "{err}");
+
+    assert_eq!(
+        ids(&["--temp", "-1", "-n", "12"]),
+        ids(&["--temp", "0", "-n", "12"])
+    );
+    assert_eq!(
+        ids(&["--temp=-0.5", "-n", "12"]),
+        ids(&["--temp", "0", "-n", "12"])
+    );
+
+    // A drawn seed is printed in a form that repeats the run.
+    let hot = [
+        "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0", "-n", "16",
+    ];
+    let (text, err) = run(&[&hot[..], &["--seed", "-1"]].concat());
+    let seed = err
+        .split("--seed ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no seed printed: {err}"));
+    assert!(
+        err.contains(&format!("[seed {seed} drawn at random")),
+        "{err}"
+    );
+    let (again, err) = run(&[&hot[..], &["--seed", seed]].concat());
+    assert_eq!(again, text);
+    assert!(!err.contains("drawn at random"), "{err}");
+    // Greedy draws nothing, so there is no seed to tell.
+    let (_, err) = run(&["--temp", "0", "-n", "4"]);
+    assert!(!err.contains("seed"), "{err}");
+
+    let cases: Vec<(&[&str], &str)> = vec![
+        (
+            &["-n", "-2"],
+            "expected a count of tokens ≥ 1, or -1 for no limit, got -2",
+        ),
+        (&["--seed", "-2"], "or -1 (random), got -2"),
+        (&["--top-p", "-0.5"], "top-p must be in (0, 1], got -0.5"),
+        (&["--top-k", "-1"], "top-k must be ≥ 0 (0 = off), got -1"),
+        (&["--min-p", "-0.1"], "min-p must be in [0, 1], got -0.1"),
+        (
+            &["--repeat-penalty", "-1"],
+            "repeat penalty must be > 0, got -1",
+        ),
+        (&["--presence-penalty", "-3"], "must be in [-2, 2]"),
+    ];
+    for (extra, needle) in cases {
+        expect_clear_error(&[&["run", "-m", m, "-p", prompt], extra].concat(), needle);
+    }
 }
