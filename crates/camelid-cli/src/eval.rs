@@ -24,8 +24,8 @@ pub struct EvalModelArgs {
     /// Tokens per chunk (default: 512; with --kl-base, the base run's).
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     pub threads: Option<usize>,
     #[command(flatten)]
     pub precision: PrecisionArgs,
@@ -452,8 +452,8 @@ pub struct ScoreArgs {
     /// (label: the index of the right ending, from 0).
     #[arg(short, long)]
     pub file: PathBuf,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     pub threads: Option<usize>,
     #[command(flatten)]
     pub precision: PrecisionArgs,

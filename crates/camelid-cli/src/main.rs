@@ -73,8 +73,8 @@ struct LogitsArgs {
     /// Print the logits of every position, not only the last.
     #[arg(long)]
     all: bool,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     threads: Option<usize>,
     #[command(flatten)]
     precision: load::PrecisionArgs,

@@ -549,3 +549,52 @@ fn negative_values_mean_what_they_mean_in_llama_cpp() {
         expect_clear_error(&[&["run", "-m", m, "-p", prompt], extra].concat(), needle);
     }
 }
+
+/// `--threads` above the cores this process may use is capped to them with a warning (more
+/// threads only wait for each other), unless CAMELID_THREADS_FORCE=1; -1 means all cores.
+#[test]
+fn threads_above_the_cores_are_capped_unless_forced() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let bench = |threads: &str, force: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_camelid"));
+        cmd.args([
+            "bench", "-m", m, "-p", "4", "-n", "1", "-r", "1", "--json", "-t", threads,
+        ]);
+        if force {
+            cmd.env("CAMELID_THREADS_FORCE", "1");
+        } else {
+            cmd.env_remove("CAMELID_THREADS_FORCE");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "-t {threads}: {err}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v[0]["n_threads"].as_u64().unwrap() as usize, err)
+    };
+    for over in [cores + 1, 1000] {
+        let (n, err) = bench(&over.to_string(), false);
+        assert_eq!(n, cores, "-t {over}");
+        assert!(
+            err.contains(&format!("--threads {over} is more than the {cores} cores")),
+            "{err}"
+        );
+    }
+    let (n, err) = bench(&(cores + 1).to_string(), true);
+    assert_eq!(n, cores + 1);
+    assert!(!err.contains("warning"), "{err}");
+    let (n, err) = bench("-1", false);
+    assert_eq!(n, cores);
+    assert!(!err.contains("warning"), "{err}");
+    let (n, _) = bench("1", false);
+    assert_eq!(n, 1);
+    // The other commands take the same count the same way.
+    let out = camelid(&["logits", "-m", m, "--tokens", "1,2", "-t", "1000"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads 1000 is more than"));
+    expect_clear_error(
+        &["logits", "-m", m, "--tokens", "1", "-t", "-2"],
+        "or -1 for all cores, got -2",
+    );
+}
