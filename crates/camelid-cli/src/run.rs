@@ -4,8 +4,10 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use camelid_engine::chat::{ChatTemplate, Message};
 use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
+use camelid_tokenizer::Tokenizer;
 
 use crate::load::{LoadArgs, load};
 
@@ -213,12 +215,24 @@ pub struct RunArgs {
     #[arg(short = 'n', long = "n-predict", default_value = "256", value_parser = parse_n_predict,
           allow_negative_numbers = true)]
     pub n_predict: usize,
+    /// Send the prompt as one user message in the model's chat template, so that a chat model
+    /// answers it (one turn of `camelid chat`); without it the prompt is continued as raw text.
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message before the prompt.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     #[command(flatten)]
     pub sample: SampleArgs,
     /// Print the generated ids, text and timings as JSON instead of streaming text.
     #[arg(long)]
     pub json: bool,
 }
+
+/// Said when a chat model ends at once on a raw prompt: a chat model expects its template's
+/// turn markers and, given bare text, most often closes the turn it thinks it is in.
+const CHAT_HINT: &str = "[the model ended its reply at once; it is a chat model: try camelid \
+chat, or run --chat]";
 
 pub fn run(a: &RunArgs) -> Result<()> {
     a.sample.check()?;
@@ -236,7 +250,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
         eprintln!("{note}");
     }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
-    let ids = tok.encode(&prompt, tok.add_bos_default(), true);
+    let template = ChatTemplate::for_tokenizer(tok);
+    let ids = prompt_ids(a, &prompt, tok, template.as_ref())?;
     let mut state = model.new_state(loaded.n_ctx);
     let params = GenParams {
         max_tokens: a.n_predict,
@@ -257,6 +272,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
     })?;
     io_err.context("writing to stdout")?;
+    let ended_at_once = g.tokens.is_empty() && g.finish == FinishReason::EndOfGeneration;
+    if ended_at_once && !a.chat && template.is_some() {
+        eprintln!("{CHAT_HINT}");
+    }
     if a.json {
         let v = serde_json::json!({
             "prompt_ids": ids,
@@ -280,6 +299,35 @@ pub fn run(a: &RunArgs) -> Result<()> {
         report(&g, loaded.n_ctx);
     }
     Ok(())
+}
+
+/// The prompt's ids: the text as it is, or with --chat one user turn (after the --system one)
+/// in the model's template, the assistant's turn opened.
+fn prompt_ids(
+    a: &RunArgs,
+    prompt: &str,
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+) -> Result<Vec<u32>> {
+    if !a.chat {
+        return Ok(tok.encode(prompt, tok.add_bos_default(), true));
+    }
+    let template = template.with_context(|| {
+        format!(
+            "--chat: {} has no chat template and its vocabulary is not one of a known chat \
+             format; `camelid chat --chat-template llama2|llama3|FILE` takes one",
+            a.load
+                .model
+                .as_deref()
+                .unwrap_or(crate::fetch::SMOLLM2.file_name)
+        )
+    })?;
+    let mut dialog = Vec::new();
+    if let Some(system) = a.system.as_deref().filter(|s| !s.is_empty()) {
+        dialog.push(Message::system(system));
+    }
+    dialog.push(Message::user(prompt));
+    Ok(template.encode(tok, &dialog, true)?)
 }
 
 /// Timings and the reason generation ended, on stderr.

@@ -229,13 +229,16 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
     );
 }
 
-/// Copies a GGUF with extra metadata (`general.sampling.*` here) into the temp folder.
+/// Copies a GGUF with extra metadata (`general.sampling.*` here) into the temp folder; a key
+/// the file already has takes the new value.
 fn with_metadata(src: &Path, tag: &str, extra: &[(&str, camelid_formats::gguf::Value)]) -> PathBuf {
     use camelid_formats::gguf::{Gguf, GgufWriter};
     let g = Gguf::open(src).unwrap();
     let mut w = GgufWriter::new(32);
     for (k, v) in g.metadata() {
-        w.add_metadata(k, v.clone());
+        if !extra.iter().any(|(e, _)| e == k) {
+            w.add_metadata(k, v.clone());
+        }
     }
     for (k, v) in extra {
         w.add_metadata(k, v.clone());
@@ -597,4 +600,74 @@ fn threads_above_the_cores_are_capped_unless_forced() {
         &["logits", "-m", m, "--tokens", "1", "-t", "-2"],
         "or -1 for all cores, got -2",
     );
+}
+
+/// A chat model given a bare prompt often closes the turn at once (SmolLM2-135M-Instruct's
+/// first token is `<|im_end|>`): `run` then says on stderr to use `chat` or `run --chat`, and
+/// `run --chat` sends the prompt as a user turn in the model's template. The model here is the
+/// tiny one with a chat template added and its greedy first token made its end-of-text token.
+#[test]
+fn run_on_a_chat_model_points_to_chat_and_run_chat_uses_its_template() {
+    use camelid_formats::gguf::Value;
+    let src = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let json = |model: &Path, extra: &[&str]| -> (serde_json::Value, String) {
+        let m = model.to_str().unwrap();
+        let out = camelid(&[&["run", "-m", m, "--temp", "0", "-n", "8", "--json"], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{extra:?}: {err}");
+        (serde_json::from_slice(&out.stdout).unwrap(), err)
+    };
+    let (v, _) = json(&src, &["-p", "hi"]);
+    let first = v["ids"][0].as_u64().unwrap() as u32;
+    let eos = ("tokenizer.ggml.eos_token_id", Value::U32(first));
+    let template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+                    {% if add_generation_prompt %}assistant:{% endif %}";
+    let chatty = with_metadata(
+        &src,
+        "chatty",
+        &[
+            eos.clone(),
+            ("tokenizer.chat_template", Value::String(template.into())),
+        ],
+    );
+    let c = chatty.to_str().unwrap();
+    let hint =
+        "[the model ended its reply at once; it is a chat model: try camelid chat, or run --chat]";
+
+    let out = camelid(&["run", "-m", c, "-p", "hi", "--temp", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout, b"\n");
+    assert_eq!(err.matches(hint).count(), 1, "{err}");
+    let (v, err) = json(&chatty, &["-p", "hi"]);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 0);
+    assert!(err.contains(hint), "{err}");
+
+    // Without a template there is nothing to point to.
+    let no_template = with_metadata(&src, "eos-only", &[eos]);
+    let (v, err) = json(&no_template, &["-p", "hi"]);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 0);
+    assert!(!err.contains("chat model"), "{err}");
+
+    // --chat: the ids are those of the rendered dialog (BOS first, as the vocabulary asks).
+    let tokenize = |text: &str| -> serde_json::Value {
+        let out = camelid(&["tokenize", "-m", c, "--json", text]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (v, err) = json(&chatty, &["-p", "hi", "--chat"]);
+    assert_eq!(v["prompt_ids"], tokenize("user: hi\nassistant:"));
+    assert!(!err.contains("chat model"), "{err}");
+    let (v, _) = json(&chatty, &["-p", "hi", "--chat", "--system", "Be brief."]);
+    assert_eq!(
+        v["prompt_ids"],
+        tokenize("system: Be brief.\nuser: hi\nassistant:")
+    );
+
+    let s = src.to_str().unwrap();
+    expect_clear_error(
+        &["run", "-m", s, "-p", "hi", "--chat"],
+        "has no chat template and its vocabulary is not one of a known chat format",
+    );
+    expect_clear_error(&["run", "-m", c, "-p", "hi", "--system", "x"], "--chat");
 }
