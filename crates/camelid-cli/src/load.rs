@@ -140,23 +140,6 @@ fn cap_threads(requested: usize, cores: Option<usize>, forced: bool) -> (usize, 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::cap_threads;
-
-    #[test]
-    fn threads_above_the_cores_are_capped_unless_forced() {
-        assert_eq!(cap_threads(2, Some(4), false), (2, None));
-        assert_eq!(cap_threads(4, Some(4), false), (4, None));
-        let (n, w) = cap_threads(16, Some(2), false);
-        assert_eq!(n, 2);
-        assert!(w.unwrap().contains("--threads 16 is more than the 2 cores"));
-        assert_eq!(cap_threads(16, Some(2), true), (16, None));
-        // A platform that does not tell its cores: nothing to cap to.
-        assert_eq!(cap_threads(16, None, false), (16, None));
-    }
-}
-
 pub fn load(a: &LoadArgs) -> Result<Loaded> {
     let path = crate::fetch::resolve_model(a.model.as_deref())?;
     let ckpt = Checkpoint::open(&path)?;
@@ -184,4 +167,21 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
         n_ctx,
         sampling,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap_threads;
+
+    #[test]
+    fn threads_above_the_cores_are_capped_unless_forced() {
+        assert_eq!(cap_threads(2, Some(4), false), (2, None));
+        assert_eq!(cap_threads(4, Some(4), false), (4, None));
+        let (n, w) = cap_threads(16, Some(2), false);
+        assert_eq!(n, 2);
+        assert!(w.unwrap().contains("--threads 16 is more than the 2 cores"));
+        assert_eq!(cap_threads(16, Some(2), true), (16, None));
+        // A platform that does not tell its cores: nothing to cap to.
+        assert_eq!(cap_threads(16, None, false), (16, None));
+    }
 }
