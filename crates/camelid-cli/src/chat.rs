@@ -39,8 +39,10 @@ pub struct ChatArgs {
     /// The system prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// Tokens per reply at most.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    /// Tokens per reply at most; -1 = no limit (until the model ends its reply or the context
+    /// is full).
+    #[arg(short = 'n', long = "n-predict", default_value = "512",
+          value_parser = crate::run::parse_n_predict, allow_negative_numbers = true)]
     pub n_predict: usize,
     /// The chat format: `llama2`, `llama3`, or a file holding a Jinja template (default: the
     /// model's own template, else the built-in one its vocabulary is recognised by).
@@ -54,13 +56,13 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: &ChatArgs) -> Result<()> {
-    if a.n_predict == 0 {
-        bail!("-n must be at least 1 (tokens per reply)");
-    }
     a.sample.check()?;
     let loaded = load(&a.load)?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
     if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+        eprintln!("{note}");
+    }
+    if let Some(note) = a.sample.seed_note(&sampler) {
         eprintln!("{note}");
     }
     let name = a

@@ -63,8 +63,8 @@ pub struct CompareArgs {
     /// Chunks per perplexity run at most.
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Print JSON instead of tables.
     #[arg(long)]

@@ -13,26 +13,22 @@ use camelid_engine::eval::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::load::{Device, LoadArgs, Loaded, PrecisionArg, load};
+use crate::load::{Device, LoadArgs, Loaded, MODEL_HELP, PrecisionArgs, load};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalModelArgs {
-    /// A GGUF file, a Hugging Face model folder, `hf:OWNER/REPO[/FILE]`, or a known name
-    /// (default: SmolLM2-135M-Instruct).
-    #[arg(short, long)]
+    #[arg(short, long, help = MODEL_HELP)]
     pub model: Option<String>,
     /// Tokens per chunk (default: 512; with --kl-base, the base run's).
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     pub threads: Option<usize>,
-    /// Multiply quantized weights with f32 activations (default: 8-bit activations and integer
-    /// dot products, as llama.cpp does).
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -44,11 +40,7 @@ impl EvalModelArgs {
             model: self.model.clone(),
             ctx,
             threads: self.threads,
-            precision: if self.exact {
-                PrecisionArg::Exact
-            } else {
-                PrecisionArg::Fast
-            },
+            precision: self.precision.get(),
             device: self.device,
         })
     }
@@ -458,18 +450,17 @@ fn print_kl(s: &KlSummary) {
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
-    #[arg(short, long)]
+    #[arg(short, long, help = MODEL_HELP)]
     pub model: Option<String>,
     /// Tasks, one JSON object per line: {"context": "...", "endings": ["...", ...], "label": N}
     /// (label: the index of the right ending, from 0).
     #[arg(short, long)]
     pub file: PathBuf,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     pub threads: Option<usize>,
-    /// Multiply quantized weights with f32 activations.
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -546,7 +537,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         model: a.model.clone(),
         ctx: None,
         threads: a.threads,
-        exact: a.exact,
+        precision: a.precision,
         device: a.device,
     };
     let Loaded {

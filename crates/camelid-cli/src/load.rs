@@ -8,21 +8,28 @@ use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 
+/// The help of every `-m` that goes through model resolution; the names are those
+/// `fetch::ModelSpec::parse` knows.
+pub const MODEL_HELP: &str = "A GGUF file, a Hugging Face model folder (config.json + \
+safetensors), `hf:OWNER/REPO[/FILE]`, or the name `smollm2` (SmolLM2-135M-Instruct, the default; \
+fetched on first use)";
+
+/// The help of `--precision`, one text for every command that runs a model.
+pub const PRECISION_HELP: &str = "Products with quantized weights: `fast` (activations rounded \
+to 8 bits, as llama.cpp does) or `exact` (f32 activations: the arithmetic of the unquantized \
+reference, slower)";
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct LoadArgs {
-    /// A GGUF file, a Hugging Face model folder, `hf:OWNER/REPO[/FILE]`, or a known name
-    /// (default: SmolLM2-135M-Instruct, fetched on first use).
-    #[arg(short, long)]
+    #[arg(short, long, help = MODEL_HELP)]
     pub model: Option<String>,
     /// Context length (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = THREADS_HELP, value_parser = parse_threads,
+          allow_negative_numbers = true)]
     pub threads: Option<usize>,
-    /// Products with quantized weights: `fast` (activations rounded to 8 bits, as llama.cpp
-    /// does) or `exact` (f32 activations: the arithmetic of the unquantized reference, slower).
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast)]
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast, help = PRECISION_HELP)]
     pub precision: PrecisionArg,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
@@ -74,6 +81,26 @@ fn cuda_model(_: Checkpoint, _: usize) -> Result<Model> {
     bail!("this camelid was built without CUDA support; build it with `--features cuda`")
 }
 
+/// `--precision` for the commands that used to spell it `--exact` (perplexity, score, logits):
+/// the old flag stays as a hidden alias so that scripts written for it still run.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct PrecisionArgs {
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast, help = PRECISION_HELP)]
+    precision: PrecisionArg,
+    #[arg(long, hide = true, conflicts_with = "precision")]
+    exact: bool,
+}
+
+impl PrecisionArgs {
+    pub fn get(&self) -> PrecisionArg {
+        if self.exact {
+            PrecisionArg::Exact
+        } else {
+            self.precision
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PrecisionArg {
     Fast,
@@ -101,10 +128,64 @@ pub struct Loaded {
 pub fn set_threads(model: &mut Model, threads: Option<usize>) -> Result<()> {
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => model.set_threads(t),
+        Some(t) => model.set_threads(thread_count(t)),
         None => {}
     }
     Ok(())
+}
+
+/// The environment variable that keeps a `--threads` above the core count as given. An
+/// environment variable rather than a flag, so that every command that takes `--threads`
+/// honours it alike and a benchmark script can set it once.
+pub const THREADS_FORCE_ENV: &str = "CAMELID_THREADS_FORCE";
+
+/// The help of every `--threads`.
+pub const THREADS_HELP: &str = "Compute threads, -1 = all cores (default: all cores; more than \
+the cores this process may use are capped to them unless CAMELID_THREADS_FORCE=1)";
+
+/// The cores this process may run on (its CPU affinity and quota, not the machine's count), or
+/// None where the platform does not say.
+fn usable_cores() -> Option<usize> {
+    std::thread::available_parallelism().ok().map(|n| n.get())
+}
+
+/// `--threads`: a count ≥ 1, or -1 for all usable cores (llama.cpp's default value).
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>().map_err(|e| e.to_string())? {
+        -1 => Ok(usable_cores().unwrap_or(1)),
+        n if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        n => Err(format!(
+            "expected a count of threads ≥ 1, or -1 for all cores, got {n}"
+        )),
+    }
+}
+
+/// The threads to compute with when `requested` were asked for. The workers of one pass meet
+/// at a barrier after every matrix product, so threads beyond the cores only wait for each
+/// other to be scheduled: on 2 cores, 16 threads decoded about 50× slower and 1000 all but
+/// stopped. Such a
+/// count is capped to the cores, with a warning, unless CAMELID_THREADS_FORCE=1.
+pub fn thread_count(requested: usize) -> usize {
+    let forced = std::env::var_os(THREADS_FORCE_ENV).is_some_and(|v| v == "1");
+    let (n, warning) = cap_threads(requested, usable_cores(), forced);
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    n
+}
+
+fn cap_threads(requested: usize, cores: Option<usize>, forced: bool) -> (usize, Option<String>) {
+    match cores {
+        Some(cores) if requested > cores && !forced => (
+            cores,
+            Some(format!(
+                "warning: --threads {requested} is more than the {cores} cores this process may \
+                 use, which only slows it down; using {cores} ({THREADS_FORCE_ENV}=1 keeps \
+                 {requested})"
+            )),
+        ),
+        _ => (requested, None),
+    }
 }
 
 pub fn load(a: &LoadArgs) -> Result<Loaded> {
@@ -134,4 +215,21 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
         n_ctx,
         sampling,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap_threads;
+
+    #[test]
+    fn threads_above_the_cores_are_capped_unless_forced() {
+        assert_eq!(cap_threads(2, Some(4), false), (2, None));
+        assert_eq!(cap_threads(4, Some(4), false), (4, None));
+        let (n, w) = cap_threads(16, Some(2), false);
+        assert_eq!(n, 2);
+        assert!(w.unwrap().contains("--threads 16 is more than the 2 cores"));
+        assert_eq!(cap_threads(16, Some(2), true), (16, None));
+        // A platform that does not tell its cores: nothing to cap to.
+        assert_eq!(cap_threads(16, None, false), (16, None));
+    }
 }

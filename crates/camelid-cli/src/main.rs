@@ -75,13 +75,11 @@ struct LogitsArgs {
     /// Print the logits of every position, not only the last.
     #[arg(long)]
     all: bool,
-    /// Compute threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     threads: Option<usize>,
-    /// Multiply quantized weights with f32 activations (default: 8-bit activations and integer
-    /// dot products, as llama.cpp does).
-    #[arg(long)]
-    exact: bool,
+    #[command(flatten)]
+    precision: load::PrecisionArgs,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: load::Device,
@@ -144,23 +142,25 @@ fn logits(a: &LogitsArgs) -> Result<()> {
     let ckpt = camelid_model::weights::Checkpoint::open(&a.model)?;
     let mut model = load::open_model(ckpt, a.device)?;
     crate::load::set_threads(&mut model, a.threads)?;
-    if a.exact {
-        model.set_precision(camelid_kernels::Precision::Exact);
-    }
+    model.set_precision(a.precision.get().into());
     let mut state = model.new_state(a.tokens.len())?;
     let mut out = io::BufWriter::new(io::stdout().lock());
-    write!(
-        out,
-        "{{\"n_vocab\": {}, \"logits\": [",
-        model.config.n_vocab
-    )?;
+    let n_vocab = model.config.n_vocab;
+    // The header goes out with the first row: the forward pass checks its input (token ids,
+    // context) before it yields any row, so a rejected input leaves stdout empty rather than
+    // holding the start of a JSON document.
     let mut first = true;
     let mut io_err = Ok(());
     model.forward(&mut state, &a.tokens, a.all, |_, row| {
         if io_err.is_err() {
             return;
         }
-        io_err = write_row(&mut out, row, first);
+        if first {
+            io_err = write!(out, "{{\"n_vocab\": {n_vocab}, \"logits\": [");
+        }
+        if io_err.is_ok() {
+            io_err = write_row(&mut out, row, first);
+        }
         first = false;
     })?;
     io_err.context("writing logits")?;

@@ -58,8 +58,8 @@ pub struct QuantizeArgs {
     /// Put every converted tensor in TYPE's base type: no mixture rules, no Q6_K output.
     #[arg(long)]
     pub pure: bool,
-    /// Threads (default: all cores).
-    #[arg(short, long)]
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+          allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Print each tensor's name, shape and type.
     #[arg(short, long)]
@@ -464,7 +464,7 @@ fn parse_ftype(name: &str) -> Result<Ftype> {
 fn thread_count(threads: Option<usize>) -> Result<usize> {
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => Ok(t),
+        Some(t) => Ok(crate::load::thread_count(t)),
         None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }

@@ -4,44 +4,55 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use camelid_engine::chat::{ChatTemplate, Message};
 use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
+use camelid_tokenizer::Tokenizer;
 
 use crate::load::{LoadArgs, load};
 
 /// Sampling options shared by `run` and `chat`. An option left unset takes the value the
 /// model recommends (GGUF `general.sampling.*`, or a folder's `generation_config.json`), else
 /// llama.cpp's default, given in its help line.
+///
+/// Every numeric option takes a negative value as a value (`--temp -1`, `--seed -1`), as
+/// llama.cpp's do: where llama.cpp gives a negative value a meaning, it has the same one here,
+/// and otherwise it gets the option's range error rather than clap's "unexpected argument".
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SampleArgs {
-    /// Temperature; 0 is greedy (default: the model's, else 0.8).
-    #[arg(long = "temp")]
+    /// Temperature; 0 or less is greedy, as in llama.cpp (default: the model's, else 0.8).
+    #[arg(long = "temp", value_parser = parse_temperature, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Keep the K most likely tokens, 0 = off (default: the model's, else 40).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_top_k, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass (default: the
     /// model's, else 0.95).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f32>,
     /// Drop tokens less likely than this fraction of the most likely one (default: the
     /// model's, else 0.05).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_p: Option<f32>,
     /// Repetition penalty over the last --repeat-last-n tokens, 1 = off (default: the model's,
     /// else 1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
     /// Tokens the penalties look back over, -1 = all (default: the model's, else 64).
-    #[arg(long, value_parser = parse_last_n, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_last_n, allow_negative_numbers = true)]
     pub repeat_last_n: Option<usize>,
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    /// Subtract this from the logit of every token that occurs in the last --repeat-last-n
+    /// tokens, once whatever its count (OpenAI's presence_penalty: -2 to 2, 0 = off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub presence_penalty: f32,
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    /// Subtract this times its count from the logit of every token in the last
+    /// --repeat-last-n tokens (OpenAI's frequency_penalty: -2 to 2, 0 = off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub frequency_penalty: f32,
-    /// Random seed (default: a fresh one, printed with --json).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// Random seed; -1 = a fresh one, as when unset (it is printed on stderr, to repeat the
+    /// run).
+    #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
+    pub seed: Option<Seed>,
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
@@ -50,6 +61,53 @@ pub struct SampleArgs {
 /// `--repeat-last-n`: a count of tokens, or -1 for all of them (llama.cpp's reading).
 fn parse_last_n(s: &str) -> Result<usize, String> {
     camelid_model::sampling::penalty_window(s.parse::<i64>().map_err(|e| e.to_string())?)
+}
+
+/// `--temp`: llama.cpp's temperature sampler picks the most likely token for any temperature
+/// ≤ 0, so a negative one means greedy, which is 0 here. Not-a-number and infinities are left
+/// for `SamplerConfig::validate` to reject with its message.
+fn parse_temperature(s: &str) -> Result<f32, String> {
+    let t: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    Ok(if t.is_finite() && t < 0.0 { 0.0 } else { t })
+}
+
+/// `--top-k`: a count; llama.cpp documents only 0 (off), so a negative count is out of range.
+fn parse_top_k(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>().map_err(|e| e.to_string())? {
+        k if k < 0 => Err(format!("top-k must be ≥ 0 (0 = off), got {k}")),
+        k => usize::try_from(k).map_err(|e| e.to_string()),
+    }
+}
+
+/// A `--seed` value: llama.cpp's -1 asks for a fresh random seed, as leaving it out does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seed {
+    Random,
+    Fixed(u64),
+}
+
+fn parse_seed(s: &str) -> Result<Seed, String> {
+    if s.trim() == "-1" {
+        return Ok(Seed::Random);
+    }
+    s.parse::<u64>().map(Seed::Fixed).map_err(|_| {
+        format!(
+            "expected a seed from 0 to {} or -1 (random), got {s}",
+            u64::MAX
+        )
+    })
+}
+
+/// `-n`: a count of tokens, or -1 for no limit (llama.cpp's reading: generation goes on until
+/// an end-of-generation token or a full context).
+pub fn parse_n_predict(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>().map_err(|e| e.to_string())? {
+        -1 => Ok(usize::MAX),
+        n if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        n => Err(format!(
+            "expected a count of tokens ≥ 1, or -1 for no limit, got {n}"
+        )),
+    }
 }
 
 impl SampleArgs {
@@ -76,12 +134,15 @@ impl SampleArgs {
 
     fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
         let d = SamplerConfig::default();
-        let seed = self.seed.unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            t.as_nanos() as u64 ^ std::process::id() as u64
-        });
+        let seed = match self.seed {
+            Some(Seed::Fixed(s)) => s,
+            None | Some(Seed::Random) => {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                t.as_nanos() as u64 ^ std::process::id() as u64
+            }
+        };
         SamplerConfig {
             temperature: self
                 .temperature
@@ -102,6 +163,18 @@ impl SampleArgs {
             frequency_penalty: self.frequency_penalty,
             seed,
         }
+    }
+
+    /// The line that gives a seed drawn at random, when the sampler draws with it (not when it
+    /// is greedy), so that a run worth keeping can be repeated.
+    pub fn seed_note(&self, c: &SamplerConfig) -> Option<String> {
+        let random = !matches!(self.seed, Some(Seed::Fixed(_)));
+        (random && c.temperature > 0.0).then(|| {
+            format!(
+                "[seed {} drawn at random: --seed {} repeats this run]",
+                c.seed, c.seed
+            )
+        })
     }
 
     /// The line that says which recommendations of the model are in effect, if any.
@@ -137,9 +210,18 @@ pub struct RunArgs {
     /// Read the prompt from a file ("-" for stdin).
     #[arg(short, long)]
     pub file: Option<PathBuf>,
-    /// Tokens to generate at most.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    /// Tokens to generate at most; -1 = no limit (until the model ends its text or the context
+    /// is full).
+    #[arg(short = 'n', long = "n-predict", default_value = "256", value_parser = parse_n_predict,
+          allow_negative_numbers = true)]
     pub n_predict: usize,
+    /// Send the prompt as one user message in the model's chat template, so that a chat model
+    /// answers it (one turn of `camelid chat`); without it the prompt is continued as raw text.
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message before the prompt.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     #[command(flatten)]
     pub sample: SampleArgs,
     /// Print the generated ids, text and timings as JSON instead of streaming text.
@@ -147,10 +229,12 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+/// Said when a chat model ends at once on a raw prompt: a chat model expects its template's
+/// turn markers and, given bare text, most often closes the turn it thinks it is in.
+const CHAT_HINT: &str = "[the model ended its reply at once; it is a chat model: try camelid \
+chat, or run --chat]";
+
 pub fn run(a: &RunArgs) -> Result<()> {
-    if a.n_predict == 0 {
-        bail!("-n must be at least 1 (tokens to generate)");
-    }
     a.sample.check()?;
     let prompt = match (&a.prompt, &a.file) {
         (Some(p), _) => p.clone(),
@@ -162,8 +246,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
     if let Some(note) = a.sample.hints_note(&loaded.sampling) {
         eprintln!("{note}");
     }
+    if let Some(note) = a.sample.seed_note(&sampler).filter(|_| !a.json) {
+        eprintln!("{note}");
+    }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
-    let ids = tok.encode(&prompt, tok.add_bos_default(), true);
+    let template = ChatTemplate::for_tokenizer(tok);
+    let ids = prompt_ids(a, &prompt, tok, template.as_ref())?;
     let mut state = model.new_state(loaded.n_ctx)?;
     let params = GenParams {
         max_tokens: a.n_predict,
@@ -184,6 +272,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
     })?;
     io_err.context("writing to stdout")?;
+    let ended_at_once = g.tokens.is_empty() && g.finish == FinishReason::EndOfGeneration;
+    if ended_at_once && !a.chat && template.is_some() {
+        eprintln!("{CHAT_HINT}");
+    }
     if a.json {
         let v = serde_json::json!({
             "prompt_ids": ids,
@@ -207,6 +299,35 @@ pub fn run(a: &RunArgs) -> Result<()> {
         report(&g, loaded.n_ctx);
     }
     Ok(())
+}
+
+/// The prompt's ids: the text as it is, or with --chat one user turn (after the --system one)
+/// in the model's template, the assistant's turn opened.
+fn prompt_ids(
+    a: &RunArgs,
+    prompt: &str,
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+) -> Result<Vec<u32>> {
+    if !a.chat {
+        return Ok(tok.encode(prompt, tok.add_bos_default(), true));
+    }
+    let template = template.with_context(|| {
+        format!(
+            "--chat: {} has no chat template and its vocabulary is not one of a known chat \
+             format; `camelid chat --chat-template llama2|llama3|FILE` takes one",
+            a.load
+                .model
+                .as_deref()
+                .unwrap_or(crate::fetch::SMOLLM2.file_name)
+        )
+    })?;
+    let mut dialog = Vec::new();
+    if let Some(system) = a.system.as_deref().filter(|s| !s.is_empty()) {
+        dialog.push(Message::system(system));
+    }
+    dialog.push(Message::user(prompt));
+    Ok(template.encode(tok, &dialog, true)?)
 }
 
 /// Timings and the reason generation ended, on stderr.

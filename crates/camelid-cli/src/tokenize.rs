@@ -132,6 +132,9 @@ pub fn run_detokenize(args: &DetokenizeArgs) -> Result<()> {
     let bytes = tok.decode_bytes(&ids)?;
     let mut out = io::stdout().lock();
     out.write_all(&bytes)?;
+    // Ended by a newline as every other output line is, so that the shell prompt does not
+    // follow the text on the same line.
+    out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
 }

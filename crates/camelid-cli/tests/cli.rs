@@ -157,13 +157,16 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["run", "-m", m, "-p", "hi", "-n", "0"],
-            "-n must be at least 1",
+            "expected a count of tokens ≥ 1, or -1 for no limit, got 0",
         ),
         (
             vec!["run", "-m", m, "-p", "hi", "--top-p", "2"],
             "top-p must be in (0, 1]",
         ),
-        (vec!["run", "-m", m, "-p", "hi", "--temp=-1"], "temperature"),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--temp", "nan"],
+            "temperature must be a finite number",
+        ),
         (
             vec!["run", "-m", m, "-p", "hi", "--repeat-last-n", "-2"],
             "expected a count of tokens or -1, got -2",
@@ -226,13 +229,16 @@ fn run_rejects_bad_input_and_survives_a_full_context() {
     );
 }
 
-/// Copies a GGUF with extra metadata (`general.sampling.*` here) into the temp folder.
+/// Copies a GGUF with extra metadata (`general.sampling.*` here) into the temp folder; a key
+/// the file already has takes the new value.
 fn with_metadata(src: &Path, tag: &str, extra: &[(&str, camelid_formats::gguf::Value)]) -> PathBuf {
     use camelid_formats::gguf::{Gguf, GgufWriter};
     let g = Gguf::open(src).unwrap();
     let mut w = GgufWriter::new(32);
     for (k, v) in g.metadata() {
-        w.add_metadata(k, v.clone());
+        if !extra.iter().any(|(e, _)| e == k) {
+            w.add_metadata(k, v.clone());
+        }
     }
     for (k, v) in extra {
         w.add_metadata(k, v.clone());
@@ -356,4 +362,342 @@ fn device_option_errors_are_clear() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `detokenize` ends its output with a newline, and what comes before it is the text exactly.
+#[test]
+fn detokenize_ends_its_line() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let text = "To be, or not to be";
+    let out = camelid(&["tokenize", "-m", m, "--no-bos", "--json", text]);
+    assert!(out.status.success());
+    let ids: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let out = camelid(&["detokenize", "-m", m, &list]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{text}\n"));
+}
+
+/// `logits` with an id outside the vocabulary fails before it writes anything: no half JSON
+/// document on stdout for a consumer to choke on.
+#[test]
+fn logits_writes_nothing_when_the_input_is_rejected() {
+    let model = repo().join("testdata/tiny/mqa/q4_0.gguf");
+    let out = camelid(&[
+        "logits",
+        "-m",
+        model.to_str().unwrap(),
+        "--tokens",
+        "1,99999",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("token id 99999 is out of range"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A GGUF cut in half: one sentence (not repeated as its own cause) that names the file, says
+/// it looks truncated and gives both sizes.
+#[test]
+fn truncated_gguf_is_said_once_with_both_sizes() {
+    let tmp = std::env::temp_dir().join(format!("camelid-cli-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let full = std::fs::read(repo().join("testdata/tiny/mqa/q4_0.gguf")).unwrap();
+    let half = &full[..full.len() / 2];
+    let path = tmp.join("half.gguf");
+    std::fs::write(&path, half).unwrap();
+    let p = path.to_str().unwrap();
+    let text = tmp.join("text.txt");
+    std::fs::write(&text, "To be, or not to be").unwrap();
+    let want = format!(
+        "file looks truncated ({} of ≥ {} bytes)",
+        half.len(),
+        full.len()
+    );
+    for args in [
+        vec!["inspect", p],
+        vec!["logits", "-m", p, "--tokens", "1"],
+        vec!["run", "-m", p, "-p", "hi"],
+        vec!["perplexity", "-m", p, "-f", text.to_str().unwrap()],
+    ] {
+        let out = camelid(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert_eq!(err.matches("half.gguf").count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("caused by"), "{args:?}: {err}");
+    }
+}
+
+/// Every option of every command has a help line; the commands that run a model spell the
+/// precision one way (`--precision`); `-m` names the model names it takes; `chat` does not point
+/// at options it lacks.
+#[test]
+fn every_option_is_explained_and_precision_is_spelled_one_way() {
+    let runs_a_model = [
+        "run",
+        "chat",
+        "serve",
+        "bench",
+        "perplexity",
+        "score",
+        "logits",
+    ];
+    let others = [
+        "inspect",
+        "quantize",
+        "models",
+        "compare",
+        "tokenize",
+        "detokenize",
+    ];
+    for cmd in runs_a_model.iter().chain(&others) {
+        let out = camelid(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        // Clap puts an option's text after it on the same line, or, when some text is long,
+        // indented on the next line; an option without text still shows `[default: ...]`.
+        let text = |h: &str| !h.trim().is_empty() && !h.trim().starts_with('[');
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with('-') && line.starts_with("  ") {
+                let same_line = t.split_once("  ").is_some_and(|(_, h)| text(h));
+                let next = lines.get(i + 1).copied().unwrap_or_default();
+                let next_line = next.starts_with("          ") && text(next);
+                assert!(same_line || next_line, "{cmd}: option without help: {t}");
+            }
+        }
+        assert!(!help.contains("--exact"), "{cmd}: {help}");
+        if runs_a_model.contains(cmd) {
+            assert!(help.contains("--precision <PRECISION>"), "{cmd}");
+        }
+        if *cmd != "logits" && runs_a_model.contains(cmd) {
+            assert!(help.contains("the name `smollm2`"), "{cmd}: {help}");
+        }
+    }
+    let chat = String::from_utf8(camelid(&["chat", "--help"]).stdout).unwrap();
+    assert!(!chat.contains("--json"), "{chat}");
+
+    // The old spelling of perplexity, score and logits is a hidden alias of `--precision exact`.
+    let model = repo().join("testdata/tiny/mqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let logits = |extra: &[&str]| {
+        let out = camelid(&[&["logits", "-m", m, "--tokens", "1,2,3"], extra].concat());
+        assert!(out.status.success(), "{extra:?}");
+        out.stdout
+    };
+    assert_eq!(logits(&["--exact"]), logits(&["--precision", "exact"]));
+    assert_ne!(logits(&["--precision", "exact"]), logits(&[]));
+    expect_clear_error(
+        &[
+            "logits",
+            "-m",
+            m,
+            "--tokens",
+            "1",
+            "--exact",
+            "--precision",
+            "fast",
+        ],
+        "cannot be used with",
+    );
+}
+
+/// llama.cpp's negative values are values, not unknown options: `-n -1` generates until the
+/// end of the text or a full context, `--seed -1` draws a seed and prints it, `--temp -1` is
+/// greedy (llama.cpp's temperature sampler takes the top token for any temperature ≤ 0); a
+/// negative value llama.cpp gives no meaning is the option's range error.
+#[test]
+fn negative_values_mean_what_they_mean_in_llama_cpp() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let prompt = "To be, or not to be";
+    let run = |extra: &[&str]| {
+        let out = camelid(&[&["run", "-m", m, "-p", prompt], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{extra:?}: {err}");
+        (String::from_utf8(out.stdout).unwrap(), err)
+    };
+    let ids = |extra: &[&str]| -> serde_json::Value {
+        let (out, _) = run(&[extra, &["--json"]].concat());
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["ids"].clone()
+    };
+
+    // Greedy on this prompt runs past 16 tokens, so no limit ends at the full context.
+    let (_, err) = run(&["-n", "-1", "--ctx", "16", "--temp", "0"]);
+    assert!(err.contains("the context of 16 tokens is full"), "{err}");
+
+    assert_eq!(
+        ids(&["--temp", "-1", "-n", "12"]),
+        ids(&["--temp", "0", "-n", "12"])
+    );
+    assert_eq!(
+        ids(&["--temp=-0.5", "-n", "12"]),
+        ids(&["--temp", "0", "-n", "12"])
+    );
+
+    // A drawn seed is printed in a form that repeats the run.
+    let hot = [
+        "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0", "-n", "16",
+    ];
+    let (text, err) = run(&[&hot[..], &["--seed", "-1"]].concat());
+    let seed = err
+        .split("--seed ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no seed printed: {err}"));
+    assert!(
+        err.contains(&format!("[seed {seed} drawn at random")),
+        "{err}"
+    );
+    let (again, err) = run(&[&hot[..], &["--seed", seed]].concat());
+    assert_eq!(again, text);
+    assert!(!err.contains("drawn at random"), "{err}");
+    // Greedy draws nothing, so there is no seed to tell.
+    let (_, err) = run(&["--temp", "0", "-n", "4"]);
+    assert!(!err.contains("seed"), "{err}");
+
+    let cases: Vec<(&[&str], &str)> = vec![
+        (
+            &["-n", "-2"],
+            "expected a count of tokens ≥ 1, or -1 for no limit, got -2",
+        ),
+        (&["--seed", "-2"], "or -1 (random), got -2"),
+        (&["--top-p", "-0.5"], "top-p must be in (0, 1], got -0.5"),
+        (&["--top-k", "-1"], "top-k must be ≥ 0 (0 = off), got -1"),
+        (&["--min-p", "-0.1"], "min-p must be in [0, 1], got -0.1"),
+        (
+            &["--repeat-penalty", "-1"],
+            "repeat penalty must be > 0, got -1",
+        ),
+        (&["--presence-penalty", "-3"], "must be in [-2, 2]"),
+    ];
+    for (extra, needle) in cases {
+        expect_clear_error(&[&["run", "-m", m, "-p", prompt], extra].concat(), needle);
+    }
+}
+
+/// `--threads` above the cores this process may use is capped to them with a warning (more
+/// threads only wait for each other), unless CAMELID_THREADS_FORCE=1; -1 means all cores.
+#[test]
+fn threads_above_the_cores_are_capped_unless_forced() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let m = model.to_str().unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let bench = |threads: &str, force: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_camelid"));
+        cmd.args([
+            "bench", "-m", m, "-p", "4", "-n", "1", "-r", "1", "--json", "-t", threads,
+        ]);
+        if force {
+            cmd.env("CAMELID_THREADS_FORCE", "1");
+        } else {
+            cmd.env_remove("CAMELID_THREADS_FORCE");
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "-t {threads}: {err}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v[0]["n_threads"].as_u64().unwrap() as usize, err)
+    };
+    for over in [cores + 1, 1000] {
+        let (n, err) = bench(&over.to_string(), false);
+        assert_eq!(n, cores, "-t {over}");
+        assert!(
+            err.contains(&format!("--threads {over} is more than the {cores} cores")),
+            "{err}"
+        );
+    }
+    let (n, err) = bench(&(cores + 1).to_string(), true);
+    assert_eq!(n, cores + 1);
+    assert!(!err.contains("warning"), "{err}");
+    let (n, err) = bench("-1", false);
+    assert_eq!(n, cores);
+    assert!(!err.contains("warning"), "{err}");
+    let (n, _) = bench("1", false);
+    assert_eq!(n, 1);
+    // The other commands take the same count the same way.
+    let out = camelid(&["logits", "-m", m, "--tokens", "1,2", "-t", "1000"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads 1000 is more than"));
+    expect_clear_error(
+        &["logits", "-m", m, "--tokens", "1", "-t", "-2"],
+        "or -1 for all cores, got -2",
+    );
+}
+
+/// A chat model given a bare prompt often closes the turn at once (SmolLM2-135M-Instruct's
+/// first token is `<|im_end|>`): `run` then says on stderr to use `chat` or `run --chat`, and
+/// `run --chat` sends the prompt as a user turn in the model's template. The model here is the
+/// tiny one with a chat template added and its greedy first token made its end-of-text token.
+#[test]
+fn run_on_a_chat_model_points_to_chat_and_run_chat_uses_its_template() {
+    use camelid_formats::gguf::Value;
+    let src = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let json = |model: &Path, extra: &[&str]| -> (serde_json::Value, String) {
+        let m = model.to_str().unwrap();
+        let out = camelid(&[&["run", "-m", m, "--temp", "0", "-n", "8", "--json"], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{extra:?}: {err}");
+        (serde_json::from_slice(&out.stdout).unwrap(), err)
+    };
+    let (v, _) = json(&src, &["-p", "hi"]);
+    let first = v["ids"][0].as_u64().unwrap() as u32;
+    let eos = ("tokenizer.ggml.eos_token_id", Value::U32(first));
+    let template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+                    {% if add_generation_prompt %}assistant:{% endif %}";
+    let chatty = with_metadata(
+        &src,
+        "chatty",
+        &[
+            eos.clone(),
+            ("tokenizer.chat_template", Value::String(template.into())),
+        ],
+    );
+    let c = chatty.to_str().unwrap();
+    let hint =
+        "[the model ended its reply at once; it is a chat model: try camelid chat, or run --chat]";
+
+    let out = camelid(&["run", "-m", c, "-p", "hi", "--temp", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout, b"\n");
+    assert_eq!(err.matches(hint).count(), 1, "{err}");
+    let (v, err) = json(&chatty, &["-p", "hi"]);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 0);
+    assert!(err.contains(hint), "{err}");
+
+    // Without a template there is nothing to point to.
+    let no_template = with_metadata(&src, "eos-only", &[eos]);
+    let (v, err) = json(&no_template, &["-p", "hi"]);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 0);
+    assert!(!err.contains("chat model"), "{err}");
+
+    // --chat: the ids are those of the rendered dialog (BOS first, as the vocabulary asks).
+    let tokenize = |text: &str| -> serde_json::Value {
+        let out = camelid(&["tokenize", "-m", c, "--json", text]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (v, err) = json(&chatty, &["-p", "hi", "--chat"]);
+    assert_eq!(v["prompt_ids"], tokenize("user: hi\nassistant:"));
+    assert!(!err.contains("chat model"), "{err}");
+    let (v, _) = json(&chatty, &["-p", "hi", "--chat", "--system", "Be brief."]);
+    assert_eq!(
+        v["prompt_ids"],
+        tokenize("system: Be brief.\nuser: hi\nassistant:")
+    );
+
+    let s = src.to_str().unwrap();
+    expect_clear_error(
+        &["run", "-m", s, "-p", "hi", "--chat"],
+        "has no chat template and its vocabulary is not one of a known chat format",
+    );
+    expect_clear_error(&["run", "-m", c, "-p", "hi", "--system", "x"], "--chat");
 }

@@ -164,7 +164,7 @@ fn kl_divergence_of_q4_0_matches_llama_cpp() {
                 "--json",
             ];
             if exact {
-                args.push("--exact");
+                args.extend(["--precision", "exact"]);
             }
             let k = camelid_json(&args);
             let want = &m["kld"];

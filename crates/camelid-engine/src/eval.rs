@@ -81,7 +81,9 @@ impl fmt::Display for EvalError {
 impl std::error::Error for EvalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            EvalError::Model(e) => Some(e),
+            // Transparent, as `Display` is: the model error's own source, not the model error
+            // again (an error chain would print it twice).
+            EvalError::Model(e) => std::error::Error::source(e),
             _ => None,
         }
     }

@@ -102,7 +102,9 @@ impl fmt::Display for ModelError {
 impl std::error::Error for ModelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ModelError::Format(e) => Some(e),
+            // Displayed as the format error itself, so its source is the format error's own
+            // source: returning `e` would print the same sentence twice in an error chain.
+            ModelError::Format(e) => std::error::Error::source(e),
             _ => None,
         }
     }

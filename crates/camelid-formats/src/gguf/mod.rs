@@ -592,20 +592,39 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Header, Error> {
     let file_len = bytes.len() as u64;
     let data_offset = align_up(header_end, alignment)
         .ok_or_else(|| cur.error(cur.pos, "data section start overflows u64".to_owned()))?;
+    let end_of = |t: &TensorInfo, size: u64| {
+        data_offset
+            .checked_add(t.offset)
+            .and_then(|s| s.checked_add(size))
+    };
+    // The size the header implies, when every extent is representable: a header that parsed
+    // with data cut short is what an interrupted download or copy leaves, and saying so (with
+    // both sizes) tells the user to fetch the file again rather than suspect the reader.
+    let implied_len = tensors
+        .iter()
+        .zip(&sizes)
+        .try_fold(data_offset, |m, (t, &size)| {
+            end_of(t, size).map(|e| m.max(e))
+        });
     for ((t, &size), &at) in tensors.iter_mut().zip(&sizes).zip(&info_offsets) {
-        let start = data_offset.checked_add(t.offset);
-        let end = start.and_then(|s| s.checked_add(size));
-        match (start, end) {
-            (Some(start), Some(end)) if end <= file_len => {
-                // Both are at most the file length, which fits in usize.
-                t.data_range = start as usize..end as usize;
+        match end_of(t, size) {
+            Some(end) if end <= file_len => {
+                // `start <= end <= file_len`, which fits in usize.
+                t.data_range = (data_offset + t.offset) as usize..end as usize;
             }
             _ => {
+                let (truncated, size_note) = match implied_len {
+                    Some(need) => (
+                        format!("file looks truncated ({file_len} of ≥ {need} bytes): "),
+                        String::new(),
+                    ),
+                    None => (String::new(), format!(", file size is {file_len}")),
+                };
                 return Err(cur.error(
                     at,
                     format!(
-                        "tensor {:?} ({} {:?}, {size} bytes at data offset {}) ends past the end of the file: \
-                         data section starts at byte {data_offset}, file size is {file_len}",
+                        "{truncated}tensor {:?} ({} {:?}, {size} bytes at data offset {}) ends past \
+                         the end of the file: data section starts at byte {data_offset}{size_note}",
                         t.name, t.ggml_type, t.dims, t.offset
                     ),
                 ));
