@@ -75,6 +75,9 @@ struct LogitsArgs {
     /// Print the logits of every position, not only the last.
     #[arg(long)]
     all: bool,
+    /// Feed the tokens one at a time, as decoding does (default: as one prompt batch).
+    #[arg(long)]
+    decode: bool,
     #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
           allow_negative_numbers = true)]
     threads: Option<usize>,
@@ -151,7 +154,7 @@ fn logits(a: &LogitsArgs) -> Result<()> {
     // holding the start of a JSON document.
     let mut first = true;
     let mut io_err = Ok(());
-    model.forward(&mut state, &a.tokens, a.all, |_, row| {
+    let mut emit = |row: &[f32]| {
         if io_err.is_err() {
             return;
         }
@@ -162,7 +165,23 @@ fn logits(a: &LogitsArgs) -> Result<()> {
             io_err = write_row(&mut out, row, first);
         }
         first = false;
-    })?;
+    };
+    if a.decode {
+        // Every id is checked before the first row goes out, as the batched pass does.
+        if let Some(&token) = a.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(camelid_model::ModelError::TokenOutOfRange { token, n_vocab }.into());
+        }
+        for (i, &t) in a.tokens.iter().enumerate() {
+            let want = a.all || i + 1 == a.tokens.len();
+            model.forward(&mut state, &[t], false, |_, row| {
+                if want {
+                    emit(row)
+                }
+            })?;
+        }
+    } else {
+        model.forward(&mut state, &a.tokens, a.all, |_, row| emit(row))?;
+    }
     io_err.context("writing logits")?;
     writeln!(out, "]}}")?;
     out.flush()?;

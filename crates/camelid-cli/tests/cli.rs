@@ -701,3 +701,25 @@ fn run_on_a_chat_model_points_to_chat_and_run_chat_uses_its_template() {
     );
     expect_clear_error(&["run", "-m", c, "-p", "hi", "--system", "x"], "--chat");
 }
+
+/// `logits --decode` feeds the tokens one at a time (the decode path a device check compares)
+/// and prints what the batched pass prints, bit for bit; a bad id fails before any output.
+#[test]
+fn logits_decode_equals_the_batched_pass() {
+    let model = repo().join("testdata/tiny/llama2-gqa8/q8_0.gguf");
+    let m = model.to_str().unwrap();
+    let batched = camelid(&["logits", "-m", m, "--tokens", "5,9,13,200", "--all"]);
+    let decode = camelid(&[
+        "logits",
+        "-m",
+        m,
+        "--tokens",
+        "5,9,13,200",
+        "--all",
+        "--decode",
+    ]);
+    assert!(batched.status.success() && decode.status.success());
+    assert_eq!(batched.stdout, decode.stdout);
+    let out = camelid(&["logits", "-m", m, "--tokens", "5,99999", "--decode"]);
+    assert!(!out.status.success() && out.stdout.is_empty());
+}
