@@ -1,0 +1,261 @@
+//! The kernels of `kernels/*.cu`: compiled at run time by NVRTC for the card at hand, loaded as
+//! one module, and looked up once into a table (per weight type, and one per operation).
+//!
+//! The argument lists and launch geometry follow `kernels/README.md`; each wrapper in
+//! `backend.rs` states the signature it passes.
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::path::PathBuf;
+
+use camelid_kernels::DType;
+use cudarc::driver::{result, sys};
+use cudarc::nvrtc::sys as nvrtc;
+
+use crate::device::{CudaError, Device, Func, Result};
+
+/// The sources, in the order they are concatenated into one translation unit (each is built
+/// without headers, so the order only matters for readability of compiler messages).
+const SOURCES: &[(&str, &str)] = &[
+    ("quant.cu", include_str!("../kernels/quant.cu")),
+    ("ops.cu", include_str!("../kernels/ops.cu")),
+    ("attention.cu", include_str!("../kernels/attention.cu")),
+];
+
+/// The weight types with kernels; the others are refused at load, naming the tensor.
+pub const WEIGHT_TYPES: [DType; 11] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+];
+
+pub fn has_kernels(d: DType) -> bool {
+    WEIGHT_TYPES.contains(&d)
+}
+
+/// The kernels of one weight type.
+#[derive(Clone, Copy)]
+pub struct WeightKernels {
+    /// `matvec_<t>(w, x, y, rows, cols, n)`: fused dequantize-dot, `n ≤ MATVEC_MAX_N`.
+    pub matvec: Func,
+    /// `embed_<t>(w, tokens, out, cols, n)`.
+    pub embed: Func,
+    /// `dequant_<t>_f16(w, out, count)` and `_f32`: `count` in blocks (quantized types) or
+    /// elements (float types).
+    pub dequant_f16: Func,
+    pub dequant_f32: Func,
+}
+
+pub struct Kernels {
+    module: sys::CUmodule,
+    by_type: Vec<(DType, WeightKernels)>,
+    pub rmsnorm: Func,
+    pub rope: Func,
+    pub silu_mul: Func,
+    pub add: Func,
+    pub store_kv: Func,
+    pub gather_rows: Func,
+    pub f32_to_f16: Func,
+    pub attention_partial: Func,
+    pub attention_combine: Func,
+}
+
+// SAFETY: the module handle is only unloaded on drop; functions are used under the backend's
+// pass mutex with the context bound.
+unsafe impl Send for Kernels {}
+// SAFETY: as above.
+unsafe impl Sync for Kernels {}
+
+impl Kernels {
+    /// Compiles (or takes from the on-disk cache) and loads the kernels for `dev`'s card.
+    pub fn load(dev: &Device) -> Result<Kernels> {
+        dev.bind()?;
+        let (major, minor) = dev
+            .ctx
+            .compute_capability()
+            .map_err(|e| CudaError::at("reading the compute capability", e))?;
+        let arch = format!("sm_{major}{minor}");
+        let cubin = compile_cached(&arch)?;
+        // SAFETY: `cubin` is a complete image produced by NVRTC for this device's
+        // architecture; the driver copies it during the call.
+        let module = unsafe { result::module::load_data(cubin.as_ptr().cast()) }
+            .map_err(|e| CudaError::at(&format!("loading the kernels ({arch})"), e))?;
+        let get = |name: &str| -> Result<Func> {
+            let c = CString::new(name).expect("kernel names have no NUL");
+            // SAFETY: `module` is loaded and stays so while `Kernels` lives.
+            unsafe { result::module::get_function(module, c) }
+                .map(Func)
+                .map_err(|e| CudaError::at(&format!("kernel `{name}`"), e))
+        };
+        let mut by_type = Vec::new();
+        for d in WEIGHT_TYPES {
+            let t = d.name().to_ascii_lowercase();
+            by_type.push((
+                d,
+                WeightKernels {
+                    matvec: get(&format!("matvec_{t}"))?,
+                    embed: get(&format!("embed_{t}"))?,
+                    dequant_f16: get(&format!("dequant_{t}_f16"))?,
+                    dequant_f32: get(&format!("dequant_{t}_f32"))?,
+                },
+            ));
+        }
+        Ok(Kernels {
+            module,
+            by_type,
+            rmsnorm: get("rmsnorm")?,
+            rope: get("rope")?,
+            silu_mul: get("silu_mul")?,
+            add: get("add")?,
+            store_kv: get("store_kv")?,
+            gather_rows: get("gather_rows")?,
+            f32_to_f16: get("f32_to_f16")?,
+            attention_partial: get("attention_partial")?,
+            attention_combine: get("attention_combine")?,
+        })
+    }
+
+    /// The kernels of a weight type (checked at load for every weight).
+    pub fn of(&self, d: DType) -> WeightKernels {
+        self.by_type
+            .iter()
+            .find(|(t, _)| *t == d)
+            .map(|(_, k)| *k)
+            .expect("weight types are checked at load")
+    }
+}
+
+impl Drop for Kernels {
+    fn drop(&mut self) {
+        // SAFETY: loaded in `load`, unloaded once; no launch is in flight (the backend
+        // synchronizes its stream after every pass).
+        let _ = unsafe { result::module::unload(self.module) };
+    }
+}
+
+/// The kernels as a CUBIN for `arch`, from `~/.cache/camelid/cuda` when an earlier run built
+/// the same sources with the same NVRTC, else compiled now (a few seconds) and stored there.
+fn compile_cached(arch: &str) -> Result<Vec<u8>> {
+    let version = nvrtc_version()?;
+    let source = full_source();
+    let key = fnv1a(format!("{arch}\0{version}\0{source}").as_bytes());
+    let path = cache_dir().map(|d| d.join(format!("kernels-{arch}-{key:016x}.cubin")));
+    if let Some(cubin) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
+        return Ok(cubin);
+    }
+    let cubin = compile(&source, arch)?;
+    if let Some(p) = &path {
+        // A cache that cannot be written only costs the next start a compile.
+        let _ = p
+            .parent()
+            .map(std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(p, &cubin).ok());
+    }
+    Ok(cubin)
+}
+
+fn full_source() -> String {
+    let mut s = String::new();
+    for (name, text) in SOURCES {
+        s.push_str(&format!("// ---- {name}\n"));
+        s.push_str(text);
+        s.push('\n');
+    }
+    s
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("camelid").join("cuda"))
+}
+
+/// FNV-1a: a stable hash for cache file names (std's hasher may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn nvrtc_version() -> Result<String> {
+    let (mut major, mut minor): (c_int, c_int) = (0, 0);
+    // SAFETY: two out-pointers to live integers.
+    let r = unsafe { nvrtc::nvrtcVersion(&mut major, &mut minor) };
+    nvrtc_check(r, "nvrtcVersion")?;
+    Ok(format!("{major}.{minor}"))
+}
+
+fn nvrtc_check(r: nvrtc::nvrtcResult, what: &str) -> Result<()> {
+    if r == nvrtc::nvrtcResult::NVRTC_SUCCESS {
+        Ok(())
+    } else {
+        Err(CudaError(format!("{what}: {r:?}")))
+    }
+}
+
+/// Compiles `source` to a CUBIN for `arch` (a real architecture, so the driver loads it without
+/// a JIT step). On a compile error, the message carries NVRTC's log.
+fn compile(source: &str, arch: &str) -> Result<Vec<u8>> {
+    let src = CString::new(source).map_err(|_| CudaError("kernel source has a NUL".into()))?;
+    let name = c"camelid_kernels.cu";
+    let prog = cudarc::nvrtc::result::create_program(&src, Some(name))
+        .map_err(|e| CudaError::at("nvrtcCreateProgram", e))?;
+    // Round-to-nearest everywhere (no fast math, no flush to zero): the kernels are written to
+    // match the CPU's f32 arithmetic.
+    let opts = [
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_string(),
+    ];
+    // SAFETY: `prog` was just created and is destroyed below, once.
+    let compiled = unsafe { cudarc::nvrtc::result::compile_program(prog, &opts) };
+    let out = match compiled {
+        // SAFETY: `prog` is live and compiled.
+        Ok(()) => unsafe { get_cubin(prog) },
+        Err(e) => {
+            // SAFETY: `prog` is live.
+            let log = unsafe { cudarc::nvrtc::result::get_program_log(prog) }
+                .map(|l| c_chars_to_string(&l))
+                .unwrap_or_default();
+            Err(CudaError(format!(
+                "compiling the kernels for {arch}: {e:?}\n{}",
+                log.trim_end()
+            )))
+        }
+    };
+    // SAFETY: created above, destroyed once.
+    let _ = unsafe { cudarc::nvrtc::result::destroy_program(prog) };
+    out
+}
+
+/// # Safety
+/// `prog` must be a live, successfully compiled program.
+unsafe fn get_cubin(prog: nvrtc::nvrtcProgram) -> Result<Vec<u8>> {
+    let mut size = 0usize;
+    // SAFETY: as the caller guarantees; `size` is a live out-pointer.
+    nvrtc_check(
+        unsafe { nvrtc::nvrtcGetCUBINSize(prog, &mut size) },
+        "nvrtcGetCUBINSize",
+    )?;
+    let mut buf = vec![0u8; size];
+    // SAFETY: `buf` holds the `size` bytes NVRTC said it would write.
+    nvrtc_check(
+        unsafe { nvrtc::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast::<c_char>()) },
+        "nvrtcGetCUBIN",
+    )?;
+    Ok(buf)
+}
+
+fn c_chars_to_string(v: &[c_char]) -> String {
+    let bytes: Vec<u8> = v.iter().map(|&c| c as u8).collect();
+    CStr::from_bytes_until_nul(&bytes)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned())
+}
