@@ -175,7 +175,10 @@ impl KvCache for CudaCache {
 
 /// Refuses, before anything touches a GPU, weights without kernels and shapes the kernels do
 /// not take.
-pub(crate) fn check_weights(config: &Config, weights: &Weights) -> std::result::Result<(), ModelError> {
+pub(crate) fn check_weights(
+    config: &Config,
+    weights: &Weights,
+) -> std::result::Result<(), ModelError> {
     for t in weights.matrices() {
         if !has_kernels(t.dtype) {
             return Err(ModelError::UnsupportedType {
@@ -184,17 +187,20 @@ pub(crate) fn check_weights(config: &Config, weights: &Weights) -> std::result::
                 dtype: t.dtype.name().into(),
             });
         }
-        // The kernels take a row 16 weights at a time (one "piece" per thread).
-        if t.cols % 16 != 0 {
+        // The kernels' ABI (kernels/README.md): rows of whole 32-element pieces, for every
+        // type (the k-quants' 256-element blocks are checked by the loader).
+        if t.cols % 32 != 0 {
             return Err(ModelError::Backend(format!(
-                "CUDA: tensor `{}` has {} columns; the CUDA kernels need a multiple of 16",
+                "CUDA: tensor `{}` has {} columns; the CUDA kernels need a multiple of 32",
                 t.name, t.cols
             )));
         }
     }
     let hd = config.head_dim;
-    // Attention reads rows as float4s and holds a head in at most 256 floats.
-    if hd % 4 != 0 || hd > 256 {
+    // Attention reads rows as float4s and holds a head in at most 256 floats. (Its README asks
+    // for a multiple of 32; the kernel guards every float4 lane against head_dim / 4, and the
+    // tiny test models have heads of 8 and 16.)
+    if !hd.is_multiple_of(4) || hd > 256 {
         return Err(ModelError::Backend(format!(
             "CUDA: head_dim {hd} is not supported (the attention kernel needs a multiple of 4, at most 256)"
         )));
@@ -302,13 +308,14 @@ impl CudaBackend {
         }
     }
 
-    /// The attention chunking of a batch of `b` rows: `(chunk_len, max_chunks)`, chunks of
-    /// whole tiles that together cover the longest cache, as many as the scratch holds.
-    fn chunking(&self, b: usize) -> (usize, usize) {
-        let max_chunks = (ATT_PARTS / b.max(1)).clamp(1, ATT_MAX_CHUNKS);
-        let ctx = self.max_ctx.load(Ordering::Relaxed).max(1);
-        let chunk_len = ctx.div_ceil(max_chunks).div_ceil(ATT_TILE) * ATT_TILE;
-        (chunk_len, ctx.div_ceil(chunk_len))
+    /// The attention chunking of a batch of `b` rows that must cover `span` positions:
+    /// `(chunk_len, max_chunks)`, chunks of whole tiles, as many as the scratch holds (so a
+    /// decode row is split finely, a full prompt batch into a few long chunks).
+    fn chunking(b: usize, span: usize) -> (usize, usize) {
+        let most = (ATT_PARTS / b.max(1)).clamp(1, ATT_MAX_CHUNKS);
+        let span = span.max(1);
+        let chunk_len = span.div_ceil(most).div_ceil(ATT_TILE) * ATT_TILE;
+        (chunk_len, span.div_ceil(chunk_len))
     }
 
     /// One pass; a CUDA failure here (a lost device, a kernel fault) cannot be answered by the
@@ -325,7 +332,6 @@ impl CudaBackend {
         let p = &mut *guard;
 
         let lay = Layout::new(b, c.n_layers);
-        let (chunk_len, max_chunks) = self.chunking(b);
         let bytes = lay.stage(&mut p.staging, rows, caches, c);
         // SAFETY: `staging` holds at least `bytes` bytes just written, `inputs` as many (both
         // sized for MAX_BATCH); the pinned memory is not touched again until the stream is
@@ -336,6 +342,18 @@ impl CudaBackend {
         }
         .map_err(|e| CudaError::at("uploading the batch", e))?;
 
+        let graphable = self.graphs_ok.load(Ordering::Relaxed)
+            && b <= GRAPH_MAX_BATCH
+            && r <= self.logit_rows
+            && one_row_per_sequence(rows);
+        // A graph is replayed as positions advance, so its chunks cover the longest cache; a
+        // plain pass needs only its own rows' positions.
+        let span = if graphable {
+            self.max_ctx.load(Ordering::Relaxed)
+        } else {
+            rows.iter().map(|r| r.pos + 1).max().unwrap_or(1)
+        };
+        let (chunk_len, max_chunks) = Self::chunking(b, span);
         let key = GraphKey {
             rows: b,
             logit_rows: r,
@@ -343,21 +361,18 @@ impl CudaBackend {
             max_chunks,
             exact: self.precision == Precision::Exact,
         };
-        let graphable = self.graphs_ok.load(Ordering::Relaxed)
-            && b <= GRAPH_MAX_BATCH
-            && r <= self.logit_rows
-            && one_row_per_sequence(rows);
-        if graphable {
-            if !p.graphs.contains_key(&key) {
-                match self.capture(p, rows, lay, chunk_len, max_chunks) {
-                    Ok(g) => {
-                        p.graphs.insert(key, g);
-                    }
-                    Err(e) => {
-                        // Plain launches do the same work; say once why they are used.
-                        self.graphs_ok.store(false, Ordering::Relaxed);
-                        eprintln!("camelid: CUDA graphs disabled, launching kernels one by one ({})", e.0);
-                    }
+        if graphable && !p.graphs.contains_key(&key) {
+            match self.capture(p, rows, lay, chunk_len, max_chunks) {
+                Ok(g) => {
+                    p.graphs.insert(key, g);
+                }
+                Err(e) => {
+                    // Plain launches do the same work; say once why they are used.
+                    self.graphs_ok.store(false, Ordering::Relaxed);
+                    eprintln!(
+                        "camelid: CUDA graphs disabled, launching kernels one by one ({})",
+                        e.0
+                    );
                 }
             }
         }
@@ -380,8 +395,10 @@ impl CudaBackend {
             let host: &mut [f32] = p.logits_host.as_mut_slice();
             // SAFETY: `logits` (device) holds `logit_rows · V ≥ tail · V` floats written by the
             // pass, `host` as many; the copy is awaited below before the host reads them.
-            unsafe { result::memcpy_dtoh_async(&mut host[..tail * v], p.logits.ptr(), self.dev.stream()) }
-                .map_err(|e| CudaError::at("copying the logits", e))?;
+            unsafe {
+                result::memcpy_dtoh_async(&mut host[..tail * v], p.logits.ptr(), self.dev.stream())
+            }
+            .map_err(|e| CudaError::at("copying the logits", e))?;
             self.dev.sync()?;
             logits[done * v..r * v].copy_from_slice(&host[..tail * v]);
         } else {
@@ -414,7 +431,7 @@ impl CudaBackend {
         let graph = match (recorded, ended) {
             (Ok(()), Ok(g)) if !g.is_null() => g,
             (Err(e), ended) => {
-                if let Ok(g) = ended.filter(|g| !g.is_null()) {
+                if let Some(g) = ended.ok().filter(|g| !g.is_null()) {
                     // SAFETY: a graph of the failed capture, destroyed once, never launched.
                     let _ = unsafe { result::graph::destroy(g) };
                 }

@@ -117,10 +117,6 @@ impl DevBuf {
     pub fn ptr(&self) -> u64 {
         self.ptr
     }
-
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
 }
 
 impl Drop for DevBuf {

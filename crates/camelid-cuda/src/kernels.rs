@@ -13,9 +13,9 @@ use cudarc::nvrtc::sys as nvrtc;
 
 use crate::device::{CudaError, Device, Func, Result};
 
-/// The sources, in the order they are concatenated into one translation unit (each is built
-/// without headers, so the order only matters for readability of compiler messages).
-const SOURCES: &[(&str, &str)] = &[
+/// The sources, each its own NVRTC program and module (README: they are self-contained and
+/// may define the same helpers).
+const SOURCES: [(&str, &str); 3] = [
     ("quant.cu", include_str!("../kernels/quant.cu")),
     ("ops.cu", include_str!("../kernels/ops.cu")),
     ("attention.cu", include_str!("../kernels/attention.cu")),
@@ -54,7 +54,7 @@ pub struct WeightKernels {
 }
 
 pub struct Kernels {
-    module: sys::CUmodule,
+    _modules: Modules,
     by_type: Vec<(DType, WeightKernels)>,
     pub rmsnorm: Func,
     pub rope: Func,
@@ -67,11 +67,38 @@ pub struct Kernels {
     pub attention_combine: Func,
 }
 
-// SAFETY: the module handle is only unloaded on drop; functions are used under the backend's
-// pass mutex with the context bound.
-unsafe impl Send for Kernels {}
-// SAFETY: as above.
-unsafe impl Sync for Kernels {}
+/// The loaded modules, unloaded on drop (also when loading the rest fails).
+struct Modules(Vec<sys::CUmodule>);
+
+// SAFETY: module handles are valid in their context from any thread; they are only unloaded,
+// once, on drop.
+unsafe impl Send for Modules {}
+// SAFETY: as above; shared references never touch the handles.
+unsafe impl Sync for Modules {}
+
+impl Drop for Modules {
+    fn drop(&mut self) {
+        for &m in &self.0 {
+            // SAFETY: loaded by `Kernels::load`, unloaded once; no launch is in flight (the
+            // backend synchronizes its stream after every pass).
+            let _ = unsafe { result::module::unload(m) };
+        }
+    }
+}
+
+impl Modules {
+    /// A kernel, from whichever module has it (the split of the sources is the README's).
+    fn get(&self, name: &str) -> Result<Func> {
+        let c = CString::new(name).expect("kernel names have no NUL");
+        for &m in &self.0 {
+            // SAFETY: `m` is loaded and stays so while `self` lives.
+            if let Ok(f) = unsafe { result::module::get_function(m, c.clone()) } {
+                return Ok(Func(f));
+            }
+        }
+        Err(CudaError(format!("kernel `{name}` is in no module")))
+    }
+}
 
 impl Kernels {
     /// Compiles (or takes from the on-disk cache) and loads the kernels for `dev`'s card.
@@ -82,43 +109,40 @@ impl Kernels {
             .compute_capability()
             .map_err(|e| CudaError::at("reading the compute capability", e))?;
         let arch = format!("sm_{major}{minor}");
-        let cubin = compile_cached(&arch)?;
-        // SAFETY: `cubin` is a complete image produced by NVRTC for this device's
-        // architecture; the driver copies it during the call.
-        let module = unsafe { result::module::load_data(cubin.as_ptr().cast()) }
-            .map_err(|e| CudaError::at(&format!("loading the kernels ({arch})"), e))?;
-        let get = |name: &str| -> Result<Func> {
-            let c = CString::new(name).expect("kernel names have no NUL");
-            // SAFETY: `module` is loaded and stays so while `Kernels` lives.
-            unsafe { result::module::get_function(module, c) }
-                .map(Func)
-                .map_err(|e| CudaError::at(&format!("kernel `{name}`"), e))
-        };
+        let mut modules = Modules(Vec::new());
+        for (name, source) in SOURCES {
+            let cubin = compile_cached(name, source, &arch)?;
+            // SAFETY: `cubin` is a complete image produced by NVRTC for this device's
+            // architecture; the driver copies it during the call.
+            let module = unsafe { result::module::load_data(cubin.as_ptr().cast()) }
+                .map_err(|e| CudaError::at(&format!("loading {name} ({arch})"), e))?;
+            modules.0.push(module);
+        }
         let mut by_type = Vec::new();
         for d in WEIGHT_TYPES {
             let t = d.name().to_ascii_lowercase();
             by_type.push((
                 d,
                 WeightKernels {
-                    matvec: get(&format!("matvec_{t}"))?,
-                    embed: get(&format!("embed_{t}"))?,
-                    dequant_f16: get(&format!("dequant_{t}_f16"))?,
-                    dequant_f32: get(&format!("dequant_{t}_f32"))?,
+                    matvec: modules.get(&format!("matvec_{t}"))?,
+                    embed: modules.get(&format!("embed_{t}"))?,
+                    dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
+                    dequant_f32: modules.get(&format!("dequant_{t}_f32"))?,
                 },
             ));
         }
         Ok(Kernels {
-            module,
             by_type,
-            rmsnorm: get("rmsnorm")?,
-            rope: get("rope")?,
-            silu_mul: get("silu_mul")?,
-            add: get("add")?,
-            store_kv: get("store_kv")?,
-            gather_rows: get("gather_rows")?,
-            f32_to_f16: get("f32_to_f16")?,
-            attention_partial: get("attention_partial")?,
-            attention_combine: get("attention_combine")?,
+            rmsnorm: modules.get("rmsnorm")?,
+            rope: modules.get("rope")?,
+            silu_mul: modules.get("silu_mul")?,
+            add: modules.get("add")?,
+            store_kv: modules.get("store_kv")?,
+            gather_rows: modules.get("gather_rows")?,
+            f32_to_f16: modules.get("f32_to_f16")?,
+            attention_partial: modules.get("attention_partial")?,
+            attention_combine: modules.get("attention_combine")?,
+            _modules: modules,
         })
     }
 
@@ -132,25 +156,17 @@ impl Kernels {
     }
 }
 
-impl Drop for Kernels {
-    fn drop(&mut self) {
-        // SAFETY: loaded in `load`, unloaded once; no launch is in flight (the backend
-        // synchronizes its stream after every pass).
-        let _ = unsafe { result::module::unload(self.module) };
-    }
-}
-
-/// The kernels as a CUBIN for `arch`, from `~/.cache/camelid/cuda` when an earlier run built
-/// the same sources with the same NVRTC, else compiled now (a few seconds) and stored there.
-fn compile_cached(arch: &str) -> Result<Vec<u8>> {
+/// A source as a CUBIN for `arch`, from `~/.cache/camelid/cuda` when an earlier run built the
+/// same text with the same NVRTC, else compiled now (quant.cu takes about 5 s) and stored there.
+fn compile_cached(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
     let version = nvrtc_version()?;
-    let source = full_source();
     let key = fnv1a(format!("{arch}\0{version}\0{source}").as_bytes());
-    let path = cache_dir().map(|d| d.join(format!("kernels-{arch}-{key:016x}.cubin")));
+    let stem = name.trim_end_matches(".cu");
+    let path = cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key:016x}.cubin")));
     if let Some(cubin) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
         return Ok(cubin);
     }
-    let cubin = compile(&source, arch)?;
+    let cubin = compile(name, source, arch)?;
     if let Some(p) = &path {
         // A cache that cannot be written only costs the next start a compile.
         let _ = p
@@ -159,16 +175,6 @@ fn compile_cached(arch: &str) -> Result<Vec<u8>> {
             .and_then(|_| std::fs::write(p, &cubin).ok());
     }
     Ok(cubin)
-}
-
-fn full_source() -> String {
-    let mut s = String::new();
-    for (name, text) in SOURCES {
-        s.push_str(&format!("// ---- {name}\n"));
-        s.push_str(text);
-        s.push('\n');
-    }
-    s
 }
 
 fn cache_dir() -> Option<PathBuf> {
@@ -203,10 +209,10 @@ fn nvrtc_check(r: nvrtc::nvrtcResult, what: &str) -> Result<()> {
 
 /// Compiles `source` to a CUBIN for `arch` (a real architecture, so the driver loads it without
 /// a JIT step). On a compile error, the message carries NVRTC's log.
-fn compile(source: &str, arch: &str) -> Result<Vec<u8>> {
-    let src = CString::new(source).map_err(|_| CudaError("kernel source has a NUL".into()))?;
-    let name = c"camelid_kernels.cu";
-    let prog = cudarc::nvrtc::result::create_program(&src, Some(name))
+fn compile(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+    let src = CString::new(source).map_err(|_| CudaError(format!("{name} has a NUL")))?;
+    let cname = CString::new(name).map_err(|_| CudaError(format!("{name} has a NUL")))?;
+    let prog = cudarc::nvrtc::result::create_program(&src, Some(&cname))
         .map_err(|e| CudaError::at("nvrtcCreateProgram", e))?;
     // Round-to-nearest everywhere (no fast math, no flush to zero): the kernels are written to
     // match the CPU's f32 arithmetic.
@@ -225,7 +231,7 @@ fn compile(source: &str, arch: &str) -> Result<Vec<u8>> {
                 .map(|l| c_chars_to_string(&l))
                 .unwrap_or_default();
             Err(CudaError(format!(
-                "compiling the kernels for {arch}: {e:?}\n{}",
+                "compiling {name} for {arch}: {e:?}\n{}",
                 log.trim_end()
             )))
         }
@@ -240,16 +246,12 @@ fn compile(source: &str, arch: &str) -> Result<Vec<u8>> {
 unsafe fn get_cubin(prog: nvrtc::nvrtcProgram) -> Result<Vec<u8>> {
     let mut size = 0usize;
     // SAFETY: as the caller guarantees; `size` is a live out-pointer.
-    nvrtc_check(
-        unsafe { nvrtc::nvrtcGetCUBINSize(prog, &mut size) },
-        "nvrtcGetCUBINSize",
-    )?;
+    let r = unsafe { nvrtc::nvrtcGetCUBINSize(prog, &mut size) };
+    nvrtc_check(r, "nvrtcGetCUBINSize")?;
     let mut buf = vec![0u8; size];
     // SAFETY: `buf` holds the `size` bytes NVRTC said it would write.
-    nvrtc_check(
-        unsafe { nvrtc::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast::<c_char>()) },
-        "nvrtcGetCUBIN",
-    )?;
+    let r = unsafe { nvrtc::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast::<c_char>()) };
+    nvrtc_check(r, "nvrtcGetCUBIN")?;
     Ok(buf)
 }
 

@@ -91,7 +91,10 @@ impl Layout {
     ) -> usize {
         let (b, kvd) = (self.b, c.kv_dim());
         let words: &mut [u64] = staging.as_mut_slice();
-        assert!(words.len() * 8 >= self.bytes(), "staging sized for MAX_BATCH");
+        assert!(
+            words.len() * 8 >= self.bytes(),
+            "staging sized for MAX_BATCH"
+        );
         for (t, r) in rows.iter().enumerate() {
             let cache = cuda_cache(&mut *caches[r.seq]);
             assert!(r.pos < cache.n_ctx, "position {} past the cache", r.pos);
@@ -196,7 +199,8 @@ impl<'a> CudaOps<'a> {
     /// As [`launch`]: the arguments match `f`'s signature and address buffers large enough for
     /// the grid (the buffers are sized for MAX_BATCH rows and checked shapes at load).
     unsafe fn go(&mut self, f: Func, grid: (u32, u32, u32), block: u32, args: &mut [*mut c_void]) {
-        self.go3(f, grid, (block, 1, 1), args)
+        // SAFETY: forwarded to the caller.
+        unsafe { self.go3(f, grid, (block, 1, 1), args) }
     }
 
     /// # Safety
@@ -224,7 +228,7 @@ impl<'a> CudaOps<'a> {
     }
 
     /// `n` rows of `cols` at `x` (part of buffer `buf`) in f16, in `x16`.
-    fn to_f16(&mut self, buf: Buf, x: u64, n: usize, cols: usize) -> u64 {
+    fn as_f16(&mut self, buf: Buf, x: u64, n: usize, cols: usize) -> u64 {
         let out = self.p.x16.ptr();
         if self.x16_of != Some((buf, x, n)) {
             let count = (n * cols) as i64;
@@ -293,7 +297,7 @@ impl<'a> CudaOps<'a> {
         let xin = if exact {
             x
         } else {
-            self.to_f16(xbuf, x, n, m.cols)
+            self.as_f16(xbuf, x, n, m.cols)
         };
         let r = if m.dtype == DType::F32 || (!exact && m.dtype == DType::F16) {
             // Already in the GEMM's input type: no expansion.
@@ -317,11 +321,12 @@ impl<'a> CudaOps<'a> {
         let esize = if exact { 4 } else { 2 };
         let slab = (self.be.scratch_bytes / (m.cols * esize)).clamp(1, m.rows);
         let wk = self.be.k.of(m.dtype);
-        let f = if exact { wk.dequant_f32 } else { wk.dequant_f16 };
-        let row_bytes = m
-            .dtype
-            .row_bytes(m.cols)
-            .expect("shapes checked at load");
+        let f = if exact {
+            wk.dequant_f32
+        } else {
+            wk.dequant_f16
+        };
+        let row_bytes = m.dtype.row_bytes(m.cols).expect("shapes checked at load");
         let scratch = self.p.wscratch.ptr();
         for r0 in (0..m.rows).step_by(slab) {
             let sr = slab.min(m.rows - r0);
@@ -415,7 +420,11 @@ impl Ops for CudaOps<'_> {
         let w = m.buf.ptr();
         let tokens = self.input(self.lay.tokens());
         let (cols, n) = (m.cols as i32, self.rows.len() as i32);
-        let grid = ((m.cols / 16).div_ceil(EMBED_THREADS as usize) as u32, n as u32, 1);
+        let grid = (
+            (m.cols / 16).div_ceil(EMBED_THREADS as usize) as u32,
+            n as u32,
+            1,
+        );
         // SAFETY: embed_<t>(const unsigned char* w, const unsigned int* tokens, float* out,
         // int cols, int n): tokens (< n_vocab, checked by the model) are in the inputs, `out`
         // holds n rows of d_model = cols.
@@ -493,7 +502,14 @@ impl Ops for CudaOps<'_> {
                 self.be.k.rope,
                 grid,
                 ROPE_THREADS,
-                &mut [arg(&xp), arg(&pos), arg(&f), arg(&n32), arg(&h32), arg(&hd32)],
+                &mut [
+                    arg(&xp),
+                    arg(&pos),
+                    arg(&f),
+                    arg(&n32),
+                    arg(&h32),
+                    arg(&hd32),
+                ],
             )
         };
         self.wrote(x);
@@ -514,7 +530,14 @@ impl Ops for CudaOps<'_> {
                 self.be.k.store_kv,
                 (n as u32, 1, 1),
                 ROW_THREADS,
-                &mut [arg(&kp), arg(&vp), arg(&kr), arg(&vr), arg(&n32), arg(&kvd32)],
+                &mut [
+                    arg(&kp),
+                    arg(&vp),
+                    arg(&kr),
+                    arg(&vr),
+                    arg(&n32),
+                    arg(&kvd32),
+                ],
             )
         };
     }
