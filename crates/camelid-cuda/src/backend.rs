@@ -214,6 +214,7 @@ impl CudaBackend {
         weights: &Weights,
         inv_freq: Vec<f32>,
         ordinal: usize,
+        logit_rows: Option<usize>,
     ) -> std::result::Result<CudaBackend, ModelError> {
         check_weights(config, weights)?;
         let dev = Device::new(ordinal)?;
@@ -263,7 +264,9 @@ impl CudaBackend {
             .unwrap_or(0);
         let max_cols = weights.matrices().map(|t| t.cols).max().unwrap_or(0);
         let scratch_bytes = largest.min(WEIGHT_SCRATCH_BYTES.max(max_cols * 4));
-        let logit_rows = (LOGITS_BYTES / (config.n_vocab * 4)).clamp(1, MAX_BATCH);
+        let logit_rows = logit_rows
+            .unwrap_or(LOGITS_BYTES / (config.n_vocab * 4))
+            .clamp(1, MAX_BATCH);
         let pass = Pass::new(&dev, config, scratch_bytes, logit_rows)?;
 
         Ok(CudaBackend {

@@ -50,6 +50,20 @@ pub fn backend(
     inv_freq: Vec<f32>,
     ordinal: usize,
 ) -> Result<Box<dyn Backend>, ModelError> {
+    backend_with_logit_rows(config, weights, inv_freq, ordinal, None)
+}
+
+/// [`backend`] with a logits buffer of `logit_rows` rows instead of the default (as many as
+/// fit in 64 MiB): tests use it to reach, on tiny vocabularies, the passes that a real one
+/// takes in chunks.
+#[doc(hidden)]
+pub fn backend_with_logit_rows(
+    config: &Config,
+    weights: &Weights,
+    inv_freq: Vec<f32>,
+    ordinal: usize,
+    logit_rows: Option<usize>,
+) -> Result<Box<dyn Backend>, ModelError> {
     // Type checks first: they need no GPU, and name the tensor.
     backend::check_weights(config, weights)?;
     probe_libraries()?;
@@ -61,7 +75,7 @@ pub fn backend(
         )));
     }
     let made = catch_unwind(AssertUnwindSafe(|| {
-        CudaBackend::new(config, weights, inv_freq, ordinal)
+        CudaBackend::new(config, weights, inv_freq, ordinal, logit_rows)
     }));
     match made {
         Ok(r) => r.map(|b| Box::new(b) as Box<dyn Backend>),
