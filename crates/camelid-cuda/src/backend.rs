@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use camelid_kernels::{DType, Precision};
 use camelid_model::backend::{Backend, DeviceInfo, KvCache, Mat, Norm, Row, downcast_cache};
@@ -41,6 +41,11 @@ const ATT_TILE: usize = 128;
 /// Largest decode batch replayed from a CUDA graph (larger batches are rare and launch-light
 /// relative to their work).
 const GRAPH_MAX_BATCH: usize = 64;
+/// The shortest span of positions a graph's attention chunks cover; longer ones are powers of
+/// two. A graph serves every step whose positions fit in its span (one graph per doubling of
+/// the context), and its grid has no more chunks than the span needs: chunks past a row's
+/// positions exit at once, but each still costs a CTA launch in every layer.
+const GRAPH_MIN_SPAN: usize = 512;
 
 /// A weight matrix on the device: its stored bytes, row-major `[rows, cols]`.
 pub(crate) struct DevMat {
@@ -62,10 +67,12 @@ pub(crate) struct DevLayer {
     pub w_down: DevMat,
 }
 
+/// Fields drop in order: the pass state (graphs, cuBLAS handle) and the kernels go before the
+/// stream and context they were made in, which are last.
 pub struct CudaBackend {
-    pub(crate) config: Config,
-    pub(crate) dev: Device,
+    pass: Mutex<Pass>,
     pub(crate) k: Kernels,
+    pub(crate) config: Config,
     pub(crate) token_embd: DevMat,
     pub(crate) layers: Vec<DevLayer>,
     pub(crate) output_norm: DevBuf,
@@ -76,16 +83,14 @@ pub struct CudaBackend {
     pub(crate) precision: Precision,
     /// Logits rows the logits buffers hold.
     pub(crate) logit_rows: usize,
-    /// Elements of the weight scratch (f32 elements; twice as many f16).
+    /// Bytes of the weight scratch.
     pub(crate) scratch_bytes: usize,
-    /// The longest cache made so far: attention chunks must cover it.
-    max_ctx: AtomicUsize,
     /// Cleared (for good) when a graph cannot be captured on this machine.
     graphs_ok: AtomicBool,
     name: String,
     ordinal: usize,
     weight_bytes: u64,
-    pass: Mutex<Pass>,
+    pub(crate) dev: Device,
 }
 
 /// What a pass writes: activations, scratch, inputs, the cuBLAS handle, captured graphs.
@@ -281,7 +286,6 @@ impl CudaBackend {
             precision: Precision::default(),
             logit_rows,
             scratch_bytes,
-            max_ctx: AtomicUsize::new(0),
             graphs_ok: AtomicBool::new(std::env::var_os("CAMELID_CUDA_NO_GRAPHS").is_none()),
             name: format!("{card} (sm_{major}{minor})"),
             ordinal,
@@ -349,12 +353,14 @@ impl CudaBackend {
             && b <= GRAPH_MAX_BATCH
             && r <= self.logit_rows
             && one_row_per_sequence(rows);
-        // A graph is replayed as positions advance, so its chunks cover the longest cache; a
-        // plain pass needs only its own rows' positions.
+        // A graph is replayed as positions advance, so its chunks cover a span of positions
+        // rounded up (the key below picks the graph of the current span); a plain pass needs
+        // only its own rows' positions.
+        let longest = rows.iter().map(|r| r.pos + 1).max().unwrap_or(1);
         let span = if graphable {
-            self.max_ctx.load(Ordering::Relaxed)
+            longest.next_power_of_two().max(GRAPH_MIN_SPAN)
         } else {
-            rows.iter().map(|r| r.pos + 1).max().unwrap_or(1)
+            longest
         };
         let (chunk_len, max_chunks) = Self::chunking(b, span);
         let key = GraphKey {
@@ -537,7 +543,6 @@ impl Backend for CudaBackend {
             v: self.dev.alloc_zeroed(bytes, &what)?,
         };
         self.dev.sync()?;
-        self.max_ctx.fetch_max(n_ctx, Ordering::Relaxed);
         Ok(Box::new(cache))
     }
 

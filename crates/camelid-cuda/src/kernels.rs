@@ -111,11 +111,20 @@ impl Kernels {
         let arch = format!("sm_{major}{minor}");
         let mut modules = Modules(Vec::new());
         for (name, source) in SOURCES {
-            let cubin = compile_cached(name, source, &arch)?;
-            // SAFETY: `cubin` is a complete image produced by NVRTC for this device's
-            // architecture; the driver copies it during the call.
-            let module = unsafe { result::module::load_data(cubin.as_ptr().cast()) }
-                .map_err(|e| CudaError::at(&format!("loading {name} ({arch})"), e))?;
+            let cache = cache_path(name, source, &arch)?;
+            let cached = cache.as_ref().and_then(|p| std::fs::read(p).ok());
+            // A cached image that does not load (damaged, or from another driver) is rebuilt.
+            let module = match cached.map(|c| load_image(&c)) {
+                Some(Ok(m)) => m,
+                _ => {
+                    let cubin = compile(name, source, &arch)?;
+                    if let Some(p) = &cache {
+                        store(p, &cubin);
+                    }
+                    load_image(&cubin)
+                        .map_err(|e| CudaError::at(&format!("loading {name} ({arch})"), e))?
+                }
+            };
             modules.0.push(module);
         }
         let mut by_type = Vec::new();
@@ -156,25 +165,39 @@ impl Kernels {
     }
 }
 
-/// A source as a CUBIN for `arch`, from `~/.cache/camelid/cuda` when an earlier run built the
-/// same text with the same NVRTC, else compiled now (quant.cu takes about 5 s) and stored there.
-fn compile_cached(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+/// Loads a CUBIN image into the current context.
+fn load_image(cubin: &[u8]) -> std::result::Result<sys::CUmodule, cudarc::driver::DriverError> {
+    // cuModuleLoadData reads an image from its header; a truncated file must not reach it.
+    if cubin.len() < 64 || &cubin[..4] != b"\x7fELF" {
+        return Err(cudarc::driver::DriverError(
+            sys::CUresult::CUDA_ERROR_INVALID_IMAGE,
+        ));
+    }
+    // SAFETY: `cubin` is an ELF image (checked above) from NVRTC for this device's
+    // architecture; the driver copies it during the call.
+    unsafe { result::module::load_data(cubin.as_ptr().cast()) }
+}
+
+/// Where the CUBIN of a source for `arch` is cached: `~/.cache/camelid/cuda`, under a name
+/// that hashes the text, the architecture and the NVRTC version (quant.cu takes about 5 s to
+/// compile, so later starts read it instead). `None` without a home directory.
+fn cache_path(name: &str, source: &str, arch: &str) -> Result<Option<PathBuf>> {
     let version = nvrtc_version()?;
     let key = fnv1a(format!("{arch}\0{version}\0{source}").as_bytes());
     let stem = name.trim_end_matches(".cu");
-    let path = cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key:016x}.cubin")));
-    if let Some(cubin) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
-        return Ok(cubin);
+    Ok(cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key:016x}.cubin"))))
+}
+
+/// Writes a cache file whole or not at all (a temporary file renamed into place), so that a
+/// concurrent start never reads half of one. Failing to write only costs a later start a
+/// compile.
+fn store(path: &std::path::Path, cubin: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let ok = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, cubin).is_ok();
+    if !ok || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    let cubin = compile(name, source, arch)?;
-    if let Some(p) = &path {
-        // A cache that cannot be written only costs the next start a compile.
-        let _ = p
-            .parent()
-            .map(std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(p, &cubin).ok());
-    }
-    Ok(cubin)
 }
 
 fn cache_dir() -> Option<PathBuf> {
