@@ -284,3 +284,76 @@ fn c_chars_to_string(v: &[c_char]) -> String {
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run-time build as the backend does it (NVRTC, CUBIN for Hopper), where NVRTC can be
+    /// loaded: no GPU is needed to compile. Elsewhere (CI) a note says it was skipped.
+    #[test]
+    fn every_source_compiles_to_a_cubin_with_nvrtc() {
+        // SAFETY: opening NVRTC runs its initialisers, which have no preconditions.
+        if !unsafe { nvrtc::is_culib_present() } {
+            eprintln!("skipped: NVRTC (libnvrtc.so) not found on the library path");
+            return;
+        }
+        eprintln!("NVRTC {}", nvrtc_version().unwrap());
+        let mut images = Vec::new();
+        for (name, source) in SOURCES {
+            let cubin = compile(name, source, "sm_90").unwrap_or_else(|e| panic!("{}", e.0));
+            assert_eq!(&cubin[..4], b"\x7fELF", "{name}: not an ELF image");
+            eprintln!("{name}: {} bytes", cubin.len());
+            images.push(cubin);
+        }
+        // Every kernel the table looks up is a symbol of some image (`.text.<name>`).
+        let mut names: Vec<String> = [
+            "rmsnorm",
+            "rope",
+            "silu_mul",
+            "add",
+            "store_kv",
+            "gather_rows",
+            "f32_to_f16",
+            "attention_partial",
+            "attention_combine",
+        ]
+        .map(String::from)
+        .into();
+        for d in WEIGHT_TYPES {
+            let t = d.name().to_ascii_lowercase();
+            names.extend([
+                format!("matvec_{t}"),
+                format!("embed_{t}"),
+                format!("dequant_{t}_f16"),
+                format!("dequant_{t}_f32"),
+            ]);
+        }
+        for n in names {
+            let sym = format!(".text.{n}\0");
+            assert!(
+                images
+                    .iter()
+                    .any(|i| i.windows(sym.len()).any(|w| w == sym.as_bytes())),
+                "kernel `{n}` is in no image"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compile_error_carries_the_log() {
+        // SAFETY: as above.
+        if !unsafe { nvrtc::is_culib_present() } {
+            eprintln!("skipped: NVRTC (libnvrtc.so) not found on the library path");
+            return;
+        }
+        let e = compile(
+            "bad.cu",
+            "extern \"C\" __global__ void k() { nope; }",
+            "sm_90",
+        )
+        .err()
+        .expect("an error");
+        assert!(e.0.contains("bad.cu") && e.0.contains("nope"), "{}", e.0);
+    }
+}
