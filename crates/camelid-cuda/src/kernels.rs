@@ -352,8 +352,7 @@ mod tests {
             "extern \"C\" __global__ void k() { nope; }",
             "sm_90",
         )
-        .err()
-        .expect("an error");
+        .expect_err("an error");
         assert!(e.0.contains("bad.cu") && e.0.contains("nope"), "{}", e.0);
     }
 }
