@@ -329,15 +329,18 @@ impl CudaBackend {
     /// caller and is a panic with the driver's message.
     fn run(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) -> Result<()> {
         let c = &self.config;
-        let v = c.n_vocab;
         let b = rows.len();
         let r = rows.iter().filter(|r| r.logits).count();
         assert!(b <= MAX_BATCH, "a batch of {b} rows (at most {MAX_BATCH})");
-        assert!(logits.len() >= r * v, "logits for {r} rows do not fit");
+        assert!(
+            logits.len() >= r * c.n_vocab,
+            "logits for {r} rows do not fit"
+        );
         self.dev.bind()?;
         let mut guard = self.pass.lock().unwrap_or_else(|e| e.into_inner());
         let p = &mut *guard;
 
+        // Inputs: one copy of everything that varies from pass to pass.
         let lay = Layout::new(b, c.n_layers);
         let bytes = lay.stage(&mut p.staging, rows, caches, c);
         // SAFETY: `staging` holds at least `bytes` bytes just written, `inputs` as many (both
@@ -349,13 +352,14 @@ impl CudaBackend {
         }
         .map_err(|e| CudaError::at("uploading the batch", e))?;
 
+        // The pass: a decode step replays its graph (captured now if its shape is new).
         let graphable = self.graphs_ok.load(Ordering::Relaxed)
             && b <= GRAPH_MAX_BATCH
             && r <= self.logit_rows
             && one_row_per_sequence(rows);
         // A graph is replayed as positions advance, so its chunks cover a span of positions
-        // rounded up (the key below picks the graph of the current span); a plain pass needs
-        // only its own rows' positions.
+        // rounded up (the key picks the graph of the current span); a plain pass needs only
+        // its own rows' positions.
         let longest = rows.iter().map(|r| r.pos + 1).max().unwrap_or(1);
         let span = if graphable {
             longest.next_power_of_two().max(GRAPH_MIN_SPAN)
@@ -370,25 +374,10 @@ impl CudaBackend {
             max_chunks,
             exact: self.precision == Precision::Exact,
         };
-        if graphable && !p.graphs.contains_key(&key) {
-            match self.capture(p, rows, lay, chunk_len, max_chunks) {
-                Ok(g) => {
-                    p.graphs.insert(key, g);
-                }
-                Err(e) => {
-                    // Plain launches do the same work; say once why they are used.
-                    self.graphs_ok.store(false, Ordering::Relaxed);
-                    eprintln!(
-                        "camelid: CUDA graphs disabled, launching kernels one by one ({})",
-                        e.0
-                    );
-                }
-            }
-        }
-        match p.graphs.get(&key).filter(|_| graphable) {
+        match graphable.then(|| self.graph(p, key, rows, lay)).flatten() {
             // SAFETY: the graph was captured from this backend's stream with pointers to
             // buffers that live as long as the backend, and inputs that were just rewritten.
-            Some(g) => unsafe { result::graph::launch(g.exec, self.dev.stream()) }
+            Some(exec) => unsafe { result::graph::launch(exec, self.dev.stream()) }
                 .map_err(|e| CudaError::at("launching the decode graph", e))?,
             None => {
                 let mut ops = CudaOps::new(self, p, rows, lay, chunk_len, max_chunks, Some(logits));
@@ -396,23 +385,54 @@ impl CudaBackend {
                 ops.finish()?;
             }
         }
+        self.fetch_logits(p, r, logits)
+    }
 
-        // The logits of the last chunk (all of them when they fit) come back after the pass.
-        if r > 0 {
-            let tail = r - (r - 1) / self.logit_rows * self.logit_rows;
-            let done = r - tail;
-            let host: &mut [f32] = p.logits_host.as_mut_slice();
-            // SAFETY: `logits` (device) holds `logit_rows · V ≥ tail · V` floats written by the
-            // pass, `host` as many; the copy is awaited below before the host reads them.
-            unsafe {
-                result::memcpy_dtoh_async(&mut host[..tail * v], p.logits.ptr(), self.dev.stream())
+    /// The graph of a pass of shape `key`, captured now if it is new; `None` when graphs do
+    /// not work here (said once on stderr; plain launches do the same work).
+    fn graph(
+        &self,
+        p: &mut Pass,
+        key: GraphKey,
+        rows: &[Row],
+        lay: Layout,
+    ) -> Option<sys::CUgraphExec> {
+        if !p.graphs.contains_key(&key) {
+            match self.capture(p, rows, lay, key.chunk_len, key.max_chunks) {
+                Ok(g) => {
+                    p.graphs.insert(key, g);
+                }
+                Err(e) => {
+                    self.graphs_ok.store(false, Ordering::Relaxed);
+                    eprintln!(
+                        "camelid: CUDA graphs disabled, launching kernels one by one ({})",
+                        e.0
+                    );
+                    return None;
+                }
             }
-            .map_err(|e| CudaError::at("copying the logits", e))?;
-            self.dev.sync()?;
-            logits[done * v..r * v].copy_from_slice(&host[..tail * v]);
-        } else {
-            self.dev.sync()?;
         }
+        p.graphs.get(&key).map(|g| g.exec)
+    }
+
+    /// Copies the logits of the pass's last chunk (all of them when they fit the device
+    /// buffer) to `logits`, after the stream has run the pass.
+    fn fetch_logits(&self, p: &mut Pass, r: usize, logits: &mut [f32]) -> Result<()> {
+        if r == 0 {
+            return self.dev.sync();
+        }
+        let v = self.config.n_vocab;
+        let tail = r - (r - 1) / self.logit_rows * self.logit_rows;
+        let done = r - tail;
+        let host: &mut [f32] = p.logits_host.as_mut_slice();
+        // SAFETY: `logits` (device) holds `logit_rows · V ≥ tail · V` floats written by the
+        // pass, `host` as many; the copy is awaited below before the host reads them.
+        unsafe {
+            result::memcpy_dtoh_async(&mut host[..tail * v], p.logits.ptr(), self.dev.stream())
+        }
+        .map_err(|e| CudaError::at("copying the logits", e))?;
+        self.dev.sync()?;
+        logits[done * v..r * v].copy_from_slice(&host[..tail * v]);
         Ok(())
     }
 
@@ -560,4 +580,44 @@ impl Backend for CudaBackend {
 /// hands a backend only its own states' caches).
 pub(crate) fn cuda_cache(c: &mut dyn KvCache) -> &CudaCache {
     downcast_cache::<CudaCache>(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attention chunking meets the kernel's rules (whole tiles, enough chunks for every
+    /// position) and fits the scratch, for every batch size and span.
+    #[test]
+    fn attention_chunks_cover_the_span_and_fit_the_scratch() {
+        for b in 1..=MAX_BATCH {
+            for span in (1..300_000)
+                .step_by(997)
+                .chain([1, 127, 128, 129, 4096, 131_072])
+            {
+                let (len, chunks) = CudaBackend::chunking(b, span);
+                assert!(len > 0 && len % ATT_TILE == 0, "b {b} span {span}: {len}");
+                assert!(len * chunks >= span, "b {b} span {span}: {len} × {chunks}");
+                assert!(
+                    chunks * b <= ATT_PARTS,
+                    "b {b} span {span}: {chunks} chunks"
+                );
+                assert!(chunks <= ATT_MAX_CHUNKS);
+            }
+        }
+        // A decode step at 4K context: 32 chunks of one tile each.
+        assert_eq!(CudaBackend::chunking(1, 4096), (128, 32));
+    }
+
+    #[test]
+    fn decode_steps_are_rows_of_distinct_sequences() {
+        let row = |seq, pos| Row {
+            seq,
+            pos,
+            token: 1,
+            logits: true,
+        };
+        assert!(one_row_per_sequence(&[row(0, 5), row(1, 9), row(2, 0)]));
+        assert!(!one_row_per_sequence(&[row(0, 5), row(1, 9), row(0, 6)]));
+    }
 }

@@ -659,3 +659,45 @@ impl Ops for CudaOps<'_> {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inputs' sections do not overlap, stay 8-byte aligned for the pointer arrays, and a
+    /// full batch's layout is the largest (the buffers are sized by it).
+    #[test]
+    fn input_sections_are_disjoint_and_aligned() {
+        for (b, layers) in [(1, 1), (3, 2), (64, 16), (MAX_BATCH_FOR_TEST, 80)] {
+            let l = Layout::new(b, layers);
+            let mut sections: Vec<(usize, usize)> = Vec::new();
+            for layer in 0..layers {
+                for start in [
+                    l.k_rows(layer),
+                    l.v_rows(layer),
+                    l.k_cache(layer),
+                    l.v_cache(layer),
+                ] {
+                    assert_eq!(start % 8, 0);
+                    sections.push((start, start + 8 * b));
+                }
+            }
+            for start in [l.tokens(), l.pos(), l.n_past(), l.logit_idx()] {
+                assert_eq!(start % 4, 0);
+                sections.push((start, start + 4 * b));
+            }
+            sections.sort();
+            assert_eq!(sections[0].0, 0);
+            for w in sections.windows(2) {
+                assert_eq!(
+                    w[0].1, w[1].0,
+                    "b {b}: sections touch, without gaps or overlaps"
+                );
+            }
+            assert_eq!(sections.last().unwrap().1, l.bytes());
+            assert!(l.bytes() <= Layout::new(MAX_BATCH_FOR_TEST, layers).bytes());
+        }
+    }
+
+    const MAX_BATCH_FOR_TEST: usize = camelid_model::llama::MAX_BATCH;
+}
