@@ -23,6 +23,12 @@
 //! still includes 12's names. A GPU machine needs the driver (`libcuda.so.1`), and NVRTC and
 //! cuBLAS from a CUDA 12 or 13 toolkit on the loader's path (`LD_LIBRARY_PATH`).
 //!
+//! # Run time
+//! The kernels are compiled on the first start for a card (about 10 s, mostly `quant.cu`) and
+//! the CUBINs cached in `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured). Decode steps run
+//! from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one instead (for
+//! profiling, or to rule graphs out when chasing a bug).
+//!
 //! cudarc panics when it cannot open a library on first use, so [`backend`] and
 //! [`device_count`] first probe for each library and answer a missing one with a one-line
 //! [`ModelError::Backend`], and initialisation also runs under `catch_unwind` as a backstop.

@@ -443,7 +443,9 @@ impl Ops for CudaOps<'_> {
         let (o, d) = self.buf(out);
         let (xp, _) = self.buf(x);
         let g = self.be.norm(gain).ptr();
-        let (d, eps, n32) = (d as i32, self.be.config.norm_eps, n as i32);
+        let (d, n32) = (d as i32, n as i32);
+        // The kernel's `float eps`: the argument's size must be 4 bytes.
+        let eps: f32 = self.be.config.norm_eps;
         // SAFETY: rmsnorm(float* out, const float* x, const float* gain, int d, float eps,
         // int n): n rows of d floats in `out` and `x`, d gains.
         unsafe {
