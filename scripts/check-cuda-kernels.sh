@@ -4,7 +4,9 @@
 #      kernel's registers, spills and shared memory (ptxas -v);
 #   2. NVRTC (the run-time path of the host crate) through Python ctypes, with no include path
 #      and no header, for compute_80 and compute_90, with NVRTC 12 and NVRTC 13;
-#   3. that every entry point of the ABI (kernels/README.md) is in the PTX.
+#   3. that every entry point of the ABI (kernels/README.md) is in the PTX;
+#   4. the kernels' logic on the CPU: kernels/emu emulates the CUDA builtins (threads, shuffles,
+#      barriers) and tests every kernel against scalar references.
 # The compilers come from PyPI by package name, pinned, into a virtual environment under
 # ~/.cache/camelid (CAMELID_CUDA_VENV overrides). Needs python3 with venv and pip, and a host
 # C++ compiler (nvcc preprocesses with it). Exits non-zero on any error or warning.
@@ -148,6 +150,29 @@ for e in $expected; do
 done
 [ $missing -eq 0 ] && echo "== all $(echo $expected | wc -w) ABI entry points present"
 [ $missing -eq 0 ] || status=1
+
+# The kernels' logic, run on the CPU under emulation (kernels/emu), against scalar references.
+echo "== host emulation (g++ -std=c++20, one thread per CUDA thread)"
+mkdir -p "$out/emu"
+for name in quant ops attention; do
+    python3 - "$kdir/$name.cu" "$out/emu/${name}_emu.cpp" <<'PY'
+import sys
+s = open(sys.argv[1]).read()
+for old, new in (('asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));', 'f = emu_h2f(h);'),
+                 ('asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));', 'h = emu_f2h(f);'),
+                 ('extern "C"', '')):
+    s = s.replace(old, new)
+open(sys.argv[2], "w").write(s)
+PY
+done
+cxx=$(command -v g++ || command -v c++)
+if "$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" "$kdir/emu/test.cpp" \
+    -o "$out/emu/test"; then
+    "$out/emu/test" | sed 's/^/  /' || status=1
+else
+    echo "FAIL host emulation build" >&2
+    status=1
+fi
 
 if [ $status -eq 0 ]; then
     echo "check-cuda-kernels: ok"
