@@ -1,0 +1,321 @@
+// camelid CUDA kernels: causal attention with grouped-query heads, flash-decoding style.
+//
+// Math as the CPU path (camelid-kernels `src/ops.rs`, `attention_with`): for query row j and
+// query head h, scores s_t = (q . k_t) * scale over the cached positions t < n_past[j] of kv
+// head g(h) = h / (n_heads / n_kv_heads), p = softmax(s), out = sum_t p_t v_t.
+//
+// Two kernels. `attention_partial` splits each row's positions into chunks of `chunk_len`;
+// one CTA takes one (chunk, kv head, row) and computes, for every query head of that kv head
+// (so each key and value row is read once per group, not once per head), the partial softmax
+// of its chunk: m = max_t s_t, l = sum_t exp(s_t - m), o = sum_t exp(s_t - m) v_t. Inside the
+// chunk it walks tiles of ATT_TILE positions with the running-maximum rescaling of
+// FlashAttention (Dao et al. 2022; flash-decoding, Dao et al. 2023). `attention_combine`
+// merges the chunks of each (row, head): M = max m_c, out = sum_c e^(m_c - M) o_c /
+// sum_c e^(m_c - M) l_c. The grid does not depend on n_past: chunks at or past n_past[j] exit
+// at once and the combine step reads only the ceil(n_past[j] / chunk_len) chunks that ran, so
+// a decode step captured in a CUDA graph stays valid as the positions advance.
+//
+// Built at run time by NVRTC without any header. The ABI is in README.md beside this file.
+
+#define ATT_WARPS 4
+#define ATT_TILE (32 * ATT_WARPS) // positions per tile: one per lane when scoring
+#define ATT_MAX_HD 256
+
+#define FULL_MASK 0xFFFFFFFFu
+
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xFF800000); }
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
+    return v;
+}
+
+__device__ __forceinline__ float dot4(float4 a, float4 b, float acc) {
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+    acc = fmaf(a.z, b.z, acc);
+    return fmaf(a.w, b.w, acc);
+}
+
+__device__ __forceinline__ float4 axpy4(float a, float4 x, float4 y) {
+    return make_float4(fmaf(a, x.x, y.x), fmaf(a, x.y, y.y), fmaf(a, x.z, y.z), fmaf(a, x.w, y.w));
+}
+
+__device__ __forceinline__ float4 scale4(float a, float4 x) {
+    return make_float4(a * x.x, a * x.y, a * x.z, a * x.w);
+}
+
+__device__ __forceinline__ float4 add4(float4 a, float4 b) {
+    return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+
+__device__ __forceinline__ float4 shfl_xor4(float4 v, int off) {
+    return make_float4(__shfl_xor_sync(FULL_MASK, v.x, off), __shfl_xor_sync(FULL_MASK, v.y, off),
+                       __shfl_xor_sync(FULL_MASK, v.z, off), __shfl_xor_sync(FULL_MASK, v.w, off));
+}
+
+// Block ATT_TILE threads, grid (max_chunks, n_kv_heads, n), no dynamic shared memory.
+//
+// Scoring: lane = position (each lane reads its own key row, the group's queries are broadcast
+// from shared memory), so a score needs no cross-lane reduction. Mixing: lanes = columns of
+// the value rows (coalesced), positions taken in turn with their weight broadcast by shuffle;
+// when a row has fewer than 32 float4s, the warp splits into 32 / L groups of L lanes that take
+// different positions and are summed at the end.
+//
+// Each lane keeps ATT_SLOTS float4 accumulators: one per query head of the pass when a value
+// row fits in 32 float4s (head_dim <= 128, ATT_SLOTS heads per pass), two per head otherwise
+// (ATT_SLOTS / 2 heads per pass, slot s = head s / 2, float4 column lc + 32 (s % 2)).
+#define ATT_SLOTS 8
+
+// (No __launch_bounds__: with it ptxas caps the registers and spills; without, it fits.)
+extern "C" __global__ void attention_partial(const float* __restrict__ q, const float* const* __restrict__ k_cache,
+                      const float* const* __restrict__ v_cache, const int* __restrict__ n_past,
+                      float* __restrict__ part_o, float* __restrict__ part_ml, int n_heads,
+                      int n_kv_heads, int head_dim, float scale, int chunk_len, int max_chunks) {
+    __shared__ float4 sq[ATT_SLOTS * 32];                // the pass's queries, [head][float4]
+    __shared__ float4 red[ATT_WARPS - 1][ATT_SLOTS][32]; // outputs of warps 1..
+    __shared__ float smax[ATT_WARPS][ATT_SLOTS];
+    __shared__ float ssum[ATT_WARPS][ATT_SLOTS];
+
+    const int chunk = blockIdx.x, kvh = blockIdx.y, j = blockIdx.z;
+    const int np = n_past[j];
+    const int t_begin = chunk * chunk_len;
+    if (t_begin >= np) return; // past this row's positions: the combine step skips it
+    const int t_end = min(np, t_begin + chunk_len);
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int group = n_heads / n_kv_heads;
+    const int kv_dim = n_kv_heads * head_dim;
+    const int nv4 = head_dim / 4;
+    const float* K = k_cache[j] + kvh * head_dim;
+    const float* V = v_cache[j] + kvh * head_dim;
+    const float4* q4 = (const float4*)q;
+
+    // Mixing layout: L lanes per value row, 32 / L rows at a time; wide heads take two slots.
+    const int L = nv4 <= 8 ? 8 : (nv4 <= 16 ? 16 : 32);
+    const int rows_at_once = 32 / L;
+    const int sub = lane / L, lc = lane % L;
+    const bool wide = nv4 > 32;
+    const int heads_per_pass = wide ? ATT_SLOTS / 2 : ATT_SLOTS;
+
+    for (int g0 = 0; g0 < group; g0 += heads_per_pass) {
+        const int gc = min(heads_per_pass, group - g0);
+        __syncthreads(); // the previous pass is done with sq and red
+        for (int e = tid; e < gc * nv4; e += ATT_TILE) {
+            sq[e] = q4[((long long)j * n_heads + kvh * group + g0) * nv4 + e];
+        }
+        __syncthreads();
+
+        float m_run[ATT_SLOTS], l_part[ATT_SLOTS];
+        float4 o[ATT_SLOTS];
+#pragma unroll
+        for (int g = 0; g < ATT_SLOTS; ++g) {
+            m_run[g] = neg_inf();
+            l_part[g] = 0.0f;
+            o[g] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+
+        for (int tile = t_begin; tile < t_end; tile += ATT_TILE) {
+            // Scores of this lane's position, one per head of the pass.
+            const int t = tile + warp * 32 + lane;
+            const bool valid = t < t_end;
+            float s[ATT_SLOTS];
+#pragma unroll
+            for (int g = 0; g < ATT_SLOTS; ++g) s[g] = 0.0f;
+            if (valid) {
+                const float4* kr = (const float4*)(K + (long long)t * kv_dim);
+#pragma unroll 4
+                for (int c = 0; c < nv4; ++c) {
+                    const float4 k4 = __ldg(kr + c);
+#pragma unroll
+                    for (int g = 0; g < ATT_SLOTS; ++g)
+                        if (g < gc) s[g] = dot4(sq[g * nv4 + c], k4, s[g]);
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < ATT_SLOTS; ++g) {
+                s[g] = valid ? s[g] * scale : neg_inf();
+                if (g < gc) {
+                    const float mx = warp_max(s[g]);
+                    if (lane == 0) smax[warp][g] = mx;
+                }
+            }
+            __syncthreads();
+
+            // New running maximum (the tile's first position is valid, so it is finite);
+            // rescale what was summed so far to it.
+            float p[ATT_SLOTS], alpha[ATT_SLOTS];
+#pragma unroll
+            for (int g = 0; g < ATT_SLOTS; ++g) {
+                p[g] = 0.0f;
+                alpha[g] = 1.0f;
+                if (g < gc) {
+                    float mt = smax[0][g];
+#pragma unroll
+                    for (int w = 1; w < ATT_WARPS; ++w) mt = fmaxf(mt, smax[w][g]);
+                    const float m_new = fmaxf(m_run[g], mt);
+                    alpha[g] = expf(m_run[g] - m_new); // 0 on the first tile
+                    p[g] = valid ? expf(s[g] - m_new) : 0.0f;
+                    l_part[g] = fmaf(l_part[g], alpha[g], p[g]);
+                    m_run[g] = m_new;
+                }
+            }
+#pragma unroll
+            for (int sl = 0; sl < ATT_SLOTS; ++sl) {
+                o[sl] = scale4(wide ? alpha[sl >> 1] : alpha[sl], o[sl]);
+            }
+            __syncthreads(); // smax is rewritten by the next tile
+
+            // o += p_t v_t over this warp's positions; invalid positions are never read.
+            const int wbase = tile + warp * 32;
+            const int cnt = min(32, t_end - wbase);
+            for (int i0 = 0; i0 < cnt; i0 += rows_at_once) {
+                const int i = i0 + sub;
+                float pi[ATT_SLOTS];
+#pragma unroll
+                for (int g = 0; g < ATT_SLOTS; ++g)
+                    pi[g] = g < gc ? __shfl_sync(FULL_MASK, p[g], i & 31) : 0.0f;
+                if (i < cnt) {
+                    const float4* vr = (const float4*)(V + (long long)(wbase + i) * kv_dim);
+                    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    const float4 v0 = lc < nv4 ? __ldg(vr + lc) : zero;
+                    const float4 v1 = wide && lc + 32 < nv4 ? __ldg(vr + lc + 32) : zero;
+#pragma unroll
+                    for (int sl = 0; sl < ATT_SLOTS; ++sl) {
+                        const int g = wide ? sl >> 1 : sl;
+                        if (g < gc) {
+                            const float w = wide ? pi[sl >> 1] : pi[sl];
+                            o[sl] = axpy4(w, wide && (sl & 1) ? v1 : v0, o[sl]);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Sum the lane groups that took different positions, then the warps, in a fixed order.
+        for (int off = L; off < 32; off <<= 1) {
+#pragma unroll
+            for (int sl = 0; sl < ATT_SLOTS; ++sl) o[sl] = add4(o[sl], shfl_xor4(o[sl], off));
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_SLOTS; ++g) {
+            if (g < gc) {
+                const float l = warp_sum(l_part[g]);
+                if (lane == 0) ssum[warp][g] = l;
+            }
+        }
+        if (warp > 0 && sub == 0) {
+#pragma unroll
+            for (int sl = 0; sl < ATT_SLOTS; ++sl) red[warp - 1][sl][lc] = o[sl];
+        }
+        __syncthreads();
+        if (warp == 0 && sub == 0) {
+#pragma unroll
+            for (int sl = 0; sl < ATT_SLOTS; ++sl) {
+                const int g = wide ? sl >> 1 : sl;
+                const int c = wide ? lc + 32 * (sl & 1) : lc;
+                if (g < gc && c < nv4) {
+                    const long long part =
+                        ((long long)j * n_heads + kvh * group + g0 + g) * max_chunks + chunk;
+                    float4 acc = o[sl];
+#pragma unroll
+                    for (int w = 0; w < ATT_WARPS - 1; ++w) acc = add4(acc, red[w][sl][lc]);
+                    ((float4*)part_o)[part * nv4 + c] = acc;
+                }
+            }
+        }
+        if (tid < gc) {
+            const long long part =
+                ((long long)j * n_heads + kvh * group + g0 + tid) * max_chunks + chunk;
+            float l = ssum[0][tid];
+#pragma unroll
+            for (int w = 1; w < ATT_WARPS; ++w) l += ssum[w][tid];
+            float m = m_run[0];
+#pragma unroll
+            for (int g = 1; g < ATT_SLOTS; ++g)
+                if (g == tid) m = m_run[g];
+            part_ml[2 * part] = m;
+            part_ml[2 * part + 1] = l;
+        }
+    }
+}
+
+// Block COMBINE_THREADS, grid (n_heads, n), no dynamic shared memory. out: [n, n_heads *
+// head_dim]. A row with n_past[j] == 0 gets zeros (the CPU's empty mix).
+#define COMBINE_THREADS 128
+
+// Fixed-order reductions over the CTA (COMBINE_THREADS / 32 warps).
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    v = warp_max(v);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float r = scratch[0];
+#pragma unroll
+    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r = fmaxf(r, scratch[w]);
+    __syncthreads();
+    return r;
+}
+
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    v = warp_sum(v);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float r = scratch[0];
+#pragma unroll
+    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r += scratch[w];
+    __syncthreads();
+    return r;
+}
+
+extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
+    attention_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                      const int* __restrict__ n_past, float* __restrict__ out, int n_heads,
+                      int head_dim, int chunk_len, int max_chunks) {
+    __shared__ float scratch[COMBINE_THREADS / 32];
+    __shared__ float weight[COMBINE_THREADS];
+    const int h = blockIdx.x, j = blockIdx.y, tid = threadIdx.x;
+    const int np = n_past[j];
+    const int nc = np > 0 ? min(max_chunks, (np + chunk_len - 1) / chunk_len) : 0;
+    const long long base = ((long long)j * n_heads + h) * max_chunks;
+
+    float m = neg_inf();
+    for (int c = tid; c < nc; c += COMBINE_THREADS) m = fmaxf(m, part_ml[2 * (base + c)]);
+    const float M = block_max(m, scratch);
+    float l = 0.0f;
+    for (int c = tid; c < nc; c += COMBINE_THREADS)
+        l += part_ml[2 * (base + c) + 1] * expf(part_ml[2 * (base + c)] - M);
+    const float total = block_sum(l, scratch);
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+
+    // Each thread owns columns tid and tid + COMBINE_THREADS (head_dim <= 256); the chunk
+    // weights e^(m_c - M) are computed once per batch of COMBINE_THREADS chunks.
+    float acc[ATT_MAX_HD / COMBINE_THREADS] = {};
+    for (int c0 = 0; c0 < nc; c0 += COMBINE_THREADS) {
+        const int c = c0 + tid;
+        weight[tid] = c < nc ? expf(part_ml[2 * (base + c)] - M) : 0.0f;
+        __syncthreads();
+        const int cn = min(COMBINE_THREADS, nc - c0);
+#pragma unroll
+        for (int k = 0; k < ATT_MAX_HD / COMBINE_THREADS; ++k) {
+            const int d = tid + k * COMBINE_THREADS;
+            if (d < head_dim) {
+                const float* po = part_o + (base + c0) * head_dim + d;
+                for (int i = 0; i < cn; ++i) acc[k] = fmaf(weight[i], po[(long long)i * head_dim], acc[k]);
+            }
+        }
+        __syncthreads();
+    }
+    float* o = out + ((long long)j * n_heads + h) * head_dim;
+#pragma unroll
+    for (int k = 0; k < ATT_MAX_HD / COMBINE_THREADS; ++k) {
+        const int d = tid + k * COMBINE_THREADS;
+        if (d < head_dim) o[d] = acc[k] * inv;
+    }
+}

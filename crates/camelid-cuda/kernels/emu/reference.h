@@ -1,0 +1,32 @@
+// Scalar dequantization references, transcribed from camelid-kernels src/quant/legacy.rs and
+// src/quant/kquants.rs (and dtype.rs `kscale`), operation for operation, for the emulated tests.
+#pragma once
+#include <string>
+static float f16at(const uint8_t* b, int i) { return emu_h2f((unsigned short)(b[i] | (b[i+1] << 8))); }
+static void kscale_ref(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
+  if (j < 4) { sc = s[j] & 63; m = s[j+4] & 63; }
+  else { sc = (s[j+4] & 0x0f) | ((s[j-4] >> 6) << 4); m = (s[j+4] >> 4) | ((s[j] >> 6) << 4); }
+}
+static void q5vals(const uint8_t* qh, const uint8_t* qs, uint8_t* v) {
+  uint32_t h = qh[0] | (qh[1]<<8) | (qh[2]<<16) | ((uint32_t)qh[3]<<24);
+  for (int j=0;j<16;j++){ v[j]=(qs[j]&0x0f)|(((h>>j)&1)<<4); v[j+16]=(qs[j]>>4)|(((h>>(j+16))&1)<<4);} }
+// references, transcribed from camelid-kernels quant/legacy.rs and quant/kquants.rs
+static void ref(const char* t, const uint8_t* b, float* o) {
+  #define M(a,b_) __fmul_rn(a,b_)
+  #define A(a,b_) __fadd_rn(a,b_)
+  std::string s(t);
+  if (s=="q8_0") { float d=f16at(b,0); for(int i=0;i<32;i++) o[i]=M(d,(float)(int8_t)b[2+i]); }
+  else if (s=="q4_0") { float d=f16at(b,0); for(int j=0;j<16;j++){ o[j]=M(d,(float)((b[2+j]&15)-8)); o[j+16]=M(d,(float)((b[2+j]>>4)-8)); } }
+  else if (s=="q4_1") { float d=f16at(b,0), m=f16at(b,2); for(int j=0;j<16;j++){ o[j]=A(M(d,(float)(b[4+j]&15)),m); o[j+16]=A(M(d,(float)(b[4+j]>>4)),m);} }
+  else if (s=="q5_0") { float d=f16at(b,0); uint8_t v[32]; q5vals(b+2,b+6,v); for(int i=0;i<32;i++) o[i]=M(d,(float)((int)v[i]-16)); }
+  else if (s=="q5_1") { float d=f16at(b,0), m=f16at(b,2); uint8_t v[32]; q5vals(b+4,b+8,v); for(int i=0;i<32;i++) o[i]=A(M(d,(float)v[i]),m); }
+  else if (s=="q4_k" || s=="q5_k") { bool five = s=="q5_k"; float d=f16at(b,0), dmin=f16at(b,2);
+    for(int j=0;j<8;j++){ uint8_t sc,m; kscale_ref(b+4,j,sc,m); float ds=M(d,(float)sc), dm=M(dmin,(float)m);
+      const uint8_t* qs = b + (five?48:16) + 32*(j/2);
+      for(int l=0;l<32;l++){ uint8_t q = j%2==0 ? (qs[l]&15) : (qs[l]>>4); if(five) q |= ((b[16+l]>>j)&1)<<4; o[32*j+l]=__fsub_rn(M(ds,(float)q),dm);} } }
+  else if (s=="q6_k") { float d=f16at(b,208); for(int e=0;e<256;e++){ int h=e/128, r=e%128; uint8_t ql=b[64*h+r%64]; uint8_t lo = r<64 ? (ql&15):(ql>>4);
+      uint8_t hi=(b[128+32*h+r%32]>>(2*(r/32)))&3; int8_t sc=(int8_t)b[192+e/16]; o[e]=M(M(d,(float)sc),(float)((int)(lo|(hi<<4))-32)); } }
+  else if (s=="f32") { memcpy(o,b,4); }
+  else if (s=="f16") { o[0]=f16at(b,0); }
+  else if (s=="bf16") { o[0]=__uint_as_float((unsigned)(b[0]|(b[1]<<8))<<16); }
+}

@@ -1,0 +1,165 @@
+// Tests of the kernels under host emulation (emu.h) against scalar references: dequant/embed
+// bit-exact, matvec within 1e-6 of sum |w x|, ops bit-exact where the CPU rounds the same,
+// attention against a double-precision softmax.
+#include "emu.h"
+#include <string>
+#include <cstdio>
+#include <random>
+#include "quant_emu.cpp"
+#include "ops_emu.cpp"
+#include "attention_emu.cpp"
+#include "reference.h"
+typedef void (*MV)(const unsigned char*, const float*, float*, int, int, int);
+static std::mt19937 rng(7);
+static float U() { return std::uniform_real_distribution<float>(-1, 1)(rng); }
+int fails = 0;
+typedef void (*DQ32)(const unsigned char*, float*, long long);
+typedef void (*DQ16)(const unsigned char*, unsigned short*, long long);
+typedef void (*EMB)(const unsigned char*, const unsigned int*, float*, int, int);
+static void launch1(unsigned gx, unsigned gy, unsigned bx, std::function<void()> f) { launch({gx, gy, 1}, {bx, 1, 1}, f); }
+void test_dequant() {
+  struct T { const char* name; int bs, bb; DQ32 d32; DQ16 d16; EMB emb; bool isfloat; };
+  T types[] = {
+    {"q8_0",32,34,dequant_q8_0_f32,dequant_q8_0_f16,embed_q8_0,false},
+    {"q4_0",32,18,dequant_q4_0_f32,dequant_q4_0_f16,embed_q4_0,false},
+    {"q4_1",32,20,dequant_q4_1_f32,dequant_q4_1_f16,embed_q4_1,false},
+    {"q5_0",32,22,dequant_q5_0_f32,dequant_q5_0_f16,embed_q5_0,false},
+    {"q5_1",32,24,dequant_q5_1_f32,dequant_q5_1_f16,embed_q5_1,false},
+    {"q4_k",256,144,dequant_q4_k_f32,dequant_q4_k_f16,embed_q4_k,false},
+    {"q5_k",256,176,dequant_q5_k_f32,dequant_q5_k_f16,embed_q5_k,false},
+    {"q6_k",256,210,dequant_q6_k_f32,dequant_q6_k_f16,embed_q6_k,false},
+    {"f32",1,4,dequant_f32_f32,dequant_f32_f16,embed_f32,true},
+    {"f16",1,2,dequant_f16_f32,dequant_f16_f16,embed_f16,true},
+    {"bf16",1,2,dequant_bf16_f32,dequant_bf16_f16,embed_bf16,true},
+  };
+  std::mt19937 rng(42); std::uniform_real_distribution<float> Ud(-1,1); auto U = [&](std::mt19937&){ return Ud(rng); };
+  
+  for (auto& t : types) {
+    const int rows = 5, cols = 512; // 5 rows: odd block counts per matrix for the 2-aligned types
+    long long nel = (long long)rows*cols, nblk = nel / t.bs;
+    std::vector<uint8_t> w(nblk*t.bb + 64);
+    for (auto& x : w) x = rng();
+    // sane f16 scale fields
+    auto put16 = [&](size_t off, float v){ unsigned short h=emu_f2h(v); w[off]=h&255; w[off+1]=h>>8; };
+    for (long long b=0;b<nblk;b++) { size_t o=b*t.bb; std::string n(t.name);
+      if (n=="q8_0"||n=="q4_0"||n=="q5_0") put16(o,U(rng)*0.1f);
+      if (n=="q4_1"||n=="q5_1"||n=="q4_k"||n=="q5_k") { put16(o,U(rng)*0.1f); put16(o+2,U(rng)*0.1f); }
+      if (n=="q6_k") put16(o+208,U(rng)*0.1f);
+      if (n=="f16") put16(o,U(rng)*4);
+      if (n=="f32") { float v=U(rng)*4; memcpy(&w[o],&v,4); }
+      if (n=="bf16") { float v=U(rng)*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
+    std::vector<float> want(nel), got(nel, NAN), emb(3*cols, NAN); std::vector<unsigned short> got16(nel);
+    for (long long b=0;b<nblk;b++) ref(t.name, &w[b*t.bb], &want[b*t.bs]);
+    long long count = t.isfloat ? nel : nblk;
+    launch1(7, 1, 64, [&]{ t.d32(w.data(), got.data(), count); });
+    launch1(7, 1, 64, [&]{ t.d16(w.data(), got16.data(), count); });
+    unsigned tok[3] = {4, 0, 2};
+    launch1((cols/16 + 127)/128, 3, 128, [&]{ t.emb(w.data(), tok, emb.data(), cols, 3); });
+    int bad = 0;
+    for (long long i=0;i<nel;i++) {
+      if (memcmp(&got[i], &want[i], 4)) { if (bad++ < 3) printf("  %s f32 [%lld] got %g want %g\n", t.name, i, got[i], want[i]); }
+      if (got16[i] != emu_f2h(want[i])) { if (bad++ < 3) printf("  %s f16 [%lld]\n", t.name, i); }
+    }
+    for (int i=0;i<3;i++) for (int c=0;c<cols;c++) if (memcmp(&emb[i*cols+c], &want[tok[i]*cols+c], 4)) { if (bad++<3) printf("  %s embed [%d,%d]\n", t.name, i, c); }
+    printf("dequant/embed %-26s %s\n", t.name, bad ? "FAIL" : "ok (bit-exact f32, f16, embed)"); fails += bad != 0;
+  }
+  }
+void check(const char* what, double err, double tol) { bool ok = err <= tol; printf("%-40s err %.3g (tol %.3g) %s\n", what, err, tol, ok ? "ok" : "FAIL"); fails += !ok; }
+
+void test_matvec(const char* name, int bs, int bb, MV mv, int rows, int cols, int n) {
+  long long nel = (long long)rows * cols, nblk = nel / bs;
+  std::vector<uint8_t> w(nblk * bb + 64);
+  for (auto& x : w) x = rng();
+  std::string s(name);
+  auto put16 = [&](size_t off, float v){ unsigned short h=emu_f2h(v); w[off]=h&255; w[off+1]=h>>8; };
+  for (long long b=0;b<nblk;b++) { size_t o=b*bb;
+    if (s=="q8_0"||s=="q4_0"||s=="q5_0") put16(o,U()*0.1f);
+    if (s=="q4_1"||s=="q5_1"||s=="q4_k"||s=="q5_k") { put16(o,U()*0.1f); put16(o+2,U()*0.1f); }
+    if (s=="q6_k") put16(o+208,U()*0.1f);
+    if (s=="f16") put16(o,U()*4);
+    if (s=="f32") { float v=U()*4; memcpy(&w[o],&v,4); }
+    if (s=="bf16") { float v=U()*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
+  std::vector<float> W(nel); for (long long b=0;b<nblk;b++) ref(name, &w[b*bb], &W[b*bs]);
+  std::vector<float> x((size_t)n*cols), y((size_t)n*rows, NAN);
+  for (auto& v : x) v = U();
+  launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mv(w.data(), x.data(), y.data(), rows, cols, n); });
+  double err = 0;
+  for (int j=0;j<n;j++) for (int r=0;r<rows;r++) { double s2=0, sa=0; for (int c=0;c<cols;c++){ double p=(double)W[(size_t)r*cols+c]*x[(size_t)j*cols+c]; s2+=p; sa+=fabs(p);} 
+    double e = fabs(y[(size_t)j*rows+r]-s2)/ (sa>0?sa:1); if (!(e <= err)) err = std::isnan(e) ? 1e9 : std::max(err, e); }
+  char buf[100]; snprintf(buf, 100, "matvec_%s rows %d cols %d n %d", name, rows, cols, n); check(buf, err, 1e-6);
+}
+
+void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<int> np) {
+  int n = np.size(), maxp = *std::max_element(np.begin(), np.end()), ctx = maxp + 5;
+  int kv_dim = n_kv*hd; int max_chunks = (ctx + chunk_len - 1) / chunk_len;
+  std::vector<std::vector<float>> K(n), V(n);
+  std::vector<const float*> kp(n), vp(n);
+  for (int j=0;j<n;j++){ K[j].resize((size_t)ctx*kv_dim); V[j].resize((size_t)ctx*kv_dim); for(auto&v:K[j]) v=U()*2; for(auto&v:V[j]) v=U();
+    for (int t=np[j]; t<ctx; t++) for (int c=0;c<kv_dim;c++) { K[j][(size_t)t*kv_dim+c]=NAN; V[j][(size_t)t*kv_dim+c]=NAN; } // never read
+    kp[j]=K[j].data(); vp[j]=V[j].data(); }
+  std::vector<float> q((size_t)n*n_heads*hd), out((size_t)n*n_heads*hd, NAN);
+  for (auto& v : q) v = U()*2;
+  std::vector<float> po((size_t)n*n_heads*max_chunks*hd, NAN), pml((size_t)n*n_heads*max_chunks*2, NAN);
+  float scale = 1.0f/sqrtf((float)hd);
+  launch({(unsigned)max_chunks,(unsigned)n_kv,(unsigned)n}, {128,1,1}, [&]{ attention_partial(q.data(), kp.data(), vp.data(), np.data(), po.data(), pml.data(), n_heads, n_kv, hd, scale, chunk_len, max_chunks); });
+  launch({(unsigned)n_heads,(unsigned)n,1}, {128,1,1}, [&]{ attention_combine(po.data(), pml.data(), np.data(), out.data(), n_heads, hd, chunk_len, max_chunks); });
+  double err = 0; int G = n_heads/n_kv;
+  for (int j=0;j<n;j++) for (int h=0;h<n_heads;h++) { int g=h/G; std::vector<double> s(np[j]); double m=-1e300;
+    for (int t=0;t<np[j];t++){ double d=0; for(int c=0;c<hd;c++) d+=(double)q[((size_t)j*n_heads+h)*hd+c]*K[j][(size_t)t*kv_dim+g*hd+c]; s[t]=d*scale; m=std::max(m,s[t]); }
+    double sum=0; for (auto& v : s){ v=exp(v-m); sum+=v; }
+    for (int c=0;c<hd;c++){ double o=0; for(int t=0;t<np[j];t++) o+=s[t]/sum*V[j][(size_t)t*kv_dim+g*hd+c]; double got=out[((size_t)j*n_heads+h)*hd+c]; double e=fabs(got-o); if(!(e<=err)) err = std::isnan(e)?1e9:std::max(err,e);} }
+  char buf[120]; snprintf(buf, 120, "attention heads %d/%d hd %d chunk %d n %d", n_heads, n_kv, hd, chunk_len, n); check(buf, err, 2e-6);
+}
+
+void test_ops() {
+  int d = 1000, n = 3; std::vector<float> x(n*d), g(d), out(n*d); for (auto& v : x) v = U()*3; for (auto& v : g) v = U();
+  launch({(unsigned)n,1,1}, {256,1,1}, [&]{ rmsnorm(out.data(), x.data(), g.data(), d, 1e-5f, n); });
+  double err = 0; for (int j=0;j<n;j++){ double ss=0; for(int c=0;c<d;c++) ss+=(double)x[j*d+c]*x[j*d+c]; float inv=(float)(1.0/sqrt(ss/d+(double)1e-5f));
+    for(int c=0;c<d;c++){ float want=g[c]*(x[j*d+c]*inv); err=std::max(err,(double)fabs(out[j*d+c]-want)); } }
+  check("rmsnorm (bit-exact)", err, 0);
+  // in place
+  std::vector<float> x2 = x; launch({(unsigned)n,1,1}, {256,1,1}, [&]{ rmsnorm(x2.data(), x2.data(), g.data(), d, 1e-5f, n); });
+  err = 0; for (int i=0;i<n*d;i++) err=std::max(err,(double)fabs(x2[i]-out[i])); check("rmsnorm in place", err, 0);
+  int nh = 4, hd = 64; std::vector<float> r(n*nh*hd), r0; for (auto& v : r) v = U(); r0 = r; std::vector<int> pos = {0, 17, 100000};
+  std::vector<float> invf(hd/2); for (int i=0;i<hd/2;i++) invf[i] = (float)pow(500000.0, -2.0*i/hd);
+  launch({(unsigned)((nh*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope(r.data(), pos.data(), invf.data(), n, nh, hd); });
+  err = 0; for (int j=0;j<n;j++) for (int h=0;h<nh;h++) for (int i=0;i<hd/2;i++){ float a=(float)pos[j]*invf[i]; float sn=(float)sin((double)a), cs=(float)cos((double)a);
+    float a0=r0[j*nh*hd+h*hd+2*i], a1=r0[j*nh*hd+h*hd+2*i+1]; float w0=a0*cs-a1*sn, w1=a0*sn+a1*cs;
+    err=std::max(err,(double)fabs(r[j*nh*hd+h*hd+2*i]-w0)); err=std::max(err,(double)fabs(r[j*nh*hd+h*hd+2*i+1]-w1)); }
+  check("rope (bit-exact)", err, 0);
+  std::vector<float> ga(1001), up(1001), ga0; for (auto& v : ga) v = U()*8; for (auto& v : up) v = U(); ga0 = ga;
+  launch({3,1,1}, {64,1,1}, [&]{ silu_mul(ga.data(), up.data(), 1001); });
+  err = 0; for (int i=0;i<1001;i++){ float want = ga0[i]/(1.0f+expf(-ga0[i]))*up[i]; err=std::max(err,(double)fabs(ga[i]-want)/std::max(1e-30f,fabsf(want))); }
+  check("silu_mul (rel)", err, 1e-6);
+  std::vector<float> a1(777), b1(777), a0; for (auto& v : a1) v=U(); for (auto& v : b1) v=U(); a0=a1;
+  launch({2,1,1}, {256,1,1}, [&]{ add(a1.data(), b1.data(), 777); });
+  err=0; for (int i=0;i<777;i++) err=std::max(err,(double)fabs(a1[i]-(a0[i]+b1[i]))); check("add", err, 0);
+  std::vector<float> src(5*40), dst(3*40); std::vector<int> idx = {4, 0, 2}; for (auto& v : src) v = U();
+  launch({3,1,1}, {32,1,1}, [&]{ gather_rows(dst.data(), src.data(), idx.data(), 40, 3); });
+  err=0; for (int j=0;j<3;j++) for(int c=0;c<40;c++) err=std::max(err,(double)fabs(dst[j*40+c]-src[idx[j]*40+c])); check("gather_rows", err, 0);
+  std::vector<float> k(2*24), v(2*24), kc(100, 0), vc(100, 0); for (auto& e : k) e=U(); for (auto& e : v) e=U();
+  std::vector<float*> kr = {kc.data()+50, kc.data()+0}, vr = {vc.data()+24, vc.data()+72};
+  launch({2,1,1}, {32,1,1}, [&]{ store_kv(k.data(), v.data(), kr.data(), vr.data(), 2, 24); });
+  err=0; for (int j=0;j<2;j++) for (int c=0;c<24;c++){ err=std::max(err,(double)fabs(kr[j][c]-k[j*24+c])); err=std::max(err,(double)fabs(vr[j][c]-v[j*24+c])); } check("store_kv", err, 0);
+}
+
+int main() {
+  test_dequant();
+  test_ops();
+  struct T { const char* name; int bs, bb; MV mv; };
+  T types[] = {{"f32",1,4,matvec_f32},{"f16",1,2,matvec_f16},{"bf16",1,2,matvec_bf16},{"q8_0",32,34,matvec_q8_0},{"q4_0",32,18,matvec_q4_0},
+    {"q4_1",32,20,matvec_q4_1},{"q5_0",32,22,matvec_q5_0},{"q5_1",32,24,matvec_q5_1},{"q4_k",256,144,matvec_q4_k},{"q5_k",256,176,matvec_q5_k},{"q6_k",256,210,matvec_q6_k}};
+  for (auto& t : types) {
+    test_matvec(t.name, t.bs, t.bb, t.mv, 5, t.bs == 256 ? 2304 : 1056, 3);
+    test_matvec(t.name, t.bs, t.bb, t.mv, 2, t.bs == 256 ? 512 : 96, 8);
+    test_matvec(t.name, t.bs, t.bb, t.mv, 3, 2048, 1);
+  }
+  test_attention(8, 2, 64, 128, {1, 130, 300});
+  test_attention(8, 2, 128, 256, {257, 5, 0});
+  test_attention(4, 4, 256, 128, {200, 129});
+  test_attention(12, 2, 96, 128, {140});
+  test_attention(3, 1, 32, 128, {70, 300});
+  test_attention(16, 1, 256, 128, {150});
+  printf("%s\n", fails ? "SOME FAILED" : "all ok");
+  return fails;
+}

@@ -1,0 +1,626 @@
+// camelid CUDA kernels: the weight formats.
+//
+// Decode products (matvec_<t>), expansion before cuBLAS GEMMs (dequant_<t>_f16, dequant_<t>_f32),
+// embedding lookup (embed_<t>) and the activation conversion for f16 GEMMs (f32_to_f16). The ABI
+// (arguments, launch geometry) is in README.md beside this file.
+//
+// Built at run time by NVRTC without any header: only builtin types and intrinsics are used.
+//
+// Block layouts: ggml `ggml-common.h` (block_q8_0, block_q4_0, block_q4_1, block_q5_0,
+// block_q5_1, block_q4_K, block_q5_K, block_q6_K), as declared in camelid-kernels
+// `src/dtype.rs`. Dequantization reproduces camelid-kernels `src/quant/legacy.rs` and
+// `src/quant/kquants.rs` element for element, including the order of the f32 operations (hence
+// the explicit `__fmul_rn`/`__fadd_rn`, which the compiler may not fuse into an FMA).
+//
+// One mechanism for every type: a block is cut into "pieces" of 16 weights, one piece per thread
+// and step. A piece is RUNS runs of RUN consecutive columns (RUNS * RUN == 16), with one scale
+// (and for the affine types one offset) per run. Each format says where its runs lie
+// (`run_col`) and how to decode a piece (`decode`); the kernels below are written once against
+// that interface.
+
+// ---------------------------------------------------------------------------------------------
+// Scalars
+
+// IEEE half bits to f32 (exact) and f32 to half bits (round to nearest even), as the `half`
+// crate does on the CPU.
+__device__ __forceinline__ float half_to_float(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ unsigned short float_to_half(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// bfloat16 is the high half of an f32.
+__device__ __forceinline__ float bf16_to_float(unsigned int bits16) {
+    return __uint_as_float(bits16 << 16);
+}
+
+// A small unsigned integer `q` (< 2^23) minus `offset`, as f32, without an integer-to-float
+// conversion (those issue at a quarter of the FMA rate): 0x4B000000 is 2^23, whose last
+// mantissa bit weighs 1, so OR-ing `q` into the mantissa gives 2^23 + q exactly, and one
+// subtraction of the constant 2^23 + offset leaves q - offset, exact for small integers.
+__device__ __forceinline__ float level(unsigned int q, float offset) {
+    return __int_as_float(0x4B000000u | q) - (8388608.0f + offset);
+}
+
+// Byte `i` (0..3) of a little-endian word.
+__device__ __forceinline__ unsigned int byte_of(unsigned int w, int i) {
+    return (w >> (8 * i)) & 0xFFu;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loads
+//
+// Weight pointers must be 16-byte aligned (the start of the matrix). Blocks of 18, 34, 22 and
+// 210 bytes then start on any even address, so those formats read through `load_words`, which
+// reads only the aligned words that overlap the requested bytes (never a word wholly outside
+// them, so it cannot fault past the end of the buffer) and shifts them into place.
+
+__device__ __forceinline__ unsigned int load_u16(const unsigned char* p) {
+    return __ldg((const unsigned short*)p);
+}
+
+__device__ __forceinline__ unsigned int load_u32(const unsigned char* p) {
+    return __ldg((const unsigned int*)p);
+}
+
+// `N` little-endian words starting at the 2-byte-aligned address `p`.
+template <int N>
+__device__ __forceinline__ void load_words(const unsigned char* p, unsigned int (&w)[N]) {
+    const unsigned long long a = (unsigned long long)p;
+    const unsigned int* q = (const unsigned int*)(a & ~3ull);
+    const unsigned int shift = (unsigned int)(a & 2u) * 8u; // 0 or 16
+    unsigned int raw[N + 1];
+#pragma unroll
+    for (int i = 0; i < N; ++i) raw[i] = __ldg(q + i);
+    raw[N] = shift ? __ldg(q + N) : 0u;
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = __funnelshift_r(raw[i], raw[i + 1], shift);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formats
+//
+// Each format is a struct with:
+//   BLOCK   elements per block, BYTES bytes per block,
+//   PIECES  pieces per block (PIECES * 16 == BLOCK),
+//   RUNS, RUN  a piece is RUNS runs of RUN consecutive columns,
+//   KIND    how a decoded value v becomes a weight of run k: PLAIN w = v, SCALED w = a[k] * v,
+//           AFFINE w = a[k] * v + b[k] (the "type-1" formats with a minimum),
+//   run_col(p, k)  column of run k of piece p, relative to the block's first column,
+//   decode(blk, p, v, a, b)  the 16 values of piece p (v[k * RUN + i] is column
+//           run_col(p, k) + i), with the scale a[k] and offset b[k] of each run.
+// The float types are "blocks" of 16 elements with one piece.
+
+enum Kind { PLAIN, SCALED, AFFINE };
+
+struct FmtF32 {
+    static constexpr int BLOCK = 16, BYTES = 64, PIECES = 1, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = PLAIN;
+    static __device__ __forceinline__ int run_col(int, int k) { return 8 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int, float (&v)[16],
+                                                  float (&)[RUNS], float (&)[RUNS]) {
+        const float4* p = (const float4*)blk;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float4 f = __ldg(p + i);
+            v[4 * i] = f.x;
+            v[4 * i + 1] = f.y;
+            v[4 * i + 2] = f.z;
+            v[4 * i + 3] = f.w;
+        }
+    }
+};
+
+// 16 halves (f16 or bf16) from two 16-byte loads.
+template <bool BF16>
+struct FmtHalf {
+    static constexpr int BLOCK = 16, BYTES = 32, PIECES = 1, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = PLAIN;
+    static __device__ __forceinline__ int run_col(int, int k) { return 8 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int, float (&v)[16],
+                                                  float (&)[RUNS], float (&)[RUNS]) {
+        const uint4* p = (const uint4*)blk;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const uint4 u = __ldg(p + i);
+            const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                v[8 * i + 2 * e] = BF16 ? bf16_to_float(w[e] & 0xFFFFu)
+                                        : half_to_float((unsigned short)(w[e] & 0xFFFFu));
+                v[8 * i + 2 * e + 1] = BF16 ? bf16_to_float(w[e] >> 16)
+                                            : half_to_float((unsigned short)(w[e] >> 16));
+            }
+        }
+    }
+};
+typedef FmtHalf<false> FmtF16;
+typedef FmtHalf<true> FmtBF16;
+
+// Q8_0: {f16 d; i8 qs[32]}, x = d * q. Piece p = bytes qs[16p .. 16p + 16), two runs of 8.
+struct FmtQ8_0 {
+    static constexpr int BLOCK = 32, BYTES = 34, PIECES = 2, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 16 * p + 8 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int w[4];
+        load_words<4>(blk + 2 + 16 * p, w);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = d;
+        a[1] = d;
+#pragma unroll
+        for (int e = 0; e < 16; ++e) {
+            // A signed byte plus 128 is an unsigned level 0..255.
+            v[e] = level(byte_of(w[e / 4], e % 4) ^ 0x80u, 128.0f);
+        }
+    }
+};
+
+// The 4- and 5-bit 32-element formats share their nibble order: byte i of qs holds element i
+// in its low nibble and element i + 16 in its high nibble. Piece p takes qs[8p .. 8p + 8): its
+// low nibbles are run 0 (columns 8p..) and its high nibbles run 1 (columns 16 + 8p..). For the
+// 5-bit formats, bit 4 of element e is bit e of the little-endian word qh.
+template <bool FIVE>
+__device__ __forceinline__ void decode_nibbles(const unsigned int (&qs)[2], unsigned int qh, int p,
+                                               float offset, float (&v)[16]) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const unsigned int byte = byte_of(qs[i / 4], i % 4);
+        unsigned int lo = byte & 0x0Fu, hi = byte >> 4;
+        if constexpr (FIVE) {
+            lo |= ((qh >> (8 * p + i)) << 4) & 0x10u;
+            hi |= ((qh >> (16 + 8 * p + i)) << 4) & 0x10u;
+        }
+        v[i] = level(lo, offset);
+        v[8 + i] = level(hi, offset);
+    }
+}
+
+// Q4_0: {f16 d; u8 qs[16]}, x = d * (q - 8).
+struct FmtQ4_0 {
+    static constexpr int BLOCK = 32, BYTES = 18, PIECES = 2, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 8 * p + 16 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int qs[2];
+        load_words<2>(blk + 2 + 8 * p, qs);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = d;
+        a[1] = d;
+        decode_nibbles<false>(qs, 0u, p, 8.0f, v);
+    }
+};
+
+// Q4_1: {f16 d; f16 m; u8 qs[16]}, x = d * q + m. 20-byte blocks are 4-byte aligned.
+struct FmtQ4_1 {
+    static constexpr int BLOCK = 32, BYTES = 20, PIECES = 2, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = AFFINE;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 8 * p + 16 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&b)[RUNS]) {
+        const unsigned int qs[2] = {load_u32(blk + 4 + 8 * p), load_u32(blk + 8 + 8 * p)};
+        const unsigned int dm = load_u32(blk);
+        const float d = half_to_float((unsigned short)(dm & 0xFFFFu));
+        const float m = half_to_float((unsigned short)(dm >> 16));
+        a[0] = d;
+        a[1] = d;
+        b[0] = m;
+        b[1] = m;
+        decode_nibbles<false>(qs, 0u, p, 0.0f, v);
+    }
+};
+
+// Q5_0: {f16 d; u8 qh[4]; u8 qs[16]}, x = d * (q - 16).
+struct FmtQ5_0 {
+    static constexpr int BLOCK = 32, BYTES = 22, PIECES = 2, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 8 * p + 16 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int qh[1], qs[2];
+        load_words<1>(blk + 2, qh);
+        load_words<2>(blk + 6 + 8 * p, qs);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = d;
+        a[1] = d;
+        decode_nibbles<true>(qs, qh[0], p, 16.0f, v);
+    }
+};
+
+// Q5_1: {f16 d; f16 m; u8 qh[4]; u8 qs[16]}, x = d * q + m. 24-byte blocks: qs is 8-aligned.
+struct FmtQ5_1 {
+    static constexpr int BLOCK = 32, BYTES = 24, PIECES = 2, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = AFFINE;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 8 * p + 16 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&b)[RUNS]) {
+        const uint2 q2 = __ldg((const uint2*)(blk + 8 + 8 * p));
+        const unsigned int qs[2] = {q2.x, q2.y};
+        const unsigned int dm = load_u32(blk);
+        const unsigned int qh = load_u32(blk + 4);
+        const float d = half_to_float((unsigned short)(dm & 0xFFFFu));
+        const float m = half_to_float((unsigned short)(dm >> 16));
+        a[0] = d;
+        a[1] = d;
+        b[0] = m;
+        b[1] = m;
+        decode_nibbles<true>(qs, qh, p, 0.0f, v);
+    }
+};
+
+// The 6-bit scale and minimum of sub-block j (0..7) of a Q4_K/Q5_K super-block, from the 12
+// scale bytes as three words s0 (bytes 0..3), s1 (4..7), s2 (8..11). Packing as camelid-kernels
+// dtype.rs `kscale` (ggml `get_scale_min_k4`): for j < 4, bytes j and j + 4 hold scale and
+// minimum in their low six bits; for j >= 4 the low four bits are the nibbles of byte j + 4 and
+// the high two bits the top bits of bytes j - 4 (scale) and j (minimum). Both cases are
+// computed and one is selected, so the lanes of a warp do not diverge.
+__device__ __forceinline__ void kscale(unsigned int s0, unsigned int s1, unsigned int s2, int j,
+                                       unsigned int& sc, unsigned int& m) {
+    const int i = j & 3;
+    const unsigned int b0 = byte_of(s0, i), b1 = byte_of(s1, i), b2 = byte_of(s2, i);
+    const unsigned int sc_hi = (b2 & 0x0Fu) | ((b0 >> 6) << 4);
+    const unsigned int m_hi = (b2 >> 4) | ((b1 >> 6) << 4);
+    sc = j < 4 ? (b0 & 63u) : sc_hi;
+    m = j < 4 ? (b1 & 63u) : m_hi;
+}
+
+// Q4_K / Q5_K: {f16 d; f16 dmin; u8 scales[12]; [Q5_K: u8 qh[32];] u8 qs[128]}, 8 sub-blocks of
+// 32, x = (d * sc) * q - (dmin * m). Sub-blocks 2g and 2g + 1 share qs[32g .. 32g + 32), low and
+// high nibbles. Piece p = 4g + c takes qs[32g + 8c .. + 8): run 0 is columns 64g + 8c.. of
+// sub-block 2g, run 1 columns 64g + 32 + 8c.. of sub-block 2g + 1. For Q5_K, bit 4 of element
+// 32j + l is bit j of qh[l]. Blocks of 144 and 176 bytes are 16-byte aligned.
+template <bool FIVE>
+struct FmtK45 {
+    static constexpr int BLOCK = 256, BYTES = FIVE ? 176 : 144, PIECES = 16, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = AFFINE;
+    static __device__ __forceinline__ int run_col(int p, int k) {
+        return 64 * (p >> 2) + 8 * (p & 3) + 32 * k;
+    }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&b)[RUNS]) {
+        const int g = p >> 2, c = p & 3;
+        const uint2 q2 = __ldg((const uint2*)(blk + (FIVE ? 48 : 16) + 32 * g + 8 * c));
+        const unsigned int qs[2] = {q2.x, q2.y};
+        unsigned int qh[2] = {0u, 0u};
+        if constexpr (FIVE) {
+            const uint2 h2 = __ldg((const uint2*)(blk + 16 + 8 * c));
+            qh[0] = h2.x;
+            qh[1] = h2.y;
+        }
+        const unsigned int dm = load_u32(blk);
+        const unsigned int s0 = load_u32(blk + 4), s1 = load_u32(blk + 8), s2 = load_u32(blk + 12);
+        const float d = half_to_float((unsigned short)(dm & 0xFFFFu));
+        const float dmin = half_to_float((unsigned short)(dm >> 16));
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            unsigned int sc, m;
+            kscale(s0, s1, s2, 2 * g + k, sc, m);
+            a[k] = __fmul_rn(d, (float)sc);
+            b[k] = -__fmul_rn(dmin, (float)m);
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const unsigned int byte = byte_of(qs[i / 4], i % 4);
+            unsigned int lo = byte & 0x0Fu, hi = byte >> 4;
+            if constexpr (FIVE) {
+                const unsigned int h = byte_of(qh[i / 4], i % 4) >> (2 * g);
+                lo |= (h & 1u) << 4;
+                hi |= (h & 2u) << 3;
+            }
+            v[i] = level(lo, 0.0f);
+            v[8 + i] = level(hi, 0.0f);
+        }
+    }
+};
+typedef FmtK45<false> FmtQ4_K;
+typedef FmtK45<true> FmtQ5_K;
+
+// Q6_K: {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}, 16 sub-blocks of 16,
+// x = (d * scales[e / 16]) * (q - 32). In half h (128 elements, r = e % 128) the low four bits
+// of q are in ql[64h + r % 64] (low nibble for r < 64, high otherwise) and the high two bits at
+// bit 2 * (r / 32) of qh[32h + r % 32]. Piece p = 8h + t / 4 (t = 0, 4, .., 28) takes the four
+// bytes ql[64h + t..], ql[64h + 32 + t..] and qh[32h + t..]: four runs of 4, columns
+// 128h + t + 32u for u = 0..3, of sub-blocks 8h + 2u + t / 16. 210-byte blocks are 2-aligned.
+struct FmtQ6_K {
+    static constexpr int BLOCK = 256, BYTES = 210, PIECES = 16, RUNS = 4, RUN = 4;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) {
+        return 128 * (p >> 3) + 4 * (p & 7) + 32 * k;
+    }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        const int h = p >> 3, t = 4 * (p & 7);
+        unsigned int ql0[1], ql1[1], qh[1], sc[2];
+        load_words<1>(blk + 64 * h + t, ql0);      // runs 0 (low nibbles) and 2 (high)
+        load_words<1>(blk + 64 * h + 32 + t, ql1); // runs 1 (low nibbles) and 3 (high)
+        load_words<1>(blk + 128 + 32 * h + t, qh);
+        load_words<2>(blk + 192 + 8 * h, sc);     // scales of sub-blocks 8h .. 8h + 7
+        const float d = half_to_float((unsigned short)load_u16(blk + 208));
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int s = (t >> 4) + 2 * u; // 0..7 within the half
+            const signed char q = (signed char)byte_of(sc[s >> 2], s & 3);
+            a[u] = __fmul_rn(d, (float)q);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const unsigned int l0 = byte_of(ql0[0], i), l1 = byte_of(ql1[0], i);
+            const unsigned int hb = byte_of(qh[0], i);
+            const unsigned int low4[4] = {l0 & 0x0Fu, l1 & 0x0Fu, l0 >> 4, l1 >> 4};
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const unsigned int q = low4[u] | (((hb >> (2 * u)) & 3u) << 4);
+                v[4 * u + i] = level(q, 32.0f);
+            }
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Generic kernels
+
+// The weight of value v in run k, computed in the reference's order (no FMA contraction), so
+// that dequantization is bit-exact.
+template <class F>
+__device__ __forceinline__ float exact_weight(float v, float a, float b) {
+    if (F::KIND == PLAIN) return v;
+    if (F::KIND == SCALED) return __fmul_rn(a, v);
+    return __fadd_rn(__fmul_rn(a, v), b);
+}
+
+// Stores RUN consecutive values at `out` (16-byte aligned for f32 runs of 4 and 8 and f16 runs
+// of 8, 8-byte aligned for f16 runs of 4: columns of runs are multiples of the run length).
+template <int RUN>
+__device__ __forceinline__ void store_run(float* out, const float* w) {
+#pragma unroll
+    for (int i = 0; i < RUN; i += 4) {
+        *(float4*)(out + i) = make_float4(w[i], w[i + 1], w[i + 2], w[i + 3]);
+    }
+}
+
+template <int RUN>
+__device__ __forceinline__ void store_run(unsigned short* out, const float* w) {
+    unsigned int h[RUN / 2];
+#pragma unroll
+    for (int i = 0; i < RUN / 2; ++i) {
+        h[i] = (unsigned int)float_to_half(w[2 * i]) |
+               ((unsigned int)float_to_half(w[2 * i + 1]) << 16);
+    }
+    if constexpr (RUN == 8) {
+        *(uint4*)out = make_uint4(h[0], h[1], h[2], h[3]);
+    } else {
+        *(uint2*)out = make_uint2(h[0], h[1]);
+    }
+}
+
+// Decodes piece p of the block at `blk` and writes its 16 weights, exactly, to `out` (the
+// block's first element).
+template <class F, class T>
+__device__ __forceinline__ void write_piece(const unsigned char* blk, int p, T* out) {
+    float v[16], a[F::RUNS], b[F::RUNS];
+    F::decode(blk, p, v, a, b);
+#pragma unroll
+    for (int k = 0; k < F::RUNS; ++k) {
+        float w[F::RUN];
+#pragma unroll
+        for (int i = 0; i < F::RUN; ++i) w[i] = exact_weight<F>(v[k * F::RUN + i], a[k], b[k]);
+        store_run<F::RUN>(out + F::run_col(p, k), w);
+    }
+}
+
+// n_blocks consecutive blocks to T (f32 or f16 bits), one piece per thread, grid-stride.
+template <class F, class T>
+__device__ __forceinline__ void dequant_impl(const unsigned char* __restrict__ w,
+                                             T* __restrict__ out, long long n_blocks) {
+    const long long pieces = n_blocks * F::PIECES;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < pieces; i += stride) {
+        const long long blk = i / F::PIECES;
+        write_piece<F>(w + blk * F::BYTES, (int)(i % F::PIECES), out + blk * F::BLOCK);
+    }
+}
+
+// Rows tokens[i] of the matrix as f32: grid (ceil(cols / 16 / 128), n), one piece per thread.
+template <class F>
+__device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
+                                           const unsigned int* __restrict__ tokens,
+                                           float* __restrict__ out, int cols, int n) {
+    const int i = blockIdx.y;
+    const int piece = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n || piece >= cols / 16) return;
+    const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
+    const unsigned char* row = w + (long long)tokens[i] * row_bytes;
+    const int blk = piece / F::PIECES;
+    write_piece<F>(row + (long long)blk * F::BYTES, piece % F::PIECES,
+                   out + (long long)i * cols + blk * F::BLOCK);
+}
+
+// Decode products: y[j * rows + r] = sum_c W[r, c] * x[j * cols + c] for j < n <= MV_MAX_N.
+//
+// A CTA of MV_WARPS warps takes MV_ROWS consecutive rows. The columns are cut into steps of
+// 32 pieces (512 columns); warp w takes steps w, w + MV_WARPS, .. of both rows, one piece per
+// lane, so the CTA streams a contiguous stretch of each row and every weight is loaded once.
+// The two rows share each load of x (held in registers), which halves the activation traffic
+// through L1. Weights are decoded in registers once per step and multiplied by all n vectors
+// of x (the n sequences decoding together share one read of the matrix). Each lane keeps f32
+// partial sums; a warp shuffle and then a fixed-order sum over the warps finish each output, so
+// results are deterministic. For the scaled formats the scale is applied once per run to the
+// dot product of the raw levels (the levels are exact small integers).
+#define MV_ROWS 2
+#define MV_WARPS 4
+#define MV_MAX_N 8
+
+template <class F>
+__device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
+                                            const float* __restrict__ x, float* __restrict__ y,
+                                            int rows, int cols, int n) {
+    __shared__ float partial[MV_WARPS][MV_ROWS][MV_MAX_N];
+    const int lane = threadIdx.x, warp = threadIdx.y;
+    const int row0 = blockIdx.x * MV_ROWS;
+    const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
+    const int pieces = cols / 16;
+
+    // Rows past the end re-read the last row (always in bounds); their sums are not stored.
+    const unsigned char* rowp[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) rowp[r] = w + (long long)min(row0 + r, rows - 1) * row_bytes;
+
+    float acc[MV_ROWS][MV_MAX_N];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r)
+#pragma unroll
+        for (int j = 0; j < MV_MAX_N; ++j) acc[r][j] = 0.0f;
+
+#pragma unroll 2
+    for (int base = warp * 32; base < pieces; base += MV_WARPS * 32) {
+        const int piece = base + lane;
+        if (piece < pieces) {
+            const int blk = piece / F::PIECES, p = piece % F::PIECES;
+            float v[MV_ROWS][16], a[MV_ROWS][F::RUNS], b[MV_ROWS][F::RUNS];
+#pragma unroll
+            for (int r = 0; r < MV_ROWS; ++r) {
+                F::decode(rowp[r] + (long long)blk * F::BYTES, p, v[r], a[r], b[r]);
+                if (F::KIND == AFFINE) {
+#pragma unroll
+                    for (int k = 0; k < F::RUNS; ++k)
+#pragma unroll
+                        for (int i = 0; i < F::RUN; ++i)
+                            v[r][k * F::RUN + i] = fmaf(a[r][k], v[r][k * F::RUN + i], b[r][k]);
+                }
+            }
+            const float* xp = x + blk * F::BLOCK;
+#pragma unroll
+            for (int j = 0; j < MV_MAX_N; ++j) {
+                if (j < n) {
+                    float xv[16];
+#pragma unroll
+                    for (int k = 0; k < F::RUNS; ++k) {
+                        const float4* q =
+                            (const float4*)(xp + (long long)j * cols + F::run_col(p, k));
+#pragma unroll
+                        for (int i = 0; i < F::RUN / 4; ++i) {
+                            const float4 f = __ldg(q + i);
+                            xv[k * F::RUN + 4 * i] = f.x;
+                            xv[k * F::RUN + 4 * i + 1] = f.y;
+                            xv[k * F::RUN + 4 * i + 2] = f.z;
+                            xv[k * F::RUN + 4 * i + 3] = f.w;
+                        }
+                    }
+#pragma unroll
+                    for (int r = 0; r < MV_ROWS; ++r) {
+#pragma unroll
+                        for (int k = 0; k < F::RUNS; ++k) {
+                            float s = 0.0f;
+#pragma unroll
+                            for (int i = 0; i < F::RUN; ++i)
+                                s = fmaf(v[r][k * F::RUN + i], xv[k * F::RUN + i], s);
+                            acc[r][j] = F::KIND == SCALED ? fmaf(a[r][k], s, acc[r][j])
+                                                          : acc[r][j] + s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) {
+#pragma unroll
+        for (int j = 0; j < MV_MAX_N; ++j) {
+            if (j < n) {
+                float s = acc[r][j];
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, off);
+                if (lane == 0) partial[warp][r][j] = s;
+            }
+        }
+    }
+    __syncthreads();
+    const int t = warp * 32 + lane;
+    if (t < MV_ROWS * MV_MAX_N) {
+        const int r = t / MV_MAX_N, j = t % MV_MAX_N;
+        if (j < n && row0 + r < rows) {
+            float s = 0.0f;
+#pragma unroll
+            for (int ww = 0; ww < MV_WARPS; ++ww) s += partial[ww][r][j];
+            y[(long long)j * rows + row0 + r] = s;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points, one set per weight type.
+
+#define CAMELID_WEIGHT_TYPE(name, F)                                                            \
+    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
+        matvec_##name(const unsigned char* w, const float* x, float* y, int rows, int cols,    \
+                      int n) {                                                                  \
+        matvec_impl<F>(w, x, y, rows, cols, n);                                                 \
+    }                                                                                           \
+    extern "C" __global__ void embed_##name(const unsigned char* w, const unsigned int* tokens, \
+                                            float* out, int cols, int n) {                      \
+        embed_impl<F>(w, tokens, out, cols, n);                                                 \
+    }
+
+// Quantized types: the count is in blocks of the format.
+#define CAMELID_DEQUANT_BLOCKS(name, F)                                                         \
+    extern "C" __global__ void dequant_##name##_f16(const unsigned char* w, unsigned short* out, \
+                                                    long long n_blocks) {                       \
+        dequant_impl<F>(w, out, n_blocks);                                                      \
+    }                                                                                           \
+    extern "C" __global__ void dequant_##name##_f32(const unsigned char* w, float* out,         \
+                                                    long long n_blocks) {                       \
+        dequant_impl<F>(w, out, n_blocks);                                                      \
+    }
+
+// Float types: the count is in elements, a multiple of 16.
+#define CAMELID_DEQUANT_ELEMENTS(name, F)                                                       \
+    extern "C" __global__ void dequant_##name##_f16(const unsigned char* w, unsigned short* out, \
+                                                    long long n_elements) {                     \
+        dequant_impl<F>(w, out, n_elements / 16);                                               \
+    }                                                                                           \
+    extern "C" __global__ void dequant_##name##_f32(const unsigned char* w, float* out,         \
+                                                    long long n_elements) {                     \
+        dequant_impl<F>(w, out, n_elements / 16);                                               \
+    }
+
+CAMELID_WEIGHT_TYPE(f32, FmtF32)
+CAMELID_WEIGHT_TYPE(f16, FmtF16)
+CAMELID_WEIGHT_TYPE(bf16, FmtBF16)
+CAMELID_WEIGHT_TYPE(q8_0, FmtQ8_0)
+CAMELID_WEIGHT_TYPE(q4_0, FmtQ4_0)
+CAMELID_WEIGHT_TYPE(q4_1, FmtQ4_1)
+CAMELID_WEIGHT_TYPE(q5_0, FmtQ5_0)
+CAMELID_WEIGHT_TYPE(q5_1, FmtQ5_1)
+CAMELID_WEIGHT_TYPE(q4_k, FmtQ4_K)
+CAMELID_WEIGHT_TYPE(q5_k, FmtQ5_K)
+CAMELID_WEIGHT_TYPE(q6_k, FmtQ6_K)
+
+CAMELID_DEQUANT_ELEMENTS(f32, FmtF32)
+CAMELID_DEQUANT_ELEMENTS(f16, FmtF16)
+CAMELID_DEQUANT_ELEMENTS(bf16, FmtBF16)
+CAMELID_DEQUANT_BLOCKS(q8_0, FmtQ8_0)
+CAMELID_DEQUANT_BLOCKS(q4_0, FmtQ4_0)
+CAMELID_DEQUANT_BLOCKS(q4_1, FmtQ4_1)
+CAMELID_DEQUANT_BLOCKS(q5_0, FmtQ5_0)
+CAMELID_DEQUANT_BLOCKS(q5_1, FmtQ5_1)
+CAMELID_DEQUANT_BLOCKS(q4_k, FmtQ4_K)
+CAMELID_DEQUANT_BLOCKS(q5_k, FmtQ5_K)
+CAMELID_DEQUANT_BLOCKS(q6_k, FmtQ6_K)
+
+// Activations to f16 bits for the f16 GEMMs (round to nearest even); any grid, grid-stride.
+extern "C" __global__ void f32_to_f16(const float* __restrict__ x, unsigned short* __restrict__ out,
+                                      long long n) {
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        out[i] = float_to_half(x[i]);
+    }
+}

@@ -1,0 +1,623 @@
+//! The CUDA backend: the weights on the GPU in their stored types, f32 KV caches per sequence,
+//! activation buffers for a full batch allocated once, and one pass at a time on one stream.
+//!
+//! A pass ([`Backend::forward`]) writes everything that varies from pass to pass (tokens,
+//! positions, each row's cache pointers per layer, the rows that want logits) into one pinned
+//! staging area, uploads it with one copy into a fixed device buffer, runs the shared forward
+//! pass with [`CudaOps`], and copies the logits back. Because every kernel argument is then a
+//! fixed pointer or a value that depends only on the batch's shape, a decode pass (every row
+//! the only row of its sequence) is captured into a CUDA graph the first time a shape is seen
+//! and replayed afterwards: one launch instead of ~15 per layer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use camelid_kernels::{DType, Precision};
+use camelid_model::backend::{Backend, DeviceInfo, KvCache, Mat, Norm, Row, downcast_cache};
+use camelid_model::llama::{MAX_BATCH, forward_rows};
+use camelid_model::weights::{Tensor, Weights};
+use camelid_model::{Config, ModelError};
+use cudarc::driver::{result, sys};
+
+use crate::device::{Blas, CudaError, DevBuf, Device, Pinned, Result};
+use crate::kernels::{Kernels, has_kernels};
+use crate::ops::{CudaOps, Layout};
+
+/// Dequantized weight slabs for prompt GEMMs: a matrix larger than this is expanded and
+/// multiplied a slab of rows at a time, so the scratch stays small next to the weights (the
+/// 1B model's output matrix alone would take 1 GiB in f32).
+const WEIGHT_SCRATCH_BYTES: usize = 64 << 20;
+/// The device and pinned buffers of logits rows: as many rows as fit, at least one; a pass with
+/// more rows that want logits computes them a chunk at a time.
+const LOGITS_BYTES: usize = 64 << 20;
+/// (row, chunk) pairs the attention scratch holds per head: a decode row may be split into
+/// up to [`ATT_MAX_CHUNKS`] chunks, a full prompt batch into fewer, longer ones.
+const ATT_PARTS: usize = 2048;
+const ATT_MAX_CHUNKS: usize = 256;
+/// Positions per tile of `attention_partial`; chunks are whole tiles.
+const ATT_TILE: usize = 128;
+/// Largest decode batch replayed from a CUDA graph (larger batches are rare and launch-light
+/// relative to their work).
+const GRAPH_MAX_BATCH: usize = 64;
+/// The shortest span of positions a graph's attention chunks cover; longer ones are powers of
+/// two. A graph serves every step whose positions fit in its span (one graph per doubling of
+/// the context), and its grid has no more chunks than the span needs: chunks past a row's
+/// positions exit at once, but each still costs a CTA launch in every layer.
+const GRAPH_MIN_SPAN: usize = 512;
+
+/// A weight matrix on the device: its stored bytes, row-major `[rows, cols]`.
+pub(crate) struct DevMat {
+    pub buf: DevBuf,
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+pub(crate) struct DevLayer {
+    pub attn_norm: DevBuf,
+    pub ffn_norm: DevBuf,
+    pub wq: DevMat,
+    pub wk: DevMat,
+    pub wv: DevMat,
+    pub wo: DevMat,
+    pub w_gate: DevMat,
+    pub w_up: DevMat,
+    pub w_down: DevMat,
+}
+
+/// Fields drop in order: the pass state (graphs, cuBLAS handle) and the kernels go before the
+/// stream and context they were made in, which are last.
+pub struct CudaBackend {
+    pass: Mutex<Pass>,
+    pub(crate) k: Kernels,
+    pub(crate) config: Config,
+    pub(crate) token_embd: DevMat,
+    pub(crate) layers: Vec<DevLayer>,
+    pub(crate) output_norm: DevBuf,
+    /// `None` when tied to the embedding.
+    pub(crate) output: Option<DevMat>,
+    /// `[head_dim / 2]`
+    pub(crate) inv_freq: DevBuf,
+    pub(crate) precision: Precision,
+    /// Logits rows the logits buffers hold.
+    pub(crate) logit_rows: usize,
+    /// Bytes of the weight scratch.
+    pub(crate) scratch_bytes: usize,
+    /// Cleared (for good) when a graph cannot be captured on this machine.
+    graphs_ok: AtomicBool,
+    name: String,
+    ordinal: usize,
+    weight_bytes: u64,
+    pub(crate) dev: Device,
+}
+
+/// What a pass writes: activations, scratch, inputs, the cuBLAS handle, captured graphs.
+pub(crate) struct Pass {
+    pub act: Activations,
+    /// `[MAX_BATCH · max width]` f16 activations for the f16 GEMMs.
+    pub x16: DevBuf,
+    /// Dequantized weight slabs.
+    pub wscratch: DevBuf,
+    /// `[ATT_PARTS, n_heads, head_dim]` partial outputs and `[ATT_PARTS, n_heads, 2]` their
+    /// maxima and sums.
+    pub att_o: DevBuf,
+    pub att_ml: DevBuf,
+    /// `[logit_rows, V]`
+    pub logits: DevBuf,
+    pub logits_host: Pinned,
+    /// The per-pass inputs ([`Layout`]): device copy and pinned staging.
+    pub inputs: DevBuf,
+    pub staging: Pinned,
+    pub blas: Blas,
+    graphs: HashMap<GraphKey, Graph>,
+}
+
+/// `[MAX_BATCH, width]` f32 each, as on [`camelid_model::backend::Buf`].
+pub(crate) struct Activations {
+    pub x: DevBuf,
+    pub xn: DevBuf,
+    pub q: DevBuf,
+    pub k: DevBuf,
+    pub v: DevBuf,
+    pub att: DevBuf,
+    pub proj: DevBuf,
+    pub gate: DevBuf,
+    pub up: DevBuf,
+}
+
+/// Everything a captured pass baked in besides fixed pointers: the batch's shape, the
+/// attention chunking and the precision (which picks the product kernels).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct GraphKey {
+    rows: usize,
+    logit_rows: usize,
+    chunk_len: usize,
+    max_chunks: usize,
+    exact: bool,
+}
+
+/// An instantiated CUDA graph.
+struct Graph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+}
+
+// SAFETY: graph handles are used only under the pass mutex (the driver requires calls on one
+// graph to be serialized, not to stay on one thread).
+unsafe impl Send for Graph {}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: both handles were made by one capture and are destroyed once; no launch of
+        // the graph is in flight (every pass synchronizes its stream).
+        unsafe {
+            let _ = result::graph::exec_destroy(self.exec);
+            let _ = result::graph::destroy(self.graph);
+        }
+    }
+}
+
+/// `[n_layers, C, kv]` keys and values of one sequence, f32, in device memory.
+pub struct CudaCache {
+    pub(crate) n_ctx: usize,
+    pub(crate) k: DevBuf,
+    pub(crate) v: DevBuf,
+}
+
+impl KvCache for CudaCache {
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// Refuses, before anything touches a GPU, weights without kernels and shapes the kernels do
+/// not take.
+pub(crate) fn check_weights(
+    config: &Config,
+    weights: &Weights,
+) -> std::result::Result<(), ModelError> {
+    for t in weights.matrices() {
+        if !has_kernels(t.dtype) {
+            return Err(ModelError::UnsupportedType {
+                path: PathBuf::from("CUDA backend"),
+                tensor: t.name.clone(),
+                dtype: t.dtype.name().into(),
+            });
+        }
+        // The kernels' ABI (kernels/README.md): rows of whole 32-element pieces, for every
+        // type (the k-quants' 256-element blocks are checked by the loader).
+        if t.cols % 32 != 0 {
+            return Err(ModelError::Backend(format!(
+                "CUDA: tensor `{}` has {} columns; the CUDA kernels need a multiple of 32",
+                t.name, t.cols
+            )));
+        }
+    }
+    let hd = config.head_dim;
+    // Attention reads rows as float4s and holds a head in at most 256 floats. (Its README asks
+    // for a multiple of 32; the kernel guards every float4 lane against head_dim / 4, and the
+    // tiny test models have heads of 8 and 16.)
+    if !hd.is_multiple_of(4) || hd > 256 {
+        return Err(ModelError::Backend(format!(
+            "CUDA: head_dim {hd} is not supported (the attention kernel needs a multiple of 4, at most 256)"
+        )));
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    pub(crate) fn new(
+        config: &Config,
+        weights: &Weights,
+        inv_freq: Vec<f32>,
+        ordinal: usize,
+        logit_rows: Option<usize>,
+    ) -> std::result::Result<CudaBackend, ModelError> {
+        check_weights(config, weights)?;
+        let dev = Device::new(ordinal)?;
+        let (major, minor) = dev
+            .ctx
+            .compute_capability()
+            .map_err(|e| CudaError::at("reading the compute capability", e))?;
+        let card = dev
+            .ctx
+            .name()
+            .map_err(|e| CudaError::at("reading the device name", e))?;
+        let k = Kernels::load(&dev)?;
+
+        let upload = |t: &Tensor| -> Result<DevMat> {
+            Ok(DevMat {
+                buf: dev.upload(t.bytes(), &format!("tensor `{}`", t.name))?,
+                dtype: t.dtype,
+                rows: t.rows,
+                cols: t.cols,
+            })
+        };
+        let token_embd = upload(&weights.token_embd)?;
+        let mut layers = Vec::with_capacity(weights.layers.len());
+        for l in &weights.layers {
+            layers.push(DevLayer {
+                attn_norm: dev.upload(&l.attn_norm, "a norm")?,
+                ffn_norm: dev.upload(&l.ffn_norm, "a norm")?,
+                wq: upload(&l.wq)?,
+                wk: upload(&l.wk)?,
+                wv: upload(&l.wv)?,
+                wo: upload(&l.wo)?,
+                w_gate: upload(&l.w_gate)?,
+                w_up: upload(&l.w_up)?,
+                w_down: upload(&l.w_down)?,
+            });
+        }
+        let output = weights.output.as_ref().map(upload).transpose()?;
+        let output_norm = dev.upload(&weights.output_norm, "the output norm")?;
+        let inv_freq = dev.upload(&inv_freq, "the RoPE frequencies")?;
+        let weight_bytes = weights.matrices().map(|t| t.bytes().len() as u64).sum();
+
+        // The largest expansion a prompt GEMM needs (f32 for the exact path), capped.
+        let largest = weights
+            .matrices()
+            .map(|t| t.rows * t.cols * 4)
+            .max()
+            .unwrap_or(0);
+        let max_cols = weights.matrices().map(|t| t.cols).max().unwrap_or(0);
+        let scratch_bytes = largest.min(WEIGHT_SCRATCH_BYTES.max(max_cols * 4));
+        let logit_rows = logit_rows
+            .unwrap_or(LOGITS_BYTES / (config.n_vocab * 4))
+            .clamp(1, MAX_BATCH);
+        let pass = Pass::new(&dev, config, scratch_bytes, logit_rows)?;
+
+        Ok(CudaBackend {
+            config: config.clone(),
+            dev,
+            k,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            inv_freq,
+            precision: Precision::default(),
+            logit_rows,
+            scratch_bytes,
+            graphs_ok: AtomicBool::new(std::env::var_os("CAMELID_CUDA_NO_GRAPHS").is_none()),
+            name: format!("{card} (sm_{major}{minor})"),
+            ordinal,
+            weight_bytes,
+            pass: Mutex::new(pass),
+        })
+    }
+
+    pub(crate) fn mat(&self, m: Mat) -> &DevMat {
+        match m {
+            Mat::Q(l) => &self.layers[l].wq,
+            Mat::K(l) => &self.layers[l].wk,
+            Mat::V(l) => &self.layers[l].wv,
+            Mat::O(l) => &self.layers[l].wo,
+            Mat::Gate(l) => &self.layers[l].w_gate,
+            Mat::Up(l) => &self.layers[l].w_up,
+            Mat::Down(l) => &self.layers[l].w_down,
+            Mat::Output => self.output.as_ref().unwrap_or(&self.token_embd),
+        }
+    }
+
+    pub(crate) fn norm(&self, n: Norm) -> &DevBuf {
+        match n {
+            Norm::Attn(l) => &self.layers[l].attn_norm,
+            Norm::Ffn(l) => &self.layers[l].ffn_norm,
+            Norm::Output => &self.output_norm,
+        }
+    }
+
+    /// The attention chunking of a batch of `b` rows that must cover `span` positions:
+    /// `(chunk_len, max_chunks)`, chunks of whole tiles, as many as the scratch holds (so a
+    /// decode row is split finely, a full prompt batch into a few long chunks).
+    fn chunking(b: usize, span: usize) -> (usize, usize) {
+        let most = (ATT_PARTS / b.max(1)).clamp(1, ATT_MAX_CHUNKS);
+        let span = span.max(1);
+        let chunk_len = span.div_ceil(most).div_ceil(ATT_TILE) * ATT_TILE;
+        (chunk_len, span.div_ceil(chunk_len))
+    }
+
+    /// One pass; a CUDA failure here (a lost device, a kernel fault) cannot be answered by the
+    /// caller and is a panic with the driver's message.
+    fn run(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) -> Result<()> {
+        let c = &self.config;
+        let b = rows.len();
+        let r = rows.iter().filter(|r| r.logits).count();
+        assert!(b <= MAX_BATCH, "a batch of {b} rows (at most {MAX_BATCH})");
+        assert!(
+            logits.len() >= r * c.n_vocab,
+            "logits for {r} rows do not fit"
+        );
+        self.dev.bind()?;
+        let mut guard = self.pass.lock().unwrap_or_else(|e| e.into_inner());
+        let p = &mut *guard;
+
+        // Inputs: one copy of everything that varies from pass to pass.
+        let lay = Layout::new(b, c.n_layers);
+        let bytes = lay.stage(&mut p.staging, rows, caches, c);
+        // SAFETY: `staging` holds at least `bytes` bytes just written, `inputs` as many (both
+        // sized for MAX_BATCH); the pinned memory is not touched again until the stream is
+        // synchronized at the end of this pass.
+        unsafe {
+            let host = std::slice::from_raw_parts(p.staging.ptr(), bytes);
+            result::memcpy_htod_async(p.inputs.ptr(), host, self.dev.stream())
+        }
+        .map_err(|e| CudaError::at("uploading the batch", e))?;
+
+        // The pass: a decode step replays its graph (captured now if its shape is new).
+        let graphable = self.graphs_ok.load(Ordering::Relaxed)
+            && b <= GRAPH_MAX_BATCH
+            && r <= self.logit_rows
+            && one_row_per_sequence(rows);
+        // A graph is replayed as positions advance, so its chunks cover a span of positions
+        // rounded up (the key picks the graph of the current span); a plain pass needs only
+        // its own rows' positions.
+        let longest = rows.iter().map(|r| r.pos + 1).max().unwrap_or(1);
+        let span = if graphable {
+            longest.next_power_of_two().max(GRAPH_MIN_SPAN)
+        } else {
+            longest
+        };
+        let (chunk_len, max_chunks) = Self::chunking(b, span);
+        let key = GraphKey {
+            rows: b,
+            logit_rows: r,
+            chunk_len,
+            max_chunks,
+            exact: self.precision == Precision::Exact,
+        };
+        match graphable.then(|| self.graph(p, key, rows, lay)).flatten() {
+            // SAFETY: the graph was captured from this backend's stream with pointers to
+            // buffers that live as long as the backend, and inputs that were just rewritten.
+            Some(exec) => unsafe { result::graph::launch(exec, self.dev.stream()) }
+                .map_err(|e| CudaError::at("launching the decode graph", e))?,
+            None => {
+                let mut ops = CudaOps::new(self, p, rows, lay, chunk_len, max_chunks, Some(logits));
+                forward_rows(c, &mut ops, rows);
+                ops.finish()?;
+            }
+        }
+        self.fetch_logits(p, r, logits)
+    }
+
+    /// The graph of a pass of shape `key`, captured now if it is new; `None` when graphs do
+    /// not work here (said once on stderr; plain launches do the same work).
+    fn graph(
+        &self,
+        p: &mut Pass,
+        key: GraphKey,
+        rows: &[Row],
+        lay: Layout,
+    ) -> Option<sys::CUgraphExec> {
+        if !p.graphs.contains_key(&key) {
+            match self.capture(p, rows, lay, key.chunk_len, key.max_chunks) {
+                Ok(g) => {
+                    p.graphs.insert(key, g);
+                }
+                Err(e) => {
+                    self.graphs_ok.store(false, Ordering::Relaxed);
+                    eprintln!(
+                        "camelid: CUDA graphs disabled, launching kernels one by one ({})",
+                        e.0
+                    );
+                    return None;
+                }
+            }
+        }
+        p.graphs.get(&key).map(|g| g.exec)
+    }
+
+    /// Copies the logits of the pass's last chunk (all of them when they fit the device
+    /// buffer) to `logits`, after the stream has run the pass.
+    fn fetch_logits(&self, p: &mut Pass, r: usize, logits: &mut [f32]) -> Result<()> {
+        if r == 0 {
+            return self.dev.sync();
+        }
+        let v = self.config.n_vocab;
+        let tail = r - (r - 1) / self.logit_rows * self.logit_rows;
+        let done = r - tail;
+        let host: &mut [f32] = p.logits_host.as_mut_slice();
+        // SAFETY: `logits` (device) holds `logit_rows · V ≥ tail · V` floats written by the
+        // pass, `host` as many; the copy is awaited below before the host reads them.
+        unsafe {
+            result::memcpy_dtoh_async(&mut host[..tail * v], p.logits.ptr(), self.dev.stream())
+        }
+        .map_err(|e| CudaError::at("copying the logits", e))?;
+        self.dev.sync()?;
+        logits[done * v..r * v].copy_from_slice(&host[..tail * v]);
+        Ok(())
+    }
+
+    /// Records the pass into a graph (nothing runs while capturing) and instantiates it.
+    fn capture(
+        &self,
+        p: &mut Pass,
+        rows: &[Row],
+        lay: Layout,
+        chunk_len: usize,
+        max_chunks: usize,
+    ) -> Result<Graph> {
+        let stream = self.dev.stream();
+        // Thread-local: other threads may allocate or free (a new cache, a dropped one) while
+        // this one captures; only this thread's calls must be capturable.
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        // SAFETY: the stream is live and not capturing (captures happen under the pass mutex).
+        unsafe { result::stream::begin_capture(stream, mode) }
+            .map_err(|e| CudaError::at("beginning a capture", e))?;
+        let mut ops = CudaOps::new(self, p, rows, lay, chunk_len, max_chunks, None);
+        forward_rows(&self.config, &mut ops, rows);
+        let recorded = ops.finish();
+        // SAFETY: ends the capture begun above, whatever happened during it.
+        let ended = unsafe { result::stream::end_capture(stream) };
+        let graph = match (recorded, ended) {
+            (Ok(()), Ok(g)) if !g.is_null() => g,
+            (Err(e), ended) => {
+                if let Some(g) = ended.ok().filter(|g| !g.is_null()) {
+                    // SAFETY: a graph of the failed capture, destroyed once, never launched.
+                    let _ = unsafe { result::graph::destroy(g) };
+                }
+                return Err(e);
+            }
+            (_, Err(e)) => return Err(CudaError::at("ending the capture", e)),
+            (_, Ok(_)) => return Err(CudaError("the capture recorded no graph".into())),
+        };
+        // SAFETY: `graph` is the complete graph just captured.
+        match unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) } {
+            Ok(exec) => Ok(Graph { graph, exec }),
+            Err(e) => {
+                // SAFETY: destroyed once, never instantiated.
+                let _ = unsafe { result::graph::destroy(graph) };
+                Err(CudaError::at("instantiating the graph", e))
+            }
+        }
+    }
+}
+
+/// Whether every row is the only row of its sequence (a decode step): then no row of the pass
+/// reads keys another row of it wrote, and the pass's shape is that of the next step too.
+fn one_row_per_sequence(rows: &[Row]) -> bool {
+    rows.iter()
+        .enumerate()
+        .all(|(i, r)| rows[..i].iter().all(|q| q.seq != r.seq))
+}
+
+impl Pass {
+    fn new(dev: &Device, c: &Config, scratch_bytes: usize, logit_rows: usize) -> Result<Pass> {
+        let f = |width: usize, what: &str| dev.alloc(MAX_BATCH * width * 4, what);
+        let act = Activations {
+            x: f(c.d_model, "activations")?,
+            xn: f(c.d_model, "activations")?,
+            q: f(c.q_dim(), "activations")?,
+            k: f(c.kv_dim(), "activations")?,
+            v: f(c.kv_dim(), "activations")?,
+            att: f(c.q_dim(), "activations")?,
+            proj: f(c.d_model, "activations")?,
+            gate: f(c.d_ff, "activations")?,
+            up: f(c.d_ff, "activations")?,
+        };
+        let widest = c.d_model.max(c.q_dim()).max(c.d_ff);
+        let input_bytes = Layout::new(MAX_BATCH, c.n_layers).bytes();
+        Ok(Pass {
+            act,
+            x16: dev.alloc(MAX_BATCH * widest * 2, "f16 activations")?,
+            wscratch: dev.alloc(scratch_bytes, "the weight scratch")?,
+            att_o: dev.alloc(ATT_PARTS * c.q_dim() * 4, "the attention scratch")?,
+            att_ml: dev.alloc(ATT_PARTS * c.n_heads * 2 * 4, "the attention scratch")?,
+            logits: dev.alloc(logit_rows * c.n_vocab * 4, "the logits")?,
+            logits_host: Pinned::new(dev, logit_rows * c.n_vocab * 4, "logits")?,
+            inputs: dev.alloc(input_bytes, "the batch inputs")?,
+            staging: Pinned::new(dev, input_bytes, "batch inputs")?,
+            blas: Blas::new(dev)?,
+            graphs: HashMap::new(),
+        })
+    }
+}
+
+impl Backend for CudaBackend {
+    fn info(&self) -> DeviceInfo {
+        let memory_used = self
+            .dev
+            .mem_info()
+            .ok()
+            .map(|(free, total)| (total - free) as u64);
+        DeviceInfo {
+            device: format!("cuda:{}", self.ordinal),
+            name: self.name.clone(),
+            weight_bytes: self.weight_bytes,
+            memory_used,
+        }
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn set_precision(&mut self, precision: Precision) {
+        // Graphs are keyed by precision: those of the other one stay for when it comes back.
+        self.precision = precision;
+    }
+
+    fn threads(&self) -> usize {
+        1
+    }
+
+    fn set_threads(&mut self, _threads: usize) {}
+
+    fn new_cache(&self, n_ctx: usize) -> std::result::Result<Box<dyn KvCache>, ModelError> {
+        let c = &self.config;
+        let bytes = c.n_layers * n_ctx * c.kv_dim() * 4;
+        // Under the pass mutex: the zeroing goes on the stream, which must not be capturing.
+        let _pass = self.pass.lock().unwrap_or_else(|e| e.into_inner());
+        let what = format!("a KV cache of {n_ctx} positions");
+        let cache = CudaCache {
+            n_ctx,
+            k: self.dev.alloc_zeroed(bytes, &what)?,
+            v: self.dev.alloc_zeroed(bytes, &what)?,
+        };
+        self.dev.sync()?;
+        Ok(Box::new(cache))
+    }
+
+    fn forward(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) {
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.run(rows, caches, logits) {
+            panic!("CUDA: {}", e.0);
+        }
+    }
+}
+
+/// The device cache behind a `dyn KvCache` (made by this backend: [`camelid_model::Model`]
+/// hands a backend only its own states' caches).
+pub(crate) fn cuda_cache(c: &mut dyn KvCache) -> &CudaCache {
+    downcast_cache::<CudaCache>(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attention chunking meets the kernel's rules (whole tiles, enough chunks for every
+    /// position) and fits the scratch, for every batch size and span.
+    #[test]
+    fn attention_chunks_cover_the_span_and_fit_the_scratch() {
+        for b in 1..=MAX_BATCH {
+            for span in (1..300_000)
+                .step_by(997)
+                .chain([1, 127, 128, 129, 4096, 131_072])
+            {
+                let (len, chunks) = CudaBackend::chunking(b, span);
+                assert!(len > 0 && len % ATT_TILE == 0, "b {b} span {span}: {len}");
+                assert!(len * chunks >= span, "b {b} span {span}: {len} × {chunks}");
+                assert!(
+                    chunks * b <= ATT_PARTS,
+                    "b {b} span {span}: {chunks} chunks"
+                );
+                assert!(chunks <= ATT_MAX_CHUNKS);
+            }
+        }
+        // A decode step at 4K context: 32 chunks of one tile each.
+        assert_eq!(CudaBackend::chunking(1, 4096), (128, 32));
+    }
+
+    #[test]
+    fn decode_steps_are_rows_of_distinct_sequences() {
+        let row = |seq, pos| Row {
+            seq,
+            pos,
+            token: 1,
+            logits: true,
+        };
+        assert!(one_row_per_sequence(&[row(0, 5), row(1, 9), row(2, 0)]));
+        assert!(!one_row_per_sequence(&[row(0, 5), row(1, 9), row(0, 6)]));
+    }
+}

@@ -1,0 +1,705 @@
+//! The forward pass's operations as kernel launches ([`CudaOps`]), and the layout of the
+//! per-pass inputs they read ([`Layout`]).
+//!
+//! Launch geometry and argument lists follow `kernels/README.md` and the comments above each
+//! entry point in `kernels/*.cu`; a kernel's `int` is an `i32` here, `long long` an `i64`, and a
+//! pointer a `u64` device address.
+
+use std::ffi::c_void;
+
+use camelid_kernels::{DType, Precision};
+use camelid_model::Config;
+use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Row};
+
+use crate::backend::{CudaBackend, DevMat, Pass, cuda_cache};
+use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
+
+/// Rows per call of the fused `matvec_<t>` kernels (`MV_MAX_N` in quant.cu).
+const MATVEC_MAX_N: usize = 8;
+/// Up to this many rows, the fused kernel runs once per 8 rows: each call reads the quantized
+/// matrix once, which stays cheaper than expanding it for a GEMM (a 4-bit matrix read four
+/// times is about the bytes of writing and reading it once in f16).
+const MATVEC_CHUNKED_MAX: usize = 32;
+/// Block sizes the kernels' comments give.
+const EMBED_THREADS: u32 = 128;
+const RMS_THREADS: u32 = 256;
+const ROPE_THREADS: u32 = 128;
+const ROW_THREADS: u32 = 256;
+const ELEM_THREADS: u32 = 256;
+const ATT_THREADS: u32 = 128;
+const COMBINE_THREADS: u32 = 128;
+const MATVEC_BLOCK: (u32, u32, u32) = (32, 4, 1);
+/// Rows per CTA of `matvec_<t>` (`MV_ROWS`).
+const MATVEC_ROWS: usize = 2;
+/// Cap on grid-stride grids: enough CTAs to fill any current GPU several times.
+const MAX_GRID: usize = 4096;
+
+/// Where the inputs of a pass of `b` rows lie in the inputs buffer, in bytes: four pointer
+/// arrays `[n_layers, b]` (key and value destination of each row in its cache, and the layer's
+/// base of each row's cache, which attention reads), then `[b]` tokens, positions, `n_past`
+/// and the indices of the rows that want logits. The layout depends only on `b`, so a graph
+/// captured for `b` rows reads the inputs of any later pass of `b` rows.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    b: usize,
+    n_layers: usize,
+}
+
+impl Layout {
+    pub fn new(b: usize, n_layers: usize) -> Layout {
+        Layout { b, n_layers }
+    }
+
+    fn ptrs(&self) -> usize {
+        self.n_layers * self.b * 8
+    }
+    pub fn k_rows(&self, l: usize) -> usize {
+        l * self.b * 8
+    }
+    pub fn v_rows(&self, l: usize) -> usize {
+        self.ptrs() + l * self.b * 8
+    }
+    pub fn k_cache(&self, l: usize) -> usize {
+        2 * self.ptrs() + l * self.b * 8
+    }
+    pub fn v_cache(&self, l: usize) -> usize {
+        3 * self.ptrs() + l * self.b * 8
+    }
+    pub fn tokens(&self) -> usize {
+        4 * self.ptrs()
+    }
+    pub fn pos(&self) -> usize {
+        self.tokens() + 4 * self.b
+    }
+    pub fn n_past(&self) -> usize {
+        self.pos() + 4 * self.b
+    }
+    pub fn logit_idx(&self) -> usize {
+        self.n_past() + 4 * self.b
+    }
+    pub fn bytes(&self) -> usize {
+        self.logit_idx() + 4 * self.b
+    }
+
+    /// Writes the inputs of `rows` into `staging`; returns how many bytes to upload.
+    pub fn stage(
+        &self,
+        staging: &mut Pinned,
+        rows: &[Row],
+        caches: &mut [&mut dyn KvCache],
+        c: &Config,
+    ) -> usize {
+        let (b, kvd) = (self.b, c.kv_dim());
+        let words: &mut [u64] = staging.as_mut_slice();
+        assert!(
+            words.len() * 8 >= self.bytes(),
+            "staging sized for MAX_BATCH"
+        );
+        for (t, r) in rows.iter().enumerate() {
+            let cache = cuda_cache(&mut *caches[r.seq]);
+            assert!(r.pos < cache.n_ctx, "position {} past the cache", r.pos);
+            for l in 0..self.n_layers {
+                // Byte offsets of layer l, and of this row's slot in it: [n_layers, C, kv].
+                let layer = (l * cache.n_ctx * kvd * 4) as u64;
+                let slot = layer + (r.pos * kvd * 4) as u64;
+                let (k, v) = (cache.k.ptr(), cache.v.ptr());
+                words[self.k_rows(l) / 8 + t] = k + slot;
+                words[self.v_rows(l) / 8 + t] = v + slot;
+                words[self.k_cache(l) / 8 + t] = k + layer;
+                words[self.v_cache(l) / 8 + t] = v + layer;
+            }
+        }
+        let ints: &mut [i32] = staging.as_mut_slice();
+        let mut wanted = 0;
+        for (t, r) in rows.iter().enumerate() {
+            ints[self.tokens() / 4 + t] = r.token as i32;
+            ints[self.pos() / 4 + t] = r.pos as i32;
+            ints[self.n_past() / 4 + t] = (r.pos + 1) as i32;
+            if r.logits {
+                ints[self.logit_idx() / 4 + wanted] = t as i32;
+                wanted += 1;
+            }
+        }
+        debug_assert_eq!(b, rows.len());
+        self.bytes()
+    }
+}
+
+/// The operations of one pass, as launches on the backend's stream. A launch that fails keeps
+/// its error for [`CudaOps::finish`] (the `Ops` methods cannot fail) and the rest of the pass is
+/// skipped.
+pub(crate) struct CudaOps<'a> {
+    be: &'a CudaBackend,
+    p: &'a mut Pass,
+    rows: &'a [Row],
+    lay: Layout,
+    /// Attention chunking of this pass (fixed for its shape).
+    chunk_len: usize,
+    max_chunks: usize,
+    /// The host logits, for passes with more logits rows than the device buffer holds (never
+    /// while capturing a graph).
+    host_logits: Option<&'a mut [f32]>,
+    /// Which buffer, pointer and row count `x16` holds in f16, while still current.
+    x16_of: Option<(Buf, u64, usize)>,
+    err: Option<CudaError>,
+}
+
+impl<'a> CudaOps<'a> {
+    pub fn new(
+        be: &'a CudaBackend,
+        p: &'a mut Pass,
+        rows: &'a [Row],
+        lay: Layout,
+        chunk_len: usize,
+        max_chunks: usize,
+        host_logits: Option<&'a mut [f32]>,
+    ) -> CudaOps<'a> {
+        CudaOps {
+            be,
+            p,
+            rows,
+            lay,
+            chunk_len,
+            max_chunks,
+            host_logits,
+            x16_of: None,
+            err: None,
+        }
+    }
+
+    pub fn finish(self) -> Result<()> {
+        self.err.map_or(Ok(()), Err)
+    }
+
+    /// A buffer's device address and row width.
+    fn buf(&self, b: Buf) -> (u64, usize) {
+        let c = &self.be.config;
+        let a = &self.p.act;
+        match b {
+            Buf::X => (a.x.ptr(), c.d_model),
+            Buf::Xn => (a.xn.ptr(), c.d_model),
+            Buf::Q => (a.q.ptr(), c.q_dim()),
+            Buf::K => (a.k.ptr(), c.kv_dim()),
+            Buf::V => (a.v.ptr(), c.kv_dim()),
+            Buf::Att => (a.att.ptr(), c.q_dim()),
+            Buf::Proj => (a.proj.ptr(), c.d_model),
+            Buf::Gate => (a.gate.ptr(), c.d_ff),
+            Buf::Up => (a.up.ptr(), c.d_ff),
+            Buf::Logits => (self.p.logits.ptr(), c.n_vocab),
+        }
+    }
+
+    fn input(&self, offset: usize) -> u64 {
+        self.p.inputs.ptr() + offset as u64
+    }
+
+    /// Launches unless an earlier launch failed.
+    ///
+    /// # Safety
+    /// As [`launch`]: the arguments match `f`'s signature and address buffers large enough for
+    /// the grid (the buffers are sized for MAX_BATCH rows and checked shapes at load).
+    unsafe fn go(&mut self, f: Func, grid: (u32, u32, u32), block: u32, args: &mut [*mut c_void]) {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.go3(f, grid, (block, 1, 1), args) }
+    }
+
+    /// # Safety
+    /// As [`CudaOps::go`].
+    unsafe fn go3(
+        &mut self,
+        f: Func,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &mut [*mut c_void],
+    ) {
+        if self.err.is_none() {
+            // SAFETY: forwarded to the caller.
+            if let Err(e) = unsafe { launch(f, grid, block, self.be.dev.stream(), args) } {
+                self.err = Some(e);
+            }
+        }
+    }
+
+    /// A buffer was written: its f16 copy, if any, is stale.
+    fn wrote(&mut self, b: Buf) {
+        if self.x16_of.is_some_and(|(held, _, _)| held == b) {
+            self.x16_of = None;
+        }
+    }
+
+    /// `n` rows of `cols` at `x` (part of buffer `buf`) in f16, in `x16`.
+    fn as_f16(&mut self, buf: Buf, x: u64, n: usize, cols: usize) -> u64 {
+        let out = self.p.x16.ptr();
+        if self.x16_of != Some((buf, x, n)) {
+            let count = (n * cols) as i64;
+            // SAFETY: f32_to_f16(const float* x, unsigned short* out, long long n); `x` holds
+            // n·cols floats, `x16` MAX_BATCH · widest halves.
+            unsafe {
+                self.go(
+                    self.be.k.f32_to_f16,
+                    elem_grid(n * cols),
+                    ELEM_THREADS,
+                    &mut [arg(&x), arg(&out), arg(&count)],
+                )
+            };
+            self.x16_of = Some((buf, x, n));
+        }
+        out
+    }
+
+    /// `y[t, r] = Σ_c w[r, c] · x[t, c]` for `t < n` (`y` rows are `w.rows` apart).
+    fn product(&mut self, m: &DevMat, xbuf: Buf, x: u64, y: u64, n: usize) {
+        if n <= MATVEC_CHUNKED_MAX {
+            self.matvec(m, x, y, n);
+        } else {
+            self.gemm(m, xbuf, x, y, n);
+        }
+    }
+
+    fn matvec(&mut self, m: &DevMat, x: u64, y: u64, n: usize) {
+        let f = self.be.k.of(m.dtype).matvec;
+        let (rows, cols) = (m.rows as i32, m.cols as i32);
+        let w = m.buf.ptr();
+        let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
+        for j0 in (0..n).step_by(MATVEC_MAX_N) {
+            let nn = (n - j0).min(MATVEC_MAX_N) as i32;
+            let xj = x + (j0 * m.cols * 4) as u64;
+            let yj = y + (j0 * m.rows * 4) as u64;
+            // SAFETY: matvec_<t>(const unsigned char* w, const float* x, float* y, int rows,
+            // int cols, int n): `w` holds the rows·cols weights, `x` nn·cols and `y` nn·rows
+            // floats from the offsets taken.
+            unsafe {
+                self.go3(
+                    f,
+                    grid,
+                    MATVEC_BLOCK,
+                    &mut [
+                        arg(&w),
+                        arg(&xj),
+                        arg(&yj),
+                        arg(&rows),
+                        arg(&cols),
+                        arg(&nn),
+                    ],
+                )
+            };
+        }
+    }
+
+    /// Prompt batches on cuBLAS. Exact: f32 weights (expanded where stored otherwise) and
+    /// activations, `cublasSgemm` without TF32. Fast: f16 weights and activations with f32
+    /// accumulation on tensor cores (`cublasGemmEx`). f32 weights are never rounded to f16.
+    fn gemm(&mut self, m: &DevMat, xbuf: Buf, x: u64, y: u64, n: usize) {
+        if self.err.is_some() {
+            return;
+        }
+        let exact = self.be.precision == Precision::Exact || m.dtype == DType::F32;
+        let xin = if exact {
+            x
+        } else {
+            self.as_f16(xbuf, x, n, m.cols)
+        };
+        let r = if m.dtype == DType::F32 || (!exact && m.dtype == DType::F16) {
+            // Already in the GEMM's input type: no expansion.
+            // SAFETY: `w` holds rows·cols elements, `xin` n·cols, `y` n·rows floats.
+            unsafe {
+                self.p
+                    .blas
+                    .gemm(!exact, m.rows, n, m.cols, m.buf.ptr(), xin, y, m.rows)
+            }
+        } else {
+            self.gemm_slabs(m, exact, xin, y, n)
+        };
+        if let Err(e) = r {
+            self.err = Some(e);
+        }
+    }
+
+    /// Expands `m` a slab of rows at a time into the scratch and multiplies each slab into its
+    /// columns of `y` (`ldc` = all rows).
+    fn gemm_slabs(&mut self, m: &DevMat, exact: bool, x: u64, y: u64, n: usize) -> Result<()> {
+        let esize = if exact { 4 } else { 2 };
+        let slab = (self.be.scratch_bytes / (m.cols * esize)).clamp(1, m.rows);
+        let wk = self.be.k.of(m.dtype);
+        let f = if exact {
+            wk.dequant_f32
+        } else {
+            wk.dequant_f16
+        };
+        let row_bytes = m.dtype.row_bytes(m.cols).expect("shapes checked at load");
+        let scratch = self.p.wscratch.ptr();
+        for r0 in (0..m.rows).step_by(slab) {
+            let sr = slab.min(m.rows - r0);
+            let w = m.buf.ptr() + (r0 * row_bytes) as u64;
+            let elems = sr * m.cols;
+            // Blocks for the quantized types, elements for the float ones (README).
+            let count = if m.dtype.is_quantized() {
+                elems / m.dtype.block_size()
+            } else {
+                elems
+            } as i64;
+            // SAFETY: dequant_<t>_<f16|f32>(const unsigned char* w, T* out, long long count):
+            // `w` holds the slab's sr rows, the scratch sr·cols elements (slab sized for it).
+            unsafe {
+                self.go(
+                    f,
+                    elem_grid(elems / 16),
+                    ELEM_THREADS,
+                    &mut [arg(&w), arg(&scratch), arg(&count)],
+                )
+            };
+            if let Some(e) = self.err.take() {
+                return Err(e);
+            }
+            // SAFETY: the scratch holds sr·cols expanded weights, `x` n·cols activations, and
+            // `y + r0` the slab's columns of n rows `rows` apart.
+            unsafe {
+                self.p.blas.gemm(
+                    !exact,
+                    sr,
+                    n,
+                    m.cols,
+                    scratch,
+                    x,
+                    y + (r0 * 4) as u64,
+                    m.rows,
+                )
+            }?;
+        }
+        Ok(())
+    }
+
+    /// Copies logits rows `t0..t0 + n` (in the device buffer's first rows) to the host now:
+    /// the next chunk reuses the buffer. Only passes with more logits rows than it holds come
+    /// here, and those are never captured.
+    fn flush_logits(&mut self, t0: usize, n: usize) {
+        if self.err.is_some() {
+            return;
+        }
+        let v = self.be.config.n_vocab;
+        let r = (|| -> Result<()> {
+            let host: &mut [f32] = self.p.logits_host.as_mut_slice();
+            // SAFETY: the device buffer holds n·V floats written above; the pinned buffer as
+            // many; the stream is synchronized before the host reads them.
+            unsafe {
+                cudarc::driver::result::memcpy_dtoh_async(
+                    &mut host[..n * v],
+                    self.p.logits.ptr(),
+                    self.be.dev.stream(),
+                )
+            }
+            .map_err(|e| CudaError::at("copying logits", e))?;
+            self.be.dev.sync()?;
+            let out = self
+                .host_logits
+                .as_deref_mut()
+                .expect("chunked logits only outside captures");
+            out[t0 * v..(t0 + n) * v].copy_from_slice(&host[..n * v]);
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.err = Some(e);
+        }
+    }
+}
+
+/// A grid-stride grid for `n` items.
+fn elem_grid(n: usize) -> (u32, u32, u32) {
+    (
+        n.div_ceil(ELEM_THREADS as usize).clamp(1, MAX_GRID) as u32,
+        1,
+        1,
+    )
+}
+
+impl Ops for CudaOps<'_> {
+    fn embed(&mut self, out: Buf) {
+        let m = &self.be.token_embd;
+        let f = self.be.k.of(m.dtype).embed;
+        let (o, _) = self.buf(out);
+        let w = m.buf.ptr();
+        let tokens = self.input(self.lay.tokens());
+        let (cols, n) = (m.cols as i32, self.rows.len() as i32);
+        let grid = (
+            (m.cols / 16).div_ceil(EMBED_THREADS as usize) as u32,
+            n as u32,
+            1,
+        );
+        // SAFETY: embed_<t>(const unsigned char* w, const unsigned int* tokens, float* out,
+        // int cols, int n): tokens (< n_vocab, checked by the model) are in the inputs, `out`
+        // holds n rows of d_model = cols.
+        unsafe {
+            self.go(
+                f,
+                grid,
+                EMBED_THREADS,
+                &mut [arg(&w), arg(&tokens), arg(&o), arg(&cols), arg(&n)],
+            )
+        };
+        self.wrote(out);
+    }
+
+    fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize) {
+        let (o, d) = self.buf(out);
+        let (xp, _) = self.buf(x);
+        let g = self.be.norm(gain).ptr();
+        let (d, n32) = (d as i32, n as i32);
+        // The kernel's `float eps`: the argument's size must be 4 bytes.
+        let eps: f32 = self.be.config.norm_eps;
+        // SAFETY: rmsnorm(float* out, const float* x, const float* gain, int d, float eps,
+        // int n): n rows of d floats in `out` and `x`, d gains.
+        unsafe {
+            self.go(
+                self.be.k.rmsnorm,
+                (n as u32, 1, 1),
+                RMS_THREADS,
+                &mut [arg(&o), arg(&xp), arg(&g), arg(&d), arg(&eps), arg(&n32)],
+            )
+        };
+        self.wrote(out);
+    }
+
+    fn matmul(&mut self, w: Mat, x: Buf, out: Buf, n: usize) {
+        let be = self.be;
+        let m = be.mat(w);
+        let (xp, _) = self.buf(x);
+        let (op, _) = self.buf(out);
+        if out == Buf::Logits {
+            // The logits buffer holds `logit_rows` rows: larger requests go a chunk at a time.
+            let l = be.logit_rows;
+            for t0 in (0..n).step_by(l) {
+                let cn = l.min(n - t0);
+                self.product(m, x, xp + (t0 * m.cols * 4) as u64, op, cn);
+                if t0 + cn < n {
+                    self.flush_logits(t0, cn);
+                }
+            }
+        } else {
+            self.product(m, x, xp, op, n);
+        }
+        self.wrote(out);
+    }
+
+    fn rope(&mut self, x: Buf) {
+        let c = &self.be.config;
+        let heads = match x {
+            Buf::Q => c.n_heads,
+            Buf::K => c.n_kv_heads,
+            _ => unreachable!("RoPE rotates Buf::Q and Buf::K"),
+        };
+        let (xp, _) = self.buf(x);
+        let pos = self.input(self.lay.pos());
+        let f = self.be.inv_freq.ptr();
+        let n = self.rows.len();
+        let (n32, h32, hd32) = (n as i32, heads as i32, c.head_dim as i32);
+        let grid = (
+            (heads * c.head_dim / 2).div_ceil(ROPE_THREADS as usize) as u32,
+            n as u32,
+            1,
+        );
+        // SAFETY: rope(float* x, const int* pos, const float* inv_freq, int n, int n_heads,
+        // int head_dim): n rows of heads·head_dim floats, n positions, head_dim/2 frequencies.
+        unsafe {
+            self.go(
+                self.be.k.rope,
+                grid,
+                ROPE_THREADS,
+                &mut [
+                    arg(&xp),
+                    arg(&pos),
+                    arg(&f),
+                    arg(&n32),
+                    arg(&h32),
+                    arg(&hd32),
+                ],
+            )
+        };
+        self.wrote(x);
+    }
+
+    fn store_kv(&mut self, layer: usize, k: Buf, v: Buf) {
+        let (kp, kvd) = self.buf(k);
+        let (vp, _) = self.buf(v);
+        let kr = self.input(self.lay.k_rows(layer));
+        let vr = self.input(self.lay.v_rows(layer));
+        let n = self.rows.len();
+        let (n32, kvd32) = (n as i32, kvd as i32);
+        // SAFETY: store_kv(const float* k, const float* v, float* const* k_rows,
+        // float* const* v_rows, int n, int kv_dim): n rows of kv_dim floats, and per row a slot
+        // of kv_dim floats inside its cache (positions checked against n_ctx when staged).
+        unsafe {
+            self.go(
+                self.be.k.store_kv,
+                (n as u32, 1, 1),
+                ROW_THREADS,
+                &mut [
+                    arg(&kp),
+                    arg(&vp),
+                    arg(&kr),
+                    arg(&vr),
+                    arg(&n32),
+                    arg(&kvd32),
+                ],
+            )
+        };
+    }
+
+    fn attention(&mut self, layer: usize, q: Buf, out: Buf) {
+        let c = &self.be.config;
+        let (qp, _) = self.buf(q);
+        let (op, _) = self.buf(out);
+        let kc = self.input(self.lay.k_cache(layer));
+        let vc = self.input(self.lay.v_cache(layer));
+        let np = self.input(self.lay.n_past());
+        let (po, pml) = (self.p.att_o.ptr(), self.p.att_ml.ptr());
+        let n = self.rows.len();
+        let (nh, nkv, hd) = (c.n_heads as i32, c.n_kv_heads as i32, c.head_dim as i32);
+        // As the CPU forms it.
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let (cl, mc) = (self.chunk_len as i32, self.max_chunks as i32);
+        // SAFETY: attention_partial(const float* q, const float* const* k_cache,
+        // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
+        // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
+        // int max_chunks): per row a layer of its cache (n_ctx ≥ n_past positions), and
+        // scratch for n · n_heads · max_chunks partials (n · max_chunks ≤ ATT_PARTS).
+        unsafe {
+            self.go(
+                self.be.k.attention_partial,
+                (self.max_chunks as u32, c.n_kv_heads as u32, n as u32),
+                ATT_THREADS,
+                &mut [
+                    arg(&qp),
+                    arg(&kc),
+                    arg(&vc),
+                    arg(&np),
+                    arg(&po),
+                    arg(&pml),
+                    arg(&nh),
+                    arg(&nkv),
+                    arg(&hd),
+                    arg(&scale),
+                    arg(&cl),
+                    arg(&mc),
+                ],
+            )
+        };
+        // SAFETY: attention_combine(const float* part_o, const float* part_ml,
+        // const int* n_past, float* out, int n_heads, int head_dim, int chunk_len,
+        // int max_chunks): the partials above, `out` n rows of n_heads·head_dim floats.
+        unsafe {
+            self.go(
+                self.be.k.attention_combine,
+                (c.n_heads as u32, n as u32, 1),
+                COMBINE_THREADS,
+                &mut [
+                    arg(&po),
+                    arg(&pml),
+                    arg(&np),
+                    arg(&op),
+                    arg(&nh),
+                    arg(&hd),
+                    arg(&cl),
+                    arg(&mc),
+                ],
+            )
+        };
+        self.wrote(out);
+    }
+
+    fn silu_mul(&mut self, gate: Buf, up: Buf, n: usize) {
+        let (g, w) = self.buf(gate);
+        let (u, _) = self.buf(up);
+        let count = (n * w) as i64;
+        // SAFETY: silu_mul(float* gate, const float* up, long long n): n·w floats each.
+        unsafe {
+            self.go(
+                self.be.k.silu_mul,
+                elem_grid(n * w),
+                ELEM_THREADS,
+                &mut [arg(&g), arg(&u), arg(&count)],
+            )
+        };
+        self.wrote(gate);
+    }
+
+    fn add(&mut self, x: Buf, y: Buf, n: usize) {
+        let (xp, w) = self.buf(x);
+        let (yp, _) = self.buf(y);
+        let count = (n * w) as i64;
+        // SAFETY: add(float* x, const float* y, long long n): n·w floats each.
+        unsafe {
+            self.go(
+                self.be.k.add,
+                elem_grid(n * w),
+                ELEM_THREADS,
+                &mut [arg(&xp), arg(&yp), arg(&count)],
+            )
+        };
+        self.wrote(x);
+    }
+
+    fn gather_logit_rows(&mut self, out: Buf, x: Buf) -> usize {
+        let r = self.rows.iter().filter(|r| r.logits).count();
+        if r == 0 {
+            return 0;
+        }
+        let (o, d) = self.buf(out);
+        let (xp, _) = self.buf(x);
+        let idx = self.input(self.lay.logit_idx());
+        let (d32, r32) = (d as i32, r as i32);
+        // SAFETY: gather_rows(float* out, const float* x, const int* idx, int d, int n): r
+        // indices below the batch's row count, r rows of d floats in `out`.
+        unsafe {
+            self.go(
+                self.be.k.gather_rows,
+                (r as u32, 1, 1),
+                ROW_THREADS,
+                &mut [arg(&o), arg(&xp), arg(&idx), arg(&d32), arg(&r32)],
+            )
+        };
+        self.wrote(out);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inputs' sections do not overlap, stay 8-byte aligned for the pointer arrays, and a
+    /// full batch's layout is the largest (the buffers are sized by it).
+    #[test]
+    fn input_sections_are_disjoint_and_aligned() {
+        for (b, layers) in [(1, 1), (3, 2), (64, 16), (MAX_BATCH_FOR_TEST, 80)] {
+            let l = Layout::new(b, layers);
+            let mut sections: Vec<(usize, usize)> = Vec::new();
+            for layer in 0..layers {
+                for start in [
+                    l.k_rows(layer),
+                    l.v_rows(layer),
+                    l.k_cache(layer),
+                    l.v_cache(layer),
+                ] {
+                    assert_eq!(start % 8, 0);
+                    sections.push((start, start + 8 * b));
+                }
+            }
+            for start in [l.tokens(), l.pos(), l.n_past(), l.logit_idx()] {
+                assert_eq!(start % 4, 0);
+                sections.push((start, start + 4 * b));
+            }
+            sections.sort();
+            assert_eq!(sections[0].0, 0);
+            for w in sections.windows(2) {
+                assert_eq!(
+                    w[0].1, w[1].0,
+                    "b {b}: sections touch, without gaps or overlaps"
+                );
+            }
+            assert_eq!(sections.last().unwrap().1, l.bytes());
+            assert!(l.bytes() <= Layout::new(MAX_BATCH_FOR_TEST, layers).bytes());
+        }
+    }
+
+    const MAX_BATCH_FOR_TEST: usize = camelid_model::llama::MAX_BATCH;
+}

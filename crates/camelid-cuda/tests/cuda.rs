@@ -1,0 +1,351 @@
+//! The CUDA backend against the CPU backend on the tiny test models (testdata/tiny, every
+//! fixture format): at `Precision::Exact` the logits agree within 1e-4 · max(1, max |ref|) at
+//! every position, for a batched prompt, for token-by-token decoding (replayed CUDA graphs),
+//! and for several sequences batched together. The fast path's error stays within llama.cpp's.
+//!
+//! Without a GPU and driver every test but the first prints `skipped: no CUDA device (...)` and
+//! passes; the first checks that asking for the backend then is a one-line error.
+
+use std::path::{Path, PathBuf};
+
+use camelid_kernels::Precision;
+use camelid_model::llama::{MAX_BATCH, rope_inv_freq};
+use camelid_model::weights::Checkpoint;
+use camelid_model::{Model, ModelError};
+use serde_json::Value;
+
+/// Every file format of the fixtures.
+const FILES: [&str; 8] = [
+    "st-f32",
+    "st-bf16",
+    "gguf-f32",
+    "gguf-f16",
+    "gguf-bf16",
+    "gguf-q8_0",
+    "gguf-q4_0",
+    "gguf-q4_1",
+];
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny")
+}
+
+fn manifest() -> Value {
+    let p = tiny().join("manifest.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn tokens(m: &Value) -> Vec<u32> {
+    m["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Whether a GPU is here; prints the visible note when not.
+fn gpu() -> bool {
+    match camelid_cuda::device_count() {
+        Ok(n) if n > 0 => true,
+        Ok(_) => {
+            eprintln!("skipped: no CUDA device (the driver sees none)");
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            false
+        }
+    }
+}
+
+/// The same file on the CPU and on the GPU (cuda:0), both at `precision`.
+fn pair(path: &Path, precision: Precision, logit_rows: Option<usize>) -> (Model, Model) {
+    let ckpt = Checkpoint::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let config = ckpt.config.clone();
+    let weights = ckpt.load_weights().unwrap();
+    let inv_freq = rope_inv_freq(&config, &weights);
+    let be = camelid_cuda::backend_with_logit_rows(&config, &weights, inv_freq, 0, logit_rows)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut gpu = Model::with_backend(config.clone(), be);
+    let mut cpu = Model::new(config, weights);
+    gpu.set_precision(precision);
+    cpu.set_precision(precision);
+    (cpu, gpu)
+}
+
+/// Logits at every position, from one batched pass.
+fn run_all(model: &Model, toks: &[u32]) -> Vec<Vec<f32>> {
+    let mut state = model.new_state(toks.len()).unwrap();
+    let mut out = vec![Vec::new(); toks.len()];
+    model
+        .forward(&mut state, toks, true, |i, l| out[i] = l.to_vec())
+        .unwrap();
+    out
+}
+
+/// Logits at every position, one token per pass.
+fn run_one_by_one(model: &Model, toks: &[u32]) -> Vec<Vec<f32>> {
+    let mut state = model.new_state(toks.len()).unwrap();
+    let mut out = Vec::new();
+    for t in toks {
+        model
+            .forward(&mut state, &[*t], false, |_, l| out.push(l.to_vec()))
+            .unwrap();
+    }
+    out
+}
+
+fn max_abs(a: &[f32]) -> f32 {
+    a.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "logits of different lengths");
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Within 1e-4 · max(1, max |want|) at every position.
+fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: positions");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let bound = 1e-4 * max_abs(w).max(1.0);
+        let d = max_diff(g, w);
+        assert!(
+            d <= bound,
+            "{what}, position {i}: max |diff| {d:.3e} > {bound:.3e}"
+        );
+    }
+}
+
+/// Every model in every format.
+fn each_file(mut f: impl FnMut(&str, &str, &Value, &Path)) {
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        for key in FILES {
+            f(
+                name,
+                key,
+                m,
+                &tiny().join(m["files"][key].as_str().unwrap()),
+            );
+        }
+    }
+}
+
+#[test]
+fn without_a_gpu_asking_for_the_backend_is_a_one_line_error() {
+    if let Ok(n @ 1..) = camelid_cuda::device_count() {
+        eprintln!("skipped: a CUDA device is present ({n})");
+        return;
+    }
+    let m = &manifest()["models"][0];
+    let path = tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap());
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let weights = ckpt.load_weights().unwrap();
+    let inv_freq = rope_inv_freq(&ckpt.config, &weights);
+    let err = match camelid_cuda::backend(&ckpt.config, &weights, inv_freq, 0) {
+        Ok(_) => panic!("a backend without a GPU"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(err, ModelError::Backend(_)), "{err:?}");
+    assert!(msg.starts_with("CUDA: "), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.contains("no driver found") || msg.contains("no CUDA device"),
+        "says why: {msg}"
+    );
+}
+
+#[test]
+fn prompt_logits_equal_the_cpu_exact_path() {
+    if !gpu() {
+        return;
+    }
+    each_file(|name, key, m, path| {
+        let toks = tokens(m);
+        let (cpu, gpu) = pair(path, Precision::Exact, None);
+        let want = run_all(&cpu, &toks);
+        assert_close(
+            &run_all(&gpu, &toks),
+            &want,
+            &format!("{name} {key} prompt"),
+        );
+        // 20 rows: the fused products in slices of 8 rather than a GEMM.
+        assert_close(
+            &run_all(&gpu, &toks[..20]),
+            &want[..20],
+            &format!("{name} {key} short prompt"),
+        );
+        if key == "gguf-q4_0" {
+            // A logits buffer of 7 rows: the prompt's logits come back in chunks.
+            let (_, small) = pair(path, Precision::Exact, Some(7));
+            assert_close(
+                &run_all(&small, &toks),
+                &want,
+                &format!("{name} {key} chunked"),
+            );
+        }
+        let dev = gpu.device();
+        assert!(dev.device.starts_with("cuda:"), "{dev:?}");
+        assert!(
+            dev.memory_used.is_some_and(|m| m >= dev.weight_bytes),
+            "{dev:?}"
+        );
+    });
+}
+
+#[test]
+fn decode_logits_equal_the_cpu_exact_path() {
+    if !gpu() {
+        return;
+    }
+    each_file(|name, key, m, path| {
+        let toks = tokens(m);
+        let (cpu, gpu) = pair(path, Precision::Exact, None);
+        let want = run_all(&cpu, &toks);
+        // Every step after the first replays the graph captured for one row.
+        assert_close(
+            &run_one_by_one(&gpu, &toks),
+            &want,
+            &format!("{name} {key} decode"),
+        );
+        // A second sequence replays the same graph against another cache.
+        assert_close(
+            &run_one_by_one(&gpu, &toks[..9]),
+            &want[..9],
+            &format!("{name} {key} decode again"),
+        );
+    });
+}
+
+/// Three sequences: prompts of different lengths batched together, decoding steps of one token
+/// each (graphs of three rows), and a step where one sequence takes a chunk longer than a pass.
+#[test]
+fn multi_sequence_batches_equal_the_cpu_exact_path() {
+    if !gpu() {
+        return;
+    }
+    for key in ["gguf-q4_0", "gguf-f16"] {
+        let man = manifest();
+        for m in man["models"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let path = tiny().join(m["files"][key].as_str().unwrap());
+            let (cpu, gpu) = pair(&path, Precision::Exact, None);
+            let toks = tokens(m);
+            let n = toks.len();
+            let prompts: Vec<Vec<u32>> = (0..3)
+                .map(|k| {
+                    let mut p = toks.clone();
+                    p.rotate_left(k * 3 % n);
+                    p.truncate(n - k);
+                    p
+                })
+                .collect();
+            let ctx = 2 * n + MAX_BATCH + 80;
+            let mut states: Vec<_> = [&cpu, &gpu]
+                .iter()
+                .map(|model| {
+                    (0..3)
+                        .map(|_| model.new_state(ctx).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let mut step = |feeds: &[&[u32]], what: &str| {
+                let mut got: Vec<Vec<Vec<f32>>> = Vec::new();
+                for (model, st) in [&cpu, &gpu].iter().zip(states.iter_mut()) {
+                    let mut refs: Vec<&mut _> = st.iter_mut().collect();
+                    let mut out = vec![Vec::new(); 3];
+                    model
+                        .forward_seqs(&mut refs, feeds, |i, l| out[i] = l.to_vec())
+                        .unwrap();
+                    got.push(out);
+                }
+                assert_close(&got[1], &got[0], &format!("{name} {key} {what}"));
+            };
+            let p: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+            step(&p, "prompts");
+            for s in 0..6 {
+                let next: Vec<u32> = (0..3).map(|k| toks[(s * 5 + k * 7) % n]).collect();
+                let feeds: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
+                step(&feeds, &format!("decode step {s}"));
+            }
+            let long: Vec<u32> = (0..MAX_BATCH + 6).map(|i| toks[i % n]).collect();
+            step(&[&toks[..1], &long, &toks[1..2]], "mixed step");
+        }
+    }
+}
+
+/// The fast path (f16 GEMMs for prompts, f32 fused products for decode) against the
+/// transformers reference on each file's own weights: its error is no larger than the larger of
+/// llama.cpp's and the CPU fast path's on the same file (with 25% for the f16 GEMM's own
+/// rounding order).
+#[test]
+fn fast_path_error_is_within_llama_cpp() {
+    if !gpu() {
+        return;
+    }
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
+        let toks = tokens(m);
+        for key in [
+            "gguf-f16",
+            "gguf-bf16",
+            "gguf-q8_0",
+            "gguf-q4_0",
+            "gguf-q4_1",
+        ] {
+            let path = tiny().join(m["files"][key].as_str().unwrap());
+            let (cpu, gpu) = pair(&path, Precision::Fast, None);
+            let reference = read_logits(m["ref"][key].as_str().unwrap(), n_vocab);
+            let theirs = read_logits(m["llamacpp"][key].as_str().unwrap(), n_vocab);
+            let ours = run_all(&gpu, &toks);
+            let cpu_fast = run_all(&cpu, &toks);
+            let err = |a: &[Vec<f32>]| {
+                let all: Vec<f32> = a
+                    .iter()
+                    .zip(&reference)
+                    .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+                    .collect();
+                let mean = all.iter().map(|&d| d as f64).sum::<f64>() / all.len() as f64;
+                (max_abs(&all), mean)
+            };
+            let (o, l, c) = (err(&ours), err(&theirs), err(&cpu_fast));
+            eprintln!(
+                "{name:>14} {key:<9} cuda fast max {:.3e} mean {:.3e} | llama.cpp {:.3e} {:.3e} | cpu fast {:.3e} {:.3e}",
+                o.0, o.1, l.0, l.1, c.0, c.1
+            );
+            assert!(
+                o.0 <= 1.25 * l.0.max(c.0),
+                "{name} {key}: max error {} above llama.cpp's {} and the CPU's {}",
+                o.0,
+                l.0,
+                c.0
+            );
+            assert!(
+                o.1 <= 1.25 * l.1.max(c.1),
+                "{name} {key}: mean error {} above llama.cpp's {} and the CPU's {}",
+                o.1,
+                l.1,
+                c.1
+            );
+        }
+    }
+}
+
+/// A `[n, n_vocab]` little-endian f32 file of the fixtures.
+fn read_logits(rel: &str, n_vocab: usize) -> Vec<Vec<f32>> {
+    let p = tiny().join(rel);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let f: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    f.chunks(n_vocab).map(<[f32]>::to_vec).collect()
+}

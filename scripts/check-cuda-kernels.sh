@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Compiles every CUDA kernel source of camelid-cuda, without a GPU and without a CUDA toolkit:
+#   1. nvcc to PTX and to cubin for sm_80 and sm_90 with -Werror all-warnings, printing each
+#      kernel's registers, spills and shared memory (ptxas -v);
+#   2. NVRTC (the run-time path of the host crate) through Python ctypes, with no include path
+#      and no header, for compute_80 and compute_90, with NVRTC 12 and NVRTC 13;
+#   3. that every entry point of the ABI (kernels/README.md) is in the PTX;
+#   4. the kernels' logic on the CPU: kernels/emu emulates the CUDA builtins (threads, shuffles,
+#      barriers) and tests every kernel against scalar references.
+# The compilers come from PyPI by package name, pinned, into a virtual environment under
+# ~/.cache/camelid (CAMELID_CUDA_VENV overrides). Needs python3 with venv and pip, and a host
+# C++ compiler (nvcc preprocesses with it). Exits non-zero on any error or warning.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+kdir="$root/crates/camelid-cuda/kernels"
+venv="${CAMELID_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/camelid/cuda-check-venv}"
+
+# nvcc itself ships only in the CUDA 13 wheels (the -cu12 "nvcc" wheels hold ptxas and NVVM
+# but no nvcc driver); CUDA 13 still targets sm_80 and sm_90. NVRTC is checked in both majors,
+# since the host loads whichever libnvrtc the machine has.
+packages=(
+    nvidia-cuda-nvcc==13.0.88
+    nvidia-cuda-crt==13.0.88
+    nvidia-nvvm==13.0.88
+    nvidia-cuda-runtime==13.0.88
+    nvidia-cuda-nvrtc==13.0.88
+    nvidia-cuda-nvrtc-cu12==12.9.86
+)
+
+if ! command -v g++ >/dev/null && ! command -v c++ >/dev/null; then
+    echo "check-cuda-kernels: nvcc needs a host C++ compiler (g++), none found" >&2
+    exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
+
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+nvcc="$site/nvidia/cu13/bin/nvcc"
+[ -x "$nvcc" ] || { echo "check-cuda-kernels: no nvcc at $nvcc" >&2; exit 1; }
+
+shopt -s nullglob
+sources=("$kdir"/*.cu)
+[ ${#sources[@]} -gt 0 ] || { echo "check-cuda-kernels: no .cu file in $kdir" >&2; exit 1; }
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+status=0
+echo "== nvcc $("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+for src in "${sources[@]}"; do
+    name=$(basename "$src" .cu)
+    for arch in 80 90; do
+        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -ptx "$src" \
+            -o "$out/$name.sm_$arch.ptx"; then
+            echo "FAIL nvcc -ptx $name.cu sm_$arch" >&2
+            status=1
+            continue
+        fi
+        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -cubin -Xptxas -v \
+            "$src" -o "$out/$name.sm_$arch.cubin" 2>"$out/$name.sm_$arch.log"; then
+            cat "$out/$name.sm_$arch.log" >&2
+            echo "FAIL nvcc -cubin $name.cu sm_$arch" >&2
+            status=1
+            continue
+        fi
+        # One line per kernel: registers, spills, shared memory.
+        awk -v file="$name.cu" -v arch="sm_$arch" '
+            /Compiling entry function/ { match($0, /'\''[^'\'']*'\''/); k = substr($0, RSTART + 1, RLENGTH - 2) }
+            /spill stores/ { split($0, a, ","); spill = a[2] "," a[3]; gsub(/^ +/, "", spill) }
+            /Used [0-9]+ registers/ {
+                match($0, /Used [0-9]+ registers/); regs = substr($0, RSTART + 5, RLENGTH - 15)
+                smem = "0"; if (match($0, /[0-9]+ bytes smem/)) smem = substr($0, RSTART, RLENGTH - 11)
+                printf "  %-6s %-14s %-22s regs %3d  smem %5d  %s\n", arch, file, k, regs, smem, spill
+            }' "$out/$name.sm_$arch.log" | sort -k3
+        if grep -q "spill stores" "$out/$name.sm_$arch.log" &&
+            grep "spill stores" "$out/$name.sm_$arch.log" | grep -vq " 0 bytes spill stores, 0 bytes spill loads"; then
+            echo "  note: register spills in $name.cu for sm_$arch (see above)"
+        fi
+    done
+done
+
+# NVRTC, header-free, as the host compiles at run time.
+nvrtc_check='
+import ctypes, glob, sys
+lib_glob, label, out_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+libs = sorted(glob.glob(lib_glob))
+if not libs:
+    sys.exit("no libnvrtc at " + lib_glob)
+# NVRTC dlopens its builtins library by soname: load it first, globally, from beside NVRTC.
+for builtins in sorted(glob.glob(libs[0].rsplit("/", 1)[0] + "/libnvrtc-builtins.so.*")):
+    if ".alt." not in builtins:
+        ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
+        break
+nv = ctypes.CDLL(libs[0])
+major, minor = ctypes.c_int(), ctypes.c_int()
+nv.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+print("== NVRTC %d.%d (%s)" % (major.value, minor.value, label))
+failed = False
+for path in sys.argv[4:]:
+    src = open(path, "rb").read()
+    name = path.rsplit("/", 1)[-1]
+    if b"#include" in src:
+        print("FAIL %s: #include is not allowed (NVRTC compiles without headers)" % name)
+        failed = True
+        continue
+    for arch in ("compute_80", "compute_90"):
+        prog = ctypes.c_void_p()
+        rc = nv.nvrtcCreateProgram(ctypes.byref(prog), src, name.encode(), 0, None, None)
+        if rc != 0:
+            sys.exit("nvrtcCreateProgram failed: %d" % rc)
+        opts = [b"--gpu-architecture=" + arch.encode(), b"--std=c++17"]
+        rc = nv.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+        size = ctypes.c_size_t()
+        nv.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        nv.nvrtcGetProgramLog(prog, log)
+        text = log.value.decode(errors="replace").strip()
+        if rc != 0 or text:
+            print("FAIL %s %s (rc %d)\n%s" % (name, arch, rc, text))
+            failed = True
+        else:
+            nv.nvrtcGetPTXSize(prog, ctypes.byref(size))
+            ptx = ctypes.create_string_buffer(size.value)
+            nv.nvrtcGetPTX(prog, ptx)
+            open("%s/%s.%s.%s.ptx" % (out_dir, name, label, arch), "wb").write(ptx.value)
+            print("  ok %-14s %-10s PTX %7d bytes" % (name, arch, len(ptx.value)))
+        nv.nvrtcDestroyProgram(ctypes.byref(prog))
+sys.exit(1 if failed else 0)
+'
+"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" nvrtc12 "$out" \
+    "${sources[@]}" || status=1
+"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cu13/lib/libnvrtc.so.13*" nvrtc13 "$out" \
+    "${sources[@]}" || status=1
+
+# Every entry point of the ABI, in the PTX NVRTC produced.
+types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k"
+expected="f32_to_f16 rmsnorm rope silu_mul add store_kv gather_rows attention_partial attention_combine"
+for t in $types; do
+    expected="$expected matvec_$t embed_$t dequant_${t}_f16 dequant_${t}_f32"
+done
+missing=0
+for e in $expected; do
+    if ! grep -qs "^\.visible \.entry $e(" "$out"/*.nvrtc12.compute_90.ptx; then
+        echo "FAIL entry point $e missing from the PTX" >&2
+        missing=1
+    fi
+done
+[ $missing -eq 0 ] && echo "== all $(echo $expected | wc -w) ABI entry points present"
+[ $missing -eq 0 ] || status=1
+
+# The kernels' logic, run on the CPU under emulation (kernels/emu), against scalar references.
+echo "== host emulation (g++ -std=c++20, one thread per CUDA thread)"
+mkdir -p "$out/emu"
+for name in quant ops attention; do
+    python3 - "$kdir/$name.cu" "$out/emu/${name}_emu.cpp" <<'PY'
+import sys
+s = open(sys.argv[1]).read()
+for old, new in (('asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));', 'f = emu_h2f(h);'),
+                 ('asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));', 'h = emu_f2h(f);'),
+                 ('extern "C"', '')):
+    s = s.replace(old, new)
+open(sys.argv[2], "w").write(s)
+PY
+done
+cxx=$(command -v g++ || command -v c++)
+if "$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" "$kdir/emu/test.cpp" \
+    -o "$out/emu/test"; then
+    "$out/emu/test" | sed 's/^/  /' || status=1
+else
+    echo "FAIL host emulation build" >&2
+    status=1
+fi
+
+if [ $status -eq 0 ]; then
+    echo "check-cuda-kernels: ok"
+else
+    echo "check-cuda-kernels: FAILED" >&2
+fi
+exit $status
