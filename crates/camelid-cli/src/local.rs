@@ -70,13 +70,17 @@ fn listing_text(l: &Listing) -> String {
         human(total)
     );
     for f in &l.files {
-        let what = f.packaged.map_or("a file camelid does not know", |p| p.what);
+        let what = f
+            .packaged
+            .map_or("a file camelid does not know", |p| p.what);
         let size = match f.state {
             CacheState::Missing => "-".to_string(),
             _ => human(f.size),
         };
         let state = match (f.state, f.packaged) {
-            (CacheState::Missing, Some(p)) => format!("not fetched: on first use, from {}", p.package),
+            (CacheState::Missing, Some(p)) => {
+                format!("not fetched: on first use, from {}", p.package)
+            }
             (s, _) => state_name(s).to_string(),
         };
         let _ = writeln!(out, "  {size:>10}  {}", f.path.display());
@@ -93,7 +97,13 @@ fn listing_text(l: &Listing) -> String {
         let _ = writeln!(out, "  nothing yet");
     }
     for r in &l.repos {
-        let _ = writeln!(out, "  {:>10}  hf:{}  {}", human(r.size), r.repo, r.path.display());
+        let _ = writeln!(
+            out,
+            "  {:>10}  hf:{}  {}",
+            human(r.size),
+            r.repo,
+            r.path.display()
+        );
         if !r.files.is_empty() {
             let _ = writeln!(out, "              {}", r.files.join(", "));
         }

@@ -43,7 +43,8 @@ model, fetched on first use)";
 
 fn load(model: Option<&str>) -> Result<Tokenizer> {
     let path = crate::fetch::resolve_model(model)?;
-    load_tokenizer(&path).with_context(|| format!("cannot load a tokenizer from {}", path.display()))
+    load_tokenizer(&path)
+        .with_context(|| format!("cannot load a tokenizer from {}", path.display()))
 }
 
 /// Bytes to text, naming the first byte that is not UTF-8.
@@ -164,7 +165,13 @@ mod tests {
     }
 
     fn spm_tiny() -> Option<String> {
-        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tokenizer/spm-tiny.model").into())
+        Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../testdata/tokenizer/spm-tiny.model"
+            )
+            .into(),
+        )
     }
 
     #[test]
