@@ -407,10 +407,12 @@ fn resolve(arg: &str) -> Result<Entry> {
 /// use (each one once, however many presets share it), and one that cannot be had fails its
 /// entry's figures, not the comparison.
 fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
+    // By name: a constant has no one address to compare.
+    let same = |a: &Packaged, b: &Packaged| a.artifact.file_name == b.artifact.file_name;
     let mut vocabs: Vec<&'static Packaged> = Vec::new();
     for e in entries.iter().filter(|e| e.file.is_none()) {
         let v = preset_vocabulary(&e.label);
-        if !vocabs.iter().any(|w| std::ptr::eq(*w, v)) {
+        if !vocabs.iter().any(|w| same(w, v)) {
             vocabs.push(v);
         }
     }
@@ -437,7 +439,7 @@ fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
         .map(|e| match &e.file {
             None => {
                 let v = preset_vocabulary(&e.label);
-                let i = vocabs.iter().position(|w| std::ptr::eq(*w, v));
+                let i = vocabs.iter().position(|w| same(w, v));
                 match &fetched[i.expect("every preset's vocabulary was fetched")] {
                     Ok(t) => Ok(Rc::clone(t)),
                     Err(why) => Err(format!("no tokenizer: {why}")),
