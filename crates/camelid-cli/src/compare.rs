@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::eval::{Chunks, perplexity};
@@ -29,7 +30,8 @@ use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
-use crate::load::{LoadArgs, PrecisionArg, load};
+use crate::fetch::{self, Packaged};
+use crate::load::{LoadArgs, PrecisionArg, load_from};
 use crate::run::read_text;
 
 /// Bits per weight of the quantized sizes (see the module docs).
@@ -41,12 +43,18 @@ pub struct ModelsArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// List what is stored on this machine instead: the default model and the preset
+    /// vocabularies in camelid's cache, and the hf: downloads in the Hugging Face cache, with
+    /// their paths and sizes.
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
     /// Preset ids (llama-7b, llama2-7b, llama3-8b, llama3.1-405b, ...; see `camelid models`)
-    /// or model files (GGUF or Hugging Face folders).
+    /// or models as every command takes them: GGUF files, Hugging Face folders,
+    /// `hf:OWNER/REPO[/FILE]`, `smollm2`.
     #[arg(required = true, num_args = 1..)]
     pub models: Vec<String>,
     /// Texts to tokenize with each model's tokenizer (repeatable); model files also get their
@@ -322,6 +330,9 @@ pub fn run_models(a: &ModelsArgs) -> Result<()> {
     print_table(&header.map(String::from), &rows);
     println!();
     println!("{FOOTNOTES}");
+    println!(
+        "What is stored on this machine (default model, vocabularies, hf: downloads): camelid models --local"
+    );
     Ok(())
 }
 
@@ -357,30 +368,14 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
     }
 }
 
-/// The folder of the test assets: `CAMELID_ASSETS`, else the source tree's `assets/`.
-fn assets_dir() -> PathBuf {
-    std::env::var_os("CAMELID_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets").into())
-}
-
-/// The tokenizer of a preset: LLaMA and Llama 2 share one SentencePiece vocabulary, all
+/// The vocabulary of a preset: LLaMA and Llama 2 share one SentencePiece vocabulary, all
 /// Llama 3.x one tiktoken-style vocabulary; llama.cpp's vocabulary-only GGUFs of the two.
-fn preset_tokenizer(id: &str) -> Result<Tokenizer> {
-    let rel = if id.starts_with("llama3") {
-        "llama-bpe/ggml-vocab-llama-bpe.gguf"
+fn preset_vocabulary(id: &str) -> &'static Packaged {
+    if id.starts_with("llama3") {
+        &fetch::LLAMA_BPE_VOCAB
     } else {
-        "llama-spm/ggml-vocab-llama-spm.gguf"
-    };
-    let path = assets_dir().join(rel);
-    if !path.is_file() {
-        bail!(
-            "the tokenizer of preset {id} is {}, which is missing: set CAMELID_ASSETS to the \
-             assets folder or run scripts/fetch-assets.sh",
-            path.display()
-        );
+        &fetch::LLAMA_SPM_VOCAB
     }
-    load_tokenizer(&path).with_context(|| format!("loading the tokenizer of preset {id}"))
 }
 
 fn resolve(arg: &str) -> Result<Entry> {
@@ -388,15 +383,14 @@ fn resolve(arg: &str) -> Result<Entry> {
     if let Some(p) = all.iter().find(|p| p.id.eq_ignore_ascii_case(arg)) {
         return Ok(preset_entry(p));
     }
-    let path = Path::new(arg);
-    if !path.exists() {
+    let path = fetch::resolve_model(Some(arg)).map_err(|e| {
         let ids: Vec<&str> = all.iter().map(|p| p.id).collect();
-        bail!(
-            "`{arg}` is neither a preset nor an existing model file (presets: {})",
+        e.context(format!(
+            "`{arg}` is neither a preset nor a model (presets: {})",
             ids.join(", ")
-        );
-    }
-    let ckpt = Checkpoint::open(path)?;
+        ))
+    })?;
+    let ckpt = Checkpoint::open(&path)?;
     let name = path
         .file_name()
         .map_or_else(|| arg.to_string(), |n| n.to_string_lossy().into_owned());
@@ -405,28 +399,72 @@ fn resolve(arg: &str) -> Result<Entry> {
         name,
         config: ckpt.config.clone(),
         training_tokens: None,
-        file: Some(path.to_path_buf()),
+        file: Some(path),
     })
 }
 
-fn entry_tokenizer(e: &Entry) -> Result<Tokenizer> {
-    match &e.file {
-        None => preset_tokenizer(&e.label),
-        Some(p) => {
-            let ckpt = Checkpoint::open(p)?;
-            Ok(match ckpt.gguf() {
-                Some(g) => tokenizer_from_gguf(g)?,
-                None => load_tokenizer(p)?,
-            })
+/// The tokenizer of every entry, or why it has none: a preset's vocabulary is fetched on first
+/// use (each one once, however many presets share it), and one that cannot be had fails its
+/// entry's figures, not the comparison.
+fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
+    // By name: a constant has no one address to compare.
+    let same = |a: &Packaged, b: &Packaged| a.artifact.file_name == b.artifact.file_name;
+    let mut vocabs: Vec<&'static Packaged> = Vec::new();
+    for e in entries.iter().filter(|e| e.file.is_none()) {
+        let v = preset_vocabulary(&e.label);
+        if !vocabs.iter().any(|w| same(w, v)) {
+            vocabs.push(v);
         }
     }
+    let fetched: Vec<Result<Rc<Tokenizer>, String>> = if vocabs.is_empty() {
+        Vec::new()
+    } else {
+        match fetch::Resolver::from_env() {
+            Ok(r) => r
+                .packaged(&vocabs)
+                .into_iter()
+                .map(|path| {
+                    let path = path?;
+                    load_tokenizer(&path)
+                        .map(Rc::new)
+                        .with_context(|| format!("cannot load a tokenizer from {}", path.display()))
+                })
+                .map(|t| t.map_err(|e| format!("{e:#}")))
+                .collect(),
+            Err(e) => vocabs.iter().map(|_| Err(format!("{e:#}"))).collect(),
+        }
+    };
+    entries
+        .iter()
+        .map(|e| match &e.file {
+            None => {
+                let v = preset_vocabulary(&e.label);
+                let i = vocabs.iter().position(|w| same(w, v));
+                match &fetched[i.expect("every preset's vocabulary was fetched")] {
+                    Ok(t) => Ok(Rc::clone(t)),
+                    Err(why) => Err(format!("no tokenizer: {why}")),
+                }
+            }
+            Some(p) => file_tokenizer(p)
+                .map(Rc::new)
+                .map_err(|e| format!("no tokenizer: {e:#}")),
+        })
+        .collect()
+}
+
+fn file_tokenizer(p: &Path) -> Result<Tokenizer> {
+    let ckpt = Checkpoint::open(p)?;
+    Ok(match ckpt.gguf() {
+        Some(g) => tokenizer_from_gguf(g)?,
+        None => load_tokenizer(p)?,
+    })
 }
 
 struct TextCount {
     path: PathBuf,
     chars: usize,
-    /// Tokens without BOS, one per entry.
-    tokens: Vec<usize>,
+    /// Tokens without BOS, one per entry; None for an entry without a tokenizer.
+    tokens: Vec<Option<usize>>,
 }
 
 struct PplRun {
@@ -465,15 +503,28 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
         .collect();
     let mut ppl_runs = Vec::new();
     let mut notes = Vec::new();
+    // Per entry: why it has no tokenizer, for its row.
+    let mut tokenizer_errors: Vec<Option<String>> = vec![None; entries.len()];
     if !texts.is_empty() {
-        for e in &entries {
-            let tok = entry_tokenizer(e)?;
+        let tokenizers = entry_tokenizers(&entries);
+        for (i, (e, tok)) in entries.iter().zip(&tokenizers).enumerate() {
+            let tok = match tok {
+                Ok(t) => t,
+                Err(why) => {
+                    notes.push(format!("{}: {why}", e.label));
+                    tokenizer_errors[i] = Some(why.clone());
+                    for c in counts.iter_mut() {
+                        c.tokens.push(None);
+                    }
+                    continue;
+                }
+            };
             for (c, (_, t)) in counts.iter_mut().zip(&texts) {
-                c.tokens.push(tok.encode(t, false, false).len());
+                c.tokens.push(Some(tok.encode(t, false, false).len()));
             }
-        }
-        for e in entries.iter().filter(|e| e.file.is_some()) {
-            ppl_runs.extend(model_perplexities(a, e, &texts, &mut notes)?);
+            if e.file.is_some() {
+                ppl_runs.extend(model_perplexities(a, e, tok, &texts, &mut notes)?);
+            }
         }
     }
 
@@ -483,11 +534,22 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
     }
 
     if a.json {
+        let models = entries.iter().zip(&tokenizer_errors).map(|(e, err)| {
+            let mut v = entry_json(e);
+            if let Some(why) = err {
+                v["tokenizer_error"] = json!(why);
+            }
+            v
+        });
         let v = json!({
-            "models": entries.iter().map(entry_json).collect::<Vec<_>>(),
+            "models": models.collect::<Vec<_>>(),
             "texts": counts.iter().map(|c| {
                 let by = |f: &dyn Fn(usize) -> Value| -> BTreeMap<String, Value> {
-                    entries.iter().zip(&c.tokens).map(|(e, &n)| (e.label.clone(), f(n))).collect()
+                    entries
+                        .iter()
+                        .zip(&c.tokens)
+                        .map(|(e, n)| (e.label.clone(), n.map_or(Value::Null, f)))
+                        .collect()
                 };
                 json!({
                     "file": c.path.display().to_string(),
@@ -521,15 +583,17 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
             c.path.display(),
             c.chars
         );
+        // An entry without a tokenizer shows why in the notes below the tables.
+        let cell = |n: &Option<usize>, f: &dyn Fn(usize) -> String| n.map_or("-".into(), f);
         let rows = vec![
             std::iter::once("tokens".to_string())
-                .chain(c.tokens.iter().map(|n| n.to_string()))
+                .chain(c.tokens.iter().map(|n| cell(n, &|n| n.to_string())))
                 .collect(),
             std::iter::once("per 1k chars".to_string())
                 .chain(
                     c.tokens
                         .iter()
-                        .map(|&n| format!("{:.0}", per_1k(n, c.chars))),
+                        .map(|n| cell(n, &|n| format!("{:.0}", per_1k(n, c.chars)))),
                 )
                 .collect(),
         ];
@@ -567,11 +631,11 @@ fn per_1k(tokens: usize, chars: usize) -> f64 {
 fn model_perplexities(
     a: &CompareArgs,
     e: &Entry,
+    tok: &Tokenizer,
     texts: &[(PathBuf, String)],
     notes: &mut Vec<String>,
 ) -> Result<Vec<PplRun>> {
     // Tokenize first: the model is loaded only if some text holds two chunks.
-    let tok = entry_tokenizer(e)?;
     let mut jobs = Vec::new();
     for (p, t) in texts {
         let tokens = tok.encode(t, tok.add_bos_default(), false);
@@ -587,13 +651,19 @@ fn model_perplexities(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let loaded = load(&LoadArgs {
-        model: Some(e.label.clone()),
-        ctx: Some(a.ctx),
-        threads: a.threads,
-        precision: PrecisionArg::Fast,
-        device: crate::load::Device::Cpu,
-    })?;
+    let Some(path) = &e.file else {
+        return Ok(Vec::new());
+    };
+    let loaded = load_from(
+        path,
+        &LoadArgs {
+            model: None,
+            ctx: Some(a.ctx),
+            threads: a.threads,
+            precision: PrecisionArg::Fast,
+            device: crate::load::Device::Cpu,
+        },
+    )?;
     let tok = &loaded.tokenizer;
     let bos = if tok.add_bos_default() {
         tok.bos()

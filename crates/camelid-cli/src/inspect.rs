@@ -1,23 +1,22 @@
 //! `camelid inspect`: what is in a model file, without reading its tensor data.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use camelid_model::weights::Checkpoint;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// A GGUF file or a Hugging Face model folder.
-    pub model: PathBuf,
+    #[arg(help = crate::load::MODEL_HELP)]
+    pub model: Option<String>,
 }
 
 pub fn run(a: &InspectArgs) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.model)?;
+    let path = crate::fetch::resolve_model(a.model.as_deref())?;
+    let ckpt = Checkpoint::open(&path)?;
     let mut out = String::new();
     use std::fmt::Write;
     match ckpt.gguf() {
         Some(g) => {
-            writeln!(out, "file: {}", a.model.display())?;
+            writeln!(out, "file: {}", path.display())?;
             writeln!(
                 out,
                 "format: GGUF v{}, alignment {}",
@@ -54,7 +53,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             )?;
         }
         None => {
-            writeln!(out, "folder: {}", a.model.display())?;
+            writeln!(out, "folder: {}", path.display())?;
             writeln!(out, "format: Hugging Face (config.json + safetensors)")?;
             if let Some(st) = ckpt.safetensors() {
                 writeln!(out, "\ntensors ({}):", st.tensors().len())?;

@@ -1,5 +1,7 @@
 //! Loading a model and its tokenizer from what the user named.
 
+use std::path::Path;
+
 use anyhow::{Result, bail};
 use camelid_kernels::Precision;
 use camelid_model::Model;
@@ -190,11 +192,16 @@ fn cap_threads(requested: usize, cores: Option<usize>, forced: bool) -> (usize, 
 
 pub fn load(a: &LoadArgs) -> Result<Loaded> {
     let path = crate::fetch::resolve_model(a.model.as_deref())?;
-    let ckpt = Checkpoint::open(&path)?;
+    load_from(&path, a)
+}
+
+/// [`load`] of a model already resolved to `path` (`a.model` is not looked at).
+pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
+    let ckpt = Checkpoint::open(path)?;
     // One parse of the file serves both the weights and the vocabulary.
     let tokenizer = match ckpt.gguf() {
         Some(g) => tokenizer_from_gguf(g)?,
-        None => load_tokenizer(&path)?,
+        None => load_tokenizer(path)?,
     };
     let sampling = sampling_hints(&ckpt)?;
     let mut model = open_model(ckpt, a.device)?;

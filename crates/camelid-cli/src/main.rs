@@ -1,7 +1,6 @@
 //! `camelid`: run, inspect and evaluate Llama-family models from the command line.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +15,7 @@ mod eval;
 mod fetch;
 mod inspect;
 mod load;
+mod local;
 mod quantize;
 mod run;
 mod serve;
@@ -54,7 +54,8 @@ enum Command {
     Perplexity(eval::PerplexityArgs),
     /// Multiple-choice accuracy (HellaSwag-style JSONL) by length-normalized log-likelihood.
     Score(eval::ScoreArgs),
-    /// Every published Llama shape: parameters, memory, compute, training tokens.
+    /// Every published Llama shape: parameters, memory, compute, training tokens; with
+    /// --local, the models and vocabularies stored on this machine.
     Models(compare::ModelsArgs),
     /// Presets or model files side by side, tokenizer efficiency on texts, an SVG chart.
     Compare(compare::CompareArgs),
@@ -66,9 +67,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct LogitsArgs {
-    /// A GGUF file or a Hugging Face model folder (config.json + safetensors).
-    #[arg(short, long)]
-    model: PathBuf,
+    #[arg(short, long, help = load::MODEL_HELP)]
+    model: Option<String>,
     /// Token ids, comma-separated.
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     tokens: Vec<u32>,
@@ -101,6 +101,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Perplexity(a) => eval::run_perplexity(a),
         Command::Score(a) => eval::run_score(a),
+        Command::Models(a) if a.local => local::run(a.json),
         Command::Models(a) => compare::run_models(a),
         Command::Compare(a) => compare::run_compare(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
@@ -142,7 +143,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn logits(a: &LogitsArgs) -> Result<()> {
-    let ckpt = camelid_model::weights::Checkpoint::open(&a.model)?;
+    let path = fetch::resolve_model(a.model.as_deref())?;
+    let ckpt = camelid_model::weights::Checkpoint::open(&path)?;
     let mut model = load::open_model(ckpt, a.device)?;
     crate::load::set_threads(&mut model, a.threads)?;
     model.set_precision(a.precision.get().into());

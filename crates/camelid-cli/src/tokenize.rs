@@ -9,9 +9,8 @@ use camelid_tokenizer::Tokenizer;
 
 #[derive(clap::Args)]
 pub struct TokenizeArgs {
-    /// A GGUF file (model or vocabulary only), a model folder, a tokenizer.json or a tokenizer.model.
-    #[arg(short, long)]
-    pub model: PathBuf,
+    #[arg(short, long, help = TOKENIZER_HELP)]
+    pub model: Option<String>,
     /// Do not put BOS in front (by default it is added when the vocabulary asks for it).
     #[arg(long)]
     pub no_bos: bool,
@@ -30,16 +29,22 @@ pub struct TokenizeArgs {
 
 #[derive(clap::Args)]
 pub struct DetokenizeArgs {
-    /// A GGUF file (model or vocabulary only), a model folder, a tokenizer.json or a tokenizer.model.
-    #[arg(short, long)]
-    pub model: PathBuf,
+    #[arg(short, long, help = TOKENIZER_HELP)]
+    pub model: Option<String>,
     /// Token ids, separated by commas or spaces (`1,2,3`, `"1 2 3"`, `1 2 3`, `[1, 2, 3]`).
     #[arg(required = true, num_args = 1..)]
     pub ids: Vec<String>,
 }
 
-fn load(path: &std::path::Path) -> Result<Tokenizer> {
-    load_tokenizer(path).with_context(|| format!("cannot load a tokenizer from {}", path.display()))
+/// Any model `-m` takes elsewhere (resolved the same way), or a tokenizer file on its own.
+const TOKENIZER_HELP: &str = "A GGUF file (model or vocabulary only), a model folder, a \
+tokenizer.json or a tokenizer.model, `hf:OWNER/REPO[/FILE]`, or the name `smollm2` (the default \
+model, fetched on first use)";
+
+fn load(model: Option<&str>) -> Result<Tokenizer> {
+    let path = crate::fetch::resolve_model(model)?;
+    load_tokenizer(&path)
+        .with_context(|| format!("cannot load a tokenizer from {}", path.display()))
 }
 
 /// Bytes to text, naming the first byte that is not UTF-8.
@@ -89,7 +94,7 @@ pub fn run_tokenize(args: &TokenizeArgs) -> Result<()> {
             utf8(bytes, "standard input")?
         }
     };
-    let tok = load(&args.model)?;
+    let tok = load(args.model.as_deref())?;
     let add_bos = tok.add_bos_default() && !args.no_bos;
     let ids = tok.encode(&text, add_bos, args.special);
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -128,7 +133,7 @@ fn parse_ids(parts: &[String]) -> Result<Vec<u32>> {
 
 pub fn run_detokenize(args: &DetokenizeArgs) -> Result<()> {
     let ids = parse_ids(&args.ids)?;
-    let tok = load(&args.model)?;
+    let tok = load(args.model.as_deref())?;
     let bytes = tok.decode_bytes(&ids)?;
     let mut out = io::stdout().lock();
     out.write_all(&bytes)?;
@@ -159,11 +164,14 @@ mod tests {
         assert_eq!(e, "f.txt is not valid UTF-8: byte 0xFF at offset 2");
     }
 
-    fn spm_tiny() -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../testdata/tokenizer/spm-tiny.model"
-        ))
+    fn spm_tiny() -> Option<String> {
+        Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../testdata/tokenizer/spm-tiny.model"
+            )
+            .into(),
+        )
     }
 
     #[test]

