@@ -272,8 +272,11 @@ def check_serve(cm: Camelid, work: Path, layers: list[str], n_parallel: int = 32
                     return {"ok": False, "error": proc.stderr.read().decode(errors="replace")}
                 time.sleep(0.2)
 
+        with urllib.request.urlopen(url + "/v1/models", timeout=10) as r:
+            model_id = json.loads(r.read())["data"][0]["id"]
+
         def request(_):
-            body = json.dumps({"model": "m", "prompt": "once upon a time", "max_tokens": 128,
+            body = json.dumps({"model": model_id, "prompt": "once upon a time", "max_tokens": 128,
                                "temperature": 0}).encode()
             req = urllib.request.Request(url + "/v1/completions", body,
                                          {"Content-Type": "application/json"})

