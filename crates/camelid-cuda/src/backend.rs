@@ -325,8 +325,8 @@ impl CudaBackend {
         (chunk_len, span.div_ceil(chunk_len))
     }
 
-    /// One pass; a CUDA failure here (a lost device, a kernel fault) cannot be answered by the
-    /// caller and is a panic with the driver's message.
+    /// One pass; a CUDA failure (a lost device, a kernel fault) is returned with the driver's
+    /// message.
     fn run(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) -> Result<()> {
         let c = &self.config;
         let b = rows.len();
@@ -566,13 +566,16 @@ impl Backend for CudaBackend {
         Ok(Box::new(cache))
     }
 
-    fn forward(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) {
+    fn forward(
+        &self,
+        rows: &[Row],
+        caches: &mut [&mut dyn KvCache],
+        logits: &mut [f32],
+    ) -> std::result::Result<(), ModelError> {
         if rows.is_empty() {
-            return;
+            return Ok(());
         }
-        if let Err(e) = self.run(rows, caches, logits) {
-            panic!("CUDA: {}", e.0);
-        }
+        Ok(self.run(rows, caches, logits)?)
     }
 }
 

@@ -141,8 +141,14 @@ pub trait Backend: Send + Sync {
     /// ([`crate::llama::forward_rows`]): row `t` extends `caches[rows[t].seq]` at `rows[t].pos`
     /// (rows of one sequence in order of position; every cache made by this backend, with room
     /// for the row's position), and the logits of the rows that want them go to `logits`
-    /// (`[R, V]`, in batch order).
-    fn forward(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]);
+    /// (`[R, V]`, in batch order). Fails only when the device does (a lost GPU, a kernel
+    /// fault): the CPU backend never fails.
+    fn forward(
+        &self,
+        rows: &[Row],
+        caches: &mut [&mut dyn KvCache],
+        logits: &mut [f32],
+    ) -> Result<(), ModelError>;
 }
 
 /// The concrete cache of backend `C` behind a `dyn KvCache`.

@@ -121,7 +121,12 @@ impl Backend for CpuBackend {
         }))
     }
 
-    fn forward(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) {
+    fn forward(
+        &self,
+        rows: &[Row],
+        caches: &mut [&mut dyn KvCache],
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
         let mut act = self.act.lock().unwrap_or_else(|e| e.into_inner());
         let c = &self.config;
         let b = rows.len();
@@ -149,6 +154,7 @@ impl Backend for CpuBackend {
             logits,
         };
         forward_rows(c, &mut ops, rows);
+        Ok(())
     }
 }
 

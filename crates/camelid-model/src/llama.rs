@@ -146,6 +146,7 @@ impl Model {
             }
         }
         let mut done = 0;
+        let mut result = Ok(());
         for chunk in tokens.chunks(MAX_BATCH) {
             let last_chunk = done + chunk.len() == tokens.len();
             rows.clear();
@@ -155,8 +156,12 @@ impl Model {
                 token,
                 logits: all || (last_chunk && i + 1 == chunk.len()),
             }));
-            self.backend
+            result = self
+                .backend
                 .forward(&rows, &mut [&mut *state.cache], &mut logits);
+            if result.is_err() {
+                break;
+            }
             state.pos += chunk.len();
             if all {
                 for i in 0..chunk.len() {
@@ -169,7 +174,7 @@ impl Model {
         }
         state.rows = rows;
         state.logits = logits;
-        Ok(())
+        result
     }
 
     /// Runs several sequences in one pass over the weights: `tokens[i]` is appended to
@@ -209,7 +214,8 @@ impl Model {
         rows.clear();
         let total: usize = tokens.iter().map(|t| t.len()).sum();
         let mut row = 0;
-        for (seq, toks) in tokens.iter().enumerate() {
+        let mut result = Ok(());
+        'seqs: for (seq, toks) in tokens.iter().enumerate() {
             let pos0 = starts[seq];
             for (i, &token) in toks.iter().enumerate() {
                 rows.push(Row {
@@ -221,7 +227,10 @@ impl Model {
                 row += 1;
                 // A full batch, or the very last token: run what is gathered.
                 if rows.len() == MAX_BATCH || row == total {
-                    self.backend.forward(&rows, &mut caches, &mut logits);
+                    result = self.backend.forward(&rows, &mut caches, &mut logits);
+                    if result.is_err() {
+                        break 'seqs;
+                    }
                     let wanted = rows.iter().filter(|r| r.logits);
                     for (k, r) in wanted.enumerate() {
                         on_logits(r.seq, &logits[k * v..][..v]);
@@ -231,12 +240,16 @@ impl Model {
             }
         }
         drop(caches);
-        for (s, t) in states.iter_mut().zip(tokens) {
-            s.pos += t.len();
+        // A failed pass (a device error) advances no sequence: what it wrote past their
+        // positions is overwritten by the next tokens.
+        if result.is_ok() {
+            for (s, t) in states.iter_mut().zip(tokens) {
+                s.pos += t.len();
+            }
         }
         states[0].rows = rows;
         states[0].logits = logits;
-        Ok(())
+        result
     }
 
     /// The checks that keep the pass free of errors: a state of this model, ids in the
