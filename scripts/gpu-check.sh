@@ -7,4 +7,15 @@
 #   scripts/gpu-check.sh [--bin target/release/camelid] [--default-model SmolLM2...gguf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# cuBLAS and NVRTC may live outside the loader's path: in the toolkit's folder, or in the
+# nvidia-* wheels PyTorch brings. The driver (libcuda.so.1) is on the path wherever a GPU is.
+extra=$(python3 - <<'PY'
+import glob, os, site
+dirs = ["/usr/local/cuda/lib64"] + sorted(glob.glob("/usr/local/cuda-*/lib64"))
+for sp in site.getsitepackages() + [site.getusersitepackages()]:
+    dirs += sorted(glob.glob(os.path.join(sp, "nvidia", "*", "lib")))
+print(":".join(d for d in dirs if os.path.isdir(d)))
+PY
+)
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$extra"
 exec python3 scripts/gpu_check.py "$@"
