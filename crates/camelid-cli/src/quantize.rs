@@ -1,6 +1,12 @@
 //! `camelid quantize INPUT OUTPUT TYPE`: converts a GGUF (F32/F16/BF16 weights) or a Hugging Face
 //! safetensors folder into a GGUF of another weight type.
 //!
+//! An already quantized GGUF is requantized only with `--allow-requantize`, as `llama-quantize`
+//! asks: each tensor is dequantized to f32 and quantized again, which compounds two rounding
+//! errors and can lose much more than quantizing the 16- or 32-bit original would. A tensor
+//! that already has the type chosen for it is copied as it is (no loss), so only the tensors that
+//! change type need the flag, as in llama.cpp (`llama_model_quantize_impl`).
+//!
 //! TYPE names the same file types as llama.cpp's `llama-quantize` (`llama_ftype` in
 //! `include/llama.h`, whose numbers go into `general.file_type`), and the per-tensor choices follow
 //! its rules (`src/llama-quant.cpp`, `llama_tensor_get_type_impl` and `tensor_type_fallback`), so
@@ -47,7 +53,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
     /// A GGUF file with F32, F16 or BF16 weights, or a Hugging Face model folder
-    /// (config.json, safetensors, tokenizer.json or tokenizer.model).
+    /// (config.json, safetensors, tokenizer.json or tokenizer.model); a GGUF with quantized
+    /// weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K) only with --allow-requantize.
     pub input: PathBuf,
     /// The GGUF file to write (replaced if it exists; never the input).
     pub output: PathBuf,
@@ -58,6 +65,11 @@ pub struct QuantizeArgs {
     /// Put every converted tensor in TYPE's base type: no mixture rules, no Q6_K output.
     #[arg(long)]
     pub pure: bool,
+    /// Accept quantized input tensors: dequantized to f32, then quantized to their new type.
+    /// Warning: this can severely reduce quality compared to quantizing from 16-bit or 32-bit
+    /// weights.
+    #[arg(long)]
+    pub allow_requantize: bool,
     #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
           allow_negative_numbers = true)]
     pub threads: Option<usize>,
@@ -311,16 +323,6 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     check_paths(&a.input, &a.output)?;
     let ckpt = Checkpoint::open(&a.input)?;
     let weights = ckpt.load_weights()?;
-    for t in weights.matrices() {
-        if t.dtype.is_quantized() {
-            bail!(
-                "{}: tensor {} is {}; the input must have F32, F16 or BF16 weights",
-                a.input.display(),
-                t.name,
-                t.dtype
-            );
-        }
-    }
     let rope_freqs = match (&weights.rope_freqs, ckpt.gguf()) {
         (Some(f), _) => Some(f.clone()),
         (None, None) => llama3_rope_divisors(&ckpt.config),
@@ -366,6 +368,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             plan = plan_canonical(&ckpt.config, &weights, rope_freqs.as_deref(), ft, a.pure);
         }
     }
+    check_requantize(&a.input, &plan, a.allow_requantize)?;
     write_gguf(&a.output, writer, plan, &pb, ft, threads, a.verbose)
 }
 
@@ -449,6 +452,43 @@ pub fn run_random(a: &RandomModelArgs) -> Result<()> {
     }
     let plan = plan_canonical(&config, &weights, rope_freqs.as_deref(), ft, false);
     write_gguf(&a.output, writer, plan, &pb, ft, threads, false)
+}
+
+/// Refuses, without `--allow-requantize`, a plan that converts a quantized tensor to another
+/// type; with it, warns once. Copies (same type in and out) lose nothing and pass either way.
+fn check_requantize(input: &Path, plan: &[Planned], allow: bool) -> Result<()> {
+    let requantized: Vec<&Tensor> = plan
+        .iter()
+        .filter_map(|p| match p.source {
+            Source::Matrix(t) if t.dtype.is_quantized() && t.dtype != p.ty => Some(t),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = requantized.first() else {
+        return Ok(());
+    };
+    let mut from: Vec<&str> = requantized.iter().map(|t| t.dtype.name()).collect();
+    from.sort_unstable();
+    from.dedup();
+    if !allow {
+        bail!(
+            "{}: tensor {} is {}, already quantized ({} tensors to convert from {}); requantizing \
+             can severely reduce quality compared to quantizing from F32, F16 or BF16 weights: \
+             pass --allow-requantize to do it anyway",
+            input.display(),
+            first.name,
+            first.dtype,
+            requantized.len(),
+            from.join(", ")
+        );
+    }
+    eprintln!(
+        "warning: requantizing {} tensors from {} through f32; this can severely reduce quality \
+         compared to quantizing from 16-bit or 32-bit weights",
+        requantized.len(),
+        from.join(", ")
+    );
+    Ok(())
 }
 
 fn parse_ftype(name: &str) -> Result<Ftype> {
