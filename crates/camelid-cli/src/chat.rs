@@ -26,6 +26,8 @@ Commands:
   /help                     this list
   /exit, Ctrl-D             leave
 Ctrl-C stops a reply; at the prompt it clears the line.
+When the conversation no longer leaves room for a reply in the context (--ctx), its oldest turns
+are dropped, a line on stderr says how many; the system prompt stays.
 
 When stdin is not a terminal, each line is one message (or one of the commands) and each reply
 is printed followed by a newline:
@@ -307,9 +309,10 @@ impl Chat<'_> {
     }
 
     /// The longest prompt that leaves room for a reply of up to `-n` tokens, or of half the
-    /// context when `-n` asks for more: dropping a few turns at once, as llama.cpp's context
-    /// shift drops half, keeps the next replies from running into the end of the context (and
-    /// each drop from recomputing the whole dialog).
+    /// context when `-n` asks for more. Turns are dropped before a reply would run into the end
+    /// of the context rather than after it was cut there; and since each drop changes the prompt
+    /// after the system prompt (all of which is then recomputed), making room for a whole reply
+    /// at once keeps drops rare.
     fn prompt_budget(&self) -> usize {
         let room = self.params.max_tokens.min(self.n_ctx() / 2);
         self.n_ctx().saturating_sub(room)
