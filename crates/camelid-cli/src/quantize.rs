@@ -22,8 +22,10 @@
 //!   Q5_K instead of Q3_K/Q4_K in a 70B-shaped model), `ffn_down` (Q4_K_M, Q5_K_M: Q6_K where
 //!   [`use_more_bits`]; Q3_K_M: Q5_K in the first sixteenth, else Q4_K; Q3_K_L: Q5_K; Q4_K_S: Q5_K
 //!   in the first eighth; Q2_K: Q3_K) and `attn_output` (Q2_K:
-//!   Q3_K, Q3_K_M: Q4_K, Q3_K_L: Q5_K). llama.cpp counts layers in the order the tensors appear in
-//!   the input file; so do we.
+//!   Q3_K, Q3_K_M: Q4_K, Q3_K_L: Q5_K). llama.cpp counts layers in the order its loader keeps
+//!   the tensors (`weight_name_comparer`, `src/llama-model-loader.h`: by block number, then by
+//!   name), not in the file's: in a file stored in name order (blk.0, blk.1, blk.10, ..., as
+//!   the default model is) the two differ. We take, and write, the tensors in llama.cpp's order.
 //! - A row length that is not a whole number of blocks falls back: Q2_K and Q3_K to Q4_0, Q4_K to
 //!   Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, and to F16 when even that does not divide it.
 //! - `--pure` skips the mixture rules (not the fallback), as `llama-quantize --pure` does.
@@ -673,7 +675,9 @@ fn plan_gguf<'a>(
     let shape = model_shape(c, tied, n_attn_v);
     let mut counters = Counters::default();
     let mut plan = Vec::new();
-    for t in g.tensors() {
+    let mut ordered: Vec<_> = g.tensors().iter().collect();
+    ordered.sort_by(|a, b| llama_order(&a.name, &b.name));
+    for t in ordered {
         let dims = t.dims.clone();
         let source = if let Some(m) = matrices.iter().find(|m| m.name == t.name) {
             let ty = choose_type(ft, pure, &t.name, m.cols, &shape, &mut counters);
@@ -701,6 +705,16 @@ fn plan_gguf<'a>(
         });
     }
     plan
+}
+
+/// llama.cpp's loader order (`weight_name_comparer`): tensors outside the blocks first, then
+/// block by block in numeric order, by name within each.
+fn llama_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let block = |name: &str| -> Option<u64> {
+        let rest = name.strip_prefix("blk.")?;
+        rest.split_once('.')?.0.parse().ok()
+    };
+    block(a).cmp(&block(b)).then_with(|| a.cmp(b))
 }
 
 /// The tensors of a Hugging Face input in llama.cpp's names, layer by layer.
@@ -975,6 +989,31 @@ mod tests {
         let pick = |n| (0..n).filter(|&i| use_more_bits(i, n)).collect::<Vec<_>>();
         assert_eq!(pick(16), [0, 1, 4, 7, 10, 13, 14, 15]);
         assert_eq!(pick(2), [1]);
+    }
+
+    /// The order of llama.cpp's `weight_name_comparer`: blocks by number, not by text.
+    #[test]
+    fn tensors_in_llama_cpp_order() {
+        let mut names = [
+            "blk.10.attn_v.weight",
+            "token_embd.weight",
+            "blk.2.ffn_down.weight",
+            "blk.2.attn_v.weight",
+            "output.weight",
+            "blk.1.attn_v.weight",
+        ];
+        names.sort_by(|a, b| llama_order(a, b));
+        assert_eq!(
+            names,
+            [
+                "output.weight",
+                "token_embd.weight",
+                "blk.1.attn_v.weight",
+                "blk.2.attn_v.weight",
+                "blk.2.ffn_down.weight",
+                "blk.10.attn_v.weight",
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `camelid quantize` against llama.cpp: the same type for every tensor as `llama-quantize`, an
 //! error no worse than its (testdata/quantize/llama_quantize.json, made by
-//! tools/quantize_ref.py), Hugging Face folders converted as llama.cpp's converter does
+//! tools/quantize_ref.py), requantized inputs as `llama-quantize --allow-requantize` does them
+//! (testdata/quantize/llama_requantize.json, tools/requantize_ref.py), Hugging Face folders
+//! converted as llama.cpp's converter does
 //! (testdata/tiny/*/f32.gguf, assets/llama-bpe), and refusals that leave the input alone.
 
 use std::path::{Path, PathBuf};
@@ -629,6 +631,69 @@ fn requantizes_quantized_inputs_with_allow_requantize() {
             assert!(g.tensor_data(o) == src.tensor_data(t), "{}", t.name);
         }
     }
+}
+
+/// Requantizing against llama-quantize --allow-requantize (testdata/quantize/llama_requantize.json,
+/// made by tools/requantize_ref.py) on the tiny Q4_0 and Q8_0 models and on the default model:
+/// every tensor in llama.cpp's type; byte for byte the same where the type's rounding rule is
+/// ggml's (F32 and the 32-element types); where camelid's k-quant search differs, an error
+/// against the dequantized input no larger than llama.cpp's.
+#[test]
+fn requantizes_as_llama_quantize_does() {
+    use sha2::{Digest, Sha256};
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/quantize/llama_requantize.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("requantize-reference");
+    let mut failures = Vec::new();
+    let mut n_checked = 0;
+    for model in fixture["models"].as_array().unwrap() {
+        let name = model["name"].as_str().unwrap();
+        let rel = model["input"].as_str().unwrap();
+        let input = match rel.strip_prefix("assets/") {
+            Some(a) => asset(a),
+            None => repo().join(rel),
+        };
+        let src = Gguf::open(&input).unwrap();
+        for run in model["runs"].as_array().unwrap() {
+            let ftype = run["ftype"].as_str().unwrap();
+            let out = dir.join(format!("{name}-{ftype}.gguf"));
+            quantize(&input, &out, ftype, &["--allow-requantize", "-t", "2"]);
+            let g = Gguf::open(&out).unwrap();
+            let tensors = run["tensors"].as_object().unwrap();
+            assert_eq!(g.tensors().len(), tensors.len(), "{name} {ftype}");
+            for (tname, want) in tensors {
+                let want_ty = want[0].as_str().unwrap();
+                let want_rmse = want[1].as_f64().unwrap();
+                let want_sha = want[2].as_str().unwrap();
+                let t = g.tensor(tname).unwrap();
+                let ty = dtype_of(t);
+                n_checked += 1;
+                let what = format!("{name} {ftype} {tname}");
+                if t.ggml_type.name() != want_ty {
+                    failures.push(format!("{what}: {ty}, llama-quantize {want_ty}"));
+                } else if ty.block_size() <= 32 {
+                    let sha: String = Sha256::digest(g.tensor_data(t))
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    if sha != want_sha {
+                        failures.push(format!("{what}: {ty} bytes differ from llama-quantize's"));
+                    }
+                } else {
+                    let err = rmse(&values(&g, t), &values(&src, src.tensor(tname).unwrap()));
+                    if err > want_rmse * (1.0 + 1e-6) + 1e-12 {
+                        failures.push(format!(
+                            "{what}: {ty} rmse {err:.6e}, llama-quantize {want_rmse:.6e}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(n_checked > 1000, "only {n_checked} tensors checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The default model (SmolLM2-135M-Instruct: Q4_1, its tied embedding Q8_0) was refused
