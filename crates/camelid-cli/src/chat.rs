@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use camelid_engine::chat::{ChatTemplate, Message};
+use camelid_engine::chat::{BUILTIN_NAMES, ChatTemplate, Message};
 use camelid_engine::generate::GenError;
 use camelid_engine::{FinishReason, GenParams, Generation, generate};
 use camelid_model::{Model, State};
@@ -26,6 +26,8 @@ Commands:
   /help                     this list
   /exit, Ctrl-D             leave
 Ctrl-C stops a reply; at the prompt it clears the line.
+When the conversation no longer leaves room for a reply in the context (--ctx), its oldest turns
+are dropped, a line on stderr says how many; the system prompt stays.
 
 When stdin is not a terminal, each line is one message (or one of the commands) and each reply
 is printed followed by a newline:
@@ -44,8 +46,9 @@ pub struct ChatArgs {
     #[arg(short = 'n', long = "n-predict", default_value = "512",
           value_parser = crate::run::parse_n_predict, allow_negative_numbers = true)]
     pub n_predict: usize,
-    /// The chat format: `llama2`, `llama3`, or a file holding a Jinja template (default: the
-    /// model's own template, else the built-in one its vocabulary is recognised by).
+    /// The chat format: a built-in one (`chatml`, `llama2`, `llama3`) or a file holding a Jinja
+    /// template (default: the model's own template, else the built-in one its vocabulary is
+    /// recognised by).
     #[arg(long, value_name = "NAME|FILE")]
     pub chat_template: Option<String>,
     #[command(flatten)]
@@ -57,7 +60,24 @@ pub struct ChatArgs {
 
 pub fn run(a: &ChatArgs) -> Result<()> {
     a.sample.check()?;
+    // A --chat-template that names nothing fails before the model is loaded.
+    let named = a.chat_template.as_deref().map(named_template).transpose()?;
     let loaded = load(&a.load)?;
+    let name = a
+        .load
+        .model
+        .as_deref()
+        .unwrap_or(crate::fetch::SMOLLM2.file_name);
+    let (template, origin) = match named {
+        Some(t) => t,
+        None => model_template(&loaded.tokenizer, name)?,
+    };
+    // A template that cannot encode even the first message is reported now, not after the user
+    // typed one.
+    let system = a.system.as_deref().filter(|s| !s.is_empty());
+    template
+        .validate(&loaded.tokenizer, system)
+        .with_context(|| format!("{origin} cannot be used"))?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
     if let Some(note) = a.sample.hints_note(&loaded.sampling) {
         eprintln!("{note}");
@@ -65,25 +85,6 @@ pub fn run(a: &ChatArgs) -> Result<()> {
     if let Some(note) = a.sample.seed_note(&sampler) {
         eprintln!("{note}");
     }
-    let name = a
-        .load
-        .model
-        .as_deref()
-        .unwrap_or(crate::fetch::SMOLLM2.file_name);
-    let template = match &a.chat_template {
-        Some(spec) if spec == "llama2" || spec == "llama3" => {
-            ChatTemplate::from_name_or_source(spec)
-        }
-        Some(file) => ChatTemplate::Jinja(
-            crate::run::read_text(&PathBuf::from(file)).context("reading --chat-template")?,
-        ),
-        None => ChatTemplate::for_tokenizer(&loaded.tokenizer).with_context(|| {
-            format!(
-                "{name}: the model has no chat template and its vocabulary is not one of a known \
-                 chat format; give one with --chat-template llama2|llama3|FILE"
-            )
-        })?,
-    };
     let params = GenParams {
         max_tokens: a.n_predict,
         stop: a.sample.stop.clone(),
@@ -95,7 +96,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         template,
         state: loaded.model.new_state(loaded.n_ctx)?,
         cached: Vec::new(),
-        system: a.system.clone().filter(|s| !s.is_empty()),
+        system: system.map(str::to_string),
         messages: Vec::new(),
         params,
         verbose: a.verbose,
@@ -106,6 +107,43 @@ pub fn run(a: &ChatArgs) -> Result<()> {
     } else {
         scripted(&mut chat, cancel)
     }
+}
+
+/// The template `--chat-template` names: a built-in, or a file of Jinja; and where it came from,
+/// for messages.
+fn named_template(spec: &str) -> Result<(ChatTemplate, String)> {
+    let names = BUILTIN_NAMES.join(", ");
+    if let Some(t) = ChatTemplate::builtin(spec) {
+        return Ok((t, format!("--chat-template {spec}")));
+    }
+    let path = PathBuf::from(spec);
+    if !path.exists() {
+        bail!(
+            "--chat-template {spec:?}: not a built-in chat format (one of: {names}) nor a \
+             template file"
+        );
+    }
+    let source = crate::run::read_text(&path).context("reading --chat-template")?;
+    Ok((
+        ChatTemplate::Jinja(source),
+        format!("--chat-template {}", path.display()),
+    ))
+}
+
+/// The model's own template, else the built-in format its vocabulary is recognised by.
+fn model_template(tok: &Tokenizer, model: &str) -> Result<(ChatTemplate, String)> {
+    let t = ChatTemplate::for_tokenizer(tok).with_context(|| {
+        format!(
+            "{model}: the model has no chat template and its vocabulary is not one of a known \
+             chat format; give one with --chat-template NAME|FILE (built-in names: {})",
+            BUILTIN_NAMES.join(", ")
+        )
+    })?;
+    let origin = match t {
+        ChatTemplate::Jinja(_) => format!("{model}: the model's chat template"),
+        _ => format!("the built-in {} chat format", t.name()),
+    };
+    Ok((t, origin))
 }
 
 /// One conversation: the dialog so far and the tokens in the model's cache.
@@ -128,20 +166,9 @@ struct Reply {
     generation: Generation,
     /// Prompt tokens whose keys and values came from the cache.
     reused: usize,
-    /// The context filled up and the conversation was reset.
-    reset: bool,
 }
 
 impl Chat<'_> {
-    fn dialog(&self) -> Vec<Message> {
-        let mut d = Vec::with_capacity(self.messages.len() + 1);
-        if let Some(s) = &self.system {
-            d.push(Message::system(s.as_str()));
-        }
-        d.extend(self.messages.iter().cloned());
-        d
-    }
-
     /// Forgets the turns; the cache is kept, since the next prompt shares its start (system
     /// prompt, BOS) with what is cached and only the rest is recomputed.
     fn reset(&mut self) {
@@ -210,15 +237,12 @@ impl Chat<'_> {
             self.state.pos = 0;
             self.cached.clear();
         }
+        // A reply cut by a full context stays in the dialog: the next prompt makes room by
+        // dropping the oldest turns (see `prompt_ids`).
         self.messages.push(Message::assistant(g.text.as_str()));
-        let reset = g.finish == FinishReason::ContextFull;
-        if reset {
-            self.reset();
-        }
         Ok(Reply {
             generation: g,
             reused: keep,
-            reset,
         })
     }
 
@@ -236,28 +260,26 @@ impl Chat<'_> {
                 self.params.max_tokens
             );
         }
-        if r.reset {
+        if r.generation.finish == FinishReason::ContextFull {
             eprintln!(
-                "[the context of {} tokens is full: the conversation starts over (raise --ctx to keep more)]",
+                "[context full: the reply filled the context of {} tokens; the oldest turns make \
+                 room for the next message (raise --ctx to keep more)]",
                 self.n_ctx()
             );
         }
     }
 
-    /// The ids of the dialog with the assistant's turn opened; when it no longer fits, the
-    /// dialog starts over from the last message.
+    /// The ids of the dialog with the assistant's turn opened. When they leave too little room
+    /// for a reply, the oldest turns (user message and reply together) are dropped, never the
+    /// system prompt or the last message, and a line on stderr says so.
     fn prompt_ids(&mut self) -> Result<Vec<u32>> {
-        let encode =
-            |c: &Chat| -> Result<Vec<u32>> { Ok(c.template.encode(c.tok, &c.dialog(), true)?) };
-        let mut ids = encode(self)?;
-        if ids.len() >= self.n_ctx() && self.messages.len() > 1 {
-            eprintln!(
-                "[the conversation no longer fits in the context of {} tokens: starting over from your last message]",
-                self.n_ctx()
-            );
-            self.messages.drain(..self.messages.len() - 1);
-            ids = encode(self)?;
-        }
+        let system = self.system.as_deref().map(Message::system);
+        let (ids, dropped) = self.template.encode_within(
+            self.tok,
+            system.as_ref(),
+            &self.messages,
+            self.prompt_budget(),
+        )?;
         if ids.len() >= self.n_ctx() {
             bail!(
                 "the message makes a prompt of {} tokens, which leaves no room for a reply in the \
@@ -266,7 +288,34 @@ impl Chat<'_> {
                 self.n_ctx()
             );
         }
+        if dropped > 0 {
+            let turns = self.messages[..dropped]
+                .iter()
+                .filter(|m| m.role == "user")
+                .count();
+            self.messages.drain(..dropped);
+            let what = match turns {
+                1 => "the oldest turn".to_string(),
+                n => format!("the {n} oldest turns"),
+            };
+            let kept = if self.system.is_some() {
+                "; the system prompt is kept"
+            } else {
+                ""
+            };
+            eprintln!("[context full: dropped {what}{kept}]");
+        }
         Ok(ids)
+    }
+
+    /// The longest prompt that leaves room for a reply of up to `-n` tokens, or of half the
+    /// context when `-n` asks for more. Turns are dropped before a reply would run into the end
+    /// of the context rather than after it was cut there; and since each drop changes the prompt
+    /// after the system prompt (all of which is then recomputed), making room for a whole reply
+    /// at once keeps drops rare.
+    fn prompt_budget(&self) -> usize {
+        let room = self.params.max_tokens.min(self.n_ctx() / 2);
+        self.n_ctx().saturating_sub(room)
     }
 
     /// Runs a `/command`; false when it asks to leave.

@@ -1,6 +1,12 @@
 //! `camelid quantize INPUT OUTPUT TYPE`: converts a GGUF (F32/F16/BF16 weights) or a Hugging Face
 //! safetensors folder into a GGUF of another weight type.
 //!
+//! An already quantized GGUF is requantized only with `--allow-requantize`, as `llama-quantize`
+//! asks: each tensor is dequantized to f32 and quantized again, which compounds two rounding
+//! errors and can lose much more than quantizing the 16- or 32-bit original would. A tensor
+//! that already has the type chosen for it is copied as it is (no loss), so only the tensors that
+//! change type need the flag, as in llama.cpp (`llama_model_quantize_impl`).
+//!
 //! TYPE names the same file types as llama.cpp's `llama-quantize` (`llama_ftype` in
 //! `include/llama.h`, whose numbers go into `general.file_type`), and the per-tensor choices follow
 //! its rules (`src/llama-quant.cpp`, `llama_tensor_get_type_impl` and `tensor_type_fallback`), so
@@ -16,8 +22,10 @@
 //!   Q5_K instead of Q3_K/Q4_K in a 70B-shaped model), `ffn_down` (Q4_K_M, Q5_K_M: Q6_K where
 //!   [`use_more_bits`]; Q3_K_M: Q5_K in the first sixteenth, else Q4_K; Q3_K_L: Q5_K; Q4_K_S: Q5_K
 //!   in the first eighth; Q2_K: Q3_K) and `attn_output` (Q2_K:
-//!   Q3_K, Q3_K_M: Q4_K, Q3_K_L: Q5_K). llama.cpp counts layers in the order the tensors appear in
-//!   the input file; so do we.
+//!   Q3_K, Q3_K_M: Q4_K, Q3_K_L: Q5_K). llama.cpp counts layers in the order its loader keeps
+//!   the tensors (`weight_name_comparer`, `src/llama-model-loader.h`: by block number, then by
+//!   name), not in the file's: in a file stored in name order (blk.0, blk.1, blk.10, ..., as
+//!   the default model is) the two differ. We take, and write, the tensors in llama.cpp's order.
 //! - A row length that is not a whole number of blocks falls back: Q2_K and Q3_K to Q4_0, Q4_K to
 //!   Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, and to F16 when even that does not divide it.
 //! - `--pure` skips the mixture rules (not the fallback), as `llama-quantize --pure` does.
@@ -47,7 +55,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
     /// A GGUF file with F32, F16 or BF16 weights, or a Hugging Face model folder
-    /// (config.json, safetensors, tokenizer.json or tokenizer.model).
+    /// (config.json, safetensors, tokenizer.json or tokenizer.model); a GGUF with quantized
+    /// weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K) only with --allow-requantize.
     pub input: PathBuf,
     /// The GGUF file to write (replaced if it exists; never the input).
     pub output: PathBuf,
@@ -58,6 +67,11 @@ pub struct QuantizeArgs {
     /// Put every converted tensor in TYPE's base type: no mixture rules, no Q6_K output.
     #[arg(long)]
     pub pure: bool,
+    /// Accept quantized input tensors: dequantized to f32, then quantized to their new type.
+    /// Warning: this can severely reduce quality compared to quantizing from 16-bit or 32-bit
+    /// weights.
+    #[arg(long)]
+    pub allow_requantize: bool,
     #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
           allow_negative_numbers = true)]
     pub threads: Option<usize>,
@@ -311,16 +325,6 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     check_paths(&a.input, &a.output)?;
     let ckpt = Checkpoint::open(&a.input)?;
     let weights = ckpt.load_weights()?;
-    for t in weights.matrices() {
-        if t.dtype.is_quantized() {
-            bail!(
-                "{}: tensor {} is {}; the input must have F32, F16 or BF16 weights",
-                a.input.display(),
-                t.name,
-                t.dtype
-            );
-        }
-    }
     let rope_freqs = match (&weights.rope_freqs, ckpt.gguf()) {
         (Some(f), _) => Some(f.clone()),
         (None, None) => llama3_rope_divisors(&ckpt.config),
@@ -366,6 +370,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             plan = plan_canonical(&ckpt.config, &weights, rope_freqs.as_deref(), ft, a.pure);
         }
     }
+    check_requantize(&a.input, &plan, a.allow_requantize)?;
     write_gguf(&a.output, writer, plan, &pb, ft, threads, a.verbose)
 }
 
@@ -449,6 +454,43 @@ pub fn run_random(a: &RandomModelArgs) -> Result<()> {
     }
     let plan = plan_canonical(&config, &weights, rope_freqs.as_deref(), ft, false);
     write_gguf(&a.output, writer, plan, &pb, ft, threads, false)
+}
+
+/// Refuses, without `--allow-requantize`, a plan that converts a quantized tensor to another
+/// type; with it, warns once. Copies (same type in and out) lose nothing and pass either way.
+fn check_requantize(input: &Path, plan: &[Planned], allow: bool) -> Result<()> {
+    let requantized: Vec<&Tensor> = plan
+        .iter()
+        .filter_map(|p| match p.source {
+            Source::Matrix(t) if t.dtype.is_quantized() && t.dtype != p.ty => Some(t),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = requantized.first() else {
+        return Ok(());
+    };
+    let mut from: Vec<&str> = requantized.iter().map(|t| t.dtype.name()).collect();
+    from.sort_unstable();
+    from.dedup();
+    if !allow {
+        bail!(
+            "{}: tensor {} is {}, already quantized ({} tensors to convert from {}); requantizing \
+             can severely reduce quality compared to quantizing from F32, F16 or BF16 weights: \
+             pass --allow-requantize to do it anyway",
+            input.display(),
+            first.name,
+            first.dtype,
+            requantized.len(),
+            from.join(", ")
+        );
+    }
+    eprintln!(
+        "warning: requantizing {} tensors from {} through f32; this can severely reduce quality \
+         compared to quantizing from 16-bit or 32-bit weights",
+        requantized.len(),
+        from.join(", ")
+    );
+    Ok(())
 }
 
 fn parse_ftype(name: &str) -> Result<Ftype> {
@@ -633,7 +675,9 @@ fn plan_gguf<'a>(
     let shape = model_shape(c, tied, n_attn_v);
     let mut counters = Counters::default();
     let mut plan = Vec::new();
-    for t in g.tensors() {
+    let mut ordered: Vec<_> = g.tensors().iter().collect();
+    ordered.sort_by(|a, b| llama_order(&a.name, &b.name));
+    for t in ordered {
         let dims = t.dims.clone();
         let source = if let Some(m) = matrices.iter().find(|m| m.name == t.name) {
             let ty = choose_type(ft, pure, &t.name, m.cols, &shape, &mut counters);
@@ -661,6 +705,16 @@ fn plan_gguf<'a>(
         });
     }
     plan
+}
+
+/// llama.cpp's loader order (`weight_name_comparer`): tensors outside the blocks first, then
+/// block by block in numeric order, by name within each.
+fn llama_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let block = |name: &str| -> Option<u64> {
+        let rest = name.strip_prefix("blk.")?;
+        rest.split_once('.')?.0.parse().ok()
+    };
+    block(a).cmp(&block(b)).then_with(|| a.cmp(b))
 }
 
 /// The tensors of a Hugging Face input in llama.cpp's names, layer by layer.
@@ -935,6 +989,31 @@ mod tests {
         let pick = |n| (0..n).filter(|&i| use_more_bits(i, n)).collect::<Vec<_>>();
         assert_eq!(pick(16), [0, 1, 4, 7, 10, 13, 14, 15]);
         assert_eq!(pick(2), [1]);
+    }
+
+    /// The order of llama.cpp's `weight_name_comparer`: blocks by number, not by text.
+    #[test]
+    fn tensors_in_llama_cpp_order() {
+        let mut names = [
+            "blk.10.attn_v.weight",
+            "token_embd.weight",
+            "blk.2.ffn_down.weight",
+            "blk.2.attn_v.weight",
+            "output.weight",
+            "blk.1.attn_v.weight",
+        ];
+        names.sort_by(|a, b| llama_order(a, b));
+        assert_eq!(
+            names,
+            [
+                "output.weight",
+                "token_embd.weight",
+                "blk.1.attn_v.weight",
+                "blk.2.attn_v.weight",
+                "blk.2.ffn_down.weight",
+                "blk.10.attn_v.weight",
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! `camelid chat` scripted through stdin on SmolLM2-135M-Instruct.
+//! `camelid chat` scripted through stdin on SmolLM2-135M-Instruct (and, for the start-up
+//! checks, a tiny model of testdata/tiny).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn model() -> PathBuf {
@@ -78,15 +79,179 @@ fn commands_and_a_message_that_cannot_fit() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// A full context dropped the whole conversation, system prompt included (issue 19). Now the
+/// story that fills the 64 tokens stays until the next message needs the room; then its turn,
+/// the oldest, goes, the system prompt stays, and one line says so.
 #[test]
-fn a_full_context_restarts_the_conversation() {
+fn a_full_context_drops_the_oldest_turns_and_keeps_the_system_prompt() {
     let out = chat(
-        &["--temp", "0", "-c", "64", "-n", "200"],
+        &[
+            "--temp",
+            "0",
+            "-c",
+            "64",
+            "-n",
+            "200",
+            "--system",
+            "You are a helpful assistant.",
+        ],
         "Tell me a long story about a dragon.\nWhat is the capital of France? Answer in one sentence.\n",
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stderr.contains("the conversation starts over"), "{stderr}");
+    assert!(
+        stderr.contains("[context full: the reply filled the context of 64 tokens"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("[context full: dropped the oldest turn; the system prompt is kept]")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("starts over"), "{stderr}");
     assert!(stdout.contains("Paris"), "{stdout}");
+}
+
+/// `camelid chat` on `model` with `args`, `stdin` piped.
+fn chat_on(model: &Path, args: &[&str], stdin: &str) -> (Output, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camelid"))
+        .arg("chat")
+        .arg("-m")
+        .arg(model)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/camelid-tests/chat"
+    ))
+    .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `--chat-template chatml` failed (issue 19): ChatML is built in, as llama.cpp names it, and
+/// SmolLM2 (a ChatML model) answers through it. A name that is no built-in and no file gets the
+/// list of names before the model is loaded; a template that cannot be used (Jinja that does
+/// not parse, a model's own broken template, a built-in whose tokens the vocabulary lacks) is
+/// refused at start-up: here with nothing on stdin, so no message was ever sent.
+#[test]
+fn chat_templates_are_named_and_checked_at_start_up() {
+    let (out, err) = chat_on(
+        &model(),
+        &["--temp", "0", "-n", "48", "--chat-template", "chatml"],
+        "What is the capital of France? Answer in one sentence.\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{err}");
+    assert!(stdout.contains("Paris"), "{stdout}");
+
+    let tiny = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/tiny/llama3-gqa/q4_0.gguf"
+    ));
+    let dir = scratch("templates");
+    let bad = dir.join("bad.jinja");
+    std::fs::write(&bad, "{% for m in messages %}{{ m.content }").unwrap();
+    let good = dir.join("good.jinja");
+    std::fs::write(
+        &good,
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:",
+    )
+    .unwrap();
+    let broken_model = dir.join("broken-template.gguf");
+    {
+        use camelid_formats::gguf::{Gguf, GgufWriter, Value};
+        let g = Gguf::open(&tiny).unwrap();
+        let mut w = GgufWriter::new(g.alignment());
+        for (k, v) in g.metadata() {
+            if k != "general.alignment" {
+                w.add_metadata(k, v.clone());
+            }
+        }
+        w.add_metadata(
+            "tokenizer.chat_template",
+            Value::String("{% if %}".to_string()),
+        );
+        for t in g.tensors() {
+            w.add_tensor(&t.name, &t.dims, t.ggml_type, g.tensor_data(t).to_vec())
+                .unwrap();
+        }
+        w.write_file(&broken_model).unwrap();
+    }
+    let no_such = dir.join("no-such.jinja");
+    let cases: [(&Path, &[&str], &str); 5] = [
+        (
+            &tiny,
+            &["--chat-template", "chatlm"],
+            "--chat-template \"chatlm\": not a built-in chat format (one of: chatml, llama2, \
+             llama3) nor a template file",
+        ),
+        (
+            &tiny,
+            &["--chat-template", no_such.to_str().unwrap()],
+            "(one of: chatml, llama2, llama3)",
+        ),
+        (
+            &tiny,
+            &["--chat-template", bad.to_str().unwrap()],
+            "the chat template does not parse",
+        ),
+        (
+            &tiny,
+            &["--chat-template", "chatml"],
+            "the vocabulary has no <|im_start|> token",
+        ),
+        (
+            &broken_model,
+            &[],
+            "the model's chat template cannot be used",
+        ),
+    ];
+    for (m, args, want) in cases {
+        let (out, err) = chat_on(m, args, "");
+        assert!(!out.status.success(), "{args:?}: succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // The model's vocabulary fits no built-in: the error lists the names.
+    let (out, err) = chat_on(&tiny, &[], "");
+    assert!(!out.status.success());
+    assert!(
+        err.contains("built-in names: chatml, llama2, llama3"),
+        "{err}"
+    );
+    // A good template file works on the same model.
+    let (out, err) = chat_on(
+        &tiny,
+        &[
+            "--temp",
+            "0",
+            "-n",
+            "4",
+            "--chat-template",
+            good.to_str().unwrap(),
+        ],
+        "hi\n",
+    );
+    assert!(out.status.success(), "{err}");
 }

@@ -1,6 +1,8 @@
 //! `camelid quantize` against llama.cpp: the same type for every tensor as `llama-quantize`, an
 //! error no worse than its (testdata/quantize/llama_quantize.json, made by
-//! tools/quantize_ref.py), Hugging Face folders converted as llama.cpp's converter does
+//! tools/quantize_ref.py), requantized inputs as `llama-quantize --allow-requantize` does them
+//! (testdata/quantize/llama_requantize.json, tools/requantize_ref.py), Hugging Face folders
+//! converted as llama.cpp's converter does
 //! (testdata/tiny/*/f32.gguf, assets/llama-bpe), and refusals that leave the input alone.
 
 use std::path::{Path, PathBuf};
@@ -395,7 +397,7 @@ fn contents(path: &Path) -> Vec<u8> {
 }
 
 /// Refusals: OUTPUT naming the input (also through another spelling or a hard link), a file in
-/// the input folder, an already quantized input, an unknown type. Each exits non-zero with a
+/// the input folder, an already quantized input without --allow-requantize, an unknown type. Each exits non-zero with a
 /// message and leaves the input as it was.
 #[test]
 fn refuses_to_overwrite_the_input_or_requantize() {
@@ -418,7 +420,14 @@ fn refuses_to_overwrite_the_input_or_requantize() {
             "Q8_0",
             "overwrite the input",
         ),
-        (&quantized, &dir.join("x.gguf"), "Q8_0", "is Q4_0"),
+        (
+            &quantized,
+            &dir.join("x.gguf"),
+            "Q8_0",
+            "is Q4_0, already quantized (16 tensors to convert from Q4_0); requantizing can \
+             severely reduce quality compared to quantizing from F32, F16 or BF16 weights: pass \
+             --allow-requantize",
+        ),
         (&input, &dir.join("y.gguf"), "Q4_2", "unknown TYPE"),
     ];
     for (inp, out, ty, msg) in cases {
@@ -445,6 +454,289 @@ fn refuses_to_overwrite_the_input_or_requantize() {
         .collect();
     names.sort();
     assert_eq!(names, ["in.gguf", "link.gguf"]);
+}
+
+/// Exact logits (`--precision exact`, so that only the weights differ) of `tokens`, row-major.
+fn exact_logits(model: &Path, tokens: &str) -> Vec<f32> {
+    let o = command(&[
+        "logits".as_ref(),
+        "-m".as_ref(),
+        model.as_os_str(),
+        "--tokens".as_ref(),
+        tokens.as_ref(),
+        "--all".as_ref(),
+        "--precision".as_ref(),
+        "exact".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["logits"].as_array().unwrap();
+    let mut out = Vec::new();
+    for r in rows {
+        out.extend(
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32),
+        );
+    }
+    out
+}
+
+/// Mean KL divergence KL(p || q) per position of the softmaxes of two logit matrices.
+fn mean_kl(p: &[f32], q: &[f32], n_vocab: usize) -> f64 {
+    let log_softmax = |r: &[f32]| -> Vec<f64> {
+        let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = m + r.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+        r.iter().map(|&x| x as f64 - lse).collect()
+    };
+    let rows = p.len() / n_vocab;
+    let mut total = 0.0;
+    for (a, b) in p.chunks_exact(n_vocab).zip(q.chunks_exact(n_vocab)) {
+        let (la, lb) = (log_softmax(a), log_softmax(b));
+        total += la
+            .iter()
+            .zip(&lb)
+            .map(|(x, y)| x.exp() * (x - y))
+            .sum::<f64>();
+    }
+    total / rows as f64
+}
+
+fn manifest_tokens(model: &str, n: usize) -> String {
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/tiny/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let entry = m["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == model)
+        .unwrap();
+    let ids: Vec<String> = entry["tokens"].as_array().unwrap()[..n]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    ids.join(",")
+}
+
+/// Requantizing (issue 19): a quantized input is refused without --allow-requantize and nothing
+/// is written; with it, a warning, and every tensor gets the type llama-quantize picks for that
+/// file type (the types of llama_quantize.json, which depend on names and shapes, not on the
+/// input's type). What can be checked exactly is: Q4_0 -> F32 dequantizes without loss (the
+/// logits are the input's); Q4_0 -> Q5_0 loses nothing either (the signed largest element of a
+/// Q4_0 block is -8d, so Q5_0 picks the step d/2 and every Q4_0 level d(q-8) is the Q5_0 level
+/// 2q); Q4_0 -> Q4_0 --pure copies every byte and needs no flag. The lossy types give logits
+/// close to the input's: Q8_0 within a small KL divergence.
+#[test]
+fn requantizes_quantized_inputs_with_allow_requantize() {
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/quantize/llama_quantize.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("requantize");
+    for name in ["llama3-gqa", "llama32-tied"] {
+        let input = repo().join(format!("testdata/tiny/{name}/q4_0.gguf"));
+        let src = Gguf::open(&input).unwrap();
+        let n_vocab = u64_key(&src, "llama.vocab_size").unwrap() as usize;
+        let tokens = manifest_tokens(name, 16);
+        let base = exact_logits(&input, &tokens);
+        let run = |ftype: &str, extra: &[&str]| -> (PathBuf, String) {
+            let out = dir.join(format!("{name}-{ftype}{}.gguf", extra.join("")));
+            let mut args: Vec<&std::ffi::OsStr> =
+                vec![input.as_os_str(), out.as_os_str(), ftype.as_ref()];
+            args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+            let o = camelid(&args);
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            assert!(o.status.success(), "{name} {ftype} {extra:?}: {err}");
+            (out, err)
+        };
+
+        let refused = dir.join(format!("{name}-refused.gguf"));
+        let o = camelid(&[input.as_os_str(), refused.as_os_str(), "Q8_0".as_ref()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("--allow-requantize"),
+            "{err}"
+        );
+        assert!(!refused.exists());
+
+        for ftype in ["Q8_0", "Q4_1", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K"] {
+            let (out, err) = run(ftype, &["--allow-requantize"]);
+            assert!(
+                err.contains("warning: requantizing") && err.contains("severely reduce quality"),
+                "{name} {ftype}: {err}"
+            );
+            let g = Gguf::open(&out).unwrap();
+            assert_eq!(u64_key(&g, "general.file_type"), Some(ftype_id(ftype)));
+            let want = fixture["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap()["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["ftype"] == ftype && r["pure"] == false)
+                .unwrap()["tensors"]
+                .as_object()
+                .unwrap();
+            assert_eq!(g.tensors().len(), want.len());
+            for (tname, w) in want {
+                let t = g.tensor(tname).unwrap();
+                assert_eq!(
+                    t.ggml_type.name(),
+                    w[0].as_str().unwrap(),
+                    "{name} {ftype} {tname}"
+                );
+            }
+            let logits = exact_logits(&out, &tokens);
+            assert!(logits.iter().all(|x| x.is_finite()));
+            let kl = mean_kl(&base, &logits, n_vocab);
+            if ftype == "Q8_0" {
+                assert!(kl < 0.02, "{name} {ftype}: KL {kl}");
+            }
+        }
+
+        // Lossless: dequantized to F32, and requantized to Q5_0.
+        for ftype in ["F32", "Q5_0"] {
+            let (out, _) = run(ftype, &["--allow-requantize", "--pure"]);
+            let g = Gguf::open(&out).unwrap();
+            for t in src.tensors() {
+                let o = g.tensor(&t.name).unwrap();
+                assert_eq!(
+                    values(&g, o),
+                    values(&src, t),
+                    "{name} {ftype}: {} changed",
+                    t.name
+                );
+            }
+            let logits = exact_logits(&out, &tokens);
+            let worst = base
+                .iter()
+                .zip(&logits)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{name} {ftype}: logits moved by {worst}");
+        }
+
+        // Nothing to convert: no flag needed, no warning, the same tensor bytes.
+        let (out, err) = run("Q4_0", &["--pure"]);
+        assert!(!err.contains("warning"), "{err}");
+        let g = Gguf::open(&out).unwrap();
+        for t in src.tensors() {
+            let o = g.tensor(&t.name).unwrap();
+            assert!(g.tensor_data(o) == src.tensor_data(t), "{}", t.name);
+        }
+    }
+}
+
+/// Requantizing against llama-quantize --allow-requantize (testdata/quantize/llama_requantize.json,
+/// made by tools/requantize_ref.py) on the tiny Q4_0 and Q8_0 models and on the default model:
+/// every tensor in llama.cpp's type; byte for byte the same where the type's rounding rule is
+/// ggml's (F32 and the 32-element types); where camelid's k-quant search differs, an error
+/// against the dequantized input no larger than llama.cpp's.
+#[test]
+fn requantizes_as_llama_quantize_does() {
+    use sha2::{Digest, Sha256};
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/quantize/llama_requantize.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("requantize-reference");
+    let mut failures = Vec::new();
+    let mut n_checked = 0;
+    for model in fixture["models"].as_array().unwrap() {
+        let name = model["name"].as_str().unwrap();
+        let rel = model["input"].as_str().unwrap();
+        let input = match rel.strip_prefix("assets/") {
+            Some(a) => asset(a),
+            None => repo().join(rel),
+        };
+        let src = Gguf::open(&input).unwrap();
+        for run in model["runs"].as_array().unwrap() {
+            let ftype = run["ftype"].as_str().unwrap();
+            let out = dir.join(format!("{name}-{ftype}.gguf"));
+            quantize(&input, &out, ftype, &["--allow-requantize", "-t", "2"]);
+            let g = Gguf::open(&out).unwrap();
+            let tensors = run["tensors"].as_object().unwrap();
+            assert_eq!(g.tensors().len(), tensors.len(), "{name} {ftype}");
+            for (tname, want) in tensors {
+                let want_ty = want[0].as_str().unwrap();
+                let want_rmse = want[1].as_f64().unwrap();
+                let want_sha = want[2].as_str().unwrap();
+                let t = g.tensor(tname).unwrap();
+                let ty = dtype_of(t);
+                n_checked += 1;
+                let what = format!("{name} {ftype} {tname}");
+                if t.ggml_type.name() != want_ty {
+                    failures.push(format!("{what}: {ty}, llama-quantize {want_ty}"));
+                } else if ty.block_size() <= 32 {
+                    let sha: String = Sha256::digest(g.tensor_data(t))
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    if sha != want_sha {
+                        failures.push(format!("{what}: {ty} bytes differ from llama-quantize's"));
+                    }
+                } else {
+                    let err = rmse(&values(&g, t), &values(&src, src.tensor(tname).unwrap()));
+                    if err > want_rmse * (1.0 + 1e-6) + 1e-12 {
+                        failures.push(format!(
+                            "{what}: {ty} rmse {err:.6e}, llama-quantize {want_rmse:.6e}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(n_checked > 1000, "only {n_checked} tensors checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The default model (SmolLM2-135M-Instruct: Q4_1, its tied embedding Q8_0) was refused
+/// (issue 19). With --allow-requantize it goes to Q8_0: the Q8_0 embedding is copied byte for
+/// byte, the Q4_1 matrices are requantized, and the model's greedy next token and its
+/// distribution stay those of the input.
+#[test]
+fn the_default_model_requantizes_with_the_flag() {
+    let input = asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let dir = scratch("requantize-smollm2");
+    let out = dir.join("q8_0.gguf");
+    let o = camelid(&[input.as_os_str(), out.as_os_str(), "Q8_0".as_ref()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is Q4_1") && err.contains("--allow-requantize"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    quantize(&input, &out, "Q8_0", &["--allow-requantize"]);
+    let (src, g) = (Gguf::open(&input).unwrap(), Gguf::open(&out).unwrap());
+    let emb = "token_embd.weight";
+    assert!(g.tensor_data(g.tensor(emb).unwrap()) == src.tensor_data(src.tensor(emb).unwrap()));
+    for t in g.tensors().iter().filter(|t| t.dims.len() == 2) {
+        assert_eq!(t.ggml_type.name(), "Q8_0", "{}", t.name);
+    }
+    // The ids of testdata/chat/smollm2.json's "single_user" turn without the default system
+    // prompt: "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n".
+    let tokens = "1,4093,198,1780,314,260,3575,282,4649,47,2,198,1,520,9531,198";
+    let (a, b) = (exact_logits(&input, tokens), exact_logits(&out, tokens));
+    let n_vocab = 49152;
+    let argmax = |r: &[f32]| {
+        r.iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |m, (i, &x)| if x > m.1 { (i, x) } else { m },
+            )
+            .0
+    };
+    let last = a.len() - n_vocab;
+    assert_eq!(argmax(&a[last..]), argmax(&b[last..]));
+    let kl = mean_kl(&a, &b, n_vocab);
+    assert!(kl < 0.02, "KL {kl}");
 }
 
 /// A camelid-quantized file runs in camelid: the k-quant mix of the 256-row model gives finite

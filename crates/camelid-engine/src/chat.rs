@@ -1,6 +1,6 @@
 //! Chat templates: a dialog of messages turned into the token ids a chat model was trained on.
 //!
-//! Three ways, in order of preference ([`ChatTemplate::for_tokenizer`]):
+//! Four ways, in order of preference ([`ChatTemplate::for_tokenizer`]):
 //! - **The file's template** (`tokenizer.chat_template` in GGUF, `chat_template` in
 //!   `tokenizer_config.json`): Jinja, rendered as Hugging Face transformers renders it
 //!   (`utils/chat_template_utils.py`: `trim_blocks`, `lstrip_blocks`, loop controls,
@@ -8,8 +8,14 @@
 //!   `bos_token`, `eos_token`...), then tokenized with special tokens parsed.
 //! - **Llama 3** built in, for a vocabulary with `<|start_header_id|>`: Meta's llama3
 //!   `ChatFormat.encode_dialog_prompt` (llama3 `llama/tokenizer.py`).
+//! - **ChatML** built in, for a vocabulary with `<|im_start|>` and `<|im_end|>`: each message
+//!   `<|im_start|>{role}\n{content}<|im_end|>\n`, then `<|im_start|>assistant\n` when a reply is
+//!   wanted, contents as given (what llama.cpp's built-in `chatml` writes, and SmolLM2's template
+//!   without its default system prompt).
 //! - **Llama 2** built in, for the 32,000-token SentencePiece Llama vocabulary: Meta's llama
 //!   `generation.py` `chat_completion`.
+//!
+//! The built-ins are named as llama.cpp names them ([`BUILTIN_NAMES`]).
 //!
 //! The built-ins work on token ids, never on text: BOS, EOS and the header tokens are pushed as
 //! ids and the message text is tokenized without special-token parsing, so a message that
@@ -60,7 +66,13 @@ pub enum ChatTemplate {
     Llama2,
     /// Meta's Llama 3 layout: `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>`.
     Llama3,
+    /// ChatML: `<|im_start|>role\ncontent<|im_end|>\n`.
+    ChatMl,
 }
+
+/// The names of the built-in formats, as `--chat-template` takes them (llama.cpp's names,
+/// `LLM_CHAT_TEMPLATES` in `src/llama-chat.cpp`).
+pub const BUILTIN_NAMES: [&str; 3] = ["chatml", "llama2", "llama3"];
 
 /// Why a dialog could not be encoded.
 #[derive(Debug)]
@@ -126,6 +138,9 @@ impl ChatTemplate {
         if has("<|start_header_id|>") && has("<|end_header_id|>") && has("<|eot_id|>") {
             return Some(ChatTemplate::Llama3);
         }
+        if has("<|im_start|>") && has("<|im_end|>") {
+            return Some(ChatTemplate::ChatMl);
+        }
         // Llama 2 (and LLaMA 1) share one SentencePiece vocabulary of 32,000 pieces.
         if tok.kind() == ModelKind::SentencePiece
             && tok.n_vocab() == 32_000
@@ -137,22 +152,72 @@ impl ChatTemplate {
         None
     }
 
-    /// Parses a `--chat-template` style name: `llama2`, `llama3`, or else Jinja source.
-    pub fn from_name_or_source(s: &str) -> ChatTemplate {
-        match s.trim() {
-            "llama2" => ChatTemplate::Llama2,
-            "llama3" => ChatTemplate::Llama3,
-            _ => ChatTemplate::Jinja(s.to_string()),
+    /// The built-in format of one of [`BUILTIN_NAMES`].
+    pub fn builtin(name: &str) -> Option<ChatTemplate> {
+        match name.trim() {
+            "chatml" => Some(ChatTemplate::ChatMl),
+            "llama2" => Some(ChatTemplate::Llama2),
+            "llama3" => Some(ChatTemplate::Llama3),
+            _ => None,
         }
     }
 
-    /// A short name for messages: `jinja`, `llama2`, `llama3`.
+    /// Parses a `--chat-template` style name: one of [`BUILTIN_NAMES`], or else Jinja source.
+    pub fn from_name_or_source(s: &str) -> ChatTemplate {
+        ChatTemplate::builtin(s).unwrap_or_else(|| ChatTemplate::Jinja(s.to_string()))
+    }
+
+    /// A short name for messages: `jinja`, or the built-in's name.
     pub fn name(&self) -> &'static str {
         match self {
             ChatTemplate::Jinja(_) => "jinja",
             ChatTemplate::Llama2 => "llama2",
             ChatTemplate::Llama3 => "llama3",
+            ChatTemplate::ChatMl => "chatml",
         }
+    }
+
+    /// Checks that the template can encode a dialog for this vocabulary (the Jinja source
+    /// compiles and renders, the vocabulary has the tokens a built-in needs), so that a broken
+    /// template is reported when a program starts rather than at its first message. The probe is
+    /// the smallest dialog a chat sends: the system prompt, if any, and one user message.
+    pub fn validate(&self, tok: &Tokenizer, system: Option<&str>) -> Result<(), ChatError> {
+        let mut probe: Vec<Message> = system.map(Message::system).into_iter().collect();
+        probe.push(Message::user("Hello"));
+        self.encode(tok, &probe, true).map(|_| ())
+    }
+
+    /// Encodes `system` (if any) and `turns` with the assistant's turn opened, leaving out the
+    /// oldest turns (a user message and the replies up to the next user message, so that a
+    /// format's user/assistant alternation holds) until the ids are at most `budget` long. The
+    /// system prompt and the turn of the last user message are always kept, so the result can
+    /// still be longer than `budget`: the caller decides what a prompt that does not fit means.
+    /// Returns the ids and how many leading messages of `turns` were left out.
+    pub fn encode_within(
+        &self,
+        tok: &Tokenizer,
+        system: Option<&Message>,
+        turns: &[Message],
+        budget: usize,
+    ) -> Result<(Vec<u32>, usize), ChatError> {
+        let encode = |from: usize| {
+            let dialog: Vec<Message> = system.into_iter().chain(&turns[from..]).cloned().collect();
+            self.encode(tok, &dialog, true)
+        };
+        // Where each turn starts; the last one is never dropped.
+        let starts: Vec<usize> = (0..turns.len())
+            .filter(|&i| turns[i].role == "user")
+            .collect();
+        let mut from = 0;
+        let mut ids = encode(from)?;
+        for &next in starts.iter().filter(|&&i| i > 0) {
+            if ids.len() <= budget {
+                break;
+            }
+            from = next;
+            ids = encode(from)?;
+        }
+        Ok((ids, from))
     }
 
     /// Encodes a dialog. With `add_generation_prompt` the ids end where the assistant's reply
@@ -180,6 +245,7 @@ impl ChatTemplate {
             }
             ChatTemplate::Llama2 => encode_llama2(tok, messages, add_generation_prompt),
             ChatTemplate::Llama3 => encode_llama3(tok, messages, add_generation_prompt),
+            ChatTemplate::ChatMl => encode_chatml(tok, messages, add_generation_prompt),
         }
     }
 }
@@ -305,6 +371,42 @@ fn encode_llama3(
     }
     if add_generation_prompt {
         header(&mut ids, "assistant");
+    }
+    Ok(ids)
+}
+
+/// ChatML (llama.cpp's built-in `chatml`, `llm_chat_apply_template`): per message
+/// `<|im_start|>` role "\n" content `<|im_end|>` "\n", contents neither stripped nor changed, then
+/// `<|im_start|>` "assistant\n" when a reply is wanted. The text between two control tokens is
+/// tokenized as one piece, as a tokenizer that parses the control tokens out of the rendered text
+/// splits it; BOS only where the vocabulary asks for it (ChatML vocabularies usually do not).
+/// Message text is never parsed for control tokens, as in the other built-ins.
+fn encode_chatml(
+    tok: &Tokenizer,
+    messages: &[Message],
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, ChatError> {
+    let start = tok
+        .token_id("<|im_start|>")
+        .ok_or(ChatError::MissingToken("<|im_start|>"))?;
+    let end = tok
+        .token_id("<|im_end|>")
+        .ok_or(ChatError::MissingToken("<|im_end|>"))?;
+    let newline = tok.encode("\n", false, false);
+    let mut ids = Vec::new();
+    // Never two BOS: some ChatML vocabularies name `<|im_start|>` their BOS.
+    if let Some(bos) = tok.bos().filter(|&b| tok.add_bos_default() && b != start) {
+        ids.push(bos);
+    }
+    for m in messages {
+        ids.push(start);
+        ids.extend(tok.encode(&format!("{}\n{}", m.role, m.content), false, false));
+        ids.push(end);
+        ids.extend_from_slice(&newline);
+    }
+    if add_generation_prompt {
+        ids.push(start);
+        ids.extend(tok.encode("assistant\n", false, false));
     }
     Ok(ids)
 }

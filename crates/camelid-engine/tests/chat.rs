@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use camelid_engine::chat::{ChatError, ChatTemplate, Message, render_jinja};
+use camelid_engine::chat::{BUILTIN_NAMES, ChatError, ChatTemplate, Message, render_jinja};
 use camelid_model::tokenizer_load::load_tokenizer;
 use camelid_tokenizer::Tokenizer;
 use serde_json::Value;
@@ -234,6 +234,7 @@ fn no_template_path_yields_two_bos() {
             smol,
             ChatTemplate::for_tokenizer(smol).unwrap(),
         ),
+        ("smollm2 chatml", smol, ChatTemplate::ChatMl),
     ];
     for (name, tok, t) in &paths {
         let bos = tok.bos().unwrap();
@@ -245,7 +246,7 @@ fn no_template_path_yields_two_bos() {
             );
             let want_first = match *name {
                 // SmolLM2 asks for no BOS; its "bos" (<|im_start|>) opens each turn.
-                "smollm2 file" => continue,
+                "smollm2 file" | "smollm2 chatml" => continue,
                 _ => bos,
             };
             assert_eq!(ids[0], want_first, "{name}: BOS first");
@@ -330,4 +331,138 @@ fn errors_are_reported_not_panics() {
         Err(ChatError::Render(_))
     ));
     assert!(matches!(jinja("{{ 1 / 0 }}"), Err(ChatError::Render(_))));
+}
+
+/// The SmolLM2 template (testdata/chat/smollm2.json, rendered by transformers and tokenized by
+/// llama.cpp) is ChatML with a default system prompt put first when the dialog has none; so the
+/// built-in ChatML of that dialog with that system prompt must give the reference's ids.
+#[test]
+fn chatml_builtin_matches_the_smollm2_reference() {
+    const DEFAULT_SYSTEM: &str =
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+    let tok = smollm2();
+    let f = fixture("smollm2.json");
+    assert!(f["template"].as_str().unwrap().contains(DEFAULT_SYSTEM));
+    assert_eq!(ChatTemplate::builtin_for(tok), Some(ChatTemplate::ChatMl));
+    for c in cases(&f) {
+        let mut dialog = c.messages.clone();
+        if dialog[0].role != "system" {
+            dialog.insert(0, Message::system(DEFAULT_SYSTEM));
+        }
+        let got = ChatTemplate::ChatMl
+            .encode(tok, &dialog, c.add_generation_prompt)
+            .unwrap();
+        assert_ids(&c.name, &got, &c.ids("template_ids"));
+    }
+    // Control text in a message stays text.
+    let end = tok.token_id("<|im_end|>").unwrap();
+    let ids = ChatTemplate::ChatMl
+        .encode(tok, &[Message::user("a<|im_end|>b")], true)
+        .unwrap();
+    assert_eq!(ids.iter().filter(|&&i| i == end).count(), 1, "{ids:?}");
+}
+
+/// `--chat-template` names: llama.cpp's, each parsed back to the format of that name; anything
+/// else is Jinja source.
+#[test]
+fn builtin_names_round_trip() {
+    assert_eq!(BUILTIN_NAMES, ["chatml", "llama2", "llama3"]);
+    for name in BUILTIN_NAMES {
+        let t = ChatTemplate::builtin(name).unwrap();
+        assert_eq!(t.name(), name);
+        assert_eq!(ChatTemplate::from_name_or_source(name), t);
+    }
+    assert_eq!(ChatTemplate::builtin("vicuna"), None);
+    assert_eq!(
+        ChatTemplate::from_name_or_source("{{ messages }}"),
+        ChatTemplate::Jinja("{{ messages }}".into())
+    );
+}
+
+/// What `validate` catches before the first message: Jinja that does not parse or fails to
+/// render, a template that refuses the system prompt, a built-in whose tokens the vocabulary
+/// lacks.
+#[test]
+fn validate_catches_unusable_templates_up_front() {
+    let spm = llama2();
+    let smol = smollm2();
+    let jinja = |src: &str| ChatTemplate::Jinja(src.to_string());
+    assert!(matches!(
+        jinja("{% for m in messages %}{{ m.content }").validate(spm, None),
+        Err(ChatError::Syntax(_))
+    ));
+    assert!(matches!(
+        jinja("{{ messages[0].content.no_such_method() }}").validate(spm, None),
+        Err(ChatError::Render(_))
+    ));
+    let no_system = "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}\
+                     {% endif %}{% for m in messages %}{{ m.content }}{% endfor %}";
+    assert!(jinja(no_system).validate(spm, None).is_ok());
+    assert!(matches!(
+        jinja(no_system).validate(spm, Some("Be brief.")),
+        Err(ChatError::Raised(m)) if m == "no system role"
+    ));
+    assert!(matches!(
+        ChatTemplate::Llama3.validate(smol, None),
+        Err(ChatError::MissingToken("<|begin_of_text|>"))
+    ));
+    assert!(matches!(
+        ChatTemplate::ChatMl.validate(spm, None),
+        Err(ChatError::MissingToken("<|im_start|>"))
+    ));
+    for (t, tok) in [
+        (ChatTemplate::ChatMl, smol),
+        (ChatTemplate::Llama2, spm),
+        (ChatTemplate::Llama3, llama3()),
+        (ChatTemplate::for_tokenizer(smol).unwrap(), smol),
+    ] {
+        assert!(t.validate(tok, Some("Be brief.")).is_ok(), "{}", t.name());
+    }
+}
+
+/// A conversation that outgrows its budget loses its oldest turns, whole (user and reply
+/// together, so Llama 2's alternation holds), never the system prompt nor the last user turn;
+/// the ids are those of the shortened dialog.
+#[test]
+fn encode_within_drops_the_oldest_turns_and_keeps_the_system_prompt() {
+    let system = Message::system("You are terse.");
+    let turns = vec![
+        Message::user("First question, about llamas."),
+        Message::assistant("Llamas are camelids."),
+        Message::user("Second question, about alpacas."),
+        Message::assistant("Alpacas are smaller."),
+        Message::user("Third question, about vicunas."),
+        Message::assistant("Vicunas are wild."),
+        Message::user("And guanacos?"),
+    ];
+    let cases: [(&str, &Tokenizer, ChatTemplate); 4] = [
+        ("chatml", smollm2(), ChatTemplate::ChatMl),
+        (
+            "smollm2 file",
+            smollm2(),
+            ChatTemplate::for_tokenizer(smollm2()).unwrap(),
+        ),
+        ("llama2", llama2(), ChatTemplate::Llama2),
+        ("llama3", llama3(), ChatTemplate::Llama3),
+    ];
+    for (name, tok, t) in cases {
+        let with = |from: usize| {
+            let d: Vec<Message> = std::iter::once(system.clone())
+                .chain(turns[from..].iter().cloned())
+                .collect();
+            t.encode(tok, &d, true).unwrap()
+        };
+        let full = with(0);
+        let fit = |budget| t.encode_within(tok, Some(&system), &turns, budget).unwrap();
+        assert_eq!(fit(full.len()), (full.clone(), 0), "{name}");
+        assert_eq!(fit(full.len() - 1), (with(2), 2), "{name}");
+        assert_eq!(fit(with(2).len()), (with(2), 2), "{name}");
+        assert_eq!(fit(with(4).len()), (with(4), 4), "{name}");
+        // Nothing left to drop: the last turn comes back longer than the budget.
+        assert_eq!(fit(0), (with(6), 6), "{name}");
+        // Without a system prompt the same turns go.
+        let (ids, from) = t.encode_within(tok, None, &turns, 0).unwrap();
+        assert_eq!(from, 6, "{name}");
+        assert_eq!(ids, t.encode(tok, &turns[6..], true).unwrap(), "{name}");
+    }
 }
