@@ -109,6 +109,7 @@ struct PanelsPtr(*mut PanelBuf);
 // SAFETY: participant `i` touches only buffer `i`, and `matmul_with` holds the `Inner` lock
 // (and so the buffers) until every participant is done.
 unsafe impl Send for PanelsPtr {}
+// SAFETY: as for Send: shared references hand out disjoint buffers, one per participant.
 unsafe impl Sync for PanelsPtr {}
 
 impl PanelsPtr {
@@ -311,6 +312,7 @@ pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: workers write disjoint sets of elements (distinct rows `r` of `out[t, r]`), and
 // `matmul_with` returns only after every worker is done with the borrow of `out`.
 unsafe impl Send for OutPtr {}
+// SAFETY: as for Send: the workers sharing it write disjoint elements.
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {

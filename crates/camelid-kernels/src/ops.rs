@@ -171,8 +171,8 @@ pub(crate) fn attention_heads(
     {
         use crate::kernels::x86::ops as x86;
         match crate::isa::Isa::active() {
-            // SAFETY: the active path is one this CPU supports.
             crate::isa::Isa::Avx512 => {
+                // SAFETY: the active path is one this CPU supports.
                 return unsafe {
                     x86::attention_avx512(out, q, k, v, n_past, shape, heads, scores)
                 };
