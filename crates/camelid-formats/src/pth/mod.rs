@@ -24,8 +24,6 @@ use serde::Deserialize;
 use crate::Error;
 use crate::backing::Backing;
 
-
-
 /// The storage element types camelid reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PthDtype {
@@ -194,14 +192,20 @@ fn read_tensors(b: &[u8], path: &Path) -> Result<Vec<PthTensor>, Error> {
         return Err(pth_err(
             path,
             pkl.data.start as u64,
-            format!("data.pkl is {} bytes, over the limit of {MAX_PICKLE_LEN}", pkl.data.len()),
+            format!(
+                "data.pkl is {} bytes, over the limit of {MAX_PICKLE_LEN}",
+                pkl.data.len()
+            ),
         ));
     }
     let refs = pickle::read_state_dict(&b[pkl.data.clone()]).map_err(|e| {
         pth_err(
             path,
             (pkl.data.start + e.offset) as u64,
-            format!("{}data.pkl at pickle offset {}: {}", prefix, e.offset, e.msg),
+            format!(
+                "{}data.pkl at pickle offset {}: {}",
+                prefix, e.offset, e.msg
+            ),
         )
     })?;
     refs.into_iter()

@@ -507,8 +507,13 @@ impl Machine<'_> {
         let Some(t) = self.tuple(&pid) else {
             return bad();
         };
-        let [Value::Str(tag), Value::Global(class), Value::Str(key), Value::Str(_), Value::Int(n)] =
-            t
+        let [
+            Value::Str(tag),
+            Value::Global(class),
+            Value::Str(key),
+            Value::Str(_),
+            Value::Int(n),
+        ] = t
         else {
             return bad();
         };
@@ -528,7 +533,9 @@ impl Machine<'_> {
     fn reduce(&mut self, f: Value, args: Value) -> Result<Value, PickleError> {
         let Value::Global(g) = f else {
             let kind = f.kind(&self.arena);
-            return self.err(format!("REDUCE calls a {kind}; only the allowed globals may be called"));
+            return self.err(format!(
+                "REDUCE calls a {kind}; only the allowed globals may be called"
+            ));
         };
         let Some(a) = self.tuple(&args) else {
             return self.err("REDUCE arguments are not a tuple");
@@ -578,7 +585,8 @@ impl Machine<'_> {
     /// `BUILD`: torch gives a state dict its `_metadata` this way (an attribute camelid has no
     /// use for). State is accepted and dropped on a dict, and on a tensor only when empty.
     fn build(&mut self, state: Value) -> Result<(), PickleError> {
-        let state_is_dict = matches!(&state, Value::Obj(i) if matches!(self.arena[*i], Obj::Dict(_)));
+        let state_is_dict =
+            matches!(&state, Value::Obj(i) if matches!(self.arena[*i], Obj::Dict(_)));
         let state_is_empty = match &state {
             Value::None => true,
             Value::Obj(i) => match &self.arena[*i] {
@@ -589,11 +597,15 @@ impl Machine<'_> {
             _ => false,
         };
         match self.stack.last() {
-            Some(Value::Obj(i)) if matches!(self.arena[*i], Obj::Dict(_)) && state_is_dict => Ok(()),
+            Some(Value::Obj(i)) if matches!(self.arena[*i], Obj::Dict(_)) && state_is_dict => {
+                Ok(())
+            }
             Some(Value::Tensor(_)) if state_is_empty => Ok(()),
             Some(v) => {
                 let (kind, sk) = (v.kind(&self.arena), state.kind(&self.arena));
-                self.err(format!("BUILD of a {kind} with a {sk} state is not allowed"))
+                self.err(format!(
+                    "BUILD of a {kind} with a {sk} state is not allowed"
+                ))
             }
             None => self.err("BUILD on an empty stack"),
         }
@@ -617,7 +629,9 @@ impl Machine<'_> {
             };
             let Value::Tensor(t) = v else {
                 let kind = v.kind(&self.arena);
-                return self.err(format!("state dict entry {name:?} is of type {kind}, not a tensor"));
+                return self.err(format!(
+                    "state dict entry {name:?} is of type {kind}, not a tensor"
+                ));
             };
             if !seen.insert(name.clone()) {
                 return self.err(format!("state dict entry {name:?} is set twice"));

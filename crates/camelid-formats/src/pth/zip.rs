@@ -100,10 +100,16 @@ pub(crate) fn read(b: &[u8]) -> Result<Archive, ZipError> {
     let zip64 = n_entries == U16_MAX || cd_size == U32_MAX || cd_offset == U32_MAX;
     if zip64 {
         let Some(loc) = eocd.checked_sub(ZIP64_LOCATOR_LEN) else {
-            return fail(eocd, "the end record defers to zip64 but there is no zip64 locator");
+            return fail(
+                eocd,
+                "the end record defers to zip64 but there is no zip64 locator",
+            );
         };
         if u32_at(b, loc) != ZIP64_LOCATOR_SIG {
-            return fail(loc, "the end record defers to zip64 but there is no zip64 locator");
+            return fail(
+                loc,
+                "the end record defers to zip64 but there is no zip64 locator",
+            );
         }
         let rec_at = u64_at(b, loc + 8);
         let rec = slice(b, rec_at, ZIP64_EOCD_LEN as u64, "zip64 end record")?;
@@ -132,7 +138,10 @@ pub(crate) fn read(b: &[u8]) -> Result<Archive, ZipError> {
     for _ in 0..n_entries {
         let (entry, next) = central_entry(b, cd, cd_start, at)?;
         if index.insert(entry.name.clone(), entries.len()).is_some() {
-            return fail(cd_start + at, format!("entry {:?} is listed twice", entry.name));
+            return fail(
+                cd_start + at,
+                format!("entry {:?} is listed twice", entry.name),
+            );
         }
         // Data must lie before the directory, where local entries live.
         if entry.data.end > cd_start {
@@ -184,8 +193,16 @@ fn central_entry(
     at: usize,
 ) -> Result<(Entry, usize), ZipError> {
     let here = cd_start + at;
-    let h = slice(cd, at as u64, CENTRAL_LEN as u64, "central directory header")
-        .map_err(|e| ZipError { offset: here as u64, ..e })?;
+    let h = slice(
+        cd,
+        at as u64,
+        CENTRAL_LEN as u64,
+        "central directory header",
+    )
+    .map_err(|e| ZipError {
+        offset: here as u64,
+        ..e
+    })?;
     if u32_at(h, 0) != CENTRAL_SIG {
         return fail(here, "bad central directory header signature");
     }
@@ -203,11 +220,17 @@ fn central_entry(
         name_len + extra_len + comment_len,
         "central directory name and extra fields",
     )
-    .map_err(|e| ZipError { offset: here as u64, ..e })?;
+    .map_err(|e| ZipError {
+        offset: here as u64,
+        ..e
+    })?;
     let name = String::from_utf8_lossy(&var[..name_len as usize]).into_owned();
     let extra = &var[name_len as usize..(name_len + extra_len) as usize];
     if flags & 1 != 0 {
-        return fail(here, format!("entry {name:?} is encrypted; camelid reads only plain stored entries"));
+        return fail(
+            here,
+            format!("entry {name:?} is encrypted; camelid reads only plain stored entries"),
+        );
     }
     if method != 0 {
         let what = match method {
@@ -249,16 +272,26 @@ fn central_entry(
     if comp != size {
         return fail(
             here,
-            format!("entry {name:?} is stored but its sizes differ ({comp} stored, {size} uncompressed)"),
+            format!(
+                "entry {name:?} is stored but its sizes differ ({comp} stored, {size} uncompressed)"
+            ),
         );
     }
     let lh = slice(b, local, LOCAL_LEN as u64, "local file header")?;
     if u32_at(lh, 0) != LOCAL_SIG {
-        return fail(local as usize, format!("entry {name:?}: bad local header signature"));
+        return fail(
+            local as usize,
+            format!("entry {name:?}: bad local header signature"),
+        );
     }
     let local_var = u16_at(lh, 26) + u16_at(lh, 28);
     let data_at = local + LOCAL_LEN as u64 + local_var;
-    let local_name = slice(b, local + LOCAL_LEN as u64, u16_at(lh, 26), "local header name")?;
+    let local_name = slice(
+        b,
+        local + LOCAL_LEN as u64,
+        u16_at(lh, 26),
+        "local header name",
+    )?;
     if local_name != name.as_bytes() {
         return fail(
             local as usize,
