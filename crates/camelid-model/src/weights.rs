@@ -324,6 +324,12 @@ impl Checkpoint {
     }
 
     fn open_meta(dir: &Path) -> Result<Checkpoint, ModelError> {
+        if !dir.join(camelid_formats::pth::PARAMS_FILE).is_file() {
+            return Err(ModelError::NotAModel {
+                path: dir.into(),
+                msg: "a .pth file is read as part of a Meta release folder (params.json + consolidated.NN.pth), and this folder has no params.json".into(),
+            });
+        }
         let ck = Arc::new(MetaCheckpoint::open(dir)?);
         let config = crate::meta::config(&ck)?;
         Ok(Checkpoint {
