@@ -15,6 +15,7 @@ Usage: python3 tools/make_malformed.py   (plain Python 3, no packages needed)
 
 import json
 import struct
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,9 +163,117 @@ SAFETENSORS_CASES = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# PyTorch .pth (torch.save's zip archive with a pickle). Opcodes: Python's Lib/pickletools.py;
+# layout: torch/serialization.py `_save` (`<archive>/data.pkl`, `<archive>/data/<key>`,
+# `<archive>/byteorder`). Each case is a file that must be refused without running anything.
+
+
+def pk_str(text):
+    b = text.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def pk_int(n):
+    return b"J" + struct.pack("<i", n)
+
+
+def pk_tuple(*items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def pk_tensor(key, numel, offset, size, stride, storage="FloatStorage"):
+    """`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`."""
+    pid = pk_tuple(pk_str("storage"), f"ctorch\n{storage}\n".encode(), pk_str(key), pk_str("cpu"),
+                   pk_int(numel))
+    args = pk_tuple(pid + b"Q", pk_int(offset), pk_tuple(*map(pk_int, size)),
+                    pk_tuple(*map(pk_int, stride)), b"\x89",
+                    b"ccollections\nOrderedDict\n)R")
+    return b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"R"
+
+
+def pk_state_dict(items):
+    body = b"".join(pk_str(k) + v for k, v in items)
+    return b"\x80\x02ccollections\nOrderedDict\n)R(" + body + b"u}b."
+
+
+def pth(pickle_bytes, storages=None, method=zipfile.ZIP_STORED, byteorder=b"little"):
+    import io
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method) as z:
+        def add(name, data):
+            info = zipfile.ZipInfo(f"archive/{name}", date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            z.writestr(info, data)
+        add("data.pkl", pickle_bytes)
+        add("byteorder", byteorder)
+        for k, v in (storages or {}).items():
+            add(f"data/{k}", v)
+    return buf.getvalue()
+
+
+F32x6 = struct.pack("<6f", *range(6))
+GOOD_TENSOR = pk_tensor("0", 6, 0, [2, 3], [3, 1])
+
+
+def pth_cases():
+    good = pth(pk_state_dict([("w", GOOD_TENSOR)]), {"0": F32x6})
+    encrypted = bytearray(good)
+    at = encrypted.index(b"PK\x01\x02")  # first central header: set the encryption flag
+    encrypted[at + 8] |= 1
+    many = bytearray(good)
+    eocd = many.rindex(b"PK\x05\x06")
+    many[eocd + 8:eocd + 12] = struct.pack("<HH", 0xFFFE, 0xFFFE)
+    return {
+        "os_system.pth": (pth(b"\x80\x02cos\nsystem\n" + pk_tuple(pk_str("echo pwned")) + b"R."),
+                          "refused global `os.system`"),
+        "posix_system_stack_global.pth": (
+            pth(b"\x80\x02" + pk_str("posix") + pk_str("system") + b"\x93" + pk_tuple(pk_str("id")) + b"R."),
+            "refused global `posix.system`"),
+        "builtins_eval.pth": (pth(b"\x80\x02cbuiltins\neval\n" + pk_tuple(pk_str("1")) + b"R."),
+                              "refused global `builtins.eval`"),
+        "rebuild_parameter.pth": (pth(b"\x80\x02ctorch._utils\n_rebuild_parameter\n)R."),
+                                  "refused global `torch._utils._rebuild_parameter`"),
+        "long_storage.pth": (pth(pk_state_dict([("w", pk_tensor("0", 6, 0, [6], [1], "LongStorage"))]),
+                                 {"0": b"\0" * 48}),
+                             "storage class `torch.LongStorage` is not supported"),
+        "inst_opcode.pth": (pth(b"\x80\x02(ios\nsystem\n."), "opcode INST (0x69)"),
+        "newobj_opcode.pth": (pth(b"\x80\x02ccollections\nOrderedDict\n)\x81."), "opcode NEWOBJ (0x81)"),
+        "reduce_on_string.pth": (pth(b"\x80\x02" + pk_str("x") + b")R."), "REDUCE calls a str"),
+        "no_stop.pth": (pth(b"\x80\x02ccollections\nOrderedDict\n)R"), "ends without STOP"),
+        "memo_never_stored.pth": (pth(b"\x80\x02h\x07."), "memo key 7 was never stored"),
+        "not_a_dict.pth": (pth(b"\x80\x02" + pk_int(3) + b"."), "holds a int, not a state dict"),
+        "storage_past_end.pth": (pth(pk_state_dict([("w", pk_tensor("0", 6, 4, [2, 3], [3, 1]))]),
+                                     {"0": F32x6}),
+                                 "lie past the end of storage"),
+        "storage_size_mismatch.pth": (pth(pk_state_dict([("w", pk_tensor("0", 600, 0, [2, 3], [3, 1]))]),
+                                          {"0": F32x6}),
+                                      "declares 600 F32 elements but holds 24 bytes"),
+        "missing_storage.pth": (pth(pk_state_dict([("w", GOOD_TENSOR)])),
+                                "storage \"archive/data/0\" is not in the archive"),
+        "storage_key_traversal.pth": (pth(pk_state_dict([("w", pk_tensor("../../etc/passwd", 6, 0, [6], [1]))])),
+                                      "is not a plain name"),
+        "transposed.pth": (pth(pk_state_dict([("w", pk_tensor("0", 6, 0, [2, 3], [1, 2]))]), {"0": F32x6}),
+                           "is not contiguous"),
+        "big_endian.pth": (pth(pk_state_dict([("w", GOOD_TENSOR)]), {"0": F32x6}, byteorder=b"big"),
+                           "byteorder is \"big\""),
+        "deflate_bomb.pth": (pth(pk_state_dict([("w", GOOD_TENSOR)]), {"0": b"\0" * (1 << 24)},
+                                 method=zipfile.ZIP_DEFLATED),
+                             "is compressed (method 8, deflate)"),
+        "encrypted.pth": (bytes(encrypted), "is encrypted"),
+        "absurd_entry_count.pth": (bytes(many), "65534 entries cannot fit"),
+        "truncated.pth": (good[: len(good) // 2], "no zip end-of-central-directory record"),
+        "not_a_zip.pth": (b"\x80\x02}." + b"\0" * 40, "no zip end-of-central-directory record"),
+        "legacy_format.pth": (b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19" + b"\0" * 32,
+                              "legacy (pre-1.6, non-zip) torch.save format"),
+        "no_data_pkl.pth": (pth(b"").replace(b"archive/data.pkl", b"archive/datx.pkl"),
+                            "expected one <archive>/data.pkl entry"),
+    }
+
+
 def main():
     expected = {}
-    for folder, cases in (("gguf", GGUF_CASES), ("safetensors", SAFETENSORS_CASES)):
+    for folder, cases in (("gguf", GGUF_CASES), ("safetensors", SAFETENSORS_CASES), ("pth", pth_cases())):
         d = OUT / folder
         d.mkdir(parents=True, exist_ok=True)
         for name, (data, message) in cases.items():

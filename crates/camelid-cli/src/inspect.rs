@@ -54,7 +54,32 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         }
         None => {
             writeln!(out, "folder: {}", path.display())?;
-            writeln!(out, "format: Hugging Face (config.json + safetensors)")?;
+            match ckpt.meta() {
+                Some(m) => writeln!(
+                    out,
+                    "format: Meta release (params.json + {} consolidated.NN.pth shard(s))",
+                    m.shards.len()
+                )?,
+                None => writeln!(out, "format: Hugging Face (config.json + safetensors)")?,
+            }
+            if let Some(m) = ckpt.meta() {
+                writeln!(
+                    out,
+                    "\ntensors of rank 0 ({}):",
+                    m.shards[0].tensors().len()
+                )?;
+                writeln!(
+                    out,
+                    "  {:<48} {:<6} {:<16} {:>12}",
+                    "name", "type", "shape", "offset"
+                )?;
+                for t in m.shards[0].tensors() {
+                    let shape = format!("{:?}", t.shape);
+                    let (name, ty) = (&t.name, t.dtype.name());
+                    let at = t.data_range.start;
+                    writeln!(out, "  {name:<48} {ty:<6} {shape:<16} {at:>12}")?;
+                }
+            }
             if let Some(st) = ckpt.safetensors() {
                 writeln!(out, "\ntensors ({}):", st.tensors().len())?;
                 writeln!(

@@ -25,6 +25,13 @@ pub enum Error {
         offset: u64,
         msg: String,
     },
+    /// A PyTorch `.pth` checkpoint (its zip container, its pickle or a tensor in it) is
+    /// malformed, unsupported or refused. `offset` is a byte offset in the file.
+    Pth {
+        path: PathBuf,
+        offset: u64,
+        msg: String,
+    },
     /// A `config.json` is malformed or a field has the wrong type. `field` is empty when the
     /// problem is the JSON syntax itself (the message then gives the line and column).
     Config {
@@ -52,6 +59,13 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "{}: invalid safetensors at byte {offset}: {msg}",
+                    path.display()
+                )
+            }
+            Error::Pth { path, offset, msg } => {
+                write!(
+                    f,
+                    "{}: invalid PyTorch checkpoint at byte {offset}: {msg}",
                     path.display()
                 )
             }

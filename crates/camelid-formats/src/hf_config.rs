@@ -165,7 +165,10 @@ pub fn load_generation_config(dir: &Path) -> Result<Option<GenerationConfig>, Er
 
 /// Parses a JSON config file into `T`. serde_json's message gives the line and column but not
 /// the field, so on a type error the top-level field that fails on its own is named.
-fn parse_json<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, Error> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, Error> {
     let fail = |field: String, msg: String| Error::Config {
         path: path.to_path_buf(),
         field,

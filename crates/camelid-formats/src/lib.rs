@@ -4,6 +4,8 @@
 //!   `docs/gguf.md` (<https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>).
 //! - [`safetensors`]: single and sharded safetensors checkpoints, memory-mapped. Spec: the
 //!   format section of <https://github.com/huggingface/safetensors> (README, "Format").
+//! - [`pth`]: PyTorch `torch.save` checkpoints (a zip archive with a restricted pickle) and
+//!   Meta's original release folders (`params.json` + `consolidated.NN.pth`).
 //! - [`hf_config`]: the Hugging Face `config.json` of `LlamaForCausalLM` and compatible models.
 //!
 //! Files are untrusted input. The parsers are hand-written so that every count, length and
@@ -16,6 +18,7 @@ mod backing;
 pub mod error;
 pub mod gguf;
 pub mod hf_config;
+pub mod pth;
 pub mod safetensors;
 
 pub use error::Error;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod cpu;
 pub mod error;
 pub mod llama;
+mod meta;
 pub mod sampling;
 pub mod tokenizer_load;
 pub mod weights;

@@ -1,6 +1,7 @@
 //! Loading a checkpoint into one canonical set of weights.
 //!
-//! Whatever the source (GGUF or Hugging Face safetensors), the model sees the same [`Weights`]:
+//! Whatever the source (GGUF, Hugging Face safetensors, or Meta's original `consolidated.NN.pth`
+//! folders, see `meta.rs`), the model sees the same [`Weights`]:
 //! row-major matrices `[out, in]` in the dtype they are stored in, borrowed from the memory map,
 //! and Wq/Wk rows in Meta's layout, where RoPE rotates adjacent pairs. Hugging Face checkpoints
 //! store Wq/Wk rows permuted for its rotate-half RoPE (transformers
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use camelid_formats::gguf::{Gguf, Value};
 use camelid_formats::hf_config::HfConfig;
+use camelid_formats::pth::MetaCheckpoint;
 use camelid_formats::safetensors::{SafetensorsModel, StDtype};
 use camelid_kernels::quant::quantize_row;
 use camelid_kernels::{DType, WeightView};
@@ -25,7 +27,10 @@ enum Data {
     Gguf(Arc<Gguf>, std::ops::Range<usize>),
     /// In a safetensors memory map, used in place (tensor index into the model's table).
     Safetensors(Arc<SafetensorsModel>, usize),
-    /// Rearranged at load (only HF Wq/Wk, whose rows are permuted).
+    /// In a `.pth` memory map, used in place: (shard, tensor index in that shard).
+    Pth(Arc<MetaCheckpoint>, usize, usize),
+    /// Rearranged at load (HF Wq/Wk, whose rows are permuted; Meta tensors joined from
+    /// several model-parallel shards).
     Owned(Vec<u8>),
 }
 
@@ -43,6 +48,7 @@ impl Tensor {
         match &self.data {
             Data::Gguf(g, r) => &g.bytes()[r.clone()],
             Data::Safetensors(st, i) => st.data(&st.tensors()[*i]),
+            Data::Pth(m, s, i) => m.shards[*s].data(&m.shards[*s].tensors()[*i]),
             Data::Owned(v) => v,
         }
     }
@@ -240,13 +246,28 @@ enum Source {
     Gguf(Arc<Gguf>),
     /// Hugging Face safetensors: tensors are looked up by their HF names.
     Hf(Arc<SafetensorsModel>),
+    /// Meta's release folder: looked up by Meta's names, shards joined.
+    Meta(Arc<MetaCheckpoint>),
 }
 
 impl Checkpoint {
-    /// Opens a GGUF file, or a Hugging Face folder (config.json + safetensors).
+    /// Opens a GGUF file, a Hugging Face folder (config.json + safetensors), or a Meta release
+    /// folder (params.json + consolidated.NN.pth; also given as one of its `.pth` files).
     pub fn open(path: &Path) -> Result<Checkpoint, ModelError> {
         if path.is_dir() {
+            if !path.join("config.json").is_file() && MetaCheckpoint::is_meta_folder(path) {
+                return Self::open_meta(path);
+            }
             return Self::open_hf(path);
+        }
+        if path.extension().is_some_and(|e| e == "pth") {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            return Self::open_meta(dir);
         }
         let mut magic = [0u8; 4];
         let is_gguf = std::fs::File::open(path)
@@ -302,11 +323,27 @@ impl Checkpoint {
         })
     }
 
+    fn open_meta(dir: &Path) -> Result<Checkpoint, ModelError> {
+        if !dir.join(camelid_formats::pth::PARAMS_FILE).is_file() {
+            return Err(ModelError::NotAModel {
+                path: dir.into(),
+                msg: "a .pth file is read as part of a Meta release folder (params.json + consolidated.NN.pth), and this folder has no params.json".into(),
+            });
+        }
+        let ck = Arc::new(MetaCheckpoint::open(dir)?);
+        let config = crate::meta::config(&ck)?;
+        Ok(Checkpoint {
+            path: dir.into(),
+            config,
+            source: Source::Meta(ck),
+        })
+    }
+
     /// The underlying GGUF, when the checkpoint is one.
     pub fn gguf(&self) -> Option<&Gguf> {
         match &self.source {
             Source::Gguf(g) => Some(g),
-            Source::Hf(_) => None,
+            _ => None,
         }
     }
 
@@ -314,7 +351,15 @@ impl Checkpoint {
     pub fn safetensors(&self) -> Option<&SafetensorsModel> {
         match &self.source {
             Source::Hf(st) => Some(st),
-            Source::Gguf(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The underlying Meta release folder, when the checkpoint is one.
+    pub fn meta(&self) -> Option<&MetaCheckpoint> {
+        match &self.source {
+            Source::Meta(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -374,6 +419,9 @@ impl Checkpoint {
         match self.source {
             Source::Gguf(_) => gguf_name.to_string(),
             Source::Hf(_) => hf_name(gguf_name),
+            Source::Meta(_) => {
+                crate::meta::meta_name(gguf_name).unwrap_or_else(|| gguf_name.to_string())
+            }
         }
     }
 
@@ -417,6 +465,25 @@ impl Checkpoint {
                     t.shape.clone(),
                     Data::Safetensors(st.clone(), i),
                 )))
+            }
+            Source::Meta(m) => {
+                let Some((dtype, shape, found)) = crate::meta::find(m, name, self.config.d_model)?
+                else {
+                    return Ok(None);
+                };
+                let data = match found {
+                    crate::meta::Found::InPlace(shard) => {
+                        let meta = crate::meta::meta_name(name).expect("found by this name");
+                        let i = m.shards[shard]
+                            .tensors()
+                            .iter()
+                            .position(|t| t.name == meta)
+                            .expect("found in this shard");
+                        Data::Pth(m.clone(), shard, i)
+                    }
+                    crate::meta::Found::Joined(bytes) => Data::Owned(bytes),
+                };
+                Ok(Some((dtype, shape, data)))
             }
         }
     }

@@ -129,6 +129,49 @@ fn float_files_match_transformers() {
     }
 }
 
+/// Meta's original checkpoints (testdata/meta, made by tools/make_meta_checkpoints.py): 1 and 2
+/// model-parallel ranks, F32 and BF16, both embedding splits; within 1e-4 · max(1, max |ref|) of
+/// transformers on the same weights converted by transformers' own `write_model`.
+#[test]
+fn meta_checkpoints_match_transformers() {
+    let dir = repo().join("testdata/meta");
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let man: Value = serde_json::from_str(&text).unwrap();
+    let fixtures = man["fixtures"].as_array().unwrap();
+    assert!(fixtures.len() >= 8);
+    for f in fixtures {
+        let name = f["name"].as_str().unwrap();
+        let n_vocab = f["n_vocab"].as_u64().unwrap() as usize;
+        let toks = tokens(f);
+        let ckpt = camelid_model::weights::Checkpoint::open(&dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let weights = ckpt
+            .load_weights()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // One rank is used in place from the map; several are joined at load.
+        let mapped = weights.matrices().all(|t| t.is_mapped());
+        assert_eq!(mapped, f["ranks"] == 1, "{name}: in-place use");
+        let model = Model::new(ckpt.config, weights);
+        let got = run_all(&model, &toks);
+        let bytes = std::fs::read(dir.join(f["ref"].as_str().unwrap())).unwrap();
+        let want: Vec<Vec<f32>> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect::<Vec<_>>()
+            .chunks(n_vocab)
+            .map(<[f32]>::to_vec)
+            .collect();
+        let d = diff(&got, &want);
+        let bound = 1e-4 * max_abs(&want).max(1.0);
+        eprintln!(
+            "{name:>24} max {:.2e} (bound {bound:.2e}) mean {:.2e}",
+            d.max, d.mean
+        );
+        assert!(d.max <= bound, "{name}: max |diff| {} > {bound}", d.max);
+        assert_eq!(d.top1_miss, 0, "{name}: argmax differs");
+    }
+}
+
 /// Quantized files, in both precisions of the kernels.
 ///
 /// Exact (f32 activations, the reference path):

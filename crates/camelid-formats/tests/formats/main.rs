@@ -5,6 +5,7 @@
 mod gguf;
 mod hf_config;
 mod malformed;
+mod pth;
 mod safetensors;
 
 use std::path::PathBuf;
@@ -50,5 +51,6 @@ fn readers_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<camelid_formats::gguf::Gguf>();
     check::<camelid_formats::safetensors::SafetensorsModel>();
+    check::<camelid_formats::pth::MetaCheckpoint>();
     check::<camelid_formats::Error>();
 }

@@ -5,6 +5,7 @@
 use std::panic::AssertUnwindSafe;
 
 use camelid_formats::gguf::Gguf;
+use camelid_formats::pth::PthFile;
 use camelid_formats::safetensors::SafetensorsModel;
 
 use crate::{fixture, testdata};
@@ -114,5 +115,43 @@ fn every_truncation_of_a_valid_safetensors_is_an_error() {
                 .starts_with("cut.safetensors: invalid safetensors at byte "),
             "{err}"
         );
+    }
+}
+
+#[test]
+fn hostile_pth_files_are_refused_with_their_reason() {
+    // Pickles that call os.system, eval or unknown globals, truncated and compressed archives
+    // (a 16 MiB deflate bomb among them), storages that lie: each an error naming what and
+    // where, and nothing run.
+    let n = replay("pth", |bytes, name| {
+        PthFile::from_bytes(bytes, name)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    assert!(n >= 20, "only {n} files");
+}
+
+#[test]
+fn every_truncation_of_a_torch_save_file_is_an_error() {
+    let path = testdata().join("meta/llama3-gqa-mp2-f32/consolidated.01.pth");
+    let bytes = std::fs::read(path).unwrap();
+    PthFile::from_bytes(bytes.clone(), "full.pth").unwrap();
+    // Every cut in the directory and pickle region, and a stride through the data.
+    let step = |len: usize| {
+        if len + 4096 > bytes.len() || len < 4096 {
+            1
+        } else {
+            97
+        }
+    };
+    let mut len = 0;
+    while len < bytes.len() {
+        let err = PthFile::from_bytes(bytes[..len].to_vec(), "cut.pth").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cut.pth: invalid PyTorch checkpoint at byte "),
+            "{err}"
+        );
+        len += step(len);
     }
 }
