@@ -6,6 +6,16 @@
 //! run `-r` times from an empty cache; mean ± sample standard deviation. The JSON output uses
 //! llama-bench's field names (`n_prompt`, `n_gen`, `avg_ts`, `stddev_ts`, `samples_ts`) plus the
 //! kernel path, the precision and the process's peak resident memory.
+//!
+//! Which regime a machine is in: before the tests, a short read benchmark measures the memory
+//! read bandwidth of the same number of threads (`camelid_kernels::bandwidth`), and each test
+//! reports the weight bytes it read per second, `model_size` times the passes over the weights
+//! per second: tokens/s for tg (each decoded token reads every weight once) and tokens/s ÷ P for
+//! pp (one pass per prompt, the least it reads; the prompt kernels re-read weights from cache,
+//! not memory). That figure over the ceiling says how close decode is to memory-bound; well
+//! under it, the kernels' arithmetic is the limit. `model_size` counts every weight matrix, as
+//! llama-bench's does, also an untied embedding table of which decode reads one row per token.
+//! Only the CPU backend gets a ceiling: it measures host memory.
 
 use std::time::Instant;
 
@@ -51,6 +61,16 @@ impl Stat {
         let m = self.mean();
         (self.samples.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
     }
+    /// Weight bytes read per second, for weights of `size` bytes: one read of every weight per
+    /// decoded token (tg) or per prompt pass (pp); see the module docs.
+    fn weight_read_gbs(&self, size: u64) -> f64 {
+        let passes_per_token = if self.n_gen > 0 {
+            1.0
+        } else {
+            1.0 / self.n_prompt.max(1) as f64
+        };
+        size as f64 * self.mean() * passes_per_token / 1e9
+    }
 }
 
 /// The process's peak resident set (`VmHWM` in `/proc/self/status`), in bytes, where Linux
@@ -86,6 +106,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         .map(|i| ((i.wrapping_mul(2654435761) + 12345) % n_vocab) as u32)
         .collect();
     let mut state = model.new_state(n_ctx)?;
+    let device = model.device();
+    let ceiling =
+        (device.device == "cpu").then(|| camelid_kernels::bandwidth::read_ceiling(model.threads()));
     let mut stats = Vec::new();
     if a.n_prompt > 0 {
         let mut s = Stat {
@@ -125,7 +148,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
         stats.push(s);
     }
-    let device = model.device();
     let size = device.weight_bytes;
     let params = model.config.n_params();
     let rss = peak_rss();
@@ -138,6 +160,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let v: Vec<_> = stats
             .iter()
             .map(|s| {
+                let read = s.weight_read_gbs(size);
                 serde_json::json!({
                     "model_filename": path.display().to_string(),
                     "model_size": size,
@@ -155,6 +178,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     "samples_ts": s.samples,
                     "peak_rss_bytes": rss,
                     "kv_cache_bytes": kv_bytes,
+                    "weight_read_gbs": read,
+                    "bandwidth_ceiling_gbs": ceiling.map(|c| c.gbs),
+                    "bandwidth_ceiling_share": ceiling.map(|c| read / c.gbs),
+                    "bandwidth_buffer_bytes": ceiling.map(|c| c.buffer_bytes),
                 })
             })
             .collect();
@@ -177,11 +204,31 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 s.stddev()
             );
         }
+        println!();
         if let Some(r) = rss {
             println!(
-                "\npeak resident memory: {:.1} MiB",
+                "peak resident memory: {:.1} MiB",
                 r as f64 / (1 << 20) as f64
             );
+        }
+        if let Some(c) = ceiling {
+            let mib = |b: usize| b as f64 / (1 << 20) as f64;
+            let llc = c.llc_bytes.map_or(String::new(), |l| {
+                format!(", last-level cache {:.0} MiB", mib(l))
+            });
+            println!(
+                "memory read ceiling: {:.2} GB/s ({} threads reading {:.0} MiB{llc})",
+                c.gbs,
+                c.threads,
+                mib(c.buffer_bytes)
+            );
+        }
+        for s in &stats {
+            let read = s.weight_read_gbs(size);
+            let share = ceiling.map_or(String::new(), |c| {
+                format!(", {:.0}% of the ceiling", 100.0 * read / c.gbs)
+            });
+            println!("{} weight reads: {read:.2} GB/s{share}", s.test);
         }
     }
     Ok(())

@@ -55,6 +55,25 @@ fn json_has_llama_bench_fields() {
             assert!((t["avg_ts"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean);
             // The peak resident set includes at least the mapped weights that were read.
             assert!(t["peak_rss_bytes"].as_u64().unwrap() > t["model_size"].as_u64().unwrap());
+            // Weight reads: model_size per token (tg) or per prompt pass (pp), and their share
+            // of the measured read ceiling.
+            let size = t["model_size"].as_f64().unwrap();
+            let passes = if ng > 0 { mean } else { mean / np as f64 };
+            let read = t["weight_read_gbs"].as_f64().unwrap();
+            assert!((read - size * passes / 1e9).abs() <= 1e-9 * read, "{t}");
+            let ceiling = t["bandwidth_ceiling_gbs"].as_f64().unwrap();
+            assert!(ceiling.is_finite() && ceiling > 0.0, "{t}");
+            let share = t["bandwidth_ceiling_share"].as_f64().unwrap();
+            assert!((share - read / ceiling).abs() <= 1e-9 * share, "{t}");
+            assert!(
+                t["bandwidth_buffer_bytes"].as_u64().unwrap() >= 64 << 20,
+                "{t}"
+            );
+            // One measurement for the whole run.
+            assert_eq!(
+                t["bandwidth_ceiling_gbs"],
+                tests[0]["bandwidth_ceiling_gbs"]
+            );
         }
     }
 }
@@ -65,6 +84,11 @@ fn table_and_refusals() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("| pp8 |") && !text.contains("tg"), "{text}");
+    assert!(text.contains("memory read ceiling: "), "{text}");
+    assert!(
+        text.contains("pp8 weight reads: ") && text.contains("% of the ceiling"),
+        "{text}"
+    );
     for (args, msg) in [
         (&["-r", "0"][..], "-r must be at least 1"),
         (&["-p", "0", "-n", "0"][..], "nothing to measure"),

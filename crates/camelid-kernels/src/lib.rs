@@ -12,6 +12,7 @@
 
 pub(crate) mod act;
 mod attn;
+pub mod bandwidth;
 pub mod dtype;
 pub mod isa;
 pub(crate) mod kernels;

@@ -193,18 +193,39 @@ unsafe fn tile_rows<W: FloatW, const MR: usize, const N: usize, const WIDE: bool
     }
 }
 
-/// AVX2: 16 registers hold 2 × 4 sums, two weight and one activation vector.
+/// Weight rows per register block of a decode tile (one activation row): eight independent
+/// sums, so that two FMA units with a latency of four cycles each have eight FMAs in flight.
+/// With fewer (two rows on AVX2, four on AVX-512, as the blocks for several activation rows
+/// take) the sums' dependency chains, not the units, bound a matrix-vector product whose
+/// weights come from cache. Each output's arithmetic is the same whatever the block's rows.
+const DECODE_MR: usize = 8;
+
+/// AVX2: 16 registers hold 2 × 4 sums, two weight and one activation vector; a decode tile
+/// takes [`DECODE_MR`] rows.
 #[inline(always)]
 unsafe fn tile_body<S: Simd, W: FloatW, const N: usize>(t: &Tile) {
     // SAFETY: forwarded.
-    unsafe { tile_rows::<W, 2, N, false>(t) }
+    unsafe {
+        if N == 1 {
+            tile_rows::<W, DECODE_MR, 1, false>(t)
+        } else {
+            tile_rows::<W, 2, N, false>(t)
+        }
+    }
 }
 
-/// AVX-512: 32 registers hold 4 × 4 sums of 16 lanes, four weight and one activation vector.
+/// AVX-512: 32 registers hold 4 × 4 sums of 16 lanes, four weight and one activation vector;
+/// a decode tile takes [`DECODE_MR`] rows.
 #[inline(always)]
 unsafe fn tile_body_wide<S: Simd, W: FloatW, const N: usize>(t: &Tile) {
     // SAFETY: forwarded.
-    unsafe { tile_rows::<W, 4, N, true>(t) }
+    unsafe {
+        if N == 1 {
+            tile_rows::<W, DECODE_MR, 1, true>(t)
+        } else {
+            tile_rows::<W, 4, N, true>(t)
+        }
+    }
 }
 
 pub mod avx2 {
