@@ -67,7 +67,8 @@ pub struct AccessLog {
     pub sink: LogSink,
 }
 
-/// One request's line, written on drop.
+/// One request's line, written on drop. A stream's counts stay 0 if its client leaves before
+/// the end (the usage of a generation cut short is never known to the handler).
 pub struct Record {
     log: Option<AccessLog>,
     arrived: SystemTime,
@@ -127,7 +128,9 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
         start: Instant::now(),
         method: req.method().to_string(),
         path: req.uri().path().to_string(),
-        status: AtomicU16::new(0),
+        // nginx's 499 until an answer exists: if this future is dropped before one does, the
+        // client closed the connection while its request was being handled.
+        status: AtomicU16::new(499),
         prompt_tokens: AtomicUsize::new(0),
         completion_tokens: AtomicUsize::new(0),
     });

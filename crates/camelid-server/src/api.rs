@@ -297,7 +297,7 @@ fn common(
     let top_k = count_or_all(f, "top_k")?.map(|k| if k == usize::MAX { 0 } else { k });
     let min_p = ranged(f, "min_p", 0.0, 1.0)?;
     let repeat_penalty = match f.number("repeat_penalty")? {
-        Some(r) if !(r > 0.0 && r <= 1e6) => {
+        Some(r) if !(r > 0.0 && (r as f32).is_finite()) => {
             return Err(ApiError::invalid(
                 Some("repeat_penalty"),
                 format!("repeat_penalty must be > 0 (1 is off), got {r}."),

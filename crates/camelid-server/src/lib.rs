@@ -12,8 +12,8 @@
 //! - `GET /health`, `GET /metrics` (Prometheus text).
 //!
 //! Around them: an access log of one line per request ([`access_log`]) and CORS for browser
-//! front ends ([`cors`]), both middleware. Request bodies are read field by field
-//! ([`fields`]): every field is honoured or refused, none silently ignored.
+//! front ends ([`cors`]), both middleware. Request bodies are read field by field (the
+//! `fields` module): every field is honoured or refused, none silently ignored.
 //!
 //! [`router`] builds the whole service without a socket (tests drive it with
 //! `tower::ServiceExt::oneshot`); [`serve`] binds it and handles SIGINT/SIGTERM.
