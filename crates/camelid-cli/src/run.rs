@@ -162,6 +162,7 @@ impl SampleArgs {
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             seed,
+            logit_bias: Vec::new(),
         }
     }
 

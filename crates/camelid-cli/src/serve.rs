@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use camelid_server::{AppState, ServerConfig};
+use camelid_server::{AccessLog, AppState, Cors, LogFormat, LogSink, ServerConfig};
 
 use crate::load::{LoadArgs, load};
 
@@ -28,15 +28,32 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1/ endpoints.
     #[arg(long)]
     pub api_key: Option<String>,
-    /// The model name clients pass as `model` (default: the file name without .gguf).
+    /// The model name /v1/models lists (default: the file name without .gguf).
     #[arg(long)]
     pub alias: Option<String>,
+    /// Refuse requests whose `model` is not that name (404); by default any name is taken,
+    /// since one model is served.
+    #[arg(long)]
+    pub strict_model: bool,
+    /// An origin whose browser pages may call the API (http(s)://host[:port], or * for any);
+    /// repeat it or separate origins with commas. None by default: no cross-origin requests.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+    /// The access log on stderr, one line per request: text or json.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub body_limit: usize,
     /// On SIGINT/SIGTERM, seconds to let requests in flight finish before cancelling them.
     #[arg(long, default_value_t = 10.0)]
     pub shutdown_grace: f64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormatArg {
+    Text,
+    Json,
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
@@ -46,6 +63,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     if !(a.shutdown_grace.is_finite() && a.shutdown_grace >= 0.0) {
         bail!("--shutdown-grace must be a number of seconds ≥ 0");
     }
+    let cors = Cors::parse(&a.cors_origin).map_err(|e| anyhow::anyhow!("--cors-origin: {e}"))?;
     let addr: SocketAddr = (a.host.as_str(), a.port)
         .to_socket_addrs()
         .with_context(|| format!("resolving --host {}", a.host))?
@@ -72,6 +90,15 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         max_queue: a.queue,
         body_limit: a.body_limit,
         sampling: loaded.sampling.clone(),
+        strict_model: a.strict_model,
+        cors,
+        access_log: Some(AccessLog {
+            format: match a.log_format {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            },
+            sink: LogSink::stderr(),
+        }),
         ..ServerConfig::new(model_id.clone(), loaded.n_ctx)
     };
     let n_ctx = loaded.n_ctx;

@@ -1,5 +1,7 @@
 //! The sampler chain, in a fixed order:
 //!
+//! 0. logit bias (OpenAI's `logit_bias`): a constant added to chosen tokens' logits; a bias of
+//!    -100 or less bans the token (its logit becomes -∞), as OpenAI documents that value;
 //! 1. penalties on the raw logits: repetition (CTRL, Keskar et al. 2019: a positive logit is
 //!    divided by `r`, a negative one multiplied, for tokens among the last `repeat_last_n`),
 //!    then OpenAI's presence and frequency penalties (`logit -= presence·[count > 0] +
@@ -27,7 +29,14 @@ pub struct SamplerConfig {
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
     pub seed: u64,
+    /// (token id, bias) pairs added to the logits before anything else; ids past the
+    /// vocabulary are skipped here (callers that take ids from users check them first).
+    pub logit_bias: Vec<(u32, f32)>,
 }
+
+/// A bias at or below this bans the token outright, whatever its logit: OpenAI documents -100
+/// as "ban", and a finite shift would leave a token with a huge logit still drawable.
+pub const BAN_BIAS: f32 = -100.0;
 
 impl Default for SamplerConfig {
     fn default() -> Self {
@@ -41,6 +50,7 @@ impl Default for SamplerConfig {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             seed: 0x5eed,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -86,6 +96,11 @@ impl SamplerConfig {
         {
             return Err("presence and frequency penalties must be in [-2, 2]".into());
         }
+        if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| b.is_nan()) {
+            return Err(format!(
+                "the logit bias of token {id} is not a number ({b})"
+            ));
+        }
         Ok(())
     }
 }
@@ -127,6 +142,7 @@ impl Sampler {
                 id: i as u32,
                 logit: l,
             }));
+        apply_bias(&mut self.cands, &c.logit_bias);
         apply_penalties(&mut self.cands, &mut self.counts, history, c);
         if c.temperature == 0.0 {
             return argmax(&self.cands);
@@ -134,6 +150,10 @@ impl Sampler {
         // Most likely first: every filter below keeps a prefix of this order.
         self.cands
             .sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+        // Banned tokens (-∞) go before any filter counts them; one stays if all are banned, so
+        // a degenerate request still gets a token rather than a NaN distribution.
+        let live = self.cands.partition_point(|c| c.logit > f32::NEG_INFINITY);
+        self.cands.truncate(live.max(1));
         if c.top_k > 0 {
             self.cands.truncate(c.top_k);
         }
@@ -151,6 +171,18 @@ impl Sampler {
             }
         }
         self.cands.last().map_or(0, |c| c.id)
+    }
+}
+
+fn apply_bias(cands: &mut [Candidate], bias: &[(u32, f32)]) {
+    for &(id, b) in bias {
+        if let Some(cand) = cands.get_mut(id as usize) {
+            cand.logit = if b <= BAN_BIAS {
+                f32::NEG_INFINITY
+            } else {
+                cand.logit + b
+            };
+        }
     }
 }
 
@@ -397,6 +429,38 @@ mod tests {
             ..SamplerConfig::greedy()
         });
         assert_eq!(s.sample(&dist(), &[0, 3]), 0);
+    }
+
+    #[test]
+    fn logit_bias_shifts_and_bans() {
+        // Banning the argmax: greedy takes the runner-up, sampling never draws it.
+        let ban = SamplerConfig {
+            logit_bias: vec![(0, -100.0)],
+            ..SamplerConfig::greedy()
+        };
+        assert_eq!(Sampler::new(ban.clone()).sample(&dist(), &[]), 1);
+        let f = frequencies(
+            SamplerConfig {
+                temperature: 1.0,
+                ..ban
+            },
+            &dist(),
+            20_000,
+        );
+        assert_eq!(f[0], 0.0, "{f:?}");
+        // A positive bias of ln 4 on token 2 (p 0.125 → weight 0.5) makes it tie token 0.
+        let mut s = Sampler::new(SamplerConfig {
+            logit_bias: vec![(2, 4f32.ln() + 0.01)],
+            ..SamplerConfig::greedy()
+        });
+        assert_eq!(s.sample(&dist(), &[]), 2);
+        // Ids past the vocabulary are skipped, not a panic; every token banned still draws one.
+        let all_banned = SamplerConfig {
+            logit_bias: (0..5).map(|i| (i, -100.0)).chain([(99, 1.0)]).collect(),
+            ..plain()
+        };
+        let t = Sampler::new(all_banned).sample(&dist(), &[]);
+        assert!(t < 5);
     }
 
     #[test]

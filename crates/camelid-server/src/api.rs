@@ -1,72 +1,60 @@
-//! OpenAI's request and response bodies for `/v1/chat/completions` and `/v1/completions`
-//! (the fields of the OpenAI API reference that clients rely on; unknown fields are ignored).
+//! OpenAI's request and response bodies for `/v1/chat/completions` and `/v1/completions`.
+//!
+//! Requests are read field by field ([`Fields`]): every field of OpenAI's schemas and of
+//! llama.cpp's sampling extensions is either honoured here or refused with a 400 naming it.
 
+use camelid_engine::chat::Message;
+use camelid_engine::sampler::BAN_BIAS;
 use camelid_engine::{FinishReason, GenParams, SamplerConfig};
 use camelid_model::sampling::SamplingHints;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::fields::{self, Endpoint, Fields, wrong_type};
 use crate::worker::{Candidate, TokenLogprob, Usage};
 
-/// `stop`: one string or up to four.
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
+/// What checking a request needs to know about the server.
+pub struct Limits<'a> {
+    /// The model's recommended sampling: defaults for the fields a request leaves out.
+    pub hints: &'a SamplingHints,
+    pub n_vocab: usize,
+    /// The most choices one request may ask for (`n`).
+    pub max_n: usize,
 }
 
-/// Sampling and length fields shared by both endpoints.
-#[derive(Deserialize)]
+/// The fields shared by both endpoints, checked.
 pub struct Common {
     pub model: String,
-    pub max_tokens: Option<u64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub seed: Option<i64>,
-    pub stop: Option<Stop>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub n: Option<u64>,
-    #[serde(default)]
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
+    /// Choices to generate (`n`).
+    pub n: usize,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// llama.cpp's `cache_prompt`: false computes the whole prompt even where a slot has it.
+    pub cache_prompt: bool,
+    /// The settings of choice 0; choice `i` draws with seed + `i`.
+    pub params: GenParams,
 }
 
-#[derive(Deserialize)]
-pub struct StreamOptions {
-    #[serde(default)]
-    pub include_usage: Option<bool>,
+impl Common {
+    /// The settings of choice `i`: its own seed, so that choices differ yet a seeded request
+    /// repeats all of them.
+    pub fn choice_params(&self, i: usize) -> GenParams {
+        let mut p = self.params.clone();
+        p.sampler.seed = p.sampler.seed.wrapping_add(i as u64);
+        p
+    }
 }
 
-#[derive(Deserialize)]
 pub struct ChatRequest {
-    pub messages: Vec<ChatMessage>,
-    pub max_completion_tokens: Option<u64>,
-    pub logprobs: Option<bool>,
-    pub top_logprobs: Option<u64>,
-    #[serde(flatten)]
+    pub messages: Vec<Message>,
+    /// `Some(k)`: log-probabilities with the `k` most likely alternatives.
+    pub logprobs: Option<usize>,
     pub common: Common,
 }
 
-#[derive(Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    /// A string, an array of content parts (`{"type": "text", "text": ...}`), or null.
-    #[serde(default)]
-    pub content: Option<Value>,
-}
-
-#[derive(Deserialize)]
 pub struct CompletionRequest {
-    pub prompt: Value,
-    /// Completions' `logprobs` is a count of alternatives (0 to 5).
-    pub logprobs: Option<u64>,
-    pub echo: Option<bool>,
-    pub suffix: Option<String>,
-    pub best_of: Option<u64>,
-    #[serde(flatten)]
+    pub prompt: Prompt,
+    pub logprobs: Option<usize>,
     pub common: Common,
 }
 
@@ -76,171 +64,383 @@ pub enum Prompt {
     Tokens(Vec<u32>),
 }
 
-/// Parses a body: malformed JSON and wrong or missing fields are 400s naming the field.
-pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| ApiError::bad_json())?;
-    if !v.is_object() {
-        return Err(ApiError::bad_json());
-    }
-    serde_json::from_value(v).map_err(|e| {
-        let msg = e.to_string();
-        // serde names a missing field as "missing field `name`".
-        match msg
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-        {
-            Some(field) => ApiError::invalid(
-                Some(field),
-                format!("Missing required parameter: '{field}'."),
-            ),
-            None => ApiError::invalid(None, format!("Invalid request body: {msg}.")),
+pub fn chat_request(body: &[u8], limits: &Limits) -> Result<ChatRequest, ApiError> {
+    let mut f = Fields::parse(body, Endpoint::Chat)?;
+    let messages = messages(f.require("messages")?)?;
+    // max_completion_tokens replaced max_tokens in OpenAI's chat API; the newer one wins.
+    let max_tokens = f.integer("max_tokens")?;
+    let max = match f.integer("max_completion_tokens")? {
+        Some(m) => Some(("max_completion_tokens", m)),
+        None => max_tokens.map(|m| ("max_tokens", m)),
+    };
+    let logprobs = match (
+        f.bool("logprobs")?.unwrap_or(false),
+        f.integer("top_logprobs")?,
+    ) {
+        (_, Some(k)) if !(0..=20).contains(&k) => {
+            return Err(ApiError::invalid(
+                Some("top_logprobs"),
+                format!("top_logprobs must be between 0 and 20, got {k}."),
+            ));
         }
+        (true, k) => Some(k.unwrap_or(0) as usize),
+        (false, Some(k)) if k > 0 => {
+            return Err(ApiError::invalid(
+                Some("top_logprobs"),
+                "top_logprobs needs logprobs to be true.",
+            ));
+        }
+        (false, _) => None,
+    };
+    // No budget by default: until an end-of-turn token or a full context.
+    let common = common(&mut f, limits, max, usize::MAX)?;
+    f.finish()?;
+    Ok(ChatRequest {
+        messages,
+        logprobs,
+        common,
     })
 }
 
-impl ChatMessage {
-    /// The message's text: a string, or the text parts of an array joined.
-    pub fn text(&self, index: usize) -> Result<String, ApiError> {
-        let param = || format!("messages[{index}].content");
-        match &self.content {
-            None | Some(Value::Null) => Ok(String::new()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Array(parts)) => {
-                let mut out = String::new();
-                for p in parts {
-                    match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                        (Some("text"), Some(Value::String(t))) => out.push_str(t),
-                        _ => {
-                            return Err(ApiError::invalid(
-                                Some(&param()),
-                                "Only text content parts ({\"type\": \"text\", \"text\": ...}) are supported.",
-                            ));
-                        }
-                    }
-                }
-                Ok(out)
-            }
-            Some(_) => Err(ApiError::invalid(
-                Some(&param()),
-                "Message content must be a string or an array of text parts.",
-            )),
+pub fn completion_request(body: &[u8], limits: &Limits) -> Result<CompletionRequest, ApiError> {
+    let mut f = Fields::parse(body, Endpoint::Completions)?;
+    let prompt = prompt(&f.require("prompt")?)?;
+    let max = f.integer("max_tokens")?.map(|m| ("max_tokens", m));
+    let logprobs = match f.integer("logprobs")? {
+        Some(k) if !(0..=5).contains(&k) => {
+            return Err(ApiError::invalid(
+                Some("logprobs"),
+                format!("logprobs must be between 0 and 5, got {k}."),
+            ));
         }
+        k => k.map(|k| k as usize),
+    };
+    let best_of = f.integer("best_of")?;
+    // OpenAI's default budget for completions is 16 tokens.
+    let common = common(&mut f, limits, max, 16)?;
+    // best_of = n asks for nothing beyond the n choices; more would need ranking by logprob.
+    match best_of {
+        Some(b) if b < common.n as i64 => {
+            return Err(ApiError::invalid(
+                Some("best_of"),
+                format!("best_of must be at least n ({}), got {b}.", common.n),
+            ));
+        }
+        Some(b) if b > common.n as i64 => return Err(fields::unsupported("best_of")),
+        _ => {}
     }
+    f.finish()?;
+    Ok(CompletionRequest {
+        prompt,
+        logprobs,
+        common,
+    })
 }
 
-impl CompletionRequest {
-    pub fn prompt(&self) -> Result<Prompt, ApiError> {
-        let bad = || {
-            ApiError::invalid(
-                Some("prompt"),
-                "The prompt must be a string, an array of one string, or an array of token ids.",
-            )
-        };
-        match &self.prompt {
-            Value::String(s) => Ok(Prompt::Text(s.clone())),
-            Value::Array(a) if a.len() == 1 && a[0].is_string() => {
-                Ok(Prompt::Text(a[0].as_str().unwrap_or_default().to_string()))
-            }
-            Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_u64) => a
-                .iter()
-                .map(|v| {
-                    v.as_u64()
-                        .and_then(|t| u32::try_from(t).ok())
-                        .ok_or_else(bad)
-                })
-                .collect::<Result<_, _>>()
-                .map(Prompt::Tokens),
-            Value::Array(a) if a.len() > 1 && a.iter().all(Value::is_string) => Err(
-                ApiError::invalid(Some("prompt"), "Only one prompt per request is supported."),
-            ),
-            _ => Err(bad()),
-        }
-    }
-}
-
-/// Checks the shared fields and turns them into generation settings; `max_tokens` is the
-/// default budget when the request sets none. Fields the request leaves out take the model's
-/// recommended sampling where it has one (`hints`), else OpenAI's defaults (temperature and
-/// top_p 1; no top-k, min-p or repetition penalty, which the API does not have).
-pub fn gen_params(
-    c: &Common,
-    hints: &SamplingHints,
-    max_tokens: Option<u64>,
-    default_max: usize,
-) -> Result<GenParams, ApiError> {
-    if let Some(n) = c.n
-        && n != 1
-    {
+/// The dialog: each message's role and text. Fields of a message that camelid cannot render
+/// (tool calls, participant names, audio) are refused, naming the message.
+fn messages(v: Value) -> Result<Vec<Message>, ApiError> {
+    let Value::Array(list) = v else {
+        return Err(wrong_type("messages", "an array of messages"));
+    };
+    if list.is_empty() {
         return Err(ApiError::invalid(
-            Some("n"),
-            format!("This server generates one choice per request; n must be 1, got {n}."),
+            Some("messages"),
+            "messages must hold at least one message.",
         ));
     }
-    let range = |v: Option<f32>, name: &str, lo: f32, hi: f32, default: f32| match v {
-        None => Ok(default),
-        Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+    list.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let Value::Object(mut m) = m else {
+                return Err(wrong_type(&format!("messages[{i}]"), "an object"));
+            };
+            let role = match m.remove("role") {
+                Some(Value::String(r)) => r,
+                None | Some(Value::Null) => {
+                    return Err(fields::missing(&format!("messages[{i}].role")));
+                }
+                Some(_) => return Err(wrong_type(&format!("messages[{i}].role"), "a string")),
+            };
+            let text = text(m.remove("content"), i)?;
+            for (k, v) in m {
+                let name = format!("messages[{i}].{k}");
+                let trivial = match k.as_str() {
+                    _ if v.is_null() => true,
+                    "tool_calls" => v.as_array().is_some_and(Vec::is_empty),
+                    // The chat templates have no place for a participant's name, an earlier
+                    // refusal, tool results or audio: refused rather than silently dropped.
+                    "name" | "refusal" | "tool_call_id" | "function_call" | "audio" => false,
+                    _ => return Err(fields::unknown(&name)),
+                };
+                if !trivial {
+                    return Err(fields::unsupported(&name));
+                }
+            }
+            Ok(Message::new(role, text))
+        })
+        .collect()
+}
+
+/// A message's text: a string, or the text parts of an array joined.
+fn text(content: Option<Value>, index: usize) -> Result<String, ApiError> {
+    let param = || format!("messages[{index}].content");
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s),
+        Some(Value::Array(parts)) => {
+            let mut out = String::new();
+            for p in parts {
+                match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => out.push_str(t),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            Some(&param()),
+                            "Only text content parts ({\"type\": \"text\", \"text\": ...}) are supported.",
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Some(_) => Err(ApiError::invalid(
+            Some(&param()),
+            "Message content must be a string or an array of text parts.",
+        )),
+    }
+}
+
+fn prompt(v: &Value) -> Result<Prompt, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            Some("prompt"),
+            "The prompt must be a string, an array of one string, or an array of token ids.",
+        )
+    };
+    match v {
+        Value::String(s) => Ok(Prompt::Text(s.clone())),
+        Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+            Ok(Prompt::Text(a[0].as_str().unwrap_or_default().to_string()))
+        }
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_u64) => a
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .ok_or_else(bad)
+            })
+            .collect::<Result<_, _>>()
+            .map(Prompt::Tokens),
+        Value::Array(a) if a.len() > 1 && a.iter().all(Value::is_string) => Err(ApiError::invalid(
+            Some("prompt"),
+            "Only one prompt per request is supported.",
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// A number field within `lo..=hi`, as f32.
+fn ranged(f: &mut Fields, name: &str, lo: f32, hi: f32) -> Result<Option<f32>, ApiError> {
+    match f.number(name)? {
+        None => Ok(None),
+        Some(x) if (lo as f64..=hi as f64).contains(&x) => Ok(Some(x as f32)),
         Some(x) => Err(ApiError::invalid(
             Some(name),
             format!("{name} must be between {lo} and {hi}, got {x}."),
         )),
+    }
+}
+
+/// A count where -1 means "no limit" as in llama.cpp; `None` when absent.
+fn count_or_all(f: &mut Fields, name: &str) -> Result<Option<usize>, ApiError> {
+    match f.integer(name)? {
+        None => Ok(None),
+        Some(-1) => Ok(Some(usize::MAX)),
+        Some(k) if k >= 0 => Ok(Some(usize::try_from(k).unwrap_or(usize::MAX))),
+        Some(k) => Err(ApiError::invalid(
+            Some(name),
+            format!("{name} must be ≥ 0, or -1 for no limit, got {k}."),
+        )),
+    }
+}
+
+/// Reads and checks the shared fields. `max` is the budget field that was set (and its name),
+/// `default_max` the budget otherwise. Sampling fields the request leaves out take the model's
+/// recommended sampling where it has one, else OpenAI's defaults (temperature and top_p 1; no
+/// top-k, min-p or repetition penalty, which OpenAI's API does not have).
+fn common(
+    f: &mut Fields,
+    limits: &Limits,
+    max: Option<(&'static str, i64)>,
+    default_max: usize,
+) -> Result<Common, ApiError> {
+    let model = f.string("model")?.ok_or_else(|| fields::missing("model"))?;
+    let n = match f.integer("n")? {
+        None => 1,
+        Some(n) if n >= 1 && n as u64 <= limits.max_n as u64 => n as usize,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                Some("n"),
+                format!("n must be between 1 and {}, got {n}.", limits.max_n),
+            ));
+        }
     };
-    let temperature = range(
-        c.temperature,
-        "temperature",
-        0.0,
-        2.0,
-        hints.temperature.unwrap_or(1.0),
-    )?;
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = stream_options(f.take("stream_options"), stream)?;
+    let hints = limits.hints;
+    let temperature = ranged(f, "temperature", 0.0, 2.0)?;
     // top_p = 0 asks for the single most likely token; the sampler wants p > 0.
-    let top_p =
-        range(c.top_p, "top_p", 0.0, 1.0, hints.top_p.unwrap_or(1.0))?.max(f32::MIN_POSITIVE);
-    let presence_penalty = range(c.presence_penalty, "presence_penalty", -2.0, 2.0, 0.0)?;
-    let frequency_penalty = range(c.frequency_penalty, "frequency_penalty", -2.0, 2.0, 0.0)?;
-    let max_tokens = match max_tokens {
-        Some(0) => {
+    let top_p = ranged(f, "top_p", 0.0, 1.0)?.map(|p| p.max(f32::MIN_POSITIVE));
+    let presence_penalty = ranged(f, "presence_penalty", -2.0, 2.0)?;
+    let frequency_penalty = ranged(f, "frequency_penalty", -2.0, 2.0)?;
+    // llama.cpp's extensions: top_k 0 or -1 is off, repeat_last_n -1 is the whole context.
+    let top_k = count_or_all(f, "top_k")?.map(|k| if k == usize::MAX { 0 } else { k });
+    let min_p = ranged(f, "min_p", 0.0, 1.0)?;
+    let repeat_penalty = match f.number("repeat_penalty")? {
+        Some(r) if !(r > 0.0 && (r as f32).is_finite()) => {
             return Err(ApiError::invalid(
-                Some("max_tokens"),
-                "max_tokens must be at least 1.",
+                Some("repeat_penalty"),
+                format!("repeat_penalty must be > 0 (1 is off), got {r}."),
             ));
         }
-        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        r => r.map(|r| r as f32),
+    };
+    let repeat_last_n = count_or_all(f, "repeat_last_n")?;
+    let cache_prompt = f.bool("cache_prompt")?.unwrap_or(true);
+    let seed = f.integer("seed")?;
+    let stop = stop(f.take("stop"))?;
+    let logit_bias = logit_bias(f.take("logit_bias"), limits.n_vocab)?;
+    let max_tokens = match max {
+        Some((name, m)) if m < 1 => {
+            return Err(ApiError::invalid(
+                Some(name),
+                format!("{name} must be at least 1, got {m}."),
+            ));
+        }
+        Some((_, m)) => usize::try_from(m).unwrap_or(usize::MAX),
         None => default_max,
-    };
-    let stop = match &c.stop {
-        None => Vec::new(),
-        Some(Stop::One(s)) => vec![s.clone()],
-        Some(Stop::Many(v)) if v.len() <= 4 => v.clone(),
-        Some(Stop::Many(v)) => {
-            return Err(ApiError::invalid(
-                Some("stop"),
-                format!("At most 4 stop sequences are allowed, got {}.", v.len()),
-            ));
-        }
-    };
-    let seed = match c.seed {
-        Some(s) => s as u64,
-        None => random_seed(),
     };
     let d = SamplerConfig::default();
     let sampler = SamplerConfig {
-        temperature,
-        top_k: hints.top_k.unwrap_or(0),
-        top_p,
-        min_p: hints.min_p.unwrap_or(0.0),
-        repeat_penalty: hints.repeat_penalty.unwrap_or(1.0),
-        repeat_last_n: hints.repeat_last_n.unwrap_or(d.repeat_last_n),
-        presence_penalty,
-        frequency_penalty,
-        seed,
+        temperature: temperature.or(hints.temperature).unwrap_or(1.0),
+        top_k: top_k.or(hints.top_k).unwrap_or(0),
+        top_p: top_p.or(hints.top_p).unwrap_or(1.0),
+        min_p: min_p.or(hints.min_p).unwrap_or(0.0),
+        repeat_penalty: repeat_penalty.or(hints.repeat_penalty).unwrap_or(1.0),
+        repeat_last_n: repeat_last_n
+            .or(hints.repeat_last_n)
+            .unwrap_or(d.repeat_last_n),
+        presence_penalty: presence_penalty.unwrap_or(0.0),
+        frequency_penalty: frequency_penalty.unwrap_or(0.0),
+        seed: seed.map_or_else(random_seed, |s| s as u64),
+        logit_bias,
     };
     sampler
         .validate()
         .map_err(|e| ApiError::invalid(None, format!("Invalid sampling settings: {e}.")))?;
-    Ok(GenParams {
-        max_tokens,
-        stop,
-        sampler,
+    Ok(Common {
+        model,
+        n,
+        stream,
+        include_usage,
+        cache_prompt,
+        params: GenParams {
+            max_tokens,
+            stop,
+            sampler,
+        },
     })
+}
+
+/// `stream_options`: only with `stream`, as OpenAI requires; `include_usage` is honoured,
+/// `include_obfuscation` (padding against packet-size side channels) only when false.
+fn stream_options(v: Option<Value>, stream: bool) -> Result<bool, ApiError> {
+    let Some(v) = v else { return Ok(false) };
+    if !stream {
+        return Err(ApiError::invalid(
+            Some("stream_options"),
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+        ));
+    }
+    let Value::Object(o) = v else {
+        return Err(wrong_type("stream_options", "an object"));
+    };
+    let mut include_usage = false;
+    for (k, v) in o {
+        let name = format!("stream_options.{k}");
+        match (k.as_str(), v) {
+            (_, Value::Null) => {}
+            ("include_usage", Value::Bool(b)) => include_usage = b,
+            ("include_obfuscation", Value::Bool(false)) => {}
+            ("include_obfuscation", Value::Bool(true)) => return Err(fields::unsupported(&name)),
+            ("include_usage" | "include_obfuscation", _) => {
+                return Err(wrong_type(&name, "a boolean"));
+            }
+            _ => return Err(fields::unknown(&name)),
+        }
+    }
+    Ok(include_usage)
+}
+
+/// `stop`: one string or up to four.
+fn stop(v: Option<Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || wrong_type("stop", "a string or an array of strings");
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(a)) if a.len() > 4 => Err(ApiError::invalid(
+            Some("stop"),
+            format!("At most 4 stop sequences are allowed, got {}.", a.len()),
+        )),
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|s| match s {
+                Value::String(s) => Ok(s),
+                _ => Err(bad()),
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// `logit_bias`: token ids (as strings, JSON keys) to biases in [-100, 100]; -100 bans the
+/// token. An id outside the vocabulary is an error, not a silent no-op.
+fn logit_bias(v: Option<Value>, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Object(o) = v else {
+        return Err(wrong_type(
+            "logit_bias",
+            "an object of token ids to numbers",
+        ));
+    };
+    o.into_iter()
+        .map(|(k, b)| {
+            let id = k
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| {
+                    ApiError::invalid(
+                        Some("logit_bias"),
+                        format!("Invalid key in logit_bias: {k:?} is not a token id."),
+                    )
+                })?;
+            if id >= n_vocab as u64 {
+                return Err(ApiError::invalid(
+                    Some("logit_bias"),
+                    format!(
+                        "Invalid key in logit_bias: token id {id} is outside the vocabulary of {n_vocab} tokens."
+                    ),
+                ));
+            }
+            let bias = b.as_f64().filter(|b| (-100.0..=100.0).contains(b)).ok_or_else(|| {
+                ApiError::invalid(
+                    Some("logit_bias"),
+                    format!("Invalid value in logit_bias for token {id}: expected a number between {BAN_BIAS} and 100, got {b}."),
+                )
+            })?;
+            Ok((id as u32, bias as f32))
+        })
+        .collect()
 }
 
 /// A seed for requests that set none: different per request, from the clock and a counter.
@@ -270,6 +470,14 @@ pub fn usage_json(u: Usage) -> Value {
         "total_tokens": u.prompt_tokens + u.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     })
+}
+
+/// One finished choice of a request without `stream`.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
+    pub finish: FinishReason,
 }
 
 /// Which endpoint a response is for, with what it echoes back.
@@ -335,35 +543,32 @@ impl Reply {
         }
     }
 
-    /// The whole answer of a request without `stream`.
-    pub fn full(
-        &self,
-        text: &str,
-        lps: &[TokenLogprob],
-        finish: FinishReason,
-        usage: Usage,
-    ) -> Value {
-        let choice = if self.chat {
-            json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": self.logprobs_json(lps, 0),
-                "finish_reason": finish_reason(finish),
+    /// The whole answer of a request without `stream`: one entry per choice, in order.
+    pub fn full(&self, choices: &[Choice], usage: Usage) -> Value {
+        let choices: Vec<Value> = choices
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let lp = self.logprobs_json(&c.logprobs, 0);
+                let reason = finish_reason(c.finish);
+                if self.chat {
+                    json!({
+                        "index": index,
+                        "message": {"role": "assistant", "content": c.text},
+                        "logprobs": lp,
+                        "finish_reason": reason,
+                    })
+                } else {
+                    json!({"index": index, "text": c.text, "logprobs": lp, "finish_reason": reason})
+                }
             })
-        } else {
-            json!({
-                "index": 0,
-                "text": text,
-                "logprobs": self.logprobs_json(lps, 0),
-                "finish_reason": finish_reason(finish),
-            })
-        };
+            .collect();
         json!({
             "id": self.id,
             "object": self.object(false),
             "created": self.created,
             "model": self.model,
-            "choices": [choice],
+            "choices": choices,
             "usage": usage_json(usage),
         })
     }
@@ -378,37 +583,47 @@ impl Reply {
         })
     }
 
-    /// The first chunk of a chat stream: the role.
-    pub fn role_chunk(&self) -> Value {
+    /// The first chunk of a chat stream's choice: the role.
+    pub fn role_chunk(&self, index: usize) -> Value {
         self.chunk(json!({
-            "index": 0,
+            "index": index,
             "delta": {"role": "assistant", "content": ""},
             "logprobs": null,
             "finish_reason": null,
         }))
     }
 
-    /// A chunk of streamed text; `offset` is where it starts in the completion.
-    pub fn text_chunk(&self, text: &str, lps: &[TokenLogprob], offset: usize) -> Value {
+    /// A chunk of streamed text; `offset` is where it starts in the choice's completion.
+    pub fn text_chunk(
+        &self,
+        index: usize,
+        text: &str,
+        lps: &[TokenLogprob],
+        offset: usize,
+    ) -> Value {
         let lp = self.logprobs_json(lps, offset);
         if self.chat {
             self.chunk(json!({
-                "index": 0,
+                "index": index,
                 "delta": {"content": text},
                 "logprobs": lp,
                 "finish_reason": null,
             }))
         } else {
-            self.chunk(json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}))
+            self.chunk(json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null}))
         }
     }
 
-    pub fn finish_chunk(&self, finish: FinishReason) -> Value {
+    pub fn finish_chunk(&self, index: usize, finish: FinishReason) -> Value {
         let reason = finish_reason(finish);
         if self.chat {
-            self.chunk(json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}))
+            self.chunk(
+                json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}),
+            )
         } else {
-            self.chunk(json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason}))
+            self.chunk(
+                json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason}),
+            )
         }
     }
 

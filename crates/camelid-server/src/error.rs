@@ -88,6 +88,21 @@ impl ApiError {
         )
     }
 
+    /// 403 to a CORS preflight from an origin that is not allowed.
+    pub fn origin_refused(origin: &str, cors_off: bool) -> ApiError {
+        let why = if cors_off {
+            "This server takes no cross-origin requests from browsers (it was started without allowed origins)."
+        } else {
+            "This server does not allow cross-origin requests from this origin."
+        };
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            format!("{why} Origin: {origin}"),
+        )
+        .with_code("origin_not_allowed")
+    }
+
     pub fn unauthorized(present: bool) -> ApiError {
         let message = if present {
             "Incorrect API key provided. Pass the key the server was started with as `Authorization: Bearer KEY`."

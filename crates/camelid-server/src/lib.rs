@@ -11,11 +11,18 @@
 //! - `GET /v1/models`, `GET /v1/models/{id}`;
 //! - `GET /health`, `GET /metrics` (Prometheus text).
 //!
+//! Around them: an access log of one line per request ([`access_log`]) and CORS for browser
+//! front ends ([`cors`]), both middleware. Request bodies are read field by field (the
+//! `fields` module): every field is honoured or refused, none silently ignored.
+//!
 //! [`router`] builds the whole service without a socket (tests drive it with
 //! `tower::ServiceExt::oneshot`); [`serve`] binds it and handles SIGINT/SIGTERM.
 
+pub mod access_log;
 mod api;
+pub mod cors;
 mod error;
+mod fields;
 mod metrics;
 pub mod worker;
 
@@ -28,23 +35,31 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use camelid_engine::chat::{ChatTemplate, Message};
+use camelid_engine::FinishReason;
+use camelid_engine::chat::ChatTemplate;
 use camelid_model::Model;
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
+pub use access_log::{AccessLog, LogFormat, LogSink};
+pub use cors::Cors;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
-use api::{ChatRequest, CompletionRequest, Prompt, Reply};
-use worker::{Event, Failure, Job, Worker};
+use access_log::Record;
+use api::{Choice, Common, Limits, Prompt, Reply};
+use worker::{Event, Failure, Job, Usage, Worker};
+
+/// The most choices (`n`) one request may ask for, as OpenAI allows.
+const MAX_N: usize = 128;
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -65,6 +80,13 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// The model's recommended sampling: defaults for the fields a request leaves out.
     pub sampling: SamplingHints,
+    /// Refuse a `model` other than `model_id` (404). Off, any name is taken: clients hard-code
+    /// names like `gpt-4o`, and one model is served whatever they say.
+    pub strict_model: bool,
+    /// Origins whose browser pages may call the API (none by default).
+    pub cors: Cors,
+    /// One line per request, or none.
+    pub access_log: Option<AccessLog>,
 }
 
 impl ServerConfig {
@@ -78,6 +100,9 @@ impl ServerConfig {
             body_limit: 4 << 20,
             keep_alive: Duration::from_secs(10),
             sampling: SamplingHints::default(),
+            strict_model: false,
+            cors: Cors::default(),
+            access_log: None,
         }
     }
 }
@@ -159,8 +184,8 @@ impl AppState {
         }
     }
 
-    fn check_model(&self, model: &str) -> Result<(), ApiError> {
-        if model == self.inner.config.model_id {
+    fn check_model(&self, model: &str, strict: bool) -> Result<(), ApiError> {
+        if !strict || model == self.inner.config.model_id {
             Ok(())
         } else {
             Err(ApiError::unknown_model(model))
@@ -192,8 +217,17 @@ impl AppState {
         }
     }
 
-    /// Checks the prompt against the context, enqueues it and answers: a stream, or the whole
-    /// result once done.
+    fn limits(&self) -> Limits<'_> {
+        Limits {
+            hints: &self.inner.config.sampling,
+            n_vocab: self.inner.worker.n_vocab,
+            // n jobs wait in the queue together: more than it holds could never be admitted.
+            max_n: MAX_N.min(self.inner.config.max_queue.max(1)),
+        }
+    }
+
+    /// Checks the prompt against the context, enqueues one job per choice and answers: a
+    /// stream, or the whole result once every choice is done.
     async fn generate(&self, prompt: Vec<u32>, req: Generate) -> Result<Response, ApiError> {
         let n_ctx = self.inner.worker.n_ctx;
         let n_vocab = self.inner.worker.n_vocab;
@@ -212,32 +246,47 @@ impl AppState {
                 format!("Token id {t} is outside the vocabulary of {n_vocab} tokens."),
             ));
         }
+        let n = req.common.n;
         let m = &self.inner.metrics;
-        let queued = m.queued.fetch_add(1, Ordering::SeqCst);
-        if queued >= self.inner.config.max_queue {
-            m.queued.fetch_sub(1, Ordering::SeqCst);
+        let queued = m.queued.fetch_add(n, Ordering::SeqCst);
+        if queued + n > self.inner.config.max_queue {
+            m.queued.fetch_sub(n, Ordering::SeqCst);
             return Err(ApiError::overloaded(queued));
         }
+        // One channel for all choices: the worker tags each event with its choice. Choices go
+        // to the worker as separate sequences; the first to find a slot holding the prompt
+        // reuses it, as any request does.
         let (tx, rx) = unbounded_channel();
-        let job = Job {
-            prompt,
-            params: req.params,
-            logprobs: req.logprobs,
-            events: tx,
-        };
-        if !self.inner.worker.submit(job) {
-            m.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::shutting_down());
+        for i in 0..n {
+            let job = Job {
+                prompt: prompt.clone(),
+                params: req.common.choice_params(i),
+                logprobs: req.logprobs,
+                cache_prompt: req.common.cache_prompt,
+                choice: i,
+                events: tx.clone(),
+            };
+            if !self.inner.worker.submit(job) {
+                m.queued.fetch_sub(n - i, Ordering::SeqCst);
+                return Err(ApiError::shutting_down());
+            }
         }
-        if req.stream {
+        drop(tx);
+        let answer = Answer {
+            rx,
+            reply: req.reply,
+            n,
+            prompt_tokens: prompt.len(),
+            record: req.record,
+        };
+        if req.common.stream {
             Ok(stream(
-                rx,
-                req.reply,
-                req.include_usage,
+                answer,
+                req.common.include_usage,
                 self.inner.config.keep_alive,
             ))
         } else {
-            collect(rx, &req.reply).await
+            collect(answer).await
         }
     }
 }
@@ -246,11 +295,35 @@ impl AppState {
 struct Generate {
     /// The request field holding the prompt, named in errors.
     param: &'static str,
-    params: camelid_engine::GenParams,
+    common: Common,
     logprobs: Option<usize>,
     reply: Reply,
-    stream: bool,
-    include_usage: bool,
+    record: Arc<Record>,
+}
+
+/// What answering a request needs: the events of its choices and how to render them.
+struct Answer {
+    rx: UnboundedReceiver<(usize, Event)>,
+    reply: Reply,
+    n: usize,
+    prompt_tokens: usize,
+    /// The access-log line, given the token counts at the end.
+    record: Arc<Record>,
+}
+
+impl Answer {
+    /// The usage of all choices: the prompt counted once, as OpenAI counts it, the completions
+    /// summed; the cached tokens are the most any choice found.
+    fn usage(&self, each: &[Usage]) -> Usage {
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens: each.iter().map(|u| u.cached_tokens).max().unwrap_or(0),
+            completion_tokens: each.iter().map(|u| u.completion_tokens).sum(),
+        };
+        self.record
+            .set_tokens(usage.prompt_tokens, usage.completion_tokens);
+        usage
+    }
 }
 
 /// The whole service. Routes outside it, or with the wrong method, get OpenAI-shaped errors.
@@ -266,6 +339,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // The last layer added runs first: every request is logged, preflights included.
+        .layer(from_fn_with_state(state.clone(), cors::layer))
+        .layer(from_fn_with_state(state.clone(), access_log::layer))
         .with_state(state)
 }
 
@@ -406,7 +482,7 @@ async fn model_info(
 ) -> Response {
     let r = s
         .authorize(&headers)
-        .and_then(|()| s.check_model(&id))
+        .and_then(|()| s.check_model(&id, true))
         .map(|()| json_response(StatusCode::OK, &model_json(&s)));
     respond(&s, r)
 }
@@ -421,6 +497,7 @@ async fn method_not_allowed(State(s): State<AppState>) -> Response {
 
 async fn chat(
     State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -428,63 +505,20 @@ async fn chat(
         .metrics
         .requests_chat
         .fetch_add(1, Ordering::Relaxed);
-    let r = chat_inner(&s, &headers, body).await;
+    let r = chat_inner(&s, record, &headers, body).await;
     respond(&s, r)
 }
 
 async fn chat_inner(
     s: &AppState,
+    record: Arc<Record>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     s.authorize(headers)?;
     let body = s.body(body)?;
-    let req: ChatRequest = api::parse(&body)?;
-    s.check_model(&req.common.model)?;
-    let max = req.max_completion_tokens.or(req.common.max_tokens);
-    let param = if req.max_completion_tokens.is_some() {
-        "max_completion_tokens"
-    } else {
-        "max_tokens"
-    };
-    // No budget: until an end-of-turn token or a full context.
-    let params = api::gen_params(&req.common, &s.inner.config.sampling, max, usize::MAX).map_err(
-        |mut e| {
-            if e.param.as_deref() == Some("max_tokens") {
-                e.param = Some(param.into());
-                e.message = e.message.replace("max_tokens", param);
-            }
-            e
-        },
-    )?;
-    let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
-        (true, Some(k)) if k > 20 => {
-            return Err(ApiError::invalid(
-                Some("top_logprobs"),
-                format!("top_logprobs must be between 0 and 20, got {k}."),
-            ));
-        }
-        (true, k) => Some(k.unwrap_or(0) as usize),
-        (false, Some(k)) if k > 0 => {
-            return Err(ApiError::invalid(
-                Some("top_logprobs"),
-                "top_logprobs needs logprobs to be true.",
-            ));
-        }
-        (false, _) => None,
-    };
-    if req.messages.is_empty() {
-        return Err(ApiError::invalid(
-            Some("messages"),
-            "messages must hold at least one message.",
-        ));
-    }
-    let messages = req
-        .messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Ok(Message::new(m.role.clone(), m.text(i)?)))
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let req = api::chat_request(&body, &s.limits())?;
+    s.check_model(&req.common.model, s.inner.config.strict_model)?;
     let template = s.inner.template.clone().ok_or_else(|| {
         ApiError::invalid(
             None,
@@ -492,30 +526,24 @@ async fn chat_inner(
         )
     })?;
     let tok = s.inner.tok.clone();
+    let messages = req.messages;
     let prompt = tokio::task::spawn_blocking(move || template.encode(&tok, &messages, true))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?;
-    let stream = req.common.stream.unwrap_or(false);
-    let include_usage = req
-        .common
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
     let g = Generate {
         param: "messages",
-        params,
-        logprobs,
-        reply: s.reply(true, logprobs.is_some()),
-        stream,
-        include_usage,
+        reply: s.reply(true, req.logprobs.is_some()),
+        common: req.common,
+        logprobs: req.logprobs,
+        record,
     };
     s.generate(prompt, g).await
 }
 
 async fn completions(
     State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -523,51 +551,21 @@ async fn completions(
         .metrics
         .requests_completions
         .fetch_add(1, Ordering::Relaxed);
-    let r = completions_inner(&s, &headers, body).await;
+    let r = completions_inner(&s, record, &headers, body).await;
     respond(&s, r)
 }
 
 async fn completions_inner(
     s: &AppState,
+    record: Arc<Record>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     s.authorize(headers)?;
     let body = s.body(body)?;
-    let req: CompletionRequest = api::parse(&body)?;
-    s.check_model(&req.common.model)?;
-    // OpenAI's default budget for completions is 16 tokens.
-    let params = api::gen_params(
-        &req.common,
-        &s.inner.config.sampling,
-        req.common.max_tokens,
-        16,
-    )?;
-    let logprobs = match req.logprobs {
-        Some(k) if k > 5 => {
-            return Err(ApiError::invalid(
-                Some("logprobs"),
-                format!("logprobs must be between 0 and 5, got {k}."),
-            ));
-        }
-        k => k.map(|k| k as usize),
-    };
-    if req.echo == Some(true) {
-        return Err(ApiError::invalid(Some("echo"), "echo is not supported."));
-    }
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid(
-            Some("suffix"),
-            "suffix is not supported.",
-        ));
-    }
-    if req.best_of.is_some_and(|b| b != 1) {
-        return Err(ApiError::invalid(
-            Some("best_of"),
-            "This server generates one choice per request; best_of must be 1.",
-        ));
-    }
-    let prompt = match req.prompt()? {
+    let req = api::completion_request(&body, &s.limits())?;
+    s.check_model(&req.common.model, s.inner.config.strict_model)?;
+    let prompt = match req.prompt {
         Prompt::Tokens(ids) => ids,
         Prompt::Text(text) => {
             let tok = s.inner.tok.clone();
@@ -577,20 +575,12 @@ async fn completions_inner(
                 .map_err(ApiError::internal)?
         }
     };
-    let stream = req.common.stream.unwrap_or(false);
-    let include_usage = req
-        .common
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
     let g = Generate {
         param: "prompt",
-        params,
-        logprobs,
-        reply: s.reply(false, logprobs.is_some()),
-        stream,
-        include_usage,
+        reply: s.reply(false, req.logprobs.is_some()),
+        common: req.common,
+        logprobs: req.logprobs,
+        record,
     };
     s.generate(prompt, g).await
 }
@@ -603,57 +593,73 @@ fn failure(f: Failure) -> ApiError {
     }
 }
 
-/// Waits for the end of a request and answers it whole.
-async fn collect(mut rx: UnboundedReceiver<Event>, reply: &Reply) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    let mut lps = Vec::new();
-    while let Some(ev) = rx.recv().await {
+/// Waits for the end of every choice and answers them whole.
+async fn collect(mut a: Answer) -> Result<Response, ApiError> {
+    let mut texts = vec![(String::new(), Vec::new()); a.n];
+    let mut ends: Vec<Option<(FinishReason, Usage)>> = vec![None; a.n];
+    let mut left = a.n;
+    while let Some((i, ev)) = a.rx.recv().await {
         match ev {
-            Event::Text { text: t, logprobs } => {
-                text.push_str(&t);
-                lps.extend(logprobs);
+            Event::Text { text, logprobs } => {
+                texts[i].0.push_str(&text);
+                texts[i].1.extend(logprobs);
             }
             Event::Done { finish, usage } => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &reply.full(&text, &lps, finish, usage),
-                ));
+                ends[i] = Some((finish, usage));
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
             }
             Event::Failed(f) => return Err(failure(f)),
         }
     }
-    Err(ApiError::internal(
-        "the worker dropped a request without an answer",
+    if left > 0 {
+        return Err(ApiError::internal(
+            "the worker dropped a request without an answer",
+        ));
+    }
+    let ends: Vec<(FinishReason, Usage)> = ends.into_iter().flatten().collect();
+    let usage = a.usage(&ends.iter().map(|e| e.1).collect::<Vec<_>>());
+    let choices: Vec<Choice> = texts
+        .into_iter()
+        .zip(&ends)
+        .map(|((text, logprobs), &(finish, _))| Choice {
+            text,
+            logprobs,
+            finish,
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &a.reply.full(&choices, usage),
     ))
 }
 
-/// The answer as server-sent events: (for chat) a role chunk, text chunks, a chunk with the
-/// finish reason, optionally one with the usage, then `[DONE]`. Dropping the stream (the client
-/// went away) drops the receiver, which the worker sees at its next step.
-fn stream(
-    rx: UnboundedReceiver<Event>,
-    reply: Reply,
-    include_usage: bool,
-    keep_alive: Duration,
-) -> Response {
+/// The answer as server-sent events: (for chat) a role chunk per choice, text chunks, a chunk
+/// with each choice's finish reason, optionally one with the usage once all are done, then
+/// `[DONE]`. Dropping the stream (the client went away) drops the receiver, which the worker
+/// sees at its next step, for every choice.
+fn stream(a: Answer, include_usage: bool, keep_alive: Duration) -> Response {
     struct St {
-        rx: UnboundedReceiver<Event>,
-        reply: Reply,
+        a: Answer,
         include_usage: bool,
         pending: std::collections::VecDeque<SseEvent>,
         started: bool,
         done: bool,
-        offset: usize,
+        /// Per choice: where its next text starts, and its usage once done.
+        offsets: Vec<usize>,
+        usages: Vec<Usage>,
     }
     let data = |v: Value| SseEvent::default().data(v.to_string());
     let st = St {
-        rx,
-        reply,
         include_usage,
         pending: Default::default(),
         started: false,
         done: false,
-        offset: 0,
+        offsets: vec![0; a.n],
+        usages: Vec::with_capacity(a.n),
+        a,
     };
     let events = futures_util::stream::unfold(st, move |mut st| async move {
         loop {
@@ -665,25 +671,32 @@ fn stream(
             }
             if !st.started {
                 st.started = true;
-                if st.reply.chat {
-                    st.pending.push_back(data(st.reply.role_chunk()));
+                if st.a.reply.chat {
+                    for i in 0..st.a.n {
+                        st.pending.push_back(data(st.a.reply.role_chunk(i)));
+                    }
                 }
                 continue;
             }
-            match st.rx.recv().await {
-                Some(Event::Text { text, logprobs }) => {
-                    let chunk = st.reply.text_chunk(&text, &logprobs, st.offset);
-                    st.offset += text.len();
+            match st.a.rx.recv().await {
+                Some((i, Event::Text { text, logprobs })) => {
+                    let chunk = st.a.reply.text_chunk(i, &text, &logprobs, st.offsets[i]);
+                    st.offsets[i] += text.len();
                     st.pending.push_back(data(chunk));
                 }
-                Some(Event::Done { finish, usage }) => {
-                    st.pending.push_back(data(st.reply.finish_chunk(finish)));
-                    if st.include_usage {
-                        st.pending.push_back(data(st.reply.usage_chunk(usage)));
+                Some((i, Event::Done { finish, usage })) => {
+                    st.pending
+                        .push_back(data(st.a.reply.finish_chunk(i, finish)));
+                    st.usages.push(usage);
+                    if st.usages.len() == st.a.n {
+                        let usage = st.a.usage(&st.usages);
+                        if st.include_usage {
+                            st.pending.push_back(data(st.a.reply.usage_chunk(usage)));
+                        }
+                        st.done = true;
                     }
-                    st.done = true;
                 }
-                Some(Event::Failed(f)) => {
+                Some((_, Event::Failed(f))) => {
                     st.pending.push_back(data(failure(f).body()));
                     st.done = true;
                 }

@@ -26,14 +26,26 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 
-/// A request as the worker sees it: tokens in, events out.
+/// One choice of a request as the worker sees it: tokens in, events out. A request with `n`
+/// choices is `n` jobs sharing one event channel, each event tagged with its choice.
 pub struct Job {
     pub prompt: Vec<u32>,
     pub params: GenParams,
     /// `Some(k)`: report the log-probability of each generated token and of the `k` most
     /// likely tokens at its position.
     pub logprobs: Option<usize>,
-    pub events: UnboundedSender<Event>,
+    /// Whether a slot's cached prefix may be reused (llama.cpp's `cache_prompt`).
+    pub cache_prompt: bool,
+    /// Which choice of its request this is (the `index` of OpenAI's `choices`).
+    pub choice: usize,
+    pub events: UnboundedSender<(usize, Event)>,
+}
+
+impl Job {
+    /// Sends an event tagged with the choice; a client that went away is noticed elsewhere.
+    fn send(&self, event: Event) {
+        let _ = self.events.send((self.choice, event));
+    }
 }
 
 /// What the worker tells the request's handler.
@@ -224,13 +236,13 @@ fn run(
             waiting.extend(rx.try_iter());
             for job in waiting.drain(..) {
                 metrics.queued.fetch_sub(1, Ordering::Relaxed);
-                let _ = job.events.send(Event::Failed(Failure::ShuttingDown));
+                job.send(Event::Failed(Failure::ShuttingDown));
             }
             for slot in &mut slots {
                 if let Some(a) = slot.active.take() {
                     metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
                     metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                    let _ = a.job.events.send(Event::Failed(Failure::ShuttingDown));
+                    a.job.send(Event::Failed(Failure::ShuttingDown));
                 }
             }
             return;
@@ -260,7 +272,15 @@ fn run(
         // Admission, first come first served, each to the free slot with the longest shared
         // prefix (the least recently used among equals).
         while !waiting.is_empty() {
-            let Some(i) = pick_slot(&slots, &waiting[0].prompt) else {
+            // Without prompt caching, the least recently used slot, whose cache is least
+            // likely to serve another request.
+            let job = &waiting[0];
+            let prefix = if job.cache_prompt {
+                &job.prompt[..]
+            } else {
+                &[]
+            };
+            let Some(i) = pick_slot(&slots, prefix) else {
                 break;
             };
             let job = waiting.pop_front().expect("not empty");
@@ -339,7 +359,7 @@ fn run(
             eprintln!("camelid serve: forward pass failed: {e}");
             for slot in &mut slots {
                 if let Some(a) = slot.active.take() {
-                    let _ = a.job.events.send(Event::Failed(Failure::Internal));
+                    a.job.send(Event::Failed(Failure::Internal));
                     metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
                 }
                 slot.cached.clear();
@@ -369,7 +389,7 @@ fn run(
             a.logprobs.extend(lp);
             if !text.is_empty() || (finish.is_some() && !a.logprobs.is_empty()) {
                 let logprobs = std::mem::take(&mut a.logprobs);
-                let _ = a.job.events.send(Event::Text { text, logprobs });
+                a.job.send(Event::Text { text, logprobs });
             }
             a.next = t;
             if let Some(finish) = finish {
@@ -383,7 +403,7 @@ fn run(
                     .completion_tokens
                     .fetch_add(usage.completion_tokens as u64, Ordering::Relaxed);
                 metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
-                let _ = a.job.events.send(Event::Done { finish, usage });
+                a.job.send(Event::Done { finish, usage });
                 slot.active = None;
             }
         }
@@ -423,15 +443,17 @@ fn admit<'t>(slot: &mut Slot<'t>, job: Job, tok: &'t Tokenizer, clock: u64, metr
         Ok(c) => c,
         Err(e) => {
             // The handler checks these before enqueueing; say so if one slipped through.
-            let _ = job
-                .events
-                .send(Event::Failed(Failure::Invalid(e.to_string())));
+            job.send(Event::Failed(Failure::Invalid(e.to_string())));
             return;
         }
     };
     // Keep the shared prefix, but recompute at least the prompt's last token: its logits give
     // the first generated token.
-    let keep = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1);
+    let keep = if job.cache_prompt {
+        common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1)
+    } else {
+        0
+    };
     slot.cached.truncate(keep);
     slot.state.pos = keep;
     slot.last_used = clock;

@@ -57,6 +57,8 @@ fn server(n_ctx: usize, set: impl FnOnce(&mut ServerConfig)) -> (Router, AppStat
 struct Reference {
     prompt: String,
     ids: Vec<u32>,
+    /// llama.cpp's first `STEPS` greedy tokens.
+    generated: Vec<u32>,
     text: String,
 }
 
@@ -95,6 +97,7 @@ fn references(tok: &Tokenizer) -> Vec<Reference> {
                 prompt: p["prompt"].as_str().unwrap().to_string(),
                 ids: ids(&p["prompt_ids"]),
                 text: String::from_utf8(tok.decode_bytes(&generated[..STEPS]).unwrap()).unwrap(),
+                generated: generated[..STEPS].to_vec(),
             }
         })
         .collect();
@@ -519,10 +522,12 @@ type Case = (
 /// Every error case: status, and a body of OpenAI's shape saying what is wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_openai_shape_and_status() {
-    let (app, _state, _tok) = server(64, |c| {
+    let (app, _state, tok) = server(64, |c| {
         c.api_key = Some("sekrit".into());
         c.body_limit = 4096;
+        c.strict_model = true;
     });
+    let n_vocab = tok.n_vocab();
     let authed = |path: &str, body: String| {
         Request::post(path)
             .header(header::AUTHORIZATION, "Bearer sekrit")
@@ -606,11 +611,64 @@ async fn errors_have_openai_shape_and_status() {
             vec!["gpt-9"],
         ),
         (
-            chat(json!({"model": MODEL, "messages": hi, "n": 2})),
+            chat(json!({"model": MODEL, "messages": hi, "n": 0})),
             400,
             Some("n"),
             None,
-            vec!["n must be 1"],
+            vec!["n must be between 1 and"],
+        ),
+        (
+            chat(
+                json!({"model": MODEL, "messages": hi, "logit_bias": {n_vocab.to_string(): -100}}),
+            ),
+            400,
+            Some("logit_bias"),
+            None,
+            vec!["outside the vocabulary", "49152"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": "x", "logit_bias": {"12": 101}})),
+            400,
+            Some("logit_bias"),
+            None,
+            vec!["between -100 and 100"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": "x", "logit_bias": {"the": 1}})),
+            400,
+            Some("logit_bias"),
+            None,
+            vec!["not a token id"],
+        ),
+        (
+            chat(
+                json!({"model": MODEL, "messages": hi, "stream_options": {"include_usage": true}}),
+            ),
+            400,
+            Some("stream_options"),
+            None,
+            vec!["stream"],
+        ),
+        (
+            chat(json!({"model": MODEL, "messages": hi, "temperature": "hot"})),
+            400,
+            Some("temperature"),
+            Some("invalid_type"),
+            vec!["number"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": "x", "top_k": -2})),
+            400,
+            Some("top_k"),
+            None,
+            vec!["-1"],
+        ),
+        (
+            compl(json!({"model": MODEL, "prompt": "x", "repeat_penalty": 0})),
+            400,
+            Some("repeat_penalty"),
+            None,
+            vec!["> 0"],
         ),
         (
             chat(json!({"model": MODEL, "messages": hi, "temperature": 5})),
@@ -778,4 +836,503 @@ async fn full_queue_answers_503() {
     .await;
     let (status, _) = call(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// `logit_bias` {id: -100} bans the greedy first token: the answer then starts with the
+/// runner-up, the second of the unbiased request's top log-probabilities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logit_bias_bans_the_greedy_first_token() {
+    let (app, _state, tok) = server(256, |_| {});
+    let r = &references(&tok)[0];
+    let first = r.generated[0];
+    let body =
+        json!({"model": MODEL, "prompt": r.ids, "max_tokens": 1, "temperature": 0, "logprobs": 2});
+    let (status, v) = post_json(&app, "/v1/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    let first_text = String::from_utf8(tok.decode_bytes(&[first]).unwrap()).unwrap();
+    assert_eq!(lp["tokens"][0], first_text.as_str());
+    let top = lp["top_logprobs"][0].as_object().unwrap();
+    let runner_up = top
+        .iter()
+        .filter(|(t, _)| **t != first_text)
+        .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+        .unwrap()
+        .0
+        .clone();
+
+    for path in ["/v1/completions", "/v1/chat/completions"] {
+        let mut b = body.clone();
+        b["logit_bias"] = json!({first.to_string(): -100});
+        if path.ends_with("chat/completions") {
+            // Chat: the ban holds for every position, so the first token is never the banned one.
+            b = json!({
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0, "max_tokens": 8, "logprobs": true,
+                "logit_bias": {tok.encode("The", false, false)[0].to_string(): -100},
+            });
+            let (status, v) = post_json(&app, path, b).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+            assert!(content.iter().all(|t| t["token"] != "The"), "{v}");
+            continue;
+        }
+        let (status, v) = post_json(&app, path, b).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["choices"][0]["text"], runner_up.as_str(), "{v}");
+    }
+    // A positive bias of 100 on any token makes it the greedy choice.
+    let forced = tok.encode(" zebra", false, false)[0];
+    let mut b = body.clone();
+    b["logit_bias"] = json!({forced.to_string(): 100});
+    let (_, v) = post_json(&app, "/v1/completions", b).await;
+    let forced_text = String::from_utf8(tok.decode_bytes(&[forced]).unwrap()).unwrap();
+    assert_eq!(v["choices"][0]["text"], forced_text.as_str(), "{v}");
+}
+
+/// `n` choices: indexed 0..n, each with its own seed (seed + index), so a seeded request
+/// repeats all of them, streamed or not; greedy choices are all the greedy text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_streamed_or_not() {
+    let (app, _state, tok) = server(256, |c| c.n_slots = 4);
+    let r = &references(&tok)[0];
+    let greedy =
+        json!({"model": MODEL, "prompt": r.ids, "max_tokens": STEPS, "temperature": 0, "n": 3});
+    let (status, v) = post_json(&app, "/v1/completions", greedy).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["text"], r.text.as_str());
+    }
+    assert_eq!(v["usage"]["prompt_tokens"], r.ids.len());
+    assert_eq!(v["usage"]["completion_tokens"], 3 * STEPS);
+
+    let sampled = json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a word."}],
+        "max_tokens": 6, "temperature": 1.0, "seed": 11, "n": 3,
+    });
+    let (status, v) = post_json(&app, "/v1/chat/completions", sampled.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let texts: Vec<String> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["message"]["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 3);
+    let (_, again) = post_json(&app, "/v1/chat/completions", sampled.clone()).await;
+    assert_eq!(v["choices"], again["choices"]);
+
+    // Streamed: every choice's role chunk, text and finish reason under its own index.
+    let mut s = sampled.clone();
+    s["stream"] = json!(true);
+    s["stream_options"] = json!({"include_usage": true});
+    let (events, done) = stream(&app, "/v1/chat/completions", s).await;
+    assert!(done);
+    let mut streamed = vec![String::new(); 3];
+    let mut roles = 0;
+    let mut finishes = 0;
+    for e in &events {
+        for c in e["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            roles += usize::from(c["delta"]["role"] == "assistant");
+            finishes += usize::from(c["finish_reason"].is_string());
+            streamed[i].push_str(c["delta"]["content"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!((roles, finishes), (3, 3));
+    assert_eq!(streamed, texts);
+    let usage = &events.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], v["usage"]["completion_tokens"]);
+}
+
+/// llama.cpp's sampling fields are honoured: top_k 1 (or min_p 1) is greedy whatever the seed
+/// and temperature; a strong repeat penalty changes a repetitive continuation; cache_prompt
+/// false computes the prompt again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_cpp_sampling_fields_are_honoured() {
+    let (app, _state, tok) = server(256, |c| c.n_slots = 1);
+    let r = &references(&tok)[0];
+    for (field, value) in [("top_k", json!(1)), ("min_p", json!(1.0))] {
+        for seed in [1, 2, 3] {
+            let mut body = json!({"model": MODEL, "prompt": r.ids, "max_tokens": STEPS, "temperature": 1.5, "seed": seed});
+            body[field] = value.clone();
+            let (status, v) = post_json(&app, "/v1/completions", body).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            assert_eq!(
+                v["choices"][0]["text"],
+                r.text.as_str(),
+                "{field}, seed {seed}"
+            );
+        }
+    }
+    let ids = tok.encode("1, 2, 3, 4, 5,", false, false);
+    let counting = json!({"model": MODEL, "prompt": ids, "max_tokens": 8, "temperature": 0});
+    let (_, plain) = post_json(&app, "/v1/completions", counting.clone()).await;
+    assert!(
+        plain["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(" 6, 7"),
+        "{plain}"
+    );
+    let mut penalized = counting.clone();
+    penalized["repeat_penalty"] = json!(3.0);
+    penalized["repeat_last_n"] = json!(-1);
+    let (_, v) = post_json(&app, "/v1/completions", penalized).await;
+    assert_ne!(v["choices"][0]["text"], plain["choices"][0]["text"], "{v}");
+
+    // The same prompt again: cached, unless cache_prompt is false.
+    let (_, v) = post_json(&app, "/v1/completions", counting.clone()).await;
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"],
+        ids.len() - 1
+    );
+    let mut fresh = counting.clone();
+    fresh["cache_prompt"] = json!(false);
+    let (_, v) = post_json(&app, "/v1/completions", fresh).await;
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(v["choices"][0]["text"], plain["choices"][0]["text"]);
+}
+
+/// Each field camelid does not implement is a 400 naming it, as is an unknown field; values
+/// that ask for nothing (and nulls) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_and_unknown_fields_are_refused_by_name() {
+    let (app, _state, _tok) = server(128, |_| {});
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let tool =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    let chat_cases: Vec<(&str, Value, &str)> = vec![
+        ("tools", tool.clone(), "unsupported_parameter"),
+        ("tool_choice", json!("required"), "unsupported_parameter"),
+        (
+            "tool_choice",
+            json!({"type": "function", "function": {"name": "f"}}),
+            "unsupported_parameter",
+        ),
+        ("functions", json!([{"name": "f"}]), "unsupported_parameter"),
+        (
+            "function_call",
+            json!({"name": "f"}),
+            "unsupported_parameter",
+        ),
+        (
+            "response_format",
+            json!({"type": "json_object"}),
+            "unsupported_parameter",
+        ),
+        (
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
+            "unsupported_parameter",
+        ),
+        ("grammar", json!("root ::= \"a\""), "unsupported_parameter"),
+        (
+            "json_schema",
+            json!({"type": "object"}),
+            "unsupported_parameter",
+        ),
+        (
+            "audio",
+            json!({"voice": "alloy", "format": "wav"}),
+            "unsupported_parameter",
+        ),
+        (
+            "modalities",
+            json!(["text", "audio"]),
+            "unsupported_parameter",
+        ),
+        (
+            "prediction",
+            json!({"type": "content", "content": "x"}),
+            "unsupported_parameter",
+        ),
+        ("web_search_options", json!({}), "unsupported_parameter"),
+        ("reasoning_effort", json!("low"), "unsupported_parameter"),
+        ("verbosity", json!("low"), "unsupported_parameter"),
+        ("store", json!(true), "unsupported_parameter"),
+        ("service_tier", json!("flex"), "unsupported_parameter"),
+        (
+            "prompt_cache_retention",
+            json!("24h"),
+            "unsupported_parameter",
+        ),
+        ("echo", json!(true), "unknown_parameter"),
+        ("mirostat", json!(2), "unknown_parameter"),
+        ("typical_p", json!(0.9), "unknown_parameter"),
+        ("frobnicate", json!(1), "unknown_parameter"),
+    ];
+    let completion_cases: Vec<(&str, Value, &str)> = vec![
+        ("echo", json!(true), "unsupported_parameter"),
+        ("suffix", json!("}"), "unsupported_parameter"),
+        ("best_of", json!(3), "unsupported_parameter"),
+        ("grammar", json!("root ::= \"a\""), "unsupported_parameter"),
+        ("json_schema", json!({}), "unsupported_parameter"),
+        ("tools", tool.clone(), "unknown_parameter"),
+        (
+            "response_format",
+            json!({"type": "text"}),
+            "unknown_parameter",
+        ),
+        ("max_completion_tokens", json!(4), "unknown_parameter"),
+    ];
+    let mut cases = Vec::new();
+    for (field, value, code) in chat_cases {
+        let mut b = json!({"model": MODEL, "messages": hi, "max_tokens": 1});
+        b[field] = value;
+        cases.push(("/v1/chat/completions", b, field.to_string(), code));
+    }
+    for (field, value, code) in completion_cases {
+        let mut b = json!({"model": MODEL, "prompt": "x", "max_tokens": 1});
+        b[field] = value;
+        cases.push(("/v1/completions", b, field.to_string(), code));
+    }
+    // Inside messages and stream_options, the path names the field.
+    for (k, v) in [
+        ("name", json!("bob")),
+        ("tool_call_id", json!("c1")),
+        ("tool_calls", json!([{"id": "c1"}])),
+    ] {
+        let mut m = json!({"role": "user", "content": "hi"});
+        m[k] = v;
+        let b = json!({"model": MODEL, "messages": [m], "max_tokens": 1});
+        cases.push((
+            "/v1/chat/completions",
+            b,
+            format!("messages[0].{k}"),
+            "unsupported_parameter",
+        ));
+    }
+    cases.push((
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi", "colour": "red"}]}),
+        "messages[0].colour".into(),
+        "unknown_parameter",
+    ));
+    cases.push((
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "x", "stream": true, "stream_options": {"include_obfuscation": true}}),
+        "stream_options.include_obfuscation".into(),
+        "unsupported_parameter",
+    ));
+    for (path, body, field, code) in cases {
+        let (status, v) = post_json(&app, path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {field}: {v}");
+        assert_eq!(v["error"]["param"], field.as_str(), "{path}: {v}");
+        assert_eq!(v["error"]["code"], code, "{path} {field}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(&field),
+            "{v}"
+        );
+    }
+
+    // What asks for nothing passes: plain text, no tools, nothing stored, ignored identifiers.
+    let trivial = json!({
+        "model": "gpt-4o", "messages": hi, "max_tokens": 1,
+        "response_format": {"type": "text"}, "tools": [], "tool_choice": "none",
+        "parallel_tool_calls": false, "functions": null, "store": false, "service_tier": "auto",
+        "modalities": ["text"], "prompt_cache_retention": "in_memory", "grammar": "",
+        "json_schema": null, "user": "u-1", "metadata": {"k": "v"}, "safety_identifier": "s",
+        "prompt_cache_key": "k", "audio": null, "reasoning_effort": null,
+        "messages": [{"role": "user", "content": "hi", "name": null, "tool_calls": []}],
+        "stream": true, "stream_options": {"include_usage": false, "include_obfuscation": false},
+    });
+    let (events, done) = stream(&app, "/v1/chat/completions", trivial).await;
+    assert!(done && !events.is_empty());
+    let trivial = json!({
+        "model": MODEL, "prompt": "x", "max_tokens": 1, "echo": false, "suffix": "",
+        "best_of": 2, "n": 2, "grammar": null, "user": "u-1",
+    });
+    let (status, v) = post_json(&app, "/v1/completions", trivial).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+}
+
+/// Any model name is taken when one model is served (answers name the served one); with
+/// strict_model only that name. /v1/models is the same either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_model_name_is_taken_unless_strict() {
+    let (app, _state, _tok) = server(128, |_| {});
+    let body = json!({"model": "gpt-4o-mini", "prompt": "x", "max_tokens": 1});
+    let (status, v) = post_json(&app, "/v1/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["model"], MODEL);
+    let (_, models) = call(
+        &app,
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
+    assert_eq!(models["data"][0]["id"], MODEL);
+
+    let (strict, _state, _tok) = server(128, |c| c.strict_model = true);
+    let (status, v) = post_json(&strict, "/v1/completions", body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let (_, strict_models) = call(
+        &strict,
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
+    // The same listing (its `created` is the server's start time, so only the ids compare).
+    assert_eq!(strict_models["data"].as_array().unwrap().len(), 1);
+    assert_eq!(strict_models["data"][0]["id"], MODEL);
+}
+
+fn preflight(origin: &str) -> Request<Body> {
+    Request::options("/v1/chat/completions")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization, content-type, x-stainless-os",
+        )
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// A browser preflight from an allowed origin gets 204 with the allow headers; from another
+/// origin, or with CORS off, a 403 without them. Answers to allowed origins carry
+/// Access-Control-Allow-Origin, others do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_follows_the_allowed_origins() {
+    let (app, _state, _tok) = server(128, |c| {
+        c.cors =
+            camelid_server::Cors::parse(&["http://localhost:5173,https://app.example"]).unwrap();
+        c.api_key = Some("k".into());
+    });
+    for origin in ["http://localhost:5173", "https://app.example"] {
+        let resp = app.clone().oneshot(preflight(origin)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "{origin}");
+        let h = resp.headers();
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], origin);
+        let methods = h[header::ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap();
+        assert!(
+            methods.contains("POST") && methods.contains("GET"),
+            "{methods}"
+        );
+        let allowed = h[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap();
+        for want in ["authorization", "content-type", "x-stainless-os"] {
+            assert!(allowed.contains(want), "{allowed}");
+        }
+    }
+    let refused = |app: Router, origin: &'static str| async move {
+        let (status, v) = call(&app, preflight(origin)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}: {v}");
+        assert_eq!(v["error"]["code"], "origin_not_allowed");
+        let resp = app.oneshot(preflight(origin)).await.unwrap();
+        assert!(
+            !resp
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        );
+    };
+    refused(app.clone(), "https://evil.example").await;
+    refused(app.clone(), "http://localhost:5174").await;
+    let (off, _state, _tok) = server(128, |_| {});
+    refused(off, "http://localhost:5173").await;
+
+    // The request itself: allowed origins can read the answer (errors included).
+    let get = |origin: &str| {
+        Request::get("/v1/models")
+            .header(header::ORIGIN, origin)
+            .header(header::AUTHORIZATION, "Bearer k")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let resp = app
+        .clone()
+        .oneshot(get("https://app.example"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example"
+    );
+    let resp = app
+        .clone()
+        .oneshot(get("https://evil.example"))
+        .await
+        .unwrap();
+    assert!(
+        !resp
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+}
+
+/// One access-log line per request, whatever answers it, with the token counts of the ones
+/// that generate (a stream's line once the stream is over); text and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_access_log_line_per_request() {
+    let (sink, lines) = camelid_server::LogSink::memory();
+    let (app, _state, tok) = server(128, |c| {
+        c.access_log = Some(camelid_server::AccessLog {
+            format: camelid_server::LogFormat::Json,
+            sink,
+        })
+    });
+    let ids = tok.encode("1, 2, 3, 4, 5,", false, false);
+    let body = json!({"model": MODEL, "prompt": ids, "max_tokens": 4, "temperature": 0});
+    post_json(&app, "/v1/completions", body.clone()).await;
+    let mut s = body.clone();
+    s["stream"] = json!(true);
+    s["n"] = json!(2);
+    stream(&app, "/v1/completions", s).await;
+    call(&app, Request::get("/nowhere").body(Body::empty()).unwrap()).await;
+    call(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    wait_for("four log lines", async || lines.lock().unwrap().len() >= 4).await;
+    let lines: Vec<Value> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let want = [
+        ("POST", "/v1/completions", 200, ids.len(), 4),
+        ("POST", "/v1/completions", 200, ids.len(), 8),
+        ("GET", "/nowhere", 404, 0, 0),
+        ("GET", "/health", 200, 0, 0),
+    ];
+    for (l, (method, path, status, prompt, completion)) in lines.iter().zip(want) {
+        assert_eq!(l["method"], method, "{l}");
+        assert_eq!(l["path"], path, "{l}");
+        assert_eq!(l["status"], status, "{l}");
+        assert_eq!(l["prompt_tokens"], prompt, "{l}");
+        assert_eq!(l["completion_tokens"], completion, "{l}");
+        assert!(l["ms"].as_f64().unwrap() >= 0.0, "{l}");
+        let time = l["time"].as_str().unwrap();
+        assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+    }
+
+    // The text form, from the same kind of record.
+    let (sink, text) = camelid_server::LogSink::memory();
+    let (app, _state, _tok) = server(128, |c| {
+        c.access_log = Some(camelid_server::AccessLog {
+            format: camelid_server::LogFormat::Text,
+            sink,
+        })
+    });
+    post_json(&app, "/v1/completions", body).await;
+    let line = text.lock().unwrap()[0].clone();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        &fields[1..6],
+        [
+            "POST",
+            "/v1/completions",
+            "200",
+            &format!("prompt={}", ids.len()),
+            "completion=4"
+        ],
+        "{line}"
+    );
+    assert!(fields[6].ends_with("ms"), "{line}");
 }
