@@ -61,8 +61,9 @@ pub struct CompareArgs {
     /// perplexity on each text that holds two chunks.
     #[arg(long = "text")]
     pub texts: Vec<PathBuf>,
-    /// Write an SVG chart: KV-cache memory against context length, and per-chunk perplexity
-    /// of the model files on the texts.
+    /// Write an SVG chart: KV-cache memory against context length (log scales), tokens per
+    /// 1,000 characters of each text for each model, and per-chunk perplexity of the model files
+    /// on the texts.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Context (chunk length) of the perplexity runs.
@@ -776,19 +777,21 @@ fn text(svg: &mut String, x: f64, y: f64, size: f64, attrs: &str, s: &str) {
     );
 }
 
-/// A dashed stroke for every other series of a colour cycle, so that lines with the same
-/// course (models with the same KV per token) stay apart.
-fn dash(dashed: bool) -> &'static str {
-    if dashed {
-        r#" stroke-dasharray="9 5""#
-    } else {
-        ""
+/// Stroke patterns: solid, dashed, dotted, dash-dot.
+const DASHES: [&str; 4] = ["", "9 5", "2 4", "12 4 2 4"];
+
+fn dash(pattern: usize) -> String {
+    match DASHES[pattern % DASHES.len()] {
+        "" => String::new(),
+        d => format!(r#" stroke-dasharray="{d}""#),
     }
 }
 
-/// The colour and dash of entry `i`: after the palette runs out the colours repeat, dashed.
-fn model_style(i: usize) -> (&'static str, bool) {
-    (PALETTE[i % PALETTE.len()], (i / PALETTE.len()) % 2 == 1)
+/// The colour and stroke pattern of model `i`: every other model dashed, so that lines with the
+/// same course (models with the same KV per token) stay apart; once the palette runs out the
+/// colours repeat with the patterns swapped.
+fn model_style(i: usize) -> (&'static str, usize) {
+    (PALETTE[i % PALETTE.len()], (i + i / PALETTE.len()) % 2)
 }
 
 /// An axis: the value range it shows, linear or logarithmic, and its labelled ticks.
@@ -924,7 +927,7 @@ struct LegendEntry {
     key: String,
     label: String,
     color: &'static str,
-    dashed: bool,
+    dash: usize,
 }
 
 /// Draws a boxed legend at `top`, in as many equal columns as fit the figure's width (labels
@@ -974,7 +977,7 @@ fn draw_legend(svg: &mut String, top: f64, heading: Option<&str>, entries: &[Leg
             x + SWATCH - 8.0,
             y - 4.0,
             e.color,
-            dash(e.dashed),
+            dash(e.dash),
             x + SWATCH - 8.0,
             y - 4.0,
             e.color,
@@ -1008,7 +1011,7 @@ fn open_panel(svg: &mut String, top: f64, id: &str, title: &str) {
 
 struct Line {
     color: &'static str,
-    dashed: bool,
+    dash: usize,
     points: Vec<(f64, f64)>,
     /// Mark every point (per-chunk data) rather than only the last (where a line ends).
     every_point: bool,
@@ -1095,7 +1098,7 @@ fn draw_lines(
             l.color,
             // Earlier lines are wider, so that one hidden under a later one shows at its edges.
             2.0 + 3.0 * (n - 1 - i) as f64 / (n.max(2) - 1) as f64,
-            dash(l.dashed),
+            dash(l.dash),
             pts.join(" ")
         );
         let marks = if l.every_point {
@@ -1185,11 +1188,10 @@ fn draw_kv_panel(svg: &mut String, top: f64, entries: &[Entry]) -> f64 {
         .iter()
         .enumerate()
         .map(|(i, _)| {
-            let (color, dashed) = model_style(i);
+            let (color, dash) = model_style(i);
             Line {
                 color,
-                // Within a colour, alternate dashes so coinciding lines stay visible.
-                dashed: dashed ^ (i % 2 == 1),
+                dash,
                 points: vec![(x.lo, per_tok[i] * x.lo), (ctx[i], per_tok[i] * ctx[i])],
                 every_point: false,
                 end_label: Some(size_label(per_tok[i] * ctx[i])),
@@ -1273,7 +1275,7 @@ fn draw_token_panel(svg: &mut String, top: f64, entries: &[Entry], counts: &[Tex
             // Over the axis where the labels' column is narrower than the title: a white halo
             // keeps it legible.
             r#"class="group-title" font-weight="bold" stroke="white" stroke-width="4" paint-order="stroke""#,
-            &format!("{text_name} ({} characters)", c.chars),
+            &format!("{text_name} ({} characters)", thousands(c.chars)),
         );
         y += GROUP_HEAD;
         for (i, (name, n)) in names.iter().zip(&c.tokens).enumerate() {
@@ -1352,7 +1354,7 @@ fn draw_token_panel(svg: &mut String, top: f64, entries: &[Entry], counts: &[Tex
     bottom + 50.0 - top
 }
 
-/// The perplexity panel: per-chunk perplexity of every run, coloured by model, dashed by text,
+/// The perplexity panel: per-chunk perplexity of every run, coloured by model, patterned by text,
 /// with its own legend. A range beyond a factor of ten gets a log axis.
 fn draw_ppl_panel(
     svg: &mut String,
@@ -1377,13 +1379,13 @@ fn draw_ppl_panel(
             .iter()
             .position(|c| c.path.display().to_string() == r.text)
             .unwrap_or(0);
-        (model_style(m).0, t % 2 == 1)
+        (model_style(m).0, t)
     };
     let lines: Vec<Line> = runs
         .iter()
         .map(|r| Line {
             color: style(r).0,
-            dashed: style(r).1,
+            dash: style(r).1,
             points: (1..)
                 .map(f64::from)
                 .zip(r.chunk_ppl.iter().copied())
@@ -1420,7 +1422,7 @@ fn draw_ppl_panel(
                 r.chunk_ppl.len()
             ),
             color: style(r).0,
-            dashed: style(r).1,
+            dash: style(r).1,
         })
         .collect();
     h + draw_legend(svg, top + h, None, &legend) + 10.0
@@ -1433,7 +1435,7 @@ fn render_svg(entries: &[Entry], counts: &[TextCount], runs: &[PplRun], n_ctx: u
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let (color, dashed) = model_style(i);
+            let (color, dash) = model_style(i);
             LegendEntry {
                 key: e.label.clone(),
                 label: format!(
@@ -1444,7 +1446,7 @@ fn render_svg(entries: &[Entry], counts: &[TextCount], runs: &[PplRun], n_ctx: u
                     ctx_label(e.config.n_ctx_train)
                 ),
                 color,
-                dashed: dashed ^ (i % 2 == 1),
+                dash,
             }
         })
         .collect();
@@ -1476,6 +1478,19 @@ fn render_svg(entries: &[Entry], counts: &[TextCount], runs: &[PplRun], n_ctx: u
     svg.push_str(&body);
     svg.push_str("</svg>\n");
     svg
+}
+
+/// 173942 as "173,942".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The last path component, for legends.
