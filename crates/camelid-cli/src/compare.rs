@@ -4,17 +4,13 @@
 //!
 //! Figures and how they are computed:
 //! - parameters: [`Config::n_params`], the count the published shapes imply;
-//! - KV cache per token at F16: `2 (K and V) · n_layers · n_kv_heads · head_dim · 2 bytes`;
+//! - KV cache per token at F16: [`Config::kv_bytes_per_token`];
 //! - weights: F16 2 bytes per parameter; Q8_0 8.5 bits (34-byte blocks of 32: an f16 scale and
 //!   32 int8); Q4_K_M about 4.89 bits, an estimate: Q4_K_M is llama.cpp's mix of Q4_K and
 //!   Q6_K tensors, and 4.8944 bits per weight is what llama.cpp's tools/quantize/README.md
 //!   measures on Llama 3.1 8B (the mix, hence the average, differs a little by model);
-//! - FLOPs per token at context position `t`: `2·N_mm + 4·n_layers·t·n_heads·head_dim`, with
-//!   `N_mm` the parameters that multiply activations (every projection and the output matrix;
-//!   not the embedding lookup, a gather, nor the norm gains) and the attention term counting
-//!   `QKᵀ` and `A·V` (`t·n_heads·head_dim` multiply-adds each, 2 FLOPs per multiply-add), after
-//!   Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", table 1), who count `QKᵀ`
-//!   only. Softmax, norms, RoPE and SwiGLU are left out: they are O(d) per token.
+//! - FLOPs per token at context position `t`: [`Config::flops_per_token`], `2·N_mm +
+//!   4·n_layers·t·n_heads·head_dim` with `N_mm` [`Config::matmul_params`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -104,24 +100,15 @@ struct Figures {
 
 fn figures(c: &Config) -> Figures {
     let params = c.n_params();
-    let (d, q, kv, ff) = (
-        c.d_model as u64,
-        c.q_dim() as u64,
-        c.kv_dim() as u64,
-        c.d_ff as u64,
-    );
-    let per_layer = d * q + 2 * d * kv + q * d + 3 * d * ff;
-    let n_mm = c.n_layers as u64 * per_layer + c.n_vocab as u64 * d;
-    let attn_full = 4.0 * c.n_layers as f64 * c.n_ctx_train as f64 * q as f64;
     Figures {
         params,
         attention: attention_kind(c),
-        kv_bytes_per_token: 2 * c.n_layers as u64 * kv * 2,
+        kv_bytes_per_token: c.kv_bytes_per_token(2),
         weights_f16: params as f64 * 2.0,
         weights_q8_0: params as f64 * Q8_0_BPW / 8.0,
         weights_q4_k_m: params as f64 * Q4_K_M_BPW / 8.0,
-        flops_short: 2.0 * n_mm as f64,
-        flops_full_ctx: 2.0 * n_mm as f64 + attn_full,
+        flops_short: c.flops_per_token(0),
+        flops_full_ctx: c.flops_per_token(c.n_ctx_train),
     }
 }
 

@@ -12,7 +12,6 @@ mod bench;
 mod chat;
 mod compare;
 mod eval;
-mod fetch;
 mod inspect;
 mod load;
 mod local;
@@ -20,6 +19,9 @@ mod quantize;
 mod run;
 mod serve;
 mod tokenize;
+
+// Model resolution and downloads are the library crate camelid-hub; the commands call it `fetch`.
+use camelid_hub as fetch;
 
 #[derive(Parser)]
 #[command(

@@ -154,11 +154,43 @@ impl Config {
     /// Parameter count implied by the shapes: embeddings, attention, SwiGLU, norms, and the
     /// output projection unless tied.
     pub fn n_params(&self) -> u64 {
-        let (d, v, ff) = (self.d_model as u64, self.n_vocab as u64, self.d_ff as u64);
-        let (q, kv) = (self.q_dim() as u64, self.kv_dim() as u64);
-        let per_layer = d * q + 2 * d * kv + q * d + 3 * d * ff + 2 * d;
+        let (d, v) = (self.d_model as u64, self.n_vocab as u64);
+        // Each layer's matrices and its two norm gains; the final norm's gain after the layers.
+        let per_layer = self.layer_matmul_params() + 2 * d;
         let output = if self.tied_embeddings { 0 } else { v * d };
         v * d + self.n_layers as u64 * per_layer + d + output
+    }
+
+    /// One layer's weights that multiply activations: the q, k, v and output projections and
+    /// the three SwiGLU matrices.
+    fn layer_matmul_params(&self) -> u64 {
+        let (d, ff) = (self.d_model as u64, self.d_ff as u64);
+        let (q, kv) = (self.q_dim() as u64, self.kv_dim() as u64);
+        d * q + 2 * d * kv + q * d + 3 * d * ff
+    }
+
+    /// The parameters that multiply activations, `N_mm`: every layer's projections and the
+    /// output matrix (counted even when it is the tied embedding, since the product runs either
+    /// way); not the embedding lookup, a gather, nor the norm gains.
+    pub fn matmul_params(&self) -> u64 {
+        let (d, v) = (self.d_model as u64, self.n_vocab as u64);
+        self.n_layers as u64 * self.layer_matmul_params() + v * d
+    }
+
+    /// Bytes the KV cache holds per token of context, `2 (K and V) · n_layers · n_kv_heads ·
+    /// head_dim · bytes_per_value` (2 for F16, 4 for f32).
+    pub fn kv_bytes_per_token(&self, bytes_per_value: u64) -> u64 {
+        2 * self.n_layers as u64 * self.kv_dim() as u64 * bytes_per_value
+    }
+
+    /// FLOPs of the forward pass for one token at context position `pos`:
+    /// `2·N_mm + 4·n_layers·pos·n_heads·head_dim`. The attention term counts `QKᵀ` and `A·V`
+    /// (`pos·n_heads·head_dim` multiply-adds each, 2 FLOPs per multiply-add), after Kaplan et
+    /// al. 2020 ("Scaling Laws for Neural Language Models", table 1), who count `QKᵀ` only.
+    /// Softmax, norms, RoPE and SwiGLU are left out: they are O(d) per token.
+    pub fn flops_per_token(&self, pos: usize) -> f64 {
+        let attention = 4.0 * self.n_layers as f64 * pos as f64 * self.q_dim() as f64;
+        2.0 * self.matmul_params() as f64 + attention
     }
 
     /// Per-pair RoPE inverse frequencies `θ^(-2i/head_dim)`, with the configured scaling.
@@ -450,6 +482,52 @@ mod tests {
             })
             .unwrap();
         assert!(scaled[mid] < plain[mid] && scaled[mid] > plain[mid] / 8.0);
+    }
+
+    fn preset(id: &str) -> Config {
+        presets().into_iter().find(|p| p.id == id).unwrap().config
+    }
+
+    /// Llama 2 7B by hand: per layer 4·4096² (attention, no GQA) + 3·4096·11008 (SwiGLU), 32
+    /// layers, plus the 32000×4096 output matrix; the whole count is Meta's 6,738,415,616.
+    #[test]
+    fn llama2_7b_figures_by_hand() {
+        let c = preset("llama2-7b");
+        let layer = 4 * 4096 * 4096 + 3 * 4096 * 11008;
+        assert_eq!(c.matmul_params(), 32 * layer + 32000 * 4096);
+        assert_eq!(c.n_params(), 6_738_415_616);
+        assert_eq!(c.kv_bytes_per_token(2), 512 << 10);
+        assert_eq!(c.flops_per_token(0), 2.0 * c.matmul_params() as f64);
+        assert_eq!(
+            c.flops_per_token(4096),
+            2.0 * c.matmul_params() as f64 + 4.0 * 32.0 * 4096.0 * 4096.0
+        );
+    }
+
+    /// Grouped-query attention shrinks the KV cache by the group size (8 kv heads of 32 in
+    /// Llama 3 8B), and f32 doubles it.
+    #[test]
+    fn kv_bytes_follow_the_kv_heads() {
+        let c = preset("llama3-8b");
+        assert_eq!(c.kv_bytes_per_token(2), 128 << 10);
+        assert_eq!(c.kv_bytes_per_token(4), 256 << 10);
+    }
+
+    /// The parameters that do not multiply activations are the norm gains and, unless the
+    /// output matrix is the embedding, the embedding table.
+    #[test]
+    fn matmul_params_leave_out_the_lookup_and_the_norms() {
+        for p in presets() {
+            let c = &p.config;
+            let (d, v, l) = (c.d_model as u64, c.n_vocab as u64, c.n_layers as u64);
+            let lookup = if c.tied_embeddings { 0 } else { v * d };
+            assert_eq!(
+                c.n_params() - c.matmul_params(),
+                lookup + 2 * d * l + d,
+                "{}",
+                p.id
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod convert;
 pub mod cpu;
 pub mod error;
 pub mod llama;

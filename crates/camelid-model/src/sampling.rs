@@ -7,6 +7,7 @@
 //! use them as their defaults for the options the user did not set. Keys for samplers camelid
 //! does not have (`sequence`, `xtc_*`, `mirostat*`) are ignored.
 
+use camelid_formats::gguf::keys::sampling as keys;
 use camelid_formats::gguf::{Gguf, Value};
 
 use crate::ModelError;
@@ -90,18 +91,17 @@ fn from_gguf(g: &Gguf) -> Result<SamplingHints, ModelError> {
             .map_err(|m| bad(key, m))
     };
     // llama.cpp's readings: top-k ≤ 0 is off; a penalty window of -1 is the whole context.
-    let top_k = int("general.sampling.top_k")?.map(|k| usize::try_from(k).unwrap_or(0));
-    const LAST_N: &str = "general.sampling.penalty_last_n";
-    let repeat_last_n = int(LAST_N)?
+    let top_k = int(keys::TOP_K)?.map(|k| usize::try_from(k).unwrap_or(0));
+    let repeat_last_n = int(keys::PENALTY_LAST_N)?
         .map(penalty_window)
         .transpose()
-        .map_err(|m| bad(LAST_N, m))?;
+        .map_err(|m| bad(keys::PENALTY_LAST_N, m))?;
     Ok(SamplingHints {
-        temperature: float("general.sampling.temp")?,
+        temperature: float(keys::TEMP)?,
         top_k,
-        top_p: float("general.sampling.top_p")?,
-        min_p: float("general.sampling.min_p")?,
-        repeat_penalty: float("general.sampling.penalty_repeat")?,
+        top_p: float(keys::TOP_P)?,
+        min_p: float(keys::MIN_P)?,
+        repeat_penalty: float(keys::PENALTY_REPEAT)?,
         repeat_last_n,
         source: format!("general.sampling.* of {}", path.display()),
     })

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use camelid_formats::gguf::keys::tokenizer as keys;
 use camelid_formats::gguf::{Gguf, Value};
 use camelid_tokenizer::{ModelKind, PreTokenizer, TokenType, Tokenizer, TokenizerSpec};
 
@@ -146,32 +147,35 @@ pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
             .map_err(|msg| err(key, msg))
     };
 
-    const MODEL: &str = "tokenizer.ggml.model";
     let model = gguf
-        .get(MODEL)
-        .ok_or_else(|| err(MODEL, "missing: the file has no tokenizer".to_string()))?
+        .get(keys::MODEL)
+        .ok_or_else(|| {
+            err(
+                keys::MODEL,
+                "missing: the file has no tokenizer".to_string(),
+            )
+        })?
         .as_str()
-        .ok_or_else(|| err(MODEL, "expected a string".to_string()))?;
+        .ok_or_else(|| err(keys::MODEL, "expected a string".to_string()))?;
     let kind = match model {
         "llama" => ModelKind::SentencePiece,
         "gpt2" => ModelKind::ByteLevel,
         other => {
             return Err(err(
-                MODEL,
+                keys::MODEL,
                 format!("tokenizer model {other:?} is not supported (llama, gpt2 are)"),
             ));
         }
     };
 
-    const TOKENS: &str = "tokenizer.ggml.tokens";
-    let tokens: Vec<String> = array(TOKENS)?
-        .ok_or_else(|| err(TOKENS, "missing".to_string()))?
+    let tokens: Vec<String> = array(keys::TOKENS)?
+        .ok_or_else(|| err(keys::TOKENS, "missing".to_string()))?
         .iter()
         .enumerate()
         .map(|(i, v)| {
             v.as_str().map(str::to_string).ok_or_else(|| {
                 err(
-                    TOKENS,
+                    keys::TOKENS,
                     format!("element {i} is {}, not a string", v.type_name()),
                 )
             })
@@ -180,11 +184,10 @@ pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
     let n = tokens.len();
     let mut spec = TokenizerSpec::new(kind, tokens);
 
-    const SCORES: &str = "tokenizer.ggml.scores";
-    if let Some(scores) = array(SCORES)? {
+    if let Some(scores) = array(keys::SCORES)? {
         if scores.len() != n {
             return Err(err(
-                SCORES,
+                keys::SCORES,
                 format!("{} scores for {n} tokens", scores.len()),
             ));
         }
@@ -193,15 +196,14 @@ pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
             .enumerate()
             .map(|(i, v)| {
                 v.as_f32()
-                    .ok_or_else(|| err(SCORES, format!("element {i} is not a number")))
+                    .ok_or_else(|| err(keys::SCORES, format!("element {i} is not a number")))
             })
             .collect::<Result<_, _>>()?;
     }
-    const TYPES: &str = "tokenizer.ggml.token_type";
-    if let Some(types) = array(TYPES)? {
+    if let Some(types) = array(keys::TOKEN_TYPE)? {
         if types.len() != n {
             return Err(err(
-                TYPES,
+                keys::TOKEN_TYPE,
                 format!("{} token types for {n} tokens", types.len()),
             ));
         }
@@ -210,20 +212,22 @@ pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
             .enumerate()
             .map(|(i, v)| {
                 v.as_i64().and_then(TokenType::from_i64).ok_or_else(|| {
-                    err(TYPES, format!("element {i} is {v}, not a token type 1..=6"))
+                    err(
+                        keys::TOKEN_TYPE,
+                        format!("element {i} is {v}, not a token type 1..=6"),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?;
     }
-    const MERGES: &str = "tokenizer.ggml.merges";
-    if let Some(merges) = array(MERGES)? {
+    if let Some(merges) = array(keys::MERGES)? {
         spec.merges = merges
             .iter()
             .enumerate()
             .map(|(i, v)| {
                 v.as_str().map(str::to_string).ok_or_else(|| {
                     err(
-                        MERGES,
+                        keys::MERGES,
                         format!("element {i} is {}, not a string", v.type_name()),
                     )
                 })
@@ -231,52 +235,50 @@ pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
             .collect::<Result<_, _>>()?;
     }
 
-    const PRE: &str = "tokenizer.ggml.pre";
-    let pre_name = match gguf.get(PRE) {
+    let pre_name = match gguf.get(keys::PRE) {
         None => "default",
         Some(v) => v
             .as_str()
-            .ok_or_else(|| err(PRE, "expected a string".to_string()))?,
+            .ok_or_else(|| err(keys::PRE, "expected a string".to_string()))?,
     };
     if kind == ModelKind::ByteLevel {
         if spec.merges.is_empty() {
             return Err(err(
-                MERGES,
+                keys::MERGES,
                 "missing: a gpt2 tokenizer needs merges".to_string(),
             ));
         }
         let pre = PreTokenizer::from_gguf_name(pre_name).ok_or_else(|| {
-            err(PRE, format!("pre-tokenizer {pre_name:?} is not supported (llama-bpe, llama3, gpt2, smollm are)"))
+            err(keys::PRE, format!("pre-tokenizer {pre_name:?} is not supported (llama-bpe, llama3, gpt2, smollm are)"))
         })?;
         spec.pre = Some(pre);
         // llama.cpp emits whole pre-tokens that are tokens for the Llama 3 family only.
         spec.ignore_merges = pre == PreTokenizer::Llama3;
     }
 
-    spec.bos = id("tokenizer.ggml.bos_token_id")?;
-    spec.eos = id("tokenizer.ggml.eos_token_id")?;
-    spec.unk = id("tokenizer.ggml.unknown_token_id")?;
-    spec.pad = id("tokenizer.ggml.padding_token_id")?;
-    spec.eot = id("tokenizer.ggml.eot_token_id")?;
-    spec.eom = id("tokenizer.ggml.eom_token_id")?;
+    spec.bos = id(keys::BOS_ID)?;
+    spec.eos = id(keys::EOS_ID)?;
+    spec.unk = id(keys::UNKNOWN_ID)?;
+    spec.pad = id(keys::PADDING_ID)?;
+    spec.eot = id(keys::EOT_ID)?;
+    spec.eom = id(keys::EOM_ID)?;
     // Defaults as llama.cpp: SentencePiece and the Llama 3 family add BOS, others do not.
     let default_bos = kind == ModelKind::SentencePiece || spec.pre == Some(PreTokenizer::Llama3);
-    spec.add_bos = flag("tokenizer.ggml.add_bos_token")?.unwrap_or(default_bos);
-    spec.add_eos = flag("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    spec.add_bos = flag(keys::ADD_BOS)?.unwrap_or(default_bos);
+    spec.add_eos = flag(keys::ADD_EOS)?.unwrap_or(false);
     spec.add_space_prefix =
-        flag("tokenizer.ggml.add_space_prefix")?.unwrap_or(kind == ModelKind::SentencePiece);
+        flag(keys::ADD_SPACE_PREFIX)?.unwrap_or(kind == ModelKind::SentencePiece);
     if kind == ModelKind::ByteLevel && spec.add_space_prefix {
         return Err(err(
-            "tokenizer.ggml.add_space_prefix",
+            keys::ADD_SPACE_PREFIX,
             "a space prefix on a byte-level tokenizer is not supported".to_string(),
         ));
     }
-    const TEMPLATE: &str = "tokenizer.chat_template";
-    spec.chat_template = match gguf.get(TEMPLATE) {
+    spec.chat_template = match gguf.get(keys::CHAT_TEMPLATE) {
         None => None,
         Some(v) => Some(
             v.as_str()
-                .ok_or_else(|| err(TEMPLATE, "expected a string".to_string()))?
+                .ok_or_else(|| err(keys::CHAT_TEMPLATE, "expected a string".to_string()))?
                 .to_string(),
         ),
     };

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use camelid_formats::gguf::{Gguf, Value};
+use camelid_formats::gguf::{Gguf, Value, keys};
 use camelid_formats::hf_config::HfConfig;
 use camelid_formats::pth::MetaCheckpoint;
 use camelid_formats::safetensors::{SafetensorsModel, StDtype};
@@ -607,9 +607,14 @@ fn config_from_gguf(g: &Gguf) -> Result<Config, ModelError> {
         err: cfg_err(field, msg),
     };
     let arch = g
-        .get("general.architecture")
+        .get(keys::general::ARCHITECTURE)
         .and_then(Value::as_str)
-        .ok_or_else(|| err("general.architecture", "missing or not a string".into()))?;
+        .ok_or_else(|| {
+            err(
+                keys::general::ARCHITECTURE,
+                "missing or not a string".into(),
+            )
+        })?;
     if arch != "llama" {
         return Err(ModelError::Architecture {
             path: path.clone(),
@@ -629,19 +634,19 @@ fn config_from_gguf(g: &Gguf) -> Result<Config, ModelError> {
     let need = |key: &str| -> Result<usize, ModelError> {
         uint(key)?.ok_or_else(|| err(key, "missing".into()))
     };
-    let d_model = need("llama.embedding_length")?;
-    let n_heads = need("llama.attention.head_count")?;
-    let n_kv_heads = uint("llama.attention.head_count_kv")?.unwrap_or(n_heads);
-    let head_dim = match uint("llama.attention.key_length")? {
+    let d_model = need(keys::llama::EMBEDDING_LENGTH)?;
+    let n_heads = need(keys::llama::HEAD_COUNT)?;
+    let n_kv_heads = uint(keys::llama::HEAD_COUNT_KV)?.unwrap_or(n_heads);
+    let head_dim = match uint(keys::llama::KEY_LENGTH)? {
         Some(k) => k,
         None if n_heads > 0 => d_model / n_heads,
         None => 0,
     };
-    if let Some(rd) = uint("llama.rope.dimension_count")?
+    if let Some(rd) = uint(keys::llama::ROPE_DIMENSION_COUNT)?
         && rd != head_dim
     {
         return Err(err(
-            "llama.rope.dimension_count",
+            keys::llama::ROPE_DIMENSION_COUNT,
             format!(
                 "{rd} differs from the head size {head_dim}; partial RoPE is not a Llama feature"
             ),
@@ -655,27 +660,30 @@ fn config_from_gguf(g: &Gguf) -> Result<Config, ModelError> {
             tensor: "token_embd.weight".into(),
         })?;
     let n_vocab = embd.dims.get(1).copied().unwrap_or(0) as usize;
-    if let Some(v) = uint("llama.vocab_size")?
+    if let Some(v) = uint(keys::llama::VOCAB_SIZE)?
         && v != n_vocab
     {
         return Err(err(
-            "llama.vocab_size",
+            keys::llama::VOCAB_SIZE,
             format!("{v} differs from token_embd.weight's {n_vocab} rows"),
         ));
     }
-    let rope_scaling = match g.get("llama.rope.scaling.type").and_then(Value::as_str) {
-        None | Some("none") => match float("llama.rope.scale_linear")? {
+    let rope_scaling = match g
+        .get(keys::llama::ROPE_SCALING_TYPE)
+        .and_then(Value::as_str)
+    {
+        None | Some("none") => match float(keys::llama::ROPE_SCALE_LINEAR)? {
             Some(f) if f != 1.0 => RopeScaling::Linear { factor: f },
             _ => RopeScaling::None,
         },
         Some("linear") => RopeScaling::Linear {
-            factor: float("llama.rope.scaling.factor")?
-                .ok_or_else(|| err("llama.rope.scaling.factor", "missing".into()))?,
+            factor: float(keys::llama::ROPE_SCALING_FACTOR)?
+                .ok_or_else(|| err(keys::llama::ROPE_SCALING_FACTOR, "missing".into()))?,
         },
         // Llama 3.1 files carry their scaling as `rope_freqs.weight` instead.
         Some(other) => {
             return Err(err(
-                "llama.rope.scaling.type",
+                keys::llama::ROPE_SCALING_TYPE,
                 format!("`{other}` is not supported (none, linear)"),
             ));
         }
@@ -683,17 +691,17 @@ fn config_from_gguf(g: &Gguf) -> Result<Config, ModelError> {
     let config = Config {
         n_vocab,
         d_model,
-        n_layers: need("llama.block_count")?,
+        n_layers: need(keys::llama::BLOCK_COUNT)?,
         n_heads,
         n_kv_heads,
         head_dim,
-        d_ff: need("llama.feed_forward_length")?,
+        d_ff: need(keys::llama::FEED_FORWARD_LENGTH)?,
         // No default for eps: a silently wrong eps was a bug other engines shipped.
-        norm_eps: float("llama.attention.layer_norm_rms_epsilon")?
-            .ok_or_else(|| err("llama.attention.layer_norm_rms_epsilon", "missing".into()))?,
-        rope_theta: float("llama.rope.freq_base")?.unwrap_or(10000.0),
+        norm_eps: float(keys::llama::RMS_EPSILON)?
+            .ok_or_else(|| err(keys::llama::RMS_EPSILON, "missing".into()))?,
+        rope_theta: float(keys::llama::ROPE_FREQ_BASE)?.unwrap_or(10000.0),
         rope_scaling,
-        n_ctx_train: need("llama.context_length")?,
+        n_ctx_train: need(keys::llama::CONTEXT_LENGTH)?,
         tied_embeddings: g.tensor("output.weight").is_none(),
     };
     config

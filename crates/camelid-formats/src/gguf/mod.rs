@@ -18,6 +18,7 @@
 //! may nest only [`MAX_ARRAY_DEPTH`] deep so that recursion is bounded too.
 
 mod ggml_type;
+pub mod keys;
 mod value;
 mod writer;
 
@@ -38,7 +39,7 @@ pub const MAGIC: [u8; 4] = *b"GGUF";
 /// Alignment of the data section and of tensor offsets when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// The metadata key that overrides [`DEFAULT_ALIGNMENT`]; the spec makes it a `u32`.
-pub const ALIGNMENT_KEY: &str = "general.alignment";
+pub const ALIGNMENT_KEY: &str = keys::general::ALIGNMENT;
 /// ggml tensors have at most 4 dimensions (`GGML_MAX_DIMS`).
 pub const MAX_DIMS: usize = 4;
 /// The spec caps tensor names at 64 bytes.

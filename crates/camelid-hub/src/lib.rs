@@ -1,4 +1,5 @@
-//! Resolving the `-m MODEL` argument to a local GGUF file or Hugging Face folder.
+//! Resolving a model argument (`-m MODEL` in the `camelid` binary) to a local GGUF file or Hugging
+//! Face folder, and fetching what it names.
 //!
 //! Every command that takes a model resolves it here, so they all accept the same three kinds:
 //! - a path, returned as is once it is known to exist;
@@ -14,6 +15,11 @@
 //! Every download goes to a temporary file beside its destination and is renamed into place only after
 //! its size and checksum are right, so an interrupted fetch never leaves a bad file behind. Nothing here
 //! looks into camelid's source tree: an installed binary has none.
+//!
+//! Progress bars are drawn here, on stderr, rather than reported through a callback: the bytes pass
+//! through a writer that hashes them, the bar is one more stage of it, and indicatif draws nothing
+//! when stderr is not a terminal, so a library user embedding this sees no output it did not ask for
+//! beyond the notices, which go through [`Resolver::notify`] and [`Hub::notify`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
