@@ -220,6 +220,24 @@ impl<'a> CudaOps<'a> {
         }
     }
 
+    /// `f(x, y, count)` over the first `n` rows of `x` (written) and `y`: `silu_mul` and `add`,
+    /// whose signatures are `(float* x, const float* y, long long n)`.
+    fn elementwise(&mut self, f: Func, x: Buf, y: Buf, n: usize) {
+        let (xp, w) = self.buf(x);
+        let (yp, _) = self.buf(y);
+        let count = (n * w) as i64;
+        // SAFETY: `f` takes (float*, const float*, long long); both buffers hold n·w floats.
+        unsafe {
+            self.go(
+                f,
+                elem_grid(n * w),
+                ELEM_THREADS,
+                &mut [arg(&xp), arg(&yp), arg(&count)],
+            )
+        };
+        self.wrote(x);
+    }
+
     /// A buffer was written: its f16 copy, if any, is stale.
     fn wrote(&mut self, b: Buf) {
         if self.x16_of.is_some_and(|(held, _, _)| held == b) {
@@ -607,35 +625,11 @@ impl Ops for CudaOps<'_> {
     }
 
     fn silu_mul(&mut self, gate: Buf, up: Buf, n: usize) {
-        let (g, w) = self.buf(gate);
-        let (u, _) = self.buf(up);
-        let count = (n * w) as i64;
-        // SAFETY: silu_mul(float* gate, const float* up, long long n): n·w floats each.
-        unsafe {
-            self.go(
-                self.be.k.silu_mul,
-                elem_grid(n * w),
-                ELEM_THREADS,
-                &mut [arg(&g), arg(&u), arg(&count)],
-            )
-        };
-        self.wrote(gate);
+        self.elementwise(self.be.k.silu_mul, gate, up, n);
     }
 
     fn add(&mut self, x: Buf, y: Buf, n: usize) {
-        let (xp, w) = self.buf(x);
-        let (yp, _) = self.buf(y);
-        let count = (n * w) as i64;
-        // SAFETY: add(float* x, const float* y, long long n): n·w floats each.
-        unsafe {
-            self.go(
-                self.be.k.add,
-                elem_grid(n * w),
-                ELEM_THREADS,
-                &mut [arg(&xp), arg(&yp), arg(&count)],
-            )
-        };
-        self.wrote(x);
+        self.elementwise(self.be.k.add, x, y, n);
     }
 
     fn gather_logit_rows(&mut self, out: Buf, x: Buf) -> usize {

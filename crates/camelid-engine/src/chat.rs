@@ -590,8 +590,9 @@ fn format_time(secs: u64, fmt: &str) -> Result<String, JinjaError> {
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms", `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+/// (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms", `civil_from_days`); also the
+/// server's access-log timestamps.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

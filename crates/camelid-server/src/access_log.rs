@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use camelid_engine::chat::civil_from_days;
 use serde_json::json;
 
 use crate::AppState;
@@ -156,21 +157,6 @@ fn rfc3339(t: SystemTime) -> String {
         d.subsec_millis()
     );
     out
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant,
-/// "chrono-Compatible Low-Level Date Algorithms", `civil_from_days`). The engine's chat
-/// templates have the same function for `strftime_now`, private to that module.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
