@@ -3,8 +3,12 @@
 # nothing, downloads nothing, makes its own models, prints one JSON document (scripts/gpu_check.py
 # says what it checks). Where no GPU is present it says so and exits 0.
 #
-#   cargo build --release -p camelid-cli --features cuda     # on any x86-64 machine
+#   cargo build --release -p camelid-cli --features cuda     # on any x86-64 machine (12 MB)
 #   scripts/gpu-check.sh [--bin target/release/camelid] [--default-model SmolLM2...gguf]
+#
+# Through the device tool: carry `target/release/camelid` and `assets/corpus/macbeth_gut.txt`
+# (the perplexity text; the default model, 92 MB, is over the carry limit), and give the run
+# about 8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # cuBLAS and NVRTC may live outside the loader's path: in the toolkit's folder, or in the
