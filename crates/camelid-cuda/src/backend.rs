@@ -170,12 +170,6 @@ impl KvCache for CudaCache {
     fn n_ctx(&self) -> usize {
         self.n_ctx
     }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
 }
 
 /// Refuses, before anything touches a GPU, weights without kernels and shapes the kernels do

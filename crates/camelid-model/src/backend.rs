@@ -104,8 +104,6 @@ pub trait Ops {
 pub trait KvCache: Any + Send + Sync {
     /// Positions it holds.
     fn n_ctx(&self) -> usize;
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 /// What a backend runs on, for reports (`camelid bench --json`).
@@ -157,8 +155,18 @@ pub trait Backend: Send + Sync {
 /// If the cache was made by another backend: [`crate::Model`] gives a backend only caches of
 /// states it made itself.
 pub fn downcast_cache<C: KvCache>(cache: &mut dyn KvCache) -> &mut C {
-    cache
-        .as_any_mut()
+    // `KvCache: Any`, so the trait object upcasts to `dyn Any` (Rust 1.86).
+    (cache as &mut dyn Any)
         .downcast_mut::<C>()
+        .expect("a KV cache made by another backend")
+}
+
+/// As [`downcast_cache`], shared.
+///
+/// # Panics
+/// If the cache was made by another backend.
+pub fn downcast_cache_ref<C: KvCache>(cache: &dyn KvCache) -> &C {
+    (cache as &dyn Any)
+        .downcast_ref::<C>()
         .expect("a KV cache made by another backend")
 }

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use camelid_kernels::ops::{AttnShape, rmsnorm, rope, silu_mul};
 use camelid_kernels::{Kernels, Precision, WeightView};
 
-use crate::backend::{Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Row, downcast_cache};
+use crate::backend::{
+    Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Row, downcast_cache, downcast_cache_ref,
+};
 use crate::config::Config;
 use crate::error::ModelError;
 use crate::llama::forward_rows;
@@ -34,12 +36,6 @@ pub struct CpuCache {
 impl KvCache for CpuCache {
     fn n_ctx(&self) -> usize {
         self.n_ctx
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
     }
 }
 
@@ -305,7 +301,7 @@ impl Ops for CpuOps<'_, '_> {
         be.kernels
             .attention_rows(&mut o[..b * w], &q[..b * w], shape, be.threads, |t| {
                 let r = &rows[t];
-                let s: &CpuCache = cache_ref(&*caches[r.seq]);
+                let s: &CpuCache = downcast_cache_ref(&*caches[r.seq]);
                 let layer_cache = layer * s.n_ctx * kvd..(layer + 1) * s.n_ctx * kvd;
                 (&s.k[layer_cache.clone()], &s.v[layer_cache], r.pos + 1)
             });
@@ -335,11 +331,4 @@ impl Ops for CpuOps<'_, '_> {
         }
         n
     }
-}
-
-fn cache_ref(cache: &dyn KvCache) -> &CpuCache {
-    cache
-        .as_any()
-        .downcast_ref()
-        .expect("a KV cache made by another backend")
 }
