@@ -126,6 +126,13 @@ pub struct RandomModelArgs {
     /// A vocabulary of N tokens instead of the shape's (a smaller file for tests).
     #[arg(long)]
     pub vocab: Option<usize>,
+    /// A model width of D instead of the shape's, with as many heads of the shape's head size
+    /// and its query heads per kv head (a model whose weights fit in a CPU's cache).
+    #[arg(long, value_name = "D")]
+    pub dim: Option<usize>,
+    /// A feed-forward width of F instead of the shape's.
+    #[arg(long, value_name = "F")]
+    pub ffn: Option<usize>,
     /// Write this tokenizer's keys (a GGUF, tokenizer.json, tokenizer.model or a model
     /// folder), padded to the model's vocabulary, so that text commands and `serve` run.
     #[arg(long)]
@@ -158,6 +165,29 @@ pub fn run_random(a: &RandomModelArgs) -> Result<()> {
         }
         config.n_vocab = v;
     }
+    if let Some(d) = a.dim {
+        let group = config.n_heads / config.n_kv_heads;
+        let unit = config.head_dim * group;
+        if d == 0 || !d.is_multiple_of(unit) {
+            bail!(
+                "--dim must be a positive multiple of {unit} (head size {} × {group} query heads \
+                 per kv head)",
+                config.head_dim
+            );
+        }
+        config.d_model = d;
+        config.n_heads = d / config.head_dim;
+        config.n_kv_heads = config.n_heads / group;
+    }
+    if let Some(f) = a.ffn {
+        if f == 0 || !f.is_multiple_of(32) {
+            bail!("--ffn must be a positive multiple of 32");
+        }
+        config.d_ff = f;
+    }
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("the shape asked for is not a valid model: {e}"))?;
     let threads = thread_count(a.threads)?;
     if a.output.is_dir() {
         bail!("{}: OUTPUT is a folder; name a file", a.output.display());

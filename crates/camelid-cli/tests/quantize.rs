@@ -822,6 +822,43 @@ fn random_model_has_the_preset_shape_and_is_reproducible() {
         !o.status.success() && err.contains("one of: llama-7b"),
         "{err}"
     );
+    // A narrower model of the same head size and GQA ratio (the in-cache benchmark's).
+    let narrow = dir.join("narrow.gguf");
+    let o = command(&[
+        "random-model".as_ref(),
+        "llama3.2-1b".as_ref(),
+        narrow.as_os_str(),
+        "--layers".as_ref(),
+        "1".as_ref(),
+        "--vocab".as_ref(),
+        "512".as_ref(),
+        "--dim".as_ref(),
+        "512".as_ref(),
+        "--ffn".as_ref(),
+        "1536".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = Gguf::open(&narrow).unwrap();
+    let u = |k: &str| match g.get(k) {
+        Some(Value::U32(v)) => *v,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(u("llama.embedding_length"), 512);
+    assert_eq!(u("llama.attention.head_count"), 8);
+    assert_eq!(u("llama.attention.head_count_kv"), 2);
+    assert_eq!(u("llama.feed_forward_length"), 1536);
+    let o = command(&[
+        "random-model".as_ref(),
+        "llama3.2-1b".as_ref(),
+        dir.join("y.gguf").as_os_str(),
+        "--dim".as_ref(),
+        "100".as_ref(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--dim must be a positive multiple of 256"),
+        "{err}"
+    );
 }
 
 /// Any `camelid` subcommand.
