@@ -208,35 +208,27 @@ impl Model {
         if logits.len() < need {
             logits.resize(need, 0.0);
         }
-        // Where each sequence starts, read before its cache is lent to the passes.
-        let starts: Vec<usize> = states.iter().map(|s| s.pos).collect();
-        let mut caches: Vec<&mut dyn KvCache> = states.iter_mut().map(|s| &mut *s.cache).collect();
+        // Every row first (their positions are read before the caches are lent), then the
+        // passes, at most MAX_BATCH rows each.
         rows.clear();
-        let total: usize = tokens.iter().map(|t| t.len()).sum();
-        let mut row = 0;
+        for (seq, (s, toks)) in states.iter().zip(tokens).enumerate() {
+            rows.extend(toks.iter().enumerate().map(|(i, &token)| Row {
+                seq,
+                pos: s.pos + i,
+                token,
+                logits: i + 1 == toks.len(),
+            }));
+        }
+        let mut caches: Vec<&mut dyn KvCache> = states.iter_mut().map(|s| &mut *s.cache).collect();
         let mut result = Ok(());
-        'seqs: for (seq, toks) in tokens.iter().enumerate() {
-            let pos0 = starts[seq];
-            for (i, &token) in toks.iter().enumerate() {
-                rows.push(Row {
-                    seq,
-                    pos: pos0 + i,
-                    token,
-                    logits: i + 1 == toks.len(),
-                });
-                row += 1;
-                // A full batch, or the very last token: run what is gathered.
-                if rows.len() == MAX_BATCH || row == total {
-                    result = self.backend.forward(&rows, &mut caches, &mut logits);
-                    if result.is_err() {
-                        break 'seqs;
-                    }
-                    let wanted = rows.iter().filter(|r| r.logits);
-                    for (k, r) in wanted.enumerate() {
-                        on_logits(r.seq, &logits[k * v..][..v]);
-                    }
-                    rows.clear();
-                }
+        for chunk in rows.chunks(MAX_BATCH) {
+            result = self.backend.forward(chunk, &mut caches, &mut logits);
+            if result.is_err() {
+                break;
+            }
+            let wanted = chunk.iter().filter(|r| r.logits);
+            for (k, r) in wanted.enumerate() {
+                on_logits(r.seq, &logits[k * v..][..v]);
             }
         }
         drop(caches);
