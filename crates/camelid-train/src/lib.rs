@@ -1,0 +1,12 @@
+//! Pre-training Llama-architecture models on the CPU.
+//!
+//! The inference path (`camelid-model`) never carries a tape: training has its own forward pass
+//! that keeps what the backward pass needs, and a hand-written backward pass for each operation.
+//! Everything is f32: master weights, gradients, Adam moments.
+//!
+//! - [`params`]: the named f32 tensors of a model (Hugging Face names and shapes), the Llama
+//!   initialisation, and a gradient buffer of the same layout.
+
+pub mod params;
+
+pub use params::{ParamKind, Params, Tensor};
