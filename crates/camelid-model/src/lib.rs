@@ -4,6 +4,7 @@ pub mod backend;
 pub mod config;
 pub mod convert;
 pub mod cpu;
+pub mod embed;
 pub mod error;
 pub mod llama;
 mod meta;
@@ -13,5 +14,6 @@ pub mod weights;
 
 pub use backend::{Backend, DeviceInfo};
 pub use config::Config;
+pub use embed::Pooling;
 pub use error::ModelError;
-pub use llama::{Model, State};
+pub use llama::{Model, State, Want};

@@ -443,6 +443,141 @@ fn multi_sequence_batch_equals_separate_decoding() {
     }
 }
 
+/// A cache copied from another state (`copy_prefix`, how `n > 1` choices share their prompt)
+/// continues exactly as a state that computed those tokens itself: the same logits bit for bit
+/// for the rest of the prompt and for decoding steps after it, also into a cache of another
+/// length (another layer stride).
+#[test]
+fn copied_cache_continues_as_a_fresh_prefill() {
+    let man = manifest();
+    for precision in [Precision::Exact, Precision::Fast] {
+        for m in man["models"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let toks = tokens(m);
+            let n = toks.len();
+            let model = q4_0_model(m, precision);
+            let fresh = run_all(&model, &toks);
+            let mut src = model.new_state(n + 16).unwrap();
+            model
+                .forward(&mut src, &toks[..n - 2], false, |_, _| {})
+                .unwrap();
+            for (len, ctx) in [(n - 5, n), (1, n + 40), (n - 2, n + 3)] {
+                let mut dst = model.new_state(ctx).unwrap();
+                // Whatever dst held before is overwritten or past its position.
+                model
+                    .forward(&mut dst, &toks[3..9], false, |_, _| {})
+                    .unwrap();
+                model.copy_prefix(&src, &mut dst, len).unwrap();
+                assert_eq!(dst.pos, len);
+                let mut got = vec![Vec::new(); n - len];
+                model
+                    .forward(&mut dst, &toks[len..], true, |i, l| got[i] = l.to_vec())
+                    .unwrap();
+                for (i, g) in got.iter().enumerate() {
+                    let what = format!("{name} {precision:?} copy of {len}, position {}", len + i);
+                    assert_same_logits(g, &fresh[len + i], &what);
+                }
+            }
+            // The source is untouched and goes on as before.
+            let mut last = Vec::new();
+            model
+                .forward(&mut src, &toks[n - 2..], false, |_, l| last = l.to_vec())
+                .unwrap();
+            assert_same_logits(&last, &fresh[n - 1], &format!("{name} source after copies"));
+        }
+    }
+}
+
+/// What a copy cannot do is an error, and leaves the destination as it was.
+#[test]
+fn impossible_copies_are_errors() {
+    use camelid_model::ModelError;
+    let man = manifest();
+    let m = &man["models"][0];
+    let model = q4_0_model(m, Precision::Fast);
+    let other = q4_0_model(m, Precision::Fast);
+    let toks = tokens(m);
+    let mut src = model.new_state(16).unwrap();
+    model
+        .forward(&mut src, &toks[..10], false, |_, _| {})
+        .unwrap();
+    let mut dst = model.new_state(8).unwrap();
+    model
+        .forward(&mut dst, &toks[..2], false, |_, _| {})
+        .unwrap();
+    let err = model.copy_prefix(&src, &mut dst, 11).unwrap_err();
+    assert!(
+        matches!(err, ModelError::PrefixBeyondState { len: 11, pos: 10 }),
+        "{err}"
+    );
+    let err = model.copy_prefix(&src, &mut dst, 9).unwrap_err();
+    assert!(
+        matches!(err, ModelError::ContextFull { n_ctx: 8, .. }),
+        "{err}"
+    );
+    let mut foreign = other.new_state(16).unwrap();
+    let err = model.copy_prefix(&src, &mut foreign, 4).unwrap_err();
+    assert!(matches!(err, ModelError::ForeignState), "{err}");
+    assert_eq!(dst.pos, 2);
+}
+
+/// Sequences that want hidden states (embeddings) share passes with sequences that want
+/// logits, and each gets what it gets alone, bit for bit: also across more rows than one pass
+/// holds, and with no effect on the logits beside them.
+#[test]
+fn hidden_rows_ride_with_logits_rows() {
+    use camelid_model::Want;
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let toks = tokens(m);
+        let n = toks.len();
+        let model = q4_0_model(m, Precision::Fast);
+        let d = model.config.d_model;
+        let long: Vec<u32> = (0..MAX_BATCH + 9).map(|i| toks[i % n]).collect();
+        // Alone: every hidden state of the long sequence, and the logits of the short one.
+        let mut alone = vec![Vec::new(); long.len()];
+        let mut s = model.new_state(long.len()).unwrap();
+        model
+            .hidden(&mut s, &long, |pos, h| alone[pos] = h.to_vec())
+            .unwrap();
+        assert!(alone.iter().all(|h| h.len() == d));
+        let want_logits = run_all(&model, &toks[..10]).pop().unwrap();
+        // Together, the logits sequence first and then the hidden one.
+        let mut a = model.new_state(10).unwrap();
+        let mut b = model.new_state(long.len()).unwrap();
+        let mut hidden = vec![Vec::new(); long.len()];
+        let mut logits = Vec::new();
+        let mut calls = 0;
+        model
+            .forward_batch(
+                &mut [&mut a, &mut b],
+                &[&toks[..10], &long],
+                |i| if i == 0 { Want::Logits } else { Want::Hidden },
+                |i, l| {
+                    assert_eq!(i, 0);
+                    calls += 1;
+                    logits = l.to_vec();
+                },
+                |i, pos, h| {
+                    assert_eq!(i, 1);
+                    hidden[pos] = h.to_vec();
+                },
+            )
+            .unwrap();
+        assert_eq!(calls, 1);
+        assert_same_logits(
+            &logits,
+            &want_logits,
+            &format!("{name}: logits beside hidden rows"),
+        );
+        for (pos, (g, w)) in hidden.iter().zip(&alone).enumerate() {
+            assert_same_logits(g, w, &format!("{name}: hidden state at {pos}"));
+        }
+        assert_eq!((a.pos, b.pos), (10, long.len()));
+    }
+}
+
 /// SmolLM2-135M-Instruct (Q4_1): fed llama.cpp's greedy continuations, camelid's argmax agrees
 /// with llama.cpp's choice at ≥ 98% of positions.
 ///
