@@ -578,6 +578,62 @@ fn hidden_rows_ride_with_logits_rows() {
     }
 }
 
+/// Embeddings (final hidden states after the final norm, pooled mean / last / first, unit L2
+/// norm) of the float models against transformers' `LlamaModel.last_hidden_state` on the same
+/// weights (testdata/embeddings/tiny.json, made by tools/embeddings_reference.py): cosine
+/// distance at most 1e-4 for every input and pooling, on the safetensors and the F32 GGUF.
+#[test]
+fn embeddings_match_transformers() {
+    use camelid_model::Pooling;
+    let p = repo().join("testdata/embeddings/tiny.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let man = manifest();
+    let mut worst = 0f64;
+    for fm in fixture["models"].as_array().unwrap() {
+        let name = fm["name"].as_str().unwrap();
+        let m = man["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == fm["name"])
+            .unwrap();
+        for key in ["st-f32", "gguf-f32"] {
+            let model = Model::load(&tiny().join(m["files"][key].as_str().unwrap())).unwrap();
+            for (input, want) in fm["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(fm["embeddings"].as_array().unwrap())
+            {
+                let ids = tokens(&serde_json::json!({ "tokens": input }));
+                for pooling in [Pooling::Mean, Pooling::Last, Pooling::Cls] {
+                    let got = model.embed(&ids, pooling).unwrap();
+                    let want: Vec<f32> = want[pooling.to_string()]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                        .collect();
+                    assert_eq!(got.len(), want.len());
+                    let norm = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-5, "{name}: norm {norm}");
+                    let dot: f64 = got.iter().zip(&want).map(|(a, b)| (a * b) as f64).sum();
+                    let wn: f64 = want.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
+                    let dist = 1.0 - dot / (norm as f64 * wn);
+                    worst = worst.max(dist);
+                    assert!(
+                        dist <= 1e-4,
+                        "{name} {key} {pooling} ({} tokens): cosine distance {dist:.2e}",
+                        ids.len()
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("embeddings: largest cosine distance to transformers {worst:.2e}");
+}
+
 /// SmolLM2-135M-Instruct (Q4_1): fed llama.cpp's greedy continuations, camelid's argmax agrees
 /// with llama.cpp's choice at ≥ 98% of positions.
 ///
