@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod chat;
 mod compare;
+mod embed;
 mod eval;
 mod inspect;
 mod load;
@@ -46,6 +47,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Serve a model over an OpenAI-compatible HTTP API, batching concurrent requests.
     Serve(serve::ServeArgs),
+    /// Print the embedding of each text (pooled final hidden states, unit norm) as a JSON array.
+    Embed(embed::EmbedArgs),
     /// Measure prompt (pp) and decode (tg) speed, as llama-bench does.
     Bench(bench::BenchArgs),
     /// Convert a GGUF or Hugging Face model to a quantized GGUF (llama-quantize's types and mixes).
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::RandomModel(a) => quantize::run_random(a),
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Perplexity(a) => eval::run_perplexity(a),
         Command::Score(a) => eval::run_score(a),
         Command::Models(a) if a.local => local::run(a.json),
