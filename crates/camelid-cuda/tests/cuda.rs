@@ -295,7 +295,7 @@ fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
         let (cpu, gpu) = pair(&path, Precision::Exact, None);
         let toks = tokens(m);
         let n = toks.len();
-        let mut got: Vec<(Vec<Vec<f32>>, Vec<f32>, Vec<f32>)> = Vec::new();
+        let mut got = Vec::new();
         for model in [&cpu, &gpu] {
             let mut a = model.new_state(n + 8).unwrap();
             let mut b = model.new_state(n + 8).unwrap();
