@@ -13,7 +13,6 @@
 //!   4·n_layers·t·n_heads·head_dim` with `N_mm` [`Config::matmul_params`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -23,6 +22,10 @@ use camelid_model::Config;
 use camelid_model::config::{Preset, presets};
 use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
 use camelid_model::weights::Checkpoint;
+use camelid_plot::{
+    Axis, Bar, BarGroup, BarPanel, Dash, Figure, Legend, LegendEntry, LinePanel, Marks, Series,
+    Style, format,
+};
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
@@ -123,26 +126,6 @@ fn attention_kind(c: &Config) -> String {
     }
 }
 
-/// A count to three significant digits: 6.74B, 13.0B, 406B, 135M.
-pub fn three_sig(n: u64) -> String {
-    let (v, unit) = if n >= 1_000_000_000 {
-        (n as f64 / 1e9, "B")
-    } else if n >= 1_000_000 {
-        (n as f64 / 1e6, "M")
-    } else if n >= 1_000 {
-        (n as f64 / 1e3, "K")
-    } else {
-        return n.to_string();
-    };
-    if v >= 100.0 {
-        format!("{v:.0}{unit}")
-    } else if v >= 10.0 {
-        format!("{v:.1}{unit}")
-    } else {
-        format!("{v:.2}{unit}")
-    }
-}
-
 fn gib(bytes: f64) -> String {
     let g = bytes / (1u64 << 30) as f64;
     if g >= 100.0 {
@@ -179,7 +162,7 @@ fn entry_json(e: &Entry) -> Value {
         "name": e.name,
         "file": e.file.as_ref().map(|p| p.display().to_string()),
         "params": f.params,
-        "params_3sig": three_sig(f.params),
+        "params_3sig": format::count(f.params as f64),
         "d_model": c.d_model,
         "n_layers": c.n_layers,
         "n_heads": c.n_heads,
@@ -215,7 +198,10 @@ fn property_rows(entries: &[Entry]) -> Vec<(String, Vec<String>)> {
     };
     vec![
         ("name".into(), col(&|e, _| e.name.clone())),
-        ("parameters".into(), col(&|_, g| three_sig(g.params))),
+        (
+            "parameters".into(),
+            col(&|_, g| format::count(g.params as f64)),
+        ),
         (
             "layers x d_model".into(),
             col(&|e, _| format!("{} x {}", e.config.n_layers, e.config.d_model)),
@@ -301,7 +287,7 @@ pub fn run_models(a: &ModelsArgs) -> Result<()> {
             let f = figures(&e.config);
             vec![
                 e.label.clone(),
-                three_sig(f.params),
+                format::count(f.params as f64),
                 ctx_label(e.config.n_ctx_train),
                 e.config.n_vocab.to_string(),
                 f.attention.clone(),
@@ -693,468 +679,13 @@ fn model_perplexities(
 // - tokens per 1,000 characters of each text, bars from zero grouped by text (the question is
 //   which vocabulary suits this text), a model without a tokenizer marked "n/a";
 // - per-chunk perplexity of the model files, on a range fitted to the values.
-// A model has one colour in every panel. An SVG writer cannot measure text, so widths are
-// estimated on the wide side and layouts that must fit (legends, bar labels) use the estimate.
-
-/// Matplotlib's "tab10" colours: distinct at line width, and familiar from plots people read.
-const PALETTE: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-];
-const WIDTH: f64 = 880.0;
-const MARGIN: f64 = 16.0;
-/// The plot areas of the line panels: room on the left for tick labels such as "256 MiB", on the
-/// right for half of the last x label.
-const PLOT_LEFT: f64 = 84.0;
-const PLOT_RIGHT: f64 = WIDTH - 40.0;
-const PLOT_H: f64 = 280.0;
-const FONT: f64 = 13.0;
-const TICK_FONT: f64 = 12.0;
-const TITLE_FONT: f64 = 16.0;
-
-/// Estimated advance width of `s` in pixels at `size`: DejaVu Sans's widths rounded up per class
-/// of character (it is wider than Arial and Helvetica, so those come out narrower still), a full
-/// em for wide scripts such as CJK.
-fn text_width(s: &str, size: f64) -> f64 {
-    let em: f64 = s
-        .chars()
-        .map(|c| match c {
-            ' ' | 'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '\'' | '!' | '|' => 0.34,
-            'm' | 'w' | 'M' | 'W' | '@' | '%' => 1.0,
-            'A'..='Z' | '0'..='9' | '#' | '&' => 0.72,
-            c if c.is_ascii() => 0.62,
-            // Latin, Greek and Cyrillic letters outside ASCII are letter-sized; CJK, kana and
-            // the rest are taken as full-width.
-            c if (c as u32) < 0x2e80 => 0.72,
-            _ => 1.0,
-        })
-        .sum();
-    em * size
-}
-
-/// `s` cut with an ellipsis to fit `width` pixels at `size`.
-fn fit_text(s: &str, size: f64, width: f64) -> String {
-    if text_width(s, size) <= width {
-        return s.to_string();
-    }
-    let mut out = String::new();
-    for c in s.chars() {
-        let mut next = out.clone();
-        next.push(c);
-        if text_width(&next, size) + text_width("…", size) > width {
-            break;
-        }
-        out = next;
-    }
-    out + "…"
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// One `<text>`; `attrs` carries the anchor, class and anything else.
-fn text(svg: &mut String, x: f64, y: f64, size: f64, attrs: &str, s: &str) {
-    let _ = writeln!(
-        svg,
-        r#"<text x="{x:.1}" y="{y:.1}" font-size="{size}" {attrs}>{}</text>"#,
-        xml_escape(s)
-    );
-}
-
-/// Stroke patterns: solid, dashed, dotted, dash-dot.
-const DASHES: [&str; 4] = ["", "9 5", "2 4", "12 4 2 4"];
-
-fn dash(pattern: usize) -> String {
-    match DASHES[pattern % DASHES.len()] {
-        "" => String::new(),
-        d => format!(r#" stroke-dasharray="{d}""#),
-    }
-}
-
-/// The colour and stroke pattern of model `i`: every other model dashed, so that lines with the
-/// same course (models with the same KV per token) stay apart; once the palette runs out the
-/// colours repeat with the patterns swapped.
-fn model_style(i: usize) -> (&'static str, usize) {
-    (PALETTE[i % PALETTE.len()], (i + i / PALETTE.len()) % 2)
-}
-
-/// An axis: the value range it shows, linear or logarithmic, and its labelled ticks.
-struct Axis {
-    lo: f64,
-    hi: f64,
-    log: bool,
-    ticks: Vec<(f64, String)>,
-}
-
-impl Axis {
-    /// Where `v` falls: 0 at `lo`, 1 at `hi`.
-    fn frac(&self, v: f64) -> f64 {
-        if self.log {
-            (v / self.lo).ln() / (self.hi / self.lo).ln()
-        } else {
-            (v - self.lo) / (self.hi - self.lo)
-        }
-    }
-
-    /// A log axis between powers of two around `lo..=hi`, ticked at every `2^k`-th power for
-    /// the smallest `k` that keeps the ticks at most `max_ticks`, ending on a tick.
-    fn pow2(lo: f64, hi: f64, max_ticks: usize, label: &dyn Fn(f64) -> String) -> Axis {
-        let a = lo.max(1e-9).log2().floor() as i32;
-        let b = (hi.max(lo).log2().ceil() as i32).max(a + 1);
-        let span = (b - a) as usize;
-        let step = (1..=span)
-            .find(|s| span.div_ceil(*s) < max_ticks)
-            .unwrap_or(span);
-        let b = a + (span.div_ceil(step) * step) as i32;
-        let ticks = (a..=b)
-            .step_by(step)
-            .map(|e| (2f64.powi(e), label(2f64.powi(e))))
-            .collect();
-        Axis {
-            lo: 2f64.powi(a),
-            hi: 2f64.powi(b),
-            log: true,
-            ticks,
-        }
-    }
-
-    /// A linear axis with about five round ticks (1, 2 or 5 times a power of ten, at least
-    /// `min_step` apart) from at or below `lo` to at or above `hi`.
-    fn linear(lo: f64, hi: f64, min_step: f64, label: &dyn Fn(f64) -> String) -> Axis {
-        let span = if hi > lo { hi - lo } else { hi.abs().max(1.0) };
-        let raw = span / 5.0;
-        let pow = 10f64.powf(raw.log10().floor());
-        let step = [1.0, 2.0, 5.0, 10.0]
-            .iter()
-            .map(|m| m * pow)
-            .find(|s| *s >= raw)
-            .unwrap_or(10.0 * pow)
-            .max(min_step);
-        let first = (lo / step).floor() as i64;
-        let last = ((hi / step).ceil() as i64).max(first + 1);
-        let ticks = (first..=last)
-            .map(|i| i as f64 * step)
-            .map(|v| (v, label(v)))
-            .collect();
-        Axis {
-            lo: first as f64 * step,
-            hi: last as f64 * step,
-            log: false,
-            ticks,
-        }
-    }
-
-    /// A log axis ticked at 1, 2 and 5 times powers of ten, for values over a wide range.
-    fn log10(lo: f64, hi: f64, label: &dyn Fn(f64) -> String) -> Axis {
-        let steps = |e: i32| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e));
-        let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
-        let all: Vec<f64> = (a..=b).flat_map(steps).collect();
-        let lo_t = all.iter().rev().find(|v| **v <= lo).copied().unwrap_or(lo);
-        let hi_t = all.iter().find(|v| **v >= hi).copied().unwrap_or(hi);
-        let ticks = all
-            .into_iter()
-            .filter(|v| (lo_t..=hi_t).contains(v))
-            .map(|v| (v, label(v)))
-            .collect();
-        Axis {
-            lo: lo_t,
-            hi: hi_t,
-            log: true,
-            ticks,
-        }
-    }
-}
-
-/// A size in bytes at a power of two, in the largest binary unit that keeps it whole-ish.
-fn bytes_label(b: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{} {}", tick_label(v), units[u])
-}
-
-/// A size to three significant digits in the largest binary unit it reaches.
-fn size_label(b: f64) -> String {
-    let (v, unit) = [(30, "GiB"), (20, "MiB"), (10, "KiB")]
-        .iter()
-        .map(|&(shift, u)| (b / (1u64 << shift) as f64, u))
-        .find(|(v, _)| *v >= 1.0)
-        .unwrap_or((b, "B"));
-    if v >= 100.0 || unit == "B" {
-        format!("{v:.0} {unit}")
-    } else if v >= 10.0 {
-        format!("{v:.1} {unit}")
-    } else {
-        format!("{v:.2} {unit}")
-    }
-}
-
-fn tick_label(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// A swatch and a label in a legend; `key` names what it stands for (a model's label, or a
-/// perplexity run), for readers of the file.
-struct LegendEntry {
-    key: String,
-    label: String,
-    color: &'static str,
-    dash: usize,
-}
-
-/// Draws a boxed legend at `top`, in as many equal columns as fit the figure's width (labels
-/// too long for one column are cut), filled column by column; returns its height.
-fn draw_legend(svg: &mut String, top: f64, heading: Option<&str>, entries: &[LegendEntry]) -> f64 {
-    const PAD: f64 = 10.0;
-    const SWATCH: f64 = 34.0;
-    const GAP: f64 = 24.0;
-    const ROW: f64 = 20.0;
-    if entries.is_empty() {
-        return 0.0;
-    }
-    let inner = WIDTH - 2.0 * MARGIN - 2.0 * PAD;
-    let widest = entries
-        .iter()
-        .map(|e| text_width(&e.label, FONT))
-        .fold(0.0, f64::max)
-        .min(inner - SWATCH);
-    let col_w = SWATCH + widest + GAP;
-    let cols = (((inner + GAP) / col_w).floor() as usize).clamp(1, entries.len());
-    let rows = entries.len().div_ceil(cols);
-    let head_h = if heading.is_some() { ROW } else { 0.0 };
-    let box_w = cols as f64 * col_w - GAP + 2.0 * PAD;
-    let box_h = head_h + rows as f64 * ROW + 2.0 * PAD - 4.0;
-    let _ = writeln!(
-        svg,
-        r##"<g class="legend"><rect class="legend-box" x="{MARGIN}" y="{top}" width="{box_w:.1}" height="{box_h:.1}" fill="white" stroke="#c8c8c8"/>"##
-    );
-    if let Some(h) = heading {
-        text(
-            svg,
-            MARGIN + PAD,
-            top + PAD + 11.0,
-            FONT,
-            r#"font-weight="bold""#,
-            h,
-        );
-    }
-    for (i, e) in entries.iter().enumerate() {
-        let x = MARGIN + PAD + (i / rows) as f64 * col_w;
-        let y = top + PAD + head_h + (i % rows) as f64 * ROW + 11.0;
-        let _ = writeln!(
-            svg,
-            r#"<g class="legend-entry" data-key="{}"><line x1="{x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{}" stroke-width="3"{}/><circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{}"/>"#,
-            xml_escape(&e.key),
-            y - 4.0,
-            x + SWATCH - 8.0,
-            y - 4.0,
-            e.color,
-            dash(e.dash),
-            x + SWATCH - 8.0,
-            y - 4.0,
-            e.color,
-        );
-        text(
-            svg,
-            x + SWATCH,
-            y,
-            FONT,
-            r#"class="legend-label""#,
-            &fit_text(&e.label, FONT, widest),
-        );
-        svg.push_str("</g>\n");
-    }
-    svg.push_str("</g>\n");
-    box_h
-}
-
-/// A panel's title, and the group that holds the panel; the caller closes the group.
-fn open_panel(svg: &mut String, top: f64, id: &str, title: &str) {
-    let _ = writeln!(svg, r#"<g class="panel" id="{id}">"#);
-    text(
-        svg,
-        WIDTH / 2.0,
-        top + 20.0,
-        TITLE_FONT,
-        r#"class="panel-title" font-weight="bold" text-anchor="middle""#,
-        title,
-    );
-}
-
-struct Line {
-    color: &'static str,
-    dash: usize,
-    points: Vec<(f64, f64)>,
-    /// Mark every point (per-chunk data) rather than only the last (where a line ends).
-    every_point: bool,
-    /// Written beside the last point.
-    end_label: Option<String>,
-}
-
-/// A panel of lines on `x` and `y` at `top`: title, y-axis title above the plot (horizontal,
-/// so that it can be as long as its units need), grid, lines, x-axis title. Returns its height.
-fn draw_lines(
-    svg: &mut String,
-    top: f64,
-    titles: [&str; 4],
-    x: &Axis,
-    y: &Axis,
-    lines: &[Line],
-) -> f64 {
-    let [id, title, x_title, y_title] = titles;
-    open_panel(svg, top, id, title);
-    let plot_top = top + 58.0;
-    let bottom = plot_top + PLOT_H;
-    let px = |v: f64| PLOT_LEFT + (PLOT_RIGHT - PLOT_LEFT) * x.frac(v);
-    let py = |v: f64| bottom - PLOT_H * y.frac(v);
-    text(
-        svg,
-        MARGIN,
-        top + 46.0,
-        FONT,
-        r#"class="axis-title y-axis""#,
-        y_title,
-    );
-    for (v, l) in &y.ticks {
-        let yy = py(*v);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{PLOT_LEFT}" y1="{yy:.1}" x2="{PLOT_RIGHT}" y2="{yy:.1}" stroke="#e4e4e4"/>"##
-        );
-        text(
-            svg,
-            PLOT_LEFT - 6.0,
-            yy + 4.0,
-            TICK_FONT,
-            r#"class="tick" text-anchor="end""#,
-            l,
-        );
-    }
-    for (v, l) in &x.ticks {
-        let xx = px(*v);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{xx:.1}" y1="{plot_top:.1}" x2="{xx:.1}" y2="{bottom:.1}" stroke="#efefef"/>"##
-        );
-        text(
-            svg,
-            xx,
-            bottom + 18.0,
-            TICK_FONT,
-            r#"class="tick" text-anchor="middle""#,
-            l,
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r#"<path d="M{PLOT_LEFT} {plot_top:.1}V{bottom:.1}H{PLOT_RIGHT}" fill="none" stroke="black"/>"#
-    );
-    text(
-        svg,
-        (PLOT_LEFT + PLOT_RIGHT) / 2.0,
-        bottom + 40.0,
-        FONT,
-        r#"class="axis-title x-axis" text-anchor="middle""#,
-        x_title,
-    );
-    let n = lines.len();
-    for (i, l) in lines.iter().enumerate() {
-        let pts: Vec<String> = l
-            .points
-            .iter()
-            .map(|&(a, b)| format!("{:.1},{:.1}", px(a), py(b)))
-            .collect();
-        let _ = writeln!(
-            svg,
-            r#"<polyline fill="none" stroke="{}" stroke-width="{:.1}"{} points="{}"/>"#,
-            l.color,
-            // Earlier lines are wider, so that one hidden under a later one shows at its edges.
-            2.0 + 3.0 * (n - 1 - i) as f64 / (n.max(2) - 1) as f64,
-            dash(l.dash),
-            pts.join(" ")
-        );
-        let marks = if l.every_point {
-            &l.points[..]
-        } else {
-            &l.points[l.points.len().saturating_sub(1)..]
-        };
-        for &(a, b) in marks {
-            let _ = writeln!(
-                svg,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/>"#,
-                px(a),
-                py(b),
-                l.color
-            );
-        }
-    }
-    let ends: Vec<(f64, f64, &str, &str)> = lines
-        .iter()
-        .filter_map(|l| {
-            let (a, b) = *l.points.last()?;
-            Some((px(a), py(b), l.end_label.as_deref()?, l.color))
-        })
-        .collect();
-    draw_end_labels(svg, &ends);
-    svg.push_str("</g>\n");
-    bottom + 50.0 - top
-}
-
-/// Labels above and left of line ends (the lines rise to the right, so that spot is clear of
-/// their own line), in the line's colour, each moved up past any label already placed that it
-/// would overlap.
-fn draw_end_labels(svg: &mut String, ends: &[(f64, f64, &str, &str)]) {
-    const H: f64 = 15.0;
-    let mut order: Vec<usize> = (0..ends.len()).collect();
-    // Lowest first, so that labels stack upwards, the way the lines run.
-    order.sort_by(|&a, &b| ends[b].1.total_cmp(&ends[a].1));
-    // Boxes placed so far: left, right, baseline.
-    let mut placed: Vec<(f64, f64, f64)> = Vec::new();
-    for i in order {
-        let (x, y, s, color) = ends[i];
-        let (right, w) = (x - 6.0, text_width(s, TICK_FONT));
-        let mut base = y - 7.0;
-        while let Some(&(_, _, b)) = placed
-            .iter()
-            .find(|&&(l, r, b)| l < right && right - w < r && (b - base).abs() < H)
-        {
-            base = b - H;
-        }
-        placed.push((right - w, right, base));
-        text(
-            svg,
-            right,
-            base,
-            TICK_FONT,
-            // A white halo keeps the label legible where it crosses a line.
-            &format!(
-                r#"class="end-label" text-anchor="end" fill="{color}" font-weight="bold" stroke="white" stroke-width="3" paint-order="stroke""#
-            ),
-            s,
-        );
-    }
-}
+// A model has one colour in every panel.
 
 /// The KV-cache panel: each entry from a short context to its trained one.
-fn draw_kv_panel(svg: &mut String, top: f64, entries: &[Entry]) -> f64 {
+fn kv_panel(entries: &[Entry]) -> LinePanel {
     let per_tok: Vec<f64> = entries
         .iter()
-        .map(|e| figures(&e.config).kv_bytes_per_token as f64)
+        .map(|e| e.config.kv_bytes_per_token(2) as f64)
         .collect();
     let ctx: Vec<f64> = entries
         .iter()
@@ -1169,315 +700,132 @@ fn draw_kv_panel(svg: &mut String, top: f64, entries: &[Entry]) -> f64 {
         .zip(&ctx)
         .map(|(p, c)| p * c)
         .fold(1.0, f64::max);
-    let x = Axis::pow2(x_lo, x_hi, 12, &|v| ctx_label(v as usize));
-    let y = Axis::pow2(y_lo, y_hi, 9, &bytes_label);
-    let lines: Vec<Line> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
-            let (color, dash) = model_style(i);
-            Line {
-                color,
-                dash,
-                points: vec![(x.lo, per_tok[i] * x.lo), (ctx[i], per_tok[i] * ctx[i])],
-                every_point: false,
-                end_label: Some(size_label(per_tok[i] * ctx[i])),
-            }
-        })
-        .collect();
-    draw_lines(
-        svg,
-        top,
-        [
-            "kv-cache",
-            "KV cache of one sequence (F16) against context length; a dot marks the trained context",
-            "context length (tokens, log scale)",
-            "KV cache (bytes, log scale)",
-        ],
-        &x,
-        &y,
-        &lines,
-    )
+    let x =
+        Axis::pow2(x_lo, x_hi, 12, &format::count_k).title("context length (tokens, log scale)");
+    let y = Axis::pow2(y_lo, y_hi, 9, &format::bytes_pow2).title("KV cache (bytes, log scale)");
+    let lo = x.lo();
+    let mut panel = LinePanel::new(
+        "kv-cache",
+        "KV cache of one sequence (F16) against context length; a dot marks the trained context",
+        x,
+        y,
+    );
+    for (i, e) in entries.iter().enumerate() {
+        let points = vec![(lo, per_tok[i] * lo), (ctx[i], per_tok[i] * ctx[i])];
+        panel = panel.series(
+            Series::line(&e.label, Style::nth(i), points)
+                .marks(Marks::Last)
+                .end_label(format::bytes(per_tok[i] * ctx[i])),
+        );
+    }
+    panel
 }
 
-/// The tokenizer panel: horizontal bars of tokens per 1,000 characters, one group per text and
-/// one bar per model in it, the value at the bar's end; "n/a" where a model has no tokenizer.
-fn draw_token_panel(svg: &mut String, top: f64, entries: &[Entry], counts: &[TextCount]) -> f64 {
-    const ROW: f64 = 18.0;
-    const BAR: f64 = 12.0;
-    const GROUP_HEAD: f64 = 24.0;
-    let names: Vec<String> = entries.iter().map(|e| short_name(&e.label)).collect();
-    let label_w = names
-        .iter()
-        .map(|n| text_width(n, TICK_FONT))
-        .fold(40.0, f64::max)
-        .min(220.0);
-    let left = (MARGIN + 12.0 + label_w + 8.0).max(PLOT_LEFT);
-    let max_v = counts
-        .iter()
-        .flat_map(|c| c.tokens.iter().flatten().map(|n| per_1k(*n, c.chars)))
-        .fold(0.0, f64::max);
-    let x = Axis::linear(0.0, max_v.max(1.0), 1.0, &tick_label);
-    let px = |v: f64| left + (PLOT_RIGHT - left) * x.frac(v);
-
-    open_panel(
-        svg,
-        top,
+/// The tokenizer panel: one group per text and one bar per model in it; "n/a" where a model
+/// has no tokenizer.
+fn token_panel(entries: &[Entry], counts: &[TextCount]) -> BarPanel {
+    let mut panel = BarPanel::new(
         "tokens-per-char",
         "Tokens per 1,000 characters of each text: fewer means the vocabulary fits the text",
-    );
-    let area_top = top + 34.0;
-    let area_h: f64 = counts
-        .iter()
-        .map(|_| GROUP_HEAD + ROW * entries.len() as f64 + 6.0)
-        .sum();
-    let bottom = area_top + area_h;
-    for (v, l) in &x.ticks {
-        let xx = px(*v);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{xx:.1}" y1="{area_top:.1}" x2="{xx:.1}" y2="{bottom:.1}" stroke="#e4e4e4"/>"##
-        );
-        text(
-            svg,
-            xx,
-            bottom + 18.0,
-            TICK_FONT,
-            r#"class="tick" text-anchor="middle""#,
-            l,
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r#"<path d="M{left:.1} {area_top:.1}V{bottom:.1}H{PLOT_RIGHT}" fill="none" stroke="black"/>"#
-    );
-    let mut y = area_top;
-    for c in counts {
-        let text_name = short_name(&c.path.display().to_string());
-        text(
-            svg,
-            MARGIN,
-            y + 16.0,
-            FONT,
-            // Over the axis where the labels' column is narrower than the title: a white halo
-            // keeps it legible.
-            r#"class="group-title" font-weight="bold" stroke="white" stroke-width="4" paint-order="stroke""#,
-            &format!("{text_name} ({} characters)", thousands(c.chars)),
-        );
-        y += GROUP_HEAD;
-        for (i, (name, n)) in names.iter().zip(&c.tokens).enumerate() {
-            let (color, _) = model_style(i);
-            let mid = y + ROW / 2.0;
-            let value = n.map(|n| per_1k(n, c.chars));
-            let _ = writeln!(
-                svg,
-                r#"<g class="bar" data-model="{}" data-text="{}" data-value="{}">"#,
-                xml_escape(&entries[i].label),
-                xml_escape(&text_name),
-                value.map_or("n/a".into(), |v| format!("{v:.1}")),
-            );
-            text(
-                svg,
-                left - 8.0,
-                mid + 4.0,
-                TICK_FONT,
-                r#"class="bar-label" text-anchor="end""#,
-                &fit_text(name, TICK_FONT, label_w),
-            );
-            match value {
-                Some(v) => {
-                    let end = px(v);
-                    let _ = writeln!(
-                        svg,
-                        r#"<rect x="{left:.1}" y="{:.1}" width="{:.1}" height="{BAR}" fill="{color}"/>"#,
-                        mid - BAR / 2.0,
-                        end - left
-                    );
-                    let shown = format!("{v:.0}");
-                    // The value after the bar, or inside it where the bar reaches the edge.
-                    if end + 4.0 + text_width(&shown, TICK_FONT) <= PLOT_RIGHT {
-                        text(
-                            svg,
-                            end + 4.0,
-                            mid + 4.0,
-                            TICK_FONT,
-                            r#"class="value""#,
-                            &shown,
-                        );
-                    } else {
-                        text(
-                            svg,
-                            end - 4.0,
-                            mid + 4.0,
-                            TICK_FONT,
-                            r#"class="value" text-anchor="end" fill="white""#,
-                            &shown,
-                        );
-                    }
-                }
-                None => text(
-                    svg,
-                    left + 4.0,
-                    mid + 4.0,
-                    TICK_FONT,
-                    r##"class="value" fill="#666" font-style="italic""##,
-                    "n/a (no tokenizer, see the notes)",
-                ),
-            }
-            svg.push_str("</g>\n");
-            y += ROW;
-        }
-        y += 6.0;
-    }
-    text(
-        svg,
-        (left + PLOT_RIGHT) / 2.0,
-        bottom + 40.0,
-        FONT,
-        r#"class="axis-title x-axis" text-anchor="middle""#,
         "tokens per 1,000 characters of the text (BOS not counted)",
     );
-    svg.push_str("</g>\n");
-    bottom + 50.0 - top
+    panel.missing = "n/a (no tokenizer, see the notes)".into();
+    for c in counts {
+        let text_name = short_name(&c.path.display().to_string());
+        let bars = entries
+            .iter()
+            .zip(&c.tokens)
+            .enumerate()
+            .map(|(i, (e, n))| Bar {
+                label: short_name(&e.label),
+                value: n.map(|n| per_1k(n, c.chars)),
+                color: Style::nth(i).color,
+                data: vec![
+                    ("model".into(), e.label.clone()),
+                    ("text".into(), text_name.clone()),
+                ],
+            })
+            .collect();
+        panel = panel.group(BarGroup {
+            heading: format!(
+                "{text_name} ({} characters)",
+                format::thousands(c.chars as u64)
+            ),
+            bars,
+        });
+    }
+    panel
 }
 
 /// The perplexity panel: per-chunk perplexity of every run, coloured by model, patterned by text,
 /// with its own legend. A range beyond a factor of ten gets a log axis.
-fn draw_ppl_panel(
-    svg: &mut String,
-    top: f64,
-    entries: &[Entry],
-    counts: &[TextCount],
-    runs: &[PplRun],
-    n_ctx: usize,
-) -> f64 {
+fn ppl_panel(entries: &[Entry], counts: &[TextCount], runs: &[PplRun], n_ctx: usize) -> LinePanel {
     let all = runs.iter().flat_map(|r| r.chunk_ppl.iter().copied());
     let (lo, hi) = all.fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
     let y = if hi > 10.0 * lo {
-        Axis::log10(lo, hi, &tick_label)
+        Axis::log10(lo, hi, &format::number)
     } else {
-        Axis::linear(lo, hi, 0.0, &tick_label)
+        Axis::linear(lo, hi, 0.0, &format::number)
     };
+    let y = y.title("perplexity per chunk (exp of mean loss in nats/token; lower is better)");
     let n_max = runs.iter().map(|r| r.chunk_ppl.len()).max().unwrap_or(1);
-    let x = Axis::linear(1.0, n_max as f64, 1.0, &tick_label);
+    let x = Axis::linear(1.0, n_max as f64, 1.0, &format::number)
+        .title(format!("chunk (number; {n_ctx} tokens each)"));
     let style = |r: &PplRun| {
         let m = entries.iter().position(|e| e.label == r.model).unwrap_or(0);
         let t = counts
             .iter()
             .position(|c| c.path.display().to_string() == r.text)
             .unwrap_or(0);
-        (model_style(m).0, t)
+        Style {
+            color: Style::nth(m).color,
+            dash: Dash::nth(t),
+        }
     };
-    let lines: Vec<Line> = runs
-        .iter()
-        .map(|r| Line {
-            color: style(r).0,
-            dash: style(r).1,
-            points: (1..)
-                .map(f64::from)
-                .zip(r.chunk_ppl.iter().copied())
-                .collect(),
-            every_point: true,
-            end_label: None,
-        })
-        .collect();
     let title = format!("Perplexity per chunk of {n_ctx} tokens (model files)");
-    let x_title = format!("chunk (number; {n_ctx} tokens each)");
-    let h = draw_lines(
-        svg,
-        top,
-        [
-            "perplexity",
-            &title,
-            &x_title,
-            "perplexity per chunk (exp of mean loss in nats/token; lower is better)",
-        ],
-        &x,
-        &y,
-        &lines,
-    );
-    let legend: Vec<LegendEntry> = runs
-        .iter()
-        .map(|r| LegendEntry {
-            key: format!("{} on {}", short_name(&r.model), short_name(&r.text)),
-            label: format!(
-                "{} on {}: {:.2} ± {:.2} over {} chunks",
-                short_name(&r.model),
-                short_name(&r.text),
-                r.ppl,
-                r.ppl_stderr,
-                r.chunk_ppl.len()
-            ),
-            color: style(r).0,
-            dash: style(r).1,
-        })
-        .collect();
-    h + draw_legend(svg, top + h, None, &legend) + 10.0
+    let mut panel = LinePanel::new("perplexity", title, x, y);
+    let mut legend = Legend::new(None);
+    for r in runs {
+        let key = format!("{} on {}", short_name(&r.model), short_name(&r.text));
+        let label = format!(
+            "{key}: {:.2} ± {:.2} over {} chunks",
+            r.ppl,
+            r.ppl_stderr,
+            r.chunk_ppl.len()
+        );
+        let points = (1..)
+            .map(f64::from)
+            .zip(r.chunk_ppl.iter().copied())
+            .collect();
+        panel = panel.series(Series::line(&key, style(r), points).marks(Marks::Every));
+        legend = legend.entry(LegendEntry::new(key, label, style(r)));
+    }
+    panel.legend(legend)
 }
 
 /// The chart file: the models' legend, the KV-cache panel, the tokenizer panel when there are
 /// texts, and the perplexity panel when model files were run on them.
 fn render_svg(entries: &[Entry], counts: &[TextCount], runs: &[PplRun], n_ctx: usize) -> String {
-    let legend: Vec<LegendEntry> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let (color, dash) = model_style(i);
-            LegendEntry {
-                key: e.label.clone(),
-                label: format!(
-                    "{}: {}, KV {}/token, context {}",
-                    short_name(&e.label),
-                    attention_kind(&e.config),
-                    kib(figures(&e.config).kv_bytes_per_token),
-                    ctx_label(e.config.n_ctx_train)
-                ),
-                color,
-                dash,
-            }
-        })
-        .collect();
-    let mut body = String::new();
-    let mut y = MARGIN;
-    y += draw_legend(
-        &mut body,
-        y,
-        Some("Models (one colour each in every panel)"),
-        &legend,
-    ) + 6.0;
-    y += draw_kv_panel(&mut body, y, entries);
+    let mut legend = Legend::new(Some("Models (one colour each in every panel)"));
+    for (i, e) in entries.iter().enumerate() {
+        let label = format!(
+            "{}: {}, KV {}/token, context {}",
+            short_name(&e.label),
+            attention_kind(&e.config),
+            kib(e.config.kv_bytes_per_token(2)),
+            ctx_label(e.config.n_ctx_train)
+        );
+        legend = legend.entry(LegendEntry::new(&e.label, label, Style::nth(i)));
+    }
+    let mut fig = Figure::new();
+    fig.legend(legend).lines(kv_panel(entries));
     if !counts.is_empty() {
-        y += draw_token_panel(&mut body, y, entries, counts);
+        fig.bars(token_panel(entries, counts));
     }
     if !runs.is_empty() {
-        y += draw_ppl_panel(&mut body, y, entries, counts, runs, n_ctx);
+        fig.lines(ppl_panel(entries, counts, runs, n_ctx));
     }
-    let height = (y + MARGIN).ceil();
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Verdana, Arial, sans-serif">"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<rect width="{WIDTH}" height="{height}" fill="white"/>"#
-    );
-    svg.push_str(&body);
-    svg.push_str("</svg>\n");
-    svg
-}
-
-/// 173942 as "173,942".
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    fig.to_svg()
 }
 
 /// The last path component, for legends.
