@@ -285,6 +285,11 @@ pub fn eval_chunk(
     Ok(m)
 }
 
+/// The BOS a chunk starts with: llama.cpp puts it in only when the vocabulary adds BOS.
+pub fn chunk_bos(tok: &Tokenizer) -> Option<u32> {
+    tok.bos().filter(|_| tok.add_bos_default())
+}
+
 /// Perplexity of `tokens` chunk by chunk; `on_chunk(i, chunk, running)` after each chunk.
 pub fn perplexity(
     model: &Model,

@@ -377,3 +377,142 @@ fn wilson_interval_textbook_values() {
     let (lo, hi) = wilson_interval(0, 10);
     assert!(lo == 0.0 && (hi - 0.2775).abs() < 1e-4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// compare: figures, tables, token counts, perplexity runs and the chart, in-process
+
+mod compare {
+    use std::cell::Cell;
+    use std::path::Path;
+
+    use camelid_engine::compare::{Entry, PplOptions, compare, models_table, property_rows, table};
+    use camelid_engine::eval::EvalError;
+    use camelid_model::Model;
+    use camelid_model::config::presets;
+    use camelid_model::tokenizer_load::load_tokenizer;
+    use camelid_plot::read::{parse, texts_outside};
+
+    use super::repo;
+
+    fn entries(ids: &[&str]) -> Vec<Entry> {
+        ids.iter()
+            .map(|id| Entry::preset(presets().iter().find(|p| p.id == *id).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn tables_align_and_say_the_published_figures() {
+        let h = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let rows = vec![h(&["x", "1"]), h(&["long", "22"])];
+        // First column padded to 4 on the right, the second to 2 on the left, 2 spaces apart.
+        assert_eq!(
+            table(&h(&["", "a"]), &rows),
+            "       a\nx      1\nlong  22\n"
+        );
+
+        let e = entries(&["llama2-7b", "llama3-8b", "llama3.1-405b"]);
+        let (header, rows) = models_table(&e);
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        // LLAMA.md's published counts; KV per token 2·layers·kv_heads·head_dim·2 bytes.
+        assert_eq!(rows[0][col("params")], "6.74B");
+        assert_eq!(rows[0][col("KV/token")], "512 KiB");
+        assert_eq!(rows[0][col("attention")], "MHA");
+        assert_eq!(rows[1][col("attention")], "GQA 4:1");
+        assert_eq!(rows[1][col("ctx")], "8k");
+        assert_eq!(rows[2][col("params")], "406B");
+        assert_eq!(rows[2][col("ctx")], "128k");
+        // Compare's table: a row per property, a column per model.
+        let props = property_rows(&e);
+        let row = |name: &str| props.iter().find(|r| r[0] == name).unwrap();
+        assert_eq!(row("KV at full ctx")[1], "2.00 GiB"); // 512 KiB x 4096
+        assert_eq!(row("KV at full ctx")[2], "1.00 GiB"); // 128 KiB x 8192
+        assert_eq!(row("layers x d_model")[1], "32 x 4096");
+        assert!(props.iter().all(|r| r.len() == 4));
+    }
+
+    /// A preset without a tokenizer fails its own cells, not the comparison; a text too short
+    /// for two chunks gets a note; a model file is loaded only when some text holds two chunks,
+    /// and its perplexity over equal chunks is the geometric mean of the chunks'.
+    #[test]
+    fn compare_counts_tokens_and_runs_perplexity_where_it_can() {
+        let tiny = repo().join("testdata/tiny/llama3-gqa/f32.gguf");
+        let tok = load_tokenizer(&tiny).unwrap();
+        let mut e = entries(&["llama2-7b"]);
+        let mut file = e[0].clone();
+        file.label = "tiny".into();
+        file.file = Some(tiny.clone());
+        e.push(file);
+        let long = std::fs::read_to_string(repo().join("testdata/eval/en.txt")).unwrap();
+        let texts = vec![
+            ("en".to_string(), long.clone()),
+            ("short".to_string(), "héllo".to_string()),
+        ];
+        let tokenizers: Vec<Result<&_, String>> = vec![Err("no vocabulary".into()), Ok(&tok)];
+        let loads = Cell::new(0);
+        let mut load = |p: &Path| -> Result<Model, EvalError> {
+            loads.set(loads.get() + 1);
+            Ok(Model::load(p)?)
+        };
+        let mut started = Vec::new();
+        let ppl = PplOptions {
+            n_ctx: 32,
+            max_chunks: Some(3),
+            load: &mut load,
+            started: &mut |s: &str| started.push(s.to_string()),
+        };
+        let c = compare(e, &texts, &tokenizers, ppl).unwrap();
+        assert_eq!(loads.get(), 1);
+        assert_eq!(started.len(), 1);
+        assert_eq!(c.tokenizer_errors[0].as_deref(), Some("no vocabulary"));
+        assert_eq!(c.counts[1].chars, 5, "characters, not bytes");
+        assert_eq!(c.counts[0].tokens[0], None);
+        let n = c.counts[0].tokens[1].unwrap();
+        assert_eq!(
+            c.counts[0].per_1k()[1],
+            Some(1000.0 * n as f64 / long.chars().count() as f64)
+        );
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("llama2-7b: no vocabulary"))
+        );
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.contains("no perplexity of tiny on short"))
+        );
+        assert_eq!(c.runs.len(), 1);
+        let r = &c.runs[0];
+        assert_eq!(r.chunk_ppl.len(), 3);
+        let geo = (r.chunk_ppl.iter().map(|p| p.ln()).sum::<f64>() / 3.0).exp();
+        assert!((geo / r.ppl - 1.0).abs() < 1e-9, "{geo} vs {}", r.ppl);
+
+        let v = c.to_json();
+        assert_eq!(v["texts"][0]["tokens"]["tiny"], n);
+        assert!(v["texts"][0]["tokens"]["llama2-7b"].is_null());
+        assert_eq!(v["perplexity"][0]["chunk_ppl"].as_array().unwrap().len(), 3);
+        let text = c.to_text();
+        assert!(
+            text.contains("perplexity at context 32:\n  tiny on en: "),
+            "{text}"
+        );
+        assert!(text.contains("note: llama2-7b: no vocabulary"));
+
+        // The chart: the three panels, bars with n/a for the preset, nothing off the picture.
+        let svg = parse(&c.to_svg()).unwrap();
+        let ids: Vec<&str> = svg
+            .class("panel")
+            .iter()
+            .map(|p| p.attr("id").unwrap())
+            .collect();
+        assert_eq!(ids, ["kv-cache", "tokens-per-char", "perplexity"]);
+        let na = svg
+            .class("bar")
+            .iter()
+            .filter(|b| b.attr("data-value") == Some("n/a"))
+            .count();
+        assert_eq!(na, 2, "the preset on both texts");
+        assert!(svg.texts("end-label").contains(&"2.00 GiB".to_string()));
+        assert_eq!(texts_outside(&svg), []);
+    }
+}

@@ -78,8 +78,9 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// `v` (at least 1) to three significant digits.
-fn sig3(v: f64) -> String {
+/// `v` to three significant digits where it is at least 1 ("4.58", "12.6", "406"); two
+/// decimals below 1.
+pub fn sig3(v: f64) -> String {
     let decimals = match v {
         v if v >= 100.0 => 0,
         v if v >= 10.0 => 1,
