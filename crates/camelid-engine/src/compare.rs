@@ -21,10 +21,10 @@ pub struct Entry {
     /// What the user typed: a preset id or a path.
     pub label: String,
     pub name: String,
-    /// The model file; None for a preset.
-    pub file: Option<PathBuf>,
     pub config: Config,
     pub training_tokens: Option<String>,
+    /// The model file; None for a preset.
+    pub file: Option<PathBuf>,
 }
 
 impl Entry {

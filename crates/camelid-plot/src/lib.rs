@@ -202,10 +202,10 @@ impl Series {
 pub struct LinePanel {
     pub id: String,
     pub title: String,
-    pub x: Axis,
-    pub y: Axis,
     pub series: Vec<Series>,
     pub legend: Option<Legend>,
+    pub x: Axis,
+    pub y: Axis,
 }
 
 impl LinePanel {
