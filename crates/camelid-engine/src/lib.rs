@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod compare;
 pub mod eval;
+pub mod eval_io;
 pub mod generate;
 pub mod sampler;
 

@@ -45,6 +45,14 @@ fn rel_close(got: f64, want: f64, tol: f64) -> bool {
     (got - want).abs() <= tol * want.abs().max(1e-12)
 }
 
+/// The tiny-model perplexity fixture, its model and its tokens.
+fn tiny_ppl() -> (Value, Model, Vec<u32>) {
+    let f = fixture("tiny_ppl.json");
+    let model = Model::load(&repo().join(f["model"].as_str().unwrap())).unwrap();
+    let tokens = u32s(&f["tokens"]);
+    (f, model, tokens)
+}
+
 #[test]
 fn chunks_follow_llama_perplexity() {
     // llama-perplexity: at least 2·n_ctx tokens, ⌊n/n_ctx⌋ chunks, n_ctx − 1 − n_ctx/2 scored.
@@ -73,9 +81,7 @@ fn chunks_follow_llama_perplexity() {
 
 #[test]
 fn perplexity_matches_transformers_on_tiny_chunks() {
-    let f = fixture("tiny_ppl.json");
-    let model = Model::load(&repo().join(f["model"].as_str().unwrap())).unwrap();
-    let tokens = u32s(&f["tokens"]);
+    let (f, model, tokens) = tiny_ppl();
     let n_ctx = f["n_ctx"].as_u64().unwrap() as usize;
     let chunks = Chunks::new(tokens.len(), n_ctx, None).unwrap();
     assert_eq!(chunks.n_chunks as u64, f["n_chunks"].as_u64().unwrap());
@@ -114,9 +120,7 @@ fn perplexity_matches_transformers_on_tiny_chunks() {
 /// Without BOS replacement every chunk is scored on its own first token: the result must move.
 #[test]
 fn bos_replacement_matters() {
-    let f = fixture("tiny_ppl.json");
-    let model = Model::load(&repo().join(f["model"].as_str().unwrap())).unwrap();
-    let tokens = u32s(&f["tokens"]);
+    let (f, model, tokens) = tiny_ppl();
     let chunks = Chunks::new(tokens.len(), 64, Some(4)).unwrap();
     let with = perplexity(&model, &tokens, chunks, Some(1), |_, _, _| {}).unwrap();
     let without = perplexity(&model, &tokens, chunks, None, |_, _, _| {}).unwrap();
@@ -515,4 +519,105 @@ mod compare {
         assert!(svg.texts("end-label").contains(&"2.00 GiB".to_string()));
         assert_eq!(texts_outside(&svg), []);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// eval_io: task files, the logits file writer and the KL pass over it, the KL report
+
+#[test]
+fn task_files_parse_as_json_lines_with_line_numbers() {
+    use camelid_engine::eval_io::parse_tasks;
+    let text = std::fs::read_to_string(repo().join("testdata/eval/tasks.jsonl")).unwrap();
+    // The same tasks as the test's own reading of the file above.
+    assert_eq!(parse_tasks(&text).unwrap(), tasks());
+    // HellaSwag writes labels as strings; blank lines are skipped.
+    let t = parse_tasks("\n{\"context\": \"A\", \"endings\": [\"b\", \"c\"], \"label\": \"1\"}\n")
+        .unwrap();
+    assert_eq!(t[0].label, 1);
+    let err = |s: &str| parse_tasks(s).unwrap_err().to_string();
+    let ok = "{\"context\": \"A\", \"endings\": [\"b\", \"c\"], \"label\": 0}";
+    assert_eq!(
+        err(&format!("{ok}\n{}", ok.replace(": 0", ": 7"))),
+        "line 2: label 7 is not an index of the 2 endings (0 to 1)"
+    );
+    assert!(err("{\"context\": 1}").starts_with("line 1: \"context\" must be a string"));
+    assert!(err("{\"context\": \"A\", \"endings\": [\"b\"], \"label\": 0}").contains("at least 2"));
+    assert!(
+        err("{\"context\": \"A\", \"endings\": [\"b\", 3], \"label\": 0}")
+            .contains("array of strings")
+    );
+    assert!(err("not json").starts_with("line 1: not valid JSON"));
+    assert_eq!(err("\n\n"), "no tasks in the file");
+}
+
+/// A model compared with its own saved log-probabilities: no divergence beyond the f16
+/// rounding of the file, the same top token everywhere, the same perplexity; a file cut short
+/// is an I/O error, not a panic.
+#[test]
+fn a_model_against_its_own_saved_logits_does_not_diverge() {
+    use camelid_engine::eval::{LogitsHeader, eval_chunk};
+    use camelid_engine::eval_io::{LogitsWriter, first_difference, kl_chunk};
+    let (f, model, tokens) = tiny_ppl();
+    let chunks = Chunks::new(tokens.len(), 64, Some(3)).unwrap();
+    let header = LogitsHeader::new(model.config.n_vocab, chunks, &tokens);
+    assert_eq!(first_difference(&header, &tokens), None);
+    let mut other = tokens.clone();
+    other[70] += 1;
+    assert_eq!(first_difference(&header, &other), Some(70));
+
+    let bos = f["bos"].as_u64().map(|b| b as u32);
+    let mut state = model.new_state(64).unwrap();
+    let mut w = LogitsWriter::new(Vec::new(), &header).unwrap();
+    for i in 0..chunks.n_chunks {
+        eval_chunk(&model, &mut state, chunks.chunk(&tokens, i), bos, |row| {
+            w.push(row.logits)
+        })
+        .unwrap();
+        w.check().unwrap();
+    }
+    let file = w.finish().unwrap();
+    assert_eq!(Some(file.len() as u64), header.file_len());
+
+    // The KL pass over `bytes` of the file: each chunk's result, and the statistics.
+    let mut kl_pass = |bytes: &[u8]| {
+        let mut r = std::io::Cursor::new(bytes);
+        let back = LogitsHeader::read(&mut r, file.len() as u64).unwrap();
+        assert_eq!(back, header);
+        let mut stats = KlStats::default();
+        let results: Vec<_> = (0..chunks.n_chunks)
+            .map(|i| {
+                let chunk = chunks.chunk(&tokens, i);
+                kl_chunk(&model, &mut state, chunk, bos, &mut r, &mut stats)
+            })
+            .collect();
+        (results, stats)
+    };
+    let (results, stats) = kl_pass(&file);
+    assert!(results.iter().all(Result::is_ok));
+    let s = stats.summary();
+    assert_eq!(s.count, (3 * chunks.scored_per_chunk()) as u64);
+    assert!(s.kld_mean.0.abs() < 1e-4, "{:?}", s.kld_mean);
+    assert_eq!(s.same_top.0, 1.0);
+    assert!(
+        rel_close(s.ppl.0, s.ppl_base.0, 1e-3),
+        "{:?} {:?}",
+        s.ppl,
+        s.ppl_base
+    );
+    let report = s.to_string();
+    for section in [
+        "====== Perplexity (93 tokens) ======",
+        "====== KL divergence (nats) ======",
+        "Median",
+        "Same top token            100.000",
+    ] {
+        assert!(report.contains(section), "{section} not in\n{report}");
+    }
+    assert_eq!(s.to_json()["count"], 93);
+
+    // The base file cut inside the second chunk's rows.
+    let (results, _) = kl_pass(&file[..file.len() - 2 * model.config.n_vocab * 40]);
+    assert!(results[0].is_ok());
+    let e = results[1].as_ref().unwrap_err();
+    assert!(matches!(e, EvalError::Io(_)), "{e}");
 }
