@@ -266,6 +266,18 @@ impl<'a> Cursor<'a> {
         self.array(what).map(u64::from_le_bytes)
     }
 
+    /// A u32 type id, known to `from_id`; `unknown(id)` says what is wrong with another.
+    fn type_id<T>(
+        &mut self,
+        what: &dyn Fn() -> String,
+        from_id: fn(u32) -> Option<T>,
+        unknown: &dyn Fn(u32) -> String,
+    ) -> Result<T, Error> {
+        let at = self.pos;
+        let id = self.u32(what)?;
+        from_id(id).ok_or_else(|| self.error(at, unknown(id)))
+    }
+
     /// A GGUF string: u64 length, then that many bytes of UTF-8, at most `max_len` of them.
     fn string(&mut self, max_len: usize, what: &dyn Fn() -> String) -> Result<String, Error> {
         let start = self.pos;
@@ -496,14 +508,11 @@ fn read_metadata(cur: &mut Cursor, kv_count: u64) -> Result<Metadata, Error> {
                 slot.insert(metadata.len());
             }
         }
-        let type_at = cur.pos;
-        let type_id = cur.u32(&|| format!("value type of metadata key {key:?}"))?;
-        let ty = ValueType::from_id(type_id).ok_or_else(|| {
-            cur.error(
-                type_at,
-                format!("metadata key {key:?}: unknown value type {type_id}, expected 0..=12"),
-            )
-        })?;
+        let ty = cur.type_id(
+            &|| format!("value type of metadata key {key:?}"),
+            ValueType::from_id,
+            &|id| format!("metadata key {key:?}: unknown value type {id}, expected 0..=12"),
+        )?;
         let value = cur.value(ty, 0, &key)?;
         key_offsets.push(at);
         metadata.push((key, value));
@@ -635,14 +644,11 @@ fn read_tensor_layout(
             })?;
         dims.push(dim);
     }
-    let type_at = cur.pos;
-    let type_id = cur.u32(&|| format!("tensor {name:?}: type"))?;
-    let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
-        cur.error(
-            type_at,
-            format!("tensor {name:?}: unknown ggml type id {type_id}"),
-        )
-    })?;
+    let ggml_type = cur.type_id(
+        &|| format!("tensor {name:?}: type"),
+        GgmlType::from_id,
+        &|id| format!("tensor {name:?}: unknown ggml type id {id}"),
+    )?;
     let row_len = dims.first().copied().unwrap_or(1);
     let n_rows = n_elements.checked_div(row_len).unwrap_or(0);
     let size = ggml_type
