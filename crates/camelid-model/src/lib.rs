@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod conversion;
 pub mod convert;
 pub mod cpu;
 pub mod error;
