@@ -6,6 +6,7 @@
 //! perplexity, tables and a chart). Synchronous and free of I/O: the CLI and the
 //! server drive it.
 
+pub mod bench;
 pub mod chat;
 pub mod compare;
 pub mod eval;

@@ -621,3 +621,60 @@ fn a_model_against_its_own_saved_logits_does_not_diverge() {
     let e = results[1].as_ref().unwrap_err();
     assert!(matches!(e, EvalError::Io(_)), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// bench: the statistics and the runs (structure only: no timed assertions)
+
+mod bench {
+    use camelid_engine::bench::{Stat, bench_tokens, decode_speed, prompt_speed};
+    use camelid_model::Model;
+
+    use super::repo;
+
+    #[test]
+    fn statistics_are_the_textbook_ones() {
+        let s = |n_prompt, n_gen, samples: &[f64]| Stat {
+            samples: samples.to_vec(),
+            ..Stat::new(n_prompt, n_gen)
+        };
+        // 1, 2, 3, 4: mean 2.5, sample variance 5/3.
+        let st = s(0, 8, &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(st.mean(), 2.5);
+        assert!((st.stddev() - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(s(0, 8, &[7.0]).stddev(), 0.0);
+        // A 1 GB model: 10 decoded tokens/s read 10 GB/s; 1000 prompt tokens/s in passes of
+        // 100 read it 10 times a second.
+        assert!((s(0, 8, &[10.0]).weight_read_gbs(1_000_000_000) - 10.0).abs() < 1e-9);
+        assert!((s(100, 0, &[1000.0]).weight_read_gbs(1_000_000_000) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn runs_take_the_samples_asked_for() {
+        let t = bench_tokens(50, 200);
+        assert_eq!(t.len(), 200);
+        assert!(t.iter().all(|&x| x < 50));
+        assert_eq!(t[0], 12345 % 50);
+        let model = Model::load(&repo().join("testdata/tiny/llama1-mha/f32.gguf")).unwrap();
+        let tokens = bench_tokens(model.config.n_vocab, 16);
+        let mut state = model.new_state(16).unwrap();
+        let pp = prompt_speed(&model, &mut state, &tokens, 2).unwrap();
+        assert_eq!(
+            (pp.test.as_str(), pp.n_prompt, pp.samples.len()),
+            ("pp16", 16, 2)
+        );
+        let tg = decode_speed(&model, &mut state, &tokens[..8], 3).unwrap();
+        assert_eq!(
+            (tg.test.as_str(), tg.n_gen, tg.samples.len()),
+            ("tg8", 8, 3)
+        );
+        assert!(
+            pp.samples
+                .iter()
+                .chain(&tg.samples)
+                .all(|x| x.is_finite() && *x > 0.0)
+        );
+        assert_eq!(state.pos, 8);
+        // A prompt longer than the state holds is the model's error, not a panic.
+        assert!(prompt_speed(&model, &mut model.new_state(4).unwrap(), &tokens, 1).is_err());
+    }
+}
