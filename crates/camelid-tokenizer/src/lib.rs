@@ -24,6 +24,7 @@ mod pretok;
 mod sentencepiece;
 mod special;
 mod stream;
+pub mod text;
 mod tiktoken;
 mod unicode;
 mod unicode_tables;
