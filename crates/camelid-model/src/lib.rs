@@ -7,6 +7,7 @@ pub mod convert;
 pub mod cpu;
 pub mod error;
 pub mod figures;
+pub mod inspect;
 pub mod llama;
 mod meta;
 pub mod sampling;

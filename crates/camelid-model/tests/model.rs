@@ -867,3 +867,32 @@ mod conversion {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `camelid inspect`'s report, in-process. The tiny model's parameters by hand: embeddings and
+/// output 2·384·64, per layer q, k, v, o 4·64² + SwiGLU 3·64·128 + two norms 2·64, final norm 64:
+/// 49152 + 2·41088 + 64 = 131392; 2 + 9·2 + 1 = 21 tensors.
+#[test]
+fn inspect_reports_format_tensors_and_shape() {
+    use camelid_model::inspect::report;
+    use camelid_model::weights::Checkpoint;
+    let gguf: &[&str] = &[
+        "format: GGUF v3",
+        "general.architecture = \"llama\"",
+        "tensors (21):",
+        "  token_embd.weight ",
+        "parameters in file: 131392",
+        "vocab 384  d_model 64  layers 2  heads 4  kv heads 4  head_dim 16  ffn 128",
+        "parameters implied by the shapes: 131392",
+    ];
+    let hf: &[&str] = &[
+        "format: Hugging Face (config.json + safetensors)",
+        "tensors (21):",
+        "  model.embed_tokens.weight ",
+        "parameters in files: 131392",
+    ];
+    for (file, wants) in [("f32.gguf", gguf), ("hf-f32", hf)] {
+        let text = report(&Checkpoint::open(&tiny().join("llama1-mha").join(file)).unwrap());
+        let missing: Vec<&&str> = wants.iter().filter(|w| !text.contains(**w)).collect();
+        assert!(missing.is_empty(), "{missing:?} not in\n{text}");
+    }
+}
