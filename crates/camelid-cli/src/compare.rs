@@ -13,7 +13,7 @@ use camelid_engine::compare::{
     Comparison, Entry, FOOTNOTES, PplOptions, compare, models_table, table,
 };
 use camelid_model::config::presets;
-use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
+use camelid_model::tokenizer_load::{checkpoint_tokenizer, load_tokenizer};
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
@@ -164,11 +164,7 @@ fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
 }
 
 fn file_tokenizer(p: &Path) -> Result<Tokenizer> {
-    let ckpt = Checkpoint::open(p)?;
-    Ok(match ckpt.gguf() {
-        Some(g) => tokenizer_from_gguf(g)?,
-        None => load_tokenizer(p)?,
-    })
+    Ok(checkpoint_tokenizer(&Checkpoint::open(p)?)?)
 }
 
 pub fn run_compare(a: &CompareArgs) -> Result<()> {

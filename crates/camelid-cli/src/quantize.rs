@@ -146,7 +146,7 @@ fn thread_count(threads: Option<usize>) -> Result<usize> {
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(t) => Ok(crate::load::thread_count(t)),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(camelid_kernels::pool::usable_cores().unwrap_or(1)),
     }
 }
 
