@@ -49,7 +49,7 @@ pub enum EvalError {
     Task { task: usize, msg: String },
     /// A line of a task file that is not a task (numbered from 1; 0 for the whole file).
     TaskLine { line: usize, msg: String },
-    /// Reading or writing a logits file failed.
+    /// Reading or writing logits (a logits file, JSON logits) failed.
     Io(io::Error),
 }
 
@@ -81,7 +81,7 @@ impl fmt::Display for EvalError {
             EvalError::TaskLine { line: 0, msg } => f.write_str(msg),
             EvalError::TaskLine { line, msg } => write!(f, "line {line}: {msg}"),
             // The cause follows in the error's chain (`source`).
-            EvalError::Io(_) => f.write_str("reading or writing a logits file failed"),
+            EvalError::Io(_) => f.write_str("could not read or write logits"),
         }
     }
 }

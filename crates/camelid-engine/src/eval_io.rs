@@ -204,3 +204,67 @@ impl fmt::Display for KlSummary {
         pct(f, "Same top token", self.same_top)
     }
 }
+
+/// Writes the logits of `tokens` as JSON, `{"n_vocab": V, "logits": [[...], ...]}`: every
+/// position's with `all`, else the last's; fed one token at a time with `decode` (as decoding
+/// does), else as one batch. A rejected input (an id outside the vocabulary, a context too
+/// long) writes nothing: the header goes out with the first row, the batched pass checks its
+/// input before it yields a row, and decoding checks every id first. Floats are written as the
+/// shortest text that reads back as the same f32; a non-finite one as `null` (JSON has no NaN).
+pub fn write_logits_json(
+    model: &Model,
+    tokens: &[u32],
+    all: bool,
+    decode: bool,
+    out: &mut impl Write,
+) -> Result<(), EvalError> {
+    let n_vocab = model.config.n_vocab;
+    let mut state = model.new_state(tokens.len())?;
+    let mut first = true;
+    let mut io_err = Ok(());
+    let mut emit = |row: &[f32]| {
+        if io_err.is_ok() {
+            io_err = write_row(out, row, first, n_vocab);
+            first = false;
+        }
+    };
+    if decode {
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(camelid_model::ModelError::TokenOutOfRange { token, n_vocab }.into());
+        }
+        for (i, &t) in tokens.iter().enumerate() {
+            let want = all || i + 1 == tokens.len();
+            model.forward(&mut state, &[t], false, |_, row| {
+                if want {
+                    emit(row)
+                }
+            })?;
+        }
+    } else {
+        model.forward(&mut state, tokens, all, |_, row| emit(row))?;
+    }
+    io_err
+        .and_then(|()| writeln!(out, "]}}"))
+        .map_err(EvalError::Io)
+}
+
+/// One row of [`write_logits_json`], after the header when it is the first.
+fn write_row(out: &mut impl Write, row: &[f32], first: bool, n_vocab: usize) -> io::Result<()> {
+    if first {
+        write!(out, "{{\"n_vocab\": {n_vocab}, \"logits\": [")?;
+    } else {
+        out.write_all(b", ")?;
+    }
+    out.write_all(b"[")?;
+    for (i, v) in row.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b", ")?;
+        }
+        if v.is_finite() {
+            write!(out, "{v}")?;
+        } else {
+            out.write_all(b"null")?;
+        }
+    }
+    out.write_all(b"]")
+}

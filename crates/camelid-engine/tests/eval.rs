@@ -678,3 +678,44 @@ mod bench {
         assert!(prompt_speed(&model, &mut model.new_state(4).unwrap(), &tokens, 1).is_err());
     }
 }
+
+/// `camelid logits` in-process: the JSON shape, one row or all, the same logits fed as a batch
+/// or one token at a time (results do not depend on the batch), nothing written for a rejected
+/// id.
+#[test]
+fn logits_as_json_batch_or_decode() {
+    use camelid_engine::eval_io::write_logits_json;
+    let (_, model, _) = tiny_ppl();
+    let json = |all, decode| {
+        let mut out = Vec::new();
+        write_logits_json(&model, &[1, 5, 9], all, decode, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["n_vocab"], model.config.n_vocab);
+        let rows = v["logits"].as_array().unwrap().clone();
+        let rows: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect();
+        assert!(rows.iter().all(|r| r.len() == model.config.n_vocab));
+        rows
+    };
+    let (last, all) = (json(false, false), json(true, false));
+    assert_eq!((last.len(), all.len()), (1, 3));
+    assert_eq!(last[0], all[2]);
+    let decoded = json(true, true);
+    for (a, b) in all.iter().flatten().zip(decoded.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    for decode in [false, true] {
+        let mut out = Vec::new();
+        let e = write_logits_json(&model, &[1, 100_000], true, decode, &mut out).unwrap_err();
+        assert!(e.to_string().contains("100000"), "{e}");
+        assert!(out.is_empty(), "nothing written for a rejected input");
+    }
+}
