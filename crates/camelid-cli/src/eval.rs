@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::eval::{
-    self, Chunks, KlStats, LogitsHeader, Moments, chunk_bos, eval_chunk, score_task,
+    self, Chunks, KlStats, KlSummary, LogitsHeader, Moments, chunk_bos, eval_chunk, score_task,
     wilson_interval,
 };
 use camelid_engine::eval_io::{LogitsWriter, first_difference, kl_chunk, parse_tasks};
@@ -211,14 +211,9 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
     let Loaded {
         model, tokenizer, ..
     } = a.model.load(Some(n_ctx))?;
-    if header.n_vocab as usize != model.config.n_vocab {
-        return Err(eval::EvalError::LogitsMismatch {
-            what: "the vocabulary size",
-            file: header.n_vocab.to_string(),
-            here: model.config.n_vocab.to_string(),
-        })
-        .with_context(ctx_err);
-    }
+    header
+        .check_vocab(model.config.n_vocab)
+        .with_context(ctx_err)?;
     if let Some(path) = &a.file {
         // The reference's tokens are the ones evaluated; a text, if given, must agree.
         let text = read_nonempty(path)?;
@@ -231,12 +226,7 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
             );
         }
     }
-    let chunks = Chunks {
-        n_ctx,
-        n_chunks: a.chunks.map_or(header.n_chunks as usize, |c| {
-            c.min(header.n_chunks as usize)
-        }),
-    };
+    let chunks = header.chunks_at_most(a.chunks);
     let bos = chunk_bos(&tokenizer);
     if !a.json {
         eprintln!(
@@ -250,12 +240,7 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
     let mut stats = KlStats::default();
     let pb = progress(chunks.n_chunks, "KL divergence");
     if !a.json {
-        pb.suspend(|| {
-            println!(
-                "{:>6}  {:>12}  {:>22}  {:>20}  {:>16}",
-                "chunk", "PPL", "ln(PPL(Q)/PPL(base))", "KL divergence", "same top"
-            )
-        });
+        pb.suspend(|| println!("{}", KlSummary::CHUNK_HEADER));
     }
     let mut per_chunk = Vec::new();
     for i in 0..chunks.n_chunks {
@@ -263,24 +248,9 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
         kl_chunk(&model, &mut state, chunk, bos, &mut r, &mut stats)
             .with_context(|| format!("chunk {} against {}", i + 1, base.display()))?;
         let s = stats.summary();
-        per_chunk.push(json!({
-            "chunk": i + 1, "ppl": s.ppl.0, "ln_ppl_ratio": s.ln_ppl_ratio.0,
-            "kld_mean": s.kld_mean.0, "same_top": s.same_top.0,
-        }));
+        per_chunk.push(s.chunk_json(i + 1));
         if !a.json {
-            pb.suspend(|| {
-                println!(
-                    "{:>6}  {:>12.4}  {:>10.5} ± {:>9.5}  {:>8.5} ± {:>9.5}  {:>6.2} ± {:>5.2} %",
-                    i + 1,
-                    s.ppl.0,
-                    s.ln_ppl_ratio.0,
-                    s.ln_ppl_ratio.1,
-                    s.kld_mean.0,
-                    s.kld_mean.1,
-                    100.0 * s.same_top.0,
-                    100.0 * s.same_top.1
-                )
-            });
+            pb.suspend(|| println!("{}", s.chunk_line(i + 1)));
         }
         pb.inc(1);
     }
@@ -370,15 +340,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
                 )
             });
         }
-        rows.push(json!({
-            "task": i + 1,
-            "label": task.label,
-            "choice": s.choice,
-            "correct": s.correct,
-            "endings": s.endings.iter().map(|e| json!({
-                "logprob": e.logprob, "n_tokens": e.n_tokens, "mean": e.mean(),
-            })).collect::<Vec<_>>(),
-        }));
+        rows.push(s.to_json(i + 1, task.label));
         pb.inc(1);
     }
     pb.finish_and_clear();

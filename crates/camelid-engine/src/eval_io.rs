@@ -268,3 +268,69 @@ fn write_row(out: &mut impl Write, row: &[f32], first: bool, n_vocab: usize) -> 
     }
     out.write_all(b"]")
 }
+
+impl KlSummary {
+    /// The header of the per-chunk lines of [`KlSummary::chunk_line`].
+    pub const CHUNK_HEADER: &'static str =
+        " chunk           PPL    ln(PPL(Q)/PPL(base))         KL divergence          same top";
+
+    /// The running figures after chunk `chunk` (from 1), a line under [`Self::CHUNK_HEADER`].
+    pub fn chunk_line(&self, chunk: usize) -> String {
+        format!(
+            "{chunk:>6}  {:>12.4}  {:>10.5} ± {:>9.5}  {:>8.5} ± {:>9.5}  {:>6.2} ± {:>5.2} %",
+            self.ppl.0,
+            self.ln_ppl_ratio.0,
+            self.ln_ppl_ratio.1,
+            self.kld_mean.0,
+            self.kld_mean.1,
+            100.0 * self.same_top.0,
+            100.0 * self.same_top.1
+        )
+    }
+
+    /// The running figures after chunk `chunk` (from 1), as JSON.
+    pub fn chunk_json(&self, chunk: usize) -> Value {
+        json!({
+            "chunk": chunk, "ppl": self.ppl.0, "ln_ppl_ratio": self.ln_ppl_ratio.0,
+            "kld_mean": self.kld_mean.0, "same_top": self.same_top.0,
+        })
+    }
+}
+
+impl LogitsHeader {
+    /// The header's chunks, at most `max`.
+    pub fn chunks_at_most(&self, max: Option<usize>) -> crate::eval::Chunks {
+        let mut c = self.chunks();
+        c.n_chunks = max.map_or(c.n_chunks, |m| m.min(c.n_chunks));
+        c
+    }
+
+    /// The file must have been made with a model of `n_vocab` tokens.
+    pub fn check_vocab(&self, n_vocab: usize) -> Result<(), EvalError> {
+        if self.n_vocab as usize == n_vocab {
+            return Ok(());
+        }
+        Err(EvalError::LogitsMismatch {
+            what: "the vocabulary size",
+            file: self.n_vocab.to_string(),
+            here: n_vocab.to_string(),
+        })
+    }
+}
+
+impl crate::eval::TaskScore {
+    /// The task's score as JSON, numbered `task` (from 1) with its right `label`.
+    pub fn to_json(&self, task: usize, label: usize) -> Value {
+        let endings = self
+            .endings
+            .iter()
+            .map(|e| json!({"logprob": e.logprob, "n_tokens": e.n_tokens, "mean": e.mean()}));
+        json!({
+            "task": task,
+            "label": label,
+            "choice": self.choice,
+            "correct": self.correct,
+            "endings": endings.collect::<Vec<_>>(),
+        })
+    }
+}

@@ -614,6 +614,15 @@ fn a_model_against_its_own_saved_logits_does_not_diverge() {
         assert!(report.contains(section), "{section} not in\n{report}");
     }
     assert_eq!(s.to_json()["count"], 93);
+    // Per-chunk lines under their header: the columns line up.
+    let line = s.chunk_line(3);
+    assert!(line.starts_with("     3  "), "{line}");
+    assert_eq!(s.chunk_json(3)["chunk"], 3);
+    let header = camelid_engine::eval::KlSummary::CHUNK_HEADER;
+    assert_eq!(
+        header.find("PPL ").map(|i| i + 3),
+        line.find('.').map(|i| i + 5)
+    );
 
     // The base file cut inside the second chunk's rows.
     let (results, _) = kl_pass(&file[..file.len() - 2 * model.config.n_vocab * 40]);
