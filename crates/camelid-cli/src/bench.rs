@@ -14,7 +14,7 @@
 //! Only the CPU backend gets a ceiling: it measures host memory.
 
 use anyhow::{Result, bail};
-use camelid_engine::bench::{bench_tokens, decode_speed, kv_cache_bytes, prompt_speed};
+use camelid_engine::bench::{bench_tokens, decode_speed, kv_cache_bytes, peak_rss, prompt_speed};
 use camelid_model::weights::Checkpoint;
 
 use crate::load::LoadArgs;
@@ -35,15 +35,6 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The process's peak resident set (`VmHWM` in `/proc/self/status`), in bytes, where Linux
-/// reports it. It counts the pages of the memory-mapped model that were touched.
-fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use camelid_engine::compare::{
     Comparison, Entry, FOOTNOTES, PplOptions, compare, models_table, table,
 };
@@ -18,9 +18,9 @@ use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
+use crate::eval::read_nonempty;
 use crate::fetch::{self, Packaged};
 use crate::load::{LoadArgs, PrecisionArg, load_from};
-use crate::run::read_text;
 #[derive(clap::Args)]
 pub struct ModelsArgs {
     /// Print JSON instead of the table.
@@ -79,16 +79,6 @@ pub fn run_models(a: &ModelsArgs) -> Result<()> {
     Ok(())
 }
 
-/// The vocabulary of a preset: LLaMA and Llama 2 share one SentencePiece vocabulary, all
-/// Llama 3.x one tiktoken-style vocabulary; llama.cpp's vocabulary-only GGUFs of the two.
-fn preset_vocabulary(id: &str) -> &'static Packaged {
-    if id.starts_with("llama3") {
-        &fetch::LLAMA_BPE_VOCAB
-    } else {
-        &fetch::LLAMA_SPM_VOCAB
-    }
-}
-
 fn resolve(arg: &str) -> Result<Entry> {
     let all = presets();
     if let Some(p) = all.iter().find(|p| p.id.eq_ignore_ascii_case(arg)) {
@@ -122,7 +112,7 @@ fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
     let same = |a: &Packaged, b: &Packaged| a.artifact.file_name == b.artifact.file_name;
     let mut vocabs: Vec<&'static Packaged> = Vec::new();
     for e in entries.iter().filter(|e| e.file.is_none()) {
-        let v = preset_vocabulary(&e.label);
+        let v = fetch::preset_vocabulary(&e.label);
         if !vocabs.iter().any(|w| same(w, v)) {
             vocabs.push(v);
         }
@@ -149,7 +139,7 @@ fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
         .iter()
         .map(|e| match &e.file {
             None => {
-                let v = preset_vocabulary(&e.label);
+                let v = fetch::preset_vocabulary(&e.label);
                 let i = vocabs.iter().position(|w| same(w, v));
                 match &fetched[i.expect("every preset's vocabulary was fetched")] {
                     Ok(t) => Ok(Rc::clone(t)),
@@ -176,13 +166,7 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
     let texts = a
         .texts
         .iter()
-        .map(|p| {
-            let t = read_text(p)?;
-            if t.is_empty() {
-                bail!("{}: the file is empty", p.display());
-            }
-            Ok((p.display().to_string(), t))
-        })
+        .map(|p| Ok((p.display().to_string(), read_nonempty(p)?)))
         .collect::<Result<Vec<_>>>()?;
     let tokenizers = if texts.is_empty() {
         Vec::new()

@@ -81,7 +81,7 @@ pub fn run_perplexity(a: &PerplexityArgs) -> Result<()> {
 }
 
 /// Reads a text for evaluation; an empty one is an error.
-fn read_nonempty(path: &Path) -> Result<String> {
+pub fn read_nonempty(path: &Path) -> Result<String> {
     let text = read_text(path)?;
     if text.is_empty() {
         bail!("{}: the file is empty", path.display());

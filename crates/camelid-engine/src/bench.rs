@@ -120,3 +120,12 @@ pub fn decode_speed(
 pub fn kv_cache_bytes(c: &Config, n_ctx: usize) -> usize {
     2 * c.n_layers * n_ctx * c.kv_dim() * 4
 }
+
+/// The process's peak resident set (`VmHWM` in `/proc/self/status`), in bytes, where Linux
+/// reports it. It counts the pages of a memory-mapped model that were touched.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

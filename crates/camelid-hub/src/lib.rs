@@ -343,6 +343,17 @@ pub const LLAMA_BPE_VOCAB: Packaged = Packaged {
     asset: "llama-bpe/ggml-vocab-llama-bpe.gguf",
 };
 
+/// The vocabulary of a preset of `camelid models` by its id: LLaMA and Llama 2 share one
+/// SentencePiece vocabulary, all Llama 3.x one tiktoken-style vocabulary (llama.cpp's
+/// vocabulary-only GGUFs of the two).
+pub fn preset_vocabulary(preset_id: &str) -> &'static Packaged {
+    if preset_id.starts_with("llama3") {
+        &LLAMA_BPE_VOCAB
+    } else {
+        &LLAMA_SPM_VOCAB
+    }
+}
+
 /// Every file camelid fetches by package name into its cache.
 pub const PACKAGED: [&Packaged; 3] = [&DEFAULT_MODEL, &LLAMA_SPM_VOCAB, &LLAMA_BPE_VOCAB];
 

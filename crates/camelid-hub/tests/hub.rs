@@ -1155,6 +1155,20 @@ fn listing_says_what_each_cache_holds() {
     assert_eq!(v["hub"][0]["bytes"], 1024);
 }
 
+/// LLaMA and Llama 2 share the SentencePiece vocabulary, Llama 3.x the tiktoken-style one.
+#[test]
+fn presets_get_their_family_vocabulary() {
+    use camelid_hub::{LLAMA_BPE_VOCAB, LLAMA_SPM_VOCAB, preset_vocabulary};
+    for (id, want) in [
+        ("llama-7b", &LLAMA_SPM_VOCAB),
+        ("llama2-70b", &LLAMA_SPM_VOCAB),
+        ("llama3-8b", &LLAMA_BPE_VOCAB),
+        ("llama3.1-405b", &LLAMA_BPE_VOCAB),
+    ] {
+        assert_eq!(preset_vocabulary(id).asset, want.asset, "{id}");
+    }
+}
+
 #[test]
 fn sizes_in_binary_units() {
     use camelid_hub::human_size;
