@@ -758,12 +758,17 @@ fn check_spec(spec: &TokenizerSpec) -> Result<(), Error> {
     Ok(())
 }
 
+/// The token of each byte value, `NONE` where the vocabulary has none.
+type ByteTokens = [u32; 256];
+/// A token's bytes.
+type TokenBytes = Box<[u8]>;
+
 /// Each token's bytes, and the byte tokens (`<0xNN>` pieces, or byte-level single bytes); a
 /// byte-level "normal" token outside the byte mapping becomes user-defined in `types`.
 fn token_bytes(
     spec: &TokenizerSpec,
     types: &mut [TokenType],
-) -> Result<(Vec<Box<[u8]>>, [u32; 256]), Error> {
+) -> Result<(Vec<TokenBytes>, ByteTokens), Error> {
     let n = spec.tokens.len();
     let mut bytes: Vec<Box<[u8]>> = Vec::with_capacity(n);
     let mut byte_tokens = [NONE; 256];
@@ -868,8 +873,8 @@ fn merge_pairs(
                     "merge {rank} ({m:?}) names a token that is not in the vocabulary"
                 )));
             };
-            let mut joined: Vec<u8> = bytes_key(spec.kind, &spec.tokens, &bytes, li).to_vec();
-            joined.extend_from_slice(bytes_key(spec.kind, &spec.tokens, &bytes, ri));
+            let mut joined: Vec<u8> = bytes_key(spec.kind, &spec.tokens, bytes, li).to_vec();
+            joined.extend_from_slice(bytes_key(spec.kind, &spec.tokens, bytes, ri));
             let Some(&mi) = pieces.get(joined.as_slice()) else {
                 return Err(Error::invalid(format!(
                     "merge {rank} ({m:?}) makes a token that is not in the vocabulary"
@@ -878,7 +883,7 @@ fn merge_pairs(
             pairs.insert(li, ri, rank as u32, mi);
         }
     } else if spec.kind == ModelKind::SentencePiece {
-        pairs = spm_pairs_by_score(&spec.tokens, &spec.scores, &pieces);
+        pairs = spm_pairs_by_score(&spec.tokens, &spec.scores, pieces);
     }
 
     Ok(pairs)
