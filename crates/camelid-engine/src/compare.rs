@@ -2,7 +2,7 @@
 //! ([`camelid_model::Figures`]), tokenizer efficiency on given texts (tokens per 1,000
 //! characters), perplexity of model files on those texts, as tables, JSON and an SVG chart.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use camelid_model::config::Preset;
 use camelid_model::{Config, Model};
@@ -22,9 +22,10 @@ pub struct Entry {
     pub label: String,
     pub name: String,
     pub config: Config,
+    /// The published count of training tokens ("2.0T"); None for a model file.
     pub training_tokens: Option<String>,
     /// The model file; None for a preset.
-    pub file: Option<PathBuf>,
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Entry {

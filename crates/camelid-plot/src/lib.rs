@@ -200,12 +200,14 @@ impl Series {
 /// be as long as its units need), grid, series, x-axis title, and an optional legend below.
 #[derive(Clone, Debug)]
 pub struct LinePanel {
+    /// The panel's `id` attribute.
     pub id: String,
-    pub title: String,
-    pub series: Vec<Series>,
-    pub legend: Option<Legend>,
     pub x: Axis,
     pub y: Axis,
+    pub title: String,
+    pub series: Vec<Series>,
+    /// Drawn below the panel.
+    pub legend: Option<Legend>,
 }
 
 impl LinePanel {
