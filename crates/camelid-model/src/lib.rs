@@ -2,10 +2,13 @@
 
 pub mod backend;
 pub mod config;
+pub mod conversion;
 pub mod convert;
 pub mod cpu;
 pub mod embed;
 pub mod error;
+pub mod figures;
+pub mod inspect;
 pub mod llama;
 mod meta;
 pub mod sampling;
@@ -16,4 +19,5 @@ pub use backend::{Backend, DeviceInfo};
 pub use config::Config;
 pub use embed::Pooling;
 pub use error::ModelError;
+pub use figures::Figures;
 pub use llama::{Model, State, Want};

@@ -968,3 +968,122 @@ mod sampling_hints {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// conversion: whole conversions and their checks, in-process
+
+mod conversion {
+    use camelid_model::config::presets;
+    use camelid_model::conversion::{
+        self, ConversionError, Summary, check_output, check_requantize, requantized,
+    };
+    use camelid_model::convert::Ftype;
+    use camelid_model::weights::Checkpoint;
+
+    use super::repo;
+
+    /// A random model's shape: fewer layers, a narrower width with the same head size and
+    /// query heads per kv head, a smaller vocabulary and feed-forward; nonsense refused.
+    #[test]
+    fn random_shapes_resize_within_the_preset() {
+        let all = presets();
+        let p = &all.iter().find(|p| p.id == "llama3-8b").unwrap().config;
+        // Llama 3 8B: heads of 128, 4 query heads per kv head, so widths step by 512.
+        let c = p
+            .resized(Some(2), Some(1000), Some(1024), Some(64))
+            .unwrap();
+        assert_eq!(
+            (c.n_layers, c.n_vocab, c.d_model, c.d_ff),
+            (2, 1000, 1024, 64)
+        );
+        assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (8, 2, 128));
+        let err = |l, d, f| p.resized(l, None, d, f).unwrap_err().to_string();
+        assert_eq!(
+            err(None, Some(640), None),
+            "--dim must be a positive multiple of 512 (head size 128 × 4 query heads per kv head)"
+        );
+        assert_eq!(err(Some(33), None, None), "--layers must be in 1..=32");
+        assert!(err(None, None, Some(33)).contains("multiple of 32"));
+        assert_eq!(&p.resized(None, None, None, None).unwrap(), p);
+    }
+
+    /// A Q8_0 model: to Q8_0 every tensor is copied (nothing requantized); to Q4_0 its Q8_0
+    /// matrices are requantized, refused unless allowed. Q8_0 is 34 bytes per 32 weights.
+    #[test]
+    fn requantizing_is_found_and_refused_unless_allowed() {
+        let path = repo().join("testdata/tiny/llama1-mha/q8_0.gguf");
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let weights = ckpt.load_weights().unwrap();
+        let rope = conversion::rope_freqs(&ckpt, &weights);
+        let plan = |ft: &str| {
+            let ft = Ftype::parse(ft).unwrap();
+            conversion::of_checkpoint(&ckpt, &weights, rope.as_deref(), ft, true)
+                .unwrap()
+                .plan
+        };
+        let same = plan("Q8_0");
+        assert_eq!(requantized(&same), None);
+        let s = Summary::of(&same);
+        assert_eq!(s.by_type.values().map(|v| v.0).sum::<usize>(), same.len());
+        let (_, n, bytes) = s.by_type["Q8_0"];
+        assert_eq!(bytes * 32, n * 34);
+        assert!(s.to_string().contains(" Q8_0"), "{s}");
+
+        let q4 = plan("Q4_0");
+        let r = requantized(&q4).unwrap();
+        assert_eq!(r.from, ["Q8_0"]);
+        assert_eq!(r.count, s.by_type["Q8_0"].0);
+        let e = check_requantize(&path, &q4, false).unwrap_err();
+        assert!(matches!(e, ConversionError::Requantize { .. }));
+        assert!(e.to_string().contains("pass --allow-requantize"), "{e}");
+        assert_eq!(check_requantize(&path, &q4, true).unwrap(), Some(r));
+    }
+
+    #[test]
+    fn output_may_not_be_the_input() {
+        let dir = std::env::temp_dir().join(format!("camelid-conversion-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in.gguf");
+        std::fs::write(&input, b"x").unwrap();
+        let refused = |out: &std::path::Path| check_output(&input, out).unwrap_err().to_string();
+        assert!(refused(&input).contains("would overwrite the input"));
+        assert!(refused(&dir.join(".").join("in.gguf")).contains("would overwrite the input"));
+        let link = dir.join("link.gguf");
+        if std::fs::hard_link(&input, &link).is_ok() {
+            assert!(refused(&link).contains("would overwrite the input"));
+        }
+        assert!(refused(&dir).contains("OUTPUT is a folder"));
+        assert!(check_output(&input, &dir.join("new.gguf")).is_ok());
+        assert!(check_output(&dir.join("none"), &dir.join("new.gguf")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// `camelid inspect`'s report, in-process. The tiny model's parameters by hand: embeddings and
+/// output 2·384·64, per layer q, k, v, o 4·64² + SwiGLU 3·64·128 + two norms 2·64, final norm 64:
+/// 49152 + 2·41088 + 64 = 131392; 2 + 9·2 + 1 = 21 tensors.
+#[test]
+fn inspect_reports_format_tensors_and_shape() {
+    use camelid_model::inspect::report;
+    use camelid_model::weights::Checkpoint;
+    let gguf: &[&str] = &[
+        "format: GGUF v3",
+        "general.architecture = \"llama\"",
+        "tensors (21):",
+        "  token_embd.weight ",
+        "parameters in file: 131392",
+        "vocab 384  d_model 64  layers 2  heads 4  kv heads 4  head_dim 16  ffn 128",
+        "parameters implied by the shapes: 131392",
+    ];
+    let hf: &[&str] = &[
+        "format: Hugging Face (config.json + safetensors)",
+        "tensors (21):",
+        "  model.embed_tokens.weight ",
+        "parameters in files: 131392",
+    ];
+    for (file, wants) in [("f32.gguf", gguf), ("hf-f32", hf)] {
+        let text = report(&Checkpoint::open(&tiny().join("llama1-mha").join(file)).unwrap());
+        let missing: Vec<&&str> = wants.iter().filter(|w| !text.contains(**w)).collect();
+        assert!(missing.is_empty(), "{missing:?} not in\n{text}");
+    }
+}
