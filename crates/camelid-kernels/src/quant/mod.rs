@@ -2,10 +2,17 @@
 //!
 //! Block formats: ggml `ggml-common.h` (see [`crate::dtype`]). The 32-element formats round as
 //! ggml's reference quantizers do ([`legacy`]); the k-quants use our own least-squares search
-//! ([`kquants`]). Rows are read byte by byte (little-endian), so slices need no alignment.
+//! ([`kquants`]), the i-quants without an importance matrix and the ternary types are in
+//! [`iquants`]. Rows are read byte by byte (little-endian), so slices need no alignment.
 
+#[rustfmt::skip]
+mod iq_tables;
+mod iquants;
 mod kquants;
 mod legacy;
+
+pub use iq_tables::IQ4NL_VALUES;
+pub(crate) use iquants::{iq4xs_scale, tq1_level, tq2_level};
 
 use crate::dtype::DType;
 use half::{bf16, f16};
@@ -37,6 +44,10 @@ fn block_fns(dtype: DType) -> Option<(BlockFn, QuantFn)> {
         DType::Q4_K => (kquants::dequant_q4_k, kquants::quant_q4_k),
         DType::Q5_K => (kquants::dequant_q5_k, kquants::quant_q5_k),
         DType::Q6_K => (kquants::dequant_q6_k, kquants::quant_q6_k),
+        DType::IQ4_NL => (iquants::dequant_iq4_nl, iquants::quant_iq4_nl),
+        DType::IQ4_XS => (iquants::dequant_iq4_xs, iquants::quant_iq4_xs),
+        DType::TQ1_0 => (iquants::dequant_tq1_0, iquants::quant_tq1_0),
+        DType::TQ2_0 => (iquants::dequant_tq2_0, iquants::quant_tq2_0),
     })
 }
 

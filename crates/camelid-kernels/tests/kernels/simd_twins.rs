@@ -28,7 +28,9 @@ impl Rng {
 /// Offsets of the f16 fields of one block (scales, minimums).
 fn half_fields(dtype: DType) -> &'static [usize] {
     match dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => &[0],
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::TQ1_0 => &[52],
+        DType::TQ2_0 => &[64],
         DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],

@@ -16,6 +16,7 @@
 mod act;
 mod float;
 mod fpanel;
+mod iq;
 mod kq;
 pub mod ops;
 mod panel;
@@ -221,6 +222,10 @@ pub static AVX2: Table = Table {
         kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k)),
         kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k)),
         kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k)),
+        kq(iq::avx2::tile_iq4_nl, None),
+        kq(iq::avx2::tile_iq4_xs, None),
+        kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
+        kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
     ],
     quant_q8: act::avx2::quant_q8,
 };
@@ -241,6 +246,11 @@ pub static AVX512: Table = Table {
         kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
         kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
         kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
+        // The AVX2 kernels (see `iq`): no 512-bit versions yet.
+        kq(iq::avx2::tile_iq4_nl, None),
+        kq(iq::avx2::tile_iq4_xs, None),
+        kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
+        kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
     ],
     quant_q8: act::avx512::quant_q8,
 };

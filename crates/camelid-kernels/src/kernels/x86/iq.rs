@@ -1,0 +1,279 @@
+//! IQ4_NL, IQ4_XS and the ternary TQ1_0, TQ2_0 as [`Packed`] formats, so that the panels and
+//! row tiles of [`super::panel`] (one arithmetic for every batch size) multiply them.
+//!
+//! - IQ4_NL / IQ4_XS: each nibble indexes a 16-entry signed codebook, looked up with one
+//!   `vpshufb`. The levels are signed (−127..113), so on AVX2 they are multiplied as Q8_0's are
+//!   (`|v|` times the activation with `v`'s sign), and have no panel there (the panel's unsigned
+//!   products would saturate); with VNNI they would be flipped to `v + 128` and the `128 · Σx` taken
+//!   off through the offset term, as Q8_0 does.
+//! - TQ2_0 / TQ1_0: levels `t ∈ 0..3` with offset −1 and one scale per super-block: `s = d`,
+//!   `o = −d` for each of the eight blocks.
+//!
+//! Only the AVX2 entry points exist: this machine had no AVX-512 VNNI to test a 512-bit version
+//! against its scalar twin, so the AVX-512 table uses these (AVX-512 CPUs have AVX2).
+
+use std::arch::x86_64::*;
+
+use super::Simd;
+use super::kq::{crumbs, loadu};
+use super::panel::{P32, Packed, ROWS, halves8, words8};
+use super::q8::{Block32, Q8_0, nibbles, read_u32};
+use crate::quant::IQ4NL_VALUES;
+
+/// Bytes `0..16` of each 128-bit lane of `idx` (all below 16) looked up in the IQ4_NL codebook:
+/// signed levels, or `level + 128` with VNNI.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn codebook<S: Simd>(idx: __m256i) -> __m256i {
+    // SAFETY: AVX2 (caller); the table is 16 bytes.
+    unsafe {
+        let t =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i));
+        let t = if S::VNNI {
+            _mm256_xor_si256(t, _mm256_set1_epi8(-128))
+        } else {
+            t
+        };
+        _mm256_shuffle_epi8(t, idx)
+    }
+}
+
+/// IQ4_NL: as Q8_0 with its 32 values looked up from nibbles.
+pub struct IQ4NL;
+
+impl Block32 for IQ4NL {
+    const BYTES: usize = 18;
+    const TYPE1: bool = false;
+    const OFFSET: f32 = 0.0;
+    #[inline(always)]
+    fn offset<S: Simd>() -> f32 {
+        <Q8_0 as Block32>::offset::<S>()
+    }
+    #[inline(always)]
+    unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
+        // SAFETY: a block is 18 bytes: the scale, then 16 bytes of nibbles.
+        unsafe { codebook::<S>(nibbles(p.add(2))) }
+    }
+    #[inline(always)]
+    unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: forwarded; the levels are in −127..113 (signed) like Q8_0's.
+        unsafe { <Q8_0 as Block32>::dot::<S>(w, x) }
+    }
+}
+
+/// IQ4_XS: eight sub-blocks of IQ4_NL's codebook with 6-bit scales (see
+/// [`crate::dtype::BlockIQ4XS`]): `s = d · (ls − 32)`, `o = offset · s`.
+pub struct PIQ4XS;
+
+impl Packed for PIQ4XS {
+    const UNIT_BYTES: usize = 136;
+    const BLOCKS: usize = 8;
+    const GROUP: usize = 4;
+    const HALVES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
+        // SAFETY: sub-block `j` has its 16 bytes of nibbles at 8 + 16j.
+        unsafe {
+            let mut v = [_mm256_setzero_si256(); 4];
+            for k in 0..4 {
+                v[k] = codebook::<S>(nibbles(p.add(8 + 16 * (4 * g + k))));
+            }
+            v
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]) {
+        // SAFETY: d and scales_h in the word at 0, scales_l in the word at 4; `s`, `o` hold 64.
+        unsafe {
+            let d = halves8(p, 0);
+            // One row a lane: scale j's low nibble is at bit 4j of the word at 4, its high two
+            // bits at bit 16 + 2j of the word at 0.
+            let (lo, hi) = (words8(p, 4), words8(p, 0));
+            let off = _mm256_set1_ps(<Q8_0 as Block32>::offset::<S>());
+            for j in 0..8 {
+                let l = _mm256_and_si256(
+                    _mm256_srlv_epi32(lo, _mm256_set1_epi32(4 * j as i32)),
+                    _mm256_set1_epi32(0x0f),
+                );
+                let h = _mm256_and_si256(
+                    _mm256_srlv_epi32(hi, _mm256_set1_epi32(16 + 2 * j as i32)),
+                    _mm256_set1_epi32(3),
+                );
+                let ls = _mm256_sub_epi32(
+                    _mm256_or_si256(l, _mm256_slli_epi32(h, 4)),
+                    _mm256_set1_epi32(32),
+                );
+                let sj = _mm256_mul_ps(d, _mm256_cvtepi32_ps(ls));
+                _mm256_storeu_ps(s.as_mut_ptr().add(j * ROWS), sj);
+                _mm256_storeu_ps(o.as_mut_ptr().add(j * ROWS), _mm256_mul_ps(off, sj));
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: forwarded; signed levels as IQ4_NL's.
+        unsafe { <Q8_0 as Block32>::dot::<S>(w, x) }
+    }
+}
+
+/// `s = d`, `o = −d` for the eight blocks of the super-blocks at `p` (`d` at byte `d_at`).
+///
+/// # Safety
+/// Two readable bytes at `p[r] + d_at`; `s`, `o` hold 64 floats; AVX2 + F16C.
+#[inline(always)]
+unsafe fn ternary_scales(p: &[*const u8; ROWS], d_at: usize, s: &mut [f32], o: &mut [f32]) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let d = halves8(p, d_at);
+        let neg = _mm256_xor_ps(d, _mm256_set1_ps(-0.0));
+        for j in 0..8 {
+            _mm256_storeu_ps(s.as_mut_ptr().add(j * ROWS), d);
+            _mm256_storeu_ps(o.as_mut_ptr().add(j * ROWS), neg);
+        }
+    }
+}
+
+/// TQ2_0: the 2-bit levels in Q2_K's order (32 bytes per four blocks), offset −1.
+pub struct PTQ2;
+
+impl Packed for PTQ2 {
+    const UNIT_BYTES: usize = 66;
+    const BLOCKS: usize = 8;
+    const GROUP: usize = 4;
+    const HALVES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
+        // SAFETY: 64 bytes of levels at 0.
+        unsafe { crumbs(loadu(p.add(32 * g))) }
+    }
+
+    #[inline(always)]
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]) {
+        // SAFETY: d at 64.
+        unsafe { ternary_scales(p, 64, s, o) }
+    }
+}
+
+/// Per byte, the trit of `src` that multiplying by `pow` (a power of 3, per byte) brings to the
+/// top: `((src · pow mod 256) · 3) >> 8` (see [`crate::dtype::BlockTQ1_0`]). Even and odd bytes
+/// go through 16-bit multiplies separately.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn trits(src: __m256i, pow: __m256i) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let lo8 = _mm256_set1_epi16(0x00ff);
+        let hi8 = _mm256_set1_epi16(0xff00u16 as i16);
+        let three = _mm256_set1_epi16(3);
+        // Even bytes: the low byte of the product depends only on the low bytes.
+        let pe = _mm256_and_si256(pow, lo8);
+        let me = _mm256_and_si256(_mm256_mullo_epi16(src, pe), lo8);
+        let te = _mm256_srli_epi16(_mm256_mullo_epi16(me, three), 8);
+        // Odd bytes: (hi · 256) · pow keeps (hi · pow mod 256) in the high byte.
+        let po = _mm256_srli_epi16(pow, 8);
+        let mo = _mm256_mullo_epi16(_mm256_and_si256(src, hi8), po);
+        let to = _mm256_and_si256(_mm256_mullo_epi16(_mm256_srli_epi16(mo, 8), three), hi8);
+        _mm256_or_si256(te, to)
+    }
+}
+
+/// TQ1_0: trits packed five to a byte; see [`crate::dtype::BlockTQ1_0`] for the element order.
+pub struct PTQ1;
+
+impl Packed for PTQ1 {
+    const UNIT_BYTES: usize = 54;
+    const BLOCKS: usize = 8;
+    const GROUP: usize = 4;
+    const HALVES: usize = 1;
+
+    #[inline(always)]
+    unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
+        // SAFETY: qs at 0 (48 bytes), qh at 48 (4 bytes); no load reaches past byte 52.
+        unsafe {
+            if g == 0 {
+                // Blocks 0..4: trits 0..4 of qs[0..32].
+                let q = loadu(p);
+                [
+                    trits(q, _mm256_set1_epi8(1)),
+                    trits(q, _mm256_set1_epi8(3)),
+                    trits(q, _mm256_set1_epi8(9)),
+                    trits(q, _mm256_set1_epi8(27)),
+                ]
+            } else {
+                let q = loadu(p);
+                let q1 = _mm_loadu_si128(p.add(32) as *const __m128i);
+                let qq = _mm256_broadcastsi128_si256(q1);
+                // Block 7: trit 4 of qs[32..48], then trits 0..4 of qh[0..4], four bytes each.
+                let qh = _mm_set1_epi32(read_u32(p.add(48)) as i32);
+                let tail = _mm256_setr_m128i(q1, qh);
+                let pow_tail = _mm256_setr_m128i(
+                    _mm_set1_epi8(81),
+                    _mm_setr_epi32(0x0101_0101, 0x0303_0303, 0x0909_0909, 0x1b1b_1b1b),
+                );
+                [
+                    trits(q, _mm256_set1_epi8(81)),
+                    trits(qq, _mm256_setr_m128i(_mm_set1_epi8(1), _mm_set1_epi8(3))),
+                    trits(qq, _mm256_setr_m128i(_mm_set1_epi8(9), _mm_set1_epi8(27))),
+                    trits(tail, pow_tail),
+                ]
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]) {
+        // SAFETY: d at 52.
+        unsafe { ternary_scales(p, 52, s, o) }
+    }
+}
+
+/// The AVX2 entry points.
+pub mod avx2 {
+    use super::super::panel::{Fold256, panel_body, tile_body};
+    use super::super::{Avx2, entry};
+    use super::*;
+    use crate::kernels::{PanelBuf, PanelJob};
+
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq4_nl,
+        tile_body,
+        P32<IQ4NL>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq4_xs,
+        tile_body,
+        PIQ4XS,
+        Fold256
+    );
+    entry!("avx2,fma,f16c", Avx2, tile_tq1_0, tile_body, PTQ1, Fold256);
+    entry!("avx2,fma,f16c", Avx2, tile_tq2_0, tile_body, PTQ2, Fold256);
+
+    /// # Safety
+    /// As for [`crate::kernels::PanelFn`]; AVX2 + FMA + F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn panel_tq1_0(job: &PanelJob, buf: &mut PanelBuf) {
+        // SAFETY: forwarded contract, with this path's features.
+        unsafe { panel_body::<Avx2, PTQ1>(job, buf) }
+    }
+
+    /// # Safety
+    /// As for [`crate::kernels::PanelFn`]; AVX2 + FMA + F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn panel_tq2_0(job: &PanelJob, buf: &mut PanelBuf) {
+        // SAFETY: forwarded contract, with this path's features.
+        unsafe { panel_body::<Avx2, PTQ2>(job, buf) }
+    }
+}
