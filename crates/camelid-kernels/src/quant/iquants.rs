@@ -148,7 +148,8 @@ pub(super) fn quant_tq1_0(x: &[f32], b: &mut [u8]) {
 // levels at the f32 scale, we assign each weight its nearest level at the stored f16 scale.
 // IQ4_XS then stores the sub-block scales as 6-bit multiples of one f16 `d` (`d = −max_scale /
 // 32`, as llama.cpp), trying each sub-block's rounded multiple and its two neighbours and keeping
-// the one with the least weighted error.
+// the one with the least plain squared error (llama.cpp keeps the rounded one; on the test
+// matrices this lowers the RMS error by 1–3%, where choosing by the weighted error raised it).
 
 /// The index of the codebook level nearest `v` (ties to the lower level).
 #[inline]
@@ -217,6 +218,8 @@ fn iq4_error(x: &[f32], w: &[f32], d: f32) -> f32 {
         .sum()
 }
 
+const ONES: [f32; 32] = [1.0; 32];
+
 fn squares(x: &[f32]) -> [f32; 32] {
     std::array::from_fn(|i| x[i] * x[i])
 }
@@ -249,8 +252,8 @@ pub(super) fn quant_iq4_xs(x: &[f32], b: &mut [u8]) {
             .map(|l| l.clamp(-32, 31))
             .min_by(|&a, &c| {
                 let (ea, ec) = (
-                    iq4_error(xb, w, d * a as f32),
-                    iq4_error(xb, w, d * c as f32),
+                    iq4_error(xb, &ONES, d * a as f32),
+                    iq4_error(xb, &ONES, d * c as f32),
                 );
                 ea.total_cmp(&ec)
             })

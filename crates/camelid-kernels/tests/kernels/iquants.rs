@@ -112,8 +112,8 @@ fn iquant_dots_match_dequantized_reference_on_every_path() {
     }
 }
 
-/// The ternary quantizers write llama.cpp's bytes; the IQ4 quantizers' error is within a hair
-/// of llama.cpp's on every row of the test matrix, and smaller overall.
+/// The ternary quantizers write llama.cpp's bytes; the IQ4 quantizers' RMS error is no larger
+/// than llama.cpp's on any row of the test matrix.
 #[test]
 fn iquants_quantize_like_llama_cpp() {
     let fx = fixture();
@@ -160,6 +160,6 @@ fn iquants_quantize_like_llama_cpp() {
     }
 }
 
-/// Per row, how much larger than llama.cpp's our RMS error may be: the search optimizes the
-/// squared error weighted by `x²` (as llama.cpp's does), not the RMS error itself.
-const BOUND: f64 = 1.02;
+/// Per row, how much larger than llama.cpp's our RMS error may be: rounding (IQ4_NL takes
+/// llama.cpp's scale and differs only where the f16 scale moves a weight to another level).
+const BOUND: f64 = 1.000001;
