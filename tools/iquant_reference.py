@@ -41,13 +41,32 @@ OUT = ROOT / "testdata" / "kernels" / "iquant_reference.json"
 TABLES = ROOT / "crates" / "camelid-kernels" / "src" / "quant" / "iq_tables.rs"
 
 # (block elements, block bytes, byte offsets of the f16 fields); ggml-common.h.
+# IQ1_M's scale is spread over the top nibbles of its four u16 scale words (fixed up below).
 LAYOUT = {
     "IQ4_NL": (32, 18, [0]),
     "IQ4_XS": (256, 136, [0]),
     "TQ1_0": (256, 54, [52]),
     "TQ2_0": (256, 66, [64]),
+    "IQ3_S": (256, 110, [0]),
+    "IQ3_XXS": (256, 98, [0]),
+    "IQ2_XXS": (256, 66, [0]),
+    "IQ2_XS": (256, 74, [0]),
+    "IQ2_S": (256, 82, [0]),
+    "IQ1_S": (256, 50, [0]),
+    "IQ1_M": (256, 56, []),
 }
 TYPES = list(LAYOUT)
+# The types camelid quantizes (no importance matrix needed).
+QUANTIZED = ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]
+# The grid types: (gguf-py class, Rust name, values per grid entry).
+GRIDS = [
+    ("IQ2_XXS", "IQ2XXS_GRID", 8),
+    ("IQ2_XS", "IQ2XS_GRID", 8),
+    ("IQ2_S", "IQ2S_GRID", 8),
+    ("IQ3_XXS", "IQ3XXS_GRID", 4),
+    ("IQ3_S", "IQ3S_GRID", 4),
+    ("IQ1_S", "IQ1S_GRID", 8),
+]
 
 
 def f32hex(a):
@@ -76,6 +95,31 @@ def write_tables():
         "/// The sixteen levels of IQ4_NL and IQ4_XS (`gguf.quants.IQ4_NL.kvalues`).\n"
         f"pub const IQ4NL_VALUES: [i8; 16] = {kv};\n"
     )
+    ksigns = list(quants.IQ2_XXS.ksigns)
+    assert len(ksigns) == 128
+    text += (
+        "\n/// Sign patterns of eight values from a 7-bit index (`gguf.quants.IQ2_XXS.ksigns`): bit `j`\n"
+        "/// set makes value `j` negative (the eighth bit keeps the count of minus signs even).\n"
+        f"pub const KSIGNS: [u8; 128] = {ksigns};\n"
+    )
+    for cls_name, rust, n in GRIDS:
+        cls = getattr(quants, cls_name)
+        cls.init_grid()
+        grid = np.asarray(cls.grid, dtype=np.float32).reshape(-1, n)
+        assert np.all(grid == np.round(grid)), cls_name
+        rows = grid.astype(np.int64).astype(np.int8).view(np.uint8).reshape(-1, n)
+        # Each entry's values as the little-endian bytes of one integer (i8 values).
+        width = 64 if n == 8 else 32
+        words = [int.from_bytes(bytes(r), "little") for r in rows]
+        body = "".join(
+            "    " + ", ".join(f"0x{w:0{width // 4}x}" for w in words[i : i + 4]) + ",\n"
+            for i in range(0, len(words), 4)
+        )
+        text += (
+            f"\n/// `gguf.quants.{cls_name}`'s grid: entry `k`'s {n} values (i8) are the little-endian\n"
+            f"/// bytes of element `k`.\n"
+            f"pub const {rust}: [u{width}; {len(words)}] = [\n{body}];\n"
+        )
     TABLES.write_text(text)
     print(f"wrote {TABLES}")
 
@@ -104,6 +148,12 @@ def random_blocks(rng, name):
         for off in halves:
             v = np.float16(rng.uniform(-2.0, 2.0) * 10.0 ** rng.integers(-3, 1))
             raw[b, off : off + 2] = np.frombuffer(v.tobytes(), dtype=np.uint8)
+        if name == "IQ1_M":
+            # d's four nibbles are the top nibbles of the u16 scale words at 48, 50, 52, 54.
+            v = np.frombuffer(np.float16(rng.uniform(-2.0, 2.0) * 10.0 ** rng.integers(-3, 1)).tobytes(), "<u2")[0]
+            for k in range(4):
+                off = 48 + 2 * k
+                raw[b, off + 1] = (raw[b, off + 1] & 0x0F) | (((int(v) >> (4 * k)) & 0xF) << 4)
     return raw.reshape(-1)
 
 
@@ -138,11 +188,19 @@ def main():
         elems, nbytes, _ = LAYOUT[name]
         qt = getattr(T, name)
         real = np.zeros(rows * cols // elems * nbytes, dtype=np.uint8)
-        n = ggml.ggml_quantize_chunk(int(qt), x.ctypes.data, real.ctypes.data, 0, rows, cols, None)
+        # The grid types (some need an importance matrix) get a uniform one; IQ4 and the ternary
+        # types none, as camelid's quantizer.
+        grid = name not in QUANTIZED
+        imatrix = np.ones(cols, dtype=np.float32)
+        n = ggml.ggml_quantize_chunk(
+            int(qt), x.ctypes.data, real.ctypes.data, 0, rows, cols,
+            imatrix.ctypes.data if grid else None,
+        )
         assert n == real.size, (name, n, real.size)
         y = dequantize(real, qt).reshape(rows, cols)
         rmse = [float(np.sqrt(np.mean((y[r] - x[r]).astype(np.float64) ** 2))) for r in range(rows)]
-        quant[name] = {"row_rmse": rmse}
+        if not grid:
+            quant[name] = {"row_rmse": rmse}
         if name.startswith("TQ"):
             quant[name]["bytes"] = real.tobytes().hex()
         blocks = np.concatenate([random_blocks(rng, name), real])

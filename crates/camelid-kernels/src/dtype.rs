@@ -32,6 +32,13 @@ pub enum DType {
     IQ4_XS,
     TQ1_0,
     TQ2_0,
+    IQ3_S,
+    IQ3_XXS,
+    IQ2_XXS,
+    IQ2_XS,
+    IQ2_S,
+    IQ1_S,
+    IQ1_M,
 }
 
 /// Elements per block of the 32-element formats.
@@ -196,6 +203,84 @@ pub struct BlockTQ2_0 {
     pub d: f16,
 }
 
+// The grid i-quants: super-blocks of 256 whose groups of four or eight weights index a grid of
+// small integer vectors (the field meanings are in `crate::quant::grids`). Layouts: ggml
+// `ggml-common.h` (`block_iq3_s`, `block_iq3_xxs`, `block_iq2_xxs`, `block_iq2_xs`, `block_iq2_s`,
+// `block_iq1_s`, `block_iq1_m`).
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ3S {
+    pub d: f16,
+    pub qs: [u8; 64],
+    pub qh: [u8; 8],
+    pub signs: [u8; 32],
+    pub scales: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ3XXS {
+    pub d: f16,
+    /// 64 grid indices, then eight words of signs and scales.
+    pub qs: [u8; 96],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ2XXS {
+    pub d: f16,
+    pub qs: [u16; 32],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ2XS {
+    pub d: f16,
+    pub qs: [u16; 32],
+    pub scales: [u8; 8],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ2S {
+    pub d: f16,
+    /// 32 low index bytes, then 32 sign bytes.
+    pub qs: [u8; 64],
+    pub qh: [u8; 8],
+    pub scales: [u8; 8],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ1S {
+    pub d: f16,
+    pub qs: [u8; 32],
+    pub qh: [u16; 8],
+}
+
+/// No separate scale field: the f16 `d` is spread over the top nibbles of the four `scales` words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ1M {
+    pub qs: [u8; 32],
+    pub qh: [u8; 16],
+    pub scales: [u8; 8],
+}
+
+const _: () = {
+    assert!(size_of::<BlockIQ3S>() == 110);
+    assert!(size_of::<BlockIQ3XXS>() == 98);
+    assert!(size_of::<BlockIQ2XXS>() == 66);
+    assert!(size_of::<BlockIQ2XS>() == 74);
+    assert!(size_of::<BlockIQ2S>() == 82);
+    assert!(size_of::<BlockIQ1S>() == 50);
+    assert!(size_of::<BlockIQ1M>() == 56);
+    assert!(offset_of!(BlockIQ3S, signs) == 74 && offset_of!(BlockIQ3S, scales) == 106);
+    assert!(offset_of!(BlockIQ2XS, scales) == 66 && offset_of!(BlockIQ2S, qh) == 66);
+    assert!(offset_of!(BlockIQ1S, qh) == 34 && offset_of!(BlockIQ1M, scales) == 48);
+};
+
 const _: () = {
     assert!(size_of::<BlockIQ4NL>() == 18);
     assert!(size_of::<BlockIQ4XS>() == 136);
@@ -260,7 +345,7 @@ pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
 }
 
 impl DType {
-    pub const ALL: [DType; 17] = [
+    pub const ALL: [DType; 24] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -278,6 +363,13 @@ impl DType {
         DType::IQ4_XS,
         DType::TQ1_0,
         DType::TQ2_0,
+        DType::IQ3_S,
+        DType::IQ3_XXS,
+        DType::IQ2_XXS,
+        DType::IQ2_XS,
+        DType::IQ2_S,
+        DType::IQ1_S,
+        DType::IQ1_M,
     ];
 
     /// Elements per block (1 for the float types).
@@ -294,7 +386,14 @@ impl DType {
             | DType::Q6_K
             | DType::IQ4_XS
             | DType::TQ1_0
-            | DType::TQ2_0 => QK_K,
+            | DType::TQ2_0
+            | DType::IQ3_S
+            | DType::IQ3_XXS
+            | DType::IQ2_XXS
+            | DType::IQ2_XS
+            | DType::IQ2_S
+            | DType::IQ1_S
+            | DType::IQ1_M => QK_K,
         }
     }
 
@@ -317,6 +416,13 @@ impl DType {
             DType::IQ4_XS => size_of::<BlockIQ4XS>(),
             DType::TQ1_0 => size_of::<BlockTQ1_0>(),
             DType::TQ2_0 => size_of::<BlockTQ2_0>(),
+            DType::IQ3_S => size_of::<BlockIQ3S>(),
+            DType::IQ3_XXS => size_of::<BlockIQ3XXS>(),
+            DType::IQ2_XXS => size_of::<BlockIQ2XXS>(),
+            DType::IQ2_XS => size_of::<BlockIQ2XS>(),
+            DType::IQ2_S => size_of::<BlockIQ2S>(),
+            DType::IQ1_S => size_of::<BlockIQ1S>(),
+            DType::IQ1_M => size_of::<BlockIQ1M>(),
         }
     }
 
@@ -348,6 +454,13 @@ impl DType {
             DType::IQ4_XS => "IQ4_XS",
             DType::TQ1_0 => "TQ1_0",
             DType::TQ2_0 => "TQ2_0",
+            DType::IQ3_S => "IQ3_S",
+            DType::IQ3_XXS => "IQ3_XXS",
+            DType::IQ2_XXS => "IQ2_XXS",
+            DType::IQ2_XS => "IQ2_XS",
+            DType::IQ2_S => "IQ2_S",
+            DType::IQ1_S => "IQ1_S",
+            DType::IQ1_M => "IQ1_M",
         }
     }
 

@@ -10,7 +10,7 @@
 //! integer arithmetic; only the order of the f32 additions differs.
 
 pub mod scalar;
-mod scalar_iq;
+pub(crate) mod scalar_iq;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -157,6 +157,13 @@ pub const fn type_index(dtype: DType) -> usize {
         DType::IQ4_XS => 14,
         DType::TQ1_0 => 15,
         DType::TQ2_0 => 16,
+        DType::IQ3_S => 17,
+        DType::IQ3_XXS => 18,
+        DType::IQ2_XXS => 19,
+        DType::IQ2_XS => 20,
+        DType::IQ2_S => 21,
+        DType::IQ1_S => 22,
+        DType::IQ1_M => 23,
     }
 }
 

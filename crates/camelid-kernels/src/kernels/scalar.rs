@@ -150,6 +150,13 @@ pub static TABLE: Table = Table {
         super::scalar_iq::IQ4_XS,
         super::scalar_iq::TQ1_0,
         super::scalar_iq::TQ2_0,
+        super::scalar_iq::GRIDS[0],
+        super::scalar_iq::GRIDS[1],
+        super::scalar_iq::GRIDS[2],
+        super::scalar_iq::GRIDS[3],
+        super::scalar_iq::GRIDS[4],
+        super::scalar_iq::GRIDS[5],
+        super::scalar_iq::GRIDS[6],
     ],
     quant_q8: quantize_q8_scalar,
 };

@@ -2,12 +2,17 @@
 //! activations, in the decomposition of [`super::scalar`]: per block of 32, with `x = dx · qx`,
 //! - IQ4_NL, IQ4_XS (codebook levels `v`, signed): `s · dx · Σ v·qx` with `s = d`, or
 //!   `d · (ls − 32)` for IQ4_XS's sub-block `ls`;
-//! - TQ1_0, TQ2_0 (levels `t ∈ 0..3` around 1): `d · dx · Σ t·qx − d · dx·Σqx`.
+//! - TQ1_0, TQ2_0 (levels `t ∈ 0..3` around 1): `d · dx · Σ t·qx − d · dx·Σqx`;
+//! - the grid types ([`crate::quant::Grid`]): per half block of 16, `s · dx · Σ l·qx` with the
+//!   half's scale `s` and signed levels `l`.
 
 use super::scalar::{ActRow, DotFn, tile_with};
 use super::{Tile, TypeKernels};
 use crate::act::ActKind;
-use crate::quant::{IQ4NL_VALUES, iq4xs_scale, tq1_level, tq2_level};
+use crate::quant::{
+    Grid, IQ1M, IQ1S, IQ2S, IQ2XS, IQ2XXS, IQ3S, IQ3XXS, IQ4NL_VALUES, iq4xs_scale, tq1_level,
+    tq2_level,
+};
 use half::f16;
 
 #[inline]
@@ -77,8 +82,24 @@ fn dot_tq2_0(w: &[u8], a: &ActRow) -> f32 {
     dot_ternary(w, a, 66, 64, tq2_level)
 }
 
+fn dot_grid<G: Grid>(w: &[u8], a: &ActRow) -> f32 {
+    let mut sum = 0.0f32;
+    for (sb, b) in w.chunks_exact(G::BYTES).enumerate() {
+        for h in 0..16 {
+            let x = &a.qs[256 * sb + 16 * h..][..16];
+            let i: i32 = G::levels(b, h)
+                .iter()
+                .zip(x)
+                .map(|(&l, &v)| l as i32 * v as i32)
+                .sum();
+            sum += G::scale(b, h) * (a.d[8 * sb + h / 2] * i as f32);
+        }
+    }
+    sum
+}
+
 macro_rules! tiles {
-    ($($name:ident: $dot:ident;)*) => {
+    ($($name:ident: $dot:expr;)*) => {
         $(
             /// # Safety
             /// As for [`super::TileFn`].
@@ -95,6 +116,13 @@ tiles! {
     tile_iq4_xs: dot_iq4_xs;
     tile_tq1_0: dot_tq1_0;
     tile_tq2_0: dot_tq2_0;
+    tile_iq3_s: dot_grid::<IQ3S>;
+    tile_iq3_xxs: dot_grid::<IQ3XXS>;
+    tile_iq2_xxs: dot_grid::<IQ2XXS>;
+    tile_iq2_xs: dot_grid::<IQ2XS>;
+    tile_iq2_s: dot_grid::<IQ2S>;
+    tile_iq1_s: dot_grid::<IQ1S>;
+    tile_iq1_m: dot_grid::<IQ1M>;
 }
 
 const fn k(tile: super::TileFn) -> TypeKernels {
@@ -109,3 +137,14 @@ pub(super) const IQ4_NL: TypeKernels = k(tile_iq4_nl);
 pub(super) const IQ4_XS: TypeKernels = k(tile_iq4_xs);
 pub(super) const TQ1_0: TypeKernels = k(tile_tq1_0);
 pub(super) const TQ2_0: TypeKernels = k(tile_tq2_0);
+pub(super) const IQ3_S: TypeKernels = k(tile_iq3_s);
+pub(super) const IQ3_XXS: TypeKernels = k(tile_iq3_xxs);
+pub(super) const IQ2_XXS: TypeKernels = k(tile_iq2_xxs);
+pub(super) const IQ2_XS: TypeKernels = k(tile_iq2_xs);
+pub(super) const IQ2_S: TypeKernels = k(tile_iq2_s);
+pub(super) const IQ1_S: TypeKernels = k(tile_iq1_s);
+pub(super) const IQ1_M: TypeKernels = k(tile_iq1_m);
+
+/// The grid types' entries, in [`super::type_index`] order from IQ3_S: the scalar tiles on every
+/// path (no SIMD versions yet).
+pub(crate) const GRIDS: [TypeKernels; 7] = [IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M];

@@ -246,7 +246,7 @@ pub(super) fn quant_iq4_xs(x: &[f32], b: &mut [u8]) {
     put_f16(b, 0, d);
     let mut high = 0u16;
     b[4..8].fill(0);
-    for (j, (xb, w)) in x.chunks_exact(32).zip(&ws).enumerate() {
+    for (j, xb) in x.chunks_exact(32).enumerate() {
         let l0 = (id * scales[j]).round() as i32;
         let l = (l0 - 1..=l0 + 1)
             .map(|l| l.clamp(-32, 31))

@@ -24,6 +24,7 @@ mod q8;
 
 use std::arch::x86_64::*;
 
+use super::scalar_iq::GRIDS;
 use super::{Table, TileFn, TypeKernels};
 use crate::act::ActKind;
 use crate::isa::Isa;
@@ -226,6 +227,14 @@ pub static AVX2: Table = Table {
         kq(iq::avx2::tile_iq4_xs, None),
         kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
         kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
+        // The grid i-quants: scalar tiles (see `kernels::scalar_iq`).
+        GRIDS[0],
+        GRIDS[1],
+        GRIDS[2],
+        GRIDS[3],
+        GRIDS[4],
+        GRIDS[5],
+        GRIDS[6],
     ],
     quant_q8: act::avx2::quant_q8,
 };
@@ -251,6 +260,14 @@ pub static AVX512: Table = Table {
         kq(iq::avx2::tile_iq4_xs, None),
         kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
         kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
+        // The grid i-quants: scalar tiles (see `kernels::scalar_iq`).
+        GRIDS[0],
+        GRIDS[1],
+        GRIDS[2],
+        GRIDS[3],
+        GRIDS[4],
+        GRIDS[5],
+        GRIDS[6],
     ],
     quant_q8: act::avx512::quant_q8,
 };
