@@ -10,7 +10,7 @@
 //! integer arithmetic; only the order of the f32 additions differs.
 
 pub mod scalar;
-pub(crate) mod scalar_iq;
+mod scalar_iq;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

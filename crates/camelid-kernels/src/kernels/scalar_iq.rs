@@ -144,7 +144,3 @@ pub(super) const IQ2_XS: TypeKernels = k(tile_iq2_xs);
 pub(super) const IQ2_S: TypeKernels = k(tile_iq2_s);
 pub(super) const IQ1_S: TypeKernels = k(tile_iq1_s);
 pub(super) const IQ1_M: TypeKernels = k(tile_iq1_m);
-
-/// The grid types' entries, in [`super::type_index`] order from IQ3_S: the scalar tiles on every
-/// path (no SIMD versions yet).
-pub(crate) const GRIDS: [TypeKernels; 7] = [IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M];

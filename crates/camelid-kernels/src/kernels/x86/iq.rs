@@ -8,6 +8,9 @@
 //!   off through the offset term, as Q8_0 does.
 //! - TQ2_0 / TQ1_0: levels `t ∈ 0..3` with offset −1 and one scale per super-block: `s = d`,
 //!   `o = −d` for each of the eight blocks.
+//! - The grid types (IQ3_*, IQ2_*, IQ1_*): signed levels per half block of 16 from the scalar
+//!   decoder ([`PGrid`]), multiplied as IQ4's; the integer products are vectorized, the grid
+//!   lookups are not.
 //!
 //! Only the AVX2 entry points exist: this machine had no AVX-512 VNNI to test a 512-bit version
 //! against its scalar twin, so the AVX-512 table uses these (AVX-512 CPUs have AVX2).
@@ -18,7 +21,7 @@ use super::Simd;
 use super::kq::{crumbs, loadu};
 use super::panel::{P32, Packed, ROWS, halves8, words8};
 use super::q8::{Block32, Q8_0, nibbles, read_u32};
-use crate::quant::IQ4NL_VALUES;
+use crate::quant::{Grid, IQ1M, IQ1S, IQ2S, IQ2XS, IQ2XXS, IQ3S, IQ3XXS, IQ4NL_VALUES};
 
 /// Bytes `0..16` of each 128-bit lane of `idx` (all below 16) looked up in the IQ4_NL codebook:
 /// signed levels, or `level + 128` with VNNI.
@@ -235,6 +238,62 @@ impl Packed for PTQ1 {
     }
 }
 
+/// A grid i-quant ([`Grid`]): its halves of 16 unpacked one by one (scalar: the grid lookups
+/// have no vector form here), then multiplied as IQ4_NL's signed levels; `s` per half, `o = 0`
+/// (with VNNI the `v + 128` correction).
+pub struct PGrid<G>(std::marker::PhantomData<G>);
+
+impl<G: Grid> Packed for PGrid<G> {
+    const UNIT_BYTES: usize = G::BYTES;
+    const BLOCKS: usize = 8;
+    const GROUP: usize = 4;
+    const HALVES: usize = 2;
+
+    #[inline(always)]
+    unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
+        // SAFETY: a whole super-block at `p` (caller); the buffer holds 32 bytes per load.
+        unsafe {
+            let b = std::slice::from_raw_parts(p, G::BYTES);
+            let mut v = [_mm256_setzero_si256(); 4];
+            for k in 0..4 {
+                let h = 2 * (4 * g + k);
+                let mut buf = [0i8; 32];
+                buf[..16].copy_from_slice(&G::levels(b, h));
+                buf[16..].copy_from_slice(&G::levels(b, h + 1));
+                let l = _mm256_loadu_si256(buf.as_ptr() as *const __m256i);
+                v[k] = if S::VNNI {
+                    _mm256_xor_si256(l, _mm256_set1_epi8(-128))
+                } else {
+                    l
+                };
+            }
+            v
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn scales<S: Simd>(p: &[*const u8; ROWS], s: &mut [f32], o: &mut [f32]) {
+        // SAFETY: whole super-blocks at `p[r]` (caller); `s`, `o` hold 16 · ROWS floats.
+        unsafe {
+            let off = <Q8_0 as Block32>::offset::<S>();
+            for (r, &pr) in p.iter().enumerate() {
+                let b = std::slice::from_raw_parts(pr, G::BYTES);
+                for e in 0..16 {
+                    let v = G::scale(b, e);
+                    s[e * ROWS + r] = v;
+                    o[e * ROWS + r] = off * v;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dot<S: Simd>(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: forwarded; the levels are at most 62 in magnitude.
+        unsafe { <Q8_0 as Block32>::dot::<S>(w, x) }
+    }
+}
+
 /// The AVX2 entry points.
 pub mod avx2 {
     use super::super::panel::{Fold256, panel_body, tile_body};
@@ -260,6 +319,62 @@ pub mod avx2 {
     );
     entry!("avx2,fma,f16c", Avx2, tile_tq1_0, tile_body, PTQ1, Fold256);
     entry!("avx2,fma,f16c", Avx2, tile_tq2_0, tile_body, PTQ2, Fold256);
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq3_s,
+        tile_body,
+        PGrid<IQ3S>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq3_xxs,
+        tile_body,
+        PGrid<IQ3XXS>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq2_xxs,
+        tile_body,
+        PGrid<IQ2XXS>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq2_xs,
+        tile_body,
+        PGrid<IQ2XS>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq2_s,
+        tile_body,
+        PGrid<IQ2S>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq1_s,
+        tile_body,
+        PGrid<IQ1S>,
+        Fold256
+    );
+    entry!(
+        "avx2,fma,f16c",
+        Avx2,
+        tile_iq1_m,
+        tile_body,
+        PGrid<IQ1M>,
+        Fold256
+    );
 
     /// # Safety
     /// As for [`crate::kernels::PanelFn`]; AVX2 + FMA + F16C.

@@ -24,7 +24,6 @@ mod q8;
 
 use std::arch::x86_64::*;
 
-use super::scalar_iq::GRIDS;
 use super::{Table, TileFn, TypeKernels};
 use crate::act::ActKind;
 use crate::isa::Isa;
@@ -227,14 +226,13 @@ pub static AVX2: Table = Table {
         kq(iq::avx2::tile_iq4_xs, None),
         kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
         kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
-        // The grid i-quants: scalar tiles (see `kernels::scalar_iq`).
-        GRIDS[0],
-        GRIDS[1],
-        GRIDS[2],
-        GRIDS[3],
-        GRIDS[4],
-        GRIDS[5],
-        GRIDS[6],
+        kq(iq::avx2::tile_iq3_s, None),
+        kq(iq::avx2::tile_iq3_xxs, None),
+        kq(iq::avx2::tile_iq2_xxs, None),
+        kq(iq::avx2::tile_iq2_xs, None),
+        kq(iq::avx2::tile_iq2_s, None),
+        kq(iq::avx2::tile_iq1_s, None),
+        kq(iq::avx2::tile_iq1_m, None),
     ],
     quant_q8: act::avx2::quant_q8,
 };
@@ -260,14 +258,13 @@ pub static AVX512: Table = Table {
         kq(iq::avx2::tile_iq4_xs, None),
         kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
         kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
-        // The grid i-quants: scalar tiles (see `kernels::scalar_iq`).
-        GRIDS[0],
-        GRIDS[1],
-        GRIDS[2],
-        GRIDS[3],
-        GRIDS[4],
-        GRIDS[5],
-        GRIDS[6],
+        kq(iq::avx2::tile_iq3_s, None),
+        kq(iq::avx2::tile_iq3_xxs, None),
+        kq(iq::avx2::tile_iq2_xxs, None),
+        kq(iq::avx2::tile_iq2_xs, None),
+        kq(iq::avx2::tile_iq2_s, None),
+        kq(iq::avx2::tile_iq1_s, None),
+        kq(iq::avx2::tile_iq1_m, None),
     ],
     quant_q8: act::avx512::quant_q8,
 };
