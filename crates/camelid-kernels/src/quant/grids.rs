@@ -19,10 +19,69 @@ use half::f16;
 pub(crate) trait Grid {
     /// Bytes per super-block of 256.
     const BYTES: usize;
+    /// The super-block's f16 scale `d`.
+    #[inline]
+    fn d(b: &[u8]) -> f32 {
+        f16_at(b, 0)
+    }
+    /// The scale of weights `16h..16h + 16` of the super-block `b`, whose `d` is given.
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32;
     /// The scale of weights `16h..16h + 16` of the super-block `b`.
-    fn scale(b: &[u8], h: usize) -> f32;
+    #[inline]
+    fn scale(b: &[u8], h: usize) -> f32 {
+        Self::scale_d(Self::d(b), b, h)
+    }
     /// Their signed levels.
     fn levels(b: &[u8], h: usize) -> [i8; 16];
+
+    /// The 32 levels of block `blk` (halves `2blk`, `2blk + 1`) as bytes, eight to a word: the
+    /// same values as [`Grid::levels`], by word-wide table lookups and sign flips for the SIMD
+    /// paths (the types below override it; this default is the plain one).
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        let mut out = [0u64; 4];
+        for (k, half) in [Self::levels(b, 2 * blk), Self::levels(b, 2 * blk + 1)]
+            .iter()
+            .enumerate()
+        {
+            for j in 0..2 {
+                let bytes: [u8; 8] = std::array::from_fn(|i| half[8 * j + i] as u8);
+                out[2 * k + j] = u64::from_le_bytes(bytes);
+            }
+        }
+        out
+    }
+}
+
+/// Byte `j` of entry `s` is 0xff where bit `j` of `s` is set.
+static SIGN_MASKS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut s = 0;
+    while s < 256 {
+        let mut j = 0;
+        while j < 8 {
+            if s >> j & 1 == 1 {
+                t[s] |= 0xff << (8 * j);
+            }
+            j += 1;
+        }
+        s += 1;
+    }
+    t
+};
+
+/// Eight positive levels (bytes 1..=127) negated where `signs` has a bit: two's complement per byte
+/// (`!v + 1`), which cannot carry into the next byte because no level is 0.
+#[inline]
+fn signed8(entry: u64, signs: u8) -> u64 {
+    let m = SIGN_MASKS[signs as usize];
+    (entry ^ m).wrapping_add(m & 0x0101_0101_0101_0101)
+}
+
+/// Two four-value entries as one word of eight.
+#[inline]
+fn pair4(lo: u32, hi: u32) -> u64 {
+    lo as u64 | (hi as u64) << 32
 }
 
 pub(crate) struct IQ2XXS;
@@ -72,8 +131,8 @@ fn half_step(d: f32, ls: u32, factor: f32) -> f32 {
 /// a 4-bit scale at bit 28: `d · (0.5 + ls) / 4`.
 impl Grid for IQ2XXS {
     const BYTES: usize = 66;
-    fn scale(b: &[u8], h: usize) -> f32 {
-        half_step(f16_at(b, 0), u32_at(b, 2 + 8 * (h / 2) + 4) >> 28, 0.25)
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32 {
+        half_step(d, u32_at(b, 2 + 8 * (h / 2) + 4) >> 28, 0.25)
     }
     fn levels(b: &[u8], h: usize) -> [i8; 16] {
         let ib = h / 2;
@@ -87,15 +146,23 @@ impl Grid for IQ2XXS {
         }
         out
     }
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        let aux = u32_at(b, 2 + 8 * blk + 4);
+        std::array::from_fn(|l| {
+            let signs = KSIGNS[((aux >> (7 * l)) & 127) as usize];
+            signed8(IQ2XXS_GRID[b[2 + 8 * blk + l] as usize], signs)
+        })
+    }
 }
 
 /// IQ2_XS: per group of eight, a u16 at `2 + 2g`: a 9-bit grid index and a 7-bit sign index;
 /// 4-bit scales per 16 in the nibbles of the 8 bytes at 66 (low nibble first).
 impl Grid for IQ2XS {
     const BYTES: usize = 74;
-    fn scale(b: &[u8], h: usize) -> f32 {
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32 {
         let ls = (b[66 + h / 2] >> (4 * (h % 2))) & 0x0f;
-        half_step(f16_at(b, 0), ls as u32, 0.25)
+        half_step(d, ls as u32, 0.25)
     }
     fn levels(b: &[u8], h: usize) -> [i8; 16] {
         let mut out = [0i8; 16];
@@ -109,6 +176,13 @@ impl Grid for IQ2XS {
         }
         out
     }
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        std::array::from_fn(|l| {
+            let q = u16_at(b, 2 + 2 * (4 * blk + l));
+            signed8(IQ2XS_GRID[(q & 511) as usize], KSIGNS[(q >> 9) as usize])
+        })
+    }
 }
 
 /// IQ2_S: 32 low index bytes at 2, 32 sign bytes at 34 (one per group of eight, bit `j` for value
@@ -116,9 +190,9 @@ impl Grid for IQ2XS {
 /// scales per 16 at 74.
 impl Grid for IQ2S {
     const BYTES: usize = 82;
-    fn scale(b: &[u8], h: usize) -> f32 {
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32 {
         let ls = (b[74 + h / 2] >> (4 * (h % 2))) & 0x0f;
-        half_step(f16_at(b, 0), ls as u32, 0.25)
+        half_step(d, ls as u32, 0.25)
     }
     fn levels(b: &[u8], h: usize) -> [i8; 16] {
         let mut out = [0i8; 16];
@@ -130,14 +204,23 @@ impl Grid for IQ2S {
         }
         out
     }
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        let qh = b[66 + blk];
+        std::array::from_fn(|l| {
+            let g = 4 * blk + l;
+            let idx = b[2 + g] as usize | (((qh >> (2 * l)) & 3) as usize) << 8;
+            signed8(IQ2S_GRID[idx], b[34 + g])
+        })
+    }
 }
 
 /// IQ3_XXS: 64 grid indices at 2 (four values each), then per sub-block of 32 a word at
 /// `66 + 4ib`: four 7-bit sign indices and a 4-bit scale at bit 28: `d · (0.5 + ls) / 2`.
 impl Grid for IQ3XXS {
     const BYTES: usize = 98;
-    fn scale(b: &[u8], h: usize) -> f32 {
-        half_step(f16_at(b, 0), u32_at(b, 66 + 4 * (h / 2)) >> 28, 0.5)
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32 {
+        half_step(d, u32_at(b, 66 + 4 * (h / 2)) >> 28, 0.5)
     }
     fn levels(b: &[u8], h: usize) -> [i8; 16] {
         let aux = u32_at(b, 66 + 4 * (h / 2));
@@ -155,15 +238,25 @@ impl Grid for IQ3XXS {
         }
         out
     }
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        let aux = u32_at(b, 66 + 4 * blk);
+        std::array::from_fn(|l| {
+            let signs = KSIGNS[((aux >> (7 * l)) & 127) as usize];
+            let at = 2 + 8 * blk + 2 * l;
+            let e = pair4(IQ3XXS_GRID[b[at] as usize], IQ3XXS_GRID[b[at + 1] as usize]);
+            signed8(e, signs)
+        })
+    }
 }
 
 /// IQ3_S: 64 low index bytes at 2 (four values each), their high bits at 66 (bit `k % 8` of byte
 /// `k / 8`), 32 sign bytes at 74, 4-bit scales per 32 at 106: `d · (1 + 2 · ls)`.
 impl Grid for IQ3S {
     const BYTES: usize = 110;
-    fn scale(b: &[u8], h: usize) -> f32 {
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32 {
         let ls = (b[106 + h / 4] >> (4 * ((h / 2) % 2))) & 0x0f;
-        f16_at(b, 0) * (1 + 2 * ls) as f32
+        d * (1 + 2 * ls) as f32
     }
     fn levels(b: &[u8], h: usize) -> [i8; 16] {
         let mut out = [0i8; 16];
@@ -174,6 +267,15 @@ impl Grid for IQ3S {
             put4(&mut out[4 * k..], IQ3S_GRID[idx], signs);
         }
         out
+    }
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        let qh = b[66 + blk];
+        let idx = |i: usize| b[2 + 8 * blk + i] as usize | (((qh >> i) & 1) as usize) << 8;
+        std::array::from_fn(|l| {
+            let e = pair4(IQ3S_GRID[idx(2 * l)], IQ3S_GRID[idx(2 * l + 1)]);
+            signed8(e, b[74 + 4 * blk + l])
+        })
     }
 }
 
@@ -192,9 +294,9 @@ fn iq1_put8(out: &mut [i8], idx: usize, minus: bool) {
 /// and the sign of `delta` at bit 15. `x = dl · (grid + delta)`, `delta = ±1/8`.
 impl Grid for IQ1S {
     const BYTES: usize = 50;
-    fn scale(b: &[u8], h: usize) -> f32 {
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32 {
         let qh = u16_at(b, 34 + 2 * (h / 2));
-        f16_at(b, 0) * (2 * ((qh >> 12) & 7) + 1) as f32 * 0.125
+        d * (2 * ((qh >> 12) & 7) + 1) as f32 * 0.125
     }
     fn levels(b: &[u8], h: usize) -> [i8; 16] {
         let qh = u16_at(b, 34 + 2 * (h / 2));
@@ -214,11 +316,13 @@ impl Grid for IQ1S {
 /// top nibbles, the f16 `d` (word `k` gives bits `4k..4k + 4`).
 impl Grid for IQ1M {
     const BYTES: usize = 56;
-    fn scale(b: &[u8], h: usize) -> f32 {
+    fn d(b: &[u8]) -> f32 {
         let bits = (0..4).fold(0u16, |acc, k| {
             acc | (u16_at(b, 48 + 2 * k) >> 12) << (4 * k)
         });
-        let d = f16::from_bits(bits).to_f32();
+        f16::from_bits(bits).to_f32()
+    }
+    fn scale_d(d: f32, b: &[u8], h: usize) -> f32 {
         let ls = (u16_at(b, 48 + 2 * (h / 4)) >> (3 * (h % 4))) & 7;
         d * (2 * ls + 1) as f32 * 0.125
     }
@@ -236,8 +340,9 @@ impl Grid for IQ1M {
 
 /// Decodes one super-block of a grid type.
 pub(super) fn dequant<G: Grid>(b: &[u8], out: &mut [f32]) {
+    let d = G::d(b);
     for (h, o) in out.chunks_exact_mut(16).enumerate() {
-        let s = G::scale(b, h);
+        let s = G::scale_d(d, b, h);
         for (v, l) in o.iter_mut().zip(G::levels(b, h)) {
             *v = s * l as f32;
         }

@@ -8,9 +8,9 @@
 //!   off through the offset term, as Q8_0 does.
 //! - TQ2_0 / TQ1_0: levels `t ∈ 0..3` with offset −1 and one scale per super-block: `s = d`,
 //!   `o = −d` for each of the eight blocks.
-//! - The grid types (IQ3_*, IQ2_*, IQ1_*): signed levels per half block of 16 from the scalar
-//!   decoder ([`PGrid`]), multiplied as IQ4's; the integer products are vectorized, the grid
-//!   lookups are not.
+//! - The grid types (IQ3_*, IQ2_*, IQ1_*): signed levels per block from word-wide table lookups
+//!   ([`PGrid`]), multiplied as IQ4's; the integer products are vectorized, the grid lookups
+//!   are not.
 //!
 //! Only the AVX2 entry points exist: this machine had no AVX-512 VNNI to test a 512-bit version
 //! against its scalar twin, so the AVX-512 table uses these (AVX-512 CPUs have AVX2).
@@ -238,8 +238,9 @@ impl Packed for PTQ1 {
     }
 }
 
-/// A grid i-quant ([`Grid`]): its halves of 16 unpacked one by one (scalar: the grid lookups
-/// have no vector form here), then multiplied as IQ4_NL's signed levels; `s` per half, `o = 0`
+/// A grid i-quant ([`Grid`]): each block's levels from word-wide grid lookups and sign flips
+/// ([`Grid::block32`]; the lookups have no vector form here), then multiplied as IQ4_NL's signed
+/// levels; `s` per half, `o = 0`
 /// (with VNNI the `v + 128` correction).
 pub struct PGrid<G>(std::marker::PhantomData<G>);
 
@@ -251,16 +252,13 @@ impl<G: Grid> Packed for PGrid<G> {
 
     #[inline(always)]
     unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
-        // SAFETY: a whole super-block at `p` (caller); the buffer holds 32 bytes per load.
+        // SAFETY: a whole super-block at `p` (caller); `words` holds the 32 bytes loaded.
         unsafe {
             let b = std::slice::from_raw_parts(p, G::BYTES);
             let mut v = [_mm256_setzero_si256(); 4];
             for k in 0..4 {
-                let h = 2 * (4 * g + k);
-                let mut buf = [0i8; 32];
-                buf[..16].copy_from_slice(&G::levels(b, h));
-                buf[16..].copy_from_slice(&G::levels(b, h + 1));
-                let l = _mm256_loadu_si256(buf.as_ptr() as *const __m256i);
+                let words = G::block32(b, 4 * g + k);
+                let l = _mm256_loadu_si256(words.as_ptr() as *const __m256i);
                 v[k] = if S::VNNI {
                     _mm256_xor_si256(l, _mm256_set1_epi8(-128))
                 } else {
@@ -278,8 +276,9 @@ impl<G: Grid> Packed for PGrid<G> {
             let off = <Q8_0 as Block32>::offset::<S>();
             for (r, &pr) in p.iter().enumerate() {
                 let b = std::slice::from_raw_parts(pr, G::BYTES);
+                let d = G::d(b);
                 for e in 0..16 {
-                    let v = G::scale(b, e);
+                    let v = G::scale_d(d, b, e);
                     s[e * ROWS + r] = v;
                     o[e * ROWS + r] = off * v;
                 }
