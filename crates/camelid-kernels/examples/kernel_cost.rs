@@ -68,7 +68,7 @@ fn main() {
                 quantize_row(dtype, &row, &mut w[r * rb..][..rb]);
             } else {
                 // The grid i-quants: random bytes (the kernels' speed does not depend on the values).
-                for (b, v) in (&mut w[r * rb..][..rb]).iter_mut().zip(&row) {
+                for (b, v) in w[r * rb..][..rb].iter_mut().zip(&row) {
                     *b = v.to_bits() as u8;
                 }
             }

@@ -135,7 +135,7 @@ fn make_copies(dtype: DType, rows: usize, cols: usize) -> Vec<Vec<u8>> {
             quantize_row(dtype, &row, &mut pattern[r * rb..][..rb]);
         } else {
             // The grid i-quants: random bytes (the kernels' speed does not depend on the values).
-            for (b, v) in (&mut pattern[r * rb..][..rb]).iter_mut().zip(&row) {
+            for (b, v) in pattern[r * rb..][..rb].iter_mut().zip(&row) {
                 *b = v.to_bits() as u8;
             }
         }
