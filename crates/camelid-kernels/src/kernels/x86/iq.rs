@@ -12,8 +12,9 @@
 //!   ([`PGrid`]), multiplied as IQ4's; the integer products are vectorized, the grid lookups
 //!   are not.
 //!
-//! Only the AVX2 entry points exist: this machine had no AVX-512 VNNI to test a 512-bit version
-//! against its scalar twin, so the AVX-512 table uses these (AVX-512 CPUs have AVX2).
+//! The AVX-512 entry points are the same bodies on the VNNI path (two rows per 512-bit vector in
+//! the tiles, sixteen-row panels), where every type has a panel: `vpdpbusd` takes the flipped
+//! signed levels without saturating.
 
 use std::arch::x86_64::*;
 
@@ -389,5 +390,50 @@ pub mod avx2 {
     pub(crate) unsafe fn panel_tq2_0(job: &PanelJob, buf: &mut PanelBuf) {
         // SAFETY: forwarded contract, with this path's features.
         unsafe { panel_body::<Avx2, PTQ2>(job, buf) }
+    }
+}
+
+/// The AVX-512 VNNI entry points.
+pub mod avx512 {
+    use super::super::panel::{Fold512, panel16_body, tile_body};
+    use super::super::{Avx512, entry};
+    use super::*;
+    use crate::kernels::{PanelBuf, PanelJob};
+
+    macro_rules! avx512 {
+        ($($tile:ident, $panel:ident: $ty:ty;)*) => {
+            $(
+                entry!(
+                    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+                    Avx512,
+                    $tile,
+                    tile_body,
+                    $ty,
+                    Fold512
+                );
+
+                /// # Safety
+                /// As for [`crate::kernels::PanelFn`]; the CPU supports AVX-512 VNNI.
+                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+                pub(crate) unsafe fn $panel(job: &PanelJob, buf: &mut PanelBuf) {
+                    // SAFETY: forwarded contract, with this path's features.
+                    unsafe { panel16_body::<$ty>(job, buf) }
+                }
+            )*
+        };
+    }
+
+    avx512! {
+        tile_iq4_nl, panel_iq4_nl: P32<IQ4NL>;
+        tile_iq4_xs, panel_iq4_xs: PIQ4XS;
+        tile_tq1_0, panel_tq1_0: PTQ1;
+        tile_tq2_0, panel_tq2_0: PTQ2;
+        tile_iq3_s, panel_iq3_s: PGrid<IQ3S>;
+        tile_iq3_xxs, panel_iq3_xxs: PGrid<IQ3XXS>;
+        tile_iq2_xxs, panel_iq2_xxs: PGrid<IQ2XXS>;
+        tile_iq2_xs, panel_iq2_xs: PGrid<IQ2XS>;
+        tile_iq2_s, panel_iq2_s: PGrid<IQ2S>;
+        tile_iq1_s, panel_iq1_s: PGrid<IQ1S>;
+        tile_iq1_m, panel_iq1_m: PGrid<IQ1M>;
     }
 }

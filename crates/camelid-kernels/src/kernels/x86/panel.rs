@@ -758,7 +758,7 @@ unsafe fn gemm16<P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: 
 /// # Safety
 /// As for [`crate::kernels::PanelFn`]; AVX-512 F/BW/VL + VNNI.
 #[inline(always)]
-unsafe fn panel16_body<P: Packed>(job: &PanelJob, buf: &mut PanelBuf) {
+pub(super) unsafe fn panel16_body<P: Packed>(job: &PanelJob, buf: &mut PanelBuf) {
     // SAFETY: forwarded contract.
     unsafe {
         pack::<super::Avx512, P, 2>(job.w, job.row_bytes, job.nr, job.cols, buf);
@@ -874,7 +874,7 @@ impl Fold for Fold256 {
 
 /// 512-bit vectors (AVX-512 VNNI): rows `2q` and `2q + 1` share one vector, so one `vpdpbusd`
 /// takes two rows' block, and the fold is six two-source permutes (`vpermt2d`) and three adds.
-struct Fold512;
+pub(super) struct Fold512;
 
 impl Fold for Fold512 {
     #[inline(always)]
