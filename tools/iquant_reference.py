@@ -3,17 +3,20 @@
 
 Writes two files, so that neither a codebook nor an expected value comes from camelid:
 
-1. `crates/camelid-kernels/src/quant/iq_tables.rs`: the codebooks of the i-quants, read from
-   gguf-py (`gguf.quants`, llama.cpp's Python package), which carries them as format data.
+1. `crates/camelid-kernels/src/quant/iq_tables.rs`: the codebooks, sign table and grids of the
+   i-quants, read from gguf-py (`gguf.quants`, llama.cpp's Python package), which carries them
+   as format data (the grids packed two bits a value; `init_grid` unpacks them).
 2. `testdata/kernels/iquant_reference.json`:
    - `dequant`: per type, random blocks (every index, sign and scale field random; the f16
      fields set to finite halves) and llama.cpp's own quantization of a test matrix ("real"
      blocks), with the floats gguf-py's numpy dequantizer (`gguf.quants.dequantize`) decodes
      them to. camelid must decode them bit for bit.
    - `quant`: the test matrix (adversarial rows: outliers, zeros, constants, tiny values), and
-     per type the RMS error per row of llama.cpp's reference quantizer (`ggml_quantize_chunk` in
-     libggml-base, what llama-quantize calls; no importance matrix) and, for the ternary types,
-     whose quantizer is fully determined (absmax scale, nearest trit), its bytes.
+     for the types camelid quantizes (IQ4_NL, IQ4_XS, TQ1_0, TQ2_0) the RMS error per row of
+     llama.cpp's reference quantizer (`ggml_quantize_chunk` in libggml-base, what llama-quantize
+     calls; no importance matrix) and, for the ternary types, whose quantizer is fully
+     determined (absmax scale, nearest trit), its bytes. The grid types' "real" blocks are
+     quantized with a uniform importance matrix (some of them need one).
 
 Needs numpy and gguf-py, and llama.cpp's build directory for libggml-base.so:
 

@@ -3,7 +3,10 @@
 //! The block layouts are those of GGUF/ggml (`ggml/src/ggml-common.h`): a row of `cols` elements
 //! is stored as `cols / block_size` consecutive blocks, each carrying its own scale (and for the
 //! "type-1" formats a minimum) as IEEE half floats. The k-quants group 256 elements into a
-//! super-block with one half-float scale and small integer scales per sub-block of 16 or 32.
+//! super-block with one half-float scale and small integer scales per sub-block of 16 or 32. The
+//! i-quants map 4-bit indices through a non-linear codebook (IQ4_NL, IQ4_XS) or groups of four or
+//! eight weights to entries of a grid of small integer vectors (IQ3_*, IQ2_*, IQ1_*); the ternary
+//! types (TQ1_0, TQ2_0) store −1, 0, 1 with one scale per 256.
 //!
 //! The structs below document the layouts and pin their sizes; the kernels address blocks by
 //! byte offset (`offset_of!`) so that rows taken straight from a memory map need no alignment.

@@ -1,10 +1,11 @@
-//! IQ4_NL, IQ4_XS and the ternary TQ1_0, TQ2_0 as [`Packed`] formats, so that the panels and
-//! row tiles of [`super::panel`] (one arithmetic for every batch size) multiply them.
+//! The i-quants (IQ4_NL, IQ4_XS and the grid types) and the ternary TQ1_0, TQ2_0 as [`Packed`]
+//! formats, so that the panels and row tiles of [`super::panel`] (one arithmetic for every batch
+//! size) multiply them.
 //!
 //! - IQ4_NL / IQ4_XS: each nibble indexes a 16-entry signed codebook, looked up with one
 //!   `vpshufb`. The levels are signed (−127..113), so on AVX2 they are multiplied as Q8_0's are
 //!   (`|v|` times the activation with `v`'s sign), and have no panel there (the panel's unsigned
-//!   products would saturate); with VNNI they would be flipped to `v + 128` and the `128 · Σx` taken
+//!   products would saturate); with VNNI they are flipped to `v + 128` and the `128 · Σx` taken
 //!   off through the offset term, as Q8_0 does.
 //! - TQ2_0 / TQ1_0: levels `t ∈ 0..3` with offset −1 and one scale per super-block: `s = d`,
 //!   `o = −d` for each of the eight blocks.
