@@ -36,7 +36,7 @@ pub(crate) trait Grid {
 
     /// The 32 levels of block `blk` (halves `2blk`, `2blk + 1`) as bytes, eight to a word: the
     /// same values as [`Grid::levels`], by word-wide table lookups and sign flips for the SIMD
-    /// paths (the types below override it; this default is the plain one).
+    /// paths (every type overrides it; this default is the plain one).
     #[inline]
     fn block32(b: &[u8], blk: usize) -> [u64; 4] {
         let mut out = [0u64; 4];
@@ -279,6 +279,25 @@ impl Grid for IQ3S {
     }
 }
 
+/// [`IQ1S_GRID`] as levels `8 · g + delta` (bytes), for `delta = +1` (index 0) and `−1`: built
+/// at compile time from the grid, for [`Grid::block32`].
+static IQ1_LEVELS: [[u64; 2048]; 2] = [iq1_levels(1), iq1_levels(-1)];
+
+const fn iq1_levels(delta: i8) -> [u64; 2048] {
+    let mut t = [0u64; 2048];
+    let mut k = 0;
+    while k < 2048 {
+        let mut j = 0;
+        while j < 8 {
+            let g = (IQ1S_GRID[k] >> (8 * j)) as u8 as i8;
+            t[k] |= ((8 * g + delta) as u8 as u64) << (8 * j);
+            j += 1;
+        }
+        k += 1;
+    }
+    t
+}
+
 /// IQ1_S and IQ1_M levels: grid values `−1, 0, 1` shifted by `±1/8` (the sign of `delta`), as
 /// integers eight times larger, so the scale carries the `1/8`.
 #[inline]
@@ -308,6 +327,14 @@ impl Grid for IQ1S {
         }
         out
     }
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        let qh = u16_at(b, 34 + 2 * blk);
+        let levels = &IQ1_LEVELS[(qh >> 15) as usize];
+        std::array::from_fn(|l| {
+            levels[b[2 + 4 * blk + l] as usize | (((qh >> (3 * l)) & 7) as usize) << 8]
+        })
+    }
 }
 
 /// IQ1_M: 32 low index bytes at 0; at `32 + g / 2` a nibble per group of eight (low for even
@@ -335,6 +362,14 @@ impl Grid for IQ1M {
             iq1_put8(&mut out[8 * k..], idx, nib & 8 != 0);
         }
         out
+    }
+    #[inline]
+    fn block32(b: &[u8], blk: usize) -> [u64; 4] {
+        std::array::from_fn(|l| {
+            let g = 4 * blk + l;
+            let nib = (b[32 + g / 2] >> (4 * (g % 2))) & 0x0f;
+            IQ1_LEVELS[(nib >> 3) as usize][b[g] as usize | ((nib & 7) as usize) << 8]
+        })
     }
 }
 
