@@ -32,7 +32,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct QuantizeArgs {
     /// A GGUF file with F32, F16 or BF16 weights, or a Hugging Face model folder
     /// (config.json, safetensors, tokenizer.json or tokenizer.model); a GGUF with quantized
-    /// weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K) only with --allow-requantize.
+    /// weights (any type camelid reads) only with --allow-requantize.
     pub input: PathBuf,
     /// The GGUF file to write (replaced if it exists; never the input).
     pub output: PathBuf,
