@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 OUT_REL = Path("testdata/quantize")
 
 FTYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M",
-          "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K"]
-PURE = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K"]
+          "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS"]
+PURE = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_XS"]
 
 # k256: 2 layers, d_model 256, 4 query heads of 64 sharing 1 KV head (so Q2_K's n_gqa >= 4 rule
 # applies), FFN 256, untied output; the vocabulary (384 SentencePiece tokens) is copied from the

@@ -28,12 +28,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct QuantizeArgs {
     /// A GGUF file with F32, F16 or BF16 weights, or a Hugging Face model folder
     /// (config.json, safetensors, tokenizer.json or tokenizer.model); a GGUF with quantized
-    /// weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K) only with --allow-requantize.
+    /// weights (any type camelid reads) only with --allow-requantize.
     pub input: PathBuf,
     /// The GGUF file to write (replaced if it exists; never the input).
     pub output: PathBuf,
     /// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M,
-    /// Q5_K_S, Q5_K_M, Q6_K, F16, BF16 or F32 (Q3_K, Q4_K, Q5_K mean the _M mixes).
+    /// Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, F16, BF16 or F32 (Q3_K, Q4_K, Q5_K mean the _M
+    /// mixes).
     #[arg(value_name = "TYPE")]
     pub ftype: String,
     /// Put every converted tensor in TYPE's base type: no mixture rules, no Q6_K output.

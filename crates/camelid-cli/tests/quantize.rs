@@ -110,6 +110,8 @@ fn ftype_id(name: &str) -> u64 {
         "Q5_K_S" => 16,
         "Q5_K_M" => 17,
         "Q6_K" => 18,
+        "IQ4_NL" => 25,
+        "IQ4_XS" => 30,
         other => panic!("no id for {other}"),
     }
 }

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use camelid_kernels::quant::quantize_row;
+use camelid_kernels::quant::{can_quantize, quantize_row};
 use camelid_kernels::{DType, Kernels, Precision, WeightView};
 
 fn main() {
@@ -131,7 +131,14 @@ fn make_copies(dtype: DType, rows: usize, cols: usize) -> Vec<Vec<u8>> {
                 (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect();
-        quantize_row(dtype, &row, &mut pattern[r * rb..][..rb]);
+        if can_quantize(dtype) {
+            quantize_row(dtype, &row, &mut pattern[r * rb..][..rb]);
+        } else {
+            // The grid i-quants: random bytes (the kernels' speed does not depend on the values).
+            for (b, v) in pattern[r * rb..][..rb].iter_mut().zip(&row) {
+                *b = v.to_bits() as u8;
+            }
+        }
     }
     let matrix: Vec<u8> = pattern.iter().copied().cycle().take(rows * rb).collect();
     let total: usize = std::env::var("CAMELID_BENCH_MIB")

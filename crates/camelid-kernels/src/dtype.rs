@@ -3,7 +3,10 @@
 //! The block layouts are those of GGUF/ggml (`ggml/src/ggml-common.h`): a row of `cols` elements
 //! is stored as `cols / block_size` consecutive blocks, each carrying its own scale (and for the
 //! "type-1" formats a minimum) as IEEE half floats. The k-quants group 256 elements into a
-//! super-block with one half-float scale and small integer scales per sub-block of 16 or 32.
+//! super-block with one half-float scale and small integer scales per sub-block of 16 or 32. The
+//! i-quants map 4-bit indices through a non-linear codebook (IQ4_NL, IQ4_XS) or groups of four or
+//! eight weights to entries of a grid of small integer vectors (IQ3_*, IQ2_*, IQ1_*); the ternary
+//! types (TQ1_0, TQ2_0) store −1, 0, 1 with one scale per 256.
 //!
 //! The structs below document the layouts and pin their sizes; the kernels address blocks by
 //! byte offset (`offset_of!`) so that rows taken straight from a memory map need no alignment.
@@ -28,6 +31,17 @@ pub enum DType {
     Q4_K,
     Q5_K,
     Q6_K,
+    IQ4_NL,
+    IQ4_XS,
+    TQ1_0,
+    TQ2_0,
+    IQ3_S,
+    IQ3_XXS,
+    IQ2_XXS,
+    IQ2_XS,
+    IQ2_S,
+    IQ1_S,
+    IQ1_M,
 }
 
 /// Elements per block of the 32-element formats.
@@ -145,6 +159,141 @@ pub struct BlockQ6K {
     pub d: f16,
 }
 
+/// 32 4-bit indices into the non-linear codebook [`crate::quant::IQ4NL_VALUES`] and one scale:
+/// `x[i] = d · values[q[i]]`; nibbles as in Q4_0. Layout: ggml `ggml-common.h` (`block_iq4_nl`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ4NL {
+    pub d: f16,
+    pub qs: [u8; 16],
+}
+
+/// IQ4_NL's codebook in super-blocks of 256 with eight 6-bit sub-block scales stored biased by
+/// 32: `x = d · (ls − 32) · values[q]`. Scale `j` has its low four bits in `scales_l[j / 2]` (low
+/// nibble for even `j`) and its high two bits at bit `2j` of the little-endian `scales_h`.
+/// Sub-block `j` takes `qs[16j..16j + 16]`, nibbles as in Q4_0. Layout: ggml `ggml-common.h`
+/// (`block_iq4_xs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ4XS {
+    pub d: f16,
+    pub scales_h: [u8; 2],
+    pub scales_l: [u8; 4],
+    pub qs: [u8; 128],
+}
+
+/// Ternary super-block of 256 at 1.6875 bits a weight: `x = d · (t − 1)` with trits `t ∈ {0, 1,
+/// 2}` packed five to a byte (four in `qh`) as a fixed-point fraction: the trit `n` of byte `b`
+/// is `(((b · 3ⁿ) mod 256) · 3) >> 8`. Elements `32n + m` (`n < 5`) are trit `n` of `qs[m]`,
+/// `160 + 16n + m` trit `n` of `qs[32 + m]`, `240 + 4n + m` (`n < 4`) trit `n` of `qh[m]`.
+/// Layout: ggml `ggml-common.h` (`block_tq1_0`); the decoding follows gguf-py's
+/// `TQ1_0.dequantize_blocks`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockTQ1_0 {
+    pub qs: [u8; 48],
+    pub qh: [u8; 4],
+    pub d: f16,
+}
+
+/// Ternary super-block of 256 at 2 bits a weight: `x = d · (q − 1)`, the 2-bit `q` of element
+/// `e` in `qs[32 · (e / 128) + e % 32]` at bit `2 · ((e % 128) / 32)` (Q2_K's order). Layout:
+/// ggml `ggml-common.h` (`block_tq2_0`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockTQ2_0 {
+    pub qs: [u8; 64],
+    pub d: f16,
+}
+
+// The grid i-quants: super-blocks of 256 whose groups of four or eight weights index a grid of
+// small integer vectors (the field meanings are in `crate::quant::grids`). Layouts: ggml
+// `ggml-common.h` (`block_iq3_s`, `block_iq3_xxs`, `block_iq2_xxs`, `block_iq2_xs`, `block_iq2_s`,
+// `block_iq1_s`, `block_iq1_m`).
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ3S {
+    pub d: f16,
+    pub qs: [u8; 64],
+    pub qh: [u8; 8],
+    pub signs: [u8; 32],
+    pub scales: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ3XXS {
+    pub d: f16,
+    /// 64 grid indices, then eight words of signs and scales.
+    pub qs: [u8; 96],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ2XXS {
+    pub d: f16,
+    pub qs: [u16; 32],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ2XS {
+    pub d: f16,
+    pub qs: [u16; 32],
+    pub scales: [u8; 8],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ2S {
+    pub d: f16,
+    /// 32 low index bytes, then 32 sign bytes.
+    pub qs: [u8; 64],
+    pub qh: [u8; 8],
+    pub scales: [u8; 8],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ1S {
+    pub d: f16,
+    pub qs: [u8; 32],
+    pub qh: [u16; 8],
+}
+
+/// No separate scale field: the f16 `d` is spread over the top nibbles of the four `scales` words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ1M {
+    pub qs: [u8; 32],
+    pub qh: [u8; 16],
+    pub scales: [u8; 8],
+}
+
+const _: () = {
+    assert!(size_of::<BlockIQ3S>() == 110);
+    assert!(size_of::<BlockIQ3XXS>() == 98);
+    assert!(size_of::<BlockIQ2XXS>() == 66);
+    assert!(size_of::<BlockIQ2XS>() == 74);
+    assert!(size_of::<BlockIQ2S>() == 82);
+    assert!(size_of::<BlockIQ1S>() == 50);
+    assert!(size_of::<BlockIQ1M>() == 56);
+    assert!(offset_of!(BlockIQ3S, signs) == 74 && offset_of!(BlockIQ3S, scales) == 106);
+    assert!(offset_of!(BlockIQ2XS, scales) == 66 && offset_of!(BlockIQ2S, qh) == 66);
+    assert!(offset_of!(BlockIQ1S, qh) == 34 && offset_of!(BlockIQ1M, scales) == 48);
+};
+
+const _: () = {
+    assert!(size_of::<BlockIQ4NL>() == 18);
+    assert!(size_of::<BlockIQ4XS>() == 136);
+    assert!(size_of::<BlockTQ1_0>() == 54);
+    assert!(size_of::<BlockTQ2_0>() == 66);
+    assert!(offset_of!(BlockIQ4XS, scales_l) == 4 && offset_of!(BlockIQ4XS, qs) == 8);
+    assert!(offset_of!(BlockTQ1_0, qh) == 48 && offset_of!(BlockTQ1_0, d) == 52);
+    assert!(offset_of!(BlockTQ2_0, d) == 64);
+};
+
 const _: () = {
     assert!(size_of::<BlockQ8_0>() == 34);
     assert!(size_of::<BlockQ4_0>() == 18);
@@ -199,7 +348,7 @@ pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
 }
 
 impl DType {
-    pub const ALL: [DType; 13] = [
+    pub const ALL: [DType; 24] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -213,14 +362,41 @@ impl DType {
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
+        DType::IQ4_NL,
+        DType::IQ4_XS,
+        DType::TQ1_0,
+        DType::TQ2_0,
+        DType::IQ3_S,
+        DType::IQ3_XXS,
+        DType::IQ2_XXS,
+        DType::IQ2_XS,
+        DType::IQ2_S,
+        DType::IQ1_S,
+        DType::IQ1_M,
     ];
 
     /// Elements per block (1 for the float types).
     pub const fn block_size(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => QK,
-            DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => QK_K,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::IQ4_NL => {
+                QK
+            }
+            DType::Q2_K
+            | DType::Q3_K
+            | DType::Q4_K
+            | DType::Q5_K
+            | DType::Q6_K
+            | DType::IQ4_XS
+            | DType::TQ1_0
+            | DType::TQ2_0
+            | DType::IQ3_S
+            | DType::IQ3_XXS
+            | DType::IQ2_XXS
+            | DType::IQ2_XS
+            | DType::IQ2_S
+            | DType::IQ1_S
+            | DType::IQ1_M => QK_K,
         }
     }
 
@@ -239,6 +415,17 @@ impl DType {
             DType::Q4_K => size_of::<BlockQ4K>(),
             DType::Q5_K => size_of::<BlockQ5K>(),
             DType::Q6_K => size_of::<BlockQ6K>(),
+            DType::IQ4_NL => size_of::<BlockIQ4NL>(),
+            DType::IQ4_XS => size_of::<BlockIQ4XS>(),
+            DType::TQ1_0 => size_of::<BlockTQ1_0>(),
+            DType::TQ2_0 => size_of::<BlockTQ2_0>(),
+            DType::IQ3_S => size_of::<BlockIQ3S>(),
+            DType::IQ3_XXS => size_of::<BlockIQ3XXS>(),
+            DType::IQ2_XXS => size_of::<BlockIQ2XXS>(),
+            DType::IQ2_XS => size_of::<BlockIQ2XS>(),
+            DType::IQ2_S => size_of::<BlockIQ2S>(),
+            DType::IQ1_S => size_of::<BlockIQ1S>(),
+            DType::IQ1_M => size_of::<BlockIQ1M>(),
         }
     }
 
@@ -266,6 +453,17 @@ impl DType {
             DType::Q4_K => "Q4_K",
             DType::Q5_K => "Q5_K",
             DType::Q6_K => "Q6_K",
+            DType::IQ4_NL => "IQ4_NL",
+            DType::IQ4_XS => "IQ4_XS",
+            DType::TQ1_0 => "TQ1_0",
+            DType::TQ2_0 => "TQ2_0",
+            DType::IQ3_S => "IQ3_S",
+            DType::IQ3_XXS => "IQ3_XXS",
+            DType::IQ2_XXS => "IQ2_XXS",
+            DType::IQ2_XS => "IQ2_XS",
+            DType::IQ2_S => "IQ2_S",
+            DType::IQ1_S => "IQ1_S",
+            DType::IQ1_M => "IQ1_M",
         }
     }
 

@@ -19,12 +19,15 @@
 //!   Q5_K instead of Q3_K/Q4_K in a 70B-shaped model), `ffn_down` (Q4_K_M, Q5_K_M: Q6_K where
 //!   [`use_more_bits`]; Q3_K_M: Q5_K in the first sixteenth, else Q4_K; Q3_K_L: Q5_K; Q4_K_S: Q5_K
 //!   in the first eighth; Q2_K: Q3_K) and `attn_output` (Q2_K:
-//!   Q3_K, Q3_K_M: Q4_K, Q3_K_L: Q5_K). llama.cpp counts layers in the order its loader keeps
+//!   Q3_K, Q3_K_M: Q4_K, Q3_K_L: Q5_K). IQ4_NL and IQ4_XS: Q5_K for `attn_v` with ≥ 4 query
+//!   heads per KV head and for `ffn_down` in the first eighth (llama.cpp's rule without an
+//!   importance matrix). llama.cpp counts layers in the order its loader keeps
 //!   the tensors (`weight_name_comparer`, `src/llama-model-loader.h`: by block number, then by
 //!   name), not in the file's: in a file stored in name order (blk.0, blk.1, blk.10, ..., as
 //!   the default model is) the two differ. We take, and write, the tensors in llama.cpp's order.
 //! - A row length that is not a whole number of blocks falls back: Q2_K and Q3_K to Q4_0, Q4_K to
-//!   Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, and to F16 when even that does not divide it.
+//!   Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, IQ4_XS to IQ4_NL, and to F16 when even that does not
+//!   divide it.
 //! - `--pure` skips the mixture rules (not the fallback), as `llama-quantize --pure` does.
 //!
 //! A Hugging Face folder is read through [`Checkpoint`](crate::weights::Checkpoint), which undoes HF's
@@ -64,10 +67,12 @@ pub enum Ftype {
     Q5_K_S,
     Q5_K_M,
     Q6_K,
+    IQ4_NL,
+    IQ4_XS,
 }
 
 /// (ftype, name, `llama_ftype` number, base type), `include/llama.h`.
-const FTYPES: [(Ftype, &str, u32, DType); 17] = [
+const FTYPES: [(Ftype, &str, u32, DType); 19] = [
     (Ftype::F32, "F32", 0, DType::F32),
     (Ftype::F16, "F16", 1, DType::F16),
     (Ftype::Q4_0, "Q4_0", 2, DType::Q4_0),
@@ -84,6 +89,8 @@ const FTYPES: [(Ftype, &str, u32, DType); 17] = [
     (Ftype::Q5_K_S, "Q5_K_S", 16, DType::Q5_K),
     (Ftype::Q5_K_M, "Q5_K_M", 17, DType::Q5_K),
     (Ftype::Q6_K, "Q6_K", 18, DType::Q6_K),
+    (Ftype::IQ4_NL, "IQ4_NL", 25, DType::IQ4_NL),
+    (Ftype::IQ4_XS, "IQ4_XS", 30, DType::IQ4_XS),
     (Ftype::BF16, "BF16", 32, DType::BF16),
 ];
 
@@ -214,6 +221,7 @@ fn mixture_type(ft: Ftype, name: &str, cols: usize, s: &Shape, c: &mut Counters)
                 F::Q3_K_L => t = D::Q5_K,
                 F::Q4_K_M | F::Q5_K_M if use_more_bits(i, s.n_attn_v) => t = D::Q6_K,
                 F::Q4_K_S if i < 4 => t = D::Q5_K,
+                F::IQ4_NL | F::IQ4_XS if s.n_gqa >= 4 => t = D::Q5_K,
                 _ => {}
             }
             if s.is_70b && matches!(t, D::Q3_K | D::Q4_K) {
@@ -229,6 +237,8 @@ fn mixture_type(ft: Ftype, name: &str, cols: usize, s: &Shape, c: &mut Counters)
                 F::Q3_K_L => t = D::Q5_K,
                 F::Q4_K_M | F::Q5_K_M if use_more_bits(i, n) => t = D::Q6_K,
                 F::Q4_K_S if i < n / 8 => t = D::Q5_K,
+                // llama.cpp: only without an importance matrix, and camelid never has one.
+                F::IQ4_NL | F::IQ4_XS if i < n / 8 => t = D::Q5_K,
                 _ => {}
             }
             c.ffn_down += 1;
@@ -253,6 +263,8 @@ fn fallback(t: DType, cols: usize) -> DType {
         DType::Q4_K => DType::Q5_0,
         DType::Q5_K => DType::Q5_1,
         DType::Q6_K => DType::Q8_0,
+        DType::IQ4_XS => DType::IQ4_NL,
+        DType::TQ1_0 | DType::TQ2_0 => DType::Q4_0,
         other => other,
     };
     if cols.is_multiple_of(f.block_size()) {
@@ -754,6 +766,8 @@ mod tests {
         assert_eq!(fallback(DType::Q6_K, 2048), DType::Q6_K);
         assert_eq!(fallback(DType::Q5_K, 48), DType::F16);
         assert_eq!(fallback(DType::Q8_0, 40), DType::F16);
+        assert_eq!(fallback(DType::IQ4_XS, 64), DType::IQ4_NL);
+        assert_eq!(fallback(DType::IQ4_XS, 48), DType::F16);
     }
 
     #[test]
@@ -762,5 +776,7 @@ mod tests {
         assert_eq!(Ftype::parse("Q4_K_M").map(Ftype::id), Some(15));
         assert_eq!(Ftype::parse("bf16").map(Ftype::id), Some(32));
         assert_eq!(Ftype::parse("Q4_2"), None);
+        assert_eq!(Ftype::parse("iq4_xs").map(Ftype::id), Some(30));
+        assert_eq!(Ftype::parse("IQ4_NL").map(Ftype::base), Some(DType::IQ4_NL));
     }
 }

@@ -269,6 +269,64 @@ fn quantized_files_beat_llama_cpp() {
     }
 }
 
+/// A model in each i-quant and ternary type (11), quantized by llama.cpp (`llama-quantize --pure`,
+/// testdata/iquant, made by tools/iquant_models.py): camelid loads it, computes the same model
+/// as llama.cpp (their logits are far closer to each other than either is to the unquantized
+/// model's), and its error against the unquantized model's logits (llama.cpp's, on the F16
+/// input) is no larger than llama.cpp's on the same file, per position within a statistical
+/// tie as in `quantized_files_beat_llama_cpp`.
+#[test]
+fn iquant_files_within_llama_cpp_error() {
+    let dir = repo();
+    let p = dir.join("testdata/iquant/manifest.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let man: Value = serde_json::from_str(&text).unwrap();
+    let n_vocab = man["n_vocab"].as_u64().unwrap() as usize;
+    let toks = tokens(&man);
+    let read = |rel: &str| {
+        // read_logits is relative to testdata/tiny; the manifest to the repository.
+        let rel = Path::new("..").join(Path::new(rel).strip_prefix("testdata").unwrap());
+        read_logits(rel.to_str().unwrap(), n_vocab)
+    };
+    let truth = read(man["unquantized"].as_str().unwrap());
+    let files = man["files"].as_object().unwrap();
+    assert_eq!(files.len(), 11);
+    for (ty, f) in files {
+        let theirs = read(f["llamacpp"].as_str().unwrap());
+        let mut model = Model::load(&dir.join(f["gguf"].as_str().unwrap()))
+            .unwrap_or_else(|e| panic!("{ty}: {e}"));
+        for precision in [Precision::Exact, Precision::Fast] {
+            model.set_precision(precision);
+            let got = run_all(&model, &toks);
+            let (o, t, same) = (
+                diff(&got, &truth),
+                diff(&theirs, &truth),
+                diff(&got, &theirs),
+            );
+            eprintln!(
+                "{precision:?} {ty:<6} camelid mean {:.3e} max {:.3e} | llama.cpp mean {:.3e} max {:.3e} | camelid vs llama.cpp mean {:.3e}",
+                o.mean, o.max, t.mean, t.max, same.mean
+            );
+            assert!(
+                same.mean <= 0.25 * t.mean,
+                "{precision:?} {ty}: camelid and llama.cpp differ by {:.3e} on the same file (quantization error {:.3e})",
+                same.mean,
+                t.mean
+            );
+            let (om, ox) = per_position(&got, &truth);
+            let (tm, tx) = per_position(&theirs, &truth);
+            for (what, a, b) in [("mean", om, tm), ("max", ox, tx)] {
+                let (d, se) = paired(&a, &b);
+                let tie = (2.0 * se).max(0.01 * b.iter().sum::<f64>() / b.len() as f64);
+                assert!(
+                    d <= tie,
+                    "{precision:?} {ty}: per-position {what} error worse by {d:.3e} (tie bound {tie:.3e})"
+                );
+            }
+        }
+    }
+}
+
 /// Each position's mean and max |error|.
 fn per_position(a: &[Vec<f32>], truth: &[Vec<f32>]) -> (Vec<f64>, Vec<f64>) {
     a.iter()

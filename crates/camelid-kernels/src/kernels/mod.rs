@@ -10,6 +10,7 @@
 //! integer arithmetic; only the order of the f32 additions differs.
 
 pub mod scalar;
+mod scalar_iq;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -127,7 +128,7 @@ pub struct TypeKernels {
 pub struct Table {
     pub isa: Isa,
     /// Indexed by [`type_index`].
-    pub types: [TypeKernels; 13],
+    pub types: [TypeKernels; DType::ALL.len()],
     pub quant_q8: QuantQ8Fn,
 }
 
@@ -152,6 +153,17 @@ pub const fn type_index(dtype: DType) -> usize {
         DType::Q4_K => 10,
         DType::Q5_K => 11,
         DType::Q6_K => 12,
+        DType::IQ4_NL => 13,
+        DType::IQ4_XS => 14,
+        DType::TQ1_0 => 15,
+        DType::TQ2_0 => 16,
+        DType::IQ3_S => 17,
+        DType::IQ3_XXS => 18,
+        DType::IQ2_XXS => 19,
+        DType::IQ2_XS => 20,
+        DType::IQ2_S => 21,
+        DType::IQ1_S => 22,
+        DType::IQ1_M => 23,
     }
 }
 

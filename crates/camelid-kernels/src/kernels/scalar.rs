@@ -58,14 +58,14 @@ impl ActRow<'_> {
     };
 }
 
-type DotFn = fn(&[u8], &ActRow) -> f32;
+pub(super) type DotFn = fn(&[u8], &ActRow) -> f32;
 
 /// Runs `dot` over every (row, activation) pair of a tile.
 ///
 /// # Safety
 /// As for [`super::TileFn`].
 #[inline(always)]
-unsafe fn tile_with(t: &Tile, kind: ActKind, dot: DotFn) {
+pub(super) unsafe fn tile_with(t: &Tile, kind: ActKind, dot: DotFn) {
     debug_assert!(t.nt <= NT);
     for r in 0..t.nr {
         // SAFETY: row `r < nr` of `row_bytes` bytes lies inside the weights (caller's contract).
@@ -146,6 +146,17 @@ pub static TABLE: Table = Table {
         kp(tile_q4_k, panel_q4_k),
         kp(tile_q5_k, panel_q5_k),
         kp(tile_q6_k, panel_q6_k),
+        super::scalar_iq::IQ4_NL,
+        super::scalar_iq::IQ4_XS,
+        super::scalar_iq::TQ1_0,
+        super::scalar_iq::TQ2_0,
+        super::scalar_iq::IQ3_S,
+        super::scalar_iq::IQ3_XXS,
+        super::scalar_iq::IQ2_XXS,
+        super::scalar_iq::IQ2_XS,
+        super::scalar_iq::IQ2_S,
+        super::scalar_iq::IQ1_S,
+        super::scalar_iq::IQ1_M,
     ],
     quant_q8: quantize_q8_scalar,
 };

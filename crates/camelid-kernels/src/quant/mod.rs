@@ -2,10 +2,19 @@
 //!
 //! Block formats: ggml `ggml-common.h` (see [`crate::dtype`]). The 32-element formats round as
 //! ggml's reference quantizers do ([`legacy`]); the k-quants use our own least-squares search
-//! ([`kquants`]). Rows are read byte by byte (little-endian), so slices need no alignment.
+//! ([`kquants`]), the i-quants without an importance matrix and the ternary types are in
+//! [`iquants`]. Rows are read byte by byte (little-endian), so slices need no alignment.
 
+mod grids;
+#[rustfmt::skip]
+mod iq_tables;
+mod iquants;
 mod kquants;
 mod legacy;
+
+pub(crate) use grids::{Grid, IQ1M, IQ1S, IQ2S, IQ2XS, IQ2XXS, IQ3S, IQ3XXS};
+pub use iq_tables::IQ4NL_VALUES;
+pub(crate) use iquants::{iq4xs_scale, tq1_level, tq2_level};
 
 use crate::dtype::DType;
 use half::{bf16, f16};
@@ -23,10 +32,37 @@ pub(crate) fn put_f16(b: &mut [u8], i: usize, v: f32) {
 type BlockFn = fn(&[u8], &mut [f32]);
 type QuantFn = fn(&[f32], &mut [u8]);
 
+/// The grid i-quants have no quantizer (theirs needs an importance matrix).
+fn no_quantizer(_: &[f32], _: &mut [u8]) {
+    unreachable!("checked by quantize_row")
+}
+
+/// Whether [`quantize_row`] can write `dtype`: every type but the grid i-quants (IQ3_S, IQ3_XXS,
+/// IQ2_*, IQ1_*), whose quantizers need an importance matrix.
+pub fn can_quantize(dtype: DType) -> bool {
+    !matches!(
+        dtype,
+        DType::IQ3_S
+            | DType::IQ3_XXS
+            | DType::IQ2_XXS
+            | DType::IQ2_XS
+            | DType::IQ2_S
+            | DType::IQ1_S
+            | DType::IQ1_M
+    )
+}
+
 /// The per-block routines of a quantized type.
 fn block_fns(dtype: DType) -> Option<(BlockFn, QuantFn)> {
     Some(match dtype {
         DType::F32 | DType::F16 | DType::BF16 => return None,
+        DType::IQ3_S => (grids::dequant::<IQ3S>, no_quantizer),
+        DType::IQ3_XXS => (grids::dequant::<IQ3XXS>, no_quantizer),
+        DType::IQ2_XXS => (grids::dequant::<IQ2XXS>, no_quantizer),
+        DType::IQ2_XS => (grids::dequant::<IQ2XS>, no_quantizer),
+        DType::IQ2_S => (grids::dequant::<IQ2S>, no_quantizer),
+        DType::IQ1_S => (grids::dequant::<IQ1S>, no_quantizer),
+        DType::IQ1_M => (grids::dequant::<IQ1M>, no_quantizer),
         DType::Q8_0 => (legacy::dequant_q8_0, legacy::quant_q8_0),
         DType::Q4_0 => (legacy::dequant_q4_0, legacy::quant_q4_0),
         DType::Q4_1 => (legacy::dequant_q4_1, legacy::quant_q4_1),
@@ -37,6 +73,10 @@ fn block_fns(dtype: DType) -> Option<(BlockFn, QuantFn)> {
         DType::Q4_K => (kquants::dequant_q4_k, kquants::quant_q4_k),
         DType::Q5_K => (kquants::dequant_q5_k, kquants::quant_q5_k),
         DType::Q6_K => (kquants::dequant_q6_k, kquants::quant_q6_k),
+        DType::IQ4_NL => (iquants::dequant_iq4_nl, iquants::quant_iq4_nl),
+        DType::IQ4_XS => (iquants::dequant_iq4_xs, iquants::quant_iq4_xs),
+        DType::TQ1_0 => (iquants::dequant_tq1_0, iquants::quant_tq1_0),
+        DType::TQ2_0 => (iquants::dequant_tq2_0, iquants::quant_tq2_0),
     })
 }
 
@@ -76,7 +116,10 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) {
 }
 
 /// Quantizes one row of `src.len()` elements into `dst` (exactly `row_bytes` long).
+///
+/// Panics for a type [`can_quantize`] refuses; callers choose their target types.
 pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) {
+    assert!(can_quantize(dtype), "camelid cannot quantize to {dtype}");
     assert_eq!(
         Some(dst.len()),
         dtype.row_bytes(src.len()),

@@ -2,6 +2,7 @@
 //! (fixtures written by `tools/kernels_quant_reference.py`), and every SIMD path against its
 //! scalar twin; the cap on compute threads.
 
+mod iquants;
 mod ops_twins;
 mod quant_reference;
 mod simd_twins;

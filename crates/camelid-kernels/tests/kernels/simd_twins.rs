@@ -28,7 +28,17 @@ impl Rng {
 /// Offsets of the f16 fields of one block (scales, minimums).
 fn half_fields(dtype: DType) -> &'static [usize] {
     match dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => &[0],
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::IQ3_S
+        | DType::IQ3_XXS
+        | DType::IQ2_XXS
+        | DType::IQ2_XS
+        | DType::IQ2_S
+        | DType::IQ1_S => &[0],
+        // Its f16 scale is spread over four nibbles: see `weights`.
+        DType::IQ1_M => &[],
+        DType::TQ1_0 => &[52],
+        DType::TQ2_0 => &[64],
         DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
         DType::Q2_K => &[80, 82],
         DType::Q3_K => &[108],
@@ -69,6 +79,14 @@ fn weights(dtype: DType, rows: usize, cols: usize, style: usize, rng: &mut Rng) 
                 if style == 3 {
                     // All bits set: the largest levels everywhere.
                     blk.fill(0xff);
+                }
+                if dtype == DType::IQ1_M {
+                    // d's four nibbles are the top nibbles of the u16 words at 48..56.
+                    let d = f16::from_f32(rng.unit() - 0.5).to_bits();
+                    for k in 0..4 {
+                        let at = 49 + 2 * k;
+                        blk[at] = (blk[at] & 0x0f) | (((d >> (4 * k)) & 0xf) as u8) << 4;
+                    }
                 }
                 for &off in half_fields(dtype) {
                     let v = match (style, rng.below(4)) {

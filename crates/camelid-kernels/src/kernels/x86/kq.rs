@@ -196,7 +196,7 @@ unsafe fn q6k_levels<V: RowBytes>(at: V::At, h: usize) -> [V; 4] {
 }
 
 #[inline(always)]
-unsafe fn loadu(p: *const u8) -> __m256i {
+pub(super) unsafe fn loadu(p: *const u8) -> __m256i {
     // SAFETY: caller guarantees 32 readable bytes.
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
@@ -206,7 +206,7 @@ unsafe fn loadu(p: *const u8) -> __m256i {
 /// # Safety
 /// AVX2.
 #[inline(always)]
-unsafe fn crumbs(q: __m256i) -> [__m256i; 4] {
+pub(super) unsafe fn crumbs(q: __m256i) -> [__m256i; 4] {
     // SAFETY: AVX2 (caller).
     unsafe {
         let m = _mm256_set1_epi8(3);

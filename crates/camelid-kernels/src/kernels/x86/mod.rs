@@ -16,6 +16,7 @@
 mod act;
 mod float;
 mod fpanel;
+mod iq;
 mod kq;
 pub mod ops;
 mod panel;
@@ -221,6 +222,17 @@ pub static AVX2: Table = Table {
         kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k)),
         kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k)),
         kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k)),
+        kq(iq::avx2::tile_iq4_nl, None),
+        kq(iq::avx2::tile_iq4_xs, None),
+        kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
+        kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
+        kq(iq::avx2::tile_iq3_s, None),
+        kq(iq::avx2::tile_iq3_xxs, None),
+        kq(iq::avx2::tile_iq2_xxs, None),
+        kq(iq::avx2::tile_iq2_xs, None),
+        kq(iq::avx2::tile_iq2_s, None),
+        kq(iq::avx2::tile_iq1_s, None),
+        kq(iq::avx2::tile_iq1_m, None),
     ],
     quant_q8: act::avx2::quant_q8,
 };
@@ -241,6 +253,17 @@ pub static AVX512: Table = Table {
         kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
         kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
         kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
+        kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl)),
+        kq16(iq::avx512::tile_iq4_xs, Some(iq::avx512::panel_iq4_xs)),
+        kq16(iq::avx512::tile_tq1_0, Some(iq::avx512::panel_tq1_0)),
+        kq16(iq::avx512::tile_tq2_0, Some(iq::avx512::panel_tq2_0)),
+        kq16(iq::avx512::tile_iq3_s, Some(iq::avx512::panel_iq3_s)),
+        kq16(iq::avx512::tile_iq3_xxs, Some(iq::avx512::panel_iq3_xxs)),
+        kq16(iq::avx512::tile_iq2_xxs, Some(iq::avx512::panel_iq2_xxs)),
+        kq16(iq::avx512::tile_iq2_xs, Some(iq::avx512::panel_iq2_xs)),
+        kq16(iq::avx512::tile_iq2_s, Some(iq::avx512::panel_iq2_s)),
+        kq16(iq::avx512::tile_iq1_s, Some(iq::avx512::panel_iq1_s)),
+        kq16(iq::avx512::tile_iq1_m, Some(iq::avx512::panel_iq1_m)),
     ],
     quant_q8: act::avx512::quant_q8,
 };

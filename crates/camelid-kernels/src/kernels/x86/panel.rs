@@ -370,7 +370,7 @@ impl<K: K16> Packed for PK16<K> {
 /// # Safety
 /// Two readable bytes at `p[r] + off`; AVX2 + F16C.
 #[inline(always)]
-unsafe fn halves8(p: &[*const u8; ROWS], off: usize) -> __m256 {
+pub(super) unsafe fn halves8(p: &[*const u8; ROWS], off: usize) -> __m256 {
     // SAFETY: caller's contract.
     unsafe {
         let h = |r: usize| (p[r].add(off) as *const i16).read_unaligned();
@@ -392,7 +392,7 @@ unsafe fn halves8(p: &[*const u8; ROWS], off: usize) -> __m256 {
 /// # Safety
 /// Four readable bytes at `p[r] + off`; AVX.
 #[inline(always)]
-unsafe fn words8(p: &[*const u8; ROWS], off: usize) -> __m256i {
+pub(super) unsafe fn words8(p: &[*const u8; ROWS], off: usize) -> __m256i {
     // SAFETY: caller's contract.
     unsafe {
         let w = |r: usize| (p[r].add(off) as *const i32).read_unaligned();
@@ -569,7 +569,7 @@ unsafe fn pack<S: Simd, P: Packed, const G: usize>(
 
 /// `N` consecutive rows of 8-bit activations from row `t0` ([`crate::act`]): their bytes, the
 /// scale `dx` of each block of 32, and the sums `dx · Σqx` each scale entry pairs with.
-struct ActRows<const N: usize> {
+pub(super) struct ActRows<const N: usize> {
     x: [*const u8; N],
     d: [*const f32; N],
     ds: [*const f32; N],
@@ -687,7 +687,7 @@ unsafe fn gemm<S: Simd, P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBu
 /// # Safety
 /// As for [`crate::kernels::PanelFn`]; the CPU supports `S`.
 #[inline(always)]
-unsafe fn panel_body<S: Simd, P: Packed>(job: &PanelJob, buf: &mut PanelBuf) {
+pub(super) unsafe fn panel_body<S: Simd, P: Packed>(job: &PanelJob, buf: &mut PanelBuf) {
     // SAFETY: forwarded contract.
     unsafe {
         pack::<S, P, 1>(job.w, job.row_bytes, job.nr, job.cols, buf);
@@ -758,7 +758,7 @@ unsafe fn gemm16<P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: 
 /// # Safety
 /// As for [`crate::kernels::PanelFn`]; AVX-512 F/BW/VL + VNNI.
 #[inline(always)]
-unsafe fn panel16_body<P: Packed>(job: &PanelJob, buf: &mut PanelBuf) {
+pub(super) unsafe fn panel16_body<P: Packed>(job: &PanelJob, buf: &mut PanelBuf) {
     // SAFETY: forwarded contract.
     unsafe {
         pack::<super::Avx512, P, 2>(job.w, job.row_bytes, job.nr, job.cols, buf);
@@ -816,7 +816,7 @@ unsafe fn prefetch_ahead<P: Packed>(t: &Tile, r0: usize, u: usize, units: usize)
 /// activations: for block `k` of the group and activation row `i`, `[i][k] = (lo, hi)` with the
 /// integer sums of elements `0..16` (`lo`) and `16..32` (`hi`) of rows `0..8` in lanes `0..8`.
 /// The sums are exact, so the two widths give the same values.
-trait Fold {
+pub(super) trait Fold {
     /// # Safety
     /// `p[r]` point to whole units; block `b0 + k` exists in the activation rows; the CPU
     /// supports `S` (and AVX-512 VNNI for [`Fold512`]).
@@ -830,7 +830,7 @@ trait Fold {
 
 /// 256-bit vectors: one row's block per dot product, the eight rows' lane sums folded by six
 /// horizontal adds and two lane swaps.
-struct Fold256;
+pub(super) struct Fold256;
 
 impl Fold for Fold256 {
     #[inline(always)]
@@ -874,7 +874,7 @@ impl Fold for Fold256 {
 
 /// 512-bit vectors (AVX-512 VNNI): rows `2q` and `2q + 1` share one vector, so one `vpdpbusd`
 /// takes two rows' block, and the fold is six two-source permutes (`vpermt2d`) and three adds.
-struct Fold512;
+pub(super) struct Fold512;
 
 impl Fold for Fold512 {
     #[inline(always)]
@@ -936,7 +936,7 @@ impl Fold for Fold512 {
 /// As for [`crate::kernels::TileFn`] with Q8 activations; the CPU supports `S` (and `F`'s
 /// features).
 #[inline(always)]
-unsafe fn tile_body<S: Simd, P: Packed, F: Fold, const N: usize>(t: &Tile) {
+pub(super) unsafe fn tile_body<S: Simd, P: Packed, F: Fold, const N: usize>(t: &Tile) {
     let nb = t.cols / 32;
     let units = nb / P::BLOCKS;
     // SAFETY: the tile contract bounds every pointer: `nr` rows of `units` units, `N` activation

@@ -43,7 +43,7 @@ pub trait Block32 {
 /// # Safety
 /// 16 readable bytes at `p`; AVX2.
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: caller's contract.
     unsafe {
         let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
@@ -53,7 +53,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 }
 
 #[inline(always)]
-unsafe fn read_u32(p: *const u8) -> u32 {
+pub(super) unsafe fn read_u32(p: *const u8) -> u32 {
     // SAFETY: caller guarantees 4 readable bytes.
     unsafe { (p as *const u32).read_unaligned() }
 }
