@@ -6,7 +6,19 @@
 //!
 //! - [`params`]: the named f32 tensors of a model (Hugging Face names and shapes), the Llama
 //!   initialisation, and a gradient buffer of the same layout.
+//! - [`grad`]: the training forward and backward passes: [`Workspace::loss_and_grad`] of a
+//!   [`Batch`], exact to transformers' `LlamaForCausalLM` in f32.
 
+mod attn;
+pub mod error;
+pub mod grad;
+#[cfg(test)]
+mod grad_tests;
+mod linear;
+pub mod ops;
+mod par;
 pub mod params;
 
+pub use error::TrainError;
+pub use grad::{Batch, IGNORE, Workspace};
 pub use params::{ParamKind, Params, Tensor};
