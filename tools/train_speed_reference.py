@@ -4,7 +4,8 @@
 
 Same shape (dim 288, 6 layers, 6 heads, ffn 768, vocab 32000, tied, ctx 256), same work per
 step: forward, mean cross-entropy, backward into zeroed gradients, no optimizer; f32 on the
-CPU with torch.set_num_threads(THREADS). Prints the median step time and tokens/s.
+CPU with torch.set_num_threads(THREADS). Prints the median step time and tokens/s, and the CPU time per step (less disturbed than the
+wall clock on a machine shared with other jobs).
 
     ~/.cache/camelid-peer/venv/bin/python tools/train_speed_reference.py [threads] [seqs] [steps] [attn]
 
@@ -48,16 +49,18 @@ def main() -> None:
 
     loss = step()
     times = []
+    cpu0 = time.process_time()
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    cpu = (time.process_time() - cpu0) / steps
     times.sort()
     median = times[len(times) // 2]
     n = seqs * seq_len
     print(f"pytorch {torch.__version__} {attn}, {threads} threads, {seqs}x{seq_len} tokens: "
           f"loss {loss:.4f}, median step {median * 1e3:.1f} ms (min {times[0] * 1e3:.1f}), "
-          f"{n / median:.0f} tokens/s")
+          f"{n / median:.0f} tokens/s; {cpu:.2f} CPU s/step, {n / cpu:.0f} tokens per CPU second")
 
 
 if __name__ == "__main__":

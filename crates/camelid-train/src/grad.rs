@@ -21,7 +21,7 @@ use crate::attn::{self, Shape};
 use crate::error::TrainError;
 use crate::linear::{self, Scratch};
 use crate::ops;
-use crate::par::{SharedMut, for_ranges, transpose};
+use crate::par::{SharedMut, for_ranges};
 use crate::params::Params;
 
 /// Target id that is not counted in the loss.
@@ -97,8 +97,6 @@ struct Back {
     dact: Vec<f32>,
     dgate: Vec<f32>,
     dup: Vec<f32>,
-    /// A transposed input of a linear layer.  [max(d, q, ff), N]
-    xt: Vec<f32>,
     /// A norm gain's gradient.  [d]
     dg: Vec<f32>,
     lin: Scratch,
@@ -175,7 +173,6 @@ impl Workspace {
                 sin[pos * half + i] = angle.sin() as f32;
             }
         }
-        let widest = c.d_model.max(c.q_dim()).max(c.d_ff);
         let z = |len: usize| vec![0.0f32; len];
         Workspace {
             config: c.clone(),
@@ -203,7 +200,6 @@ impl Workspace {
                 dact: z(n * c.d_ff),
                 dgate: z(n * c.d_ff),
                 dup: z(n * c.d_ff),
-                xt: z(widest * n),
                 dg: z(c.d_model),
                 lin: Scratch::default(),
             },
@@ -363,7 +359,7 @@ impl Workspace {
                 l,
                 &before[l],
                 acts,
-                &mut self.back.tmp,
+                &mut self.back,
                 &mut after[0],
             );
         }
@@ -380,6 +376,7 @@ impl Workspace {
         linear::forward(
             cx.k,
             cx.threads,
+            &mut self.back.lin,
             &t[params.output()].data,
             v,
             d,
@@ -438,33 +435,14 @@ impl Workspace {
         // Output projection: dxn = dlogits · W_out; dW_out += dlogitsᵀ · xn.
         let dlogits = &self.logits[..n * v];
         let w_out = &t[params.output()].data;
-        linear::backward_input(
-            cx.k,
-            cx.threads,
-            &mut b.lin,
-            w_out,
-            v,
-            d,
-            dlogits,
-            &mut b.dxn[..n * d],
-        );
-        transpose(
-            cx.k,
-            cx.threads,
-            &self.xn_f[..n * d],
-            n,
-            d,
-            d,
-            &mut b.xt[..d * n],
-        );
+        linear::backward_input(cx.k, cx.threads, w_out, v, d, dlogits, &mut b.dxn[..n * d]);
         let g_out = &mut grads.tensors[params.output()].data;
         linear::backward_weight(
             cx.k,
             cx.threads,
             &mut b.lin,
             dlogits,
-            &b.xt[..d * n],
-            n,
+            &self.xn_f[..n * d],
             v,
             d,
             g_out,
@@ -492,7 +470,7 @@ impl Workspace {
                     l,
                     &before[l],
                     &mut self.acts[0],
-                    &mut b.tmp,
+                    b,
                     &mut after[0],
                 );
                 0
@@ -622,14 +600,14 @@ fn rope_rows(cx: Ctx, x: &mut [f32], width: usize, backward: bool) {
 }
 
 /// One layer's forward pass from `x = resid[l]` to `out = resid[l + 1]`, saving its
-/// activations in `a`. `tmp`: [N, d] scratch.
+/// activations in `a`, with `b.tmp` and `b.lin` as scratch.
 fn layer_forward(
     cx: Ctx,
     params: &Params,
     l: usize,
     x: &[f32],
     a: &mut LayerActs,
-    tmp: &mut [f32],
+    b: &mut Back,
     out: &mut [f32],
 ) {
     let c = cx.c;
@@ -637,7 +615,8 @@ fn layer_forward(
     let (k, th) = (cx.k, cx.threads);
     let li = params.layer(l);
     let w = |i: usize| &params.tensors[i].data[..];
-    let (x, tmp, out) = (&x[..n * d], &mut tmp[..n * d], &mut out[..n * d]);
+    let (x, tmp, out) = (&x[..n * d], &mut b.tmp[..n * d], &mut out[..n * d]);
+    let lin = &mut b.lin;
 
     // Attention block: xn = rms(x); q, k, v projections; RoPE on q and k.
     norm_rows(
@@ -648,9 +627,9 @@ fn layer_forward(
         &mut a.rstd1[..n],
     );
     let xn1 = &a.xn1[..n * d];
-    linear::forward(k, th, w(li.wq), q, d, xn1, &mut a.q[..n * q]);
-    linear::forward(k, th, w(li.wk), kv, d, xn1, &mut a.k[..n * kv]);
-    linear::forward(k, th, w(li.wv), kv, d, xn1, &mut a.v[..n * kv]);
+    linear::forward(k, th, lin, w(li.wq), q, d, xn1, &mut a.q[..n * q]);
+    linear::forward(k, th, lin, w(li.wk), kv, d, xn1, &mut a.k[..n * kv]);
+    linear::forward(k, th, lin, w(li.wv), kv, d, xn1, &mut a.v[..n * kv]);
     rope_rows(cx, &mut a.q[..n * q], q, false);
     rope_rows(cx, &mut a.k[..n * kv], kv, false);
 
@@ -669,7 +648,7 @@ fn layer_forward(
     });
 
     // Output projection and residual: h = x + Wo · att.
-    linear::forward(k, th, w(li.wo), d, q, &a.att[..n * q], tmp);
+    linear::forward(k, th, lin, w(li.wo), d, q, &a.att[..n * q], tmp);
     for ((h, &xi), &p) in a.h[..n * d].iter_mut().zip(x).zip(tmp.iter()) {
         *h = xi + p;
     }
@@ -683,8 +662,8 @@ fn layer_forward(
         &mut a.rstd2[..n],
     );
     let xn2 = &a.xn2[..n * d];
-    linear::forward(k, th, w(li.w_gate), ff, d, xn2, &mut a.gate[..n * ff]);
-    linear::forward(k, th, w(li.w_up), ff, d, xn2, &mut a.up[..n * ff]);
+    linear::forward(k, th, lin, w(li.w_gate), ff, d, xn2, &mut a.gate[..n * ff]);
+    linear::forward(k, th, lin, w(li.w_up), ff, d, xn2, &mut a.up[..n * ff]);
     {
         let (gate, up) = (&a.gate[..n * ff], &a.up[..n * ff]);
         let act = SharedMut::new(&mut a.act[..n * ff]);
@@ -695,7 +674,7 @@ fn layer_forward(
             ops::swiglu(out, &gate[span.clone()], &up[span]);
         });
     }
-    linear::forward(k, th, w(li.w_down), d, ff, &a.act[..n * ff], tmp);
+    linear::forward(k, th, lin, w(li.w_down), d, ff, &a.act[..n * ff], tmp);
     for ((o, &h), &p) in out.iter_mut().zip(&a.h[..n * d]).zip(tmp.iter()) {
         *o = h + p;
     }
@@ -721,24 +700,13 @@ fn layer_backward(
 
     // Feed-forward block, from out = h + W_down · act.
     let dout = &b.dx[..n * d];
-    linear::backward_input(
-        k,
-        th,
-        &mut b.lin,
-        w(li.w_down),
-        d,
-        ff,
-        dout,
-        &mut b.dact[..n * ff],
-    );
-    transpose(k, th, &a.act[..n * ff], n, ff, ff, &mut b.xt[..ff * n]);
+    linear::backward_input(k, th, w(li.w_down), d, ff, dout, &mut b.dact[..n * ff]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dout,
-        &b.xt[..ff * n],
-        n,
+        &a.act[..n * ff],
         d,
         ff,
         &mut grads.tensors[li.w_down].data,
@@ -768,35 +736,15 @@ fn layer_backward(
         });
     }
     let (dgate, dup) = (&b.dgate[..n * ff], &b.dup[..n * ff]);
-    linear::backward_input(
-        k,
-        th,
-        &mut b.lin,
-        w(li.w_gate),
-        ff,
-        d,
-        dgate,
-        &mut b.dxn[..n * d],
-    );
-    linear::backward_input(
-        k,
-        th,
-        &mut b.lin,
-        w(li.w_up),
-        ff,
-        d,
-        dup,
-        &mut b.tmp[..n * d],
-    );
+    linear::backward_input(k, th, w(li.w_gate), ff, d, dgate, &mut b.dxn[..n * d]);
+    linear::backward_input(k, th, w(li.w_up), ff, d, dup, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    transpose(k, th, &a.xn2[..n * d], n, d, d, &mut b.xt[..d * n]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dgate,
-        &b.xt[..d * n],
-        n,
+        &a.xn2[..n * d],
         ff,
         d,
         &mut grads.tensors[li.w_gate].data,
@@ -806,8 +754,7 @@ fn layer_backward(
         th,
         &mut b.lin,
         dup,
-        &b.xt[..d * n],
-        n,
+        &a.xn2[..n * d],
         ff,
         d,
         &mut grads.tensors[li.w_up].data,
@@ -823,15 +770,13 @@ fn layer_backward(
 
     // Attention block, from h = x + Wo · att; b.dx is now ∂loss/∂h.
     let dh = &b.dx[..n * d];
-    linear::backward_input(k, th, &mut b.lin, w(li.wo), d, q, dh, &mut b.datt[..n * q]);
-    transpose(k, th, &a.att[..n * q], n, q, q, &mut b.xt[..q * n]);
+    linear::backward_input(k, th, w(li.wo), d, q, dh, &mut b.datt[..n * q]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dh,
-        &b.xt[..q * n],
-        n,
+        &a.att[..n * q],
         d,
         q,
         &mut grads.tensors[li.wo].data,
@@ -868,19 +813,17 @@ fn layer_backward(
     rope_rows(cx, &mut b.dq[..n * q], q, true);
     rope_rows(cx, &mut b.dk[..n * kv], kv, true);
     let (dq, dk, dv) = (&b.dq[..n * q], &b.dk[..n * kv], &b.dv[..n * kv]);
-    linear::backward_input(k, th, &mut b.lin, w(li.wq), q, d, dq, &mut b.dxn[..n * d]);
-    linear::backward_input(k, th, &mut b.lin, w(li.wk), kv, d, dk, &mut b.tmp[..n * d]);
+    linear::backward_input(k, th, w(li.wq), q, d, dq, &mut b.dxn[..n * d]);
+    linear::backward_input(k, th, w(li.wk), kv, d, dk, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    linear::backward_input(k, th, &mut b.lin, w(li.wv), kv, d, dv, &mut b.tmp[..n * d]);
+    linear::backward_input(k, th, w(li.wv), kv, d, dv, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    transpose(k, th, &a.xn1[..n * d], n, d, d, &mut b.xt[..d * n]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dq,
-        &b.xt[..d * n],
-        n,
+        &a.xn1[..n * d],
         q,
         d,
         &mut grads.tensors[li.wq].data,
@@ -890,8 +833,7 @@ fn layer_backward(
         th,
         &mut b.lin,
         dk,
-        &b.xt[..d * n],
-        n,
+        &a.xn1[..n * d],
         kv,
         d,
         &mut grads.tensors[li.wk].data,
@@ -901,8 +843,7 @@ fn layer_backward(
         th,
         &mut b.lin,
         dv,
-        &b.xt[..d * n],
-        n,
+        &a.xn1[..n * d],
         kv,
         d,
         &mut grads.tensors[li.wv].data,
