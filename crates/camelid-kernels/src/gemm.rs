@@ -176,24 +176,30 @@ impl Kernels {
     }
 }
 
-/// Rows `rows` of `c` (a range starting on a multiple of [`MR`]).
+/// Rows `rows` of `c` (a range starting on a multiple of [`MR`]). For each block of [`KC`]
+/// steps of `k`, this participant's rows of `a` are packed once, then every block of [`NC`]
+/// columns of `b` is packed and multiplied with them.
 fn gemm_rows(g: &GemmF32, rows: Range<usize>, c: OutPtr, ldc: usize, micro: MicroFn) {
     PACK.with(|p| {
         let (bpack, apack) = &mut *p.borrow_mut();
+        let panels = rows.len().div_ceil(MR);
         bpack.resize(KC * NC.next_multiple_of(NR), 0.0);
-        apack.resize(KC * MR, 0.0);
-        for jc in (0..g.n).step_by(NC) {
-            let nc = NC.min(g.n - jc);
-            for pc in (0..g.k).step_by(KC) {
-                let kc = KC.min(g.k - pc);
+        apack.resize(KC * MR * panels, 0.0);
+        for pc in (0..g.k).step_by(KC) {
+            let kc = KC.min(g.k - pc);
+            for (q, ic) in rows.clone().step_by(MR).enumerate() {
+                let mr = MR.min(rows.end - ic);
+                pack_a(g, ic, mr, pc, kc, &mut apack[q * kc * MR..]);
+            }
+            for jc in (0..g.n).step_by(NC) {
+                let nc = NC.min(g.n - jc);
                 pack_b(g, pc, kc, jc, nc, bpack);
-                for ic in rows.clone().step_by(MR) {
+                for (q, ic) in rows.clone().step_by(MR).enumerate() {
                     let mr = MR.min(rows.end - ic);
-                    pack_a(g, ic, mr, pc, kc, apack);
                     for jr in (0..nc).step_by(NR) {
                         let u = Micro {
                             kc,
-                            ap: apack.as_ptr(),
+                            ap: apack[q * kc * MR..].as_ptr(),
                             bp: bpack[jr * kc..].as_ptr(),
                             // SAFETY: `ic < m` and `jc + jr < n`: inside `c` (checked by
                             // `gemm_f32`), in rows this participant owns.
@@ -220,8 +226,14 @@ fn pack_b(g: &GemmF32, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut [f3
         let w = NR.min(nc - jr);
         let panel = &mut out[jr * kc..][..kc * NR];
         for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-            dst[..w].copy_from_slice(&g.b[(pc + p) * g.ldb + jc + jr..][..w]);
-            dst[w..].fill(0.0);
+            let src = &g.b[(pc + p) * g.ldb + jc + jr..];
+            if w == NR {
+                // A copy of a constant length: moves, not a call to memmove.
+                dst.copy_from_slice(&src[..NR]);
+            } else {
+                dst[..w].copy_from_slice(&src[..w]);
+                dst[w..].fill(0.0);
+            }
         }
     }
 }
@@ -231,17 +243,34 @@ fn pack_a(g: &GemmF32, ic: usize, mr: usize, pc: usize, kc: usize, out: &mut [f3
     let out = &mut out[..kc * MR];
     if g.a_trans {
         for (p, dst) in out.chunks_exact_mut(MR).enumerate() {
-            dst[..mr].copy_from_slice(&g.a[(pc + p) * g.lda + ic..][..mr]);
-            dst[mr..].fill(0.0);
+            let src = &g.a[(pc + p) * g.lda + ic..];
+            if mr == MR {
+                dst.copy_from_slice(&src[..MR]);
+            } else {
+                dst[..mr].copy_from_slice(&src[..mr]);
+                dst[mr..].fill(0.0);
+            }
         }
     } else {
-        if mr < MR {
-            out.fill(0.0);
-        }
-        for i in 0..mr {
-            let row = &g.a[(ic + i) * g.lda + pc..][..kc];
-            for (p, &v) in row.iter().enumerate() {
-                out[p * MR + i] = v;
+        // Twelve rows walk forward together (each step writes one packed row of twelve).
+        let src: [&[f32]; MR] = std::array::from_fn(|i| {
+            if i < mr {
+                &g.a[(ic + i) * g.lda + pc..][..kc]
+            } else {
+                &g.a[..0]
+            }
+        });
+        if mr == MR {
+            for (p, dst) in out.chunks_exact_mut(MR).enumerate() {
+                for (d, s) in dst.iter_mut().zip(&src) {
+                    *d = s[p];
+                }
+            }
+        } else {
+            for (p, dst) in out.chunks_exact_mut(MR).enumerate() {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = if i < mr { src[i][p] } else { 0.0 };
+                }
             }
         }
     }

@@ -641,9 +641,11 @@ fn layer_forward(
     );
     let (qs, ks, vs) = (&a.q[..n * q], &a.k[..n * kv], &a.v[..n * kv]);
     let kvh = c.n_kv_heads;
+    let scratch_len = attn::scratch_len(sh);
     for_ranges(k, th, cx.s * kvh, &|units| {
+        let mut scratch = vec![0.0f32; scratch_len];
         for u in units {
-            attn::forward(sh, u / kvh, u % kvh, qs, ks, vs, att, probs);
+            attn::forward(sh, u / kvh, u % kvh, qs, ks, vs, att, probs, &mut scratch);
         }
     });
 
@@ -789,7 +791,7 @@ fn layer_backward(
         let dk = SharedMut::new(&mut b.dk[..n * kv]);
         let dv = SharedMut::new(&mut b.dv[..n * kv]);
         let kvh = c.n_kv_heads;
-        let scratch_len = cx.t * (2 * c.head_dim + 1);
+        let scratch_len = attn::scratch_len(sh);
         for_ranges(k, th, cx.s * kvh, &|units| {
             let mut scratch = vec![0.0f32; scratch_len];
             for u in units {
