@@ -8,12 +8,14 @@
 //! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik)`,
 //! `dQ = dS·K / sqrt(hd)`, `dK = dSᵀ·Q / sqrt(hd)`.
 //!
-//! A unit first transposes its keys (and values, backward) to `[head_dim, T]`, so that a query
-//! row's scores are `head_dim` contiguous multiply-adds over the keys instead of one short dot
-//! product (and its horizontal sum) per key. The bodies are plain Rust, built twice: for the
-//! baseline and, chosen at run time, with AVX2 + FMA enabled for the compiler's vectors. Both
-//! builds do the same operations in the same order (Rust does not fuse or reorder float
-//! operations), so they give the same bits.
+//! Each product is one [`Kernels::gemm_f32`] on the unit's thread (the whole `T × T` square;
+//! the causal mask is applied to the scores, and the zeros above the diagonal of `P` and `dS`
+//! make the products causal), with the keys or values transposed to `[head_dim, T]` where
+//! they are the right operand of `·ᵀ`.
+
+use std::cell::RefCell;
+
+use camelid_kernels::{GemmF32, Kernels};
 
 use crate::par::SharedMut;
 
@@ -38,18 +40,25 @@ impl Shape {
     }
 }
 
-/// Scratch floats a participant needs for [`forward`] and [`backward`].
-pub(crate) fn scratch_len(sh: Shape) -> usize {
-    sh.seq_len * (4 * sh.head_dim + 1)
+thread_local! {
+    /// A participant's scratch, kept between calls (the pool's threads live on).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether the AVX2 build may run.
-fn avx2() -> bool {
-    camelid_kernels::Isa::active() >= camelid_kernels::Isa::Avx2
+/// Runs `f` with this thread's scratch for [`forward`] and [`backward`].
+pub(crate) fn with_scratch(sh: Shape, f: impl FnOnce(&mut [f32])) {
+    let (t, hd) = (sh.seq_len, sh.head_dim);
+    let len = t * t + 6 * t * hd;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
 }
 
 /// `dst[c · t + j] = rows[j · stride + c]` for `j < t`, `c < hd`: one head's rows transposed.
-#[inline(always)]
 fn transpose_head(dst: &mut [f32], rows: &[f32], stride: usize, t: usize, hd: usize) {
     for j in 0..t {
         let r = &rows[j * stride..][..hd];
@@ -59,11 +68,55 @@ fn transpose_head(dst: &mut [f32], rows: &[f32], stride: usize, t: usize, hd: us
     }
 }
 
+/// `c[m, n] = op(a) · b` on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    kern: &Kernels,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    a_trans: bool,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+) {
+    let g = GemmF32 {
+        m,
+        n,
+        k,
+        a,
+        lda,
+        a_trans,
+        b,
+        ldb,
+    };
+    kern.gemm_f32(&g, c, n, 1);
+}
+
+/// `dst` row `i` into columns `col..col + w` of row `row0 + i` of `out` (rows `ld` apart).
+///
+/// # Safety
+/// Those elements of `out` belong to the caller's unit.
+unsafe fn scatter_rows(
+    out: SharedMut,
+    dst_row0: usize,
+    ld: usize,
+    col: usize,
+    src: &[f32],
+    w: usize,
+) {
+    for (i, r) in src.chunks_exact(w).enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { out.slice((dst_row0 + i) * ld + col, w) }.copy_from_slice(r);
+    }
+}
+
 /// Forward pass of unit `(s, g)`. `q: [N, q]`, `k, v: [N, kv]` (after RoPE); writes the unit's
-/// heads of `att: [N, q]` and its rows of `probs: [n_seqs, n_heads, T, T]` (zero above the
-/// diagonal). `scratch`: [`scratch_len`] floats.
+/// heads of `att: [N, q]` and its blocks of `probs: [n_seqs, n_heads, T, T]` (zero above the
+/// diagonal). `scratch` from [`with_scratch`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
+    kern: &Kernels,
     sh: Shape,
     s: usize,
     g: usize,
@@ -74,200 +127,110 @@ pub(crate) fn forward(
     probs: SharedMut,
     scratch: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-        return unsafe { forward_avx2(sh, s, g, q, k, v, att, probs, scratch) };
-    }
-    forward_body(sh, s, g, q, k, v, att, probs, scratch)
-}
-
-/// # Safety
-/// The CPU supports AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_avx2(
-    sh: Shape,
-    s: usize,
-    g: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    att: SharedMut,
-    probs: SharedMut,
-    scratch: &mut [f32],
-) {
-    forward_body(sh, s, g, q, k, v, att, probs, scratch)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn forward_body(
-    sh: Shape,
-    s: usize,
-    g: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    att: SharedMut,
-    probs: SharedMut,
-    scratch: &mut [f32],
-) {
-    let (t_len, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
+    let (t, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
     let scale = 1.0 / (hd as f32).sqrt();
-    let heads = g * sh.group()..(g + 1) * sh.group();
-    let rows = s * t_len;
-    let kt = &mut scratch[..hd * t_len];
-    transpose_head(kt, &k[rows * kvd + g * hd..], kvd, t_len, hd);
-    let first = (s * sh.n_heads + heads.start) * t_len * t_len;
-    // SAFETY: the probability rows of this sequence's heads of kv head g belong to this unit.
-    let p_all = unsafe { probs.slice(first, heads.len() * t_len * t_len) };
-    for (hi, h) in heads.enumerate() {
-        for i in 0..t_len {
-            let row = rows + i;
-            let qi = &q[row * qd + h * hd..][..hd];
-            let p = &mut p_all[(hi * t_len + i) * t_len..][..t_len];
-            let (sc, rest) = p.split_at_mut(i + 1);
-            rest.fill(0.0);
-            // Scores over the keys j ≤ i, one dimension c at a time.
-            sc.fill(0.0);
-            for (c, &qc) in qi.iter().enumerate() {
-                for (a, &kv) in sc.iter_mut().zip(&kt[c * t_len..][..=i]) {
-                    *a += qc * kv;
-                }
-            }
+    let rows = s * t;
+    let (kt, rest) = scratch.split_at_mut(hd * t);
+    let o = &mut rest[..t * hd];
+    transpose_head(kt, &k[rows * kvd + g * hd..], kvd, t, hd);
+    for h in g * sh.group()..(g + 1) * sh.group() {
+        // SAFETY: the probability block of (s, h) belongs to this unit.
+        let p = unsafe { probs.slice((s * sh.n_heads + h) * t * t, t * t) };
+        // S = Q_h · K_gᵀ, then masked, scaled and normalized by rows.
+        gemm(
+            kern,
+            (t, t, hd),
+            &q[rows * qd + h * hd..],
+            qd,
+            false,
+            kt,
+            t,
+            p,
+        );
+        for (i, row) in p.chunks_exact_mut(t).enumerate() {
+            let (sc, masked) = row.split_at_mut(i + 1);
+            masked.fill(0.0);
             for a in sc.iter_mut() {
                 *a *= scale;
             }
             camelid_kernels::ops::softmax(sc);
-            // SAFETY: head h of row `row` belongs to this unit.
-            let o = unsafe { att.slice(row * qd + h * hd, hd) };
-            o.fill(0.0);
-            for (j, &pj) in sc.iter().enumerate() {
-                let vj = &v[(rows + j) * kvd + g * hd..][..hd];
-                for (a, &b) in o.iter_mut().zip(vj) {
-                    *a += pj * b;
-                }
-            }
         }
+        // O = P · V_g.
+        gemm(
+            kern,
+            (t, hd, t),
+            p,
+            t,
+            false,
+            &v[rows * kvd + g * hd..],
+            kvd,
+            o,
+        );
+        // SAFETY: head h of the rows of sequence s belongs to this unit.
+        unsafe { scatter_rows(att, rows, qd, h * hd, o, hd) };
     }
 }
 
 /// Backward pass of unit `(s, g)`: from `datt: [N, q]` writes the unit's heads of `dq: [N, q]`
-/// and its kv head of `dk, dv: [N, kv]`. `scratch`: [`scratch_len`] floats.
+/// and its kv head of `dk, dv: [N, kv]`. `scratch` from [`with_scratch`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
+    kern: &Kernels,
     sh: Shape,
     s: usize,
     g: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
     probs: &[f32],
     datt: &[f32],
-    dq: SharedMut,
-    dk: SharedMut,
-    dv: SharedMut,
+    (dq, dk, dv): (SharedMut, SharedMut, SharedMut),
     scratch: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-        return unsafe { backward_avx2(sh, s, g, q, k, v, probs, datt, dq, dk, dv, scratch) };
-    }
-    backward_body(sh, s, g, q, k, v, probs, datt, dq, dk, dv, scratch)
-}
-
-/// # Safety
-/// The CPU supports AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn backward_avx2(
-    sh: Shape,
-    s: usize,
-    g: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    probs: &[f32],
-    datt: &[f32],
-    dq: SharedMut,
-    dk: SharedMut,
-    dv: SharedMut,
-    scratch: &mut [f32],
-) {
-    backward_body(sh, s, g, q, k, v, probs, datt, dq, dk, dv, scratch)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn backward_body(
-    sh: Shape,
-    s: usize,
-    g: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    probs: &[f32],
-    datt: &[f32],
-    dq: SharedMut,
-    dk: SharedMut,
-    dv: SharedMut,
-    scratch: &mut [f32],
-) {
-    let (t_len, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
+    let (t, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
     let scale = 1.0 / (hd as f32).sqrt();
-    let rows = s * t_len;
-    let (vt, rest) = scratch.split_at_mut(hd * t_len);
-    let (dk_acc, rest) = rest.split_at_mut(t_len * hd);
-    let (dv_acc, rest) = rest.split_at_mut(t_len * hd);
-    let dp = &mut rest[..t_len];
-    transpose_head(vt, &v[rows * kvd + g * hd..], kvd, t_len, hd);
+    let rows = s * t;
+    let (vt, rest) = scratch.split_at_mut(hd * t);
+    let (ds, rest) = rest.split_at_mut(t * t);
+    let (tmp, rest) = rest.split_at_mut(t * hd);
+    let (dk_acc, rest) = rest.split_at_mut(t * hd);
+    let dv_acc = &mut rest[..t * hd];
+    transpose_head(vt, &v[rows * kvd + g * hd..], kvd, t, hd);
     dk_acc.fill(0.0);
     dv_acc.fill(0.0);
+    let kg = &k[rows * kvd + g * hd..];
     for h in g * sh.group()..(g + 1) * sh.group() {
-        for i in 0..t_len {
-            let row = rows + i;
-            let p = &probs[((s * sh.n_heads + h) * t_len + i) * t_len..][..=i];
-            let doi = &datt[row * qd + h * hd..][..hd];
-            // dP_ij = dO_i · V_j over the keys j ≤ i, one dimension c at a time.
-            let dpi = &mut dp[..=i];
-            dpi.fill(0.0);
-            for (c, &dc) in doi.iter().enumerate() {
-                for (a, &vv) in dpi.iter_mut().zip(&vt[c * t_len..][..=i]) {
-                    *a += dc * vv;
-                }
-            }
+        let p = &probs[(s * sh.n_heads + h) * t * t..][..t * t];
+        let (qh, doh) = (&q[rows * qd + h * hd..], &datt[rows * qd + h * hd..]);
+        // dP = dO_h · V_gᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP)) / sqrt(hd), zero above the
+        // diagonal as P is.
+        gemm(kern, (t, t, hd), doh, qd, false, vt, t, ds);
+        for (prow, drow) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
             let mut d = 0.0f32;
-            for (&pj, &dpj) in p.iter().zip(dpi.iter()) {
+            for (&pj, &dpj) in prow.iter().zip(drow.iter()) {
                 d += pj * dpj;
             }
-            let qi = &q[row * qd + h * hd..][..hd];
-            // SAFETY: head h of row `row` belongs to this unit.
-            let dqi = unsafe { dq.slice(row * qd + h * hd, hd) };
-            dqi.fill(0.0);
-            for (j, (&pj, &dpj)) in p.iter().zip(dpi.iter()).enumerate() {
-                let ds = pj * (dpj - d) * scale;
-                let kj = &k[(rows + j) * kvd + g * hd..][..hd];
-                for (a, &b) in dqi.iter_mut().zip(kj) {
-                    *a += ds * b;
-                }
-                for (a, &b) in dk_acc[j * hd..][..hd].iter_mut().zip(qi) {
-                    *a += ds * b;
-                }
-                for (a, &b) in dv_acc[j * hd..][..hd].iter_mut().zip(doi) {
-                    *a += pj * b;
-                }
+            for (x, &pj) in drow.iter_mut().zip(prow) {
+                *x = pj * (*x - d) * scale;
             }
         }
+        // dQ_h = dS · K_g.
+        gemm(kern, (t, hd, t), ds, t, false, kg, kvd, tmp);
+        // SAFETY: head h of the rows of sequence s belongs to this unit.
+        unsafe { scatter_rows(dq, rows, qd, h * hd, tmp, hd) };
+        // dK_g += dSᵀ · Q_h; dV_g += Pᵀ · dO_h, over the group's heads in order.
+        gemm(kern, (t, hd, t), ds, t, true, qh, qd, tmp);
+        add(dk_acc, tmp);
+        gemm(kern, (t, hd, t), p, t, true, doh, qd, tmp);
+        add(dv_acc, tmp);
     }
-    for j in 0..t_len {
-        let at = (rows + j) * kvd + g * hd;
-        // SAFETY: kv head g of the rows of sequence s belongs to this unit.
-        unsafe { dk.slice(at, hd) }.copy_from_slice(&dk_acc[j * hd..][..hd]);
-        // SAFETY: as above.
-        unsafe { dv.slice(at, hd) }.copy_from_slice(&dv_acc[j * hd..][..hd]);
+    // SAFETY: kv head g of the rows of sequence s belongs to this unit.
+    unsafe {
+        scatter_rows(dk, rows, kvd, g * hd, dk_acc, hd);
+        scatter_rows(dv, rows, kvd, g * hd, dv_acc, hd);
+    }
+}
+
+fn add(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += y;
     }
 }

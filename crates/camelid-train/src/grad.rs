@@ -641,12 +641,12 @@ fn layer_forward(
     );
     let (qs, ks, vs) = (&a.q[..n * q], &a.k[..n * kv], &a.v[..n * kv]);
     let kvh = c.n_kv_heads;
-    let scratch_len = attn::scratch_len(sh);
     for_ranges(k, th, cx.s * kvh, &|units| {
-        let mut scratch = vec![0.0f32; scratch_len];
-        for u in units {
-            attn::forward(sh, u / kvh, u % kvh, qs, ks, vs, att, probs, &mut scratch);
-        }
+        attn::with_scratch(sh, |scratch| {
+            for u in units {
+                attn::forward(k, sh, u / kvh, u % kvh, qs, ks, vs, att, probs, scratch);
+            }
+        })
     });
 
     // Output projection and residual: h = x + Wo · att.
@@ -791,25 +791,14 @@ fn layer_backward(
         let dk = SharedMut::new(&mut b.dk[..n * kv]);
         let dv = SharedMut::new(&mut b.dv[..n * kv]);
         let kvh = c.n_kv_heads;
-        let scratch_len = attn::scratch_len(sh);
         for_ranges(k, th, cx.s * kvh, &|units| {
-            let mut scratch = vec![0.0f32; scratch_len];
-            for u in units {
-                attn::backward(
-                    sh,
-                    u / kvh,
-                    u % kvh,
-                    qs,
-                    ks,
-                    vs,
-                    probs,
-                    datt,
-                    dq,
-                    dk,
-                    dv,
-                    &mut scratch,
-                );
-            }
+            attn::with_scratch(sh, |scratch| {
+                for u in units {
+                    let (s, g) = (u / kvh, u % kvh);
+                    let qkv = (qs, ks, vs);
+                    attn::backward(k, sh, s, g, qkv, probs, datt, (dq, dk, dv), scratch);
+                }
+            })
         });
     }
     rope_rows(cx, &mut b.dq[..n * q], q, true);
