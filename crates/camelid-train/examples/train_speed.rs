@@ -56,6 +56,11 @@ fn main() {
     let mut ws = Workspace::new(&config, seqs, seq_len, threads);
     ws.set_checkpointing(ckpt);
     let mut grads = params.zeros_like();
+    eprintln!(
+        "workspace {:.0} MiB, parameters and gradients {:.0} MiB",
+        ws.bytes() as f64 / (1 << 20) as f64,
+        8.0 * params.len() as f64 / (1 << 20) as f64
+    );
     let loss = ws.loss_and_grad(&params, &batch, &mut grads, 1.0).unwrap();
     let mut times = Vec::new();
     let cpu0 = cpu_seconds();

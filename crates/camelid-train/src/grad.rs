@@ -201,7 +201,7 @@ impl Workspace {
                 dgate: z(n * c.d_ff),
                 dup: z(n * c.d_ff),
                 dg: z(c.d_model),
-                lin: Scratch::default(),
+                lin: Scratch::new(c),
             },
         }
     }
@@ -240,6 +240,43 @@ impl Workspace {
 
     pub fn checkpointing(&self) -> bool {
         self.checkpointing
+    }
+
+    /// Bytes of the buffers this workspace holds (saved activations, logits, gradients of
+    /// activations, the products' scratch), all allocated by [`Workspace::new`] and
+    /// [`Workspace::set_checkpointing`]. Not counted: each compute thread's packing buffers
+    /// (about 0.5 MiB plus 12 KiB per 12 rows of a product) and attention scratch
+    /// (`4·(T² + 6·T·head_dim)` bytes).
+    pub fn bytes(&self) -> usize {
+        let acts: usize = self
+            .acts
+            .iter()
+            .map(|a| {
+                [
+                    &a.xn1, &a.rstd1, &a.q, &a.k, &a.v, &a.probs, &a.att, &a.h, &a.xn2, &a.rstd2,
+                    &a.gate, &a.up, &a.act,
+                ]
+                .iter()
+                .map(|v| v.len())
+                .sum::<usize>()
+            })
+            .sum();
+        let b = &self.back;
+        let back = [
+            &b.dx, &b.dxn, &b.tmp, &b.dq, &b.dk, &b.dv, &b.datt, &b.dact, &b.dgate, &b.dup, &b.dg,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>()
+            + b.lin.len();
+        let resid: usize = self.resid.iter().map(Vec::len).sum();
+        let rest = self.cos.len()
+            + self.sin.len()
+            + self.xn_f.len()
+            + self.rstd_f.len()
+            + self.logits.len()
+            + self.row_loss.len();
+        4 * (acts + back + resid + rest)
     }
 
     /// `grads += scale · ∂(mean cross-entropy over the batch's non-IGNORE targets)/∂params`;

@@ -20,12 +20,29 @@ use crate::par::transpose;
 const DW_BLOCK: usize = 4096;
 
 /// Reusable buffers of the products.
-#[derive(Default)]
 pub(crate) struct Scratch {
     /// `Wᵀ`, `[in, out]`
     wt: Vec<f32>,
     /// A block of `dW`, `[DW_BLOCK, in]`
     dw: Vec<f32>,
+}
+
+impl Scratch {
+    /// Buffers for the largest product of a model of `config`.
+    pub(crate) fn new(c: &camelid_model::Config) -> Scratch {
+        let (d, q, ff, v) = (c.d_model, c.q_dim(), c.d_ff, c.n_vocab);
+        let widest_in = d.max(q).max(ff);
+        let largest = (v * d).max(q * d).max(ff * d);
+        Scratch {
+            wt: vec![0.0; largest],
+            dw: vec![0.0; DW_BLOCK.min(v.max(ff).max(q)) * widest_in],
+        }
+    }
+
+    /// Floats held.
+    pub(crate) fn len(&self) -> usize {
+        self.wt.len() + self.dw.len()
+    }
 }
 
 /// `y[N, out] = x[N, in] · wᵀ`.
@@ -40,7 +57,9 @@ pub(crate) fn forward(
     x: &[f32],
     y: &mut [f32],
 ) {
-    s.wt.resize(out * inp, 0.0);
+    if s.wt.len() < out * inp {
+        s.wt.resize(out * inp, 0.0);
+    }
     transpose(k, threads, w, out, inp, inp, &mut s.wt);
     let g = GemmF32 {
         m: x.len() / inp,
@@ -49,7 +68,7 @@ pub(crate) fn forward(
         a: x,
         lda: inp,
         a_trans: false,
-        b: &s.wt,
+        b: &s.wt[..out * inp],
         ldb: out,
     };
     k.gemm_f32(&g, y, out, threads);
@@ -92,7 +111,9 @@ pub(crate) fn backward_weight(
 ) {
     let n = x.len() / inp;
     let rows = DW_BLOCK.min(out);
-    s.dw.resize(rows * inp, 0.0);
+    if s.dw.len() < rows * inp {
+        s.dw.resize(rows * inp, 0.0);
+    }
     for o0 in (0..out).step_by(rows) {
         let m = rows.min(out - o0);
         let g = GemmF32 {
