@@ -46,12 +46,15 @@ pub struct GemmF32<'a> {
     pub ldb: usize,
 }
 
-/// One micro-tile: `c[i · ldc + j] (+)= Σ_p ap[p · MR + i] · bp[p · NR + j]` for `i < mr`,
-/// `j < nr`, adding to `c` when `load_c`.
+/// One micro-tile: `c[i · ldc + j] (+)= Σ_p a(p, i) · bp[p · NR + j]` for `i < mr`, `j < nr`,
+/// adding to `c` when `load_c`, with `a(p, i) = ap[p · MR + i]` (a packed micro-panel) or, for
+/// the kernels that read `a` in place, `a(p, i) = ap[i · lda + p]` (twelve rows of a row-major
+/// `a`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Micro {
     pub kc: usize,
     pub ap: *const f32,
+    pub lda: usize,
     pub bp: *const f32,
     pub c: *mut f32,
     pub ldc: usize,
@@ -63,17 +66,20 @@ pub(crate) struct Micro {
 /// A micro-kernel.
 ///
 /// # Safety
-/// `ap` holds `kc · MR` floats, `bp` `kc · NR`; `c` is valid for reads and writes at
-/// `i · ldc + j` for `i < mr ≤ MR`, `j < nr ≤ NR`; the CPU supports the kernel's ISA.
+/// `ap` holds the `kc × MR` values of `a` the kernel reads (packed: `kc · MR` floats; in place:
+/// `MR` rows `lda` apart of `kc` floats, and then `mr = MR`), `bp` `kc · NR` floats; `c` is
+/// valid for reads and writes at `i · ldc + j` for `i < mr ≤ MR`, `j < nr ≤ NR`; the CPU
+/// supports the kernel's ISA.
 pub(crate) type MicroFn = unsafe fn(&Micro);
 
 /// The portable micro-kernel body, shared by the scalar twin and the AVX2 build of it: the same
-/// FMA chains as the AVX-512 kernel (`f32::mul_add` rounds once, as `vfmadd` does).
+/// FMA chains as the AVX-512 kernel (`f32::mul_add` rounds once, as `vfmadd` does). `DIRECT`:
+/// `a` read in place.
 ///
 /// # Safety
 /// As for [`MicroFn`].
 #[inline(always)]
-pub(crate) unsafe fn micro_body(u: &Micro) {
+pub(crate) unsafe fn micro_body<const DIRECT: bool>(u: &Micro) {
     let mut acc = [[0.0f32; NR]; MR];
     // SAFETY: the caller's contract bounds every access.
     unsafe {
@@ -84,10 +90,14 @@ pub(crate) unsafe fn micro_body(u: &Micro) {
                 }
             }
         }
-        let ap = std::slice::from_raw_parts(u.ap, u.kc * MR);
         let bp = std::slice::from_raw_parts(u.bp, u.kc * NR);
-        for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)) {
-            for (row, &ai) in acc.iter_mut().zip(a) {
+        for (p, b) in bp.chunks_exact(NR).enumerate() {
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = if DIRECT {
+                    *u.ap.add(i * u.lda + p)
+                } else {
+                    *u.ap.add(p * MR + i)
+                };
                 for (v, &bj) in row.iter_mut().zip(b) {
                     *v = ai.mul_add(bj, *v);
                 }
@@ -101,22 +111,36 @@ pub(crate) unsafe fn micro_body(u: &Micro) {
     }
 }
 
-/// The scalar twin.
+/// The scalar twins: packed `a`, and `a` in place.
 ///
 /// # Safety
 /// As for [`MicroFn`].
 pub(crate) unsafe fn micro_scalar(u: &Micro) {
     // SAFETY: forwarded contract.
-    unsafe { micro_body(u) }
+    unsafe { micro_body::<false>(u) }
 }
 
-fn micro_for(isa: Isa) -> MicroFn {
+/// # Safety
+/// As for [`MicroFn`].
+pub(crate) unsafe fn micro_scalar_direct(u: &Micro) {
+    // SAFETY: forwarded contract.
+    unsafe { micro_body::<true>(u) }
+}
+
+/// The kernels of `isa`: packed `a`, and row-major `a` read in place.
+fn micro_for(isa: Isa) -> (MicroFn, MicroFn) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => crate::kernels::x86::gemm::micro_avx512,
+        Isa::Avx512 => (
+            crate::kernels::x86::gemm::micro_avx512,
+            crate::kernels::x86::gemm::micro_avx512_direct,
+        ),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => crate::kernels::x86::gemm::micro_avx2,
-        _ => micro_scalar,
+        Isa::Avx2 => (
+            crate::kernels::x86::gemm::micro_avx2,
+            crate::kernels::x86::gemm::micro_avx2_direct,
+        ),
+        _ => (micro_scalar, micro_scalar_direct),
     }
 }
 
@@ -177,9 +201,10 @@ impl Kernels {
 }
 
 /// Rows `rows` of `c` (a range starting on a multiple of [`MR`]). For each block of [`KC`]
-/// steps of `k`, this participant's rows of `a` are packed once, then every block of [`NC`]
-/// columns of `b` is packed and multiplied with them.
-fn gemm_rows(g: &GemmF32, rows: Range<usize>, c: OutPtr, ldc: usize, micro: MicroFn) {
+/// steps of `k`, this participant's rows of `a` are packed once (a row-major `a` only for a
+/// last, partial micro-panel: whole ones are read in place, twelve rows walking forward
+/// together), then every block of [`NC`] columns of `b` is packed and multiplied with them.
+fn gemm_rows(g: &GemmF32, rows: Range<usize>, c: OutPtr, ldc: usize, micro: (MicroFn, MicroFn)) {
     PACK.with(|p| {
         let (bpack, apack) = &mut *p.borrow_mut();
         let panels = rows.len().div_ceil(MR);
@@ -189,17 +214,26 @@ fn gemm_rows(g: &GemmF32, rows: Range<usize>, c: OutPtr, ldc: usize, micro: Micr
             let kc = KC.min(g.k - pc);
             for (q, ic) in rows.clone().step_by(MR).enumerate() {
                 let mr = MR.min(rows.end - ic);
-                pack_a(g, ic, mr, pc, kc, &mut apack[q * kc * MR..]);
+                if g.a_trans || mr < MR {
+                    pack_a(g, ic, mr, pc, kc, &mut apack[q * kc * MR..]);
+                }
             }
             for jc in (0..g.n).step_by(NC) {
                 let nc = NC.min(g.n - jc);
                 pack_b(g, pc, kc, jc, nc, bpack);
                 for (q, ic) in rows.clone().step_by(MR).enumerate() {
                     let mr = MR.min(rows.end - ic);
+                    let direct = !g.a_trans && mr == MR;
+                    let (ap, kernel) = if direct {
+                        (g.a[ic * g.lda + pc..].as_ptr(), micro.1)
+                    } else {
+                        (apack[q * kc * MR..].as_ptr(), micro.0)
+                    };
                     for jr in (0..nc).step_by(NR) {
                         let u = Micro {
                             kc,
-                            ap: apack[q * kc * MR..].as_ptr(),
+                            ap,
+                            lda: g.lda,
                             bp: bpack[jr * kc..].as_ptr(),
                             // SAFETY: `ic < m` and `jc + jr < n`: inside `c` (checked by
                             // `gemm_f32`), in rows this participant owns.
@@ -210,9 +244,11 @@ fn gemm_rows(g: &GemmF32, rows: Range<usize>, c: OutPtr, ldc: usize, micro: Micr
                             load_c: pc > 0,
                         };
                         // SAFETY: the panels hold `kc · MR` and `kc · NR` floats (packed
-                        // above), the tile's `mr × nr` elements of `c` are inside it and this
-                        // participant's, and `micro_for` chose a kernel of a supported ISA.
-                        unsafe { micro(&u) };
+                        // above) or, in place, rows `ic..ic + MR` of `a` hold columns
+                        // `pc..pc + kc` (checked by `gemm_f32`); the tile's `mr × nr` elements
+                        // of `c` are inside it and this participant's; `micro_for` chose
+                        // kernels of a supported ISA.
+                        unsafe { kernel(&u) };
                     }
                 }
             }
@@ -252,25 +288,12 @@ fn pack_a(g: &GemmF32, ic: usize, mr: usize, pc: usize, kc: usize, out: &mut [f3
             }
         }
     } else {
-        // Twelve rows walk forward together (each step writes one packed row of twelve).
-        let src: [&[f32]; MR] = std::array::from_fn(|i| {
-            if i < mr {
-                &g.a[(ic + i) * g.lda + pc..][..kc]
-            } else {
-                &g.a[..0]
-            }
-        });
-        if mr == MR {
-            for (p, dst) in out.chunks_exact_mut(MR).enumerate() {
-                for (d, s) in dst.iter_mut().zip(&src) {
-                    *d = s[p];
-                }
-            }
-        } else {
-            for (p, dst) in out.chunks_exact_mut(MR).enumerate() {
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = if i < mr { src[i][p] } else { 0.0 };
-                }
+        // Only a last, partial micro-panel is packed (whole ones are read in place).
+        out.fill(0.0);
+        for i in 0..mr {
+            let row = &g.a[(ic + i) * g.lda + pc..][..kc];
+            for (p, &v) in row.iter().enumerate() {
+                out[p * MR + i] = v;
             }
         }
     }

@@ -13,8 +13,27 @@ use crate::gemm::{MR, Micro, NR, micro_body};
 /// As for `crate::gemm::MicroFn`; AVX-512F.
 #[target_feature(enable = "avx2,fma,avx512f")]
 pub(crate) unsafe fn micro_avx512(u: &Micro) {
-    // SAFETY: the caller's contract bounds every pointer below: `kc` steps of the packed
-    // panels, and `c` through masks that cover only columns `< nr` of rows `< mr`.
+    // SAFETY: forwarded contract.
+    unsafe { body512::<false>(u) }
+}
+
+/// [`micro_avx512`] reading twelve rows of a row-major `a` in place.
+///
+/// # Safety
+/// As for `crate::gemm::MicroFn`; AVX-512F.
+#[target_feature(enable = "avx2,fma,avx512f")]
+pub(crate) unsafe fn micro_avx512_direct(u: &Micro) {
+    // SAFETY: forwarded contract.
+    unsafe { body512::<true>(u) }
+}
+
+/// # Safety
+/// As for `crate::gemm::MicroFn`; AVX-512F (the callers' target features).
+#[inline(always)]
+unsafe fn body512<const DIRECT: bool>(u: &Micro) {
+    // SAFETY: the caller's contract bounds every pointer below: `kc` steps of the panels (or
+    // of `MR` rows of `a`), and `c` through masks that cover only columns `< nr` of rows
+    // `< mr`.
     unsafe {
         let m0: __mmask16 = ((1u32 << u.nr.min(16)) - 1) as u16;
         let m1: __mmask16 = ((1u32 << u.nr.saturating_sub(16)) - 1) as u16;
@@ -33,11 +52,15 @@ pub(crate) unsafe fn micro_avx512(u: &Micro) {
             let b0 = _mm512_loadu_ps(bp);
             let b1 = _mm512_loadu_ps(bp.add(16));
             for (i, a) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*ap.add(i));
+                let x = _mm512_set1_ps(if DIRECT {
+                    *ap.add(i * u.lda)
+                } else {
+                    *ap.add(i)
+                });
                 a[0] = _mm512_fmadd_ps(x, b0, a[0]);
                 a[1] = _mm512_fmadd_ps(x, b1, a[1]);
             }
-            ap = ap.add(MR);
+            ap = ap.add(if DIRECT { 1 } else { MR });
             bp = bp.add(NR);
         }
         for (i, a) in acc.iter().enumerate() {
@@ -57,5 +80,13 @@ pub(crate) unsafe fn micro_avx512(u: &Micro) {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn micro_avx2(u: &Micro) {
     // SAFETY: forwarded contract.
-    unsafe { micro_body(u) }
+    unsafe { micro_body::<false>(u) }
+}
+
+/// # Safety
+/// As for `crate::gemm::MicroFn`; AVX2 + FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn micro_avx2_direct(u: &Micro) {
+    // SAFETY: forwarded contract.
+    unsafe { micro_body::<true>(u) }
 }
