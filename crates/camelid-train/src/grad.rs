@@ -290,22 +290,22 @@ impl Workspace {
     ) -> Result<f32, TrainError> {
         let n_valid = self.check(params, batch)?;
         check_layout(&self.config, grads, "gradient")?;
-        let loss = self.forward(params, batch, Some(scale / n_valid as f32), n_valid);
-        self.backward(params, batch, grads);
+        let loss = self.forward(params, batch, true, n_valid);
+        self.backward(params, batch, grads, scale / n_valid as f32);
         Ok(loss)
     }
 
     /// The mean loss of [`Workspace::loss_and_grad`], without gradients (validation).
     pub fn loss(&mut self, params: &Params, batch: &Batch) -> Result<f32, TrainError> {
         let n_valid = self.check(params, batch)?;
-        Ok(self.forward(params, batch, None, n_valid))
+        Ok(self.forward(params, batch, false, n_valid))
     }
 
     /// The loss at every position of the batch, row-major `[n_seqs][seq_len]`: NaN where the
     /// target is [`IGNORE`] (for studies of the loss by position).
     pub fn losses(&mut self, params: &Params, batch: &Batch) -> Result<Vec<f32>, TrainError> {
         let n_valid = self.check(params, batch)?;
-        self.forward(params, batch, None, n_valid);
+        self.forward(params, batch, false, n_valid);
         Ok(self.row_loss[..batch.n_seqs * batch.seq_len].to_vec())
     }
 
@@ -357,15 +357,9 @@ impl Workspace {
         }
     }
 
-    /// The forward pass to the loss; with `coef`, leaves `coef · ∂loss_sum/∂logits` in
+    /// The forward pass to the loss; with `grad`, leaves `∂loss_sum/∂logits` in
     /// `logits`. Returns the mean loss over the `n_valid` counted targets.
-    fn forward(
-        &mut self,
-        params: &Params,
-        batch: &Batch,
-        coef: Option<f32>,
-        n_valid: usize,
-    ) -> f32 {
+    fn forward(&mut self, params: &Params, batch: &Batch, grad: bool, n_valid: usize) -> f32 {
         let cx = Ctx {
             c: &self.config,
             k: &self.kernels,
@@ -435,12 +429,7 @@ impl Workspace {
                     *loss = f32::NAN;
                     z.fill(0.0);
                 } else {
-                    *loss = ops::cross_entropy(
-                        z,
-                        targets[r] as usize,
-                        coef.unwrap_or(0.0),
-                        coef.is_some(),
-                    );
+                    *loss = ops::cross_entropy(z, targets[r] as usize, grad);
                 }
             }
         });
@@ -453,8 +442,10 @@ impl Workspace {
         (sum / n_valid as f64) as f32
     }
 
-    /// The backward pass from the logits' gradient left by [`Workspace::forward`].
-    fn backward(&mut self, params: &Params, batch: &Batch, grads: &mut Params) {
+    /// The backward pass from the logits' gradient left by [`Workspace::forward`], times
+    /// `coef` (`scale` over the number of counted targets; applied after the output
+    /// projection's products, on `[N, d]` and `[V, d]` instead of `[N, V]`).
+    fn backward(&mut self, params: &Params, batch: &Batch, grads: &mut Params, coef: f32) {
         let cx = Ctx {
             c: &self.config,
             k: &self.kernels,
@@ -469,10 +460,13 @@ impl Workspace {
         let t = &params.tensors;
         let b = &mut self.back;
 
-        // Output projection: dxn = dlogits · W_out; dW_out += dlogitsᵀ · xn.
+        // Output projection: dxn = coef · dlogits · W_out; dW_out += coef · dlogitsᵀ · xn.
         let dlogits = &self.logits[..n * v];
         let w_out = &t[params.output()].data;
         linear::backward_input(cx.k, cx.threads, w_out, v, d, dlogits, &mut b.dxn[..n * d]);
+        for x in &mut b.dxn[..n * d] {
+            *x *= coef;
+        }
         let g_out = &mut grads.tensors[params.output()].data;
         linear::backward_weight(
             cx.k,
@@ -480,8 +474,7 @@ impl Workspace {
             &mut b.lin,
             dlogits,
             &self.xn_f[..n * d],
-            v,
-            d,
+            (v, d, coef),
             g_out,
         );
 
@@ -746,8 +739,7 @@ fn layer_backward(
         &mut b.lin,
         dout,
         &a.act[..n * ff],
-        d,
-        ff,
+        (d, ff, 1.0),
         &mut grads.tensors[li.w_down].data,
     );
     {
@@ -784,8 +776,7 @@ fn layer_backward(
         &mut b.lin,
         dgate,
         &a.xn2[..n * d],
-        ff,
-        d,
+        (ff, d, 1.0),
         &mut grads.tensors[li.w_gate].data,
     );
     linear::backward_weight(
@@ -794,8 +785,7 @@ fn layer_backward(
         &mut b.lin,
         dup,
         &a.xn2[..n * d],
-        ff,
-        d,
+        (ff, d, 1.0),
         &mut grads.tensors[li.w_up].data,
     );
     norm_backward(
@@ -816,8 +806,7 @@ fn layer_backward(
         &mut b.lin,
         dh,
         &a.att[..n * q],
-        d,
-        q,
+        (d, q, 1.0),
         &mut grads.tensors[li.wo].data,
     );
     {
@@ -852,8 +841,7 @@ fn layer_backward(
         &mut b.lin,
         dq,
         &a.xn1[..n * d],
-        q,
-        d,
+        (q, d, 1.0),
         &mut grads.tensors[li.wq].data,
     );
     linear::backward_weight(
@@ -862,8 +850,7 @@ fn layer_backward(
         &mut b.lin,
         dk,
         &a.xn1[..n * d],
-        kv,
-        d,
+        (kv, d, 1.0),
         &mut grads.tensors[li.wk].data,
     );
     linear::backward_weight(
@@ -872,8 +859,7 @@ fn layer_backward(
         &mut b.lin,
         dv,
         &a.xn1[..n * d],
-        kv,
-        d,
+        (kv, d, 1.0),
         &mut grads.tensors[li.wv].data,
     );
     norm_backward(

@@ -97,16 +97,14 @@ pub(crate) fn backward_input(
     k.gemm_f32(&g, dx, inp, threads);
 }
 
-/// `dw[out, in] += dy[N, out]ᵀ · x[N, in]`.
-#[allow(clippy::too_many_arguments)]
+/// `dw[out, in] += scale · dy[N, out]ᵀ · x[N, in]`.
 pub(crate) fn backward_weight(
     k: &Kernels,
     threads: usize,
     s: &mut Scratch,
     dy: &[f32],
     x: &[f32],
-    out: usize,
-    inp: usize,
+    (out, inp, scale): (usize, usize, f32),
     dw: &mut [f32],
 ) {
     let n = x.len() / inp;
@@ -129,7 +127,7 @@ pub(crate) fn backward_weight(
         let block = &mut s.dw[..m * inp];
         k.gemm_f32(&g, block, inp, threads);
         for (a, &b) in dw[o0 * inp..(o0 + m) * inp].iter_mut().zip(block.iter()) {
-            *a += b;
+            *a += scale * b;
         }
     }
 }
