@@ -22,7 +22,7 @@ use crate::error::TrainError;
 use crate::linear::{self, Scratch};
 use crate::ops;
 use crate::par::{SharedMut, for_ranges};
-use crate::params::Params;
+use crate::params::{LayerIdx, Params};
 
 /// Target id that is not counted in the loss.
 pub const IGNORE: u32 = u32::MAX;
@@ -723,14 +723,25 @@ fn layer_backward(
     b: &mut Back,
     grads: &mut Params,
 ) {
-    let c = cx.c;
-    let (n, d, q, kv, ff) = (cx.n(), c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
-    let (k, th) = (cx.k, cx.threads);
     let li = params.layer(l);
-    let w = |i: usize| &params.tensors[i].data[..];
-    let x = &x[..n * d];
+    mlp_backward(cx, params, li, a, b, grads);
+    attention_backward(cx, params, li, &x[..cx.n() * cx.c.d_model], a, b, grads);
+}
 
-    // Feed-forward block, from out = h + W_down · act.
+/// The feed-forward block's backward pass, from `out = h + W_down · act`: `b.dx` becomes
+/// `∂loss/∂h`.
+fn mlp_backward(
+    cx: Ctx,
+    params: &Params,
+    li: LayerIdx,
+    a: &LayerActs,
+    b: &mut Back,
+    grads: &mut Params,
+) {
+    let c = cx.c;
+    let (n, d, ff) = (cx.n(), c.d_model, c.d_ff);
+    let (k, th) = (cx.k, cx.threads);
+    let w = |i: usize| &params.tensors[i].data[..];
     let dout = &b.dx[..n * d];
     linear::backward_input(k, th, w(li.w_down), d, ff, dout, &mut b.dact[..n * ff]);
     linear::backward_weight(
@@ -796,8 +807,23 @@ fn layer_backward(
         &a.rstd2[..n],
         &mut grads.tensors[li.ffn_norm].data,
     );
+}
 
-    // Attention block, from h = x + Wo · att; b.dx is now ∂loss/∂h.
+/// The attention block's backward pass, from `h = x + Wo · att`: `b.dx` becomes
+/// `∂loss/∂x`.
+fn attention_backward(
+    cx: Ctx,
+    params: &Params,
+    li: LayerIdx,
+    x: &[f32],
+    a: &LayerActs,
+    b: &mut Back,
+    grads: &mut Params,
+) {
+    let c = cx.c;
+    let (n, d, q, kv) = (cx.n(), c.d_model, c.q_dim(), c.kv_dim());
+    let (k, th) = (cx.k, cx.threads);
+    let w = |i: usize| &params.tensors[i].data[..];
     let dh = &b.dx[..n * d];
     linear::backward_input(k, th, w(li.wo), d, q, dh, &mut b.datt[..n * q]);
     linear::backward_weight(
