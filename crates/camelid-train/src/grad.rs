@@ -24,6 +24,10 @@ use crate::ops;
 use crate::par::{SharedMut, for_ranges};
 use crate::params::{LayerIdx, Params};
 
+/// Rows of logits made at a time: the output projection and the cross-entropy go through
+/// the batch in blocks of this many rows.
+const LOGIT_ROWS: usize = 512;
+
 /// Target id that is not counted in the loss.
 pub const IGNORE: u32 = u32::MAX;
 
@@ -110,6 +114,8 @@ pub struct Workspace {
     max_seqs: usize,
     max_seq_len: usize,
     checkpointing: bool,
+    /// Rows of logits per block (LOGIT_ROWS; fewer in tests, to cross block boundaries).
+    pub(crate) logit_rows: usize,
     /// `cos` and `sin` of `pos · inv_freq[i]`.  [T, head_dim / 2]
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -120,7 +126,7 @@ pub struct Workspace {
     /// Final norm.  [N, d], [N]
     xn_f: Vec<f32>,
     rstd_f: Vec<f32>,
-    /// Logits, then their gradient.  [N, V]
+    /// Logits, then their gradient, of at most LOGIT_ROWS rows.  [min(N, LOGIT_ROWS), V]
     logits: Vec<f32>,
     /// Loss of each row (NaN where ignored).  [N]
     row_loss: Vec<f32>,
@@ -181,13 +187,14 @@ impl Workspace {
             max_seqs: s,
             max_seq_len: t,
             checkpointing: false,
+            logit_rows: LOGIT_ROWS,
             cos,
             sin,
             resid: (0..=c.n_layers).map(|_| z(n * c.d_model)).collect(),
             acts: (0..c.n_layers).map(|_| LayerActs::new(c, s, t)).collect(),
             xn_f: z(n * c.d_model),
             rstd_f: z(n),
-            logits: z(n * c.n_vocab),
+            logits: z(n.min(LOGIT_ROWS) * c.n_vocab),
             row_loss: z(n),
             back: Back {
                 dx: z(n * c.d_model),
@@ -290,22 +297,23 @@ impl Workspace {
     ) -> Result<f32, TrainError> {
         let n_valid = self.check(params, batch)?;
         check_layout(&self.config, grads, "gradient")?;
-        let loss = self.forward(params, batch, true, n_valid);
-        self.backward(params, batch, grads, scale / n_valid as f32);
+        let coef = scale / n_valid as f32;
+        let loss = self.forward(params, batch, Some((&mut *grads, coef)), n_valid);
+        self.backward(params, batch, grads);
         Ok(loss)
     }
 
     /// The mean loss of [`Workspace::loss_and_grad`], without gradients (validation).
     pub fn loss(&mut self, params: &Params, batch: &Batch) -> Result<f32, TrainError> {
         let n_valid = self.check(params, batch)?;
-        Ok(self.forward(params, batch, false, n_valid))
+        Ok(self.forward(params, batch, None, n_valid))
     }
 
     /// The loss at every position of the batch, row-major `[n_seqs][seq_len]`: NaN where the
     /// target is [`IGNORE`] (for studies of the loss by position).
     pub fn losses(&mut self, params: &Params, batch: &Batch) -> Result<Vec<f32>, TrainError> {
         let n_valid = self.check(params, batch)?;
-        self.forward(params, batch, false, n_valid);
+        self.forward(params, batch, None, n_valid);
         Ok(self.row_loss[..batch.n_seqs * batch.seq_len].to_vec())
     }
 
@@ -357,9 +365,19 @@ impl Workspace {
         }
     }
 
-    /// The forward pass to the loss; with `grad`, leaves `∂loss_sum/∂logits` in
-    /// `logits`. Returns the mean loss over the `n_valid` counted targets.
-    fn forward(&mut self, params: &Params, batch: &Batch, grad: bool, n_valid: usize) -> f32 {
+    /// The forward pass to the loss. With `grad = Some((grads, coef))`, also the output
+    /// projection's backward pass, block by block of rows as the logits are made: `b.dxn` gets
+    /// `coef · ∂loss_sum/∂xn` and the output matrix's gradient `coef · ∂loss_sum/∂W` (`coef` is
+    /// `scale` over the number of counted targets, applied to the products' results, `[rows, d]`
+    /// and `[V, d]`, rather than to `[rows, V]`). Returns the mean loss over the `n_valid`
+    /// counted targets.
+    fn forward(
+        &mut self,
+        params: &Params,
+        batch: &Batch,
+        mut grad: Option<(&mut Params, f32)>,
+        n_valid: usize,
+    ) -> f32 {
         let cx = Ctx {
             c: &self.config,
             k: &self.kernels,
@@ -395,7 +413,7 @@ impl Workspace {
             );
         }
 
-        // Final norm and output projection.  [N, d] -> [N, V]
+        // Final norm.  [N, d]
         norm_rows(
             cx,
             &self.resid[c.n_layers][..n * d],
@@ -403,49 +421,70 @@ impl Workspace {
             &mut self.xn_f[..n * d],
             &mut self.rstd_f[..n],
         );
-        let logits = &mut self.logits[..n * v];
-        linear::forward(
-            cx.k,
-            cx.threads,
-            &mut self.back.lin,
-            &t[params.output()].data,
-            v,
-            d,
-            &self.xn_f[..n * d],
-            logits,
-        );
 
-        // Cross-entropy of every row; the rows of ignored targets count nothing.
-        let targets = &batch.targets;
-        let (lg, rl) = (
-            SharedMut::new(logits),
-            SharedMut::new(&mut self.row_loss[..n]),
-        );
-        for_ranges(cx.k, cx.threads, n, &|rows| {
-            for r in rows {
-                // SAFETY: row r of the logits and of the losses belongs to this participant.
-                let (z, loss) = unsafe { (lg.slice(r * v, v), &mut rl.slice(r, 1)[0]) };
-                if targets[r] == IGNORE {
-                    *loss = f32::NAN;
-                    z.fill(0.0);
-                } else {
-                    *loss = ops::cross_entropy(z, targets[r] as usize, grad);
+        // Output projection, cross-entropy and their backward passes, LOGIT_ROWS rows at a
+        // time (the logits of a whole batch would be [N, V]); the gradient of the output
+        // matrix is summed block by block.
+        let w_out = &t[params.output()].data;
+        let b = &mut self.back;
+        linear::transpose_weight(cx.k, cx.threads, &mut b.lin, w_out, v, d);
+        let block = self.logit_rows.clamp(1, LOGIT_ROWS);
+        for r0 in (0..n).step_by(block) {
+            let m = block.min(n - r0);
+            let rows = r0..r0 + m;
+            let xn = &self.xn_f[rows.start * d..rows.end * d];
+            let logits = &mut self.logits[..m * v];
+            linear::forward_transposed(cx.k, cx.threads, &b.lin, v, d, xn, logits);
+            // Cross-entropy of every row; the rows of ignored targets count nothing.
+            let targets = &batch.targets[rows.clone()];
+            let (lg, rl) = (
+                SharedMut::new(&mut *logits),
+                SharedMut::new(&mut self.row_loss[rows.clone()]),
+            );
+            let want_grad = grad.is_some();
+            for_ranges(cx.k, cx.threads, m, &|rs| {
+                for r in rs {
+                    // SAFETY: row r of the logits and of the losses belongs to this participant.
+                    let (z, loss) = unsafe { (lg.slice(r * v, v), &mut rl.slice(r, 1)[0]) };
+                    if targets[r] == IGNORE {
+                        *loss = f32::NAN;
+                        z.fill(0.0);
+                    } else {
+                        *loss = ops::cross_entropy(z, targets[r] as usize, want_grad);
+                    }
                 }
+            });
+            // dxn = coef · dlogits · W_out; dW_out += coef · dlogitsᵀ · xn.
+            if let Some((grads, coef)) = grad.as_mut() {
+                let dxn = &mut b.dxn[rows.start * d..rows.end * d];
+                linear::backward_input(cx.k, cx.threads, w_out, v, d, logits, dxn);
+                for x in dxn.iter_mut() {
+                    *x *= *coef;
+                }
+                let g_out = &mut grads.tensors[params.output()].data;
+                linear::backward_weight(
+                    cx.k,
+                    cx.threads,
+                    &mut b.lin,
+                    logits,
+                    xn,
+                    (v, d, *coef),
+                    g_out,
+                );
             }
-        });
+        }
         let sum: f64 = self.row_loss[..n]
             .iter()
-            .zip(targets)
+            .zip(&batch.targets)
             .filter(|&(_, &tg)| tg != IGNORE)
             .map(|(&l, _)| l as f64)
             .sum();
         (sum / n_valid as f64) as f32
     }
 
-    /// The backward pass from the logits' gradient left by [`Workspace::forward`], times
-    /// `coef` (`scale` over the number of counted targets; applied after the output
-    /// projection's products, on `[N, d]` and `[V, d]` instead of `[N, V]`).
-    fn backward(&mut self, params: &Params, batch: &Batch, grads: &mut Params, coef: f32) {
+    /// The backward pass from `b.dxn`, the gradient of the final norm's output left by
+    /// [`Workspace::forward`].
+    fn backward(&mut self, params: &Params, batch: &Batch, grads: &mut Params) {
         let cx = Ctx {
             c: &self.config,
             k: &self.kernels,
@@ -456,27 +495,9 @@ impl Workspace {
             t: batch.seq_len,
         };
         let c = cx.c;
-        let (n, d, v) = (cx.n(), c.d_model, c.n_vocab);
+        let (n, d) = (cx.n(), c.d_model);
         let t = &params.tensors;
         let b = &mut self.back;
-
-        // Output projection: dxn = coef · dlogits · W_out; dW_out += coef · dlogitsᵀ · xn.
-        let dlogits = &self.logits[..n * v];
-        let w_out = &t[params.output()].data;
-        linear::backward_input(cx.k, cx.threads, w_out, v, d, dlogits, &mut b.dxn[..n * d]);
-        for x in &mut b.dxn[..n * d] {
-            *x *= coef;
-        }
-        let g_out = &mut grads.tensors[params.output()].data;
-        linear::backward_weight(
-            cx.k,
-            cx.threads,
-            &mut b.lin,
-            dlogits,
-            &self.xn_f[..n * d],
-            (v, d, coef),
-            g_out,
-        );
 
         // Final norm.
         b.dx[..n * d].fill(0.0);

@@ -57,10 +57,35 @@ pub(crate) fn forward(
     x: &[f32],
     y: &mut [f32],
 ) {
+    transpose_weight(k, threads, s, w, out, inp);
+    forward_transposed(k, threads, s, out, inp, x, y);
+}
+
+/// Keeps `wᵀ` (`[in, out]`) in `s` for [`forward_transposed`].
+pub(crate) fn transpose_weight(
+    k: &Kernels,
+    threads: usize,
+    s: &mut Scratch,
+    w: &[f32],
+    out: usize,
+    inp: usize,
+) {
     if s.wt.len() < out * inp {
         s.wt.resize(out * inp, 0.0);
     }
     transpose(k, threads, w, out, inp, inp, &mut s.wt);
+}
+
+/// `y[N, out] = x[N, in] · wᵀ` with the `wᵀ` left in `s` by [`transpose_weight`].
+pub(crate) fn forward_transposed(
+    k: &Kernels,
+    threads: usize,
+    s: &Scratch,
+    out: usize,
+    inp: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
     let g = GemmF32 {
         m: x.len() / inp,
         n: out,
