@@ -42,6 +42,8 @@ pub enum TrainError {
     },
     /// The parameters were made for another model shape.
     ConfigMismatch,
+    /// The model config itself is invalid (a zero or inconsistent size).
+    InvalidConfig(String),
 }
 
 impl fmt::Display for TrainError {
@@ -92,6 +94,7 @@ impl fmt::Display for TrainError {
             TrainError::ConfigMismatch => {
                 write!(f, "the parameters were made for another model config")
             }
+            TrainError::InvalidConfig(msg) => write!(f, "invalid model config: {msg}"),
         }
     }
 }

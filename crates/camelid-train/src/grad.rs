@@ -319,6 +319,9 @@ impl Workspace {
 
     /// Checks the parameters and the batch; returns the number of counted targets.
     fn check(&self, params: &Params, batch: &Batch) -> Result<usize, TrainError> {
+        self.config
+            .validate()
+            .map_err(|e| TrainError::InvalidConfig(e.to_string()))?;
         if params.config != self.config {
             return Err(TrainError::ConfigMismatch);
         }

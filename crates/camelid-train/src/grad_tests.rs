@@ -326,6 +326,13 @@ fn bad_batches_and_tensors_are_errors() {
     other.n_layers = 1;
     let mut ws1 = Workspace::new(&other, 3, 40, 1);
     assert_eq!(ws1.loss(&p, &b), Err(TrainError::ConfigMismatch));
+    let mut zero_kv = p.config.clone();
+    zero_kv.n_kv_heads = 0;
+    let mut ws0 = Workspace::new(&zero_kv, 1, 4, 1);
+    assert!(matches!(
+        ws0.loss(&p, &b),
+        Err(TrainError::InvalidConfig(_))
+    ));
     // A shorter batch than the workspace's fits.
     let short = Batch {
         inputs: b.inputs[..20].to_vec(),
