@@ -72,9 +72,8 @@ pub(crate) struct Micro {
 /// supports the kernel's ISA.
 pub(crate) type MicroFn = unsafe fn(&Micro);
 
-/// The portable micro-kernel body, shared by the scalar twin and the AVX2 build of it: the same
-/// FMA chains as the AVX-512 kernel (`f32::mul_add` rounds once, as `vfmadd` does). `DIRECT`:
-/// `a` read in place.
+/// The portable micro-kernel body of the scalar twins: the same FMA chains as the SIMD
+/// kernels (`f32::mul_add` rounds once, as `vfmadd` does). `DIRECT`: `a` read in place.
 ///
 /// # Safety
 /// As for [`MicroFn`].
