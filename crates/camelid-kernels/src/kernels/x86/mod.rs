@@ -17,6 +17,7 @@ mod act;
 mod float;
 mod fpanel;
 mod iq;
+pub(crate) mod gemm;
 mod kq;
 pub mod ops;
 mod panel;
