@@ -188,11 +188,11 @@ impl Vocabulary {
                         "a JSON schema must be an object (or true/false)".into(),
                     ));
                 }
-                TopLevelGrammar::from_json_schema(schema.clone())
+                TopLevelGrammar::from_json_schema(bounded_whitespace(schema))
             }
-            GrammarSpec::JsonObject => {
-                TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
-            }
+            GrammarSpec::JsonObject => TopLevelGrammar::from_json_schema(bounded_whitespace(
+                &serde_json::json!({"type": "object"}),
+            )),
             GrammarSpec::Gbnf(src) => {
                 TopLevelGrammar::from_lark(gbnf::gbnf_to_lark(src).map_err(ConstrainError::Gbnf)?)
             }
@@ -212,6 +212,22 @@ impl Vocabulary {
             n_vocab: self.n_vocab,
         })
     }
+}
+
+/// The schema with the engine's option that bounds the whitespace between two JSON tokens to
+/// 16 characters (unless the schema sets its own `x-guidance` options): JSON allows any amount,
+/// and a small model that starts repeating newlines would otherwise only stop at its budget.
+fn bounded_whitespace(schema: &Value) -> Value {
+    let mut s = match schema {
+        Value::Bool(true) => serde_json::json!({}),
+        s => s.clone(),
+    };
+    if let Some(o) = s.as_object_mut() {
+        o.entry("x-guidance").or_insert_with(
+            || serde_json::json!({"whitespace_pattern": "[\\x20\\x0A\\x0D\\x09]{1,16}"}),
+        );
+    }
+    s
 }
 
 /// A compiled grammar: start as many sequences from it as wanted ([`Grammar::start`]).

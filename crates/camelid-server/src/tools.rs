@@ -242,9 +242,11 @@ impl Tools {
         let calls: Vec<Value> = allowed
             .iter()
             .map(|f| {
+                let mut params = f.parameters.clone();
+                close_objects(&mut params);
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": f.name}, key: f.parameters},
+                    "properties": {"name": {"const": f.name}, key: params},
                     "required": ["name", key],
                     "additionalProperties": false,
                 })
@@ -383,6 +385,33 @@ impl Tools {
             .filter(|s| !s.is_empty())
             .map(|s| serde_json::from_str(s).ok())
             .collect()
+    }
+}
+
+/// Objects of a schema that list their `properties` and say nothing of others get
+/// `"additionalProperties": false`, as OpenAI's strict function calling requires of them: a
+/// constrained call then holds the declared arguments only, and a small model cannot pad it
+/// with invented keys until the token budget cuts it off unparsed.
+fn close_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(o) => {
+            if o.contains_key("properties") && !o.contains_key("additionalProperties") {
+                o.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (k, v) in o.iter_mut() {
+                match (k.as_str(), v) {
+                    // Maps of names to schemas.
+                    ("properties" | "$defs" | "definitions" | "patternProperties", Value::Object(m)) => {
+                        m.values_mut().for_each(close_objects)
+                    }
+                    // Values under these keys are data, not schemas.
+                    ("const" | "enum" | "default" | "examples" | "required", _) => {}
+                    (_, v) => close_objects(v),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(close_objects),
+        _ => {}
     }
 }
 
@@ -610,6 +639,15 @@ mod tests {
             panic!("a schema")
         };
         assert_eq!(s["properties"]["name"]["const"], "add");
+        let mut nested = json!({"type": "object", "properties": {"p": {"properties": {}},
+            "properties": {"type": "string"},
+            "q": {"additionalProperties": true, "properties": {}}, "r": {"enum": [{"properties": 1}]}}});
+        close_objects(&mut nested);
+        assert_eq!(nested["additionalProperties"], false);
+        assert_eq!(nested["properties"]["p"]["additionalProperties"], false);
+        assert_eq!(nested["properties"]["q"]["additionalProperties"], true);
+        assert_eq!(nested["properties"]["r"]["enum"][0], json!({"properties": 1}));
+        assert_eq!(nested["properties"]["properties"], json!({"type": "string"}));
         assert!(s["properties"].get("parameters").is_some());
         assert!(tools(Choice::Auto, true).grammar(Format::Generic).is_none());
     }

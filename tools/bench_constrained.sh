@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# JSON-schema-constrained decoding against unconstrained decoding on the same model, prompt and
+# number of generated tokens (the constrained run's count), greedy, one sequence: generation
+# tokens/s of each and the grammar's mask time per token (`camelid run --json` timings).
+#
+#   tools/bench_constrained.sh [MODEL] [REPS]
+# Needs a release build (cargo build --release -p camelid-cli) and python3 for the JSON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
+REPS=${2:-3}
+BIN=target/release/camelid
+SCHEMA=testdata/constrain/people.schema.json
+PROMPT="A JSON list of 24 people with their name, age and city:"
+field() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(d$1)"; }
+for r in $(seq "$REPS"); do
+    c=$("$BIN" run -m "$MODEL" -p "$PROMPT" --temp 0 -n 1000 --json --json-schema "$SCHEMA")
+    n=$(echo "$c" | field "['timings']['gen_tokens']")
+    u=$("$BIN" run -m "$MODEL" -p "$PROMPT" --temp 0 -n "$n" --json)
+    echo "$c" | field "['timings']" | sed "s/^/constrained   rep $r: /"
+    echo "$u" | field "['timings']" | sed "s/^/unconstrained rep $r: /"
+    python3 - "$c" "$u" <<'PY'
+import json, sys
+c, u = (json.loads(a)["timings"] for a in sys.argv[1:3])
+print(f"  ratio {c['gen_tokens_per_s'] / u['gen_tokens_per_s']:.3f} "
+      f"({c['gen_tokens_per_s']:.1f} vs {u['gen_tokens_per_s']:.1f} tokens/s over {c['gen_tokens']} vs {u['gen_tokens']} tokens); "
+      f"mask {1e3 * c['grammar_mask_ms'] / c['grammar_masks']:.1f} us per token ({c['grammar_masks']} masks)")
+PY
+done
