@@ -538,12 +538,42 @@ mod tests {
         let e = gbnf_to_lark("root ::= foo").unwrap_err();
         assert_eq!(e.offset, 9);
         assert!(e.message.contains("undefined rule `foo`"), "{e}");
-        assert!(gbnf_to_lark("item ::= \"a\"").unwrap_err().message.contains("no `root`"));
-        assert!(gbnf_to_lark("root ::= \"a").unwrap_err().message.contains("unterminated"));
-        assert!(gbnf_to_lark("root ::= (\"a\"").unwrap_err().message.contains("`)`"));
-        assert!(gbnf_to_lark("root ::= [z-a]").unwrap_err().message.contains("backwards"));
-        assert!(gbnf_to_lark("root ::= \"a\"{3,1}").unwrap_err().message.contains("maximum"));
-        assert!(gbnf_to_lark("root ::= *").unwrap_err().message.contains("must follow"));
+        assert!(
+            gbnf_to_lark("item ::= \"a\"")
+                .unwrap_err()
+                .message
+                .contains("no `root`")
+        );
+        assert!(
+            gbnf_to_lark("root ::= \"a")
+                .unwrap_err()
+                .message
+                .contains("unterminated")
+        );
+        assert!(
+            gbnf_to_lark("root ::= (\"a\"")
+                .unwrap_err()
+                .message
+                .contains("`)`")
+        );
+        assert!(
+            gbnf_to_lark("root ::= [z-a]")
+                .unwrap_err()
+                .message
+                .contains("backwards")
+        );
+        assert!(
+            gbnf_to_lark("root ::= \"a\"{3,1}")
+                .unwrap_err()
+                .message
+                .contains("maximum")
+        );
+        assert!(
+            gbnf_to_lark("root ::= *")
+                .unwrap_err()
+                .message
+                .contains("must follow")
+        );
         assert!(gbnf_to_lark("").unwrap_err().message.contains("no rule"));
     }
 

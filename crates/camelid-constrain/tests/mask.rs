@@ -117,17 +117,23 @@ fn sentencepiece_mask_follows_the_grammar() {
     let (tok, vocab) = spm();
     walk_alternatives(tok, vocab);
     // `▁yes` is " yes": not allowed where "yes" starts, allowed where " yes" does.
-    let g = vocab.compile(&GrammarSpec::Gbnf(r#"root ::= "yes""#.into())).unwrap();
+    let g = vocab
+        .compile(&GrammarSpec::Gbnf(r#"root ::= "yes""#.into()))
+        .unwrap();
     let space_yes = tok.token_id("\u{2581}yes").unwrap();
     assert!(!g.start().allowed().unwrap().is_allowed(space_yes));
-    let g = vocab.compile(&GrammarSpec::Gbnf(r#"root ::= " yes""#.into())).unwrap();
+    let g = vocab
+        .compile(&GrammarSpec::Gbnf(r#"root ::= " yes""#.into()))
+        .unwrap();
     assert!(g.start().allowed().unwrap().is_allowed(space_yes));
 }
 
 #[test]
 fn special_tokens_are_never_grammar_text() {
     let (tok, vocab) = bpe();
-    let g = vocab.compile(&GrammarSpec::Gbnf("root ::= .*".into())).unwrap();
+    let g = vocab
+        .compile(&GrammarSpec::Gbnf("root ::= .*".into()))
+        .unwrap();
     let mut c = g.start();
     let mask = c.allowed().unwrap();
     let im_start = tok.token_id("<|im_start|>").unwrap();
@@ -155,7 +161,9 @@ fn random_walks_under_a_schema_give_valid_json() {
         "additionalProperties": false
     });
     for (tok, vocab) in [bpe(), spm()] {
-        let g = vocab.compile(&GrammarSpec::JsonSchema(schema.clone())).unwrap();
+        let g = vocab
+            .compile(&GrammarSpec::JsonSchema(schema.clone()))
+            .unwrap();
         for seed in 1..=4u64 {
             let mut c = g.start();
             let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -171,7 +179,12 @@ fn random_walks_under_a_schema_give_valid_json() {
                 let visible: Vec<u32> = ok
                     .iter()
                     .copied()
-                    .filter(|&i| !tok.token_bytes(i).unwrap().iter().all(u8::is_ascii_whitespace))
+                    .filter(|&i| {
+                        !tok.token_bytes(i)
+                            .unwrap()
+                            .iter()
+                            .all(u8::is_ascii_whitespace)
+                    })
                     .collect();
                 let pool = if visible.is_empty() { &ok } else { &visible };
                 let t = match ok.iter().find(|&&i| tok.is_eog(i)) {
@@ -199,7 +212,10 @@ fn random_walks_under_a_schema_give_valid_json() {
             assert!(["red", "green", "blue"].contains(&o["color"].as_str().unwrap()));
             assert!((1..=9).contains(&o["count"].as_i64().unwrap()), "{text}");
             let tags = o["tags"].as_array().unwrap();
-            assert!(tags.len() <= 3 && tags.iter().all(|t| t.is_boolean()), "{text}");
+            assert!(
+                tags.len() <= 3 && tags.iter().all(|t| t.is_boolean()),
+                "{text}"
+            );
         }
     }
 }

@@ -268,7 +268,8 @@ impl ChatTemplate {
         }
         match self {
             ChatTemplate::Jinja(src) => {
-                let text = render_jinja_with_tools(src, tok, messages, tools, add_generation_prompt)?;
+                let text =
+                    render_jinja_with_tools(src, tok, messages, tools, add_generation_prompt)?;
                 let mut ids = tok.encode(&text, false, true);
                 // The template usually writes BOS itself (`{{ bos_token }}`); add it only when
                 // the vocabulary wants one and the text did not start with it: never two.
@@ -534,7 +535,10 @@ pub fn render_jinja_with_tools(
     // transformers passes tools and documents, None when absent, so `is none` tests hold.
     ctx.insert(
         "tools",
-        tools.map_or_else(|| Value::from(()), |t| Value::from(minijinja::value::Serde(t))),
+        tools.map_or_else(
+            || Value::from(()),
+            |t| Value::from(minijinja::value::Serde(t)),
+        ),
     );
     ctx.insert("documents", Value::from(()));
     let piece = |id: Option<u32>| id.and_then(|i| tok.token_piece(i)).map(Value::from);

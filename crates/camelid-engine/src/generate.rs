@@ -245,7 +245,11 @@ impl<'t> Continuation<'t> {
             return Some(FinishReason::Stop);
         }
         // The grammar is complete and allows nothing more: the end, as if the model said so.
-        if self.constraint.as_ref().is_some_and(Constraint::is_finished) {
+        if self
+            .constraint
+            .as_ref()
+            .is_some_and(Constraint::is_finished)
+        {
             return Some(self.end(FinishReason::EndOfGeneration, on_text));
         }
         if self.tokens.len() >= self.max_tokens {

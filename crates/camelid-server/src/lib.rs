@@ -320,8 +320,7 @@ struct ToolUse {
 
 impl ToolUse {
     fn parse(&self, text: &str) -> Option<Vec<tools::Call>> {
-        self.tools
-            .parse(text, self.format, &mut tools::new_call_id)
+        self.tools.parse(text, self.format, &mut tools::new_call_id)
     }
 }
 
@@ -560,7 +559,10 @@ async fn chat_inner(
         (Some(_), Some(c)) => {
             return Err(ApiError::invalid(
                 Some("tool_choice"),
-                format!("tool_choice asks for a tool call, which {} cannot also constrain.", c.param),
+                format!(
+                    "tool_choice asks for a tool call, which {} cannot also constrain.",
+                    c.param
+                ),
             ));
         }
         (Some(spec), None) => Some(structured::Constrained {

@@ -152,7 +152,10 @@ pub fn compile(vocab: Option<&Vocabulary>, c: &Constrained) -> Result<Grammar, A
                 _ => "Invalid or unsupported JSON schema",
             },
         };
-        ApiError::invalid(Some(&c.param), format!("{what}: {}", first_line(&e.to_string())))
+        ApiError::invalid(
+            Some(&c.param),
+            format!("{what}: {}", first_line(&e.to_string())),
+        )
     })
 }
 

@@ -315,7 +315,12 @@ impl Tools {
     /// The calls in a reply, if it is one (or several, separated by whitespace or `;`); `None`
     /// when it is text. Names must be among the tools; only the first call is kept when
     /// parallel calls are off.
-    pub fn parse(&self, text: &str, format: Format, call_id: &mut impl FnMut() -> String) -> Option<Vec<Call>> {
+    pub fn parse(
+        &self,
+        text: &str,
+        format: Format,
+        call_id: &mut impl FnMut() -> String,
+    ) -> Option<Vec<Call>> {
         let t = text.trim();
         let t = t.strip_prefix("<|python_tag|>").unwrap_or(t).trim();
         let mut values: Vec<Value> = Vec::new();
@@ -401,9 +406,10 @@ fn close_objects(schema: &mut Value) {
             for (k, v) in o.iter_mut() {
                 match (k.as_str(), v) {
                     // Maps of names to schemas.
-                    ("properties" | "$defs" | "definitions" | "patternProperties", Value::Object(m)) => {
-                        m.values_mut().for_each(close_objects)
-                    }
+                    (
+                        "properties" | "$defs" | "definitions" | "patternProperties",
+                        Value::Object(m),
+                    ) => m.values_mut().for_each(close_objects),
                     // Values under these keys are data, not schemas.
                     ("const" | "enum" | "default" | "examples" | "required", _) => {}
                     (_, v) => close_objects(v),
@@ -547,7 +553,11 @@ pub fn new_call_id() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    format!("call_{:016x}{:08x}", t.wrapping_mul(0x9e37_79b9_7f4a_7c15), n as u32)
+    format!(
+        "call_{:016x}{:08x}",
+        t.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        n as u32
+    )
 }
 
 #[cfg(test)]
@@ -606,11 +616,28 @@ mod tests {
             )
             .unwrap();
         assert_eq!(calls.len(), 2);
-        assert!(t.parse("The weather is fine.", Format::Generic, &mut id).is_none());
-        assert!(t.parse("{\"name\": \"nope\", \"arguments\": {}}", Format::Generic, &mut id).is_none());
-        assert!(t.parse("{\"name\": \"add\", \"argu", Format::Generic, &mut id).is_none());
+        assert!(
+            t.parse("The weather is fine.", Format::Generic, &mut id)
+                .is_none()
+        );
+        assert!(
+            t.parse(
+                "{\"name\": \"nope\", \"arguments\": {}}",
+                Format::Generic,
+                &mut id
+            )
+            .is_none()
+        );
+        assert!(
+            t.parse("{\"name\": \"add\", \"argu", Format::Generic, &mut id)
+                .is_none()
+        );
         let one = tools(Choice::Auto, false)
-            .parse("[{\"name\": \"add\"}, {\"name\": \"add\"}]", Format::Generic, &mut id)
+            .parse(
+                "[{\"name\": \"add\"}, {\"name\": \"add\"}]",
+                Format::Generic,
+                &mut id,
+            )
             .unwrap();
         assert_eq!(one.len(), 1);
     }
@@ -646,8 +673,14 @@ mod tests {
         assert_eq!(nested["additionalProperties"], false);
         assert_eq!(nested["properties"]["p"]["additionalProperties"], false);
         assert_eq!(nested["properties"]["q"]["additionalProperties"], true);
-        assert_eq!(nested["properties"]["r"]["enum"][0], json!({"properties": 1}));
-        assert_eq!(nested["properties"]["properties"], json!({"type": "string"}));
+        assert_eq!(
+            nested["properties"]["r"]["enum"][0],
+            json!({"properties": 1})
+        );
+        assert_eq!(
+            nested["properties"]["properties"],
+            json!({"type": "string"})
+        );
         assert!(s["properties"].get("parameters").is_some());
         assert!(tools(Choice::Auto, true).grammar(Format::Generic).is_none());
     }

@@ -1372,7 +1372,10 @@ async fn constrained_replies_follow_their_grammars() {
         (json!({"grammar": "root ::= nothing"}), "grammar"),
         (json!({"json_schema": {"type": "bogus"}}), "json_schema"),
         (json!({"json_schema": 3}), "json_schema"),
-        (json!({"response_format": {"type": "xml"}}), "response_format.type"),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format.type",
+        ),
         (
             json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
             "response_format.json_schema.name",
@@ -1418,10 +1421,13 @@ async fn required_tool_calls_parse_and_stream() {
     let call = &ch["message"]["tool_calls"][0];
     assert_eq!(call["type"], "function");
     let name = call["function"]["name"].as_str().unwrap();
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     match name {
         "get_weather" => assert!(args["city"].is_string() && args.as_object().unwrap().len() == 1),
-        "add" => assert!(args["a"].is_i64() && args["b"].is_i64() && args.as_object().unwrap().len() == 2),
+        "add" => assert!(
+            args["a"].is_i64() && args["b"].is_i64() && args.as_object().unwrap().len() == 2
+        ),
         other => panic!("called {other}"),
     }
 
@@ -1459,5 +1465,8 @@ async fn required_tool_calls_parse_and_stream() {
          "function": {"name": "add", "arguments": "{not json"}}]}]});
     let (status, v) = post_json(&app, "/v1/chat/completions", bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(v["error"]["param"], "messages[0].tool_calls[0].function.arguments");
+    assert_eq!(
+        v["error"]["param"],
+        "messages[0].tool_calls[0].function.arguments"
+    );
 }
