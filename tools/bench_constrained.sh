@@ -11,19 +11,23 @@ MODEL=${1:-assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 REPS=${2:-3}
 BIN=target/release/camelid
 SCHEMA=testdata/constrain/people.schema.json
-PROMPT="A JSON list of 24 people with their name, age and city:"
+PROMPT="A JSON list of 6 people with their name, age and city:"
 field() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(d$1)"; }
+RATIOS=()
 for r in $(seq "$REPS"); do
     c=$("$BIN" run -m "$MODEL" -p "$PROMPT" --temp 0 -n 1000 --json --json-schema "$SCHEMA")
     n=$(echo "$c" | field "['timings']['gen_tokens']")
     u=$("$BIN" run -m "$MODEL" -p "$PROMPT" --temp 0 -n "$n" --json)
-    echo "$c" | field "['timings']" | sed "s/^/constrained   rep $r: /"
-    echo "$u" | field "['timings']" | sed "s/^/unconstrained rep $r: /"
-    python3 - "$c" "$u" <<'PY'
+    line=$(python3 - "$c" "$u" <<'PY'
 import json, sys
 c, u = (json.loads(a)["timings"] for a in sys.argv[1:3])
-print(f"  ratio {c['gen_tokens_per_s'] / u['gen_tokens_per_s']:.3f} "
+print(f"{c['gen_tokens_per_s'] / u['gen_tokens_per_s']:.3f} "
       f"({c['gen_tokens_per_s']:.1f} vs {u['gen_tokens_per_s']:.1f} tokens/s over {c['gen_tokens']} vs {u['gen_tokens']} tokens); "
-      f"mask {1e3 * c['grammar_mask_ms'] / c['grammar_masks']:.1f} us per token ({c['grammar_masks']} masks)")
+      f"mask {1e3 * c['grammar_mask_ms'] / c['grammar_masks']:.1f} us per token ({c['grammar_masks']} masks), "
+      f"{100 * c['grammar_mask_ms'] / c['gen_ms']:.2f}% of the constrained generation time")
 PY
+)
+    echo "  ratio $line"
+    RATIOS+=("${line%% *}")
 done
+printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{a[NR]=$1} END {print "median ratio (constrained/unconstrained tokens/s) over " NR " reps: " a[int((NR+1)/2)]}'

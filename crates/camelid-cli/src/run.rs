@@ -140,10 +140,18 @@ impl SampleArgs {
             (None, Some(p)) => (p, GrammarSpec::Gbnf(read_text(p)?)),
             (None, None) => return Ok(None),
         };
+        let t0 = std::time::Instant::now();
         let vocab = Vocabulary::new(std::sync::Arc::new(tok.clone()))?;
+        let t1 = std::time::Instant::now();
         let g = vocab
             .compile(&spec)
             .with_context(|| format!("{}: not a usable grammar", path.display()))?;
+        eprintln!(
+            "[grammar: token trie of {} tokens in {:.1} ms, compiled in {:.1} ms]",
+            vocab.n_vocab(),
+            (t1 - t0).as_secs_f64() * 1e3,
+            t1.elapsed().as_secs_f64() * 1e3
+        );
         Ok(Some(g))
     }
 

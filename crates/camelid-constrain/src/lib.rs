@@ -4,19 +4,21 @@
 //! before sampling, and generation ends when the grammar is complete.
 //!
 //! The token mask comes from the `llguidance` crate (MIT), the engine behind OpenAI's, vLLM's,
-//! llama.cpp's and mistral.rs's structured outputs. Why it and not our own: measured on the
-//! default model's 49,152-token byte-level vocabulary (SmolLM2-135M) on this project's 2-core
-//! VM, its mask takes about 40-80 µs per token for a JSON schema (see BENCHMARKS.md,
-//! "Constrained decoding"), well under 1% of a decode step of that model; building its
-//! vocabulary trie takes ~25 ms once per tokenizer. A mask that fast needs a lexer over regex
-//! derivatives, an Earley parser over lexemes and a token trie walked once per step with the
-//! lexer's states shared across tokens; a naïve own mask (check each of 49,152 tokens' bytes
-//! against a character-level pushdown automaton) costs milliseconds per step, and a fast one is
-//! the same thousands of lines llguidance already has, tested against JSON-Schema test suites.
-//! Its weight: with `toktrie`, `derivre`, `regex-syntax`, `referencing` and `serde` about 20
-//! crates not already in the tree, ~85 s of a clean release build on 2 cores (camelid's whole
-//! release build is several minutes). It is kept out of the kernel and model crates: only this
-//! crate (used by the engine) depends on it.
+//! llama.cpp's and mistral.rs's structured outputs. Why it and not our own, measured on the
+//! default model's 49,152-token byte-level vocabulary (SmolLM2-135M) on this project's 2-vCPU
+//! VM (BENCHMARKS.md, "Constrained decoding"): its mask takes about 100 µs per token for a JSON
+//! schema, 0.1-0.7% of a constrained decode step of that model; its vocabulary trie is built
+//! once per tokenizer (110-250 ms) and a schema compiles in under 1 ms. A mask that fast needs
+//! a lexer over regex derivatives, an Earley parser over lexemes, and a token trie walked once
+//! per step with the lexer's states shared between tokens that share a prefix; the naïve own
+//! mask (each of 49,152 tokens' bytes pushed through a character-level pushdown automaton per
+//! step) costs milliseconds, as much as the model step itself, and a fast own one is the same
+//! thousands of lines llguidance already has, tested against JSON-Schema suites; JSON Schema
+//! alone (`anyOf`, `$ref`, bounds, patterns, formats) is a large surface to get right. Its
+//! weight: 26 crates new to the tree (`derivre`, `toktrie`, `referencing`, `indexmap`, `ahash`,
+//! `parking_lot`, `strum`, `bytemuck`... some only for other platforms), about 85 s of a clean
+//! release build on 2 cores of its own; it is kept out of the kernel and model crates: only this
+//! crate (used by the engine) depends on it, with its `rayon` feature off.
 //!
 //! What camelid adds: the vocabulary as the engine sees it (each token's bytes from
 //! [`camelid_tokenizer::Tokenizer::token_bytes`], so SentencePiece `▁` is a space and `<0xNN>` a
