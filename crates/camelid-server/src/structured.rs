@@ -26,10 +26,10 @@ pub struct Constrained {
 /// Reads `response_format` (chat), `json_schema` and `grammar`.
 pub fn read(f: &mut Fields, endpoint: Endpoint) -> Result<Option<Constrained>, ApiError> {
     let mut found: Vec<Constrained> = Vec::new();
-    if endpoint == Endpoint::Chat {
-        if let Some(v) = f.take("response_format") {
-            found.extend(response_format(v)?);
-        }
+    if endpoint == Endpoint::Chat
+        && let Some(v) = f.take("response_format")
+    {
+        found.extend(response_format(v)?);
     }
     if let Some(v) = f.take("json_schema") {
         if !v.is_object() {

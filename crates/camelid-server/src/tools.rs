@@ -151,13 +151,13 @@ pub fn read(f: &mut Fields) -> Result<Option<Tools>, ApiError> {
             )),
         };
     }
-    if let Choice::Named(n) = &choice {
-        if !functions.iter().any(|f| &f.name == n) {
-            return Err(ApiError::invalid(
-                Some("tool_choice.function.name"),
-                format!("No tool named '{n}' in tools."),
-            ));
-        }
+    if let Choice::Named(n) = &choice
+        && !functions.iter().any(|f| &f.name == n)
+    {
+        return Err(ApiError::invalid(
+            Some("tool_choice.function.name"),
+            format!("No tool named '{n}' in tools."),
+        ));
     }
     Ok(Some(Tools {
         defs: list,
