@@ -10,6 +10,11 @@
 //! request ends. A new request goes to the free slot sharing the longest prefix with its prompt
 //! and computes only the rest: a long system prompt, or a chat that grows turn by turn, is
 //! computed once.
+//!
+//! Constrained decoding: a job whose `params.grammar` is set (a JSON schema, GBNF, a forced
+//! tool call) has its own grammar state in its [`Continuation`], which masks that sequence's
+//! logits before sampling in the step's callback, so the sequences of one batch each follow
+//! their own grammar (or none), and one ends when its grammar is complete.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
