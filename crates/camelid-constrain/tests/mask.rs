@@ -233,3 +233,33 @@ fn invalid_grammars_are_errors_not_panics() {
         assert!(!e.to_string().is_empty());
     }
 }
+
+/// GBNF matches characters, not lexemes: in `[a-z]+ "x"` the class also matches the `x`, and
+/// the translation keeps both readings open (each class its own one-character terminal).
+#[test]
+fn gbnf_keeps_character_level_ambiguity() {
+    let (tok, vocab) = bpe();
+    let g = vocab
+        .compile(&GrammarSpec::Gbnf(r#"root ::= [a-z]+ "x""#.into()))
+        .unwrap();
+    let id = |s: &str| {
+        let ids = tok.encode(s, false, false);
+        assert_eq!(ids.len(), 1, "{s:?} is one token");
+        ids[0]
+    };
+    let mut c = g.start();
+    for ch in ["a", "b", "x"] {
+        assert!(c.allowed().unwrap().is_allowed(id(ch)), "{ch}");
+        c.accept(id(ch)).unwrap();
+    }
+    // "abx" is complete ([a-z]+ = "ab"), and "abxx" would be too ([a-z]+ = "abx").
+    assert!(c.is_accepting());
+    let mask = c.allowed().unwrap();
+    assert!(mask.is_allowed(tok.eog_ids()[0]));
+    assert!(mask.is_allowed(id("x")));
+    // "ab" alone is not.
+    let mut c = g.start();
+    c.accept(id("a")).unwrap();
+    c.accept(id("b")).unwrap();
+    assert!(!c.is_accepting());
+}
