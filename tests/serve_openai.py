@@ -25,6 +25,7 @@ import threading
 import traceback
 from urllib.parse import urlparse
 
+import jsonschema
 import openai
 
 KEY = "test-key-123"
@@ -246,17 +247,17 @@ def check_any_model_name(c):
 
 
 def check_unsupported_fields(c):
-    """Each field camelid does not implement is a 400 naming it; so is an unknown one."""
+    """Each field camelid does not implement is a 400 naming it; so is an unknown one, and a
+    grammar or schema that cannot be used."""
     hi = [{"role": "user", "content": "hi"}]
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     cases = [
-        ("tools", dict(tools=[tool])),
-        ("tool_choice", dict(tool_choice="required")),
-        ("response_format", dict(response_format={"type": "json_object"})),
         ("reasoning_effort", dict(reasoning_effort="low")),
-        ("grammar", dict(extra_body={"grammar": 'root ::= "a"'})),
-        ("json_schema", dict(extra_body={"json_schema": {"type": "object"}})),
         ("mirostat", dict(extra_body={"mirostat": 2})),
+        ("response_format.type", dict(response_format={"type": "xml"})),
+        ("grammar", dict(extra_body={"grammar": 'root ::= undefined-rule'})),
+        ("json_schema", dict(extra_body={"json_schema": {"type": "no-such-type"}})),
+        ("response_format.json_schema.schema", dict(response_format={"type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object", "minProperties": "many"}}})),
     ]
     for field, kw in cases:
         try:
@@ -339,6 +340,272 @@ def check_concurrent(c):
         assert text.startswith(f" {k + 4},"), (k, text)
 
 
+# --- Structured outputs and tool calls ------------------------------------------------------
+# Every reply is checked by references independent of camelid: the `jsonschema` package
+# validates JSON replies against their schemas, Python's `re` matches GBNF replies against a
+# regex equivalent to the grammar, and tool arguments validate against the tool's parameters.
+
+def S(props, required=None, **kw):
+    """An object schema with its properties; all required unless said, nothing else allowed."""
+    return {"type": "object", "properties": props,
+            "required": list(props) if required is None else required,
+            "additionalProperties": False, **kw}
+
+
+NAME = {"type": "string", "minLength": 1, "maxLength": 12}
+# (prompt, schema): 20 shapes, each kept short so that a reply fits a small budget.
+SCHEMAS = [
+    ("Describe a person named Ann who is 31.", S({"name": NAME, "age": {"type": "integer", "minimum": 0, "maximum": 120}})),
+    ("Is the sky blue?", S({"answer": {"type": "boolean"}})),
+    ("Pick a primary color.", S({"color": {"enum": ["red", "green", "blue"]}})),
+    ("Give a temperature in celsius.", S({"celsius": {"type": "number", "minimum": -50, "maximum": 50}})),
+    ("List three fruits.", S({"fruits": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 3}})),
+    ("Describe a city and its country.", S({"city": S({"name": NAME, "country": NAME})})),
+    ("Give a point on a grid.", S({"x": {"type": "integer", "minimum": -9, "maximum": 9},
+                                 "y": {"type": "integer", "minimum": -9, "maximum": 9}})),
+    ("Describe a book; the subtitle is optional.", S({"title": NAME, "subtitle": NAME}, required=["title"])),
+    ("Give an id or a name.", S({"key": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 999}, NAME]}})),
+    ("Give a status.", S({"status": {"const": "ok"}, "code": {"type": "integer", "minimum": 100, "maximum": 599}})),
+    ("Rate a movie from 1 to 5.", S({"movie": NAME, "stars": {"type": "integer", "minimum": 1, "maximum": 5}})),
+    ("List up to two tags, each with a weight.", S({"tags": {"type": "array", "maxItems": 2,
+        "items": S({"tag": NAME, "weight": {"type": "integer", "minimum": 0, "maximum": 9}})}})),
+    ("Give a product code like ABC-123.", S({"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"}})),
+    ("Say yes or no, with a reason.", S({"ok": {"type": "boolean"}, "reason": NAME}, required=["ok"])),
+    ("Give a date.", S({"year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+                        "month": {"type": "integer", "minimum": 1, "maximum": 12},
+                        "day": {"type": "integer", "minimum": 1, "maximum": 31}})),
+    ("A shape: a circle with a radius or a square with a side.", S({"shape": {"anyOf": [
+        S({"kind": {"const": "circle"}, "radius": {"type": "integer", "minimum": 1, "maximum": 99}}),
+        S({"kind": {"const": "square"}, "side": {"type": "integer", "minimum": 1, "maximum": 99}})]}})),
+    ("Give a list of at most three small numbers.", S({"n": {"type": "array", "maxItems": 3,
+        "items": {"type": "integer", "minimum": 0, "maximum": 9}}})),
+    ("Describe a pet; its owner is optional.", S({"pet": S({"kind": {"enum": ["cat", "dog", "fish"]}, "age": {"type": "integer", "minimum": 0, "maximum": 30}}),
+                                                  "owner": S({"name": NAME})}, required=["pet"])),
+    ("Give a nullable nickname.", S({"nickname": {"anyOf": [NAME, {"type": "null"}]}})),
+    ("Give a price and a currency.", S({"price": {"type": "number", "minimum": 0, "maximum": 1000},
+                                        "currency": {"enum": ["EUR", "USD", "GBP"]}})),
+]
+assert len(SCHEMAS) == 20
+# Greedy, then three seeds with sampling.
+DRAWS = [dict(temperature=0)] + [dict(temperature=0.7, seed=s) for s in (1, 2, 3)]
+
+
+def parallel(fn, items, workers=8):
+    """fn over items on `workers` threads; results in order (exceptions re-raised)."""
+    out = [None] * len(items)
+    errors = []
+    lock = threading.Lock()
+    it = iter(enumerate(items))
+
+    def run():
+        while True:
+            with lock:
+                nxt = next(it, None)
+            if nxt is None:
+                return
+            i, item = nxt
+            try:
+                out[i] = fn(item)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append((item, e))
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise AssertionError(f"{len(errors)} failed, first: {errors[0]!r}")
+    return out
+
+
+def check_json_schemas(c):
+    """20 schemas × greedy and 3 seeds: every reply parses and validates (jsonschema)."""
+    jobs = [(p, s, d) for p, s in SCHEMAS for d in DRAWS]
+
+    def one(job):
+        prompt, schema, draw = job
+        r = c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": prompt + " Answer in JSON."}],
+            max_tokens=160, response_format={"type": "json_schema", "json_schema": {
+                "name": "reply", "strict": True, "schema": schema}}, **draw)
+        text = r.choices[0].message.content
+        assert r.choices[0].finish_reason == "stop", (prompt, draw, text)
+        jsonschema.validate(json.loads(text), schema)
+        return text
+
+    texts = parallel(one, jobs)
+    assert len(texts) == 80
+    # llama.cpp's `json_schema` field constrains the same way, also on /v1/completions.
+    schema = SCHEMAS[0][1]
+    r = c.completions.create(model=MODEL, prompt="A person as JSON:", max_tokens=80,
+                             temperature=0, extra_body={"json_schema": schema})
+    jsonschema.validate(json.loads(r.choices[0].text), schema)
+
+
+def check_json_object(c):
+    """response_format json_object: every reply is a JSON object. Any object is allowed, so
+    nothing but the model ends one: prompts on which this small model ends its objects within
+    the budget (on "Describe a cat" its greedy reply repeats keys until any budget runs out)."""
+    prompts = ["Give a JSON object with a key 'a' set to 1.",
+               "Give a JSON object with the keys name and age of a person.",
+               "Give a JSON object with a key color set to red."]
+    jobs = [(p, d) for p in prompts for d in DRAWS]
+
+    def one(job):
+        p, d = job
+        r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}],
+                                      max_tokens=400, response_format={"type": "json_object"}, **d)
+        assert r.choices[0].finish_reason == "stop", r
+        v = json.loads(r.choices[0].message.content)
+        assert isinstance(v, dict), v
+
+    parallel(one, jobs)
+
+
+# A GBNF grammar and the regular expression of the same language (the grammar has no
+# recursion), checked by Python's `re`, not by camelid.
+GBNF = r'''
+root   ::= answer " " number "."
+answer ::= "Yes" | "No" | "Maybe"
+number ::= [1-9] [0-9]? | "zero"
+'''
+GBNF_RE = re.compile(r"(Yes|No|Maybe) ([1-9][0-9]?|zero)\.")
+
+
+def check_gbnf(c):
+    for d in DRAWS:
+        r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content":
+                                      "Is 7 a prime number? Say how sure you are, 1 to 99."}],
+                                      max_tokens=20, extra_body={"grammar": GBNF}, **d)
+        text = r.choices[0].message.content
+        assert GBNF_RE.fullmatch(text), text
+        assert r.choices[0].finish_reason == "stop", r
+    r = c.completions.create(model=MODEL, prompt="Answer:", max_tokens=20, temperature=0,
+                             extra_body={"grammar": GBNF})
+    assert GBNF_RE.fullmatch(r.choices[0].text), r.choices[0].text
+
+
+def check_constrained_streams(c):
+    """8 concurrent constrained streams, each a different schema: each reassembles to JSON
+    that validates."""
+    def one(k):
+        prompt, schema = SCHEMAS[k]
+        text, finish = "", None
+        for chunk in c.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=160,
+                temperature=0.7, seed=k, stream=True,
+                response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}):
+            for ch in chunk.choices:
+                text += ch.delta.content or ""
+                finish = ch.finish_reason or finish
+        assert finish == "stop", (k, text)
+        jsonschema.validate(json.loads(text), schema)
+
+    parallel(one, list(range(8)), workers=8)
+
+
+def fn(name, description, props, required=None):
+    return {"type": "function", "function": {"name": name, "description": description,
+            "parameters": {"type": "object", "properties": props,
+                           "required": list(props) if required is None else required}}}
+
+
+WEATHER = fn("get_weather", "Current weather in a city.",
+             {"city": {"type": "string", "maxLength": 20},
+              "unit": {"enum": ["celsius", "fahrenheit"]}}, ["city"])
+ADD = fn("add", "Add two integers.", {"a": {"type": "integer", "minimum": -999, "maximum": 999},
+                                      "b": {"type": "integer", "minimum": -999, "maximum": 999}})
+TIME = fn("get_time", "Current time in a time zone.", {"zone": {"type": "string", "maxLength": 20}})
+SEARCH = fn("search", "Search the web.", {"query": {"type": "string", "maxLength": 30}})
+EMAIL = fn("send_email", "Send an email.", {"to": {"type": "string", "maxLength": 30},
+                                            "subject": {"type": "string", "maxLength": 30}})
+TOOL_PROMPTS = [
+    ("What is the weather in Oslo?", [WEATHER, ADD]),
+    ("Add 2 and 40.", [WEATHER, ADD]),
+    ("What time is it in Tokyo?", [TIME, WEATHER, SEARCH]),
+    ("Search for the tallest mountain.", [SEARCH, ADD]),
+    ("Email bob@example.com that lunch is at noon.", [EMAIL, SEARCH, TIME]),
+    ("Is it raining in Lima, in fahrenheit?", [WEATHER, TIME]),
+    ("What is 17 plus 25?", [ADD, SEARCH, EMAIL]),
+    ("Find news about llamas.", [SEARCH, WEATHER]),
+    ("What time is it in UTC?", [TIME, ADD]),
+    ("Tell alice@example.com the report is done.", [EMAIL, WEATHER]),
+]
+
+
+def params_of(tools, name):
+    return next(t["function"]["parameters"] for t in tools if t["function"]["name"] == name)
+
+
+def check_tool_calls_required(c):
+    """tool_choice=required: every reply is a call of one of the tools whose arguments
+    validate against its parameters; streamed, the deltas reassemble to the same call."""
+    def one(job):
+        prompt, tools = job
+        kw = dict(model=MODEL, messages=[{"role": "user", "content": prompt}], tools=tools,
+                  tool_choice="required", temperature=0, max_tokens=120)
+        r = c.chat.completions.create(**kw)
+        ch = r.choices[0]
+        assert ch.finish_reason == "tool_calls", (prompt, ch)
+        calls = ch.message.tool_calls
+        assert calls, (prompt, ch.message)
+        for call in calls:
+            assert call.type == "function" and call.id, call
+            jsonschema.validate(json.loads(call.function.arguments),
+                                params_of(tools, call.function.name))
+        # Streamed: deltas by index, the name and id once, the arguments in pieces.
+        got, finish = {}, None
+        for chunk in c.chat.completions.create(**kw, stream=True):
+            for sc in chunk.choices:
+                finish = sc.finish_reason or finish
+                assert not sc.delta.content, sc.delta
+                for d in sc.delta.tool_calls or []:
+                    e = got.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+                    e["id"] = d.id or e["id"]
+                    if d.function is not None:
+                        e["name"] += d.function.name or ""
+                        e["arguments"] += d.function.arguments or ""
+        assert finish == "tool_calls", finish
+        assert [(g["name"], json.loads(g["arguments"])) for _, g in sorted(got.items())] == \
+            [(x.function.name, json.loads(x.function.arguments)) for x in calls], (got, calls)
+
+    parallel(one, TOOL_PROMPTS)
+
+
+def check_tool_choice_named_and_follow_up(c):
+    """A named function is the one called; the conversation goes on with the call and a `tool`
+    message (rendered by the model's template, or as camelid's inline text for a template with
+    no place for tools)."""
+    tools = [WEATHER, ADD]
+    msgs = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    r = c.chat.completions.create(model=MODEL, messages=msgs, tools=tools, temperature=0,
+                                  max_tokens=80,
+                                  tool_choice={"type": "function", "function": {"name": "add"}})
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "add", call
+    jsonschema.validate(json.loads(call.function.arguments), params_of(tools, "add"))
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [
+                 {"id": call.id, "type": "function",
+                  "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+             {"role": "tool", "tool_call_id": call.id, "content": "42"}]
+    r = c.chat.completions.create(model=MODEL, messages=msgs, tools=tools, tool_choice="none",
+                                  temperature=0, max_tokens=12)
+    assert r.choices[0].message.tool_calls is None and r.choices[0].message.content, r
+    # Bad tool definitions and choices are 400s naming the field.
+    for kw, param in [
+        (dict(tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools[0].function.name"),
+        (dict(tools=tools, tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice.function.name"),
+        (dict(tool_choice="required"), "tool_choice"),
+    ]:
+        try:
+            c.chat.completions.create(model=MODEL, messages=msgs[:1], max_tokens=1, **kw)
+        except openai.BadRequestError as e:
+            assert e.param == param, (param, e)
+        else:
+            raise AssertionError(f"{param} was accepted")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -353,7 +620,9 @@ def main():
               check_completions, check_sampling_fields, check_seed_reproducible, check_concurrent,
               check_errors, check_logit_bias, check_n_choices, check_n_shares_the_prompt,
               check_embeddings, check_llama_cpp_fields,
-              check_any_model_name, check_unsupported_fields, check_cors, check_access_log]
+              check_any_model_name, check_unsupported_fields, check_json_schemas,
+              check_json_object, check_gbnf, check_constrained_streams, check_tool_calls_required,
+              check_tool_choice_named_and_follow_up, check_cors, check_access_log]
     passed = failed = 0
     try:
         for check in checks:

@@ -89,6 +89,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         max_tokens: a.n_predict,
         stop: a.sample.stop.clone(),
         sampler,
+        grammar: a.sample.grammar(&loaded.tokenizer)?,
     };
     let mut chat = Chat {
         model: &loaded.model,

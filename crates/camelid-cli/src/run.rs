@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::chat::{ChatTemplate, Message};
+use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
 use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
@@ -56,6 +57,14 @@ pub struct SampleArgs {
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+    /// Constrain the output to JSON valid under this JSON schema (a file; generation ends when
+    /// the value is complete).
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    pub json_schema: Option<PathBuf>,
+    /// Constrain the output to this grammar, in llama.cpp's GBNF (a file; `root` is the start
+    /// rule; generation ends when nothing more can follow).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
 }
 
 /// `--repeat-last-n`: a count of tokens, or -1 for all of them (llama.cpp's reading).
@@ -116,6 +125,34 @@ impl SampleArgs {
         self.merge(&SamplingHints::default())
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The grammar of --json-schema or --grammar, compiled for the vocabulary; errors name the
+    /// file and what is wrong in it.
+    pub fn grammar(&self, tok: &Tokenizer) -> Result<Option<Grammar>> {
+        let (path, spec) = match (&self.json_schema, &self.grammar) {
+            (Some(p), _) => {
+                let text = read_text(p)?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("--json-schema {}: not JSON", p.display()))?;
+                (p, GrammarSpec::JsonSchema(v))
+            }
+            (None, Some(p)) => (p, GrammarSpec::Gbnf(read_text(p)?)),
+            (None, None) => return Ok(None),
+        };
+        let t0 = std::time::Instant::now();
+        let vocab = Vocabulary::new(std::sync::Arc::new(tok.clone()))?;
+        let t1 = std::time::Instant::now();
+        let g = vocab
+            .compile(&spec)
+            .with_context(|| format!("{}: not a usable grammar", path.display()))?;
+        eprintln!(
+            "[grammar: token trie of {} tokens in {:.1} ms, compiled in {:.1} ms]",
+            vocab.n_vocab(),
+            (t1 - t0).as_secs_f64() * 1e3,
+            t1.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(Some(g))
     }
 
     /// The sampler: the options given, then the model's recommendations, then llama.cpp's
@@ -258,6 +295,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         max_tokens: a.n_predict,
         stop: a.sample.stop.clone(),
         sampler: sampler.clone(),
+        grammar: a.sample.grammar(tok)?,
     };
     let cancel = crate::interrupt_flag();
     let mut stdout = io::stdout().lock();
@@ -291,6 +329,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 "gen_tokens": g.tokens.len(),
                 "gen_ms": g.gen_time.as_secs_f64() * 1e3,
                 "gen_tokens_per_s": g.gen_tokens_per_s(),
+                "grammar_masks": g.masks.map(|m| m.1),
+                "grammar_mask_ms": g.masks.map(|m| m.0.as_secs_f64() * 1e3),
             }
         });
         writeln!(stdout, "{v}")?;
@@ -347,6 +387,12 @@ pub fn report(g: &Generation, n_ctx: usize) {
         g.tokens.len(),
         g.gen_tokens_per_s()
     );
+    if let Some((t, n)) = g.masks {
+        eprintln!(
+            "grammar: {n} token masks, {:.1} µs per mask",
+            t.as_secs_f64() * 1e6 / f64::from(n.max(1))
+        );
+    }
 }
 
 pub fn finish_name(f: FinishReason) -> &'static str {

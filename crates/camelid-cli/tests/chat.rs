@@ -255,3 +255,78 @@ fn chat_templates_are_named_and_checked_at_start_up() {
     );
     assert!(out.status.success(), "{err}");
 }
+
+/// `--json-schema` and `--grammar`: every reply of a chat follows the file's grammar (checked
+/// here against the schema's and the grammar's definitions), and a file that is not a usable
+/// grammar is a clear error naming it.
+#[test]
+fn json_schema_and_grammar_files_constrain_replies() {
+    let dir = std::env::temp_dir().join(format!("camelid-constrain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = dir.join("s.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
+            "confidence": {"type": "integer", "minimum": 0, "maximum": 100}},
+            "required": ["answer", "confidence"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let out = chat(
+        &[
+            "--temp",
+            "0.8",
+            "--seed",
+            "7",
+            "-n",
+            "64",
+            "--json-schema",
+            &path(&schema),
+        ],
+        "Is the sky blue?\nIs fire cold?\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!replies.is_empty(), "{stdout}");
+    // A reply may span lines (JSON whitespace): rejoin and split on the objects' ends.
+    let joined = stdout.replace('\n', " ");
+    let mut n = 0;
+    for v in serde_json::Deserializer::from_str(&joined).into_iter::<serde_json::Value>() {
+        let v = v.unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert!(
+            ["yes", "no"].contains(&v["answer"].as_str().unwrap()),
+            "{v}"
+        );
+        assert!(
+            (0..=100).contains(&v["confidence"].as_i64().unwrap()),
+            "{v}"
+        );
+        assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+        n += 1;
+    }
+    assert_eq!(n, 2, "{stdout}");
+
+    let grammar = dir.join("g.gbnf");
+    std::fs::write(&grammar, "root ::= (\"Yes\" | \"No\") \"!\"\n").unwrap();
+    let out = chat(
+        &["--temp", "0", "--grammar", &path(&grammar)],
+        "Is the sky blue?\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(["Yes!", "No!"].contains(&stdout.trim()), "{stdout:?}");
+
+    std::fs::write(&grammar, "root ::= missing\n").unwrap();
+    let out = chat(&["--grammar", &path(&grammar)], "hi\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("g.gbnf") && stderr.contains("undefined rule `missing`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -483,7 +483,14 @@ fn every_option_is_explained_and_precision_is_spelled_one_way() {
         }
     }
     let chat = String::from_utf8(camelid(&["chat", "--help"]).stdout).unwrap();
-    assert!(!chat.contains("--json"), "{chat}");
+    // No `--json` output flag on chat (`--json-schema`, the constraint, is another option).
+    assert!(
+        !chat
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("--json")),
+        "{chat}"
+    );
+    assert!(chat.contains("--json-schema <FILE>"), "{chat}");
 
     // The old spelling of perplexity, score and logits is a hidden alias of `--precision exact`.
     let model = repo().join("testdata/tiny/mqa/q4_0.gguf");

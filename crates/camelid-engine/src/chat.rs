@@ -31,9 +31,23 @@ use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
 /// One turn of a dialog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    /// `system`, `user` or `assistant` (a Jinja template may know more roles).
+    /// `system`, `user` or `assistant` (a Jinja template may know more roles, `tool`, `ipython`).
     pub role: String,
     pub content: String,
+    /// The tools an assistant's turn called (OpenAI's `tool_calls`).
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers (OpenAI's `tool_call_id`).
+    pub tool_call_id: Option<String>,
+}
+
+/// One call of a tool by the assistant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON value (OpenAI sends them as a JSON string; templates expect
+    /// the object, as transformers' documentation passes it).
+    pub arguments: serde_json::Value,
 }
 
 impl Message {
@@ -41,6 +55,8 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 
@@ -228,12 +244,32 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>, ChatError> {
+        self.encode_with_tools(tok, messages, None, add_generation_prompt)
+    }
+
+    /// Whether the template renders tool definitions itself (a Jinja template that reads
+    /// `tools`); for the others the caller describes the tools in a system message.
+    pub fn supports_tools(&self) -> bool {
+        matches!(self, ChatTemplate::Jinja(src) if src.contains("tools"))
+    }
+
+    /// [`ChatTemplate::encode`] with tool definitions (OpenAI's `tools` entries, as given),
+    /// which a Jinja template receives as transformers' `apply_chat_template(tools=...)` passes
+    /// them; the built-in formats have no place for them (see [`ChatTemplate::supports_tools`]).
+    pub fn encode_with_tools(
+        &self,
+        tok: &Tokenizer,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, ChatError> {
         if messages.is_empty() {
             return Err(ChatError::Empty);
         }
         match self {
             ChatTemplate::Jinja(src) => {
-                let text = render_jinja(src, tok, messages, add_generation_prompt)?;
+                let text =
+                    render_jinja_with_tools(src, tok, messages, tools, add_generation_prompt)?;
                 let mut ids = tok.encode(&text, false, true);
                 // The template usually writes BOS itself (`{{ bos_token }}`); add it only when
                 // the vocabulary wants one and the text did not start with it: never two.
@@ -419,6 +455,19 @@ pub fn render_jinja(
     messages: &[Message],
     add_generation_prompt: bool,
 ) -> Result<String, ChatError> {
+    render_jinja_with_tools(source, tok, messages, None, add_generation_prompt)
+}
+
+/// [`render_jinja`] with `tools`, and messages that carry `tool_calls` (each
+/// `{"id", "type": "function", "function": {"name", "arguments"}}`, arguments as an object) and
+/// `tool_call_id`, as OpenAI's messages have them.
+pub fn render_jinja_with_tools(
+    source: &str,
+    tok: &Tokenizer,
+    messages: &[Message],
+    tools: Option<&[serde_json::Value]>,
+    add_generation_prompt: bool,
+) -> Result<String, ChatError> {
     let mut env = Environment::new();
     // transformers: ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
     // extensions=[loopcontrols]); Jinja's default drops one trailing newline of the source.
@@ -458,25 +507,39 @@ pub fn render_jinja(
         },
     );
     env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
+    // transformers' own `tojson`: Python's json.dumps (", " and ": " separators, or an indent;
+    // no HTML escaping; keys in their order), where Jinja's and minijinja's differ.
+    env.add_filter(
+        "tojson",
+        |v: Value, kwargs: minijinja::value::Kwargs| -> Result<String, JinjaError> {
+            let indent: Option<usize> = kwargs.get("indent")?;
+            let _: Option<bool> = kwargs.get("ensure_ascii")?;
+            let _: Option<bool> = kwargs.get("sort_keys")?;
+            kwargs.assert_all_used()?;
+            let json = serde_json::to_value(&v)
+                .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, e.to_string()))?;
+            let mut out = String::new();
+            py_json(&json, indent, 0, &mut out);
+            Ok(out)
+        },
+    );
 
     let template = env
         .template_from_named_str("chat_template", source)
         .map_err(|e| ChatError::Syntax(describe(&e)))?;
 
-    let msgs: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let mut map = BTreeMap::new();
-            map.insert("role", Value::from(m.role.as_str()));
-            map.insert("content", Value::from(m.content.as_str()));
-            Value::from(map)
-        })
-        .collect();
+    let msgs: Vec<Value> = messages.iter().map(message_value).collect();
     let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
     ctx.insert("messages", Value::from(msgs));
     ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
     // transformers passes tools and documents, None when absent, so `is none` tests hold.
-    ctx.insert("tools", Value::from(()));
+    ctx.insert(
+        "tools",
+        tools.map_or_else(
+            || Value::from(()),
+            |t| Value::from(minijinja::value::Serde(t)),
+        ),
+    );
     ctx.insert("documents", Value::from(()));
     let piece = |id: Option<u32>| id.and_then(|i| tok.token_piece(i)).map(Value::from);
     for (name, id) in [
@@ -495,6 +558,130 @@ pub fn render_jinja(
             None => ChatError::Render(describe(&e)),
         }
     })
+}
+
+/// A message as transformers hands it to a template: `role` and `content`, and `tool_calls` and
+/// `tool_call_id` where the message has them (an assistant turn that only calls tools has
+/// `content` None, as OpenAI's messages send it).
+fn message_value(m: &Message) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("role".into(), m.role.clone().into());
+    let content = if m.content.is_empty() && !m.tool_calls.is_empty() {
+        serde_json::Value::Null
+    } else {
+        m.content.clone().into()
+    };
+    map.insert("content".into(), content);
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<serde_json::Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                })
+            })
+            .collect();
+        map.insert("tool_calls".into(), calls.into());
+    }
+    if let Some(id) = &m.tool_call_id {
+        map.insert("tool_call_id".into(), id.clone().into());
+    }
+    Value::from(minijinja::value::Serde(serde_json::Value::Object(map)))
+}
+
+/// Python's `json.dumps(v, ensure_ascii=False, indent=indent)`: separators ", " and ": "
+/// without an indent, "," and ": " with one; floats as Python writes them.
+fn py_json(v: &serde_json::Value, indent: Option<usize>, depth: usize, out: &mut String) {
+    use serde_json::Value as J;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
+    match v {
+        J::Null => out.push_str("null"),
+        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(f)) => out.push_str(&py_float(f)),
+            _ => out.push_str(&n.to_string()),
+        },
+        J::String(s) => py_string(s, out),
+        J::Array(a) if a.is_empty() => out.push_str("[]"),
+        J::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                py_json(x, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        J::Object(o) if o.is_empty() => out.push_str("{}"),
+        J::Object(o) => {
+            out.push('{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                py_string(k, out);
+                out.push_str(": ");
+                py_json(x, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+    }
+}
+
+/// Python's `repr(float)`: the shortest round-trip digits, `.0` on whole numbers, exponents
+/// with a sign and two digits at least (1e-05, 1e+16).
+fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let a = f.abs();
+    if a != 0.0 && !(1e-4..1e16).contains(&a) {
+        let s = format!("{f:e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let e: i32 = e.parse().unwrap_or(0);
+        let sign = if e < 0 { '-' } else { '+' };
+        return format!("{m}e{sign}{:02}", e.abs());
+    }
+    let s = format!("{f:?}");
+    if s.contains('.') { s } else { format!("{s}.0") }
+}
+
+/// A JSON string as Python's json.dumps writes it with `ensure_ascii=False`.
+fn py_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The error with where it happened (minijinja puts the line in Display) and its causes.

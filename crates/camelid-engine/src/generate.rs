@@ -3,11 +3,14 @@
 //! Stop conditions, checked after every token: an end-of-generation token (EOS, `<|eot_id|>`,
 //! `<|eom_id|>`, `<|im_end|>`, whatever the tokenizer declares), a stop string (also one that
 //! spans several tokens: text that could still become a stop string is held back, and the stop
-//! string itself is never emitted), the token budget, a full context, or a cancel flag.
+//! string itself is never emitted), the token budget, a full context, a cancel flag, or a
+//! grammar that is complete ([`GenParams::grammar`]: constrained decoding, where each step's
+//! logits outside the grammar are set to -∞ before sampling).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use camelid_constrain::{Constraint, Grammar};
 use camelid_model::{Model, ModelError, State};
 use camelid_tokenizer::{StreamDecoder, Tokenizer};
 
@@ -20,6 +23,8 @@ pub struct GenParams {
     pub max_tokens: usize,
     pub stop: Vec<String>,
     pub sampler: SamplerConfig,
+    /// Output constrained to a grammar (a JSON schema, GBNF...), compiled for the tokenizer.
+    pub grammar: Option<Grammar>,
 }
 
 /// Why generation ended.
@@ -48,6 +53,8 @@ pub struct Generation {
     pub prompt_tokens: usize,
     pub prompt_time: Duration,
     pub gen_time: Duration,
+    /// With a grammar: the time spent on token masks and how many were computed.
+    pub masks: Option<(Duration, u32)>,
 }
 
 impl Generation {
@@ -131,6 +138,7 @@ pub fn generate(
         })?;
     };
     Ok(Generation {
+        masks: cont.mask_stats(),
         tokens: cont.tokens,
         text: cont.out.emitted,
         finish,
@@ -157,6 +165,9 @@ pub struct Continuation<'t> {
     /// Generated ids, the end-of-generation token excluded.
     tokens: Vec<u32>,
     max_tokens: usize,
+    /// The grammar's state, and the masked copy of the logits it samples from.
+    constraint: Option<Constraint>,
+    masked: Vec<f32>,
 }
 
 impl<'t> Continuation<'t> {
@@ -178,12 +189,33 @@ impl<'t> Continuation<'t> {
             out: StopScanner::new(params.stop.clone()),
             tokens: Vec::new(),
             max_tokens: params.max_tokens,
+            constraint: params.grammar.as_ref().map(Grammar::start),
+            masked: Vec::new(),
         })
     }
 
-    /// Picks the next token from the logits of the last position.
+    /// Picks the next token from the logits of the last position (of the tokens the grammar
+    /// allows, if there is one).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if let Some(c) = &mut self.constraint {
+            self.masked.clear();
+            self.masked.extend_from_slice(logits);
+            if c.mask_logits(&mut self.masked) {
+                return self.sampler.sample(&self.masked, &self.history);
+            }
+        }
         self.sampler.sample(logits, &self.history)
+    }
+
+    /// Time spent on grammar masks and how many were computed; `None` without a grammar.
+    pub fn mask_stats(&self) -> Option<(Duration, u32)> {
+        self.constraint.as_ref().map(Constraint::mask_stats)
+    }
+
+    /// The grammar's error, when a token it refused ended generation (a logit bias that
+    /// banned every token the grammar allowed, say).
+    pub fn grammar_error(&self) -> Option<&str> {
+        self.constraint.as_ref().and_then(Constraint::error)
     }
 
     /// Takes the sampled token: emits the text that is now certain through `on_text`, and
@@ -196,14 +228,29 @@ impl<'t> Continuation<'t> {
         room: bool,
         on_text: &mut impl FnMut(&str),
     ) -> Option<FinishReason> {
+        let refused = self
+            .constraint
+            .as_mut()
+            .is_some_and(|c| c.accept(token).is_err());
         if self.tok.is_eog(token) {
             return Some(self.end(FinishReason::EndOfGeneration, on_text));
+        }
+        if refused {
+            return Some(self.end(FinishReason::Stop, on_text));
         }
         self.tokens.push(token);
         self.history.push(token);
         let piece = self.decoder.push(token).unwrap_or_default();
         if self.out.push(&piece, on_text) {
             return Some(FinishReason::Stop);
+        }
+        // The grammar is complete and allows nothing more: the end, as if the model said so.
+        if self
+            .constraint
+            .as_ref()
+            .is_some_and(Constraint::is_finished)
+        {
+            return Some(self.end(FinishReason::EndOfGeneration, on_text));
         }
         if self.tokens.len() >= self.max_tokens {
             return Some(self.end(FinishReason::Length, on_text));

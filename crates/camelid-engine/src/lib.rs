@@ -14,5 +14,7 @@ pub mod eval_io;
 pub mod generate;
 pub mod sampler;
 
+/// Grammars for constrained decoding ([`GenParams::grammar`]).
+pub use camelid_constrain as constrain;
 pub use generate::{Continuation, FinishReason, GenParams, Generation, generate};
 pub use sampler::{Sampler, SamplerConfig};

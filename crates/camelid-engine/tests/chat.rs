@@ -466,3 +466,56 @@ fn encode_within_drops_the_oldest_turns_and_keeps_the_system_prompt() {
         assert_eq!(ids, t.encode(tok, &turns[6..], true).unwrap(), "{name}");
     }
 }
+
+/// Meta's Llama 3.1 template with tools (testdata/chat/llama31_tools.json, from
+/// tools/tool_template_reference.py: transformers' `apply_chat_template(tools=...)`): the tool
+/// definitions in the first user message (`tojson(indent=4)` as Python writes it), an assistant
+/// turn that called a tool, and its result as an `ipython` turn.
+#[test]
+fn llama31_tools_render_as_transformers_does() {
+    use camelid_engine::chat::{ToolCall, render_jinja_with_tools};
+    let f = fixture("llama31_tools.json");
+    let tok = tokenizer("llama3-hf");
+    let path = assets().join(f["template"].as_str().unwrap());
+    let src = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}: run scripts/fetch-assets.sh", path.display()));
+    let template = ChatTemplate::Jinja(src.clone());
+    assert!(template.supports_tools());
+    let tools: Vec<Value> = f["tools"].as_array().unwrap().clone();
+    for c in f["cases"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let messages: Vec<Message> = c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let mut msg = Message::new(
+                    m["role"].as_str().unwrap(),
+                    m["content"].as_str().unwrap_or(""),
+                );
+                for call in m["tool_calls"].as_array().into_iter().flatten() {
+                    msg.tool_calls.push(ToolCall {
+                        id: call["id"].as_str().unwrap().into(),
+                        name: call["function"]["name"].as_str().unwrap().into(),
+                        arguments: call["function"]["arguments"].clone(),
+                    });
+                }
+                msg.tool_call_id = m["tool_call_id"].as_str().map(String::from);
+                msg
+            })
+            .collect();
+        let text = render_jinja_with_tools(&src, &tok, &messages, Some(&tools), true)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(text, c["text"].as_str().unwrap(), "{name}: text");
+        let ids = template
+            .encode_with_tools(&tok, &messages, Some(&tools), true)
+            .unwrap();
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(ids, want, "{name}: ids");
+    }
+}

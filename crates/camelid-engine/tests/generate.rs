@@ -80,6 +80,7 @@ fn greedy_equals_llama_cpp_for_32_tokens() {
         max_tokens: STEPS,
         stop: vec![],
         sampler: SamplerConfig::greedy(),
+        grammar: None,
     };
     let cancel = AtomicBool::new(false);
     for p in chosen.iter() {
@@ -122,6 +123,7 @@ fn seeded_sampling_is_reproducible_across_runs_and_thread_counts() {
             seed: 42,
             ..SamplerConfig::default()
         },
+        grammar: None,
     };
     let cancel = AtomicBool::new(false);
     let mut run = |threads: usize| {

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::fields::{self, Endpoint, Fields, wrong_type};
+use crate::structured::{self, Constrained};
+use crate::tools::{self, Call, Tools};
 use crate::worker::{Candidate, TokenLogprob, Usage};
 
 /// What checking a request needs to know about the server.
@@ -50,12 +52,17 @@ pub struct ChatRequest {
     /// `Some(k)`: log-probabilities with the `k` most likely alternatives.
     pub logprobs: Option<usize>,
     pub common: Common,
+    /// `response_format`, `json_schema` or `grammar`.
+    pub constrained: Option<Constrained>,
+    pub tools: Option<Tools>,
 }
 
 pub struct CompletionRequest {
     pub prompt: Prompt,
     pub logprobs: Option<usize>,
     pub common: Common,
+    /// `json_schema` or `grammar`.
+    pub constrained: Option<Constrained>,
 }
 
 /// What a completion prompt is: text, or token ids.
@@ -94,11 +101,15 @@ pub fn chat_request(body: &[u8], limits: &Limits) -> Result<ChatRequest, ApiErro
     };
     // No budget by default: until an end-of-turn token or a full context.
     let common = common(&mut f, limits, max, usize::MAX)?;
+    let constrained = structured::read(&mut f, Endpoint::Chat)?;
+    let tools = tools::read(&mut f)?;
     f.finish()?;
     Ok(ChatRequest {
         messages,
         logprobs,
         common,
+        constrained,
+        tools,
     })
 }
 
@@ -129,16 +140,19 @@ pub fn completion_request(body: &[u8], limits: &Limits) -> Result<CompletionRequ
         Some(b) if b > common.n as i64 => return Err(fields::unsupported("best_of")),
         _ => {}
     }
+    let constrained = structured::read(&mut f, Endpoint::Completions)?;
     f.finish()?;
     Ok(CompletionRequest {
         prompt,
         logprobs,
         common,
+        constrained,
     })
 }
 
-/// The dialog: each message's role and text. Fields of a message that camelid cannot render
-/// (tool calls, participant names, audio) are refused, naming the message.
+/// The dialog: each message's role and text, an assistant's `tool_calls` and a tool result's
+/// `tool_call_id`. Fields of a message that camelid cannot render (participant names, audio)
+/// are refused, naming the message.
 fn messages(v: Value) -> Result<Vec<Message>, ApiError> {
     let Value::Array(list) = v else {
         return Err(wrong_type("messages", "an array of messages"));
@@ -163,21 +177,33 @@ fn messages(v: Value) -> Result<Vec<Message>, ApiError> {
                 Some(_) => return Err(wrong_type(&format!("messages[{i}].role"), "a string")),
             };
             let text = text(m.remove("content"), i)?;
+            let mut msg = Message::new(role, text);
             for (k, v) in m {
                 let name = format!("messages[{i}].{k}");
                 let trivial = match k.as_str() {
                     _ if v.is_null() => true,
-                    "tool_calls" => v.as_array().is_some_and(Vec::is_empty),
+                    "tool_calls" => {
+                        msg.tool_calls = tools::message_calls(v, i)?;
+                        true
+                    }
+                    "tool_call_id" => match v {
+                        Value::String(id) => {
+                            msg.tool_call_id = Some(id);
+                            true
+                        }
+                        _ => return Err(wrong_type(&name, "a string")),
+                    },
                     // The chat templates have no place for a participant's name, an earlier
-                    // refusal, tool results or audio: refused rather than silently dropped.
-                    "name" | "refusal" | "tool_call_id" | "function_call" | "audio" => false,
+                    // refusal, the deprecated function_call or audio: refused rather than
+                    // silently dropped.
+                    "name" | "refusal" | "function_call" | "audio" => false,
                     _ => return Err(fields::unknown(&name)),
                 };
                 if !trivial {
                     return Err(fields::unsupported(&name));
                 }
             }
-            Ok(Message::new(role, text))
+            Ok(msg)
         })
         .collect()
 }
@@ -348,6 +374,8 @@ fn common(
             max_tokens,
             stop,
             sampler,
+            // Compiled by the handler, after the body is read (`structured`, `tools`).
+            grammar: None,
         },
     })
 }
@@ -478,6 +506,8 @@ pub struct Choice {
     pub text: String,
     pub logprobs: Vec<TokenLogprob>,
     pub finish: FinishReason,
+    /// The reply read as tool calls (then `text` is not sent).
+    pub tool_calls: Option<Vec<Call>>,
 }
 
 /// Which endpoint a response is for, with what it echoes back.
@@ -551,7 +581,15 @@ impl Reply {
             .map(|(index, c)| {
                 let lp = self.logprobs_json(&c.logprobs, 0);
                 let reason = finish_reason(c.finish);
-                if self.chat {
+                if let Some(calls) = &c.tool_calls {
+                    let calls: Vec<Value> = calls.iter().map(Call::json).collect();
+                    json!({
+                        "index": index,
+                        "message": {"role": "assistant", "content": null, "tool_calls": calls},
+                        "logprobs": lp,
+                        "finish_reason": "tool_calls",
+                    })
+                } else if self.chat {
                     json!({
                         "index": index,
                         "message": {"role": "assistant", "content": c.text},
@@ -573,7 +611,7 @@ impl Reply {
         })
     }
 
-    fn chunk(&self, choice: Value) -> Value {
+    pub(crate) fn chunk(&self, choice: Value) -> Value {
         json!({
             "id": self.id,
             "object": self.object(true),

@@ -136,8 +136,11 @@ pub fn as_integer(v: &Value) -> Option<i64> {
     })
 }
 
-/// Fields of the schema that camelid knows but does not implement (constrained decoding and
-/// tool calling are on their way; audio, web search and the like are not for a local model).
+/// Fields of the schema that camelid knows but does not implement (audio, web search and the
+/// like are not for a local model; the deprecated `functions` and `function_call` gave way to
+/// `tools`, which is implemented). Constrained decoding (`response_format`, `json_schema`,
+/// `grammar`) and tool calling (`tools`, `tool_choice`, `parallel_tool_calls`) are read before
+/// this (`structured`, `tools`) and never reach it.
 /// `Some(true)` when the value asks for nothing beyond plain text generation, `Some(false)`
 /// when it asks for something camelid cannot do, `None` when the field is not in the schema.
 pub fn trivially_satisfied(endpoint: Endpoint, name: &str, v: &Value) -> Option<bool> {
@@ -149,14 +152,10 @@ pub fn trivially_satisfied(endpoint: Endpoint, name: &str, v: &Value) -> Option<
     }
     let chat = endpoint == Endpoint::Chat;
     Some(match name {
-        // Tool calling: no tools means no call can be asked for; `auto` and `none` then agree.
-        "tools" | "functions" if chat => empty_list(),
-        "tool_choice" | "function_call" if chat => is("auto") || is("none"),
-        // Only says whether several calls may come at once; without tools none can.
-        "parallel_tool_calls" if chat => v.is_boolean(),
-        "response_format" if chat => v
-            .as_object()
-            .is_some_and(|o| o.len() == 1 && o.get("type").and_then(Value::as_str) == Some("text")),
+        // The deprecated spelling of tool calling: without functions none can be called.
+        "functions" if chat => empty_list(),
+        "function_call" if chat => is("auto") || is("none"),
+        "tools" | "tool_choice" | "parallel_tool_calls" | "response_format" if chat => false,
         "modalities" if chat => v.as_array().is_some_and(|a| a.iter().all(|m| m == "text")),
         "audio" | "prediction" | "web_search_options" | "reasoning_effort" | "verbosity"
             if chat =>
@@ -170,9 +169,7 @@ pub fn trivially_satisfied(endpoint: Endpoint, name: &str, v: &Value) -> Option<
         "prompt_cache_retention" if chat => is("in_memory"),
         "echo" if !chat => v == &Value::Bool(false),
         "suffix" if !chat => is(""),
-        // llama.cpp's constrained decoding fields, on both endpoints.
-        "grammar" => is(""),
-        "json_schema" => false,
+        "grammar" | "json_schema" => false,
         _ => return None,
     })
 }

@@ -27,6 +27,8 @@ pub mod embeddings;
 mod error;
 mod fields;
 mod metrics;
+mod structured;
+mod tools;
 pub mod worker;
 
 use std::convert::Infallible;
@@ -46,6 +48,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use camelid_engine::FinishReason;
 use camelid_engine::chat::ChatTemplate;
+use camelid_engine::constrain::Vocabulary;
 use camelid_model::sampling::SamplingHints;
 use camelid_model::{Model, Pooling};
 use camelid_tokenizer::Tokenizer;
@@ -124,6 +127,9 @@ struct Inner {
     config: ServerConfig,
     tok: Arc<Tokenizer>,
     template: Option<Arc<ChatTemplate>>,
+    /// The vocabulary as the grammar engine sees it (constrained replies, tool calls); `None`
+    /// for a vocabulary without an end-of-generation token.
+    vocab: Option<Arc<Vocabulary>>,
     worker: Worker,
     metrics: Arc<Metrics>,
     created: u64,
@@ -141,6 +147,7 @@ impl AppState {
         let tok = Arc::new(tok);
         let metrics = Arc::new(Metrics::default());
         let template = ChatTemplate::for_tokenizer(&tok).map(Arc::new);
+        let vocab = Vocabulary::new(tok.clone()).ok().map(Arc::new);
         let worker = Worker::spawn(
             model,
             tok.clone(),
@@ -153,6 +160,7 @@ impl AppState {
                 config,
                 tok,
                 template,
+                vocab,
                 worker,
                 metrics,
                 created: unix_now(),
@@ -285,6 +293,7 @@ impl AppState {
             n,
             prompt_tokens: prompt.len(),
             record: req.record,
+            tools: req.tools,
         };
         if req.common.stream {
             Ok(stream(
@@ -306,6 +315,20 @@ struct Generate {
     logprobs: Option<usize>,
     reply: Reply,
     record: Arc<Record>,
+    /// Replies are read for tool calls.
+    tools: Option<Arc<ToolUse>>,
+}
+
+/// The tools of a request and how the template writes calls.
+struct ToolUse {
+    tools: tools::Tools,
+    format: tools::Format,
+}
+
+impl ToolUse {
+    fn parse(&self, text: &str) -> Option<Vec<tools::Call>> {
+        self.tools.parse(text, self.format, &mut tools::new_call_id)
+    }
 }
 
 /// What answering a request needs: the events of its choices and how to render them.
@@ -316,6 +339,7 @@ struct Answer {
     prompt_tokens: usize,
     /// The access-log line, given the token counts at the end.
     record: Arc<Record>,
+    tools: Option<Arc<ToolUse>>,
 }
 
 impl Answer {
@@ -535,16 +559,56 @@ async fn chat_inner(
     })?;
     let tok = s.inner.tok.clone();
     let messages = req.messages;
-    let prompt = tokio::task::spawn_blocking(move || template.encode(&tok, &messages, true))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?;
+    let format = tools::Format::of(&template);
+    let tools = req.tools;
+    let mut common = req.common;
+    let forced = tools.as_ref().and_then(|t| t.grammar(format));
+    let constrained = match (forced, req.constrained) {
+        (Some(_), Some(c)) => {
+            return Err(ApiError::invalid(
+                Some("tool_choice"),
+                format!(
+                    "tool_choice asks for a tool call, which {} cannot also constrain.",
+                    c.param
+                ),
+            ));
+        }
+        (Some(spec), None) => Some(structured::Constrained {
+            param: "tools".into(),
+            spec,
+        }),
+        (None, c) => c,
+    };
+    let vocab = s.inner.vocab.clone();
+    let for_prompt = tools.clone();
+    let (prompt, grammar) = tokio::task::spawn_blocking(move || {
+        let prompt = match &for_prompt {
+            Some(t) if template.supports_tools() => {
+                template.encode_with_tools(&tok, &messages, Some(&t.defs), true)
+            }
+            Some(t) => template.encode(&tok, &t.inline(&messages), true),
+            None => template.encode(&tok, &messages, true),
+        };
+        let grammar = constrained
+            .as_ref()
+            .map(|c| structured::compile(vocab.as_deref(), c))
+            .transpose();
+        (prompt, grammar)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let prompt = prompt.map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?;
+    common.params.grammar = grammar?;
+    let tools = tools
+        .filter(tools::Tools::parses)
+        .map(|tools| Arc::new(ToolUse { tools, format }));
     let g = Generate {
         param: "messages",
         reply: s.reply(true, req.logprobs.is_some()),
-        common: req.common,
+        common,
         logprobs: req.logprobs,
         record,
+        tools,
     };
     s.generate(prompt, g).await
 }
@@ -583,12 +647,22 @@ async fn completions_inner(
                 .map_err(ApiError::internal)?
         }
     };
+    let mut common = req.common;
+    if let Some(c) = req.constrained {
+        let vocab = s.inner.vocab.clone();
+        common.params.grammar = Some(
+            tokio::task::spawn_blocking(move || structured::compile(vocab.as_deref(), &c))
+                .await
+                .map_err(ApiError::internal)??,
+        );
+    }
     let g = Generate {
         param: "prompt",
         reply: s.reply(false, req.logprobs.is_some()),
-        common: req.common,
+        common,
         logprobs: req.logprobs,
         record,
+        tools: None,
     };
     s.generate(prompt, g).await
 }
@@ -749,6 +823,7 @@ async fn collect(mut a: Answer) -> Result<Response, ApiError> {
         .into_iter()
         .zip(&ends)
         .map(|((text, logprobs), &(finish, _))| Choice {
+            tool_calls: a.tools.as_ref().and_then(|t| t.parse(&text)),
             text,
             logprobs,
             finish,
@@ -774,6 +849,8 @@ fn stream(a: Answer, include_usage: bool, keep_alive: Duration) -> Response {
         /// Per choice: where its next text starts, and its usage once done.
         offsets: Vec<usize>,
         usages: Vec<Usage>,
+        /// With tools: each choice's text held while it may be a call.
+        hold: Option<tools::StreamHold>,
     }
     let data = |v: Value| SseEvent::default().data(v.to_string());
     let st = St {
@@ -783,6 +860,7 @@ fn stream(a: Answer, include_usage: bool, keep_alive: Duration) -> Response {
         done: false,
         offsets: vec![0; a.n],
         usages: Vec::with_capacity(a.n),
+        hold: a.tools.as_ref().map(|_| tools::StreamHold::new(a.n)),
         a,
     };
     let events = futures_util::stream::unfold(st, move |mut st| async move {
@@ -804,13 +882,39 @@ fn stream(a: Answer, include_usage: bool, keep_alive: Duration) -> Response {
             }
             match st.a.rx.recv().await {
                 Some((i, Event::Text { text, logprobs })) => {
+                    let text = match &mut st.hold {
+                        Some(h) => h.push(i, &text),
+                        None => text,
+                    };
+                    if text.is_empty() && logprobs.is_empty() {
+                        continue;
+                    }
                     let chunk = st.a.reply.text_chunk(i, &text, &logprobs, st.offsets[i]);
                     st.offsets[i] += text.len();
                     st.pending.push_back(data(chunk));
                 }
                 Some((i, Event::Done { finish, usage })) => {
-                    st.pending
-                        .push_back(data(st.a.reply.finish_chunk(i, finish)));
+                    let held = st.hold.as_mut().and_then(|h| h.take(i));
+                    let calls = held
+                        .as_deref()
+                        .and_then(|t| st.a.tools.as_ref().and_then(|u| u.parse(t)));
+                    match (calls, held) {
+                        (Some(calls), _) => {
+                            for c in tools::call_chunks(&st.a.reply, i, &calls) {
+                                st.pending.push_back(data(c));
+                            }
+                        }
+                        (None, Some(text)) if !text.is_empty() => {
+                            let chunk = st.a.reply.text_chunk(i, &text, &[], st.offsets[i]);
+                            st.offsets[i] += text.len();
+                            st.pending.push_back(data(chunk));
+                            st.pending
+                                .push_back(data(st.a.reply.finish_chunk(i, finish)));
+                        }
+                        _ => st
+                            .pending
+                            .push_back(data(st.a.reply.finish_chunk(i, finish))),
+                    }
                     st.usages.push(usage);
                     if st.usages.len() == st.a.n {
                         let usage = st.a.usage(&st.usages);

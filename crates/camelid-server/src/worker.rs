@@ -16,6 +16,12 @@
 //!
 //! Embedding requests ([`crate::embeddings`]) take slots too: their tokens ride in the same
 //! passes as prompt chunks, asking for hidden states instead of logits.
+//! computed once.
+//!
+//! Constrained decoding: a job whose `params.grammar` is set (a JSON schema, GBNF, a forced
+//! tool call) has its own grammar state in its [`Continuation`], which masks that sequence's
+//! logits before sampling in the step's callback, so the sequences of one batch each follow
+//! their own grammar (or none), and one ends when its grammar is complete.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1012,33 +1012,10 @@ async fn unsupported_and_unknown_fields_are_refused_by_name() {
     let tool =
         json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
     let chat_cases: Vec<(&str, Value, &str)> = vec![
-        ("tools", tool.clone(), "unsupported_parameter"),
-        ("tool_choice", json!("required"), "unsupported_parameter"),
-        (
-            "tool_choice",
-            json!({"type": "function", "function": {"name": "f"}}),
-            "unsupported_parameter",
-        ),
         ("functions", json!([{"name": "f"}]), "unsupported_parameter"),
         (
             "function_call",
             json!({"name": "f"}),
-            "unsupported_parameter",
-        ),
-        (
-            "response_format",
-            json!({"type": "json_object"}),
-            "unsupported_parameter",
-        ),
-        (
-            "response_format",
-            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}),
-            "unsupported_parameter",
-        ),
-        ("grammar", json!("root ::= \"a\""), "unsupported_parameter"),
-        (
-            "json_schema",
-            json!({"type": "object"}),
             "unsupported_parameter",
         ),
         (
@@ -1075,8 +1052,6 @@ async fn unsupported_and_unknown_fields_are_refused_by_name() {
         ("echo", json!(true), "unsupported_parameter"),
         ("suffix", json!("}"), "unsupported_parameter"),
         ("best_of", json!(3), "unsupported_parameter"),
-        ("grammar", json!("root ::= \"a\""), "unsupported_parameter"),
-        ("json_schema", json!({}), "unsupported_parameter"),
         ("tools", tool.clone(), "unknown_parameter"),
         (
             "response_format",
@@ -1097,11 +1072,7 @@ async fn unsupported_and_unknown_fields_are_refused_by_name() {
         cases.push(("/v1/completions", b, field.to_string(), code));
     }
     // Inside messages and stream_options, the path names the field.
-    for (k, v) in [
-        ("name", json!("bob")),
-        ("tool_call_id", json!("c1")),
-        ("tool_calls", json!([{"id": "c1"}])),
-    ] {
+    for (k, v) in [("name", json!("bob")), ("refusal", json!("no"))] {
         let mut m = json!({"role": "user", "content": "hi"});
         m[k] = v;
         let b = json!({"model": MODEL, "messages": [m], "max_tokens": 1});
@@ -1339,4 +1310,167 @@ async fn one_access_log_line_per_request() {
         "{line}"
     );
     assert!(fields[6].ends_with("ms"), "{line}");
+}
+
+/// Constrained replies: a JSON schema (response_format and llama.cpp's json_schema), a GBNF
+/// grammar, two sequences with different grammars in one batch; a grammar or schema the engine
+/// cannot use is a 400 naming the field. Replies are checked against the grammars' definitions
+/// here (the Python server test validates many more with the `jsonschema` package).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constrained_replies_follow_their_grammars() {
+    let (app, _state, _tok) = server(512, |_| {});
+    let ask = |q: &str| json!([{"role": "user", "content": q}]);
+    let schema = json!({"type": "object", "properties": {
+        "color": {"enum": ["red", "green", "blue"]},
+        "n": {"type": "integer", "minimum": 1, "maximum": 9}},
+        "required": ["color", "n"], "additionalProperties": false});
+    let check = |text: &str| {
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        let o = v.as_object().unwrap();
+        assert_eq!(o.len(), 2, "{text}");
+        assert!(["red", "green", "blue"].contains(&o["color"].as_str().unwrap()));
+        assert!((1..=9).contains(&o["n"].as_i64().unwrap()), "{text}");
+    };
+    let gbnf = "root ::= (\"yes\" | \"no\") \", \" [0-9] \".\"";
+    let matches_gbnf = |t: &str| {
+        let b = t.as_bytes();
+        let (word, rest) = t.split_at(if t.starts_with("yes") { 3 } else { 2 });
+        ["yes", "no"].contains(&word)
+            && rest.len() == 4
+            && rest.starts_with(", ")
+            && b[b.len() - 2].is_ascii_digit()
+            && rest.ends_with('.')
+    };
+    // Both at once: each sequence of the batch follows its own grammar.
+    let a = post_json(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": ask("Pick a color and a digit."), "max_tokens": 60,
+               "seed": 3, "temperature": 0.8,
+               "response_format": {"type": "json_schema",
+                                   "json_schema": {"name": "pick", "strict": true, "schema": schema}}}),
+    );
+    let b = post_json(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": ask("Is 7 prime? Say yes or no and a digit."),
+               "max_tokens": 20, "temperature": 0, "grammar": gbnf}),
+    );
+    let ((sa, va), (sb, vb)) = tokio::join!(a, b);
+    assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK), "{va} {vb}");
+    check(va["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(va["choices"][0]["finish_reason"], "stop");
+    let t = vb["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(matches_gbnf(t), "{t:?}");
+    // llama.cpp's json_schema, on completions.
+    let (_, v) = post_json(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "JSON:", "max_tokens": 60, "temperature": 0,
+               "json_schema": schema}),
+    )
+    .await;
+    check(v["choices"][0]["text"].as_str().unwrap());
+
+    for (body, param) in [
+        (json!({"grammar": "root ::= nothing"}), "grammar"),
+        (json!({"json_schema": {"type": "bogus"}}), "json_schema"),
+        (json!({"json_schema": 3}), "json_schema"),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format.type",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+            "response_format.json_schema.name",
+        ),
+        (
+            json!({"response_format": {"type": "json_object"}, "grammar": gbnf}),
+            "grammar",
+        ),
+    ] {
+        let mut b = json!({"model": MODEL, "messages": ask("hi"), "max_tokens": 4});
+        for (k, v) in body.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (status, v) = post_json(&app, "/v1/chat/completions", b).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{param}: {v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+}
+
+/// tool_choice "required": the reply is a call of one of the tools with arguments of its
+/// schema, whole and streamed (the deltas reassemble to the same call); the call and a tool
+/// result go back in the next turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tool_calls_parse_and_stream() {
+    let (app, _state, _tok) = server(1024, |_| {});
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}},
+                        "required": ["city"]}}},
+        {"type": "function", "function": {"name": "add", "description": "Add two integers",
+         "parameters": {"type": "object", "properties": {
+             "a": {"type": "integer", "minimum": 0, "maximum": 99},
+             "b": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "b"]}}}
+    ]);
+    let body = json!({"model": MODEL, "temperature": 0, "max_tokens": 80,
+        "messages": [{"role": "user", "content": "What is the weather in Oslo?"}],
+        "tools": tools, "tool_choice": "required"});
+    let (status, v) = post_json(&app, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let ch = &v["choices"][0];
+    assert_eq!(ch["finish_reason"], "tool_calls", "{v}");
+    assert!(ch["message"]["content"].is_null());
+    let call = &ch["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    let name = call["function"]["name"].as_str().unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    match name {
+        "get_weather" => assert!(args["city"].is_string() && args.as_object().unwrap().len() == 1),
+        "add" => assert!(
+            args["a"].is_i64() && args["b"].is_i64() && args.as_object().unwrap().len() == 2
+        ),
+        other => panic!("called {other}"),
+    }
+
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let (events, done) = stream(&app, "/v1/chat/completions", sbody).await;
+    assert!(done);
+    let (mut sname, mut sargs, mut finish) = (String::new(), String::new(), Value::Null);
+    for e in &events {
+        let c = &e["choices"][0];
+        if !c["finish_reason"].is_null() {
+            finish = c["finish_reason"].clone();
+        }
+        for d in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            assert_eq!(d["index"], 0);
+            sname += d["function"]["name"].as_str().unwrap_or("");
+            sargs += d["function"]["arguments"].as_str().unwrap_or("");
+        }
+    }
+    assert_eq!(finish, "tool_calls");
+    assert_eq!(sname, name);
+    assert_eq!(serde_json::from_str::<Value>(&sargs).unwrap(), args);
+
+    // The next turn: the call and its result in the dialog.
+    let follow = json!({"model": MODEL, "temperature": 0, "max_tokens": 8, "tools": tools,
+        "messages": [
+            {"role": "user", "content": "What is the weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "12 degrees, rain"}]});
+    let (status, v) = post_json(&app, "/v1/chat/completions", follow).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // A tool call whose arguments are not JSON is a 400 naming them.
+    let bad = json!({"model": MODEL, "max_tokens": 1, "messages": [
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+         "function": {"name": "add", "arguments": "{not json"}}]}]});
+    let (status, v) = post_json(&app, "/v1/chat/completions", bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        v["error"]["param"],
+        "messages[0].tool_calls[0].function.arguments"
+    );
 }
