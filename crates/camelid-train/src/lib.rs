@@ -6,7 +6,9 @@
 //!
 //! - [`params`]: the named f32 tensors of a model (Hugging Face names and shapes), the Llama
 //!   initialisation, and a gradient buffer of the same layout.
+//! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.
 
+pub mod optim;
 pub mod params;
 
 pub use params::{ParamKind, Params, Tensor};
