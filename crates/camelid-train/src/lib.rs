@@ -6,8 +6,11 @@
 //!
 //! - [`params`]: the named f32 tensors of a model (Hugging Face names and shapes), the Llama
 //!   initialisation, and a gradient buffer of the same layout.
+//! - [`data`]: text files → token shards in the user cache → shuffled packed sequences, with a
+//!   held-out validation split.
 //! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.
 
+pub mod data;
 pub mod optim;
 pub mod params;
 
