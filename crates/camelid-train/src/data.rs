@@ -458,10 +458,8 @@ fn split(texts: Vec<Named>, hashes: &[[u8; 32]], fraction: f64) -> (Vec<Named>, 
         }
         // The nearest line break at or before the cut, so no line is split (the cut itself when
         // the text has none there).
-        if let Some(nl) = text[..cut].rfind('\n') {
-            if nl > 0 {
-                cut = nl + 1;
-            }
+        if let Some(nl) = text[..cut].rfind('\n').filter(|&nl| nl > 0) {
+            cut = nl + 1;
         }
         let (head, tail) = text.split_at(cut);
         return (
