@@ -133,6 +133,42 @@ impl StTensor {
     }
 }
 
+/// Serializes f32 tensors as one safetensors file (the layout in the module documentation), in
+/// the order given, with `metadata` as `__metadata__` (transformers wants `{"format": "pt"}`).
+/// The header is padded with spaces to a multiple of 8 bytes, as the reference writer does, so
+/// the data is aligned; the same input gives the same bytes.
+pub fn to_bytes_f32(tensors: &[(&str, &[usize], &[f32])], metadata: &[(&str, &str)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let m: serde_json::Map<String, Json> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+            .collect();
+        header.insert(METADATA_KEY.into(), Json::Object(m));
+    }
+    let mut offset = 0usize;
+    for (name, shape, data) in tensors {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
+        let end = offset + data.len() * 4;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut json = Json::Object(header).to_string().into_bytes();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, data) in tensors {
+        for x in *data {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out
+}
+
 struct Shard {
     path: PathBuf,
     backing: Backing,

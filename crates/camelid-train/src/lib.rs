@@ -9,9 +9,16 @@
 //! - [`data`]: text files → token shards in the user cache → shuffled packed sequences, with a
 //!   held-out validation split.
 //! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.
+//! - [`init`]: the Llama initialisation (normal 0.02, residual outputs scaled by depth).
+//! - [`trainer`]: the loop: accumulation, evaluation, the JSONL log, stopping and resuming.
+//! - [`checkpoint`]: Hugging Face folders (config.json, model.safetensors, tokenizer files) plus
+//!   the optimizer state and the data position.
 
+pub mod checkpoint;
 pub mod data;
+pub mod init;
 pub mod optim;
 pub mod params;
+pub mod trainer;
 
 pub use params::{ParamKind, Params, Tensor};
