@@ -191,10 +191,12 @@ pub fn tokenizer_files(path: &Path) -> Vec<(PathBuf, String)> {
         }
     };
     let mut files = vec![(path.to_path_buf(), name)];
-    if let Some(cfg) = path.parent().map(|d| d.join("tokenizer_config.json")) {
-        if cfg.is_file() && !is_gguf {
-            files.push((cfg, "tokenizer_config.json".into()));
-        }
+    if let Some(cfg) = path
+        .parent()
+        .map(|d| d.join("tokenizer_config.json"))
+        .filter(|c| c.is_file() && !is_gguf)
+    {
+        files.push((cfg, "tokenizer_config.json".into()));
     }
     files
 }
