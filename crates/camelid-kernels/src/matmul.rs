@@ -175,6 +175,24 @@ impl Kernels {
         inner
     }
 
+    /// Runs `job(i)` once for every `i` in `0..threads` on this context's pool (grown if asked
+    /// for more threads than it has), the caller taking `i = 0`. For a caller's own row or head
+    /// loops between products: they reuse the workers of the products instead of waking a
+    /// second set of threads that would compete with them for the cores.
+    pub fn run(&self, threads: usize, job: &(dyn Fn(usize) + Sync)) {
+        let threads = threads.max(1);
+        if threads == 1 {
+            job(0);
+            return;
+        }
+        let inner = self.lock_inner(threads);
+        inner.pool.run(&|i| {
+            if i < threads {
+                job(i)
+            }
+        });
+    }
+
     /// `out[t, r] = Σ_c w[r, c] · x[t, c]` for `x: [n, cols]`, `out: [n, rows]`, with at most
     /// `threads` threads (the pool grows if asked for more than it has), at `self.precision`.
     pub fn matmul(&self, w: &WeightView, x: &[f32], out: &mut [f32], threads: usize) {

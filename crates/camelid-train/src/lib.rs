@@ -6,6 +6,8 @@
 //!
 //! - [`params`]: the named f32 tensors of a model (Hugging Face names and shapes), the Llama
 //!   initialisation, and a gradient buffer of the same layout.
+//! - [`grad`]: the training forward and backward passes: [`Workspace::loss_and_grad`] of a
+//!   [`Batch`], exact to transformers' `LlamaForCausalLM` in f32.
 //! - [`data`]: text files → token shards in the user cache → shuffled packed sequences, with a
 //!   held-out validation split.
 //! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.
@@ -14,12 +16,22 @@
 //! - [`checkpoint`]: Hugging Face folders (config.json, model.safetensors, tokenizer files) plus
 //!   the optimizer state and the data position.
 
+mod attn;
 pub mod checkpoint;
 pub mod data;
+pub mod error;
 pub mod export;
+pub mod grad;
+#[cfg(test)]
+mod grad_tests;
 pub mod init;
+mod linear;
+pub mod ops;
 pub mod optim;
+mod par;
 pub mod params;
 pub mod trainer;
 
+pub use error::TrainError;
+pub use grad::{Batch, IGNORE, Workspace};
 pub use params::{ParamKind, Params, Tensor};

@@ -1,0 +1,98 @@
+//! Row and head loops split over the kernels' thread pool.
+//!
+//! Every output element is written by exactly one participant, with the same operations
+//! whatever the split: results do not depend on the thread count. Reductions across rows (the
+//! gradients of norm gains, of the embedding) are not split at all.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use camelid_kernels::Kernels;
+
+/// A mutable buffer shared by the participants of one job, each writing its own elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _borrow: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the participants of a job write disjoint elements (the contract of `slice`), and the
+// job ends before the borrow the pointer came from does (`PhantomData` ties it to that borrow).
+unsafe impl Send for SharedMut<'_> {}
+// SAFETY: as for Send.
+unsafe impl Sync for SharedMut<'_> {}
+
+impl<'a> SharedMut<'a> {
+    pub(crate) fn new(x: &'a mut [f32]) -> SharedMut<'a> {
+        SharedMut {
+            ptr: x.as_mut_ptr(),
+            len: x.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Elements `at..at + len`.
+    ///
+    /// # Safety
+    /// No other live slice from this buffer overlaps them.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.len, "slice {at}+{len} of {}", self.len);
+        // SAFETY: inside the buffer (checked above); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
+    }
+}
+
+/// Runs `f` on contiguous ranges that split `0..n` in `threads` parts (fewer when `n` is
+/// small), one per participant.
+pub(crate) fn for_ranges(k: &Kernels, threads: usize, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    let parts = threads.clamp(1, n.max(1));
+    if parts == 1 {
+        f(0..n);
+        return;
+    }
+    k.run(parts, &|i| f(n * i / parts..n * (i + 1) / parts));
+}
+
+/// `dst[c, r] = src[r · ld + c]` for `r < rows`, `c < cols` (`src` rows `ld` apart), in tiles
+/// that keep both sides in cache.
+pub(crate) fn transpose(
+    k: &Kernels,
+    threads: usize,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    dst: &mut [f32],
+) {
+    const B: usize = 32;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(src.len() >= (rows - 1) * ld + cols && dst.len() >= rows * cols);
+    let out = SharedMut::new(&mut dst[..rows * cols]);
+    let threads = if rows * cols < 1 << 15 { 1 } else { threads };
+    // Each participant writes the destination rows (source columns) of its range.
+    for_ranges(k, threads, cols.div_ceil(B), &|blocks| {
+        let c_lo = blocks.start * B;
+        let c_hi = (blocks.end * B).min(cols);
+        if c_lo >= c_hi {
+            return;
+        }
+        // SAFETY: destination rows `c_lo..c_hi` belong to this participant only.
+        let d = unsafe { out.slice(c_lo * rows, (c_hi - c_lo) * rows) };
+        for c0 in (c_lo..c_hi).step_by(B) {
+            let c1 = (c0 + B).min(c_hi);
+            for r0 in (0..rows).step_by(B) {
+                let r1 = (r0 + B).min(rows);
+                for r in r0..r1 {
+                    let s = &src[r * ld..];
+                    for c in c0..c1 {
+                        d[(c - c_lo) * rows + r] = s[c];
+                    }
+                }
+            }
+        }
+    });
+}
