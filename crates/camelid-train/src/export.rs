@@ -7,7 +7,7 @@ use std::path::Path;
 
 use camelid_formats::gguf::{DEFAULT_ALIGNMENT, GgufWriter};
 use camelid_model::convert::{
-    self, Ftype, llama3_rope_divisors, llama_metadata, plan_canonical, tokenizer_metadata,
+    self, Ftype, llama_metadata, llama3_rope_divisors, plan_canonical, tokenizer_metadata,
 };
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;

@@ -13,6 +13,7 @@
 //! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.
 //! - [`init`]: the Llama initialisation (normal 0.02, residual outputs scaled by depth).
 //! - [`trainer`]: the loop: accumulation, evaluation, the JSONL log, stopping and resuming.
+//! - [`shape`]: presets, the generations' architecture choices, the memory of a run.
 //! - [`checkpoint`]: Hugging Face folders (config.json, model.safetensors, tokenizer files) plus
 //!   the optimizer state and the data position.
 
@@ -30,6 +31,7 @@ pub mod ops;
 pub mod optim;
 mod par;
 pub mod params;
+pub mod shape;
 pub mod trainer;
 
 pub use error::TrainError;

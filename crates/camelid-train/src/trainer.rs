@@ -43,6 +43,43 @@ pub trait Objective {
     ) -> Result<f32, String>;
 }
 
+/// The forward and backward pass of [`crate::grad`] as the loop's objective.
+impl Objective for crate::grad::Workspace {
+    fn loss_and_grad(
+        &mut self,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        n_seqs: usize,
+        grads: &mut Params,
+        scale: f32,
+    ) -> Result<f32, String> {
+        let batch = batch(inputs, targets, n_seqs);
+        crate::grad::Workspace::loss_and_grad(self, params, &batch, grads, scale)
+            .map_err(|e| e.to_string())
+    }
+
+    fn loss(
+        &mut self,
+        params: &Params,
+        inputs: &[u32],
+        targets: &[u32],
+        n_seqs: usize,
+    ) -> Result<f32, String> {
+        crate::grad::Workspace::loss(self, params, &batch(inputs, targets, n_seqs))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn batch(inputs: &[u32], targets: &[u32], n_seqs: usize) -> crate::grad::Batch {
+    crate::grad::Batch {
+        inputs: inputs.to_vec(),
+        targets: targets.to_vec(),
+        n_seqs,
+        seq_len: inputs.len() / n_seqs.max(1),
+    }
+}
+
 /// The settings that decide the numbers of a run (all saved in the checkpoint).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
