@@ -97,22 +97,25 @@ pub struct TrainArgs {
     /// sessions, continued with --resume.
     #[arg(long)]
     pub stop_at: Option<u64>,
-    /// Evaluate on the validation split every N steps (and at the end).
-    #[arg(long, default_value_t = 100)]
-    pub eval_every: u64,
+    /// Evaluate on the validation split every N steps (and at the end) [default: 100; on
+    /// --resume, the run's].
+    #[arg(long)]
+    pub eval_every: Option<u64>,
     /// Validation tokens per evaluation (whole sequences; default: the whole split, at most
     /// 64 sequences).
     #[arg(long)]
     pub eval_tokens: Option<usize>,
-    /// Print a text sample every N steps (0: only at the end). Saves a checkpoint first.
-    #[arg(long, default_value_t = 0)]
-    pub sample_every: u64,
+    /// Print a text sample every N steps (0: never) [default: 0; on --resume, the run's]. Saves
+    /// a checkpoint first.
+    #[arg(long)]
+    pub sample_every: Option<u64>,
     /// Tokens per sample.
     #[arg(long, default_value_t = 64)]
     pub sample_tokens: usize,
-    /// Save a checkpoint every N steps (0: only when the run stops).
-    #[arg(long, default_value_t = 0)]
-    pub save_every: u64,
+    /// Save a checkpoint every N steps (0: only when the run stops) [default: 0; on --resume,
+    /// the run's].
+    #[arg(long)]
+    pub save_every: Option<u64>,
     /// The share of documents held out for validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_fraction: f64,
@@ -184,6 +187,8 @@ struct Source {
     arch: Arch,
     val_fraction: f64,
     preset: String,
+    /// --eval-every, --sample-every, --save-every.
+    every: [u64; 3],
 }
 
 impl Source {
@@ -194,6 +199,9 @@ impl Source {
             "arch": self.arch.name(),
             "val_fraction": self.val_fraction,
             "preset": self.preset,
+            "eval_every": self.every[0],
+            "sample_every": self.every[1],
+            "save_every": self.every[2],
         })
     }
 
@@ -215,6 +223,11 @@ impl Source {
                 .as_f64()
                 .ok_or_else(|| bad("val_fraction"))?,
             preset: v["preset"].as_str().unwrap_or("").to_string(),
+            every: [
+                v["eval_every"].as_u64().unwrap_or(100),
+                v["sample_every"].as_u64().unwrap_or(0),
+                v["save_every"].as_u64().unwrap_or(0),
+            ],
         })
     }
 }
@@ -266,6 +279,11 @@ fn start(a: &TrainArgs, threads: usize, ftype: Ftype) -> Result<()> {
         arch,
         val_fraction: a.val_fraction,
         preset: preset.id.to_string(),
+        every: [
+            a.eval_every.unwrap_or(100),
+            a.sample_every.unwrap_or(0),
+            a.save_every.unwrap_or(0),
+        ],
     };
     let (tok, tok_path) = resolve_tokenizer(&source)?;
     let overrides = Overrides {
@@ -322,12 +340,29 @@ fn start(a: &TrainArgs, threads: usize, ftype: Ftype) -> Result<()> {
         tokenizer_files: checkpoint::tokenizer_files(&tok_path),
         source: source.to_json(),
     };
-    train(a, trainer, &shards, &tok, output, threads, ftype, arch)
+    train(
+        a,
+        trainer,
+        &shards,
+        &tok,
+        output,
+        threads,
+        ftype,
+        arch,
+        source.every,
+    )
 }
 
 fn resume(a: &TrainArgs, dir: &Path, threads: usize, ftype: Ftype) -> Result<()> {
     let state = checkpoint::read_state(dir)?;
-    let source = Source::from_json(&state["source"], dir)?;
+    let mut source = Source::from_json(&state["source"], dir)?;
+    for (saved, given) in source
+        .every
+        .iter_mut()
+        .zip([a.eval_every, a.sample_every, a.save_every])
+    {
+        *saved = given.unwrap_or(*saved);
+    }
     let (tok, tok_path) = resolve_tokenizer(&source)?;
     let shards = prepare_data(&source, &tok, &tok_path, threads)?;
     let (trainer, _) = Trainer::resume(dir, &shards).map_err(anyhow::Error::msg)?;
@@ -344,8 +379,10 @@ fn resume(a: &TrainArgs, dir: &Path, threads: usize, ftype: Ftype) -> Result<()>
         tokenizer_files: checkpoint::tokenizer_files(&tok_path),
         source: source.to_json(),
     };
-    let arch = source.arch;
-    train(a, trainer, &shards, &tok, output, threads, ftype, arch)
+    let (arch, every) = (source.arch, source.every);
+    train(
+        a, trainer, &shards, &tok, output, threads, ftype, arch, every,
+    )
 }
 
 /// Refuses an output folder that holds anything: a run never overwrites files it did not write.
@@ -469,6 +506,7 @@ fn train(
     threads: usize,
     ftype: Ftype,
     arch: Arch,
+    every: [u64; 3],
 ) -> Result<()> {
     let c = t.params.config.clone();
     let s = t.settings.clone();
@@ -535,9 +573,9 @@ fn train(
         first_step: t.step,
     };
     let plan = Plan {
-        eval_every: a.eval_every,
-        sample_every: a.sample_every,
-        save_every: a.save_every,
+        eval_every: every[0],
+        sample_every: every[1],
+        save_every: every[2],
         stop_at: a.stop_at,
         max_time: a.max_time,
         stop: crate::interrupt_flag(),
