@@ -75,7 +75,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1000)]
     pub steps: u64,
     /// Tokens per optimizer step, accumulated over micro-batches (rounded down to whole
-    /// sequences; default: 64 sequences).
+    /// sequences; default: 16 sequences).
     #[arg(long)]
     pub batch_tokens: Option<usize>,
     /// Sequences per forward/backward pass (must divide the sequences per step; default 8).
@@ -240,10 +240,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     let ftype = Ftype::parse(&a.export_type)
         .with_context(|| format!("--export-type {:?} is not a GGUF type", a.export_type))?;
-    if let Some(path) = &a.export_gguf {
-        if path.is_dir() {
-            bail!("--export-gguf {}: is a folder; name a file", path.display());
-        }
+    if let Some(path) = a.export_gguf.as_ref().filter(|p| p.is_dir()) {
+        bail!("--export-gguf {}: is a folder; name a file", path.display());
     }
     match &a.resume {
         Some(dir) => resume(a, dir, threads, ftype),
@@ -299,7 +297,7 @@ fn start(a: &TrainArgs, threads: usize, ftype: Ftype) -> Result<()> {
     let config = shape::model_config(preset, arch, &overrides, tok.n_vocab())
         .map_err(|e| anyhow::anyhow!("--preset {}: {e}", preset.id))?;
     let ctx = config.n_ctx_train;
-    let seqs_per_step = a.batch_tokens.map_or(64, |b| b / ctx);
+    let seqs_per_step = a.batch_tokens.map_or(16, |b| b / ctx);
     if seqs_per_step == 0 {
         bail!("--batch-tokens must be at least one sequence of --ctx {ctx} tokens");
     }
@@ -583,6 +581,8 @@ fn train(
     let stopped =
         trainer::run(&mut t, &mut ws, &plan, &output, &mut hooks).map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
+    // The loss curve: DIR/log.jsonl holds every step's `bpb` and the evaluations' `val_bpb`
+    // (trainer::run documents the fields); a chart of both is drawn from it here.
     let why = match stopped {
         Stopped::Done => "done",
         Stopped::StopAt => "stopped at --stop-at",

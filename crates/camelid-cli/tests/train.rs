@@ -194,7 +194,10 @@ fn bad_inputs_are_refused_with_the_reason() {
     );
 
     refused(
-        &camelid(&train_args(o, &[("--ctx", "512"), ("--batch-tokens", "1024")]), &cache),
+        &camelid(
+            &train_args(o, &[("--ctx", "512"), ("--batch-tokens", "1024")]),
+            &cache,
+        ),
         "fewer than one sequence of --ctx 512",
     );
     refused(

@@ -133,11 +133,16 @@ impl StTensor {
     }
 }
 
-/// Serializes f32 tensors as one safetensors file (the layout in the module documentation), in
-/// the order given, with `metadata` as `__metadata__` (transformers wants `{"format": "pt"}`).
-/// The header is padded with spaces to a multiple of 8 bytes, as the reference writer does, so
-/// the data is aligned; the same input gives the same bytes.
-pub fn to_bytes_f32(tensors: &[(&str, &[usize], &[f32])], metadata: &[(&str, &str)]) -> Vec<u8> {
+/// Writes f32 tensors as one safetensors file (the layout in the module documentation) to `w`,
+/// in the order given, with `metadata` as `__metadata__` (transformers wants
+/// `{"format": "pt"}`). The header is padded with spaces to a multiple of 8 bytes, as the
+/// reference writer does, so the data is aligned; the same input gives the same bytes. The data
+/// is streamed: nothing the size of the tensors is allocated.
+pub fn write_f32(
+    mut w: impl std::io::Write,
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: &[(&str, &str)],
+) -> std::io::Result<()> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         let m: serde_json::Map<String, Json> = metadata
@@ -158,15 +163,19 @@ pub fn to_bytes_f32(tensors: &[(&str, &[usize], &[f32])], metadata: &[(&str, &st
     }
     let mut json = Json::Object(header).to_string().into_bytes();
     json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + offset);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
+    w.write_all(&(json.len() as u64).to_le_bytes())?;
+    w.write_all(&json)?;
+    let mut buf = Vec::with_capacity(1 << 16);
     for (_, _, data) in tensors {
-        for x in *data {
-            out.extend_from_slice(&x.to_le_bytes());
+        for chunk in data.chunks(1 << 14) {
+            buf.clear();
+            for x in chunk {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            w.write_all(&buf)?;
         }
     }
-    out
+    w.flush()
 }
 
 struct Shard {

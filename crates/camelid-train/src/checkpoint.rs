@@ -70,28 +70,45 @@ fn bad(path: &Path, msg: impl Into<String>) -> CheckpointError {
     }
 }
 
-/// Writes `bytes` to `dir/name` through a temporary file and a rename.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+/// Writes `dir/name` through a temporary file and a rename: `write` fills the file.
+fn write_atomic_with(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
+) -> Result<(), CheckpointError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    let result = (|| {
+        let mut w = io::BufWriter::new(fs::File::create(&tmp)?);
+        write(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
+    }
     fs::rename(&tmp, &path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         io_err(&path)(e)
     })
 }
 
-/// The safetensors bytes of `params` (HF names, f32), the same bytes for the same values.
-pub fn model_bytes(params: &Params) -> Vec<u8> {
+/// Writes `bytes` to `dir/name` through a temporary file and a rename.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_atomic_with(dir, name, |w| io::Write::write_all(w, bytes))
+}
+
+/// Writes the safetensors of `params` (HF names, f32): the same bytes for the same values.
+pub fn write_model(w: impl io::Write, params: &Params) -> io::Result<()> {
     let tensors: Vec<(&str, &[usize], &[f32])> = params
         .tensors
         .iter()
         .map(|t| (t.name.as_str(), t.shape.as_slice(), t.data.as_slice()))
         .collect();
-    safetensors::to_bytes_f32(&tensors, &[("format", "pt")])
+    safetensors::write_f32(w, &tensors, &[("format", "pt")])
 }
 
-fn optimizer_bytes(opt: &AdamW) -> Vec<u8> {
+fn write_optimizer(w: impl io::Write, opt: &AdamW) -> io::Result<()> {
     let names: Vec<(String, String)> = opt
         .m
         .tensors
@@ -109,7 +126,7 @@ fn optimizer_bytes(opt: &AdamW) -> Vec<u8> {
         tensors.push((vn, &v.shape, &v.data));
     }
     let step = opt.step.to_string();
-    safetensors::to_bytes_f32(&tensors, &[("format", "pt"), ("step", &step)])
+    safetensors::write_f32(w, &tensors, &[("format", "pt"), ("step", &step)])
 }
 
 /// transformers' `LlamaConfig` as `save_pretrained` writes it, for these shapes (field meanings:
@@ -215,7 +232,7 @@ pub fn save_model(
         CONFIG_FILE,
         hf_config_json(&params.config, bos, eos).as_bytes(),
     )?;
-    write_atomic(dir, MODEL_FILE, &model_bytes(params))?;
+    write_atomic_with(dir, MODEL_FILE, |w| write_model(w, params))?;
     for (src, name) in tokenizer {
         let dst = dir.join(name);
         if dst.is_file() && fs::read(&dst).ok() == fs::read(src).ok() {
@@ -234,7 +251,7 @@ pub fn save_state(
     opt: &AdamW,
     state: &serde_json::Value,
 ) -> Result<(), CheckpointError> {
-    write_atomic(dir, OPTIMIZER_FILE, &optimizer_bytes(opt))?;
+    write_atomic_with(dir, OPTIMIZER_FILE, |w| write_optimizer(w, opt))?;
     let text = serde_json::to_string_pretty(state).expect("a JSON value serializes") + "\n";
     write_atomic(dir, STATE_FILE, text.as_bytes())
 }

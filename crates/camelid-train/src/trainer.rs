@@ -177,6 +177,9 @@ pub struct StepRecord {
     pub lr: f64,
     /// Mean training loss of the step's sequences (nats per token).
     pub loss: f32,
+    /// The same in bits per byte of the training split's text (`loss / ln 2 / bytes per
+    /// token`), comparable across tokenizers.
+    pub bpb: f64,
     /// The global gradient norm before clipping.
     pub grad_norm: f64,
     pub tokens_per_s: f64,
@@ -196,6 +199,7 @@ pub struct Trainer<'a> {
     train: Sequences<'a>,
     val: Sequences<'a>,
     val_bytes_per_token: f64,
+    train_bytes_per_token: f64,
     inputs: Vec<u32>,
     targets: Vec<u32>,
 }
@@ -222,6 +226,7 @@ impl<'a> Trainer<'a> {
             train,
             val,
             val_bytes_per_token: shards.val_bytes_per_token(),
+            train_bytes_per_token: shards.train_bytes_per_token(),
             inputs: Vec::new(),
             targets: Vec::new(),
         })
@@ -405,6 +410,10 @@ impl Output {
 /// Runs steps until the schedule ends or a stop condition holds, logging each step to
 /// `out.dir/log.jsonl` (appended, so a resumed run continues the same log) and saving a
 /// checkpoint when it stops.
+///
+/// A log line: `{"step", "lr", "loss", "bpb", "grad_norm", "tokens_per_s", "elapsed_s"}`, plus
+/// `"val_loss"` and `"val_bpb"` on evaluation steps; losses in nats per token, `bpb` in bits per
+/// byte of text. This is what a loss-curve chart reads (train and validation in bits per byte).
 pub fn run(
     t: &mut Trainer,
     obj: &mut dyn Objective,
@@ -445,6 +454,7 @@ pub fn run(
             step: t.step,
             lr,
             loss,
+            bpb: loss as f64 / std::f64::consts::LN_2 / t.train_bytes_per_token,
             grad_norm,
             tokens_per_s: tokens_per_step / secs.max(1e-9),
             elapsed_s: start.elapsed().as_secs_f64(),
@@ -454,6 +464,7 @@ pub fn run(
             "step": record.step,
             "lr": record.lr,
             "loss": record.loss,
+            "bpb": record.bpb,
             "grad_norm": record.grad_norm,
             "tokens_per_s": record.tokens_per_s,
             "elapsed_s": record.elapsed_s,
