@@ -271,9 +271,11 @@ fn start(a: &TrainArgs, threads: usize, ftype: Ftype) -> Result<()> {
     if !(0.0..1.0).contains(&a.val_fraction) || a.val_fraction == 0.0 {
         bail!("--val-fraction must be in (0, 1)");
     }
+    // Saved absolute, so that --resume from another folder finds them.
+    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
     let source = Source {
-        data: a.data.clone(),
-        tokenizer: a.tokenizer.clone(),
+        data: a.data.iter().map(absolute).collect(),
+        tokenizer: a.tokenizer.as_ref().map(absolute),
         arch,
         val_fraction: a.val_fraction,
         preset: preset.id.to_string(),
