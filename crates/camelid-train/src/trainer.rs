@@ -681,4 +681,106 @@ mod tests {
         );
         let _ = fs::remove_dir_all(&tmp);
     }
+
+    /// 20 steps of the whole loop (batch order, accumulation, clipping, AdamW, schedule, and the
+    /// forward/backward pass) against transformers + torch.optim.AdamW from the same weights on
+    /// the same batches (tools/train_loop_reference.py).
+    #[test]
+    fn twenty_steps_follow_pytorchs_loss_curve() {
+        use camelid_formats::safetensors::SafetensorsModel;
+        let r: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(testdata("train/loop_reference.json")).unwrap(),
+        )
+        .unwrap();
+        let st = SafetensorsModel::open(&testdata("train/loop_reference.safetensors")).unwrap();
+        let m = &r["model"];
+        let u = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+        let d = u(&m["hidden_size"]);
+        let config = camelid_model::Config {
+            n_vocab: u(&m["vocab_size"]),
+            d_model: d,
+            n_layers: u(&m["num_hidden_layers"]),
+            n_heads: u(&m["num_attention_heads"]),
+            n_kv_heads: u(&m["num_key_value_heads"]),
+            head_dim: d / u(&m["num_attention_heads"]),
+            d_ff: u(&m["intermediate_size"]),
+            norm_eps: m["rms_norm_eps"].as_f64().unwrap() as f32,
+            rope_theta: m["rope_theta"].as_f64().unwrap() as f32,
+            rope_scaling: RopeScaling::None,
+            n_ctx_train: u(&m["max_position_embeddings"]),
+            tied_embeddings: false,
+        };
+        let load = |prefix: &str| {
+            let mut p = Params::zeros(&config);
+            for t in &mut p.tensors {
+                let s = st.tensor(&format!("{prefix}{}", t.name)).unwrap();
+                assert_eq!(s.shape, t.shape, "{}", t.name);
+                t.data = st
+                    .data(s)
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+            }
+            p
+        };
+        let s = &r["settings"];
+        let f = |k: &str| s[k].as_f64().unwrap();
+        let settings = Settings {
+            lr: f("lr"),
+            min_lr_ratio: f("min_lr_ratio"),
+            warmup: s["warmup"].as_u64().unwrap(),
+            steps: s["steps"].as_u64().unwrap(),
+            ctx: u(&s["ctx"]),
+            seqs_per_step: u(&s["seqs_per_step"]),
+            micro_seqs: u(&s["micro_seqs"]),
+            seed: s["seed"].as_u64().unwrap(),
+            max_grad_norm: f("max_grad_norm"),
+            adamw: AdamWConfig {
+                weight_decay: f("weight_decay") as f32,
+                ..AdamWConfig::default()
+            },
+            eval_seqs: 1,
+        };
+        let tmp = std::env::temp_dir().join(format!("camelid-loop-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let tok_path = testdata("tokenizer/spm-tiny.model");
+        let tok = camelid_model::tokenizer_load::load_tokenizer(&tok_path).unwrap();
+        let docs = collect_documents(&[testdata("train/corpus")]).unwrap();
+        let key = hash_files(&tok_path).unwrap();
+        let shards = prepare(&docs, &tok, &key, 0.25, &tmp, 1, &mut |_| {}).unwrap();
+        let mut t = Trainer::new(load("init."), settings, &shards, 0, Position::default()).unwrap();
+        let mut ws = crate::grad::Workspace::new(&config, t.settings.micro_seqs, t.settings.ctx, 2);
+        let mut worst: f64 = 0.0;
+        for (i, want) in r["steps"].as_array().unwrap().iter().enumerate() {
+            let (loss, norm, lr) = t.step(&mut ws).unwrap();
+            let (wl, wn) = (
+                want["loss"].as_f64().unwrap(),
+                want["grad_norm"].as_f64().unwrap(),
+            );
+            assert!(
+                (lr - want["lr"].as_f64().unwrap()).abs() < 1e-12,
+                "step {i}: lr"
+            );
+            let rel = ((loss as f64 - wl) / wl).abs();
+            worst = worst.max(rel);
+            assert!(rel < 1e-5, "step {i}: loss {loss} vs PyTorch {wl}");
+            assert!(
+                ((norm - wn) / wn).abs() < 1e-4,
+                "step {i}: grad norm {norm} vs {wn}"
+            );
+        }
+        let want = load("final.");
+        for (a, b) in t.params.tensors.iter().zip(&want.tensors) {
+            let scale = b.data.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (x, y) in a.data.iter().zip(&b.data) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * scale,
+                    "{}: {x} vs PyTorch {y}",
+                    a.name
+                );
+            }
+        }
+        eprintln!("worst relative loss difference over 20 steps: {worst:.2e}");
+        let _ = fs::remove_dir_all(&tmp);
+    }
 }
