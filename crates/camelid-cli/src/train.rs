@@ -331,7 +331,8 @@ fn start(a: &TrainArgs, threads: usize, ftype: Ftype) -> Result<()> {
     };
     let shards = prepare_data(&source, &tok, &tok_path, threads)?;
     let params = camelid_train::init::init_params(&config, a.seed);
-    let trainer = Trainer::new(params, settings, &shards, 0, Position::default())?;
+    let trainer = Trainer::new(params, settings, &shards, 0, Position::default())
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let output = Output {
         dir: out,

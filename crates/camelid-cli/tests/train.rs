@@ -235,4 +235,35 @@ fn bad_inputs_are_refused_with_the_reason() {
         &camelid(&["train", "--resume", o], &cache),
         "not a camelid training checkpoint",
     );
+
+    // A saved run whose data changed, or whose state was edited into nonsense, is refused.
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for f in ["a.txt", "b.md", "more/c.txt", "more/d.txt"] {
+        let text = std::fs::read(repo().join("testdata/train/corpus").join(f)).unwrap();
+        std::fs::write(corpus.join(f.replace('/', "-")), text).unwrap();
+    }
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let args = train_args(
+        r,
+        &[("--data", corpus.to_str().unwrap()), ("--stop-at", "1")],
+    );
+    ok(&camelid(&args, &cache), "a run to resume");
+    std::fs::write(corpus.join("a.txt"), "Something else entirely.\n").unwrap();
+    refused(
+        &camelid(&["train", "--resume", r], &cache),
+        "the data or the tokenizer changed since this run was saved",
+    );
+    let state_path = run.join("train_state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    std::fs::write(
+        &state_path,
+        state.replace("\"micro_seqs\": 2", "\"micro_seqs\": 0"),
+    )
+    .unwrap();
+    refused(
+        &camelid(&["train", "--resume", r], &cache),
+        "must be at least 1",
+    );
 }

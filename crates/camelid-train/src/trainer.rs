@@ -133,6 +133,29 @@ impl Settings {
         })
     }
 
+    /// Rejects values the loop cannot run with (the message names the field).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ctx == 0 || self.micro_seqs == 0 || self.seqs_per_step == 0 {
+            return Err("ctx, seqs_per_step and micro_seqs must be at least 1".into());
+        }
+        if !self.seqs_per_step.is_multiple_of(self.micro_seqs) {
+            return Err(format!(
+                "micro_seqs {} does not divide seqs_per_step {}",
+                self.micro_seqs, self.seqs_per_step
+            ));
+        }
+        if self.steps == 0 || !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err("steps and lr must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(format!(
+                "min_lr_ratio {} is not in [0, 1]",
+                self.min_lr_ratio
+            ));
+        }
+        Ok(())
+    }
+
     pub fn from_json(v: &serde_json::Value) -> Result<Settings, String> {
         let f = |k: &str| {
             v[k].as_f64()
@@ -200,6 +223,8 @@ pub struct Trainer<'a> {
     val: Sequences<'a>,
     val_bytes_per_token: f64,
     train_bytes_per_token: f64,
+    /// The shard folder's name (a hash of the data, tokenizer and split), checked on resume.
+    shards_name: String,
     inputs: Vec<u32>,
     targets: Vec<u32>,
 }
@@ -213,9 +238,12 @@ impl<'a> Trainer<'a> {
         shards: &'a Shards,
         step: u64,
         pos: Position,
-    ) -> Result<Trainer<'a>, crate::data::DataError> {
-        let train = Sequences::shuffled(&shards.train, "train", settings.ctx, settings.seed, pos)?;
-        let val = Sequences::in_order(&shards.val, "validation", settings.ctx)?;
+    ) -> Result<Trainer<'a>, String> {
+        settings.validate()?;
+        let train = Sequences::shuffled(&shards.train, "train", settings.ctx, settings.seed, pos)
+            .map_err(|e| e.to_string())?;
+        let val = Sequences::in_order(&shards.val, "validation", settings.ctx)
+            .map_err(|e| e.to_string())?;
         let opt = AdamW::new(&params, settings.adamw);
         Ok(Trainer {
             grads: params.zeros_like(),
@@ -226,6 +254,11 @@ impl<'a> Trainer<'a> {
             train,
             val,
             val_bytes_per_token: shards.val_bytes_per_token(),
+            shards_name: shards
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             train_bytes_per_token: shards.train_bytes_per_token(),
             inputs: Vec::new(),
             targets: Vec::new(),
@@ -311,6 +344,7 @@ impl<'a> Trainer<'a> {
             "epoch": pos.epoch,
             "cursor": pos.cursor,
             "settings": self.settings.to_json(),
+            "shards": self.shards_name,
             "source": source,
         })
     }
@@ -329,7 +363,21 @@ impl<'a> Trainer<'a> {
                 .ok_or_else(|| format!("{}: `{k}` is missing", state_path.display()))
         };
         let settings = Settings::from_json(&state["settings"])
+            .and_then(|s| s.validate().map(|()| s))
             .map_err(|e| format!("{}: {e}", state_path.display()))?;
+        let shards_name = shards
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        if state["shards"].as_str() != shards_name.as_deref() {
+            return Err(format!(
+                "{}: the data or the tokenizer changed since this run was saved (its token shards \
+                 were {}, now {}): a resumed run must see the same tokens",
+                state_path.display(),
+                state["shards"],
+                shards_name.unwrap_or_default()
+            ));
+        }
         let pos = Position {
             epoch: field("epoch")?,
             cursor: field("cursor")?,
@@ -339,7 +387,7 @@ impl<'a> Trainer<'a> {
             .map_err(|e| e.to_string())?
             .config;
         let params = checkpoint::load_params(dir, &config).map_err(|e| e.to_string())?;
-        let mut t = Trainer::new(params, settings, shards, step, pos).map_err(|e| e.to_string())?;
+        let mut t = Trainer::new(params, settings, shards, step, pos)?;
         checkpoint::load_optimizer(dir, &mut t.opt).map_err(|e| e.to_string())?;
         if t.opt.step != step {
             return Err(format!(
