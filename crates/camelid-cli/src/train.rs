@@ -43,14 +43,19 @@ pub struct TrainArgs {
     /// the preset's, else llama2).
     #[arg(long)]
     pub arch: Option<String>,
+    /// Model width (d_model).
     #[arg(long)]
     pub dim: Option<usize>,
+    /// Transformer blocks.
     #[arg(long)]
     pub layers: Option<usize>,
+    /// Query heads (must divide --dim).
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Key/value heads (must divide --heads; default: --heads for llama1/2, a quarter for llama3).
     #[arg(long)]
     pub kv_heads: Option<usize>,
+    /// SwiGLU hidden width.
     #[arg(long)]
     pub ffn: Option<usize>,
     /// Embedding rows (at least the tokenizer's vocabulary; default: exactly it).
@@ -78,7 +83,7 @@ pub struct TrainArgs {
     /// sequences; default: 16 sequences).
     #[arg(long)]
     pub batch_tokens: Option<usize>,
-    /// Sequences per forward/backward pass (must divide the sequences per step; default 8).
+    /// Sequences per forward/backward pass (must divide the sequences per step).
     #[arg(long, default_value_t = 8)]
     pub micro_batch: usize,
     /// AdamW weight decay, on the projections (not the embedding and norms).
