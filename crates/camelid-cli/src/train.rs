@@ -516,12 +516,12 @@ fn train(
 ) -> Result<()> {
     let c = t.params.config.clone();
     let s = t.settings.clone();
+    let mut ws = Workspace::new(&c, s.micro_seqs, s.ctx, threads);
+    ws.set_checkpointing(a.checkpoint_activations);
     let mem = shape::memory(
         &c,
-        s.micro_seqs,
-        s.ctx,
+        ws.bytes() as u64,
         shards.train.bytes() + shards.val.bytes(),
-        a.checkpoint_activations,
     );
     eprintln!(
         "model: {} d {} layers {} heads {}/{} kv, FFN {}, vocab {}, ctx {}, {}; {:.2}M parameters",
@@ -559,9 +559,6 @@ fn train(
         mib(mem.activations),
         mib(mem.shards)
     );
-    let mut ws = Workspace::new(&c, s.micro_seqs, s.ctx, threads);
-    ws.set_checkpointing(a.checkpoint_activations);
-
     let bar = ProgressBar::with_draw_target(Some(s.steps), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "step {pos}/{len} [{wide_bar}] {msg} {elapsed_precise} eta {eta_precise}",

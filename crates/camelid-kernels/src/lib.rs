@@ -14,6 +14,7 @@ pub(crate) mod act;
 mod attn;
 pub mod bandwidth;
 pub mod dtype;
+pub mod gemm;
 pub mod isa;
 pub(crate) mod kernels;
 pub mod matmul;
@@ -22,5 +23,6 @@ pub mod pool;
 pub mod quant;
 
 pub use dtype::DType;
+pub use gemm::GemmF32;
 pub use isa::Isa;
 pub use matmul::{Kernels, Precision, WeightView};

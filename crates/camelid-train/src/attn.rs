@@ -7,8 +7,15 @@
 //! softmax, as in Dao et al. 2022, FlashAttention, eq. for `dS`):
 //! `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS_ij = P_ij (dP_ij − Σ_k P_ik dP_ik)`,
 //! `dQ = dS·K / sqrt(hd)`, `dK = dSᵀ·Q / sqrt(hd)`.
+//!
+//! Each product is one [`Kernels::gemm_f32`] on the unit's thread (the whole `T × T` square;
+//! the causal mask is applied to the scores, and the zeros above the diagonal of `P` and `dS`
+//! make the products causal), with the keys or values transposed to `[head_dim, T]` where
+//! they are the right operand of `·ᵀ`.
 
-use camelid_kernels::matmul::dot_f32;
+use std::cell::RefCell;
+
+use camelid_kernels::{GemmF32, Kernels};
 
 use crate::par::SharedMut;
 
@@ -33,11 +40,83 @@ impl Shape {
     }
 }
 
+thread_local! {
+    /// A participant's scratch, kept between calls (the pool's threads live on).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch for [`forward`] and [`backward`].
+pub(crate) fn with_scratch(sh: Shape, f: impl FnOnce(&mut [f32])) {
+    let (t, hd) = (sh.seq_len, sh.head_dim);
+    let len = t * t + 6 * t * hd;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// `dst[c · t + j] = rows[j · stride + c]` for `j < t`, `c < hd`: one head's rows transposed.
+fn transpose_head(dst: &mut [f32], rows: &[f32], stride: usize, t: usize, hd: usize) {
+    for j in 0..t {
+        let r = &rows[j * stride..][..hd];
+        for (c, &v) in r.iter().enumerate() {
+            dst[c * t + j] = v;
+        }
+    }
+}
+
+/// `c[m, n] = op(a) · b` on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    kern: &Kernels,
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    a_trans: bool,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+) {
+    let g = GemmF32 {
+        m,
+        n,
+        k,
+        a,
+        lda,
+        a_trans,
+        b,
+        ldb,
+    };
+    kern.gemm_f32(&g, c, n, 1);
+}
+
+/// `dst` row `i` into columns `col..col + w` of row `row0 + i` of `out` (rows `ld` apart).
+///
+/// # Safety
+/// Those elements of `out` belong to the caller's unit.
+unsafe fn scatter_rows(
+    out: SharedMut,
+    dst_row0: usize,
+    ld: usize,
+    col: usize,
+    src: &[f32],
+    w: usize,
+) {
+    for (i, r) in src.chunks_exact(w).enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { out.slice((dst_row0 + i) * ld + col, w) }.copy_from_slice(r);
+    }
+}
+
 /// Forward pass of unit `(s, g)`. `q: [N, q]`, `k, v: [N, kv]` (after RoPE); writes the unit's
-/// heads of `att: [N, q]` and its rows of `probs: [n_seqs, n_heads, T, T]` (zero above the
-/// diagonal).
+/// heads of `att: [N, q]` and its blocks of `probs: [n_seqs, n_heads, T, T]` (zero above the
+/// diagonal). `scratch` from [`with_scratch`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
+    kern: &Kernels,
     sh: Shape,
     s: usize,
     g: usize,
@@ -46,96 +125,112 @@ pub(crate) fn forward(
     v: &[f32],
     att: SharedMut,
     probs: SharedMut,
+    scratch: &mut [f32],
 ) {
-    let (t_len, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
+    let (t, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
     let scale = 1.0 / (hd as f32).sqrt();
-    let heads = g * sh.group()..(g + 1) * sh.group();
-    let first = (s * sh.n_heads + heads.start) * t_len * t_len;
-    // SAFETY: the probability rows of this sequence's heads of kv head g belong to this unit.
-    let p_all = unsafe { probs.slice(first, heads.len() * t_len * t_len) };
-    for (hi, h) in heads.enumerate() {
-        for i in 0..t_len {
-            let row = s * t_len + i;
-            let qi = &q[row * qd + h * hd..][..hd];
-            let p = &mut p_all[(hi * t_len + i) * t_len..][..t_len];
-            for (j, pj) in p[..=i].iter_mut().enumerate() {
-                let kj = &k[(s * t_len + j) * kvd + g * hd..][..hd];
-                *pj = dot_f32(qi, kj) * scale;
+    let rows = s * t;
+    let (kt, rest) = scratch.split_at_mut(hd * t);
+    let o = &mut rest[..t * hd];
+    transpose_head(kt, &k[rows * kvd + g * hd..], kvd, t, hd);
+    for h in g * sh.group()..(g + 1) * sh.group() {
+        // SAFETY: the probability block of (s, h) belongs to this unit.
+        let p = unsafe { probs.slice((s * sh.n_heads + h) * t * t, t * t) };
+        // S = Q_h · K_gᵀ, then masked, scaled and normalized by rows.
+        gemm(
+            kern,
+            (t, t, hd),
+            &q[rows * qd + h * hd..],
+            qd,
+            false,
+            kt,
+            t,
+            p,
+        );
+        for (i, row) in p.chunks_exact_mut(t).enumerate() {
+            let (sc, masked) = row.split_at_mut(i + 1);
+            masked.fill(0.0);
+            for a in sc.iter_mut() {
+                *a *= scale;
             }
-            p[i + 1..].fill(0.0);
-            camelid_kernels::ops::softmax(&mut p[..=i]);
-            // SAFETY: head h of row `row` belongs to this unit.
-            let o = unsafe { att.slice(row * qd + h * hd, hd) };
-            o.fill(0.0);
-            for (j, &pj) in p[..=i].iter().enumerate() {
-                let vj = &v[(s * t_len + j) * kvd + g * hd..][..hd];
-                for (a, &b) in o.iter_mut().zip(vj) {
-                    *a += pj * b;
-                }
-            }
+            camelid_kernels::ops::softmax(sc);
         }
+        // O = P · V_g.
+        gemm(
+            kern,
+            (t, hd, t),
+            p,
+            t,
+            false,
+            &v[rows * kvd + g * hd..],
+            kvd,
+            o,
+        );
+        // SAFETY: head h of the rows of sequence s belongs to this unit.
+        unsafe { scatter_rows(att, rows, qd, h * hd, o, hd) };
     }
 }
 
 /// Backward pass of unit `(s, g)`: from `datt: [N, q]` writes the unit's heads of `dq: [N, q]`
-/// and its kv head of `dk, dv: [N, kv]`. `scratch` holds at least `T · (2 · head_dim + 1)`.
+/// and its kv head of `dk, dv: [N, kv]`. `scratch` from [`with_scratch`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
+    kern: &Kernels,
     sh: Shape,
     s: usize,
     g: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
     probs: &[f32],
     datt: &[f32],
-    dq: SharedMut,
-    dk: SharedMut,
-    dv: SharedMut,
+    (dq, dk, dv): (SharedMut, SharedMut, SharedMut),
     scratch: &mut [f32],
 ) {
-    let (t_len, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
+    let (t, hd, qd, kvd) = (sh.seq_len, sh.head_dim, sh.q_dim(), sh.kv_dim());
     let scale = 1.0 / (hd as f32).sqrt();
-    let (dk_acc, rest) = scratch.split_at_mut(t_len * hd);
-    let (dv_acc, rest) = rest.split_at_mut(t_len * hd);
-    let dp = &mut rest[..t_len];
+    let rows = s * t;
+    let (vt, rest) = scratch.split_at_mut(hd * t);
+    let (ds, rest) = rest.split_at_mut(t * t);
+    let (tmp, rest) = rest.split_at_mut(t * hd);
+    let (dk_acc, rest) = rest.split_at_mut(t * hd);
+    let dv_acc = &mut rest[..t * hd];
+    transpose_head(vt, &v[rows * kvd + g * hd..], kvd, t, hd);
     dk_acc.fill(0.0);
     dv_acc.fill(0.0);
+    let kg = &k[rows * kvd + g * hd..];
     for h in g * sh.group()..(g + 1) * sh.group() {
-        for i in 0..t_len {
-            let row = s * t_len + i;
-            let p = &probs[((s * sh.n_heads + h) * t_len + i) * t_len..][..=i];
-            let doi = &datt[row * qd + h * hd..][..hd];
+        let p = &probs[(s * sh.n_heads + h) * t * t..][..t * t];
+        let (qh, doh) = (&q[rows * qd + h * hd..], &datt[rows * qd + h * hd..]);
+        // dP = dO_h · V_gᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP)) / sqrt(hd), zero above the
+        // diagonal as P is.
+        gemm(kern, (t, t, hd), doh, qd, false, vt, t, ds);
+        for (prow, drow) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
             let mut d = 0.0f32;
-            for (j, (dpj, &pj)) in dp.iter_mut().zip(p).enumerate() {
-                let vj = &v[(s * t_len + j) * kvd + g * hd..][..hd];
-                *dpj = dot_f32(doi, vj);
-                d += pj * *dpj;
+            for (&pj, &dpj) in prow.iter().zip(drow.iter()) {
+                d += pj * dpj;
             }
-            let qi = &q[row * qd + h * hd..][..hd];
-            // SAFETY: head h of row `row` belongs to this unit.
-            let dqi = unsafe { dq.slice(row * qd + h * hd, hd) };
-            dqi.fill(0.0);
-            for (j, &pj) in p.iter().enumerate() {
-                let ds = pj * (dp[j] - d) * scale;
-                let kj = &k[(s * t_len + j) * kvd + g * hd..][..hd];
-                for (a, &b) in dqi.iter_mut().zip(kj) {
-                    *a += ds * b;
-                }
-                for (a, &b) in dk_acc[j * hd..][..hd].iter_mut().zip(qi) {
-                    *a += ds * b;
-                }
-                for (a, &b) in dv_acc[j * hd..][..hd].iter_mut().zip(doi) {
-                    *a += pj * b;
-                }
+            for (x, &pj) in drow.iter_mut().zip(prow) {
+                *x = pj * (*x - d) * scale;
             }
         }
+        // dQ_h = dS · K_g.
+        gemm(kern, (t, hd, t), ds, t, false, kg, kvd, tmp);
+        // SAFETY: head h of the rows of sequence s belongs to this unit.
+        unsafe { scatter_rows(dq, rows, qd, h * hd, tmp, hd) };
+        // dK_g += dSᵀ · Q_h; dV_g += Pᵀ · dO_h, over the group's heads in order.
+        gemm(kern, (t, hd, t), ds, t, true, qh, qd, tmp);
+        add(dk_acc, tmp);
+        gemm(kern, (t, hd, t), p, t, true, doh, qd, tmp);
+        add(dv_acc, tmp);
     }
-    for j in 0..t_len {
-        let at = (s * t_len + j) * kvd + g * hd;
-        // SAFETY: kv head g of the rows of sequence s belongs to this unit.
-        unsafe { dk.slice(at, hd) }.copy_from_slice(&dk_acc[j * hd..][..hd]);
-        // SAFETY: as above.
-        unsafe { dv.slice(at, hd) }.copy_from_slice(&dv_acc[j * hd..][..hd]);
+    // SAFETY: kv head g of the rows of sequence s belongs to this unit.
+    unsafe {
+        scatter_rows(dk, rows, kvd, g * hd, dk_acc, hd);
+        scatter_rows(dv, rows, kvd, g * hd, dv_acc, hd);
+    }
+}
+
+fn add(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += y;
     }
 }

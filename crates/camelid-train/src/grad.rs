@@ -21,7 +21,7 @@ use crate::attn::{self, Shape};
 use crate::error::TrainError;
 use crate::linear::{self, Scratch};
 use crate::ops;
-use crate::par::{SharedMut, for_ranges, transpose};
+use crate::par::{SharedMut, for_ranges};
 use crate::params::Params;
 
 /// Target id that is not counted in the loss.
@@ -97,8 +97,6 @@ struct Back {
     dact: Vec<f32>,
     dgate: Vec<f32>,
     dup: Vec<f32>,
-    /// A transposed input of a linear layer.  [max(d, q, ff), N]
-    xt: Vec<f32>,
     /// A norm gain's gradient.  [d]
     dg: Vec<f32>,
     lin: Scratch,
@@ -175,7 +173,6 @@ impl Workspace {
                 sin[pos * half + i] = angle.sin() as f32;
             }
         }
-        let widest = c.d_model.max(c.q_dim()).max(c.d_ff);
         let z = |len: usize| vec![0.0f32; len];
         Workspace {
             config: c.clone(),
@@ -203,9 +200,8 @@ impl Workspace {
                 dact: z(n * c.d_ff),
                 dgate: z(n * c.d_ff),
                 dup: z(n * c.d_ff),
-                xt: z(widest * n),
                 dg: z(c.d_model),
-                lin: Scratch::default(),
+                lin: Scratch::new(c),
             },
         }
     }
@@ -246,6 +242,43 @@ impl Workspace {
         self.checkpointing
     }
 
+    /// Bytes of the buffers this workspace holds (saved activations, logits, gradients of
+    /// activations, the products' scratch), all allocated by [`Workspace::new`] and
+    /// [`Workspace::set_checkpointing`]. Not counted: each compute thread's packing buffers
+    /// (about 0.5 MiB plus 12 KiB per 12 rows of a product) and attention scratch
+    /// (`4·(T² + 6·T·head_dim)` bytes).
+    pub fn bytes(&self) -> usize {
+        let acts: usize = self
+            .acts
+            .iter()
+            .map(|a| {
+                [
+                    &a.xn1, &a.rstd1, &a.q, &a.k, &a.v, &a.probs, &a.att, &a.h, &a.xn2, &a.rstd2,
+                    &a.gate, &a.up, &a.act,
+                ]
+                .iter()
+                .map(|v| v.len())
+                .sum::<usize>()
+            })
+            .sum();
+        let b = &self.back;
+        let back = [
+            &b.dx, &b.dxn, &b.tmp, &b.dq, &b.dk, &b.dv, &b.datt, &b.dact, &b.dgate, &b.dup, &b.dg,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>()
+            + b.lin.len();
+        let resid: usize = self.resid.iter().map(Vec::len).sum();
+        let rest = self.cos.len()
+            + self.sin.len()
+            + self.xn_f.len()
+            + self.rstd_f.len()
+            + self.logits.len()
+            + self.row_loss.len();
+        4 * (acts + back + resid + rest)
+    }
+
     /// `grads += scale · ∂(mean cross-entropy over the batch's non-IGNORE targets)/∂params`;
     /// returns that mean loss.
     pub fn loss_and_grad(
@@ -257,22 +290,22 @@ impl Workspace {
     ) -> Result<f32, TrainError> {
         let n_valid = self.check(params, batch)?;
         check_layout(&self.config, grads, "gradient")?;
-        let loss = self.forward(params, batch, Some(scale / n_valid as f32), n_valid);
-        self.backward(params, batch, grads);
+        let loss = self.forward(params, batch, true, n_valid);
+        self.backward(params, batch, grads, scale / n_valid as f32);
         Ok(loss)
     }
 
     /// The mean loss of [`Workspace::loss_and_grad`], without gradients (validation).
     pub fn loss(&mut self, params: &Params, batch: &Batch) -> Result<f32, TrainError> {
         let n_valid = self.check(params, batch)?;
-        Ok(self.forward(params, batch, None, n_valid))
+        Ok(self.forward(params, batch, false, n_valid))
     }
 
     /// The loss at every position of the batch, row-major `[n_seqs][seq_len]`: NaN where the
     /// target is [`IGNORE`] (for studies of the loss by position).
     pub fn losses(&mut self, params: &Params, batch: &Batch) -> Result<Vec<f32>, TrainError> {
         let n_valid = self.check(params, batch)?;
-        self.forward(params, batch, None, n_valid);
+        self.forward(params, batch, false, n_valid);
         Ok(self.row_loss[..batch.n_seqs * batch.seq_len].to_vec())
     }
 
@@ -324,15 +357,9 @@ impl Workspace {
         }
     }
 
-    /// The forward pass to the loss; with `coef`, leaves `coef · ∂loss_sum/∂logits` in
+    /// The forward pass to the loss; with `grad`, leaves `∂loss_sum/∂logits` in
     /// `logits`. Returns the mean loss over the `n_valid` counted targets.
-    fn forward(
-        &mut self,
-        params: &Params,
-        batch: &Batch,
-        coef: Option<f32>,
-        n_valid: usize,
-    ) -> f32 {
+    fn forward(&mut self, params: &Params, batch: &Batch, grad: bool, n_valid: usize) -> f32 {
         let cx = Ctx {
             c: &self.config,
             k: &self.kernels,
@@ -363,7 +390,7 @@ impl Workspace {
                 l,
                 &before[l],
                 acts,
-                &mut self.back.tmp,
+                &mut self.back,
                 &mut after[0],
             );
         }
@@ -380,6 +407,7 @@ impl Workspace {
         linear::forward(
             cx.k,
             cx.threads,
+            &mut self.back.lin,
             &t[params.output()].data,
             v,
             d,
@@ -401,12 +429,7 @@ impl Workspace {
                     *loss = f32::NAN;
                     z.fill(0.0);
                 } else {
-                    *loss = ops::cross_entropy(
-                        z,
-                        targets[r] as usize,
-                        coef.unwrap_or(0.0),
-                        coef.is_some(),
-                    );
+                    *loss = ops::cross_entropy(z, targets[r] as usize, grad);
                 }
             }
         });
@@ -419,8 +442,10 @@ impl Workspace {
         (sum / n_valid as f64) as f32
     }
 
-    /// The backward pass from the logits' gradient left by [`Workspace::forward`].
-    fn backward(&mut self, params: &Params, batch: &Batch, grads: &mut Params) {
+    /// The backward pass from the logits' gradient left by [`Workspace::forward`], times
+    /// `coef` (`scale` over the number of counted targets; applied after the output
+    /// projection's products, on `[N, d]` and `[V, d]` instead of `[N, V]`).
+    fn backward(&mut self, params: &Params, batch: &Batch, grads: &mut Params, coef: f32) {
         let cx = Ctx {
             c: &self.config,
             k: &self.kernels,
@@ -435,38 +460,21 @@ impl Workspace {
         let t = &params.tensors;
         let b = &mut self.back;
 
-        // Output projection: dxn = dlogits · W_out; dW_out += dlogitsᵀ · xn.
+        // Output projection: dxn = coef · dlogits · W_out; dW_out += coef · dlogitsᵀ · xn.
         let dlogits = &self.logits[..n * v];
         let w_out = &t[params.output()].data;
-        linear::backward_input(
-            cx.k,
-            cx.threads,
-            &mut b.lin,
-            w_out,
-            v,
-            d,
-            dlogits,
-            &mut b.dxn[..n * d],
-        );
-        transpose(
-            cx.k,
-            cx.threads,
-            &self.xn_f[..n * d],
-            n,
-            d,
-            d,
-            &mut b.xt[..d * n],
-        );
+        linear::backward_input(cx.k, cx.threads, w_out, v, d, dlogits, &mut b.dxn[..n * d]);
+        for x in &mut b.dxn[..n * d] {
+            *x *= coef;
+        }
         let g_out = &mut grads.tensors[params.output()].data;
         linear::backward_weight(
             cx.k,
             cx.threads,
             &mut b.lin,
             dlogits,
-            &b.xt[..d * n],
-            n,
-            v,
-            d,
+            &self.xn_f[..n * d],
+            (v, d, coef),
             g_out,
         );
 
@@ -492,7 +500,7 @@ impl Workspace {
                     l,
                     &before[l],
                     &mut self.acts[0],
-                    &mut b.tmp,
+                    b,
                     &mut after[0],
                 );
                 0
@@ -622,14 +630,14 @@ fn rope_rows(cx: Ctx, x: &mut [f32], width: usize, backward: bool) {
 }
 
 /// One layer's forward pass from `x = resid[l]` to `out = resid[l + 1]`, saving its
-/// activations in `a`. `tmp`: [N, d] scratch.
+/// activations in `a`, with `b.tmp` and `b.lin` as scratch.
 fn layer_forward(
     cx: Ctx,
     params: &Params,
     l: usize,
     x: &[f32],
     a: &mut LayerActs,
-    tmp: &mut [f32],
+    b: &mut Back,
     out: &mut [f32],
 ) {
     let c = cx.c;
@@ -637,7 +645,8 @@ fn layer_forward(
     let (k, th) = (cx.k, cx.threads);
     let li = params.layer(l);
     let w = |i: usize| &params.tensors[i].data[..];
-    let (x, tmp, out) = (&x[..n * d], &mut tmp[..n * d], &mut out[..n * d]);
+    let (x, tmp, out) = (&x[..n * d], &mut b.tmp[..n * d], &mut out[..n * d]);
+    let lin = &mut b.lin;
 
     // Attention block: xn = rms(x); q, k, v projections; RoPE on q and k.
     norm_rows(
@@ -648,9 +657,9 @@ fn layer_forward(
         &mut a.rstd1[..n],
     );
     let xn1 = &a.xn1[..n * d];
-    linear::forward(k, th, w(li.wq), q, d, xn1, &mut a.q[..n * q]);
-    linear::forward(k, th, w(li.wk), kv, d, xn1, &mut a.k[..n * kv]);
-    linear::forward(k, th, w(li.wv), kv, d, xn1, &mut a.v[..n * kv]);
+    linear::forward(k, th, lin, w(li.wq), q, d, xn1, &mut a.q[..n * q]);
+    linear::forward(k, th, lin, w(li.wk), kv, d, xn1, &mut a.k[..n * kv]);
+    linear::forward(k, th, lin, w(li.wv), kv, d, xn1, &mut a.v[..n * kv]);
     rope_rows(cx, &mut a.q[..n * q], q, false);
     rope_rows(cx, &mut a.k[..n * kv], kv, false);
 
@@ -663,13 +672,15 @@ fn layer_forward(
     let (qs, ks, vs) = (&a.q[..n * q], &a.k[..n * kv], &a.v[..n * kv]);
     let kvh = c.n_kv_heads;
     for_ranges(k, th, cx.s * kvh, &|units| {
-        for u in units {
-            attn::forward(sh, u / kvh, u % kvh, qs, ks, vs, att, probs);
-        }
+        attn::with_scratch(sh, |scratch| {
+            for u in units {
+                attn::forward(k, sh, u / kvh, u % kvh, qs, ks, vs, att, probs, scratch);
+            }
+        })
     });
 
     // Output projection and residual: h = x + Wo · att.
-    linear::forward(k, th, w(li.wo), d, q, &a.att[..n * q], tmp);
+    linear::forward(k, th, lin, w(li.wo), d, q, &a.att[..n * q], tmp);
     for ((h, &xi), &p) in a.h[..n * d].iter_mut().zip(x).zip(tmp.iter()) {
         *h = xi + p;
     }
@@ -683,8 +694,8 @@ fn layer_forward(
         &mut a.rstd2[..n],
     );
     let xn2 = &a.xn2[..n * d];
-    linear::forward(k, th, w(li.w_gate), ff, d, xn2, &mut a.gate[..n * ff]);
-    linear::forward(k, th, w(li.w_up), ff, d, xn2, &mut a.up[..n * ff]);
+    linear::forward(k, th, lin, w(li.w_gate), ff, d, xn2, &mut a.gate[..n * ff]);
+    linear::forward(k, th, lin, w(li.w_up), ff, d, xn2, &mut a.up[..n * ff]);
     {
         let (gate, up) = (&a.gate[..n * ff], &a.up[..n * ff]);
         let act = SharedMut::new(&mut a.act[..n * ff]);
@@ -695,7 +706,7 @@ fn layer_forward(
             ops::swiglu(out, &gate[span.clone()], &up[span]);
         });
     }
-    linear::forward(k, th, w(li.w_down), d, ff, &a.act[..n * ff], tmp);
+    linear::forward(k, th, lin, w(li.w_down), d, ff, &a.act[..n * ff], tmp);
     for ((o, &h), &p) in out.iter_mut().zip(&a.h[..n * d]).zip(tmp.iter()) {
         *o = h + p;
     }
@@ -721,26 +732,14 @@ fn layer_backward(
 
     // Feed-forward block, from out = h + W_down · act.
     let dout = &b.dx[..n * d];
-    linear::backward_input(
-        k,
-        th,
-        &mut b.lin,
-        w(li.w_down),
-        d,
-        ff,
-        dout,
-        &mut b.dact[..n * ff],
-    );
-    transpose(k, th, &a.act[..n * ff], n, ff, ff, &mut b.xt[..ff * n]);
+    linear::backward_input(k, th, w(li.w_down), d, ff, dout, &mut b.dact[..n * ff]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dout,
-        &b.xt[..ff * n],
-        n,
-        d,
-        ff,
+        &a.act[..n * ff],
+        (d, ff, 1.0),
         &mut grads.tensors[li.w_down].data,
     );
     {
@@ -768,37 +767,16 @@ fn layer_backward(
         });
     }
     let (dgate, dup) = (&b.dgate[..n * ff], &b.dup[..n * ff]);
-    linear::backward_input(
-        k,
-        th,
-        &mut b.lin,
-        w(li.w_gate),
-        ff,
-        d,
-        dgate,
-        &mut b.dxn[..n * d],
-    );
-    linear::backward_input(
-        k,
-        th,
-        &mut b.lin,
-        w(li.w_up),
-        ff,
-        d,
-        dup,
-        &mut b.tmp[..n * d],
-    );
+    linear::backward_input(k, th, w(li.w_gate), ff, d, dgate, &mut b.dxn[..n * d]);
+    linear::backward_input(k, th, w(li.w_up), ff, d, dup, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    transpose(k, th, &a.xn2[..n * d], n, d, d, &mut b.xt[..d * n]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dgate,
-        &b.xt[..d * n],
-        n,
-        ff,
-        d,
+        &a.xn2[..n * d],
+        (ff, d, 1.0),
         &mut grads.tensors[li.w_gate].data,
     );
     linear::backward_weight(
@@ -806,10 +784,8 @@ fn layer_backward(
         th,
         &mut b.lin,
         dup,
-        &b.xt[..d * n],
-        n,
-        ff,
-        d,
+        &a.xn2[..n * d],
+        (ff, d, 1.0),
         &mut grads.tensors[li.w_up].data,
     );
     norm_backward(
@@ -823,17 +799,14 @@ fn layer_backward(
 
     // Attention block, from h = x + Wo · att; b.dx is now ∂loss/∂h.
     let dh = &b.dx[..n * d];
-    linear::backward_input(k, th, &mut b.lin, w(li.wo), d, q, dh, &mut b.datt[..n * q]);
-    transpose(k, th, &a.att[..n * q], n, q, q, &mut b.xt[..q * n]);
+    linear::backward_input(k, th, w(li.wo), d, q, dh, &mut b.datt[..n * q]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dh,
-        &b.xt[..q * n],
-        n,
-        d,
-        q,
+        &a.att[..n * q],
+        (d, q, 1.0),
         &mut grads.tensors[li.wo].data,
     );
     {
@@ -844,45 +817,31 @@ fn layer_backward(
         let dk = SharedMut::new(&mut b.dk[..n * kv]);
         let dv = SharedMut::new(&mut b.dv[..n * kv]);
         let kvh = c.n_kv_heads;
-        let scratch_len = cx.t * (2 * c.head_dim + 1);
         for_ranges(k, th, cx.s * kvh, &|units| {
-            let mut scratch = vec![0.0f32; scratch_len];
-            for u in units {
-                attn::backward(
-                    sh,
-                    u / kvh,
-                    u % kvh,
-                    qs,
-                    ks,
-                    vs,
-                    probs,
-                    datt,
-                    dq,
-                    dk,
-                    dv,
-                    &mut scratch,
-                );
-            }
+            attn::with_scratch(sh, |scratch| {
+                for u in units {
+                    let (s, g) = (u / kvh, u % kvh);
+                    let qkv = (qs, ks, vs);
+                    attn::backward(k, sh, s, g, qkv, probs, datt, (dq, dk, dv), scratch);
+                }
+            })
         });
     }
     rope_rows(cx, &mut b.dq[..n * q], q, true);
     rope_rows(cx, &mut b.dk[..n * kv], kv, true);
     let (dq, dk, dv) = (&b.dq[..n * q], &b.dk[..n * kv], &b.dv[..n * kv]);
-    linear::backward_input(k, th, &mut b.lin, w(li.wq), q, d, dq, &mut b.dxn[..n * d]);
-    linear::backward_input(k, th, &mut b.lin, w(li.wk), kv, d, dk, &mut b.tmp[..n * d]);
+    linear::backward_input(k, th, w(li.wq), q, d, dq, &mut b.dxn[..n * d]);
+    linear::backward_input(k, th, w(li.wk), kv, d, dk, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    linear::backward_input(k, th, &mut b.lin, w(li.wv), kv, d, dv, &mut b.tmp[..n * d]);
+    linear::backward_input(k, th, w(li.wv), kv, d, dv, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    transpose(k, th, &a.xn1[..n * d], n, d, d, &mut b.xt[..d * n]);
     linear::backward_weight(
         k,
         th,
         &mut b.lin,
         dq,
-        &b.xt[..d * n],
-        n,
-        q,
-        d,
+        &a.xn1[..n * d],
+        (q, d, 1.0),
         &mut grads.tensors[li.wq].data,
     );
     linear::backward_weight(
@@ -890,10 +849,8 @@ fn layer_backward(
         th,
         &mut b.lin,
         dk,
-        &b.xt[..d * n],
-        n,
-        kv,
-        d,
+        &a.xn1[..n * d],
+        (kv, d, 1.0),
         &mut grads.tensors[li.wk].data,
     );
     linear::backward_weight(
@@ -901,10 +858,8 @@ fn layer_backward(
         th,
         &mut b.lin,
         dv,
-        &b.xt[..d * n],
-        n,
-        kv,
-        d,
+        &a.xn1[..n * d],
+        (kv, d, 1.0),
         &mut grads.tensors[li.wv].data,
     );
     norm_backward(

@@ -220,7 +220,10 @@ fn random_model() -> (Params, Batch) {
 
 fn run(p: &Params, b: &Batch, threads: usize, ckpt: bool) -> (f32, Params) {
     let mut ws = Workspace::new(&p.config, b.n_seqs, b.seq_len, threads);
+    let all = ws.bytes();
     ws.set_checkpointing(ckpt);
+    // One layer's activations fewer with checkpointing (this model has two).
+    assert_eq!(ws.bytes() < all, ckpt);
     let mut g = p.zeros_like();
     let loss = ws.loss_and_grad(p, b, &mut g, 1.0).unwrap();
     (loss, g)

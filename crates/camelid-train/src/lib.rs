@@ -7,7 +7,11 @@
 //! - [`params`]: the named f32 tensors of a model (Hugging Face names and shapes), the Llama
 //!   initialisation, and a gradient buffer of the same layout.
 //! - [`grad`]: the training forward and backward passes: [`Workspace::loss_and_grad`] of a
-//!   [`Batch`], exact to transformers' `LlamaForCausalLM` in f32.
+//!   [`Batch`], equal to transformers' `LlamaForCausalLM` autograd in f32 (fixtures from
+//!   `tools/train_grad_reference.py`), the same bits at any thread count, with optional
+//!   activation checkpointing.
+//! - [`ops`]: the row operations (RMSNorm, rotate-half RoPE, SwiGLU, cross-entropy) and their
+//!   backward passes. The products run on camelid-kernels' `gemm_f32`.
 //! - [`data`]: text files → token shards in the user cache → shuffled packed sequences, with a
 //!   held-out validation split.
 //! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.

@@ -1,107 +1,133 @@
 //! The three products of a linear layer `Y = X·Wᵀ` (`W: [out, in]`, `X: [N, in]`), all on
-//! camelid-kernels' f32 GEMM, which computes `out[t, r] = Σ_c w[r, c] · x[t, c]` with both
-//! operands contiguous along the summed dimension:
+//! camelid-kernels' f32 GEMM ([`Kernels::gemm_f32`], `c = a·b` with `b` row-major and `a`
+//! row-major or transposed):
 //!
-//! - forward `Y = X·Wᵀ`: `w = W`, `x = X`;
-//! - input gradient `dX = dY·W`: `w = Wᵀ` (`[in, out]`, a transposed copy), `x = dY`;
-//! - weight gradient `dW += dYᵀ·X`: `w = Xᵀ` (`[in, N]`), `x = dYᵀ` (`[out, N]`), which gives
-//!   `out[o, i] = Σ_t dY[t, o] · X[t, i]` in `W`'s layout. It goes in blocks of output rows
-//!   so that only a block of `dYᵀ` is ever held (the output projection's `dY` is `[N, vocab]`).
+//! - forward `Y = X·Wᵀ`: `a = X`, `b = Wᵀ` (`[in, out]`, a transposed copy of the weights, a
+//!   `1/N` share of the product's work);
+//! - input gradient `dX = dY·W`: `a = dY`, `b = W`;
+//! - weight gradient `dW += dYᵀ·X`: `a = dY` read transposed, `b = X`, in blocks of output rows
+//!   so that only a block of `dW` is held apart from the gradient (the output projection's is
+//!   `[vocab, d]`) before it is added.
 //!
-//! The kernel splits the output rows `r` between threads and sums each output in one fixed
+//! The GEMM splits the rows of its result between threads and sums each element in one fixed
 //! order, so every product is the same bit for bit whatever the thread count.
 
-use camelid_kernels::{DType, Kernels, WeightView};
+use camelid_kernels::{GemmF32, Kernels};
 
 use crate::par::transpose;
 
 /// Output rows of the weight gradient per block.
-const DW_BLOCK: usize = 256;
+const DW_BLOCK: usize = 4096;
 
-/// The bytes of an f32 slice, for a [`WeightView`] of dtype F32.
-fn bytes(x: &[f32]) -> &[u8] {
-    // SAFETY: the bytes of initialized f32s are initialized u8s with no alignment requirement,
-    // inside the same allocation and borrowed for the same lifetime.
-    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
-}
-
-fn view(w: &[f32], rows: usize, cols: usize) -> WeightView<'_> {
-    WeightView {
-        dtype: DType::F32,
-        rows,
-        cols,
-        data: bytes(&w[..rows * cols]),
-    }
-}
-
-/// Reusable buffers of the backward products.
-#[derive(Default)]
+/// Reusable buffers of the products.
 pub(crate) struct Scratch {
     /// `Wᵀ`, `[in, out]`
     wt: Vec<f32>,
-    /// A block of `dYᵀ`, `[DW_BLOCK, N]`
-    dyt: Vec<f32>,
     /// A block of `dW`, `[DW_BLOCK, in]`
     dw: Vec<f32>,
 }
 
+impl Scratch {
+    /// Buffers for the largest product of a model of `config`.
+    pub(crate) fn new(c: &camelid_model::Config) -> Scratch {
+        let (d, q, ff, v) = (c.d_model, c.q_dim(), c.d_ff, c.n_vocab);
+        let widest_in = d.max(q).max(ff);
+        let largest = (v * d).max(q * d).max(ff * d);
+        Scratch {
+            wt: vec![0.0; largest],
+            dw: vec![0.0; DW_BLOCK.min(v.max(ff).max(q)) * widest_in],
+        }
+    }
+
+    /// Floats held.
+    pub(crate) fn len(&self) -> usize {
+        self.wt.len() + self.dw.len()
+    }
+}
+
 /// `y[N, out] = x[N, in] · wᵀ`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     k: &Kernels,
     threads: usize,
+    s: &mut Scratch,
     w: &[f32],
     out: usize,
     inp: usize,
     x: &[f32],
     y: &mut [f32],
 ) {
-    k.matmul(&view(w, out, inp), x, y, threads);
+    if s.wt.len() < out * inp {
+        s.wt.resize(out * inp, 0.0);
+    }
+    transpose(k, threads, w, out, inp, inp, &mut s.wt);
+    let g = GemmF32 {
+        m: x.len() / inp,
+        n: out,
+        k: inp,
+        a: x,
+        lda: inp,
+        a_trans: false,
+        b: &s.wt[..out * inp],
+        ldb: out,
+    };
+    k.gemm_f32(&g, y, out, threads);
 }
 
 /// `dx[N, in] = dy[N, out] · w`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_input(
     k: &Kernels,
     threads: usize,
-    s: &mut Scratch,
     w: &[f32],
     out: usize,
     inp: usize,
     dy: &[f32],
     dx: &mut [f32],
 ) {
-    s.wt.resize(out * inp, 0.0);
-    transpose(k, threads, w, out, inp, inp, &mut s.wt);
-    k.matmul(&view(&s.wt, inp, out), dy, dx, threads);
+    let g = GemmF32 {
+        m: dy.len() / out,
+        n: inp,
+        k: out,
+        a: dy,
+        lda: out,
+        a_trans: false,
+        b: w,
+        ldb: inp,
+    };
+    k.gemm_f32(&g, dx, inp, threads);
 }
 
-/// `dw[out, in] += dy[N, out]ᵀ · x[N, in]`, given `xt = xᵀ` (`[in, N]`, shared by the
-/// products that read the same input).
-#[allow(clippy::too_many_arguments)]
+/// `dw[out, in] += scale · dy[N, out]ᵀ · x[N, in]`.
 pub(crate) fn backward_weight(
     k: &Kernels,
     threads: usize,
     s: &mut Scratch,
     dy: &[f32],
-    xt: &[f32],
-    n: usize,
-    out: usize,
-    inp: usize,
+    x: &[f32],
+    (out, inp, scale): (usize, usize, f32),
     dw: &mut [f32],
 ) {
-    let xt = view(xt, inp, n);
-    s.dyt.resize(DW_BLOCK * n, 0.0);
-    s.dw.resize(DW_BLOCK * inp, 0.0);
-    let mut o0 = 0;
-    while o0 < out {
-        let m = DW_BLOCK.min(out - o0);
-        // dyt[o, t] = dy[t, o0 + o]: the block's columns of dy, transposed.
-        transpose(k, threads, &dy[o0..], n, m, out, &mut s.dyt[..m * n]);
+    let n = x.len() / inp;
+    let rows = DW_BLOCK.min(out);
+    if s.dw.len() < rows * inp {
+        s.dw.resize(rows * inp, 0.0);
+    }
+    for o0 in (0..out).step_by(rows) {
+        let m = rows.min(out - o0);
+        let g = GemmF32 {
+            m,
+            n: inp,
+            k: n,
+            a: &dy[o0..],
+            lda: out,
+            a_trans: true,
+            b: x,
+            ldb: inp,
+        };
         let block = &mut s.dw[..m * inp];
-        k.matmul(&xt, &s.dyt[..m * n], block, threads);
+        k.gemm_f32(&g, block, inp, threads);
         for (a, &b) in dw[o0 * inp..(o0 + m) * inp].iter_mut().zip(block.iter()) {
-            *a += b;
+            *a += scale * b;
         }
-        o0 += m;
     }
 }

@@ -55,8 +55,9 @@ pub(crate) fn for_ranges(k: &Kernels, threads: usize, n: usize, f: &(dyn Fn(Rang
     k.run(parts, &|i| f(n * i / parts..n * (i + 1) / parts));
 }
 
-/// `dst[c, r] = src[r · ld + c]` for `r < rows`, `c < cols` (`src` rows `ld` apart), in tiles
-/// that keep both sides in cache.
+/// `dst[c, r] = src[r · ld + c]` for `r < rows`, `c < cols` (`src` rows `ld` apart). Eight
+/// source rows at a time: each destination row gets eight consecutive floats (one store), read
+/// from eight source rows that walk forward together and stay in cache.
 pub(crate) fn transpose(
     k: &Kernels,
     threads: usize,
@@ -66,7 +67,8 @@ pub(crate) fn transpose(
     ld: usize,
     dst: &mut [f32],
 ) {
-    const B: usize = 32;
+    /// Source columns per block: 8 rows × 256 columns = 8 KiB of source in L1.
+    const B: usize = 256;
     if rows == 0 || cols == 0 {
         return;
     }
@@ -84,13 +86,22 @@ pub(crate) fn transpose(
         let d = unsafe { out.slice(c_lo * rows, (c_hi - c_lo) * rows) };
         for c0 in (c_lo..c_hi).step_by(B) {
             let c1 = (c0 + B).min(c_hi);
-            for r0 in (0..rows).step_by(B) {
-                let r1 = (r0 + B).min(rows);
-                for r in r0..r1 {
-                    let s = &src[r * ld..];
-                    for c in c0..c1 {
-                        d[(c - c_lo) * rows + r] = s[c];
-                    }
+            let w = c1 - c0;
+            let mut r0 = 0;
+            while r0 + 8 <= rows {
+                let s: [&[f32]; 8] = std::array::from_fn(|i| &src[(r0 + i) * ld + c0..][..w]);
+                for c in 0..w {
+                    let o: &mut [f32; 8] = (&mut d[(c0 - c_lo + c) * rows + r0..][..8])
+                        .try_into()
+                        .expect("eight floats");
+                    *o = std::array::from_fn(|i| s[i][c]);
+                }
+                r0 += 8;
+            }
+            for r in r0..rows {
+                let s = &src[r * ld + c0..][..w];
+                for (c, &v) in s.iter().enumerate() {
+                    d[(c0 - c_lo + c) * rows + r] = v;
                 }
             }
         }

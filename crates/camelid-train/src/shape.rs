@@ -230,7 +230,7 @@ pub struct Memory {
     /// AdamW's two moments.
     pub moments: u64,
     /// The training workspace: saved activations of a micro-batch and the backward pass's
-    /// buffers (the allocations of `grad::Workspace::new`, counted from its shapes).
+    /// buffers (`grad::Workspace::bytes`).
     pub activations: u64,
     /// The token shards, memory-mapped (all their pages once touched).
     pub shards: u64,
@@ -242,40 +242,16 @@ impl Memory {
     }
 }
 
-/// The memory of training `c` on micro-batches of `seqs × ctx` tokens with `shard_bytes` of
-/// shards, `recompute` when activations are recomputed layer by layer (one layer's kept). The
-/// activations follow `grad::Workspace::new`'s buffers: per layer `xn1, q, k, v, att, h, xn2`,
-/// three FFN-wide ones and two `1/rms` per row, the attention probabilities `[S, H, T, T]`;
-/// then the residual streams, the final norm, the logits, the backward pass's buffers and a
-/// transposed weight.
-pub fn memory(c: &Config, seqs: usize, ctx: usize, shard_bytes: u64, recompute: bool) -> Memory {
+/// The memory of training `c`: the parameters, their gradients and two moments (f32 each),
+/// `activation_bytes` of training workspace (`grad::Workspace::bytes`: saved activations and the
+/// backward pass's buffers for a micro-batch) and `shard_bytes` of memory-mapped token shards.
+pub fn memory(c: &Config, activation_bytes: u64, shard_bytes: u64) -> Memory {
     let p = c.n_params();
-    let (n, d, q, kv, ff, v) = (
-        (seqs * ctx) as u64,
-        c.d_model as u64,
-        c.q_dim() as u64,
-        c.kv_dim() as u64,
-        c.d_ff as u64,
-        c.n_vocab as u64,
-    );
-    let widest = d.max(q).max(ff);
-    let l = c.n_layers as u64;
-    let per_layer =
-        n * (3 * d + 2 * q + 2 * kv + 3 * ff + 2) + (seqs * c.n_heads * ctx * ctx) as u64;
-    let kept = if recompute { 1 } else { l };
-    let floats = kept * per_layer
-        + (l + 1) * n * d
-        + n * (d + 1)
-        + n * v
-        + n
-        + n * (3 * d + 2 * q + 2 * kv + 3 * ff + widest)
-        + d
-        + v.max(ff).max(q) * d;
     Memory {
         weights: 4 * p,
         grads: 4 * p,
         moments: 8 * p,
-        activations: 4 * floats,
+        activations: activation_bytes,
         shards: shard_bytes,
     }
 }

@@ -16,6 +16,7 @@
 mod act;
 mod float;
 mod fpanel;
+pub(crate) mod gemm;
 mod kq;
 pub mod ops;
 mod panel;
