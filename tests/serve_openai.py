@@ -12,7 +12,10 @@ continuation is arithmetic, not camelid's output.
 """
 
 import argparse
+import array
+import base64
 import http.client
+import math
 import json
 import re
 import signal
@@ -175,6 +178,51 @@ def check_n_choices(c):
     assert len({ch.text for ch in r.choices}) == 1 and len(r.choices) == 3, r.choices
 
 
+def check_n_shares_the_prompt(c):
+    """n=3 computes the prompt once: the other choices copy it and compute its last token only;
+    each choice is what a request of one choice with its seed (seed + i) computing the whole
+    prompt itself gives."""
+    msg = [{"role": "user", "content": "Name a colour of the sea."}]
+    r = c.chat.completions.create(model=MODEL, messages=msg, temperature=1.0, seed=9,
+                                  max_tokens=8, n=3)
+    u = r.usage
+    assert u.prompt_tokens_details.cached_tokens == u.prompt_tokens - 1, u
+    for i, ch in enumerate(r.choices):
+        alone = c.chat.completions.create(model=MODEL, messages=msg, temperature=1.0,
+                                          seed=9 + i, max_tokens=8,
+                                          extra_body={"cache_prompt": False})
+        assert ch.message.content == alone.choices[0].message.content, (i, ch, alone)
+
+
+def check_embeddings(c):
+    """One string, a list (in order, each as it is alone), unit norm, 576 dimensions; the
+    client's default base64 transfer, explicit base64 and float agree; a wrong `dimensions` is
+    a 400 naming it."""
+    texts = ["The capital of France is Paris.", "A cat sat on the mat.", "1, 2, 3, 4"]
+    one = c.embeddings.create(model=MODEL, input=texts[0], encoding_format="float")
+    assert one.object == "list" and one.model == MODEL and len(one.data) == 1, one
+    v = one.data[0].embedding
+    assert len(v) == 576 and abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-5, len(v)
+    assert one.usage.prompt_tokens == one.usage.total_tokens > 5, one.usage
+    many = c.embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    assert [d.index for d in many.data] == [0, 1, 2], many.data
+    assert many.data[0].embedding == v
+    assert many.data[1].embedding != v
+    # The JSON floats are the f32 values' shortest spellings: compared as f32.
+    f32 = lambda xs: array.array("f", xs)  # noqa: E731
+    # Left out, the client asks for base64 and decodes it.
+    default = c.embeddings.create(model=MODEL, input=texts).data[2].embedding
+    assert f32(default) == f32(many.data[2].embedding)
+    raw = c.embeddings.create(model=MODEL, input=texts[0], encoding_format="base64")
+    assert array.array("f", base64.b64decode(raw.data[0].embedding)) == f32(v)
+    try:
+        c.embeddings.create(model=MODEL, input="hi", dimensions=64)
+    except openai.BadRequestError as e:
+        assert e.param == "dimensions", e
+    else:
+        raise AssertionError("dimensions 64 was accepted")
+
+
 def check_llama_cpp_fields(c):
     """top_k 1 is greedy whatever the seed: the same text for three seeds."""
     texts = {c.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=12,
@@ -303,7 +351,8 @@ def main():
     c = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, timeout=600)
     checks = [check_models, check_chat, check_chat_stream, check_chat_stop_and_length,
               check_completions, check_sampling_fields, check_seed_reproducible, check_concurrent,
-              check_errors, check_logit_bias, check_n_choices, check_llama_cpp_fields,
+              check_errors, check_logit_bias, check_n_choices, check_n_shares_the_prompt,
+              check_embeddings, check_llama_cpp_fields,
               check_any_model_name, check_unsupported_fields, check_cors, check_access_log]
     passed = failed = 0
     try:

@@ -1,9 +1,5 @@
-//! `camelid bench`: prompt and decode speed with llama-bench's meaning of the figures.
-//!
-//! pp<P>: one pass over a prompt of P tokens, in tokens/s; tg<N>: N tokens decoded one at a
-//! time after an empty context, in tokens/s (llama.cpp `tools/llama-bench/README.md`). As
-//! llama-bench does, each test is warmed up once (the whole prompt for pp, one token for tg), then
-//! run `-r` times from an empty cache; mean ± sample standard deviation. The JSON output uses
+//! `camelid bench`: prompt and decode speed with llama-bench's meaning of the figures (the
+//! timing is `camelid_engine::bench`'s). The JSON output uses
 //! llama-bench's field names (`n_prompt`, `n_gen`, `avg_ts`, `stddev_ts`, `samples_ts`) plus the
 //! kernel path, the precision and the process's peak resident memory.
 //!
@@ -17,9 +13,8 @@
 //! llama-bench's does, also an untied embedding table of which decode reads one row per token.
 //! Only the CPU backend gets a ceiling: it measures host memory.
 
-use std::time::Instant;
-
 use anyhow::{Result, bail};
+use camelid_engine::bench::{bench_tokens, decode_speed, kv_cache_bytes, peak_rss, prompt_speed};
 use camelid_model::weights::Checkpoint;
 
 use crate::load::LoadArgs;
@@ -42,46 +37,6 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-struct Stat {
-    test: String,
-    n_prompt: usize,
-    n_gen: usize,
-    samples: Vec<f64>,
-}
-
-impl Stat {
-    fn mean(&self) -> f64 {
-        self.samples.iter().sum::<f64>() / self.samples.len() as f64
-    }
-    fn stddev(&self) -> f64 {
-        let n = self.samples.len();
-        if n < 2 {
-            return 0.0;
-        }
-        let m = self.mean();
-        (self.samples.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    }
-    /// Weight bytes read per second, for weights of `size` bytes: one read of every weight per
-    /// decoded token (tg) or per prompt pass (pp); see the module docs.
-    fn weight_read_gbs(&self, size: u64) -> f64 {
-        let passes_per_token = if self.n_gen > 0 {
-            1.0
-        } else {
-            1.0 / self.n_prompt.max(1) as f64
-        };
-        size as f64 * self.mean() * passes_per_token / 1e9
-    }
-}
-
-/// The process's peak resident set (`VmHWM` in `/proc/self/status`), in bytes, where Linux
-/// reports it. It counts the pages of the memory-mapped model that were touched.
-fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 pub fn run(a: &BenchArgs) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
@@ -100,60 +55,32 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             model.config.n_ctx_train
         );
     }
-    // Token ids spread over the vocabulary, as llama-bench's random prompt is.
-    let n_vocab = model.config.n_vocab as u64;
-    let tokens: Vec<u32> = (0..n_ctx as u64)
-        .map(|i| ((i.wrapping_mul(2654435761) + 12345) % n_vocab) as u32)
-        .collect();
+    let tokens = bench_tokens(model.config.n_vocab, n_ctx);
     let mut state = model.new_state(n_ctx)?;
     let device = model.device();
     let ceiling =
         (device.device == "cpu").then(|| camelid_kernels::bandwidth::read_ceiling(model.threads()));
     let mut stats = Vec::new();
     if a.n_prompt > 0 {
-        let mut s = Stat {
-            test: format!("pp{}", a.n_prompt),
-            n_prompt: a.n_prompt,
-            n_gen: 0,
-            samples: vec![],
-        };
-        for rep in 0..=a.reps {
-            state.pos = 0;
-            let t = Instant::now();
-            model.forward(&mut state, &tokens[..a.n_prompt], false, |_, _| {})?;
-            if rep > 0 {
-                s.samples
-                    .push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
-            }
-        }
-        stats.push(s);
+        stats.push(prompt_speed(
+            &model,
+            &mut state,
+            &tokens[..a.n_prompt],
+            a.reps,
+        )?);
     }
     if a.n_gen > 0 {
-        let mut s = Stat {
-            test: format!("tg{}", a.n_gen),
-            n_prompt: 0,
-            n_gen: a.n_gen,
-            samples: vec![],
-        };
-        // Warm-up: one token, as llama-bench.
-        state.pos = 0;
-        model.forward(&mut state, &tokens[..1], false, |_, _| {})?;
-        for _ in 0..a.reps {
-            state.pos = 0;
-            let t = Instant::now();
-            for &tok in &tokens[..a.n_gen] {
-                model.forward(&mut state, &[tok], false, |_, _| {})?;
-            }
-            s.samples.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
-        }
-        stats.push(s);
+        stats.push(decode_speed(
+            &model,
+            &mut state,
+            &tokens[..a.n_gen],
+            a.reps,
+        )?);
     }
     let size = device.weight_bytes;
     let params = model.config.n_params();
     let rss = peak_rss();
-    // The f32 K and V caches of n_ctx positions (State::new_state).
-    let c = &model.config;
-    let kv_bytes = 2 * c.n_layers * n_ctx * c.kv_dim() * 4;
+    let kv_bytes = kv_cache_bytes(&model.config, n_ctx);
     let isa = device.name.clone();
     let precision = format!("{:?}", model.precision()).to_lowercase();
     if a.json {

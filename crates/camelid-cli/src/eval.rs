@@ -2,16 +2,17 @@
 //! `camelid score` (multiple-choice tasks); the math lives in `camelid_engine::eval`.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::eval::{
-    self, Chunks, KlStats, KlSummary, LogitsHeader, Moments, Task, eval_chunk, kl_row,
-    log_softmax_into, read_logp_row, score_task, wilson_interval, write_logp_row,
+    self, Chunks, KlStats, KlSummary, LogitsHeader, Moments, chunk_bos, eval_chunk, score_task,
+    wilson_interval,
 };
+use camelid_engine::eval_io::{LogitsWriter, first_difference, kl_chunk, parse_tasks};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::load::{Device, LoadArgs, Loaded, MODEL_HELP, PrecisionArgs, load};
 use crate::run::read_text;
@@ -80,7 +81,7 @@ pub fn run_perplexity(a: &PerplexityArgs) -> Result<()> {
 }
 
 /// Reads a text for evaluation; an empty one is an error.
-fn read_nonempty(path: &Path) -> Result<String> {
+pub fn read_nonempty(path: &Path) -> Result<String> {
     let text = read_text(path)?;
     if text.is_empty() {
         bail!("{}: the file is empty", path.display());
@@ -97,15 +98,6 @@ fn progress(len: usize, what: &str) -> ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
-}
-
-/// The BOS a chunk starts with: llama.cpp puts it in only when the vocabulary adds BOS.
-fn chunk_bos(tok: &camelid_tokenizer::Tokenizer) -> Option<u32> {
-    if tok.add_bos_default() {
-        tok.bos()
-    } else {
-        None
-    }
 }
 
 fn run_ppl(a: &PerplexityArgs) -> Result<()> {
@@ -135,11 +127,17 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
         );
     }
 
+    let header = LogitsHeader::new(model.config.n_vocab, chunks, &tokens);
+    let writing = |p: &PathBuf| format!("writing {}", p.display());
     let mut saver = match &a.save_logits {
-        Some(p) => Some(LogitsSaver::create(
-            p,
-            &LogitsHeader::new(model.config.n_vocab, chunks, &tokens),
-        )?),
+        Some(p) => {
+            let f = File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            let out = BufWriter::with_capacity(1 << 20, f);
+            Some((
+                LogitsWriter::new(out, &header).with_context(|| writing(p))?,
+                p,
+            ))
+        }
         None => None,
     };
     let mut state = model.new_state(n_ctx)?;
@@ -151,12 +149,12 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
     }
     for i in 0..chunks.n_chunks {
         let m = eval_chunk(&model, &mut state, chunks.chunk(&tokens, i), bos, |row| {
-            if let Some(s) = &mut saver {
+            if let Some((s, _)) = &mut saver {
                 s.push(row.logits);
             }
         })?;
-        if let Some(s) = &mut saver {
-            s.check()?;
+        if let Some((s, p)) = &mut saver {
+            s.check().with_context(|| writing(p))?;
         }
         total.add(&m);
         rows.push(json!({"chunk": i + 1, "ppl": m.ppl(), "running_ppl": total.ppl()}));
@@ -166,8 +164,8 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    if let Some(s) = saver {
-        s.finish()?;
+    if let Some((s, p)) = saver {
+        s.finish().with_context(|| writing(p))?;
     }
     if a.json {
         let out = json!({
@@ -197,58 +195,6 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes a logits file row by row; I/O errors are kept until [`LogitsSaver::check`], as the
-/// rows arrive inside the model's callback.
-struct LogitsSaver {
-    path: PathBuf,
-    out: BufWriter<File>,
-    logp: Vec<f32>,
-    buf: Vec<u8>,
-    err: Option<io::Error>,
-}
-
-impl LogitsSaver {
-    fn create(path: &Path, header: &LogitsHeader) -> Result<LogitsSaver> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, f);
-        header
-            .write(&mut out)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(LogitsSaver {
-            path: path.to_path_buf(),
-            out,
-            logp: Vec::new(),
-            buf: Vec::new(),
-            err: None,
-        })
-    }
-
-    fn push(&mut self, logits: &[f32]) {
-        if self.err.is_some() {
-            return;
-        }
-        self.logp.resize(logits.len(), 0.0);
-        log_softmax_into(logits, &mut self.logp);
-        if let Err(e) = write_logp_row(&mut self.out, &self.logp, &mut self.buf) {
-            self.err = Some(e);
-        }
-    }
-
-    fn check(&mut self) -> Result<()> {
-        match self.err.take() {
-            Some(e) => Err(e).with_context(|| format!("writing {}", self.path.display())),
-            None => Ok(()),
-        }
-    }
-
-    fn finish(mut self) -> Result<()> {
-        self.check()?;
-        self.out
-            .flush()
-            .with_context(|| format!("writing {}", self.path.display()))
-    }
-}
-
 fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
     let ctx_err = || format!("{}", base.display());
     let f = File::open(base).with_context(|| format!("opening {}", base.display()))?;
@@ -265,20 +211,14 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
     let Loaded {
         model, tokenizer, ..
     } = a.model.load(Some(n_ctx))?;
-    if header.n_vocab as usize != model.config.n_vocab {
-        return Err(eval::EvalError::LogitsMismatch {
-            what: "the vocabulary size",
-            file: header.n_vocab.to_string(),
-            here: model.config.n_vocab.to_string(),
-        })
-        .with_context(ctx_err);
-    }
+    header
+        .check_vocab(model.config.n_vocab)
+        .with_context(ctx_err)?;
     if let Some(path) = &a.file {
         // The reference's tokens are the ones evaluated; a text, if given, must agree.
         let text = read_nonempty(path)?;
         let tokens = tokenizer.encode(&text, tokenizer.add_bos_default(), false);
-        let n = header.tokens.len();
-        if let Some(k) = (0..n).find(|&k| tokens.get(k) != Some(&header.tokens[k])) {
+        if let Some(k) = first_difference(&header, &tokens) {
             bail!(
                 "{} tokenizes differently from the base run in {} (first difference at token {k})",
                 path.display(),
@@ -286,12 +226,7 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
             );
         }
     }
-    let chunks = Chunks {
-        n_ctx,
-        n_chunks: a.chunks.map_or(header.n_chunks as usize, |c| {
-            c.min(header.n_chunks as usize)
-        }),
-    };
+    let chunks = header.chunks_at_most(a.chunks);
     let bos = chunk_bos(&tokenizer);
     if !a.json {
         eprintln!(
@@ -301,148 +236,37 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
             chunks.scored_per_chunk()
         );
     }
-    let n_vocab = model.config.n_vocab;
     let mut state = model.new_state(n_ctx)?;
     let mut stats = KlStats::default();
-    let (mut base_row, mut buf) = (vec![0.0f32; n_vocab], Vec::new());
     let pb = progress(chunks.n_chunks, "KL divergence");
     if !a.json {
-        pb.suspend(|| {
-            println!(
-                "{:>6}  {:>12}  {:>22}  {:>20}  {:>16}",
-                "chunk", "PPL", "ln(PPL(Q)/PPL(base))", "KL divergence", "same top"
-            )
-        });
+        pb.suspend(|| println!("{}", KlSummary::CHUNK_HEADER));
     }
     let mut per_chunk = Vec::new();
     for i in 0..chunks.n_chunks {
-        let mut io_err = None;
-        eval_chunk(
-            &model,
-            &mut state,
-            chunks.chunk(&header.tokens, i),
-            bos,
-            |row| {
-                if io_err.is_some() {
-                    return;
-                }
-                if let Err(e) = read_logp_row(&mut r, &mut base_row, &mut buf) {
-                    io_err = Some(e);
-                    return;
-                }
-                stats.push(&kl_row(&base_row, row.logits, row.log_z, row.target));
-            },
-        )?;
-        if let Some(e) = io_err {
-            return Err(e)
-                .with_context(|| format!("reading chunk {} of {}", i + 1, base.display()));
-        }
+        let chunk = chunks.chunk(&header.tokens, i);
+        kl_chunk(&model, &mut state, chunk, bos, &mut r, &mut stats)
+            .with_context(|| format!("chunk {} against {}", i + 1, base.display()))?;
         let s = stats.summary();
-        per_chunk.push(json!({
-            "chunk": i + 1, "ppl": s.ppl.0, "ln_ppl_ratio": s.ln_ppl_ratio.0,
-            "kld_mean": s.kld_mean.0, "same_top": s.same_top.0,
-        }));
+        per_chunk.push(s.chunk_json(i + 1));
         if !a.json {
-            pb.suspend(|| {
-                println!(
-                    "{:>6}  {:>12.4}  {:>10.5} ± {:>9.5}  {:>8.5} ± {:>9.5}  {:>6.2} ± {:>5.2} %",
-                    i + 1,
-                    s.ppl.0,
-                    s.ln_ppl_ratio.0,
-                    s.ln_ppl_ratio.1,
-                    s.kld_mean.0,
-                    s.kld_mean.1,
-                    100.0 * s.same_top.0,
-                    100.0 * s.same_top.1
-                )
-            });
+            pb.suspend(|| println!("{}", s.chunk_line(i + 1)));
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
     let s = stats.summary();
     if a.json {
-        let mut v = kl_json(&s);
+        let mut v = s.to_json();
         v["base"] = json!(base.display().to_string());
         v["n_ctx"] = json!(n_ctx);
         v["n_chunks"] = json!(chunks.n_chunks);
         v["chunks"] = json!(per_chunk);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_kl(&s);
+        print!("{s}");
     }
     Ok(())
-}
-
-fn kl_json(s: &KlSummary) -> Value {
-    let pair = |p: (f64, f64)| json!([p.0, p.1]);
-    json!({
-        "count": s.count,
-        "ppl": pair(s.ppl),
-        "ppl_base": pair(s.ppl_base),
-        "ln_ppl_correlation": s.ln_ppl_correlation,
-        "ln_ppl_ratio": pair(s.ln_ppl_ratio),
-        "ppl_ratio": pair(s.ppl_ratio),
-        "kld_mean": pair(s.kld_mean),
-        "kld_percentiles": s.kld_percentiles.iter().map(|&(q, v)| json!({"q": q, "kld": v})).collect::<Vec<_>>(),
-        "p_diff_mean": pair(s.p_diff_mean),
-        "p_diff_rms": pair(s.p_diff_rms),
-        "same_top": pair(s.same_top),
-    })
-}
-
-fn print_kl(s: &KlSummary) {
-    println!();
-    println!("====== Perplexity ({} tokens) ======", s.count);
-    println!("PPL(Q)                  {:>12.6} ± {:.6}", s.ppl.0, s.ppl.1);
-    println!(
-        "PPL(base)               {:>12.6} ± {:.6}",
-        s.ppl_base.0, s.ppl_base.1
-    );
-    println!(
-        "Cor(ln PPL(Q), ln PPL(base)) {:>7.2} %",
-        100.0 * s.ln_ppl_correlation
-    );
-    println!(
-        "ln(PPL(Q)/PPL(base))    {:>12.6} ± {:.6}",
-        s.ln_ppl_ratio.0, s.ln_ppl_ratio.1
-    );
-    println!(
-        "PPL(Q)/PPL(base)        {:>12.6} ± {:.6}",
-        s.ppl_ratio.0, s.ppl_ratio.1
-    );
-    println!();
-    println!("====== KL divergence (nats) ======");
-    println!(
-        "Mean                    {:>12.6} ± {:.6}",
-        s.kld_mean.0, s.kld_mean.1
-    );
-    for &(q, v) in &s.kld_percentiles {
-        let label = match q {
-            1.0 => "Maximum".to_string(),
-            0.5 => "Median".to_string(),
-            0.0 => "Minimum".to_string(),
-            _ => format!("{:.1}%", 100.0 * q),
-        };
-        println!("{label:<24}{v:>12.6}");
-    }
-    println!();
-    println!("====== Token probability ======");
-    println!(
-        "Mean Δp                 {:>9.3} ± {:.3} %",
-        100.0 * s.p_diff_mean.0,
-        100.0 * s.p_diff_mean.1
-    );
-    println!(
-        "RMS Δp                  {:>9.3} ± {:.3} %",
-        100.0 * s.p_diff_rms.0,
-        100.0 * s.p_diff_rms.1
-    );
-    println!(
-        "Same top token          {:>9.3} ± {:.3} %",
-        100.0 * s.same_top.0,
-        100.0 * s.same_top.1
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,70 +293,15 @@ pub struct ScoreArgs {
     pub json: bool,
 }
 
-/// Parses a JSONL task file; errors name the file and line.
-pub fn parse_tasks(path: &Path, text: &str) -> Result<Vec<Task>> {
-    let mut tasks = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let v: Value =
-            serde_json::from_str(line).with_context(|| format!("{}: not valid JSON", at()))?;
-        let context = v["context"]
-            .as_str()
-            .with_context(|| format!("{}: \"context\" must be a string", at()))?;
-        let endings = v["endings"]
-            .as_array()
-            .with_context(|| format!("{}: \"endings\" must be an array of strings", at()))?
-            .iter()
-            .map(|e| e.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .with_context(|| format!("{}: \"endings\" must be an array of strings", at()))?;
-        if endings.len() < 2 {
-            bail!(
-                "{}: {} ending(s); a choice needs at least 2",
-                at(),
-                endings.len()
-            );
-        }
-        // HellaSwag's own files write the label as a string ("3").
-        let label = match &v["label"] {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse::<u64>().ok(),
-            _ => None,
-        }
-        .with_context(|| {
-            format!(
-                "{}: \"label\" must be an ending index (0 to {}), found {}",
-                at(),
-                endings.len() - 1,
-                v["label"]
-            )
-        })?;
-        if label as usize >= endings.len() {
-            bail!(
-                "{}: label {label} is not an index of the {} endings (0 to {})",
-                at(),
-                endings.len(),
-                endings.len() - 1
-            );
-        }
-        tasks.push(Task {
-            context: context.to_string(),
-            endings,
-            label: label as usize,
-        });
-    }
-    if tasks.is_empty() {
-        bail!("{}: no tasks in the file", path.display());
-    }
-    Ok(tasks)
-}
-
 pub fn run_score(a: &ScoreArgs) -> Result<()> {
     let text = read_nonempty(&a.file)?;
-    let tasks = parse_tasks(&a.file, &text)?;
+    // Errors as `FILE:LINE: what`, the way compilers point at a line.
+    let tasks = parse_tasks(&text).map_err(|e| match e {
+        eval::EvalError::TaskLine { line, msg } if line > 0 => {
+            anyhow::anyhow!("{}:{line}: {msg}", a.file.display())
+        }
+        e => anyhow::Error::new(e).context(a.file.display().to_string()),
+    })?;
     let margs = EvalModelArgs {
         model: a.model.clone(),
         ctx: None,
@@ -571,15 +340,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
                 )
             });
         }
-        rows.push(json!({
-            "task": i + 1,
-            "label": task.label,
-            "choice": s.choice,
-            "correct": s.correct,
-            "endings": s.endings.iter().map(|e| json!({
-                "logprob": e.logprob, "n_tokens": e.n_tokens, "mean": e.mean(),
-            })).collect::<Vec<_>>(),
-        }));
+        rows.push(s.to_json(i + 1, task.label));
         pb.inc(1);
     }
     pb.finish_and_clear();

@@ -1,5 +1,7 @@
 //! `camelid inspect`: what is in a model file, without reading its tensor data.
 
+use std::io::Write;
+
 use anyhow::Result;
 use camelid_model::weights::Checkpoint;
 
@@ -11,123 +13,7 @@ pub struct InspectArgs {
 
 pub fn run(a: &InspectArgs) -> Result<()> {
     let path = crate::fetch::resolve_model(a.model.as_deref())?;
-    let ckpt = Checkpoint::open(&path)?;
-    let mut out = String::new();
-    use std::fmt::Write;
-    match ckpt.gguf() {
-        Some(g) => {
-            writeln!(out, "file: {}", path.display())?;
-            writeln!(
-                out,
-                "format: GGUF v{}, alignment {}",
-                g.version(),
-                g.alignment()
-            )?;
-            writeln!(out, "\nmetadata ({} keys):", g.metadata().len())?;
-            for (k, v) in g.metadata() {
-                writeln!(out, "  {k} = {v}")?;
-            }
-            writeln!(out, "\ntensors ({}):", g.tensors().len())?;
-            writeln!(
-                out,
-                "  {:<36} {:<6} {:<20} {:>12}",
-                "name", "type", "shape", "offset"
-            )?;
-            let mut total = 0u64;
-            for t in g.tensors() {
-                total += t.n_elements();
-                let shape = format!("{:?}", t.dims);
-                writeln!(
-                    out,
-                    "  {:<36} {:<6} {:<20} {:>12}",
-                    t.name,
-                    t.ggml_type.name(),
-                    shape,
-                    t.offset
-                )?;
-            }
-            writeln!(
-                out,
-                "\nparameters in file: {total} ({:.3}B)",
-                total as f64 / 1e9
-            )?;
-        }
-        None => {
-            writeln!(out, "folder: {}", path.display())?;
-            match ckpt.meta() {
-                Some(m) => writeln!(
-                    out,
-                    "format: Meta release (params.json + {} consolidated.NN.pth shard(s))",
-                    m.shards.len()
-                )?,
-                None => writeln!(out, "format: Hugging Face (config.json + safetensors)")?,
-            }
-            if let Some(m) = ckpt.meta() {
-                writeln!(
-                    out,
-                    "\ntensors of rank 0 ({}):",
-                    m.shards[0].tensors().len()
-                )?;
-                writeln!(
-                    out,
-                    "  {:<48} {:<6} {:<16} {:>12}",
-                    "name", "type", "shape", "offset"
-                )?;
-                for t in m.shards[0].tensors() {
-                    let shape = format!("{:?}", t.shape);
-                    let (name, ty) = (&t.name, t.dtype.name());
-                    let at = t.data_range.start;
-                    writeln!(out, "  {name:<48} {ty:<6} {shape:<16} {at:>12}")?;
-                }
-            }
-            if let Some(st) = ckpt.safetensors() {
-                writeln!(out, "\ntensors ({}):", st.tensors().len())?;
-                writeln!(
-                    out,
-                    "  {:<48} {:<6} {:<16} {:>5} {:>12}",
-                    "name", "type", "shape", "shard", "offset"
-                )?;
-                let mut total = 0u64;
-                for t in st.tensors() {
-                    total += t.n_elements() as u64;
-                    let shape = format!("{:?}", t.shape);
-                    writeln!(
-                        out,
-                        "  {:<48} {:<6} {:<16} {:>5} {:>12}",
-                        t.name,
-                        t.dtype.name(),
-                        shape,
-                        t.file,
-                        t.data_range.start
-                    )?;
-                }
-                writeln!(
-                    out,
-                    "\nparameters in files: {total} ({:.3}B)",
-                    total as f64 / 1e9
-                )?;
-            }
-        }
-    }
-    let c = &ckpt.config;
-    writeln!(out, "\nconfig:")?;
-    writeln!(
-        out,
-        "  vocab {}  d_model {}  layers {}  heads {}  kv heads {}  head_dim {}  ffn {}",
-        c.n_vocab, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.d_ff
-    )?;
-    writeln!(
-        out,
-        "  rms eps {:e}  rope theta {}  rope scaling {:?}  context {}  tied embeddings {}",
-        c.norm_eps, c.rope_theta, c.rope_scaling, c.n_ctx_train, c.tied_embeddings
-    )?;
-    writeln!(
-        out,
-        "  parameters implied by the shapes: {} ({:.3}B)",
-        c.n_params(),
-        c.n_params() as f64 / 1e9
-    )?;
-    use std::io::Write as _;
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    let report = camelid_model::inspect::report(&Checkpoint::open(&path)?);
+    std::io::stdout().lock().write_all(report.as_bytes())?;
     Ok(())
 }

@@ -4,9 +4,10 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use camelid_kernels::Precision;
+use camelid_kernels::pool::{cap_threads, usable_cores};
 use camelid_model::Model;
 use camelid_model::sampling::{SamplingHints, sampling_hints};
-use camelid_model::tokenizer_load::{load_tokenizer, tokenizer_from_gguf};
+use camelid_model::tokenizer_load::checkpoint_tokenizer;
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 
@@ -145,12 +146,6 @@ pub const THREADS_FORCE_ENV: &str = "CAMELID_THREADS_FORCE";
 pub const THREADS_HELP: &str = "Compute threads, -1 = all cores (default: all cores; more than \
 the cores this process may use are capped to them unless CAMELID_THREADS_FORCE=1)";
 
-/// The cores this process may run on (its CPU affinity and quota, not the machine's count), or
-/// None where the platform does not say.
-fn usable_cores() -> Option<usize> {
-    std::thread::available_parallelism().ok().map(|n| n.get())
-}
-
 /// `--threads`: a count ≥ 1, or -1 for all usable cores (llama.cpp's default value).
 pub fn parse_threads(s: &str) -> Result<usize, String> {
     match s.parse::<i64>().map_err(|e| e.to_string())? {
@@ -162,32 +157,16 @@ pub fn parse_threads(s: &str) -> Result<usize, String> {
     }
 }
 
-/// The threads to compute with when `requested` were asked for. The workers of one pass meet
-/// at a barrier after every matrix product, so threads beyond the cores only wait for each
-/// other to be scheduled: on 2 cores, 16 threads decoded about 50× slower and 1000 all but
-/// stopped. Such a
-/// count is capped to the cores, with a warning, unless CAMELID_THREADS_FORCE=1.
+/// The threads to compute with when `requested` were asked for: capped to the usable cores,
+/// with a warning, unless CAMELID_THREADS_FORCE=1 (see `camelid_kernels::pool::cap_threads`).
 pub fn thread_count(requested: usize) -> usize {
     let forced = std::env::var_os(THREADS_FORCE_ENV).is_some_and(|v| v == "1");
-    let (n, warning) = cap_threads(requested, usable_cores(), forced);
+    let hint = format!("{THREADS_FORCE_ENV}=1");
+    let (n, warning) = cap_threads(requested, usable_cores(), forced, &hint);
     if let Some(w) = warning {
         eprintln!("{w}");
     }
     n
-}
-
-fn cap_threads(requested: usize, cores: Option<usize>, forced: bool) -> (usize, Option<String>) {
-    match cores {
-        Some(cores) if requested > cores && !forced => (
-            cores,
-            Some(format!(
-                "warning: --threads {requested} is more than the {cores} cores this process may \
-                 use, which only slows it down; using {cores} ({THREADS_FORCE_ENV}=1 keeps \
-                 {requested})"
-            )),
-        ),
-        _ => (requested, None),
-    }
 }
 
 pub fn load(a: &LoadArgs) -> Result<Loaded> {
@@ -198,11 +177,7 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
 /// [`load`] of a model already resolved to `path` (`a.model` is not looked at).
 pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
     let ckpt = Checkpoint::open(path)?;
-    // One parse of the file serves both the weights and the vocabulary.
-    let tokenizer = match ckpt.gguf() {
-        Some(g) => tokenizer_from_gguf(g)?,
-        None => load_tokenizer(path)?,
-    };
+    let tokenizer = checkpoint_tokenizer(&ckpt)?;
     let sampling = sampling_hints(&ckpt)?;
     let mut model = open_model(ckpt, a.device)?;
     set_threads(&mut model, a.threads)?;
@@ -222,21 +197,4 @@ pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
         n_ctx,
         sampling,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cap_threads;
-
-    #[test]
-    fn threads_above_the_cores_are_capped_unless_forced() {
-        assert_eq!(cap_threads(2, Some(4), false), (2, None));
-        assert_eq!(cap_threads(4, Some(4), false), (4, None));
-        let (n, w) = cap_threads(16, Some(2), false);
-        assert_eq!(n, 2);
-        assert!(w.unwrap().contains("--threads 16 is more than the 2 cores"));
-        assert_eq!(cap_threads(16, Some(2), true), (16, None));
-        // A platform that does not tell its cores: nothing to cap to.
-        assert_eq!(cap_threads(16, None, false), (16, None));
-    }
 }

@@ -1,16 +1,17 @@
 //! `camelid`: run, inspect and evaluate Llama-family models from the command line.
 
-use std::io::{self, Write};
+use std::io::{self, Write as _};
 use std::process::ExitCode;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod chat;
 mod compare;
+mod embed;
 mod eval;
 mod inspect;
 mod load;
@@ -47,6 +48,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Serve a model over an OpenAI-compatible HTTP API, batching concurrent requests.
     Serve(serve::ServeArgs),
+    /// Print the embedding of each text (pooled final hidden states, unit norm) as a JSON array.
+    Embed(embed::EmbedArgs),
     /// Measure prompt (pp) and decode (tg) speed, as llama-bench does.
     Bench(bench::BenchArgs),
     /// Convert a GGUF or Hugging Face model to a quantized GGUF (llama-quantize's types and mixes).
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::RandomModel(a) => quantize::run_random(a),
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Perplexity(a) => eval::run_perplexity(a),
         Command::Score(a) => eval::run_score(a),
         Command::Models(a) if a.local => local::run(a.json),
@@ -155,63 +159,8 @@ fn logits(a: &LogitsArgs) -> Result<()> {
     let mut model = load::open_model(ckpt, a.device)?;
     crate::load::set_threads(&mut model, a.threads)?;
     model.set_precision(a.precision.get().into());
-    let mut state = model.new_state(a.tokens.len())?;
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let n_vocab = model.config.n_vocab;
-    // The header goes out with the first row: the forward pass checks its input (token ids,
-    // context) before it yields any row, so a rejected input leaves stdout empty rather than
-    // holding the start of a JSON document.
-    let mut first = true;
-    let mut io_err = Ok(());
-    let mut emit = |row: &[f32]| {
-        if io_err.is_err() {
-            return;
-        }
-        if first {
-            io_err = write!(out, "{{\"n_vocab\": {n_vocab}, \"logits\": [");
-        }
-        if io_err.is_ok() {
-            io_err = write_row(&mut out, row, first);
-        }
-        first = false;
-    };
-    if a.decode {
-        // Every id is checked before the first row goes out, as the batched pass does.
-        if let Some(&token) = a.tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(camelid_model::ModelError::TokenOutOfRange { token, n_vocab }.into());
-        }
-        for (i, &t) in a.tokens.iter().enumerate() {
-            let want = a.all || i + 1 == a.tokens.len();
-            model.forward(&mut state, &[t], false, |_, row| {
-                if want {
-                    emit(row)
-                }
-            })?;
-        }
-    } else {
-        model.forward(&mut state, &a.tokens, a.all, |_, row| emit(row))?;
-    }
-    io_err.context("writing logits")?;
-    writeln!(out, "]}}")?;
+    camelid_engine::eval_io::write_logits_json(&model, &a.tokens, a.all, a.decode, &mut out)?;
     out.flush()?;
     Ok(())
-}
-
-fn write_row(out: &mut impl Write, row: &[f32], first: bool) -> io::Result<()> {
-    if !first {
-        out.write_all(b", ")?;
-    }
-    out.write_all(b"[")?;
-    for (i, v) in row.iter().enumerate() {
-        if i > 0 {
-            out.write_all(b", ")?;
-        }
-        // Rust prints the shortest string that parses back to the same f32; JSON has no NaN.
-        if v.is_finite() {
-            write!(out, "{v}")?;
-        } else {
-            out.write_all(b"null")?;
-        }
-    }
-    out.write_all(b"]")
 }

@@ -9,8 +9,9 @@
 //!
 //! TYPE names the same file types as llama.cpp's `llama-quantize`, and every tensor gets the type
 //! llama.cpp would give it: the rules, the tensor order and the metadata keys live in the library
-//! ([`camelid_model::convert`]); this file parses the arguments, checks the paths, draws the
-//! progress bar and prints the summary.
+//! ([`camelid_model::convert`], whole conversions and their checks in
+//! [`camelid_model::conversion`]); this file parses the arguments, draws the progress bar and
+//! prints the summary.
 //!
 //! The output is written to a temporary file beside OUTPUT and renamed over it at the end; OUTPUT
 //! may never be the input.
@@ -18,14 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use camelid_formats::gguf::{DEFAULT_ALIGNMENT, GgufWriter};
-use camelid_kernels::DType;
-use camelid_model::convert::{
-    self, Ftype, Planned, llama_metadata, llama3_rope_divisors, plan_canonical, plan_gguf,
-    tokenizer_metadata,
-};
-use camelid_model::tokenizer_load::load_tokenizer;
-use camelid_model::weights::{Checkpoint, Tensor, Weights};
+use camelid_model::conversion::{self, Conversion, Summary};
+use camelid_model::convert::{self, Ftype, llama3_rope_divisors};
+use camelid_model::weights::{Checkpoint, Weights};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(clap::Args)]
@@ -59,52 +55,16 @@ pub struct QuantizeArgs {
 pub fn run(a: &QuantizeArgs) -> Result<()> {
     let ft = parse_ftype(&a.ftype)?;
     let threads = thread_count(a.threads)?;
-    check_paths(&a.input, &a.output)?;
+    conversion::check_output(&a.input, &a.output)?;
     let ckpt = Checkpoint::open(&a.input)?;
     let weights = ckpt.load_weights()?;
-    let rope_freqs = match (&weights.rope_freqs, ckpt.gguf()) {
-        (Some(f), _) => Some(f.clone()),
-        (None, None) => llama3_rope_divisors(&ckpt.config),
-        (None, Some(_)) => None,
-    };
-
+    let rope_freqs = conversion::rope_freqs(&ckpt, &weights);
     let pb = progress_bar();
-    let mut writer;
-    let plan;
-    match ckpt.gguf() {
-        Some(g) => {
-            writer = GgufWriter::new(g.alignment());
-            convert::copy_metadata(g, &mut writer);
-            plan = plan_gguf(g, &ckpt.config, &weights, ft, a.pure);
-        }
-        None => {
-            writer = GgufWriter::new(DEFAULT_ALIGNMENT);
-            let tok = load_tokenizer(&a.input)
-                .with_context(|| format!("{}: reading the tokenizer", a.input.display()))?;
-            if tok.n_vocab() > ckpt.config.n_vocab {
-                bail!(
-                    "{}: the tokenizer has {} tokens but the model only {} embeddings",
-                    a.input.display(),
-                    tok.n_vocab(),
-                    ckpt.config.n_vocab
-                );
-            }
-            let name = a
-                .input
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            for (k, v) in llama_metadata(&ckpt.config, &name) {
-                writer.add_metadata(&k, v);
-            }
-            for (k, v) in tokenizer_metadata(&tok, ckpt.config.n_vocab) {
-                writer.add_metadata(&k, v);
-            }
-            plan = plan_canonical(&ckpt.config, &weights, rope_freqs.as_deref(), ft, a.pure);
-        }
+    let c = conversion::of_checkpoint(&ckpt, &weights, rope_freqs.as_deref(), ft, a.pure)?;
+    if let Some(r) = conversion::check_requantize(&a.input, &c.plan, a.allow_requantize)? {
+        eprintln!("warning: {r}");
     }
-    check_requantize(&a.input, &plan, a.allow_requantize)?;
-    write_gguf(&a.output, writer, plan, &pb, ft, threads, a.verbose)
+    write_gguf(&a.output, c, &pb, ft, threads, a.verbose)
 }
 
 /// `camelid random-model PRESET OUTPUT [TYPE]`.
@@ -152,42 +112,7 @@ pub fn run_random(a: &RandomModelArgs) -> Result<()> {
         let ids: Vec<&str> = presets.iter().map(|p| p.id).collect();
         bail!("unknown shape {:?}; one of: {}", a.preset, ids.join(", "));
     };
-    let mut config = p.config.clone();
-    if let Some(n) = a.layers {
-        if n == 0 || n > config.n_layers {
-            bail!("--layers must be in 1..={}", config.n_layers);
-        }
-        config.n_layers = n;
-    }
-    if let Some(v) = a.vocab {
-        if v == 0 || v > config.n_vocab {
-            bail!("--vocab must be in 1..={}", config.n_vocab);
-        }
-        config.n_vocab = v;
-    }
-    if let Some(d) = a.dim {
-        let group = config.n_heads / config.n_kv_heads;
-        let unit = config.head_dim * group;
-        if d == 0 || !d.is_multiple_of(unit) {
-            bail!(
-                "--dim must be a positive multiple of {unit} (head size {} × {group} query heads \
-                 per kv head)",
-                config.head_dim
-            );
-        }
-        config.d_model = d;
-        config.n_heads = d / config.head_dim;
-        config.n_kv_heads = config.n_heads / group;
-    }
-    if let Some(f) = a.ffn {
-        if f == 0 || !f.is_multiple_of(32) {
-            bail!("--ffn must be a positive multiple of 32");
-        }
-        config.d_ff = f;
-    }
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("the shape asked for is not a valid model: {e}"))?;
+    let config = p.config.resized(a.layers, a.vocab, a.dim, a.ffn)?;
     let threads = thread_count(a.threads)?;
     if a.output.is_dir() {
         bail!("{}: OUTPUT is a folder; name a file", a.output.display());
@@ -195,59 +120,16 @@ pub fn run_random(a: &RandomModelArgs) -> Result<()> {
     let weights = Weights::random(&config, a.seed);
     let rope_freqs = llama3_rope_divisors(&config);
     let pb = progress_bar();
-    let mut writer = GgufWriter::new(DEFAULT_ALIGNMENT);
     let name = format!("{} (random weights, seed {})", p.name, a.seed);
-    for (k, v) in llama_metadata(&config, &name) {
-        writer.add_metadata(&k, v);
-    }
-    if let Some(path) = &a.tokenizer {
-        let tok = load_tokenizer(path)
-            .with_context(|| format!("{}: reading the tokenizer", path.display()))?;
-        if tok.n_vocab() > config.n_vocab {
-            bail!(
-                "{}: the tokenizer has {} tokens, more than the model's {}",
-                path.display(),
-                tok.n_vocab(),
-                config.n_vocab
-            );
-        }
-        for (k, v) in tokenizer_metadata(&tok, config.n_vocab) {
-            writer.add_metadata(&k, v);
-        }
-    }
-    let plan = plan_canonical(&config, &weights, rope_freqs.as_deref(), ft, false);
-    write_gguf(&a.output, writer, plan, &pb, ft, threads, false)
-}
-
-/// Refuses, without `--allow-requantize`, a plan that converts a quantized tensor to another
-/// type; with it, warns once. Copies (same type in and out) lose nothing and pass either way.
-fn check_requantize(input: &Path, plan: &[Planned], allow: bool) -> Result<()> {
-    let requantized: Vec<&Tensor> = plan.iter().filter_map(Planned::requantizes).collect();
-    let Some(first) = requantized.first() else {
-        return Ok(());
-    };
-    let mut from: Vec<&str> = requantized.iter().map(|t| t.dtype.name()).collect();
-    from.sort_unstable();
-    from.dedup();
-    if !allow {
-        bail!(
-            "{}: tensor {} is {}, already quantized ({} tensors to convert from {}); requantizing \
-             can severely reduce quality compared to quantizing from F32, F16 or BF16 weights: \
-             pass --allow-requantize to do it anyway",
-            input.display(),
-            first.name,
-            first.dtype,
-            requantized.len(),
-            from.join(", ")
-        );
-    }
-    eprintln!(
-        "warning: requantizing {} tensors from {} through f32; this can severely reduce quality \
-         compared to quantizing from 16-bit or 32-bit weights",
-        requantized.len(),
-        from.join(", ")
-    );
-    Ok(())
+    let c = conversion::of_random(
+        &config,
+        &weights,
+        rope_freqs.as_deref(),
+        &name,
+        a.tokenizer.as_deref(),
+        ft,
+    )?;
+    write_gguf(&a.output, c, &pb, ft, threads, false)
 }
 
 fn parse_ftype(name: &str) -> Result<Ftype> {
@@ -264,51 +146,38 @@ fn thread_count(threads: Option<usize>) -> Result<usize> {
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(t) => Ok(crate::load::thread_count(t)),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(camelid_kernels::pool::usable_cores().unwrap_or(1)),
     }
 }
 
 /// Converts the planned tensors and writes the file (to a temporary name, renamed at the end).
 fn write_gguf<'a>(
     out_path: &Path,
-    mut writer: GgufWriter<'a>,
-    plan: Vec<Planned<'a>>,
+    c: Conversion<'a>,
     pb: &'a Bar,
     ft: Ftype,
     threads: usize,
     verbose: bool,
 ) -> Result<()> {
-    let pb_ = &pb.0;
-    pb_.set_length(plan.iter().map(|p| p.dims.iter().product::<u64>()).sum());
-    // (type, tensors, elements, bytes)
-    let mut counts: Vec<(DType, usize, u64, u64)> = Vec::new();
-    for p in &plan {
-        if verbose {
-            pb_.suspend(|| eprintln!("{:<28} {:>14} -> {}", p.name, format!("{:?}", p.dims), p.ty));
-        }
-        let n = p.dims.iter().product::<u64>();
-        let bytes = p.bytes();
-        match counts.iter_mut().find(|c| c.0 == p.ty) {
-            Some(c) => (c.1, c.2, c.3) = (c.1 + 1, c.2 + n, c.3 + bytes),
-            None => counts.push((p.ty, 1, n, bytes)),
+    let Conversion { mut writer, plan } = c;
+    pb.0.set_length(plan.iter().map(|p| p.dims.iter().product::<u64>()).sum());
+    if verbose {
+        for p in &plan {
+            let dims = format!("{:?}", p.dims);
+            pb.0.suspend(|| eprintln!("{:<28} {dims:>14} -> {}", p.name, p.ty));
         }
     }
+    let summary = Summary::of(&plan);
     convert::add_tensors(&mut writer, plan, ft, threads, pb)?;
     let written = writer
         .write_file(out_path)
         .with_context(|| format!("writing {}", out_path.display()))?;
-    pb_.finish_and_clear();
-    let summary: Vec<String> = counts.iter().map(|(t, n, ..)| format!("{n} {t}")).collect();
-    let n_weights: u64 = counts.iter().map(|c| c.2).sum();
-    let tensor_bytes: u64 = counts.iter().map(|c| c.3).sum();
+    pb.0.finish_and_clear();
     eprintln!(
-        "wrote {} ({}): {:.1} MiB, tensors {:.1} MiB = {:.2} bits per weight; {}",
+        "wrote {} ({}): {:.1} MiB, {summary}",
         out_path.display(),
         ft.name(),
         written as f64 / (1 << 20) as f64,
-        tensor_bytes as f64 / (1 << 20) as f64,
-        tensor_bytes as f64 * 8.0 / n_weights.max(1) as f64,
-        summary.join(", ")
     );
     Ok(())
 }
@@ -333,44 +202,4 @@ fn progress_bar() -> Bar {
         pb.set_style(style.progress_chars("=> "));
     }
     Bar(pb)
-}
-
-/// Refuses an OUTPUT that is the input or one of the input folder's files.
-fn check_paths(input: &Path, output: &Path) -> Result<()> {
-    if !input.exists() {
-        bail!("{}: no such file or folder", input.display());
-    }
-    if output.is_dir() {
-        bail!("{}: OUTPUT is a folder; name a file", output.display());
-    }
-    let Ok(out) = output.canonicalize() else {
-        // OUTPUT does not exist yet, so it cannot be the input.
-        return Ok(());
-    };
-    let inp = input
-        .canonicalize()
-        .with_context(|| format!("resolving {}", input.display()))?;
-    let same = out == inp || same_file(&out, &inp) || (inp.is_dir() && out.parent() == Some(&inp));
-    if same {
-        bail!(
-            "{}: OUTPUT would overwrite the input {}; choose another name",
-            output.display(),
-            input.display()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (a.metadata(), b.metadata()) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
-#[cfg(not(unix))]
-fn same_file(_: &Path, _: &Path) -> bool {
-    false
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use camelid_model::Pooling;
 use camelid_server::{AccessLog, AppState, Cors, LogFormat, LogSink, ServerConfig};
 
 use crate::load::{LoadArgs, load};
@@ -48,6 +49,10 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, seconds to let requests in flight finish before cancelling them.
     #[arg(long, default_value_t = 10.0)]
     pub shutdown_grace: f64,
+    /// How /v1/embeddings pools a text's final hidden states: mean (over its tokens), last
+    /// (its last token) or cls (its first token).
+    #[arg(long, default_value_t = Pooling::Mean)]
+    pub pooling: Pooling,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +96,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         body_limit: a.body_limit,
         sampling: loaded.sampling.clone(),
         strict_model: a.strict_model,
+        pooling: a.pooling,
         cors,
         access_log: Some(AccessLog {
             format: match a.log_format {

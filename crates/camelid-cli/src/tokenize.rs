@@ -3,9 +3,10 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use camelid_model::tokenizer_load::load_tokenizer;
 use camelid_tokenizer::Tokenizer;
+use camelid_tokenizer::text::{escape_piece, parse_ids, utf8_text};
 
 #[derive(clap::Args)]
 pub struct TokenizeArgs {
@@ -47,42 +48,11 @@ fn load(model: Option<&str>) -> Result<Tokenizer> {
         .with_context(|| format!("cannot load a tokenizer from {}", path.display()))
 }
 
-/// Bytes to text, naming the first byte that is not UTF-8.
-fn utf8(bytes: Vec<u8>, source: &str) -> Result<String> {
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let b = e.as_bytes()[at];
-        anyhow::anyhow!("{source} is not valid UTF-8: byte 0x{b:02X} at offset {at}")
-    })
-}
-
-/// A token's text for display on one line: escapes for line breaks, tabs and other controls,
-/// `\xNN` for bytes that are part of a character split across tokens.
-fn display_piece(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02X}"));
-        }
-    }
-    out
-}
-
 pub fn run_tokenize(args: &TokenizeArgs) -> Result<()> {
     let text = match (&args.file, &args.text) {
         (Some(f), _) => {
             let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            utf8(bytes, &f.display().to_string())?
+            utf8_text(bytes, &f.display().to_string())?
         }
         (None, Some(t)) => t.clone(),
         (None, None) => {
@@ -91,7 +61,7 @@ pub fn run_tokenize(args: &TokenizeArgs) -> Result<()> {
                 .lock()
                 .read_to_end(&mut bytes)
                 .context("cannot read standard input")?;
-            utf8(bytes, "standard input")?
+            utf8_text(bytes, "standard input")?
         }
     };
     let tok = load(args.model.as_deref())?;
@@ -104,31 +74,11 @@ pub fn run_tokenize(args: &TokenizeArgs) -> Result<()> {
     } else {
         for &id in &ids {
             let piece = tok.token_bytes(id).unwrap_or_default();
-            writeln!(out, "{id}\t{}", display_piece(piece))?;
+            writeln!(out, "{id}\t{}", escape_piece(piece))?;
         }
     }
     out.flush()?;
     Ok(())
-}
-
-/// Parses ids separated by commas, spaces or both; brackets are allowed around them.
-fn parse_ids(parts: &[String]) -> Result<Vec<u32>> {
-    let mut ids = Vec::new();
-    for part in parts {
-        for s in part.split(|c: char| c == ',' || c.is_whitespace() || c == '[' || c == ']') {
-            if s.is_empty() {
-                continue;
-            }
-            let id: u32 = s
-                .parse()
-                .with_context(|| format!("{s:?} is not a token id (a number 0 to 4294967295)"))?;
-            ids.push(id);
-        }
-    }
-    if ids.is_empty() {
-        bail!("no token ids given");
-    }
-    Ok(ids)
 }
 
 pub fn run_detokenize(args: &DetokenizeArgs) -> Result<()> {
@@ -147,22 +97,6 @@ pub fn run_detokenize(args: &DetokenizeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_in_any_separator() {
-        let v = |s: &[&str]| parse_ids(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
-        assert_eq!(v(&["1,2, 3"]).unwrap(), [1, 2, 3]);
-        assert_eq!(v(&["1", "2", "3"]).unwrap(), [1, 2, 3]);
-        assert_eq!(v(&["[1, 2]"]).unwrap(), [1, 2]);
-        assert!(v(&["1,x"]).unwrap_err().to_string().contains("\"x\""));
-        assert!(v(&[","]).is_err());
-    }
-
-    #[test]
-    fn non_utf8_names_the_offset() {
-        let e = utf8(b"ab\xFFc".to_vec(), "f.txt").unwrap_err().to_string();
-        assert_eq!(e, "f.txt is not valid UTF-8: byte 0xFF at offset 2");
-    }
 
     fn spm_tiny() -> Option<String> {
         Some(
@@ -202,11 +136,5 @@ mod tests {
         let e = run_tokenize(&args).unwrap_err().to_string();
         std::fs::remove_file(&path).unwrap();
         assert!(e.contains("byte 0xC3 at offset 3"), "{e}");
-    }
-
-    #[test]
-    fn pieces_stay_on_one_line() {
-        assert_eq!(display_piece(b" a\n\t"), " a\\n\\t");
-        assert_eq!(display_piece(&[0xE6, 0x97]), "\\xE6\\x97");
     }
 }

@@ -443,6 +443,7 @@ fn every_option_is_explained_and_precision_is_spelled_one_way() {
         "run",
         "chat",
         "serve",
+        "embed",
         "bench",
         "perplexity",
         "score",
@@ -506,6 +507,74 @@ fn every_option_is_explained_and_precision_is_spelled_one_way() {
             "fast",
         ],
         "cannot be used with",
+    );
+}
+
+/// `camelid embed` prints transformers' pooled hidden states (testdata/embeddings/tiny.json,
+/// made by tools/embeddings_reference.py) within 1e-4 cosine distance, one line per input; bad
+/// input is a clear error.
+#[test]
+fn embed_matches_transformers() {
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/embeddings/tiny.json")).unwrap(),
+    )
+    .unwrap();
+    let m = &fixture["models"][3];
+    let dir = repo()
+        .join("testdata/tiny")
+        .join(m["file"].as_str().unwrap());
+    let d = dir.to_str().unwrap();
+    for (pooling, input) in [("mean", 2), ("last", 3), ("cls", 1)] {
+        let ids: Vec<String> = m["inputs"][input]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let out = camelid(&[
+            "embed",
+            "-m",
+            d,
+            "--pooling",
+            pooling,
+            "--tokens",
+            &ids.join(","),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let got: Vec<f64> = serde_json::from_str(text.trim()).unwrap();
+        let want: Vec<f64> = m["embeddings"][input][pooling]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let dot: f64 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let dist = 1.0 - dot / (norm(&got) * norm(&want));
+        assert!(dist <= 1e-4, "{pooling}: cosine distance {dist:.2e}");
+    }
+    // Texts: one line each.
+    let out = camelid(&["embed", "-m", d, "one text", "another text"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+    expect_clear_error(&["embed", "-m", d, "--tokens", "100000"], "out of range");
+    expect_clear_error(
+        &["embed", "-m", d, "--pooling", "max", "x"],
+        "unknown pooling",
+    );
+    expect_clear_error(
+        &["embed", "-m", d, "--ctx", "4", "--tokens", "1,2,3,4,5"],
+        "context",
     );
 }
 

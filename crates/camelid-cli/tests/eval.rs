@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use camelid_plot::read::{El, narrow_text_width, parse, texts_outside};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -333,20 +334,14 @@ fn compare_chart_has_its_panels_units_legends_and_token_bars() {
     assert_eq!(runs[0]["chunk_ppl"].as_array().unwrap().len(), 5);
 
     let s = std::fs::read_to_string(&svg_path).unwrap();
-    let svg = parse_svg(&s);
-    assert_eq!(svg.name, "svg");
-    let view: Vec<f64> = svg
-        .attr("viewBox")
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect();
-    let (w, h) = (view[2], view[3]);
-    assert_eq!((view[0], view[1]), (0.0, 0.0));
-    assert_eq!((svg.num("width"), svg.num("height")), (w, h));
+    let svg = parse(&s).unwrap();
+    let (w, h) = svg
+        .picture_size()
+        .expect("an svg with width and height of its viewBox");
 
     // Every panel, in order, with its title and axis titles with units.
     let panels = svg.all(&|e| e.has_class("panel"));
-    let ids: Vec<&str> = panels.iter().map(|p| p.attr("id")).collect();
+    let ids: Vec<&str> = panels.iter().map(|p| p.attr("id").unwrap()).collect();
     assert_eq!(ids, ["kv-cache", "tokens-per-char", "perplexity"]);
     let axis_titles = |p: &El| -> Vec<String> {
         p.all(&|e| e.has_class("axis-title"))
@@ -399,7 +394,7 @@ fn compare_chart_has_its_panels_units_legends_and_token_bars() {
     let keys = |l: &El| -> Vec<String> {
         l.all(&|e| e.has_class("legend-entry"))
             .iter()
-            .map(|e| e.attr("data-key").to_string())
+            .map(|e| e.attr("data-key").unwrap().to_string())
             .collect()
     };
     assert_eq!(keys(legends[0]), models);
@@ -410,20 +405,21 @@ fn compare_chart_has_its_panels_units_legends_and_token_bars() {
     // Legends inside the picture: the box, and every label inside its box.
     for l in &legends {
         let b = l.all(&|e| e.has_class("legend-box"))[0];
-        let (bx, by) = (b.num("x"), b.num("y"));
-        let (br, bb) = (bx + b.num("width"), by + b.num("height"));
+        let (bx, by) = (b.num("x").unwrap(), b.num("y").unwrap());
+        let (br, bb) = (bx + b.num("width").unwrap(), by + b.num("height").unwrap());
         assert!(
             bx >= 0.0 && by >= 0.0 && br <= w && bb <= h,
             "legend box {bx} {by} {br} {bb}"
         );
         for t in l.all(&|e| e.has_class("legend-label")) {
-            let right = t.num("x") + text_width(&t.text, t.num("font-size"));
+            let right =
+                t.num("x").unwrap() + narrow_text_width(&t.text, t.num("font-size").unwrap());
             assert!(
                 right <= br,
                 "legend label {:?} ends at {right}, box at {br}",
                 t.text
             );
-            assert!(t.num("y") <= bb, "{:?} below its box", t.text);
+            assert!(t.num("y").unwrap() <= bb, "{:?} below its box", t.text);
         }
     }
 
@@ -435,22 +431,24 @@ fn compare_chart_has_its_panels_units_legends_and_token_bars() {
         for m in models {
             let bar = bars
                 .iter()
-                .find(|b| b.attr("data-model") == m && b.attr("data-text") == *text)
+                .find(|b| {
+                    b.attr("data-model").unwrap() == m && b.attr("data-text").unwrap() == *text
+                })
                 .unwrap_or_else(|| panic!("no bar for {m} on {text}"));
             let want = &v["texts"][text_i]["tokens_per_1k_chars"][m];
             if m == notok.to_str().unwrap() {
                 assert!(want.is_null());
-                assert_eq!(bar.attr("data-value"), "n/a");
+                assert_eq!(bar.attr("data-value").unwrap(), "n/a");
                 assert!(bar.all_text().contains("n/a"), "{}", bar.all_text());
                 assert!(bar.all(&|e| e.name == "rect").is_empty());
             } else {
-                let got: f64 = bar.attr("data-value").parse().unwrap();
+                let got: f64 = bar.attr("data-value").unwrap().parse().unwrap();
                 assert!(
                     (got - f(want)).abs() < 0.051,
                     "{m} on {text}: {got} vs {want}"
                 );
                 let rect = bar.all(&|e| e.name == "rect");
-                assert!(rect.len() == 1 && rect[0].num("width") > 0.0);
+                assert!(rect.len() == 1 && rect[0].num("width").unwrap() > 0.0);
                 let shown = format!("{:.0}", f(want));
                 assert!(bar.all_text().contains(&shown), "{m} on {text}: {shown}");
             }
@@ -458,150 +456,8 @@ fn compare_chart_has_its_panels_units_legends_and_token_bars() {
     }
 
     // Nothing drawn outside the picture: every text, by its anchor and estimated width.
-    for t in svg.all(&|e| e.name == "text") {
-        let (x, y) = (t.num("x"), t.num("y"));
-        let tw = text_width(&t.text, t.num("font-size"));
-        let (l, r) = match t.attr_opt("text-anchor").unwrap_or("start") {
-            "end" => (x - tw, x),
-            "middle" => (x - tw / 2.0, x + tw / 2.0),
-            _ => (x, x + tw),
-        };
-        assert!(
-            l >= 0.0 && r <= w && y > 0.0 && y <= h,
-            "{:?} at {l}..{r}, {y}",
-            t.text
-        );
-    }
-}
-
-/// About the width of `s` in a sans-serif font: 0.3 em for the narrow marks and letters
-/// (space, i, l, punctuation), 0.6 em for the rest of ASCII, a full em for wide scripts. No
-/// layout can be checked exactly without a renderer; this one catches labels that run off the
-/// picture or out of their box by more than a character or two.
-fn text_width(s: &str, size: f64) -> f64 {
-    s.chars()
-        .map(|c| match c {
-            ' ' | 'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '\'' | '!' | '|' => 0.3,
-            c if c.is_ascii() => 0.6,
-            _ => 1.0,
-        })
-        .sum::<f64>()
-        * size
-}
-
-/// An SVG element as the test reads it: attributes, text, children.
-struct El {
-    name: String,
-    attrs: Vec<(String, String)>,
-    text: String,
-    children: Vec<El>,
-}
-
-impl El {
-    fn attr_opt(&self, k: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn attr(&self, k: &str) -> &str {
-        self.attr_opt(k)
-            .unwrap_or_else(|| panic!("<{}> has no {k}", self.name))
-    }
-
-    fn num(&self, k: &str) -> f64 {
-        self.attr(k)
-            .parse()
-            .unwrap_or_else(|_| panic!("<{}> {k} is not a number", self.name))
-    }
-
-    fn has_class(&self, c: &str) -> bool {
-        self.attr_opt("class")
-            .is_some_and(|v| v.split(' ').any(|x| x == c))
-    }
-
-    /// Descendants matching `pred`, in document order.
-    fn all(&self, pred: &dyn Fn(&El) -> bool) -> Vec<&El> {
-        let mut out = Vec::new();
-        for c in &self.children {
-            if pred(c) {
-                out.push(c);
-            }
-            out.extend(c.all(pred));
-        }
-        out
-    }
-
-    fn all_text(&self) -> String {
-        let mut s = self.text.clone();
-        for c in &self.children {
-            s.push_str(&c.all_text());
-        }
-        s
-    }
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
-}
-
-/// Parses the subset of XML camelid writes (elements, double-quoted attributes, escaped text;
-/// no comments, CDATA or processing instructions), checking that every element is closed by
-/// its own name. Returns the root element.
-fn parse_svg(s: &str) -> El {
-    let new = |name: &str| El {
-        name: name.to_string(),
-        attrs: Vec::new(),
-        text: String::new(),
-        children: Vec::new(),
-    };
-    let mut stack = vec![new("#document")];
-    let mut rest = s;
-    while let Some(open) = rest.find('<') {
-        let text = rest[..open].trim();
-        stack.last_mut().unwrap().text.push_str(&xml_unescape(text));
-        let close = open + rest[open..].find('>').expect("unclosed tag");
-        let tag = &rest[open + 1..close];
-        rest = &rest[close + 1..];
-        if let Some(name) = tag.strip_prefix('/') {
-            let el = stack.pop().unwrap();
-            assert_eq!(el.name, name, "</{name}> closes <{}>", el.name);
-            stack
-                .last_mut()
-                .expect("a close without an open")
-                .children
-                .push(el);
-            continue;
-        }
-        let self_closing = tag.ends_with('/');
-        let tag = tag.trim_end_matches('/');
-        let (name, mut attrs) = tag.split_once(char::is_whitespace).unwrap_or((tag, ""));
-        let mut el = new(name);
-        loop {
-            attrs = attrs.trim_start();
-            if attrs.is_empty() {
-                break;
-            }
-            let (k, r) = attrs.split_once("=\"").expect("attribute without a value");
-            let (v, r) = r.split_once('"').expect("unterminated attribute");
-            el.attrs.push((k.to_string(), xml_unescape(v)));
-            attrs = r;
-        }
-        if self_closing {
-            stack.last_mut().unwrap().children.push(el);
-        } else {
-            stack.push(el);
-        }
-    }
-    assert!(rest.trim().is_empty(), "text after the last tag: {rest}");
-    let mut doc = stack.pop().unwrap();
-    assert!(stack.is_empty(), "unclosed elements");
-    assert_eq!(doc.children.len(), 1, "one root element");
-    doc.children.pop().unwrap()
+    let outside = texts_outside(&svg);
+    assert!(outside.is_empty(), "drawn outside the picture: {outside:?}");
 }
 
 #[test]

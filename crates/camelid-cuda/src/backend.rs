@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use camelid_kernels::{DType, Precision};
-use camelid_model::backend::{Backend, DeviceInfo, KvCache, Mat, Norm, Row, downcast_cache};
+use camelid_model::backend::{
+    Backend, DeviceInfo, KvCache, Mat, Norm, Out, Row, downcast_cache, downcast_cache_ref,
+};
 use camelid_model::llama::{MAX_BATCH, forward_rows};
 use camelid_model::weights::{Tensor, Weights};
 use camelid_model::{Config, ModelError};
@@ -106,6 +108,8 @@ pub(crate) struct Pass {
     pub att_ml: DevBuf,
     /// `[logit_rows, V]`
     pub logits: DevBuf,
+    /// `[MAX_BATCH, d]` final hidden states of the rows that want them (embeddings)
+    pub hidden: DevBuf,
     pub logits_host: Pinned,
     /// The per-pass inputs ([`Layout`]): device copy and pinned staging.
     pub inputs: DevBuf,
@@ -321,10 +325,21 @@ impl CudaBackend {
 
     /// One pass; a CUDA failure (a lost device, a kernel fault) is returned with the driver's
     /// message.
-    fn run(&self, rows: &[Row], caches: &mut [&mut dyn KvCache], logits: &mut [f32]) -> Result<()> {
+    fn run(
+        &self,
+        rows: &[Row],
+        caches: &mut [&mut dyn KvCache],
+        logits: &mut [f32],
+        hidden: &mut [f32],
+    ) -> Result<()> {
         let c = &self.config;
         let b = rows.len();
-        let r = rows.iter().filter(|r| r.logits).count();
+        let r = rows.iter().filter(|r| r.out == Out::Logits).count();
+        let h = rows.iter().filter(|r| r.out == Out::Hidden).count();
+        assert!(
+            hidden.len() >= h * c.d_model,
+            "hidden states of {h} rows do not fit"
+        );
         assert!(b <= MAX_BATCH, "a batch of {b} rows (at most {MAX_BATCH})");
         assert!(
             logits.len() >= r * c.n_vocab,
@@ -346,8 +361,10 @@ impl CudaBackend {
         }
         .map_err(|e| CudaError::at("uploading the batch", e))?;
 
-        // The pass: a decode step replays its graph (captured now if its shape is new).
+        // The pass: a decode step replays its graph (captured now if its shape is new). Passes
+        // with hidden-state rows (embeddings: prompts, never decode steps) run plainly.
         let graphable = self.graphs_ok.load(Ordering::Relaxed)
+            && h == 0
             && b <= GRAPH_MAX_BATCH
             && r <= self.logit_rows
             && one_row_per_sequence(rows);
@@ -378,6 +395,14 @@ impl CudaBackend {
                 forward_rows(c, &mut ops, rows);
                 ops.finish()?;
             }
+        }
+        if h > 0 {
+            let hidden = &mut hidden[..h * c.d_model];
+            // SAFETY: the device buffer holds `h · d` floats the pass writes on this stream,
+            // `hidden` as many; the copy is awaited by `fetch_logits`'s synchronization before
+            // this function returns.
+            unsafe { result::memcpy_dtoh_async(hidden, p.hidden.ptr(), self.dev.stream()) }
+                .map_err(|e| CudaError::at("copying the hidden states", e))?;
         }
         self.fetch_logits(p, r, logits)
     }
@@ -506,6 +531,7 @@ impl Pass {
             att_o: dev.alloc(ATT_PARTS * c.q_dim() * 4, "the attention scratch")?,
             att_ml: dev.alloc(ATT_PARTS * c.n_heads * 2 * 4, "the attention scratch")?,
             logits: dev.alloc(logit_rows * c.n_vocab * 4, "the logits")?,
+            hidden: dev.alloc(MAX_BATCH * c.d_model * 4, "the hidden states")?,
             logits_host: Pinned::new(dev, logit_rows * c.n_vocab * 4, "logits")?,
             inputs: dev.alloc(input_bytes, "the batch inputs")?,
             staging: Pinned::new(dev, input_bytes, "batch inputs")?,
@@ -565,11 +591,50 @@ impl Backend for CudaBackend {
         rows: &[Row],
         caches: &mut [&mut dyn KvCache],
         logits: &mut [f32],
+        hidden: &mut [f32],
     ) -> std::result::Result<(), ModelError> {
         if rows.is_empty() {
             return Ok(());
         }
-        Ok(self.run(rows, caches, logits)?)
+        Ok(self.run(rows, caches, logits, hidden)?)
+    }
+
+    fn copy_cache(
+        &self,
+        src: &dyn KvCache,
+        dst: &mut dyn KvCache,
+        len: usize,
+    ) -> std::result::Result<(), ModelError> {
+        let c = &self.config;
+        let src: &CudaCache = downcast_cache_ref(src);
+        let dst: &CudaCache = cuda_cache(dst);
+        assert!(
+            len <= src.n_ctx && len <= dst.n_ctx,
+            "{len} positions do not fit"
+        );
+        let (row, layer_src, layer_dst) = (
+            c.kv_dim() * 4,
+            src.n_ctx * c.kv_dim() * 4,
+            dst.n_ctx * c.kv_dim() * 4,
+        );
+        self.dev.bind()?;
+        // Under the pass mutex: the copies go on the stream, which must not be capturing.
+        let _pass = self.pass.lock().unwrap_or_else(|e| e.into_inner());
+        for l in 0..c.n_layers {
+            for (s, d) in [(&src.k, &dst.k), (&src.v, &dst.v)] {
+                let (from, to) = (
+                    s.ptr() + (l * layer_src) as u64,
+                    d.ptr() + (l * layer_dst) as u64,
+                );
+                // SAFETY: both caches are `[n_layers, C, kv]` f32 device buffers of their own
+                // `C` ≥ len, so layer l's first `len` rows lie inside each; two caches are two
+                // allocations (`src` is borrowed shared, `dst` exclusively), so they do not
+                // overlap.
+                unsafe { result::memcpy_dtod_async(to, from, len * row, self.dev.stream()) }
+                    .map_err(|e| CudaError::at("copying a KV cache", e))?;
+            }
+        }
+        Ok(self.dev.sync()?)
     }
 }
 
@@ -612,7 +677,7 @@ mod tests {
             seq,
             pos,
             token: 1,
-            logits: true,
+            out: Out::Logits,
         };
         assert!(one_row_per_sequence(&[row(0, 5), row(1, 9), row(2, 0)]));
         assert!(!one_row_per_sequence(&[row(0, 5), row(1, 9), row(0, 6)]));

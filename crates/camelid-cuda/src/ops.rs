@@ -9,7 +9,7 @@ use std::ffi::c_void;
 
 use camelid_kernels::{DType, Precision};
 use camelid_model::Config;
-use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Row};
+use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
 
 use crate::backend::{CudaBackend, DevMat, Pass, cuda_cache};
 use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
@@ -36,8 +36,8 @@ const MAX_GRID: usize = 4096;
 
 /// Where the inputs of a pass of `b` rows lie in the inputs buffer, in bytes: four pointer
 /// arrays `[n_layers, b]` (key and value destination of each row in its cache, and the layer's
-/// base of each row's cache, which attention reads), then `[b]` tokens, positions, `n_past`
-/// and the indices of the rows that want logits. The layout depends only on `b`, so a graph
+/// base of each row's cache, which attention reads), then `[b]` tokens, positions, `n_past`,
+/// the indices of the rows that want logits and those of the rows that want hidden states. The layout depends only on `b`, so a graph
 /// captured for `b` rows reads the inputs of any later pass of `b` rows.
 #[derive(Clone, Copy)]
 pub(crate) struct Layout {
@@ -77,8 +77,11 @@ impl Layout {
     pub fn logit_idx(&self) -> usize {
         self.n_past() + 4 * self.b
     }
-    pub fn bytes(&self) -> usize {
+    pub fn hidden_idx(&self) -> usize {
         self.logit_idx() + 4 * self.b
+    }
+    pub fn bytes(&self) -> usize {
+        self.hidden_idx() + 4 * self.b
     }
 
     /// Writes the inputs of `rows` into `staging`; returns how many bytes to upload.
@@ -110,14 +113,21 @@ impl Layout {
             }
         }
         let ints: &mut [i32] = staging.as_mut_slice();
-        let mut wanted = 0;
+        let (mut wanted, mut hidden) = (0, 0);
         for (t, r) in rows.iter().enumerate() {
             ints[self.tokens() / 4 + t] = r.token as i32;
             ints[self.pos() / 4 + t] = r.pos as i32;
             ints[self.n_past() / 4 + t] = (r.pos + 1) as i32;
-            if r.logits {
-                ints[self.logit_idx() / 4 + wanted] = t as i32;
-                wanted += 1;
+            match r.out {
+                Out::None => {}
+                Out::Logits => {
+                    ints[self.logit_idx() / 4 + wanted] = t as i32;
+                    wanted += 1;
+                }
+                Out::Hidden => {
+                    ints[self.hidden_idx() / 4 + hidden] = t as i32;
+                    hidden += 1;
+                }
             }
         }
         debug_assert_eq!(b, rows.len());
@@ -186,6 +196,7 @@ impl<'a> CudaOps<'a> {
             Buf::Gate => (a.gate.ptr(), c.d_ff),
             Buf::Up => (a.up.ptr(), c.d_ff),
             Buf::Logits => (self.p.logits.ptr(), c.n_vocab),
+            Buf::Hidden => (self.p.hidden.ptr(), c.d_model),
         }
     }
 
@@ -632,14 +643,19 @@ impl Ops for CudaOps<'_> {
         self.elementwise(self.be.k.add, x, y, n);
     }
 
-    fn gather_logit_rows(&mut self, out: Buf, x: Buf) -> usize {
-        let r = self.rows.iter().filter(|r| r.logits).count();
+    fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize {
+        let r = self.rows.iter().filter(|r| r.out == want).count();
+        let section = match want {
+            Out::Logits => self.lay.logit_idx(),
+            Out::Hidden => self.lay.hidden_idx(),
+            Out::None => return 0,
+        };
         if r == 0 {
             return 0;
         }
         let (o, d) = self.buf(out);
         let (xp, _) = self.buf(x);
-        let idx = self.input(self.lay.logit_idx());
+        let idx = self.input(section);
         let (d32, r32) = (d as i32, r as i32);
         // SAFETY: gather_rows(float* out, const float* x, const int* idx, int d, int n): r
         // indices below the batch's row count, r rows of d floats in `out`.
@@ -678,7 +694,13 @@ mod tests {
                     sections.push((start, start + 8 * b));
                 }
             }
-            for start in [l.tokens(), l.pos(), l.n_past(), l.logit_idx()] {
+            for start in [
+                l.tokens(),
+                l.pos(),
+                l.n_past(),
+                l.logit_idx(),
+                l.hidden_idx(),
+            ] {
                 assert_eq!(start % 4, 0);
                 sections.push((start, start + 4 * b));
             }

@@ -280,6 +280,64 @@ fn multi_sequence_batches_equal_the_cpu_exact_path() {
     }
 }
 
+/// Hidden-state rows (embeddings) equal the CPU's at the exact path, in a batch where a
+/// generation sequence takes logits beside them; and a KV cache copied on the device continues
+/// as the CPU's computed one does.
+#[test]
+fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
+    if !gpu() {
+        return;
+    }
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let path = tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap());
+        let (cpu, gpu) = pair(&path, Precision::Exact, None);
+        let toks = tokens(m);
+        let n = toks.len();
+        let mut got = Vec::new();
+        for model in [&cpu, &gpu] {
+            let mut a = model.new_state(n + 8).unwrap();
+            let mut b = model.new_state(n + 8).unwrap();
+            let mut hidden = vec![Vec::new(); n];
+            let mut logits = Vec::new();
+            model
+                .forward_batch(
+                    &mut [&mut a, &mut b],
+                    &[&toks, &toks[..n / 2]],
+                    |i| {
+                        if i == 0 {
+                            camelid_model::Want::Hidden
+                        } else {
+                            camelid_model::Want::Logits
+                        }
+                    },
+                    |_, l| logits = l.to_vec(),
+                    |_, pos, h| hidden[pos] = h.to_vec(),
+                )
+                .unwrap();
+            // b continues from a copy of a's first n - 1 positions.
+            model.copy_prefix(&a, &mut b, n - 1).unwrap();
+            let mut next = Vec::new();
+            model
+                .forward(&mut b, &toks[n - 1..], false, |_, l| next = l.to_vec())
+                .unwrap();
+            got.push((hidden, logits, next));
+        }
+        assert_close(&got[1].0, &got[0].0, &format!("{name} hidden rows"));
+        assert_close(
+            &[got[1].1.clone()],
+            &[got[0].1.clone()],
+            &format!("{name} logits beside them"),
+        );
+        assert_close(
+            &[got[1].2.clone()],
+            &[got[0].2.clone()],
+            &format!("{name} after a copy"),
+        );
+    }
+}
+
 /// The fast path (f16 GEMMs for prompts, f32 fused products for decode) against the
 /// transformers reference on each file's own weights: its error is no larger than the larger of
 /// llama.cpp's and the CPU fast path's on the same file (with 25% for the f16 GEMM's own

@@ -47,6 +47,10 @@ pub enum EvalError {
     },
     /// A multiple-choice task that cannot be scored (numbered from 1).
     Task { task: usize, msg: String },
+    /// A line of a task file that is not a task (numbered from 1; 0 for the whole file).
+    TaskLine { line: usize, msg: String },
+    /// Reading or writing logits (a logits file, JSON logits) failed.
+    Io(io::Error),
 }
 
 impl fmt::Display for EvalError {
@@ -74,6 +78,10 @@ impl fmt::Display for EvalError {
                  {here} here"
             ),
             EvalError::Task { task, msg } => write!(f, "task {task}: {msg}"),
+            EvalError::TaskLine { line: 0, msg } => f.write_str(msg),
+            EvalError::TaskLine { line, msg } => write!(f, "line {line}: {msg}"),
+            // The cause follows in the error's chain (`source`).
+            EvalError::Io(_) => f.write_str("could not read or write logits"),
         }
     }
 }
@@ -84,6 +92,7 @@ impl std::error::Error for EvalError {
             // Transparent, as `Display` is: the model error's own source, not the model error
             // again (an error chain would print it twice).
             EvalError::Model(e) => std::error::Error::source(e),
+            EvalError::Io(e) => Some(e),
             _ => None,
         }
     }
@@ -283,6 +292,11 @@ pub fn eval_chunk(
         });
     })?;
     Ok(m)
+}
+
+/// The BOS a chunk starts with: llama.cpp puts it in only when the vocabulary adds BOS.
+pub fn chunk_bos(tok: &Tokenizer) -> Option<u32> {
+    tok.bos().filter(|_| tok.add_bos_default())
 }
 
 /// Perplexity of `tokens` chunk by chunk; `on_chunk(i, chunk, running)` after each chunk.

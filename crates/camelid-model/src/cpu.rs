@@ -7,7 +7,7 @@ use camelid_kernels::ops::{AttnShape, rmsnorm, rope, silu_mul};
 use camelid_kernels::{Kernels, Precision, WeightView};
 
 use crate::backend::{
-    Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Row, downcast_cache, downcast_cache_ref,
+    Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Out, Row, downcast_cache, downcast_cache_ref,
 };
 use crate::config::Config;
 use crate::error::ModelError;
@@ -122,6 +122,7 @@ impl Backend for CpuBackend {
         rows: &[Row],
         caches: &mut [&mut dyn KvCache],
         logits: &mut [f32],
+        hidden: &mut [f32],
     ) -> Result<(), ModelError> {
         let mut act = self.act.lock().unwrap_or_else(|e| e.into_inner());
         let c = &self.config;
@@ -148,8 +149,31 @@ impl Backend for CpuBackend {
             rows,
             caches,
             logits,
+            hidden,
         };
         forward_rows(c, &mut ops, rows);
+        Ok(())
+    }
+
+    fn copy_cache(
+        &self,
+        src: &dyn KvCache,
+        dst: &mut dyn KvCache,
+        len: usize,
+    ) -> Result<(), ModelError> {
+        let kvd = self.config.kv_dim();
+        let src: &CpuCache = downcast_cache_ref(src);
+        let dst: &mut CpuCache = downcast_cache(dst);
+        assert!(
+            len <= src.n_ctx && len <= dst.n_ctx,
+            "{len} positions do not fit"
+        );
+        // Layer l's positions start at l · C · kv, C being each cache's own length.
+        for l in 0..self.config.n_layers {
+            let (from, to) = (l * src.n_ctx * kvd, l * dst.n_ctx * kvd);
+            dst.k[to..][..len * kvd].copy_from_slice(&src.k[from..][..len * kvd]);
+            dst.v[to..][..len * kvd].copy_from_slice(&src.v[from..][..len * kvd]);
+        }
         Ok(())
     }
 }
@@ -162,6 +186,7 @@ struct CpuOps<'a, 'c> {
     /// Downcast where used (a type-id comparison), so a pass allocates nothing.
     caches: &'a mut [&'c mut dyn KvCache],
     logits: &'a mut [f32],
+    hidden: &'a mut [f32],
 }
 
 impl CpuOps<'_, '_> {
@@ -180,6 +205,7 @@ impl CpuOps<'_, '_> {
             Buf::Gate => (&mut a.gate, c.d_ff),
             Buf::Up => (&mut a.up, c.d_ff),
             Buf::Logits => (&mut *self.logits, c.n_vocab),
+            Buf::Hidden => (&mut *self.hidden, c.d_model),
         }
     }
 
@@ -319,12 +345,12 @@ impl Ops for CpuOps<'_, '_> {
         }
     }
 
-    fn gather_logit_rows(&mut self, out: Buf, x: Buf) -> usize {
+    fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize {
         let rows = self.rows;
         let (o, x, d) = self.pair(out, x);
         let mut n = 0;
         for (t, r) in rows.iter().enumerate() {
-            if r.logits {
+            if r.out == want {
                 o[n * d..][..d].copy_from_slice(&x[t * d..][..d]);
                 n += 1;
             }

@@ -36,6 +36,8 @@ pub enum ModelError {
     ForeignState,
     /// The backend could not allocate or run (device memory, driver).
     Backend(String),
+    /// A copy of more tokens than the source state holds.
+    PrefixBeyondState { len: usize, pos: usize },
     /// More tokens than the context holds.
     ContextFull {
         n_tokens: usize,
@@ -86,6 +88,10 @@ impl fmt::Display for ModelError {
             ModelError::TokenOutOfRange { token, n_vocab } => write!(
                 f,
                 "token id {token} is out of range: the vocabulary has {n_vocab} tokens"
+            ),
+            ModelError::PrefixBeyondState { len, pos } => write!(
+                f,
+                "cannot copy the first {len} tokens of a state that holds {pos}"
             ),
             ModelError::ContextFull {
                 n_tokens,

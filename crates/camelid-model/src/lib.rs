@@ -2,9 +2,13 @@
 
 pub mod backend;
 pub mod config;
+pub mod conversion;
 pub mod convert;
 pub mod cpu;
+pub mod embed;
 pub mod error;
+pub mod figures;
+pub mod inspect;
 pub mod llama;
 mod meta;
 pub mod sampling;
@@ -13,5 +17,7 @@ pub mod weights;
 
 pub use backend::{Backend, DeviceInfo};
 pub use config::Config;
+pub use embed::Pooling;
 pub use error::ModelError;
-pub use llama::{Model, State};
+pub use figures::Figures;
+pub use llama::{Model, State, Want};

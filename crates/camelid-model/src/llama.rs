@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use camelid_kernels::Precision;
 
-use crate::backend::{Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Row};
+use crate::backend::{Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Out, Row};
 use crate::config::Config;
 use crate::cpu::CpuBackend;
 use crate::error::ModelError;
@@ -38,8 +38,21 @@ pub struct State {
     /// `[R, V]` logits of the rows that asked for them (`[1, V]` until a caller asks for more);
     /// a multi-sequence batch uses the first state's.
     logits: Vec<f32>,
+    /// `[H, d]` hidden states of the rows that asked for them (empty until a caller asks);
+    /// a multi-sequence batch uses the first state's.
+    hidden: Vec<f32>,
     /// `[B]` what each row of the batch being formed is
     rows: Vec<Row>,
+}
+
+/// What a sequence of a batch wants back from the tokens it is given
+/// ([`Model::forward_batch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The logits of its last token: generation.
+    Logits,
+    /// The final hidden state of every token: embeddings.
+    Hidden,
 }
 
 /// The RoPE frequencies of a model, `[head_dim / 2]`: the config's (with the Llama 3.1
@@ -117,6 +130,7 @@ impl Model {
             cache: self.backend.new_cache(n_ctx)?,
             model: self.id,
             logits: vec![0.0; self.config.n_vocab],
+            hidden: Vec::new(),
             rows: Vec::new(),
         })
     }
@@ -154,11 +168,15 @@ impl Model {
                 seq: 0,
                 pos: state.pos + i,
                 token,
-                logits: all || (last_chunk && i + 1 == chunk.len()),
+                out: if all || (last_chunk && i + 1 == chunk.len()) {
+                    Out::Logits
+                } else {
+                    Out::None
+                },
             }));
             result = self
                 .backend
-                .forward(&rows, &mut [&mut *state.cache], &mut logits);
+                .forward(&rows, &mut [&mut *state.cache], &mut logits, &mut []);
             if result.is_err() {
                 break;
             }
@@ -177,6 +195,24 @@ impl Model {
         result
     }
 
+    /// Runs `tokens` at positions `state.pos..`, appends them to the cache, and calls
+    /// `on_hidden(pos, hidden)` with the final hidden state (`[d]`, after the final RMSNorm) of
+    /// every token, in order: what embeddings pool.
+    pub fn hidden(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        mut on_hidden: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        self.forward_batch(
+            &mut [state],
+            &[tokens],
+            |_| Want::Hidden,
+            |_, _| {},
+            |_, pos, h| on_hidden(pos, h),
+        )
+    }
+
     /// Runs several sequences in one pass over the weights: `tokens[i]` is appended to
     /// `states[i]` at its positions `states[i].pos..`, and `on_logits(i, logits)` is called with
     /// the logits of the last token of every non-empty `tokens[i]`, in order of `i`.
@@ -191,7 +227,25 @@ impl Model {
         &self,
         states: &mut [&mut State],
         tokens: &[&[u32]],
+        on_logits: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        self.forward_batch(states, tokens, |_| Want::Logits, on_logits, |_, _, _| {})
+    }
+
+    /// [`Model::forward_seqs`] where sequence `i` wants `want(i)`: the logits of its last token
+    /// (`on_logits(i, logits)`), or the hidden state of each of its tokens
+    /// (`on_hidden(i, pos, hidden)`, in order of position). Generation and embedding sequences
+    /// share the passes.
+    ///
+    /// # Panics
+    /// If `states` and `tokens` differ in length.
+    pub fn forward_batch(
+        &self,
+        states: &mut [&mut State],
+        tokens: &[&[u32]],
+        want: impl Fn(usize) -> Want,
         mut on_logits: impl FnMut(usize, &[f32]),
+        mut on_hidden: impl FnMut(usize, usize, &[f32]),
     ) -> Result<(), ModelError> {
         assert_eq!(states.len(), tokens.len(), "one token slice per state");
         for (s, t) in states.iter().zip(tokens) {
@@ -200,35 +254,62 @@ impl Model {
         let Some(first) = states.first_mut() else {
             return Ok(());
         };
-        let v = self.config.n_vocab;
+        let (v, d) = (self.config.n_vocab, self.config.d_model);
         let mut rows = std::mem::take(&mut first.rows);
         let mut logits = std::mem::take(&mut first.logits);
-        let n_seqs = tokens.iter().filter(|t| !t.is_empty()).count();
-        let need = MAX_BATCH.min(n_seqs) * v;
-        if logits.len() < need {
-            logits.resize(need, 0.0);
+        let mut hidden = std::mem::take(&mut first.hidden);
+        let n_logits = (0..tokens.len())
+            .filter(|&i| want(i) == Want::Logits && !tokens[i].is_empty())
+            .count();
+        let n_hidden: usize = (0..tokens.len())
+            .filter(|&i| want(i) == Want::Hidden)
+            .map(|i| tokens[i].len())
+            .sum();
+        // Grown on the first batch that needs more, then kept.
+        if logits.len() < MAX_BATCH.min(n_logits) * v {
+            logits.resize(MAX_BATCH.min(n_logits) * v, 0.0);
+        }
+        if hidden.len() < MAX_BATCH.min(n_hidden) * d {
+            hidden.resize(MAX_BATCH.min(n_hidden) * d, 0.0);
         }
         // Every row first (their positions are read before the caches are lent), then the
         // passes, at most MAX_BATCH rows each.
         rows.clear();
         for (seq, (s, toks)) in states.iter().zip(tokens).enumerate() {
+            let w = want(seq);
             rows.extend(toks.iter().enumerate().map(|(i, &token)| Row {
                 seq,
                 pos: s.pos + i,
                 token,
-                logits: i + 1 == toks.len(),
+                out: match w {
+                    Want::Hidden => Out::Hidden,
+                    Want::Logits if i + 1 == toks.len() => Out::Logits,
+                    Want::Logits => Out::None,
+                },
             }));
         }
         let mut caches: Vec<&mut dyn KvCache> = states.iter_mut().map(|s| &mut *s.cache).collect();
         let mut result = Ok(());
         for chunk in rows.chunks(MAX_BATCH) {
-            result = self.backend.forward(chunk, &mut caches, &mut logits);
+            result = self
+                .backend
+                .forward(chunk, &mut caches, &mut logits, &mut hidden);
             if result.is_err() {
                 break;
             }
-            let wanted = chunk.iter().filter(|r| r.logits);
-            for (k, r) in wanted.enumerate() {
-                on_logits(r.seq, &logits[k * v..][..v]);
+            let (mut k, mut h) = (0, 0);
+            for r in chunk {
+                match r.out {
+                    Out::None => {}
+                    Out::Logits => {
+                        on_logits(r.seq, &logits[k * v..][..v]);
+                        k += 1;
+                    }
+                    Out::Hidden => {
+                        on_hidden(r.seq, r.pos, &hidden[h * d..][..d]);
+                        h += 1;
+                    }
+                }
             }
         }
         drop(caches);
@@ -241,7 +322,31 @@ impl Model {
         }
         states[0].rows = rows;
         states[0].logits = logits;
+        states[0].hidden = hidden;
         result
+    }
+
+    /// Makes `dst` hold the first `len` tokens of `src`: their keys and values are copied in
+    /// the backend's memory and `dst.pos` becomes `len`. Continuing `dst` then gives, bit for
+    /// bit, what continuing a state that computed those tokens itself gives (the cache is all a
+    /// state carries). How `n > 1` choices of one prompt compute it once.
+    pub fn copy_prefix(&self, src: &State, dst: &mut State, len: usize) -> Result<(), ModelError> {
+        if src.model != self.id || dst.model != self.id {
+            return Err(ModelError::ForeignState);
+        }
+        if len > src.pos {
+            return Err(ModelError::PrefixBeyondState { len, pos: src.pos });
+        }
+        if len > dst.n_ctx {
+            return Err(ModelError::ContextFull {
+                n_tokens: len,
+                pos: 0,
+                n_ctx: dst.n_ctx,
+            });
+        }
+        self.backend.copy_cache(&*src.cache, &mut *dst.cache, len)?;
+        dst.pos = len;
+        Ok(())
     }
 
     /// The checks that keep the pass free of errors: a state of this model, ids in the
@@ -267,10 +372,12 @@ impl Model {
 
 /// The forward pass of one batch of at most [`MAX_BATCH`] rows, each extending its sequence's
 /// cache at its position (a sequence's rows come in order of position), on any backend's
-/// [`Ops`]. Leaves in [`Buf::Logits`] the logits of the rows that want them, in batch order.
+/// [`Ops`]. Leaves in [`Buf::Logits`] the logits of the rows that want them and in
+/// [`Buf::Hidden`] the final hidden states of those that want them, each in batch order.
 ///
 /// Shapes: `B` rows in the batch, `d` = d_model, `q` = n_heads · head_dim, `kv` = n_kv_heads ·
-/// head_dim, `ff` = d_ff, `V` = n_vocab, `R` rows that want logits.
+/// head_dim, `ff` = d_ff, `V` = n_vocab, `R` rows that want logits, `H` rows that want hidden
+/// states.
 pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
     let b = rows.len();
 
@@ -307,9 +414,15 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
     }
 
     // Final norm and output projection for the rows that want logits.  logits: [R, V]
-    let n = ops.gather_logit_rows(Buf::Proj, Buf::X);
+    let n = ops.gather_rows(Out::Logits, Buf::Proj, Buf::X);
     if n > 0 {
         ops.rmsnorm(Buf::Xn, Buf::Proj, Norm::Output, n);
         ops.matmul(Mat::Output, Buf::Xn, Buf::Logits, n);
+    }
+
+    // Final norm alone for the rows that want hidden states (embeddings).  hidden: [H, d]
+    let h = ops.gather_rows(Out::Hidden, Buf::Proj, Buf::X);
+    if h > 0 {
+        ops.rmsnorm(Buf::Hidden, Buf::Proj, Norm::Output, h);
     }
 }

@@ -124,6 +124,15 @@ fn apply_config_beside(tok: &mut Tokenizer, file: &Path) -> Result<(), LoadError
     Ok(())
 }
 
+/// The tokenizer of an opened checkpoint: a GGUF's from the same parse of the file that serves
+/// the weights, a folder's from its tokenizer files.
+pub fn checkpoint_tokenizer(ckpt: &crate::weights::Checkpoint) -> Result<Tokenizer, LoadError> {
+    match ckpt.gguf() {
+        Some(g) => tokenizer_from_gguf(g),
+        None => load_tokenizer(&ckpt.path),
+    }
+}
+
 /// Builds the tokenizer a GGUF file describes in its `tokenizer.*` keys.
 pub fn tokenizer_from_gguf(gguf: &Gguf) -> Result<Tokenizer, LoadError> {
     let path = gguf.path();

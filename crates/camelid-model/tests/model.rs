@@ -443,6 +443,197 @@ fn multi_sequence_batch_equals_separate_decoding() {
     }
 }
 
+/// A cache copied from another state (`copy_prefix`, how `n > 1` choices share their prompt)
+/// continues exactly as a state that computed those tokens itself: the same logits bit for bit
+/// for the rest of the prompt and for decoding steps after it, also into a cache of another
+/// length (another layer stride).
+#[test]
+fn copied_cache_continues_as_a_fresh_prefill() {
+    let man = manifest();
+    for precision in [Precision::Exact, Precision::Fast] {
+        for m in man["models"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let toks = tokens(m);
+            let n = toks.len();
+            let model = q4_0_model(m, precision);
+            let fresh = run_all(&model, &toks);
+            let mut src = model.new_state(n + 16).unwrap();
+            model
+                .forward(&mut src, &toks[..n - 2], false, |_, _| {})
+                .unwrap();
+            for (len, ctx) in [(n - 5, n), (1, n + 40), (n - 2, n + 3)] {
+                let mut dst = model.new_state(ctx).unwrap();
+                // Whatever dst held before is overwritten or past its position.
+                model
+                    .forward(&mut dst, &toks[3..9], false, |_, _| {})
+                    .unwrap();
+                model.copy_prefix(&src, &mut dst, len).unwrap();
+                assert_eq!(dst.pos, len);
+                let mut got = vec![Vec::new(); n - len];
+                model
+                    .forward(&mut dst, &toks[len..], true, |i, l| got[i] = l.to_vec())
+                    .unwrap();
+                for (i, g) in got.iter().enumerate() {
+                    let what = format!("{name} {precision:?} copy of {len}, position {}", len + i);
+                    assert_same_logits(g, &fresh[len + i], &what);
+                }
+            }
+            // The source is untouched and goes on as before.
+            let mut last = Vec::new();
+            model
+                .forward(&mut src, &toks[n - 2..], false, |_, l| last = l.to_vec())
+                .unwrap();
+            assert_same_logits(&last, &fresh[n - 1], &format!("{name} source after copies"));
+        }
+    }
+}
+
+/// What a copy cannot do is an error, and leaves the destination as it was.
+#[test]
+fn impossible_copies_are_errors() {
+    use camelid_model::ModelError;
+    let man = manifest();
+    let m = &man["models"][0];
+    let model = q4_0_model(m, Precision::Fast);
+    let other = q4_0_model(m, Precision::Fast);
+    let toks = tokens(m);
+    let mut src = model.new_state(16).unwrap();
+    model
+        .forward(&mut src, &toks[..10], false, |_, _| {})
+        .unwrap();
+    let mut dst = model.new_state(8).unwrap();
+    model
+        .forward(&mut dst, &toks[..2], false, |_, _| {})
+        .unwrap();
+    let err = model.copy_prefix(&src, &mut dst, 11).unwrap_err();
+    assert!(
+        matches!(err, ModelError::PrefixBeyondState { len: 11, pos: 10 }),
+        "{err}"
+    );
+    let err = model.copy_prefix(&src, &mut dst, 9).unwrap_err();
+    assert!(
+        matches!(err, ModelError::ContextFull { n_ctx: 8, .. }),
+        "{err}"
+    );
+    let mut foreign = other.new_state(16).unwrap();
+    let err = model.copy_prefix(&src, &mut foreign, 4).unwrap_err();
+    assert!(matches!(err, ModelError::ForeignState), "{err}");
+    assert_eq!(dst.pos, 2);
+}
+
+/// Sequences that want hidden states (embeddings) share passes with sequences that want
+/// logits, and each gets what it gets alone, bit for bit: also across more rows than one pass
+/// holds, and with no effect on the logits beside them.
+#[test]
+fn hidden_rows_ride_with_logits_rows() {
+    use camelid_model::Want;
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let toks = tokens(m);
+        let n = toks.len();
+        let model = q4_0_model(m, Precision::Fast);
+        let d = model.config.d_model;
+        let long: Vec<u32> = (0..MAX_BATCH + 9).map(|i| toks[i % n]).collect();
+        // Alone: every hidden state of the long sequence, and the logits of the short one.
+        let mut alone = vec![Vec::new(); long.len()];
+        let mut s = model.new_state(long.len()).unwrap();
+        model
+            .hidden(&mut s, &long, |pos, h| alone[pos] = h.to_vec())
+            .unwrap();
+        assert!(alone.iter().all(|h| h.len() == d));
+        let want_logits = run_all(&model, &toks[..10]).pop().unwrap();
+        // Together, the logits sequence first and then the hidden one.
+        let mut a = model.new_state(10).unwrap();
+        let mut b = model.new_state(long.len()).unwrap();
+        let mut hidden = vec![Vec::new(); long.len()];
+        let mut logits = Vec::new();
+        let mut calls = 0;
+        model
+            .forward_batch(
+                &mut [&mut a, &mut b],
+                &[&toks[..10], &long],
+                |i| if i == 0 { Want::Logits } else { Want::Hidden },
+                |i, l| {
+                    assert_eq!(i, 0);
+                    calls += 1;
+                    logits = l.to_vec();
+                },
+                |i, pos, h| {
+                    assert_eq!(i, 1);
+                    hidden[pos] = h.to_vec();
+                },
+            )
+            .unwrap();
+        assert_eq!(calls, 1);
+        assert_same_logits(
+            &logits,
+            &want_logits,
+            &format!("{name}: logits beside hidden rows"),
+        );
+        for (pos, (g, w)) in hidden.iter().zip(&alone).enumerate() {
+            assert_same_logits(g, w, &format!("{name}: hidden state at {pos}"));
+        }
+        assert_eq!((a.pos, b.pos), (10, long.len()));
+    }
+}
+
+/// Embeddings (final hidden states after the final norm, pooled mean / last / first, unit L2
+/// norm) of the float models against transformers' `LlamaModel.last_hidden_state` on the same
+/// weights (testdata/embeddings/tiny.json, made by tools/embeddings_reference.py): cosine
+/// distance at most 1e-4 for every input and pooling, on the safetensors and the F32 GGUF.
+#[test]
+fn embeddings_match_transformers() {
+    use camelid_model::Pooling;
+    let p = repo().join("testdata/embeddings/tiny.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let man = manifest();
+    let mut worst = 0f64;
+    for fm in fixture["models"].as_array().unwrap() {
+        let name = fm["name"].as_str().unwrap();
+        let m = man["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == fm["name"])
+            .unwrap();
+        for key in ["st-f32", "gguf-f32"] {
+            let model = Model::load(&tiny().join(m["files"][key].as_str().unwrap())).unwrap();
+            for (input, want) in fm["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(fm["embeddings"].as_array().unwrap())
+            {
+                let ids = tokens(&serde_json::json!({ "tokens": input }));
+                for pooling in [Pooling::Mean, Pooling::Last, Pooling::Cls] {
+                    let got = model.embed(&ids, pooling).unwrap();
+                    let want: Vec<f32> = want[pooling.to_string()]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                        .collect();
+                    assert_eq!(got.len(), want.len());
+                    let norm = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-5, "{name}: norm {norm}");
+                    let dot: f64 = got.iter().zip(&want).map(|(a, b)| (a * b) as f64).sum();
+                    let wn: f64 = want.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
+                    let dist = 1.0 - dot / (norm as f64 * wn);
+                    worst = worst.max(dist);
+                    assert!(
+                        dist <= 1e-4,
+                        "{name} {key} {pooling} ({} tokens): cosine distance {dist:.2e}",
+                        ids.len()
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("embeddings: largest cosine distance to transformers {worst:.2e}");
+}
+
 /// SmolLM2-135M-Instruct (Q4_1): fed llama.cpp's greedy continuations, camelid's argmax agrees
 /// with llama.cpp's choice at ≥ 98% of positions.
 ///
@@ -775,5 +966,124 @@ mod sampling_hints {
                 "{text}: {e}"
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conversion: whole conversions and their checks, in-process
+
+mod conversion {
+    use camelid_model::config::presets;
+    use camelid_model::conversion::{
+        self, ConversionError, Summary, check_output, check_requantize, requantized,
+    };
+    use camelid_model::convert::Ftype;
+    use camelid_model::weights::Checkpoint;
+
+    use super::repo;
+
+    /// A random model's shape: fewer layers, a narrower width with the same head size and
+    /// query heads per kv head, a smaller vocabulary and feed-forward; nonsense refused.
+    #[test]
+    fn random_shapes_resize_within_the_preset() {
+        let all = presets();
+        let p = &all.iter().find(|p| p.id == "llama3-8b").unwrap().config;
+        // Llama 3 8B: heads of 128, 4 query heads per kv head, so widths step by 512.
+        let c = p
+            .resized(Some(2), Some(1000), Some(1024), Some(64))
+            .unwrap();
+        assert_eq!(
+            (c.n_layers, c.n_vocab, c.d_model, c.d_ff),
+            (2, 1000, 1024, 64)
+        );
+        assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (8, 2, 128));
+        let err = |l, d, f| p.resized(l, None, d, f).unwrap_err().to_string();
+        assert_eq!(
+            err(None, Some(640), None),
+            "--dim must be a positive multiple of 512 (head size 128 × 4 query heads per kv head)"
+        );
+        assert_eq!(err(Some(33), None, None), "--layers must be in 1..=32");
+        assert!(err(None, None, Some(33)).contains("multiple of 32"));
+        assert_eq!(&p.resized(None, None, None, None).unwrap(), p);
+    }
+
+    /// A Q8_0 model: to Q8_0 every tensor is copied (nothing requantized); to Q4_0 its Q8_0
+    /// matrices are requantized, refused unless allowed. Q8_0 is 34 bytes per 32 weights.
+    #[test]
+    fn requantizing_is_found_and_refused_unless_allowed() {
+        let path = repo().join("testdata/tiny/llama1-mha/q8_0.gguf");
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let weights = ckpt.load_weights().unwrap();
+        let rope = conversion::rope_freqs(&ckpt, &weights);
+        let plan = |ft: &str| {
+            let ft = Ftype::parse(ft).unwrap();
+            conversion::of_checkpoint(&ckpt, &weights, rope.as_deref(), ft, true)
+                .unwrap()
+                .plan
+        };
+        let same = plan("Q8_0");
+        assert_eq!(requantized(&same), None);
+        let s = Summary::of(&same);
+        assert_eq!(s.by_type.values().map(|v| v.0).sum::<usize>(), same.len());
+        let (_, n, bytes) = s.by_type["Q8_0"];
+        assert_eq!(bytes * 32, n * 34);
+        assert!(s.to_string().contains(" Q8_0"), "{s}");
+
+        let q4 = plan("Q4_0");
+        let r = requantized(&q4).unwrap();
+        assert_eq!(r.from, ["Q8_0"]);
+        assert_eq!(r.count, s.by_type["Q8_0"].0);
+        let e = check_requantize(&path, &q4, false).unwrap_err();
+        assert!(matches!(e, ConversionError::Requantize { .. }));
+        assert!(e.to_string().contains("pass --allow-requantize"), "{e}");
+        assert_eq!(check_requantize(&path, &q4, true).unwrap(), Some(r));
+    }
+
+    #[test]
+    fn output_may_not_be_the_input() {
+        let dir = std::env::temp_dir().join(format!("camelid-conversion-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in.gguf");
+        std::fs::write(&input, b"x").unwrap();
+        let refused = |out: &std::path::Path| check_output(&input, out).unwrap_err().to_string();
+        assert!(refused(&input).contains("would overwrite the input"));
+        assert!(refused(&dir.join(".").join("in.gguf")).contains("would overwrite the input"));
+        let link = dir.join("link.gguf");
+        if std::fs::hard_link(&input, &link).is_ok() {
+            assert!(refused(&link).contains("would overwrite the input"));
+        }
+        assert!(refused(&dir).contains("OUTPUT is a folder"));
+        assert!(check_output(&input, &dir.join("new.gguf")).is_ok());
+        assert!(check_output(&dir.join("none"), &dir.join("new.gguf")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// `camelid inspect`'s report, in-process. The tiny model's parameters by hand: embeddings and
+/// output 2·384·64, per layer q, k, v, o 4·64² + SwiGLU 3·64·128 + two norms 2·64, final norm 64:
+/// 49152 + 2·41088 + 64 = 131392; 2 + 9·2 + 1 = 21 tensors.
+#[test]
+fn inspect_reports_format_tensors_and_shape() {
+    use camelid_model::inspect::report;
+    use camelid_model::weights::Checkpoint;
+    let gguf: &[&str] = &[
+        "format: GGUF v3",
+        "general.architecture = \"llama\"",
+        "tensors (21):",
+        "  token_embd.weight ",
+        "parameters in file: 131392",
+        "vocab 384  d_model 64  layers 2  heads 4  kv heads 4  head_dim 16  ffn 128",
+        "parameters implied by the shapes: 131392",
+    ];
+    let hf: &[&str] = &[
+        "format: Hugging Face (config.json + safetensors)",
+        "tensors (21):",
+        "  model.embed_tokens.weight ",
+        "parameters in files: 131392",
+    ];
+    for (file, wants) in [("f32.gguf", gguf), ("hf-f32", hf)] {
+        let text = report(&Checkpoint::open(&tiny().join("llama1-mha").join(file)).unwrap());
+        let missing: Vec<&&str> = wants.iter().filter(|w| !text.contains(**w)).collect();
+        assert!(missing.is_empty(), "{missing:?} not in\n{text}");
     }
 }

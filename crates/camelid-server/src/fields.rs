@@ -16,16 +16,17 @@ use crate::error::ApiError;
 pub enum Endpoint {
     Chat,
     Completions,
+    Embeddings,
 }
 
 /// Fields accepted and ignored by design: identifiers and tags for OpenAI's dashboards, abuse
 /// tracking and cache routing, none of which changes what a model generates. (camelid's
 /// prefix cache matches prompts by their tokens, so it needs no `prompt_cache_key`.) The
-/// completions schema has only `user`.
+/// completions and embeddings schemas have only `user`.
 pub fn ignored(endpoint: Endpoint) -> &'static [&'static str] {
     match endpoint {
         Endpoint::Chat => &["user", "metadata", "safety_identifier", "prompt_cache_key"],
-        Endpoint::Completions => &["user"],
+        Endpoint::Completions | Endpoint::Embeddings => &["user"],
     }
 }
 
@@ -142,6 +143,10 @@ pub fn as_integer(v: &Value) -> Option<i64> {
 pub fn trivially_satisfied(endpoint: Endpoint, name: &str, v: &Value) -> Option<bool> {
     let empty_list = || v.as_array().is_some_and(Vec::is_empty);
     let is = |s: &str| v.as_str() == Some(s);
+    if endpoint == Endpoint::Embeddings {
+        // Every field of the embeddings schema is implemented or refused where it is read.
+        return None;
+    }
     let chat = endpoint == Endpoint::Chat;
     Some(match name {
         // Tool calling: no tools means no call can be asked for; `auto` and `none` then agree.

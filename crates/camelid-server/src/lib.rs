@@ -8,6 +8,8 @@
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (with `"stream": true` as
 //!   server-sent events ending in `data: [DONE]`);
+//! - `POST /v1/embeddings` (pooled final hidden states, computed by the same worker:
+//!   [`embeddings`]);
 //! - `GET /v1/models`, `GET /v1/models/{id}`;
 //! - `GET /health`, `GET /metrics` (Prometheus text).
 //!
@@ -21,6 +23,7 @@
 pub mod access_log;
 mod api;
 pub mod cors;
+pub mod embeddings;
 mod error;
 mod fields;
 mod metrics;
@@ -43,8 +46,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use camelid_engine::FinishReason;
 use camelid_engine::chat::ChatTemplate;
-use camelid_model::Model;
 use camelid_model::sampling::SamplingHints;
+use camelid_model::{Model, Pooling};
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -56,6 +59,7 @@ pub use metrics::Metrics;
 
 use access_log::Record;
 use api::{Choice, Common, Limits, Prompt, Reply};
+use embeddings::{EmbedJob, Input};
 use worker::{Event, Failure, Job, Usage, Worker};
 
 /// The most choices (`n`) one request may ask for, as OpenAI allows.
@@ -87,6 +91,8 @@ pub struct ServerConfig {
     pub cors: Cors,
     /// One line per request, or none.
     pub access_log: Option<AccessLog>,
+    /// How `/v1/embeddings` pools a sequence's hidden states.
+    pub pooling: Pooling,
 }
 
 impl ServerConfig {
@@ -103,6 +109,7 @@ impl ServerConfig {
             strict_model: false,
             cors: Cors::default(),
             access_log: None,
+            pooling: Pooling::default(),
         }
     }
 }
@@ -254,8 +261,8 @@ impl AppState {
             return Err(ApiError::overloaded(queued));
         }
         // One channel for all choices: the worker tags each event with its choice. Choices go
-        // to the worker as separate sequences; the first to find a slot holding the prompt
-        // reuses it, as any request does.
+        // to the worker as separate sequences; the first computes the prompt, the others wait
+        // for it and copy its cache (the channel tells the worker they are siblings).
         let (tx, rx) = unbounded_channel();
         for i in 0..n {
             let job = Job {
@@ -336,6 +343,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{id}", get(model_info))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -583,6 +591,122 @@ async fn completions_inner(
         record,
     };
     s.generate(prompt, g).await
+}
+
+async fn embeddings(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<Record>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    s.inner
+        .metrics
+        .requests_embeddings
+        .fetch_add(1, Ordering::Relaxed);
+    let r = embeddings_inner(&s, record, &headers, body).await;
+    respond(&s, r)
+}
+
+/// Tokenizes the inputs, checks them, hands each to the worker as its own sequence and answers
+/// once all are pooled.
+async fn embeddings_inner(
+    s: &AppState,
+    record: Arc<Record>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.authorize(headers)?;
+    let body = s.body(body)?;
+    let worker = &s.inner.worker;
+    let req = embeddings::embeddings_request(&body, worker.d_model)?;
+    s.check_model(&req.model, s.inner.config.strict_model)?;
+    let tok = s.inner.tok.clone();
+    let inputs = req.inputs;
+    // Text is data here: special tokens spelled in it are not parsed.
+    let seqs: Vec<Vec<u32>> = tokio::task::spawn_blocking(move || {
+        inputs
+            .into_iter()
+            .map(|i| match i {
+                Input::Text(t) => tok.encode(&t, tok.add_bos_default(), false),
+                Input::Tokens(ids) => ids,
+            })
+            .collect()
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (n_ctx, n_vocab) = (worker.n_ctx, worker.n_vocab);
+    for (i, seq) in seqs.iter().enumerate() {
+        let param = if seqs.len() > 1 {
+            format!("input[{i}]")
+        } else {
+            "input".into()
+        };
+        if seq.is_empty() {
+            return Err(ApiError::invalid(Some(&param), "The input has no tokens."));
+        }
+        if seq.len() > n_ctx {
+            return Err(ApiError::invalid(
+                Some(&param),
+                format!(
+                    "This model's maximum context length is {n_ctx} tokens, however {param} has {} tokens. Please reduce its length.",
+                    seq.len()
+                ),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        if let Some(&t) = seq.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ApiError::invalid(
+                Some(&param),
+                format!("Token id {t} is outside the vocabulary of {n_vocab} tokens."),
+            ));
+        }
+    }
+    // A request of many inputs is taken while the queue has room for one more: its inputs
+    // then wait their turn like any request's.
+    let n = seqs.len();
+    let m = &s.inner.metrics;
+    let queued = m.queued.fetch_add(n, Ordering::SeqCst);
+    if queued >= s.inner.config.max_queue {
+        m.queued.fetch_sub(n, Ordering::SeqCst);
+        return Err(ApiError::overloaded(queued));
+    }
+    let prompt_tokens = seqs.iter().map(Vec::len).sum();
+    let (tx, mut rx) = unbounded_channel();
+    for (index, tokens) in seqs.into_iter().enumerate() {
+        let job = EmbedJob {
+            tokens,
+            pooling: s.inner.config.pooling,
+            index,
+            events: tx.clone(),
+        };
+        if !worker.submit_embedding(job) {
+            m.queued.fetch_sub(n - index, Ordering::SeqCst);
+            return Err(ApiError::shutting_down());
+        }
+    }
+    drop(tx);
+    let mut vectors = vec![Vec::new(); n];
+    let mut left = n;
+    while left > 0 {
+        match rx.recv().await {
+            Some((i, Ok(v))) => {
+                vectors[i] = v;
+                left -= 1;
+            }
+            Some((_, Err(f))) => return Err(failure(f)),
+            None => {
+                return Err(ApiError::internal(
+                    "the worker dropped an embedding without an answer",
+                ));
+            }
+        }
+    }
+    record.set_tokens(prompt_tokens, 0);
+    let model = &s.inner.config.model_id;
+    Ok(json_response(
+        StatusCode::OK,
+        &embeddings::response(&vectors, req.base64, model, prompt_tokens),
+    ))
 }
 
 fn failure(f: Failure) -> ApiError {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub struct Metrics {
     pub requests_chat: AtomicU64,
     pub requests_completions: AtomicU64,
+    pub requests_embeddings: AtomicU64,
     /// Requests answered with an error status.
     pub errors: AtomicU64,
     /// Requests ended because their client went away (or the server shut down).
@@ -42,7 +43,7 @@ impl Metrics {
         metric(
             "camelid_requests_total",
             "counter",
-            "Generation requests received, by endpoint.",
+            "Requests received, by endpoint.",
             &[
                 (
                     "{endpoint=\"chat_completions\"}",
@@ -51,6 +52,10 @@ impl Metrics {
                 (
                     "{endpoint=\"completions\"}",
                     g(&self.requests_completions).to_string(),
+                ),
+                (
+                    "{endpoint=\"embeddings\"}",
+                    g(&self.requests_embeddings).to_string(),
                 ),
             ],
         );

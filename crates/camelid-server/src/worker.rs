@@ -9,7 +9,13 @@
 //! Prefix reuse: a slot keeps the tokens whose keys and values are in its cache after its
 //! request ends. A new request goes to the free slot sharing the longest prefix with its prompt
 //! and computes only the rest: a long system prompt, or a chat that grows turn by turn, is
-//! computed once.
+//! computed once. A prefix held by another slot, busy or free, is copied from its cache
+//! ([`Model::copy_prefix`]); so the `n` choices of one request compute their prompt once: the
+//! first computes it while the others wait, then each copies it and computes only its last
+//! token.
+//!
+//! Embedding requests ([`crate::embeddings`]) take slots too: their tokens ride in the same
+//! passes as prompt chunks, asking for hidden states instead of logits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,11 +26,43 @@ use std::time::{Duration, Instant};
 
 use camelid_engine::{Continuation, FinishReason, GenParams};
 use camelid_model::llama::MAX_BATCH;
-use camelid_model::{Model, ModelError, State};
+use camelid_model::{Model, ModelError, State, Want};
 use camelid_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::embeddings::{EmbedJob, Embedding};
 use crate::metrics::Metrics;
+
+/// What the worker is asked to do.
+enum Work {
+    Generate(Job),
+    Embed(EmbedJob),
+}
+
+impl Work {
+    fn is_closed(&self) -> bool {
+        match self {
+            Work::Generate(j) => j.events.is_closed(),
+            Work::Embed(j) => j.events.is_closed(),
+        }
+    }
+
+    fn fail(&self, f: impl Fn() -> Failure) {
+        match self {
+            Work::Generate(j) => j.send(Event::Failed(f())),
+            Work::Embed(j) => j.send(Err(f())),
+        }
+    }
+
+    /// The tokens a slot's cache may already hold: the slot to pick is the one holding most.
+    fn reusable_prefix(&self) -> &[u32] {
+        match self {
+            Work::Generate(j) if j.cache_prompt => &j.prompt,
+            Work::Embed(j) => &j.tokens[..j.reusable()],
+            Work::Generate(_) => &[],
+        }
+    }
+}
 
 /// One choice of a request as the worker sees it: tokens in, events out. A request with `n`
 /// choices is `n` jobs sharing one event channel, each event tagged with its choice.
@@ -96,11 +134,13 @@ pub struct Candidate {
 
 /// The handle the HTTP side keeps: a queue into the worker and a way to stop it.
 pub struct Worker {
-    jobs: Mutex<Option<Sender<Job>>>,
+    jobs: Mutex<Option<Sender<Work>>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub n_ctx: usize,
     pub n_vocab: usize,
+    /// Width of the hidden states (of the embeddings).
+    pub d_model: usize,
 }
 
 impl Worker {
@@ -119,6 +159,7 @@ impl Worker {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let n_vocab = model.config.n_vocab;
+        let d_model = model.config.d_model;
         metrics.slots_total.store(n_slots, Ordering::Relaxed);
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -131,13 +172,23 @@ impl Worker {
             thread: Mutex::new(Some(thread)),
             n_ctx,
             n_vocab,
+            d_model,
         })
     }
 
     /// Hands a job to the worker; false if it has stopped.
     pub fn submit(&self, job: Job) -> bool {
+        self.send(Work::Generate(job))
+    }
+
+    /// Hands one input of an embeddings request to the worker; false if it has stopped.
+    pub fn submit_embedding(&self, job: EmbedJob) -> bool {
+        self.send(Work::Embed(job))
+    }
+
+    fn send(&self, work: Work) -> bool {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+        jobs.as_ref().is_some_and(|tx| tx.send(work).is_ok())
     }
 
     /// Cancels every request (their streams end with an error event) and ends the thread.
@@ -170,6 +221,14 @@ struct Slot<'t> {
     /// When the slot last served a request: the least recently used free slot is reused first.
     last_used: u64,
     active: Option<Active<'t>>,
+    /// An embedding being computed instead (a slot serves one request at a time).
+    embedding: Option<Embedding>,
+}
+
+impl Slot<'_> {
+    fn is_free(&self) -> bool {
+        self.active.is_none() && self.embedding.is_none()
+    }
 }
 
 struct Active<'t> {
@@ -190,7 +249,7 @@ fn run(
     model: &Model,
     tok: &Tokenizer,
     states: Vec<State>,
-    rx: &Receiver<Job>,
+    rx: &Receiver<Work>,
     stop: &AtomicBool,
     metrics: &Metrics,
 ) {
@@ -202,9 +261,10 @@ fn run(
             cached: Vec::new(),
             last_used: 0,
             active: None,
+            embedding: None,
         })
         .collect();
-    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut waiting: VecDeque<Work> = VecDeque::new();
     let mut clock = 0u64;
     let mut feed: Vec<u32> = Vec::with_capacity(MAX_BATCH * 2);
     let mut spans: Vec<(usize, usize)> = Vec::with_capacity(n_slots);
@@ -213,7 +273,7 @@ fn run(
 
     loop {
         // Intake: block while there is nothing to do, else take what arrived without waiting.
-        let idle = waiting.is_empty() && slots.iter().all(|s| s.active.is_none());
+        let idle = waiting.is_empty() && slots.iter().all(Slot::is_free);
         if idle && !stop.load(Ordering::SeqCst) {
             if !open {
                 return;
@@ -236,7 +296,7 @@ fn run(
             waiting.extend(rx.try_iter());
             for job in waiting.drain(..) {
                 metrics.queued.fetch_sub(1, Ordering::Relaxed);
-                job.send(Event::Failed(Failure::ShuttingDown));
+                job.fail(|| Failure::ShuttingDown);
             }
             for slot in &mut slots {
                 if let Some(a) = slot.active.take() {
@@ -244,13 +304,18 @@ fn run(
                     metrics.cancelled.fetch_add(1, Ordering::Relaxed);
                     a.job.send(Event::Failed(Failure::ShuttingDown));
                 }
+                if let Some(e) = slot.embedding.take() {
+                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                    metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                    e.job.send(Err(Failure::ShuttingDown));
+                }
             }
             return;
         }
 
         // Requests whose client went away: dropped from the queue, their slots freed.
         waiting.retain(|job| {
-            let gone = job.events.is_closed();
+            let gone = job.is_closed();
             if gone {
                 metrics.queued.fetch_sub(1, Ordering::Relaxed);
                 metrics.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -267,26 +332,38 @@ fn run(
                 metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
                 metrics.cancelled.fetch_add(1, Ordering::Relaxed);
             }
+            if slot
+                .embedding
+                .as_ref()
+                .is_some_and(|e| e.job.events.is_closed())
+            {
+                slot.embedding = None;
+                metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
         }
 
         // Admission, first come first served, each to the free slot with the longest shared
-        // prefix (the least recently used among equals).
-        while !waiting.is_empty() {
+        // prefix (the least recently used among equals). A choice whose sibling is still
+        // computing their prompt waits for it, to copy it then.
+        let mut k = 0;
+        while k < waiting.len() {
+            if sibling_prefilling(&waiting[k], &slots) {
+                k += 1;
+                continue;
+            }
             // Without prompt caching, the least recently used slot, whose cache is least
             // likely to serve another request.
-            let job = &waiting[0];
-            let prefix = if job.cache_prompt {
-                &job.prompt[..]
-            } else {
-                &[]
-            };
-            let Some(i) = pick_slot(&slots, prefix) else {
+            let Some(i) = pick_slot(&slots, waiting[k].reusable_prefix()) else {
                 break;
             };
-            let job = waiting.pop_front().expect("not empty");
+            let work = waiting.remove(k).expect("in the queue");
             metrics.queued.fetch_sub(1, Ordering::Relaxed);
             clock += 1;
-            admit(&mut slots[i], job, tok, clock, metrics);
+            match work {
+                Work::Generate(job) => admit(model, &mut slots, i, job, tok, clock, metrics),
+                Work::Embed(job) => admit_embedding(model, &mut slots, i, job, clock, metrics),
+            }
         }
 
         // The batch: every decoding sequence's last token, then prompt chunks in the room left.
@@ -307,14 +384,19 @@ fn run(
         // A prompt always gets some room, so many decoding sequences cannot starve it.
         let mut room = room.max(MAX_BATCH / 4);
         for (slot, span) in slots.iter_mut().zip(spans.iter_mut()) {
-            if let Some(a) = &mut slot.active
-                && a.fed < a.job.prompt.len()
+            let pending = match (&mut slot.active, &mut slot.embedding) {
+                (Some(a), _) => Some((&a.job.prompt, &mut a.fed)),
+                (None, Some(e)) => Some((&e.job.tokens, &mut e.fed)),
+                (None, None) => None,
+            };
+            if let Some((prompt, fed)) = pending
+                && *fed < prompt.len()
                 && room > 0
             {
-                let n = (a.job.prompt.len() - a.fed).min(room);
+                let n = (prompt.len() - *fed).min(room);
                 *span = (feed.len(), n);
-                feed.extend_from_slice(&a.job.prompt[a.fed..a.fed + n]);
-                a.fed += n;
+                feed.extend_from_slice(&prompt[*fed..*fed + n]);
+                *fed += n;
                 room -= n;
             }
         }
@@ -325,6 +407,9 @@ fn run(
         let mut states: Vec<&mut State> = Vec::with_capacity(n_slots);
         let mut actives: Vec<&mut Active> = Vec::with_capacity(n_slots);
         let mut tokens: Vec<&[u32]> = Vec::with_capacity(n_slots);
+        // Embedding sequences go after the generation ones (sequence `n_gen + j` is
+        // `embeds[j]`), so that `actives[i]` is sequence `i`.
+        let (mut e_states, mut embeds, mut e_tokens) = (Vec::new(), Vec::new(), Vec::new());
         for (slot, &(at, n)) in slots.iter_mut().zip(&spans) {
             if n == 0 {
                 continue;
@@ -333,23 +418,46 @@ fn run(
                 state,
                 cached,
                 active,
+                embedding,
                 ..
             } = slot;
-            let Some(a) = active.as_mut() else { continue };
             cached.extend_from_slice(&feed[at..at + n]);
-            states.push(state);
-            actives.push(a);
-            tokens.push(&feed[at..at + n]);
-        }
-        let result = model.forward_seqs(&mut states, &tokens, |i, logits| {
-            let a = &mut actives[i];
-            if a.fed < a.job.prompt.len() {
-                return; // mid-prompt: these logits predict a token the prompt already has
+            if let Some(a) = active.as_mut() {
+                states.push(state);
+                actives.push(a);
+                tokens.push(&feed[at..at + n]);
+            } else if let Some(e) = embedding.as_mut() {
+                e_states.push(state);
+                embeds.push(e);
+                e_tokens.push(&feed[at..at + n]);
             }
-            let t = a.cont.sample(logits);
-            let lp = a.job.logprobs.map(|k| logprobs(tok, logits, t, k));
-            a.sampled = Some((t, lp));
-        });
+        }
+        let n_gen = states.len();
+        states.append(&mut e_states);
+        tokens.append(&mut e_tokens);
+        let want = |i: usize| {
+            if i < n_gen {
+                Want::Logits
+            } else {
+                Want::Hidden
+            }
+        };
+        let on_hidden = |i: usize, pos: usize, h: &[f32]| embeds[i - n_gen].pooler.add(pos, h);
+        let result = model.forward_batch(
+            &mut states,
+            &tokens,
+            want,
+            |i, logits| {
+                let a = &mut actives[i];
+                if a.fed < a.job.prompt.len() {
+                    return; // mid-prompt: these logits predict a token the prompt already has
+                }
+                let t = a.cont.sample(logits);
+                let lp = a.job.logprobs.map(|k| logprobs(tok, logits, t, k));
+                a.sampled = Some((t, lp));
+            },
+            on_hidden,
+        );
         let room_left: Vec<bool> = states.iter().map(|s| s.pos < s.n_ctx).collect();
         drop(states);
         metrics.steps.fetch_add(1, Ordering::Relaxed);
@@ -360,6 +468,10 @@ fn run(
             for slot in &mut slots {
                 if let Some(a) = slot.active.take() {
                     a.job.send(Event::Failed(Failure::Internal));
+                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                }
+                if let Some(e) = slot.embedding.take() {
+                    e.job.send(Err(Failure::Internal));
                     metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
                 }
                 slot.cached.clear();
@@ -373,6 +485,10 @@ fn run(
         let mut r = 0;
         for (slot, &(_, n)) in slots.iter_mut().zip(&spans) {
             if n == 0 {
+                continue;
+            }
+            if slot.embedding.is_some() {
+                finish_embedding(slot, metrics);
                 continue;
             }
             let room = room_left[r];
@@ -424,7 +540,7 @@ fn pick_slot(slots: &[Slot], prompt: &[u32]) -> Option<usize> {
     slots
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.active.is_none())
+        .filter(|(_, s)| s.is_free())
         .max_by_key(|(_, s)| {
             (
                 common_prefix(&s.cached, prompt),
@@ -438,7 +554,15 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn admit<'t>(slot: &mut Slot<'t>, job: Job, tok: &'t Tokenizer, clock: u64, metrics: &Metrics) {
+fn admit<'t>(
+    model: &Model,
+    slots: &mut [Slot<'t>],
+    i: usize,
+    job: Job,
+    tok: &'t Tokenizer,
+    clock: u64,
+    metrics: &Metrics,
+) {
     let cont = match Continuation::new(tok, &job.prompt, &job.params) {
         Ok(c) => c,
         Err(e) => {
@@ -450,12 +574,11 @@ fn admit<'t>(slot: &mut Slot<'t>, job: Job, tok: &'t Tokenizer, clock: u64, metr
     // Keep the shared prefix, but recompute at least the prompt's last token: its logits give
     // the first generated token.
     let keep = if job.cache_prompt {
-        common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1)
+        reuse_prefix(model, slots, i, &job.prompt[..job.prompt.len() - 1])
     } else {
-        0
+        reuse_prefix(model, slots, i, &[])
     };
-    slot.cached.truncate(keep);
-    slot.state.pos = keep;
+    let slot = &mut slots[i];
     slot.last_used = clock;
     metrics
         .prompt_tokens
@@ -473,6 +596,93 @@ fn admit<'t>(slot: &mut Slot<'t>, job: Job, tok: &'t Tokenizer, clock: u64, metr
         logprobs: Vec::new(),
         cached: keep,
     });
+}
+
+/// Makes slot `i` hold the longest prefix of `prefix` that any slot's cache holds: its own, or
+/// a copy of another's (busy or free); returns its length. The slot's cache is cut there.
+fn reuse_prefix(model: &Model, slots: &mut [Slot], i: usize, prefix: &[u32]) -> usize {
+    let own = common_prefix(&slots[i].cached, prefix);
+    let best = (0..slots.len())
+        .filter(|&j| j != i)
+        .map(|j| (common_prefix(&slots[j].cached, prefix), j))
+        .max();
+    let keep = match best {
+        Some((len, j)) if len > own => {
+            let (src, dst) = if j < i {
+                let (a, b) = slots.split_at_mut(i);
+                (&a[j], &mut b[0])
+            } else {
+                let (a, b) = slots.split_at_mut(j);
+                (&b[0], &mut a[i])
+            };
+            match model.copy_prefix(&src.state, &mut dst.state, len) {
+                Ok(()) => {
+                    dst.cached.clear();
+                    dst.cached.extend_from_slice(&src.cached[..len]);
+                    len
+                }
+                Err(e) => {
+                    // Not expected (the states are this model's and the lengths fit): compute
+                    // the prefix instead.
+                    eprintln!("camelid serve: copying a cached prefix failed: {e}");
+                    own
+                }
+            }
+        }
+        _ => own,
+    };
+    let slot = &mut slots[i];
+    slot.cached.truncate(keep);
+    slot.state.pos = keep;
+    keep
+}
+
+/// Whether `work` is a choice of a request whose other choice is computing their prompt in a
+/// slot: it waits, then copies the prompt from that slot instead of computing it again.
+fn sibling_prefilling(work: &Work, slots: &[Slot]) -> bool {
+    let Work::Generate(job) = work else {
+        return false;
+    };
+    job.cache_prompt
+        && slots.iter().any(|s| {
+            s.active.as_ref().is_some_and(|a| {
+                a.job.events.same_channel(&job.events) && a.fed < a.job.prompt.len()
+            })
+        })
+}
+
+fn admit_embedding(
+    model: &Model,
+    slots: &mut [Slot],
+    i: usize,
+    job: EmbedJob,
+    clock: u64,
+    metrics: &Metrics,
+) {
+    let keep = reuse_prefix(model, slots, i, &job.tokens[..job.reusable()]);
+    let slot = &mut slots[i];
+    slot.last_used = clock;
+    metrics
+        .prompt_tokens
+        .fetch_add(job.tokens.len() as u64, Ordering::Relaxed);
+    metrics
+        .prompt_tokens_cached
+        .fetch_add(keep as u64, Ordering::Relaxed);
+    metrics.slots_busy.fetch_add(1, Ordering::Relaxed);
+    slot.embedding = Some(Embedding::new(job, keep, model.config.d_model));
+}
+
+/// Sends an embedding whose last tokens were in this step's pass, and frees its slot.
+fn finish_embedding(slot: &mut Slot, metrics: &Metrics) {
+    if slot
+        .embedding
+        .as_ref()
+        .is_some_and(|e| e.fed == e.job.tokens.len())
+        && let Some(e) = slot.embedding.take()
+    {
+        metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+        e.job.send(Ok(e.pooler.finish()));
+    }
 }
 
 /// The log-probability of `chosen` and the `k` most likely tokens, under the model's

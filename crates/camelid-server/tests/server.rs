@@ -22,6 +22,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+/// `/v1/embeddings`, and `n` choices sharing their prompt.
+#[path = "server/embeddings.rs"]
+mod embeddings;
+
 const MODEL: &str = "smollm2";
 /// Greedy steps compared with llama.cpp.
 const STEPS: usize = 8;

@@ -24,6 +24,7 @@ mod pretok;
 mod sentencepiece;
 mod special;
 mod stream;
+pub mod text;
 mod tiktoken;
 mod unicode;
 mod unicode_tables;
@@ -242,46 +243,15 @@ impl Tokenizer {
         Self::build_inner(spec, false, Some(pairs))
     }
 
+    /// Builds a tokenizer in phases: check the spec's counts and ids, pick the algorithm, each
+    /// token's bytes, the pieces merging may produce, the merge rules, the special-token tries
+    /// and the end-of-generation set.
     fn build_inner(
-        spec: TokenizerSpec,
+        mut spec: TokenizerSpec,
         sentencepiece_mode: bool,
         given_pairs: Option<PairMap>,
     ) -> Result<Tokenizer, Error> {
-        let n = spec.tokens.len();
-        if n == 0 {
-            return Err(Error::invalid("the vocabulary is empty"));
-        }
-        if n >= NONE as usize {
-            return Err(Error::invalid(format!("{n} tokens are too many")));
-        }
-        if !spec.scores.is_empty() && spec.scores.len() != n {
-            return Err(Error::invalid(format!(
-                "{} scores for {n} tokens",
-                spec.scores.len()
-            )));
-        }
-        if !spec.types.is_empty() && spec.types.len() != n {
-            return Err(Error::invalid(format!(
-                "{} token types for {n} tokens",
-                spec.types.len()
-            )));
-        }
-        for (name, id) in [
-            ("bos", spec.bos),
-            ("eos", spec.eos),
-            ("unk", spec.unk),
-            ("pad", spec.pad),
-            ("eot", spec.eot),
-            ("eom", spec.eom),
-        ] {
-            if let Some(id) = id {
-                if id as usize >= n {
-                    return Err(Error::invalid(format!(
-                        "{name} token id {id} is outside the vocabulary of {n}"
-                    )));
-                }
-            }
-        }
+        check_spec(&spec)?;
         let algo = match spec.kind {
             ModelKind::SentencePiece => Algo::Spm {
                 add_space_prefix: spec.add_space_prefix,
@@ -295,138 +265,19 @@ impl Tokenizer {
             },
         };
 
-        let mut types = spec.types;
+        // Moved out; `spec` keeps what the later phases read.
+        let mut types = std::mem::take(&mut spec.types);
         if types.is_empty() {
-            types = vec![TokenType::Normal; n];
+            types = vec![TokenType::Normal; spec.tokens.len()];
         }
-        let mut bytes: Vec<Box<[u8]>> = Vec::with_capacity(n);
-        let mut byte_tokens = [NONE; 256];
-        for (id, text) in spec.tokens.iter().enumerate() {
-            let b: Vec<u8> = match (spec.kind, types[id]) {
-                (ModelKind::SentencePiece, TokenType::Byte) => {
-                    let byte = parse_byte_piece(text).ok_or_else(|| {
-                        Error::invalid(format!("byte token {id} is spelled {text:?}, not <0xNN>"))
-                    })?;
-                    if byte_tokens[byte as usize] == NONE {
-                        byte_tokens[byte as usize] = id as u32;
-                    }
-                    vec![byte]
-                }
-                (ModelKind::SentencePiece, TokenType::Normal | TokenType::Unused) => {
-                    text.replace(SPM_SPACE, " ").into_bytes()
-                }
-                (ModelKind::ByteLevel, TokenType::Normal | TokenType::Unused) => {
-                    match bytelevel::decode(text) {
-                        Some(b) => b,
-                        None => {
-                            // A "normal" token outside the byte mapping is plain text (some
-                            // converters mark added tokens normal); match it like user-defined.
-                            types[id] = TokenType::UserDefined;
-                            text.as_bytes().to_vec()
-                        }
-                    }
-                }
-                (ModelKind::ByteLevel, TokenType::Byte) => match bytelevel::decode(text) {
-                    Some(b) if b.len() == 1 => b,
-                    _ => parse_byte_piece(text).map(|b| vec![b]).ok_or_else(|| {
-                        Error::invalid(format!("byte token {id} is spelled {text:?}"))
-                    })?,
-                },
-                _ => text.as_bytes().to_vec(),
-            };
-            bytes.push(b.into_boxed_slice());
-        }
-
-        // Pieces that merging may produce, keyed the way the merge loop looks them up.
-        let mut pieces: FastMap<Box<[u8]>, u32> = FastMap::default();
-        for (id, text) in spec.tokens.iter().enumerate() {
-            let mergeable = match spec.kind {
-                // SentencePiece merges into normal, user-defined and unused pieces
-                // (sentencepiece `model_interface.cc`, InitializePieces).
-                ModelKind::SentencePiece => matches!(
-                    types[id],
-                    TokenType::Normal | TokenType::UserDefined | TokenType::Unused
-                ),
-                ModelKind::ByteLevel => matches!(types[id], TokenType::Normal | TokenType::Unused),
-            };
-            if !mergeable {
-                continue;
-            }
-            let key: &[u8] = match spec.kind {
-                ModelKind::SentencePiece => text.as_bytes(),
-                ModelKind::ByteLevel => &bytes[id],
-            };
-            pieces.entry(key.into()).or_insert(id as u32);
-        }
-        if spec.kind == ModelKind::ByteLevel {
-            for (b, slot) in byte_tokens.iter_mut().enumerate() {
-                if let Some(&id) = pieces.get(&[b as u8][..]) {
-                    *slot = id;
-                }
-            }
-        }
-
-        let mut pairs = PairMap::default();
-        if let Some(p) = given_pairs {
-            pairs = p;
-        } else if !spec.merges.is_empty() {
-            for (rank, m) in spec.merges.iter().enumerate() {
-                let (l, r) = split_merge(m).ok_or_else(|| {
-                    Error::invalid(format!("merge {rank} ({m:?}) is not two tokens"))
-                })?;
-                let lookup = |s: &str| -> Option<u32> {
-                    match spec.kind {
-                        ModelKind::SentencePiece => pieces.get(s.as_bytes()).copied(),
-                        ModelKind::ByteLevel => {
-                            pieces.get(bytelevel::decode(s)?.as_slice()).copied()
-                        }
-                    }
-                };
-                let (Some(li), Some(ri)) = (lookup(l), lookup(r)) else {
-                    return Err(Error::invalid(format!(
-                        "merge {rank} ({m:?}) names a token that is not in the vocabulary"
-                    )));
-                };
-                let mut joined: Vec<u8> = bytes_key(spec.kind, &spec.tokens, &bytes, li).to_vec();
-                joined.extend_from_slice(bytes_key(spec.kind, &spec.tokens, &bytes, ri));
-                let Some(&mi) = pieces.get(joined.as_slice()) else {
-                    return Err(Error::invalid(format!(
-                        "merge {rank} ({m:?}) makes a token that is not in the vocabulary"
-                    )));
-                };
-                pairs.insert(li, ri, rank as u32, mi);
-            }
-        } else if spec.kind == ModelKind::SentencePiece {
-            pairs = spm_pairs_by_score(&spec.tokens, &spec.scores, &pieces);
-        }
-
-        let mut special_all = Trie::default();
-        let mut special_always = Trie::default();
-        let mut by_text = HashMap::with_capacity(n);
-        for (id, text) in spec.tokens.iter().enumerate() {
-            by_text.entry(text.clone()).or_insert(id as u32);
-            if types[id].is_special() && !text.is_empty() {
-                special_all.insert(text.as_bytes(), id as u32);
-                if types[id] == TokenType::UserDefined {
-                    special_always.insert(text.as_bytes(), id as u32);
-                }
-            }
-        }
-
-        let mut eog: Vec<u32> = [spec.eos, spec.eot, spec.eom]
-            .into_iter()
-            .flatten()
-            .collect();
-        for t in EOG_TEXTS {
-            if let Some(&id) = by_text.get(*t) {
-                if types[id as usize].is_special() {
-                    eog.push(id);
-                }
-            }
-        }
-        eog.sort_unstable();
-        eog.dedup();
-
+        let (bytes, mut byte_tokens) = token_bytes(&spec, &mut types)?;
+        let pieces = mergeable_pieces(&spec, &types, &bytes, &mut byte_tokens);
+        let pairs = match given_pairs {
+            Some(p) => p,
+            None => merge_pairs(&spec, &pieces, &bytes)?,
+        };
+        let (special_all, special_always, by_text) = special_tokens(&spec.tokens, &types);
+        let eog = end_of_generation(&spec, &types, &by_text);
         let has_unused = types.contains(&TokenType::Unused);
         Ok(Tokenizer {
             algo,
@@ -865,6 +716,221 @@ fn spm_pairs_by_score(
         }
     }
     pairs
+}
+
+/// The spec's lengths agree and its special ids are inside the vocabulary.
+fn check_spec(spec: &TokenizerSpec) -> Result<(), Error> {
+    let n = spec.tokens.len();
+    if n == 0 {
+        return Err(Error::invalid("the vocabulary is empty"));
+    }
+    if n >= NONE as usize {
+        return Err(Error::invalid(format!("{n} tokens are too many")));
+    }
+    if !spec.scores.is_empty() && spec.scores.len() != n {
+        return Err(Error::invalid(format!(
+            "{} scores for {n} tokens",
+            spec.scores.len()
+        )));
+    }
+    if !spec.types.is_empty() && spec.types.len() != n {
+        return Err(Error::invalid(format!(
+            "{} token types for {n} tokens",
+            spec.types.len()
+        )));
+    }
+    for (name, id) in [
+        ("bos", spec.bos),
+        ("eos", spec.eos),
+        ("unk", spec.unk),
+        ("pad", spec.pad),
+        ("eot", spec.eot),
+        ("eom", spec.eom),
+    ] {
+        if let Some(id) = id {
+            if id as usize >= n {
+                return Err(Error::invalid(format!(
+                    "{name} token id {id} is outside the vocabulary of {n}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The token of each byte value, `NONE` where the vocabulary has none.
+type ByteTokens = [u32; 256];
+/// A token's bytes.
+type TokenBytes = Box<[u8]>;
+
+/// Each token's bytes, and the byte tokens (`<0xNN>` pieces, or byte-level single bytes); a
+/// byte-level "normal" token outside the byte mapping becomes user-defined in `types`.
+fn token_bytes(
+    spec: &TokenizerSpec,
+    types: &mut [TokenType],
+) -> Result<(Vec<TokenBytes>, ByteTokens), Error> {
+    let n = spec.tokens.len();
+    let mut bytes: Vec<Box<[u8]>> = Vec::with_capacity(n);
+    let mut byte_tokens = [NONE; 256];
+    for (id, text) in spec.tokens.iter().enumerate() {
+        let b: Vec<u8> = match (spec.kind, types[id]) {
+            (ModelKind::SentencePiece, TokenType::Byte) => {
+                let byte = parse_byte_piece(text).ok_or_else(|| {
+                    Error::invalid(format!("byte token {id} is spelled {text:?}, not <0xNN>"))
+                })?;
+                if byte_tokens[byte as usize] == NONE {
+                    byte_tokens[byte as usize] = id as u32;
+                }
+                vec![byte]
+            }
+            (ModelKind::SentencePiece, TokenType::Normal | TokenType::Unused) => {
+                text.replace(SPM_SPACE, " ").into_bytes()
+            }
+            (ModelKind::ByteLevel, TokenType::Normal | TokenType::Unused) => {
+                match bytelevel::decode(text) {
+                    Some(b) => b,
+                    None => {
+                        // A "normal" token outside the byte mapping is plain text (some
+                        // converters mark added tokens normal); match it like user-defined.
+                        types[id] = TokenType::UserDefined;
+                        text.as_bytes().to_vec()
+                    }
+                }
+            }
+            (ModelKind::ByteLevel, TokenType::Byte) => match bytelevel::decode(text) {
+                Some(b) if b.len() == 1 => b,
+                _ => parse_byte_piece(text).map(|b| vec![b]).ok_or_else(|| {
+                    Error::invalid(format!("byte token {id} is spelled {text:?}"))
+                })?,
+            },
+            _ => text.as_bytes().to_vec(),
+        };
+        bytes.push(b.into_boxed_slice());
+    }
+
+    Ok((bytes, byte_tokens))
+}
+
+/// The pieces merging may produce, keyed the way the merge loop looks them up; for byte-level
+/// vocabularies the single-byte pieces also become the byte tokens.
+fn mergeable_pieces(
+    spec: &TokenizerSpec,
+    types: &[TokenType],
+    bytes: &[Box<[u8]>],
+    byte_tokens: &mut [u32; 256],
+) -> FastMap<Box<[u8]>, u32> {
+    let mut pieces: FastMap<Box<[u8]>, u32> = FastMap::default();
+    for (id, text) in spec.tokens.iter().enumerate() {
+        let mergeable = match spec.kind {
+            // SentencePiece merges into normal, user-defined and unused pieces
+            // (sentencepiece `model_interface.cc`, InitializePieces).
+            ModelKind::SentencePiece => matches!(
+                types[id],
+                TokenType::Normal | TokenType::UserDefined | TokenType::Unused
+            ),
+            ModelKind::ByteLevel => matches!(types[id], TokenType::Normal | TokenType::Unused),
+        };
+        if !mergeable {
+            continue;
+        }
+        let key: &[u8] = match spec.kind {
+            ModelKind::SentencePiece => text.as_bytes(),
+            ModelKind::ByteLevel => &bytes[id],
+        };
+        pieces.entry(key.into()).or_insert(id as u32);
+    }
+    if spec.kind == ModelKind::ByteLevel {
+        for (b, slot) in byte_tokens.iter_mut().enumerate() {
+            if let Some(&id) = pieces.get(&[b as u8][..]) {
+                *slot = id;
+            }
+        }
+    }
+
+    pieces
+}
+
+/// The merge rules: from the spec's merges (each checked against the vocabulary), or for a
+/// SentencePiece vocabulary without them, from the scores.
+fn merge_pairs(
+    spec: &TokenizerSpec,
+    pieces: &FastMap<Box<[u8]>, u32>,
+    bytes: &[Box<[u8]>],
+) -> Result<PairMap, Error> {
+    let mut pairs = PairMap::default();
+    if !spec.merges.is_empty() {
+        for (rank, m) in spec.merges.iter().enumerate() {
+            let (l, r) = split_merge(m)
+                .ok_or_else(|| Error::invalid(format!("merge {rank} ({m:?}) is not two tokens")))?;
+            let lookup = |s: &str| -> Option<u32> {
+                match spec.kind {
+                    ModelKind::SentencePiece => pieces.get(s.as_bytes()).copied(),
+                    ModelKind::ByteLevel => pieces.get(bytelevel::decode(s)?.as_slice()).copied(),
+                }
+            };
+            let (Some(li), Some(ri)) = (lookup(l), lookup(r)) else {
+                return Err(Error::invalid(format!(
+                    "merge {rank} ({m:?}) names a token that is not in the vocabulary"
+                )));
+            };
+            let mut joined: Vec<u8> = bytes_key(spec.kind, &spec.tokens, bytes, li).to_vec();
+            joined.extend_from_slice(bytes_key(spec.kind, &spec.tokens, bytes, ri));
+            let Some(&mi) = pieces.get(joined.as_slice()) else {
+                return Err(Error::invalid(format!(
+                    "merge {rank} ({m:?}) makes a token that is not in the vocabulary"
+                )));
+            };
+            pairs.insert(li, ri, rank as u32, mi);
+        }
+    } else if spec.kind == ModelKind::SentencePiece {
+        pairs = spm_pairs_by_score(&spec.tokens, &spec.scores, pieces);
+    }
+
+    Ok(pairs)
+}
+
+/// The tries of special tokens (all of them; the user-defined ones matched even where
+/// specials are not parsed) and the index of every token by its text.
+fn special_tokens(tokens: &[String], types: &[TokenType]) -> (Trie, Trie, HashMap<String, u32>) {
+    let n = tokens.len();
+    let mut special_all = Trie::default();
+    let mut special_always = Trie::default();
+    let mut by_text = HashMap::with_capacity(n);
+    for (id, text) in tokens.iter().enumerate() {
+        by_text.entry(text.clone()).or_insert(id as u32);
+        if types[id].is_special() && !text.is_empty() {
+            special_all.insert(text.as_bytes(), id as u32);
+            if types[id] == TokenType::UserDefined {
+                special_always.insert(text.as_bytes(), id as u32);
+            }
+        }
+    }
+
+    (special_all, special_always, by_text)
+}
+
+/// The end-of-generation tokens: EOS, EOT, EOM, and the special tokens spelled as the known
+/// end-of-turn texts.
+fn end_of_generation(
+    spec: &TokenizerSpec,
+    types: &[TokenType],
+    by_text: &HashMap<String, u32>,
+) -> Vec<u32> {
+    let mut eog: Vec<u32> = [spec.eos, spec.eot, spec.eom]
+        .into_iter()
+        .flatten()
+        .collect();
+    for t in EOG_TEXTS {
+        if let Some(&id) = by_text.get(*t) {
+            if types[id as usize].is_special() {
+                eog.push(id);
+            }
+        }
+    }
+    eog.sort_unstable();
+    eog.dedup();
+
+    eog
 }
 
 #[cfg(test)]

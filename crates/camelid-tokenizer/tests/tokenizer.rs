@@ -305,3 +305,29 @@ fn tokenizer_model_is_sniffed() {
     let b = Tokenizer::from_tokenizer_model(testdata("spm-tiny.model")).unwrap();
     assert_eq!(b.kind(), camelid_tokenizer::ModelKind::SentencePiece);
 }
+
+/// Ids as people type them, pieces as they should read on one line, bytes that must be text.
+#[test]
+fn typed_ids_escaped_pieces_and_utf8_text() {
+    use camelid_tokenizer::text::{TextError, escape_piece, parse_ids, utf8_text};
+    assert_eq!(parse_ids(&["1,2, 3"]).unwrap(), [1, 2, 3]);
+    assert_eq!(parse_ids(&["1", "2", "3"]).unwrap(), [1, 2, 3]);
+    assert_eq!(parse_ids(&["[1, 2]"]).unwrap(), [1, 2]);
+    assert_eq!(parse_ids(&["1,x"]), Err(TextError::NotAnId("x".into())));
+    assert_eq!(
+        parse_ids(&["4294967296"]).unwrap_err().to_string(),
+        "\"4294967296\" is not a token id (a number 0 to 4294967295)"
+    );
+    assert_eq!(parse_ids(&[","]), Err(TextError::NoIds));
+    assert_eq!(
+        utf8_text(b"ab\xFFc".to_vec(), "f.txt")
+            .unwrap_err()
+            .to_string(),
+        "f.txt is not valid UTF-8: byte 0xFF at offset 2"
+    );
+    assert_eq!(utf8_text("é".into(), "x").unwrap(), "é");
+    assert_eq!(escape_piece(b" a\n\t\\"), " a\\n\\t\\\\");
+    // The first two bytes of 日 (E6 97 A5): half a character.
+    assert_eq!(escape_piece(&[0xE6, 0x97]), "\\xE6\\x97");
+    assert_eq!(escape_piece("\u{7}".as_bytes()), "\\u{7}");
+}

@@ -266,6 +266,18 @@ impl<'a> Cursor<'a> {
         self.array(what).map(u64::from_le_bytes)
     }
 
+    /// A u32 type id, known to `from_id`; `unknown(id)` says what is wrong with another.
+    fn type_id<T>(
+        &mut self,
+        what: &dyn Fn() -> String,
+        from_id: fn(u32) -> Option<T>,
+        unknown: &dyn Fn(u32) -> String,
+    ) -> Result<T, Error> {
+        let at = self.pos;
+        let id = self.u32(what)?;
+        from_id(id).ok_or_else(|| self.error(at, unknown(id)))
+    }
+
     /// A GGUF string: u64 length, then that many bytes of UTF-8, at most `max_len` of them.
     fn string(&mut self, max_len: usize, what: &dyn Fn() -> String) -> Result<String, Error> {
         let start = self.pos;
@@ -381,14 +393,45 @@ fn align_up(x: u64, alignment: u64) -> Option<u64> {
     x.checked_next_multiple_of(alignment)
 }
 
-/// Parses and validates a whole header. Tensor data is not read, only bounds-checked.
+/// Parses and validates a whole header, in the file's order: magic and version, the two
+/// counts, the metadata, the alignment it sets, the tensor infos, then the tensors' places in
+/// the data section (inside the file, not overlapping). Tensor data is not read, only
+/// bounds-checked.
 fn parse(bytes: &[u8], path: &Path) -> Result<Header, Error> {
     let mut cur = Cursor {
         bytes,
         pos: 0,
         path,
     };
+    let version = read_preamble(&mut cur)?;
+    let tensor_count_at = cur.pos;
+    let tensor_count = cur.u64(&|| "tensor count".to_owned())?;
+    let kv_count_at = cur.pos;
+    let kv_count = cur.u64(&|| "metadata key/value count".to_owned())?;
+    cur.check_count(kv_count_at, kv_count, MIN_KV, "metadata key/value")?;
+    cur.check_count(tensor_count_at, tensor_count, MIN_TENSOR_INFO, "tensor")?;
+    let md = read_metadata(&mut cur, kv_count)?;
+    let alignment = md.alignment(&cur)?;
+    // The tensor count was checked against the whole file; check it again against what is left.
+    cur.check_count(tensor_count_at, tensor_count, MIN_TENSOR_INFO, "tensor")?;
+    let mut infos = read_tensor_infos(&mut cur, tensor_count, alignment)?;
+    let data_offset = align_up(cur.pos as u64, alignment)
+        .ok_or_else(|| cur.error(cur.pos, "data section start overflows u64".to_owned()))?;
+    infos.place(&cur, data_offset)?;
+    infos.check_overlaps(&cur)?;
+    Ok(Header {
+        version,
+        alignment,
+        data_offset,
+        metadata: md.entries,
+        metadata_index: md.index,
+        tensors: infos.tensors,
+        tensor_index: infos.index,
+    })
+}
 
+/// The magic and a supported version, with what to do about the usual wrong ones.
+fn read_preamble(cur: &mut Cursor) -> Result<u32, Error> {
     let magic = cur.array::<4>(&|| "magic".to_owned())?;
     if magic != MAGIC {
         let hint = match &magic {
@@ -433,14 +476,20 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Header, Error> {
         }
     }
 
-    let tensor_count_at = cur.pos;
-    let tensor_count = cur.u64(&|| "tensor count".to_owned())?;
-    let kv_count_at = cur.pos;
-    let kv_count = cur.u64(&|| "metadata key/value count".to_owned())?;
-    cur.check_count(kv_count_at, kv_count, MIN_KV, "metadata key/value")?;
-    cur.check_count(tensor_count_at, tensor_count, MIN_TENSOR_INFO, "tensor")?;
+    Ok(version)
+}
 
-    // Both counts are bounded by the file size now.
+/// The metadata in file order, with an index by key and each key's byte offset (for errors).
+struct Metadata {
+    entries: Vec<(String, Value)>,
+    index: HashMap<String, usize>,
+    key_offsets: Vec<usize>,
+}
+
+/// `kv_count` key/value pairs (the count already bounded by the file size); a key defined
+/// twice is an error.
+fn read_metadata(cur: &mut Cursor, kv_count: u64) -> Result<Metadata, Error> {
+    // The count is bounded by the file size.
     let mut metadata = Vec::with_capacity(kv_count as usize);
     let mut metadata_index = HashMap::with_capacity(kv_count as usize);
     let mut key_offsets = Vec::with_capacity(kv_count as usize);
@@ -459,46 +508,71 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Header, Error> {
                 slot.insert(metadata.len());
             }
         }
-        let type_at = cur.pos;
-        let type_id = cur.u32(&|| format!("value type of metadata key {key:?}"))?;
-        let ty = ValueType::from_id(type_id).ok_or_else(|| {
-            cur.error(
-                type_at,
-                format!("metadata key {key:?}: unknown value type {type_id}, expected 0..=12"),
-            )
-        })?;
+        let ty = cur.type_id(
+            &|| format!("value type of metadata key {key:?}"),
+            ValueType::from_id,
+            &|id| format!("metadata key {key:?}: unknown value type {id}, expected 0..=12"),
+        )?;
         let value = cur.value(ty, 0, &key)?;
         key_offsets.push(at);
         metadata.push((key, value));
     }
 
-    let alignment = match metadata_index.get(ALIGNMENT_KEY) {
-        None => DEFAULT_ALIGNMENT,
-        Some(&i) => {
-            let at = key_offsets[i];
-            match metadata[i].1 {
-                Value::U32(a) if a.is_power_of_two() => u64::from(a),
-                Value::U32(a) => {
-                    return Err(cur.error(
-                        at,
-                        format!("{ALIGNMENT_KEY} is {a}, expected a non-zero power of two"),
-                    ));
-                }
-                ref other => {
-                    return Err(cur.error(
-                        at,
-                        format!(
-                            "{ALIGNMENT_KEY} has type {}, expected u32",
-                            other.type_name()
-                        ),
-                    ));
+    Ok(Metadata {
+        entries: metadata,
+        index: metadata_index,
+        key_offsets,
+    })
+}
+
+impl Metadata {
+    /// The data section's alignment: `general.alignment`, a power of two, or the default.
+    fn alignment(&self, cur: &Cursor) -> Result<u64, Error> {
+        let (metadata, metadata_index, key_offsets) =
+            (&self.entries, &self.index, &self.key_offsets);
+        Ok(match metadata_index.get(ALIGNMENT_KEY) {
+            None => DEFAULT_ALIGNMENT,
+            Some(&i) => {
+                let at = key_offsets[i];
+                match metadata[i].1 {
+                    Value::U32(a) if a.is_power_of_two() => u64::from(a),
+                    Value::U32(a) => {
+                        return Err(cur.error(
+                            at,
+                            format!("{ALIGNMENT_KEY} is {a}, expected a non-zero power of two"),
+                        ));
+                    }
+                    ref other => {
+                        return Err(cur.error(
+                            at,
+                            format!(
+                                "{ALIGNMENT_KEY} has type {}, expected u32",
+                                other.type_name()
+                            ),
+                        ));
+                    }
                 }
             }
-        }
-    };
+        })
+    }
+}
 
-    // The tensor count was checked against the whole file; check it again against what is left.
-    cur.check_count(tensor_count_at, tensor_count, MIN_TENSOR_INFO, "tensor")?;
+/// The tensor infos in file order, with an index by name, each info's byte offset (for
+/// errors) and each tensor's size in bytes.
+struct TensorInfos {
+    tensors: Vec<TensorInfo>,
+    index: HashMap<String, usize>,
+    info_offsets: Vec<usize>,
+    sizes: Vec<u64>,
+}
+
+/// `tensor_count` tensor infos: unique names, bounded dimensions, known types, whole blocks per
+/// row, offsets on the alignment. Their data ranges are set by [`TensorInfos::place`].
+fn read_tensor_infos(
+    cur: &mut Cursor,
+    tensor_count: u64,
+    alignment: u64,
+) -> Result<TensorInfos, Error> {
     let mut tensors = Vec::with_capacity(tensor_count as usize);
     let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
     let mut info_offsets = Vec::with_capacity(tensor_count as usize);
@@ -514,69 +588,7 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Header, Error> {
                 format!("duplicate tensor name {name:?} (first defined at byte {first_at})"),
             ));
         }
-        let dims_at = cur.pos;
-        let n_dims = cur.u32(&|| format!("tensor {name:?}: number of dimensions"))?;
-        if n_dims as usize > MAX_DIMS {
-            return Err(cur.error(
-                dims_at,
-                format!("tensor {name:?}: {n_dims} dimensions, expected at most {MAX_DIMS}"),
-            ));
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        let mut n_elements: u64 = 1;
-        for d in 0..n_dims {
-            let dim = cur.u64(&|| format!("tensor {name:?}: dimension {d}"))?;
-            // ggml stores dims as int64_t, so the element count must fit in an i64.
-            n_elements = n_elements
-                .checked_mul(dim)
-                .filter(|&n| n <= i64::MAX as u64)
-                .ok_or_else(|| {
-                    cur.error(
-                        dims_at,
-                        format!(
-                            "tensor {name:?}: dimensions {:?} have more than 2^63 - 1 elements",
-                            [&dims[..], &[dim]].concat()
-                        ),
-                    )
-                })?;
-            dims.push(dim);
-        }
-        let type_at = cur.pos;
-        let type_id = cur.u32(&|| format!("tensor {name:?}: type"))?;
-        let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
-            cur.error(
-                type_at,
-                format!("tensor {name:?}: unknown ggml type id {type_id}"),
-            )
-        })?;
-        let row_len = dims.first().copied().unwrap_or(1);
-        let n_rows = n_elements.checked_div(row_len).unwrap_or(0);
-        let size = ggml_type
-            .row_bytes(row_len)
-            .ok_or_else(|| {
-                cur.error(
-                    dims_at,
-                    format!(
-                        "tensor {name:?}: row length {row_len} is not a multiple of the {} block size {}",
-                        ggml_type.name(),
-                        ggml_type.block_size()
-                    ),
-                )
-            })?
-            .checked_mul(n_rows)
-            .ok_or_else(|| {
-                cur.error(dims_at, format!("tensor {name:?}: byte size overflows u64"))
-            })?;
-        let offset_at = cur.pos;
-        let offset = cur.u64(&|| format!("tensor {name:?}: data offset"))?;
-        if offset % alignment != 0 {
-            return Err(cur.error(
-                offset_at,
-                format!(
-                    "tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}"
-                ),
-            ));
-        }
+        let (dims, ggml_type, size, offset) = read_tensor_layout(cur, &name, alignment)?;
         tensor_index.insert(name.clone(), tensors.len());
         info_offsets.push(at);
         sizes.push(size);
@@ -589,73 +601,155 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Header, Error> {
         });
     }
 
-    let header_end = cur.pos as u64;
-    let file_len = bytes.len() as u64;
-    let data_offset = align_up(header_end, alignment)
-        .ok_or_else(|| cur.error(cur.pos, "data section start overflows u64".to_owned()))?;
-    let end_of = |t: &TensorInfo, size: u64| {
-        data_offset
-            .checked_add(t.offset)
-            .and_then(|s| s.checked_add(size))
-    };
-    // The size the header implies, when every extent is representable: a header that parsed
-    // with data cut short is what an interrupted download or copy leaves, and saying so (with
-    // both sizes) tells the user to fetch the file again rather than suspect the reader.
-    let implied_len = tensors
-        .iter()
-        .zip(&sizes)
-        .try_fold(data_offset, |m, (t, &size)| {
-            end_of(t, size).map(|e| m.max(e))
-        });
-    for ((t, &size), &at) in tensors.iter_mut().zip(&sizes).zip(&info_offsets) {
-        match end_of(t, size) {
-            Some(end) if end <= file_len => {
-                // `start <= end <= file_len`, which fits in usize.
-                t.data_range = (data_offset + t.offset) as usize..end as usize;
-            }
-            _ => {
-                let (truncated, size_note) = match implied_len {
-                    Some(need) => (
-                        format!("file looks truncated ({file_len} of ≥ {need} bytes): "),
-                        String::new(),
-                    ),
-                    None => (String::new(), format!(", file size is {file_len}")),
-                };
-                return Err(cur.error(
-                    at,
+    Ok(TensorInfos {
+        tensors,
+        index: tensor_index,
+        info_offsets,
+        sizes,
+    })
+}
+
+/// One tensor info after its name: dimensions (at most [`MAX_DIMS`], fewer than 2^63
+/// elements), ggml type, size in bytes (whole blocks per row), and data offset (on the
+/// alignment).
+fn read_tensor_layout(
+    cur: &mut Cursor,
+    name: &str,
+    alignment: u64,
+) -> Result<(Vec<u64>, GgmlType, u64, u64), Error> {
+    let dims_at = cur.pos;
+    let n_dims = cur.u32(&|| format!("tensor {name:?}: number of dimensions"))?;
+    if n_dims as usize > MAX_DIMS {
+        return Err(cur.error(
+            dims_at,
+            format!("tensor {name:?}: {n_dims} dimensions, expected at most {MAX_DIMS}"),
+        ));
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    let mut n_elements: u64 = 1;
+    for d in 0..n_dims {
+        let dim = cur.u64(&|| format!("tensor {name:?}: dimension {d}"))?;
+        // ggml stores dims as int64_t, so the element count must fit in an i64.
+        n_elements = n_elements
+            .checked_mul(dim)
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(|| {
+                cur.error(
+                    dims_at,
                     format!(
-                        "{truncated}tensor {:?} ({} {:?}, {size} bytes at data offset {}) ends past \
-                         the end of the file: data section starts at byte {data_offset}{size_note}",
-                        t.name, t.ggml_type, t.dims, t.offset
+                        "tensor {name:?}: dimensions {:?} have more than 2^63 - 1 elements",
+                        [&dims[..], &[dim]].concat()
+                    ),
+                )
+            })?;
+        dims.push(dim);
+    }
+    let ggml_type = cur.type_id(
+        &|| format!("tensor {name:?}: type"),
+        GgmlType::from_id,
+        &|id| format!("tensor {name:?}: unknown ggml type id {id}"),
+    )?;
+    let row_len = dims.first().copied().unwrap_or(1);
+    let n_rows = n_elements.checked_div(row_len).unwrap_or(0);
+    let size = ggml_type
+        .row_bytes(row_len)
+        .ok_or_else(|| {
+            cur.error(
+                dims_at,
+                format!(
+                    "tensor {name:?}: row length {row_len} is not a multiple of the {} block size {}",
+                    ggml_type.name(),
+                    ggml_type.block_size()
+                ),
+            )
+        })?
+        .checked_mul(n_rows)
+        .ok_or_else(|| {
+            cur.error(dims_at, format!("tensor {name:?}: byte size overflows u64"))
+        })?;
+    let offset_at = cur.pos;
+    let offset = cur.u64(&|| format!("tensor {name:?}: data offset"))?;
+    if offset % alignment != 0 {
+        return Err(cur.error(
+            offset_at,
+            format!(
+                "tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}"
+            ),
+        ));
+    }
+    Ok((dims, ggml_type, size, offset))
+}
+
+impl TensorInfos {
+    /// Sets each tensor's byte range in the file, the data section starting at `data_offset`;
+    /// a tensor that ends past the end of the file is an error that says whether the file looks
+    /// truncated.
+    fn place(&mut self, cur: &Cursor, data_offset: u64) -> Result<(), Error> {
+        let (tensors, sizes, info_offsets) =
+            (&mut self.tensors, &self.sizes[..], &self.info_offsets[..]);
+        let file_len = cur.bytes.len() as u64;
+        let end_of = |t: &TensorInfo, size: u64| {
+            data_offset
+                .checked_add(t.offset)
+                .and_then(|s| s.checked_add(size))
+        };
+        // The size the header implies, when every extent is representable: a header that parsed
+        // with data cut short is what an interrupted download or copy leaves, and saying so (with
+        // both sizes) tells the user to fetch the file again rather than suspect the reader.
+        let implied_len = tensors
+            .iter()
+            .zip(sizes)
+            .try_fold(data_offset, |m, (t, &size)| {
+                end_of(t, size).map(|e| m.max(e))
+            });
+        for ((t, &size), &at) in tensors.iter_mut().zip(sizes).zip(info_offsets) {
+            match end_of(t, size) {
+                Some(end) if end <= file_len => {
+                    // `start <= end <= file_len`, which fits in usize.
+                    t.data_range = (data_offset + t.offset) as usize..end as usize;
+                }
+                _ => {
+                    let (truncated, size_note) = match implied_len {
+                        Some(need) => (
+                            format!("file looks truncated ({file_len} of ≥ {need} bytes): "),
+                            String::new(),
+                        ),
+                        None => (String::new(), format!(", file size is {file_len}")),
+                    };
+                    return Err(cur.error(
+                        at,
+                        format!(
+                            "{truncated}tensor {:?} ({} {:?}, {size} bytes at data offset {}) ends past \
+                             the end of the file: data section starts at byte {data_offset}{size_note}",
+                            t.name, t.ggml_type, t.dims, t.offset
+                        ),
+                    ));
+                }
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Tensors may come in any order in the data section, but must not share bytes.
+    fn check_overlaps(&self, cur: &Cursor) -> Result<(), Error> {
+        let (tensors, sizes, info_offsets) =
+            (&self.tensors, &self.sizes[..], &self.info_offsets[..]);
+        let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| sizes[i] > 0).collect();
+        order.sort_by_key(|&i| tensors[i].data_range.start);
+        for pair in order.windows(2) {
+            let (a, b) = (&tensors[pair[0]], &tensors[pair[1]]);
+            if b.data_range.start < a.data_range.end {
+                return Err(cur.error(
+                    info_offsets[pair[1]],
+                    format!(
+                        "tensor {:?} (bytes {:?}) overlaps tensor {:?} (bytes {:?})",
+                        b.name, b.data_range, a.name, a.data_range
                     ),
                 ));
             }
         }
-    }
 
-    // Tensors may come in any order in the data section, but must not share bytes.
-    let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| sizes[i] > 0).collect();
-    order.sort_by_key(|&i| tensors[i].data_range.start);
-    for pair in order.windows(2) {
-        let (a, b) = (&tensors[pair[0]], &tensors[pair[1]]);
-        if b.data_range.start < a.data_range.end {
-            return Err(cur.error(
-                info_offsets[pair[1]],
-                format!(
-                    "tensor {:?} (bytes {:?}) overlaps tensor {:?} (bytes {:?})",
-                    b.name, b.data_range, a.name, a.data_range
-                ),
-            ));
-        }
+        Ok(())
     }
-
-    Ok(Header {
-        version,
-        alignment,
-        data_offset,
-        metadata,
-        metadata_index,
-        tensors,
-        tensor_index,
-    })
 }
