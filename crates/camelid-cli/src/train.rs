@@ -161,7 +161,8 @@ Optimizer: AdamW β 0.9/0.95, ε 1e-5, clipping at global norm 1.0, linear warmu
 decay to --min-lr-ratio of --lr (the LLaMA paper's recipe).
 Output: DIR/config.json + model.safetensors + tokenizer files (a Hugging Face folder: `camelid
 run -m DIR`, transformers' from_pretrained), optimizer.safetensors + train_state.json (--resume),
-log.jsonl (step, lr, loss, grad_norm, tokens_per_s, val_loss, val_bpb).";
+log.jsonl (step, lr, loss, bpb, grad_norm, tokens_per_s, val_loss, val_bpb), loss.svg (train and
+validation in bits per byte against the step).";
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
@@ -586,8 +587,6 @@ fn train(
     let stopped =
         trainer::run(&mut t, &mut ws, &plan, &output, &mut hooks).map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
-    // The loss curve: DIR/log.jsonl holds every step's `bpb` and the evaluations' `val_bpb`
-    // (trainer::run documents the fields); a chart of both is drawn from it here.
     let why = match stopped {
         Stopped::Done => "done",
         Stopped::StopAt => "stopped at --stop-at",

@@ -9,6 +9,7 @@
 //! DIR/optimizer.safetensors  AdamW's moments, `exp_avg.<name>` and `exp_avg_sq.<name>`
 //! DIR/train_state.json       the step, the data position and the run's settings
 //! DIR/log.jsonl              one line per step (written by the trainer, kept across resumes)
+//! DIR/loss.svg               the loss curve drawn from the log (`chart`)
 //! ```
 //!
 //! Every file is written under a temporary name and renamed over the old one, so an interrupted

@@ -18,10 +18,12 @@
 //! - [`init`]: the Llama initialisation (normal 0.02, residual outputs scaled by depth).
 //! - [`trainer`]: the loop: accumulation, evaluation, the JSONL log, stopping and resuming.
 //! - [`shape`]: presets, the generations' architecture choices, the memory of a run.
+//! - [`chart`]: the loss curve (`loss.svg`), train and validation in bits per byte.
 //! - [`checkpoint`]: Hugging Face folders (config.json, model.safetensors, tokenizer files) plus
 //!   the optimizer state and the data position.
 
 mod attn;
+pub mod chart;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

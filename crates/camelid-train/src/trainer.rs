@@ -455,9 +455,25 @@ impl Output {
     }
 }
 
+/// `dir/loss.svg` from `dir/log.jsonl` (nothing before the first step).
+fn write_chart(dir: &Path) -> Result<(), String> {
+    let log = dir.join("log.jsonl");
+    let text = fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let title = format!(
+        "{}: loss",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    );
+    match crate::chart::loss_svg(&text, &title) {
+        Some(svg) => {
+            checkpoint::write_atomic(dir, "loss.svg", svg.as_bytes()).map_err(|e| e.to_string())
+        }
+        None => Ok(()),
+    }
+}
+
 /// Runs steps until the schedule ends or a stop condition holds, logging each step to
 /// `out.dir/log.jsonl` (appended, so a resumed run continues the same log) and saving a
-/// checkpoint when it stops.
+/// checkpoint and `loss.svg` (also after each evaluation) when it stops.
 ///
 /// A log line: `{"step", "lr", "loss", "bpb", "grad_norm", "tokens_per_s", "elapsed_s"}`, plus
 /// `"val_loss"` and `"val_bpb"` on evaluation steps; losses in nats per token, `bpb` in bits per
@@ -522,6 +538,9 @@ pub fn run(
             line["val_bpb"] = bpb.into();
         }
         writeln!(log, "{line}").map_err(|e| format!("{}: {e}", log_path.display()))?;
+        if record.val.is_some() {
+            write_chart(&out.dir)?;
+        }
         hooks.step(&record, t);
         let save = plan.save_every > 0 && t.step.is_multiple_of(plan.save_every);
         let sample = plan.sample_every > 0 && t.step.is_multiple_of(plan.sample_every);
@@ -534,6 +553,7 @@ pub fn run(
         }
     }
     out.save(t).map_err(|e| e.to_string())?;
+    write_chart(&out.dir)?;
     hooks.saved(&out.dir, t.step);
     if plan.sample_every > 0 {
         hooks.sample(&out.dir, t.step);
