@@ -20,6 +20,7 @@ mod quantize;
 mod run;
 mod serve;
 mod tokenize;
+mod train;
 
 // Model resolution and downloads are the library crate camelid-hub; the commands call it `fetch`.
 use camelid_hub as fetch;
@@ -64,6 +65,9 @@ enum Command {
     Models(compare::ModelsArgs),
     /// Presets or model files side by side, tokenizer efficiency on texts, an SVG chart.
     Compare(compare::CompareArgs),
+    /// Pre-train a Llama model on text (default: Shakespeare), with checkpoints that camelid and
+    /// transformers load.
+    Train(Box<train::TrainArgs>),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Print the text of token ids.
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         Command::Models(a) if a.local => local::run(a.json),
         Command::Models(a) => compare::run_models(a),
         Command::Compare(a) => compare::run_compare(a),
+        Command::Train(a) => train::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
     };

@@ -133,6 +133,51 @@ impl StTensor {
     }
 }
 
+/// Writes f32 tensors as one safetensors file (the layout in the module documentation) to `w`,
+/// in the order given, with `metadata` as `__metadata__` (transformers wants
+/// `{"format": "pt"}`). The header is padded with spaces to a multiple of 8 bytes, as the
+/// reference writer does, so the data is aligned; the same input gives the same bytes. The data
+/// is streamed: nothing the size of the tensors is allocated.
+pub fn write_f32(
+    mut w: impl std::io::Write,
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: &[(&str, &str)],
+) -> std::io::Result<()> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let m: serde_json::Map<String, Json> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
+            .collect();
+        header.insert(METADATA_KEY.into(), Json::Object(m));
+    }
+    let mut offset = 0usize;
+    for (name, shape, data) in tensors {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
+        let end = offset + data.len() * 4;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut json = Json::Object(header).to_string().into_bytes();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    w.write_all(&(json.len() as u64).to_le_bytes())?;
+    w.write_all(&json)?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    for (_, _, data) in tensors {
+        for chunk in data.chunks(1 << 14) {
+            buf.clear();
+            for x in chunk {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            w.write_all(&buf)?;
+        }
+    }
+    w.flush()
+}
+
 struct Shard {
     path: PathBuf,
     backing: Backing,

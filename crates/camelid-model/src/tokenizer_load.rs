@@ -1,6 +1,6 @@
 //! Loading a tokenizer from any source a user may point at: a model GGUF, a vocabulary-only GGUF,
 //! a model folder (`tokenizer.json` or `tokenizer.model`, plus `tokenizer_config.json` when
-//! present), a `tokenizer.json`, or a `tokenizer.model` (tiktoken text or SentencePiece protobuf).
+//! present, or a `tokenizer.gguf`), a `tokenizer.json`, or a `tokenizer.model` (tiktoken text or SentencePiece protobuf).
 //!
 //! GGUF keys read (ggml-org/ggml `docs/gguf.md`, "Tokenizer"; defaults as llama.cpp
 //! `llama-vocab.cpp` applies them): `tokenizer.ggml.model` (`llama` = SentencePiece, `gpt2` =
@@ -69,13 +69,18 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, LoadError> {
     if path.is_dir() {
         let json = path.join("tokenizer.json");
         let model = path.join("tokenizer.model");
+        // A vocabulary-only GGUF, as `camelid train` copies one into its checkpoints when the
+        // tokenizer came as a GGUF (the presets' vocabularies).
+        let gguf = path.join("tokenizer.gguf");
         let mut tok = if json.is_file() {
             Tokenizer::from_tokenizer_json(&json)?
         } else if model.is_file() {
             Tokenizer::from_tokenizer_model(&model)?
+        } else if gguf.is_file() {
+            return tokenizer_from_gguf(&Gguf::open(&gguf)?);
         } else {
             return Err(not_found(
-                "the folder has neither tokenizer.json nor tokenizer.model",
+                "the folder has neither tokenizer.json nor tokenizer.model (nor tokenizer.gguf)",
             ));
         };
         apply_config_beside(&mut tok, &path.join("tokenizer.json"))?;

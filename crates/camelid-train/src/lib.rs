@@ -12,16 +12,33 @@
 //!   activation checkpointing.
 //! - [`ops`]: the row operations (RMSNorm, rotate-half RoPE, SwiGLU, cross-entropy) and their
 //!   backward passes. The products run on camelid-kernels' `gemm_f32`.
+//! - [`data`]: text files → token shards in the user cache → shuffled packed sequences, with a
+//!   held-out validation split.
+//! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.
+//! - [`init`]: the Llama initialisation (normal 0.02, residual outputs scaled by depth).
+//! - [`trainer`]: the loop: accumulation, evaluation, the JSONL log, stopping and resuming.
+//! - [`shape`]: presets, the generations' architecture choices, the memory of a run.
+//! - [`chart`]: the loss curve (`loss.svg`), train and validation in bits per byte.
+//! - [`checkpoint`]: Hugging Face folders (config.json, model.safetensors, tokenizer files) plus
+//!   the optimizer state and the data position.
 
 mod attn;
+pub mod chart;
+pub mod checkpoint;
+pub mod data;
 pub mod error;
+pub mod export;
 pub mod grad;
 #[cfg(test)]
 mod grad_tests;
+pub mod init;
 mod linear;
 pub mod ops;
+pub mod optim;
 mod par;
 pub mod params;
+pub mod shape;
+pub mod trainer;
 
 pub use error::TrainError;
 pub use grad::{Batch, IGNORE, Workspace};
