@@ -681,6 +681,7 @@ fn sample(dir: &Path, tok: &Tokenizer, seed: u64, n: usize, threads: usize) -> R
             seed,
             ..SamplerConfig::default()
         },
+        grammar: None,
     };
     let never = AtomicBool::new(false);
     let g = generate(&model, &mut state, tok, &prompt, &params, &never, |_| {})?;
