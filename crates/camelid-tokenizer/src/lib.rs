@@ -19,6 +19,7 @@
 mod bytelevel;
 mod error;
 mod json;
+mod json_write;
 mod merge;
 mod pretok;
 mod sentencepiece;

@@ -47,3 +47,33 @@ fn decode_rejects_out_of_range() {
         "{e}"
     );
 }
+
+#[test]
+fn tokenizer_json_refuses_what_it_cannot_say() {
+    let mut spec = TokenizerSpec::new(
+        ModelKind::SentencePiece,
+        ["<unk>", "a", "b", "a"].map(String::from).to_vec(),
+    );
+    spec.unk = Some(0);
+    let e = Tokenizer::from_spec(spec.clone())
+        .unwrap()
+        .to_tokenizer_json()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("two tokens are spelled \"a\""),
+        "{e}"
+    );
+
+    spec.tokens[3] = "ab".into();
+    spec.types = vec![
+        TokenType::Unknown,
+        TokenType::Normal,
+        TokenType::Normal,
+        TokenType::Unused,
+    ];
+    let e = Tokenizer::from_spec(spec)
+        .unwrap()
+        .to_tokenizer_json()
+        .unwrap_err();
+    assert!(e.to_string().contains("unused pieces"), "{e}");
+}

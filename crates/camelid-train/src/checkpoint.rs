@@ -5,7 +5,8 @@
 //! DIR/config.json            transformers LlamaConfig (LlamaForCausalLM), float32
 //! DIR/model.safetensors      the parameters under their HF names, f32
 //! DIR/tokenizer.*            the tokenizer's files, copied (tokenizer.json / tokenizer.model /
-//!                            tokenizer_config.json, or tokenizer.gguf for a GGUF vocabulary)
+//!                            tokenizer_config.json, or tokenizer.gguf for a GGUF vocabulary),
+//!                            and a tokenizer.json (+ config) written where there was none
 //! DIR/optimizer.safetensors  AdamW's moments, `exp_avg.<name>` and `exp_avg_sq.<name>`
 //! DIR/train_state.json       the step, the data position and the run's settings
 //! DIR/log.jsonl              one line per step (written by the trainer, kept across resumes)
@@ -180,16 +181,84 @@ pub fn hf_config_json(c: &Config, bos: Option<u32>, eos: Option<u32>) -> String 
     serde_json::to_string_pretty(&v).expect("a JSON value serializes") + "\n"
 }
 
-/// The tokenizer files to copy into a checkpoint for a tokenizer read from `path`: the file
-/// itself under its HF name (a GGUF vocabulary as `tokenizer.gguf`), plus a
-/// `tokenizer_config.json` found beside it; for a folder, its tokenizer files.
-pub fn tokenizer_files(path: &Path) -> Vec<(PathBuf, String)> {
+/// A tokenizer file of a checkpoint, under its Hugging Face name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenizerFile {
+    /// Copied from the tokenizer the run read.
+    Copy { from: PathBuf, name: String },
+    /// Written from the tokenizer (a `tokenizer.json` for a GGUF vocabulary or a
+    /// `tokenizer.model`, so that transformers reads the folder).
+    Made { name: String, bytes: Vec<u8> },
+}
+
+impl TokenizerFile {
+    pub fn name(&self) -> &str {
+        match self {
+            TokenizerFile::Copy { name, .. } | TokenizerFile::Made { name, .. } => name,
+        }
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, CheckpointError> {
+        match self {
+            TokenizerFile::Copy { from, .. } => fs::read(from).map_err(io_err(from)),
+            TokenizerFile::Made { bytes, .. } => Ok(bytes.clone()),
+        }
+    }
+}
+
+/// The tokenizer files of a checkpoint for a tokenizer read from `path`: the file itself under
+/// its HF name (a GGUF vocabulary as `tokenizer.gguf`), plus a `tokenizer_config.json` found
+/// beside it; for a folder, its tokenizer files. Where there is no `tokenizer.json` (a GGUF
+/// vocabulary, a SentencePiece or tiktoken `tokenizer.model`), one is written from the
+/// tokenizer, with a `tokenizer_config.json` unless one is copied
+/// ([`Tokenizer::to_tokenizer_json`](camelid_tokenizer::Tokenizer::to_tokenizer_json)); camelid
+/// then loads the folder through it. A tokenizer that format cannot express gets a warning on
+/// stderr and keeps only its original file.
+pub fn tokenizer_files(path: &Path) -> Vec<TokenizerFile> {
+    let mut files = copied_tokenizer_files(path);
+    if files.iter().any(|f| f.name() == "tokenizer.json") {
+        return files;
+    }
+    let made = camelid_model::tokenizer_load::load_tokenizer(path)
+        .map_err(|e| e.to_string())
+        .and_then(|tok| {
+            let json = tok.to_tokenizer_json().map_err(|e| e.to_string())?;
+            Ok((json, tok.to_tokenizer_config_json()))
+        });
+    match made {
+        Ok((json, config)) => {
+            files.push(TokenizerFile::Made {
+                name: "tokenizer.json".into(),
+                bytes: json.into_bytes(),
+            });
+            if !files.iter().any(|f| f.name() == "tokenizer_config.json") {
+                files.push(TokenizerFile::Made {
+                    name: "tokenizer_config.json".into(),
+                    bytes: config.into_bytes(),
+                });
+            }
+        }
+        Err(e) => eprintln!(
+            "warning: {}: no tokenizer.json for the checkpoints ({e}); they carry the original file",
+            path.display()
+        ),
+    }
+    files
+}
+
+/// The files of [`tokenizer_files`] that are copied.
+fn copied_tokenizer_files(path: &Path) -> Vec<TokenizerFile> {
+    let copy = |from: PathBuf, name: &str| TokenizerFile::Copy {
+        from,
+        name: name.to_string(),
+    };
     let known = ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"];
     if path.is_dir() {
         return known
             .iter()
-            .map(|n| (path.join(n), n.to_string()))
+            .map(|n| (path.join(n), n))
             .filter(|(p, _)| p.is_file())
+            .map(|(p, n)| copy(p, n))
             .collect();
     }
     let mut head = [0u8; 4];
@@ -197,24 +266,24 @@ pub fn tokenizer_files(path: &Path) -> Vec<(PathBuf, String)> {
         .and_then(|mut f| io::Read::read_exact(&mut f, &mut head))
         .is_ok_and(|_| &head == b"GGUF");
     let name = if is_gguf {
-        "tokenizer.gguf".to_string()
+        "tokenizer.gguf"
     } else {
         let first = fs::read(path)
             .ok()
             .and_then(|b| b.iter().copied().find(|c| !c.is_ascii_whitespace()));
         if first == Some(b'{') {
-            "tokenizer.json".into()
+            "tokenizer.json"
         } else {
-            "tokenizer.model".into()
+            "tokenizer.model"
         }
     };
-    let mut files = vec![(path.to_path_buf(), name)];
+    let mut files = vec![copy(path.to_path_buf(), name)];
     if let Some(cfg) = path
         .parent()
         .map(|d| d.join("tokenizer_config.json"))
         .filter(|c| c.is_file() && !is_gguf)
     {
-        files.push((cfg, "tokenizer_config.json".into()));
+        files.push(copy(cfg, "tokenizer_config.json"));
     }
     files
 }
@@ -225,7 +294,7 @@ pub fn save_model(
     params: &Params,
     bos: Option<u32>,
     eos: Option<u32>,
-    tokenizer: &[(PathBuf, String)],
+    tokenizer: &[TokenizerFile],
 ) -> Result<(), CheckpointError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     write_atomic(
@@ -234,13 +303,13 @@ pub fn save_model(
         hf_config_json(&params.config, bos, eos).as_bytes(),
     )?;
     write_atomic_with(dir, MODEL_FILE, |w| write_model(w, params))?;
-    for (src, name) in tokenizer {
-        let dst = dir.join(name);
-        if dst.is_file() && fs::read(&dst).ok() == fs::read(src).ok() {
+    for file in tokenizer {
+        let bytes = file.bytes()?;
+        let dst = dir.join(file.name());
+        if dst.is_file() && fs::read(&dst).ok().as_deref() == Some(&bytes[..]) {
             continue;
         }
-        let bytes = fs::read(src).map_err(io_err(src))?;
-        write_atomic(dir, name, &bytes)?;
+        write_atomic(dir, file.name(), &bytes)?;
     }
     Ok(())
 }

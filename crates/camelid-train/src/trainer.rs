@@ -437,7 +437,7 @@ pub struct Output {
     pub dir: PathBuf,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
-    pub tokenizer_files: Vec<(PathBuf, String)>,
+    pub tokenizer_files: Vec<checkpoint::TokenizerFile>,
     /// How the data and tokenizer were named (saved in the state for `--resume`).
     pub source: serde_json::Value,
 }
