@@ -1,89 +1,121 @@
-//! Training throughput of `Workspace::loss_and_grad` (forward + backward, no optimizer) on
-//! llama2.c's stories15M shape (dim 288, 6 layers, 6 heads, ffn 768, vocab 32000, ctx 256)
-//! with random weights and tokens; the PyTorch twin is `tools/train_speed_reference.py`.
+//! Training throughput of whole optimizer steps (forward, backward, gradient clipping, AdamW) on a
+//! preset's shape with a 32,000-token vocabulary (llama2.c's and Llama 2's), the Llama
+//! initialisation and random tokens; the PyTorch twin is `tools/train_speed_reference.py` and
+//! `tools/train_speed.py` runs both, interleaved. Prints one JSON line.
 //!
-//! cargo run --release -p camelid-train --example train_speed -- [threads] [seqs] [steps] [ckpt]
+//! ```sh
+//! cargo run --release -p camelid-train --example train_speed -- \
+//!     [--preset stories15m] [--threads 2] [--seqs 4] [--steps 5] [--tied] [--checkpoint]
+//! ```
+//!
+//! FLOPs per step: 3 × the forward pass (the backward pass costs twice the forward), summed over
+//! the positions of each sequence with [`camelid_model::Config::flops_per_token`] (`2·N_mm` plus
+//! causal attention), i.e. `6·N_mm·tokens + attention`.
 
 use std::time::Instant;
 
-use camelid_model::Config;
-use camelid_model::config::RopeScaling;
-use camelid_train::{Batch, Params, Workspace};
+use camelid_train::optim::{AdamW, clip_grad_norm};
+use camelid_train::shape::{self, Arch, Overrides};
+use camelid_train::{Batch, Workspace, init};
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numeric arguments"))
-        .collect();
-    let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
-    let (threads, seqs, steps, ckpt) = (arg(0, 2), arg(1, 4), arg(2, 5), arg(3, 0) != 0);
-    let seq_len = 256;
-    let config = Config {
-        n_vocab: 32000,
-        d_model: 288,
-        n_layers: 6,
-        n_heads: 6,
-        n_kv_heads: 6,
-        head_dim: 48,
-        d_ff: 768,
-        norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_scaling: RopeScaling::None,
-        n_ctx_train: 256,
-        tied_embeddings: true,
+    if let Err(e) = run() {
+        eprintln!("train_speed: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let (mut preset, mut threads, mut seqs, mut steps) = ("stories15m".to_string(), 2, 4, 5);
+    let (mut tied, mut ckpt) = (false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().ok_or(format!("{a} needs a value"));
+        let mut number = || -> Result<usize, String> {
+            let v = value()?;
+            v.parse().map_err(|_| format!("{v}: not a number"))
+        };
+        match a.as_str() {
+            "--preset" => preset = value()?,
+            "--threads" => threads = number()?,
+            "--seqs" => seqs = number()?,
+            "--steps" => steps = number()?,
+            "--tied" => tied = true,
+            "--checkpoint" => ckpt = true,
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    if threads == 0 || seqs == 0 || steps == 0 {
+        return Err("--threads, --seqs and --steps must be at least 1".into());
+    }
+    let p = shape::preset(&preset).ok_or(format!("no preset {preset}"))?;
+    let overrides = Overrides {
+        tied,
+        ..Overrides::default()
     };
+    let config = shape::model_config(p, Arch::Llama2, &overrides, 32000)?;
+    let seq_len = p.ctx;
+
+    let mut params = init::init_params(&config, 1);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
+    let mut token = move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        seed
+        (seed % config.n_vocab as u64) as u32
     };
-    let mut params = Params::zeros(&config);
-    for t in &mut params.tensors {
-        for v in &mut t.data {
-            let u = (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-            *v = if t.shape.len() == 1 { 1.0 } else { u * 0.07 };
-        }
-    }
     let n = seqs * seq_len;
     let batch = Batch {
-        inputs: (0..n).map(|_| (next() % 32000) as u32).collect(),
-        targets: (0..n).map(|_| (next() % 32000) as u32).collect(),
+        inputs: (0..n).map(|_| token()).collect(),
+        targets: (0..n).map(|_| token()).collect(),
         n_seqs: seqs,
         seq_len,
     };
     let mut ws = Workspace::new(&config, seqs, seq_len, threads);
     ws.set_checkpointing(ckpt);
     let mut grads = params.zeros_like();
-    eprintln!(
-        "workspace {:.0} MiB, parameters and gradients {:.0} MiB",
-        ws.bytes() as f64 / (1 << 20) as f64,
-        8.0 * params.len() as f64 / (1 << 20) as f64
-    );
-    let loss = ws.loss_and_grad(&params, &batch, &mut grads, 1.0).unwrap();
+    let mut opt = AdamW::llama(&params);
+    let mut step = || -> Result<f32, String> {
+        grads.fill(0.0);
+        let loss = ws
+            .loss_and_grad(&params, &batch, &mut grads, 1.0)
+            .map_err(|e| e.to_string())?;
+        clip_grad_norm(&mut grads, 1.0);
+        opt.update(&mut params, &grads, 1e-4);
+        Ok(loss)
+    };
+    // One warm-up step (page faults of the first touch), then the timed ones.
+    let first_loss = step()?;
     let mut times = Vec::new();
     let cpu0 = cpu_seconds();
     for _ in 0..steps {
         let t0 = Instant::now();
-        ws.loss_and_grad(&params, &batch, &mut grads, 1.0).unwrap();
+        step()?;
         times.push(t0.elapsed().as_secs_f64());
     }
     let cpu = (cpu_seconds() - cpu0) / steps as f64;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let flops = 6.0 * config.matmul_params() as f64 * n as f64;
-    println!(
-        "stories15M shape, {threads} threads, {seqs}x{seq_len} tokens, checkpointing {ckpt}: \
-         loss {loss:.4}, median step {:.1} ms (min {:.1}), {:.0} tokens/s, {:.1} GFLOP/s (6·N_mm·tokens); \
-         {:.2} CPU s/step, {:.0} tokens per CPU second",
-        median * 1e3,
-        times[0] * 1e3,
-        n as f64 / median,
-        flops / median / 1e9,
-        cpu,
-        n as f64 / cpu,
-    );
+    let flop: f64 = 3.0
+        * seqs as f64
+        * (0..seq_len)
+            .map(|pos| config.flops_per_token(pos))
+            .sum::<f64>();
+    let line = serde_json::json!({
+        "engine": "camelid",
+        "preset": p.id,
+        "dim": config.d_model, "layers": config.n_layers, "heads": config.n_heads,
+        "ffn": config.d_ff, "vocab": config.n_vocab, "tied": config.tied_embeddings,
+        "threads": threads, "seqs": seqs, "seq_len": seq_len, "steps": steps,
+        "checkpointing": ckpt,
+        "first_loss": first_loss,
+        "median_s": median, "min_s": times[0], "cpu_s_per_step": cpu,
+        "tokens_per_s": n as f64 / median,
+        "flop_per_step": flop,
+        "gflop_per_s": flop / median / 1e9,
+    });
+    println!("{line}");
+    Ok(())
 }
 
 /// User + system CPU time of this process (Linux `/proc/self/stat`, clock ticks of 1/100 s),
@@ -98,5 +130,7 @@ fn cpu_seconds() -> f64 {
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(f64::NAN))
         .collect();
-    (f[11] + f[12]) / 100.0
+    f.get(11)
+        .zip(f.get(12))
+        .map_or(f64::NAN, |(u, s)| (u + s) / 100.0)
 }
