@@ -76,8 +76,8 @@ impl Tokenizer {
                 }));
             }
             // Every token in the model's vocabulary too, as in Llama 2's file: Hugging Face takes
-            // an added token's id from there, and numbers the others after the vocabulary
-            // (which gives SmolLM2's specials at 0..16 other ids). Merges never make them.
+            // an added token's id from there, and gives one missing from it a new id after the
+            // vocabulary (SmolLM2's specials, ids 0 to 16, would move). No merge makes them.
             vocab.insert(text.clone(), json!(id));
         }
 
