@@ -112,7 +112,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -208,7 +212,10 @@ mod tests {
     #[test]
     fn written_files_read_back() {
         let a: Vec<u8> = (0..24u16).flat_map(|v| v.to_le_bytes()).collect();
-        let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let entries = [
             PthEntry {
                 name: "layers.0.attention.wq.weight",
