@@ -250,6 +250,8 @@ fn llama3_folder_works_in_every_command() {
 
     let shown = ok(&camelid(&["inspect", m]), "inspect");
     assert!(shown.contains("vocab 128256"), "{shown}");
+    assert!(shown.contains("format: Meta release of Llama 3"), "{shown}");
+    assert!(shown.contains("factor: 8.0"), "{shown}");
 
     let out = ok(
         &camelid(&[
@@ -428,6 +430,21 @@ fn meta_folders_chat_in_their_generations_format() {
     ))
     .unwrap();
     assert_eq!(by_default["prompt_ids"], serde_json::json!(want));
+
+    for (name, generation) in [
+        ("llama1-mha-mp2-bf16", "LLaMA 1"),
+        ("llama2-gqa8-mp2-bf16", "Llama 2"),
+        ("llama32-tied-mp2-bf16", "Llama 3"),
+    ] {
+        let shown = ok(
+            &camelid(&["inspect", meta.join(name).to_str().unwrap()]),
+            "inspect",
+        );
+        assert!(
+            shown.contains(&format!("format: Meta release of {generation} (")),
+            "{shown}"
+        );
+    }
 
     let l1 = meta.join("llama1-mha-mp1-f32");
     let out = camelid(&["run", "-m", l1.to_str().unwrap(), "--chat", "-p", "Hi"]);

@@ -222,13 +222,23 @@ pub(crate) enum Generation {
     Llama3,
 }
 
+impl Generation {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Generation::Llama1 => "LLaMA 1",
+            Generation::Llama2 => "Llama 2",
+            Generation::Llama3 => "Llama 3",
+        }
+    }
+}
+
 /// The generation, told from params.json, which does not name it: Llama 3 alone has θ 500000
-/// (or scaled RoPE, or a vocabulary given as a size, 128256); of the two with `vocab_size: -1`
-/// and no θ, LLaMA 1 alone has eps 1e-6 (Llama 2: 1e-5).
+/// (or scaled RoPE, or a vocabulary of 128,256; Code Llama, a Llama 2, has θ 1e6 and 32,016);
+/// of the two with `vocab_size: -1` and no θ, LLaMA 1 alone has eps 1e-6 (Llama 2: 1e-5).
 pub(crate) fn generation(p: &MetaParams) -> Generation {
-    if p.rope_theta.is_some_and(|t| t >= 500000.0)
+    if p.rope_theta == Some(500000.0)
         || p.use_scaled_rope == Some(true)
-        || p.vocab_size.is_some_and(|v| v >= 100_000)
+        || p.vocab_size.is_some_and(|v| v >= 128_000)
     {
         Generation::Llama3
     } else if p.norm_eps.is_some_and(|e| e < 5e-6) {
@@ -384,6 +394,41 @@ pub(crate) fn config(ck: &MetaCheckpoint) -> Result<Config, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The params.json of Meta's releases (the fields that tell them apart, as published).
+    #[test]
+    fn generation_from_params() {
+        let p = |json: &str| -> MetaParams { serde_json::from_str(json).unwrap() };
+        let cases = [
+            (
+                r#"{"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-06, "vocab_size": -1}"#,
+                Generation::Llama1,
+            ),
+            (
+                r#"{"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}"#,
+                Generation::Llama2,
+            ),
+            (
+                r#"{"dim": 8192, "multiple_of": 4096, "ffn_dim_multiplier": 1.3, "n_heads": 64, "n_kv_heads": 8, "n_layers": 80, "norm_eps": 1e-05, "vocab_size": -1}"#,
+                Generation::Llama2,
+            ),
+            (
+                r#"{"dim": 4096, "n_layers": 32, "n_heads": 32, "multiple_of": 256, "ffn_dim_multiplier": 1.0, "norm_eps": 1e-5, "rope_theta": 1000000, "vocab_size": 32016}"#,
+                Generation::Llama2,
+            ),
+            (
+                r#"{"dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 8, "vocab_size": 128256, "multiple_of": 1024, "ffn_dim_multiplier": 1.3, "norm_eps": 1e-05, "rope_theta": 500000.0}"#,
+                Generation::Llama3,
+            ),
+            (
+                r#"{"dim": 2048, "ffn_dim_multiplier": 1.5, "multiple_of": 256, "n_heads": 32, "n_kv_heads": 8, "n_layers": 16, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": true, "vocab_size": 128256}"#,
+                Generation::Llama3,
+            ),
+        ];
+        for (json, want) in cases {
+            assert_eq!(generation(&p(json)), want, "{json}");
+        }
+    }
 
     #[test]
     fn names_and_splits() {
