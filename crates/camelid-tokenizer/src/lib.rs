@@ -26,6 +26,7 @@ mod special;
 mod stream;
 pub mod text;
 mod tiktoken;
+pub mod train;
 mod unicode;
 mod unicode_tables;
 
