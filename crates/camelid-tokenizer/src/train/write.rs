@@ -16,6 +16,27 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
+/// Compact JSON with every object's keys sorted: the same bytes whether or not some other crate
+/// turns on serde_json's `preserve_order`.
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", quoted(k), canonical(&m[k.as_str()])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(canonical).collect();
+            format!("[{}]", items.join(","))
+        }
+        v => v.to_string(),
+    }
+}
+
 /// TemplateProcessing that puts `bos` in front of each sequence, as Meta's files do.
 fn bos_template(bos: &str, bos_id: u32) -> Value {
     let special = |id: &str| json!({"SpecialToken": {"id": id, "type_id": 0}});
@@ -93,11 +114,11 @@ pub(super) fn tokenizer_json(t: &Trained) -> String {
             "rstrip": false, "normalized": false, "special": true,
         });
         let sep = if k == 0 { "" } else { "," };
-        let _ = write!(out, "{sep}\n    {added}");
+        let _ = write!(out, "{sep}\n    {}", canonical(&added));
     }
     out.push_str("\n  ],\n");
     for (name, v) in pipeline(t) {
-        let _ = writeln!(out, "  \"{name}\": {v},");
+        let _ = writeln!(out, "  \"{name}\": {},", canonical(&v));
     }
     let model = json!({
         "type": "BPE", "dropout": null,
@@ -107,7 +128,7 @@ pub(super) fn tokenizer_json(t: &Trained) -> String {
     });
     // The model's fixed fields, then its vocabulary and merges one entry per line. The special
     // tokens of a byte-level vocabulary are added tokens only, as in Llama 3's file.
-    let head = model.to_string();
+    let head = canonical(&model);
     let _ = write!(
         out,
         "  \"model\": {},\n    \"vocab\": {{",
@@ -145,7 +166,7 @@ pub(super) fn tokenizer_config_json(t: &Trained) -> String {
     if let Some(u) = unk {
         v["unk_token"] = json!(u);
     }
-    let mut s = serde_json::to_string_pretty(&v).expect("json serializes");
+    let mut s = canonical(&v);
     s.push('\n');
     s
 }
