@@ -14,7 +14,7 @@ Mode `fixture` (default) writes testdata/tokenizer/train/:
      the reference camelid's encoder must equal on the files.
   3. For information, in the header line: `tokenizers`' BpeTrainer and `sentencepiece`'s BPE
      trainer at the same size on the same corpus, and the compression (bytes per token on the
-     corpus) of each next to camelid's.
+     corpus; for sentencepiece line by line, as it trains) of each next to camelid's.
 
 Mode `bench DIR... --vocab-size N` times camelid (the release binary) against `tokenizers`'
 BpeTrainer on the same texts (one document per file, whole) and prints both compressions; the
@@ -63,15 +63,15 @@ def documents(paths):
     return [f.read_text(encoding="utf-8") for f in files]
 
 
-def camelid_train(kind, data, vocab, out):
+def camelid_train(kind, data, vocab, out, min_frequency=MIN_FREQUENCY):
     t = time.perf_counter()
     r = subprocess.run([str(CAMELID), "train-tokenizer", "--kind", kind, "--vocab-size", str(vocab),
-                        "--min-frequency", str(MIN_FREQUENCY), "--out", str(out), "--data", *map(str, data)],
+                        "--min-frequency", str(min_frequency), "--out", str(out), "--data", *map(str, data)],
                        check=True, capture_output=True, text=True)
     return time.perf_counter() - t, r.stderr
 
 
-def hf_byte_level_trainer(docs, vocab):
+def hf_byte_level_trainer(docs, vocab, min_frequency=MIN_FREQUENCY):
     """`tokenizers`' BpeTrainer set up as camelid's byte-level trainer: Llama 3's split, 256 bytes,
     the same special tokens (counted in the size), the same minimum pair count."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -82,7 +82,7 @@ def hf_byte_level_trainer(docs, vocab):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=MIN_FREQUENCY, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=min_frequency, show_progress=False,
                                   special_tokens=LLAMA3_SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     t = time.perf_counter()
@@ -90,7 +90,7 @@ def hf_byte_level_trainer(docs, vocab):
     return time.perf_counter() - t, tok
 
 
-def sentencepiece_bpe(docs, vocab):
+def sentencepiece_bpe(docs, vocab, threads=1):
     """`sentencepiece`'s BPE trainer with Llama 2's options, on the documents' lines."""
     import sentencepiece as spm
 
@@ -102,7 +102,7 @@ def sentencepiece_bpe(docs, vocab):
             input=str(inp), model_prefix=str(Path(d) / "m"), model_type="bpe", vocab_size=vocab,
             byte_fallback=True, split_digits=True, normalization_rule_name="identity",
             remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-            character_coverage=0.9995, num_threads=1, minloglevel=2)
+            character_coverage=0.9995, num_threads=threads, minloglevel=2)
         return spm.SentencePieceProcessor(model_file=str(Path(d) / "m.model"))
 
 
@@ -131,8 +131,12 @@ def fixture():
     _, hf = hf_byte_level_trainer(docs, VOCAB)
     compression["tokenizers_byte_level"] = round(bytes_per_token(
         docs, lambda s: hf.encode(s, add_special_tokens=False).ids), 4)
+    # SentencePiece-style, line by line: sentencepiece trains on lines and has no line break piece.
     sp = sentencepiece_bpe(docs, VOCAB)
-    compression["sentencepiece_spm"] = round(bytes_per_token(docs, sp.encode), 4)
+    lines = [l for d in docs for l in d.split("\n") if l]
+    compression["camelid_spm_lines"] = round(bytes_per_token(
+        lines, lambda s: toks["spm"].encode(s, add_special_tokens=False).ids), 4)
+    compression["sentencepiece_spm_lines"] = round(bytes_per_token(lines, sp.encode), 4)
 
     import tokenizers
     import sentencepiece
@@ -159,23 +163,55 @@ def fixture():
     print(f"{len(strings)} strings; wrote {OUT / 'reference.jsonl'}", file=sys.stderr)
 
 
-def bench(paths, vocab, repeat):
+def merges(tok):
+    return [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+            for m in json.loads(tok.to_str())["model"]["merges"]]
+
+
+def bench_sentencepiece(paths, vocab, repeat, min_frequency):
     docs = documents(paths)
     mib = sum(len(d.encode("utf-8")) for d in docs) / 2**20
-    print(f"{len(docs)} documents, {mib:.2f} MiB, vocabulary {vocab}, min_frequency {MIN_FREQUENCY}")
+    print(f"{len(docs)} documents, {mib:.2f} MiB, vocabulary {vocab}, min_frequency {min_frequency}")
+    from tokenizers import Tokenizer
     with tempfile.TemporaryDirectory() as d:
         for _ in range(repeat):
-            secs, log = camelid_train("byte-level", paths, vocab, Path(d) / "c")
+            secs, log = camelid_train("sentencepiece", paths, vocab, Path(d) / "c", min_frequency)
+            print(f"camelid train-tokenizer --kind sentencepiece (whole process): {secs:.3f} s")
+        print(log.strip())
+        cam = Tokenizer.from_file(str(Path(d) / "c" / "tokenizer.json"))
+    for _ in range(repeat):
+        t = time.perf_counter()
+        sp = sentencepiece_bpe(docs, vocab, threads=os.cpu_count())
+        print(f"sentencepiece BPE trainer (writes its input file first): {time.perf_counter() - t:.3f} s")
+    # Line by line: sentencepiece trains on lines and has no piece for a line break.
+    lines = [l for d in docs for l in d.split("\n") if l]
+    bc = bytes_per_token(lines, lambda s: cam.encode(s, add_special_tokens=False).ids)
+    bs = bytes_per_token(lines, sp.encode)
+    print(f"bytes per token (each line): camelid {bc:.4f} (tokenizers encoding), "
+          f"sentencepiece {bs:.4f}, camelid/sentencepiece {bc / bs:.4f}")
+
+
+def bench(paths, vocab, repeat, min_frequency):
+    docs = documents(paths)
+    mib = sum(len(d.encode("utf-8")) for d in docs) / 2**20
+    print(f"{len(docs)} documents, {mib:.2f} MiB, vocabulary {vocab}, min_frequency {min_frequency}")
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(repeat):
+            secs, log = camelid_train("byte-level", paths, vocab, Path(d) / "c", min_frequency)
             print(f"camelid train-tokenizer (whole process: read, train, write, check): {secs:.3f} s")
         print(log.strip())
         from tokenizers import Tokenizer
         cam = Tokenizer.from_file(str(Path(d) / "c" / "tokenizer.json"))
         for _ in range(repeat):
-            secs, hf = hf_byte_level_trainer(docs, vocab)
+            secs, hf = hf_byte_level_trainer(docs, vocab, min_frequency)
             print(f"tokenizers BpeTrainer.train_from_iterator (texts in memory): {secs:.3f} s")
     bc = bytes_per_token(docs, lambda s: cam.encode(s, add_special_tokens=False).ids)
     bh = bytes_per_token(docs, lambda s: hf.encode(s, add_special_tokens=False).ids)
     print(f"vocabularies: camelid {cam.get_vocab_size()}, tokenizers {hf.get_vocab_size()}")
+    mc, mh = merges(cam), merges(hf)
+    same = next((i for i, (a, b) in enumerate(zip(mc, mh)) if a != b), min(len(mc), len(mh)))
+    print(f"merges: camelid {len(mc)}, tokenizers {len(mh)}; the first {same} identical in order, "
+          f"{len(set(mc) & set(mh))} in common")
     print(f"bytes per token (tokenizers encoding each file): camelid {bc:.4f}, "
           f"tokenizers {bh:.4f}, camelid/tokenizers {bc / bh:.4f}")
 
@@ -186,13 +222,16 @@ def main():
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--vocab-size", type=int, default=32000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--min-frequency", type=int, default=MIN_FREQUENCY)
+    ap.add_argument("--kind", choices=["byte-level", "sentencepiece"], default="byte-level")
     a = ap.parse_args()
     if not CAMELID.is_file():
         sys.exit(f"{CAMELID}: build it with `cargo build --release -p camelid-cli` or set CAMELID_BIN")
     if a.mode == "fixture":
         fixture()
     else:
-        bench(a.paths, a.vocab_size, a.repeat)
+        run = bench if a.kind == "byte-level" else bench_sentencepiece
+        run(a.paths, a.vocab_size, a.repeat, a.min_frequency)
 
 
 if __name__ == "__main__":
