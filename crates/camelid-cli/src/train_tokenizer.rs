@@ -2,6 +2,7 @@
 //! Argument parsing and printing only; the trainer is camelid-tokenizer's `train` module.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -118,7 +119,21 @@ pub fn run(a: &TrainTokenizerArgs) -> Result<()> {
     }
     // The compression on the training text, with the tokenizer read back from the file.
     let tok = camelid_tokenizer::Tokenizer::from_tokenizer_json(&json)?;
-    let n_tokens: usize = refs.iter().map(|t| tok.encode(t, false, false).len()).sum();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let n_tokens: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.min(refs.len()).max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0;
+                    while let Some(t) = refs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        n += tok.encode(t, false, false).len();
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    });
     eprintln!(
         "{} tokens on the training text: {:.3} bytes per token",
         n_tokens,
