@@ -103,10 +103,10 @@ pub fn run(a: &TrainTokenizerArgs) -> Result<()> {
         trained.n_merges(),
         docs.len(),
         bytes as f64 / (1 << 20) as f64,
-        trained.n_words,
+        trained.n_words(),
         took.as_secs_f64(),
-        (took - trained.learn_time).as_secs_f64(),
-        trained.learn_time.as_secs_f64()
+        (took - trained.learn_time()).as_secs_f64(),
+        trained.learn_time().as_secs_f64()
     );
     if trained.n_vocab() < a.vocab_size {
         eprintln!(

@@ -75,10 +75,8 @@ pub struct Trained {
     specials: Vec<u32>,
     /// `(left, right)` ids in rank order.
     merges: Vec<(u32, u32)>,
-    /// The learning loop's share of the time (the rest is counting words).
-    pub learn_time: Duration,
-    /// Distinct words the text held.
-    pub n_words: usize,
+    learn_time: Duration,
+    n_words: usize,
 }
 
 /// Trains a vocabulary on `texts`, one document each.
@@ -262,6 +260,16 @@ impl Trained {
 
     pub fn n_merges(&self) -> usize {
         self.merges.len()
+    }
+
+    /// The learning loop's share of the training time (the rest is counting words).
+    pub fn learn_time(&self) -> Duration {
+        self.learn_time
+    }
+
+    /// Distinct words the text held.
+    pub fn n_words(&self) -> usize {
+        self.n_words
     }
 
     /// The spelling of each token, by id.
