@@ -132,8 +132,9 @@ fn float_files_match_transformers() {
 }
 
 /// Meta's original checkpoints (testdata/meta, made by tools/make_meta_checkpoints.py): 1 and 2
-/// model-parallel ranks, F32 and BF16, both embedding splits; within 1e-4 · max(1, max |ref|) of
-/// transformers on the same weights converted by transformers' own `write_model`.
+/// model-parallel ranks, F32 and BF16, both embedding splits; at `Precision::Exact`, within
+/// 1e-4 · max(1, max |ref|) of transformers on the same weights converted by transformers' own
+/// `write_model`.
 #[test]
 fn meta_checkpoints_match_transformers() {
     let dir = repo().join("testdata/meta");
