@@ -52,18 +52,7 @@ pub(crate) fn learn(
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
         .collect();
-    let mut pairs: FastMap<u64, u64> = FastMap::default();
-    let mut where_: FastMap<u64, Vec<u32>> = FastMap::default();
-    for (w, word) in words.iter().enumerate() {
-        for s in word.symbols.windows(2) {
-            let k = key(s[0], s[1]);
-            *pairs.entry(k).or_insert(0) += word.count;
-            let list = where_.entry(k).or_default();
-            if list.last() != Some(&(w as u32)) {
-                list.push(w as u32);
-            }
-        }
-    }
+    let (mut pairs, mut where_) = count_pairs(&words);
     let mut heap: BinaryHeap<(u64, Reverse<u64>)> =
         pairs.iter().map(|(&k, &c)| (c, Reverse(k))).collect();
 
@@ -137,6 +126,23 @@ pub(crate) fn learn(
         }
     }
     Learned { tokens, merges }
+}
+
+/// Every adjacent pair's count, weighted by word count, and the words it occurs in.
+fn count_pairs(words: &[Word]) -> (FastMap<u64, u64>, FastMap<u64, Vec<u32>>) {
+    let mut pairs: FastMap<u64, u64> = FastMap::default();
+    let mut where_: FastMap<u64, Vec<u32>> = FastMap::default();
+    for (w, word) in words.iter().enumerate() {
+        for s in word.symbols.windows(2) {
+            let k = key(s[0], s[1]);
+            *pairs.entry(k).or_insert(0) += word.count;
+            let list = where_.entry(k).or_default();
+            if list.last() != Some(&(w as u32)) {
+                list.push(w as u32);
+            }
+        }
+    }
+    (pairs, where_)
 }
 
 /// Replaces each `a b` in `s` (left to right, not overlapping) by `c`, recording the pair count
