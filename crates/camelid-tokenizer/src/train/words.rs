@@ -98,11 +98,12 @@ fn kind(c: char) -> Kind {
     }
 }
 
-/// Cuts SentencePiece-normalized text (spaces already `▁`) into training words, as SentencePiece's
-/// trainer limits its pieces (`trainer_interface.cc`, IsValidSentencePiece, with split_digits):
-/// a word is a run of letters or a run of other characters, with at most one `▁` in front;
-/// digits stand alone; a run of several `▁` is a word of its own but leaves its last `▁` to the
-/// word that follows, as `\s+(?!\S)` does in the byte-level patterns.
+/// Cuts SentencePiece-normalized text (spaces already `▁`) into training words, close to the
+/// limits SentencePiece's trainer puts on pieces (`trainer_interface.cc`, IsValidSentencePiece,
+/// with split_digits; its one-script rule becomes letters apart from other characters): a word
+/// is a run of letters or a run of other characters, with at most one `▁` in front; digits stand
+/// alone; a run of several `▁` is a word of its own but leaves its last `▁` to the word that
+/// follows, as `\s+(?!\S)` does in the byte-level patterns.
 pub(crate) fn spm_words<'t>(text: &'t str, mut f: impl FnMut(&'t str)) {
     let run_end = |from: usize, k: Kind| {
         text[from..]
