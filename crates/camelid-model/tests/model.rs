@@ -99,8 +99,9 @@ fn max_abs(a: &[Vec<f32>]) -> f32 {
     a.iter().flatten().fold(0f32, |m, v| m.max(v.abs()))
 }
 
-/// Unrounded and rounded float files: within 1e-4 · max(1, max |ref|) of transformers in f32 on
-/// the very weights of the file, with the same argmax everywhere.
+/// Unrounded and rounded float files at `Precision::Exact`: within 1e-4 · max(1, max |ref|) of
+/// transformers in f32 on the very weights of the file, with the same argmax everywhere. (At
+/// `Fast`, BF16 weights meet bf16 activations, as in llama.cpp: `quantized_files_beat_llama_cpp`.)
 #[test]
 fn float_files_match_transformers() {
     let man = manifest();
@@ -109,8 +110,9 @@ fn float_files_match_transformers() {
         let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
         let toks = tokens(m);
         for key in ["st-f32", "st-bf16", "gguf-f32", "gguf-f16", "gguf-bf16"] {
-            let model = Model::load(&tiny().join(m["files"][key].as_str().unwrap()))
+            let mut model = Model::load(&tiny().join(m["files"][key].as_str().unwrap()))
                 .unwrap_or_else(|e| panic!("{name} {key}: {e}"));
+            model.set_precision(Precision::Exact);
             let got = run_all(&model, &toks);
             let want = read_logits(m["ref"][key].as_str().unwrap(), n_vocab);
             let d = diff(&got, &want);
@@ -130,8 +132,9 @@ fn float_files_match_transformers() {
 }
 
 /// Meta's original checkpoints (testdata/meta, made by tools/make_meta_checkpoints.py): 1 and 2
-/// model-parallel ranks, F32 and BF16, both embedding splits; within 1e-4 · max(1, max |ref|) of
-/// transformers on the same weights converted by transformers' own `write_model`.
+/// model-parallel ranks, F32 and BF16, both embedding splits; at `Precision::Exact`, within
+/// 1e-4 · max(1, max |ref|) of transformers on the same weights converted by transformers' own
+/// `write_model`.
 #[test]
 fn meta_checkpoints_match_transformers() {
     let dir = repo().join("testdata/meta");
@@ -151,7 +154,8 @@ fn meta_checkpoints_match_transformers() {
         // One rank is used in place from the map; several are joined at load.
         let mapped = weights.matrices().all(|t| t.is_mapped());
         assert_eq!(mapped, f["ranks"] == 1, "{name}: in-place use");
-        let model = Model::new(ckpt.config, weights);
+        let mut model = Model::new(ckpt.config, weights);
+        model.set_precision(Precision::Exact);
         let got = run_all(&model, &toks);
         let bytes = std::fs::read(dir.join(f["ref"].as_str().unwrap())).unwrap();
         let want: Vec<Vec<f32>> = bytes
@@ -172,6 +176,67 @@ fn meta_checkpoints_match_transformers() {
     }
 }
 
+/// A Meta folder's RoPE frequencies follow Meta's own code (testdata/meta/rope.json, from
+/// tools/meta_rope_reference.py running llama-models 0.3.0): `use_scaled_rope` alone gives the
+/// fixed llama3 constants (factor 8, also for Llama 3.2), an explicit `rope_scaling_factor` /
+/// `rope_high_freq_factor` is honoured, nothing is scaled without `use_scaled_rope`.
+#[test]
+fn meta_rope_scaling_follows_metas_code() {
+    let src = repo().join("testdata/meta");
+    let text = std::fs::read_to_string(src.join("rope.json")).unwrap();
+    let man: Value = serde_json::from_str(&text).unwrap();
+    let weights = src.join(man["weights"].as_str().unwrap());
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("meta-rope");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(
+        weights.join("consolidated.00.pth"),
+        tmp.join("consolidated.00.pth"),
+    )
+    .unwrap();
+    let cases = man["cases"].as_array().unwrap();
+    assert!(cases.len() >= 6);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        std::fs::write(tmp.join("params.json"), case["params"].to_string()).unwrap();
+        let ckpt = camelid_model::weights::Checkpoint::open(&tmp)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = ckpt.config.rope_inv_freq();
+        let want: Vec<f64> = case["inv_freq"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // Meta's table is float32 angles: a few ulps of either side.
+            assert!(
+                (*g as f64 - w).abs() <= 2e-6 * w.abs(),
+                "{name}: frequency {i}: camelid {g}, Meta {w}"
+            );
+        }
+    }
+    // A factor that is not one is named with its file, not used.
+    for (field, value) in [
+        ("rope_scaling_factor", "0"),
+        ("rope_scaling_factor", "-8"),
+        ("rope_high_freq_factor", "0.5"),
+    ] {
+        let mut params = cases[0]["params"].clone();
+        params[field] = serde_json::from_str(value).unwrap();
+        std::fs::write(tmp.join("params.json"), params.to_string()).unwrap();
+        let e = camelid_model::weights::Checkpoint::open(&tmp)
+            .err()
+            .unwrap_or_else(|| panic!("{field} {value} accepted"))
+            .to_string();
+        assert!(
+            e.contains("params.json") && e.contains(field) && e.contains(value),
+            "{e}"
+        );
+    }
+}
+
 /// Quantized files, in both precisions of the kernels.
 ///
 /// Exact (f32 activations, the reference path):
@@ -186,8 +251,9 @@ fn meta_checkpoints_match_transformers() {
 ///    position: camelid's per-position mean and max error may not exceed llama.cpp's by more
 ///    than two standard errors or 1%, whichever is larger — a statistical tie.
 ///
-/// Fast (8-bit activations and integer dot products, llama.cpp's arithmetic, the default): the
-/// statistical tie of 2 for every type, i.e. the error stays within llama.cpp's.
+/// Fast (8-bit activations and integer dot products, bf16 activations for BF16 weights:
+/// llama.cpp's arithmetic, the default): the statistical tie of 2 for every type, i.e. the error
+/// stays within llama.cpp's.
 ///
 /// Both: top-1 agreement with the unrounded model, pooled per type, is at least llama.cpp's
 /// minus a slack of 2·√k, k being the positions where the two engines pick differently.
@@ -195,7 +261,7 @@ fn meta_checkpoints_match_transformers() {
 fn quantized_files_beat_llama_cpp() {
     let man = manifest();
     for precision in [Precision::Exact, Precision::Fast] {
-        for key in ["gguf-q8_0", "gguf-q4_0", "gguf-q4_1"] {
+        for key in ["gguf-bf16", "gguf-q8_0", "gguf-q4_0", "gguf-q4_1"] {
             let (mut ours_hit, mut theirs_hit, mut disagree) = (0usize, 0usize, 0usize);
             for m in man["models"].as_array().unwrap() {
                 let name = m["name"].as_str().unwrap();
