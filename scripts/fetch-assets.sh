@@ -77,11 +77,14 @@ fetch_pkg() {
         case "$kind" in
             pypi-wheel) "$PYTHON" -m pip download -q --no-deps --only-binary :all: "$spec" -d "$DL" >&2 ;;
             pypi-sdist)
-                # Fetching an sdist makes pip prepare its metadata; llama-cpp-python's backend
-                # needs scikit-build-core, so retry without isolation after installing it.
-                if ! "$PYTHON" -m pip download -q --no-deps --no-binary :all: "$spec" -d "$DL" >&2; then
+                # Fetching an sdist makes pip prepare its metadata in an isolated build
+                # environment; only the package itself is taken as source (`:all:` would build
+                # its build tools, cmake among them, from source too: many minutes on 2 cores).
+                # llama-cpp-python's backend needs scikit-build-core, so retry without isolation
+                # after installing it.
+                if ! "$PYTHON" -m pip download -q --no-deps --no-binary "$name" "$spec" -d "$DL" >&2; then
                     "$PYTHON" -m pip install -q scikit-build-core >&2
-                    "$PYTHON" -m pip download -q --no-deps --no-binary :all: --no-build-isolation "$spec" -d "$DL" >&2
+                    "$PYTHON" -m pip download -q --no-deps --no-binary "$name" --no-build-isolation "$spec" -d "$DL" >&2
                 fi ;;
             npm) (cd "$DL" && npm pack -q "$spec" >/dev/null) ;;
         esac

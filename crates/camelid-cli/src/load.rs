@@ -14,7 +14,7 @@ use camelid_tokenizer::Tokenizer;
 /// The help of every `-m` that goes through model resolution; the names are those
 /// `fetch::ModelSpec::parse` knows.
 pub const MODEL_HELP: &str = "A GGUF file, a Hugging Face model folder (config.json + \
-safetensors), `hf:OWNER/REPO[/FILE]`, or the name `smollm2` (SmolLM2-135M-Instruct, the default; \
+safetensors), a Meta release folder (params.json + consolidated.NN.pth), `hf:OWNER/REPO[/FILE]`, or the name `smollm2` (SmolLM2-135M-Instruct, the default; \
 fetched on first use)";
 
 /// The help of `--precision`, one text for every command that runs a model.

@@ -26,8 +26,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
-    /// A GGUF file with F32, F16 or BF16 weights, or a Hugging Face model folder
-    /// (config.json, safetensors, tokenizer.json or tokenizer.model); a GGUF with quantized
+    /// A GGUF file with F32, F16 or BF16 weights, a Hugging Face model folder (config.json,
+    /// safetensors, tokenizer.json or tokenizer.model), or a Meta release folder (params.json,
+    /// consolidated.NN.pth, tokenizer.model); a GGUF with quantized
     /// weights (any type camelid reads) only with --allow-requantize.
     pub input: PathBuf,
     /// The GGUF file to write (replaced if it exists; never the input).

@@ -15,6 +15,10 @@
 //! - **Llama 2** built in, for the 32,000-token SentencePiece Llama vocabulary: Meta's llama
 //!   `generation.py` `chat_completion`.
 //!
+//! Meta's release folders carry no template; their generation picks the built-in (Llama 3 the
+//! header format, Llama 2 `[INST]`, LLaMA 1 none), passed as the tokenizer's
+//! [`ChatHint`].
+//!
 //! The built-ins are named as llama.cpp names them ([`BUILTIN_NAMES`]).
 //!
 //! The built-ins work on token ids, never on text: BOS, EOS and the header tokens are pushed as
@@ -25,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use camelid_tokenizer::{ModelKind, Tokenizer};
+use camelid_tokenizer::{ChatHint, ModelKind, Tokenizer};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
 
 /// One turn of a dialog.
@@ -141,10 +145,14 @@ impl std::error::Error for ChatError {}
 impl ChatTemplate {
     /// The template for a tokenizer: the one its file carries, else a built-in one the
     /// vocabulary is recognised by, else none.
+    /// A release's own format ([`ChatHint`], set for Meta's folders) comes between the two.
     pub fn for_tokenizer(tok: &Tokenizer) -> Option<ChatTemplate> {
-        match tok.chat_template() {
-            Some(t) if !t.trim().is_empty() => Some(ChatTemplate::Jinja(t.to_string())),
-            _ => ChatTemplate::builtin_for(tok),
+        match (tok.chat_template(), tok.chat_hint()) {
+            (Some(t), _) if !t.trim().is_empty() => Some(ChatTemplate::Jinja(t.to_string())),
+            (_, Some(ChatHint::Llama2)) => Some(ChatTemplate::Llama2),
+            (_, Some(ChatHint::Llama3)) => Some(ChatTemplate::Llama3),
+            (_, Some(ChatHint::Plain)) => None,
+            (_, None) => ChatTemplate::builtin_for(tok),
         }
     }
 

@@ -46,7 +46,7 @@ macro_rules! hub_error {
 use error::Context;
 
 /// What a model argument accepts, for error messages.
-pub const ACCEPTED: &str = "a model is a GGUF file or a Hugging Face model folder (a path), \
+pub const ACCEPTED: &str = "a model is a GGUF file, a Hugging Face or Meta model folder (a path), \
 `smollm2` (the default: SmolLM2-135M-Instruct), or `hf:OWNER/REPO[/FILE]` (the Hugging Face hub)";
 
 /// Resolves `-m` with the configuration taken from the environment (see [`Resolver::from_env`]).

@@ -8,6 +8,10 @@
 //! weight formats with an offset or a minimum need: `d · Σq` per block of 32 and per half block.
 //!
 //! The layout is ours (activations never leave the process): struct-of-arrays, rows contiguous.
+//!
+//! BF16 weights at [`crate::Precision::Fast`] take their activations rounded to bf16 instead
+//! ([`round_bf16`]), so that AVX512-BF16's `vdpbf16ps` can multiply both in pairs; the
+//! arithmetic of those products is described in `kernels::scalar` (`dot_bf16_bf16`).
 
 /// How a weight type wants its activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,13 +20,15 @@ pub enum ActKind {
     F32,
     /// 8-bit with a scale per 32.
     Q8,
+    /// bf16 (BF16 weights at [`crate::Precision::Fast`]): see [`round_bf16`].
+    Bf16,
 }
 
 impl ActKind {
     /// Elements per scale.
     pub const fn block(self) -> usize {
         match self {
-            ActKind::F32 => 1,
+            ActKind::F32 | ActKind::Bf16 => 1,
             ActKind::Q8 => 32,
         }
     }
@@ -41,6 +47,8 @@ pub struct QuantAct {
     pub dsum: Vec<f32>,
     /// Q8: `[rows, cols / 16]`, `d · Σq` of each half block (for weights with sub-blocks of 16).
     pub dsum16: Vec<f32>,
+    /// Bf16: `[rows, bf16_stride(cols)]`, each row padded with zeros.
+    pub bf16s: Vec<u16>,
 }
 
 /// Quantizes one row to Q8: `qs = round(x / d)` with `d = max|x| / 127` per block of 32.
@@ -56,6 +64,7 @@ impl QuantAct {
         self.qs.resize(n, 0);
         match kind {
             ActKind::F32 => {}
+            ActKind::Bf16 => self.bf16s.resize(rows * bf16_stride(cols), 0),
             ActKind::Q8 => {
                 self.d.resize(n / 32, 0.0);
                 self.dsum.resize(n / 32, 0.0);
@@ -100,4 +109,39 @@ pub fn quantize_q8_scalar(
         s16[0] = scale * half[0] as f32;
         s16[1] = scale * half[1] as f32;
     }
+}
+
+/// Elements per row of bf16 activations: `cols` rounded up to a whole number of 32-column
+/// chunks (one 512-bit vector of bf16), the padding zero, so the kernels need no column tail.
+pub const fn bf16_stride(cols: usize) -> usize {
+    cols.div_ceil(32) * 32
+}
+
+/// Rounds one activation to bf16 as `VCVTNE2PS2BF16` does (Intel SDM, "VCVTNE2PS2BF16",
+/// `convert_fp32_to_bfloat16`): round to nearest even by adding `0x7fff` plus the kept lowest
+/// bit; zeros and subnormals become a zero of the same sign; NaNs are quieted, infinities kept.
+/// Checked bit for bit against the instruction (`bf16_rounding_matches_the_instruction`).
+#[inline]
+pub fn round_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if b & 0x7f80_0000 == 0 {
+        (b >> 16) as u16 & 0x8000
+    } else if x.is_nan() {
+        (b >> 16) as u16 | 0x0040
+    } else if x.is_infinite() {
+        (b >> 16) as u16
+    } else {
+        (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// Rounds one row to bf16 (`out` is [`bf16_stride`]`(x.len())` long; the padding is zeroed).
+pub type QuantBf16Fn = fn(x: &[f32], out: &mut [u16]);
+
+/// Scalar bf16 rounding of a row (reference).
+pub fn quantize_bf16_scalar(x: &[f32], out: &mut [u16]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = round_bf16(v);
+    }
+    out[x.len()..].fill(0);
 }

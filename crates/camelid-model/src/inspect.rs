@@ -49,7 +49,8 @@ fn write_report(out: &mut String, ckpt: &Checkpoint) -> fmt::Result {
             match ckpt.meta() {
                 Some(m) => writeln!(
                     out,
-                    "format: Meta release (params.json + {} consolidated.NN.pth shard(s))",
+                    "format: Meta release of {} (params.json + {} consolidated.NN.pth shard(s))",
+                    crate::meta::generation(&m.params).name(),
                     m.shards.len()
                 )?,
                 None => writeln!(out, "format: Hugging Face (config.json + safetensors)")?,

@@ -16,8 +16,9 @@
 //! `llama/model.py`). transformers' converter joins them the same way (`concat_dim = 0` for
 //! Llama 3, else 1). Which one a folder uses is told from the shapes.
 
-use camelid_formats::pth::{MetaCheckpoint, PthDtype, PthTensor};
+use camelid_formats::pth::{MetaCheckpoint, MetaParams, PthDtype, PthTensor};
 use camelid_kernels::DType;
+use camelid_tokenizer::{ChatHint, Tokenizer};
 
 use crate::config::{Config, ConfigError, RopeScaling, ffn_width};
 use crate::error::ModelError;
@@ -212,14 +213,94 @@ fn cfg_err(field: &str, msg: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Llama 3.1 RoPE scaling as Meta's code applies it when `use_scaled_rope` is set: the
-/// constants are fixed in `apply_scaling` (meta-llama/llama-models `models/llama3/model.py`).
-const META_LLAMA3_SCALING: RopeScaling = RopeScaling::Llama3 {
-    factor: 8.0,
-    low_freq_factor: 1.0,
-    high_freq_factor: 4.0,
-    original_context: 8192,
-};
+/// Which of Meta's releases a folder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Generation {
+    Llama1,
+    Llama2,
+    /// Llama 3, 3.1, 3.2, 3.3.
+    Llama3,
+}
+
+impl Generation {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Generation::Llama1 => "LLaMA 1",
+            Generation::Llama2 => "Llama 2",
+            Generation::Llama3 => "Llama 3",
+        }
+    }
+}
+
+/// The generation, told from params.json, which does not name it: Llama 3 alone has θ 500000
+/// (or scaled RoPE, or a vocabulary of 128,256; Code Llama, a Llama 2, has θ 1e6 and 32,016);
+/// of the two with `vocab_size: -1` and no θ, LLaMA 1 alone has eps 1e-6 (Llama 2: 1e-5).
+pub(crate) fn generation(p: &MetaParams) -> Generation {
+    if p.rope_theta == Some(500000.0)
+        || p.use_scaled_rope == Some(true)
+        || p.vocab_size.is_some_and(|v| v >= 128_000)
+    {
+        Generation::Llama3
+    } else if p.norm_eps.is_some_and(|e| e < 5e-6) {
+        Generation::Llama1
+    } else {
+        Generation::Llama2
+    }
+}
+
+/// The chat format of a Meta folder (Meta ships none in the folder; its code writes one per
+/// generation): Llama 3's header layout (meta-llama/llama3 `ChatFormat`) where the vocabulary
+/// has its header tokens, Llama 2's `[INST]` layout (meta-llama/llama `chat_completion`), and
+/// none for LLaMA 1, a base model only.
+pub(crate) fn chat_hint(p: &MetaParams, tok: &Tokenizer) -> Option<ChatHint> {
+    let has = |t: &str| tok.token_id(t).is_some();
+    match generation(p) {
+        Generation::Llama1 => Some(ChatHint::Plain),
+        Generation::Llama2 => Some(ChatHint::Llama2),
+        Generation::Llama3
+            if has("<|start_header_id|>") && has("<|end_header_id|>") && has("<|eot_id|>") =>
+        {
+            Some(ChatHint::Llama3)
+        }
+        // A vocabulary without the header tokens (a test model's): nothing to say.
+        Generation::Llama3 => None,
+    }
+}
+
+/// The RoPE scaling of a Meta folder. Meta's Llama 3 code scales only when `use_scaled_rope`
+/// is set, and then with the constants fixed in `apply_scaling`: factor 8, low 1, high 4,
+/// original context 8192 (meta-llama/llama-models 0.3.0 `models/llama3/model.py`; its
+/// `ModelArgs`, `models/llama3/args.py`, has no field for them and drops unknown ones). That is
+/// Llama 3.1's rule, and Meta's code applies it to Llama 3.2 1B/3B too, whose params.json say
+/// the same; the Hugging Face configs of 3.2 1B/3B say factor 32 instead, so a Meta 3.2 folder
+/// and its Hugging Face twin differ at long range. A folder that states `rope_scaling_factor`
+/// or `rope_high_freq_factor` (the fields of Llama 4's `ModelArgs`, `models/llama4/args.py`,
+/// used by the same formula in `models/llama4/model.py`) gets those values.
+fn rope_scaling(p: &MetaParams) -> Result<RopeScaling, ConfigError> {
+    let positive = |v: Option<f64>, field: &str, default: f32| match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && x > 0.0 && x < 1e6 => Ok(x as f32),
+        Some(x) => Err(cfg_err(field, format!("{x} is not a factor > 0"))),
+    };
+    let factor = positive(p.rope_scaling_factor, "rope_scaling_factor", 8.0)?;
+    let high_freq_factor = positive(p.rope_high_freq_factor, "rope_high_freq_factor", 4.0)?;
+    if high_freq_factor <= 1.0 && p.use_scaled_rope == Some(true) {
+        return Err(cfg_err(
+            "rope_high_freq_factor",
+            format!("{high_freq_factor} must be above the low-frequency factor 1"),
+        ));
+    }
+    Ok(if p.use_scaled_rope == Some(true) {
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor,
+            original_context: 8192,
+        }
+    } else {
+        RopeScaling::None
+    })
+}
 
 /// The config of a Meta folder from `params.json` (field meanings and defaults: `ModelArgs` in
 /// meta-llama/llama3 `llama/model.py` and meta-llama/llama-models `models/llama3/args.py`),
@@ -280,21 +361,16 @@ pub(crate) fn config(ck: &MetaCheckpoint) -> Result<Config, ModelError> {
         Some(v) => return Err(err(cfg_err("vocab_size", format!("{v} is not a size")))),
     };
     let norm_eps = p.norm_eps.unwrap_or(1e-5);
-    let rope_scaling = if p.use_scaled_rope == Some(true) {
-        META_LLAMA3_SCALING
-    } else {
-        RopeScaling::None
-    };
+    let rope_scaling = rope_scaling(p).map_err(err)?;
     // Context lengths of each generation as transformers' converter records them
     // (CONTEXT_LENGTH_FOR_VERSION): scaled Llama 3.1+ 131072, Llama 3 8192, Llama 2 4096,
-    // LLaMA 1 2048. params.json does not say; the generation is told from what it does say
-    // (LLaMA 1 alone has eps 1e-6; Llama 3 alone has θ 500000).
-    let n_ctx_train = match p.max_seq_len {
-        Some(n) => n,
-        None if p.use_scaled_rope == Some(true) => 131072,
-        None if p.rope_theta.is_some_and(|t| t >= 500000.0) => 8192,
-        None if norm_eps < 5e-6 => 2048,
-        None => 4096,
+    // LLaMA 1 2048. params.json does not say.
+    let n_ctx_train = match (p.max_seq_len, generation(p)) {
+        (Some(n), _) => n,
+        (None, _) if p.use_scaled_rope == Some(true) => 131072,
+        (None, Generation::Llama3) => 8192,
+        (None, Generation::Llama2) => 4096,
+        (None, Generation::Llama1) => 2048,
     };
     let config = Config {
         n_vocab,
@@ -318,6 +394,41 @@ pub(crate) fn config(ck: &MetaCheckpoint) -> Result<Config, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The params.json of Meta's releases (the fields that tell them apart, as published).
+    #[test]
+    fn generation_from_params() {
+        let p = |json: &str| -> MetaParams { serde_json::from_str(json).unwrap() };
+        let cases = [
+            (
+                r#"{"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-06, "vocab_size": -1}"#,
+                Generation::Llama1,
+            ),
+            (
+                r#"{"dim": 4096, "multiple_of": 256, "n_heads": 32, "n_layers": 32, "norm_eps": 1e-05, "vocab_size": -1}"#,
+                Generation::Llama2,
+            ),
+            (
+                r#"{"dim": 8192, "multiple_of": 4096, "ffn_dim_multiplier": 1.3, "n_heads": 64, "n_kv_heads": 8, "n_layers": 80, "norm_eps": 1e-05, "vocab_size": -1}"#,
+                Generation::Llama2,
+            ),
+            (
+                r#"{"dim": 4096, "n_layers": 32, "n_heads": 32, "multiple_of": 256, "ffn_dim_multiplier": 1.0, "norm_eps": 1e-5, "rope_theta": 1000000, "vocab_size": 32016}"#,
+                Generation::Llama2,
+            ),
+            (
+                r#"{"dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 8, "vocab_size": 128256, "multiple_of": 1024, "ffn_dim_multiplier": 1.3, "norm_eps": 1e-05, "rope_theta": 500000.0}"#,
+                Generation::Llama3,
+            ),
+            (
+                r#"{"dim": 2048, "ffn_dim_multiplier": 1.5, "multiple_of": 256, "n_heads": 32, "n_kv_heads": 8, "n_layers": 16, "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": true, "vocab_size": 128256}"#,
+                Generation::Llama3,
+            ),
+        ];
+        for (json, want) in cases {
+            assert_eq!(generation(&p(json)), want, "{json}");
+        }
+    }
 
     #[test]
     fn names_and_splits() {

@@ -126,11 +126,18 @@ fn apply_config_beside(tok: &mut Tokenizer, file: &Path) -> Result<(), LoadError
 
 /// The tokenizer of an opened checkpoint: a GGUF's from the same parse of the file that serves
 /// the weights, a folder's from its tokenizer files.
+/// A Meta folder's tokenizer also gets the chat format of its generation
+/// ([`crate::meta::chat_hint`]).
 pub fn checkpoint_tokenizer(ckpt: &crate::weights::Checkpoint) -> Result<Tokenizer, LoadError> {
-    match ckpt.gguf() {
-        Some(g) => tokenizer_from_gguf(g),
-        None => load_tokenizer(&ckpt.path),
+    if let Some(g) = ckpt.gguf() {
+        return tokenizer_from_gguf(g);
     }
+    let mut tok = load_tokenizer(&ckpt.path)?;
+    if let Some(meta) = ckpt.meta() {
+        let hint = crate::meta::chat_hint(&meta.params, &tok);
+        tok.set_chat_hint(hint);
+    }
+    Ok(tok)
 }
 
 /// Builds the tokenizer a GGUF file describes in its `tokenizer.*` keys.

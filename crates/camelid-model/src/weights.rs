@@ -306,7 +306,7 @@ impl Checkpoint {
         if !cfg_path.is_file() {
             return Err(ModelError::NotAModel {
                 path: dir.into(),
-                msg: "folder has no config.json (a Hugging Face model folder needs config.json and safetensors)".into(),
+                msg: "folder has no config.json: not a Hugging Face model folder (config.json and safetensors) nor a Meta release folder (params.json and consolidated.NN.pth)".into(),
             });
         }
         let hf = camelid_formats::hf_config::load(&cfg_path)?;

@@ -172,6 +172,67 @@ fn meta_checkpoints_match_transformers() {
     }
 }
 
+/// A Meta folder's RoPE frequencies follow Meta's own code (testdata/meta/rope.json, from
+/// tools/meta_rope_reference.py running llama-models 0.3.0): `use_scaled_rope` alone gives the
+/// fixed llama3 constants (factor 8, also for Llama 3.2), an explicit `rope_scaling_factor` /
+/// `rope_high_freq_factor` is honoured, nothing is scaled without `use_scaled_rope`.
+#[test]
+fn meta_rope_scaling_follows_metas_code() {
+    let src = repo().join("testdata/meta");
+    let text = std::fs::read_to_string(src.join("rope.json")).unwrap();
+    let man: Value = serde_json::from_str(&text).unwrap();
+    let weights = src.join(man["weights"].as_str().unwrap());
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("meta-rope");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(
+        weights.join("consolidated.00.pth"),
+        tmp.join("consolidated.00.pth"),
+    )
+    .unwrap();
+    let cases = man["cases"].as_array().unwrap();
+    assert!(cases.len() >= 6);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        std::fs::write(tmp.join("params.json"), case["params"].to_string()).unwrap();
+        let ckpt = camelid_model::weights::Checkpoint::open(&tmp)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = ckpt.config.rope_inv_freq();
+        let want: Vec<f64> = case["inv_freq"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // Meta's table is float32 angles: a few ulps of either side.
+            assert!(
+                (*g as f64 - w).abs() <= 2e-6 * w.abs(),
+                "{name}: frequency {i}: camelid {g}, Meta {w}"
+            );
+        }
+    }
+    // A factor that is not one is named with its file, not used.
+    for (field, value) in [
+        ("rope_scaling_factor", "0"),
+        ("rope_scaling_factor", "-8"),
+        ("rope_high_freq_factor", "0.5"),
+    ] {
+        let mut params = cases[0]["params"].clone();
+        params[field] = serde_json::from_str(value).unwrap();
+        std::fs::write(tmp.join("params.json"), params.to_string()).unwrap();
+        let e = camelid_model::weights::Checkpoint::open(&tmp)
+            .err()
+            .unwrap_or_else(|| panic!("{field} {value} accepted"))
+            .to_string();
+        assert!(
+            e.contains("params.json") && e.contains(field) && e.contains(value),
+            "{e}"
+        );
+    }
+}
+
 /// Quantized files, in both precisions of the kernels.
 ///
 /// Exact (f32 activations, the reference path):

@@ -157,6 +157,19 @@ enum Algo {
     },
 }
 
+/// The chat format a release implies where its files carry no chat template: Meta's release
+/// folders have none, and their generation tells the format (LLaMA 1 has none, Llama 2 its
+/// `[INST]` layout, Llama 3 its header layout). The loader that knows the release sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatHint {
+    /// Meta's Llama 2 `chat_completion` layout.
+    Llama2,
+    /// Meta's Llama 3 header layout, ending turns with `<|eot_id|>`.
+    Llama3,
+    /// A base model released without a chat format (LLaMA 1): plain text only.
+    Plain,
+}
+
 /// A tokenizer of the Llama family. Cheap to share across threads (`&Tokenizer` is `Sync`).
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -186,6 +199,7 @@ pub struct Tokenizer {
     eog: Vec<u32>,
     has_unused: bool,
     chat_template: Option<String>,
+    chat_hint: Option<ChatHint>,
     /// SentencePiece scores as given (empty when the source has none), kept for writing GGUF.
     scores: Vec<f32>,
 }
@@ -299,6 +313,7 @@ impl Tokenizer {
             eog,
             has_unused,
             chat_template: spec.chat_template,
+            chat_hint: None,
             scores: spec.scores,
         })
     }
@@ -379,6 +394,15 @@ impl Tokenizer {
 
     pub fn set_chat_template(&mut self, template: Option<String>) {
         self.chat_template = template;
+    }
+
+    /// The chat format the model's release implies when its files carry no template.
+    pub fn chat_hint(&self) -> Option<ChatHint> {
+        self.chat_hint
+    }
+
+    pub fn set_chat_hint(&mut self, hint: Option<ChatHint>) {
+        self.chat_hint = hint;
     }
 
     /// Overrides BOS/EOS and whether BOS is added (from `tokenizer_config.json`, for instance).

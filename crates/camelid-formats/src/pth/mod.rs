@@ -12,7 +12,10 @@
 //! holds one model-parallel rank's slices. Joining them is the model crate's business.
 
 mod pickle;
+mod writer;
 mod zip;
+
+pub use writer::{PthEntry, write_pth};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -297,6 +300,12 @@ pub struct MetaParams {
     pub norm_eps: Option<f64>,
     pub rope_theta: Option<f64>,
     pub use_scaled_rope: Option<bool>,
+    /// The llama3 RoPE scaling factor and high-frequency factor. Not in Meta's Llama 3 files nor
+    /// read by Meta's Llama 3 code (which fixes 8 and 4); Llama 4's `ModelArgs` has them
+    /// (meta-llama/llama-models `models/llama4/args.py`), and a folder that states them means
+    /// them.
+    pub rope_scaling_factor: Option<f64>,
+    pub rope_high_freq_factor: Option<f64>,
     /// Not in Meta's files (a run-time argument of their generator), honoured when present.
     pub max_seq_len: Option<usize>,
 }

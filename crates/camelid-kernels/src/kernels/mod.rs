@@ -14,9 +14,10 @@ mod scalar_iq;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
-use crate::act::{ActKind, QuantQ8Fn};
+use crate::act::{ActKind, QuantBf16Fn, QuantQ8Fn};
 use crate::dtype::DType;
 use crate::isa::Isa;
+use crate::matmul::Precision;
 
 /// Every f16 bit pattern as f32: a scalar scale conversion costs two loads instead of a trip
 /// through the vector unit. 256 KiB, built on first use; the scales a model uses are few, so
@@ -46,6 +47,8 @@ pub struct ActPtr {
     pub dsum: *const f32,
     /// `t · cols / 16`
     pub dsum16: *const f32,
+    /// `t · bf16_stride(cols)` (see [`crate::act::bf16_stride`])
+    pub bf16s: *const u16,
 }
 
 /// One tile of work; see the module docs. Built by the driver in `matmul.rs`, which checks every
@@ -129,12 +132,22 @@ pub struct Table {
     pub isa: Isa,
     /// Indexed by [`type_index`].
     pub types: [TypeKernels; DType::ALL.len()],
+    /// BF16 at [`Precision::Exact`]: widened to f32, f32 products (`types` holds the fast
+    /// kernels, on bf16 activations).
+    pub bf16_exact: TypeKernels,
     pub quant_q8: QuantQ8Fn,
+    pub quant_bf16: QuantBf16Fn,
 }
 
 impl Table {
-    pub fn get(&self, dtype: DType) -> TypeKernels {
-        self.types[type_index(dtype)]
+    /// The kernels of `dtype` at `precision` (quantized types at `Exact` do not use tiles: see
+    /// `matmul::exact_rows`).
+    pub fn get(&self, dtype: DType, precision: Precision) -> TypeKernels {
+        if dtype == DType::BF16 && precision == Precision::Exact {
+            self.bf16_exact
+        } else {
+            self.types[type_index(dtype)]
+        }
     }
 }
 
@@ -174,6 +187,9 @@ pub fn table(isa: Isa) -> &'static Table {
         Isa::Scalar => &scalar::TABLE,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => &x86::AVX2,
+        // AVX512-BF16 (Zen 4, Sapphire Rapids and later) adds `vdpbf16ps` for BF16 weights.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if is_x86_feature_detected!("avx512bf16") => &x86::AVX512_BF16,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => &x86::AVX512,
         #[cfg(not(target_arch = "x86_64"))]

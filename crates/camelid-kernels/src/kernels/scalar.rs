@@ -11,7 +11,7 @@
 //!   activation sums per 32 or 16.
 
 use super::{ActPtr, NT, Table, Tile, TypeKernels};
-use crate::act::{ActKind, quantize_q8_scalar};
+use crate::act::{ActKind, bf16_stride, quantize_bf16_scalar, quantize_q8_scalar};
 use crate::dtype::{kscale, q3k_scales};
 use half::{bf16, f16};
 
@@ -23,6 +23,8 @@ pub struct ActRow<'a> {
     pub d: &'a [f32],
     pub dsum: &'a [f32],
     pub dsum16: &'a [f32],
+    /// Bf16: `bf16_stride(cols)` elements, the padding zero.
+    pub bf16s: &'a [u16],
 }
 
 /// Row `t` of a tile's activations.
@@ -37,6 +39,13 @@ pub unsafe fn act_row<'a>(a: &ActPtr, kind: ActKind, cols: usize, t: usize) -> A
                 f32s: std::slice::from_raw_parts(a.f32s.add(t * cols), cols),
                 ..ActRow::EMPTY
             },
+            ActKind::Bf16 => {
+                let stride = bf16_stride(cols);
+                ActRow {
+                    bf16s: std::slice::from_raw_parts(a.bf16s.add(t * stride), stride),
+                    ..ActRow::EMPTY
+                }
+            }
             ActKind::Q8 => ActRow {
                 qs: std::slice::from_raw_parts(a.qs.add(t * cols), cols),
                 d: std::slice::from_raw_parts(a.d.add(t * cols / 32), cols / 32),
@@ -55,6 +64,7 @@ impl ActRow<'_> {
         d: &[],
         dsum: &[],
         dsum16: &[],
+        bf16s: &[],
     };
 }
 
@@ -97,6 +107,7 @@ tiles! {
     tile_f32: F32, dot_f32_w;
     tile_f16: F32, dot_f16;
     tile_bf16: F32, dot_bf16;
+    tile_bf16_bf16: Bf16, dot_bf16_bf16;
     tile_q8_0: Q8, dot_q8_0;
     tile_q4_0: Q8, dot_q4_0;
     tile_q4_1: Q8, dot_q4_1;
@@ -135,7 +146,7 @@ pub static TABLE: Table = Table {
     types: [
         k(ActKind::F32, tile_f32),
         k(ActKind::F32, tile_f16),
-        k(ActKind::F32, tile_bf16),
+        k(ActKind::Bf16, tile_bf16_bf16),
         k(ActKind::Q8, tile_q8_0),
         k(ActKind::Q8, tile_q4_0),
         k(ActKind::Q8, tile_q4_1),
@@ -158,7 +169,9 @@ pub static TABLE: Table = Table {
         super::scalar_iq::IQ1_S,
         super::scalar_iq::IQ1_M,
     ],
+    bf16_exact: k(ActKind::F32, tile_bf16),
     quant_q8: quantize_q8_scalar,
+    quant_bf16: quantize_bf16_scalar,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +204,68 @@ fn dot_f16(w: &[u8], a: &ActRow) -> f32 {
 
 fn dot_bf16(w: &[u8], a: &ActRow) -> f32 {
     dot_floats(w, a.f32s, 2, |b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+}
+
+// ---------------------------------------------------------------------------------------------
+// BF16 weights against bf16 activations (the fast precision).
+
+/// A bf16 as f32 as `vdpbf16ps` reads it: subnormals are zero (DAZ).
+#[inline]
+fn bf16_in(h: u16) -> f32 {
+    let b = (h as u32) << 16;
+    if b & 0x7f80_0000 == 0 {
+        f32::from_bits(b & 0x8000_0000)
+    } else {
+        f32::from_bits(b)
+    }
+}
+
+/// `s + w · x` rounded to f32 (the product of two bf16 is exact in f32), a subnormal result
+/// flushed to zero (FTZ), as each step of `vdpbf16ps`.
+#[inline]
+fn bf16_step(s: f32, w: u16, x: u16) -> f32 {
+    let v = s + bf16_in(w) * bf16_in(x);
+    if v.is_subnormal() {
+        f32::from_bits(v.to_bits() & 0x8000_0000)
+    } else {
+        v
+    }
+}
+
+/// The arithmetic of BF16 weights against bf16 activations, the twin of every SIMD path's.
+/// Sixteen f32 lanes; the row is taken 32 columns at a time (the last chunk padded with zeros)
+/// and lane `j` adds the products of columns `2j + 1`, then `2j`, of each chunk, one rounding
+/// each: what one `vdpbf16ps` does (Intel SDM, "VDPBF16PS": the odd element first; checked bit
+/// for bit on Zen 4 over 3.2 M random lanes). The lanes are then summed as a tree, halves
+/// first: `((l[j] + l[j+8]) + (… + l[j+4])) …` down to one value (`x86::bf16::reduce16`).
+/// The AVX2 path does each step with an FMA instead, which differs only when a weight is
+/// subnormal or a partial sum underflows (no DAZ/FTZ there).
+fn dot_bf16_bf16(w: &[u8], a: &ActRow) -> f32 {
+    let x = a.bf16s;
+    let cols = w.len() / 2;
+    let wh = |c: usize| {
+        if c < cols {
+            u16::from_le_bytes([w[2 * c], w[2 * c + 1]])
+        } else {
+            0
+        }
+    };
+    let mut lane = [0.0f32; 16];
+    for k in (0..x.len()).step_by(32) {
+        for (j, l) in lane.iter_mut().enumerate() {
+            let (c0, c1) = (k + 2 * j, k + 2 * j + 1);
+            *l = bf16_step(*l, wh(c1), x[c1]);
+            *l = bf16_step(*l, wh(c0), x[c0]);
+        }
+    }
+    reduce16(lane)
+}
+
+/// The tree sum of sixteen lanes that the SIMD paths do with shuffles.
+pub fn reduce16(l: [f32; 16]) -> f32 {
+    let l8: [f32; 8] = std::array::from_fn(|j| l[j] + l[j + 8]);
+    let l4: [f32; 4] = std::array::from_fn(|j| l8[j] + l8[j + 4]);
+    (l4[0] + l4[2]) + (l4[1] + l4[3])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -167,25 +167,35 @@ fn simd_paths_match_scalar_twins() {
                 // 8 and more activation rows take the prompt-pass kernels (panels) where a path has them.
                 for n in [1, 2, 3, 4, 6, 9] {
                     let x = activations(n, cols, style % 2, &mut rng);
-                    let mut want = vec![0.0f32; n * rows];
-                    scalar.matmul_with(&w, &x, &mut want, 2, Precision::Fast);
-                    for k in &paths {
-                        let mut got = vec![0.0f32; n * rows];
-                        k.matmul_with(&w, &x, &mut got, 2, Precision::Fast);
-                        for t in 0..n {
-                            for r in 0..rows {
-                                let mag: f64 = (0..cols)
-                                    .map(|c| {
-                                        bmax[r * cols + c] as f64 * (x[t * cols + c] as f64).abs()
-                                    })
-                                    .sum();
-                                let (g, e) = (got[t * rows + r], want[t * rows + r]);
-                                assert!(
-                                    ((g - e) as f64).abs() <= 2e-5 * mag + 1e-30,
-                                    "{} {dtype} {rows}x{cols} style {style} n={n} t={t} r={r}: \
-                                     {g} vs scalar {e} (bound {mag:e})",
-                                    k.isa()
-                                );
+                    // Float weights are exact at either precision, BF16 only at `Exact`:
+                    // both paths of the float types.
+                    let precisions: &[Precision] = if dtype.block_size() == 1 {
+                        &[Precision::Fast, Precision::Exact]
+                    } else {
+                        &[Precision::Fast]
+                    };
+                    for &precision in precisions {
+                        let mut want = vec![0.0f32; n * rows];
+                        scalar.matmul_with(&w, &x, &mut want, 2, precision);
+                        for k in &paths {
+                            let mut got = vec![0.0f32; n * rows];
+                            k.matmul_with(&w, &x, &mut got, 2, precision);
+                            for t in 0..n {
+                                for r in 0..rows {
+                                    let mag: f64 = (0..cols)
+                                        .map(|c| {
+                                            bmax[r * cols + c] as f64
+                                                * (x[t * cols + c] as f64).abs()
+                                        })
+                                        .sum();
+                                    let (g, e) = (got[t * rows + r], want[t * rows + r]);
+                                    assert!(
+                                        ((g - e) as f64).abs() <= 2e-5 * mag + 1e-30,
+                                        "{} {dtype} {precision:?} {rows}x{cols} style {style} n={n} \
+                                     t={t} r={r}: {g} vs scalar {e} (bound {mag:e})",
+                                        k.isa()
+                                    );
+                                }
                             }
                         }
                     }
@@ -231,6 +241,70 @@ fn results_do_not_depend_on_the_batch() {
                 let mut three = vec![0.0f32; 3 * rows];
                 k.matmul_with(&w, &x[3 * cols..6 * cols], &mut three, 2, Precision::Fast);
                 assert_eq!(three, all[3 * rows..6 * rows], "{isa} {dtype}: batch of 3");
+            }
+        }
+    }
+}
+
+/// BF16 weights at the fast precision: every path computes the scalar twin's steps (bf16
+/// activations, the pairs of each 16-lane `vdpbf16ps`, a tree sum), so on data without
+/// subnormals (where only `vdpbf16ps` flushes to zero) they agree bit for bit; and the result
+/// is within the rounding of the activations of an f64 product.
+#[test]
+fn bf16_fast_equals_its_twin_and_the_rounding_bound() {
+    let mut rng = Rng(0x51_7cc1_b727_220a);
+    let scalar = Kernels::with_isa(1, Isa::Scalar);
+    for (rows, cols) in [
+        (1, 1),
+        (9, 31),
+        (17, 32),
+        (13, 33),
+        (8, 95),
+        (21, 2048 + 17),
+    ] {
+        let wq = weights(DType::BF16, rows, cols, 0, &mut rng);
+        let w = WeightView::new(DType::BF16, rows, cols, &wq).unwrap();
+        let mut wd = vec![0.0f32; rows * cols];
+        dequantize_row(DType::BF16, &wq, &mut wd);
+        for n in [1, 2, 4, 5, 9] {
+            let mut x = activations(n, cols, 0, &mut rng);
+            // Ties of the bf16 rounding (both directions) and a value that rounds up a binade.
+            x[0] = f32::from_bits(0x3f80_8000);
+            x[n * cols - 1] = -f32::from_bits(0x3f81_8000);
+            if cols > 2 {
+                x[1] = f32::from_bits(0x3fff_ffff);
+            }
+            let mut want = vec![0.0f32; n * rows];
+            scalar.matmul_with(&w, &x, &mut want, 1, Precision::Fast);
+            for t in 0..n {
+                for r in 0..rows {
+                    let (wr, xt) = (&wd[r * cols..][..cols], &x[t * cols..][..cols]);
+                    let exact: f64 = wr.iter().zip(xt).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let mag: f64 = wr
+                        .iter()
+                        .zip(xt)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum();
+                    // 2⁻⁸ per activation (bf16 keeps 8 significant bits), plus f32 sums over at most `cols` terms.
+                    let bound = mag * (1.0 / 256.0 + cols as f64 * 1.2e-7);
+                    let e = want[t * rows + r] as f64;
+                    assert!(
+                        (e - exact).abs() <= bound,
+                        "{rows}x{cols} n={n}: {e} vs {exact}"
+                    );
+                }
+            }
+            for isa in Isa::available() {
+                let k = Kernels::with_isa(2, isa);
+                let mut got = vec![0.0f32; n * rows];
+                k.matmul_with(&w, &x, &mut got, 2, Precision::Fast);
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        e.to_bits(),
+                        "{isa} {rows}x{cols} n={n} #{i}: {g} vs {e}"
+                    );
+                }
             }
         }
     }

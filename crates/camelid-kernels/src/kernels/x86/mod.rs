@@ -14,6 +14,7 @@
 #![allow(clippy::needless_range_loop)]
 
 mod act;
+mod bf16;
 mod float;
 mod fpanel;
 pub(crate) mod gemm;
@@ -26,7 +27,7 @@ mod q8;
 use std::arch::x86_64::*;
 
 use super::{Table, TileFn, TypeKernels};
-use crate::act::ActKind;
+use crate::act::{ActKind, QuantBf16Fn, quantize_bf16_scalar};
 use crate::isa::Isa;
 
 /// The operations that differ between the two x86 paths.
@@ -212,7 +213,7 @@ pub static AVX2: Table = Table {
     types: [
         k(ActKind::F32, float::avx2::tile_f32),
         k(ActKind::F32, float::avx2::tile_f16),
-        k(ActKind::F32, float::avx2::tile_bf16),
+        k(ActKind::Bf16, bf16::tile_bf16_bf16_fma),
         kq(panel::avx2::tile_q8_0, None),
         kq(panel::avx2::tile_q4_0, Some(panel::avx2::panel_q4_0)),
         kq(panel::avx2::tile_q4_1, Some(panel::avx2::panel_q4_1)),
@@ -235,36 +236,55 @@ pub static AVX2: Table = Table {
         kq(iq::avx2::tile_iq1_s, None),
         kq(iq::avx2::tile_iq1_m, None),
     ],
+    bf16_exact: k(ActKind::F32, float::avx2::tile_bf16),
     quant_q8: act::avx2::quant_q8,
+    quant_bf16: quantize_bf16_scalar,
 };
 
-pub static AVX512: Table = Table {
-    isa: Isa::Avx512,
-    types: [
-        kf(float::avx512::tile_f32, fpanel::panel_f32),
-        kf(float::avx512::tile_f16, fpanel::panel_f16),
-        kf(float::avx512::tile_bf16, fpanel::panel_bf16),
-        kq16(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0)),
-        kq16(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0)),
-        kq16(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1)),
-        kq16(panel::avx512::tile_q5_0, Some(panel::avx512::panel_q5_0)),
-        kq16(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
-        kq16(panel::avx512::tile_q2_k, Some(panel::avx512::panel_q2_k)),
-        kq16(panel::avx512::tile_q3_k, Some(panel::avx512::panel_q3_k)),
-        kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
-        kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
-        kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
-        kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl)),
-        kq16(iq::avx512::tile_iq4_xs, Some(iq::avx512::panel_iq4_xs)),
-        kq16(iq::avx512::tile_tq1_0, Some(iq::avx512::panel_tq1_0)),
-        kq16(iq::avx512::tile_tq2_0, Some(iq::avx512::panel_tq2_0)),
-        kq16(iq::avx512::tile_iq3_s, Some(iq::avx512::panel_iq3_s)),
-        kq16(iq::avx512::tile_iq3_xxs, Some(iq::avx512::panel_iq3_xxs)),
-        kq16(iq::avx512::tile_iq2_xxs, Some(iq::avx512::panel_iq2_xxs)),
-        kq16(iq::avx512::tile_iq2_xs, Some(iq::avx512::panel_iq2_xs)),
-        kq16(iq::avx512::tile_iq2_s, Some(iq::avx512::panel_iq2_s)),
-        kq16(iq::avx512::tile_iq1_s, Some(iq::avx512::panel_iq1_s)),
-        kq16(iq::avx512::tile_iq1_m, Some(iq::avx512::panel_iq1_m)),
-    ],
-    quant_q8: act::avx512::quant_q8,
-};
+/// The AVX-512 table with `vdpbf16ps` for BF16 weights (chosen where the CPU has AVX512-BF16).
+pub static AVX512_BF16: Table = avx512(
+    k(ActKind::Bf16, bf16::tile_bf16_bf16_dp),
+    bf16::quant_bf16_avx512,
+);
+
+/// The AVX-512 table without AVX512-BF16: BF16 weights on the AVX2 path's FMA tiles (the same
+/// arithmetic).
+pub static AVX512: Table = avx512(
+    k(ActKind::Bf16, bf16::tile_bf16_bf16_fma),
+    quantize_bf16_scalar,
+);
+
+const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
+    Table {
+        isa: Isa::Avx512,
+        types: [
+            kf(float::avx512::tile_f32, fpanel::panel_f32),
+            kf(float::avx512::tile_f16, fpanel::panel_f16),
+            bf16,
+            kq16(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0)),
+            kq16(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0)),
+            kq16(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1)),
+            kq16(panel::avx512::tile_q5_0, Some(panel::avx512::panel_q5_0)),
+            kq16(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
+            kq16(panel::avx512::tile_q2_k, Some(panel::avx512::panel_q2_k)),
+            kq16(panel::avx512::tile_q3_k, Some(panel::avx512::panel_q3_k)),
+            kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
+            kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
+            kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
+            kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl)),
+            kq16(iq::avx512::tile_iq4_xs, Some(iq::avx512::panel_iq4_xs)),
+            kq16(iq::avx512::tile_tq1_0, Some(iq::avx512::panel_tq1_0)),
+            kq16(iq::avx512::tile_tq2_0, Some(iq::avx512::panel_tq2_0)),
+            kq16(iq::avx512::tile_iq3_s, Some(iq::avx512::panel_iq3_s)),
+            kq16(iq::avx512::tile_iq3_xxs, Some(iq::avx512::panel_iq3_xxs)),
+            kq16(iq::avx512::tile_iq2_xxs, Some(iq::avx512::panel_iq2_xxs)),
+            kq16(iq::avx512::tile_iq2_xs, Some(iq::avx512::panel_iq2_xs)),
+            kq16(iq::avx512::tile_iq2_s, Some(iq::avx512::panel_iq2_s)),
+            kq16(iq::avx512::tile_iq1_s, Some(iq::avx512::panel_iq1_s)),
+            kq16(iq::avx512::tile_iq1_m, Some(iq::avx512::panel_iq1_m)),
+        ],
+        bf16_exact: kf(float::avx512::tile_bf16, fpanel::panel_bf16),
+        quant_q8: act::avx512::quant_q8,
+        quant_bf16,
+    }
+}
