@@ -170,7 +170,6 @@ impl SampleArgs {
     }
 
     fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
-        let d = SamplerConfig::default();
         let seed = match self.seed {
             Some(Seed::Fixed(s)) => s,
             None | Some(Seed::Random) => {
@@ -181,25 +180,23 @@ impl SampleArgs {
             }
         };
         SamplerConfig {
-            temperature: self
-                .temperature
-                .or(hints.temperature)
-                .unwrap_or(d.temperature),
-            top_k: self.top_k.or(hints.top_k).unwrap_or(d.top_k),
-            top_p: self.top_p.or(hints.top_p).unwrap_or(d.top_p),
-            min_p: self.min_p.or(hints.min_p).unwrap_or(d.min_p),
-            repeat_penalty: self
-                .repeat_penalty
-                .or(hints.repeat_penalty)
-                .unwrap_or(d.repeat_penalty),
-            repeat_last_n: self
-                .repeat_last_n
-                .or(hints.repeat_last_n)
-                .unwrap_or(d.repeat_last_n),
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             seed,
-            logit_bias: Vec::new(),
+            ..SamplerConfig::default().with_hints(&self.given().or(hints))
+        }
+    }
+
+    /// The options given on the command line that a model may also recommend.
+    fn given(&self) -> SamplingHints {
+        SamplingHints {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            source: String::new(),
         }
     }
 
@@ -217,17 +214,7 @@ impl SampleArgs {
 
     /// The line that says which recommendations of the model are in effect, if any.
     pub fn hints_note(&self, hints: &SamplingHints) -> Option<String> {
-        let used = SamplingHints {
-            temperature: hints.temperature.filter(|_| self.temperature.is_none()),
-            top_k: hints.top_k.filter(|_| self.top_k.is_none()),
-            top_p: hints.top_p.filter(|_| self.top_p.is_none()),
-            min_p: hints.min_p.filter(|_| self.min_p.is_none()),
-            repeat_penalty: hints
-                .repeat_penalty
-                .filter(|_| self.repeat_penalty.is_none()),
-            repeat_last_n: hints.repeat_last_n.filter(|_| self.repeat_last_n.is_none()),
-            source: String::new(),
-        };
+        let used = hints.unset_in(&self.given());
         (!used.is_empty()).then(|| {
             format!(
                 "[sampling as the model recommends: {} ({})]",

@@ -17,6 +17,8 @@
 //! (its temperature sampler comes after top-p and min-p). `T = 0` is greedy: the argmax after
 //! the penalties.
 
+use camelid_model::sampling::SamplingHints;
+
 /// Sampling settings. The defaults are llama.cpp's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplerConfig {
@@ -56,6 +58,21 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// These settings with the values `hints` sets in place of theirs: a front end's defaults
+    /// (llama.cpp's for the CLI, OpenAI's for the server) under what the user and the model
+    /// chose (`given.or(&recommended)`).
+    pub fn with_hints(self, hints: &SamplingHints) -> SamplerConfig {
+        SamplerConfig {
+            temperature: hints.temperature.unwrap_or(self.temperature),
+            top_k: hints.top_k.unwrap_or(self.top_k),
+            top_p: hints.top_p.unwrap_or(self.top_p),
+            min_p: hints.min_p.unwrap_or(self.min_p),
+            repeat_penalty: hints.repeat_penalty.unwrap_or(self.repeat_penalty),
+            repeat_last_n: hints.repeat_last_n.unwrap_or(self.repeat_last_n),
+            ..self
+        }
+    }
+
     /// Greedy decoding: the argmax, no penalties.
     pub fn greedy() -> Self {
         SamplerConfig {
@@ -307,6 +324,30 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the user set wins over what the model recommends, which wins over the front end's
+    /// default; the recommendations in effect are the ones the user left unset.
+    #[test]
+    fn options_over_recommendations_over_defaults() {
+        let given = SamplingHints {
+            temperature: Some(0.0),
+            top_k: Some(5),
+            ..SamplingHints::default()
+        };
+        let model = SamplingHints {
+            temperature: Some(0.6),
+            top_p: Some(0.9),
+            source: "generation_config.json".into(),
+            ..SamplingHints::default()
+        };
+        let c = SamplerConfig::default().with_hints(&given.or(&model));
+        assert_eq!((c.temperature, c.top_k, c.top_p), (0.0, 5, 0.9));
+        assert_eq!((c.min_p, c.repeat_last_n), (0.05, 64));
+        let used = model.unset_in(&given);
+        assert_eq!(used.describe(), "top-p 0.9");
+        assert_eq!(used.source, "generation_config.json");
+        assert!(model.unset_in(&model).is_empty());
+    }
 
     /// Logits of a known distribution: p = [0.5, 0.25, 0.125, 0.0625, 0.0625].
     fn dist() -> Vec<f32> {

@@ -346,20 +346,30 @@ fn common(
         Some((_, m)) => usize::try_from(m).unwrap_or(usize::MAX),
         None => default_max,
     };
-    let d = SamplerConfig::default();
+    let given = SamplingHints {
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        repeat_penalty,
+        repeat_last_n,
+        source: String::new(),
+    };
+    // OpenAI's defaults, except the penalty window, which OpenAI does not have.
+    let openai = SamplerConfig {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        repeat_penalty: 1.0,
+        ..SamplerConfig::default()
+    };
     let sampler = SamplerConfig {
-        temperature: temperature.or(hints.temperature).unwrap_or(1.0),
-        top_k: top_k.or(hints.top_k).unwrap_or(0),
-        top_p: top_p.or(hints.top_p).unwrap_or(1.0),
-        min_p: min_p.or(hints.min_p).unwrap_or(0.0),
-        repeat_penalty: repeat_penalty.or(hints.repeat_penalty).unwrap_or(1.0),
-        repeat_last_n: repeat_last_n
-            .or(hints.repeat_last_n)
-            .unwrap_or(d.repeat_last_n),
         presence_penalty: presence_penalty.unwrap_or(0.0),
         frequency_penalty: frequency_penalty.unwrap_or(0.0),
         seed: seed.map_or_else(random_seed, |s| s as u64),
         logit_bias,
+        ..openai.with_hints(&given.or(hints))
     };
     sampler
         .validate()
