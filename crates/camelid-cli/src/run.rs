@@ -303,24 +303,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         eprintln!("{CHAT_HINT}");
     }
     if a.json {
-        let v = serde_json::json!({
-            "prompt_ids": ids,
-            "ids": g.tokens,
-            "text": g.text,
-            "finish_reason": finish_name(g.finish),
-            "seed": sampler.seed,
-            "timings": {
-                "prompt_tokens": g.prompt_tokens,
-                "prompt_ms": g.prompt_time.as_secs_f64() * 1e3,
-                "prompt_tokens_per_s": g.prompt_tokens_per_s(),
-                "gen_tokens": g.tokens.len(),
-                "gen_ms": g.gen_time.as_secs_f64() * 1e3,
-                "gen_tokens_per_s": g.gen_tokens_per_s(),
-                "grammar_masks": g.masks.map(|m| m.1),
-                "grammar_mask_ms": g.masks.map(|m| m.0.as_secs_f64() * 1e3),
-            }
-        });
-        writeln!(stdout, "{v}")?;
+        writeln!(stdout, "{}", g.to_json(&ids, sampler.seed))?;
     } else {
         writeln!(stdout)?;
         stdout.flush()?;
@@ -360,33 +343,8 @@ fn prompt_ids(
 
 /// Timings and the reason generation ended, on stderr.
 pub fn report(g: &Generation, n_ctx: usize) {
-    match g.finish {
-        FinishReason::ContextFull => eprintln!(
-            "[stopped: the context of {n_ctx} tokens is full; raise --ctx for longer output]"
-        ),
-        FinishReason::Cancelled => eprintln!("[interrupted]"),
-        _ => {}
-    }
-    eprintln!(
-        "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s",
-        g.prompt_tokens,
-        g.prompt_tokens_per_s(),
-        g.tokens.len(),
-        g.gen_tokens_per_s()
-    );
-    if let Some((t, n)) = g.masks {
-        eprintln!(
-            "grammar: {n} token masks, {:.1} µs per mask",
-            t.as_secs_f64() * 1e6 / f64::from(n.max(1))
-        );
-    }
-}
-
-pub fn finish_name(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::EndOfGeneration | FinishReason::Stop => "stop",
-        FinishReason::Length | FinishReason::ContextFull => "length",
-        FinishReason::Cancelled => "cancelled",
+    for line in g.summary_lines(n_ctx) {
+        eprintln!("{line}");
     }
 }
 
