@@ -17,7 +17,6 @@ use anyhow::{Result, bail};
 use camelid_engine::bench::{
     Report, bench_tokens, decode_speed, kv_cache_bytes, peak_rss, prompt_speed,
 };
-use camelid_model::weights::Checkpoint;
 
 use crate::load::LoadArgs;
 
@@ -46,10 +45,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.n_prompt == 0 && a.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
     }
-    let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
-    let mut model = crate::load::open_model(Checkpoint::open(&path)?, a.load.device)?;
-    crate::load::set_threads(&mut model, a.load.threads)?;
-    model.set_precision(a.load.precision.into());
+    let l = &a.load;
+    let (path, model) =
+        crate::load::open_resolved(l.model.as_deref(), l.device, l.threads, l.precision)?;
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
         bail!(

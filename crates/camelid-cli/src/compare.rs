@@ -178,7 +178,7 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
         ctx: Some(a.ctx),
         threads: a.threads,
         precision: PrecisionArg::Fast,
-        device: crate::load::Device::Cpu,
+        device: camelid_model::Device::Cpu,
     };
     let ppl = PplOptions {
         n_ctx: a.ctx,

@@ -15,7 +15,9 @@ use camelid_engine::eval_io::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::load::{Device, LoadArgs, Loaded, MODEL_HELP, PrecisionArgs, load};
+use camelid_model::Device;
+
+use crate::load::{LoadArgs, Loaded, MODEL_HELP, PrecisionArgs, load};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.

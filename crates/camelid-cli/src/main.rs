@@ -94,7 +94,7 @@ struct LogitsArgs {
     precision: load::PrecisionArgs,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
-    device: load::Device,
+    device: camelid_model::Device,
 }
 
 fn main() -> ExitCode {
@@ -154,11 +154,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn logits(a: &LogitsArgs) -> Result<()> {
-    let path = fetch::resolve_model(a.model.as_deref())?;
-    let ckpt = camelid_model::weights::Checkpoint::open(&path)?;
-    let mut model = load::open_model(ckpt, a.device)?;
-    crate::load::set_threads(&mut model, a.threads)?;
-    model.set_precision(a.precision.get().into());
+    let (_, model) =
+        load::open_resolved(a.model.as_deref(), a.device, a.threads, a.precision.get())?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     camelid_engine::eval_io::write_logits_json(&model, &a.tokens, a.all, a.decode, &mut out)?;
     out.flush()?;

@@ -180,11 +180,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => crate::load::thread_count(t),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = crate::load::threads_or_all(a.threads)?;
     let ftype = Ftype::parse(&a.export_type)
         .with_context(|| format!("--export-type {:?} is not a GGUF type", a.export_type))?;
     if let Some(path) = a.export_gguf.as_ref().filter(|p| p.is_dir()) {
