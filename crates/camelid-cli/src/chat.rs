@@ -274,20 +274,11 @@ fn scripted(chat: &mut Chat, cancel: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// Where the line history is kept: `$XDG_CACHE_HOME/camelid/chat_history`, else
-/// `~/.cache/camelid/chat_history`.
-fn history_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("camelid").join("chat_history"))
-}
-
 /// The terminal REPL.
 fn interactive(chat: &mut Chat, name: &str, cancel: &AtomicBool) -> Result<()> {
     let mut rl = DefaultEditor::new().context("setting up the terminal")?;
-    let history = history_path();
+    // The line history: `$XDG_CACHE_HOME/camelid/chat_history`, else ~/.cache/camelid/….
+    let history = crate::fetch::camelid_cache_path("chat_history");
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }

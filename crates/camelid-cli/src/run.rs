@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use camelid_engine::chat::{ChatTemplate, Message};
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
+use camelid_engine::sampler::random_seed;
 use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
@@ -172,12 +173,7 @@ impl SampleArgs {
     fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
         let seed = match self.seed {
             Some(Seed::Fixed(s)) => s,
-            None | Some(Seed::Random) => {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                t.as_nanos() as u64 ^ std::process::id() as u64
-            }
+            None | Some(Seed::Random) => random_seed(),
         };
         SamplerConfig {
             presence_penalty: self.presence_penalty,

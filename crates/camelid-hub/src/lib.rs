@@ -275,6 +275,13 @@ fn var_str(vars: Vars, name: &str) -> Option<String> {
     var(vars, name).map(|v| v.to_string_lossy().into_owned())
 }
 
+/// `name` in camelid's folder of the user's cache (`$XDG_CACHE_HOME/camelid/NAME`, else
+/// `~/.cache/camelid/NAME`); None where there is no home to find it in.
+pub fn camelid_cache_path(name: &str) -> Option<PathBuf> {
+    let dir = user_cache_dir(&process_env).ok()?;
+    Some(dir.join("camelid").join(name))
+}
+
 /// `$XDG_CACHE_HOME`, else `~/.cache` (the XDG base-directory default, also what huggingface_hub uses).
 fn user_cache_dir(vars: Vars) -> Result<PathBuf> {
     if let Some(p) = var_path(vars, "XDG_CACHE_HOME") {

@@ -4,7 +4,7 @@
 //! llama.cpp's sampling extensions is either honoured here or refused with a 400 naming it.
 
 use camelid_engine::chat::Message;
-use camelid_engine::sampler::BAN_BIAS;
+use camelid_engine::sampler::{BAN_BIAS, random_seed};
 use camelid_engine::{FinishReason, GenParams, SamplerConfig};
 use camelid_model::sampling::SamplingHints;
 use serde_json::{Value, json};
@@ -479,19 +479,6 @@ fn logit_bias(v: Option<Value>, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiEr
             Ok((id as u32, bias as f32))
         })
         .collect()
-}
-
-/// A seed for requests that set none: different per request, from the clock and a counter.
-fn random_seed() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos
-        ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 pub fn finish_reason(f: FinishReason) -> &'static str {
