@@ -78,10 +78,11 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         .validate(&loaded.tokenizer, system)
         .with_context(|| format!("{origin} cannot be used"))?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
-    if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+    let options = a.sample.options();
+    if let Some(note) = options.hints_note(&loaded.sampling) {
         eprintln!("{note}");
     }
-    if let Some(note) = a.sample.seed_note(&sampler) {
+    if let Some(note) = options.seed_note(&sampler) {
         eprintln!("{note}");
     }
     let params = GenParams {

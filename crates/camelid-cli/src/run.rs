@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use camelid_engine::chat::{ChatTemplate, Message};
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
-use camelid_engine::sampler::random_seed;
+use camelid_engine::sampler::SamplingOptions;
 use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
@@ -121,11 +121,30 @@ pub fn parse_n_predict(s: &str) -> Result<usize, String> {
 }
 
 impl SampleArgs {
+    /// The options as the engine takes them.
+    pub fn options(&self) -> SamplingOptions {
+        SamplingOptions {
+            given: SamplingHints {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                repeat_last_n: self.repeat_last_n,
+                source: String::new(),
+            },
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: match self.seed {
+                Some(Seed::Fixed(s)) => Some(s),
+                None | Some(Seed::Random) => None,
+            },
+        }
+    }
+
     /// Checks the options given on the command line, before a model is loaded.
     pub fn check(&self) -> Result<()> {
-        self.merge(&SamplingHints::default())
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        self.sampler(&SamplingHints::default()).map(|_| ())
     }
 
     /// The grammar of --json-schema or --grammar, compiled for the vocabulary; errors name the
@@ -157,67 +176,9 @@ impl SampleArgs {
     }
 
     /// The sampler: the options given, then the model's recommendations, then llama.cpp's
-    /// defaults. A recommendation out of range is an error that names where it comes from.
+    /// defaults.
     pub fn sampler(&self, hints: &SamplingHints) -> Result<SamplerConfig> {
-        self.check()?;
-        let c = self.merge(hints);
-        c.validate().map_err(|e| {
-            anyhow::anyhow!(
-                "{e}, recommended by the model ({}); set the option to override it",
-                hints.source
-            )
-        })?;
-        Ok(c)
-    }
-
-    fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
-        let seed = match self.seed {
-            Some(Seed::Fixed(s)) => s,
-            None | Some(Seed::Random) => random_seed(),
-        };
-        SamplerConfig {
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            seed,
-            ..SamplerConfig::default().with_hints(&self.given().or(hints))
-        }
-    }
-
-    /// The options given on the command line that a model may also recommend.
-    fn given(&self) -> SamplingHints {
-        SamplingHints {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
-            source: String::new(),
-        }
-    }
-
-    /// The line that gives a seed drawn at random, when the sampler draws with it (not when it
-    /// is greedy), so that a run worth keeping can be repeated.
-    pub fn seed_note(&self, c: &SamplerConfig) -> Option<String> {
-        let random = !matches!(self.seed, Some(Seed::Fixed(_)));
-        (random && c.temperature > 0.0).then(|| {
-            format!(
-                "[seed {} drawn at random: --seed {} repeats this run]",
-                c.seed, c.seed
-            )
-        })
-    }
-
-    /// The line that says which recommendations of the model are in effect, if any.
-    pub fn hints_note(&self, hints: &SamplingHints) -> Option<String> {
-        let used = hints.unset_in(&self.given());
-        (!used.is_empty()).then(|| {
-            format!(
-                "[sampling as the model recommends: {} ({})]",
-                used.describe(),
-                hints.source
-            )
-        })
+        self.options().sampler(hints).map_err(anyhow::Error::msg)
     }
 }
 
@@ -264,10 +225,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
     };
     let loaded = load(&a.load)?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
-    if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+    let options = a.sample.options();
+    if let Some(note) = options.hints_note(&loaded.sampling) {
         eprintln!("{note}");
     }
-    if let Some(note) = a.sample.seed_note(&sampler).filter(|_| !a.json) {
+    if let Some(note) = options.seed_note(&sampler).filter(|_| !a.json) {
         eprintln!("{note}");
     }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
