@@ -15,9 +15,7 @@ use camelid_engine::eval_io::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use camelid_model::Device;
-
-use crate::load::{LoadArgs, Loaded, MODEL_HELP, PrecisionArgs, load};
+use crate::load::{ComputeArgs, Loaded, MODEL_HELP};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.
@@ -28,25 +26,13 @@ pub struct EvalModelArgs {
     /// Tokens per chunk (default: 512; with --kl-base, the base run's).
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
-          allow_negative_numbers = true)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub precision: PrecisionArgs,
-    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
+    pub compute: ComputeArgs,
 }
 
 impl EvalModelArgs {
     fn load(&self, ctx: Option<usize>) -> Result<Loaded> {
-        load(&LoadArgs {
-            model: self.model.clone(),
-            ctx,
-            threads: self.threads,
-            precision: self.precision.get(),
-            device: self.device,
-        })
+        self.compute.load(self.model.clone(), ctx)
     }
 }
 
@@ -254,14 +240,8 @@ pub struct ScoreArgs {
     /// (label: the index of the right ending, from 0).
     #[arg(short, long)]
     pub file: PathBuf,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
-          allow_negative_numbers = true)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub precision: PrecisionArgs,
-    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
+    pub compute: ComputeArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -276,19 +256,12 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         }
         e => anyhow::Error::new(e).context(a.file.display().to_string()),
     })?;
-    let margs = EvalModelArgs {
-        model: a.model.clone(),
-        ctx: None,
-        threads: a.threads,
-        precision: a.precision,
-        device: a.device,
-    };
     let Loaded {
         model,
         tokenizer,
         n_ctx,
         ..
-    } = margs.load(None)?;
+    } = a.compute.load(a.model.clone(), None)?;
     let mut state = model.new_state(n_ctx)?;
     let pb = progress(tasks.len(), "score");
     let mut report = ScoreReport::new(a.file.display().to_string());

@@ -60,6 +60,32 @@ fn cuda_model(_: Checkpoint, _: usize) -> Result<Model> {
     bail!("this camelid was built without CUDA support; build it with `--features cuda`")
 }
 
+/// Where and how the evaluation commands (perplexity, score, logits) compute.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ComputeArgs {
+    #[arg(short, long, help = THREADS_HELP, value_parser = parse_threads,
+          allow_negative_numbers = true)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
+    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+impl ComputeArgs {
+    /// The model `model` names, loaded with a context of `ctx` tokens.
+    pub fn load(&self, model: Option<String>, ctx: Option<usize>) -> Result<Loaded> {
+        load(&LoadArgs {
+            model,
+            ctx,
+            threads: self.threads,
+            precision: self.precision.get(),
+            device: self.device,
+        })
+    }
+}
+
 /// `--precision` for the commands that used to spell it `--exact` (perplexity, score, logits):
 /// the old flag stays as a hidden alias so that scripts written for it still run.
 #[derive(clap::Args, Clone, Copy, Debug)]
