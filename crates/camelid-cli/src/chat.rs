@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::chat::{BUILTIN_NAMES, ChatTemplate};
-use camelid_engine::conversation::{Conversation, ConversationError, Event, Reply};
+use camelid_engine::conversation::{Conversation, ConversationError, Event, MessageReader, Reply};
 use camelid_engine::{FinishReason, GenParams};
 use camelid_tokenizer::Tokenizer;
 use rustyline::DefaultEditor;
@@ -331,51 +331,23 @@ fn interactive(chat: &mut Chat, name: &str, cancel: &AtomicBool) -> Result<()> {
 /// Reads one message: a line, lines joined by a trailing `\`, or a `"""` block. `None` on
 /// Ctrl-D at an empty prompt.
 fn read_message(rl: &mut DefaultEditor) -> Result<Option<String>> {
-    let mut text = String::new();
-    let mut block = false;
+    let mut msg = MessageReader::default();
     loop {
-        let prompt = if text.is_empty() && !block {
-            "> "
-        } else {
-            "... "
-        };
+        let prompt = if msg.continuing() { "... " } else { "> " };
         let line = match rl.readline(prompt) {
             Ok(l) => l,
             // Ctrl-C clears what was typed so far.
             Err(ReadlineError::Interrupted) => {
-                text.clear();
-                block = false;
+                msg.clear();
                 continue;
             }
-            Err(ReadlineError::Eof) if text.is_empty() && !block => return Ok(None),
-            Err(ReadlineError::Eof) => return Ok(Some(text)),
+            Err(ReadlineError::Eof) => return Ok(msg.finish()),
             Err(e) => return Err(e).context("reading the terminal"),
         };
         if !line.trim().is_empty() {
             let _ = rl.add_history_entry(line.as_str());
         }
-        if block {
-            if let Some(last) = line.trim_end().strip_suffix("\"\"\"") {
-                text.push_str(last);
-                return Ok(Some(text));
-            }
-            text.push_str(&line);
-            text.push('\n');
-        } else if text.is_empty() && line.trim_start().starts_with("\"\"\"") {
-            let rest = &line.trim_start()[3..];
-            if let Some(one) = rest.trim_end().strip_suffix("\"\"\"") {
-                return Ok(Some(one.to_string()));
-            }
-            block = true;
-            if !rest.is_empty() {
-                text.push_str(rest);
-                text.push('\n');
-            }
-        } else if let Some(head) = line.strip_suffix('\\') {
-            text.push_str(head);
-            text.push('\n');
-        } else {
-            text.push_str(&line);
+        if let Some(text) = msg.push(&line) {
             return Ok(Some(text));
         }
     }

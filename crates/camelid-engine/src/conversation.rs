@@ -249,6 +249,64 @@ impl<'a> Conversation<'a> {
     }
 }
 
+/// One message assembled from lines typed at a prompt: a line ending in `\` continues on the
+/// next, and a line starting with `"""` opens a block of lines closed by a line ending in
+/// `"""` (or both on one line).
+#[derive(Debug, Default)]
+pub struct MessageReader {
+    text: String,
+    block: bool,
+}
+
+impl MessageReader {
+    /// Whether a message is under way (a front end shows a continuation prompt).
+    pub fn continuing(&self) -> bool {
+        !self.text.is_empty() || self.block
+    }
+
+    /// Forgets what was typed (Ctrl-C at the prompt).
+    pub fn clear(&mut self) {
+        *self = MessageReader::default();
+    }
+
+    /// At the end of input: the message under way, None at an empty prompt.
+    pub fn finish(&mut self) -> Option<String> {
+        let under_way = self.continuing();
+        let text = std::mem::take(&mut self.text);
+        self.block = false;
+        under_way.then_some(text)
+    }
+
+    /// Takes a typed line (without its line break); the message when the line completes one.
+    pub fn push(&mut self, line: &str) -> Option<String> {
+        if self.block {
+            if let Some(last) = line.trim_end().strip_suffix("\"\"\"") {
+                self.text.push_str(last);
+                return self.finish();
+            }
+            self.text.push_str(line);
+            self.text.push('\n');
+        } else if self.text.is_empty() && line.trim_start().starts_with("\"\"\"") {
+            let rest = &line.trim_start()[3..];
+            if let Some(one) = rest.trim_end().strip_suffix("\"\"\"") {
+                return Some(one.to_string());
+            }
+            self.block = true;
+            if !rest.is_empty() {
+                self.text.push_str(rest);
+                self.text.push('\n');
+            }
+        } else if let Some(head) = line.strip_suffix('\\') {
+            self.text.push_str(head);
+            self.text.push('\n');
+        } else {
+            self.text.push_str(line);
+            return self.finish();
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +355,35 @@ mod tests {
             }
         });
         (r, events)
+    }
+
+    fn read(lines: &[&str]) -> (Vec<String>, Option<String>) {
+        let mut r = MessageReader::default();
+        let done = lines.iter().filter_map(|l| r.push(l)).collect();
+        (done, r.finish())
+    }
+
+    #[test]
+    fn typed_lines_make_messages() {
+        let one = |s: &str| vec![s.to_string()];
+        assert_eq!(read(&["hello"]), (one("hello"), None));
+        assert_eq!(read(&["a \\", "b"]), (one("a \nb"), None));
+        assert_eq!(
+            read(&["\"\"\"x", "  y", "z\"\"\""]),
+            (one("x\n  y\nz"), None)
+        );
+        assert_eq!(read(&["  \"\"\"one line\"\"\"  "]), (one("one line"), None));
+        assert_eq!(read(&["\"\"\"", "a\\", "\"\"\""]), (one("a\\\n"), None));
+        // Input that ends inside a message gives what was typed; at an empty prompt, nothing.
+        assert_eq!(read(&["a \\"]), (vec![], Some("a \n".into())));
+        assert_eq!(read(&["\"\"\""]), (vec![], Some(String::new())));
+        assert_eq!(read(&[]), (vec![], None));
+        let mut r = MessageReader::default();
+        r.push("\"\"\"half");
+        assert!(r.continuing());
+        r.clear();
+        assert!(!r.continuing());
+        assert_eq!(r.push("next"), Some("next".into()));
     }
 
     #[test]
