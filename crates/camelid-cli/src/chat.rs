@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use camelid_engine::chat::{BUILTIN_NAMES, ChatTemplate};
 use camelid_engine::conversation::{Conversation, ConversationError, Event, MessageReader, Reply};
 use camelid_engine::{FinishReason, GenParams};
-use camelid_tokenizer::Tokenizer;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
@@ -69,7 +68,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         .unwrap_or(crate::fetch::SMOLLM2.file_name);
     let (template, origin) = match named {
         Some(t) => t,
-        None => model_template(&loaded.tokenizer, name)?,
+        None => ChatTemplate::for_model(&loaded.tokenizer, name).map_err(anyhow::Error::msg)?,
     };
     // A template that cannot encode even the first message is reported now, not after the user
     // typed one.
@@ -130,22 +129,6 @@ fn named_template(spec: &str) -> Result<(ChatTemplate, String)> {
         ChatTemplate::Jinja(source),
         format!("--chat-template {}", path.display()),
     ))
-}
-
-/// The model's own template, else the built-in format its vocabulary is recognised by.
-fn model_template(tok: &Tokenizer, model: &str) -> Result<(ChatTemplate, String)> {
-    let t = ChatTemplate::for_tokenizer(tok).with_context(|| {
-        format!(
-            "{model}: the model has no chat template and its vocabulary is not one of a known \
-             chat format; give one with --chat-template NAME|FILE (built-in names: {})",
-            BUILTIN_NAMES.join(", ")
-        )
-    })?;
-    let origin = match t {
-        ChatTemplate::Jinja(_) => format!("{model}: the model's chat template"),
-        _ => format!("the built-in {} chat format", t.name()),
-    };
-    Ok((t, origin))
 }
 
 /// A conversation and how its replies are reported.

@@ -143,6 +143,24 @@ impl fmt::Display for ChatError {
 impl std::error::Error for ChatError {}
 
 impl ChatTemplate {
+    /// The template of the model named `model`: its own, else the built-in
+    /// format its vocabulary is recognised by; with where it came from, for messages. The
+    /// error says how to give one.
+    pub fn for_model(tok: &Tokenizer, model: &str) -> Result<(ChatTemplate, String), String> {
+        let Some(t) = ChatTemplate::for_tokenizer(tok) else {
+            return Err(format!(
+                "{model}: the model has no chat template and its vocabulary is not one of a known \
+                     chat format; give one with --chat-template NAME|FILE (built-in names: {})",
+                BUILTIN_NAMES.join(", ")
+            ));
+        };
+        let origin = match t {
+            ChatTemplate::Jinja(_) => format!("{model}: the model's chat template"),
+            _ => format!("the built-in {} chat format", t.name()),
+        };
+        Ok((t, origin))
+    }
+
     /// The template for a tokenizer: the one its file carries, else a built-in one the
     /// vocabulary is recognised by, else none.
     /// A release's own format ([`ChatHint`], set for Meta's folders) comes between the two.
