@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use camelid_engine::compare::{
     Comparison, Entry, FOOTNOTES, PplOptions, compare, models_table, table,
 };
-use camelid_model::config::presets;
+use camelid_model::config::{find_preset, preset_ids, presets};
 use camelid_model::tokenizer_load::{checkpoint_tokenizer, load_tokenizer};
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
@@ -80,15 +80,13 @@ pub fn run_models(a: &ModelsArgs) -> Result<()> {
 }
 
 fn resolve(arg: &str) -> Result<Entry> {
-    let all = presets();
-    if let Some(p) = all.iter().find(|p| p.id.eq_ignore_ascii_case(arg)) {
-        return Ok(Entry::preset(p));
+    if let Some(p) = find_preset(arg) {
+        return Ok(Entry::preset(&p));
     }
     let path = fetch::resolve_model(Some(arg)).map_err(|e| {
-        let ids: Vec<&str> = all.iter().map(|p| p.id).collect();
+        let ids = preset_ids();
         anyhow::Error::new(e).context(format!(
-            "`{arg}` is neither a preset nor a model (presets: {})",
-            ids.join(", ")
+            "`{arg}` is neither a preset nor a model (presets: {ids})"
         ))
     })?;
     let ckpt = Checkpoint::open(&path)?;

@@ -109,10 +109,9 @@ pub struct RandomModelArgs {
 /// no tokenizer keys: it serves `bench` and `logits`, not text commands.
 pub fn run_random(a: &RandomModelArgs) -> Result<()> {
     let ft = parse_ftype(&a.ftype)?;
-    let presets = camelid_model::config::presets();
-    let Some(p) = presets.iter().find(|p| p.id == a.preset) else {
-        let ids: Vec<&str> = presets.iter().map(|p| p.id).collect();
-        bail!("unknown shape {:?}; one of: {}", a.preset, ids.join(", "));
+    let Some(p) = camelid_model::config::find_preset(&a.preset) else {
+        let ids = camelid_model::config::preset_ids();
+        bail!("unknown shape {:?}; one of: {ids}", a.preset);
     };
     let config = p.config.resized(a.layers, a.vocab, a.dim, a.ffn)?;
     let threads = crate::load::threads_or_all(a.threads)?;

@@ -304,6 +304,15 @@ fn var_str(vars: Vars, name: &str) -> Option<String> {
     var(vars, name).map(|v| v.to_string_lossy().into_owned())
 }
 
+/// The name a model goes by: a GGUF file's name without `.gguf`, or a model folder's name.
+pub fn model_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+}
+
 /// An error and its causes, as `error: cause: cause`.
 fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();

@@ -1250,3 +1250,15 @@ fn preset_vocabularies_fetched_with_pip() {
     }
     let _ = fs::remove_dir_all(&cache);
 }
+
+/// The name `camelid serve` lists a model by.
+#[test]
+fn a_model_goes_by_its_file_or_folder_name() {
+    let name = |p: &str| camelid_hub::model_name(Path::new(p));
+    assert_eq!(
+        name("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "SmolLM2-135M-Instruct.Q4_1"
+    );
+    assert_eq!(name("/data/Llama-3.2-1B"), "Llama-3.2-1B");
+    assert_eq!(name("/"), "model");
+}

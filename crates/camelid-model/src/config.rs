@@ -424,6 +424,19 @@ pub fn presets() -> Vec<Preset> {
     ]
 }
 
+/// The preset of `id`, in any case.
+pub fn find_preset(id: &str) -> Option<Preset> {
+    presets()
+        .into_iter()
+        .find(|p| p.id.eq_ignore_ascii_case(id))
+}
+
+/// The preset ids, comma-separated, for messages.
+pub fn preset_ids() -> String {
+    let ids: Vec<&str> = presets().iter().map(|p| p.id).collect();
+    ids.join(", ")
+}
+
 /// Meta's FFN width rule (`FeedForward` in llama/model.py): `h = int(2·4d/3)`, times the
 /// multiplier if any, rounded up to a multiple of `multiple_of`.
 pub fn ffn_width(d_model: usize, multiplier: Option<f64>, multiple_of: usize) -> usize {
@@ -500,6 +513,13 @@ mod tests {
 
     fn preset(id: &str) -> Config {
         presets().into_iter().find(|p| p.id == id).unwrap().config
+    }
+
+    #[test]
+    fn presets_are_found_in_any_case() {
+        assert_eq!(find_preset("LLaMA2-7B").unwrap().name, "Llama 2 7B");
+        assert!(find_preset("llama9").is_none());
+        assert!(preset_ids().starts_with("llama-7b, llama-13b, llama-33b"));
     }
 
     #[test]
