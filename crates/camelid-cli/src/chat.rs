@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
+use camelid_engine::GenParams;
 use camelid_engine::chat::{BUILTIN_NAMES, ChatTemplate};
 use camelid_engine::conversation::{Conversation, ConversationError, Event, MessageReader, Reply};
-use camelid_engine::{FinishReason, GenParams};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
 use crate::load::{LoadArgs, load};
-use crate::run::{SampleArgs, report};
+use crate::run::SampleArgs;
 
 const AFTER_HELP: &str = "\
 In a terminal, type a message and press Enter. Input:
@@ -148,41 +148,14 @@ impl Chat<'_> {
     ) -> Result<Reply, ConversationError> {
         self.conv.reply(user, cancel, &mut |e| match e {
             Event::Text(t) => out(t),
-            Event::Dropped { turns, system_kept } => {
-                let what = match turns {
-                    1 => "the oldest turn".to_string(),
-                    n => format!("the {n} oldest turns"),
-                };
-                let kept = if system_kept {
-                    "; the system prompt is kept"
-                } else {
-                    ""
-                };
-                eprintln!("[context full: dropped {what}{kept}]");
-            }
+            Event::Dropped(d) => eprintln!("{d}"),
         })
     }
 
     /// Tells how the reply ended (on stderr), after it was printed.
     fn report(&self, r: &Reply) {
-        let n_ctx = self.conv.n_ctx();
-        if self.verbose {
-            eprintln!("[{} prompt tokens reused from the cache]", r.reused);
-            report(&r.generation, n_ctx);
-        } else if r.generation.finish == FinishReason::Cancelled {
-            eprintln!("[interrupted]");
-        }
-        if r.generation.finish == FinishReason::Length {
-            eprintln!(
-                "[reply cut at {} tokens; raise -n for longer replies]",
-                self.conv.params.max_tokens
-            );
-        }
-        if r.generation.finish == FinishReason::ContextFull {
-            eprintln!(
-                "[context full: the reply filled the context of {n_ctx} tokens; the oldest turns \
-                 make room for the next message (raise --ctx to keep more)]"
-            );
+        for line in self.conv.reply_notes(r, self.verbose) {
+            eprintln!("{line}");
         }
     }
 

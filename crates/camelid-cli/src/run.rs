@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use camelid_engine::chat::{ChatTemplate, Message};
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
 use camelid_engine::sampler::SamplingOptions;
-use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
+use camelid_engine::{FinishReason, GenParams, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
 
@@ -265,7 +265,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
     } else {
         writeln!(stdout)?;
         stdout.flush()?;
-        report(&g, loaded.n_ctx);
+        for line in g.summary_lines(loaded.n_ctx) {
+            eprintln!("{line}");
+        }
     }
     Ok(())
 }
@@ -297,13 +299,6 @@ fn prompt_ids(
     }
     dialog.push(Message::user(prompt));
     Ok(template.encode(tok, &dialog, true)?)
-}
-
-/// Timings and the reason generation ended, on stderr.
-pub fn report(g: &Generation, n_ctx: usize) {
-    for line in g.summary_lines(n_ctx) {
-        eprintln!("{line}");
-    }
 }
 
 /// Reads a text file (or stdin for "-"); bytes that are not UTF-8 are an error naming the offset.

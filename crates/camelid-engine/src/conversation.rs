@@ -10,7 +10,7 @@ use camelid_model::{Model, ModelError, State};
 use camelid_tokenizer::Tokenizer;
 
 use crate::chat::{ChatError, ChatTemplate, Message};
-use crate::generate::{GenError, GenParams, Generation, generate};
+use crate::generate::{FinishReason, GenError, GenParams, Generation, generate};
 
 /// Why a message got no reply.
 #[derive(Debug)]
@@ -61,11 +61,32 @@ impl std::error::Error for ConversationError {
 /// What a reply tells its caller while it runs.
 #[derive(Debug, PartialEq)]
 pub enum Event<'a> {
-    /// The oldest `turns` (user messages with their replies) were dropped to make room, before
-    /// the reply started; `system_kept` when there is a system prompt, which stays.
-    Dropped { turns: usize, system_kept: bool },
+    /// Turns were dropped to make room, before the reply started.
+    Dropped(Dropped),
     /// A piece of the reply, as soon as it is certain.
     Text(&'a str),
+}
+
+/// The oldest `turns` (user messages with their replies) were dropped to make room;
+/// `system_kept` when there is a system prompt, which stays. Displayed as the line a chat
+/// front end shows.
+#[derive(Debug, PartialEq)]
+pub struct Dropped {
+    pub turns: usize,
+    pub system_kept: bool,
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.turns {
+            1 => write!(f, "[context full: dropped the oldest turn")?,
+            n => write!(f, "[context full: dropped the {n} oldest turns")?,
+        }
+        if self.system_kept {
+            write!(f, "; the system prompt is kept")?;
+        }
+        write!(f, "]")
+    }
 }
 
 /// How a reply ended.
@@ -134,6 +155,35 @@ impl<'a> Conversation<'a> {
     pub fn set_system(&mut self, system: Option<String>) {
         self.system = system;
         self.reset();
+    }
+
+    /// The lines that tell how reply `r` ended, after its text: with `verbose` the prompt tokens
+    /// reused and the generation's speeds; a cut reply says how to get longer ones.
+    pub fn reply_notes(&self, r: &Reply, verbose: bool) -> Vec<String> {
+        let (g, n_ctx) = (&r.generation, self.n_ctx());
+        let mut lines = Vec::new();
+        if verbose {
+            lines.push(format!(
+                "[{} prompt tokens reused from the cache]",
+                r.reused
+            ));
+            lines.extend(g.summary_lines(n_ctx));
+        } else if g.finish == FinishReason::Cancelled {
+            lines.push("[interrupted]".into());
+        }
+        if g.finish == FinishReason::Length {
+            lines.push(format!(
+                "[reply cut at {} tokens; raise -n for longer replies]",
+                self.params.max_tokens
+            ));
+        }
+        if g.finish == FinishReason::ContextFull {
+            lines.push(format!(
+                "[context full: the reply filled the context of {n_ctx} tokens; the oldest turns \
+                 make room for the next message (raise --ctx to keep more)]"
+            ));
+        }
+        lines
     }
 
     /// Answers `user`, streaming the reply through `on`. A message that gets no reply leaves
@@ -230,10 +280,10 @@ impl<'a> Conversation<'a> {
                 .filter(|m| m.role == "user")
                 .count();
             self.messages.drain(..dropped);
-            on(Event::Dropped {
+            on(Event::Dropped(Dropped {
                 turns,
                 system_kept: self.system.is_some(),
-            });
+            }));
         }
         Ok(ids)
     }
@@ -350,8 +400,8 @@ mod tests {
         let never = AtomicBool::new(false);
         let mut events = Vec::new();
         let r = c.reply(text.into(), &never, &mut |e| {
-            if let Event::Dropped { turns, system_kept } = e {
-                events.push(format!("dropped {turns} {system_kept}"));
+            if let Event::Dropped(d) = e {
+                events.push(d.to_string());
             }
         });
         (r, events)
@@ -436,7 +486,9 @@ mod tests {
         }
         assert!(!all_events.is_empty(), "nothing was dropped");
         assert!(
-            all_events.iter().all(|e| e.ends_with("true")),
+            all_events
+                .iter()
+                .all(|e| e.ends_with("; the system prompt is kept]")),
             "{all_events:?}"
         );
         assert_eq!(c.system(), Some("Be brief."));
@@ -444,6 +496,33 @@ mod tests {
         let msgs = c.messages();
         assert_eq!(msgs[0].role, "user");
         assert!(msgs[msgs.len() - 2].content.contains("number 5"));
+    }
+
+    #[test]
+    fn dropped_turns_and_cut_replies_are_told() {
+        let d = |turns, system_kept| Dropped { turns, system_kept }.to_string();
+        assert_eq!(d(1, false), "[context full: dropped the oldest turn]");
+        assert_eq!(
+            d(3, true),
+            "[context full: dropped the 3 oldest turns; the system prompt is kept]"
+        );
+        let tok = tokenizer();
+        let m = model(tok.n_vocab());
+        let mut c =
+            Conversation::new(&m, &tok, ChatTemplate::Llama2, 256, None, greedy(2)).unwrap();
+        let (r, _) = say(&mut c, "hello");
+        let mut r = r.unwrap();
+        // A random model seldom ends its reply in two tokens; set the ending to check each note.
+        r.generation.finish = FinishReason::Length;
+        assert_eq!(
+            c.reply_notes(&r, false),
+            ["[reply cut at 2 tokens; raise -n for longer replies]"]
+        );
+        r.generation.finish = FinishReason::Cancelled;
+        assert_eq!(c.reply_notes(&r, false), ["[interrupted]"]);
+        let verbose = c.reply_notes(&r, true);
+        assert_eq!(verbose[0], "[0 prompt tokens reused from the cache]");
+        assert_eq!(verbose[1], "[interrupted]");
     }
 
     #[test]
