@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use camelid_engine::chat::{ChatTemplate, Message};
+use camelid_engine::chat::ChatTemplate;
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
 use camelid_engine::sampler::SamplingOptions;
 use camelid_engine::{FinishReason, GenParams, SamplerConfig, generate};
@@ -293,12 +293,7 @@ fn prompt_ids(
                 .unwrap_or(crate::fetch::SMOLLM2.file_name)
         )
     })?;
-    let mut dialog = Vec::new();
-    if let Some(system) = a.system.as_deref().filter(|s| !s.is_empty()) {
-        dialog.push(Message::system(system));
-    }
-    dialog.push(Message::user(prompt));
-    Ok(template.encode(tok, &dialog, true)?)
+    Ok(template.encode_turn(tok, a.system.as_deref(), prompt)?)
 }
 
 /// Reads a text file (or stdin for "-"); bytes that are not UTF-8 are an error naming the offset.

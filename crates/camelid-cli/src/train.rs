@@ -374,17 +374,9 @@ impl Hooks for Printer<'_> {
             (r.step - self.first_step) as f64 * (t.settings.seqs_per_step * t.settings.ctx) as f64;
         let rate = tokens / self.started.elapsed().as_secs_f64().max(1e-9);
         self.bar.set_position(r.step);
-        self.bar.set_message(format!(
-            "loss {:.4} | lr {:.2e} | norm {:.2} | {:.0} tok/s",
-            r.loss, r.lr, r.grad_norm, rate
-        ));
-        if let Some((vl, bpb)) = r.val {
-            self.bar.suspend(|| {
-                eprintln!(
-                    "step {:>6}: train loss {:.4}, val loss {:.4}, val {:.4} bits per byte",
-                    r.step, r.loss, vl, bpb
-                )
-            });
+        self.bar.set_message(session::step_message(r, rate));
+        if let Some(line) = session::eval_line(r) {
+            self.bar.suspend(|| eprintln!("{line}"));
         }
     }
 

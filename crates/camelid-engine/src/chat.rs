@@ -224,9 +224,20 @@ impl ChatTemplate {
     /// template is reported when a program starts rather than at its first message. The probe is
     /// the smallest dialog a chat sends: the system prompt, if any, and one user message.
     pub fn validate(&self, tok: &Tokenizer, system: Option<&str>) -> Result<(), ChatError> {
-        let mut probe: Vec<Message> = system.map(Message::system).into_iter().collect();
-        probe.push(Message::user("Hello"));
-        self.encode(tok, &probe, true).map(|_| ())
+        self.encode_turn(tok, system, "Hello").map(|_| ())
+    }
+
+    /// One user message, after the system prompt if any (an empty one is none), with the
+    /// assistant's turn opened: a one-turn chat.
+    pub fn encode_turn(
+        &self,
+        tok: &Tokenizer,
+        system: Option<&str>,
+        user: &str,
+    ) -> Result<Vec<u32>, ChatError> {
+        let system = system.filter(|s| !s.is_empty()).map(Message::system);
+        let dialog: Vec<Message> = system.into_iter().chain([Message::user(user)]).collect();
+        self.encode(tok, &dialog, true)
     }
 
     /// Encodes `system` (if any) and `turns` with the assistant's turn opened, leaving out the

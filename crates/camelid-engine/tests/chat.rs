@@ -139,6 +139,22 @@ fn llama3_builtin_recognised_without_a_file_template() {
     );
 }
 
+/// A one-turn chat is the system prompt (none when empty) and the user's message, the
+/// assistant's turn opened.
+#[test]
+fn one_turn_is_system_then_user() {
+    let t = ChatTemplate::Llama3;
+    let both = [Message::system("Be brief."), Message::user("Hi")];
+    let want = t.encode(llama3(), &both, true).unwrap();
+    assert_eq!(
+        t.encode_turn(llama3(), Some("Be brief."), "Hi").unwrap(),
+        want
+    );
+    let alone = t.encode(llama3(), &[Message::user("Hi")], true).unwrap();
+    assert_eq!(t.encode_turn(llama3(), Some(""), "Hi").unwrap(), alone);
+    assert_eq!(t.encode_turn(llama3(), None, "Hi").unwrap(), alone);
+}
+
 /// Where a model's template comes from, said in messages; a vocabulary of no known format is an
 /// error that lists the built-ins.
 #[test]

@@ -17,7 +17,7 @@ use crate::data::{self, DataError, Progress, Shards};
 use crate::optim::AdamWConfig;
 use crate::params::Params;
 use crate::shape::{self, Arch, Memory, Overrides, PRESETS, Preset};
-use crate::trainer::{Output, Settings, Stopped, Trainer};
+use crate::trainer::{Output, Settings, StepRecord, Stopped, Trainer};
 
 /// Why a run could not be set up (or a sample not drawn).
 #[derive(Debug)]
@@ -531,6 +531,23 @@ pub fn memory_line(m: &Memory) -> String {
     )
 }
 
+/// The progress bar's message after step `r`, at `tokens_per_s` since the session started.
+pub fn step_message(r: &StepRecord, tokens_per_s: f64) -> String {
+    format!(
+        "loss {:.4} | lr {:.2e} | norm {:.2} | {:.0} tok/s",
+        r.loss, r.lr, r.grad_norm, tokens_per_s
+    )
+}
+
+/// The line of an evaluation step: train and validation loss, validation bits per byte.
+pub fn eval_line(r: &StepRecord) -> Option<String> {
+    let (val_loss, bpb) = r.val?;
+    Some(format!(
+        "step {:>6}: train loss {:.4}, val loss {:.4}, val {:.4} bits per byte",
+        r.step, r.loss, val_loss, bpb
+    ))
+}
+
 /// Why the run stopped, as the summary says it.
 pub fn stopped_reason(s: Stopped) -> &'static str {
     match s {
@@ -801,6 +818,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "--tokenizer no-such.model: no such file or folder");
+    }
+
+    #[test]
+    fn step_lines() {
+        let mut r = StepRecord {
+            step: 42,
+            lr: 0.00125,
+            loss: 2.5,
+            bpb: 1.0,
+            grad_norm: 0.75,
+            tokens_per_s: 0.0,
+            elapsed_s: 0.0,
+            val: None,
+        };
+        assert_eq!(
+            step_message(&r, 1234.4),
+            "loss 2.5000 | lr 1.25e-3 | norm 0.75 | 1234 tok/s"
+        );
+        assert_eq!(eval_line(&r), None);
+        r.val = Some((2.75, 1.125));
+        assert_eq!(
+            eval_line(&r).unwrap(),
+            "step     42: train loss 2.5000, val loss 2.7500, val 1.1250 bits per byte"
+        );
     }
 
     #[test]
