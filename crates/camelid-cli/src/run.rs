@@ -10,6 +10,7 @@ use camelid_engine::sampler::SamplingOptions;
 use camelid_engine::{FinishReason, GenParams, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
+use camelid_tokenizer::text::utf8_text;
 
 use crate::load::{LoadArgs, load};
 
@@ -296,7 +297,8 @@ fn prompt_ids(
     Ok(template.encode_turn(tok, a.system.as_deref(), prompt)?)
 }
 
-/// Reads a text file (or stdin for "-"); bytes that are not UTF-8 are an error naming the offset.
+/// Reads a text file (or stdin for "-"); bytes that are not UTF-8 are an error naming the first
+/// bad byte and its offset, as `tokenize` says it.
 pub fn read_text(path: &std::path::Path) -> Result<String> {
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
@@ -306,11 +308,5 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
     } else {
         bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not valid UTF-8 at byte offset {}",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })
+    Ok(utf8_text(bytes, &path.display().to_string())?)
 }

@@ -1071,8 +1071,8 @@ fn the_binary_holds_no_path_into_its_source_tree() {
     }
 }
 
-/// `detokenize` names an id outside the vocabulary and the vocabulary's size; `tokenize` of a
-/// file that is not UTF-8 names the first bad byte and its offset.
+/// `detokenize` names an id outside the vocabulary and the vocabulary's size; `tokenize` (and
+/// `perplexity`) of a file that is not UTF-8 names the first bad byte and its offset.
 #[test]
 fn tokenize_and_detokenize_refuse_bad_input() {
     let spm = repo().join("testdata/tokenizer/spm-tiny.model");
