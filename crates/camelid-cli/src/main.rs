@@ -21,6 +21,7 @@ mod run;
 mod serve;
 mod tokenize;
 mod train;
+mod train_tokenizer;
 
 // Model resolution and downloads are the library crate camelid-hub; the commands call it `fetch`.
 use camelid_hub as fetch;
@@ -68,6 +69,9 @@ enum Command {
     /// Pre-train a Llama model on text (default: Shakespeare), with checkpoints that camelid and
     /// transformers load.
     Train(Box<train::TrainArgs>),
+    /// Train a BPE vocabulary (byte-level as Llama 3, or SentencePiece-style as Llama 2) on
+    /// text and write it as tokenizer.json.
+    TrainTokenizer(train_tokenizer::TrainTokenizerArgs),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Print the text of token ids.
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Models(a) => compare::run_models(a),
         Command::Compare(a) => compare::run_compare(a),
         Command::Train(a) => train::run(a),
+        Command::TrainTokenizer(a) => train_tokenizer::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
     };
