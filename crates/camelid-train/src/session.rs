@@ -422,13 +422,7 @@ pub fn prepare_data(
     threads: usize,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Shards, SessionError> {
-    if let Some(p) = inputs.iter().find(|p| !p.exists()) {
-        return Err(option(format!(
-            "--data {}: no such file or folder",
-            p.display()
-        )));
-    }
-    let docs = data::collect_documents(inputs)?;
+    let docs = documents(inputs)?;
     let key = data::hash_files(tok_path)?;
     let cache = data_cache()?;
     Ok(data::prepare(
@@ -440,6 +434,18 @@ pub fn prepare_data(
         threads,
         progress,
     )?)
+}
+
+/// The documents of `--data` (files, or folders of .txt and .md files); a name that does not
+/// exist is named.
+pub fn documents(inputs: &[PathBuf]) -> Result<Vec<data::Document>, SessionError> {
+    if let Some(p) = inputs.iter().find(|p| !p.exists()) {
+        return Err(option(format!(
+            "--data {}: no such file or folder",
+            p.display()
+        )));
+    }
+    Ok(data::collect_documents(inputs)?)
 }
 
 /// `CAMELID_DATA_CACHE`, else `$XDG_CACHE_HOME/camelid/data`, else `~/.cache/camelid/data`.
