@@ -42,7 +42,7 @@ pub struct ChatArgs {
     /// Tokens per reply at most; -1 = no limit (until the model ends its reply or the context
     /// is full).
     #[arg(short = 'n', long = "n-predict", default_value = "512",
-          value_parser = crate::run::parse_n_predict, allow_negative_numbers = true)]
+          value_parser = camelid_engine::options::max_tokens, allow_negative_numbers = true)]
     pub n_predict: usize,
     /// The chat format: a built-in one (`chatml`, `llama2`, `llama3`) or a file holding a Jinja
     /// template (default: the model's own template, else the built-in one its vocabulary is

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use camelid_engine::chat::ChatTemplate;
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
+use camelid_engine::options::{self, Seed};
 use camelid_engine::sampler::SamplingOptions;
 use camelid_engine::{FinishReason, GenParams, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
@@ -24,10 +25,10 @@ use crate::load::{LoadArgs, load};
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SampleArgs {
     /// Temperature; 0 or less is greedy, as in llama.cpp (default: the model's, else 0.8).
-    #[arg(long = "temp", value_parser = parse_temperature, allow_negative_numbers = true)]
+    #[arg(long = "temp", value_parser = options::temperature, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Keep the K most likely tokens, 0 = off (default: the model's, else 40).
-    #[arg(long, value_parser = parse_top_k, allow_negative_numbers = true)]
+    #[arg(long, value_parser = options::top_k, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass (default: the
     /// model's, else 0.95).
@@ -42,7 +43,7 @@ pub struct SampleArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
     /// Tokens the penalties look back over, -1 = all (default: the model's, else 64).
-    #[arg(long, value_parser = parse_last_n, allow_negative_numbers = true)]
+    #[arg(long, value_parser = options::penalty_window, allow_negative_numbers = true)]
     pub repeat_last_n: Option<usize>,
     /// Subtract this from the logit of every token that occurs in the last --repeat-last-n
     /// tokens, once whatever its count (OpenAI's presence_penalty: -2 to 2, 0 = off).
@@ -54,7 +55,7 @@ pub struct SampleArgs {
     pub frequency_penalty: f32,
     /// Random seed; -1 = a fresh one, as when unset (it is printed on stderr, to repeat the
     /// run).
-    #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
+    #[arg(long, value_parser = options::seed, allow_negative_numbers = true)]
     pub seed: Option<Seed>,
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
@@ -67,58 +68,6 @@ pub struct SampleArgs {
     /// rule; generation ends when nothing more can follow).
     #[arg(long, value_name = "FILE")]
     pub grammar: Option<PathBuf>,
-}
-
-/// `--repeat-last-n`: a count of tokens, or -1 for all of them (llama.cpp's reading).
-fn parse_last_n(s: &str) -> Result<usize, String> {
-    camelid_model::sampling::penalty_window(s.parse::<i64>().map_err(|e| e.to_string())?)
-}
-
-/// `--temp`: llama.cpp's temperature sampler picks the most likely token for any temperature
-/// ≤ 0, so a negative one means greedy, which is 0 here. Not-a-number and infinities are left
-/// for `SamplerConfig::validate` to reject with its message.
-fn parse_temperature(s: &str) -> Result<f32, String> {
-    let t: f32 = s.parse().map_err(|e| format!("{e}"))?;
-    Ok(if t.is_finite() && t < 0.0 { 0.0 } else { t })
-}
-
-/// `--top-k`: a count; llama.cpp documents only 0 (off), so a negative count is out of range.
-fn parse_top_k(s: &str) -> Result<usize, String> {
-    match s.parse::<i64>().map_err(|e| e.to_string())? {
-        k if k < 0 => Err(format!("top-k must be ≥ 0 (0 = off), got {k}")),
-        k => usize::try_from(k).map_err(|e| e.to_string()),
-    }
-}
-
-/// A `--seed` value: llama.cpp's -1 asks for a fresh random seed, as leaving it out does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seed {
-    Random,
-    Fixed(u64),
-}
-
-fn parse_seed(s: &str) -> Result<Seed, String> {
-    if s.trim() == "-1" {
-        return Ok(Seed::Random);
-    }
-    s.parse::<u64>().map(Seed::Fixed).map_err(|_| {
-        format!(
-            "expected a seed from 0 to {} or -1 (random), got {s}",
-            u64::MAX
-        )
-    })
-}
-
-/// `-n`: a count of tokens, or -1 for no limit (llama.cpp's reading: generation goes on until
-/// an end-of-generation token or a full context).
-pub fn parse_n_predict(s: &str) -> Result<usize, String> {
-    match s.parse::<i64>().map_err(|e| e.to_string())? {
-        -1 => Ok(usize::MAX),
-        n if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
-        n => Err(format!(
-            "expected a count of tokens ≥ 1, or -1 for no limit, got {n}"
-        )),
-    }
 }
 
 impl SampleArgs {
@@ -136,10 +85,7 @@ impl SampleArgs {
             },
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
-            seed: match self.seed {
-                Some(Seed::Fixed(s)) => Some(s),
-                None | Some(Seed::Random) => None,
-            },
+            seed: self.seed.and_then(Seed::fixed),
         }
     }
 
@@ -195,7 +141,7 @@ pub struct RunArgs {
     pub file: Option<PathBuf>,
     /// Tokens to generate at most; -1 = no limit (until the model ends its text or the context
     /// is full).
-    #[arg(short = 'n', long = "n-predict", default_value = "256", value_parser = parse_n_predict,
+    #[arg(short = 'n', long = "n-predict", default_value = "256", value_parser = options::max_tokens,
           allow_negative_numbers = true)]
     pub n_predict: usize,
     /// Send the prompt as one user message in the model's chat template, so that a chat model
