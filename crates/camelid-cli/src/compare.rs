@@ -55,7 +55,7 @@ pub struct CompareArgs {
     /// Chunks per perplexity run at most.
     #[arg(long)]
     pub chunks: Option<usize>,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = camelid_engine::options::threads,
           allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Print JSON instead of tables.

@@ -29,7 +29,7 @@ pub struct LoadArgs {
     /// Context length (default: the model's training context, at most 4096).
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
-    #[arg(short, long, help = THREADS_HELP, value_parser = parse_threads,
+    #[arg(short, long, help = THREADS_HELP, value_parser = camelid_engine::options::threads,
           allow_negative_numbers = true)]
     pub threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fast, help = PRECISION_HELP)]
@@ -63,7 +63,7 @@ fn cuda_model(_: Checkpoint, _: usize) -> Result<Model> {
 /// Where and how the evaluation commands (perplexity, score, logits) compute.
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct ComputeArgs {
-    #[arg(short, long, help = THREADS_HELP, value_parser = parse_threads,
+    #[arg(short, long, help = THREADS_HELP, value_parser = camelid_engine::options::threads,
           allow_negative_numbers = true)]
     pub threads: Option<usize>,
     #[command(flatten)]
@@ -170,17 +170,6 @@ pub const THREADS_FORCE_ENV: &str = "CAMELID_THREADS_FORCE";
 /// The help of every `--threads`.
 pub const THREADS_HELP: &str = "Compute threads, -1 = all cores (default: all cores; more than \
 the cores this process may use are capped to them unless CAMELID_THREADS_FORCE=1)";
-
-/// `--threads`: a count ≥ 1, or -1 for all usable cores (llama.cpp's default value).
-pub fn parse_threads(s: &str) -> Result<usize, String> {
-    match s.parse::<i64>().map_err(|e| e.to_string())? {
-        -1 => Ok(usable_cores().unwrap_or(1)),
-        n if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
-        n => Err(format!(
-            "expected a count of threads ≥ 1, or -1 for all cores, got {n}"
-        )),
-    }
-}
 
 /// The threads to compute with when `requested` were asked for: capped to the usable cores,
 /// with a warning, unless CAMELID_THREADS_FORCE=1 (see `camelid_kernels::pool::cap_threads`).

@@ -46,7 +46,7 @@ pub struct QuantizeArgs {
     /// weights.
     #[arg(long)]
     pub allow_requantize: bool,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = camelid_engine::options::threads,
           allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Print each tensor's name, shape and type.

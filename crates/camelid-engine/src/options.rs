@@ -39,6 +39,18 @@ pub fn penalty_window(s: &str) -> Result<usize, String> {
     camelid_model::sampling::penalty_window(integer(s)?)
 }
 
+/// `--threads`: a count ≥ 1, or -1 for all the cores this process may use (llama.cpp's default
+/// value).
+pub fn threads(s: &str) -> Result<usize, String> {
+    match integer(s)? {
+        -1 => Ok(camelid_kernels::pool::usable_cores().unwrap_or(1)),
+        n if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        n => Err(format!(
+            "expected a count of threads ≥ 1, or -1 for all cores, got {n}"
+        )),
+    }
+}
+
 /// A `--seed`: -1 asks for a fresh random seed, as leaving it out does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seed {
@@ -94,5 +106,11 @@ mod tests {
         assert_eq!(seed("42").map(Seed::fixed), Ok(Some(42)));
         assert!(seed("-2").unwrap_err().contains("or -1 (random), got -2"));
         assert!(max_tokens("x").is_err() && top_k("1.5").is_err());
+        assert_eq!(threads("3"), Ok(3));
+        assert!(threads("-1").unwrap() >= 1);
+        assert_eq!(
+            threads("0"),
+            Err("expected a count of threads ≥ 1, or -1 for all cores, got 0".into())
+        );
     }
 }
