@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use camelid_model::conversion::{self, Conversion, Summary};
+use camelid_model::conversion::{self, Conversion};
 use camelid_model::convert::{self, Ftype, llama3_rope_divisors};
 use camelid_model::weights::{Checkpoint, Weights};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -152,19 +152,14 @@ fn write_gguf<'a>(
     threads: usize,
     verbose: bool,
 ) -> Result<()> {
-    let Conversion { mut writer, plan } = c;
-    pb.0.set_length(plan.iter().map(|p| p.dims.iter().product::<u64>()).sum());
+    pb.0.set_length(c.elements());
     if verbose {
-        for p in &plan {
+        for p in &c.plan {
             let dims = format!("{:?}", p.dims);
             pb.0.suspend(|| eprintln!("{:<28} {dims:>14} -> {}", p.name, p.ty));
         }
     }
-    let summary = Summary::of(&plan);
-    convert::add_tensors(&mut writer, plan, ft, threads, pb)?;
-    let written = writer
-        .write_file(out_path)
-        .with_context(|| format!("writing {}", out_path.display()))?;
+    let (written, summary) = c.write(out_path, ft, threads, pb)?;
     pb.0.finish_and_clear();
     eprintln!(
         "wrote {} ({}): {:.1} MiB, {summary}",
