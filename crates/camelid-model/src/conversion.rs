@@ -480,12 +480,7 @@ mod tests {
             .join("x.gguf");
         let e = of_random(&config, &weights, None, "tiny", None, Ftype::Q8_0)
             .unwrap()
-            .write(
-                Path::new("/nonexistent-dir/x.gguf"),
-                Ftype::Q8_0,
-                1,
-                &progress,
-            )
+            .write(&nowhere, Ftype::Q8_0, 1, &progress)
             .unwrap_err();
         assert_eq!(e.to_string(), format!("writing {}", nowhere.display()));
     }
