@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use camelid_model::conversion::{self, Conversion, Summary};
+use camelid_model::conversion::{self, Conversion};
 use camelid_model::convert::{self, Ftype, llama3_rope_divisors};
 use camelid_model::weights::{Checkpoint, Weights};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -46,7 +46,7 @@ pub struct QuantizeArgs {
     /// weights.
     #[arg(long)]
     pub allow_requantize: bool,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
+    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = camelid_engine::options::threads,
           allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Print each tensor's name, shape and type.
@@ -56,7 +56,7 @@ pub struct QuantizeArgs {
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
     let ft = parse_ftype(&a.ftype)?;
-    let threads = thread_count(a.threads)?;
+    let threads = crate::load::threads_or_all(a.threads)?;
     conversion::check_output(&a.input, &a.output)?;
     let ckpt = Checkpoint::open(&a.input)?;
     let weights = ckpt.load_weights()?;
@@ -109,13 +109,12 @@ pub struct RandomModelArgs {
 /// no tokenizer keys: it serves `bench` and `logits`, not text commands.
 pub fn run_random(a: &RandomModelArgs) -> Result<()> {
     let ft = parse_ftype(&a.ftype)?;
-    let presets = camelid_model::config::presets();
-    let Some(p) = presets.iter().find(|p| p.id == a.preset) else {
-        let ids: Vec<&str> = presets.iter().map(|p| p.id).collect();
-        bail!("unknown shape {:?}; one of: {}", a.preset, ids.join(", "));
+    let Some(p) = camelid_model::config::find_preset(&a.preset) else {
+        let ids = camelid_model::config::preset_ids();
+        bail!("unknown shape {:?}; one of: {ids}", a.preset);
     };
     let config = p.config.resized(a.layers, a.vocab, a.dim, a.ffn)?;
-    let threads = thread_count(a.threads)?;
+    let threads = crate::load::threads_or_all(a.threads)?;
     if a.output.is_dir() {
         bail!("{}: OUTPUT is a folder; name a file", a.output.display());
     }
@@ -144,14 +143,6 @@ fn parse_ftype(name: &str) -> Result<Ftype> {
     })
 }
 
-fn thread_count(threads: Option<usize>) -> Result<usize> {
-    match threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => Ok(crate::load::thread_count(t)),
-        None => Ok(camelid_kernels::pool::usable_cores().unwrap_or(1)),
-    }
-}
-
 /// Converts the planned tensors and writes the file (to a temporary name, renamed at the end).
 fn write_gguf<'a>(
     out_path: &Path,
@@ -161,19 +152,14 @@ fn write_gguf<'a>(
     threads: usize,
     verbose: bool,
 ) -> Result<()> {
-    let Conversion { mut writer, plan } = c;
-    pb.0.set_length(plan.iter().map(|p| p.dims.iter().product::<u64>()).sum());
+    pb.0.set_length(c.elements());
     if verbose {
-        for p in &plan {
+        for p in &c.plan {
             let dims = format!("{:?}", p.dims);
             pb.0.suspend(|| eprintln!("{:<28} {dims:>14} -> {}", p.name, p.ty));
         }
     }
-    let summary = Summary::of(&plan);
-    convert::add_tensors(&mut writer, plan, ft, threads, pb)?;
-    let written = writer
-        .write_file(out_path)
-        .with_context(|| format!("writing {}", out_path.display()))?;
+    let (written, summary) = c.write(out_path, ft, threads, pb)?;
     pb.0.finish_and_clear();
     eprintln!(
         "wrote {} ({}): {:.1} MiB, {summary}",

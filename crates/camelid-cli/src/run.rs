@@ -4,11 +4,14 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use camelid_engine::chat::{ChatTemplate, Message};
+use camelid_engine::chat::ChatTemplate;
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
-use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
+use camelid_engine::options::{self, Seed};
+use camelid_engine::sampler::SamplingOptions;
+use camelid_engine::{FinishReason, GenParams, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
+use camelid_tokenizer::text::utf8_text;
 
 use crate::load::{LoadArgs, load};
 
@@ -22,10 +25,10 @@ use crate::load::{LoadArgs, load};
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SampleArgs {
     /// Temperature; 0 or less is greedy, as in llama.cpp (default: the model's, else 0.8).
-    #[arg(long = "temp", value_parser = parse_temperature, allow_negative_numbers = true)]
+    #[arg(long = "temp", value_parser = options::temperature, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Keep the K most likely tokens, 0 = off (default: the model's, else 40).
-    #[arg(long, value_parser = parse_top_k, allow_negative_numbers = true)]
+    #[arg(long, value_parser = options::top_k, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass (default: the
     /// model's, else 0.95).
@@ -40,7 +43,7 @@ pub struct SampleArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
     /// Tokens the penalties look back over, -1 = all (default: the model's, else 64).
-    #[arg(long, value_parser = parse_last_n, allow_negative_numbers = true)]
+    #[arg(long, value_parser = options::penalty_window, allow_negative_numbers = true)]
     pub repeat_last_n: Option<usize>,
     /// Subtract this from the logit of every token that occurs in the last --repeat-last-n
     /// tokens, once whatever its count (OpenAI's presence_penalty: -2 to 2, 0 = off).
@@ -52,7 +55,7 @@ pub struct SampleArgs {
     pub frequency_penalty: f32,
     /// Random seed; -1 = a fresh one, as when unset (it is printed on stderr, to repeat the
     /// run).
-    #[arg(long, value_parser = parse_seed, allow_negative_numbers = true)]
+    #[arg(long, value_parser = options::seed, allow_negative_numbers = true)]
     pub seed: Option<Seed>,
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long = "stop")]
@@ -67,64 +70,28 @@ pub struct SampleArgs {
     pub grammar: Option<PathBuf>,
 }
 
-/// `--repeat-last-n`: a count of tokens, or -1 for all of them (llama.cpp's reading).
-fn parse_last_n(s: &str) -> Result<usize, String> {
-    camelid_model::sampling::penalty_window(s.parse::<i64>().map_err(|e| e.to_string())?)
-}
-
-/// `--temp`: llama.cpp's temperature sampler picks the most likely token for any temperature
-/// ≤ 0, so a negative one means greedy, which is 0 here. Not-a-number and infinities are left
-/// for `SamplerConfig::validate` to reject with its message.
-fn parse_temperature(s: &str) -> Result<f32, String> {
-    let t: f32 = s.parse().map_err(|e| format!("{e}"))?;
-    Ok(if t.is_finite() && t < 0.0 { 0.0 } else { t })
-}
-
-/// `--top-k`: a count; llama.cpp documents only 0 (off), so a negative count is out of range.
-fn parse_top_k(s: &str) -> Result<usize, String> {
-    match s.parse::<i64>().map_err(|e| e.to_string())? {
-        k if k < 0 => Err(format!("top-k must be ≥ 0 (0 = off), got {k}")),
-        k => usize::try_from(k).map_err(|e| e.to_string()),
-    }
-}
-
-/// A `--seed` value: llama.cpp's -1 asks for a fresh random seed, as leaving it out does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seed {
-    Random,
-    Fixed(u64),
-}
-
-fn parse_seed(s: &str) -> Result<Seed, String> {
-    if s.trim() == "-1" {
-        return Ok(Seed::Random);
-    }
-    s.parse::<u64>().map(Seed::Fixed).map_err(|_| {
-        format!(
-            "expected a seed from 0 to {} or -1 (random), got {s}",
-            u64::MAX
-        )
-    })
-}
-
-/// `-n`: a count of tokens, or -1 for no limit (llama.cpp's reading: generation goes on until
-/// an end-of-generation token or a full context).
-pub fn parse_n_predict(s: &str) -> Result<usize, String> {
-    match s.parse::<i64>().map_err(|e| e.to_string())? {
-        -1 => Ok(usize::MAX),
-        n if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
-        n => Err(format!(
-            "expected a count of tokens ≥ 1, or -1 for no limit, got {n}"
-        )),
-    }
-}
-
 impl SampleArgs {
+    /// The options as the engine takes them.
+    pub fn options(&self) -> SamplingOptions {
+        SamplingOptions {
+            given: SamplingHints {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                repeat_last_n: self.repeat_last_n,
+                source: String::new(),
+            },
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed.and_then(Seed::fixed),
+        }
+    }
+
     /// Checks the options given on the command line, before a model is loaded.
     pub fn check(&self) -> Result<()> {
-        self.merge(&SamplingHints::default())
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        self.sampler(&SamplingHints::default()).map(|_| ())
     }
 
     /// The grammar of --json-schema or --grammar, compiled for the vocabulary; errors name the
@@ -156,85 +123,9 @@ impl SampleArgs {
     }
 
     /// The sampler: the options given, then the model's recommendations, then llama.cpp's
-    /// defaults. A recommendation out of range is an error that names where it comes from.
+    /// defaults.
     pub fn sampler(&self, hints: &SamplingHints) -> Result<SamplerConfig> {
-        self.check()?;
-        let c = self.merge(hints);
-        c.validate().map_err(|e| {
-            anyhow::anyhow!(
-                "{e}, recommended by the model ({}); set the option to override it",
-                hints.source
-            )
-        })?;
-        Ok(c)
-    }
-
-    fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
-        let d = SamplerConfig::default();
-        let seed = match self.seed {
-            Some(Seed::Fixed(s)) => s,
-            None | Some(Seed::Random) => {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                t.as_nanos() as u64 ^ std::process::id() as u64
-            }
-        };
-        SamplerConfig {
-            temperature: self
-                .temperature
-                .or(hints.temperature)
-                .unwrap_or(d.temperature),
-            top_k: self.top_k.or(hints.top_k).unwrap_or(d.top_k),
-            top_p: self.top_p.or(hints.top_p).unwrap_or(d.top_p),
-            min_p: self.min_p.or(hints.min_p).unwrap_or(d.min_p),
-            repeat_penalty: self
-                .repeat_penalty
-                .or(hints.repeat_penalty)
-                .unwrap_or(d.repeat_penalty),
-            repeat_last_n: self
-                .repeat_last_n
-                .or(hints.repeat_last_n)
-                .unwrap_or(d.repeat_last_n),
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            seed,
-            logit_bias: Vec::new(),
-        }
-    }
-
-    /// The line that gives a seed drawn at random, when the sampler draws with it (not when it
-    /// is greedy), so that a run worth keeping can be repeated.
-    pub fn seed_note(&self, c: &SamplerConfig) -> Option<String> {
-        let random = !matches!(self.seed, Some(Seed::Fixed(_)));
-        (random && c.temperature > 0.0).then(|| {
-            format!(
-                "[seed {} drawn at random: --seed {} repeats this run]",
-                c.seed, c.seed
-            )
-        })
-    }
-
-    /// The line that says which recommendations of the model are in effect, if any.
-    pub fn hints_note(&self, hints: &SamplingHints) -> Option<String> {
-        let used = SamplingHints {
-            temperature: hints.temperature.filter(|_| self.temperature.is_none()),
-            top_k: hints.top_k.filter(|_| self.top_k.is_none()),
-            top_p: hints.top_p.filter(|_| self.top_p.is_none()),
-            min_p: hints.min_p.filter(|_| self.min_p.is_none()),
-            repeat_penalty: hints
-                .repeat_penalty
-                .filter(|_| self.repeat_penalty.is_none()),
-            repeat_last_n: hints.repeat_last_n.filter(|_| self.repeat_last_n.is_none()),
-            source: String::new(),
-        };
-        (!used.is_empty()).then(|| {
-            format!(
-                "[sampling as the model recommends: {} ({})]",
-                used.describe(),
-                hints.source
-            )
-        })
+        self.options().sampler(hints).map_err(anyhow::Error::msg)
     }
 }
 
@@ -250,7 +141,7 @@ pub struct RunArgs {
     pub file: Option<PathBuf>,
     /// Tokens to generate at most; -1 = no limit (until the model ends its text or the context
     /// is full).
-    #[arg(short = 'n', long = "n-predict", default_value = "256", value_parser = parse_n_predict,
+    #[arg(short = 'n', long = "n-predict", default_value = "256", value_parser = options::max_tokens,
           allow_negative_numbers = true)]
     pub n_predict: usize,
     /// Send the prompt as one user message in the model's chat template, so that a chat model
@@ -281,10 +172,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
     };
     let loaded = load(&a.load)?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
-    if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+    let options = a.sample.options();
+    if let Some(note) = options.hints_note(&loaded.sampling) {
         eprintln!("{note}");
     }
-    if let Some(note) = a.sample.seed_note(&sampler).filter(|_| !a.json) {
+    if let Some(note) = options.seed_note(&sampler).filter(|_| !a.json) {
         eprintln!("{note}");
     }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
@@ -316,28 +208,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         eprintln!("{CHAT_HINT}");
     }
     if a.json {
-        let v = serde_json::json!({
-            "prompt_ids": ids,
-            "ids": g.tokens,
-            "text": g.text,
-            "finish_reason": finish_name(g.finish),
-            "seed": sampler.seed,
-            "timings": {
-                "prompt_tokens": g.prompt_tokens,
-                "prompt_ms": g.prompt_time.as_secs_f64() * 1e3,
-                "prompt_tokens_per_s": g.prompt_tokens_per_s(),
-                "gen_tokens": g.tokens.len(),
-                "gen_ms": g.gen_time.as_secs_f64() * 1e3,
-                "gen_tokens_per_s": g.gen_tokens_per_s(),
-                "grammar_masks": g.masks.map(|m| m.1),
-                "grammar_mask_ms": g.masks.map(|m| m.0.as_secs_f64() * 1e3),
-            }
-        });
-        writeln!(stdout, "{v}")?;
+        writeln!(stdout, "{}", g.to_json(&ids, sampler.seed))?;
     } else {
         writeln!(stdout)?;
         stdout.flush()?;
-        report(&g, loaded.n_ctx);
+        for line in g.summary_lines(loaded.n_ctx) {
+            eprintln!("{line}");
+        }
     }
     Ok(())
 }
@@ -363,47 +240,11 @@ fn prompt_ids(
                 .unwrap_or(crate::fetch::SMOLLM2.file_name)
         )
     })?;
-    let mut dialog = Vec::new();
-    if let Some(system) = a.system.as_deref().filter(|s| !s.is_empty()) {
-        dialog.push(Message::system(system));
-    }
-    dialog.push(Message::user(prompt));
-    Ok(template.encode(tok, &dialog, true)?)
+    Ok(template.encode_turn(tok, a.system.as_deref(), prompt)?)
 }
 
-/// Timings and the reason generation ended, on stderr.
-pub fn report(g: &Generation, n_ctx: usize) {
-    match g.finish {
-        FinishReason::ContextFull => eprintln!(
-            "[stopped: the context of {n_ctx} tokens is full; raise --ctx for longer output]"
-        ),
-        FinishReason::Cancelled => eprintln!("[interrupted]"),
-        _ => {}
-    }
-    eprintln!(
-        "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s",
-        g.prompt_tokens,
-        g.prompt_tokens_per_s(),
-        g.tokens.len(),
-        g.gen_tokens_per_s()
-    );
-    if let Some((t, n)) = g.masks {
-        eprintln!(
-            "grammar: {n} token masks, {:.1} µs per mask",
-            t.as_secs_f64() * 1e6 / f64::from(n.max(1))
-        );
-    }
-}
-
-pub fn finish_name(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::EndOfGeneration | FinishReason::Stop => "stop",
-        FinishReason::Length | FinishReason::ContextFull => "length",
-        FinishReason::Cancelled => "cancelled",
-    }
-}
-
-/// Reads a text file (or stdin for "-"); bytes that are not UTF-8 are an error naming the offset.
+/// Reads a text file (or stdin for "-"); bytes that are not UTF-8 are an error naming the first
+/// bad byte and its offset, as `tokenize` says it.
 pub fn read_text(path: &std::path::Path) -> Result<String> {
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
@@ -413,11 +254,5 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
     } else {
         bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not valid UTF-8 at byte offset {}",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })
+    Ok(utf8_text(bytes, &path.display().to_string())?)
 }

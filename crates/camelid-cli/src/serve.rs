@@ -1,7 +1,6 @@
 //! `camelid serve`: an OpenAI-compatible HTTP server (see the camelid-server crate).
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -79,7 +78,10 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         model: Some(path.display().to_string()),
         ..a.load.clone()
     })?;
-    let model_id = a.alias.clone().unwrap_or_else(|| model_name(&path));
+    let model_id = a
+        .alias
+        .clone()
+        .unwrap_or_else(|| crate::fetch::model_name(&path));
     // The model's recommendations become the defaults of every request: check them now.
     crate::run::SampleArgs::default().sampler(&loaded.sampling)?;
     if !loaded.sampling.is_empty() {
@@ -119,13 +121,4 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     .with_context(|| format!("serving on {addr}"))?;
     eprintln!("camelid serve: stopped");
     Ok(())
-}
-
-/// A GGUF file's name without `.gguf`, or a model folder's name.
-fn model_name(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    name.strip_suffix(".gguf").unwrap_or(&name).to_string()
 }

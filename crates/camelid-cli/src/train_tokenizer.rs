@@ -2,13 +2,13 @@
 //! Argument parsing and printing only; the trainer is camelid-tokenizer's `train` module.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use camelid_tokenizer::ModelKind;
-use camelid_tokenizer::train::{TrainConfig, train};
-use camelid_train::data::collect_documents;
+use camelid_tokenizer::train::{TrainConfig, count_tokens, train};
+use camelid_train::data::read_documents;
+use camelid_train::session;
 
 use crate::fetch;
 
@@ -50,29 +50,14 @@ pub struct TrainTokenizerArgs {
 }
 
 pub fn run(a: &TrainTokenizerArgs) -> Result<()> {
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => crate::load::thread_count(t),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = crate::load::threads_or_all(a.threads)?;
     let inputs = if a.data.is_empty() {
         fetch::Resolver::from_env()?.shakespeare()?
     } else {
-        for p in &a.data {
-            if !p.exists() {
-                bail!("--data {}: no such file or folder", p.display());
-            }
-        }
         a.data.clone()
     };
-    let docs = collect_documents(&inputs)?;
-    let texts = docs
-        .iter()
-        .map(|d| {
-            std::fs::read_to_string(&d.path)
-                .with_context(|| format!("reading {} as UTF-8 text", d.path.display()))
-        })
-        .collect::<Result<Vec<String>>>()?;
+    let docs = session::documents(&inputs)?;
+    let texts = read_documents(&docs)?;
     let bytes: usize = texts.iter().map(String::len).sum();
 
     let kind = match a.kind {
@@ -95,45 +80,12 @@ pub fn run(a: &TrainTokenizerArgs) -> Result<()> {
     let cfg = a.out.join("tokenizer_config.json");
     std::fs::write(&cfg, trained.tokenizer_config_json())
         .with_context(|| format!("writing {}", cfg.display()))?;
-
-    eprintln!(
-        "trained {} tokens ({} merges) on {} documents, {:.1} MiB, {} distinct words, in {:.2} s \
-         ({:.2} s counting words, {:.2} s merging)",
-        trained.n_vocab(),
-        trained.n_merges(),
-        docs.len(),
-        bytes as f64 / (1 << 20) as f64,
-        trained.n_words(),
-        took.as_secs_f64(),
-        (took - trained.learn_time()).as_secs_f64(),
-        trained.learn_time().as_secs_f64()
-    );
-    if trained.n_vocab() < a.vocab_size {
-        eprintln!(
-            "note: no pair occurs --min-frequency {} times any more: the vocabulary has {} \
-             tokens, not {}",
-            a.min_frequency,
-            trained.n_vocab(),
-            a.vocab_size
-        );
+    for line in trained.report(&config, docs.len(), bytes, took) {
+        eprintln!("{line}");
     }
     // The compression on the training text, with the tokenizer read back from the file.
     let tok = camelid_tokenizer::Tokenizer::from_tokenizer_json(&json)?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let n_tokens: usize = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads.min(refs.len()).max(1))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut n = 0;
-                    while let Some(t) = refs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        n += tok.encode(t, false, false).len();
-                    }
-                    n
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
-    });
+    let n_tokens = count_tokens(&tok, &refs, threads);
     eprintln!(
         "{} tokens on the training text: {:.3} bytes per token",
         n_tokens,

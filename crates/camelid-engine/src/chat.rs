@@ -143,6 +143,24 @@ impl fmt::Display for ChatError {
 impl std::error::Error for ChatError {}
 
 impl ChatTemplate {
+    /// The template of the model named `model`: its own, else the built-in
+    /// format its vocabulary is recognised by; with where it came from, for messages. The
+    /// error says how to give one.
+    pub fn for_model(tok: &Tokenizer, model: &str) -> Result<(ChatTemplate, String), String> {
+        let Some(t) = ChatTemplate::for_tokenizer(tok) else {
+            return Err(format!(
+                "{model}: the model has no chat template and its vocabulary is not one of a known \
+                     chat format; give one with --chat-template NAME|FILE (built-in names: {})",
+                BUILTIN_NAMES.join(", ")
+            ));
+        };
+        let origin = match t {
+            ChatTemplate::Jinja(_) => format!("{model}: the model's chat template"),
+            _ => format!("the built-in {} chat format", t.name()),
+        };
+        Ok((t, origin))
+    }
+
     /// The template for a tokenizer: the one its file carries, else a built-in one the
     /// vocabulary is recognised by, else none.
     /// A release's own format ([`ChatHint`], set for Meta's folders) comes between the two.
@@ -206,9 +224,20 @@ impl ChatTemplate {
     /// template is reported when a program starts rather than at its first message. The probe is
     /// the smallest dialog a chat sends: the system prompt, if any, and one user message.
     pub fn validate(&self, tok: &Tokenizer, system: Option<&str>) -> Result<(), ChatError> {
-        let mut probe: Vec<Message> = system.map(Message::system).into_iter().collect();
-        probe.push(Message::user("Hello"));
-        self.encode(tok, &probe, true).map(|_| ())
+        self.encode_turn(tok, system, "Hello").map(|_| ())
+    }
+
+    /// One user message, after the system prompt if any (an empty one is none), with the
+    /// assistant's turn opened: a one-turn chat.
+    pub fn encode_turn(
+        &self,
+        tok: &Tokenizer,
+        system: Option<&str>,
+        user: &str,
+    ) -> Result<Vec<u32>, ChatError> {
+        let system = system.filter(|s| !s.is_empty()).map(Message::system);
+        let dialog: Vec<Message> = system.into_iter().chain([Message::user(user)]).collect();
+        self.encode(tok, &dialog, true)
     }
 
     /// Encodes `system` (if any) and `turns` with the assistant's turn opened, leaving out the

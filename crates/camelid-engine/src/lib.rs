@@ -1,17 +1,20 @@
 //! camelid-engine: turning logits into text.
 //!
 //! The sampler chain ([`sampler`]), the generation loop with its stop conditions
-//! ([`generate`]), chat templates ([`chat`]), evaluation ([`eval`]: perplexity, KL divergence,
-//! multiple-choice scores) and models side by side ([`compare`]: figures, token counts,
-//! perplexity, tables and a chart). Synchronous and free of I/O: the CLI and the
-//! server drive it.
+//! ([`generate`]), chat templates ([`chat`]), a conversation that keeps its cache between
+//! replies ([`conversation`]), evaluation ([`eval`]: perplexity, KL divergence,
+//! multiple-choice scores), models side by side ([`compare`]: figures, token counts,
+//! perplexity, tables and a chart), and option values as llama.cpp reads them ([`options`]).
+//! Synchronous and free of I/O: the CLI and the server drive it.
 
 pub mod bench;
 pub mod chat;
 pub mod compare;
+pub mod conversation;
 pub mod eval;
 pub mod eval_io;
 pub mod generate;
+pub mod options;
 pub mod sampler;
 
 /// Grammars for constrained decoding ([`GenParams::grammar`]).

@@ -2,7 +2,7 @@
 //! Llama 3 layouts, llama.cpp's tokenizer (fixtures from tools/chat_reference.py in
 //! testdata/chat/).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use camelid_engine::chat::{BUILTIN_NAMES, ChatError, ChatTemplate, Message, render_jinja};
@@ -136,6 +136,45 @@ fn llama3_builtin_recognised_without_a_file_template() {
     assert_eq!(
         ChatTemplate::for_tokenizer(&tok),
         Some(ChatTemplate::Llama3)
+    );
+}
+
+/// A one-turn chat is the system prompt (none when empty) and the user's message, the
+/// assistant's turn opened.
+#[test]
+fn one_turn_is_system_then_user() {
+    let t = ChatTemplate::Llama3;
+    let both = [Message::system("Be brief."), Message::user("Hi")];
+    let want = t.encode(llama3(), &both, true).unwrap();
+    assert_eq!(
+        t.encode_turn(llama3(), Some("Be brief."), "Hi").unwrap(),
+        want
+    );
+    let alone = t.encode(llama3(), &[Message::user("Hi")], true).unwrap();
+    assert_eq!(t.encode_turn(llama3(), Some(""), "Hi").unwrap(), alone);
+    assert_eq!(t.encode_turn(llama3(), None, "Hi").unwrap(), alone);
+}
+
+/// Where a model's template comes from, said in messages; a vocabulary of no known format is an
+/// error that lists the built-ins.
+#[test]
+fn a_models_template_says_where_it_comes_from() {
+    let vocab = tokenizer("llama-bpe/ggml-vocab-llama-bpe.gguf");
+    let (_, origin) = ChatTemplate::for_model(&vocab, "v.gguf").unwrap();
+    assert_eq!(origin, "the built-in llama3 chat format");
+    let (t, origin) = ChatTemplate::for_model(smollm2(), "s.gguf").unwrap();
+    assert!(matches!(t, ChatTemplate::Jinja(_)));
+    assert_eq!(origin, "s.gguf: the model's chat template");
+    let spm = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/tokenizer/spm-tiny.model"
+    );
+    let plain = load_tokenizer(Path::new(spm)).unwrap();
+    let e = ChatTemplate::for_model(&plain, "tiny").unwrap_err();
+    assert!(e.starts_with("tiny: the model has no chat template"), "{e}");
+    assert!(
+        e.ends_with("(built-in names: chatml, llama2, llama3)"),
+        "{e}"
     );
 }
 

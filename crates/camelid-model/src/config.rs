@@ -151,6 +151,20 @@ impl Config {
         Ok(())
     }
 
+    /// The context of a run that asks for `requested` tokens (None: the training context, at
+    /// most 4096): at least one token and at most the training context. Errors name `--ctx`.
+    pub fn context(&self, requested: Option<usize>) -> Result<usize, String> {
+        match requested {
+            Some(0) => Err("--ctx must be at least 1".into()),
+            Some(c) if c > self.n_ctx_train => Err(format!(
+                "--ctx {c} is beyond the {} tokens this model was trained for",
+                self.n_ctx_train
+            )),
+            Some(c) => Ok(c),
+            None => Ok(self.n_ctx_train.min(4096)),
+        }
+    }
+
     /// Parameter count implied by the shapes: embeddings, attention, SwiGLU, norms, and the
     /// output projection unless tied.
     pub fn n_params(&self) -> u64 {
@@ -410,6 +424,19 @@ pub fn presets() -> Vec<Preset> {
     ]
 }
 
+/// The preset of `id`, in any case.
+pub fn find_preset(id: &str) -> Option<Preset> {
+    presets()
+        .into_iter()
+        .find(|p| p.id.eq_ignore_ascii_case(id))
+}
+
+/// The preset ids, comma-separated, for messages.
+pub fn preset_ids() -> String {
+    let ids: Vec<&str> = presets().iter().map(|p| p.id).collect();
+    ids.join(", ")
+}
+
 /// Meta's FFN width rule (`FeedForward` in llama/model.py): `h = int(2·4d/3)`, times the
 /// multiplier if any, rounded up to a multiple of `multiple_of`.
 pub fn ffn_width(d_model: usize, multiplier: Option<f64>, multiple_of: usize) -> usize {
@@ -486,6 +513,27 @@ mod tests {
 
     fn preset(id: &str) -> Config {
         presets().into_iter().find(|p| p.id == id).unwrap().config
+    }
+
+    #[test]
+    fn presets_are_found_in_any_case() {
+        assert_eq!(find_preset("LLaMA2-7B").unwrap().name, "Llama 2 7B");
+        assert!(find_preset("llama9").is_none());
+        assert!(preset_ids().starts_with("llama-7b, llama-13b, llama-33b"));
+    }
+
+    #[test]
+    fn a_run_context_is_within_the_training_one() {
+        let c = preset("llama2-7b");
+        assert_eq!((c.context(None), c.context(Some(100))), (Ok(4096), Ok(100)));
+        assert_eq!(c.context(Some(0)), Err("--ctx must be at least 1".into()));
+        let e = c.context(Some(4097)).unwrap_err();
+        assert_eq!(
+            e,
+            "--ctx 4097 is beyond the 4096 tokens this model was trained for"
+        );
+        // Longer training contexts are capped at 4096 unless asked for.
+        assert_eq!(preset("llama3.1-8b").context(None), Ok(4096));
     }
 
     /// Llama 2 7B by hand: per layer 4·4096² (attention, no GQA) + 3·4096·11008 (SwiGLU), 32

@@ -51,6 +51,11 @@ pub enum ConversionError {
         path: PathBuf,
         why: String,
     },
+    /// Writing the file failed.
+    Write {
+        path: PathBuf,
+        source: camelid_formats::Error,
+    },
 }
 
 impl fmt::Display for ConversionError {
@@ -85,6 +90,7 @@ impl fmt::Display for ConversionError {
                 found.from.join(", ")
             ),
             ConversionError::Output { path, why } => write!(f, "{}: {why}", path.display()),
+            ConversionError::Write { path, .. } => write!(f, "writing {}", path.display()),
         }
     }
 }
@@ -95,6 +101,7 @@ impl std::error::Error for ConversionError {
             // Transparent, as `Display` is.
             ConversionError::Model(e) => std::error::Error::source(e),
             ConversionError::Tokenizer { source, .. } => Some(source),
+            ConversionError::Write { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -110,6 +117,38 @@ impl From<ModelError> for ConversionError {
 pub struct Conversion<'a> {
     pub writer: GgufWriter<'a>,
     pub plan: Vec<Planned<'a>>,
+}
+
+impl<'a> Conversion<'a> {
+    /// Elements of the planned tensors: the length of a progress bar.
+    pub fn elements(&self) -> u64 {
+        self.plan
+            .iter()
+            .map(|p| p.dims.iter().product::<u64>())
+            .sum()
+    }
+
+    /// Converts the planned tensors on `threads` threads and writes the file (to a temporary
+    /// name beside `path`, renamed over it at the end); returns its size and what it holds.
+    pub fn write(
+        self,
+        path: &Path,
+        ft: Ftype,
+        threads: usize,
+        progress: &'a dyn convert::Progress,
+    ) -> Result<(u64, Summary), ConversionError> {
+        let Conversion { mut writer, plan } = self;
+        let summary = Summary::of(&plan);
+        convert::add_tensors(&mut writer, plan, ft, threads, progress)
+            .map_err(|e| ConversionError::Model(e.into()))?;
+        let written = writer
+            .write_file(path)
+            .map_err(|source| ConversionError::Write {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok((written, summary))
+    }
 }
 
 /// The RoPE frequency divisors to write for a checkpoint: the file's own, else Llama 3's for a
@@ -395,5 +434,54 @@ impl fmt::Display for Summary {
             self.bits_per_weight(),
             types.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::Weights;
+
+    struct Count(std::sync::atomic::AtomicU64);
+
+    impl convert::Progress for Count {
+        fn tensor(&self, _: &str) {}
+        fn advance(&self, n: u64) {
+            self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A random model written as Q8_0 reads back with the planned tensors, and the progress
+    /// reaches the plan's element count.
+    #[test]
+    fn a_conversion_writes_what_it_planned() {
+        let preset = crate::config::find_preset("llama-7b").unwrap();
+        let config = preset
+            .config
+            .resized(Some(1), Some(64), Some(128), Some(96))
+            .unwrap();
+        let weights = Weights::random(&config, 3);
+        let c = of_random(&config, &weights, None, "tiny", None, Ftype::Q8_0).unwrap();
+        let (n_tensors, elements) = (c.plan.len(), c.elements());
+        let path = std::env::temp_dir().join(format!("camelid-conv-{}.gguf", std::process::id()));
+        let progress = Count(Default::default());
+        let (written, summary) = c.write(&path, Ftype::Q8_0, 2, &progress).unwrap();
+        assert_eq!(written, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(summary.weights(), elements);
+        assert_eq!(
+            progress.0.load(std::sync::atomic::Ordering::Relaxed),
+            elements
+        );
+        let ckpt = Checkpoint::open(&path).unwrap();
+        assert_eq!(ckpt.gguf().unwrap().tensors().len(), n_tensors);
+        std::fs::remove_file(&path).unwrap();
+        let nowhere = std::env::temp_dir()
+            .join("camelid-no-such-dir")
+            .join("x.gguf");
+        let e = of_random(&config, &weights, None, "tiny", None, Ftype::Q8_0)
+            .unwrap()
+            .write(&nowhere, Ftype::Q8_0, 1, &progress)
+            .unwrap_err();
+        assert_eq!(e.to_string(), format!("writing {}", nowhere.display()));
     }
 }

@@ -99,6 +99,19 @@ pub struct Document {
     pub path: PathBuf,
 }
 
+/// The text of each document; one that is not UTF-8 is an error naming its first bad byte.
+pub fn read_documents(docs: &[Document]) -> Result<Vec<String>, DataError> {
+    docs.iter()
+        .map(|d| {
+            let bytes = fs::read(&d.path).map_err(io_err(&d.path))?;
+            String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
+                path: d.path.clone(),
+                offset: e.utf8_error().valid_up_to(),
+            })
+        })
+        .collect()
+}
+
 /// The documents of the inputs (files, or folders searched for `.txt` and `.md` files).
 pub fn collect_documents(inputs: &[PathBuf]) -> Result<Vec<Document>, DataError> {
     let mut docs = Vec::new();
@@ -323,15 +336,8 @@ pub fn prepare(
     threads: usize,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Shards, DataError> {
-    let mut texts = Vec::with_capacity(docs.len());
-    for d in docs {
-        let bytes = fs::read(&d.path).map_err(io_err(&d.path))?;
-        let text = String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
-            path: d.path.clone(),
-            offset: e.utf8_error().valid_up_to(),
-        })?;
-        texts.push((d.name.clone(), text));
-    }
+    let names = docs.iter().map(|d| d.name.clone());
+    let mut texts: Vec<Named> = names.zip(read_documents(docs)?).collect();
     if texts.iter().all(|(_, t)| t.trim().is_empty()) {
         return Err(DataError::Empty {
             what: format!("the {} input document(s) hold no text", docs.len()),

@@ -17,6 +17,8 @@
 //! - [`optim`]: AdamW, gradient clipping and the learning-rate schedule of the LLaMA paper.
 //! - [`init`]: the Llama initialisation (normal 0.02, residual outputs scaled by depth).
 //! - [`trainer`]: the loop: accumulation, evaluation, the JSONL log, stopping and resuming.
+//! - [`session`]: a run from its options (checks, batch, data, summaries, samples): `camelid
+//!   train` between parsing and printing.
 //! - [`shape`]: presets, the generations' architecture choices, the memory of a run.
 //! - [`chart`]: the loss curve (`loss.svg`), train and validation in bits per byte.
 //! - [`checkpoint`]: Hugging Face folders (config.json, model.safetensors, tokenizer files) plus
@@ -37,6 +39,7 @@ pub mod ops;
 pub mod optim;
 mod par;
 pub mod params;
+pub mod session;
 pub mod shape;
 pub mod trainer;
 

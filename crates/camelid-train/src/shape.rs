@@ -162,6 +162,28 @@ pub fn preset(id: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|p| p.id.eq_ignore_ascii_case(id))
 }
 
+/// The presets, the initialisation, the optimizer and the output as `camelid train --help` tells
+/// them.
+pub const PRESET_HELP: &str = "Presets (--preset; each value can be overridden):
+  tiny          d 128, 4 layers, 4 heads, FFN 352, ctx 128: Shakespeare in minutes on two cores
+  small         d 256, 6 layers, 8 heads, FFN 704, ctx 256
+  stories15m    d 288, 6 layers, 6 heads, FFN 768, ctx 256   (llama2.c's stories15M)
+  stories42m    d 512, 8 layers, 8 heads, FFN 1376, ctx 1024 (llama2.c's stories42M)
+  stories110m   d 768, 12 layers, 12 heads, FFN 2048, ctx 1024 (llama2.c's stories110M)
+  llama1-mini   LLaMA 7B scaled down (width /16, depth /8): d 256, 4 layers, 2 heads of 128, MHA,
+                FFN 688 (7B's 2.69·d), eps 1e-6, θ 1e4
+  llama2-mini   the same shape as Llama 2 7B scaled down: eps 1e-5, ctx 512
+  llama3-mini   Llama 3 8B scaled down: d 256, 4 layers, 8 query heads on 2 kv heads, FFN 896
+                (8B's 3.5·d), θ 5e5, the 128K vocabulary
+Initialisation: N(0, 0.02²) for the embedding and projections, N(0, (0.02/√(2·layers))²) for
+o_proj and down_proj (GPT-2's depth scaling of residual outputs), norm gains 1.
+Optimizer: AdamW β 0.9/0.95, ε 1e-5, clipping at global norm 1.0, linear warmup then cosine
+decay to --min-lr-ratio of --lr (the LLaMA paper's recipe).
+Output: DIR/config.json + model.safetensors + tokenizer files (a Hugging Face folder: `camelid
+run -m DIR`, transformers' from_pretrained), optimizer.safetensors + train_state.json (--resume),
+log.jsonl (step, lr, loss, bpb, grad_norm, tokens_per_s, val_loss, val_bpb), loss.svg (train and
+validation in bits per byte against the step).";
+
 /// Values given explicitly, each overriding the preset's or the generation's.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Overrides {
@@ -253,5 +275,23 @@ pub fn memory(c: &Config, activation_bytes: u64, shard_bytes: u64) -> Memory {
         moments: 8 * p,
         activations: activation_bytes,
         shards: shard_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The help lists every preset, each at the start of its line, so the two cannot drift apart.
+    #[test]
+    fn the_help_lists_every_preset() {
+        for p in PRESETS {
+            let line = format!("\n  {} ", p.id);
+            assert!(PRESET_HELP.contains(&line), "{} is missing", p.id);
+        }
+        let listed = PRESET_HELP
+            .lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "));
+        assert_eq!(listed.count(), PRESETS.len());
     }
 }

@@ -561,9 +561,51 @@ pub fn run(
     Ok(stopped)
 }
 
+/// A run's time limit as `--max-time` takes it: seconds, or a number with a unit (`90s`, `20m`,
+/// `1h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90, 90s, 20m, 1h)"))?;
+    let secs = match unit {
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("{s:?}: the unit is s, m or h")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?} is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_seconds_or_a_unit() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs_f64());
+        assert_eq!(secs("90"), Ok(90.0));
+        assert_eq!(secs("1.5m"), Ok(90.0));
+        assert_eq!(secs(" 2 h"), Ok(7200.0));
+        assert_eq!(secs("20s"), Ok(20.0));
+        assert_eq!(secs("3d"), Err("\"3d\": the unit is s, m or h".into()));
+        assert_eq!(
+            secs("soon"),
+            Err("\"soon\" is not a duration (e.g. 90, 90s, 20m, 1h)".into())
+        );
+        assert_eq!(secs("0"), Err("\"0\" is not a positive duration".into()));
+        assert_eq!(
+            secs("-5m"),
+            Err("\"-5m\" is not a positive duration".into())
+        );
+    }
     use crate::data::{collect_documents, hash_files, prepare};
     use camelid_model::config::RopeScaling;
 

@@ -292,6 +292,39 @@ impl Trained {
         write::tokenizer_config_json(self)
     }
 
+    /// What was trained, on `n_docs` documents of `bytes` bytes in `took` in all, in one line;
+    /// then, when the vocabulary came out smaller than `config` asked, why.
+    pub fn report(
+        &self,
+        config: &TrainConfig,
+        n_docs: usize,
+        bytes: usize,
+        took: Duration,
+    ) -> Vec<String> {
+        let mut lines = vec![format!(
+            "trained {} tokens ({} merges) on {} documents, {:.1} MiB, {} distinct words, in \
+             {:.2} s ({:.2} s counting words, {:.2} s merging)",
+            self.n_vocab(),
+            self.n_merges(),
+            n_docs,
+            bytes as f64 / (1 << 20) as f64,
+            self.n_words(),
+            took.as_secs_f64(),
+            took.saturating_sub(self.learn_time).as_secs_f64(),
+            self.learn_time.as_secs_f64()
+        )];
+        if self.n_vocab() < config.vocab_size {
+            lines.push(format!(
+                "note: no pair occurs --min-frequency {} times any more: the vocabulary has {} \
+                 tokens, not {}",
+                config.min_frequency,
+                self.n_vocab(),
+                config.vocab_size
+            ));
+        }
+        lines
+    }
+
     /// The tokenizer, read back from [`Trained::tokenizer_json`] as any `tokenizer.json` is.
     pub fn tokenizer(&self) -> Result<Tokenizer, Error> {
         Tokenizer::from_tokenizer_json_bytes(
@@ -301,9 +334,59 @@ impl Trained {
     }
 }
 
+/// Tokens of `texts` (no BOS or EOS), encoded on up to `threads` threads: the compression a
+/// vocabulary achieves.
+pub fn count_tokens(tok: &Tokenizer, texts: &[&str], threads: usize) -> usize {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.min(texts.len()).max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0;
+                    let take = || next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    while let Some(t) = texts.get(take()) {
+                        n += tok.encode(t, false, false).len();
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_counted_alike_on_any_number_of_threads() {
+        let mut cfg = TrainConfig::new(ModelKind::ByteLevel, 300);
+        cfg.min_frequency = 1;
+        let t = train(&[TEXT, TEXT], &cfg).unwrap();
+        let tok = t.tokenizer().unwrap();
+        let texts = [TEXT, "the theme", "", "東京"];
+        let one: usize = texts
+            .iter()
+            .map(|t| tok.encode(t, false, false).len())
+            .sum();
+        for threads in [1, 2, 8] {
+            assert_eq!(count_tokens(&tok, &texts, threads), one);
+        }
+        let lines = t.report(&cfg, 2, 3 << 19, Duration::from_secs(2));
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("trained 300 tokens (36 merges) on 2 documents, 1.5 MiB"),
+            "{}",
+            lines[0]
+        );
+        cfg.vocab_size = 400;
+        let note = &t.report(&cfg, 2, 0, Duration::ZERO)[1];
+        assert_eq!(
+            note,
+            "note: no pair occurs --min-frequency 1 times any more: the vocabulary has 300 tokens, not 400"
+        );
+    }
 
     const TEXT: &str = "the theme of the thesis: the three thin thieves thought thrice.\n\
                         東京は日本の首都です。東京の天気。 1234 3.14 — naïve café";
