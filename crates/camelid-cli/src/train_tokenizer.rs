@@ -75,10 +75,10 @@ pub fn run(a: &TrainTokenizerArgs) -> Result<()> {
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let json = a.out.join("tokenizer.json");
-    std::fs::write(&json, trained.tokenizer_json())
+    std::fs::write(&json, trained.tokenizer().to_tokenizer_json()?)
         .with_context(|| format!("writing {}", json.display()))?;
     let cfg = a.out.join("tokenizer_config.json");
-    std::fs::write(&cfg, trained.tokenizer_config_json())
+    std::fs::write(&cfg, trained.tokenizer().to_tokenizer_config_json())
         .with_context(|| format!("writing {}", cfg.display()))?;
     for line in trained.report(&config, docs.len(), bytes, took) {
         eprintln!("{line}");

@@ -1,6 +1,6 @@
 //! Writing a tokenizer as a Hugging Face `tokenizer.json` + `tokenizer_config.json`, so that a
-//! model folder made from a GGUF vocabulary or a `tokenizer.model` loads in `tokenizers` and
-//! transformers with the same encoding.
+//! model folder made from a GGUF vocabulary or a `tokenizer.model`, or a vocabulary camelid
+//! trained ([`crate::train`]), loads in `tokenizers` and transformers with the same encoding.
 //!
 //! The layouts are those of the files published for the two kinds (and of what
 //! [`Tokenizer::from_tokenizer_json`] reads):
@@ -9,37 +9,70 @@
 //!   merges in rank order.
 //! - SentencePiece BPE, as Llama 2's `tokenizer.json` (transformers' `LlamaConverter`, legacy
 //!   layout): a `Prepend("▁")` + `Replace(" ", "▁")` normalizer, no pre-tokenizer, BPE with byte
-//!   fallback. The merges are the rules the scores give, best first ([`Tokenizer::merges`]).
+//!   fallback. The merges are the rules in rank order ([`Tokenizer::merges`]: for a vocabulary
+//!   merged by score, the rules the scores give, best first).
 //!   Hugging Face normalizes each stretch of text between added tokens apart, so the `▁` goes in
 //!   front of each stretch: llama.cpp's behaviour, which camelid follows for GGUF vocabularies.
 //!   A `tokenizer.model` read by camelid puts it only in front of the whole text (SentencePiece's
 //!   own behaviour); the two differ only on text holding control or user-defined pieces.
 //!
-//! Both put every token in `model.vocab` and the control, unknown and user-defined ones also
-//! among the added tokens (special unless user-defined). BOS (and EOS, when the vocabulary asks
-//! for it) is added by a `TemplateProcessing` post-processor, as in both published files.
+//! Both list the control, unknown and user-defined tokens among the added tokens (special unless
+//! user-defined), and every token in `model.vocab` but for the special tokens that end a
+//! byte-level vocabulary (Llama 3's layout). BOS (and EOS, when the vocabulary asks for it) is
+//! added by a `TemplateProcessing` post-processor, as in both published files.
+//!
+//! The bytes are fixed: keys in a fixed order, the vocabulary in id order and the merges in rank
+//! order one entry per line, whether or not some other crate turns on serde_json's
+//! `preserve_order`.
+
+use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
 use crate::{Algo, Error, ModelKind, PreTokenizer, TokenType, Tokenizer};
 
-/// The byte-level pre-tokenizer as Hugging Face writes it (`use_regex` true: GPT-2's pattern).
-fn byte_level(use_regex: bool) -> Value {
-    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
-           "use_regex": use_regex})
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// Compact JSON with every object's keys sorted.
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", quoted(k), canonical(&m[k.as_str()])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(canonical).collect();
+            format!("[{}]", items.join(","))
+        }
+        v => v.to_string(),
+    }
+}
+
+/// Hugging Face's `ByteLevel` pre-tokenizer, post-processor or decoder (`use_regex` true: GPT-2's
+/// pattern).
+fn byte_level(add_prefix_space: bool, trim_offsets: bool, use_regex: bool) -> Value {
+    json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space,
+           "trim_offsets": trim_offsets, "use_regex": use_regex})
 }
 
 fn pre_tokenizer(pre: PreTokenizer) -> Value {
     match pre {
-        PreTokenizer::Gpt2 => byte_level(true),
+        PreTokenizer::Gpt2 => byte_level(false, true, true),
         PreTokenizer::Llama3 => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": crate::json::LLAMA3_PATTERN},
              "behavior": "Isolated", "invert": false},
-            byte_level(false),
+            byte_level(false, true, false),
         ]}),
         PreTokenizer::SmolLm => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true},
-            byte_level(true),
+            byte_level(false, true, true),
         ]}),
     }
 }
@@ -63,43 +96,36 @@ impl Tokenizer {
                 "two tokens are spelled {dup:?}; tokenizer.json maps spellings to ids"
             )));
         }
-        let mut vocab = Map::with_capacity(self.texts.len());
-        let mut added = Vec::new();
-        for (id, text) in self.texts.iter().enumerate() {
-            let ty = self.types[id];
-            let special = ty.is_special();
-            if special {
-                added.push(json!({
-                    "id": id, "content": text, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false,
-                    "special": ty != TokenType::UserDefined,
-                }));
-            }
-            // Every token in the model's vocabulary too, as in Llama 2's file: Hugging Face takes
-            // an added token's id from there, and gives one missing from it a new id after the
-            // vocabulary (SmolLM2's specials, ids 0 to 16, would move). No merge makes them.
-            vocab.insert(text.clone(), json!(id));
+        let special = |id: usize| self.types[id].is_special();
+        // The special tokens after the last ordinary one are added tokens only in a byte-level
+        // file, as in Llama 3's: Hugging Face numbers them on from the vocabulary, in order.
+        // Every other token is in the model's vocabulary too, as in Llama 2's file: Hugging Face
+        // takes an added token's id from there, and gives one missing from it a new id after the
+        // vocabulary (SmolLM2's specials, ids 0 to 16, would move). No merge makes them.
+        let n_model = if spm {
+            self.texts.len()
+        } else {
+            (0..self.texts.len())
+                .rposition(|id| !special(id))
+                .map_or(0, |last| last + 1)
+        };
+
+        let mut out = String::with_capacity(self.texts.len() * 24 + self.pairs.len() * 24);
+        out.push_str("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
+        out.push_str("  \"added_tokens\": [");
+        let mut sep = "";
+        for id in (0..self.texts.len()).filter(|&id| special(id)) {
+            let added = json!({
+                "id": id, "content": self.texts[id], "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false,
+                "special": self.types[id] != TokenType::UserDefined,
+            });
+            let _ = write!(out, "{sep}\n    {}", canonical(&added));
+            sep = ",";
         }
+        out.push_str("\n  ],\n");
 
-        let rules = self.merges();
-        let spelled = |id: u32| self.texts[id as usize].as_str();
-        // Pairs as "left right" strings (readable by every `tokenizers` version) unless a
-        // spelling holds a space, which only the newer pair form can carry.
-        let pair_form = rules
-            .iter()
-            .any(|&(l, r, _)| spelled(l).contains(' ') || spelled(r).contains(' '));
-        let merges: Vec<Value> = rules
-            .iter()
-            .map(|&(l, r, _)| {
-                if pair_form {
-                    json!([spelled(l), spelled(r)])
-                } else {
-                    json!(format!("{} {}", spelled(l), spelled(r)))
-                }
-            })
-            .collect();
-
-        let (normalizer, pre, decoder, model_extra) = match self.algo {
+        let (normalizer, pre, decoder, model) = match self.algo {
             Algo::Spm {
                 add_space_prefix, ..
             } => {
@@ -128,35 +154,71 @@ impl Tokenizer {
             Algo::Bpe { pre, ignore_merges } => (
                 Value::Null,
                 pre_tokenizer(pre),
-                json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
-                       "use_regex": true}),
+                byte_level(true, true, true),
                 json!({"unk_token": null, "fuse_unk": false, "byte_fallback": false,
                        "ignore_merges": ignore_merges}),
             ),
         };
-        let mut model = json!({
-            "type": "BPE", "dropout": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "vocab": vocab, "merges": merges,
-        });
-        if let (Value::Object(m), Value::Object(extra)) = (&mut model, model_extra) {
-            m.extend(extra);
+        let pipeline = [
+            ("normalizer", normalizer),
+            ("pre_tokenizer", pre),
+            ("post_processor", self.post_processor()),
+            ("decoder", decoder),
+        ];
+        for (name, v) in pipeline {
+            let _ = writeln!(out, "  \"{name}\": {},", canonical(&v));
         }
-        let j = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": normalizer,
-            "pre_tokenizer": pre,
-            "post_processor": self.post_processor(),
-            "decoder": decoder,
-            "model": model,
-        });
-        Ok(serde_json::to_string_pretty(&j).expect("a JSON value serializes") + "\n")
+
+        // The model's fixed fields, then its vocabulary and merges one entry per line, in id and
+        // rank order.
+        let mut model = model;
+        if let Value::Object(m) = &mut model {
+            m.extend([
+                ("type".to_string(), json!("BPE")),
+                ("dropout".to_string(), Value::Null),
+                ("continuing_subword_prefix".to_string(), Value::Null),
+                ("end_of_word_suffix".to_string(), Value::Null),
+            ]);
+        }
+        let head = canonical(&model);
+        let _ = write!(
+            out,
+            "  \"model\": {},\n    \"vocab\": {{",
+            &head[..head.len() - 1]
+        );
+        let mut sep = "";
+        for (id, text) in self.texts[..n_model].iter().enumerate() {
+            let _ = write!(out, "{sep}\n      {}: {id}", quoted(text));
+            sep = ",";
+        }
+        // Pairs, the form `tokenizers` writes since 0.20.
+        out.push_str("\n    },\n    \"merges\": [");
+        let mut sep = "";
+        for (l, r, _) in self.merges() {
+            let (l, r) = (&self.texts[l as usize], &self.texts[r as usize]);
+            let _ = write!(out, "{sep}\n      [{}, {}]", quoted(l), quoted(r));
+            sep = ",";
+        }
+        out.push_str("\n    ]\n  }\n}\n");
+        Ok(out)
     }
 
-    /// BOS in front and EOS behind, as far as the vocabulary asks for them; `null` for neither.
+    /// BOS in front and EOS behind, as far as the vocabulary asks for them; for byte-level
+    /// vocabularies after a `ByteLevel` step, as in Llama 3's file (it only trims offsets).
     fn post_processor(&self) -> Value {
+        let template = self.template();
+        match self.algo {
+            Algo::Spm { .. } => template,
+            Algo::Bpe { .. } if template.is_null() => byte_level(true, false, true),
+            Algo::Bpe { .. } => json!({"type": "Sequence", "processors": [
+                byte_level(true, false, true),
+                template,
+            ]}),
+        }
+    }
+
+    /// The `TemplateProcessing` that adds BOS and EOS; `null` for neither.
+    fn template(&self) -> Value {
         let bos = self.bos.filter(|_| self.add_bos);
         let eos = self.eos.filter(|_| self.add_eos);
         if bos.is_none() && eos.is_none() {

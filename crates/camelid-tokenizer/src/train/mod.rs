@@ -1,5 +1,5 @@
-//! Training a BPE vocabulary on text, in either of the Llama family's two styles, written as a
-//! Hugging Face `tokenizer.json`:
+//! Training a BPE vocabulary on text, in either of the Llama family's two styles, as a
+//! [`Tokenizer`] (written as a Hugging Face `tokenizer.json` by [`Tokenizer::to_tokenizer_json`]):
 //! - **byte-level** (Llama 3): the text is cut by Llama 3's pre-tokenizer pattern; words are UTF-8
 //!   bytes, so the 256 bytes are the alphabet and every text is encodable. Special tokens
 //!   (`<|begin_of_text|>`, ...) follow the learned vocabulary, as in Llama 3.
@@ -13,13 +13,12 @@
 
 mod learn;
 mod words;
-mod write;
 
 use std::time::Duration;
 
 use crate::bytelevel::BYTE_TO_CHAR;
 use crate::merge::FastMap;
-use crate::{Error, ModelKind, Tokenizer};
+use crate::{Error, ModelKind, PreTokenizer, TokenType, Tokenizer, TokenizerSpec};
 use learn::Word;
 
 /// The named special tokens of Llama 3 (without the reserved ones), after the learned tokens.
@@ -67,16 +66,18 @@ impl TrainConfig {
 /// A trained vocabulary.
 #[derive(Clone, Debug)]
 pub struct Trained {
-    kind: ModelKind,
+    tokenizer: Tokenizer,
+    learn_time: Duration,
+    n_words: usize,
+}
+
+/// What training learned, before it becomes a [`Tokenizer`].
+struct Learned {
     /// Spellings by id, as `tokenizer.json` writes them (GPT-2's byte characters for byte-level
     /// tokens, `▁` for spaces in SentencePiece pieces).
     vocab: Vec<String>,
-    /// Ids of the special tokens, which `tokenizer.json` also lists as added tokens.
-    specials: Vec<u32>,
     /// `(left, right)` ids in rank order.
     merges: Vec<(u32, u32)>,
-    learn_time: Duration,
-    n_words: usize,
 }
 
 /// Trains a vocabulary on `texts`, one document each.
@@ -89,13 +90,62 @@ pub fn train(texts: &[&str], config: &TrainConfig) -> Result<Trained, Error> {
     let mut counts: Vec<(Box<str>, u64)> = counts.into_iter().collect();
     counts.sort_unstable();
     let start = std::time::Instant::now();
-    let mut t = match config.kind {
+    let learned = match config.kind {
         ModelKind::ByteLevel => train_byte_level(&counts, config),
         ModelKind::SentencePiece => train_sentencepiece(&counts, config),
-    }?;
-    t.learn_time = start.elapsed();
-    t.n_words = n_words;
-    Ok(t)
+    };
+    let learn_time = start.elapsed();
+    Ok(Trained {
+        tokenizer: tokenizer(config.kind, learned)?,
+        learn_time,
+        n_words,
+    })
+}
+
+/// The tokenizer of a learned vocabulary: Llama 3's pre-tokenizer, BOS and EOS for byte-level,
+/// Llama 2's special pieces for SentencePiece; BOS added in front.
+fn tokenizer(kind: ModelKind, l: Learned) -> Result<Tokenizer, Error> {
+    let merges = l
+        .merges
+        .iter()
+        .map(|&(a, b)| format!("{} {}", l.vocab[a as usize], l.vocab[b as usize]))
+        .collect();
+    let id = |vocab: &[String], text: &str| vocab.iter().position(|v| v == text).map(|p| p as u32);
+    let mut spec = TokenizerSpec::new(kind, l.vocab);
+    spec.merges = merges;
+    spec.add_bos = true;
+    let specials = match kind {
+        ModelKind::ByteLevel => LLAMA3_SPECIALS,
+        ModelKind::SentencePiece => SPM_SPECIALS,
+    };
+    spec.types = spec
+        .tokens
+        .iter()
+        .map(|t| {
+            if specials.contains(&t.as_str()) {
+                TokenType::Control
+            } else if kind == ModelKind::SentencePiece && crate::parse_byte_piece(t).is_some() {
+                TokenType::Byte
+            } else {
+                TokenType::Normal
+            }
+        })
+        .collect();
+    match kind {
+        ModelKind::ByteLevel => {
+            spec.pre = Some(PreTokenizer::Llama3);
+            spec.ignore_merges = true;
+            spec.bos = id(&spec.tokens, "<|begin_of_text|>");
+            spec.eos = id(&spec.tokens, "<|end_of_text|>");
+            spec.eot = id(&spec.tokens, "<|eot_id|>");
+            spec.eom = id(&spec.tokens, "<|eom_id|>");
+        }
+        ModelKind::SentencePiece => {
+            spec.types[0] = TokenType::Unknown;
+            (spec.unk, spec.bos, spec.eos) = (Some(0), Some(1), Some(2));
+        }
+    }
+    Tokenizer::from_spec(spec)
 }
 
 fn check(c: &TrainConfig) -> Result<(), Error> {
@@ -119,7 +169,7 @@ fn check(c: &TrainConfig) -> Result<(), Error> {
     Ok(())
 }
 
-fn train_byte_level(counts: &[(Box<str>, u64)], config: &TrainConfig) -> Result<Trained, Error> {
+fn train_byte_level(counts: &[(Box<str>, u64)], config: &TrainConfig) -> Learned {
     // The alphabet in the order of the bytes' spelling characters, as GPT-2 and Llama 3 number
     // them ('!' is 0).
     let mut order: Vec<u8> = (0..=255).collect();
@@ -144,16 +194,11 @@ fn train_byte_level(counts: &[(Box<str>, u64)], config: &TrainConfig) -> Result<
         .iter()
         .map(|t| t.iter().map(|&b| BYTE_TO_CHAR[b as usize]).collect())
         .collect();
-    let first_special = vocab.len() as u32;
     vocab.extend(LLAMA3_SPECIALS.iter().map(|s| s.to_string()));
-    Ok(Trained {
-        kind: ModelKind::ByteLevel,
+    Learned {
         vocab,
-        specials: (first_special..first_special + LLAMA3_SPECIALS.len() as u32).collect(),
         merges: l.merges.iter().map(|&(a, b, _)| (a, b)).collect(),
-        learn_time: Duration::ZERO,
-        n_words: 0,
-    })
+    }
 }
 
 /// The characters that cover `coverage` of all character occurrences, most frequent first (ties
@@ -180,7 +225,7 @@ fn alphabet(counts: &[(Box<str>, u64)], coverage: f64, max: usize) -> Vec<char> 
     out
 }
 
-fn train_sentencepiece(counts: &[(Box<str>, u64)], config: &TrainConfig) -> Result<Trained, Error> {
+fn train_sentencepiece(counts: &[(Box<str>, u64)], config: &TrainConfig) -> Learned {
     let n_fixed = SPM_SPECIALS.len() + 256;
     let chars = alphabet(
         counts,
@@ -238,28 +283,24 @@ fn train_sentencepiece(counts: &[(Box<str>, u64)], config: &TrainConfig) -> Resu
     let text = |t: &[u8]| String::from_utf8(t.to_vec()).expect("pieces are whole characters");
     vocab.extend(l.tokens[n_chars..].iter().map(|t| text(t)));
     vocab.extend(l.tokens[..n_chars].iter().map(|t| text(t)));
-    Ok(Trained {
-        kind: ModelKind::SentencePiece,
+    Learned {
         vocab,
-        specials: (0..SPM_SPECIALS.len() as u32).collect(),
         merges: l.merges.iter().map(|&(a, b, _)| (id(a), id(b))).collect(),
-        learn_time: Duration::ZERO,
-        n_words: 0,
-    })
+    }
 }
 
 impl Trained {
     pub fn kind(&self) -> ModelKind {
-        self.kind
+        self.tokenizer.kind()
     }
 
     /// Tokens in all, special tokens included.
     pub fn n_vocab(&self) -> usize {
-        self.vocab.len()
+        self.tokenizer.n_vocab()
     }
 
     pub fn n_merges(&self) -> usize {
-        self.merges.len()
+        self.tokenizer.pairs.len()
     }
 
     /// The learning loop's share of the training time (the rest is counting words).
@@ -274,22 +315,12 @@ impl Trained {
 
     /// The spelling of each token, by id.
     pub fn vocab(&self) -> &[String] {
-        &self.vocab
+        &self.tokenizer.texts
     }
 
-    /// The merge rules as `(left, right)` ids, in rank order.
-    pub fn merges(&self) -> &[(u32, u32)] {
-        &self.merges
-    }
-
-    /// The vocabulary as a Hugging Face `tokenizer.json`.
-    pub fn tokenizer_json(&self) -> String {
-        write::tokenizer_json(self)
-    }
-
-    /// A `tokenizer_config.json` naming BOS and EOS, for `transformers`.
-    pub fn tokenizer_config_json(&self) -> String {
-        write::tokenizer_config_json(self)
+    /// The trained tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// What was trained, on `n_docs` documents of `bytes` bytes in `took` in all, in one line;
@@ -324,14 +355,6 @@ impl Trained {
         }
         lines
     }
-
-    /// The tokenizer, read back from [`Trained::tokenizer_json`] as any `tokenizer.json` is.
-    pub fn tokenizer(&self) -> Result<Tokenizer, Error> {
-        Tokenizer::from_tokenizer_json_bytes(
-            self.tokenizer_json().as_bytes(),
-            std::path::Path::new("<trained tokenizer.json>"),
-        )
-    }
 }
 
 /// Tokens of `texts` (no BOS or EOS), encoded on up to `threads` threads: the compression a
@@ -364,14 +387,14 @@ mod tests {
         let mut cfg = TrainConfig::new(ModelKind::ByteLevel, 300);
         cfg.min_frequency = 1;
         let t = train(&[TEXT, TEXT], &cfg).unwrap();
-        let tok = t.tokenizer().unwrap();
+        let tok = t.tokenizer();
         let texts = [TEXT, "the theme", "", "東京"];
         let one: usize = texts
             .iter()
             .map(|t| tok.encode(t, false, false).len())
             .sum();
         for threads in [1, 2, 8] {
-            assert_eq!(count_tokens(&tok, &texts, threads), one);
+            assert_eq!(count_tokens(tok, &texts, threads), one);
         }
         let lines = t.report(&cfg, 2, 3 << 19, Duration::from_secs(2));
         assert_eq!(lines.len(), 1);
@@ -388,6 +411,17 @@ mod tests {
         );
     }
 
+    /// The trained tokenizer written as `tokenizer.json` and read back, which writes the same
+    /// bytes again.
+    fn read_back(t: &Trained) -> Tokenizer {
+        let json = t.tokenizer().to_tokenizer_json().unwrap();
+        let back =
+            Tokenizer::from_tokenizer_json_bytes(json.as_bytes(), std::path::Path::new("t.json"))
+                .unwrap();
+        assert_eq!(back.to_tokenizer_json().unwrap(), json);
+        back
+    }
+
     const TEXT: &str = "the theme of the thesis: the three thin thieves thought thrice.\n\
                         東京は日本の首都です。東京の天気。 1234 3.14 — naïve café";
 
@@ -400,7 +434,7 @@ mod tests {
         assert_eq!(t.n_merges(), 300 - 256 - LLAMA3_SPECIALS.len());
         assert_eq!(t.vocab()[0], "!");
         assert_eq!(t.vocab()[299], "<|python_tag|>");
-        let tok = t.tokenizer().unwrap();
+        let tok = read_back(&t);
         assert_eq!(tok.kind(), ModelKind::ByteLevel);
         let ids = tok.encode(TEXT, false, false);
         assert!(ids.len() < TEXT.len() / 2, "{} tokens", ids.len());
@@ -420,7 +454,7 @@ mod tests {
         assert!(t.vocab()[259..].contains(&"▁the".to_string()));
         // Coverage below 1 leaves the rarest characters out; they fall back to bytes.
         assert!(!t.vocab().iter().any(|v| v.contains("首")));
-        let tok = t.tokenizer().unwrap();
+        let tok = read_back(&t);
         assert_eq!(tok.kind(), ModelKind::SentencePiece);
         assert!(tok.add_space_prefix());
         let ids = tok.encode(TEXT, false, false);
@@ -439,7 +473,7 @@ mod tests {
             for v in t.vocab() {
                 assert!(seen.insert(v), "{kind:?}: {v:?} twice");
             }
-            t.tokenizer().unwrap();
+            read_back(&t);
         }
     }
 
@@ -455,6 +489,6 @@ mod tests {
         // An empty corpus is a vocabulary of the alphabet and specials alone.
         let t = train(&[], &TrainConfig::new(ModelKind::ByteLevel, 1000)).unwrap();
         assert_eq!(t.n_vocab(), 256 + LLAMA3_SPECIALS.len());
-        t.tokenizer().unwrap();
+        read_back(&t);
     }
 }
