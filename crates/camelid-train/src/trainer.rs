@@ -835,7 +835,7 @@ mod tests {
         // Every window of 4 (the evaluation's), in micro-batches of 3 with a partial one.
         let all = t.val_windows();
         assert!(
-            all % 3 != 0,
+            !all.is_multiple_of(3),
             "{all} windows: the last micro-batch should be partial"
         );
         let by_pos = t.loss_by_position(&mut ws, 4, usize::MAX).unwrap();
