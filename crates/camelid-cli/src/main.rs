@@ -13,6 +13,7 @@ mod chat;
 mod compare;
 mod embed;
 mod eval;
+mod experiment;
 mod inspect;
 mod load;
 mod local;
@@ -68,6 +69,9 @@ enum Command {
     /// Pre-train a Llama model on text (default: Shakespeare), with checkpoints that camelid and
     /// transformers load.
     Train(Box<train::TrainArgs>),
+    /// Train and measure a study of the Llama papers' claims (gqa, scaling, context) and write a
+    /// Markdown report with SVG charts.
+    Experiment(experiment::ExperimentArgs),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Print the text of token ids.
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Command::Models(a) => compare::run_models(a),
         Command::Compare(a) => compare::run_compare(a),
         Command::Train(a) => train::run(a),
+        Command::Experiment(a) => experiment::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
     };
