@@ -14,8 +14,9 @@
 //! Only the CPU backend gets a ceiling: it measures host memory.
 
 use anyhow::{Result, bail};
-use camelid_engine::bench::{bench_tokens, decode_speed, kv_cache_bytes, peak_rss, prompt_speed};
-use camelid_model::weights::Checkpoint;
+use camelid_engine::bench::{
+    Report, bench_tokens, decode_speed, kv_cache_bytes, peak_rss, prompt_speed,
+};
 
 use crate::load::LoadArgs;
 
@@ -44,10 +45,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.n_prompt == 0 && a.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
     }
-    let path = crate::fetch::resolve_model(a.load.model.as_deref())?;
-    let mut model = crate::load::open_model(Checkpoint::open(&path)?, a.load.device)?;
-    crate::load::set_threads(&mut model, a.load.threads)?;
-    model.set_precision(a.load.precision.into());
+    let l = &a.load;
+    let (path, model) =
+        crate::load::open_resolved(l.model.as_deref(), l.device, l.threads, l.precision)?;
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
         bail!(
@@ -77,86 +77,26 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             a.reps,
         )?);
     }
-    let size = device.weight_bytes;
-    let params = model.config.n_params();
-    let rss = peak_rss();
-    let kv_bytes = kv_cache_bytes(&model.config, n_ctx);
-    let isa = device.name.clone();
-    let precision = format!("{:?}", model.precision()).to_lowercase();
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let report = Report {
+        path: path.display().to_string(),
+        name,
+        n_params: model.config.n_params(),
+        n_threads: model.threads(),
+        device,
+        precision: format!("{:?}", model.precision()).to_lowercase(),
+        peak_rss: peak_rss(),
+        kv_cache_bytes: kv_cache_bytes(&model.config, n_ctx),
+        ceiling,
+        stats,
+    };
     if a.json {
-        let v: Vec<_> = stats
-            .iter()
-            .map(|s| {
-                let read = s.weight_read_gbs(size);
-                serde_json::json!({
-                    "model_filename": path.display().to_string(),
-                    "model_size": size,
-                    "model_n_params": params,
-                    "n_threads": model.threads(),
-                    "device": device.device,
-                    "isa": isa,
-                    "device_memory_used_bytes": device.memory_used,
-                    "precision": precision,
-                    "test": s.test,
-                    "n_prompt": s.n_prompt,
-                    "n_gen": s.n_gen,
-                    "avg_ts": s.mean(),
-                    "stddev_ts": s.stddev(),
-                    "samples_ts": s.samples,
-                    "peak_rss_bytes": rss,
-                    "kv_cache_bytes": kv_bytes,
-                    "weight_read_gbs": read,
-                    "bandwidth_ceiling_gbs": ceiling.map(|c| c.gbs),
-                    "bandwidth_ceiling_share": ceiling.map(|c| read / c.gbs),
-                    "bandwidth_buffer_bytes": ceiling.map(|c| c.buffer_bytes),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        println!("| model | size | params | threads | kernels | test | t/s |");
-        println!("|---|---:|---:|---:|---|---:|---:|");
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |f| f.to_string_lossy().into_owned(),
-        );
-        for s in &stats {
-            println!(
-                "| {name} | {:.2} MiB | {:.2} M | {} | {isa} {precision} | {} | {:.2} ± {:.2} |",
-                size as f64 / (1 << 20) as f64,
-                params as f64 / 1e6,
-                model.threads(),
-                s.test,
-                s.mean(),
-                s.stddev()
-            );
-        }
-        println!();
-        if let Some(r) = rss {
-            println!(
-                "peak resident memory: {:.1} MiB",
-                r as f64 / (1 << 20) as f64
-            );
-        }
-        if let Some(c) = ceiling {
-            let mib = |b: usize| b as f64 / (1 << 20) as f64;
-            let llc = c.llc_bytes.map_or(String::new(), |l| {
-                format!(", last-level cache {:.0} MiB", mib(l))
-            });
-            println!(
-                "memory read ceiling: {:.2} GB/s ({} threads reading {:.0} MiB{llc})",
-                c.gbs,
-                c.threads,
-                mib(c.buffer_bytes)
-            );
-        }
-        for s in &stats {
-            let read = s.weight_read_gbs(size);
-            let share = ceiling.map_or(String::new(), |c| {
-                format!(", {:.0}% of the ceiling", 100.0 * read / c.gbs)
-            });
-            println!("{} weight reads: {read:.2} GB/s{share}", s.test);
-        }
+        print!("{}", report.to_text());
     }
     Ok(())
 }

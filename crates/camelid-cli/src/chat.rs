@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use camelid_engine::chat::{BUILTIN_NAMES, ChatTemplate, Message};
-use camelid_engine::generate::GenError;
-use camelid_engine::{FinishReason, GenParams, Generation, generate};
-use camelid_model::{Model, State};
+use camelid_engine::chat::{BUILTIN_NAMES, ChatTemplate};
+use camelid_engine::conversation::{Conversation, ConversationError, Event, Reply};
+use camelid_engine::{FinishReason, GenParams};
 use camelid_tokenizer::Tokenizer;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
@@ -79,10 +78,11 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         .validate(&loaded.tokenizer, system)
         .with_context(|| format!("{origin} cannot be used"))?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
-    if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+    let options = a.sample.options();
+    if let Some(note) = options.hints_note(&loaded.sampling) {
         eprintln!("{note}");
     }
-    if let Some(note) = a.sample.seed_note(&sampler) {
+    if let Some(note) = options.seed_note(&sampler) {
         eprintln!("{note}");
     }
     let params = GenParams {
@@ -91,15 +91,16 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         sampler,
         grammar: a.sample.grammar(&loaded.tokenizer)?,
     };
-    let mut chat = Chat {
-        model: &loaded.model,
-        tok: &loaded.tokenizer,
+    let conv = Conversation::new(
+        &loaded.model,
+        &loaded.tokenizer,
         template,
-        state: loaded.model.new_state(loaded.n_ctx)?,
-        cached: Vec::new(),
-        system: system.map(str::to_string),
-        messages: Vec::new(),
+        loaded.n_ctx,
+        system.map(str::to_string),
         params,
+    )?;
+    let mut chat = Chat {
+        conv,
         verbose: a.verbose,
     };
     let cancel = crate::interrupt_flag();
@@ -147,176 +148,59 @@ fn model_template(tok: &Tokenizer, model: &str) -> Result<(ChatTemplate, String)
     Ok((t, origin))
 }
 
-/// One conversation: the dialog so far and the tokens in the model's cache.
+/// A conversation and how its replies are reported.
 struct Chat<'a> {
-    model: &'a Model,
-    tok: &'a Tokenizer,
-    template: ChatTemplate,
-    state: State,
-    /// The tokens whose keys and values are in `state`'s cache (`cached.len() == state.pos`).
-    cached: Vec<u32>,
-    system: Option<String>,
-    /// User and assistant turns, the system prompt not included.
-    messages: Vec<Message>,
-    params: GenParams,
+    conv: Conversation<'a>,
     verbose: bool,
 }
 
-/// How a reply ended, for the caller to tell the user.
-struct Reply {
-    generation: Generation,
-    /// Prompt tokens whose keys and values came from the cache.
-    reused: usize,
-}
-
 impl Chat<'_> {
-    /// Forgets the turns; the cache is kept, since the next prompt shares its start (system
-    /// prompt, BOS) with what is cached and only the rest is recomputed.
-    fn reset(&mut self) {
-        self.messages.clear();
-    }
-
-    fn n_ctx(&self) -> usize {
-        self.state.n_ctx
-    }
-
-    /// Answers `user`, streaming the reply through `out`.
+    /// Answers `user`, streaming the reply through `out`; a line on stderr says when the
+    /// oldest turns were dropped to make room.
     fn reply(
         &mut self,
         user: String,
         cancel: &AtomicBool,
         out: &mut dyn FnMut(&str),
-    ) -> Result<Reply> {
-        self.messages.push(Message::user(user));
-        let ids = match self.prompt_ids() {
-            Ok(ids) => ids,
-            Err(e) => {
-                self.messages.pop();
-                return Err(e);
+    ) -> Result<Reply, ConversationError> {
+        self.conv.reply(user, cancel, &mut |e| match e {
+            Event::Text(t) => out(t),
+            Event::Dropped { turns, system_kept } => {
+                let what = match turns {
+                    1 => "the oldest turn".to_string(),
+                    n => format!("the {n} oldest turns"),
+                };
+                let kept = if system_kept {
+                    "; the system prompt is kept"
+                } else {
+                    ""
+                };
+                eprintln!("[context full: dropped {what}{kept}]");
             }
-        };
-
-        // Keep the cached tokens the new prompt starts with; recompute from where they part.
-        // At least one token must go through the model to get the logits of the next one.
-        let common = self
-            .cached
-            .iter()
-            .zip(&ids)
-            .take_while(|(a, b)| a == b)
-            .count();
-        let keep = common.min(ids.len() - 1);
-        self.state.pos = keep;
-        self.cached.truncate(keep);
-
-        cancel.store(false, Ordering::SeqCst);
-        let result = generate(
-            self.model,
-            &mut self.state,
-            self.tok,
-            &ids[keep..],
-            &self.params,
-            cancel,
-            |t| out(t),
-        );
-        let g = match result {
-            Ok(g) => g,
-            Err(e) => {
-                self.messages.pop();
-                self.state.pos = 0;
-                self.cached.clear();
-                return Err(anyhow::Error::new(e));
-            }
-        };
-        cancel.store(false, Ordering::SeqCst);
-        // What went through the model: the prompt, then each reply token that was fed back (not
-        // the last one sampled when generation ended on a budget, a stop string or the context).
-        self.cached = ids;
-        self.cached.extend_from_slice(&g.tokens);
-        if self.cached.len() >= self.state.pos {
-            self.cached.truncate(self.state.pos);
-        } else {
-            self.state.pos = 0;
-            self.cached.clear();
-        }
-        // A reply cut by a full context stays in the dialog: the next prompt makes room by
-        // dropping the oldest turns (see `prompt_ids`).
-        self.messages.push(Message::assistant(g.text.as_str()));
-        Ok(Reply {
-            generation: g,
-            reused: keep,
         })
     }
 
     /// Tells how the reply ended (on stderr), after it was printed.
     fn report(&self, r: &Reply) {
+        let n_ctx = self.conv.n_ctx();
         if self.verbose {
             eprintln!("[{} prompt tokens reused from the cache]", r.reused);
-            report(&r.generation, self.n_ctx());
+            report(&r.generation, n_ctx);
         } else if r.generation.finish == FinishReason::Cancelled {
             eprintln!("[interrupted]");
         }
         if r.generation.finish == FinishReason::Length {
             eprintln!(
                 "[reply cut at {} tokens; raise -n for longer replies]",
-                self.params.max_tokens
+                self.conv.params.max_tokens
             );
         }
         if r.generation.finish == FinishReason::ContextFull {
             eprintln!(
-                "[context full: the reply filled the context of {} tokens; the oldest turns make \
-                 room for the next message (raise --ctx to keep more)]",
-                self.n_ctx()
+                "[context full: the reply filled the context of {n_ctx} tokens; the oldest turns \
+                 make room for the next message (raise --ctx to keep more)]"
             );
         }
-    }
-
-    /// The ids of the dialog with the assistant's turn opened. When they leave too little room
-    /// for a reply, the oldest turns (user message and reply together) are dropped, never the
-    /// system prompt or the last message, and a line on stderr says so.
-    fn prompt_ids(&mut self) -> Result<Vec<u32>> {
-        let system = self.system.as_deref().map(Message::system);
-        let (ids, dropped) = self.template.encode_within(
-            self.tok,
-            system.as_ref(),
-            &self.messages,
-            self.prompt_budget(),
-        )?;
-        if ids.len() >= self.n_ctx() {
-            bail!(
-                "the message makes a prompt of {} tokens, which leaves no room for a reply in the \
-                 context of {} tokens (raise --ctx or shorten it)",
-                ids.len(),
-                self.n_ctx()
-            );
-        }
-        if dropped > 0 {
-            let turns = self.messages[..dropped]
-                .iter()
-                .filter(|m| m.role == "user")
-                .count();
-            self.messages.drain(..dropped);
-            let what = match turns {
-                1 => "the oldest turn".to_string(),
-                n => format!("the {n} oldest turns"),
-            };
-            let kept = if self.system.is_some() {
-                "; the system prompt is kept"
-            } else {
-                ""
-            };
-            eprintln!("[context full: dropped {what}{kept}]");
-        }
-        Ok(ids)
-    }
-
-    /// The longest prompt that leaves room for a reply of up to `-n` tokens, or of half the
-    /// context when `-n` asks for more. Turns are dropped before a reply would run into the end
-    /// of the context rather than after it was cut there; and since each drop changes the prompt
-    /// after the system prompt (all of which is then recomputed), making room for a whole reply
-    /// at once keeps drops rare.
-    fn prompt_budget(&self) -> usize {
-        let room = self.params.max_tokens.min(self.n_ctx() / 2);
-        self.n_ctx().saturating_sub(room)
     }
 
     /// Runs a `/command`; false when it asks to leave.
@@ -325,14 +209,14 @@ impl Chat<'_> {
         match cmd {
             "/exit" | "/quit" | "/bye" => return false,
             "/reset" | "/clear" => {
-                self.reset();
+                self.conv.reset();
                 eprintln!("[conversation cleared]");
             }
             "/system" => {
                 let arg = arg.trim();
-                self.system = (!arg.is_empty()).then(|| arg.to_string());
-                self.reset();
-                match self.system {
+                self.conv
+                    .set_system((!arg.is_empty()).then(|| arg.to_string()));
+                match self.conv.system() {
                     Some(_) => eprintln!("[system prompt set; conversation cleared]"),
                     None => eprintln!("[system prompt removed; conversation cleared]"),
                 }
@@ -342,12 +226,6 @@ impl Chat<'_> {
         }
         true
     }
-}
-
-/// A reply error that ends the program (the model failed) rather than the message (the
-/// template refused it, it does not fit).
-fn is_fatal(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<GenError>(), Some(GenError::Model(_)))
 }
 
 /// Scripted use: one message per line of stdin, each reply on stdout followed by a newline.
@@ -383,7 +261,7 @@ fn scripted(chat: &mut Chat, cancel: &AtomicBool) -> Result<()> {
                 stdout.flush()?;
                 chat.report(&r);
             }
-            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
                 writeln!(stdout)?;
                 eprintln!("error: {e:#}");
@@ -397,28 +275,19 @@ fn scripted(chat: &mut Chat, cancel: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// Where the line history is kept: `$XDG_CACHE_HOME/camelid/chat_history`, else
-/// `~/.cache/camelid/chat_history`.
-fn history_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("camelid").join("chat_history"))
-}
-
 /// The terminal REPL.
 fn interactive(chat: &mut Chat, name: &str, cancel: &AtomicBool) -> Result<()> {
     let mut rl = DefaultEditor::new().context("setting up the terminal")?;
-    let history = history_path();
+    // The line history: `$XDG_CACHE_HOME/camelid/chat_history`, else ~/.cache/camelid/….
+    let history = crate::fetch::camelid_cache_path("chat_history");
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
     println!(
         "camelid chat: {name}, {} template, context of {} tokens\n\
          Type a message; /help lists the commands; Ctrl-D leaves.",
-        chat.template.name(),
-        chat.n_ctx()
+        chat.conv.template.name(),
+        chat.conv.n_ctx()
     );
     let mut stdout = io::stdout();
     loop {
@@ -446,7 +315,7 @@ fn interactive(chat: &mut Chat, name: &str, cancel: &AtomicBool) -> Result<()> {
         println!();
         match r {
             Ok(r) => chat.report(&r),
-            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => eprintln!("error: {e:#}"),
         }
     }

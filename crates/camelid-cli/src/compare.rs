@@ -19,7 +19,7 @@ use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
 use crate::eval::read_nonempty;
-use crate::fetch::{self, Packaged};
+use crate::fetch;
 use crate::load::{LoadArgs, PrecisionArg, load_from};
 #[derive(clap::Args)]
 pub struct ModelsArgs {
@@ -108,48 +108,39 @@ fn resolve(arg: &str) -> Result<Entry> {
 /// use (each one once, however many presets share it), and one that cannot be had fails its
 /// entry's figures, not the comparison.
 fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
-    // By name: a constant has no one address to compare.
-    let same = |a: &Packaged, b: &Packaged| a.artifact.file_name == b.artifact.file_name;
-    let mut vocabs: Vec<&'static Packaged> = Vec::new();
-    for e in entries.iter().filter(|e| e.file.is_none()) {
-        let v = fetch::preset_vocabulary(&e.label);
-        if !vocabs.iter().any(|w| same(w, v)) {
-            vocabs.push(v);
-        }
-    }
-    let fetched: Vec<Result<Rc<Tokenizer>, String>> = if vocabs.is_empty() {
+    let presets: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.file.is_none())
+        .map(|e| e.label.as_str())
+        .collect();
+    let vocabs = if presets.is_empty() {
         Vec::new()
     } else {
         match fetch::Resolver::from_env() {
-            Ok(r) => r
-                .packaged(&vocabs)
-                .into_iter()
-                .map(|path| {
-                    let path = path?;
-                    load_tokenizer(&path)
-                        .map(Rc::new)
-                        .with_context(|| format!("cannot load a tokenizer from {}", path.display()))
-                })
-                .map(|t| t.map_err(|e| format!("{e:#}")))
-                .collect(),
-            Err(e) => vocabs.iter().map(|_| Err(format!("{e:#}"))).collect(),
+            Ok(r) => r.preset_vocabularies(&presets),
+            Err(e) => presets.iter().map(|_| Err(format!("{e:#}"))).collect(),
         }
+    };
+    let mut vocabs = vocabs.into_iter();
+    let mut loaded: Vec<(PathBuf, Rc<Tokenizer>)> = Vec::new();
+    let mut load = |path: PathBuf| {
+        if let Some((_, t)) = loaded.iter().find(|(p, _)| *p == path) {
+            return Ok(Rc::clone(t));
+        }
+        let t = load_tokenizer(&path)
+            .map(Rc::new)
+            .with_context(|| format!("cannot load a tokenizer from {}", path.display()))
+            .map_err(|e| format!("{e:#}"))?;
+        loaded.push((path, Rc::clone(&t)));
+        Ok(t)
     };
     entries
         .iter()
         .map(|e| match &e.file {
-            None => {
-                let v = fetch::preset_vocabulary(&e.label);
-                let i = vocabs.iter().position(|w| same(w, v));
-                match &fetched[i.expect("every preset's vocabulary was fetched")] {
-                    Ok(t) => Ok(Rc::clone(t)),
-                    Err(why) => Err(format!("no tokenizer: {why}")),
-                }
-            }
-            Some(p) => file_tokenizer(p)
-                .map(Rc::new)
-                .map_err(|e| format!("no tokenizer: {e:#}")),
+            None => vocabs.next().expect("one per preset").and_then(&mut load),
+            Some(p) => file_tokenizer(p).map(Rc::new).map_err(|e| format!("{e:#}")),
         })
+        .map(|t| t.map_err(|why| format!("no tokenizer: {why}")))
         .collect()
 }
 
@@ -178,7 +169,7 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
         ctx: Some(a.ctx),
         threads: a.threads,
         precision: PrecisionArg::Fast,
-        device: crate::load::Device::Cpu,
+        device: camelid_model::Device::Cpu,
     };
     let ppl = PplOptions {
         n_ctx: a.ctx,

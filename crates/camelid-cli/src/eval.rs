@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::eval::{
-    self, Chunks, KlStats, KlSummary, LogitsHeader, Moments, chunk_bos, eval_chunk, score_task,
-    wilson_interval,
+    self, Chunks, KlStats, KlSummary, LogitsHeader, chunk_bos, eval_chunk, score_task,
 };
-use camelid_engine::eval_io::{LogitsWriter, first_difference, kl_chunk, parse_tasks};
+use camelid_engine::eval_io::{
+    LogitsWriter, PerplexityReport, ScoreReport, first_difference, kl_chunk, parse_tasks,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::load::{Device, LoadArgs, Loaded, MODEL_HELP, PrecisionArgs, load};
+use crate::load::{ComputeArgs, Loaded, MODEL_HELP};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.
@@ -25,25 +26,13 @@ pub struct EvalModelArgs {
     /// Tokens per chunk (default: 512; with --kl-base, the base run's).
     #[arg(short = 'c', long = "ctx")]
     pub ctx: Option<usize>,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
-          allow_negative_numbers = true)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub precision: PrecisionArgs,
-    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
+    pub compute: ComputeArgs,
 }
 
 impl EvalModelArgs {
     fn load(&self, ctx: Option<usize>) -> Result<Loaded> {
-        load(&LoadArgs {
-            model: self.model.clone(),
-            ctx,
-            threads: self.threads,
-            precision: self.precision.get(),
-            device: self.device,
-        })
+        self.compute.load(self.model.clone(), ctx)
     }
 }
 
@@ -113,18 +102,9 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
     let chunks = Chunks::new(tokens.len(), n_ctx, a.chunks)
         .with_context(|| format!("{}", path.display()))?;
     let bos = chunk_bos(&tokenizer);
+    let mut report = PerplexityReport::new(path.display().to_string(), tokens.len(), chunks, bos);
     if !a.json {
-        eprintln!(
-            "perplexity: {} tokens, {} chunks of {n_ctx} ({} scored per chunk), BOS {}",
-            tokens.len(),
-            chunks.n_chunks,
-            chunks.scored_per_chunk(),
-            if bos.is_some() {
-                "at each chunk"
-            } else {
-                "off"
-            }
-        );
+        eprintln!("{}", report.intro());
     }
 
     let header = LogitsHeader::new(model.config.n_vocab, chunks, &tokens);
@@ -141,11 +121,9 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
         None => None,
     };
     let mut state = model.new_state(n_ctx)?;
-    let mut total = Moments::default();
-    let mut rows = Vec::new();
     let pb = progress(chunks.n_chunks, "perplexity");
     if !a.json {
-        pb.suspend(|| println!("{:>6}  {:>12}  {:>12}", "chunk", "PPL(chunk)", "PPL"));
+        pb.suspend(|| println!("{}", PerplexityReport::CHUNK_HEADER));
     }
     for i in 0..chunks.n_chunks {
         let m = eval_chunk(&model, &mut state, chunks.chunk(&tokens, i), bos, |row| {
@@ -156,10 +134,9 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
         if let Some((s, p)) = &mut saver {
             s.check().with_context(|| writing(p))?;
         }
-        total.add(&m);
-        rows.push(json!({"chunk": i + 1, "ppl": m.ppl(), "running_ppl": total.ppl()}));
+        let line = report.add(&m);
         if !a.json {
-            pb.suspend(|| println!("{:>6}  {:>12.4}  {:>12.4}", i + 1, m.ppl(), total.ppl()));
+            pb.suspend(|| println!("{line}"));
         }
         pb.inc(1);
     }
@@ -168,26 +145,9 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
         s.finish().with_context(|| writing(p))?;
     }
     if a.json {
-        let out = json!({
-            "file": path.display().to_string(),
-            "n_tokens": tokens.len(),
-            "n_ctx": n_ctx,
-            "n_chunks": chunks.n_chunks,
-            "scored_tokens": total.count,
-            "bos": bos,
-            "chunks": rows,
-            "nll_mean": total.mean(),
-            "ppl": total.ppl(),
-            "ppl_stderr": total.ppl_stderr(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        println!(
-            "Final estimate: PPL = {:.4} +/- {:.5}  ({} tokens scored)",
-            total.ppl(),
-            total.ppl_stderr(),
-            total.count
-        );
+        println!("{}", report.summary());
         if let Some(p) = &a.save_logits {
             eprintln!("log-probabilities saved to {}", p.display());
         }
@@ -280,14 +240,8 @@ pub struct ScoreArgs {
     /// (label: the index of the right ending, from 0).
     #[arg(short, long)]
     pub file: PathBuf,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
-          allow_negative_numbers = true)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub precision: PrecisionArgs,
-    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
+    pub compute: ComputeArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -302,69 +256,29 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         }
         e => anyhow::Error::new(e).context(a.file.display().to_string()),
     })?;
-    let margs = EvalModelArgs {
-        model: a.model.clone(),
-        ctx: None,
-        threads: a.threads,
-        precision: a.precision,
-        device: a.device,
-    };
     let Loaded {
         model,
         tokenizer,
         n_ctx,
         ..
-    } = margs.load(None)?;
+    } = a.compute.load(a.model.clone(), None)?;
     let mut state = model.new_state(n_ctx)?;
     let pb = progress(tasks.len(), "score");
-    let mut correct = 0;
-    let mut rows = Vec::new();
+    let mut report = ScoreReport::new(a.file.display().to_string());
     for (i, task) in tasks.iter().enumerate() {
         let s = score_task(&model, &mut state, &tokenizer, task, i + 1)
             .with_context(|| a.file.display().to_string())?;
-        correct += s.correct as usize;
-        let means: Vec<f64> = s.endings.iter().map(|e| e.mean()).collect();
+        let line = report.add(&s, task.label);
         if !a.json {
-            let list = means
-                .iter()
-                .map(|m| format!("{m:.4}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            pb.suspend(|| {
-                println!(
-                    "task {:>4}: chose {} (label {}) {}  mean log-prob per token: {list}",
-                    i + 1,
-                    s.choice,
-                    task.label,
-                    if s.correct { "right" } else { "wrong" }
-                )
-            });
+            pb.suspend(|| println!("{line}"));
         }
-        rows.push(s.to_json(i + 1, task.label));
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let n = tasks.len();
-    let acc = correct as f64 / n as f64;
-    let (lo, hi) = wilson_interval(correct, n);
     if a.json {
-        let out = json!({
-            "file": a.file.display().to_string(),
-            "tasks": rows,
-            "n_tasks": n,
-            "correct": correct,
-            "accuracy": acc,
-            "accuracy_95": [lo, hi],
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        println!(
-            "accuracy (length-normalized log-likelihood): {correct}/{n} = {:.2} % \
-             (95% Wilson interval {:.2} to {:.2} %)",
-            100.0 * acc,
-            100.0 * lo,
-            100.0 * hi
-        );
+        println!("{}", report.summary());
     }
     Ok(())
 }

@@ -5,10 +5,10 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use camelid_kernels::Precision;
 use camelid_kernels::pool::{cap_threads, usable_cores};
-use camelid_model::Model;
 use camelid_model::sampling::{SamplingHints, sampling_hints};
 use camelid_model::tokenizer_load::checkpoint_tokenizer;
 use camelid_model::weights::Checkpoint;
+use camelid_model::{Device, Model};
 use camelid_tokenizer::Tokenizer;
 
 /// The help of every `-m` that goes through model resolution; the names are those
@@ -39,30 +39,6 @@ pub struct LoadArgs {
     pub device: Device,
 }
 
-/// A device to run a model on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    /// The GPU of this ordinal.
-    Cuda(usize),
-}
-
-impl std::str::FromStr for Device {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Device, String> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
-                .ok_or_else(|| format!("{s:?} is not a device: cpu, cuda or cuda:N")),
-        }
-    }
-}
-
 /// The model of a checkpoint, its weights on `device`.
 pub fn open_model(ckpt: Checkpoint, device: Device) -> Result<Model> {
     match device {
@@ -82,6 +58,32 @@ fn cuda_model(ckpt: Checkpoint, ordinal: usize) -> Result<Model> {
 #[cfg(not(feature = "cuda"))]
 fn cuda_model(_: Checkpoint, _: usize) -> Result<Model> {
     bail!("this camelid was built without CUDA support; build it with `--features cuda`")
+}
+
+/// Where and how the evaluation commands (perplexity, score, logits) compute.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ComputeArgs {
+    #[arg(short, long, help = THREADS_HELP, value_parser = parse_threads,
+          allow_negative_numbers = true)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
+    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+impl ComputeArgs {
+    /// The model `model` names, loaded with a context of `ctx` tokens.
+    pub fn load(&self, model: Option<String>, ctx: Option<usize>) -> Result<Loaded> {
+        load(&LoadArgs {
+            model,
+            ctx,
+            threads: self.threads,
+            precision: self.precision.get(),
+            device: self.device,
+        })
+    }
 }
 
 /// `--precision` for the commands that used to spell it `--exact` (perplexity, score, logits):
@@ -137,6 +139,29 @@ pub fn set_threads(model: &mut Model, threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// `--threads` where leaving it out means all usable cores: the threads to start.
+pub fn threads_or_all(threads: Option<usize>) -> Result<usize> {
+    match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => Ok(thread_count(t)),
+        None => Ok(usable_cores().unwrap_or(1)),
+    }
+}
+
+/// A model resolved as `-m` names it, on `device`, with `--threads` and `--precision` applied.
+pub fn open_resolved(
+    model: Option<&str>,
+    device: Device,
+    threads: Option<usize>,
+    precision: PrecisionArg,
+) -> Result<(std::path::PathBuf, Model)> {
+    let path = crate::fetch::resolve_model(model)?;
+    let mut m = open_model(Checkpoint::open(&path)?, device)?;
+    set_threads(&mut m, threads)?;
+    m.set_precision(precision.into());
+    Ok((path, m))
+}
+
 /// The environment variable that keeps a `--threads` above the core count as given. An
 /// environment variable rather than a flag, so that every command that takes `--threads`
 /// honours it alike and a benchmark script can set it once.
@@ -182,15 +207,7 @@ pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
     let mut model = open_model(ckpt, a.device)?;
     set_threads(&mut model, a.threads)?;
     model.set_precision(a.precision.into());
-    let n_ctx = match a.ctx {
-        Some(0) => bail!("--ctx must be at least 1"),
-        Some(c) if c > model.config.n_ctx_train => bail!(
-            "--ctx {c} is beyond the {} tokens this model was trained for",
-            model.config.n_ctx_train
-        ),
-        Some(c) => c,
-        None => model.config.n_ctx_train.min(4096),
-    };
+    let n_ctx = model.config.context(a.ctx).map_err(anyhow::Error::msg)?;
     Ok(Loaded {
         model,
         tokenizer,

@@ -91,14 +91,8 @@ struct LogitsArgs {
     /// Feed the tokens one at a time, as decoding does (default: as one prompt batch).
     #[arg(long)]
     decode: bool,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = crate::load::parse_threads,
-          allow_negative_numbers = true)]
-    threads: Option<usize>,
     #[command(flatten)]
-    precision: load::PrecisionArgs,
-    /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: load::Device,
+    compute: load::ComputeArgs,
 }
 
 fn main() -> ExitCode {
@@ -159,11 +153,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn logits(a: &LogitsArgs) -> Result<()> {
-    let path = fetch::resolve_model(a.model.as_deref())?;
-    let ckpt = camelid_model::weights::Checkpoint::open(&path)?;
-    let mut model = load::open_model(ckpt, a.device)?;
-    crate::load::set_threads(&mut model, a.threads)?;
-    model.set_precision(a.precision.get().into());
+    let c = &a.compute;
+    let (_, model) =
+        load::open_resolved(a.model.as_deref(), c.device, c.threads, c.precision.get())?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     camelid_engine::eval_io::write_logits_json(&model, &a.tokens, a.all, a.decode, &mut out)?;
     out.flush()?;

@@ -56,7 +56,7 @@ pub struct QuantizeArgs {
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
     let ft = parse_ftype(&a.ftype)?;
-    let threads = thread_count(a.threads)?;
+    let threads = crate::load::threads_or_all(a.threads)?;
     conversion::check_output(&a.input, &a.output)?;
     let ckpt = Checkpoint::open(&a.input)?;
     let weights = ckpt.load_weights()?;
@@ -115,7 +115,7 @@ pub fn run_random(a: &RandomModelArgs) -> Result<()> {
         bail!("unknown shape {:?}; one of: {}", a.preset, ids.join(", "));
     };
     let config = p.config.resized(a.layers, a.vocab, a.dim, a.ffn)?;
-    let threads = thread_count(a.threads)?;
+    let threads = crate::load::threads_or_all(a.threads)?;
     if a.output.is_dir() {
         bail!("{}: OUTPUT is a folder; name a file", a.output.display());
     }
@@ -142,14 +142,6 @@ fn parse_ftype(name: &str) -> Result<Ftype> {
             names.join(", ")
         )
     })
-}
-
-fn thread_count(threads: Option<usize>) -> Result<usize> {
-    match threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => Ok(crate::load::thread_count(t)),
-        None => Ok(camelid_kernels::pool::usable_cores().unwrap_or(1)),
-    }
 }
 
 /// Converts the planned tensors and writes the file (to a temporary name, renamed at the end).

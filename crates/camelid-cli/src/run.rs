@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use camelid_engine::chat::{ChatTemplate, Message};
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
+use camelid_engine::sampler::SamplingOptions;
 use camelid_engine::{FinishReason, GenParams, Generation, SamplerConfig, generate};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
@@ -120,11 +121,30 @@ pub fn parse_n_predict(s: &str) -> Result<usize, String> {
 }
 
 impl SampleArgs {
+    /// The options as the engine takes them.
+    pub fn options(&self) -> SamplingOptions {
+        SamplingOptions {
+            given: SamplingHints {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                repeat_last_n: self.repeat_last_n,
+                source: String::new(),
+            },
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: match self.seed {
+                Some(Seed::Fixed(s)) => Some(s),
+                None | Some(Seed::Random) => None,
+            },
+        }
+    }
+
     /// Checks the options given on the command line, before a model is loaded.
     pub fn check(&self) -> Result<()> {
-        self.merge(&SamplingHints::default())
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        self.sampler(&SamplingHints::default()).map(|_| ())
     }
 
     /// The grammar of --json-schema or --grammar, compiled for the vocabulary; errors name the
@@ -156,85 +176,9 @@ impl SampleArgs {
     }
 
     /// The sampler: the options given, then the model's recommendations, then llama.cpp's
-    /// defaults. A recommendation out of range is an error that names where it comes from.
+    /// defaults.
     pub fn sampler(&self, hints: &SamplingHints) -> Result<SamplerConfig> {
-        self.check()?;
-        let c = self.merge(hints);
-        c.validate().map_err(|e| {
-            anyhow::anyhow!(
-                "{e}, recommended by the model ({}); set the option to override it",
-                hints.source
-            )
-        })?;
-        Ok(c)
-    }
-
-    fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
-        let d = SamplerConfig::default();
-        let seed = match self.seed {
-            Some(Seed::Fixed(s)) => s,
-            None | Some(Seed::Random) => {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                t.as_nanos() as u64 ^ std::process::id() as u64
-            }
-        };
-        SamplerConfig {
-            temperature: self
-                .temperature
-                .or(hints.temperature)
-                .unwrap_or(d.temperature),
-            top_k: self.top_k.or(hints.top_k).unwrap_or(d.top_k),
-            top_p: self.top_p.or(hints.top_p).unwrap_or(d.top_p),
-            min_p: self.min_p.or(hints.min_p).unwrap_or(d.min_p),
-            repeat_penalty: self
-                .repeat_penalty
-                .or(hints.repeat_penalty)
-                .unwrap_or(d.repeat_penalty),
-            repeat_last_n: self
-                .repeat_last_n
-                .or(hints.repeat_last_n)
-                .unwrap_or(d.repeat_last_n),
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            seed,
-            logit_bias: Vec::new(),
-        }
-    }
-
-    /// The line that gives a seed drawn at random, when the sampler draws with it (not when it
-    /// is greedy), so that a run worth keeping can be repeated.
-    pub fn seed_note(&self, c: &SamplerConfig) -> Option<String> {
-        let random = !matches!(self.seed, Some(Seed::Fixed(_)));
-        (random && c.temperature > 0.0).then(|| {
-            format!(
-                "[seed {} drawn at random: --seed {} repeats this run]",
-                c.seed, c.seed
-            )
-        })
-    }
-
-    /// The line that says which recommendations of the model are in effect, if any.
-    pub fn hints_note(&self, hints: &SamplingHints) -> Option<String> {
-        let used = SamplingHints {
-            temperature: hints.temperature.filter(|_| self.temperature.is_none()),
-            top_k: hints.top_k.filter(|_| self.top_k.is_none()),
-            top_p: hints.top_p.filter(|_| self.top_p.is_none()),
-            min_p: hints.min_p.filter(|_| self.min_p.is_none()),
-            repeat_penalty: hints
-                .repeat_penalty
-                .filter(|_| self.repeat_penalty.is_none()),
-            repeat_last_n: hints.repeat_last_n.filter(|_| self.repeat_last_n.is_none()),
-            source: String::new(),
-        };
-        (!used.is_empty()).then(|| {
-            format!(
-                "[sampling as the model recommends: {} ({})]",
-                used.describe(),
-                hints.source
-            )
-        })
+        self.options().sampler(hints).map_err(anyhow::Error::msg)
     }
 }
 
@@ -281,10 +225,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
     };
     let loaded = load(&a.load)?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
-    if let Some(note) = a.sample.hints_note(&loaded.sampling) {
+    let options = a.sample.options();
+    if let Some(note) = options.hints_note(&loaded.sampling) {
         eprintln!("{note}");
     }
-    if let Some(note) = a.sample.seed_note(&sampler).filter(|_| !a.json) {
+    if let Some(note) = options.seed_note(&sampler).filter(|_| !a.json) {
         eprintln!("{note}");
     }
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
@@ -316,24 +261,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         eprintln!("{CHAT_HINT}");
     }
     if a.json {
-        let v = serde_json::json!({
-            "prompt_ids": ids,
-            "ids": g.tokens,
-            "text": g.text,
-            "finish_reason": finish_name(g.finish),
-            "seed": sampler.seed,
-            "timings": {
-                "prompt_tokens": g.prompt_tokens,
-                "prompt_ms": g.prompt_time.as_secs_f64() * 1e3,
-                "prompt_tokens_per_s": g.prompt_tokens_per_s(),
-                "gen_tokens": g.tokens.len(),
-                "gen_ms": g.gen_time.as_secs_f64() * 1e3,
-                "gen_tokens_per_s": g.gen_tokens_per_s(),
-                "grammar_masks": g.masks.map(|m| m.1),
-                "grammar_mask_ms": g.masks.map(|m| m.0.as_secs_f64() * 1e3),
-            }
-        });
-        writeln!(stdout, "{v}")?;
+        writeln!(stdout, "{}", g.to_json(&ids, sampler.seed))?;
     } else {
         writeln!(stdout)?;
         stdout.flush()?;
@@ -373,33 +301,8 @@ fn prompt_ids(
 
 /// Timings and the reason generation ended, on stderr.
 pub fn report(g: &Generation, n_ctx: usize) {
-    match g.finish {
-        FinishReason::ContextFull => eprintln!(
-            "[stopped: the context of {n_ctx} tokens is full; raise --ctx for longer output]"
-        ),
-        FinishReason::Cancelled => eprintln!("[interrupted]"),
-        _ => {}
-    }
-    eprintln!(
-        "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s",
-        g.prompt_tokens,
-        g.prompt_tokens_per_s(),
-        g.tokens.len(),
-        g.gen_tokens_per_s()
-    );
-    if let Some((t, n)) = g.masks {
-        eprintln!(
-            "grammar: {n} token masks, {:.1} µs per mask",
-            t.as_secs_f64() * 1e6 / f64::from(n.max(1))
-        );
-    }
-}
-
-pub fn finish_name(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::EndOfGeneration | FinishReason::Stop => "stop",
-        FinishReason::Length | FinishReason::ContextFull => "length",
-        FinishReason::Cancelled => "cancelled",
+    for line in g.summary_lines(n_ctx) {
+        eprintln!("{line}");
     }
 }
 

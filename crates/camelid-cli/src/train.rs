@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use camelid_model::convert::Ftype;
 use camelid_tokenizer::Tokenizer;
-use camelid_train::data::{Position, Progress, Shards};
+use camelid_train::data::{Progress, Shards};
 use camelid_train::grad::Workspace;
-use camelid_train::session::{self, BatchOptions, NewRun, Source, mib};
+use camelid_train::session::{self, BatchOptions, NewRun, Opened, Source, Start, mib};
 use camelid_train::shape::{self, Overrides};
 use camelid_train::trainer::{self, Hooks, Output, Plan, StepRecord, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -180,29 +180,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => crate::load::thread_count(t),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = crate::load::threads_or_all(a.threads)?;
     let ftype = Ftype::parse(&a.export_type)
         .with_context(|| format!("--export-type {:?} is not a GGUF type", a.export_type))?;
     if let Some(path) = a.export_gguf.as_ref().filter(|p| p.is_dir()) {
         bail!("--export-gguf {}: is a folder; name a file", path.display());
     }
     let every = [a.eval_every, a.sample_every, a.save_every];
-    let (trainer, shards, tok, output, source) = match &a.resume {
-        Some(dir) => {
-            let state = camelid_train::checkpoint::read_state(dir)?;
-            let mut source = Source::from_json(&state["source"], dir)?;
-            source.override_every(every);
-            let (tok, tok_path) = tokenizer(&source)?;
-            let shards = prepare_data(&source, &tok, &tok_path, threads)?;
-            let output = session::output(dir.clone(), &tok, &tok_path, &source);
-            (None, shards, tok, output, source)
-        }
-        None => {
-            let new = NewRun {
+    let start = match &a.resume {
+        Some(dir) => Start::Resume { dir, every },
+        None => Start::New {
+            run: NewRun {
                 preset: &a.preset,
                 arch: a.arch.as_deref(),
                 data: &a.data,
@@ -210,10 +198,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 val_fraction: a.val_fraction,
                 every,
                 out: a.out.as_deref(),
-            };
-            let (preset, source, out) = new.resolve()?;
-            let (tok, tok_path) = tokenizer(&source)?;
-            let overrides = Overrides {
+            },
+            overrides: Overrides {
                 d_model: a.dim,
                 n_layers: a.layers,
                 n_heads: a.heads,
@@ -222,24 +208,22 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 n_vocab: a.vocab,
                 ctx: a.ctx,
                 tied: a.tied,
-            };
-            let config = session::model_config(preset, source.arch, &overrides, tok.n_vocab())?;
-            let settings = batch_options(a).settings(config.n_ctx_train)?;
-            let shards = prepare_data(&source, &tok, &tok_path, threads)?;
-            let params = camelid_train::init::init_params(&config, a.seed);
-            let output = session::output(out, &tok, &tok_path, &source);
-            (Some((params, settings)), shards, tok, output, source)
-        }
+            },
+            batch: batch_options(a),
+        },
     };
-    let t = match trainer {
-        Some((params, settings)) => Trainer::new(params, settings, &shards, 0, Position::default()),
-        None => Trainer::resume(&output.dir, &shards).map(|(t, _)| t),
-    }
-    .map_err(anyhow::Error::msg)?;
-    if a.resume.is_none() {
-        let out = &output.dir;
-        std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    } else {
+    let Opened {
+        shards,
+        tok,
+        output,
+        source,
+        init,
+    } = start.open(tokenizer, |s, tok, path| {
+        prepare_data(s, tok, path, threads)
+    })?;
+    let resumed = init.is_none();
+    let t = session::trainer(&shards, init, &output)?;
+    if resumed {
         eprintln!(
             "resuming {} at step {} of {}",
             output.dir.display(),

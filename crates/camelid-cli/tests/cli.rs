@@ -1070,3 +1070,32 @@ fn the_binary_holds_no_path_into_its_source_tree() {
         assert!(!hay.contains(needle), "the binary contains {needle}");
     }
 }
+
+/// `detokenize` names an id outside the vocabulary and the vocabulary's size; `tokenize` of a
+/// file that is not UTF-8 names the first bad byte and its offset.
+#[test]
+fn tokenize_and_detokenize_refuse_bad_input() {
+    let spm = repo().join("testdata/tokenizer/spm-tiny.model");
+    let spm = spm.to_str().unwrap();
+    let out = camelid(&["detokenize", "-m", spm, "5, 1000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("token id 1000") && err.contains("1000 tokens"),
+        "{err}"
+    );
+    let path = std::env::temp_dir().join(format!("camelid-cli-tok-{}.txt", std::process::id()));
+    std::fs::write(&path, b"caf\xC3(").unwrap();
+    let out = camelid(&[
+        "tokenize",
+        "-m",
+        spm,
+        "--json",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&path).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("byte 0xC3 at offset 3"), "{err}");
+}

@@ -2,11 +2,14 @@
 //! `tools/llama-bench/README.md`): pp<P> is one pass over a prompt of P tokens, in tokens/s;
 //! tg<N> is N tokens decoded one at a time after an empty context, in tokens/s. Each test is
 //! warmed up once (the whole prompt for pp, one token for tg), then run `reps` times from an
-//! empty cache; mean ± sample standard deviation.
+//! empty cache; mean ± sample standard deviation. A [`Report`] prints a run as llama-bench's
+//! JSON records or as a Markdown table with the memory-bandwidth lines.
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
-use camelid_model::{Config, Model, ModelError, State};
+use camelid_kernels::bandwidth::ReadCeiling;
+use camelid_model::{Config, DeviceInfo, Model, ModelError, State};
 
 use crate::eval::Moments;
 
@@ -128,4 +131,183 @@ pub fn peak_rss() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// A benchmark run: the model, the machine and the tests' samples.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The model file's path (`model_filename`) and its name in the table.
+    pub path: String,
+    pub name: String,
+    pub n_params: u64,
+    pub n_threads: usize,
+    /// The backend; `weight_bytes` is llama-bench's `model_size`.
+    pub device: DeviceInfo,
+    /// `fast` or `exact`.
+    pub precision: String,
+    pub peak_rss: Option<u64>,
+    pub kv_cache_bytes: usize,
+    /// The memory read bandwidth of as many threads (CPU backends only).
+    pub ceiling: Option<ReadCeiling>,
+    pub stats: Vec<Stat>,
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / (1 << 20) as f64
+}
+
+impl Report {
+    /// One record per test, with llama-bench's field names (`model_size`, `n_prompt`, `n_gen`,
+    /// `avg_ts`, `stddev_ts`, `samples_ts`) and camelid's own (kernels, precision, memory,
+    /// weight bytes read per second against the ceiling).
+    pub fn to_json(&self) -> serde_json::Value {
+        let size = self.device.weight_bytes;
+        let c = self.ceiling;
+        let records = self.stats.iter().map(|s| {
+            let read = s.weight_read_gbs(size);
+            serde_json::json!({
+                "model_filename": self.path,
+                "model_size": size,
+                "model_n_params": self.n_params,
+                "n_threads": self.n_threads,
+                "device": self.device.device,
+                "isa": self.device.name,
+                "device_memory_used_bytes": self.device.memory_used,
+                "precision": self.precision,
+                "test": s.test,
+                "n_prompt": s.n_prompt,
+                "n_gen": s.n_gen,
+                "avg_ts": s.mean(),
+                "stddev_ts": s.stddev(),
+                "samples_ts": s.samples,
+                "peak_rss_bytes": self.peak_rss,
+                "kv_cache_bytes": self.kv_cache_bytes,
+                "weight_read_gbs": read,
+                "bandwidth_ceiling_gbs": c.map(|c| c.gbs),
+                "bandwidth_ceiling_share": c.map(|c| read / c.gbs),
+                "bandwidth_buffer_bytes": c.map(|c| c.buffer_bytes),
+            })
+        });
+        serde_json::Value::Array(records.collect())
+    }
+
+    /// llama-bench's Markdown table, then the peak memory, the read ceiling and each test's
+    /// weight reads against it.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let size = self.device.weight_bytes;
+        let (isa, precision) = (&self.device.name, &self.precision);
+        out.push_str("| model | size | params | threads | kernels | test | t/s |\n");
+        out.push_str("|---|---:|---:|---:|---|---:|---:|\n");
+        for s in &self.stats {
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} MiB | {:.2} M | {} | {isa} {precision} | {} | {:.2} ± {:.2} |",
+                self.name,
+                mib(size as f64),
+                self.n_params as f64 / 1e6,
+                self.n_threads,
+                s.test,
+                s.mean(),
+                s.stddev()
+            );
+        }
+        out.push('\n');
+        if let Some(r) = self.peak_rss {
+            let _ = writeln!(out, "peak resident memory: {:.1} MiB", mib(r as f64));
+        }
+        if let Some(c) = self.ceiling {
+            let llc = c.llc_bytes.map_or(String::new(), |l| {
+                format!(", last-level cache {:.0} MiB", mib(l as f64))
+            });
+            let _ = writeln!(
+                out,
+                "memory read ceiling: {:.2} GB/s ({} threads reading {:.0} MiB{llc})",
+                c.gbs,
+                c.threads,
+                mib(c.buffer_bytes as f64)
+            );
+        }
+        for s in &self.stats {
+            let read = s.weight_read_gbs(size);
+            let share = self.ceiling.map_or(String::new(), |c| {
+                format!(", {:.0}% of the ceiling", 100.0 * read / c.gbs)
+            });
+            let _ = writeln!(out, "{} weight reads: {read:.2} GB/s{share}", s.test);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let stat = |n_prompt, n_gen, samples: &[f64]| Stat {
+            samples: samples.to_vec(),
+            ..Stat::new(n_prompt, n_gen)
+        };
+        Report {
+            path: "models/m.gguf".into(),
+            name: "m.gguf".into(),
+            n_params: 135_000_000,
+            n_threads: 2,
+            device: DeviceInfo {
+                device: "cpu".into(),
+                name: "avx2".into(),
+                weight_bytes: 1 << 30,
+                memory_used: None,
+            },
+            precision: "fast".into(),
+            peak_rss: Some(3 << 29),
+            kv_cache_bytes: 4096,
+            ceiling: Some(ReadCeiling {
+                gbs: 10.0,
+                buffer_bytes: 1 << 28,
+                threads: 2,
+                llc_bytes: None,
+            }),
+            stats: vec![stat(512, 0, &[1000.0, 1200.0]), stat(0, 128, &[4.0, 6.0])],
+        }
+    }
+
+    #[test]
+    fn json_records_carry_llama_bench_fields_and_the_read_share() {
+        let v = report().to_json();
+        let tg = &v[1];
+        assert_eq!(
+            (tg["test"].as_str(), tg["n_gen"].as_u64()),
+            (Some("tg128"), Some(128))
+        );
+        assert_eq!(
+            (tg["avg_ts"].as_f64(), tg["model_size"].as_u64()),
+            (Some(5.0), Some(1 << 30))
+        );
+        // 5 tokens/s, each reading all 2^30 bytes once: 5.37 GB/s of a 10 GB/s ceiling.
+        let read = 5.0 * (1u64 << 30) as f64 / 1e9;
+        assert_eq!(tg["weight_read_gbs"].as_f64(), Some(read));
+        assert_eq!(tg["bandwidth_ceiling_share"].as_f64(), Some(read / 10.0));
+        // pp reads the weights once per prompt: 1100 tokens/s over 512-token prompts.
+        let pp_read = (1u64 << 30) as f64 * 1100.0 / 512.0 / 1e9;
+        assert!((v[0]["weight_read_gbs"].as_f64().unwrap() - pp_read).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_test_and_the_bandwidth_lines() {
+        let t = report().to_text();
+        assert!(
+            t.contains("| m.gguf | 1024.00 MiB | 135.00 M | 2 | avx2 fast | tg128 | 5.00 ± 1.41 |"),
+            "{t}"
+        );
+        assert!(t.contains("peak resident memory: 1536.0 MiB"), "{t}");
+        assert!(
+            t.contains("memory read ceiling: 10.00 GB/s (2 threads reading 256 MiB)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("tg128 weight reads: 5.37 GB/s, 54% of the ceiling"),
+            "{t}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! What the evaluation commands read and write, beside the math of [`crate::eval`]: the
 //! logits file a reference run saves and the KL pass that reads it back, multiple-choice task
 //! files (JSON lines), and the KL report as text (laid out as llama.cpp's `llama-perplexity
-//! --kl-divergence` prints it, so the two read side by side) and as JSON.
+//! --kl-divergence` prints it, so the two read side by side) and as JSON; the perplexity and
+//! multiple-choice reports likewise.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -10,8 +11,8 @@ use camelid_model::{Model, State};
 use serde_json::{Value, json};
 
 use crate::eval::{
-    EvalError, KlStats, KlSummary, LogitsHeader, Task, eval_chunk, kl_row, log_softmax_into,
-    read_logp_row, write_logp_row,
+    Chunks, EvalError, KlStats, KlSummary, LogitsHeader, Moments, Task, TaskScore, eval_chunk,
+    kl_row, log_softmax_into, read_logp_row, wilson_interval, write_logp_row,
 };
 
 /// Writes a logits file row by row. Rows arrive inside the model's callback, which cannot
@@ -318,7 +319,7 @@ impl LogitsHeader {
     }
 }
 
-impl crate::eval::TaskScore {
+impl TaskScore {
     /// The task's score as JSON, numbered `task` (from 1) with its right `label`.
     pub fn to_json(&self, task: usize, label: usize) -> Value {
         let endings = self
@@ -332,5 +333,246 @@ impl crate::eval::TaskScore {
             "correct": self.correct,
             "endings": endings.collect::<Vec<_>>(),
         })
+    }
+}
+
+/// A perplexity run's figures, chunk by chunk, and its report: lines as llama-perplexity prints
+/// them, or one JSON object.
+pub struct PerplexityReport {
+    /// The text's name, as the user gave it.
+    pub file: String,
+    pub n_tokens: usize,
+    pub chunks: Chunks,
+    pub bos: Option<u32>,
+    /// All chunks so far.
+    pub total: Moments,
+    /// Per chunk: its perplexity and the running one.
+    rows: Vec<(f64, f64)>,
+}
+
+impl PerplexityReport {
+    /// The header of the per-chunk lines of [`PerplexityReport::add`].
+    pub const CHUNK_HEADER: &'static str = " chunk    PPL(chunk)           PPL";
+
+    pub fn new(file: String, n_tokens: usize, chunks: Chunks, bos: Option<u32>) -> Self {
+        PerplexityReport {
+            file,
+            n_tokens,
+            chunks,
+            bos,
+            total: Moments::default(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// What is about to be evaluated, in one line.
+    pub fn intro(&self) -> String {
+        format!(
+            "perplexity: {} tokens, {} chunks of {} ({} scored per chunk), BOS {}",
+            self.n_tokens,
+            self.chunks.n_chunks,
+            self.chunks.n_ctx,
+            self.chunks.scored_per_chunk(),
+            if self.bos.is_some() {
+                "at each chunk"
+            } else {
+                "off"
+            }
+        )
+    }
+
+    /// Adds the next chunk's figures; returns its line under [`Self::CHUNK_HEADER`].
+    pub fn add(&mut self, chunk: &Moments) -> String {
+        self.total.add(chunk);
+        self.rows.push((chunk.ppl(), self.total.ppl()));
+        format!(
+            "{:>6}  {:>12.4}  {:>12.4}",
+            self.rows.len(),
+            chunk.ppl(),
+            self.total.ppl()
+        )
+    }
+
+    /// The final estimate, as llama-perplexity words it.
+    pub fn summary(&self) -> String {
+        format!(
+            "Final estimate: PPL = {:.4} +/- {:.5}  ({} tokens scored)",
+            self.total.ppl(),
+            self.total.ppl_stderr(),
+            self.total.count
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        let rows = self.rows.iter().enumerate().map(
+            |(i, &(ppl, running))| json!({"chunk": i + 1, "ppl": ppl, "running_ppl": running}),
+        );
+        json!({
+            "file": self.file,
+            "n_tokens": self.n_tokens,
+            "n_ctx": self.chunks.n_ctx,
+            "n_chunks": self.chunks.n_chunks,
+            "scored_tokens": self.total.count,
+            "bos": self.bos,
+            "chunks": rows.collect::<Vec<_>>(),
+            "nll_mean": self.total.mean(),
+            "ppl": self.total.ppl(),
+            "ppl_stderr": self.total.ppl_stderr(),
+        })
+    }
+}
+
+/// A multiple-choice run's scores, task by task, and its report.
+pub struct ScoreReport {
+    /// The task file's name, as the user gave it.
+    pub file: String,
+    pub correct: usize,
+    tasks: Vec<Value>,
+}
+
+impl ScoreReport {
+    pub fn new(file: String) -> Self {
+        ScoreReport {
+            file,
+            correct: 0,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Adds the next task's score (`label`: its right ending); returns its line.
+    pub fn add(&mut self, s: &TaskScore, label: usize) -> String {
+        self.correct += usize::from(s.correct);
+        self.tasks.push(s.to_json(self.tasks.len() + 1, label));
+        let means: Vec<String> = s
+            .endings
+            .iter()
+            .map(|e| format!("{:.4}", e.mean()))
+            .collect();
+        format!(
+            "task {:>4}: chose {} (label {label}) {}  mean log-prob per token: {}",
+            self.tasks.len(),
+            s.choice,
+            if s.correct { "right" } else { "wrong" },
+            means.join(" ")
+        )
+    }
+
+    /// Accuracy and its 95% Wilson interval.
+    fn accuracy(&self) -> (f64, f64, f64) {
+        let n = self.tasks.len();
+        let (lo, hi) = wilson_interval(self.correct, n);
+        (self.correct as f64 / n as f64, lo, hi)
+    }
+
+    pub fn summary(&self) -> String {
+        let (acc, lo, hi) = self.accuracy();
+        format!(
+            "accuracy (length-normalized log-likelihood): {}/{} = {:.2} % \
+             (95% Wilson interval {:.2} to {:.2} %)",
+            self.correct,
+            self.tasks.len(),
+            100.0 * acc,
+            100.0 * lo,
+            100.0 * hi
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        let (acc, lo, hi) = self.accuracy();
+        json!({
+            "file": self.file,
+            "tasks": self.tasks,
+            "n_tasks": self.tasks.len(),
+            "correct": self.correct,
+            "accuracy": acc,
+            "accuracy_95": [lo, hi],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::EndingScore;
+
+    #[test]
+    fn a_perplexity_report_runs_its_chunks() {
+        let chunks = Chunks::new(1000, 256, Some(2)).unwrap();
+        let mut r = PerplexityReport::new("t.txt".into(), 1000, chunks, Some(1));
+        let header = format!("{:>6}  {:>12}  {:>12}", "chunk", "PPL(chunk)", "PPL");
+        assert_eq!(PerplexityReport::CHUNK_HEADER, header);
+        // Mean negative log-likelihoods ln 4 and ln 16: perplexities 4 and 16, running 8.
+        let chunk = |nll: f64| {
+            let mut m = Moments::default();
+            m.push(nll);
+            m.push(nll);
+            m
+        };
+        assert_eq!(
+            r.add(&chunk(4f64.ln())),
+            "     1        4.0000        4.0000"
+        );
+        assert_eq!(
+            r.add(&chunk(16f64.ln())),
+            "     2       16.0000        8.0000"
+        );
+        assert!(
+            r.summary().starts_with("Final estimate: PPL = 8.0000 +/- "),
+            "{}",
+            r.summary()
+        );
+        assert!(r.summary().ends_with("(4 tokens scored)"));
+        let v = r.to_json();
+        assert_eq!(
+            (v["n_chunks"].as_u64(), v["scored_tokens"].as_u64()),
+            (Some(2), Some(4))
+        );
+        assert_eq!(
+            v["chunks"][1]["running_ppl"]
+                .as_f64()
+                .map(|p| (p * 1e9).round()),
+            Some(8e9)
+        );
+        assert!(
+            r.intro()
+                .starts_with("perplexity: 1000 tokens, 2 chunks of 256"),
+            "{}",
+            r.intro()
+        );
+    }
+
+    #[test]
+    fn a_score_report_counts_right_answers() {
+        let task = |choice, correct| TaskScore {
+            endings: vec![
+                EndingScore {
+                    logprob: -2.0,
+                    n_tokens: 2,
+                },
+                EndingScore {
+                    logprob: -3.0,
+                    n_tokens: 1,
+                },
+            ],
+            choice,
+            correct,
+        };
+        let mut r = ScoreReport::new("tasks.jsonl".into());
+        let line = r.add(&task(0, true), 0);
+        assert_eq!(
+            line,
+            "task    1: chose 0 (label 0) right  mean log-prob per token: -1.0000 -3.0000"
+        );
+        r.add(&task(0, false), 1);
+        let v = r.to_json();
+        assert_eq!(
+            (v["n_tasks"].as_u64(), v["correct"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(v["accuracy"].as_f64(), Some(0.5));
+        assert!(
+            r.summary()
+                .starts_with("accuracy (length-normalized log-likelihood): 1/2 = 50.00 %")
+        );
     }
 }

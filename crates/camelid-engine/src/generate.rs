@@ -65,6 +65,64 @@ impl Generation {
     pub fn gen_tokens_per_s(&self) -> f64 {
         self.tokens.len() as f64 / self.gen_time.as_secs_f64().max(1e-9)
     }
+
+    /// How it ended, as OpenAI names it (`stop`, `length`), and `cancelled`.
+    pub fn finish_name(&self) -> &'static str {
+        match self.finish {
+            FinishReason::EndOfGeneration | FinishReason::Stop => "stop",
+            FinishReason::Length | FinishReason::ContextFull => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+
+    /// The reason it ended where a user should hear it, then the speeds and the grammar's
+    /// cost: the lines a front end prints after the text (`n_ctx`: the context it ran in).
+    pub fn summary_lines(&self, n_ctx: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        match self.finish {
+            FinishReason::ContextFull => lines.push(format!(
+                "[stopped: the context of {n_ctx} tokens is full; raise --ctx for longer output]"
+            )),
+            FinishReason::Cancelled => lines.push("[interrupted]".into()),
+            _ => {}
+        }
+        lines.push(format!(
+            "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s",
+            self.prompt_tokens,
+            self.prompt_tokens_per_s(),
+            self.tokens.len(),
+            self.gen_tokens_per_s()
+        ));
+        if let Some((t, n)) = self.masks {
+            lines.push(format!(
+                "grammar: {n} token masks, {:.1} µs per mask",
+                t.as_secs_f64() * 1e6 / f64::from(n.max(1))
+            ));
+        }
+        lines
+    }
+
+    /// The generation of `prompt_ids` with `seed` as one JSON object: ids, text, finish reason
+    /// and timings.
+    pub fn to_json(&self, prompt_ids: &[u32], seed: u64) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_ids": prompt_ids,
+            "ids": self.tokens,
+            "text": self.text,
+            "finish_reason": self.finish_name(),
+            "seed": seed,
+            "timings": {
+                "prompt_tokens": self.prompt_tokens,
+                "prompt_ms": self.prompt_time.as_secs_f64() * 1e3,
+                "prompt_tokens_per_s": self.prompt_tokens_per_s(),
+                "gen_tokens": self.tokens.len(),
+                "gen_ms": self.gen_time.as_secs_f64() * 1e3,
+                "gen_tokens_per_s": self.gen_tokens_per_s(),
+                "grammar_masks": self.masks.map(|m| m.1),
+                "grammar_mask_ms": self.masks.map(|m| m.0.as_secs_f64() * 1e3),
+            }
+        })
+    }
 }
 
 /// An error before generation could start or during a model step.
@@ -359,6 +417,41 @@ fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_reports_its_end_speeds_and_grammar_cost() {
+        let g = Generation {
+            tokens: vec![5, 6, 7, 8],
+            text: "abcd".into(),
+            finish: FinishReason::ContextFull,
+            prompt_tokens: 10,
+            prompt_time: Duration::from_millis(500),
+            gen_time: Duration::from_secs(2),
+            masks: Some((Duration::from_millis(3), 4)),
+        };
+        assert_eq!(
+            g.summary_lines(64),
+            [
+                "[stopped: the context of 64 tokens is full; raise --ctx for longer output]",
+                "prompt: 10 tokens, 20.0 tokens/s | generation: 4 tokens, 2.0 tokens/s",
+                "grammar: 4 token masks, 750.0 µs per mask",
+            ]
+        );
+        let v = g.to_json(&[1, 2], 42);
+        assert_eq!(v["finish_reason"], "length");
+        assert_eq!(
+            (v["seed"].as_u64(), v["timings"]["gen_ms"].as_f64()),
+            (Some(42), Some(2000.0))
+        );
+        assert_eq!(v["timings"]["grammar_masks"].as_u64(), Some(4));
+        let cancelled = Generation {
+            finish: FinishReason::Cancelled,
+            masks: None,
+            ..g
+        };
+        assert_eq!(cancelled.finish_name(), "cancelled");
+        assert_eq!(cancelled.summary_lines(64).len(), 2);
+    }
 
     fn scan(stops: &[&str], pieces: &[&str]) -> (String, String, bool) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();

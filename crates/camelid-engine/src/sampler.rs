@@ -17,6 +17,82 @@
 //! (its temperature sampler comes after top-p and min-p). `T = 0` is greedy: the argmax after
 //! the penalties.
 
+use camelid_model::sampling::SamplingHints;
+
+/// Sampling options as a user sets them: the values given win over the model's
+/// recommendations, which win over llama.cpp's defaults. `given` holds the options a model may
+/// also recommend.
+#[derive(Clone, Debug, Default)]
+pub struct SamplingOptions {
+    pub given: SamplingHints,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// None: a fresh random seed.
+    pub seed: Option<u64>,
+}
+
+impl SamplingOptions {
+    /// The sampler under the model's recommendations `hints`. The options given are checked
+    /// first; a recommendation out of range is an error that names where it comes from.
+    pub fn sampler(&self, hints: &SamplingHints) -> Result<SamplerConfig, String> {
+        self.merge(&SamplingHints::default()).validate()?;
+        let c = self.merge(hints);
+        c.validate().map_err(|e| {
+            format!(
+                "{e}, recommended by the model ({}); set the option to override it",
+                hints.source
+            )
+        })?;
+        Ok(c)
+    }
+
+    fn merge(&self, hints: &SamplingHints) -> SamplerConfig {
+        SamplerConfig {
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed.unwrap_or_else(random_seed),
+            ..SamplerConfig::default().with_hints(&self.given.or(hints))
+        }
+    }
+
+    /// The line that gives a seed drawn at random, when the sampler draws with it (not when it
+    /// is greedy), so that a run worth keeping can be repeated.
+    pub fn seed_note(&self, c: &SamplerConfig) -> Option<String> {
+        (self.seed.is_none() && c.temperature > 0.0).then(|| {
+            format!(
+                "[seed {} drawn at random: --seed {} repeats this run]",
+                c.seed, c.seed
+            )
+        })
+    }
+
+    /// The line that says which recommendations of the model are in effect, if any.
+    pub fn hints_note(&self, hints: &SamplingHints) -> Option<String> {
+        let used = hints.unset_in(&self.given);
+        (!used.is_empty()).then(|| {
+            format!(
+                "[sampling as the model recommends: {} ({})]",
+                used.describe(),
+                hints.source
+            )
+        })
+    }
+}
+
+/// A seed for a run that asked for none: the clock, mixed with a counter so that requests in
+/// the same instant differ.
+pub fn random_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Sampling settings. The defaults are llama.cpp's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplerConfig {
@@ -56,6 +132,21 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// These settings with the values `hints` sets in place of theirs: a front end's defaults
+    /// (llama.cpp's for the CLI, OpenAI's for the server) under what the user and the model
+    /// chose (`given.or(&recommended)`).
+    pub fn with_hints(self, hints: &SamplingHints) -> SamplerConfig {
+        SamplerConfig {
+            temperature: hints.temperature.unwrap_or(self.temperature),
+            top_k: hints.top_k.unwrap_or(self.top_k),
+            top_p: hints.top_p.unwrap_or(self.top_p),
+            min_p: hints.min_p.unwrap_or(self.min_p),
+            repeat_penalty: hints.repeat_penalty.unwrap_or(self.repeat_penalty),
+            repeat_last_n: hints.repeat_last_n.unwrap_or(self.repeat_last_n),
+            ..self
+        }
+    }
+
     /// Greedy decoding: the argmax, no penalties.
     pub fn greedy() -> Self {
         SamplerConfig {
@@ -307,6 +398,72 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the user set wins over what the model recommends, which wins over the front end's
+    /// default; the recommendations in effect are the ones the user left unset.
+    #[test]
+    fn options_over_recommendations_over_defaults() {
+        let given = SamplingHints {
+            temperature: Some(0.0),
+            top_k: Some(5),
+            ..SamplingHints::default()
+        };
+        let model = SamplingHints {
+            temperature: Some(0.6),
+            top_p: Some(0.9),
+            source: "generation_config.json".into(),
+            ..SamplingHints::default()
+        };
+        let c = SamplerConfig::default().with_hints(&given.or(&model));
+        assert_eq!((c.temperature, c.top_k, c.top_p), (0.0, 5, 0.9));
+        assert_eq!((c.min_p, c.repeat_last_n), (0.05, 64));
+        let used = model.unset_in(&given);
+        assert_eq!(used.describe(), "top-p 0.9");
+        assert_eq!(used.source, "generation_config.json");
+        assert!(model.unset_in(&model).is_empty());
+    }
+
+    /// The options given are checked before the recommendations; a recommendation out of range
+    /// names its source; the notes say what is in effect.
+    #[test]
+    fn sampling_options_check_and_note() {
+        let model = SamplingHints {
+            top_p: Some(1.5),
+            temperature: Some(0.6),
+            source: "general.sampling.* of m.gguf".into(),
+            ..SamplingHints::default()
+        };
+        let mut o = SamplingOptions {
+            presence_penalty: 0.5,
+            ..SamplingOptions::default()
+        };
+        let e = o.sampler(&model).unwrap_err();
+        assert!(e.ends_with("recommended by the model (general.sampling.* of m.gguf); set the option to override it"), "{e}");
+        o.given.top_p = Some(0.9);
+        let c = o.sampler(&model).unwrap();
+        assert_eq!(
+            (c.temperature, c.top_p, c.presence_penalty),
+            (0.6, 0.9, 0.5)
+        );
+        assert_eq!(
+            o.hints_note(&model).unwrap(),
+            "[sampling as the model recommends: temp 0.6 (general.sampling.* of m.gguf)]"
+        );
+        let note = o.seed_note(&c).unwrap();
+        assert_eq!(
+            note,
+            format!(
+                "[seed {} drawn at random: --seed {} repeats this run]",
+                c.seed, c.seed
+            )
+        );
+        // A seed given, or a greedy sampler, needs no note.
+        o.seed = Some(7);
+        let c = o.sampler(&model).unwrap();
+        assert_eq!((c.seed, o.seed_note(&c)), (7, None));
+        o.given.temperature = Some(-0.5);
+        assert!(o.sampler(&SamplingHints::default()).is_err());
+    }
 
     /// Logits of a known distribution: p = [0.5, 0.25, 0.125, 0.0625, 0.0625].
     fn dist() -> Vec<f32> {

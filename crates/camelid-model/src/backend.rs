@@ -121,6 +121,30 @@ pub trait KvCache: Any + Send + Sync {
     fn n_ctx(&self) -> usize;
 }
 
+/// A device to run a model on, as users name it: `cpu`, `cuda` (the first GPU) or `cuda:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// The GPU of this ordinal.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Device, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("{s:?} is not a device: cpu, cuda or cuda:N")),
+        }
+    }
+}
+
 /// What a backend runs on, for reports (`camelid bench --json`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -197,4 +221,20 @@ pub fn downcast_cache_ref<C: KvCache>(cache: &dyn KvCache) -> &C {
     (cache as &dyn Any)
         .downcast_ref::<C>()
         .expect("a KV cache made by another backend")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Device;
+
+    #[test]
+    fn devices_by_name() {
+        assert_eq!("cpu".parse(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(Device::Cuda(3)));
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
+            let e = bad.parse::<Device>().unwrap_err();
+            assert_eq!(e, format!("{bad:?} is not a device: cpu, cuda or cuda:N"));
+        }
+    }
 }

@@ -151,6 +151,20 @@ impl Config {
         Ok(())
     }
 
+    /// The context of a run that asks for `requested` tokens (None: the training context, at
+    /// most 4096): at least one token and at most the training context. Errors name `--ctx`.
+    pub fn context(&self, requested: Option<usize>) -> Result<usize, String> {
+        match requested {
+            Some(0) => Err("--ctx must be at least 1".into()),
+            Some(c) if c > self.n_ctx_train => Err(format!(
+                "--ctx {c} is beyond the {} tokens this model was trained for",
+                self.n_ctx_train
+            )),
+            Some(c) => Ok(c),
+            None => Ok(self.n_ctx_train.min(4096)),
+        }
+    }
+
     /// Parameter count implied by the shapes: embeddings, attention, SwiGLU, norms, and the
     /// output projection unless tied.
     pub fn n_params(&self) -> u64 {
@@ -486,6 +500,20 @@ mod tests {
 
     fn preset(id: &str) -> Config {
         presets().into_iter().find(|p| p.id == id).unwrap().config
+    }
+
+    #[test]
+    fn a_run_context_is_within_the_training_one() {
+        let c = preset("llama2-7b");
+        assert_eq!((c.context(None), c.context(Some(100))), (Ok(4096), Ok(100)));
+        assert_eq!(c.context(Some(0)), Err("--ctx must be at least 1".into()));
+        let e = c.context(Some(4097)).unwrap_err();
+        assert_eq!(
+            e,
+            "--ctx 4097 is beyond the 4096 tokens this model was trained for"
+        );
+        // Longer training contexts are capped at 4096 unless asked for.
+        assert_eq!(preset("llama3.1-8b").context(None), Ok(4096));
     }
 
     /// Llama 2 7B by hand: per layer 4·4096² (attention, no GQA) + 3·4096·11008 (SwiGLU), 32

@@ -38,6 +38,36 @@ impl SamplingHints {
             && self.repeat_last_n.is_none()
     }
 
+    /// These values where they are set, else `fallback`'s (whose source is kept): the options a
+    /// user set over the model's recommendations.
+    pub fn or(&self, fallback: &SamplingHints) -> SamplingHints {
+        SamplingHints {
+            temperature: self.temperature.or(fallback.temperature),
+            top_k: self.top_k.or(fallback.top_k),
+            top_p: self.top_p.or(fallback.top_p),
+            min_p: self.min_p.or(fallback.min_p),
+            repeat_penalty: self.repeat_penalty.or(fallback.repeat_penalty),
+            repeat_last_n: self.repeat_last_n.or(fallback.repeat_last_n),
+            source: fallback.source.clone(),
+        }
+    }
+
+    /// These values where `given` leaves them unset: the recommendations in effect when a user
+    /// set `given`.
+    pub fn unset_in(&self, given: &SamplingHints) -> SamplingHints {
+        SamplingHints {
+            temperature: self.temperature.filter(|_| given.temperature.is_none()),
+            top_k: self.top_k.filter(|_| given.top_k.is_none()),
+            top_p: self.top_p.filter(|_| given.top_p.is_none()),
+            min_p: self.min_p.filter(|_| given.min_p.is_none()),
+            repeat_penalty: self
+                .repeat_penalty
+                .filter(|_| given.repeat_penalty.is_none()),
+            repeat_last_n: self.repeat_last_n.filter(|_| given.repeat_last_n.is_none()),
+            source: self.source.clone(),
+        }
+    }
+
     /// The values that are set, as `temp 0.6, top-p 0.9` (the CLI's option names).
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

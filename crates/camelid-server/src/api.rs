@@ -4,7 +4,7 @@
 //! llama.cpp's sampling extensions is either honoured here or refused with a 400 naming it.
 
 use camelid_engine::chat::Message;
-use camelid_engine::sampler::BAN_BIAS;
+use camelid_engine::sampler::{BAN_BIAS, random_seed};
 use camelid_engine::{FinishReason, GenParams, SamplerConfig};
 use camelid_model::sampling::SamplingHints;
 use serde_json::{Value, json};
@@ -346,20 +346,30 @@ fn common(
         Some((_, m)) => usize::try_from(m).unwrap_or(usize::MAX),
         None => default_max,
     };
-    let d = SamplerConfig::default();
+    let given = SamplingHints {
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        repeat_penalty,
+        repeat_last_n,
+        source: String::new(),
+    };
+    // OpenAI's defaults, except the penalty window, which OpenAI does not have.
+    let openai = SamplerConfig {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        repeat_penalty: 1.0,
+        ..SamplerConfig::default()
+    };
     let sampler = SamplerConfig {
-        temperature: temperature.or(hints.temperature).unwrap_or(1.0),
-        top_k: top_k.or(hints.top_k).unwrap_or(0),
-        top_p: top_p.or(hints.top_p).unwrap_or(1.0),
-        min_p: min_p.or(hints.min_p).unwrap_or(0.0),
-        repeat_penalty: repeat_penalty.or(hints.repeat_penalty).unwrap_or(1.0),
-        repeat_last_n: repeat_last_n
-            .or(hints.repeat_last_n)
-            .unwrap_or(d.repeat_last_n),
         presence_penalty: presence_penalty.unwrap_or(0.0),
         frequency_penalty: frequency_penalty.unwrap_or(0.0),
         seed: seed.map_or_else(random_seed, |s| s as u64),
         logit_bias,
+        ..openai.with_hints(&given.or(hints))
     };
     sampler
         .validate()
@@ -469,19 +479,6 @@ fn logit_bias(v: Option<Value>, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiEr
             Ok((id as u32, bias as f32))
         })
         .collect()
-}
-
-/// A seed for requests that set none: different per request, from the clock and a counter.
-fn random_seed() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos
-        ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 pub fn finish_reason(f: FinishReason) -> &'static str {

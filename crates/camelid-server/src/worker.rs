@@ -16,7 +16,6 @@
 //!
 //! Embedding requests ([`crate::embeddings`]) take slots too: their tokens ride in the same
 //! passes as prompt chunks, asking for hidden states instead of logits.
-//! computed once.
 //!
 //! Constrained decoding: a job whose `params.grammar` is set (a JSON schema, GBNF, a forced
 //! tool call) has its own grammar state in its [`Continuation`], which masks that sequence's
@@ -251,6 +250,8 @@ struct Active<'t> {
     cached: usize,
 }
 
+/// The worker's loop: one step of continuous batching per pass, each step in the order of the
+/// methods of [`Batcher`].
 fn run(
     model: &Model,
     tok: &Tokenizer,
@@ -259,68 +260,137 @@ fn run(
     stop: &AtomicBool,
     metrics: &Metrics,
 ) {
-    let n_slots = states.len();
-    let mut slots: Vec<Slot> = states
-        .into_iter()
-        .map(|state| Slot {
-            state,
-            cached: Vec::new(),
-            last_used: 0,
-            active: None,
-            embedding: None,
-        })
-        .collect();
-    let mut waiting: VecDeque<Work> = VecDeque::new();
-    let mut clock = 0u64;
-    let mut feed: Vec<u32> = Vec::with_capacity(MAX_BATCH * 2);
-    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(n_slots);
-    let mut rate = RateWindow::default();
-    let mut open = true;
-
+    let mut b = Batcher::new(model, tok, metrics, states);
     loop {
-        // Intake: block while there is nothing to do, else take what arrived without waiting.
-        let idle = waiting.is_empty() && slots.iter().all(Slot::is_free);
-        if idle && !stop.load(Ordering::SeqCst) {
-            if !open {
-                return;
-            }
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(job) => waiting.push_back(job),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
-        while open {
-            match rx.try_recv() {
-                Ok(job) => waiting.push_back(job),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => open = false,
-            }
+        match b.intake(rx, stop) {
+            Intake::Closed => return,
+            Intake::Nothing => continue,
+            Intake::Ready => {}
         }
         if stop.load(Ordering::SeqCst) {
-            // Every request still here, queued or running, hears why it ends.
-            waiting.extend(rx.try_iter());
-            for job in waiting.drain(..) {
-                metrics.queued.fetch_sub(1, Ordering::Relaxed);
-                job.fail(|| Failure::ShuttingDown);
-            }
-            for slot in &mut slots {
-                if let Some(a) = slot.active.take() {
-                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
-                    metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                    a.job.send(Event::Failed(Failure::ShuttingDown));
-                }
-                if let Some(e) = slot.embedding.take() {
-                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
-                    metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                    e.job.send(Err(Failure::ShuttingDown));
-                }
-            }
+            b.shut_down(rx);
             return;
         }
+        b.drop_abandoned();
+        b.admit_waiting();
+        let t0 = Instant::now();
+        if !b.plan_batch() {
+            continue;
+        }
+        match b.forward() {
+            Ok(room_left) => {
+                let generated = b.accept_sampled(&room_left);
+                b.record_step(t0.elapsed(), generated);
+            }
+            Err(e) => b.fail_batch(&e),
+        }
+    }
+}
 
-        // Requests whose client went away: dropped from the queue, their slots freed.
-        waiting.retain(|job| {
+/// What [`Batcher::intake`] found.
+enum Intake {
+    /// Work may be waiting or running: go on with the step.
+    Ready,
+    /// Nothing arrived while idle: wait again.
+    Nothing,
+    /// The channel is closed and nothing is left to do: the worker ends.
+    Closed,
+}
+
+/// The worker's state between steps: the slots, the queue, and the buffers of a batch.
+struct Batcher<'a> {
+    model: &'a Model,
+    tok: &'a Tokenizer,
+    metrics: &'a Metrics,
+    slots: Vec<Slot<'a>>,
+    waiting: VecDeque<Work>,
+    /// Counts admissions: a slot's `last_used`.
+    clock: u64,
+    /// The tokens of this step's pass, every sequence's run of them in `spans`.
+    feed: Vec<u32>,
+    /// Per slot, where its tokens start in `feed` and how many there are (0: not in the pass).
+    spans: Vec<(usize, usize)>,
+    rate: RateWindow,
+    /// Whether the channel may still bring work.
+    open: bool,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(model: &'a Model, tok: &'a Tokenizer, metrics: &'a Metrics, states: Vec<State>) -> Self {
+        let n_slots = states.len();
+        let slots = states
+            .into_iter()
+            .map(|state| Slot {
+                state,
+                cached: Vec::new(),
+                last_used: 0,
+                active: None,
+                embedding: None,
+            })
+            .collect();
+        Batcher {
+            model,
+            tok,
+            metrics,
+            slots,
+            waiting: VecDeque::new(),
+            clock: 0,
+            feed: Vec::with_capacity(MAX_BATCH * 2),
+            spans: Vec::with_capacity(n_slots),
+            rate: RateWindow::default(),
+            open: true,
+        }
+    }
+
+    /// Intake: blocks while there is nothing to do, else takes what arrived without waiting.
+    fn intake(&mut self, rx: &Receiver<Work>, stop: &AtomicBool) -> Intake {
+        let idle = self.waiting.is_empty() && self.slots.iter().all(Slot::is_free);
+        if idle && !stop.load(Ordering::SeqCst) {
+            if !self.open {
+                return Intake::Closed;
+            }
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(job) => self.waiting.push_back(job),
+                Err(RecvTimeoutError::Timeout) => return Intake::Nothing,
+                Err(RecvTimeoutError::Disconnected) => return Intake::Closed,
+            }
+        }
+        while self.open {
+            match rx.try_recv() {
+                Ok(job) => self.waiting.push_back(job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+        Intake::Ready
+    }
+
+    /// On shutdown, every request still here, queued or running, hears why it ends.
+    fn shut_down(&mut self, rx: &Receiver<Work>) {
+        let metrics = self.metrics;
+        self.waiting.extend(rx.try_iter());
+        for job in self.waiting.drain(..) {
+            metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            job.fail(|| Failure::ShuttingDown);
+        }
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.take() {
+                metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                a.job.send(Event::Failed(Failure::ShuttingDown));
+            }
+            if let Some(e) = slot.embedding.take() {
+                metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                e.job.send(Err(Failure::ShuttingDown));
+            }
+        }
+    }
+
+    /// Requests whose client went away: dropped from the queue, their slots freed.
+    fn drop_abandoned(&mut self) {
+        let metrics = self.metrics;
+        self.waiting.retain(|job| {
             let gone = job.is_closed();
             if gone {
                 metrics.queued.fetch_sub(1, Ordering::Relaxed);
@@ -328,7 +398,7 @@ fn run(
             }
             !gone
         });
-        for slot in &mut slots {
+        for slot in &mut self.slots {
             if slot
                 .active
                 .as_ref()
@@ -348,36 +418,43 @@ fn run(
                 metrics.cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
 
-        // Admission, first come first served, each to the free slot with the longest shared
-        // prefix (the least recently used among equals). A choice whose sibling is still
-        // computing their prompt waits for it, to copy it then.
+    /// Admission, first come first served, each to the free slot with the longest shared
+    /// prefix (the least recently used among equals). A choice whose sibling is still
+    /// computing their prompt waits for it, to copy it then.
+    fn admit_waiting(&mut self) {
+        let (model, tok, metrics) = (self.model, self.tok, self.metrics);
         let mut k = 0;
-        while k < waiting.len() {
-            if sibling_prefilling(&waiting[k], &slots) {
+        while k < self.waiting.len() {
+            if sibling_prefilling(&self.waiting[k], &self.slots) {
                 k += 1;
                 continue;
             }
             // Without prompt caching, the least recently used slot, whose cache is least
             // likely to serve another request.
-            let Some(i) = pick_slot(&slots, waiting[k].reusable_prefix()) else {
+            let Some(i) = pick_slot(&self.slots, self.waiting[k].reusable_prefix()) else {
                 break;
             };
-            let work = waiting.remove(k).expect("in the queue");
+            let work = self.waiting.remove(k).expect("in the queue");
             metrics.queued.fetch_sub(1, Ordering::Relaxed);
-            clock += 1;
+            self.clock += 1;
+            let slots = &mut self.slots;
             match work {
-                Work::Generate(job) => admit(model, &mut slots, i, job, tok, clock, metrics),
-                Work::Embed(job) => admit_embedding(model, &mut slots, i, job, clock, metrics),
+                Work::Generate(job) => admit(model, slots, i, job, tok, self.clock, metrics),
+                Work::Embed(job) => admit_embedding(model, slots, i, job, self.clock, metrics),
             }
         }
+    }
 
-        // The batch: every decoding sequence's last token, then prompt chunks in the room left.
-        let t0 = Instant::now();
+    /// The batch: every decoding sequence's last token, then prompt chunks in the room left.
+    /// False when there is nothing to compute.
+    fn plan_batch(&mut self) -> bool {
+        let (feed, spans) = (&mut self.feed, &mut self.spans);
         feed.clear();
         spans.clear();
         let mut room = MAX_BATCH;
-        for slot in slots.iter_mut() {
+        for slot in &self.slots {
             match &slot.active {
                 Some(a) if a.fed == a.job.prompt.len() => {
                     spans.push((feed.len(), 1));
@@ -389,7 +466,7 @@ fn run(
         }
         // A prompt always gets some room, so many decoding sequences cannot starve it.
         let mut room = room.max(MAX_BATCH / 4);
-        for (slot, span) in slots.iter_mut().zip(spans.iter_mut()) {
+        for (slot, span) in self.slots.iter_mut().zip(spans.iter_mut()) {
             let pending = match (&mut slot.active, &mut slot.embedding) {
                 (Some(a), _) => Some((&a.job.prompt, &mut a.fed)),
                 (None, Some(e)) => Some((&e.job.tokens, &mut e.fed)),
@@ -406,17 +483,22 @@ fn run(
                 room -= n;
             }
         }
-        if feed.is_empty() {
-            continue;
-        }
+        !feed.is_empty()
+    }
 
+    /// One pass over the weights for the planned batch. A generating sequence samples its next
+    /// token in the pass (not yet accepted); an embedding adds its hidden states to its pooler.
+    /// Returns, per generating sequence, whether its cache has room for another token.
+    fn forward(&mut self) -> Result<Vec<bool>, ModelError> {
+        let n_slots = self.slots.len();
+        let (feed, tok) = (&self.feed, self.tok);
         let mut states: Vec<&mut State> = Vec::with_capacity(n_slots);
         let mut actives: Vec<&mut Active> = Vec::with_capacity(n_slots);
         let mut tokens: Vec<&[u32]> = Vec::with_capacity(n_slots);
         // Embedding sequences go after the generation ones (sequence `n_gen + j` is
         // `embeds[j]`), so that `actives[i]` is sequence `i`.
         let (mut e_states, mut embeds, mut e_tokens) = (Vec::new(), Vec::new(), Vec::new());
-        for (slot, &(at, n)) in slots.iter_mut().zip(&spans) {
+        for (slot, &(at, n)) in self.slots.iter_mut().zip(&self.spans) {
             if n == 0 {
                 continue;
             }
@@ -449,7 +531,7 @@ fn run(
             }
         };
         let on_hidden = |i: usize, pos: usize, h: &[f32]| embeds[i - n_gen].pooler.add(pos, h);
-        let result = model.forward_batch(
+        let result = self.model.forward_batch(
             &mut states,
             &tokens,
             want,
@@ -464,32 +546,37 @@ fn run(
             },
             on_hidden,
         );
-        let room_left: Vec<bool> = states.iter().map(|s| s.pos < s.n_ctx).collect();
-        drop(states);
-        metrics.steps.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = result {
-            // Not expected (lengths and ids are checked on admission): fail the batch's
-            // requests and forget the slots' caches, whose contents are now unknown.
-            eprintln!("camelid serve: forward pass failed: {e}");
-            for slot in &mut slots {
-                if let Some(a) = slot.active.take() {
-                    a.job.send(Event::Failed(Failure::Internal));
-                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
-                }
-                if let Some(e) = slot.embedding.take() {
-                    e.job.send(Err(Failure::Internal));
-                    metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
-                }
-                slot.cached.clear();
-                slot.state.pos = 0;
-            }
-            continue;
-        }
+        let room_left = states.iter().map(|s| s.pos < s.n_ctx).collect();
+        self.metrics.steps.fetch_add(1, Ordering::Relaxed);
+        result.map(|()| room_left)
+    }
 
-        // Each sampled token: text, stop conditions, events.
+    /// A failed pass (not expected: lengths and ids are checked on admission) fails the
+    /// requests in the slots and forgets the slots' caches, whose contents are now unknown.
+    fn fail_batch(&mut self, e: &ModelError) {
+        eprintln!("camelid serve: forward pass failed: {e}");
+        let metrics = self.metrics;
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.take() {
+                a.job.send(Event::Failed(Failure::Internal));
+                metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+            }
+            if let Some(e) = slot.embedding.take() {
+                e.job.send(Err(Failure::Internal));
+                metrics.slots_busy.fetch_sub(1, Ordering::Relaxed);
+            }
+            slot.cached.clear();
+            slot.state.pos = 0;
+        }
+    }
+
+    /// Each sampled token: text, stop conditions, events; embeddings whose last tokens were in
+    /// the pass are sent. Returns the tokens generated.
+    fn accept_sampled(&mut self, room_left: &[bool]) -> usize {
+        let metrics = self.metrics;
         let mut generated = 0;
         let mut r = 0;
-        for (slot, &(_, n)) in slots.iter_mut().zip(&spans) {
+        for (slot, &(_, n)) in self.slots.iter_mut().zip(&self.spans) {
             if n == 0 {
                 continue;
             }
@@ -529,11 +616,16 @@ fn run(
                 slot.active = None;
             }
         }
-        let busy = t0.elapsed();
+        generated
+    }
+
+    /// The step's compute time and the recent generation rate, for /metrics.
+    fn record_step(&mut self, busy: Duration, generated: usize) {
+        let metrics = self.metrics;
         metrics
             .busy_us
             .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
-        if let Some(r) = rate.add(generated, busy) {
+        if let Some(r) = self.rate.add(generated, busy) {
             metrics
                 .recent_tokens_per_s
                 .store(r.to_bits(), Ordering::Relaxed);

@@ -91,3 +91,39 @@ pub fn escape_piece(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_in_any_separator_and_words_that_are_not_ids() {
+        let want = vec![1, 2, 3];
+        for parts in [&["1,2,3"][..], &["1 2 3"], &["1", "2", "3"], &["[1, 2, 3]"]] {
+            assert_eq!(parse_ids(parts).unwrap(), want, "{parts:?}");
+        }
+        assert_eq!(parse_ids(&["1,x"]), Err(TextError::NotAnId("x".into())));
+        assert_eq!(
+            parse_ids(&["4294967296"]).unwrap_err().to_string(),
+            "\"4294967296\" is not a token id (a number 0 to 4294967295)"
+        );
+        assert_eq!(parse_ids(&[" , [ ]"]), Err(TextError::NoIds));
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_names_the_byte_and_its_offset() {
+        assert_eq!(utf8_text(b"caf\xC3\xA9".to_vec(), "f").unwrap(), "café");
+        let e = utf8_text(b"caf\xC3(".to_vec(), "notes.txt").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "notes.txt is not valid UTF-8: byte 0xC3 at offset 3"
+        );
+    }
+
+    #[test]
+    fn pieces_stay_on_one_line() {
+        assert_eq!(escape_piece(b"a\nb\tc\\"), "a\\nb\\tc\\\\");
+        assert_eq!(escape_piece(b"\xE2\x96"), "\\xE2\\x96");
+        assert_eq!(escape_piece("\u{1}".as_bytes()), "\\u{1}");
+    }
+}

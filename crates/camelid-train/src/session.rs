@@ -15,8 +15,9 @@ use camelid_tokenizer::Tokenizer;
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{self, DataError, Progress, Shards};
 use crate::optim::AdamWConfig;
+use crate::params::Params;
 use crate::shape::{self, Arch, Memory, Overrides, PRESETS, Preset};
-use crate::trainer::{Output, Settings, Stopped};
+use crate::trainer::{Output, Settings, Stopped, Trainer};
 
 /// Why a run could not be set up (or a sample not drawn).
 #[derive(Debug)]
@@ -32,12 +33,16 @@ pub enum SessionError {
     },
     /// Loading the checkpoint or the tokenizer, or generating from it, failed.
     Model(String),
+    /// The trainer refused its settings or the saved state.
+    Trainer(String),
 }
 
 impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SessionError::Option(msg) | SessionError::Model(msg) => f.write_str(msg),
+            SessionError::Option(msg) | SessionError::Model(msg) | SessionError::Trainer(msg) => {
+                f.write_str(msg)
+            }
             SessionError::Data(e) => write!(f, "{e}"),
             SessionError::Checkpoint(e) => write!(f, "{e}"),
             SessionError::Io { path, err } => write!(f, "{}: {err}", path.display()),
@@ -45,7 +50,16 @@ impl fmt::Display for SessionError {
     }
 }
 
-impl std::error::Error for SessionError {}
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // Transparent: the wrapped error's own cause, not the wrapped error a second time.
+        match self {
+            SessionError::Data(e) => e.source(),
+            SessionError::Checkpoint(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 impl From<DataError> for SessionError {
     fn from(e: DataError) -> Self {
@@ -180,6 +194,108 @@ impl NewRun<'_> {
         };
         Ok((preset, source, out))
     }
+}
+
+/// How a run starts: new from its options, or continued from the folder of a saved one.
+// Made once per run and consumed by `open`: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Start<'a> {
+    New {
+        run: NewRun<'a>,
+        overrides: Overrides,
+        batch: BatchOptions,
+    },
+    /// `every`: --eval-every, --sample-every, --save-every given again.
+    Resume {
+        dir: &'a Path,
+        every: [Option<u64>; 3],
+    },
+}
+
+/// A run with its tokenizer, data and output resolved; its trainer, which borrows the shards,
+/// comes from [`trainer`].
+pub struct Opened {
+    pub shards: Shards,
+    pub tok: Tokenizer,
+    pub output: Output,
+    pub source: Source,
+    /// A new run's initial weights and settings; None when resuming.
+    pub init: Option<(Params, Settings)>,
+}
+
+impl Start<'_> {
+    /// Checks the options and resolves the tokenizer and the data, which the caller provides:
+    /// `tokenizer` the source's (fetched when it names none), `data` its token shards. A new
+    /// run's options are all checked before the data is prepared.
+    pub fn open<E: From<SessionError>>(
+        self,
+        tokenizer: impl FnOnce(&Source) -> Result<(Tokenizer, PathBuf), E>,
+        data: impl FnOnce(&Source, &Tokenizer, &Path) -> Result<Shards, E>,
+    ) -> Result<Opened, E> {
+        let (source, out, init) = match self {
+            Start::Resume { dir, every } => {
+                let state = checkpoint::read_state(dir).map_err(SessionError::from)?;
+                let mut source = Source::from_json(&state["source"], dir)?;
+                source.override_every(every);
+                (source, dir.to_path_buf(), None)
+            }
+            Start::New {
+                run,
+                overrides,
+                batch,
+            } => {
+                let (preset, source, out) = run.resolve()?;
+                (source, out, Some((preset, overrides, batch)))
+            }
+        };
+        let (tok, tok_path) = tokenizer(&source)?;
+        let init = match init {
+            Some((preset, overrides, batch)) => {
+                let config = model_config(preset, source.arch, &overrides, tok.n_vocab())?;
+                let settings = batch.settings(config.n_ctx_train)?;
+                Some((config, settings, batch.seed))
+            }
+            None => None,
+        };
+        let shards = data(&source, &tok, &tok_path)?;
+        let init = init
+            .map(|(config, settings, seed)| (crate::init::init_params(&config, seed), settings));
+        let output = output(out, &tok, &tok_path, &source);
+        Ok(Opened {
+            shards,
+            tok,
+            output,
+            source,
+            init,
+        })
+    }
+}
+
+/// The trainer of an opened run: a new one from `init`, its output folder made; else the one
+/// saved in the output folder.
+pub fn trainer<'s>(
+    shards: &'s Shards,
+    init: Option<(Params, Settings)>,
+    output: &Output,
+) -> Result<Trainer<'s>, SessionError> {
+    let Some((params, settings)) = init else {
+        let (t, _) = Trainer::resume(&output.dir, shards).map_err(SessionError::Trainer)?;
+        return Ok(t);
+    };
+    let t = Trainer::new(
+        params,
+        settings,
+        shards,
+        0,
+        crate::data::Position::default(),
+    )
+    .map_err(SessionError::Trainer)?;
+    let out = &output.dir;
+    std::fs::create_dir_all(out).map_err(|err| SessionError::Io {
+        path: out.clone(),
+        err,
+    })?;
+    Ok(t)
 }
 
 /// Refuses an output folder that holds anything: a run never overwrites files it did not write.
@@ -619,6 +735,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "run: source.arch is missing");
+    }
+
+    #[test]
+    fn a_new_run_checks_every_option_before_its_data_is_prepared() {
+        let tok_path = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/tokenizer/spm-tiny.model"
+        ));
+        let out = scratch("open");
+        let start = |micro_batch| Start::New {
+            run: NewRun {
+                preset: "tiny",
+                arch: None,
+                data: &[],
+                tokenizer: None,
+                val_fraction: 0.05,
+                every: [None; 3],
+                out: Some(&out),
+            },
+            overrides: Overrides::default(),
+            batch: BatchOptions {
+                micro_batch,
+                ..batch()
+            },
+        };
+        let tokenizer = |_: &Source| -> Result<_, SessionError> {
+            Ok((open_tokenizer(&tok_path)?, tok_path.clone()))
+        };
+        let mut prepared = false;
+        let e = start(3)
+            .open(tokenizer, |_, _, _| {
+                prepared = true;
+                Err(option("unreachable".into()))
+            })
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--micro-batch 3 must divide"), "{e}");
+        assert!(!prepared);
+        // With good options the data is asked for, and its error is the run's.
+        let e = start(8)
+            .open(tokenizer, |s, tok, _| {
+                assert_eq!((s.preset.as_str(), tok.n_vocab()), ("tiny", 1000));
+                Err(option("no data here".into()))
+            })
+            .err()
+            .unwrap();
+        assert_eq!(e.to_string(), "no data here");
+        let e = Start::Resume {
+            dir: &out,
+            every: [None; 3],
+        }
+        .open(tokenizer, |_, _, _| Err(option("unreachable".into())))
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains("not a camelid training checkpoint"),
+            "{e}"
+        );
     }
 
     #[test]
