@@ -22,6 +22,7 @@ mod run;
 mod serve;
 mod tokenize;
 mod train;
+mod train_tokenizer;
 
 // Model resolution and downloads are the library crate camelid-hub; the commands call it `fetch`.
 use camelid_hub as fetch;
@@ -72,6 +73,9 @@ enum Command {
     /// Train and measure a study of the Llama papers' claims (gqa, scaling, context) and write a
     /// Markdown report with SVG charts.
     Experiment(experiment::ExperimentArgs),
+    /// Train a BPE vocabulary (byte-level as Llama 3, or SentencePiece-style as Llama 2) on
+    /// text and write it as tokenizer.json.
+    TrainTokenizer(train_tokenizer::TrainTokenizerArgs),
     /// Print the token ids of a text.
     Tokenize(tokenize::TokenizeArgs),
     /// Print the text of token ids.
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => compare::run_compare(a),
         Command::Train(a) => train::run(a),
         Command::Experiment(a) => experiment::run(a),
+        Command::TrainTokenizer(a) => train_tokenizer::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),
     };

@@ -267,3 +267,70 @@ fn bad_inputs_are_refused_with_the_reason() {
         "must be at least 1",
     );
 }
+
+/// `camelid train-tokenizer` writes the vocabulary the library's trainer makes (the fixture that
+/// `tests/train` of camelid-tokenizer checks against Hugging Face tokenizers), `camelid train`
+/// takes it, and bad arguments are refused with the reason.
+#[test]
+fn train_tokenizer_output_trains_a_model() {
+    let dir = scratch("train-tokenizer");
+    let cache = dir.join("cache");
+    let tok = dir.join("tok");
+    for (kind, file) in [
+        ("byte-level", "byte-level.json"),
+        ("sentencepiece", "sentencepiece.json"),
+    ] {
+        let out = camelid(
+            &[
+                "train-tokenizer",
+                "--kind",
+                kind,
+                "--vocab-size",
+                "1000",
+                "--data",
+                "testdata/tokenizer/train/corpus",
+                "--out",
+                tok.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        ok(&out, kind);
+        let got = std::fs::read(tok.join("tokenizer.json")).unwrap();
+        let want = std::fs::read(repo().join("testdata/tokenizer/train").join(file)).unwrap();
+        assert!(got == want, "{kind}: not the fixture's tokenizer.json");
+        assert!(tok.join("tokenizer_config.json").is_file());
+    }
+    let model = dir.join("model");
+    let tok_json = tok.join("tokenizer.json");
+    let args = train_args(
+        model.to_str().unwrap(),
+        &[
+            ("--tokenizer", tok_json.to_str().unwrap()),
+            ("--steps", "2"),
+        ],
+    );
+    let err = ok(&camelid(&args, &cache), "train with the trained vocabulary");
+    assert!(err.contains("vocab 1000"), "{err}");
+
+    let bad = |extra: &[&str], want: &str| {
+        let mut a = vec!["train-tokenizer", "--out", tok.to_str().unwrap()];
+        a.extend(extra);
+        refused(&camelid(&a, &cache), want);
+    };
+    bad(
+        &["--data", "testdata/train/corpus", "--vocab-size", "100"],
+        "at least 264 tokens",
+    );
+    bad(&["--data", "no/such/folder"], "no such file or folder");
+    bad(
+        &[
+            "--data",
+            "testdata/train/corpus",
+            "--kind",
+            "spm",
+            "--character-coverage",
+            "1.5",
+        ],
+        "character coverage",
+    );
+}

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::{Error, ModelKind, PreTokenizer, TokenType, Tokenizer, TokenizerSpec};
 
 /// Llama 3's pre-tokenizer regex as `tokenizer.json` writes it.
-const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn short(v: &Value) -> String {
     let s = v.to_string();

@@ -14,7 +14,8 @@
 //! Special tokens (control and user-defined) are matched in the text before either algorithm runs:
 //! user-defined ones always, control ones only when the caller passes `parse_special`.
 //! Decoding is the inverse of encoding; [`StreamDecoder`] turns a stream of ids into text that only
-//! ever holds complete UTF-8 characters.
+//! ever holds complete UTF-8 characters. [`train`] learns new vocabularies of either kind from text
+//! and writes them as `tokenizer.json`.
 
 mod bytelevel;
 mod error;
@@ -26,6 +27,7 @@ mod special;
 mod stream;
 pub mod text;
 mod tiktoken;
+pub mod train;
 mod unicode;
 mod unicode_tables;
 

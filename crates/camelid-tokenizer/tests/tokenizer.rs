@@ -3,6 +3,7 @@
 //! llama.cpp. Assets come from `scripts/fetch-assets.sh` (or `CAMELID_ASSETS`).
 
 mod common;
+mod train;
 
 use std::sync::OnceLock;
 
