@@ -38,6 +38,11 @@ pub struct ExperimentArgs {
     /// Toy shapes and a few steps: checks the pipeline in seconds; the numbers mean nothing.
     #[arg(long)]
     pub smoke: bool,
+    /// Read back the runs already finished in --out's runs/ (same shape, settings and steps, so
+    /// the same numbers: give the report's --steps) instead of training them again, and write
+    /// the report anew.
+    #[arg(long)]
+    pub reuse: bool,
 }
 
 pub fn run(a: &ExperimentArgs) -> Result<()> {
@@ -69,6 +74,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         minutes: a.minutes,
         steps: a.steps,
         smoke: a.smoke,
+        reuse: a.reuse,
     };
     let mut lab = Lab::open(opts, |s| eprintln!("{s}"))?;
     let report = study.run(&mut lab)?;

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use camelid_model::Config;
 use camelid_tokenizer::Tokenizer;
+use camelid_train::checkpoint;
 use camelid_train::data::{self, Position, Shards};
 use camelid_train::grad::Workspace;
 use camelid_train::session::{self, BatchOptions, Source};
 use camelid_train::shape::{self, Arch, Overrides};
-use camelid_train::trainer::{self, Hooks, Plan, StepRecord, Trainer};
+use camelid_train::trainer::{self, Hooks, Plan, Settings, StepRecord, Trainer};
 
 use crate::{LabError, Study, io_err};
 
@@ -41,6 +42,9 @@ pub struct Options {
     pub steps: Option<u64>,
     /// Toy shapes and a few steps: checks the pipeline in seconds; the numbers mean nothing.
     pub smoke: bool,
+    /// Read back runs already finished in `out/runs` (same model, settings and steps, so the
+    /// same numbers) instead of training them again; `out` may hold a previous report.
+    pub reuse: bool,
 }
 
 /// A study's shared state.
@@ -59,7 +63,9 @@ pub struct Lab {
 impl Lab {
     /// Writes the tokenizer into the (new or empty) output folder and tokenizes the data.
     pub fn open(opts: Options, say: fn(&str)) -> Result<Lab, LabError> {
-        session::check_out(&opts.out)?;
+        if !opts.reuse {
+            session::check_out(&opts.out)?;
+        }
         std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
         let tok_path = opts.out.join(TOKENIZER_FILE);
         std::fs::write(&tok_path, TOKENIZER).map_err(io_err(&tok_path))?;
@@ -111,6 +117,38 @@ impl Lab {
         c
     }
 
+    /// The evaluations and wall time of a run of exactly `spec` finished in its folder: its
+    /// model, settings and step count as `spec` makes them. None when there is none.
+    fn finished(
+        &self,
+        spec: &RunSpec,
+        config: &Config,
+        settings: &Settings,
+    ) -> Option<(Vec<Evaluation>, f64)> {
+        let dir = self.run_dir(&spec.name);
+        let state = checkpoint::read_state(&dir).ok()?;
+        let saved = Settings::from_json(&state["settings"]).ok()?;
+        let ck = camelid_model::weights::Checkpoint::open(&dir).ok()?;
+        if saved != *settings || state["step"].as_u64() != Some(spec.steps) || ck.config != *config
+        {
+            return None;
+        }
+        let log = std::fs::read_to_string(dir.join("log.jsonl")).ok()?;
+        let (mut curve, mut wall) = (Vec::new(), 0.0);
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            wall = v["elapsed_s"].as_f64().unwrap_or(wall);
+            if let (Some(step), Some(loss), Some(bpb)) = (
+                v["step"].as_u64(),
+                v["val_loss"].as_f64(),
+                v["val_bpb"].as_f64(),
+            ) {
+                curve.push((step, loss, bpb));
+            }
+        }
+        (curve.last().map(|c| c.0) == Some(spec.steps)).then_some((curve, wall))
+    }
+
     /// Seconds per optimizer step of `spec`, from two steps after a warm-up one (nothing is
     /// written).
     pub fn seconds_per_step(&self, spec: &RunSpec) -> Result<f64, LabError> {
@@ -144,6 +182,29 @@ impl Lab {
         let (mut t, mut ws) = self.trainer(spec, by_position.unwrap_or(spec.ctx))?;
         let config = t.params.config.clone();
         let dir = self.run_dir(&spec.name);
+        let done = if self.opts.reuse {
+            self.finished(spec, &config, &t.settings)
+        } else {
+            None
+        };
+        if let Some((curve, wall_s)) = done {
+            (self.say)(&format!(
+                "{}: finished in {}, read back",
+                spec.name,
+                dir.display()
+            ));
+            let params = checkpoint::load_params(&dir, &config)
+                .map_err(|e| LabError::Train(format!("{}: {e}", spec.name)))?;
+            t = Trainer::new(
+                params,
+                t.settings.clone(),
+                &self.shards,
+                spec.steps,
+                Position::default(),
+            )
+            .map_err(|e| LabError::Train(format!("{}: {e}", spec.name)))?;
+            return self.result(spec, config, dir, curve, wall_s, &t, &mut ws, by_position);
+        }
         session::check_out(&dir)?;
         let source = Source {
             data: self.opts.data.clone(),
@@ -173,12 +234,36 @@ impl Lab {
             say: self.say,
             curve: Vec::new(),
             every: (spec.steps / 5).max(1),
+            elapsed_s: 0.0,
         };
-        let start = Instant::now();
         trainer::run(&mut t, &mut ws, &plan, &output, &mut rec)
             .map_err(|e| LabError::Train(format!("{}: {e}", spec.name)))?;
-        let wall_s = start.elapsed().as_secs_f64();
-        let &(_, val_loss, val_bpb) = rec.curve.last().ok_or_else(|| {
+        self.result(
+            spec,
+            config,
+            dir,
+            rec.curve,
+            rec.elapsed_s,
+            &t,
+            &mut ws,
+            by_position,
+        )
+    }
+
+    /// A run's measurements from its evaluations and its trained weights.
+    #[allow(clippy::too_many_arguments)]
+    fn result(
+        &self,
+        spec: &RunSpec,
+        config: Config,
+        dir: PathBuf,
+        curve: Vec<Evaluation>,
+        wall_s: f64,
+        t: &Trainer,
+        ws: &mut Workspace,
+        by_position: Option<usize>,
+    ) -> Result<RunResult, LabError> {
+        let &(_, val_loss, val_bpb) = curve.last().ok_or_else(|| {
             LabError::Train(format!(
                 "{}: the run ended without an evaluation",
                 spec.name
@@ -186,7 +271,7 @@ impl Lab {
         })?;
         let by_position = match by_position {
             Some(n) => Some(
-                t.loss_by_position(&mut ws, n, usize::MAX)
+                t.loss_by_position(ws, n, usize::MAX)
                     .map_err(|e| LabError::Train(format!("{}: {e}", spec.name)))?,
             ),
             None => None,
@@ -199,7 +284,7 @@ impl Lab {
             dir,
             val_loss,
             val_bpb,
-            curve: rec.curve,
+            curve,
             wall_s,
             by_position,
         })
@@ -313,6 +398,9 @@ impl RunSpec {
     }
 }
 
+/// (step, validation loss, validation bits per byte) of an evaluation.
+pub type Evaluation = (u64, f64, f64);
+
 /// What a run measured.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -323,10 +411,10 @@ pub struct RunResult {
     /// The final validation loss (nats per token) and bits per byte.
     pub val_loss: f64,
     pub val_bpb: f64,
-    /// (step, validation loss, validation bits per byte) at each evaluation.
-    pub curve: Vec<(u64, f64, f64)>,
+    pub curve: Vec<Evaluation>,
     /// Training tokens seen.
     pub tokens: u64,
+    /// The training loop's time (evaluations included, saving not), from the run's log.
     pub wall_s: f64,
     /// Mean validation loss at each position (nats), when asked for.
     pub by_position: Option<Vec<f64>>,
@@ -357,12 +445,15 @@ impl RunResult {
 struct Recorder<'a> {
     name: &'a str,
     say: fn(&str),
-    curve: Vec<(u64, f64, f64)>,
+    curve: Vec<Evaluation>,
     every: u64,
+    /// The run's time so far, as its log records it (so that a run read back has the same).
+    elapsed_s: f64,
 }
 
 impl Hooks for Recorder<'_> {
     fn step(&mut self, r: &StepRecord, t: &Trainer) {
+        self.elapsed_s = r.elapsed_s;
         if let Some((loss, bpb)) = r.val {
             self.curve.push((r.step, loss as f64, bpb));
         }

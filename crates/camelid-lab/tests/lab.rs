@@ -36,8 +36,9 @@ fn corpus(dir: &Path) -> Vec<PathBuf> {
     vec![dir.to_path_buf()]
 }
 
-fn study(study: Study, steps: Option<u64>) -> (PathBuf, String, serde_json::Value) {
-    let root = scratch(study.name());
+/// `tag` names the test's scratch folder (tests run in parallel).
+fn study(study: Study, steps: Option<u64>, tag: &str) -> (PathBuf, String, serde_json::Value) {
+    let root = scratch(tag);
     let opts = Options {
         out: root.join("report"),
         data: corpus(&root.join("text")),
@@ -48,6 +49,7 @@ fn study(study: Study, steps: Option<u64>) -> (PathBuf, String, serde_json::Valu
         minutes: 0.02,
         steps,
         smoke: true,
+        reuse: false,
     };
     let mut lab = Lab::open(opts, |_| {}).unwrap();
     let path = study.run(&mut lab).unwrap();
@@ -100,7 +102,7 @@ fn axis_titles(doc: &El) -> Vec<String> {
 #[test]
 fn gqa_study_reports_cache_quality_and_speed() {
     // No --steps: the budget and the throughput probe decide them.
-    let (dir, md, json) = study(Study::Gqa, None);
+    let (dir, md, json) = study(Study::Gqa, None, "gqa");
     let doc = chart(&dir, "gqa-summary.svg", &md);
     assert_eq!(
         doc.texts("panel-title"),
@@ -131,7 +133,7 @@ fn gqa_study_reports_cache_quality_and_speed() {
 
 #[test]
 fn context_study_reports_loss_by_position() {
-    let (dir, md, json) = study(Study::Context, Some(4));
+    let (dir, md, json) = study(Study::Context, Some(4), "context");
     let doc = chart(&dir, "context-by-position.svg", &md);
     assert_eq!(keys(&doc), ["ctx8", "ctx32", "short-edge"]);
     assert_eq!(
@@ -148,7 +150,7 @@ fn context_study_reports_loss_by_position() {
 
 #[test]
 fn scaling_study_sweeps_sizes_at_one_compute() {
-    let (dir, md, json) = study(Study::Scaling, Some(6));
+    let (dir, md, json) = study(Study::Scaling, Some(6), "scaling");
     let runs = json["runs"].as_array().unwrap();
     // Three sizes at one compute: steps in inverse proportion to the multiplying parameters.
     let steps: Vec<u64> = runs[..3]
@@ -197,7 +199,38 @@ fn a_folder_with_files_is_refused() {
         minutes: 1.0,
         steps: None,
         smoke: true,
+        reuse: false,
     };
     let e = Lab::open(opts, |_| {}).err().unwrap().to_string();
+    assert!(e.contains("the folder exists and is not empty"), "{e}");
+}
+
+#[test]
+fn a_rerun_with_reuse_reads_the_finished_runs_back() {
+    let (dir, _, first) = study(Study::Context, Some(3), "reuse");
+    let root = dir.parent().unwrap();
+    let opts = |reuse, steps| Options {
+        out: dir.clone(),
+        data: vec![root.join("text")],
+        default_data: false,
+        cache: root.join("cache"),
+        threads: 1,
+        seed: 11,
+        minutes: 1.0,
+        steps: Some(steps),
+        smoke: true,
+        reuse,
+    };
+    // Without --reuse the folder is taken; with it, the same numbers come back, the by-position
+    // losses recomputed from the saved weights.
+    assert!(Lab::open(opts(false, 3), |_| {}).is_err());
+    let mut lab = Lab::open(opts(true, 3), |_| {}).unwrap();
+    Study::Context.run(&mut lab).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(again, first);
+    // Other steps are another run: it is not read back, and its folder is not overwritten.
+    let mut lab = Lab::open(opts(true, 5), |_| {}).unwrap();
+    let e = Study::Context.run(&mut lab).unwrap_err().to_string();
     assert!(e.contains("the folder exists and is not empty"), "{e}");
 }
