@@ -207,17 +207,31 @@ fn chinchilla_claim(runs: &[RunResult], best: usize) -> String {
     // Bigger models see fewer tokens per parameter: the optimum's neighbours bracket it.
     let above = runs.get(best + 1).map(tokens_per_param);
     let below = best.checked_sub(1).map(|i| tokens_per_param(&runs[i]));
-    let lo = above.unwrap_or(0.0);
-    let hi = below.unwrap_or(f64::INFINITY);
     let c = CHINCHILLA_TOKENS_PER_PARAM;
-    let verdict = if (lo..=hi).contains(&c) {
-        "agrees: the rule's ratio lies between the optimum's neighbours in the sweep"
-    } else if c < lo {
-        "disagrees at this scale: the optimum trains on more tokens per parameter than the \
-         rule says, even its larger neighbour does"
-    } else {
-        "disagrees at this scale: the optimum trains on fewer tokens per parameter than the rule \
-         says, even its smaller neighbour does"
+    let verdict = match (below, above) {
+        (Some(hi), Some(lo)) if (lo..=hi).contains(&c) => {
+            "agrees: the rule's ratio lies between the optimum's neighbours in the sweep"
+        }
+        (Some(_), Some(lo)) if c < lo => {
+            "disagrees at this scale: the optimum trains on more tokens per parameter than the \
+             rule says, and so does its larger neighbour"
+        }
+        (Some(_), Some(_)) => {
+            "disagrees at this scale: the optimum trains on fewer tokens per parameter than the \
+             rule says, and so does its smaller neighbour"
+        }
+        (None, _) if r < c => {
+            "leans the rule's way without bracketing it: the optimum is the sweep's smallest \
+             size, and the rule asks for still more tokens per parameter, a smaller model still"
+        }
+        (_, None) if r > c => {
+            "leans the rule's way without bracketing it: the optimum is the sweep's largest \
+             size, and the rule asks for fewer tokens per parameter, a larger model still"
+        }
+        _ => {
+            "disagrees at this scale: the optimum sits at the edge of the sweep on the side the \
+             rule does not point to"
+        }
     };
     format!(
         "**Claim (Chinchilla): about {c:.0} tokens per parameter is compute-optimal.** The best \
