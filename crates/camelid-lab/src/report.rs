@@ -93,6 +93,16 @@ impl Report {
         self.table(&["run", "command", "seed", "wall time"], &rows);
         self.h2("Machine");
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        if lab.read_back.get() > 0 {
+            self.para(&format!(
+                "This report was rewritten from runs already trained (`--reuse`): {} of the {} \
+                 runs were read back from `runs/` (their losses and wall times from their \
+                 checkpoints and logs); what follows describes the rewrite, and anything timed \
+                 in it (decoding speeds) was measured during the rewrite.",
+                lab.read_back.get(),
+                self.runs.len()
+            ));
+        }
         self.para(&format!(
             "{} compute threads on a machine with {cores} usable cores; load average (1, 5, 15 \
              min) {} at the start and {} at the end; the study took {:.1} min. Times and speeds \

@@ -58,6 +58,8 @@ pub struct Lab {
     /// `/proc/loadavg` when the study started (the machine may be shared).
     pub load_at_start: Option<String>,
     pub started: Instant,
+    /// Runs read back rather than trained (`reuse`), for the report to say so.
+    pub read_back: std::cell::Cell<usize>,
 }
 
 impl Lab {
@@ -92,6 +94,7 @@ impl Lab {
             say,
             load_at_start: load_average(),
             started: Instant::now(),
+            read_back: std::cell::Cell::new(0),
         })
     }
 
@@ -188,6 +191,7 @@ impl Lab {
             None
         };
         if let Some((curve, wall_s)) = done {
+            self.read_back.set(self.read_back.get() + 1);
             (self.say)(&format!(
                 "{}: finished in {}, read back",
                 spec.name,

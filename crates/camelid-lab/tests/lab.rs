@@ -229,6 +229,8 @@ fn a_rerun_with_reuse_reads_the_finished_runs_back() {
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(again, first);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("2 of the 2 runs were read back"), "{md}");
     // Other steps are another run: it is not read back, and its folder is not overwritten.
     let mut lab = Lab::open(opts(true, 5), |_| {}).unwrap();
     let e = Study::Context.run(&mut lab).unwrap_err().to_string();
