@@ -65,8 +65,18 @@ pub struct Lab {
 impl Lab {
     /// Writes the tokenizer into the (new or empty) output folder and tokenizes the data.
     pub fn open(opts: Options, say: fn(&str)) -> Result<Lab, LabError> {
-        if !opts.reuse {
-            session::check_out(&opts.out)?;
+        let has_files = std::fs::read_dir(&opts.out).is_ok_and(|mut d| d.next().is_some());
+        if opts.out.is_file() || (has_files && !opts.reuse) {
+            return Err(LabError::Train(format!(
+                "--out {}: {}; choose another --out, or give --reuse to rewrite the report of \
+                 the study in it",
+                opts.out.display(),
+                if has_files {
+                    "the folder exists and is not empty"
+                } else {
+                    "is a file"
+                }
+            )));
         }
         std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
         let tok_path = opts.out.join(TOKENIZER_FILE);
@@ -209,7 +219,13 @@ impl Lab {
             .map_err(|e| LabError::Train(format!("{}: {e}", spec.name)))?;
             return self.result(spec, config, dir, curve, wall_s, &t, &mut ws, by_position);
         }
-        session::check_out(&dir)?;
+        if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(LabError::Train(format!(
+                "{}: holds another run than {} (other steps or settings); choose another --out",
+                dir.display(),
+                spec.name
+            )));
+        }
         let source = Source {
             data: self.opts.data.clone(),
             tokenizer: Some(self.tok_path.clone()),

@@ -202,7 +202,10 @@ fn a_folder_with_files_is_refused() {
         reuse: false,
     };
     let e = Lab::open(opts, |_| {}).err().unwrap().to_string();
-    assert!(e.contains("the folder exists and is not empty"), "{e}");
+    assert!(
+        e.contains("the folder exists and is not empty; choose another --out, or give --reuse"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -234,5 +237,5 @@ fn a_rerun_with_reuse_reads_the_finished_runs_back() {
     // Other steps are another run: it is not read back, and its folder is not overwritten.
     let mut lab = Lab::open(opts(true, 5), |_| {}).unwrap();
     let e = Study::Context.run(&mut lab).unwrap_err().to_string();
-    assert!(e.contains("the folder exists and is not empty"), "{e}");
+    assert!(e.contains("holds another run than ctx8"), "{e}");
 }
