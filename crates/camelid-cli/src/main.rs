@@ -13,6 +13,7 @@ mod chat;
 mod compare;
 mod embed;
 mod eval;
+mod experiment;
 mod inspect;
 mod load;
 mod local;
@@ -69,6 +70,9 @@ enum Command {
     /// Pre-train a Llama model on text (default: Shakespeare), with checkpoints that camelid and
     /// transformers load.
     Train(Box<train::TrainArgs>),
+    /// Train and measure a study of the Llama papers' claims (gqa, scaling, context) and write a
+    /// Markdown report with SVG charts.
+    Experiment(experiment::ExperimentArgs),
     /// Train a BPE vocabulary (byte-level as Llama 3, or SentencePiece-style as Llama 2) on
     /// text and write it as tokenizer.json.
     TrainTokenizer(train_tokenizer::TrainTokenizerArgs),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Models(a) => compare::run_models(a),
         Command::Compare(a) => compare::run_compare(a),
         Command::Train(a) => train::run(a),
+        Command::Experiment(a) => experiment::run(a),
         Command::TrainTokenizer(a) => train_tokenizer::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Detokenize(a) => tokenize::run_detokenize(a),

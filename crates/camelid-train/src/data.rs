@@ -664,6 +664,11 @@ impl<'a> Sequences<'a> {
         (self.tokens.len() - 1) / self.ctx
     }
 
+    /// The split's tokens.
+    pub fn tokens(&self) -> &'a TokenFile {
+        self.tokens
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -335,6 +335,48 @@ impl<'a> Trainer<'a> {
         Ok((loss, bpb))
     }
 
+    /// The mean validation loss at each position of windows of `ctx` tokens (nats per token,
+    /// `[ctx]`), over the first `windows` windows of the split in file order (at most all of
+    /// them): how much a token's context helps predict it. `ctx` may exceed the training
+    /// context (RoPE positions past it were never trained).
+    pub fn loss_by_position(
+        &self,
+        ws: &mut crate::grad::Workspace,
+        ctx: usize,
+        windows: usize,
+    ) -> Result<Vec<f64>, String> {
+        let val =
+            Sequences::in_order(self.val.tokens(), "validation", ctx).map_err(|e| e.to_string())?;
+        let n = windows.min(val.len()).max(1);
+        let micro = self.settings.micro_seqs.max(1);
+        let mut sums = vec![0.0f64; ctx];
+        let mut done = 0;
+        while done < n {
+            let k = micro.min(n - done);
+            let mut batch = crate::grad::Batch {
+                inputs: vec![0; k * ctx],
+                targets: vec![0; k * ctx],
+                n_seqs: k,
+                seq_len: ctx,
+            };
+            for j in 0..k {
+                val.window(
+                    done + j,
+                    &mut batch.inputs[j * ctx..][..ctx],
+                    &mut batch.targets[j * ctx..][..ctx],
+                );
+            }
+            let losses = ws.losses(&self.params, &batch).map_err(|e| e.to_string())?;
+            for row in losses.chunks_exact(ctx) {
+                for (s, &l) in sums.iter_mut().zip(row) {
+                    *s += l as f64;
+                }
+            }
+            done += k;
+        }
+        Ok(sums.into_iter().map(|s| s / n as f64).collect())
+    }
+
     /// The state that, with the model and optimizer files, resumes this run.
     pub fn state_json(&self, source: &serde_json::Value) -> serde_json::Value {
         let pos = self.train.pos;
@@ -789,6 +831,66 @@ mod tests {
             tok2.encode("Fair is foul", true, false),
             tok.encode("Fair is foul", true, false)
         );
+        let _ = fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn loss_by_position_averages_to_the_validation_loss() {
+        let tmp = std::env::temp_dir().join(format!("camelid-bypos-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let tok_path = testdata("tokenizer/spm-tiny.model");
+        let tok = camelid_model::tokenizer_load::load_tokenizer(&tok_path).unwrap();
+        let docs = collect_documents(&[testdata("train/corpus")]).unwrap();
+        let key = hash_files(&tok_path).unwrap();
+        let shards = prepare(&docs, &tok, &key, 0.25, &tmp, 1, &mut |_| {}).unwrap();
+        let config = camelid_model::Config {
+            n_vocab: tok.n_vocab(),
+            d_model: 8,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 4,
+            d_ff: 16,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: RopeScaling::None,
+            n_ctx_train: 4,
+            tied_embeddings: false,
+        };
+        let settings = Settings {
+            lr: 1e-2,
+            min_lr_ratio: 0.1,
+            warmup: 0,
+            steps: 1,
+            ctx: 4,
+            seqs_per_step: 3,
+            micro_seqs: 3,
+            seed: 3,
+            max_grad_norm: 1.0,
+            adamw: AdamWConfig::default(),
+            eval_seqs: 1000,
+        };
+        let params = crate::init::init_params(&config, 5);
+        let mut t = Trainer::new(params, settings, &shards, 0, Position::default()).unwrap();
+        let mut ws = crate::grad::Workspace::new(&config, 3, 8, 1);
+        let (loss, _) = t.evaluate(&mut ws).unwrap();
+        // Every window of 4 (the evaluation's), in micro-batches of 3 with a partial one.
+        let all = t.val_windows();
+        assert!(
+            !all.is_multiple_of(3),
+            "{all} windows: the last micro-batch should be partial"
+        );
+        let by_pos = t.loss_by_position(&mut ws, 4, usize::MAX).unwrap();
+        assert_eq!(by_pos.len(), 4);
+        let mean = by_pos.iter().sum::<f64>() / 4.0;
+        assert!(
+            (mean - loss as f64).abs() < 1e-5 * loss as f64,
+            "{mean} vs {loss}"
+        );
+        // Positions differ (the first token has no context), and longer windows than the
+        // training context are allowed.
+        assert!(by_pos.windows(2).any(|w| w[0] != w[1]));
+        assert_eq!(t.loss_by_position(&mut ws, 8, 1).unwrap().len(), 8);
         let _ = fs::remove_dir_all(&tmp);
     }
 
