@@ -91,6 +91,11 @@ pub fn run(lab: &mut Lab) -> Result<Report, LabError> {
     Ok(report(lab, s_ref, &runs, best, long.as_ref()))
 }
 
+/// FLOPs in scientific notation with three significant digits (`2.97e12`).
+fn flops(v: f64) -> String {
+    format!("{v:.2e}")
+}
+
 fn tokens_per_param(r: &RunResult) -> f64 {
     r.tokens as f64 / r.config.n_params() as f64
 }
@@ -123,7 +128,7 @@ fn report(
              multiply activations, D the training tokens), then the size below the best one is \
              trained on {LONG}× its share.",
             runs.len(),
-            format::sig3(budget)
+            flops(budget)
         ),
     );
     rep.h2("Results");
@@ -137,10 +142,10 @@ fn report(
                 format::thousands(r.config.n_params()),
                 format::thousands(r.tokens),
                 format!("{:.1}", tokens_per_param(r)),
-                format::sig3(r.train_flops()),
+                flops(r.train_flops()),
                 format!("{:.4}", r.val_bpb),
                 format!("{:.4}", r.val_loss),
-                format::sig3(infer_flops(r)),
+                flops(infer_flops(r)),
             ]
         })
         .collect();
@@ -274,8 +279,8 @@ fn llama_claim(runs: &[RunResult], best: usize, long: Option<&RunResult>) -> Str
         b.spec.name,
         format::thousands(l.config.n_params()),
         format::thousands(b.config.n_params()),
-        format::sig3(infer_flops(l)),
-        format::sig3(infer_flops(b)),
+        flops(infer_flops(l)),
+        flops(infer_flops(b)),
         pct(infer_flops(l), infer_flops(b))
     );
     let outcome = if l.val_loss <= b.val_loss {
@@ -387,7 +392,7 @@ fn flops_svg(runs: &[RunResult], long: Option<&RunResult>, budget: f64) -> Strin
         .clone()
         .fold((f64::INFINITY, 0f64), |(l, h), p| (l.min(p.0), h.max(p.0)));
     let (lo, hi) = pts.fold((f64::INFINITY, 0f64), |(l, h), p| (l.min(p.1), h.max(p.1)));
-    let x = Axis::log10(xlo, xhi, &|v| format::sig3(v)).title("training FLOPs (6·N·D)");
+    let x = Axis::log10(xlo, xhi, &|v| flops(v)).title("training FLOPs (6·N·D)");
     let y = Axis::linear(lo * 0.98, hi * 1.02, 0.0, &|v| format!("{v:.2}"))
         .title("validation bits per byte");
     let mut panel = LinePanel::new("loss-vs-flops", "Loss against training compute", x, y);
