@@ -12,7 +12,7 @@ use camelid_engine::eval::{
 use camelid_engine::eval_io::{
     LogitsWriter, PerplexityReport, ScoreReport, first_difference, kl_chunk, parse_tasks,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::load::{ComputeArgs, Loaded, MODEL_HELP};
@@ -79,11 +79,9 @@ pub fn read_nonempty(path: &Path) -> Result<String> {
 }
 
 fn progress(len: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let pb = crate::progress_bar(
+        len as u64,
+        "{msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
     );
     pb.set_message(what.to_string());
     pb

@@ -53,11 +53,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     if a.steps == Some(0) {
         bail!("--steps must be at least 1");
     }
-    let threads = match a.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => crate::load::thread_count(t),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = crate::load::threads_or_all(a.threads)?;
     let default_data = a.data.is_empty();
     let data = if default_data {
         fetch::Resolver::from_env()?.shakespeare()?

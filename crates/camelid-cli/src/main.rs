@@ -149,6 +149,18 @@ pub fn interrupt_flag() -> &'static AtomicBool {
     &FLAG
 }
 
+/// A progress bar on stderr drawn by `template` (indicatif's syntax).
+pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 /// A closed stdout (`camelid ... | head`) ends the program quietly, as it does for Unix tools.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use camelid_model::conversion::{self, Conversion};
 use camelid_model::convert::{self, Ftype, llama3_rope_divisors};
 use camelid_model::weights::{Checkpoint, Weights};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 #[derive(clap::Args)]
 pub struct QuantizeArgs {
@@ -183,11 +183,8 @@ impl convert::Progress for Bar {
 }
 
 fn progress_bar() -> Bar {
-    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
+    Bar(crate::progress_bar(
+        0,
         "{msg:28!} [{wide_bar}] {percent:>3}% {elapsed:>4} eta {eta:>4}",
-    ) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    Bar(pb)
+    ))
 }

@@ -13,7 +13,7 @@ use camelid_train::grad::Workspace;
 use camelid_train::session::{self, BatchOptions, NewRun, Opened, Source, Start, mib};
 use camelid_train::shape::{self, Overrides};
 use camelid_train::trainer::{self, Hooks, Output, Plan, StepRecord, Trainer};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::fetch;
 
@@ -230,12 +230,10 @@ fn prepare_data(s: &Source, tok: &Tokenizer, tok_path: &Path, threads: usize) ->
     } else {
         s.data.clone()
     };
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
+    let bar = crate::progress_bar(
+        0,
         "tokenizing {wide_bar} {bytes:>9}/{total_bytes:9} {bytes_per_sec:>11} {eta:>3}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    );
     let shards = session::prepare_data(s, &inputs, tok, tok_path, threads, &mut |p| match p {
         Progress::Start { bytes } => bar.set_length(bytes),
         Progress::Advance { bytes } => bar.inc(bytes),
@@ -265,12 +263,10 @@ fn train(
     eprintln!("{}", session::model_line(arch, &c, s.ctx));
     eprintln!("{}", session::batch_line(&s, threads, t.train_windows()));
     eprintln!("{}", session::memory_line(&mem));
-    let bar = ProgressBar::with_draw_target(Some(s.steps), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
+    let bar = crate::progress_bar(
+        s.steps,
         "step {pos}/{len} [{wide_bar}] {msg} {elapsed_precise} eta {eta_precise}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    );
     bar.set_position(t.step);
     let mut hooks = Printer {
         bar: bar.clone(),
