@@ -805,24 +805,10 @@ fn mlp_backward(
     linear::backward_input(k, th, w(li.w_gate), ff, d, dgate, &mut b.dxn[..n * d]);
     linear::backward_input(k, th, w(li.w_up), ff, d, dup, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    linear::backward_weight(
-        k,
-        th,
-        &mut b.lin,
-        dgate,
-        &a.xn2[..n * d],
-        (ff, d, 1.0),
-        &mut grads.tensors[li.w_gate].data,
-    );
-    linear::backward_weight(
-        k,
-        th,
-        &mut b.lin,
-        dup,
-        &a.xn2[..n * d],
-        (ff, d, 1.0),
-        &mut grads.tensors[li.w_up].data,
-    );
+    for (dy, t) in [(dgate, li.w_gate), (dup, li.w_up)] {
+        let g = &mut grads.tensors[t].data;
+        linear::backward_weight(k, th, &mut b.lin, dy, &a.xn2[..n * d], (ff, d, 1.0), g);
+    }
     norm_backward(
         cx,
         b,
@@ -885,33 +871,10 @@ fn attention_backward(
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
     linear::backward_input(k, th, w(li.wv), kv, d, dv, &mut b.tmp[..n * d]);
     add(&mut b.dxn[..n * d], &b.tmp[..n * d]);
-    linear::backward_weight(
-        k,
-        th,
-        &mut b.lin,
-        dq,
-        &a.xn1[..n * d],
-        (q, d, 1.0),
-        &mut grads.tensors[li.wq].data,
-    );
-    linear::backward_weight(
-        k,
-        th,
-        &mut b.lin,
-        dk,
-        &a.xn1[..n * d],
-        (kv, d, 1.0),
-        &mut grads.tensors[li.wk].data,
-    );
-    linear::backward_weight(
-        k,
-        th,
-        &mut b.lin,
-        dv,
-        &a.xn1[..n * d],
-        (kv, d, 1.0),
-        &mut grads.tensors[li.wv].data,
-    );
+    for (dy, t, rows) in [(dq, li.wq, q), (dk, li.wk, kv), (dv, li.wv, kv)] {
+        let g = &mut grads.tensors[t].data;
+        linear::backward_weight(k, th, &mut b.lin, dy, &a.xn1[..n * d], (rows, d, 1.0), g);
+    }
     norm_backward(
         cx,
         b,

@@ -650,6 +650,7 @@ mod tests {
     }
     use crate::data::{collect_documents, hash_files, prepare};
     use camelid_model::config::RopeScaling;
+    use camelid_tokenizer::Tokenizer;
 
     /// A stand-in for the forward/backward pass with the properties the loop relies on: the
     /// gradient depends on the parameters and on the batch's tokens, deterministically. (The
@@ -702,6 +703,31 @@ mod tests {
             .join(rel)
     }
 
+    /// The tiny tokenizer, the test corpus's shards in `cache` (a quarter held out) and a
+    /// one-layer GQA model of context `n_ctx` over that vocabulary.
+    fn tiny_run(cache: &Path, n_ctx: usize) -> (Tokenizer, Shards, camelid_model::Config) {
+        let tok_path = testdata("tokenizer/spm-tiny.model");
+        let tok = camelid_model::tokenizer_load::load_tokenizer(&tok_path).unwrap();
+        let docs = collect_documents(&[testdata("train/corpus")]).unwrap();
+        let key = hash_files(&tok_path).unwrap();
+        let shards = prepare(&docs, &tok, &key, 0.25, cache, 1, &mut |_| {}).unwrap();
+        let config = camelid_model::Config {
+            n_vocab: tok.n_vocab(),
+            d_model: 8,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 4,
+            d_ff: 16,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: RopeScaling::None,
+            n_ctx_train: n_ctx,
+            tied_embeddings: false,
+        };
+        (tok, shards, config)
+    }
+
     fn losses(dir: &Path) -> Vec<(u64, String)> {
         fs::read_to_string(dir.join("log.jsonl"))
             .unwrap()
@@ -720,25 +746,7 @@ mod tests {
     fn a_run_stopped_and_resumed_is_bit_identical_and_loads_in_camelid() {
         let tmp = std::env::temp_dir().join(format!("camelid-trainer-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
-        let tok_path = testdata("tokenizer/spm-tiny.model");
-        let tok = camelid_model::tokenizer_load::load_tokenizer(&tok_path).unwrap();
-        let docs = collect_documents(&[testdata("train/corpus")]).unwrap();
-        let key = hash_files(&tok_path).unwrap();
-        let shards = prepare(&docs, &tok, &key, 0.25, &tmp.join("cache"), 1, &mut |_| {}).unwrap();
-        let config = camelid_model::Config {
-            n_vocab: tok.n_vocab(),
-            d_model: 8,
-            n_layers: 1,
-            n_heads: 2,
-            n_kv_heads: 1,
-            head_dim: 4,
-            d_ff: 16,
-            norm_eps: 1e-5,
-            rope_theta: 10000.0,
-            rope_scaling: RopeScaling::None,
-            n_ctx_train: 8,
-            tied_embeddings: false,
-        };
+        let (tok, shards, config) = tiny_run(&tmp.join("cache"), 8);
         let settings = Settings {
             lr: 1e-2,
             min_lr_ratio: 0.1,
@@ -765,7 +773,7 @@ mod tests {
             dir: tmp.join(name),
             bos: tok.bos(),
             eos: tok.eos(),
-            tokenizer_files: checkpoint::tokenizer_files(&tok_path),
+            tokenizer_files: checkpoint::tokenizer_files(&testdata("tokenizer/spm-tiny.model")),
             source: serde_json::json!({"test": name}),
         };
         let init = crate::init::init_params(&config, 1);
@@ -838,25 +846,7 @@ mod tests {
     fn loss_by_position_averages_to_the_validation_loss() {
         let tmp = std::env::temp_dir().join(format!("camelid-bypos-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
-        let tok_path = testdata("tokenizer/spm-tiny.model");
-        let tok = camelid_model::tokenizer_load::load_tokenizer(&tok_path).unwrap();
-        let docs = collect_documents(&[testdata("train/corpus")]).unwrap();
-        let key = hash_files(&tok_path).unwrap();
-        let shards = prepare(&docs, &tok, &key, 0.25, &tmp, 1, &mut |_| {}).unwrap();
-        let config = camelid_model::Config {
-            n_vocab: tok.n_vocab(),
-            d_model: 8,
-            n_layers: 1,
-            n_heads: 2,
-            n_kv_heads: 1,
-            head_dim: 4,
-            d_ff: 16,
-            norm_eps: 1e-5,
-            rope_theta: 10000.0,
-            rope_scaling: RopeScaling::None,
-            n_ctx_train: 4,
-            tied_embeddings: false,
-        };
+        let (_, shards, config) = tiny_run(&tmp, 4);
         let settings = Settings {
             lr: 1e-2,
             min_lr_ratio: 0.1,
