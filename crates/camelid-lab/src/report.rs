@@ -104,7 +104,7 @@ impl Report {
             ));
         }
         self.para(&format!(
-            "{} build; {} compute threads on a machine with {cores} usable cores; load average \
+            "{} build; {} compute thread{} on a machine with {cores} usable cores; load average \
              (1, 5, 15 min) {} at the start and {} at the end; the study took {:.1} min. Times \
              and speeds are measured on this machine as it was (other work included) and are \
              not part of what a rerun reproduces; losses are.",
@@ -114,6 +114,7 @@ impl Report {
                 "A release camelid"
             },
             lab.opts.threads,
+            if lab.opts.threads == 1 { "" } else { "s" },
             lab.load_at_start.as_deref().unwrap_or("unknown"),
             load_average().as_deref().unwrap_or("unknown"),
             lab.started.elapsed().as_secs_f64() / 60.0
