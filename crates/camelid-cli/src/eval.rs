@@ -218,7 +218,7 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
         per_chunk.push(s.chunk_json(i));
         lines.line(&s.chunk_line(i));
     })
-    .with_context(|| format!("against {}", base.display()))?;
+    .with_context(|| format!("KL divergence against {}", base.display()))?;
     drop(lines);
     let s = stats.summary();
     if a.json {
