@@ -217,8 +217,8 @@ impl Kernels {
 
     /// Several products of the same activations, `out_i = w_i · x` as [`Kernels::matmul`] gives
     /// each, in one hand-out of work to the threads: the activations are quantized once and the
-    /// threads meet once, where a decode step of a small model otherwise spends a good part of
-    /// its time waking workers and waiting for them (the q, k and v projections, gate and up).
+    /// threads meet once, where separate products pay both per product (the q, k and v
+    /// projections, gate and up: 5 meetings a layer instead of 8 in a decode step).
     pub fn matmuls(&self, x: &[f32], products: &mut [(WeightView, &mut [f32])], threads: usize) {
         self.matmuls_with(x, products, threads, self.precision);
     }
