@@ -120,6 +120,15 @@ pub trait Ops {
     /// Copies the rows whose [`Row::out`] is `want`, in batch order, to the first rows of
     /// `out`; returns how many.
     fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize;
+    /// Narrows the batch to its rows that give something back ([`Row::out`] not
+    /// [`Out::None`]), in batch order: their rows of each of `bufs` move to the front, and
+    /// the ops that follow (products, norms, `silu_mul`, `add`, `gather_rows`; no more
+    /// per-position ops) see only them. Returns how many rows the batch has now. A backend may
+    /// keep every row, as this default does: it returns `n`, the rows so far.
+    fn keep_output_rows(&mut self, bufs: &[Buf], n: usize) -> usize {
+        let _ = bufs;
+        n
+    }
 }
 
 /// One sequence's keys and values, in a backend's memory; [`crate::State`] holds one.

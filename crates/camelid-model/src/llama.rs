@@ -379,7 +379,7 @@ impl Model {
 /// head_dim, `ff` = d_ff, `V` = n_vocab, `R` rows that want logits, `H` rows that want hidden
 /// states.
 pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
-    let b = rows.len();
+    let mut b = rows.len();
 
     // Embedding lookup: x[t] = token_embd[token t].  x: [B, d]
     ops.embed(Buf::X);
@@ -405,6 +405,13 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
 
         // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
         ops.attention(l, Buf::Q, Buf::Att);
+
+        // The rest of the last layer matters only to the rows that give something back (every
+        // row's keys and values are cached above): the others leave the batch here, as they
+        // leave llama.cpp's graph (`inp_out_ids`).  [B, *] -> [R + H, *]
+        if l + 1 == c.n_layers {
+            b = ops.keep_output_rows(&[Buf::X, Buf::Att], b);
+        }
 
         // Output projection and residual: x += Wo · att.
         ops.matmul(Mat::O(l), Buf::Att, Buf::Proj, b);
