@@ -100,6 +100,13 @@ pub trait Ops {
     fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize);
     /// `out[t, r] = Σ_c w[r, c] · x[t, c]`, `t < n`.
     fn matmul(&mut self, w: Mat, x: Buf, out: Buf, n: usize);
+    /// [`Ops::matmul`] of each `(w, out)` of `products` with the same `x`; a backend may run
+    /// them as one operation (the results are those of the separate products).
+    fn matmuls(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize) {
+        for &(w, out) in products {
+            self.matmul(w, x, out, n);
+        }
+    }
     /// Rotates the pairs of every head of `x[t]` by the angles of position `rows[t].pos`.
     fn rope(&mut self, x: Buf);
     /// Writes `k[t]` and `v[t]` into layer `layer` of row `t`'s sequence cache at its position.

@@ -281,6 +281,38 @@ impl Ops for CpuOps<'_, '_> {
         );
     }
 
+    fn matmuls(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize) {
+        if !(2..=3).contains(&products.len()) {
+            for &(w, o) in products {
+                self.matmul(w, x, o, n);
+            }
+            return;
+        }
+        let distinct = products
+            .iter()
+            .enumerate()
+            .all(|(i, &(_, o))| o != x && products[..i].iter().all(|&(_, p)| p != o));
+        assert!(distinct, "a product writes its input or another's output");
+        let be = self.be;
+        let xs = self.buf(x).0 as *const [f32];
+        let mut out = |(w, o): (Mat, Buf)| {
+            let view = be.weight(w);
+            let s = self.buf(o).0 as *mut [f32];
+            // SAFETY: the buffers of `products` and `x` are distinct (checked above), and every
+            // `Buf` is a separate allocation, so the slices do not overlap.
+            (view, unsafe { &mut (&mut *s)[..n * view.rows] })
+        };
+        // SAFETY: as above.
+        let xs = unsafe { &(&*xs)[..n * be.weight(products[0].0).cols] };
+        match *products {
+            [a, b] => be.kernels.matmuls(xs, &mut [out(a), out(b)], be.threads),
+            [a, b, c] => be
+                .kernels
+                .matmuls(xs, &mut [out(a), out(b), out(c)], be.threads),
+            _ => unreachable!("two or three products"),
+        }
+    }
+
     fn rope(&mut self, x: Buf) {
         let be = self.be;
         let rows = self.rows;

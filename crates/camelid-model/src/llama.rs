@@ -387,9 +387,15 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
     for l in 0..c.n_layers {
         // Attention block: xn = rms(x); q, k, v projections.  [B, d] -> [B, q], [B, kv]
         ops.rmsnorm(Buf::Xn, Buf::X, Norm::Attn(l), b);
-        ops.matmul(Mat::Q(l), Buf::Xn, Buf::Q, b);
-        ops.matmul(Mat::K(l), Buf::Xn, Buf::K, b);
-        ops.matmul(Mat::V(l), Buf::Xn, Buf::V, b);
+        ops.matmuls(
+            Buf::Xn,
+            &[
+                (Mat::Q(l), Buf::Q),
+                (Mat::K(l), Buf::K),
+                (Mat::V(l), Buf::V),
+            ],
+            b,
+        );
 
         // RoPE on q and k, then k and v go into their sequence's cache at their positions.
         // Cache layout per sequence: [n_layers, C, kv].
@@ -413,8 +419,11 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
 
         // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
         ops.rmsnorm(Buf::Xn, Buf::X, Norm::Ffn(l), b);
-        ops.matmul(Mat::Gate(l), Buf::Xn, Buf::Gate, b);
-        ops.matmul(Mat::Up(l), Buf::Xn, Buf::Up, b);
+        ops.matmuls(
+            Buf::Xn,
+            &[(Mat::Gate(l), Buf::Gate), (Mat::Up(l), Buf::Up)],
+            b,
+        );
         ops.silu_mul(Buf::Gate, Buf::Up, b);
         ops.matmul(Mat::Down(l), Buf::Gate, Buf::Proj, b);
         ops.add(Buf::X, Buf::Proj, b);
