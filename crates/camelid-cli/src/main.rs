@@ -70,7 +70,7 @@ enum Command {
     /// Pre-train a Llama model on text (default: Shakespeare), with checkpoints that camelid and
     /// transformers load.
     Train(Box<train::TrainArgs>),
-    /// Train and measure a study of the Llama papers' claims (gqa, scaling, context) and write a
+    /// Train and measure a study of the Llama papers' claims (gqa, scaling, context, vocab) and write a
     /// Markdown report with SVG charts.
     Experiment(experiment::ExperimentArgs),
     /// Train a BPE vocabulary (byte-level as Llama 3, or SentencePiece-style as Llama 2) on

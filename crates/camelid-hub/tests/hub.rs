@@ -1251,6 +1251,26 @@ fn preset_vocabularies_fetched_with_pip() {
     let _ = fs::remove_dir_all(&cache);
 }
 
+/// The real fetch of the vocab study's Japanese text by Debian package name (needs apt and its
+/// package lists; `apt-get download` needs no root): `cargo test -p camelid-hub -- --ignored`.
+#[test]
+#[ignore = "downloads the 2 MB Debian package debian-reference-ja with apt-get"]
+fn japanese_text_fetched_with_apt() {
+    let cache = scratch("japanese_apt");
+    let python = std::env::var("CAMELID_PYTHON").unwrap_or_else(|_| "python3".into());
+    let r = resolver(&cache, &python, Vec::new());
+    let p = r.japanese_text().unwrap();
+    let text = fs::read_to_string(&p).unwrap();
+    assert_eq!(text.len() as u64, camelid_hub::JAPANESE_TEXT.artifact.size);
+    assert!(text.contains("Debian リファレンス"), "{}", &text[..200]);
+    let notes = take_notes();
+    assert!(
+        notes[0].contains("debian-reference-ja=2.100 (apt-get)"),
+        "{notes:?}"
+    );
+    let _ = fs::remove_dir_all(&cache);
+}
+
 /// The name `camelid serve` lists a model by.
 #[test]
 fn a_model_goes_by_its_file_or_folder_name() {

@@ -1,5 +1,5 @@
 //! Studies that test what each Llama generation changed, at a scale that fits two cores:
-//! `camelid experiment gqa|scaling|context`. Each study trains a few models in-process with
+//! `camelid experiment gqa|scaling|context|vocab`. Each study trains a few models in-process with
 //! camelid-train (exactly what the `camelid train` command it records would do: same shapes,
 //! settings, initialisation and data order, so the same seed gives the same numbers), measures
 //! them, and writes a Markdown report with SVG charts whose every number comes from those runs.
@@ -11,12 +11,15 @@
 //! - [`scaling`]: a sweep of sizes at one training compute; the LLaMA argument on the Chinchilla
 //!   curve.
 //! - [`context`]: training context 256 vs 1024 at equal tokens; loss by position.
+//! - [`vocab`]: byte-level vocabularies of 1K to 32K on English and Japanese; tokens per
+//!   character, and bits per byte at equal training tokens (Llama 3).
 
 pub mod context;
 pub mod gqa;
 pub mod report;
 pub mod run;
 pub mod scaling;
+pub mod vocab;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,10 +32,11 @@ pub enum Study {
     Gqa,
     Scaling,
     Context,
+    Vocab,
 }
 
 impl Study {
-    pub const ALL: [Study; 3] = [Study::Gqa, Study::Scaling, Study::Context];
+    pub const ALL: [Study; 4] = [Study::Gqa, Study::Scaling, Study::Context, Study::Vocab];
 
     pub fn parse(s: &str) -> Option<Study> {
         Study::ALL.into_iter().find(|x| x.name() == s)
@@ -43,6 +47,7 @@ impl Study {
             Study::Gqa => "gqa",
             Study::Scaling => "scaling",
             Study::Context => "context",
+            Study::Vocab => "vocab",
         }
     }
 
@@ -52,6 +57,7 @@ impl Study {
             Study::Gqa => gqa::run(lab)?,
             Study::Scaling => scaling::run(lab)?,
             Study::Context => context::run(lab)?,
+            Study::Vocab => vocab::run(lab)?,
         };
         report.write(lab)
     }

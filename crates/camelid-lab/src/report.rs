@@ -74,9 +74,9 @@ impl Report {
     pub fn write(mut self, lab: &Lab) -> Result<PathBuf, LabError> {
         self.h2("Runs");
         self.para(
-            "Each run is what its `camelid train` command makes (the tokenizer is the file \
-             beside this report; `--data` absent means the default Shakespeare text). The \
-             checkpoints are under `runs/`.",
+            "Each run is what its `camelid train` command makes (the tokenizer is the file its \
+             `--tokenizer` names, in this report's folder; `--data` absent means the default \
+             Shakespeare text). The checkpoints are under `runs/`.",
         );
         let rows: Vec<Vec<String>> = self
             .runs
@@ -104,11 +104,17 @@ impl Report {
             ));
         }
         self.para(&format!(
-            "{} compute threads on a machine with {cores} usable cores; load average (1, 5, 15 \
-             min) {} at the start and {} at the end; the study took {:.1} min. Times and speeds \
-             are measured on this machine as it was (other work included) and are not part of \
-             what a rerun reproduces; losses are.",
+            "{} build; {} compute thread{} on a machine with {cores} usable cores; load average \
+             (1, 5, 15 min) {} at the start and {} at the end; the study took {:.1} min. Times \
+             and speeds are measured on this machine as it was (other work included) and are \
+             not part of what a rerun reproduces; losses are.",
+            if cfg!(debug_assertions) {
+                "A dev (debug-assertions) camelid"
+            } else {
+                "A release camelid"
+            },
             lab.opts.threads,
+            if lab.opts.threads == 1 { "" } else { "s" },
             lab.load_at_start.as_deref().unwrap_or("unknown"),
             load_average().as_deref().unwrap_or("unknown"),
             lab.started.elapsed().as_secs_f64() / 60.0

@@ -25,6 +25,7 @@ pub const TOKENIZER_FILE: &str = "tokenizer.model";
 const VAL_FRACTION: f64 = 0.05;
 
 /// What a study is given.
+#[derive(Clone, Debug)]
 pub struct Options {
     /// The study's folder: the report, its charts, `tokenizer.model` and `runs/`.
     pub out: PathBuf,
@@ -32,6 +33,10 @@ pub struct Options {
     pub data: Vec<PathBuf>,
     /// Whether `data` is `camelid train`'s default text (its commands then name no `--data`).
     pub default_data: bool,
+    /// The vocabulary study's Japanese text (files; each is cut into documents).
+    pub japanese: Vec<PathBuf>,
+    /// Whether `japanese` is the default Japanese text (its command then names no `--japanese`).
+    pub default_japanese: bool,
     /// Where token shards are kept (camelid train's cache).
     pub cache: PathBuf,
     pub threads: usize,
@@ -81,6 +86,11 @@ impl Lab {
         std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
         let tok_path = opts.out.join(TOKENIZER_FILE);
         std::fs::write(&tok_path, TOKENIZER).map_err(io_err(&tok_path))?;
+        Lab::with_tokenizer(opts, tok_path, say)
+    }
+
+    /// A lab on `opts.data` tokenized by the tokenizer file `tok_path`.
+    fn with_tokenizer(opts: Options, tok_path: PathBuf, say: fn(&str)) -> Result<Lab, LabError> {
         let tok = session::open_tokenizer(&tok_path)?;
         let docs =
             data::collect_documents(&opts.data).map_err(|e| LabError::Train(e.to_string()))?;
@@ -108,6 +118,24 @@ impl Lab {
         })
     }
 
+    /// A lab in the same folder on other text (not `camelid train`'s default) and another
+    /// tokenizer: the vocabulary study's runs, one per language and vocabulary.
+    pub fn sub(&self, tok_path: PathBuf, data: Vec<PathBuf>) -> Result<Lab, LabError> {
+        let opts = Options {
+            data,
+            default_data: false,
+            ..self.opts.clone()
+        };
+        let mut lab = Lab::with_tokenizer(opts, tok_path, self.say)?;
+        lab.load_at_start = self.load_at_start.clone();
+        lab.started = self.started;
+        Ok(lab)
+    }
+
+    pub fn tokenizer_path(&self) -> &Path {
+        &self.tok_path
+    }
+
     /// The budget in seconds, less a margin for evaluations, decoding and the report.
     pub fn budget_secs(&self) -> f64 {
         self.opts.minutes * 60.0 * 0.85
@@ -123,6 +151,11 @@ impl Lab {
         );
         if !self.opts.default_data {
             c.push_str(&data_flags(&self.opts.data));
+        }
+        if study == Study::Vocab && !self.opts.default_japanese {
+            for j in &self.opts.japanese {
+                c.push_str(&format!(" --japanese {}", j.display()));
+            }
         }
         if self.opts.smoke {
             c.push_str(" --smoke");
@@ -316,7 +349,7 @@ impl Lab {
 }
 
 /// ` --data A --data B` (one flag per path, as `camelid train` takes them).
-fn data_flags(data: &[PathBuf]) -> String {
+pub fn data_flags(data: &[PathBuf]) -> String {
     data.iter()
         .map(|d| format!(" --data {}", d.display()))
         .collect()
@@ -398,7 +431,7 @@ impl RunSpec {
             " --tokenizer {} --preset tiny --arch llama2 --dim {} --layers {} --heads {} \
              --kv-heads {} --ffn {} --ctx {} --steps {} --batch-tokens {} --micro-batch {} \
              --lr {} --eval-every {} --eval-tokens {} --seed {} --out {}",
-            lab.opts.out.join(TOKENIZER_FILE).display(),
+            lab.tok_path.display(),
             self.d_model,
             self.n_layers,
             self.n_heads,

@@ -36,6 +36,52 @@ fn corpus(dir: &Path) -> Vec<PathBuf> {
     vec![dir.to_path_buf()]
 }
 
+/// 40 files of made-up Japanese sentences (deterministic), each one document of the vocab study.
+fn japanese(dir: &Path) -> Vec<PathBuf> {
+    let words = [
+        "猫",
+        "は",
+        "名前",
+        "が",
+        "まだ",
+        "無い",
+        "どこ",
+        "で",
+        "生れた",
+        "か",
+        "とんと",
+        "見当",
+        "つかぬ",
+        "何",
+        "でも",
+        "薄暗い",
+        "所",
+        "泣いて",
+        "いた",
+        "事",
+        "だけ",
+        "記憶",
+        "する",
+        "apt-get",
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    let mut x: u64 = 5;
+    for d in 0..40 {
+        let mut text = String::new();
+        for i in 0..150 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push_str(words[(x >> 33) as usize % words.len()]);
+            if i % 12 == 11 {
+                text.push_str("。\n    ");
+            }
+        }
+        std::fs::write(dir.join(format!("ja{d:02}.txt")), text).unwrap();
+    }
+    vec![dir.to_path_buf()]
+}
+
 /// `tag` names the test's scratch folder (tests run in parallel).
 fn study(study: Study, steps: Option<u64>, tag: &str) -> (PathBuf, String, serde_json::Value) {
     let root = scratch(tag);
@@ -43,6 +89,8 @@ fn study(study: Study, steps: Option<u64>, tag: &str) -> (PathBuf, String, serde
         out: root.join("report"),
         data: corpus(&root.join("text")),
         default_data: false,
+        japanese: japanese(&root.join("japanese")),
+        default_japanese: false,
         cache: root.join("cache"),
         threads: 2,
         seed: 11,
@@ -193,6 +241,8 @@ fn a_folder_with_files_is_refused() {
         out: root.join("report"),
         data: corpus(&root.join("text")),
         default_data: false,
+        japanese: Vec::new(),
+        default_japanese: false,
         cache: root.join("cache"),
         threads: 1,
         seed: 0,
@@ -216,6 +266,8 @@ fn a_rerun_with_reuse_reads_the_finished_runs_back() {
         out: dir.clone(),
         data: vec![root.join("text")],
         default_data: false,
+        japanese: Vec::new(),
+        default_japanese: false,
         cache: root.join("cache"),
         threads: 1,
         seed: 11,
@@ -238,4 +290,90 @@ fn a_rerun_with_reuse_reads_the_finished_runs_back() {
     let mut lab = Lab::open(opts(true, 5), |_| {}).unwrap();
     let e = Study::Context.run(&mut lab).unwrap_err().to_string();
     assert!(e.contains("holds another run than ctx8"), "{e}");
+}
+
+#[test]
+fn vocab_study_reports_compression_quality_and_embedding_share() {
+    let (dir, md, json) = study(Study::Vocab, Some(3), "vocab");
+    let runs = json["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "en-270", "en-290", "en-310", "en-330", "ja-270", "ja-290", "ja-310", "ja-330"
+        ]
+    );
+    // Equal training tokens: every run the same steps.
+    assert!(runs.iter().all(|r| r["tokens"] == runs[0]["tokens"]));
+    // Each vocabulary has its train-tokenizer command in the report, naming the training
+    // documents alone, and its tokens per character are the held-out tokens over the held-out
+    // characters counted here.
+    let toks = json["results"]["tokenizers"].as_array().unwrap();
+    assert_eq!(toks.len(), 8);
+    for t in toks {
+        let cmd = t["command"].as_str().unwrap();
+        assert!(
+            cmd.starts_with("camelid train-tokenizer --kind byte-level --vocab-size "),
+            "{cmd}"
+        );
+        assert!(md.contains(&format!("`{cmd}`")), "the report lacks {cmd}");
+        let lang = t["language"].as_str().unwrap();
+        assert!(cmd.contains(&format!("text/{lang}/train ")), "{cmd}");
+        let val = dir.join("text").join(lang).join("val");
+        let chars: usize = std::fs::read_dir(&val)
+            .unwrap()
+            .map(|e| {
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .chars()
+                    .count()
+            })
+            .sum();
+        let tpc = t["tokens_per_char"].as_f64().unwrap();
+        let expect = t["val_tokens"].as_f64().unwrap() / chars as f64;
+        assert!((tpc - expect).abs() < 1e-12, "{tpc} against {expect}");
+        assert!(md.contains(&format!("{tpc:.4}")), "{tpc} not in the report");
+        let tok = dir
+            .join("tokenizers")
+            .join(t["name"].as_str().unwrap())
+            .join("tokenizer.json");
+        assert!(tok.is_file(), "{}", tok.display());
+    }
+    // The Japanese text lost its indentation on the way into documents.
+    let ja = dir.join("text").join("ja").join("train");
+    let first = std::fs::read_dir(&ja)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(!std::fs::read_to_string(first).unwrap().contains("\n "));
+    for (file, y_title) in [
+        ("vocab-tokens-per-char.svg", "tokens per character"),
+        ("vocab-bpb.svg", "validation bits per byte"),
+        ("vocab-embedding-share.svg", "share of parameters (%)"),
+    ] {
+        let doc = chart(&dir, file, &md);
+        assert_eq!(keys(&doc), ["en", "ja"], "{file}");
+        assert_eq!(
+            axis_titles(&doc),
+            [y_title, "vocabulary size (tokens)"],
+            "{file}"
+        );
+        for s in doc.class("series") {
+            assert_eq!(s.all(&|e| e.name == "circle").len(), 4, "{file}");
+        }
+    }
+    // The embedding share grows with the vocabulary.
+    let share: Vec<f64> = json["results"]["embedding_share"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        share[0] < share[1] && share[1] < share[2] && share[2] < share[3],
+        "{share:?}"
+    );
+    assert!(md.contains("**Claim (Llama 3"));
 }

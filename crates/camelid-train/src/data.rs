@@ -451,6 +451,17 @@ pub fn open_shards(dir: &Path) -> Result<Shards, DataError> {
 
 type Named = (String, String);
 
+/// The (train, validation) split [`prepare`] makes of these `(name, text)` documents, so that a
+/// caller can use the training documents alone (a tokenizer trained without the held-out text).
+pub fn split_documents(mut texts: Vec<Named>, val_fraction: f64) -> (Vec<Named>, Vec<Named>) {
+    texts.retain(|(_, t)| !t.is_empty());
+    let hashes: Vec<[u8; 32]> = texts
+        .iter()
+        .map(|(_, t)| Sha256::digest(t.as_bytes()).into())
+        .collect();
+    split(texts, &hashes, val_fraction)
+}
+
 /// Documents → (train, val), see the module documentation.
 fn split(texts: Vec<Named>, hashes: &[[u8; 32]], fraction: f64) -> (Vec<Named>, Vec<Named>) {
     if fraction <= 0.0 {
