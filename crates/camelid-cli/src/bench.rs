@@ -13,10 +13,7 @@
 //! llama-bench's does, also an untied embedding table of which decode reads one row per token.
 //! Only the CPU backend gets a ceiling: it measures host memory.
 
-use anyhow::{Result, bail};
-use camelid_engine::bench::{
-    Report, bench_tokens, decode_speed, kv_cache_bytes, peak_rss, prompt_speed,
-};
+use anyhow::Result;
 
 use crate::load::LoadArgs;
 
@@ -39,60 +36,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
-    if a.reps == 0 {
-        bail!("-r must be at least 1");
-    }
-    if a.n_prompt == 0 && a.n_gen == 0 {
-        bail!("nothing to measure: -p and -n are both 0");
-    }
+    camelid_engine::bench::check(a.n_prompt, a.n_gen, a.reps).map_err(anyhow::Error::msg)?;
     let l = &a.load;
     let (path, model) =
         crate::load::open_resolved(l.model.as_deref(), l.device, l.threads, l.precision)?;
-    let n_ctx = a.n_prompt.max(a.n_gen).max(1);
-    if n_ctx > model.config.n_ctx_train {
-        bail!(
-            "{n_ctx} tokens exceed the model's context of {}",
-            model.config.n_ctx_train
-        );
-    }
-    let tokens = bench_tokens(model.config.n_vocab, n_ctx);
-    let mut state = model.new_state(n_ctx)?;
-    let device = model.device();
-    let ceiling =
-        (device.device == "cpu").then(|| camelid_kernels::bandwidth::read_ceiling(model.threads()));
-    let mut stats = Vec::new();
-    if a.n_prompt > 0 {
-        stats.push(prompt_speed(
-            &model,
-            &mut state,
-            &tokens[..a.n_prompt],
-            a.reps,
-        )?);
-    }
-    if a.n_gen > 0 {
-        stats.push(decode_speed(
-            &model,
-            &mut state,
-            &tokens[..a.n_gen],
-            a.reps,
-        )?);
-    }
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |f| f.to_string_lossy().into_owned(),
-    );
-    let report = Report {
-        path: path.display().to_string(),
-        name,
-        n_params: model.config.n_params(),
-        n_threads: model.threads(),
-        device,
-        precision: format!("{:?}", model.precision()).to_lowercase(),
-        peak_rss: peak_rss(),
-        kv_cache_bytes: kv_cache_bytes(&model.config, n_ctx),
-        ceiling,
-        stats,
-    };
+    let report = camelid_engine::bench::run(&model, &path, a.n_prompt, a.n_gen, a.reps)
+        .map_err(anyhow::Error::msg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

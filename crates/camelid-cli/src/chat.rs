@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use camelid_engine::GenParams;
 use camelid_engine::chat::{BUILTIN_NAMES, ChatTemplate};
-use camelid_engine::conversation::{Conversation, ConversationError, Event, MessageReader, Reply};
+use camelid_engine::conversation::{
+    Command, Conversation, ConversationError, Event, MessageReader, Reply,
+};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
@@ -161,24 +163,10 @@ impl Chat<'_> {
 
     /// Runs a `/command`; false when it asks to leave.
     fn command(&mut self, line: &str) -> bool {
-        let (cmd, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        match cmd {
-            "/exit" | "/quit" | "/bye" => return false,
-            "/reset" | "/clear" => {
-                self.conv.reset();
-                eprintln!("[conversation cleared]");
-            }
-            "/system" => {
-                let arg = arg.trim();
-                self.conv
-                    .set_system((!arg.is_empty()).then(|| arg.to_string()));
-                match self.conv.system() {
-                    Some(_) => eprintln!("[system prompt set; conversation cleared]"),
-                    None => eprintln!("[system prompt removed; conversation cleared]"),
-                }
-            }
-            "/help" | "/?" => eprintln!("{AFTER_HELP}"),
-            _ => eprintln!("[unknown command {cmd}; /help lists them]"),
+        match self.conv.command(line) {
+            Command::Leave => return false,
+            Command::Help => eprintln!("{AFTER_HELP}"),
+            Command::Note(note) => eprintln!("{note}"),
         }
         true
     }

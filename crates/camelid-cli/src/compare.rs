@@ -6,14 +6,12 @@
 //! models and their tokenizers, reads the texts, and prints.
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use anyhow::{Context, Result};
 use camelid_engine::compare::{
-    Comparison, Entry, FOOTNOTES, PplOptions, compare, models_table, table,
+    Comparison, Entry, FOOTNOTES, PplOptions, compare, entry_tokenizers, models_table, table,
 };
 use camelid_model::config::{find_preset, preset_ids, presets};
-use camelid_model::tokenizer_load::{checkpoint_tokenizer, load_tokenizer};
 use camelid_model::weights::Checkpoint;
 use camelid_tokenizer::Tokenizer;
 use serde_json::{Value, json};
@@ -102,50 +100,6 @@ fn resolve(arg: &str) -> Result<Entry> {
     })
 }
 
-/// The tokenizer of every entry, or why it has none: a preset's vocabulary is fetched on first
-/// use (each one once, however many presets share it), and one that cannot be had fails its
-/// entry's figures, not the comparison.
-fn entry_tokenizers(entries: &[Entry]) -> Vec<Result<Rc<Tokenizer>, String>> {
-    let presets: Vec<&str> = entries
-        .iter()
-        .filter(|e| e.file.is_none())
-        .map(|e| e.label.as_str())
-        .collect();
-    let vocabs = if presets.is_empty() {
-        Vec::new()
-    } else {
-        match fetch::Resolver::from_env() {
-            Ok(r) => r.preset_vocabularies(&presets),
-            Err(e) => presets.iter().map(|_| Err(format!("{e:#}"))).collect(),
-        }
-    };
-    let mut vocabs = vocabs.into_iter();
-    let mut loaded: Vec<(PathBuf, Rc<Tokenizer>)> = Vec::new();
-    let mut load = |path: PathBuf| {
-        if let Some((_, t)) = loaded.iter().find(|(p, _)| *p == path) {
-            return Ok(Rc::clone(t));
-        }
-        let t = load_tokenizer(&path)
-            .map(Rc::new)
-            .with_context(|| format!("cannot load a tokenizer from {}", path.display()))
-            .map_err(|e| format!("{e:#}"))?;
-        loaded.push((path, Rc::clone(&t)));
-        Ok(t)
-    };
-    entries
-        .iter()
-        .map(|e| match &e.file {
-            None => vocabs.next().expect("one per preset").and_then(&mut load),
-            Some(p) => file_tokenizer(p).map(Rc::new).map_err(|e| format!("{e:#}")),
-        })
-        .map(|t| t.map_err(|why| format!("no tokenizer: {why}")))
-        .collect()
-}
-
-fn file_tokenizer(p: &Path) -> Result<Tokenizer> {
-    Ok(checkpoint_tokenizer(&Checkpoint::open(p)?)?)
-}
-
 pub fn run_compare(a: &CompareArgs) -> Result<()> {
     let entries = a
         .models
@@ -160,7 +114,10 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
     let tokenizers = if texts.is_empty() {
         Vec::new()
     } else {
-        entry_tokenizers(&entries)
+        entry_tokenizers(&entries, |presets| match fetch::Resolver::from_env() {
+            Ok(r) => r.preset_vocabularies(presets),
+            Err(e) => presets.iter().map(|_| Err(format!("{e:#}"))).collect(),
+        })
     };
     let load_args = LoadArgs {
         model: None,

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use camelid_engine::eval::{
-    self, Chunks, KlStats, KlSummary, LogitsHeader, chunk_bos, eval_chunk, score_task,
+    self, Chunks, EvalError, KlSummary, LogitsHeader, chunk_bos, score_task,
 };
 use camelid_engine::eval_io::{
-    LogitsWriter, PerplexityReport, ScoreReport, first_difference, kl_chunk, parse_tasks,
+    LogitsWriter, PerplexityReport, ScoreReport, first_difference, kl_run, parse_tasks,
 };
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -78,13 +78,38 @@ pub fn read_nonempty(path: &Path) -> Result<String> {
     Ok(text)
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
-    let pb = crate::progress_bar(
-        len as u64,
-        "{msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-    );
-    pb.set_message(what.to_string());
-    pb
+/// A progress bar over a run's items that prints each item's table line above it, under a
+/// header; nothing with --json.
+struct Lines {
+    pb: ProgressBar,
+    json: bool,
+}
+
+impl Lines {
+    fn new(len: usize, what: &str, header: Option<&str>, json: bool) -> Lines {
+        let pb = crate::progress_bar(
+            len as u64,
+            "{msg} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        );
+        pb.set_message(what.to_string());
+        if let Some(h) = header.filter(|_| !json) {
+            pb.suspend(|| println!("{h}"));
+        }
+        Lines { pb, json }
+    }
+
+    fn line(&self, line: &str) {
+        if !self.json {
+            self.pb.suspend(|| println!("{line}"));
+        }
+        self.pb.inc(1);
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.pb.finish_and_clear();
+    }
 }
 
 fn run_ppl(a: &PerplexityArgs) -> Result<()> {
@@ -106,40 +131,28 @@ fn run_ppl(a: &PerplexityArgs) -> Result<()> {
     }
 
     let header = LogitsHeader::new(model.config.n_vocab, chunks, &tokens);
-    let writing = |p: &PathBuf| format!("writing {}", p.display());
+    let writing = |p: &Path| format!("writing {}", p.display());
     let mut saver = match &a.save_logits {
         Some(p) => {
             let f = File::create(p).with_context(|| format!("creating {}", p.display()))?;
             let out = BufWriter::with_capacity(1 << 20, f);
-            Some((
-                LogitsWriter::new(out, &header).with_context(|| writing(p))?,
-                p,
-            ))
+            Some(LogitsWriter::new(out, &header).with_context(|| writing(p))?)
         }
         None => None,
     };
-    let mut state = model.new_state(n_ctx)?;
-    let pb = progress(chunks.n_chunks, "perplexity");
-    if !a.json {
-        pb.suspend(|| println!("{}", PerplexityReport::CHUNK_HEADER));
+    let lines = Lines::new(
+        chunks.n_chunks,
+        "perplexity",
+        Some(PerplexityReport::CHUNK_HEADER),
+        a.json,
+    );
+    let ran = report.run(&model, &tokens, saver.as_mut(), |l| lines.line(&l));
+    drop(lines);
+    match (ran, &a.save_logits) {
+        (Err(EvalError::Io(e)), Some(p)) => return Err(e).with_context(|| writing(p)),
+        (ran, _) => ran?,
     }
-    for i in 0..chunks.n_chunks {
-        let m = eval_chunk(&model, &mut state, chunks.chunk(&tokens, i), bos, |row| {
-            if let Some((s, _)) = &mut saver {
-                s.push(row.logits);
-            }
-        })?;
-        if let Some((s, p)) = &mut saver {
-            s.check().with_context(|| writing(p))?;
-        }
-        let line = report.add(&m);
-        if !a.json {
-            pb.suspend(|| println!("{line}"));
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    if let Some((s, p)) = saver {
+    if let (Some(s), Some(p)) = (saver, &a.save_logits) {
         s.finish().with_context(|| writing(p))?;
     }
     if a.json {
@@ -194,25 +207,19 @@ fn run_kl(a: &PerplexityArgs, base: &Path) -> Result<()> {
             chunks.scored_per_chunk()
         );
     }
-    let mut state = model.new_state(n_ctx)?;
-    let mut stats = KlStats::default();
-    let pb = progress(chunks.n_chunks, "KL divergence");
-    if !a.json {
-        pb.suspend(|| println!("{}", KlSummary::CHUNK_HEADER));
-    }
+    let lines = Lines::new(
+        chunks.n_chunks,
+        "KL divergence",
+        Some(KlSummary::CHUNK_HEADER),
+        a.json,
+    );
     let mut per_chunk = Vec::new();
-    for i in 0..chunks.n_chunks {
-        let chunk = chunks.chunk(&header.tokens, i);
-        kl_chunk(&model, &mut state, chunk, bos, &mut r, &mut stats)
-            .with_context(|| format!("chunk {} against {}", i + 1, base.display()))?;
-        let s = stats.summary();
-        per_chunk.push(s.chunk_json(i + 1));
-        if !a.json {
-            pb.suspend(|| println!("{}", s.chunk_line(i + 1)));
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
+    let stats = kl_run(&model, &header, chunks, bos, &mut r, |i, s| {
+        per_chunk.push(s.chunk_json(i));
+        lines.line(&s.chunk_line(i));
+    })
+    .with_context(|| format!("KL divergence against {}", base.display()))?;
+    drop(lines);
     let s = stats.summary();
     if a.json {
         let mut v = s.to_json();
@@ -261,18 +268,14 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         ..
     } = a.compute.load(a.model.clone(), None)?;
     let mut state = model.new_state(n_ctx)?;
-    let pb = progress(tasks.len(), "score");
+    let lines = Lines::new(tasks.len(), "score", None, a.json);
     let mut report = ScoreReport::new(a.file.display().to_string());
     for (i, task) in tasks.iter().enumerate() {
         let s = score_task(&model, &mut state, &tokenizer, task, i + 1)
             .with_context(|| a.file.display().to_string())?;
-        let line = report.add(&s, task.label);
-        if !a.json {
-            pb.suspend(|| println!("{line}"));
-        }
-        pb.inc(1);
+        lines.line(&report.add(&s, task.label));
     }
-    pb.finish_and_clear();
+    drop(lines);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

@@ -1,15 +1,15 @@
 //! Loading a model and its tokenizer from what the user named.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use camelid_engine::load::{LoadOptions, open_model};
 use camelid_kernels::Precision;
 use camelid_kernels::pool::{cap_threads, usable_cores};
-use camelid_model::sampling::{SamplingHints, sampling_hints};
-use camelid_model::tokenizer_load::checkpoint_tokenizer;
 use camelid_model::weights::Checkpoint;
 use camelid_model::{Device, Model};
-use camelid_tokenizer::Tokenizer;
+
+pub use camelid_engine::load::Loaded;
 
 /// The help of every `-m` that goes through model resolution; the names are those
 /// `fetch::ModelSpec::parse` knows.
@@ -37,27 +37,6 @@ pub struct LoadArgs {
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-}
-
-/// The model of a checkpoint, its weights on `device`.
-pub fn open_model(ckpt: Checkpoint, device: Device) -> Result<Model> {
-    match device {
-        Device::Cpu => Ok(Model::from_checkpoint(ckpt)?),
-        Device::Cuda(ordinal) => cuda_model(ckpt, ordinal),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_model(ckpt: Checkpoint, ordinal: usize) -> Result<Model> {
-    let weights = ckpt.load_weights()?;
-    let inv_freq = camelid_model::llama::rope_inv_freq(&ckpt.config, &weights);
-    let backend = camelid_cuda::backend(&ckpt.config, &weights, inv_freq, ordinal)?;
-    Ok(Model::with_backend(ckpt.config, backend))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_model(_: Checkpoint, _: usize) -> Result<Model> {
-    bail!("this camelid was built without CUDA support; build it with `--features cuda`")
 }
 
 /// Where and how the evaluation commands (perplexity, score, logits) compute.
@@ -121,31 +100,17 @@ impl From<PrecisionArg> for Precision {
     }
 }
 
-pub struct Loaded {
-    pub model: Model,
-    pub tokenizer: Tokenizer,
-    pub n_ctx: usize,
-    /// The sampling the checkpoint recommends (defaults for the options left unset).
-    pub sampling: SamplingHints,
-}
-
-/// Applies `--threads` (the default, all cores, is the model's own).
-pub fn set_threads(model: &mut Model, threads: Option<usize>) -> Result<()> {
+/// The threads `--threads` asks for, capped (`None`, all cores, is the model's default).
+pub fn threads_arg(threads: Option<usize>) -> Result<Option<usize>> {
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => model.set_threads(thread_count(t)),
-        None => {}
+        t => Ok(t.map(thread_count)),
     }
-    Ok(())
 }
 
 /// `--threads` where leaving it out means all usable cores: the threads to start.
 pub fn threads_or_all(threads: Option<usize>) -> Result<usize> {
-    match threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => Ok(thread_count(t)),
-        None => Ok(usable_cores().unwrap_or(1)),
-    }
+    Ok(threads_arg(threads)?.unwrap_or_else(|| usable_cores().unwrap_or(1)))
 }
 
 /// A model resolved as `-m` names it, on `device`, with `--threads` and `--precision` applied.
@@ -154,11 +119,15 @@ pub fn open_resolved(
     device: Device,
     threads: Option<usize>,
     precision: PrecisionArg,
-) -> Result<(std::path::PathBuf, Model)> {
+) -> Result<(PathBuf, Model)> {
     let path = crate::fetch::resolve_model(model)?;
-    let mut m = open_model(Checkpoint::open(&path)?, device)?;
-    set_threads(&mut m, threads)?;
-    m.set_precision(precision.into());
+    let o = LoadOptions {
+        device,
+        threads: threads_arg(threads)?,
+        precision: precision.into(),
+        ctx: None,
+    };
+    let m = open_model(Checkpoint::open(&path)?, &o)?;
     Ok((path, m))
 }
 
@@ -190,17 +159,11 @@ pub fn load(a: &LoadArgs) -> Result<Loaded> {
 
 /// [`load`] of a model already resolved to `path` (`a.model` is not looked at).
 pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
-    let ckpt = Checkpoint::open(path)?;
-    let tokenizer = checkpoint_tokenizer(&ckpt)?;
-    let sampling = sampling_hints(&ckpt)?;
-    let mut model = open_model(ckpt, a.device)?;
-    set_threads(&mut model, a.threads)?;
-    model.set_precision(a.precision.into());
-    let n_ctx = model.config.context(a.ctx).map_err(anyhow::Error::msg)?;
-    Ok(Loaded {
-        model,
-        tokenizer,
-        n_ctx,
-        sampling,
-    })
+    let o = LoadOptions {
+        device: a.device,
+        threads: threads_arg(a.threads)?,
+        precision: a.precision.into(),
+        ctx: a.ctx,
+    };
+    Ok(camelid_engine::load::load(path, &o)?)
 }

@@ -133,6 +133,67 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The checks of [`run`] that need no model: at least one test and one repetition.
+pub fn check(n_prompt: usize, n_gen: usize, reps: usize) -> Result<(), String> {
+    if reps == 0 {
+        return Err("-r must be at least 1".into());
+    }
+    if n_prompt == 0 && n_gen == 0 {
+        return Err("nothing to measure: -p and -n are both 0".into());
+    }
+    Ok(())
+}
+
+/// Runs the tests llama-bench would (pp of `n_prompt` tokens, tg of `n_gen`, `reps` times
+/// each, a test skipped at 0) on `model`, loaded from `path`; on the CPU after measuring the
+/// memory read ceiling of the model's threads. Errors are plain text, as the checks say them.
+pub fn run(
+    model: &Model,
+    path: &std::path::Path,
+    n_prompt: usize,
+    n_gen: usize,
+    reps: usize,
+) -> Result<Report, String> {
+    check(n_prompt, n_gen, reps)?;
+    let n_ctx = n_prompt.max(n_gen).max(1);
+    if n_ctx > model.config.n_ctx_train {
+        let n = model.config.n_ctx_train;
+        return Err(format!("{n_ctx} tokens exceed the model's context of {n}"));
+    }
+    let tokens = bench_tokens(model.config.n_vocab, n_ctx);
+    let mut state = model.new_state(n_ctx).map_err(|e| e.to_string())?;
+    let device = model.device();
+    let ceiling =
+        (device.device == "cpu").then(|| camelid_kernels::bandwidth::read_ceiling(model.threads()));
+    let mut stats = Vec::new();
+    if n_prompt > 0 {
+        stats.push(prompt_speed(model, &mut state, &tokens[..n_prompt], reps));
+    }
+    if n_gen > 0 {
+        stats.push(decode_speed(model, &mut state, &tokens[..n_gen], reps));
+    }
+    let stats = stats
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    Ok(Report {
+        path: path.display().to_string(),
+        name,
+        n_params: model.config.n_params(),
+        n_threads: model.threads(),
+        device,
+        precision: format!("{:?}", model.precision()).to_lowercase(),
+        peak_rss: peak_rss(),
+        kv_cache_bytes: kv_cache_bytes(&model.config, n_ctx),
+        ceiling,
+        stats,
+    })
+}
+
 /// A benchmark run: the model, the machine and the tests' samples.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -291,6 +352,48 @@ mod tests {
         // pp reads the weights once per prompt: 1100 tokens/s over 512-token prompts.
         let pp_read = (1u64 << 30) as f64 * 1100.0 / 512.0 / 1e9;
         assert!((v[0]["weight_read_gbs"].as_f64().unwrap() - pp_read).abs() < 1e-9);
+    }
+
+    /// The whole run on a tiny random model: one stat per test with `reps` samples, the
+    /// llama-bench names, and the checks' errors before any work.
+    #[test]
+    fn a_run_measures_each_test_it_is_given() {
+        let preset = camelid_model::config::presets()
+            .into_iter()
+            .find(|p| p.id == "llama-7b")
+            .unwrap();
+        let c = preset
+            .config
+            .resized(Some(1), Some(64), Some(128), Some(256))
+            .unwrap();
+        let model = Model::new(c.clone(), camelid_model::weights::Weights::random(&c, 1));
+        let path = std::path::Path::new("dir/tiny.gguf");
+        let r = run(&model, path, 8, 4, 2).unwrap();
+        let tests: Vec<&str> = r.stats.iter().map(|s| s.test.as_str()).collect();
+        assert_eq!(tests, ["pp8", "tg4"]);
+        assert!(
+            r.stats
+                .iter()
+                .all(|s| s.samples.len() == 2 && s.mean() > 0.0)
+        );
+        assert_eq!(
+            (r.name.as_str(), r.kv_cache_bytes),
+            ("tiny.gguf", kv_cache_bytes(&c, 8))
+        );
+        assert!(r.ceiling.is_some());
+        assert_eq!(run(&model, path, 0, 4, 1).unwrap().stats.len(), 1);
+        assert_eq!(
+            run(&model, path, 8, 4, 0).unwrap_err(),
+            "-r must be at least 1"
+        );
+        assert!(
+            run(&model, path, 0, 0, 1)
+                .unwrap_err()
+                .starts_with("nothing to measure")
+        );
+        let too_long = c.n_ctx_train + 1;
+        let err = run(&model, path, too_long, 0, 1).unwrap_err();
+        assert!(err.contains("exceed the model's context"), "{err}");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! ([`camelid_model::Figures`]), tokenizer efficiency on given texts (tokens per 1,000
 //! characters), perplexity of model files on those texts, as tables, JSON and an SVG chart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use camelid_model::config::Preset;
+use camelid_model::tokenizer_load::{checkpoint_tokenizer, load_tokenizer};
+use camelid_model::weights::Checkpoint;
 use camelid_model::{Config, Model};
 use camelid_plot::{
     Axis, Bar, BarGroup, BarPanel, Dash, Figure, Legend, LegendEntry, LinePanel, Marks, Series,
@@ -254,6 +257,67 @@ pub struct PplOptions<'a, E> {
     pub max_chunks: Option<usize>,
     pub load: &'a mut dyn FnMut(&Path) -> Result<Model, E>,
     pub started: &'a mut dyn FnMut(&str),
+}
+
+/// The tokenizer of every entry, or why it has none (as text, its causes after colons): a
+/// model file's own; a preset's vocabulary file from `fetch_vocabularies(preset ids)`, which
+/// gives one path or error per id, each distinct file loaded once. One that cannot be had
+/// fails its entry's figures, not the comparison.
+pub fn entry_tokenizers(
+    entries: &[Entry],
+    fetch_vocabularies: impl FnOnce(&[&str]) -> Vec<Result<PathBuf, String>>,
+) -> Vec<Result<Rc<Tokenizer>, String>> {
+    let presets: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.file.is_none())
+        .map(|e| e.label.as_str())
+        .collect();
+    let mut vocabs = if presets.is_empty() {
+        Vec::new()
+    } else {
+        fetch_vocabularies(&presets)
+    }
+    .into_iter();
+    let mut loaded: Vec<(PathBuf, Rc<Tokenizer>)> = Vec::new();
+    let mut load = |path: PathBuf| {
+        if let Some((_, t)) = loaded.iter().find(|(p, _)| *p == path) {
+            return Ok(Rc::clone(t));
+        }
+        let t = load_tokenizer(&path).map(Rc::new).map_err(|e| {
+            format!(
+                "cannot load a tokenizer from {}: {}",
+                path.display(),
+                with_causes(&e)
+            )
+        })?;
+        loaded.push((path, Rc::clone(&t)));
+        Ok(t)
+    };
+    entries
+        .iter()
+        .map(|e| match &e.file {
+            None => vocabs
+                .next()
+                .unwrap_or_else(|| Err("no vocabulary".into()))
+                .and_then(&mut load),
+            Some(p) => Checkpoint::open(p)
+                .map_err(|e| with_causes(&e))
+                .and_then(|c| checkpoint_tokenizer(&c).map_err(|e| with_causes(&e)))
+                .map(Rc::new),
+        })
+        .map(|t| t.map_err(|why| format!("no tokenizer: {why}")))
+        .collect()
+}
+
+/// An error and its causes, joined by colons (as anyhow's `{:#}` prints a chain).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s = format!("{s}: {c}");
+        cause = c.source();
+    }
+    s
 }
 
 /// Compares `entries` on `texts` (name, content): each entry's tokenizer (or why it has none)

@@ -96,6 +96,17 @@ pub struct Reply {
     pub reused: usize,
 }
 
+/// What a chat command did ([`Conversation::command`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Leave the chat.
+    Leave,
+    /// Show the list of commands.
+    Help,
+    /// Done, or not understood: the line says which.
+    Note(String),
+}
+
 /// One conversation: the dialog so far and the tokens in the model's cache.
 pub struct Conversation<'a> {
     model: &'a Model,
@@ -155,6 +166,32 @@ impl<'a> Conversation<'a> {
     pub fn set_system(&mut self, system: Option<String>) {
         self.system = system;
         self.reset();
+    }
+
+    /// Runs a chat command typed as `line`: `/reset` (`/clear`), `/system [TEXT]`, `/exit`
+    /// (`/quit`, `/bye`), `/help` (`/?`).
+    pub fn command(&mut self, line: &str) -> Command {
+        let (cmd, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let note = match cmd {
+            "/exit" | "/quit" | "/bye" => return Command::Leave,
+            "/help" | "/?" => return Command::Help,
+            "/reset" | "/clear" => {
+                self.reset();
+                "[conversation cleared]".to_string()
+            }
+            "/system" => {
+                let arg = arg.trim();
+                self.set_system((!arg.is_empty()).then(|| arg.to_string()));
+                let what = if self.system.is_some() {
+                    "set"
+                } else {
+                    "removed"
+                };
+                format!("[system prompt {what}; conversation cleared]")
+            }
+            _ => format!("[unknown command {cmd}; /help lists them]"),
+        };
+        Command::Note(note)
     }
 
     /// The lines that tell how reply `r` ended, after its text: with `verbose` the prompt tokens
@@ -434,6 +471,29 @@ mod tests {
         r.clear();
         assert!(!r.continuing());
         assert_eq!(r.push("next"), Some("next".into()));
+    }
+
+    #[test]
+    fn commands_reset_set_the_system_prompt_and_leave() {
+        let tok = tokenizer();
+        let m = model(tok.n_vocab());
+        let mut c =
+            Conversation::new(&m, &tok, ChatTemplate::Llama2, 256, None, greedy(2)).unwrap();
+        say(&mut c, "hello").0.unwrap();
+        assert_eq!(c.messages().len(), 2);
+        let note = |s: &str| Command::Note(s.to_string());
+        assert_eq!(c.command("/reset"), note("[conversation cleared]"));
+        assert!(c.messages().is_empty());
+        let set = note("[system prompt set; conversation cleared]");
+        assert_eq!(c.command("/system  Be brief. "), set);
+        assert_eq!(c.system(), Some("Be brief."));
+        let removed = note("[system prompt removed; conversation cleared]");
+        assert_eq!(c.command("/system"), removed);
+        assert_eq!(c.system(), None);
+        assert_eq!(c.command("/bye"), Command::Leave);
+        assert_eq!(c.command("/?"), Command::Help);
+        let unknown = note("[unknown command /nope; /help lists them]");
+        assert_eq!(c.command("/nope x"), unknown);
     }
 
     #[test]

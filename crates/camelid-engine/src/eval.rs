@@ -51,6 +51,11 @@ pub enum EvalError {
     TaskLine { line: usize, msg: String },
     /// Reading or writing logits (a logits file, JSON logits) failed.
     Io(io::Error),
+    /// An error in one chunk of a run (numbered from 1).
+    InChunk {
+        chunk: usize,
+        source: Box<EvalError>,
+    },
 }
 
 impl fmt::Display for EvalError {
@@ -82,6 +87,7 @@ impl fmt::Display for EvalError {
             EvalError::TaskLine { line, msg } => write!(f, "line {line}: {msg}"),
             // The cause follows in the error's chain (`source`).
             EvalError::Io(_) => f.write_str("could not read or write logits"),
+            EvalError::InChunk { chunk, source } => write!(f, "chunk {chunk}: {source}"),
         }
     }
 }
@@ -93,6 +99,7 @@ impl std::error::Error for EvalError {
             // again (an error chain would print it twice).
             EvalError::Model(e) => std::error::Error::source(e),
             EvalError::Io(e) => Some(e),
+            EvalError::InChunk { source, .. } => source.source(),
             _ => None,
         }
     }

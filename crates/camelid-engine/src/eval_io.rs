@@ -422,6 +422,60 @@ impl PerplexityReport {
     }
 }
 
+impl PerplexityReport {
+    /// Evaluates every chunk of `tokens` into the report, appending each scored position's
+    /// log-probabilities to `save` if given; `on_line` gets each chunk's line under
+    /// [`Self::CHUNK_HEADER`]. A failed write is [`EvalError::Io`].
+    pub fn run<W: Write>(
+        &mut self,
+        model: &Model,
+        tokens: &[u32],
+        mut save: Option<&mut LogitsWriter<W>>,
+        mut on_line: impl FnMut(String),
+    ) -> Result<(), EvalError> {
+        let mut state = model.new_state(self.chunks.n_ctx)?;
+        for i in 0..self.chunks.n_chunks {
+            let chunk = self.chunks.chunk(tokens, i);
+            let m = eval_chunk(model, &mut state, chunk, self.bos, |row| {
+                if let Some(s) = save.as_deref_mut() {
+                    s.push(row.logits);
+                }
+            })?;
+            if let Some(s) = save.as_deref_mut() {
+                s.check().map_err(EvalError::Io)?;
+            }
+            on_line(self.add(&m));
+        }
+        Ok(())
+    }
+}
+
+/// The KL pass over a reference run: evaluates each of `chunks` of the reference's tokens and
+/// compares it with the rows read from `base` (positioned after the header), calling
+/// `on_chunk(number from 1, running summary)` after each. An error names its chunk.
+pub fn kl_run(
+    model: &Model,
+    header: &LogitsHeader,
+    chunks: Chunks,
+    bos: Option<u32>,
+    base: &mut impl Read,
+    mut on_chunk: impl FnMut(usize, &KlSummary),
+) -> Result<KlStats, EvalError> {
+    let mut state = model.new_state(chunks.n_ctx)?;
+    let mut stats = KlStats::default();
+    for i in 0..chunks.n_chunks {
+        let chunk = chunks.chunk(&header.tokens, i);
+        kl_chunk(model, &mut state, chunk, bos, base, &mut stats).map_err(|e| {
+            EvalError::InChunk {
+                chunk: i + 1,
+                source: Box::new(e),
+            }
+        })?;
+        on_chunk(i + 1, &stats.summary());
+    }
+    Ok(stats)
+}
+
 /// A multiple-choice run's scores, task by task, and its report.
 pub struct ScoreReport {
     /// The task file's name, as the user gave it.

@@ -3,9 +3,11 @@
 //! The sampler chain ([`sampler`]), the generation loop with its stop conditions
 //! ([`generate`]), chat templates ([`chat`]), a conversation that keeps its cache between
 //! replies ([`conversation`]), evaluation ([`eval`]: perplexity, KL divergence,
-//! multiple-choice scores), models side by side ([`compare`]: figures, token counts,
-//! perplexity, tables and a chart), and option values as llama.cpp reads them ([`options`]).
-//! Synchronous and free of I/O: the CLI and the server drive it.
+//! multiple-choice scores), opening a model on a device ([`load`]), models side by side
+//! ([`compare`]: figures, token counts, perplexity, tables and a chart), and option values as
+//! llama.cpp reads them ([`options`]).
+//! Synchronous, and free of I/O apart from reading model files ([`load`], and the tokenizers
+//! of [`compare`]): the CLI and the server drive it.
 
 pub mod bench;
 pub mod chat;
@@ -14,6 +16,7 @@ pub mod conversation;
 pub mod eval;
 pub mod eval_io;
 pub mod generate;
+pub mod load;
 pub mod options;
 pub mod sampler;
 

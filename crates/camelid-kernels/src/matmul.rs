@@ -212,20 +212,80 @@ impl Kernels {
         threads: usize,
         precision: Precision,
     ) {
-        let (rows, cols) = (w.rows, w.cols);
+        self.matmuls_with(x, &mut [(*w, out)], threads, precision);
+    }
+
+    /// Several products of the same activations, `out_i = w_i · x` as [`Kernels::matmul`] gives
+    /// each, in one hand-out of work to the threads: the activations are quantized once and the
+    /// threads meet once, where separate products pay both per product (the q, k and v
+    /// projections, gate and up: 5 meetings a layer instead of 8 in a decode step).
+    pub fn matmuls(&self, x: &[f32], products: &mut [(WeightView, &mut [f32])], threads: usize) {
+        self.matmuls_with(x, products, threads, self.precision);
+    }
+
+    /// As [`Kernels::matmuls`] at a given precision.
+    pub fn matmuls_with(
+        &self,
+        x: &[f32],
+        products: &mut [(WeightView, &mut [f32])],
+        threads: usize,
+        precision: Precision,
+    ) {
+        let Some((first, _)) = products.first() else {
+            return;
+        };
+        let cols = first.cols;
         assert!(
             cols > 0 && x.len().is_multiple_of(cols),
             "activations are not [n, {cols}]"
         );
         let n = x.len() / cols;
-        assert_eq!(out.len(), n * rows, "output is not [{n}, {rows}]");
-        assert_eq!(
-            Some(w.data.len()),
-            w.dtype.row_bytes(cols).and_then(|rb| rb.checked_mul(rows)),
-            "weights are not [{rows}, {cols}] of {}",
-            w.dtype
-        );
-        if n == 0 || rows == 0 {
+        let mut jobs = [None; MAX_FUSED];
+        let mut work = 0;
+        let mut act_kind = None;
+        let mut split = products.len();
+        for (i, (w, out)) in products.iter_mut().enumerate() {
+            let rows = w.rows;
+            assert_eq!(
+                w.cols, cols,
+                "products of one activation matrix differ in width"
+            );
+            assert_eq!(out.len(), n * rows, "output is not [{n}, {rows}]");
+            assert_eq!(
+                Some(w.data.len()),
+                w.dtype.row_bytes(cols).and_then(|rb| rb.checked_mul(rows)),
+                "weights are not [{rows}, {cols}] of {}",
+                w.dtype
+            );
+            let tk = self.table.get(w.dtype, precision);
+            let exact = precision == Precision::Exact && w.dtype.is_quantized();
+            let panel = tk
+                .panel
+                .filter(|p| !exact && n >= kernels::PANEL_MIN_N && rows >= p.rows);
+            let kind = (!exact).then(|| panel.map_or(tk.act, |p| p.act));
+            if i == MAX_FUSED || (act_kind.is_some() && kind.is_some() && act_kind != kind) {
+                split = i;
+                break;
+            }
+            act_kind = act_kind.or(kind);
+            work += rows * cols * n;
+            jobs[i] = Some(Job {
+                w: *w,
+                tk,
+                panel,
+                exact,
+                chunk: 0,
+                end: 0,
+                out: OutPtr(out.as_mut_ptr()),
+            });
+        }
+        if split < products.len() {
+            // Activations of another kind, or too many products: those from `split` go apart.
+            let (head, rest) = products.split_at_mut(split);
+            self.matmuls_with(x, head, threads, precision);
+            return self.matmuls_with(x, rest, threads, precision);
+        }
+        if n == 0 || work == 0 {
             return;
         }
         let mut inner = self.lock();
@@ -234,34 +294,34 @@ impl Kernels {
             inner.pool = ThreadPool::new(threads);
         }
         // Small products are not worth waking the workers.
-        let work = rows * cols * n;
         let threads = if work < (1 << 16) { 1 } else { threads };
 
-        let tk = self.table.get(w.dtype, precision);
-        let exact = precision == Precision::Exact && w.dtype.is_quantized();
-        let panel = tk
-            .panel
-            .filter(|p| !exact && n >= kernels::PANEL_MIN_N && rows >= p.rows);
         let Inner {
             pool, act, panels, ..
         } = &mut *inner;
-        let act_kind = panel.map_or(tk.act, |p| p.act);
-        if !exact {
-            quantize_activations(self.table, act_kind, x, n, cols, act);
+        if let Some(kind) = act_kind {
+            quantize_activations(self.table, kind, x, n, cols, act);
         }
         let act = &*act;
         if panels.len() < threads {
             panels.resize_with(threads, Default::default);
         }
         let bufs = PanelsPtr(panels.as_mut_ptr());
-        let row_bytes = w.row_bytes();
-        let mut chunk = chunk_rows(rows, row_bytes, n, threads);
-        if let Some(p) = panel {
-            chunk = chunk.div_ceil(p.rows) * p.rows;
+        // Units of work are numbered through the products in turn: product `i` has those below
+        // its `end` and at or above the previous product's.
+        let mut n_chunks = 0;
+        for j in jobs.iter_mut().flatten() {
+            let rows = j.w.rows;
+            let mut chunk = chunk_rows(rows, j.w.row_bytes(), n, threads);
+            if let Some(p) = j.panel {
+                chunk = chunk.div_ceil(p.rows) * p.rows;
+            }
+            j.chunk = chunk;
+            n_chunks += rows.div_ceil(chunk);
+            j.end = n_chunks;
         }
-        let n_chunks = rows.div_ceil(chunk);
+        let jobs = &jobs;
         let next = AtomicUsize::new(0);
-        let ptr = OutPtr(out.as_mut_ptr());
         let job = |id: usize| {
             if id >= threads {
                 return;
@@ -271,15 +331,24 @@ impl Kernels {
                 if c >= n_chunks {
                     break;
                 }
-                let r = c * chunk..((c + 1) * chunk).min(rows);
-                if exact {
-                    exact_rows(w, x, n, r, ptr);
-                } else if let Some(pf) = panel {
-                    // SAFETY: participant `id < threads ≤ panels.len()` owns buffer `id`.
-                    let buf = unsafe { bufs.get(id) };
-                    panel_rows(pf, buf, w, x, act, n, r, ptr);
-                } else {
-                    fast_rows(tk.tile, tk.act, w, x, act, n, r, ptr);
+                let mut begin = 0;
+                for j in jobs.iter().flatten() {
+                    if c < j.end {
+                        let k = c - begin;
+                        let r = k * j.chunk..((k + 1) * j.chunk).min(j.w.rows);
+                        let w = &j.w;
+                        if j.exact {
+                            exact_rows(w, x, n, r, j.out);
+                        } else if let Some(pf) = j.panel {
+                            // SAFETY: participant `id < threads ≤ panels.len()` owns buffer `id`.
+                            let buf = unsafe { bufs.get(id) };
+                            panel_rows(pf, buf, w, x, act, n, r, j.out);
+                        } else {
+                            fast_rows(j.tk.tile, j.tk.act, w, x, act, n, r, j.out);
+                        }
+                        break;
+                    }
+                    begin = j.end;
                 }
             }
         };
@@ -289,6 +358,22 @@ impl Kernels {
             pool.run(&job);
         }
     }
+}
+
+/// Products [`Kernels::matmuls`] hands out together; more go in further rounds.
+const MAX_FUSED: usize = 4;
+
+/// One product of [`Kernels::matmuls`]: its weights and kernels, rows per unit of work, where
+/// its units end in the shared numbering, and its output.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    w: WeightView<'a>,
+    tk: kernels::TypeKernels,
+    panel: Option<Panel>,
+    exact: bool,
+    chunk: usize,
+    end: usize,
+    out: OutPtr,
 }
 
 /// Rows per unit of work: enough units to balance the threads, a multiple of eight rows (the
@@ -525,6 +610,75 @@ fn exact_rows(w: &WeightView, x: &[f32], n: usize, rows: Range<usize>, out: OutP
 mod tests {
     use super::*;
     use crate::quant::quantize_row;
+
+    /// Products handed out together give each product's own result bit for bit: mixed
+    /// activation kinds (Q8, f32, bf16), more products than go in one round, decode and prompt
+    /// batch sizes, both precisions, on every path this CPU has.
+    #[test]
+    fn fused_products_equal_separate_ones() {
+        let cols = 512;
+        let types = [
+            DType::Q4_K,
+            DType::Q6_K,
+            DType::F16,
+            DType::Q8_0,
+            DType::BF16,
+            DType::Q4_0,
+        ];
+        let ws: Vec<(DType, usize, Vec<u8>)> = types
+            .iter()
+            .enumerate()
+            .map(|(i, &dtype)| {
+                let rows = 40 + 24 * i;
+                let rb = dtype.row_bytes(cols).unwrap();
+                let mut wq = vec![0u8; rb * rows];
+                for r in 0..rows {
+                    let wf: Vec<f32> = (0..cols)
+                        .map(|c| (((r * 31 + c * 7 + i) % 97) as f32 - 48.0) / 50.0)
+                        .collect();
+                    quantize_row(dtype, &wf, &mut wq[r * rb..][..rb]);
+                }
+                (dtype, rows, wq)
+            })
+            .collect();
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+            let k = Kernels::with_isa(2, isa);
+            for precision in [Precision::Fast, Precision::Exact] {
+                for n in [1, 9] {
+                    let x: Vec<f32> = (0..n * cols)
+                        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+                        .collect();
+                    let views: Vec<WeightView> = ws
+                        .iter()
+                        .map(|(d, rows, wq)| WeightView::new(*d, *rows, cols, wq).unwrap())
+                        .collect();
+                    let want: Vec<Vec<f32>> = views
+                        .iter()
+                        .map(|w| {
+                            let mut out = vec![0.0f32; n * w.rows];
+                            k.matmul_with(w, &x, &mut out, 2, precision);
+                            out
+                        })
+                        .collect();
+                    let mut outs: Vec<Vec<f32>> =
+                        views.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+                    let mut products: Vec<(WeightView, &mut [f32])> = views
+                        .iter()
+                        .zip(outs.iter_mut())
+                        .map(|(w, o)| (*w, o.as_mut_slice()))
+                        .collect();
+                    k.matmuls_with(&x, &mut products, 2, precision);
+                    for (i, (got, want)) in outs.iter().zip(&want).enumerate() {
+                        let same = got
+                            .iter()
+                            .zip(want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{isa:?} {precision:?} n={n}: product {i} differs");
+                    }
+                }
+            }
+        }
+    }
 
     /// The exact path equals a plain f64 triple loop over the dequantized weights; the fast
     /// path stays within the error of 8-bit activations.

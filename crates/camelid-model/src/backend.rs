@@ -100,6 +100,13 @@ pub trait Ops {
     fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize);
     /// `out[t, r] = Σ_c w[r, c] · x[t, c]`, `t < n`.
     fn matmul(&mut self, w: Mat, x: Buf, out: Buf, n: usize);
+    /// [`Ops::matmul`] of each `(w, out)` of `products` with the same `x`; a backend may run
+    /// them as one operation (the results are those of the separate products).
+    fn matmuls(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize) {
+        for &(w, out) in products {
+            self.matmul(w, x, out, n);
+        }
+    }
     /// Rotates the pairs of every head of `x[t]` by the angles of position `rows[t].pos`.
     fn rope(&mut self, x: Buf);
     /// Writes `k[t]` and `v[t]` into layer `layer` of row `t`'s sequence cache at its position.
@@ -113,6 +120,15 @@ pub trait Ops {
     /// Copies the rows whose [`Row::out`] is `want`, in batch order, to the first rows of
     /// `out`; returns how many.
     fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize;
+    /// Narrows the batch to its rows that give something back ([`Row::out`] not
+    /// [`Out::None`]), in batch order: their rows of each of `bufs` move to the front, and
+    /// the ops that follow (products, norms, `silu_mul`, `add`, `gather_rows`; no more
+    /// per-position ops) see only them. Returns how many rows the batch has now. A backend may
+    /// keep every row, as this default does: it returns `n`, the rows so far.
+    fn keep_output_rows(&mut self, bufs: &[Buf], n: usize) -> usize {
+        let _ = bufs;
+        n
+    }
 }
 
 /// One sequence's keys and values, in a backend's memory; [`crate::State`] holds one.

@@ -150,6 +150,7 @@ impl Backend for CpuBackend {
             caches,
             logits,
             hidden,
+            narrowed: false,
         };
         forward_rows(c, &mut ops, rows);
         Ok(())
@@ -187,6 +188,9 @@ struct CpuOps<'a, 'c> {
     caches: &'a mut [&'c mut dyn KvCache],
     logits: &'a mut [f32],
     hidden: &'a mut [f32],
+    /// Set by `keep_output_rows`: the buffers' rows are those of `rows` that give something
+    /// back.
+    narrowed: bool,
 }
 
 impl CpuOps<'_, '_> {
@@ -277,6 +281,38 @@ impl Ops for CpuOps<'_, '_> {
         );
     }
 
+    fn matmuls(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize) {
+        if !(2..=3).contains(&products.len()) {
+            for &(w, o) in products {
+                self.matmul(w, x, o, n);
+            }
+            return;
+        }
+        let distinct = products
+            .iter()
+            .enumerate()
+            .all(|(i, &(_, o))| o != x && products[..i].iter().all(|&(_, p)| p != o));
+        assert!(distinct, "a product writes its input or another's output");
+        let be = self.be;
+        let xs = self.buf(x).0 as *const [f32];
+        let mut out = |(w, o): (Mat, Buf)| {
+            let view = be.weight(w);
+            let s = self.buf(o).0 as *mut [f32];
+            // SAFETY: the buffers of `products` and `x` are distinct (checked above), and every
+            // `Buf` is a separate allocation, so the slices do not overlap.
+            (view, unsafe { &mut (&mut *s)[..n * view.rows] })
+        };
+        // SAFETY: as above.
+        let xs = unsafe { &(&*xs)[..n * be.weight(products[0].0).cols] };
+        match *products {
+            [a, b] => be.kernels.matmuls(xs, &mut [out(a), out(b)], be.threads),
+            [a, b, c] => be
+                .kernels
+                .matmuls(xs, &mut [out(a), out(b), out(c)], be.threads),
+            _ => unreachable!("two or three products"),
+        }
+    }
+
     fn rope(&mut self, x: Buf) {
         let be = self.be;
         let rows = self.rows;
@@ -346,15 +382,33 @@ impl Ops for CpuOps<'_, '_> {
     }
 
     fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize {
-        let rows = self.rows;
+        let (narrowed, all) = (self.narrowed, self.rows);
+        let rows = all.iter().filter(|r| !narrowed || r.out != Out::None);
         let (o, x, d) = self.pair(out, x);
         let mut n = 0;
-        for (t, r) in rows.iter().enumerate() {
+        for (t, r) in rows.enumerate() {
             if r.out == want {
                 o[n * d..][..d].copy_from_slice(&x[t * d..][..d]);
                 n += 1;
             }
         }
         n
+    }
+
+    fn keep_output_rows(&mut self, bufs: &[Buf], n: usize) -> usize {
+        debug_assert!(!self.narrowed && n == self.rows.len());
+        let rows = self.rows;
+        for &b in bufs {
+            let (x, d) = self.buf(b);
+            let mut kept = 0;
+            for (t, r) in rows.iter().enumerate() {
+                if r.out != Out::None {
+                    x.copy_within(t * d..(t + 1) * d, kept * d);
+                    kept += 1;
+                }
+            }
+        }
+        self.narrowed = true;
+        rows.iter().filter(|r| r.out != Out::None).count()
     }
 }

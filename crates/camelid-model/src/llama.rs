@@ -379,7 +379,7 @@ impl Model {
 /// head_dim, `ff` = d_ff, `V` = n_vocab, `R` rows that want logits, `H` rows that want hidden
 /// states.
 pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
-    let b = rows.len();
+    let mut b = rows.len();
 
     // Embedding lookup: x[t] = token_embd[token t].  x: [B, d]
     ops.embed(Buf::X);
@@ -387,9 +387,15 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
     for l in 0..c.n_layers {
         // Attention block: xn = rms(x); q, k, v projections.  [B, d] -> [B, q], [B, kv]
         ops.rmsnorm(Buf::Xn, Buf::X, Norm::Attn(l), b);
-        ops.matmul(Mat::Q(l), Buf::Xn, Buf::Q, b);
-        ops.matmul(Mat::K(l), Buf::Xn, Buf::K, b);
-        ops.matmul(Mat::V(l), Buf::Xn, Buf::V, b);
+        ops.matmuls(
+            Buf::Xn,
+            &[
+                (Mat::Q(l), Buf::Q),
+                (Mat::K(l), Buf::K),
+                (Mat::V(l), Buf::V),
+            ],
+            b,
+        );
 
         // RoPE on q and k, then k and v go into their sequence's cache at their positions.
         // Cache layout per sequence: [n_layers, C, kv].
@@ -400,14 +406,24 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
         // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
         ops.attention(l, Buf::Q, Buf::Att);
 
+        // The rest of the last layer matters only to the rows that give something back (every
+        // row's keys and values are cached above): the others leave the batch here, as they
+        // leave llama.cpp's graph (`inp_out_ids`).  [B, *] -> [R + H, *]
+        if l + 1 == c.n_layers {
+            b = ops.keep_output_rows(&[Buf::X, Buf::Att], b);
+        }
+
         // Output projection and residual: x += Wo · att.
         ops.matmul(Mat::O(l), Buf::Att, Buf::Proj, b);
         ops.add(Buf::X, Buf::Proj, b);
 
         // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
         ops.rmsnorm(Buf::Xn, Buf::X, Norm::Ffn(l), b);
-        ops.matmul(Mat::Gate(l), Buf::Xn, Buf::Gate, b);
-        ops.matmul(Mat::Up(l), Buf::Xn, Buf::Up, b);
+        ops.matmuls(
+            Buf::Xn,
+            &[(Mat::Gate(l), Buf::Gate), (Mat::Up(l), Buf::Up)],
+            b,
+        );
         ops.silu_mul(Buf::Gate, Buf::Up, b);
         ops.matmul(Mat::Down(l), Buf::Gate, Buf::Proj, b);
         ops.add(Buf::X, Buf::Proj, b);

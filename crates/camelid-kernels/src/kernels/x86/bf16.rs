@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::hsum;
+use super::{hsum, prefetch_next};
 use crate::act::{bf16_stride, round_bf16};
 use crate::kernels::Tile;
 
@@ -162,8 +162,13 @@ unsafe fn rows<K: Chunk, const MR: usize, const N: usize>(
     unsafe {
         let mut acc = [[K::zero(); N]; MR];
         let main = cols / 32 * 32;
+        // The next `MR` rows, when this block is a decode tile's (see `prefetch_next`).
+        let next = (N == 1 && MR > 1).then(|| w[MR - 1].wrapping_add(cols) as *const u8);
         let mut c = 0;
         while c < main {
+            if let Some(next) = next {
+                prefetch_next(next, c / 32 * MR * 64, MR * 64);
+            }
             K::step(
                 &mut acc,
                 std::array::from_fn(|m| w[m].add(c)),

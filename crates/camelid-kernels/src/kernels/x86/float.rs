@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Avx2, Avx512, Simd, entry, hsum};
+use super::{Avx2, Avx512, Simd, entry, hsum, prefetch_next};
 use crate::kernels::Tile;
 
 /// One float weight format.
@@ -106,8 +106,12 @@ unsafe fn block<W: FloatW, const MR: usize, const N: usize, const WIDE: bool>(
         let main = if WIDE {
             let main = cols / 16 * 16;
             let mut acc = [[_mm512_setzero_ps(); N]; MR];
+            let next = (N == 1 && MR > 1).then(|| w[MR - 1].wrapping_add(cols * W::BYTES));
             let mut c = 0;
             while c < main {
+                if let Some(next) = next {
+                    prefetch_next(next, c * W::BYTES * MR, 16 * W::BYTES * MR);
+                }
                 let mut wv = [_mm512_setzero_ps(); MR];
                 for m in 0..MR {
                     wv[m] = load16::<W>(w[m].add(c * W::BYTES));
@@ -129,8 +133,12 @@ unsafe fn block<W: FloatW, const MR: usize, const N: usize, const WIDE: bool>(
         } else {
             let main = cols / 8 * 8;
             let mut acc = [[_mm256_setzero_ps(); N]; MR];
+            let next = (N == 1 && MR > 1).then(|| w[MR - 1].wrapping_add(cols * W::BYTES));
             let mut c = 0;
             while c < main {
+                if let Some(next) = next {
+                    prefetch_next(next, c * W::BYTES * MR, 8 * W::BYTES * MR);
+                }
                 let mut wv = [_mm256_setzero_ps(); MR];
                 for m in 0..MR {
                     wv[m] = W::load8(w[m].add(c * W::BYTES));

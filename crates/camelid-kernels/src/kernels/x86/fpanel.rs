@@ -91,17 +91,17 @@ unsafe fn micro<const N: usize>(
         let wp = w.as_ptr().add(m0 * KC);
         let mut c = 0;
         while c < kc {
-            let mut wv = [_mm512_setzero_ps(); MR];
-            for m in 0..MR {
-                wv[m] = _mm512_loadu_ps(wp.add(m * KC + c));
-            }
+            // The N activation vectors stay in registers and the weight rows stream past them:
+            // 24 sums + 3 + 1 registers of the 32 (eight weight vectors held at once, with the
+            // sums, would be 33: one sum spilled to the stack every step).
+            let xv: [__m512; N] = std::array::from_fn(|i| _mm512_loadu_ps(x[i].add(c)));
             for p in pf {
                 _mm_prefetch::<_MM_HINT_T0>(p.add(c) as *const i8);
             }
-            for i in 0..N {
-                let xv = _mm512_loadu_ps(x[i].add(c));
-                for m in 0..MR {
-                    v[m][i] = _mm512_fmadd_ps(wv[m], xv, v[m][i]);
+            for m in 0..MR {
+                let wv = _mm512_loadu_ps(wp.add(m * KC + c));
+                for i in 0..N {
+                    v[m][i] = _mm512_fmadd_ps(wv, xv[i], v[m][i]);
                 }
             }
             c += 16;

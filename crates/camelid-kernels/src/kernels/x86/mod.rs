@@ -124,6 +124,23 @@ pub unsafe fn prefetch(p: *const u8, len: usize) {
     }
 }
 
+/// The float decode tiles' prefetch: while a block of rows is multiplied, the same share of the
+/// block after it (`[next + at, next + at + len)`, whole 64-byte lines). A decode tile reads its
+/// rows as several short streams at once, which the hardware prefetcher does not run ahead of
+/// (as `panel::prefetch_ahead` says of the quantized tiles).
+///
+/// # Safety
+/// None: the addresses are formed with wrapping arithmetic and only prefetched.
+#[inline(always)]
+pub unsafe fn prefetch_next(next: *const u8, at: usize, len: usize) {
+    let mut o = at / 64 * 64;
+    while o < at + len {
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(o) as *const i8) };
+        o += 64;
+    }
+}
+
 /// Horizontal sum of eight f32 lanes.
 ///
 /// # Safety

@@ -13,6 +13,9 @@ pub trait Block32 {
     const TYPE1: bool;
     /// Level offset of the type-0 formats: −8 (Q4_0), −16 (Q5_0), 0 (Q8_0, signed values).
     const OFFSET: f32;
+    /// Where the levels are the 16 bytes of nibbles at this offset and nothing else (Q4_0,
+    /// Q4_1): elements `0..16` in the low nibbles, `16..32` in the high ones.
+    const NIBBLES: Option<usize> = None;
 
     /// The offset on path `S` (Q8_0 uses a different trick with VNNI).
     #[inline(always)]
@@ -109,6 +112,7 @@ impl Block32 for Q4_0 {
     const BYTES: usize = 18;
     const TYPE1: bool = false;
     const OFFSET: f32 = -8.0;
+    const NIBBLES: Option<usize> = Some(2);
     #[inline(always)]
     unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
         // SAFETY: a block is 18 bytes.
@@ -120,6 +124,7 @@ impl Block32 for Q4_1 {
     const BYTES: usize = 20;
     const TYPE1: bool = true;
     const OFFSET: f32 = 0.0;
+    const NIBBLES: Option<usize> = Some(4);
     #[inline(always)]
     unsafe fn load<S: Simd>(p: *const u8) -> __m256i {
         // SAFETY: a block is 20 bytes.
