@@ -565,35 +565,23 @@ fn claim(en: &[Vocab], ja: &[Vocab], en_runs: &[RunResult], ja_runs: &[RunResult
     let d_en = en[b].tokens_per_char / en[a].tokens_per_char - 1.0;
     let d_ja = ja[b].tokens_per_char / ja[a].tokens_per_char - 1.0;
     let size = reached;
+    let step = format!(
+        "two doublings from {} to {} take English from {:.3} to {:.3} tokens per character ({}) \
+         and Japanese from {:.3} to {:.3} ({})",
+        size(&en[a]),
+        size(&en[b]),
+        en[a].tokens_per_char,
+        en[b].tokens_per_char,
+        pct(en[b].tokens_per_char, en[a].tokens_per_char),
+        ja[a].tokens_per_char,
+        ja[b].tokens_per_char,
+        pct(ja[b].tokens_per_char, ja[a].tokens_per_char),
+    );
     let tokens = if d_ja < d_en {
-        format!(
-            "agrees in direction: two doublings from {} to {} take English from {:.3} to {:.3} \
-             tokens per character ({}) and Japanese from {:.3} to {:.3} ({}), {:.1}× the \
-             English reduction",
-            size(&en[a]),
-            size(&en[b]),
-            en[a].tokens_per_char,
-            en[b].tokens_per_char,
-            pct(en[b].tokens_per_char, en[a].tokens_per_char),
-            ja[a].tokens_per_char,
-            ja[b].tokens_per_char,
-            pct(ja[b].tokens_per_char, ja[a].tokens_per_char),
-            d_ja / d_en
-        )
+        let ratio = d_ja / d_en;
+        format!("agrees in direction: {step}, {ratio:.1}× the English reduction")
     } else {
-        format!(
-            "does not show here: two doublings from {} to {} take English from {:.3} to {:.3} \
-             tokens per character ({}) and Japanese from {:.3} to {:.3} ({}), no larger gain \
-             for Japanese",
-            size(&en[a]),
-            size(&en[b]),
-            en[a].tokens_per_char,
-            en[b].tokens_per_char,
-            pct(en[b].tokens_per_char, en[a].tokens_per_char),
-            ja[a].tokens_per_char,
-            ja[b].tokens_per_char,
-            pct(ja[b].tokens_per_char, ja[a].tokens_per_char),
-        )
+        format!("does not show here: {step}, no larger gain for Japanese")
     };
     let quality = |name: &str, v: &[Vocab], r: &[RunResult]| {
         let (b, bpb) = best(r);
