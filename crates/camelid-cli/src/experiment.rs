@@ -58,6 +58,13 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     if a.steps == Some(0) {
         bail!("--steps must be at least 1");
     }
+    let default_japanese = a.japanese.is_empty();
+    if study != Study::Vocab && !default_japanese {
+        bail!("--japanese is for the vocab study only");
+    }
+    if let Some(p) = a.japanese.iter().find(|p| !p.exists()) {
+        bail!("--japanese {}: no such file or folder", p.display());
+    }
     let threads = crate::load::threads_or_all(a.threads)?;
     let default_data = a.data.is_empty();
     let data = if default_data {
@@ -65,11 +72,9 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     } else {
         a.data.clone()
     };
-    let default_japanese = a.japanese.is_empty();
-    let japanese = if study != Study::Vocab || !default_japanese {
-        a.japanese.clone()
-    } else {
-        vec![fetch::Resolver::from_env()?.japanese_text()?]
+    let japanese = match study {
+        Study::Vocab if default_japanese => vec![fetch::Resolver::from_env()?.japanese_text()?],
+        _ => a.japanese.clone(),
     };
     let opts = Options {
         out: a.out.clone(),

@@ -1099,3 +1099,46 @@ fn tokenize_and_detokenize_refuse_bad_input() {
     assert!(!out.status.success());
     assert!(err.contains("byte 0xC3 at offset 3"), "{err}");
 }
+
+/// `experiment`'s options are checked before any data is fetched or prepared.
+#[test]
+fn experiment_options_are_checked_first() {
+    let out = std::env::temp_dir().join(format!("camelid-exp-{}", std::process::id()));
+    let out = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "experiment",
+                "vocab",
+                "--japanese",
+                "/nonexistent/ja.txt",
+                "--out",
+                out,
+            ],
+            "--japanese /nonexistent/ja.txt: no such file or folder",
+        ),
+        (
+            &[
+                "experiment",
+                "gqa",
+                "--japanese",
+                "Cargo.toml",
+                "--out",
+                out,
+            ],
+            "--japanese is for the vocab study only",
+        ),
+        (
+            &["experiment", "context", "--minutes", "0", "--out", out],
+            "--minutes must be positive",
+        ),
+        (
+            &["experiment", "scaling", "--steps", "0", "--out", out],
+            "--steps must be at least 1",
+        ),
+    ];
+    for (args, needle) in cases {
+        expect_clear_error(args, needle);
+    }
+    assert!(!Path::new(out).exists(), "no output folder is made");
+}
