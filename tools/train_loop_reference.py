@@ -61,21 +61,23 @@ def lr_factor(s, warmup, total, r):
     return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def main():
-    S = SETTINGS
+def train(S, model_cfg, init_seed):
+    """The loop both reference scripts run: the model of `model_cfg` made under
+    torch.manual_seed(init_seed) (norm gains moved away from 1 so that their gradients matter),
+    trained by settings `S` on the tiny corpus. Returns the initial state dict, the trained model
+    and the per-step lr, loss and gradient norm."""
     stream = json.load(open(DATA))["train_tokens"]
     ctx = S["ctx"]
     n_windows = (len(stream) - 1) // ctx
 
-    torch.manual_seed(1)
-    config = LlamaConfig(**MODEL, attention_bias=False, mlp_bias=False, hidden_act="silu")
+    torch.manual_seed(init_seed)
+    config = LlamaConfig(**model_cfg, attention_bias=False, mlp_bias=False, hidden_act="silu")
     model = LlamaForCausalLM(config).float()
-    # Norm gains away from 1 so that their gradients matter.
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.add_(0.1 * torch.randn(p.shape))
-    init = {"init." + k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    init = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
     decayed = [p for n, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in n]
     plain = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "embed_tokens" not in n)]
@@ -115,6 +117,13 @@ def main():
         sched.step()
         steps.append({"lr": lr, "loss": sum(losses) / n_micro, "grad_norm": float(norm)})
 
+    return init, model, steps
+
+
+def main():
+    S = SETTINGS
+    init, model, steps = train(S, MODEL, 1)
+    init = {"init." + k: v for k, v in init.items()}
     final = {"final." + k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     save_file({**init, **final}, OUT + ".safetensors", metadata={"format": "pt"})
     import transformers
