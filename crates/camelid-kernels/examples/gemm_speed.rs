@@ -10,7 +10,7 @@
 //! The peak is twelve independent chains of `vfmadd` on the widest vectors the CPU has
 //! (AVX-512, else AVX2): `2 · lanes` FLOP per FMA.
 
-use camelid_kernels::{GemmF32, Isa, Kernels};
+use camelid_kernels::{GemmF32, Kernels};
 
 /// CPU seconds of this process (Linux; NaN elsewhere).
 fn cpu_seconds() -> f64 {
@@ -72,6 +72,7 @@ mod peak {
 fn main() {
     #[cfg(target_arch = "x86_64")]
     {
+        use camelid_kernels::Isa;
         let iters = 100_000_000;
         let (lanes, t0) = (Isa::best(), cpu_seconds());
         let (width, sink) = match lanes {

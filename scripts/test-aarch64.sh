@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The kernels on aarch64: cross-built and run under qemu-user, so the NEON path and the scalar
+# path are tested on every CI run without an ARM machine.
+#
+# rustup's toolchain here has no aarch64 standard library and cannot fetch one, so the target
+# build uses Debian's own Rust (package rustc-web, bookworm-security, with the arm64 standard
+# library libstd-rust-web-dev:arm64); cargo stays rustup's. The linker is Debian's
+# gcc-aarch64-linux-gnu; binaries run under qemu-user (Debian bookworm) against the arm64 C
+# library from Debian's multiarch (`qemu-aarch64` with no `-L`: the cross C library under
+# /usr/aarch64-linux-gnu hangs threaded programs under qemu 7.2 and 10.0, seen 2026-12-05).
+# qemu's default CPU model ("max") has every optional extension, dotprod included.
+#
+# Installs what is missing through apt-get (needs root); CAMELID_AARCH64_RUSTC and
+# CAMELID_AARCH64_RUSTDOC point at another aarch64-capable rustc and rustdoc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustc_arm=${CAMELID_AARCH64_RUSTC:-/usr/bin/rustc}
+missing=()
+[[ -x $rustc_arm ]] || missing+=(rustc-web)
+[[ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ]] || missing+=(libstd-rust-web-dev:arm64)
+command -v aarch64-linux-gnu-gcc > /dev/null || missing+=(gcc-aarch64-linux-gnu)
+command -v qemu-aarch64 > /dev/null || missing+=(qemu-user)
+[[ -e /lib/ld-linux-aarch64.so.1 ]] || missing+=(libc6:arm64)
+if ((${#missing[@]})); then
+    echo "test-aarch64: installing ${missing[*]}" >&2
+    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" > /dev/null
+fi
+
+export RUSTC=$rustc_arm RUSTDOC=${CAMELID_AARCH64_RUSTDOC:-/usr/bin/rustdoc}
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64
+export RUSTFLAGS="-D warnings"
+# Release: the test binaries run emulated, about 20x slower than native code.
+cargo test --release --target aarch64-unknown-linux-gnu --target-dir target/aarch64 \
+    -p camelid-kernels "$@"
