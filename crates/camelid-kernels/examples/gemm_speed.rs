@@ -80,7 +80,8 @@ fn main() {
             Isa::Avx512 => (16, unsafe { peak::chains512(iters) }),
             // SAFETY: the CPU has AVX2 and FMA.
             Isa::Avx2 => (8, unsafe { peak::chains256(iters) }),
-            Isa::Scalar => (0, 0.0),
+            // Scalar (Neon is not an x86 path).
+            _ => (0, 0.0),
         };
         if width > 0 {
             let flop = iters as f64 * 12.0 * 2.0 * width as f64;

@@ -641,7 +641,7 @@ mod tests {
                 (dtype, rows, wq)
             })
             .collect();
-        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+        for isa in Isa::available() {
             let k = Kernels::with_isa(2, isa);
             for precision in [Precision::Fast, Precision::Exact] {
                 for n in [1, 9] {

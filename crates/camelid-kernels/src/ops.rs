@@ -49,6 +49,10 @@ pub fn softmax(x: &mut [f32]) {
         // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
         return unsafe { crate::kernels::x86::ops::softmax(x) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if simd() {
+        return crate::kernels::neon::ops::softmax(x);
+    }
     reference::softmax(x)
 }
 
@@ -58,6 +62,10 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     if simd() {
         // SAFETY: `simd()` checked that the CPU has AVX2 + FMA.
         return unsafe { crate::kernels::x86::ops::silu_mul(gate, up) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if simd() {
+        return crate::kernels::neon::ops::silu_mul(gate, up);
     }
     reference::silu_mul(gate, up)
 }
@@ -90,7 +98,14 @@ pub fn attention(
 /// Whether the vector versions may run: the active path is AVX2 or better.
 #[cfg(target_arch = "x86_64")]
 fn simd() -> bool {
-    crate::isa::Isa::active() >= crate::isa::Isa::Avx2
+    use crate::isa::Isa;
+    matches!(Isa::active(), Isa::Avx2 | Isa::Avx512)
+}
+
+/// Whether the vector versions may run: the active path is NEON.
+#[cfg(target_arch = "aarch64")]
+fn simd() -> bool {
+    crate::isa::Isa::active() == crate::isa::Isa::Neon
 }
 
 /// The primitives attention is built from; the scalar reference and the SIMD path share
@@ -181,8 +196,13 @@ pub(crate) fn attention_heads(
                 // SAFETY: as above.
                 return unsafe { x86::attention(out, q, k, v, n_past, shape, heads, scores) };
             }
-            crate::isa::Isa::Scalar => {}
+            // `Isa::active` only returns paths of this architecture.
+            crate::isa::Isa::Scalar | crate::isa::Isa::Neon => {}
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if simd() {
+        return crate::kernels::neon::ops::attention(out, q, k, v, n_past, shape, heads, scores);
     }
     reference::attention_heads(out, q, k, v, n_past, shape, heads, scores)
 }

@@ -8,7 +8,15 @@
 //!
 //! Every entry of the SIMD tables has a twin in [`scalar`] computing the same sums in the same
 //! integer arithmetic; only the order of the f32 additions differs.
+//!
+//! The tables: [`scalar`] (every architecture); `x86` (AVX2, AVX-512, and AVX-512 with BF16)
+//! on x86-64; `neon` on aarch64, with NEON tiles for F32, F16, BF16 (exact), the 32-element
+//! formats and Q4_K, Q5_K, Q6_K, NEON activation quantization, and the scalar entries for the
+//! other types. The NEON path is tested under qemu-user (`scripts/test-aarch64.sh`); its speed
+//! on ARM hardware has not been measured.
 
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 mod scalar_iq;
 #[cfg(target_arch = "x86_64")]
@@ -22,7 +30,7 @@ use crate::matmul::Precision;
 /// Every f16 bit pattern as f32: a scalar scale conversion costs two loads instead of a trip
 /// through the vector unit. 256 KiB, built on first use; the scales a model uses are few, so
 /// the lines in use stay in L1.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub fn f16_table() -> &'static [f32; 65536] {
     static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
@@ -192,7 +200,9 @@ pub fn table(isa: Isa) -> &'static Table {
         Isa::Avx512 if is_x86_feature_detected!("avx512bf16") => &x86::AVX512_BF16,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => &x86::AVX512,
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => &neon::TABLE,
+        // Only the paths of this architecture get here (see `Isa::or_below`).
         _ => &scalar::TABLE,
     }
 }
@@ -215,12 +225,14 @@ mod tests {
                 ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
             })
             .collect();
-        // A zero block, a block with one huge value, exact ties at .5 after scaling.
+        // A zero block, a block with one huge value, exact ties at .5 after scaling (the block's
+        // largest magnitude 127 makes the scale 1).
         x[32..64].fill(0.0);
         x[70] = 1e6;
         for (i, v) in x[256..288].iter_mut().enumerate() {
             *v = (i as f32 - 16.0) * 0.5;
         }
+        x[256] = -127.0;
         let reference = table(Isa::Scalar);
         let (mut q0, mut d0, mut s0, mut h0) = (
             vec![0i8; cols],

@@ -141,34 +141,38 @@ const fn kp(tile: super::TileFn, panel: super::PanelFn) -> TypeKernels {
     }
 }
 
+/// The scalar kernels of every type, indexed by [`super::type_index`]; the paths without a
+/// kernel of their own for a type take its entry from here.
+pub(super) const TYPES: [TypeKernels; crate::dtype::DType::ALL.len()] = [
+    k(ActKind::F32, tile_f32),
+    k(ActKind::F32, tile_f16),
+    k(ActKind::Bf16, tile_bf16_bf16),
+    k(ActKind::Q8, tile_q8_0),
+    k(ActKind::Q8, tile_q4_0),
+    k(ActKind::Q8, tile_q4_1),
+    k(ActKind::Q8, tile_q5_0),
+    k(ActKind::Q8, tile_q5_1),
+    kp(tile_q2_k, panel_q2_k),
+    kp(tile_q3_k, panel_q3_k),
+    kp(tile_q4_k, panel_q4_k),
+    kp(tile_q5_k, panel_q5_k),
+    kp(tile_q6_k, panel_q6_k),
+    super::scalar_iq::IQ4_NL,
+    super::scalar_iq::IQ4_XS,
+    super::scalar_iq::TQ1_0,
+    super::scalar_iq::TQ2_0,
+    super::scalar_iq::IQ3_S,
+    super::scalar_iq::IQ3_XXS,
+    super::scalar_iq::IQ2_XXS,
+    super::scalar_iq::IQ2_XS,
+    super::scalar_iq::IQ2_S,
+    super::scalar_iq::IQ1_S,
+    super::scalar_iq::IQ1_M,
+];
+
 pub static TABLE: Table = Table {
     isa: crate::isa::Isa::Scalar,
-    types: [
-        k(ActKind::F32, tile_f32),
-        k(ActKind::F32, tile_f16),
-        k(ActKind::Bf16, tile_bf16_bf16),
-        k(ActKind::Q8, tile_q8_0),
-        k(ActKind::Q8, tile_q4_0),
-        k(ActKind::Q8, tile_q4_1),
-        k(ActKind::Q8, tile_q5_0),
-        k(ActKind::Q8, tile_q5_1),
-        kp(tile_q2_k, panel_q2_k),
-        kp(tile_q3_k, panel_q3_k),
-        kp(tile_q4_k, panel_q4_k),
-        kp(tile_q5_k, panel_q5_k),
-        kp(tile_q6_k, panel_q6_k),
-        super::scalar_iq::IQ4_NL,
-        super::scalar_iq::IQ4_XS,
-        super::scalar_iq::TQ1_0,
-        super::scalar_iq::TQ2_0,
-        super::scalar_iq::IQ3_S,
-        super::scalar_iq::IQ3_XXS,
-        super::scalar_iq::IQ2_XXS,
-        super::scalar_iq::IQ2_XS,
-        super::scalar_iq::IQ2_S,
-        super::scalar_iq::IQ1_S,
-        super::scalar_iq::IQ1_M,
-    ],
+    types: TYPES,
     bf16_exact: k(ActKind::F32, tile_bf16),
     quant_q8: quantize_q8_scalar,
     quant_bf16: quantize_bf16_scalar,
@@ -406,12 +410,12 @@ fn q6k_level(b: &[u8], e: usize) -> i32 {
     (lo | (hi << 4)) as i32
 }
 
-fn q2k_subs(b: &[u8]) -> [(f32, f32); 16] {
+pub(super) fn q2k_subs(b: &[u8]) -> [(f32, f32); 16] {
     let (d, dmin) = (h(b, 80), h(b, 82));
     std::array::from_fn(|j| (d * (b[j] & 0x0f) as f32, -dmin * (b[j] >> 4) as f32))
 }
 
-fn q3k_subs(b: &[u8]) -> [(f32, f32); 16] {
+pub(super) fn q3k_subs(b: &[u8]) -> [(f32, f32); 16] {
     let d = h(b, 108);
     let sc = q3k_scales(&b[96..108]);
     std::array::from_fn(|j| {
@@ -420,7 +424,7 @@ fn q3k_subs(b: &[u8]) -> [(f32, f32); 16] {
     })
 }
 
-fn q6k_subs(b: &[u8]) -> [(f32, f32); 16] {
+pub(super) fn q6k_subs(b: &[u8]) -> [(f32, f32); 16] {
     let d = h(b, 208);
     std::array::from_fn(|j| {
         let s = d * (b[192 + j] as i8) as f32;
