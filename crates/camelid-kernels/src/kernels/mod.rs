@@ -11,7 +11,7 @@
 //!
 //! The tables: [`scalar`] (every architecture); `x86` (AVX2, AVX-512, and AVX-512 with BF16)
 //! on x86-64; `neon` on aarch64, with NEON tiles for F32, F16, BF16 (exact), the 32-element
-//! formats and Q4_K, Q5_K, Q6_K, NEON activation quantization, and the scalar entries for the
+//! formats and Q2_K to Q6_K, NEON activation quantization, and the scalar entries for the
 //! other types. The NEON path is tested under qemu-user (`scripts/test-aarch64.sh`); its speed
 //! on ARM hardware has not been measured.
 
