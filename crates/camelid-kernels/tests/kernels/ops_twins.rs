@@ -56,6 +56,8 @@ fn attention_matches_reference() {
         (8, 8, 128, 300),
         (16, 2, 128, 70),
         (14, 2, 72, 45),
+        // A head size past the last whole vector of every path (4, 8 and 16 lanes).
+        (3, 1, 18, 9),
         (5, 1, 64, 0),
     ] {
         let shape = AttnShape {
