@@ -28,11 +28,8 @@ use crate::dtype::DType;
 use crate::isa::Isa;
 
 /// `acc + Σ w·x` over 16 signed bytes, the pairs of products summed into four i32 lanes.
-///
-/// # Safety
-/// None beyond NEON (base ISA); `unsafe` because the intrinsics are.
 #[inline(always)]
-pub(super) unsafe fn dot16(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+pub(super) fn dot16(acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
     // SAFETY: NEON is part of the aarch64 base ISA.
     unsafe {
         let lo = vmull_s8(vget_low_s8(w), vget_low_s8(x));

@@ -9,11 +9,8 @@ use std::arch::aarch64::*;
 use crate::ops::{AttnPrims, AttnShape, attention_with};
 
 /// `e^x` for four lanes; inputs clamped to `[-87.3, 88.7]`, where `e^x` is finite and normal.
-///
-/// # Safety
-/// None beyond NEON.
 #[inline(always)]
-unsafe fn exp4(x: float32x4_t) -> float32x4_t {
+fn exp4(x: float32x4_t) -> float32x4_t {
     // SAFETY: NEON is part of the aarch64 base ISA.
     unsafe {
         let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3)), vdupq_n_f32(88.7));

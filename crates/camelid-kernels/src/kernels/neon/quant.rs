@@ -33,19 +33,14 @@ unsafe fn load(p: *const u8) -> uint8x16_t {
 }
 
 /// Each byte of `v` shifted right by `k` and masked with `m`.
-///
-/// # Safety
-/// None beyond NEON.
 #[inline(always)]
-unsafe fn bits(v: uint8x16_t, k: usize, m: u8) -> uint8x16_t {
+fn bits(v: uint8x16_t, k: usize, m: u8) -> uint8x16_t {
     // SAFETY: NEON is part of the aarch64 base ISA.
     unsafe { vandq_u8(vshlq_u8(v, vdupq_n_s8(-(k as i8))), vdupq_n_u8(m)) }
 }
 
-/// # Safety
-/// None beyond NEON.
 #[inline(always)]
-unsafe fn s8(v: uint8x16_t) -> int8x16_t {
+fn s8(v: uint8x16_t) -> int8x16_t {
     // SAFETY: NEON is part of the aarch64 base ISA.
     unsafe { vreinterpretq_s8_u8(v) }
 }
