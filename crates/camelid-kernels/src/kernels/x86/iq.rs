@@ -52,6 +52,8 @@ impl Block32 for IQ4NL {
     const BYTES: usize = 18;
     const TYPE1: bool = false;
     const OFFSET: f32 = 0.0;
+    const NIBBLES: Option<usize> = Some(2);
+    const IQ4: bool = true;
     #[inline(always)]
     fn offset<S: Simd>() -> f32 {
         <Q8_0 as Block32>::offset::<S>()
@@ -77,6 +79,8 @@ impl Packed for PIQ4XS {
     const BLOCKS: usize = 8;
     const GROUP: usize = 4;
     const HALVES: usize = 1;
+    const NIBBLES: Option<usize> = Some(8);
+    const IQ4: bool = true;
 
     #[inline(always)]
     unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {

@@ -34,6 +34,7 @@ use super::kq::{KQuant, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::q8::{Block32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use super::{Simd, prefetch};
 use crate::kernels::{ActPtr, PanelBuf, PanelJob, Tile};
+use crate::quant::IQ4NL_VALUES;
 
 /// Rows per panel and per tile step: the lanes of one f32 vector.
 pub const ROWS: usize = 8;
@@ -92,8 +93,12 @@ pub trait Packed {
     const GROUP: usize;
     /// Scale entries per block of 32: 1, or 2 for sub-blocks of 16.
     const HALVES: usize;
-    /// [`Block32::NIBBLES`] of a 32-element format ([`Fold512`] takes four rows a vector).
+    /// Where block `b` of a unit is its 16 bytes of nibbles at `NIBBLES + 16 · b` (elements
+    /// `0..16` low, `16..32` high) and nothing else: [`Block32::NIBBLES`] of Q4_0 and Q4_1, and
+    /// IQ4_NL, IQ4_XS ([`Fold512`] takes four rows a vector).
     const NIBBLES: Option<usize> = None;
+    /// Whether those nibbles index IQ4_NL's codebook rather than being the levels.
+    const IQ4: bool = false;
 
     /// The levels of blocks `g · GROUP..(g + 1) · GROUP` of the unit at `p` (the first `GROUP`
     /// vectors), 32 unsigned bytes in element order each.
@@ -141,6 +146,7 @@ impl<B: Block32> Packed for P32<B> {
     const GROUP: usize = 1;
     const HALVES: usize = 1;
     const NIBBLES: Option<usize> = B::NIBBLES;
+    const IQ4: bool = B::IQ4;
 
     #[inline(always)]
     unsafe fn group<S: Simd>(p: *const u8, _g: usize) -> [__m256i; 4] {
@@ -904,14 +910,16 @@ unsafe fn four_rows(p: &[*const u8], off: usize) -> __m512i {
 /// accumulating into the same lanes, so that eight rows take four `vpdpbusd` into two vectors
 /// of four lane sums a row, folded by two two-source permutes, a swap of lane pairs and a
 /// gather of the even lanes. The block sum comes back whole as `lo` (`hi` zero): the tile adds
-/// them, and integer sums are exact in any order, so the result is [`Fold256`]'s.
+/// them, and integer sums are exact in any order, so the result is [`Fold256`]'s. The IQ4
+/// formats look their nibbles up in the codebook offset by 128, as their `group` does.
 ///
 /// # Safety
 /// As for [`Fold::sums`] with `P::NIBBLES = Some(off)`; AVX-512 F/BW + VNNI.
 #[inline(always)]
-unsafe fn nibble_sums<const N: usize>(
+unsafe fn nibble_sums<P: Packed, const N: usize>(
     p: &[*const u8; ROWS],
     off: usize,
+    g: usize,
     a: &ActRows<N>,
     b0: usize,
 ) -> [[(__m256i, __m256i); 4]; N] {
@@ -920,31 +928,51 @@ unsafe fn nibble_sums<const N: usize>(
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
         let mask = _mm512_set1_epi8(0x0f);
-        let w = [four_rows(&p[..4], off), four_rows(&p[4..], off)];
-        let lo = [_mm512_and_si512(w[0], mask), _mm512_and_si512(w[1], mask)];
-        let hi = [
-            _mm512_and_si512(_mm512_srli_epi16::<4>(w[0]), mask),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(w[1]), mask),
-        ];
-        let mut out = [[(_mm256_setzero_si256(), _mm256_setzero_si256()); 4]; N];
-        for i in 0..N {
-            let x = a.x[i].add(b0 * 32);
-            let xlo = _mm512_broadcast_i32x4(_mm_loadu_si128(x as *const __m128i));
-            let xhi = _mm512_broadcast_i32x4(_mm_loadu_si128(x.add(16) as *const __m128i));
-            let mut d = [_mm512_setzero_si512(); 2];
-            for h in 0..2 {
-                d[h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[h], xlo);
-                d[h] = _mm512_dpbusd_epi32(d[h], hi[h], xhi);
+        let book = _mm512_xor_si512(
+            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
+            _mm512_set1_epi8(-128),
+        );
+        // Not a closure: closures do not inherit the target features here.
+        #[inline(always)]
+        unsafe fn levels<P: Packed>(book: __m512i, v: __m512i) -> __m512i {
+            // SAFETY: AVX-512 BW (the caller's).
+            if P::IQ4 {
+                unsafe { _mm512_shuffle_epi8(book, v) }
+            } else {
+                v
             }
-            // Lanes 2r and 2r + 1 of `e`: row r's four lane sums in pairs; then both hold the
-            // row's sum, and the even lanes go to lanes 0..8.
-            let e = _mm512_add_epi32(
-                _mm512_permutex2var_epi32(d[0], even, d[1]),
-                _mm512_permutex2var_epi32(d[0], odd, d[1]),
-            );
-            let f = _mm512_add_epi32(e, _mm512_shuffle_epi32::<0xb1>(e));
-            let g = _mm512_permutexvar_epi32(even, f);
-            out[i][0] = (_mm512_castsi512_si256(g), _mm256_setzero_si256());
+        }
+        let mut out = [[(_mm256_setzero_si256(), _mm256_setzero_si256()); 4]; N];
+        for k in 0..P::GROUP {
+            let at = off + 16 * (g * P::GROUP + k);
+            let w = [four_rows(&p[..4], at), four_rows(&p[4..], at)];
+            let lo = [
+                levels::<P>(book, _mm512_and_si512(w[0], mask)),
+                levels::<P>(book, _mm512_and_si512(w[1], mask)),
+            ];
+            let hi = [
+                levels::<P>(book, _mm512_and_si512(_mm512_srli_epi16::<4>(w[0]), mask)),
+                levels::<P>(book, _mm512_and_si512(_mm512_srli_epi16::<4>(w[1]), mask)),
+            ];
+            for i in 0..N {
+                let x = a.x[i].add((b0 + k) * 32);
+                let xlo = _mm512_broadcast_i32x4(_mm_loadu_si128(x as *const __m128i));
+                let xhi = _mm512_broadcast_i32x4(_mm_loadu_si128(x.add(16) as *const __m128i));
+                let mut d = [_mm512_setzero_si512(); 2];
+                for h in 0..2 {
+                    d[h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[h], xlo);
+                    d[h] = _mm512_dpbusd_epi32(d[h], hi[h], xhi);
+                }
+                // Lanes 2r and 2r + 1 of `e`: row r's four lane sums in pairs; then both hold
+                // the row's sum, and the even lanes go to lanes 0..8.
+                let e = _mm512_add_epi32(
+                    _mm512_permutex2var_epi32(d[0], even, d[1]),
+                    _mm512_permutex2var_epi32(d[0], odd, d[1]),
+                );
+                let f = _mm512_add_epi32(e, _mm512_shuffle_epi32::<0xb1>(e));
+                let v = _mm512_permutexvar_epi32(even, f);
+                out[i][k] = (_mm512_castsi512_si256(v), _mm256_setzero_si256());
+            }
         }
         out
     }
@@ -961,7 +989,7 @@ impl Fold for Fold512 {
         // SAFETY: caller's contract.
         unsafe {
             if let Some(off) = P::NIBBLES {
-                return nibble_sums::<N>(p, off, a, b0);
+                return nibble_sums::<P, N>(p, off, g, a, b0);
             }
             // Over the 32 lanes of two vectors: the sum of lanes 2j and 2j + 1, then, with each
             // row's four pair sums at lanes 4r..4r + 4, its two halves: lanes 0..8 take half 0

@@ -13,9 +13,11 @@ pub trait Block32 {
     const TYPE1: bool;
     /// Level offset of the type-0 formats: −8 (Q4_0), −16 (Q5_0), 0 (Q8_0, signed values).
     const OFFSET: f32;
-    /// Where the levels are the 16 bytes of nibbles at this offset and nothing else (Q4_0,
-    /// Q4_1): elements `0..16` in the low nibbles, `16..32` in the high ones.
+    /// Where the block is the 16 bytes of nibbles at this offset and its scales (Q4_0, Q4_1,
+    /// IQ4_NL): elements `0..16` in the low nibbles, `16..32` in the high ones.
     const NIBBLES: Option<usize> = None;
+    /// Whether those nibbles index IQ4_NL's codebook rather than being the levels.
+    const IQ4: bool = false;
 
     /// The offset on path `S` (Q8_0 uses a different trick with VNNI).
     #[inline(always)]
