@@ -935,8 +935,8 @@ unsafe fn nibble_sums<P: Packed, const N: usize>(
         // Not a closure: closures do not inherit the target features here.
         #[inline(always)]
         unsafe fn levels<P: Packed>(book: __m512i, v: __m512i) -> __m512i {
-            // SAFETY: AVX-512 BW (the caller's).
             if P::IQ4 {
+                // SAFETY: AVX-512 BW (the caller's).
                 unsafe { _mm512_shuffle_epi8(book, v) }
             } else {
                 v
