@@ -36,3 +36,7 @@ export RUSTFLAGS="-D warnings"
 # Release: the test binaries run emulated, about 20x slower than native code.
 cargo test --release --target aarch64-unknown-linux-gnu --target-dir target/aarch64 \
     -p camelid-kernels "$@"
+# End to end on the NEON path: the default model's greedy tokens against llama.cpp's
+# (testdata/smollm2/greedy.json; the model from scripts/fetch-assets.sh).
+cargo test --release --target aarch64-unknown-linux-gnu --target-dir target/aarch64 \
+    -p camelid-engine --test generate "$@" -- greedy_equals_llama_cpp_for_32_tokens
