@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The kernels on aarch64: cross-built and run under qemu-user, so the NEON path and the scalar
-# path are tested on every CI run without an ARM machine.
+# path are tested on every CI run without an ARM machine; then one end-to-end test (the default
+# model's greedy tokens against llama.cpp's) on the NEON path.
 #
 # rustup's toolchain here has no aarch64 standard library and cannot fetch one, so the target
 # build uses Debian's own Rust (package rustc-web, bookworm-security, with the arm64 standard
