@@ -783,8 +783,12 @@ pub(super) unsafe fn panel16_body<P: Packed>(job: &PanelJob, buf: &mut PanelBuf)
     }
 }
 
-/// Super-blocks ahead of the one being multiplied that a k-quant row tile asks for.
-const AHEAD: usize = 4;
+/// Super-blocks ahead of the one being multiplied that a k-quant row tile asks for. 8 rather
+/// than 4: the 1.24B benchmark model's Q4_K_M and IQ4_XS decode, two threads, three and two
+/// alternating rounds of `camelid bench -p 0 -n 64 -r 2`, went 30.2–31.5 → 31.8–33.2 and
+/// 33.6–34.8 → 35.3–35.7 tokens/s (its rows of 2048 columns now take the next eight rows' way
+/// below, a whole tile ahead); 16 was no better than 8.
+const AHEAD: usize = 8;
 
 /// Asks for weights ahead of unit `u` of the eight rows from `r0`. The eight rows are read as
 /// eight streams, too short for the hardware prefetcher to run ahead of. The k-quants ask for
@@ -793,7 +797,7 @@ const AHEAD: usize = 4;
 /// the next eight rows (contiguous), as many bytes as a block of each row. Measured with
 /// `--example matvec`: the k-quants' way is 1.1–1.35× the other on Q4_K and Q6_K rows of 8192
 /// columns and the same on rows of 2048, but it costs Q4_0, whose blocks are 18 bytes, a
-/// quarter of its speed. Rows of at most `AHEAD` super-blocks (1024 columns or fewer) take the
+/// quarter of its speed. Rows of at most `AHEAD` super-blocks (2048 columns or fewer) take the
 /// 32-element formats' way too, where the k-quants' way asks for lines a row past the ones
 /// needed next: in-cache decode of 512-column Q4_K_M and Q6_K models, one thread, best of 8,
 /// measured 1.03–1.05× (Q4_K_M) and 1.08× (Q6_K) at a load average of 4, 1.1–1.4× at 6.
