@@ -10,7 +10,7 @@
 # GGML_CPU_LIB's before it, where set: a libggml-cpu to use instead of the one beside it).
 # Environment (defaults in brackets): LAYERS [2], DIM [512], FFN [1536], VOCAB [4096] shape the
 # model (2 layers of 512: 15.5 MiB in F16 and BF16, 8.2 MiB Q8_0, 5.0 Q4_0, 5.2 Q4_K_M);
-# TYPES ["F16 BF16 Q8_0 Q4_0 Q4_K_M"]; ROUNDS [2]; REPS [3]; THREADS [2]; CAMELID
+# TYPES ["F16 BF16 Q8_0 Q4_0 Q4_K_M IQ4_XS"]; ROUNDS [2]; REPS [3]; THREADS [2]; CAMELID
 # [target/release/camelid, built here when not set].
 #
 # Steps: builds camelid (release); writes the F16 model with `camelid random-model` into
@@ -29,7 +29,7 @@ fi
 LLAMA_BENCH=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 LLAMA_LIBS=${GGML_CPU_LIB:+$GGML_CPU_LIB:}$(dirname "$LLAMA_BENCH")
 LAYERS=${LAYERS:-2} DIM=${DIM:-512} FFN=${FFN:-1536} VOCAB=${VOCAB:-4096}
-TYPES=${TYPES:-F16 BF16 Q8_0 Q4_0 Q4_K_M}
+TYPES=${TYPES:-F16 BF16 Q8_0 Q4_0 Q4_K_M IQ4_XS}
 ROUNDS=${ROUNDS:-2} REPS=${REPS:-3} THREADS=${THREADS:-2}
 if [ -z "${CAMELID:-}" ]; then
     cargo build --release -p camelid-cli 2>&1 | tail -1
@@ -57,7 +57,7 @@ done
     echo "llama.cpp: $(LD_LIBRARY_PATH=$LLAMA_LIBS "$LLAMA_BENCH" --version 2>&1 | head -1)"
     echo "model: $NAME (dim $DIM, ffn $FFN, $LAYERS layers, vocab $VOCAB)"
     for t in $TYPES; do
-        echo "  $t: $(stat -c %s "$(model "$t")" | awk '{printf "%.1f", $1 / 1048576}') MiB"
+        echo "  $t: $(stat -L -c %s "$(model "$t")" | awk '{printf "%.1f", $1 / 1048576}') MiB"
     done
     echo "threads $THREADS, rounds $ROUNDS, -r $REPS"
 } | tee "$OUT/machine.txt" >&2
