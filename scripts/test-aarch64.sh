@@ -12,14 +12,16 @@
 # qemu's default CPU model ("max") has every optional extension, dotprod included.
 #
 # Installs what is missing through apt-get (needs root); CAMELID_AARCH64_RUSTC and
-# CAMELID_AARCH64_RUSTDOC point at another aarch64-capable rustc and rustdoc.
+# CAMELID_AARCH64_RUSTDOC point at another aarch64-capable rustc and rustdoc. Arguments go to
+# the kernels' `cargo test` (a test filter, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustc_arm=${CAMELID_AARCH64_RUSTC:-/usr/bin/rustc}
 missing=()
-[[ -x $rustc_arm ]] || missing+=(rustc-web)
-[[ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ]] || missing+=(libstd-rust-web-dev:arm64)
+sysroot=$("$rustc_arm" --print sysroot 2> /dev/null || true)
+[[ -n $sysroot && -d $sysroot/lib/rustlib/aarch64-unknown-linux-gnu ]] ||
+    missing+=(rustc-web libstd-rust-web-dev:arm64)
 command -v aarch64-linux-gnu-gcc > /dev/null || missing+=(gcc-aarch64-linux-gnu)
 command -v qemu-aarch64 > /dev/null || missing+=(qemu-user)
 [[ -e /lib/ld-linux-aarch64.so.1 ]] || missing+=(libc6:arm64)
@@ -40,4 +42,4 @@ cargo test --release --target aarch64-unknown-linux-gnu --target-dir target/aarc
 # End to end on the NEON path: the default model's greedy tokens against llama.cpp's
 # (testdata/smollm2/greedy.json; the model from scripts/fetch-assets.sh).
 cargo test --release --target aarch64-unknown-linux-gnu --target-dir target/aarch64 \
-    -p camelid-engine --test generate "$@" -- greedy_equals_llama_cpp_for_32_tokens
+    -p camelid-engine --test generate -- greedy_equals_llama_cpp_for_32_tokens

@@ -13,7 +13,8 @@ cargo test --workspace --features camelid-cli/cuda "$@"
 # kernels' on the scalar path.
 CAMELID_ISA=avx2 cargo test -p camelid-kernels -p camelid-model "$@"
 CAMELID_ISA=scalar cargo test -p camelid-kernels "$@"
-# The kernels on aarch64 (NEON and scalar), cross-built and run under qemu-user.
+# The kernels on aarch64 (NEON and scalar), cross-built and run under qemu-user, and the
+# default model's greedy tokens against llama.cpp's on that path.
 scripts/test-aarch64.sh
 # The CUDA sources through nvcc and NVRTC (from PyPI wheels) and a CPU emulation of the kernels;
 # then the backend's own build of them with that NVRTC (no GPU needed to compile).
