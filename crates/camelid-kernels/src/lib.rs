@@ -6,7 +6,8 @@
 //! files, models or strings: callers hand it checked slices.
 //!
 //! Every kernel has a scalar reference implementation that stays in the tree forever; faster
-//! paths (AVX2, AVX-512 on x86-64; NEON on aarch64) are chosen once at run time ([`Isa::active`]) and are tested against it.
+//! paths (AVX2, AVX-512 on x86-64; NEON on aarch64) are chosen once at run time
+//! ([`Isa::active`]) and are tested against it.
 //! A model holds one [`Kernels`]: the chosen kernel table, the [`Precision`] of quantized
 //! products, and the persistent thread pool.
 
