@@ -23,6 +23,8 @@ sysroot=$("$rustc_arm" --print sysroot 2> /dev/null || true)
 [[ -n $sysroot && -d $sysroot/lib/rustlib/aarch64-unknown-linux-gnu ]] ||
     missing+=(rustc-web libstd-rust-web-dev:arm64)
 command -v aarch64-linux-gnu-gcc > /dev/null || missing+=(gcc-aarch64-linux-gnu)
+# The C library to link against (only a recommendation of the cross compiler's package).
+[[ -e /usr/aarch64-linux-gnu/lib/crt1.o ]] || missing+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64 > /dev/null || missing+=(qemu-user)
 [[ -e /lib/ld-linux-aarch64.so.1 ]] || missing+=(libc6:arm64)
 if ((${#missing[@]})); then
