@@ -40,4 +40,28 @@ impl Backing {
             Backing::Heap(v) => v,
         }
     }
+
+    /// Lets the pages wholly inside `range` of a map leave the process's resident memory
+    /// (`madvise(MADV_DONTNEED)`): for bytes a caller has copied and will not read again. The
+    /// file is untouched, and a later read faults its pages back in from it. A hint: failures
+    /// are ignored, and a heap buffer stays as it is.
+    pub(crate) fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Backing::Map(m) = self {
+            const PAGE: usize = 4096;
+            let base = m.as_ptr() as usize;
+            let start = (base + range.start).next_multiple_of(PAGE) - base;
+            let end = ((base + range.end.min(m.len())) / PAGE * PAGE).saturating_sub(base);
+            if start < end {
+                // SAFETY: the map is a read-only shared file mapping that nothing writes, so
+                // dropping its pages loses nothing: every later read of them sees the file's
+                // bytes again, as every `&[u8]` borrowed from the map expects.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
 }

@@ -18,6 +18,7 @@
 
 use std::time::Instant;
 
+use camelid_kernels::interleave::interleave;
 use camelid_kernels::quant::{can_quantize, quantize_row};
 use camelid_kernels::{DType, Kernels, Precision, WeightView};
 
@@ -73,28 +74,39 @@ fn main() {
                 }
             }
         }
-        let view = WeightView::new(dtype, rows, COLS, &w).expect("whole rows");
         let x: Vec<f32> = (0..COLS)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
             .collect();
         let mut out = vec![0.0f32; rows];
-        kernels.matmul(&view, &x, &mut out, 1);
-        // The fastest of a few rounds: on a shared machine the slower ones lost the core.
-        let mut secs = f64::INFINITY;
-        for _ in 0..ROUNDS {
-            let start = Instant::now();
-            for _ in 0..calls {
-                kernels.matmul(&view, &x, &mut out, 1);
-            }
-            secs = secs.min(start.elapsed().as_secs_f64());
+        // The file's layout, and the interleaved one where this path has it (`name/x8`).
+        let il = interleave(dtype, rows, COLS, &w).filter(|_| kernels.interleaves(dtype));
+        let mut views = vec![(
+            dtype.name().to_string(),
+            WeightView::new(dtype, rows, COLS, &w).expect("whole rows"),
+        )];
+        if let Some(il) = &il {
+            let view = WeightView::interleaved(dtype, rows, COLS, il).expect("whole rows");
+            views.push((format!("{}/x8", dtype.name()), view));
         }
-        println!(
-            "{:<6} {:>12} {:>10} {:>9.4}",
-            dtype.name(),
-            w.len(),
-            ROUNDS * calls + 1,
-            secs * 1e9 / (calls * w.len()) as f64
-        );
-        std::hint::black_box(&out);
+        for (name, view) in views {
+            kernels.matmul(&view, &x, &mut out, 1);
+            // The fastest of a few rounds: on a shared machine the slower ones lost the core.
+            let mut secs = f64::INFINITY;
+            for _ in 0..ROUNDS {
+                let start = Instant::now();
+                for _ in 0..calls {
+                    kernels.matmul(&view, &x, &mut out, 1);
+                }
+                secs = secs.min(start.elapsed().as_secs_f64());
+            }
+            println!(
+                "{:<6} {:>12} {:>10} {:>9.4}",
+                name,
+                w.len(),
+                ROUNDS * calls + 1,
+                secs * 1e9 / (calls * w.len()) as f64
+            );
+            std::hint::black_box(&out);
+        }
     }
 }

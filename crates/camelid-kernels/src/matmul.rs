@@ -14,24 +14,29 @@
 //! pairs with f32 sums, as AVX512-BF16's `vdpbf16ps` does (`kernels::scalar::dot_bf16_bf16`
 //! is the arithmetic); a relative error of at most 2⁻⁸ per activation.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::act::{ActKind, QuantAct, bf16_stride};
 use crate::dtype::DType;
+use crate::interleave;
 use crate::isa::Isa;
 use crate::kernels::{self, ActPtr, NT, Panel, PanelBuf, PanelJob, Table, Tile};
 use crate::pool::ThreadPool;
 use crate::quant::dequantize_row;
 
-/// A row-major weight matrix `[rows, cols]` borrowed from wherever it lives (usually a memory map).
+/// A weight matrix `[rows, cols]` borrowed from wherever it lives (usually a memory map):
+/// row-major as in the file, or with its rows interleaved in eights ([`crate::interleave`]).
 #[derive(Clone, Copy, Debug)]
 pub struct WeightView<'a> {
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// Whether `data` is in the interleaved layout ([`WeightView::interleaved`]).
+    pub interleaved: bool,
 }
 
 impl<'a> WeightView<'a> {
@@ -43,6 +48,18 @@ impl<'a> WeightView<'a> {
             rows,
             cols,
             data,
+            interleaved: false,
+        })
+    }
+
+    /// As [`WeightView::new`] for the output of [`crate::interleave::interleave`], which only
+    /// products on a path whose [`Kernels::interleaves`] says so may take.
+    pub fn interleaved(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Option<Self> {
+        let ok = crate::interleave::supports(dtype) && rows.is_multiple_of(interleave::ROWS);
+        let w = WeightView::new(dtype, rows, cols, data).filter(|_| ok)?;
+        Some(WeightView {
+            interleaved: true,
+            ..w
         })
     }
 
@@ -51,15 +68,21 @@ impl<'a> WeightView<'a> {
         self.data.len() / self.rows.max(1)
     }
 
-    /// The raw bytes of row `r`.
-    pub fn row(&self, r: usize) -> &'a [u8] {
+    /// The bytes of row `r` in the file's layout (gathered where the rows are interleaved).
+    pub fn row(&self, r: usize) -> Cow<'a, [u8]> {
         let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
+        if self.interleaved {
+            let mut row = vec![0u8; rb];
+            interleave::row_into(self.dtype, self.cols, self.data, r, &mut row);
+            Cow::Owned(row)
+        } else {
+            Cow::Borrowed(&self.data[r * rb..(r + 1) * rb])
+        }
     }
 
     /// Dequantizes row `r` into `dst` (`cols` long): an embedding lookup.
     pub fn dequantize_row_into(&self, r: usize, dst: &mut [f32]) {
-        dequantize_row(self.dtype, self.row(r), dst);
+        dequantize_row(self.dtype, &self.row(r), dst);
     }
 }
 
@@ -161,6 +184,13 @@ impl Kernels {
         self.table.isa
     }
 
+    /// Whether this path multiplies `dtype` faster with its rows interleaved in eights
+    /// ([`crate::interleave`], [`WeightView::interleaved`]); only then may such a view be given
+    /// to it.
+    pub fn interleaves(&self, dtype: DType) -> bool {
+        self.table.get(dtype, Precision::Fast).interleaved.is_some()
+    }
+
     /// Threads of the pool.
     pub fn threads(&self) -> usize {
         self.lock().pool.threads()
@@ -257,8 +287,14 @@ impl Kernels {
                 "weights are not [{rows}, {cols}] of {}",
                 w.dtype
             );
-            let tk = self.table.get(w.dtype, precision);
+            let mut tk = self.table.get(w.dtype, precision);
             let exact = precision == Precision::Exact && w.dtype.is_quantized();
+            if w.interleaved && !exact {
+                let (tile, panel) = tk
+                    .interleaved
+                    .expect("interleaved weights on a path without their kernels");
+                (tk.tile, tk.panel) = (tile, Some(panel));
+            }
             let panel = tk
                 .panel
                 .filter(|p| !exact && n >= kernels::PANEL_MIN_N && rows >= p.rows);
@@ -677,6 +713,57 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Q4_K rows interleaved in eights give the file layout's results bit for bit, through the
+    /// decode tiles and the prompt panels (a last panel of eight rows included) and at the exact
+    /// precision, on every path that interleaves (AVX-512 where this CPU has it).
+    #[test]
+    fn interleaved_rows_give_the_file_layouts_results() {
+        let (rows, cols, dtype) = (40, 768, DType::Q4_K);
+        let rb = dtype.row_bytes(cols).unwrap();
+        let mut wq = vec![0u8; rows * rb];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for r in 0..rows {
+            let wf: Vec<f32> = (0..cols)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            quantize_row(dtype, &wf, &mut wq[r * rb..][..rb]);
+        }
+        let il = interleave::interleave(dtype, rows, cols, &wq).unwrap();
+        let (w, wi) = (
+            WeightView::new(dtype, rows, cols, &wq).unwrap(),
+            WeightView::interleaved(dtype, rows, cols, &il).unwrap(),
+        );
+        let mut paths = 0;
+        for isa in Isa::available() {
+            let k = Kernels::with_isa(2, isa);
+            if !k.interleaves(dtype) {
+                continue;
+            }
+            paths += 1;
+            for precision in [Precision::Fast, Precision::Exact] {
+                for n in [1, 2, 3, 4, 5, 8, 9, 17] {
+                    let x: Vec<f32> = (0..n * cols)
+                        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+                        .collect();
+                    let (mut want, mut got) = (vec![0.0f32; n * rows], vec![f32::NAN; n * rows]);
+                    k.matmul_with(&w, &x, &mut want, 2, precision);
+                    k.matmul_with(&wi, &x, &mut got, 2, precision);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{isa} {precision:?} n={n} [{i}]");
+                    }
+                }
+            }
+        }
+        if Isa::available().contains(&Isa::Avx512) {
+            assert!(paths > 0, "the AVX-512 path interleaves Q4_K");
         }
     }
 

@@ -55,14 +55,35 @@ struct Activations {
 
 impl CpuBackend {
     /// The backend on all cores, on the kernel path [`camelid_kernels::Isa::active`] picks.
-    pub fn new(config: Config, weights: Weights, inv_freq: Vec<f32>) -> CpuBackend {
+    /// The matrices that path multiplies faster with their rows interleaved
+    /// ([`Kernels::interleaves`]: Q4_K on AVX-512) are rearranged so, in memory of their own that
+    /// takes the place of the mapped bytes; the token embedding stays as it is (rows are looked
+    /// up one at a time; a tied output matrix then keeps the file's layout too).
+    pub fn new(config: Config, mut weights: Weights, inv_freq: Vec<f32>) -> CpuBackend {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let kernels = Kernels::new(threads);
+        let layers = weights.layers.iter_mut().flat_map(|l| {
+            [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ]
+        });
+        for t in layers.chain(weights.output.as_mut()) {
+            if kernels.interleaves(t.dtype) {
+                t.interleave();
+            }
+        }
         CpuBackend {
             config,
             weights,
             inv_freq,
             threads,
-            kernels: Kernels::new(threads),
+            kernels,
             act: Mutex::new(Activations::default()),
         }
     }

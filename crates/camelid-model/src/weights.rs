@@ -32,6 +32,8 @@ enum Data {
     /// Rearranged at load (HF Wq/Wk, whose rows are permuted; Meta tensors joined from
     /// several model-parallel shards).
     Owned(Vec<u8>),
+    /// The rows interleaved in eights by the CPU backend ([`Tensor::interleave`]).
+    Interleaved(Vec<u8>),
 }
 
 /// A weight matrix `[rows, cols]`.
@@ -44,12 +46,13 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// The bytes, in the file's layout unless [`Tensor::interleave`] rearranged them.
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
             Data::Gguf(g, r) => &g.bytes()[r.clone()],
             Data::Safetensors(st, i) => st.data(&st.tensors()[*i]),
             Data::Pth(m, s, i) => m.shards[*s].data(&m.shards[*s].tensors()[*i]),
-            Data::Owned(v) => v,
+            Data::Owned(v) | Data::Interleaved(v) => v,
         }
     }
 
@@ -59,12 +62,29 @@ impl Tensor {
             rows: self.rows,
             cols: self.cols,
             data: self.bytes(),
+            interleaved: matches!(self.data, Data::Interleaved(_)),
         }
     }
 
     /// Whether the bytes are used in place from a memory map.
     pub fn is_mapped(&self) -> bool {
-        !matches!(self.data, Data::Owned(_))
+        !matches!(self.data, Data::Owned(_) | Data::Interleaved(_))
+    }
+
+    /// Rearranges the rows in eights ([`camelid_kernels::interleave`]) into memory of the
+    /// tensor's own, where the type has that layout and the rows allow; says whether it did.
+    /// The copy takes the place of the mapped bytes, whose pages are let go.
+    pub fn interleave(&mut self) -> bool {
+        let Some(v) =
+            camelid_kernels::interleave::interleave(self.dtype, self.rows, self.cols, self.bytes())
+        else {
+            return false;
+        };
+        if let Data::Gguf(g, r) = &self.data {
+            g.release(r.clone());
+        }
+        self.data = Data::Interleaved(v);
+        true
     }
 
     /// The whole tensor as f32 (for the small 1-D norm gains).

@@ -199,6 +199,13 @@ impl Gguf {
     pub fn bytes(&self) -> &[u8] {
         self.backing.bytes()
     }
+
+    /// Tells the system that bytes `range` of the file, copied elsewhere, will not be read
+    /// again soon: their pages leave the process's resident memory (the file is untouched; a
+    /// later read brings them back).
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        self.backing.release(range);
+    }
 }
 
 /// Everything [`parse`] learns from a header.

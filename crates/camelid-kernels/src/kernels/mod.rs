@@ -133,6 +133,9 @@ pub struct TypeKernels {
     pub tile: TileFn,
     /// The prompt-pass kernel, where the path has one for the type.
     pub panel: Option<Panel>,
+    /// The kernels of the rows interleaved in eights ([`crate::interleave`]), where the path
+    /// has them: the same results bit for bit, on the same activations as `tile` and `panel`.
+    pub interleaved: Option<(TileFn, Panel)>,
 }
 
 /// The kernels of one instruction set.

@@ -125,6 +125,7 @@ const fn k(act: ActKind, tile: super::TileFn) -> TypeKernels {
         act,
         tile,
         panel: None,
+        interleaved: None,
     }
 }
 
@@ -138,6 +139,7 @@ const fn kp(tile: super::TileFn, panel: super::PanelFn) -> TypeKernels {
             act: ActKind::Q8,
             rows: 8,
         }),
+        interleaved: None,
     }
 }
 

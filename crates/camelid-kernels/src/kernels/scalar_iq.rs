@@ -130,6 +130,7 @@ const fn k(tile: super::TileFn) -> TypeKernels {
         act: ActKind::Q8,
         tile,
         panel: None,
+        interleaved: None,
     }
 }
 

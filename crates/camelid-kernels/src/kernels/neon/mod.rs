@@ -63,6 +63,7 @@ const fn k(act: ActKind, tile: TileFn) -> TypeKernels {
         act,
         tile,
         panel: None,
+        interleaved: None,
     }
 }
 

@@ -20,6 +20,7 @@ mod fpanel;
 pub(crate) mod gemm;
 mod iq;
 mod kq;
+mod octet;
 pub mod ops;
 mod panel;
 mod q8;
@@ -183,6 +184,7 @@ const fn k(act: ActKind, tile: TileFn) -> TypeKernels {
         act,
         tile,
         panel: None,
+        interleaved: None,
     }
 }
 
@@ -200,6 +202,7 @@ const fn kq_rows(tile: TileFn, panel: Option<super::PanelFn>, rows: usize) -> Ty
             }),
             None => None,
         },
+        interleaved: None,
     }
 }
 
@@ -222,6 +225,7 @@ const fn kf(tile: TileFn, panel: super::PanelFn) -> TypeKernels {
             act: ActKind::F32,
             rows: fpanel::ROWS,
         }),
+        interleaved: None,
     }
 }
 
@@ -285,7 +289,17 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
             kq16(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
             kq16(panel::avx512::tile_q2_k, Some(panel::avx512::panel_q2_k)),
             kq16(panel::avx512::tile_q3_k, Some(panel::avx512::panel_q3_k)),
-            kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k)),
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_q4_k,
+                    super::Panel {
+                        f: octet::panel_q4_k,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k))
+            },
             kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
             kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
             kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl)),

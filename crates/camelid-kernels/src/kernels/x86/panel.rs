@@ -456,7 +456,7 @@ unsafe fn store_transposed(v: [__m256i; ROWS], dst: *mut f32) {
 /// # Safety
 /// AVX2 + FMA; `s` and `o` point to eight floats.
 #[inline(always)]
-unsafe fn step(
+pub(super) unsafe fn step(
     acc: &mut __m256,
     corr: &mut __m256,
     isum: __m256i,
@@ -478,7 +478,7 @@ unsafe fn step(
 /// # Safety
 /// `out` is writable for `nr ≤ 8` floats; AVX.
 #[inline(always)]
-unsafe fn store(out: *mut f32, nr: usize, acc: __m256, corr: __m256) {
+pub(super) unsafe fn store(out: *mut f32, nr: usize, acc: __m256, corr: __m256) {
     // SAFETY: caller's contract.
     unsafe {
         let v = _mm256_add_ps(acc, corr);
@@ -579,7 +579,7 @@ unsafe fn pack<S: Simd, P: Packed, const G: usize>(
 /// `N` consecutive rows of 8-bit activations from row `t0` ([`crate::act`]): their bytes, the
 /// scale `dx` of each block of 32, and the sums `dx · Σqx` each scale entry pairs with.
 pub(super) struct ActRows<const N: usize> {
-    x: [*const u8; N],
+    pub(super) x: [*const u8; N],
     d: [*const f32; N],
     ds: [*const f32; N],
     ds16: [*const f32; N],
@@ -590,7 +590,7 @@ impl<const N: usize> ActRows<N> {
     /// Rows `t0..t0 + N` of `act` exist, with `cols` bytes, `cols / 32` scales and sums and
     /// `cols / 16` sums per half block each.
     #[inline(always)]
-    unsafe fn new(act: &ActPtr, cols: usize, t0: usize) -> Self {
+    pub(super) unsafe fn new(act: &ActPtr, cols: usize, t0: usize) -> Self {
         let nb = cols / 32;
         // SAFETY: caller's contract.
         unsafe {
@@ -628,7 +628,7 @@ impl<const N: usize> ActRows<N> {
     /// # Safety
     /// Inside the row.
     #[inline(always)]
-    unsafe fn dx(&self, i: usize, b: usize) -> f32 {
+    pub(super) unsafe fn dx(&self, i: usize, b: usize) -> f32 {
         // SAFETY: caller's contract.
         unsafe { *self.d[i].add(b) }
     }
@@ -639,7 +639,7 @@ impl<const N: usize> ActRows<N> {
     /// # Safety
     /// Inside the row.
     #[inline(always)]
-    unsafe fn sum<P: Packed>(&self, i: usize, b: usize, h: usize) -> f32 {
+    pub(super) unsafe fn sum<P: Packed>(&self, i: usize, b: usize, h: usize) -> f32 {
         // SAFETY: caller's contract.
         unsafe {
             if P::HALVES == 2 {
@@ -720,7 +720,7 @@ pub(super) unsafe fn panel_body<S: Simd, P: Packed>(job: &PanelJob, buf: &mut Pa
 /// # Safety
 /// As for [`gemm`], with `buf` packed by `pack::<_, P, 2>`; AVX-512 F + VNNI.
 #[inline(always)]
-unsafe fn gemm16<P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: usize) {
+pub(super) unsafe fn gemm16<P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: usize) {
     let nb = job.cols / 32;
     // SAFETY: as in `gemm`; the panel holds `nb` blocks of 512 bytes and 16 floats per entry.
     unsafe {
@@ -788,7 +788,7 @@ pub(super) unsafe fn panel16_body<P: Packed>(job: &PanelJob, buf: &mut PanelBuf)
 /// alternating rounds of `camelid bench -p 0 -n 64 -r 2`, went 30.2–31.5 → 31.8–33.2 and
 /// 33.6–34.8 → 35.3–35.7 tokens/s (its rows of 2048 columns now take the next eight rows' way
 /// below, a whole tile ahead); 16 was no better than 8.
-const AHEAD: usize = 8;
+pub(super) const AHEAD: usize = 8;
 
 /// Asks for weights ahead of unit `u` of the eight rows from `r0`. The eight rows are read as
 /// eight streams, too short for the hardware prefetcher to run ahead of. The k-quants ask for
