@@ -9,72 +9,72 @@
 //! layout here is our own, and is only a permutation of the file's bytes, so it takes exactly
 //! the same memory.
 //!
-//! The layout, for Q4_K (144-byte super-blocks: `d`, `dmin`, 12 bytes of 6-bit scales and
-//! minimums, then 128 bytes of nibbles; `ggml-common.h`): rows `8g..8g + 8` occupy the same
-//! `8 · row_bytes` bytes as before, as `row_bytes / 144` groups of 1152 bytes, group `u` holding
-//! super-block `u` of each of the eight rows:
-//! - bytes `16r..16r + 16`: the first 16 bytes (`d`, `dmin`, scales) of row `r`'s super-block;
-//! - bytes `128 + 64k + 8r..128 + 64k + 8r + 8`: nibble bytes `8k..8k + 8` of row `r`
-//!   (`k < 16`), so that vector `k` holds bytes `8k..8k + 8` of all eight rows.
+//! The layout: rows `8g..8g + 8` occupy the same `8 · row_bytes` bytes as before, as groups of
+//! eight super-blocks, group `u` holding super-block `u` of each of the eight rows (block
+//! layouts: `ggml-common.h`). In a group, a header, then the quants in pieces of eight bytes:
+//! piece `k` of the eight rows at `H + 64k`, row `r`'s at `H + 64k + 8r`, so that one 64-byte
+//! vector holds the same eight bytes of all eight rows.
+//! - Q4_K (144-byte super-blocks: `d`, `dmin`, 12 bytes of 6-bit scales and minimums, 128 of
+//!   nibbles): at `16r`, the first 16 bytes of row `r`; from `H = 128`, the nibbles.
+//! - Q6_K (210 bytes: 128 of low nibbles `ql`, 64 of high bit pairs `qh`, 16 signed scales,
+//!   `d`): at `8e + r`, scale `e` of row `r` (a vector of eight rows per scale); at `128 + 2r`,
+//!   row `r`'s `d`; from `H = 144`, `ql` and `qh` (pieces `0..16` and `16..24`).
 
 use crate::dtype::DType;
 
 /// Rows interleaved together.
 pub const ROWS: usize = 8;
 
-/// Where a type's super-block bytes go: its header (copied whole per row) and the body
-/// (interleaved in pieces of eight bytes).
-struct Spec {
-    block_bytes: usize,
-    header: std::ops::Range<usize>,
-    body: std::ops::Range<usize>,
-}
-
-fn spec(dtype: DType) -> Option<Spec> {
+/// Bytes of a super-block of the types with the interleaved layout.
+fn block_bytes(dtype: DType) -> Option<usize> {
     match dtype {
-        DType::Q4_K => Some(Spec {
-            block_bytes: 144,
-            header: 0..16,
-            body: 16..144,
-        }),
+        DType::Q4_K => Some(144),
+        DType::Q6_K => Some(210),
         _ => None,
     }
 }
 
 /// Whether `dtype` has the interleaved layout.
 pub fn supports(dtype: DType) -> bool {
-    spec(dtype).is_some()
+    block_bytes(dtype).is_some()
 }
 
-/// Offset within a group of eight super-blocks (one per row) of byte `i` of row `r`'s
-/// super-block.
-fn position(s: &Spec, r: usize, i: usize) -> usize {
-    let header = s.header.len();
-    if s.header.contains(&i) {
-        header * r + (i - s.header.start)
-    } else {
-        let j = i - s.body.start;
-        ROWS * header + 64 * (j / 8) + 8 * r + j % 8
+/// Offset within a group (super-block `u` of each of eight rows) of byte `i` of row `r`'s
+/// super-block: see the module docs.
+fn position(dtype: DType, r: usize, i: usize) -> usize {
+    /// Body byte `j` of row `r` after a header of `at` bytes: eight-byte pieces, row by row.
+    fn piece(at: usize, r: usize, j: usize) -> usize {
+        at + 64 * (j / 8) + 8 * r + j % 8
+    }
+    match dtype {
+        DType::Q4_K if i < 16 => 16 * r + i,
+        DType::Q4_K => piece(128, r, i - 16),
+        DType::Q6_K if i < 192 => piece(144, r, i),
+        DType::Q6_K if i < 208 => 8 * (i - 192) + r,
+        DType::Q6_K => 128 + 2 * r + (i - 208),
+        _ => unreachable!("{dtype} is not interleaved"),
     }
 }
 
 /// The interleaved copy of the `[rows, cols]` matrix `src` of `dtype`; `None` where the type has
 /// no interleaved layout, the rows are not a multiple of eight, or `src` is not the matrix.
 pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8]) -> Option<Vec<u8>> {
-    let s = spec(dtype)?;
+    let bb = block_bytes(dtype)?;
     let rb = dtype.row_bytes(cols)?;
     if !rows.is_multiple_of(ROWS) || src.len() != rows.checked_mul(rb)? {
         return None;
     }
     let mut out = vec![0u8; src.len()];
-    let units = rb / s.block_bytes;
+    let at: Vec<usize> = (0..ROWS * bb)
+        .map(|k| position(dtype, k / bb, k % bb))
+        .collect();
     for g in 0..rows / ROWS {
-        for u in 0..units {
-            let dst = g * ROWS * rb + u * ROWS * s.block_bytes;
+        for u in 0..rb / bb {
+            let dst = &mut out[g * ROWS * rb + u * ROWS * bb..][..ROWS * bb];
             for r in 0..ROWS {
-                let from = (g * ROWS + r) * rb + u * s.block_bytes;
-                for i in 0..s.block_bytes {
-                    out[dst + position(&s, r, i)] = src[from + i];
+                let from = &src[(g * ROWS + r) * rb + u * bb..][..bb];
+                for (i, &b) in from.iter().enumerate() {
+                    dst[at[r * bb + i]] = b;
                 }
             }
         }
@@ -88,14 +88,13 @@ pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8]) -> Option<
 /// # Panics
 /// If `dtype` has no interleaved layout or the sizes disagree (the caller's invariants).
 pub fn row_into(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [u8]) {
-    let s = spec(dtype).expect("an interleaved type");
+    let bb = block_bytes(dtype).expect("an interleaved type");
     let rb = dtype.row_bytes(cols).expect("whole blocks");
     assert_eq!(dst.len(), rb, "row buffer of {dtype}");
     let group = &data[r / ROWS * ROWS * rb..][..ROWS * rb];
-    for u in 0..rb / s.block_bytes {
-        let at = u * ROWS * s.block_bytes;
-        for i in 0..s.block_bytes {
-            dst[u * s.block_bytes + i] = group[at + position(&s, r % ROWS, i)];
+    for u in 0..rb / bb {
+        for i in 0..bb {
+            dst[u * bb + i] = group[u * ROWS * bb + position(dtype, r % ROWS, i)];
         }
     }
 }
@@ -128,5 +127,28 @@ mod tests {
         assert_eq!(out[g + 128 + 320 + 24 + 2], src[u + 16 + 42]);
         assert!(interleave(DType::Q4_K, 12, cols, &src[..12 * rb]).is_none());
         assert!(interleave(DType::Q4_0, 16, cols, &src).is_none());
+    }
+
+    /// Q6_K's layout too: a permutation, undone by `row_into`, with the documented places.
+    #[test]
+    fn q6_k_interleaving_is_a_permutation_that_rows_undo() {
+        let (rows, cols) = (8, 512);
+        let rb = DType::Q6_K.row_bytes(cols).unwrap();
+        let src: Vec<u8> = (0..rows * rb).map(|i| (i * 131 % 251) as u8).collect();
+        let out = interleave(DType::Q6_K, rows, cols, &src).unwrap();
+        let mut sorted = (src.clone(), out.clone());
+        sorted.0.sort_unstable();
+        sorted.1.sort_unstable();
+        assert_eq!(sorted.0, sorted.1);
+        let mut row = vec![0u8; rb];
+        for r in 0..rows {
+            row_into(DType::Q6_K, cols, &out, r, &mut row);
+            assert_eq!(row, src[r * rb..][..rb], "row {r}");
+        }
+        // Row 5, super-block 1: scale 3 at 8·3 + 5, `d` at 128 + 10, `qh` byte 9 in piece 17.
+        let (g, u) = (1680, 5 * rb + 210);
+        assert_eq!(out[g + 29], src[u + 195]);
+        assert_eq!(out[g + 138..g + 140], src[u + 208..u + 210]);
+        assert_eq!(out[g + 144 + 64 * 17 + 40 + 1], src[u + 128 + 9]);
     }
 }

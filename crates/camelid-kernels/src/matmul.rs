@@ -716,12 +716,18 @@ mod tests {
         }
     }
 
-    /// Q4_K rows interleaved in eights give the file layout's results bit for bit, through the
+    /// Q4_K and Q6_K rows interleaved in eights give the file layout's results bit for bit, through the
     /// decode tiles and the prompt panels (a last panel of eight rows included) and at the exact
     /// precision, on every path that interleaves (AVX-512 where this CPU has it).
     #[test]
     fn interleaved_rows_give_the_file_layouts_results() {
-        let (rows, cols, dtype) = (40, 768, DType::Q4_K);
+        for dtype in [DType::Q4_K, DType::Q6_K] {
+            interleaved_equals_file_layout(dtype);
+        }
+    }
+
+    fn interleaved_equals_file_layout(dtype: DType) {
+        let (rows, cols) = (40, 768);
         let rb = dtype.row_bytes(cols).unwrap();
         let mut wq = vec![0u8; rows * rb];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -763,7 +769,7 @@ mod tests {
             }
         }
         if Isa::available().contains(&Isa::Avx512) {
-            assert!(paths > 0, "the AVX-512 path interleaves Q4_K");
+            assert!(paths > 0, "the AVX-512 path interleaves {dtype}");
         }
     }
 

@@ -56,9 +56,9 @@ struct Activations {
 impl CpuBackend {
     /// The backend on all cores, on the kernel path [`camelid_kernels::Isa::active`] picks.
     /// The matrices that path multiplies faster with their rows interleaved
-    /// ([`Kernels::interleaves`]: Q4_K on AVX-512) are rearranged so, in memory of their own that
-    /// takes the place of the mapped bytes; the token embedding stays as it is (rows are looked
-    /// up one at a time; a tied output matrix then keeps the file's layout too).
+    /// ([`Kernels::interleaves`]: Q4_K and Q6_K on AVX-512) are rearranged so, in memory of
+    /// their own that takes the place of the mapped bytes; the token embedding only where it is
+    /// also the output matrix (tied), since a lookup reads one row and gains nothing from it.
     pub fn new(config: Config, mut weights: Weights, inv_freq: Vec<f32>) -> CpuBackend {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let kernels = Kernels::new(threads);
@@ -73,7 +73,11 @@ impl CpuBackend {
                 &mut l.w_down,
             ]
         });
-        for t in layers.chain(weights.output.as_mut()) {
+        let output = match &mut weights.output {
+            Some(t) => t,
+            None => &mut weights.token_embd,
+        };
+        for t in layers.chain([output]) {
             if kernels.interleaves(t.dtype) {
                 t.interleave();
             }

@@ -301,7 +301,17 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
                 ..kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k))
             },
             kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
-            kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k)),
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_q6_k,
+                    super::Panel {
+                        f: octet::panel_q6_k,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k))
+            },
             kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl)),
             kq16(iq::avx512::tile_iq4_xs, Some(iq::avx512::panel_iq4_xs)),
             kq16(iq::avx512::tile_tq1_0, Some(iq::avx512::panel_tq1_0)),

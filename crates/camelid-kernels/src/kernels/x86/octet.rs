@@ -18,8 +18,8 @@
 use std::arch::x86_64::*;
 
 use super::Avx512;
-use super::kq::Q4K;
-use super::panel::{ActRows, PK, Packed, ROWS, gemm16, lined_mut, step, store};
+use super::kq::{Q4K, Q6K};
+use super::panel::{ActRows, PK, PK16, Packed, ROWS, gemm16, lined_mut, step, store};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
 
 /// Bytes of a Q4_K super-block.
@@ -142,7 +142,6 @@ unsafe fn pack(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut
     // SAFETY: groups `u < units` of octets below `nr` are inside the caller's rows; the buffers
     // were sized above.
     unsafe {
-        let order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
         let mask = _mm512_set1_epi8(0x0f);
         for h in 0..G {
             let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
@@ -154,26 +153,204 @@ unsafe fn pack(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut
                         _mm512_and_si512(v, mask),
                         _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask),
                     ];
-                    // Block `b`, levels `8(k mod 4)..+8`: the panel's vectors `2(k mod 4)` and
-                    // the next.
+                    // Block `b`, levels `8(k mod 4)..+8`: piece `k mod 4` of the block.
                     for (half, l) in levels.into_iter().enumerate() {
-                        let b = u * 8 + 2 * (k / 4) + half;
-                        let q = _mm512_permutexvar_epi32(order, l);
-                        let j = 2 * (k % 4);
-                        _mm256_storeu_si256(
-                            dst.add((b * 8 + j) * G + h),
-                            _mm512_castsi512_si256(q),
-                        );
-                        _mm256_storeu_si256(
-                            dst.add((b * 8 + j + 1) * G + h),
-                            _mm512_extracti64x4_epi64(q, 1),
-                        );
+                        put_piece(dst, u * 8 + 2 * (k / 4) + half, k % 4, h, l);
                     }
                 }
                 let (mut s, mut o) = ([0.0f32; 8 * ROWS], [0.0f32; 8 * ROWS]);
                 PK::<Q4K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
                 for e in 0..8 {
                     let at = ((u * 8 + e) * G + h) * ROWS;
+                    std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
+                    std::ptr::copy_nonoverlapping(o.as_ptr().add(e * ROWS), ob.add(at), ROWS);
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of a Q6_K super-block.
+const BLOCK6: usize = 210;
+/// Where a Q6_K group's quants start: after the scales (8 · 16 bytes) and the `d`s (8 · 2).
+const BODY6: usize = 144;
+
+/// Scale entries `e` (sub-blocks of 16) of the eight rows of the Q6_K group at `g` as
+/// [`PK16`]'s `scales` gives them: `s[8e + r] = d · sc`, `o = −32 · s`, the same products.
+///
+/// # Safety
+/// A whole group at `g`; `s`, `o` hold 128 floats; AVX-512 F + F16C.
+#[inline(always)]
+unsafe fn scales6(g: *const u8, s: &mut [f32; 16 * ROWS], o: &mut [f32; 16 * ROWS]) {
+    // SAFETY: caller's contract: scales at 0 (one byte per row and entry), `d`s at 128.
+    unsafe {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(g.add(128) as *const __m128i));
+        let d = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d), d);
+        for e in (0..16).step_by(2) {
+            let sc = _mm_loadu_si128(g.add(8 * e) as *const __m128i);
+            let sv = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)));
+            _mm512_storeu_ps(s.as_mut_ptr().add(e * ROWS), sv);
+            let ov = _mm512_mul_ps(_mm512_set1_ps(-32.0), sv);
+            _mm512_storeu_ps(o.as_mut_ptr().add(e * ROWS), ov);
+        }
+    }
+}
+
+/// The levels of blocks `4h..4h + 4` of the Q6_K group at `g`, `[block][piece]`: piece `v`
+/// holds elements `8v..8v + 8` of the eight rows, two 32-bit lanes a row (Q6_K's element order
+/// as in [`super::kq`]'s `q6k_levels`).
+///
+/// # Safety
+/// A whole group at `g`; AVX-512 F/BW.
+#[inline(always)]
+unsafe fn levels6(g: *const u8, h: usize) -> [[__m512i; 4]; 4] {
+    // SAFETY: caller's contract: `ql` pieces 0..16, `qh` pieces 16..24 from `BODY6`.
+    unsafe {
+        // Not closures: they would not inherit the caller's target features.
+        #[inline(always)]
+        unsafe fn level(nib: __m512i, top: __m512i) -> __m512i {
+            // SAFETY: AVX-512 F (the caller's).
+            unsafe {
+                _mm512_or_si512(
+                    _mm512_and_si512(nib, _mm512_set1_epi8(0x0f)),
+                    _mm512_and_si512(top, _mm512_set1_epi8(0x30)),
+                )
+            }
+        }
+        let p = g.add(BODY6) as *const __m512i;
+        let mut l = [[_mm512_setzero_si512(); 4]; 4];
+        for v in 0..4 {
+            let a = _mm512_loadu_si512(p.add(8 * h + v));
+            let b = _mm512_loadu_si512(p.add(8 * h + 4 + v));
+            let q = _mm512_loadu_si512(p.add(16 + 4 * h + v));
+            l[0][v] = level(a, _mm512_slli_epi16::<4>(q));
+            l[1][v] = level(b, _mm512_slli_epi16::<2>(q));
+            l[2][v] = level(_mm512_srli_epi16::<4>(a), q);
+            l[3][v] = level(_mm512_srli_epi16::<4>(b), _mm512_srli_epi16::<2>(q));
+        }
+        l
+    }
+}
+
+/// The Q6_K row tile: per block, pieces 0–1 and 2–3 are its two sub-blocks of 16, whose lane
+/// sums one fold turns into the eight rows' two sums.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[inline(always)]
+unsafe fn tile6_body<const N: usize>(t: &Tile) {
+    let units = t.cols / 256;
+    // SAFETY: as in `tile_body`; activation rows also hold `cols / 16` sums.
+    unsafe {
+        let a = ActRows::<N>::new(&t.act, t.cols, 0);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let mut s = [0.0f32; 16 * ROWS];
+        let mut o = [0.0f32; 16 * ROWS];
+        let mut r0 = 0;
+        while r0 < t.nr {
+            let base = t.w.add(r0 * t.row_bytes);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut corr = [_mm256_setzero_ps(); N];
+            for u in 0..units {
+                let g = base.add(u * ROWS * BLOCK6);
+                scales6(g, &mut s, &mut o);
+                for h in 0..2 {
+                    let l = levels6(g, h);
+                    for (k, lk) in l.iter().enumerate() {
+                        let (bu, b) = (4 * h + k, u * 8 + 4 * h + k);
+                        for i in 0..N {
+                            let x = a.x[i].add(32 * b) as *const i64;
+                            let mut xv = [_mm512_setzero_si512(); 4];
+                            for v in 0..4 {
+                                xv[v] = _mm512_set1_epi64(x.add(v).read_unaligned());
+                            }
+                            let d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lk[0], xv[0]);
+                            let d0 = _mm512_dpbusd_epi32(d0, lk[1], xv[1]);
+                            let d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lk[2], xv[2]);
+                            let d1 = _mm512_dpbusd_epi32(d1, lk[3], xv[3]);
+                            // Lanes 0..8: elements 0..16 of rows 0..8; 8..16: elements 16..32.
+                            let f = _mm512_add_epi32(
+                                _mm512_permutex2var_epi32(d0, even, d1),
+                                _mm512_permutex2var_epi32(d0, odd, d1),
+                            );
+                            let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
+                            for (half, v) in sums.into_iter().enumerate() {
+                                let e = (2 * bu + half) * ROWS;
+                                step(
+                                    &mut acc[i],
+                                    &mut corr[i],
+                                    v,
+                                    s.as_ptr().add(e),
+                                    o.as_ptr().add(e),
+                                    a.dx(i, b),
+                                    a.sum::<PK16<Q6K>>(i, b, half),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            for i in 0..N {
+                store(t.out.add(i * t.ldo + r0), ROWS, acc[i], corr[i]);
+            }
+            r0 += ROWS;
+        }
+    }
+}
+
+/// Stores piece `v` of block `b` (levels, two 32-bit lanes a row) in a panel packed with
+/// `G = 2` for octet `h`: its lanes `2r` and `2r + 1` are the panel's vectors `2v` and `2v + 1`
+/// of the block, row `r` at lane `r`.
+///
+/// # Safety
+/// `dst` is the panel's lined level buffer, holding block `b`; AVX-512 F.
+#[inline(always)]
+unsafe fn put_piece(dst: *mut __m256i, b: usize, v: usize, h: usize, l: __m512i) {
+    const G: usize = 2;
+    // SAFETY: caller's contract.
+    unsafe {
+        let order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+        let q = _mm512_permutexvar_epi32(order, l);
+        _mm256_storeu_si256(dst.add((b * 8 + 2 * v) * G + h), _mm512_castsi512_si256(q));
+        _mm256_storeu_si256(
+            dst.add((b * 8 + 2 * v + 1) * G + h),
+            _mm512_extracti64x4_epi64(q, 1),
+        );
+    }
+}
+
+/// As [`pack`] for Q6_K: `pack::<_, PK16<Q6K>, 2>`'s bytes and floats from interleaved rows.
+///
+/// # Safety
+/// As for [`pack`], with Q6_K rows.
+#[inline(always)]
+unsafe fn pack6(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut PanelBuf) {
+    const G: usize = 2;
+    let (nb, units) = (cols / 32, cols / 256);
+    buf.levels.resize(nb * 256 * G + 64, 0);
+    buf.s.resize(units * 16 * ROWS * G + 16, 0.0);
+    buf.o.resize(units * 16 * ROWS * G + 16, 0.0);
+    let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
+    let dst = lined_mut(&mut buf.levels) as *mut __m256i;
+    // SAFETY: as in `pack`.
+    unsafe {
+        for h in 0..G {
+            let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
+            for u in 0..units {
+                let g = octet.add(u * ROWS * BLOCK6);
+                for half in 0..2 {
+                    let l = levels6(g, half);
+                    for (k, lk) in l.iter().enumerate() {
+                        for (v, &piece) in lk.iter().enumerate() {
+                            put_piece(dst, u * 8 + 4 * half + k, v, h, piece);
+                        }
+                    }
+                }
+                let (mut s, mut o) = ([0.0f32; 16 * ROWS], [0.0f32; 16 * ROWS]);
+                scales6(g, &mut s, &mut o);
+                for e in 0..16 {
+                    let at = ((u * 16 + e) * G + h) * ROWS;
                     std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
                     std::ptr::copy_nonoverlapping(o.as_ptr().add(e * ROWS), ob.add(at), ROWS);
                 }
@@ -215,6 +392,44 @@ pub(crate) unsafe fn panel_q4_k(job: &PanelJob, buf: &mut PanelBuf) {
         }
         while t < job.n {
             gemm16::<PK<Q4K>, 1>(job, buf, t);
+            t += 1;
+        }
+    }
+}
+
+/// The decode tile of interleaved Q6_K rows.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn tile_q6_k(t: &Tile) {
+    // SAFETY: forwarded contract; the body is inlined here with these features.
+    unsafe {
+        match t.nt {
+            1 => tile6_body::<1>(t),
+            2 => tile6_body::<2>(t),
+            3 => tile6_body::<3>(t),
+            _ => tile6_body::<4>(t),
+        }
+    }
+}
+
+/// The prompt panel of sixteen interleaved Q6_K rows.
+///
+/// # Safety
+/// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn panel_q6_k(job: &PanelJob, buf: &mut PanelBuf) {
+    // SAFETY: forwarded contract, with this path's features.
+    unsafe {
+        pack6(job.w, job.row_bytes, job.nr, job.cols, buf);
+        let mut t = 0;
+        while t + 4 <= job.n {
+            gemm16::<PK16<Q6K>, 4>(job, buf, t);
+            t += 4;
+        }
+        while t < job.n {
+            gemm16::<PK16<Q6K>, 1>(job, buf, t);
             t += 1;
         }
     }
