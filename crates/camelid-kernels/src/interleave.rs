@@ -19,6 +19,8 @@
 //! - Q6_K (210 bytes: 128 of low nibbles `ql`, 64 of high bit pairs `qh`, 16 signed scales,
 //!   `d`): at `8e + r`, scale `e` of row `r` (a vector of eight rows per scale); at `128 + 2r`,
 //!   row `r`'s `d`; from `H = 144`, `ql` and `qh` (pieces `0..16` and `16..24`).
+//! - IQ4_XS (136 bytes: `d`, `scales_h`, `scales_l`, 128 of nibbles): at `8r`, the first 8
+//!   bytes of row `r`; from `H = 64`, the nibbles.
 
 use crate::dtype::DType;
 
@@ -30,6 +32,7 @@ fn block_bytes(dtype: DType) -> Option<usize> {
     match dtype {
         DType::Q4_K => Some(144),
         DType::Q6_K => Some(210),
+        DType::IQ4_XS => Some(136),
         _ => None,
     }
 }
@@ -52,6 +55,8 @@ fn position(dtype: DType, r: usize, i: usize) -> usize {
         DType::Q6_K if i < 192 => piece(144, r, i),
         DType::Q6_K if i < 208 => 8 * (i - 192) + r,
         DType::Q6_K => 128 + 2 * r + (i - 208),
+        DType::IQ4_XS if i < 8 => 8 * r + i,
+        DType::IQ4_XS => piece(64, r, i - 8),
         _ => unreachable!("{dtype} is not interleaved"),
     }
 }
@@ -59,27 +64,41 @@ fn position(dtype: DType, r: usize, i: usize) -> usize {
 /// The interleaved copy of the `[rows, cols]` matrix `src` of `dtype`; `None` where the type has
 /// no interleaved layout, the rows are not a multiple of eight, or `src` is not the matrix.
 pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8]) -> Option<Vec<u8>> {
-    let bb = block_bytes(dtype)?;
     let rb = dtype.row_bytes(cols)?;
-    if !rows.is_multiple_of(ROWS) || src.len() != rows.checked_mul(rb)? {
+    if src.len() != rows.checked_mul(rb)? {
         return None;
     }
     let mut out = vec![0u8; src.len()];
+    interleave_into(dtype, cols, src, &mut out).then_some(out)
+}
+
+/// [`interleave`] into `dst` (as long as `src`): any whole groups of eight rows can go
+/// separately, so that a large matrix can be copied a slice at a time. `false` (and `dst`
+/// untouched) where the type has no interleaved layout or `src` is not whole groups of rows.
+pub fn interleave_into(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8]) -> bool {
+    let (Some(bb), Some(rb)) = (block_bytes(dtype), dtype.row_bytes(cols)) else {
+        return false;
+    };
+    if rb == 0 || !src.len().is_multiple_of(ROWS * rb) || dst.len() != src.len() {
+        return false;
+    }
     let at: Vec<usize> = (0..ROWS * bb)
         .map(|k| position(dtype, k / bb, k % bb))
         .collect();
-    for g in 0..rows / ROWS {
+    for (from, to) in src
+        .chunks_exact(ROWS * rb)
+        .zip(dst.chunks_exact_mut(ROWS * rb))
+    {
         for u in 0..rb / bb {
-            let dst = &mut out[g * ROWS * rb + u * ROWS * bb..][..ROWS * bb];
+            let to = &mut to[u * ROWS * bb..][..ROWS * bb];
             for r in 0..ROWS {
-                let from = &src[(g * ROWS + r) * rb + u * bb..][..bb];
-                for (i, &b) in from.iter().enumerate() {
-                    dst[at[r * bb + i]] = b;
+                for (i, &b) in from[r * rb + u * bb..][..bb].iter().enumerate() {
+                    to[at[r * bb + i]] = b;
                 }
             }
         }
     }
-    Some(out)
+    true
 }
 
 /// Row `r` of an interleaved `[_, cols]` matrix `data` of `dtype`, in the file's layout, into

@@ -73,17 +73,33 @@ impl Tensor {
 
     /// Rearranges the rows in eights ([`camelid_kernels::interleave`]) into memory of the
     /// tensor's own, where the type has that layout and the rows allow; says whether it did.
-    /// The copy takes the place of the mapped bytes, whose pages are let go.
+    /// The copy takes the place of the mapped bytes, whose pages are let go a few MiB at a time
+    /// as they are copied, so that the process never holds much of both (a tied 128K-token
+    /// output matrix is 200 MB).
     pub fn interleave(&mut self) -> bool {
-        let Some(v) =
-            camelid_kernels::interleave::interleave(self.dtype, self.rows, self.cols, self.bytes())
-        else {
+        use camelid_kernels::interleave::{ROWS, interleave_into, supports};
+        let src = self.bytes();
+        let rb = src.len() / self.rows.max(1);
+        if !supports(self.dtype) || !self.rows.is_multiple_of(ROWS) || rb == 0 {
             return false;
-        };
-        if let Data::Gguf(g, r) = &self.data {
-            g.release(r.clone());
         }
-        self.data = Data::Interleaved(v);
+        let mut out = vec![0u8; src.len()];
+        let step = ROWS * rb * ((4 << 20) / (ROWS * rb)).max(1);
+        for start in (0..src.len()).step_by(step) {
+            let range = start..(start + step).min(src.len());
+            if !interleave_into(
+                self.dtype,
+                self.cols,
+                &src[range.clone()],
+                &mut out[range.clone()],
+            ) {
+                return false;
+            }
+            if let Data::Gguf(g, r) = &self.data {
+                g.release(r.start + range.start..r.start + range.end);
+            }
+        }
+        self.data = Data::Interleaved(out);
         true
     }
 

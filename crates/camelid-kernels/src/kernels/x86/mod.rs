@@ -313,7 +313,17 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
                 ..kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k))
             },
             kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl)),
-            kq16(iq::avx512::tile_iq4_xs, Some(iq::avx512::panel_iq4_xs)),
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_iq4_xs,
+                    super::Panel {
+                        f: octet::panel_iq4_xs,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(iq::avx512::tile_iq4_xs, Some(iq::avx512::panel_iq4_xs))
+            },
             kq16(iq::avx512::tile_tq1_0, Some(iq::avx512::panel_tq1_0)),
             kq16(iq::avx512::tile_tq2_0, Some(iq::avx512::panel_tq2_0)),
             kq16(iq::avx512::tile_iq3_s, Some(iq::avx512::panel_iq3_s)),

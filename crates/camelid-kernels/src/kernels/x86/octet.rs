@@ -18,9 +18,11 @@
 use std::arch::x86_64::*;
 
 use super::Avx512;
+use super::iq::PIQ4XS;
 use super::kq::{Q4K, Q6K};
 use super::panel::{ActRows, PK, PK16, Packed, ROWS, gemm16, lined_mut, step, store};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
+use crate::quant::IQ4NL_VALUES;
 
 /// Bytes of a Q4_K super-block.
 const BLOCK: usize = 144;
@@ -359,6 +361,145 @@ unsafe fn pack6(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mu
     }
 }
 
+/// Bytes of an IQ4_XS super-block.
+const BLOCK_XS: usize = 136;
+/// Where an IQ4_XS group's nibbles start: after the eight rows' 8-byte headers.
+const BODY_XS: usize = ROWS * 8;
+
+/// The levels of nibble piece `k` of the IQ4_XS group at `g`: the low nibbles (elements
+/// `8(k mod 2)..+8` of block `k div 2`) and the high ones (elements `16 + 8(k mod 2)..+8`),
+/// looked up in IQ4_NL's codebook offset by 128 (unsigned, as [`super::iq`]'s VNNI levels).
+///
+/// # Safety
+/// A whole group at `g`; AVX-512 F/BW.
+#[inline(always)]
+unsafe fn codes_xs(g: *const u8, k: usize) -> (__m512i, __m512i) {
+    // SAFETY: caller's contract; the codebook is 16 bytes.
+    unsafe {
+        let book = _mm512_xor_si512(
+            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
+            _mm512_set1_epi8(-128),
+        );
+        let m = _mm512_set1_epi8(0x0f);
+        let w = _mm512_loadu_si512(g.add(BODY_XS + 64 * k) as *const __m512i);
+        (
+            _mm512_shuffle_epi8(book, _mm512_and_si512(w, m)),
+            _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16::<4>(w), m)),
+        )
+    }
+}
+
+/// The IQ4_XS row tile: a block is two pieces, whose low and high nibbles meet four eight-byte
+/// slices of the activations in one accumulator; one fold serves two blocks.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[inline(always)]
+unsafe fn tile_xs_body<const N: usize>(t: &Tile) {
+    let units = t.cols / 256;
+    // SAFETY: as in `tile_body`.
+    unsafe {
+        let a = ActRows::<N>::new(&t.act, t.cols, 0);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let mut s = [0.0f32; 16 * ROWS];
+        let mut o = [0.0f32; 16 * ROWS];
+        let mut r0 = 0;
+        while r0 < t.nr {
+            let base = t.w.add(r0 * t.row_bytes);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut corr = [_mm256_setzero_ps(); N];
+            for u in 0..units {
+                let g = base.add(u * ROWS * BLOCK_XS);
+                let heads: [*const u8; ROWS] = std::array::from_fn(|r| g.wrapping_add(8 * r));
+                PIQ4XS::scales::<Avx512>(&heads, &mut s, &mut o);
+                for pair in 0..4 {
+                    let mut lo = [_mm512_setzero_si512(); 4];
+                    let mut hi = [_mm512_setzero_si512(); 4];
+                    for v in 0..4 {
+                        (lo[v], hi[v]) = codes_xs(g, 4 * pair + v);
+                    }
+                    let b = u * 8 + 2 * pair;
+                    for i in 0..N {
+                        let x = a.x[i].add(32 * b) as *const i64;
+                        let mut d = [_mm512_setzero_si512(); 2];
+                        for k in 0..2 {
+                            for t in 0..2 {
+                                let (l, h) = (lo[2 * k + t], hi[2 * k + t]);
+                                let xl = _mm512_set1_epi64(x.add(4 * k + t).read_unaligned());
+                                let xh = _mm512_set1_epi64(x.add(4 * k + 2 + t).read_unaligned());
+                                d[k] = _mm512_dpbusd_epi32(d[k], l, xl);
+                                d[k] = _mm512_dpbusd_epi32(d[k], h, xh);
+                            }
+                        }
+                        // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1.
+                        let f = _mm512_add_epi32(
+                            _mm512_permutex2var_epi32(d[0], even, d[1]),
+                            _mm512_permutex2var_epi32(d[0], odd, d[1]),
+                        );
+                        let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
+                        for (k, v) in sums.into_iter().enumerate() {
+                            let e = (2 * pair + k) * ROWS;
+                            step(
+                                &mut acc[i],
+                                &mut corr[i],
+                                v,
+                                s.as_ptr().add(e),
+                                o.as_ptr().add(e),
+                                a.dx(i, b + k),
+                                a.sum::<PIQ4XS>(i, b + k, 0),
+                            );
+                        }
+                    }
+                }
+            }
+            for i in 0..N {
+                store(t.out.add(i * t.ldo + r0), ROWS, acc[i], corr[i]);
+            }
+            r0 += ROWS;
+        }
+    }
+}
+
+/// As [`pack`] for IQ4_XS: `pack::<_, PIQ4XS, 2>`'s bytes and floats from interleaved rows.
+///
+/// # Safety
+/// As for [`pack`], with IQ4_XS rows.
+#[inline(always)]
+unsafe fn pack_xs(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut PanelBuf) {
+    const G: usize = 2;
+    let (nb, units) = (cols / 32, cols / 256);
+    buf.levels.resize(nb * 256 * G + 64, 0);
+    buf.s.resize(units * 8 * ROWS * G + 16, 0.0);
+    buf.o.resize(units * 8 * ROWS * G + 16, 0.0);
+    let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
+    let dst = lined_mut(&mut buf.levels) as *mut __m256i;
+    // SAFETY: as in `pack`.
+    unsafe {
+        for h in 0..G {
+            let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
+            for u in 0..units {
+                let g = octet.add(u * ROWS * BLOCK_XS);
+                for k in 0..16 {
+                    // Piece `k`: levels `8t..8t + 8` and `16 + 8t..` of block `k div 2`.
+                    let (lo, hi) = codes_xs(g, k);
+                    let (b, t) = (u * 8 + k / 2, k % 2);
+                    put_piece(dst, b, t, h, lo);
+                    put_piece(dst, b, 2 + t, h, hi);
+                }
+                let heads: [*const u8; ROWS] = std::array::from_fn(|r| g.wrapping_add(8 * r));
+                let (mut s, mut o) = ([0.0f32; 8 * ROWS], [0.0f32; 8 * ROWS]);
+                PIQ4XS::scales::<Avx512>(&heads, &mut s, &mut o);
+                for e in 0..8 {
+                    let at = ((u * 8 + e) * G + h) * ROWS;
+                    std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
+                    std::ptr::copy_nonoverlapping(o.as_ptr().add(e * ROWS), ob.add(at), ROWS);
+                }
+            }
+        }
+    }
+}
+
 /// The decode tile of interleaved Q4_K rows.
 ///
 /// # Safety
@@ -430,6 +571,44 @@ pub(crate) unsafe fn panel_q6_k(job: &PanelJob, buf: &mut PanelBuf) {
         }
         while t < job.n {
             gemm16::<PK16<Q6K>, 1>(job, buf, t);
+            t += 1;
+        }
+    }
+}
+
+/// The decode tile of interleaved IQ4_XS rows.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn tile_iq4_xs(t: &Tile) {
+    // SAFETY: forwarded contract; the body is inlined here with these features.
+    unsafe {
+        match t.nt {
+            1 => tile_xs_body::<1>(t),
+            2 => tile_xs_body::<2>(t),
+            3 => tile_xs_body::<3>(t),
+            _ => tile_xs_body::<4>(t),
+        }
+    }
+}
+
+/// The prompt panel of sixteen interleaved IQ4_XS rows.
+///
+/// # Safety
+/// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn panel_iq4_xs(job: &PanelJob, buf: &mut PanelBuf) {
+    // SAFETY: forwarded contract, with this path's features.
+    unsafe {
+        pack_xs(job.w, job.row_bytes, job.nr, job.cols, buf);
+        let mut t = 0;
+        while t + 4 <= job.n {
+            gemm16::<PIQ4XS, 4>(job, buf, t);
+            t += 4;
+        }
+        while t < job.n {
+            gemm16::<PIQ4XS, 1>(job, buf, t);
             t += 1;
         }
     }
