@@ -42,6 +42,15 @@ pub fn supports(dtype: DType) -> bool {
     block_bytes(dtype).is_some()
 }
 
+/// Whether a `[rows, cols]` matrix of `dtype` can be interleaved: a type with the layout,
+/// whole groups of eight rows, rows of whole (super-)blocks.
+pub fn fits(dtype: DType, rows: usize, cols: usize) -> bool {
+    match (block_bytes(dtype), dtype.row_bytes(cols)) {
+        (Some(bb), Some(rb)) => rows.is_multiple_of(ROWS) && rb > 0 && rb.is_multiple_of(bb),
+        _ => false,
+    }
+}
+
 /// Offset within a group (super-block `u` of each of eight rows) of byte `i` of row `r`'s
 /// super-block: see the module docs.
 fn position(dtype: DType, r: usize, i: usize) -> usize {
@@ -79,7 +88,7 @@ pub fn interleave_into(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8]) ->
     let (Some(bb), Some(rb)) = (block_bytes(dtype), dtype.row_bytes(cols)) else {
         return false;
     };
-    if rb == 0 || !src.len().is_multiple_of(ROWS * rb) || dst.len() != src.len() {
+    if !fits(dtype, ROWS, cols) || !src.len().is_multiple_of(ROWS * rb) || dst.len() != src.len() {
         return false;
     }
     let at: Vec<usize> = (0..ROWS * bb)

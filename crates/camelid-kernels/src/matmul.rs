@@ -55,8 +55,8 @@ impl<'a> WeightView<'a> {
     /// As [`WeightView::new`] for the output of [`crate::interleave::interleave`], which only
     /// products on a path whose [`Kernels::interleaves`] says so may take.
     pub fn interleaved(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Option<Self> {
-        let ok = crate::interleave::supports(dtype) && rows.is_multiple_of(interleave::ROWS);
-        let w = WeightView::new(dtype, rows, cols, data).filter(|_| ok)?;
+        let w = WeightView::new(dtype, rows, cols, data)
+            .filter(|_| interleave::fits(dtype, rows, cols))?;
         Some(WeightView {
             interleaved: true,
             ..w

@@ -77,12 +77,12 @@ impl Tensor {
     /// as they are copied, so that the process never holds much of both (a tied 128K-token
     /// output matrix is 200 MB).
     pub fn interleave(&mut self) -> bool {
-        use camelid_kernels::interleave::{ROWS, interleave_into, supports};
-        let src = self.bytes();
-        let rb = src.len() / self.rows.max(1);
-        if !supports(self.dtype) || !self.rows.is_multiple_of(ROWS) || rb == 0 {
+        use camelid_kernels::interleave::{ROWS, fits, interleave_into};
+        if !fits(self.dtype, self.rows, self.cols) {
             return false;
         }
+        let src = self.bytes();
+        let rb = src.len() / self.rows;
         let mut out = vec![0u8; src.len()];
         let step = ROWS * rb * ((4 << 20) / (ROWS * rb)).max(1);
         for start in (0..src.len()).step_by(step) {
