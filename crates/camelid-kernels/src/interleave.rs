@@ -21,6 +21,9 @@
 //!   row `r`'s `d`; from `H = 144`, `ql` and `qh` (pieces `0..16` and `16..24`).
 //! - IQ4_XS (136 bytes: `d`, `scales_h`, `scales_l`, 128 of nibbles): at `8r`, the first 8
 //!   bytes of row `r`; from `H = 64`, the nibbles.
+//! - Q4_0, IQ4_NL (18-byte blocks: `d`, 16 bytes of nibbles) and Q8_0 (34: `d`, 32 bytes), two
+//!   blocks a unit: at `2(8j + r)`, row `r`'s `d` of block `j` (eight rows' `d` side by side);
+//!   from `H = 32`, the quants of block 0, then of block 1.
 
 use crate::dtype::DType;
 
@@ -33,6 +36,9 @@ fn block_bytes(dtype: DType) -> Option<usize> {
         DType::Q4_K => Some(144),
         DType::Q6_K => Some(210),
         DType::IQ4_XS => Some(136),
+        // Two blocks of 32 make a unit.
+        DType::Q4_0 | DType::IQ4_NL => Some(36),
+        DType::Q8_0 => Some(68),
         _ => None,
     }
 }
@@ -66,6 +72,16 @@ fn position(dtype: DType, r: usize, i: usize) -> usize {
         DType::Q6_K => 128 + 2 * r + (i - 208),
         DType::IQ4_XS if i < 8 => 8 * r + i,
         DType::IQ4_XS => piece(64, r, i - 8),
+        DType::Q4_0 | DType::IQ4_NL | DType::Q8_0 => {
+            // Block `j` of the two, byte `q` of it: `d` first, then its quants.
+            let bytes = block_bytes(dtype).unwrap_or(0) / 2;
+            let (j, q) = (i / bytes, i % bytes);
+            if q < 2 {
+                2 * (8 * j + r) + q
+            } else {
+                piece(32, r, j * (bytes - 2) + q - 2)
+            }
+        }
         _ => unreachable!("{dtype} is not interleaved"),
     }
 }
@@ -154,25 +170,39 @@ mod tests {
         assert_eq!(out[g + 48], src[u]);
         assert_eq!(out[g + 128 + 320 + 24 + 2], src[u + 16 + 42]);
         assert!(interleave(DType::Q4_K, 12, cols, &src[..12 * rb]).is_none());
-        assert!(interleave(DType::Q4_0, 16, cols, &src).is_none());
+        assert!(interleave(DType::Q5_K, 16, cols, &src).is_none());
     }
 
-    /// Q6_K's layout too: a permutation, undone by `row_into`, with the documented places.
+    /// Every type's layout is a permutation that `row_into` undoes; Q6_K's and Q4_0's documented
+    /// places hold what they should.
     #[test]
-    fn q6_k_interleaving_is_a_permutation_that_rows_undo() {
+    fn every_layout_is_a_permutation_that_rows_undo() {
         let (rows, cols) = (8, 512);
+        for dtype in DType::ALL.into_iter().filter(|&d| supports(d)) {
+            let rb = dtype.row_bytes(cols).unwrap();
+            let src: Vec<u8> = (0..rows * rb).map(|i| (i * 131 % 251) as u8).collect();
+            let out = interleave(dtype, rows, cols, &src).unwrap();
+            let mut sorted = (src.clone(), out.clone());
+            sorted.0.sort_unstable();
+            sorted.1.sort_unstable();
+            assert_eq!(sorted.0, sorted.1, "{dtype}");
+            let mut row = vec![0u8; rb];
+            for r in 0..rows {
+                row_into(dtype, cols, &out, r, &mut row);
+                assert_eq!(row, src[r * rb..][..rb], "{dtype} row {r}");
+            }
+        }
+        // Q4_0, row 6, unit 2 (blocks 4 and 5): block 5's `d` at 2 · (8 + 6), its nibble byte
+        // 9 at 32 + 64 · (2 + 1) + 8 · 6 + 1.
+        let rb = DType::Q4_0.row_bytes(cols).unwrap();
+        let src: Vec<u8> = (0..rows * rb).map(|i| (i * 131 % 251) as u8).collect();
+        let out = interleave(DType::Q4_0, rows, cols, &src).unwrap();
+        let (g, u) = (2 * 8 * 36, 6 * rb + 5 * 18);
+        assert_eq!(out[g + 28..g + 30], src[u..u + 2]);
+        assert_eq!(out[g + 32 + 192 + 48 + 1], src[u + 2 + 9]);
         let rb = DType::Q6_K.row_bytes(cols).unwrap();
         let src: Vec<u8> = (0..rows * rb).map(|i| (i * 131 % 251) as u8).collect();
         let out = interleave(DType::Q6_K, rows, cols, &src).unwrap();
-        let mut sorted = (src.clone(), out.clone());
-        sorted.0.sort_unstable();
-        sorted.1.sort_unstable();
-        assert_eq!(sorted.0, sorted.1);
-        let mut row = vec![0u8; rb];
-        for r in 0..rows {
-            row_into(DType::Q6_K, cols, &out, r, &mut row);
-            assert_eq!(row, src[r * rb..][..rb], "row {r}");
-        }
         // Row 5, super-block 1: scale 3 at 8·3 + 5, `d` at 128 + 10, `qh` byte 9 in piece 17.
         let (g, u) = (1680, 5 * rb + 210);
         assert_eq!(out[g + 29], src[u + 195]);

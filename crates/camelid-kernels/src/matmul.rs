@@ -716,12 +716,19 @@ mod tests {
         }
     }
 
-    /// Q4_K, Q6_K and IQ4_XS rows interleaved in eights give the file layout's results bit for bit, through the
+    /// Rows interleaved in eights (every type that has the layout) give the file layout's results bit for bit, through the
     /// decode tiles and the prompt panels (a last panel of eight rows included) and at the exact
     /// precision, on every path that interleaves (AVX-512 where this CPU has it).
     #[test]
     fn interleaved_rows_give_the_file_layouts_results() {
-        for dtype in [DType::Q4_K, DType::Q6_K, DType::IQ4_XS] {
+        for dtype in [
+            DType::Q4_K,
+            DType::Q6_K,
+            DType::IQ4_XS,
+            DType::Q4_0,
+            DType::IQ4_NL,
+            DType::Q8_0,
+        ] {
             interleaved_equals_file_layout(dtype);
         }
     }

@@ -282,8 +282,28 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
             kf(float::avx512::tile_f32, fpanel::panel_f32),
             kf(float::avx512::tile_f16, fpanel::panel_f16),
             bf16,
-            kq16(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0)),
-            kq16(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0)),
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_q8_0,
+                    super::Panel {
+                        f: octet::panel_q8_0,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0))
+            },
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_q4_0,
+                    super::Panel {
+                        f: octet::panel_q4_0,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0))
+            },
             kq16(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1)),
             kq16(panel::avx512::tile_q5_0, Some(panel::avx512::panel_q5_0)),
             kq16(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
@@ -312,7 +332,17 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
                 )),
                 ..kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k))
             },
-            kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl)),
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_iq4_nl,
+                    super::Panel {
+                        f: octet::panel_iq4_nl,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl))
+            },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_iq4_xs,

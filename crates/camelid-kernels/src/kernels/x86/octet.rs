@@ -18,9 +18,10 @@
 use std::arch::x86_64::*;
 
 use super::Avx512;
-use super::iq::PIQ4XS;
+use super::iq::{IQ4NL, PIQ4XS};
 use super::kq::{Q4K, Q6K};
-use super::panel::{ActRows, PK, PK16, Packed, ROWS, gemm16, lined_mut, step, store};
+use super::panel::{ActRows, P32, PK, PK16, Packed, ROWS, gemm16, lined_mut, step, store};
+use super::q8::{Block32, Q4_0, Q8_0};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
 use crate::quant::IQ4NL_VALUES;
 
@@ -500,6 +501,232 @@ unsafe fn pack_xs(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &
     }
 }
 
+/// A 32-element format interleaved two blocks a unit (Q4_0, IQ4_NL, Q8_0): the eight rows'
+/// `d` of each block side by side (16 bytes), then the quants in eight-byte pieces.
+pub(super) trait Pair32 {
+    /// The format, whose [`P32`] scales and sums these give bit for bit.
+    type B: Block32;
+    /// Bytes of the eight rows' unit (two blocks each).
+    const GROUP: usize;
+
+    /// Block `j`'s levels in the group at `g`, each with the first of the eight elements its
+    /// pieces hold (the offset of the activation bytes it meets).
+    ///
+    /// # Safety
+    /// A whole group at `g`; AVX-512 F/BW.
+    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4];
+}
+
+/// The piece `k` of the quants of the group at `g`.
+///
+/// # Safety
+/// A whole group at `g`.
+#[inline(always)]
+unsafe fn piece32(g: *const u8, k: usize) -> __m512i {
+    // SAFETY: caller's contract.
+    unsafe { _mm512_loadu_si512(g.add(32 + 64 * k) as *const __m512i) }
+}
+
+/// The low and high nibbles of a piece of nibbles.
+///
+/// # Safety
+/// AVX-512 F/BW.
+#[inline(always)]
+unsafe fn split(w: __m512i) -> (__m512i, __m512i) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let m = _mm512_set1_epi8(0x0f);
+        (
+            _mm512_and_si512(w, m),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(w), m),
+        )
+    }
+}
+
+/// IQ4_NL's codebook offset by 128, in every 128-bit lane (the VNNI levels of [`super::iq`]).
+///
+/// # Safety
+/// AVX-512 F.
+#[inline(always)]
+unsafe fn iq4_book() -> __m512i {
+    // SAFETY: the codebook is 16 bytes.
+    unsafe {
+        _mm512_xor_si512(
+            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
+            _mm512_set1_epi8(-128),
+        )
+    }
+}
+
+impl Pair32 for Q4_0 {
+    type B = Q4_0;
+    const GROUP: usize = ROWS * 36;
+    #[inline(always)]
+    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4] {
+        // SAFETY: forwarded; block `j`'s pieces are `2j` (elements 0..8 low, 16..24 high)
+        // and `2j + 1` (8..16, 24..32).
+        unsafe {
+            let (l0, h0) = split(piece32(g, 2 * j));
+            let (l1, h1) = split(piece32(g, 2 * j + 1));
+            [(l0, 0), (l1, 8), (h0, 16), (h1, 24)]
+        }
+    }
+}
+
+impl Pair32 for IQ4NL {
+    type B = IQ4NL;
+    const GROUP: usize = ROWS * 36;
+    #[inline(always)]
+    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4] {
+        // SAFETY: forwarded; Q4_0's pieces, looked up in the codebook.
+        unsafe {
+            let book = iq4_book();
+            let mut l = <Q4_0 as Pair32>::levels(g, j);
+            for (v, _) in l.iter_mut() {
+                *v = _mm512_shuffle_epi8(book, *v);
+            }
+            l
+        }
+    }
+}
+
+impl Pair32 for Q8_0 {
+    type B = Q8_0;
+    const GROUP: usize = ROWS * 68;
+    #[inline(always)]
+    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4] {
+        // SAFETY: forwarded; block `j` is pieces `4j..4j + 4`, flipped to unsigned as
+        // [`Q8_0`]'s VNNI levels.
+        unsafe {
+            let flip = _mm512_set1_epi8(-128);
+            let mut l = [(_mm512_setzero_si512(), 0); 4];
+            for v in 0..4 {
+                l[v] = (_mm512_xor_si512(piece32(g, 4 * j + v), flip), 8 * v);
+            }
+            l
+        }
+    }
+}
+
+/// The scale entries of the two blocks of the group at `g`, as [`P32`]'s `scales` gives them:
+/// `s = d`, `o = offset · d`.
+///
+/// # Safety
+/// A whole group at `g`; `s`, `o` hold 16 floats; AVX2 + F16C.
+#[inline(always)]
+unsafe fn scales32<P: Pair32>(g: *const u8, s: &mut [f32; 16], o: &mut [f32; 16]) {
+    // SAFETY: caller's contract: the `d`s at 0 and 16.
+    unsafe {
+        let off = _mm256_set1_ps(P::B::offset::<Avx512>());
+        for j in 0..2 {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(g.add(16 * j) as *const __m128i));
+            _mm256_storeu_ps(s.as_mut_ptr().add(8 * j), d);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * j), _mm256_mul_ps(off, d));
+        }
+    }
+}
+
+/// The row tile of a [`Pair32`] format: a block's four level vectors in one accumulator; one
+/// fold for the unit's two blocks.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[inline(always)]
+unsafe fn tile32_body<P: Pair32, const N: usize>(t: &Tile) {
+    let units = t.cols / 64;
+    // SAFETY: as in `tile_body`.
+    unsafe {
+        let a = ActRows::<N>::new(&t.act, t.cols, 0);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let (mut s, mut o) = ([0.0f32; 16], [0.0f32; 16]);
+        let mut r0 = 0;
+        while r0 < t.nr {
+            let base = t.w.add(r0 * t.row_bytes);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut corr = [_mm256_setzero_ps(); N];
+            for u in 0..units {
+                let g = base.add(u * P::GROUP);
+                scales32::<P>(g, &mut s, &mut o);
+                let l = [P::levels(g, 0), P::levels(g, 1)];
+                let b = 2 * u;
+                for i in 0..N {
+                    let x = a.x[i].add(32 * b);
+                    let mut d = [_mm512_setzero_si512(); 2];
+                    for j in 0..2 {
+                        for (v, off) in l[j] {
+                            let xv = (x.add(32 * j + off) as *const i64).read_unaligned();
+                            d[j] = _mm512_dpbusd_epi32(d[j], v, _mm512_set1_epi64(xv));
+                        }
+                    }
+                    // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1.
+                    let f = _mm512_add_epi32(
+                        _mm512_permutex2var_epi32(d[0], even, d[1]),
+                        _mm512_permutex2var_epi32(d[0], odd, d[1]),
+                    );
+                    let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
+                    for (j, v) in sums.into_iter().enumerate() {
+                        step(
+                            &mut acc[i],
+                            &mut corr[i],
+                            v,
+                            s.as_ptr().add(8 * j),
+                            o.as_ptr().add(8 * j),
+                            a.dx(i, b + j),
+                            a.sum::<P32<P::B>>(i, b + j, 0),
+                        );
+                    }
+                }
+            }
+            for i in 0..N {
+                store(t.out.add(i * t.ldo + r0), ROWS, acc[i], corr[i]);
+            }
+            r0 += ROWS;
+        }
+    }
+}
+
+/// As [`pack`] for a [`Pair32`] format: `pack::<_, P32<B>, 2>`'s bytes and floats.
+///
+/// # Safety
+/// As for [`pack`], with the format's rows and `cols / 64` units.
+#[inline(always)]
+unsafe fn pack32<P: Pair32>(
+    w: *const u8,
+    row_bytes: usize,
+    nr: usize,
+    cols: usize,
+    buf: &mut PanelBuf,
+) {
+    const G: usize = 2;
+    let nb = cols / 32;
+    buf.levels.resize(nb * 256 * G + 64, 0);
+    buf.s.resize(nb * ROWS * G + 16, 0.0);
+    buf.o.resize(nb * ROWS * G + 16, 0.0);
+    let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
+    let dst = lined_mut(&mut buf.levels) as *mut __m256i;
+    // SAFETY: as in `pack`.
+    unsafe {
+        for h in 0..G {
+            let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
+            for u in 0..nb / 2 {
+                let g = octet.add(u * P::GROUP);
+                let (mut s, mut o) = ([0.0f32; 16], [0.0f32; 16]);
+                scales32::<P>(g, &mut s, &mut o);
+                for j in 0..2 {
+                    let b = 2 * u + j;
+                    for (v, off) in P::levels(g, j) {
+                        put_piece(dst, b, off / 8, h, v);
+                    }
+                    let at = (b * G + h) * ROWS;
+                    std::ptr::copy_nonoverlapping(s.as_ptr().add(8 * j), sb.add(at), ROWS);
+                    std::ptr::copy_nonoverlapping(o.as_ptr().add(8 * j), ob.add(at), ROWS);
+                }
+            }
+        }
+    }
+}
+
 /// The decode tile of interleaved Q4_K rows.
 ///
 /// # Safety
@@ -612,4 +839,51 @@ pub(crate) unsafe fn panel_iq4_xs(job: &PanelJob, buf: &mut PanelBuf) {
             t += 1;
         }
     }
+}
+
+/// The decode tiles and prompt panels of the interleaved [`Pair32`] formats.
+macro_rules! pair32 {
+    ($($tile:ident, $panel:ident: $ty:ty;)*) => {
+        $(
+            /// # Safety
+            /// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 VNNI.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub(crate) unsafe fn $tile(t: &Tile) {
+                // SAFETY: forwarded contract; the body is inlined here with these features.
+                unsafe {
+                    match t.nt {
+                        1 => tile32_body::<$ty, 1>(t),
+                        2 => tile32_body::<$ty, 2>(t),
+                        3 => tile32_body::<$ty, 3>(t),
+                        _ => tile32_body::<$ty, 4>(t),
+                    }
+                }
+            }
+
+            /// # Safety
+            /// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 VNNI.
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            pub(crate) unsafe fn $panel(job: &PanelJob, buf: &mut PanelBuf) {
+                // SAFETY: forwarded contract, with this path's features.
+                unsafe {
+                    pack32::<$ty>(job.w, job.row_bytes, job.nr, job.cols, buf);
+                    let mut t = 0;
+                    while t + 4 <= job.n {
+                        gemm16::<P32<<$ty as Pair32>::B>, 4>(job, buf, t);
+                        t += 4;
+                    }
+                    while t < job.n {
+                        gemm16::<P32<<$ty as Pair32>::B>, 1>(job, buf, t);
+                        t += 1;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pair32! {
+    tile_q4_0, panel_q4_0: Q4_0;
+    tile_iq4_nl, panel_iq4_nl: IQ4NL;
+    tile_q8_0, panel_q8_0: Q8_0;
 }
