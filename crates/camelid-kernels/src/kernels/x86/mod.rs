@@ -7,8 +7,10 @@
 //! Vectors are 256 bits wide on both paths: on current Intel cores 512-bit operations run on
 //! fewer ports, and these kernels are bound by memory and shuffles rather than by width. The
 //! exceptions are on the AVX-512 path, where the work is `vpdpbusd`, which runs 512 bits wide
-//! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), and the row
-//! tiles put two rows in one vector (`panel::Fold512`).
+//! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), the row
+//! tiles put two rows in one vector (`panel::Fold512`), and the types of [`crate::interleave`]
+//! have tiles and panels of their own for rows interleaved in eights (`octet`), which the CPU
+//! backend lays its matrices out for at load.
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]

@@ -1,19 +1,24 @@
-//! Q4_K rows interleaved in eights ([`crate::interleave`]) on AVX-512 VNNI: the decode tile and
-//! the prompt panel. They give the results of [`super::panel`]'s Q4_K tile and panel bit for
-//! bit: the same integer block sums (exact in any order) meet the same scale entries in the same
-//! f32 steps, block by block.
+//! Rows interleaved in eights ([`crate::interleave`]) on AVX-512 VNNI: the decode tiles and
+//! prompt panels of Q4_K, Q6_K, IQ4_XS, Q4_0, IQ4_NL and Q8_0. They give the results of
+//! [`super::panel`]'s tiles and panels on the file's layout bit for bit: the same integer block
+//! sums (exact in any order) meet the same scale entries in the same f32 steps, block by block.
 //!
-//! Tile: vector `k` of a group holds nibble bytes `8k..8k + 8` of the eight rows, so its low
-//! nibbles are elements `8(k mod 4)..+8` of block `2(k div 4)` and its high nibbles the same
-//! elements of the next block. Against eight activation bytes broadcast to every row, one
-//! `vpdpbusd` gives each row two lane sums; four vectors make a pair of blocks, and one fold
-//! (two two-source permutes and an add) turns their lanes into the eight rows' sums of both
-//! blocks, where the row-major tile folds eight rows per block ([`super::panel::Fold512`]). The
-//! high nibbles are masked in place (`0xf0`, sixteen times the level: one operation instead of
-//! a shift and a mask) and their sums shifted back, exactly. The eight rows are one contiguous
-//! stream, which the hardware prefetcher follows: asking for the group eight ahead, as the
-//! row-major tiles do, was slower (`--example kernel_cost`, one thread, a 9 MiB matrix in L3:
-//! 0.025 → 0.030 ns/byte; 75 MB from memory: the same).
+//! Tile: a 64-byte vector holds the same eight bytes of the eight rows, so against eight
+//! activation bytes broadcast to every row one `vpdpbusd` gives each row two lane sums, and the
+//! vectors of a block (or of a sub-block of 16) add up in one accumulator. One fold (two
+//! two-source permutes and an add) then turns two accumulators into the eight rows' sums of two
+//! blocks, where the file-layout tile folds eight rows per block ([`super::panel::Fold512`]) and
+//! loads each row apart. Q4_K's pieces hold two blocks (low and high nibbles): the high ones are
+//! masked in place (`0xf0`, sixteen times the level: one operation instead of a shift and a
+//! mask) and their sums shifted back, exactly. Q6_K's scales are stored a vector of eight rows
+//! per entry, so they need no transposes.
+//!
+//! The eight rows are one contiguous stream, which the hardware prefetcher follows: asking for
+//! the group eight ahead, as the file-layout tiles do, was slower (`--example kernel_cost`, one
+//! thread, a 9 MiB Q4_K matrix in L3: 0.025 → 0.030 ns/byte; 75 MB from memory: the same).
+//!
+//! Panel: the vectors of a piece go to the panel's layout (row `r` at lane `r`) with one permute
+//! each, so packing costs less than the file layout's transposes.
 
 use std::arch::x86_64::*;
 
