@@ -124,6 +124,12 @@ pub fn kv_cache_bytes(c: &Config, n_ctx: usize) -> usize {
     2 * c.n_layers * n_ctx * c.kv_dim() * 4
 }
 
+/// Sets the process's peak resident set back to what it holds now (Linux: `5` written to
+/// `/proc/self/clear_refs`, see proc(5)); a no-op where that is not possible.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// The process's peak resident set (`VmHWM` in `/proc/self/status`), in bytes, where Linux
 /// reports it. It counts the pages of a memory-mapped model that were touched.
 pub fn peak_rss() -> Option<u64> {
@@ -163,8 +169,13 @@ pub fn run(
     let tokens = bench_tokens(model.config.n_vocab, n_ctx);
     let mut state = model.new_state(n_ctx).map_err(|e| e.to_string())?;
     let device = model.device();
-    let ceiling =
-        (device.device == "cpu").then(|| camelid_kernels::bandwidth::read_ceiling(model.threads()));
+    let ceiling = (device.device == "cpu").then(|| {
+        let c = camelid_kernels::bandwidth::read_ceiling(model.threads());
+        // The probe's buffer (freed now) is not the model's memory: the peak starts again from
+        // here, so that `peak_rss` is the model's (its weights resident or not yet touched).
+        reset_peak_rss();
+        c
+    });
     let mut stats = Vec::new();
     if n_prompt > 0 {
         stats.push(prompt_speed(model, &mut state, &tokens[..n_prompt], reps));
