@@ -129,6 +129,34 @@ pub fn interleave_into(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8]) ->
     true
 }
 
+/// The inverse of [`interleave_into`]: the file's layout of whole groups of eight interleaved
+/// rows `src`, into `dst`. `false` (and `dst` untouched) where [`interleave_into`] would refuse.
+pub fn deinterleave_into(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8]) -> bool {
+    let (Some(bb), Some(rb)) = (block_bytes(dtype), dtype.row_bytes(cols)) else {
+        return false;
+    };
+    if !fits(dtype, ROWS, cols) || !src.len().is_multiple_of(ROWS * rb) || dst.len() != src.len() {
+        return false;
+    }
+    let at: Vec<usize> = (0..ROWS * bb)
+        .map(|k| position(dtype, k / bb, k % bb))
+        .collect();
+    for (from, to) in src
+        .chunks_exact(ROWS * rb)
+        .zip(dst.chunks_exact_mut(ROWS * rb))
+    {
+        for u in 0..rb / bb {
+            let from = &from[u * ROWS * bb..][..ROWS * bb];
+            for r in 0..ROWS {
+                for (i, b) in to[r * rb + u * bb..][..bb].iter_mut().enumerate() {
+                    *b = from[at[r * bb + i]];
+                }
+            }
+        }
+    }
+    true
+}
+
 /// Row `r` of an interleaved `[_, cols]` matrix `data` of `dtype`, in the file's layout, into
 /// `dst` (`row_bytes` long).
 ///
@@ -176,7 +204,7 @@ mod tests {
         assert!(interleave(DType::Q5_K, 16, cols, &src).is_none());
     }
 
-    /// Every type's layout is a permutation that `row_into` undoes; Q6_K's and Q4_0's documented
+    /// Every type's layout is a permutation that `row_into` and `deinterleave_into` undo; Q6_K's and Q4_0's documented
     /// places hold what they should.
     #[test]
     fn every_layout_is_a_permutation_that_rows_undo() {
@@ -194,6 +222,9 @@ mod tests {
                 row_into(dtype, cols, &out, r, &mut row);
                 assert_eq!(row, src[r * rb..][..rb], "{dtype} row {r}");
             }
+            let mut back = vec![0u8; src.len()];
+            assert!(deinterleave_into(dtype, cols, &out, &mut back));
+            assert_eq!(back, src, "{dtype} deinterleaved");
         }
         // Q4_0, row 6, unit 2 (blocks 4 and 5): block 5's `d` at 2 · (8 + 6), its nibble byte
         // 9 at 32 + 64 · (2 + 1) + 8 · 6 + 1.

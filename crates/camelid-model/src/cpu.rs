@@ -54,15 +54,32 @@ struct Activations {
 }
 
 impl CpuBackend {
-    /// The backend on all cores, on the kernel path [`camelid_kernels::Isa::active`] picks.
-    /// The matrices that path multiplies faster with their rows interleaved
-    /// ([`Kernels::interleaves`]: Q4_K and Q6_K on AVX-512) are rearranged so, in memory of
-    /// their own that takes the place of the mapped bytes; the token embedding only where it is
-    /// also the output matrix (tied), since a lookup reads one row and gains nothing from it.
-    pub fn new(config: Config, mut weights: Weights, inv_freq: Vec<f32>) -> CpuBackend {
+    /// The backend on all cores, on the kernel path [`camelid_kernels::Isa::active`] picks, at
+    /// the fast precision, with its matrices laid out for it ([`CpuBackend::lay_out`]).
+    pub fn new(config: Config, weights: Weights, inv_freq: Vec<f32>) -> CpuBackend {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let kernels = Kernels::new(threads);
-        let layers = weights.layers.iter_mut().flat_map(|l| {
+        let mut be = CpuBackend {
+            config,
+            weights,
+            inv_freq,
+            threads,
+            kernels: Kernels::new(threads),
+            act: Mutex::new(Activations::default()),
+        };
+        be.lay_out();
+        be
+    }
+
+    /// At the fast precision, the matrices this path multiplies faster with their rows
+    /// interleaved ([`Kernels::interleaves`]: Q4_0, Q8_0, Q4_K, Q6_K, IQ4_NL, IQ4_XS on AVX-512)
+    /// are rearranged so, in memory of their own that takes the place of the mapped bytes; the
+    /// token embedding only where it is also the output matrix (tied), since a lookup reads one
+    /// row and gains nothing. At the exact precision, which dequantizes row by row, they go back
+    /// to the file's layout.
+    fn lay_out(&mut self) {
+        let fast = self.kernels.precision == Precision::Fast;
+        let w = &mut self.weights;
+        let layers = w.layers.iter_mut().flat_map(|l| {
             [
                 &mut l.wq,
                 &mut l.wk,
@@ -73,22 +90,16 @@ impl CpuBackend {
                 &mut l.w_down,
             ]
         });
-        let output = match &mut weights.output {
+        let output = match &mut w.output {
             Some(t) => t,
-            None => &mut weights.token_embd,
+            None => &mut w.token_embd,
         };
         for t in layers.chain([output]) {
-            if kernels.interleaves(t.dtype) {
+            if fast && self.kernels.interleaves(t.dtype) {
                 t.interleave();
+            } else {
+                t.deinterleave();
             }
-        }
-        CpuBackend {
-            config,
-            weights,
-            inv_freq,
-            threads,
-            kernels,
-            act: Mutex::new(Activations::default()),
         }
     }
 
@@ -120,7 +131,10 @@ impl Backend for CpuBackend {
     }
 
     fn set_precision(&mut self, precision: Precision) {
-        self.kernels.precision = precision;
+        if precision != self.kernels.precision {
+            self.kernels.precision = precision;
+            self.lay_out();
+        }
     }
 
     fn threads(&self) -> usize {

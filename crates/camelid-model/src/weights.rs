@@ -32,8 +32,9 @@ enum Data {
     /// Rearranged at load (HF Wq/Wk, whose rows are permuted; Meta tensors joined from
     /// several model-parallel shards).
     Owned(Vec<u8>),
-    /// The rows interleaved in eights by the CPU backend ([`Tensor::interleave`]).
-    Interleaved(Vec<u8>),
+    /// The rows interleaved in eights by the CPU backend ([`Tensor::interleave`]), and the map
+    /// they came from, where the file's layout can be had again without a copy.
+    Interleaved(Vec<u8>, Option<(Arc<Gguf>, std::ops::Range<usize>)>),
 }
 
 /// A weight matrix `[rows, cols]`.
@@ -52,7 +53,7 @@ impl Tensor {
             Data::Gguf(g, r) => &g.bytes()[r.clone()],
             Data::Safetensors(st, i) => st.data(&st.tensors()[*i]),
             Data::Pth(m, s, i) => m.shards[*s].data(&m.shards[*s].tensors()[*i]),
-            Data::Owned(v) | Data::Interleaved(v) => v,
+            Data::Owned(v) | Data::Interleaved(v, _) => v,
         }
     }
 
@@ -62,13 +63,13 @@ impl Tensor {
             rows: self.rows,
             cols: self.cols,
             data: self.bytes(),
-            interleaved: matches!(self.data, Data::Interleaved(_)),
+            interleaved: matches!(self.data, Data::Interleaved(..)),
         }
     }
 
     /// Whether the bytes are used in place from a memory map.
     pub fn is_mapped(&self) -> bool {
-        !matches!(self.data, Data::Owned(_) | Data::Interleaved(_))
+        !matches!(self.data, Data::Owned(_) | Data::Interleaved(..))
     }
 
     /// Rearranges the rows in eights ([`camelid_kernels::interleave`]) into memory of the
@@ -78,6 +79,9 @@ impl Tensor {
     /// output matrix is 200 MB).
     pub fn interleave(&mut self) -> bool {
         use camelid_kernels::interleave::{ROWS, fits, interleave_into};
+        if matches!(self.data, Data::Interleaved(..)) {
+            return true;
+        }
         if !fits(self.dtype, self.rows, self.cols) {
             return false;
         }
@@ -99,8 +103,31 @@ impl Tensor {
                 g.release(r.start + range.start..r.start + range.end);
             }
         }
-        self.data = Data::Interleaved(out);
+        let file = match &self.data {
+            Data::Gguf(g, r) => Some((g.clone(), r.clone())),
+            _ => None,
+        };
+        self.data = Data::Interleaved(out, file);
         true
+    }
+
+    /// Undoes [`Tensor::interleave`]: the file's layout again, mapped where the bytes came from
+    /// a map (its pages come back as they are read), else rearranged back in memory.
+    pub fn deinterleave(&mut self) {
+        let Data::Interleaved(v, file) = &mut self.data else {
+            return;
+        };
+        self.data = match file.take() {
+            Some((g, r)) => Data::Gguf(g, r),
+            None => {
+                let mut out = vec![0u8; v.len()];
+                let done = camelid_kernels::interleave::deinterleave_into(
+                    self.dtype, self.cols, v, &mut out,
+                );
+                assert!(done, "`{}` was interleaved, so it can be undone", self.name);
+                Data::Owned(out)
+            }
+        };
     }
 
     /// The whole tensor as f32 (for the small 1-D norm gains).

@@ -454,6 +454,42 @@ fn batched_prefill_equals_token_by_token() {
     }
 }
 
+/// Switching the precision lays the matrices out again (rows interleaved for the fast kernels
+/// where the path has them, the file's layout for the exact path) without changing a result:
+/// fast, then exact, then fast again give the logits of models loaded at each precision, bit
+/// for bit, for the Q4_0 and Q8_0 files (both interleaved on AVX-512).
+#[test]
+fn switching_precision_keeps_the_logits() {
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let toks = tokens(m);
+        for file in ["gguf-q4_0", "gguf-q8_0"] {
+            let path = tiny().join(m["files"][file].as_str().unwrap());
+            let load = |precision| {
+                let mut model = Model::load(&path).unwrap();
+                model.set_precision(precision);
+                model
+            };
+            let (fast, exact) = (
+                run_all(&load(Precision::Fast), &toks),
+                run_all(&load(Precision::Exact), &toks),
+            );
+            let mut model = load(Precision::Fast);
+            for (precision, want) in [
+                (Precision::Exact, &exact),
+                (Precision::Fast, &fast),
+                (Precision::Exact, &exact),
+            ] {
+                model.set_precision(precision);
+                let got = run_all(&model, &toks);
+                for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                    assert_same_logits(g, w, &format!("{file} {precision:?} position {i}"));
+                }
+            }
+        }
+    }
+}
+
 /// A state belongs to the model that made it: another model (even of the same file) refuses
 /// it with an error instead of reading a cache of another shape or backend.
 #[test]
