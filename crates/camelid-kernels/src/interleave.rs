@@ -104,52 +104,67 @@ pub fn interleave(dtype: DType, rows: usize, cols: usize, src: &[u8]) -> Option<
 /// separately, so that a large matrix can be copied a slice at a time. `false` (and `dst`
 /// untouched) where the type has no interleaved layout or `src` is not whole groups of rows.
 pub fn interleave_into(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8]) -> bool {
-    let (Some(bb), Some(rb)) = (block_bytes(dtype), dtype.row_bytes(cols)) else {
-        return false;
-    };
-    if !fits(dtype, ROWS, cols) || !src.len().is_multiple_of(ROWS * rb) || dst.len() != src.len() {
-        return false;
-    }
-    let at: Vec<usize> = (0..ROWS * bb)
-        .map(|k| position(dtype, k / bb, k % bb))
-        .collect();
-    for (from, to) in src
-        .chunks_exact(ROWS * rb)
-        .zip(dst.chunks_exact_mut(ROWS * rb))
-    {
-        for u in 0..rb / bb {
-            let to = &mut to[u * ROWS * bb..][..ROWS * bb];
-            for r in 0..ROWS {
-                for (i, &b) in from[r * rb + u * bb..][..bb].iter().enumerate() {
-                    to[at[r * bb + i]] = b;
-                }
-            }
-        }
-    }
-    true
+    permute(dtype, cols, src, dst, true)
 }
 
 /// The inverse of [`interleave_into`]: the file's layout of whole groups of eight interleaved
 /// rows `src`, into `dst`. `false` (and `dst` untouched) where [`interleave_into`] would refuse.
 pub fn deinterleave_into(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8]) -> bool {
+    permute(dtype, cols, src, dst, false)
+}
+
+/// A stretch of a row's super-block that stays contiguous in the group: row `row`'s bytes
+/// `at..at + len` are the group's bytes `to..to + len`.
+struct Run {
+    row: usize,
+    at: usize,
+    to: usize,
+    len: usize,
+}
+
+/// Moves whole groups of eight rows between the two layouts (`forward`: into the interleaved
+/// one) a run at a time: most runs are the eight-byte pieces, copied as one word each.
+fn permute(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8], forward: bool) -> bool {
     let (Some(bb), Some(rb)) = (block_bytes(dtype), dtype.row_bytes(cols)) else {
         return false;
     };
     if !fits(dtype, ROWS, cols) || !src.len().is_multiple_of(ROWS * rb) || dst.len() != src.len() {
         return false;
     }
-    let at: Vec<usize> = (0..ROWS * bb)
-        .map(|k| position(dtype, k / bb, k % bb))
-        .collect();
+    let mut runs = Vec::new();
+    for row in 0..ROWS {
+        let mut at = 0;
+        while at < bb {
+            let to = position(dtype, row, at);
+            let mut len = 1;
+            while at + len < bb && position(dtype, row, at + len) == to + len {
+                len += 1;
+            }
+            runs.push(Run { row, at, to, len });
+            at += len;
+        }
+    }
     for (from, to) in src
         .chunks_exact(ROWS * rb)
         .zip(dst.chunks_exact_mut(ROWS * rb))
     {
         for u in 0..rb / bb {
-            let from = &from[u * ROWS * bb..][..ROWS * bb];
-            for r in 0..ROWS {
-                for (i, b) in to[r * rb + u * bb..][..bb].iter_mut().enumerate() {
-                    *b = from[at[r * bb + i]];
+            for r in &runs {
+                // The file's layout at `f`, the interleaved one at `g`: both inside the group
+                // of eight rows (`from`, `to`: `8 · rb` bytes each), since `position` maps a
+                // row's super-block onto its group's.
+                let (f, g) = (r.row * rb + u * bb + r.at, u * ROWS * bb + r.to);
+                let (a, b) = if forward { (f, g) } else { (g, f) };
+                assert!(a + r.len <= from.len() && b + r.len <= to.len());
+                // SAFETY: both ranges were checked just above; `from` and `to` do not overlap
+                // (a shared and a mutable borrow).
+                unsafe {
+                    let (s, d) = (from.as_ptr().add(a), to.as_mut_ptr().add(b));
+                    if r.len == 8 {
+                        (d as *mut u64).write_unaligned((s as *const u64).read_unaligned());
+                    } else {
+                        std::ptr::copy_nonoverlapping(s, d, r.len);
+                    }
                 }
             }
         }

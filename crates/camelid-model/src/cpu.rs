@@ -12,7 +12,7 @@ use crate::backend::{
 use crate::config::Config;
 use crate::error::ModelError;
 use crate::llama::forward_rows;
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 pub struct CpuBackend {
     config: Config,
@@ -94,13 +94,29 @@ impl CpuBackend {
             Some(t) => t,
             None => &mut w.token_embd,
         };
-        for t in layers.chain([output]) {
-            if fast && self.kernels.interleaves(t.dtype) {
-                t.interleave();
-            } else {
-                t.deinterleave();
-            }
+        // The copies are spread over the backend's threads, largest first (a tied 128K-token
+        // output matrix is a fifth of a 1B model).
+        let mut all: Vec<&mut Tensor> = layers.chain([output]).collect();
+        all.sort_by_key(|t| std::cmp::Reverse(t.bytes().len()));
+        let n = self.threads.clamp(1, all.len().max(1));
+        let mut parts: Vec<Vec<&mut Tensor>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, t) in all.into_iter().enumerate() {
+            parts[i % n].push(t);
         }
+        let kernels = &self.kernels;
+        std::thread::scope(|scope| {
+            for part in parts {
+                scope.spawn(move || {
+                    for t in part {
+                        if fast && kernels.interleaves(t.dtype) {
+                            t.interleave();
+                        } else {
+                            t.deinterleave();
+                        }
+                    }
+                });
+            }
+        });
     }
 
     pub fn weights(&self) -> &Weights {
