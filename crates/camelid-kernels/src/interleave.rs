@@ -8,8 +8,8 @@
 //! (`x86::octet`). llama.cpp does the same kind of repacking for its CPU backend
 //! (`ggml-cpu/repack.cpp`, `block_q4_Kx8`); the layout here is our own, and is only a
 //! permutation of the file's bytes, so it takes exactly the same memory. Which types a kernel
-//! path takes interleaved: [`crate::Kernels::interleaves`] (Q4_0, Q8_0, Q4_K, Q6_K, IQ4_NL and
-//! IQ4_XS on AVX-512; none elsewhere). F16 rows interleaved in pieces of sixteen were tried and
+//! path takes interleaved: [`crate::Kernels::interleaves`] (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL
+//! and IQ4_XS on AVX-512; none elsewhere). F16 rows interleaved in pieces of sixteen were tried and
 //! dropped: one thread read a 134 MB matrix from memory no faster (0.045 ns/byte either way).
 //!
 //! The layout: rows `8g..8g + 8` occupy the same `8 · row_bytes` bytes as before, as groups of
@@ -19,6 +19,8 @@
 //! vector holds the same eight bytes of all eight rows.
 //! - Q4_K (144-byte super-blocks: `d`, `dmin`, 12 bytes of 6-bit scales and minimums, 128 of
 //!   nibbles): at `16r`, the first 16 bytes of row `r`; from `H = 128`, the nibbles.
+//! - Q5_K (176 bytes: Q4_K's 16, then 32 bytes of fifth bits `qh`, then 128 of nibbles): as
+//!   Q4_K, the pieces from `H = 128` being `qh`'s four, then the nibbles' sixteen.
 //! - Q6_K (210 bytes: 128 of low nibbles `ql`, 64 of high bit pairs `qh`, 16 signed scales,
 //!   `d`): at `8e + r`, scale `e` of row `r` (a vector of eight rows per scale); at `128 + 2r`,
 //!   row `r`'s `d`; from `H = 144`, `ql` and `qh` (pieces `0..16` and `16..24`).
@@ -37,6 +39,7 @@ pub const ROWS: usize = 8;
 fn block_bytes(dtype: DType) -> Option<usize> {
     match dtype {
         DType::Q4_K => Some(144),
+        DType::Q5_K => Some(176),
         DType::Q6_K => Some(210),
         DType::IQ4_XS => Some(136),
         // Two blocks of 32 make a unit.
@@ -70,6 +73,8 @@ fn position(dtype: DType, r: usize, i: usize) -> usize {
     match dtype {
         DType::Q4_K if i < 16 => 16 * r + i,
         DType::Q4_K => piece(128, r, i - 16),
+        DType::Q5_K if i < 16 => 16 * r + i,
+        DType::Q5_K => piece(128, r, i - 16),
         DType::Q6_K if i < 192 => piece(144, r, i),
         DType::Q6_K if i < 208 => 8 * (i - 192) + r,
         DType::Q6_K => 128 + 2 * r + (i - 208),
@@ -216,7 +221,7 @@ mod tests {
         assert_eq!(out[g + 48], src[u]);
         assert_eq!(out[g + 128 + 320 + 24 + 2], src[u + 16 + 42]);
         assert!(interleave(DType::Q4_K, 12, cols, &src[..12 * rb]).is_none());
-        assert!(interleave(DType::Q5_K, 16, cols, &src).is_none());
+        assert!(interleave(DType::Q2_K, 16, cols, &src).is_none());
     }
 
     /// Every type's layout is a permutation that `row_into` and `deinterleave_into` undo; Q6_K's and Q4_0's documented

@@ -723,6 +723,7 @@ mod tests {
     fn interleaved_rows_give_the_file_layouts_results() {
         for dtype in [
             DType::Q4_K,
+            DType::Q5_K,
             DType::Q6_K,
             DType::IQ4_XS,
             DType::Q4_0,

@@ -322,7 +322,17 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
                 )),
                 ..kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k))
             },
-            kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k)),
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_q5_k,
+                    super::Panel {
+                        f: octet::panel_q5_k,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k))
+            },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_q6_k,

@@ -1,5 +1,5 @@
 //! Rows interleaved in eights ([`crate::interleave`]) on AVX-512 VNNI: the decode tiles and
-//! prompt panels of Q4_K, Q6_K, IQ4_XS, Q4_0, IQ4_NL and Q8_0. They give the results of
+//! prompt panels of Q4_K, Q5_K, Q6_K, IQ4_XS, Q4_0, IQ4_NL and Q8_0. They give the results of
 //! [`super::panel`]'s tiles and panels on the file's layout bit for bit: the same integer block
 //! sums (exact in any order) meet the same scale entries in the same f32 steps, block by block.
 //!
@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 
 use super::Avx512;
 use super::iq::{IQ4NL, PIQ4XS};
-use super::kq::{Q4K, Q6K};
+use super::kq::{Q4K, Q5K, Q6K};
 use super::panel::{ActRows, P32, PK, PK16, Packed, ROWS, gemm16, lined_mut, step, store};
 use super::q8::{Block32, Q4_0, Q8_0};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
@@ -168,6 +168,160 @@ unsafe fn pack(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut
                 }
                 let (mut s, mut o) = ([0.0f32; 8 * ROWS], [0.0f32; 8 * ROWS]);
                 PK::<Q4K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
+                for e in 0..8 {
+                    let at = ((u * 8 + e) * G + h) * ROWS;
+                    std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
+                    std::ptr::copy_nonoverlapping(o.as_ptr().add(e * ROWS), ob.add(at), ROWS);
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of a Q5_K super-block.
+const BLOCK5: usize = 176;
+
+/// Bit `k` of each byte of `q` as 16 or 0 (Q5_K's fifth bit of block `k` of a pair of pieces).
+///
+/// # Safety
+/// AVX-512 F/BW.
+#[inline(always)]
+unsafe fn fifth(q: __m512i, k: usize) -> __m512i {
+    // SAFETY: AVX-512 BW (the caller's).
+    unsafe {
+        let s = match k {
+            0 => _mm512_slli_epi16::<4>(q),
+            1 => _mm512_slli_epi16::<3>(q),
+            2 => _mm512_slli_epi16::<2>(q),
+            3 => _mm512_slli_epi16::<1>(q),
+            4 => q,
+            5 => _mm512_srli_epi16::<1>(q),
+            6 => _mm512_srli_epi16::<2>(q),
+            _ => _mm512_srli_epi16::<3>(q),
+        };
+        _mm512_and_si512(s, _mm512_set1_epi8(0x10))
+    }
+}
+
+/// The levels of blocks `2j` and `2j + 1` of the Q5_K group at `g`, piece by piece: nibble
+/// piece `4j + v` (low nibbles: block `2j`, high: `2j + 1`, elements `8v..8v + 8`) with the
+/// fifth bits of `qh` piece `v`.
+///
+/// # Safety
+/// A whole group at `g`; AVX-512 F/BW.
+#[inline(always)]
+unsafe fn levels5(g: *const u8, j: usize) -> ([__m512i; 4], [__m512i; 4]) {
+    // SAFETY: caller's contract: `qh` pieces 0..4 and nibble pieces 4..20 from `BODY`.
+    unsafe {
+        let p = g.add(BODY) as *const __m512i;
+        let m = _mm512_set1_epi8(0x0f);
+        let (mut lo, mut hi) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4]);
+        for v in 0..4 {
+            let (q, w) = (
+                _mm512_loadu_si512(p.add(v)),
+                _mm512_loadu_si512(p.add(4 + 4 * j + v)),
+            );
+            lo[v] = _mm512_or_si512(_mm512_and_si512(w, m), fifth(q, 2 * j));
+            hi[v] = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(w), m),
+                fifth(q, 2 * j + 1),
+            );
+        }
+        (lo, hi)
+    }
+}
+
+/// The Q5_K row tile: [`tile_body`]'s way, with the fifth bits put in.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[inline(always)]
+unsafe fn tile5_body<const N: usize>(t: &Tile) {
+    let units = t.cols / 256;
+    // SAFETY: as in `tile_body`.
+    unsafe {
+        let a = ActRows::<N>::new(&t.act, t.cols, 0);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let mut s = [0.0f32; 8 * ROWS];
+        let mut o = [0.0f32; 8 * ROWS];
+        let mut r0 = 0;
+        while r0 < t.nr {
+            let base = t.w.add(r0 * t.row_bytes);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut corr = [_mm256_setzero_ps(); N];
+            for u in 0..units {
+                let g = base.add(u * ROWS * BLOCK5);
+                PK::<Q5K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
+                for pair in 0..4 {
+                    let (lo, hi) = levels5(g, pair);
+                    let b = u * 8 + 2 * pair;
+                    for i in 0..N {
+                        let x = a.x[i].add(32 * b) as *const i64;
+                        let (mut dl, mut dh) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                        for v in 0..4 {
+                            let xl = _mm512_set1_epi64(x.add(v).read_unaligned());
+                            let xh = _mm512_set1_epi64(x.add(4 + v).read_unaligned());
+                            dl = _mm512_dpbusd_epi32(dl, lo[v], xl);
+                            dh = _mm512_dpbusd_epi32(dh, hi[v], xh);
+                        }
+                        // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1.
+                        let f = _mm512_add_epi32(
+                            _mm512_permutex2var_epi32(dl, even, dh),
+                            _mm512_permutex2var_epi32(dl, odd, dh),
+                        );
+                        let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
+                        for (k, v) in sums.into_iter().enumerate() {
+                            let e = (2 * pair + k) * ROWS;
+                            step(
+                                &mut acc[i],
+                                &mut corr[i],
+                                v,
+                                s.as_ptr().add(e),
+                                o.as_ptr().add(e),
+                                a.dx(i, b + k),
+                                a.sum::<PK<Q5K>>(i, b + k, 0),
+                            );
+                        }
+                    }
+                }
+            }
+            for i in 0..N {
+                store(t.out.add(i * t.ldo + r0), ROWS, acc[i], corr[i]);
+            }
+            r0 += ROWS;
+        }
+    }
+}
+
+/// As [`pack`] for Q5_K: `pack::<_, PK<Q5K>, 2>`'s bytes and floats from interleaved rows.
+///
+/// # Safety
+/// As for [`pack`], with Q5_K rows.
+#[inline(always)]
+unsafe fn pack5(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut PanelBuf) {
+    const G: usize = 2;
+    let (nb, units) = (cols / 32, cols / 256);
+    buf.levels.resize(nb * 256 * G + 64, 0);
+    buf.s.resize(units * 8 * ROWS * G + 16, 0.0);
+    buf.o.resize(units * 8 * ROWS * G + 16, 0.0);
+    let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
+    let dst = lined_mut(&mut buf.levels) as *mut __m256i;
+    // SAFETY: as in `pack`.
+    unsafe {
+        for h in 0..G {
+            let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
+            for u in 0..units {
+                let g = octet.add(u * ROWS * BLOCK5);
+                for pair in 0..4 {
+                    let (lo, hi) = levels5(g, pair);
+                    for v in 0..4 {
+                        put_piece(dst, u * 8 + 2 * pair, v, h, lo[v]);
+                        put_piece(dst, u * 8 + 2 * pair + 1, v, h, hi[v]);
+                    }
+                }
+                let (mut s, mut o) = ([0.0f32; 8 * ROWS], [0.0f32; 8 * ROWS]);
+                PK::<Q5K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
                 for e in 0..8 {
                     let at = ((u * 8 + e) * G + h) * ROWS;
                     std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
@@ -891,4 +1045,42 @@ pair32! {
     tile_q4_0, panel_q4_0: Q4_0;
     tile_iq4_nl, panel_iq4_nl: IQ4NL;
     tile_q8_0, panel_q8_0: Q8_0;
+}
+
+/// The decode tile of interleaved Q5_K rows.
+///
+/// # Safety
+/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn tile_q5_k(t: &Tile) {
+    // SAFETY: forwarded contract; the body is inlined here with these features.
+    unsafe {
+        match t.nt {
+            1 => tile5_body::<1>(t),
+            2 => tile5_body::<2>(t),
+            3 => tile5_body::<3>(t),
+            _ => tile5_body::<4>(t),
+        }
+    }
+}
+
+/// The prompt panel of sixteen interleaved Q5_K rows.
+///
+/// # Safety
+/// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn panel_q5_k(job: &PanelJob, buf: &mut PanelBuf) {
+    // SAFETY: forwarded contract, with this path's features.
+    unsafe {
+        pack5(job.w, job.row_bytes, job.nr, job.cols, buf);
+        let mut t = 0;
+        while t + 4 <= job.n {
+            gemm16::<PK<Q5K>, 4>(job, buf, t);
+            t += 4;
+        }
+        while t < job.n {
+            gemm16::<PK<Q5K>, 1>(job, buf, t);
+            t += 1;
+        }
+    }
 }
