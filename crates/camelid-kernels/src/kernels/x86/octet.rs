@@ -886,123 +886,11 @@ unsafe fn pack32<P: Pair32>(
     }
 }
 
-/// The decode tile of interleaved Q4_K rows.
-///
-/// # Safety
-/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn tile_q4_k(t: &Tile) {
-    // SAFETY: forwarded contract; the body is inlined here with these features.
-    unsafe {
-        match t.nt {
-            1 => tile_body::<1>(t),
-            2 => tile_body::<2>(t),
-            3 => tile_body::<3>(t),
-            _ => tile_body::<4>(t),
-        }
-    }
-}
-
-/// The prompt panel of sixteen interleaved Q4_K rows.
-///
-/// # Safety
-/// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn panel_q4_k(job: &PanelJob, buf: &mut PanelBuf) {
-    // SAFETY: forwarded contract, with this path's features.
-    unsafe {
-        pack(job.w, job.row_bytes, job.nr, job.cols, buf);
-        let mut t = 0;
-        while t + 4 <= job.n {
-            gemm16::<PK<Q4K>, 4>(job, buf, t);
-            t += 4;
-        }
-        while t < job.n {
-            gemm16::<PK<Q4K>, 1>(job, buf, t);
-            t += 1;
-        }
-    }
-}
-
-/// The decode tile of interleaved Q6_K rows.
-///
-/// # Safety
-/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn tile_q6_k(t: &Tile) {
-    // SAFETY: forwarded contract; the body is inlined here with these features.
-    unsafe {
-        match t.nt {
-            1 => tile6_body::<1>(t),
-            2 => tile6_body::<2>(t),
-            3 => tile6_body::<3>(t),
-            _ => tile6_body::<4>(t),
-        }
-    }
-}
-
-/// The prompt panel of sixteen interleaved Q6_K rows.
-///
-/// # Safety
-/// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn panel_q6_k(job: &PanelJob, buf: &mut PanelBuf) {
-    // SAFETY: forwarded contract, with this path's features.
-    unsafe {
-        pack6(job.w, job.row_bytes, job.nr, job.cols, buf);
-        let mut t = 0;
-        while t + 4 <= job.n {
-            gemm16::<PK16<Q6K>, 4>(job, buf, t);
-            t += 4;
-        }
-        while t < job.n {
-            gemm16::<PK16<Q6K>, 1>(job, buf, t);
-            t += 1;
-        }
-    }
-}
-
-/// The decode tile of interleaved IQ4_XS rows.
-///
-/// # Safety
-/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn tile_iq4_xs(t: &Tile) {
-    // SAFETY: forwarded contract; the body is inlined here with these features.
-    unsafe {
-        match t.nt {
-            1 => tile_xs_body::<1>(t),
-            2 => tile_xs_body::<2>(t),
-            3 => tile_xs_body::<3>(t),
-            _ => tile_xs_body::<4>(t),
-        }
-    }
-}
-
-/// The prompt panel of sixteen interleaved IQ4_XS rows.
-///
-/// # Safety
-/// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn panel_iq4_xs(job: &PanelJob, buf: &mut PanelBuf) {
-    // SAFETY: forwarded contract, with this path's features.
-    unsafe {
-        pack_xs(job.w, job.row_bytes, job.nr, job.cols, buf);
-        let mut t = 0;
-        while t + 4 <= job.n {
-            gemm16::<PIQ4XS, 4>(job, buf, t);
-            t += 4;
-        }
-        while t < job.n {
-            gemm16::<PIQ4XS, 1>(job, buf, t);
-            t += 1;
-        }
-    }
-}
-
-/// The decode tiles and prompt panels of the interleaved [`Pair32`] formats.
-macro_rules! pair32 {
-    ($($tile:ident, $panel:ident: $ty:ty;)*) => {
+/// The entry points of each interleaved type: its decode tile (`$body` for the number of
+/// activation rows) and its prompt panel (`$pack`, then [`gemm16`] on the packed `$packed`).
+macro_rules! entries {
+    ($($tile:ident, $panel:ident: $body:ident<$($g:ty),*>, $pack:ident<$($pg:ty),*>,
+        $packed:ty;)*) => {
         $(
             /// # Safety
             /// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 VNNI.
@@ -1011,10 +899,10 @@ macro_rules! pair32 {
                 // SAFETY: forwarded contract; the body is inlined here with these features.
                 unsafe {
                     match t.nt {
-                        1 => tile32_body::<$ty, 1>(t),
-                        2 => tile32_body::<$ty, 2>(t),
-                        3 => tile32_body::<$ty, 3>(t),
-                        _ => tile32_body::<$ty, 4>(t),
+                        1 => $body::<$($g,)* 1>(t),
+                        2 => $body::<$($g,)* 2>(t),
+                        3 => $body::<$($g,)* 3>(t),
+                        _ => $body::<$($g,)* 4>(t),
                     }
                 }
             }
@@ -1025,14 +913,14 @@ macro_rules! pair32 {
             pub(crate) unsafe fn $panel(job: &PanelJob, buf: &mut PanelBuf) {
                 // SAFETY: forwarded contract, with this path's features.
                 unsafe {
-                    pack32::<$ty>(job.w, job.row_bytes, job.nr, job.cols, buf);
+                    $pack::<$($pg),*>(job.w, job.row_bytes, job.nr, job.cols, buf);
                     let mut t = 0;
                     while t + 4 <= job.n {
-                        gemm16::<P32<<$ty as Pair32>::B>, 4>(job, buf, t);
+                        gemm16::<$packed, 4>(job, buf, t);
                         t += 4;
                     }
                     while t < job.n {
-                        gemm16::<P32<<$ty as Pair32>::B>, 1>(job, buf, t);
+                        gemm16::<$packed, 1>(job, buf, t);
                         t += 1;
                     }
                 }
@@ -1041,46 +929,12 @@ macro_rules! pair32 {
     };
 }
 
-pair32! {
-    tile_q4_0, panel_q4_0: Q4_0;
-    tile_iq4_nl, panel_iq4_nl: IQ4NL;
-    tile_q8_0, panel_q8_0: Q8_0;
-}
-
-/// The decode tile of interleaved Q5_K rows.
-///
-/// # Safety
-/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn tile_q5_k(t: &Tile) {
-    // SAFETY: forwarded contract; the body is inlined here with these features.
-    unsafe {
-        match t.nt {
-            1 => tile5_body::<1>(t),
-            2 => tile5_body::<2>(t),
-            3 => tile5_body::<3>(t),
-            _ => tile5_body::<4>(t),
-        }
-    }
-}
-
-/// The prompt panel of sixteen interleaved Q5_K rows.
-///
-/// # Safety
-/// As for [`crate::kernels::PanelFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn panel_q5_k(job: &PanelJob, buf: &mut PanelBuf) {
-    // SAFETY: forwarded contract, with this path's features.
-    unsafe {
-        pack5(job.w, job.row_bytes, job.nr, job.cols, buf);
-        let mut t = 0;
-        while t + 4 <= job.n {
-            gemm16::<PK<Q5K>, 4>(job, buf, t);
-            t += 4;
-        }
-        while t < job.n {
-            gemm16::<PK<Q5K>, 1>(job, buf, t);
-            t += 1;
-        }
-    }
+entries! {
+    tile_q4_k, panel_q4_k: tile_body<>, pack<>, PK<Q4K>;
+    tile_q5_k, panel_q5_k: tile5_body<>, pack5<>, PK<Q5K>;
+    tile_q6_k, panel_q6_k: tile6_body<>, pack6<>, PK16<Q6K>;
+    tile_iq4_xs, panel_iq4_xs: tile_xs_body<>, pack_xs<>, PIQ4XS;
+    tile_q4_0, panel_q4_0: tile32_body<Q4_0>, pack32<Q4_0>, P32<Q4_0>;
+    tile_iq4_nl, panel_iq4_nl: tile32_body<IQ4NL>, pack32<IQ4NL>, P32<IQ4NL>;
+    tile_q8_0, panel_q8_0: tile32_body<Q8_0>, pack32<Q8_0>, P32<Q8_0>;
 }
