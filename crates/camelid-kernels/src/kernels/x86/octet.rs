@@ -32,43 +32,282 @@ use crate::quant::IQ4NL_VALUES;
 
 /// Bytes of a Q4_K super-block.
 const BLOCK: usize = 144;
-/// Bytes of one interleaved group: a super-block of each of the eight rows.
-const GROUP: usize = ROWS * BLOCK;
-/// Where a group's nibbles start: after the eight rows' 16-byte headers (`d`, `dmin`, scales).
+/// Bytes of a Q5_K super-block.
+const BLOCK5: usize = 176;
+/// Where a Q4_K or Q5_K group's quants start: after the eight rows' 16-byte headers (`d`,
+/// `dmin`, scales).
 const BODY: usize = ROWS * 16;
+/// Bytes of an IQ4_XS super-block.
+const BLOCK_XS: usize = 136;
+/// Where an IQ4_XS group's nibbles start: after the eight rows' 8-byte headers.
+const BODY_XS: usize = ROWS * 8;
 
-/// The eight rows' headers in the group at `g`, where [`Packed::scales`] reads them.
+/// The eight rows' headers of `bytes` each at the start of the group at `g`, where
+/// [`Packed::scales`] reads them.
 #[inline(always)]
-fn headers(g: *const u8) -> [*const u8; ROWS] {
-    std::array::from_fn(|r| g.wrapping_add(16 * r))
+fn headers(g: *const u8, bytes: usize) -> [*const u8; ROWS] {
+    std::array::from_fn(|r| g.wrapping_add(bytes * r))
 }
 
-/// The levels of nibble vector `k` of the group at `g`: low nibbles as they are, high nibbles
-/// masked in place (sixteen times the level).
+/// An interleaved format whose blocks of 32 go in pairs: a pair's levels are four vectors per
+/// block, each holding eight elements of the eight rows, and one fold gives both blocks' sums.
+/// Every type here but Q6_K (sub-blocks of 16, [`tile6_body`]).
+trait Pairs {
+    /// Bytes of a group: a unit of each of the eight rows.
+    const GROUP: usize;
+    /// Blocks of 32 per unit (even).
+    const BLOCKS: usize;
+    /// Whether the tile takes the second block of a pair at sixteen times its levels (Q4_K's
+    /// high nibbles masked in place), whose sums it shifts back.
+    const HI16: bool = false;
+    /// The format in the file's layout, whose scale entries and activation sums these are.
+    type P: Packed;
+
+    /// `s[e · 8 + r]`, `o[e · 8 + r]` for the unit's `BLOCKS` entries, as `P::scales` gives
+    /// them.
+    ///
+    /// # Safety
+    /// A whole group at `g`; AVX-512 F + F16C.
+    unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]);
+
+    /// The levels of blocks `2p` and `2p + 1` of the group at `g`: four vectors each, with the
+    /// first of the eight elements a vector holds. `PACK`: the levels themselves, for the panel
+    /// (else the second block may be sixteen times over: [`Pairs::HI16`]).
+    ///
+    /// # Safety
+    /// A whole group at `g`; AVX-512 F/BW.
+    unsafe fn levels<const PACK: bool>(g: *const u8, p: usize) -> [[(__m512i, usize); 4]; 2];
+}
+
+impl Pairs for Q4K {
+    const GROUP: usize = ROWS * BLOCK;
+    const BLOCKS: usize = 8;
+    const HI16: bool = true;
+    type P = PK<Q4K>;
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
+        // SAFETY: forwarded.
+        unsafe { PK::<Q4K>::scales::<Avx512>(&headers(g, 16), s, o) }
+    }
+    #[inline(always)]
+    unsafe fn levels<const PACK: bool>(g: *const u8, p: usize) -> [[(__m512i, usize); 4]; 2] {
+        // SAFETY: forwarded; nibble piece `4p + v` holds elements `8v..8v + 8` of block `2p`
+        // (low nibbles) and `2p + 1` (high).
+        unsafe {
+            let m = _mm512_set1_epi8(0x0f);
+            let mut l = [[(_mm512_setzero_si512(), 0); 4]; 2];
+            for v in 0..4 {
+                let w = _mm512_loadu_si512(g.add(BODY + 64 * (4 * p + v)) as *const __m512i);
+                let hi = if PACK {
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(w), m)
+                } else {
+                    _mm512_and_si512(w, _mm512_set1_epi8(0xf0u8 as i8))
+                };
+                l[0][v] = (_mm512_and_si512(w, m), 8 * v);
+                l[1][v] = (hi, 8 * v);
+            }
+            l
+        }
+    }
+}
+
+impl Pairs for Q5K {
+    const GROUP: usize = ROWS * BLOCK5;
+    const BLOCKS: usize = 8;
+    type P = PK<Q5K>;
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
+        // SAFETY: forwarded.
+        unsafe { PK::<Q5K>::scales::<Avx512>(&headers(g, 16), s, o) }
+    }
+    #[inline(always)]
+    unsafe fn levels<const PACK: bool>(g: *const u8, p: usize) -> [[(__m512i, usize); 4]; 2] {
+        // SAFETY: forwarded.
+        unsafe {
+            let (lo, hi) = levels5(g, p);
+            let mut l = [[(_mm512_setzero_si512(), 0); 4]; 2];
+            for v in 0..4 {
+                l[0][v] = (lo[v], 8 * v);
+                l[1][v] = (hi[v], 8 * v);
+            }
+            l
+        }
+    }
+}
+
+impl Pairs for PIQ4XS {
+    const GROUP: usize = ROWS * BLOCK_XS;
+    const BLOCKS: usize = 8;
+    type P = PIQ4XS;
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
+        // SAFETY: forwarded.
+        unsafe { <PIQ4XS as Packed>::scales::<Avx512>(&headers(g, 8), s, o) }
+    }
+    #[inline(always)]
+    unsafe fn levels<const PACK: bool>(g: *const u8, p: usize) -> [[(__m512i, usize); 4]; 2] {
+        // SAFETY: forwarded; block `2p + k` is pieces `4p + 2k` (elements 0..8 low, 16..24
+        // high) and `4p + 2k + 1` (8..16, 24..32).
+        unsafe {
+            let mut l = [[(_mm512_setzero_si512(), 0); 4]; 2];
+            for k in 0..2 {
+                for t in 0..2 {
+                    let (lo, hi) = codes_xs(g, 4 * p + 2 * k + t);
+                    l[k][t] = (lo, 8 * t);
+                    l[k][2 + t] = (hi, 16 + 8 * t);
+                }
+            }
+            l
+        }
+    }
+}
+
+/// The levels of nibble piece `k` of the IQ4_XS group at `g`: the low nibbles (elements
+/// `8(k mod 2)..+8` of block `k div 2`) and the high ones (elements `16 + 8(k mod 2)..+8`),
+/// looked up in IQ4_NL's codebook offset by 128 (unsigned, as [`super::iq`]'s VNNI levels).
 ///
 /// # Safety
-/// A whole group at `g`; AVX-512 F.
+/// A whole group at `g`; AVX-512 F/BW.
 #[inline(always)]
-unsafe fn nibbles(g: *const u8, k: usize) -> (__m512i, __m512i) {
-    // SAFETY: caller's contract.
+unsafe fn codes_xs(g: *const u8, k: usize) -> (__m512i, __m512i) {
+    // SAFETY: caller's contract; the codebook is 16 bytes.
     unsafe {
-        let w = _mm512_loadu_si512(g.add(BODY + 64 * k) as *const __m512i);
+        let book = _mm512_xor_si512(
+            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
+            _mm512_set1_epi8(-128),
+        );
+        let m = _mm512_set1_epi8(0x0f);
+        let w = _mm512_loadu_si512(g.add(BODY_XS + 64 * k) as *const __m512i);
         (
-            _mm512_and_si512(w, _mm512_set1_epi8(0x0f)),
-            _mm512_and_si512(w, _mm512_set1_epi8(0xf0u8 as i8)),
+            _mm512_shuffle_epi8(book, _mm512_and_si512(w, m)),
+            _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16::<4>(w), m)),
         )
     }
 }
 
-/// The row tile: `t.nr` (a multiple of eight) interleaved rows against `N` activation rows.
+/// The piece `k` of the quants of the group at `g`.
+///
+/// # Safety
+/// A whole group at `g`.
+#[inline(always)]
+unsafe fn piece32(g: *const u8, k: usize) -> __m512i {
+    // SAFETY: caller's contract.
+    unsafe { _mm512_loadu_si512(g.add(32 + 64 * k) as *const __m512i) }
+}
+
+/// The low and high nibbles of a piece of nibbles.
+///
+/// # Safety
+/// AVX-512 F/BW.
+#[inline(always)]
+unsafe fn split(w: __m512i) -> (__m512i, __m512i) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let m = _mm512_set1_epi8(0x0f);
+        (
+            _mm512_and_si512(w, m),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(w), m),
+        )
+    }
+}
+
+/// IQ4_NL's codebook offset by 128, in every 128-bit lane (the VNNI levels of [`super::iq`]).
+///
+/// # Safety
+/// AVX-512 F.
+#[inline(always)]
+unsafe fn iq4_book() -> __m512i {
+    // SAFETY: the codebook is 16 bytes.
+    unsafe {
+        _mm512_xor_si512(
+            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
+            _mm512_set1_epi8(-128),
+        )
+    }
+}
+
+/// The 32-element formats, two blocks a unit: the eight rows' `d` of each block side by side
+/// (16 bytes), then the quants in pieces (Q4_0, IQ4_NL: two a block; Q8_0: four).
+macro_rules! pairs32 {
+    ($($ty:ty, $bytes:literal: |$g:ident, $j:ident| $levels:expr;)*) => {
+        $(
+            impl Pairs for $ty {
+                const GROUP: usize = ROWS * 2 * $bytes;
+                const BLOCKS: usize = 2;
+                type P = P32<$ty>;
+                #[inline(always)]
+                unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
+                    // SAFETY: the `d`s at 0 and 16 (caller's contract); `s = d`,
+                    // `o = offset · d` as [`P32`]'s `scales` has them.
+                    unsafe {
+                        let off = _mm256_set1_ps(<$ty as Block32>::offset::<Avx512>());
+                        for j in 0..2 {
+                            let d = _mm256_cvtph_ps(_mm_loadu_si128(g.add(16 * j) as *const __m128i));
+                            _mm256_storeu_ps(s.as_mut_ptr().add(8 * j), d);
+                            _mm256_storeu_ps(o.as_mut_ptr().add(8 * j), _mm256_mul_ps(off, d));
+                        }
+                    }
+                }
+                #[inline(always)]
+                unsafe fn levels<const PACK: bool>(
+                    $g: *const u8,
+                    _p: usize,
+                ) -> [[(__m512i, usize); 4]; 2] {
+                    // SAFETY: forwarded.
+                    unsafe {
+                        let mut l = [[(_mm512_setzero_si512(), 0); 4]; 2];
+                        for $j in 0..2 {
+                            l[$j] = $levels;
+                        }
+                        l
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pairs32! {
+    // Block `j`'s pieces: `2j` (elements 0..8 low, 16..24 high) and `2j + 1` (8..16, 24..32).
+    Q4_0, 18: |g, j| {
+        let (l0, h0) = split(piece32(g, 2 * j));
+        let (l1, h1) = split(piece32(g, 2 * j + 1));
+        [(l0, 0), (l1, 8), (h0, 16), (h1, 24)]
+    };
+    // Q4_0's pieces looked up in the codebook.
+    IQ4NL, 18: |g, j| {
+        let book = iq4_book();
+        let (l0, h0) = split(piece32(g, 2 * j));
+        let (l1, h1) = split(piece32(g, 2 * j + 1));
+        [
+            (_mm512_shuffle_epi8(book, l0), 0),
+            (_mm512_shuffle_epi8(book, l1), 8),
+            (_mm512_shuffle_epi8(book, h0), 16),
+            (_mm512_shuffle_epi8(book, h1), 24),
+        ]
+    };
+    // Pieces `4j..4j + 4`, flipped to unsigned as [`Q8_0`]'s VNNI levels (no closures here:
+    // they would not inherit the target features).
+    Q8_0, 34: |g, j| {
+        let flip = _mm512_set1_epi8(-128);
+        let mut q = [(_mm512_setzero_si512(), 0); 4];
+        for v in 0..4 {
+            q[v] = (_mm512_xor_si512(piece32(g, 4 * j + v), flip), 8 * v);
+        }
+        q
+    };
+}
+
+/// The row tile of a [`Pairs`] format: `t.nr` (a multiple of eight) interleaved rows against
+/// `N` activation rows.
 ///
 /// # Safety
 /// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
 #[inline(always)]
-unsafe fn tile_body<const N: usize>(t: &Tile) {
-    let units = t.cols / 256;
-    // SAFETY: the tile contract bounds every pointer: `nr` rows of `units` super-blocks in
-    // groups of eight rows, `N` activation rows of `cols` bytes and `cols / 32` scales and sums.
+unsafe fn tile_body<P: Pairs, const N: usize>(t: &Tile) {
+    let units = t.cols / (32 * P::BLOCKS);
+    // SAFETY: the tile contract bounds every pointer: `nr` rows of `units` units in groups of
+    // eight rows, `N` activation rows of `cols` bytes and `cols / 32` scales and sums.
     unsafe {
         let a = ActRows::<N>::new(&t.act, t.cols, 0);
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -81,33 +320,33 @@ unsafe fn tile_body<const N: usize>(t: &Tile) {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut corr = [_mm256_setzero_ps(); N];
             for u in 0..units {
-                let g = base.add(u * GROUP);
-                PK::<Q4K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
-                for pair in 0..4 {
-                    let mut lo = [_mm512_setzero_si512(); 4];
-                    let mut hi = [_mm512_setzero_si512(); 4];
-                    for v in 0..4 {
-                        (lo[v], hi[v]) = nibbles(g, 4 * pair + v);
-                    }
-                    let b = u * 8 + 2 * pair;
+                let g = base.add(u * P::GROUP);
+                P::scales(g, &mut s, &mut o);
+                for p in 0..P::BLOCKS / 2 {
+                    let l = P::levels::<false>(g, p);
+                    let b = u * P::BLOCKS + 2 * p;
                     for i in 0..N {
-                        let x = a.x[i].add(32 * b) as *const i64;
-                        let (mut dl, mut dh) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                        for v in 0..4 {
-                            let xl = _mm512_set1_epi64(x.add(v).read_unaligned());
-                            let xh = _mm512_set1_epi64(x.add(4 + v).read_unaligned());
-                            dl = _mm512_dpbusd_epi32(dl, lo[v], xl);
-                            dh = _mm512_dpbusd_epi32(dh, hi[v], xh);
+                        let x = a.x[i].add(32 * b);
+                        let mut d = [_mm512_setzero_si512(); 2];
+                        for k in 0..2 {
+                            for (v, off) in l[k] {
+                                let xv = (x.add(32 * k + off) as *const i64).read_unaligned();
+                                d[k] = _mm512_dpbusd_epi32(d[k], v, _mm512_set1_epi64(xv));
+                            }
                         }
-                        // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1 (times 16).
+                        // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1.
                         let f = _mm512_add_epi32(
-                            _mm512_permutex2var_epi32(dl, even, dh),
-                            _mm512_permutex2var_epi32(dl, odd, dh),
+                            _mm512_permutex2var_epi32(d[0], even, d[1]),
+                            _mm512_permutex2var_epi32(d[0], odd, d[1]),
                         );
-                        let f = _mm512_mask_srai_epi32(f, 0xff00, f, 4);
+                        let f = if P::HI16 {
+                            _mm512_mask_srai_epi32(f, 0xff00, f, 4)
+                        } else {
+                            f
+                        };
                         let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
                         for (k, v) in sums.into_iter().enumerate() {
-                            let e = (2 * pair + k) * ROWS;
+                            let e = (2 * p + k) * ROWS;
                             step(
                                 &mut acc[i],
                                 &mut corr[i],
@@ -115,7 +354,7 @@ unsafe fn tile_body<const N: usize>(t: &Tile) {
                                 s.as_ptr().add(e),
                                 o.as_ptr().add(e),
                                 a.dx(i, b + k),
-                                a.sum::<PK<Q4K>>(i, b + k, 0),
+                                a.sum::<P::P>(i, b + k, 0),
                             );
                         }
                     }
@@ -129,47 +368,46 @@ unsafe fn tile_body<const N: usize>(t: &Tile) {
     }
 }
 
-/// Packs sixteen interleaved rows (a last panel of eight repeats them; their results are not
-/// stored) as [`super::panel`]'s `pack::<_, PK<Q4K>, 2>` does from rows in the file's layout:
-/// the same bytes and floats in the same places. The 32-bit lanes `2r` and `2r + 1` of a
-/// nibble vector are two consecutive groups of four levels of row `r`; one permute per block
-/// puts them in the panel's order (row `r` at lane `r`).
+/// Packs sixteen interleaved rows of a [`Pairs`] format (a last panel of eight repeats them;
+/// their results are not stored) as [`super::panel`]'s `pack::<_, P::P, 2>` does from rows in
+/// the file's layout: the same bytes and floats in the same places.
 ///
 /// # Safety
-/// `w` holds `nr` (8 or 16) interleaved rows of `row_bytes` with `cols / 256` super-blocks
+/// `w` holds `nr` (8 or 16) interleaved rows of `row_bytes` with `cols / (32 · BLOCKS)` units
 /// each; AVX-512 F/BW.
 #[inline(always)]
-unsafe fn pack(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut PanelBuf) {
+unsafe fn pack<P: Pairs>(
+    w: *const u8,
+    row_bytes: usize,
+    nr: usize,
+    cols: usize,
+    buf: &mut PanelBuf,
+) {
     const G: usize = 2;
-    let (nb, units) = (cols / 32, cols / 256);
+    let nb = cols / 32;
     buf.levels.resize(nb * 256 * G + 64, 0);
-    buf.s.resize(units * 8 * ROWS * G + 16, 0.0);
-    buf.o.resize(units * 8 * ROWS * G + 16, 0.0);
+    buf.s.resize(nb * ROWS * G + 16, 0.0);
+    buf.o.resize(nb * ROWS * G + 16, 0.0);
     let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
     let dst = lined_mut(&mut buf.levels) as *mut __m256i;
     // SAFETY: groups `u < units` of octets below `nr` are inside the caller's rows; the buffers
     // were sized above.
     unsafe {
-        let mask = _mm512_set1_epi8(0x0f);
         for h in 0..G {
             let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
-            for u in 0..units {
-                let g = octet.add(u * GROUP);
-                for k in 0..16 {
-                    let v = _mm512_loadu_si512(g.add(BODY + 64 * k) as *const __m512i);
-                    let levels = [
-                        _mm512_and_si512(v, mask),
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask),
-                    ];
-                    // Block `b`, levels `8(k mod 4)..+8`: piece `k mod 4` of the block.
-                    for (half, l) in levels.into_iter().enumerate() {
-                        put_piece(dst, u * 8 + 2 * (k / 4) + half, k % 4, h, l);
+            for u in 0..nb / P::BLOCKS {
+                let g = octet.add(u * P::GROUP);
+                for p in 0..P::BLOCKS / 2 {
+                    for (k, lk) in P::levels::<true>(g, p).into_iter().enumerate() {
+                        for (v, off) in lk {
+                            put_piece(dst, u * P::BLOCKS + 2 * p + k, off / 8, h, v);
+                        }
                     }
                 }
                 let (mut s, mut o) = ([0.0f32; 8 * ROWS], [0.0f32; 8 * ROWS]);
-                PK::<Q4K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
-                for e in 0..8 {
-                    let at = ((u * 8 + e) * G + h) * ROWS;
+                P::scales(g, &mut s, &mut o);
+                for e in 0..P::BLOCKS {
+                    let at = ((u * P::BLOCKS + e) * G + h) * ROWS;
                     std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
                     std::ptr::copy_nonoverlapping(o.as_ptr().add(e * ROWS), ob.add(at), ROWS);
                 }
@@ -177,9 +415,6 @@ unsafe fn pack(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut
         }
     }
 }
-
-/// Bytes of a Q5_K super-block.
-const BLOCK5: usize = 176;
 
 /// Bit `k` of each byte of `q` as 16 or 0 (Q5_K's fifth bit of block `k` of a pair of pieces).
 ///
@@ -228,107 +463,6 @@ unsafe fn levels5(g: *const u8, j: usize) -> ([__m512i; 4], [__m512i; 4]) {
             );
         }
         (lo, hi)
-    }
-}
-
-/// The Q5_K row tile: [`tile_body`]'s way, with the fifth bits put in.
-///
-/// # Safety
-/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[inline(always)]
-unsafe fn tile5_body<const N: usize>(t: &Tile) {
-    let units = t.cols / 256;
-    // SAFETY: as in `tile_body`.
-    unsafe {
-        let a = ActRows::<N>::new(&t.act, t.cols, 0);
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-        let mut s = [0.0f32; 8 * ROWS];
-        let mut o = [0.0f32; 8 * ROWS];
-        let mut r0 = 0;
-        while r0 < t.nr {
-            let base = t.w.add(r0 * t.row_bytes);
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut corr = [_mm256_setzero_ps(); N];
-            for u in 0..units {
-                let g = base.add(u * ROWS * BLOCK5);
-                PK::<Q5K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
-                for pair in 0..4 {
-                    let (lo, hi) = levels5(g, pair);
-                    let b = u * 8 + 2 * pair;
-                    for i in 0..N {
-                        let x = a.x[i].add(32 * b) as *const i64;
-                        let (mut dl, mut dh) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                        for v in 0..4 {
-                            let xl = _mm512_set1_epi64(x.add(v).read_unaligned());
-                            let xh = _mm512_set1_epi64(x.add(4 + v).read_unaligned());
-                            dl = _mm512_dpbusd_epi32(dl, lo[v], xl);
-                            dh = _mm512_dpbusd_epi32(dh, hi[v], xh);
-                        }
-                        // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1.
-                        let f = _mm512_add_epi32(
-                            _mm512_permutex2var_epi32(dl, even, dh),
-                            _mm512_permutex2var_epi32(dl, odd, dh),
-                        );
-                        let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
-                        for (k, v) in sums.into_iter().enumerate() {
-                            let e = (2 * pair + k) * ROWS;
-                            step(
-                                &mut acc[i],
-                                &mut corr[i],
-                                v,
-                                s.as_ptr().add(e),
-                                o.as_ptr().add(e),
-                                a.dx(i, b + k),
-                                a.sum::<PK<Q5K>>(i, b + k, 0),
-                            );
-                        }
-                    }
-                }
-            }
-            for i in 0..N {
-                store(t.out.add(i * t.ldo + r0), ROWS, acc[i], corr[i]);
-            }
-            r0 += ROWS;
-        }
-    }
-}
-
-/// As [`pack`] for Q5_K: `pack::<_, PK<Q5K>, 2>`'s bytes and floats from interleaved rows.
-///
-/// # Safety
-/// As for [`pack`], with Q5_K rows.
-#[inline(always)]
-unsafe fn pack5(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut PanelBuf) {
-    const G: usize = 2;
-    let (nb, units) = (cols / 32, cols / 256);
-    buf.levels.resize(nb * 256 * G + 64, 0);
-    buf.s.resize(units * 8 * ROWS * G + 16, 0.0);
-    buf.o.resize(units * 8 * ROWS * G + 16, 0.0);
-    let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
-    let dst = lined_mut(&mut buf.levels) as *mut __m256i;
-    // SAFETY: as in `pack`.
-    unsafe {
-        for h in 0..G {
-            let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
-            for u in 0..units {
-                let g = octet.add(u * ROWS * BLOCK5);
-                for pair in 0..4 {
-                    let (lo, hi) = levels5(g, pair);
-                    for v in 0..4 {
-                        put_piece(dst, u * 8 + 2 * pair, v, h, lo[v]);
-                        put_piece(dst, u * 8 + 2 * pair + 1, v, h, hi[v]);
-                    }
-                }
-                let (mut s, mut o) = ([0.0f32; 8 * ROWS], [0.0f32; 8 * ROWS]);
-                PK::<Q5K>::scales::<Avx512>(&headers(g), &mut s, &mut o);
-                for e in 0..8 {
-                    let at = ((u * 8 + e) * G + h) * ROWS;
-                    std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
-                    std::ptr::copy_nonoverlapping(o.as_ptr().add(e * ROWS), ob.add(at), ROWS);
-                }
-            }
-        }
     }
 }
 
@@ -521,371 +655,6 @@ unsafe fn pack6(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mu
     }
 }
 
-/// Bytes of an IQ4_XS super-block.
-const BLOCK_XS: usize = 136;
-/// Where an IQ4_XS group's nibbles start: after the eight rows' 8-byte headers.
-const BODY_XS: usize = ROWS * 8;
-
-/// The levels of nibble piece `k` of the IQ4_XS group at `g`: the low nibbles (elements
-/// `8(k mod 2)..+8` of block `k div 2`) and the high ones (elements `16 + 8(k mod 2)..+8`),
-/// looked up in IQ4_NL's codebook offset by 128 (unsigned, as [`super::iq`]'s VNNI levels).
-///
-/// # Safety
-/// A whole group at `g`; AVX-512 F/BW.
-#[inline(always)]
-unsafe fn codes_xs(g: *const u8, k: usize) -> (__m512i, __m512i) {
-    // SAFETY: caller's contract; the codebook is 16 bytes.
-    unsafe {
-        let book = _mm512_xor_si512(
-            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
-            _mm512_set1_epi8(-128),
-        );
-        let m = _mm512_set1_epi8(0x0f);
-        let w = _mm512_loadu_si512(g.add(BODY_XS + 64 * k) as *const __m512i);
-        (
-            _mm512_shuffle_epi8(book, _mm512_and_si512(w, m)),
-            _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16::<4>(w), m)),
-        )
-    }
-}
-
-/// The IQ4_XS row tile: a block is two pieces, whose low and high nibbles meet four eight-byte
-/// slices of the activations in one accumulator; one fold serves two blocks.
-///
-/// # Safety
-/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[inline(always)]
-unsafe fn tile_xs_body<const N: usize>(t: &Tile) {
-    let units = t.cols / 256;
-    // SAFETY: as in `tile_body`.
-    unsafe {
-        let a = ActRows::<N>::new(&t.act, t.cols, 0);
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-        let mut s = [0.0f32; 16 * ROWS];
-        let mut o = [0.0f32; 16 * ROWS];
-        let mut r0 = 0;
-        while r0 < t.nr {
-            let base = t.w.add(r0 * t.row_bytes);
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut corr = [_mm256_setzero_ps(); N];
-            for u in 0..units {
-                let g = base.add(u * ROWS * BLOCK_XS);
-                let heads: [*const u8; ROWS] = std::array::from_fn(|r| g.wrapping_add(8 * r));
-                PIQ4XS::scales::<Avx512>(&heads, &mut s, &mut o);
-                for pair in 0..4 {
-                    let mut lo = [_mm512_setzero_si512(); 4];
-                    let mut hi = [_mm512_setzero_si512(); 4];
-                    for v in 0..4 {
-                        (lo[v], hi[v]) = codes_xs(g, 4 * pair + v);
-                    }
-                    let b = u * 8 + 2 * pair;
-                    for i in 0..N {
-                        let x = a.x[i].add(32 * b) as *const i64;
-                        let mut d = [_mm512_setzero_si512(); 2];
-                        for k in 0..2 {
-                            for t in 0..2 {
-                                let (l, h) = (lo[2 * k + t], hi[2 * k + t]);
-                                let xl = _mm512_set1_epi64(x.add(4 * k + t).read_unaligned());
-                                let xh = _mm512_set1_epi64(x.add(4 * k + 2 + t).read_unaligned());
-                                d[k] = _mm512_dpbusd_epi32(d[k], l, xl);
-                                d[k] = _mm512_dpbusd_epi32(d[k], h, xh);
-                            }
-                        }
-                        // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1.
-                        let f = _mm512_add_epi32(
-                            _mm512_permutex2var_epi32(d[0], even, d[1]),
-                            _mm512_permutex2var_epi32(d[0], odd, d[1]),
-                        );
-                        let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
-                        for (k, v) in sums.into_iter().enumerate() {
-                            let e = (2 * pair + k) * ROWS;
-                            step(
-                                &mut acc[i],
-                                &mut corr[i],
-                                v,
-                                s.as_ptr().add(e),
-                                o.as_ptr().add(e),
-                                a.dx(i, b + k),
-                                a.sum::<PIQ4XS>(i, b + k, 0),
-                            );
-                        }
-                    }
-                }
-            }
-            for i in 0..N {
-                store(t.out.add(i * t.ldo + r0), ROWS, acc[i], corr[i]);
-            }
-            r0 += ROWS;
-        }
-    }
-}
-
-/// As [`pack`] for IQ4_XS: `pack::<_, PIQ4XS, 2>`'s bytes and floats from interleaved rows.
-///
-/// # Safety
-/// As for [`pack`], with IQ4_XS rows.
-#[inline(always)]
-unsafe fn pack_xs(w: *const u8, row_bytes: usize, nr: usize, cols: usize, buf: &mut PanelBuf) {
-    const G: usize = 2;
-    let (nb, units) = (cols / 32, cols / 256);
-    buf.levels.resize(nb * 256 * G + 64, 0);
-    buf.s.resize(units * 8 * ROWS * G + 16, 0.0);
-    buf.o.resize(units * 8 * ROWS * G + 16, 0.0);
-    let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
-    let dst = lined_mut(&mut buf.levels) as *mut __m256i;
-    // SAFETY: as in `pack`.
-    unsafe {
-        for h in 0..G {
-            let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
-            for u in 0..units {
-                let g = octet.add(u * ROWS * BLOCK_XS);
-                for k in 0..16 {
-                    // Piece `k`: levels `8t..8t + 8` and `16 + 8t..` of block `k div 2`.
-                    let (lo, hi) = codes_xs(g, k);
-                    let (b, t) = (u * 8 + k / 2, k % 2);
-                    put_piece(dst, b, t, h, lo);
-                    put_piece(dst, b, 2 + t, h, hi);
-                }
-                let heads: [*const u8; ROWS] = std::array::from_fn(|r| g.wrapping_add(8 * r));
-                let (mut s, mut o) = ([0.0f32; 8 * ROWS], [0.0f32; 8 * ROWS]);
-                PIQ4XS::scales::<Avx512>(&heads, &mut s, &mut o);
-                for e in 0..8 {
-                    let at = ((u * 8 + e) * G + h) * ROWS;
-                    std::ptr::copy_nonoverlapping(s.as_ptr().add(e * ROWS), sb.add(at), ROWS);
-                    std::ptr::copy_nonoverlapping(o.as_ptr().add(e * ROWS), ob.add(at), ROWS);
-                }
-            }
-        }
-    }
-}
-
-/// A 32-element format interleaved two blocks a unit (Q4_0, IQ4_NL, Q8_0): the eight rows'
-/// `d` of each block side by side (16 bytes), then the quants in eight-byte pieces.
-pub(super) trait Pair32 {
-    /// The format, whose [`P32`] scales and sums these give bit for bit.
-    type B: Block32;
-    /// Bytes of the eight rows' unit (two blocks each).
-    const GROUP: usize;
-
-    /// Block `j`'s levels in the group at `g`, each with the first of the eight elements its
-    /// pieces hold (the offset of the activation bytes it meets).
-    ///
-    /// # Safety
-    /// A whole group at `g`; AVX-512 F/BW.
-    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4];
-}
-
-/// The piece `k` of the quants of the group at `g`.
-///
-/// # Safety
-/// A whole group at `g`.
-#[inline(always)]
-unsafe fn piece32(g: *const u8, k: usize) -> __m512i {
-    // SAFETY: caller's contract.
-    unsafe { _mm512_loadu_si512(g.add(32 + 64 * k) as *const __m512i) }
-}
-
-/// The low and high nibbles of a piece of nibbles.
-///
-/// # Safety
-/// AVX-512 F/BW.
-#[inline(always)]
-unsafe fn split(w: __m512i) -> (__m512i, __m512i) {
-    // SAFETY: caller's contract.
-    unsafe {
-        let m = _mm512_set1_epi8(0x0f);
-        (
-            _mm512_and_si512(w, m),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(w), m),
-        )
-    }
-}
-
-/// IQ4_NL's codebook offset by 128, in every 128-bit lane (the VNNI levels of [`super::iq`]).
-///
-/// # Safety
-/// AVX-512 F.
-#[inline(always)]
-unsafe fn iq4_book() -> __m512i {
-    // SAFETY: the codebook is 16 bytes.
-    unsafe {
-        _mm512_xor_si512(
-            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
-            _mm512_set1_epi8(-128),
-        )
-    }
-}
-
-impl Pair32 for Q4_0 {
-    type B = Q4_0;
-    const GROUP: usize = ROWS * 36;
-    #[inline(always)]
-    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4] {
-        // SAFETY: forwarded; block `j`'s pieces are `2j` (elements 0..8 low, 16..24 high)
-        // and `2j + 1` (8..16, 24..32).
-        unsafe {
-            let (l0, h0) = split(piece32(g, 2 * j));
-            let (l1, h1) = split(piece32(g, 2 * j + 1));
-            [(l0, 0), (l1, 8), (h0, 16), (h1, 24)]
-        }
-    }
-}
-
-impl Pair32 for IQ4NL {
-    type B = IQ4NL;
-    const GROUP: usize = ROWS * 36;
-    #[inline(always)]
-    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4] {
-        // SAFETY: forwarded; Q4_0's pieces, looked up in the codebook.
-        unsafe {
-            let book = iq4_book();
-            let mut l = <Q4_0 as Pair32>::levels(g, j);
-            for (v, _) in l.iter_mut() {
-                *v = _mm512_shuffle_epi8(book, *v);
-            }
-            l
-        }
-    }
-}
-
-impl Pair32 for Q8_0 {
-    type B = Q8_0;
-    const GROUP: usize = ROWS * 68;
-    #[inline(always)]
-    unsafe fn levels(g: *const u8, j: usize) -> [(__m512i, usize); 4] {
-        // SAFETY: forwarded; block `j` is pieces `4j..4j + 4`, flipped to unsigned as
-        // [`Q8_0`]'s VNNI levels.
-        unsafe {
-            let flip = _mm512_set1_epi8(-128);
-            let mut l = [(_mm512_setzero_si512(), 0); 4];
-            for v in 0..4 {
-                l[v] = (_mm512_xor_si512(piece32(g, 4 * j + v), flip), 8 * v);
-            }
-            l
-        }
-    }
-}
-
-/// The scale entries of the two blocks of the group at `g`, as [`P32`]'s `scales` gives them:
-/// `s = d`, `o = offset · d`.
-///
-/// # Safety
-/// A whole group at `g`; `s`, `o` hold 16 floats; AVX2 + F16C.
-#[inline(always)]
-unsafe fn scales32<P: Pair32>(g: *const u8, s: &mut [f32; 16], o: &mut [f32; 16]) {
-    // SAFETY: caller's contract: the `d`s at 0 and 16.
-    unsafe {
-        let off = _mm256_set1_ps(P::B::offset::<Avx512>());
-        for j in 0..2 {
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(g.add(16 * j) as *const __m128i));
-            _mm256_storeu_ps(s.as_mut_ptr().add(8 * j), d);
-            _mm256_storeu_ps(o.as_mut_ptr().add(8 * j), _mm256_mul_ps(off, d));
-        }
-    }
-}
-
-/// The row tile of a [`Pair32`] format: a block's four level vectors in one accumulator; one
-/// fold for the unit's two blocks.
-///
-/// # Safety
-/// As for [`crate::kernels::TileFn`] with the rows interleaved; AVX-512 F/BW/VL + VNNI.
-#[inline(always)]
-unsafe fn tile32_body<P: Pair32, const N: usize>(t: &Tile) {
-    let units = t.cols / 64;
-    // SAFETY: as in `tile_body`.
-    unsafe {
-        let a = ActRows::<N>::new(&t.act, t.cols, 0);
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-        let (mut s, mut o) = ([0.0f32; 16], [0.0f32; 16]);
-        let mut r0 = 0;
-        while r0 < t.nr {
-            let base = t.w.add(r0 * t.row_bytes);
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut corr = [_mm256_setzero_ps(); N];
-            for u in 0..units {
-                let g = base.add(u * P::GROUP);
-                scales32::<P>(g, &mut s, &mut o);
-                let l = [P::levels(g, 0), P::levels(g, 1)];
-                let b = 2 * u;
-                for i in 0..N {
-                    let x = a.x[i].add(32 * b);
-                    let mut d = [_mm512_setzero_si512(); 2];
-                    for j in 0..2 {
-                        for (v, off) in l[j] {
-                            let xv = (x.add(32 * j + off) as *const i64).read_unaligned();
-                            d[j] = _mm512_dpbusd_epi32(d[j], v, _mm512_set1_epi64(xv));
-                        }
-                    }
-                    // Lanes 0..8: block b of rows 0..8; 8..16: block b + 1.
-                    let f = _mm512_add_epi32(
-                        _mm512_permutex2var_epi32(d[0], even, d[1]),
-                        _mm512_permutex2var_epi32(d[0], odd, d[1]),
-                    );
-                    let sums = [_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1)];
-                    for (j, v) in sums.into_iter().enumerate() {
-                        step(
-                            &mut acc[i],
-                            &mut corr[i],
-                            v,
-                            s.as_ptr().add(8 * j),
-                            o.as_ptr().add(8 * j),
-                            a.dx(i, b + j),
-                            a.sum::<P32<P::B>>(i, b + j, 0),
-                        );
-                    }
-                }
-            }
-            for i in 0..N {
-                store(t.out.add(i * t.ldo + r0), ROWS, acc[i], corr[i]);
-            }
-            r0 += ROWS;
-        }
-    }
-}
-
-/// As [`pack`] for a [`Pair32`] format: `pack::<_, P32<B>, 2>`'s bytes and floats.
-///
-/// # Safety
-/// As for [`pack`], with the format's rows and `cols / 64` units.
-#[inline(always)]
-unsafe fn pack32<P: Pair32>(
-    w: *const u8,
-    row_bytes: usize,
-    nr: usize,
-    cols: usize,
-    buf: &mut PanelBuf,
-) {
-    const G: usize = 2;
-    let nb = cols / 32;
-    buf.levels.resize(nb * 256 * G + 64, 0);
-    buf.s.resize(nb * ROWS * G + 16, 0.0);
-    buf.o.resize(nb * ROWS * G + 16, 0.0);
-    let (sb, ob) = (lined_mut(&mut buf.s), lined_mut(&mut buf.o));
-    let dst = lined_mut(&mut buf.levels) as *mut __m256i;
-    // SAFETY: as in `pack`.
-    unsafe {
-        for h in 0..G {
-            let octet = w.add(h.min(nr / ROWS - 1) * ROWS * row_bytes);
-            for u in 0..nb / 2 {
-                let g = octet.add(u * P::GROUP);
-                let (mut s, mut o) = ([0.0f32; 16], [0.0f32; 16]);
-                scales32::<P>(g, &mut s, &mut o);
-                for j in 0..2 {
-                    let b = 2 * u + j;
-                    for (v, off) in P::levels(g, j) {
-                        put_piece(dst, b, off / 8, h, v);
-                    }
-                    let at = (b * G + h) * ROWS;
-                    std::ptr::copy_nonoverlapping(s.as_ptr().add(8 * j), sb.add(at), ROWS);
-                    std::ptr::copy_nonoverlapping(o.as_ptr().add(8 * j), ob.add(at), ROWS);
-                }
-            }
-        }
-    }
-}
-
 /// The entry points of each interleaved type: its decode tile (`$body` for the number of
 /// activation rows) and its prompt panel (`$pack`, then [`gemm16`] on the packed `$packed`).
 macro_rules! entries {
@@ -930,11 +699,11 @@ macro_rules! entries {
 }
 
 entries! {
-    tile_q4_k, panel_q4_k: tile_body<>, pack<>, PK<Q4K>;
-    tile_q5_k, panel_q5_k: tile5_body<>, pack5<>, PK<Q5K>;
+    tile_q4_k, panel_q4_k: tile_body<Q4K>, pack<Q4K>, PK<Q4K>;
+    tile_q5_k, panel_q5_k: tile_body<Q5K>, pack<Q5K>, PK<Q5K>;
     tile_q6_k, panel_q6_k: tile6_body<>, pack6<>, PK16<Q6K>;
-    tile_iq4_xs, panel_iq4_xs: tile_xs_body<>, pack_xs<>, PIQ4XS;
-    tile_q4_0, panel_q4_0: tile32_body<Q4_0>, pack32<Q4_0>, P32<Q4_0>;
-    tile_iq4_nl, panel_iq4_nl: tile32_body<IQ4NL>, pack32<IQ4NL>, P32<IQ4NL>;
-    tile_q8_0, panel_q8_0: tile32_body<Q8_0>, pack32<Q8_0>, P32<Q8_0>;
+    tile_iq4_xs, panel_iq4_xs: tile_body<PIQ4XS>, pack<PIQ4XS>, PIQ4XS;
+    tile_q4_0, panel_q4_0: tile_body<Q4_0>, pack<Q4_0>, P32<Q4_0>;
+    tile_iq4_nl, panel_iq4_nl: tile_body<IQ4NL>, pack<IQ4NL>, P32<IQ4NL>;
+    tile_q8_0, panel_q8_0: tile_body<Q8_0>, pack<Q8_0>, P32<Q8_0>;
 }
