@@ -8,8 +8,8 @@
 //! (`x86::octet`). llama.cpp does the same kind of repacking for its CPU backend
 //! (`ggml-cpu/repack.cpp`, `block_q4_Kx8`); the layout here is our own, and is only a
 //! permutation of the file's bytes, so it takes exactly the same memory. Which types a kernel
-//! path takes interleaved: [`crate::Kernels::interleaves`] (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL
-//! and IQ4_XS on AVX-512; none elsewhere). F16 rows interleaved in pieces of sixteen were tried and
+//! path takes interleaved: [`crate::Kernels::interleaves`] (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K,
+//! IQ4_NL and IQ4_XS on AVX-512; none elsewhere). F16 rows interleaved in pieces of sixteen were tried and
 //! dropped: one thread read a 134 MB matrix from memory no faster (0.045 ns/byte either way).
 //!
 //! The layout: rows `8g..8g + 8` occupy the same `8 · row_bytes` bytes as before, as groups of
@@ -29,6 +29,8 @@
 //! - Q4_0, IQ4_NL (18-byte blocks: `d`, 16 bytes of nibbles) and Q8_0 (34: `d`, 32 bytes), two
 //!   blocks a unit: at `2(8j + r)`, row `r`'s `d` of block `j` (eight rows' `d` side by side);
 //!   from `H = 32`, the quants of block 0, then of block 1.
+//! - Q4_1 (20-byte blocks: `d`, `m`, 16 bytes of nibbles), two blocks a unit: the `d`s as
+//!   Q4_0's, the `m`s the same way at `32 + 2(8j + r)`, the nibbles from `H = 64`.
 
 use crate::dtype::DType;
 
@@ -45,6 +47,7 @@ fn block_bytes(dtype: DType) -> Option<usize> {
         // Two blocks of 32 make a unit.
         DType::Q4_0 | DType::IQ4_NL => Some(36),
         DType::Q8_0 => Some(68),
+        DType::Q4_1 => Some(40),
         _ => None,
     }
 }
@@ -88,6 +91,15 @@ fn position(dtype: DType, r: usize, i: usize) -> usize {
                 2 * (8 * j + r) + q
             } else {
                 piece(32, r, j * (bytes - 2) + q - 2)
+            }
+        }
+        DType::Q4_1 => {
+            // Block `j` of the two, byte `q` of it: `d`, `m`, then its nibbles.
+            let (j, q) = (i / 20, i % 20);
+            match q {
+                0..2 => 2 * (8 * j + r) + q,
+                2..4 => 32 + 2 * (8 * j + r) + q - 2,
+                _ => piece(64, r, j * 16 + q - 4),
             }
         }
         _ => unreachable!("{dtype} is not interleaved"),

@@ -727,6 +727,7 @@ mod tests {
             DType::Q6_K,
             DType::IQ4_XS,
             DType::Q4_0,
+            DType::Q4_1,
             DType::IQ4_NL,
             DType::Q8_0,
         ] {

@@ -306,7 +306,17 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
                 )),
                 ..kq16(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0))
             },
-            kq16(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1)),
+            TypeKernels {
+                interleaved: Some((
+                    octet::tile_q4_1,
+                    super::Panel {
+                        f: octet::panel_q4_1,
+                        act: ActKind::Q8,
+                        rows: panel::avx512::PANEL_ROWS,
+                    },
+                )),
+                ..kq16(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1))
+            },
             kq16(panel::avx512::tile_q5_0, Some(panel::avx512::panel_q5_0)),
             kq16(panel::avx512::tile_q5_1, Some(panel::avx512::panel_q5_1)),
             kq16(panel::avx512::tile_q2_k, Some(panel::avx512::panel_q2_k)),

@@ -1,5 +1,5 @@
 //! Rows interleaved in eights ([`crate::interleave`]) on AVX-512 VNNI: the decode tiles and
-//! prompt panels of Q4_K, Q5_K, Q6_K, IQ4_XS, Q4_0, IQ4_NL and Q8_0. They give the results of
+//! prompt panels of Q4_K, Q5_K, Q6_K, IQ4_XS, Q4_0, Q4_1, IQ4_NL and Q8_0. They give the results of
 //! [`super::panel`]'s tiles and panels on the file's layout bit for bit: the same integer block
 //! sums (exact in any order) meet the same scale entries in the same f32 steps, block by block.
 //!
@@ -26,7 +26,7 @@ use super::Avx512;
 use super::iq::{IQ4NL, PIQ4XS};
 use super::kq::{Q4K, Q5K, Q6K};
 use super::panel::{ActRows, P32, PK, PK16, Packed, ROWS, gemm16, lined_mut, step, store};
-use super::q8::{Block32, Q4_0, Q8_0};
+use super::q8::{Block32, Q4_0, Q4_1, Q8_0};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
 use crate::quant::IQ4NL_VALUES;
 
@@ -185,7 +185,7 @@ unsafe fn codes_xs(g: *const u8, k: usize) -> (__m512i, __m512i) {
     }
 }
 
-/// The piece `k` of the quants of the group at `g`.
+/// The piece `k` of the quants of the group at `g` (after a 32-byte header).
 ///
 /// # Safety
 /// A whole group at `g`.
@@ -193,6 +193,33 @@ unsafe fn codes_xs(g: *const u8, k: usize) -> (__m512i, __m512i) {
 unsafe fn piece32(g: *const u8, k: usize) -> __m512i {
     // SAFETY: caller's contract.
     unsafe { _mm512_loadu_si512(g.add(32 + 64 * k) as *const __m512i) }
+}
+
+/// Q4_1: as Q4_0, with the eight rows' minimums of each block after their scales (a 64-byte
+/// header), `s = d`, `o = m`.
+impl Pairs for Q4_1 {
+    const GROUP: usize = ROWS * 40;
+    const BLOCKS: usize = 2;
+    type P = P32<Q4_1>;
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
+        // SAFETY: the `d`s at 0 and 16, the `m`s at 32 and 48 (caller's contract).
+        unsafe {
+            for j in 0..2 {
+                let half = |at: usize| _mm_loadu_si128(g.add(at) as *const __m128i);
+                _mm256_storeu_ps(s.as_mut_ptr().add(8 * j), _mm256_cvtph_ps(half(16 * j)));
+                _mm256_storeu_ps(
+                    o.as_mut_ptr().add(8 * j),
+                    _mm256_cvtph_ps(half(32 + 16 * j)),
+                );
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn levels<const PACK: bool>(g: *const u8, _p: usize) -> [[(__m512i, usize); 4]; 2] {
+        // SAFETY: forwarded; Q4_0's pieces 32 bytes further on.
+        unsafe { <Q4_0 as Pairs>::levels::<PACK>(g.add(32), 0) }
+    }
 }
 
 /// The low and high nibbles of a piece of nibbles.
@@ -704,6 +731,7 @@ entries! {
     tile_q6_k, panel_q6_k: tile6_body<>, pack6<>, PK16<Q6K>;
     tile_iq4_xs, panel_iq4_xs: tile_body<PIQ4XS>, pack<PIQ4XS>, PIQ4XS;
     tile_q4_0, panel_q4_0: tile_body<Q4_0>, pack<Q4_0>, P32<Q4_0>;
+    tile_q4_1, panel_q4_1: tile_body<Q4_1>, pack<Q4_1>, P32<Q4_1>;
     tile_iq4_nl, panel_iq4_nl: tile_body<IQ4NL>, pack<IQ4NL>, P32<IQ4NL>;
     tile_q8_0, panel_q8_0: tile_body<Q8_0>, pack<Q8_0>, P32<Q8_0>;
 }
