@@ -9,8 +9,9 @@
 //! (`ggml-cpu/repack.cpp`, `block_q4_Kx8`); the layout here is our own, and is only a
 //! permutation of the file's bytes, so it takes exactly the same memory. Which types a kernel
 //! path takes interleaved: [`crate::Kernels::interleaves`] (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K,
-//! IQ4_NL and IQ4_XS on AVX-512; none elsewhere). F16 rows interleaved in pieces of sixteen were tried and
-//! dropped: one thread read a 134 MB matrix from memory no faster (0.045 ns/byte either way).
+//! IQ4_NL and IQ4_XS on AVX-512; none elsewhere). F16 rows interleaved in pieces of sixteen
+//! were tried and dropped: one thread read a 134 MB matrix from memory no faster (0.045
+//! ns/byte either way).
 //!
 //! The layout: rows `8g..8g + 8` occupy the same `8 · row_bytes` bytes as before, as groups of
 //! eight super-blocks, group `u` holding super-block `u` of each of the eight rows (block
@@ -236,8 +237,8 @@ mod tests {
         assert!(interleave(DType::Q2_K, 16, cols, &src).is_none());
     }
 
-    /// Every type's layout is a permutation that `row_into` and `deinterleave_into` undo; Q6_K's and Q4_0's documented
-    /// places hold what they should.
+    /// Every type's layout is a permutation that `row_into` and `deinterleave_into` undo;
+    /// Q6_K's and Q4_0's documented places hold what they should.
     #[test]
     fn every_layout_is_a_permutation_that_rows_undo() {
         let (rows, cols) = (8, 512);
