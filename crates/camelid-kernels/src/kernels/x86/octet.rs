@@ -269,7 +269,8 @@ macro_rules! pairs32 {
                     unsafe {
                         let off = _mm256_set1_ps(<$ty as Block32>::offset::<Avx512>());
                         for j in 0..2 {
-                            let d = _mm256_cvtph_ps(_mm_loadu_si128(g.add(16 * j) as *const __m128i));
+                            let d = _mm_loadu_si128(g.add(16 * j) as *const __m128i);
+                            let d = _mm256_cvtph_ps(d);
                             _mm256_storeu_ps(s.as_mut_ptr().add(8 * j), d);
                             _mm256_storeu_ps(o.as_mut_ptr().add(8 * j), _mm256_mul_ps(off, d));
                         }
