@@ -197,13 +197,40 @@ fn permute(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8], forward: bool)
 /// If `dtype` has no interleaved layout or the sizes disagree (the caller's invariants).
 pub fn row_into(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [u8]) {
     let bb = block_bytes(dtype).expect("an interleaved type");
+    assert_eq!(
+        dst.len(),
+        dtype.row_bytes(cols).unwrap_or(0),
+        "row buffer of {dtype}"
+    );
+    for (u, unit) in dst.chunks_exact_mut(bb).enumerate() {
+        unit_into(dtype, cols, data, r, u, unit);
+    }
+}
+
+/// Dequantizes row `r` of an interleaved `[_, cols]` matrix `data` of `dtype` into `dst`
+/// (`cols` long), a unit at a time through a buffer on the stack: an embedding lookup of a tied
+/// output matrix, once per token, without an allocation.
+///
+/// # Panics
+/// As [`row_into`].
+pub fn dequantize_row_into(dtype: DType, cols: usize, data: &[u8], r: usize, dst: &mut [f32]) {
+    let bb = block_bytes(dtype).expect("an interleaved type");
+    let units = dtype.row_bytes(cols).expect("whole blocks") / bb;
+    assert_eq!(dst.len(), cols, "row of {dtype}");
+    let mut unit = [0u8; 256];
+    for (u, out) in dst.chunks_exact_mut(cols / units).enumerate() {
+        unit_into(dtype, cols, data, r, u, &mut unit[..bb]);
+        crate::quant::dequantize_row(dtype, &unit[..bb], out);
+    }
+}
+
+/// Unit `u` of row `r` (one super-block, or two blocks of 32) in the file's layout, into `dst`.
+fn unit_into(dtype: DType, cols: usize, data: &[u8], r: usize, u: usize, dst: &mut [u8]) {
     let rb = dtype.row_bytes(cols).expect("whole blocks");
-    assert_eq!(dst.len(), rb, "row buffer of {dtype}");
     let group = &data[r / ROWS * ROWS * rb..][..ROWS * rb];
-    for u in 0..rb / bb {
-        for i in 0..bb {
-            dst[u * bb + i] = group[u * ROWS * bb + position(dtype, r % ROWS, i)];
-        }
+    let at = u * ROWS * dst.len();
+    for (i, b) in dst.iter_mut().enumerate() {
+        *b = group[at + position(dtype, r % ROWS, i)];
     }
 }
 
@@ -237,8 +264,9 @@ mod tests {
         assert!(interleave(DType::Q2_K, 16, cols, &src).is_none());
     }
 
-    /// Every type's layout is a permutation that `row_into` and `deinterleave_into` undo;
-    /// Q6_K's and Q4_0's documented places hold what they should.
+    /// Every type's layout is a permutation that `row_into` and `deinterleave_into` undo, and
+    /// whose rows dequantize as the file's; Q6_K's and Q4_0's documented places hold what they
+    /// should.
     #[test]
     fn every_layout_is_a_permutation_that_rows_undo() {
         let (rows, cols) = (8, 512);
@@ -254,6 +282,23 @@ mod tests {
             for r in 0..rows {
                 row_into(dtype, cols, &out, r, &mut row);
                 assert_eq!(row, src[r * rb..][..rb], "{dtype} row {r}");
+            }
+            // Embedding lookups dequantize the interleaved row as the file's row.
+            if crate::quant::can_quantize(dtype) {
+                let w: Vec<f32> = (0..rows * cols)
+                    .map(|i| (i % 37) as f32 / 9.0 - 2.0)
+                    .collect();
+                let mut q = vec![0u8; src.len()];
+                for (wr, qr) in w.chunks_exact(cols).zip(q.chunks_exact_mut(rb)) {
+                    crate::quant::quantize_row(dtype, wr, qr);
+                }
+                let qi = interleave(dtype, rows, cols, &q).unwrap();
+                let (mut want, mut got) = (vec![0f32; cols], vec![f32::NAN; cols]);
+                for r in 0..rows {
+                    crate::quant::dequantize_row(dtype, &q[r * rb..][..rb], &mut want);
+                    dequantize_row_into(dtype, cols, &qi, r, &mut got);
+                    assert_eq!(got, want, "{dtype} row {r} dequantized");
+                }
             }
             let mut back = vec![0u8; src.len()];
             assert!(deinterleave_into(dtype, cols, &out, &mut back));

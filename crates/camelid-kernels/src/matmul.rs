@@ -82,7 +82,11 @@ impl<'a> WeightView<'a> {
 
     /// Dequantizes row `r` into `dst` (`cols` long): an embedding lookup.
     pub fn dequantize_row_into(&self, r: usize, dst: &mut [f32]) {
-        dequantize_row(self.dtype, &self.row(r), dst);
+        if self.interleaved {
+            interleave::dequantize_row_into(self.dtype, self.cols, self.data, r, dst);
+        } else {
+            dequantize_row(self.dtype, &self.row(r), dst);
+        }
     }
 }
 
