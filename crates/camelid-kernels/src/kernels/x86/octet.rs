@@ -505,7 +505,7 @@ const BODY6: usize = 144;
 /// (see the module docs), this one gains from it: one thread read a 110 MB matrix from memory
 /// at 0.051–0.053 ns/byte without, 0.043–0.045 with 4 KiB, 0.043–0.047 with 8, 0.050 with 16
 /// (`kernel_cost`, `CAMELID_COST_ROWS=32768`), and nothing changed in L2 or L3; the same
-/// prefetch made Q4_K, Q5_K, Q8_0, Q4_0 and IQ4_XS 5–40% slower from memory. Perhaps because
+/// prefetch made Q4_K, Q5_K, Q8_0, Q4_0 and IQ4_XS 2–35% slower from memory. Perhaps because
 /// each half super-block here asks for twelve new lines at once where the others ask for four.
 const AHEAD6: usize = 4096;
 
