@@ -173,18 +173,11 @@ impl Pairs for PIQ4XS {
 /// A whole group at `g`; AVX-512 F/BW.
 #[inline(always)]
 unsafe fn codes_xs(g: *const u8, k: usize) -> (__m512i, __m512i) {
-    // SAFETY: caller's contract; the codebook is 16 bytes.
+    // SAFETY: caller's contract.
     unsafe {
-        let book = _mm512_xor_si512(
-            _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4NL_VALUES.as_ptr() as *const __m128i)),
-            _mm512_set1_epi8(-128),
-        );
-        let m = _mm512_set1_epi8(0x0f);
-        let w = _mm512_loadu_si512(g.add(BODY_XS + 64 * k) as *const __m512i);
-        (
-            _mm512_shuffle_epi8(book, _mm512_and_si512(w, m)),
-            _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16::<4>(w), m)),
-        )
+        let book = iq4_book();
+        let (lo, hi) = split(_mm512_loadu_si512(g.add(BODY_XS + 64 * k) as *const __m512i));
+        (_mm512_shuffle_epi8(book, lo), _mm512_shuffle_epi8(book, hi))
     }
 }
 
