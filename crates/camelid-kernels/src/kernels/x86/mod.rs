@@ -10,7 +10,7 @@
 //! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), the row
 //! tiles put two rows in one vector (`panel::Fold512`), and the types of [`crate::interleave`]
 //! have tiles and panels of their own for rows interleaved in eights (`octet`), which the CPU
-//! backend lays its matrices out for at load.
+//! backend lays its matrices out for at load. On AVX2, Q4_K has them too (`octet2`).
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]
@@ -23,6 +23,7 @@ pub(crate) mod gemm;
 mod iq;
 mod kq;
 mod octet;
+mod octet2;
 pub mod ops;
 mod panel;
 mod q8;
@@ -244,7 +245,17 @@ pub static AVX2: Table = Table {
         kq(panel::avx2::tile_q5_1, Some(panel::avx2::panel_q5_1)),
         kq(panel::avx2::tile_q2_k, Some(panel::avx2::panel_q2_k)),
         kq(panel::avx2::tile_q3_k, Some(panel::avx2::panel_q3_k)),
-        kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k)),
+        TypeKernels {
+            interleaved: Some((
+                octet2::tile_q4_k,
+                super::Panel {
+                    f: octet2::panel_q4_k,
+                    act: ActKind::Q8,
+                    rows: panel::ROWS,
+                },
+            )),
+            ..kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k))
+        },
         kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k)),
         kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k)),
         kq(iq::avx2::tile_iq4_nl, None),
