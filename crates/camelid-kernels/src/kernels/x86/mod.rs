@@ -10,7 +10,7 @@
 //! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), the row
 //! tiles put two rows in one vector (`panel::Fold512`), and the types of [`crate::interleave`]
 //! have tiles and panels of their own for rows interleaved in eights (`octet`), which the CPU
-//! backend lays its matrices out for at load. On AVX2, Q4_K has them too (`octet2`).
+//! backend lays its matrices out for at load. On AVX2, Q4_K, Q4_0 and Q4_1 have them too (`octet2`).
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]
@@ -239,8 +239,28 @@ pub static AVX2: Table = Table {
         k(ActKind::F32, float::avx2::tile_f16),
         k(ActKind::Bf16, bf16::tile_bf16_bf16_fma),
         kq(panel::avx2::tile_q8_0, None),
-        kq(panel::avx2::tile_q4_0, Some(panel::avx2::panel_q4_0)),
-        kq(panel::avx2::tile_q4_1, Some(panel::avx2::panel_q4_1)),
+        TypeKernels {
+            interleaved: Some((
+                octet2::tile_q4_0,
+                super::Panel {
+                    f: octet2::panel_q4_0,
+                    act: ActKind::Q8,
+                    rows: panel::ROWS,
+                },
+            )),
+            ..kq(panel::avx2::tile_q4_0, Some(panel::avx2::panel_q4_0))
+        },
+        TypeKernels {
+            interleaved: Some((
+                octet2::tile_q4_1,
+                super::Panel {
+                    f: octet2::panel_q4_1,
+                    act: ActKind::Q8,
+                    rows: panel::ROWS,
+                },
+            )),
+            ..kq(panel::avx2::tile_q4_1, Some(panel::avx2::panel_q4_1))
+        },
         kq(panel::avx2::tile_q5_0, Some(panel::avx2::panel_q5_0)),
         kq(panel::avx2::tile_q5_1, Some(panel::avx2::panel_q5_1)),
         kq(panel::avx2::tile_q2_k, Some(panel::avx2::panel_q2_k)),
