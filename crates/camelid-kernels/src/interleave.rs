@@ -214,10 +214,15 @@ fn permute(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8], forward: bool)
                 // (a shared and a mutable borrow).
                 unsafe {
                     let (s, d) = (from.as_ptr().add(a), to.as_mut_ptr().add(b));
-                    if r.len == 8 {
-                        (d as *mut u64).write_unaligned((s as *const u64).read_unaligned());
-                    } else {
-                        std::ptr::copy_nonoverlapping(s, d, r.len);
+                    // The short runs as single moves (the k-quants' 16-byte headers, Q6_K's
+                    // one-byte scales, the `d`s), not calls to `memcpy`: an AVX2 panel moves
+                    // each group of Q4_K rows back per product (`x86::octet2`).
+                    match r.len {
+                        16 => (d as *mut u128).write_unaligned((s as *const u128).read_unaligned()),
+                        8 => (d as *mut u64).write_unaligned((s as *const u64).read_unaligned()),
+                        2 => (d as *mut u16).write_unaligned((s as *const u16).read_unaligned()),
+                        1 => *d = *s,
+                        len => std::ptr::copy_nonoverlapping(s, d, len),
                     }
                 }
             }

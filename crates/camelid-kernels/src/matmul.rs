@@ -769,8 +769,8 @@ mod tests {
             }
             paths += 1;
             for precision in [Precision::Fast, Precision::Exact] {
-                // 65: past the AVX2 panels' tile rows (`x86::octet2`).
-                for n in [1, 2, 3, 4, 5, 8, 9, 17, 65] {
+                // 161: past the AVX2 panels' tile rows (`x86::octet2`).
+                for n in [1, 2, 3, 4, 5, 8, 9, 17, 161] {
                     let x: Vec<f32> = (0..n * cols)
                         .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
                         .collect();

@@ -13,7 +13,7 @@
 //! ([`super::panel::Fold256`]), loading eight rows apart.
 //!
 //! Panel: the tile, four activation rows at a time, which beats the file-layout panels for Q4_0
-//! and Q4_1 at every batch size; for Q4_K from 64 activation rows ([`Pairs2::TILES_BELOW`]), the
+//! and Q4_1 at every batch size; for Q4_K from 160 activation rows ([`Pairs2::TILES_BELOW`]), the
 //! group of eight rows goes back to the file's layout in the thread's buffer (a copy of
 //! eight-byte pieces) and the file-layout panel packs it from there as it would from the file.
 
@@ -30,6 +30,16 @@ use crate::kernels::{ActPtr, PanelBuf, PanelJob, Tile};
 trait Pairs2 {
     /// The type, for moving rows back to the file's layout.
     const DTYPE: DType;
+    /// Activation rows below which a panel job goes through the tile, four rows at a time,
+    /// rather than moving its rows back to the file's layout for the file-layout panel.
+    /// `--example panel_speed` on AVX2 (one thread, a 1B layer's products, GFLOP/s), the
+    /// file-layout panel on the file's rows / the tile / the file-layout panel on the rows moved
+    /// back, at n = 8, 32, 64, 128, 256 activation rows: Q4_K 111, 145, 147–151, 151–153,
+    /// 153–154 / 145, 142, 145, 145, 141 / 68–72, 124, 128, 143, 147–150; Q4_0 112, 147, 152,
+    /// 154, 154 / 158, 162, 168, 161, 161 / –, 109, 129, 143, 148; Q4_1 –, 141, 149, 154, 156 /
+    /// –, 140, 151, 150, 150 / –, 94, 120, 137, 145. At 512 rows Q4_K's panel on rows moved
+    /// back runs at 147–150, the file's 148–151.
+    const TILES_BELOW: usize;
     /// Bytes of a group: a unit of each of the eight rows.
     const GROUP: usize;
     /// Blocks of 32 per unit (even).
@@ -37,15 +47,6 @@ trait Pairs2 {
     /// The format in the file's layout, whose scale entries, activation sums and panel these
     /// are.
     type P: Packed;
-    /// Activation rows below which a panel job goes through the tile, four rows at a time,
-    /// rather than moving its rows back to the file's layout for the file-layout panel.
-    /// `--example panel_speed` on AVX2 (one thread, a 1B layer's products, GFLOP/s), the
-    /// file-layout panel on the file's rows / the tile / the file-layout panel on the rows moved
-    /// back, at n = 8, 32, 64, 128, 256 activation rows: Q4_K 111, 145, 148, 153, 154 / 145,
-    /// 142, 145, 145, 141 / 68–72, 124, 140, 149, 152; Q4_0 112, 147, 152, 154, 154 / 158, 162,
-    /// 168, 161, 161 / –, 109, 129, 143, 148; Q4_1 –, 141, 149, 154, 156 / –, 140, 151, 150,
-    /// 150 / –, 94, 120, 137, 145.
-    const TILES_BELOW: usize;
 
     /// `s[e · 8 + r]`, `o[e · 8 + r]` for the unit's `BLOCKS` entries, as `P::scales` gives
     /// them.
@@ -90,12 +91,12 @@ unsafe fn split(w: __m256i) -> (__m256i, __m256i) {
 
 impl Pairs2 for Q4K {
     const DTYPE: DType = DType::Q4_K;
+    const TILES_BELOW: usize = 160;
     /// Eight 144-byte super-blocks: the rows' 16-byte headers (`d`, `dmin`, scales), then the
     /// nibbles in 64-byte pieces.
     const GROUP: usize = ROWS * 144;
     const BLOCKS: usize = 8;
     type P = PK<Q4K>;
-    const TILES_BELOW: usize = 64;
     #[inline(always)]
     unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
         // SAFETY: row `r`'s header at `16r` (caller's contract).
@@ -124,15 +125,15 @@ impl Pairs2 for Q4K {
 /// (and for Q4_1 their `m`), then the nibbles in four 64-byte pieces: block `j`'s are pieces
 /// `2j` (elements 0..8 low, 16..24 high) and `2j + 1` (8..16, 24..32).
 macro_rules! pairs32 {
-    ($($ty:ty, $bytes:literal, $dtype:ident, $header:literal;)*) => {
+    ($($ty:ty, $dtype:ident, $bytes:literal, $header:literal;)*) => {
         $(
             impl Pairs2 for $ty {
                 const DTYPE: DType = DType::$dtype;
+                // The tile at every size (measured: see the trait).
+                const TILES_BELOW: usize = usize::MAX;
                 const GROUP: usize = ROWS * 2 * $bytes;
                 const BLOCKS: usize = 2;
                 type P = P32<$ty>;
-                // The tile at every size (measured above).
-                const TILES_BELOW: usize = usize::MAX;
                 #[inline(always)]
                 unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
                     // SAFETY: the `d`s at 0 and 16, Q4_1's `m`s at 32 and 48 (caller's
@@ -171,8 +172,8 @@ macro_rules! pairs32 {
 }
 
 pairs32! {
-    Q4_0, 18, Q4_0, 32;
-    Q4_1, 20, Q4_1, 64;
+    Q4_0, Q4_0, 18, 32;
+    Q4_1, Q4_1, 20, 64;
 }
 
 /// The row tile of a [`Pairs2`] format: `t.nr` (a multiple of eight) interleaved rows against
