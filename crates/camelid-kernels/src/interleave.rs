@@ -158,36 +158,6 @@ struct Run {
     len: usize,
 }
 
-/// The runs of `dtype`'s super-block (a type with an interleaved layout), worked out once: a
-/// prompt panel on AVX2 moves each group of eight rows back to the file's layout
-/// (`x86::octet2`), thousands of times a product.
-fn runs(dtype: DType) -> &'static [Run] {
-    use std::sync::OnceLock;
-    static RUNS: [OnceLock<Vec<Run>>; DType::ALL.len()] =
-        [const { OnceLock::new() }; DType::ALL.len()];
-    let index = DType::ALL
-        .iter()
-        .position(|&d| d == dtype)
-        .expect("a listed type");
-    RUNS[index].get_or_init(|| {
-        let bb = block_bytes(dtype).expect("a type with an interleaved layout");
-        let mut runs = Vec::new();
-        for row in 0..ROWS {
-            let mut at = 0;
-            while at < bb {
-                let to = position(dtype, row, at);
-                let mut len = 1;
-                while at + len < bb && position(dtype, row, at + len) == to + len {
-                    len += 1;
-                }
-                runs.push(Run { row, at, to, len });
-                at += len;
-            }
-        }
-        runs
-    })
-}
-
 /// Moves whole groups of eight rows between the two layouts (`forward`: into the interleaved
 /// one) a run at a time: most runs are the eight-byte pieces, copied as one word each.
 fn permute(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8], forward: bool) -> bool {
@@ -197,13 +167,25 @@ fn permute(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8], forward: bool)
     if !fits(dtype, ROWS, cols) || !src.len().is_multiple_of(ROWS * rb) || dst.len() != src.len() {
         return false;
     }
-    let runs = runs(dtype);
+    let mut runs = Vec::new();
+    for row in 0..ROWS {
+        let mut at = 0;
+        while at < bb {
+            let to = position(dtype, row, at);
+            let mut len = 1;
+            while at + len < bb && position(dtype, row, at + len) == to + len {
+                len += 1;
+            }
+            runs.push(Run { row, at, to, len });
+            at += len;
+        }
+    }
     for (from, to) in src
         .chunks_exact(ROWS * rb)
         .zip(dst.chunks_exact_mut(ROWS * rb))
     {
         for u in 0..rb / bb {
-            for r in runs {
+            for r in &runs {
                 // The file's layout at `f`, the interleaved one at `g`: both inside the group
                 // of eight rows (`from`, `to`: `8 · rb` bytes each), since `position` maps a
                 // row's super-block onto its group's.
@@ -214,15 +196,10 @@ fn permute(dtype: DType, cols: usize, src: &[u8], dst: &mut [u8], forward: bool)
                 // (a shared and a mutable borrow).
                 unsafe {
                     let (s, d) = (from.as_ptr().add(a), to.as_mut_ptr().add(b));
-                    // The short runs as single moves (the k-quants' 16-byte headers, Q6_K's
-                    // one-byte scales, the `d`s), not calls to `memcpy`: an AVX2 panel moves
-                    // each group of Q4_K rows back per product (`x86::octet2`).
-                    match r.len {
-                        16 => (d as *mut u128).write_unaligned((s as *const u128).read_unaligned()),
-                        8 => (d as *mut u64).write_unaligned((s as *const u64).read_unaligned()),
-                        2 => (d as *mut u16).write_unaligned((s as *const u16).read_unaligned()),
-                        1 => *d = *s,
-                        len => std::ptr::copy_nonoverlapping(s, d, len),
+                    if r.len == 8 {
+                        (d as *mut u64).write_unaligned((s as *const u64).read_unaligned());
+                    } else {
+                        std::ptr::copy_nonoverlapping(s, d, r.len);
                     }
                 }
             }

@@ -72,9 +72,9 @@ impl CpuBackend {
 
     /// At the fast precision, the matrices this path multiplies faster with their rows
     /// interleaved ([`Kernels::interleaves`]: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL and
-    /// IQ4_XS on AVX-512, Q4_K on AVX2) are rearranged so, in memory of their own that takes the place of the
-    /// mapped bytes; the token embedding only where it is also the output matrix (tied), since a
-    /// lookup reads one row and gains nothing. At the exact precision, which dequantizes row by
+    /// IQ4_XS on AVX-512; Q4_0, Q4_1, Q4_K and Q6_K on AVX2) are rearranged so, in memory of
+    /// their own that takes the place of the mapped bytes; the token embedding only where it is
+    /// also the output matrix (tied), since a lookup reads one row and gains nothing. At the exact precision, which dequantizes row by
     /// row, they go back to the file's layout.
     fn lay_out(&mut self) {
         let fast = self.kernels.precision == Precision::Fast;

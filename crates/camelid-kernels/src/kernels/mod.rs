@@ -105,8 +105,6 @@ pub struct PanelBuf {
     pub levels: Vec<u8>,
     pub s: Vec<f32>,
     pub o: Vec<f32>,
-    /// Interleaved rows moved back to the file's layout (the AVX2 panels of interleaved rows).
-    pub rows: Vec<u8>,
 }
 
 /// Computes a panel job.

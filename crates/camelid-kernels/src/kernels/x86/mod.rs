@@ -10,7 +10,7 @@
 //! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), the row
 //! tiles put two rows in one vector (`panel::Fold512`), and the types of [`crate::interleave`]
 //! have tiles and panels of their own for rows interleaved in eights (`octet`), which the CPU
-//! backend lays its matrices out for at load. On AVX2, Q4_K, Q4_0 and Q4_1 have them too (`octet2`).
+//! backend lays its matrices out for at load. On AVX2, Q4_K, Q6_K, Q4_0 and Q4_1 have them too (`octet2`).
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]
@@ -277,7 +277,17 @@ pub static AVX2: Table = Table {
             ..kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k))
         },
         kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k)),
-        kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k)),
+        TypeKernels {
+            interleaved: Some((
+                octet2::tile_q6_k,
+                super::Panel {
+                    f: octet2::panel_q6_k,
+                    act: ActKind::Q8,
+                    rows: panel::ROWS,
+                },
+            )),
+            ..kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k))
+        },
         kq(iq::avx2::tile_iq4_nl, None),
         kq(iq::avx2::tile_iq4_xs, None),
         kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),

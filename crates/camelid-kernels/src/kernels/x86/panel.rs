@@ -656,7 +656,11 @@ impl<const N: usize> ActRows<N> {
 /// # Safety
 /// As for [`panel_body`]; `t0 + N ≤ job.n`; `buf` packed for the job.
 #[inline(always)]
-unsafe fn gemm<S: Simd, P: Packed, const N: usize>(job: &PanelJob, buf: &PanelBuf, t0: usize) {
+pub(super) unsafe fn gemm<S: Simd, P: Packed, const N: usize>(
+    job: &PanelJob,
+    buf: &PanelBuf,
+    t0: usize,
+) {
     let nb = job.cols / 32;
     // SAFETY: activation rows `t0..t0 + N` hold `cols` values, `nb` scales and sums each; the
     // panel holds `nb` blocks; `out` rows `t0..t0 + N` have `nr` writable floats at `job.out`.
