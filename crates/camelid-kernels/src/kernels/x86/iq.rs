@@ -50,6 +50,8 @@ pub struct IQ4NL;
 
 impl Block32 for IQ4NL {
     const BYTES: usize = 18;
+    /// The codebook's magnitudes (the AVX2 path has no IQ4_NL panel).
+    const LEVEL_MAX: i32 = 127;
     const TYPE1: bool = false;
     const OFFSET: f32 = 0.0;
     const NIBBLES: Option<usize> = Some(2);

@@ -9,6 +9,8 @@ use super::Simd;
 /// One k-quant format.
 pub trait KQuant {
     const BYTES: usize;
+    /// The largest level ([`Packed::LEVEL_MAX`]).
+    const LEVEL_MAX: i32;
     /// Levels of chunks `4h..4h + 4`, element order, unsigned (at most 63).
     ///
     /// # Safety
@@ -266,6 +268,7 @@ pub struct Q6K;
 
 impl KQuant for Q4K {
     const BYTES: usize = 144;
+    const LEVEL_MAX: i32 = 15;
     #[inline(always)]
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4] {
         // SAFETY: forwarded.
@@ -280,6 +283,7 @@ impl KQuant for Q4K {
 
 impl KQuant for Q5K {
     const BYTES: usize = 176;
+    const LEVEL_MAX: i32 = 31;
     #[inline(always)]
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4] {
         // SAFETY: 32 bytes of high bits at 16, 128 of nibbles at 48; AVX2.
@@ -308,6 +312,7 @@ impl KQuant for Q5K {
 
 impl KQuant for Q6K {
     const BYTES: usize = 210;
+    const LEVEL_MAX: i32 = 63;
     #[inline(always)]
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4] {
         // SAFETY: forwarded.
@@ -322,6 +327,7 @@ impl KQuant for Q6K {
 
 impl KQuant for Q2K {
     const BYTES: usize = 84;
+    const LEVEL_MAX: i32 = 3;
     #[inline(always)]
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4] {
         // SAFETY: 64 bytes of quants at 16; AVX2.
@@ -331,6 +337,7 @@ impl KQuant for Q2K {
 
 impl KQuant for Q3K {
     const BYTES: usize = 110;
+    const LEVEL_MAX: i32 = 7;
     #[inline(always)]
     unsafe fn levels<S: Simd>(p: *const u8, h: usize) -> [__m256i; 4] {
         // SAFETY: hmask at 0 (32 bytes), low bits at 32 (64 bytes); AVX2.

@@ -14,9 +14,12 @@
 //!
 //! Panel: the interleaved rows are packed straight into the file-layout panel's layout (the same
 //! bytes and floats `panel`'s `pack` makes from the file's rows: one permute per level vector
-//! and two lane swaps per pair) and multiplied by its products; for Q4_0 and Q4_1 at every batch
-//! size, and for Q4_K under 48 activation rows, the tile runs instead, four rows at a time,
-//! which is faster there ([`Pairs2::TILES_BELOW`]).
+//! and two lane swaps per pair) and multiplied by its products. Since that panel sums its
+//! 4-bit products in 16 bits ([`Packed::RUN16`]) it beats the tile at every batch size:
+//! `--example panel_speed` on AVX2 (one thread, a 1B layer's products, GFLOP/s), the panel /
+//! the tile four activation rows at a time, at n = 8, 16, 32, 64, 128, 512: Q4_K 148, 145,
+//! 179, 191, 192, 184 / 143, 131, 141, 139, 139, 130; Q4_0 163, 153, 172, 175, 190, 192 / 166,
+//! 146, 171, 158, 154, 148; Q4_1 157, 152, 168, 174, 180, 191 / 147, 137, 158, 151, 149, 148.
 
 use std::arch::x86_64::*;
 
@@ -24,18 +27,10 @@ use super::Avx2;
 use super::kq::{Q4K, Q6K};
 use super::panel::{ActRows, P32, PK, PK16, Packed, ROWS, gemm, lined_mut, step, store};
 use super::q8::{Block32, Q4_0, Q4_1};
-use crate::kernels::{ActPtr, PanelBuf, PanelJob, Tile};
+use crate::kernels::{PanelBuf, PanelJob, Tile};
 
 /// An interleaved format whose blocks of 32 go in pairs, with levels of at most 15.
 trait Pairs2 {
-    /// Activation rows below which a panel job goes through the tile, four rows at a time,
-    /// rather than [`pack2`] and the panel's products. `--example panel_speed` on AVX2 (one
-    /// thread, a 1B layer's products, GFLOP/s), the file-layout panel on the file's rows / the
-    /// panel on the interleaved rows / the tile, at n = 8, 32, 64, 128, 512 activation rows:
-    /// Q4_K 122, 124, 156, 156, 151 / 125, 152, 155, 157, 153 / 145, 149, 149, 149, 135; Q4_0
-    /// 130, 153, 156, 157, 153 / 133, 151, 154, 156, 152 / 169, 174, 168, 171, 161; Q4_1 126,
-    /// 152, 155, 157, 153 / 132, 152, 155, 157, 147 / 154, 162, 162, 164, 153.
-    const TILES_BELOW: usize;
     /// Bytes of a group: a unit of each of the eight rows.
     const GROUP: usize;
     /// Blocks of 32 per unit (even).
@@ -96,7 +91,6 @@ unsafe fn split(w: __m256i) -> (__m256i, __m256i) {
 }
 
 impl Pairs2 for Q4K {
-    const TILES_BELOW: usize = 48;
     /// Eight 144-byte super-blocks: the rows' 16-byte headers (`d`, `dmin`, scales), then the
     /// nibbles in 64-byte pieces.
     const GROUP: usize = ROWS * 144;
@@ -133,8 +127,6 @@ macro_rules! pairs32 {
     ($($ty:ty, $bytes:literal, $header:literal;)*) => {
         $(
             impl Pairs2 for $ty {
-                // The tile at every size (measured: see the trait).
-                const TILES_BELOW: usize = usize::MAX;
                 const GROUP: usize = ROWS * 2 * $bytes;
                 const BLOCKS: usize = 2;
                 type P = P32<$ty>;
@@ -308,46 +300,14 @@ unsafe fn words(v0: __m256i, v1: __m256i) -> (__m256i, __m256i) {
     }
 }
 
-/// The panel of eight interleaved rows of a [`Pairs2`] format: under [`Pairs2::TILES_BELOW`]
-/// activation rows the tile, four rows at a time, else [`pack2`] and `panel`'s [`gemm`] as for
-/// rows in the file's layout.
+/// The panel of eight interleaved rows of a [`Pairs2`] format: [`pack2`] and `panel`'s
+/// [`gemm`], as for rows in the file's layout.
 ///
 /// # Safety
 /// As for [`crate::kernels::PanelFn`] with `job.nr` a whole group of interleaved rows; AVX2 +
 /// FMA + F16C.
 #[inline(always)]
 unsafe fn panel_body2<P: Pairs2>(job: &PanelJob, buf: &mut PanelBuf) {
-    if job.n < P::TILES_BELOW {
-        let (cols, nb) = (job.cols, job.cols / 32);
-        let mut t0 = 0;
-        while t0 < job.n {
-            // SAFETY: activation rows `t0..t0 + nt` of the job, laid out as the driver does for
-            // tiles (the same Q8 activations: row `t` at `t · cols` bytes, `t · cols / 32`
-            // scales and sums, `t · cols / 16` half-block sums).
-            let t = unsafe {
-                Tile {
-                    w: job.w,
-                    row_bytes: job.row_bytes,
-                    nr: job.nr,
-                    cols,
-                    act: ActPtr {
-                        qs: job.act.qs.add(t0 * cols),
-                        d: job.act.d.add(t0 * nb),
-                        dsum: job.act.dsum.add(t0 * nb),
-                        dsum16: job.act.dsum16.add(t0 * 2 * nb),
-                        ..job.act
-                    },
-                    nt: (job.n - t0).min(4),
-                    out: job.out.add(t0 * job.ldo),
-                    ldo: job.ldo,
-                }
-            };
-            // SAFETY: the job's rows and outputs, `t.nt` of its activation rows.
-            unsafe { tile_n::<P>(&t) };
-            t0 += 4;
-        }
-        return;
-    }
     // SAFETY: forwarded contract.
     unsafe {
         pack2::<P>(job.w, job.cols, buf);

@@ -99,6 +99,21 @@ pub trait Packed {
     const NIBBLES: Option<usize> = None;
     /// Whether those nibbles index IQ4_NL's codebook rather than being the levels.
     const IQ4: bool = false;
+    /// The largest level [`Packed::group`] gives.
+    const LEVEL_MAX: i32 = 63;
+    /// On AVX2, weight vectors of a block whose `vpmaddubsw` pair sums the AVX2 panel adds in
+    /// 16 bits before widening them with one `vpmaddwd`: the largest power of two that keeps
+    /// the sum within i16 (two products of at most `LEVEL_MAX · 127` a pair; activations are
+    /// within ±127) and within a half block where a block has two scale entries. Q4_0, Q4_1,
+    /// Q4_K: 8; Q5_0, Q5_1, Q5_K: 4; Q6_K: 2; Q3_K, Q2_K: 4; Q8_0, IQ4_NL: 1.
+    const RUN16: usize = {
+        let fits = 32767 / (2 * 127 * Self::LEVEL_MAX) as usize;
+        let mut run = 8 / Self::HALVES;
+        while run > 1 && run > fits {
+            run /= 2;
+        }
+        run
+    };
 
     /// The levels of blocks `g · GROUP..(g + 1) · GROUP` of the unit at `p` (the first `GROUP`
     /// vectors), 32 unsigned bytes in element order each.
@@ -142,6 +157,7 @@ pub struct P32<B>(std::marker::PhantomData<B>);
 
 impl<B: Block32> Packed for P32<B> {
     const UNIT_BYTES: usize = B::BYTES;
+    const LEVEL_MAX: i32 = B::LEVEL_MAX;
     const BLOCKS: usize = 1;
     const GROUP: usize = 1;
     const HALVES: usize = 1;
@@ -188,6 +204,7 @@ pub struct PK<K>(std::marker::PhantomData<K>);
 
 impl<K: KQuant> Packed for PK<K> {
     const UNIT_BYTES: usize = K::BYTES;
+    const LEVEL_MAX: i32 = K::LEVEL_MAX;
     const BLOCKS: usize = 8;
     const GROUP: usize = 4;
     const HALVES: usize = 1;
@@ -327,6 +344,7 @@ pub struct PK16<K>(std::marker::PhantomData<K>);
 
 impl<K: K16> Packed for PK16<K> {
     const UNIT_BYTES: usize = K::BYTES;
+    const LEVEL_MAX: i32 = K::LEVEL_MAX;
     const BLOCKS: usize = 8;
     const GROUP: usize = 4;
     const HALVES: usize = 2;
@@ -672,12 +690,23 @@ pub(super) unsafe fn gemm<S: Simd, P: Packed, const N: usize>(
             let lv = lined(&buf.levels).add(b * 256) as *const __m256i;
             // With two halves per block (vectors 0..4 and 4..8) there are two sums.
             let mut isum = [[_mm256_setzero_si256(); 2]; N];
+            // Without VNNI, the 16-bit pair sums of `RUN16` vectors at a time, widened once.
+            let mut i16s = [_mm256_setzero_si256(); N];
             for j in 0..8 {
                 let wv = _mm256_loadu_si256(lv.add(j));
                 let h = if P::HALVES == 2 { j / 4 } else { 0 };
                 for i in 0..N {
                     let xb = _mm256_set1_epi32(a.quad(i, b * 32 + 4 * j));
-                    isum[i][h] = S::dot_u8i8(isum[i][h], wv, xb);
+                    if S::VNNI {
+                        isum[i][h] = S::dot_u8i8(isum[i][h], wv, xb);
+                    } else {
+                        i16s[i] = _mm256_add_epi16(i16s[i], _mm256_maddubs_epi16(wv, xb));
+                        if (j + 1) % P::RUN16 == 0 {
+                            let wide = _mm256_madd_epi16(i16s[i], _mm256_set1_epi16(1));
+                            isum[i][h] = _mm256_add_epi32(isum[i][h], wide);
+                            i16s[i] = _mm256_setzero_si256();
+                        }
+                    }
                 }
             }
             for h in 0..P::HALVES {

@@ -9,6 +9,9 @@ use super::Simd;
 pub trait Block32 {
     /// Bytes per block.
     const BYTES: usize;
+    /// The largest level as [`super::panel::Packed::group`] gives it (Q8_0's: 255, flipped to
+    /// unsigned with VNNI).
+    const LEVEL_MAX: i32;
     /// Type-1 formats store a minimum `m` right after the scale `d`.
     const TYPE1: bool;
     /// Level offset of the type-0 formats: −8 (Q4_0), −16 (Q5_0), 0 (Q8_0, signed values).
@@ -71,6 +74,7 @@ pub struct Q5_1;
 
 impl Block32 for Q8_0 {
     const BYTES: usize = 34;
+    const LEVEL_MAX: i32 = 255;
     const TYPE1: bool = false;
     const OFFSET: f32 = 0.0;
     /// With VNNI the signed values are flipped to unsigned `w + 128` (one `vpxor`), and the
@@ -112,6 +116,7 @@ impl Block32 for Q8_0 {
 
 impl Block32 for Q4_0 {
     const BYTES: usize = 18;
+    const LEVEL_MAX: i32 = 15;
     const TYPE1: bool = false;
     const OFFSET: f32 = -8.0;
     const NIBBLES: Option<usize> = Some(2);
@@ -124,6 +129,7 @@ impl Block32 for Q4_0 {
 
 impl Block32 for Q4_1 {
     const BYTES: usize = 20;
+    const LEVEL_MAX: i32 = 15;
     const TYPE1: bool = true;
     const OFFSET: f32 = 0.0;
     const NIBBLES: Option<usize> = Some(4);
@@ -136,6 +142,7 @@ impl Block32 for Q4_1 {
 
 impl Block32 for Q5_0 {
     const BYTES: usize = 22;
+    const LEVEL_MAX: i32 = 31;
     const TYPE1: bool = false;
     const OFFSET: f32 = -16.0;
     #[inline(always)]
@@ -152,6 +159,7 @@ impl Block32 for Q5_0 {
 
 impl Block32 for Q5_1 {
     const BYTES: usize = 24;
+    const LEVEL_MAX: i32 = 31;
     const TYPE1: bool = true;
     const OFFSET: f32 = 0.0;
     #[inline(always)]
