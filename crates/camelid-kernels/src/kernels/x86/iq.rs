@@ -50,8 +50,9 @@ pub struct IQ4NL;
 
 impl Block32 for IQ4NL {
     const BYTES: usize = 18;
-    /// The codebook's magnitudes (the AVX2 path has no IQ4_NL panel).
+    /// The codebook's magnitudes (−127..113), signed as Q8_0's values.
     const LEVEL_MAX: i32 = 127;
+    const SIGNED: bool = true;
     const TYPE1: bool = false;
     const OFFSET: f32 = 0.0;
     const NIBBLES: Option<usize> = Some(2);
@@ -83,6 +84,8 @@ impl Packed for PIQ4XS {
     const HALVES: usize = 1;
     const NIBBLES: Option<usize> = Some(8);
     const IQ4: bool = true;
+    const LEVEL_MAX: i32 = 127;
+    const SIGNED: bool = true;
 
     #[inline(always)]
     unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
@@ -325,6 +328,22 @@ pub mod avx2 {
         Fold256
     );
     entry!("avx2,fma,f16c", Avx2, tile_tq1_0, tile_body, PTQ1, Fold256);
+
+    /// # Safety
+    /// As for [`crate::kernels::PanelFn`]; AVX2 + FMA + F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn panel_iq4_nl(job: &PanelJob, buf: &mut PanelBuf) {
+        // SAFETY: forwarded contract, with this path's features.
+        unsafe { panel_body::<Avx2, P32<IQ4NL>>(job, buf) }
+    }
+
+    /// # Safety
+    /// As for [`crate::kernels::PanelFn`]; AVX2 + FMA + F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn panel_iq4_xs(job: &PanelJob, buf: &mut PanelBuf) {
+        // SAFETY: forwarded contract, with this path's features.
+        unsafe { panel_body::<Avx2, PIQ4XS>(job, buf) }
+    }
     entry!("avx2,fma,f16c", Avx2, tile_tq2_0, tile_body, PTQ2, Fold256);
     entry!(
         "avx2,fma,f16c",

@@ -238,7 +238,7 @@ pub static AVX2: Table = Table {
         k(ActKind::F32, float::avx2::tile_f32),
         k(ActKind::F32, float::avx2::tile_f16),
         k(ActKind::Bf16, bf16::tile_bf16_bf16_fma),
-        kq(panel::avx2::tile_q8_0, None),
+        kq(panel::avx2::tile_q8_0, Some(panel::avx2::panel_q8_0)),
         TypeKernels {
             interleaved: Some((
                 octet2::tile_q4_0,
@@ -288,8 +288,8 @@ pub static AVX2: Table = Table {
             )),
             ..kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k))
         },
-        kq(iq::avx2::tile_iq4_nl, None),
-        kq(iq::avx2::tile_iq4_xs, None),
+        kq(iq::avx2::tile_iq4_nl, Some(iq::avx2::panel_iq4_nl)),
+        kq(iq::avx2::tile_iq4_xs, Some(iq::avx2::panel_iq4_xs)),
         kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
         kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
         kq(iq::avx2::tile_iq3_s, None),

@@ -99,13 +99,17 @@ pub trait Packed {
     const NIBBLES: Option<usize> = None;
     /// Whether those nibbles index IQ4_NL's codebook rather than being the levels.
     const IQ4: bool = false;
-    /// The largest level [`Packed::group`] gives.
+    /// The largest level [`Packed::group`] gives (for [`Packed::SIGNED`] levels, magnitude).
     const LEVEL_MAX: i32 = 63;
+    /// Whether [`Packed::group`] gives signed levels on a path without VNNI (Q8_0, IQ4_NL,
+    /// IQ4_XS; with VNNI they are flipped to unsigned). AVX2's `vpmaddubsw` takes them as
+    /// |w| times x with w's sign (`vpsignb`).
+    const SIGNED: bool = false;
     /// On AVX2, weight vectors of a block whose `vpmaddubsw` pair sums the AVX2 panel adds in
     /// 16 bits before widening them with one `vpmaddwd`: the largest power of two that keeps
     /// the sum within i16 (two products of at most `LEVEL_MAX · 127` a pair; activations are
     /// within ±127) and within a half block where a block has two scale entries. Q4_0, Q4_1,
-    /// Q4_K: 8; Q5_0, Q5_1, Q5_K: 4; Q6_K: 2; Q3_K, Q2_K: 4; Q8_0, IQ4_NL: 1.
+    /// Q4_K: 8; Q5_0, Q5_1, Q5_K: 4; Q6_K: 2; Q3_K, Q2_K: 4; Q8_0, IQ4_NL, IQ4_XS: 1.
     const RUN16: usize = {
         let fits = 32767 / (2 * 127 * Self::LEVEL_MAX) as usize;
         let mut run = 8 / Self::HALVES;
@@ -158,6 +162,7 @@ pub struct P32<B>(std::marker::PhantomData<B>);
 impl<B: Block32> Packed for P32<B> {
     const UNIT_BYTES: usize = B::BYTES;
     const LEVEL_MAX: i32 = B::LEVEL_MAX;
+    const SIGNED: bool = B::SIGNED;
     const BLOCKS: usize = 1;
     const GROUP: usize = 1;
     const HALVES: usize = 1;
@@ -694,13 +699,22 @@ pub(super) unsafe fn gemm<S: Simd, P: Packed, const N: usize>(
             let mut i16s = [_mm256_setzero_si256(); N];
             for j in 0..8 {
                 let wv = _mm256_loadu_si256(lv.add(j));
+                // Signed levels: |w| (|−128| is 128 unsigned), the sign goes to x below.
+                let uw = if P::SIGNED && !S::VNNI {
+                    _mm256_abs_epi8(wv)
+                } else {
+                    wv
+                };
                 let h = if P::HALVES == 2 { j / 4 } else { 0 };
                 for i in 0..N {
-                    let xb = _mm256_set1_epi32(a.quad(i, b * 32 + 4 * j));
+                    let mut xb = _mm256_set1_epi32(a.quad(i, b * 32 + 4 * j));
                     if S::VNNI {
                         isum[i][h] = S::dot_u8i8(isum[i][h], wv, xb);
                     } else {
-                        i16s[i] = _mm256_add_epi16(i16s[i], _mm256_maddubs_epi16(wv, xb));
+                        if P::SIGNED {
+                            xb = _mm256_sign_epi8(xb, wv);
+                        }
+                        i16s[i] = _mm256_add_epi16(i16s[i], _mm256_maddubs_epi16(uw, xb));
                         if (j + 1) % P::RUN16 == 0 {
                             let wide = _mm256_madd_epi16(i16s[i], _mm256_set1_epi16(1));
                             isum[i][h] = _mm256_add_epi32(isum[i][h], wide);
@@ -1179,6 +1193,7 @@ pub mod avx2 {
     use super::*;
     panels! {
         "avx2,fma,f16c", Avx2;
+        panel_q8_0: P32<Q8_0>;
         panel_q4_0: P32<Q4_0>;
         panel_q4_1: P32<Q4_1>;
         panel_q5_0: P32<Q5_0>;

@@ -10,8 +10,10 @@ pub trait Block32 {
     /// Bytes per block.
     const BYTES: usize;
     /// The largest level as [`super::panel::Packed::group`] gives it (Q8_0's: 255, flipped to
-    /// unsigned with VNNI).
+    /// unsigned with VNNI; 128 in magnitude without).
     const LEVEL_MAX: i32;
+    /// [`super::panel::Packed::SIGNED`]: Q8_0's values and IQ4_NL's codebook.
+    const SIGNED: bool = false;
     /// Type-1 formats store a minimum `m` right after the scale `d`.
     const TYPE1: bool;
     /// Level offset of the type-0 formats: −8 (Q4_0), −16 (Q5_0), 0 (Q8_0, signed values).
@@ -75,6 +77,7 @@ pub struct Q5_1;
 impl Block32 for Q8_0 {
     const BYTES: usize = 34;
     const LEVEL_MAX: i32 = 255;
+    const SIGNED: bool = true;
     const TYPE1: bool = false;
     const OFFSET: f32 = 0.0;
     /// With VNNI the signed values are flipped to unsigned `w + 128` (one `vpxor`), and the
