@@ -19,6 +19,7 @@ mod act;
 mod bf16;
 mod float;
 mod fpanel;
+mod fpanel2;
 pub(crate) mod gemm;
 mod iq;
 mod kq;
@@ -219,14 +220,15 @@ const fn kq16(tile: TileFn, panel: Option<super::PanelFn>) -> TypeKernels {
     kq_rows(tile, panel, panel::avx512::PANEL_ROWS)
 }
 
-const fn kf(tile: TileFn, panel: super::PanelFn) -> TypeKernels {
+/// A float type: its tile and its panel of `rows` rows, on activations of kind `act`.
+const fn kf(act: ActKind, tile: TileFn, panel: super::PanelFn, rows: usize) -> TypeKernels {
     TypeKernels {
-        act: ActKind::F32,
+        act,
         tile,
         panel: Some(super::Panel {
             f: panel,
-            act: ActKind::F32,
-            rows: fpanel::ROWS,
+            act,
+            rows,
         }),
         interleaved: None,
     }
@@ -235,9 +237,24 @@ const fn kf(tile: TileFn, panel: super::PanelFn) -> TypeKernels {
 pub static AVX2: Table = Table {
     isa: Isa::Avx2,
     types: [
-        k(ActKind::F32, float::avx2::tile_f32),
-        k(ActKind::F32, float::avx2::tile_f16),
-        k(ActKind::Bf16, bf16::tile_bf16_bf16_fma),
+        kf(
+            ActKind::F32,
+            float::avx2::tile_f32,
+            fpanel2::panel_f32,
+            fpanel2::ROWS,
+        ),
+        kf(
+            ActKind::F32,
+            float::avx2::tile_f16,
+            fpanel2::panel_f16,
+            fpanel2::ROWS,
+        ),
+        kf(
+            ActKind::Bf16,
+            bf16::tile_bf16_bf16_fma,
+            fpanel2::panel_bf16_bf16,
+            fpanel2::ROWS,
+        ),
         kq(panel::avx2::tile_q8_0, Some(panel::avx2::panel_q8_0)),
         TypeKernels {
             interleaved: Some((
@@ -300,7 +317,12 @@ pub static AVX2: Table = Table {
         kq(iq::avx2::tile_iq1_s, None),
         kq(iq::avx2::tile_iq1_m, None),
     ],
-    bf16_exact: k(ActKind::F32, float::avx2::tile_bf16),
+    bf16_exact: kf(
+        ActKind::F32,
+        float::avx2::tile_bf16,
+        fpanel2::panel_bf16,
+        fpanel2::ROWS,
+    ),
     quant_q8: act::avx2::quant_q8,
     quant_bf16: quantize_bf16_scalar,
 };
@@ -311,10 +333,15 @@ pub static AVX512_BF16: Table = avx512(
     bf16::quant_bf16_avx512,
 );
 
-/// The AVX-512 table without AVX512-BF16: BF16 weights on the AVX2 path's FMA tiles (the same
-/// arithmetic).
+/// The AVX-512 table without AVX512-BF16: BF16 weights on the AVX2 path's FMA tiles and panels
+/// (the same arithmetic).
 pub static AVX512: Table = avx512(
-    k(ActKind::Bf16, bf16::tile_bf16_bf16_fma),
+    kf(
+        ActKind::Bf16,
+        bf16::tile_bf16_bf16_fma,
+        fpanel2::panel_bf16_bf16,
+        fpanel2::ROWS,
+    ),
     quantize_bf16_scalar,
 );
 
@@ -322,8 +349,18 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
     Table {
         isa: Isa::Avx512,
         types: [
-            kf(float::avx512::tile_f32, fpanel::panel_f32),
-            kf(float::avx512::tile_f16, fpanel::panel_f16),
+            kf(
+                ActKind::F32,
+                float::avx512::tile_f32,
+                fpanel::panel_f32,
+                fpanel::ROWS,
+            ),
+            kf(
+                ActKind::F32,
+                float::avx512::tile_f16,
+                fpanel::panel_f16,
+                fpanel::ROWS,
+            ),
             bf16,
             TypeKernels {
                 interleaved: Some((
@@ -427,7 +464,12 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
             kq16(iq::avx512::tile_iq1_s, Some(iq::avx512::panel_iq1_s)),
             kq16(iq::avx512::tile_iq1_m, Some(iq::avx512::panel_iq1_m)),
         ],
-        bf16_exact: kf(float::avx512::tile_bf16, fpanel::panel_bf16),
+        bf16_exact: kf(
+            ActKind::F32,
+            float::avx512::tile_bf16,
+            fpanel::panel_bf16,
+            fpanel::ROWS,
+        ),
         quant_q8: act::avx512::quant_q8,
         quant_bf16,
     }
