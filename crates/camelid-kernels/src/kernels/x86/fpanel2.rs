@@ -20,8 +20,9 @@
 //! `--example panel_speed` on AVX2 (one thread, a 1B layer's products, GFLOP/s), the tiles /
 //! this panel, at n = 64 and 512 activation rows: F16 79–80, 72–74 / 78–85, 87–89; BF16 (bf16
 //! activations) 47–48, 47–49 / 84–86, 86; F32 59–60, 58 / 77–79, 87–89. At n = 8 the tiles
-//! were as fast or faster (F16 57 against 53–54), with sixteen rows a panel more than with
-//! eight at n ≥ 128 and less below (eight: F16 n = 512 71–75).
+//! were as fast or faster (F16 57 against 53–54). Sixteen rows a panel beat eight at n ≥ 128
+//! (F16 n = 512 80–85 against 73–75 before the prefetch), three activation rows a block two
+//! (71–75 against 57–59 with eight rows); the prefetch added 4–6% at n = 512.
 
 use std::arch::x86_64::*;
 
