@@ -160,6 +160,8 @@ impl Packed for PTQ2 {
     const BLOCKS: usize = 8;
     const GROUP: usize = 4;
     const HALVES: usize = 1;
+    /// Two-bit fields (0..2 in a valid file, 3 in any other).
+    const LEVEL_MAX: i32 = 3;
 
     #[inline(always)]
     unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
@@ -207,6 +209,8 @@ impl Packed for PTQ1 {
     const BLOCKS: usize = 8;
     const GROUP: usize = 4;
     const HALVES: usize = 1;
+    /// Trits: 0..2 from any byte.
+    const LEVEL_MAX: i32 = 2;
 
     #[inline(always)]
     unsafe fn group<S: Simd>(p: *const u8, g: usize) -> [__m256i; 4] {
