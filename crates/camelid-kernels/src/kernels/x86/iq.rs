@@ -31,7 +31,7 @@ use crate::quant::{Grid, IQ1M, IQ1S, IQ2S, IQ2XS, IQ2XXS, IQ3S, IQ3XXS, IQ4NL_VA
 /// # Safety
 /// AVX2.
 #[inline(always)]
-unsafe fn codebook<S: Simd>(idx: __m256i) -> __m256i {
+pub(super) unsafe fn codebook<S: Simd>(idx: __m256i) -> __m256i {
     // SAFETY: AVX2 (caller); the table is 16 bytes.
     unsafe {
         let t =

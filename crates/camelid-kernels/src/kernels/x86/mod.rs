@@ -10,7 +10,8 @@
 //! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), the row
 //! tiles put two rows in one vector (`panel::Fold512`), and the types of [`crate::interleave`]
 //! have tiles and panels of their own for rows interleaved in eights (`octet`), which the CPU
-//! backend lays its matrices out for at load. On AVX2, Q4_K, Q6_K, Q4_0 and Q4_1 have them too (`octet2`).
+//! backend lays its matrices out for at load. On AVX2, Q4_K, Q6_K, Q4_0, Q4_1, IQ4_NL and
+//! IQ4_XS have them too (`octet2`).
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]
@@ -305,8 +306,28 @@ pub static AVX2: Table = Table {
             )),
             ..kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k))
         },
-        kq(iq::avx2::tile_iq4_nl, Some(iq::avx2::panel_iq4_nl)),
-        kq(iq::avx2::tile_iq4_xs, Some(iq::avx2::panel_iq4_xs)),
+        TypeKernels {
+            interleaved: Some((
+                octet2::tile_iq4_nl,
+                super::Panel {
+                    f: octet2::panel_iq4_nl,
+                    act: ActKind::Q8,
+                    rows: panel::ROWS,
+                },
+            )),
+            ..kq(iq::avx2::tile_iq4_nl, Some(iq::avx2::panel_iq4_nl))
+        },
+        TypeKernels {
+            interleaved: Some((
+                octet2::tile_iq4_xs,
+                super::Panel {
+                    f: octet2::panel_iq4_xs,
+                    act: ActKind::Q8,
+                    rows: panel::ROWS,
+                },
+            )),
+            ..kq(iq::avx2::tile_iq4_xs, Some(iq::avx2::panel_iq4_xs))
+        },
         kq(iq::avx2::tile_tq1_0, Some(iq::avx2::panel_tq1_0)),
         kq(iq::avx2::tile_tq2_0, Some(iq::avx2::panel_tq2_0)),
         kq(iq::avx2::tile_iq3_s, None),

@@ -1,7 +1,7 @@
 //! Rows interleaved in eights ([`crate::interleave`]) on AVX2: the decode tiles and prompt
-//! panels of Q4_K, Q6_K, Q4_0 and Q4_1, with the results of [`super::panel`]'s tiles and panels on the
-//! file's layout bit for bit (the same integer block sums meet the same scale entries in the
-//! same f32 steps).
+//! panels of Q4_K, Q6_K, Q4_0, Q4_1, IQ4_NL and IQ4_XS, with the results of [`super::panel`]'s
+//! tiles and panels on the file's layout bit for bit (the same integer block sums meet the same
+//! scale entries in the same f32 steps).
 //!
 //! Tile: the 32 bytes at a piece's start hold eight bytes of rows 0..4 and the next 32 those of
 //! rows 4..8, so against eight activation bytes broadcast to every row one `vpmaddubsw` gives
@@ -10,7 +10,10 @@
 //! `vpmaddwd` widens them to two 32-bit sums a row, and one horizontal add and one permute put
 //! the eight rows' block sums in the eight lanes. The file-layout tiles form each row's block
 //! sum apart and fold eight rows with six horizontal adds and two lane swaps per block
-//! ([`super::panel::Fold256`]), loading eight rows apart.
+//! ([`super::panel::Fold256`]), loading eight rows apart. The IQ4 formats' levels are the
+//! codebook's signed values: `vpmaddubsw` takes |w| against x with w's sign, and each vector's
+//! pair sums (up to 2 · 127 · 127) are widened on their own. `kernel_cost` on AVX2, L2, ns/byte,
+//! file layout → interleaved: IQ4_XS 0.082 → 0.066, IQ4_NL 0.068 → 0.054 (Q4_0 0.052 → 0.033).
 //!
 //! Panel: the interleaved rows are packed straight into the file-layout panel's layout (the same
 //! bytes and floats `panel`'s `pack` makes from the file's rows: one permute per level vector
@@ -24,12 +27,14 @@
 use std::arch::x86_64::*;
 
 use super::Avx2;
+use super::iq::{IQ4NL, PIQ4XS, codebook};
 use super::kq::{Q4K, Q6K};
 use super::panel::{ActRows, P32, PK, PK16, Packed, ROWS, gemm, lined_mut, step, store};
 use super::q8::{Block32, Q4_0, Q4_1};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
 
-/// An interleaved format whose blocks of 32 go in pairs, with levels of at most 15.
+/// An interleaved format whose blocks of 32 go in pairs, with levels of at most 15 or, where
+/// `P::SIGNED`, IQ4_NL's signed codebook values.
 trait Pairs2 {
     /// Bytes of a group: a unit of each of the eight rows.
     const GROUP: usize;
@@ -157,6 +162,11 @@ macro_rules! pairs32 {
                             let (l0, h0) = split(load(g, $header + 64 * (2 * j) + 32 * h));
                             let (l1, h1) = split(load(g, $header + 64 * (2 * j + 1) + 32 * h));
                             l[j] = [(l0, 0), (l1, 8), (h0, 16), (h1, 24)];
+                            if <$ty as Block32>::IQ4 {
+                                for (v, _) in &mut l[j] {
+                                    *v = codebook::<Avx2>(*v);
+                                }
+                            }
                         }
                         l
                     }
@@ -169,6 +179,43 @@ macro_rules! pairs32 {
 pairs32! {
     Q4_0, 18, 32;
     Q4_1, 20, 64;
+    IQ4NL, 18, 32;
+}
+
+/// IQ4_XS: the rows' 8-byte headers (`d`, `scales_h`, `scales_l`), then the nibbles in sixteen
+/// 64-byte pieces, block `j`'s being pieces `2j` (elements 0..8 low, 16..24 high) and `2j + 1`
+/// (8..16, 24..32), looked up in IQ4_NL's codebook.
+impl Pairs2 for PIQ4XS {
+    const GROUP: usize = ROWS * 136;
+    const BLOCKS: usize = 8;
+    type P = PIQ4XS;
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
+        // SAFETY: row `r`'s header at `8r` (caller's contract).
+        unsafe {
+            let headers: [*const u8; ROWS] = std::array::from_fn(|r| g.add(8 * r));
+            <PIQ4XS as Packed>::scales::<Avx2>(&headers, s, o)
+        }
+    }
+    #[inline(always)]
+    unsafe fn levels(g: *const u8, p: usize, h: usize) -> [[(__m256i, usize); 4]; 2] {
+        // SAFETY: forwarded; the pieces of blocks `2p` and `2p + 1` follow the 64 header bytes.
+        unsafe {
+            let mut l = [[(_mm256_setzero_si256(), 0); 4]; 2];
+            for k in 0..2 {
+                let j = 2 * p + k;
+                let (l0, h0) = split(load(g, 64 + 64 * (2 * j) + 32 * h));
+                let (l1, h1) = split(load(g, 64 + 64 * (2 * j + 1) + 32 * h));
+                l[k] = [
+                    (codebook::<Avx2>(l0), 0),
+                    (codebook::<Avx2>(l1), 8),
+                    (codebook::<Avx2>(h0), 16),
+                    (codebook::<Avx2>(h1), 24),
+                ];
+            }
+            l
+        }
+    }
 }
 
 /// The row tile of a [`Pairs2`] format: `t.nr` (a multiple of eight) interleaved rows against
@@ -184,6 +231,7 @@ unsafe fn tile_body<P: Pairs2, const N: usize>(t: &Tile) {
     unsafe {
         let a = ActRows::<N>::new(&t.act, t.cols, 0);
         let ones = _mm256_set1_epi16(1);
+        let signed = <P::P as Packed>::SIGNED;
         // `vphaddd` of rows 0..4 and 4..8 leaves the rows in the order 0 1 4 5 2 3 6 7.
         let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
         let mut s = [0.0f32; 8 * ROWS];
@@ -199,26 +247,40 @@ unsafe fn tile_body<P: Pairs2, const N: usize>(t: &Tile) {
                 for p in 0..P::BLOCKS / 2 {
                     // `d[i][k][h]`: block `b + k` of rows `4h..4h + 4`, four 16-bit sums a row.
                     let b = u * P::BLOCKS + 2 * p;
+                    // Signed levels (IQ4): |w| against x with w's sign, and the pair sums
+                    // (up to 2 · 127 · 127) widened one vector at a time: `d` holds 32-bit sums.
                     let mut d = [[[_mm256_setzero_si256(); 2]; 2]; N];
                     for h in 0..2 {
                         let l = P::levels(g, p, h);
                         for k in 0..2 {
                             for (v, off) in l[k] {
+                                let uv = if signed { _mm256_abs_epi8(v) } else { v };
                                 for i in 0..N {
                                     let x = a.x[i].add(32 * (b + k) + off) as *const i64;
-                                    let xv = _mm256_set1_epi64x(x.read_unaligned());
-                                    d[i][k][h] =
-                                        _mm256_add_epi16(d[i][k][h], _mm256_maddubs_epi16(v, xv));
+                                    let mut xv = _mm256_set1_epi64x(x.read_unaligned());
+                                    if signed {
+                                        xv = _mm256_sign_epi8(xv, v);
+                                        let w =
+                                            _mm256_madd_epi16(_mm256_maddubs_epi16(uv, xv), ones);
+                                        d[i][k][h] = _mm256_add_epi32(d[i][k][h], w);
+                                    } else {
+                                        d[i][k][h] = _mm256_add_epi16(
+                                            d[i][k][h],
+                                            _mm256_maddubs_epi16(v, xv),
+                                        );
+                                    }
                                 }
                             }
                         }
                     }
                     for i in 0..N {
                         for k in 0..2 {
-                            let q = _mm256_hadd_epi32(
-                                _mm256_madd_epi16(d[i][k][0], ones),
-                                _mm256_madd_epi16(d[i][k][1], ones),
-                            );
+                            let [mut d0, mut d1] = d[i][k];
+                            if !signed {
+                                d0 = _mm256_madd_epi16(d0, ones);
+                                d1 = _mm256_madd_epi16(d1, ones);
+                            }
+                            let q = _mm256_hadd_epi32(d0, d1);
                             let e = (2 * p + k) * ROWS;
                             step(
                                 &mut acc[i],
@@ -598,4 +660,6 @@ octets! {
     tile_q4_k, panel_q4_k: Q4K;
     tile_q4_0, panel_q4_0: Q4_0;
     tile_q4_1, panel_q4_1: Q4_1;
+    tile_iq4_nl, panel_iq4_nl: IQ4NL;
+    tile_iq4_xs, panel_iq4_xs: PIQ4XS;
 }
