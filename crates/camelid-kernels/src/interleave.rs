@@ -9,8 +9,7 @@
 //! (`ggml-cpu/repack.cpp`, `block_q4_Kx8`); the layout here is our own, and is only a
 //! permutation of the file's bytes, so it takes exactly the same memory. Which types a kernel
 //! path takes interleaved: [`crate::Kernels::interleaves`] (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K,
-//! IQ4_NL and IQ4_XS on AVX-512; Q4_0, Q4_1, Q4_K, Q6_K, IQ4_NL and IQ4_XS on AVX2; none
-//! elsewhere). F16 rows interleaved in pieces of sixteen
+//! IQ4_NL and IQ4_XS on AVX-512; the same but Q8_0 on AVX2; none elsewhere). F16 rows interleaved in pieces of sixteen
 //! were tried and dropped: one thread read a 134 MB matrix from memory no faster (0.045
 //! ns/byte either way).
 //!

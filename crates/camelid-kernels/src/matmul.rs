@@ -723,7 +723,7 @@ mod tests {
     /// Rows interleaved in eights (every type that has the layout) give the file layout's results bit for bit, through the
     /// decode tiles and the prompt panels (a last panel of eight rows included) and at the exact
     /// precision, on every path that interleaves (AVX-512 where this CPU has it, and Q4_K,
-    /// Q6_K, Q4_0, Q4_1, IQ4_NL and IQ4_XS on AVX2).
+    /// Q5_K, Q6_K, Q4_0, Q4_1, IQ4_NL and IQ4_XS on AVX2).
     #[test]
     fn interleaved_rows_give_the_file_layouts_results() {
         for dtype in [

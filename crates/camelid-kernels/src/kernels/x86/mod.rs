@@ -10,8 +10,8 @@
 //! at the 256-bit rate: the quantized panels take sixteen rows (`panel::gemm16`), the row
 //! tiles put two rows in one vector (`panel::Fold512`), and the types of [`crate::interleave`]
 //! have tiles and panels of their own for rows interleaved in eights (`octet`), which the CPU
-//! backend lays its matrices out for at load. On AVX2, Q4_K, Q6_K, Q4_0, Q4_1, IQ4_NL and
-//! IQ4_XS have them too (`octet2`).
+//! backend lays its matrices out for at load. On AVX2, Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, IQ4_NL
+//! and IQ4_XS have them too (`octet2`).
 
 // The bodies index several parallel arrays (sums, pointers, scales) by one row index.
 #![allow(clippy::needless_range_loop)]
@@ -294,7 +294,17 @@ pub static AVX2: Table = Table {
             )),
             ..kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k))
         },
-        kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k)),
+        TypeKernels {
+            interleaved: Some((
+                octet2::tile_q5_k,
+                super::Panel {
+                    f: octet2::panel_q5_k,
+                    act: ActKind::Q8,
+                    rows: panel::ROWS,
+                },
+            )),
+            ..kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k))
+        },
         TypeKernels {
             interleaved: Some((
                 octet2::tile_q6_k,

@@ -1,19 +1,20 @@
 //! Rows interleaved in eights ([`crate::interleave`]) on AVX2: the decode tiles and prompt
-//! panels of Q4_K, Q6_K, Q4_0, Q4_1, IQ4_NL and IQ4_XS, with the results of [`super::panel`]'s
+//! panels of Q4_K, Q5_K, Q6_K, Q4_0, Q4_1, IQ4_NL and IQ4_XS, with the results of [`super::panel`]'s
 //! tiles and panels on the file's layout bit for bit (the same integer block sums meet the same
 //! scale entries in the same f32 steps).
 //!
 //! Tile: the 32 bytes at a piece's start hold eight bytes of rows 0..4 and the next 32 those of
 //! rows 4..8, so against eight activation bytes broadcast to every row one `vpmaddubsw` gives
 //! each row four 16-bit pair sums. A block's four vectors add up in 16 bits (at most eight
-//! products of a level ≤ 15 and an activation ≤ 127 in magnitude: 15,240, no saturation),
+//! products of a level ≤ 31 and an activation ≤ 127 in magnitude: 31,496, no saturation),
 //! `vpmaddwd` widens them to two 32-bit sums a row, and one horizontal add and one permute put
 //! the eight rows' block sums in the eight lanes. The file-layout tiles form each row's block
 //! sum apart and fold eight rows with six horizontal adds and two lane swaps per block
 //! ([`super::panel::Fold256`]), loading eight rows apart. The IQ4 formats' levels are the
 //! codebook's signed values: `vpmaddubsw` takes |w| against x with w's sign, and each vector's
 //! pair sums (up to 2 · 127 · 127) are widened on their own. `kernel_cost` on AVX2, L2, ns/byte,
-//! file layout → interleaved: IQ4_XS 0.082 → 0.066, IQ4_NL 0.068 → 0.054 (Q4_0 0.052 → 0.033).
+//! file layout → interleaved: IQ4_XS 0.082 → 0.066, IQ4_NL 0.068 → 0.054, Q5_K 0.066 → 0.054
+//! (Q4_0 0.052 → 0.033).
 //!
 //! Panel: the interleaved rows are packed straight into the file-layout panel's layout (the same
 //! bytes and floats `panel`'s `pack` makes from the file's rows: one permute per level vector
@@ -28,13 +29,13 @@ use std::arch::x86_64::*;
 
 use super::Avx2;
 use super::iq::{IQ4NL, PIQ4XS, codebook};
-use super::kq::{Q4K, Q6K};
+use super::kq::{Q4K, Q5K, Q6K};
 use super::panel::{ActRows, P32, PK, PK16, Packed, ROWS, gemm, lined_mut, step, store};
 use super::q8::{Block32, Q4_0, Q4_1};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
 
-/// An interleaved format whose blocks of 32 go in pairs, with levels of at most 15 or, where
-/// `P::SIGNED`, IQ4_NL's signed codebook values.
+/// An interleaved format whose blocks of 32 go in pairs, with levels of at most 31 (four
+/// vectors' pair sums stay within i16) or, where `P::SIGNED`, IQ4_NL's signed codebook values.
 trait Pairs2 {
     /// Bytes of a group: a unit of each of the eight rows.
     const GROUP: usize;
@@ -119,6 +120,60 @@ impl Pairs2 for Q4K {
                 let (lo, hi) = split(load(g, ROWS * 16 + 64 * (4 * p + v) + 32 * h));
                 l[0][v] = (lo, 8 * v);
                 l[1][v] = (hi, 8 * v);
+            }
+            l
+        }
+    }
+}
+
+/// Bit `k` of each byte of `q` as 16 or 0: Q5_K's fifth bit of block `k` of the super-block.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn fifth(q: __m256i, k: usize) -> __m256i {
+    // SAFETY: AVX2 (the caller's).
+    unsafe {
+        let s = match k {
+            0 => _mm256_slli_epi16::<4>(q),
+            1 => _mm256_slli_epi16::<3>(q),
+            2 => _mm256_slli_epi16::<2>(q),
+            3 => _mm256_slli_epi16::<1>(q),
+            4 => q,
+            5 => _mm256_srli_epi16::<1>(q),
+            6 => _mm256_srli_epi16::<2>(q),
+            _ => _mm256_srli_epi16::<3>(q),
+        };
+        _mm256_and_si256(s, _mm256_set1_epi8(0x10))
+    }
+}
+
+impl Pairs2 for Q5K {
+    /// Eight 176-byte super-blocks: the rows' 16-byte headers (`d`, `dmin`, scales), then `qh`
+    /// in four 64-byte pieces (piece `v`: bytes `8v..8v + 8` of each row, the fifth bits of
+    /// elements `8v..8v + 8` of every block), then the nibbles as Q4_K's.
+    const GROUP: usize = ROWS * 176;
+    const BLOCKS: usize = 8;
+    type P = PK<Q5K>;
+    #[inline(always)]
+    unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
+        // SAFETY: row `r`'s header at `16r` (caller's contract).
+        unsafe {
+            let headers: [*const u8; ROWS] = std::array::from_fn(|r| g.add(16 * r));
+            PK::<Q5K>::scales::<Avx2>(&headers, s, o)
+        }
+    }
+    #[inline(always)]
+    unsafe fn levels(g: *const u8, p: usize, h: usize) -> [[(__m256i, usize); 4]; 2] {
+        // SAFETY: forwarded; `qh` piece `v` at 128 + 64v, nibble piece `4p + v` at
+        // 128 + 64 (4 + 4p + v): elements `8v..8v + 8` of blocks `2p` (low) and `2p + 1` (high).
+        unsafe {
+            let mut l = [[(_mm256_setzero_si256(), 0); 4]; 2];
+            for v in 0..4 {
+                let q = load(g, ROWS * 16 + 64 * v + 32 * h);
+                let (lo, hi) = split(load(g, ROWS * 16 + 64 * (4 + 4 * p + v) + 32 * h));
+                l[0][v] = (_mm256_or_si256(lo, fifth(q, 2 * p)), 8 * v);
+                l[1][v] = (_mm256_or_si256(hi, fifth(q, 2 * p + 1)), 8 * v);
             }
             l
         }
@@ -658,6 +713,7 @@ macro_rules! octets {
 
 octets! {
     tile_q4_k, panel_q4_k: Q4K;
+    tile_q5_k, panel_q5_k: Q5K;
     tile_q4_0, panel_q4_0: Q4_0;
     tile_q4_1, panel_q4_1: Q4_1;
     tile_iq4_nl, panel_iq4_nl: IQ4NL;
