@@ -134,7 +134,7 @@ impl Chunk for Fma {
 /// # Safety
 /// AVX2.
 #[inline(always)]
-unsafe fn split(v: __m256i) -> (__m256, __m256) {
+pub(super) unsafe fn split(v: __m256i) -> (__m256, __m256) {
     // SAFETY: caller's contract.
     unsafe {
         let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);

@@ -26,6 +26,7 @@
 
 use std::arch::x86_64::*;
 
+use super::bf16::split;
 use super::float::{BF16, F16, F32, FloatW};
 use super::hsum;
 use super::panel::line_offset;
@@ -129,23 +130,6 @@ impl<W: FloatW> Stream for Float<W> {
 /// BF16 weights against bf16 activations, as `bf16.rs`'s `Fma` chunks.
 struct Bf16Pairs;
 
-/// The odd element of each bf16 pair of `v` (the high half of the 32-bit lane) and the even
-/// one, as f32 (as `bf16.rs`'s `split`).
-///
-/// # Safety
-/// AVX2.
-#[inline(always)]
-unsafe fn split(v: __m256i) -> [__m256; 2] {
-    // SAFETY: caller's contract.
-    unsafe {
-        let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
-        [
-            _mm256_castsi256_ps(_mm256_and_si256(v, hi)),
-            _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
-        ]
-    }
-}
-
 impl Stream for Bf16Pairs {
     const CHUNK: usize = 32;
     const PLANES: usize = 2;
@@ -176,7 +160,7 @@ impl Stream for Bf16Pairs {
                     std::ptr::copy_nonoverlapping(w.add(at.min(cols)), tail.as_mut_ptr(), len);
                     _mm256_loadu_si256(tail.as_ptr() as *const __m256i)
                 };
-                let [odd, even] = split(v);
+                let (odd, even) = split(v);
                 _mm256_storeu_ps(d, odd);
                 _mm256_storeu_ps(d.add(8), even);
             }
@@ -186,9 +170,10 @@ impl Stream for Bf16Pairs {
     unsafe fn act(x: *const u8, c: usize, p: usize) -> [__m256; 2] {
         // SAFETY: caller's contract (the row is padded to whole chunks).
         unsafe {
-            split(_mm256_loadu_si256(
+            let (odd, even) = split(_mm256_loadu_si256(
                 (x as *const u16).add(c + 16 * p) as *const __m256i
-            ))
+            ));
+            [odd, even]
         }
     }
     #[inline(always)]

@@ -48,7 +48,7 @@ const BODY_XS: usize = ROWS * 8;
 /// The eight rows' headers of `bytes` each at the start of the group at `g`, where
 /// [`Packed::scales`] reads them.
 #[inline(always)]
-fn headers(g: *const u8, bytes: usize) -> [*const u8; ROWS] {
+pub(super) fn headers(g: *const u8, bytes: usize) -> [*const u8; ROWS] {
     std::array::from_fn(|r| g.wrapping_add(bytes * r))
 }
 

@@ -30,6 +30,7 @@ use std::arch::x86_64::*;
 use super::Avx2;
 use super::iq::{IQ4NL, PIQ4XS, codebook};
 use super::kq::{Q4K, Q5K, Q6K};
+use super::octet::headers;
 use super::panel::{ActRows, P32, PK, PK16, Packed, ROWS, gemm, lined_mut, step, store};
 use super::q8::{Block32, Q4_0, Q4_1};
 use crate::kernels::{PanelBuf, PanelJob, Tile};
@@ -105,10 +106,7 @@ impl Pairs2 for Q4K {
     #[inline(always)]
     unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
         // SAFETY: row `r`'s header at `16r` (caller's contract).
-        unsafe {
-            let headers: [*const u8; ROWS] = std::array::from_fn(|r| g.add(16 * r));
-            PK::<Q4K>::scales::<Avx2>(&headers, s, o)
-        }
+        unsafe { PK::<Q4K>::scales::<Avx2>(&headers(g, 16), s, o) }
     }
     #[inline(always)]
     unsafe fn levels(g: *const u8, p: usize, h: usize) -> [[(__m256i, usize); 4]; 2] {
@@ -158,10 +156,7 @@ impl Pairs2 for Q5K {
     #[inline(always)]
     unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
         // SAFETY: row `r`'s header at `16r` (caller's contract).
-        unsafe {
-            let headers: [*const u8; ROWS] = std::array::from_fn(|r| g.add(16 * r));
-            PK::<Q5K>::scales::<Avx2>(&headers, s, o)
-        }
+        unsafe { PK::<Q5K>::scales::<Avx2>(&headers(g, 16), s, o) }
     }
     #[inline(always)]
     unsafe fn levels(g: *const u8, p: usize, h: usize) -> [[(__m256i, usize); 4]; 2] {
@@ -247,10 +242,7 @@ impl Pairs2 for PIQ4XS {
     #[inline(always)]
     unsafe fn scales(g: *const u8, s: &mut [f32; 8 * ROWS], o: &mut [f32; 8 * ROWS]) {
         // SAFETY: row `r`'s header at `8r` (caller's contract).
-        unsafe {
-            let headers: [*const u8; ROWS] = std::array::from_fn(|r| g.add(8 * r));
-            <PIQ4XS as Packed>::scales::<Avx2>(&headers, s, o)
-        }
+        unsafe { <PIQ4XS as Packed>::scales::<Avx2>(&headers(g, 8), s, o) }
     }
     #[inline(always)]
     unsafe fn levels(g: *const u8, p: usize, h: usize) -> [[(__m256i, usize); 4]; 2] {
