@@ -301,7 +301,7 @@ impl Kernels {
             }
             let panel = tk
                 .panel
-                .filter(|p| !exact && n >= kernels::PANEL_MIN_N && rows >= p.rows);
+                .filter(|p| !exact && n >= p.min_n && rows >= p.rows);
             let kind = (!exact).then(|| panel.map_or(tk.act, |p| p.act));
             if i == MAX_FUSED || (act_kind.is_some() && kind.is_some() && act_kind != kind) {
                 split = i;

@@ -115,15 +115,36 @@ pub struct PanelBuf {
 pub type PanelFn = unsafe fn(&PanelJob, &mut PanelBuf);
 
 /// A prompt-pass kernel: the function, the activations it takes (the k-quant panels take
-/// blocks of 32, finer than their tiles' 256) and the weight rows it packs at a time.
+/// blocks of 32, finer than their tiles' 256), the weight rows it packs at a time and the
+/// activation rows from which it is used instead of the tile.
 #[derive(Clone, Copy)]
 pub struct Panel {
     pub f: PanelFn,
     pub act: ActKind,
     pub rows: usize,
+    pub min_n: usize,
 }
 
-/// Activation rows from which a product goes through panels where the type has them.
+impl Panel {
+    /// A panel used from [`PANEL_MIN_N`] activation rows.
+    pub const fn new(f: PanelFn, act: ActKind, rows: usize) -> Panel {
+        Panel {
+            f,
+            act,
+            rows,
+            min_n: PANEL_MIN_N,
+        }
+    }
+
+    /// The same panel, used from `min_n` activation rows (where its packing costs more than
+    /// the tile's product at fewer: measured with `--example panel_speed`).
+    pub const fn used_from(self, min_n: usize) -> Panel {
+        Panel { min_n, ..self }
+    }
+}
+
+/// Activation rows from which a product goes through panels where the type has them (unless
+/// the panel says more).
 pub const PANEL_MIN_N: usize = 8;
 
 /// What a weight type needs from one instruction set.

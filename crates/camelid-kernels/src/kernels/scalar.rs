@@ -134,11 +134,7 @@ const fn kp(tile: super::TileFn, panel: super::PanelFn) -> TypeKernels {
     TypeKernels {
         act: ActKind::Q8,
         tile,
-        panel: Some(super::Panel {
-            f: panel,
-            act: ActKind::Q8,
-            rows: 8,
-        }),
+        panel: Some(super::Panel::new(panel, ActKind::Q8, 8)),
         interleaved: None,
     }
 }

@@ -167,8 +167,9 @@ fn simd_paths_match_scalar_twins() {
                         std::iter::repeat_n(4.0 * m, b.len())
                     })
                     .collect();
-                // 8 and more activation rows take the prompt-pass kernels (panels) where a path has them.
-                for n in [1, 2, 3, 4, 6, 9] {
+                // 8 and more activation rows take the prompt-pass kernels (panels) where a path
+                // has them (some from 16).
+                for n in [1, 2, 3, 4, 6, 9, 17] {
                     let x = activations(n, cols, style, &mut rng);
                     // Float weights are exact at either precision, BF16 only at `Exact`:
                     // both paths of the float types.
@@ -227,7 +228,9 @@ fn results_do_not_depend_on_the_batch() {
                 };
                 let wq = weights(dtype, rows, cols, 0, &mut rng);
                 let w = WeightView::new(dtype, rows, cols, &wq).unwrap();
-                let n = 13;
+                // Past the row count from which each path takes its panels (8, or 192 for the
+                // `vdpbf16ps` one).
+                let n = if rows == 37 { 200 } else { 13 };
                 let x = activations(n, cols, 0, &mut rng);
                 let mut all = vec![0.0f32; n * rows];
                 k.matmul_with(&w, &x, &mut all, 2, Precision::Fast);
@@ -269,7 +272,9 @@ fn bf16_fast_equals_its_twin_and_the_rounding_bound() {
         let w = WeightView::new(DType::BF16, rows, cols, &wq).unwrap();
         let mut wd = vec![0.0f32; rows * cols];
         dequantize_row(DType::BF16, &wq, &mut wd);
-        for n in [1, 2, 4, 5, 9] {
+        // 200 rows: past the row count from which a path may take a panel instead of its tile
+        // (192 for the `vdpbf16ps` one).
+        for n in [1, 2, 4, 5, 9, 200] {
             let mut x = activations(n, cols, 0, &mut rng);
             // Ties of the bf16 rounding (both directions) and a value that rounds up a binade.
             x[0] = f32::from_bits(0x3f80_8000);

@@ -7,9 +7,9 @@
 //! and one `vdpbf16ps` does the 32 multiply-adds for which the exact path needs two widenings
 //! and two FMAs. Register blocking as the float tiles (`float.rs`): eight weight rows for one
 //! activation row (eight independent sums), four by four otherwise. Every output gets the same
-//! operations whatever the block, so a row's result does not depend on its batch; the prompt
-//! pass takes these tiles too (four activation rows at a time over a unit of rows that stays in
-//! L2).
+//! operations whatever the block, so a row's result does not depend on its batch; prompts of a
+//! few hundred rows take these tiles too (four activation rows at a time over a unit of rows
+//! that stays in L2), longer ones the AVX-512 float panel (`fpanel.rs`) in the same steps.
 //!
 //! Without AVX512-BF16 the pairs are split with a mask and a shift (a bf16 is the top half of
 //! an f32) and multiplied with FMAs, two 8-lane vectors standing for the sixteen lanes.
@@ -25,7 +25,7 @@ use crate::kernels::Tile;
 /// # Safety
 /// AVX-512F.
 #[inline(always)]
-unsafe fn reduce16(v: __m512) -> f32 {
+pub(super) unsafe fn reduce16(v: __m512) -> f32 {
     // SAFETY: caller's contract.
     unsafe {
         let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));

@@ -184,15 +184,6 @@ macro_rules! entry {
 }
 pub(crate) use entry;
 
-const fn k(act: ActKind, tile: TileFn) -> TypeKernels {
-    TypeKernels {
-        act,
-        tile,
-        panel: None,
-        interleaved: None,
-    }
-}
-
 /// A quantized type: its row tile and, where the path has one, its panel of `rows` rows (both
 /// on Q8 activations, in the same arithmetic: see [`panel`]).
 const fn kq_rows(tile: TileFn, panel: Option<super::PanelFn>, rows: usize) -> TypeKernels {
@@ -200,11 +191,7 @@ const fn kq_rows(tile: TileFn, panel: Option<super::PanelFn>, rows: usize) -> Ty
         act: ActKind::Q8,
         tile,
         panel: match panel {
-            Some(f) => Some(super::Panel {
-                f,
-                act: ActKind::Q8,
-                rows,
-            }),
+            Some(f) => Some(super::Panel::new(f, ActKind::Q8, rows)),
             None => None,
         },
         interleaved: None,
@@ -226,11 +213,7 @@ const fn kf(act: ActKind, tile: TileFn, panel: super::PanelFn, rows: usize) -> T
     TypeKernels {
         act,
         tile,
-        panel: Some(super::Panel {
-            f: panel,
-            act,
-            rows,
-        }),
+        panel: Some(super::Panel::new(panel, act, rows)),
         interleaved: None,
     }
 }
@@ -256,26 +239,25 @@ pub static AVX2: Table = Table {
             fpanel2::panel_bf16_bf16,
             fpanel2::ROWS,
         ),
-        kq(panel::avx2::tile_q8_0, Some(panel::avx2::panel_q8_0)),
+        // The Q8_0 panel packs 34-byte blocks: below 16 rows the tile is faster (`panel_speed`
+        // Q8_0 at n = 8: 73–75 GFLOP/s against 81–84, n = 12 level, n = 16 90–95 against 82).
+        TypeKernels {
+            panel: Some(
+                super::Panel::new(panel::avx2::panel_q8_0, ActKind::Q8, panel::ROWS).used_from(16),
+            ),
+            ..kq(panel::avx2::tile_q8_0, None)
+        },
         TypeKernels {
             interleaved: Some((
                 octet2::tile_q4_0,
-                super::Panel {
-                    f: octet2::panel_q4_0,
-                    act: ActKind::Q8,
-                    rows: panel::ROWS,
-                },
+                super::Panel::new(octet2::panel_q4_0, ActKind::Q8, panel::ROWS),
             )),
             ..kq(panel::avx2::tile_q4_0, Some(panel::avx2::panel_q4_0))
         },
         TypeKernels {
             interleaved: Some((
                 octet2::tile_q4_1,
-                super::Panel {
-                    f: octet2::panel_q4_1,
-                    act: ActKind::Q8,
-                    rows: panel::ROWS,
-                },
+                super::Panel::new(octet2::panel_q4_1, ActKind::Q8, panel::ROWS),
             )),
             ..kq(panel::avx2::tile_q4_1, Some(panel::avx2::panel_q4_1))
         },
@@ -286,55 +268,35 @@ pub static AVX2: Table = Table {
         TypeKernels {
             interleaved: Some((
                 octet2::tile_q4_k,
-                super::Panel {
-                    f: octet2::panel_q4_k,
-                    act: ActKind::Q8,
-                    rows: panel::ROWS,
-                },
+                super::Panel::new(octet2::panel_q4_k, ActKind::Q8, panel::ROWS),
             )),
             ..kq(panel::avx2::tile_q4_k, Some(panel::avx2::panel_q4_k))
         },
         TypeKernels {
             interleaved: Some((
                 octet2::tile_q5_k,
-                super::Panel {
-                    f: octet2::panel_q5_k,
-                    act: ActKind::Q8,
-                    rows: panel::ROWS,
-                },
+                super::Panel::new(octet2::panel_q5_k, ActKind::Q8, panel::ROWS),
             )),
             ..kq(panel::avx2::tile_q5_k, Some(panel::avx2::panel_q5_k))
         },
         TypeKernels {
             interleaved: Some((
                 octet2::tile_q6_k,
-                super::Panel {
-                    f: octet2::panel_q6_k,
-                    act: ActKind::Q8,
-                    rows: panel::ROWS,
-                },
+                super::Panel::new(octet2::panel_q6_k, ActKind::Q8, panel::ROWS),
             )),
             ..kq(panel::avx2::tile_q6_k, Some(panel::avx2::panel_q6_k))
         },
         TypeKernels {
             interleaved: Some((
                 octet2::tile_iq4_nl,
-                super::Panel {
-                    f: octet2::panel_iq4_nl,
-                    act: ActKind::Q8,
-                    rows: panel::ROWS,
-                },
+                super::Panel::new(octet2::panel_iq4_nl, ActKind::Q8, panel::ROWS),
             )),
             ..kq(iq::avx2::tile_iq4_nl, Some(iq::avx2::panel_iq4_nl))
         },
         TypeKernels {
             interleaved: Some((
                 octet2::tile_iq4_xs,
-                super::Panel {
-                    f: octet2::panel_iq4_xs,
-                    act: ActKind::Q8,
-                    rows: panel::ROWS,
-                },
+                super::Panel::new(octet2::panel_iq4_xs, ActKind::Q8, panel::ROWS),
             )),
             ..kq(iq::avx2::tile_iq4_xs, Some(iq::avx2::panel_iq4_xs))
         },
@@ -359,8 +321,19 @@ pub static AVX2: Table = Table {
 };
 
 /// The AVX-512 table with `vdpbf16ps` for BF16 weights (chosen where the CPU has AVX512-BF16).
+///
+/// Its BF16 panel beats the tile (4 × 4 `vdpbf16ps` sums in registers over rows in L2) only on
+/// long prompts: `panel_speed` BF16 (one thread, a 1B layer's products, GFLOP/s) at n = 64
+/// 143–145 against the tile's 158–162, n = 128 and 192 level, n = 512 172–175 against 164–169.
 pub static AVX512_BF16: Table = avx512(
-    k(ActKind::Bf16, bf16::tile_bf16_bf16_dp),
+    TypeKernels {
+        act: ActKind::Bf16,
+        tile: bf16::tile_bf16_bf16_dp,
+        panel: Some(
+            super::Panel::new(fpanel::panel_bf16_dp, ActKind::Bf16, fpanel::ROWS).used_from(192),
+        ),
+        interleaved: None,
+    },
     bf16::quant_bf16_avx512,
 );
 
@@ -396,33 +369,21 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
             TypeKernels {
                 interleaved: Some((
                     octet::tile_q8_0,
-                    super::Panel {
-                        f: octet::panel_q8_0,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_q8_0, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(panel::avx512::tile_q8_0, Some(panel::avx512::panel_q8_0))
             },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_q4_0,
-                    super::Panel {
-                        f: octet::panel_q4_0,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_q4_0, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(panel::avx512::tile_q4_0, Some(panel::avx512::panel_q4_0))
             },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_q4_1,
-                    super::Panel {
-                        f: octet::panel_q4_1,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_q4_1, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(panel::avx512::tile_q4_1, Some(panel::avx512::panel_q4_1))
             },
@@ -433,55 +394,35 @@ const fn avx512(bf16: TypeKernels, quant_bf16: QuantBf16Fn) -> Table {
             TypeKernels {
                 interleaved: Some((
                     octet::tile_q4_k,
-                    super::Panel {
-                        f: octet::panel_q4_k,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_q4_k, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(panel::avx512::tile_q4_k, Some(panel::avx512::panel_q4_k))
             },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_q5_k,
-                    super::Panel {
-                        f: octet::panel_q5_k,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_q5_k, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(panel::avx512::tile_q5_k, Some(panel::avx512::panel_q5_k))
             },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_q6_k,
-                    super::Panel {
-                        f: octet::panel_q6_k,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_q6_k, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(panel::avx512::tile_q6_k, Some(panel::avx512::panel_q6_k))
             },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_iq4_nl,
-                    super::Panel {
-                        f: octet::panel_iq4_nl,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_iq4_nl, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(iq::avx512::tile_iq4_nl, Some(iq::avx512::panel_iq4_nl))
             },
             TypeKernels {
                 interleaved: Some((
                     octet::tile_iq4_xs,
-                    super::Panel {
-                        f: octet::panel_iq4_xs,
-                        act: ActKind::Q8,
-                        rows: panel::avx512::PANEL_ROWS,
-                    },
+                    super::Panel::new(octet::panel_iq4_xs, ActKind::Q8, panel::avx512::PANEL_ROWS),
                 )),
                 ..kq16(iq::avx512::tile_iq4_xs, Some(iq::avx512::panel_iq4_xs))
             },
