@@ -9,19 +9,21 @@
 //!   the activations padded), then `bf16::reduce16`.
 //!
 //! Both are one shape: each output has one 16-lane sum and a stream of 64-byte weight and
-//! activation vectors in the order it takes them. Sixteen weight rows are laid out one slice of
-//! sixteen vectors per row at a time into a per-thread buffer that stays in L1 (widened to f32,
-//! exact, or the bf16 pairs as they are: 16 KiB either way), and multiplied there with all
-//! activation rows, eight weight rows by three activation rows at a time (24 sums, 8 + 3 loads
-//! per 24 FMAs or `vdpbf16ps`). The sums of every (activation row, weight row) pair wait in a
-//! second buffer between slices. While one group of activation rows is multiplied, the next group
-//! is prefetched into L1, a share of it in each pass over the slice's weight rows: it comes from
-//! further out than L2 (the activations of a whole product are read once per panel).
+//! activation vectors in the order it takes them. A panel's sixteen weight rows are first laid
+//! out, as they are stored (f16, bf16 or f32), chunk by chunk: the chunk `k` of the sixteen rows
+//! side by side, so that the weights a step needs are consecutive bytes and the rows no longer
+//! sit a power of two apart (rows of 2048 bf16 are 4 KiB apart: eight of them and the
+//! activation rows fall into one L1 set). The laid-out panel stays in L2 (64 KiB for 2048 f16
+//! columns, 256 KiB for 8192) and is multiplied with all activation rows, eight weight rows by
+//! three activation rows at a time over every column, the 24 sums in registers from the first
+//! column to the last (8 + 3 loads per 24 FMAs or `vdpbf16ps`; widening f16 inside the loop
+//! costs nothing measurable: it does not take the FMA units). While one group of activation
+//! rows is multiplied, the next group is prefetched into L1, a share of it in each pass.
 //!
-//! Measured in a throwaway copy of this loop (not kept: 2048×2048, 2048×8192 and 8192×2048 F16
-//! against 256 rows, one thread, twelve interleaved rounds): 8 × 3 with the prefetch and 256-column slices
-//! took 1.05–1.14× the throughput of 4 × 6 with 512-column slices; 8 × 3 without the prefetch
-//! 0.86–0.90×, 4 × 6 with it about 1.0×.
+//! `--example panel_speed` (one thread, a 1B layer's products, GFLOP/s; the FMA peak of this
+//! Zen 4 core is 117): F16 at n = 512 73–78 → 91–98 against the version before, which widened
+//! 256-column slices into L1 and kept the sums in memory between slices (a tenth of its time
+//! went to those loads and stores), 2048×2048 71 → 98–101; n = 64 80 → 85–91.
 
 use std::arch::x86_64::*;
 
@@ -36,17 +38,17 @@ pub const ROWS: usize = 16;
 /// Weight rows and activation rows of the register block.
 const MR: usize = 8;
 const NR: usize = 3;
-/// 64-byte vectors per row in a slice: 16 rows × 16 vectors = 16 KiB.
-const VECS: usize = 16;
-/// Passes over the slice per group of activation rows, and the rows of the next group each
+/// Passes over the panel per group of activation rows, and the rows of the next group each
 /// pass prefetches.
 const PASSES: usize = ROWS / MR;
 const PF: usize = NR.div_ceil(PASSES);
 
 /// How one weight type's products accumulate (see the module header).
 trait Stream {
-    /// Columns per 64-byte vector.
+    /// Columns per step (one 16-lane vector of sums).
     const CHUNK: usize;
+    /// Bytes of one step's weights of one row, as laid out.
+    const VB: usize;
     /// Bytes of one activation.
     const ACT_BYTES: usize;
     /// Columns the vector loop covers: whole chunks, the last one padded or not.
@@ -56,18 +58,23 @@ trait Stream {
     /// # Safety
     /// `t < job.n`.
     unsafe fn row(job: &PanelJob, t: usize) -> *const u8;
-    /// Lays out the chunk at column `c < main` of the weight row at `w` into the 64 bytes at
+    /// Copies the chunk at column `c < main` of the weight row at `w` to the `VB` bytes at
     /// `dst`.
     ///
     /// # Safety
-    /// The row holds `cols` weights; the CPU supports the stream's instructions.
-    unsafe fn lay(w: *const u8, cols: usize, c: usize, dst: *mut f32);
+    /// The row holds `cols` weights.
+    unsafe fn lay(w: *const u8, cols: usize, c: usize, dst: *mut u8);
+    /// A laid-out chunk as a vector (widened to f32, or the bf16 pairs as they are).
+    ///
+    /// # Safety
+    /// `VB` readable bytes; the CPU supports the stream's instructions.
+    unsafe fn load(w: *const u8) -> __m512;
     /// The activation vector of the chunk at column `c` of the activation row `x`.
     ///
     /// # Safety
     /// `x` is an activation row of the job; AVX-512F.
     unsafe fn act(x: *const u8, c: usize) -> __m512;
-    /// One step of a sum: a laid-out weight vector against an activation vector.
+    /// One step of a sum: a weight vector against an activation vector.
     ///
     /// # Safety
     /// The CPU supports the stream's instructions.
@@ -84,6 +91,7 @@ struct Float<W>(std::marker::PhantomData<W>);
 
 impl<W: FloatW> Stream for Float<W> {
     const CHUNK: usize = 16;
+    const VB: usize = 16 * W::BYTES;
     const ACT_BYTES: usize = 4;
     fn main(cols: usize) -> usize {
         cols / 16 * 16
@@ -94,9 +102,14 @@ impl<W: FloatW> Stream for Float<W> {
         unsafe { job.act.f32s.add(t * job.cols) as *const u8 }
     }
     #[inline(always)]
-    unsafe fn lay(w: *const u8, _: usize, c: usize, dst: *mut f32) {
+    unsafe fn lay(w: *const u8, _: usize, c: usize, dst: *mut u8) {
         // SAFETY: caller's contract.
-        unsafe { _mm512_storeu_ps(dst, super::float::load16::<W>(w.add(c * W::BYTES))) }
+        unsafe { std::ptr::copy_nonoverlapping(w.add(c * W::BYTES), dst, Self::VB) }
+    }
+    #[inline(always)]
+    unsafe fn load(w: *const u8) -> __m512 {
+        // SAFETY: caller's contract.
+        unsafe { super::float::load16::<W>(w) }
     }
     #[inline(always)]
     unsafe fn act(x: *const u8, c: usize) -> __m512 {
@@ -131,6 +144,7 @@ struct Bf16Dp;
 
 impl Stream for Bf16Dp {
     const CHUNK: usize = 32;
+    const VB: usize = 64;
     const ACT_BYTES: usize = 2;
     fn main(cols: usize) -> usize {
         bf16_stride(cols)
@@ -141,20 +155,19 @@ impl Stream for Bf16Dp {
         unsafe { job.act.bf16s.add(t * bf16_stride(job.cols)) as *const u8 }
     }
     #[inline(always)]
-    unsafe fn lay(w: *const u8, cols: usize, c: usize, dst: *mut f32) {
-        // SAFETY: caller's contract; the last chunk is read through a zeroed copy, as the tile
+    unsafe fn lay(w: *const u8, cols: usize, c: usize, dst: *mut u8) {
+        // SAFETY: caller's contract; the last chunk is zero-filled past the row, as the tile
         // does.
         unsafe {
-            let w = w as *const u16;
-            let v = if c + 32 <= cols {
-                _mm512_loadu_si512(w.add(c) as *const _)
-            } else {
-                let mut tail = [0u16; 32];
-                std::ptr::copy_nonoverlapping(w.add(c), tail.as_mut_ptr(), cols - c);
-                _mm512_loadu_si512(tail.as_ptr() as *const _)
-            };
-            _mm512_storeu_si512(dst as *mut _, v);
+            let len = 32.min(cols - c);
+            std::ptr::copy_nonoverlapping(w.add(2 * c), dst, 2 * len);
+            std::ptr::write_bytes(dst.add(2 * len), 0, 64 - 2 * len);
         }
+    }
+    #[inline(always)]
+    unsafe fn load(w: *const u8) -> __m512 {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_loadu_ps(w as *const f32) }
     }
     #[inline(always)]
     unsafe fn act(x: *const u8, c: usize) -> __m512 {
@@ -177,79 +190,70 @@ impl Stream for Bf16Dp {
     }
 }
 
-/// Lays out columns `k0..k0 + kc` of the job's rows into `w[(r · VECS + v) · 16..]` (missing
-/// rows of a short panel repeat the last one; their results are not stored).
+/// Lays out the job's rows over all `main` columns, chunk by chunk: row `r`'s chunk `k` at
+/// byte `(k · ROWS + r) · VB`, so that a step of `MR` rows reads `MR · VB` consecutive bytes
+/// (missing rows of a short panel repeat the last one; their results are not stored).
 ///
 /// # Safety
-/// `k0 + kc ≤ S::main(cols)`, `kc ≤ VECS · S::CHUNK`; `w` holds `ROWS · VECS · 16` floats; the
-/// CPU supports the stream's instructions.
+/// `w` holds `main / CHUNK · ROWS · VB` bytes.
 #[inline(always)]
-unsafe fn lay<S: Stream>(job: &PanelJob, k0: usize, kc: usize, w: &mut [f32]) {
+unsafe fn lay<S: Stream>(job: &PanelJob, main: usize, w: *mut u8) {
     // SAFETY: caller's contract.
     unsafe {
         for r in 0..ROWS {
             let src = job.w.add(r.min(job.nr - 1) * job.row_bytes);
-            let dst = w.as_mut_ptr().add(r * VECS * 16);
-            for v in 0..kc / S::CHUNK {
-                S::lay(src, job.cols, k0 + v * S::CHUNK, dst.add(v * 16));
+            for k in 0..main / S::CHUNK {
+                S::lay(src, job.cols, k * S::CHUNK, w.add((k * ROWS + r) * S::VB));
             }
         }
     }
 }
 
-/// Weight rows `m0..m0 + MR` of the slice against activation rows `t0..t0 + N`, columns
-/// `k0..k0 + kc`; the sums live in `acc[(t · ROWS + r) · 16..]`. Prefetches the slice's
-/// activations of the rows at `pf`.
+/// Weight rows `m0..m0 + MR` of the laid-out panel against activation rows `t0..t0 + N`, over
+/// all columns: the outputs. Prefetches the activations of the rows at `pf`.
 ///
 /// # Safety
-/// `w` is the laid-out slice, `acc` holds `n · ROWS · 16` floats, the activation rows exist;
-/// the CPU supports the stream's instructions.
+/// `w` is the laid-out panel, the activation rows exist; the CPU supports the stream's
+/// instructions.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn micro<S: Stream, const N: usize>(
     job: &PanelJob,
-    w: &[f32],
-    acc: &mut [f32],
+    w: *const u8,
     m0: usize,
     t0: usize,
-    k0: usize,
-    kc: usize,
     pf: [*const u8; PF],
-) {
+) -> [[f32; N]; MR] {
     // SAFETY: caller's contract.
     unsafe {
+        let main = S::main(job.cols);
         let x: [*const u8; N] = std::array::from_fn(|i| S::row(job, t0 + i));
-        let a = |m: usize, i: usize| acc.as_ptr().add(((t0 + i) * ROWS + m0 + m) * 16) as *mut f32;
         let mut v = [[_mm512_setzero_ps(); N]; MR];
-        if k0 > 0 {
-            for m in 0..MR {
-                for i in 0..N {
-                    v[m][i] = _mm512_loadu_ps(a(m, i));
-                }
-            }
-        }
-        let wp = w.as_ptr().add(m0 * VECS * 16);
-        for k in 0..kc / S::CHUNK {
-            let c = k0 + k * S::CHUNK;
+        let mut wp = w.add(m0 * S::VB);
+        let mut c = 0;
+        while c < main {
             // The N activation vectors stay in registers and the weight rows stream past them:
-            // 24 sums + 3 + 1 registers of the 32 (eight weight vectors held at once, with the
-            // sums, would be 33: one sum spilled to the stack every step).
+            // 24 sums + 3 + 1 registers of the 32.
             let xv: [__m512; N] = std::array::from_fn(|i| S::act(x[i], c));
             for p in pf {
                 _mm_prefetch::<_MM_HINT_T0>(p.add(c * S::ACT_BYTES) as *const i8);
             }
             for m in 0..MR {
-                let wv = _mm512_loadu_ps(wp.add((m * VECS + k) * 16));
+                let wv = S::load(wp.add(m * S::VB));
                 for i in 0..N {
                     v[m][i] = S::madd(v[m][i], wv, xv[i]);
                 }
             }
+            wp = wp.add(ROWS * S::VB);
+            c += S::CHUNK;
         }
+        let mut out = [[0.0f32; N]; MR];
         for m in 0..MR {
+            let wr = job.w.add((m0 + m).min(job.nr - 1) * job.row_bytes);
             for i in 0..N {
-                _mm512_storeu_ps(a(m, i), v[m][i]);
+                out[m][i] = S::finish(v[m][i], wr, x[i], job.cols);
             }
         }
+        out
     }
 }
 
@@ -258,45 +262,44 @@ unsafe fn micro<S: Stream, const N: usize>(
 /// stream's instructions.
 #[inline(always)]
 unsafe fn body<S: Stream>(job: &PanelJob, buf: &mut PanelBuf) {
-    let (n, cols) = (job.n, job.cols);
-    let main = S::main(cols);
-    // Both buffers start on a cache line (`panel::lined`).
-    buf.s.resize(ROWS * VECS * 16 + 16, 0.0);
-    buf.o.resize(n * ROWS * 16 + 16, 0.0);
-    let (ws, os) = (line_offset(buf.s.as_ptr()), line_offset(buf.o.as_ptr()));
-    // SAFETY: forwarded contract; the buffers were sized above.
+    let (n, main) = (job.n, S::main(job.cols));
+    // The laid-out panel, from a cache line.
+    buf.s
+        .resize((main / S::CHUNK * ROWS * S::VB).div_ceil(4) + 16, 0.0);
+    let ws = line_offset(buf.s.as_ptr());
+    // SAFETY: forwarded contract; the buffer was sized above.
     unsafe {
-        let mut k0 = 0;
-        while k0 < main {
-            let kc = (main - k0).min(VECS * S::CHUNK);
-            lay::<S>(job, k0, kc, &mut buf.s[ws..]);
-            let mut t0 = 0;
-            while t0 < n {
-                let nt = (n - t0).min(NR);
-                for pass in 0..PASSES {
-                    let m0 = pass * MR;
-                    // Rows of the next group (the last row again past the end: prefetching a
-                    // line twice costs little).
-                    let pf =
-                        std::array::from_fn(|q| S::row(job, (t0 + nt + pass * PF + q).min(n - 1)));
-                    let (w, acc) = (&buf.s[ws..], &mut buf.o[os..]);
-                    match nt {
-                        1 => micro::<S, 1>(job, w, acc, m0, t0, k0, kc, pf),
-                        2 => micro::<S, 2>(job, w, acc, m0, t0, k0, kc, pf),
-                        _ => micro::<S, 3>(job, w, acc, m0, t0, k0, kc, pf),
+        let w = buf.s.as_mut_ptr().add(ws) as *mut u8;
+        lay::<S>(job, main, w);
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = (n - t0).min(NR);
+            for pass in 0..PASSES {
+                let m0 = pass * MR;
+                // Rows of the next group (the last row again past the end: prefetching a line
+                // twice costs little).
+                let pf = std::array::from_fn(|q| S::row(job, (t0 + nt + pass * PF + q).min(n - 1)));
+                let put = |m: usize, i: usize, v: f32| {
+                    if m0 + m < job.nr {
+                        *job.out.add((t0 + i) * job.ldo + m0 + m) = v;
+                    }
+                };
+                match nt {
+                    1 => {
+                        let o = micro::<S, 1>(job, w, m0, t0, pf);
+                        (0..MR).for_each(|m| put(m, 0, o[m][0]));
+                    }
+                    2 => {
+                        let o = micro::<S, 2>(job, w, m0, t0, pf);
+                        (0..MR).for_each(|m| (0..2).for_each(|i| put(m, i, o[m][i])));
+                    }
+                    _ => {
+                        let o = micro::<S, 3>(job, w, m0, t0, pf);
+                        (0..MR).for_each(|m| (0..3).for_each(|i| put(m, i, o[m][i])));
                     }
                 }
-                t0 += nt;
             }
-            k0 += kc;
-        }
-        for t in 0..n {
-            let x = S::row(job, t);
-            for r in 0..job.nr {
-                let sum = _mm512_loadu_ps(buf.o.as_ptr().add(os + (t * ROWS + r) * 16));
-                *job.out.add(t * job.ldo + r) =
-                    S::finish(sum, job.w.add(r * job.row_bytes), x, cols);
-            }
+            t0 += nt;
         }
     }
 }

@@ -324,7 +324,8 @@ pub static AVX2: Table = Table {
 ///
 /// Its BF16 panel beats the tile (4 × 4 `vdpbf16ps` sums in registers over rows in L2) only on
 /// long prompts: `panel_speed` BF16 (one thread, a 1B layer's products, GFLOP/s) at n = 64
-/// 143–145 against the tile's 158–162, n = 128 and 192 level, n = 512 172–175 against 164–169.
+/// 141–148 against the tile's 152–162, n = 128 level, n = 256 185 against 170, n = 512 192
+/// against 164–169.
 pub static AVX512_BF16: Table = avx512(
     TypeKernels {
         act: ActKind::Bf16,
