@@ -138,6 +138,7 @@ impl Panel {
 
     /// The same panel, used from `min_n` activation rows (where its packing costs more than
     /// the tile's product at fewer: measured with `--example panel_speed`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub const fn used_from(self, min_n: usize) -> Panel {
         Panel { min_n, ..self }
     }

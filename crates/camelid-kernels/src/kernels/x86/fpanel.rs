@@ -11,14 +11,13 @@
 //! Both are one shape: each output has one 16-lane sum and a stream of 64-byte weight and
 //! activation vectors in the order it takes them. A panel's sixteen weight rows are first laid
 //! out, as they are stored (f16, bf16 or f32), chunk by chunk: the chunk `k` of the sixteen rows
-//! side by side, so that the weights a step needs are consecutive bytes and the rows no longer
-//! sit a power of two apart (rows of 2048 bf16 are 4 KiB apart: eight of them and the
-//! activation rows fall into one L1 set). The laid-out panel stays in L2 (64 KiB for 2048 f16
-//! columns, 256 KiB for 8192) and is multiplied with all activation rows, eight weight rows by
-//! three activation rows at a time over every column, the 24 sums in registers from the first
-//! column to the last (8 + 3 loads per 24 FMAs or `vdpbf16ps`; widening f16 inside the loop
-//! costs nothing measurable: it does not take the FMA units). While one group of activation
-//! rows is multiplied, the next group is prefetched into L1, a share of it in each pass.
+//! side by side, so that the weights a step needs are consecutive bytes. The laid-out panel
+//! stays in L2 (64 KiB for 2048 f16 columns, 256 KiB for 8192) and is multiplied with all
+//! activation rows, eight weight rows by three activation rows at a time over every column, the
+//! 24 sums in registers from the first column to the last (8 + 3 loads per 24 FMAs or
+//! `vdpbf16ps`; widening f16 inside the loop costs nothing measurable: it does not take the FMA
+//! units). While one group of activation rows is multiplied, the next group is prefetched into
+//! L1, a share of it in each pass.
 //!
 //! `--example panel_speed` (one thread, a 1B layer's products, GFLOP/s; the FMA peak of this
 //! Zen 4 core is 117): F16 at n = 512 73–78 → 91–98 against the version before, which widened
