@@ -112,12 +112,23 @@ fn simd() -> bool {
 /// [`attention_with`].
 pub(crate) trait AttnPrims {
     fn dot(a: &[f32], b: &[f32]) -> f32;
+    /// `out[t] = dot(q, rows[t · stride..][..q.len()]) · scale` for `t < out.len()`: the scores
+    /// of one head over consecutive positions (a path may compute several at once, in the same
+    /// arithmetic as [`AttnPrims::dot`]).
+    fn scores(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+        for (t, o) in out.iter_mut().enumerate() {
+            *o = Self::dot(q, &rows[t * stride..][..q.len()]) * scale;
+        }
+    }
     /// For each of the `out.len() / hd` heads `j`: `out[j · hd + d] = Σ_t p[j · n + t] ·
     /// rows[t · stride + d]` over `t < n`, `d < hd`, each element summed in the order of `t`
     /// from zero (so a head's result does not depend on the heads beside it).
     fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize);
     fn softmax(x: &mut [f32]);
 }
+
+/// Positions per block of scores (64 keys of 128 floats: 32 KiB).
+const SCORE_BLOCK: usize = 64;
 
 /// Attention of one query position for the query heads `heads` (see [`attention`]); `q` is the
 /// whole row `[n_heads, head_dim]`, `out` holds only the `heads` (`[heads.len(), head_dim]`).
@@ -155,11 +166,16 @@ pub(crate) fn attention_with<P: AttnPrims>(
         let h1 = heads.end.min((kvh + 1) * group).min(h0 + room);
         let off = kvh * head_dim;
         let sc = &mut scores[..(h1 - h0) * n_past];
-        for t in 0..n_past {
-            let kt = &k[t * kv_dim + off..][..head_dim];
+        // Positions in blocks whose keys stay in L1 while each head of the group takes them.
+        let mut t0 = 0;
+        while t0 < n_past {
+            let nt = (n_past - t0).min(SCORE_BLOCK);
+            let kt = &k[t0 * kv_dim + off..];
             for h in h0..h1 {
-                sc[(h - h0) * n_past + t] = P::dot(&q[h * head_dim..][..head_dim], kt) * scale;
+                let o = &mut sc[(h - h0) * n_past + t0..][..nt];
+                P::scores(&q[h * head_dim..][..head_dim], kt, kv_dim, scale, o);
             }
+            t0 += nt;
         }
         for row in sc.chunks_exact_mut(n_past.max(1)) {
             P::softmax(row);

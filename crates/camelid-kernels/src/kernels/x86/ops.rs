@@ -132,6 +132,23 @@ trait AttnVec {
     /// # Safety
     /// The path's features.
     unsafe fn dot(a: &[f32], b: &[f32]) -> f32;
+    /// Scores [`AttnVec::dots`] computes at once.
+    const DOTS: usize;
+    /// `out[j] = dot(q, k + j · stride) · scale` for `j < DOTS`, bit for bit [`AttnVec::dot`]
+    /// and the product, with the reductions of all `DOTS` sums done side by side in the lanes
+    /// of a few vectors (the same pairs added in the same order as one by one).
+    ///
+    /// # Safety
+    /// `hd` (a multiple of 16) floats at `q` and at each `k + j · stride`; `DOTS` writable
+    /// floats at `out`; the path's features.
+    unsafe fn dots(
+        q: *const f32,
+        hd: usize,
+        k: *const f32,
+        stride: usize,
+        scale: f32,
+        out: *mut f32,
+    );
     /// # Safety
     /// The path's features.
     unsafe fn zero() -> Self::V;
@@ -157,6 +174,54 @@ impl AttnVec for Avx2Vec {
     type V = __m256;
     const LANES: usize = 8;
     const ACC: usize = 8;
+    const DOTS: usize = 8;
+    #[inline(always)]
+    unsafe fn dots(
+        q: *const f32,
+        hd: usize,
+        k: *const f32,
+        stride: usize,
+        scale: f32,
+        out: *mut f32,
+    ) {
+        // SAFETY: AVX2 + FMA (caller); every access below `hd` of `q` and of the `DOTS` rows.
+        unsafe {
+            let mut s = [[_mm256_setzero_ps(); 2]; 8];
+            let mut i = 0;
+            while i < hd {
+                let (q0, q1) = (_mm256_loadu_ps(q.add(i)), _mm256_loadu_ps(q.add(i + 8)));
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let kj = k.add(j * stride + i);
+                    sj[0] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kj), sj[0]);
+                    sj[1] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(kj.add(8)), sj[1]);
+                }
+                i += 16;
+            }
+            let u: [__m256; 8] = std::array::from_fn(|j| _mm256_add_ps(s[j][0], s[j][1]));
+            // `hsum`'s tree on eight sums at once: halves, then lanes 0 + 2 and 1 + 3, then
+            // 0 + 1. Taking them in the order below puts sum `j`'s total in lane `j`.
+            let r = [u[0], u[4], u[1], u[5], u[2], u[6], u[3], u[7]];
+            let x: [__m256; 4] = std::array::from_fn(|m| {
+                let (a, b) = (r[2 * m], r[2 * m + 1]);
+                _mm256_add_ps(
+                    _mm256_permute2f128_ps::<0x20>(a, b),
+                    _mm256_permute2f128_ps::<0x31>(a, b),
+                )
+            });
+            let y: [__m256; 2] = std::array::from_fn(|m| {
+                let (a, b) = (x[2 * m], x[2 * m + 1]);
+                _mm256_add_ps(
+                    _mm256_shuffle_ps::<0x44>(a, b),
+                    _mm256_shuffle_ps::<0xee>(a, b),
+                )
+            });
+            let w = _mm256_add_ps(
+                _mm256_shuffle_ps::<0x88>(y[0], y[1]),
+                _mm256_shuffle_ps::<0xdd>(y[0], y[1]),
+            );
+            _mm256_storeu_ps(out, _mm256_mul_ps(w, _mm256_set1_ps(scale)));
+        }
+    }
     #[inline(always)]
     unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -205,6 +270,59 @@ impl AttnVec for Avx512Vec {
     type V = __m512;
     const LANES: usize = 16;
     const ACC: usize = 16;
+    const DOTS: usize = 16;
+    #[inline(always)]
+    unsafe fn dots(
+        q: *const f32,
+        hd: usize,
+        k: *const f32,
+        stride: usize,
+        scale: f32,
+        out: *mut f32,
+    ) {
+        // SAFETY: AVX-512F (caller); every access below `hd` of `q` and of the `DOTS` rows.
+        unsafe {
+            let mut s = [_mm512_setzero_ps(); 16];
+            let mut i = 0;
+            while i < hd {
+                let qv = _mm512_loadu_ps(q.add(i));
+                for (j, sj) in s.iter_mut().enumerate() {
+                    *sj = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add(j * stride + i)), *sj);
+                }
+                i += 16;
+            }
+            // `_mm512_reduce_add_ps`'s tree on sixteen sums at once: halves, quarters, lanes
+            // 0 + 2 and 1 + 3, then 0 + 1. Taking them transposed by fours puts sum `j`'s
+            // total in lane `j`.
+            let r: [__m512; 16] = std::array::from_fn(|i| s[4 * (i % 4) + i / 4]);
+            let x: [__m512; 8] = std::array::from_fn(|m| {
+                let (a, b) = (r[2 * m], r[2 * m + 1]);
+                _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x44>(a, b),
+                    _mm512_shuffle_f32x4::<0xee>(a, b),
+                )
+            });
+            let y: [__m512; 4] = std::array::from_fn(|m| {
+                let (a, b) = (x[2 * m], x[2 * m + 1]);
+                _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0x88>(a, b),
+                    _mm512_shuffle_f32x4::<0xdd>(a, b),
+                )
+            });
+            let z: [__m512; 2] = std::array::from_fn(|m| {
+                let (a, b) = (y[2 * m], y[2 * m + 1]);
+                _mm512_add_ps(
+                    _mm512_shuffle_ps::<0x44>(a, b),
+                    _mm512_shuffle_ps::<0xee>(a, b),
+                )
+            });
+            let w = _mm512_add_ps(
+                _mm512_shuffle_ps::<0x88>(z[0], z[1]),
+                _mm512_shuffle_ps::<0xdd>(z[0], z[1]),
+            );
+            _mm512_storeu_ps(out, _mm512_mul_ps(w, _mm512_set1_ps(scale)));
+        }
+    }
     #[inline(always)]
     unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -367,6 +485,27 @@ impl<V: AttnVec> AttnPrims for Prims<V> {
     }
 
     #[inline(always)]
+    fn scores(q: &[f32], rows: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+        let (hd, n) = (q.len(), out.len());
+        assert!(n == 0 || (n - 1) * stride + hd <= rows.len());
+        let mut t = 0;
+        if hd.is_multiple_of(16) {
+            while t + V::DOTS <= n {
+                // SAFETY: rows `t..t + DOTS` lie inside `rows` (asserted), `out` has `DOTS`
+                // floats from `t`; the features as for `dot`.
+                unsafe {
+                    let k = rows.as_ptr().add(t * stride);
+                    V::dots(q.as_ptr(), hd, k, stride, scale, out.as_mut_ptr().add(t));
+                }
+                t += V::DOTS;
+            }
+        }
+        for (t, o) in out.iter_mut().enumerate().skip(t) {
+            *o = Self::dot(q, &rows[t * stride..][..hd]) * scale;
+        }
+    }
+
+    #[inline(always)]
     fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize) {
         // SAFETY: as for `dot`.
         unsafe { mix_body::<V>(out, hd, p, n, rows, stride) }
@@ -406,4 +545,78 @@ macro_rules! attention_entries {
 attention_entries! {
     attention: "avx2,fma", Avx2Vec;
     attention_avx512: "avx2,fma,avx512f", Avx512Vec;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scores of `n` positions both ways: [`AttnPrims::scores`] (blocks of `V::DOTS` with the
+    /// side-by-side reductions) and one [`AttnVec::dot`] each.
+    ///
+    /// # Safety
+    /// The CPU has `V`'s features (the callers below enable them).
+    #[inline(always)]
+    unsafe fn both<V: AttnVec>(q: &[f32], rows: &[f32], stride: usize, n: usize) -> [Vec<f32>; 2] {
+        let scale = 0.125f32;
+        let mut block = vec![0.0f32; n];
+        Prims::<V>::scores(q, rows, stride, scale, &mut block);
+        // SAFETY: caller's contract.
+        let one = (0..n)
+            .map(|t| unsafe { V::dot(q, &rows[t * stride..][..q.len()]) } * scale)
+            .collect();
+        [block, one]
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn both_avx2(q: &[f32], rows: &[f32], stride: usize, n: usize) -> [Vec<f32>; 2] {
+        // SAFETY: this function's features.
+        unsafe { both::<Avx2Vec>(q, rows, stride, n) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn both_avx512(q: &[f32], rows: &[f32], stride: usize, n: usize) -> [Vec<f32>; 2] {
+        // SAFETY: this function's features.
+        unsafe { both::<Avx512Vec>(q, rows, stride, n) }
+    }
+
+    /// The blocked scores are the one-by-one scores bit for bit, so attention gives what it
+    /// gave before and the same in every batch.
+    #[test]
+    fn blocked_scores_equal_one_dot_at_a_time() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+        };
+        for hd in [16, 32, 64, 80, 128, 256, 36] {
+            for n in [0, 1, 7, 8, 16, 17, 40, 64] {
+                let stride = 3 * hd + 4;
+                let q: Vec<f32> = (0..hd).map(|_| next()).collect();
+                let rows: Vec<f32> = (0..n.max(1) * stride).map(|_| next()).collect();
+                let mut paths = Vec::new();
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: checked above.
+                    paths.push(("avx2", unsafe { both_avx2(&q, &rows, stride, n) }));
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: checked above.
+                    paths.push(("avx512", unsafe { both_avx512(&q, &rows, stride, n) }));
+                }
+                for (isa, [block, one]) in paths {
+                    for t in 0..n {
+                        assert_eq!(
+                            block[t].to_bits(),
+                            one[t].to_bits(),
+                            "{isa} hd {hd} n {n} t {t}: {} vs {}",
+                            block[t],
+                            one[t]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
