@@ -88,6 +88,33 @@ pub(super) unsafe fn load16<W: FloatW>(p: *const u8) -> __m512 {
     }
 }
 
+/// `s` plus the products of columns `from..cols` of the weight row `w` and the activation row
+/// `x`, one by one in column order: the columns past the last whole vector, in every float
+/// kernel (tiles and panels alike, so that they agree bit for bit).
+///
+/// # Safety
+/// `w` holds `cols` weights and `x` `cols` floats.
+#[inline(always)]
+pub(super) unsafe fn tail<W: FloatW>(
+    mut s: f32,
+    w: *const u8,
+    x: *const f32,
+    from: usize,
+    cols: usize,
+) -> f32 {
+    // SAFETY: caller's contract.
+    let (row, x) = unsafe {
+        (
+            std::slice::from_raw_parts(w, cols * W::BYTES),
+            std::slice::from_raw_parts(x, cols),
+        )
+    };
+    for c in from..cols {
+        s += W::one(&row[c * W::BYTES..]) * x[c];
+    }
+    s
+}
+
 /// `MR` weight rows against `N` activation rows, register-blocked: each weight vector is
 /// loaded (and widened) once for the `N` activations, each activation vector once for the `MR`
 /// rows. 256-bit vectors (`WIDE = false`) or 512-bit (`WIDE = true`, AVX-512 only).
@@ -159,11 +186,8 @@ unsafe fn block<W: FloatW, const MR: usize, const N: usize, const WIDE: bool>(
             main
         };
         for m in 0..MR {
-            let row = std::slice::from_raw_parts(w[m], cols * W::BYTES);
             for i in 0..N {
-                for c in main..cols {
-                    out[m][i] += W::one(&row[c * W::BYTES..]) * *x[i].add(c);
-                }
+                out[m][i] = tail::<W>(out[m][i], w[m], x[i], main, cols);
             }
         }
     }

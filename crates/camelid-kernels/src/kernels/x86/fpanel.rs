@@ -124,16 +124,12 @@ impl<W: FloatW> Stream for Float<W> {
     unsafe fn finish(sum: __m512, w: *const u8, x: *const u8, cols: usize) -> f32 {
         // SAFETY: caller's contract.
         unsafe {
-            let mut s = if cols >= 16 {
+            let s = if cols >= 16 {
                 _mm512_reduce_add_ps(sum)
             } else {
                 0.0
             };
-            let row = std::slice::from_raw_parts(w, cols * W::BYTES);
-            for c in Self::main(cols)..cols {
-                s += W::one(&row[c * W::BYTES..]) * *(x as *const f32).add(c);
-            }
-            s
+            super::float::tail::<W>(s, w, x as *const f32, Self::main(cols), cols)
         }
     }
 }

@@ -117,12 +117,8 @@ impl<W: FloatW> Stream for Float<W> {
     unsafe fn finish(sums: [__m256; 2], w: *const u8, x: *const u8, cols: usize) -> f32 {
         // SAFETY: caller's contract.
         unsafe {
-            let mut s = hsum(sums[0]);
-            let row = std::slice::from_raw_parts(w, cols * W::BYTES);
-            for c in Self::main(cols)..cols {
-                s += W::one(&row[c * W::BYTES..]) * *(x as *const f32).add(c);
-            }
-            s
+            let s = hsum(sums[0]);
+            super::float::tail::<W>(s, w, x as *const f32, Self::main(cols), cols)
         }
     }
 }
