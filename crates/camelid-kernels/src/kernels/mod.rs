@@ -98,6 +98,27 @@ pub struct PanelJob {
     pub ldo: usize,
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl PanelJob {
+    /// Activation row `t` as f32 (`cols` floats), as bytes.
+    ///
+    /// # Safety
+    /// `t < n`, and the job's activations are f32.
+    pub(crate) unsafe fn f32_row(&self, t: usize) -> *const u8 {
+        // SAFETY: caller's contract.
+        unsafe { self.act.f32s.add(t * self.cols) as *const u8 }
+    }
+
+    /// Activation row `t` as bf16 (padded to [`crate::act::bf16_stride`]), as bytes.
+    ///
+    /// # Safety
+    /// `t < n`, and the job's activations are bf16.
+    pub(crate) unsafe fn bf16_row(&self, t: usize) -> *const u8 {
+        // SAFETY: caller's contract.
+        unsafe { self.act.bf16s.add(t * crate::act::bf16_stride(self.cols)) as *const u8 }
+    }
+}
+
 /// Per-thread scratch of a panel, reused from product to product (only the x86 panels pack).
 #[derive(Default, Debug)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

@@ -97,8 +97,8 @@ impl<W: FloatW> Stream for Float<W> {
     }
     #[inline(always)]
     unsafe fn row(job: &PanelJob, t: usize) -> *const u8 {
-        // SAFETY: caller's contract.
-        unsafe { job.act.f32s.add(t * job.cols) as *const u8 }
+        // SAFETY: caller's contract (f32 activations).
+        unsafe { job.f32_row(t) }
     }
     #[inline(always)]
     unsafe fn lay(w: *const u8, _: usize, c: usize, dst: *mut u8) {
@@ -146,8 +146,8 @@ impl Stream for Bf16Dp {
     }
     #[inline(always)]
     unsafe fn row(job: &PanelJob, t: usize) -> *const u8 {
-        // SAFETY: caller's contract; bf16 rows are padded to `bf16_stride`.
-        unsafe { job.act.bf16s.add(t * bf16_stride(job.cols)) as *const u8 }
+        // SAFETY: caller's contract (bf16 activations).
+        unsafe { job.bf16_row(t) }
     }
     #[inline(always)]
     unsafe fn lay(w: *const u8, cols: usize, c: usize, dst: *mut u8) {
