@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Tokens of the tg test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
+    /// Tokens already in the context when each test starts (llama-bench's `-d`): speed deep
+    /// into a long chat or document. Filled once per test, untimed.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
@@ -40,8 +44,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let l = &a.load;
     let (path, model) =
         crate::load::open_resolved(l.model.as_deref(), l.device, l.threads, l.precision)?;
-    let report = camelid_engine::bench::run(&model, &path, a.n_prompt, a.n_gen, a.reps)
-        .map_err(anyhow::Error::msg)?;
+    let tests = camelid_engine::bench::Tests {
+        n_prompt: a.n_prompt,
+        n_gen: a.n_gen,
+        n_depth: a.n_depth,
+        reps: a.reps,
+    };
+    let report =
+        camelid_engine::bench::run(&model, &path, tests).map_err(anyhow::Error::msg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

@@ -1,8 +1,9 @@
 //! Prompt and decode speed with llama-bench's meaning of the figures (llama.cpp
 //! `tools/llama-bench/README.md`): pp<P> is one pass over a prompt of P tokens, in tokens/s;
-//! tg<N> is N tokens decoded one at a time after an empty context, in tokens/s. Each test is
-//! warmed up once (the whole prompt for pp, one token for tg), then run `reps` times from an
-//! empty cache; mean ± sample standard deviation. A [`Report`] prints a run as llama-bench's
+//! tg<N> is N tokens decoded one at a time after an empty context, in tokens/s; `@ d<D>` after
+//! either (llama-bench's `-d`) means after a context already holding D tokens instead. Each test
+//! is warmed up once (the whole prompt for pp, one token for tg), then run `reps` times from the
+//! same context; mean ± sample standard deviation. A [`Report`] prints a run as llama-bench's
 //! JSON records or as a Markdown table with the memory-bandwidth lines.
 
 use std::fmt::Write as _;
@@ -16,10 +17,12 @@ use crate::eval::Moments;
 /// The samples of one test, in tokens/s.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stat {
-    /// `pp512`, `tg128`.
+    /// `pp512`, `tg128`, `tg128 @ d4096`.
     pub test: String,
     pub n_prompt: usize,
     pub n_gen: usize,
+    /// Tokens in the context before the test's own (llama-bench's `n_depth`).
+    pub n_depth: usize,
     pub samples: Vec<f64>,
 }
 
@@ -35,7 +38,22 @@ impl Stat {
             test,
             n_prompt,
             n_gen,
+            n_depth: 0,
             samples: Vec::new(),
+        }
+    }
+
+    /// The same test after a context of `n_depth` tokens: `tg128 @ d4096`, as llama-bench
+    /// names it.
+    pub fn at_depth(self, n_depth: usize) -> Stat {
+        let test = match n_depth {
+            0 => self.test,
+            d => format!("{} @ d{d}", self.test),
+        };
+        Stat {
+            test,
+            n_depth,
+            ..self
         }
     }
 
@@ -75,16 +93,29 @@ pub fn bench_tokens(n_vocab: usize, n: usize) -> Vec<u32> {
         .collect()
 }
 
-/// pp: `reps` passes over `prompt` after one warm-up pass.
+/// Fills an empty `state` with `depth` tokens, in passes of at most 512 (llama-bench's
+/// default batch), untimed: the context a test `@ d<D>` starts from.
+pub fn fill(model: &Model, state: &mut State, depth: &[u32]) -> Result<(), ModelError> {
+    state.pos = 0;
+    for part in depth.chunks(512) {
+        model.forward(state, part, false, |_, _| {})?;
+    }
+    Ok(())
+}
+
+/// pp: `reps` passes over `prompt` after one warm-up pass, each from the state's position at
+/// the call (the cache below it is left as it is: later passes overwrite only their own
+/// positions).
 pub fn prompt_speed(
     model: &Model,
     state: &mut State,
     prompt: &[u32],
     reps: usize,
 ) -> Result<Stat, ModelError> {
-    let mut s = Stat::new(prompt.len(), 0);
+    let start = state.pos;
+    let mut s = Stat::new(prompt.len(), 0).at_depth(start);
     for rep in 0..=reps {
-        state.pos = 0;
+        state.pos = start;
         let t = Instant::now();
         model.forward(state, prompt, false, |_, _| {})?;
         if rep > 0 {
@@ -95,19 +126,19 @@ pub fn prompt_speed(
     Ok(s)
 }
 
-/// tg: `reps` runs decoding `tokens` one at a time from an empty cache, after one warm-up
-/// token.
+/// tg: `reps` runs decoding `tokens` one at a time after one warm-up token, each from the
+/// state's position at the call.
 pub fn decode_speed(
     model: &Model,
     state: &mut State,
     tokens: &[u32],
     reps: usize,
 ) -> Result<Stat, ModelError> {
-    let mut s = Stat::new(0, tokens.len());
-    state.pos = 0;
+    let start = state.pos;
+    let mut s = Stat::new(0, tokens.len()).at_depth(start);
     model.forward(state, &tokens[..tokens.len().min(1)], false, |_, _| {})?;
     for _ in 0..reps {
-        state.pos = 0;
+        state.pos = start;
         let t = Instant::now();
         for &tok in tokens {
             model.forward(state, &[tok], false, |_, _| {})?;
@@ -150,23 +181,35 @@ pub fn check(n_prompt: usize, n_gen: usize, reps: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// What to measure: llama-bench's `-p`, `-n`, `-d` and `-r`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tests {
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub n_depth: usize,
+    pub reps: usize,
+}
+
 /// Runs the tests llama-bench would (pp of `n_prompt` tokens, tg of `n_gen`, `reps` times
-/// each, a test skipped at 0) on `model`, loaded from `path`; on the CPU after measuring the
-/// memory read ceiling of the model's threads. Errors are plain text, as the checks say them.
-pub fn run(
-    model: &Model,
-    path: &std::path::Path,
-    n_prompt: usize,
-    n_gen: usize,
-    reps: usize,
-) -> Result<Report, String> {
+/// each, a test skipped at 0, each after a context of `n_depth` tokens) on `model`, loaded
+/// from `path`; on the CPU after measuring the memory read ceiling of the model's threads.
+/// Errors are plain text, as the checks say them.
+pub fn run(model: &Model, path: &std::path::Path, t: Tests) -> Result<Report, String> {
+    let Tests {
+        n_prompt,
+        n_gen,
+        n_depth,
+        reps,
+    } = t;
     check(n_prompt, n_gen, reps)?;
-    let n_ctx = n_prompt.max(n_gen).max(1);
+    let n_ctx = n_depth + n_prompt.max(n_gen).max(1);
     if n_ctx > model.config.n_ctx_train {
         let n = model.config.n_ctx_train;
         return Err(format!("{n_ctx} tokens exceed the model's context of {n}"));
     }
-    let tokens = bench_tokens(model.config.n_vocab, n_ctx);
+    let tokens = bench_tokens(model.config.n_vocab, n_prompt.max(n_gen));
+    // The context of a test `@ d<D>`: other tokens than the test's (the hash further on).
+    let depth = &bench_tokens(model.config.n_vocab, n_depth + n_ctx)[n_ctx..];
     let mut state = model.new_state(n_ctx).map_err(|e| e.to_string())?;
     let device = model.device();
     let ceiling = (device.device == "cpu").then(|| {
@@ -177,16 +220,18 @@ pub fn run(
         c
     });
     let mut stats = Vec::new();
-    if n_prompt > 0 {
-        stats.push(prompt_speed(model, &mut state, &tokens[..n_prompt], reps));
-    }
-    if n_gen > 0 {
-        stats.push(decode_speed(model, &mut state, &tokens[..n_gen], reps));
-    }
-    let stats = stats
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    let mut measure = |n: usize, test: fn(&Model, &mut State, &[u32], usize) -> _| {
+        if n > 0 {
+            fill(model, &mut state, depth)
+                .and_then(|()| test(model, &mut state, &tokens[..n], reps))
+                .map(|s| stats.push(s))
+                .map_err(|e: ModelError| e.to_string())
+        } else {
+            Ok(())
+        }
+    };
+    measure(n_prompt, prompt_speed)?;
+    measure(n_gen, decode_speed)?;
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |f| f.to_string_lossy().into_owned(),
@@ -249,6 +294,7 @@ impl Report {
                 "test": s.test,
                 "n_prompt": s.n_prompt,
                 "n_gen": s.n_gen,
+                "n_depth": s.n_depth,
                 "avg_ts": s.mean(),
                 "stddev_ts": s.stddev(),
                 "samples_ts": s.samples,
@@ -379,7 +425,13 @@ mod tests {
             .unwrap();
         let model = Model::new(c.clone(), camelid_model::weights::Weights::random(&c, 1));
         let path = std::path::Path::new("dir/tiny.gguf");
-        let r = run(&model, path, 8, 4, 2).unwrap();
+        let tests = |n_prompt, n_gen, n_depth, reps| Tests {
+            n_prompt,
+            n_gen,
+            n_depth,
+            reps,
+        };
+        let r = run(&model, path, tests(8, 4, 0, 2)).unwrap();
         let tests: Vec<&str> = r.stats.iter().map(|s| s.test.as_str()).collect();
         assert_eq!(tests, ["pp8", "tg4"]);
         assert!(
@@ -392,19 +444,27 @@ mod tests {
             ("tiny.gguf", kv_cache_bytes(&c, 8))
         );
         assert!(r.ceiling.is_some());
-        assert_eq!(run(&model, path, 0, 4, 1).unwrap().stats.len(), 1);
+        assert_eq!(run(&model, path, tests(0, 4, 0, 1)).unwrap().stats.len(), 1);
         assert_eq!(
-            run(&model, path, 8, 4, 0).unwrap_err(),
+            run(&model, path, tests(8, 4, 0, 0)).unwrap_err(),
             "-r must be at least 1"
         );
         assert!(
-            run(&model, path, 0, 0, 1)
+            run(&model, path, tests(0, 0, 0, 1))
                 .unwrap_err()
                 .starts_with("nothing to measure")
         );
         let too_long = c.n_ctx_train + 1;
-        let err = run(&model, path, too_long, 0, 1).unwrap_err();
+        let err = run(&model, path, tests(too_long, 0, 0, 1)).unwrap_err();
         assert!(err.contains("exceed the model's context"), "{err}");
+        // The context counts the depth: the tests after it, named as llama-bench names them.
+        let deep = c.n_ctx_train - 8;
+        let err = run(&model, path, tests(8, 9, deep, 1)).unwrap_err();
+        assert!(err.contains("exceed the model's context"), "{err}");
+        let r = run(&model, path, tests(8, 4, 16, 1)).unwrap();
+        let tests: Vec<(&str, usize)> = r.stats.iter().map(|s| (s.test.as_str(), s.n_depth)).collect();
+        assert_eq!(tests, [("pp8 @ d16", 16), ("tg4 @ d16", 16)]);
+        assert_eq!(r.kv_cache_bytes, kv_cache_bytes(&c, 24));
     }
 
     #[test]

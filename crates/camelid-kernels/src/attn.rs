@@ -8,7 +8,8 @@ use crate::ops::{AttnShape, attention_heads};
 impl Kernels {
     /// Causal attention of `b` query rows at once: `q, out: [b, n_heads · head_dim]`; row `t`
     /// attends over `row(t) = (k, v, n_past)`, the keys and values of its sequence
-    /// (`[≥ n_past, n_kv_heads · head_dim]`) and how many positions it sees. Rows and kv-head
+    /// (`[n_kv_heads, cap ≥ n_past, head_dim]`, as [`crate::ops::attention`] takes them) and
+    /// how many positions it sees. Rows and kv-head
     /// groups are shared out among at most `threads` threads; each result equals
     /// [`crate::ops::attention`] on that row.
     pub fn attention_rows<'a, F>(
@@ -42,8 +43,8 @@ impl Kernels {
         for t in 0..b {
             let (k, v, n_past) = row(t);
             assert!(
-                k.len() >= n_past * kv_dim && v.len() >= n_past * kv_dim,
-                "row {t}: cache shorter than {n_past} positions"
+                k.len().is_multiple_of(kv_dim) && v.len() == k.len() && k.len() >= n_past * kv_dim,
+                "row {t}: the cache is not [{n_kv_heads}, ≥ {n_past}, {head_dim}]"
             );
             max_past = max_past.max(n_past);
         }

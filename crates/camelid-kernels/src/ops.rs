@@ -80,9 +80,12 @@ pub struct AttnShape {
 
 /// Causal attention of one query position over the cached keys and values `0..n_past`.
 ///
-/// `q: [n_heads, head_dim]`, `k, v: [≥ n_past, n_kv_heads · head_dim]`, `out: [n_heads, head_dim]`,
-/// `scores`: scratch of at least `n_past` (with `n_heads / n_kv_heads` times that, the query heads
-/// of a kv head go together). Query head `h` reads kv head `h / (n_heads / n_kv_heads)`.
+/// `q: [n_heads, head_dim]`, `out: [n_heads, head_dim]`; `k, v: [n_kv_heads, cap, head_dim]`,
+/// each kv head's positions side by side (`cap ≥ n_past` is the slices' length over
+/// `n_kv_heads · head_dim`), so that a head's keys and values are each one stream through
+/// memory; `scores`: scratch of at least `n_past` (with `n_heads / n_kv_heads` times that, the
+/// query heads of a kv head go together). Query head `h` reads kv head
+/// `h / (n_heads / n_kv_heads)`.
 pub fn attention(
     out: &mut [f32],
     q: &[f32],
@@ -155,6 +158,11 @@ pub(crate) fn attention_with<P: AttnPrims>(
         head_dim,
     } = shape;
     let kv_dim = n_kv_heads * head_dim;
+    let cap = k.len() / kv_dim.max(1);
+    assert!(
+        k.len() == cap * kv_dim && v.len() == k.len() && cap >= n_past,
+        "the cache is not [{n_kv_heads}, ≥ {n_past}, {head_dim}]"
+    );
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let room = (scores.len() / n_past.max(1)).max(1);
@@ -164,16 +172,17 @@ pub(crate) fn attention_with<P: AttnPrims>(
         // Query heads h0..h1 share kv head `kvh`.
         let kvh = h0 / group;
         let h1 = heads.end.min((kvh + 1) * group).min(h0 + room);
-        let off = kvh * head_dim;
+        let head = kvh * cap * head_dim..(kvh * cap + n_past) * head_dim;
+        let (kh, vh) = (&k[head.clone()], &v[head]);
         let sc = &mut scores[..(h1 - h0) * n_past];
         // Positions in blocks whose keys stay in L1 while each head of the group takes them.
         let mut t0 = 0;
         while t0 < n_past {
             let nt = (n_past - t0).min(SCORE_BLOCK);
-            let kt = &k[t0 * kv_dim + off..];
+            let kt = &kh[t0 * head_dim..];
             for h in h0..h1 {
                 let o = &mut sc[(h - h0) * n_past + t0..][..nt];
-                P::scores(&q[h * head_dim..][..head_dim], kt, kv_dim, scale, o);
+                P::scores(&q[h * head_dim..][..head_dim], kt, head_dim, scale, o);
             }
             t0 += nt;
         }
@@ -181,7 +190,7 @@ pub(crate) fn attention_with<P: AttnPrims>(
             P::softmax(row);
         }
         let oh = &mut out[(h0 - first) * head_dim..(h1 - first) * head_dim];
-        P::mix(oh, head_dim, sc, n_past, &v[off..], kv_dim);
+        P::mix(oh, head_dim, sc, n_past, vh, head_dim);
         h0 = h1;
     }
 }

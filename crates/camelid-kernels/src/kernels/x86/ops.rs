@@ -494,8 +494,15 @@ impl<V: AttnVec> AttnPrims for Prims<V> {
                 // SAFETY: rows `t..t + DOTS` lie inside `rows` (asserted), `out` has `DOTS`
                 // floats from `t`; the features as for `dot`.
                 unsafe {
-                    let k = rows.as_ptr().add(t * stride);
-                    V::dots(q.as_ptr(), hd, k, stride, scale, out.as_mut_ptr().add(t));
+                    let (q, k, o) = (q.as_ptr(), rows.as_ptr().add(t * stride), out.as_mut_ptr());
+                    // The cache's rows lie side by side (stride = head size): with both known
+                    // here, `dots` (inlined) reads its rows at fixed offsets from one address
+                    // instead of keeping a pointer per row (which spilled to the stack).
+                    match (hd, stride) {
+                        (64, 64) => V::dots(q, 64, k, 64, scale, o.add(t)),
+                        (128, 128) => V::dots(q, 128, k, 128, scale, o.add(t)),
+                        _ => V::dots(q, hd, k, stride, scale, o.add(t)),
+                    }
                 }
                 t += V::DOTS;
             }

@@ -1,0 +1,68 @@
+//! Decode attention at depth: one query row of the Llama-3.2-1B shape (32 heads of 64 over 8 kv
+//! heads) against `n_past` cached positions, through `Kernels::attention_rows` as a decode step
+//! calls it, in µs per layer and the GB/s of K and V read.
+//!
+//! ```sh
+//! cargo build --release -p camelid-kernels --example attn_speed
+//! target/release/examples/attn_speed 512 4096      # CAMELID_THREADS (1), CAMELID_LAYERS (16)
+//! ```
+//!
+//! `CAMELID_LAYERS` caches side by side (a decode step reads each layer's once, so by default
+//! they do not fit in the last-level cache, as in a real model); each call goes to the next.
+
+use std::time::Instant;
+
+use camelid_kernels::Kernels;
+use camelid_kernels::ops::AttnShape;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let threads = env("CAMELID_THREADS", 1);
+    let layers = env("CAMELID_LAYERS", 16).max(1);
+    let shape = AttnShape {
+        n_heads: 32,
+        n_kv_heads: 8,
+        head_dim: 64,
+    };
+    let (qd, kvd) = (32 * 64, 8 * 64);
+    let kernels = Kernels::new(threads);
+    println!("isa {}, {threads} threads, {layers} layers", kernels.isa());
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for n_past in std::env::args().skip(1).map(|a| a.parse::<usize>().unwrap()) {
+        let kv: Vec<(Vec<f32>, Vec<f32>)> = (0..layers)
+            .map(|_| {
+                let k = (0..n_past * kvd).map(|_| rand()).collect();
+                let v = (0..n_past * kvd).map(|_| rand()).collect();
+                (k, v)
+            })
+            .collect();
+        let q: Vec<f32> = (0..qd).map(|_| rand()).collect();
+        let mut out = vec![0.0f32; qd];
+        let mut best = f64::INFINITY;
+        for _ in 0..env("CAMELID_ROUNDS", 5) {
+            let t = Instant::now();
+            for (k, v) in &kv {
+                kernels.attention_rows(&mut out, &q, shape, threads, |_| (k, v, n_past));
+            }
+            best = best.min(t.elapsed().as_secs_f64() / layers as f64);
+        }
+        let bytes = 2.0 * (n_past * kvd * 4) as f64;
+        println!(
+            "n_past {n_past:>6}: {:>8.1} µs per layer, {:>6.2} GB/s of K and V",
+            best * 1e6,
+            bytes / best / 1e9
+        );
+    }
+}
