@@ -128,6 +128,10 @@ pub(crate) trait AttnPrims {
     /// from zero (so a head's result does not depend on the heads beside it).
     fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize);
     fn softmax(x: &mut [f32]);
+    /// A hint that `x` is read soon: the next block of keys while this one is scored, so that
+    /// the memory's reads overlap the arithmetic (decode deep in a context streams the whole
+    /// cache from memory).
+    fn prefetch(_x: &[f32]) {}
 }
 
 /// Positions per block of scores (64 keys of 128 floats: 32 KiB).
@@ -180,6 +184,8 @@ pub(crate) fn attention_with<P: AttnPrims>(
         while t0 < n_past {
             let nt = (n_past - t0).min(SCORE_BLOCK);
             let kt = &kh[t0 * head_dim..];
+            let next = (n_past - t0 - nt).min(SCORE_BLOCK);
+            P::prefetch(&kh[(t0 + nt) * head_dim..][..next * head_dim]);
             for h in h0..h1 {
                 let o = &mut sc[(h - h0) * n_past + t0..][..nt];
                 P::scores(&q[h * head_dim..][..head_dim], kt, head_dim, scale, o);
