@@ -50,8 +50,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         n_depth: a.n_depth,
         reps: a.reps,
     };
-    let report =
-        camelid_engine::bench::run(&model, &path, tests).map_err(anyhow::Error::msg)?;
+    let report = camelid_engine::bench::run(&model, &path, tests).map_err(anyhow::Error::msg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

@@ -425,13 +425,13 @@ mod tests {
             .unwrap();
         let model = Model::new(c.clone(), camelid_model::weights::Weights::random(&c, 1));
         let path = std::path::Path::new("dir/tiny.gguf");
-        let tests = |n_prompt, n_gen, n_depth, reps| Tests {
+        let t = |n_prompt, n_gen, n_depth, reps| Tests {
             n_prompt,
             n_gen,
             n_depth,
             reps,
         };
-        let r = run(&model, path, tests(8, 4, 0, 2)).unwrap();
+        let r = run(&model, path, t(8, 4, 0, 2)).unwrap();
         let tests: Vec<&str> = r.stats.iter().map(|s| s.test.as_str()).collect();
         assert_eq!(tests, ["pp8", "tg4"]);
         assert!(
@@ -444,26 +444,30 @@ mod tests {
             ("tiny.gguf", kv_cache_bytes(&c, 8))
         );
         assert!(r.ceiling.is_some());
-        assert_eq!(run(&model, path, tests(0, 4, 0, 1)).unwrap().stats.len(), 1);
+        assert_eq!(run(&model, path, t(0, 4, 0, 1)).unwrap().stats.len(), 1);
         assert_eq!(
-            run(&model, path, tests(8, 4, 0, 0)).unwrap_err(),
+            run(&model, path, t(8, 4, 0, 0)).unwrap_err(),
             "-r must be at least 1"
         );
         assert!(
-            run(&model, path, tests(0, 0, 0, 1))
+            run(&model, path, t(0, 0, 0, 1))
                 .unwrap_err()
                 .starts_with("nothing to measure")
         );
         let too_long = c.n_ctx_train + 1;
-        let err = run(&model, path, tests(too_long, 0, 0, 1)).unwrap_err();
+        let err = run(&model, path, t(too_long, 0, 0, 1)).unwrap_err();
         assert!(err.contains("exceed the model's context"), "{err}");
         // The context counts the depth: the tests after it, named as llama-bench names them.
         let deep = c.n_ctx_train - 8;
-        let err = run(&model, path, tests(8, 9, deep, 1)).unwrap_err();
+        let err = run(&model, path, t(8, 9, deep, 1)).unwrap_err();
         assert!(err.contains("exceed the model's context"), "{err}");
-        let r = run(&model, path, tests(8, 4, 16, 1)).unwrap();
-        let tests: Vec<(&str, usize)> = r.stats.iter().map(|s| (s.test.as_str(), s.n_depth)).collect();
-        assert_eq!(tests, [("pp8 @ d16", 16), ("tg4 @ d16", 16)]);
+        let r = run(&model, path, t(8, 4, 16, 1)).unwrap();
+        let named: Vec<(&str, usize)> = r
+            .stats
+            .iter()
+            .map(|s| (s.test.as_str(), s.n_depth))
+            .collect();
+        assert_eq!(named, [("pp8 @ d16", 16), ("tg4 @ d16", 16)]);
         assert_eq!(r.kv_cache_bytes, kv_cache_bytes(&c, 24));
     }
 

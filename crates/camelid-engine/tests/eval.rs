@@ -671,6 +671,9 @@ mod bench {
             (pp.test.as_str(), pp.n_prompt, pp.samples.len()),
             ("pp16", 16, 2)
         );
+        // Each test starts from the state's position: the prompt's 16 tokens fill it.
+        assert!(decode_speed(&model, &mut state, &tokens[..8], 1).is_err());
+        state.pos = 0;
         let tg = decode_speed(&model, &mut state, &tokens[..8], 3).unwrap();
         assert_eq!(
             (tg.test.as_str(), tg.n_gen, tg.samples.len()),

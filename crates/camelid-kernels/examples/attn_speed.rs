@@ -40,7 +40,10 @@ fn main() {
         seed ^= seed << 17;
         (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
-    for n_past in std::env::args().skip(1).map(|a| a.parse::<usize>().unwrap()) {
+    for n_past in std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<usize>().unwrap())
+    {
         let kv: Vec<(Vec<f32>, Vec<f32>)> = (0..layers)
             .map(|_| {
                 let k = (0..n_past * kvd).map(|_| rand()).collect();

@@ -131,3 +131,65 @@ fn attention_rows_match_reference_row_by_row() {
         }
     }
 }
+
+/// The cache's layout, against attention written out in f64 from its definition: kv head `g`'s
+/// key at position `t` is `k[(g · cap + t) · head_dim..][..head_dim]` (each head's positions
+/// side by side, `cap` more than the positions seen), the same for values; query head `h`
+/// reads kv head `h / (n_heads / n_kv_heads)`. On every path the CPU has, one row alone and
+/// rows of a batch over threads.
+#[test]
+fn attention_reads_each_kv_head_as_its_own_run_of_positions() {
+    use camelid_kernels::{Isa, Kernels};
+    let (n_heads, n_kv, hd, cap, n_past) = (6usize, 3usize, 16usize, 50usize, 37usize);
+    let shape = AttnShape {
+        n_heads,
+        n_kv_heads: n_kv,
+        head_dim: hd,
+    };
+    let q = data(n_heads * hd, 29, 2.0);
+    let k = data(n_kv * cap * hd, 31, 2.0);
+    let v = data(n_kv * cap * hd, 37, 2.0);
+    let mut want = vec![0.0f64; n_heads * hd];
+    for h in 0..n_heads {
+        let g = h / (n_heads / n_kv);
+        let at = |t: usize| (g * cap + t) * hd;
+        let s: Vec<f64> = (0..n_past)
+            .map(|t| {
+                let dot: f64 = (0..hd)
+                    .map(|d| q[h * hd + d] as f64 * k[at(t) + d] as f64)
+                    .sum();
+                dot / (hd as f64).sqrt()
+            })
+            .collect();
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for d in 0..hd {
+            want[h * hd + d] = (0..n_past).map(|t| e[t] / sum * v[at(t) + d] as f64).sum();
+        }
+    }
+    let check = |got: &[f32], what: &str| {
+        for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+            assert!((*x as f64 - y).abs() <= 1e-5, "{what}[{i}]: {x} vs {y}");
+        }
+    };
+    let mut out = vec![0.0f32; n_heads * hd];
+    let mut sc = vec![0.0f32; n_heads * n_past];
+    ops::attention(&mut out, &q, &k, &v, n_past, shape, &mut sc);
+    check(&out, "attention");
+    reference::attention(&mut out, &q, &k, &v, n_past, shape, &mut sc);
+    check(&out, "reference");
+    let b = 3;
+    let qs: Vec<f32> = (0..b).flat_map(|_| q.iter().copied()).collect();
+    for isa in Isa::available() {
+        let kernels = Kernels::with_isa(2, isa);
+        let mut out = vec![0.0f32; b * n_heads * hd];
+        kernels.attention_rows(&mut out, &qs, shape, 2, |_| (&k[..], &v[..], n_past));
+        for r in 0..b {
+            check(
+                &out[r * n_heads * hd..][..n_heads * hd],
+                &format!("{isa} row {r}"),
+            );
+        }
+    }
+}
