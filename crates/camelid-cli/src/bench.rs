@@ -42,8 +42,13 @@ pub struct BenchArgs {
 pub fn run(a: &BenchArgs) -> Result<()> {
     camelid_engine::bench::check(a.n_prompt, a.n_gen, a.reps).map_err(anyhow::Error::msg)?;
     let l = &a.load;
-    let (path, model) =
-        crate::load::open_resolved(l.model.as_deref(), l.device, l.threads, l.precision)?;
+    let (path, model) = crate::load::open_resolved(
+        l.model.as_deref(),
+        l.device,
+        l.threads,
+        l.precision,
+        l.cache_type,
+    )?;
     let tests = camelid_engine::bench::Tests {
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,

@@ -7,7 +7,7 @@ use camelid_engine::load::{LoadOptions, open_model};
 use camelid_kernels::Precision;
 use camelid_kernels::pool::{cap_threads, usable_cores};
 use camelid_model::weights::Checkpoint;
-use camelid_model::{Device, Model};
+use camelid_model::{CacheType, Device, Model};
 
 pub use camelid_engine::load::Loaded;
 
@@ -34,9 +34,31 @@ pub struct LoadArgs {
     pub threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fast, help = PRECISION_HELP)]
     pub precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = CacheTypeArg::F32, help = CACHE_TYPE_HELP)]
+    pub cache_type: CacheTypeArg,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+}
+
+/// The help of `--cache-type`.
+pub const CACHE_TYPE_HELP: &str = "What the KV cache holds: `f32`, or `f16` (llama.cpp's default \
+`--cache-type-k/-v`: half the memory and faster deep into long contexts, keys and values rounded \
+to 16-bit floats; CPU only)";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheTypeArg {
+    F32,
+    F16,
+}
+
+impl From<CacheTypeArg> for CacheType {
+    fn from(c: CacheTypeArg) -> CacheType {
+        match c {
+            CacheTypeArg::F32 => CacheType::F32,
+            CacheTypeArg::F16 => CacheType::F16,
+        }
+    }
 }
 
 /// Where and how the evaluation commands (perplexity, score, logits) compute.
@@ -47,6 +69,8 @@ pub struct ComputeArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub precision: PrecisionArgs,
+    #[arg(long, value_enum, default_value_t = CacheTypeArg::F32, help = CACHE_TYPE_HELP)]
+    pub cache_type: CacheTypeArg,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -60,6 +84,7 @@ impl ComputeArgs {
             ctx,
             threads: self.threads,
             precision: self.precision.get(),
+            cache_type: self.cache_type,
             device: self.device,
         })
     }
@@ -113,18 +138,21 @@ pub fn threads_or_all(threads: Option<usize>) -> Result<usize> {
     Ok(threads_arg(threads)?.unwrap_or_else(|| usable_cores().unwrap_or(1)))
 }
 
-/// A model resolved as `-m` names it, on `device`, with `--threads` and `--precision` applied.
+/// A model resolved as `-m` names it, on `device`, with `--threads`, `--precision` and
+/// `--cache-type` applied.
 pub fn open_resolved(
     model: Option<&str>,
     device: Device,
     threads: Option<usize>,
     precision: PrecisionArg,
+    cache_type: CacheTypeArg,
 ) -> Result<(PathBuf, Model)> {
     let path = crate::fetch::resolve_model(model)?;
     let o = LoadOptions {
         device,
         threads: threads_arg(threads)?,
         precision: precision.into(),
+        cache_type: cache_type.into(),
         ctx: None,
     };
     let m = open_model(Checkpoint::open(&path)?, &o)?;
@@ -163,6 +191,7 @@ pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
         device: a.device,
         threads: threads_arg(a.threads)?,
         precision: a.precision.into(),
+        cache_type: a.cache_type.into(),
         ctx: a.ctx,
     };
     Ok(camelid_engine::load::load(path, &o)?)

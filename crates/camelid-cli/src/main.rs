@@ -171,8 +171,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn logits(a: &LogitsArgs) -> Result<()> {
     let c = &a.compute;
-    let (_, model) =
-        load::open_resolved(a.model.as_deref(), c.device, c.threads, c.precision.get())?;
+    let (_, model) = load::open_resolved(
+        a.model.as_deref(),
+        c.device,
+        c.threads,
+        c.precision.get(),
+        c.cache_type,
+    )?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     camelid_engine::eval_io::write_logits_json(&model, &a.tokens, a.all, a.decode, &mut out)?;
     out.flush()?;

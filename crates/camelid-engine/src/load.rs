@@ -8,7 +8,7 @@ use camelid_kernels::Precision;
 use camelid_model::sampling::{SamplingHints, sampling_hints};
 use camelid_model::tokenizer_load::{self, checkpoint_tokenizer};
 use camelid_model::weights::Checkpoint;
-use camelid_model::{Device, Model, ModelError};
+use camelid_model::{CacheType, Device, Model, ModelError};
 use camelid_tokenizer::Tokenizer;
 
 /// How to open a model.
@@ -18,6 +18,8 @@ pub struct LoadOptions {
     /// Compute threads; `None` keeps the model's default (all usable cores).
     pub threads: Option<usize>,
     pub precision: Precision,
+    /// What the KV caches hold.
+    pub cache_type: CacheType,
     /// The context asked for; `None` is the model's training context, at most 4096.
     pub ctx: Option<usize>,
 }
@@ -77,8 +79,8 @@ impl From<tokenizer_load::LoadError> for LoadError {
     }
 }
 
-/// The model of a checkpoint, its weights on `o.device`, with `o.threads` and `o.precision`
-/// applied (`o.ctx` is not looked at).
+/// The model of a checkpoint, its weights on `o.device`, with `o.threads`, `o.precision` and
+/// `o.cache_type` applied (`o.ctx` is not looked at).
 pub fn open_model(ckpt: Checkpoint, o: &LoadOptions) -> Result<Model, LoadError> {
     let mut model = match o.device {
         Device::Cpu => Model::from_checkpoint(ckpt)?,
@@ -88,6 +90,7 @@ pub fn open_model(ckpt: Checkpoint, o: &LoadOptions) -> Result<Model, LoadError>
         model.set_threads(t);
     }
     model.set_precision(o.precision);
+    model.set_cache_type(o.cache_type)?;
     Ok(model)
 }
 

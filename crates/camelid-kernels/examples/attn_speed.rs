@@ -7,13 +7,14 @@
 //! target/release/examples/attn_speed 512 4096      # CAMELID_THREADS (1), CAMELID_LAYERS (16)
 //! ```
 //!
-//! `CAMELID_LAYERS` caches side by side (a decode step reads each layer's once, so by default
+//! `CAMELID_CACHE=f16` measures an f16 cache. `CAMELID_LAYERS` caches side by side (a decode step reads each layer's once, so by default
 //! they do not fit in the last-level cache, as in a real model); each call goes to the next.
 
 use std::time::Instant;
 
-use camelid_kernels::Kernels;
 use camelid_kernels::ops::AttnShape;
+use camelid_kernels::{Kernels, Kv};
+use half::f16;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -31,8 +32,13 @@ fn main() {
         head_dim: 64,
     };
     let (qd, kvd) = (32 * 64, 8 * 64);
+    let f16_cache = std::env::var("CAMELID_CACHE").is_ok_and(|c| c == "f16");
     let kernels = Kernels::new(threads);
-    println!("isa {}, {threads} threads, {layers} layers", kernels.isa());
+    let cache = if f16_cache { "f16" } else { "f32" };
+    println!(
+        "isa {}, {threads} threads, {layers} layers, {cache} cache",
+        kernels.isa()
+    );
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -51,17 +57,29 @@ fn main() {
                 (k, v)
             })
             .collect();
+        let kv16: Option<Vec<(Vec<f16>, Vec<f16>)>> = f16_cache.then(|| {
+            kv.iter()
+                .map(|(k, v)| {
+                    let h = |x: &Vec<f32>| x.iter().map(|&y| f16::from_f32(y)).collect();
+                    (h(k), h(v))
+                })
+                .collect()
+        });
         let q: Vec<f32> = (0..qd).map(|_| rand()).collect();
         let mut out = vec![0.0f32; qd];
         let mut best = f64::INFINITY;
         for _ in 0..env("CAMELID_ROUNDS", 5) {
             let t = Instant::now();
-            for (k, v) in &kv {
-                kernels.attention_rows(&mut out, &q, shape, threads, |_| (k, v, n_past));
+            for (i, (k, v)) in kv.iter().enumerate() {
+                let row = |_| match &kv16 {
+                    Some(h) => (Kv::F16(&h[i].0, &h[i].1), n_past),
+                    None => (Kv::F32(k, v), n_past),
+                };
+                kernels.attention_rows(&mut out, &q, shape, threads, row);
             }
             best = best.min(t.elapsed().as_secs_f64() / layers as f64);
         }
-        let bytes = 2.0 * (n_past * kvd * 4) as f64;
+        let bytes = 2.0 * (n_past * kvd * if f16_cache { 2 } else { 4 }) as f64;
         println!(
             "n_past {n_past:>6}: {:>8.1} µs per layer, {:>6.2} GB/s of K and V",
             best * 1e6,

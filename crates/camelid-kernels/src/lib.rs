@@ -24,6 +24,7 @@ pub mod ops;
 pub mod pool;
 pub mod quant;
 
+pub use attn::Kv;
 pub use dtype::DType;
 pub use gemm::GemmF32;
 pub use isa::Isa;

@@ -78,19 +78,86 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+/// What a KV cache holds: f32, or f16 (the fast precision's cache, as llama.cpp's default:
+/// half the bytes to keep and to stream each decode step, every value rounded to nearest once
+/// when stored). Attention widens f16 keys and values a block at a time into f32 and runs the
+/// f32 arithmetic on them, so its results are those of the widened cache on every path.
+pub trait KvElem: Copy + Default + Send + Sync + 'static {
+    /// Floats of [`attention`]'s scratch the widening takes (beyond the scores) for heads of
+    /// `head_dim`.
+    fn scratch(head_dim: usize) -> usize;
+    /// `x` itself where this is f32, else `None`.
+    fn f32s(x: &[Self]) -> Option<&[f32]>;
+    /// `x` itself where this is f16, else `None`.
+    fn f16s(x: &[Self]) -> Option<&[half::f16]>;
+    /// `x` rounded to this type (to nearest, ties to even), into `out`.
+    fn store(x: &[f32], out: &mut [Self]);
+}
+
+impl KvElem for f32 {
+    fn scratch(_: usize) -> usize {
+        0
+    }
+    #[inline(always)]
+    fn f32s(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
+    }
+    #[inline(always)]
+    fn f16s(_: &[f32]) -> Option<&[half::f16]> {
+        None
+    }
+    fn store(x: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(x)
+    }
+}
+
+impl KvElem for half::f16 {
+    /// A block of keys or values.
+    fn scratch(head_dim: usize) -> usize {
+        SCORE_BLOCK * head_dim
+    }
+    #[inline(always)]
+    fn f32s(_: &[half::f16]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn f16s(x: &[half::f16]) -> Option<&[half::f16]> {
+        Some(x)
+    }
+    fn store(x: &[f32], out: &mut [half::f16]) {
+        use half::slice::HalfFloatSliceExt;
+        out.convert_from_f32_slice(x)
+    }
+}
+
+/// `rows` as f32: themselves, or widened into `buf` by the path's conversion (exact either
+/// way: every f16 is an f32).
+#[inline(always)]
+fn as_f32<'a, P: AttnPrims, E: KvElem>(rows: &'a [E], buf: &'a mut [f32]) -> &'a [f32] {
+    match (E::f32s(rows), E::f16s(rows)) {
+        (Some(x), _) => x,
+        (None, Some(h)) => {
+            let b = &mut buf[..h.len()];
+            P::widen(h, b);
+            b
+        }
+        (None, None) => unreachable!("a cache holds f32 or f16"),
+    }
+}
+
 /// Causal attention of one query position over the cached keys and values `0..n_past`.
 ///
 /// `q: [n_heads, head_dim]`, `out: [n_heads, head_dim]`; `k, v: [n_kv_heads, cap, head_dim]`,
 /// each kv head's positions side by side (`cap ≥ n_past` is the slices' length over
 /// `n_kv_heads · head_dim`), so that a head's keys and values are each one stream through
 /// memory; `scores`: scratch of at least `n_past` (with `n_heads / n_kv_heads` times that, the
-/// query heads of a kv head go together). Query head `h` reads kv head
-/// `h / (n_heads / n_kv_heads)`.
-pub fn attention(
+/// query heads of a kv head go together), plus [`KvElem::scratch`]. Query head `h` reads kv
+/// head `h / (n_heads / n_kv_heads)`.
+pub fn attention<E: KvElem>(
     out: &mut [f32],
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     n_past: usize,
     shape: AttnShape,
     scores: &mut [f32],
@@ -123,15 +190,32 @@ pub(crate) trait AttnPrims {
             *o = Self::dot(q, &rows[t * stride..][..q.len()]) * scale;
         }
     }
-    /// For each of the `out.len() / hd` heads `j`: `out[j · hd + d] = Σ_t p[j · n + t] ·
-    /// rows[t · stride + d]` over `t < n`, `d < hd`, each element summed in the order of `t`
-    /// from zero (so a head's result does not depend on the heads beside it).
-    fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize);
+    /// For each of the `out.len() / hd` heads `j`: `out[j · hd + d] = o + Σ_t p[j · ps + t] ·
+    /// rows[t · stride + d]` over `t < n`, `d < hd`, where `o` is `out[j · hd + d]` itself when
+    /// `add` and zero otherwise, each element summed in the order of `t` (so a head's result
+    /// does not depend on the heads beside it, nor on the blocks of positions it is taken in).
+    #[allow(clippy::too_many_arguments)]
+    fn mix(
+        out: &mut [f32],
+        hd: usize,
+        p: &[f32],
+        ps: usize,
+        n: usize,
+        rows: &[f32],
+        stride: usize,
+        add: bool,
+    );
     fn softmax(x: &mut [f32]);
+    /// `dst[i] = src[i]` as f32 (exact).
+    fn widen(src: &[half::f16], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
     /// A hint that `x` is read soon: the next block of keys while this one is scored, so that
     /// the memory's reads overlap the arithmetic (decode deep in a context streams the whole
     /// cache from memory).
-    fn prefetch(_x: &[f32]) {}
+    fn prefetch<E>(_x: &[E]) {}
 }
 
 /// Positions per block of scores (64 keys of 128 floats: 32 KiB).
@@ -146,11 +230,11 @@ const SCORE_BLOCK: usize = 64;
 /// of the core. Every head gets the same operations in the same order as alone.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_with<P: AttnPrims>(
+pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
     out: &mut [f32],
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     n_past: usize,
     shape: AttnShape,
     heads: std::ops::Range<usize>,
@@ -169,6 +253,7 @@ pub(crate) fn attention_with<P: AttnPrims>(
     );
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
+    let (scores, block) = scores.split_at_mut(scores.len() - E::scratch(head_dim));
     let room = (scores.len() / n_past.max(1)).max(1);
     let first = heads.start;
     let mut h0 = heads.start;
@@ -183,7 +268,7 @@ pub(crate) fn attention_with<P: AttnPrims>(
         let mut t0 = 0;
         while t0 < n_past {
             let nt = (n_past - t0).min(SCORE_BLOCK);
-            let kt = &kh[t0 * head_dim..];
+            let kt = as_f32::<P, E>(&kh[t0 * head_dim..(t0 + nt) * head_dim], block);
             let next = (n_past - t0 - nt).min(SCORE_BLOCK);
             P::prefetch(&kh[(t0 + nt) * head_dim..][..next * head_dim]);
             for h in h0..h1 {
@@ -195,19 +280,32 @@ pub(crate) fn attention_with<P: AttnPrims>(
         for row in sc.chunks_exact_mut(n_past.max(1)) {
             P::softmax(row);
         }
+        // The values in the same blocks, each head's sums carried from block to block in
+        // `out` (an f32 stored and loaded again is the same f32: the same sums as one pass).
         let oh = &mut out[(h0 - first) * head_dim..(h1 - first) * head_dim];
-        P::mix(oh, head_dim, sc, n_past, vh, head_dim);
+        if n_past == 0 {
+            P::mix(oh, head_dim, sc, 0, 0, &[], head_dim, false);
+        }
+        let mut t0 = 0;
+        while t0 < n_past {
+            let nt = (n_past - t0).min(SCORE_BLOCK);
+            let vt = as_f32::<P, E>(&vh[t0 * head_dim..(t0 + nt) * head_dim], block);
+            let next = (n_past - t0 - nt).min(SCORE_BLOCK);
+            P::prefetch(&vh[(t0 + nt) * head_dim..][..next * head_dim]);
+            P::mix(oh, head_dim, &sc[t0..], n_past, nt, vt, head_dim, t0 > 0);
+            t0 += nt;
+        }
         h0 = h1;
     }
 }
 
 /// [`attention`] for the query heads `heads` only, on the active path.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_heads(
+pub(crate) fn attention_heads<E: KvElem>(
     out: &mut [f32],
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     n_past: usize,
     shape: AttnShape,
     heads: std::ops::Range<usize>,
@@ -240,7 +338,7 @@ pub(crate) fn attention_heads(
 
 /// The scalar references of the operations that have SIMD versions.
 pub mod reference {
-    use super::{AttnPrims, AttnShape, attention_with};
+    use super::{AttnPrims, AttnShape, KvElem, attention_with};
     use crate::matmul::dot_f32;
     pub fn softmax(x: &mut [f32]) {
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -266,10 +364,21 @@ pub mod reference {
         fn dot(a: &[f32], b: &[f32]) -> f32 {
             dot_f32(a, b)
         }
-        fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize) {
-            out.fill(0.0);
+        fn mix(
+            out: &mut [f32],
+            hd: usize,
+            p: &[f32],
+            ps: usize,
+            n: usize,
+            rows: &[f32],
+            stride: usize,
+            add: bool,
+        ) {
+            if !add {
+                out.fill(0.0);
+            }
             for (j, oh) in out.chunks_exact_mut(hd.max(1)).enumerate() {
-                for (t, &pt) in p[j * n..][..n].iter().enumerate() {
+                for (t, &pt) in p[j * ps..][..n].iter().enumerate() {
                     for (o, &v) in oh.iter_mut().zip(&rows[t * stride..][..hd]) {
                         *o += pt * v;
                     }
@@ -281,11 +390,11 @@ pub mod reference {
         }
     }
 
-    pub fn attention(
+    pub fn attention<E: KvElem>(
         out: &mut [f32],
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[E],
+        v: &[E],
         n_past: usize,
         shape: AttnShape,
         scores: &mut [f32],
@@ -294,17 +403,17 @@ pub mod reference {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn attention_heads(
+    pub(crate) fn attention_heads<E: KvElem>(
         out: &mut [f32],
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[E],
+        v: &[E],
         n_past: usize,
         shape: AttnShape,
         heads: std::ops::Range<usize>,
         scores: &mut [f32],
     ) {
-        attention_with::<Scalar>(out, q, k, v, n_past, shape, heads, scores)
+        attention_with::<Scalar, E>(out, q, k, v, n_past, shape, heads, scores)
     }
 }
 

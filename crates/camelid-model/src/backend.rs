@@ -174,6 +174,17 @@ pub struct DeviceInfo {
     pub memory_used: Option<u64>,
 }
 
+/// The type of a KV cache's keys and values: f32, or f16 (llama.cpp's default: half the
+/// memory, and half the bytes each decode step reads deep in a context; every key and value
+/// rounded to nearest once when stored, so results move off the f32 arithmetic by about the
+/// rounding of a 16-bit float).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheType {
+    #[default]
+    F32,
+    F16,
+}
+
 /// A place the model runs: it owns the uploaded weights, makes KV caches, and runs batches.
 pub trait Backend: Send + Sync {
     fn info(&self) -> DeviceInfo;
@@ -181,6 +192,21 @@ pub trait Backend: Send + Sync {
     /// Precision of products with quantized weights.
     fn precision(&self) -> Precision;
     fn set_precision(&mut self, precision: Precision);
+
+    /// What the caches [`Backend::new_cache`] makes from now on hold.
+    fn cache_type(&self) -> CacheType {
+        CacheType::F32
+    }
+    /// Fails where the backend has no such cache.
+    fn set_cache_type(&mut self, t: CacheType) -> Result<(), ModelError> {
+        match t {
+            CacheType::F32 => Ok(()),
+            CacheType::F16 => Err(ModelError::Backend(format!(
+                "the {} backend keeps f32 KV caches only",
+                self.info().device
+            ))),
+        }
+    }
 
     /// Host threads the backend computes with (1 where the host only drives a device).
     fn threads(&self) -> usize;

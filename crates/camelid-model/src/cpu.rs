@@ -1,13 +1,16 @@
-//! The CPU backend: the weights where the loader left them (usually a memory map), f32 KV caches
-//! and activations in host memory, and the kernels of `camelid-kernels`.
+//! The CPU backend: the weights where the loader left them (usually a memory map), KV caches
+//! (f16 at the fast precision, f32 at the exact one) and f32 activations in host memory, and the
+//! kernels of `camelid-kernels`.
 
 use std::sync::Mutex;
 
-use camelid_kernels::ops::{AttnShape, rmsnorm, rope, silu_mul};
-use camelid_kernels::{Kernels, Precision, WeightView};
+use camelid_kernels::ops::{AttnShape, KvElem, rmsnorm, rope, silu_mul};
+use camelid_kernels::{Kernels, Kv, Precision, WeightView};
+use half::f16;
 
 use crate::backend::{
-    Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Out, Row, downcast_cache, downcast_cache_ref,
+    Backend, Buf, CacheType, DeviceInfo, KvCache, Mat, Norm, Ops, Out, Row, downcast_cache,
+    downcast_cache_ref,
 };
 use crate::config::Config;
 use crate::error::ModelError;
@@ -22,6 +25,7 @@ pub struct CpuBackend {
     threads: usize,
     /// Kernel table, precision of quantized products, and the compute thread pool.
     kernels: Kernels,
+    cache_type: CacheType,
     /// The batch buffers, reused from pass to pass; passes from several threads take turns.
     act: Mutex<Activations>,
 }
@@ -30,10 +34,64 @@ pub struct CpuBackend {
 /// positions side by side, so that attention reads a head's keys and values as two streams
 /// (with positions side by side, a head's 64 or 128 floats a position lay a whole row of all
 /// heads apart, and a decode step deep in the context went at a third of the memory's speed).
+///
+/// f32 or f16, as [`CacheType`] says.
 pub struct CpuCache {
     n_ctx: usize,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    kv: KvData,
+}
+
+enum KvData {
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    F16 { k: Vec<f16>, v: Vec<f16> },
+}
+
+impl CpuCache {
+    /// Layer `layer`'s keys and values.
+    fn layer(&self, layer: usize, kvd: usize) -> Kv<'_> {
+        let r = layer * self.n_ctx * kvd..(layer + 1) * self.n_ctx * kvd;
+        match &self.kv {
+            KvData::F32 { k, v } => Kv::F32(&k[r.clone()], &v[r]),
+            KvData::F16 { k, v } => Kv::F16(&k[r.clone()], &v[r]),
+        }
+    }
+}
+
+/// Writes a batch row's keys and values `ks, vs: [kv]` at position `pos` of layer `layer`:
+/// each kv head's `hd` floats to its own run of positions, rounded to the cache's type.
+#[allow(clippy::too_many_arguments)]
+fn store_row<E: KvElem>(
+    k: &mut [E],
+    v: &mut [E],
+    ks: &[f32],
+    vs: &[f32],
+    layer: usize,
+    pos: usize,
+    n_ctx: usize,
+    hd: usize,
+) {
+    let n_kv = ks.len() / hd;
+    for g in 0..n_kv {
+        let at = ((layer * n_kv + g) * n_ctx + pos) * hd;
+        E::store(&ks[g * hd..][..hd], &mut k[at..][..hd]);
+        E::store(&vs[g * hd..][..hd], &mut v[at..][..hd]);
+    }
+}
+
+/// Copies the first `len` positions of every layer's kv heads (`runs` runs of `hd` per
+/// position, each `src_ctx` or `dst_ctx` positions long).
+fn copy_runs<E: Copy>(
+    src: &[E],
+    dst: &mut [E],
+    runs: usize,
+    src_ctx: usize,
+    dst_ctx: usize,
+    len: usize,
+    hd: usize,
+) {
+    for r in 0..runs {
+        dst[r * dst_ctx * hd..][..len * hd].copy_from_slice(&src[r * src_ctx * hd..][..len * hd]);
+    }
 }
 
 impl KvCache for CpuCache {
@@ -67,6 +125,7 @@ impl CpuBackend {
             inv_freq,
             threads,
             kernels: Kernels::new(threads),
+            cache_type: CacheType::F32,
             act: Mutex::new(Activations::default()),
         };
         be.lay_out();
@@ -149,6 +208,15 @@ impl Backend for CpuBackend {
         self.kernels.precision
     }
 
+    fn cache_type(&self) -> CacheType {
+        self.cache_type
+    }
+
+    fn set_cache_type(&mut self, t: CacheType) -> Result<(), ModelError> {
+        self.cache_type = t;
+        Ok(())
+    }
+
     fn set_precision(&mut self, precision: Precision) {
         if precision != self.kernels.precision {
             self.kernels.precision = precision;
@@ -168,11 +236,17 @@ impl Backend for CpuBackend {
     fn new_cache(&self, n_ctx: usize) -> Result<Box<dyn KvCache>, ModelError> {
         let c = &self.config;
         let len = c.n_layers * n_ctx * c.kv_dim();
-        Ok(Box::new(CpuCache {
-            n_ctx,
-            k: vec![0.0; len],
-            v: vec![0.0; len],
-        }))
+        let kv = match self.cache_type {
+            CacheType::F16 => KvData::F16 {
+                k: vec![f16::ZERO; len],
+                v: vec![f16::ZERO; len],
+            },
+            CacheType::F32 => KvData::F32 {
+                k: vec![0.0; len],
+                v: vec![0.0; len],
+            },
+        };
+        Ok(Box::new(CpuCache { n_ctx, kv }))
     }
 
     fn forward(
@@ -230,10 +304,22 @@ impl Backend for CpuBackend {
         // Layer l's kv head g starts at (l · n_kv + g) · C · hd, C being each cache's own
         // length.
         let hd = self.config.head_dim;
-        for lg in 0..self.config.n_layers * (kvd / hd) {
-            let (from, to) = (lg * src.n_ctx * hd, lg * dst.n_ctx * hd);
-            dst.k[to..][..len * hd].copy_from_slice(&src.k[from..][..len * hd]);
-            dst.v[to..][..len * hd].copy_from_slice(&src.v[from..][..len * hd]);
+        let runs = self.config.n_layers * (kvd / hd);
+        let (sc, dc) = (src.n_ctx, dst.n_ctx);
+        match (&src.kv, &mut dst.kv) {
+            (KvData::F32 { k, v }, KvData::F32 { k: dk, v: dv }) => {
+                copy_runs(k, dk, runs, sc, dc, len, hd);
+                copy_runs(v, dv, runs, sc, dc, len, hd);
+            }
+            (KvData::F16 { k, v }, KvData::F16 { k: dk, v: dv }) => {
+                copy_runs(k, dk, runs, sc, dc, len, hd);
+                copy_runs(v, dv, runs, sc, dc, len, hd);
+            }
+            _ => {
+                return Err(ModelError::Backend(
+                    "cannot copy between an f16 and an f32 KV cache".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -397,11 +483,11 @@ impl Ops for CpuOps<'_, '_> {
         let hd = self.be.config.head_dim;
         for (t, r) in self.rows.iter().enumerate() {
             let s: &mut CpuCache = downcast_cache(&mut *self.caches[r.seq]);
-            for g in 0..kvd / hd {
-                let at = ((layer * (kvd / hd) + g) * s.n_ctx + r.pos) * hd;
-                let from = t * kvd + g * hd;
-                s.k[at..][..hd].copy_from_slice(&ks[from..][..hd]);
-                s.v[at..][..hd].copy_from_slice(&vs[from..][..hd]);
+            let (kr, vr) = (&ks[t * kvd..][..kvd], &vs[t * kvd..][..kvd]);
+            let n_ctx = s.n_ctx;
+            match &mut s.kv {
+                KvData::F32 { k, v } => store_row(k, v, kr, vr, layer, r.pos, n_ctx, hd),
+                KvData::F16 { k, v } => store_row(k, v, kr, vr, layer, r.pos, n_ctx, hd),
             }
         }
     }
@@ -428,8 +514,7 @@ impl Ops for CpuOps<'_, '_> {
             .attention_rows(&mut o[..b * w], &q[..b * w], shape, be.threads, |t| {
                 let r = &rows[t];
                 let s: &CpuCache = downcast_cache_ref(&*caches[r.seq]);
-                let layer_cache = layer * s.n_ctx * kvd..(layer + 1) * s.n_ctx * kvd;
-                (&s.k[layer_cache.clone()], &s.v[layer_cache], r.pos + 1)
+                (s.layer(layer, kvd), r.pos + 1)
             });
     }
 

@@ -15,7 +15,7 @@ pub mod sampling;
 pub mod tokenizer_load;
 pub mod weights;
 
-pub use backend::{Backend, Device, DeviceInfo};
+pub use backend::{Backend, CacheType, Device, DeviceInfo};
 pub use config::Config;
 pub use embed::Pooling;
 pub use error::ModelError;

@@ -5,6 +5,7 @@
 //! A batched prompt pass and token-by-token decoding run the same code with `B` ≥ 1 and give the
 //! same logits bit for bit: the kernels compute each row of a batch as they would alone.
 
+use crate::CacheType;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -110,6 +111,17 @@ impl Model {
     /// Sets the precision of products with quantized weights.
     pub fn set_precision(&mut self, precision: Precision) {
         self.backend.set_precision(precision);
+    }
+
+    /// What the KV caches of states made from now on hold.
+    pub fn cache_type(&self) -> CacheType {
+        self.backend.cache_type()
+    }
+
+    /// Sets what the KV caches of states made from now on hold (states made before keep
+    /// theirs); fails where the backend has no such cache.
+    pub fn set_cache_type(&mut self, t: CacheType) -> Result<(), ModelError> {
+        self.backend.set_cache_type(t)
     }
 
     pub fn threads(&self) -> usize {

@@ -648,6 +648,71 @@ fn copied_cache_continues_as_a_fresh_prefill() {
     }
 }
 
+/// An f16 KV cache (`--cache-type f16`, llama.cpp's default): on the Q4_0 files at the fast
+/// precision the error against the unrounded model stays within llama.cpp's on the same file
+/// (whose logits were computed with its f16 cache), per position within the statistical tie of
+/// `quantized_files_beat_llama_cpp`; a prompt pass and decoding one token at a time agree bit for
+/// bit, a copied cache continues as one that computed its tokens, and a copy between an f16 and
+/// an f32 cache is an error.
+#[test]
+fn f16_caches_stay_within_llama_cpp_and_agree_with_themselves() {
+    use camelid_model::{CacheType, ModelError};
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
+        let toks = tokens(m);
+        let n = toks.len();
+        let mut model = q4_0_model(m, Precision::Fast);
+        model.set_cache_type(CacheType::F16).unwrap();
+        assert_eq!(model.cache_type(), CacheType::F16);
+        let batched = run_all(&model, &toks);
+        let truth = read_logits(m["ref"]["unrounded"].as_str().unwrap(), n_vocab);
+        let theirs = read_logits(m["llamacpp"]["gguf-q4_0"].as_str().unwrap(), n_vocab);
+        let (o, t) = (diff(&batched, &truth), diff(&theirs, &truth));
+        eprintln!(
+            "{name:>14} f16 cache: camelid max {:.3e} mean {:.3e} top1 miss {} | llama.cpp max {:.3e} mean {:.3e} top1 miss {}",
+            o.max, o.mean, o.top1_miss, t.max, t.mean, t.top1_miss
+        );
+        let (om, ox) = per_position(&batched, &truth);
+        let (tm, tx) = per_position(&theirs, &truth);
+        for (what, a, b) in [("mean", om, tm), ("max", ox, tx)] {
+            let (d, se) = paired(&a, &b);
+            let tie = (2.0 * se).max(0.01 * b.iter().sum::<f64>() / b.len() as f64);
+            assert!(
+                d <= tie,
+                "{name} f16 cache: per-position {what} error worse by {d:.3e} (tie bound {tie:.3e})"
+            );
+        }
+        let mut state = model.new_state(n + 8).unwrap();
+        for (i, t) in toks.iter().enumerate() {
+            model
+                .forward(&mut state, &[*t], false, |_, l| {
+                    assert_same_logits(l, &batched[i], &format!("{name} f16 position {i}"))
+                })
+                .unwrap();
+        }
+        let mut dst = model.new_state(n + 3).unwrap();
+        model.copy_prefix(&state, &mut dst, n - 4).unwrap();
+        let mut got = vec![Vec::new(); 4];
+        model
+            .forward(&mut dst, &toks[n - 4..], true, |i, l| got[i] = l.to_vec())
+            .unwrap();
+        for (i, g) in got.iter().enumerate() {
+            assert_same_logits(
+                g,
+                &batched[n - 4 + i],
+                &format!("{name} f16 copy, position {}", n - 4 + i),
+            );
+        }
+        model.set_cache_type(CacheType::F32).unwrap();
+        let mut other = model.new_state(n).unwrap();
+        let err = model.copy_prefix(&state, &mut other, 2).unwrap_err();
+        assert!(matches!(err, ModelError::Backend(_)), "{err}");
+        assert_eq!(other.pos, 0);
+    }
+}
+
 /// What a copy cannot do is an error, and leaves the destination as it was.
 #[test]
 fn impossible_copies_are_errors() {

@@ -1,7 +1,9 @@
 //! The element-wise operations of the active path (`CAMELID_ISA`, else the best the CPU has)
 //! against their scalar references.
 
+use camelid_kernels::Kv;
 use camelid_kernels::ops::{self, AttnShape, reference};
+use half::f16;
 
 fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed;
@@ -111,7 +113,10 @@ fn attention_rows_match_reference_row_by_row() {
     for isa in Isa::available() {
         let k = Kernels::with_isa(2, isa);
         let mut out = vec![0.0f32; b * qd];
-        k.attention_rows(&mut out, &q, shape, 2, row);
+        k.attention_rows(&mut out, &q, shape, 2, |t| {
+            let (kc, vc, n_past) = row(t);
+            (Kv::F32(kc, vc), n_past)
+        });
         for t in 0..b {
             let (kc, vc, n_past) = row(t);
             let mut want = vec![0.0f32; qd];
@@ -184,11 +189,77 @@ fn attention_reads_each_kv_head_as_its_own_run_of_positions() {
     for isa in Isa::available() {
         let kernels = Kernels::with_isa(2, isa);
         let mut out = vec![0.0f32; b * n_heads * hd];
-        kernels.attention_rows(&mut out, &qs, shape, 2, |_| (&k[..], &v[..], n_past));
+        kernels.attention_rows(&mut out, &qs, shape, 2, |_| (Kv::F32(&k, &v), n_past));
         for r in 0..b {
             check(
                 &out[r * n_heads * hd..][..n_heads * hd],
                 &format!("{isa} row {r}"),
+            );
+        }
+    }
+}
+
+/// An f16 cache: attention equals, bit for bit, the f32 arithmetic on the same values widened
+/// (each path against itself, one row and a batch of rows over threads; blocks of 64 positions
+/// and a partial last one), and the scalar reference within its usual distance.
+#[test]
+fn f16_caches_give_the_f32_results_of_their_values() {
+    use camelid_kernels::{Isa, Kernels};
+    for (heads, kv, hd, cap, n_past) in [
+        (32usize, 8usize, 64usize, 200usize, 150usize),
+        (8, 2, 128, 64, 64),
+        (6, 3, 20, 40, 33),
+        (4, 1, 64, 8, 0),
+    ] {
+        let shape = AttnShape {
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: hd,
+        };
+        let q = data(heads * hd, 41, 2.0);
+        let k16: Vec<f16> = data(kv * cap * hd, 43, 2.0)
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
+        let v16: Vec<f16> = data(kv * cap * hd, 47, 2.0)
+            .iter()
+            .map(|&x| f16::from_f32(x))
+            .collect();
+        let (k32, v32): (Vec<f32>, Vec<f32>) = (
+            k16.iter().map(|x| x.to_f32()).collect(),
+            v16.iter().map(|x| x.to_f32()).collect(),
+        );
+        let scratch = heads * n_past + 64 * hd;
+        let (mut a, mut b) = (vec![0.0; heads * hd], vec![0.0; heads * hd]);
+        let (mut sa, mut sb) = (vec![0.0; scratch], vec![0.0; scratch]);
+        ops::attention(&mut a, &q, &k16, &v16, n_past, shape, &mut sa);
+        ops::attention(&mut b, &q, &k32, &v32, n_past, shape, &mut sb);
+        let what = format!("{heads}/{kv}/{hd}/{n_past}");
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "f16 cache ({what}): not the f32 results of its values"
+        );
+        let mut r = vec![0.0; heads * hd];
+        reference::attention(&mut r, &q, &k16, &v16, n_past, shape, &mut sb);
+        for (i, (x, y)) in a.iter().zip(&r).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5,
+                "f16 cache ({what})[{i}]: {x} vs reference {y}"
+            );
+        }
+        let rows = 3;
+        let qs: Vec<f32> = (0..rows).flat_map(|_| q.iter().copied()).collect();
+        for isa in Isa::available() {
+            let kernels = Kernels::with_isa(2, isa);
+            let (mut x, mut y) = (
+                vec![0.0f32; rows * heads * hd],
+                vec![0.0f32; rows * heads * hd],
+            );
+            kernels.attention_rows(&mut x, &qs, shape, 2, |_| (Kv::F16(&k16, &v16), n_past));
+            kernels.attention_rows(&mut y, &qs, shape, 2, |_| (Kv::F32(&k32, &v32), n_past));
+            assert!(
+                x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{isa} f16 cache ({what}): not the f32 results of its values"
             );
         }
     }

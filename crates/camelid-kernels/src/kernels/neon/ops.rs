@@ -6,7 +6,7 @@
 
 use std::arch::aarch64::*;
 
-use crate::ops::{AttnPrims, AttnShape, attention_with};
+use crate::ops::{AttnPrims, AttnShape, KvElem, attention_with};
 
 /// `e^x` for four lanes; inputs clamped to `[-87.3, 88.7]`, where `e^x` is finite and normal.
 #[inline(always)]
@@ -120,9 +120,18 @@ impl AttnPrims for Neon {
     /// One head at a time (so a head's result does not depend on its company), up to
     /// [`MIX_VECS`] vectors of its outputs at once: one fused multiply-add per element and row,
     /// in row order from zero; the dimensions past the last whole vector one by one, also fused.
-    fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize) {
+    fn mix(
+        out: &mut [f32],
+        hd: usize,
+        p: &[f32],
+        ps: usize,
+        n: usize,
+        rows: &[f32],
+        stride: usize,
+        add: bool,
+    ) {
         let g = out.len() / hd.max(1);
-        assert!(out.len() == g * hd && p.len() >= g * n);
+        assert!(out.len() == g * hd && (g == 0 || n == 0 || p.len() >= (g - 1) * ps + n));
         assert!(n == 0 || (n - 1) * stride + hd <= rows.len());
         let whole = hd / 4;
         for j in 0..g {
@@ -134,14 +143,19 @@ impl AttnPrims for Neon {
                 // SAFETY: row `t < n` holds `hd` floats at `t · stride` (asserted) and
                 // `4 · (v0 + nv) ≤ hd`; head `j < g` has `hd` outputs at `j · hd`.
                 unsafe {
+                    let o = out.as_mut_ptr().add(j * hd + 4 * v0);
+                    if add {
+                        for (k, a) in acc.iter_mut().enumerate().take(nv) {
+                            *a = vld1q_f32(o.add(4 * k));
+                        }
+                    }
                     for t in 0..n {
                         let r = rows.as_ptr().add(t * stride + 4 * v0);
-                        let pt = p[j * n + t];
+                        let pt = p[j * ps + t];
                         for k in 0..nv {
                             acc[k] = vfmaq_n_f32(acc[k], vld1q_f32(r.add(4 * k)), pt);
                         }
                     }
-                    let o = out.as_mut_ptr().add(j * hd + 4 * v0);
                     for k in 0..nv {
                         vst1q_f32(o.add(4 * k), acc[k]);
                     }
@@ -149,9 +163,9 @@ impl AttnPrims for Neon {
                 v0 += nv;
             }
             for d in whole * 4..hd {
-                let mut o = 0.0f32;
+                let mut o = if add { out[j * hd + d] } else { 0.0 };
                 for t in 0..n {
-                    o = p[j * n + t].mul_add(rows[t * stride + d], o);
+                    o = p[j * ps + t].mul_add(rows[t * stride + d], o);
                 }
                 out[j * hd + d] = o;
             }
@@ -165,15 +179,15 @@ impl AttnPrims for Neon {
 
 /// [`crate::ops::attention`] for the query heads `heads` on NEON.
 #[allow(clippy::too_many_arguments)]
-pub fn attention(
+pub fn attention<E: KvElem>(
     out: &mut [f32],
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[E],
+    v: &[E],
     n_past: usize,
     shape: AttnShape,
     heads: std::ops::Range<usize>,
     scores: &mut [f32],
 ) {
-    attention_with::<Neon>(out, q, k, v, n_past, shape, heads, scores)
+    attention_with::<Neon, E>(out, q, k, v, n_past, shape, heads, scores)
 }

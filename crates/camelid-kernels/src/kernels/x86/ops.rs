@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::hsum;
-use crate::ops::{AttnPrims, AttnShape, attention_with};
+use crate::ops::{AttnPrims, AttnShape, KvElem, attention_with};
 
 /// `e^x` for eight lanes; inputs are clamped to `[-87.3, 88.7]`, where `e^x` is finite and
 /// normal (below that the models only need "about zero").
@@ -165,6 +165,11 @@ trait AttnVec {
     /// # Safety
     /// `LANES` writable floats at `out`; the path's features.
     unsafe fn store(out: *mut f32, v: Self::V);
+    /// `LANES` f16 (as bits) at `src` widened to f32 at `dst` (`vcvtph2ps`, exact).
+    ///
+    /// # Safety
+    /// `LANES` readable halves at `src` and writable floats at `dst`; the path's features.
+    unsafe fn widen(src: *const u16, dst: *mut f32);
 }
 
 struct Avx2Vec;
@@ -262,6 +267,11 @@ impl AttnVec for Avx2Vec {
     unsafe fn store(out: *mut f32, v: __m256) {
         // SAFETY: caller's contract.
         unsafe { _mm256_storeu_ps(out, v) }
+    }
+    #[inline(always)]
+    unsafe fn widen(src: *const u16, dst: *mut f32) {
+        // SAFETY: caller's contract (F16C is part of both paths).
+        unsafe { _mm256_storeu_ps(dst, _mm256_cvtph_ps(_mm_loadu_si128(src.cast()))) }
     }
 }
 
@@ -369,6 +379,11 @@ impl AttnVec for Avx512Vec {
         // SAFETY: caller's contract.
         unsafe { _mm512_storeu_ps(out, v) }
     }
+    #[inline(always)]
+    unsafe fn widen(src: *const u16, dst: *mut f32) {
+        // SAFETY: caller's contract.
+        unsafe { _mm512_storeu_ps(dst, _mm512_cvtph_ps(_mm256_loadu_si256(src.cast()))) }
+    }
 }
 
 /// [`AttnPrims::mix`]: the outputs stay in vector registers while the rows stream past (up to
@@ -380,16 +395,19 @@ impl AttnVec for Avx512Vec {
 /// # Safety
 /// The features of `M`'s path.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn mix_body<M: AttnVec>(
     out: &mut [f32],
     hd: usize,
     p: &[f32],
+    ps: usize,
     n: usize,
     rows: &[f32],
     stride: usize,
+    add: bool,
 ) {
     let g = out.len() / hd.max(1);
-    assert!(out.len() == g * hd && p.len() >= g * n);
+    assert!(out.len() == g * hd && (g == 0 || n == 0 || p.len() >= (g - 1) * ps + n));
     assert!(n == 0 || (n - 1) * stride + hd <= rows.len());
     let whole = hd / M::LANES;
     let mut j = 0;
@@ -409,18 +427,25 @@ unsafe fn mix_body<M: AttnVec>(
             while v0 < whole {
                 let nv = (whole - v0).min(8).min(M::ACC / hp);
                 let o = out.as_mut_ptr().add(j * hd + v0 * M::LANES);
-                let (pj, r) = (p.as_ptr().add(j * n), rows.as_ptr().add(v0 * M::LANES));
+                let (pj, r) = (p.as_ptr().add(j * ps), rows.as_ptr().add(v0 * M::LANES));
+                let m = Mix {
+                    hd,
+                    ps,
+                    n,
+                    stride,
+                    add,
+                };
                 macro_rules! go {
                     ($($nv:literal),*) => {
                         match (nv, hp) {
                             $(
-                                ($nv, 1) => mix_block::<M, $nv, 1>(o, hd, pj, n, r, stride),
-                                ($nv, 2) => mix_block::<M, $nv, 2>(o, hd, pj, n, r, stride),
+                                ($nv, 1) => mix_block::<M, $nv, 1>(o, pj, r, m),
+                                ($nv, 2) => mix_block::<M, $nv, 2>(o, pj, r, m),
                             )*
-                            (1, _) => mix_block::<M, 1, 4>(o, hd, pj, n, r, stride),
-                            (2, _) => mix_block::<M, 2, 4>(o, hd, pj, n, r, stride),
-                            (3, _) => mix_block::<M, 3, 4>(o, hd, pj, n, r, stride),
-                            _ => mix_block::<M, 4, 4>(o, hd, pj, n, r, stride),
+                            (1, _) => mix_block::<M, 1, 4>(o, pj, r, m),
+                            (2, _) => mix_block::<M, 2, 4>(o, pj, r, m),
+                            (3, _) => mix_block::<M, 3, 4>(o, pj, r, m),
+                            _ => mix_block::<M, 4, 4>(o, pj, r, m),
                         }
                     };
                 }
@@ -432,37 +457,62 @@ unsafe fn mix_body<M: AttnVec>(
     }
     for (j, oh) in out.chunks_exact_mut(hd.max(1)).enumerate() {
         for (d, o) in oh.iter_mut().enumerate().skip(whole * M::LANES) {
-            *o = 0.0;
+            if !add {
+                *o = 0.0;
+            }
             for t in 0..n {
-                *o = p[j * n + t].mul_add(rows[t * stride + d], *o);
+                *o = p[j * ps + t].mul_add(rows[t * stride + d], *o);
             }
         }
     }
 }
 
+/// The shape of one [`mix_block`] call: head size, the weights' row stride, positions, the
+/// value rows' stride, and whether to add to the outputs.
+#[derive(Clone, Copy)]
+struct Mix {
+    hd: usize,
+    ps: usize,
+    n: usize,
+    stride: usize,
+    add: bool,
+}
+
 /// `NV` vectors of `HP` heads.
 ///
 /// # Safety
-/// `NV · LANES` writable floats at `out + j · hd` and `n` weights at `p + j · n` for `j < HP`;
-/// `NV · LANES` floats at `rows + t · stride` for `t < n`; `M`'s features.
+/// `NV · LANES` writable floats at `out + j · hd` and `n` weights at `p + j · ps` for `j <
+/// HP`; `NV · LANES` floats at `rows + t · stride` for `t < n`; `M`'s features.
 #[inline(always)]
 unsafe fn mix_block<M: AttnVec, const NV: usize, const HP: usize>(
     out: *mut f32,
-    hd: usize,
     p: *const f32,
-    n: usize,
     rows: *const f32,
-    stride: usize,
+    m: Mix,
 ) {
+    let Mix {
+        hd,
+        ps,
+        n,
+        stride,
+        add,
+    } = m;
     // SAFETY: caller's contract.
     unsafe {
         let mut acc = [[M::zero(); NV]; HP];
+        if add {
+            for (j, aj) in acc.iter_mut().enumerate() {
+                for (i, a) in aj.iter_mut().enumerate() {
+                    *a = M::load(out.add(j * hd + i * M::LANES));
+                }
+            }
+        }
         for t in 0..n {
             let r = rows.add(t * stride);
             for i in 0..NV {
                 let x = M::load(r.add(i * M::LANES));
                 for j in 0..HP {
-                    acc[j][i] = M::fma(*p.add(j * n + t), x, acc[j][i]);
+                    acc[j][i] = M::fma(*p.add(j * ps + t), x, acc[j][i]);
                 }
             }
         }
@@ -513,9 +563,18 @@ impl<V: AttnVec> AttnPrims for Prims<V> {
     }
 
     #[inline(always)]
-    fn mix(out: &mut [f32], hd: usize, p: &[f32], n: usize, rows: &[f32], stride: usize) {
+    fn mix(
+        out: &mut [f32],
+        hd: usize,
+        p: &[f32],
+        ps: usize,
+        n: usize,
+        rows: &[f32],
+        stride: usize,
+        add: bool,
+    ) {
         // SAFETY: as for `dot`.
-        unsafe { mix_body::<V>(out, hd, p, n, rows, stride) }
+        unsafe { mix_body::<V>(out, hd, p, ps, n, rows, stride, add) }
     }
 
     #[inline(always)]
@@ -525,12 +584,28 @@ impl<V: AttnVec> AttnPrims for Prims<V> {
     }
 
     #[inline(always)]
-    fn prefetch(x: &[f32]) {
+    fn widen(src: &[half::f16], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let main = n / V::LANES * V::LANES;
+        let mut i = 0;
+        while i < main {
+            // SAFETY: `i + LANES ≤ main ≤ n` elements of both; the features as for `dot`.
+            unsafe { V::widen(src.as_ptr().add(i).cast(), dst.as_mut_ptr().add(i)) };
+            i += V::LANES;
+        }
+        for (d, s) in dst[main..n].iter_mut().zip(&src[main..n]) {
+            *d = s.to_f32();
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch<E>(x: &[E]) {
         // Every line: asking for every other one (the adjacent-line prefetcher taking the
         // rest) was slower than none.
-        for line in x.chunks(16) {
+        let (p, bytes) = (x.as_ptr().cast::<u8>(), std::mem::size_of_val(x));
+        for at in (0..bytes).step_by(64) {
             // SAFETY: a hint only; the address is inside `x`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) }
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(at).cast()) }
         }
     }
 }
@@ -543,25 +618,25 @@ macro_rules! attention_entries {
             /// The CPU has the features of this path.
             #[target_feature(enable = $feat)]
             #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $name(
+            pub unsafe fn $name<E: KvElem>(
                 out: &mut [f32],
                 q: &[f32],
-                k: &[f32],
-                v: &[f32],
+                k: &[E],
+                v: &[E],
                 n_past: usize,
                 shape: AttnShape,
                 heads: std::ops::Range<usize>,
                 scores: &mut [f32],
             ) {
-                attention_with::<Prims<$v>>(out, q, k, v, n_past, shape, heads, scores)
+                attention_with::<Prims<$v>, E>(out, q, k, v, n_past, shape, heads, scores)
             }
         )*
     };
 }
 
 attention_entries! {
-    attention: "avx2,fma", Avx2Vec;
-    attention_avx512: "avx2,fma,avx512f", Avx512Vec;
+    attention: "avx2,fma,f16c", Avx2Vec;
+    attention_avx512: "avx2,fma,f16c,avx512f", Avx512Vec;
 }
 
 #[cfg(test)]
