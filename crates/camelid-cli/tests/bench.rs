@@ -103,3 +103,46 @@ fn table_and_refusals() {
         );
     }
 }
+
+/// `-d` (llama-bench's depth) and `--cache-type`: the tests after a context of D tokens, named
+/// as llama-bench names them, with the cache's type and bytes in the JSON.
+#[test]
+fn depth_and_cache_type() {
+    let mut bytes = Vec::new();
+    for cache in ["f32", "f16"] {
+        let out = bench(&[
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-d",
+            "20",
+            "-r",
+            "1",
+            "--cache-type",
+            cache,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tests = v.as_array().unwrap();
+        let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
+        assert_eq!(names, ["pp8 @ d20", "tg4 @ d20"]);
+        assert!(
+            tests
+                .iter()
+                .all(|t| t["n_depth"] == 20 && t["cache_type"] == cache)
+        );
+        bytes.push(tests[0]["kv_cache_bytes"].as_u64().unwrap());
+    }
+    assert_eq!(bytes[0], 2 * bytes[1]);
+    // The depth counts against the context.
+    let out = bench(&["-p", "8", "-n", "0", "-d", "1000000", "-r", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceed the model's context"), "{err}");
+}

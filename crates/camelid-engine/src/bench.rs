@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use camelid_kernels::bandwidth::ReadCeiling;
-use camelid_model::{Config, DeviceInfo, Model, ModelError, State};
+use camelid_model::{CacheType, Config, DeviceInfo, Model, ModelError, State};
 
 use crate::eval::Moments;
 
@@ -149,10 +149,14 @@ pub fn decode_speed(
     Ok(s)
 }
 
-/// Bytes of the f32 K and V caches of `n_ctx` positions, as [`Model::new_state`] allocates
-/// them on the CPU: `2 · n_layers · n_ctx · kv_dim · 4`.
-pub fn kv_cache_bytes(c: &Config, n_ctx: usize) -> usize {
-    2 * c.n_layers * n_ctx * c.kv_dim() * 4
+/// Bytes of the K and V caches of `n_ctx` positions holding `t`, as [`Model::new_state`]
+/// allocates them on the CPU: `2 · n_layers · n_ctx · kv_dim · (4 or 2)`.
+pub fn kv_cache_bytes(c: &Config, n_ctx: usize, t: CacheType) -> usize {
+    let elem = match t {
+        CacheType::F32 => 4,
+        CacheType::F16 => 2,
+    };
+    2 * c.n_layers * n_ctx * c.kv_dim() * elem
 }
 
 /// Sets the process's peak resident set back to what it holds now (Linux: `5` written to
@@ -244,7 +248,8 @@ pub fn run(model: &Model, path: &std::path::Path, t: Tests) -> Result<Report, St
         device,
         precision: format!("{:?}", model.precision()).to_lowercase(),
         peak_rss: peak_rss(),
-        kv_cache_bytes: kv_cache_bytes(&model.config, n_ctx),
+        kv_cache_bytes: kv_cache_bytes(&model.config, n_ctx, model.cache_type()),
+        cache_type: model.cache_type(),
         ceiling,
         stats,
     })
@@ -264,6 +269,7 @@ pub struct Report {
     pub precision: String,
     pub peak_rss: Option<u64>,
     pub kv_cache_bytes: usize,
+    pub cache_type: CacheType,
     /// The memory read bandwidth of as many threads (CPU backends only).
     pub ceiling: Option<ReadCeiling>,
     pub stats: Vec<Stat>,
@@ -300,6 +306,7 @@ impl Report {
                 "samples_ts": s.samples,
                 "peak_rss_bytes": self.peak_rss,
                 "kv_cache_bytes": self.kv_cache_bytes,
+                "cache_type": format!("{:?}", self.cache_type).to_lowercase(),
                 "weight_read_gbs": read,
                 "bandwidth_ceiling_gbs": c.map(|c| c.gbs),
                 "bandwidth_ceiling_share": c.map(|c| read / c.gbs),
@@ -380,6 +387,7 @@ mod tests {
             precision: "fast".into(),
             peak_rss: Some(3 << 29),
             kv_cache_bytes: 4096,
+            cache_type: CacheType::F32,
             ceiling: Some(ReadCeiling {
                 gbs: 10.0,
                 buffer_bytes: 1 << 28,
@@ -441,7 +449,7 @@ mod tests {
         );
         assert_eq!(
             (r.name.as_str(), r.kv_cache_bytes),
-            ("tiny.gguf", kv_cache_bytes(&c, 8))
+            ("tiny.gguf", kv_cache_bytes(&c, 8, CacheType::F32))
         );
         assert!(r.ceiling.is_some());
         assert_eq!(run(&model, path, t(0, 4, 0, 1)).unwrap().stats.len(), 1);
@@ -468,7 +476,13 @@ mod tests {
             .map(|s| (s.test.as_str(), s.n_depth))
             .collect();
         assert_eq!(named, [("pp8 @ d16", 16), ("tg4 @ d16", 16)]);
-        assert_eq!(r.kv_cache_bytes, kv_cache_bytes(&c, 24));
+        assert_eq!(r.kv_cache_bytes, kv_cache_bytes(&c, 24, CacheType::F32));
+        // An f16 cache: half the bytes, said in the JSON.
+        let mut model = model;
+        model.set_cache_type(CacheType::F16).unwrap();
+        let r = run(&model, path, t(8, 4, 16, 1)).unwrap();
+        assert_eq!(r.kv_cache_bytes, kv_cache_bytes(&c, 24, CacheType::F32) / 2);
+        assert_eq!(r.to_json()[0]["cache_type"], "f16");
     }
 
     #[test]
