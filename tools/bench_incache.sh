@@ -11,7 +11,9 @@
 # Environment (defaults in brackets): LAYERS [2], DIM [512], FFN [1536], VOCAB [4096] shape the
 # model (2 layers of 512: 15.5 MiB in F16 and BF16, 8.2 MiB Q8_0, 5.0 Q4_0, 5.2 Q4_K_M);
 # TYPES ["F16 BF16 Q8_0 Q4_0 Q4_K_M IQ4_XS"]; ROUNDS [2]; REPS [3]; THREADS [2]; CAMELID
-# [target/release/camelid, built here when not set].
+# [target/release/camelid, built here when not set]; DEPTH [0]: both engines' `-d` (the tests
+# after a context of DEPTH tokens); NGEN [128]: the tg test's tokens; CAMELID_ARGS: more
+# arguments for `camelid bench` (`--cache-type f16` for llama.cpp's cache type).
 #
 # Steps: builds camelid (release); writes the F16 model with `camelid random-model` into
 # target/bench-models/incache/ and quantizes it with `camelid quantize` (both engines read the
@@ -30,7 +32,7 @@ LLAMA_BENCH=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 LLAMA_LIBS=${GGML_CPU_LIB:+$GGML_CPU_LIB:}$(dirname "$LLAMA_BENCH")
 LAYERS=${LAYERS:-2} DIM=${DIM:-512} FFN=${FFN:-1536} VOCAB=${VOCAB:-4096}
 TYPES=${TYPES:-F16 BF16 Q8_0 Q4_0 Q4_K_M IQ4_XS}
-ROUNDS=${ROUNDS:-2} REPS=${REPS:-3} THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-2} REPS=${REPS:-3} THREADS=${THREADS:-2} DEPTH=${DEPTH:-0} NGEN=${NGEN:-128}
 if [ -z "${CAMELID:-}" ]; then
     cargo build --release -p camelid-cli 2>&1 | tail -1
     CAMELID=target/release/camelid
@@ -59,7 +61,7 @@ done
     for t in $TYPES; do
         echo "  $t: $(stat -L -c %s "$(model "$t")" | awk '{printf "%.1f", $1 / 1048576}') MiB"
     done
-    echo "threads $THREADS, rounds $ROUNDS, -r $REPS"
+    echo "threads $THREADS, rounds $ROUNDS, -r $REPS, -n $NGEN, -d $DEPTH, camelid args: ${CAMELID_ARGS:-none}"
 } | tee "$OUT/machine.txt" >&2
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -68,28 +70,32 @@ for round in $(seq 1 "$ROUNDS"); do
         lt=$(echo "$t" | tr A-Z a-z)
         run_llama() {
             echo "$round llama $t $(cat /proc/loadavg)" >> "$OUT/load.txt"
-            LD_LIBRARY_PATH=$LLAMA_LIBS "$LLAMA_BENCH" -m "$f" -p 512 -n 128 -r "$REPS" \
-                -t "$THREADS" -o json > "$OUT/llama-$lt-$round.json" 2> /dev/null
+            LD_LIBRARY_PATH=$LLAMA_LIBS "$LLAMA_BENCH" -m "$f" -p 512 -n "$NGEN" -d "$DEPTH" \
+                -r "$REPS" -t "$THREADS" -o json > "$OUT/llama-$lt-$round.json" 2> /dev/null
         }
         run_camelid() {
             echo "$round camelid $t $(cat /proc/loadavg)" >> "$OUT/load.txt"
-            $CAMELID bench -m "$f" -p 512 -n 128 -r "$REPS" -t "$THREADS" --json \
-                > "$OUT/camelid-$lt-$round.json" 2> /dev/null
+            # shellcheck disable=SC2086 # CAMELID_ARGS is a list of arguments
+            $CAMELID bench -m "$f" -p 512 -n "$NGEN" -d "$DEPTH" -r "$REPS" -t "$THREADS" \
+                ${CAMELID_ARGS:-} --json > "$OUT/camelid-$lt-$round.json" 2> /dev/null
         }
         echo "round $round $t" >&2
         if [ $((round % 2)) = 1 ]; then run_llama; run_camelid; else run_camelid; run_llama; fi
     done
 done
 
-python3 - "$OUT" "$ROUNDS" $TYPES <<'EOF' | tee "$OUT/report.md"
+python3 - "$OUT" "$ROUNDS" "$NGEN" "$DEPTH" $TYPES <<'EOF' | tee "$OUT/report.md"
 import json, sys
 from pathlib import Path
-out, rounds, types = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+out, rounds, ngen, depth = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+types = sys.argv[5:]
 def ts(engine, t, r, test):
     runs = json.loads((out / f"{engine}-{t.lower()}-{r}.json").read_text())
-    want = (512, 0) if test == "pp" else (0, 128)
+    want = (512, 0) if test == "pp" else (0, ngen)
     return next(x["avg_ts"] for x in runs if (x["n_prompt"], x["n_gen"]) == want)
-print("| type | tg128 llama.cpp | tg128 camelid | tg ratio | pp512 llama.cpp | pp512 camelid | pp ratio |")
+at = f" @ d{depth}" if depth else ""
+tg, pp = f"tg{ngen}{at}", f"pp512{at}"
+print(f"| type | {tg} llama.cpp | {tg} camelid | tg ratio | {pp} llama.cpp | {pp} camelid | pp ratio |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for t in types:
     cells = [t]

@@ -78,9 +78,8 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
-/// What a KV cache holds: f32, or f16 (the fast precision's cache, as llama.cpp's default:
-/// half the bytes to keep and to stream each decode step, every value rounded to nearest once
-/// when stored). Attention widens f16 keys and values a block at a time into f32 and runs the
+/// What a KV cache holds: f32, or f16 (llama.cpp's default: half the bytes to keep and to
+/// stream each decode step, every value rounded to nearest once when stored). Attention widens f16 keys and values a block at a time into f32 and runs the
 /// f32 arithmetic on them, so its results are those of the widened cache on every path.
 pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// Floats of [`attention`]'s scratch the widening takes (beyond the scores) for heads of

@@ -1,6 +1,6 @@
 //! The CPU backend: the weights where the loader left them (usually a memory map), KV caches
-//! (f16 at the fast precision, f32 at the exact one) and f32 activations in host memory, and the
-//! kernels of `camelid-kernels`.
+//! (f32, or f16 with `CacheType::F16`) and f32 activations in host memory, and the kernels of
+//! `camelid-kernels`.
 
 use std::sync::Mutex;
 
