@@ -190,20 +190,11 @@ pub(crate) trait AttnPrims {
         }
     }
     /// For each of the `out.len() / hd` heads `j`: `out[j · hd + d] = o + Σ_t p[j · ps + t] ·
-    /// rows[t · stride + d]` over `t < n`, `d < hd`, where `o` is `out[j · hd + d]` itself when
-    /// `add` and zero otherwise, each element summed in the order of `t` (so a head's result
-    /// does not depend on the heads beside it, nor on the blocks of positions it is taken in).
-    #[allow(clippy::too_many_arguments)]
-    fn mix(
-        out: &mut [f32],
-        hd: usize,
-        p: &[f32],
-        ps: usize,
-        n: usize,
-        rows: &[f32],
-        stride: usize,
-        add: bool,
-    );
+    /// rows[t · stride + d]` over `t < n`, `d < hd` (the fields of `m`), where `o` is
+    /// `out[j · hd + d]` itself when `m.add` and zero otherwise, each element summed in the
+    /// order of `t` (so a head's result does not depend on the heads beside it, nor on the
+    /// blocks of positions it is taken in).
+    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix);
     fn softmax(x: &mut [f32]);
     /// `dst[i] = src[i]` as f32 (exact).
     fn widen(src: &[half::f16], dst: &mut [f32]) {
@@ -215,6 +206,17 @@ pub(crate) trait AttnPrims {
     /// the memory's reads overlap the arithmetic (decode deep in a context streams the whole
     /// cache from memory).
     fn prefetch<E>(_x: &[E]) {}
+}
+
+/// The shape of one [`AttnPrims::mix`]: head size, the weights' row stride, positions, the
+/// value rows' stride, and whether to add to the outputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mix {
+    pub hd: usize,
+    pub ps: usize,
+    pub n: usize,
+    pub stride: usize,
+    pub add: bool,
 }
 
 /// Positions per block of scores (64 keys of 128 floats: 32 KiB).
@@ -282,8 +284,15 @@ pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
         // The values in the same blocks, each head's sums carried from block to block in
         // `out` (an f32 stored and loaded again is the same f32: the same sums as one pass).
         let oh = &mut out[(h0 - first) * head_dim..(h1 - first) * head_dim];
+        let mix = |n, add| Mix {
+            hd: head_dim,
+            ps: n_past,
+            n,
+            stride: head_dim,
+            add,
+        };
         if n_past == 0 {
-            P::mix(oh, head_dim, sc, 0, 0, &[], head_dim, false);
+            P::mix(oh, sc, &[], mix(0, false));
         }
         let mut t0 = 0;
         while t0 < n_past {
@@ -291,7 +300,7 @@ pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
             let vt = as_f32::<P, E>(&vh[t0 * head_dim..(t0 + nt) * head_dim], block);
             let next = (n_past - t0 - nt).min(SCORE_BLOCK);
             P::prefetch(&vh[(t0 + nt) * head_dim..][..next * head_dim]);
-            P::mix(oh, head_dim, &sc[t0..], n_past, nt, vt, head_dim, t0 > 0);
+            P::mix(oh, &sc[t0..], vt, mix(nt, t0 > 0));
             t0 += nt;
         }
         h0 = h1;
@@ -337,7 +346,7 @@ pub(crate) fn attention_heads<E: KvElem>(
 
 /// The scalar references of the operations that have SIMD versions.
 pub mod reference {
-    use super::{AttnPrims, AttnShape, KvElem, attention_with};
+    use super::{AttnPrims, AttnShape, KvElem, Mix, attention_with};
     use crate::matmul::dot_f32;
     pub fn softmax(x: &mut [f32]) {
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -363,16 +372,14 @@ pub mod reference {
         fn dot(a: &[f32], b: &[f32]) -> f32 {
             dot_f32(a, b)
         }
-        fn mix(
-            out: &mut [f32],
-            hd: usize,
-            p: &[f32],
-            ps: usize,
-            n: usize,
-            rows: &[f32],
-            stride: usize,
-            add: bool,
-        ) {
+        fn mix(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix) {
+            let Mix {
+                hd,
+                ps,
+                n,
+                stride,
+                add,
+            } = m;
             if !add {
                 out.fill(0.0);
             }

@@ -6,7 +6,7 @@
 
 use std::arch::aarch64::*;
 
-use crate::ops::{AttnPrims, AttnShape, KvElem, attention_with};
+use crate::ops::{AttnPrims, AttnShape, KvElem, Mix, attention_with};
 
 /// `e^x` for four lanes; inputs clamped to `[-87.3, 88.7]`, where `e^x` is finite and normal.
 #[inline(always)]
@@ -120,16 +120,14 @@ impl AttnPrims for Neon {
     /// One head at a time (so a head's result does not depend on its company), up to
     /// [`MIX_VECS`] vectors of its outputs at once: one fused multiply-add per element and row,
     /// in row order from zero; the dimensions past the last whole vector one by one, also fused.
-    fn mix(
-        out: &mut [f32],
-        hd: usize,
-        p: &[f32],
-        ps: usize,
-        n: usize,
-        rows: &[f32],
-        stride: usize,
-        add: bool,
-    ) {
+    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix) {
+        let Mix {
+            hd,
+            ps,
+            n,
+            stride,
+            add,
+        } = m;
         let g = out.len() / hd.max(1);
         assert!(out.len() == g * hd && (g == 0 || n == 0 || p.len() >= (g - 1) * ps + n));
         assert!(n == 0 || (n - 1) * stride + hd <= rows.len());

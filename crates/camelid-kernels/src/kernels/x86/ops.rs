@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::hsum;
-use crate::ops::{AttnPrims, AttnShape, KvElem, attention_with};
+use crate::ops::{AttnPrims, AttnShape, KvElem, Mix, attention_with};
 
 /// `e^x` for eight lanes; inputs are clamped to `[-87.3, 88.7]`, where `e^x` is finite and
 /// normal (below that the models only need "about zero").
@@ -389,23 +389,21 @@ impl AttnVec for Avx512Vec {
 /// [`AttnPrims::mix`]: the outputs stay in vector registers while the rows stream past (up to
 /// eight vectors of one head, or of two or four heads at once, which then share each load of a
 /// value row; at most [`AttnVec::ACC`] in all): one fused multiply-add per element and row, in
-/// row order, from zero, the same arithmetic at any vector width and in any company; the
-/// dimensions past the last whole vector one by one.
+/// row order, from zero (or from the outputs, going on from an earlier block of rows), the same
+/// arithmetic at any vector width and in any company; the dimensions past the last whole vector
+/// one by one.
 ///
 /// # Safety
 /// The features of `M`'s path.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn mix_body<M: AttnVec>(
-    out: &mut [f32],
-    hd: usize,
-    p: &[f32],
-    ps: usize,
-    n: usize,
-    rows: &[f32],
-    stride: usize,
-    add: bool,
-) {
+unsafe fn mix_body<M: AttnVec>(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix) {
+    let Mix {
+        hd,
+        ps,
+        n,
+        stride,
+        add,
+    } = m;
     let g = out.len() / hd.max(1);
     assert!(out.len() == g * hd && (g == 0 || n == 0 || p.len() >= (g - 1) * ps + n));
     assert!(n == 0 || (n - 1) * stride + hd <= rows.len());
@@ -428,13 +426,6 @@ unsafe fn mix_body<M: AttnVec>(
                 let nv = (whole - v0).min(8).min(M::ACC / hp);
                 let o = out.as_mut_ptr().add(j * hd + v0 * M::LANES);
                 let (pj, r) = (p.as_ptr().add(j * ps), rows.as_ptr().add(v0 * M::LANES));
-                let m = Mix {
-                    hd,
-                    ps,
-                    n,
-                    stride,
-                    add,
-                };
                 macro_rules! go {
                     ($($nv:literal),*) => {
                         match (nv, hp) {
@@ -465,17 +456,6 @@ unsafe fn mix_body<M: AttnVec>(
             }
         }
     }
-}
-
-/// The shape of one [`mix_block`] call: head size, the weights' row stride, positions, the
-/// value rows' stride, and whether to add to the outputs.
-#[derive(Clone, Copy)]
-struct Mix {
-    hd: usize,
-    ps: usize,
-    n: usize,
-    stride: usize,
-    add: bool,
 }
 
 /// `NV` vectors of `HP` heads.
@@ -563,18 +543,9 @@ impl<V: AttnVec> AttnPrims for Prims<V> {
     }
 
     #[inline(always)]
-    fn mix(
-        out: &mut [f32],
-        hd: usize,
-        p: &[f32],
-        ps: usize,
-        n: usize,
-        rows: &[f32],
-        stride: usize,
-        add: bool,
-    ) {
+    fn mix(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix) {
         // SAFETY: as for `dot`.
-        unsafe { mix_body::<V>(out, hd, p, ps, n, rows, stride, add) }
+        unsafe { mix_body::<V>(out, p, rows, m) }
     }
 
     #[inline(always)]
