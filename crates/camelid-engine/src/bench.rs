@@ -206,10 +206,14 @@ pub fn run(model: &Model, path: &std::path::Path, t: Tests) -> Result<Report, St
         reps,
     } = t;
     check(n_prompt, n_gen, reps)?;
-    let n_ctx = n_depth + n_prompt.max(n_gen).max(1);
+    let n_ctx = n_depth.saturating_add(n_prompt.max(n_gen).max(1));
     if n_ctx > model.config.n_ctx_train {
         let n = model.config.n_ctx_train;
-        return Err(format!("{n_ctx} tokens exceed the model's context of {n}"));
+        let test = n_prompt.max(n_gen);
+        return Err(match n_depth {
+            0 => format!("{test} tokens exceed the model's context of {n}"),
+            d => format!("a depth of {d} and {test} tokens exceed the model's context of {n}"),
+        });
     }
     let tokens = bench_tokens(model.config.n_vocab, n_prompt.max(n_gen));
     // The context of a test `@ d<D>`: other tokens than the test's (the hash further on).
@@ -468,6 +472,8 @@ mod tests {
         // The context counts the depth: the tests after it, named as llama-bench names them.
         let deep = c.n_ctx_train - 8;
         let err = run(&model, path, t(8, 9, deep, 1)).unwrap_err();
+        assert!(err.contains("exceed the model's context"), "{err}");
+        let err = run(&model, path, t(8, 0, usize::MAX, 1)).unwrap_err();
         assert!(err.contains("exceed the model's context"), "{err}");
         let r = run(&model, path, t(8, 4, 16, 1)).unwrap();
         let named: Vec<(&str, usize)> = r
