@@ -85,10 +85,13 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// Floats of [`attention`]'s scratch the widening takes (beyond the scores) for heads of
     /// `head_dim`.
     fn scratch(head_dim: usize) -> usize;
-    /// `x` itself where this is f32, else `None`.
-    fn f32s(x: &[Self]) -> Option<&[f32]>;
-    /// `x` itself where this is f16, else `None`.
-    fn f16s(x: &[Self]) -> Option<&[half::f16]>;
+    /// `rows` as f32: themselves, or widened into `buf` by `widen` (exact: every f16 is an
+    /// f32).
+    fn as_f32<'a>(
+        rows: &'a [Self],
+        buf: &'a mut [f32],
+        widen: impl Fn(&[half::f16], &mut [f32]),
+    ) -> &'a [f32];
     /// `x` rounded to this type (to nearest, ties to even), into `out`.
     fn store(x: &[f32], out: &mut [Self]);
 }
@@ -98,12 +101,12 @@ impl KvElem for f32 {
         0
     }
     #[inline(always)]
-    fn f32s(x: &[f32]) -> Option<&[f32]> {
-        Some(x)
-    }
-    #[inline(always)]
-    fn f16s(_: &[f32]) -> Option<&[half::f16]> {
-        None
+    fn as_f32<'a>(
+        rows: &'a [f32],
+        _: &'a mut [f32],
+        _: impl Fn(&[half::f16], &mut [f32]),
+    ) -> &'a [f32] {
+        rows
     }
     fn store(x: &[f32], out: &mut [f32]) {
         out.copy_from_slice(x)
@@ -116,12 +119,14 @@ impl KvElem for half::f16 {
         SCORE_BLOCK * head_dim
     }
     #[inline(always)]
-    fn f32s(_: &[half::f16]) -> Option<&[f32]> {
-        None
-    }
-    #[inline(always)]
-    fn f16s(x: &[half::f16]) -> Option<&[half::f16]> {
-        Some(x)
+    fn as_f32<'a>(
+        rows: &'a [half::f16],
+        buf: &'a mut [f32],
+        widen: impl Fn(&[half::f16], &mut [f32]),
+    ) -> &'a [f32] {
+        let b = &mut buf[..rows.len()];
+        widen(rows, b);
+        b
     }
     fn store(x: &[f32], out: &mut [half::f16]) {
         use half::slice::HalfFloatSliceExt;
@@ -129,19 +134,19 @@ impl KvElem for half::f16 {
     }
 }
 
-/// `rows` as f32: themselves, or widened into `buf` by the path's conversion (exact either
-/// way: every f16 is an f32).
+/// Positions `t0..t0 + nt` of a kv head's `rows` (`hd` floats a position) as f32, in `buf`
+/// where they must be widened, with the next block asked for while this one is used.
 #[inline(always)]
-fn as_f32<'a, P: AttnPrims, E: KvElem>(rows: &'a [E], buf: &'a mut [f32]) -> &'a [f32] {
-    match (E::f32s(rows), E::f16s(rows)) {
-        (Some(x), _) => x,
-        (None, Some(h)) => {
-            let b = &mut buf[..h.len()];
-            P::widen(h, b);
-            b
-        }
-        (None, None) => unreachable!("a cache holds f32 or f16"),
-    }
+fn block<'a, P: AttnPrims, E: KvElem>(
+    rows: &'a [E],
+    t0: usize,
+    nt: usize,
+    hd: usize,
+    buf: &'a mut [f32],
+) -> &'a [f32] {
+    let next = &rows[(t0 + nt) * hd..];
+    P::prefetch(&next[..next.len().min(SCORE_BLOCK * hd)]);
+    E::as_f32(&rows[t0 * hd..][..nt * hd], buf, P::widen)
 }
 
 /// Causal attention of one query position over the cached keys and values `0..n_past`.
@@ -189,11 +194,10 @@ pub(crate) trait AttnPrims {
             *o = Self::dot(q, &rows[t * stride..][..q.len()]) * scale;
         }
     }
-    /// For each of the `out.len() / hd` heads `j`: `out[j · hd + d] = o + Σ_t p[j · ps + t] ·
-    /// rows[t · stride + d]` over `t < n`, `d < hd` (the fields of `m`), where `o` is
-    /// `out[j · hd + d]` itself when `m.add` and zero otherwise, each element summed in the
-    /// order of `t` (so a head's result does not depend on the heads beside it, nor on the
-    /// blocks of positions it is taken in).
+    /// For each of the `out.len() / hd` heads `j`: `out[j · hd + d] += Σ_t p[j · ps + t] ·
+    /// rows[t · stride + d]` over `t < n`, `d < hd` (the fields of `m`), each element summed
+    /// onto the output in the order of `t` (so a head's result does not depend on the heads
+    /// beside it, nor on the blocks of positions it is taken in).
     fn mix(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix);
     fn softmax(x: &mut [f32]);
     /// `dst[i] = src[i]` as f32 (exact).
@@ -208,15 +212,14 @@ pub(crate) trait AttnPrims {
     fn prefetch<E>(_x: &[E]) {}
 }
 
-/// The shape of one [`AttnPrims::mix`]: head size, the weights' row stride, positions, the
-/// value rows' stride, and whether to add to the outputs.
+/// The shape of one [`AttnPrims::mix`]: head size, the weights' row stride, positions and the
+/// value rows' stride.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mix {
     pub hd: usize,
     pub ps: usize,
     pub n: usize,
     pub stride: usize,
-    pub add: bool,
 }
 
 /// Positions per block of scores (64 keys of 128 floats: 32 KiB).
@@ -254,7 +257,7 @@ pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
     );
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let (scores, block) = scores.split_at_mut(scores.len() - E::scratch(head_dim));
+    let (scores, buf) = scores.split_at_mut(scores.len() - E::scratch(head_dim));
     let room = (scores.len() / n_past.max(1)).max(1);
     let first = heads.start;
     let mut h0 = heads.start;
@@ -266,42 +269,32 @@ pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
         let (kh, vh) = (&k[head.clone()], &v[head]);
         let sc = &mut scores[..(h1 - h0) * n_past];
         // Positions in blocks whose keys stay in L1 while each head of the group takes them.
-        let mut t0 = 0;
-        while t0 < n_past {
+        for t0 in (0..n_past).step_by(SCORE_BLOCK) {
             let nt = (n_past - t0).min(SCORE_BLOCK);
-            let kt = as_f32::<P, E>(&kh[t0 * head_dim..(t0 + nt) * head_dim], block);
-            let next = (n_past - t0 - nt).min(SCORE_BLOCK);
-            P::prefetch(&kh[(t0 + nt) * head_dim..][..next * head_dim]);
+            let kt = block::<P, E>(kh, t0, nt, head_dim, buf);
             for h in h0..h1 {
                 let o = &mut sc[(h - h0) * n_past + t0..][..nt];
                 P::scores(&q[h * head_dim..][..head_dim], kt, head_dim, scale, o);
             }
-            t0 += nt;
         }
         for row in sc.chunks_exact_mut(n_past.max(1)) {
             P::softmax(row);
         }
         // The values in the same blocks, each head's sums carried from block to block in
-        // `out` (an f32 stored and loaded again is the same f32: the same sums as one pass).
+        // `out` (an f32 stored and loaded again is the same f32: the same sums as one pass,
+        // from zero).
         let oh = &mut out[(h0 - first) * head_dim..(h1 - first) * head_dim];
-        let mix = |n, add| Mix {
-            hd: head_dim,
-            ps: n_past,
-            n,
-            stride: head_dim,
-            add,
-        };
-        if n_past == 0 {
-            P::mix(oh, sc, &[], mix(0, false));
-        }
-        let mut t0 = 0;
-        while t0 < n_past {
+        oh.fill(0.0);
+        for t0 in (0..n_past).step_by(SCORE_BLOCK) {
             let nt = (n_past - t0).min(SCORE_BLOCK);
-            let vt = as_f32::<P, E>(&vh[t0 * head_dim..(t0 + nt) * head_dim], block);
-            let next = (n_past - t0 - nt).min(SCORE_BLOCK);
-            P::prefetch(&vh[(t0 + nt) * head_dim..][..next * head_dim]);
-            P::mix(oh, &sc[t0..], vt, mix(nt, t0 > 0));
-            t0 += nt;
+            let vt = block::<P, E>(vh, t0, nt, head_dim, buf);
+            let m = Mix {
+                hd: head_dim,
+                ps: n_past,
+                n: nt,
+                stride: head_dim,
+            };
+            P::mix(oh, &sc[t0..], vt, m);
         }
         h0 = h1;
     }
@@ -373,16 +366,7 @@ pub mod reference {
             dot_f32(a, b)
         }
         fn mix(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix) {
-            let Mix {
-                hd,
-                ps,
-                n,
-                stride,
-                add,
-            } = m;
-            if !add {
-                out.fill(0.0);
-            }
+            let Mix { hd, ps, n, stride } = m;
             for (j, oh) in out.chunks_exact_mut(hd.max(1)).enumerate() {
                 for (t, &pt) in p[j * ps..][..n].iter().enumerate() {
                     for (o, &v) in oh.iter_mut().zip(&rows[t * stride..][..hd]) {

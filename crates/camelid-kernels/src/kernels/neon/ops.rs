@@ -119,15 +119,10 @@ impl AttnPrims for Neon {
 
     /// One head at a time (so a head's result does not depend on its company), up to
     /// [`MIX_VECS`] vectors of its outputs at once: one fused multiply-add per element and row,
-    /// in row order from zero; the dimensions past the last whole vector one by one, also fused.
+    /// in row order onto the outputs; the dimensions past the last whole vector one by one, also
+    /// fused.
     fn mix(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix) {
-        let Mix {
-            hd,
-            ps,
-            n,
-            stride,
-            add,
-        } = m;
+        let Mix { hd, ps, n, stride } = m;
         let g = out.len() / hd.max(1);
         assert!(out.len() == g * hd && (g == 0 || n == 0 || p.len() >= (g - 1) * ps + n));
         assert!(n == 0 || (n - 1) * stride + hd <= rows.len());
@@ -142,10 +137,8 @@ impl AttnPrims for Neon {
                 // `4 · (v0 + nv) ≤ hd`; head `j < g` has `hd` outputs at `j · hd`.
                 unsafe {
                     let o = out.as_mut_ptr().add(j * hd + 4 * v0);
-                    if add {
-                        for (k, a) in acc.iter_mut().enumerate().take(nv) {
-                            *a = vld1q_f32(o.add(4 * k));
-                        }
+                    for (k, a) in acc.iter_mut().enumerate().take(nv) {
+                        *a = vld1q_f32(o.add(4 * k));
                     }
                     for t in 0..n {
                         let r = rows.as_ptr().add(t * stride + 4 * v0);
@@ -161,7 +154,7 @@ impl AttnPrims for Neon {
                 v0 += nv;
             }
             for d in whole * 4..hd {
-                let mut o = if add { out[j * hd + d] } else { 0.0 };
+                let mut o = out[j * hd + d];
                 for t in 0..n {
                     o = p[j * ps + t].mul_add(rows[t * stride + d], o);
                 }

@@ -149,9 +149,6 @@ trait AttnVec {
         scale: f32,
         out: *mut f32,
     );
-    /// # Safety
-    /// The path's features.
-    unsafe fn zero() -> Self::V;
     /// `LANES` floats from `x`.
     ///
     /// # Safety
@@ -247,11 +244,6 @@ impl AttnVec for Avx2Vec {
             }
             s
         }
-    }
-    #[inline(always)]
-    unsafe fn zero() -> __m256 {
-        // SAFETY: AVX (caller).
-        unsafe { _mm256_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn load(x: *const f32) -> __m256 {
@@ -360,11 +352,6 @@ impl AttnVec for Avx512Vec {
         }
     }
     #[inline(always)]
-    unsafe fn zero() -> __m512 {
-        // SAFETY: AVX-512F (caller).
-        unsafe { _mm512_setzero_ps() }
-    }
-    #[inline(always)]
     unsafe fn load(x: *const f32) -> __m512 {
         // SAFETY: caller's contract.
         unsafe { _mm512_loadu_ps(x) }
@@ -389,21 +376,14 @@ impl AttnVec for Avx512Vec {
 /// [`AttnPrims::mix`]: the outputs stay in vector registers while the rows stream past (up to
 /// eight vectors of one head, or of two or four heads at once, which then share each load of a
 /// value row; at most [`AttnVec::ACC`] in all): one fused multiply-add per element and row, in
-/// row order, from zero (or from the outputs, going on from an earlier block of rows), the same
-/// arithmetic at any vector width and in any company; the dimensions past the last whole vector
-/// one by one.
+/// row order, onto the outputs, the same arithmetic at any vector width and in any company; the
+/// dimensions past the last whole vector one by one.
 ///
 /// # Safety
 /// The features of `M`'s path.
 #[inline(always)]
 unsafe fn mix_body<M: AttnVec>(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix) {
-    let Mix {
-        hd,
-        ps,
-        n,
-        stride,
-        add,
-    } = m;
+    let Mix { hd, ps, n, stride } = m;
     let g = out.len() / hd.max(1);
     assert!(out.len() == g * hd && (g == 0 || n == 0 || p.len() >= (g - 1) * ps + n));
     assert!(n == 0 || (n - 1) * stride + hd <= rows.len());
@@ -448,9 +428,6 @@ unsafe fn mix_body<M: AttnVec>(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix)
     }
     for (j, oh) in out.chunks_exact_mut(hd.max(1)).enumerate() {
         for (d, o) in oh.iter_mut().enumerate().skip(whole * M::LANES) {
-            if !add {
-                *o = 0.0;
-            }
             for t in 0..n {
                 *o = p[j * ps + t].mul_add(rows[t * stride + d], *o);
             }
@@ -461,7 +438,7 @@ unsafe fn mix_body<M: AttnVec>(out: &mut [f32], p: &[f32], rows: &[f32], m: Mix)
 /// `NV` vectors of `HP` heads.
 ///
 /// # Safety
-/// `NV · LANES` writable floats at `out + j · hd` and `n` weights at `p + j · ps` for `j <
+/// `NV · LANES` floats to add to at `out + j · hd` and `n` weights at `p + j · ps` for `j <
 /// HP`; `NV · LANES` floats at `rows + t · stride` for `t < n`; `M`'s features.
 #[inline(always)]
 unsafe fn mix_block<M: AttnVec, const NV: usize, const HP: usize>(
@@ -470,23 +447,12 @@ unsafe fn mix_block<M: AttnVec, const NV: usize, const HP: usize>(
     rows: *const f32,
     m: Mix,
 ) {
-    let Mix {
-        hd,
-        ps,
-        n,
-        stride,
-        add,
-    } = m;
+    let Mix { hd, ps, n, stride } = m;
     // SAFETY: caller's contract.
     unsafe {
-        let mut acc = [[M::zero(); NV]; HP];
-        if add {
-            for (j, aj) in acc.iter_mut().enumerate() {
-                for (i, a) in aj.iter_mut().enumerate() {
-                    *a = M::load(out.add(j * hd + i * M::LANES));
-                }
-            }
-        }
+        let mut acc: [[M::V; NV]; HP] = std::array::from_fn(|j| {
+            std::array::from_fn(|i| M::load(out.add(j * hd + i * M::LANES)))
+        });
         for t in 0..n {
             let r = rows.add(t * stride);
             for i in 0..NV {
