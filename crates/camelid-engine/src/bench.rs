@@ -216,8 +216,7 @@ pub fn run(model: &Model, path: &std::path::Path, t: Tests) -> Result<Report, St
         });
     }
     let tokens = bench_tokens(model.config.n_vocab, n_prompt.max(n_gen));
-    // The context of a test `@ d<D>`: other tokens than the test's (the hash further on).
-    let depth = &bench_tokens(model.config.n_vocab, n_depth + n_ctx)[n_ctx..];
+    let depth = &bench_tokens(model.config.n_vocab, n_depth);
     let mut state = model.new_state(n_ctx).map_err(|e| e.to_string())?;
     let device = model.device();
     let ceiling = (device.device == "cpu").then(|| {

@@ -55,26 +55,23 @@ impl CpuCache {
             KvData::F16 { k, v } => Kv::F16(&k[r.clone()], &v[r]),
         }
     }
-}
 
-/// Writes a batch row's keys and values `ks, vs: [kv]` at position `pos` of layer `layer`:
-/// each kv head's `hd` floats to its own run of positions, rounded to the cache's type.
-#[allow(clippy::too_many_arguments)]
-fn store_row<E: KvElem>(
-    k: &mut [E],
-    v: &mut [E],
-    ks: &[f32],
-    vs: &[f32],
-    layer: usize,
-    pos: usize,
-    n_ctx: usize,
-    hd: usize,
-) {
-    let n_kv = ks.len() / hd;
-    for g in 0..n_kv {
-        let at = ((layer * n_kv + g) * n_ctx + pos) * hd;
-        E::store(&ks[g * hd..][..hd], &mut k[at..][..hd]);
-        E::store(&vs[g * hd..][..hd], &mut v[at..][..hd]);
+    /// Writes one row's keys and values `ks, vs: [kv]` at position `pos` of layer `layer`: each
+    /// kv head's `hd` floats to its own run of positions, rounded to the cache's type.
+    fn store(&mut self, layer: usize, pos: usize, hd: usize, ks: &[f32], vs: &[f32]) {
+        fn put<E: KvElem>(k: &mut [E], v: &mut [E], at: usize, ks: &[f32], vs: &[f32]) {
+            E::store(ks, &mut k[at..][..ks.len()]);
+            E::store(vs, &mut v[at..][..vs.len()]);
+        }
+        let n_kv = ks.len() / hd;
+        for g in 0..n_kv {
+            let at = ((layer * n_kv + g) * self.n_ctx + pos) * hd;
+            let (kg, vg) = (&ks[g * hd..][..hd], &vs[g * hd..][..hd]);
+            match &mut self.kv {
+                KvData::F32 { k, v } => put(k, v, at, kg, vg),
+                KvData::F16 { k, v } => put(k, v, at, kg, vg),
+            }
+        }
     }
 }
 
@@ -483,12 +480,13 @@ impl Ops for CpuOps<'_, '_> {
         let hd = self.be.config.head_dim;
         for (t, r) in self.rows.iter().enumerate() {
             let s: &mut CpuCache = downcast_cache(&mut *self.caches[r.seq]);
-            let (kr, vr) = (&ks[t * kvd..][..kvd], &vs[t * kvd..][..kvd]);
-            let n_ctx = s.n_ctx;
-            match &mut s.kv {
-                KvData::F32 { k, v } => store_row(k, v, kr, vr, layer, r.pos, n_ctx, hd),
-                KvData::F16 { k, v } => store_row(k, v, kr, vr, layer, r.pos, n_ctx, hd),
-            }
+            s.store(
+                layer,
+                r.pos,
+                hd,
+                &ks[t * kvd..][..kvd],
+                &vs[t * kvd..][..kvd],
+            );
         }
     }
 
