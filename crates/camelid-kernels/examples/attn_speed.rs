@@ -7,6 +7,7 @@
 //! target/release/examples/attn_speed 512 4096      # CAMELID_THREADS (1), CAMELID_LAYERS (16)
 //! ```
 //!
+//! `CAMELID_HEADS` and `CAMELID_KV_HEADS` (32 and 8) change the shape: 9 and 3 for SmolLM2-135M.
 //! `CAMELID_CACHE=f16` measures an f16 cache. `CAMELID_LAYERS` caches side by side (a decode step reads each layer's once, so by default
 //! they do not fit in the last-level cache, as in a real model); each call goes to the next.
 
@@ -27,17 +28,19 @@ fn main() {
     let threads = env("CAMELID_THREADS", 1);
     let layers = env("CAMELID_LAYERS", 16).max(1);
     let shape = AttnShape {
-        n_heads: 32,
-        n_kv_heads: 8,
+        n_heads: env("CAMELID_HEADS", 32),
+        n_kv_heads: env("CAMELID_KV_HEADS", 8),
         head_dim: 64,
     };
-    let (qd, kvd) = (32 * 64, 8 * 64);
+    let (qd, kvd) = (shape.n_heads * 64, shape.n_kv_heads * 64);
     let f16_cache = std::env::var("CAMELID_CACHE").is_ok_and(|c| c == "f16");
     let kernels = Kernels::new(threads);
     let cache = if f16_cache { "f16" } else { "f32" };
     println!(
-        "isa {}, {threads} threads, {layers} layers, {cache} cache",
-        kernels.isa()
+        "isa {}, {threads} threads, {layers} layers, {cache} cache, {} heads over {} kv heads",
+        kernels.isa(),
+        shape.n_heads,
+        shape.n_kv_heads
     );
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut rand = move || {

@@ -85,15 +85,16 @@ pub trait KvElem: Copy + Default + Send + Sync + 'static {
     /// Floats of [`attention`]'s scratch the widening takes (beyond the scores) for heads of
     /// `head_dim`.
     fn scratch(head_dim: usize) -> usize;
-    /// `rows` as f32: themselves, or widened into `buf` by `widen` (exact: every f16 is an
-    /// f32).
-    fn as_f32<'a>(
-        rows: &'a [Self],
-        buf: &'a mut [f32],
-        widen: impl Fn(&[half::f16], &mut [f32]),
-    ) -> &'a [f32];
+    /// `rows` in their stored type.
+    fn rows(rows: &[Self]) -> KvRows<'_>;
     /// `x` rounded to this type (to nearest, ties to even), into `out`.
     fn store(x: &[f32], out: &mut [Self]);
+}
+
+/// A cache's keys or values in the type it holds.
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
 }
 
 impl KvElem for f32 {
@@ -101,12 +102,8 @@ impl KvElem for f32 {
         0
     }
     #[inline(always)]
-    fn as_f32<'a>(
-        rows: &'a [f32],
-        _: &'a mut [f32],
-        _: impl Fn(&[half::f16], &mut [f32]),
-    ) -> &'a [f32] {
-        rows
+    fn rows(rows: &[f32]) -> KvRows<'_> {
+        KvRows::F32(rows)
     }
     fn store(x: &[f32], out: &mut [f32]) {
         out.copy_from_slice(x)
@@ -119,14 +116,8 @@ impl KvElem for half::f16 {
         SCORE_BLOCK * head_dim
     }
     #[inline(always)]
-    fn as_f32<'a>(
-        rows: &'a [half::f16],
-        buf: &'a mut [f32],
-        widen: impl Fn(&[half::f16], &mut [f32]),
-    ) -> &'a [f32] {
-        let b = &mut buf[..rows.len()];
-        widen(rows, b);
-        b
+    fn rows(rows: &[half::f16]) -> KvRows<'_> {
+        KvRows::F16(rows)
     }
     fn store(x: &[f32], out: &mut [half::f16]) {
         use half::slice::HalfFloatSliceExt;
@@ -136,6 +127,11 @@ impl KvElem for half::f16 {
 
 /// Positions `t0..t0 + nt` of a kv head's `rows` (`hd` floats a position) as f32, in `buf`
 /// where they must be widened, with the next block asked for while this one is used.
+///
+/// The widening is called here, where the path's features are known (every function down to
+/// the path's entry point inlined): handed to the element type as a function value instead, it
+/// ran out of line without them, its intrinsics called one at a time (the f16 cache 2.7x slower
+/// than the f32 one in L3, `attn_speed`).
 #[inline(always)]
 fn block<'a, P: AttnPrims, E: KvElem>(
     rows: &'a [E],
@@ -146,7 +142,14 @@ fn block<'a, P: AttnPrims, E: KvElem>(
 ) -> &'a [f32] {
     let next = &rows[(t0 + nt) * hd..];
     P::prefetch(&next[..next.len().min(SCORE_BLOCK * hd)]);
-    E::as_f32(&rows[t0 * hd..][..nt * hd], buf, P::widen)
+    match E::rows(&rows[t0 * hd..][..nt * hd]) {
+        KvRows::F32(x) => x,
+        KvRows::F16(h) => {
+            let b = &mut buf[..h.len()];
+            P::widen(h, b);
+            b
+        }
+    }
 }
 
 /// Causal attention of one query position over the cached keys and values `0..n_past`.
