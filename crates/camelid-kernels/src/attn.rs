@@ -21,14 +21,31 @@ impl Kv<'_> {
             Kv::F16(k, v) => (k.len(), v.len()),
         }
     }
+
+    /// Whether `other` is the same cache (the same memory, the same type).
+    fn same(&self, other: &Kv) -> bool {
+        match (self, other) {
+            (Kv::F32(k, v), Kv::F32(k2, v2)) => std::ptr::eq(*k, *k2) && std::ptr::eq(*v, *v2),
+            (Kv::F16(k, v), Kv::F16(k2, v2)) => std::ptr::eq(*k, *k2) && std::ptr::eq(*v, *v2),
+            _ => false,
+        }
+    }
 }
+
+/// Query rows of one sequence taken together (a prompt's): each block of its keys and values
+/// is then read and widened once for all of them. At most this many, and fewer where their
+/// scores would outgrow [`TILE_SCORES`].
+const TILE_ROWS: usize = 8;
+
+/// Floats of scores a tile of rows may keep (256 KiB, a quarter of a 1 MiB L2).
+const TILE_SCORES: usize = 1 << 16;
 
 impl Kernels {
     /// Causal attention of `b` query rows at once: `q, out: [b, n_heads · head_dim]`; row `t`
     /// attends over `row(t) = (kv, n_past)`, the keys and values of its sequence
-    /// (`[n_kv_heads, cap ≥ n_past, head_dim]`) and how many positions it sees. Rows and kv-head
-    /// groups are shared out among at most `threads` threads; each result equals
-    /// [`crate::ops::attention`] on that row.
+    /// (`[n_kv_heads, cap ≥ n_past, head_dim]`) and how many positions it sees. Consecutive
+    /// rows on the same cache go together in tiles; tiles and kv-head groups are shared out among
+    /// at most `threads` threads; each result equals [`crate::ops::attention`] on that row.
     pub fn attention_rows<'a, F>(
         &self,
         out: &mut [f32],
@@ -70,12 +87,24 @@ impl Kernels {
         let work = b * max_past * qd;
         let threads = if work < (1 << 15) { 1 } else { threads.max(1) };
 
+        // Tiles of consecutive rows on the same cache: `tiles[i]..tiles[i + 1]`.
+        let most = (TILE_SCORES / (group * max_past).max(1)).clamp(1, TILE_ROWS);
+        let mut tiles = vec![0];
+        for t in 1..b {
+            let start = *tiles.last().expect("tiles start with 0");
+            if t - start == most || !row(t).0.same(&row(start).0) {
+                tiles.push(t);
+            }
+        }
+        tiles.push(b);
+
         let mut inner = self.lock_inner(threads);
-        // Scores for the `group` query heads of one kv head, and a block of f16 keys or values
-        // widened, per thread.
-        let per = group * max_past + half::f16::scratch(head_dim);
+        // Per thread: scores for the `group` query heads of one kv head and the rows of a tile,
+        // a block of f16 keys or values widened, and the tile's outputs for those heads.
+        let (sc_len, out_len) = (most * group * max_past, most * group * head_dim);
+        let per = sc_len + half::f16::scratch(head_dim) + out_len;
         let (pool, scores) = inner.pool_and_scores(threads, per);
-        let items = b * n_kv_heads;
+        let items = (tiles.len() - 1) * n_kv_heads;
         let next = AtomicUsize::new(0);
         let outp = OutPtr(out.as_mut_ptr());
         let scr = OutPtr(scores.as_mut_ptr());
@@ -84,22 +113,32 @@ impl Kernels {
                 return;
             }
             // SAFETY: thread `id` owns scratch row `id` of `threads · per` floats.
-            let sc = unsafe { scr.slice(id * per, per) };
+            let (sc, tile_out) = unsafe { scr.slice(id * per, per) }.split_at_mut(per - out_len);
+            let mut past = [0; TILE_ROWS];
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= items {
                     break;
                 }
-                let (t, g) = (i / n_kv_heads, i % n_kv_heads);
+                let (tile, g) = (i / n_kv_heads, i % n_kv_heads);
+                let (t0, t1) = (tiles[tile], tiles[tile + 1]);
                 let heads = g * group..(g + 1) * group;
-                let (kv, n_past) = row(t);
-                // SAFETY: item (t, g) alone writes the heads of group `g` of row `t`, a range
-                // inside `out: [b, qd]`.
-                let o = unsafe { outp.slice(t * qd + heads.start * head_dim, group * head_dim) };
-                let q = &q[t * qd..][..qd];
+                let kv = row(t0).0;
+                for t in t0..t1 {
+                    past[t - t0] = row(t).1;
+                }
+                let past = &past[..t1 - t0];
+                let o = &mut tile_out[..past.len() * group * head_dim];
+                let q = &q[t0 * qd..t1 * qd];
                 match kv {
-                    Kv::F32(k, v) => attention_heads(o, q, k, v, n_past, shape, heads, sc),
-                    Kv::F16(k, v) => attention_heads(o, q, k, v, n_past, shape, heads, sc),
+                    Kv::F32(k, v) => attention_heads(o, q, k, v, past, shape, heads.clone(), sc),
+                    Kv::F16(k, v) => attention_heads(o, q, k, v, past, shape, heads.clone(), sc),
+                }
+                for (t, o) in (t0..t1).zip(o.chunks_exact(group * head_dim)) {
+                    // SAFETY: item (tile, g) alone writes the heads of group `g` of the tile's
+                    // rows, ranges inside `out: [b, qd]`.
+                    unsafe { outp.slice(t * qd + heads.start * head_dim, group * head_dim) }
+                        .copy_from_slice(o);
                 }
             }
         };

@@ -169,7 +169,7 @@ pub fn attention<E: KvElem>(
     shape: AttnShape,
     scores: &mut [f32],
 ) {
-    attention_heads(out, q, k, v, n_past, shape, 0..shape.n_heads, scores)
+    attention_heads(out, q, k, v, &[n_past], shape, 0..shape.n_heads, scores)
 }
 
 /// Whether the vector versions may run: the active path is AVX2 or better.
@@ -228,13 +228,16 @@ pub(crate) struct Mix {
 /// Positions per block of scores (64 keys of 128 floats: 32 KiB).
 const SCORE_BLOCK: usize = 64;
 
-/// Attention of one query position for the query heads `heads` (see [`attention`]); `q` is the
-/// whole row `[n_heads, head_dim]`, `out` holds only the `heads` (`[heads.len(), head_dim]`).
+/// Attention of query rows of one sequence for the query heads `heads` (see [`attention`]):
+/// row `r` of `q: [rows, n_heads · head_dim]` attends over positions `0..n_past[r]` of `k` and
+/// `v`, and its result for the `heads` goes to row `r` of `out: [rows, heads.len() · head_dim]`.
 ///
-/// The query heads that share a kv head (grouped-query attention) are taken together, as many
-/// as `scores` has room for (`n_past` floats each): each key and value row is then read once
-/// for all of them instead of once per head, which matters once the cache outgrows the caches
-/// of the core. Every head gets the same operations in the same order as alone.
+/// The query heads that share a kv head (grouped-query attention) and the rows are taken
+/// together, as many heads as `scores` has room for (`rows · max n_past` floats each): each
+/// block of keys and values is then read (and widened, for an f16 cache) once for all of them
+/// instead of once per head and row, which matters once the cache outgrows the caches of the
+/// core. Every row and head gets the same operations in the same order as alone: the same
+/// blocks of positions, each cut at the row's own `n_past`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
@@ -242,7 +245,7 @@ pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
     q: &[f32],
     k: &[E],
     v: &[E],
-    n_past: usize,
+    n_past: &[usize],
     shape: AttnShape,
     heads: std::ops::Range<usize>,
     scores: &mut [f32],
@@ -252,65 +255,86 @@ pub(crate) fn attention_with<P: AttnPrims, E: KvElem>(
         n_kv_heads,
         head_dim,
     } = shape;
+    let (rows, qd, od) = (n_past.len(), n_heads * head_dim, heads.len() * head_dim);
+    let max_past = n_past.iter().copied().max().unwrap_or(0);
     let kv_dim = n_kv_heads * head_dim;
     let cap = k.len() / kv_dim.max(1);
     assert!(
-        k.len() == cap * kv_dim && v.len() == k.len() && cap >= n_past,
-        "the cache is not [{n_kv_heads}, ≥ {n_past}, {head_dim}]"
+        k.len() == cap * kv_dim && v.len() == k.len() && cap >= max_past,
+        "the cache is not [{n_kv_heads}, ≥ {max_past}, {head_dim}]"
+    );
+    assert!(
+        q.len() == rows * qd && out.len() == rows * od,
+        "{rows} query rows"
     );
     let group = n_heads / n_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let (scores, buf) = scores.split_at_mut(scores.len() - E::scratch(head_dim));
-    let room = (scores.len() / n_past.max(1)).max(1);
+    let room = (scores.len() / (rows * max_past).max(1)).max(1);
     let first = heads.start;
     let mut h0 = heads.start;
     while h0 < heads.end {
-        // Query heads h0..h1 share kv head `kvh`.
+        // Query heads h0..h1 share kv head `kvh`; row `r`'s scores for head `h` are
+        // `sc[((r · nh) + h − h0) · max_past..][..n_past[r]]`.
         let kvh = h0 / group;
         let h1 = heads.end.min((kvh + 1) * group).min(h0 + room);
-        let head = kvh * cap * head_dim..(kvh * cap + n_past) * head_dim;
+        let nh = h1 - h0;
+        let head = kvh * cap * head_dim..(kvh * cap + max_past) * head_dim;
         let (kh, vh) = (&k[head.clone()], &v[head]);
-        let sc = &mut scores[..(h1 - h0) * n_past];
-        // Positions in blocks whose keys stay in L1 while each head of the group takes them.
-        for t0 in (0..n_past).step_by(SCORE_BLOCK) {
-            let nt = (n_past - t0).min(SCORE_BLOCK);
-            let kt = block::<P, E>(kh, t0, nt, head_dim, buf);
-            for h in h0..h1 {
-                let o = &mut sc[(h - h0) * n_past + t0..][..nt];
-                P::scores(&q[h * head_dim..][..head_dim], kt, head_dim, scale, o);
+        let sc = &mut scores[..rows * nh * max_past];
+        // Positions in blocks whose keys stay in L1 while each row and head takes them.
+        for t0 in (0..max_past).step_by(SCORE_BLOCK) {
+            let kt = block::<P, E>(kh, t0, (max_past - t0).min(SCORE_BLOCK), head_dim, buf);
+            for (r, &np) in n_past.iter().enumerate().filter(|(_, np)| **np > t0) {
+                let nt = (np - t0).min(SCORE_BLOCK);
+                for h in h0..h1 {
+                    let o = &mut sc[(r * nh + h - h0) * max_past + t0..][..nt];
+                    P::scores(
+                        &q[r * qd + h * head_dim..][..head_dim],
+                        kt,
+                        head_dim,
+                        scale,
+                        o,
+                    );
+                }
             }
         }
-        for row in sc.chunks_exact_mut(n_past.max(1)) {
-            P::softmax(row);
+        for (r, &np) in n_past.iter().enumerate() {
+            for row in sc[r * nh * max_past..][..nh * max_past].chunks_exact_mut(max_past.max(1)) {
+                P::softmax(&mut row[..np]);
+            }
         }
         // The values in the same blocks, each head's sums carried from block to block in
         // `out` (an f32 stored and loaded again is the same f32: the same sums as one pass,
         // from zero).
-        let oh = &mut out[(h0 - first) * head_dim..(h1 - first) * head_dim];
-        oh.fill(0.0);
-        for t0 in (0..n_past).step_by(SCORE_BLOCK) {
-            let nt = (n_past - t0).min(SCORE_BLOCK);
-            let vt = block::<P, E>(vh, t0, nt, head_dim, buf);
-            let m = Mix {
-                hd: head_dim,
-                ps: n_past,
-                n: nt,
-                stride: head_dim,
-            };
-            P::mix(oh, &sc[t0..], vt, m);
+        for r in 0..rows {
+            out[r * od + (h0 - first) * head_dim..][..nh * head_dim].fill(0.0);
+        }
+        for t0 in (0..max_past).step_by(SCORE_BLOCK) {
+            let vt = block::<P, E>(vh, t0, (max_past - t0).min(SCORE_BLOCK), head_dim, buf);
+            for (r, &np) in n_past.iter().enumerate().filter(|(_, np)| **np > t0) {
+                let m = Mix {
+                    hd: head_dim,
+                    ps: max_past,
+                    n: (np - t0).min(SCORE_BLOCK),
+                    stride: head_dim,
+                };
+                let oh = &mut out[r * od + (h0 - first) * head_dim..][..nh * head_dim];
+                P::mix(oh, &sc[r * nh * max_past + t0..], vt, m);
+            }
         }
         h0 = h1;
     }
 }
 
-/// [`attention`] for the query heads `heads` only, on the active path.
+/// [`attention_with`] on the active path: rows of one sequence, the query heads `heads`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_heads<E: KvElem>(
     out: &mut [f32],
     q: &[f32],
     k: &[E],
     v: &[E],
-    n_past: usize,
+    n_past: &[usize],
     shape: AttnShape,
     heads: std::ops::Range<usize>,
     scores: &mut [f32],
@@ -392,7 +416,7 @@ pub mod reference {
         shape: AttnShape,
         scores: &mut [f32],
     ) {
-        attention_heads(out, q, k, v, n_past, shape, 0..shape.n_heads, scores)
+        attention_heads(out, q, k, v, &[n_past], shape, 0..shape.n_heads, scores)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -401,7 +425,7 @@ pub mod reference {
         q: &[f32],
         k: &[E],
         v: &[E],
-        n_past: usize,
+        n_past: &[usize],
         shape: AttnShape,
         heads: std::ops::Range<usize>,
         scores: &mut [f32],

@@ -264,3 +264,69 @@ fn f16_caches_give_the_f32_results_of_their_values() {
         }
     }
 }
+
+/// A prompt's rows on one cache go through attention in tiles (each block of keys and values
+/// read once for the tile): every row equals `ops::attention` on that row alone, bit for bit,
+/// for f32 and f16 caches, on one and two threads, where the rows' positions cross blocks of
+/// 64 inside a tile, where a long context leaves room for fewer rows a tile, and where a batch
+/// holds two sequences' prompts one after the other.
+#[test]
+fn prompt_rows_in_tiles_equal_each_row_alone() {
+    use camelid_kernels::Kernels;
+    for (heads, kv, hd, cap, first, b) in [
+        (8usize, 2usize, 64usize, 200usize, 40usize, 30usize),
+        (9, 3, 64, 3000, 2950, 20),
+        (4, 4, 128, 300, 0, 17),
+    ] {
+        let shape = AttnShape {
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: hd,
+        };
+        let (qd, n) = (heads * hd, kv * cap * hd);
+        let q = data(b * qd, 61, 2.0);
+        let kf = [data(n, 67, 2.0), data(n, 71, 2.0)];
+        let vf = [data(n, 73, 2.0), data(n, 79, 2.0)];
+        let h = |x: &Vec<f32>| -> Vec<f16> { x.iter().map(|&y| f16::from_f32(y)).collect() };
+        let (kh, vh) = ([h(&kf[0]), h(&kf[1])], [h(&vf[0]), h(&vf[1])]);
+        // Rows 0..b/2 are sequence 0's prompt, the rest sequence 1's; row t sees one more
+        // position than the row before it in its sequence.
+        let split = b / 2;
+        let seq = |t: usize| usize::from(t >= split);
+        let past = |t: usize| first + 1 + if t < split { t } else { t - split };
+        for f16_cache in [false, true] {
+            let row = |t: usize| {
+                let s = seq(t);
+                let kv = if f16_cache {
+                    Kv::F16(&kh[s], &vh[s])
+                } else {
+                    Kv::F32(&kf[s], &vf[s])
+                };
+                (kv, past(t))
+            };
+            for threads in [1, 2] {
+                let mut out = vec![0.0f32; b * qd];
+                Kernels::new(threads).attention_rows(&mut out, &q, shape, threads, row);
+                for t in 0..b {
+                    let mut want = vec![0.0f32; qd];
+                    let mut sc = vec![0.0f32; heads * past(t) + 64 * hd];
+                    let qt = &q[t * qd..][..qd];
+                    let s = seq(t);
+                    if f16_cache {
+                        ops::attention(&mut want, qt, &kh[s], &vh[s], past(t), shape, &mut sc);
+                    } else {
+                        ops::attention(&mut want, qt, &kf[s], &vf[s], past(t), shape, &mut sc);
+                    }
+                    assert!(
+                        out[t * qd..][..qd]
+                            .iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{heads}/{kv}/{hd}, f16 {f16_cache}, {threads} threads: row {t} \
+                         differs from attention on its own"
+                    );
+                }
+            }
+        }
+    }
+}

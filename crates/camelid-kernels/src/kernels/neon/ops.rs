@@ -175,7 +175,7 @@ pub fn attention<E: KvElem>(
     q: &[f32],
     k: &[E],
     v: &[E],
-    n_past: usize,
+    n_past: &[usize],
     shape: AttnShape,
     heads: std::ops::Range<usize>,
     scores: &mut [f32],

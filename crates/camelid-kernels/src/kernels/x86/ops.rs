@@ -560,7 +560,7 @@ macro_rules! attention_entries {
                 q: &[f32],
                 k: &[E],
                 v: &[E],
-                n_past: usize,
+                n_past: &[usize],
                 shape: AttnShape,
                 heads: std::ops::Range<usize>,
                 scores: &mut [f32],
