@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::eval::read_nonempty;
 use crate::fetch;
-use crate::load::{CacheTypeArg, LoadArgs, PrecisionArg, load_from};
+use crate::load::{LoadArgs, PrecisionArg, load_from};
 #[derive(clap::Args)]
 pub struct ModelsArgs {
     /// Print JSON instead of the table.
@@ -124,7 +124,7 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
         ctx: Some(a.ctx),
         threads: a.threads,
         precision: PrecisionArg::Fast,
-        cache_type: CacheTypeArg::F32,
+        cache_type: None,
         device: camelid_model::Device::Cpu,
     };
     let ppl = PplOptions {

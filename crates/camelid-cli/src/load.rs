@@ -34,17 +34,18 @@ pub struct LoadArgs {
     pub threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fast, help = PRECISION_HELP)]
     pub precision: PrecisionArg,
-    #[arg(long, value_enum, default_value_t = CacheTypeArg::F32, help = CACHE_TYPE_HELP)]
-    pub cache_type: CacheTypeArg,
+    #[arg(long, value_enum, help = CACHE_TYPE_HELP)]
+    pub cache_type: Option<CacheTypeArg>,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
 }
 
 /// The help of `--cache-type`.
-pub const CACHE_TYPE_HELP: &str = "What the KV cache holds: `f32`, or `f16` (llama.cpp's default \
-`--cache-type-k/-v`: half the memory and faster deep into long contexts, keys and values rounded \
-to 16-bit floats; CPU only)";
+pub const CACHE_TYPE_HELP: &str = "What the KV cache holds: `f16` (llama.cpp's default: half the \
+memory of f32 and faster deep into long contexts, keys and values rounded to 16-bit floats; CPU \
+only) or `f32` [default: f16 on the CPU at --precision fast, f32 at --precision exact and on \
+CUDA]";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CacheTypeArg {
@@ -52,11 +53,13 @@ pub enum CacheTypeArg {
     F16,
 }
 
-impl From<CacheTypeArg> for CacheType {
-    fn from(c: CacheTypeArg) -> CacheType {
+impl CacheTypeArg {
+    /// The cache asked for, or the default for `precision` on `device`.
+    pub fn resolve(c: Option<CacheTypeArg>, precision: Precision, device: Device) -> CacheType {
         match c {
-            CacheTypeArg::F32 => CacheType::F32,
-            CacheTypeArg::F16 => CacheType::F16,
+            Some(CacheTypeArg::F32) => CacheType::F32,
+            Some(CacheTypeArg::F16) => CacheType::F16,
+            None => CacheType::default_for(precision, device),
         }
     }
 }
@@ -69,8 +72,8 @@ pub struct ComputeArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub precision: PrecisionArgs,
-    #[arg(long, value_enum, default_value_t = CacheTypeArg::F32, help = CACHE_TYPE_HELP)]
-    pub cache_type: CacheTypeArg,
+    #[arg(long, value_enum, help = CACHE_TYPE_HELP)]
+    pub cache_type: Option<CacheTypeArg>,
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -145,14 +148,14 @@ pub fn open_resolved(
     device: Device,
     threads: Option<usize>,
     precision: PrecisionArg,
-    cache_type: CacheTypeArg,
+    cache_type: Option<CacheTypeArg>,
 ) -> Result<(PathBuf, Model)> {
     let path = crate::fetch::resolve_model(model)?;
     let o = LoadOptions {
         device,
         threads: threads_arg(threads)?,
         precision: precision.into(),
-        cache_type: cache_type.into(),
+        cache_type: CacheTypeArg::resolve(cache_type, precision.into(), device),
         ctx: None,
     };
     let m = open_model(Checkpoint::open(&path)?, &o)?;
@@ -191,7 +194,7 @@ pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
         device: a.device,
         threads: threads_arg(a.threads)?,
         precision: a.precision.into(),
-        cache_type: a.cache_type.into(),
+        cache_type: CacheTypeArg::resolve(a.cache_type, a.precision.into(), a.device),
         ctx: a.ctx,
     };
     Ok(camelid_engine::load::load(path, &o)?)

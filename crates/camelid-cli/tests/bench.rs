@@ -105,24 +105,20 @@ fn table_and_refusals() {
 }
 
 /// `-d` (llama-bench's depth) and `--cache-type`: the tests after a context of D tokens, named
-/// as llama-bench names them, with the cache's type and bytes in the JSON.
+/// as llama-bench names them, with the cache's type and bytes in the JSON; without
+/// `--cache-type` the cache is f16 at the fast precision and f32 at the exact one.
 #[test]
 fn depth_and_cache_type() {
     let mut bytes = Vec::new();
-    for cache in ["f32", "f16"] {
-        let out = bench(&[
-            "-p",
-            "8",
-            "-n",
-            "4",
-            "-d",
-            "20",
-            "-r",
-            "1",
-            "--cache-type",
-            cache,
-            "--json",
-        ]);
+    for (extra, cache) in [
+        (&["--cache-type", "f32"][..], "f32"),
+        (&["--cache-type", "f16"], "f16"),
+        (&[], "f16"),
+        (&["--precision", "exact"], "f32"),
+    ] {
+        let mut args = vec!["-p", "8", "-n", "4", "-d", "20", "-r", "1", "--json"];
+        args.extend(extra);
+        let out = bench(&args);
         assert!(
             out.status.success(),
             "{}",
@@ -135,7 +131,8 @@ fn depth_and_cache_type() {
         assert!(
             tests
                 .iter()
-                .all(|t| t["n_depth"] == 20 && t["cache_type"] == cache)
+                .all(|t| t["n_depth"] == 20 && t["cache_type"] == cache),
+            "{extra:?}: {tests:?}"
         );
         bytes.push(tests[0]["kv_cache_bytes"].as_u64().unwrap());
     }

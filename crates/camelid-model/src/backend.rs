@@ -185,6 +185,18 @@ pub enum CacheType {
     F16,
 }
 
+impl CacheType {
+    /// The cache a command uses where none is asked for: f16 on the CPU at the fast precision
+    /// (llama.cpp's default, and the faster one deep in a context); f32 at the exact precision,
+    /// whose results are the f32 reference's, and on CUDA, whose caches are f32.
+    pub fn default_for(precision: Precision, device: Device) -> CacheType {
+        match (precision, device) {
+            (Precision::Fast, Device::Cpu) => CacheType::F16,
+            _ => CacheType::F32,
+        }
+    }
+}
+
 /// A place the model runs: it owns the uploaded weights, makes KV caches, and runs batches.
 pub trait Backend: Send + Sync {
     fn info(&self) -> DeviceInfo;
