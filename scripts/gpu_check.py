@@ -75,8 +75,10 @@ class Camelid:
 
     def logits(self, model: Path, tokens: list[int], device: str, precision: str,
                decode: bool = False) -> list[list[float]]:
+        # f32 caches on both devices (the CPU's default is f16 at the fast precision; CUDA's
+        # caches are f32), so that the two differ only in their kernels.
         args = ["logits", "-m", str(model), "--tokens", ",".join(map(str, tokens)), "--all",
-                "--device", device, "--precision", precision]
+                "--device", device, "--precision", precision, "--cache-type", "f32"]
         if decode:
             args.append("--decode")
         return json.loads(self.ok(*args))["logits"]
@@ -186,7 +188,8 @@ def check_default_model(cm: Camelid, model: Path | None, text: Path) -> dict:
         got = {}
         for dev in ("cpu", "cuda"):
             o = json.loads(cm.ok("run", "-m", str(model), "-p", p["prompt"], "-n", "32",
-                                 "--temp", "0", "--json", "--device", dev))
+                                 "--temp", "0", "--json", "--device", dev,
+                                 "--cache-type", "f32"))
             got[dev] = o["ids"]
         runs.append({"prompt": p["prompt"], "same": got["cpu"] == got["cuda"]})
     if not text.is_file():
@@ -195,7 +198,7 @@ def check_default_model(cm: Camelid, model: Path | None, text: Path) -> dict:
     ppl = {}
     for dev in ("cpu", "cuda"):
         o = json.loads(cm.ok("perplexity", "-m", str(model), "-f", str(text), "--json",
-                             "--chunks", "20", "--device", dev))
+                             "--chunks", "20", "--device", dev, "--cache-type", "f32"))
         ppl[dev] = o["ppl"]
     rel = abs(ppl["cuda"] - ppl["cpu"]) / ppl["cpu"] if ppl["cpu"] else math.inf
     return {"greedy": runs, "perplexity": ppl, "perplexity_rel_diff": rel,
