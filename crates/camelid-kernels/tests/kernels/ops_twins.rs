@@ -330,3 +330,62 @@ fn prompt_rows_in_tiles_equal_each_row_alone() {
         }
     }
 }
+
+/// Decode rows deep in a context on more threads than their (row, kv head) units divide
+/// evenly (3 kv heads on 2 threads, 2 on 5, two sequences' rows on 3 threads): each row equals
+/// `ops::attention` on it alone, bit for bit, f32 and f16 caches.
+#[test]
+fn decode_rows_over_threads_equal_each_row_alone() {
+    use camelid_kernels::Kernels;
+    for (heads, kv, hd, pasts, threads) in [
+        (9usize, 3usize, 64usize, &[1000usize][..], 2usize),
+        (8, 2, 128, &[700], 5),
+        (4, 2, 64, &[513, 2000], 3),
+        (6, 3, 32, &[4100], 2),
+    ] {
+        let shape = AttnShape {
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: hd,
+        };
+        let (qd, b) = (heads * hd, pasts.len());
+        let cap = pasts.iter().max().unwrap() + 5;
+        let n = kv * cap * hd;
+        let q = data(b * qd, 83, 2.0);
+        let kf: Vec<Vec<f32>> = (0..b).map(|s| data(n, 89 + s as u64, 2.0)).collect();
+        let vf: Vec<Vec<f32>> = (0..b).map(|s| data(n, 97 + s as u64, 2.0)).collect();
+        let h = |x: &Vec<f32>| -> Vec<f16> { x.iter().map(|&y| f16::from_f32(y)).collect() };
+        let kh: Vec<Vec<f16>> = kf.iter().map(h).collect();
+        let vh: Vec<Vec<f16>> = vf.iter().map(h).collect();
+        for f16_cache in [false, true] {
+            let row = |t: usize| {
+                let kv = if f16_cache {
+                    Kv::F16(&kh[t], &vh[t])
+                } else {
+                    Kv::F32(&kf[t], &vf[t])
+                };
+                (kv, pasts[t])
+            };
+            let mut out = vec![0.0f32; b * qd];
+            Kernels::new(threads).attention_rows(&mut out, &q, shape, threads, row);
+            for t in 0..b {
+                let mut want = vec![0.0f32; qd];
+                let mut sc = vec![0.0f32; heads * pasts[t] + 64 * hd];
+                let qt = &q[t * qd..][..qd];
+                if f16_cache {
+                    ops::attention(&mut want, qt, &kh[t], &vh[t], pasts[t], shape, &mut sc);
+                } else {
+                    ops::attention(&mut want, qt, &kf[t], &vf[t], pasts[t], shape, &mut sc);
+                }
+                assert!(
+                    out[t * qd..][..qd]
+                        .iter()
+                        .zip(&want)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{heads}/{kv}/{hd}, f16 {f16_cache}, {threads} threads: row {t} differs \
+                     from attention on its own"
+                );
+            }
+        }
+    }
+}
