@@ -134,9 +134,9 @@ pub unsafe fn prefetch(p: *const u8, len: usize) {
 /// block after it: the lines at `next + at + 64k` for `64k < len`. Every caller's `len` is a
 /// constant once inlined (so the loop unrolls) and `at` a multiple of 64 (so the lines are whole
 /// ones). Rounding `at` down to a line at run time instead cost the AVX2 F16 tile more than half
-/// its speed in L2 (0.0128 -> 0.030 ns a weight byte, `kernel_cost`). A decode
-/// tile reads its rows as several short streams at once, which the hardware prefetcher does not
-/// run ahead of (as `panel::prefetch_ahead` says of the quantized tiles).
+/// its speed in L2 (0.0128 -> 0.030 ns a weight byte, `kernel_cost`). A decode tile reads its
+/// rows as several short streams at once, which the hardware prefetcher does not run ahead of
+/// (as `panel::prefetch_ahead` says of the quantized tiles).
 ///
 /// # Safety
 /// None: the addresses are formed with wrapping arithmetic and only prefetched.
