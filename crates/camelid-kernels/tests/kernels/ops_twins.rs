@@ -276,6 +276,8 @@ fn prompt_rows_in_tiles_equal_each_row_alone() {
     for (heads, kv, hd, cap, first, b) in [
         (8usize, 2usize, 64usize, 200usize, 40usize, 30usize),
         (9, 3, 64, 3000, 2950, 20),
+        // 8 query heads a kv head at 2580 positions: tiles of 12 rows (1 MiB of scores).
+        (8, 1, 64, 2600, 2550, 30),
         (4, 4, 128, 300, 0, 17),
     ] {
         let shape = AttnShape {
