@@ -17,10 +17,22 @@ fn bench(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The tests of a `--json` run that must succeed.
+fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
 #[test]
 fn json_has_llama_bench_fields() {
     for precision in ["fast", "exact"] {
-        let out = bench(&[
+        let tests = bench_json(&[
             "-p",
             "16",
             "-n",
@@ -33,13 +45,6 @@ fn json_has_llama_bench_fields() {
             precision,
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let tests = v.as_array().unwrap();
         assert_eq!(tests.len(), 2);
         for (t, name, np, ng) in [(&tests[0], "pp16", 16, 0), (&tests[1], "tg8", 0, 8)] {
             assert_eq!(t["test"], name);
@@ -118,14 +123,7 @@ fn depth_and_cache_type() {
     ] {
         let mut args = vec!["-p", "8", "-n", "4", "-d", "20", "-r", "1", "--json"];
         args.extend(extra);
-        let out = bench(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let tests = v.as_array().unwrap();
+        let tests = bench_json(&args);
         let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
         assert_eq!(names, ["pp8 @ d20", "tg4 @ d20"]);
         assert!(

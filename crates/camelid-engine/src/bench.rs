@@ -152,11 +152,7 @@ pub fn decode_speed(
 /// Bytes of the K and V caches of `n_ctx` positions holding `t`, as [`Model::new_state`]
 /// allocates them on the CPU: `2 · n_layers · n_ctx · kv_dim · (4 or 2)`.
 pub fn kv_cache_bytes(c: &Config, n_ctx: usize, t: CacheType) -> usize {
-    let elem = match t {
-        CacheType::F32 => 4,
-        CacheType::F16 => 2,
-    };
-    2 * c.n_layers * n_ctx * c.kv_dim() * elem
+    (c.kv_bytes_per_token(t.bytes()) * n_ctx as u64) as usize
 }
 
 /// Sets the process's peak resident set back to what it holds now (Linux: `5` written to

@@ -89,9 +89,16 @@ impl Kernels {
         let work = b * max_past * qd;
         let threads = if work < (1 << 15) { 1 } else { threads.max(1) };
 
-        // Tiles of consecutive rows on the same cache: `tiles[i]..tiles[i + 1]`.
+        // Rows a tile may hold.
         let most = (TILE_SCORES / (group * max_past).max(1)).clamp(1, TILE_ROWS);
-        let mut tiles = vec![0];
+        let mut inner = self.lock_inner(threads);
+        // Per thread: scores for the `group` query heads of one kv head and the rows of a tile,
+        // a block of f16 keys or values widened, and the tile's outputs for those heads.
+        let (sc_len, out_len) = (most * group * max_past, most * group * head_dim);
+        let per = sc_len + half::f16::scratch(head_dim) + out_len;
+        let (pool, scores, tiles) = inner.attention_scratch(threads, per);
+        // Tiles of consecutive rows on the same cache: `tiles[i]..tiles[i + 1]`.
+        tiles.push(0);
         for t in 1..b {
             let start = *tiles.last().expect("tiles start with 0");
             if t - start == most || !row(t).0.same(&row(start).0) {
@@ -99,13 +106,7 @@ impl Kernels {
             }
         }
         tiles.push(b);
-
-        let mut inner = self.lock_inner(threads);
-        // Per thread: scores for the `group` query heads of one kv head and the rows of a tile,
-        // a block of f16 keys or values widened, and the tile's outputs for those heads.
-        let (sc_len, out_len) = (most * group * max_past, most * group * head_dim);
-        let per = sc_len + half::f16::scratch(head_dim) + out_len;
-        let (pool, scores) = inner.pool_and_scores(threads, per);
+        let tiles = &*tiles;
         let items = (tiles.len() - 1) * n_kv_heads;
         let next = AtomicUsize::new(0);
         let outp = OutPtr(out.as_mut_ptr());

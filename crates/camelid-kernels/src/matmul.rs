@@ -118,19 +118,23 @@ pub(crate) struct Inner {
     panels: Vec<PanelBuf>,
     /// Attention scores, `[threads, max n_past]`.
     scores: Vec<f32>,
+    /// Attention's tiles of rows (kept, like the scores, so that no pass allocates them).
+    tiles: Vec<usize>,
 }
 
 impl Inner {
-    /// The pool, and attention scratch for `threads` rows of `n` scores.
-    pub(crate) fn pool_and_scores(
+    /// The pool, attention scratch for `threads` rows of `n` scores, and an empty list for
+    /// attention's tiles of rows.
+    pub(crate) fn attention_scratch(
         &mut self,
         threads: usize,
         n: usize,
-    ) -> (&ThreadPool, &mut [f32]) {
+    ) -> (&ThreadPool, &mut [f32], &mut Vec<usize>) {
         if self.scores.len() < threads * n {
             self.scores.resize(threads * n, 0.0);
         }
-        (&self.pool, &mut self.scores[..threads * n])
+        self.tiles.clear();
+        (&self.pool, &mut self.scores[..threads * n], &mut self.tiles)
     }
 }
 
@@ -179,6 +183,7 @@ impl Kernels {
                 act: QuantAct::default(),
                 panels: Vec::new(),
                 scores: Vec::new(),
+                tiles: Vec::new(),
             }),
         }
     }

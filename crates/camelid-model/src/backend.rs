@@ -195,6 +195,14 @@ impl CacheType {
             _ => CacheType::F32,
         }
     }
+
+    /// Bytes of one key or value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            CacheType::F32 => 4,
+            CacheType::F16 => 2,
+        }
+    }
 }
 
 /// A place the model runs: it owns the uploaded weights, makes KV caches, and runs batches.

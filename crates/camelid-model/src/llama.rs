@@ -5,13 +5,12 @@
 //! A batched prompt pass and token-by-token decoding run the same code with `B` ≥ 1 and give the
 //! same logits bit for bit: the kernels compute each row of a batch as they would alone.
 
-use crate::CacheType;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use camelid_kernels::Precision;
 
-use crate::backend::{Backend, Buf, DeviceInfo, KvCache, Mat, Norm, Ops, Out, Row};
+use crate::backend::{Backend, Buf, CacheType, DeviceInfo, KvCache, Mat, Norm, Ops, Out, Row};
 use crate::config::Config;
 use crate::cpu::CpuBackend;
 use crate::error::ModelError;

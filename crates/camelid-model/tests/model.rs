@@ -308,16 +308,12 @@ fn quantized_files_beat_llama_cpp() {
                         t.mean
                     );
                 } else {
-                    let (om, ox) = per_position(&got, &truth);
-                    let (tm, tx) = per_position(&theirs, &truth);
-                    for (what, a, b) in [("mean", om, tm), ("max", ox, tx)] {
-                        let (d, se) = paired(&a, &b);
-                        let tie = (2.0 * se).max(0.01 * b.iter().sum::<f64>() / b.len() as f64);
-                        assert!(
-                            d <= tie,
-                            "{precision:?} {name} {key}: per-position {what} error worse by {d:.3e} (tie bound {tie:.3e})"
-                        );
-                    }
+                    assert_tie(
+                        &got,
+                        &theirs,
+                        &truth,
+                        &format!("{precision:?} {name} {key}"),
+                    );
                 }
                 ours_hit += toks.len() - o.top1_miss;
                 theirs_hit += toks.len() - t.top1_miss;
@@ -390,6 +386,22 @@ fn iquant_files_within_llama_cpp_error() {
                 );
             }
         }
+    }
+}
+
+/// `ours` no worse than `theirs` against `truth`, per position, within a statistical tie: the
+/// mean paired difference of each position's mean and max |error| at most two standard errors
+/// (or 1% of theirs).
+fn assert_tie(ours: &[Vec<f32>], theirs: &[Vec<f32>], truth: &[Vec<f32>], what: &str) {
+    let (om, ox) = per_position(ours, truth);
+    let (tm, tx) = per_position(theirs, truth);
+    for (stat, a, b) in [("mean", om, tm), ("max", ox, tx)] {
+        let (d, se) = paired(&a, &b);
+        let tie = (2.0 * se).max(0.01 * b.iter().sum::<f64>() / b.len() as f64);
+        assert!(
+            d <= tie,
+            "{what}: per-position {stat} error worse by {d:.3e} (tie bound {tie:.3e})"
+        );
     }
 }
 
@@ -674,16 +686,7 @@ fn f16_caches_stay_within_llama_cpp_and_agree_with_themselves() {
             "{name:>14} f16 cache: camelid max {:.3e} mean {:.3e} top1 miss {} | llama.cpp max {:.3e} mean {:.3e} top1 miss {}",
             o.max, o.mean, o.top1_miss, t.max, t.mean, t.top1_miss
         );
-        let (om, ox) = per_position(&batched, &truth);
-        let (tm, tx) = per_position(&theirs, &truth);
-        for (what, a, b) in [("mean", om, tm), ("max", ox, tx)] {
-            let (d, se) = paired(&a, &b);
-            let tie = (2.0 * se).max(0.01 * b.iter().sum::<f64>() / b.len() as f64);
-            assert!(
-                d <= tie,
-                "{name} f16 cache: per-position {what} error worse by {d:.3e} (tie bound {tie:.3e})"
-            );
-        }
+        assert_tie(&batched, &theirs, &truth, &format!("{name} f16 cache"));
         let mut state = model.new_state(n + 8).unwrap();
         for (i, t) in toks.iter().enumerate() {
             model
