@@ -6,7 +6,10 @@
 #      and no header, for compute_80 and compute_90, with NVRTC 12 and NVRTC 13;
 #   3. that every entry point of the ABI (kernels/README.md) is in the PTX;
 #   4. the kernels' logic on the CPU: kernels/emu emulates the CUDA builtins (threads, shuffles,
-#      barriers) and tests every kernel against scalar references.
+#      barriers) and tests every kernel against scalar references;
+#   5. the emulated driver (kernels/emu/driver.cpp: the driver API and the cuBLAS calls the
+#      backend makes, the kernels run as in 4) into target/cuda-emu/libcuda.so (and
+#      libcublas.so), with which scripts/test.sh runs the backend's GPU tests on the CPU.
 # The compilers come from PyPI by package name, pinned, into a virtual environment under
 # ~/.cache/camelid (CAMELID_CUDA_VENV overrides). Needs python3 with venv and pip, and a host
 # C++ compiler (nvcc preprocesses with it). Exits non-zero on any error or warning.
@@ -152,7 +155,7 @@ done
 [ $missing -eq 0 ] || status=1
 
 # The kernels' logic, run on the CPU under emulation (kernels/emu), against scalar references.
-echo "== host emulation (g++ -std=c++20, one thread per CUDA thread)"
+echo "== host emulation (g++ -std=c++20, each CUDA thread a fiber)"
 mkdir -p "$out/emu"
 for name in quant ops attention; do
     python3 - "$kdir/$name.cu" "$out/emu/${name}_emu.cpp" <<'PY'
@@ -171,6 +174,20 @@ if "$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" "$kdir/emu/test.
     "$out/emu/test" | sed 's/^/  /' || status=1
 else
     echo "FAIL host emulation build" >&2
+    status=1
+fi
+
+# The emulated driver. Named libcuda.so only (cudarc's first choice): NVRTC looks for
+# libcuda.so.1 and calls private entry points of the real driver when it finds one.
+emu_dir="$root/target/cuda-emu"
+mkdir -p "$emu_dir"
+if "$cxx" -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -w -I"$kdir/emu" -I"$out/emu" \
+    "$kdir/emu/driver.cpp" -o "$emu_dir/libcuda.so.tmp"; then
+    mv "$emu_dir/libcuda.so.tmp" "$emu_dir/libcuda.so"
+    ln -sf libcuda.so "$emu_dir/libcublas.so"
+    echo "== emulated driver: $emu_dir/libcuda.so"
+else
+    echo "FAIL emulated driver build" >&2
     status=1
 fi
 

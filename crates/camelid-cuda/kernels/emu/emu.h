@@ -1,9 +1,11 @@
 // Host emulation of the CUDA builtins the kernels use, so that their logic can be tested on a
-// machine without a GPU: one OS thread per CUDA thread, one CTA at a time, warp shuffles and
-// __syncthreads() through barriers, __ldg checking alignment. It says nothing about speed or
-// about the GPU memory model; it does run every line of the kernels. Used by
-// scripts/check-cuda-kernels.sh, which also rewrites the two inline-PTX half conversions to
-// emu_h2f / emu_f2h and drops `extern "C"`.
+// machine without a GPU: every CUDA thread of a CTA is a fiber (ucontext) on the calling OS
+// thread, one CTA at a time; __syncthreads() and warp shuffles are barriers at which a fiber
+// yields until its CTA (or warp) has arrived; __ldg checks alignment. It says nothing about
+// speed or about the GPU memory model; it does run every line of the kernels. A barrier that
+// can never be met (a thread waiting on one its CTA has left) aborts with a message. Used by
+// scripts/check-cuda-kernels.sh (which also rewrites the two inline-PTX half conversions to
+// emu_h2f / emu_f2h and drops `extern "C"`) and by driver.cpp, the emulated driver.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -11,8 +13,9 @@
 #include <cstring>
 #include <cmath>
 #include <algorithm>
-#include <barrier>
-#include <thread>
+#include <memory>
+#include <ucontext.h>
+#include <sys/mman.h>
 #include <vector>
 #include <functional>
 #define __global__
@@ -22,7 +25,7 @@
 #define __shared__ static
 #define __launch_bounds__(...)
 struct dim3_ { unsigned x = 0, y = 0, z = 0; };
-static thread_local dim3_ threadIdx, blockIdx;
+static dim3_ threadIdx, blockIdx;  // the running fiber's, set by the scheduler
 static dim3_ blockDim, gridDim;
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
@@ -44,42 +47,162 @@ static inline float __fadd_rn(float a, float b) { volatile float r = a + b; retu
 static inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
 static inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return r; }
 using std::min; using std::max;
-static inline float emu_h2f(unsigned short h) { _Float16 x; memcpy(&x, &h, 2); return (float)x; }
+// f16 to f32 through a table: without F16C the compiler calls a library routine per value,
+// which took a fifth of the emulated backend tests' time.
+static inline float emu_h2f_slow(unsigned short h) { _Float16 x; memcpy(&x, &h, 2); return (float)x; }
+static const float* emu_h2f_table() {
+    static const float* t = [] {
+        float* v = new float[65536];
+        for (unsigned i = 0; i < 65536; i++) v[i] = emu_h2f_slow((unsigned short)i);
+        return v;
+    }();
+    return t;
+}
+static inline float emu_h2f(unsigned short h) { static const float* t = emu_h2f_table(); return t[h]; }
 static inline unsigned short emu_f2h(float f) { _Float16 x = (_Float16)f; unsigned short h; memcpy(&h, &x, 2); return h; }
 
-static std::barrier<>* g_block_bar;
-static std::vector<std::barrier<>*> g_warp_bar;
+// A barrier among the live threads of a CTA or a warp: a thread that exits drops out of it.
+struct EmuBarrier { int live = 0, arrived = 0; unsigned gen = 0; };
+// Switching fibers: on x86-64 a few instructions of our own (the callee-saved registers and the
+// stack pointer; the floating-point control state is the same in every fiber, as nothing here
+// changes it); swapcontext also saves the signal mask with a system call on every switch, which
+// made the emulated backend tests several times slower.
+#if defined(__x86_64__)
+extern "C" void emu_switch(void** save_sp, void* to_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .hidden emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+struct EmuContext {
+    void* sp = nullptr;
+    // A fresh stack whose first switch "returns" into entry with the ABI's alignment.
+    void start(char* stack, size_t size, void (*entry)()) {
+        uint64_t* top = (uint64_t*)(((uintptr_t)(stack + size)) & ~(uintptr_t)15);
+        *--top = 0;                    // entry's return address (it never returns)
+        *--top = (uint64_t)entry;      // popped by emu_switch's ret
+        for (int i = 0; i < 6; i++) *--top = 0;  // rbp rbx r12..r15
+        sp = top;
+    }
+};
+static inline void emu_swap(EmuContext& from, EmuContext& to) { emu_switch(&from.sp, to.sp); }
+#else
+struct EmuContext {
+    ucontext_t uc;
+    void start(char* stack, size_t size, void (*entry)()) {
+        getcontext(&uc);
+        uc.uc_stack.ss_sp = stack;
+        uc.uc_stack.ss_size = size;
+        uc.uc_link = nullptr;
+        makecontext(&uc, entry, 0);
+    }
+};
+static inline void emu_swap(EmuContext& from, EmuContext& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+struct EmuBarrier;
+// A fiber waiting at a barrier is not resumed until the barrier's generation moves on.
+struct EmuFiber { EmuContext ctx; dim3_ tid; bool done = false; const EmuBarrier* waits = nullptr; unsigned gen = 0; };
+static EmuContext g_sched;
+static EmuFiber* g_cur;
+static std::function<void()>* g_body;
+static EmuBarrier g_block_bar;
+static std::vector<EmuBarrier> g_warp_bar;
 static uint64_t g_slots[32][32];
 static inline int flat_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
-static inline void __syncthreads() { g_block_bar->arrive_and_wait(); }
+static inline void emu_yield() { emu_swap(g_cur->ctx, g_sched); }
+static inline void emu_arrive(EmuBarrier& b) {
+    unsigned g = b.gen;
+    if (++b.arrived == b.live) { b.arrived = 0; b.gen++; return; }
+    g_cur->waits = &b; g_cur->gen = g;
+    emu_yield();
+    g_cur->waits = nullptr;
+}
+static inline void emu_drop(EmuBarrier& b) {
+    if (--b.live > 0 && b.arrived == b.live) { b.arrived = 0; b.gen++; }
+}
+static inline void __syncthreads() { emu_arrive(g_block_bar); }
 template <class T> static inline T emu_shfl(T v, int src) {
     int t = flat_tid(), w = t / 32, l = t % 32;
     uint64_t u = 0; memcpy(&u, &v, sizeof(T)); g_slots[w][l] = u;
-    g_warp_bar[w]->arrive_and_wait();
+    emu_arrive(g_warp_bar[w]);
     T r; uint64_t s = g_slots[w][src & 31]; memcpy(&r, &s, sizeof(T));
-    g_warp_bar[w]->arrive_and_wait();
+    emu_arrive(g_warp_bar[w]);
     return r;
 }
 template <class T> static inline T __shfl_xor_sync(unsigned, T v, int off) { return emu_shfl(v, (flat_tid() % 32) ^ off); }
 template <class T> static inline T __shfl_sync(unsigned, T v, int src) { return emu_shfl(v, src); }
 
-// Runs kernel body f over the grid; every thread of a CTA runs in its own OS thread.
-// Early-returning threads must drop out of the barriers: we use arrive_and_drop at exit.
+static void emu_fiber_main() {
+    (*g_body)();
+    g_cur->done = true;
+    emu_drop(g_block_bar);
+    emu_drop(g_warp_bar[flat_tid() / 32]);
+    emu_swap(g_cur->ctx, g_sched);  // never resumed
+    abort();
+}
+
+// Runs kernel body f over the grid, one CTA after another, each CTA's threads as fibers.
 static void launch(dim3_ grid, dim3_ block, std::function<void()> f) {
-    gridDim = grid; blockDim = block;
+    constexpr size_t STACK = 256 << 10;
+    static std::vector<EmuFiber> fibers(1024);
+    static char* stacks = nullptr;
     int nt = block.x * block.y * block.z;
-    for (unsigned bz = 0; bz < grid.z; bz++) for (unsigned by = 0; by < grid.y; by++) for (unsigned bx = 0; bx < grid.x; bx++) {
-        std::barrier<> bb(nt); g_block_bar = &bb;
-        std::vector<std::unique_ptr<std::barrier<>>> wb; g_warp_bar.clear();
-        for (int w = 0; w < (nt + 31) / 32; w++) { wb.emplace_back(new std::barrier<>(std::min(32, nt - 32 * w))); g_warp_bar.push_back(wb.back().get()); }
-        std::vector<std::thread> th;
-        for (int t = 0; t < nt; t++) th.emplace_back([&, t] {
-            threadIdx.x = t % block.x; threadIdx.y = (t / block.x) % block.y; threadIdx.z = t / (block.x * block.y);
-            blockIdx.x = bx; blockIdx.y = by; blockIdx.z = bz;
-            f();
-            g_block_bar->arrive_and_drop();
-            g_warp_bar[t / 32]->arrive_and_drop();
-        });
-        for (auto& x : th) x.join();
+    if (nt < 1 || nt > 1024) { fprintf(stderr, "emu: a block of %d threads\n", nt); abort(); }
+    if (!stacks) {
+        // Reserved once; pages are only backed as the fibers touch them.
+        void* m = mmap(nullptr, STACK * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) { perror("emu: fiber stacks"); abort(); }
+        stacks = (char*)m;
     }
+    gridDim = grid; blockDim = block; g_body = &f;
+    dim3_ saved_tid = threadIdx, saved_bid = blockIdx;
+    for (unsigned bz = 0; bz < grid.z; bz++) for (unsigned by = 0; by < grid.y; by++) for (unsigned bx = 0; bx < grid.x; bx++) {
+        blockIdx = {bx, by, bz};
+        g_block_bar = EmuBarrier{nt, 0, 0};
+        g_warp_bar.assign((nt + 31) / 32, EmuBarrier{});
+        for (int w = 0; w < (nt + 31) / 32; w++) g_warp_bar[w].live = std::min(32, nt - 32 * w);
+        for (int t = 0; t < nt; t++) {
+            EmuFiber& fb = fibers[t];
+            fb.done = false;
+            fb.tid = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+            // Stack tops staggered by a few lines each: at one stride they would all fall in
+            // the same cache sets, and every switch would miss.
+            fb.ctx.start(stacks + (size_t)t * STACK, STACK - (size_t)(t % 64) * 320, emu_fiber_main);
+        }
+        for (int live = nt; live > 0;) {
+            bool ran = false;
+            live = 0;
+            for (int t = 0; t < nt; t++) {
+                EmuFiber& fb = fibers[t];
+                if (fb.done) continue;
+                if (fb.waits && fb.waits->gen == fb.gen) { live++; continue; }
+                g_cur = &fb; threadIdx = fb.tid; ran = true;
+                emu_swap(g_sched, fb.ctx);
+                live += !fb.done;
+            }
+            if (live > 0 && !ran) {
+                fprintf(stderr, "emu: deadlock in CTA (%u,%u,%u): %d threads wait at a barrier the others never reach\n", bx, by, bz, live);
+                abort();
+            }
+        }
+    }
+    threadIdx = saved_tid; blockIdx = saved_bid;
 }
