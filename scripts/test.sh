@@ -23,17 +23,18 @@ venv="${CAMELID_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/camelid/cuda-check-ve
 nvrtc=$(dirname "$(find "$venv" -name 'libnvrtc.so.1[23]' | head -1)")
 LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     cargo test -p camelid-cuda --lib "$@" -- --nocapture every_source_compiles
-# The CUDA backend end to end on the CPU: its GPU tests (logits against the CPU exact path on
-# every tiny fixture: prompts, graph-replayed decoding, batches, hidden rows, cache copies)
-# against the emulated driver that check-cuda-kernels.sh built, a few decode steps a file, in
-# two processes (the emulator runs one call at a time).
+# The CUDA backend end to end on the CPU, against the emulated driver that check-cuda-kernels.sh
+# built: its GPU tests (camelid-cuda: logits against the CPU exact path on every tiny fixture,
+# prompts, graph-replayed decoding, batches, hidden rows, cache copies; a few decode steps a
+# file) and the CLI's (camelid-cli: the k-quant types, whose rows the tiny fixtures are too
+# narrow for), split over two processes (the emulator runs one call at a time). The build is the
+# workspace test run's.
 emu_env=(env LD_LIBRARY_PATH="$PWD/target/cuda-emu:$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     CAMELID_CUDA_TEST_STEPS=16 CAMELID_CUDA_TEST_REQUIRE_DEVICE=1)
-cargo test -p camelid-cuda --test cuda "$@" --no-run
-"${emu_env[@]}" cargo test -p camelid-cuda --test cuda "$@" -- --test-threads 1 \
-    decode_logits multi_sequence &
+emu_tests=(cargo test --workspace --features camelid-cli/cuda --test cuda "$@")
+"${emu_tests[@]}" --no-run
+"${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 decode_logits multi_sequence &
 emu_pid=$!
-"${emu_env[@]}" cargo test -p camelid-cuda --test cuda "$@" -- --test-threads 1 \
-    --skip decode_logits --skip multi_sequence
+"${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 --skip decode_logits --skip multi_sequence
 wait $emu_pid
 tests/serve_openai.sh

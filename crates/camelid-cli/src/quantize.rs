@@ -72,7 +72,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
 /// `camelid random-model PRESET OUTPUT [TYPE]`.
 #[derive(clap::Args)]
 pub struct RandomModelArgs {
-    /// A shape of `camelid models` (e.g. llama-3.2-1b, llama-2-7b).
+    /// A shape of `camelid models` (e.g. llama3.2-1b, llama2-7b).
     pub preset: String,
     /// The GGUF file to write (replaced if it exists).
     pub output: PathBuf,
