@@ -43,6 +43,7 @@ enum : int {
     INVALID_CONTEXT = 201,
     INVALID_HANDLE = 400,
     NOT_FOUND = 500,
+    ILLEGAL_ADDRESS = 700,
     LAUNCH_OUT_OF_RESOURCES = 701,
     CAPTURE_UNSUPPORTED = 900,
     CAPTURE_INVALIDATED = 901,
@@ -62,6 +63,7 @@ static const char* error_name(CUresult e) {
     case INVALID_CONTEXT: return "CUDA_ERROR_INVALID_CONTEXT";
     case INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
     case NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+    case ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
     case LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
     case NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
     case CAPTURE_UNSUPPORTED: return "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
@@ -194,6 +196,7 @@ static CUresult refused_while_capturing() {
 struct Kernel {
     const char* name;
     std::vector<size_t> sizes;             // of each argument
+    std::vector<bool> pointers;            // which arguments are pointers
     std::function<void(void**)> run;       // the kernel body with its arguments
 };
 
@@ -202,7 +205,8 @@ static void call_with(void (*k)(A...), void** p, std::index_sequence<I...>) {
     k(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(p[I])...);
 }
 template <class... A> static Kernel make_kernel(const char* name, void (*k)(A...)) {
-    return Kernel{name, {sizeof(A)...}, [k](void** p) { call_with(k, p, std::index_sequence_for<A...>{}); }};
+    return Kernel{name, {sizeof(A)...}, {std::is_pointer_v<A>...},
+                  [k](void** p) { call_with(k, p, std::index_sequence_for<A...>{}); }};
 }
 #define KERNEL(n) make_kernel(#n, n)
 #define WEIGHT_KERNELS(t) KERNEL(matvec_##t), KERNEL(embed_##t), KERNEL(dequant_##t##_f16), KERNEL(dequant_##t##_f32)
@@ -497,11 +501,19 @@ EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, u
     if ((unsigned long long)bx * by * bz > 1024) return INVALID_VALUE;
     if (smem > (48u << 10)) return INVALID_VALUE;
     Kernel* k = (Kernel*)f;
-    // The argument values as they are now (a graph replays those of its capture).
+    // The argument values as they are now (a graph replays those of its capture). A pointer
+    // must point into a device allocation: a host address, a freed buffer or an integer in a
+    // pointer's place is refused here, where the real GPU would fault on the first access.
     auto args = std::make_shared<std::vector<std::vector<char>>>();
     for (size_t i = 0; i < k->sizes.size(); i++) {
         const char* p = (const char*)params[i];
         args->emplace_back(p, p + k->sizes[i]);
+        CUdeviceptr v;
+        memcpy(&v, p, sizeof v);
+        if (k->pointers[i] && !is_device(v, 1)) {
+            fprintf(stderr, "cuda emulator: %s: argument %zu (0x%llx) is not a device address\n", k->name, i, v);
+            return ILLEGAL_ADDRESS;
+        }
     }
     dim3_ grid{gx, gy, gz}, block{bx, by, bz};
     return enqueue(s, [k, args, grid, block] {
@@ -517,7 +529,8 @@ EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, u
 // ---- cuBLAS: the GEMMs camelid-cuda asks for ----------------------------------------------
 
 typedef int cublasStatus_t;
-enum : int { BLAS_OK = 0, BLAS_NOT_INITIALIZED = 1, BLAS_INVALID_VALUE = 7, BLAS_NOT_SUPPORTED = 15 };
+enum : int { BLAS_OK = 0, BLAS_NOT_INITIALIZED = 1, BLAS_INVALID_VALUE = 7, BLAS_EXECUTION_FAILED = 13,
+             BLAS_NOT_SUPPORTED = 15 };
 struct Blas { void* stream = nullptr; };
 
 EXPORT cublasStatus_t cublasCreate_v2(void** h) { *h = new Blas; return BLAS_OK; }
@@ -549,11 +562,26 @@ static bool gemm_args_ok(int ta, int tb, int m, int n, int k, int lda, int ldb, 
     return lda >= std::max(1, ta ? k : m) && ldb >= std::max(1, tb ? n : k) && ldc >= std::max(1, m);
 }
 
+// Whether a column-major rows x cols matrix with leading dimension ld lies in device memory.
+static bool device_matrix(const void* p, long long rows, long long cols, long long ld, size_t elem, const char* what) {
+    size_t bytes = rows && cols ? (size_t)((cols - 1) * ld + rows) * elem : 1;
+    if (is_device((CUdeviceptr)p, bytes)) return true;
+    fprintf(stderr, "cuda emulator: cuBLAS GEMM: %s (%lld x %lld, ld %lld) is not inside a device allocation\n",
+            what, rows, cols, ld);
+    return false;
+}
+static bool gemm_memory_ok(int ta, int tb, int m, int n, int k, const void* A, int lda, size_t ea, const void* B,
+                           int ldb, size_t eb, const void* C, int ldc) {
+    return device_matrix(A, ta ? k : m, ta ? m : k, lda, ea, "A") &&
+           device_matrix(B, tb ? n : k, tb ? k : n, ldb, eb, "B") && device_matrix(C, m, n, ldc, 4, "C");
+}
+
 EXPORT cublasStatus_t cublasSgemm_v2(void* h, int ta, int tb, int m, int n, int k, const float* alpha,
                                      const float* A, int lda, const float* B, int ldb, const float* beta,
                                      float* C, int ldc) {
     LOCKED;
     if (!gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return BLAS_INVALID_VALUE;
+    if (!gemm_memory_ok(ta, tb, m, n, k, A, lda, 4, B, ldb, 4, C, ldc)) return BLAS_EXECUTION_FAILED;
     float al = *alpha, be = *beta;
     CUresult e = enqueue(((Blas*)h)->stream, [=] {
         g_kernel = "cublasSgemm";
@@ -570,6 +598,7 @@ EXPORT cublasStatus_t cublasGemmEx(void* h, int ta, int tb, int m, int n, int k,
     const int R_32F = 0, R_16F = 2, COMPUTE_32F = 68;
     if (!gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return BLAS_INVALID_VALUE;
     if (atype != R_16F || btype != R_16F || ctype != R_32F || compute != COMPUTE_32F) return BLAS_NOT_SUPPORTED;
+    if (!gemm_memory_ok(ta, tb, m, n, k, A, lda, 2, B, ldb, 2, C, ldc)) return BLAS_EXECUTION_FAILED;
     float al = *(const float*)alpha, be = *(const float*)beta;
     CUresult e = enqueue(((Blas*)h)->stream, [=] {
         g_kernel = "cublasGemmEx";
