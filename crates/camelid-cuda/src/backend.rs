@@ -27,16 +27,21 @@ use crate::device::{Blas, CudaError, DevBuf, Device, Pinned, Result};
 use crate::kernels::{Kernels, has_kernels};
 use crate::ops::{CudaOps, Layout};
 
-/// Dequantized weight slabs for prompt GEMMs: a matrix larger than this is expanded and
-/// multiplied a slab of rows at a time, so the scratch stays small next to the weights (the
-/// 1B model's output matrix alone would take 1 GiB in f32).
-const WEIGHT_SCRATCH_BYTES: usize = 64 << 20;
+// Beyond the weights and the KV caches the backend holds the buffers below, the activations of
+// `MAX_BATCH` rows (27 MiB at Llama 3.2 1B's widths) and the cuBLAS workspace (8 MiB): 73 MiB
+// for the 1B in Q4_0, within the tenth of its file that issue 15 allows (77 MiB).
+
+/// Dequantized weight slabs for prompt GEMMs: a matrix larger than the scratch is expanded and
+/// multiplied a slab of rows at a time (the 1B model's output matrix alone would take 1 GiB in
+/// f32). The scratch is a 48th of the weights, within these bounds: 16 MiB for the 1B in Q4_0,
+/// 50 MiB in F16 (a 1B FFN matrix in f16 whole).
+const WEIGHT_SCRATCH_BYTES: std::ops::RangeInclusive<usize> = (16 << 20)..=(64 << 20);
 /// The device and pinned buffers of logits rows: as many rows as fit, at least one; a pass with
-/// more rows that want logits computes them a chunk at a time.
-const LOGITS_BYTES: usize = 64 << 20;
+/// more rows that want logits computes them a chunk at a time (16 rows of a 128K vocabulary).
+const LOGITS_BYTES: usize = 8 << 20;
 /// (row, chunk) pairs the attention scratch holds per head: a decode row may be split into
 /// up to [`ATT_MAX_CHUNKS`] chunks, a full prompt batch into fewer, longer ones.
-const ATT_PARTS: usize = 2048;
+const ATT_PARTS: usize = 1024;
 const ATT_MAX_CHUNKS: usize = 256;
 /// Positions per tile of `attention_partial`; chunks are whole tiles.
 const ATT_TILE: usize = 128;
@@ -266,7 +271,9 @@ impl CudaBackend {
             .max()
             .unwrap_or(0);
         let max_cols = weights.matrices().map(|t| t.cols).max().unwrap_or(0);
-        let scratch_bytes = largest.min(WEIGHT_SCRATCH_BYTES.max(max_cols * 4));
+        let cap = (weight_bytes as usize / 48)
+            .clamp(*WEIGHT_SCRATCH_BYTES.start(), *WEIGHT_SCRATCH_BYTES.end());
+        let scratch_bytes = largest.min(cap.max(max_cols * 4));
         let logit_rows = logit_rows
             .unwrap_or(LOGITS_BYTES / (config.n_vocab * 4))
             .clamp(1, MAX_BATCH);
@@ -543,7 +550,7 @@ impl Pass {
 
 impl Backend for CudaBackend {
     fn info(&self) -> DeviceInfo {
-        let memory_used = self
+        let memory_in_use = self
             .dev
             .mem_info()
             .ok()
@@ -552,7 +559,8 @@ impl Backend for CudaBackend {
             device: format!("cuda:{}", self.ordinal),
             name: self.name.clone(),
             weight_bytes: self.weight_bytes,
-            memory_used,
+            memory_used: Some(self.dev.peak_allocated() as u64),
+            memory_in_use,
         }
     }
 

@@ -170,8 +170,12 @@ pub struct DeviceInfo {
     pub name: String,
     /// Bytes of the weights as the backend holds them.
     pub weight_bytes: u64,
-    /// Device memory in use by this process, where the backend can tell (GPU backends).
+    /// The most device memory the backend has held at once through its own allocations
+    /// (weights, KV caches, activations, scratch), where it has a device of its own (GPU).
     pub memory_used: Option<u64>,
+    /// The device's memory in use as its driver reports it (total − free): the above plus the
+    /// driver's context and libraries, and any other process on the device.
+    pub memory_in_use: Option<u64>,
 }
 
 /// The type of a KV cache's keys and values: f32, or f16 (llama.cpp's default: half the

@@ -198,6 +198,7 @@ impl Backend for CpuBackend {
                 .map(|t| t.bytes().len() as u64)
                 .sum(),
             memory_used: None,
+            memory_in_use: None,
         }
     }
 
