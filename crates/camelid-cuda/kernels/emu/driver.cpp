@@ -1,9 +1,10 @@
 // An emulated CUDA driver (libcuda) and the handful of cuBLAS calls camelid-cuda makes, on the
 // CPU, so that the whole CUDA backend (its host code, buffers, layouts, graphs, and the kernels
 // through emu.h) runs and is tested on a machine without a GPU. Built by
-// scripts/check-cuda-kernels.sh into libcuda.so (also named libcuda.so.1 and libcublas.so);
-// with that directory and NVRTC's on LD_LIBRARY_PATH, `cargo test -p camelid-cuda` runs its
-// GPU tests against it.
+// scripts/check-cuda-kernels.sh into target/cuda-emu/libcuda.so (also named libcublas.so; not
+// libcuda.so.1, which NVRTC opens for private entry points of the real driver); with that
+// folder and NVRTC's on LD_LIBRARY_PATH, `cargo test -p camelid-cuda --test cuda` runs the
+// backend's GPU tests against it, and `camelid --device cuda` runs on it.
 //
 // Device memory is host memory: every allocation ends against an inaccessible page (an access
 // past its end faults, and the fault is reported with the kernel that made it) and starts
