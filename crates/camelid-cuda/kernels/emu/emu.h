@@ -187,11 +187,15 @@ static void launch(dim3_ grid, dim3_ block, std::function<void()> f) {
             // the same cache sets, and every switch would miss.
             fb.ctx.start(stacks + (size_t)t * STACK, STACK - (size_t)(t % 64) * 320, emu_fiber_main);
         }
+        // Every other CTA run runs its threads in the reverse order, so that a read of shared
+        // memory that lacks its barrier sees the write missing in one order or the other.
+        static unsigned long ctas_run = 0;
+        const bool reverse = ctas_run++ % 2 == 1;
         for (int live = nt; live > 0;) {
             bool ran = false;
             live = 0;
-            for (int t = 0; t < nt; t++) {
-                EmuFiber& fb = fibers[t];
+            for (int i = 0; i < nt; i++) {
+                EmuFiber& fb = fibers[reverse ? nt - 1 - i : i];
                 if (fb.done) continue;
                 if (fb.waits && fb.waits->gen == fb.gen) { live++; continue; }
                 g_cur = &fb; threadIdx = fb.tid; ran = true;
