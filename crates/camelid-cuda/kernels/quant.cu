@@ -458,13 +458,14 @@ __device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
 #define MV_WARPS 4
 #define MV_MAX_N 8
 
+// `cta` is the CTA's place among this matrix's CTAs (blockIdx.x, or less in a fused launch).
 template <class F>
 __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
                                             const float* __restrict__ x, float* __restrict__ y,
-                                            int rows, int cols, int n) {
+                                            int rows, int cols, int n, int cta) {
     __shared__ float partial[MV_WARPS][MV_ROWS][MV_MAX_N];
     const int lane = threadIdx.x, warp = threadIdx.y;
-    const int row0 = blockIdx.x * MV_ROWS;
+    const int row0 = cta * MV_ROWS;
     const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
     const int pieces = cols / 16;
 
@@ -563,7 +564,25 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
         matvec_##name(const unsigned char* w, const float* x, float* y, int rows, int cols,    \
                       int n) {                                                                  \
-        matvec_impl<F>(w, x, y, rows, cols, n);                                                 \
+        matvec_impl<F>(w, x, y, rows, cols, n, blockIdx.x);                                     \
+    }                                                                                           \
+    /* Up to three matrices of one type and width against the same x in one launch (q, k, v; \
+       gate, up): the first ceil(rows0 / 2) CTAs take w0, the next w1, the rest w2. */          \
+    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
+        matvec3_##name(const unsigned char* w0, float* y0, int rows0, const unsigned char* w1,  \
+                       float* y1, int rows1, const unsigned char* w2, float* y2, int rows2,    \
+                       const float* x, int cols, int n) {                                       \
+        const int c0 = (rows0 + MV_ROWS - 1) / MV_ROWS, c1 = (rows1 + MV_ROWS - 1) / MV_ROWS;   \
+        int cta = blockIdx.x;                                                                   \
+        const unsigned char* w = w0;                                                            \
+        float* y = y0;                                                                          \
+        int rows = rows0;                                                                       \
+        if (cta >= c0 + c1) {                                                                   \
+            w = w2, y = y2, rows = rows2, cta -= c0 + c1;                                       \
+        } else if (cta >= c0) {                                                                 \
+            w = w1, y = y1, rows = rows1, cta -= c0;                                            \
+        }                                                                                       \
+        matvec_impl<F>(w, x, y, rows, cols, n, cta);                                            \
     }                                                                                           \
     extern "C" __global__ void embed_##name(const unsigned char* w, const unsigned int* tokens, \
                                             float* out, int cols, int n) {                      \

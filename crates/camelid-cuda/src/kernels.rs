@@ -45,6 +45,9 @@ pub fn has_kernels(d: DType) -> bool {
 pub struct WeightKernels {
     /// `matvec_<t>(w, x, y, rows, cols, n)`: fused dequantize-dot, `n ≤ MATVEC_MAX_N`.
     pub matvec: Func,
+    /// `matvec3_<t>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, x, cols, n)`: two or three of
+    /// those products of one `x` in one launch.
+    pub matvec3: Func,
     /// `embed_<t>(w, tokens, out, cols, n)`.
     pub embed: Func,
     /// `dequant_<t>_f16(w, out, count)` and `_f32`: `count` in blocks (quantized types) or
@@ -134,6 +137,7 @@ impl Kernels {
                 d,
                 WeightKernels {
                     matvec: modules.get(&format!("matvec_{t}"))?,
+                    matvec3: modules.get(&format!("matvec3_{t}"))?,
                     embed: modules.get(&format!("embed_{t}"))?,
                     dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
                     dequant_f32: modules.get(&format!("dequant_{t}_f32"))?,

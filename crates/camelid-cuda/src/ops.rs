@@ -315,6 +315,53 @@ impl<'a> CudaOps<'a> {
         }
     }
 
+    /// `matvec` of two or three matrices of one type and width against the same `x` (`rows[2]`
+    /// = 0 for two), one `matvec3_<t>` launch per slice of `MATVEC_MAX_N` rows.
+    fn matvec_fused(
+        &mut self,
+        mats: [&DevMat; 3],
+        rows: [usize; 3],
+        x: u64,
+        ys: [u64; 3],
+        n: usize,
+    ) {
+        let f = self.be.k.of(mats[0].dtype).matvec3;
+        let cols = mats[0].cols;
+        let cols32 = cols as i32;
+        let rows32 = rows.map(|r| r as i32);
+        let ws = mats.map(|m| m.buf.ptr());
+        let ctas: usize = rows.iter().map(|r| r.div_ceil(MATVEC_ROWS)).sum();
+        for j0 in (0..n).step_by(MATVEC_MAX_N) {
+            let nn = (n - j0).min(MATVEC_MAX_N) as i32;
+            let xj = x + (j0 * cols * 4) as u64;
+            let yj = [0, 1, 2].map(|i| ys[i] + (j0 * rows[i] * 4) as u64);
+            // SAFETY: matvec3_<t>(const unsigned char* w0, float* y0, int rows0, ..., w2, y2,
+            // rows2, const float* x, int cols, int n): each `w_i` holds rows_i·cols weights of
+            // the type, `y_i` nn·rows_i floats from the offsets taken, `x` nn·cols floats.
+            unsafe {
+                self.go3(
+                    f,
+                    (ctas as u32, 1, 1),
+                    MATVEC_BLOCK,
+                    &mut [
+                        arg(&ws[0]),
+                        arg(&yj[0]),
+                        arg(&rows32[0]),
+                        arg(&ws[1]),
+                        arg(&yj[1]),
+                        arg(&rows32[1]),
+                        arg(&ws[2]),
+                        arg(&yj[2]),
+                        arg(&rows32[2]),
+                        arg(&xj),
+                        arg(&cols32),
+                        arg(&nn),
+                    ],
+                )
+            };
+        }
+    }
+
     /// Prompt batches on cuBLAS. Exact: f32 weights (expanded where stored otherwise) and
     /// activations, `cublasSgemm` without TF32. Fast: f16 weights and activations with f32
     /// accumulation on tensor cores (`cublasGemmEx`). f32 weights are never rounded to f16.
@@ -486,6 +533,37 @@ impl Ops for CudaOps<'_> {
             )
         };
         self.wrote(out);
+    }
+
+    /// The products of one input (q, k, v; gate, up): in decode-sized passes, one fused launch
+    /// per slice of rows where the matrices share their type and width (a Q4_K_M file's Q6_K
+    /// `attn_v` beside Q4_K `attn_q` does not), each product as `matmul` would give it; else
+    /// one `matmul` each.
+    fn matmuls(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize) {
+        let be = self.be;
+        let first = be.mat(products[0].0);
+        let fusable = (2..=3).contains(&products.len())
+            && n <= MATVEC_CHUNKED_MAX
+            && products.iter().all(|&(w, out)| {
+                let m = be.mat(w);
+                out != Buf::Logits && m.dtype == first.dtype && m.cols == first.cols
+            });
+        if !fusable {
+            for &(w, out) in products {
+                self.matmul(w, x, out, n);
+            }
+            return;
+        }
+        // A third product of two: the first again with no rows (its pointers are never read).
+        let pick = |i: usize| products[if i < products.len() { i } else { 0 }];
+        let mats = [0, 1, 2].map(|i| be.mat(pick(i).0));
+        let rows = [0, 1, 2].map(|i| if i < products.len() { mats[i].rows } else { 0 });
+        let ys = [0, 1, 2].map(|i| self.buf(pick(i).1).0);
+        let (xp, _) = self.buf(x);
+        self.matvec_fused(mats, rows, xp, ys, n);
+        for &(_, out) in products {
+            self.wrote(out);
+        }
     }
 
     fn matmul(&mut self, w: Mat, x: Buf, out: Buf, n: usize) {

@@ -10,6 +10,8 @@
 #include "attention_emu.cpp"
 #include "reference.h"
 typedef void (*MV)(const unsigned char*, const float*, float*, int, int, int);
+typedef void (*MV3)(const unsigned char*, float*, int, const unsigned char*, float*, int, const unsigned char*, float*, int,
+                    const float*, int, int);
 static std::mt19937 rng(7);
 static float U() { return std::uniform_real_distribution<float>(-1, 1)(rng); }
 int fails = 0;
@@ -66,7 +68,7 @@ void test_dequant() {
   }
 void check(const char* what, double err, double tol) { bool ok = err <= tol; printf("%-40s err %.3g (tol %.3g) %s\n", what, err, tol, ok ? "ok" : "FAIL"); fails += !ok; }
 
-void test_matvec(const char* name, int bs, int bb, MV mv, int rows, int cols, int n) {
+void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, int rows, int cols, int n) {
   long long nel = (long long)rows * cols, nblk = nel / bs;
   std::vector<uint8_t> w(nblk * bb + 64);
   for (auto& x : w) x = rng();
@@ -87,6 +89,21 @@ void test_matvec(const char* name, int bs, int bb, MV mv, int rows, int cols, in
   for (int j=0;j<n;j++) for (int r=0;r<rows;r++) { double s2=0, sa=0; for (int c=0;c<cols;c++){ double p=(double)W[(size_t)r*cols+c]*x[(size_t)j*cols+c]; s2+=p; sa+=fabs(p);} 
     double e = fabs(y[(size_t)j*rows+r]-s2)/ (sa>0?sa:1); if (!(e <= err)) err = std::isnan(e) ? 1e9 : std::max(err, e); }
   char buf[100]; snprintf(buf, 100, "matvec_%s rows %d cols %d n %d", name, rows, cols, n); check(buf, err, 1e-6);
+  // The fused launch: the rows cut into three matrices (the last empty when rows = 2) give the
+  // single launch's outputs bit for bit.
+  int part[3] = {(rows + 2) / 3, rows / 3, rows - (rows + 2) / 3 - rows / 3};
+  if (rows == 2) part[0] = 1, part[1] = 1, part[2] = 0;
+  size_t row_bytes = (size_t)cols / bs * bb;
+  const unsigned char* wp[3]; std::vector<float> yp[3]; size_t off = 0;
+  for (int i = 0; i < 3; i++) { wp[i] = w.data() + off * row_bytes; yp[i].assign((size_t)n * std::max(part[i], 1), NAN); off += part[i]; }
+  unsigned grid = 0; for (int i = 0; i < 3; i++) grid += (part[i] + 1) / 2;
+  launch({grid,1,1}, {32,4,1}, [&]{ mv3(wp[0], yp[0].data(), part[0], wp[1], yp[1].data(), part[1],
+                                         part[2] ? wp[2] : wp[0], part[2] ? yp[2].data() : yp[0].data(), part[2],
+                                         x.data(), cols, n); });
+  double diff = 0; off = 0;
+  for (int i = 0; i < 3; i++) { for (int j=0;j<n;j++) for (int r=0;r<part[i];r++) { float a = yp[i][(size_t)j*part[i]+r], b = y[(size_t)j*rows+off+r];
+      if (memcmp(&a, &b, 4) != 0) diff = std::max(diff, std::isnan(a) ? 1e9 : fabs((double)a - b) + 1e-30); } off += part[i]; }
+  snprintf(buf, 100, "matvec3_%s rows %d+%d+%d n %d (bit-exact)", name, part[0], part[1], part[2], n); check(buf, diff, 0);
 }
 
 void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<int> np) {
@@ -146,13 +163,14 @@ void test_ops() {
 int main() {
   test_dequant();
   test_ops();
-  struct T { const char* name; int bs, bb; MV mv; };
-  T types[] = {{"f32",1,4,matvec_f32},{"f16",1,2,matvec_f16},{"bf16",1,2,matvec_bf16},{"q8_0",32,34,matvec_q8_0},{"q4_0",32,18,matvec_q4_0},
-    {"q4_1",32,20,matvec_q4_1},{"q5_0",32,22,matvec_q5_0},{"q5_1",32,24,matvec_q5_1},{"q4_k",256,144,matvec_q4_k},{"q5_k",256,176,matvec_q5_k},{"q6_k",256,210,matvec_q6_k}};
+  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; };
+#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n}
+  T types[] = {MVT(f32,1,4), MVT(f16,1,2), MVT(bf16,1,2), MVT(q8_0,32,34), MVT(q4_0,32,18), MVT(q4_1,32,20),
+    MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210)};
   for (auto& t : types) {
-    test_matvec(t.name, t.bs, t.bb, t.mv, 5, t.bs == 256 ? 2304 : 1056, 3);
-    test_matvec(t.name, t.bs, t.bb, t.mv, 2, t.bs == 256 ? 512 : 96, 8);
-    test_matvec(t.name, t.bs, t.bb, t.mv, 3, 2048, 1);
+    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, 5, t.bs == 256 ? 2304 : 1056, 3);
+    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, 2, t.bs == 256 ? 512 : 96, 8);
+    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, 3, 2048, 1);
   }
   test_attention(8, 2, 64, 128, {1, 130, 300});
   test_attention(8, 2, 128, 256, {257, 5, 0});
