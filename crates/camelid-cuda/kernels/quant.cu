@@ -459,7 +459,9 @@ __device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
 #define MV_MAX_N 8
 
 // `cta` is the CTA's place among this matrix's CTAs (blockIdx.x, or less in a fused launch).
-template <class F>
+// With ACC the products are added to y (`y = y + s`, rounded as the `add` kernel rounds) rather
+// than stored.
+template <class F, bool ACC = false>
 __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
                                             const float* __restrict__ x, float* __restrict__ y,
                                             int rows, int cols, int n, int cta) {
@@ -552,7 +554,8 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
             float s = 0.0f;
 #pragma unroll
             for (int ww = 0; ww < MV_WARPS; ++ww) s += partial[ww][r][j];
-            y[(long long)j * rows + row0 + r] = s;
+            float* out = y + (long long)j * rows + row0 + r;
+            *out = ACC ? __fadd_rn(*out, s) : s;
         }
     }
 }
@@ -565,6 +568,12 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
         matvec_##name(const unsigned char* w, const float* x, float* y, int rows, int cols,    \
                       int n) {                                                                  \
         matvec_impl<F>(w, x, y, rows, cols, n, blockIdx.x);                                     \
+    }                                                                                           \
+    /* The residual's products (o, down): y += W x, as matvec_ then add give it. */              \
+    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
+        matvec_add_##name(const unsigned char* w, const float* x, float* y, int rows, int cols, \
+                          int n) {                                                              \
+        matvec_impl<F, true>(w, x, y, rows, cols, n, blockIdx.x);                               \
     }                                                                                           \
     /* Up to three matrices of one type and width against the same x in one launch (q, k, v; \
        gate, up): the first ceil(rows0 / 2) CTAs take w0, the next w1, the rest w2. */          \

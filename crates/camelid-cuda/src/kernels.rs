@@ -48,6 +48,8 @@ pub struct WeightKernels {
     /// `matvec3_<t>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, x, cols, n)`: two or three of
     /// those products of one `x` in one launch.
     pub matvec3: Func,
+    /// `matvec_add_<t>(w, x, y, rows, cols, n)`: `y += W·x`, as `matvec` then `add`.
+    pub matvec_add: Func,
     /// `embed_<t>(w, tokens, out, cols, n)`.
     pub embed: Func,
     /// `dequant_<t>_f16(w, out, count)` and `_f32`: `count` in blocks (quantized types) or
@@ -138,6 +140,7 @@ impl Kernels {
                 WeightKernels {
                     matvec: modules.get(&format!("matvec_{t}"))?,
                     matvec3: modules.get(&format!("matvec3_{t}"))?,
+                    matvec_add: modules.get(&format!("matvec_add_{t}"))?,
                     embed: modules.get(&format!("embed_{t}"))?,
                     dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
                     dequant_f32: modules.get(&format!("dequant_{t}_f32"))?,

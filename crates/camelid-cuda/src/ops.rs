@@ -286,7 +286,12 @@ impl<'a> CudaOps<'a> {
     }
 
     fn matvec(&mut self, m: &DevMat, x: u64, y: u64, n: usize) {
-        let f = self.be.k.of(m.dtype).matvec;
+        self.matvec_with(self.be.k.of(m.dtype).matvec, m, x, y, n);
+    }
+
+    /// `f`, `matvec_<t>` or `matvec_add_<t>` (same arguments), over slices of
+    /// `MATVEC_MAX_N` rows.
+    fn matvec_with(&mut self, f: Func, m: &DevMat, x: u64, y: u64, n: usize) {
         let (rows, cols) = (m.rows as i32, m.cols as i32);
         let w = m.buf.ptr();
         let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
@@ -294,9 +299,9 @@ impl<'a> CudaOps<'a> {
             let nn = (n - j0).min(MATVEC_MAX_N) as i32;
             let xj = x + (j0 * m.cols * 4) as u64;
             let yj = y + (j0 * m.rows * 4) as u64;
-            // SAFETY: matvec_<t>(const unsigned char* w, const float* x, float* y, int rows,
-            // int cols, int n): `w` holds the rows·cols weights, `x` nn·cols and `y` nn·rows
-            // floats from the offsets taken.
+            // SAFETY: matvec_<t> / matvec_add_<t>(const unsigned char* w, const float* x,
+            // float* y, int rows, int cols, int n): `w` holds the rows·cols weights, `x` nn·cols
+            // and `y` nn·rows floats from the offsets taken.
             unsafe {
                 self.go3(
                     f,
@@ -564,6 +569,21 @@ impl Ops for CudaOps<'_> {
         for &(_, out) in products {
             self.wrote(out);
         }
+    }
+
+    /// In decode-sized passes one `matvec_add_<t>` launch per slice of rows (the product added
+    /// to `x` as `add` would add it); prompt batches take the GEMM and `add`.
+    fn matmul_add(&mut self, w: Mat, a: Buf, x: Buf, scratch: Buf, n: usize) {
+        if n > MATVEC_CHUNKED_MAX {
+            self.matmul(w, a, scratch, n);
+            self.add(x, scratch, n);
+            return;
+        }
+        let m = self.be.mat(w);
+        let (ap, _) = self.buf(a);
+        let (xp, _) = self.buf(x);
+        self.matvec_with(self.be.k.of(m.dtype).matvec_add, m, ap, xp, n);
+        self.wrote(x);
     }
 
     fn matmul(&mut self, w: Mat, x: Buf, out: Buf, n: usize) {

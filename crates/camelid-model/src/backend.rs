@@ -107,6 +107,12 @@ pub trait Ops {
             self.matmul(w, x, out, n);
         }
     }
+    /// `x[t] += w · a[t]`, `t < n` (the residual's products): [`Ops::matmul`] into `scratch`,
+    /// then [`Ops::add`]; a backend may run it as one operation with the same results.
+    fn matmul_add(&mut self, w: Mat, a: Buf, x: Buf, scratch: Buf, n: usize) {
+        self.matmul(w, a, scratch, n);
+        self.add(x, scratch, n);
+    }
     /// Rotates the pairs of every head of `x[t]` by the angles of position `rows[t].pos`.
     fn rope(&mut self, x: Buf);
     /// Writes `k[t]` and `v[t]` into layer `layer` of row `t`'s sequence cache at its position.

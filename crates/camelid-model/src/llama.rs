@@ -425,8 +425,7 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
         }
 
         // Output projection and residual: x += Wo · att.
-        ops.matmul(Mat::O(l), Buf::Att, Buf::Proj, b);
-        ops.add(Buf::X, Buf::Proj, b);
+        ops.matmul_add(Mat::O(l), Buf::Att, Buf::X, Buf::Proj, b);
 
         // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
         ops.rmsnorm(Buf::Xn, Buf::X, Norm::Ffn(l), b);
@@ -436,8 +435,7 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
             b,
         );
         ops.silu_mul(Buf::Gate, Buf::Up, b);
-        ops.matmul(Mat::Down(l), Buf::Gate, Buf::Proj, b);
-        ops.add(Buf::X, Buf::Proj, b);
+        ops.matmul_add(Mat::Down(l), Buf::Gate, Buf::X, Buf::Proj, b);
     }
 
     // Final norm and output projection for the rows that want logits.  logits: [R, V]

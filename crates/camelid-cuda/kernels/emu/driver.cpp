@@ -219,7 +219,8 @@ template <class... A> static Kernel make_kernel(const char* name, void (*k)(A...
 }
 #define KERNEL(n) make_kernel(#n, n)
 #define WEIGHT_KERNELS(t) \
-    KERNEL(matvec_##t), KERNEL(matvec3_##t), KERNEL(embed_##t), KERNEL(dequant_##t##_f16), KERNEL(dequant_##t##_f32)
+    KERNEL(matvec_##t), KERNEL(matvec3_##t), KERNEL(matvec_add_##t), KERNEL(embed_##t), KERNEL(dequant_##t##_f16), \
+        KERNEL(dequant_##t##_f32)
 
 static std::vector<Kernel>& kernels() {
     static std::vector<Kernel> table = {

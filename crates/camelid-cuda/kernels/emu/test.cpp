@@ -68,7 +68,7 @@ void test_dequant() {
   }
 void check(const char* what, double err, double tol) { bool ok = err <= tol; printf("%-40s err %.3g (tol %.3g) %s\n", what, err, tol, ok ? "ok" : "FAIL"); fails += !ok; }
 
-void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, int rows, int cols, int n) {
+void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int rows, int cols, int n) {
   long long nel = (long long)rows * cols, nblk = nel / bs;
   std::vector<uint8_t> w(nblk * bb + 64);
   for (auto& x : w) x = rng();
@@ -104,6 +104,14 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, int rows, int
   for (int i = 0; i < 3; i++) { for (int j=0;j<n;j++) for (int r=0;r<part[i];r++) { float a = yp[i][(size_t)j*part[i]+r], b = y[(size_t)j*rows+off+r];
       if (memcmp(&a, &b, 4) != 0) diff = std::max(diff, std::isnan(a) ? 1e9 : fabs((double)a - b) + 1e-30); } off += part[i]; }
   snprintf(buf, 100, "matvec3_%s rows %d+%d+%d n %d (bit-exact)", name, part[0], part[1], part[2], n); check(buf, diff, 0);
+  // The accumulating launch: y0 + the product, rounded once, as matvec then add.
+  std::vector<float> acc((size_t)n * rows);
+  for (auto& v : acc) v = U();
+  std::vector<float> want = acc;
+  for (size_t i = 0; i < want.size(); i++) want[i] = __fadd_rn(want[i], y[i]);
+  launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), acc.data(), rows, cols, n); });
+  diff = memcmp(acc.data(), want.data(), acc.size() * 4) == 0 ? 0 : 1;
+  snprintf(buf, 100, "matvec_add_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
 }
 
 void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<int> np) {
@@ -163,14 +171,14 @@ void test_ops() {
 int main() {
   test_dequant();
   test_ops();
-  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; };
-#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n}
+  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; };
+#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n}
   T types[] = {MVT(f32,1,4), MVT(f16,1,2), MVT(bf16,1,2), MVT(q8_0,32,34), MVT(q4_0,32,18), MVT(q4_1,32,20),
     MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210)};
   for (auto& t : types) {
-    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, 5, t.bs == 256 ? 2304 : 1056, 3);
-    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, 2, t.bs == 256 ? 512 : 96, 8);
-    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, 3, 2048, 1);
+    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 5, t.bs == 256 ? 2304 : 1056, 3);
+    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 2, t.bs == 256 ? 512 : 96, 8);
+    test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 3, 2048, 1);
   }
   test_attention(8, 2, 64, 128, {1, 130, 300});
   test_attention(8, 2, 128, 256, {257, 5, 0});
