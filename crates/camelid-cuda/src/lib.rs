@@ -29,6 +29,13 @@
 //! from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one instead (for
 //! profiling, or to rule graphs out when chasing a bug).
 //!
+//! # Testing without a GPU
+//! `kernels/emu/driver.cpp` is an emulated `libcuda.so` (and the cuBLAS calls made here) that
+//! runs the kernels on the CPU; `scripts/check-cuda-kernels.sh` builds it into `target/cuda-emu`,
+//! and with that folder and NVRTC's on `LD_LIBRARY_PATH` this crate's GPU tests
+//! (`tests/cuda.rs`) and `camelid --device cuda` run on any machine (`scripts/test.sh` does).
+//! `CAMELID_CUDA_EMU_STATS=1` counts the kernels and graph launches run, at exit.
+//!
 //! cudarc panics when it cannot open a library on first use, so [`backend`] and
 //! [`device_count`] first probe for each library and answer a missing one with a one-line
 //! [`ModelError::Backend`], and initialisation also runs under `catch_unwind` as a backstop.
