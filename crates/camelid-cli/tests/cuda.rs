@@ -56,19 +56,8 @@ fn device_or_skip(model: &Path) -> bool {
 }
 
 fn logits(json: &str) -> Vec<Vec<f32>> {
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    serde_json::from_value(v["logits"].take()).unwrap()
 }
 
 fn dir() -> PathBuf {
