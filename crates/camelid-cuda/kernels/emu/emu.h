@@ -117,7 +117,6 @@ struct EmuContext {
 };
 static inline void emu_swap(EmuContext& from, EmuContext& to) { swapcontext(&from.uc, &to.uc); }
 #endif
-struct EmuBarrier;
 // A fiber waiting at a barrier is not resumed until the barrier's generation moves on.
 struct EmuFiber { EmuContext ctx; dim3_ tid; bool done = false; const EmuBarrier* waits = nullptr; unsigned gen = 0; };
 static EmuContext g_sched;
