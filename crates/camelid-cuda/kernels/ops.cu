@@ -50,6 +50,21 @@ extern "C" __global__ void __launch_bounds__(RMS_THREADS)
 // its own sine and cosine (cheap next to the launch; the grid is small).
 #define ROPE_THREADS 128
 
+// The pair at p rotated by the angle pos * inv_freq_i, in place; returns the new pair.
+__device__ __forceinline__ float2 rotate_pair(float2* p, int pos, float inv_freq_i) {
+    // The angle in f32 (as transformers and the CPU form it), then sin and cos exactly.
+    const float angle = __fmul_rn((float)pos, inv_freq_i);
+    double s, c;
+    sincos((double)angle, &s, &c);
+    const float sin_a = (float)s, cos_a = (float)c;
+    const float2 v = *p;
+    float2 r;
+    r.x = __fsub_rn(__fmul_rn(v.x, cos_a), __fmul_rn(v.y, sin_a));
+    r.y = __fadd_rn(__fmul_rn(v.x, sin_a), __fmul_rn(v.y, cos_a));
+    *p = r;
+    return r;
+}
+
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
     rope(float* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int n,
          int n_heads, int head_dim) {
@@ -58,19 +73,36 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
     const int idx = blockIdx.x * ROPE_THREADS + threadIdx.x;
     if (j >= n || idx >= n_heads * half) return;
     const int head = idx / half, i = idx % half;
+    rotate_pair((float2*)(x + (long long)j * n_heads * head_dim + head * head_dim + 2 * i), pos[j],
+                inv_freq[i]);
+}
 
-    // The angle in f32 (as transformers and the CPU form it), then sin and cos exactly.
-    const float angle = __fmul_rn((float)pos[j], inv_freq[i]);
-    double s, c;
-    sincos((double)angle, &s, &c);
-    const float sin_a = (float)s, cos_a = (float)c;
-
-    float2* p = (float2*)(x + (long long)j * n_heads * head_dim + head * head_dim + 2 * i);
-    const float2 v = *p;
-    float2 r;
-    r.x = __fsub_rn(__fmul_rn(v.x, cos_a), __fmul_rn(v.y, sin_a));
-    r.y = __fadd_rn(__fmul_rn(v.x, sin_a), __fmul_rn(v.y, cos_a));
-    *p = r;
+// rope of q (n_heads) and of k (n_kv_heads), then store_kv of the rotated k and of v, in one
+// launch, bit for bit those three: the first n_heads * head_dim / 2 threads of a row rotate q's
+// pairs, the next n_kv_heads * head_dim / 2 rotate k's and copy that pair of k and of v to the
+// row's cache slots. Block ROPE_THREADS, grid (ceil((n_heads + n_kv_heads) * head_dim / 2 /
+// ROPE_THREADS), n).
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
+    rope_store(float* q, float* k, const float* __restrict__ v, const int* __restrict__ pos,
+               const float* __restrict__ inv_freq, float* const* __restrict__ k_rows,
+               float* const* __restrict__ v_rows, int n, int n_heads, int n_kv_heads,
+               int head_dim) {
+    const int j = blockIdx.y;
+    const int half = head_dim / 2;
+    int idx = blockIdx.x * ROPE_THREADS + threadIdx.x;
+    if (j >= n || idx >= (n_heads + n_kv_heads) * half) return;
+    if (idx < n_heads * half) {
+        const int head = idx / half, i = idx % half;
+        rotate_pair((float2*)(q + (long long)j * n_heads * head_dim + head * head_dim + 2 * i),
+                    pos[j], inv_freq[i]);
+        return;
+    }
+    idx -= n_heads * half;
+    const int i = idx % half, off = (idx / half) * head_dim + 2 * i;
+    const long long row = (long long)j * n_kv_heads * head_dim;
+    const float2 r = rotate_pair((float2*)(k + row + off), pos[j], inv_freq[i]);
+    *(float2*)(k_rows[j] + off) = r;
+    *(float2*)(v_rows[j] + off) = *(const float2*)(v + row + off);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ pub struct Kernels {
     by_type: Vec<(DType, WeightKernels)>,
     pub rmsnorm: Func,
     pub rope: Func,
+    /// `rope` of q and k and `store_kv` of k and v, in one launch.
+    pub rope_store: Func,
     pub silu_mul: Func,
     pub add: Func,
     pub store_kv: Func,
@@ -151,6 +153,7 @@ impl Kernels {
             by_type,
             rmsnorm: modules.get("rmsnorm")?,
             rope: modules.get("rope")?,
+            rope_store: modules.get("rope_store")?,
             silu_mul: modules.get("silu_mul")?,
             add: modules.get("add")?,
             store_kv: modules.get("store_kv")?,
@@ -317,6 +320,7 @@ mod tests {
         let mut names: Vec<String> = [
             "rmsnorm",
             "rope",
+            "rope_store",
             "silu_mul",
             "add",
             "store_kv",
@@ -331,6 +335,8 @@ mod tests {
             let t = d.name().to_ascii_lowercase();
             names.extend([
                 format!("matvec_{t}"),
+                format!("matvec3_{t}"),
+                format!("matvec_add_{t}"),
                 format!("embed_{t}"),
                 format!("dequant_{t}_f16"),
                 format!("dequant_{t}_f32"),

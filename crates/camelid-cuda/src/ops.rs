@@ -671,6 +671,57 @@ impl Ops for CudaOps<'_> {
         };
     }
 
+    /// One `rope_store` launch: both rotations and the cache writes.
+    fn rope_store(&mut self, layer: usize, q: Buf, k: Buf, v: Buf) {
+        let c = &self.be.config;
+        let (qp, _) = self.buf(q);
+        let (kp, _) = self.buf(k);
+        let (vp, _) = self.buf(v);
+        let pos = self.input(self.lay.pos());
+        let f = self.be.inv_freq.ptr();
+        let kr = self.input(self.lay.k_rows(layer));
+        let vr = self.input(self.lay.v_rows(layer));
+        let n = self.rows.len();
+        let (n32, h32, kvh32, hd32) = (
+            n as i32,
+            c.n_heads as i32,
+            c.n_kv_heads as i32,
+            c.head_dim as i32,
+        );
+        let grid = (
+            ((c.n_heads + c.n_kv_heads) * c.head_dim / 2).div_ceil(ROPE_THREADS as usize) as u32,
+            n as u32,
+            1,
+        );
+        // SAFETY: rope_store(float* q, float* k, const float* v, const int* pos,
+        // const float* inv_freq, float* const* k_rows, float* const* v_rows, int n,
+        // int n_heads, int n_kv_heads, int head_dim): n rows of q (n_heads·head_dim floats),
+        // of k and v (n_kv_heads·head_dim), n positions, head_dim/2 frequencies, and per row a
+        // cache slot of n_kv_heads·head_dim floats (positions checked against n_ctx when staged).
+        unsafe {
+            self.go(
+                self.be.k.rope_store,
+                grid,
+                ROPE_THREADS,
+                &mut [
+                    arg(&qp),
+                    arg(&kp),
+                    arg(&vp),
+                    arg(&pos),
+                    arg(&f),
+                    arg(&kr),
+                    arg(&vr),
+                    arg(&n32),
+                    arg(&h32),
+                    arg(&kvh32),
+                    arg(&hd32),
+                ],
+            )
+        };
+        self.wrote(q);
+        self.wrote(k);
+    }
+
     fn attention(&mut self, layer: usize, q: Buf, out: Buf) {
         let c = &self.be.config;
         let (qp, _) = self.buf(q);

@@ -410,9 +410,7 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
 
         // RoPE on q and k, then k and v go into their sequence's cache at their positions.
         // Cache layout per sequence: [n_layers, C, kv].
-        ops.rope(Buf::Q);
-        ops.rope(Buf::K);
-        ops.store_kv(l, Buf::K, Buf::V);
+        ops.rope_store(l, Buf::Q, Buf::K, Buf::V);
 
         // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
         ops.attention(l, Buf::Q, Buf::Att);

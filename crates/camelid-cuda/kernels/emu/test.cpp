@@ -166,6 +166,21 @@ void test_ops() {
   std::vector<float*> kr = {kc.data()+50, kc.data()+0}, vr = {vc.data()+24, vc.data()+72};
   launch({2,1,1}, {32,1,1}, [&]{ store_kv(k.data(), v.data(), kr.data(), vr.data(), 2, 24); });
   err=0; for (int j=0;j<2;j++) for (int c=0;c<24;c++){ err=std::max(err,(double)fabs(kr[j][c]-k[j*24+c])); err=std::max(err,(double)fabs(vr[j][c]-v[j*24+c])); } check("store_kv", err, 0);
+  // rope_store against rope, rope and store_kv: q of 4 heads, k and v of 2, head_dim 64, 3 rows.
+  {
+    int nq = 4, nk = 2, hd2 = 64, kvd = nk * hd2;
+    std::vector<float> q(n*nq*hd2), kk(n*kvd), vv(n*kvd); for (auto& e : q) e=U(); for (auto& e : kk) e=U(); for (auto& e : vv) e=U();
+    std::vector<float> q1 = q, k1 = kk, kc1(n*kvd, NAN), vc1(n*kvd, NAN), kc2(n*kvd, NAN), vc2(n*kvd, NAN);
+    std::vector<float*> kr1, vr1, kr2, vr2;
+    for (int j=0;j<n;j++) { int slot = (j * 2) % n; kr1.push_back(kc1.data()+slot*kvd); vr1.push_back(vc1.data()+slot*kvd); kr2.push_back(kc2.data()+slot*kvd); vr2.push_back(vc2.data()+slot*kvd); }
+    launch({(unsigned)((nq*hd2/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope(q1.data(), pos.data(), invf.data(), n, nq, hd2); });
+    launch({(unsigned)((nk*hd2/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope(k1.data(), pos.data(), invf.data(), n, nk, hd2); });
+    launch({(unsigned)n,1,1}, {64,1,1}, [&]{ store_kv(k1.data(), vv.data(), kr1.data(), vr1.data(), n, kvd); });
+    launch({(unsigned)(((nq+nk)*hd2/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q.data(), kk.data(), vv.data(), pos.data(), invf.data(), kr2.data(), vr2.data(), n, nq, nk, hd2); });
+    bool same = memcmp(q.data(), q1.data(), q.size()*4) == 0 && memcmp(kk.data(), k1.data(), kk.size()*4) == 0 &&
+                memcmp(kc1.data(), kc2.data(), kc1.size()*4) == 0 && memcmp(vc1.data(), vc2.data(), vc1.size()*4) == 0;
+    check("rope_store (bit-exact)", same ? 0 : 1, 0);
+  }
 }
 
 int main() {
