@@ -44,10 +44,9 @@ extern "C" __global__ void __launch_bounds__(RMS_THREADS)
 }
 
 // ---------------------------------------------------------------------------------------------
-// rope: rotates the adjacent pairs (x[2i], x[2i+1]) of every head of row j by the angle
-// pos[j] * inv_freq[i], in place. x: [n, n_heads * head_dim]. One thread per (row, head, pair):
-// block ROPE_THREADS, grid (ceil(n_heads * head_dim / 2 / ROPE_THREADS), n). Each thread takes
-// its own sine and cosine (cheap next to the launch; the grid is small).
+// RoPE: the adjacent pairs (x[2i], x[2i+1]) of every head of row j rotated by the angle
+// pos[j] * inv_freq[i], in place. One thread per (row, head, pair), each with its own sine and
+// cosine (cheap next to the launch; the grid is small).
 #define ROPE_THREADS 128
 
 // The pair at p rotated by the angle pos * inv_freq_i, in place; returns the new pair.
@@ -65,23 +64,11 @@ __device__ __forceinline__ float2 rotate_pair(float2* p, int pos, float inv_freq
     return r;
 }
 
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
-    rope(float* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int n,
-         int n_heads, int head_dim) {
-    const int j = blockIdx.y;
-    const int half = head_dim / 2;
-    const int idx = blockIdx.x * ROPE_THREADS + threadIdx.x;
-    if (j >= n || idx >= n_heads * half) return;
-    const int head = idx / half, i = idx % half;
-    rotate_pair((float2*)(x + (long long)j * n_heads * head_dim + head * head_dim + 2 * i), pos[j],
-                inv_freq[i]);
-}
-
-// rope of q (n_heads) and of k (n_kv_heads), then store_kv of the rotated k and of v, in one
-// launch, bit for bit those three: the first n_heads * head_dim / 2 threads of a row rotate q's
-// pairs, the next n_kv_heads * head_dim / 2 rotate k's and copy that pair of k and of v to the
-// row's cache slots. Block ROPE_THREADS, grid (ceil((n_heads + n_kv_heads) * head_dim / 2 /
-// ROPE_THREADS), n).
+// RoPE of q (n_heads) and of k (n_kv_heads) in place, then the rotated k and v into the row's
+// cache slots (k_rows[j], v_rows[j]: n_kv_heads * head_dim floats each): the first
+// n_heads * head_dim / 2 threads of a row rotate q's pairs, the next n_kv_heads * head_dim / 2
+// rotate k's and copy that pair of k and of v to the cache. Block ROPE_THREADS, grid
+// (ceil((n_heads + n_kv_heads) * head_dim / 2 / ROPE_THREADS), n).
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
     rope_store(float* q, float* k, const float* __restrict__ v, const int* __restrict__ pos,
                const float* __restrict__ inv_freq, float* const* __restrict__ k_rows,
@@ -129,22 +116,6 @@ extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ 
 
 // ---------------------------------------------------------------------------------------------
 // Row copies: one CTA per row, any block size (suggested 256), grid (n).
-
-// Row j's key and value, kv_dim floats each, to the cache slots the host computed.
-extern "C" __global__ void store_kv(const float* __restrict__ k, const float* __restrict__ v,
-                                    float* const* __restrict__ k_rows,
-                                    float* const* __restrict__ v_rows, int n, int kv_dim) {
-    const int j = blockIdx.x;
-    if (j >= n) return;
-    const float* ks = k + (long long)j * kv_dim;
-    const float* vs = v + (long long)j * kv_dim;
-    float* kd = k_rows[j];
-    float* vd = v_rows[j];
-    for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
-        kd[c] = ks[c];
-        vd[c] = vs[c];
-    }
-}
 
 // out[j, :] = x[idx[j], :] (the rows whose logits are wanted, for instance).
 extern "C" __global__ void gather_rows(float* __restrict__ out, const float* __restrict__ x,

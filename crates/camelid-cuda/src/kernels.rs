@@ -62,12 +62,10 @@ pub struct Kernels {
     _modules: Modules,
     by_type: Vec<(DType, WeightKernels)>,
     pub rmsnorm: Func,
-    pub rope: Func,
-    /// `rope` of q and k and `store_kv` of k and v, in one launch.
+    /// RoPE of q and k, and k and v into the cache, in one launch.
     pub rope_store: Func,
     pub silu_mul: Func,
     pub add: Func,
-    pub store_kv: Func,
     pub gather_rows: Func,
     pub f32_to_f16: Func,
     pub attention_partial: Func,
@@ -152,11 +150,9 @@ impl Kernels {
         Ok(Kernels {
             by_type,
             rmsnorm: modules.get("rmsnorm")?,
-            rope: modules.get("rope")?,
             rope_store: modules.get("rope_store")?,
             silu_mul: modules.get("silu_mul")?,
             add: modules.get("add")?,
-            store_kv: modules.get("store_kv")?,
             gather_rows: modules.get("gather_rows")?,
             f32_to_f16: modules.get("f32_to_f16")?,
             attention_partial: modules.get("attention_partial")?,
@@ -319,11 +315,9 @@ mod tests {
         // Every kernel the table looks up is a symbol of some image (`.text.<name>`).
         let mut names: Vec<String> = [
             "rmsnorm",
-            "rope",
             "rope_store",
             "silu_mul",
             "add",
-            "store_kv",
             "gather_rows",
             "f32_to_f16",
             "attention_partial",

@@ -113,17 +113,10 @@ pub trait Ops {
         self.matmul(w, a, scratch, n);
         self.add(x, scratch, n);
     }
-    /// Rotates the pairs of every head of `x[t]` by the angles of position `rows[t].pos`.
-    fn rope(&mut self, x: Buf);
-    /// Writes `k[t]` and `v[t]` into layer `layer` of row `t`'s sequence cache at its position.
-    fn store_kv(&mut self, layer: usize, k: Buf, v: Buf);
-    /// [`Ops::rope`] of `q` and of `k`, then [`Ops::store_kv`] of `k` and `v`; a backend may
-    /// run them as one operation with the same results.
-    fn rope_store(&mut self, layer: usize, q: Buf, k: Buf, v: Buf) {
-        self.rope(q);
-        self.rope(k);
-        self.store_kv(layer, k, v);
-    }
+    /// Rotates the pairs of every head of `q[t]` and of `k[t]` by the angles of position
+    /// `rows[t].pos` (RoPE), then writes the rotated `k[t]` and `v[t]` into layer `layer` of row
+    /// `t`'s sequence cache at that position.
+    fn rope_store(&mut self, layer: usize, q: Buf, k: Buf, v: Buf);
     /// Causal attention of `q[t]` over positions `0..=rows[t].pos` of its sequence's cache.
     fn attention(&mut self, layer: usize, q: Buf, out: Buf);
     /// SwiGLU's gate: `gate = silu(gate) ⊙ up`, `t < n`.

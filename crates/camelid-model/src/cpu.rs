@@ -338,6 +338,42 @@ struct CpuOps<'a, 'c> {
 }
 
 impl CpuOps<'_, '_> {
+    /// RoPE on every row of `x`, at its position.
+    fn rope(&mut self, x: Buf) {
+        let be = self.be;
+        let rows = self.rows;
+        let (x, w) = self.buf(x);
+        for (t, r) in rows.iter().enumerate() {
+            rope(
+                &mut x[t * w..][..w],
+                be.config.head_dim,
+                r.pos,
+                &be.inv_freq,
+            );
+        }
+    }
+
+    /// Row `t`'s `k` and `v` into its sequence's cache, layer `layer`, at its position.
+    fn store_kv(&mut self, layer: usize, k: Buf, v: Buf) {
+        let kvd = self.be.config.kv_dim();
+        let a = &*self.a;
+        let (ks, vs) = match (k, v) {
+            (Buf::K, Buf::V) => (&a.k, &a.v),
+            _ => unreachable!("keys and values live in Buf::K and Buf::V"),
+        };
+        let hd = self.be.config.head_dim;
+        for (t, r) in self.rows.iter().enumerate() {
+            let s: &mut CpuCache = downcast_cache(&mut *self.caches[r.seq]);
+            s.store(
+                layer,
+                r.pos,
+                hd,
+                &ks[t * kvd..][..kvd],
+                &vs[t * kvd..][..kvd],
+            );
+        }
+    }
+
     /// A buffer and the width of its rows.
     fn buf(&mut self, b: Buf) -> (&mut [f32], usize) {
         let c = &self.be.config;
@@ -457,38 +493,10 @@ impl Ops for CpuOps<'_, '_> {
         }
     }
 
-    fn rope(&mut self, x: Buf) {
-        let be = self.be;
-        let rows = self.rows;
-        let (x, w) = self.buf(x);
-        for (t, r) in rows.iter().enumerate() {
-            rope(
-                &mut x[t * w..][..w],
-                be.config.head_dim,
-                r.pos,
-                &be.inv_freq,
-            );
-        }
-    }
-
-    fn store_kv(&mut self, layer: usize, k: Buf, v: Buf) {
-        let kvd = self.be.config.kv_dim();
-        let a = &*self.a;
-        let (ks, vs) = match (k, v) {
-            (Buf::K, Buf::V) => (&a.k, &a.v),
-            _ => unreachable!("keys and values live in Buf::K and Buf::V"),
-        };
-        let hd = self.be.config.head_dim;
-        for (t, r) in self.rows.iter().enumerate() {
-            let s: &mut CpuCache = downcast_cache(&mut *self.caches[r.seq]);
-            s.store(
-                layer,
-                r.pos,
-                hd,
-                &ks[t * kvd..][..kvd],
-                &vs[t * kvd..][..kvd],
-            );
-        }
+    fn rope_store(&mut self, layer: usize, q: Buf, k: Buf, v: Buf) {
+        self.rope(q);
+        self.rope(k);
+        self.store_kv(layer, k, v);
     }
 
     fn attention(&mut self, layer: usize, q: Buf, out: Buf) {

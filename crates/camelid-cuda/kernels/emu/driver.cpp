@@ -227,8 +227,8 @@ static std::vector<Kernel>& kernels() {
         WEIGHT_KERNELS(f32), WEIGHT_KERNELS(f16), WEIGHT_KERNELS(bf16), WEIGHT_KERNELS(q8_0),
         WEIGHT_KERNELS(q4_0), WEIGHT_KERNELS(q4_1), WEIGHT_KERNELS(q5_0), WEIGHT_KERNELS(q5_1),
         WEIGHT_KERNELS(q4_k), WEIGHT_KERNELS(q5_k), WEIGHT_KERNELS(q6_k),
-        KERNEL(f32_to_f16), KERNEL(rmsnorm), KERNEL(rope), KERNEL(rope_store), KERNEL(silu_mul), KERNEL(add),
-        KERNEL(store_kv), KERNEL(gather_rows), KERNEL(attention_partial), KERNEL(attention_combine),
+        KERNEL(f32_to_f16), KERNEL(rmsnorm), KERNEL(rope_store), KERNEL(silu_mul), KERNEL(add),
+        KERNEL(gather_rows), KERNEL(attention_partial), KERNEL(attention_combine),
     };
     return table;
 }
