@@ -443,38 +443,35 @@ __device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
                    out + (long long)i * cols + blk * F::BLOCK);
 }
 
-// Decode products: y[j * rows + r] = sum_c W[r, c] * x[j * cols + c] for j < n <= MV_MAX_N.
+// Decode products: y[j * rows + r] = sum_c W[r, c] * x[j * cols + c] for j < n.
 //
 // A CTA of MV_WARPS warps takes MV_ROWS consecutive rows. The columns are cut into steps of
 // 32 pieces (512 columns); warp w takes steps w, w + MV_WARPS, .. of both rows, one piece per
-// lane, so the CTA streams a contiguous stretch of each row and every weight is loaded once.
-// The two rows share each load of x (held in registers), which halves the activation traffic
-// through L1. Weights are decoded in registers once per step and multiplied by all n vectors
-// of x (the n sequences decoding together share one read of the matrix). Each lane keeps f32
-// partial sums; a warp shuffle and then a fixed-order sum over the warps finish each output, so
-// results are deterministic. For the scaled formats the scale is applied once per run to the
-// dot product of the raw levels (the levels are exact small integers).
+// lane, so the CTA streams a contiguous stretch of each row. The two rows share each load of x
+// (held in registers), which halves the activation traffic through L1. Weights are decoded in
+// registers once per step and multiplied by up to MV_MAX_N vectors of x (the sequences decoding
+// together share one read of the matrix). More vectors are taken MV_MAX_N at a time, each slice
+// a pass over the CTA's rows: only the first reads them from memory, the others find the CTA's
+// few kilobytes in cache, and one launch serves a whole batch. Each lane keeps f32 partial sums;
+// a warp shuffle and then a fixed-order sum over the warps finish each output, so results are
+// deterministic and a vector's result does not depend on n or on its slice. For the scaled
+// formats the scale is applied once per run to the dot product of the raw levels (the levels
+// are exact small integers).
 #define MV_ROWS 2
 #define MV_WARPS 4
 #define MV_MAX_N 8
 
-// `cta` is the CTA's place among this matrix's CTAs (blockIdx.x, or less in a fused launch).
-// With ACC the products are added to y (`y = y + s`, rounded as the `add` kernel rounds) rather
-// than stored.
-template <class F, bool ACC = false>
-__device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
-                                            const float* __restrict__ x, float* __restrict__ y,
-                                            int rows, int cols, int n, int cta) {
-    __shared__ float partial[MV_WARPS][MV_ROWS][MV_MAX_N];
+// Vectors 0 .. n - 1 (n <= MV_MAX_N) of x against the CTA's rows (`rowp`, the first `row0`).
+// A call rather than inlined into the loop over slices: inlined, ptxas gave the kernels up to
+// 128 registers (80-96 as one slice), fewer CTAs per SM to hide the weights' memory latency;
+// called, 80-94 (`scripts/check-cuda-kernels.sh` prints them).
+template <class F, bool ACC>
+__device__ __noinline__ void matvec_slice(const unsigned char* const (&rowp)[MV_ROWS],
+                                             const float* __restrict__ x, float* __restrict__ y,
+                                             int rows, int cols, int n, int row0,
+                                             float (&partial)[MV_WARPS][MV_ROWS][MV_MAX_N]) {
     const int lane = threadIdx.x, warp = threadIdx.y;
-    const int row0 = cta * MV_ROWS;
-    const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
     const int pieces = cols / 16;
-
-    // Rows past the end re-read the last row (always in bounds); their sums are not stored.
-    const unsigned char* rowp[MV_ROWS];
-#pragma unroll
-    for (int r = 0; r < MV_ROWS; ++r) rowp[r] = w + (long long)min(row0 + r, rows - 1) * row_bytes;
 
     float acc[MV_ROWS][MV_MAX_N];
 #pragma unroll
@@ -557,6 +554,30 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
             float* out = y + (long long)j * rows + row0 + r;
             *out = ACC ? __fadd_rn(*out, s) : s;
         }
+    }
+}
+
+// `cta` is the CTA's place among this matrix's CTAs (blockIdx.x, or less in a fused launch).
+// With ACC the products are added to y (`y = y + s`, rounded as the `add` kernel rounds) rather
+// than stored.
+template <class F, bool ACC = false>
+__device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
+                                            const float* __restrict__ x, float* __restrict__ y,
+                                            int rows, int cols, int n, int cta) {
+    __shared__ float partial[MV_WARPS][MV_ROWS][MV_MAX_N];
+    const int row0 = cta * MV_ROWS;
+    const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
+
+    // Rows past the end re-read the last row (always in bounds); their sums are not stored.
+    const unsigned char* rowp[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; ++r) rowp[r] = w + (long long)min(row0 + r, rows - 1) * row_bytes;
+
+    for (int j0 = 0; j0 < n; j0 += MV_MAX_N) {
+        // The previous slice's partial sums are read before this one's are written.
+        if (j0 > 0) __syncthreads();
+        matvec_slice<F, ACC>(rowp, x + (long long)j0 * cols, y + (long long)j0 * rows, rows,
+                             cols, min(n - j0, MV_MAX_N), row0, partial);
     }
 }
 

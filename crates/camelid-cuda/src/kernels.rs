@@ -43,7 +43,7 @@ pub fn has_kernels(d: DType) -> bool {
 /// The kernels of one weight type.
 #[derive(Clone, Copy)]
 pub struct WeightKernels {
-    /// `matvec_<t>(w, x, y, rows, cols, n)`: fused dequantize-dot, `n ≤ MATVEC_MAX_N`.
+    /// `matvec_<t>(w, x, y, rows, cols, n)`: fused dequantize-dot of `n` activation rows.
     pub matvec: Func,
     /// `matvec3_<t>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, x, cols, n)`: two or three of
     /// those products of one `x` in one launch.

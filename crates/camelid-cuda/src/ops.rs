@@ -14,11 +14,10 @@ use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
 use crate::backend::{CudaBackend, DevMat, Pass, cuda_cache};
 use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
 
-/// Rows per call of the fused `matvec_<t>` kernels (`MV_MAX_N` in quant.cu).
-const MATVEC_MAX_N: usize = 8;
-/// Up to this many rows, the fused kernel runs once per 8 rows: each call reads the quantized
-/// matrix once, which stays cheaper than expanding it for a GEMM (a 4-bit matrix read four
-/// times is about the bytes of writing and reading it once in f16).
+/// Up to this many rows, products run on the fused `matvec_<t>` kernels, one launch that reads
+/// the quantized matrix once (they take the rows 8 at a time, `MV_MAX_N` in quant.cu, each
+/// slice after the first finding a CTA's weights in cache); larger batches expand the weights
+/// for a tensor-core GEMM, whose arithmetic then outweighs the expansion's memory traffic.
 const MATVEC_CHUNKED_MAX: usize = 32;
 /// Block sizes the kernels' comments give.
 const EMBED_THREADS: u32 = 128;
@@ -289,39 +288,26 @@ impl<'a> CudaOps<'a> {
         self.matvec_with(self.be.k.of(m.dtype).matvec, m, x, y, n);
     }
 
-    /// `f`, `matvec_<t>` or `matvec_add_<t>` (same arguments), over slices of
-    /// `MATVEC_MAX_N` rows.
+    /// `f`, `matvec_<t>` or `matvec_add_<t>` (same arguments), in one launch.
     fn matvec_with(&mut self, f: Func, m: &DevMat, x: u64, y: u64, n: usize) {
-        let (rows, cols) = (m.rows as i32, m.cols as i32);
+        let (rows, cols, n) = (m.rows as i32, m.cols as i32, n as i32);
         let w = m.buf.ptr();
         let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
-        for j0 in (0..n).step_by(MATVEC_MAX_N) {
-            let nn = (n - j0).min(MATVEC_MAX_N) as i32;
-            let xj = x + (j0 * m.cols * 4) as u64;
-            let yj = y + (j0 * m.rows * 4) as u64;
-            // SAFETY: matvec_<t> / matvec_add_<t>(const unsigned char* w, const float* x,
-            // float* y, int rows, int cols, int n): `w` holds the rows·cols weights, `x` nn·cols
-            // and `y` nn·rows floats from the offsets taken.
-            unsafe {
-                self.go3(
-                    f,
-                    grid,
-                    MATVEC_BLOCK,
-                    &mut [
-                        arg(&w),
-                        arg(&xj),
-                        arg(&yj),
-                        arg(&rows),
-                        arg(&cols),
-                        arg(&nn),
-                    ],
-                )
-            };
-        }
+        // SAFETY: matvec_<t> / matvec_add_<t>(const unsigned char* w, const float* x, float* y,
+        // int rows, int cols, int n): `w` holds the rows·cols weights, `x` n·cols and `y`
+        // n·rows floats.
+        unsafe {
+            self.go3(
+                f,
+                grid,
+                MATVEC_BLOCK,
+                &mut [arg(&w), arg(&x), arg(&y), arg(&rows), arg(&cols), arg(&n)],
+            )
+        };
     }
 
     /// `matvec` of two or three matrices of one type and width against the same `x` (`rows[2]`
-    /// = 0 for two), one `matvec3_<t>` launch per slice of `MATVEC_MAX_N` rows.
+    /// = 0 for two), in one `matvec3_<t>` launch.
     fn matvec_fused(
         &mut self,
         mats: [&DevMat; 3],
@@ -336,35 +322,31 @@ impl<'a> CudaOps<'a> {
         let rows32 = rows.map(|r| r as i32);
         let ws = mats.map(|m| m.buf.ptr());
         let ctas: usize = rows.iter().map(|r| r.div_ceil(MATVEC_ROWS)).sum();
-        for j0 in (0..n).step_by(MATVEC_MAX_N) {
-            let nn = (n - j0).min(MATVEC_MAX_N) as i32;
-            let xj = x + (j0 * cols * 4) as u64;
-            let yj = [0, 1, 2].map(|i| ys[i] + (j0 * rows[i] * 4) as u64);
-            // SAFETY: matvec3_<t>(const unsigned char* w0, float* y0, int rows0, ..., w2, y2,
-            // rows2, const float* x, int cols, int n): each `w_i` holds rows_i·cols weights of
-            // the type, `y_i` nn·rows_i floats from the offsets taken, `x` nn·cols floats.
-            unsafe {
-                self.go3(
-                    f,
-                    (ctas as u32, 1, 1),
-                    MATVEC_BLOCK,
-                    &mut [
-                        arg(&ws[0]),
-                        arg(&yj[0]),
-                        arg(&rows32[0]),
-                        arg(&ws[1]),
-                        arg(&yj[1]),
-                        arg(&rows32[1]),
-                        arg(&ws[2]),
-                        arg(&yj[2]),
-                        arg(&rows32[2]),
-                        arg(&xj),
-                        arg(&cols32),
-                        arg(&nn),
-                    ],
-                )
-            };
-        }
+        let n = n as i32;
+        // SAFETY: matvec3_<t>(const unsigned char* w0, float* y0, int rows0, ..., w2, y2, rows2,
+        // const float* x, int cols, int n): each `w_i` holds rows_i·cols weights of the type,
+        // `y_i` n·rows_i floats, `x` n·cols floats.
+        unsafe {
+            self.go3(
+                f,
+                (ctas as u32, 1, 1),
+                MATVEC_BLOCK,
+                &mut [
+                    arg(&ws[0]),
+                    arg(&ys[0]),
+                    arg(&rows32[0]),
+                    arg(&ws[1]),
+                    arg(&ys[1]),
+                    arg(&rows32[1]),
+                    arg(&ws[2]),
+                    arg(&ys[2]),
+                    arg(&rows32[2]),
+                    arg(&x),
+                    arg(&cols32),
+                    arg(&n),
+                ],
+            )
+        };
     }
 
     /// Prompt batches on cuBLAS. Exact: f32 weights (expanded where stored otherwise) and
@@ -541,7 +523,7 @@ impl Ops for CudaOps<'_> {
     }
 
     /// The products of one input (q, k, v; gate, up): in decode-sized passes, one fused launch
-    /// per slice of rows where the matrices share their type and width (a Q4_K_M file's Q6_K
+    /// where the matrices share their type and width (a Q4_K_M file's Q6_K
     /// `attn_v` beside Q4_K `attn_q` does not), each product as `matmul` would give it; else
     /// one `matmul` each.
     fn matmuls(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize) {
@@ -571,7 +553,7 @@ impl Ops for CudaOps<'_> {
         }
     }
 
-    /// In decode-sized passes one `matvec_add_<t>` launch per slice of rows (the product added
+    /// In decode-sized passes one `matvec_add_<t>` launch (the product added
     /// to `x` as `add` would add it); prompt batches take the GEMM and `add`.
     fn matmul_add(&mut self, w: Mat, a: Buf, x: Buf, scratch: Buf, n: usize) {
         if n > MATVEC_CHUNKED_MAX {
