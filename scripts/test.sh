@@ -10,9 +10,31 @@ scripts/fetch-assets.sh
 cargo test --workspace --features camelid-cli/cuda "$@"
 # Attention and the element-wise operations follow the process-wide kernel path (the matmul
 # tests already run every path the CPU has): their tests and the model's again on AVX2, and the
-# kernels' on the scalar path.
-CAMELID_ISA=avx2 cargo test -p camelid-kernels -p camelid-model "$@"
-CAMELID_ISA=scalar cargo test -p camelid-kernels "$@"
+# kernels' on the scalar path. The test programs built above run again as they are (cargo says
+# where they are): `cargo test -p` of these crates alone would build them anew with the features
+# of that smaller build, three minutes of compiling for ten seconds of tests.
+built=$(cargo test --workspace --features camelid-cli/cuda --no-run --message-format=json "$@" |
+    python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(os.path.dirname(m["manifest_path"]), m["executable"])')
+rerun() { # ISA PACKAGE...
+    local isa=$1 dir exe n=0
+    shift
+    for pkg in "$@"; do
+        while read -r dir exe; do
+            [ "$(basename "$dir")" = "$pkg" ] || continue
+            echo "== CAMELID_ISA=$isa ${exe#"$PWD"/}"
+            (cd "$dir" && CAMELID_ISA=$isa "$exe" -q)
+            n=$((n + 1))
+        done <<<"$built"
+    done
+    [ "$n" -gt 0 ] || { echo "test.sh: no test program of $* found to rerun" >&2; exit 1; }
+}
+rerun avx2 camelid-kernels camelid-model
+rerun scalar camelid-kernels
 # The kernels on aarch64 (NEON and scalar), cross-built and run under qemu-user, and the
 # default model's greedy tokens against llama.cpp's on that path.
 scripts/test-aarch64.sh
