@@ -256,6 +256,28 @@ impl Model {
         tokens: &[&[u32]],
         want: impl Fn(usize) -> Want,
         mut on_logits: impl FnMut(usize, &[f32]),
+        on_hidden: impl FnMut(usize, usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        let each = |rows: &[(usize, &[f32])]| {
+            for &(i, logits) in rows {
+                on_logits(i, logits);
+            }
+        };
+        self.forward_batch_rows(states, tokens, want, each, on_hidden)
+    }
+
+    /// [`Model::forward_batch`] giving the logits of each pass's sequences together,
+    /// `on_logits_rows(&[(i, logits)])` (each sequence once), so that a caller can sample them
+    /// in parallel.
+    ///
+    /// # Panics
+    /// If `states` and `tokens` differ in length.
+    pub fn forward_batch_rows(
+        &self,
+        states: &mut [&mut State],
+        tokens: &[&[u32]],
+        want: impl Fn(usize) -> Want,
+        mut on_logits_rows: impl FnMut(&[(usize, &[f32])]),
         mut on_hidden: impl FnMut(usize, usize, &[f32]),
     ) -> Result<(), ModelError> {
         assert_eq!(states.len(), tokens.len(), "one token slice per state");
@@ -308,19 +330,17 @@ impl Model {
             if result.is_err() {
                 break;
             }
-            let (mut k, mut h) = (0, 0);
-            for r in chunk {
-                match r.out {
-                    Out::None => {}
-                    Out::Logits => {
-                        on_logits(r.seq, &logits[k * v..][..v]);
-                        k += 1;
-                    }
-                    Out::Hidden => {
-                        on_hidden(r.seq, r.pos, &hidden[h * d..][..d]);
-                        h += 1;
-                    }
-                }
+            let with_hidden = chunk.iter().filter(|r| r.out == Out::Hidden);
+            for (r, h) in with_hidden.zip(hidden.chunks_exact(d)) {
+                on_hidden(r.seq, r.pos, h);
+            }
+            let with_logits = chunk.iter().filter(|r| r.out == Out::Logits);
+            let rows: Vec<(usize, &[f32])> = with_logits
+                .zip(logits.chunks_exact(v))
+                .map(|(r, l)| (r.seq, l))
+                .collect();
+            if !rows.is_empty() {
+                on_logits_rows(&rows);
             }
         }
         drop(caches);

@@ -531,19 +531,11 @@ impl<'a> Batcher<'a> {
             }
         };
         let on_hidden = |i: usize, pos: usize, h: &[f32]| embeds[i - n_gen].pooler.add(pos, h);
-        let result = self.model.forward_batch(
+        let result = self.model.forward_batch_rows(
             &mut states,
             &tokens,
             want,
-            |i, logits| {
-                let a = &mut actives[i];
-                if a.fed < a.job.prompt.len() {
-                    return; // mid-prompt: these logits predict a token the prompt already has
-                }
-                let t = a.cont.sample(logits);
-                let lp = a.job.logprobs.map(|k| logprobs(tok, logits, t, k));
-                a.sampled = Some((t, lp));
-            },
+            |rows| sample_rows(tok, &mut actives, rows),
             on_hidden,
         );
         let room_left = states.iter().map(|s| s.pos < s.n_ctx).collect();
@@ -785,6 +777,47 @@ fn finish_embedding(slot: &mut Slot, metrics: &Metrics) {
 
 /// The log-probability of `chosen` and the `k` most likely tokens, under the model's
 /// distribution (log-softmax of the raw logits, before any sampling setting).
+/// Samples the next token of each generating sequence in `rows` (`(i, logits)`: `actives[i]`),
+/// spread over the machine's cores when there is enough to share: a sequence's draw takes up to
+/// a millisecond or two on a 128K vocabulary, and 32 of them one after the other would take
+/// longer than a GPU's whole decoding step. Each sequence keeps its own sampler, so the tokens
+/// drawn do not depend on the split.
+fn sample_rows(tok: &Tokenizer, actives: &mut [&mut Active], rows: &[(usize, &[f32])]) {
+    let mut work: Vec<(&mut Active, &[f32])> = Vec::with_capacity(rows.len());
+    let mut slots: Vec<Option<&mut Active>> = actives.iter_mut().map(|a| Some(&mut **a)).collect();
+    for &(i, logits) in rows {
+        // Mid-prompt: these logits predict a token the prompt already has.
+        match slots.get_mut(i).and_then(Option::take) {
+            Some(a) if a.fed >= a.job.prompt.len() => work.push((a, logits)),
+            _ => {}
+        }
+    }
+    let one = |(a, logits): (&mut Active, &[f32])| {
+        let t = a.cont.sample(logits);
+        let lp = a.job.logprobs.map(|k| logprobs(tok, logits, t, k));
+        a.sampled = Some((t, lp));
+    };
+    let vocab = work.first().map_or(0, |(_, l)| l.len());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below this many logits in all, a thread's start costs more than it saves.
+    const PER_THREAD: usize = 1 << 16;
+    let threads = threads.min(work.len() * vocab / PER_THREAD).max(1);
+    if threads == 1 {
+        work.into_iter().for_each(one);
+        return;
+    }
+    let per = work.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let mut rest = work;
+        while rest.len() > per {
+            let tail = rest.split_off(per);
+            let part = std::mem::replace(&mut rest, tail);
+            s.spawn(move || part.into_iter().for_each(one));
+        }
+        rest.into_iter().for_each(one);
+    });
+}
+
 fn logprobs(tok: &Tokenizer, logits: &[f32], chosen: u32, k: usize) -> TokenLogprob {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
     let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
