@@ -305,7 +305,7 @@ fn from_ordered_bits(m: u32) -> f32 {
 
 /// Sorts `cands` by [`most_likely_first`]. A whole vocabulary, still in id order as built, by
 /// a radix sort of the logits' bits (inverted, so that larger comes first), least significant
-/// byte first: four stable counting passes, which leave equal logits in id order, as the
+/// byte first: up to four stable counting passes, which leave equal logits in id order, as the
 /// comparison does. Anything else (the top k, in the order picking left them) by comparison.
 fn sort_most_likely_first(cands: &mut [Candidate], keys: &mut Vec<u64>) {
     if cands.len() <= 256 || !cands.is_sorted_by_key(|c| c.id) {
@@ -321,11 +321,19 @@ fn sort_most_likely_first(cands: &mut [Candidate], keys: &mut Vec<u64>) {
     );
     keys.resize(2 * n, 0);
     let (mut src, mut dst) = keys.split_at_mut(n);
-    for shift in [32, 40, 48, 56] {
-        let mut count = [0usize; 256];
-        for &k in src.iter() {
-            count[(k >> shift) as usize & 255] += 1;
+    // Every digit's counts in one read; a digit all the keys share (a logit's sign and top
+    // exponent bits, most often) needs no pass.
+    let mut counts = [[0usize; 256]; 4];
+    for &k in src.iter() {
+        for (d, count) in counts.iter_mut().enumerate() {
+            count[(k >> (32 + 8 * d)) as usize & 255] += 1;
         }
+    }
+    for (d, count) in counts.iter_mut().enumerate() {
+        if count.contains(&n) {
+            continue;
+        }
+        let shift = 32 + 8 * d;
         let mut at = 0;
         for c in count.iter_mut() {
             (*c, at) = (at, at + *c);
@@ -337,7 +345,6 @@ fn sort_most_likely_first(cands: &mut [Candidate], keys: &mut Vec<u64>) {
         }
         std::mem::swap(&mut src, &mut dst);
     }
-    // Four passes: the sorted keys are back in the first half.
     for (c, &k) in cands.iter_mut().zip(src.iter()) {
         *c = Candidate {
             id: k as u32,
