@@ -775,8 +775,6 @@ fn finish_embedding(slot: &mut Slot, metrics: &Metrics) {
     }
 }
 
-/// The log-probability of `chosen` and the `k` most likely tokens, under the model's
-/// distribution (log-softmax of the raw logits, before any sampling setting).
 /// Samples the next token of each generating sequence in `rows` (`(i, logits)`: `actives[i]`),
 /// spread over the machine's cores when there is enough to share: a sequence's draw takes up to
 /// a millisecond or two on a 128K vocabulary, and 32 of them one after the other would take
@@ -818,6 +816,8 @@ fn sample_rows(tok: &Tokenizer, actives: &mut [&mut Active], rows: &[(usize, &[f
     });
 }
 
+/// The log-probability of `chosen` and the `k` most likely tokens, under the model's
+/// distribution (log-softmax of the raw logits, before any sampling setting).
 fn logprobs(tok: &Tokenizer, logits: &[f32], chosen: u32, k: usize) -> TokenLogprob {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
     let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
