@@ -36,8 +36,10 @@ use crate::ops::{CudaOps, Layout};
 /// f32). The scratch is a 48th of the weights, within these bounds: 16 MiB for the 1B in Q4_0,
 /// 50 MiB in F16 (a 1B FFN matrix in f16 whole).
 const WEIGHT_SCRATCH_BYTES: std::ops::RangeInclusive<usize> = (16 << 20)..=(64 << 20);
-/// The device and pinned buffers of logits rows: as many rows as fit, at least one; a pass with
-/// more rows that want logits computes them a chunk at a time (16 rows of a 128K vocabulary).
+/// The device and pinned buffers of logits rows: as many rows as fit, at least one (16 rows of
+/// a 128K vocabulary). A decode step of more sequences grows them to its rows (up to
+/// [`GRAPH_MAX_BATCH`]: 33 MB each for 64 rows of 128K), so that serving many streams keeps one
+/// graph launch a step; other passes with more rows compute their logits a chunk at a time.
 const LOGITS_BYTES: usize = 8 << 20;
 /// (row, chunk) pairs the attention scratch holds per head: a decode row may be split into
 /// up to [`ATT_MAX_CHUNKS`] chunks, a full prompt batch into fewer, longer ones.
@@ -88,8 +90,6 @@ pub struct CudaBackend {
     /// `[head_dim / 2]`
     pub(crate) inv_freq: DevBuf,
     pub(crate) precision: Precision,
-    /// Logits rows the logits buffers hold.
-    pub(crate) logit_rows: usize,
     /// Bytes of the weight scratch.
     pub(crate) scratch_bytes: usize,
     /// Cleared (for good) when a graph cannot be captured on this machine.
@@ -111,6 +111,8 @@ pub(crate) struct Pass {
     /// maxima and sums.
     pub att_o: DevBuf,
     pub att_ml: DevBuf,
+    /// Logits rows the logits buffers hold.
+    pub logit_rows: usize,
     /// `[logit_rows, V]`
     pub logits: DevBuf,
     /// `[MAX_BATCH, d]` final hidden states of the rows that want them (embeddings)
@@ -289,7 +291,6 @@ impl CudaBackend {
             output,
             inv_freq,
             precision: Precision::default(),
-            logit_rows,
             scratch_bytes,
             graphs_ok: AtomicBool::new(std::env::var_os("CAMELID_CUDA_NO_GRAPHS").is_none()),
             name: format!("{card} (sm_{major}{minor})"),
@@ -370,11 +371,18 @@ impl CudaBackend {
 
         // The pass: a decode step replays its graph (captured now if its shape is new). Passes
         // with hidden-state rows (embeddings: prompts, never decode steps) run plainly.
-        let graphable = self.graphs_ok.load(Ordering::Relaxed)
+        let decode = self.graphs_ok.load(Ordering::Relaxed)
             && h == 0
             && b <= GRAPH_MAX_BATCH
-            && r <= self.logit_rows
             && one_row_per_sequence(rows);
+        if decode && r > p.logit_rows {
+            p.grow_logits(
+                &self.dev,
+                r.next_power_of_two().min(GRAPH_MAX_BATCH),
+                c.n_vocab,
+            )?;
+        }
+        let graphable = decode && r <= p.logit_rows;
         // A graph is replayed as positions advance, so its chunks cover a span of positions
         // rounded up (the key picks the graph of the current span); a plain pass needs only
         // its own rows' positions.
@@ -448,7 +456,7 @@ impl CudaBackend {
             return self.dev.sync();
         }
         let v = self.config.n_vocab;
-        let tail = r - (r - 1) / self.logit_rows * self.logit_rows;
+        let tail = r - (r - 1) / p.logit_rows * p.logit_rows;
         let done = r - tail;
         let host: &mut [f32] = p.logits_host.as_mut_slice();
         // SAFETY: `logits` (device) holds `logit_rows · V ≥ tail · V` floats written by the
@@ -537,6 +545,7 @@ impl Pass {
             wscratch: dev.alloc(scratch_bytes, "the weight scratch")?,
             att_o: dev.alloc(ATT_PARTS * c.q_dim() * 4, "the attention scratch")?,
             att_ml: dev.alloc(ATT_PARTS * c.n_heads * 2 * 4, "the attention scratch")?,
+            logit_rows,
             logits: dev.alloc(logit_rows * c.n_vocab * 4, "the logits")?,
             hidden: dev.alloc(MAX_BATCH * c.d_model * 4, "the hidden states")?,
             logits_host: Pinned::new(dev, logit_rows * c.n_vocab * 4, "logits")?,
@@ -545,6 +554,21 @@ impl Pass {
             blas: Blas::new(dev)?,
             graphs: HashMap::new(),
         })
+    }
+}
+
+impl Pass {
+    /// Logits buffers of `rows` rows of `n_vocab` in place of the current ones. The graphs
+    /// captured so far write into the old device buffer: they go too, and are captured again
+    /// as their shapes come back.
+    fn grow_logits(&mut self, dev: &Device, rows: usize, n_vocab: usize) -> Result<()> {
+        dev.sync()?;
+        self.graphs.clear();
+        let bytes = rows * n_vocab * 4;
+        self.logits = dev.alloc(bytes, "the logits")?;
+        self.logits_host = Pinned::new(dev, bytes, "logits")?;
+        self.logit_rows = rows;
+        Ok(())
     }
 }
 

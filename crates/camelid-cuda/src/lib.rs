@@ -66,9 +66,9 @@ pub fn backend(
     backend_with_logit_rows(config, weights, inv_freq, ordinal, None)
 }
 
-/// [`backend`] with a logits buffer of `logit_rows` rows instead of the default (as many as
-/// fit in 64 MiB): tests use it to reach, on tiny vocabularies, the passes that a real one
-/// takes in chunks.
+/// [`backend`] whose logits buffer starts with `logit_rows` rows instead of the default (as
+/// many as fit in 8 MiB; decode steps of more sequences grow it): tests use it to reach, on
+/// tiny vocabularies, the passes that a real one takes in chunks and the growth.
 #[doc(hidden)]
 pub fn backend_with_logit_rows(
     config: &Config,

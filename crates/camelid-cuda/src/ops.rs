@@ -575,7 +575,7 @@ impl Ops for CudaOps<'_> {
         let (op, _) = self.buf(out);
         if out == Buf::Logits {
             // The logits buffer holds `logit_rows` rows: larger requests go a chunk at a time.
-            let l = be.logit_rows;
+            let l = self.p.logit_rows;
             for t0 in (0..n).step_by(l) {
                 let cn = l.min(n - t0);
                 self.product(m, x, xp + (t0 * m.cols * 4) as u64, op, cn);
