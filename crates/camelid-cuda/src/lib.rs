@@ -27,7 +27,9 @@
 //! The kernels are compiled on the first start for a card (about 10 s, mostly `quant.cu`) and
 //! the CUBINs cached in `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured). Decode steps run
 //! from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one instead (for
-//! profiling, or to rule graphs out when chasing a bug).
+//! profiling, or to rule graphs out when chasing a bug). `CAMELID_CUDA_MATVEC_ROWS=N` moves the
+//! batch size up to which products take the fused matvec kernels rather than GEMMs (32): a
+//! knob for measuring the crossover on a card.
 //!
 //! # Testing without a GPU
 //! `kernels/emu/driver.cpp` is an emulated `libcuda.so` (and the cuBLAS calls made here) that

@@ -14,11 +14,15 @@ use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
 use crate::backend::{CudaBackend, DevMat, Pass, cuda_cache};
 use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
 
-/// Up to this many rows, products run on the fused `matvec_<t>` kernels, one launch that reads
-/// the quantized matrix once (they take the rows 8 at a time, `MV_MAX_N` in quant.cu, each
-/// slice after the first finding a CTA's weights in cache); larger batches expand the weights
-/// for a tensor-core GEMM, whose arithmetic then outweighs the expansion's memory traffic.
-const MATVEC_CHUNKED_MAX: usize = 32;
+/// Up to this many rows (by default; `CAMELID_CUDA_MATVEC_ROWS` sets it), products run on the
+/// fused `matvec_<t>` kernels, one launch that reads the quantized matrix once (they take the
+/// rows 8 at a time, `MV_MAX_N` in quant.cu, each slice after the first finding a CTA's
+/// weights in cache); larger batches expand the weights for a tensor-core GEMM. Not measured
+/// on a GPU yet: the matvec's f32 arithmetic grows with the rows (a 1B model's 32 rows are
+/// 79 GFLOP a step, about 2.4 ms if the kernels reach half the FP32 rate of an H200), the
+/// GEMM's cost is mostly the expansion (about 6 GB of traffic for the 1B in Q4_0, 1.3 ms), so
+/// the crossover may lie nearer 16.
+pub(crate) const MATVEC_ROWS_DEFAULT: usize = 32;
 /// Block sizes the kernels' comments give.
 const EMBED_THREADS: u32 = 128;
 const RMS_THREADS: u32 = 256;
@@ -277,7 +281,7 @@ impl<'a> CudaOps<'a> {
 
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` for `t < n` (`y` rows are `w.rows` apart).
     fn product(&mut self, m: &DevMat, xbuf: Buf, x: u64, y: u64, n: usize) {
-        if n <= MATVEC_CHUNKED_MAX {
+        if n <= self.be.matvec_rows {
             self.matvec(m, x, y, n);
         } else {
             self.gemm(m, xbuf, x, y, n);
@@ -530,7 +534,7 @@ impl Ops for CudaOps<'_> {
         let be = self.be;
         let first = be.mat(products[0].0);
         let fusable = (2..=3).contains(&products.len())
-            && n <= MATVEC_CHUNKED_MAX
+            && n <= be.matvec_rows
             && products.iter().all(|&(w, out)| {
                 let m = be.mat(w);
                 out != Buf::Logits && m.dtype == first.dtype && m.cols == first.cols
@@ -556,7 +560,7 @@ impl Ops for CudaOps<'_> {
     /// In decode-sized passes one `matvec_add_<t>` launch (the product added
     /// to `x` as `add` would add it); prompt batches take the GEMM and `add`.
     fn matmul_add(&mut self, w: Mat, a: Buf, x: Buf, scratch: Buf, n: usize) {
-        if n > MATVEC_CHUNKED_MAX {
+        if n > self.be.matvec_rows {
             self.matmul(w, a, scratch, n);
             self.add(x, scratch, n);
             return;
