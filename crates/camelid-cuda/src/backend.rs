@@ -561,9 +561,7 @@ impl Pass {
             graphs: HashMap::new(),
         })
     }
-}
 
-impl Pass {
     /// Logits buffers of `rows` rows of `n_vocab` in place of the current ones. The graphs
     /// captured so far write into the old device buffer: they go too, and are captured again
     /// as their shapes come back.
