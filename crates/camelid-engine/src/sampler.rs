@@ -208,7 +208,8 @@ pub struct Sampler {
     pub config: SamplerConfig,
     rng: Rng,
     cands: Vec<Candidate>,
-    probs: Vec<f32>,
+    /// The candidates' exponentials ([`exps_into`]).
+    exps: Vec<f32>,
     /// The radix sort's keys and their second buffer.
     keys: Vec<u64>,
     /// The sampled logits' bits of [`top_candidates`].
@@ -223,7 +224,7 @@ impl Sampler {
             rng: Rng::new(config.seed),
             config,
             cands: Vec::new(),
-            probs: Vec::new(),
+            exps: Vec::new(),
             keys: Vec::new(),
             picks: Vec::new(),
             counts: Vec::new(),
@@ -269,16 +270,16 @@ impl Sampler {
         let live = self.cands.partition_point(|c| c.logit > f32::NEG_INFINITY);
         self.cands.truncate(live.max(1));
         if c.top_p < 1.0 || c.min_p > 0.0 {
-            softmax_into(&self.cands, 1.0, &mut self.probs);
-            let keep = nucleus_len(&self.probs, c.top_p);
-            let keep = keep.min(min_p_len(&self.probs, c.min_p));
+            let sum = exps_into(&self.cands, 1.0, &mut self.exps);
+            let keep = nucleus_len(&self.exps, sum, c.top_p);
+            let keep = keep.min(min_p_len(&self.exps, sum, c.min_p));
             self.cands.truncate(keep.max(1));
         }
-        softmax_into(&self.cands, c.temperature, &mut self.probs);
+        let sum = exps_into(&self.cands, c.temperature, &mut self.exps);
         let r = self.rng.next_f64() as f32;
         let mut acc = 0.0f32;
-        for (cand, &p) in self.cands.iter().zip(&self.probs) {
-            acc += p;
+        for (cand, &e) in self.cands.iter().zip(&self.exps) {
+            acc += prob(e, sum);
             if r < acc {
                 return cand.id;
             }
@@ -467,43 +468,47 @@ fn argmax(cands: &[Candidate]) -> u32 {
     best.id
 }
 
-/// Softmax of `logits / t` (sorted candidates, so the first is the maximum).
-fn softmax_into(cands: &[Candidate], t: f32, probs: &mut Vec<f32>) {
-    probs.clear();
+/// The softmax of `logits / t` over sorted candidates, unnormalized: `exp((l - max) / t)` of
+/// each into `exps`, and their sum (f64, in that order). A probability is [`prob`] of its
+/// exponential, formed only where the chain reads it: the draw and the filters stop early.
+fn exps_into(cands: &[Candidate], t: f32, exps: &mut Vec<f32>) -> f64 {
+    exps.clear();
     let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
     let mut sum = 0.0f64;
     for c in cands {
         let e = ((c.logit - max) / t).exp();
         sum += e as f64;
-        probs.push(e);
+        exps.push(e);
     }
-    for p in probs.iter_mut() {
-        *p = (*p as f64 / sum) as f32;
-    }
+    sum
+}
+
+fn prob(e: f32, sum: f64) -> f32 {
+    (e as f64 / sum) as f32
 }
 
 /// Length of the shortest prefix (probabilities sorted descending) whose mass reaches `p`.
-fn nucleus_len(probs: &[f32], p: f32) -> usize {
+fn nucleus_len(exps: &[f32], sum: f64, p: f32) -> usize {
     if p >= 1.0 {
-        return probs.len();
+        return exps.len();
     }
     let mut acc = 0.0f64;
-    for (i, &q) in probs.iter().enumerate() {
-        acc += q as f64;
+    for (i, &e) in exps.iter().enumerate() {
+        acc += prob(e, sum) as f64;
         if acc >= p as f64 {
             return i + 1;
         }
     }
-    probs.len()
+    exps.len()
 }
 
 /// Length of the prefix whose probabilities are at least `min_p` × the largest.
-fn min_p_len(probs: &[f32], min_p: f32) -> usize {
-    if min_p <= 0.0 || probs.is_empty() {
-        return probs.len();
+fn min_p_len(exps: &[f32], sum: f64, min_p: f32) -> usize {
+    if min_p <= 0.0 || exps.is_empty() {
+        return exps.len();
     }
-    let floor = probs[0] * min_p;
-    probs.iter().take_while(|&&q| q >= floor).count()
+    let floor = prob(exps[0], sum) * min_p;
+    exps.iter().take_while(|&&e| prob(e, sum) >= floor).count()
 }
 
 /// xoshiro256** (Blackman & Vigna 2018), seeded through SplitMix64: small, fast, and the same
@@ -789,12 +794,31 @@ mod tests {
         if c.top_k > 0 {
             cands.truncate(c.top_k);
         }
-        let mut probs = Vec::new();
-        softmax_into(&cands, 1.0, &mut probs);
-        let keep = nucleus_len(&probs, c.top_p);
-        let keep = keep.min(min_p_len(&probs, c.min_p));
+        // Softmax of `logits / t`, every probability formed.
+        let softmax = |cands: &[Candidate], t: f32| -> Vec<f32> {
+            let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
+            let e: Vec<f32> = cands.iter().map(|c| ((c.logit - max) / t).exp()).collect();
+            let sum: f64 = e.iter().map(|&x| x as f64).sum();
+            e.iter().map(|&x| (x as f64 / sum) as f32).collect()
+        };
+        let probs = softmax(&cands, 1.0);
+        let mut keep = probs.len();
+        if c.top_p < 1.0 {
+            let mut acc = 0.0f64;
+            keep = probs
+                .iter()
+                .position(|&q| {
+                    acc += q as f64;
+                    acc >= c.top_p as f64
+                })
+                .map_or(probs.len(), |i| i + 1);
+        }
+        if c.min_p > 0.0 {
+            let floor = probs[0] * c.min_p;
+            keep = keep.min(probs.iter().take_while(|&&q| q >= floor).count());
+        }
         cands.truncate(keep.max(1));
-        softmax_into(&cands, c.temperature, &mut probs);
+        let probs = softmax(&cands, c.temperature);
         let r = s.rng.next_f64() as f32;
         let mut acc = 0.0f32;
         for (cand, &p) in cands.iter().zip(&probs) {
