@@ -210,6 +210,8 @@ pub struct Sampler {
     cands: Vec<Candidate>,
     /// The candidates' exponentials ([`exps_into`]).
     exps: Vec<f32>,
+    /// The logits with the bias and the penalties applied, when there are any.
+    adjusted: Vec<f32>,
     /// The radix sort's keys and their second buffer.
     keys: Vec<u64>,
     /// The sampled logits' bits of [`top_candidates`].
@@ -225,6 +227,7 @@ impl Sampler {
             config,
             cands: Vec::new(),
             exps: Vec::new(),
+            adjusted: Vec::new(),
             keys: Vec::new(),
             picks: Vec::new(),
             counts: Vec::new(),
@@ -240,22 +243,26 @@ impl Sampler {
     /// drawn is the one a full sort gives, bit for bit (the tests keep that sort as the twin).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let c = &self.config;
-        let plain = c.logit_bias.is_empty() && !penalized(history, c);
-        if c.temperature == 0.0 && plain {
-            return argmax_of(logits);
+        // The bias and the penalties change a few logits: of a copy, when there are any.
+        let logits = if c.logit_bias.is_empty() && !penalized(history, c) {
+            logits
+        } else {
+            self.adjusted.clear();
+            self.adjusted.extend_from_slice(logits);
+            apply_bias(&mut self.adjusted, &c.logit_bias);
+            apply_penalties(&mut self.adjusted, &mut self.counts, history, c);
+            &self.adjusted
+        };
+        if c.temperature == 0.0 {
+            return argmax(logits);
         }
-        if !(plain && top_candidates(logits, c.top_k, &mut self.cands, &mut self.picks)) {
+        if !top_candidates(logits, c.top_k, &mut self.cands, &mut self.picks) {
             self.cands.clear();
             self.cands
                 .extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
                     id: i as u32,
                     logit: l,
                 }));
-            apply_bias(&mut self.cands, &c.logit_bias);
-            apply_penalties(&mut self.cands, &mut self.counts, history, c);
-            if c.temperature == 0.0 {
-                return argmax(&self.cands);
-            }
         }
         // Most likely first: every filter below keeps a prefix of this order. Top-k keeps the
         // k first: pick them (linear time), then sort only those.
@@ -391,30 +398,28 @@ fn penalized(history: &[u32], c: &SamplerConfig) -> bool {
         && (c.repeat_penalty != 1.0 || c.presence_penalty != 0.0 || c.frequency_penalty != 0.0)
 }
 
-fn apply_bias(cands: &mut [Candidate], bias: &[(u32, f32)]) {
+fn apply_bias(logits: &mut [f32], bias: &[(u32, f32)]) {
     for &(id, b) in bias {
-        if let Some(cand) = cands.get_mut(id as usize) {
-            cand.logit = if b <= BAN_BIAS {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l = if b <= BAN_BIAS {
                 f32::NEG_INFINITY
             } else {
-                cand.logit + b
+                *l + b
             };
         }
     }
 }
 
 fn apply_penalties(
-    cands: &mut [Candidate],
+    logits: &mut [f32],
     counts: &mut Vec<(u32, u32)>,
     history: &[u32],
     c: &SamplerConfig,
 ) {
-    let window = &history[history.len().saturating_sub(c.repeat_last_n)..];
-    if window.is_empty()
-        || (c.repeat_penalty == 1.0 && c.presence_penalty == 0.0 && c.frequency_penalty == 0.0)
-    {
+    if !penalized(history, c) {
         return;
     }
+    let window = &history[history.len().saturating_sub(c.repeat_last_n)..];
     counts.clear();
     for &t in window {
         match counts.iter_mut().find(|(id, _)| *id == t) {
@@ -423,10 +428,9 @@ fn apply_penalties(
         }
     }
     for &(id, n) in counts.iter() {
-        let Some(cand) = cands.get_mut(id as usize) else {
+        let Some(l) = logits.get_mut(id as usize) else {
             continue;
         };
-        let l = &mut cand.logit;
         *l = if *l > 0.0 {
             *l / c.repeat_penalty
         } else {
@@ -436,10 +440,10 @@ fn apply_penalties(
     }
 }
 
-/// [`argmax`] of the logits themselves: the first largest, a NaN first staying first (nothing
-/// compares greater), later NaNs never chosen. The maximum in sixteen independent lanes (which
+/// The first largest logit's position, a NaN first staying first (nothing compares greater),
+/// later NaNs never chosen. The maximum in sixteen independent lanes (which
 /// vectorizes; `f32::max` passes over NaN), then the first position holding it.
-fn argmax_of(logits: &[f32]) -> u32 {
+fn argmax(logits: &[f32]) -> u32 {
     if logits.first().is_none_or(|l| l.is_nan()) {
         return 0;
     }
@@ -456,16 +460,6 @@ fn argmax_of(logits: &[f32]) -> u32 {
         .chain(tail)
         .fold(f32::NEG_INFINITY, |m, &l| m.max(l));
     logits.iter().position(|&l| l == max).unwrap_or(0) as u32
-}
-
-fn argmax(cands: &[Candidate]) -> u32 {
-    let mut best = cands[0];
-    for &c in &cands[1..] {
-        if c.logit > best.logit {
-            best = c;
-        }
-    }
-    best.id
 }
 
 /// The softmax of `logits / t` over sorted candidates, unnormalized: `exp((l - max) / t)` of
@@ -775,6 +769,9 @@ mod tests {
     /// The chain as first written, sorting every candidate: the twin of [`Sampler::sample`].
     fn sample_by_full_sort(s: &mut Sampler, logits: &[f32], history: &[u32]) -> u32 {
         let c = &s.config;
+        let mut logits = logits.to_vec();
+        apply_bias(&mut logits, &c.logit_bias);
+        apply_penalties(&mut logits, &mut s.counts, history, c);
         let mut cands: Vec<Candidate> = logits
             .iter()
             .enumerate()
@@ -783,10 +780,15 @@ mod tests {
                 logit: l,
             })
             .collect();
-        apply_bias(&mut cands, &c.logit_bias);
-        apply_penalties(&mut cands, &mut s.counts, history, c);
         if c.temperature == 0.0 {
-            return argmax(&cands);
+            // The first strictly larger wins: ties go to the smaller id.
+            let mut best = cands[0];
+            for &c in &cands[1..] {
+                if c.logit > best.logit {
+                    best = c;
+                }
+            }
+            return best.id;
         }
         cands.sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
         let live = cands.partition_point(|c| c.logit > f32::NEG_INFINITY);
