@@ -143,6 +143,7 @@ types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k"
 expected="f32_to_f16 rmsnorm rope_store silu_mul add gather_rows attention_partial attention_combine"
 for t in $types; do
     expected="$expected matvec_$t matvec3_$t matvec_add_$t embed_$t dequant_${t}_f16 dequant_${t}_f32"
+    [ "$t" = f32 ] || expected="$expected tc_matvec_$t tc_matvec_add_$t"
 done
 missing=0
 for e in $expected; do
@@ -159,12 +160,18 @@ echo "== host emulation (g++ -std=c++20, each CUDA thread a fiber)"
 mkdir -p "$out/emu"
 for name in quant ops attention; do
     python3 - "$kdir/$name.cu" "$out/emu/${name}_emu.cpp" <<'PY'
-import sys
+import re, sys
 s = open(sys.argv[1]).read()
 for old, new in (('asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));', 'f = emu_h2f(h);'),
                  ('asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));', 'h = emu_f2h(f);'),
+                 ('asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));',
+                  'r = (unsigned)emu_f2h(lo) | ((unsigned)emu_f2h(hi) << 16);'),
                  ('extern "C"', '')):
     s = s.replace(old, new)
+# The tensor-core product (one statement over several lines) becomes emu.h's warp exchange.
+s, mma = re.subn(r'asm volatile\("mma\.sync.*?\(b1\)\);', 'emu_mma_16816(c, a, b0, b1);', s,
+                 flags=re.DOTALL)
+assert mma == (1 if "mma.sync" in open(sys.argv[1]).read() else 0), "mma statement not rewritten"
 open(sys.argv[2], "w").write(s)
 PY
 done

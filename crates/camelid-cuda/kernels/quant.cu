@@ -582,6 +582,169 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
 }
 
 // ---------------------------------------------------------------------------------------------
+// Tensor-core products of a few vectors (fast precision): y[j * rows + r] = Σ_c W[r, c] · xh[j, c]
+// for j < n, with `xh` the activations already in f16 (`f32_to_f16`) and each weight rounded to
+// f16 as `dequant_<t>_f16` rounds it: the inputs of the f16 GEMM path, without expanding the
+// matrix into memory. The f32 matvec above is compute-bound from a few vectors on (its FMAs grow
+// with n while its reads do not); these products run on the tensor cores, so the matrix read
+// stays the cost up to tens of vectors (several sequences decoding together).
+//
+// mma.sync.m16n8k16 with f16 inputs and f32 accumulators (PTX ISA, "Matrix Fragments for
+// mma.m16n8k16 with floating point type"): lane l = 4g + t holds A (16 x 16, row-major) elements
+// (g, 2t..2t+1) in a0, (g + 8, 2t..2t+1) in a1, (g, 2t+8..2t+9) in a2, (g + 8, 2t+8..2t+9) in
+// a3; B (16 x 8) elements (k 2t..2t+1, column g) in b0 and (k 2t+8..2t+9, column g) in b1; C
+// (16 x 8) elements (g, 2t..2t+1) in c0, c1 and (g + 8, 2t..2t+1) in c2, c3 (the lower column in
+// the lower half of a register).
+//
+// A dot product does not care which k is which column, so long as A and B agree: here lane t's
+// four k's of a step (2t, 2t+1, 2t+8, 2t+9) are four consecutive weights of one piece, for both
+// A (rows g and g + 8 of the tile) and B (activation g of the n-tile), and four steps take the
+// whole piece. Four steps are a "group" of four pieces, piece 4G + t to lane t: each lane
+// decodes two whole pieces a group, with the formats' own `decode`, and loads 8 bytes of f16
+// activations per step and n-tile. Weight rows are the M dimension (16 per m-tile), vectors the
+// N dimension (8 per n-tile).
+//
+// A CTA of TC_WARPS warps takes TC_MT m-tiles per warp (TC_ROWS rows), each warp its own rows,
+// all warps walking the pieces in the same order so that the activations come from L1 after the
+// first warp. Vectors go TC_NT n-tiles (TC_MAX_N) at a time, each slice a pass over the rows.
+// Each output is one f32 accumulator through the groups in order, so a vector's result does not
+// depend on n. Rows past the end re-read the last row and are not stored; vectors past n read the
+// last vector and are not stored.
+#define TC_WARPS 4
+#define TC_MT 2
+#define TC_NT 4
+#define TC_ROWS (TC_WARPS * TC_MT * 16)
+#define TC_MAX_N (TC_NT * 8)
+
+// Two f32 to f16 (round to nearest even) in one register, `lo` in the low half.
+__device__ __forceinline__ unsigned int pack_half2(float lo, float hi) {
+    unsigned int r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    r = (unsigned int)float_to_half(lo) | ((unsigned int)float_to_half(hi) << 16);
+#else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+    return r;
+}
+
+// c += A · B for one m16n8k16 tile (fragments as above). sm_80 and later: the host does not
+// launch these kernels on older cards (kernels.rs, TC_MIN_MAJOR), where this traps.
+__device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned int (&a)[4],
+                                          unsigned int b0, unsigned int b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    asm volatile("trap;");
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// Piece `piece` of a row, its 16 weights rounded to f16 in pairs: h[2s] holds elements 4s, 4s + 1
+// and h[2s + 1] elements 4s + 2, 4s + 3 (step s's a0 and a2, or a1 and a3).
+template <class F>
+__device__ __forceinline__ void tc_piece(const unsigned char* row, int piece, unsigned int (&h)[8]) {
+    float v[16], a[F::RUNS], b[F::RUNS];
+    const int blk = piece / F::PIECES, p = piece % F::PIECES;
+    F::decode(row + (long long)blk * F::BYTES, p, v, a, b);
+#pragma unroll
+    for (int e = 0; e < 16; e += 2) {
+        const int k = e / F::RUN;
+        h[e / 2] = pack_half2(exact_weight<F>(v[e], a[k], b[k]), exact_weight<F>(v[e + 1], a[k], b[k]));
+    }
+}
+
+// The column of element e (a multiple of 4) of piece `piece`: elements e..e + 3 are consecutive
+// columns (runs are 4 or 8 long).
+template <class F>
+__device__ __forceinline__ int tc_col(int piece, int e) {
+    return (piece / F::PIECES) * F::BLOCK + F::run_col(piece % F::PIECES, e / F::RUN) + e % F::RUN;
+}
+
+template <class F, bool ACC>
+__device__ __noinline__ void tc_slice(const unsigned char* __restrict__ w,
+                                      const unsigned short* __restrict__ xh, float* __restrict__ y,
+                                      int rows, int cols, int n, long long row_bytes) {
+    const int lane = threadIdx.x, warp = threadIdx.y;
+    const int g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * TC_ROWS + warp * TC_MT * 16;
+
+    // Rows g and g + 8 of each m-tile (clamped), and vector g of each n-tile (clamped).
+    const unsigned char* rowp[TC_MT][2];
+#pragma unroll
+    for (int m = 0; m < TC_MT; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+            rowp[m][h] = w + (long long)min(row0 + 16 * m + 8 * h + g, rows - 1) * row_bytes;
+    const unsigned short* xp[TC_NT];
+#pragma unroll
+    for (int nt = 0; nt < TC_NT; ++nt) xp[nt] = xh + (long long)min(8 * nt + g, n - 1) * cols;
+    const int nts = (n + 7) / 8;
+
+    float acc[TC_MT][TC_NT][4];
+#pragma unroll
+    for (int m = 0; m < TC_MT; ++m)
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[m][nt][i] = 0.0f;
+
+    const int groups = cols / 64;
+    for (int G = 0; G < groups; ++G) {
+        const int piece = 4 * G + t;
+        unsigned int wh[TC_MT][2][8];
+#pragma unroll
+        for (int m = 0; m < TC_MT; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) tc_piece<F>(rowp[m][h], piece, wh[m][h]);
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            const int col = tc_col<F>(piece, 4 * s);
+#pragma unroll
+            for (int nt = 0; nt < TC_NT; ++nt) {
+                if (nt < nts) {
+                    const uint2 b = __ldg((const uint2*)(xp[nt] + col));
+#pragma unroll
+                    for (int m = 0; m < TC_MT; ++m) {
+                        const unsigned int a[4] = {wh[m][0][2 * s], wh[m][1][2 * s],
+                                                   wh[m][0][2 * s + 1], wh[m][1][2 * s + 1]};
+                        mma_16816(acc[m][nt], a, b.x, b.y);
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int m = 0; m < TC_MT; ++m) {
+#pragma unroll
+        for (int nt = 0; nt < TC_NT; ++nt) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = row0 + 16 * m + 8 * (i >> 1) + g;
+                const int j = 8 * nt + 2 * t + (i & 1);
+                if (nt < nts && r < rows && j < n) {
+                    float* out = y + (long long)j * rows + r;
+                    *out = ACC ? __fadd_rn(*out, acc[m][nt][i]) : acc[m][nt][i];
+                }
+            }
+        }
+    }
+}
+
+// `cols` must be a multiple of 64 (4 pieces a group): every Llama width is.
+template <class F, bool ACC = false>
+__device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__ w,
+                                               const unsigned short* __restrict__ xh,
+                                               float* __restrict__ y, int rows, int cols, int n) {
+    const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
+    for (int j0 = 0; j0 < n; j0 += TC_MAX_N) {
+        tc_slice<F, ACC>(w, xh + (long long)j0 * cols, y + (long long)j0 * rows, rows, cols,
+                         min(n - j0, TC_MAX_N), row_bytes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Entry points, one set per weight type.
 
 #define CAMELID_WEIGHT_TYPE(name, F)                                                            \
@@ -619,6 +782,20 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
         embed_impl<F>(w, tokens, out, cols, n);                                                 \
     }
 
+// Tensor-core products of f16 activations (fast precision, a few vectors): every type but f32,
+// whose weights the fast path never rounds to f16. `tc_matvec_add_` adds the products to y.
+#define CAMELID_TC_TYPE(name, F)                                                                \
+    extern "C" __global__ void __launch_bounds__(32 * TC_WARPS)                                 \
+        tc_matvec_##name(const unsigned char* w, const unsigned short* xh, float* y, int rows,  \
+                         int cols, int n) {                                                     \
+        tc_matvec_impl<F>(w, xh, y, rows, cols, n);                                             \
+    }                                                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * TC_WARPS)                                 \
+        tc_matvec_add_##name(const unsigned char* w, const unsigned short* xh, float* y,        \
+                             int rows, int cols, int n) {                                       \
+        tc_matvec_impl<F, true>(w, xh, y, rows, cols, n);                                       \
+    }
+
 // Quantized types: the count is in blocks of the format.
 #define CAMELID_DEQUANT_BLOCKS(name, F)                                                         \
     extern "C" __global__ void dequant_##name##_f16(const unsigned char* w, unsigned short* out, \
@@ -652,6 +829,17 @@ CAMELID_WEIGHT_TYPE(q5_1, FmtQ5_1)
 CAMELID_WEIGHT_TYPE(q4_k, FmtQ4_K)
 CAMELID_WEIGHT_TYPE(q5_k, FmtQ5_K)
 CAMELID_WEIGHT_TYPE(q6_k, FmtQ6_K)
+
+CAMELID_TC_TYPE(f16, FmtF16)
+CAMELID_TC_TYPE(bf16, FmtBF16)
+CAMELID_TC_TYPE(q8_0, FmtQ8_0)
+CAMELID_TC_TYPE(q4_0, FmtQ4_0)
+CAMELID_TC_TYPE(q4_1, FmtQ4_1)
+CAMELID_TC_TYPE(q5_0, FmtQ5_0)
+CAMELID_TC_TYPE(q5_1, FmtQ5_1)
+CAMELID_TC_TYPE(q4_k, FmtQ4_K)
+CAMELID_TC_TYPE(q5_k, FmtQ5_K)
+CAMELID_TC_TYPE(q6_k, FmtQ6_K)
 
 CAMELID_DEQUANT_ELEMENTS(f32, FmtF32)
 CAMELID_DEQUANT_ELEMENTS(f16, FmtF16)

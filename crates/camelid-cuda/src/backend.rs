@@ -25,7 +25,7 @@ use cudarc::driver::{result, sys};
 
 use crate::device::{Blas, CudaError, DevBuf, Device, Pinned, Result};
 use crate::kernels::{Kernels, has_kernels};
-use crate::ops::{CudaOps, Layout, MATVEC_ROWS_DEFAULT};
+use crate::ops::{CudaOps, Layout, MATVEC_ROWS_DEFAULT, TC_ROWS_DEFAULT};
 
 // Beyond the weights and the KV caches the backend holds the buffers below, the activations of
 // `MAX_BATCH` rows (27 MiB at Llama 3.2 1B's widths) and the cuBLAS workspace (8 MiB): 73 MiB
@@ -92,8 +92,12 @@ pub struct CudaBackend {
     pub(crate) precision: Precision,
     /// Bytes of the weight scratch.
     pub(crate) scratch_bytes: usize,
-    /// Batches up to this many rows take the fused matvec kernels, larger ones GEMMs.
+    /// Batches up to this many rows take the fused matvec kernels, larger ones GEMMs (exact
+    /// precision, f32 weights, and all where the tensor-core products do not apply).
     pub(crate) matvec_rows: usize,
+    /// At the fast precision, batches from this many rows up to [`crate::ops::TC_MAX_ROWS`] take
+    /// the tensor-core products.
+    pub(crate) tc_rows: usize,
     /// Cleared (for good) when a graph cannot be captured on this machine.
     graphs_ok: AtomicBool,
     name: String,
@@ -298,6 +302,10 @@ impl CudaBackend {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(MATVEC_ROWS_DEFAULT),
+            tc_rows: std::env::var("CAMELID_CUDA_TC_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(TC_ROWS_DEFAULT),
             graphs_ok: AtomicBool::new(std::env::var_os("CAMELID_CUDA_NO_GRAPHS").is_none()),
             name: format!("{card} (sm_{major}{minor})"),
             ordinal,

@@ -36,6 +36,10 @@ pub const WEIGHT_TYPES: [DType; 11] = [
     DType::Q6_K,
 ];
 
+/// The compute capability from which the tensor-core products exist (`mma.sync.m16n8k16` with
+/// f16 inputs and `cvt.rn.f16x2.f32`: sm_80, PTX ISA 7.0).
+pub const TC_MIN_MAJOR: i32 = 8;
+
 pub fn has_kernels(d: DType) -> bool {
     WEIGHT_TYPES.contains(&d)
 }
@@ -56,6 +60,10 @@ pub struct WeightKernels {
     /// elements (float types).
     pub dequant_f16: Func,
     pub dequant_f32: Func,
+    /// `tc_matvec_<t>(w, xh, y, rows, cols, n)` and `tc_matvec_add_<t>` (`y +=`): the products
+    /// of `n` f16 activation rows on tensor cores, for the fast precision's small batches.
+    /// `None` for f32 weights (never rounded to f16) and below sm_80 (no `mma.m16n8k16`).
+    pub tc_matvec: Option<(Func, Func)>,
 }
 
 pub struct Kernels {
@@ -144,6 +152,14 @@ impl Kernels {
                     embed: modules.get(&format!("embed_{t}"))?,
                     dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
                     dequant_f32: modules.get(&format!("dequant_{t}_f32"))?,
+                    tc_matvec: if d == DType::F32 || major < TC_MIN_MAJOR {
+                        None
+                    } else {
+                        Some((
+                            modules.get(&format!("tc_matvec_{t}"))?,
+                            modules.get(&format!("tc_matvec_add_{t}"))?,
+                        ))
+                    },
                 },
             ));
         }

@@ -27,9 +27,11 @@
 //! The kernels are compiled on the first start for a card (about 10 s, mostly `quant.cu`) and
 //! the CUBINs cached in `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured). Decode steps run
 //! from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one instead (for
-//! profiling, or to rule graphs out when chasing a bug). `CAMELID_CUDA_MATVEC_ROWS=N` moves the
-//! batch size up to which products take the fused matvec kernels rather than GEMMs (32): a
-//! knob for measuring the crossover on a card.
+//! profiling, or to rule graphs out when chasing a bug). Two knobs move the crossovers between
+//! a product's kernels (`src/ops.rs`), for measuring them on a card: `CAMELID_CUDA_TC_ROWS=N`,
+//! the batch size from which the fast precision's products run on the tensor cores (4; past 64
+//! the GEMM; 65 turns them off), and `CAMELID_CUDA_MATVEC_ROWS=N`, up to which the others take
+//! the fused f32 matvec kernels rather than GEMMs (32).
 //!
 //! # Testing without a GPU
 //! `kernels/emu/driver.cpp` is an emulated `libcuda.so` (and the cuBLAS calls made here) that

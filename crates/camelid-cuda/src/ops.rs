@@ -14,15 +14,32 @@ use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
 use crate::backend::{CudaBackend, DevMat, Pass, cuda_cache};
 use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
 
-/// Up to this many rows (by default; `CAMELID_CUDA_MATVEC_ROWS` sets it), products run on the
-/// fused `matvec_<t>` kernels, one launch that reads the quantized matrix once (they take the
-/// rows 8 at a time, `MV_MAX_N` in quant.cu, each slice after the first finding a CTA's
-/// weights in cache); larger batches expand the weights for a tensor-core GEMM. Not measured
-/// on a GPU yet: the matvec's f32 arithmetic grows with the rows (a 1B model's 32 rows are
-/// 79 GFLOP a step, about 2.4 ms if the kernels reach half the FP32 rate of an H200), the
-/// GEMM's cost is mostly the expansion (about 6 GB of traffic for the 1B in Q4_0, 1.3 ms), so
-/// the crossover may lie nearer 16.
+/// How a product of `n` activation rows runs:
+/// - at the fast precision, from [`TC_ROWS_DEFAULT`] rows (`CAMELID_CUDA_TC_ROWS` sets it) up to
+///   [`TC_MAX_ROWS`], on the tensor cores (`tc_matvec_<t>`: weights decoded in registers and
+///   rounded to f16, f16 activations, f32 sums; the GEMM path's inputs without expanding the
+///   matrix into memory), one launch that reads the matrix once;
+/// - otherwise up to [`MATVEC_ROWS_DEFAULT`] rows (`CAMELID_CUDA_MATVEC_ROWS`) on the f32
+///   `matvec_<t>` kernels, one launch that reads the quantized matrix once (rows 8 at a time,
+///   `MV_MAX_N` in quant.cu, each slice after the first finding a CTA's weights in cache);
+/// - larger batches expand the weights for a cuBLAS GEMM.
+///
+/// Not measured on a GPU yet. By arithmetic: the f32 matvec does one FMA per weight and row,
+/// so a 4-bit matrix is compute-bound from a few rows (at 4 rows, 7 FLOP per byte read against
+/// an H200's 14 at FP32 peak and 4.8 TB/s, and its kernels run below peak); the tensor cores
+/// do those FMAs at about 15 times the FP32 rate. The GEMM path's cost is mostly the
+/// expansion (about 6 GB of traffic a step for the 1B in Q4_0, 1.3 ms), which the tensor-core
+/// products skip. The crossovers are knobs so that a card can measure them.
 pub(crate) const MATVEC_ROWS_DEFAULT: usize = 32;
+pub(crate) const TC_ROWS_DEFAULT: usize = 4;
+/// The tensor-core products take vectors 32 at a time (`TC_MAX_N`), each slice a pass over
+/// the matrix (from L2 after the first); past two slices the GEMM's one expansion pays.
+pub(crate) const TC_MAX_ROWS: usize = 64;
+/// Rows per CTA of `tc_matvec_<t>` (`TC_ROWS`), its block (`TC_WARPS` warps) and the column
+/// multiple it needs (four pieces of 16).
+const TC_CTA_ROWS: usize = 128;
+const TC_BLOCK: (u32, u32, u32) = (32, 4, 1);
+const TC_COLS: usize = 64;
 /// Block sizes the kernels' comments give.
 const EMBED_THREADS: u32 = 128;
 const RMS_THREADS: u32 = 256;
@@ -279,13 +296,51 @@ impl<'a> CudaOps<'a> {
         out
     }
 
+    /// Which kernels a product of `n` rows with `m` takes (see [`MATVEC_ROWS_DEFAULT`]).
+    fn route(&self, m: &DevMat, n: usize) -> Route {
+        let be = self.be;
+        let tc = be.k.of(m.dtype).tc_matvec.filter(|_| {
+            be.precision == Precision::Fast
+                && (be.tc_rows..=TC_MAX_ROWS).contains(&n)
+                && m.cols.is_multiple_of(TC_COLS)
+        });
+        if let Some((plain, add)) = tc {
+            Route::TensorCores { plain, add }
+        } else if n <= be.matvec_rows {
+            Route::Matvec
+        } else {
+            Route::Gemm
+        }
+    }
+
     /// `y[t, r] = Σ_c w[r, c] · x[t, c]` for `t < n` (`y` rows are `w.rows` apart).
     fn product(&mut self, m: &DevMat, xbuf: Buf, x: u64, y: u64, n: usize) {
-        if n <= self.be.matvec_rows {
-            self.matvec(m, x, y, n);
-        } else {
-            self.gemm(m, xbuf, x, y, n);
+        match self.route(m, n) {
+            Route::TensorCores { plain, .. } => self.tc_matvec(plain, m, xbuf, x, y, n),
+            Route::Matvec => self.matvec(m, x, y, n),
+            Route::Gemm => self.gemm(m, xbuf, x, y, n),
         }
+    }
+
+    /// `f`, `tc_matvec_<t>` or `tc_matvec_add_<t>` (same arguments), on the f16 copy of `x`,
+    /// in one launch.
+    fn tc_matvec(&mut self, f: Func, m: &DevMat, xbuf: Buf, x: u64, y: u64, n: usize) {
+        let xh = self.as_f16(xbuf, x, n, m.cols);
+        let (rows, cols, n) = (m.rows as i32, m.cols as i32, n as i32);
+        let w = m.buf.ptr();
+        let grid = (m.rows.div_ceil(TC_CTA_ROWS) as u32, 1, 1);
+        // SAFETY: tc_matvec_<t> / tc_matvec_add_<t>(const unsigned char* w,
+        // const unsigned short* xh, float* y, int rows, int cols, int n): `w` holds the
+        // rows·cols weights (cols a multiple of 64, checked by `route`), `xh` n·cols halves and
+        // `y` n·rows floats.
+        unsafe {
+            self.go3(
+                f,
+                grid,
+                TC_BLOCK,
+                &mut [arg(&w), arg(&xh), arg(&y), arg(&rows), arg(&cols), arg(&n)],
+            )
+        };
     }
 
     fn matvec(&mut self, m: &DevMat, x: u64, y: u64, n: usize) {
@@ -470,6 +525,16 @@ impl<'a> CudaOps<'a> {
     }
 }
 
+/// The kernels of one product ([`CudaOps::route`]).
+enum Route {
+    /// `tc_matvec_<t>` (or `tc_matvec_add_<t>`) on f16 activations.
+    TensorCores { plain: Func, add: Func },
+    /// The f32 `matvec_<t>` kernels.
+    Matvec,
+    /// Expanded weights and cuBLAS.
+    Gemm,
+}
+
 /// A grid-stride grid for `n` items.
 fn elem_grid(n: usize) -> (u32, u32, u32) {
     (
@@ -534,7 +599,7 @@ impl Ops for CudaOps<'_> {
         let be = self.be;
         let first = be.mat(products[0].0);
         let fusable = (2..=3).contains(&products.len())
-            && n <= be.matvec_rows
+            && matches!(self.route(first, n), Route::Matvec)
             && products.iter().all(|&(w, out)| {
                 let m = be.mat(w);
                 out != Buf::Logits && m.dtype == first.dtype && m.cols == first.cols
@@ -560,15 +625,18 @@ impl Ops for CudaOps<'_> {
     /// In decode-sized passes one `matvec_add_<t>` launch (the product added
     /// to `x` as `add` would add it); prompt batches take the GEMM and `add`.
     fn matmul_add(&mut self, w: Mat, a: Buf, x: Buf, scratch: Buf, n: usize) {
-        if n > self.be.matvec_rows {
-            self.matmul(w, a, scratch, n);
-            self.add(x, scratch, n);
-            return;
-        }
         let m = self.be.mat(w);
         let (ap, _) = self.buf(a);
         let (xp, _) = self.buf(x);
-        self.matvec_with(self.be.k.of(m.dtype).matvec_add, m, ap, xp, n);
+        match self.route(m, n) {
+            Route::TensorCores { add, .. } => self.tc_matvec(add, m, a, ap, xp, n),
+            Route::Matvec => self.matvec_with(self.be.k.of(m.dtype).matvec_add, m, ap, xp, n),
+            Route::Gemm => {
+                self.matmul(w, a, scratch, n);
+                self.add(x, scratch, n);
+                return;
+            }
+        }
         self.wrote(x);
     }
 

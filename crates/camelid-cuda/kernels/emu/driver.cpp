@@ -221,12 +221,15 @@ template <class... A> static Kernel make_kernel(const char* name, void (*k)(A...
 #define WEIGHT_KERNELS(t) \
     KERNEL(matvec_##t), KERNEL(matvec3_##t), KERNEL(matvec_add_##t), KERNEL(embed_##t), KERNEL(dequant_##t##_f16), \
         KERNEL(dequant_##t##_f32)
+#define TC_KERNELS(t) KERNEL(tc_matvec_##t), KERNEL(tc_matvec_add_##t)
 
 static std::vector<Kernel>& kernels() {
     static std::vector<Kernel> table = {
         WEIGHT_KERNELS(f32), WEIGHT_KERNELS(f16), WEIGHT_KERNELS(bf16), WEIGHT_KERNELS(q8_0),
         WEIGHT_KERNELS(q4_0), WEIGHT_KERNELS(q4_1), WEIGHT_KERNELS(q5_0), WEIGHT_KERNELS(q5_1),
         WEIGHT_KERNELS(q4_k), WEIGHT_KERNELS(q5_k), WEIGHT_KERNELS(q6_k),
+        TC_KERNELS(f16), TC_KERNELS(bf16), TC_KERNELS(q8_0), TC_KERNELS(q4_0), TC_KERNELS(q4_1),
+        TC_KERNELS(q5_0), TC_KERNELS(q5_1), TC_KERNELS(q4_k), TC_KERNELS(q5_k), TC_KERNELS(q6_k),
         KERNEL(f32_to_f16), KERNEL(rmsnorm), KERNEL(rope_store), KERNEL(silu_mul), KERNEL(add),
         KERNEL(gather_rows), KERNEL(attention_partial), KERNEL(attention_combine),
     };

@@ -147,6 +147,35 @@ template <class T> static inline T emu_shfl(T v, int src) {
     emu_arrive(g_warp_bar[w]);
     return r;
 }
+// mma.sync.m16n8k16.row.col.f32.f16.f16.f32 over the warp: every lane puts its fragments in the
+// warp's slots, then computes its own four outputs from all of them (fragment layout: PTX ISA,
+// "Matrix Fragments for mma.m16n8k16 with floating point type"; quant.cu says it too). The
+// products of f16 values are exact in double; each output adds its 16 in order, in double, and
+// rounds once onto the f32 accumulator. The hardware's order and roundings differ (not
+// specified), by about an f32 rounding of the tile's sum.
+static uint32_t g_mma[32][32][6];
+static inline float emu_half_of(uint32_t reg, int k) { return emu_h2f((unsigned short)(k & 1 ? reg >> 16 : reg & 0xFFFF)); }
+static inline void emu_mma_16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    int t = flat_tid(), w = t / 32, l = t % 32;
+    uint32_t* mine = g_mma[w][l];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b0; mine[5] = b1;
+    emu_arrive(g_warp_bar[w]);
+    // A[r][k]: lane 4(r % 8) + (k % 8) / 2, register (k >= 8) * 2 + (r >= 8); B[k][n]: lane
+    // 4n + (k % 8) / 2, register 4 + (k >= 8); the half is k % 2.
+    auto A = [&](int r, int k) { return emu_half_of(g_mma[w][4 * (r % 8) + (k % 8) / 2][(k >= 8) * 2 + (r >= 8)], k); };
+    auto B = [&](int k, int n) { return emu_half_of(g_mma[w][4 * n + (k % 8) / 2][4 + (k >= 8)], k); };
+    const int g = l / 4, q = l % 4;
+    float d[4];
+    for (int i = 0; i < 4; i++) {
+        int r = g + 8 * (i >> 1), n = 2 * q + (i & 1);
+        double s = 0;
+        for (int k = 0; k < 16; k++) s += (double)A(r, k) * (double)B(k, n);
+        d[i] = (float)((double)c[i] + s);
+    }
+    emu_arrive(g_warp_bar[w]);
+    for (int i = 0; i < 4; i++) c[i] = d[i];
+}
 template <class T> static inline T __shfl_xor_sync(unsigned, T v, int off) { return emu_shfl(v, (flat_tid() % 32) ^ off); }
 template <class T> static inline T __shfl_sync(unsigned, T v, int src) { return emu_shfl(v, src); }
 

@@ -68,8 +68,9 @@ void test_dequant() {
   }
 void check(const char* what, double err, double tol) { bool ok = err <= tol; printf("%-40s err %.3g (tol %.3g) %s\n", what, err, tol, ok ? "ok" : "FAIL"); fails += !ok; }
 
-void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int rows, int cols, int n) {
-  long long nel = (long long)rows * cols, nblk = nel / bs;
+// Random blocks of a type, with scales of a sane size, and their weights as the reference decodes them.
+static std::vector<uint8_t> random_weights(const char* name, int bs, int bb, long long nel, std::vector<float>& W) {
+  long long nblk = nel / bs;
   std::vector<uint8_t> w(nblk * bb + 64);
   for (auto& x : w) x = rng();
   std::string s(name);
@@ -81,7 +82,14 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
     if (s=="f16") put16(o,U()*4);
     if (s=="f32") { float v=U()*4; memcpy(&w[o],&v,4); }
     if (s=="bf16") { float v=U()*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
-  std::vector<float> W(nel); for (long long b=0;b<nblk;b++) ref(name, &w[b*bb], &W[b*bs]);
+  W.assign(nel, 0); for (long long b=0;b<nblk;b++) ref(name, &w[b*bb], &W[b*bs]);
+  return w;
+}
+
+void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int rows, int cols, int n) {
+  long long nel = (long long)rows * cols;
+  std::vector<float> W;
+  std::vector<uint8_t> w = random_weights(name, bs, bb, nel, W);
   std::vector<float> x((size_t)n*cols), y((size_t)n*rows, NAN);
   for (auto& v : x) v = U();
   launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mv(w.data(), x.data(), y.data(), rows, cols, n); });
@@ -122,6 +130,39 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), acc.data(), rows, cols, n); });
   diff = memcmp(acc.data(), want.data(), acc.size() * 4) == 0 ? 0 : 1;
   snprintf(buf, 100, "matvec_add_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
+}
+
+typedef void (*TC)(const unsigned char*, const unsigned short*, float*, int, int, int);
+// The tensor-core products: against the f16-rounded weights and activations summed in double
+// (within 1e-6 of sum |w x|: f32 accumulation), each vector's result the one it gets alone (bit
+// for bit, across the 32-vector slices too), and the accumulating launch as the product then add.
+void test_tc(const char* name, int bs, int bb, TC tc, TC tca, int rows, int cols, int n) {
+  std::vector<float> W;
+  std::vector<uint8_t> w = random_weights(name, bs, bb, (long long)rows * cols, W);
+  std::vector<float> x((size_t)n*cols), y((size_t)n*rows, NAN);
+  std::vector<unsigned short> xh(x.size());
+  for (size_t i = 0; i < x.size(); i++) { x[i] = U(); xh[i] = emu_f2h(x[i]); }
+  const unsigned grid = (rows + 127) / 128;
+  launch({grid,1,1}, {32,4,1}, [&]{ tc(w.data(), xh.data(), y.data(), rows, cols, n); });
+  double err = 0;
+  for (int j=0;j<n;j++) for (int r=0;r<rows;r++) { double s2=0, sa=0;
+    for (int c=0;c<cols;c++){ double p=(double)emu_h2f(emu_f2h(W[(size_t)r*cols+c]))*emu_h2f(xh[(size_t)j*cols+c]); s2+=p; sa+=fabs(p);}
+    double e = fabs(y[(size_t)j*rows+r]-s2)/ (sa>0?sa:1); if (!(e <= err)) err = std::isnan(e) ? 1e9 : std::max(err, e); }
+  char buf[100]; snprintf(buf, 100, "tc_matvec_%s rows %d cols %d n %d", name, rows, cols, n); check(buf, err, 1e-6);
+  double d1 = 0;
+  for (int j = 0; j < n; j++) {
+    std::vector<float> y1(rows, NAN);
+    launch({grid,1,1}, {32,4,1}, [&]{ tc(w.data(), xh.data() + (size_t)j*cols, y1.data(), rows, cols, 1); });
+    if (memcmp(y1.data(), y.data() + (size_t)j*rows, rows * 4) != 0) d1 = 1;
+  }
+  snprintf(buf, 100, "tc_matvec_%s n %d = n 1 each (bit-exact)", name, n); check(buf, d1, 0);
+  std::vector<float> acc((size_t)n * rows);
+  for (auto& v : acc) v = U();
+  std::vector<float> want = acc;
+  for (size_t i = 0; i < want.size(); i++) want[i] = __fadd_rn(want[i], y[i]);
+  launch({grid,1,1}, {32,4,1}, [&]{ tca(w.data(), xh.data(), acc.data(), rows, cols, n); });
+  snprintf(buf, 100, "tc_matvec_add_%s rows %d n %d (bit-exact)", name, rows, n);
+  check(buf, memcmp(acc.data(), want.data(), acc.size() * 4) == 0 ? 0 : 1, 0);
 }
 
 void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<int> np) {
@@ -200,6 +241,14 @@ int main() {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 2, t.bs == 256 ? 512 : 96, 8);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 3, 2048, 1);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 4, t.bs == 256 ? 512 : 64, 19);
+  }
+  struct TT { const char* name; int bs, bb; TC tc, tca; };
+#define TCT(n, bs, bb) {#n, bs, bb, tc_matvec_##n, tc_matvec_add_##n}
+  TT tctypes[] = {TCT(f16,1,2), TCT(bf16,1,2), TCT(q8_0,32,34), TCT(q4_0,32,18), TCT(q4_1,32,20),
+    TCT(q5_0,32,22), TCT(q5_1,32,24), TCT(q4_k,256,144), TCT(q5_k,256,176), TCT(q6_k,256,210)};
+  for (auto& t : tctypes) {
+    test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 150, t.bs == 256 ? 512 : 192, 37);
+    test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 7, t.bs == 256 ? 256 : 64, 3);
   }
   test_attention(8, 2, 64, 128, {1, 130, 300});
   test_attention(8, 2, 128, 256, {257, 5, 0});
