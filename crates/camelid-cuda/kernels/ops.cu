@@ -126,3 +126,47 @@ extern "C" __global__ void gather_rows(float* __restrict__ out, const float* __r
     float* dst = out + (long long)j * d;
     for (int c = threadIdx.x; c < d; c += blockDim.x) dst[c] = src[c];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Greedy picks: out[j] = the index of the largest of logits[j, 0 .. n_vocab), the first of
+// equals, NaNs passed over, 0 when logits[j, 0] is NaN (camelid-model `greedy_token`, which the
+// CPU and the sampler use). One CTA of ARGMAX_THREADS threads per row, grid (n).
+#define ARGMAX_THREADS 256
+
+// Keeps (v, i) when it beats (best, at): larger, or equal at a smaller index. A NaN compares
+// false both ways, so it never wins.
+__device__ __forceinline__ void keep_better(float& best, int& at, float v, int i) {
+    if (v > best || (v == best && i < at)) {
+        best = v;
+        at = i;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
+    argmax_rows(const float* __restrict__ logits, unsigned int* __restrict__ out, int n_vocab,
+                int n) {
+    __shared__ float warp_best[ARGMAX_THREADS / 32];
+    __shared__ int warp_at[ARGMAX_THREADS / 32];
+    const int row = blockIdx.x;
+    if (row >= n) return;
+    const float* l = logits + (long long)row * n_vocab;
+    float best = __int_as_float(0xFF800000); // -inf: any number but NaN ties or beats it
+    int at = 0x7FFFFFFF;
+    for (int i = threadIdx.x; i < n_vocab; i += ARGMAX_THREADS) keep_better(best, at, l[i], i);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float ob = __shfl_xor_sync(0xFFFFFFFFu, best, off);
+        const int oa = __shfl_xor_sync(0xFFFFFFFFu, at, off);
+        keep_better(best, at, ob, oa);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        warp_best[threadIdx.x >> 5] = best;
+        warp_at[threadIdx.x >> 5] = at;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < ARGMAX_THREADS / 32; ++w) keep_better(best, at, warp_best[w], warp_at[w]);
+        const float first = l[0];
+        out[row] = (first != first || at == 0x7FFFFFFF) ? 0u : (unsigned int)at;
+    }
+}

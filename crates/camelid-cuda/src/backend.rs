@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use camelid_kernels::{DType, Precision};
 use camelid_model::backend::{
     Backend, DeviceInfo, KvCache, Mat, Norm, Out, Row, downcast_cache, downcast_cache_ref,
+    greedy_token,
 };
 use camelid_model::llama::{MAX_BATCH, forward_rows};
 use camelid_model::weights::{Tensor, Weights};
@@ -124,6 +125,9 @@ pub(crate) struct Pass {
     /// `[MAX_BATCH, d]` final hidden states of the rows that want them (embeddings)
     pub hidden: DevBuf,
     pub logits_host: Pinned,
+    /// `[MAX_BATCH]` the greedy token of each gathered logits row, device and pinned host.
+    pub tokens: DevBuf,
+    pub tokens_host: Pinned,
     /// The per-pass inputs ([`Layout`]): device copy and pinned staging.
     pub inputs: DevBuf,
     pub staging: Pinned,
@@ -149,7 +153,10 @@ pub(crate) struct Activations {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct GraphKey {
     rows: usize,
+    /// Rows whose logits the pass computes (those that want logits or their greedy token),
+    /// and whether any wants its token (the pass then picks the tokens on the device).
     logit_rows: usize,
+    tokens: bool,
     chunk_len: usize,
     max_chunks: usize,
     exact: bool,
@@ -352,12 +359,16 @@ impl CudaBackend {
         rows: &[Row],
         caches: &mut [&mut dyn KvCache],
         logits: &mut [f32],
+        tokens: &mut [u32],
         hidden: &mut [f32],
     ) -> Result<()> {
         let c = &self.config;
         let b = rows.len();
-        let r = rows.iter().filter(|r| r.out == Out::Logits).count();
+        let rl = rows.iter().filter(|r| r.out == Out::Logits).count();
+        let rt = rows.iter().filter(|r| r.out == Out::Token).count();
+        let r = rl + rt;
         let h = rows.iter().filter(|r| r.out == Out::Hidden).count();
+        assert!(tokens.len() >= rt, "greedy tokens of {rt} rows do not fit");
         assert!(
             hidden.len() >= h * c.d_model,
             "hidden states of {h} rows do not fit"
@@ -410,6 +421,7 @@ impl CudaBackend {
         let key = GraphKey {
             rows: b,
             logit_rows: r,
+            tokens: rt > 0,
             chunk_len,
             max_chunks,
             exact: self.precision == Precision::Exact,
@@ -433,7 +445,7 @@ impl CudaBackend {
             unsafe { result::memcpy_dtoh_async(hidden, p.hidden.ptr(), self.dev.stream()) }
                 .map_err(|e| CudaError::at("copying the hidden states", e))?;
         }
-        self.fetch_logits(p, r, logits)
+        self.fetch(p, rl, rt, logits, tokens)
     }
 
     /// The graph of a pass of shape `key`, captured now if it is new; `None` when graphs do
@@ -463,24 +475,66 @@ impl CudaBackend {
         p.graphs.get(&key).map(|g| g.exec)
     }
 
-    /// Copies the logits of the pass's last chunk (all of them when they fit the device
-    /// buffer) to `logits`, after the stream has run the pass.
-    fn fetch_logits(&self, p: &mut Pass, r: usize, logits: &mut [f32]) -> Result<()> {
+    /// After the stream has run the pass: copies the logits of the `rl` rows that want them
+    /// to `logits`, and the greedy tokens of the `rt` rows that want those to `tokens`. When
+    /// the pass's `rl + rt` logits rows fit the device buffer, only those `rl` rows and `rt`
+    /// words cross to the host (the tokens were picked on the device); otherwise the earlier
+    /// chunks are already in `logits`, the last one comes now, and the host picks the tokens.
+    fn fetch(
+        &self,
+        p: &mut Pass,
+        rl: usize,
+        rt: usize,
+        logits: &mut [f32],
+        tokens: &mut [u32],
+    ) -> Result<()> {
+        let r = rl + rt;
         if r == 0 {
             return self.dev.sync();
         }
         let v = self.config.n_vocab;
-        let tail = r - (r - 1) / p.logit_rows * p.logit_rows;
-        let done = r - tail;
+        let chunked = r > p.logit_rows;
+        // Rows of the device buffer to copy: the last chunk when chunked, else those that want
+        // logits (the first `rl`: `Layout::stage` gathers them first).
+        let (done, copy) = if chunked {
+            let tail = r - (r - 1) / p.logit_rows * p.logit_rows;
+            (r - tail, tail)
+        } else {
+            (0, rl)
+        };
         let host: &mut [f32] = p.logits_host.as_mut_slice();
-        // SAFETY: `logits` (device) holds `logit_rows · V ≥ tail · V` floats written by the
-        // pass, `host` as many; the copy is awaited below before the host reads them.
-        unsafe {
-            result::memcpy_dtoh_async(&mut host[..tail * v], p.logits.ptr(), self.dev.stream())
+        if copy > 0 {
+            // SAFETY: `logits` (device) holds `logit_rows · V ≥ copy · V` floats written by the
+            // pass, `host` as many; the copy is awaited below before the host reads them.
+            unsafe {
+                result::memcpy_dtoh_async(&mut host[..copy * v], p.logits.ptr(), self.dev.stream())
+            }
+            .map_err(|e| CudaError::at("copying the logits", e))?;
         }
-        .map_err(|e| CudaError::at("copying the logits", e))?;
+        let picked: &mut [u32] = p.tokens_host.as_mut_slice();
+        if rt > 0 && !chunked {
+            // SAFETY: the device tokens hold the pass's `r ≤ MAX_BATCH` picks, the pinned
+            // buffer MAX_BATCH words; awaited below.
+            unsafe {
+                result::memcpy_dtoh_async(
+                    &mut picked[rl..r],
+                    p.tokens.ptr() + (rl * 4) as u64,
+                    self.dev.stream(),
+                )
+            }
+            .map_err(|e| CudaError::at("copying the greedy tokens", e))?;
+        }
         self.dev.sync()?;
-        logits[done * v..r * v].copy_from_slice(&host[..tail * v]);
+        logits[done * v..(done + copy) * v].copy_from_slice(&host[..copy * v]);
+        if rt > 0 {
+            if chunked {
+                for (t, row) in tokens.iter_mut().zip(logits[rl * v..r * v].chunks_exact(v)) {
+                    *t = greedy_token(row);
+                }
+            } else {
+                tokens[..rt].copy_from_slice(&picked[rl..r]);
+            }
+        }
         Ok(())
     }
 
@@ -563,6 +617,8 @@ impl Pass {
             logits: dev.alloc(logit_rows * c.n_vocab * 4, "the logits")?,
             hidden: dev.alloc(MAX_BATCH * c.d_model * 4, "the hidden states")?,
             logits_host: Pinned::new(dev, logit_rows * c.n_vocab * 4, "logits")?,
+            tokens: dev.alloc(MAX_BATCH * 4, "the greedy tokens")?,
+            tokens_host: Pinned::new(dev, MAX_BATCH * 4, "greedy tokens")?,
             inputs: dev.alloc(input_bytes, "the batch inputs")?,
             staging: Pinned::new(dev, input_bytes, "batch inputs")?,
             blas: Blas::new(dev)?,
@@ -635,12 +691,13 @@ impl Backend for CudaBackend {
         rows: &[Row],
         caches: &mut [&mut dyn KvCache],
         logits: &mut [f32],
+        tokens: &mut [u32],
         hidden: &mut [f32],
     ) -> std::result::Result<(), ModelError> {
         if rows.is_empty() {
             return Ok(());
         }
-        Ok(self.run(rows, caches, logits, hidden)?)
+        Ok(self.run(rows, caches, logits, tokens, hidden)?)
     }
 
     fn copy_cache(

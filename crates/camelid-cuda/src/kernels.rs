@@ -75,6 +75,8 @@ pub struct Kernels {
     pub silu_mul: Func,
     pub add: Func,
     pub gather_rows: Func,
+    /// `argmax_rows(logits, out, n_vocab, n)`: the greedy token of each row.
+    pub argmax_rows: Func,
     pub f32_to_f16: Func,
     pub attention_partial: Func,
     pub attention_combine: Func,
@@ -170,6 +172,7 @@ impl Kernels {
             silu_mul: modules.get("silu_mul")?,
             add: modules.get("add")?,
             gather_rows: modules.get("gather_rows")?,
+            argmax_rows: modules.get("argmax_rows")?,
             f32_to_f16: modules.get("f32_to_f16")?,
             attention_partial: modules.get("attention_partial")?,
             attention_combine: modules.get("attention_combine")?,

@@ -48,11 +48,17 @@ const ROW_THREADS: u32 = 256;
 const ELEM_THREADS: u32 = 256;
 const ATT_THREADS: u32 = 128;
 const COMBINE_THREADS: u32 = 128;
+const ARGMAX_THREADS: u32 = 256;
 const MATVEC_BLOCK: (u32, u32, u32) = (32, 4, 1);
 /// Rows per CTA of `matvec_<t>` (`MV_ROWS`).
 const MATVEC_ROWS: usize = 2;
 /// Cap on grid-stride grids: enough CTAs to fill any current GPU several times.
 const MAX_GRID: usize = 4096;
+
+/// The groups of rows `forward_rows` gathers, in its order: for the output projection (the
+/// rows that want logits, then those that want their greedy token), and for hidden states.
+const LOGIT_GROUPS: [Out; 2] = [Out::Logits, Out::Token];
+const HIDDEN_GROUPS: [Out; 1] = [Out::Hidden];
 
 /// Where the inputs of a pass of `b` rows lie in the inputs buffer, in bytes: four pointer
 /// arrays `[n_layers, b]` (key and value destination of each row in its cache, and the layer's
@@ -133,21 +139,22 @@ impl Layout {
             }
         }
         let ints: &mut [i32] = staging.as_mut_slice();
-        let (mut wanted, mut hidden) = (0, 0);
         for (t, r) in rows.iter().enumerate() {
             ints[self.tokens() / 4 + t] = r.token as i32;
             ints[self.pos() / 4 + t] = r.pos as i32;
             ints[self.n_past() / 4 + t] = (r.pos + 1) as i32;
-            match r.out {
-                Out::None => {}
-                Out::Logits => {
-                    ints[self.logit_idx() / 4 + wanted] = t as i32;
-                    wanted += 1;
-                }
-                Out::Hidden => {
-                    ints[self.hidden_idx() / 4 + hidden] = t as i32;
-                    hidden += 1;
-                }
+        }
+        // The rows the pass gathers for the output projection, in the order the forward pass
+        // asks for them (`LOGIT_GROUPS`), and those it gathers for hidden states.
+        for (section, groups) in [
+            (self.logit_idx(), &LOGIT_GROUPS[..]),
+            (self.hidden_idx(), &HIDDEN_GROUPS[..]),
+        ] {
+            let picked = groups
+                .iter()
+                .flat_map(|&want| (0..rows.len()).filter(move |&t| rows[t].out == want));
+            for (k, t) in picked.enumerate() {
+                ints[section / 4 + k] = t as i32;
             }
         }
         debug_assert_eq!(b, rows.len());
@@ -545,6 +552,31 @@ fn elem_grid(n: usize) -> (u32, u32, u32) {
 }
 
 impl Ops for CudaOps<'_> {
+    /// Picks every gathered row's token, not only rows `from..`: a captured step then does not
+    /// depend on which of its rows want logits and which a token. Where the logits went to the
+    /// host a chunk at a time (more rows than the device buffer holds; never in a graph), the
+    /// host picks instead, from the logits it received ([`CudaBackend::run`]).
+    fn greedy_tokens(&mut self, from: usize, n: usize) {
+        let rows = from + n;
+        if rows > self.p.logit_rows {
+            return;
+        }
+        let logits = self.p.logits.ptr();
+        let tokens = self.p.tokens.ptr();
+        let (v, n32) = (self.be.config.n_vocab as i32, rows as i32);
+        // SAFETY: argmax_rows(const float* logits, unsigned int* out, int n_vocab, int n): the
+        // device logits hold `rows ≤ logit_rows` rows of V floats, `tokens` MAX_BATCH ≥ rows
+        // words.
+        unsafe {
+            self.go(
+                self.be.k.argmax_rows,
+                (rows as u32, 1, 1),
+                ARGMAX_THREADS,
+                &mut [arg(&logits), arg(&tokens), arg(&v), arg(&n32)],
+            )
+        };
+    }
+
     fn embed(&mut self, out: Buf) {
         let m = &self.be.token_embd;
         let f = self.be.k.of(m.dtype).embed;
@@ -782,13 +814,16 @@ impl Ops for CudaOps<'_> {
         self.elementwise(self.be.k.add, x, y, n);
     }
 
-    fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize {
-        let r = self.rows.iter().filter(|r| r.out == want).count();
-        let section = match want {
-            Out::Logits => self.lay.logit_idx(),
-            Out::Hidden => self.lay.hidden_idx(),
-            Out::None => return 0,
+    fn gather_rows(&mut self, wants: &[Out], out: Buf, x: Buf) -> usize {
+        // The staged indices hold these two groupings (`Layout::stage`).
+        let section = if wants == LOGIT_GROUPS {
+            self.lay.logit_idx()
+        } else if wants == HIDDEN_GROUPS {
+            self.lay.hidden_idx()
+        } else {
+            unreachable!("forward_rows gathers {LOGIT_GROUPS:?} and {HIDDEN_GROUPS:?} only")
         };
+        let r = self.rows.iter().filter(|r| wants.contains(&r.out)).count();
         if r == 0 {
             return 0;
         }

@@ -400,6 +400,88 @@ fn fast_decode_steps_of_many_sequences_track_the_cpu_exact_path() {
     }
 }
 
+/// Sequences that want their greedy token (`Want::Token`) get the argmax of the logits they
+/// would get asking for them, and the sequences beside them their logits unchanged, bit for
+/// bit: in prompt passes whose logits go to the host a chunk at a time (the logits buffer
+/// starts at one row; the host picks), and in decode steps, graph-captured and replayed, where
+/// the device picks and only the tokens cross (the step with tokens and the step without are
+/// different graphs).
+#[test]
+fn greedy_tokens_are_the_argmax_of_the_logits() {
+    use camelid_model::backend::greedy_token;
+    use camelid_model::{Next, Want};
+    if !gpu() {
+        return;
+    }
+    const SEQS: usize = 4;
+    for key in ["gguf-q4_0", "gguf-f16"] {
+        let man = manifest();
+        for m in man["models"].as_array().unwrap().iter().take(3) {
+            let name = m["name"].as_str().unwrap();
+            let path = tiny().join(m["files"][key].as_str().unwrap());
+            let (_, gpu) = pair(&path, Precision::Fast, Some(1));
+            let toks = tokens(m);
+            let n = toks.len();
+            // Two sets of states fed the same tokens: one asks every sequence for logits, the
+            // other the even sequences for their token.
+            let mut sets: Vec<Vec<_>> = (0..2)
+                .map(|_| (0..SEQS).map(|_| gpu.new_state(n + 16).unwrap()).collect())
+                .collect();
+            let mut feeds: Vec<Vec<u32>> =
+                (0..SEQS).map(|k| toks[k..n / 2 + 2 * k].to_vec()).collect();
+            for step in 0..6 {
+                let mut got: Vec<Vec<Option<Next<'static>>>> = Vec::new();
+                let mut logits: Vec<Vec<Vec<f32>>> = Vec::new();
+                for (set, states) in sets.iter_mut().enumerate() {
+                    let mut refs: Vec<&mut _> = states.iter_mut().collect();
+                    let f: Vec<&[u32]> = feeds.iter().map(Vec::as_slice).collect();
+                    let mut out = vec![None; SEQS];
+                    let mut rows = vec![Vec::new(); SEQS];
+                    let want = |i: usize| {
+                        if set == 1 && i.is_multiple_of(2) {
+                            Want::Token
+                        } else {
+                            Want::Logits
+                        }
+                    };
+                    gpu.forward_batch(
+                        &mut refs,
+                        &f,
+                        want,
+                        |i, next| match next {
+                            Next::Logits(l) => rows[i] = l.to_vec(),
+                            Next::Token(t) => out[i] = Some(Next::Token(t)),
+                        },
+                        |_, _, _| {},
+                    )
+                    .unwrap();
+                    got.push(out);
+                    logits.push(rows);
+                }
+                for i in 0..SEQS {
+                    let want_token = greedy_token(&logits[0][i]);
+                    if i % 2 == 0 {
+                        assert_eq!(
+                            got[1][i],
+                            Some(Next::Token(want_token)),
+                            "{name} {key} step {step}, sequence {i}"
+                        );
+                    } else {
+                        assert!(
+                            logits[1][i] == logits[0][i],
+                            "{name} {key} step {step}, sequence {i}: logits beside the tokens"
+                        );
+                    }
+                }
+                // The next step feeds each sequence its greedy token.
+                feeds = (0..SEQS)
+                    .map(|i| vec![greedy_token(&logits[0][i])])
+                    .collect();
+            }
+        }
+    }
+}
+
 /// Hidden-state rows (embeddings) equal the CPU's at the exact path, in a batch where a
 /// generation sequence takes logits beside them; and a KV cache copied on the device continues
 /// as the CPU's computed one does.
@@ -432,7 +514,11 @@ fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
                             camelid_model::Want::Logits
                         }
                     },
-                    |_, l| logits = l.to_vec(),
+                    |_, next| {
+                        if let camelid_model::Next::Logits(l) = next {
+                            logits = l.to_vec();
+                        }
+                    },
                     |_, pos, h| hidden[pos] = h.to_vec(),
                 )
                 .unwrap();

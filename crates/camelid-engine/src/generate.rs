@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use camelid_constrain::{Constraint, Grammar};
-use camelid_model::{Model, ModelError, State};
+use camelid_model::{Model, ModelError, Next, State, Want};
 use camelid_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::sampler::{Sampler, SamplerConfig};
@@ -191,9 +191,26 @@ pub fn generate(
         if let Some(finish) = cont.accept(next, state.pos < state.n_ctx, &mut on_text) {
             break finish;
         }
-        model.forward(state, &[next], false, |_, logits| {
-            next = cont.sample(logits)
-        })?;
+        if cont.is_greedy() {
+            // The model picks the token where the logits are (on a GPU, one number crosses).
+            let feed = [next];
+            let on_next = |_, n: Next<'_>| {
+                if let Next::Token(t) = n {
+                    next = t;
+                }
+            };
+            model.forward_batch(
+                &mut [state],
+                &[&feed],
+                |_| Want::Token,
+                on_next,
+                |_, _, _| {},
+            )?;
+        } else {
+            model.forward(state, &[next], false, |_, logits| {
+                next = cont.sample(logits)
+            })?;
+        }
     };
     Ok(Generation {
         masks: cont.mask_stats(),
@@ -263,6 +280,13 @@ impl<'t> Continuation<'t> {
             }
         }
         self.sampler.sample(logits, &self.history)
+    }
+
+    /// Whether [`Continuation::sample`] would take the greedy pick of the raw logits (no
+    /// grammar, and [`Sampler::is_greedy`]): the caller may then ask the model for its next
+    /// token alone ([`camelid_model::Want::Token`]) and [`accept`](Continuation::accept) it.
+    pub fn is_greedy(&self) -> bool {
+        self.constraint.is_none() && self.sampler.is_greedy(&self.history)
     }
 
     /// Time spent on grammar masks and how many were computed; `None` without a grammar.

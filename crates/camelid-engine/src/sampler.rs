@@ -17,6 +17,7 @@
 //! (its temperature sampler comes after top-p and min-p). `T = 0` is greedy: the argmax after
 //! the penalties.
 
+use camelid_model::backend::greedy_token;
 use camelid_model::sampling::SamplingHints;
 
 /// Sampling options as a user sets them: the values given win over the model's
@@ -234,6 +235,14 @@ impl Sampler {
         }
     }
 
+    /// Whether [`Sampler::sample`] would take the greedy pick of the raw logits
+    /// ([`greedy_token`]): temperature 0, no bias, no penalty in effect after `history`. A
+    /// caller may then ask the model for that token instead of the logits ([`camelid_model::Want::Token`]).
+    pub fn is_greedy(&self, history: &[u32]) -> bool {
+        let c = &self.config;
+        c.temperature == 0.0 && c.logit_bias.is_empty() && !penalized(history, c)
+    }
+
     /// Picks the next token from `logits`, given the tokens so far (`history`, for penalties).
     ///
     /// The chain reads as if every candidate were sorted, most likely first; only as much is
@@ -254,7 +263,7 @@ impl Sampler {
             &self.adjusted
         };
         if c.temperature == 0.0 {
-            return argmax(logits);
+            return greedy_token(logits);
         }
         if !top_candidates(logits, c.top_k, &mut self.cands, &mut self.picks) {
             self.cands.clear();
@@ -438,28 +447,6 @@ fn apply_penalties(
         };
         *l -= c.presence_penalty + c.frequency_penalty * n as f32;
     }
-}
-
-/// The first largest logit's position, a NaN first staying first (nothing compares greater),
-/// later NaNs never chosen. The maximum in sixteen independent lanes (which
-/// vectorizes; `f32::max` passes over NaN), then the first position holding it.
-fn argmax(logits: &[f32]) -> u32 {
-    if logits.first().is_none_or(|l| l.is_nan()) {
-        return 0;
-    }
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = logits.chunks_exact(16);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (m, &l) in lanes.iter_mut().zip(chunk) {
-            *m = m.max(l);
-        }
-    }
-    let max = lanes
-        .iter()
-        .chain(tail)
-        .fold(f32::NEG_INFINITY, |m, &l| m.max(l));
-    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
 }
 
 /// The softmax of `logits / t` over sorted candidates, unnormalized: `exp((l - max) / t)` of

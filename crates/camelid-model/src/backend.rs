@@ -39,6 +39,32 @@ pub enum Out {
     /// output projection (what transformers' `LlamaModel(...).last_hidden_state` holds). Pooled
     /// into embeddings.
     Hidden,
+    /// Its greedy next token: [`greedy_token`] of its logits. Greedy generation; a backend
+    /// whose logits live on a device picks it there and copies back one number, not `V`.
+    Token,
+}
+
+/// The greedy pick of a row of logits: the index of the largest, the first of equals, NaNs
+/// passed over; 0 when the first logit is NaN (a broken row gives a token, not a panic). Every
+/// backend's [`Out::Token`] and the sampler at temperature 0 pick with this.
+pub fn greedy_token(logits: &[f32]) -> u32 {
+    if logits.first().is_none_or(|l| l.is_nan()) {
+        return 0;
+    }
+    // The maximum over 16 independent lanes (the loop vectorizes), then its first position.
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = logits.chunks_exact(16);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &l) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(l);
+        }
+    }
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
 }
 
 /// The activation buffers of a pass, each `[B, width]` for the `B` rows of the batch (at most
@@ -59,7 +85,8 @@ pub enum Buf {
     /// `[B, ff]`
     Gate,
     Up,
-    /// `[R, V]` the logits of the `R` rows that want them, in batch order
+    /// `[R + T, V]` the logits of the `R` rows that want them, then of the `T` rows that want
+    /// their greedy token ([`Out::Token`]), each in batch order
     Logits,
     /// `[H, d]` the final hidden states of the `H` rows that want them, in batch order
     Hidden,
@@ -123,9 +150,12 @@ pub trait Ops {
     fn silu_mul(&mut self, gate: Buf, up: Buf, n: usize);
     /// `x += y`, `t < n`.
     fn add(&mut self, x: Buf, y: Buf, n: usize);
-    /// Copies the rows whose [`Row::out`] is `want`, in batch order, to the first rows of
-    /// `out`; returns how many.
-    fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize;
+    /// Copies the rows whose [`Row::out`] is `wants[0]`, then those whose is `wants[1]`, ...,
+    /// each in batch order, to the first rows of `out`; returns how many.
+    fn gather_rows(&mut self, wants: &[Out], out: Buf, x: Buf) -> usize;
+    /// The greedy tokens ([`greedy_token`]) of [`Buf::Logits`] rows `from..from + n`, in order:
+    /// what the pass gives back for its [`Out::Token`] rows.
+    fn greedy_tokens(&mut self, from: usize, n: usize);
     /// Narrows the batch to its rows that give something back ([`Row::out`] not
     /// [`Out::None`]), in batch order: their rows of each of `bufs` move to the front, and
     /// the ops that follow (products, norms, `silu_mul`, `add`, `gather_rows`; no more
@@ -249,15 +279,17 @@ pub trait Backend: Send + Sync {
     /// Runs one batch of at most [`crate::llama::MAX_BATCH`] rows through the model
     /// ([`crate::llama::forward_rows`]): row `t` extends `caches[rows[t].seq]` at `rows[t].pos`
     /// (rows of one sequence in order of position; every cache made by this backend, with room
-    /// for the row's position); the logits of the rows that want them go to `logits` (`[R, V]`,
-    /// in batch order) and the hidden states of those that want them to `hidden` (`[H, d]`).
-    /// Fails when the device does (a lost GPU, a kernel fault) or cannot give an output: the
-    /// CPU backend never fails.
+    /// for the row's position); the logits of the rows that want them go to the first `R` rows
+    /// of `logits` (in batch order; it has room for `R + T` rows, the rest scratch), the greedy
+    /// tokens of the `T` rows that want them to `tokens`, and the hidden states of those that
+    /// want them to `hidden` (`[H, d]`). Fails when the device does (a lost GPU, a kernel
+    /// fault) or cannot give an output: the CPU backend never fails.
     fn forward(
         &self,
         rows: &[Row],
         caches: &mut [&mut dyn KvCache],
         logits: &mut [f32],
+        tokens: &mut [u32],
         hidden: &mut [f32],
     ) -> Result<(), ModelError>;
 
@@ -297,7 +329,23 @@ pub fn downcast_cache_ref<C: KvCache>(cache: &dyn KvCache) -> &C {
 
 #[cfg(test)]
 mod tests {
-    use super::Device;
+    use super::{Device, greedy_token};
+
+    #[test]
+    fn the_greedy_token_is_the_first_largest_logit() {
+        let mut l = vec![0.0f32; 37];
+        l[5] = 2.0;
+        l[30] = 2.0;
+        assert_eq!(greedy_token(&l), 5, "the first of equals");
+        l[20] = f32::NAN;
+        l[33] = 3.0;
+        assert_eq!(greedy_token(&l), 33, "NaNs passed over, the tail counted");
+        l[0] = f32::NAN;
+        assert_eq!(greedy_token(&l), 0, "a NaN first logit");
+        assert_eq!(greedy_token(&[f32::NEG_INFINITY; 3]), 0);
+        assert_eq!(greedy_token(&[-0.0, 0.0, -0.0]), 0, "zeros are equal");
+        assert_eq!(greedy_token(&[]), 0);
+    }
 
     #[test]
     fn devices_by_name() {

@@ -10,7 +10,7 @@ use half::f16;
 
 use crate::backend::{
     Backend, Buf, CacheType, DeviceInfo, KvCache, Mat, Norm, Ops, Out, Row, downcast_cache,
-    downcast_cache_ref,
+    downcast_cache_ref, greedy_token,
 };
 use crate::config::Config;
 use crate::error::ModelError;
@@ -252,6 +252,7 @@ impl Backend for CpuBackend {
         rows: &[Row],
         caches: &mut [&mut dyn KvCache],
         logits: &mut [f32],
+        tokens: &mut [u32],
         hidden: &mut [f32],
     ) -> Result<(), ModelError> {
         let mut act = self.act.lock().unwrap_or_else(|e| e.into_inner());
@@ -279,6 +280,7 @@ impl Backend for CpuBackend {
             rows,
             caches,
             logits,
+            tokens,
             hidden,
             narrowed: false,
         };
@@ -331,6 +333,7 @@ struct CpuOps<'a, 'c> {
     /// Downcast where used (a type-id comparison), so a pass allocates nothing.
     caches: &'a mut [&'c mut dyn KvCache],
     logits: &'a mut [f32],
+    tokens: &'a mut [u32],
     hidden: &'a mut [f32],
     /// Set by `keep_output_rows`: the buffers' rows are those of `rows` that give something
     /// back.
@@ -537,18 +540,28 @@ impl Ops for CpuOps<'_, '_> {
         }
     }
 
-    fn gather_rows(&mut self, want: Out, out: Buf, x: Buf) -> usize {
+    fn gather_rows(&mut self, wants: &[Out], out: Buf, x: Buf) -> usize {
         let (narrowed, all) = (self.narrowed, self.rows);
-        let rows = all.iter().filter(|r| !narrowed || r.out != Out::None);
         let (o, x, d) = self.pair(out, x);
         let mut n = 0;
-        for (t, r) in rows.enumerate() {
-            if r.out == want {
-                o[n * d..][..d].copy_from_slice(&x[t * d..][..d]);
-                n += 1;
+        for &want in wants {
+            let rows = all.iter().filter(|r| !narrowed || r.out != Out::None);
+            for (t, r) in rows.enumerate() {
+                if r.out == want {
+                    o[n * d..][..d].copy_from_slice(&x[t * d..][..d]);
+                    n += 1;
+                }
             }
         }
         n
+    }
+
+    fn greedy_tokens(&mut self, from: usize, n: usize) {
+        let v = self.be.config.n_vocab;
+        let rows = self.logits[from * v..(from + n) * v].chunks_exact(v);
+        for (t, row) in self.tokens.iter_mut().zip(rows) {
+            *t = greedy_token(row);
+        }
     }
 
     fn keep_output_rows(&mut self, bufs: &[Buf], n: usize) -> usize {

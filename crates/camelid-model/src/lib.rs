@@ -20,4 +20,4 @@ pub use config::Config;
 pub use embed::Pooling;
 pub use error::ModelError;
 pub use figures::Figures;
-pub use llama::{Model, State, Want};
+pub use llama::{Model, Next, State, Want};

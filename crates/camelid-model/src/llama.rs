@@ -53,6 +53,18 @@ pub enum Want {
     Logits,
     /// The final hidden state of every token: embeddings.
     Hidden,
+    /// The greedy next token after its last token ([`crate::backend::greedy_token`] of its
+    /// logits): greedy generation, which then needs no logits from the device.
+    Token,
+}
+
+/// What a sequence of a pass gives back for its last token ([`Model::forward_batch_rows`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Next<'a> {
+    /// Its logits ([`Want::Logits`]).
+    Logits(&'a [f32]),
+    /// Its greedy next token ([`Want::Token`]).
+    Token(u32),
 }
 
 /// The RoPE frequencies of a model, `[head_dim / 2]`: the config's (with the Llama 3.1
@@ -185,9 +197,13 @@ impl Model {
                     Out::None
                 },
             }));
-            result = self
-                .backend
-                .forward(&rows, &mut [&mut *state.cache], &mut logits, &mut []);
+            result = self.backend.forward(
+                &rows,
+                &mut [&mut *state.cache],
+                &mut logits,
+                &mut [],
+                &mut [],
+            );
             if result.is_err() {
                 break;
             }
@@ -238,13 +254,18 @@ impl Model {
         &self,
         states: &mut [&mut State],
         tokens: &[&[u32]],
-        on_logits: impl FnMut(usize, &[f32]),
+        mut on_logits: impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
-        self.forward_batch(states, tokens, |_| Want::Logits, on_logits, |_, _, _| {})
+        let on_next = |i, next: Next<'_>| {
+            if let Next::Logits(l) = next {
+                on_logits(i, l);
+            }
+        };
+        self.forward_batch(states, tokens, |_| Want::Logits, on_next, |_, _, _| {})
     }
 
     /// [`Model::forward_seqs`] where sequence `i` wants `want(i)`: the logits of its last token
-    /// (`on_logits(i, logits)`), or the hidden state of each of its tokens
+    /// or its greedy next token (`on_next(i, next)`), or the hidden state of each of its tokens
     /// (`on_hidden(i, pos, hidden)`, in order of position). Generation and embedding sequences
     /// share the passes.
     ///
@@ -255,20 +276,20 @@ impl Model {
         states: &mut [&mut State],
         tokens: &[&[u32]],
         want: impl Fn(usize) -> Want,
-        mut on_logits: impl FnMut(usize, &[f32]),
+        mut on_next: impl FnMut(usize, Next<'_>),
         on_hidden: impl FnMut(usize, usize, &[f32]),
     ) -> Result<(), ModelError> {
-        let each = |rows: &[(usize, &[f32])]| {
-            for &(i, logits) in rows {
-                on_logits(i, logits);
+        let each = |rows: &[(usize, Next<'_>)]| {
+            for &(i, next) in rows {
+                on_next(i, next);
             }
         };
         self.forward_batch_rows(states, tokens, want, each, on_hidden)
     }
 
-    /// [`Model::forward_batch`] giving the logits of each pass's sequences together,
-    /// `on_logits_rows(&[(i, logits)])` (each sequence once), so that a caller can sample them
-    /// in parallel.
+    /// [`Model::forward_batch`] giving what each pass's sequences give back together,
+    /// `on_rows(&[(i, next)])` (each sequence once: those that want logits first, then those
+    /// that want their greedy token), so that a caller can sample them in parallel.
     ///
     /// # Panics
     /// If `states` and `tokens` differ in length.
@@ -277,7 +298,7 @@ impl Model {
         states: &mut [&mut State],
         tokens: &[&[u32]],
         want: impl Fn(usize) -> Want,
-        mut on_logits_rows: impl FnMut(&[(usize, &[f32])]),
+        mut on_rows: impl FnMut(&[(usize, Next<'_>)]),
         mut on_hidden: impl FnMut(usize, usize, &[f32]),
     ) -> Result<(), ModelError> {
         assert_eq!(states.len(), tokens.len(), "one token slice per state");
@@ -291,8 +312,10 @@ impl Model {
         let mut rows = std::mem::take(&mut first.rows);
         let mut logits = std::mem::take(&mut first.logits);
         let mut hidden = std::mem::take(&mut first.hidden);
+        // Rows whose logits the pass computes: those that want them and those that want their
+        // greedy token (the backend's scratch for picking it).
         let n_logits = (0..tokens.len())
-            .filter(|&i| want(i) == Want::Logits && !tokens[i].is_empty())
+            .filter(|&i| matches!(want(i), Want::Logits | Want::Token) && !tokens[i].is_empty())
             .count();
         let n_hidden: usize = (0..tokens.len())
             .filter(|&i| want(i) == Want::Hidden)
@@ -305,6 +328,7 @@ impl Model {
         if hidden.len() < MAX_BATCH.min(n_hidden) * d {
             hidden.resize(MAX_BATCH.min(n_hidden) * d, 0.0);
         }
+        let mut picked = vec![0u32; MAX_BATCH.min(n_logits)];
         // Every row first (their positions are read before the caches are lent), then the
         // passes, at most MAX_BATCH rows each.
         rows.clear();
@@ -317,16 +341,17 @@ impl Model {
                 out: match w {
                     Want::Hidden => Out::Hidden,
                     Want::Logits if i + 1 == toks.len() => Out::Logits,
-                    Want::Logits => Out::None,
+                    Want::Token if i + 1 == toks.len() => Out::Token,
+                    Want::Logits | Want::Token => Out::None,
                 },
             }));
         }
         let mut caches: Vec<&mut dyn KvCache> = states.iter_mut().map(|s| &mut *s.cache).collect();
         let mut result = Ok(());
         for chunk in rows.chunks(MAX_BATCH) {
-            result = self
-                .backend
-                .forward(chunk, &mut caches, &mut logits, &mut hidden);
+            result =
+                self.backend
+                    .forward(chunk, &mut caches, &mut logits, &mut picked, &mut hidden);
             if result.is_err() {
                 break;
             }
@@ -335,12 +360,18 @@ impl Model {
                 on_hidden(r.seq, r.pos, h);
             }
             let with_logits = chunk.iter().filter(|r| r.out == Out::Logits);
-            let rows: Vec<(usize, &[f32])> = with_logits
+            let with_token = chunk.iter().filter(|r| r.out == Out::Token);
+            let rows: Vec<(usize, Next<'_>)> = with_logits
                 .zip(logits.chunks_exact(v))
-                .map(|(r, l)| (r.seq, l))
+                .map(|(r, l)| (r.seq, Next::Logits(l)))
+                .chain(
+                    with_token
+                        .zip(&picked)
+                        .map(|(r, &t)| (r.seq, Next::Token(t))),
+                )
                 .collect();
             if !rows.is_empty() {
-                on_logits_rows(&rows);
+                on_rows(&rows);
             }
         }
         drop(caches);
@@ -403,12 +434,13 @@ impl Model {
 
 /// The forward pass of one batch of at most [`MAX_BATCH`] rows, each extending its sequence's
 /// cache at its position (a sequence's rows come in order of position), on any backend's
-/// [`Ops`]. Leaves in [`Buf::Logits`] the logits of the rows that want them and in
+/// [`Ops`]. Leaves in [`Buf::Logits`] the logits of the rows that want them (then those of the
+/// rows that want their greedy token, which [`Ops::greedy_tokens`] picks) and in
 /// [`Buf::Hidden`] the final hidden states of those that want them, each in batch order.
 ///
 /// Shapes: `B` rows in the batch, `d` = d_model, `q` = n_heads · head_dim, `kv` = n_kv_heads ·
-/// head_dim, `ff` = d_ff, `V` = n_vocab, `R` rows that want logits, `H` rows that want hidden
-/// states.
+/// head_dim, `ff` = d_ff, `V` = n_vocab, `R` rows that want logits, `T` rows that want their
+/// greedy token, `H` rows that want hidden states.
 pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
     let mut b = rows.len();
 
@@ -456,15 +488,20 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
         ops.matmul_add(Mat::Down(l), Buf::Gate, Buf::X, Buf::Proj, b);
     }
 
-    // Final norm and output projection for the rows that want logits.  logits: [R, V]
-    let n = ops.gather_rows(Out::Logits, Buf::Proj, Buf::X);
+    // Final norm and output projection for the rows that want logits, then for those that
+    // want their greedy token, which is picked from its logits.  logits: [R + T, V]
+    let n = ops.gather_rows(&[Out::Logits, Out::Token], Buf::Proj, Buf::X);
     if n > 0 {
         ops.rmsnorm(Buf::Xn, Buf::Proj, Norm::Output, n);
         ops.matmul(Mat::Output, Buf::Xn, Buf::Logits, n);
     }
+    let t = rows.iter().filter(|r| r.out == Out::Token).count();
+    if t > 0 {
+        ops.greedy_tokens(n - t, t);
+    }
 
     // Final norm alone for the rows that want hidden states (embeddings).  hidden: [H, d]
-    let h = ops.gather_rows(Out::Hidden, Buf::Proj, Buf::X);
+    let h = ops.gather_rows(&[Out::Hidden], Buf::Proj, Buf::X);
     if h > 0 {
         ops.rmsnorm(Buf::Hidden, Buf::Proj, Norm::Output, h);
     }

@@ -749,12 +749,77 @@ fn impossible_copies_are_errors() {
     assert_eq!(dst.pos, 2);
 }
 
+/// Sequences that want their greedy token (`Want::Token`) get the argmax of the logits they
+/// get alone, and the sequences beside them their logits, bit for bit: also when the rows take
+/// more than one pass.
+#[test]
+fn greedy_tokens_ride_with_logits_rows() {
+    use camelid_model::backend::greedy_token;
+    use camelid_model::{Next, Want};
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let toks = tokens(m);
+        let n = toks.len();
+        let model = q4_0_model(m, Precision::Fast);
+        let long: Vec<u32> = (0..MAX_BATCH + 9).map(|i| toks[i % n]).collect();
+        let prompts: Vec<Vec<u32>> = vec![
+            toks[..5].to_vec(),
+            toks[2..9].to_vec(),
+            long.clone(),
+            toks[1..4].to_vec(),
+        ];
+        let alone: Vec<Vec<f32>> = prompts
+            .iter()
+            .map(|p| run_all(&model, p).pop().unwrap())
+            .collect();
+        let mut states: Vec<_> = prompts
+            .iter()
+            .map(|p| model.new_state(p.len()).unwrap())
+            .collect();
+        let mut refs: Vec<&mut _> = states.iter_mut().collect();
+        let feeds: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let mut got = vec![None; prompts.len()];
+        model
+            .forward_batch(
+                &mut refs,
+                &feeds,
+                |i| {
+                    if i % 2 == 0 {
+                        Want::Token
+                    } else {
+                        Want::Logits
+                    }
+                },
+                |i, next| {
+                    got[i] = Some(match next {
+                        Next::Token(t) => Err(t),
+                        Next::Logits(l) => Ok(l.to_vec()),
+                    })
+                },
+                |_, _, _| {},
+            )
+            .unwrap();
+        for (i, g) in got.into_iter().enumerate() {
+            match g {
+                Some(Err(t)) if i % 2 == 0 => {
+                    assert_eq!(t, greedy_token(&alone[i]), "{name}: sequence {i}'s token")
+                }
+                Some(Ok(l)) if i % 2 == 1 => {
+                    assert_same_logits(&l, &alone[i], &format!("{name}: sequence {i}"))
+                }
+                other => panic!("{name}: sequence {i} gave {other:?}"),
+            }
+        }
+    }
+}
+
 /// Sequences that want hidden states (embeddings) share passes with sequences that want
 /// logits, and each gets what it gets alone, bit for bit: also across more rows than one pass
 /// holds, and with no effect on the logits beside them.
 #[test]
 fn hidden_rows_ride_with_logits_rows() {
-    use camelid_model::Want;
+    use camelid_model::{Next, Want};
     let man = manifest();
     for m in man["models"].as_array().unwrap() {
         let name = m["name"].as_str().unwrap();
@@ -782,9 +847,12 @@ fn hidden_rows_ride_with_logits_rows() {
                 &mut [&mut a, &mut b],
                 &[&toks[..10], &long],
                 |i| if i == 0 { Want::Logits } else { Want::Hidden },
-                |i, l| {
+                |i, next| {
                     assert_eq!(i, 0);
                     calls += 1;
+                    let Next::Logits(l) = next else {
+                        panic!("logits were asked for")
+                    };
                     logits = l.to_vec();
                 },
                 |i, pos, h| {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use camelid_engine::{Continuation, FinishReason, GenParams};
 use camelid_model::llama::MAX_BATCH;
-use camelid_model::{Model, ModelError, State, Want};
+use camelid_model::{Model, ModelError, Next, State, Want};
 use camelid_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -523,13 +523,20 @@ impl<'a> Batcher<'a> {
         let n_gen = states.len();
         states.append(&mut e_states);
         tokens.append(&mut e_tokens);
-        let want = |i: usize| {
-            if i < n_gen {
-                Want::Logits
-            } else {
-                Want::Hidden
-            }
-        };
+        // A sequence that samples greedily (and wants no log-probabilities) asks for its next
+        // token alone: a GPU then copies back one number rather than the vocabulary's logits.
+        let wants: Vec<Want> = actives
+            .iter()
+            .map(|a| {
+                if a.job.logprobs.is_none() && a.cont.is_greedy() {
+                    Want::Token
+                } else {
+                    Want::Logits
+                }
+            })
+            .chain(std::iter::repeat_n(Want::Hidden, embeds.len()))
+            .collect();
+        let want = |i: usize| wants[i];
         let on_hidden = |i: usize, pos: usize, h: &[f32]| embeds[i - n_gen].pooler.add(pos, h);
         let result = self.model.forward_batch_rows(
             &mut states,
@@ -780,13 +787,17 @@ fn finish_embedding(slot: &mut Slot, metrics: &Metrics) {
 /// a millisecond or two on a 128K vocabulary, and 32 of them one after the other would take
 /// longer than a GPU's whole decoding step. Each sequence keeps its own sampler, so the tokens
 /// drawn do not depend on the split.
-fn sample_rows(tok: &Tokenizer, actives: &mut [&mut Active], rows: &[(usize, &[f32])]) {
+fn sample_rows(tok: &Tokenizer, actives: &mut [&mut Active], rows: &[(usize, Next<'_>)]) {
     let mut work: Vec<(&mut Active, &[f32])> = Vec::with_capacity(rows.len());
     let mut slots: Vec<Option<&mut Active>> = actives.iter_mut().map(|a| Some(&mut **a)).collect();
-    for &(i, logits) in rows {
+    for &(i, next) in rows {
         // Mid-prompt: these logits predict a token the prompt already has.
-        match slots.get_mut(i).and_then(Option::take) {
-            Some(a) if a.fed >= a.job.prompt.len() => work.push((a, logits)),
+        match (slots.get_mut(i).and_then(Option::take), next) {
+            (Some(a), Next::Logits(logits)) if a.fed >= a.job.prompt.len() => {
+                work.push((a, logits))
+            }
+            // The greedy pick, made by the model (`Want::Token`): what sampling would take.
+            (Some(a), Next::Token(t)) if a.fed >= a.job.prompt.len() => a.sampled = Some((t, None)),
             _ => {}
         }
     }

@@ -227,6 +227,32 @@ void test_ops() {
   std::vector<float> src(5*40), dst(3*40); std::vector<int> idx = {4, 0, 2}; for (auto& v : src) v = U();
   launch({3,1,1}, {32,1,1}, [&]{ gather_rows(dst.data(), src.data(), idx.data(), 40, 3); });
   err=0; for (int j=0;j<3;j++) for(int c=0;c<40;c++) err=std::max(err,(double)fabs(dst[j*40+c]-src[idx[j]*40+c])); check("gather_rows", err, 0);
+  // Greedy picks against camelid-model's greedy_token: ties (the first wins, across threads
+  // and warps), NaNs, a NaN first logit, all -inf, signed zeros, a vocabulary not a multiple of
+  // the block.
+  {
+    const int V = 1003, R = 7;
+    std::vector<float> lg((size_t)V * R);
+    for (auto& v : lg) v = (float)(rng() % 50) - 40.0f;   // many equal values
+    lg[0 * V + 700] = 20; lg[0 * V + 300] = 20;             // row 0: tie, the earlier wins
+    lg[1 * V + 5] = NAN; lg[1 * V + 900] = 30;              // row 1: NaN passed over
+    lg[2 * V + 0] = NAN; lg[2 * V + 10] = 50;               // row 2: NaN first: 0
+    for (int c = 0; c < V; c++) lg[3 * V + c] = -INFINITY;  // row 3: all -inf: 0
+    for (int c = 0; c < V; c++) lg[4 * V + c] = NAN;        // row 4: all NaN: 0
+    for (int c = 0; c < V; c++) lg[5 * V + c] = c % 2 ? 0.0f : -0.0f; lg[5 * V + 2] = -1; // row 5: zeros equal
+    lg[6 * V + 1002] = 99;                                  // row 6: the last element
+    std::vector<unsigned> got(R, 12345);
+    launch({R,1,1}, {256,1,1}, [&]{ argmax_rows(lg.data(), got.data(), V, R); });
+    auto greedy = [&](const float* l) -> unsigned {
+      if (std::isnan(l[0])) return 0;
+      float m = -INFINITY; for (int c = 0; c < V; c++) if (l[c] > m) m = l[c];
+      for (int c = 0; c < V; c++) if (l[c] == m) return c;
+      return 0;
+    };
+    double bad = 0;
+    for (int j = 0; j < R; j++) if (got[j] != greedy(&lg[(size_t)j * V])) { bad = 1; printf("  argmax row %d got %u want %u\n", j, got[j], greedy(&lg[(size_t)j * V])); }
+    check("argmax_rows (= greedy_token)", bad, 0);
+  }
 }
 
 int main() {
