@@ -654,8 +654,9 @@ impl Ops for CudaOps<'_> {
         }
     }
 
-    /// In decode-sized passes one `matvec_add_<t>` launch (the product added
-    /// to `x` as `add` would add it); prompt batches take the GEMM and `add`.
+    /// One `tc_matvec_add_<t>` or `matvec_add_<t>` launch (the product added to `x` as `add`
+    /// would add it) where the product takes those kernels ([`CudaOps::route`]); the GEMM and
+    /// `add` otherwise.
     fn matmul_add(&mut self, w: Mat, a: Buf, x: Buf, scratch: Buf, n: usize) {
         let m = self.be.mat(w);
         let (ap, _) = self.buf(a);
