@@ -3,7 +3,7 @@
 # nothing, downloads nothing, makes its own models, prints one JSON document (scripts/gpu_check.py
 # says what it checks). Where no GPU is present it says so and exits 0.
 #
-#   cargo build --release -p camelid-cli --features cuda     # on any x86-64 machine (12 MB)
+#   cargo build --release -p camelid-cli --features cuda     # on any x86-64 machine (19 MB)
 #   scripts/gpu-check.sh [--bin target/release/camelid] [--default-model SmolLM2...gguf | DIR]
 #
 # Through the device tool: carry `target/release/camelid` and `assets/corpus/macbeth_gut.txt`
