@@ -326,6 +326,27 @@ impl Backend for CpuBackend {
 }
 
 /// The CPU backend's operations on one batch.
+/// The greedy token of each `[v]` row of `logits` into `tokens`, spread over up to `threads`
+/// threads when each gets at least `per_thread` logits (a step of many greedy streams on a
+/// large vocabulary; below that, starting a thread costs more than it saves).
+fn greedy_rows(tokens: &mut [u32], logits: &[f32], v: usize, threads: usize, per_thread: usize) {
+    let pick = |tokens: &mut [u32], logits: &[f32]| {
+        for (t, row) in tokens.iter_mut().zip(logits.chunks_exact(v)) {
+            *t = greedy_token(row);
+        }
+    };
+    let threads = threads.min(tokens.len() * v / per_thread.max(1)).max(1);
+    if threads == 1 {
+        return pick(tokens, logits);
+    }
+    let per = tokens.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, l) in tokens.chunks_mut(per).zip(logits.chunks(per * v)) {
+            s.spawn(move || pick(t, l));
+        }
+    });
+}
+
 struct CpuOps<'a, 'c> {
     be: &'a CpuBackend,
     a: &'a mut Activations,
@@ -558,10 +579,8 @@ impl Ops for CpuOps<'_, '_> {
 
     fn greedy_tokens(&mut self, from: usize, n: usize) {
         let v = self.be.config.n_vocab;
-        let rows = self.logits[from * v..(from + n) * v].chunks_exact(v);
-        for (t, row) in self.tokens.iter_mut().zip(rows) {
-            *t = greedy_token(row);
-        }
+        let logits = &self.logits[from * v..(from + n) * v];
+        greedy_rows(&mut self.tokens[..n], logits, v, self.be.threads, 1 << 16);
     }
 
     fn keep_output_rows(&mut self, bufs: &[Buf], n: usize) -> usize {
@@ -579,5 +598,28 @@ impl Ops for CpuOps<'_, '_> {
         }
         self.narrowed = true;
         rows.iter().filter(|r| r.out != Out::None).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spread over threads (rows split unevenly), the picks are the serial ones.
+    #[test]
+    fn greedy_rows_on_threads_pick_as_one_thread_does() {
+        let (rows, v) = (7, 53);
+        let logits: Vec<f32> = (0..rows * v)
+            .map(|i| ((i * 7919) % 101) as f32 - 50.0)
+            .collect();
+        let mut one = vec![u32::MAX; rows];
+        greedy_rows(&mut one, &logits, v, 1, 1);
+        for threads in [2, 3, 8] {
+            let mut many = vec![u32::MAX; rows];
+            greedy_rows(&mut many, &logits, v, threads, 1);
+            assert_eq!(many, one, "{threads} threads");
+        }
+        let want: Vec<u32> = logits.chunks(v).map(greedy_token).collect();
+        assert_eq!(one, want);
     }
 }
