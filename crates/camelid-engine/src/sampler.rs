@@ -237,7 +237,8 @@ impl Sampler {
 
     /// Whether [`Sampler::sample`] would take the greedy pick of the raw logits
     /// ([`greedy_token`]): temperature 0, no bias, no penalty in effect after `history`. A
-    /// caller may then ask the model for that token instead of the logits ([`camelid_model::Want::Token`]).
+    /// caller may then ask the model for that token instead of the logits
+    /// ([`camelid_model::Want::Token`]).
     pub fn is_greedy(&self, history: &[u32]) -> bool {
         let c = &self.config;
         c.temperature == 0.0 && c.logit_bias.is_empty() && !penalized(history, c)
