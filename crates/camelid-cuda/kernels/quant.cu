@@ -600,8 +600,8 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
 // four k's of a step (2t, 2t+1, 2t+8, 2t+9) are four consecutive weights of one piece, for both
 // A (rows g and g + 8 of the tile) and B (activation g of the n-tile), and four steps take the
 // whole piece. Four steps are a "group" of four pieces, piece 4G + t to lane t: each lane
-// decodes two whole pieces a group, with the formats' own `decode`, and loads 8 bytes of f16
-// activations per step and n-tile. Weight rows are the M dimension (16 per m-tile), vectors the
+// decodes two whole pieces a group and m-tile (its rows g and g + 8), with the formats' own
+// `decode`, and loads 8 bytes of f16 activations per step and n-tile. Weight rows are the M dimension (16 per m-tile), vectors the
 // N dimension (8 per n-tile).
 //
 // A CTA of TC_WARPS warps takes TC_MT m-tiles per warp (TC_ROWS rows), each warp its own rows,
