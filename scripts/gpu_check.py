@@ -367,16 +367,24 @@ def check_profile(cm: Camelid, work: Path, rehearse: bool) -> dict:
         return {"skipped": "nsys profile failed: " + prof.stderr.decode(errors="replace")[-2000:]}
     stats = subprocess.run([nsys, "stats", "--report", "cuda_gpu_kern_sum", "--format", "csv",
                             str(out) + ".nsys-rep"], capture_output=True, text=True, timeout=180)
+    # The report's header ("Time (%)", "Total Time (ns)", "Instances", "Avg (ns)", ..., "Name"
+    # in the Nsight Systems versions we know of) is found by the columns' first words.
     lines = stats.stdout.splitlines()
-    head = next((i for i, l in enumerate(lines) if "Time (%)" in l), None)
+    head = next((i for i, l in enumerate(lines) if "Time" in l and "Name" in l), None)
     if stats.returncode != 0 or head is None:
         return {"skipped": "nsys stats failed: " + (stats.stderr or stats.stdout)[-2000:]}
+    rows = list(csv.reader(lines[head:]))
+    col = {w: next((i for i, c in enumerate(rows[0]) if c.strip().startswith(w)), None)
+           for w in ("Time", "Instances", "Avg", "Name")}
+    if None in col.values():
+        return {"skipped": f"nsys stats: unexpected columns {rows[0]}"}
     kernels = []
-    for r in csv.DictReader(lines[head:]):
+    for r in rows[1:]:
         try:
-            kernels.append({"name": r["Name"][:100], "time_pct": float(r["Time (%)"]),
-                            "instances": int(r["Instances"]), "avg_ns": float(r["Avg (ns)"])})
-        except (KeyError, ValueError):
+            kernels.append({"name": r[col["Name"]][:100], "time_pct": float(r[col["Time"]]),
+                            "instances": int(float(r[col["Instances"]])),
+                            "avg_ns": float(r[col["Avg"]])})
+        except (IndexError, ValueError):
             continue
     return {"command": "bench -p 512 -n 64 -r 1, l1b-Q4_0", "kernels": kernels[:25]}
 
