@@ -217,7 +217,8 @@ def default_model_file(given: Path | None, work: Path) -> tuple[Path | None, str
     return given, ""
 
 
-def check_default_model(cm: Camelid, given: Path | None, text: Path, work: Path) -> dict:
+def check_default_model(cm: Camelid, pool: cf.Executor, given: Path | None, text: Path,
+                        work: Path) -> dict:
     model, why = default_model_file(given, work)
     if model is None:
         return {"skipped": why}
@@ -227,16 +228,21 @@ def check_default_model(cm: Camelid, given: Path | None, text: Path, work: Path)
     # backend; the GPU's f32 decode products and f16 prompt products), so a near-tie may go
     # either way: those are reported with the fixture's (llama.cpp's) gap between its two best
     # logits at the step where they part.
+    # Every run at once on the pool (a few processes share the card; the CPU runs beside).
+    def ids(job):
+        prompt, precision, dev = job
+        return json.loads(cm.ok("run", "-m", str(model), "-p", prompt, "-n", "32", "--temp", "0",
+                                "--json", "--device", dev, "--precision", precision,
+                                "--cache-type", "f32"))["ids"]
+
+    jobs = [(p["prompt"], precision, dev) for p in greedy["prompts"]
+            for precision in ("exact", "fast") for dev in ("cpu", "cuda")]
+    got_all = dict(zip(jobs, pool.map(ids, jobs)))
     runs = []
     for p in greedy["prompts"]:
         entry = {"prompt": p["prompt"]}
         for precision in ("exact", "fast"):
-            got = {}
-            for dev in ("cpu", "cuda"):
-                o = json.loads(cm.ok("run", "-m", str(model), "-p", p["prompt"], "-n", "32",
-                                     "--temp", "0", "--json", "--device", dev,
-                                     "--precision", precision, "--cache-type", "f32"))
-                got[dev] = o["ids"]
+            got = {dev: got_all[(p["prompt"], precision, dev)] for dev in ("cpu", "cuda")}
             same = got["cpu"] == got["cuda"]
             entry[precision] = {"same": same}
             if not same:
@@ -252,13 +258,14 @@ def check_default_model(cm: Camelid, given: Path | None, text: Path, work: Path)
               "greedy_prompts": len(runs)}
     if not text.is_file():
         return {**result, "ok": greedy_ok, "perplexity": f"skipped: no text at {text}"}
-    ppl = {}
-    for precision in ("exact", "fast"):
-        for dev in ("cpu", "cuda"):
-            o = json.loads(cm.ok("perplexity", "-m", str(model), "-f", str(text), "--json",
-                                 "--chunks", "20", "--device", dev, "--precision", precision,
-                                 "--cache-type", "f32"))
-            ppl[f"{dev}_{precision}"] = o["ppl"]
+    def perplexity(job):
+        precision, dev = job
+        return json.loads(cm.ok("perplexity", "-m", str(model), "-f", str(text), "--json",
+                                "--chunks", "20", "--device", dev, "--precision", precision,
+                                "--cache-type", "f32"))["ppl"]
+
+    jobs = [(precision, dev) for precision in ("exact", "fast") for dev in ("cpu", "cuda")]
+    ppl = {f"{dev}_{precision}": v for (precision, dev), v in zip(jobs, pool.map(perplexity, jobs))}
     rel = {p: abs(ppl[f"cuda_{p}"] - ppl[f"cpu_{p}"]) / ppl[f"cpu_{p}"] if ppl[f"cpu_{p}"]
            else math.inf for p in ("exact", "fast")}
     return {**result, "perplexity": ppl, "perplexity_rel_diff": rel,
@@ -487,7 +494,7 @@ def main() -> int:
     checks = {
         "tiny": lambda: check_tiny(cm, pool),
         "types": lambda: check_types(cm, work, pool),
-        "default_model": lambda: check_default_model(cm, a.default_model, a.text, work),
+        "default_model": lambda: check_default_model(cm, pool, a.default_model, a.text, work),
         "bench": lambda: check_bench(cm, work, a.reps, layers),
         "serve": lambda: check_serve(cm, work, layers),
         "profile": lambda: check_profile(cm, work, a.rehearse),
