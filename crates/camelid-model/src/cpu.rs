@@ -325,7 +325,6 @@ impl Backend for CpuBackend {
     }
 }
 
-/// The CPU backend's operations on one batch.
 /// The greedy token of each `[v]` row of `logits` into `tokens`, spread over up to `threads`
 /// threads when each gets at least `per_thread` logits (a step of many greedy streams on a
 /// large vocabulary; below that, starting a thread costs more than it saves).
@@ -347,6 +346,7 @@ fn greedy_rows(tokens: &mut [u32], logits: &[f32], v: usize, threads: usize, per
     });
 }
 
+/// The CPU backend's operations on one batch.
 struct CpuOps<'a, 'c> {
     be: &'a CpuBackend,
     a: &'a mut Activations,

@@ -41,6 +41,9 @@ pub struct State {
     /// `[H, d]` hidden states of the rows that asked for them (empty until a caller asks);
     /// a multi-sequence batch uses the first state's.
     hidden: Vec<f32>,
+    /// `[T]` greedy tokens of the rows that asked for them (empty until a caller asks); a
+    /// multi-sequence batch uses the first state's.
+    picked: Vec<u32>,
     /// `[B]` what each row of the batch being formed is
     rows: Vec<Row>,
 }
@@ -154,6 +157,7 @@ impl Model {
             model: self.id,
             logits: vec![0.0; self.config.n_vocab],
             hidden: Vec::new(),
+            picked: Vec::new(),
             rows: Vec::new(),
         })
     }
@@ -312,6 +316,7 @@ impl Model {
         let mut rows = std::mem::take(&mut first.rows);
         let mut logits = std::mem::take(&mut first.logits);
         let mut hidden = std::mem::take(&mut first.hidden);
+        let mut picked = std::mem::take(&mut first.picked);
         // Rows whose logits the pass computes: those that want them and those that want their
         // greedy token (the backend's scratch for picking it).
         let n_logits = (0..tokens.len())
@@ -328,7 +333,9 @@ impl Model {
         if hidden.len() < MAX_BATCH.min(n_hidden) * d {
             hidden.resize(MAX_BATCH.min(n_hidden) * d, 0.0);
         }
-        let mut picked = vec![0u32; MAX_BATCH.min(n_logits)];
+        if picked.len() < MAX_BATCH.min(n_logits) {
+            picked.resize(MAX_BATCH.min(n_logits), 0);
+        }
         // Every row first (their positions are read before the caches are lent), then the
         // passes, at most MAX_BATCH rows each.
         rows.clear();
@@ -385,6 +392,7 @@ impl Model {
         states[0].rows = rows;
         states[0].logits = logits;
         states[0].hidden = hidden;
+        states[0].picked = picked;
         result
     }
 
