@@ -6,7 +6,8 @@
 //! buffer several times larger than the last-level cache, so nearly every byte comes from
 //! memory; the best of a few passes is the ceiling (a pass slowed by another process on a shared
 //! machine says nothing about the hardware). It reads as decode does: the same number of
-//! threads, each streaming a long contiguous range.
+//! threads, each streaming a long contiguous range, from memory on huge pages as the CPU
+//! backend's weights are ([`crate::hugebuf`]).
 
 use std::time::Instant;
 
@@ -42,7 +43,11 @@ pub fn read_ceiling(threads: usize) -> ReadCeiling {
     let bytes = buffer_bytes(llc);
     // Non-zero, so that every page is written and backed by its own memory (a zeroed
     // allocation may map one shared zero page, which would be read from cache).
-    let words: Vec<u64> = vec![0x0101_0101_0101_0101; bytes / 8];
+    let mut buf = crate::hugebuf::HugeBuf::zeroed(bytes + 8);
+    buf.fill(1);
+    // SAFETY: every bit pattern is a valid u64; `align_to` only picks the aligned middle.
+    let (_, words, _) = unsafe { buf.align_to::<u64>() };
+    let words = &words[..bytes / 8];
     let pool = ThreadPool::new(threads);
     let share = words.len().div_ceil(threads);
     let sums: Vec<std::sync::atomic::AtomicU64> = (0..threads).map(|_| 0.into()).collect();

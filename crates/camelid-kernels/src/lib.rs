@@ -16,6 +16,7 @@ mod attn;
 pub mod bandwidth;
 pub mod dtype;
 pub mod gemm;
+pub mod hugebuf;
 pub mod interleave;
 pub mod isa;
 pub(crate) mod kernels;

@@ -129,12 +129,13 @@ impl CpuBackend {
         be
     }
 
-    /// At the fast precision, the matrices this path multiplies faster with their rows
-    /// interleaved ([`Kernels::interleaves`]: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL and
-    /// IQ4_XS on AVX-512; Q4_0, Q4_1, Q4_K and Q6_K on AVX2) are rearranged so, in memory of
-    /// their own that takes the place of the mapped bytes; the token embedding only where it is
-    /// also the output matrix (tied), since a lookup reads one row and gains nothing. At the exact precision, which dequantizes row by
-    /// row, they go back to the file's layout.
+    /// Copies the matrices into memory of their own on huge pages ([`Tensor::lay_out`]), in
+    /// place of the mapped bytes: at the fast precision, those this path multiplies faster
+    /// with their rows interleaved ([`Kernels::interleaves`]: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
+    /// Q6_K, IQ4_NL and IQ4_XS on AVX-512; Q4_0, Q4_1, Q4_K and Q6_K on AVX2) rearranged so;
+    /// at the exact precision, which dequantizes row by row, and for the other types, in the
+    /// file's layout. The token embedding only where it is also the output matrix (tied),
+    /// since a lookup reads one row and gains nothing.
     fn lay_out(&mut self) {
         let fast = self.kernels.precision == Precision::Fast;
         let w = &mut self.weights;
@@ -167,11 +168,7 @@ impl CpuBackend {
             for part in parts {
                 scope.spawn(move || {
                     for t in part {
-                        if fast && kernels.interleaves(t.dtype) {
-                            t.interleave();
-                        } else {
-                            t.deinterleave();
-                        }
+                        t.lay_out(fast && kernels.interleaves(t.dtype));
                     }
                 });
             }

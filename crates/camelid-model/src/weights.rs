@@ -32,9 +32,12 @@ enum Data {
     /// Rearranged at load (HF Wq/Wk, whose rows are permuted; Meta tensors joined from
     /// several model-parallel shards).
     Owned(Vec<u8>),
-    /// The rows interleaved in eights by the CPU backend ([`Tensor::interleave`]), and the map
-    /// they came from, where the file's layout can be had again without a copy.
-    Interleaved(Vec<u8>, Option<(Arc<Gguf>, std::ops::Range<usize>)>),
+    /// Copied by the CPU backend into memory of the tensor's own on huge pages
+    /// ([`Tensor::lay_out`]), the rows interleaved in eights or in the file's layout.
+    Copied {
+        buf: camelid_kernels::hugebuf::HugeBuf,
+        interleaved: bool,
+    },
 }
 
 /// A weight matrix `[rows, cols]`.
@@ -47,13 +50,14 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// The bytes, in the file's layout unless [`Tensor::interleave`] rearranged them.
+    /// The bytes, in the file's layout unless [`Tensor::lay_out`] interleaved them.
     pub fn bytes(&self) -> &[u8] {
         match &self.data {
             Data::Gguf(g, r) => &g.bytes()[r.clone()],
             Data::Safetensors(st, i) => st.data(&st.tensors()[*i]),
             Data::Pth(m, s, i) => m.shards[*s].data(&m.shards[*s].tensors()[*i]),
-            Data::Owned(v) | Data::Interleaved(v, _) => v,
+            Data::Owned(v) => v,
+            Data::Copied { buf, .. } => buf,
         }
     }
 
@@ -63,70 +67,68 @@ impl Tensor {
             rows: self.rows,
             cols: self.cols,
             data: self.bytes(),
-            interleaved: matches!(self.data, Data::Interleaved(..)),
+            interleaved: matches!(
+                self.data,
+                Data::Copied {
+                    interleaved: true,
+                    ..
+                }
+            ),
         }
     }
 
     /// Whether the bytes are used in place from a memory map.
     pub fn is_mapped(&self) -> bool {
-        !matches!(self.data, Data::Owned(_) | Data::Interleaved(..))
+        !matches!(self.data, Data::Owned(_) | Data::Copied { .. })
     }
 
-    /// Rearranges the rows in eights ([`camelid_kernels::interleave`]) into memory of the
-    /// tensor's own, where the type has that layout and the rows allow; says whether it did.
-    /// The copy takes the place of the mapped bytes, whose pages are let go a few MiB at a time
-    /// as they are copied, so that the process never holds much of both (a tied 128K-token
-    /// output matrix is 200 MB).
-    pub fn interleave(&mut self) -> bool {
-        use camelid_kernels::interleave::{ROWS, fits, interleave_into};
-        if matches!(self.data, Data::Interleaved(..)) {
-            return true;
-        }
-        if !fits(self.dtype, self.rows, self.cols) {
-            return false;
-        }
+    /// Puts the bytes in memory of the tensor's own on huge pages
+    /// ([`camelid_kernels::hugebuf`]: a decode step streams every weight once, and streams
+    /// faster there than through the map's 4 KiB pages), the rows interleaved in eights
+    /// ([`camelid_kernels::interleave`]) where `interleave` asks and the type and rows allow, else
+    /// in the file's layout. From a GGUF map, the mapped pages are let go a few MiB at a time as
+    /// they are copied, so that the process never holds much of both (a tied 128K-token output
+    /// matrix is 200 MB). Bytes of other sources (safetensors and `.pth` maps, whose pages the
+    /// process cannot let go; bytes already rearranged at load) move only to be interleaved.
+    pub fn lay_out(&mut self, interleave: bool) {
+        use camelid_kernels::interleave::{ROWS, deinterleave_into, fits, interleave_into};
+        let interleave = interleave && fits(self.dtype, self.rows, self.cols);
+        let from_interleaved = match &self.data {
+            Data::Copied { interleaved, .. } if *interleaved == interleave => return,
+            Data::Copied { interleaved, .. } => *interleaved,
+            Data::Gguf(..) => false,
+            _ if interleave => false,
+            _ => return,
+        };
         let src = self.bytes();
-        let rb = src.len() / self.rows;
-        let mut out = vec![0u8; src.len()];
-        let step = ROWS * rb * ((4 << 20) / (ROWS * rb)).max(1);
+        let rb = src.len() / self.rows.max(1);
+        let mut out = camelid_kernels::hugebuf::HugeBuf::zeroed(src.len());
+        // Whole groups of eight rows, so that each slice can be rearranged by itself.
+        let group = (ROWS * rb).max(1);
+        let step = group * ((4 << 20) / group).max(1);
         for start in (0..src.len()).step_by(step) {
             let range = start..(start + step).min(src.len());
-            if !interleave_into(
-                self.dtype,
-                self.cols,
-                &src[range.clone()],
-                &mut out[range.clone()],
-            ) {
-                return false;
-            }
+            let (from, to) = (&src[range.clone()], &mut out[range.clone()]);
+            let done = if interleave {
+                interleave_into(self.dtype, self.cols, from, to)
+            } else if from_interleaved {
+                deinterleave_into(self.dtype, self.cols, from, to)
+            } else {
+                to.copy_from_slice(from);
+                true
+            };
+            assert!(
+                done,
+                "`{}`: whole groups of rows of a type that fits",
+                self.name
+            );
             if let Data::Gguf(g, r) = &self.data {
                 g.release(r.start + range.start..r.start + range.end);
             }
         }
-        let file = match &self.data {
-            Data::Gguf(g, r) => Some((g.clone(), r.clone())),
-            _ => None,
-        };
-        self.data = Data::Interleaved(out, file);
-        true
-    }
-
-    /// Undoes [`Tensor::interleave`]: the file's layout again, mapped where the bytes came from
-    /// a map (its pages come back as they are read), else rearranged back in memory.
-    pub fn deinterleave(&mut self) {
-        let Data::Interleaved(v, file) = &mut self.data else {
-            return;
-        };
-        self.data = match file.take() {
-            Some((g, r)) => Data::Gguf(g, r),
-            None => {
-                let mut out = vec![0u8; v.len()];
-                let done = camelid_kernels::interleave::deinterleave_into(
-                    self.dtype, self.cols, v, &mut out,
-                );
-                assert!(done, "`{}` was interleaved, so it can be undone", self.name);
-                Data::Owned(out)
-            }
+        self.data = Data::Copied {
+            buf: out,
+            interleaved: interleave,
         };
     }
 
