@@ -63,6 +63,25 @@ impl HugeBuf {
     }
 }
 
+/// Whether `bytes` more of anonymous memory fit in what the system has available (Linux's
+/// `MemAvailable`: free memory and the page cache and caches it could reclaim), keeping
+/// [`MARGIN`] spare; `true` where the system does not say.
+pub fn fits_in_memory(bytes: usize) -> bool {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    available_bytes(&meminfo).is_none_or(|free| bytes.saturating_add(MARGIN) <= free)
+}
+
+/// What [`fits_in_memory`] keeps spare: activations, caches, the rest of the process.
+const MARGIN: usize = 512 << 20;
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn available_bytes(meminfo: &str) -> Option<usize> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let n: usize = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then(|| n.saturating_mul(1024))
+}
+
 impl Deref for HugeBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -94,6 +113,20 @@ impl std::fmt::Debug for HugeBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn available_memory_is_read_as_linux_writes_it() {
+        let text = "MemTotal:       24589100 kB\nMemFree:        20000000 kB\n\
+                    MemAvailable:   23400000 kB\nBuffers:            1234 kB\n";
+        assert_eq!(available_bytes(text), Some(23_400_000 * 1024));
+        assert_eq!(available_bytes("MemTotal: 5 kB\n"), None);
+        assert_eq!(available_bytes("MemAvailable: many kB\n"), None);
+        assert_eq!(available_bytes("MemAvailable: 5 MB\n"), None);
+        if cfg!(target_os = "linux") {
+            // No machine has the whole address space free.
+            assert!(!fits_in_memory(usize::MAX));
+        }
+    }
 
     #[test]
     fn buffers_are_zeroed_writable_and_exactly_as_long_as_asked() {

@@ -135,7 +135,8 @@ impl CpuBackend {
     /// Q6_K, IQ4_NL and IQ4_XS on AVX-512; Q4_0, Q4_1, Q4_K and Q6_K on AVX2) rearranged so;
     /// at the exact precision, which dequantizes row by row, and for the other types, in the
     /// file's layout. The token embedding only where it is also the output matrix (tied),
-    /// since a lookup reads one row and gains nothing.
+    /// since a lookup reads one row and gains nothing. Nothing is copied where the copies would
+    /// not fit in the memory the system has available.
     fn lay_out(&mut self) {
         let fast = self.kernels.precision == Precision::Fast;
         let w = &mut self.weights;
@@ -157,6 +158,17 @@ impl CpuBackend {
         // The copies are spread over the backend's threads, largest first (a tied 128K-token
         // output matrix is a fifth of a 1B model).
         let mut all: Vec<&mut Tensor> = layers.chain([output]).collect();
+        // A model larger than the memory the system has free stays in its map, where the kernel
+        // can page it in from the file as it is read (slowly), rather than copies that cannot
+        // be paged out getting the process killed.
+        let to_copy: usize = all
+            .iter()
+            .filter(|t| t.is_mapped())
+            .map(|t| t.bytes().len())
+            .sum();
+        if !camelid_kernels::hugebuf::fits_in_memory(to_copy) {
+            return;
+        }
         all.sort_by_key(|t| std::cmp::Reverse(t.bytes().len()));
         let n = self.threads.clamp(1, all.len().max(1));
         let mut parts: Vec<Vec<&mut Tensor>> = (0..n).map(|_| Vec::new()).collect();
