@@ -3,8 +3,9 @@
 //! llama-bench's field names (`n_prompt`, `n_gen`, `avg_ts`, `stddev_ts`, `samples_ts`) plus the
 //! kernel path, the precision and the process's peak resident memory.
 //!
-//! Which regime a machine is in: before the tests, a short read benchmark measures the memory
-//! read bandwidth of the same number of threads (`camelid_kernels::bandwidth`), and each test
+//! Which regime a machine is in: before the tests and after them, a short read benchmark
+//! measures the memory read bandwidth of the same number of threads
+//! (`camelid_kernels::bandwidth`; the better of the two is the ceiling), and each test
 //! reports the weight bytes it read per second, `model_size` times the passes over the weights
 //! per second: tokens/s for tg (each decoded token reads every weight once) and tokens/s ÷ P for
 //! pp (one pass per prompt, the least it reads; the prompt kernels re-read weights from cache,

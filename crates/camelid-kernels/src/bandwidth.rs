@@ -26,6 +26,13 @@ pub struct ReadCeiling {
     pub llc_bytes: Option<usize>,
 }
 
+impl ReadCeiling {
+    /// The faster of two measurements.
+    pub fn best(self, other: ReadCeiling) -> ReadCeiling {
+        if other.gbs > self.gbs { other } else { self }
+    }
+}
+
 /// Timed passes; the first pass before them warms the threads and the TLB.
 const PASSES: usize = 5;
 /// The buffer is this many times the last-level cache, and at least [`MIN_BUFFER`].
