@@ -63,12 +63,29 @@ impl HugeBuf {
     }
 }
 
-/// Whether `bytes` more of anonymous memory fit in what the system has available (Linux's
-/// `MemAvailable`: free memory and the page cache and caches it could reclaim), keeping
-/// [`MARGIN`] spare; `true` where the system does not say.
+/// Whether `bytes` more of anonymous memory fit in what the system has available, keeping
+/// [`MARGIN`] spare: Linux's `MemAvailable` (free memory and the page cache and caches it could
+/// reclaim), and where the process's control groups limit its memory (a container's
+/// `--memory`), each limit less the anonymous memory already charged to it. `true` where the
+/// system does not say.
 pub fn fits_in_memory(bytes: usize) -> bool {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    available_bytes(&meminfo).is_none_or(|free| bytes.saturating_add(MARGIN) <= free)
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let meminfo = available_bytes(&read("/proc/meminfo").unwrap_or_default());
+    let cgroups = read("/proc/self/cgroup").map_or(Vec::new(), |c| cgroup_dirs(&c));
+    let limits = cgroups.iter().filter_map(|(dir, v2)| {
+        let file = |name: &str| read(&format!("{dir}/{name}"));
+        let (limit, stat) = if *v2 {
+            (file("memory.max")?, file("memory.stat")?)
+        } else {
+            (file("memory.limit_in_bytes")?, file("memory.stat")?)
+        };
+        cgroup_room(&limit, &stat, *v2)
+    });
+    meminfo
+        .into_iter()
+        .chain(limits)
+        .min()
+        .is_none_or(|free| bytes.saturating_add(MARGIN) <= free)
 }
 
 /// What [`fits_in_memory`] keeps spare: activations, caches, the rest of the process.
@@ -80,6 +97,53 @@ fn available_bytes(meminfo: &str) -> Option<usize> {
     let mut words = line.split_whitespace().skip(1);
     let n: usize = words.next()?.parse().ok()?;
     (words.next() == Some("kB")).then(|| n.saturating_mul(1024))
+}
+
+/// The memory control groups of a `/proc/self/cgroup` text, from the process's own up to the
+/// root, each with whether it is cgroup v2 (the `0::` line, under `/sys/fs/cgroup`) or v1 (the
+/// `memory` controller's line, under `/sys/fs/cgroup/memory`). Documentation/admin-guide/
+/// cgroup-v2.rst and cgroup-v1/memory.rst.
+fn cgroup_dirs(cgroup: &str) -> Vec<(String, bool)> {
+    let mut dirs = Vec::new();
+    for line in cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let (root, v2) = if id == "0" && controllers.is_empty() {
+            ("/sys/fs/cgroup", true)
+        } else if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", false)
+        } else {
+            continue;
+        };
+        let mut path = path.trim_end_matches('/');
+        loop {
+            dirs.push((format!("{root}{path}"), v2));
+            match path.rfind('/') {
+                Some(i) => path = &path[..i],
+                None => break,
+            }
+        }
+    }
+    dirs
+}
+
+/// Room left under one control group's limit: the limit (`memory.max`, or v1's
+/// `memory.limit_in_bytes`) less its anonymous memory (`memory.stat`'s `anon`, v1's
+/// `total_rss`), which, unlike its page cache, cannot be reclaimed without swap. `None` where
+/// there is no limit (`max`, or v1's page-rounded `i64::MAX`).
+fn cgroup_room(limit: &str, stat: &str, v2: bool) -> Option<usize> {
+    let limit: u64 = limit.trim().parse().ok()?;
+    if limit >= 1 << 62 {
+        return None;
+    }
+    let key = if v2 { "anon" } else { "total_rss" };
+    let anon: u64 = stat.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })?;
+    usize::try_from(limit.saturating_sub(anon)).ok()
 }
 
 impl Deref for HugeBuf {
@@ -122,6 +186,38 @@ mod tests {
         assert_eq!(available_bytes("MemTotal: 5 kB\n"), None);
         assert_eq!(available_bytes("MemAvailable: many kB\n"), None);
         assert_eq!(available_bytes("MemAvailable: 5 MB\n"), None);
+        assert_eq!(
+            cgroup_dirs("0::/system.slice/camelid.service\n"),
+            [
+                (
+                    "/sys/fs/cgroup/system.slice/camelid.service".to_string(),
+                    true
+                ),
+                ("/sys/fs/cgroup/system.slice".to_string(), true),
+                ("/sys/fs/cgroup".to_string(), true),
+            ]
+        );
+        // A container's own namespace: its group is the root.
+        assert_eq!(
+            cgroup_dirs("0::/\n"),
+            [("/sys/fs/cgroup".to_string(), true)]
+        );
+        assert_eq!(
+            cgroup_dirs("5:devices:/\n4:memory:/docker/abc\n0::/\n"),
+            [
+                ("/sys/fs/cgroup/memory/docker/abc".to_string(), false),
+                ("/sys/fs/cgroup/memory/docker".to_string(), false),
+                ("/sys/fs/cgroup/memory".to_string(), false),
+                ("/sys/fs/cgroup".to_string(), true),
+            ]
+        );
+        let v2 = "anon 1073741824\nfile 5368709120\n";
+        assert_eq!(cgroup_room("8589934592\n", v2, true), Some(7 << 30));
+        assert_eq!(cgroup_room("max\n", v2, true), None);
+        let v1 = "rss 1\ncache 5\ntotal_rss 2147483648\ntotal_cache 9\n";
+        assert_eq!(cgroup_room("4294967296\n", v1, false), Some(2 << 30));
+        assert_eq!(cgroup_room("9223372036854771712\n", v1, false), None);
+        assert_eq!(cgroup_room("4294967296\n", "", false), None);
         if cfg!(target_os = "linux") {
             // No machine has the whole address space free.
             assert!(!fits_in_memory(usize::MAX));
