@@ -705,7 +705,7 @@ mod tests {
         let cols = 512;
         for dtype in [DType::F16, DType::Q4_K, DType::Q8_0] {
             let rb = dtype.row_bytes(cols).unwrap();
-            // Units of at least TAIL_FROM; the rows not a whole number of pieces.
+            // Units of at least TAIL_FROM (F16: the last piece is short).
             let rows = (4 * TAIL_FROM / rb).next_multiple_of(8) + 24;
             assert!(chunk_rows(rows, rb, 1, 2) * rb >= TAIL_FROM);
             let mut wq = vec![0u8; rb * rows];
