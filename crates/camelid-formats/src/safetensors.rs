@@ -377,6 +377,16 @@ impl SafetensorsModel {
         &self.shards[t.file].backing.bytes()[t.data_range.clone()]
     }
 
+    /// Tells the system that bytes `range` of tensor `t`'s data, copied elsewhere, will not be
+    /// read again soon: their pages leave the process's resident memory (the file is
+    /// untouched; a later read brings them back).
+    pub fn release(&self, t: &StTensor, range: std::ops::Range<usize>) {
+        let at = t.data_range.start;
+        self.shards[t.file]
+            .backing
+            .release(at + range.start..at + range.end);
+    }
+
     /// The `__metadata__` strings of the (first) file, in header order.
     pub fn metadata(&self) -> &[(String, String)] {
         &self.metadata

@@ -86,19 +86,15 @@ impl Tensor {
     /// ([`camelid_kernels::hugebuf`]: a decode step streams every weight once, and streams
     /// faster there than through the map's 4 KiB pages), the rows interleaved in eights
     /// ([`camelid_kernels::interleave`]) where `interleave` asks and the type and rows allow, else
-    /// in the file's layout. From a GGUF map, the mapped pages are let go a few MiB at a time as
-    /// they are copied, so that the process never holds much of both (a tied 128K-token output
-    /// matrix is 200 MB). Bytes of other sources (safetensors and `.pth` maps, whose pages the
-    /// process cannot let go; bytes already rearranged at load) move only to be interleaved.
+    /// in the file's layout. A map's pages are let go a few MiB at a time as they are copied, so
+    /// that the process never holds much of both (a tied 128K-token output matrix is 200 MB).
     pub fn lay_out(&mut self, interleave: bool) {
         use camelid_kernels::interleave::{ROWS, deinterleave_into, fits, interleave_into};
         let interleave = interleave && fits(self.dtype, self.rows, self.cols);
         let from_interleaved = match &self.data {
             Data::Copied { interleaved, .. } if *interleaved == interleave => return,
             Data::Copied { interleaved, .. } => *interleaved,
-            Data::Gguf(..) => false,
-            _ if interleave => false,
-            _ => return,
+            _ => false,
         };
         let src = self.bytes();
         let rb = src.len() / self.rows.max(1);
@@ -122,8 +118,11 @@ impl Tensor {
                 "`{}`: whole groups of rows of a type that fits",
                 self.name
             );
-            if let Data::Gguf(g, r) = &self.data {
-                g.release(r.start + range.start..r.start + range.end);
+            match &self.data {
+                Data::Gguf(g, r) => g.release(r.start + range.start..r.start + range.end),
+                Data::Safetensors(st, i) => st.release(&st.tensors()[*i], range),
+                Data::Pth(m, s, i) => m.shards[*s].release(&m.shards[*s].tensors()[*i], range),
+                Data::Owned(_) | Data::Copied { .. } => {}
             }
         }
         self.data = Data::Copied {

@@ -138,6 +138,14 @@ impl PthFile {
     pub fn data(&self, t: &PthTensor) -> &[u8] {
         &self.backing.bytes()[t.data_range.clone()]
     }
+
+    /// Tells the system that bytes `range` of tensor `t`'s data, copied elsewhere, will not be
+    /// read again soon: their pages leave the process's resident memory (the file is
+    /// untouched; a later read brings them back).
+    pub fn release(&self, t: &PthTensor, range: std::ops::Range<usize>) {
+        let at = t.data_range.start;
+        self.backing.release(at + range.start..at + range.end);
+    }
 }
 
 fn pth_err(path: &Path, offset: u64, msg: impl Into<String>) -> Error {
