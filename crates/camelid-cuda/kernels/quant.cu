@@ -601,8 +601,8 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
 // A (rows g and g + 8 of the tile) and B (activation g of the n-tile), and four steps take the
 // whole piece. Four steps are a "group" of four pieces, piece 4G + t to lane t: each lane
 // decodes two whole pieces a group and m-tile (its rows g and g + 8), with the formats' own
-// `decode`, and loads 8 bytes of f16 activations per step and n-tile. Weight rows are the M dimension (16 per m-tile), vectors the
-// N dimension (8 per n-tile).
+// `decode`, and loads 8 bytes of f16 activations per step and n-tile. Weight rows are the M
+// dimension (16 per m-tile), vectors the N dimension (8 per n-tile).
 //
 // A CTA of TC_WARPS warps takes TC_MT m-tiles per warp (TC_ROWS rows), each warp its own rows,
 // all warps walking the pieces in the same order so that the activations come from L1 after the

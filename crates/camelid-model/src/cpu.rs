@@ -130,7 +130,7 @@ impl CpuBackend {
     }
 
     /// Copies the matrices into memory of their own on huge pages ([`Tensor::lay_out`]), in
-    /// place of the mapped bytes: at the fast precision, those this path multiplies faster
+    /// place of the mapped (or heap) bytes: at the fast precision, those this path multiplies faster
     /// with their rows interleaved ([`Kernels::interleaves`]: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K,
     /// Q6_K, IQ4_NL and IQ4_XS on AVX-512; Q4_0, Q4_1, Q4_K and Q6_K on AVX2) rearranged so;
     /// at the exact precision, which dequantizes row by row, and for the other types, in the
