@@ -20,7 +20,8 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   F16, Q8_0, Q4_0, Q4_K_M, against the llama.cpp CUDA figures of issue 15, as a share of the
   decode ceiling (weight bytes at 4.27 TB/s), with the device memory camelid allocated at most
   (weights, caches, scratch: checked against file + KV cache + 10%) and the device's memory in
-  use as the driver reports it (that plus the CUDA context and libraries).
+  use as the driver reports it (that plus the CUDA context and libraries); and Q4_0's decode
+  again with `CAMELID_CUDA_FUSE=0` ("unfused"), to see what the fused launches save.
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
 - "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
@@ -74,11 +75,13 @@ class Camelid:
     def argv(self, args) -> list[str]:
         return [str(self.exe), *(self.gpu if a == "cuda" else a for a in args)]
 
-    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(args), capture_output=True, timeout=timeout)
+    def run(self, *args: str, timeout: float = 600, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(args), capture_output=True, timeout=timeout,
+                              env={**os.environ, **env} if env else None)
 
-    def ok(self, *args: str, timeout: float = 600) -> bytes:
-        p = self.run(*args, timeout=timeout)
+    def ok(self, *args: str, timeout: float = 600, env: dict | None = None) -> bytes:
+        p = self.run(*args, timeout=timeout, env=env)
         if p.returncode != 0:
             raise RuntimeError(f"camelid {' '.join(args)}: {p.stderr.decode(errors='replace').strip()}")
         return p.stdout
@@ -277,6 +280,7 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
     log("writing the 1.24B Llama-3.2-1B-shaped model (F16)")
     cm.ok("random-model", "llama3.2-1b", str(f16), "F16", "--seed", "1", *layers)
     runs = []
+    unfused = None
     for ty in ("F16", "Q8_0", "Q4_0", "Q4_K_M"):
         path = f16 if ty == "F16" else work / f"l1b-{ty}.gguf"
         if ty != "F16":
@@ -307,9 +311,19 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
                 entry["memory_ok"] = mem <= entry["memory_budget_bytes"]
             runs.append(entry)
             log(f"  {test}: {t['avg_ts']:.1f} t/s = {ratio:.2f}x llama.cpp")
+        if ty == "Q4_0":
+            # What the launches fused into the products save: the same decode with RoPE and
+            # the cache writes, and SwiGLU's gate, as launches of their own (164 a step
+            # against 132).
+            u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
+                                 "-n", "128", "-r", str(reps), "--json",
+                                 env={"CAMELID_CUDA_FUSE": "0"}))
+            unfused = {"type": ty, "test": u[0]["test"], "tokens_per_s": u[0]["avg_ts"],
+                       "stddev": u[0]["stddev_ts"], "env": "CAMELID_CUDA_FUSE=0"}
+            log(f"  {unfused['test']} unfused: {unfused['tokens_per_s']:.1f} t/s")
         if ty != "F16" and ty != "Q4_0":
             path.unlink()
-    return {"ok": all(r["ok"] for r in runs), "runs": runs}
+    return {"ok": all(r["ok"] for r in runs), "runs": runs, "unfused": unfused}
 
 
 def free_port() -> int:

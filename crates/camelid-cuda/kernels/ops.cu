@@ -1,10 +1,10 @@
 // camelid CUDA kernels: the row and element-wise operations of the Llama forward pass, in f32.
 //
 // Formulas as the CPU path, camelid-kernels `src/ops.rs`: RMSNorm as transformers
-// `LlamaRMSNorm` (sum of squares in f64), RoPE on adjacent pairs as Meta's `apply_rotary_emb`
-// (angle formed in f32, sine and cosine taken in f64 and rounded to f32), SwiGLU's
-// `silu(gate) * up`. Where the CPU rounds after each operation, so do these kernels
-// (`__fmul_rn` and friends keep the compiler from fusing a product and a sum into one FMA).
+// `LlamaRMSNorm` (sum of squares in f64), SwiGLU's `silu(gate) * up` (RoPE is in quant.cu,
+// beside the q and k products that apply it as they finish). Where the CPU rounds after each
+// operation, so do these kernels (`__fmul_rn` and friends keep the compiler from fusing a
+// product and a sum into one FMA).
 //
 // Built at run time by NVRTC without any header. The ABI is in README.md beside this file.
 
@@ -41,55 +41,6 @@ extern "C" __global__ void __launch_bounds__(RMS_THREADS)
     for (int c = threadIdx.x; c < d; c += RMS_THREADS) {
         outr[c] = __fmul_rn(gain[c], __fmul_rn(xr[c], inv));
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// RoPE: the adjacent pairs (x[2i], x[2i+1]) of every head of row j rotated by the angle
-// pos[j] * inv_freq[i], in place. One thread per (row, head, pair), each with its own sine and
-// cosine (cheap next to the launch; the grid is small).
-#define ROPE_THREADS 128
-
-// The pair at p rotated by the angle pos * inv_freq_i, in place; returns the new pair.
-__device__ __forceinline__ float2 rotate_pair(float2* p, int pos, float inv_freq_i) {
-    // The angle in f32 (as transformers and the CPU form it), then sin and cos exactly.
-    const float angle = __fmul_rn((float)pos, inv_freq_i);
-    double s, c;
-    sincos((double)angle, &s, &c);
-    const float sin_a = (float)s, cos_a = (float)c;
-    const float2 v = *p;
-    float2 r;
-    r.x = __fsub_rn(__fmul_rn(v.x, cos_a), __fmul_rn(v.y, sin_a));
-    r.y = __fadd_rn(__fmul_rn(v.x, sin_a), __fmul_rn(v.y, cos_a));
-    *p = r;
-    return r;
-}
-
-// RoPE of q (n_heads) and of k (n_kv_heads) in place, then the rotated k and v into the row's
-// cache slots (k_rows[j], v_rows[j]: n_kv_heads * head_dim floats each): the first
-// n_heads * head_dim / 2 threads of a row rotate q's pairs, the next n_kv_heads * head_dim / 2
-// rotate k's and copy that pair of k and of v to the cache. Block ROPE_THREADS, grid
-// (ceil((n_heads + n_kv_heads) * head_dim / 2 / ROPE_THREADS), n).
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
-    rope_store(float* q, float* k, const float* __restrict__ v, const int* __restrict__ pos,
-               const float* __restrict__ inv_freq, float* const* __restrict__ k_rows,
-               float* const* __restrict__ v_rows, int n, int n_heads, int n_kv_heads,
-               int head_dim) {
-    const int j = blockIdx.y;
-    const int half = head_dim / 2;
-    int idx = blockIdx.x * ROPE_THREADS + threadIdx.x;
-    if (j >= n || idx >= (n_heads + n_kv_heads) * half) return;
-    if (idx < n_heads * half) {
-        const int head = idx / half, i = idx % half;
-        rotate_pair((float2*)(q + (long long)j * n_heads * head_dim + head * head_dim + 2 * i),
-                    pos[j], inv_freq[i]);
-        return;
-    }
-    idx -= n_heads * half;
-    const int i = idx % half, off = (idx / half) * head_dim + 2 * i;
-    const long long row = (long long)j * n_kv_heads * head_dim;
-    const float2 r = rotate_pair((float2*)(k + row + off), pos[j], inv_freq[i]);
-    *(float2*)(k_rows[j] + off) = r;
-    *(float2*)(v_rows[j] + off) = *(const float2*)(v + row + off);
 }
 
 // ---------------------------------------------------------------------------------------------

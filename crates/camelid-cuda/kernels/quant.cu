@@ -1,7 +1,9 @@
 // camelid CUDA kernels: the weight formats.
 //
-// Decode products (matvec_<t>), expansion before cuBLAS GEMMs (dequant_<t>_f16, dequant_<t>_f32),
-// embedding lookup (embed_<t>) and the activation conversion for f16 GEMMs (f32_to_f16). The ABI
+// Decode products (matvec_<t>, and the launches that fuse the operation after a product into it:
+// RoPE and the cache writes after q, k and v, SwiGLU's gate after gate and up), expansion before
+// cuBLAS GEMMs (dequant_<t>_f16, dequant_<t>_f32), embedding lookup (embed_<t>), the activation
+// conversion for f16 GEMMs (f32_to_f16), and RoPE for the other batches (rope_store). The ABI
 // (arguments, launch geometry) is in README.md beside this file.
 //
 // Built at run time by NVRTC without any header: only builtin types and intrinsics are used.
@@ -365,6 +367,57 @@ struct FmtQ6_K {
 };
 
 // ---------------------------------------------------------------------------------------------
+// RoPE (Meta's `apply_rotary_emb`, adjacent pairs): (x0, x1) rotated by the angle
+// pos * inv_freq_i, the angle formed in f32 (as transformers and the CPU form it), its sine and
+// cosine taken in f64 and rounded to f32, each product and sum rounded (camelid-kernels
+// `src/ops.rs`, `rope`).
+__device__ __forceinline__ float2 rope_pair(float x0, float x1, int pos, float inv_freq_i) {
+    const float angle = __fmul_rn((float)pos, inv_freq_i);
+    double s, c;
+    sincos((double)angle, &s, &c);
+    const float sin_a = (float)s, cos_a = (float)c;
+    float2 r;
+    r.x = __fsub_rn(__fmul_rn(x0, cos_a), __fmul_rn(x1, sin_a));
+    r.y = __fadd_rn(__fmul_rn(x0, sin_a), __fmul_rn(x1, cos_a));
+    return r;
+}
+
+// RoPE of q (n_heads) and of k (n_kv_heads) in place, then the rotated k and v into the row's
+// cache slots (k_rows[j], v_rows[j]: n_kv_heads * head_dim floats each): the first
+// n_heads * head_dim / 2 threads of a row rotate q's pairs, the next n_kv_heads * head_dim / 2
+// rotate k's and copy that pair of k and of v to the cache. Block ROPE_THREADS, grid
+// (ceil((n_heads + n_kv_heads) * head_dim / 2 / ROPE_THREADS), n). Batches whose q, k and v
+// are not `matvec3_<t>`'s products (prompts, tensor-core steps) take this launch after them.
+#define ROPE_THREADS 128
+
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
+    rope_store(float* q, float* k, const float* __restrict__ v, const int* __restrict__ pos,
+               const float* __restrict__ inv_freq, float* const* __restrict__ k_rows,
+               float* const* __restrict__ v_rows, int n, int n_heads, int n_kv_heads,
+               int head_dim) {
+    const int j = blockIdx.y;
+    const int half = head_dim / 2;
+    int idx = blockIdx.x * ROPE_THREADS + threadIdx.x;
+    if (j >= n || idx >= (n_heads + n_kv_heads) * half) return;
+    if (idx < n_heads * half) {
+        const int head = idx / half, i = idx % half;
+        float2* p = (float2*)(q + (long long)j * n_heads * head_dim + head * head_dim + 2 * i);
+        const float2 x = *p;
+        *p = rope_pair(x.x, x.y, pos[j], inv_freq[i]);
+        return;
+    }
+    idx -= n_heads * half;
+    const int i = idx % half, off = (idx / half) * head_dim + 2 * i;
+    const long long row = (long long)j * n_kv_heads * head_dim;
+    float2* p = (float2*)(k + row + off);
+    const float2 x = *p;
+    const float2 r = rope_pair(x.x, x.y, pos[j], inv_freq[i]);
+    *p = r;
+    *(float2*)(k_rows[j] + off) = r;
+    *(float2*)(v_rows[j] + off) = *(const float2*)(v + row + off);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Generic kernels
 
 // The weight of value v in run k, computed in the reference's order (no FMA contraction), so
@@ -581,6 +634,49 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
     }
 }
 
+// The operations that follow a product, fused into its launch: after `matvec_impl` has stored
+// the CTA's rows of every vector, the CTA reads them back (its own writes, seen after a barrier)
+// and finishes them as the separate kernel would, bit for bit. Done after the products rather
+// than inside `matvec_slice`, where they cost registers (96-116 against 80-94).
+
+// RoPE on the CTA's two rows of every vector (rows 2i and 2i + 1 of a head are a pair, since
+// MV_ROWS is 2 and a head's width is even) as `rope_store` rotates them, and with `cache`, the
+// rows into each vector's cache slot (`cache[j]`, one float per row of the matrix); without
+// `inv_freq`, only the copy (v). A call: inlined, the f64 sine and cosine took matvec3 from 80
+// registers to 96 with spills.
+__device__ __noinline__ void rope_cache_rows(float* __restrict__ y, int rows, int n, int cta,
+                                                const int* __restrict__ pos,
+                                                const float* __restrict__ inv_freq,
+                                                float* const* __restrict__ cache, int head_dim) {
+    const int row0 = cta * MV_ROWS;
+    if (row0 >= rows) return;
+    __syncthreads();
+    for (int j = threadIdx.y * 32 + threadIdx.x; j < n; j += 32 * MV_WARPS) {
+        float2* p = (float2*)(y + (long long)j * rows + row0);
+        float2 v = *p;
+        if (inv_freq) {
+            v = rope_pair(v.x, v.y, pos[j], inv_freq[(row0 % head_dim) / 2]);
+            *p = v;
+        }
+        if (cache) *(float2*)(cache[j] + row0) = v;
+    }
+}
+
+// h = silu(h) * u on the CTA's rows of every vector, as `silu_mul` (ops.cu) computes it.
+__device__ __forceinline__ void swiglu_rows(float* __restrict__ h, const float* __restrict__ u,
+                                            int rows, int n, int cta) {
+    __syncthreads();
+    const int row0 = cta * MV_ROWS;
+    for (int i = threadIdx.y * 32 + threadIdx.x; i < MV_ROWS * n; i += 32 * MV_WARPS) {
+        const int row = row0 + i % MV_ROWS;
+        if (row < rows) {
+            const long long at = (long long)(i / MV_ROWS) * rows + row;
+            const float g = h[at];
+            h[at] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u[at]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor-core products of a few vectors (fast precision): y[j * rows + r] = Σ_c W[r, c] · xh[j, c]
 // for j < n, with `xh` the activations already in f16 (`f32_to_f16`) and each weight rounded to
@@ -760,22 +856,37 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         matvec_impl<F, true>(w, x, y, rows, cols, n, blockIdx.x);                               \
     }                                                                                           \
     /* Up to three matrices of one type and width against the same x in one launch (q, k, v; \
-       gate, up): the first ceil(rows0 / 2) CTAs take w0, the next w1, the rest w2. */          \
+       gate, up): the first ceil(rows0 / 2) CTAs take w0, the next w1, the rest w2. With     \
+       `pos` not null they are q, k and v, and RoPE and the cache writes follow as rope_store \
+       does them. */                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
         matvec3_##name(const unsigned char* w0, float* y0, int rows0, const unsigned char* w1,  \
                        float* y1, int rows1, const unsigned char* w2, float* y2, int rows2,    \
-                       const float* x, int cols, int n) {                                       \
+                       const float* x, int cols, int n, const int* pos, const float* inv_freq, \
+                       float* const* k_rows, float* const* v_rows, int head_dim) {             \
         const int c0 = (rows0 + MV_ROWS - 1) / MV_ROWS, c1 = (rows1 + MV_ROWS - 1) / MV_ROWS;   \
         int cta = blockIdx.x;                                                                   \
         const unsigned char* w = w0;                                                            \
         float* y = y0;                                                                          \
         int rows = rows0;                                                                       \
+        float* const* cache = nullptr;                                                          \
         if (cta >= c0 + c1) {                                                                   \
-            w = w2, y = y2, rows = rows2, cta -= c0 + c1;                                       \
+            w = w2, y = y2, rows = rows2, cta -= c0 + c1, cache = v_rows, inv_freq = nullptr;   \
         } else if (cta >= c0) {                                                                 \
-            w = w1, y = y1, rows = rows1, cta -= c0;                                            \
+            w = w1, y = y1, rows = rows1, cta -= c0, cache = k_rows;                            \
         }                                                                                       \
         matvec_impl<F>(w, x, y, rows, cols, n, cta);                                            \
+        if (pos) rope_cache_rows(y, rows, n, cta, pos, inv_freq, cache, head_dim);              \
+    }                                                                                           \
+    /* SwiGLU's gate in one launch: each CTA takes its two rows of the gate into h, the same   \
+       rows of up into u, then h = silu(h) * u, as matvec3_ then silu_mul give it. */          \
+    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
+        matvec_swiglu_##name(const unsigned char* w_gate, const unsigned char* w_up,            \
+                             const float* x, float* h, float* u, int rows, int cols, int n) {   \
+        matvec_impl<F>(w_gate, x, h, rows, cols, n, blockIdx.x);                                \
+        __syncthreads(); /* the gate's last sums are read from `partial` before up's go in */  \
+        matvec_impl<F>(w_up, x, u, rows, cols, n, blockIdx.x);                                  \
+        swiglu_rows(h, u, rows, n, blockIdx.x);                                                 \
     }                                                                                           \
     extern "C" __global__ void embed_##name(const unsigned char* w, const unsigned int* tokens, \
                                             float* out, int cols, int n) {                      \

@@ -99,6 +99,10 @@ pub struct CudaBackend {
     /// At the fast precision, batches from this many rows up to [`crate::ops::TC_MAX_ROWS`] take
     /// the tensor-core products.
     pub(crate) tc_rows: usize,
+    /// Whether decode-sized passes fuse RoPE and the cache writes into the q, k, v launch and
+    /// SwiGLU's gate into the gate, up launch (`CAMELID_CUDA_FUSE=0` turns it off, to measure
+    /// what the launches saved cost on a card).
+    pub(crate) fuse: bool,
     /// Cleared (for good) when a graph cannot be captured on this machine.
     graphs_ok: AtomicBool,
     name: String,
@@ -313,6 +317,7 @@ impl CudaBackend {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(TC_ROWS_DEFAULT),
+            fuse: std::env::var("CAMELID_CUDA_FUSE").map_or(true, |v| v != "0"),
             graphs_ok: AtomicBool::new(std::env::var_os("CAMELID_CUDA_NO_GRAPHS").is_none()),
             name: format!("{card} (sm_{major}{minor})"),
             ordinal,

@@ -49,11 +49,15 @@ pub fn has_kernels(d: DType) -> bool {
 pub struct WeightKernels {
     /// `matvec_<t>(w, x, y, rows, cols, n)`: fused dequantize-dot of `n` activation rows.
     pub matvec: Func,
-    /// `matvec3_<t>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, x, cols, n)`: two or three of
-    /// those products of one `x` in one launch.
+    /// `matvec3_<t>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, x, cols, n, pos, inv_freq,
+    /// k_rows, v_rows, head_dim)`: two or three of those products of one `x` in one launch;
+    /// with `pos` not null, q, k and v with RoPE and the cache writes as `rope_store` does them.
     pub matvec3: Func,
     /// `matvec_add_<t>(w, x, y, rows, cols, n)`: `y += W·x`, as `matvec` then `add`.
     pub matvec_add: Func,
+    /// `matvec_swiglu_<t>(w_gate, w_up, x, h, u, rows, cols, n)`: `u = Wup·x`, then
+    /// `h = silu(Wgate·x) ⊙ u`, as `matvec3` of the two then `silu_mul`.
+    pub matvec_swiglu: Func,
     /// `embed_<t>(w, tokens, out, cols, n)`.
     pub embed: Func,
     /// `dequant_<t>_f16(w, out, count)` and `_f32`: `count` in blocks (quantized types) or
@@ -151,6 +155,7 @@ impl Kernels {
                     matvec: modules.get(&format!("matvec_{t}"))?,
                     matvec3: modules.get(&format!("matvec3_{t}"))?,
                     matvec_add: modules.get(&format!("matvec_add_{t}"))?,
+                    matvec_swiglu: modules.get(&format!("matvec_swiglu_{t}"))?,
                     embed: modules.get(&format!("embed_{t}"))?,
                     dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
                     dequant_f32: modules.get(&format!("dequant_{t}_f32"))?,
@@ -350,6 +355,7 @@ mod tests {
                 format!("matvec_{t}"),
                 format!("matvec3_{t}"),
                 format!("matvec_add_{t}"),
+                format!("matvec_swiglu_{t}"),
                 format!("embed_{t}"),
                 format!("dequant_{t}_f16"),
                 format!("dequant_{t}_f32"),

@@ -373,7 +373,8 @@ impl<'a> CudaOps<'a> {
     }
 
     /// `matvec` of two or three matrices of one type and width against the same `x` (`rows[2]`
-    /// = 0 for two), in one `matvec3_<t>` launch.
+    /// = 0 for two), in one `matvec3_<t>` launch; with `rope`, the layer whose q, k and v they
+    /// are: RoPE and the cache writes in the same launch, as [`Ops::rope_store`] would do them.
     fn matvec_fused(
         &mut self,
         mats: [&DevMat; 3],
@@ -381,6 +382,7 @@ impl<'a> CudaOps<'a> {
         x: u64,
         ys: [u64; 3],
         n: usize,
+        rope: Option<usize>,
     ) {
         let f = self.be.k.of(mats[0].dtype).matvec3;
         let cols = mats[0].cols;
@@ -389,9 +391,23 @@ impl<'a> CudaOps<'a> {
         let ws = mats.map(|m| m.buf.ptr());
         let ctas: usize = rows.iter().map(|r| r.div_ceil(MATVEC_ROWS)).sum();
         let n = n as i32;
+        // Null pointers (and no head width) when there is no RoPE: the kernel reads none.
+        let (pos, inv_freq, k_rows, v_rows, head_dim) = match rope {
+            Some(layer) => (
+                self.input(self.lay.pos()),
+                self.be.inv_freq.ptr(),
+                self.input(self.lay.k_rows(layer)),
+                self.input(self.lay.v_rows(layer)),
+                self.be.config.head_dim as i32,
+            ),
+            None => (0u64, 0u64, 0u64, 0u64, 0i32),
+        };
         // SAFETY: matvec3_<t>(const unsigned char* w0, float* y0, int rows0, ..., w2, y2, rows2,
-        // const float* x, int cols, int n): each `w_i` holds rows_i·cols weights of the type,
-        // `y_i` n·rows_i floats, `x` n·cols floats.
+        // const float* x, int cols, int n, const int* pos, const float* inv_freq,
+        // float* const* k_rows, float* const* v_rows, int head_dim): each `w_i` holds
+        // rows_i·cols weights of the type, `y_i` n·rows_i floats, `x` n·cols floats; with
+        // `pos`, n positions, head_dim/2 frequencies and per row a cache slot of rows_1 =
+        // rows_2 = n_kv_heads·head_dim floats (positions checked against n_ctx when staged).
         unsafe {
             self.go3(
                 f,
@@ -410,9 +426,42 @@ impl<'a> CudaOps<'a> {
                     arg(&x),
                     arg(&cols32),
                     arg(&n),
+                    arg(&pos),
+                    arg(&inv_freq),
+                    arg(&k_rows),
+                    arg(&v_rows),
+                    arg(&head_dim),
                 ],
             )
         };
+    }
+
+    /// Whether `products` of one `x` (2 or 3) can run as one launch of `n` rows: the matvec
+    /// route, one type and width, none into the logits (which go a chunk at a time).
+    fn fusable(&self, products: &[(Mat, Buf)], n: usize) -> bool {
+        let be = self.be;
+        let first = be.mat(products[0].0);
+        (2..=3).contains(&products.len())
+            && matches!(self.route(first, n), Route::Matvec)
+            && products.iter().all(|&(w, out)| {
+                let m = be.mat(w);
+                out != Buf::Logits && m.dtype == first.dtype && m.cols == first.cols
+            })
+    }
+
+    /// [`CudaOps::matvec_fused`] of `products` (fusable), with RoPE for layer `rope`.
+    fn matmuls_fused(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize, rope: Option<usize>) {
+        let be = self.be;
+        // A third product of two: the first again with no rows (its pointers are never read).
+        let pick = |i: usize| products[if i < products.len() { i } else { 0 }];
+        let mats = [0, 1, 2].map(|i| be.mat(pick(i).0));
+        let rows = [0, 1, 2].map(|i| if i < products.len() { mats[i].rows } else { 0 });
+        let ys = [0, 1, 2].map(|i| self.buf(pick(i).1).0);
+        let (xp, _) = self.buf(x);
+        self.matvec_fused(mats, rows, xp, ys, n, rope);
+        for &(_, out) in products {
+            self.wrote(out);
+        }
     }
 
     /// Prompt batches on cuBLAS. Exact: f32 weights (expanded where stored otherwise) and
@@ -628,30 +677,68 @@ impl Ops for CudaOps<'_> {
     /// `attn_v` beside Q4_K `attn_q` does not), each product as `matmul` would give it; else
     /// one `matmul` each.
     fn matmuls(&mut self, x: Buf, products: &[(Mat, Buf)], n: usize) {
-        let be = self.be;
-        let first = be.mat(products[0].0);
-        let fusable = (2..=3).contains(&products.len())
-            && matches!(self.route(first, n), Route::Matvec)
-            && products.iter().all(|&(w, out)| {
-                let m = be.mat(w);
-                out != Buf::Logits && m.dtype == first.dtype && m.cols == first.cols
-            });
-        if !fusable {
+        if !self.fusable(products, n) {
             for &(w, out) in products {
                 self.matmul(w, x, out, n);
             }
             return;
         }
-        // A third product of two: the first again with no rows (its pointers are never read).
-        let pick = |i: usize| products[if i < products.len() { i } else { 0 }];
-        let mats = [0, 1, 2].map(|i| be.mat(pick(i).0));
-        let rows = [0, 1, 2].map(|i| if i < products.len() { mats[i].rows } else { 0 });
-        let ys = [0, 1, 2].map(|i| self.buf(pick(i).1).0);
-        let (xp, _) = self.buf(x);
-        self.matvec_fused(mats, rows, xp, ys, n);
-        for &(_, out) in products {
-            self.wrote(out);
+        self.matmuls_fused(x, products, n, None);
+    }
+
+    /// Where the products fuse ([`CudaOps::fusable`]), one `matvec3_<t>` launch that also
+    /// rotates q and k and writes k and v into the cache; else the products, then `rope_store`.
+    fn qkv_rope_store(&mut self, layer: usize, x: Buf, q: Buf, k: Buf, v: Buf, n: usize) {
+        let products = [(Mat::Q(layer), q), (Mat::K(layer), k), (Mat::V(layer), v)];
+        if self.be.fuse && self.fusable(&products, n) {
+            self.matmuls_fused(x, &products, n, Some(layer));
+        } else {
+            self.matmuls(x, &products, n);
+            self.rope_store(layer, q, k, v);
         }
+    }
+
+    /// Where the two products fuse ([`CudaOps::fusable`]), one `matvec_swiglu_<t>` launch;
+    /// else the products, then `silu_mul`.
+    fn swiglu(&mut self, layer: usize, x: Buf, gate: Buf, up: Buf, n: usize) {
+        let products = [(Mat::Gate(layer), gate), (Mat::Up(layer), up)];
+        let same_rows = self.be.mat(products[0].0).rows == self.be.mat(products[1].0).rows;
+        if !(self.be.fuse && same_rows && self.fusable(&products, n)) {
+            self.matmuls(x, &products, n);
+            self.silu_mul(gate, up, n);
+            return;
+        }
+        let (wg, wu) = (self.be.mat(products[0].0), self.be.mat(products[1].0));
+        let f = self.be.k.of(wg.dtype).matvec_swiglu;
+        let (xp, _) = self.buf(x);
+        let (h, _) = self.buf(gate);
+        let (hu, _) = self.buf(up);
+        let (g, u) = (wg.buf.ptr(), wu.buf.ptr());
+        let (rows, cols, n32) = (wg.rows as i32, wg.cols as i32, n as i32);
+        let grid = (wg.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
+        // SAFETY: matvec_swiglu_<t>(const unsigned char* w_gate, const unsigned char* w_up,
+        // const float* x, float* h, float* u, int rows, int cols, int n): both matrices hold
+        // rows·cols weights of the type (checked by `fusable`), `x` n·cols floats, `h` and `u`
+        // n·rows.
+        unsafe {
+            self.go3(
+                f,
+                grid,
+                MATVEC_BLOCK,
+                &mut [
+                    arg(&g),
+                    arg(&u),
+                    arg(&xp),
+                    arg(&h),
+                    arg(&hu),
+                    arg(&rows),
+                    arg(&cols),
+                    arg(&n32),
+                ],
+            )
+        };
+        self.wrote(gate);
+        self.wrote(up);
     }
 
     /// One `tc_matvec_add_<t>` or `matvec_add_<t>` launch (the product added to `x` as `add`

@@ -144,10 +144,28 @@ pub trait Ops {
     /// `rows[t].pos` (RoPE), then writes the rotated `k[t]` and `v[t]` into layer `layer` of row
     /// `t`'s sequence cache at that position.
     fn rope_store(&mut self, layer: usize, q: Buf, k: Buf, v: Buf);
+    /// The attention's inputs of layer `layer`: `q`, `k` and `v` of `x` ([`Ops::matmuls`] of
+    /// Wq, Wk and Wv), then [`Ops::rope_store`]; a backend may run them as one operation with
+    /// the same results. `n` is the whole batch.
+    fn qkv_rope_store(&mut self, layer: usize, x: Buf, q: Buf, k: Buf, v: Buf, n: usize) {
+        self.matmuls(
+            x,
+            &[(Mat::Q(layer), q), (Mat::K(layer), k), (Mat::V(layer), v)],
+            n,
+        );
+        self.rope_store(layer, q, k, v);
+    }
     /// Causal attention of `q[t]` over positions `0..=rows[t].pos` of its sequence's cache.
     fn attention(&mut self, layer: usize, q: Buf, out: Buf);
     /// SwiGLU's gate: `gate = silu(gate) ⊙ up`, `t < n`.
     fn silu_mul(&mut self, gate: Buf, up: Buf, n: usize);
+    /// SwiGLU's first half of layer `layer`: `gate = silu(Wgate · x) ⊙ (Wup · x)`, `t < n`
+    /// ([`Ops::matmuls`], then [`Ops::silu_mul`]; `up` is scratch); a backend may run it as
+    /// one operation with the same results.
+    fn swiglu(&mut self, layer: usize, x: Buf, gate: Buf, up: Buf, n: usize) {
+        self.matmuls(x, &[(Mat::Gate(layer), gate), (Mat::Up(layer), up)], n);
+        self.silu_mul(gate, up, n);
+    }
     /// `x += y`, `t < n`.
     fn add(&mut self, x: Buf, y: Buf, n: usize);
     /// Copies the rows whose [`Row::out`] is `wants[0]`, then those whose is `wants[1]`, ...,

@@ -457,20 +457,10 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
 
     for l in 0..c.n_layers {
         // Attention block: xn = rms(x); q, k, v projections.  [B, d] -> [B, q], [B, kv]
+        // Then RoPE on q and k, and k and v go into their sequence's cache at their
+        // positions. Cache layout per sequence: [n_layers, C, kv].
         ops.rmsnorm(Buf::Xn, Buf::X, Norm::Attn(l), b);
-        ops.matmuls(
-            Buf::Xn,
-            &[
-                (Mat::Q(l), Buf::Q),
-                (Mat::K(l), Buf::K),
-                (Mat::V(l), Buf::V),
-            ],
-            b,
-        );
-
-        // RoPE on q and k, then k and v go into their sequence's cache at their positions.
-        // Cache layout per sequence: [n_layers, C, kv].
-        ops.rope_store(l, Buf::Q, Buf::K, Buf::V);
+        ops.qkv_rope_store(l, Buf::Xn, Buf::Q, Buf::K, Buf::V, b);
 
         // Causal attention: a row sees its own sequence's positions 0..=pos.  att: [B, q]
         ops.attention(l, Buf::Q, Buf::Att);
@@ -487,12 +477,7 @@ pub fn forward_rows<O: Ops>(c: &Config, ops: &mut O, rows: &[Row]) {
 
         // Feed-forward block: x += W2 · (silu(W1 · rms(x)) ⊙ (W3 · rms(x))).
         ops.rmsnorm(Buf::Xn, Buf::X, Norm::Ffn(l), b);
-        ops.matmuls(
-            Buf::Xn,
-            &[(Mat::Gate(l), Buf::Gate), (Mat::Up(l), Buf::Up)],
-            b,
-        );
-        ops.silu_mul(Buf::Gate, Buf::Up, b);
+        ops.swiglu(l, Buf::Xn, Buf::Gate, Buf::Up, b);
         ops.matmul_add(Mat::Down(l), Buf::Gate, Buf::X, Buf::Proj, b);
     }
 

@@ -219,8 +219,8 @@ template <class... A> static Kernel make_kernel(const char* name, void (*k)(A...
 }
 #define KERNEL(n) make_kernel(#n, n)
 #define WEIGHT_KERNELS(t) \
-    KERNEL(matvec_##t), KERNEL(matvec3_##t), KERNEL(matvec_add_##t), KERNEL(embed_##t), KERNEL(dequant_##t##_f16), \
-        KERNEL(dequant_##t##_f32)
+    KERNEL(matvec_##t), KERNEL(matvec3_##t), KERNEL(matvec_add_##t), KERNEL(matvec_swiglu_##t), KERNEL(embed_##t), \
+        KERNEL(dequant_##t##_f16), KERNEL(dequant_##t##_f32)
 #define TC_KERNELS(t) KERNEL(tc_matvec_##t), KERNEL(tc_matvec_add_##t)
 
 static std::vector<Kernel>& kernels() {
@@ -524,7 +524,9 @@ EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, u
         args->emplace_back(p, p + k->sizes[i]);
         CUdeviceptr v;
         memcpy(&v, p, sizeof v);
-        if (k->pointers[i] && !is_device(v, 1)) {
+        // A null pointer is an argument a kernel may be told not to use (matvec3's `pos`); one
+        // that is read faults, and the fault report names the kernel.
+        if (k->pointers[i] && v != 0 && !is_device(v, 1)) {
             fprintf(stderr, "cuda emulator: %s: argument %zu (0x%llx) is not a device address\n", k->name, i, v);
             return ILLEGAL_ADDRESS;
         }

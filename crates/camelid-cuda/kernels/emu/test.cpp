@@ -11,7 +11,8 @@
 #include "reference.h"
 typedef void (*MV)(const unsigned char*, const float*, float*, int, int, int);
 typedef void (*MV3)(const unsigned char*, float*, int, const unsigned char*, float*, int, const unsigned char*, float*, int,
-                    const float*, int, int);
+                    const float*, int, int, const int*, const float*, float* const*, float* const*, int);
+typedef void (*MVS)(const unsigned char*, const unsigned char*, const float*, float*, float*, int, int, int);
 static std::mt19937 rng(7);
 static float U() { return std::uniform_real_distribution<float>(-1, 1)(rng); }
 int fails = 0;
@@ -117,7 +118,7 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   unsigned grid = 0; for (int i = 0; i < 3; i++) grid += (part[i] + 1) / 2;
   launch({grid,1,1}, {32,4,1}, [&]{ mv3(wp[0], yp[0].data(), part[0], wp[1], yp[1].data(), part[1],
                                          part[2] ? wp[2] : wp[0], part[2] ? yp[2].data() : yp[0].data(), part[2],
-                                         x.data(), cols, n); });
+                                         x.data(), cols, n, nullptr, nullptr, nullptr, nullptr, 0); });
   double diff = 0; off = 0;
   for (int i = 0; i < 3; i++) { for (int j=0;j<n;j++) for (int r=0;r<part[i];r++) { float a = yp[i][(size_t)j*part[i]+r], b = y[(size_t)j*rows+off+r];
       if (memcmp(&a, &b, 4) != 0) diff = std::max(diff, std::isnan(a) ? 1e9 : fabs((double)a - b) + 1e-30); } off += part[i]; }
@@ -130,6 +131,48 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), acc.data(), rows, cols, n); });
   diff = memcmp(acc.data(), want.data(), acc.size() * 4) == 0 ? 0 : 1;
   snprintf(buf, 100, "matvec_add_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
+}
+
+// The fused launches against the separate ones they replace, bit for bit: matvec3 given
+// positions (q, k, v with RoPE and the cache writes) against matvec3 then rope_store, and
+// matvec_swiglu against matvec3 of gate and up then silu_mul. n past MV_MAX_N takes slices.
+void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, int n) {
+  const int nh = 4, nk = 2, hd = 8, qr = nh * hd, kr = nk * hd;
+  std::vector<float> Wq, Wk, Wv;
+  std::vector<uint8_t> wq = random_weights(name, bs, bb, (long long)qr * cols, Wq);
+  std::vector<uint8_t> wk = random_weights(name, bs, bb, (long long)kr * cols, Wk);
+  std::vector<uint8_t> wv = random_weights(name, bs, bb, (long long)kr * cols, Wv);
+  std::vector<float> x((size_t)n * cols);
+  for (auto& v : x) v = U();
+  std::vector<int> pos(n); for (int j = 0; j < n; j++) pos[j] = j * 37 % 5000;
+  std::vector<float> invf(hd / 2); for (int i = 0; i < hd / 2; i++) invf[i] = (float)pow(500000.0, -2.0 * i / hd);
+  // Cache slots: row j to slot n - 1 - j.
+  auto slots = [&](std::vector<float>& c) { std::vector<float*> p(n); for (int j = 0; j < n; j++) p[j] = c.data() + (size_t)(n - 1 - j) * kr; return p; };
+  std::vector<float> q1((size_t)n*qr, NAN), k1((size_t)n*kr, NAN), v1((size_t)n*kr, NAN), kc1((size_t)n*kr, NAN), vc1((size_t)n*kr, NAN);
+  std::vector<float> q2 = q1, k2 = k1, v2 = v1, kc2 = kc1, vc2 = vc1;
+  std::vector<float*> kp1 = slots(kc1), vp1 = slots(vc1), kp2 = slots(kc2), vp2 = slots(vc2);
+  const unsigned grid = (qr + kr + kr) / 2;
+  launch({grid,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q1.data(), qr, wk.data(), k1.data(), kr, wv.data(), v1.data(), kr, x.data(), cols, n,
+                                        nullptr, nullptr, nullptr, nullptr, 0); });
+  launch({(unsigned)(((nh+nk)*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q1.data(), k1.data(), v1.data(), pos.data(), invf.data(), kp1.data(), vp1.data(), n, nh, nk, hd); });
+  launch({grid,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q2.data(), qr, wk.data(), k2.data(), kr, wv.data(), v2.data(), kr, x.data(), cols, n,
+                                        pos.data(), invf.data(), kp2.data(), vp2.data(), hd); });
+  auto same = [](const std::vector<float>& a, const std::vector<float>& b) { return memcmp(a.data(), b.data(), a.size() * 4) == 0; };
+  char buf[120];
+  snprintf(buf, 120, "matvec3_%s + RoPE, cache n %d (bit-exact)", name, n);
+  check(buf, same(q1, q2) && same(k1, k2) && same(v1, v2) && same(kc1, kc2) && same(vc1, vc2) ? 0 : 1, 0);
+  // SwiGLU: 5 rows (the last CTA's second row past the end).
+  const int fr = 5;
+  std::vector<float> Wg, Wu;
+  std::vector<uint8_t> wg = random_weights(name, bs, bb, (long long)fr * cols, Wg);
+  std::vector<uint8_t> wu = random_weights(name, bs, bb, (long long)fr * cols, Wu);
+  std::vector<float> g1((size_t)n*fr, NAN), u1((size_t)n*fr, NAN), g2((size_t)n*fr, NAN), u2((size_t)n*fr, NAN);
+  launch({(unsigned)(fr+1)/2*2,1,1}, {32,4,1}, [&]{ mv3(wg.data(), g1.data(), fr, wu.data(), u1.data(), fr, wg.data(), g1.data(), 0, x.data(), cols, n,
+                                                        nullptr, nullptr, nullptr, nullptr, 0); });
+  launch({2,1,1}, {64,1,1}, [&]{ silu_mul(g1.data(), u1.data(), (long long)n * fr); });
+  launch({(unsigned)(fr+1)/2,1,1}, {32,4,1}, [&]{ mvs(wg.data(), wu.data(), x.data(), g2.data(), u2.data(), fr, cols, n); });
+  snprintf(buf, 120, "matvec_swiglu_%s n %d (bit-exact)", name, n);
+  check(buf, same(g1, g2) ? 0 : 1, 0);
 }
 
 typedef void (*TC)(const unsigned char*, const unsigned short*, float*, int, int, int);
@@ -258,8 +301,8 @@ void test_ops() {
 int main() {
   test_dequant();
   test_ops();
-  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; };
-#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n}
+  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; MVS mvs; };
+#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n, matvec_swiglu_##n}
   T types[] = {MVT(f32,1,4), MVT(f16,1,2), MVT(bf16,1,2), MVT(q8_0,32,34), MVT(q4_0,32,18), MVT(q4_1,32,20),
     MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210)};
   for (auto& t : types) {
@@ -267,6 +310,8 @@ int main() {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 2, t.bs == 256 ? 512 : 96, 8);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 3, 2048, 1);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 4, t.bs == 256 ? 512 : 64, 19);
+    test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 512 : 128, 3);
+    test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 256 : 64, 11);
   }
   struct TT { const char* name; int bs, bb; TC tc, tca; };
 #define TCT(n, bs, bb) {#n, bs, bb, tc_matvec_##n, tc_matvec_add_##n}
