@@ -15,6 +15,12 @@
 // at once and the combine step reads only the ceil(n_past[j] / chunk_len) chunks that ran, so
 // a decode step captured in a CUDA graph stays valid as the positions advance.
 //
+// `attention` does both in one launch (decode steps, where launches are the cost): the last
+// CTA of a (row, kv head) to finish its chunk (a counter per pair, incremented after a memory
+// fence, as in the CUDA C++ Programming Guide's "Memory Fence Functions" example of a sum over
+// the grid) merges the chunks of that kv head's query heads, as `attention_combine` does, and
+// sets the counter back to zero for the next launch.
+//
 // Built at run time by NVRTC without any header. The ABI is in README.md beside this file.
 
 #define ATT_WARPS 4
@@ -61,6 +67,80 @@ __device__ __forceinline__ float4 shfl_xor4(float4 v, int off) {
                        __shfl_xor_sync(FULL_MASK, v.z, off), __shfl_xor_sync(FULL_MASK, v.w, off));
 }
 
+// The combine step of (row j, query head h): out[j, h, :] = sum_c e^(m_c - M) o_c /
+// sum_c e^(m_c - M) l_c over the ceil(n_past[j] / chunk_len) chunks that ran; zeros when
+// n_past[j] == 0 (the CPU's empty mix). COMBINE_THREADS threads, all of which call it. The
+// partials are read through L2 (`__ldcg`): in the one-launch form other CTAs wrote them during
+// this kernel, and L1 is not coherent.
+#define COMBINE_THREADS 128
+
+// Fixed-order reductions over the CTA (COMBINE_THREADS / 32 warps).
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    v = warp_max(v);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float r = scratch[0];
+#pragma unroll
+    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r = fmaxf(r, scratch[w]);
+    __syncthreads();
+    return r;
+}
+
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    v = warp_sum(v);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float r = scratch[0];
+#pragma unroll
+    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r += scratch[w];
+    __syncthreads();
+    return r;
+}
+
+__device__ __forceinline__ void combine_head(const float* part_o, const float* part_ml, int np,
+                                             float* out, int n_heads, int head_dim,
+                                             int chunk_len, int max_chunks, int h, int j,
+                                             float* scratch, float* weight) {
+    const int tid = threadIdx.x;
+    const int nc = np > 0 ? min(max_chunks, (np + chunk_len - 1) / chunk_len) : 0;
+    const long long base = ((long long)j * n_heads + h) * max_chunks;
+
+    float m = neg_inf();
+    for (int c = tid; c < nc; c += COMBINE_THREADS) m = fmaxf(m, __ldcg(part_ml + 2 * (base + c)));
+    const float M = block_max(m, scratch);
+    float l = 0.0f;
+    for (int c = tid; c < nc; c += COMBINE_THREADS)
+        l += __ldcg(part_ml + 2 * (base + c) + 1) * expf(__ldcg(part_ml + 2 * (base + c)) - M);
+    const float total = block_sum(l, scratch);
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+
+    // Each thread owns columns tid and tid + COMBINE_THREADS (head_dim <= 256); the chunk
+    // weights e^(m_c - M) are computed once per batch of COMBINE_THREADS chunks.
+    float acc[ATT_MAX_HD / COMBINE_THREADS] = {};
+    for (int c0 = 0; c0 < nc; c0 += COMBINE_THREADS) {
+        const int c = c0 + tid;
+        weight[tid] = c < nc ? expf(__ldcg(part_ml + 2 * (base + c)) - M) : 0.0f;
+        __syncthreads();
+        const int cn = min(COMBINE_THREADS, nc - c0);
+#pragma unroll
+        for (int k = 0; k < ATT_MAX_HD / COMBINE_THREADS; ++k) {
+            const int d = tid + k * COMBINE_THREADS;
+            if (d < head_dim) {
+                const float* po = part_o + (base + c0) * head_dim + d;
+                for (int i = 0; i < cn; ++i)
+                    acc[k] = fmaf(weight[i], __ldcg(po + (long long)i * head_dim), acc[k]);
+            }
+        }
+        __syncthreads();
+    }
+    float* o = out + ((long long)j * n_heads + h) * head_dim;
+#pragma unroll
+    for (int k = 0; k < ATT_MAX_HD / COMBINE_THREADS; ++k) {
+        const int d = tid + k * COMBINE_THREADS;
+        if (d < head_dim) o[d] = acc[k] * inv;
+    }
+}
+
 // Block ATT_TILE threads, grid (max_chunks, n_kv_heads, n), no dynamic shared memory.
 //
 // Scoring: lane = position (each lane reads its own key row, the group's queries are broadcast
@@ -73,25 +153,41 @@ __device__ __forceinline__ float4 shfl_xor4(float4 v, int off) {
 // row fits in 32 float4s (head_dim <= 128, ATT_SLOTS heads per pass), two per head otherwise
 // (ATT_SLOTS / 2 heads per pass, slot s = head s / 2, float4 column lc + 32 (s % 2)).
 #define ATT_SLOTS 8
+static_assert(COMBINE_THREADS == ATT_TILE, "the last CTA of attention_partial combines");
 
-// (No __launch_bounds__: with it ptxas caps the registers and spills; without, it fits.)
-extern "C" __global__ void attention_partial(const float* __restrict__ q, const float* const* __restrict__ k_cache,
+// ONE: the one-launch form (`attention`), whose last CTA of a row and kv head combines. A
+// template rather than a run-time choice: the combining tail costs registers (137 against 104
+// on sm_90), which the partials-only form (`attention_partial`, prompt batches, many CTAs)
+// should not pay.
+template <bool ONE>
+__device__ __forceinline__ void attention_impl(const float* __restrict__ q, const float* const* __restrict__ k_cache,
                       const float* const* __restrict__ v_cache, const int* __restrict__ n_past,
-                      float* __restrict__ part_o, float* __restrict__ part_ml, int n_heads,
-                      int n_kv_heads, int head_dim, float scale, int chunk_len, int max_chunks) {
+                      float* part_o, float* part_ml, int n_heads, int n_kv_heads, int head_dim,
+                      float scale, int chunk_len, int max_chunks, int* counters, float* out) {
     __shared__ float4 sq[ATT_SLOTS * 32];                // the pass's queries, [head][float4]
     __shared__ float4 red[ATT_WARPS - 1][ATT_SLOTS][32]; // outputs of warps 1..
     __shared__ float smax[ATT_WARPS][ATT_SLOTS];
     __shared__ float ssum[ATT_WARPS][ATT_SLOTS];
 
+    __shared__ float comb_scratch[COMBINE_THREADS / 32];
+    __shared__ float comb_weight[COMBINE_THREADS];
+    __shared__ int last;
+
     const int chunk = blockIdx.x, kvh = blockIdx.y, j = blockIdx.z;
     const int np = n_past[j];
     const int t_begin = chunk * chunk_len;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int group = n_heads / n_kv_heads;
+    if (ONE && np == 0 && chunk == 0) {
+        // No chunk runs: this CTA gives the group's heads their zeros.
+        for (int g = 0; g < group; ++g)
+            combine_head(part_o, part_ml, np, out, n_heads, head_dim, chunk_len, max_chunks,
+                         kvh * group + g, j, comb_scratch, comb_weight);
+        return;
+    }
     if (t_begin >= np) return; // past this row's positions: the combine step skips it
     const int t_end = min(np, t_begin + chunk_len);
 
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int group = n_heads / n_kv_heads;
     const int kv_dim = n_kv_heads * head_dim;
     const int nv4 = head_dim / 4;
     const float* K = k_cache[j] + kvh * head_dim;
@@ -245,77 +341,53 @@ extern "C" __global__ void attention_partial(const float* __restrict__ q, const 
             part_ml[2 * part + 1] = l;
         }
     }
+    if (!ONE) return;
+
+    // The one-launch form: this CTA's partials are made visible to the whole device before it
+    // is counted; the CTA that brings the count to the number of chunks that run is the last,
+    // and combines.
+    __threadfence();
+    __syncthreads();
+    const int nc = min(max_chunks, (np + chunk_len - 1) / chunk_len);
+    int* count = counters + (long long)j * n_kv_heads + kvh;
+    if (tid == 0) last = atomicAdd(count, 1) == nc - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (tid == 0) *count = 0;
+    for (int g = 0; g < group; ++g)
+        combine_head(part_o, part_ml, np, out, n_heads, head_dim, chunk_len, max_chunks,
+                     kvh * group + g, j, comb_scratch, comb_weight);
+}
+
+// (No __launch_bounds__: with it ptxas caps the registers and spills; without, it fits.)
+extern "C" __global__ void attention_partial(const float* __restrict__ q, const float* const* __restrict__ k_cache,
+                      const float* const* __restrict__ v_cache, const int* __restrict__ n_past,
+                      float* __restrict__ part_o, float* __restrict__ part_ml, int n_heads,
+                      int n_kv_heads, int head_dim, float scale, int chunk_len, int max_chunks) {
+    attention_impl<false>(q, k_cache, v_cache, n_past, part_o, part_ml, n_heads, n_kv_heads,
+                          head_dim, scale, chunk_len, max_chunks, nullptr, nullptr);
+}
+
+// attention_partial and attention_combine in one launch: the same grid and block as
+// attention_partial; `counters` holds n * n_kv_heads ints, zero before the launch and after it.
+extern "C" __global__ void attention(const float* __restrict__ q, const float* const* __restrict__ k_cache,
+                      const float* const* __restrict__ v_cache, const int* __restrict__ n_past,
+                      float* part_o, float* part_ml, int n_heads, int n_kv_heads, int head_dim,
+                      float scale, int chunk_len, int max_chunks, int* counters, float* out) {
+    attention_impl<true>(q, k_cache, v_cache, n_past, part_o, part_ml, n_heads, n_kv_heads,
+                         head_dim, scale, chunk_len, max_chunks, counters, out);
 }
 
 // Block COMBINE_THREADS, grid (n_heads, n), no dynamic shared memory. out: [n, n_heads *
-// head_dim]. A row with n_past[j] == 0 gets zeros (the CPU's empty mix).
-#define COMBINE_THREADS 128
-
-// Fixed-order reductions over the CTA (COMBINE_THREADS / 32 warps).
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    v = warp_max(v);
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float r = scratch[0];
-#pragma unroll
-    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r = fmaxf(r, scratch[w]);
-    __syncthreads();
-    return r;
-}
-
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-    v = warp_sum(v);
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float r = scratch[0];
-#pragma unroll
-    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r += scratch[w];
-    __syncthreads();
-    return r;
-}
-
+// head_dim].
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
-    attention_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+    attention_combine(const float* part_o, const float* part_ml,
                       const int* __restrict__ n_past, float* __restrict__ out, int n_heads,
                       int head_dim, int chunk_len, int max_chunks) {
     __shared__ float scratch[COMBINE_THREADS / 32];
     __shared__ float weight[COMBINE_THREADS];
-    const int h = blockIdx.x, j = blockIdx.y, tid = threadIdx.x;
-    const int np = n_past[j];
-    const int nc = np > 0 ? min(max_chunks, (np + chunk_len - 1) / chunk_len) : 0;
-    const long long base = ((long long)j * n_heads + h) * max_chunks;
-
-    float m = neg_inf();
-    for (int c = tid; c < nc; c += COMBINE_THREADS) m = fmaxf(m, part_ml[2 * (base + c)]);
-    const float M = block_max(m, scratch);
-    float l = 0.0f;
-    for (int c = tid; c < nc; c += COMBINE_THREADS)
-        l += part_ml[2 * (base + c) + 1] * expf(part_ml[2 * (base + c)] - M);
-    const float total = block_sum(l, scratch);
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-
-    // Each thread owns columns tid and tid + COMBINE_THREADS (head_dim <= 256); the chunk
-    // weights e^(m_c - M) are computed once per batch of COMBINE_THREADS chunks.
-    float acc[ATT_MAX_HD / COMBINE_THREADS] = {};
-    for (int c0 = 0; c0 < nc; c0 += COMBINE_THREADS) {
-        const int c = c0 + tid;
-        weight[tid] = c < nc ? expf(part_ml[2 * (base + c)] - M) : 0.0f;
-        __syncthreads();
-        const int cn = min(COMBINE_THREADS, nc - c0);
-#pragma unroll
-        for (int k = 0; k < ATT_MAX_HD / COMBINE_THREADS; ++k) {
-            const int d = tid + k * COMBINE_THREADS;
-            if (d < head_dim) {
-                const float* po = part_o + (base + c0) * head_dim + d;
-                for (int i = 0; i < cn; ++i) acc[k] = fmaf(weight[i], po[(long long)i * head_dim], acc[k]);
-            }
-        }
-        __syncthreads();
-    }
-    float* o = out + ((long long)j * n_heads + h) * head_dim;
-#pragma unroll
-    for (int k = 0; k < ATT_MAX_HD / COMBINE_THREADS; ++k) {
-        const int d = tid + k * COMBINE_THREADS;
-        if (d < head_dim) o[d] = acc[k] * inv;
-    }
+    const int h = blockIdx.x, j = blockIdx.y;
+    combine_head(part_o, part_ml, n_past[j], out, n_heads, head_dim, chunk_len, max_chunks, h, j,
+                 scratch, weight);
 }

@@ -50,7 +50,7 @@ const ATT_MAX_CHUNKS: usize = 256;
 const ATT_TILE: usize = 128;
 /// Largest decode batch replayed from a CUDA graph (larger batches are rare and launch-light
 /// relative to their work).
-const GRAPH_MAX_BATCH: usize = 64;
+pub(crate) const GRAPH_MAX_BATCH: usize = 64;
 /// The shortest span of positions a graph's attention chunks cover; longer ones are powers of
 /// two. A graph serves every step whose positions fit in its span (one graph per doubling of
 /// the context), and its grid has no more chunks than the span needs: chunks past a row's
@@ -99,9 +99,9 @@ pub struct CudaBackend {
     /// At the fast precision, batches from this many rows up to [`crate::ops::TC_MAX_ROWS`] take
     /// the tensor-core products.
     pub(crate) tc_rows: usize,
-    /// Whether decode-sized passes fuse RoPE and the cache writes into the q, k, v launch and
-    /// SwiGLU's gate into the gate, up launch (`CAMELID_CUDA_FUSE=0` turns it off, to measure
-    /// what the launches saved cost on a card).
+    /// Whether decode-sized passes fuse RoPE and the cache writes into the q, k, v launch,
+    /// SwiGLU's gate into the gate, up launch, and attention's combine step into its partials'
+    /// (`CAMELID_CUDA_FUSE=0` turns it off, to measure what the launches saved cost on a card).
     pub(crate) fuse: bool,
     /// Cleared (for good) when a graph cannot be captured on this machine.
     graphs_ok: AtomicBool,
@@ -122,6 +122,9 @@ pub(crate) struct Pass {
     /// maxima and sums.
     pub att_o: DevBuf,
     pub att_ml: DevBuf,
+    /// `[MAX_BATCH, n_kv_heads]` counts of the attention chunks done, zero between launches
+    /// (the one-launch `attention`: its last CTA of a row and kv head sets its count back).
+    pub att_count: DevBuf,
     /// Logits rows the logits buffers hold.
     pub logit_rows: usize,
     /// `[logit_rows, V]`
@@ -618,6 +621,7 @@ impl Pass {
             wscratch: dev.alloc(scratch_bytes, "the weight scratch")?,
             att_o: dev.alloc(ATT_PARTS * c.q_dim() * 4, "the attention scratch")?,
             att_ml: dev.alloc(ATT_PARTS * c.n_heads * 2 * 4, "the attention scratch")?,
+            att_count: dev.alloc_zeroed(MAX_BATCH * c.n_kv_heads * 4, "the attention scratch")?,
             logit_rows,
             logits: dev.alloc(logit_rows * c.n_vocab * 4, "the logits")?,
             hidden: dev.alloc(MAX_BATCH * c.d_model * 4, "the hidden states")?,

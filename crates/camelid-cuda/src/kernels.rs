@@ -84,6 +84,9 @@ pub struct Kernels {
     pub f32_to_f16: Func,
     pub attention_partial: Func,
     pub attention_combine: Func,
+    /// `attention_partial` and `attention_combine` in one launch (its last CTA of a row and kv
+    /// head combines), with counters: decode steps.
+    pub attention: Func,
 }
 
 /// The loaded modules, unloaded on drop (also when loading the rest fails).
@@ -181,6 +184,7 @@ impl Kernels {
             f32_to_f16: modules.get("f32_to_f16")?,
             attention_partial: modules.get("attention_partial")?,
             attention_combine: modules.get("attention_combine")?,
+            attention: modules.get("attention")?,
             _modules: modules,
         })
     }
@@ -346,6 +350,7 @@ mod tests {
             "f32_to_f16",
             "attention_partial",
             "attention_combine",
+            "attention",
         ]
         .map(String::from)
         .into();

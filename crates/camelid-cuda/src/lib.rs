@@ -32,9 +32,9 @@
 //! the batch size from which the fast precision's products run on the tensor cores (4; past 64
 //! the GEMM; 65 turns them off), and `CAMELID_CUDA_MATVEC_ROWS=N`, up to which the others take
 //! the fused f32 matvec kernels rather than GEMMs (32). `CAMELID_CUDA_FUSE=0` runs RoPE with
-//! the cache writes, and SwiGLU's gate, as launches of their own after the products rather than
-//! inside them (the same results; 164 launches a decode step of a 16-layer model instead of
-//! 132), to measure what the launches cost.
+//! the cache writes, SwiGLU's gate and attention's combine step as launches of their own
+//! rather than inside the launches before them (the same results; 164 launches a decode step
+//! of a 16-layer model instead of 116), to measure what the launches cost on a card.
 //!
 //! # Testing without a GPU
 //! `kernels/emu/driver.cpp` is an emulated `libcuda.so` (and the cuBLAS calls made here) that

@@ -11,7 +11,7 @@ use camelid_kernels::{DType, Precision};
 use camelid_model::Config;
 use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
 
-use crate::backend::{CudaBackend, DevMat, Pass, cuda_cache};
+use crate::backend::{CudaBackend, DevMat, GRAPH_MAX_BATCH, Pass, cuda_cache};
 use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
 
 /// How a product of `n` activation rows runs:
@@ -832,6 +832,10 @@ impl Ops for CudaOps<'_> {
         self.wrote(k);
     }
 
+    /// Decode-sized passes (up to [`GRAPH_MAX_BATCH`] rows): one `attention` launch, whose
+    /// last CTA of each row and kv head combines the chunks. Larger ones, or with
+    /// `CAMELID_CUDA_FUSE=0`: `attention_partial` (fewer registers, for the many CTAs of a
+    /// prompt), then `attention_combine`.
     fn attention(&mut self, layer: usize, q: Buf, out: Buf) {
         let c = &self.be.config;
         let (qp, _) = self.buf(q);
@@ -845,52 +849,86 @@ impl Ops for CudaOps<'_> {
         // As the CPU forms it.
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let (cl, mc) = (self.chunk_len as i32, self.max_chunks as i32);
-        // SAFETY: attention_partial(const float* q, const float* const* k_cache,
-        // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
-        // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
-        // int max_chunks): per row a layer of its cache (n_ctx ≥ n_past positions), and
-        // scratch for n · n_heads · max_chunks partials (n · max_chunks ≤ ATT_PARTS).
-        unsafe {
-            self.go(
-                self.be.k.attention_partial,
-                (self.max_chunks as u32, c.n_kv_heads as u32, n as u32),
-                ATT_THREADS,
-                &mut [
-                    arg(&qp),
-                    arg(&kc),
-                    arg(&vc),
-                    arg(&np),
-                    arg(&po),
-                    arg(&pml),
-                    arg(&nh),
-                    arg(&nkv),
-                    arg(&hd),
-                    arg(&scale),
-                    arg(&cl),
-                    arg(&mc),
-                ],
-            )
-        };
-        // SAFETY: attention_combine(const float* part_o, const float* part_ml,
-        // const int* n_past, float* out, int n_heads, int head_dim, int chunk_len,
-        // int max_chunks): the partials above, `out` n rows of n_heads·head_dim floats.
-        unsafe {
-            self.go(
-                self.be.k.attention_combine,
-                (c.n_heads as u32, n as u32, 1),
-                COMBINE_THREADS,
-                &mut [
-                    arg(&po),
-                    arg(&pml),
-                    arg(&np),
-                    arg(&op),
-                    arg(&nh),
-                    arg(&hd),
-                    arg(&cl),
-                    arg(&mc),
-                ],
-            )
-        };
+        let grid = (self.max_chunks as u32, c.n_kv_heads as u32, n as u32);
+        if self.be.fuse && n <= GRAPH_MAX_BATCH {
+            let counters = self.p.att_count.ptr();
+            // SAFETY: attention(const float* q, const float* const* k_cache,
+            // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
+            // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
+            // int max_chunks, int* counters, float* out): per row a layer of its cache (n_ctx
+            // ≥ n_past positions), scratch for n · n_heads · max_chunks partials (n ·
+            // max_chunks ≤ ATT_PARTS), n · n_kv_heads counters at zero (n ≤ MAX_BATCH, and
+            // each launch leaves them so), `out` n rows of n_heads·head_dim floats.
+            unsafe {
+                self.go(
+                    self.be.k.attention,
+                    grid,
+                    ATT_THREADS,
+                    &mut [
+                        arg(&qp),
+                        arg(&kc),
+                        arg(&vc),
+                        arg(&np),
+                        arg(&po),
+                        arg(&pml),
+                        arg(&nh),
+                        arg(&nkv),
+                        arg(&hd),
+                        arg(&scale),
+                        arg(&cl),
+                        arg(&mc),
+                        arg(&counters),
+                        arg(&op),
+                    ],
+                )
+            };
+        } else {
+            // SAFETY: attention_partial(const float* q, const float* const* k_cache,
+            // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
+            // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
+            // int max_chunks): as above, without the counters and `out`.
+            unsafe {
+                self.go(
+                    self.be.k.attention_partial,
+                    grid,
+                    ATT_THREADS,
+                    &mut [
+                        arg(&qp),
+                        arg(&kc),
+                        arg(&vc),
+                        arg(&np),
+                        arg(&po),
+                        arg(&pml),
+                        arg(&nh),
+                        arg(&nkv),
+                        arg(&hd),
+                        arg(&scale),
+                        arg(&cl),
+                        arg(&mc),
+                    ],
+                )
+            };
+            // SAFETY: attention_combine(const float* part_o, const float* part_ml,
+            // const int* n_past, float* out, int n_heads, int head_dim, int chunk_len,
+            // int max_chunks): the partials above, `out` n rows of n_heads·head_dim floats.
+            unsafe {
+                self.go(
+                    self.be.k.attention_combine,
+                    (c.n_heads as u32, n as u32, 1),
+                    COMBINE_THREADS,
+                    &mut [
+                        arg(&po),
+                        arg(&pml),
+                        arg(&np),
+                        arg(&op),
+                        arg(&nh),
+                        arg(&hd),
+                        arg(&cl),
+                        arg(&mc),
+                    ],
+                )
+            };
+        }
         self.wrote(out);
     }
 

@@ -231,7 +231,7 @@ static std::vector<Kernel>& kernels() {
         TC_KERNELS(f16), TC_KERNELS(bf16), TC_KERNELS(q8_0), TC_KERNELS(q4_0), TC_KERNELS(q4_1),
         TC_KERNELS(q5_0), TC_KERNELS(q5_1), TC_KERNELS(q4_k), TC_KERNELS(q5_k), TC_KERNELS(q6_k),
         KERNEL(f32_to_f16), KERNEL(rmsnorm), KERNEL(rope_store), KERNEL(silu_mul), KERNEL(add),
-        KERNEL(gather_rows), KERNEL(argmax_rows), KERNEL(attention_partial), KERNEL(attention_combine),
+        KERNEL(gather_rows), KERNEL(argmax_rows), KERNEL(attention_partial), KERNEL(attention), KERNEL(attention_combine),
     };
     return table;
 }

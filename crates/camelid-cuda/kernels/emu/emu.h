@@ -36,6 +36,11 @@ static inline float4 make_float4(float a, float b, float c, float d) { return {a
 static inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
 static inline uint2 make_uint2(unsigned a, unsigned b) { return {a, b}; }
 #include <cassert>
+// Memory fences and L2 loads order nothing here (one CTA runs at a time); the atomic is one
+// thread's read-modify-write between barriers.
+static inline void __threadfence() {}
+template <class T> static inline T __ldcg(const T* p) { return *p; }
+static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return old; }
 template <class T> static inline T __ldg(const T* p) { if ((uintptr_t)p % sizeof(T)) { fprintf(stderr, "misaligned __ldg %p size %zu\n", (const void*)p, sizeof(T)); abort(); } return *p; }
 static inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned s) {
     s &= 31; uint64_t v = ((uint64_t)hi << 32) | lo; return (unsigned)(v >> s);

@@ -222,12 +222,23 @@ void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<in
   float scale = 1.0f/sqrtf((float)hd);
   launch({(unsigned)max_chunks,(unsigned)n_kv,(unsigned)n}, {128,1,1}, [&]{ attention_partial(q.data(), kp.data(), vp.data(), np.data(), po.data(), pml.data(), n_heads, n_kv, hd, scale, chunk_len, max_chunks); });
   launch({(unsigned)n_heads,(unsigned)n,1}, {128,1,1}, [&]{ attention_combine(po.data(), pml.data(), np.data(), out.data(), n_heads, hd, chunk_len, max_chunks); });
+  // The one-launch form (the last CTA of each row and kv head combines), twice over the same
+  // counters: the same bits as the two launches, and every counter back at zero after each.
+  std::vector<int> counters((size_t)n * n_kv, 0);
+  bool one_launch = true;
+  for (int rep = 0; rep < 2; rep++) {
+    std::vector<float> po1(po.size(), NAN), pml1(pml.size(), NAN), out1(out.size(), NAN);
+    launch({(unsigned)max_chunks,(unsigned)n_kv,(unsigned)n}, {128,1,1}, [&]{ attention(q.data(), kp.data(), vp.data(), np.data(), po1.data(), pml1.data(), n_heads, n_kv, hd, scale, chunk_len, max_chunks, counters.data(), out1.data()); });
+    one_launch = one_launch && memcmp(out1.data(), out.data(), out.size() * 4) == 0;
+    for (int c : counters) one_launch = one_launch && c == 0;
+  }
   double err = 0; int G = n_heads/n_kv;
   for (int j=0;j<n;j++) for (int h=0;h<n_heads;h++) { int g=h/G; std::vector<double> s(np[j]); double m=-1e300;
     for (int t=0;t<np[j];t++){ double d=0; for(int c=0;c<hd;c++) d+=(double)q[((size_t)j*n_heads+h)*hd+c]*K[j][(size_t)t*kv_dim+g*hd+c]; s[t]=d*scale; m=std::max(m,s[t]); }
     double sum=0; for (auto& v : s){ v=exp(v-m); sum+=v; }
     for (int c=0;c<hd;c++){ double o=0; for(int t=0;t<np[j];t++) o+=s[t]/sum*V[j][(size_t)t*kv_dim+g*hd+c]; double got=out[((size_t)j*n_heads+h)*hd+c]; double e=fabs(got-o); if(!(e<=err)) err = std::isnan(e)?1e9:std::max(err,e);} }
   char buf[120]; snprintf(buf, 120, "attention heads %d/%d hd %d chunk %d n %d", n_heads, n_kv, hd, chunk_len, n); check(buf, err, 2e-6);
+  snprintf(buf, 120, "  in one launch (bit-exact, counters reset)"); check(buf, one_launch ? 0 : 1, 0);
 }
 
 void test_ops() {
