@@ -312,9 +312,9 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
             runs.append(entry)
             log(f"  {test}: {t['avg_ts']:.1f} t/s = {ratio:.2f}x llama.cpp")
         if ty == "Q4_0":
-            # What the launches fused into the products save: the same decode with RoPE and
-            # the cache writes, and SwiGLU's gate, as launches of their own (164 a step
-            # against 132).
+            # What the fused launches save: the same decode with RoPE and the cache writes,
+            # SwiGLU's gate and attention's combine step as launches of their own (164 a step
+            # against 116).
             u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
                                  "-n", "128", "-r", str(reps), "--json",
                                  env={"CAMELID_CUDA_FUSE": "0"}))
