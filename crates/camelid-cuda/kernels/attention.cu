@@ -74,25 +74,15 @@ __device__ __forceinline__ float4 shfl_xor4(float4 v, int off) {
 // this kernel, and L1 is not coherent.
 #define COMBINE_THREADS 128
 
-// Fixed-order reductions over the CTA (COMBINE_THREADS / 32 warps).
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    v = warp_max(v);
+// A fixed-order reduction over the CTA (COMBINE_THREADS / 32 warps): the largest, or the sum.
+template <bool MAX>
+__device__ __forceinline__ float block_reduce(float v, float* scratch) {
+    v = MAX ? warp_max(v) : warp_sum(v);
     if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
     __syncthreads();
     float r = scratch[0];
 #pragma unroll
-    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r = fmaxf(r, scratch[w]);
-    __syncthreads();
-    return r;
-}
-
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-    v = warp_sum(v);
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float r = scratch[0];
-#pragma unroll
-    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r += scratch[w];
+    for (int w = 1; w < COMBINE_THREADS / 32; ++w) r = MAX ? fmaxf(r, scratch[w]) : r + scratch[w];
     __syncthreads();
     return r;
 }
@@ -107,11 +97,11 @@ __device__ __forceinline__ void combine_head(const float* part_o, const float* p
 
     float m = neg_inf();
     for (int c = tid; c < nc; c += COMBINE_THREADS) m = fmaxf(m, __ldcg(part_ml + 2 * (base + c)));
-    const float M = block_max(m, scratch);
+    const float M = block_reduce<true>(m, scratch);
     float l = 0.0f;
     for (int c = tid; c < nc; c += COMBINE_THREADS)
         l += __ldcg(part_ml + 2 * (base + c) + 1) * expf(__ldcg(part_ml + 2 * (base + c)) - M);
-    const float total = block_sum(l, scratch);
+    const float total = block_reduce<false>(l, scratch);
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;
 
     // Each thread owns columns tid and tid + COMBINE_THREADS (head_dim <= 256); the chunk

@@ -850,64 +850,38 @@ impl Ops for CudaOps<'_> {
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let (cl, mc) = (self.chunk_len as i32, self.max_chunks as i32);
         let grid = (self.max_chunks as u32, c.n_kv_heads as u32, n as u32);
-        if self.be.fuse && n <= GRAPH_MAX_BATCH {
-            let counters = self.p.att_count.ptr();
-            // SAFETY: attention(const float* q, const float* const* k_cache,
-            // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
-            // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
-            // int max_chunks, int* counters, float* out): per row a layer of its cache (n_ctx
-            // ≥ n_past positions), scratch for n · n_heads · max_chunks partials (n ·
-            // max_chunks ≤ ATT_PARTS), n · n_kv_heads counters at zero (n ≤ MAX_BATCH, and
-            // each launch leaves them so), `out` n rows of n_heads·head_dim floats.
-            unsafe {
-                self.go(
-                    self.be.k.attention,
-                    grid,
-                    ATT_THREADS,
-                    &mut [
-                        arg(&qp),
-                        arg(&kc),
-                        arg(&vc),
-                        arg(&np),
-                        arg(&po),
-                        arg(&pml),
-                        arg(&nh),
-                        arg(&nkv),
-                        arg(&hd),
-                        arg(&scale),
-                        arg(&cl),
-                        arg(&mc),
-                        arg(&counters),
-                        arg(&op),
-                    ],
-                )
-            };
+        let one = self.be.fuse && n <= GRAPH_MAX_BATCH;
+        let counters = self.p.att_count.ptr();
+        let mut args = vec![
+            arg(&qp),
+            arg(&kc),
+            arg(&vc),
+            arg(&np),
+            arg(&po),
+            arg(&pml),
+            arg(&nh),
+            arg(&nkv),
+            arg(&hd),
+            arg(&scale),
+            arg(&cl),
+            arg(&mc),
+        ];
+        let f = if one {
+            args.extend([arg(&counters), arg(&op)]);
+            self.be.k.attention
         } else {
-            // SAFETY: attention_partial(const float* q, const float* const* k_cache,
-            // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
-            // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
-            // int max_chunks): as above, without the counters and `out`.
-            unsafe {
-                self.go(
-                    self.be.k.attention_partial,
-                    grid,
-                    ATT_THREADS,
-                    &mut [
-                        arg(&qp),
-                        arg(&kc),
-                        arg(&vc),
-                        arg(&np),
-                        arg(&po),
-                        arg(&pml),
-                        arg(&nh),
-                        arg(&nkv),
-                        arg(&hd),
-                        arg(&scale),
-                        arg(&cl),
-                        arg(&mc),
-                    ],
-                )
-            };
+            self.be.k.attention_partial
+        };
+        // SAFETY: attention_partial(const float* q, const float* const* k_cache,
+        // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
+        // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
+        // int max_chunks): per row a layer of its cache (n_ctx ≥ n_past positions), and
+        // scratch for n · n_heads · max_chunks partials (n · max_chunks ≤ ATT_PARTS).
+        // attention(the same, int* counters, float* out): also n · n_kv_heads counters at zero
+        // (n ≤ MAX_BATCH, and each launch leaves them so) and `out` n rows of
+        // n_heads·head_dim floats.
+        unsafe { self.go(f, grid, ATT_THREADS, &mut args) };
+        if !one {
             // SAFETY: attention_combine(const float* part_o, const float* part_ml,
             // const int* n_past, float* out, int n_heads, int head_dim, int chunk_len,
             // int max_chunks): the partials above, `out` n rows of n_heads·head_dim floats.
