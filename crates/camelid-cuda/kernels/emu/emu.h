@@ -1,6 +1,6 @@
 // Host emulation of the CUDA builtins the kernels use, so that their logic can be tested on a
 // machine without a GPU: every CUDA thread of a CTA is a fiber (ucontext) on the calling OS
-// thread, one CTA at a time; __syncthreads() and warp shuffles are barriers at which a fiber
+// thread, one CTA at a time (in grid order, or its reverse on every other launch); __syncthreads() and warp shuffles are barriers at which a fiber
 // yields until its CTA (or warp) has arrived; __ldg checks alignment. It says nothing about
 // speed or about the GPU memory model; it does run every line of the kernels. A barrier that
 // can never be met (a thread waiting on one its CTA has left) aborts with a message. Used by
@@ -208,7 +208,14 @@ static void launch(dim3_ grid, dim3_ block, std::function<void()> f) {
     }
     gridDim = grid; blockDim = block; g_body = &f;
     dim3_ saved_tid = threadIdx, saved_bid = blockIdx;
-    for (unsigned bz = 0; bz < grid.z; bz++) for (unsigned by = 0; by < grid.y; by++) for (unsigned bx = 0; bx < grid.x; bx++) {
+    // Every other launch runs its CTAs in the reverse order, so that a kernel whose result
+    // depends on which CTA runs first (or last, as in attention's one-launch combine) shows it.
+    static unsigned long launches = 0;
+    const bool backwards = launches++ % 2 == 1;
+    const unsigned long ctas = (unsigned long)grid.x * grid.y * grid.z;
+    for (unsigned long c = 0; c < ctas; c++) {
+        const unsigned long i = backwards ? ctas - 1 - c : c;
+        const unsigned bx = i % grid.x, by = i / grid.x % grid.y, bz = i / ((unsigned long)grid.x * grid.y);
         blockIdx = {bx, by, bz};
         g_block_bar = EmuBarrier{nt, 0, 0};
         g_warp_bar.assign((nt + 31) / 32, EmuBarrier{});
