@@ -687,11 +687,24 @@ impl Ops for CudaOps<'_> {
     }
 
     /// Where the products fuse ([`CudaOps::fusable`]), one `matvec3_<t>` launch that also
-    /// rotates q and k and writes k and v into the cache; else the products, then `rope_store`.
+    /// rotates q and k and writes k and v into the cache. Where only q and k fuse (a Q4_K_M
+    /// file's Q6_K `attn_v` beside Q4_K `attn_q`), two: q and k with RoPE and k's cache
+    /// writes, then v with its cache writes (`matvec3_<t>` of v's type given v alone, as its
+    /// third matrix). Else the products, then `rope_store`.
     fn qkv_rope_store(&mut self, layer: usize, x: Buf, q: Buf, k: Buf, v: Buf, n: usize) {
         let products = [(Mat::Q(layer), q), (Mat::K(layer), k), (Mat::V(layer), v)];
+        let wv = self.be.mat(Mat::V(layer));
         if self.be.fuse && self.fusable(&products, n) {
             self.matmuls_fused(x, &products, n, Some(layer));
+        } else if self.be.fuse
+            && self.fusable(&products[..2], n)
+            && matches!(self.route(wv, n), Route::Matvec)
+        {
+            self.matmuls_fused(x, &products[..2], n, Some(layer));
+            let (xp, _) = self.buf(x);
+            let (vp, _) = self.buf(v);
+            self.matvec_fused([wv; 3], [0, 0, wv.rows], xp, [vp; 3], n, Some(layer));
+            self.wrote(v);
         } else {
             self.matmuls(x, &products, n);
             self.rope_store(layer, q, k, v);

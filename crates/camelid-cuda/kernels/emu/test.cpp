@@ -161,6 +161,17 @@ void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, in
   char buf[120];
   snprintf(buf, 120, "matvec3_%s + RoPE, cache n %d (bit-exact)", name, n);
   check(buf, same(q1, q2) && same(k1, k2) && same(v1, v2) && same(kc1, kc2) && same(vc1, vc2) ? 0 : 1, 0);
+  // Split as for a Q4_K_M layer whose v has another type: q and k, then v alone (the third
+  // matrix of a launch whose first two have no rows).
+  std::vector<float> q3 = q1, k3 = k1, v3 = v1, kc3 = kc1, vc3 = vc1;
+  for (auto* b : {&q3, &k3, &v3, &kc3, &vc3}) std::fill(b->begin(), b->end(), NAN);
+  std::vector<float*> kp3 = slots(kc3), vp3 = slots(vc3);
+  launch({(qr + kr) / 2,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q3.data(), qr, wk.data(), k3.data(), kr, wq.data(), q3.data(), 0, x.data(), cols, n,
+                                                pos.data(), invf.data(), kp3.data(), vp3.data(), hd); });
+  launch({kr / 2,1,1}, {32,4,1}, [&]{ mv3(wv.data(), v3.data(), 0, wv.data(), v3.data(), 0, wv.data(), v3.data(), kr, x.data(), cols, n,
+                                        pos.data(), invf.data(), kp3.data(), vp3.data(), hd); });
+  snprintf(buf, 120, "matvec3_%s + RoPE, q k then v n %d (bit-exact)", name, n);
+  check(buf, same(q3, q2) && same(k3, k2) && same(v3, v2) && same(kc3, kc2) && same(vc3, vc2) ? 0 : 1, 0);
   // SwiGLU: 5 rows (the last CTA's second row past the end).
   const int fr = 5;
   std::vector<float> Wg, Wu;
