@@ -87,12 +87,17 @@ __device__ __forceinline__ float block_reduce(float v, float* scratch) {
     return r;
 }
 
+// The chunks of a row with np positions that ran (ceil(np / chunk_len), at most max_chunks).
+__device__ __forceinline__ int chunks_run(int np, int chunk_len, int max_chunks) {
+    return np > 0 ? min(max_chunks, (np + chunk_len - 1) / chunk_len) : 0;
+}
+
 __device__ __forceinline__ void combine_head(const float* part_o, const float* part_ml, int np,
                                              float* out, int n_heads, int head_dim,
                                              int chunk_len, int max_chunks, int h, int j,
                                              float* scratch, float* weight) {
     const int tid = threadIdx.x;
-    const int nc = np > 0 ? min(max_chunks, (np + chunk_len - 1) / chunk_len) : 0;
+    const int nc = chunks_run(np, chunk_len, max_chunks);
     const long long base = ((long long)j * n_heads + h) * max_chunks;
 
     float m = neg_inf();
@@ -338,7 +343,7 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     // and combines.
     __threadfence();
     __syncthreads();
-    const int nc = min(max_chunks, (np + chunk_len - 1) / chunk_len);
+    const int nc = chunks_run(np, chunk_len, max_chunks);
     int* count = counters + (long long)j * n_kv_heads + kvh;
     if (tid == 0) last = atomicAdd(count, 1) == nc - 1;
     __syncthreads();

@@ -649,7 +649,6 @@ __device__ __noinline__ void rope_cache_rows(float* __restrict__ y, int rows, in
                                                 const float* __restrict__ inv_freq,
                                                 float* const* __restrict__ cache, int head_dim) {
     const int row0 = cta * MV_ROWS;
-    if (row0 >= rows) return;
     __syncthreads();
     for (int j = threadIdx.y * 32 + threadIdx.x; j < n; j += 32 * MV_WARPS) {
         float2* p = (float2*)(y + (long long)j * rows + row0);

@@ -715,8 +715,7 @@ impl Ops for CudaOps<'_> {
     /// else the products, then `silu_mul`.
     fn swiglu(&mut self, layer: usize, x: Buf, gate: Buf, up: Buf, n: usize) {
         let products = [(Mat::Gate(layer), gate), (Mat::Up(layer), up)];
-        let same_rows = self.be.mat(products[0].0).rows == self.be.mat(products[1].0).rows;
-        if !(self.be.fuse && same_rows && self.fusable(&products, n)) {
+        if !(self.be.fuse && self.fusable(&products, n)) {
             self.matmuls(x, &products, n);
             self.silu_mul(gate, up, n);
             return;
@@ -731,8 +730,8 @@ impl Ops for CudaOps<'_> {
         let grid = (wg.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
         // SAFETY: matvec_swiglu_<t>(const unsigned char* w_gate, const unsigned char* w_up,
         // const float* x, float* h, float* u, int rows, int cols, int n): both matrices hold
-        // rows·cols weights of the type (checked by `fusable`), `x` n·cols floats, `h` and `u`
-        // n·rows.
+        // rows·cols weights of the type (both [d_ff, d_model], checked at load; the type by
+        // `fusable`), `x` n·cols floats, `h` and `u` n·rows.
         unsafe {
             self.go3(
                 f,
@@ -865,7 +864,8 @@ impl Ops for CudaOps<'_> {
         let grid = (self.max_chunks as u32, c.n_kv_heads as u32, n as u32);
         let one = self.be.fuse && n <= GRAPH_MAX_BATCH;
         let counters = self.p.att_count.ptr();
-        let mut args = vec![
+        // attention_partial's arguments, then the two `attention` adds.
+        let mut args = [
             arg(&qp),
             arg(&kc),
             arg(&vc),
@@ -878,12 +878,13 @@ impl Ops for CudaOps<'_> {
             arg(&scale),
             arg(&cl),
             arg(&mc),
+            arg(&counters),
+            arg(&op),
         ];
-        let f = if one {
-            args.extend([arg(&counters), arg(&op)]);
-            self.be.k.attention
+        let (f, n_args) = if one {
+            (self.be.k.attention, 14)
         } else {
-            self.be.k.attention_partial
+            (self.be.k.attention_partial, 12)
         };
         // SAFETY: attention_partial(const float* q, const float* const* k_cache,
         // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
@@ -893,7 +894,7 @@ impl Ops for CudaOps<'_> {
         // attention(the same, int* counters, float* out): also n · n_kv_heads counters at zero
         // (n ≤ MAX_BATCH, and each launch leaves them so) and `out` n rows of
         // n_heads·head_dim floats.
-        unsafe { self.go(f, grid, ATT_THREADS, &mut args) };
+        unsafe { self.go(f, grid, ATT_THREADS, &mut args[..n_args]) };
         if !one {
             // SAFETY: attention_combine(const float* part_o, const float* part_ml,
             // const int* n_past, float* out, int n_heads, int head_dim, int chunk_len,

@@ -74,12 +74,12 @@ pub fn fits_in_memory(bytes: usize) -> bool {
     let cgroups = read("/proc/self/cgroup").map_or(Vec::new(), |c| cgroup_dirs(&c));
     let limits = cgroups.iter().filter_map(|(dir, v2)| {
         let file = |name: &str| read(&format!("{dir}/{name}"));
-        let (limit, stat) = if *v2 {
-            (file("memory.max")?, file("memory.stat")?)
+        let limit = file(if *v2 {
+            "memory.max"
         } else {
-            (file("memory.limit_in_bytes")?, file("memory.stat")?)
-        };
-        cgroup_room(&limit, &stat, *v2)
+            "memory.limit_in_bytes"
+        })?;
+        cgroup_room(&limit, &file("memory.stat")?, *v2)
     });
     meminfo
         .into_iter()
