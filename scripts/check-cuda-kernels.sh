@@ -46,6 +46,8 @@ nvcc="$site/nvidia/cu13/bin/nvcc"
 
 shopt -s nullglob
 sources=("$kdir"/*.cu)
+# Put before every source (kernels/common.cuh says why).
+common="$kdir/common.cuh"
 [ ${#sources[@]} -gt 0 ] || { echo "check-cuda-kernels: no .cu file in $kdir" >&2; exit 1; }
 
 out=$(mktemp -d)
@@ -56,13 +58,13 @@ echo "== nvcc $("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
 for src in "${sources[@]}"; do
     name=$(basename "$src" .cu)
     for arch in 80 90; do
-        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -ptx "$src" \
+        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -include "$common" -ptx "$src" \
             -o "$out/$name.sm_$arch.ptx"; then
             echo "FAIL nvcc -ptx $name.cu sm_$arch" >&2
             status=1
             continue
         fi
-        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -cubin -Xptxas -v \
+        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -include "$common" -cubin -Xptxas -v \
             "$src" -o "$out/$name.sm_$arch.cubin" 2>"$out/$name.sm_$arch.log"; then
             cat "$out/$name.sm_$arch.log" >&2
             echo "FAIL nvcc -cubin $name.cu sm_$arch" >&2
@@ -88,7 +90,7 @@ done
 # NVRTC, header-free, as the host compiles at run time.
 nvrtc_check='
 import ctypes, glob, sys
-lib_glob, label, out_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+lib_glob, label, out_dir, common = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 libs = sorted(glob.glob(lib_glob))
 if not libs:
     sys.exit("no libnvrtc at " + lib_glob)
@@ -102,16 +104,17 @@ major, minor = ctypes.c_int(), ctypes.c_int()
 nv.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
 print("== NVRTC %d.%d (%s)" % (major.value, minor.value, label))
 failed = False
-for path in sys.argv[4:]:
+prelude = open(common, "rb").read()
+for path in sys.argv[5:]:
     src = open(path, "rb").read()
     name = path.rsplit("/", 1)[-1]
-    if b"#include" in src:
+    if b"#include" in src + prelude:
         print("FAIL %s: #include is not allowed (NVRTC compiles without headers)" % name)
         failed = True
         continue
     for arch in ("compute_80", "compute_90"):
         prog = ctypes.c_void_p()
-        rc = nv.nvrtcCreateProgram(ctypes.byref(prog), src, name.encode(), 0, None, None)
+        rc = nv.nvrtcCreateProgram(ctypes.byref(prog), prelude + src, name.encode(), 0, None, None)
         if rc != 0:
             sys.exit("nvrtcCreateProgram failed: %d" % rc)
         opts = [b"--gpu-architecture=" + arch.encode(), b"--std=c++17"]
@@ -133,9 +136,9 @@ for path in sys.argv[4:]:
         nv.nvrtcDestroyProgram(ctypes.byref(prog))
 sys.exit(1 if failed else 0)
 '
-"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" nvrtc12 "$out" \
+"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" nvrtc12 "$out" "$common" \
     "${sources[@]}" || status=1
-"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cu13/lib/libnvrtc.so.13*" nvrtc13 "$out" \
+"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cu13/lib/libnvrtc.so.13*" nvrtc13 "$out" "$common" \
     "${sources[@]}" || status=1
 
 # Every entry point of the ABI, in the PTX NVRTC produced.
@@ -158,8 +161,9 @@ done
 # The kernels' logic, run on the CPU under emulation (kernels/emu), against scalar references.
 echo "== host emulation (g++ -std=c++20, each CUDA thread a fiber)"
 mkdir -p "$out/emu"
-for name in quant ops attention; do
-    python3 - "$kdir/$name.cu" "$out/emu/${name}_emu.cpp" <<'PY'
+for src in "$common" "${sources[@]}"; do
+    name=$(basename "$src"); name=${name%.*}
+    python3 - "$src" "$out/emu/${name}_emu.cpp" <<'PY'
 import re, sys
 s = open(sys.argv[1]).read()
 for old, new in (('asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));', 'f = emu_h2f(h);'),
@@ -168,6 +172,11 @@ for old, new in (('asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));', 'f = emu_h2f
                   'r = (unsigned)emu_f2h(lo) | ((unsigned)emu_f2h(hi) << 16);'),
                  ('extern "C"', '')):
     s = s.replace(old, new)
+# Launch order (griddepcontrol) and L2 prefetches become emu.h's checks.
+s, waits = re.subn(r'asm volatile\("griddepcontrol\.wait;.*?\);', 'emu_grid_dep_wait();', s)
+assert 'asm volatile("griddepcontrol' not in s, "grid_dep_wait not rewritten"
+s, _ = re.subn(r'asm volatile\("prefetch\.global\.L2 \[%0\];" ::"l"\((.*?)\)\);', r'emu_prefetch(\1);', s)
+assert "asm volatile(\"prefetch" not in s, "prefetch not rewritten"
 # The tensor-core product (one statement over several lines) becomes emu.h's warp exchange.
 s, mma = re.subn(r'asm volatile\("mma\.sync.*?\(b1\)\);', 'emu_mma_16816(c, a, b0, b1);', s,
                  flags=re.DOTALL)

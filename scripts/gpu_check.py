@@ -21,7 +21,8 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   decode ceiling (weight bytes at 4.27 TB/s), with the device memory camelid allocated at most
   (weights, caches, scratch: checked against file + KV cache + 10%) and the device's memory in
   use as the driver reports it (that plus the CUDA context and libraries); and Q4_0's decode
-  again with `CAMELID_CUDA_FUSE=0` ("unfused"), to see what the fused launches save.
+  again with `CAMELID_CUDA_FUSE=0` ("unfused") and with `CAMELID_CUDA_PDL=0` ("no_pdl"), to see
+  what the fused launches and the early (programmatic dependent) launches save.
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
 - "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
@@ -280,7 +281,7 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
     log("writing the 1.24B Llama-3.2-1B-shaped model (F16)")
     cm.ok("random-model", "llama3.2-1b", str(f16), "F16", "--seed", "1", *layers)
     runs = []
-    unfused = None
+    variants = {}
     for ty in ("F16", "Q8_0", "Q4_0", "Q4_K_M"):
         path = f16 if ty == "F16" else work / f"l1b-{ty}.gguf"
         if ty != "F16":
@@ -312,18 +313,20 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
             runs.append(entry)
             log(f"  {test}: {t['avg_ts']:.1f} t/s = {ratio:.2f}x llama.cpp")
         if ty == "Q4_0":
-            # What the fused launches save: the same decode with RoPE and the cache writes,
-            # SwiGLU's gate and attention's combine step as launches of their own (164 a step
-            # against 116).
-            u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
-                                 "-n", "128", "-r", str(reps), "--json",
-                                 env={"CAMELID_CUDA_FUSE": "0"}))
-            unfused = {"type": ty, "test": u[0]["test"], "tokens_per_s": u[0]["avg_ts"],
-                       "stddev": u[0]["stddev_ts"], "env": "CAMELID_CUDA_FUSE=0"}
-            log(f"  {unfused['test']} unfused: {unfused['tokens_per_s']:.1f} t/s")
+            # What the fused launches save (the same decode with RoPE and the cache writes,
+            # SwiGLU's gate and attention's combine step as launches of their own: 164 a step
+            # against 116), and what the early launches save (each kernel launched only once
+            # the one before it has completed).
+            for name, var in (("unfused", "CAMELID_CUDA_FUSE"), ("no_pdl", "CAMELID_CUDA_PDL")):
+                u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
+                                     "-n", "128", "-r", str(reps), "--json", env={var: "0"}))
+                variants[name] = {"type": ty, "test": u[0]["test"],
+                                  "tokens_per_s": u[0]["avg_ts"], "stddev": u[0]["stddev_ts"],
+                                  "isa": u[0].get("isa"), "env": f"{var}=0"}
+                log(f"  {u[0]['test']} {name}: {u[0]['avg_ts']:.1f} t/s")
         if ty != "F16" and ty != "Q4_0":
             path.unlink()
-    return {"ok": all(r["ok"] for r in runs), "runs": runs, "unfused": unfused}
+    return {"ok": all(r["ok"] for r in runs), "runs": runs, **variants}
 
 
 def free_port() -> int:

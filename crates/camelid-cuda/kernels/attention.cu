@@ -29,6 +29,7 @@
 
 #define FULL_MASK 0xFFFFFFFFu
 
+
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xFF800000); }
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -168,6 +169,7 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     __shared__ float comb_weight[COMBINE_THREADS];
     __shared__ int last;
 
+    grid_dep_wait();
     const int chunk = blockIdx.x, kvh = blockIdx.y, j = blockIdx.z;
     const int np = n_past[j];
     const int t_begin = chunk * chunk_len;
@@ -382,6 +384,7 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
                       int head_dim, int chunk_len, int max_chunks) {
     __shared__ float scratch[COMBINE_THREADS / 32];
     __shared__ float weight[COMBINE_THREADS];
+    grid_dep_wait();
     const int h = blockIdx.x, j = blockIdx.y;
     combine_head(part_o, part_ml, n_past[j], out, n_heads, head_dim, chunk_len, max_chunks, h, j,
                  scratch, weight);

@@ -16,6 +16,7 @@
 
 extern "C" __global__ void __launch_bounds__(RMS_THREADS)
     rmsnorm(float* out, const float* x, const float* __restrict__ gain, int d, float eps, int n) {
+    grid_dep_wait();
     __shared__ double warp_sums[RMS_THREADS / 32];
     const int row = blockIdx.x;
     if (row >= n) return;
@@ -50,6 +51,7 @@ extern "C" __global__ void __launch_bounds__(RMS_THREADS)
 // SwiGLU's gate: gate = silu(gate) * up with silu(g) = g / (1 + exp(-g)), in the CPU's order.
 extern "C" __global__ void silu_mul(float* __restrict__ gate, const float* __restrict__ up,
                                     long long n) {
+    grid_dep_wait();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         const float g = gate[i];
@@ -59,6 +61,7 @@ extern "C" __global__ void silu_mul(float* __restrict__ gate, const float* __res
 
 // The residual: x += y.
 extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ y, long long n) {
+    grid_dep_wait();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         x[i] = __fadd_rn(x[i], y[i]);
@@ -71,6 +74,7 @@ extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ 
 // out[j, :] = x[idx[j], :] (the rows whose logits are wanted, for instance).
 extern "C" __global__ void gather_rows(float* __restrict__ out, const float* __restrict__ x,
                                        const int* __restrict__ idx, int d, int n) {
+    grid_dep_wait();
     const int j = blockIdx.x;
     if (j >= n) return;
     const float* src = x + (long long)idx[j] * d;
@@ -98,6 +102,7 @@ extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
                 int n) {
     __shared__ float warp_best[ARGMAX_THREADS / 32];
     __shared__ int warp_at[ARGMAX_THREADS / 32];
+    grid_dep_wait();
     const int row = blockIdx.x;
     if (row >= n) return;
     const float* l = logits + (long long)row * n_vocab;

@@ -55,6 +55,24 @@ __device__ __forceinline__ unsigned int byte_of(unsigned int w, int i) {
     return (w >> (8 * i)) & 0xFFu;
 }
 
+// Asks L2 for the `count` rows of `row_bytes` bytes from `w`, and as many from `w2` unless it
+// is null, one 128-byte line per request, spread over the CTA's threads: the weights a CTA is
+// about to stream, requested while it waits for the previous kernel. A hint (nothing is loaded
+// into registers), given only bytes of the matrices. One call for both of SwiGLU's matrices:
+// inlined, or called once for each, it made matvec_swiglu spill registers (up to 36 bytes on
+// sm_90).
+__device__ __noinline__ void prefetch_rows(const unsigned char* w, const unsigned char* w2,
+                                           long long row_bytes, int count) {
+#if defined(CAMELID_EMU) || __CUDA_ARCH__ >= 900
+    const int t = threadIdx.y * blockDim.x + threadIdx.x, nt = blockDim.x * blockDim.y;
+    const long long bytes = (long long)max(count, 0) * row_bytes;
+    for (long long at = (long long)t * 128; at < bytes; at += (long long)nt * 128) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(w + at));
+        if (w2) asm volatile("prefetch.global.L2 [%0];" ::"l"(w2 + at));
+    }
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loads
 //
@@ -395,6 +413,7 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
                const float* __restrict__ inv_freq, float* const* __restrict__ k_rows,
                float* const* __restrict__ v_rows, int n, int n_heads, int n_kv_heads,
                int head_dim) {
+    grid_dep_wait();
     const int j = blockIdx.y;
     const int half = head_dim / 2;
     int idx = blockIdx.x * ROPE_THREADS + threadIdx.x;
@@ -473,6 +492,7 @@ __device__ __forceinline__ void write_piece(const unsigned char* blk, int p, T* 
 template <class F, class T>
 __device__ __forceinline__ void dequant_impl(const unsigned char* __restrict__ w,
                                              T* __restrict__ out, long long n_blocks) {
+    grid_dep_wait();
     const long long pieces = n_blocks * F::PIECES;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < pieces; i += stride) {
@@ -486,6 +506,7 @@ template <class F>
 __device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
                                            const unsigned int* __restrict__ tokens,
                                            float* __restrict__ out, int cols, int n) {
+    grid_dep_wait();
     const int i = blockIdx.y;
     const int piece = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n || piece >= cols / 16) return;
@@ -632,6 +653,17 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
         matvec_slice<F, ACC>(rowp, x + (long long)j0 * cols, y + (long long)j0 * rows, rows,
                              cols, min(n - j0, MV_MAX_N), row0, partial);
     }
+}
+
+// The CTA's rows of a decode product (and the same rows of `w2`, unless null), to L2 (see
+// `prefetch_rows`).
+template <class F>
+__device__ __forceinline__ void prefetch_matvec_rows(const unsigned char* w,
+                                                     const unsigned char* w2, int rows,
+                                                     int cols, int cta) {
+    const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
+    const long long at = (long long)cta * MV_ROWS * row_bytes;
+    prefetch_rows(w + at, w2 ? w2 + at : nullptr, row_bytes, min(MV_ROWS, rows - cta * MV_ROWS));
 }
 
 // The operations that follow a product, fused into its launch: after `matvec_impl` has stored
@@ -833,6 +865,9 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
                                                const unsigned short* __restrict__ xh,
                                                float* __restrict__ y, int rows, int cols, int n) {
     const long long row_bytes = (long long)(cols / F::BLOCK) * F::BYTES;
+    const int row0 = blockIdx.x * TC_ROWS;
+    prefetch_rows(w + row0 * row_bytes, nullptr, row_bytes, min(TC_ROWS, rows - row0));
+    grid_dep_wait();
     for (int j0 = 0; j0 < n; j0 += TC_MAX_N) {
         tc_slice<F, ACC>(w, xh + (long long)j0 * cols, y + (long long)j0 * rows, rows, cols,
                          min(n - j0, TC_MAX_N), row_bytes);
@@ -846,12 +881,16 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
         matvec_##name(const unsigned char* w, const float* x, float* y, int rows, int cols,    \
                       int n) {                                                                  \
+        prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
+        grid_dep_wait();                                                                        \
         matvec_impl<F>(w, x, y, rows, cols, n, blockIdx.x);                                     \
     }                                                                                           \
     /* The residual's products (o, down): y += W x, as matvec_ then add give it. */              \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
         matvec_add_##name(const unsigned char* w, const float* x, float* y, int rows, int cols, \
                           int n) {                                                              \
+        prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
+        grid_dep_wait();                                                                        \
         matvec_impl<F, true>(w, x, y, rows, cols, n, blockIdx.x);                               \
     }                                                                                           \
     /* Up to three matrices of one type and width against the same x in one launch (q, k, v; \
@@ -874,6 +913,8 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         } else if (cta >= c0) {                                                                 \
             w = w1, y = y1, rows = rows1, cta -= c0, cache = k_rows;                            \
         }                                                                                       \
+        prefetch_matvec_rows<F>(w, nullptr, rows, cols, cta);                                   \
+        grid_dep_wait();                                                                        \
         matvec_impl<F>(w, x, y, rows, cols, n, cta);                                            \
         if (pos) rope_cache_rows(y, rows, n, cta, pos, inv_freq, cache, head_dim);              \
     }                                                                                           \
@@ -882,6 +923,8 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
         matvec_swiglu_##name(const unsigned char* w_gate, const unsigned char* w_up,            \
                              const float* x, float* h, float* u, int rows, int cols, int n) {   \
+        prefetch_matvec_rows<F>(w_gate, w_up, rows, cols, blockIdx.x);                          \
+        grid_dep_wait();                                                                        \
         matvec_impl<F>(w_gate, x, h, rows, cols, n, blockIdx.x);                                \
         __syncthreads(); /* the gate's last sums are read from `partial` before up's go in */  \
         matvec_impl<F>(w_up, x, u, rows, cols, n, blockIdx.x);                                  \
@@ -966,6 +1009,7 @@ CAMELID_DEQUANT_BLOCKS(q6_k, FmtQ6_K)
 // Activations to f16 bits for the f16 GEMMs (round to nearest even); any grid, grid-stride.
 extern "C" __global__ void f32_to_f16(const float* __restrict__ x, unsigned short* __restrict__ out,
                                       long long n) {
+    grid_dep_wait();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         out[i] = float_to_half(x[i]);

@@ -300,6 +300,8 @@ impl CudaBackend {
             .unwrap_or(LOGITS_BYTES / (config.n_vocab * 4))
             .clamp(1, MAX_BATCH);
         let pass = Pass::new(&dev, config, scratch_bytes, logit_rows)?;
+        let pdl = if k.rmsnorm.early { ", PDL" } else { "" };
+        let name = format!("{card} (sm_{major}{minor}{pdl})");
 
         Ok(CudaBackend {
             config: config.clone(),
@@ -322,7 +324,7 @@ impl CudaBackend {
                 .unwrap_or(TC_ROWS_DEFAULT),
             fuse: std::env::var("CAMELID_CUDA_FUSE").map_or(true, |v| v != "0"),
             graphs_ok: AtomicBool::new(std::env::var_os("CAMELID_CUDA_NO_GRAPHS").is_none()),
-            name: format!("{card} (sm_{major}{minor})"),
+            name,
             ordinal,
             weight_bytes,
             pass: Mutex::new(pass),

@@ -209,7 +209,14 @@ impl Drop for Pinned {
 
 /// A kernel of the loaded module.
 #[derive(Clone, Copy)]
-pub struct Func(pub sys::CUfunction);
+pub struct Func {
+    pub f: sys::CUfunction,
+    /// Launched with programmatic stream serialization (programmatic dependent launch, sm_90
+    /// and later): the kernel may start while the one before it in the stream finishes, and
+    /// waits for it with `griddepcontrol.wait` before it touches anything that one writes
+    /// (kernels/README.md, "Launch order").
+    pub early: bool,
+}
 
 // SAFETY: a CUfunction is a handle valid in its context from any thread; launches are made only
 // under the backend's pass mutex, with the context bound.
@@ -236,9 +243,32 @@ pub unsafe fn launch(
     stream: sys::CUstream,
     args: &mut [*mut c_void],
 ) -> Result<()> {
-    // SAFETY: forwarded to the caller (see above); the driver copies the argument values at
-    // the call, so `args` need only live until it returns.
-    unsafe { result::launch_kernel(f.0, grid, block, 0, stream, args) }
+    if !f.early {
+        // SAFETY: forwarded to the caller (see above); the driver copies the argument values
+        // at the call, so `args` need only live until it returns.
+        return unsafe { result::launch_kernel(f.f, grid, block, 0, stream, args) }
+            .map_err(|e| CudaError::at("launching a kernel", e));
+    }
+    // SAFETY: a plain-data union of the driver's headers; all zeros is a valid value.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: grid.0,
+        gridDimY: grid.1,
+        gridDimZ: grid.2,
+        blockDimX: block.0,
+        blockDimY: block.1,
+        blockDimZ: block.2,
+        sharedMemBytes: 0,
+        hStream: stream,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: as above; `config` and the attribute it points at live through the call, which
+    // copies them.
+    unsafe { sys::cuLaunchKernelEx(&config, f.f, args.as_mut_ptr(), std::ptr::null_mut()) }
+        .result()
         .map_err(|e| CudaError::at("launching a kernel", e))
 }
 

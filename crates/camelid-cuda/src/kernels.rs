@@ -13,13 +13,21 @@ use cudarc::nvrtc::sys as nvrtc;
 
 use crate::device::{CudaError, Device, Func, Result};
 
-/// The sources, each its own NVRTC program and module (README: they are self-contained and
-/// may define the same helpers).
+/// The sources, each its own NVRTC program and module, after [`COMMON`] (see [`program`]).
 const SOURCES: [(&str, &str); 3] = [
     ("quant.cu", include_str!("../kernels/quant.cu")),
     ("ops.cu", include_str!("../kernels/ops.cu")),
     ("attention.cu", include_str!("../kernels/attention.cu")),
 ];
+
+/// What every source uses (the launch-order wait), put before each.
+const COMMON: &str = include_str!("../kernels/common.cuh");
+
+/// The text NVRTC compiles for a source: [`COMMON`], then the source, whose lines keep their
+/// numbers in NVRTC's messages.
+fn program(name: &str, source: &str) -> String {
+    format!("{COMMON}#line 1 \"{name}\"\n{source}")
+}
 
 /// The weight types with kernels; the others are refused at load, naming the tensor.
 pub const WEIGHT_TYPES: [DType; 11] = [
@@ -89,8 +97,12 @@ pub struct Kernels {
     pub attention: Func,
 }
 
-/// The loaded modules, unloaded on drop (also when loading the rest fails).
-struct Modules(Vec<sys::CUmodule>);
+/// The loaded modules, unloaded on drop (also when loading the rest fails), and how their
+/// kernels are launched ([`Func::early`]).
+struct Modules {
+    list: Vec<sys::CUmodule>,
+    early: bool,
+}
 
 // SAFETY: module handles are valid in their context from any thread; they are only unloaded,
 // once, on drop.
@@ -100,7 +112,7 @@ unsafe impl Sync for Modules {}
 
 impl Drop for Modules {
     fn drop(&mut self) {
-        for &m in &self.0 {
+        for &m in &self.list {
             // SAFETY: loaded by `Kernels::load`, unloaded once; no launch is in flight (the
             // backend synchronizes its stream after every pass).
             let _ = unsafe { result::module::unload(m) };
@@ -112,10 +124,13 @@ impl Modules {
     /// A kernel, from whichever module has it (the split of the sources is the README's).
     fn get(&self, name: &str) -> Result<Func> {
         let c = CString::new(name).expect("kernel names have no NUL");
-        for &m in &self.0 {
+        for &m in &self.list {
             // SAFETY: `m` is loaded and stays so while `self` lives.
             if let Ok(f) = unsafe { result::module::get_function(m, c.clone()) } {
-                return Ok(Func(f));
+                return Ok(Func {
+                    f,
+                    early: self.early,
+                });
             }
         }
         Err(CudaError(format!("kernel `{name}` is in no module")))
@@ -131,8 +146,12 @@ impl Kernels {
             .compute_capability()
             .map_err(|e| CudaError::at("reading the compute capability", e))?;
         let arch = format!("sm_{major}{minor}");
-        let mut modules = Modules(Vec::new());
+        let mut modules = Modules {
+            list: Vec::new(),
+            early: early_launches(major)?,
+        };
         for (name, source) in SOURCES {
+            let source = &program(name, source);
             let cache = cache_path(name, source, &arch)?;
             let cached = cache.as_ref().and_then(|p| std::fs::read(p).ok());
             // A cached image that does not load (damaged, or from another driver) is rebuilt.
@@ -147,7 +166,7 @@ impl Kernels {
                         .map_err(|e| CudaError::at(&format!("loading {name} ({arch})"), e))?
                 }
             };
-            modules.0.push(module);
+            modules.list.push(module);
         }
         let mut by_type = Vec::new();
         for d in WEIGHT_TYPES {
@@ -197,6 +216,21 @@ impl Kernels {
             .map(|(_, k)| *k)
             .expect("weight types are checked at load")
     }
+}
+
+/// Whether kernels are launched early ([`Func::early`]): from sm_90 (`griddepcontrol`), with a
+/// driver of CUDA 12.3 or later (graph capture keeps such launches' programmatic edges from
+/// 12.3 on), unless `CAMELID_CUDA_PDL=0`.
+fn early_launches(major: i32) -> Result<bool> {
+    if major < 9 || std::env::var("CAMELID_CUDA_PDL").is_ok_and(|v| v == "0") {
+        return Ok(false);
+    }
+    let mut version = 0;
+    // SAFETY: one out-pointer to a live integer.
+    unsafe { sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(|e| CudaError::at("reading the driver version", e))?;
+    Ok(version >= 12030)
 }
 
 /// Loads a CUBIN image into the current context.
@@ -335,7 +369,8 @@ mod tests {
         eprintln!("NVRTC {}", nvrtc_version().unwrap());
         let mut images = Vec::new();
         for (name, source) in SOURCES {
-            let cubin = compile(name, source, "sm_90").unwrap_or_else(|e| panic!("{}", e.0));
+            let cubin = compile(name, &program(name, source), "sm_90")
+                .unwrap_or_else(|e| panic!("{}", e.0));
             assert_eq!(&cubin[..4], b"\x7fELF", "{name}: not an ELF image");
             eprintln!("{name}: {} bytes", cubin.len());
             images.push(cubin);

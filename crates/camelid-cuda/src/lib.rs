@@ -35,6 +35,11 @@
 //! the cache writes, SwiGLU's gate and attention's combine step as launches of their own
 //! rather than inside the launches before them (the same results; 164 launches a decode step
 //! of a 16-layer model instead of 116), to measure what the launches cost on a card.
+//! On sm_90 and later every kernel is launched with programmatic stream serialization
+//! (programmatic dependent launch, "PDL" in the device's name): it starts while the kernel
+//! before it finishes, asks L2 for its weights, and waits for that kernel's results
+//! (`kernels/README.md`, "Launch order"); `CAMELID_CUDA_PDL=0` launches them in plain stream
+//! order.
 //!
 //! # Testing without a GPU
 //! `kernels/emu/driver.cpp` is an emulated `libcuda.so` (and the cuBLAS calls made here) that

@@ -220,7 +220,7 @@ impl std::str::FromStr for Device {
 pub struct DeviceInfo {
     /// `cpu`, `cuda:0`, ...
     pub device: String,
-    /// The processor or card, and the code path (`avx512`, `NVIDIA H200 (sm_90)`).
+    /// The processor or card, and the code path (`avx512`, `NVIDIA H200 (sm_90, PDL)`).
     pub name: String,
     /// Bytes of the weights as the backend holds them.
     pub weight_bytes: u64,

@@ -16,6 +16,7 @@
 // the sources in ../*.cu, compiled for the CPU; a cubin handed to cuModuleLoadData is checked to
 // be an ELF image and otherwise ignored. It says nothing about speed.
 #include "emu.h"
+#include "common_emu.cpp"
 #include "quant_emu.cpp"
 #include "ops_emu.cpp"
 #include "attention_emu.cpp"
@@ -142,11 +143,12 @@ static void on_segv(int sig, siginfo_t* info, void* uctx) {
     (void)sig; (void)uctx;
 }
 
-static unsigned long g_launches = 0, g_graph_launches = 0;
+static unsigned long g_launches = 0, g_early_launches = 0, g_graph_launches = 0;
 
 // With CAMELID_CUDA_EMU_STATS set, the kernels and graphs run are counted on stderr at exit.
 static void print_stats() {
-    fprintf(stderr, "cuda emulator: %lu kernels run, %lu graph launches\n", g_launches, g_graph_launches);
+    fprintf(stderr, "cuda emulator: %lu kernels run (%lu launched early), %lu graph launches\n", g_launches,
+            g_early_launches, g_graph_launches);
 }
 
 __attribute__((constructor)) static void install_fault_report() {
@@ -505,9 +507,11 @@ EXPORT CUresult cuModuleGetFunction(void** f, void* module, const char* name) {
     return NOT_FOUND;
 }
 
-EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                               unsigned bz, unsigned smem, void* s, void** params, void** extra) {
-    LOCKED;
+// Runs in stream order; launched `early` (programmatic stream serialization) it is only counted:
+// the kernels run one after another here, and emu.h checks that every thread of every kernel
+// calls griddepcontrol.wait, which makes an early launch safe on the GPU.
+static CUresult launch_kernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                              unsigned bz, unsigned smem, void* s, void** params, void** extra, bool early) {
     if (!g_current) return INVALID_CONTEXT;
     if (!f || extra || !params) return INVALID_VALUE;
     if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0) return INVALID_VALUE;
@@ -532,14 +536,41 @@ EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, u
         }
     }
     dim3_ grid{gx, gy, gz}, block{bx, by, bz};
-    return enqueue(s, [k, args, grid, block] {
+    return enqueue(s, [k, args, grid, block, early] {
         std::vector<void*> ptrs;
         for (auto& a : *args) ptrs.push_back(a.data());
         g_kernel = k->name;
         g_launches++;
+        g_early_launches += early;
         launch(grid, block, [&] { k->run(ptrs.data()); });
         g_kernel = nullptr;
     });
+}
+
+EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                               unsigned bz, unsigned smem, void* s, void** params, void** extra) {
+    LOCKED;
+    return launch_kernel(f, gx, gy, gz, bx, by, bz, smem, s, params, extra, false);
+}
+
+// CUlaunchConfig and CUlaunchAttribute (cuda.h, CUDA 12): only the attribute camelid-cuda sets,
+// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION (6), is taken.
+struct LaunchAttribute { int id; char pad[4]; union { int allowed; char bytes[64]; } value; };
+struct LaunchConfig {
+    unsigned gx, gy, gz, bx, by, bz, smem;
+    void* stream;
+    LaunchAttribute* attrs;
+    unsigned n_attrs;
+};
+EXPORT CUresult cuLaunchKernelEx(const LaunchConfig* c, void* f, void** params, void** extra) {
+    LOCKED;
+    if (!c || (c->n_attrs > 0 && !c->attrs)) return INVALID_VALUE;
+    bool early = false;
+    for (unsigned i = 0; i < c->n_attrs; i++) {
+        if (c->attrs[i].id != 6) return INVALID_VALUE;
+        early = c->attrs[i].value.allowed != 0;
+    }
+    return launch_kernel(f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->smem, c->stream, params, extra, early);
 }
 
 // ---- cuBLAS: the GEMMs camelid-cuda asks for ----------------------------------------------

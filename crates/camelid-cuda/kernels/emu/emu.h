@@ -125,7 +125,7 @@ struct EmuContext {
 static inline void emu_swap(EmuContext& from, EmuContext& to) { swapcontext(&from.uc, &to.uc); }
 #endif
 // A fiber waiting at a barrier is not resumed until the barrier's generation moves on.
-struct EmuFiber { EmuContext ctx; dim3_ tid; bool done = false; const EmuBarrier* waits = nullptr; unsigned gen = 0; };
+struct EmuFiber { EmuContext ctx; dim3_ tid; bool done = false, waited = false; const EmuBarrier* waits = nullptr; unsigned gen = 0; };
 static EmuContext g_sched;
 static EmuFiber* g_cur;
 static std::function<void()>* g_body;
@@ -145,6 +145,16 @@ static inline void emu_drop(EmuBarrier& b) {
     if (--b.live > 0 && b.arrived == b.live) { b.arrived = 0; b.gen++; }
 }
 static inline void __syncthreads() { emu_arrive(g_block_bar); }
+// griddepcontrol.wait and .launch_dependents (the kernels' `grid_dep_wait`, which
+// check-cuda-kernels.sh rewrites to this call under CAMELID_EMU): every thread of every kernel
+// calls it before it touches what another kernel writes; `launch` aborts when a thread ended
+// without it (launched with programmatic stream serialization, that kernel would race the one
+// before it on the GPU). Where in the kernel it is called is not checked.
+#define CAMELID_EMU 1
+static inline void emu_grid_dep_wait() { g_cur->waited = true; }
+// prefetch.global.L2 (rewritten likewise): a hint, but only for addresses the kernel may read,
+// so the emulation reads the byte (past a device allocation's end, the emulated driver faults).
+static inline void emu_prefetch(const void* p) { (void)*(const volatile unsigned char*)p; }
 template <class T> static inline T emu_shfl(T v, int src) {
     int t = flat_tid(), w = t / 32, l = t % 32;
     uint64_t u = 0; memcpy(&u, &v, sizeof(T)); g_slots[w][l] = u;
@@ -224,6 +234,7 @@ static void launch(dim3_ grid, dim3_ block, std::function<void()> f) {
         for (int t = 0; t < nt; t++) {
             EmuFiber& fb = fibers[t];
             fb.done = false;
+            fb.waited = false;
             fb.tid = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
             // Stack tops staggered by a few lines each: at one stride they would all fall in
             // the same cache sets, and every switch would miss.
@@ -249,6 +260,11 @@ static void launch(dim3_ grid, dim3_ block, std::function<void()> f) {
                 abort();
             }
         }
+        for (int t = 0; t < nt; t++)
+            if (!fibers[t].waited) {
+                fprintf(stderr, "emu: thread %d of CTA (%u,%u,%u) ended without griddepcontrol.wait\n", t, bx, by, bz);
+                abort();
+            }
     }
     threadIdx = saved_tid; blockIdx = saved_bid;
 }

@@ -5,6 +5,7 @@
 #include <string>
 #include <cstdio>
 #include <random>
+#include "common_emu.cpp"
 #include "quant_emu.cpp"
 #include "ops_emu.cpp"
 #include "attention_emu.cpp"
