@@ -3,7 +3,8 @@
 //! the bench set (Q4_K, Q5_K, Q6_K), which need rows of 256 columns. A model of that width is
 //! written with `camelid random-model` and quantized with `camelid quantize`; `camelid logits
 //! --precision exact` on the GPU must equal the CPU within 1e-4 · max(1, max |ref|) at every
-//! position, for a prompt and for token-by-token decoding.
+//! position, for a prompt and for token-by-token decoding. And the fallback from early kernel
+//! launches that the driver refuses, which the emulated driver can be told to do.
 //!
 //! Without a GPU (and driver) the test prints `skipped: ...` and passes, unless
 //! `CAMELID_CUDA_TEST_REQUIRE_DEVICE` is set (scripts/test.sh runs it against the emulated
@@ -128,5 +129,73 @@ fn kquant_logits_on_cuda_equal_the_cpu_exact_path() {
                 );
             }
         }
+    }
+}
+
+/// Early launches (programmatic dependent launch) that the driver refuses, one by one or in a
+/// graph, leave the kernels in plain stream order with a note on stderr, and the same logits.
+/// The emulated driver refuses them on request (`CAMELID_CUDA_EMU_REFUSE`); a real GPU does not
+/// take the request, and the test says it skipped.
+#[test]
+fn refused_early_launches_fall_back_to_stream_order() {
+    let d = dir();
+    let base = d.join("fallback.gguf");
+    let b = base.to_str().unwrap();
+    ok(&[
+        "random-model",
+        "llama3.2-1b",
+        b,
+        "F16",
+        "--dim",
+        "256",
+        "--ffn",
+        "512",
+        "--layers",
+        "2",
+        "--vocab",
+        "512",
+        "--seed",
+        "5",
+    ]);
+    if !device_or_skip(&base) {
+        return;
+    }
+    let bench = ok(&[
+        "bench", "-m", b, "--device", "cuda", "-p", "0", "-n", "1", "-r", "1", "--json",
+    ]);
+    let isa = serde_json::from_str::<serde_json::Value>(&bench).unwrap()[0]["isa"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if !isa.contains("emulator") || !isa.contains("PDL") {
+        eprintln!("skipped: {isa} is not the emulated driver with early launches");
+        return;
+    }
+    let args = [
+        "logits",
+        "-m",
+        b,
+        "--tokens",
+        "5,77,300,12,9,401",
+        "--all",
+        "--decode",
+        "--device",
+        "cuda",
+    ];
+    let want = logits(&ok(&args));
+    for refuse in ["early", "early-graphs"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_camelid"))
+            .args(args)
+            .env("CAMELID_CUDA_EMU_REFUSE", refuse)
+            .output()
+            .expect("running camelid");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{refuse}: {stderr}");
+        assert!(
+            stderr.contains("plain stream order") && !stderr.contains("graphs disabled"),
+            "{refuse}: {stderr}"
+        );
+        let got = logits(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(got, want, "{refuse}: other logits");
     }
 }

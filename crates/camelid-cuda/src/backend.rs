@@ -24,7 +24,7 @@ use camelid_model::weights::{Tensor, Weights};
 use camelid_model::{Config, ModelError};
 use cudarc::driver::{result, sys};
 
-use crate::device::{Blas, CudaError, DevBuf, Device, Pinned, Result};
+use crate::device::{self, Blas, CudaError, DevBuf, Device, Pinned, Result};
 use crate::kernels::{Kernels, has_kernels};
 use crate::ops::{CudaOps, Layout, MATVEC_ROWS_DEFAULT, TC_ROWS_DEFAULT};
 
@@ -468,7 +468,17 @@ impl CudaBackend {
         lay: Layout,
     ) -> Option<sys::CUgraphExec> {
         if !p.graphs.contains_key(&key) {
-            match self.capture(p, rows, lay, key.chunk_len, key.max_chunks) {
+            let early = self.k.rmsnorm.early && device::early_launches_ok();
+            let mut captured = self.capture(p, rows, lay, key.chunk_len, key.max_chunks);
+            if let Err(e) = &captured
+                && early
+            {
+                // A driver that takes early launches one by one may still refuse a graph of
+                // them: try once more in plain stream order before doing without graphs.
+                device::stop_early_launches(&format!("capturing a decode graph: {}", e.0));
+                captured = self.capture(p, rows, lay, key.chunk_len, key.max_chunks);
+            }
+            match captured {
                 Ok(g) => {
                     p.graphs.insert(key, g);
                 }

@@ -8,7 +8,7 @@
 
 use std::ffi::c_void;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cudarc::cublas::sys as blas;
 use cudarc::driver::{CudaContext, CudaStream, result, sys};
@@ -224,6 +224,22 @@ unsafe impl Send for Func {}
 // SAFETY: as above; the handle is never mutated.
 unsafe impl Sync for Func {}
 
+/// Whether early launches ([`Func::early`]) are still taken: cleared for the rest of the process
+/// when the driver refuses one, or a graph of them (then kernels go in plain stream order:
+/// slower, the same results).
+static EARLY_OK: AtomicBool = AtomicBool::new(true);
+
+pub fn early_launches_ok() -> bool {
+    EARLY_OK.load(Ordering::Relaxed)
+}
+
+/// Launches every later kernel in plain stream order, saying why once on stderr.
+pub fn stop_early_launches(why: &str) {
+    if EARLY_OK.swap(false, Ordering::Relaxed) {
+        eprintln!("camelid: CUDA kernels launched in plain stream order from now on ({why})");
+    }
+}
+
 /// A kernel argument as the driver wants it: a pointer to its value.
 pub fn arg<T>(v: &T) -> *mut c_void {
     v as *const T as *mut c_void
@@ -243,11 +259,14 @@ pub unsafe fn launch(
     stream: sys::CUstream,
     args: &mut [*mut c_void],
 ) -> Result<()> {
-    if !f.early {
+    let plain = |args: &mut [*mut c_void]| {
         // SAFETY: forwarded to the caller (see above); the driver copies the argument values
         // at the call, so `args` need only live until it returns.
-        return unsafe { result::launch_kernel(f.f, grid, block, 0, stream, args) }
-            .map_err(|e| CudaError::at("launching a kernel", e));
+        unsafe { result::launch_kernel(f.f, grid, block, 0, stream, args) }
+            .map_err(|e| CudaError::at("launching a kernel", e))
+    };
+    if !f.early || !early_launches_ok() {
+        return plain(args);
     }
     // SAFETY: a plain-data union of the driver's headers; all zeros is a valid value.
     let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -267,9 +286,13 @@ pub unsafe fn launch(
     };
     // SAFETY: as above; `config` and the attribute it points at live through the call, which
     // copies them.
-    unsafe { sys::cuLaunchKernelEx(&config, f.f, args.as_mut_ptr(), std::ptr::null_mut()) }
-        .result()
-        .map_err(|e| CudaError::at("launching a kernel", e))
+    let early =
+        unsafe { sys::cuLaunchKernelEx(&config, f.f, args.as_mut_ptr(), std::ptr::null_mut()) };
+    if let Err(e) = early.result() {
+        stop_early_launches(&format!("the driver refused an early launch: {e}"));
+        return plain(args);
+    }
+    Ok(())
 }
 
 /// A cuBLAS handle bound to the backend's stream, with its own workspace so that GEMMs can be

@@ -39,7 +39,8 @@
 //! (programmatic dependent launch, "PDL" in the device's name): it starts while the kernel
 //! before it finishes, asks L2 for its weights, and waits for that kernel's results
 //! (`kernels/README.md`, "Launch order"); `CAMELID_CUDA_PDL=0` launches them in plain stream
-//! order.
+//! order. So does a driver that refuses an early launch, or a graph of them: camelid says so
+//! once on stderr and goes on in stream order (the same results).
 //!
 //! # Testing without a GPU
 //! `kernels/emu/driver.cpp` is an emulated `libcuda.so` (and the cuBLAS calls made here) that

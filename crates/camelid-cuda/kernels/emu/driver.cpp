@@ -570,6 +570,17 @@ EXPORT CUresult cuLaunchKernelEx(const LaunchConfig* c, void* f, void** params, 
         if (c->attrs[i].id != 6) return INVALID_VALUE;
         early = c->attrs[i].value.allowed != 0;
     }
+    // CAMELID_CUDA_EMU_REFUSE, for tests of camelid-cuda's fallbacks: `early` refuses every
+    // early launch, `early-graphs` only those made while capturing (and invalidates the capture,
+    // as a failed call does).
+    if (const char* refuse = getenv("CAMELID_CUDA_EMU_REFUSE"); early && refuse) {
+        Stream* st = (Stream*)c->stream;
+        const bool capturing = st && st->capturing;
+        if (!strcmp(refuse, "early") || (!strcmp(refuse, "early-graphs") && capturing)) {
+            if (capturing) st->invalidated = true;
+            return NOT_SUPPORTED;
+        }
+    }
     return launch_kernel(f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->smem, c->stream, params, extra, early);
 }
 
