@@ -29,7 +29,6 @@
 
 #define FULL_MASK 0xFFFFFFFFu
 
-
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xFF800000); }
 
 __device__ __forceinline__ float warp_max(float v) {
