@@ -731,16 +731,19 @@ __device__ __forceinline__ void swiglu_rows(float* __restrict__ h, const float* 
 // `decode`, and loads 8 bytes of f16 activations per step and n-tile. Weight rows are the M
 // dimension (16 per m-tile), vectors the N dimension (8 per n-tile).
 //
-// A CTA of TC_WARPS warps takes TC_MT m-tiles per warp (TC_ROWS rows), each warp its own rows,
-// all warps walking the pieces in the same order so that the activations come from L1 after the
-// first warp. Vectors go TC_NT n-tiles (TC_MAX_N) at a time, each slice a pass over the rows.
-// Each output is one f32 accumulator through the groups in order, so a vector's result does not
-// depend on n. Rows past the end re-read the last row and are not stored; vectors past n read the
-// last vector and are not stored.
+// A CTA takes TC_MT m-tiles (TC_ROWS rows), and its TC_WARPS warps split the columns: warp w
+// takes groups w, w + TC_WARPS, .. of those rows, so that the CTA streams its rows contiguously
+// and each warp's chain of dependent steps is a quarter of the row. (With every warp on its own
+// rows over all the columns, a 2048-row matrix had 64 warps on the whole card, each walking 32
+// groups one after another: latency-bound.) Vectors go TC_NT n-tiles (TC_MAX_N) at a time, each
+// slice a pass over the rows. Each warp keeps one f32 accumulator per output through its groups
+// in order, and the warps' sums are added in warp order, so a vector's result does not depend on
+// n. Rows past the end re-read the last row and are not stored; vectors past n read the last
+// vector and are not stored.
 #define TC_WARPS 4
 #define TC_MT 2
 #define TC_NT 4
-#define TC_ROWS (TC_WARPS * TC_MT * 16)
+#define TC_ROWS (TC_MT * 16)
 #define TC_MAX_N (TC_NT * 8)
 
 // Two f32 to f16 (round to nearest even) in one register, `lo` in the low half.
@@ -792,9 +795,10 @@ template <class F, bool ACC>
 __device__ __noinline__ void tc_slice(const unsigned char* __restrict__ w,
                                       const unsigned short* __restrict__ xh, float* __restrict__ y,
                                       int rows, int cols, int n, long long row_bytes) {
+    __shared__ float red[TC_WARPS - 1][TC_MT * TC_NT * 4][32]; // warps 1.. sums, for warp 0
     const int lane = threadIdx.x, warp = threadIdx.y;
     const int g = lane >> 2, t = lane & 3;
-    const int row0 = blockIdx.x * TC_ROWS + warp * TC_MT * 16;
+    const int row0 = blockIdx.x * TC_ROWS;
 
     // Rows g and g + 8 of each m-tile (clamped), and vector g of each n-tile (clamped).
     const unsigned char* rowp[TC_MT][2];
@@ -817,7 +821,7 @@ __device__ __noinline__ void tc_slice(const unsigned char* __restrict__ w,
             for (int i = 0; i < 4; ++i) acc[m][nt][i] = 0.0f;
 
     const int groups = cols / 64;
-    for (int G = 0; G < groups; ++G) {
+    for (int G = warp; G < groups; G += TC_WARPS) {
         const int piece = 4 * G + t;
         unsigned int wh[TC_MT][2][8];
 #pragma unroll
@@ -842,21 +846,40 @@ __device__ __noinline__ void tc_slice(const unsigned char* __restrict__ w,
         }
     }
 
+    // Warp 0 adds the other warps' sums, in warp order, and stores. The barrier after lets the
+    // next slice write `red` again.
+    if (warp > 0) {
 #pragma unroll
-    for (int m = 0; m < TC_MT; ++m) {
+        for (int m = 0; m < TC_MT; ++m)
 #pragma unroll
-        for (int nt = 0; nt < TC_NT; ++nt) {
+            for (int nt = 0; nt < TC_NT; ++nt)
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int r = row0 + 16 * m + 8 * (i >> 1) + g;
-                const int j = 8 * nt + 2 * t + (i & 1);
-                if (nt < nts && r < rows && j < n) {
-                    float* out = y + (long long)j * rows + r;
-                    *out = ACC ? __fadd_rn(*out, acc[m][nt][i]) : acc[m][nt][i];
+                for (int i = 0; i < 4; ++i)
+                    red[warp - 1][(m * TC_NT + nt) * 4 + i][lane] = acc[m][nt][i];
+    }
+    __syncthreads();
+    if (warp == 0) {
+#pragma unroll
+        for (int m = 0; m < TC_MT; ++m) {
+#pragma unroll
+            for (int nt = 0; nt < TC_NT; ++nt) {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    float sum = acc[m][nt][i];
+#pragma unroll
+                    for (int w = 1; w < TC_WARPS; ++w)
+                        sum += red[w - 1][(m * TC_NT + nt) * 4 + i][lane];
+                    const int r = row0 + 16 * m + 8 * (i >> 1) + g;
+                    const int j = 8 * nt + 2 * t + (i & 1);
+                    if (nt < nts && r < rows && j < n) {
+                        float* out = y + (long long)j * rows + r;
+                        *out = ACC ? __fadd_rn(*out, sum) : sum;
+                    }
                 }
             }
         }
     }
+    __syncthreads();
 }
 
 // `cols` must be a multiple of 64 (4 pieces a group): every Llama width is.

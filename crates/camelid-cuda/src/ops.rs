@@ -37,7 +37,7 @@ pub(crate) const TC_ROWS_DEFAULT: usize = 4;
 pub(crate) const TC_MAX_ROWS: usize = 64;
 /// Rows per CTA of `tc_matvec_<t>` (`TC_ROWS`), its block (`TC_WARPS` warps) and the column
 /// multiple it needs (four pieces of 16).
-const TC_CTA_ROWS: usize = 128;
+const TC_CTA_ROWS: usize = 32;
 const TC_BLOCK: (u32, u32, u32) = (32, 4, 1);
 const TC_COLS: usize = 64;
 /// Block sizes the kernels' comments give.
