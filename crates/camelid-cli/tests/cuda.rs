@@ -67,15 +67,14 @@ fn dir() -> PathBuf {
     d
 }
 
-#[test]
-fn kquant_logits_on_cuda_equal_the_cpu_exact_path() {
-    let d = dir();
-    let base = d.join("base.gguf");
-    let b = base.to_str().unwrap();
+/// A 2-layer F16 model of rows 256 wide (`camelid random-model`), written into `d`.
+fn small_model(d: &Path, name: &str, seed: u32) -> PathBuf {
+    let path = d.join(name);
+    let seed = seed.to_string();
     ok(&[
         "random-model",
         "llama3.2-1b",
-        b,
+        path.to_str().unwrap(),
         "F16",
         "--dim",
         "256",
@@ -86,8 +85,16 @@ fn kquant_logits_on_cuda_equal_the_cpu_exact_path() {
         "--vocab",
         "512",
         "--seed",
-        "3",
+        &seed,
     ]);
+    path
+}
+
+#[test]
+fn kquant_logits_on_cuda_equal_the_cpu_exact_path() {
+    let d = dir();
+    let base = small_model(&d, "base.gguf", 3);
+    let b = base.to_str().unwrap();
     if !device_or_skip(&base) {
         return;
     }
@@ -138,25 +145,8 @@ fn kquant_logits_on_cuda_equal_the_cpu_exact_path() {
 /// take the request, and the test says it skipped.
 #[test]
 fn refused_early_launches_fall_back_to_stream_order() {
-    let d = dir();
-    let base = d.join("fallback.gguf");
+    let base = small_model(&dir(), "fallback.gguf", 5);
     let b = base.to_str().unwrap();
-    ok(&[
-        "random-model",
-        "llama3.2-1b",
-        b,
-        "F16",
-        "--dim",
-        "256",
-        "--ffn",
-        "512",
-        "--layers",
-        "2",
-        "--vocab",
-        "512",
-        "--seed",
-        "5",
-    ]);
     if !device_or_skip(&base) {
         return;
     }
