@@ -300,7 +300,7 @@ impl CudaBackend {
             .unwrap_or(LOGITS_BYTES / (config.n_vocab * 4))
             .clamp(1, MAX_BATCH);
         let pass = Pass::new(&dev, config, scratch_bytes, logit_rows)?;
-        let pdl = if k.rmsnorm.early { ", PDL" } else { "" };
+        let pdl = if k.early { ", PDL" } else { "" };
         let name = format!("{card} (sm_{major}{minor}{pdl})");
 
         Ok(CudaBackend {
@@ -468,7 +468,7 @@ impl CudaBackend {
         lay: Layout,
     ) -> Option<sys::CUgraphExec> {
         if !p.graphs.contains_key(&key) {
-            let early = self.k.rmsnorm.early && device::early_launches_ok();
+            let early = self.k.early && device::early_launches_ok();
             let mut captured = self.capture(p, rows, lay, key.chunk_len, key.max_chunks);
             if let Err(e) = &captured
                 && early

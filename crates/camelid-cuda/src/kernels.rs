@@ -95,6 +95,8 @@ pub struct Kernels {
     /// `attention_partial` and `attention_combine` in one launch (its last CTA of a row and kv
     /// head combines), with counters: decode steps.
     pub attention: Func,
+    /// Whether every kernel here is launched early ([`Func::early`]).
+    pub early: bool,
 }
 
 /// The loaded modules, unloaded on drop (also when loading the rest fails), and how their
@@ -204,6 +206,7 @@ impl Kernels {
             attention_partial: modules.get("attention_partial")?,
             attention_combine: modules.get("attention_combine")?,
             attention: modules.get("attention")?,
+            early: modules.early,
             _modules: modules,
         })
     }

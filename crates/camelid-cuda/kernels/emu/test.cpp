@@ -197,7 +197,7 @@ void test_tc(const char* name, int bs, int bb, TC tc, TC tca, int rows, int cols
   std::vector<float> x((size_t)n*cols), y((size_t)n*rows, NAN);
   std::vector<unsigned short> xh(x.size());
   for (size_t i = 0; i < x.size(); i++) { x[i] = U(); xh[i] = emu_f2h(x[i]); }
-  const unsigned grid = (rows + 31) / 32;
+  const unsigned grid = (rows + TC_ROWS - 1) / TC_ROWS;
   launch({grid,1,1}, {32,4,1}, [&]{ tc(w.data(), xh.data(), y.data(), rows, cols, n); });
   double err = 0;
   for (int j=0;j<n;j++) for (int r=0;r<rows;r++) { double s2=0, sa=0;
