@@ -13,3 +13,44 @@ __device__ __forceinline__ void grid_dep_wait() {
     asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+// RMSNorm of one row of `d` floats (transformers `LlamaRMSNorm`; camelid-kernels `src/ops.rs`):
+// out = x / sqrt(mean(x^2) + eps) * gain, by a CTA of THREADS threads (a multiple of 32 dividing
+// RMS_THREADS), with its sums in the order of a CTA of RMS_THREADS threads whatever THREADS is:
+// virtual thread u sums the f64 squares of columns u, u + RMS_THREADS, .., each virtual warp adds
+// its lanes' by xor shuffles, and the warps' sums are added in order. So `rmsnorm` (ops.cu) and
+// the products that norm their output on their way out (quant.cu, `matvec_add_norm_<t>`) give
+// the same floats. `x` is read through L2 (`__ldcg`): in the products other CTAs wrote it during
+// the launch. `out` may be `x` (every element is read for the sum before any is written, and
+// then by the thread that writes it). `warp_sums`: RMS_THREADS / 32 doubles of shared memory,
+// free again when this returns.
+#define RMS_THREADS 256
+
+template <int THREADS>
+__device__ __forceinline__ void rms_row(float* out, const float* x, const float* __restrict__ gain,
+                                        int d, float eps, double* warp_sums) {
+    static_assert(THREADS % 32 == 0 && RMS_THREADS % THREADS == 0, "whole warps dividing 256");
+    constexpr int V = RMS_THREADS / THREADS;
+    const int t = threadIdx.y * blockDim.x + threadIdx.x;
+    // f64 squares and sums, as the CPU: the result then does not depend on the summation order
+    // to f32 precision.
+    double ss[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+        ss[v] = 0.0;
+        for (int c = t + v * THREADS; c < d; c += RMS_THREADS) {
+            const double e = (double)__ldcg(x + c);
+            ss[v] += e * e;
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) ss[v] += __shfl_xor_sync(0xFFFFFFFFu, ss[v], off);
+        if ((t & 31) == 0) warp_sums[(t >> 5) + v * (THREADS / 32)] = ss[v];
+    }
+    __syncthreads();
+    double total = 0.0;
+#pragma unroll
+    for (int w = 0; w < RMS_THREADS / 32; ++w) total += warp_sums[w];
+    const float inv = (float)(1.0 / sqrt(total / (double)d + (double)eps));
+    for (int c = t; c < d; c += THREADS) out[c] = __fmul_rn(gain[c], __fmul_rn(__ldcg(x + c), inv));
+    __syncthreads();
+}

@@ -10,38 +10,14 @@
 
 // ---------------------------------------------------------------------------------------------
 // rmsnorm: out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * gain, one CTA of RMS_THREADS
-// threads per row, grid (n). `out` may be `x`: every element is read for the sum before any is
-// written (the block reduction synchronizes), and then by the thread that writes it.
-#define RMS_THREADS 256
-
+// threads per row, grid (n); `out` may be `x` (`rms_row`, common.cuh).
 extern "C" __global__ void __launch_bounds__(RMS_THREADS)
     rmsnorm(float* out, const float* x, const float* __restrict__ gain, int d, float eps, int n) {
     grid_dep_wait();
     __shared__ double warp_sums[RMS_THREADS / 32];
     const int row = blockIdx.x;
     if (row >= n) return;
-    const float* xr = x + (long long)row * d;
-    float* outr = out + (long long)row * d;
-
-    // f64 squares and sums, as the CPU: the result then does not depend on the summation order
-    // to f32 precision.
-    double ss = 0.0;
-    for (int c = threadIdx.x; c < d; c += RMS_THREADS) {
-        const double v = (double)xr[c];
-        ss += v * v;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, off);
-    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    double total = 0.0;
-#pragma unroll
-    for (int w = 0; w < RMS_THREADS / 32; ++w) total += warp_sums[w];
-    const float inv = (float)(1.0 / sqrt(total / (double)d + (double)eps));
-
-    for (int c = threadIdx.x; c < d; c += RMS_THREADS) {
-        outr[c] = __fmul_rn(gain[c], __fmul_rn(xr[c], inv));
-    }
+    rms_row<RMS_THREADS>(out + (long long)row * d, x + (long long)row * d, gain, d, eps, warp_sums);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -708,6 +708,28 @@ __device__ __forceinline__ void swiglu_rows(float* __restrict__ h, const float* 
     }
 }
 
+// The residual's RMSNorm after its product (`matvec_add_norm_<t>`: x += Wo att, then the
+// feed-forward block's xn = rms(x); x += Wdown h, then the next layer's): every CTA makes its
+// stored rows of `y` visible to the device and is counted; the last to be counted norms the `n`
+// rows of `y` (`rows` floats each) into `out`, as `rmsnorm` would (`rms_row`), and sets the
+// counter back to 0. The tail is one CTA's: decode-sized n only (the host's NORM_TAIL_MAX_ROWS).
+__device__ __forceinline__ void norm_tail(const float* y, float* out, const float* __restrict__ gain,
+                                       int rows, float eps, int n, int* counter) {
+    __shared__ double warp_sums[RMS_THREADS / 32];
+    __shared__ int last;
+    const int t = threadIdx.y * 32 + threadIdx.x;
+    __threadfence();
+    __syncthreads();
+    if (t == 0) last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (t == 0) *counter = 0;
+    for (int j = 0; j < n; ++j)
+        rms_row<32 * MV_WARPS>(out + (long long)j * rows, y + (long long)j * rows, gain, rows, eps,
+                               warp_sums);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor-core products of a few vectors (fast precision): y[j * rows + r] = Σ_c W[r, c] · xh[j, c]
 // for j < n, with `xh` the activations already in f16 (`f32_to_f16`) and each weight rounded to
@@ -915,6 +937,17 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
         grid_dep_wait();                                                                        \
         matvec_impl<F, true>(w, x, y, rows, cols, n, blockIdx.x);                               \
+    }                                                                                           \
+    /* The same, then the RMSNorm of the n rows of y into out (rmsnorm's floats), by the last  \
+       CTA; `counter` is 0 before the launch and after it. */                                  \
+    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
+        matvec_add_norm_##name(const unsigned char* w, const float* x, float* y, int rows,      \
+                               int cols, int n, float* out, const float* gain, float eps,      \
+                               int* counter) {                                                  \
+        prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
+        grid_dep_wait();                                                                        \
+        matvec_impl<F, true>(w, x, y, rows, cols, n, blockIdx.x);                               \
+        norm_tail(y, out, gain, rows, eps, n, counter);                                         \
     }                                                                                           \
     /* Up to three matrices of one type and width against the same x in one launch (q, k, v; \
        gate, up): the first ceil(rows0 / 2) CTAs take w0, the next w1, the rest w2. With     \

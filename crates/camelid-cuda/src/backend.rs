@@ -100,8 +100,9 @@ pub struct CudaBackend {
     /// the tensor-core products.
     pub(crate) tc_rows: usize,
     /// Whether decode-sized passes fuse RoPE and the cache writes into the q, k, v launch,
-    /// SwiGLU's gate into the gate, up launch, and attention's combine step into its partials'
-    /// (`CAMELID_CUDA_FUSE=0` turns it off, to measure what the launches saved cost on a card).
+    /// SwiGLU's gate into the gate, up launch, attention's combine step into its partials', and
+    /// the RMSNorm after a residual product into that product's launch (`CAMELID_CUDA_FUSE=0`
+    /// turns it off, to measure what the launches saved cost on a card).
     pub(crate) fuse: bool,
     /// Cleared (for good) when a graph cannot be captured on this machine.
     graphs_ok: AtomicBool,
@@ -125,6 +126,8 @@ pub(crate) struct Pass {
     /// `[MAX_BATCH, n_kv_heads]` counts of the attention chunks done, zero between launches
     /// (the one-launch `attention`: its last CTA of a row and kv head sets its count back).
     pub att_count: DevBuf,
+    /// The counter of `matvec_add_norm_<t>`'s CTAs (one int, zero between launches).
+    pub norm_count: DevBuf,
     /// Logits rows the logits buffers hold.
     pub logit_rows: usize,
     /// `[logit_rows, V]`
@@ -634,6 +637,7 @@ impl Pass {
             att_o: dev.alloc(ATT_PARTS * c.q_dim() * 4, "the attention scratch")?,
             att_ml: dev.alloc(ATT_PARTS * c.n_heads * 2 * 4, "the attention scratch")?,
             att_count: dev.alloc_zeroed(MAX_BATCH * c.n_kv_heads * 4, "the attention scratch")?,
+            norm_count: dev.alloc_zeroed(4, "the norm counter")?,
             logit_rows,
             logits: dev.alloc(logit_rows * c.n_vocab * 4, "the logits")?,
             hidden: dev.alloc(MAX_BATCH * c.d_model * 4, "the hidden states")?,

@@ -63,6 +63,10 @@ pub struct WeightKernels {
     pub matvec3: Func,
     /// `matvec_add_<t>(w, x, y, rows, cols, n)`: `y += W·x`, as `matvec` then `add`.
     pub matvec_add: Func,
+    /// `matvec_add_norm_<t>(w, x, y, rows, cols, n, out, gain, eps, counter)`: `matvec_add`,
+    /// then the RMSNorm of the `n` rows of `y` into `out` by the launch's last CTA, as
+    /// `rmsnorm` gives it (`counter`: an int at 0, left at 0).
+    pub matvec_add_norm: Func,
     /// `matvec_swiglu_<t>(w_gate, w_up, x, h, u, rows, cols, n)`: `u = Wup·x`, then
     /// `h = silu(Wgate·x) ⊙ u`, as `matvec3` of the two then `silu_mul`.
     pub matvec_swiglu: Func,
@@ -179,6 +183,7 @@ impl Kernels {
                     matvec: modules.get(&format!("matvec_{t}"))?,
                     matvec3: modules.get(&format!("matvec3_{t}"))?,
                     matvec_add: modules.get(&format!("matvec_add_{t}"))?,
+                    matvec_add_norm: modules.get(&format!("matvec_add_norm_{t}"))?,
                     matvec_swiglu: modules.get(&format!("matvec_swiglu_{t}"))?,
                     embed: modules.get(&format!("embed_{t}"))?,
                     dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
@@ -398,6 +403,7 @@ mod tests {
                 format!("matvec_{t}"),
                 format!("matvec3_{t}"),
                 format!("matvec_add_{t}"),
+                format!("matvec_add_norm_{t}"),
                 format!("matvec_swiglu_{t}"),
                 format!("embed_{t}"),
                 format!("dequant_{t}_f16"),

@@ -52,6 +52,10 @@ const ARGMAX_THREADS: u32 = 256;
 const MATVEC_BLOCK: (u32, u32, u32) = (32, 4, 1);
 /// Rows per CTA of `matvec_<t>` (`MV_ROWS`).
 const MATVEC_ROWS: usize = 2;
+/// Residual products of at most this many rows take the RMSNorm after them into their launch
+/// (`matvec_add_norm_<t>`, whose last CTA norms every row: its tail grows with them). Decode
+/// steps of a sequence or a few; a batch of more rows norms in a launch of a CTA a row.
+const NORM_TAIL_MAX_ROWS: usize = 8;
 /// Cap on grid-stride grids: enough CTAs to fill any current GPU several times.
 const MAX_GRID: usize = 4096;
 
@@ -178,7 +182,26 @@ pub(crate) struct CudaOps<'a> {
     host_logits: Option<&'a mut [f32]>,
     /// Which buffer, pointer and row count `x16` holds in f16, while still current.
     x16_of: Option<(Buf, u64, usize)>,
+    /// A residual product not launched yet ([`Residual`]).
+    residual: Option<Residual>,
     err: Option<CudaError>,
+}
+
+/// A residual product (`x += W·a` on the `matvec_add_<t>` route) held back one operation: where
+/// the next is the RMSNorm of `x` (the forward pass's next step, `xn = rms(x)`), the two go as
+/// one `matvec_add_norm_<t>` launch, the norm done by the product's last CTA rather than by a
+/// launch of its own (a decode step of the 1B: 31 launches fewer of 116); any other launch, and
+/// the end of the pass, sends it alone first ([`CudaOps::go3`], [`CudaOps::finish`]).
+#[derive(Clone, Copy)]
+struct Residual {
+    add: Func,
+    add_norm: Func,
+    w: u64,
+    a: u64,
+    x: Buf,
+    rows: usize,
+    cols: usize,
+    n: usize,
 }
 
 impl<'a> CudaOps<'a> {
@@ -200,11 +223,13 @@ impl<'a> CudaOps<'a> {
             max_chunks,
             host_logits,
             x16_of: None,
+            residual: None,
             err: None,
         }
     }
 
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
+        self.send_residual();
         self.err.map_or(Ok(()), Err)
     }
 
@@ -241,9 +266,25 @@ impl<'a> CudaOps<'a> {
         unsafe { self.go3(f, grid, (block, 1, 1), args) }
     }
 
+    /// After the residual product held back, if any.
+    ///
     /// # Safety
     /// As [`CudaOps::go`].
     unsafe fn go3(
+        &mut self,
+        f: Func,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        args: &mut [*mut c_void],
+    ) {
+        self.send_residual();
+        // SAFETY: forwarded to the caller.
+        unsafe { self.go_now(f, grid, block, args) }
+    }
+
+    /// # Safety
+    /// As [`CudaOps::go`].
+    unsafe fn go_now(
         &mut self,
         f: Func,
         grid: (u32, u32, u32),
@@ -274,6 +315,57 @@ impl<'a> CudaOps<'a> {
             )
         };
         self.wrote(x);
+    }
+
+    /// Launches the residual product held back, alone.
+    fn send_residual(&mut self) {
+        if let Some(r) = self.residual.take() {
+            self.residual_launch(r, None);
+        }
+    }
+
+    /// `r` as `matvec_add_<t>`, or with `norm` (`out`, gains) as `matvec_add_norm_<t>`.
+    fn residual_launch(&mut self, r: Residual, norm: Option<(Buf, Norm)>) {
+        let (y, _) = self.buf(r.x);
+        let (rows, cols, n) = (r.rows as i32, r.cols as i32, r.n as i32);
+        let grid = (r.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
+        let mut args = [
+            arg(&r.w),
+            arg(&r.a),
+            arg(&y),
+            arg(&rows),
+            arg(&cols),
+            arg(&n),
+        ];
+        let Some((out, gain)) = norm else {
+            // SAFETY: matvec_add_<t>(const unsigned char* w, const float* x, float* y,
+            // int rows, int cols, int n): `w` holds the rows·cols weights, `a` n·cols and `y`
+            // n·rows floats.
+            unsafe { self.go_now(r.add, grid, MATVEC_BLOCK, &mut args) };
+            return;
+        };
+        let (o, d) = self.buf(out);
+        debug_assert_eq!(d, r.rows);
+        let g = self.be.norm(gain).ptr();
+        // The kernel's `float eps`: the argument's size must be 4 bytes.
+        let eps: f32 = self.be.config.norm_eps;
+        let counter = self.p.norm_count.ptr();
+        let mut args = [
+            args[0],
+            args[1],
+            args[2],
+            args[3],
+            args[4],
+            args[5],
+            arg(&o),
+            arg(&g),
+            arg(&eps),
+            arg(&counter),
+        ];
+        // SAFETY: matvec_add_norm_<t>(w, x, y, rows, cols, n, float* out, const float* gain,
+        // float eps, int* counter): as matvec_add_<t>, and `out` n rows of `rows` floats,
+        // `rows` gains, and the pass's counter, at 0 between launches (each leaves it so).
+        unsafe { self.go_now(r.add_norm, grid, MATVEC_BLOCK, &mut args) };
     }
 
     /// A buffer was written: its f16 copy, if any, is stale.
@@ -551,6 +643,7 @@ impl<'a> CudaOps<'a> {
     /// the next chunk reuses the buffer. Only passes with more logits rows than it holds come
     /// here, and those are never captured.
     fn flush_logits(&mut self, t0: usize, n: usize) {
+        self.send_residual();
         if self.err.is_some() {
             return;
         }
@@ -652,7 +745,14 @@ impl Ops for CudaOps<'_> {
         self.wrote(out);
     }
 
+    /// Joined to the residual product before it where that one is held back
+    /// ([`Residual`]); else a launch of a CTA a row.
     fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize) {
+        if let Some(r) = self.residual.take_if(|r| r.x == x && r.n == n && out != x) {
+            self.residual_launch(r, Some((out, gain)));
+            self.wrote(out);
+            return;
+        }
         let (o, d) = self.buf(out);
         let (xp, _) = self.buf(x);
         let g = self.be.norm(gain).ptr();
@@ -762,6 +862,20 @@ impl Ops for CudaOps<'_> {
         let (xp, _) = self.buf(x);
         match self.route(m, n) {
             Route::TensorCores { add, .. } => self.tc_matvec(add, m, a, ap, xp, n),
+            Route::Matvec if self.be.fuse && n <= NORM_TAIL_MAX_ROWS => {
+                let k = self.be.k.of(m.dtype);
+                self.send_residual();
+                self.residual = Some(Residual {
+                    add: k.matvec_add,
+                    add_norm: k.matvec_add_norm,
+                    w: m.buf.ptr(),
+                    a: ap,
+                    x,
+                    rows: m.rows,
+                    cols: m.cols,
+                    n,
+                });
+            }
             Route::Matvec => self.matvec_with(self.be.k.of(m.dtype).matvec_add, m, ap, xp, n),
             Route::Gemm => {
                 self.matmul(w, a, scratch, n);

@@ -13,6 +13,7 @@
 typedef void (*MV)(const unsigned char*, const float*, float*, int, int, int);
 typedef void (*MV3)(const unsigned char*, float*, int, const unsigned char*, float*, int, const unsigned char*, float*, int,
                     const float*, int, int, const int*, const float*, float* const*, float* const*, int);
+typedef void (*MVN)(const unsigned char*, const float*, float*, int, int, int, float*, const float*, float, int*);
 typedef void (*MVS)(const unsigned char*, const unsigned char*, const float*, float*, float*, int, int, int);
 static std::mt19937 rng(7);
 static float U() { return std::uniform_real_distribution<float>(-1, 1)(rng); }
@@ -132,6 +133,30 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), acc.data(), rows, cols, n); });
   diff = memcmp(acc.data(), want.data(), acc.size() * 4) == 0 ? 0 : 1;
   snprintf(buf, 100, "matvec_add_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
+}
+
+// The residual's product with the RMSNorm after it, against matvec_add then rmsnorm, bit for bit:
+// the norm by the launch's last CTA (every other launch runs the CTAs in reverse order), the
+// counter back at 0 after each launch. `rows` is the norm's width.
+void test_add_norm(const char* name, int bs, int bb, MV mva, MVN mvan, int rows, int cols, int n) {
+  std::vector<float> W;
+  std::vector<uint8_t> w = random_weights(name, bs, bb, (long long)rows * cols, W);
+  std::vector<float> x((size_t)n * cols), y0((size_t)n * rows), g(rows);
+  for (auto& v : x) v = U();
+  for (auto& v : y0) v = U() * 3;
+  for (auto& v : g) v = U();
+  const unsigned grid = (rows + 1) / 2;
+  std::vector<float> want_y = y0, want((size_t)n * rows, NAN);
+  launch({grid,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), want_y.data(), rows, cols, n); });
+  launch({(unsigned)n,1,1}, {256,1,1}, [&]{ rmsnorm(want.data(), want_y.data(), g.data(), rows, 1e-5f, n); });
+  double diff = 0;
+  int counter = 0;
+  for (int rep = 0; rep < 2; rep++) {
+    std::vector<float> y = y0, out((size_t)n * rows, NAN);
+    launch({grid,1,1}, {32,4,1}, [&]{ mvan(w.data(), x.data(), y.data(), rows, cols, n, out.data(), g.data(), 1e-5f, &counter); });
+    if (memcmp(y.data(), want_y.data(), y.size() * 4) || memcmp(out.data(), want.data(), out.size() * 4) || counter) diff = 1;
+  }
+  char buf[100]; snprintf(buf, 100, "matvec_add_norm_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
 }
 
 // The fused launches against the separate ones they replace, bit for bit: matvec3 given
@@ -324,8 +349,8 @@ void test_ops() {
 int main() {
   test_dequant();
   test_ops();
-  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; MVS mvs; };
-#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n, matvec_swiglu_##n}
+  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; MVS mvs; MVN mvan; };
+#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n, matvec_swiglu_##n, matvec_add_norm_##n}
   T types[] = {MVT(f32,1,4), MVT(f16,1,2), MVT(bf16,1,2), MVT(q8_0,32,34), MVT(q4_0,32,18), MVT(q4_1,32,20),
     MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210)};
   for (auto& t : types) {
@@ -335,6 +360,8 @@ int main() {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 4, t.bs == 256 ? 512 : 64, 19);
     test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 512 : 128, 3);
     test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 256 : 64, 11);
+    test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 600, t.bs == 256 ? 256 : 64, 1);
+    test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 37, t.bs == 256 ? 256 : 96, 8);
   }
   struct TT { const char* name; int bs, bb; TC tc, tca; };
 #define TCT(n, bs, bb) {#n, bs, bb, tc_matvec_##n, tc_matvec_add_##n}
