@@ -33,18 +33,24 @@ __device__ __forceinline__ void rms_row(float* out, const float* x, const float*
     constexpr int V = RMS_THREADS / THREADS;
     const int t = threadIdx.y * blockDim.x + threadIdx.x;
     // f64 squares and sums, as the CPU: the result then does not depend on the summation order
-    // to f32 precision.
-    double ss[V];
+    // to f32 precision. Four loads go out before their sums (columns past `d` add +0, which
+    // changes no sum), so that a row's reads overlap rather than wait for each other.
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-        ss[v] = 0.0;
-        for (int c = t + v * THREADS; c < d; c += RMS_THREADS) {
-            const double e = (double)__ldcg(x + c);
-            ss[v] += e * e;
+        double ss = 0.0;
+        for (int c0 = t + v * THREADS; c0 < d; c0 += 4 * RMS_THREADS) {
+            double e[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int c = c0 + k * RMS_THREADS;
+                e[k] = c < d ? (double)__ldcg(x + c) : 0.0;
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) ss += e[k] * e[k];
         }
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) ss[v] += __shfl_xor_sync(0xFFFFFFFFu, ss[v], off);
-        if ((t & 31) == 0) warp_sums[(t >> 5) + v * (THREADS / 32)] = ss[v];
+        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, off);
+        if ((t & 31) == 0) warp_sums[(t >> 5) + v * (THREADS / 32)] = ss;
     }
     __syncthreads();
     double total = 0.0;

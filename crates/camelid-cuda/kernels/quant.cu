@@ -535,11 +535,15 @@ __device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
 #define MV_WARPS 4
 #define MV_MAX_N 8
 
-// Vectors 0 .. n - 1 (n <= MV_MAX_N) of x against the CTA's rows (`rowp`, the first `row0`).
+// Vectors 0 .. n - 1 (n <= NMAX <= MV_MAX_N) of x against the CTA's rows (`rowp`, the first
+// `row0`). NMAX is MV_MAX_N, or 1 for the single-vector kernels (`v1_*`: a decode step of one
+// sequence), which then keep one accumulator per row rather than MV_MAX_N: half the registers
+// (40-56 against 80-94), twice the CTAs resident per SM to hide the weights' latency. Vector
+// j's arithmetic is the same either way.
 // A call rather than inlined into the loop over slices: inlined, ptxas gave the kernels up to
 // 128 registers (80-96 as one slice), fewer CTAs per SM to hide the weights' memory latency;
 // called, 80-94 (`scripts/check-cuda-kernels.sh` prints them).
-template <class F, bool ACC>
+template <class F, bool ACC, int NMAX>
 __device__ __noinline__ void matvec_slice(const unsigned char* const (&rowp)[MV_ROWS],
                                              const float* __restrict__ x, float* __restrict__ y,
                                              int rows, int cols, int n, int row0,
@@ -547,11 +551,11 @@ __device__ __noinline__ void matvec_slice(const unsigned char* const (&rowp)[MV_
     const int lane = threadIdx.x, warp = threadIdx.y;
     const int pieces = cols / 16;
 
-    float acc[MV_ROWS][MV_MAX_N];
+    float acc[MV_ROWS][NMAX];
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r)
 #pragma unroll
-        for (int j = 0; j < MV_MAX_N; ++j) acc[r][j] = 0.0f;
+        for (int j = 0; j < NMAX; ++j) acc[r][j] = 0.0f;
 
 #pragma unroll 2
     for (int base = warp * 32; base < pieces; base += MV_WARPS * 32) {
@@ -572,7 +576,7 @@ __device__ __noinline__ void matvec_slice(const unsigned char* const (&rowp)[MV_
             }
             const float* xp = x + blk * F::BLOCK;
 #pragma unroll
-            for (int j = 0; j < MV_MAX_N; ++j) {
+            for (int j = 0; j < NMAX; ++j) {
                 if (j < n) {
                     float xv[16];
 #pragma unroll
@@ -608,7 +612,7 @@ __device__ __noinline__ void matvec_slice(const unsigned char* const (&rowp)[MV_
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) {
 #pragma unroll
-        for (int j = 0; j < MV_MAX_N; ++j) {
+        for (int j = 0; j < NMAX; ++j) {
             if (j < n) {
                 float s = acc[r][j];
 #pragma unroll
@@ -633,8 +637,8 @@ __device__ __noinline__ void matvec_slice(const unsigned char* const (&rowp)[MV_
 
 // `cta` is the CTA's place among this matrix's CTAs (blockIdx.x, or less in a fused launch).
 // With ACC the products are added to y (`y = y + s`, rounded as the `add` kernel rounds) rather
-// than stored.
-template <class F, bool ACC = false>
+// than stored. NMAX: as `matvec_slice`'s (with 1, n must be 1).
+template <class F, bool ACC = false, int NMAX = MV_MAX_N>
 __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
                                             const float* __restrict__ x, float* __restrict__ y,
                                             int rows, int cols, int n, int cta) {
@@ -647,11 +651,11 @@ __device__ __forceinline__ void matvec_impl(const unsigned char* __restrict__ w,
 #pragma unroll
     for (int r = 0; r < MV_ROWS; ++r) rowp[r] = w + (long long)min(row0 + r, rows - 1) * row_bytes;
 
-    for (int j0 = 0; j0 < n; j0 += MV_MAX_N) {
+    for (int j0 = 0; j0 < n; j0 += NMAX) {
         // The previous slice's partial sums are read before this one's are written.
         if (j0 > 0) __syncthreads();
-        matvec_slice<F, ACC>(rowp, x + (long long)j0 * cols, y + (long long)j0 * rows, rows,
-                             cols, min(n - j0, MV_MAX_N), row0, partial);
+        matvec_slice<F, ACC, NMAX>(rowp, x + (long long)j0 * cols, y + (long long)j0 * rows,
+                                   rows, cols, min(n - j0, NMAX), row0, partial);
     }
 }
 
@@ -709,12 +713,13 @@ __device__ __forceinline__ void swiglu_rows(float* __restrict__ h, const float* 
 }
 
 // The residual's RMSNorm after its product (`matvec_add_norm_<t>`: x += Wo att, then the
-// feed-forward block's xn = rms(x); x += Wdown h, then the next layer's): every CTA makes its
-// stored rows of `y` visible to the device and is counted; the last to be counted norms the `n`
-// rows of `y` (`rows` floats each) into `out`, as `rmsnorm` would (`rms_row`), and sets the
-// counter back to 0. The tail is one CTA's: decode-sized n only (the host's NORM_TAIL_MAX_ROWS).
+// feed-forward block's xn = rms(x); x += Wdown h, then the next layer's), for one vector: every
+// CTA makes its stored rows of `y` visible to the device and is counted; the last to be counted
+// norms `y` (`rows` floats) into `out`, as `rmsnorm` would (`rms_row`), and sets the counter back
+// to 0. One vector only: the tail is one CTA's, a few microseconds a row, where `rmsnorm` takes
+// several rows at once in a launch of its own.
 __device__ __forceinline__ void norm_tail(const float* y, float* out, const float* __restrict__ gain,
-                                       int rows, float eps, int n, int* counter) {
+                                          int rows, float eps, int* counter) {
     __shared__ double warp_sums[RMS_THREADS / 32];
     __shared__ int last;
     const int t = threadIdx.y * 32 + threadIdx.x;
@@ -725,9 +730,7 @@ __device__ __forceinline__ void norm_tail(const float* y, float* out, const floa
     if (!last) return;
     __threadfence();
     if (t == 0) *counter = 0;
-    for (int j = 0; j < n; ++j)
-        rms_row<32 * MV_WARPS>(out + (long long)j * rows, y + (long long)j * rows, gain, rows, eps,
-                               warp_sums);
+    rms_row<32 * MV_WARPS>(out, y, gain, rows, eps, warp_sums);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -922,43 +925,36 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
 // ---------------------------------------------------------------------------------------------
 // Entry points, one set per weight type.
 
-#define CAMELID_WEIGHT_TYPE(name, F)                                                            \
+// The decode products of a type for up to NMAX vectors at a time (MV_MAX_N; 1 for the
+// single-vector kernels, prefix `v1_`, whose `n` must be 1).
+#define CAMELID_MATVECS(prefix, name, F, NMAX)                                                  \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
-        matvec_##name(const unsigned char* w, const float* x, float* y, int rows, int cols,    \
-                      int n) {                                                                  \
+        prefix##matvec_##name(const unsigned char* w, const float* x, float* y, int rows,       \
+                              int cols, int n) {                                                \
         prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
         grid_dep_wait();                                                                        \
-        matvec_impl<F>(w, x, y, rows, cols, n, blockIdx.x);                                     \
+        matvec_impl<F, false, NMAX>(w, x, y, rows, cols, NMAX == 1 ? 1 : n, blockIdx.x);        \
     }                                                                                           \
     /* The residual's products (o, down): y += W x, as matvec_ then add give it. */              \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
-        matvec_add_##name(const unsigned char* w, const float* x, float* y, int rows, int cols, \
-                          int n) {                                                              \
+        prefix##matvec_add_##name(const unsigned char* w, const float* x, float* y, int rows,   \
+                                  int cols, int n) {                                            \
         prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
         grid_dep_wait();                                                                        \
-        matvec_impl<F, true>(w, x, y, rows, cols, n, blockIdx.x);                               \
-    }                                                                                           \
-    /* The same, then the RMSNorm of the n rows of y into out (rmsnorm's floats), by the last  \
-       CTA; `counter` is 0 before the launch and after it. */                                  \
-    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
-        matvec_add_norm_##name(const unsigned char* w, const float* x, float* y, int rows,      \
-                               int cols, int n, float* out, const float* gain, float eps,      \
-                               int* counter) {                                                  \
-        prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
-        grid_dep_wait();                                                                        \
-        matvec_impl<F, true>(w, x, y, rows, cols, n, blockIdx.x);                               \
-        norm_tail(y, out, gain, rows, eps, n, counter);                                         \
+        matvec_impl<F, true, NMAX>(w, x, y, rows, cols, NMAX == 1 ? 1 : n, blockIdx.x);         \
     }                                                                                           \
     /* Up to three matrices of one type and width against the same x in one launch (q, k, v; \
        gate, up): the first ceil(rows0 / 2) CTAs take w0, the next w1, the rest w2. With     \
        `pos` not null they are q, k and v, and RoPE and the cache writes follow as rope_store \
        does them. */                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
-        matvec3_##name(const unsigned char* w0, float* y0, int rows0, const unsigned char* w1,  \
-                       float* y1, int rows1, const unsigned char* w2, float* y2, int rows2,    \
-                       const float* x, int cols, int n, const int* pos, const float* inv_freq, \
-                       float* const* k_rows, float* const* v_rows, int head_dim) {             \
+        prefix##matvec3_##name(const unsigned char* w0, float* y0, int rows0,                   \
+                               const unsigned char* w1, float* y1, int rows1,                   \
+                               const unsigned char* w2, float* y2, int rows2, const float* x,   \
+                               int cols, int n, const int* pos, const float* inv_freq,          \
+                               float* const* k_rows, float* const* v_rows, int head_dim) {      \
         const int c0 = (rows0 + MV_ROWS - 1) / MV_ROWS, c1 = (rows1 + MV_ROWS - 1) / MV_ROWS;   \
+        const int nn = NMAX == 1 ? 1 : n;                                                       \
         int cta = blockIdx.x;                                                                   \
         const unsigned char* w = w0;                                                            \
         float* y = y0;                                                                          \
@@ -971,20 +967,37 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         }                                                                                       \
         prefetch_matvec_rows<F>(w, nullptr, rows, cols, cta);                                   \
         grid_dep_wait();                                                                        \
-        matvec_impl<F>(w, x, y, rows, cols, n, cta);                                            \
-        if (pos) rope_cache_rows(y, rows, n, cta, pos, inv_freq, cache, head_dim);              \
+        matvec_impl<F, false, NMAX>(w, x, y, rows, cols, nn, cta);                              \
+        if (pos) rope_cache_rows(y, rows, nn, cta, pos, inv_freq, cache, head_dim);             \
     }                                                                                           \
     /* SwiGLU's gate in one launch: each CTA takes its two rows of the gate into h, the same   \
        rows of up into u, then h = silu(h) * u, as matvec3_ then silu_mul give it. */          \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
-        matvec_swiglu_##name(const unsigned char* w_gate, const unsigned char* w_up,            \
-                             const float* x, float* h, float* u, int rows, int cols, int n) {   \
+        prefix##matvec_swiglu_##name(const unsigned char* w_gate, const unsigned char* w_up,    \
+                                     const float* x, float* h, float* u, int rows, int cols,    \
+                                     int n) {                                                   \
+        const int nn = NMAX == 1 ? 1 : n;                                                       \
         prefetch_matvec_rows<F>(w_gate, w_up, rows, cols, blockIdx.x);                          \
         grid_dep_wait();                                                                        \
-        matvec_impl<F>(w_gate, x, h, rows, cols, n, blockIdx.x);                                \
+        matvec_impl<F, false, NMAX>(w_gate, x, h, rows, cols, nn, blockIdx.x);                  \
         __syncthreads(); /* the gate's last sums are read from `partial` before up's go in */  \
-        matvec_impl<F>(w_up, x, u, rows, cols, n, blockIdx.x);                                  \
-        swiglu_rows(h, u, rows, n, blockIdx.x);                                                 \
+        matvec_impl<F, false, NMAX>(w_up, x, u, rows, cols, nn, blockIdx.x);                    \
+        swiglu_rows(h, u, rows, nn, blockIdx.x);                                                \
+    }
+
+#define CAMELID_WEIGHT_TYPE(name, F)                                                            \
+    CAMELID_MATVECS(, name, F, MV_MAX_N)                                                        \
+    CAMELID_MATVECS(v1_, name, F, 1)                                                            \
+    /* The residual's product for one vector, then the RMSNorm of y into out (rmsnorm's        \
+       floats), by the last CTA; `counter` is 0 before the launch and after it. */             \
+    extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
+        matvec_add_norm_##name(const unsigned char* w, const float* x, float* y, int rows,      \
+                               int cols, float* out, const float* gain, float eps,             \
+                               int* counter) {                                                  \
+        prefetch_matvec_rows<F>(w, nullptr, rows, cols, blockIdx.x);                            \
+        grid_dep_wait();                                                                        \
+        matvec_impl<F, true, 1>(w, x, y, rows, cols, 1, blockIdx.x);                            \
+        norm_tail(y, out, gain, rows, eps, counter);                                            \
     }                                                                                           \
     extern "C" __global__ void embed_##name(const unsigned char* w, const unsigned int* tokens, \
                                             float* out, int cols, int n) {                      \

@@ -63,9 +63,9 @@ pub struct WeightKernels {
     pub matvec3: Func,
     /// `matvec_add_<t>(w, x, y, rows, cols, n)`: `y += W·x`, as `matvec` then `add`.
     pub matvec_add: Func,
-    /// `matvec_add_norm_<t>(w, x, y, rows, cols, n, out, gain, eps, counter)`: `matvec_add`,
-    /// then the RMSNorm of the `n` rows of `y` into `out` by the launch's last CTA, as
-    /// `rmsnorm` gives it (`counter`: an int at 0, left at 0).
+    /// `matvec_add_norm_<t>(w, x, y, rows, cols, out, gain, eps, counter)`: `matvec_add` of
+    /// one row, then the RMSNorm of `y` into `out` by the launch's last CTA, as `rmsnorm` gives
+    /// it (`counter`: an int at 0, left at 0).
     pub matvec_add_norm: Func,
     /// `matvec_swiglu_<t>(w_gate, w_up, x, h, u, rows, cols, n)`: `u = Wup·x`, then
     /// `h = silu(Wgate·x) ⊙ u`, as `matvec3` of the two then `silu_mul`.
@@ -76,6 +76,10 @@ pub struct WeightKernels {
     /// elements (float types).
     pub dequant_f16: Func,
     pub dequant_f32: Func,
+    /// `v1_matvec_<t>`, `v1_matvec3_<t>`, `v1_matvec_add_<t>`, `v1_matvec_swiglu_<t>`: the four
+    /// above compiled for one vector (`n` must be 1), with half the registers; [`Self::rows`]
+    /// picks them.
+    v1: [Func; 4],
     /// `tc_matvec_<t>(w, xh, y, rows, cols, n)` and `tc_matvec_add_<t>` (`y +=`): the products
     /// of `n` f16 activation rows on tensor cores, for the fast precision's small batches.
     /// `None` for f32 weights (never rounded to f16) and below sm_80 (no `mma.m16n8k16`).
@@ -143,6 +147,23 @@ impl Modules {
     }
 }
 
+impl WeightKernels {
+    /// The kernels for products of `n` vectors: for one, the single-vector `matvec` kernels.
+    pub fn rows(self, n: usize) -> WeightKernels {
+        if n != 1 {
+            return self;
+        }
+        let [matvec, matvec3, matvec_add, matvec_swiglu] = self.v1;
+        WeightKernels {
+            matvec,
+            matvec3,
+            matvec_add,
+            matvec_swiglu,
+            ..self
+        }
+    }
+}
+
 impl Kernels {
     /// Compiles (or takes from the on-disk cache) and loads the kernels for `dev`'s card.
     pub fn load(dev: &Device) -> Result<Kernels> {
@@ -184,6 +205,12 @@ impl Kernels {
                     matvec3: modules.get(&format!("matvec3_{t}"))?,
                     matvec_add: modules.get(&format!("matvec_add_{t}"))?,
                     matvec_add_norm: modules.get(&format!("matvec_add_norm_{t}"))?,
+                    v1: [
+                        modules.get(&format!("v1_matvec_{t}"))?,
+                        modules.get(&format!("v1_matvec3_{t}"))?,
+                        modules.get(&format!("v1_matvec_add_{t}"))?,
+                        modules.get(&format!("v1_matvec_swiglu_{t}"))?,
+                    ],
                     matvec_swiglu: modules.get(&format!("matvec_swiglu_{t}"))?,
                     embed: modules.get(&format!("embed_{t}"))?,
                     dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
@@ -404,6 +431,10 @@ mod tests {
                 format!("matvec3_{t}"),
                 format!("matvec_add_{t}"),
                 format!("matvec_add_norm_{t}"),
+                format!("v1_matvec_{t}"),
+                format!("v1_matvec3_{t}"),
+                format!("v1_matvec_add_{t}"),
+                format!("v1_matvec_swiglu_{t}"),
                 format!("matvec_swiglu_{t}"),
                 format!("embed_{t}"),
                 format!("dequant_{t}_f16"),

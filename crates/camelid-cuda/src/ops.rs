@@ -52,10 +52,6 @@ const ARGMAX_THREADS: u32 = 256;
 const MATVEC_BLOCK: (u32, u32, u32) = (32, 4, 1);
 /// Rows per CTA of `matvec_<t>` (`MV_ROWS`).
 const MATVEC_ROWS: usize = 2;
-/// Residual products of at most this many rows take the RMSNorm after them into their launch
-/// (`matvec_add_norm_<t>`, whose last CTA norms every row: its tail grows with them). Decode
-/// steps of a sequence or a few; a batch of more rows norms in a launch of a CTA a row.
-const NORM_TAIL_MAX_ROWS: usize = 8;
 /// Cap on grid-stride grids: enough CTAs to fill any current GPU several times.
 const MAX_GRID: usize = 4096;
 
@@ -187,11 +183,13 @@ pub(crate) struct CudaOps<'a> {
     err: Option<CudaError>,
 }
 
-/// A residual product (`x += W·a` on the `matvec_add_<t>` route) held back one operation: where
-/// the next is the RMSNorm of `x` (the forward pass's next step, `xn = rms(x)`), the two go as
-/// one `matvec_add_norm_<t>` launch, the norm done by the product's last CTA rather than by a
-/// launch of its own (a decode step of the 1B: 31 launches fewer of 116); any other launch, and
-/// the end of the pass, sends it alone first ([`CudaOps::go3`], [`CudaOps::finish`]).
+/// A residual product of one row (`x += W·a` on the `matvec_add_<t>` route: a decode step of one
+/// sequence) held back one operation: where the next is the RMSNorm of `x` (the forward pass's
+/// next step, `xn = rms(x)`), the two go as one `matvec_add_norm_<t>` launch, the norm done by the
+/// product's last CTA rather than by a launch of its own (a decode step of the 1B: 31 launches
+/// fewer of 116); any other launch, and the end of the pass, sends it alone first
+/// ([`CudaOps::go3`], [`CudaOps::finish`]). One row only: the norm is then one CTA's tail, where
+/// `rmsnorm` takes several rows at once in a launch of its own.
 #[derive(Clone, Copy)]
 struct Residual {
     add: Func,
@@ -201,7 +199,6 @@ struct Residual {
     x: Buf,
     rows: usize,
     cols: usize,
-    n: usize,
 }
 
 impl<'a> CudaOps<'a> {
@@ -327,21 +324,27 @@ impl<'a> CudaOps<'a> {
     /// `r` as `matvec_add_<t>`, or with `norm` (`out`, gains) as `matvec_add_norm_<t>`.
     fn residual_launch(&mut self, r: Residual, norm: Option<(Buf, Norm)>) {
         let (y, _) = self.buf(r.x);
-        let (rows, cols, n) = (r.rows as i32, r.cols as i32, r.n as i32);
+        let (rows, cols, n) = (r.rows as i32, r.cols as i32, 1i32);
         let grid = (r.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
-        let mut args = [
-            arg(&r.w),
-            arg(&r.a),
-            arg(&y),
-            arg(&rows),
-            arg(&cols),
-            arg(&n),
-        ];
         let Some((out, gain)) = norm else {
             // SAFETY: matvec_add_<t>(const unsigned char* w, const float* x, float* y,
-            // int rows, int cols, int n): `w` holds the rows·cols weights, `a` n·cols and `y`
-            // n·rows floats.
-            unsafe { self.go_now(r.add, grid, MATVEC_BLOCK, &mut args) };
+            // int rows, int cols, int n): `w` holds the rows·cols weights, `a` n = 1 row of cols
+            // floats and `y` one of rows.
+            unsafe {
+                self.go_now(
+                    r.add,
+                    grid,
+                    MATVEC_BLOCK,
+                    &mut [
+                        arg(&r.w),
+                        arg(&r.a),
+                        arg(&y),
+                        arg(&rows),
+                        arg(&cols),
+                        arg(&n),
+                    ],
+                )
+            };
             return;
         };
         let (o, d) = self.buf(out);
@@ -350,22 +353,28 @@ impl<'a> CudaOps<'a> {
         // The kernel's `float eps`: the argument's size must be 4 bytes.
         let eps: f32 = self.be.config.norm_eps;
         let counter = self.p.norm_count.ptr();
-        let mut args = [
-            args[0],
-            args[1],
-            args[2],
-            args[3],
-            args[4],
-            args[5],
-            arg(&o),
-            arg(&g),
-            arg(&eps),
-            arg(&counter),
-        ];
-        // SAFETY: matvec_add_norm_<t>(w, x, y, rows, cols, n, float* out, const float* gain,
-        // float eps, int* counter): as matvec_add_<t>, and `out` n rows of `rows` floats,
+        // SAFETY: matvec_add_norm_<t>(const unsigned char* w, const float* x, float* y,
+        // int rows, int cols, float* out, const float* gain, float eps, int* counter): as
+        // matvec_add_<t> for one row, `out` a row of `rows` floats (another buffer than `y`),
         // `rows` gains, and the pass's counter, at 0 between launches (each leaves it so).
-        unsafe { self.go_now(r.add_norm, grid, MATVEC_BLOCK, &mut args) };
+        unsafe {
+            self.go_now(
+                r.add_norm,
+                grid,
+                MATVEC_BLOCK,
+                &mut [
+                    arg(&r.w),
+                    arg(&r.a),
+                    arg(&y),
+                    arg(&rows),
+                    arg(&cols),
+                    arg(&o),
+                    arg(&g),
+                    arg(&eps),
+                    arg(&counter),
+                ],
+            )
+        };
     }
 
     /// A buffer was written: its f16 copy, if any, is stale.
@@ -443,7 +452,7 @@ impl<'a> CudaOps<'a> {
     }
 
     fn matvec(&mut self, m: &DevMat, x: u64, y: u64, n: usize) {
-        self.matvec_with(self.be.k.of(m.dtype).matvec, m, x, y, n);
+        self.matvec_with(self.be.k.of(m.dtype).rows(n).matvec, m, x, y, n);
     }
 
     /// `f`, `matvec_<t>` or `matvec_add_<t>` (same arguments), in one launch.
@@ -476,7 +485,7 @@ impl<'a> CudaOps<'a> {
         n: usize,
         rope: Option<usize>,
     ) {
-        let f = self.be.k.of(mats[0].dtype).matvec3;
+        let f = self.be.k.of(mats[0].dtype).rows(n).matvec3;
         let cols = mats[0].cols;
         let cols32 = cols as i32;
         let rows32 = rows.map(|r| r as i32);
@@ -748,7 +757,7 @@ impl Ops for CudaOps<'_> {
     /// Joined to the residual product before it where that one is held back
     /// ([`Residual`]); else a launch of a CTA a row.
     fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize) {
-        if let Some(r) = self.residual.take_if(|r| r.x == x && r.n == n && out != x) {
+        if let Some(r) = self.residual.take_if(|r| r.x == x && n == 1 && out != x) {
             self.residual_launch(r, Some((out, gain)));
             self.wrote(out);
             return;
@@ -821,7 +830,7 @@ impl Ops for CudaOps<'_> {
             return;
         }
         let (wg, wu) = (self.be.mat(products[0].0), self.be.mat(products[1].0));
-        let f = self.be.k.of(wg.dtype).matvec_swiglu;
+        let f = self.be.k.of(wg.dtype).rows(n).matvec_swiglu;
         let (xp, _) = self.buf(x);
         let (h, _) = self.buf(gate);
         let (hu, _) = self.buf(up);
@@ -862,8 +871,8 @@ impl Ops for CudaOps<'_> {
         let (xp, _) = self.buf(x);
         match self.route(m, n) {
             Route::TensorCores { add, .. } => self.tc_matvec(add, m, a, ap, xp, n),
-            Route::Matvec if self.be.fuse && n <= NORM_TAIL_MAX_ROWS => {
-                let k = self.be.k.of(m.dtype);
+            Route::Matvec if self.be.fuse && n == 1 => {
+                let k = self.be.k.of(m.dtype).rows(1);
                 self.send_residual();
                 self.residual = Some(Residual {
                     add: k.matvec_add,
@@ -873,10 +882,11 @@ impl Ops for CudaOps<'_> {
                     x,
                     rows: m.rows,
                     cols: m.cols,
-                    n,
                 });
             }
-            Route::Matvec => self.matvec_with(self.be.k.of(m.dtype).matvec_add, m, ap, xp, n),
+            Route::Matvec => {
+                self.matvec_with(self.be.k.of(m.dtype).rows(n).matvec_add, m, ap, xp, n)
+            }
             Route::Gemm => {
                 self.matmul(w, a, scratch, n);
                 self.add(x, scratch, n);

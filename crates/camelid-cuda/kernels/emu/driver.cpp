@@ -221,7 +221,8 @@ template <class... A> static Kernel make_kernel(const char* name, void (*k)(A...
 }
 #define KERNEL(n) make_kernel(#n, n)
 #define WEIGHT_KERNELS(t) \
-    KERNEL(matvec_##t), KERNEL(matvec3_##t), KERNEL(matvec_add_##t), KERNEL(matvec_add_norm_##t), KERNEL(matvec_swiglu_##t), KERNEL(embed_##t), \
+    KERNEL(matvec_##t), KERNEL(matvec3_##t), KERNEL(matvec_add_##t), KERNEL(matvec_add_norm_##t), \
+        KERNEL(v1_matvec_##t), KERNEL(v1_matvec3_##t), KERNEL(v1_matvec_add_##t), KERNEL(v1_matvec_swiglu_##t), KERNEL(matvec_swiglu_##t), KERNEL(embed_##t), \
         KERNEL(dequant_##t##_f16), KERNEL(dequant_##t##_f32)
 #define TC_KERNELS(t) KERNEL(tc_matvec_##t), KERNEL(tc_matvec_add_##t)
 

@@ -13,7 +13,7 @@
 typedef void (*MV)(const unsigned char*, const float*, float*, int, int, int);
 typedef void (*MV3)(const unsigned char*, float*, int, const unsigned char*, float*, int, const unsigned char*, float*, int,
                     const float*, int, int, const int*, const float*, float* const*, float* const*, int);
-typedef void (*MVN)(const unsigned char*, const float*, float*, int, int, int, float*, const float*, float, int*);
+typedef void (*MVN)(const unsigned char*, const float*, float*, int, int, float*, const float*, float, int*);
 typedef void (*MVS)(const unsigned char*, const unsigned char*, const float*, float*, float*, int, int, int);
 static std::mt19937 rng(7);
 static float U() { return std::uniform_real_distribution<float>(-1, 1)(rng); }
@@ -135,28 +135,56 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   snprintf(buf, 100, "matvec_add_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
 }
 
-// The residual's product with the RMSNorm after it, against matvec_add then rmsnorm, bit for bit:
-// the norm by the launch's last CTA (every other launch runs the CTAs in reverse order), the
-// counter back at 0 after each launch. `rows` is the norm's width.
-void test_add_norm(const char* name, int bs, int bb, MV mva, MVN mvan, int rows, int cols, int n) {
+// The single-vector kernels (v1_*) against the general ones given one vector, bit for bit.
+void test_v1(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, MVS mvs, MV mv1, MV3 mv31, MV mva1, MVS mvs1, int rows, int cols) {
   std::vector<float> W;
   std::vector<uint8_t> w = random_weights(name, bs, bb, (long long)rows * cols, W);
-  std::vector<float> x((size_t)n * cols), y0((size_t)n * rows), g(rows);
+  std::vector<uint8_t> w2 = random_weights(name, bs, bb, (long long)rows * cols, W);
+  std::vector<float> x(cols), y0(rows);
+  for (auto& v : x) v = U();
+  for (auto& v : y0) v = U();
+  const unsigned grid = (rows + 1) / 2;
+  auto same = [](const std::vector<float>& a, const std::vector<float>& b) { return memcmp(a.data(), b.data(), a.size() * 4) == 0; };
+  std::vector<float> a(rows, NAN), b(rows, NAN), a2(rows, NAN), b2(rows, NAN);
+  bool ok = true;
+  launch({grid,1,1}, {32,4,1}, [&]{ mv(w.data(), x.data(), a.data(), rows, cols, 1); });
+  launch({grid,1,1}, {32,4,1}, [&]{ mv1(w.data(), x.data(), b.data(), rows, cols, 1); });
+  ok = ok && same(a, b);
+  a = y0, b = y0;
+  launch({grid,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), a.data(), rows, cols, 1); });
+  launch({grid,1,1}, {32,4,1}, [&]{ mva1(w.data(), x.data(), b.data(), rows, cols, 1); });
+  ok = ok && same(a, b);
+  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv3(w.data(), a.data(), rows, w2.data(), a2.data(), rows, w.data(), a.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0); });
+  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv31(w.data(), b.data(), rows, w2.data(), b2.data(), rows, w.data(), b.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0); });
+  ok = ok && same(a, b) && same(a2, b2);
+  launch({grid,1,1}, {32,4,1}, [&]{ mvs(w.data(), w2.data(), x.data(), a.data(), a2.data(), rows, cols, 1); });
+  launch({grid,1,1}, {32,4,1}, [&]{ mvs1(w.data(), w2.data(), x.data(), b.data(), b2.data(), rows, cols, 1); });
+  ok = ok && same(a, b) && same(a2, b2);
+  char buf[100]; snprintf(buf, 100, "v1_matvec*_%s rows %d = n 1 (bit-exact)", name, rows); check(buf, ok ? 0 : 1, 0);
+}
+
+// The residual's product of one vector with the RMSNorm after it, against matvec_add then
+// rmsnorm, bit for bit: the norm by the launch's last CTA (every other launch runs the CTAs in
+// reverse order), the counter back at 0 after each launch. `rows` is the norm's width.
+void test_add_norm(const char* name, int bs, int bb, MV mva, MVN mvan, int rows, int cols) {
+  std::vector<float> W;
+  std::vector<uint8_t> w = random_weights(name, bs, bb, (long long)rows * cols, W);
+  std::vector<float> x(cols), y0(rows), g(rows);
   for (auto& v : x) v = U();
   for (auto& v : y0) v = U() * 3;
   for (auto& v : g) v = U();
   const unsigned grid = (rows + 1) / 2;
-  std::vector<float> want_y = y0, want((size_t)n * rows, NAN);
-  launch({grid,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), want_y.data(), rows, cols, n); });
-  launch({(unsigned)n,1,1}, {256,1,1}, [&]{ rmsnorm(want.data(), want_y.data(), g.data(), rows, 1e-5f, n); });
+  std::vector<float> want_y = y0, want(rows, NAN);
+  launch({grid,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), want_y.data(), rows, cols, 1); });
+  launch({1,1,1}, {256,1,1}, [&]{ rmsnorm(want.data(), want_y.data(), g.data(), rows, 1e-5f, 1); });
   double diff = 0;
   int counter = 0;
   for (int rep = 0; rep < 2; rep++) {
-    std::vector<float> y = y0, out((size_t)n * rows, NAN);
-    launch({grid,1,1}, {32,4,1}, [&]{ mvan(w.data(), x.data(), y.data(), rows, cols, n, out.data(), g.data(), 1e-5f, &counter); });
+    std::vector<float> y = y0, out(rows, NAN);
+    launch({grid,1,1}, {32,4,1}, [&]{ mvan(w.data(), x.data(), y.data(), rows, cols, out.data(), g.data(), 1e-5f, &counter); });
     if (memcmp(y.data(), want_y.data(), y.size() * 4) || memcmp(out.data(), want.data(), out.size() * 4) || counter) diff = 1;
   }
-  char buf[100]; snprintf(buf, 100, "matvec_add_norm_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
+  char buf[100]; snprintf(buf, 100, "matvec_add_norm_%s rows %d (bit-exact)", name, rows); check(buf, diff, 0);
 }
 
 // The fused launches against the separate ones they replace, bit for bit: matvec3 given
@@ -349,8 +377,9 @@ void test_ops() {
 int main() {
   test_dequant();
   test_ops();
-  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; MVS mvs; MVN mvan; };
-#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n, matvec_swiglu_##n, matvec_add_norm_##n}
+  struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; MVS mvs; MVN mvan; MV mv1; MV3 mv31; MV mva1; MVS mvs1; };
+#define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n, matvec_swiglu_##n, matvec_add_norm_##n, \
+                        v1_matvec_##n, v1_matvec3_##n, v1_matvec_add_##n, v1_matvec_swiglu_##n}
   T types[] = {MVT(f32,1,4), MVT(f16,1,2), MVT(bf16,1,2), MVT(q8_0,32,34), MVT(q4_0,32,18), MVT(q4_1,32,20),
     MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210)};
   for (auto& t : types) {
@@ -360,8 +389,11 @@ int main() {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 4, t.bs == 256 ? 512 : 64, 19);
     test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 512 : 128, 3);
     test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 256 : 64, 11);
-    test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 600, t.bs == 256 ? 256 : 64, 1);
-    test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 37, t.bs == 256 ? 256 : 96, 8);
+    test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 2100, t.bs == 256 ? 256 : 64);
+    test_matvec(t.name, t.bs, t.bb, t.mv1, t.mv31, t.mva1, 7, t.bs == 256 ? 768 : 1056, 1);
+    test_fused(t.name, t.bs, t.bb, t.mv31, t.mvs1, t.bs == 256 ? 512 : 128, 1);
+    test_v1(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, t.mvs, t.mv1, t.mv31, t.mva1, t.mvs1, 9, t.bs == 256 ? 1024 : 1088);
+    test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 37, t.bs == 256 ? 256 : 96);
   }
   struct TT { const char* name; int bs, bb; TC tc, tca; };
 #define TCT(n, bs, bb) {#n, bs, bb, tc_matvec_##n, tc_matvec_add_##n}
