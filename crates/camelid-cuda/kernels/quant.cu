@@ -20,6 +20,15 @@
 // (`run_col`) and how to decode a piece (`decode`); the kernels below are written once against
 // that interface.
 
+// Which kernels a compilation defines: all of them, or with CAMELID_QUANT_PART defined (the
+// host compiles the file as QUANT_PARTS programs at once, src/kernels.rs) one group: 0 the float
+// types with `rope_store` and `f32_to_f16`, 1 q8_0 q4_0 q4_1, 2 q5_0 q5_1, 3 the k-quants.
+#ifdef CAMELID_QUANT_PART
+#define CAMELID_PART(k) (CAMELID_QUANT_PART == (k))
+#else
+#define CAMELID_PART(k) 1
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Scalars
 
@@ -408,6 +417,7 @@ __device__ __forceinline__ float2 rope_pair(float x0, float x1, int pos, float i
 // are not `matvec3_<t>`'s products (prompts, tensor-core steps) take this launch after them.
 #define ROPE_THREADS 128
 
+#if CAMELID_PART(0)
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
     rope_store(float* q, float* k, const float* __restrict__ v, const int* __restrict__ pos,
                const float* __restrict__ inv_freq, float* const* __restrict__ k_rows,
@@ -435,6 +445,7 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
     *(float2*)(k_rows[j] + off) = r;
     *(float2*)(v_rows[j] + off) = *(const float2*)(v + row + off);
 }
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Generic kernels
@@ -1040,41 +1051,51 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         dequant_impl<F>(w, out, n_elements / 16);                                               \
     }
 
+#if CAMELID_PART(0)
 CAMELID_WEIGHT_TYPE(f32, FmtF32)
 CAMELID_WEIGHT_TYPE(f16, FmtF16)
 CAMELID_WEIGHT_TYPE(bf16, FmtBF16)
-CAMELID_WEIGHT_TYPE(q8_0, FmtQ8_0)
-CAMELID_WEIGHT_TYPE(q4_0, FmtQ4_0)
-CAMELID_WEIGHT_TYPE(q4_1, FmtQ4_1)
-CAMELID_WEIGHT_TYPE(q5_0, FmtQ5_0)
-CAMELID_WEIGHT_TYPE(q5_1, FmtQ5_1)
-CAMELID_WEIGHT_TYPE(q4_k, FmtQ4_K)
-CAMELID_WEIGHT_TYPE(q5_k, FmtQ5_K)
-CAMELID_WEIGHT_TYPE(q6_k, FmtQ6_K)
-
 CAMELID_TC_TYPE(f16, FmtF16)
 CAMELID_TC_TYPE(bf16, FmtBF16)
-CAMELID_TC_TYPE(q8_0, FmtQ8_0)
-CAMELID_TC_TYPE(q4_0, FmtQ4_0)
-CAMELID_TC_TYPE(q4_1, FmtQ4_1)
-CAMELID_TC_TYPE(q5_0, FmtQ5_0)
-CAMELID_TC_TYPE(q5_1, FmtQ5_1)
-CAMELID_TC_TYPE(q4_k, FmtQ4_K)
-CAMELID_TC_TYPE(q5_k, FmtQ5_K)
-CAMELID_TC_TYPE(q6_k, FmtQ6_K)
-
 CAMELID_DEQUANT_ELEMENTS(f32, FmtF32)
 CAMELID_DEQUANT_ELEMENTS(f16, FmtF16)
 CAMELID_DEQUANT_ELEMENTS(bf16, FmtBF16)
+#endif
+
+#if CAMELID_PART(1)
+CAMELID_WEIGHT_TYPE(q8_0, FmtQ8_0)
+CAMELID_WEIGHT_TYPE(q4_0, FmtQ4_0)
+CAMELID_WEIGHT_TYPE(q4_1, FmtQ4_1)
+CAMELID_TC_TYPE(q8_0, FmtQ8_0)
+CAMELID_TC_TYPE(q4_0, FmtQ4_0)
+CAMELID_TC_TYPE(q4_1, FmtQ4_1)
 CAMELID_DEQUANT_BLOCKS(q8_0, FmtQ8_0)
 CAMELID_DEQUANT_BLOCKS(q4_0, FmtQ4_0)
 CAMELID_DEQUANT_BLOCKS(q4_1, FmtQ4_1)
+#endif
+
+#if CAMELID_PART(2)
+CAMELID_WEIGHT_TYPE(q5_0, FmtQ5_0)
+CAMELID_WEIGHT_TYPE(q5_1, FmtQ5_1)
+CAMELID_TC_TYPE(q5_0, FmtQ5_0)
+CAMELID_TC_TYPE(q5_1, FmtQ5_1)
 CAMELID_DEQUANT_BLOCKS(q5_0, FmtQ5_0)
 CAMELID_DEQUANT_BLOCKS(q5_1, FmtQ5_1)
+#endif
+
+#if CAMELID_PART(3)
+CAMELID_WEIGHT_TYPE(q4_k, FmtQ4_K)
+CAMELID_WEIGHT_TYPE(q5_k, FmtQ5_K)
+CAMELID_WEIGHT_TYPE(q6_k, FmtQ6_K)
+CAMELID_TC_TYPE(q4_k, FmtQ4_K)
+CAMELID_TC_TYPE(q5_k, FmtQ5_K)
+CAMELID_TC_TYPE(q6_k, FmtQ6_K)
 CAMELID_DEQUANT_BLOCKS(q4_k, FmtQ4_K)
 CAMELID_DEQUANT_BLOCKS(q5_k, FmtQ5_K)
 CAMELID_DEQUANT_BLOCKS(q6_k, FmtQ6_K)
+#endif
 
+#if CAMELID_PART(0)
 // Activations to f16 bits for the f16 GEMMs (round to nearest even); any grid, grid-stride.
 extern "C" __global__ void f32_to_f16(const float* __restrict__ x, unsigned short* __restrict__ out,
                                       long long n) {
@@ -1084,3 +1105,4 @@ extern "C" __global__ void f32_to_f16(const float* __restrict__ x, unsigned shor
         out[i] = float_to_half(x[i]);
     }
 }
+#endif

@@ -23,10 +23,59 @@ const SOURCES: [(&str, &str); 3] = [
 /// What every source uses (the launch-order wait), put before each.
 const COMMON: &str = include_str!("../kernels/common.cuh");
 
-/// The text NVRTC compiles for a source: [`COMMON`], then the source, whose lines keep their
-/// numbers in NVRTC's messages.
-fn program(name: &str, source: &str) -> String {
-    format!("{COMMON}#line 1 \"{name}\"\n{source}")
+/// quant.cu is compiled as this many programs at once, each defining `CAMELID_QUANT_PART` (a
+/// group of its types; the file says which): as one program it took 31 s in NVRTC 12.9 on a core
+/// of the development VM, its largest part 9.
+const QUANT_PARTS: usize = 4;
+
+/// A program for NVRTC: the source's name (for its messages), the cache file's stem, the text.
+struct Program {
+    name: &'static str,
+    stem: String,
+    text: String,
+}
+
+/// Every program of the kernels: [`COMMON`], the part's define for quant.cu, then the source,
+/// whose lines keep their numbers in NVRTC's messages.
+fn programs() -> Vec<Program> {
+    let mut list = Vec::new();
+    for (name, source) in SOURCES {
+        let stem = name.trim_end_matches(".cu");
+        let parts: Vec<Option<usize>> = if name == "quant.cu" {
+            (0..QUANT_PARTS).map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for part in parts {
+            let define = part.map_or(String::new(), |k| {
+                format!("#define CAMELID_QUANT_PART {k}\n")
+            });
+            list.push(Program {
+                name,
+                stem: part.map_or(stem.to_string(), |k| format!("{stem}{k}")),
+                text: format!("{COMMON}{define}#line 1 \"{name}\"\n{source}"),
+            });
+        }
+    }
+    list
+}
+
+/// Compiles `programs` for `arch` at once, a thread each (NVRTC compiles distinct programs
+/// concurrently): first starts wait for the slowest rather than for the sum.
+fn compile_all(programs: &[&Program], arch: &str) -> Vec<Result<Vec<u8>>> {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = programs
+            .iter()
+            .map(|p| s.spawn(move || compile(p.name, &p.text, arch)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(CudaError("an NVRTC thread panicked".into())))
+            })
+            .collect()
+    })
 }
 
 /// The weight types with kernels; the others are refused at load, naming the tensor.
@@ -177,22 +226,26 @@ impl Kernels {
             list: Vec::new(),
             early: early_launches(major)?,
         };
-        for (name, source) in SOURCES {
-            let source = &program(name, source);
-            let cache = cache_path(name, source, &arch)?;
-            let cached = cache.as_ref().and_then(|p| std::fs::read(p).ok());
-            // A cached image that does not load (damaged, or from another driver) is rebuilt.
-            let module = match cached.map(|c| load_image(&c)) {
-                Some(Ok(m)) => m,
-                _ => {
-                    let cubin = compile(name, source, &arch)?;
-                    if let Some(p) = &cache {
-                        store(p, &cubin);
-                    }
-                    load_image(&cubin)
-                        .map_err(|e| CudaError::at(&format!("loading {name} ({arch})"), e))?
-                }
-            };
+        // The cached images first; a cached image that does not load (damaged, or from another
+        // driver) is rebuilt with those missing, all at once.
+        let programs = programs();
+        let mut missing = Vec::new();
+        for p in &programs {
+            let cache = cache_path(&p.stem, &p.text, &arch)?;
+            let cached = cache.as_ref().and_then(|c| std::fs::read(c).ok());
+            match cached.map(|c| load_image(&c)) {
+                Some(Ok(m)) => modules.list.push(m),
+                _ => missing.push((p, cache)),
+            }
+        }
+        let todo: Vec<&Program> = missing.iter().map(|&(p, _)| p).collect();
+        for ((p, cache), cubin) in missing.iter().zip(compile_all(&todo, &arch)) {
+            let cubin = cubin?;
+            if let Some(c) = cache {
+                store(c, &cubin);
+            }
+            let module = load_image(&cubin)
+                .map_err(|e| CudaError::at(&format!("loading {} ({arch})", p.name), e))?;
             modules.list.push(module);
         }
         let mut by_type = Vec::new();
@@ -281,13 +334,13 @@ fn load_image(cubin: &[u8]) -> std::result::Result<sys::CUmodule, cudarc::driver
     unsafe { result::module::load_data(cubin.as_ptr().cast()) }
 }
 
-/// Where the CUBIN of a source for `arch` is cached: `~/.cache/camelid/cuda`, under a name
-/// that hashes the text, the architecture and the NVRTC version (quant.cu takes about 5 s to
-/// compile, so later starts read it instead). `None` without a home directory.
-fn cache_path(name: &str, source: &str, arch: &str) -> Result<Option<PathBuf>> {
+/// Where the CUBIN of a program for `arch` is cached: `~/.cache/camelid/cuda`, under a name
+/// that hashes the text, the architecture and the NVRTC version (the kernels take tens of
+/// seconds of NVRTC's time, so later starts read them instead). `None` without a home
+/// directory.
+fn cache_path(stem: &str, text: &str, arch: &str) -> Result<Option<PathBuf>> {
     let version = nvrtc_version()?;
-    let key = fnv1a(format!("{arch}\0{version}\0{source}").as_bytes());
-    let stem = name.trim_end_matches(".cu");
+    let key = fnv1a(format!("{arch}\0{version}\0{text}").as_bytes());
     Ok(cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key:016x}.cubin"))))
 }
 
@@ -402,12 +455,13 @@ mod tests {
             return;
         }
         eprintln!("NVRTC {}", nvrtc_version().unwrap());
+        let programs = programs();
+        let all: Vec<&Program> = programs.iter().collect();
         let mut images = Vec::new();
-        for (name, source) in SOURCES {
-            let cubin = compile(name, &program(name, source), "sm_90")
-                .unwrap_or_else(|e| panic!("{}", e.0));
-            assert_eq!(&cubin[..4], b"\x7fELF", "{name}: not an ELF image");
-            eprintln!("{name}: {} bytes", cubin.len());
+        for (p, cubin) in programs.iter().zip(compile_all(&all, "sm_90")) {
+            let cubin = cubin.unwrap_or_else(|e| panic!("{}", e.0));
+            assert_eq!(&cubin[..4], b"\x7fELF", "{}: not an ELF image", p.stem);
+            eprintln!("{}: {} bytes", p.stem, cubin.len());
             images.push(cubin);
         }
         // Every kernel the table looks up is a symbol of some image (`.text.<name>`).
@@ -440,6 +494,9 @@ mod tests {
                 format!("dequant_{t}_f16"),
                 format!("dequant_{t}_f32"),
             ]);
+            if d != DType::F32 {
+                names.extend([format!("tc_matvec_{t}"), format!("tc_matvec_add_{t}")]);
+            }
         }
         for n in names {
             let sym = format!(".text.{n}\0");
