@@ -194,11 +194,9 @@ pub(crate) struct CudaOps<'a> {
 struct Residual {
     add: Func,
     add_norm: Func,
-    w: u64,
+    w: Mat,
     a: u64,
     x: Buf,
-    rows: usize,
-    cols: usize,
 }
 
 impl<'a> CudaOps<'a> {
@@ -317,53 +315,36 @@ impl<'a> CudaOps<'a> {
     /// Launches the residual product held back, alone.
     fn send_residual(&mut self) {
         if let Some(r) = self.residual.take() {
-            self.residual_launch(r, None);
+            let be = self.be;
+            let (y, _) = self.buf(r.x);
+            self.matvec_with(r.add, be.mat(r.w), r.a, y, 1);
         }
     }
 
-    /// `r` as `matvec_add_<t>`, or with `norm` (`out`, gains) as `matvec_add_norm_<t>`.
-    fn residual_launch(&mut self, r: Residual, norm: Option<(Buf, Norm)>) {
+    /// `r` as one `matvec_add_norm_<t>` launch, the norm into `out` with `gain`.
+    fn residual_norm(&mut self, r: Residual, out: Buf, gain: Norm) {
+        let m = self.be.mat(r.w);
         let (y, _) = self.buf(r.x);
-        let (rows, cols, n) = (r.rows as i32, r.cols as i32, 1i32);
-        let grid = (r.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
-        let Some((out, gain)) = norm else {
-            // SAFETY: matvec_add_<t>(const unsigned char* w, const float* x, float* y,
-            // int rows, int cols, int n): `w` holds the rows·cols weights, `a` n = 1 row of cols
-            // floats and `y` one of rows.
-            unsafe {
-                self.go_now(
-                    r.add,
-                    grid,
-                    MATVEC_BLOCK,
-                    &mut [
-                        arg(&r.w),
-                        arg(&r.a),
-                        arg(&y),
-                        arg(&rows),
-                        arg(&cols),
-                        arg(&n),
-                    ],
-                )
-            };
-            return;
-        };
         let (o, d) = self.buf(out);
-        debug_assert_eq!(d, r.rows);
+        debug_assert_eq!(d, m.rows);
+        let (w, rows, cols) = (m.buf.ptr(), m.rows as i32, m.cols as i32);
+        let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
         let g = self.be.norm(gain).ptr();
         // The kernel's `float eps`: the argument's size must be 4 bytes.
         let eps: f32 = self.be.config.norm_eps;
         let counter = self.p.norm_count.ptr();
         // SAFETY: matvec_add_norm_<t>(const unsigned char* w, const float* x, float* y,
-        // int rows, int cols, float* out, const float* gain, float eps, int* counter): as
-        // matvec_add_<t> for one row, `out` a row of `rows` floats (another buffer than `y`),
-        // `rows` gains, and the pass's counter, at 0 between launches (each leaves it so).
+        // int rows, int cols, float* out, const float* gain, float eps, int* counter): `w`
+        // holds the rows·cols weights, `a` one row of cols floats, `y` and `out` (another
+        // buffer) one of rows, `rows` gains, and the pass's counter, at 0 between launches
+        // (each leaves it so).
         unsafe {
             self.go_now(
                 r.add_norm,
                 grid,
                 MATVEC_BLOCK,
                 &mut [
-                    arg(&r.w),
+                    arg(&w),
                     arg(&r.a),
                     arg(&y),
                     arg(&rows),
@@ -758,7 +739,7 @@ impl Ops for CudaOps<'_> {
     /// ([`Residual`]); else a launch of a CTA a row.
     fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize) {
         if let Some(r) = self.residual.take_if(|r| r.x == x && n == 1 && out != x) {
-            self.residual_launch(r, Some((out, gain)));
+            self.residual_norm(r, out, gain);
             self.wrote(out);
             return;
         }
@@ -877,11 +858,9 @@ impl Ops for CudaOps<'_> {
                 self.residual = Some(Residual {
                     add: k.matvec_add,
                     add_norm: k.matvec_add_norm,
-                    w: m.buf.ptr(),
+                    w,
                     a: ap,
                     x,
-                    rows: m.rows,
-                    cols: m.cols,
                 });
             }
             Route::Matvec => {
