@@ -549,7 +549,7 @@ __device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
 // Vectors 0 .. n - 1 (n <= NMAX <= MV_MAX_N) of x against the CTA's rows (`rowp`, the first
 // `row0`). NMAX is MV_MAX_N, or 1 for the single-vector kernels (`v1_*`: a decode step of one
 // sequence), which then keep one accumulator per row rather than MV_MAX_N: half the registers
-// (40-56 against 80-94), twice the CTAs resident per SM to hide the weights' latency. Vector
+// (40-64 against 80-96), twice the CTAs resident per SM to hide the weights' latency. Vector
 // j's arithmetic is the same either way.
 // A call rather than inlined into the loop over slices: inlined, ptxas gave the kernels up to
 // 128 registers (80-96 as one slice), fewer CTAs per SM to hide the weights' memory latency;
@@ -727,8 +727,8 @@ __device__ __forceinline__ void swiglu_rows(float* __restrict__ h, const float* 
 // feed-forward block's xn = rms(x); x += Wdown h, then the next layer's), for one vector: every
 // CTA makes its stored rows of `y` visible to the device and is counted; the last to be counted
 // norms `y` (`rows` floats) into `out`, as `rmsnorm` would (`rms_row`), and sets the counter back
-// to 0. One vector only: the tail is one CTA's, a few microseconds a row, where `rmsnorm` takes
-// several rows at once in a launch of its own.
+// to 0. One vector only: the tail is one CTA's (about a microsecond a row, by estimate), where
+// `rmsnorm` takes several rows at once in a launch of its own.
 __device__ __forceinline__ void norm_tail(const float* y, float* out, const float* __restrict__ gain,
                                           int rows, float eps, int* counter) {
     __shared__ double warp_sums[RMS_THREADS / 32];
