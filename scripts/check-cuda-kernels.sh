@@ -54,39 +54,6 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 status=0
-echo "== nvcc $("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
-for src in "${sources[@]}"; do
-    name=$(basename "$src" .cu)
-    for arch in 80 90; do
-        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -include "$common" -ptx "$src" \
-            -o "$out/$name.sm_$arch.ptx"; then
-            echo "FAIL nvcc -ptx $name.cu sm_$arch" >&2
-            status=1
-            continue
-        fi
-        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -include "$common" -cubin -Xptxas -v \
-            "$src" -o "$out/$name.sm_$arch.cubin" 2>"$out/$name.sm_$arch.log"; then
-            cat "$out/$name.sm_$arch.log" >&2
-            echo "FAIL nvcc -cubin $name.cu sm_$arch" >&2
-            status=1
-            continue
-        fi
-        # One line per kernel: registers, spills, shared memory.
-        awk -v file="$name.cu" -v arch="sm_$arch" '
-            /Compiling entry function/ { match($0, /'\''[^'\'']*'\''/); k = substr($0, RSTART + 1, RLENGTH - 2) }
-            /spill stores/ { split($0, a, ","); spill = a[2] "," a[3]; gsub(/^ +/, "", spill) }
-            /Used [0-9]+ registers/ {
-                match($0, /Used [0-9]+ registers/); regs = substr($0, RSTART + 5, RLENGTH - 15)
-                smem = "0"; if (match($0, /[0-9]+ bytes smem/)) smem = substr($0, RSTART, RLENGTH - 11)
-                printf "  %-6s %-14s %-22s regs %3d  smem %5d  %s\n", arch, file, k, regs, smem, spill
-            }' "$out/$name.sm_$arch.log" | sort -k3
-        if grep -q "spill stores" "$out/$name.sm_$arch.log" &&
-            grep "spill stores" "$out/$name.sm_$arch.log" | grep -vq " 0 bytes spill stores, 0 bytes spill loads"; then
-            echo "  note: register spills in $name.cu for sm_$arch (see above)"
-        fi
-    done
-done
-
 # NVRTC, header-free, as the host compiles at run time.
 nvrtc_check='
 import ctypes, glob, sys
@@ -136,10 +103,52 @@ for path in sys.argv[5:]:
         nv.nvrtcDestroyProgram(ctypes.byref(prog))
 sys.exit(1 if failed else 0)
 '
+# Both NVRTC majors compile in the background while nvcc runs (CI has two cores); their
+# reports follow nvcc's.
 "$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" nvrtc12 "$out" "$common" \
-    "${sources[@]}" || status=1
+    "${sources[@]}" >"$out/nvrtc12.log" 2>&1 &
+nvrtc12=$!
 "$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cu13/lib/libnvrtc.so.13*" nvrtc13 "$out" "$common" \
-    "${sources[@]}" || status=1
+    "${sources[@]}" >"$out/nvrtc13.log" 2>&1 &
+nvrtc13=$!
+
+echo "== nvcc $("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+for src in "${sources[@]}"; do
+    name=$(basename "$src" .cu)
+    for arch in 80 90; do
+        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -include "$common" -ptx "$src" \
+            -o "$out/$name.sm_$arch.ptx"; then
+            echo "FAIL nvcc -ptx $name.cu sm_$arch" >&2
+            status=1
+            continue
+        fi
+        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -include "$common" -cubin -Xptxas -v \
+            "$src" -o "$out/$name.sm_$arch.cubin" 2>"$out/$name.sm_$arch.log"; then
+            cat "$out/$name.sm_$arch.log" >&2
+            echo "FAIL nvcc -cubin $name.cu sm_$arch" >&2
+            status=1
+            continue
+        fi
+        # One line per kernel: registers, spills, shared memory.
+        awk -v file="$name.cu" -v arch="sm_$arch" '
+            /Compiling entry function/ { match($0, /'\''[^'\'']*'\''/); k = substr($0, RSTART + 1, RLENGTH - 2) }
+            /spill stores/ { split($0, a, ","); spill = a[2] "," a[3]; gsub(/^ +/, "", spill) }
+            /Used [0-9]+ registers/ {
+                match($0, /Used [0-9]+ registers/); regs = substr($0, RSTART + 5, RLENGTH - 15)
+                smem = "0"; if (match($0, /[0-9]+ bytes smem/)) smem = substr($0, RSTART, RLENGTH - 11)
+                printf "  %-6s %-14s %-22s regs %3d  smem %5d  %s\n", arch, file, k, regs, smem, spill
+            }' "$out/$name.sm_$arch.log" | sort -k3
+        if grep -q "spill stores" "$out/$name.sm_$arch.log" &&
+            grep "spill stores" "$out/$name.sm_$arch.log" | grep -vq " 0 bytes spill stores, 0 bytes spill loads"; then
+            echo "  note: register spills in $name.cu for sm_$arch (see above)"
+        fi
+    done
+done
+
+wait $nvrtc12 || status=1
+cat "$out/nvrtc12.log"
+wait $nvrtc13 || status=1
+cat "$out/nvrtc13.log"
 
 # Every entry point of the ABI, in the PTX NVRTC produced.
 types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k"
@@ -185,6 +194,14 @@ open(sys.argv[2], "w").write(s)
 PY
 done
 cxx=$(command -v g++ || command -v c++)
+# The emulated driver (below) builds in the background while the tests build and run. Named
+# libcuda.so only (cudarc's first choice): NVRTC looks for libcuda.so.1 and calls private entry
+# points of the real driver when it finds one.
+emu_dir="$root/target/cuda-emu"
+mkdir -p "$emu_dir"
+"$cxx" -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -w -I"$kdir/emu" -I"$out/emu" \
+    "$kdir/emu/driver.cpp" -o "$emu_dir/libcuda.so.tmp" >"$out/driver.log" 2>&1 &
+driver=$!
 if "$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" "$kdir/emu/test.cpp" \
     -o "$out/emu/test"; then
     "$out/emu/test" | sed 's/^/  /' || status=1
@@ -193,16 +210,13 @@ else
     status=1
 fi
 
-# The emulated driver. Named libcuda.so only (cudarc's first choice): NVRTC looks for
-# libcuda.so.1 and calls private entry points of the real driver when it finds one.
-emu_dir="$root/target/cuda-emu"
-mkdir -p "$emu_dir"
-if "$cxx" -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -w -I"$kdir/emu" -I"$out/emu" \
-    "$kdir/emu/driver.cpp" -o "$emu_dir/libcuda.so.tmp"; then
+# The emulated driver.
+if wait $driver; then
     mv "$emu_dir/libcuda.so.tmp" "$emu_dir/libcuda.so"
     ln -sf libcuda.so "$emu_dir/libcublas.so"
     echo "== emulated driver: $emu_dir/libcuda.so"
 else
+    cat "$out/driver.log" >&2
     echo "FAIL emulated driver build" >&2
     status=1
 fi

@@ -48,7 +48,7 @@ const ROW_THREADS: u32 = 256;
 const ELEM_THREADS: u32 = 256;
 const ATT_THREADS: u32 = 128;
 const COMBINE_THREADS: u32 = 128;
-const ARGMAX_THREADS: u32 = 256;
+const ARGMAX_THREADS: u32 = 1024;
 const MATVEC_BLOCK: (u32, u32, u32) = (32, 4, 1);
 /// Rows per CTA of `matvec_<t>` (`MV_ROWS`).
 const MATVEC_ROWS: usize = 2;

@@ -349,8 +349,8 @@ void test_ops() {
   // Greedy picks against camelid-model's greedy_token: ties (the first wins, across threads
   // and warps), NaNs, a NaN first logit, all -inf, signed zeros, a vocabulary not a multiple of
   // the block.
-  {
-    const int V = 1003, R = 7;
+  for (const int V : {1003, 20011}) {   // one element a thread; three rounds of eight
+    const int R = 7;
     std::vector<float> lg((size_t)V * R);
     for (auto& v : lg) v = (float)(rng() % 50) - 40.0f;   // many equal values
     lg[0 * V + 700] = 20; lg[0 * V + 300] = 20;             // row 0: tie, the earlier wins
@@ -359,9 +359,9 @@ void test_ops() {
     for (int c = 0; c < V; c++) lg[3 * V + c] = -INFINITY;  // row 3: all -inf: 0
     for (int c = 0; c < V; c++) lg[4 * V + c] = NAN;        // row 4: all NaN: 0
     for (int c = 0; c < V; c++) lg[5 * V + c] = c % 2 ? 0.0f : -0.0f; lg[5 * V + 2] = -1; // row 5: zeros equal
-    lg[6 * V + 1002] = 99;                                  // row 6: the last element
+    lg[6 * V + V - 1] = 99;                                 // row 6: the last element
     std::vector<unsigned> got(R, 12345);
-    launch({R,1,1}, {256,1,1}, [&]{ argmax_rows(lg.data(), got.data(), V, R); });
+    launch({R,1,1}, {1024,1,1}, [&]{ argmax_rows(lg.data(), got.data(), V, R); });
     auto greedy = [&](const float* l) -> unsigned {
       if (std::isnan(l[0])) return 0;
       float m = -INFINITY; for (int c = 0; c < V; c++) if (l[c] > m) m = l[c];
@@ -370,7 +370,7 @@ void test_ops() {
     };
     double bad = 0;
     for (int j = 0; j < R; j++) if (got[j] != greedy(&lg[(size_t)j * V])) { bad = 1; printf("  argmax row %d got %u want %u\n", j, got[j], greedy(&lg[(size_t)j * V])); }
-    check("argmax_rows (= greedy_token)", bad, 0);
+    char what[64]; snprintf(what, 64, "argmax_rows V %d (= greedy_token)", V); check(what, bad, 0);
   }
 }
 
