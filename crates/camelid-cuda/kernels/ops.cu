@@ -63,7 +63,7 @@ extern "C" __global__ void gather_rows(float* __restrict__ out, const float* __r
 // equals, NaNs passed over, 0 when logits[j, 0] is NaN (camelid-model `greedy_token`, which the
 // CPU and the sampler use). One CTA of ARGMAX_THREADS threads per row, grid (n). A thread reads
 // its logits eight at a time before comparing them (in index order): a 128K vocabulary is then
-// 16 rounds of loads a thread, not 125 one after another.
+// 16 rounds of eight loads a thread, rather than 125 loads in a plain loop.
 #define ARGMAX_THREADS 1024
 #define ARGMAX_BATCH 8
 

@@ -261,7 +261,8 @@ impl<'a> CudaOps<'a> {
         unsafe { self.go3(f, grid, (block, 1, 1), args) }
     }
 
-    /// After the residual product held back, if any.
+    /// After the residual product held back, if any (taken out first: sending it comes back
+    /// here with none).
     ///
     /// # Safety
     /// As [`CudaOps::go`].
@@ -273,19 +274,6 @@ impl<'a> CudaOps<'a> {
         args: &mut [*mut c_void],
     ) {
         self.send_residual();
-        // SAFETY: forwarded to the caller.
-        unsafe { self.go_now(f, grid, block, args) }
-    }
-
-    /// # Safety
-    /// As [`CudaOps::go`].
-    unsafe fn go_now(
-        &mut self,
-        f: Func,
-        grid: (u32, u32, u32),
-        block: (u32, u32, u32),
-        args: &mut [*mut c_void],
-    ) {
         if self.err.is_none() {
             // SAFETY: forwarded to the caller.
             if let Err(e) = unsafe { launch(f, grid, block, self.be.dev.stream(), args) } {
@@ -321,7 +309,8 @@ impl<'a> CudaOps<'a> {
         }
     }
 
-    /// `r` as one `matvec_add_norm_<t>` launch, the norm into `out` with `gain`.
+    /// `r` (taken out of `residual`) as one `matvec_add_norm_<t>` launch, the norm into `out`
+    /// with `gain`.
     fn residual_norm(&mut self, r: Residual, out: Buf, gain: Norm) {
         let m = self.be.mat(r.w);
         let (y, _) = self.buf(r.x);
@@ -339,7 +328,7 @@ impl<'a> CudaOps<'a> {
         // buffer) one of rows, `rows` gains, and the pass's counter, at 0 between launches
         // (each leaves it so).
         unsafe {
-            self.go_now(
+            self.go3(
                 r.add_norm,
                 grid,
                 MATVEC_BLOCK,
