@@ -19,22 +19,26 @@ import json, os, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(os.path.dirname(m["manifest_path"]), m["executable"])')
-rerun() { # ISA PACKAGE...
-    local isa=$1 dir exe n=0
-    shift
-    for pkg in "$@"; do
-        while read -r dir exe; do
-            [ "$(basename "$dir")" = "$pkg" ] || continue
-            echo "== CAMELID_ISA=$isa ${exe#"$PWD"/}"
-            (cd "$dir" && CAMELID_ISA=$isa "$exe" -q)
-            n=$((n + 1))
-        done <<<"$built"
-    done
-    [ "$n" -gt 0 ] || { echo "test.sh: no test program of $* found to rerun" >&2; exit 1; }
+        print(os.path.dirname(m["manifest_path"]), m["target"]["kind"][0], m["executable"])')
+# rerun KIND PACKAGE [VAR=VALUE... -- TEST ARGS]: the test programs of PACKAGE of that target
+# kind ("lib" for the unit tests, "any" for all), with those variables set.
+rerun() {
+    local kind=$1 pkg=$2 dir k exe n=0
+    shift 2
+    local vars=() args=()
+    while (($#)) && [ "$1" != -- ]; do vars+=("$1"); shift; done
+    (($#)) && { shift; args=("$@"); }
+    while read -r dir k exe; do
+        [ "$(basename "$dir")" = "$pkg" ] && { [ "$kind" = any ] || [ "$kind" = "$k" ]; } || continue
+        echo "== ${vars[*]} ${exe#"$PWD"/}"
+        (cd "$dir" && env "${vars[@]}" "$exe" -q "${args[@]}")
+        n=$((n + 1))
+    done <<<"$built"
+    [ "$n" -gt 0 ] || { echo "test.sh: no $kind test program of $pkg found to rerun" >&2; exit 1; }
 }
-rerun avx2 camelid-kernels camelid-model
-rerun scalar camelid-kernels
+rerun any camelid-kernels CAMELID_ISA=avx2
+rerun any camelid-model CAMELID_ISA=avx2
+rerun any camelid-kernels CAMELID_ISA=scalar
 # The kernels on aarch64 (NEON and scalar), cross-built and run under qemu-user, and the
 # default model's greedy tokens against llama.cpp's on that path.
 scripts/test-aarch64.sh
@@ -43,8 +47,8 @@ scripts/test-aarch64.sh
 scripts/check-cuda-kernels.sh
 venv="${CAMELID_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/camelid/cuda-check-venv}"
 nvrtc=$(dirname "$(find "$venv" -name 'libnvrtc.so.1[23]' | head -1)")
-LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    cargo test -p camelid-cuda --lib "$@" -- --nocapture every_source_compiles
+rerun lib camelid-cuda LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" -- \
+    --nocapture every_source_compiles
 # The CUDA backend end to end on the CPU, against the emulated driver that check-cuda-kernels.sh
 # built: its GPU tests (camelid-cuda: logits against the CPU exact path on every tiny fixture,
 # prompts, graph-replayed decoding, batches, hidden rows, cache copies; a few decode steps a

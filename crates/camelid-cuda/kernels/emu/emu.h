@@ -131,7 +131,10 @@ static EmuFiber* g_cur;
 static std::function<void()>* g_body;
 static EmuBarrier g_block_bar;
 static std::vector<EmuBarrier> g_warp_bar;
-static uint64_t g_slots[32][32];
+// Exchange slots of the warp shuffles and mma, two sets used by turns (the parity of the warp
+// barrier's generation): a lane that has read after barrier g writes again only after barrier
+// g + 1, which every lane reaches after its own read, so one barrier per exchange is enough.
+static uint64_t g_slots[2][32][32];
 static inline int flat_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
 static inline void emu_yield() { emu_swap(g_cur->ctx, g_sched); }
 static inline void emu_arrive(EmuBarrier& b) {
@@ -157,10 +160,10 @@ static inline void emu_grid_dep_wait() { g_cur->waited = true; }
 static inline void emu_prefetch(const void* p) { (void)*(const volatile unsigned char*)p; }
 template <class T> static inline T emu_shfl(T v, int src) {
     int t = flat_tid(), w = t / 32, l = t % 32;
-    uint64_t u = 0; memcpy(&u, &v, sizeof(T)); g_slots[w][l] = u;
+    uint64_t(&slots)[32] = g_slots[g_warp_bar[w].gen & 1][w];
+    uint64_t u = 0; memcpy(&u, &v, sizeof(T)); slots[l] = u;
     emu_arrive(g_warp_bar[w]);
-    T r; uint64_t s = g_slots[w][src & 31]; memcpy(&r, &s, sizeof(T));
-    emu_arrive(g_warp_bar[w]);
+    T r; uint64_t s = slots[src & 31]; memcpy(&r, &s, sizeof(T));
     return r;
 }
 // mma.sync.m16n8k16.row.col.f32.f16.f16.f32 over the warp: every lane puts its fragments in the
@@ -169,28 +172,26 @@ template <class T> static inline T emu_shfl(T v, int src) {
 // products of f16 values are exact in double; each output adds its 16 in order, in double, and
 // rounds once onto the f32 accumulator. The hardware's order and roundings differ (not
 // specified), by about an f32 rounding of the tile's sum.
-static uint32_t g_mma[32][32][6];
+static uint32_t g_mma[2][32][32][6];  // by turns, as g_slots
 static inline float emu_half_of(uint32_t reg, int k) { return emu_h2f((unsigned short)(k & 1 ? reg >> 16 : reg & 0xFFFF)); }
 static inline void emu_mma_16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
     int t = flat_tid(), w = t / 32, l = t % 32;
-    uint32_t* mine = g_mma[w][l];
+    uint32_t(&regs)[32][6] = g_mma[g_warp_bar[w].gen & 1][w];
+    uint32_t* mine = regs[l];
     for (int i = 0; i < 4; i++) mine[i] = a[i];
     mine[4] = b0; mine[5] = b1;
     emu_arrive(g_warp_bar[w]);
     // A[r][k]: lane 4(r % 8) + (k % 8) / 2, register (k >= 8) * 2 + (r >= 8); B[k][n]: lane
     // 4n + (k % 8) / 2, register 4 + (k >= 8); the half is k % 2.
-    auto A = [&](int r, int k) { return emu_half_of(g_mma[w][4 * (r % 8) + (k % 8) / 2][(k >= 8) * 2 + (r >= 8)], k); };
-    auto B = [&](int k, int n) { return emu_half_of(g_mma[w][4 * n + (k % 8) / 2][4 + (k >= 8)], k); };
+    auto A = [&](int r, int k) { return emu_half_of(regs[4 * (r % 8) + (k % 8) / 2][(k >= 8) * 2 + (r >= 8)], k); };
+    auto B = [&](int k, int n) { return emu_half_of(regs[4 * n + (k % 8) / 2][4 + (k >= 8)], k); };
     const int g = l / 4, q = l % 4;
-    float d[4];
     for (int i = 0; i < 4; i++) {
         int r = g + 8 * (i >> 1), n = 2 * q + (i & 1);
         double s = 0;
         for (int k = 0; k < 16; k++) s += (double)A(r, k) * (double)B(k, n);
-        d[i] = (float)((double)c[i] + s);
+        c[i] = (float)((double)c[i] + s);
     }
-    emu_arrive(g_warp_bar[w]);
-    for (int i = 0; i < 4; i++) c[i] = d[i];
 }
 template <class T> static inline T __shfl_xor_sync(unsigned, T v, int off) { return emu_shfl(v, (flat_tid() % 32) ^ off); }
 template <class T> static inline T __shfl_sync(unsigned, T v, int src) { return emu_shfl(v, src); }
