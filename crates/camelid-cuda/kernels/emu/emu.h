@@ -1,8 +1,8 @@
 // Host emulation of the CUDA builtins the kernels use, so that their logic can be tested on a
 // machine without a GPU: every CUDA thread of a CTA is a fiber (ucontext) on the calling OS
 // thread, one CTA at a time (in grid order, or its reverse on every other launch);
-// __syncthreads() and warp shuffles are barriers at which a fiber yields until its CTA (or
-// warp) has arrived; __ldg checks alignment. It says nothing about
+// __syncthreads() and warp shuffles are barriers at which a fiber hands the turn to the next
+// one that can run until its CTA (or warp) has arrived; __ldg checks alignment. It says nothing about
 // speed or about the GPU memory model; it does run every line of the kernels. A barrier that
 // can never be met (a thread waiting on one its CTA has left) aborts with a message. Used by
 // scripts/check-cuda-kernels.sh (which also rewrites the two inline-PTX half conversions to
@@ -128,6 +128,11 @@ static inline void emu_swap(EmuContext& from, EmuContext& to) { swapcontext(&fro
 struct EmuFiber { EmuContext ctx; dim3_ tid; bool done = false, waited = false; const EmuBarrier* waits = nullptr; unsigned gen = 0; };
 static EmuContext g_sched;
 static EmuFiber* g_cur;
+// The running CTA's fibers, the order they take turns in (reversed on every other CTA), and the
+// running one's place in it.
+static EmuFiber* g_fibers;
+static int g_nt, g_turn;
+static bool g_reverse;
 static std::function<void()>* g_body;
 static EmuBarrier g_block_bar;
 static std::vector<EmuBarrier> g_warp_bar;
@@ -136,7 +141,25 @@ static std::vector<EmuBarrier> g_warp_bar;
 // g + 1, which every lane reaches after its own read, so one barrier per exchange is enough.
 static uint64_t g_slots[2][32][32];
 static inline int flat_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
-static inline void emu_yield() { emu_swap(g_cur->ctx, g_sched); }
+// The next fiber after the running one, in turn order, that can run (not done, not waiting at
+// a barrier whose generation has not moved on), made the running one; nullptr if none can.
+static inline EmuFiber* emu_next() {
+    for (int k = 1; k <= g_nt; k++) {
+        const int turn = (g_turn + k) % g_nt;
+        EmuFiber& fb = g_fibers[g_reverse ? g_nt - 1 - turn : turn];
+        if (fb.done || (fb.waits && fb.waits->gen == fb.gen)) continue;
+        g_turn = turn; g_cur = &fb; threadIdx = fb.tid;
+        return &fb;
+    }
+    return nullptr;
+}
+// From one fiber straight to the next (one switch, not two through the scheduler); back to the
+// scheduler when none can run, which then ends the CTA or reports a deadlock.
+static inline void emu_pass(EmuContext& from) {
+    EmuFiber* next = emu_next();
+    emu_swap(from, next ? next->ctx : g_sched);
+}
+static inline void emu_yield() { emu_pass(g_cur->ctx); }
 static inline void emu_arrive(EmuBarrier& b) {
     unsigned g = b.gen;
     if (++b.arrived == b.live) { b.arrived = 0; b.gen++; return; }
@@ -201,7 +224,7 @@ static void emu_fiber_main() {
     g_cur->done = true;
     emu_drop(g_block_bar);
     emu_drop(g_warp_bar[flat_tid() / 32]);
-    emu_swap(g_cur->ctx, g_sched);  // never resumed
+    emu_pass(g_cur->ctx);  // never resumed
     abort();
 }
 
@@ -244,22 +267,15 @@ static void launch(dim3_ grid, dim3_ block, std::function<void()> f) {
         // Every other CTA run runs its threads in the reverse order, so that a read of shared
         // memory that lacks its barrier sees the write missing in one order or the other.
         static unsigned long ctas_run = 0;
-        const bool reverse = ctas_run++ % 2 == 1;
-        for (int live = nt; live > 0;) {
-            bool ran = false;
-            live = 0;
-            for (int i = 0; i < nt; i++) {
-                EmuFiber& fb = fibers[reverse ? nt - 1 - i : i];
-                if (fb.done) continue;
-                if (fb.waits && fb.waits->gen == fb.gen) { live++; continue; }
-                g_cur = &fb; threadIdx = fb.tid; ran = true;
-                emu_swap(g_sched, fb.ctx);
-                live += !fb.done;
-            }
-            if (live > 0 && !ran) {
-                fprintf(stderr, "emu: deadlock in CTA (%u,%u,%u): %d threads wait at a barrier the others never reach\n", bx, by, bz, live);
-                abort();
-            }
+        g_reverse = ctas_run++ % 2 == 1;
+        g_fibers = fibers.data(); g_nt = nt; g_turn = nt - 1;
+        // The fibers pass the turn among themselves and come back here when none can run.
+        if (emu_next()) emu_swap(g_sched, g_cur->ctx);
+        int live = 0;
+        for (int t = 0; t < nt; t++) live += !fibers[t].done;
+        if (live > 0) {
+            fprintf(stderr, "emu: deadlock in CTA (%u,%u,%u): %d threads wait at a barrier the others never reach\n", bx, by, bz, live);
+            abort();
         }
         for (int t = 0; t < nt; t++)
             if (!fibers[t].waited) {
