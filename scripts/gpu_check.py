@@ -505,20 +505,17 @@ def main() -> int:
         print(json.dumps(result, indent=1))
         return 0
     result["gpu"] = gpu
+    cm = Camelid(a.bin.resolve(), "cpu" if a.rehearse else "cuda")
     # The binary has to start here at all: built elsewhere, it needs that machine's C library
     # or a newer one (GLIBC_2.34 for a build on Debian 12). If it cannot, nothing else can run.
     result["binary"] = {"path": str(a.bin), "libc": " ".join(platform.libc_ver())}
     try:
-        p = subprocess.run([str(a.bin), "--version"], capture_output=True, text=True, timeout=60)
-        started_ok, why = p.returncode == 0, (p.stderr or p.stdout).strip()[-2000:]
-    except OSError as e:
-        started_ok, why = False, str(e)
-    if not started_ok:
-        result["binary"]["error"] = why
+        cm.ok("--version", timeout=60)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+        result["binary"]["error"] = str(e)[-2000:]
         result["ok"] = False
         print(json.dumps(result, indent=1))
         return 1
-    cm = Camelid(a.bin.resolve(), "cpu" if a.rehearse else "cuda")
     layers = ["--layers", "2"] if a.rehearse else []
     work = a.work or Path(tempfile.mkdtemp(prefix="camelid-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -708,19 +708,20 @@ mod tests {
             // Units of at least TAIL_FROM (F16: the last piece is short).
             let rows = (4 * TAIL_FROM / rb).next_multiple_of(8) + 24;
             assert!(chunk_rows(rows, rb, 1, 2) * rb >= TAIL_FROM);
-            // The rows repeat every 89: each distinct one is quantized once (the k-quant search
-            // over 14K rows took a minute under qemu).
-            let distinct: Vec<Vec<u8>> = (0..89)
-                .map(|r| {
-                    let wf: Vec<f32> = (0..cols)
-                        .map(|c| (((r * 17 + c * 5) % 89) as f32 - 44.0) / 40.0)
-                        .collect();
-                    let mut q = vec![0u8; rb];
-                    quantize_row(dtype, &wf, &mut q);
-                    q
-                })
+            // The rows repeat every PERIOD: each distinct one is quantized once (the k-quant
+            // search over 14K rows took a minute under qemu).
+            const PERIOD: usize = 89;
+            let mut distinct = vec![0u8; rb * PERIOD];
+            for r in 0..PERIOD {
+                let wf: Vec<f32> = (0..cols)
+                    .map(|c| (((r * 17 + c * 5) % PERIOD) as f32 - 44.0) / 40.0)
+                    .collect();
+                quantize_row(dtype, &wf, &mut distinct[r * rb..][..rb]);
+            }
+            let wq: Vec<u8> = (0..rows)
+                .flat_map(|r| &distinct[r % PERIOD * rb..][..rb])
+                .copied()
                 .collect();
-            let wq: Vec<u8> = (0..rows).flat_map(|r| distinct[r % 89].clone()).collect();
             let w = WeightView::new(dtype, rows, cols, &wq).unwrap();
             let x: Vec<f32> = (0..cols)
                 .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
