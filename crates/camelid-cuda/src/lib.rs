@@ -32,9 +32,10 @@
 //! the batch size from which the fast precision's products run on the tensor cores (4; past 64
 //! the GEMM; 65 turns them off), and `CAMELID_CUDA_MATVEC_ROWS=N`, up to which the others take
 //! the fused f32 matvec kernels rather than GEMMs (32). `CAMELID_CUDA_FUSE=0` runs RoPE with
-//! the cache writes, SwiGLU's gate and attention's combine step as launches of their own
-//! rather than inside the launches before them (the same results; 164 launches a decode step
-//! of a 16-layer model instead of 116), to measure what the launches cost on a card.
+//! the cache writes, SwiGLU's gate, attention's combine step and the RMSNorms after the
+//! residual products as launches of their own rather than inside the launches before them (the
+//! same results; 163 launches a decode step of a 16-layer model instead of 83), to measure what
+//! the launches cost on a card.
 //! On sm_90 and later every kernel is launched with programmatic stream serialization
 //! (programmatic dependent launch, "PDL" in the device's name): it starts while the kernel
 //! before it finishes, asks L2 for its weights, and waits for that kernel's results

@@ -180,14 +180,17 @@ pub(crate) struct CudaOps<'a> {
     x16_of: Option<(Buf, u64, usize)>,
     /// A residual product not launched yet ([`Residual`]).
     residual: Option<Residual>,
+    /// `(out, x)`: a gather of a one-row pass, where `out` stands for `x` rather than receive
+    /// a copy of its row ([`CudaOps::gather_rows`]).
+    alias: Option<(Buf, Buf)>,
     err: Option<CudaError>,
 }
 
 /// A residual product of one row (`x += W·a` on the `matvec_add_<t>` route: a decode step of one
 /// sequence) held back one operation: where the next is the RMSNorm of `x` (the forward pass's
 /// next step, `xn = rms(x)`), the two go as one `matvec_add_norm_<t>` launch, the norm done by the
-/// product's last CTA rather than by a launch of its own (a decode step of the 1B: 31 launches
-/// fewer of 116); any other launch, and the end of the pass, sends it alone first
+/// product's last CTA rather than by a launch of its own (a decode step of the 1B: 32 launches
+/// fewer of 115, the final norm's included); any other launch, and the end of the pass, sends it alone first
 /// ([`CudaOps::go3`], [`CudaOps::finish`]). One row only: the norm is then one CTA's tail, where
 /// `rmsnorm` takes several rows at once in a launch of its own.
 #[derive(Clone, Copy)]
@@ -219,6 +222,7 @@ impl<'a> CudaOps<'a> {
             host_logits,
             x16_of: None,
             residual: None,
+            alias: None,
             err: None,
         }
     }
@@ -228,11 +232,19 @@ impl<'a> CudaOps<'a> {
         self.err.map_or(Ok(()), Err)
     }
 
+    /// The buffer that holds `b`'s rows: `b` itself, or the one it stands for.
+    fn resolve(&self, b: Buf) -> Buf {
+        match self.alias {
+            Some((out, x)) if out == b => x,
+            _ => b,
+        }
+    }
+
     /// A buffer's device address and row width.
     fn buf(&self, b: Buf) -> (u64, usize) {
         let c = &self.be.config;
         let a = &self.p.act;
-        match b {
+        match self.resolve(b) {
             Buf::X => (a.x.ptr(), c.d_model),
             Buf::Xn => (a.xn.ptr(), c.d_model),
             Buf::Q => (a.q.ptr(), c.q_dim()),
@@ -727,6 +739,7 @@ impl Ops for CudaOps<'_> {
     /// Joined to the residual product before it where that one is held back
     /// ([`Residual`]); else a launch of a CTA a row.
     fn rmsnorm(&mut self, out: Buf, x: Buf, gain: Norm, n: usize) {
+        let x = self.resolve(x);
         if let Some(r) = self.residual.take_if(|r| r.x == x && n == 1 && out != x) {
             self.residual_norm(r, out, gain);
             self.wrote(out);
@@ -1032,6 +1045,13 @@ impl Ops for CudaOps<'_> {
         let r = self.rows.iter().filter(|r| wants.contains(&r.out)).count();
         if r == 0 {
             return 0;
+        }
+        // One row gathered from a pass of one: `out` would be a copy of `x`, which the pass
+        // does not write again, so it reads `x` instead. A decode step of one sequence saves
+        // the launch, and its final norm joins the last residual product ([`Residual`]).
+        if self.rows.len() == 1 {
+            self.alias = Some((out, x));
+            return r;
         }
         let (o, d) = self.buf(out);
         let (xp, _) = self.buf(x);

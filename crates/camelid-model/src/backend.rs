@@ -169,7 +169,9 @@ pub trait Ops {
     /// `x += y`, `t < n`.
     fn add(&mut self, x: Buf, y: Buf, n: usize);
     /// Copies the rows whose [`Row::out`] is `wants[0]`, then those whose is `wants[1]`, ...,
-    /// each in batch order, to the first rows of `out`; returns how many.
+    /// each in batch order, to the first rows of `out`; returns how many. The pass only reads
+    /// `out` after this and writes neither it nor `x` again, so a backend may let `out` stand
+    /// for `x` where the gather would copy `x` whole (a pass of one row).
     fn gather_rows(&mut self, wants: &[Out], out: Buf, x: Buf) -> usize;
     /// The greedy tokens ([`greedy_token`]) of [`Buf::Logits`] rows `from..from + n`, in order:
     /// what the pass gives back for its [`Out::Token`] rows.
