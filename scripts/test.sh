@@ -67,4 +67,8 @@ emu_pid=$!
 "${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 --skip decode_logits --skip multi_sequence \
     --skip hidden_rows_and_cache_copies
 wait $emu_pid
+# The GPU check's script (scripts/gpu-check.sh, what a GPU session runs) through its CUDA path on
+# the same emulated driver, one tiny fixture's files: so that a change to the CLI it drives shows
+# here, not in a GPU session's scarce minutes.
+scripts/gpu-check.sh --emulated --bin target/debug/camelid --tiny-models llama32-tied >/dev/null
 tests/serve_openai.sh

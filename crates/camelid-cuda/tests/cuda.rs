@@ -545,9 +545,10 @@ fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
 }
 
 /// The fast path (f16 GEMMs for prompts, f32 fused products for decode) against the
-/// transformers reference on each file's own weights: its error is no larger than the larger of
-/// llama.cpp's and the CPU fast path's on the same file (with 25% for the f16 GEMM's own
-/// rounding order).
+/// transformers reference on each file's own weights: its mean error is no larger than the
+/// larger of llama.cpp's and the CPU fast path's on the same file, and its largest within 1.25
+/// times theirs (two roundings of the activations, each largest error one extreme draw; the
+/// GPU check, scripts/gpu_check.py, judges the same way).
 #[test]
 fn fast_path_error_is_within_llama_cpp() {
     if !gpu() {
@@ -587,13 +588,13 @@ fn fast_path_error_is_within_llama_cpp() {
             );
             assert!(
                 o.0 <= 1.25 * l.0.max(c.0),
-                "{name} {key}: max error {} above llama.cpp's {} and the CPU's {}",
+                "{name} {key}: max error {} past 1.25 times llama.cpp's {} and the CPU's {}",
                 o.0,
                 l.0,
                 c.0
             );
             assert!(
-                o.1 <= 1.25 * l.1.max(c.1),
+                o.1 <= l.1.max(c.1),
                 "{name} {key}: mean error {} above llama.cpp's {} and the CPU's {}",
                 o.1,
                 l.1,
