@@ -334,8 +334,8 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
         if ty == "Q4_0":
             # What the fused launches save (the same decode with RoPE and the cache writes,
             # SwiGLU's gate, attention's combine step and the RMSNorms after the residual
-            # products as launches of their own: 163 a step against 83), and what the early launches save (each kernel launched only once
-            # the one before it has completed).
+            # products as launches of their own: 163 a step against 83), and what the early
+            # launches save (each kernel launched only once the one before it has completed).
             for name, var in (("unfused", "CAMELID_CUDA_FUSE"), ("no_pdl", "CAMELID_CUDA_PDL")):
                 u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
                                      "-n", "128", "-r", str(reps), "--json", env={var: "0"}))
