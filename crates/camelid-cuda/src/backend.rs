@@ -247,7 +247,7 @@ impl CudaBackend {
         weights: &Weights,
         inv_freq: Vec<f32>,
         ordinal: usize,
-        logit_rows: Option<usize>,
+        limits: crate::Limits,
     ) -> std::result::Result<CudaBackend, ModelError> {
         check_weights(config, weights)?;
         let dev = Device::new(ordinal)?;
@@ -298,8 +298,12 @@ impl CudaBackend {
         let max_cols = weights.matrices().map(|t| t.cols).max().unwrap_or(0);
         let cap = (weight_bytes as usize / 48)
             .clamp(*WEIGHT_SCRATCH_BYTES.start(), *WEIGHT_SCRATCH_BYTES.end());
-        let scratch_bytes = largest.min(cap.max(max_cols * 4));
-        let logit_rows = logit_rows
+        let scratch_bytes = limits
+            .scratch_bytes
+            .unwrap_or(largest.min(cap))
+            .max(max_cols * 4);
+        let logit_rows = limits
+            .logit_rows
             .unwrap_or(LOGITS_BYTES / (config.n_vocab * 4))
             .clamp(1, MAX_BATCH);
         let pass = Pass::new(&dev, config, scratch_bytes, logit_rows)?;

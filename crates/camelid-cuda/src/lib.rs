@@ -77,19 +77,31 @@ pub fn backend(
     inv_freq: Vec<f32>,
     ordinal: usize,
 ) -> Result<Box<dyn Backend>, ModelError> {
-    backend_with_logit_rows(config, weights, inv_freq, ordinal, None)
+    backend_with_limits(config, weights, inv_freq, ordinal, Limits::default())
 }
 
-/// [`backend`] whose logits buffer starts with `logit_rows` rows instead of the default (as
-/// many as fit in 8 MiB; decode steps of more sequences grow it): tests use it to reach, on
-/// tiny vocabularies, the passes that a real one takes in chunks and the growth.
+/// Smaller buffers than a model's own, for tests to reach on tiny models the paths that real
+/// ones take: `None` keeps the default.
 #[doc(hidden)]
-pub fn backend_with_logit_rows(
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Rows of the logits buffer at the start (default: as many as fit in 8 MiB; decode steps
+    /// of more sequences grow it): passes with more logits rows take them in chunks.
+    pub logit_rows: Option<usize>,
+    /// Bytes of the weight scratch of prompt GEMMs (default: a 48th of the weights, within
+    /// 16..64 MiB; at least one f32 row of the widest matrix): a matrix larger than it is
+    /// expanded and multiplied a slab of rows at a time.
+    pub scratch_bytes: Option<usize>,
+}
+
+/// [`backend`] with [`Limits`].
+#[doc(hidden)]
+pub fn backend_with_limits(
     config: &Config,
     weights: &Weights,
     inv_freq: Vec<f32>,
     ordinal: usize,
-    logit_rows: Option<usize>,
+    limits: Limits,
 ) -> Result<Box<dyn Backend>, ModelError> {
     // Type checks first: they need no GPU, and name the tensor.
     backend::check_weights(config, weights)?;
@@ -102,7 +114,7 @@ pub fn backend_with_logit_rows(
         )));
     }
     let made = catch_unwind(AssertUnwindSafe(|| {
-        CudaBackend::new(config, weights, inv_freq, ordinal, logit_rows)
+        CudaBackend::new(config, weights, inv_freq, ordinal, limits)
     }));
     match made {
         Ok(r) => r.map(|b| Box::new(b) as Box<dyn Backend>),

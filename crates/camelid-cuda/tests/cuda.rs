@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use camelid_cuda::Limits;
 use camelid_kernels::Precision;
 use camelid_model::llama::{MAX_BATCH, rope_inv_freq};
 use camelid_model::weights::Checkpoint;
@@ -64,11 +65,20 @@ fn gpu() -> bool {
 
 /// The same file on the CPU and on the GPU (cuda:0), both at `precision`.
 fn pair(path: &Path, precision: Precision, logit_rows: Option<usize>) -> (Model, Model) {
+    let limits = Limits {
+        logit_rows,
+        ..Limits::default()
+    };
+    pair_with(path, precision, limits)
+}
+
+/// [`pair`], the GPU's buffers as small as `limits` says.
+fn pair_with(path: &Path, precision: Precision, limits: Limits) -> (Model, Model) {
     let ckpt = Checkpoint::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let config = ckpt.config.clone();
     let weights = ckpt.load_weights().unwrap();
     let inv_freq = rope_inv_freq(&config, &weights);
-    let be = camelid_cuda::backend_with_logit_rows(&config, &weights, inv_freq, 0, logit_rows)
+    let be = camelid_cuda::backend_with_limits(&config, &weights, inv_freq, 0, limits)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut gpu = Model::with_backend(config.clone(), be);
     let mut cpu = Model::new(config, weights);
@@ -103,9 +113,14 @@ fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
+/// The largest |a - b|; infinite where either side is NaN (`f32::max` would pass over it, and
+/// NaN logits would pass every bound).
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "logits of different lengths");
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    a.iter().zip(b).fold(0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        m.max(if d.is_nan() { f32::INFINITY } else { d })
+    })
 }
 
 /// Within 1e-4 · max(1, max |want|) at every position.
@@ -222,12 +237,34 @@ fn prompt_logits_equal_the_cpu_exact_path() {
             &format!("{name} {key} short prompt"),
         );
         if key == "gguf-q4_0" {
-            // A logits buffer of 7 rows: the prompt's logits come back in chunks.
-            let (_, small) = pair(path, Precision::Exact, Some(7));
+            // A logits buffer of 7 rows: the prompt's logits come back in chunks. A weight
+            // scratch of a seventh of the output matrix in f32: its GEMMs go a slab of rows at a
+            // time (eight slabs, the last shorter; the 1B's take two to four), as the
+            // feed-forward matrices' may.
+            let c = &cpu.config;
+            let scratch_bytes = Some(c.n_vocab * c.d_model * 4 / 7);
+            let limits = Limits {
+                logit_rows: Some(7),
+                scratch_bytes,
+            };
+            let (_, small) = pair_with(path, Precision::Exact, limits);
             assert_close(
                 &run_all(&small, &toks),
                 &want,
-                &format!("{name} {key} chunked"),
+                &format!("{name} {key} chunked, in slabs"),
+            );
+            // The fast path's slabs, in f16, against its whole products (unchunked: a chunk of
+            // a few rows takes another product, which rounds otherwise).
+            let limits = Limits {
+                scratch_bytes,
+                ..Limits::default()
+            };
+            let (_, small) = pair_with(path, Precision::Fast, limits);
+            let (_, fast) = pair(path, Precision::Fast, None);
+            assert_close(
+                &run_all(&small, &toks),
+                &run_all(&fast, &toks),
+                &format!("{name} {key} fast, in slabs"),
             );
         }
         let dev = gpu.device();
