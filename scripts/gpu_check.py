@@ -125,6 +125,8 @@ def diff(a: list[list[float]], b: list[list[float]]) -> dict:
     for ra, rb in zip(a, b):
         for x, y in zip(ra, rb):
             d = abs(x - y) if x is not None and y is not None else math.inf
+            if math.isnan(d):  # max() would pass over a NaN: it counts as infinitely far
+                d = math.inf
             total += d
             worst = max(worst, d)
             n += 1

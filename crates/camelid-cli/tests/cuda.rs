@@ -128,7 +128,11 @@ fn kquant_logits_on_cuda_equal_the_cpu_exact_path() {
             assert_eq!(got.len(), want.len(), "{ty}: positions");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let top = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let diff = g.iter().zip(w).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                // A NaN counts as infinitely far (f32::max would pass over it).
+                let diff = g.iter().zip(w).fold(0f32, |m, (x, y)| {
+                    let d = (x - y).abs();
+                    m.max(if d.is_nan() { f32::INFINITY } else { d })
+                });
                 assert!(
                     diff <= 1e-4 * top.max(1.0),
                     "{ty} {} position {i}: max |diff| {diff:.3e} (max |ref| {top:.3})",

@@ -82,7 +82,8 @@ fn diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> Diff {
         assert_eq!(x.len(), y.len());
         for (p, q) in x.iter().zip(y) {
             let d = (p - q).abs();
-            max = max.max(d);
+            // A NaN counts as infinitely far (f32::max would pass over it).
+            max = max.max(if d.is_nan() { f32::INFINITY } else { d });
             sum += d as f64;
             n += 1;
         }
