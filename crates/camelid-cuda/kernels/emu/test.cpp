@@ -70,6 +70,8 @@ void test_dequant() {
   }
   }
 void check(const char* what, double err, double tol) { bool ok = err <= tol; printf("%-40s err %.3g (tol %.3g) %s\n", what, err, tol, ok ? "ok" : "FAIL"); fails += !ok; }
+// The larger of two errors, NaN (a NaN result) winning, where std::max(err, NaN) keeps err.
+static double worse(double err, double e) { return std::isnan(err) || std::isnan(e) ? NAN : std::max(err, e); }
 
 // Random blocks of a type, with scales of a sane size, and their weights as the reference decodes them.
 static std::vector<uint8_t> random_weights(const char* name, int bs, int bb, long long nel, std::vector<float>& W) {
@@ -310,11 +312,11 @@ void test_ops() {
   int d = 1000, n = 3; std::vector<float> x(n*d), g(d), out(n*d); for (auto& v : x) v = U()*3; for (auto& v : g) v = U();
   launch({(unsigned)n,1,1}, {256,1,1}, [&]{ rmsnorm(out.data(), x.data(), g.data(), d, 1e-5f, n); });
   double err = 0; for (int j=0;j<n;j++){ double ss=0; for(int c=0;c<d;c++) ss+=(double)x[j*d+c]*x[j*d+c]; float inv=(float)(1.0/sqrt(ss/d+(double)1e-5f));
-    for(int c=0;c<d;c++){ float want=g[c]*(x[j*d+c]*inv); err=std::max(err,(double)fabs(out[j*d+c]-want)); } }
+    for(int c=0;c<d;c++){ float want=g[c]*(x[j*d+c]*inv); err=worse(err,(double)fabs(out[j*d+c]-want)); } }
   check("rmsnorm (bit-exact)", err, 0);
   // in place
   std::vector<float> x2 = x; launch({(unsigned)n,1,1}, {256,1,1}, [&]{ rmsnorm(x2.data(), x2.data(), g.data(), d, 1e-5f, n); });
-  err = 0; for (int i=0;i<n*d;i++) err=std::max(err,(double)fabs(x2[i]-out[i])); check("rmsnorm in place", err, 0);
+  err = 0; for (int i=0;i<n*d;i++) err=worse(err,(double)fabs(x2[i]-out[i])); check("rmsnorm in place", err, 0);
   // rope_store: q of 4 heads and k of 2 rotated (the CPU's roundings: angle in f32, sin and cos
   // in f64 rounded to f32), then the rotated k and v in each row's cache slot (rows 0, 1, 2 to
   // slots 0, 2, 1).
@@ -329,23 +331,23 @@ void test_ops() {
     double e = 0;
     for (int j=0;j<n;j++) for (int h=0;h<heads;h++) for (int i=0;i<hd/2;i++){ float a=(float)pos[j]*invf[i]; float sn=(float)sin((double)a), cs=(float)cos((double)a);
       size_t o = (size_t)j*heads*hd+h*hd+2*i; float a0=x0[o], a1=x0[o+1]; float w0=a0*cs-a1*sn, w1=a0*sn+a1*cs;
-      e=std::max(e,(double)fabs(x[o]-w0)); e=std::max(e,(double)fabs(x[o+1]-w1)); }
+      e=worse(e,(double)fabs(x[o]-w0)); e=worse(e,(double)fabs(x[o+1]-w1)); }
     return e;
   };
   check("rope_store: q rotated (bit-exact)", rotated(q0, q, nh), 0);
   check("rope_store: k rotated (bit-exact)", rotated(k0, k, nk), 0);
-  err = 0; for (int j=0;j<n;j++) for (int c=0;c<kvd;c++){ err=std::max(err,(double)fabs(kr[j][c]-k[j*kvd+c])); err=std::max(err,(double)fabs(vr[j][c]-v[j*kvd+c])); }
+  err = 0; for (int j=0;j<n;j++) for (int c=0;c<kvd;c++){ err=worse(err,(double)fabs(kr[j][c]-k[j*kvd+c])); err=worse(err,(double)fabs(vr[j][c]-v[j*kvd+c])); }
   check("rope_store: k and v cached", err, 0);
   std::vector<float> ga(1001), up(1001), ga0; for (auto& v : ga) v = U()*8; for (auto& v : up) v = U(); ga0 = ga;
   launch({3,1,1}, {64,1,1}, [&]{ silu_mul(ga.data(), up.data(), 1001); });
-  err = 0; for (int i=0;i<1001;i++){ float want = ga0[i]/(1.0f+expf(-ga0[i]))*up[i]; err=std::max(err,(double)fabs(ga[i]-want)/std::max(1e-30f,fabsf(want))); }
+  err = 0; for (int i=0;i<1001;i++){ float want = ga0[i]/(1.0f+expf(-ga0[i]))*up[i]; err=worse(err,(double)fabs(ga[i]-want)/std::max(1e-30f,fabsf(want))); }
   check("silu_mul (rel)", err, 1e-6);
   std::vector<float> a1(777), b1(777), a0; for (auto& v : a1) v=U(); for (auto& v : b1) v=U(); a0=a1;
   launch({2,1,1}, {256,1,1}, [&]{ add(a1.data(), b1.data(), 777); });
-  err=0; for (int i=0;i<777;i++) err=std::max(err,(double)fabs(a1[i]-(a0[i]+b1[i]))); check("add", err, 0);
+  err=0; for (int i=0;i<777;i++) err=worse(err,(double)fabs(a1[i]-(a0[i]+b1[i]))); check("add", err, 0);
   std::vector<float> src(5*40), dst(3*40); std::vector<int> idx = {4, 0, 2}; for (auto& v : src) v = U();
   launch({3,1,1}, {32,1,1}, [&]{ gather_rows(dst.data(), src.data(), idx.data(), 40, 3); });
-  err=0; for (int j=0;j<3;j++) for(int c=0;c<40;c++) err=std::max(err,(double)fabs(dst[j*40+c]-src[idx[j]*40+c])); check("gather_rows", err, 0);
+  err=0; for (int j=0;j<3;j++) for(int c=0;c<40;c++) err=worse(err,(double)fabs(dst[j*40+c]-src[idx[j]*40+c])); check("gather_rows", err, 0);
   // Greedy picks against camelid-model's greedy_token: ties (the first wins, across threads
   // and warps), NaNs, a NaN first logit, all -inf, signed zeros, a vocabulary not a multiple of
   // the block.
