@@ -190,9 +190,9 @@ pub(crate) struct CudaOps<'a> {
 /// sequence) held back one operation: where the next is the RMSNorm of `x` (the forward pass's
 /// next step, `xn = rms(x)`), the two go as one `matvec_add_norm_<t>` launch, the norm done by the
 /// product's last CTA rather than by a launch of its own (a decode step of the 1B: 32 launches
-/// fewer of 115, the final norm's included); any other launch, and the end of the pass, sends it alone first
-/// ([`CudaOps::go3`], [`CudaOps::finish`]). One row only: the norm is then one CTA's tail, where
-/// `rmsnorm` takes several rows at once in a launch of its own.
+/// fewer of 115, the final norm's included); any other launch, and the end of the pass, sends
+/// it alone first ([`CudaOps::go3`], [`CudaOps::finish`]). One row only: the norm is then one
+/// CTA's tail, where `rmsnorm` takes several rows at once in a launch of its own.
 #[derive(Clone, Copy)]
 struct Residual {
     add: Func,
