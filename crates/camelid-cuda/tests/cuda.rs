@@ -520,8 +520,8 @@ fn greedy_tokens_are_the_argmax_of_the_logits() {
 }
 
 /// Hidden-state rows (embeddings) equal the CPU's at the exact path, in a batch where a
-/// generation sequence takes logits beside them; and a KV cache copied on the device continues
-/// as the CPU's computed one does.
+/// generation sequence takes logits beside them and alone for one token; and a KV cache copied
+/// on the device continues as the CPU's computed one does.
 #[test]
 fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
     if !gpu() {
@@ -564,6 +564,19 @@ fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
             let mut next = Vec::new();
             model
                 .forward(&mut b, &toks[n - 1..], false, |_, l| next = l.to_vec())
+                .unwrap();
+            // The hidden state of a one-token input: a pass of one row, whose output rows are
+            // its only row (the CUDA backend gathers nothing and norms the last residual's sum
+            // in its product's launch).
+            let mut c = model.new_state(1).unwrap();
+            model
+                .forward_batch(
+                    &mut [&mut c],
+                    &[&toks[..1]],
+                    |_| camelid_model::Want::Hidden,
+                    |_, _| {},
+                    |_, _, h| hidden.push(h.to_vec()),
+                )
                 .unwrap();
             got.push((hidden, logits, next));
         }
