@@ -122,7 +122,10 @@ def diff(a: list[list[float]], b: list[list[float]]) -> dict:
     if len(a) != len(b):
         return {"max": math.inf, "mean": math.inf, "note": f"{len(a)} rows vs {len(b)}"}
     n, total, worst = 0, 0.0, 0.0
-    for ra, rb in zip(a, b):
+    for i, (ra, rb) in enumerate(zip(a, b)):
+        if len(ra) != len(rb):  # zip would stop at the shorter row
+            return {"max": math.inf, "mean": math.inf,
+                    "note": f"row {i}: {len(ra)} logits vs {len(rb)}"}
         for x, y in zip(ra, rb):
             d = abs(x - y) if x is not None and y is not None else math.inf
             if math.isnan(d):  # max() would pass over a NaN: it counts as infinitely far
