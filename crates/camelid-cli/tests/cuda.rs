@@ -127,6 +127,7 @@ fn kquant_logits_on_cuda_equal_the_cpu_exact_path() {
             let got = logits(&ok(&args));
             assert_eq!(got.len(), want.len(), "{ty}: positions");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.len(), w.len(), "{ty} position {i}: logits");
                 let top = w.iter().fold(0f32, |m, v| m.max(v.abs()));
                 // A NaN counts as infinitely far (f32::max would pass over it).
                 let diff = g.iter().zip(w).fold(0f32, |m, (x, y)| {

@@ -616,6 +616,7 @@ fn requantizes_quantized_inputs_with_allow_requantize() {
                 );
             }
             let logits = exact_logits(&out, &tokens);
+            assert_eq!(logits.len(), base.len(), "{name} {ftype}: logits");
             let worst = base
                 .iter()
                 .zip(&logits)

@@ -623,10 +623,12 @@ fn fast_path_error_is_within_llama_cpp() {
             let ours = run_all(&gpu, &toks);
             let cpu_fast = run_all(&cpu, &toks);
             let err = |a: &[Vec<f32>]| {
+                assert_eq!(a.len(), reference.len(), "{name} {key}: positions");
+                assert!(a.iter().all(|r| r.len() == n_vocab), "{name} {key}: logits");
                 let all: Vec<f32> = a
                     .iter()
                     .zip(&reference)
-                    .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+                    .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| max_diff(&[*p], &[*q])))
                     .collect();
                 let mean = all.iter().map(|&d| d as f64).sum::<f64>() / all.len() as f64;
                 (max_abs(&all), mean)
