@@ -1,10 +1,11 @@
 // Host emulation of the CUDA builtins the kernels use, so that their logic can be tested on a
 // machine without a GPU: every CUDA thread of a CTA is a fiber (its own stack, switched by a few
 // instructions on x86-64 and by ucontext elsewhere) on the calling OS thread, one CTA at a time
-// (in grid order, or its reverse on every other launch); __syncthreads() and warp shuffles are barriers at which a fiber hands the turn to the next
-// one that can run until its CTA (or warp) has arrived; __ldg checks alignment. It says nothing
-// about speed or about the GPU memory model; it does run every line of the kernels. A barrier that
-// can never be met (a thread waiting on one its CTA has left) aborts with a message. Used by
+// (in grid order, or its reverse on every other launch); __syncthreads() and warp shuffles are
+// barriers at which a fiber hands the turn to the next one that can run until its CTA (or warp)
+// has arrived; __ldg checks alignment. It says nothing about speed or about the GPU memory
+// model; it does run every line of the kernels. A barrier that can never be met (a thread
+// waiting on one its CTA has left) aborts with a message. Used by
 // scripts/check-cuda-kernels.sh (which also rewrites the two inline-PTX half conversions to
 // emu_h2f / emu_f2h and drops `extern "C"`) and by driver.cpp, the emulated driver.
 #pragma once
