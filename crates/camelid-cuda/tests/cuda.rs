@@ -238,9 +238,9 @@ fn prompt_logits_equal_the_cpu_exact_path() {
         );
         if key == "gguf-q4_0" {
             // A logits buffer of 7 rows: the prompt's logits come back in chunks. A weight
-            // scratch of a seventh of the output matrix in f32: its GEMMs go a slab of rows at a
-            // time (eight slabs, the last shorter; the 1B's take two to four), as the
-            // feed-forward matrices' may.
+            // scratch of a seventh of the output matrix in f32 (54 rows of 64 columns): the
+            // GEMMs of matrices larger than that go a slab of rows at a time, the last slab
+            // shorter (the 1B's in Q4_0 take two to four).
             let c = &cpu.config;
             let scratch_bytes = Some(c.n_vocab * c.d_model * 4 / 7);
             let limits = Limits {
@@ -253,17 +253,20 @@ fn prompt_logits_equal_the_cpu_exact_path() {
                 &want,
                 &format!("{name} {key} chunked, in slabs"),
             );
-            // The fast path's slabs, in f16, against its whole products (unchunked: a chunk of
-            // a few rows takes another product, which rounds otherwise).
+            // The fast path's slabs, in f16, against its whole products: a prompt of twice the
+            // tokens, whose products all take the GEMM (up to 64 rows take the tensor-core
+            // products), the output matrix's too (unchunked: a chunk of a few rows takes
+            // another product, which rounds otherwise).
             let limits = Limits {
                 scratch_bytes,
                 ..Limits::default()
             };
             let (_, small) = pair_with(path, Precision::Fast, limits);
             let (_, fast) = pair(path, Precision::Fast, None);
+            let twice = [&toks[..], &toks[..]].concat();
             assert_close(
-                &run_all(&small, &toks),
-                &run_all(&fast, &toks),
+                &run_all(&small, &twice),
+                &run_all(&fast, &twice),
                 &format!("{name} {key} fast, in slabs"),
             );
         }
