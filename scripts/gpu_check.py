@@ -271,8 +271,9 @@ def check_default_model(cm: Camelid, pool: cf.Executor, given: Path | None, text
         entry = {"prompt": p["prompt"]}
         for precision in ("exact", "fast"):
             got = {dev: got_all[(p["prompt"], precision, dev)] for dev in ("cpu", "cuda")}
-            same = got["cpu"] == got["cuda"]
-            entry[precision] = {"same": same}
+            # Equal and not empty (two empty lists, from a run that gave no tokens, are equal).
+            same = got["cpu"] == got["cuda"] and len(got["cpu"]) > 0
+            entry[precision] = {"same": same, "tokens": len(got["cuda"])}
             if not same:
                 k = next((i for i, (a, b) in enumerate(zip(got["cpu"], got["cuda"])) if a != b),
                          min(len(got["cpu"]), len(got["cuda"])))
@@ -281,7 +282,7 @@ def check_default_model(cm: Camelid, pool: cf.Executor, given: Path | None, text
                 if k < len(p.get("top1_logit", [])) and p["generated"][:k] == got["cpu"][:k]:
                     entry[precision]["fixture_gap"] = p["top1_logit"][k] - p["top2_logit"][k]
         runs.append(entry)
-    greedy_ok = all(r["exact"]["same"] for r in runs)
+    greedy_ok = bool(runs) and all(r["exact"]["same"] for r in runs)
     result = {"greedy": runs, "greedy_fast_same": sum(r["fast"]["same"] for r in runs),
               "greedy_prompts": len(runs)}
     if not text.is_file():
