@@ -113,14 +113,20 @@ fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
-/// The largest |a - b|; infinite where either side is NaN (`f32::max` would pass over it, and
-/// NaN logits would pass every bound).
+/// |a - b|, infinite where either side is NaN (`f32::max` would pass over a NaN, and NaN logits
+/// would pass every bound).
+fn gap(a: f32, b: f32) -> f32 {
+    let d = (a - b).abs();
+    if d.is_nan() { f32::INFINITY } else { d }
+}
+
+/// The largest [`gap`].
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "logits of different lengths");
-    a.iter().zip(b).fold(0f32, |m, (x, y)| {
-        let d = (x - y).abs();
-        m.max(if d.is_nan() { f32::INFINITY } else { d })
-    })
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| gap(*x, *y))
+        .fold(0f32, f32::max)
 }
 
 /// Within 1e-4 · max(1, max |want|) at every position.
@@ -631,7 +637,7 @@ fn fast_path_error_is_within_llama_cpp() {
                 let all: Vec<f32> = a
                     .iter()
                     .zip(&reference)
-                    .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| max_diff(&[*p], &[*q])))
+                    .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| gap(*p, *q)))
                     .collect();
                 let mean = all.iter().map(|&d| d as f64).sum::<f64>() / all.len() as f64;
                 (max_abs(&all), mean)
