@@ -43,9 +43,8 @@ pub struct LoadArgs {
 
 /// The help of `--cache-type`.
 pub const CACHE_TYPE_HELP: &str = "What the KV cache holds: `f16` (llama.cpp's default: half the \
-memory of f32 and faster deep into long contexts, keys and values rounded to 16-bit floats; CPU \
-only) or `f32` [default: f16 on the CPU at --precision fast, f32 at --precision exact and on \
-CUDA]";
+memory of f32 and faster deep into long contexts, keys and values rounded to 16-bit floats) or \
+`f32` [default: f16 on the CPU at --precision fast, f32 at --precision exact and on CUDA]";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CacheTypeArg {

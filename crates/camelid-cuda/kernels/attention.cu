@@ -21,6 +21,9 @@
 // the grid) merges the chunks of that kv head's query heads, as `attention_combine` does, and
 // sets the counter back to zero for the next launch.
 //
+// Each has a form for f32 caches and one for f16 caches (suffix `_f16`), whose keys and values
+// are widened to f32 as they are read: the same arithmetic on the values the cache holds.
+//
 // Built at run time by NVRTC without any header. The ABI is in README.md beside this file.
 
 #define ATT_WARPS 4
@@ -60,6 +63,20 @@ __device__ __forceinline__ float4 scale4(float a, float4 x) {
 
 __device__ __forceinline__ float4 add4(float4 a, float4 b) {
     return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+
+// Four cache elements from element 4c of a row, as f32: a float4 of an f32 cache, or four f16
+// bits of an f16 cache widened exactly (common.cuh, "KV caches").
+__device__ __forceinline__ float4 load4(const float* row, int c) {
+    return __ldg((const float4*)row + c);
+}
+
+__device__ __forceinline__ float4 load4(const unsigned short* row, int c) {
+    const uint2 u = __ldg((const uint2*)row + c);
+    return make_float4(half_to_float((unsigned short)(u.x & 0xFFFFu)),
+                       half_to_float((unsigned short)(u.x >> 16)),
+                       half_to_float((unsigned short)(u.y & 0xFFFFu)),
+                       half_to_float((unsigned short)(u.y >> 16)));
 }
 
 __device__ __forceinline__ float4 shfl_xor4(float4 v, int off) {
@@ -153,10 +170,10 @@ static_assert(COMBINE_THREADS == ATT_TILE, "the last CTA of attention_partial co
 // ONE: the one-launch form (`attention`), whose last CTA of a row and kv head combines. A
 // template rather than a run-time choice: the combining tail costs registers (137 against 104
 // on sm_90), which the partials-only form (`attention_partial`, prompt batches, many CTAs)
-// should not pay.
-template <bool ONE>
-__device__ __forceinline__ void attention_impl(const float* __restrict__ q, const float* const* __restrict__ k_cache,
-                      const float* const* __restrict__ v_cache, const int* __restrict__ n_past,
+// should not pay. E: the caches' element, float or f16 bits (unsigned short).
+template <bool ONE, class E>
+__device__ __forceinline__ void attention_impl(const float* __restrict__ q, const E* const* __restrict__ k_cache,
+                      const E* const* __restrict__ v_cache, const int* __restrict__ n_past,
                       float* part_o, float* part_ml, int n_heads, int n_kv_heads, int head_dim,
                       float scale, int chunk_len, int max_chunks, int* counters, float* out) {
     __shared__ float4 sq[ATT_SLOTS * 32];                // the pass's queries, [head][float4]
@@ -186,8 +203,8 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
 
     const int kv_dim = n_kv_heads * head_dim;
     const int nv4 = head_dim / 4;
-    const float* K = k_cache[j] + kvh * head_dim;
-    const float* V = v_cache[j] + kvh * head_dim;
+    const E* K = k_cache[j] + kvh * head_dim;
+    const E* V = v_cache[j] + kvh * head_dim;
     const float4* q4 = (const float4*)q;
 
     // Mixing layout: L lanes per value row, 32 / L rows at a time; wide heads take two slots.
@@ -222,10 +239,10 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
 #pragma unroll
             for (int g = 0; g < ATT_SLOTS; ++g) s[g] = 0.0f;
             if (valid) {
-                const float4* kr = (const float4*)(K + (long long)t * kv_dim);
+                const E* kr = K + (long long)t * kv_dim;
 #pragma unroll 4
                 for (int c = 0; c < nv4; ++c) {
-                    const float4 k4 = __ldg(kr + c);
+                    const float4 k4 = load4(kr, c);
 #pragma unroll
                     for (int g = 0; g < ATT_SLOTS; ++g)
                         if (g < gc) s[g] = dot4(sq[g * nv4 + c], k4, s[g]);
@@ -275,10 +292,10 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
                 for (int g = 0; g < ATT_SLOTS; ++g)
                     pi[g] = g < gc ? __shfl_sync(FULL_MASK, p[g], i & 31) : 0.0f;
                 if (i < cnt) {
-                    const float4* vr = (const float4*)(V + (long long)(wbase + i) * kv_dim);
+                    const E* vr = V + (long long)(wbase + i) * kv_dim;
                     const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                    const float4 v0 = lc < nv4 ? __ldg(vr + lc) : zero;
-                    const float4 v1 = wide && lc + 32 < nv4 ? __ldg(vr + lc + 32) : zero;
+                    const float4 v0 = lc < nv4 ? load4(vr, lc) : zero;
+                    const float4 v1 = wide && lc + 32 < nv4 ? load4(vr, lc + 32) : zero;
 #pragma unroll
                     for (int sl = 0; sl < ATT_SLOTS; ++sl) {
                         const int g = wide ? sl >> 1 : sl;
@@ -356,24 +373,34 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
                      kvh * group + g, j, comb_scratch, comb_weight);
 }
 
-// (No __launch_bounds__: with it ptxas caps the registers and spills; without, it fits.)
-extern "C" __global__ void attention_partial(const float* __restrict__ q, const float* const* __restrict__ k_cache,
-                      const float* const* __restrict__ v_cache, const int* __restrict__ n_past,
-                      float* __restrict__ part_o, float* __restrict__ part_ml, int n_heads,
-                      int n_kv_heads, int head_dim, float scale, int chunk_len, int max_chunks) {
-    attention_impl<false>(q, k_cache, v_cache, n_past, part_o, part_ml, n_heads, n_kv_heads,
-                          head_dim, scale, chunk_len, max_chunks, nullptr, nullptr);
-}
+// The two forms for each cache element: `attention_partial` and `attention` read f32 caches,
+// `attention_partial_f16` and `attention_f16` f16 ones; the arguments are the same otherwise.
+// `attention` is attention_partial and attention_combine in one launch: the same grid and
+// block as attention_partial; `counters` holds n * n_kv_heads ints, zero before the launch and
+// after it. (No __launch_bounds__: with it ptxas caps the registers and spills; without, it
+// fits.)
+#define CAMELID_ATTENTION(suffix, E)                                                              \
+    extern "C" __global__ void attention_partial##suffix(                                         \
+        const float* __restrict__ q, const E* const* __restrict__ k_cache,                        \
+        const E* const* __restrict__ v_cache, const int* __restrict__ n_past,                     \
+        float* __restrict__ part_o, float* __restrict__ part_ml, int n_heads, int n_kv_heads,     \
+        int head_dim, float scale, int chunk_len, int max_chunks) {                               \
+        attention_impl<false, E>(q, k_cache, v_cache, n_past, part_o, part_ml, n_heads,           \
+                                 n_kv_heads, head_dim, scale, chunk_len, max_chunks, nullptr,     \
+                                 nullptr);                                                        \
+    }                                                                                             \
+    extern "C" __global__ void attention##suffix(                                                 \
+        const float* __restrict__ q, const E* const* __restrict__ k_cache,                        \
+        const E* const* __restrict__ v_cache, const int* __restrict__ n_past, float* part_o,      \
+        float* part_ml, int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,    \
+        int max_chunks, int* counters, float* out) {                                              \
+        attention_impl<true, E>(q, k_cache, v_cache, n_past, part_o, part_ml, n_heads,            \
+                                n_kv_heads, head_dim, scale, chunk_len, max_chunks, counters,     \
+                                out);                                                             \
+    }
 
-// attention_partial and attention_combine in one launch: the same grid and block as
-// attention_partial; `counters` holds n * n_kv_heads ints, zero before the launch and after it.
-extern "C" __global__ void attention(const float* __restrict__ q, const float* const* __restrict__ k_cache,
-                      const float* const* __restrict__ v_cache, const int* __restrict__ n_past,
-                      float* part_o, float* part_ml, int n_heads, int n_kv_heads, int head_dim,
-                      float scale, int chunk_len, int max_chunks, int* counters, float* out) {
-    attention_impl<true>(q, k_cache, v_cache, n_past, part_o, part_ml, n_heads, n_kv_heads,
-                         head_dim, scale, chunk_len, max_chunks, counters, out);
-}
+CAMELID_ATTENTION(, float)
+CAMELID_ATTENTION(_f16, unsigned short)
 
 // Block COMBINE_THREADS, grid (n_heads, n), no dynamic shared memory. out: [n, n_heads *
 // head_dim].

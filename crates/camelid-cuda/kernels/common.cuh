@@ -14,6 +14,32 @@ __device__ __forceinline__ void grid_dep_wait() {
 #endif
 }
 
+// IEEE half bits to f32 (exact) and f32 to half bits (round to nearest even), as the `half`
+// crate does on the CPU.
+__device__ __forceinline__ float half_to_float(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ unsigned short float_to_half(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// KV caches hold f32, or f16 bits (the CPU's `CacheType::F16`: each key and value rounded to
+// nearest once when stored, widened exactly when read; README.md, "KV caches"). Elements `off`
+// and `off + 1` (`off` even) of a cache row: a rotated pair of keys, or two values.
+__device__ __forceinline__ void store_kv_pair(void* row, int off, float2 v, int half) {
+    if (half) {
+        *(unsigned int*)((unsigned short*)row + off) =
+            (unsigned int)float_to_half(v.x) | ((unsigned int)float_to_half(v.y) << 16);
+    } else {
+        *(float2*)((float*)row + off) = v;
+    }
+}
+
 // RMSNorm of one row of `d` floats (transformers `LlamaRMSNorm`; camelid-kernels `src/ops.rs`):
 // out = x / sqrt(mean(x^2) + eps) * gain, by a CTA of THREADS threads (a multiple of 32 dividing
 // RMS_THREADS), with its sums in the order of a CTA of RMS_THREADS threads whatever THREADS is:

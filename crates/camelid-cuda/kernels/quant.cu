@@ -32,20 +32,6 @@
 // ---------------------------------------------------------------------------------------------
 // Scalars
 
-// IEEE half bits to f32 (exact) and f32 to half bits (round to nearest even), as the `half`
-// crate does on the CPU.
-__device__ __forceinline__ float half_to_float(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-
-__device__ __forceinline__ unsigned short float_to_half(float f) {
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-
 // bfloat16 is the high half of an f32.
 __device__ __forceinline__ float bf16_to_float(unsigned int bits16) {
     return __uint_as_float(bits16 << 16);
@@ -410,7 +396,8 @@ __device__ __forceinline__ float2 rope_pair(float x0, float x1, int pos, float i
 }
 
 // RoPE of q (n_heads) and of k (n_kv_heads) in place, then the rotated k and v into the row's
-// cache slots (k_rows[j], v_rows[j]: n_kv_heads * head_dim floats each): the first
+// cache slots (k_rows[j], v_rows[j]: n_kv_heads * head_dim elements each, f16 bits where
+// `half_cache`, else floats): the first
 // n_heads * head_dim / 2 threads of a row rotate q's pairs, the next n_kv_heads * head_dim / 2
 // rotate k's and copy that pair of k and of v to the cache. Block ROPE_THREADS, grid
 // (ceil((n_heads + n_kv_heads) * head_dim / 2 / ROPE_THREADS), n). Batches whose q, k and v
@@ -420,9 +407,9 @@ __device__ __forceinline__ float2 rope_pair(float x0, float x1, int pos, float i
 #if CAMELID_PART(0)
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
     rope_store(float* q, float* k, const float* __restrict__ v, const int* __restrict__ pos,
-               const float* __restrict__ inv_freq, float* const* __restrict__ k_rows,
-               float* const* __restrict__ v_rows, int n, int n_heads, int n_kv_heads,
-               int head_dim) {
+               const float* __restrict__ inv_freq, void* const* __restrict__ k_rows,
+               void* const* __restrict__ v_rows, int n, int n_heads, int n_kv_heads,
+               int head_dim, int half_cache) {
     grid_dep_wait();
     const int j = blockIdx.y;
     const int half = head_dim / 2;
@@ -442,8 +429,8 @@ extern "C" __global__ void __launch_bounds__(ROPE_THREADS)
     const float2 x = *p;
     const float2 r = rope_pair(x.x, x.y, pos[j], inv_freq[i]);
     *p = r;
-    *(float2*)(k_rows[j] + off) = r;
-    *(float2*)(v_rows[j] + off) = *(const float2*)(v + row + off);
+    store_kv_pair(k_rows[j], off, r, half_cache);
+    store_kv_pair(v_rows[j], off, *(const float2*)(v + row + off), half_cache);
 }
 #endif
 
@@ -688,13 +675,15 @@ __device__ __forceinline__ void prefetch_matvec_rows(const unsigned char* w,
 
 // RoPE on the CTA's two rows of every vector (rows 2i and 2i + 1 of a head are a pair, since
 // MV_ROWS is 2 and a head's width is even) as `rope_store` rotates them, and with `cache`, the
-// rows into each vector's cache slot (`cache[j]`, one float per row of the matrix); without
+// rows into each vector's cache slot (`cache[j]`, one element per row of the matrix, f16 where
+// `half_cache`); without
 // `inv_freq`, only the copy (v). A call: inlined, the f64 sine and cosine took matvec3 from 80
 // registers to 96 with spills.
 __device__ __noinline__ void rope_cache_rows(float* __restrict__ y, int rows, int n, int cta,
                                                 const int* __restrict__ pos,
                                                 const float* __restrict__ inv_freq,
-                                                float* const* __restrict__ cache, int head_dim) {
+                                                void* const* __restrict__ cache, int head_dim,
+                                                int half_cache) {
     const int row0 = cta * MV_ROWS;
     __syncthreads();
     for (int j = threadIdx.y * 32 + threadIdx.x; j < n; j += 32 * MV_WARPS) {
@@ -704,7 +693,7 @@ __device__ __noinline__ void rope_cache_rows(float* __restrict__ y, int rows, in
             v = rope_pair(v.x, v.y, pos[j], inv_freq[(row0 % head_dim) / 2]);
             *p = v;
         }
-        if (cache) *(float2*)(cache[j] + row0) = v;
+        if (cache) store_kv_pair(cache[j], row0, v, half_cache);
     }
 }
 
@@ -963,14 +952,15 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
                                const unsigned char* w1, float* y1, int rows1,                   \
                                const unsigned char* w2, float* y2, int rows2, const float* x,   \
                                int cols, int n, const int* pos, const float* inv_freq,          \
-                               float* const* k_rows, float* const* v_rows, int head_dim) {      \
+                               void* const* k_rows, void* const* v_rows, int head_dim,          \
+                               int half_cache) {                                                \
         const int c0 = (rows0 + MV_ROWS - 1) / MV_ROWS, c1 = (rows1 + MV_ROWS - 1) / MV_ROWS;   \
         const int nn = NMAX == 1 ? 1 : n;                                                       \
         int cta = blockIdx.x;                                                                   \
         const unsigned char* w = w0;                                                            \
         float* y = y0;                                                                          \
         int rows = rows0;                                                                       \
-        float* const* cache = nullptr;                                                          \
+        void* const* cache = nullptr;                                                           \
         if (cta >= c0 + c1) {                                                                   \
             w = w2, y = y2, rows = rows2, cta -= c0 + c1, cache = v_rows, inv_freq = nullptr;   \
         } else if (cta >= c0) {                                                                 \
@@ -979,7 +969,7 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         prefetch_matvec_rows<F>(w, nullptr, rows, cols, cta);                                   \
         grid_dep_wait();                                                                        \
         matvec_impl<F, false, NMAX>(w, x, y, rows, cols, nn, cta);                              \
-        if (pos) rope_cache_rows(y, rows, nn, cta, pos, inv_freq, cache, head_dim);             \
+        if (pos) rope_cache_rows(y, rows, nn, cta, pos, inv_freq, cache, head_dim, half_cache); \
     }                                                                                           \
     /* SwiGLU's gate in one launch: each CTA takes its two rows of the gate into h, the same   \
        rows of up into u, then h = silu(h) * u, as matvec3_ then silu_mul give it. */          \

@@ -21,7 +21,7 @@ use camelid_model::backend::{
 };
 use camelid_model::llama::{MAX_BATCH, forward_rows};
 use camelid_model::weights::{Tensor, Weights};
-use camelid_model::{Config, ModelError};
+use camelid_model::{CacheType, Config, ModelError};
 use cudarc::driver::{result, sys};
 
 use crate::device::{self, Blas, CudaError, DevBuf, Device, Pinned, Result};
@@ -91,6 +91,8 @@ pub struct CudaBackend {
     /// `[head_dim / 2]`
     pub(crate) inv_freq: DevBuf,
     pub(crate) precision: Precision,
+    /// What the caches [`Backend::new_cache`] makes from now on hold.
+    cache_type: CacheType,
     /// Bytes of the weight scratch.
     pub(crate) scratch_bytes: usize,
     /// Batches up to this many rows take the fused matvec kernels, larger ones GEMMs (exact
@@ -159,7 +161,8 @@ pub(crate) struct Activations {
 }
 
 /// Everything a captured pass baked in besides fixed pointers: the batch's shape, the
-/// attention chunking and the precision (which picks the product kernels).
+/// attention chunking, the precision (which picks the product kernels) and the caches' type
+/// (which picks the attention kernels and how the cache writes round).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct GraphKey {
     rows: usize,
@@ -170,6 +173,7 @@ struct GraphKey {
     chunk_len: usize,
     max_chunks: usize,
     exact: bool,
+    cache: CacheType,
 }
 
 /// An instantiated CUDA graph.
@@ -193,9 +197,11 @@ impl Drop for Graph {
     }
 }
 
-/// `[n_layers, C, kv]` keys and values of one sequence, f32, in device memory.
+/// `[n_layers, C, kv]` keys and values of one sequence, f32 or f16 as `ty` says, in device
+/// memory.
 pub struct CudaCache {
     pub(crate) n_ctx: usize,
+    pub(crate) ty: CacheType,
     pub(crate) k: DevBuf,
     pub(crate) v: DevBuf,
 }
@@ -320,6 +326,7 @@ impl CudaBackend {
             output,
             inv_freq,
             precision: Precision::default(),
+            cache_type: CacheType::default(),
             scratch_bytes,
             matvec_rows: std::env::var("CAMELID_CUDA_MATVEC_ROWS")
                 .ok()
@@ -395,6 +402,18 @@ impl CudaBackend {
             logits.len() >= r * c.n_vocab,
             "logits for {r} rows do not fit"
         );
+        // One kind of cache a pass: the kernels that read and write them are picked for it.
+        let cache = rows
+            .first()
+            .map_or(CacheType::F32, |r| cuda_cache(&mut *caches[r.seq]).ty);
+        if rows
+            .iter()
+            .any(|r| cuda_cache(&mut *caches[r.seq]).ty != cache)
+        {
+            return Err(CudaError(
+                "a batch mixes f16 and f32 KV caches; run them in separate batches".into(),
+            ));
+        }
         self.dev.bind()?;
         let mut guard = self.pass.lock().unwrap_or_else(|e| e.into_inner());
         let p = &mut *guard;
@@ -442,6 +461,7 @@ impl CudaBackend {
             chunk_len,
             max_chunks,
             exact: self.precision == Precision::Exact,
+            cache,
         };
         match graphable.then(|| self.graph(p, key, rows, lay)).flatten() {
             // SAFETY: the graph was captured from this backend's stream with pointers to
@@ -449,7 +469,15 @@ impl CudaBackend {
             Some(exec) => unsafe { result::graph::launch(exec, self.dev.stream()) }
                 .map_err(|e| CudaError::at("launching the decode graph", e))?,
             None => {
-                let mut ops = CudaOps::new(self, p, rows, lay, chunk_len, max_chunks, Some(logits));
+                let mut ops = CudaOps::new(
+                    self,
+                    p,
+                    rows,
+                    lay,
+                    (chunk_len, max_chunks),
+                    cache,
+                    Some(logits),
+                );
                 forward_rows(c, &mut ops, rows);
                 ops.finish()?;
             }
@@ -476,14 +504,14 @@ impl CudaBackend {
     ) -> Option<sys::CUgraphExec> {
         if !p.graphs.contains_key(&key) {
             let early = self.k.early && device::early_launches_ok();
-            let mut captured = self.capture(p, rows, lay, key.chunk_len, key.max_chunks);
+            let mut captured = self.capture(p, rows, lay, key);
             if let Err(e) = &captured
                 && early
             {
                 // A driver that takes early launches one by one may still refuse a graph of
                 // them: try once more in plain stream order before doing without graphs.
                 device::stop_early_launches(&format!("capturing a decode graph: {}", e.0));
-                captured = self.capture(p, rows, lay, key.chunk_len, key.max_chunks);
+                captured = self.capture(p, rows, lay, key);
             }
             match captured {
                 Ok(g) => {
@@ -566,14 +594,7 @@ impl CudaBackend {
     }
 
     /// Records the pass into a graph (nothing runs while capturing) and instantiates it.
-    fn capture(
-        &self,
-        p: &mut Pass,
-        rows: &[Row],
-        lay: Layout,
-        chunk_len: usize,
-        max_chunks: usize,
-    ) -> Result<Graph> {
+    fn capture(&self, p: &mut Pass, rows: &[Row], lay: Layout, key: GraphKey) -> Result<Graph> {
         let stream = self.dev.stream();
         // Thread-local: other threads may allocate or free (a new cache, a dropped one) while
         // this one captures; only this thread's calls must be capturable.
@@ -581,7 +602,8 @@ impl CudaBackend {
         // SAFETY: the stream is live and not capturing (captures happen under the pass mutex).
         unsafe { result::stream::begin_capture(stream, mode) }
             .map_err(|e| CudaError::at("beginning a capture", e))?;
-        let mut ops = CudaOps::new(self, p, rows, lay, chunk_len, max_chunks, None);
+        let chunking = (key.chunk_len, key.max_chunks);
+        let mut ops = CudaOps::new(self, p, rows, lay, chunking, key.cache, None);
         forward_rows(&self.config, &mut ops, rows);
         let recorded = ops.finish();
         // SAFETY: ends the capture begun above, whatever happened during it.
@@ -694,6 +716,16 @@ impl Backend for CudaBackend {
         self.precision = precision;
     }
 
+    fn cache_type(&self) -> CacheType {
+        self.cache_type
+    }
+
+    fn set_cache_type(&mut self, t: CacheType) -> std::result::Result<(), ModelError> {
+        // Caches made before keep their type (graphs are keyed by it).
+        self.cache_type = t;
+        Ok(())
+    }
+
     fn threads(&self) -> usize {
         1
     }
@@ -702,12 +734,14 @@ impl Backend for CudaBackend {
 
     fn new_cache(&self, n_ctx: usize) -> std::result::Result<Box<dyn KvCache>, ModelError> {
         let c = &self.config;
-        let bytes = c.n_layers * n_ctx * c.kv_dim() * 4;
+        let ty = self.cache_type;
+        let bytes = c.n_layers * n_ctx * c.kv_dim() * ty.bytes() as usize;
         // Under the pass mutex: the zeroing goes on the stream, which must not be capturing.
         let _pass = self.pass.lock().unwrap_or_else(|e| e.into_inner());
         let what = format!("a KV cache of {n_ctx} positions");
         let cache = CudaCache {
             n_ctx,
+            ty,
             k: self.dev.alloc_zeroed(bytes, &what)?,
             v: self.dev.alloc_zeroed(bytes, &what)?,
         };
@@ -742,11 +776,13 @@ impl Backend for CudaBackend {
             len <= src.n_ctx && len <= dst.n_ctx,
             "{len} positions do not fit"
         );
-        let (row, layer_src, layer_dst) = (
-            c.kv_dim() * 4,
-            src.n_ctx * c.kv_dim() * 4,
-            dst.n_ctx * c.kv_dim() * 4,
-        );
+        if src.ty != dst.ty {
+            return Err(ModelError::Backend(
+                "cannot copy between an f16 and an f32 KV cache".into(),
+            ));
+        }
+        let row = c.kv_dim() * src.ty.bytes() as usize;
+        let (layer_src, layer_dst) = (src.n_ctx * row, dst.n_ctx * row);
         self.dev.bind()?;
         // Under the pass mutex: the copies go on the stream, which must not be capturing.
         let _pass = self.pass.lock().unwrap_or_else(|e| e.into_inner());
@@ -756,8 +792,8 @@ impl Backend for CudaBackend {
                     s.ptr() + (l * layer_src) as u64,
                     d.ptr() + (l * layer_dst) as u64,
                 );
-                // SAFETY: both caches are `[n_layers, C, kv]` f32 device buffers of their own
-                // `C` ≥ len, so layer l's first `len` rows lie inside each; two caches are two
+                // SAFETY: both caches are `[n_layers, C, kv]` device buffers of one element type
+                // and their own `C` ≥ len, so layer l's first `len` rows lie inside each; two caches are two
                 // allocations (`src` is borrowed shared, `dst` exclusively), so they do not
                 // overlap.
                 unsafe { result::memcpy_dtod_async(to, from, len * row, self.dev.stream()) }

@@ -8,6 +8,7 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::PathBuf;
 
 use camelid_kernels::DType;
+use camelid_model::CacheType;
 use cudarc::driver::{result, sys};
 use cudarc::nvrtc::sys as nvrtc;
 
@@ -147,11 +148,13 @@ pub struct Kernels {
     /// `argmax_rows(logits, out, n_vocab, n)`: the greedy token of each row.
     pub argmax_rows: Func,
     pub f32_to_f16: Func,
-    pub attention_partial: Func,
+    /// `attention_partial` (f32 caches) and `attention_partial_f16` (f16 caches), by
+    /// [`Kernels::by_cache`].
+    pub attention_partial: [Func; 2],
     pub attention_combine: Func,
     /// `attention_partial` and `attention_combine` in one launch (its last CTA of a row and kv
-    /// head combines), with counters: decode steps.
-    pub attention: Func,
+    /// head combines), with counters: decode steps. `attention`, `attention_f16`.
+    pub attention: [Func; 2],
     /// Whether every kernel here is launched early ([`Func::early`]).
     pub early: bool,
 }
@@ -288,12 +291,23 @@ impl Kernels {
             gather_rows: modules.get("gather_rows")?,
             argmax_rows: modules.get("argmax_rows")?,
             f32_to_f16: modules.get("f32_to_f16")?,
-            attention_partial: modules.get("attention_partial")?,
+            attention_partial: [
+                modules.get("attention_partial")?,
+                modules.get("attention_partial_f16")?,
+            ],
             attention_combine: modules.get("attention_combine")?,
-            attention: modules.get("attention")?,
+            attention: [modules.get("attention")?, modules.get("attention_f16")?],
             early: modules.early,
             _modules: modules,
         })
+    }
+
+    /// The index of a cache type's kernels in the pairs above.
+    pub fn by_cache(t: CacheType) -> usize {
+        match t {
+            CacheType::F32 => 0,
+            CacheType::F16 => 1,
+        }
     }
 
     /// The kernels of a weight type (checked at load for every weight).

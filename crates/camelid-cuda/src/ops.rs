@@ -8,11 +8,12 @@
 use std::ffi::c_void;
 
 use camelid_kernels::{DType, Precision};
-use camelid_model::Config;
 use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
+use camelid_model::{CacheType, Config};
 
 use crate::backend::{CudaBackend, DevMat, GRAPH_MAX_BATCH, Pass, cuda_cache};
 use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
+use crate::kernels::Kernels;
 
 /// How a product of `n` activation rows runs:
 /// - at the fast precision, from [`TC_ROWS_DEFAULT`] rows (`CAMELID_CUDA_TC_ROWS` sets it) up to
@@ -127,10 +128,11 @@ impl Layout {
         for (t, r) in rows.iter().enumerate() {
             let cache = cuda_cache(&mut *caches[r.seq]);
             assert!(r.pos < cache.n_ctx, "position {} past the cache", r.pos);
+            let row = kvd * cache.ty.bytes() as usize;
             for l in 0..self.n_layers {
                 // Byte offsets of layer l, and of this row's slot in it: [n_layers, C, kv].
-                let layer = (l * cache.n_ctx * kvd * 4) as u64;
-                let slot = layer + (r.pos * kvd * 4) as u64;
+                let layer = (l * cache.n_ctx * row) as u64;
+                let slot = layer + (r.pos * row) as u64;
                 let (k, v) = (cache.k.ptr(), cache.v.ptr());
                 words[self.k_rows(l) / 8 + t] = k + slot;
                 words[self.v_rows(l) / 8 + t] = v + slot;
@@ -173,6 +175,8 @@ pub(crate) struct CudaOps<'a> {
     /// Attention chunking of this pass (fixed for its shape).
     chunk_len: usize,
     max_chunks: usize,
+    /// What the pass's caches hold (one type a pass).
+    cache: CacheType,
     /// The host logits, for passes with more logits rows than the device buffer holds (never
     /// while capturing a graph).
     host_logits: Option<&'a mut [f32]>,
@@ -208,8 +212,8 @@ impl<'a> CudaOps<'a> {
         p: &'a mut Pass,
         rows: &'a [Row],
         lay: Layout,
-        chunk_len: usize,
-        max_chunks: usize,
+        (chunk_len, max_chunks): (usize, usize),
+        cache: CacheType,
         host_logits: Option<&'a mut [f32]>,
     ) -> CudaOps<'a> {
         CudaOps {
@@ -219,6 +223,7 @@ impl<'a> CudaOps<'a> {
             lay,
             chunk_len,
             max_chunks,
+            cache,
             host_logits,
             x16_of: None,
             residual: None,
@@ -485,12 +490,14 @@ impl<'a> CudaOps<'a> {
             ),
             None => (0u64, 0u64, 0u64, 0u64, 0i32),
         };
+        let half = i32::from(self.cache == CacheType::F16);
         // SAFETY: matvec3_<t>(const unsigned char* w0, float* y0, int rows0, ..., w2, y2, rows2,
         // const float* x, int cols, int n, const int* pos, const float* inv_freq,
-        // float* const* k_rows, float* const* v_rows, int head_dim): each `w_i` holds
-        // rows_i·cols weights of the type, `y_i` n·rows_i floats, `x` n·cols floats; with
-        // `pos`, n positions, head_dim/2 frequencies and per row a cache slot of rows_1 =
-        // rows_2 = n_kv_heads·head_dim floats (positions checked against n_ctx when staged).
+        // void* const* k_rows, void* const* v_rows, int head_dim, int half_cache): each `w_i`
+        // holds rows_i·cols weights of the type, `y_i` n·rows_i floats, `x` n·cols floats;
+        // with `pos`, n positions, head_dim/2 frequencies and per row a cache slot of rows_1 =
+        // rows_2 = n_kv_heads·head_dim elements of the pass's cache type, f16 where
+        // `half_cache` (positions checked against n_ctx when staged).
         unsafe {
             self.go3(
                 f,
@@ -514,6 +521,7 @@ impl<'a> CudaOps<'a> {
                     arg(&k_rows),
                     arg(&v_rows),
                     arg(&head_dim),
+                    arg(&half),
                 ],
             )
         };
@@ -915,16 +923,18 @@ impl Ops for CudaOps<'_> {
             c.n_kv_heads as i32,
             c.head_dim as i32,
         );
+        let half = i32::from(self.cache == CacheType::F16);
         let grid = (
             ((c.n_heads + c.n_kv_heads) * c.head_dim / 2).div_ceil(ROPE_THREADS as usize) as u32,
             n as u32,
             1,
         );
         // SAFETY: rope_store(float* q, float* k, const float* v, const int* pos,
-        // const float* inv_freq, float* const* k_rows, float* const* v_rows, int n,
-        // int n_heads, int n_kv_heads, int head_dim): n rows of q (n_heads·head_dim floats),
-        // of k and v (n_kv_heads·head_dim), n positions, head_dim/2 frequencies, and per row a
-        // cache slot of n_kv_heads·head_dim floats (positions checked against n_ctx when staged).
+        // const float* inv_freq, void* const* k_rows, void* const* v_rows, int n,
+        // int n_heads, int n_kv_heads, int head_dim, int half_cache): n rows of q
+        // (n_heads·head_dim floats), of k and v (n_kv_heads·head_dim), n positions, head_dim/2
+        // frequencies, and per row a cache slot of n_kv_heads·head_dim elements of the pass's
+        // cache type, f16 where `half_cache` (positions checked against n_ctx when staged).
         unsafe {
             self.go(
                 self.be.k.rope_store,
@@ -942,6 +952,7 @@ impl Ops for CudaOps<'_> {
                     arg(&h32),
                     arg(&kvh32),
                     arg(&hd32),
+                    arg(&half),
                 ],
             )
         };
@@ -986,15 +997,17 @@ impl Ops for CudaOps<'_> {
             arg(&counters),
             arg(&op),
         ];
+        let by = Kernels::by_cache(self.cache);
         let (f, n_args) = if one {
-            (self.be.k.attention, 14)
+            (self.be.k.attention[by], 14)
         } else {
-            (self.be.k.attention_partial, 12)
+            (self.be.k.attention_partial[by], 12)
         };
-        // SAFETY: attention_partial(const float* q, const float* const* k_cache,
-        // const float* const* v_cache, const int* n_past, float* part_o, float* part_ml,
+        // SAFETY: attention_partial(const float* q, const E* const* k_cache,
+        // const E* const* v_cache, const int* n_past, float* part_o, float* part_ml,
         // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
-        // int max_chunks): per row a layer of its cache (n_ctx ≥ n_past positions), and
+        // int max_chunks), E the element of the pass's caches (float, or f16 bits for the
+        // `_f16` forms): per row a layer of its cache (n_ctx ≥ n_past positions), and
         // scratch for n · n_heads · max_chunks partials (n · max_chunks ≤ ATT_PARTS).
         // attention(the same, int* counters, float* out): also n · n_kv_heads counters at zero
         // (n ≤ MAX_BATCH, and each launch leaves them so) and `out` n rows of

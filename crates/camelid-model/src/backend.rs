@@ -238,7 +238,7 @@ pub struct DeviceInfo {
 /// memory, and half the bytes each decode step reads deep in a context; every key and value
 /// rounded to nearest once when stored, so results move off the f32 arithmetic by about the
 /// rounding of a 16-bit float).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CacheType {
     #[default]
     F32,

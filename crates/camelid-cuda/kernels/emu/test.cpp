@@ -12,7 +12,7 @@
 #include "reference.h"
 typedef void (*MV)(const unsigned char*, const float*, float*, int, int, int);
 typedef void (*MV3)(const unsigned char*, float*, int, const unsigned char*, float*, int, const unsigned char*, float*, int,
-                    const float*, int, int, const int*, const float*, float* const*, float* const*, int);
+                    const float*, int, int, const int*, const float*, void* const*, void* const*, int, int);
 typedef void (*MVN)(const unsigned char*, const float*, float*, int, int, float*, const float*, float, int*);
 typedef void (*MVS)(const unsigned char*, const unsigned char*, const float*, float*, float*, int, int, int);
 static std::mt19937 rng(7);
@@ -122,7 +122,7 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   unsigned grid = 0; for (int i = 0; i < 3; i++) grid += (part[i] + 1) / 2;
   launch({grid,1,1}, {32,4,1}, [&]{ mv3(wp[0], yp[0].data(), part[0], wp[1], yp[1].data(), part[1],
                                          part[2] ? wp[2] : wp[0], part[2] ? yp[2].data() : yp[0].data(), part[2],
-                                         x.data(), cols, n, nullptr, nullptr, nullptr, nullptr, 0); });
+                                         x.data(), cols, n, nullptr, nullptr, nullptr, nullptr, 0, 0); });
   double diff = 0; off = 0;
   for (int i = 0; i < 3; i++) { for (int j=0;j<n;j++) for (int r=0;r<part[i];r++) { float a = yp[i][(size_t)j*part[i]+r], b = y[(size_t)j*rows+off+r];
       if (memcmp(&a, &b, 4) != 0) diff = std::max(diff, std::isnan(a) ? 1e9 : fabs((double)a - b) + 1e-30); } off += part[i]; }
@@ -156,8 +156,8 @@ void test_v1(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, MVS mvs, 
   launch({grid,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), a.data(), rows, cols, 1); });
   launch({grid,1,1}, {32,4,1}, [&]{ mva1(w.data(), x.data(), b.data(), rows, cols, 1); });
   ok = ok && same(a, b);
-  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv3(w.data(), a.data(), rows, w2.data(), a2.data(), rows, w.data(), a.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0); });
-  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv31(w.data(), b.data(), rows, w2.data(), b2.data(), rows, w.data(), b.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0); });
+  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv3(w.data(), a.data(), rows, w2.data(), a2.data(), rows, w.data(), a.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0, 0); });
+  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv31(w.data(), b.data(), rows, w2.data(), b2.data(), rows, w.data(), b.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0, 0); });
   ok = ok && same(a, b) && same(a2, b2);
   launch({grid,1,1}, {32,4,1}, [&]{ mvs(w.data(), w2.data(), x.data(), a.data(), a2.data(), rows, cols, 1); });
   launch({grid,1,1}, {32,4,1}, [&]{ mvs1(w.data(), w2.data(), x.data(), b.data(), b2.data(), rows, cols, 1); });
@@ -192,7 +192,7 @@ void test_add_norm(const char* name, int bs, int bb, MV mva, MVN mvan, int rows,
 // The fused launches against the separate ones they replace, bit for bit: matvec3 given
 // positions (q, k, v with RoPE and the cache writes) against matvec3 then rope_store, and
 // matvec_swiglu against matvec3 of gate and up then silu_mul. n past MV_MAX_N takes slices.
-void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, int n) {
+void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, int n, int half) {
   const int nh = 4, nk = 2, hd = 8, qr = nh * hd, kr = nk * hd;
   std::vector<float> Wq, Wk, Wv;
   std::vector<uint8_t> wq = random_weights(name, bs, bb, (long long)qr * cols, Wq);
@@ -202,31 +202,32 @@ void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, in
   for (auto& v : x) v = U();
   std::vector<int> pos(n); for (int j = 0; j < n; j++) pos[j] = j * 37 % 5000;
   std::vector<float> invf(hd / 2); for (int i = 0; i < hd / 2; i++) invf[i] = (float)pow(500000.0, -2.0 * i / hd);
-  // Cache slots: row j to slot n - 1 - j.
-  auto slots = [&](std::vector<float>& c) { std::vector<float*> p(n); for (int j = 0; j < n; j++) p[j] = c.data() + (size_t)(n - 1 - j) * kr; return p; };
+  // Cache slots: row j to slot n - 1 - j, of floats, or of f16 bits in the first half of the
+  // buffer's bytes (the rest stays NaN in both runs).
+  auto slots = [&](std::vector<float>& c) { std::vector<void*> p(n); for (int j = 0; j < n; j++) p[j] = half ? (void*)((unsigned short*)c.data() + (size_t)(n - 1 - j) * kr) : (void*)(c.data() + (size_t)(n - 1 - j) * kr); return p; };
   std::vector<float> q1((size_t)n*qr, NAN), k1((size_t)n*kr, NAN), v1((size_t)n*kr, NAN), kc1((size_t)n*kr, NAN), vc1((size_t)n*kr, NAN);
   std::vector<float> q2 = q1, k2 = k1, v2 = v1, kc2 = kc1, vc2 = vc1;
-  std::vector<float*> kp1 = slots(kc1), vp1 = slots(vc1), kp2 = slots(kc2), vp2 = slots(vc2);
+  std::vector<void*> kp1 = slots(kc1), vp1 = slots(vc1), kp2 = slots(kc2), vp2 = slots(vc2);
   const unsigned grid = (qr + kr + kr) / 2;
   launch({grid,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q1.data(), qr, wk.data(), k1.data(), kr, wv.data(), v1.data(), kr, x.data(), cols, n,
-                                        nullptr, nullptr, nullptr, nullptr, 0); });
-  launch({(unsigned)(((nh+nk)*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q1.data(), k1.data(), v1.data(), pos.data(), invf.data(), kp1.data(), vp1.data(), n, nh, nk, hd); });
+                                        nullptr, nullptr, nullptr, nullptr, 0, 0); });
+  launch({(unsigned)(((nh+nk)*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q1.data(), k1.data(), v1.data(), pos.data(), invf.data(), kp1.data(), vp1.data(), n, nh, nk, hd, half); });
   launch({grid,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q2.data(), qr, wk.data(), k2.data(), kr, wv.data(), v2.data(), kr, x.data(), cols, n,
-                                        pos.data(), invf.data(), kp2.data(), vp2.data(), hd); });
+                                        pos.data(), invf.data(), kp2.data(), vp2.data(), hd, half); });
   auto same = [](const std::vector<float>& a, const std::vector<float>& b) { return memcmp(a.data(), b.data(), a.size() * 4) == 0; };
   char buf[120];
-  snprintf(buf, 120, "matvec3_%s + RoPE, cache n %d (bit-exact)", name, n);
+  snprintf(buf, 120, "matvec3_%s + RoPE, %s cache n %d (bit-exact)", name, half ? "f16" : "f32", n);
   check(buf, same(q1, q2) && same(k1, k2) && same(v1, v2) && same(kc1, kc2) && same(vc1, vc2) ? 0 : 1, 0);
   // Split as for a Q4_K_M layer whose v has another type: q and k, then v alone (the third
   // matrix of a launch whose first two have no rows).
   std::vector<float> q3 = q1, k3 = k1, v3 = v1, kc3 = kc1, vc3 = vc1;
   for (auto* b : {&q3, &k3, &v3, &kc3, &vc3}) std::fill(b->begin(), b->end(), NAN);
-  std::vector<float*> kp3 = slots(kc3), vp3 = slots(vc3);
+  std::vector<void*> kp3 = slots(kc3), vp3 = slots(vc3);
   launch({(qr + kr) / 2,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q3.data(), qr, wk.data(), k3.data(), kr, wq.data(), q3.data(), 0, x.data(), cols, n,
-                                                pos.data(), invf.data(), kp3.data(), vp3.data(), hd); });
+                                                pos.data(), invf.data(), kp3.data(), vp3.data(), hd, half); });
   launch({kr / 2,1,1}, {32,4,1}, [&]{ mv3(wv.data(), v3.data(), 0, wv.data(), v3.data(), 0, wv.data(), v3.data(), kr, x.data(), cols, n,
-                                        pos.data(), invf.data(), kp3.data(), vp3.data(), hd); });
-  snprintf(buf, 120, "matvec3_%s + RoPE, q k then v n %d (bit-exact)", name, n);
+                                        pos.data(), invf.data(), kp3.data(), vp3.data(), hd, half); });
+  snprintf(buf, 120, "matvec3_%s + RoPE, %s cache, q k then v n %d (bit-exact)", name, half ? "f16" : "f32", n);
   check(buf, same(q3, q2) && same(k3, k2) && same(v3, v2) && same(kc3, kc2) && same(vc3, vc2) ? 0 : 1, 0);
   // SwiGLU: 5 rows (the last CTA's second row past the end).
   const int fr = 5;
@@ -235,7 +236,7 @@ void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, in
   std::vector<uint8_t> wu = random_weights(name, bs, bb, (long long)fr * cols, Wu);
   std::vector<float> g1((size_t)n*fr, NAN), u1((size_t)n*fr, NAN), g2((size_t)n*fr, NAN), u2((size_t)n*fr, NAN);
   launch({(unsigned)(fr+1)/2*2,1,1}, {32,4,1}, [&]{ mv3(wg.data(), g1.data(), fr, wu.data(), u1.data(), fr, wg.data(), g1.data(), 0, x.data(), cols, n,
-                                                        nullptr, nullptr, nullptr, nullptr, 0); });
+                                                        nullptr, nullptr, nullptr, nullptr, 0, 0); });
   launch({2,1,1}, {64,1,1}, [&]{ silu_mul(g1.data(), u1.data(), (long long)n * fr); });
   launch({(unsigned)(fr+1)/2,1,1}, {32,4,1}, [&]{ mvs(wg.data(), wu.data(), x.data(), g2.data(), u2.data(), fr, cols, n); });
   snprintf(buf, 120, "matvec_swiglu_%s n %d (bit-exact)", name, n);
@@ -306,6 +307,24 @@ void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<in
     for (int c=0;c<hd;c++){ double o=0; for(int t=0;t<np[j];t++) o+=s[t]/sum*V[j][(size_t)t*kv_dim+g*hd+c]; double got=out[((size_t)j*n_heads+h)*hd+c]; double e=fabs(got-o); err = worse(err, e);} }
   char buf[120]; snprintf(buf, 120, "attention heads %d/%d hd %d chunk %d n %d", n_heads, n_kv, hd, chunk_len, n); check(buf, err, 2e-6);
   snprintf(buf, 120, "  in one launch (bit-exact, counters reset)"); check(buf, one_launch ? 0 : 1, 0);
+  // f16 caches: the keys and values rounded to f16 (NaN stays NaN), read by the `_f16` forms,
+  // give the bits the f32 forms give on the same values widened.
+  std::vector<std::vector<unsigned short>> Kh(n), Vh(n);
+  std::vector<const unsigned short*> khp(n), vhp(n);
+  for (int j=0;j<n;j++) {
+    for (auto& v : K[j]) { Kh[j].push_back(emu_f2h(v)); v = emu_h2f(Kh[j].back()); }
+    for (auto& v : V[j]) { Vh[j].push_back(emu_f2h(v)); v = emu_h2f(Vh[j].back()); }
+    khp[j] = Kh[j].data(); vhp[j] = Vh[j].data();
+  }
+  std::vector<float> want(out.size(), NAN), got(out.size(), NAN), got1(out.size(), NAN);
+  launch({(unsigned)max_chunks,(unsigned)n_kv,(unsigned)n}, {128,1,1}, [&]{ attention_partial(q.data(), kp.data(), vp.data(), np.data(), po.data(), pml.data(), n_heads, n_kv, hd, scale, chunk_len, max_chunks); });
+  launch({(unsigned)n_heads,(unsigned)n,1}, {128,1,1}, [&]{ attention_combine(po.data(), pml.data(), np.data(), want.data(), n_heads, hd, chunk_len, max_chunks); });
+  launch({(unsigned)max_chunks,(unsigned)n_kv,(unsigned)n}, {128,1,1}, [&]{ attention_partial_f16(q.data(), khp.data(), vhp.data(), np.data(), po.data(), pml.data(), n_heads, n_kv, hd, scale, chunk_len, max_chunks); });
+  launch({(unsigned)n_heads,(unsigned)n,1}, {128,1,1}, [&]{ attention_combine(po.data(), pml.data(), np.data(), got.data(), n_heads, hd, chunk_len, max_chunks); });
+  launch({(unsigned)max_chunks,(unsigned)n_kv,(unsigned)n}, {128,1,1}, [&]{ attention_f16(q.data(), khp.data(), vhp.data(), np.data(), po.data(), pml.data(), n_heads, n_kv, hd, scale, chunk_len, max_chunks, counters.data(), got1.data()); });
+  bool same = memcmp(got.data(), want.data(), want.size() * 4) == 0 && memcmp(got1.data(), want.data(), want.size() * 4) == 0;
+  for (int c : counters) same = same && c == 0;
+  snprintf(buf, 120, "  f16 caches, both forms (bit-exact against f32 caches of the same values)"); check(buf, same ? 0 : 1, 0);
 }
 
 void test_ops() {
@@ -326,7 +345,8 @@ void test_ops() {
   for (auto& e : q) e = U(); for (auto& e : k) e = U(); for (auto& e : v) e = U();
   const std::vector<float> q0 = q, k0 = k;
   std::vector<float*> kr, vr; for (int j=0;j<n;j++) { kr.push_back(kc.data()+(j*2%n)*kvd); vr.push_back(vc.data()+(j*2%n)*kvd); }
-  launch({(unsigned)(((nh+nk)*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q.data(), k.data(), v.data(), pos.data(), invf.data(), kr.data(), vr.data(), n, nh, nk, hd); });
+  std::vector<void*> krv(kr.begin(), kr.end()), vrv(vr.begin(), vr.end());
+  launch({(unsigned)(((nh+nk)*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q.data(), k.data(), v.data(), pos.data(), invf.data(), krv.data(), vrv.data(), n, nh, nk, hd, 0); });
   auto rotated = [&](const std::vector<float>& x0, const std::vector<float>& x, int heads) {
     double e = 0;
     for (int j=0;j<n;j++) for (int h=0;h<heads;h++) for (int i=0;i<hd/2;i++){ float a=(float)pos[j]*invf[i]; float sn=(float)sin((double)a), cs=(float)cos((double)a);
@@ -338,6 +358,19 @@ void test_ops() {
   check("rope_store: k rotated (bit-exact)", rotated(k0, k, nk), 0);
   err = 0; for (int j=0;j<n;j++) for (int c=0;c<kvd;c++){ err=worse(err,(double)fabs(kr[j][c]-k[j*kvd+c])); err=worse(err,(double)fabs(vr[j][c]-v[j*kvd+c])); }
   check("rope_store: k and v cached", err, 0);
+  {
+    // Into f16 caches: the same rotations, and each cached key and value the f32 one rounded to
+    // nearest (emu_f2h, the `half` crate's rounding).
+    std::vector<float> q2 = q0, k2 = k0;
+    std::vector<unsigned short> kh(n*kvd, 0x7E00), vh(n*kvd, 0x7E00);
+    std::vector<void*> khr, vhr; for (int j=0;j<n;j++) { khr.push_back(kh.data()+(j*2%n)*kvd); vhr.push_back(vh.data()+(j*2%n)*kvd); }
+    launch({(unsigned)(((nh+nk)*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q2.data(), k2.data(), v.data(), pos.data(), invf.data(), khr.data(), vhr.data(), n, nh, nk, hd, 1); });
+    bool same = memcmp(q2.data(), q.data(), q.size() * 4) == 0 && memcmp(k2.data(), k.data(), k.size() * 4) == 0;
+    for (int j=0;j<n;j++) for (int c=0;c<kvd;c++) {
+      same = same && ((unsigned short*)khr[j])[c] == emu_f2h(k[j*kvd+c]) && ((unsigned short*)vhr[j])[c] == emu_f2h(v[j*kvd+c]);
+    }
+    check("rope_store: k and v cached in f16 (bit-exact)", same ? 0 : 1, 0);
+  }
   std::vector<float> ga(1001), up(1001), ga0; for (auto& v : ga) v = U()*8; for (auto& v : up) v = U(); ga0 = ga;
   launch({3,1,1}, {64,1,1}, [&]{ silu_mul(ga.data(), up.data(), 1001); });
   err = 0; for (int i=0;i<1001;i++){ float want = ga0[i]/(1.0f+expf(-ga0[i]))*up[i]; err=worse(err,(double)fabs(ga[i]-want)/std::max(1e-30f,fabsf(want))); }
@@ -389,11 +422,13 @@ int main() {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 2, t.bs == 256 ? 512 : 96, 8);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 3, 2048, 1);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 4, t.bs == 256 ? 512 : 64, 19);
-    test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 512 : 128, 3);
-    test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 256 : 64, 11);
+    test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 512 : 128, 3, 0);
+    test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 256 : 64, 11, 0);
+    test_fused(t.name, t.bs, t.bb, t.mv3, t.mvs, t.bs == 256 ? 256 : 64, 11, 1);
     test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 2100, t.bs == 256 ? 256 : 64);
     test_matvec(t.name, t.bs, t.bb, t.mv1, t.mv31, t.mva1, 7, t.bs == 256 ? 768 : 1056, 1);
-    test_fused(t.name, t.bs, t.bb, t.mv31, t.mvs1, t.bs == 256 ? 512 : 128, 1);
+    test_fused(t.name, t.bs, t.bb, t.mv31, t.mvs1, t.bs == 256 ? 512 : 128, 1, 0);
+    test_fused(t.name, t.bs, t.bb, t.mv31, t.mvs1, t.bs == 256 ? 512 : 128, 1, 1);
     test_v1(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, t.mvs, t.mv1, t.mv31, t.mva1, t.mvs1, 9, t.bs == 256 ? 1024 : 1088);
     test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 37, t.bs == 256 ? 256 : 96);
   }
