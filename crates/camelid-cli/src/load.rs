@@ -44,7 +44,7 @@ pub struct LoadArgs {
 /// The help of `--cache-type`.
 pub const CACHE_TYPE_HELP: &str = "What the KV cache holds: `f16` (llama.cpp's default: half the \
 memory of f32 and faster deep into long contexts, keys and values rounded to 16-bit floats) or \
-`f32` [default: f16 on the CPU at --precision fast, f32 at --precision exact and on CUDA]";
+`f32` [default: f16 at --precision fast, f32 at --precision exact]";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CacheTypeArg {
@@ -53,12 +53,12 @@ pub enum CacheTypeArg {
 }
 
 impl CacheTypeArg {
-    /// The cache asked for, or the default for `precision` on `device`.
-    pub fn resolve(c: Option<CacheTypeArg>, precision: Precision, device: Device) -> CacheType {
+    /// The cache asked for, or the default for `precision`.
+    pub fn resolve(c: Option<CacheTypeArg>, precision: Precision) -> CacheType {
         match c {
             Some(CacheTypeArg::F32) => CacheType::F32,
             Some(CacheTypeArg::F16) => CacheType::F16,
-            None => CacheType::default_for(precision, device),
+            None => CacheType::default_for(precision),
         }
     }
 }
@@ -154,7 +154,7 @@ pub fn open_resolved(
         device,
         threads: threads_arg(threads)?,
         precision: precision.into(),
-        cache_type: CacheTypeArg::resolve(cache_type, precision.into(), device),
+        cache_type: CacheTypeArg::resolve(cache_type, precision.into()),
         ctx: None,
     };
     let m = open_model(Checkpoint::open(&path)?, &o)?;
@@ -193,7 +193,7 @@ pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
         device: a.device,
         threads: threads_arg(a.threads)?,
         precision: a.precision.into(),
-        cache_type: CacheTypeArg::resolve(a.cache_type, a.precision.into(), a.device),
+        cache_type: CacheTypeArg::resolve(a.cache_type, a.precision.into()),
         ctx: a.ctx,
     };
     Ok(camelid_engine::load::load(path, &o)?)

@@ -134,8 +134,9 @@ pub(crate) struct Pass {
     pub logit_rows: usize,
     /// `[logit_rows, V]`
     pub logits: DevBuf,
-    /// `[MAX_BATCH, d]` final hidden states of the rows that want them (embeddings)
-    pub hidden: DevBuf,
+    /// `[MAX_BATCH, d]` final hidden states of the rows that want them (embeddings), made by
+    /// the first pass that has such rows: generation never needs it.
+    pub hidden: Option<DevBuf>,
     pub logits_host: Pinned,
     /// `[MAX_BATCH]` the greedy token of each gathered logits row, device and pinned host.
     pub tokens: DevBuf,
@@ -430,6 +431,11 @@ impl CudaBackend {
         }
         .map_err(|e| CudaError::at("uploading the batch", e))?;
 
+        if h > 0 && p.hidden.is_none() {
+            let bytes = MAX_BATCH * c.d_model * 4;
+            p.hidden = Some(self.dev.alloc(bytes, "the hidden states")?);
+        }
+
         // The pass: a decode step replays its graph (captured now if its shape is new). Passes
         // with hidden-state rows (embeddings: prompts, never decode steps) run plainly.
         let decode = self.graphs_ok.load(Ordering::Relaxed)
@@ -482,12 +488,12 @@ impl CudaBackend {
                 ops.finish()?;
             }
         }
-        if h > 0 {
+        if let Some(from) = p.hidden.as_ref().filter(|_| h > 0) {
             let hidden = &mut hidden[..h * c.d_model];
             // SAFETY: the device buffer holds `h · d` floats the pass writes on this stream,
             // `hidden` as many; the copy is awaited by `fetch_logits`'s synchronization before
             // this function returns.
-            unsafe { result::memcpy_dtoh_async(hidden, p.hidden.ptr(), self.dev.stream()) }
+            unsafe { result::memcpy_dtoh_async(hidden, from.ptr(), self.dev.stream()) }
                 .map_err(|e| CudaError::at("copying the hidden states", e))?;
         }
         self.fetch(p, rl, rt, logits, tokens)
@@ -666,7 +672,7 @@ impl Pass {
             norm_count: dev.alloc_zeroed(4, "the norm counter")?,
             logit_rows,
             logits: dev.alloc(logit_rows * c.n_vocab * 4, "the logits")?,
-            hidden: dev.alloc(MAX_BATCH * c.d_model * 4, "the hidden states")?,
+            hidden: None,
             logits_host: Pinned::new(dev, logit_rows * c.n_vocab * 4, "logits")?,
             tokens: dev.alloc(MAX_BATCH * 4, "the greedy tokens")?,
             tokens_host: Pinned::new(dev, MAX_BATCH * 4, "greedy tokens")?,

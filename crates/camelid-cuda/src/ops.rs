@@ -12,7 +12,7 @@ use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
 use camelid_model::{CacheType, Config};
 
 use crate::backend::{CudaBackend, DevMat, GRAPH_MAX_BATCH, Pass, cuda_cache};
-use crate::device::{CudaError, Func, Pinned, Result, arg, launch};
+use crate::device::{CudaError, DevBuf, Func, Pinned, Result, arg, launch};
 use crate::kernels::Kernels;
 
 /// How a product of `n` activation rows runs:
@@ -260,7 +260,8 @@ impl<'a> CudaOps<'a> {
             Buf::Gate => (a.gate.ptr(), c.d_ff),
             Buf::Up => (a.up.ptr(), c.d_ff),
             Buf::Logits => (self.p.logits.ptr(), c.n_vocab),
-            Buf::Hidden => (self.p.hidden.ptr(), c.d_model),
+            // Made before any pass with hidden-state rows, the only ones that write it.
+            Buf::Hidden => (self.p.hidden.as_ref().map_or(0, DevBuf::ptr), c.d_model),
         }
     }
 

@@ -246,13 +246,13 @@ pub enum CacheType {
 }
 
 impl CacheType {
-    /// The cache a command uses where none is asked for: f16 on the CPU at the fast precision
-    /// (llama.cpp's default, and the faster one deep in a context); f32 at the exact precision,
-    /// whose results are the f32 reference's, and on CUDA, whose caches are f32.
-    pub fn default_for(precision: Precision, device: Device) -> CacheType {
-        match (precision, device) {
-            (Precision::Fast, Device::Cpu) => CacheType::F16,
-            _ => CacheType::F32,
+    /// The cache a command uses where none is asked for, on every device: f16 at the fast
+    /// precision (llama.cpp's default, half the memory, and the faster one deep in a context);
+    /// f32 at the exact precision, whose results are the f32 reference's.
+    pub fn default_for(precision: Precision) -> CacheType {
+        match precision {
+            Precision::Fast => CacheType::F16,
+            Precision::Exact => CacheType::F32,
         }
     }
 
