@@ -1,5 +1,6 @@
-//! The CUDA backend: the weights on the GPU in their stored types, f32 KV caches per sequence,
-//! activation buffers for a full batch allocated once, and one pass at a time on one stream.
+//! The CUDA backend: the weights on the GPU in their stored types, f32 or f16 KV caches per
+//! sequence, activation buffers for a full batch allocated once, and one pass at a time on one
+//! stream.
 //!
 //! A pass ([`Backend::forward`]) writes everything that varies from pass to pass (tokens,
 //! positions, each row's cache pointers per layer, the rows that want logits) into one pinned
@@ -29,8 +30,9 @@ use crate::kernels::{Kernels, has_kernels};
 use crate::ops::{CudaOps, Layout, MATVEC_ROWS_DEFAULT, TC_ROWS_DEFAULT};
 
 // Beyond the weights and the KV caches the backend holds the buffers below, the activations of
-// `MAX_BATCH` rows (27 MiB at Llama 3.2 1B's widths) and the cuBLAS workspace (8 MiB): 73 MiB
-// for the 1B in Q4_0, within the tenth of its file that issue 15 allows (77 MiB).
+// `MAX_BATCH` rows (27 MiB at Llama 3.2 1B's widths) and the cuBLAS workspace (8 MiB): 67.5 MiB
+// for the 1B in Q4_0 (2 MiB more once a pass wants hidden states), within the tenth of its file
+// and cache that issue 15 allows (74.4 MiB at `bench -p 512`; BENCHMARKS.md, "Memory").
 
 /// Dequantized weight slabs for prompt GEMMs: a matrix larger than the scratch is expanded and
 /// multiplied a slab of rows at a time (the 1B model's output matrix alone would take 1 GiB in
@@ -43,8 +45,11 @@ const WEIGHT_SCRATCH_BYTES: std::ops::RangeInclusive<usize> = (16 << 20)..=(64 <
 /// graph launch a step; other passes with more rows compute their logits a chunk at a time.
 const LOGITS_BYTES: usize = 8 << 20;
 /// (row, chunk) pairs the attention scratch holds per head: a decode row may be split into
-/// up to [`ATT_MAX_CHUNKS`] chunks, a full prompt batch into fewer, longer ones.
-const ATT_PARTS: usize = 1024;
+/// up to [`ATT_MAX_CHUNKS`] chunks, a full prompt batch into fewer, longer ones. The limit
+/// binds only from two rows a pass, whose grids still have thousands of CTAs (a full prompt
+/// batch of the 1B: 256 rows × 8 kv heads × 2 chunks); 4 MiB at the 1B's widths (1024 pairs
+/// took 8).
+const ATT_PARTS: usize = 512;
 const ATT_MAX_CHUNKS: usize = 256;
 /// Positions per tile of `attention_partial`; chunks are whole tiles.
 const ATT_TILE: usize = 128;
