@@ -96,6 +96,11 @@ impl Device {
         })
     }
 
+    /// The device memory held now through this value's allocations.
+    pub fn allocated(&self) -> usize {
+        self.allocated.now.load(Ordering::Relaxed)
+    }
+
     /// The most device memory this process's backend has held at once through its own
     /// allocations: weights, KV caches, activations and scratch, the cuBLAS workspace. The
     /// CUDA context and the libraries' own memory are not in it (see [`Device::mem_info`]).
@@ -311,7 +316,7 @@ unsafe impl Sync for Blas {}
 /// The cuBLAS workspace: twice the 4 MiB pool cuBLAS gives itself before Hopper (it suggests
 /// 32 MiB on Hopper, for split-K kernels that the prompt GEMMs' shapes, 256 rows against
 /// thousands of columns, have little use for; 24 MiB more would be 3% of the 1B's Q4_0 file).
-const BLAS_WORKSPACE: usize = 8 << 20;
+pub(crate) const BLAS_WORKSPACE: usize = 8 << 20;
 
 impl Blas {
     pub fn new(dev: &Device) -> Result<Blas> {
