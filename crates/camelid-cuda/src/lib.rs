@@ -5,7 +5,8 @@
 //! ([`camelid_model::llama::forward_rows`]) with CUDA kernels: fused dequantize-dot products for
 //! decode (a handful of rows), cuBLAS GEMMs on dequantized weights for prompt batches, and the
 //! row operations of `kernels/*.cu` (RMSNorm, RoPE, SwiGLU, the KV cache, flash-decoding
-//! attention). Every step of a decode pass is replayed from a CUDA graph once it has been seen.
+//! attention). KV caches hold f32 or f16 ([`camelid_model::CacheType`], as on the CPU). Every
+//! step of a decode pass is replayed from a CUDA graph once it has been seen.
 //!
 //! # Why cudarc, and with which features
 //! The crate must build, lint and test on machines with no CUDA toolkit and no GPU (CI), and
