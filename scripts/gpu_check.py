@@ -26,7 +26,8 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   (weights, caches, scratch: checked against file + KV cache + 10%) and the device's memory in
   use as the driver reports it (that plus the CUDA context and libraries); and Q4_0's decode
   again with `CAMELID_CUDA_FUSE=0` ("unfused") and with `CAMELID_CUDA_PDL=0` ("no_pdl"), to see
-  what the fused launches and the early (programmatic dependent) launches save.
+  what the fused launches and the early (programmatic dependent) launches save, and after a
+  context of 4096 tokens with the f16 and the f32 cache ("deep_f16_cache", "deep_f32_cache").
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
 - "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
@@ -364,6 +365,17 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str]) -> dict:
                                   "tokens_per_s": u[0]["avg_ts"], "stddev": u[0]["stddev_ts"],
                                   "isa": u[0].get("isa"), "env": f"{var}=0"}
                 log(f"  {u[0]['test']} {name}: {u[0]['avg_ts']:.1f} t/s")
+            # Decode deep in a context (after 4096 tokens, llama-bench's -d), where the cache's
+            # reads approach the weights' (an f32 cache of 4096 positions is 268 MB a step for
+            # the 1B, its Q4_0 weights 763 MB): the f16 cache (the default) against f32.
+            for cache in ("f16", "f32"):
+                u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
+                                     "-n", "128", "-d", "4096", "-r", str(reps), "--json",
+                                     "--cache-type", cache))
+                variants[f"deep_{cache}_cache"] = {
+                    "type": ty, "test": u[0]["test"], "tokens_per_s": u[0]["avg_ts"],
+                    "stddev": u[0]["stddev_ts"], "kv_cache_bytes": u[0].get("kv_cache_bytes")}
+                log(f"  {u[0]['test']} {cache} cache: {u[0]['avg_ts']:.1f} t/s")
         if ty != "F16" and ty != "Q4_0":
             path.unlink()
     return {"ok": all(r["ok"] for r in runs), "runs": runs, **variants}
