@@ -836,10 +836,10 @@ impl Backend for CudaBackend {
                     s.ptr() + (l * layer_src) as u64,
                     d.ptr() + (l * layer_dst) as u64,
                 );
-                // SAFETY: both caches are `[n_layers, C, kv]` device buffers of one element type
-                // and their own `C` ≥ len, so layer l's first `len` rows lie inside each; two caches are two
-                // allocations (`src` is borrowed shared, `dst` exclusively), so they do not
-                // overlap.
+                // SAFETY: both caches are `[n_layers, C, kv]` device buffers of one element
+                // type and their own `C` ≥ len, so layer l's first `len` rows lie inside each;
+                // two caches are two allocations (`src` is borrowed shared, `dst` exclusively),
+                // so they do not overlap.
                 unsafe { result::memcpy_dtod_async(to, from, len * row, self.dev.stream()) }
                     .map_err(|e| CudaError::at("copying a KV cache", e))?;
             }
