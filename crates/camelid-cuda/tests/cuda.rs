@@ -157,6 +157,18 @@ fn decode_steps(n: usize) -> usize {
         .map_or(n, |k| k.clamp(10, n))
 }
 
+/// Every model's Q4_0 file.
+fn each_q4_0(mut f: impl FnMut(&str, &Value, &Path)) {
+    for m in manifest()["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        f(
+            name,
+            m,
+            &tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap()),
+        );
+    }
+}
+
 /// Every model in every format.
 fn each_file(mut f: impl FnMut(&str, &str, &Value, &Path)) {
     let man = manifest();
@@ -541,11 +553,8 @@ fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
     if !gpu() {
         return;
     }
-    let man = manifest();
-    for m in man["models"].as_array().unwrap() {
-        let name = m["name"].as_str().unwrap();
-        let path = tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap());
-        let (cpu, gpu) = pair(&path, Precision::Exact, None);
+    each_q4_0(|name, m, path| {
+        let (cpu, gpu) = pair(path, Precision::Exact, None);
         let toks = tokens(m);
         let n = toks.len();
         let mut got = Vec::new();
@@ -605,7 +614,7 @@ fn hidden_rows_and_cache_copies_equal_the_cpu_exact_path() {
             &[got[0].2.clone()],
             &format!("{name} after a copy"),
         );
-    }
+    });
 }
 
 /// The bound of the f16 caches' logits against the CPU's, as a share of max(1, max |ref|). Each
@@ -628,11 +637,8 @@ fn f16_caches_equal_the_cpu_f16_cache_exact_path() {
     if !gpu() {
         return;
     }
-    let man = manifest();
-    for m in man["models"].as_array().unwrap() {
-        let name = m["name"].as_str().unwrap();
-        let path = tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap());
-        let (mut cpu, mut gpu) = pair(&path, Precision::Exact, None);
+    each_q4_0(|name, m, path| {
+        let (mut cpu, mut gpu) = pair(path, Precision::Exact, None);
         let toks = tokens(m);
         let n = toks.len();
         let want32 = run_all(&cpu, &toks);
@@ -690,7 +696,7 @@ fn f16_caches_equal_the_cpu_f16_cache_exact_path() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mixes f16 and f32 KV caches"), "{e}");
-    }
+    });
 }
 
 /// The fast path (f16 GEMMs for prompts, f32 fused products for decode) against the
