@@ -6,10 +6,13 @@
 #   cargo build --release -p camelid-cli --features cuda     # on any x86-64 machine (19 MB)
 #   scripts/gpu-check.sh [--bin target/release/camelid] [--default-model SmolLM2...gguf | DIR]
 #
-# Through the device tool: carry `target/release/camelid` and `assets/corpus/macbeth_gut.txt`
-# (the perplexity text), and give the run about 8 minutes. The default model (98 MB) is over
-# what one call carries (64 MiB with the 43 MB tree), so it travels in pieces over several calls
-# to the same warm machine, which keeps ignored files between calls:
+# Through the device tool: name kind `nvidia-h200` in every call (issue 15's llama.cpp figures and
+# its 4.27 TB/s ceiling are an H200's; a call naming no kind first gets an H100, and a call naming
+# another kind than the machine held gives that machine back), carry `target/release/camelid` and
+# `assets/corpus/macbeth_gut.txt` (the perplexity text), and give the run about 8 minutes. The
+# default model (98 MB) is over what one call carries (64 MiB with the 43 MB tree), so it
+# travels in pieces over several calls to the same warm machine (it goes back after 30 s idle),
+# which keeps ignored files between calls:
 #
 #   mkdir -p target/gpu-stage
 #   split -b 20M assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf target/gpu-stage/smollm2.part-
