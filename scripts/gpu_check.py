@@ -567,7 +567,7 @@ def copy_bandwidth() -> dict:
     """The card's measured copy bandwidth, or why there is none (no PyTorch with CUDA here)."""
     try:
         p = subprocess.run([sys.executable, "-c", COPY_PROBE], capture_output=True, text=True,
-                           timeout=120)
+                           timeout=60)
         if p.returncode != 0:
             return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][-300:]}
         return json.loads(p.stdout.strip().splitlines()[-1])
