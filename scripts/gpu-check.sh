@@ -21,7 +21,10 @@
 #   scripts/gpu-check.sh --default-model target/gpu-stage
 #
 # gpu_check.py joins the pieces in name order and checks the sha256; with any missing, the
-# default-model check says so and the others run. Where Nsight Systems (`nsys`) is installed,
+# default-model check says so and the others run. The JSON document (about 60 KB) is also
+# written to $OUT/gpu-check.json where $OUT is set (the device tool brings that file back; its
+# output tail keeps only 12,000 characters), and the output ends with a one-line summary of the
+# figures that decide. Where Nsight Systems (`nsys`) is installed,
 # the last check profiles a bench run (under a minute).
 #
 # Without a GPU: `--rehearse` runs every step on the CPU (`--device cpu`), and `--emulated` runs

@@ -529,6 +529,39 @@ def serve_speed(cm: Camelid, served: Path, n_parallel: int, env: dict) -> dict:
             proc.kill()
 
 
+def summary(result: dict) -> dict:
+    """The figures that decide issue 15, in a few lines: what a caller that sees only the end
+    of the output (the device tool keeps the last 12,000 characters) needs; the whole document
+    is printed before it, and written to --out."""
+    out: dict = {"ok": result.get("ok"), "seconds": result.get("seconds"),
+                 "gpu": (result.get("gpu") or {}).get("name"),
+                 "checks": {k: v.get("ok") for k, v in result.items()
+                            if isinstance(v, dict) and "ok" in v}}
+    tiny = result.get("tiny") or {}
+    out["tiny_failed"] = [f"{r['model']} {r['file']}" for r in tiny.get("runs", []) if not r["ok"]]
+    types = result.get("types") or {}
+    out["types_failed"] = [r["type"] for r in types.get("runs", []) if not r["ok"]]
+    bench = result.get("bench") or {}
+    # type, test, tokens/s, × llama.cpp (target), share of the 4.27 TB/s ceiling, memory ok
+    out["bench"] = [[r["type"], r["test"], round(r["tokens_per_s"], 1), round(r["ratio"], 3),
+                     r["target"], r.get("share_of_ceiling") and round(r["share_of_ceiling"], 3),
+                     r.get("memory_ok")] for r in bench.get("runs", [])]
+    out["bench_variants"] = {k: round(v["tokens_per_s"], 1) for k, v in bench.items()
+                             if isinstance(v, dict) and "tokens_per_s" in v}
+    for key in ("note", "error"):
+        if key in bench:
+            out[f"bench_{key}"] = bench[key]
+    serve = result.get("serve") or {}
+    out["serve"] = {k: serve.get(k) for k in ("single_stream_tokens_per_s",
+                                               "parallel_tokens_per_s", "speedup", "error")
+                    if k in serve}
+    dm = result.get("default_model") or {}
+    out["default_model"] = {k: dm.get(k) for k in ("ok", "greedy_prompts", "greedy_fast_same",
+                                                    "perplexity_rel_diff", "skipped", "error")
+                            if k in dm}
+    return out
+
+
 def gpu_info() -> dict | None:
     smi = shutil.which("nvidia-smi")
     if smi is None:
@@ -601,6 +634,10 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="the checks to run (default: all; `tiny` with "
                     "--emulated)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) / "gpu-check.json"
+                    if os.environ.get("OUT") else None,
+                    help="also write the JSON document here (default: $OUT/gpu-check.json where "
+                         "$OUT is set, as the device tool sets it)")
     ap.add_argument("--tiny-models", nargs="*", metavar="NAME",
                     help="only these fixtures of testdata/tiny in the tiny check (default: all)")
     ap.add_argument("--rehearse", action="store_true",
@@ -677,6 +714,10 @@ def main() -> int:
     result["seconds"] = round(time.time() - started, 1)
     result["ok"] = all(result[n].get("ok", True) for n in a.only)
     print(json.dumps(result, indent=1))
+    if a.out:
+        a.out.write_text(json.dumps(result, indent=1) + "\n")
+    # Last, on one line: the figures that decide, for a caller that sees only the output's end.
+    print("summary: " + json.dumps(summary(result)))
     if a.work is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if result["ok"] else 1
