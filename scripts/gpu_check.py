@@ -711,6 +711,8 @@ def main() -> int:
             result[name] = {"ok": False, "error": str(e)}
         result[name]["seconds"] = round(time.time() - t, 1)
         log(f"{name}: {result[name].get('ok', 'skipped')} in {result[name]['seconds']} s")
+        if a.out:  # what is done so far, in case the run is stopped before its end
+            a.out.write_text(json.dumps(result, indent=1) + "\n")
     result["seconds"] = round(time.time() - started, 1)
     result["ok"] = all(result[n].get("ok", True) for n in a.only)
     print(json.dumps(result, indent=1))
