@@ -23,9 +23,10 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
 - "bench": `camelid bench --device cuda -p 512 -n 128` of the 1.24B Llama-3.2-1B-shaped model in
   F16, Q8_0, Q4_0, Q4_K_M, against the llama.cpp CUDA figures of issue 15 (an H200's: on another
   card a note says the ratios are not issue 15's), as a share of the decode ceiling (weight bytes
-  at 4.27 TB/s, and at the card's copy bandwidth measured through PyTorch where it is there), with the device memory camelid allocated at most
-  (weights, caches, scratch: checked against file + KV cache + 10%) and the device's memory in
-  use as the driver reports it (that plus the CUDA context and libraries); and Q4_0's decode
+  at 4.27 TB/s, and at the card's copy bandwidth measured through PyTorch where it is there),
+  with the device memory camelid allocated at most (weights, caches, scratch: checked against
+  file + KV cache + 10%) and the device's memory in use as the driver reports it (that plus the
+  CUDA context and libraries); and Q4_0's decode
   again with `CAMELID_CUDA_FUSE=0` ("unfused") and with `CAMELID_CUDA_PDL=0` ("no_pdl"), to see
   what the fused launches and the early (programmatic dependent) launches save, and after a
   context of 4096 tokens with the f16 and the f32 cache ("deep_f16_cache", "deep_f32_cache").
