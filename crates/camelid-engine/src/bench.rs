@@ -348,6 +348,22 @@ impl Report {
         if let Some(r) = self.peak_rss {
             let _ = writeln!(out, "peak resident memory: {:.1} MiB", mib(r as f64));
         }
+        if let Some(used) = self.device.memory_used {
+            let in_use = self.device.memory_in_use.map_or(String::new(), |m| {
+                format!(
+                    "; {:.1} MiB in use on the device, the driver's own included",
+                    mib(m as f64)
+                )
+            });
+            let _ = writeln!(
+                out,
+                "device memory: {:.1} MiB at most (weights {:.1} MiB, {} KV cache {:.1} MiB){in_use}",
+                mib(used as f64),
+                mib(size as f64),
+                format!("{:?}", self.cache_type).to_lowercase(),
+                mib(self.kv_cache_bytes as f64),
+            );
+        }
         if let Some(c) = self.ceiling {
             let llc = c.llc_bytes.map_or(String::new(), |l| {
                 format!(", last-level cache {:.0} MiB", mib(l as f64))
@@ -509,6 +525,25 @@ mod tests {
         );
         assert!(
             t.contains("tg128 weight reads: 5.37 GB/s, 54% of the ceiling"),
+            "{t}"
+        );
+        assert!(!t.contains("device memory"), "{t}");
+    }
+
+    /// A backend with memory of its own (a GPU) says how much it held, beside what it holds.
+    #[test]
+    fn a_device_backend_prints_its_memory() {
+        let mut r = report();
+        r.device.memory_used = Some(1200 << 20);
+        r.device.memory_in_use = Some(1700 << 20);
+        r.cache_type = CacheType::F16;
+        r.kv_cache_bytes = 16 << 20;
+        let t = r.to_text();
+        assert!(
+            t.contains(
+                "device memory: 1200.0 MiB at most (weights 1024.0 MiB, f16 KV cache 16.0 MiB); \
+                 1700.0 MiB in use on the device, the driver's own included"
+            ),
             "{t}"
         );
     }
