@@ -397,11 +397,11 @@ __device__ __forceinline__ float2 rope_pair(float x0, float x1, int pos, float i
 
 // RoPE of q (n_heads) and of k (n_kv_heads) in place, then the rotated k and v into the row's
 // cache slots (k_rows[j], v_rows[j]: n_kv_heads * head_dim elements each, f16 bits where
-// `half_cache`, else floats): the first
-// n_heads * head_dim / 2 threads of a row rotate q's pairs, the next n_kv_heads * head_dim / 2
-// rotate k's and copy that pair of k and of v to the cache. Block ROPE_THREADS, grid
-// (ceil((n_heads + n_kv_heads) * head_dim / 2 / ROPE_THREADS), n). Batches whose q, k and v
-// are not `matvec3_<t>`'s products (prompts, tensor-core steps) take this launch after them.
+// `half_cache`, else floats): the first n_heads * head_dim / 2 threads of a row rotate q's
+// pairs, the next n_kv_heads * head_dim / 2 rotate k's and copy that pair of k and of v to the
+// cache. Block ROPE_THREADS, grid (ceil((n_heads + n_kv_heads) * head_dim / 2 / ROPE_THREADS),
+// n). Batches whose q, k and v are not `matvec3_<t>`'s products (prompts, tensor-core steps)
+// take this launch after them.
 #define ROPE_THREADS 128
 
 #if CAMELID_PART(0)
@@ -676,9 +676,8 @@ __device__ __forceinline__ void prefetch_matvec_rows(const unsigned char* w,
 // RoPE on the CTA's two rows of every vector (rows 2i and 2i + 1 of a head are a pair, since
 // MV_ROWS is 2 and a head's width is even) as `rope_store` rotates them, and with `cache`, the
 // rows into each vector's cache slot (`cache[j]`, one element per row of the matrix, f16 where
-// `half_cache`); without
-// `inv_freq`, only the copy (v). A call: inlined, the f64 sine and cosine took matvec3 from 80
-// registers to 96 with spills.
+// `half_cache`); without `inv_freq`, only the copy (v). A call: inlined, the f64 sine and cosine
+// took matvec3 from 80 registers to 96 with spills.
 __device__ __noinline__ void rope_cache_rows(float* __restrict__ y, int rows, int n, int cta,
                                                 const int* __restrict__ pos,
                                                 const float* __restrict__ inv_freq,
