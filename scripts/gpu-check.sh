@@ -24,8 +24,9 @@
 # default-model check says so and the others run. The JSON document (about 60 KB) is also
 # written to $OUT/gpu-check.json where $OUT is set (the device tool brings that file back; its
 # output tail keeps only 12,000 characters), and the output ends with a one-line summary of the
-# figures that decide. Where Nsight Systems (`nsys`) is installed,
-# the last check profiles a bench run (under a minute).
+# figures that decide. Where Nsight Systems (`nsys`) is installed, the last check profiles a
+# bench run (under a minute); where only Nsight Compute (`ncu`) is, two decode steps' kernels
+# (about half a minute, 150 s at most).
 #
 # Without a GPU: `--rehearse` runs every step on the CPU (`--device cpu`), and `--emulated` runs
 # the tiny check through the CUDA path on the emulated driver of scripts/check-cuda-kernels.sh

@@ -33,7 +33,8 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
 - "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
-  Q4_0 model (guidance for the next change; asserts nothing).
+  Q4_0 model; otherwise, where Nsight Compute is, each decode kernel's time and share of the
+  DRAM bandwidth over two decode steps (guidance for the next change; asserts nothing).
 """
 
 from __future__ import annotations
@@ -434,15 +435,17 @@ def check_profile(cm: Camelid, work: Path, rehearse: bool) -> dict:
     """Where the GPU's time goes, for the next change (asserts nothing): Nsight Systems' kernel
     summary of `camelid bench` on the 1B Q4_0 model (a 512-token prompt, then 64 decode steps,
     the graphs traced node by node): the kernels that took the most time, with their share,
-    launches and mean time."""
+    launches and mean time. Without Nsight Systems, Nsight Compute's figures for the kernels of
+    two decode steps ([`profile_decode_kernels`])."""
     if rehearse:
         return {"skipped": "a rehearsal has no GPU to profile"}
-    nsys = find_nsys()
-    if nsys is None:
-        return {"skipped": "no nsys (Nsight Systems) on this machine"}
     q4 = work / "l1b-Q4_0.gguf"
     if not q4.exists():
         return {"skipped": "no Q4_0 bench model (the bench check makes it)"}
+    nsys = find_nsys()
+    if nsys is None:
+        return {"nsys": "skipped: no nsys (Nsight Systems) on this machine",
+                **profile_decode_kernels(cm, q4)}
     out = work / "profile"
     prof = subprocess.run([nsys, "profile", "--trace=cuda", "--cuda-graph-trace=node",
                            "--force-overwrite=true", "-o", str(out),
@@ -474,6 +477,66 @@ def check_profile(cm: Camelid, work: Path, rehearse: bool) -> dict:
         except (IndexError, ValueError):
             continue
     return {"command": "bench -p 512 -n 64 -r 1, l1b-Q4_0", "kernels": kernels[:25]}
+
+
+# Nsight Compute's figures for each decode kernel: its time, and the share of the card's DRAM
+# bandwidth it reached (what a matvec at batch 1 is bounded by).
+NCU_METRICS = ["gpu__time_duration.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+               "dram__bytes_read.sum"]
+
+
+def profile_decode_kernels(cm: Camelid, q4: Path) -> dict:
+    """Nsight Compute (`ncu`, where Nsight Systems is missing) on two decode steps of the 1B Q4_0
+    model, its kernels launched one by one (`CAMELID_CUDA_NO_GRAPHS=1`; 83 launches a step),
+    after two steps: per kernel, its launches, mean time, DRAM bandwidth share and bytes read.
+    Guidance for the next change; asserts nothing, and a failure only says why."""
+    ncu = shutil.which("ncu") or next(iter(sorted(glob.glob("/usr/local/cuda*/bin/ncu"))), None)
+    if ncu is None:
+        return {"ncu": "skipped: no ncu (Nsight Compute) on this machine"}
+    args = [ncu, "--csv", "--page", "raw", "--metrics", ",".join(NCU_METRICS),
+            "--launch-skip", "166", "--launch-count", "166",
+            *cm.argv(["bench", "-m", str(q4), "--device", "cuda", "-p", "0", "-n", "8", "-r",
+                      "1"])]
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=150,
+                           env={**os.environ, "CAMELID_CUDA_NO_GRAPHS": "1"})
+    except subprocess.TimeoutExpired:
+        return {"ncu": "skipped: ncu took over 150 s"}
+    kernels = parse_ncu_csv(p.stdout)
+    if p.returncode != 0 or not kernels:
+        return {"ncu": "skipped: " + (p.stderr or p.stdout)[-2000:]}
+    return {"ncu": "two decode steps, kernels one by one", "kernels": kernels}
+
+
+def parse_ncu_csv(text: str) -> list[dict]:
+    """`ncu --csv --page raw`: a header row (kernel name and metric columns), a row of units,
+    then a row per kernel launch. Launches are summed by kernel, largest total time first."""
+    lines = text.splitlines()
+    head = next((i for i, l in enumerate(lines) if '"Kernel Name"' in l), None)
+    if head is None:
+        return []
+    rows = list(csv.reader(lines[head:]))
+    col = {name: rows[0].index(name) for name in ["Kernel Name", *NCU_METRICS]
+           if name in rows[0]}
+    if len(col) != 1 + len(NCU_METRICS):
+        return []
+    by: dict = {}
+    for r in rows[1:]:
+        try:
+            vals = [float(r[col[m]].replace(",", "")) for m in NCU_METRICS]
+        except (IndexError, ValueError):
+            continue  # the units row, or a launch without figures
+        k = by.setdefault(r[col["Kernel Name"]][:100], [0, 0.0, 0.0, 0.0])
+        k[0] += 1
+        for i, v in enumerate(vals):
+            k[1 + i] += v
+    out = [{"name": name, "launches": n, "total_time": t, "mean_time": t / n,
+            "mean_dram_pct": pct / n, "mean_dram_bytes_read": b / n}
+           for name, (n, t, pct, b) in by.items()]
+    total = sum(k["total_time"] for k in out) or 1.0
+    for k in out:
+        k["time_share"] = k["total_time"] / total
+    return sorted(out, key=lambda k: -k["total_time"])[:25]
 
 
 def serve_speed(cm: Camelid, served: Path, n_parallel: int, env: dict) -> dict:
