@@ -405,13 +405,9 @@ impl CudaBackend {
             "logits for {r} rows do not fit"
         );
         // One kind of cache a pass: the kernels that read and write them are picked for it.
-        let cache = rows
-            .first()
-            .map_or(CacheType::F32, |r| cuda_cache(&mut *caches[r.seq]).ty);
-        if rows
-            .iter()
-            .any(|r| cuda_cache(&mut *caches[r.seq]).ty != cache)
-        {
+        let mut types = rows.iter().map(|r| cuda_cache(&mut *caches[r.seq]).ty);
+        let cache = types.next().unwrap_or(CacheType::F32);
+        if types.any(|t| t != cache) {
             return Err(CudaError(
                 "a batch mixes f16 and f32 KV caches; run them in separate batches".into(),
             ));

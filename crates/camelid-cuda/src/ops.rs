@@ -265,6 +265,11 @@ impl<'a> CudaOps<'a> {
         }
     }
 
+    /// The cache writes' `int half_cache` argument: 1 where the pass's caches hold f16.
+    fn half_cache(&self) -> i32 {
+        i32::from(self.cache == CacheType::F16)
+    }
+
     fn input(&self, offset: usize) -> u64 {
         self.p.inputs.ptr() + offset as u64
     }
@@ -491,7 +496,7 @@ impl<'a> CudaOps<'a> {
             ),
             None => (0u64, 0u64, 0u64, 0u64, 0i32),
         };
-        let half = i32::from(self.cache == CacheType::F16);
+        let half = self.half_cache();
         // SAFETY: matvec3_<t>(const unsigned char* w0, float* y0, int rows0, ..., w2, y2, rows2,
         // const float* x, int cols, int n, const int* pos, const float* inv_freq,
         // void* const* k_rows, void* const* v_rows, int head_dim, int half_cache): each `w_i`
@@ -924,7 +929,7 @@ impl Ops for CudaOps<'_> {
             c.n_kv_heads as i32,
             c.head_dim as i32,
         );
-        let half = i32::from(self.cache == CacheType::F16);
+        let half = self.half_cache();
         let grid = (
             ((c.n_heads + c.n_kv_heads) * c.head_dim / 2).div_ceil(ROPE_THREADS as usize) as u32,
             n as u32,

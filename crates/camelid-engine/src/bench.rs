@@ -313,7 +313,7 @@ impl Report {
                 "samples_ts": s.samples,
                 "peak_rss_bytes": self.peak_rss,
                 "kv_cache_bytes": self.kv_cache_bytes,
-                "cache_type": format!("{:?}", self.cache_type).to_lowercase(),
+                "cache_type": self.cache_type.name(),
                 "weight_read_gbs": read,
                 "bandwidth_ceiling_gbs": c.map(|c| c.gbs),
                 "bandwidth_ceiling_share": c.map(|c| read / c.gbs),
@@ -360,7 +360,7 @@ impl Report {
                 "device memory: {:.1} MiB at most (weights {:.1} MiB, {} KV cache {:.1} MiB){in_use}",
                 mib(used as f64),
                 mib(size as f64),
-                format!("{:?}", self.cache_type).to_lowercase(),
+                self.cache_type.name(),
                 mib(self.kv_cache_bytes as f64),
             );
         }

@@ -256,6 +256,14 @@ impl CacheType {
         }
     }
 
+    /// `f32` or `f16`, as `--cache-type` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::F16 => "f16",
+        }
+    }
+
     /// Bytes of one key or value.
     pub fn bytes(self) -> u64 {
         match self {
