@@ -147,7 +147,7 @@ cat "$out/nvrtc13.log"
 
 # Every entry point of the ABI, in the PTX NVRTC produced.
 types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k"
-expected="f32_to_f16 rmsnorm rope_store silu_mul add gather_rows argmax_rows attention_partial attention attention_combine attention_partial_f16 attention_f16"
+expected="f32_to_f16 rmsnorm rope_store silu_mul add gather_rows argmax_rows attention_partial attention attention_combine attention_partial_f16 attention_f16 attention_tc_f16"
 for t in $types; do
     expected="$expected matvec_$t matvec3_$t matvec_add_$t matvec_add_norm_$t matvec_swiglu_$t v1_matvec_$t v1_matvec3_$t v1_matvec_add_$t v1_matvec_swiglu_$t embed_$t dequant_${t}_f16 dequant_${t}_f32"
     [ "$t" = f32 ] || expected="$expected tc_matvec_$t tc_matvec_add_$t"
@@ -184,7 +184,7 @@ assert "asm volatile(\"prefetch" not in s, "prefetch not rewritten"
 # The tensor-core product (one statement over several lines) becomes emu.h's warp exchange.
 s, mma = re.subn(r'asm volatile\("mma\.sync.*?\(b1\)\);', 'emu_mma_16816(c, a, b0, b1);', s,
                  flags=re.DOTALL)
-assert mma == (1 if "mma.sync" in open(sys.argv[1]).read() else 0), "mma statement not rewritten"
+assert mma == open(sys.argv[1]).read().count('asm volatile("mma.sync'), "mma statement not rewritten"
 open(sys.argv[2], "w").write(s)
 PY
 done

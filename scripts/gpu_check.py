@@ -11,11 +11,13 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   tools/make_tiny_models.py from transformers and llama.cpp): `--precision exact` logits on the
   GPU, as one prompt batch and token by token (the decode path, graph-replayed), against the CPU
   exact path within 1e-4 * max(1, max|ref|), and with f16 KV caches (Q4_0 files) against the
-  CPU's within 1e-3 * max(1, max|ref|); the fast path's error against the file's reference
+  CPU's within 1e-3 * max(1, max|ref|), and their fast-precision prompt with the attention on the
+  tensor cores against the f32 attention kernels within 5e-3; the fast path's error against the file's reference
   logits (transformers on the file's weights) beside the CPU fast path's and llama.cpp's: its
   mean no larger than the larger of theirs, its largest within FAST_MAX_SLACK times.
 - "types": a 2-layer model of Llama 3.2 1B's widths (Llama 3.1 RoPE scaling included) in each
-  weight type the backend has kernels for (the tiny fixtures have no K-quants), same tolerance.
+  weight type the backend has kernels for (the tiny fixtures have no K-quants), same tolerance;
+  in Q4_0 also the tensor-core prompt attention, as for the tiny files.
 - "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts and
   the perplexity of a text, GPU against CPU at `--precision exact` (the same f32 arithmetic;
   the fast paths, whose arithmetic differs by design, are reported beside); skipped, with the
@@ -29,7 +31,9 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   CUDA context and libraries); and Q4_0's decode
   again with `CAMELID_CUDA_FUSE=0` ("unfused") and with `CAMELID_CUDA_PDL=0` ("no_pdl"), to see
   what the fused launches and the early (programmatic dependent) launches save, and after a
-  context of 4096 tokens with the f16 and the f32 cache ("deep_f16_cache", "deep_f32_cache").
+  context of 4096 tokens with the f16 and the f32 cache ("deep_f16_cache", "deep_f32_cache");
+  and Q4_0's prompts of 512 and 4096 tokens with their attention on the tensor cores (the
+  default; "pp4096") and on the f32 kernels ("pp512_f32_attention", "pp4096_f32_attention").
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
 - "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
@@ -79,6 +83,11 @@ FAST_MAX_SLACK = 1.25
 # differ in their last bits, so now and then one lands a rounding step apart (tests/cuda.rs,
 # F16_CACHE_BOUND, gives the measured figures). A share of max(1, max |ref|).
 F16_CACHE_BOUND = 1e-3
+# Prompt attention on the tensor cores (the fast precision over f16 caches) against the f32
+# kernels (CAMELID_CUDA_TC_ATTENTION=0), the rest of the pass the same: they differ by their
+# sums' order and the f16 roundings of the GEMMs after them (tests/cuda.rs,
+# TC_ATTENTION_BOUND, gives the measured figures). A share of max(1, max |ref|).
+TC_ATTENTION_BOUND = 5e-3
 
 
 def log(msg: str) -> None:
@@ -106,14 +115,15 @@ class Camelid:
         return p.stdout
 
     def logits(self, model: Path, tokens: list[int], device: str, precision: str,
-               decode: bool = False, cache: str = "f32") -> list[list[float]]:
+               decode: bool = False, cache: str = "f32", env: dict | None = None
+               ) -> list[list[float]]:
         # f32 caches on both devices unless asked (the default is f16 at the fast precision),
         # so that the two differ only in their kernels.
         args = ["logits", "-m", str(model), "--tokens", ",".join(map(str, tokens)), "--all",
                 "--device", device, "--precision", precision, "--cache-type", cache]
         if decode:
             args.append("--decode")
-        return json.loads(self.ok(*args))["logits"]
+        return json.loads(self.ok(*args, env=env))["logits"]
 
 
 def read_f32(path: Path, n_vocab: int) -> list[list[float]]:
@@ -199,7 +209,8 @@ def check_tiny(cm: Camelid, pool: cf.Executor, names: list[str] | None = None) -
             ok16d, d16d = within(cm.logits(path, toks, "cuda", "exact", decode=True,
                                            cache="f16"), cpu16, F16_CACHE_BOUND)
             entry["f16_cache"] = {"batch": d16b, "decode": d16d}
-            entry["ok"] = entry["ok"] and ok16b and ok16d
+            ok_tc, entry["tc_attention"] = tc_attention(cm, path, toks)
+            entry["ok"] = entry["ok"] and ok16b and ok16d and ok_tc
         return entry
 
     for r in pool.map(one, jobs):
@@ -208,6 +219,15 @@ def check_tiny(cm: Camelid, pool: cf.Executor, names: list[str] | None = None) -
         log(f"tiny {r['model']:<16} {r['file']:<10} {'ok' if r['ok'] else 'FAIL'} "
             f"batch {r['exact_batch']['max']:.2e} decode {r['exact_decode']['max']:.2e}")
     return {"ok": failures == 0, "failures": failures, "runs": out}
+
+
+def tc_attention(cm: Camelid, path: Path, toks: list[int]) -> tuple[bool, dict]:
+    """The fast precision's prompt over f16 caches, its attention on the tensor cores against
+    the f32 kernels (TC_ATTENTION_BOUND)."""
+    tc = cm.logits(path, toks, "cuda", "fast", cache="f16")
+    plain = cm.logits(path, toks, "cuda", "fast", cache="f16",
+                      env={"CAMELID_CUDA_TC_ATTENTION": "0"})
+    return within(tc, plain, TC_ATTENTION_BOUND)
 
 
 def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
@@ -225,7 +245,12 @@ def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
         cpu = cm.logits(path, toks, "cpu", "exact")
         ok_b, d_b = within(cm.logits(path, toks, "cuda", "exact"), cpu)
         ok_d, d_d = within(cm.logits(path, toks, "cuda", "exact", decode=True), cpu)
-        return {"type": ty, "exact_batch": d_b, "exact_decode": d_d, "ok": ok_b and ok_d}
+        r = {"type": ty, "exact_batch": d_b, "exact_decode": d_d, "ok": ok_b and ok_d}
+        if ty == "Q4_0":
+            # The 1B's heads (32 of 64 over 8 kv heads: tiles of 16 rows, 3 for 40 tokens).
+            ok_tc, r["tc_attention"] = tc_attention(cm, path, toks)
+            r["ok"] = r["ok"] and ok_tc
+        return r
 
     types = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K"]
     runs = list(pool.map(one, types))
@@ -365,24 +390,30 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
             # SwiGLU's gate, attention's combine step and the RMSNorms after the residual
             # products as launches of their own: 163 a step against 83), and what the early
             # launches save (each kernel launched only once the one before it has completed).
-            for name, var in (("unfused", "CAMELID_CUDA_FUSE"), ("no_pdl", "CAMELID_CUDA_PDL")):
-                u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
-                                     "-n", "128", "-r", str(reps), "--json", env={var: "0"}))
-                variants[name] = {"type": ty, "test": u[0]["test"],
-                                  "tokens_per_s": u[0]["avg_ts"], "stddev": u[0]["stddev_ts"],
-                                  "isa": u[0].get("isa"), "env": f"{var}=0"}
-                log(f"  {u[0]['test']} {name}: {u[0]['avg_ts']:.1f} t/s")
             # Decode deep in a context (after 4096 tokens, llama-bench's -d), where the cache's
             # reads approach the weights' (an f32 cache of 4096 positions is 268 MB a step for
-            # the 1B, its Q4_0 weights 763 MB): the f16 cache (the default) against f32.
-            for cache in ("f16", "f32"):
-                u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", "-p", "0",
-                                     "-n", "128", "-d", "4096", "-r", str(reps), "--json",
-                                     "--cache-type", cache))
-                variants[f"deep_{cache}_cache"] = {
-                    "type": ty, "test": u[0]["test"], "tokens_per_s": u[0]["avg_ts"],
-                    "stddev": u[0]["stddev_ts"], "kv_cache_bytes": u[0].get("kv_cache_bytes")}
-                log(f"  {u[0]['test']} {cache} cache: {u[0]['avg_ts']:.1f} t/s")
+            # the 1B, its Q4_0 weights 763 MB): the f16 cache (the default) against f32. And
+            # prompts with their attention on the f32 kernels rather than the tensor cores
+            # (CAMELID_CUDA_TC_ATTENTION=0), at 512 tokens and at 4096, where attention's work
+            # grows with the square of the length.
+            decode = ["-p", "0", "-n", "128"]
+            for name, args, env in (
+                    ("unfused", decode, {"CAMELID_CUDA_FUSE": "0"}),
+                    ("no_pdl", decode, {"CAMELID_CUDA_PDL": "0"}),
+                    ("deep_f16_cache", [*decode, "-d", "4096", "--cache-type", "f16"], {}),
+                    ("deep_f32_cache", [*decode, "-d", "4096", "--cache-type", "f32"], {}),
+                    ("pp512_f32_attention", ["-p", "512", "-n", "0"],
+                     {"CAMELID_CUDA_TC_ATTENTION": "0"}),
+                    ("pp4096", ["-p", "4096", "-n", "0"], {}),
+                    ("pp4096_f32_attention", ["-p", "4096", "-n", "0"],
+                     {"CAMELID_CUDA_TC_ATTENTION": "0"})):
+                u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", *args,
+                                     "-r", str(reps), "--json", env=env or None))
+                variants[name] = {"type": ty, "test": u[0]["test"],
+                                  "tokens_per_s": u[0]["avg_ts"], "stddev": u[0]["stddev_ts"],
+                                  "kv_cache_bytes": u[0].get("kv_cache_bytes"),
+                                  "env": " ".join(f"{k}={v}" for k, v in env.items())}
+                log(f"  {u[0]['test']} {name}: {u[0]['avg_ts']:.1f} t/s")
         if ty != "F16" and ty != "Q4_0":
             path.unlink()
     out = {"ok": all(r["ok"] for r in runs), "runs": runs, **variants}

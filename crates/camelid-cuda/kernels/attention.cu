@@ -415,3 +415,240 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
     combine_head(part_o, part_ml, n_past[j], out, n_heads, head_dim, chunk_len, max_chunks, h, j,
                  scratch, weight);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prompt attention on the tensor cores, over f16 caches: `attention_tc_f16`.
+//
+// The kernels above read each key and value row once per row of the batch (and group of query
+// heads): a prompt of n rows reads its cache n times over, and scores on the FP32 units. Here a
+// CTA takes a tile of consecutive rows of one sequence, whose query vectors (row, query head
+// of the kv head) all share each key and value row it loads, and both products run as
+// mma.m16n8k16 (common.cuh) with f16 inputs and f32 sums: S = Q K^T, then O += P V, with the
+// running-maximum rescaling of FlashAttention-2 (Dao 2023, "FlashAttention-2", Algorithm 1)
+// between them, where the score tile's accumulator fragment becomes the probability tile's A
+// fragment.
+//
+// Keys and values are the cache's f16 values, exact in an mma. Queries and probabilities are
+// f32: each goes in as two f16 terms, hi = f16(x) and lo = f16(x - hi), two mma for one, which
+// carry x to within 2^-22 |x| or 2^-25 (f16's subnormal step), whichever is larger. So the
+// output is the f32 kernels' on the same cache up to summation order and those bits (the
+// emulated kernel test: 3e-7 of values in [-1, 1]). One f16 rounding of the queries and
+// probabilities, as llama.cpp's CUDA flash attention makes them, moved the tiny test models'
+// logits as much as the f16 GEMMs' roundings do. (Queries beyond f16's range, 65504, would
+// overflow; the cache's keys cannot exceed it either.)
+//
+// A CTA of TCA_WARPS warps holds TCA_VECS query vectors, 16 a warp: vector v is row v / group
+// of its tile (query head kvh * group + v % group), so a tile has at most TCA_VECS / group rows.
+// It walks the positions TCA_KEYS at a time: the tile's keys ([key][dim]) and values
+// (transposed, [dim][key], so that a B fragment is one word) into shared memory, then each warp
+// its 16 vectors' scores, masks (position t counts for row j when t < n_past[j]), rescaling and
+// products. The rows of shared memory are 4 words longer than their data, so that the 32 lanes
+// of a fragment load (8 rows, 4 words) hit 32 banks.
+#define TCA_WARPS 4
+#define TCA_VECS (16 * TCA_WARPS)
+#define TCA_KEYS 64
+#define TCA_MAX_HD 128
+#define TCA_KS_STRIDE (TCA_MAX_HD / 2 + 4) // words a key row of ks (68: 4 mod 32)
+#define TCA_VT_STRIDE (TCA_KEYS / 2 + 4)   // words a dimension row of vt (36: 4 mod 32)
+
+// Two f32 as two f16 pairs: hi their rounding, lo the rounding of what hi leaves (hi + lo is x
+// to about 22 bits). The lower element in the lower halves.
+__device__ __forceinline__ void split_half2(float x0, float x1, unsigned int& hi, unsigned int& lo) {
+    hi = pack_half2(x0, x1);
+    lo = pack_half2(x0 - half_to_float((unsigned short)(hi & 0xFFFFu)),
+                    x1 - half_to_float((unsigned short)(hi >> 16)));
+}
+
+// Block TCA_WARPS * 32 threads, grid (n_tiles, n_kv_heads, 1), static smem 35.9 KB. Tile i is
+// rows tiles[2i] .. tiles[2i] + tiles[2i + 1] - 1 of the batch: consecutive rows of one
+// sequence (the same k_cache and v_cache pointers), at most TCA_VECS / group of them. `out` as
+// attention_combine leaves it. head_dim a multiple of 8, at most TCA_MAX_HD; group at most
+// TCA_VECS. sm_80 and later.
+extern "C" __global__ void __launch_bounds__(32 * TCA_WARPS)
+    attention_tc_f16(const float* __restrict__ q, const unsigned short* const* __restrict__ k_cache,
+                     const unsigned short* const* __restrict__ v_cache,
+                     const int* __restrict__ n_past, const int* __restrict__ tiles, int n_heads,
+                     int n_kv_heads, int head_dim, float scale, float* __restrict__ out) {
+    __shared__ unsigned int ks[TCA_KEYS * TCA_KS_STRIDE];
+    __shared__ unsigned int vt[TCA_MAX_HD * TCA_VT_STRIDE];
+    __shared__ int tile_np;
+
+    grid_dep_wait();
+    const int first = tiles[2 * blockIdx.x], count = tiles[2 * blockIdx.x + 1];
+    const int kvh = blockIdx.y;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int group = n_heads / n_kv_heads;
+    const int kv_dim = n_kv_heads * head_dim;
+    const int nks = (head_dim + 15) / 16; // k-steps of a score (dimensions past head_dim are 0)
+    const int nds = head_dim / 8;         // n-tiles of an output row
+    const int nc4 = head_dim / 4;         // 4-element pieces of a cache row
+
+    // This lane's two vectors: fragment rows g (h = 0) and g + 8 (h = 1) of its warp's 16.
+    int np[2];
+    long long qrow[2]; // the vector's offset in q and out; -1 past the tile
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int v = 16 * warp + 8 * h + g;
+        const int r = v / group;
+        np[h] = r < count ? n_past[first + r] : 0;
+        qrow[h] = r < count ? ((long long)(first + r) * n_heads + kvh * group + v % group) * head_dim
+                            : -1;
+    }
+    if (tid == 0) {
+        int m = 0;
+        for (int r = 0; r < count; ++r) m = max(m, n_past[first + r]);
+        tile_np = m;
+    }
+    // The positions this warp's vectors see: past them the warp only helps load.
+    int warp_np = max(np[0], np[1]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+        warp_np = max(warp_np, __shfl_xor_sync(FULL_MASK, warp_np, off));
+
+    // The A fragments of Q (hi and lo): step s holds dimensions 16s..16s+15.
+    unsigned int qa[TCA_MAX_HD / 16][4], ql[TCA_MAX_HD / 16][4];
+#pragma unroll
+    for (int s = 0; s < TCA_MAX_HD / 16; ++s) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int h = i & 1, d = 16 * s + 2 * t + 8 * (i >> 1);
+            qa[s][i] = 0;
+            ql[s][i] = 0;
+            if (s < nks && qrow[h] >= 0 && d < head_dim) {
+                const float2 x = *(const float2*)(q + qrow[h] + d);
+                split_half2(x.x, x.y, qa[s][i], ql[s][i]);
+            }
+        }
+    }
+
+    float o[TCA_MAX_HD / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < TCA_MAX_HD / 8; ++dt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[dt][i] = 0.0f;
+    float m_run[2] = {neg_inf(), neg_inf()}, l_run[2] = {0.0f, 0.0f};
+
+    const unsigned short* K = k_cache[first] + kvh * head_dim;
+    const unsigned short* V = v_cache[first] + kvh * head_dim;
+    __syncthreads(); // tile_np
+    const int end = tile_np;
+    for (int p0 = 0; p0 < end; p0 += TCA_KEYS) {
+        __syncthreads(); // every warp is done with the previous tile
+        // Keys: piece (key, c4) is words 2 c4, 2 c4 + 1 of the key's row; zeros past the tile's
+        // positions and in the dimensions the last k-step pads.
+        for (int u = tid; u < TCA_KEYS * 4 * nks; u += 32 * TCA_WARPS) {
+            const int key = u / (4 * nks), c4 = u % (4 * nks);
+            uint2 w = make_uint2(0u, 0u);
+            if (p0 + key < end && c4 < nc4)
+                w = __ldg((const uint2*)(K + (long long)(p0 + key) * kv_dim) + c4);
+            *(uint2*)&ks[key * TCA_KS_STRIDE + 2 * c4] = w;
+        }
+        // Values, transposed: piece (pair kp, c4) is dimensions 4 c4..4 c4 + 3 of positions
+        // 2 kp and 2 kp + 1, one word of vt per dimension (lanes on consecutive pairs).
+        for (int u = tid; u < (TCA_KEYS / 2) * nc4; u += 32 * TCA_WARPS) {
+            const int kp = u % (TCA_KEYS / 2), c4 = u / (TCA_KEYS / 2);
+            const int p = p0 + 2 * kp;
+            uint2 a = make_uint2(0u, 0u), b = make_uint2(0u, 0u);
+            if (p < end) a = __ldg((const uint2*)(V + (long long)p * kv_dim) + c4);
+            if (p + 1 < end) b = __ldg((const uint2*)(V + (long long)(p + 1) * kv_dim) + c4);
+            unsigned int* col = vt + 4 * c4 * TCA_VT_STRIDE + kp;
+            col[0] = (a.x & 0xFFFFu) | (b.x << 16);
+            col[TCA_VT_STRIDE] = (a.x >> 16) | (b.x & 0xFFFF0000u);
+            col[2 * TCA_VT_STRIDE] = (a.y & 0xFFFFu) | (b.y << 16);
+            col[3 * TCA_VT_STRIDE] = (a.y >> 16) | (b.y & 0xFFFF0000u);
+        }
+        __syncthreads();
+        if (p0 >= warp_np) continue; // no vector of this warp sees these positions
+
+        // Scores: n-tile nt is positions p0 + 8 nt .. + 7; B is K^T, key 8 nt + g's row.
+        float s[TCA_KEYS / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < TCA_KEYS / 8; ++nt) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) s[nt][i] = 0.0f;
+            const unsigned int* kr = ks + (8 * nt + g) * TCA_KS_STRIDE + t;
+#pragma unroll
+            for (int st = 0; st < TCA_MAX_HD / 16; ++st) {
+                if (st < nks) {
+                    mma_16816(s[nt], qa[st], kr[8 * st], kr[8 * st + 4]);
+                    mma_16816(s[nt], ql[st], kr[8 * st], kr[8 * st + 4]);
+                }
+            }
+        }
+
+        // Scaled and masked; the new running maximum of each vector (its quad of lanes holds
+        // its row of the tile), and the rescaling of what was summed before. A vector that has
+        // seen no position yet keeps a maximum of -inf and subtracts 0, so its terms are 0.
+        float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+        for (int nt = 0; nt < TCA_KEYS / 8; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int h = i >> 1, pos = p0 + 8 * nt + 2 * t + (i & 1);
+                const float x = pos < np[h] ? s[nt][i] * scale : neg_inf();
+                s[nt][i] = x;
+                mx[h] = fmaxf(mx[h], x);
+            }
+        float base[2], alpha[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(FULL_MASK, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(FULL_MASK, mx[h], 2));
+            const float m_new = fmaxf(m_run[h], mx[h]);
+            base[h] = m_new == neg_inf() ? 0.0f : m_new;
+            alpha[h] = expf(m_run[h] - base[h]); // 0 before the first position
+            m_run[h] = m_new;
+            l_run[h] *= alpha[h];
+        }
+#pragma unroll
+        for (int nt = 0; nt < TCA_KEYS / 8; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float p = expf(s[nt][i] - base[i >> 1]);
+                s[nt][i] = p;
+                l_run[i >> 1] += p;
+            }
+#pragma unroll
+        for (int dt = 0; dt < TCA_MAX_HD / 8; ++dt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) o[dt][i] *= alpha[i >> 1];
+
+        // O += P V: score n-tiles 2 kk and 2 kk + 1 are the A fragment of positions
+        // 16 kk..16 kk + 15 (c0 c1 of a tile are a0 or a2, c2 c3 are a1 or a3); B is V,
+        // dimension 8 dt + g's row of vt.
+#pragma unroll
+        for (int kk = 0; kk < TCA_KEYS / 16; ++kk) {
+            unsigned int ph[4], pl[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float* c = s[2 * kk + (i >> 1)] + 2 * (i & 1);
+                split_half2(c[0], c[1], ph[i], pl[i]);
+            }
+#pragma unroll
+            for (int dt = 0; dt < TCA_MAX_HD / 8; ++dt) {
+                if (dt < nds) {
+                    const unsigned int* vr = vt + (8 * dt + g) * TCA_VT_STRIDE + 8 * kk + t;
+                    mma_16816(o[dt], ph, vr[0], vr[4]);
+                    mma_16816(o[dt], pl, vr[0], vr[4]);
+                }
+            }
+        }
+    }
+
+    // out = O / l, l summed over the vector's quad; a vector that saw no position gets zeros
+    // (the CPU's empty mix).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(FULL_MASK, l, 1);
+        l += __shfl_xor_sync(FULL_MASK, l, 2);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        if (qrow[h] < 0) continue;
+#pragma unroll
+        for (int dt = 0; dt < TCA_MAX_HD / 8; ++dt)
+            if (dt < nds)
+                *(float2*)(out + qrow[h] + 8 * dt + 2 * t) =
+                    make_float2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+    }
+}

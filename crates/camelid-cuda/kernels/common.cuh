@@ -40,6 +40,32 @@ __device__ __forceinline__ void store_kv_pair(void* row, int off, float2 v, int 
     }
 }
 
+// Two f32 to f16 (round to nearest even) in one register, `lo` in the low half.
+__device__ __forceinline__ unsigned int pack_half2(float lo, float hi) {
+    unsigned int r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    r = (unsigned int)float_to_half(lo) | ((unsigned int)float_to_half(hi) << 16);
+#else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+    return r;
+}
+
+// c += A · B for one m16n8k16 tile, f16 inputs and f32 accumulators (PTX ISA, "Matrix Fragments
+// for mma.m16n8k16 with floating point type"; quant.cu's tensor-core products spell the layout
+// out). sm_80 and later: the host does not launch the kernels that use it on older cards
+// (kernels.rs, TC_MIN_MAJOR), where this traps.
+__device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned int (&a)[4],
+                                          unsigned int b0, unsigned int b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    asm volatile("trap;");
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
 // RMSNorm of one row of `d` floats (transformers `LlamaRMSNorm`; camelid-kernels `src/ops.rs`):
 // out = x / sqrt(mean(x^2) + eps) * gain, by a CTA of THREADS threads (a multiple of 32 dividing
 // RMS_THREADS), with its sums in the order of a CTA of RMS_THREADS threads whatever THREADS is:

@@ -770,30 +770,6 @@ __device__ __forceinline__ void norm_tail(const float* y, float* out, const floa
 #define TC_ROWS (TC_MT * 16)
 #define TC_MAX_N (TC_NT * 8)
 
-// Two f32 to f16 (round to nearest even) in one register, `lo` in the low half.
-__device__ __forceinline__ unsigned int pack_half2(float lo, float hi) {
-    unsigned int r;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    r = (unsigned int)float_to_half(lo) | ((unsigned int)float_to_half(hi) << 16);
-#else
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-#endif
-    return r;
-}
-
-// c += A · B for one m16n8k16 tile (fragments as above). sm_80 and later: the host does not
-// launch these kernels on older cards (kernels.rs, TC_MIN_MAJOR), where this traps.
-__device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned int (&a)[4],
-                                          unsigned int b0, unsigned int b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    asm volatile("trap;");
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
 // Piece `piece` of a row, its 16 weights rounded to f16 in pairs: h[2s] holds elements 4s, 4s + 1
 // and h[2s + 1] elements 4s + 2, 4s + 3 (step s's a0 and a2, or a1 and a3).
 template <class F>

@@ -111,6 +111,10 @@ pub struct CudaBackend {
     /// the RMSNorm after a residual product into that product's launch (`CAMELID_CUDA_FUSE=0`
     /// turns it off, to measure what the launches saved cost on a card).
     pub(crate) fuse: bool,
+    /// Whether the fast precision's prompt passes take `attention_tc_f16` (where the card and the
+    /// heads allow it; `CAMELID_CUDA_TC_ATTENTION=0` keeps them on the f32 kernels, to measure
+    /// on a card what it saves).
+    pub(crate) tc_attention: bool,
     /// Cleared (for good) when a graph cannot be captured on this machine.
     graphs_ok: AtomicBool,
     name: String,
@@ -339,6 +343,8 @@ impl CudaBackend {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(TC_ROWS_DEFAULT),
             fuse: std::env::var("CAMELID_CUDA_FUSE").map_or(true, |v| v != "0"),
+            tc_attention: !limits.no_tc_attention
+                && std::env::var("CAMELID_CUDA_TC_ATTENTION").map_or(true, |v| v != "0"),
             graphs_ok: AtomicBool::new(std::env::var_os("CAMELID_CUDA_NO_GRAPHS").is_none()),
             name,
             ordinal,
@@ -894,7 +900,7 @@ mod tests {
         let scratch = weight_scratch_bytes(WEIGHTS, largest).max(c.d_ff * 4);
         // The norms' gains and the RoPE frequencies are uploaded beside the matrices.
         let small = ((2 * c.n_layers + 1) * c.d_model + c.head_dim / 2) * 4;
-        // 70,621,316 bytes today, as the emulated driver reports (BENCHMARKS.md, "Memory").
+        // 70,623,364 bytes today, as the emulated driver reports (BENCHMARKS.md, "Memory").
         let buffers = small + Pass::device_bytes(&c, scratch, default_logit_rows(c.n_vocab));
         for (kv_bytes, what) in [(2, "f16"), (4, "f32")] {
             let kv = c.kv_bytes_per_token(kv_bytes) as usize * 512;

@@ -155,6 +155,9 @@ pub struct Kernels {
     /// `attention_partial` and `attention_combine` in one launch (its last CTA of a row and kv
     /// head combines), with counters: decode steps. `attention`, `attention_f16`.
     pub attention: [Func; 2],
+    /// `attention_tc_f16`: prompt attention over f16 caches on the tensor cores, a tile of one
+    /// sequence's rows a CTA (the fast precision). `None` below sm_80.
+    pub attention_tc: Option<Func>,
     /// Whether every kernel here is launched early ([`Func::early`]).
     pub early: bool,
 }
@@ -297,6 +300,11 @@ impl Kernels {
             ],
             attention_combine: modules.get("attention_combine")?,
             attention: [modules.get("attention")?, modules.get("attention_f16")?],
+            attention_tc: if major < TC_MIN_MAJOR {
+                None
+            } else {
+                Some(modules.get("attention_tc_f16")?)
+            },
             early: modules.early,
             _modules: modules,
         })

@@ -36,7 +36,10 @@
 //! the cache writes, SwiGLU's gate, attention's combine step and the RMSNorms after the
 //! residual products as launches of their own rather than inside the launches before them (the
 //! same results; 163 launches a decode step of a 16-layer model instead of 83), to measure what
-//! the launches cost on a card.
+//! the launches cost on a card. At the fast precision, prompts over f16 caches (the default)
+//! take their attention on the tensor cores (`attention_tc_f16`, a CTA for a tile of one
+//! sequence's rows, which share every key and value row it loads); `CAMELID_CUDA_TC_ATTENTION=0`
+//! keeps them on the flash-decoding kernels, which read the cache once per row.
 //! On sm_90 and later every kernel is launched with programmatic stream serialization
 //! (programmatic dependent launch, "PDL" in the device's name): it starts while the kernel
 //! before it finishes, asks L2 for its weights, and waits for that kernel's results
@@ -93,6 +96,9 @@ pub struct Limits {
     /// 16..64 MiB; at least one f32 row of the widest matrix): a matrix larger than it is
     /// expanded and multiplied a slab of rows at a time.
     pub scratch_bytes: Option<usize>,
+    /// Keeps prompt attention on the f32 kernels (as `CAMELID_CUDA_TC_ATTENTION=0` does), for
+    /// a test to set the tensor-core kernel beside them.
+    pub no_tc_attention: bool,
 }
 
 /// [`backend`] with [`Limits`].

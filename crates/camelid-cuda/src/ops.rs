@@ -55,6 +55,56 @@ const MATVEC_BLOCK: (u32, u32, u32) = (32, 4, 1);
 const MATVEC_ROWS: usize = 2;
 /// Cap on grid-stride grids: enough CTAs to fill any current GPU several times.
 const MAX_GRID: usize = 4096;
+/// `attention_tc_f16`: query vectors (row, query head) per CTA (`TCA_VECS`), the widest head it
+/// takes (`TCA_MAX_HD`), and its block.
+const TCA_VECS: usize = 64;
+const TCA_MAX_HD: usize = 128;
+const TCA_THREADS: u32 = 128;
+
+/// Rows per tile of `attention_tc_f16` for `c`'s heads (a CTA holds [`TCA_VECS`] query vectors, a
+/// row's group of query heads each); `None` where the kernel does not take the heads (a width
+/// not a multiple of 8 or above [`TCA_MAX_HD`], a group larger than a CTA).
+pub(crate) fn tc_tile_rows(c: &Config) -> Option<usize> {
+    let group = c.n_heads / c.n_kv_heads;
+    (c.head_dim.is_multiple_of(8) && c.head_dim <= TCA_MAX_HD && group <= TCA_VECS)
+        .then_some(TCA_VECS / group)
+}
+
+/// How many tiles `attention_tc_f16` takes for `rows` where the pass uses it, else 0: at the
+/// fast precision, over f16 caches (whose values an mma takes exactly; an f32 cache's would be
+/// rounded), where the card and the heads allow it, and where tiles hold two rows or more on
+/// average (prompts; a decode step's rows are each a sequence of their own, one row a tile,
+/// which the flash-decoding kernels split over more CTAs).
+fn tc_attention_tiles(be: &CudaBackend, rows: &[Row], cache: CacheType) -> usize {
+    let Some(per) = tc_tile_rows(&be.config) else {
+        return 0;
+    };
+    if be.precision != Precision::Fast
+        || cache != CacheType::F16
+        || !be.tc_attention
+        || be.k.attention_tc.is_none()
+    {
+        return 0;
+    }
+    let tiles = attention_tiles(rows, per).count();
+    if 2 * tiles <= rows.len() { tiles } else { 0 }
+}
+
+/// The tiles of `attention_tc_f16` over a batch: runs of consecutive rows of one sequence, cut
+/// every `per` rows, as `(first row, rows)`.
+pub(crate) fn attention_tiles(rows: &[Row], per: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut first = 0;
+    std::iter::from_fn(move || {
+        let seq = rows.get(first)?.seq;
+        let len = rows[first..]
+            .iter()
+            .take(per)
+            .take_while(|r| r.seq == seq)
+            .count();
+        first += len;
+        Some((first - len, len))
+    })
+}
 
 /// The groups of rows `forward_rows` gathers, in its order: for the output projection (the
 /// rows that want logits, then those that want their greedy token), and for hidden states.
@@ -64,8 +114,9 @@ const HIDDEN_GROUPS: [Out; 1] = [Out::Hidden];
 /// Where the inputs of a pass of `b` rows lie in the inputs buffer, in bytes: four pointer
 /// arrays `[n_layers, b]` (key and value destination of each row in its cache, and the layer's
 /// base of each row's cache, which attention reads), then `[b]` tokens, positions, `n_past`,
-/// the indices of the rows that want logits and those of the rows that want hidden states. The layout depends only on `b`, so a graph
-/// captured for `b` rows reads the inputs of any later pass of `b` rows.
+/// the indices of the rows that want logits and those of the rows that want hidden states, and
+/// `[b, 2]` the tiles of `attention_tc_f16` ([`attention_tiles`]). The layout depends only on `b`,
+/// so a graph captured for `b` rows reads the inputs of any later pass of `b` rows.
 #[derive(Clone, Copy)]
 pub(crate) struct Layout {
     b: usize,
@@ -107,8 +158,11 @@ impl Layout {
     pub fn hidden_idx(&self) -> usize {
         self.logit_idx() + 4 * self.b
     }
-    pub fn bytes(&self) -> usize {
+    pub fn tiles(&self) -> usize {
         self.hidden_idx() + 4 * self.b
+    }
+    pub fn bytes(&self) -> usize {
+        self.tiles() + 8 * self.b
     }
 
     /// Writes the inputs of `rows` into `staging`; returns how many bytes to upload.
@@ -159,6 +213,12 @@ impl Layout {
                 ints[section / 4 + k] = t as i32;
             }
         }
+        if let Some(per) = tc_tile_rows(c) {
+            for (i, (first, len)) in attention_tiles(rows, per).enumerate() {
+                ints[self.tiles() / 4 + 2 * i] = first as i32;
+                ints[self.tiles() / 4 + 2 * i + 1] = len as i32;
+            }
+        }
         debug_assert_eq!(b, rows.len());
         self.bytes()
     }
@@ -177,6 +237,8 @@ pub(crate) struct CudaOps<'a> {
     max_chunks: usize,
     /// What the pass's caches hold (one type a pass).
     cache: CacheType,
+    /// `attention_tc_f16`'s tiles where this pass takes it (the staged ones), else 0.
+    tc_tiles: usize,
     /// The host logits, for passes with more logits rows than the device buffer holds (never
     /// while capturing a graph).
     host_logits: Option<&'a mut [f32]>,
@@ -217,6 +279,7 @@ impl<'a> CudaOps<'a> {
         host_logits: Option<&'a mut [f32]>,
     ) -> CudaOps<'a> {
         CudaOps {
+            tc_tiles: tc_attention_tiles(be, rows, cache),
             be,
             p,
             rows,
@@ -677,6 +740,52 @@ impl<'a> CudaOps<'a> {
             self.err = Some(e);
         }
     }
+
+    /// Attention of a prompt pass on the tensor cores: one launch, a CTA per tile of one
+    /// sequence's rows and kv head ([`tc_attention_tiles`]).
+    fn attention_tc(&mut self, layer: usize, q: Buf, out: Buf) {
+        let c = &self.be.config;
+        let (qp, _) = self.buf(q);
+        let (op, _) = self.buf(out);
+        let kc = self.input(self.lay.k_cache(layer));
+        let vc = self.input(self.lay.v_cache(layer));
+        let np = self.input(self.lay.n_past());
+        let tiles = self.input(self.lay.tiles());
+        let (nh, nkv, hd) = (c.n_heads as i32, c.n_kv_heads as i32, c.head_dim as i32);
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let f = self
+            .be
+            .k
+            .attention_tc
+            .expect("checked by tc_attention_tiles");
+        // SAFETY: attention_tc_f16(const float* q, const unsigned short* const* k_cache,
+        // const unsigned short* const* v_cache, const int* n_past, const int* tiles,
+        // int n_heads, int n_kv_heads, int head_dim, float scale, float* out): per row a layer
+        // of its f16 cache (n_ctx ≥ n_past positions; the pass's caches are f16, checked by
+        // tc_attention_tiles), the staged tiles (`tc_tiles` pairs of rows of one sequence, at
+        // most tc_tile_rows each; the heads checked by it), `out` n rows of n_heads·head_dim
+        // floats.
+        unsafe {
+            self.go(
+                f,
+                (self.tc_tiles as u32, c.n_kv_heads as u32, 1),
+                TCA_THREADS,
+                &mut [
+                    arg(&qp),
+                    arg(&kc),
+                    arg(&vc),
+                    arg(&np),
+                    arg(&tiles),
+                    arg(&nh),
+                    arg(&nkv),
+                    arg(&hd),
+                    arg(&scale),
+                    arg(&op),
+                ],
+            )
+        };
+        self.wrote(out);
+    }
 }
 
 /// The kernels of one product ([`CudaOps::route`]).
@@ -971,6 +1080,9 @@ impl Ops for CudaOps<'_> {
     /// `CAMELID_CUDA_FUSE=0`: `attention_partial` (fewer registers, for the many CTAs of a
     /// prompt), then `attention_combine`.
     fn attention(&mut self, layer: usize, q: Buf, out: Buf) {
+        if self.tc_tiles > 0 {
+            return self.attention_tc(layer, q, out);
+        }
         let c = &self.be.config;
         let (qp, _) = self.buf(q);
         let (op, _) = self.buf(out);
@@ -1123,6 +1235,7 @@ mod tests {
                 assert_eq!(start % 4, 0);
                 sections.push((start, start + 4 * b));
             }
+            sections.push((l.tiles(), l.tiles() + 8 * b));
             sections.sort();
             assert_eq!(sections[0].0, 0);
             for w in sections.windows(2) {
@@ -1137,4 +1250,39 @@ mod tests {
     }
 
     const MAX_BATCH_FOR_TEST: usize = camelid_model::llama::MAX_BATCH;
+
+    /// Tiles are runs of one sequence's consecutive rows, cut every `per` rows: a sequence
+    /// that comes back later in the batch starts a tile of its own.
+    #[test]
+    fn attention_tiles_are_runs_of_one_sequence() {
+        let rows: Vec<Row> = [0, 0, 0, 0, 0, 1, 1, 0, 2]
+            .iter()
+            .enumerate()
+            .map(|(pos, &seq)| Row {
+                seq,
+                pos,
+                token: 1,
+                out: Out::None,
+            })
+            .collect();
+        let tiles: Vec<_> = attention_tiles(&rows, 2).collect();
+        assert_eq!(tiles, [(0, 2), (2, 2), (4, 1), (5, 2), (7, 1), (8, 1)]);
+        let tiles: Vec<_> = attention_tiles(&rows, 64).collect();
+        assert_eq!(tiles, [(0, 5), (5, 2), (7, 1), (8, 1)]);
+        assert_eq!(attention_tiles(&[], 4).count(), 0);
+    }
+
+    /// Llama 3.2 1B (32 heads, 8 kv heads of 64): tiles of 16 rows; 3B (24 / 8 of 128): 21;
+    /// heads wider than 128 take the other kernels.
+    #[test]
+    fn tile_rows_follow_the_query_groups() {
+        let mut c = camelid_model::config::find_preset("llama3.2-1b")
+            .unwrap()
+            .config;
+        assert_eq!(tc_tile_rows(&c), Some(16));
+        (c.n_heads, c.n_kv_heads, c.head_dim) = (24, 8, 128);
+        assert_eq!(tc_tile_rows(&c), Some(21));
+        c.head_dim = 256;
+        assert_eq!(tc_tile_rows(&c), None);
+    }
 }

@@ -269,6 +269,7 @@ fn prompt_logits_equal_the_cpu_exact_path() {
             let limits = Limits {
                 logit_rows: Some(7),
                 scratch_bytes,
+                ..Limits::default()
             };
             let (_, small) = pair_with(path, Precision::Exact, limits);
             assert_close(
@@ -700,6 +701,76 @@ fn f16_caches_equal_the_cpu_f16_cache_exact_path() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mixes f16 and f32 KV caches"), "{e}");
+    });
+}
+
+/// Prompt attention on the tensor cores (`attention_tc_f16`: the fast precision's prompt
+/// passes over f16 caches) against the f32 kernels (`Limits::no_tc_attention`), everything else
+/// the same: a prompt (every position's logits), three prompts of different lengths in one pass
+/// (tiles of three sequences), then their continuations (tiles whose rows also see the
+/// positions of the pass before). The kernel carries queries and probabilities to about 22
+/// bits (kernels/attention.cu; its emulated test holds it to 1e-6 of the f64 softmax), so the
+/// two differ by their sums' order, and where that moves an activation across an f16 rounding
+/// boundary of the GEMMs after it. Measured on the emulated driver, as a share of max(1, max
+/// |ref|): 4.3e-4 to 1.1e-3 over these files. With the probabilities rounded to f16 once, 1.4e-3
+/// to 2.6e-3; the queries, 2.4e-3 to 4.8e-3; a mask one position off, 1.5. The bound is this
+/// test's job, the tiles and their rows, caches and masks in a pass, with room for a card's
+/// summation order: a wrong tile or mask moves logits by whole units.
+const TC_ATTENTION_BOUND: f32 = 5e-3;
+
+#[test]
+fn tensor_core_prompt_attention_equals_the_f32_kernels() {
+    if !gpu() {
+        return;
+    }
+    each_q4_0(|name, m, path| {
+        let (_, mut tc) = pair(path, Precision::Fast, None);
+        let limits = Limits {
+            no_tc_attention: true,
+            ..Limits::default()
+        };
+        let (_, mut plain) = pair_with(path, Precision::Fast, limits);
+        let toks = tokens(m);
+        let n = toks.len();
+        let prompts: Vec<Vec<u32>> = (0..3)
+            .map(|k| {
+                let mut p = toks.clone();
+                p.rotate_left(k * 5 % n);
+                p.truncate(n - 7 * k);
+                p
+            })
+            .collect();
+        let mut got: Vec<Vec<Vec<f32>>> = Vec::new();
+        for model in [&mut tc, &mut plain] {
+            model.set_cache_type(CacheType::F16).unwrap();
+            let mut states: Vec<_> = (0..3).map(|_| model.new_state(n).unwrap()).collect();
+            let mut refs: Vec<&mut _> = states.iter_mut().collect();
+            // Every position of one prompt, then the last of each of the three.
+            let mut out = run_all(model, &toks);
+            let all = out.len();
+            out.resize(all + 6, Vec::new());
+            let heads: Vec<&[u32]> = prompts.iter().map(|p| &p[..p.len() / 2]).collect();
+            model
+                .forward_seqs(&mut refs, &heads, |i, l| out[all + i] = l.to_vec())
+                .unwrap();
+            let tails: Vec<&[u32]> = prompts.iter().map(|p| &p[p.len() / 2..]).collect();
+            model
+                .forward_seqs(&mut refs, &tails, |i, l| out[all + 3 + i] = l.to_vec())
+                .unwrap();
+            got.push(out);
+        }
+        let worst = got[0]
+            .iter()
+            .zip(&got[1])
+            .map(|(a, b)| max_diff(a, b) / max_abs(b).max(1.0))
+            .fold(0.0f32, f32::max);
+        eprintln!("{name:>14} tensor-core prompt attention: {worst:.3e} of max(1, max |ref|)");
+        assert_within(
+            &got[0],
+            &got[1],
+            TC_ATTENTION_BOUND,
+            &format!("{name} tensor-core prompt attention"),
+        );
     });
 }
 

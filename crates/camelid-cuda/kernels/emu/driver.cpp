@@ -235,7 +235,7 @@ static std::vector<Kernel>& kernels() {
         TC_KERNELS(q5_0), TC_KERNELS(q5_1), TC_KERNELS(q4_k), TC_KERNELS(q5_k), TC_KERNELS(q6_k),
         KERNEL(f32_to_f16), KERNEL(rmsnorm), KERNEL(rope_store), KERNEL(silu_mul), KERNEL(add),
         KERNEL(gather_rows), KERNEL(argmax_rows), KERNEL(attention_partial), KERNEL(attention), KERNEL(attention_combine),
-        KERNEL(attention_partial_f16), KERNEL(attention_f16),
+        KERNEL(attention_partial_f16), KERNEL(attention_f16), KERNEL(attention_tc_f16),
     };
     return table;
 }

@@ -37,6 +37,7 @@ struct uint2 { unsigned x, y; };
 static inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 static inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
 static inline uint2 make_uint2(unsigned a, unsigned b) { return {a, b}; }
+static inline float2 make_float2(float a, float b) { return {a, b}; }
 #include <cassert>
 // Memory fences and L2 loads order nothing here (one CTA runs at a time); the atomic is one
 // thread's read-modify-write between barriers.

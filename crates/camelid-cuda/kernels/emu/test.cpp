@@ -327,6 +327,46 @@ void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<in
   snprintf(buf, 120, "  f16 caches, both forms (bit-exact against f32 caches of the same values)"); check(buf, same ? 0 : 1, 0);
 }
 
+// The tensor-core prompt attention over f16 caches: sequences `seqs` of (first position, rows),
+// each row at the next position (n_past = position + 1), in tiles of TCA_VECS / group
+// consecutive rows as the host makes them. Against a double-precision softmax of the f16
+// keys and values and the f32 queries: the kernel carries queries and probabilities as two
+// f16 terms each (within 2^-22 of f32), so 1e-6 of values in [-1, 1] holds, where one f16
+// rounding of either misses it.
+void test_attention_tc(int n_heads, int n_kv, int hd, std::vector<std::pair<int, int>> seqs) {
+  const int G = n_heads / n_kv, per = 64 / G, kv_dim = n_kv * hd;
+  std::vector<int> np, tiles, seq_of;
+  for (int s = 0; s < (int)seqs.size(); s++) {
+    const int row0 = (int)np.size();
+    for (int r = 0; r < seqs[s].second; r++) { np.push_back(seqs[s].first + r + 1); seq_of.push_back(s); }
+    for (int r = 0; r < seqs[s].second; r += per) { tiles.push_back(row0 + r); tiles.push_back(std::min(per, seqs[s].second - r)); }
+  }
+  const int n = np.size(), n_tiles = tiles.size() / 2;
+  std::vector<std::vector<unsigned short>> K(seqs.size()), V(seqs.size());
+  std::vector<const unsigned short*> kp(n), vp(n);
+  for (size_t s = 0; s < seqs.size(); s++) {
+    const int used = seqs[s].first + seqs[s].second, ctx = used + 3;
+    for (size_t i = 0; i < (size_t)ctx * kv_dim; i++) {
+      const bool live = (int)(i / kv_dim) < used;  // past the last row's position: never read
+      K[s].push_back(emu_f2h(live ? U() * 2 : NAN)); V[s].push_back(emu_f2h(live ? U() : NAN));
+    }
+  }
+  for (int j = 0; j < n; j++) { kp[j] = K[seq_of[j]].data(); vp[j] = V[seq_of[j]].data(); }
+  std::vector<float> q((size_t)n * n_heads * hd), out(q.size(), NAN);
+  for (auto& v : q) v = U() * 2;
+  const float scale = 1.0f / sqrtf((float)hd);
+  launch({(unsigned)n_tiles, (unsigned)n_kv, 1}, {128, 1, 1}, [&]{ attention_tc_f16(q.data(), kp.data(), vp.data(), np.data(), tiles.data(), n_heads, n_kv, hd, scale, out.data()); });
+  double err = 0;
+  for (int j = 0; j < n; j++) for (int h = 0; h < n_heads; h++) {
+    const int g = h / G; const auto &Kj = K[seq_of[j]], &Vj = V[seq_of[j]];
+    std::vector<double> sc(np[j]); double m = -1e300;
+    for (int t = 0; t < np[j]; t++) { double d = 0; for (int c = 0; c < hd; c++) d += (double)q[((size_t)j*n_heads+h)*hd+c] * emu_h2f(Kj[(size_t)t*kv_dim+g*hd+c]); sc[t] = d * scale; m = std::max(m, sc[t]); }
+    double sum = 0; for (auto& v : sc) { v = exp(v - m); sum += v; }
+    for (int c = 0; c < hd; c++) { double o = 0; for (int t = 0; t < np[j]; t++) o += sc[t] / sum * emu_h2f(Vj[(size_t)t*kv_dim+g*hd+c]); err = worse(err, fabs(out[((size_t)j*n_heads+h)*hd+c] - o)); }
+  }
+  char buf[120]; snprintf(buf, 120, "attention_tc_f16 heads %d/%d hd %d rows %d tiles %d", n_heads, n_kv, hd, n, n_tiles); check(buf, err, 1e-6);
+}
+
 void test_ops() {
   int d = 1000, n = 3; std::vector<float> x(n*d), g(d), out(n*d); for (auto& v : x) v = U()*3; for (auto& v : g) v = U();
   launch({(unsigned)n,1,1}, {256,1,1}, [&]{ rmsnorm(out.data(), x.data(), g.data(), d, 1e-5f, n); });
@@ -446,6 +486,14 @@ int main() {
   test_attention(12, 2, 96, 128, {140});
   test_attention(3, 1, 32, 128, {70, 300});
   test_attention(16, 1, 256, 128, {150});
+  test_attention_tc(8, 2, 64, {{100, 40}, {0, 5}});
+  test_attention_tc(32, 8, 64, {{0, 70}});
+  test_attention_tc(24, 8, 128, {{7, 30}, {300, 3}});
+  test_attention_tc(4, 4, 128, {{200, 70}});
+  test_attention_tc(16, 1, 64, {{0, 10}});
+  test_attention_tc(8, 2, 8, {{0, 20}});
+  test_attention_tc(2, 1, 32, {{0, 80}});
+  test_attention_tc(64, 1, 16, {{60, 3}});
   printf("%s\n", fails ? "SOME FAILED" : "all ok");
   return fails;
 }
