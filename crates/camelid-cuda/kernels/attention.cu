@@ -439,7 +439,10 @@ extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 //
 // A CTA of TCA_WARPS warps holds TCA_VECS query vectors, 16 a warp: vector v is row v / group
 // of its tile (query head kvh * group + v % group), so a tile has at most TCA_VECS / group rows.
-// It walks the positions TCA_KEYS at a time: the tile's keys ([key][dim]) and values
+// The positions may be cut into chunks of chunk_len, a CTA each (grid z), whose partial
+// softmaxes `attention_combine` then merges, as for `attention_partial`: a prompt pass has few
+// tiles, and a tile's last rows see every position before them. A CTA walks its positions
+// TCA_KEYS at a time: the tile's keys ([key][dim]) and values
 // (transposed, [dim][key], so that a B fragment is one word) into shared memory, then each warp
 // its 16 vectors' scores, masks (position t counts for row j when t < n_past[j]), rescaling and
 // products. The rows of shared memory are 4 words longer than their data, so that the 32 lanes
@@ -459,16 +462,21 @@ __device__ __forceinline__ void split_half2(float x0, float x1, unsigned int& hi
                     x1 - half_to_float((unsigned short)(hi >> 16)));
 }
 
-// Block TCA_WARPS * 32 threads, grid (n_tiles, n_kv_heads, 1), static smem 35.9 KB. Tile i is
-// rows tiles[2i] .. tiles[2i] + tiles[2i + 1] - 1 of the batch: consecutive rows of one
-// sequence (the same k_cache and v_cache pointers), at most TCA_VECS / group of them. `out` as
-// attention_combine leaves it. head_dim a multiple of 8, at most TCA_MAX_HD; group at most
-// TCA_VECS. sm_80 and later.
+// Block TCA_WARPS * 32 threads, grid (n_tiles, n_kv_heads, max_chunks), static smem 35.9 KB.
+// Tile i is rows tiles[2i] .. tiles[2i] + tiles[2i + 1] - 1 of the batch: consecutive rows of
+// one sequence (the same k_cache and v_cache pointers), at most TCA_VECS / group of them.
+// max_chunks == 1: `out` as attention_combine leaves it. Otherwise chunk c (positions
+// c * chunk_len .. + chunk_len - 1, chunk_len a multiple of TCA_KEYS) writes part_o and part_ml
+// as attention_partial does, for the rows with n_past[j] > c * chunk_len, and attention_combine
+// makes `out`. head_dim a multiple of 8, at most TCA_MAX_HD; group at most TCA_VECS. sm_80 and
+// later.
 extern "C" __global__ void __launch_bounds__(32 * TCA_WARPS)
     attention_tc_f16(const float* __restrict__ q, const unsigned short* const* __restrict__ k_cache,
                      const unsigned short* const* __restrict__ v_cache,
                      const int* __restrict__ n_past, const int* __restrict__ tiles, int n_heads,
-                     int n_kv_heads, int head_dim, float scale, float* __restrict__ out) {
+                     int n_kv_heads, int head_dim, float scale, int chunk_len, int max_chunks,
+                     float* __restrict__ part_o, float* __restrict__ part_ml,
+                     float* __restrict__ out) {
     __shared__ unsigned int ks[TCA_KEYS * TCA_KS_STRIDE];
     __shared__ unsigned int vt[TCA_MAX_HD * TCA_VT_STRIDE];
     __shared__ int tile_np;
@@ -532,8 +540,10 @@ extern "C" __global__ void __launch_bounds__(32 * TCA_WARPS)
     const unsigned short* K = k_cache[first] + kvh * head_dim;
     const unsigned short* V = v_cache[first] + kvh * head_dim;
     __syncthreads(); // tile_np
-    const int end = tile_np;
-    for (int p0 = 0; p0 < end; p0 += TCA_KEYS) {
+    const int chunk = blockIdx.z, begin = chunk * chunk_len;
+    const int end = max_chunks == 1 ? tile_np : min(tile_np, begin + chunk_len);
+    if (max_chunks > 1 && begin >= end) return; // no row of the tile sees this chunk
+    for (int p0 = max_chunks == 1 ? 0 : begin; p0 < end; p0 += TCA_KEYS) {
         __syncthreads(); // every warp is done with the previous tile
         // Keys: piece (key, c4) is words 2 c4, 2 c4 + 1 of the key's row; zeros past the tile's
         // positions and in the dimensions the last k-step pads.
@@ -636,19 +646,26 @@ extern "C" __global__ void __launch_bounds__(32 * TCA_WARPS)
         }
     }
 
-    // out = O / l, l summed over the vector's quad; a vector that saw no position gets zeros
-    // (the CPU's empty mix).
+    // One chunk: out = O / l, l summed over the vector's quad; a vector that saw no position
+    // gets zeros (the CPU's empty mix). Several: this chunk's O, m and l, for the rows that see
+    // it (attention_combine reads the chunks below n_past[j] only).
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         float l = l_run[h];
         l += __shfl_xor_sync(FULL_MASK, l, 1);
         l += __shfl_xor_sync(FULL_MASK, l, 2);
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        if (qrow[h] < 0) continue;
+        if (qrow[h] < 0 || (max_chunks > 1 && np[h] <= begin)) continue;
+        const long long part = (qrow[h] / head_dim) * max_chunks + chunk;
+        const float inv = max_chunks > 1 ? 1.0f : (l > 0.0f ? 1.0f / l : 0.0f);
+        float* dst = max_chunks > 1 ? part_o + part * head_dim : out + qrow[h];
 #pragma unroll
         for (int dt = 0; dt < TCA_MAX_HD / 8; ++dt)
             if (dt < nds)
-                *(float2*)(out + qrow[h] + 8 * dt + 2 * t) =
+                *(float2*)(dst + 8 * dt + 2 * t) =
                     make_float2(o[dt][2 * h] * inv, o[dt][2 * h + 1] * inv);
+        if (max_chunks > 1 && t == 0) {
+            part_ml[2 * part] = m_run[h];
+            part_ml[2 * part + 1] = l;
+        }
     }
 }

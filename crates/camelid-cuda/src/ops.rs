@@ -741,8 +741,9 @@ impl<'a> CudaOps<'a> {
         }
     }
 
-    /// Attention of a prompt pass on the tensor cores: one launch, a CTA per tile of one
-    /// sequence's rows and kv head ([`tc_attention_tiles`]).
+    /// Attention of a prompt pass on the tensor cores: a CTA per tile of one sequence's rows,
+    /// kv head and chunk of the pass's positions ([`tc_attention_tiles`]); with more than one
+    /// chunk, the combine step after it.
     fn attention_tc(&mut self, layer: usize, q: Buf, out: Buf) {
         let c = &self.be.config;
         let (qp, _) = self.buf(q);
@@ -751,7 +752,9 @@ impl<'a> CudaOps<'a> {
         let vc = self.input(self.lay.v_cache(layer));
         let np = self.input(self.lay.n_past());
         let tiles = self.input(self.lay.tiles());
+        let (po, pml) = (self.p.att_o.ptr(), self.p.att_ml.ptr());
         let (nh, nkv, hd) = (c.n_heads as i32, c.n_kv_heads as i32, c.head_dim as i32);
+        let (cl, mc) = (self.chunk_len as i32, self.max_chunks as i32);
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let f = self
             .be
@@ -760,15 +763,22 @@ impl<'a> CudaOps<'a> {
             .expect("checked by tc_attention_tiles");
         // SAFETY: attention_tc_f16(const float* q, const unsigned short* const* k_cache,
         // const unsigned short* const* v_cache, const int* n_past, const int* tiles,
-        // int n_heads, int n_kv_heads, int head_dim, float scale, float* out): per row a layer
-        // of its f16 cache (n_ctx ≥ n_past positions; the pass's caches are f16, checked by
+        // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
+        // int max_chunks, float* part_o, float* part_ml, float* out): per row a layer of its
+        // f16 cache (n_ctx ≥ n_past positions; the pass's caches are f16, checked by
         // tc_attention_tiles), the staged tiles (`tc_tiles` pairs of rows of one sequence, at
-        // most tc_tile_rows each; the heads checked by it), `out` n rows of n_heads·head_dim
+        // most tc_tile_rows each; the heads checked by it), the pass's chunking (chunk_len a
+        // multiple of ATT_TILE, so of the kernel's 64 positions; scratch for n · n_heads ·
+        // max_chunks partials, n · max_chunks ≤ ATT_PARTS), `out` n rows of n_heads·head_dim
         // floats.
         unsafe {
             self.go(
                 f,
-                (self.tc_tiles as u32, c.n_kv_heads as u32, 1),
+                (
+                    self.tc_tiles as u32,
+                    c.n_kv_heads as u32,
+                    self.max_chunks as u32,
+                ),
                 TCA_THREADS,
                 &mut [
                     arg(&qp),
@@ -780,11 +790,50 @@ impl<'a> CudaOps<'a> {
                     arg(&nkv),
                     arg(&hd),
                     arg(&scale),
+                    arg(&cl),
+                    arg(&mc),
+                    arg(&po),
+                    arg(&pml),
                     arg(&op),
                 ],
             )
         };
+        if self.max_chunks > 1 {
+            self.attention_combine(out);
+        }
         self.wrote(out);
+    }
+
+    /// `out` from the partials of the pass's chunks (`attention_partial`'s or
+    /// `attention_tc_f16`'s).
+    fn attention_combine(&mut self, out: Buf) {
+        let c = &self.be.config;
+        let (op, _) = self.buf(out);
+        let np = self.input(self.lay.n_past());
+        let (po, pml) = (self.p.att_o.ptr(), self.p.att_ml.ptr());
+        let (nh, hd) = (c.n_heads as i32, c.head_dim as i32);
+        let (cl, mc) = (self.chunk_len as i32, self.max_chunks as i32);
+        // SAFETY: attention_combine(const float* part_o, const float* part_ml,
+        // const int* n_past, float* out, int n_heads, int head_dim, int chunk_len,
+        // int max_chunks): the partials of the pass's rows and chunks, `out` n rows of
+        // n_heads·head_dim floats.
+        unsafe {
+            self.go(
+                self.be.k.attention_combine,
+                (c.n_heads as u32, self.rows.len() as u32, 1),
+                COMBINE_THREADS,
+                &mut [
+                    arg(&po),
+                    arg(&pml),
+                    arg(&np),
+                    arg(&op),
+                    arg(&nh),
+                    arg(&hd),
+                    arg(&cl),
+                    arg(&mc),
+                ],
+            )
+        };
     }
 }
 
@@ -1132,26 +1181,7 @@ impl Ops for CudaOps<'_> {
         // n_heads·head_dim floats.
         unsafe { self.go(f, grid, ATT_THREADS, &mut args[..n_args]) };
         if !one {
-            // SAFETY: attention_combine(const float* part_o, const float* part_ml,
-            // const int* n_past, float* out, int n_heads, int head_dim, int chunk_len,
-            // int max_chunks): the partials above, `out` n rows of n_heads·head_dim floats.
-            unsafe {
-                self.go(
-                    self.be.k.attention_combine,
-                    (c.n_heads as u32, n as u32, 1),
-                    COMBINE_THREADS,
-                    &mut [
-                        arg(&po),
-                        arg(&pml),
-                        arg(&np),
-                        arg(&op),
-                        arg(&nh),
-                        arg(&hd),
-                        arg(&cl),
-                        arg(&mc),
-                    ],
-                )
-            };
+            self.attention_combine(out);
         }
         self.wrote(out);
     }

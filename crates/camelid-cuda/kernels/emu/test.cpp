@@ -332,8 +332,9 @@ void test_attention(int n_heads, int n_kv, int hd, int chunk_len, std::vector<in
 // consecutive rows as the host makes them. Against a double-precision softmax of the f16
 // keys and values and the f32 queries: the kernel carries queries and probabilities as two
 // f16 terms each (within 2^-22 of f32), so 1e-6 of values in [-1, 1] holds, where one f16
-// rounding of either misses it.
-void test_attention_tc(int n_heads, int n_kv, int hd, std::vector<std::pair<int, int>> seqs) {
+// rounding of either misses it. chunk_len 0: one chunk, the kernel writes the output;
+// otherwise chunks of chunk_len positions, merged by attention_combine.
+void test_attention_tc(int n_heads, int n_kv, int hd, std::vector<std::pair<int, int>> seqs, int chunk_len) {
   const int G = n_heads / n_kv, per = 64 / G, kv_dim = n_kv * hd;
   std::vector<int> np, tiles, seq_of;
   for (int s = 0; s < (int)seqs.size(); s++) {
@@ -355,7 +356,12 @@ void test_attention_tc(int n_heads, int n_kv, int hd, std::vector<std::pair<int,
   std::vector<float> q((size_t)n * n_heads * hd), out(q.size(), NAN);
   for (auto& v : q) v = U() * 2;
   const float scale = 1.0f / sqrtf((float)hd);
-  launch({(unsigned)n_tiles, (unsigned)n_kv, 1}, {128, 1, 1}, [&]{ attention_tc_f16(q.data(), kp.data(), vp.data(), np.data(), tiles.data(), n_heads, n_kv, hd, scale, out.data()); });
+  const int max_np = *std::max_element(np.begin(), np.end());
+  const int max_chunks = chunk_len ? (max_np + chunk_len - 1) / chunk_len : 1;
+  std::vector<float> po((size_t)n * n_heads * max_chunks * hd, NAN), pml((size_t)n * n_heads * max_chunks * 2, NAN);
+  launch({(unsigned)n_tiles, (unsigned)n_kv, (unsigned)max_chunks}, {128, 1, 1}, [&]{ attention_tc_f16(q.data(), kp.data(), vp.data(), np.data(), tiles.data(), n_heads, n_kv, hd, scale, chunk_len ? chunk_len : max_np, max_chunks, po.data(), pml.data(), out.data()); });
+  if (max_chunks > 1)
+    launch({(unsigned)n_heads, (unsigned)n, 1}, {128, 1, 1}, [&]{ attention_combine(po.data(), pml.data(), np.data(), out.data(), n_heads, hd, chunk_len, max_chunks); });
   double err = 0;
   for (int j = 0; j < n; j++) for (int h = 0; h < n_heads; h++) {
     const int g = h / G; const auto &Kj = K[seq_of[j]], &Vj = V[seq_of[j]];
@@ -364,7 +370,7 @@ void test_attention_tc(int n_heads, int n_kv, int hd, std::vector<std::pair<int,
     double sum = 0; for (auto& v : sc) { v = exp(v - m); sum += v; }
     for (int c = 0; c < hd; c++) { double o = 0; for (int t = 0; t < np[j]; t++) o += sc[t] / sum * emu_h2f(Vj[(size_t)t*kv_dim+g*hd+c]); err = worse(err, fabs(out[((size_t)j*n_heads+h)*hd+c] - o)); }
   }
-  char buf[120]; snprintf(buf, 120, "attention_tc_f16 heads %d/%d hd %d rows %d tiles %d", n_heads, n_kv, hd, n, n_tiles); check(buf, err, 1e-6);
+  char buf[120]; snprintf(buf, 120, "attention_tc_f16 heads %d/%d hd %d rows %d tiles %d chunks %d", n_heads, n_kv, hd, n, n_tiles, max_chunks); check(buf, err, 1e-6);
 }
 
 void test_ops() {
@@ -486,14 +492,17 @@ int main() {
   test_attention(12, 2, 96, 128, {140});
   test_attention(3, 1, 32, 128, {70, 300});
   test_attention(16, 1, 256, 128, {150});
-  test_attention_tc(8, 2, 64, {{100, 40}, {0, 5}});
-  test_attention_tc(32, 8, 64, {{0, 70}});
-  test_attention_tc(24, 8, 128, {{7, 30}, {300, 3}});
-  test_attention_tc(4, 4, 128, {{200, 70}});
-  test_attention_tc(16, 1, 64, {{0, 10}});
-  test_attention_tc(8, 2, 8, {{0, 20}});
-  test_attention_tc(2, 1, 32, {{0, 80}});
-  test_attention_tc(64, 1, 16, {{60, 3}});
+  test_attention_tc(8, 2, 64, {{100, 40}, {0, 5}}, 0);
+  test_attention_tc(8, 2, 64, {{100, 40}, {0, 5}}, 64);
+  test_attention_tc(32, 8, 64, {{0, 70}}, 0);
+  test_attention_tc(24, 8, 128, {{7, 30}, {300, 3}}, 0);
+  test_attention_tc(24, 8, 128, {{7, 30}, {300, 3}}, 128);
+  test_attention_tc(4, 4, 128, {{200, 70}}, 0);
+  test_attention_tc(4, 4, 128, {{200, 70}}, 192);
+  test_attention_tc(16, 1, 64, {{0, 10}}, 0);
+  test_attention_tc(8, 2, 8, {{0, 20}}, 0);
+  test_attention_tc(2, 1, 32, {{0, 80}}, 64);
+  test_attention_tc(64, 1, 16, {{60, 3}}, 0);
   printf("%s\n", fails ? "SOME FAILED" : "all ok");
   return fails;
 }
