@@ -489,8 +489,7 @@ extern "C" __global__ void __launch_bounds__(32 * TCA_WARPS)
     const int group = n_heads / n_kv_heads;
     const int kv_dim = n_kv_heads * head_dim;
     const int nks = (head_dim + 15) / 16; // k-steps of a score (dimensions past head_dim are 0)
-    const int nds = head_dim / 8;         // n-tiles of an output row
-    const int nc4 = head_dim / 4;         // 4-element pieces of a cache row
+    const int nds = head_dim / 8;         // n-tiles of an output row, 8-element pieces of a row
 
     // This lane's two vectors: fragment rows g (h = 0) and g + 8 (h = 1) of its warp's 16.
     int np[2];
@@ -545,28 +544,34 @@ extern "C" __global__ void __launch_bounds__(32 * TCA_WARPS)
     if (max_chunks > 1 && begin >= end) return; // no row of the tile sees this chunk
     for (int p0 = max_chunks == 1 ? 0 : begin; p0 < end; p0 += TCA_KEYS) {
         __syncthreads(); // every warp is done with the previous tile
-        // Keys: piece (key, c4) is words 2 c4, 2 c4 + 1 of the key's row; zeros past the tile's
-        // positions and in the dimensions the last k-step pads.
-        for (int u = tid; u < TCA_KEYS * 4 * nks; u += 32 * TCA_WARPS) {
-            const int key = u / (4 * nks), c4 = u % (4 * nks);
-            uint2 w = make_uint2(0u, 0u);
-            if (p0 + key < end && c4 < nc4)
-                w = __ldg((const uint2*)(K + (long long)(p0 + key) * kv_dim) + c4);
-            *(uint2*)&ks[key * TCA_KS_STRIDE + 2 * c4] = w;
+        // Keys: piece (key, c8) is dimensions 8 c8..8 c8 + 7 of the key's row, 16 bytes (rows
+        // of a cache whose head_dim is a multiple of 8 are 16-byte aligned), words 4 c8.. of
+        // ks; zeros past the chunk's positions and in the dimensions the last k-step pads.
+        // TCA_MAX_HD / 8 pieces a key, those past the k-steps skipped (no division by a width
+        // known only at run time).
+        for (int u = tid; u < TCA_KEYS * (TCA_MAX_HD / 8); u += 32 * TCA_WARPS) {
+            const int key = u / (TCA_MAX_HD / 8), c8 = u % (TCA_MAX_HD / 8);
+            if (c8 >= 2 * nks) continue;
+            uint4 w = make_uint4(0u, 0u, 0u, 0u);
+            if (p0 + key < end && c8 < nds)
+                w = __ldg((const uint4*)(K + (long long)(p0 + key) * kv_dim) + c8);
+            *(uint4*)&ks[key * TCA_KS_STRIDE + 4 * c8] = w;
         }
-        // Values, transposed: piece (pair kp, c4) is dimensions 4 c4..4 c4 + 3 of positions
+        // Values, transposed: piece (pair kp, c8) is dimensions 8 c8..8 c8 + 7 of positions
         // 2 kp and 2 kp + 1, one word of vt per dimension (lanes on consecutive pairs).
-        for (int u = tid; u < (TCA_KEYS / 2) * nc4; u += 32 * TCA_WARPS) {
-            const int kp = u % (TCA_KEYS / 2), c4 = u / (TCA_KEYS / 2);
+        for (int u = tid; u < (TCA_KEYS / 2) * nds; u += 32 * TCA_WARPS) {
+            const int kp = u % (TCA_KEYS / 2), c8 = u / (TCA_KEYS / 2);
             const int p = p0 + 2 * kp;
-            uint2 a = make_uint2(0u, 0u), b = make_uint2(0u, 0u);
-            if (p < end) a = __ldg((const uint2*)(V + (long long)p * kv_dim) + c4);
-            if (p + 1 < end) b = __ldg((const uint2*)(V + (long long)(p + 1) * kv_dim) + c4);
-            unsigned int* col = vt + 4 * c4 * TCA_VT_STRIDE + kp;
-            col[0] = (a.x & 0xFFFFu) | (b.x << 16);
-            col[TCA_VT_STRIDE] = (a.x >> 16) | (b.x & 0xFFFF0000u);
-            col[2 * TCA_VT_STRIDE] = (a.y & 0xFFFFu) | (b.y << 16);
-            col[3 * TCA_VT_STRIDE] = (a.y >> 16) | (b.y & 0xFFFF0000u);
+            uint4 a = make_uint4(0u, 0u, 0u, 0u), b = make_uint4(0u, 0u, 0u, 0u);
+            if (p < end) a = __ldg((const uint4*)(V + (long long)p * kv_dim) + c8);
+            if (p + 1 < end) b = __ldg((const uint4*)(V + (long long)(p + 1) * kv_dim) + c8);
+            const unsigned int wa[4] = {a.x, a.y, a.z, a.w}, wb[4] = {b.x, b.y, b.z, b.w};
+            unsigned int* col = vt + 8 * c8 * TCA_VT_STRIDE + kp;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                col[2 * i * TCA_VT_STRIDE] = (wa[i] & 0xFFFFu) | (wb[i] << 16);
+                col[(2 * i + 1) * TCA_VT_STRIDE] = (wa[i] >> 16) | (wb[i] & 0xFFFF0000u);
+            }
         }
         __syncthreads();
         if (p0 >= warp_np) continue; // no vector of this warp sees these positions
