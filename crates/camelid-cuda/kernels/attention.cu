@@ -462,8 +462,8 @@ __device__ __forceinline__ void split_half2(float x0, float x1, unsigned int& hi
                     x1 - half_to_float((unsigned short)(hi >> 16)));
 }
 
-// Block TCA_WARPS * 32 threads, grid (n_tiles, n_kv_heads, max_chunks), static smem 35.9 KB.
-// Tile i is rows tiles[2i] .. tiles[2i] + tiles[2i + 1] - 1 of the batch: consecutive rows of
+// attention_f16's arguments with `tiles` for its counters. Block TCA_WARPS * 32 threads, grid
+// (n_tiles, n_kv_heads, max_chunks), static smem 35.9 KB. Tile i is rows tiles[2i] .. tiles[2i] + tiles[2i + 1] - 1 of the batch: consecutive rows of
 // one sequence (the same k_cache and v_cache pointers), at most TCA_VECS / group of them.
 // max_chunks == 1: `out` as attention_combine leaves it. Otherwise chunk c (positions
 // c * chunk_len .. + chunk_len - 1, chunk_len a multiple of TCA_KEYS) writes part_o and part_ml
@@ -473,9 +473,9 @@ __device__ __forceinline__ void split_half2(float x0, float x1, unsigned int& hi
 extern "C" __global__ void __launch_bounds__(32 * TCA_WARPS)
     attention_tc_f16(const float* __restrict__ q, const unsigned short* const* __restrict__ k_cache,
                      const unsigned short* const* __restrict__ v_cache,
-                     const int* __restrict__ n_past, const int* __restrict__ tiles, int n_heads,
-                     int n_kv_heads, int head_dim, float scale, int chunk_len, int max_chunks,
-                     float* __restrict__ part_o, float* __restrict__ part_ml,
+                     const int* __restrict__ n_past, float* __restrict__ part_o,
+                     float* __restrict__ part_ml, int n_heads, int n_kv_heads, int head_dim,
+                     float scale, int chunk_len, int max_chunks, const int* __restrict__ tiles,
                      float* __restrict__ out) {
     __shared__ unsigned int ks[TCA_KEYS * TCA_KS_STRIDE];
     __shared__ unsigned int vt[TCA_MAX_HD * TCA_VT_STRIDE];

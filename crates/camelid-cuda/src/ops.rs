@@ -741,69 +741,6 @@ impl<'a> CudaOps<'a> {
         }
     }
 
-    /// Attention of a prompt pass on the tensor cores: a CTA per tile of one sequence's rows,
-    /// kv head and chunk of the pass's positions ([`tc_attention_tiles`]); with more than one
-    /// chunk, the combine step after it.
-    fn attention_tc(&mut self, layer: usize, q: Buf, out: Buf) {
-        let c = &self.be.config;
-        let (qp, _) = self.buf(q);
-        let (op, _) = self.buf(out);
-        let kc = self.input(self.lay.k_cache(layer));
-        let vc = self.input(self.lay.v_cache(layer));
-        let np = self.input(self.lay.n_past());
-        let tiles = self.input(self.lay.tiles());
-        let (po, pml) = (self.p.att_o.ptr(), self.p.att_ml.ptr());
-        let (nh, nkv, hd) = (c.n_heads as i32, c.n_kv_heads as i32, c.head_dim as i32);
-        let (cl, mc) = (self.chunk_len as i32, self.max_chunks as i32);
-        let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let f = self
-            .be
-            .k
-            .attention_tc
-            .expect("checked by tc_attention_tiles");
-        // SAFETY: attention_tc_f16(const float* q, const unsigned short* const* k_cache,
-        // const unsigned short* const* v_cache, const int* n_past, const int* tiles,
-        // int n_heads, int n_kv_heads, int head_dim, float scale, int chunk_len,
-        // int max_chunks, float* part_o, float* part_ml, float* out): per row a layer of its
-        // f16 cache (n_ctx ≥ n_past positions; the pass's caches are f16, checked by
-        // tc_attention_tiles), the staged tiles (`tc_tiles` pairs of rows of one sequence, at
-        // most tc_tile_rows each; the heads checked by it), the pass's chunking (chunk_len a
-        // multiple of ATT_TILE, so of the kernel's 64 positions; scratch for n · n_heads ·
-        // max_chunks partials, n · max_chunks ≤ ATT_PARTS), `out` n rows of n_heads·head_dim
-        // floats.
-        unsafe {
-            self.go(
-                f,
-                (
-                    self.tc_tiles as u32,
-                    c.n_kv_heads as u32,
-                    self.max_chunks as u32,
-                ),
-                TCA_THREADS,
-                &mut [
-                    arg(&qp),
-                    arg(&kc),
-                    arg(&vc),
-                    arg(&np),
-                    arg(&tiles),
-                    arg(&nh),
-                    arg(&nkv),
-                    arg(&hd),
-                    arg(&scale),
-                    arg(&cl),
-                    arg(&mc),
-                    arg(&po),
-                    arg(&pml),
-                    arg(&op),
-                ],
-            )
-        };
-        if self.max_chunks > 1 {
-            self.attention_combine(out);
-        }
-        self.wrote(out);
-    }
-
     /// `out` from the partials of the pass's chunks (`attention_partial`'s or
     /// `attention_tc_f16`'s).
     fn attention_combine(&mut self, out: Buf) {
@@ -1124,14 +1061,14 @@ impl Ops for CudaOps<'_> {
         self.wrote(k);
     }
 
-    /// Decode-sized passes (up to [`GRAPH_MAX_BATCH`] rows): one `attention` launch, whose
-    /// last CTA of each row and kv head combines the chunks. Larger ones, or with
-    /// `CAMELID_CUDA_FUSE=0`: `attention_partial` (fewer registers, for the many CTAs of a
-    /// prompt), then `attention_combine`.
+    /// Prompt passes at the fast precision over f16 caches ([`tc_attention_tiles`]):
+    /// `attention_tc_f16`, a CTA per tile of one sequence's rows, kv head and chunk of the
+    /// pass's positions. Other passes up to [`GRAPH_MAX_BATCH`] rows (decode steps): one
+    /// `attention` launch, whose last CTA of each row and kv head combines the chunks. Larger
+    /// ones, or with `CAMELID_CUDA_FUSE=0`: `attention_partial` (fewer registers, for the many
+    /// CTAs of a prompt). `attention_partial`, and `attention_tc_f16` over more than one chunk,
+    /// leave partials that `attention_combine` then merges.
     fn attention(&mut self, layer: usize, q: Buf, out: Buf) {
-        if self.tc_tiles > 0 {
-            return self.attention_tc(layer, q, out);
-        }
         let c = &self.be.config;
         let (qp, _) = self.buf(q);
         let (op, _) = self.buf(out);
@@ -1144,10 +1081,16 @@ impl Ops for CudaOps<'_> {
         // As the CPU forms it.
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let (cl, mc) = (self.chunk_len as i32, self.max_chunks as i32);
-        let grid = (self.max_chunks as u32, c.n_kv_heads as u32, n as u32);
-        let one = self.be.fuse && n <= GRAPH_MAX_BATCH;
-        let counters = self.p.att_count.ptr();
-        // attention_partial's arguments, then the two `attention` adds.
+        let tc = self.tc_tiles > 0;
+        let one = !tc && self.be.fuse && n <= GRAPH_MAX_BATCH;
+        // `attention`'s counters, or `attention_tc_f16`'s tiles.
+        let extra = if tc {
+            self.input(self.lay.tiles())
+        } else {
+            self.p.att_count.ptr()
+        };
+        // attention_partial's arguments, then the two that `attention` (counters, out) and
+        // `attention_tc_f16` (tiles, out) add.
         let mut args = [
             arg(&qp),
             arg(&kc),
@@ -1161,14 +1104,25 @@ impl Ops for CudaOps<'_> {
             arg(&scale),
             arg(&cl),
             arg(&mc),
-            arg(&counters),
+            arg(&extra),
             arg(&op),
         ];
         let by = Kernels::by_cache(self.cache);
-        let (f, n_args) = if one {
-            (self.be.k.attention[by], 14)
+        let (f, grid, block, n_args) = if tc {
+            let f = self
+                .be
+                .k
+                .attention_tc
+                .expect("checked by tc_attention_tiles");
+            let grid = (self.tc_tiles as u32, nkv as u32, mc as u32);
+            (f, grid, TCA_THREADS, 14)
         } else {
-            (self.be.k.attention_partial[by], 12)
+            let grid = (mc as u32, nkv as u32, n as u32);
+            if one {
+                (self.be.k.attention[by], grid, ATT_THREADS, 14)
+            } else {
+                (self.be.k.attention_partial[by], grid, ATT_THREADS, 12)
+            }
         };
         // SAFETY: attention_partial(const float* q, const E* const* k_cache,
         // const E* const* v_cache, const int* n_past, float* part_o, float* part_ml,
@@ -1178,9 +1132,12 @@ impl Ops for CudaOps<'_> {
         // scratch for n · n_heads · max_chunks partials (n · max_chunks ≤ ATT_PARTS).
         // attention(the same, int* counters, float* out): also n · n_kv_heads counters at zero
         // (n ≤ MAX_BATCH, and each launch leaves them so) and `out` n rows of
-        // n_heads·head_dim floats.
-        unsafe { self.go(f, grid, ATT_THREADS, &mut args[..n_args]) };
-        if !one {
+        // n_heads·head_dim floats. attention_tc_f16(the same, const int* tiles, float* out),
+        // E = f16 (the pass's caches, checked by tc_attention_tiles): the staged tiles
+        // (`tc_tiles` pairs of rows of one sequence, at most tc_tile_rows each; the heads
+        // checked by it), chunk_len a multiple of ATT_TILE (so of the kernel's 64 positions).
+        unsafe { self.go(f, grid, block, &mut args[..n_args]) };
+        if !one && (!tc || mc > 1) {
             self.attention_combine(out);
         }
         self.wrote(out);

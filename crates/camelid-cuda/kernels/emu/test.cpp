@@ -359,7 +359,7 @@ void test_attention_tc(int n_heads, int n_kv, int hd, std::vector<std::pair<int,
   const int max_np = *std::max_element(np.begin(), np.end());
   const int max_chunks = chunk_len ? (max_np + chunk_len - 1) / chunk_len : 1;
   std::vector<float> po((size_t)n * n_heads * max_chunks * hd, NAN), pml((size_t)n * n_heads * max_chunks * 2, NAN);
-  launch({(unsigned)n_tiles, (unsigned)n_kv, (unsigned)max_chunks}, {128, 1, 1}, [&]{ attention_tc_f16(q.data(), kp.data(), vp.data(), np.data(), tiles.data(), n_heads, n_kv, hd, scale, chunk_len ? chunk_len : max_np, max_chunks, po.data(), pml.data(), out.data()); });
+  launch({(unsigned)n_tiles, (unsigned)n_kv, (unsigned)max_chunks}, {128, 1, 1}, [&]{ attention_tc_f16(q.data(), kp.data(), vp.data(), np.data(), po.data(), pml.data(), n_heads, n_kv, hd, scale, chunk_len ? chunk_len : max_np, max_chunks, tiles.data(), out.data()); });
   if (max_chunks > 1)
     launch({(unsigned)n_heads, (unsigned)n, 1}, {128, 1, 1}, [&]{ attention_combine(po.data(), pml.data(), np.data(), out.data(), n_heads, hd, chunk_len, max_chunks); });
   double err = 0;
