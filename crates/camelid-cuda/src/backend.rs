@@ -246,9 +246,8 @@ pub(crate) fn check_weights(
         }
     }
     let hd = config.head_dim;
-    // Attention reads rows as float4s and holds a head in at most 256 floats. (Its README asks
-    // for a multiple of 32; the kernel guards every float4 lane against head_dim / 4, and the
-    // tiny test models have heads of 8 and 16.)
+    // Attention reads rows as float4s and holds a head in at most 256 floats (kernels/README.md;
+    // the tiny test models have heads of 8 and 16).
     if !hd.is_multiple_of(4) || hd > 256 {
         return Err(ModelError::Backend(format!(
             "CUDA: head_dim {hd} is not supported (the attention kernel needs a multiple of 4, at most 256)"

@@ -492,6 +492,7 @@ int main() {
   test_attention(12, 2, 96, 128, {140});
   test_attention(3, 1, 32, 128, {70, 300});
   test_attention(16, 1, 256, 128, {150});
+  test_attention(4, 2, 20, 128, {70, 3});  // an odd number of float4s a row
   test_attention_tc(8, 2, 64, {{100, 40}, {0, 5}}, 0);
   test_attention_tc(8, 2, 64, {{100, 40}, {0, 5}}, 64);
   test_attention_tc(32, 8, 64, {{0, 70}}, 0);
