@@ -12,9 +12,10 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   GPU, as one prompt batch and token by token (the decode path, graph-replayed), against the CPU
   exact path within 1e-4 * max(1, max|ref|), and with f16 KV caches (Q4_0 files) against the
   CPU's within 1e-3 * max(1, max|ref|), and their fast-precision prompt with the attention on the
-  tensor cores against the f32 attention kernels within 5e-3; the fast path's error against the file's reference
-  logits (transformers on the file's weights) beside the CPU fast path's and llama.cpp's: its
-  mean no larger than the larger of theirs, its largest within FAST_MAX_SLACK times.
+  tensor cores against the f32 attention kernels within 5e-3; the fast path's error against the
+  file's reference logits (transformers on the file's weights) beside the CPU fast path's and
+  llama.cpp's: its mean no larger than the larger of theirs, its largest within FAST_MAX_SLACK
+  times.
 - "types": a 2-layer model of Llama 3.2 1B's widths (Llama 3.1 RoPE scaling included) in each
   weight type the backend has kernels for (the tiny fixtures have no K-quants), same tolerance;
   in Q4_0 also the tensor-core prompt attention, as for the tiny files.
