@@ -412,6 +412,7 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
                                      "-r", str(reps), "--json", env=env or None))
                 variants[name] = {"type": ty, "test": u[0]["test"],
                                   "tokens_per_s": u[0]["avg_ts"], "stddev": u[0]["stddev_ts"],
+                                  "isa": u[0].get("isa"),
                                   "kv_cache_bytes": u[0].get("kv_cache_bytes"),
                                   "env": " ".join(f"{k}={v}" for k, v in env.items())}
                 log(f"  {u[0]['test']} {name}: {u[0]['avg_ts']:.1f} t/s")
