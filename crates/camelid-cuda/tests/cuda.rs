@@ -708,10 +708,10 @@ fn f16_caches_equal_the_cpu_f16_cache_exact_path() {
 /// passes over f16 caches) against the f32 kernels (`Limits::no_tc_attention`), everything else
 /// the same: a prompt (every position's logits; its positions in two chunks, each a CTA of its
 /// own, merged by the combine step), three prompts of different lengths in one pass (tiles of
-/// three sequences), then their continuations (tiles whose rows also see the
-/// positions of the pass before). The kernel carries queries and probabilities to about 22
-/// bits (kernels/attention.cu; its emulated test holds it to 1e-6 of the f64 softmax), so the
-/// two differ by their sums' order, and where that moves an activation across an f16 rounding
+/// three sequences), then their continuations (tiles whose rows also see the positions of the
+/// pass before). The kernel carries queries and probabilities to about 22 bits
+/// (kernels/attention.cu; its emulated test holds it to 1e-6 of the f64 softmax), so the two
+/// differ by their sums' order, and where that moves an activation across an f16 rounding
 /// boundary of the GEMMs after it. Measured on the emulated driver, as a share of max(1, max
 /// |ref|): 7.1e-4 to 1.5e-3 over these files. With the probabilities rounded to f16 once, 1.8e-3
 /// to 2.8e-3; the queries, 3.1e-3 to 5.5e-3 (and past the bound on llama3-gqa); a mask one
@@ -750,8 +750,8 @@ fn tensor_core_prompt_attention_equals_the_f32_kernels() {
             let mut states: Vec<_> = (0..3).map(|_| model.new_state(n).unwrap()).collect();
             let mut refs: Vec<&mut _> = states.iter_mut().collect();
             // Every position of one prompt of three times the tokens (in two chunks of
-            // positions: 192 rows and more split theirs in two, `CudaBackend::chunking`), then the
-            // last of each of the three.
+            // positions: passes of 192 rows and more split theirs in two,
+            // `CudaBackend::chunking`), then the last of each of the three.
             let mut out = run_all(model, &long);
             let all = out.len();
             out.resize(all + 6, Vec::new());
