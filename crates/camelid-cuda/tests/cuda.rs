@@ -771,6 +771,11 @@ fn tensor_core_prompt_attention_equals_the_f32_kernels() {
             .map(|(a, b)| max_diff(a, b) / max_abs(b).max(1.0))
             .fold(0.0f32, f32::max);
         eprintln!("{name:>14} tensor-core prompt attention: {worst:.3e} of max(1, max |ref|)");
+        // Other sums in another order: were the two the same kernel, every bit would agree.
+        assert!(
+            worst > 0.0,
+            "{name}: the prompts did not take the tensor-core kernel"
+        );
         assert_within(
             &got[0],
             &got[1],
