@@ -38,8 +38,9 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
 - "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
-  Q4_0 model; otherwise, where Nsight Compute is, each decode kernel's time and share of the
-  DRAM bandwidth over two decode steps (guidance for the next change; asserts nothing).
+  Q4_0 model; otherwise, where Nsight Compute is, each kernel's time and share of the DRAM
+  bandwidth over two decode steps ("decode") and over a 256-token prompt pass ("prompt")
+  (guidance for the next change; asserts nothing).
 """
 
 from __future__ import annotations
@@ -469,7 +470,7 @@ def check_profile(cm: Camelid, work: Path, rehearse: bool) -> dict:
     summary of `camelid bench` on the 1B Q4_0 model (a 512-token prompt, then 64 decode steps,
     the graphs traced node by node): the kernels that took the most time, with their share,
     launches and mean time. Without Nsight Systems, Nsight Compute's figures for the kernels of
-    two decode steps ([`profile_decode_kernels`])."""
+    two decode steps and of a prompt pass ([`ncu_kernels`])."""
     if rehearse:
         return {"skipped": "a rehearsal has no GPU to profile"}
     q4 = work / "l1b-Q4_0.gguf"
@@ -477,8 +478,15 @@ def check_profile(cm: Camelid, work: Path, rehearse: bool) -> dict:
         return {"skipped": "no Q4_0 bench model (the bench check makes it)"}
     nsys = find_nsys()
     if nsys is None:
+        # Two decode steps, launched one by one (83 launches a step), after two steps; and the
+        # first of a 256-token prompt's two passes (bench's warm-up: cuBLAS GEMMs on expanded
+        # weights, the tensor-core attention; about 650 launches), its split of the time.
         return {"nsys": "skipped: no nsys (Nsight Systems) on this machine",
-                **profile_decode_kernels(cm, q4)}
+                "decode": ncu_kernels(cm, q4, "two decode steps, kernels one by one",
+                                      ["-p", "0", "-n", "8"], 166, 166,
+                                      {"CAMELID_CUDA_NO_GRAPHS": "1"}),
+                "prompt": ncu_kernels(cm, q4, "a prompt pass of 256 tokens",
+                                      ["-p", "256", "-n", "0"], 0, 700, {})}
     out = work / "profile"
     prof = subprocess.run([nsys, "profile", "--trace=cuda", "--cuda-graph-trace=node",
                            "--force-overwrite=true", "-o", str(out),
@@ -518,27 +526,27 @@ NCU_METRICS = ["gpu__time_duration.sum", "dram__throughput.avg.pct_of_peak_susta
                "dram__bytes_read.sum"]
 
 
-def profile_decode_kernels(cm: Camelid, q4: Path) -> dict:
-    """Nsight Compute (`ncu`, where Nsight Systems is missing) on two decode steps of the 1B Q4_0
-    model, its kernels launched one by one (`CAMELID_CUDA_NO_GRAPHS=1`; 83 launches a step),
-    after two steps: per kernel, its launches, mean time, DRAM bandwidth share and bytes read.
-    Guidance for the next change; asserts nothing, and a failure only says why."""
+def ncu_kernels(cm: Camelid, q4: Path, what: str, bench: list[str], skip: int, count: int,
+                env: dict) -> dict:
+    """Nsight Compute (`ncu`, where Nsight Systems is missing) on `count` kernel launches of
+    `camelid bench` of the 1B Q4_0 model, after `skip`: per kernel, its launches, mean time,
+    DRAM bandwidth share and bytes read. Guidance for the next change; asserts nothing, and a
+    failure only says why."""
     ncu = shutil.which("ncu") or next(iter(sorted(glob.glob("/usr/local/cuda*/bin/ncu"))), None)
     if ncu is None:
         return {"ncu": "skipped: no ncu (Nsight Compute) on this machine"}
     args = [ncu, "--csv", "--page", "raw", "--metrics", ",".join(NCU_METRICS),
-            "--launch-skip", "166", "--launch-count", "166",
-            *cm.argv(["bench", "-m", str(q4), "--device", "cuda", "-p", "0", "-n", "8", "-r",
-                      "1"])]
+            "--launch-skip", str(skip), "--launch-count", str(count),
+            *cm.argv(["bench", "-m", str(q4), "--device", "cuda", *bench, "-r", "1"])]
     try:
         p = subprocess.run(args, capture_output=True, text=True, timeout=150,
-                           env={**os.environ, "CAMELID_CUDA_NO_GRAPHS": "1"})
+                           env={**os.environ, **env})
     except subprocess.TimeoutExpired:
         return {"ncu": "skipped: ncu took over 150 s"}
     kernels = parse_ncu_csv(p.stdout)
     if p.returncode != 0 or not kernels:
         return {"ncu": "skipped: " + (p.stderr or p.stdout)[-2000:]}
-    return {"ncu": "two decode steps, kernels one by one", "kernels": kernels}
+    return {"ncu": what, "kernels": kernels}
 
 
 def parse_ncu_csv(text: str) -> list[dict]:
