@@ -26,7 +26,7 @@
 # output tail keeps only 12,000 characters), and the output ends with a one-line summary of the
 # figures that decide. Where Nsight Systems (`nsys`) is installed, the last check profiles a
 # bench run (under a minute); where only Nsight Compute (`ncu`) is, two decode steps' kernels
-# (about half a minute, 150 s at most).
+# and 8 layers of a prompt pass (150 s at most for the two).
 #
 # Without a GPU: `--rehearse` runs every step on the CPU (`--device cpu`), and `--emulated` runs
 # the tiny check through the CUDA path on the emulated driver of scripts/check-cuda-kernels.sh
