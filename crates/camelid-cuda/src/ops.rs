@@ -64,7 +64,7 @@ const TCA_THREADS: u32 = 128;
 /// Rows per tile of `attention_tc_f16` for `c`'s heads (a CTA holds [`TCA_VECS`] query vectors, a
 /// row's group of query heads each); `None` where the kernel does not take the heads (a width
 /// not a multiple of 8 or above [`TCA_MAX_HD`], a group larger than a CTA).
-pub(crate) fn tc_tile_rows(c: &Config) -> Option<usize> {
+fn tc_tile_rows(c: &Config) -> Option<usize> {
     let group = c.n_heads / c.n_kv_heads;
     (c.head_dim.is_multiple_of(8) && c.head_dim <= TCA_MAX_HD && group <= TCA_VECS)
         .then_some(TCA_VECS / group)
@@ -92,7 +92,7 @@ fn tc_attention_tiles(be: &CudaBackend, rows: &[Row], cache: CacheType) -> usize
 
 /// The tiles of `attention_tc_f16` over a batch: runs of consecutive rows of one sequence, cut
 /// every `per` rows, as `(first row, rows)`.
-pub(crate) fn attention_tiles(rows: &[Row], per: usize) -> impl Iterator<Item = (usize, usize)> {
+fn attention_tiles(rows: &[Row], per: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut first = 0;
     std::iter::from_fn(move || {
         let seq = rows.get(first)?.seq;
