@@ -17,7 +17,7 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   llama.cpp's: its mean no larger than the larger of theirs, its largest within FAST_MAX_SLACK
   times.
 - "types": a 2-layer model of Llama 3.2 1B's widths (Llama 3.1 RoPE scaling included) in each
-  weight type the backend has kernels for (the tiny fixtures have no K-quants), same tolerance;
+  weight type the backend has kernels for (the tiny fixtures have no K-quants or IQ4), same tolerance;
   in Q4_0 also the tensor-core prompt attention, as for the tiny files.
 - "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts and
   the perplexity of a text, GPU against CPU at `--precision exact` (the same f32 arithmetic;
@@ -254,7 +254,8 @@ def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
             r["ok"] = r["ok"] and ok_tc
         return r
 
-    types = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K"]
+    types = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M",
+             "Q2_K", "IQ4_XS", "IQ4_NL"]
     runs = list(pool.map(one, types))
     for r in runs:
         log(f"type {r['type']:<7} {'ok' if r['ok'] else 'FAIL'} "

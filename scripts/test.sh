@@ -52,7 +52,7 @@ rerun lib camelid-cuda LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PA
 # The CUDA backend end to end on the CPU, against the emulated driver that check-cuda-kernels.sh
 # built: its GPU tests (camelid-cuda: logits against the CPU exact path on every tiny fixture,
 # prompts, graph-replayed decoding, batches, hidden rows, cache copies; a few decode steps a
-# file) and the CLI's (camelid-cli: the k-quant types, whose rows the tiny fixtures are too
+# file) and the CLI's (camelid-cli: the k-quant and IQ4 types, whose rows the tiny fixtures are too
 # narrow for), split over two processes (the emulator runs one call at a time). The build is the
 # workspace test run's.
 emu_env=(env LD_LIBRARY_PATH="$PWD/target/cuda-emu:$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

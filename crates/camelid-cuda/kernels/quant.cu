@@ -9,10 +9,11 @@
 // Built at run time by NVRTC without any header: only builtin types and intrinsics are used.
 //
 // Block layouts: ggml `ggml-common.h` (block_q8_0, block_q4_0, block_q4_1, block_q5_0,
-// block_q5_1, block_q4_K, block_q5_K, block_q6_K), as declared in camelid-kernels
-// `src/dtype.rs`. Dequantization reproduces camelid-kernels `src/quant/legacy.rs` and
-// `src/quant/kquants.rs` element for element, including the order of the f32 operations (hence
-// the explicit `__fmul_rn`/`__fadd_rn`, which the compiler may not fuse into an FMA).
+// block_q5_1, block_q2_K, block_q3_K, block_q4_K, block_q5_K, block_q6_K, block_iq4_nl,
+// block_iq4_xs), as declared in camelid-kernels `src/dtype.rs`. Dequantization reproduces
+// camelid-kernels `src/quant/legacy.rs`, `kquants.rs` and `iquants.rs` element for element,
+// including the order of the f32 operations (hence the explicit `__fmul_rn`/`__fadd_rn`, which
+// the compiler may not fuse into an FMA).
 //
 // One mechanism for every type: a block is cut into "pieces" of 16 weights, one piece per thread
 // and step. A piece is RUNS runs of RUN consecutive columns (RUNS * RUN == 16), with one scale
@@ -22,7 +23,8 @@
 
 // Which kernels a compilation defines: all of them, or with CAMELID_QUANT_PART defined (the
 // host compiles the file as QUANT_PARTS programs at once, src/kernels.rs) one group: 0 the float
-// types with `rope_store` and `f32_to_f16`, 1 q8_0 q4_0 q4_1, 2 q5_0 q5_1, 3 the k-quants.
+// types with `rope_store` and `f32_to_f16`, 1 q8_0 q4_0 q4_1, 2 q5_0 q5_1 iq4_nl, 3 q4_k q5_k
+// q6_k, 4 q2_k q3_k iq4_xs.
 #ifdef CAMELID_QUANT_PART
 #define CAMELID_PART(k) (CAMELID_QUANT_PART == (k))
 #else
@@ -376,6 +378,152 @@ struct FmtQ6_K {
                 v[4 * u + i] = level(q, 32.0f);
             }
         }
+    }
+};
+
+// The 2-bit values of Q2_K and Q3_K: in half h (128 elements, r = e % 128) the two bits of
+// element e are at bit 2 * (r / 32) of byte 32h + r % 32 of the 64 bytes `qs`. Piece p = 8h +
+// t / 4 (t = 0, 4, .., 28) takes the four bytes qs[32h + t..]: four runs of 4, columns 128h + t
+// + 32u for u = 0..3, of the 16-element sub-blocks 8h + 2u + t / 16 (Q6_K's arrangement).
+__device__ __forceinline__ int k2_run_col(int p, int k) {
+    return 128 * (p >> 3) + 4 * (p & 7) + 32 * k;
+}
+
+// Q2_K: {u8 scales[16]; u8 qs[64]; f16 d; f16 dmin}, 16 sub-blocks of 16, x = (d * (s & 15)) * q
+// - dmin * (s >> 4) with s = scales[e / 16] (camelid-kernels `dequant_q2_k`). 84-byte blocks
+// are 4-byte aligned.
+struct FmtQ2_K {
+    static constexpr int BLOCK = 256, BYTES = 84, PIECES = 16, RUNS = 4, RUN = 4;
+    static constexpr Kind KIND = AFFINE;
+    static __device__ __forceinline__ int run_col(int p, int k) { return k2_run_col(p, k); }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&b)[RUNS]) {
+        const int h = p >> 3, t = 4 * (p & 7);
+        const unsigned int q = load_u32(blk + 16 + 32 * h + t);
+        const unsigned int sc[2] = {load_u32(blk + 8 * h), load_u32(blk + 8 * h + 4)};
+        const unsigned int dm = load_u32(blk + 80);
+        const float d = half_to_float((unsigned short)(dm & 0xFFFFu));
+        const float dmin = half_to_float((unsigned short)(dm >> 16));
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int j = (t >> 4) + 2 * u; // sub-block within the half
+            const unsigned int s = byte_of(sc[j >> 2], j & 3);
+            a[u] = __fmul_rn(d, (float)(s & 15u));
+            b[u] = -__fmul_rn(dmin, (float)(s >> 4));
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int u = 0; u < 4; ++u) v[4 * u + i] = level((byte_of(q, i) >> (2 * u)) & 3u, 0.0f);
+    }
+};
+
+// Q3_K: {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}, 16 sub-blocks of 16, x = (d * s) * (q -
+// 4 * (1 - hbit)): q the two bits as in Q2_K (qs at byte 32), hbit bit 4h + r / 32 of hmask[r % 32],
+// s the sub-block's 6-bit scale less 32 (camelid-kernels `q3k_scales`: for sub-block j the low
+// four bits are nibble j / 8 of scales[j % 8], the high two bits 2 * (j / 4).. of scales[8 + j %
+// 4]). 110-byte blocks are 2-byte aligned.
+struct FmtQ3_K {
+    static constexpr int BLOCK = 256, BYTES = 110, PIECES = 16, RUNS = 4, RUN = 4;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return k2_run_col(p, k); }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        const int h = p >> 3, t = 4 * (p & 7);
+        unsigned int q[1], hm[1], sc[3];
+        load_words<1>(blk + 32 + 32 * h + t, q);
+        load_words<1>(blk + t, hm);
+        load_words<3>(blk + 96, sc);
+        const float d = half_to_float((unsigned short)load_u16(blk + 108));
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int j = 8 * h + (t >> 4) + 2 * u;
+            const unsigned int lo = (byte_of(sc[(j & 7) >> 2], j & 3) >> (4 * (j >> 3))) & 15u;
+            const unsigned int hi = (byte_of(sc[2], j & 3) >> (2 * (j >> 2))) & 3u;
+            a[u] = __fmul_rn(d, (float)((int)(lo | (hi << 4)) - 32));
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const unsigned int lq = byte_of(q[0], i), hb = byte_of(hm[0], i) >> (4 * h);
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+                v[4 * u + i] = level(((lq >> (2 * u)) & 3u) | (((hb >> u) & 1u) << 2), 4.0f);
+        }
+    }
+};
+
+// The IQ4 codebook (camelid-kernels `IQ4NL_VALUES`, ggml's kvalues_iq4nl: -127, -104, -83, -65,
+// -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113), plus 128, as bytes of four words; and the
+// values of the four indices (0..15) in the bytes of `n`, plus 128, as the bytes of a word: two
+// byte permutations (`prmt`, whose selector nibbles take bytes 0..7 of two words) look up the
+// indices' low three bits in each half of the codebook, and bit 3 picks the half.
+#define IQ4_T0 0x3F2D1801u
+#define IQ4_T1 0x766A5D4Fu
+#define IQ4_T2 0xA6998D81u
+#define IQ4_T3 0xF1D9C5B5u
+__device__ __forceinline__ unsigned int iq4_values(unsigned int n) {
+    const unsigned int x = n & 0x07070707u;
+    const unsigned int y = x | (x >> 4);
+    const unsigned int sel = (y & 0xFFu) | ((y >> 8) & 0xFF00u);
+    const unsigned int lo = __byte_perm(IQ4_T0, IQ4_T1, sel);
+    const unsigned int hi = __byte_perm(IQ4_T2, IQ4_T3, sel);
+    const unsigned int pick = ((n >> 3) & 0x01010101u) * 0xFFu;
+    return (lo & ~pick) | (hi & pick);
+}
+
+// Eight bytes of IQ4 indices in Q4_0's nibble order (`decode_nibbles`): low nibbles to v[0..8),
+// high nibbles to v[8..16).
+__device__ __forceinline__ void decode_iq4(const unsigned int (&qs)[2], float (&v)[16]) {
+#pragma unroll
+    for (int w = 0; w < 2; ++w) {
+        const unsigned int lo = iq4_values(qs[w] & 0x0F0F0F0Fu);
+        const unsigned int hi = iq4_values((qs[w] >> 4) & 0x0F0F0F0Fu);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            v[4 * w + e] = level(byte_of(lo, e), 128.0f);
+            v[8 + 4 * w + e] = level(byte_of(hi, e), 128.0f);
+        }
+    }
+}
+
+// IQ4_NL: {f16 d; u8 qs[16]}, x = d * kvalues[q], q in Q4_0's nibble order.
+struct FmtIQ4_NL {
+    static constexpr int BLOCK = 32, BYTES = 18, PIECES = 2, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 8 * p + 16 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int qs[2];
+        load_words<2>(blk + 2 + 8 * p, qs);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = d;
+        a[1] = d;
+        decode_iq4(qs, v);
+    }
+};
+
+// IQ4_XS: {f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]}, 8 sub-blocks of 32, x = (d * (ls -
+// 32)) * kvalues[q]: ls has nibble ib % 2 of scales_l[ib / 2] for its low four bits and bits 2ib,
+// 2ib + 1 of scales_h for its high two (camelid-kernels `iq4xs_scale`); qs[16ib..] hold sub-block
+// ib in Q4_0's nibble order. Piece p = 2ib + c takes qs[16ib + 8c..+8): run 0 is columns 32ib + 8c..,
+// run 1 columns 32ib + 16 + 8c... 136-byte blocks are 8-byte aligned.
+struct FmtIQ4_XS {
+    static constexpr int BLOCK = 256, BYTES = 136, PIECES = 16, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) {
+        return 32 * (p >> 1) + 8 * (p & 1) + 16 * k;
+    }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        const int ib = p >> 1;
+        const uint2 q2 = __ldg((const uint2*)(blk + 8 + 8 * p));
+        const unsigned int qs[2] = {q2.x, q2.y};
+        const unsigned int dh = load_u32(blk), sl = load_u32(blk + 4);
+        const float d = half_to_float((unsigned short)(dh & 0xFFFFu));
+        const unsigned int ls = ((sl >> (4 * ib)) & 15u) | (((dh >> (16 + 2 * ib)) & 3u) << 4);
+        a[0] = __fmul_rn(d, (float)((int)ls - 32));
+        a[1] = a[0];
+        decode_iq4(qs, v);
     }
 };
 
@@ -1046,6 +1194,9 @@ CAMELID_TC_TYPE(q5_0, FmtQ5_0)
 CAMELID_TC_TYPE(q5_1, FmtQ5_1)
 CAMELID_DEQUANT_BLOCKS(q5_0, FmtQ5_0)
 CAMELID_DEQUANT_BLOCKS(q5_1, FmtQ5_1)
+CAMELID_WEIGHT_TYPE(iq4_nl, FmtIQ4_NL)
+CAMELID_TC_TYPE(iq4_nl, FmtIQ4_NL)
+CAMELID_DEQUANT_BLOCKS(iq4_nl, FmtIQ4_NL)
 #endif
 
 #if CAMELID_PART(3)
@@ -1058,6 +1209,18 @@ CAMELID_TC_TYPE(q6_k, FmtQ6_K)
 CAMELID_DEQUANT_BLOCKS(q4_k, FmtQ4_K)
 CAMELID_DEQUANT_BLOCKS(q5_k, FmtQ5_K)
 CAMELID_DEQUANT_BLOCKS(q6_k, FmtQ6_K)
+#endif
+
+#if CAMELID_PART(4)
+CAMELID_WEIGHT_TYPE(q2_k, FmtQ2_K)
+CAMELID_WEIGHT_TYPE(q3_k, FmtQ3_K)
+CAMELID_TC_TYPE(q2_k, FmtQ2_K)
+CAMELID_TC_TYPE(q3_k, FmtQ3_K)
+CAMELID_DEQUANT_BLOCKS(q2_k, FmtQ2_K)
+CAMELID_DEQUANT_BLOCKS(q3_k, FmtQ3_K)
+CAMELID_WEIGHT_TYPE(iq4_xs, FmtIQ4_XS)
+CAMELID_TC_TYPE(iq4_xs, FmtIQ4_XS)
+CAMELID_DEQUANT_BLOCKS(iq4_xs, FmtIQ4_XS)
 #endif
 
 #if CAMELID_PART(0)

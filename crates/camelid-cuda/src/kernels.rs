@@ -26,8 +26,8 @@ const COMMON: &str = include_str!("../kernels/common.cuh");
 
 /// quant.cu is compiled as this many programs at once, each defining `CAMELID_QUANT_PART` (a
 /// group of its types; the file says which): as one program it took 31 s in NVRTC 12.9 on a core
-/// of the development VM, its largest part 9.
-const QUANT_PARTS: usize = 4;
+/// of the development VM (11 types of the 15); its parts take 4-6 s each in nvcc 13.0.
+const QUANT_PARTS: usize = 5;
 
 /// A program for NVRTC: the source's name (for its messages), the cache file's stem, the text.
 struct Program {
@@ -80,7 +80,7 @@ fn compile_all(programs: &[&Program], arch: &str) -> Vec<Result<Vec<u8>>> {
 }
 
 /// The weight types with kernels; the others are refused at load, naming the tensor.
-pub const WEIGHT_TYPES: [DType; 11] = [
+pub const WEIGHT_TYPES: [DType; 15] = [
     DType::F32,
     DType::F16,
     DType::BF16,
@@ -89,9 +89,13 @@ pub const WEIGHT_TYPES: [DType; 11] = [
     DType::Q4_1,
     DType::Q5_0,
     DType::Q5_1,
+    DType::Q2_K,
+    DType::Q3_K,
     DType::Q4_K,
     DType::Q5_K,
     DType::Q6_K,
+    DType::IQ4_NL,
+    DType::IQ4_XS,
 ];
 
 /// The compute capability from which the tensor-core products exist (`mma.sync.m16n8k16` with

@@ -48,6 +48,14 @@ template <class T> static inline T __ldg(const T* p) { if ((uintptr_t)p % sizeof
 static inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned s) {
     s &= 31; uint64_t v = ((uint64_t)hi << 32) | lo; return (unsigned)(v >> s);
 }
+// PTX `prmt.b32` in its default mode: byte n of the result is byte (s >> 4n) & 7 of the eight
+// bytes {x, y}, or that byte's sign bit repeated where bit 3 of the selector nibble is set.
+static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t v = ((uint64_t)y << 32) | x; unsigned r = 0;
+    for (int n = 0; n < 4; n++) { unsigned sel = (s >> (4 * n)) & 15, b = (unsigned)(v >> (8 * (sel & 7))) & 255;
+        if (sel & 8) b = (b & 128) ? 255 : 0; r |= b << (8 * n); }
+    return r;
+}
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static inline float __int_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
 static inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }

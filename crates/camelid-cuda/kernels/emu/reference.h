@@ -1,5 +1,6 @@
-// Scalar dequantization references, transcribed from camelid-kernels src/quant/legacy.rs and
-// src/quant/kquants.rs (and dtype.rs `kscale`), operation for operation, for the emulated tests.
+// Scalar dequantization references, transcribed from camelid-kernels src/quant/legacy.rs,
+// src/quant/kquants.rs and src/quant/iquants.rs (and dtype.rs `kscale`, `q3k_scales`), operation
+// for operation, for the emulated tests.
 #pragma once
 #include <string>
 static float f16at(const uint8_t* b, int i) { return emu_h2f((unsigned short)(b[i] | (b[i+1] << 8))); }
@@ -10,7 +11,8 @@ static void kscale_ref(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
 static void q5vals(const uint8_t* qh, const uint8_t* qs, uint8_t* v) {
   uint32_t h = qh[0] | (qh[1]<<8) | (qh[2]<<16) | ((uint32_t)qh[3]<<24);
   for (int j=0;j<16;j++){ v[j]=(qs[j]&0x0f)|(((h>>j)&1)<<4); v[j+16]=(qs[j]>>4)|(((h>>(j+16))&1)<<4);} }
-// references, transcribed from camelid-kernels quant/legacy.rs and quant/kquants.rs
+static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+// references, transcribed from camelid-kernels quant/legacy.rs, quant/kquants.rs, quant/iquants.rs
 static void ref(const char* t, const uint8_t* b, float* o) {
   #define M(a,b_) __fmul_rn(a,b_)
   #define A(a,b_) __fadd_rn(a,b_)
@@ -26,6 +28,16 @@ static void ref(const char* t, const uint8_t* b, float* o) {
       for(int l=0;l<32;l++){ uint8_t q = j%2==0 ? (qs[l]&15) : (qs[l]>>4); if(five) q |= ((b[16+l]>>j)&1)<<4; o[32*j+l]=__fsub_rn(M(ds,(float)q),dm);} } }
   else if (s=="q6_k") { float d=f16at(b,208); for(int e=0;e<256;e++){ int h=e/128, r=e%128; uint8_t ql=b[64*h+r%64]; uint8_t lo = r<64 ? (ql&15):(ql>>4);
       uint8_t hi=(b[128+32*h+r%32]>>(2*(r/32)))&3; int8_t sc=(int8_t)b[192+e/16]; o[e]=M(M(d,(float)sc),(float)((int)(lo|(hi<<4))-32)); } }
+  else if (s=="q2_k") { float d=f16at(b,80), dmin=f16at(b,82); for(int e=0;e<256;e++){ uint8_t sc=b[e/16];
+      uint8_t q=(b[16+32*(e/128)+e%32]>>(2*((e%128)/32)))&3; o[e]=__fsub_rn(M(M(d,(float)(sc&15)),(float)q),M(dmin,(float)(sc>>4))); } }
+  else if (s=="q3_k") { float d=f16at(b,108); const uint8_t* sb=b+96; for(int e=0;e<256;e++){ int j=e/16;
+      uint8_t lo = j<8 ? (sb[j]&15) : (sb[j-8]>>4); uint8_t hi=(sb[8+j%4]>>(2*(j/4)))&3; int sc=(int8_t)(lo|(hi<<4))-32;
+      int low=(b[32+32*(e/128)+e%32]>>(2*((e%128)/32)))&3; int high=(b[e%32]>>(4*(e/128)+(e%128)/32))&1;
+      o[e]=M(M(d,(float)sc),(float)(low-(high?0:4))); } }
+  else if (s=="iq4_nl") { float d=f16at(b,0); for(int j=0;j<16;j++){ o[j]=M(d,(float)IQ4NL[b[2+j]&15]); o[j+16]=M(d,(float)IQ4NL[b[2+j]>>4]); } }
+  else if (s=="iq4_xs") { float d=f16at(b,0); unsigned high=b[2]|(b[3]<<8); for(int j=0;j<8;j++){
+      int ls=(((b[4+j/2]>>(4*(j%2)))&15)|(((high>>(2*j))&3)<<4))-32; float dl=M(d,(float)ls);
+      for(int l=0;l<16;l++){ o[32*j+l]=M(dl,(float)IQ4NL[b[8+16*j+l]&15]); o[32*j+16+l]=M(dl,(float)IQ4NL[b[8+16*j+l]>>4]); } } }
   else if (s=="f32") { memcpy(o,b,4); }
   else if (s=="f16") { o[0]=f16at(b,0); }
   else if (s=="bf16") { o[0]=__uint_as_float((unsigned)(b[0]|(b[1]<<8))<<16); }

@@ -33,6 +33,10 @@ void test_dequant() {
     {"q4_k",256,144,dequant_q4_k_f32,dequant_q4_k_f16,embed_q4_k,false},
     {"q5_k",256,176,dequant_q5_k_f32,dequant_q5_k_f16,embed_q5_k,false},
     {"q6_k",256,210,dequant_q6_k_f32,dequant_q6_k_f16,embed_q6_k,false},
+    {"q2_k",256,84,dequant_q2_k_f32,dequant_q2_k_f16,embed_q2_k,false},
+    {"q3_k",256,110,dequant_q3_k_f32,dequant_q3_k_f16,embed_q3_k,false},
+    {"iq4_nl",32,18,dequant_iq4_nl_f32,dequant_iq4_nl_f16,embed_iq4_nl,false},
+    {"iq4_xs",256,136,dequant_iq4_xs_f32,dequant_iq4_xs_f16,embed_iq4_xs,false},
     {"f32",1,4,dequant_f32_f32,dequant_f32_f16,embed_f32,true},
     {"f16",1,2,dequant_f16_f32,dequant_f16_f16,embed_f16,true},
     {"bf16",1,2,dequant_bf16_f32,dequant_bf16_f16,embed_bf16,true},
@@ -50,6 +54,9 @@ void test_dequant() {
       if (n=="q8_0"||n=="q4_0"||n=="q5_0") put16(o,U(rng)*0.1f);
       if (n=="q4_1"||n=="q5_1"||n=="q4_k"||n=="q5_k") { put16(o,U(rng)*0.1f); put16(o+2,U(rng)*0.1f); }
       if (n=="q6_k") put16(o+208,U(rng)*0.1f);
+      if (n=="q2_k") { put16(o+80,U(rng)*0.1f); put16(o+82,U(rng)*0.1f); }
+      if (n=="q3_k") put16(o+108,U(rng)*0.1f);
+      if (n=="iq4_nl"||n=="iq4_xs") put16(o,U(rng)*0.01f);
       if (n=="f16") put16(o,U(rng)*4);
       if (n=="f32") { float v=U(rng)*4; memcpy(&w[o],&v,4); }
       if (n=="bf16") { float v=U(rng)*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
@@ -84,6 +91,9 @@ static std::vector<uint8_t> random_weights(const char* name, int bs, int bb, lon
     if (s=="q8_0"||s=="q4_0"||s=="q5_0") put16(o,U()*0.1f);
     if (s=="q4_1"||s=="q5_1"||s=="q4_k"||s=="q5_k") { put16(o,U()*0.1f); put16(o+2,U()*0.1f); }
     if (s=="q6_k") put16(o+208,U()*0.1f);
+    if (s=="q2_k") { put16(o+80,U()*0.1f); put16(o+82,U()*0.1f); }
+    if (s=="q3_k") put16(o+108,U()*0.1f);
+    if (s=="iq4_nl"||s=="iq4_xs") put16(o,U()*0.01f);
     if (s=="f16") put16(o,U()*4);
     if (s=="f32") { float v=U()*4; memcpy(&w[o],&v,4); }
     if (s=="bf16") { float v=U()*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
@@ -462,7 +472,8 @@ int main() {
 #define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n, matvec_swiglu_##n, matvec_add_norm_##n, \
                         v1_matvec_##n, v1_matvec3_##n, v1_matvec_add_##n, v1_matvec_swiglu_##n}
   T types[] = {MVT(f32,1,4), MVT(f16,1,2), MVT(bf16,1,2), MVT(q8_0,32,34), MVT(q4_0,32,18), MVT(q4_1,32,20),
-    MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210)};
+    MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210),
+    MVT(q2_k,256,84), MVT(q3_k,256,110), MVT(iq4_nl,32,18), MVT(iq4_xs,256,136)};
   for (auto& t : types) {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 5, t.bs == 256 ? 2304 : 1056, 3);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 2, t.bs == 256 ? 512 : 96, 8);
@@ -481,7 +492,8 @@ int main() {
   struct TT { const char* name; int bs, bb; TC tc, tca; };
 #define TCT(n, bs, bb) {#n, bs, bb, tc_matvec_##n, tc_matvec_add_##n}
   TT tctypes[] = {TCT(f16,1,2), TCT(bf16,1,2), TCT(q8_0,32,34), TCT(q4_0,32,18), TCT(q4_1,32,20),
-    TCT(q5_0,32,22), TCT(q5_1,32,24), TCT(q4_k,256,144), TCT(q5_k,256,176), TCT(q6_k,256,210)};
+    TCT(q5_0,32,22), TCT(q5_1,32,24), TCT(q4_k,256,144), TCT(q5_k,256,176), TCT(q6_k,256,210),
+    TCT(q2_k,256,84), TCT(q3_k,256,110), TCT(iq4_nl,32,18), TCT(iq4_xs,256,136)};
   for (auto& t : tctypes) {
     test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 150, t.bs == 256 ? 512 : 192, 37);
     test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 7, t.bs == 256 ? 256 : 64, 3);
