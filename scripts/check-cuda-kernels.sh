@@ -46,8 +46,9 @@ nvcc="$site/nvidia/cu13/bin/nvcc"
 
 shopt -s nullglob
 sources=("$kdir"/*.cu)
-# Put before every source (kernels/common.cuh says why).
+# Put before every source (kernels/common.cuh says why); the codebooks before quant.cu.
 common="$kdir/common.cuh"
+grids="$kdir/iq_grids.cuh"
 [ ${#sources[@]} -gt 0 ] || { echo "check-cuda-kernels: no .cu file in $kdir" >&2; exit 1; }
 
 out=$(mktemp -d)
@@ -57,7 +58,7 @@ status=0
 # NVRTC, header-free, as the host compiles at run time.
 nvrtc_check='
 import ctypes, glob, sys
-lib_glob, label, out_dir, common = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+lib_glob, label, out_dir, common, grids = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 libs = sorted(glob.glob(lib_glob))
 if not libs:
     sys.exit("no libnvrtc at " + lib_glob)
@@ -71,10 +72,11 @@ major, minor = ctypes.c_int(), ctypes.c_int()
 nv.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
 print("== NVRTC %d.%d (%s)" % (major.value, minor.value, label))
 failed = False
-prelude = open(common, "rb").read()
-for path in sys.argv[5:]:
+for path in sys.argv[6:]:
     src = open(path, "rb").read()
     name = path.rsplit("/", 1)[-1]
+    # quant.cu reads the grid i-quants codebooks, which the host puts after common.cuh.
+    prelude = open(common, "rb").read() + (open(grids, "rb").read() if name == "quant.cu" else b"")
     if b"#include" in src + prelude:
         print("FAIL %s: #include is not allowed (NVRTC compiles without headers)" % name)
         failed = True
@@ -105,10 +107,10 @@ sys.exit(1 if failed else 0)
 '
 # Both NVRTC majors compile in the background while nvcc runs (CI has two cores); their
 # reports follow nvcc's.
-"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" nvrtc12 "$out" "$common" \
+"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" nvrtc12 "$out" "$common" "$grids" \
     "${sources[@]}" >"$out/nvrtc12.log" 2>&1 &
 nvrtc12=$!
-"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cu13/lib/libnvrtc.so.13*" nvrtc13 "$out" "$common" \
+"$venv/bin/python" -c "$nvrtc_check" "$site/nvidia/cu13/lib/libnvrtc.so.13*" nvrtc13 "$out" "$common" "$grids" \
     "${sources[@]}" >"$out/nvrtc13.log" 2>&1 &
 nvrtc13=$!
 
@@ -117,7 +119,9 @@ for src in "${sources[@]}"; do
     name=$(basename "$src" .cu)
     for arch in 80 90; do
         # Straight to a cubin: the same front end and warnings as -ptx, then ptxas.
-        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings -include "$common" -cubin -Xptxas -v \
+        prelude=(-include "$common")
+        [ "$name" = quant ] && prelude+=(-include "$grids")
+        if ! "$nvcc" -arch="sm_$arch" -std=c++17 -Werror all-warnings "${prelude[@]}" -cubin -Xptxas -v \
             "$src" -o "$out/$name.sm_$arch.cubin" 2>"$out/$name.sm_$arch.log"; then
             cat "$out/$name.sm_$arch.log" >&2
             echo "FAIL nvcc -cubin $name.cu sm_$arch" >&2
@@ -146,7 +150,7 @@ wait $nvrtc13 || status=1
 cat "$out/nvrtc13.log"
 
 # Every entry point of the ABI, in the PTX NVRTC produced.
-types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs"
+types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq1_s iq1_m"
 expected="f32_to_f16 rmsnorm rope_store silu_mul add gather_rows argmax_rows attention_partial attention attention_combine attention_partial_f16 attention_f16 attention_tc_f16"
 for t in $types; do
     expected="$expected matvec_$t matvec3_$t matvec_add_$t matvec_add_norm_$t matvec_swiglu_$t v1_matvec_$t v1_matvec3_$t v1_matvec_add_$t v1_matvec_swiglu_$t embed_$t dequant_${t}_f16 dequant_${t}_f32"
@@ -165,7 +169,7 @@ done
 # The kernels' logic, run on the CPU under emulation (kernels/emu), against scalar references.
 echo "== host emulation (g++ -std=c++20, each CUDA thread a fiber)"
 mkdir -p "$out/emu"
-for src in "$common" "${sources[@]}"; do
+for src in "$common" "$grids" "${sources[@]}"; do
     name=$(basename "$src"); name=${name%.*}
     python3 - "$src" "$out/emu/${name}_emu.cpp" <<'PY'
 import re, sys

@@ -17,8 +17,9 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   llama.cpp's: its mean no larger than the larger of theirs, its largest within FAST_MAX_SLACK
   times.
 - "types": a 2-layer model of Llama 3.2 1B's widths (Llama 3.1 RoPE scaling included) in each
-  weight type the backend has kernels for (the tiny fixtures have no K-quants or IQ4), same tolerance;
-  in Q4_0 also the tensor-core prompt attention, as for the tiny files.
+  weight type the backend has kernels for that `camelid quantize` writes (the tiny fixtures have
+  no K-quants or i-quants), same tolerance; in Q4_0 also the tensor-core prompt attention, as for
+  the tiny files; and the grid i-quants in llama.cpp's files of testdata/iquant.
 - "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts and
   the perplexity of a text, GPU against CPU at `--precision exact` (the same f32 arithmetic;
   the fast paths, whose arithmetic differs by design, are reported beside); skipped, with the
@@ -254,9 +255,22 @@ def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
             r["ok"] = r["ok"] and ok_tc
         return r
 
+    # The grid i-quants, which camelid cannot write (they need an importance matrix), in
+    # llama.cpp's files of testdata/iquant (a 256-wide model, 2 layers).
+    iq = json.loads((REPO / "testdata" / "iquant" / "manifest.json").read_text())
+
+    def one_iquant(ty):
+        path = REPO / iq["files"][ty]["gguf"]
+        cpu = cm.logits(path, iq["tokens"], "cpu", "exact")
+        ok_b, d_b = within(cm.logits(path, iq["tokens"], "cuda", "exact"), cpu)
+        ok_d, d_d = within(cm.logits(path, iq["tokens"], "cuda", "exact", decode=True), cpu)
+        return {"type": ty, "file": str(path.relative_to(REPO)), "exact_batch": d_b,
+                "exact_decode": d_d, "ok": ok_b and ok_d}
+
     types = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M",
              "Q2_K", "IQ4_XS", "IQ4_NL"]
-    runs = list(pool.map(one, types))
+    iquants = ["IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"]
+    runs = list(pool.map(one, types)) + list(pool.map(one_iquant, iquants))
     for r in runs:
         log(f"type {r['type']:<7} {'ok' if r['ok'] else 'FAIL'} "
             f"batch {r['exact_batch']['max']:.2e} decode {r['exact_decode']['max']:.2e}")

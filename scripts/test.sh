@@ -52,9 +52,9 @@ rerun lib camelid-cuda LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PA
 # The CUDA backend end to end on the CPU, against the emulated driver that check-cuda-kernels.sh
 # built: its GPU tests (camelid-cuda: logits against the CPU exact path on every tiny fixture,
 # prompts, graph-replayed decoding, batches, hidden rows, cache copies; a few decode steps a
-# file) and the CLI's (camelid-cli: the k-quant and IQ4 types, whose rows the tiny fixtures are too
-# narrow for), split over two processes (the emulator runs one call at a time). The build is the
-# workspace test run's.
+# file; the i-quants in llama.cpp's files) and the CLI's (camelid-cli: the k-quant and IQ4 types,
+# whose rows the tiny fixtures are too narrow for), split over two processes (the emulator runs
+# one call at a time). The build is the workspace test run's.
 emu_env=(env LD_LIBRARY_PATH="$PWD/target/cuda-emu:$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     CAMELID_CUDA_TEST_STEPS=16 CAMELID_CUDA_TEST_REQUIRE_DEVICE=1)
 emu_tests=(cargo test --workspace --features camelid-cli/cuda --test cuda "$@")
@@ -62,10 +62,10 @@ emu_tests=(cargo test --workspace --features camelid-cli/cuda --test cuda "$@")
 # A short test first, alone: it compiles the kernels into the on-disk cache (25 s) that the two
 # processes then read, where each would otherwise compile them at once (40 s more each).
 "${emu_env[@]}" "${emu_tests[@]}" -- --exact hidden_rows_and_cache_copies_equal_the_cpu_exact_path
-"${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 decode_logits multi_sequence &
+"${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 decode_logits multi_sequence iquant_logits &
 emu_pid=$!
 "${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 --skip decode_logits --skip multi_sequence \
-    --skip hidden_rows_and_cache_copies
+    --skip iquant_logits --skip hidden_rows_and_cache_copies
 wait $emu_pid
 # The GPU check's script (scripts/gpu-check.sh, what a GPU session runs) through its CUDA path on
 # the same emulated driver, one tiny fixture's files: so that a change to the CLI it drives shows

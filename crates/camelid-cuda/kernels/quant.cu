@@ -24,7 +24,7 @@
 // Which kernels a compilation defines: all of them, or with CAMELID_QUANT_PART defined (the
 // host compiles the file as QUANT_PARTS programs at once, src/kernels.rs) one group: 0 the float
 // types with `rope_store` and `f32_to_f16`, 1 q8_0 q4_0 q4_1, 2 q5_0 q5_1 iq4_nl, 3 q4_k q5_k
-// q6_k, 4 q2_k q3_k iq4_xs.
+// q6_k, 4 q2_k q3_k iq4_xs, 5 iq2_xxs iq2_xs iq2_s, 6 iq3_xxs iq3_s iq1_s iq1_m.
 #ifdef CAMELID_QUANT_PART
 #define CAMELID_PART(k) (CAMELID_QUANT_PART == (k))
 #else
@@ -50,6 +50,12 @@ __device__ __forceinline__ float level(unsigned int q, float offset) {
 // Byte `i` (0..3) of a little-endian word.
 __device__ __forceinline__ unsigned int byte_of(unsigned int w, int i) {
     return (w >> (8 * i)) & 0xFFu;
+}
+
+// Byte `i` (0..7) of two little-endian words, by a select rather than an index into the pair:
+// a register array indexed at run time lives in local memory.
+__device__ __forceinline__ unsigned int byte_of2(unsigned int w0, unsigned int w1, int i) {
+    return byte_of(i < 4 ? w0 : w1, i & 3);
 }
 
 // Asks L2 for the `count` rows of `row_bytes` bytes from `w`, and as many from `w2` unless it
@@ -407,7 +413,7 @@ struct FmtQ2_K {
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
             const int j = (t >> 4) + 2 * u; // sub-block within the half
-            const unsigned int s = byte_of(sc[j >> 2], j & 3);
+            const unsigned int s = byte_of2(sc[0], sc[1], j);
             a[u] = __fmul_rn(d, (float)(s & 15u));
             b[u] = -__fmul_rn(dmin, (float)(s >> 4));
         }
@@ -438,7 +444,7 @@ struct FmtQ3_K {
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
             const int j = 8 * h + (t >> 4) + 2 * u;
-            const unsigned int lo = (byte_of(sc[(j & 7) >> 2], j & 3) >> (4 * (j >> 3))) & 15u;
+            const unsigned int lo = (byte_of2(sc[0], sc[1], j & 7) >> (4 * (j >> 3))) & 15u;
             const unsigned int hi = (byte_of(sc[2], j & 3) >> (2 * (j >> 2))) & 3u;
             a[u] = __fmul_rn(d, (float)((int)(lo | (hi << 4)) - 32));
         }
@@ -526,6 +532,216 @@ struct FmtIQ4_XS {
         decode_iq4(qs, v);
     }
 };
+
+// The grid i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M): groups of four or
+// eight weights are an index into a codebook of small integer vectors (`iq_grids.cuh`, before
+// this file), with signs and a scale per 16 or 32 weights. As camelid-kernels `src/quant/grids.rs`
+// sees them: 16 pieces of 16 consecutive columns, piece p a scale (formed in gguf-py's order, as
+// grids.rs forms it) times 16 signed integer levels. Two runs of 8 with the same scale. Defined
+// with their codebooks, only where their kernels are (parts 5 and 6).
+#if CAMELID_PART(5) || CAMELID_PART(6)
+struct GridFmt {
+    static constexpr int BLOCK = 256, PIECES = 16, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 16 * p + 8 * k; }
+};
+
+// The seven-bit sign index s as a sign pattern (`IQ_KSIGNS[s]`: the eighth bit makes the count of
+// minus signs even).
+__device__ __forceinline__ unsigned int ksigns(unsigned int s) {
+    return s | ((__popc(s) & 1u) << 7);
+}
+
+// N levels, byte j of `e` (a small positive integer) negated where bit j of `signs` is set, into
+// v[0..N).
+template <int N>
+__device__ __forceinline__ void grid_levels(unsigned long long e, unsigned int signs, float* v) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+        const float x = level((unsigned int)(e >> (8 * j)) & 0xFFu, 0.0f);
+        v[j] = (signs >> j) & 1u ? -x : x;
+    }
+}
+
+// `d · (0.5 + ls) · factor` in gguf-py's order (IQ2_*: factor 1/4; IQ3_XXS: 1/2).
+__device__ __forceinline__ float half_step(float d, unsigned int ls, float factor) {
+    return __fmul_rn(__fmul_rn(d, __fadd_rn(0.5f, (float)ls)), factor);
+}
+
+// IQ2_XXS, 66 bytes: {f16 d; then per sub-block of 32 two words: the grid indices of its four
+// groups of eight (a byte each), and four 7-bit sign indices with a 4-bit scale at bit 28}.
+struct FmtIQ2_XXS : GridFmt {
+    static constexpr int BYTES = 66;
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int w[2];
+        load_words<2>(blk + 2 + 8 * (p >> 1), w);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = half_step(d, w[1] >> 28, 0.25f);
+        a[1] = a[0];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const int l = 2 * (p & 1) + k;
+            grid_levels<8>(__ldg(&IQ2XXS_GRID[byte_of(w[0], l)]), ksigns((w[1] >> (7 * l)) & 127u),
+                           v + 8 * k);
+        }
+    }
+};
+
+// The 4-bit scale of piece p from the eight scale bytes at `at` (low nibble first).
+__device__ __forceinline__ unsigned int nibble_scale(const unsigned char* at, int p) {
+    unsigned int sc[2];
+    load_words<2>(at, sc);
+    return (byte_of2(sc[0], sc[1], p >> 1) >> (4 * (p & 1))) & 15u;
+}
+
+// IQ2_XS, 74 bytes: {f16 d; u16 qs[32] (a 9-bit grid index and a 7-bit sign index per group of
+// eight); u8 scales[8] (4 bits per 16)}.
+struct FmtIQ2_XS : GridFmt {
+    static constexpr int BYTES = 74;
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int q[1];
+        load_words<1>(blk + 2 + 4 * p, q);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = half_step(d, nibble_scale(blk + 66, p), 0.25f);
+        a[1] = a[0];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const unsigned int g = (q[0] >> (16 * k)) & 0xFFFFu;
+            grid_levels<8>(__ldg(&IQ2XS_GRID[g & 511u]), ksigns(g >> 9), v + 8 * k);
+        }
+    }
+};
+
+// IQ2_S, 82 bytes: {f16 d; u8 qs[32] (low index bits); u8 signs[32] (a byte per group of
+// eight); u8 qh[8] (two high index bits per group, group g at bit 2 (g % 4) of qh[g / 4]);
+// u8 scales[8] (4 bits per 16)}.
+struct FmtIQ2_S : GridFmt {
+    static constexpr int BYTES = 82;
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int q[1], s[1], h[2];
+        load_words<1>(blk + 2 + 2 * p, q);
+        load_words<1>(blk + 34 + 2 * p, s);
+        load_words<2>(blk + 66, h);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = half_step(d, nibble_scale(blk + 74, p), 0.25f);
+        a[1] = a[0];
+        const unsigned int qh = byte_of2(h[0], h[1], p >> 1);
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const int g = 2 * p + k;
+            const unsigned int idx = byte_of(q[0], k) | (((qh >> (2 * (g & 3))) & 3u) << 8);
+            grid_levels<8>(__ldg(&IQ2S_GRID[idx]), byte_of(s[0], k), v + 8 * k);
+        }
+    }
+};
+
+// IQ3_XXS, 98 bytes: {f16 d; u8 qs[64] (a grid index per four values); then per sub-block of 32
+// a word: four 7-bit sign indices (one per eight values) and a 4-bit scale at bit 28}.
+struct FmtIQ3_XXS : GridFmt {
+    static constexpr int BYTES = 98;
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int q[1], aux[1];
+        load_words<1>(blk + 2 + 4 * p, q);
+        load_words<1>(blk + 66 + 4 * (p >> 1), aux);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = half_step(d, aux[0] >> 28, 0.5f);
+        a[1] = a[0];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const unsigned int signs = ksigns((aux[0] >> (7 * (2 * (p & 1) + k))) & 127u);
+            grid_levels<4>(__ldg(&IQ3XXS_GRID[byte_of(q[0], 2 * k)]), signs, v + 8 * k);
+            grid_levels<4>(__ldg(&IQ3XXS_GRID[byte_of(q[0], 2 * k + 1)]), signs >> 4, v + 8 * k + 4);
+        }
+    }
+};
+
+// IQ3_S, 110 bytes: {f16 d; u8 qs[64] (low index bits, four values each); u8 qh[8] (the high
+// bit of index i at bit i % 8 of qh[i / 8]); u8 signs[32] (a nibble per four values, low
+// first); u8 scales[4] (4 bits per 32): d · (1 + 2 ls)}.
+struct FmtIQ3_S : GridFmt {
+    static constexpr int BYTES = 110;
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int q[1], h[2], s[1], sc[1];
+        load_words<1>(blk + 2 + 4 * p, q);
+        load_words<2>(blk + 66, h);
+        load_words<1>(blk + 74 + 2 * p, s);
+        load_words<1>(blk + 106, sc);
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        const unsigned int ls = (byte_of(sc[0], p >> 2) >> (4 * ((p >> 1) & 1))) & 15u;
+        a[0] = __fmul_rn(d, (float)(1u + 2u * ls));
+        a[1] = a[0];
+        const unsigned int qh = byte_of2(h[0], h[1], p >> 1) >> (4 * (p & 1));
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const unsigned int idx = byte_of(q[0], k) | (((qh >> k) & 1u) << 8);
+            grid_levels<4>(__ldg(&IQ3S_GRID[idx]), byte_of(s[0], k >> 1) >> (4 * (k & 1)), v + 4 * k);
+        }
+    }
+};
+
+// IQ1_S and IQ1_M levels: codebook values -1, 0, 1 shifted by delta = ±1/8, as integers eight
+// times larger (8 g ± 1), the scale carrying the 1/8.
+__device__ __forceinline__ void iq1_levels(unsigned int idx, bool minus, float* v) {
+    const unsigned long long e = __ldg(&IQ1S_GRID[idx]);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const int g = (int)(signed char)(unsigned char)(e >> (8 * j));
+        v[j] = level((unsigned int)(8 * g + (minus ? -1 : 1) + 16), 16.0f);
+    }
+}
+
+// IQ1_S, 50 bytes: {f16 d; u8 qs[32] (low index bits, eight values each); u16 qh[8]: per
+// sub-block of 32 the three high index bits of its four groups (bits 3l..), a 3-bit scale at
+// bit 12 (d · (2 ls + 1) / 8) and the sign of delta at bit 15}.
+struct FmtIQ1_S : GridFmt {
+    static constexpr int BYTES = 50;
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        const unsigned int q = load_u16(blk + 2 + 2 * p);
+        const unsigned int qh = load_u16(blk + 34 + 2 * (p >> 1));
+        const float d = half_to_float((unsigned short)load_u16(blk));
+        a[0] = __fmul_rn(__fmul_rn(d, (float)(2u * ((qh >> 12) & 7u) + 1u)), 0.125f);
+        a[1] = a[0];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const int l = 2 * (p & 1) + k;
+            const unsigned int idx = ((q >> (8 * k)) & 0xFFu) | (((qh >> (3 * l)) & 7u) << 8);
+            iq1_levels(idx, (qh & 0x8000u) != 0, v + 8 * k);
+        }
+    }
+};
+
+// IQ1_M, 56 bytes: {u8 qs[32] (low index bits); u8 qh[16] (a nibble per group of eight, low
+// first: three high index bits and the sign of delta at bit 3); u16 scales[4] (3 bits per 16,
+// scale p at bit 3 (p % 4) of word p / 4, d · (2 ls + 1) / 8; the words' top nibbles are the f16
+// d, word k its bits 4k..4k + 4)}. 56-byte blocks are 8-byte aligned.
+struct FmtIQ1_M : GridFmt {
+    static constexpr int BYTES = 56;
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        const unsigned int q = load_u16(blk + 2 * p);
+        const unsigned int nibs = byte_of(load_u32(blk + 32 + 4 * (p >> 2)), p & 3);
+        const uint2 sw = __ldg((const uint2*)(blk + 48));
+        const unsigned int bits = (sw.x >> 12 & 0xFu) | (sw.x >> 28 << 4) | (sw.y >> 12 & 0xFu) << 8 |
+                                  (sw.y >> 28) << 12;
+        const float d = half_to_float((unsigned short)bits);
+        const unsigned int word = ((p >> 2) < 2 ? sw.x : sw.y) >> (16 * ((p >> 2) & 1));
+        const unsigned int ls = (word >> (3 * (p & 3))) & 7u;
+        a[0] = __fmul_rn(__fmul_rn(d, (float)(2u * ls + 1u)), 0.125f);
+        a[1] = a[0];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const unsigned int nib = (nibs >> (4 * k)) & 15u;
+            iq1_levels(((q >> (8 * k)) & 0xFFu) | ((nib & 7u) << 8), (nib & 8u) != 0, v + 8 * k);
+        }
+    }
+};
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // RoPE (Meta's `apply_rotary_emb`, adjacent pairs): (x0, x1) rotated by the angle
@@ -1221,6 +1437,33 @@ CAMELID_DEQUANT_BLOCKS(q3_k, FmtQ3_K)
 CAMELID_WEIGHT_TYPE(iq4_xs, FmtIQ4_XS)
 CAMELID_TC_TYPE(iq4_xs, FmtIQ4_XS)
 CAMELID_DEQUANT_BLOCKS(iq4_xs, FmtIQ4_XS)
+#endif
+
+#if CAMELID_PART(5)
+CAMELID_WEIGHT_TYPE(iq2_xxs, FmtIQ2_XXS)
+CAMELID_WEIGHT_TYPE(iq2_xs, FmtIQ2_XS)
+CAMELID_WEIGHT_TYPE(iq2_s, FmtIQ2_S)
+CAMELID_TC_TYPE(iq2_xxs, FmtIQ2_XXS)
+CAMELID_TC_TYPE(iq2_xs, FmtIQ2_XS)
+CAMELID_TC_TYPE(iq2_s, FmtIQ2_S)
+CAMELID_DEQUANT_BLOCKS(iq2_xxs, FmtIQ2_XXS)
+CAMELID_DEQUANT_BLOCKS(iq2_xs, FmtIQ2_XS)
+CAMELID_DEQUANT_BLOCKS(iq2_s, FmtIQ2_S)
+#endif
+
+#if CAMELID_PART(6)
+CAMELID_WEIGHT_TYPE(iq3_xxs, FmtIQ3_XXS)
+CAMELID_WEIGHT_TYPE(iq3_s, FmtIQ3_S)
+CAMELID_WEIGHT_TYPE(iq1_s, FmtIQ1_S)
+CAMELID_WEIGHT_TYPE(iq1_m, FmtIQ1_M)
+CAMELID_TC_TYPE(iq3_xxs, FmtIQ3_XXS)
+CAMELID_TC_TYPE(iq3_s, FmtIQ3_S)
+CAMELID_TC_TYPE(iq1_s, FmtIQ1_S)
+CAMELID_TC_TYPE(iq1_m, FmtIQ1_M)
+CAMELID_DEQUANT_BLOCKS(iq3_xxs, FmtIQ3_XXS)
+CAMELID_DEQUANT_BLOCKS(iq3_s, FmtIQ3_S)
+CAMELID_DEQUANT_BLOCKS(iq1_s, FmtIQ1_S)
+CAMELID_DEQUANT_BLOCKS(iq1_m, FmtIQ1_M)
 #endif
 
 #if CAMELID_PART(0)

@@ -17,6 +17,7 @@
 // be an ELF image and otherwise ignored. It says nothing about speed.
 #include "emu.h"
 #include "common_emu.cpp"
+#include "iq_grids_emu.cpp"
 #include "quant_emu.cpp"
 #include "ops_emu.cpp"
 #include "attention_emu.cpp"
@@ -231,10 +232,14 @@ static std::vector<Kernel>& kernels() {
         WEIGHT_KERNELS(f32), WEIGHT_KERNELS(f16), WEIGHT_KERNELS(bf16), WEIGHT_KERNELS(q8_0),
         WEIGHT_KERNELS(q4_0), WEIGHT_KERNELS(q4_1), WEIGHT_KERNELS(q5_0), WEIGHT_KERNELS(q5_1),
         WEIGHT_KERNELS(q4_k), WEIGHT_KERNELS(q5_k), WEIGHT_KERNELS(q6_k), WEIGHT_KERNELS(q2_k),
-        WEIGHT_KERNELS(q3_k), WEIGHT_KERNELS(iq4_nl), WEIGHT_KERNELS(iq4_xs),
+        WEIGHT_KERNELS(q3_k), WEIGHT_KERNELS(iq4_nl), WEIGHT_KERNELS(iq4_xs), WEIGHT_KERNELS(iq2_xxs),
+        WEIGHT_KERNELS(iq2_xs), WEIGHT_KERNELS(iq2_s), WEIGHT_KERNELS(iq3_xxs), WEIGHT_KERNELS(iq3_s),
+        WEIGHT_KERNELS(iq1_s), WEIGHT_KERNELS(iq1_m),
         TC_KERNELS(f16), TC_KERNELS(bf16), TC_KERNELS(q8_0), TC_KERNELS(q4_0), TC_KERNELS(q4_1),
         TC_KERNELS(q5_0), TC_KERNELS(q5_1), TC_KERNELS(q4_k), TC_KERNELS(q5_k), TC_KERNELS(q6_k),
-        TC_KERNELS(q2_k), TC_KERNELS(q3_k), TC_KERNELS(iq4_nl), TC_KERNELS(iq4_xs),
+        TC_KERNELS(q2_k), TC_KERNELS(q3_k), TC_KERNELS(iq4_nl), TC_KERNELS(iq4_xs), TC_KERNELS(iq2_xxs),
+        TC_KERNELS(iq2_xs), TC_KERNELS(iq2_s), TC_KERNELS(iq3_xxs), TC_KERNELS(iq3_s), TC_KERNELS(iq1_s),
+        TC_KERNELS(iq1_m),
         KERNEL(f32_to_f16), KERNEL(rmsnorm), KERNEL(rope_store), KERNEL(silu_mul), KERNEL(add),
         KERNEL(gather_rows), KERNEL(argmax_rows), KERNEL(attention_partial), KERNEL(attention), KERNEL(attention_combine),
         KERNEL(attention_partial_f16), KERNEL(attention_f16), KERNEL(attention_tc_f16),

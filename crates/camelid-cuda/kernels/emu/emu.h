@@ -56,6 +56,7 @@ static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
         if (sel & 8) b = (b & 128) ? 255 : 0; r |= b << (8 * n); }
     return r;
 }
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static inline float __int_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
 static inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }

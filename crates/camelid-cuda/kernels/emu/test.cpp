@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 #include "common_emu.cpp"
+#include "iq_grids_emu.cpp"
 #include "quant_emu.cpp"
 #include "ops_emu.cpp"
 #include "attention_emu.cpp"
@@ -37,6 +38,13 @@ void test_dequant() {
     {"q3_k",256,110,dequant_q3_k_f32,dequant_q3_k_f16,embed_q3_k,false},
     {"iq4_nl",32,18,dequant_iq4_nl_f32,dequant_iq4_nl_f16,embed_iq4_nl,false},
     {"iq4_xs",256,136,dequant_iq4_xs_f32,dequant_iq4_xs_f16,embed_iq4_xs,false},
+    {"iq2_xxs",256,66,dequant_iq2_xxs_f32,dequant_iq2_xxs_f16,embed_iq2_xxs,false},
+    {"iq2_xs",256,74,dequant_iq2_xs_f32,dequant_iq2_xs_f16,embed_iq2_xs,false},
+    {"iq2_s",256,82,dequant_iq2_s_f32,dequant_iq2_s_f16,embed_iq2_s,false},
+    {"iq3_xxs",256,98,dequant_iq3_xxs_f32,dequant_iq3_xxs_f16,embed_iq3_xxs,false},
+    {"iq3_s",256,110,dequant_iq3_s_f32,dequant_iq3_s_f16,embed_iq3_s,false},
+    {"iq1_s",256,50,dequant_iq1_s_f32,dequant_iq1_s_f16,embed_iq1_s,false},
+    {"iq1_m",256,56,dequant_iq1_m_f32,dequant_iq1_m_f16,embed_iq1_m,false},
     {"f32",1,4,dequant_f32_f32,dequant_f32_f16,embed_f32,true},
     {"f16",1,2,dequant_f16_f32,dequant_f16_f16,embed_f16,true},
     {"bf16",1,2,dequant_bf16_f32,dequant_bf16_f16,embed_bf16,true},
@@ -57,6 +65,8 @@ void test_dequant() {
       if (n=="q2_k") { put16(o+80,U(rng)*0.1f); put16(o+82,U(rng)*0.1f); }
       if (n=="q3_k") put16(o+108,U(rng)*0.1f);
       if (n=="iq4_nl"||n=="iq4_xs") put16(o,U(rng)*0.01f);
+      if (n.rfind("iq2",0)==0||n.rfind("iq3",0)==0||n=="iq1_s") put16(o,U(rng)*0.01f);
+      if (n=="iq1_m") { unsigned short h=emu_f2h(U(rng)*0.01f); for (int k=0;k<4;k++) w[o+49+2*k]=(w[o+49+2*k]&0x0f)|(((h>>(4*k))&15)<<4); }
       if (n=="f16") put16(o,U(rng)*4);
       if (n=="f32") { float v=U(rng)*4; memcpy(&w[o],&v,4); }
       if (n=="bf16") { float v=U(rng)*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
@@ -94,6 +104,8 @@ static std::vector<uint8_t> random_weights(const char* name, int bs, int bb, lon
     if (s=="q2_k") { put16(o+80,U()*0.1f); put16(o+82,U()*0.1f); }
     if (s=="q3_k") put16(o+108,U()*0.1f);
     if (s=="iq4_nl"||s=="iq4_xs") put16(o,U()*0.01f);
+    if (s.rfind("iq2",0)==0||s.rfind("iq3",0)==0||s=="iq1_s") put16(o,U()*0.01f);
+    if (s=="iq1_m") { unsigned short h=emu_f2h(U()*0.01f); for (int k=0;k<4;k++) w[o+49+2*k]=(w[o+49+2*k]&0x0f)|(((h>>(4*k))&15)<<4); }
     if (s=="f16") put16(o,U()*4);
     if (s=="f32") { float v=U()*4; memcpy(&w[o],&v,4); }
     if (s=="bf16") { float v=U()*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
@@ -473,7 +485,9 @@ int main() {
                         v1_matvec_##n, v1_matvec3_##n, v1_matvec_add_##n, v1_matvec_swiglu_##n}
   T types[] = {MVT(f32,1,4), MVT(f16,1,2), MVT(bf16,1,2), MVT(q8_0,32,34), MVT(q4_0,32,18), MVT(q4_1,32,20),
     MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210),
-    MVT(q2_k,256,84), MVT(q3_k,256,110), MVT(iq4_nl,32,18), MVT(iq4_xs,256,136)};
+    MVT(q2_k,256,84), MVT(q3_k,256,110), MVT(iq4_nl,32,18), MVT(iq4_xs,256,136), MVT(iq2_xxs,256,66),
+    MVT(iq2_xs,256,74), MVT(iq2_s,256,82), MVT(iq3_xxs,256,98), MVT(iq3_s,256,110), MVT(iq1_s,256,50),
+    MVT(iq1_m,256,56)};
   for (auto& t : types) {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 5, t.bs == 256 ? 2304 : 1056, 3);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 2, t.bs == 256 ? 512 : 96, 8);
@@ -493,7 +507,9 @@ int main() {
 #define TCT(n, bs, bb) {#n, bs, bb, tc_matvec_##n, tc_matvec_add_##n}
   TT tctypes[] = {TCT(f16,1,2), TCT(bf16,1,2), TCT(q8_0,32,34), TCT(q4_0,32,18), TCT(q4_1,32,20),
     TCT(q5_0,32,22), TCT(q5_1,32,24), TCT(q4_k,256,144), TCT(q5_k,256,176), TCT(q6_k,256,210),
-    TCT(q2_k,256,84), TCT(q3_k,256,110), TCT(iq4_nl,32,18), TCT(iq4_xs,256,136)};
+    TCT(q2_k,256,84), TCT(q3_k,256,110), TCT(iq4_nl,32,18), TCT(iq4_xs,256,136), TCT(iq2_xxs,256,66),
+    TCT(iq2_xs,256,74), TCT(iq2_s,256,82), TCT(iq3_xxs,256,98), TCT(iq3_s,256,110), TCT(iq1_s,256,50),
+    TCT(iq1_m,256,56)};
   for (auto& t : tctypes) {
     test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 150, t.bs == 256 ? 512 : 192, 37);
     test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 7, t.bs == 256 ? 256 : 64, 3);

@@ -13,7 +13,9 @@ mod kquants;
 mod legacy;
 
 pub(crate) use grids::{Grid, IQ1M, IQ1S, IQ2S, IQ2XS, IQ2XXS, IQ3S, IQ3XXS};
-pub use iq_tables::IQ4NL_VALUES;
+pub use iq_tables::{
+    IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, IQ4NL_VALUES, KSIGNS,
+};
 pub(crate) use iquants::{iq4xs_scale, tq1_level, tq2_level};
 
 use crate::dtype::DType;
