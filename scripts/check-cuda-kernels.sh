@@ -150,7 +150,7 @@ wait $nvrtc13 || status=1
 cat "$out/nvrtc13.log"
 
 # Every entry point of the ABI, in the PTX NVRTC produced.
-types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq1_s iq1_m"
+types="f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq1_s iq1_m tq1_0 tq2_0"
 expected="f32_to_f16 rmsnorm rope_store silu_mul add gather_rows argmax_rows attention_partial attention attention_combine attention_partial_f16 attention_f16 attention_tc_f16"
 for t in $types; do
     expected="$expected matvec_$t matvec3_$t matvec_add_$t matvec_add_norm_$t matvec_swiglu_$t v1_matvec_$t v1_matvec3_$t v1_matvec_add_$t v1_matvec_swiglu_$t embed_$t dequant_${t}_f16 dequant_${t}_f32"

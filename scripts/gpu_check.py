@@ -19,7 +19,7 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
 - "types": a 2-layer model of Llama 3.2 1B's widths (Llama 3.1 RoPE scaling included) in each
   weight type the backend has kernels for that `camelid quantize` writes (the tiny fixtures have
   no K-quants or i-quants), same tolerance; in Q4_0 also the tensor-core prompt attention, as for
-  the tiny files; and the grid i-quants in llama.cpp's files of testdata/iquant.
+  the tiny files; and the grid i-quants and ternary types in llama.cpp's files of testdata/iquant.
 - "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts and
   the perplexity of a text, GPU against CPU at `--precision exact` (the same f32 arithmetic;
   the fast paths, whose arithmetic differs by design, are reported beside); skipped, with the
@@ -255,8 +255,8 @@ def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
             r["ok"] = r["ok"] and ok_tc
         return r
 
-    # The grid i-quants, which camelid cannot write (they need an importance matrix), in
-    # llama.cpp's files of testdata/iquant (a 256-wide model, 2 layers).
+    # The grid i-quants, which camelid cannot write (they need an importance matrix), and the
+    # ternary types, in llama.cpp's files of testdata/iquant (a 256-wide model, 2 layers).
     iq = json.loads((REPO / "testdata" / "iquant" / "manifest.json").read_text())
 
     def one_iquant(ty):
@@ -269,7 +269,7 @@ def check_types(cm: Camelid, work: Path, pool: cf.Executor) -> dict:
 
     types = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K", "Q3_K_M",
              "Q2_K", "IQ4_XS", "IQ4_NL"]
-    iquants = ["IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"]
+    iquants = ["IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0"]
     runs = list(pool.map(one, types)) + list(pool.map(one_iquant, iquants))
     for r in runs:
         log(f"type {r['type']:<7} {'ok' if r['ok'] else 'FAIL'} "

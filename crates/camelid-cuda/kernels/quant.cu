@@ -10,7 +10,8 @@
 //
 // Block layouts: ggml `ggml-common.h` (block_q8_0, block_q4_0, block_q4_1, block_q5_0,
 // block_q5_1, block_q2_K, block_q3_K, block_q4_K, block_q5_K, block_q6_K, block_iq4_nl,
-// block_iq4_xs), as declared in camelid-kernels `src/dtype.rs`. Dequantization reproduces
+// block_iq4_xs, the grid i-quants' block_iq*, block_tq1_0, block_tq2_0), as declared in
+// camelid-kernels `src/dtype.rs`. Dequantization reproduces
 // camelid-kernels `src/quant/legacy.rs`, `kquants.rs` and `iquants.rs` element for element,
 // including the order of the f32 operations (hence the explicit `__fmul_rn`/`__fadd_rn`, which
 // the compiler may not fuse into an FMA).
@@ -24,7 +25,7 @@
 // Which kernels a compilation defines: all of them, or with CAMELID_QUANT_PART defined (the
 // host compiles the file as QUANT_PARTS programs at once, src/kernels.rs) one group: 0 the float
 // types with `rope_store` and `f32_to_f16`, 1 q8_0 q4_0 q4_1, 2 q5_0 q5_1 iq4_nl, 3 q4_k q5_k
-// q6_k, 4 q2_k q3_k iq4_xs, 5 iq2_xxs iq2_xs iq2_s, 6 iq3_xxs iq3_s iq1_s iq1_m.
+// q6_k, 4 q2_k q3_k iq4_xs tq1_0 tq2_0, 5 iq2_xxs iq2_xs iq2_s, 6 iq3_xxs iq3_s iq1_s iq1_m.
 #ifdef CAMELID_QUANT_PART
 #define CAMELID_PART(k) (CAMELID_QUANT_PART == (k))
 #else
@@ -454,6 +455,65 @@ struct FmtQ3_K {
 #pragma unroll
             for (int u = 0; u < 4; ++u)
                 v[4 * u + i] = level(((lq >> (2 * u)) & 3u) | (((hb >> u) & 1u) << 2), 4.0f);
+        }
+    }
+};
+
+// TQ2_0 (ternary): {u8 qs[64]; f16 d}, x = d * (q - 1) with q the two bits as in Q2_K (qs at
+// byte 0), one scale for the block (camelid-kernels `dequant_tq2_0`). 66-byte blocks are 2-byte
+// aligned.
+struct FmtTQ2_0 {
+    static constexpr int BLOCK = 256, BYTES = 66, PIECES = 16, RUNS = 4, RUN = 4;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return k2_run_col(p, k); }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        unsigned int q[1];
+        load_words<1>(blk + 32 * (p >> 3) + 4 * (p & 7), q);
+        const float d = half_to_float((unsigned short)load_u16(blk + 64));
+#pragma unroll
+        for (int u = 0; u < 4; ++u) a[u] = d;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int u = 0; u < 4; ++u) v[4 * u + i] = level((byte_of(q[0], i) >> (2 * u)) & 3u, 1.0f);
+    }
+};
+
+// Trit n (0..4) of byte q, which holds five base-3 digits as a fixed-point fraction of 3^5:
+// multiplying by 3^n (mod 256) brings digit n to the top, and (x * 3) >> 8 reads it
+// (camelid-kernels `trit`).
+__device__ __forceinline__ unsigned int trit(unsigned int q, int n) {
+    const unsigned int pow3 = n == 0 ? 1u : n == 1 ? 3u : n == 2 ? 9u : n == 3 ? 27u : 81u;
+    return (((q * pow3) & 0xFFu) * 3u) >> 8;
+}
+
+// TQ1_0 (ternary): {u8 qs[48]; u8 qh[4]; f16 d}, x = d * (t - 1) with t a trit: elements 0..160
+// are trit e / 32 of byte e % 32, elements 160..240 trit (e - 160) / 16 of byte 32 + (e - 160) %
+// 16, elements 240..256 trit (e - 240) / 4 of byte 48 + (e - 240) % 4 (camelid-kernels
+// `tq1_level`). Piece p (16 consecutive columns, one scale): pieces 0..9 are trit p / 2 of bytes
+// 16 (p % 2)..; pieces 10..14 trit p - 10 of bytes 32..48; piece 15 trits 0..3 of bytes 48..52,
+// four each. 54-byte blocks are 2-byte aligned.
+struct FmtTQ1_0 {
+    static constexpr int BLOCK = 256, BYTES = 54, PIECES = 16, RUNS = 2, RUN = 8;
+    static constexpr Kind KIND = SCALED;
+    static __device__ __forceinline__ int run_col(int p, int k) { return 16 * p + 8 * k; }
+    static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
+                                                  float (&a)[RUNS], float (&)[RUNS]) {
+        const float d = half_to_float((unsigned short)load_u16(blk + 52));
+        a[0] = d;
+        a[1] = d;
+        if (p == 15) {
+            unsigned int q[1];
+            load_words<1>(blk + 48, q);
+#pragma unroll
+            for (int i = 0; i < 16; ++i) v[i] = level(trit(byte_of(q[0], i & 3), i >> 2), 1.0f);
+        } else {
+            unsigned int q[4];
+            load_words<4>(blk + (p < 10 ? 16 * (p & 1) : 32), q);
+            const int n = p < 10 ? p >> 1 : p - 10;
+#pragma unroll
+            for (int i = 0; i < 16; ++i) v[i] = level(trit(byte_of(q[i >> 2], i & 3), n), 1.0f);
         }
     }
 };
@@ -1437,6 +1497,15 @@ CAMELID_DEQUANT_BLOCKS(q3_k, FmtQ3_K)
 CAMELID_WEIGHT_TYPE(iq4_xs, FmtIQ4_XS)
 CAMELID_TC_TYPE(iq4_xs, FmtIQ4_XS)
 CAMELID_DEQUANT_BLOCKS(iq4_xs, FmtIQ4_XS)
+#endif
+
+#if CAMELID_PART(4)
+CAMELID_WEIGHT_TYPE(tq1_0, FmtTQ1_0)
+CAMELID_WEIGHT_TYPE(tq2_0, FmtTQ2_0)
+CAMELID_TC_TYPE(tq1_0, FmtTQ1_0)
+CAMELID_TC_TYPE(tq2_0, FmtTQ2_0)
+CAMELID_DEQUANT_BLOCKS(tq1_0, FmtTQ1_0)
+CAMELID_DEQUANT_BLOCKS(tq2_0, FmtTQ2_0)
 #endif
 
 #if CAMELID_PART(5)

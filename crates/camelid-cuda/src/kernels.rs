@@ -30,7 +30,7 @@ const IQ_GRIDS: &str = include_str!("../kernels/iq_grids.cuh");
 
 /// quant.cu is compiled as this many programs at once, each defining `CAMELID_QUANT_PART` (a
 /// group of its types; the file says which): as one program it took 31 s in NVRTC 12.9 on a core
-/// of the development VM with 11 types (it has 22); its parts take 4-8 s each in nvcc 13.0.
+/// of the development VM with 11 types (it has 24); its parts take 4-8 s each in nvcc 13.0.
 const QUANT_PARTS: usize = 7;
 
 /// A program for NVRTC: the source's name (for its messages), the cache file's stem, the text.
@@ -84,7 +84,7 @@ fn compile_all(programs: &[&Program], arch: &str) -> Vec<Result<Vec<u8>>> {
 }
 
 /// The weight types with kernels; the others are refused at load, naming the tensor.
-pub const WEIGHT_TYPES: [DType; 22] = [
+pub const WEIGHT_TYPES: [DType; 24] = [
     DType::F32,
     DType::F16,
     DType::BF16,
@@ -107,6 +107,8 @@ pub const WEIGHT_TYPES: [DType; 22] = [
     DType::IQ2_S,
     DType::IQ1_S,
     DType::IQ1_M,
+    DType::TQ1_0,
+    DType::TQ2_0,
 ];
 
 /// The compute capability from which the tensor-core products exist (`mma.sync.m16n8k16` with
@@ -549,6 +551,14 @@ mod tests {
         );
         out.push_str("\n#endif\n");
         out
+    }
+
+    /// Every weight type camelid reads has CUDA kernels.
+    #[test]
+    fn every_weight_type_has_kernels() {
+        for d in DType::ALL {
+            assert!(has_kernels(d), "{}", d.name());
+        }
     }
 
     /// `kernels/iq_grids.cuh` holds camelid-kernels' tables (`CAMELID_BLESS=1` writes it), and

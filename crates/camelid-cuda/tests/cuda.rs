@@ -211,37 +211,13 @@ fn without_a_gpu_asking_for_the_backend_is_a_one_line_error() {
     );
 }
 
-/// The ternary types (TQ1_0, TQ2_0) have no CUDA kernels: asking for the backend names a tensor
-/// and its type, before any GPU is touched (so on any machine).
-#[test]
-fn ternary_weights_are_refused_naming_the_tensor_and_type() {
-    for ty in ["tq1_0", "tq2_0"] {
-        let ckpt = Checkpoint::open(&iquant().join(format!("k256-{ty}.gguf"))).unwrap();
-        let weights = ckpt.load_weights().unwrap();
-        let inv_freq = rope_inv_freq(&ckpt.config, &weights);
-        let err = match camelid_cuda::backend(&ckpt.config, &weights, inv_freq, 0) {
-            Ok(_) => panic!("{ty}: a CUDA backend for weights it has no kernels for"),
-            Err(e) => e,
-        };
-        let msg = err.to_string();
-        assert!(
-            matches!(err, ModelError::UnsupportedType { .. }),
-            "{ty}: {err:?}"
-        );
-        assert!(
-            msg.contains(&ty.to_uppercase()) && msg.contains(".weight"),
-            "{ty}: {msg}"
-        );
-    }
-}
-
 fn iquant() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/iquant")
 }
 
-/// The i-quants, in the files llama.cpp's quantizer wrote (testdata/iquant: the 256-wide model of
-/// testdata/quantize, 2 layers, 4 query heads on one kv head), which camelid cannot write (the
-/// grid types need an importance matrix). At the exact precision the GPU's logits equal the
+/// The i-quants and the ternary types, in the files llama.cpp's quantizer wrote (testdata/iquant:
+/// the 256-wide model of testdata/quantize, 2 layers, 4 query heads on one kv head; camelid
+/// cannot write the grid types, which need an importance matrix). At the exact precision the GPU's logits equal the
 /// CPU's within 1e-4 · max(1, max |ref|), for a prompt of 32 tokens (the f32 products), of 64
 /// (the GEMMs on f32 expansions) and token by token (the one-vector kernels and their fusions,
 /// graph-captured). At the fast precision, prompts of 16 tokens (the tensor-core products) and
@@ -260,6 +236,7 @@ fn iquant_logits_equal_the_cpu_exact_path() {
     let thrice = [&twice[..], &toks[..]].concat();
     for ty in [
         "IQ4_NL", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M",
+        "TQ1_0", "TQ2_0",
     ] {
         let path = iquant().join(format!("k256-{}.gguf", ty.to_lowercase()));
         let (cpu, gpu) = pair(&path, Precision::Exact, None);

@@ -1,5 +1,5 @@
 // Scalar dequantization references, transcribed from camelid-kernels src/quant/legacy.rs,
-// src/quant/kquants.rs, src/quant/iquants.rs and src/quant/grids.rs (and dtype.rs `kscale`,
+// src/quant/kquants.rs, src/quant/iquants.rs (with the ternary types) and src/quant/grids.rs (and dtype.rs `kscale`,
 // `q3k_scales`), operation for operation, for the emulated tests. The grid types read the tables
 // of iq_grids.cuh, which a camelid-cuda test holds to camelid-kernels' own (and `KSIGNS` to the
 // formula of ksigns_ref).
@@ -77,6 +77,9 @@ static void ref(const char* t, const uint8_t* b, float* o) {
   else if (s=="iq4_xs") { float d=f16at(b,0); unsigned high=b[2]|(b[3]<<8); for(int j=0;j<8;j++){
       int ls=(((b[4+j/2]>>(4*(j%2)))&15)|(((high>>(2*j))&3)<<4))-32; float dl=M(d,(float)ls);
       for(int l=0;l<16;l++){ o[32*j+l]=M(dl,(float)IQ4NL[b[8+16*j+l]&15]); o[32*j+16+l]=M(dl,(float)IQ4NL[b[8+16*j+l]>>4]); } } }
+  else if (s=="tq2_0") { float d=f16at(b,64); for(int e=0;e<256;e++){ int q=(b[32*(e/128)+e%32]>>(2*((e%128)/32)))&3; o[e]=M(d,(float)(q-1)); } }
+  else if (s=="tq1_0") { float d=f16at(b,52); auto trit=[](uint8_t q, int n){ uint8_t p=1; for(int i=0;i<n;i++) p*=3; uint8_t sh=(uint8_t)(q*p); return ((uint16_t)sh*3)>>8; };
+      for(int e=0;e<256;e++){ int t = e<160 ? trit(b[e%32],e/32) : e<240 ? trit(b[32+(e-160)%16],(e-160)/16) : trit(b[48+(e-240)%4],(e-240)/4); o[e]=M(d,(float)(t-1)); } }
   else if (s=="f32") { memcpy(o,b,4); }
   else if (s=="f16") { o[0]=f16at(b,0); }
   else if (s=="bf16") { o[0]=__uint_as_float((unsigned)(b[0]|(b[1]<<8))<<16); }

@@ -45,6 +45,8 @@ void test_dequant() {
     {"iq3_s",256,110,dequant_iq3_s_f32,dequant_iq3_s_f16,embed_iq3_s,false},
     {"iq1_s",256,50,dequant_iq1_s_f32,dequant_iq1_s_f16,embed_iq1_s,false},
     {"iq1_m",256,56,dequant_iq1_m_f32,dequant_iq1_m_f16,embed_iq1_m,false},
+    {"tq1_0",256,54,dequant_tq1_0_f32,dequant_tq1_0_f16,embed_tq1_0,false},
+    {"tq2_0",256,66,dequant_tq2_0_f32,dequant_tq2_0_f16,embed_tq2_0,false},
     {"f32",1,4,dequant_f32_f32,dequant_f32_f16,embed_f32,true},
     {"f16",1,2,dequant_f16_f32,dequant_f16_f16,embed_f16,true},
     {"bf16",1,2,dequant_bf16_f32,dequant_bf16_f16,embed_bf16,true},
@@ -66,6 +68,8 @@ void test_dequant() {
       if (n=="q3_k") put16(o+108,U(rng)*0.1f);
       if (n=="iq4_nl"||n=="iq4_xs") put16(o,U(rng)*0.01f);
       if (n.rfind("iq2",0)==0||n.rfind("iq3",0)==0||n=="iq1_s") put16(o,U(rng)*0.01f);
+      if (n=="tq1_0") put16(o+52,U(rng)*0.05f);
+      if (n=="tq2_0") put16(o+64,U(rng)*0.05f);
       if (n=="iq1_m") { unsigned short h=emu_f2h(U(rng)*0.01f); for (int k=0;k<4;k++) w[o+49+2*k]=(w[o+49+2*k]&0x0f)|(((h>>(4*k))&15)<<4); }
       if (n=="f16") put16(o,U(rng)*4);
       if (n=="f32") { float v=U(rng)*4; memcpy(&w[o],&v,4); }
@@ -105,6 +109,8 @@ static std::vector<uint8_t> random_weights(const char* name, int bs, int bb, lon
     if (s=="q3_k") put16(o+108,U()*0.1f);
     if (s=="iq4_nl"||s=="iq4_xs") put16(o,U()*0.01f);
     if (s.rfind("iq2",0)==0||s.rfind("iq3",0)==0||s=="iq1_s") put16(o,U()*0.01f);
+    if (s=="tq1_0") put16(o+52,U()*0.05f);
+    if (s=="tq2_0") put16(o+64,U()*0.05f);
     if (s=="iq1_m") { unsigned short h=emu_f2h(U()*0.01f); for (int k=0;k<4;k++) w[o+49+2*k]=(w[o+49+2*k]&0x0f)|(((h>>(4*k))&15)<<4); }
     if (s=="f16") put16(o,U()*4);
     if (s=="f32") { float v=U()*4; memcpy(&w[o],&v,4); }
@@ -487,7 +493,7 @@ int main() {
     MVT(q5_0,32,22), MVT(q5_1,32,24), MVT(q4_k,256,144), MVT(q5_k,256,176), MVT(q6_k,256,210),
     MVT(q2_k,256,84), MVT(q3_k,256,110), MVT(iq4_nl,32,18), MVT(iq4_xs,256,136), MVT(iq2_xxs,256,66),
     MVT(iq2_xs,256,74), MVT(iq2_s,256,82), MVT(iq3_xxs,256,98), MVT(iq3_s,256,110), MVT(iq1_s,256,50),
-    MVT(iq1_m,256,56)};
+    MVT(iq1_m,256,56), MVT(tq1_0,256,54), MVT(tq2_0,256,66)};
   for (auto& t : types) {
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 5, t.bs == 256 ? 2304 : 1056, 3);
     test_matvec(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, 2, t.bs == 256 ? 512 : 96, 8);
@@ -509,7 +515,7 @@ int main() {
     TCT(q5_0,32,22), TCT(q5_1,32,24), TCT(q4_k,256,144), TCT(q5_k,256,176), TCT(q6_k,256,210),
     TCT(q2_k,256,84), TCT(q3_k,256,110), TCT(iq4_nl,32,18), TCT(iq4_xs,256,136), TCT(iq2_xxs,256,66),
     TCT(iq2_xs,256,74), TCT(iq2_s,256,82), TCT(iq3_xxs,256,98), TCT(iq3_s,256,110), TCT(iq1_s,256,50),
-    TCT(iq1_m,256,56)};
+    TCT(iq1_m,256,56), TCT(tq1_0,256,54), TCT(tq2_0,256,66)};
   for (auto& t : tctypes) {
     test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 150, t.bs == 256 ? 512 : 192, 37);
     test_tc(t.name, t.bs, t.bb, t.tc, t.tca, 7, t.bs == 256 ? 256 : 64, 3);
