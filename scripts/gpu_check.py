@@ -5,8 +5,9 @@ Needs only the prebuilt `camelid` (built elsewhere with `--features cuda`), this
 files and Python's standard library: the machine that checks may have no network and no Rust.
 It makes its own models (`camelid random-model`), and prints one JSON document on stdout:
 
-- "kernels_compiled_seconds": a first start's NVRTC compile of the kernels (one run, before the
-  checks, so that the processes they start together find the cubins cached).
+- "kernels_compiled_seconds": a first start's NVRTC compile of the kernels of every weight type
+  (`CAMELID_CUDA_KERNELS=all`; one run, before the checks, so that the processes they start
+  together find the cubins cached).
 - "tiny": every tiny fixture model in every format (testdata/tiny, made by
   tools/make_tiny_models.py from transformers and llama.cpp): `--precision exact` logits on the
   GPU, as one prompt batch and token by token (the decode path, graph-replayed), against the CPU
@@ -804,12 +805,13 @@ def main() -> int:
     layers = ["--layers", "2"] if a.rehearse else []
     work = a.work or Path(tempfile.mkdtemp(prefix="camelid-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
-    # The kernels are compiled once, here (NVRTC, cached under ~/.cache/camelid/cuda), rather
-    # than by each of the processes that start together below; the time is a first start's.
+    # The kernels of every weight type are compiled once, here (NVRTC, cached under
+    # ~/.cache/camelid/cuda), rather than by each of the processes that start together below;
+    # the time is a first start's (a model's own types take fewer).
     t = time.time()
     try:
         cm.ok("bench", "-m", str(TINY / "llama1-mha" / "q4_0.gguf"), "--device", "cuda", "-p",
-              "0", "-n", "1", "-r", "1")
+              "0", "-n", "1", "-r", "1", env={"CAMELID_CUDA_KERNELS": "all"})
         result["kernels_compiled_seconds"] = round(time.time() - t, 1)
         log(f"kernels compiled (or read from the cache) in {result['kernels_compiled_seconds']} s")
     except Exception as e:  # the checks below report it again, each with its own step

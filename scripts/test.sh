@@ -59,9 +59,11 @@ emu_env=(env LD_LIBRARY_PATH="$PWD/target/cuda-emu:$nvrtc${LD_LIBRARY_PATH:+:$LD
     CAMELID_CUDA_TEST_STEPS=16 CAMELID_CUDA_TEST_REQUIRE_DEVICE=1)
 emu_tests=(cargo test --workspace --features camelid-cli/cuda --test cuda "$@")
 "${emu_tests[@]}" --no-run
-# A short test first, alone: it compiles the kernels into the on-disk cache (25 s) that the two
-# processes then read, where each would otherwise compile them at once (40 s more each).
-"${emu_env[@]}" "${emu_tests[@]}" -- --exact hidden_rows_and_cache_copies_equal_the_cpu_exact_path
+# A short test first, alone: it compiles every weight type's kernels (CAMELID_CUDA_KERNELS=all)
+# into the on-disk cache that the two processes then read, where each would otherwise compile
+# its files' types at once.
+"${emu_env[@]}" CAMELID_CUDA_KERNELS=all "${emu_tests[@]}" -- --exact \
+    hidden_rows_and_cache_copies_equal_the_cpu_exact_path
 "${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 decode_logits multi_sequence iquant_logits &
 emu_pid=$!
 "${emu_env[@]}" "${emu_tests[@]}" -- --test-threads 1 --skip decode_logits --skip multi_sequence \

@@ -22,10 +22,11 @@
 // (`run_col`) and how to decode a piece (`decode`); the kernels below are written once against
 // that interface.
 
-// Which kernels a compilation defines: all of them, or with CAMELID_QUANT_PART defined (the
-// host compiles the file as QUANT_PARTS programs at once, src/kernels.rs) one group: 0 the float
-// types with `rope_store` and `f32_to_f16`, 1 q8_0 q4_0 q4_1, 2 q5_0 q5_1 iq4_nl, 3 q4_k q5_k
-// q6_k, 4 q2_k q3_k iq4_xs tq1_0 tq2_0, 5 iq2_xxs iq2_xs iq2_s, 6 iq3_xxs iq3_s iq1_s iq1_m.
+// Which kernels a compilation defines: all of them, or with CAMELID_QUANT_PART defined one group
+// (src/kernels.rs, QUANT_GROUPS, lists the same groups and compiles group 0 and those of a
+// model's types at once): 0 the float types with `rope_store` and `f32_to_f16`, 1 q8_0 q4_0
+// q4_1, 2 q5_0 q5_1 iq4_nl, 3 q4_k q5_k q6_k, 4 q2_k q3_k iq4_xs tq1_0 tq2_0, 5 iq2_xxs iq2_xs
+// iq2_s, 6 iq3_xxs iq3_s iq1_s iq1_m.
 #ifdef CAMELID_QUANT_PART
 #define CAMELID_PART(k) (CAMELID_QUANT_PART == (k))
 #else

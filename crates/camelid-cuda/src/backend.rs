@@ -274,7 +274,8 @@ impl CudaBackend {
             .ctx
             .name()
             .map_err(|e| CudaError::at("reading the device name", e))?;
-        let k = Kernels::load(&dev)?;
+        let types: Vec<DType> = weights.matrices().map(|t| t.dtype).collect();
+        let k = Kernels::load(&dev, &types)?;
 
         let upload = |t: &Tensor| -> Result<DevMat> {
             Ok(DevMat {

@@ -28,10 +28,32 @@ const COMMON: &str = include_str!("../kernels/common.cuh");
 /// tables as CUDA arrays, written by the test `iq_grids_are_camelid_kernels_tables`.
 const IQ_GRIDS: &str = include_str!("../kernels/iq_grids.cuh");
 
-/// quant.cu is compiled as this many programs at once, each defining `CAMELID_QUANT_PART` (a
-/// group of its types; the file says which): as one program it took 31 s in NVRTC 12.9 on a core
-/// of the development VM with 11 types (it has 24); its parts take 4-8 s each in nvcc 13.0.
-const QUANT_PARTS: usize = 7;
+/// quant.cu's weight types by the program that defines their kernels (`CAMELID_QUANT_PART`
+/// k is group k; the file's `#if CAMELID_PART(k)` blocks hold the same groups, which the test
+/// `every_source_compiles_to_a_cubin_with_nvrtc` checks). A backend compiles group 0 (which also
+/// holds `rope_store` and `f32_to_f16`) and the groups of its model's types, at once, each on a
+/// thread: 4-8 s each in nvcc 13.0 on a core of the development VM (the whole file, when it had
+/// 11 of its 24 types, took 31 s in NVRTC 12.9).
+const QUANT_GROUPS: [&[DType]; 7] = [
+    &[DType::F32, DType::F16, DType::BF16],
+    &[DType::Q8_0, DType::Q4_0, DType::Q4_1],
+    &[DType::Q5_0, DType::Q5_1, DType::IQ4_NL],
+    &[DType::Q4_K, DType::Q5_K, DType::Q6_K],
+    &[
+        DType::Q2_K,
+        DType::Q3_K,
+        DType::IQ4_XS,
+        DType::TQ1_0,
+        DType::TQ2_0,
+    ],
+    &[DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S],
+    &[DType::IQ3_XXS, DType::IQ3_S, DType::IQ1_S, DType::IQ1_M],
+];
+
+/// The group of quant.cu that defines `d`'s kernels.
+fn quant_group(d: DType) -> Option<usize> {
+    QUANT_GROUPS.iter().position(|g| g.contains(&d))
+}
 
 /// A program for NVRTC: the source's name (for its messages), the cache file's stem, the text.
 struct Program {
@@ -40,14 +62,17 @@ struct Program {
     text: String,
 }
 
-/// Every program of the kernels: [`COMMON`], the part's define for quant.cu, then the source,
-/// whose lines keep their numbers in NVRTC's messages.
-fn programs() -> Vec<Program> {
+/// The programs of the kernels for weights of `types`: [`COMMON`], for quant.cu the part's define
+/// and [`IQ_GRIDS`], then the source, whose lines keep their numbers in NVRTC's messages.
+fn programs(types: &[DType]) -> Vec<Program> {
     let mut list = Vec::new();
     for (name, source) in SOURCES {
         let stem = name.trim_end_matches(".cu");
         let parts: Vec<Option<usize>> = if name == "quant.cu" {
-            (0..QUANT_PARTS).map(Some).collect()
+            (0..QUANT_GROUPS.len())
+                .filter(|&k| k == 0 || types.iter().any(|&d| quant_group(d) == Some(k)))
+                .map(Some)
+                .collect()
         } else {
             vec![None]
         };
@@ -83,40 +108,13 @@ fn compile_all(programs: &[&Program], arch: &str) -> Vec<Result<Vec<u8>>> {
     })
 }
 
-/// The weight types with kernels; the others are refused at load, naming the tensor.
-pub const WEIGHT_TYPES: [DType; 24] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q2_K,
-    DType::Q3_K,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-    DType::IQ4_NL,
-    DType::IQ4_XS,
-    DType::IQ3_S,
-    DType::IQ3_XXS,
-    DType::IQ2_XXS,
-    DType::IQ2_XS,
-    DType::IQ2_S,
-    DType::IQ1_S,
-    DType::IQ1_M,
-    DType::TQ1_0,
-    DType::TQ2_0,
-];
-
 /// The compute capability from which the tensor-core products exist (`mma.sync.m16n8k16` with
 /// f16 inputs and `cvt.rn.f16x2.f32`: sm_80, PTX ISA 7.0).
 pub const TC_MIN_MAJOR: i32 = 8;
 
+/// Whether `d` has kernels; weights without are refused at load, naming the tensor.
 pub fn has_kernels(d: DType) -> bool {
-    WEIGHT_TYPES.contains(&d)
+    quant_group(d).is_some()
 }
 
 /// The kernels of one weight type.
@@ -237,8 +235,9 @@ impl WeightKernels {
 }
 
 impl Kernels {
-    /// Compiles (or takes from the on-disk cache) and loads the kernels for `dev`'s card.
-    pub fn load(dev: &Device) -> Result<Kernels> {
+    /// Compiles (or takes from the on-disk cache) and loads the kernels for `dev`'s card and
+    /// weights of `types` (each must have kernels: [`has_kernels`]).
+    pub fn load(dev: &Device, types: &[DType]) -> Result<Kernels> {
         dev.bind()?;
         let (major, minor) = dev
             .ctx
@@ -251,7 +250,9 @@ impl Kernels {
         };
         // The cached images first; a cached image that does not load (damaged, or from another
         // driver) is rebuilt with those missing, all at once.
-        let programs = programs();
+        // CAMELID_CUDA_KERNELS=all: every type's, to fill the cache ahead of other models.
+        let all = std::env::var("CAMELID_CUDA_KERNELS").is_ok_and(|v| v == "all");
+        let programs = programs(if all { &DType::ALL } else { types });
         let mut missing = Vec::new();
         for p in &programs {
             let cache = cache_path(&p.stem, &p.text, &arch)?;
@@ -272,7 +273,10 @@ impl Kernels {
             modules.list.push(module);
         }
         let mut by_type = Vec::new();
-        for d in WEIGHT_TYPES {
+        let mut types = types.to_vec();
+        types.sort_by_key(|d| d.name());
+        types.dedup();
+        for d in types {
             let t = d.name().to_ascii_lowercase();
             by_type.push((
                 d,
@@ -592,32 +596,44 @@ mod tests {
             return;
         }
         eprintln!("NVRTC {}", nvrtc_version().unwrap());
-        let programs = programs();
-        let all: Vec<&Program> = programs.iter().collect();
+        let every = programs(&DType::ALL);
+        assert_eq!(every.len(), QUANT_GROUPS.len() + SOURCES.len() - 1);
+        let all: Vec<&Program> = every.iter().collect();
         let mut images = Vec::new();
-        for (p, cubin) in programs.iter().zip(compile_all(&all, "sm_90")) {
+        for (p, cubin) in every.iter().zip(compile_all(&all, "sm_90")) {
             let cubin = cubin.unwrap_or_else(|e| panic!("{}", e.0));
             assert_eq!(&cubin[..4], b"\x7fELF", "{}: not an ELF image", p.stem);
             eprintln!("{}: {} bytes", p.stem, cubin.len());
-            images.push(cubin);
+            images.push((p.stem.clone(), cubin));
         }
-        // Every kernel the table looks up is a symbol of some image (`.text.<name>`).
-        let mut names: Vec<String> = [
-            "rmsnorm",
-            "rope_store",
-            "silu_mul",
-            "add",
-            "gather_rows",
-            "f32_to_f16",
-            "attention_partial",
-            "attention_combine",
-            "attention",
-        ]
-        .map(String::from)
-        .into();
-        for d in WEIGHT_TYPES {
+        let has = |stem: &str, name: &str| {
+            let sym = format!(".text.{name}\0");
+            images
+                .iter()
+                .any(|(s, i)| s == stem && i.windows(sym.len()).any(|w| w == sym.as_bytes()))
+        };
+        // Every kernel the table looks up is a symbol (`.text.<name>`) of the image that
+        // `programs` compiles for it: a weight type's of its group's (so that the groups here
+        // are quant.cu's), the others' of their own source's.
+        for (stem, n) in [
+            ("ops", "rmsnorm"),
+            ("quant0", "rope_store"),
+            ("ops", "silu_mul"),
+            ("ops", "add"),
+            ("ops", "gather_rows"),
+            ("ops", "argmax_rows"),
+            ("quant0", "f32_to_f16"),
+            ("attention", "attention_partial"),
+            ("attention", "attention_combine"),
+            ("attention", "attention"),
+            ("attention", "attention_tc_f16"),
+        ] {
+            assert!(has(stem, n), "kernel `{n}` is not in {stem}");
+        }
+        for d in DType::ALL {
             let t = d.name().to_ascii_lowercase();
-            names.extend([
+            let stem = format!("quant{}", quant_group(d).unwrap());
+            let mut names = vec![
                 format!("matvec_{t}"),
                 format!("matvec3_{t}"),
                 format!("matvec_add_{t}"),
@@ -630,20 +646,23 @@ mod tests {
                 format!("embed_{t}"),
                 format!("dequant_{t}_f16"),
                 format!("dequant_{t}_f32"),
-            ]);
+            ];
             if d != DType::F32 {
                 names.extend([format!("tc_matvec_{t}"), format!("tc_matvec_add_{t}")]);
             }
+            for n in names {
+                assert!(has(&stem, &n), "kernel `{n}` is not in {stem}");
+            }
         }
-        for n in names {
-            let sym = format!(".text.{n}\0");
-            assert!(
-                images
-                    .iter()
-                    .any(|i| i.windows(sym.len()).any(|w| w == sym.as_bytes())),
-                "kernel `{n}` is in no image"
-            );
-        }
+        // A model's programs: group 0, its types' groups, ops and attention.
+        let stems = |types: &[DType]| -> Vec<String> {
+            programs(types).into_iter().map(|p| p.stem).collect()
+        };
+        assert_eq!(
+            stems(&[DType::Q4_K, DType::Q6_K, DType::Q4_K]),
+            ["quant0", "quant3", "ops", "attention"]
+        );
+        assert_eq!(stems(&[DType::F16]), ["quant0", "ops", "attention"]);
     }
 
     #[test]

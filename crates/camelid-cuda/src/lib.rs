@@ -25,8 +25,10 @@
 //! cuBLAS from a CUDA 12 or 13 toolkit on the loader's path (`LD_LIBRARY_PATH`).
 //!
 //! # Run time
-//! The kernels are compiled on the first start for a card (about 10 s, mostly `quant.cu`) and
-//! the CUBINs cached in `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured). Decode steps run
+//! The kernels are compiled on the first start for a card and the CUBINs cached in
+//! `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured): those of the model's weight types, in
+//! programs of a few types each, at once (9 s for a Q4_0 model on 2 cores), or with
+//! `CAMELID_CUDA_KERNELS=all` those of every type (to fill the cache ahead). Decode steps run
 //! from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one instead (for
 //! profiling, or to rule graphs out when chasing a bug). Two knobs move the crossovers between
 //! a product's kernels (`src/ops.rs`), for measuring them on a card: `CAMELID_CUDA_TC_ROWS=N`,
