@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::eval::read_nonempty;
 use crate::fetch;
-use crate::load::{LoadArgs, PrecisionArg, load_from};
+use crate::load::{ComputeArgs, load_from};
 #[derive(clap::Args)]
 pub struct ModelsArgs {
     /// Print JSON instead of the table.
@@ -53,9 +53,9 @@ pub struct CompareArgs {
     /// Chunks per perplexity run at most.
     #[arg(long)]
     pub chunks: Option<usize>,
-    #[arg(short, long, help = crate::load::THREADS_HELP, value_parser = camelid_engine::options::threads,
-          allow_negative_numbers = true)]
-    pub threads: Option<usize>,
+    /// Where and how the perplexity runs compute (`--device cuda` on a GPU).
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -119,14 +119,7 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
             Err(e) => presets.iter().map(|_| Err(format!("{e:#}"))).collect(),
         })
     };
-    let load_args = LoadArgs {
-        model: None,
-        ctx: Some(a.ctx),
-        threads: a.threads,
-        precision: PrecisionArg::Fast,
-        cache_type: None,
-        device: camelid_model::Device::Cpu,
-    };
+    let load_args = a.compute.load_args(None, Some(a.ctx));
     let ppl = PplOptions {
         n_ctx: a.ctx,
         max_chunks: a.chunks,

@@ -81,14 +81,19 @@ pub struct ComputeArgs {
 impl ComputeArgs {
     /// The model `model` names, loaded with a context of `ctx` tokens.
     pub fn load(&self, model: Option<String>, ctx: Option<usize>) -> Result<Loaded> {
-        load(&LoadArgs {
+        load(&self.load_args(model, ctx))
+    }
+
+    /// These settings as [`LoadArgs`] for `model` with a context of `ctx` tokens.
+    pub fn load_args(&self, model: Option<String>, ctx: Option<usize>) -> LoadArgs {
+        LoadArgs {
             model,
             ctx,
             threads: self.threads,
             precision: self.precision.get(),
             cache_type: self.cache_type,
             device: self.device,
-        })
+        }
     }
 }
 

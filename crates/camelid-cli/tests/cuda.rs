@@ -223,3 +223,54 @@ fn refused_early_launches_fall_back_to_stream_order() {
         assert_eq!(got, want, "{refuse}: other logits");
     }
 }
+
+/// `camelid compare --device cuda`: the perplexity runs of a model file on the GPU give the CPU's
+/// perplexities (`--precision exact`: the same f32 arithmetic) to within 1e-5 relative, chunk by
+/// chunk (measured: 6e-8 on the emulated driver).
+#[test]
+fn compare_perplexity_on_cuda_equals_the_cpu() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/llama3-gqa");
+    let model = root.join("q4_0.gguf");
+    if !device_or_skip(&model) {
+        return;
+    }
+    // Words the tiny model's byte-level vocabulary covers: three chunks of 32 tokens at least.
+    let text = dir().join("compare.txt");
+    let words = [
+        "the", "king", "and", "queen", "rode", "to", "the", "castle", "at", "night",
+    ];
+    let body: Vec<&str> = (0..400)
+        .map(|i| words[(i * 7 + i / 3) % words.len()])
+        .collect();
+    std::fs::write(&text, body.join(" ")).unwrap();
+    let ppl = |device: &str| -> (String, Vec<f64>) {
+        let json = ok(&[
+            "compare",
+            model.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+            "--ctx",
+            "32",
+            "--chunks",
+            "3",
+            "--precision",
+            "exact",
+            "--device",
+            device,
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let run = &v["perplexity"][0];
+        let ran_on = run["device"].as_str().unwrap().to_string();
+        (
+            ran_on,
+            serde_json::from_value(run["chunk_ppl"].clone()).unwrap(),
+        )
+    };
+    let ((on_cpu, cpu), (on_gpu, gpu)) = (ppl("cpu"), ppl("cuda"));
+    assert_eq!((on_cpu.as_str(), cpu.len()), ("cpu", 3), "{cpu:?}");
+    assert!(on_gpu.starts_with("cuda:"), "{on_gpu}");
+    for (c, g) in cpu.iter().zip(&gpu) {
+        assert!((g - c).abs() <= 1e-5 * c, "cpu {cpu:?} cuda {gpu:?}");
+    }
+}

@@ -231,6 +231,8 @@ impl TextCount {
 pub struct PplRun {
     pub model: String,
     pub text: String,
+    /// Where it ran (`cpu`, `cuda:0`, ...).
+    pub device: String,
     pub chunk_ppl: Vec<f64>,
     pub ppl: f64,
     pub ppl_stderr: f64,
@@ -400,6 +402,7 @@ fn model_perplexities<E: From<EvalError>>(
         runs.push(PplRun {
             model: label.to_string(),
             text: name.clone(),
+            device: model.device().device,
             chunk_ppl,
             ppl: total.ppl(),
             ppl_stderr: total.ppl_stderr(),
@@ -438,8 +441,8 @@ impl Comparison {
         });
         let runs = self.runs.iter().map(|r| {
             json!({
-                "model": r.model, "text": r.text, "n_ctx": self.n_ctx, "chunk_ppl": r.chunk_ppl,
-                "ppl": r.ppl, "ppl_stderr": r.ppl_stderr,
+                "model": r.model, "text": r.text, "device": r.device, "n_ctx": self.n_ctx,
+                "chunk_ppl": r.chunk_ppl, "ppl": r.ppl, "ppl_stderr": r.ppl_stderr,
             })
         });
         json!({
@@ -485,12 +488,13 @@ impl Comparison {
             out += &format!("\nperplexity at context {}:\n", self.n_ctx);
             for r in &self.runs {
                 out += &format!(
-                    "  {} on {}: {:.4} +/- {:.5} ({} chunks)\n",
+                    "  {} on {}: {:.4} +/- {:.5} ({} chunks, {})\n",
                     r.model,
                     r.text,
                     r.ppl,
                     r.ppl_stderr,
-                    r.chunk_ppl.len()
+                    r.chunk_ppl.len(),
+                    r.device
                 );
             }
         }
