@@ -248,9 +248,9 @@ impl Kernels {
             list: Vec::new(),
             early: early_launches(major)?,
         };
-        // The cached images first; a cached image that does not load (damaged, or from another
-        // driver) is rebuilt with those missing, all at once.
-        // CAMELID_CUDA_KERNELS=all: every type's, to fill the cache ahead of other models.
+        // `types`' programs, or with CAMELID_CUDA_KERNELS=all every type's (to fill the cache
+        // ahead of other models). The cached images first; a cached image that does not load
+        // (damaged, or from another driver) is rebuilt with those missing, all at once.
         let all = std::env::var("CAMELID_CUDA_KERNELS").is_ok_and(|v| v == "all");
         let programs = programs(if all { &DType::ALL } else { types });
         let mut missing = Vec::new();

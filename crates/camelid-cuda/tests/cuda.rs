@@ -217,12 +217,12 @@ fn iquant() -> PathBuf {
 
 /// The i-quants and the ternary types, in the files llama.cpp's quantizer wrote (testdata/iquant:
 /// the 256-wide model of testdata/quantize, 2 layers, 4 query heads on one kv head; camelid
-/// cannot write the grid types, which need an importance matrix). At the exact precision the GPU's logits equal the
-/// CPU's within 1e-4 · max(1, max |ref|), for a prompt of 32 tokens (the f32 products), of 64
-/// (the GEMMs on f32 expansions) and token by token (the one-vector kernels and their fusions,
-/// graph-captured). At the fast precision, prompts of 16 tokens (the tensor-core products) and
-/// of 96 (the f16 GEMMs) stay within 2e-2 of the CPU's exact logits, as in
-/// `fast_decode_steps_of_many_sequences_track_the_cpu_exact_path`.
+/// cannot write the grid types, which need an importance matrix). At the exact precision the
+/// GPU's logits equal the CPU's within 1e-4 · max(1, max |ref|), for a prompt of 32 tokens (the
+/// f32 products), of 64 (the GEMMs on f32 expansions) and token by token (the one-vector kernels
+/// and their fusions, graph-captured). At the fast precision, prompts of 16 tokens (the
+/// tensor-core products) and of 96 (the f16 GEMMs) stay within 2e-2 of the CPU's exact logits,
+/// as in `fast_decode_steps_of_many_sequences_track_the_cpu_exact_path`.
 #[test]
 fn iquant_logits_equal_the_cpu_exact_path() {
     if !gpu() {
