@@ -553,11 +553,8 @@ __device__ __forceinline__ void decode_iq4(const unsigned int (&qs)[2], float (&
     }
 }
 
-// IQ4_NL: {f16 d; u8 qs[16]}, x = d * kvalues[q], q in Q4_0's nibble order.
-struct FmtIQ4_NL {
-    static constexpr int BLOCK = 32, BYTES = 18, PIECES = 2, RUNS = 2, RUN = 8;
-    static constexpr Kind KIND = SCALED;
-    static __device__ __forceinline__ int run_col(int p, int k) { return 8 * p + 16 * k; }
+// IQ4_NL: Q4_0's block {f16 d; u8 qs[16]} and nibble order, x = d * kvalues[q].
+struct FmtIQ4_NL : FmtQ4_0 {
     static __device__ __forceinline__ void decode(const unsigned char* blk, int p, float (&v)[16],
                                                   float (&a)[RUNS], float (&)[RUNS]) {
         unsigned int qs[2];
