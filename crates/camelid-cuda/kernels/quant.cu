@@ -422,15 +422,16 @@ struct FmtQ2_K {
 #pragma unroll
         for (int i = 0; i < 4; ++i)
 #pragma unroll
-            for (int u = 0; u < 4; ++u) v[4 * u + i] = level((byte_of(q, i) >> (2 * u)) & 3u, 0.0f);
+            for (int u = 0; u < 4; ++u)
+                v[4 * u + i] = level((byte_of(q, i) >> (2 * u)) & 3u, 0.0f);
     }
 };
 
 // Q3_K: {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}, 16 sub-blocks of 16, x = (d * s) * (q -
-// 4 * (1 - hbit)): q the two bits as in Q2_K (qs at byte 32), hbit bit 4h + r / 32 of hmask[r % 32],
-// s the sub-block's 6-bit scale less 32 (camelid-kernels `q3k_scales`: for sub-block j the low
-// four bits are nibble j / 8 of scales[j % 8], the high two bits 2 * (j / 4).. of scales[8 + j %
-// 4]). 110-byte blocks are 2-byte aligned.
+// 4 * (1 - hbit)): q the two bits as in Q2_K (qs at byte 32), hbit bit 4h + r / 32 of
+// hmask[r % 32], s the sub-block's 6-bit scale less 32 (camelid-kernels `q3k_scales`: for
+// sub-block j the low four bits are nibble j / 8 of scales[j % 8], the high two bits
+// 2 * (j / 4).. of scales[8 + j % 4]). 110-byte blocks are 2-byte aligned.
 struct FmtQ3_K {
     static constexpr int BLOCK = 256, BYTES = 110, PIECES = 16, RUNS = 4, RUN = 4;
     static constexpr Kind KIND = SCALED;
@@ -477,7 +478,8 @@ struct FmtTQ2_0 {
 #pragma unroll
         for (int i = 0; i < 4; ++i)
 #pragma unroll
-            for (int u = 0; u < 4; ++u) v[4 * u + i] = level((byte_of(q[0], i) >> (2 * u)) & 3u, 1.0f);
+            for (int u = 0; u < 4; ++u)
+                v[4 * u + i] = level((byte_of(q[0], i) >> (2 * u)) & 3u, 1.0f);
     }
 };
 
@@ -568,9 +570,9 @@ struct FmtIQ4_NL : FmtQ4_0 {
 
 // IQ4_XS: {f16 d; u16 scales_h; u8 scales_l[4]; u8 qs[128]}, 8 sub-blocks of 32, x = (d * (ls -
 // 32)) * kvalues[q]: ls has nibble ib % 2 of scales_l[ib / 2] for its low four bits and bits 2ib,
-// 2ib + 1 of scales_h for its high two (camelid-kernels `iq4xs_scale`); qs[16ib..] hold sub-block
-// ib in Q4_0's nibble order. Piece p = 2ib + c takes qs[16ib + 8c..+8): run 0 is columns 32ib + 8c..,
-// run 1 columns 32ib + 16 + 8c... 136-byte blocks are 8-byte aligned.
+// 2ib + 1 of scales_h for its high two (camelid-kernels `iq4xs_scale`); qs[16ib..] hold
+// sub-block ib in Q4_0's nibble order. Piece p = 2ib + c takes qs[16ib + 8c..+8): run 0 is
+// columns 32ib + 8c.., run 1 columns 32ib + 16 + 8c... 136-byte blocks are 8-byte aligned.
 struct FmtIQ4_XS {
     static constexpr int BLOCK = 256, BYTES = 136, PIECES = 16, RUNS = 2, RUN = 8;
     static constexpr Kind KIND = SCALED;
@@ -712,7 +714,8 @@ struct FmtIQ3_XXS : GridFmt {
         for (int k = 0; k < 2; ++k) {
             const unsigned int signs = ksigns((aux[0] >> (7 * (2 * (p & 1) + k))) & 127u);
             grid_levels<4>(__ldg(&IQ3XXS_GRID[byte_of(q[0], 2 * k)]), signs, v + 8 * k);
-            grid_levels<4>(__ldg(&IQ3XXS_GRID[byte_of(q[0], 2 * k + 1)]), signs >> 4, v + 8 * k + 4);
+            grid_levels<4>(__ldg(&IQ3XXS_GRID[byte_of(q[0], 2 * k + 1)]), signs >> 4,
+                           v + 8 * k + 4);
         }
     }
 };
@@ -737,7 +740,8 @@ struct FmtIQ3_S : GridFmt {
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             const unsigned int idx = byte_of(q[0], k) | (((qh >> k) & 1u) << 8);
-            grid_levels<4>(__ldg(&IQ3S_GRID[idx]), byte_of(s[0], k >> 1) >> (4 * (k & 1)), v + 4 * k);
+            const unsigned int signs = byte_of(s[0], k >> 1) >> (4 * (k & 1));
+            grid_levels<4>(__ldg(&IQ3S_GRID[idx]), signs, v + 4 * k);
         }
     }
 };
@@ -785,8 +789,8 @@ struct FmtIQ1_M : GridFmt {
         const unsigned int q = load_u16(blk + 2 * p);
         const unsigned int nibs = byte_of(load_u32(blk + 32 + 4 * (p >> 2)), p & 3);
         const uint2 sw = __ldg((const uint2*)(blk + 48));
-        const unsigned int bits = (sw.x >> 12 & 0xFu) | (sw.x >> 28 << 4) | (sw.y >> 12 & 0xFu) << 8 |
-                                  (sw.y >> 28) << 12;
+        const unsigned int bits =
+            (sw.x >> 12 & 0xFu) | (sw.x >> 28 << 4) | (sw.y >> 12 & 0xFu) << 8 | (sw.y >> 28) << 12;
         const float d = half_to_float((unsigned short)bits);
         const unsigned int word = ((p >> 2) < 2 ? sw.x : sw.y) >> (16 * ((p >> 2) & 1));
         const unsigned int ls = (word >> (3 * (p & 3))) & 7u;
