@@ -274,3 +274,50 @@ fn compare_perplexity_on_cuda_equals_the_cpu() {
         assert!((g - c).abs() <= 1e-5 * c, "cpu {cpu:?} cuda {gpu:?}");
     }
 }
+
+/// The kernels are compiled on a first start, which says so on stderr, and kept in the cache
+/// folder (`$XDG_CACHE_HOME/camelid/cuda`): a second start compiles nothing and says nothing,
+/// with the same logits; a Q4_0 model's start compiles group 0, Q4_0's group, ops and attention.
+#[test]
+fn kernels_are_compiled_once_and_kept() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/mqa/q4_0.gguf");
+    if !device_or_skip(&model) {
+        return;
+    }
+    let cache = dir().join("kernel-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let start = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_camelid"))
+            .args([
+                "logits",
+                "-m",
+                model.to_str().unwrap(),
+                "--tokens",
+                "1,5,9",
+                "--device",
+                "cuda",
+            ])
+            .env("XDG_CACHE_HOME", &cache)
+            .env_remove("CAMELID_CUDA_KERNELS")
+            .output()
+            .expect("running camelid");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (logits(&String::from_utf8(out.stdout).unwrap()), stderr)
+    };
+    let (first, said) = start();
+    assert!(
+        said.contains("compiling 4 CUDA kernel programs") && said.contains("kernel-cache"),
+        "{said}"
+    );
+    let mut kept: Vec<String> = std::fs::read_dir(cache.join("camelid/cuda"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    let stems: Vec<&str> = kept.iter().map(|n| n.split('-').next().unwrap()).collect();
+    assert_eq!(stems, ["attention", "ops", "quant0", "quant1"], "{kept:?}");
+    let (second, said) = start();
+    assert!(!said.contains("compiling"), "{said}");
+    assert_eq!(first, second);
+}

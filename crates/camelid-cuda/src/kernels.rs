@@ -263,6 +263,18 @@ impl Kernels {
             }
         }
         let todo: Vec<&Program> = missing.iter().map(|&(p, _)| p).collect();
+        if !todo.is_empty() {
+            // Seconds to a minute of silence otherwise, on a first start.
+            let kept = match cache_dir() {
+                Some(d) => format!("kept in {} for later starts", d.display()),
+                None => "not kept: neither XDG_CACHE_HOME nor HOME is set".to_string(),
+            };
+            eprintln!(
+                "camelid: compiling {} CUDA kernel program{} for {arch} ({kept})",
+                todo.len(),
+                if todo.len() == 1 { "" } else { "s" }
+            );
+        }
         for ((p, cache), cubin) in missing.iter().zip(compile_all(&todo, &arch)) {
             let cubin = cubin?;
             if let Some(c) = cache {

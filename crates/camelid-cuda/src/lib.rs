@@ -27,10 +27,10 @@
 //! # Run time
 //! The kernels are compiled on the first start for a card and the CUBINs cached in
 //! `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured): those of the model's weight types, in
-//! programs of a few types each, at once (9 s for a Q4_0 model on 2 cores), or with
-//! `CAMELID_CUDA_KERNELS=all` those of every type (to fill the cache ahead). Decode steps run
-//! from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one instead (for
-//! profiling, or to rule graphs out when chasing a bug). Two knobs move the crossovers between
+//! programs of a few types each, at once (9 s for a Q4_0 model on 2 cores; a line on stderr says
+//! so), or with `CAMELID_CUDA_KERNELS=all` those of every type (to fill the cache ahead). Decode
+//! steps run from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one
+//! instead (for profiling, or to rule graphs out when chasing a bug). Two knobs move the crossovers between
 //! a product's kernels (`src/ops.rs`), for measuring them on a card: `CAMELID_CUDA_TC_ROWS=N`,
 //! the batch size from which the fast precision's products run on the tensor cores (4; past 64
 //! the GEMM; 65 turns them off), and `CAMELID_CUDA_MATVEC_ROWS=N`, up to which the others take
