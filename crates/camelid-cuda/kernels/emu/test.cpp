@@ -23,6 +23,25 @@ typedef void (*DQ32)(const unsigned char*, float*, long long);
 typedef void (*DQ16)(const unsigned char*, unsigned short*, long long);
 typedef void (*EMB)(const unsigned char*, const unsigned int*, float*, int, int);
 static void launch1(unsigned gx, unsigned gy, unsigned bx, std::function<void()> f) { launch({gx, gy, 1}, {bx, 1, 1}, f); }
+// Sane scale fields in one block of random bytes of type `s` (f16 scales a draw of `u` times a
+// small factor; a float type's element a draw times 4), so that its values are finite.
+static void sane_scales(const std::string& s, uint8_t* blk, const std::function<float()>& u) {
+  auto put16 = [&](size_t off, float v){ unsigned short h=emu_f2h(v); blk[off]=h&255; blk[off+1]=h>>8; };
+  if (s=="q8_0"||s=="q4_0"||s=="q5_0") put16(0,u()*0.1f);
+  if (s=="q4_1"||s=="q5_1"||s=="q4_k"||s=="q5_k") { put16(0,u()*0.1f); put16(2,u()*0.1f); }
+  if (s=="q6_k") put16(208,u()*0.1f);
+  if (s=="q2_k") { put16(80,u()*0.1f); put16(82,u()*0.1f); }
+  if (s=="q3_k") put16(108,u()*0.1f);
+  if (s=="iq4_nl"||s=="iq4_xs") put16(0,u()*0.01f);
+  if (s.rfind("iq2",0)==0||s.rfind("iq3",0)==0||s=="iq1_s") put16(0,u()*0.01f);
+  if (s=="tq1_0") put16(52,u()*0.05f);
+  if (s=="tq2_0") put16(64,u()*0.05f);
+  // IQ1_M's d is the top nibbles of its four scale words.
+  if (s=="iq1_m") { unsigned short h=emu_f2h(u()*0.01f); for (int k=0;k<4;k++) blk[49+2*k]=(blk[49+2*k]&0x0f)|(((h>>(4*k))&15)<<4); }
+  if (s=="f16") put16(0,u()*4);
+  if (s=="f32") { float v=u()*4; memcpy(blk,&v,4); }
+  if (s=="bf16") { float v=u()*4; unsigned x; memcpy(&x,&v,4); blk[0]=(x>>16)&255; blk[1]=x>>24; }
+}
 void test_dequant() {
   struct T { const char* name; int bs, bb; DQ32 d32; DQ16 d16; EMB emb; bool isfloat; };
   T types[] = {
@@ -58,22 +77,7 @@ void test_dequant() {
     long long nel = (long long)rows*cols, nblk = nel / t.bs;
     std::vector<uint8_t> w(nblk*t.bb + 64);
     for (auto& x : w) x = rng();
-    // sane f16 scale fields
-    auto put16 = [&](size_t off, float v){ unsigned short h=emu_f2h(v); w[off]=h&255; w[off+1]=h>>8; };
-    for (long long b=0;b<nblk;b++) { size_t o=b*t.bb; std::string n(t.name);
-      if (n=="q8_0"||n=="q4_0"||n=="q5_0") put16(o,U(rng)*0.1f);
-      if (n=="q4_1"||n=="q5_1"||n=="q4_k"||n=="q5_k") { put16(o,U(rng)*0.1f); put16(o+2,U(rng)*0.1f); }
-      if (n=="q6_k") put16(o+208,U(rng)*0.1f);
-      if (n=="q2_k") { put16(o+80,U(rng)*0.1f); put16(o+82,U(rng)*0.1f); }
-      if (n=="q3_k") put16(o+108,U(rng)*0.1f);
-      if (n=="iq4_nl"||n=="iq4_xs") put16(o,U(rng)*0.01f);
-      if (n.rfind("iq2",0)==0||n.rfind("iq3",0)==0||n=="iq1_s") put16(o,U(rng)*0.01f);
-      if (n=="tq1_0") put16(o+52,U(rng)*0.05f);
-      if (n=="tq2_0") put16(o+64,U(rng)*0.05f);
-      if (n=="iq1_m") { unsigned short h=emu_f2h(U(rng)*0.01f); for (int k=0;k<4;k++) w[o+49+2*k]=(w[o+49+2*k]&0x0f)|(((h>>(4*k))&15)<<4); }
-      if (n=="f16") put16(o,U(rng)*4);
-      if (n=="f32") { float v=U(rng)*4; memcpy(&w[o],&v,4); }
-      if (n=="bf16") { float v=U(rng)*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
+    for (long long b=0;b<nblk;b++) sane_scales(t.name, &w[b*t.bb], [&]{ return U(rng); });
     std::vector<float> want(nel), got(nel, NAN), emb(3*cols, NAN); std::vector<unsigned short> got16(nel);
     for (long long b=0;b<nblk;b++) ref(t.name, &w[b*t.bb], &want[b*t.bs]);
     long long count = t.isfloat ? nel : nblk;
@@ -99,22 +103,7 @@ static std::vector<uint8_t> random_weights(const char* name, int bs, int bb, lon
   long long nblk = nel / bs;
   std::vector<uint8_t> w(nblk * bb + 64);
   for (auto& x : w) x = rng();
-  std::string s(name);
-  auto put16 = [&](size_t off, float v){ unsigned short h=emu_f2h(v); w[off]=h&255; w[off+1]=h>>8; };
-  for (long long b=0;b<nblk;b++) { size_t o=b*bb;
-    if (s=="q8_0"||s=="q4_0"||s=="q5_0") put16(o,U()*0.1f);
-    if (s=="q4_1"||s=="q5_1"||s=="q4_k"||s=="q5_k") { put16(o,U()*0.1f); put16(o+2,U()*0.1f); }
-    if (s=="q6_k") put16(o+208,U()*0.1f);
-    if (s=="q2_k") { put16(o+80,U()*0.1f); put16(o+82,U()*0.1f); }
-    if (s=="q3_k") put16(o+108,U()*0.1f);
-    if (s=="iq4_nl"||s=="iq4_xs") put16(o,U()*0.01f);
-    if (s.rfind("iq2",0)==0||s.rfind("iq3",0)==0||s=="iq1_s") put16(o,U()*0.01f);
-    if (s=="tq1_0") put16(o+52,U()*0.05f);
-    if (s=="tq2_0") put16(o+64,U()*0.05f);
-    if (s=="iq1_m") { unsigned short h=emu_f2h(U()*0.01f); for (int k=0;k<4;k++) w[o+49+2*k]=(w[o+49+2*k]&0x0f)|(((h>>(4*k))&15)<<4); }
-    if (s=="f16") put16(o,U()*4);
-    if (s=="f32") { float v=U()*4; memcpy(&w[o],&v,4); }
-    if (s=="bf16") { float v=U()*4; unsigned u; memcpy(&u,&v,4); w[o]=(u>>16)&255; w[o+1]=u>>24; } }
+  for (long long b=0;b<nblk;b++) sane_scales(name, &w[b*bb], []{ return U(); });
   W.assign(nel, 0); for (long long b=0;b<nblk;b++) ref(name, &w[b*bb], &W[b*bs]);
   return w;
 }
