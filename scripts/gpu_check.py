@@ -78,10 +78,10 @@ LLAMA_CPP = {
     "Q4_K_M": {"tg128": 813, "pp512": 32600},
 }
 COPY_BANDWIDTH = 4.27e12  # bytes/s, the H200's measured copy bandwidth (issue 15)
-# The fast path rounds activations to f16 (the tensor-core products) where llama.cpp rounds
-# them to f16 or 8 bits: two roundings of the same logits, whose typical (mean) errors compare
-# well, but whose largest single errors are each one extreme draw. The largest may exceed the
-# peer's by this factor.
+# The fast path rounds activations to f16 (the tensor-core products of quantized weights, the
+# GEMMs of prompts past 64 tokens) where llama.cpp rounds them to f16 or 8 bits: two roundings
+# of the same logits, whose typical (mean) errors compare well, but whose largest single errors
+# are each one extreme draw. The largest may exceed the peer's by this factor.
 FAST_MAX_SLACK = 1.25
 # f16 KV caches: each device rounds every key and value as the CPU does, from f32 values that
 # differ in their last bits, so now and then one lands a rounding step apart (tests/cuda.rs,

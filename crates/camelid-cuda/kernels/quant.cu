@@ -1217,10 +1217,21 @@ __device__ __forceinline__ int tc_col(int piece, int e) {
     return (piece / F::PIECES) * F::BLOCK + F::run_col(piece % F::PIECES, e / F::RUN) + e % F::RUN;
 }
 
+// Float weights (KIND PLAIN) are exact in f16 (f16) or nearly (bf16: but for magnitudes below
+// 2^-14), so rounding the activations would be the products' whole error: their activations
+// come as two f16 terms (f32_to_f16's `split`, the remainders `lo` halves after the others),
+// two mma for one. A quantized matrix's own error is far larger than one f16 rounding of the
+// activations, and its products take one term.
+template <class F>
+__device__ __forceinline__ constexpr bool tc_split() {
+    return F::KIND == PLAIN;
+}
+
 template <class F, bool ACC>
 __device__ __noinline__ void tc_slice(const unsigned char* __restrict__ w,
-                                      const unsigned short* __restrict__ xh, float* __restrict__ y,
-                                      int rows, int cols, int n, long long row_bytes) {
+                                      const unsigned short* __restrict__ xh, long long lo,
+                                      float* __restrict__ y, int rows, int cols, int n,
+                                      long long row_bytes) {
     __shared__ float red[TC_WARPS - 1][TC_MT * TC_NT * 4][32]; // warps 1.. sums, for warp 0
     const int lane = threadIdx.x, warp = threadIdx.y;
     const int g = lane >> 2, t = lane & 3;
@@ -1261,11 +1272,14 @@ __device__ __noinline__ void tc_slice(const unsigned char* __restrict__ w,
             for (int nt = 0; nt < TC_NT; ++nt) {
                 if (nt < nts) {
                     const uint2 b = __ldg((const uint2*)(xp[nt] + col));
+                    uint2 bl = b;
+                    if (tc_split<F>()) bl = __ldg((const uint2*)(xp[nt] + lo + col));
 #pragma unroll
                     for (int m = 0; m < TC_MT; ++m) {
                         const unsigned int a[4] = {wh[m][0][2 * s], wh[m][1][2 * s],
                                                    wh[m][0][2 * s + 1], wh[m][1][2 * s + 1]};
                         mma_16816(acc[m][nt], a, b.x, b.y);
+                        if (tc_split<F>()) mma_16816(acc[m][nt], a, bl.x, bl.y);
                     }
                 }
             }
@@ -1317,8 +1331,9 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
     const int row0 = blockIdx.x * TC_ROWS;
     prefetch_rows(w + row0 * row_bytes, nullptr, row_bytes, min(TC_ROWS, rows - row0));
     grid_dep_wait();
+    const long long lo = tc_split<F>() ? (long long)n * cols : 0;
     for (int j0 = 0; j0 < n; j0 += TC_MAX_N) {
-        tc_slice<F, ACC>(w, xh + (long long)j0 * cols, y + (long long)j0 * rows, rows, cols,
+        tc_slice<F, ACC>(w, xh + (long long)j0 * cols, lo, y + (long long)j0 * rows, rows, cols,
                          min(n - j0, TC_MAX_N), row_bytes);
     }
 }
@@ -1406,8 +1421,9 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         embed_impl<F>(w, tokens, out, cols, n);                                                 \
     }
 
-// Tensor-core products of f16 activations (fast precision, a few vectors): every type but f32,
-// whose weights the fast path never rounds to f16. `tc_matvec_add_` adds the products to y.
+// Tensor-core products of f16 activations (fast precision, a few vectors; those of f16 and bf16
+// weights take two terms each, `tc_split`): every type but f32, whose weights the fast path never
+// rounds to f16. `tc_matvec_add_` adds the products to y.
 #define CAMELID_TC_TYPE(name, F)                                                                \
     extern "C" __global__ void __launch_bounds__(32 * TC_WARPS)                                 \
         tc_matvec_##name(const unsigned char* w, const unsigned short* xh, float* y, int rows,  \
@@ -1538,13 +1554,19 @@ CAMELID_DEQUANT_BLOCKS(iq1_m, FmtIQ1_M)
 #endif
 
 #if CAMELID_PART(0)
-// Activations to f16 bits for the f16 GEMMs (round to nearest even); any grid, grid-stride.
+// Activations to f16 bits for the f16 products (round to nearest even); any grid, grid-stride.
+// With `split`, also what each rounding leaves, rounded: out[n + i] = f16(x[i] - out[i]), so
+// that out[i] + out[n + i] is x[i] to within 2^-22 |x[i]| (or 2^-25): the tensor-core products
+// of float weights take both.
 extern "C" __global__ void f32_to_f16(const float* __restrict__ x, unsigned short* __restrict__ out,
-                                      long long n) {
+                                      long long n, int split) {
     grid_dep_wait();
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        out[i] = float_to_half(x[i]);
+        const float v = x[i];
+        const unsigned short hi = float_to_half(v);
+        out[i] = hi;
+        if (split) out[n + i] = float_to_half(v - half_to_float(hi));
     }
 }
 #endif

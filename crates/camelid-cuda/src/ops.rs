@@ -36,6 +36,20 @@ pub(crate) const TC_ROWS_DEFAULT: usize = 4;
 /// The tensor-core products take vectors 32 at a time (`TC_MAX_N`), each slice a pass over
 /// the matrix (from L2 after the first); past two slices the GEMM's one expansion pays.
 pub(crate) const TC_MAX_ROWS: usize = 64;
+const _: () = assert!(
+    2 * TC_MAX_ROWS <= camelid_model::llama::MAX_BATCH,
+    "x16 holds the split activations"
+);
+
+/// Whether the tensor-core products of `t` take their activations as two f16 terms (`tc_split`
+/// in quant.cu): float weights, exact in f16 or nearly, whose products' error would otherwise
+/// be the activations' one f16 rounding. A quantized matrix's own error is far larger. (By
+/// arithmetic, the second mma costs these no time: at 2 bytes a weight their products stay
+/// bound by the weights' reads. Not measured on a card.)
+fn tc_split(t: DType) -> bool {
+    matches!(t, DType::F16 | DType::BF16)
+}
+
 /// Rows per CTA of `tc_matvec_<t>` (`TC_ROWS`), its block (`TC_WARPS` warps) and the column
 /// multiple it needs (four pieces of 16).
 const TC_CTA_ROWS: usize = 32;
@@ -242,8 +256,9 @@ pub(crate) struct CudaOps<'a> {
     /// The host logits, for passes with more logits rows than the device buffer holds (never
     /// while capturing a graph).
     host_logits: Option<&'a mut [f32]>,
-    /// Which buffer, pointer and row count `x16` holds in f16, while still current.
-    x16_of: Option<(Buf, u64, usize)>,
+    /// Which buffer, pointer and row count `x16` holds in f16, and whether with the remainders
+    /// ([`CudaOps::as_f16`]), while still current.
+    x16_of: Option<(Buf, u64, usize, bool)>,
     /// A residual product not launched yet ([`Residual`]).
     residual: Option<Residual>,
     /// `(out, x)`: a gather of a one-row pass, where `out` stands for `x` rather than receive
@@ -435,27 +450,33 @@ impl<'a> CudaOps<'a> {
 
     /// A buffer was written: its f16 copy, if any, is stale.
     fn wrote(&mut self, b: Buf) {
-        if self.x16_of.is_some_and(|(held, _, _)| held == b) {
+        if self.x16_of.is_some_and(|(held, ..)| held == b) {
             self.x16_of = None;
         }
     }
 
-    /// `n` rows of `cols` at `x` (part of buffer `buf`) in f16, in `x16`.
-    fn as_f16(&mut self, buf: Buf, x: u64, n: usize, cols: usize) -> u64 {
+    /// `n` rows of `cols` at `x` (part of buffer `buf`) in f16, in `x16`; with `split`, followed
+    /// by what each rounding leaves, rounded again (the tensor-core products of float weights,
+    /// [`tc_split`]). A copy with the remainders serves where none are wanted.
+    fn as_f16(&mut self, buf: Buf, x: u64, n: usize, cols: usize, split: bool) -> u64 {
         let out = self.p.x16.ptr();
-        if self.x16_of != Some((buf, x, n)) {
-            let count = (n * cols) as i64;
-            // SAFETY: f32_to_f16(const float* x, unsigned short* out, long long n); `x` holds
-            // n·cols floats, `x16` MAX_BATCH · widest halves.
+        let held = self
+            .x16_of
+            .filter(|&(b, p, rows, s)| (b, p, rows) == (buf, x, n) && (s || !split));
+        if held.is_none() {
+            let (count, s) = ((n * cols) as i64, i32::from(split));
+            // SAFETY: f32_to_f16(const float* x, unsigned short* out, long long n, int split);
+            // `x` holds n·cols floats, `x16` MAX_BATCH · widest halves, at least 2n·cols where
+            // `split` (n ≤ TC_MAX_ROWS there).
             unsafe {
                 self.go(
                     self.be.k.f32_to_f16,
                     elem_grid(n * cols),
                     ELEM_THREADS,
-                    &mut [arg(&x), arg(&out), arg(&count)],
+                    &mut [arg(&x), arg(&out), arg(&count), arg(&s)],
                 )
             };
-            self.x16_of = Some((buf, x, n));
+            self.x16_of = Some((buf, x, n, split));
         }
         out
     }
@@ -489,7 +510,7 @@ impl<'a> CudaOps<'a> {
     /// `f`, `tc_matvec_<t>` or `tc_matvec_add_<t>` (same arguments), on the f16 copy of `x`,
     /// in one launch.
     fn tc_matvec(&mut self, f: Func, m: &DevMat, xbuf: Buf, x: u64, y: u64, n: usize) {
-        let xh = self.as_f16(xbuf, x, n, m.cols);
+        let xh = self.as_f16(xbuf, x, n, m.cols, tc_split(m.dtype));
         let (rows, cols, n) = (m.rows as i32, m.cols as i32, n as i32);
         let w = m.buf.ptr();
         let grid = (m.rows.div_ceil(TC_CTA_ROWS) as u32, 1, 1);
@@ -635,7 +656,7 @@ impl<'a> CudaOps<'a> {
         let xin = if exact {
             x
         } else {
-            self.as_f16(xbuf, x, n, m.cols)
+            self.as_f16(xbuf, x, n, m.cols, false)
         };
         let r = if m.dtype == DType::F32 || (!exact && m.dtype == DType::F16) {
             // Already in the GEMM's input type: no expansion.

@@ -813,11 +813,12 @@ fn tensor_core_prompt_attention_equals_the_f32_kernels() {
     });
 }
 
-/// The fast path (f16 GEMMs for prompts, f32 fused products for decode) against the
-/// transformers reference on each file's own weights: its mean error is no larger than the
-/// larger of llama.cpp's and the CPU fast path's on the same file, and its largest within 1.25
-/// times theirs (two roundings of the activations, each largest error one extreme draw; the
-/// GPU check, scripts/gpu_check.py, judges the same way).
+/// The fast path (tensor-core products for prompts of up to 64 tokens, f16 GEMMs past that)
+/// against the transformers reference on each file's own weights, with f32 caches and with f16
+/// ones (the fast precision's default), both devices alike: its mean error is no larger than the
+/// larger of llama.cpp's (f16 caches) and the CPU fast path's on the same file, and its largest
+/// within 1.25 times theirs (two roundings of the activations, each largest error one extreme
+/// draw; the GPU check, scripts/gpu_check.py, judges the same way, with f32 caches).
 #[test]
 fn fast_path_error_is_within_llama_cpp() {
     if !gpu() {
@@ -828,17 +829,23 @@ fn fast_path_error_is_within_llama_cpp() {
         let name = m["name"].as_str().unwrap();
         let n_vocab = m["n_vocab"].as_u64().unwrap() as usize;
         let toks = tokens(m);
-        for key in [
+        for (file, cache) in [
             "gguf-f16",
             "gguf-bf16",
             "gguf-q8_0",
             "gguf-q4_0",
             "gguf-q4_1",
-        ] {
-            let path = tiny().join(m["files"][key].as_str().unwrap());
-            let (cpu, gpu) = pair(&path, Precision::Fast, None);
-            let reference = read_logits(m["ref"][key].as_str().unwrap(), n_vocab);
-            let theirs = read_logits(m["llamacpp"][key].as_str().unwrap(), n_vocab);
+        ]
+        .into_iter()
+        .flat_map(|f| [(f, CacheType::F32), (f, CacheType::F16)])
+        {
+            let path = tiny().join(m["files"][file].as_str().unwrap());
+            let (mut cpu, mut gpu) = pair(&path, Precision::Fast, None);
+            cpu.set_cache_type(cache).unwrap();
+            gpu.set_cache_type(cache).unwrap();
+            let key = format!("{file} {}", cache.name());
+            let reference = read_logits(m["ref"][file].as_str().unwrap(), n_vocab);
+            let theirs = read_logits(m["llamacpp"][file].as_str().unwrap(), n_vocab);
             let ours = run_all(&gpu, &toks);
             let cpu_fast = run_all(&cpu, &toks);
             let err = |a: &[Vec<f32>]| {
@@ -854,7 +861,7 @@ fn fast_path_error_is_within_llama_cpp() {
             };
             let (o, l, c) = (err(&ours), err(&theirs), err(&cpu_fast));
             eprintln!(
-                "{name:>14} {key:<9} cuda fast max {:.3e} mean {:.3e} | llama.cpp {:.3e} {:.3e} | cpu fast {:.3e} {:.3e}",
+                "{name:>14} {key:<13} cuda fast max {:.3e} mean {:.3e} | llama.cpp {:.3e} {:.3e} | cpu fast {:.3e} {:.3e}",
                 o.0, o.1, l.0, l.1, c.0, c.1
             );
             assert!(

@@ -261,26 +261,50 @@ void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, in
 }
 
 typedef void (*TC)(const unsigned char*, const unsigned short*, float*, int, int, int);
-// The tensor-core products: against the f16-rounded weights and activations summed in double
-// (within 1e-6 of sum |w x|: f32 accumulation), each vector's result the one it gets alone (bit
-// for bit, across the 32-vector slices too), and the accumulating launch as the product then add.
+// The activations of `n` rows as the host gives them to the tensor-core products: f16, and for
+// float weights (`split`) the remainders after them (f32_to_f16 with `split`).
+std::vector<unsigned short> tc_input(const std::vector<float>& x, bool split) {
+  std::vector<unsigned short> xh(x.size() * (split ? 2 : 1));
+  launch({4,1,1}, {64,1,1}, [&]{ f32_to_f16(x.data(), xh.data(), (long long)x.size(), split); });
+  return xh;
+}
+
+// The tensor-core products: against the f16-rounded weights and the activations they are given
+// (f16, or f16 pairs for float weights) summed in double (within 1e-6 of sum |w x|: f32
+// accumulation), each vector's result the one it gets alone (bit for bit, across the 32-vector
+// slices too), and the accumulating launch as the product then add.
 void test_tc(const char* name, int bs, int bb, TC tc, TC tca, int rows, int cols, int n) {
+  const bool split = bs == 1;  // the float types (block size 1 here)
   std::vector<float> W;
   std::vector<uint8_t> w = random_weights(name, bs, bb, (long long)rows * cols, W);
   std::vector<float> x((size_t)n*cols), y((size_t)n*rows, NAN);
-  std::vector<unsigned short> xh(x.size());
-  for (size_t i = 0; i < x.size(); i++) { x[i] = U(); xh[i] = emu_f2h(x[i]); }
+  for (auto& v : x) v = U();
+  std::vector<unsigned short> xh = tc_input(x, split);
+  // The input's largest error relative to max(|x|, 1/8): 2^-11, or 2^-22 when split (2^-25
+  // absolute, the remainders of the smallest being f16 subnormals).
+  double rounding = 0;
+  for (size_t i = 0; i < x.size(); i++) {
+    const double in = emu_h2f(xh[i]) + (split ? (double)emu_h2f(xh[x.size() + i]) : 0.0);
+    if (split && emu_h2f(xh[i]) != emu_h2f(emu_f2h(x[i]))) rounding = 1;  // hi must be f16(x)
+    rounding = worse(rounding, fabs(in - x[i]) / std::max(fabs((double)x[i]), 0.125));
+  }
+  const int bits = split ? 22 : 11;
+  char buf[100]; snprintf(buf, 100, "tc_matvec_%s input within 2^-%d", name, bits);
+  check(buf, rounding, ldexp(1.0, -bits));
   const unsigned grid = (rows + TC_ROWS - 1) / TC_ROWS;
   launch({grid,1,1}, {32,4,1}, [&]{ tc(w.data(), xh.data(), y.data(), rows, cols, n); });
   double err = 0;
   for (int j=0;j<n;j++) for (int r=0;r<rows;r++) { double s2=0, sa=0;
-    for (int c=0;c<cols;c++){ double p=(double)emu_h2f(emu_f2h(W[(size_t)r*cols+c]))*emu_h2f(xh[(size_t)j*cols+c]); s2+=p; sa+=fabs(p);}
+    for (int c=0;c<cols;c++){ const size_t i = (size_t)j*cols+c;
+      const double in = emu_h2f(xh[i]) + (split ? (double)emu_h2f(xh[x.size() + i]) : 0.0);
+      double p=(double)emu_h2f(emu_f2h(W[(size_t)r*cols+c]))*in; s2+=p; sa+=fabs(p);}
     double e = fabs(y[(size_t)j*rows+r]-s2)/ (sa>0?sa:1); err = worse(err, e); }
-  char buf[100]; snprintf(buf, 100, "tc_matvec_%s rows %d cols %d n %d", name, rows, cols, n); check(buf, err, 1e-6);
+  snprintf(buf, 100, "tc_matvec_%s rows %d cols %d n %d", name, rows, cols, n); check(buf, err, 1e-6);
   double d1 = 0;
   for (int j = 0; j < n; j++) {
     std::vector<float> y1(rows, NAN);
-    launch({grid,1,1}, {32,4,1}, [&]{ tc(w.data(), xh.data() + (size_t)j*cols, y1.data(), rows, cols, 1); });
+    std::vector<unsigned short> xj = tc_input(std::vector<float>(x.begin() + (size_t)j*cols, x.begin() + (size_t)(j+1)*cols), split);
+    launch({grid,1,1}, {32,4,1}, [&]{ tc(w.data(), xj.data(), y1.data(), rows, cols, 1); });
     if (memcmp(y1.data(), y.data() + (size_t)j*rows, rows * 4) != 0) d1 = 1;
   }
   snprintf(buf, 100, "tc_matvec_%s n %d = n 1 each (bit-exact)", name, n); check(buf, d1, 0);
