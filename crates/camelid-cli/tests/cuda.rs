@@ -184,13 +184,7 @@ fn refused_early_launches_fall_back_to_stream_order() {
     if !device_or_skip(&base) {
         return;
     }
-    let bench = ok(&[
-        "bench", "-m", b, "--device", "cuda", "-p", "0", "-n", "1", "-r", "1", "--json",
-    ]);
-    let isa = serde_json::from_str::<serde_json::Value>(&bench).unwrap()[0]["isa"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let isa = device_name(b);
     if !isa.contains("emulator") || !isa.contains("PDL") {
         eprintln!("skipped: {isa} is not the emulated driver with early launches");
         return;
@@ -222,6 +216,70 @@ fn refused_early_launches_fall_back_to_stream_order() {
         let got = logits(&String::from_utf8(out.stdout).unwrap());
         assert_eq!(got, want, "{refuse}: other logits");
     }
+}
+
+/// The device `camelid bench --device cuda` reports for the model file `model`.
+fn device_name(model: &str) -> String {
+    let bench = ok(&[
+        "bench", "-m", model, "--device", "cuda", "-p", "0", "-n", "1", "-r", "1", "--json",
+    ]);
+    serde_json::from_str::<serde_json::Value>(&bench).unwrap()[0]["isa"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A model, or a KV cache, larger than the device's free memory is a one-line error that says
+/// what it needs and what the device has, and a non-zero exit: never a crash, and the model is
+/// refused before its kernels are compiled or its weights copied. The emulated driver plays a
+/// small card on request (`CAMELID_CUDA_EMU_MEM_MIB`); a real GPU does not take the request,
+/// and the test says it skipped.
+#[test]
+fn too_little_device_memory_is_a_clear_error() {
+    let base = small_model(&dir(), "memory.gguf", 7);
+    let b = base.to_str().unwrap();
+    if !device_or_skip(&base) {
+        return;
+    }
+    if !device_name(b).contains("emulator") {
+        eprintln!("skipped: not the emulated driver, which can play a small card");
+        return;
+    }
+    let run = |mib: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_camelid"))
+            .args(args)
+            .env("CAMELID_CUDA_EMU_MEM_MIB", mib)
+            .output()
+            .expect("running camelid");
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert_eq!(out.status.code(), Some(1), "{mib} MiB {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        stderr
+    };
+    // The 2.4 MiB model with its 12.2 MiB of buffers on a card of 4 MiB.
+    let e = run(
+        "4",
+        &["logits", "-m", b, "--tokens", "1,2", "--device", "cuda"],
+    );
+    assert!(
+        e.contains("the model does not fit on cuda:0")
+            && e.contains("weights 2.4 MiB")
+            && e.contains("free of 4.0 MiB"),
+        "{e}"
+    );
+    // It fits a card of 64 MiB, but not with a cache of 120,001 positions (29.3 MiB in f16).
+    let e = run(
+        "64",
+        &[
+            "bench", "-m", b, "--device", "cuda", "-p", "1", "-n", "0", "-d", "120000", "-r", "1",
+        ],
+    );
+    assert!(
+        e.contains("allocating a KV cache of 120001 positions (29.3 MiB): out of memory")
+            && e.contains("free of 64.0 MiB"),
+        "{e}"
+    );
 }
 
 /// `camelid compare --device cuda`: the perplexity runs of a model file on the GPU give the CPU's

@@ -25,7 +25,7 @@ use camelid_model::weights::{Tensor, Weights};
 use camelid_model::{CacheType, Config, ModelError};
 use cudarc::driver::{result, sys};
 
-use crate::device::{self, Blas, CudaError, DevBuf, Device, Pinned, Result};
+use crate::device::{self, Blas, CudaError, DevBuf, Device, Pinned, Result, mib};
 use crate::kernels::{Kernels, has_kernels};
 use crate::ops::{CudaOps, Layout, MATVEC_ROWS_DEFAULT, TC_ROWS_DEFAULT};
 
@@ -62,17 +62,19 @@ pub(crate) const GRAPH_MAX_BATCH: usize = 64;
 /// positions exit at once, but each still costs a CTA launch in every layer.
 const GRAPH_MIN_SPAN: usize = 512;
 
-/// A weight matrix on the device: its stored bytes, row-major `[rows, cols]`.
+/// A weight matrix on the device: the address of its stored bytes (in the backend's weights
+/// buffer), row-major `[rows, cols]`.
 pub(crate) struct DevMat {
-    pub buf: DevBuf,
+    pub ptr: u64,
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
 }
 
+/// A layer's weights; the norms' gains are device addresses of `d_model` floats.
 pub(crate) struct DevLayer {
-    pub attn_norm: DevBuf,
-    pub ffn_norm: DevBuf,
+    pub attn_norm: u64,
+    pub ffn_norm: u64,
     pub wq: DevMat,
     pub wk: DevMat,
     pub wv: DevMat,
@@ -90,11 +92,11 @@ pub struct CudaBackend {
     pub(crate) config: Config,
     pub(crate) token_embd: DevMat,
     pub(crate) layers: Vec<DevLayer>,
-    pub(crate) output_norm: DevBuf,
+    pub(crate) output_norm: u64,
     /// `None` when tied to the embedding.
     pub(crate) output: Option<DevMat>,
     /// `[head_dim / 2]`
-    pub(crate) inv_freq: DevBuf,
+    pub(crate) inv_freq: u64,
     pub(crate) precision: Precision,
     /// What the caches [`Backend::new_cache`] makes from now on hold.
     cache_type: CacheType,
@@ -120,7 +122,47 @@ pub struct CudaBackend {
     name: String,
     ordinal: usize,
     weight_bytes: u64,
+    /// Every weight the addresses above point into ([`WEIGHT_ALIGN`]).
+    _weights: DevBuf,
     pub(crate) dev: Device,
+}
+
+/// Each weight starts at a multiple of this many bytes in the backend's one weights buffer
+/// (the kernels want 16; cuMemAlloc gives 256). One allocation rather than one per tensor: the
+/// device holds what camelid counts, with no rounding of each of hundreds of allocations, and
+/// a model that does not fit is refused before anything is copied.
+const WEIGHT_ALIGN: usize = 256;
+
+/// Bytes of `bytes` in the weights buffer, with the padding to the next weight.
+fn weight_span(bytes: usize) -> usize {
+    bytes.next_multiple_of(WEIGHT_ALIGN)
+}
+
+/// The weights buffer being filled: each upload at the next aligned offset.
+struct WeightsUpload<'a> {
+    dev: &'a Device,
+    buf: DevBuf,
+    at: usize,
+}
+
+impl WeightsUpload<'_> {
+    /// Copies `src` to the next place; returns its device address.
+    fn put<T: Copy>(&mut self, src: &[T], what: &str) -> Result<u64> {
+        let bytes = std::mem::size_of_val(src);
+        self.dev.upload_at(&self.buf, self.at, src, what)?;
+        let ptr = self.buf.ptr() + self.at as u64;
+        self.at += weight_span(bytes);
+        Ok(ptr)
+    }
+
+    fn mat(&mut self, t: &Tensor) -> Result<DevMat> {
+        Ok(DevMat {
+            ptr: self.put(t.bytes(), &format!("tensor `{}`", t.name))?,
+            dtype: t.dtype,
+            rows: t.rows,
+            cols: t.cols,
+        })
+    }
 }
 
 /// What a pass writes: activations, scratch, inputs, the cuBLAS handle, captured graphs.
@@ -274,37 +316,7 @@ impl CudaBackend {
             .ctx
             .name()
             .map_err(|e| CudaError::at("reading the device name", e))?;
-        let types: Vec<DType> = weights.matrices().map(|t| t.dtype).collect();
-        let k = Kernels::load(&dev, &types)?;
-
-        let upload = |t: &Tensor| -> Result<DevMat> {
-            Ok(DevMat {
-                buf: dev.upload(t.bytes(), &format!("tensor `{}`", t.name))?,
-                dtype: t.dtype,
-                rows: t.rows,
-                cols: t.cols,
-            })
-        };
-        let token_embd = upload(&weights.token_embd)?;
-        let mut layers = Vec::with_capacity(weights.layers.len());
-        for l in &weights.layers {
-            layers.push(DevLayer {
-                attn_norm: dev.upload(&l.attn_norm, "a norm")?,
-                ffn_norm: dev.upload(&l.ffn_norm, "a norm")?,
-                wq: upload(&l.wq)?,
-                wk: upload(&l.wk)?,
-                wv: upload(&l.wv)?,
-                wo: upload(&l.wo)?,
-                w_gate: upload(&l.w_gate)?,
-                w_up: upload(&l.w_up)?,
-                w_down: upload(&l.w_down)?,
-            });
-        }
-        let output = weights.output.as_ref().map(upload).transpose()?;
-        let output_norm = dev.upload(&weights.output_norm, "the output norm")?;
-        let inv_freq = dev.upload(&inv_freq, "the RoPE frequencies")?;
         let weight_bytes = weights.matrices().map(|t| t.bytes().len() as u64).sum();
-
         let largest = weights.matrices().map(|t| t.rows * t.cols).max();
         let max_cols = weights.matrices().map(|t| t.cols).max().unwrap_or(0);
         let scratch_bytes = limits
@@ -318,6 +330,60 @@ impl CudaBackend {
             .logit_rows
             .unwrap_or(default_logit_rows(config.n_vocab))
             .clamp(1, MAX_BATCH);
+
+        // Everything but the KV caches, against what the device has free, before compiling or
+        // copying anything.
+        let norms = (2 * weights.layers.len() + 1) * weight_span(config.d_model * 4);
+        let weights_span = weights
+            .matrices()
+            .map(|t| weight_span(t.bytes().len()))
+            .sum::<usize>()
+            + norms
+            + weight_span(inv_freq.len() * 4);
+        let buffers = Pass::device_bytes(config, scratch_bytes, logit_rows);
+        let (free, total) = dev.mem_info()?;
+        if weights_span + buffers > free {
+            return Err(ModelError::Backend(format!(
+                "CUDA: the model does not fit on cuda:{ordinal} ({card}): it needs {} of device \
+                 memory before its KV cache (weights {}, buffers {}), and the device has {} \
+                 free of {}",
+                mib(weights_span + buffers),
+                mib(weights_span),
+                mib(buffers),
+                mib(free),
+                mib(total)
+            )));
+        }
+
+        let types: Vec<DType> = weights.matrices().map(|t| t.dtype).collect();
+        let k = Kernels::load(&dev, &types)?;
+
+        let mut up = WeightsUpload {
+            dev: &dev,
+            buf: dev.alloc(weights_span, "the weights")?,
+            at: 0,
+        };
+        let token_embd = up.mat(&weights.token_embd)?;
+        let mut layers = Vec::with_capacity(weights.layers.len());
+        for l in &weights.layers {
+            layers.push(DevLayer {
+                attn_norm: up.put(&l.attn_norm, "a norm")?,
+                ffn_norm: up.put(&l.ffn_norm, "a norm")?,
+                wq: up.mat(&l.wq)?,
+                wk: up.mat(&l.wk)?,
+                wv: up.mat(&l.wv)?,
+                wo: up.mat(&l.wo)?,
+                w_gate: up.mat(&l.w_gate)?,
+                w_up: up.mat(&l.w_up)?,
+                w_down: up.mat(&l.w_down)?,
+            });
+        }
+        let output = weights.output.as_ref().map(|t| up.mat(t)).transpose()?;
+        let output_norm = up.put(&weights.output_norm, "the output norm")?;
+        let inv_freq = up.put(&inv_freq, "the RoPE frequencies")?;
+        debug_assert_eq!(up.at, weights_span);
+        let weights_buf = up.buf;
+
         let pass = Pass::new(&dev, config, scratch_bytes, logit_rows)?;
         let pdl = if k.early { ", PDL" } else { "" };
         let name = format!("{card} (sm_{major}{minor}{pdl})");
@@ -349,6 +415,7 @@ impl CudaBackend {
             name,
             ordinal,
             weight_bytes,
+            _weights: weights_buf,
             pass: Mutex::new(pass),
         })
     }
@@ -366,11 +433,12 @@ impl CudaBackend {
         }
     }
 
-    pub(crate) fn norm(&self, n: Norm) -> &DevBuf {
+    /// The device address of a norm's gains.
+    pub(crate) fn norm(&self, n: Norm) -> u64 {
         match n {
-            Norm::Attn(l) => &self.layers[l].attn_norm,
-            Norm::Ffn(l) => &self.layers[l].ffn_norm,
-            Norm::Output => &self.output_norm,
+            Norm::Attn(l) => self.layers[l].attn_norm,
+            Norm::Ffn(l) => self.layers[l].ffn_norm,
+            Norm::Output => self.output_norm,
         }
     }
 

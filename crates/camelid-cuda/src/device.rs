@@ -76,15 +76,21 @@ impl Device {
     }
 
     /// Allocates `bytes` of device memory (at least one byte, so every buffer has an address).
+    /// Out of memory, the error says how much the device has free.
     pub fn alloc(&self, bytes: usize, what: &str) -> Result<DevBuf> {
         self.bind()?;
         // SAFETY: the context is current; the memory is uninitialised, and every user writes
         // before reading (or it is zeroed by `alloc_zeroed`).
         let ptr = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(|e| {
-            CudaError(format!(
-                "allocating {what} ({:.1} MiB): {e}",
-                bytes as f64 / (1 << 20) as f64
-            ))
+            let why = match (e.0, self.mem_info()) {
+                (sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY, Ok((free, total))) => format!(
+                    "out of memory (the device has {} free of {})",
+                    mib(free),
+                    mib(total)
+                ),
+                _ => e.to_string(),
+            };
+            CudaError(format!("allocating {what} ({}): {why}", mib(bytes)))
         })?;
         let now = self.allocated.now.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.allocated.peak.fetch_max(now, Ordering::Relaxed);
@@ -117,13 +123,24 @@ impl Device {
         Ok(buf)
     }
 
-    /// Copies `src` to a new device buffer and waits for the copy (uploads happen once).
-    pub fn upload<T: Copy>(&self, src: &[T], what: &str) -> Result<DevBuf> {
-        let buf = self.alloc(std::mem::size_of_val(src), what)?;
-        // SAFETY: `buf` holds exactly `size_of_val(src)` bytes and the copy is synchronous.
-        unsafe { result::memcpy_htod_sync(buf.ptr, src) }
-            .map_err(|e| CudaError::at(&format!("uploading {what}"), e))?;
-        Ok(buf)
+    /// Copies `src` into `buf` from byte `offset` and waits for the copy (uploads happen once).
+    pub fn upload_at<T: Copy>(
+        &self,
+        buf: &DevBuf,
+        offset: usize,
+        src: &[T],
+        what: &str,
+    ) -> Result<()> {
+        let end = offset + std::mem::size_of_val(src);
+        if end > buf.bytes {
+            return Err(CudaError(format!(
+                "uploading {what}: bytes {offset}..{end} are past the buffer's {}",
+                buf.bytes
+            )));
+        }
+        // SAFETY: the range lies in `buf` (checked above) and the copy is synchronous.
+        unsafe { result::memcpy_htod_sync(buf.ptr + offset as u64, src) }
+            .map_err(|e| CudaError::at(&format!("uploading {what}"), e))
     }
 
     /// `(free, total)` bytes of the device's memory.
@@ -132,6 +149,11 @@ impl Device {
             .mem_get_info()
             .map_err(|e| CudaError::at("cuMemGetInfo", e))
     }
+}
+
+/// `bytes` in MiB, for messages.
+pub fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 /// One device allocation, freed on drop.

@@ -417,9 +417,9 @@ impl<'a> CudaOps<'a> {
         let (y, _) = self.buf(r.x);
         let (o, d) = self.buf(out);
         debug_assert_eq!(d, m.rows);
-        let (w, rows, cols) = (m.buf.ptr(), m.rows as i32, m.cols as i32);
+        let (w, rows, cols) = (m.ptr, m.rows as i32, m.cols as i32);
         let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
-        let g = self.be.norm(gain).ptr();
+        let g = self.be.norm(gain);
         // The kernel's `float eps`: the argument's size must be 4 bytes.
         let eps: f32 = self.be.config.norm_eps;
         let counter = self.p.norm_count.ptr();
@@ -512,7 +512,7 @@ impl<'a> CudaOps<'a> {
     fn tc_matvec(&mut self, f: Func, m: &DevMat, xbuf: Buf, x: u64, y: u64, n: usize) {
         let xh = self.as_f16(xbuf, x, n, m.cols, tc_split(m.dtype));
         let (rows, cols, n) = (m.rows as i32, m.cols as i32, n as i32);
-        let w = m.buf.ptr();
+        let w = m.ptr;
         let grid = (m.rows.div_ceil(TC_CTA_ROWS) as u32, 1, 1);
         // SAFETY: tc_matvec_<t> / tc_matvec_add_<t>(const unsigned char* w,
         // const unsigned short* xh, float* y, int rows, int cols, int n): `w` holds the
@@ -535,7 +535,7 @@ impl<'a> CudaOps<'a> {
     /// `f`, `matvec_<t>` or `matvec_add_<t>` (same arguments), in one launch.
     fn matvec_with(&mut self, f: Func, m: &DevMat, x: u64, y: u64, n: usize) {
         let (rows, cols, n) = (m.rows as i32, m.cols as i32, n as i32);
-        let w = m.buf.ptr();
+        let w = m.ptr;
         let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
         // SAFETY: matvec_<t> / matvec_add_<t>(const unsigned char* w, const float* x, float* y,
         // int rows, int cols, int n): `w` holds the rows·cols weights, `x` n·cols and `y`
@@ -566,14 +566,14 @@ impl<'a> CudaOps<'a> {
         let cols = mats[0].cols;
         let cols32 = cols as i32;
         let rows32 = rows.map(|r| r as i32);
-        let ws = mats.map(|m| m.buf.ptr());
+        let ws = mats.map(|m| m.ptr);
         let ctas: usize = rows.iter().map(|r| r.div_ceil(MATVEC_ROWS)).sum();
         let n = n as i32;
         // Null pointers (and no head width) when there is no RoPE: the kernel reads none.
         let (pos, inv_freq, k_rows, v_rows, head_dim) = match rope {
             Some(layer) => (
                 self.input(self.lay.pos()),
-                self.be.inv_freq.ptr(),
+                self.be.inv_freq,
                 self.input(self.lay.k_rows(layer)),
                 self.input(self.lay.v_rows(layer)),
                 self.be.config.head_dim as i32,
@@ -664,7 +664,7 @@ impl<'a> CudaOps<'a> {
             unsafe {
                 self.p
                     .blas
-                    .gemm(!exact, m.rows, n, m.cols, m.buf.ptr(), xin, y, m.rows)
+                    .gemm(!exact, m.rows, n, m.cols, m.ptr, xin, y, m.rows)
             }
         } else {
             self.gemm_slabs(m, exact, xin, y, n)
@@ -689,7 +689,7 @@ impl<'a> CudaOps<'a> {
         let scratch = self.p.wscratch.ptr();
         for r0 in (0..m.rows).step_by(slab) {
             let sr = slab.min(m.rows - r0);
-            let w = m.buf.ptr() + (r0 * row_bytes) as u64;
+            let w = m.ptr + (r0 * row_bytes) as u64;
             let elems = sr * m.cols;
             // Blocks for the quantized types, elements for the float ones (README).
             let count = if m.dtype.is_quantized() {
@@ -844,7 +844,7 @@ impl Ops for CudaOps<'_> {
         let m = &self.be.token_embd;
         let f = self.be.k.of(m.dtype).embed;
         let (o, _) = self.buf(out);
-        let w = m.buf.ptr();
+        let w = m.ptr;
         let tokens = self.input(self.lay.tokens());
         let (cols, n) = (m.cols as i32, self.rows.len() as i32);
         let grid = (
@@ -877,7 +877,7 @@ impl Ops for CudaOps<'_> {
         }
         let (o, d) = self.buf(out);
         let (xp, _) = self.buf(x);
-        let g = self.be.norm(gain).ptr();
+        let g = self.be.norm(gain);
         let (d, n32) = (d as i32, n as i32);
         // The kernel's `float eps`: the argument's size must be 4 bytes.
         let eps: f32 = self.be.config.norm_eps;
@@ -947,7 +947,7 @@ impl Ops for CudaOps<'_> {
         let (xp, _) = self.buf(x);
         let (h, _) = self.buf(gate);
         let (hu, _) = self.buf(up);
-        let (g, u) = (wg.buf.ptr(), wu.buf.ptr());
+        let (g, u) = (wg.ptr, wu.ptr);
         let (rows, cols, n32) = (wg.rows as i32, wg.cols as i32, n as i32);
         let grid = (wg.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
         // SAFETY: matvec_swiglu_<t>(const unsigned char* w_gate, const unsigned char* w_up,
@@ -1035,7 +1035,7 @@ impl Ops for CudaOps<'_> {
         let (kp, _) = self.buf(k);
         let (vp, _) = self.buf(v);
         let pos = self.input(self.lay.pos());
-        let f = self.be.inv_freq.ptr();
+        let f = self.be.inv_freq;
         let kr = self.input(self.lay.k_rows(layer));
         let vr = self.input(self.lay.v_rows(layer));
         let n = self.rows.len();

@@ -84,7 +84,11 @@ static std::recursive_mutex g_lock;
 static bool g_init = false;
 static int g_ctx_token;            // the primary context's handle points here
 static thread_local void* g_current = nullptr;
-static const size_t TOTAL_MEM = 80ull << 30;
+// 80 GiB, or CAMELID_CUDA_EMU_MEM_MIB (a small card, for the tests of models that do not fit).
+static const size_t TOTAL_MEM = [] {
+    const char* v = getenv("CAMELID_CUDA_EMU_MEM_MIB");
+    return v ? (size_t)strtoull(v, nullptr, 10) << 20 : 80ull << 30;
+}();
 
 // ---- memory -------------------------------------------------------------------------------
 
