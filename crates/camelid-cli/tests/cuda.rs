@@ -333,6 +333,64 @@ fn compare_perplexity_on_cuda_equals_the_cpu() {
     }
 }
 
+/// A card newer than every architecture the NVRTC at hand knows runs on PTX for the newest it
+/// knows, which the driver translates (said on stderr the first time, kept in the cache like a
+/// CUBIN), with the logits of a card it knows; a card older than all of them is a one-line error
+/// that says what NVRTC compiles for. The emulated driver reports the compute capability it is
+/// told (`CAMELID_CUDA_EMU_CC`); a real GPU does not take the request, and the test says it
+/// skipped.
+#[test]
+fn cards_newer_and_older_than_nvrtc() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny/mqa/f16.gguf");
+    let m = model.to_str().unwrap();
+    if !device_or_skip(&model) {
+        return;
+    }
+    if !device_name(m).contains("emulator") {
+        eprintln!("skipped: not the emulated driver, which can play other cards");
+        return;
+    }
+    let args = [
+        "logits", "-m", m, "--tokens", "1,5,9,2", "--all", "--device", "cuda",
+    ];
+    let want = logits(&ok(&args));
+    let cache = dir().join("ptx-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let start = |cc: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_camelid"))
+            .args(args)
+            .env("CAMELID_CUDA_EMU_CC", cc)
+            .env("XDG_CACHE_HOME", &cache)
+            .env_remove("CAMELID_CUDA_KERNELS")
+            .output()
+            .expect("running camelid");
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        (out, stderr)
+    };
+    for first in [true, false] {
+        let (out, said) = start("990");
+        assert!(out.status.success(), "{said}");
+        assert_eq!(
+            said.contains("does not know the card's sm_990, so PTX that the driver translates"),
+            first,
+            "{said}"
+        );
+        assert_eq!(logits(&String::from_utf8(out.stdout).unwrap()), want);
+    }
+    let kept = std::fs::read_dir(cache.join("camelid/cuda")).unwrap();
+    assert!(
+        kept.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .all(|n| n.contains("-compute_") && n.ends_with(".ptx")),
+        "not PTX"
+    );
+    let (out, said) = start("30");
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.lines().count() == 1 && said.contains("and this card is sm_30: use the NVRTC"),
+        "{said}"
+    );
+}
+
 /// The kernels are compiled on a first start, which says so on stderr, and kept in the cache
 /// folder (`$XDG_CACHE_HOME/camelid/cuda`): a second start compiles nothing and says nothing,
 /// with the same logits; a Q4_0 model's start compiles group 0, Q4_0's group, ops and attention.

@@ -90,13 +90,64 @@ fn programs(types: &[DType]) -> Vec<Program> {
     list
 }
 
-/// Compiles `programs` for `arch` at once, a thread each (NVRTC compiles distinct programs
+/// What NVRTC makes for a card of compute capability `cc` (major · 10 + minor): a CUBIN for the
+/// card's own architecture where this NVRTC knows it, which the driver loads as it is. For a card
+/// newer than this NVRTC, PTX for the newest architecture it knows, which the driver translates
+/// for the card as the module loads (PTX runs on the GPUs of its architecture and later ones:
+/// CUDA C++ Programming Guide, "PTX Compatibility"). A card older than every architecture this
+/// NVRTC knows (CUDA 13 dropped those before sm_75) is an error that says so.
+pub(crate) struct Target {
+    pub cc: i32,
+    pub ptx: bool,
+}
+
+impl Target {
+    fn for_card(card: i32) -> Result<Target> {
+        let known = supported_archs()?;
+        if known.contains(&card) {
+            return Ok(Target {
+                cc: card,
+                ptx: false,
+            });
+        }
+        match known.iter().filter(|&&a| a < card).max() {
+            Some(&cc) => Ok(Target { cc, ptx: true }),
+            None => Err(CudaError(format!(
+                "NVRTC {} compiles for sm_{} to sm_{}, and this card is sm_{card}: use the NVRTC \
+                 of a CUDA that still supports it (CUDA 12 goes back to sm_50)",
+                nvrtc_version()?,
+                known.iter().min().unwrap_or(&0),
+                known.iter().max().unwrap_or(&0)
+            ))),
+        }
+    }
+
+    /// NVRTC's `--gpu-architecture`: `sm_XX` for a CUBIN, `compute_XX` for PTX.
+    fn arch(&self) -> String {
+        format!("{}_{}", if self.ptx { "compute" } else { "sm" }, self.cc)
+    }
+}
+
+/// The architectures this NVRTC compiles for, as compute capabilities (major · 10 + minor).
+fn supported_archs() -> Result<Vec<i32>> {
+    let mut n: c_int = 0;
+    // SAFETY: one out-pointer to a live integer.
+    let r = unsafe { nvrtc::nvrtcGetNumSupportedArchs(&mut n) };
+    nvrtc_check(r, "nvrtcGetNumSupportedArchs")?;
+    let mut archs = vec![0 as c_int; n.max(0) as usize];
+    // SAFETY: `archs` holds the `n` integers NVRTC said it would write.
+    let r = unsafe { nvrtc::nvrtcGetSupportedArchs(archs.as_mut_ptr()) };
+    nvrtc_check(r, "nvrtcGetSupportedArchs")?;
+    Ok(archs)
+}
+
+/// Compiles `programs` for `target` at once, a thread each (NVRTC compiles distinct programs
 /// concurrently): first starts wait for the slowest rather than for the sum.
-fn compile_all(programs: &[&Program], arch: &str) -> Vec<Result<Vec<u8>>> {
+fn compile_all(programs: &[&Program], target: &Target) -> Vec<Result<Vec<u8>>> {
     std::thread::scope(|s| {
         let threads: Vec<_> = programs
             .iter()
-            .map(|p| s.spawn(move || compile(p.name, &p.text, arch)))
+            .map(|p| s.spawn(move || compile(p.name, &p.text, target)))
             .collect();
         threads
             .into_iter()
@@ -243,7 +294,11 @@ impl Kernels {
             .ctx
             .compute_capability()
             .map_err(|e| CudaError::at("reading the compute capability", e))?;
-        let arch = format!("sm_{major}{minor}");
+        let card = format!("sm_{major}{minor}");
+        let target = Target::for_card(major * 10 + minor)?;
+        let arch = target.arch();
+        // What the code may use is its architecture's, which is the card's or older.
+        let major = target.cc / 10;
         let mut modules = Modules {
             list: Vec::new(),
             early: early_launches(major)?,
@@ -255,9 +310,9 @@ impl Kernels {
         let programs = programs(if all { &DType::ALL } else { types });
         let mut missing = Vec::new();
         for p in &programs {
-            let cache = cache_path(&p.stem, &p.text, &arch)?;
+            let cache = cache_path(&p.stem, &p.text, &target)?;
             let cached = cache.as_ref().and_then(|c| std::fs::read(c).ok());
-            match cached.map(|c| load_image(&c)) {
+            match cached.map(|c| load_image(&c, target.ptx)) {
                 Some(Ok(m)) => modules.list.push(m),
                 _ => missing.push((p, cache)),
             }
@@ -269,18 +324,27 @@ impl Kernels {
                 Some(d) => format!("kept in {} for later starts", d.display()),
                 None => "not kept: neither XDG_CACHE_HOME nor HOME is set".to_string(),
             };
+            let ptx = if target.ptx {
+                format!(
+                    ": NVRTC {} does not know the card's {card}, so PTX that the driver \
+                     translates",
+                    nvrtc_version()?
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "camelid: compiling {} CUDA kernel program{} for {arch} ({kept})",
+                "camelid: compiling {} CUDA kernel program{} for {arch}{ptx} ({kept})",
                 todo.len(),
                 if todo.len() == 1 { "" } else { "s" }
             );
         }
-        for ((p, cache), cubin) in missing.iter().zip(compile_all(&todo, &arch)) {
-            let cubin = cubin?;
+        for ((p, cache), image) in missing.iter().zip(compile_all(&todo, &target)) {
+            let image = image?;
             if let Some(c) = cache {
-                store(c, &cubin);
+                store(c, &image);
             }
-            let module = load_image(&cubin)
+            let module = load_image(&image, target.ptx)
                 .map_err(|e| CudaError::at(&format!("loading {} ({arch})", p.name), e))?;
             modules.list.push(module);
         }
@@ -376,27 +440,39 @@ fn early_launches(major: i32) -> Result<bool> {
     Ok(version >= 12030)
 }
 
-/// Loads a CUBIN image into the current context.
-fn load_image(cubin: &[u8]) -> std::result::Result<sys::CUmodule, cudarc::driver::DriverError> {
-    // cuModuleLoadData reads an image from its header; a truncated file must not reach it.
-    if cubin.len() < 64 || &cubin[..4] != b"\x7fELF" {
+/// Loads a CUBIN image, or NUL-terminated PTX text (`ptx`), into the current context.
+fn load_image(
+    image: &[u8],
+    ptx: bool,
+) -> std::result::Result<sys::CUmodule, cudarc::driver::DriverError> {
+    // cuModuleLoadData reads an image from its header, and PTX to its NUL; a truncated file
+    // must not reach it.
+    let whole = if ptx {
+        image.last() == Some(&0) && image.windows(8).any(|w| w == b".version")
+    } else {
+        image.len() >= 64 && &image[..4] == b"\x7fELF"
+    };
+    if !whole {
         return Err(cudarc::driver::DriverError(
             sys::CUresult::CUDA_ERROR_INVALID_IMAGE,
         ));
     }
-    // SAFETY: `cubin` is an ELF image (checked above) from NVRTC for this device's
-    // architecture; the driver copies it during the call.
-    unsafe { result::module::load_data(cubin.as_ptr().cast()) }
+    // SAFETY: `image` is an ELF image, or PTX text ending in its NUL (checked above), from
+    // NVRTC for this device (or, as PTX, an earlier architecture); the driver copies it, or
+    // translates it, during the call.
+    unsafe { result::module::load_data(image.as_ptr().cast()) }
 }
 
-/// Where the CUBIN of a program for `arch` is cached: `~/.cache/camelid/cuda`, under a name
+/// Where the image of a program for `target` is cached: `~/.cache/camelid/cuda`, under a name
 /// that hashes the text, the architecture and the NVRTC version (the kernels take tens of
 /// seconds of NVRTC's time, so later starts read them instead). `None` without a home
 /// directory.
-fn cache_path(stem: &str, text: &str, arch: &str) -> Result<Option<PathBuf>> {
+fn cache_path(stem: &str, text: &str, target: &Target) -> Result<Option<PathBuf>> {
     let version = nvrtc_version()?;
+    let arch = target.arch();
     let key = fnv1a(format!("{arch}\0{version}\0{text}").as_bytes());
-    Ok(cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key:016x}.cubin"))))
+    let ext = if target.ptx { "ptx" } else { "cubin" };
+    Ok(cache_dir().map(|d| d.join(format!("{stem}-{arch}-{key:016x}.{ext}"))))
 }
 
 /// Writes a cache file whole or not at all (a temporary file renamed into place), so that a
@@ -441,9 +517,10 @@ fn nvrtc_check(r: nvrtc::nvrtcResult, what: &str) -> Result<()> {
     }
 }
 
-/// Compiles `source` to a CUBIN for `arch` (a real architecture, so the driver loads it without
-/// a JIT step). On a compile error, the message carries NVRTC's log.
-fn compile(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
+/// Compiles `source` for `target`: a CUBIN (a real architecture, so the driver loads it without
+/// a JIT step), or PTX with its NUL. On a compile error, the message carries NVRTC's log.
+fn compile(name: &str, source: &str, target: &Target) -> Result<Vec<u8>> {
+    let arch = target.arch();
     let src = CString::new(source).map_err(|_| CudaError(format!("{name} has a NUL")))?;
     let cname = CString::new(name).map_err(|_| CudaError(format!("{name} has a NUL")))?;
     let prog = cudarc::nvrtc::result::create_program(&src, Some(&cname))
@@ -458,7 +535,7 @@ fn compile(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
     let compiled = unsafe { cudarc::nvrtc::result::compile_program(prog, &opts) };
     let out = match compiled {
         // SAFETY: `prog` is live and compiled.
-        Ok(()) => unsafe { get_cubin(prog) },
+        Ok(()) => unsafe { get_image(prog, target.ptx) },
         Err(e) => {
             // SAFETY: `prog` is live.
             let log = unsafe { cudarc::nvrtc::result::get_program_log(prog) }
@@ -475,17 +552,32 @@ fn compile(name: &str, source: &str, arch: &str) -> Result<Vec<u8>> {
     out
 }
 
+/// The compiled CUBIN, or with `ptx` the PTX text (its size counts the NUL at its end).
+///
 /// # Safety
 /// `prog` must be a live, successfully compiled program.
-unsafe fn get_cubin(prog: nvrtc::nvrtcProgram) -> Result<Vec<u8>> {
+unsafe fn get_image(prog: nvrtc::nvrtcProgram, ptx: bool) -> Result<Vec<u8>> {
     let mut size = 0usize;
     // SAFETY: as the caller guarantees; `size` is a live out-pointer.
-    let r = unsafe { nvrtc::nvrtcGetCUBINSize(prog, &mut size) };
-    nvrtc_check(r, "nvrtcGetCUBINSize")?;
+    let r = unsafe {
+        if ptx {
+            nvrtc::nvrtcGetPTXSize(prog, &mut size)
+        } else {
+            nvrtc::nvrtcGetCUBINSize(prog, &mut size)
+        }
+    };
+    nvrtc_check(r, "reading the image's size")?;
     let mut buf = vec![0u8; size];
     // SAFETY: `buf` holds the `size` bytes NVRTC said it would write.
-    let r = unsafe { nvrtc::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast::<c_char>()) };
-    nvrtc_check(r, "nvrtcGetCUBIN")?;
+    let r = unsafe {
+        let out = buf.as_mut_ptr().cast::<c_char>();
+        if ptx {
+            nvrtc::nvrtcGetPTX(prog, out)
+        } else {
+            nvrtc::nvrtcGetCUBIN(prog, out)
+        }
+    };
+    nvrtc_check(r, "reading the image")?;
     Ok(buf)
 }
 
@@ -612,7 +704,8 @@ mod tests {
         assert_eq!(every.len(), QUANT_GROUPS.len() + SOURCES.len() - 1);
         let all: Vec<&Program> = every.iter().collect();
         let mut images = Vec::new();
-        for (p, cubin) in every.iter().zip(compile_all(&all, "sm_90")) {
+        let hopper = Target { cc: 90, ptx: false };
+        for (p, cubin) in every.iter().zip(compile_all(&all, &hopper)) {
             let cubin = cubin.unwrap_or_else(|e| panic!("{}", e.0));
             assert_eq!(&cubin[..4], b"\x7fELF", "{}: not an ELF image", p.stem);
             eprintln!("{}: {} bytes", p.stem, cubin.len());
@@ -687,9 +780,49 @@ mod tests {
         let e = compile(
             "bad.cu",
             "extern \"C\" __global__ void k() { nope; }",
-            "sm_90",
+            &Target { cc: 90, ptx: false },
         )
         .expect_err("an error");
         assert!(e.0.contains("bad.cu") && e.0.contains("nope"), "{}", e.0);
+    }
+
+    /// A card this NVRTC knows gets a CUBIN for itself; one newer than every architecture it
+    /// knows gets PTX for the newest (which compiles, ends in its NUL, and names that
+    /// architecture); one older than all of them is an error that says what NVRTC supports.
+    #[test]
+    fn the_code_suits_cards_older_and_newer_than_nvrtc() {
+        // SAFETY: as above.
+        if !unsafe { nvrtc::is_culib_present() } {
+            eprintln!("skipped: NVRTC (libnvrtc.so) not found on the library path");
+            return;
+        }
+        let known = supported_archs().unwrap();
+        let newest = *known.iter().max().unwrap();
+        eprintln!("NVRTC {} knows {known:?}", nvrtc_version().unwrap());
+        let hopper = Target::for_card(90).unwrap();
+        assert_eq!(
+            (hopper.cc, hopper.ptx, hopper.arch().as_str()),
+            (90, false, "sm_90")
+        );
+        let future = Target::for_card(990).unwrap();
+        assert_eq!((future.cc, future.ptx), (newest, true));
+        let ops = programs(&[]).into_iter().find(|p| p.stem == "ops").unwrap();
+        let ptx = compile(ops.name, &ops.text, &future).unwrap();
+        let text = String::from_utf8_lossy(&ptx);
+        assert!(ptx.ends_with(&[0]), "PTX without its NUL");
+        assert!(
+            text.contains(&format!(".target sm_{newest}")),
+            "{}",
+            &text[..300]
+        );
+        assert!(text.contains(".entry rmsnorm"), "no rmsnorm in the PTX");
+        let e = Target::for_card(10)
+            .err()
+            .expect("sm_10 is older than any NVRTC supports");
+        assert!(
+            e.0.contains("this card is sm_10") && e.0.contains(&format!("to sm_{newest}")),
+            "{}",
+            e.0
+        );
     }
 }

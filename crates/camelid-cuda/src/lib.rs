@@ -25,8 +25,9 @@
 //! cuBLAS from a CUDA 12 or 13 toolkit on the loader's path (`LD_LIBRARY_PATH`).
 //!
 //! # Run time
-//! The kernels are compiled on the first start for a card and the CUBINs cached in
-//! `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured): those of the model's weight types, in
+//! The kernels are compiled on the first start for a card and the CUBINs (for a card newer than
+//! the NVRTC at hand knows, PTX of the newest architecture it knows, which the driver
+//! translates) cached in `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured): those of the model's weight types, in
 //! programs of a few types each, at once (9 s for a Q4_0 model on 2 cores; a line on stderr says
 //! so), or with `CAMELID_CUDA_KERNELS=all` those of every type (to fill the cache ahead). Decode
 //! steps run from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one

@@ -14,7 +14,7 @@
 // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL (synchronous copies, allocation, synchronizing, copies
 // from pageable host memory) is refused here too and invalidates the capture. The kernels are
 // the sources in ../*.cu, compiled for the CPU; a cubin handed to cuModuleLoadData is checked to
-// be an ELF image and otherwise ignored. It says nothing about speed.
+// be an ELF image (PTX, to have a `.version`) and otherwise ignored. It says nothing about speed.
 #include "emu.h"
 #include "common_emu.cpp"
 #include "iq_grids_emu.cpp"
@@ -84,6 +84,17 @@ static std::recursive_mutex g_lock;
 static bool g_init = false;
 static int g_ctx_token;            // the primary context's handle points here
 static thread_local void* g_current = nullptr;
+// The compute capability the device reports (major · 10 + minor): 9.0, or CAMELID_CUDA_EMU_CC (a
+// card older or newer than NVRTC knows, for the tests of what is compiled for it). The kernels
+// run as they are whatever it says.
+static int cc() {
+    static const int v = [] {
+        const char* e = getenv("CAMELID_CUDA_EMU_CC");
+        return e ? atoi(e) : 90;
+    }();
+    return v;
+}
+
 // 80 GiB, or CAMELID_CUDA_EMU_MEM_MIB (a small card, for the tests of models that do not fit).
 static const size_t TOTAL_MEM = [] {
     const char* v = getenv("CAMELID_CUDA_EMU_MEM_MIB");
@@ -292,8 +303,8 @@ EXPORT CUresult cuDeviceGetAttribute(int* v, int attr, int d) {
     case 8: *v = 48 << 10; break;  // shared memory per block
     case 10: *v = 32; break;     // warp size
     case 16: *v = 132; break;    // multiprocessors
-    case 75: *v = 9; break;      // compute capability major
-    case 76: *v = 0; break;      // minor
+    case 75: *v = cc() / 10; break;  // compute capability major
+    case 76: *v = cc() % 10; break;  // minor
     default: *v = 0; break;      // no memory pools, no managed memory, ...
     }
     return OK;
@@ -504,7 +515,9 @@ EXPORT CUresult cuGraphDestroy(void* graph) { LOCKED; delete (Graph*)graph; retu
 EXPORT CUresult cuModuleLoadData(void** module, const void* image) {
     LOCKED;
     if (!g_current) return INVALID_CONTEXT;
-    if (!image || memcmp(image, "\x7f" "ELF", 4) != 0) return INVALID_IMAGE;
+    // A CUBIN, or PTX text (NVRTC's starts with comments, then `.version`).
+    if (!image || (memcmp(image, "\x7f" "ELF", 4) != 0 && !strstr((const char*)image, ".version")))
+        return INVALID_IMAGE;
     *module = &g_module_token;
     return OK;
 }
