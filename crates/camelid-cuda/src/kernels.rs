@@ -96,9 +96,9 @@ fn programs(types: &[DType]) -> Vec<Program> {
 /// for the card as the module loads (PTX runs on the GPUs of its architecture and later ones:
 /// CUDA C++ Programming Guide, "PTX Compatibility"). A card older than every architecture this
 /// NVRTC knows (CUDA 13 dropped those before sm_75) is an error that says so.
-pub(crate) struct Target {
-    pub cc: i32,
-    pub ptx: bool,
+struct Target {
+    cc: i32,
+    ptx: bool,
 }
 
 impl Target {
@@ -298,10 +298,10 @@ impl Kernels {
         let target = Target::for_card(major * 10 + minor)?;
         let arch = target.arch();
         // What the code may use is its architecture's, which is the card's or older.
-        let major = target.cc / 10;
+        let code_major = target.cc / 10;
         let mut modules = Modules {
             list: Vec::new(),
-            early: early_launches(major)?,
+            early: early_launches(code_major)?,
         };
         // `types`' programs, or with CAMELID_CUDA_KERNELS=all every type's (to fill the cache
         // ahead of other models). The cached images first; a cached image that does not load
@@ -371,7 +371,7 @@ impl Kernels {
                     embed: modules.get(&format!("embed_{t}"))?,
                     dequant_f16: modules.get(&format!("dequant_{t}_f16"))?,
                     dequant_f32: modules.get(&format!("dequant_{t}_f32"))?,
-                    tc_matvec: if d == DType::F32 || major < TC_MIN_MAJOR {
+                    tc_matvec: if d == DType::F32 || code_major < TC_MIN_MAJOR {
                         None
                     } else {
                         Some((
@@ -397,7 +397,7 @@ impl Kernels {
             ],
             attention_combine: modules.get("attention_combine")?,
             attention: [modules.get("attention")?, modules.get("attention_f16")?],
-            attention_tc: if major < TC_MIN_MAJOR {
+            attention_tc: if code_major < TC_MIN_MAJOR {
                 None
             } else {
                 Some(modules.get("attention_tc_f16")?)
