@@ -144,6 +144,24 @@ for src in "${sources[@]}"; do
     done
 done
 
+# The decode products' other CTA shapes (CAMELID_CUDA_MATVEC_SHAPE, src/kernels.rs), each of
+# which the host may compile: one group of types each, for sm_90, without warnings; registers
+# and spills of the one-vector product.
+for shape in 2x2 2x8 4x2 4x4 4x8; do
+    r=${shape%x*} w=${shape#*x}
+    log="$out/quant.$shape.log"
+    if "$nvcc" -arch=sm_90 -std=c++17 -Werror all-warnings -include "$common" -include "$grids" \
+        -DCAMELID_QUANT_PART=1 -DMV_ROWS="$r" -DMV_WARPS="$w" -cubin -Xptxas -v "$kdir/quant.cu" \
+        -o "$out/quant.$shape.cubin" 2>"$log"; then
+        grep -A3 "Compiling entry function '_*v1_matvec_q4_0'" "$log" | grep -o 'Used [0-9]* registers\|[0-9]* bytes spill stores' |
+            paste -sd, - | sed "s/^/  ok shape $shape (sm_90, q4_0 group): v1_matvec_q4_0 /"
+    else
+        cat "$log" >&2
+        echo "FAIL nvcc quant.cu with the decode products' shape $shape" >&2
+        status=1
+    fi
+done
+
 wait $nvrtc12 || status=1
 cat "$out/nvrtc12.log"
 wait $nvrtc13 || status=1
@@ -201,11 +219,23 @@ mkdir -p "$emu_dir"
 "$cxx" -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -w -I"$kdir/emu" -I"$out/emu" \
     "$kdir/emu/driver.cpp" -o "$emu_dir/libcuda.so.tmp" >"$out/driver.log" 2>&1 &
 driver=$!
+# The decode products' tests again with another CTA shape (4 rows of 2 warps), built beside the
+# first run.
+"$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" -DMV_ROWS=4 -DMV_WARPS=2 \
+    "$kdir/emu/test.cpp" -o "$out/emu/test-4x2" >"$out/test-4x2.log" 2>&1 &
+shaped=$!
 if "$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" "$kdir/emu/test.cpp" \
     -o "$out/emu/test"; then
     "$out/emu/test" | sed 's/^/  /' || status=1
 else
     echo "FAIL host emulation build" >&2
+    status=1
+fi
+if wait $shaped; then
+    "$out/emu/test-4x2" matvec | sed 's/^/  /' || status=1
+else
+    cat "$out/test-4x2.log" >&2
+    echo "FAIL host emulation build (4x2)" >&2
     status=1
 fi
 

@@ -414,8 +414,13 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
             # prompts with their attention on the f32 kernels rather than the tensor cores
             # (CAMELID_CUDA_TC_ATTENTION=0), at 512 tokens and at 4096, where attention's work
             # grows with the square of the length.
+            # And the decode products' other CTA shapes (rows x warps; 2x4 is the default),
+            # each compiled on its first start: the knob a card's figures choose from.
             decode = ["-p", "0", "-n", "128"]
+            shapes = tuple((f"matvec_{s}", decode, {"CAMELID_CUDA_MATVEC_SHAPE": s})
+                           for s in ("4x4", "4x2", "2x8"))
             for name, args, env in (
+                    *shapes,
                     ("unfused", decode, {"CAMELID_CUDA_FUSE": "0"}),
                     ("no_pdl", decode, {"CAMELID_CUDA_PDL": "0"}),
                     ("deep_f16_cache", [*decode, "-d", "4096", "--cache-type", "f16"], {}),

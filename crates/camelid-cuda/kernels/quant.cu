@@ -943,21 +943,31 @@ __device__ __forceinline__ void embed_impl(const unsigned char* __restrict__ w,
 
 // Decode products: y[j * rows + r] = sum_c W[r, c] * x[j * cols + c] for j < n.
 //
-// A CTA of MV_WARPS warps takes MV_ROWS consecutive rows. The columns are cut into steps of
-// 32 pieces (512 columns); warp w takes steps w, w + MV_WARPS, .. of both rows, one piece per
-// lane, so the CTA streams a contiguous stretch of each row. The two rows share each load of x
-// (held in registers), which halves the activation traffic through L1. Weights are decoded in
+// A CTA of MV_WARPS warps takes MV_ROWS consecutive rows. The columns are cut into steps of 32
+// pieces (512 columns); warp w takes steps w, w + MV_WARPS, .. of its rows, one piece per lane, so
+// the CTA streams a contiguous stretch of each row. The rows share each load of x (held in
+// registers), which divides the activation traffic through L1 by MV_ROWS. Weights are decoded in
 // registers once per step and multiplied by up to MV_MAX_N vectors of x (the sequences decoding
-// together share one read of the matrix). More vectors are taken MV_MAX_N at a time, each slice
-// a pass over the CTA's rows: only the first reads them from memory, the others find the CTA's
-// few kilobytes in cache, and one launch serves a whole batch. Each lane keeps f32 partial sums;
-// a warp shuffle and then a fixed-order sum over the warps finish each output, so results are
-// deterministic and a vector's result does not depend on n or on its slice. For the scaled
-// formats the scale is applied once per run to the dot product of the raw levels (the levels
-// are exact small integers).
+// together share one read of the matrix). More vectors are taken MV_MAX_N at a time, each slice a
+// pass over the CTA's rows: only the first reads them from memory, the others find the CTA's few
+// kilobytes in cache, and one launch serves a whole batch. Each lane keeps f32 partial sums; a warp
+// shuffle and then a fixed-order sum over the warps finish each output, so results are
+// deterministic and a vector's result does not depend on n or on its slice. For the scaled formats
+// the scale is applied once per run to the dot product of the raw levels (the levels are exact
+// small integers).
+//
+// The CTA's shape is 2 rows of 4 warps unless the host defines another before this file (an
+// even MV_ROWS, for RoPE's pairs; `CAMELID_CUDA_MATVEC_SHAPE`, src/kernels.rs): a knob for
+// measuring on a card. Each shape sums in its own order.
+#ifndef MV_ROWS
 #define MV_ROWS 2
+#endif
+#ifndef MV_WARPS
 #define MV_WARPS 4
+#endif
 #define MV_MAX_N 8
+static_assert(MV_ROWS % 2 == 0 && MV_ROWS * MV_MAX_N <= 32 * MV_WARPS && MV_WARPS <= 8,
+              "the decode products' CTA shape");
 
 // Vectors 0 .. n - 1 (n <= NMAX <= MV_MAX_N) of x against the CTA's rows (`rowp`, the first
 // `row0`). NMAX is MV_MAX_N, or 1 for the single-vector kernels (`v1_*`: a decode step of one
@@ -1099,26 +1109,28 @@ __device__ __forceinline__ void prefetch_matvec_rows(const unsigned char* w,
 // and finishes them as the separate kernel would, bit for bit. Done after the products rather
 // than inside `matvec_slice`, where they cost registers (96-116 against 80-94).
 
-// RoPE on the CTA's two rows of every vector (rows 2i and 2i + 1 of a head are a pair, since
-// MV_ROWS is 2 and a head's width is even) as `rope_store` rotates them, and with `cache`, the
-// rows into each vector's cache slot (`cache[j]`, one element per row of the matrix, f16 where
-// `half_cache`); without `inv_freq`, only the copy (v). A call: inlined, the f64 sine and cosine
-// took matvec3 from 80 registers to 96 with spills.
+// RoPE on the CTA's rows of every vector (rows 2i and 2i + 1 of a head are a pair, since
+// MV_ROWS is even and a head's width is even) as `rope_store` rotates them, and with `cache`,
+// the rows into each vector's cache slot (`cache[j]`, one element per row of the matrix, f16
+// where `half_cache`); without `inv_freq`, only the copy (v). A call: inlined, the f64 sine and
+// cosine took matvec3 from 80 registers to 96 with spills.
 __device__ __noinline__ void rope_cache_rows(float* __restrict__ y, int rows, int n, int cta,
                                                 const int* __restrict__ pos,
                                                 const float* __restrict__ inv_freq,
                                                 void* const* __restrict__ cache, int head_dim,
                                                 int half_cache) {
-    const int row0 = cta * MV_ROWS;
+    constexpr int PAIRS = MV_ROWS / 2;
     __syncthreads();
-    for (int j = threadIdx.y * 32 + threadIdx.x; j < n; j += 32 * MV_WARPS) {
-        float2* p = (float2*)(y + (long long)j * rows + row0);
+    for (int i = threadIdx.y * 32 + threadIdx.x; i < n * PAIRS; i += 32 * MV_WARPS) {
+        const int j = i / PAIRS, r = cta * MV_ROWS + 2 * (i % PAIRS);
+        if (r >= rows) continue;
+        float2* p = (float2*)(y + (long long)j * rows + r);
         float2 v = *p;
         if (inv_freq) {
-            v = rope_pair(v.x, v.y, pos[j], inv_freq[(row0 % head_dim) / 2]);
+            v = rope_pair(v.x, v.y, pos[j], inv_freq[(r % head_dim) / 2]);
             *p = v;
         }
-        if (cache) store_kv_pair(cache[j], row0, v, half_cache);
+        if (cache) store_kv_pair(cache[j], r, v, half_cache);
     }
 }
 
@@ -1360,7 +1372,7 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         matvec_impl<F, true, NMAX>(w, x, y, rows, cols, NMAX == 1 ? 1 : n, blockIdx.x);         \
     }                                                                                           \
     /* Up to three matrices of one type and width against the same x in one launch (q, k, v; \
-       gate, up): the first ceil(rows0 / 2) CTAs take w0, the next w1, the rest w2. With     \
+       gate, up): the first ceil(rows0 / MV_ROWS) CTAs take w0, the next w1, the rest w2.    \
        `pos` not null they are q, k and v, and RoPE and the cache writes follow as rope_store \
        does them. */                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
@@ -1387,7 +1399,7 @@ __device__ __forceinline__ void tc_matvec_impl(const unsigned char* __restrict__
         matvec_impl<F, false, NMAX>(w, x, y, rows, cols, nn, cta);                              \
         if (pos) rope_cache_rows(y, rows, nn, cta, pos, inv_freq, cache, head_dim, half_cache); \
     }                                                                                           \
-    /* SwiGLU's gate in one launch: each CTA takes its two rows of the gate into h, the same   \
+    /* SwiGLU's gate in one launch: each CTA takes its rows of the gate into h, the same       \
        rows of up into u, then h = silu(h) * u, as matvec3_ then silu_mul give it. */          \
     extern "C" __global__ void __launch_bounds__(32 * MV_WARPS)                                 \
         prefix##matvec_swiglu_##name(const unsigned char* w_gate, const unsigned char* w_up,    \

@@ -62,9 +62,56 @@ struct Program {
     text: String,
 }
 
-/// The programs of the kernels for weights of `types`: [`COMMON`], for quant.cu the part's define
-/// and [`IQ_GRIDS`], then the source, whose lines keep their numbers in NVRTC's messages.
-fn programs(types: &[DType]) -> Vec<Program> {
+/// The decode products' CTA (quant.cu's `MV_ROWS` rows of `MV_WARPS` warps): 2 × 4, or what
+/// `CAMELID_CUDA_MATVEC_SHAPE=RxW` says (R 2 or 4, W 2, 4 or 8), a knob for measuring the shapes
+/// on a card. Each shape sums in its own order: the results of two are within the products'
+/// tolerance of each other, not the same bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatvecShape {
+    pub rows: usize,
+    pub warps: usize,
+}
+
+impl MatvecShape {
+    pub const DEFAULT: MatvecShape = MatvecShape { rows: 2, warps: 4 };
+
+    /// The CTAs of a product with `rows` rows.
+    pub fn ctas(&self, rows: usize) -> usize {
+        rows.div_ceil(self.rows)
+    }
+
+    /// The block: `(32, MV_WARPS, 1)`.
+    pub fn block(&self) -> (u32, u32, u32) {
+        (32, self.warps as u32, 1)
+    }
+
+    fn from_env() -> Result<MatvecShape> {
+        std::env::var("CAMELID_CUDA_MATVEC_SHAPE").map_or(Ok(Self::DEFAULT), |v| Self::parse(&v))
+    }
+
+    /// `RxW`, as `CAMELID_CUDA_MATVEC_SHAPE` gives it.
+    fn parse(v: &str) -> Result<MatvecShape> {
+        v.split_once('x')
+            .and_then(|(r, w)| {
+                Some(MatvecShape {
+                    rows: r.parse().ok()?,
+                    warps: w.parse().ok()?,
+                })
+            })
+            .filter(|s| matches!(s.rows, 2 | 4) && matches!(s.warps, 2 | 4 | 8))
+            .ok_or_else(|| {
+                CudaError(format!(
+                    "CAMELID_CUDA_MATVEC_SHAPE={v}: expected ROWSxWARPS, rows 2 or 4, warps 2, 4 \
+                     or 8 (2x4 by default)"
+                ))
+            })
+    }
+}
+
+/// The programs of the kernels for weights of `types`: [`COMMON`], for quant.cu the part's
+/// define, the decode products' `shape` and [`IQ_GRIDS`], then the source, whose lines keep
+/// their numbers in NVRTC's messages.
+fn programs(types: &[DType], shape: MatvecShape) -> Vec<Program> {
     let mut list = Vec::new();
     for (name, source) in SOURCES {
         let stem = name.trim_end_matches(".cu");
@@ -78,7 +125,11 @@ fn programs(types: &[DType]) -> Vec<Program> {
         };
         for part in parts {
             let (grids, define) = part.map_or(("", String::new()), |k| {
-                (IQ_GRIDS, format!("#define CAMELID_QUANT_PART {k}\n"))
+                let (r, w) = (shape.rows, shape.warps);
+                let defines = format!(
+                    "#define CAMELID_QUANT_PART {k}\n#define MV_ROWS {r}\n#define MV_WARPS {w}\n"
+                );
+                (IQ_GRIDS, defines)
             });
             list.push(Program {
                 name,
@@ -224,6 +275,8 @@ pub struct Kernels {
     /// `attention_tc_f16`: prompt attention over f16 caches on the tensor cores, a tile of one
     /// sequence's rows a CTA (the fast precision). `None` below sm_80.
     pub attention_tc: Option<Func>,
+    /// The CTA shape the decode products were compiled with.
+    pub mv: MatvecShape,
     /// Whether every kernel here is launched early ([`Func::early`]).
     pub early: bool,
 }
@@ -307,7 +360,8 @@ impl Kernels {
         // ahead of other models). The cached images first; a cached image that does not load
         // (damaged, or from another driver) is rebuilt with those missing, all at once.
         let all = std::env::var("CAMELID_CUDA_KERNELS").is_ok_and(|v| v == "all");
-        let programs = programs(if all { &DType::ALL } else { types });
+        let mv = MatvecShape::from_env()?;
+        let programs = programs(if all { &DType::ALL } else { types }, mv);
         let mut missing = Vec::new();
         for p in &programs {
             let cache = cache_path(&p.stem, &p.text, &target)?;
@@ -402,6 +456,7 @@ impl Kernels {
             } else {
                 Some(modules.get("attention_tc_f16")?)
             },
+            mv,
             early: modules.early,
             _modules: modules,
         })
@@ -700,7 +755,7 @@ mod tests {
             return;
         }
         eprintln!("NVRTC {}", nvrtc_version().unwrap());
-        let every = programs(&DType::ALL);
+        let every = programs(&DType::ALL, MatvecShape::DEFAULT);
         assert_eq!(every.len(), QUANT_GROUPS.len() + SOURCES.len() - 1);
         let all: Vec<&Program> = every.iter().collect();
         let mut images = Vec::new();
@@ -761,7 +816,10 @@ mod tests {
         }
         // A model's programs: group 0, its types' groups, ops and attention.
         let stems = |types: &[DType]| -> Vec<String> {
-            programs(types).into_iter().map(|p| p.stem).collect()
+            programs(types, MatvecShape::DEFAULT)
+                .into_iter()
+                .map(|p| p.stem)
+                .collect()
         };
         assert_eq!(
             stems(&[DType::Q4_K, DType::Q6_K, DType::Q4_K]),
@@ -786,6 +844,20 @@ mod tests {
         assert!(e.0.contains("bad.cu") && e.0.contains("nope"), "{}", e.0);
     }
 
+    #[test]
+    fn matvec_shapes_are_rows_by_warps() {
+        let ok = |v: &str| MatvecShape::parse(v).map(|s| (s.rows, s.warps)).ok();
+        assert_eq!(ok("2x4"), Some((2, 4)));
+        assert_eq!(ok("4x8"), Some((4, 8)));
+        for bad in ["3x4", "2x16", "4", "x", "2x4x1", "1x4"] {
+            let e = MatvecShape::parse(bad).expect_err(bad).0;
+            assert!(
+                e.starts_with(&format!("CAMELID_CUDA_MATVEC_SHAPE={bad}: ")),
+                "{e}"
+            );
+        }
+    }
+
     /// A card this NVRTC knows gets a CUBIN for itself; one newer than every architecture it
     /// knows gets PTX for the newest (which compiles, ends in its NUL, and names that
     /// architecture); one older than all of them is an error that says what NVRTC supports.
@@ -806,7 +878,10 @@ mod tests {
         );
         let future = Target::for_card(990).unwrap();
         assert_eq!((future.cc, future.ptx), (newest, true));
-        let ops = programs(&[]).into_iter().find(|p| p.stem == "ops").unwrap();
+        let ops = programs(&[], MatvecShape::DEFAULT)
+            .into_iter()
+            .find(|p| p.stem == "ops")
+            .unwrap();
         let ptx = compile(ops.name, &ops.text, &future).unwrap();
         let text = String::from_utf8_lossy(&ptx);
         assert!(ptx.ends_with(&[0]), "PTX without its NUL");

@@ -35,7 +35,8 @@
 //! a product's kernels (`src/ops.rs`), for measuring them on a card: `CAMELID_CUDA_TC_ROWS=N`,
 //! the batch size from which the fast precision's products run on the tensor cores (4; past 64
 //! the GEMM; 65 turns them off), and `CAMELID_CUDA_MATVEC_ROWS=N`, up to which the others take
-//! the fused f32 matvec kernels rather than GEMMs (32). `CAMELID_CUDA_FUSE=0` runs RoPE with
+//! the fused f32 matvec kernels rather than GEMMs (32). `CAMELID_CUDA_MATVEC_SHAPE=RxW` compiles
+//! those kernels with CTAs of R rows (2 or 4) and W warps (2, 4 or 8) rather than 2x4. `CAMELID_CUDA_FUSE=0` runs RoPE with
 //! the cache writes, SwiGLU's gate, attention's combine step and the RMSNorms after the
 //! residual products as launches of their own rather than inside the launches before them (the
 //! same results; 163 launches a decode step of a 16-layer model instead of 83), to measure what

@@ -64,9 +64,6 @@ const ELEM_THREADS: u32 = 256;
 const ATT_THREADS: u32 = 128;
 const COMBINE_THREADS: u32 = 128;
 const ARGMAX_THREADS: u32 = 1024;
-const MATVEC_BLOCK: (u32, u32, u32) = (32, 4, 1);
-/// Rows per CTA of `matvec_<t>` (`MV_ROWS`).
-const MATVEC_ROWS: usize = 2;
 /// Cap on grid-stride grids: enough CTAs to fill any current GPU several times.
 const MAX_GRID: usize = 4096;
 /// `attention_tc_f16`: query vectors (row, query head) per CTA (`TCA_VECS`), the widest head it
@@ -418,7 +415,7 @@ impl<'a> CudaOps<'a> {
         let (o, d) = self.buf(out);
         debug_assert_eq!(d, m.rows);
         let (w, rows, cols) = (m.ptr, m.rows as i32, m.cols as i32);
-        let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
+        let grid = (self.be.k.mv.ctas(m.rows) as u32, 1, 1);
         let g = self.be.norm(gain);
         // The kernel's `float eps`: the argument's size must be 4 bytes.
         let eps: f32 = self.be.config.norm_eps;
@@ -432,7 +429,7 @@ impl<'a> CudaOps<'a> {
             self.go3(
                 r.add_norm,
                 grid,
-                MATVEC_BLOCK,
+                self.be.k.mv.block(),
                 &mut [
                     arg(&w),
                     arg(&r.a),
@@ -536,7 +533,7 @@ impl<'a> CudaOps<'a> {
     fn matvec_with(&mut self, f: Func, m: &DevMat, x: u64, y: u64, n: usize) {
         let (rows, cols, n) = (m.rows as i32, m.cols as i32, n as i32);
         let w = m.ptr;
-        let grid = (m.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
+        let grid = (self.be.k.mv.ctas(m.rows) as u32, 1, 1);
         // SAFETY: matvec_<t> / matvec_add_<t>(const unsigned char* w, const float* x, float* y,
         // int rows, int cols, int n): `w` holds the rows·cols weights, `x` n·cols and `y`
         // n·rows floats.
@@ -544,7 +541,7 @@ impl<'a> CudaOps<'a> {
             self.go3(
                 f,
                 grid,
-                MATVEC_BLOCK,
+                self.be.k.mv.block(),
                 &mut [arg(&w), arg(&x), arg(&y), arg(&rows), arg(&cols), arg(&n)],
             )
         };
@@ -567,7 +564,7 @@ impl<'a> CudaOps<'a> {
         let cols32 = cols as i32;
         let rows32 = rows.map(|r| r as i32);
         let ws = mats.map(|m| m.ptr);
-        let ctas: usize = rows.iter().map(|r| r.div_ceil(MATVEC_ROWS)).sum();
+        let ctas: usize = rows.iter().map(|&r| self.be.k.mv.ctas(r)).sum();
         let n = n as i32;
         // Null pointers (and no head width) when there is no RoPE: the kernel reads none.
         let (pos, inv_freq, k_rows, v_rows, head_dim) = match rope {
@@ -592,7 +589,7 @@ impl<'a> CudaOps<'a> {
             self.go3(
                 f,
                 (ctas as u32, 1, 1),
-                MATVEC_BLOCK,
+                self.be.k.mv.block(),
                 &mut [
                     arg(&ws[0]),
                     arg(&ys[0]),
@@ -949,7 +946,7 @@ impl Ops for CudaOps<'_> {
         let (hu, _) = self.buf(up);
         let (g, u) = (wg.ptr, wu.ptr);
         let (rows, cols, n32) = (wg.rows as i32, wg.cols as i32, n as i32);
-        let grid = (wg.rows.div_ceil(MATVEC_ROWS) as u32, 1, 1);
+        let grid = (self.be.k.mv.ctas(wg.rows) as u32, 1, 1);
         // SAFETY: matvec_swiglu_<t>(const unsigned char* w_gate, const unsigned char* w_up,
         // const float* x, float* h, float* u, int rows, int cols, int n): both matrices hold
         // rows·cols weights of the type (both [d_ff, d_model], checked at load; the type by
@@ -958,7 +955,7 @@ impl Ops for CudaOps<'_> {
             self.go3(
                 f,
                 grid,
-                MATVEC_BLOCK,
+                self.be.k.mv.block(),
                 &mut [
                     arg(&g),
                     arg(&u),

@@ -515,6 +515,17 @@ EXPORT CUresult cuGraphDestroy(void* graph) { LOCKED; delete (Graph*)graph; retu
 EXPORT CUresult cuModuleLoadData(void** module, const void* image) {
     LOCKED;
     if (!g_current) return INVALID_CONTEXT;
+    // The kernels here are compiled with one CTA shape of the decode products: a host that asks
+    // for another (CAMELID_CUDA_MATVEC_SHAPE) would launch them with the wrong geometry.
+    if (const char* shape = getenv("CAMELID_CUDA_MATVEC_SHAPE")) {
+        char mine[16];
+        snprintf(mine, sizeof mine, "%dx%d", MV_ROWS, MV_WARPS);
+        if (strcmp(shape, mine) != 0) {
+            fprintf(stderr, "emulated driver: its kernels are built with the decode products' "
+                            "shape %s, not CAMELID_CUDA_MATVEC_SHAPE=%s\n", mine, shape);
+            return INVALID_IMAGE;
+        }
+    }
     // A CUBIN, or PTX text (NVRTC's starts with comments, then `.version`).
     if (!image || (memcmp(image, "\x7f" "ELF", 4) != 0 && !strstr((const char*)image, ".version")))
         return INVALID_IMAGE;

@@ -11,6 +11,12 @@
 #include "ops_emu.cpp"
 #include "attention_emu.cpp"
 #include "reference.h"
+
+// The decode products' launch geometry for quant.cu's CTA shape (MV_ROWS rows of MV_WARPS
+// warps; 2 x 4 unless the build defines another, as scripts/check-cuda-kernels.sh does for a
+// second run of the decode products' tests).
+#define MV_BLOCK {32, MV_WARPS, 1}
+#define CTAS(rows) (unsigned)(((rows) + MV_ROWS - 1) / MV_ROWS)
 typedef void (*MV)(const unsigned char*, const float*, float*, int, int, int);
 typedef void (*MV3)(const unsigned char*, float*, int, const unsigned char*, float*, int, const unsigned char*, float*, int,
                     const float*, int, int, const int*, const float*, void* const*, void* const*, int, int);
@@ -114,7 +120,7 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   std::vector<uint8_t> w = random_weights(name, bs, bb, nel, W);
   std::vector<float> x((size_t)n*cols), y((size_t)n*rows, NAN);
   for (auto& v : x) v = U();
-  launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mv(w.data(), x.data(), y.data(), rows, cols, n); });
+  launch({CTAS(rows),1,1}, MV_BLOCK, [&]{ mv(w.data(), x.data(), y.data(), rows, cols, n); });
   double err = 0;
   for (int j=0;j<n;j++) for (int r=0;r<rows;r++) { double s2=0, sa=0; for (int c=0;c<cols;c++){ double p=(double)W[(size_t)r*cols+c]*x[(size_t)j*cols+c]; s2+=p; sa+=fabs(p);} 
     double e = fabs(y[(size_t)j*rows+r]-s2)/ (sa>0?sa:1); err = worse(err, e); }
@@ -124,7 +130,7 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
     double d1 = 0;
     for (int j = 0; j < n; j++) {
       std::vector<float> y1(rows, NAN);
-      launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mv(w.data(), x.data() + (size_t)j*cols, y1.data(), rows, cols, 1); });
+      launch({CTAS(rows),1,1}, MV_BLOCK, [&]{ mv(w.data(), x.data() + (size_t)j*cols, y1.data(), rows, cols, 1); });
       if (memcmp(y1.data(), y.data() + (size_t)j*rows, rows * 4) != 0) d1 = 1;
     }
     snprintf(buf, 100, "matvec_%s n %d = n 1 each (bit-exact)", name, n); check(buf, d1, 0);
@@ -136,8 +142,8 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   size_t row_bytes = (size_t)cols / bs * bb;
   const unsigned char* wp[3]; std::vector<float> yp[3]; size_t off = 0;
   for (int i = 0; i < 3; i++) { wp[i] = w.data() + off * row_bytes; yp[i].assign((size_t)n * std::max(part[i], 1), NAN); off += part[i]; }
-  unsigned grid = 0; for (int i = 0; i < 3; i++) grid += (part[i] + 1) / 2;
-  launch({grid,1,1}, {32,4,1}, [&]{ mv3(wp[0], yp[0].data(), part[0], wp[1], yp[1].data(), part[1],
+  unsigned grid = 0; for (int i = 0; i < 3; i++) grid += CTAS(part[i]);
+  launch({grid,1,1}, MV_BLOCK, [&]{ mv3(wp[0], yp[0].data(), part[0], wp[1], yp[1].data(), part[1],
                                          part[2] ? wp[2] : wp[0], part[2] ? yp[2].data() : yp[0].data(), part[2],
                                          x.data(), cols, n, nullptr, nullptr, nullptr, nullptr, 0, 0); });
   double diff = 0; off = 0;
@@ -149,7 +155,7 @@ void test_matvec(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, int r
   for (auto& v : acc) v = U();
   std::vector<float> want = acc;
   for (size_t i = 0; i < want.size(); i++) want[i] = __fadd_rn(want[i], y[i]);
-  launch({(unsigned)(rows+1)/2,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), acc.data(), rows, cols, n); });
+  launch({CTAS(rows),1,1}, MV_BLOCK, [&]{ mva(w.data(), x.data(), acc.data(), rows, cols, n); });
   diff = memcmp(acc.data(), want.data(), acc.size() * 4) == 0 ? 0 : 1;
   snprintf(buf, 100, "matvec_add_%s rows %d n %d (bit-exact)", name, rows, n); check(buf, diff, 0);
 }
@@ -162,22 +168,22 @@ void test_v1(const char* name, int bs, int bb, MV mv, MV3 mv3, MV mva, MVS mvs, 
   std::vector<float> x(cols), y0(rows);
   for (auto& v : x) v = U();
   for (auto& v : y0) v = U();
-  const unsigned grid = (rows + 1) / 2;
+  const unsigned grid = CTAS(rows);
   auto same = [](const std::vector<float>& a, const std::vector<float>& b) { return memcmp(a.data(), b.data(), a.size() * 4) == 0; };
   std::vector<float> a(rows, NAN), b(rows, NAN), a2(rows, NAN), b2(rows, NAN);
   bool ok = true;
-  launch({grid,1,1}, {32,4,1}, [&]{ mv(w.data(), x.data(), a.data(), rows, cols, 1); });
-  launch({grid,1,1}, {32,4,1}, [&]{ mv1(w.data(), x.data(), b.data(), rows, cols, 1); });
+  launch({grid,1,1}, MV_BLOCK, [&]{ mv(w.data(), x.data(), a.data(), rows, cols, 1); });
+  launch({grid,1,1}, MV_BLOCK, [&]{ mv1(w.data(), x.data(), b.data(), rows, cols, 1); });
   ok = ok && same(a, b);
   a = y0, b = y0;
-  launch({grid,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), a.data(), rows, cols, 1); });
-  launch({grid,1,1}, {32,4,1}, [&]{ mva1(w.data(), x.data(), b.data(), rows, cols, 1); });
+  launch({grid,1,1}, MV_BLOCK, [&]{ mva(w.data(), x.data(), a.data(), rows, cols, 1); });
+  launch({grid,1,1}, MV_BLOCK, [&]{ mva1(w.data(), x.data(), b.data(), rows, cols, 1); });
   ok = ok && same(a, b);
-  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv3(w.data(), a.data(), rows, w2.data(), a2.data(), rows, w.data(), a.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0, 0); });
-  launch({2 * grid,1,1}, {32,4,1}, [&]{ mv31(w.data(), b.data(), rows, w2.data(), b2.data(), rows, w.data(), b.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0, 0); });
+  launch({2 * grid,1,1}, MV_BLOCK, [&]{ mv3(w.data(), a.data(), rows, w2.data(), a2.data(), rows, w.data(), a.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0, 0); });
+  launch({2 * grid,1,1}, MV_BLOCK, [&]{ mv31(w.data(), b.data(), rows, w2.data(), b2.data(), rows, w.data(), b.data(), 0, x.data(), cols, 1, nullptr, nullptr, nullptr, nullptr, 0, 0); });
   ok = ok && same(a, b) && same(a2, b2);
-  launch({grid,1,1}, {32,4,1}, [&]{ mvs(w.data(), w2.data(), x.data(), a.data(), a2.data(), rows, cols, 1); });
-  launch({grid,1,1}, {32,4,1}, [&]{ mvs1(w.data(), w2.data(), x.data(), b.data(), b2.data(), rows, cols, 1); });
+  launch({grid,1,1}, MV_BLOCK, [&]{ mvs(w.data(), w2.data(), x.data(), a.data(), a2.data(), rows, cols, 1); });
+  launch({grid,1,1}, MV_BLOCK, [&]{ mvs1(w.data(), w2.data(), x.data(), b.data(), b2.data(), rows, cols, 1); });
   ok = ok && same(a, b) && same(a2, b2);
   char buf[100]; snprintf(buf, 100, "v1_matvec*_%s rows %d = n 1 (bit-exact)", name, rows); check(buf, ok ? 0 : 1, 0);
 }
@@ -192,15 +198,15 @@ void test_add_norm(const char* name, int bs, int bb, MV mva, MVN mvan, int rows,
   for (auto& v : x) v = U();
   for (auto& v : y0) v = U() * 3;
   for (auto& v : g) v = U();
-  const unsigned grid = (rows + 1) / 2;
+  const unsigned grid = CTAS(rows);
   std::vector<float> want_y = y0, want(rows, NAN);
-  launch({grid,1,1}, {32,4,1}, [&]{ mva(w.data(), x.data(), want_y.data(), rows, cols, 1); });
+  launch({grid,1,1}, MV_BLOCK, [&]{ mva(w.data(), x.data(), want_y.data(), rows, cols, 1); });
   launch({1,1,1}, {256,1,1}, [&]{ rmsnorm(want.data(), want_y.data(), g.data(), rows, 1e-5f, 1); });
   double diff = 0;
   int counter = 0;
   for (int rep = 0; rep < 2; rep++) {
     std::vector<float> y = y0, out(rows, NAN);
-    launch({grid,1,1}, {32,4,1}, [&]{ mvan(w.data(), x.data(), y.data(), rows, cols, out.data(), g.data(), 1e-5f, &counter); });
+    launch({grid,1,1}, MV_BLOCK, [&]{ mvan(w.data(), x.data(), y.data(), rows, cols, out.data(), g.data(), 1e-5f, &counter); });
     if (memcmp(y.data(), want_y.data(), y.size() * 4) || memcmp(out.data(), want.data(), out.size() * 4) || counter) diff = 1;
   }
   char buf[100]; snprintf(buf, 100, "matvec_add_norm_%s rows %d (bit-exact)", name, rows); check(buf, diff, 0);
@@ -225,11 +231,11 @@ void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, in
   std::vector<float> q1((size_t)n*qr, NAN), k1((size_t)n*kr, NAN), v1((size_t)n*kr, NAN), kc1((size_t)n*kr, NAN), vc1((size_t)n*kr, NAN);
   std::vector<float> q2 = q1, k2 = k1, v2 = v1, kc2 = kc1, vc2 = vc1;
   std::vector<void*> kp1 = slots(kc1), vp1 = slots(vc1), kp2 = slots(kc2), vp2 = slots(vc2);
-  const unsigned grid = (qr + kr + kr) / 2;
-  launch({grid,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q1.data(), qr, wk.data(), k1.data(), kr, wv.data(), v1.data(), kr, x.data(), cols, n,
+  const unsigned grid = CTAS(qr) + 2 * CTAS(kr);
+  launch({grid,1,1}, MV_BLOCK, [&]{ mv3(wq.data(), q1.data(), qr, wk.data(), k1.data(), kr, wv.data(), v1.data(), kr, x.data(), cols, n,
                                         nullptr, nullptr, nullptr, nullptr, 0, 0); });
   launch({(unsigned)(((nh+nk)*hd/2+127)/128),(unsigned)n,1}, {128,1,1}, [&]{ rope_store(q1.data(), k1.data(), v1.data(), pos.data(), invf.data(), kp1.data(), vp1.data(), n, nh, nk, hd, half); });
-  launch({grid,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q2.data(), qr, wk.data(), k2.data(), kr, wv.data(), v2.data(), kr, x.data(), cols, n,
+  launch({grid,1,1}, MV_BLOCK, [&]{ mv3(wq.data(), q2.data(), qr, wk.data(), k2.data(), kr, wv.data(), v2.data(), kr, x.data(), cols, n,
                                         pos.data(), invf.data(), kp2.data(), vp2.data(), hd, half); });
   auto same = [](const std::vector<float>& a, const std::vector<float>& b) { return memcmp(a.data(), b.data(), a.size() * 4) == 0; };
   char buf[120];
@@ -240,9 +246,9 @@ void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, in
   std::vector<float> q3 = q1, k3 = k1, v3 = v1, kc3 = kc1, vc3 = vc1;
   for (auto* b : {&q3, &k3, &v3, &kc3, &vc3}) std::fill(b->begin(), b->end(), NAN);
   std::vector<void*> kp3 = slots(kc3), vp3 = slots(vc3);
-  launch({(qr + kr) / 2,1,1}, {32,4,1}, [&]{ mv3(wq.data(), q3.data(), qr, wk.data(), k3.data(), kr, wq.data(), q3.data(), 0, x.data(), cols, n,
+  launch({CTAS(qr) + CTAS(kr),1,1}, MV_BLOCK, [&]{ mv3(wq.data(), q3.data(), qr, wk.data(), k3.data(), kr, wq.data(), q3.data(), 0, x.data(), cols, n,
                                                 pos.data(), invf.data(), kp3.data(), vp3.data(), hd, half); });
-  launch({kr / 2,1,1}, {32,4,1}, [&]{ mv3(wv.data(), v3.data(), 0, wv.data(), v3.data(), 0, wv.data(), v3.data(), kr, x.data(), cols, n,
+  launch({CTAS(kr),1,1}, MV_BLOCK, [&]{ mv3(wv.data(), v3.data(), 0, wv.data(), v3.data(), 0, wv.data(), v3.data(), kr, x.data(), cols, n,
                                         pos.data(), invf.data(), kp3.data(), vp3.data(), hd, half); });
   snprintf(buf, 120, "matvec3_%s + RoPE, %s cache, q k then v n %d (bit-exact)", name, half ? "f16" : "f32", n);
   check(buf, same(q3, q2) && same(k3, k2) && same(v3, v2) && same(kc3, kc2) && same(vc3, vc2) ? 0 : 1, 0);
@@ -252,10 +258,10 @@ void test_fused(const char* name, int bs, int bb, MV3 mv3, MVS mvs, int cols, in
   std::vector<uint8_t> wg = random_weights(name, bs, bb, (long long)fr * cols, Wg);
   std::vector<uint8_t> wu = random_weights(name, bs, bb, (long long)fr * cols, Wu);
   std::vector<float> g1((size_t)n*fr, NAN), u1((size_t)n*fr, NAN), g2((size_t)n*fr, NAN), u2((size_t)n*fr, NAN);
-  launch({(unsigned)(fr+1)/2*2,1,1}, {32,4,1}, [&]{ mv3(wg.data(), g1.data(), fr, wu.data(), u1.data(), fr, wg.data(), g1.data(), 0, x.data(), cols, n,
+  launch({2 * CTAS(fr),1,1}, MV_BLOCK, [&]{ mv3(wg.data(), g1.data(), fr, wu.data(), u1.data(), fr, wg.data(), g1.data(), 0, x.data(), cols, n,
                                                         nullptr, nullptr, nullptr, nullptr, 0, 0); });
   launch({2,1,1}, {64,1,1}, [&]{ silu_mul(g1.data(), u1.data(), (long long)n * fr); });
-  launch({(unsigned)(fr+1)/2,1,1}, {32,4,1}, [&]{ mvs(wg.data(), wu.data(), x.data(), g2.data(), u2.data(), fr, cols, n); });
+  launch({CTAS(fr),1,1}, MV_BLOCK, [&]{ mvs(wg.data(), wu.data(), x.data(), g2.data(), u2.data(), fr, cols, n); });
   snprintf(buf, 120, "matvec_swiglu_%s n %d (bit-exact)", name, n);
   check(buf, same(g1, g2) ? 0 : 1, 0);
 }
@@ -496,9 +502,13 @@ void test_ops() {
   }
 }
 
-int main() {
-  test_dequant();
-  test_ops();
+// With the argument `matvec`, only the decode products' tests (those that depend on the CTA
+// shape).
+int main(int argc, char** argv) {
+  const bool all = argc < 2 || strcmp(argv[1], "matvec") != 0;
+  printf("decode products' CTA: %d rows, %d warps\n", MV_ROWS, MV_WARPS);
+  if (all) test_dequant();
+  if (all) test_ops();
   struct T { const char* name; int bs, bb; MV mv; MV3 mv3; MV mva; MVS mvs; MVN mvan; MV mv1; MV3 mv31; MV mva1; MVS mvs1; };
 #define MVT(n, bs, bb) {#n, bs, bb, matvec_##n, matvec3_##n, matvec_add_##n, matvec_swiglu_##n, matvec_add_norm_##n, \
                         v1_matvec_##n, v1_matvec3_##n, v1_matvec_add_##n, v1_matvec_swiglu_##n}
@@ -521,6 +531,10 @@ int main() {
     test_fused(t.name, t.bs, t.bb, t.mv31, t.mvs1, t.bs == 256 ? 512 : 128, 1, 1);
     test_v1(t.name, t.bs, t.bb, t.mv, t.mv3, t.mva, t.mvs, t.mv1, t.mv31, t.mva1, t.mvs1, 9, t.bs == 256 ? 1024 : 1088);
     test_add_norm(t.name, t.bs, t.bb, t.mva, t.mvan, 37, t.bs == 256 ? 256 : 96);
+  }
+  if (!all) {
+    printf("%s\n", fails ? "SOME FAILED" : "all ok");
+    return fails;
   }
   struct TT { const char* name; int bs, bb; TC tc, tca; };
 #define TCT(n, bs, bb) {#n, bs, bb, tc_matvec_##n, tc_matvec_add_##n}
