@@ -153,8 +153,10 @@ for shape in 2x2 2x8 4x2 4x4 4x8; do
     if "$nvcc" -arch=sm_90 -std=c++17 -Werror all-warnings -include "$common" -include "$grids" \
         -DCAMELID_QUANT_PART=1 -DMV_ROWS="$r" -DMV_WARPS="$w" -cubin -Xptxas -v "$kdir/quant.cu" \
         -o "$out/quant.$shape.cubin" 2>"$log"; then
-        grep -A3 "Compiling entry function '_*v1_matvec_q4_0'" "$log" | grep -o 'Used [0-9]* registers\|[0-9]* bytes spill stores' |
-            paste -sd, - | sed "s/^/  ok shape $shape (sm_90, q4_0 group): v1_matvec_q4_0 /"
+        v1=$(grep -A3 "Compiling entry function '_*v1_matvec_q4_0'" "$log")
+        regs=$(sed -n 's/.*Used \([0-9]*\) registers.*/\1/p' <<<"$v1")
+        spill=$(sed -n 's/.* \([0-9]*\) bytes spill stores.*/\1/p' <<<"$v1")
+        echo "  ok shape $shape (sm_90, q4_0 group): v1_matvec_q4_0 $regs registers, $spill bytes spilled"
     else
         cat "$log" >&2
         echo "FAIL nvcc quant.cu with the decode products' shape $shape" >&2
