@@ -1231,9 +1231,9 @@ __device__ __forceinline__ int tc_col(int piece, int e) {
 
 // Float weights (KIND PLAIN) are exact in f16 (f16) or nearly (bf16: but for magnitudes below
 // 2^-14), so rounding the activations would be the products' whole error: their activations
-// come as two f16 terms (f32_to_f16's `split`, the remainders `lo` halves after the others),
-// two mma for one. A quantized matrix's own error is far larger than one f16 rounding of the
-// activations, and its products take one term.
+// come as two f16 terms, two mma for one (`xh` holds the roundings, then, `lo` halves further
+// on, what each rounding left: f32_to_f16 with `split`). A quantized matrix's own error is far
+// larger than one f16 rounding of the activations, and its products take one term.
 template <class F>
 __device__ __forceinline__ constexpr bool tc_split() {
     return F::KIND == PLAIN;
