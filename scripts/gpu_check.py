@@ -39,6 +39,9 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   default; "pp4096") and on the f32 kernels ("pp512_f32_attention", "pp4096_f32_attention").
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
+- "shapes": the bench's F16 and Q4_0 decode (tg128) with the decode products' CTA shapes 2x4
+  (the default), 4x4, 4x2 and 2x8 (`CAMELID_CUDA_MATVEC_SHAPE`, rows x warps), in one run: the
+  knob's figures, for choosing the default (asserts nothing).
 - "profile": where Nsight Systems is installed, its per-kernel summary of a bench run of the 1B
   Q4_0 model; otherwise, where Nsight Compute is, each kernel's time and share of the DRAM
   bandwidth over two decode steps ("decode") and over a 256-token prompt pass ("prompt")
@@ -403,12 +406,6 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
                 entry["memory_ok"] = mem <= entry["memory_budget_bytes"]
             runs.append(entry)
             log(f"  {test}: {t['avg_ts']:.1f} t/s = {ratio:.2f}x llama.cpp")
-        decode = ["-p", "0", "-n", "128"]
-        # The decode products' other CTA shapes (rows x warps; 2x4 is the default), each
-        # compiled on its first start: the knob a card's figures choose from. F16's target is
-        # the largest share of its ceiling (about 55%), Q4_0's is bound by launches more.
-        shapes = tuple((f"matvec_{s}", decode, {"CAMELID_CUDA_MATVEC_SHAPE": s})
-                       for s in ("4x4", "4x2", "2x8")) if ty in ("F16", "Q4_0") else ()
         if ty == "Q4_0":
             # What the fused launches save (the same decode with RoPE and the cache writes,
             # SwiGLU's gate, attention's combine step and the RMSNorms after the residual
@@ -420,7 +417,8 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
             # prompts with their attention on the f32 kernels rather than the tensor cores
             # (CAMELID_CUDA_TC_ATTENTION=0), at 512 tokens and at 4096, where attention's work
             # grows with the square of the length.
-            others = (
+            decode = ["-p", "0", "-n", "128"]
+            for name, args, env in (
                 ("unfused", decode, {"CAMELID_CUDA_FUSE": "0"}),
                 ("no_pdl", decode, {"CAMELID_CUDA_PDL": "0"}),
                 ("deep_f16_cache", [*decode, "-d", "4096", "--cache-type", "f16"], {}),
@@ -429,19 +427,8 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
                  {"CAMELID_CUDA_TC_ATTENTION": "0"}),
                 ("pp4096", ["-p", "4096", "-n", "0"], {}),
                 ("pp4096_f32_attention", ["-p", "4096", "-n", "0"],
-                 {"CAMELID_CUDA_TC_ATTENTION": "0"}))
-        else:
-            others = ()
-        for name, args, env in (*shapes, *others):
-            u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", *args,
-                                 "-r", str(reps), "--json", env=env or None))
-            key = name if ty == "Q4_0" else f"{name}_{ty.lower()}"
-            variants[key] = {"type": ty, "test": u[0]["test"],
-                             "tokens_per_s": u[0]["avg_ts"], "stddev": u[0]["stddev_ts"],
-                             "isa": u[0].get("isa"),
-                             "kv_cache_bytes": u[0].get("kv_cache_bytes"),
-                             "env": " ".join(f"{k}={v}" for k, v in env.items())}
-            log(f"  {u[0]['test']} {key}: {u[0]['avg_ts']:.1f} t/s")
+                 {"CAMELID_CUDA_TC_ATTENTION": "0"})):
+                variants[name] = bench_variant(cm, path, ty, args, env, reps)
         if ty != "F16" and ty != "Q4_0":
             path.unlink()
     out = {"ok": all(r["ok"] for r in runs), "runs": runs, **variants}
@@ -449,6 +436,37 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
     if "H200" not in name:
         out["note"] = (f"the llama.cpp figures and the 4.27 TB/s ceiling are an H200's; this is "
                        f"{name or 'another device'}: the ratios are not issue 15's figures")
+    return out
+
+
+def bench_variant(cm: Camelid, path: Path, ty: str, args: list[str], env: dict,
+                  reps: int) -> dict:
+    """One `camelid bench` of `path` with `args` under `env`: its figure and settings."""
+    u = json.loads(cm.ok("bench", "-m", str(path), "--device", "cuda", *args, "-r", str(reps),
+                         "--json", env=env or None))
+    log(f"  {ty} {u[0]['test']} {' '.join(f'{k}={v}' for k, v in env.items())}: "
+        f"{u[0]['avg_ts']:.1f} t/s")
+    return {"type": ty, "test": u[0]["test"], "tokens_per_s": u[0]["avg_ts"],
+            "stddev": u[0]["stddev_ts"], "isa": u[0].get("isa"),
+            "kv_cache_bytes": u[0].get("kv_cache_bytes"),
+            "env": " ".join(f"{k}={v}" for k, v in env.items())}
+
+
+def check_shapes(cm: Camelid, work: Path, reps: int) -> dict:
+    """Decode (tg128) of the bench's F16 and Q4_0 models with the decode products' other CTA
+    shapes (CAMELID_CUDA_MATVEC_SHAPE, rows x warps; 2x4 is the default, in the bench check),
+    each compiled on its first start: the knob a card's figures choose from. F16's target is the
+    largest share of its ceiling (about 55%). After the checks that decide, since it only
+    explores."""
+    out = {}
+    for ty in ("F16", "Q4_0"):
+        path = work / f"l1b-{ty}.gguf"
+        if not path.exists():
+            out[ty] = {"skipped": "no bench model (run the bench check first)"}
+            continue
+        for shape in ("2x4", "4x4", "4x2", "2x8"):
+            out[f"{ty}_{shape}"] = bench_variant(cm, path, ty, ["-p", "0", "-n", "128"],
+                                                 {"CAMELID_CUDA_MATVEC_SHAPE": shape}, reps)
     return out
 
 
@@ -682,6 +700,9 @@ def summary(result: dict) -> dict:
     for key in ("note", "error"):
         if key in bench:
             out[f"bench_{key}"] = bench[key]
+    shapes = result.get("shapes") or {}
+    out["shapes"] = {k: round(v["tokens_per_s"], 1) for k, v in shapes.items()
+                     if isinstance(v, dict) and "tokens_per_s" in v}
     serve = result.get("serve") or {}
     out["serve"] = {k: serve.get(k) for k in ("single_stream_tokens_per_s",
                                                "parallel_tokens_per_s", "speedup", "error")
@@ -783,7 +804,7 @@ def main() -> int:
     result: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     if a.only is None:
         a.only = ["tiny"] if a.emulated else ["tiny", "types", "default_model", "bench", "serve",
-                                              "profile"]
+                                              "shapes", "profile"]
     if a.emulated:
         gpu = emulated_gpu()
         if gpu is None:
@@ -833,6 +854,7 @@ def main() -> int:
         "default_model": lambda: check_default_model(cm, pool, a.default_model, a.text, work),
         "bench": lambda: check_bench(cm, work, a.reps, layers, gpu),
         "serve": lambda: check_serve(cm, work, layers),
+        "shapes": lambda: check_shapes(cm, work, a.reps),
         "profile": lambda: check_profile(cm, work, a.rehearse),
     }
     for name in a.only:
