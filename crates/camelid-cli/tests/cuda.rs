@@ -377,6 +377,17 @@ fn cards_newer_and_older_than_nvrtc() {
         );
         assert_eq!(logits(&String::from_utf8(out.stdout).unwrap()), want);
     }
+    // The device line says what runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_camelid"))
+        .args([
+            "bench", "-m", m, "--device", "cuda", "-p", "0", "-n", "1", "-r", "1", "--json",
+        ])
+        .env("CAMELID_CUDA_EMU_CC", "990")
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .expect("running camelid");
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("(sm_990 via compute_"), "{json}");
     let kept = std::fs::read_dir(cache.join("camelid/cuda")).unwrap();
     assert!(
         kept.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

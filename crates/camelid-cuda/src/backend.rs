@@ -385,8 +385,19 @@ impl CudaBackend {
         let weights_buf = up.buf;
 
         let pass = Pass::new(&dev, config, scratch_bytes, logit_rows)?;
-        let pdl = if k.early { ", PDL" } else { "" };
-        let name = format!("{card} (sm_{major}{minor}{pdl})");
+        // What runs: the card, the code's architecture where it is not the card's (PTX the
+        // driver translated), early launches, and a decode shape other than the default.
+        let mut name = format!("{card} (sm_{major}{minor}");
+        if let Some(ptx) = &k.ptx {
+            name += &format!(" via {ptx} PTX");
+        }
+        if k.early {
+            name += ", PDL";
+        }
+        if k.mv != crate::kernels::MatvecShape::DEFAULT {
+            name += &format!(", matvec {}x{}", k.mv.rows, k.mv.warps);
+        }
+        name += ")";
 
         Ok(CudaBackend {
             config: config.clone(),

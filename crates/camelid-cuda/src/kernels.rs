@@ -277,6 +277,9 @@ pub struct Kernels {
     pub attention_tc: Option<Func>,
     /// The CTA shape the decode products were compiled with.
     pub mv: MatvecShape,
+    /// The architecture of the PTX the driver translated (`compute_90`), where NVRTC did not
+    /// know the card's.
+    pub ptx: Option<String>,
     /// Whether every kernel here is launched early ([`Func::early`]).
     pub early: bool,
 }
@@ -457,6 +460,7 @@ impl Kernels {
                 Some(modules.get("attention_tc_f16")?)
             },
             mv,
+            ptx: target.ptx.then(|| target.arch()),
             early: modules.early,
             _modules: modules,
         })
