@@ -127,6 +127,18 @@ pub struct CudaBackend {
     pub(crate) dev: Device,
 }
 
+/// A crossover knob's row count from the environment (`name`), else `default`; a value that is
+/// not a count is an error rather than the default unsaid.
+fn rows_knob(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| CudaError(format!("{name}={v}: expected a number of rows"))),
+    }
+}
+
 /// Each weight starts at a multiple of this many bytes in the backend's one weights buffer
 /// (the kernels want 16; cuMemAlloc gives 256). One allocation rather than one per tensor: the
 /// device holds what camelid counts, with no rounding of each of hundreds of allocations, and
@@ -411,14 +423,8 @@ impl CudaBackend {
             precision: Precision::default(),
             cache_type: CacheType::default(),
             scratch_bytes,
-            matvec_rows: std::env::var("CAMELID_CUDA_MATVEC_ROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(MATVEC_ROWS_DEFAULT),
-            tc_rows: std::env::var("CAMELID_CUDA_TC_ROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(TC_ROWS_DEFAULT),
+            matvec_rows: rows_knob("CAMELID_CUDA_MATVEC_ROWS", MATVEC_ROWS_DEFAULT)?,
+            tc_rows: rows_knob("CAMELID_CUDA_TC_ROWS", TC_ROWS_DEFAULT)?,
             fuse: std::env::var("CAMELID_CUDA_FUSE").map_or(true, |v| v != "0"),
             tc_attention: !limits.no_tc_attention
                 && std::env::var("CAMELID_CUDA_TC_ATTENTION").map_or(true, |v| v != "0"),
