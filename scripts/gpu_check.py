@@ -36,7 +36,9 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   what the fused launches and the early (programmatic dependent) launches save, and after a
   context of 4096 tokens with the f16 and the f32 cache ("deep_f16_cache", "deep_f32_cache");
   and Q4_0's prompts of 512 and 4096 tokens with their attention on the tensor cores (the
-  default; "pp4096") and on the f32 kernels ("pp512_f32_attention", "pp4096_f32_attention").
+  default; "pp4096") and on the f32 kernels ("pp512_f32_attention", "pp4096_f32_attention"),
+  and of 512 with every product on camelid's tensor-core kernels rather than cuBLAS on expanded
+  weights ("pp512_tc_products", `CAMELID_CUDA_TC_MAX_ROWS=256`).
 - "serve": tokens/s of 32 concurrent greedy streams against one, on the 1B Q4_0 model; again
   with the tensor-core products off ("tensor_cores_off"), to see what they bring.
 - "shapes": the bench's F16 and Q4_0 decode (tg128) with the decode products' CTA shapes 2x4
@@ -416,7 +418,10 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
             # the 1B, its Q4_0 weights 763 MB): the f16 cache (the default) against f32. And
             # prompts with their attention on the f32 kernels rather than the tensor cores
             # (CAMELID_CUDA_TC_ATTENTION=0), at 512 tokens and at 4096, where attention's work
-            # grows with the square of the length.
+            # grows with the square of the length. And prompts of 512 with every product of
+            # their passes on the tensor-core products rather than the f16 GEMMs on expanded
+            # weights (CAMELID_CUDA_TC_MAX_ROWS=256, "pp512_tc_products"): the issue's "measure
+            # and choose".
             decode = ["-p", "0", "-n", "128"]
             for name, args, env in (
                 ("unfused", decode, {"CAMELID_CUDA_FUSE": "0"}),
@@ -425,6 +430,8 @@ def check_bench(cm: Camelid, work: Path, reps: int, layers: list[str],
                 ("deep_f32_cache", [*decode, "-d", "4096", "--cache-type", "f32"], {}),
                 ("pp512_f32_attention", ["-p", "512", "-n", "0"],
                  {"CAMELID_CUDA_TC_ATTENTION": "0"}),
+                ("pp512_tc_products", ["-p", "512", "-n", "0"],
+                 {"CAMELID_CUDA_TC_MAX_ROWS": "256"}),
                 ("pp4096", ["-p", "4096", "-n", "0"], {}),
                 ("pp4096_f32_attention", ["-p", "4096", "-n", "0"],
                  {"CAMELID_CUDA_TC_ATTENTION": "0"})):

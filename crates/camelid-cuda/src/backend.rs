@@ -27,7 +27,7 @@ use cudarc::driver::{result, sys};
 
 use crate::device::{self, Blas, CudaError, DevBuf, Device, Pinned, Result, mib};
 use crate::kernels::{Kernels, has_kernels};
-use crate::ops::{CudaOps, Layout, MATVEC_ROWS_DEFAULT, TC_ROWS_DEFAULT};
+use crate::ops::{CudaOps, Layout, MATVEC_ROWS_DEFAULT, TC_MAX_ROWS_DEFAULT, TC_ROWS_DEFAULT};
 
 // Beyond the weights and the KV caches the backend holds the buffers below, the activations of
 // `MAX_BATCH` rows (27 MiB at Llama 3.2 1B's widths) and the cuBLAS workspace (8 MiB): 67.5 MiB
@@ -105,9 +105,10 @@ pub struct CudaBackend {
     /// Batches up to this many rows take the fused matvec kernels, larger ones GEMMs (exact
     /// precision, f32 weights, and all where the tensor-core products do not apply).
     pub(crate) matvec_rows: usize,
-    /// At the fast precision, batches from this many rows up to [`crate::ops::TC_MAX_ROWS`] take
-    /// the tensor-core products.
+    /// At the fast precision, batches from `tc_rows` rows up to `tc_max_rows` take the
+    /// tensor-core products.
     pub(crate) tc_rows: usize,
+    pub(crate) tc_max_rows: usize,
     /// Whether decode-sized passes fuse RoPE and the cache writes into the q, k, v launch,
     /// SwiGLU's gate into the gate, up launch, attention's combine step into its partials', and
     /// the RMSNorm after a residual product into that product's launch (`CAMELID_CUDA_FUSE=0`
@@ -425,6 +426,10 @@ impl CudaBackend {
             scratch_bytes,
             matvec_rows: rows_knob("CAMELID_CUDA_MATVEC_ROWS", MATVEC_ROWS_DEFAULT)?,
             tc_rows: rows_knob("CAMELID_CUDA_TC_ROWS", TC_ROWS_DEFAULT)?,
+            tc_max_rows: match limits.tc_max_rows {
+                Some(r) => r,
+                None => rows_knob("CAMELID_CUDA_TC_MAX_ROWS", TC_MAX_ROWS_DEFAULT)?,
+            },
             fuse: std::env::var("CAMELID_CUDA_FUSE").map_or(true, |v| v != "0"),
             tc_attention: !limits.no_tc_attention
                 && std::env::var("CAMELID_CUDA_TC_ATTENTION").map_or(true, |v| v != "0"),

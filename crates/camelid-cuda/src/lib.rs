@@ -25,31 +25,32 @@
 //! cuBLAS from a CUDA 12 or 13 toolkit on the loader's path (`LD_LIBRARY_PATH`).
 //!
 //! # Run time
-//! The kernels are compiled on the first start for a card and the CUBINs (for a card newer than
-//! the NVRTC at hand knows, PTX of the newest architecture it knows, which the driver
-//! translates) cached in `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured): those of the model's weight types, in
-//! programs of a few types each, at once (9 s for a Q4_0 model on 2 cores; a line on stderr says
-//! so), or with `CAMELID_CUDA_KERNELS=all` those of every type (to fill the cache ahead). Decode
-//! steps run from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one by one
-//! instead (for profiling, or to rule graphs out when chasing a bug). Two knobs move the crossovers between
-//! a product's kernels (`src/ops.rs`), for measuring them on a card: `CAMELID_CUDA_TC_ROWS=N`,
-//! the batch size from which the fast precision's products run on the tensor cores (4; past 64
-//! the GEMM; 65 turns them off), and `CAMELID_CUDA_MATVEC_ROWS=N`, up to which the others take
-//! the fused f32 matvec kernels rather than GEMMs (32). `CAMELID_CUDA_MATVEC_SHAPE=RxW` compiles
-//! those kernels with CTAs of R rows (2 or 4) and W warps (2, 4 or 8) rather than 2x4. `CAMELID_CUDA_FUSE=0` runs RoPE with
-//! the cache writes, SwiGLU's gate, attention's combine step and the RMSNorms after the
-//! residual products as launches of their own rather than inside the launches before them (the
-//! same results; 163 launches a decode step of a 16-layer model instead of 83), to measure what
-//! the launches cost on a card. At the fast precision, prompts over f16 caches (the default)
-//! take their attention on the tensor cores (`attention_tc_f16`, a CTA for a tile of one
-//! sequence's rows, which share every key and value row it loads); `CAMELID_CUDA_TC_ATTENTION=0`
-//! keeps them on the flash-decoding kernels, which read the cache once per row.
-//! On sm_90 and later every kernel is launched with programmatic stream serialization
-//! (programmatic dependent launch, "PDL" in the device's name): it starts while the kernel
-//! before it finishes, asks L2 for its weights, and waits for that kernel's results
-//! (`kernels/README.md`, "Launch order"); `CAMELID_CUDA_PDL=0` launches them in plain stream
-//! order. So does a driver that refuses an early launch, or a graph of them: camelid says so
-//! once on stderr and goes on in stream order (the same results).
+//! The kernels are compiled on the first start for a card and the CUBINs (for a card newer than the
+//! NVRTC at hand knows, PTX of the newest architecture it knows, which the driver translates)
+//! cached in `~/.cache/camelid/cuda` (`$XDG_CACHE_HOME` honoured): those of the model's weight
+//! types, in programs of a few types each, at once (9 s for a Q4_0 model on 2 cores; a line on
+//! stderr says so), or with `CAMELID_CUDA_KERNELS=all` those of every type (to fill the cache
+//! ahead). Decode steps run from CUDA graphs; `CAMELID_CUDA_NO_GRAPHS=1` launches every kernel one
+//! by one instead (for profiling, or to rule graphs out when chasing a bug). Knobs move the
+//! crossovers between a product's kernels (`src/ops.rs`), for measuring them on a card:
+//! `CAMELID_CUDA_TC_ROWS=N` and `CAMELID_CUDA_TC_MAX_ROWS=N`, the batch sizes from which and up to
+//! which the fast precision's products run on the tensor cores rather than the GEMMs (4 and 64; up
+//! to 256; a first of 65 turns them off), and `CAMELID_CUDA_MATVEC_ROWS=N`, up to which the others
+//! take the fused f32 matvec kernels rather than GEMMs (32). `CAMELID_CUDA_MATVEC_SHAPE=RxW`
+//! compiles those kernels with CTAs of R rows (2 or 4) and W warps (2, 4 or 8) rather than 2x4.
+//! `CAMELID_CUDA_FUSE=0` runs RoPE with the cache writes, SwiGLU's gate, attention's combine step
+//! and the RMSNorms after the residual products as launches of their own rather than inside the
+//! launches before them (the same results; 163 launches a decode step of a 16-layer model instead
+//! of 83), to measure what the launches cost on a card. At the fast precision, prompts over f16
+//! caches (the default) take their attention on the tensor cores (`attention_tc_f16`, a CTA for a
+//! tile of one sequence's rows, which share every key and value row it loads);
+//! `CAMELID_CUDA_TC_ATTENTION=0` keeps them on the flash-decoding kernels, which read the cache
+//! once per row. On sm_90 and later every kernel is launched with programmatic stream serialization
+//! (programmatic dependent launch, "PDL" in the device's name): it starts while the kernel before
+//! it finishes, asks L2 for its weights, and waits for that kernel's results (`kernels/README.md`,
+//! "Launch order"); `CAMELID_CUDA_PDL=0` launches them in plain stream order. So does a driver that
+//! refuses an early launch, or a graph of them: camelid says so once on stderr and goes on in
+//! stream order (the same results).
 //!
 //! # Testing without a GPU
 //! `kernels/emu/driver.cpp` is an emulated `libcuda.so` (and the cuBLAS calls made here) that
@@ -103,6 +104,10 @@ pub struct Limits {
     /// Keeps prompt attention on the f32 kernels (as `CAMELID_CUDA_TC_ATTENTION=0` does), for
     /// a test to set the tensor-core kernel beside them.
     pub no_tc_attention: bool,
+    /// The most rows a product takes on the tensor-core products rather than a GEMM (as
+    /// `CAMELID_CUDA_TC_MAX_ROWS` does; default 64), for a test to set whole prompt passes on
+    /// them beside the GEMMs.
+    pub tc_max_rows: Option<usize>,
 }
 
 /// [`backend`] with [`Limits`].

@@ -9,6 +9,7 @@ use std::ffi::c_void;
 
 use camelid_kernels::{DType, Precision};
 use camelid_model::backend::{Buf, KvCache, Mat, Norm, Ops, Out, Row};
+use camelid_model::llama::MAX_BATCH;
 use camelid_model::{CacheType, Config};
 
 use crate::backend::{CudaBackend, DevMat, GRAPH_MAX_BATCH, Pass, cuda_cache};
@@ -17,7 +18,8 @@ use crate::kernels::Kernels;
 
 /// How a product of `n` activation rows runs:
 /// - at the fast precision, from [`TC_ROWS_DEFAULT`] rows (`CAMELID_CUDA_TC_ROWS` sets it) up to
-///   [`TC_MAX_ROWS`], on the tensor cores (`tc_matvec_<t>`: weights decoded in registers and
+///   [`TC_MAX_ROWS_DEFAULT`] (`CAMELID_CUDA_TC_MAX_ROWS`, up to `MAX_BATCH`: a prompt pass on
+///   them rather than on the GEMMs, to measure), on the tensor cores (`tc_matvec_<t>`: weights decoded in registers and
 ///   rounded to f16, f16 activations, f32 sums; the GEMM path's inputs without expanding the
 ///   matrix into memory), one launch that reads the matrix once;
 /// - otherwise up to [`MATVEC_ROWS_DEFAULT`] rows (`CAMELID_CUDA_MATVEC_ROWS`) on the f32
@@ -34,12 +36,9 @@ use crate::kernels::Kernels;
 pub(crate) const MATVEC_ROWS_DEFAULT: usize = 32;
 pub(crate) const TC_ROWS_DEFAULT: usize = 4;
 /// The tensor-core products take vectors 32 at a time (`TC_MAX_N`), each slice a pass over
-/// the matrix (from L2 after the first); past two slices the GEMM's one expansion pays.
-pub(crate) const TC_MAX_ROWS: usize = 64;
-const _: () = assert!(
-    2 * TC_MAX_ROWS <= camelid_model::llama::MAX_BATCH,
-    "x16 holds the split activations"
-);
+/// the CTA's rows (from cache after the first); past two slices, by estimate, the GEMM's one
+/// expansion pays.
+pub(crate) const TC_MAX_ROWS_DEFAULT: usize = 64;
 
 /// Whether the tensor-core products of `t` take their activations as two f16 terms (`tc_split`
 /// in quant.cu): float weights, exact in f16 or nearly, whose products' error would otherwise
@@ -464,7 +463,7 @@ impl<'a> CudaOps<'a> {
             let (count, s) = ((n * cols) as i64, i32::from(split));
             // SAFETY: f32_to_f16(const float* x, unsigned short* out, long long n, int split);
             // `x` holds n·cols floats, `x16` MAX_BATCH · widest halves, at least 2n·cols where
-            // `split` (n ≤ TC_MAX_ROWS there).
+            // `split` (`route` takes it for n ≤ MAX_BATCH / 2 only).
             unsafe {
                 self.go(
                     self.be.k.f32_to_f16,
@@ -483,7 +482,8 @@ impl<'a> CudaOps<'a> {
         let be = self.be;
         let tc = be.k.of(m.dtype).tc_matvec.filter(|_| {
             be.precision == Precision::Fast
-                && (be.tc_rows..=TC_MAX_ROWS).contains(&n)
+                && (be.tc_rows..=be.tc_max_rows).contains(&n)
+                && (!tc_split(m.dtype) || 2 * n <= MAX_BATCH)
                 && m.cols.is_multiple_of(TC_COLS)
         });
         if let Some((plain, add)) = tc {

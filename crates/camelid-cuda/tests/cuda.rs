@@ -813,6 +813,48 @@ fn tensor_core_prompt_attention_equals_the_f32_kernels() {
     });
 }
 
+/// Whole prompt passes on the tensor-core products (`Limits::tc_max_rows`, as
+/// `CAMELID_CUDA_TC_MAX_ROWS=256` asks, a knob for measuring them against the GEMMs on a card)
+/// against the f16 GEMMs they replace: the same f16 weights and activations, f32 sums in another
+/// order, so the logits agree but for an activation pushed across an f16 rounding boundary now
+/// and then. Measured on the emulated driver, as a share of max(1, max |ref|): 7.5e-4 to 1.2e-3
+/// over these files; a wrong slice or row offset moves logits by whole units.
+const TC_PROMPT_BOUND: f32 = 5e-3;
+
+#[test]
+fn tensor_core_products_of_whole_prompts_equal_the_gemms() {
+    if !gpu() {
+        return;
+    }
+    each_q4_0(|name, m, path| {
+        let (_, gemm) = pair(path, Precision::Fast, None);
+        let limits = Limits {
+            tc_max_rows: Some(MAX_BATCH),
+            ..Limits::default()
+        };
+        let (_, tc) = pair_with(path, Precision::Fast, limits);
+        // A prompt of three times the tokens: one pass of 192 rows, six slices of 32 vectors.
+        let long = tokens(m).repeat(3);
+        let (a, b) = (run_all(&tc, &long), run_all(&gemm, &long));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| max_diff(x, y) / max_abs(y).max(1.0))
+            .fold(0.0f32, f32::max);
+        eprintln!("{name:>14} tensor-core prompt products: {worst:.3e} of max(1, max |ref|)");
+        assert!(
+            worst > 0.0,
+            "{name}: the prompt did not take the tensor-core products"
+        );
+        assert_within(
+            &a,
+            &b,
+            TC_PROMPT_BOUND,
+            &format!("{name} tensor-core prompt products"),
+        );
+    });
+}
+
 /// The fast path (tensor-core products for prompts of up to 64 tokens, f16 GEMMs past that)
 /// against the transformers reference on each file's own weights, with f32 caches and with f16
 /// ones (the fast precision's default), both devices alike: its mean error is no larger than the
