@@ -19,9 +19,9 @@ use crate::kernels::Kernels;
 /// How a product of `n` activation rows runs:
 /// - at the fast precision, from [`TC_ROWS_DEFAULT`] rows (`CAMELID_CUDA_TC_ROWS` sets it) up to
 ///   [`TC_MAX_ROWS_DEFAULT`] (`CAMELID_CUDA_TC_MAX_ROWS`, up to `MAX_BATCH`: a prompt pass on
-///   them rather than on the GEMMs, to measure), on the tensor cores (`tc_matvec_<t>`: weights decoded in registers and
-///   rounded to f16, f16 activations, f32 sums; the GEMM path's inputs without expanding the
-///   matrix into memory), one launch that reads the matrix once;
+///   them rather than on the GEMMs, to measure), on the tensor cores (`tc_matvec_<t>`: weights
+///   decoded in registers and rounded to f16, f16 activations, f32 sums; the GEMM path's inputs
+///   without expanding the matrix into memory), one launch that reads the matrix once;
 /// - otherwise up to [`MATVEC_ROWS_DEFAULT`] rows (`CAMELID_CUDA_MATVEC_ROWS`) on the f32
 ///   `matvec_<t>` kernels, one launch that reads the quantized matrix once (rows 8 at a time,
 ///   `MV_MAX_N` in quant.cu, each slice after the first finding a CTA's weights in cache);
@@ -44,7 +44,9 @@ pub(crate) const TC_MAX_ROWS_DEFAULT: usize = 64;
 /// in quant.cu): float weights, exact in f16 or nearly, whose products' error would otherwise
 /// be the activations' one f16 rounding. A quantized matrix's own error is far larger. (By
 /// arithmetic, the second mma costs these no time: at 2 bytes a weight their products stay
-/// bound by the weights' reads. Not measured on a card.)
+/// bound by the weights' reads. Not measured on a card.) The kernels decide the same by the
+/// format's kind; were the two to differ, a kernel would read remainders never written, which
+/// the emulated driver's NaN-filled memory turns into failing F16 and BF16 tests.
 fn tc_split(t: DType) -> bool {
     matches!(t, DType::F16 | DType::BF16)
 }
