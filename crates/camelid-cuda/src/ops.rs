@@ -45,8 +45,8 @@ pub(crate) const TC_MAX_ROWS_DEFAULT: usize = 64;
 /// be the activations' one f16 rounding. A quantized matrix's own error is far larger. (By
 /// arithmetic, the second mma costs these no time: at 2 bytes a weight their products stay
 /// bound by the weights' reads. Not measured on a card.) The kernels decide the same by the
-/// format's kind; were the two to differ, a kernel would read remainders never written, which
-/// the emulated driver's NaN-filled memory turns into failing F16 and BF16 tests.
+/// format's kind; were the two to differ, a kernel would read remainders this pass never wrote
+/// (NaN or another pass's), and the F16 and BF16 fast-path tests would fail.
 fn tc_split(t: DType) -> bool {
     matches!(t, DType::F16 | DType::BF16)
 }
