@@ -401,8 +401,9 @@ impl Kernels {
             if let Some(c) = cache {
                 store(c, &image);
             }
-            let module = load_image(&image, target.ptx)
-                .map_err(|e| CudaError::at(&format!("loading {} ({arch})", p.name), e))?;
+            let module = load_image(&image, target.ptx).map_err(|e| {
+                CudaError(format!("loading {} ({arch}): {e}{}", p.name, driver_note()))
+            })?;
             modules.list.push(module);
         }
         let mut by_type = Vec::new();
@@ -561,11 +562,43 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 fn nvrtc_version() -> Result<String> {
+    let (major, minor) = nvrtc_major_minor()?;
+    Ok(format!("{major}.{minor}"))
+}
+
+fn nvrtc_major_minor() -> Result<(i32, i32)> {
     let (mut major, mut minor): (c_int, c_int) = (0, 0);
     // SAFETY: two out-pointers to live integers.
     let r = unsafe { nvrtc::nvrtcVersion(&mut major, &mut minor) };
     nvrtc_check(r, "nvrtcVersion")?;
-    Ok(format!("{major}.{minor}"))
+    Ok((major, minor))
+}
+
+/// What to add to a compiled image's load error when the driver is older than the NVRTC that
+/// compiled it ([`older_driver_note`]); nothing otherwise, or when a version cannot be read.
+fn driver_note() -> String {
+    let mut driver = 0;
+    // SAFETY: one out-pointer to a live integer.
+    let read = unsafe { sys::cuDriverGetVersion(&mut driver) }.result();
+    match (read, nvrtc_major_minor()) {
+        (Ok(()), Ok(nvrtc)) => older_driver_note(driver, nvrtc).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// The note for a driver of CUDA version `driver` (1000 · major + 10 · minor, as
+/// `cuDriverGetVersion` gives it) older than NVRTC `nvrtc`: such a driver may refuse newer
+/// toolkits' images (NVIDIA's compatibility rules promise them only within a major version,
+/// and PTX only from an older toolkit).
+fn older_driver_note(driver: i32, nvrtc: (i32, i32)) -> Option<String> {
+    let have = (driver / 1000, driver % 1000 / 10);
+    (have < nvrtc).then(|| {
+        format!(
+            " (the driver is CUDA {}.{} and NVRTC {}.{} compiled the kernels: update the driver, \
+             or put the libraries of a CUDA {}.x toolkit first on LD_LIBRARY_PATH)",
+            have.0, have.1, nvrtc.0, nvrtc.1, have.0
+        )
+    })
 }
 
 fn nvrtc_check(r: nvrtc::nvrtcResult, what: &str) -> Result<()> {
@@ -650,6 +683,21 @@ fn c_chars_to_string(v: &[c_char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A driver older than NVRTC is named in a load error's note, with the way out; an equal
+    /// or newer one adds nothing.
+    #[test]
+    fn a_driver_older_than_nvrtc_is_named() {
+        let note = older_driver_note(12040, (13, 0)).unwrap();
+        assert!(
+            note.contains("the driver is CUDA 12.4 and NVRTC 13.0")
+                && note.contains("a CUDA 12.x toolkit"),
+            "{note}"
+        );
+        assert!(older_driver_note(12040, (12, 9)).is_some());
+        assert_eq!(older_driver_note(12090, (12, 9)), None);
+        assert_eq!(older_driver_note(13000, (12, 9)), None);
+    }
 
     /// The text of `kernels/iq_grids.cuh`: camelid-kernels' codebooks (generated there from
     /// gguf-py, and checked against its dequantizers) as `__device__` arrays.
