@@ -473,21 +473,30 @@ fn top_candidates(
     picks.extend(logits.iter().step_by(STRIDE).map(|&l| ordered_bits(l)));
     let (_, &mut bar, _) = picks.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
     cands.clear();
-    // Most blocks of 8 hold none: a test of all 8 at once (it vectorizes) passes them by.
-    for (b, block) in logits.chunks(8).enumerate() {
-        if !block
-            .iter()
-            .fold(false, |any, &l| any | (ordered_bits(l) >= bar))
-        {
-            continue;
+    // Blocks of 16 logits: which pass, as the bits of a mask (the tests vectorize), then one
+    // push per bit set; most blocks have none.
+    let blocks = logits.chunks_exact(16);
+    let tail = blocks.remainder();
+    let mut push = |id: usize, logit: f32| {
+        cands.push(Candidate {
+            id: id as u32,
+            logit,
+        })
+    };
+    for (b, block) in blocks.enumerate() {
+        let mut mask = block.iter().enumerate().fold(0u32, |m, (i, &l)| {
+            m | u32::from(ordered_bits(l) >= bar) << i
+        });
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            push(16 * b + i, block[i]);
+            mask &= mask - 1;
         }
-        for (i, &l) in block.iter().enumerate() {
-            if ordered_bits(l) >= bar {
-                cands.push(Candidate {
-                    id: (8 * b + i) as u32,
-                    logit: l,
-                });
-            }
+    }
+    let at = logits.len() - tail.len();
+    for (i, &l) in tail.iter().enumerate() {
+        if ordered_bits(l) >= bar {
+            push(at + i, l);
         }
     }
     true
