@@ -404,10 +404,11 @@ fn from_ordered_bits(m: u32) -> f32 {
     f32::from_bits(if m >> 31 == 1 { m & !(1 << 31) } else { !m })
 }
 
-/// Sorts `cands` by [`most_likely_first`]. A whole vocabulary, still in id order as built, by
-/// a radix sort of the logits' bits (inverted, so that larger comes first), least significant
-/// byte first: up to four stable counting passes, which leave equal logits in id order, as the
-/// comparison does. Anything else (the top k, in the order picking left them) by comparison.
+/// Sorts `cands` by [`most_likely_first`]. More than 256 still in id order (the whole
+/// vocabulary as built, or those a bar let through) by a radix sort of the logits' bits
+/// (inverted, so that larger comes first), least significant byte first: up to four stable
+/// counting passes, which leave equal logits in id order, as the comparison does. Anything
+/// else (the top k, in the order picking left them) by comparison.
 fn sort_most_likely_first(cands: &mut [Candidate], keys: &mut Vec<u64>) {
     if cands.len() <= 256 || !cands.is_sorted_by_key(|c| c.id) {
         cands.sort_unstable_by(most_likely_first);
