@@ -10,6 +10,14 @@
 #   5. the emulated driver (kernels/emu/driver.cpp: the driver API and the cuBLAS calls the
 #      backend makes, the kernels run as in 4) into target/cuda-emu/libcuda.so (and
 #      libcublas.so), with which scripts/test.sh runs the backend's GPU tests on the CPU.
+# With CAMELID_EMU_SANITIZE=1, 4 and 5 are built with AddressSanitizer and UBSan (the kernels'
+# __shared__ arrays are static there, so red zones surround them; device buffers end at guard
+# pages either way), the driver into target/cuda-emu-asan instead. The backend's tests then need
+# the sanitizer's runtime loaded first, e.g.:
+#   LD_PRELOAD=$(g++ -print-file-name=libasan.so) \
+#   ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:handle_segv=0:allow_user_segv_handler=1 \
+#   LD_LIBRARY_PATH=target/cuda-emu-asan:<NVRTC's folder> target/debug/deps/cuda-<hash>
+# (the test binary `cargo test -p camelid-cuda --test cuda --no-run` names).
 # The compilers come from PyPI by package name, pinned, into a virtual environment under
 # ~/.cache/camelid (CAMELID_CUDA_VENV overrides). Needs python3 with venv and pip, and a host
 # C++ compiler (nvcc preprocesses with it). Exits non-zero on any error or warning.
@@ -217,16 +225,23 @@ cxx=$(command -v g++ || command -v c++)
 # libcuda.so only (cudarc's first choice): NVRTC looks for libcuda.so.1 and calls private entry
 # points of the real driver when it finds one.
 emu_dir="$root/target/cuda-emu"
+san=()
+if [ "${CAMELID_EMU_SANITIZE:-0}" = 1 ]; then
+    san=(-g -fsanitize=address,undefined -fno-sanitize=vptr)
+    emu_dir="$root/target/cuda-emu-asan"
+    # The fibers switch stacks under the sanitizer; the emulation's statics live to the end.
+    export ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0
+fi
 mkdir -p "$emu_dir"
-"$cxx" -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -w -I"$kdir/emu" -I"$out/emu" \
+"$cxx" "${san[@]}" -O2 -std=c++20 -shared -fPIC -fvisibility=hidden -w -I"$kdir/emu" -I"$out/emu" \
     "$kdir/emu/driver.cpp" -o "$emu_dir/libcuda.so.tmp" >"$out/driver.log" 2>&1 &
 driver=$!
 # The decode products' tests again with another CTA shape (4 rows of 2 warps), built beside the
 # first run.
-"$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" -DMV_ROWS=4 -DMV_WARPS=2 \
+"$cxx" "${san[@]}" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" -DMV_ROWS=4 -DMV_WARPS=2 \
     "$kdir/emu/test.cpp" -o "$out/emu/test-4x2" >"$out/test-4x2.log" 2>&1 &
 shaped=$!
-if "$cxx" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" "$kdir/emu/test.cpp" \
+if "$cxx" "${san[@]}" -O1 -std=c++20 -pthread -w -I"$kdir/emu" -I"$out/emu" "$kdir/emu/test.cpp" \
     -o "$out/emu/test"; then
     "$out/emu/test" | sed 's/^/  /' || status=1
 else
