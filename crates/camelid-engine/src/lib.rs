@@ -15,6 +15,7 @@ pub mod compare;
 pub mod conversation;
 pub mod eval;
 pub mod eval_io;
+mod exp_sum;
 pub mod generate;
 pub mod load;
 pub mod options;

@@ -830,15 +830,13 @@ fn sample_rows(tok: &Tokenizer, actives: &mut [&mut Active], rows: &[(usize, Nex
 /// The log-probability of `chosen` and the `k` most likely tokens, under the model's
 /// distribution (log-softmax of the raw logits, before any sampling setting).
 fn logprobs(tok: &Tokenizer, logits: &[f32], chosen: u32, k: usize) -> TokenLogprob {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let lse = max + sum.ln() as f32;
+    let lse = camelid_engine::eval::log_sum_exp(logits);
     let cand = |id: u32| {
         let bytes = tok.token_bytes(id).unwrap_or_default().to_vec();
         Candidate {
             text: String::from_utf8_lossy(&bytes).into_owned(),
             bytes,
-            logprob: logits[id as usize] - lse,
+            logprob: (logits[id as usize] as f64 - lse) as f32,
         }
     };
     // The k largest, kept sorted descending while scanning once.
