@@ -294,24 +294,55 @@ pub fn eval_chunk(
     // projection is a large share of a small model's work.
     model.forward(state, &tokens[..first], false, |_, _| {})?;
     let mut m = Moments::default();
-    model.forward(state, &tokens[first..], true, |i, logits| {
-        // Row i is position first + i; the last position predicts nothing inside the chunk.
-        if first + i + 1 >= n_ctx {
-            return;
+    let mut log_z = Vec::new();
+    let v = model.config.n_vocab;
+    model.forward_batches(state, &tokens[first..], |start, rows| {
+        log_sum_exp_rows(rows, v, &mut log_z);
+        for (j, (logits, &log_z)) in rows.chunks_exact(v).zip(&log_z).enumerate() {
+            // Row i is position first + i; the last position predicts nothing inside the chunk.
+            let i = start + j;
+            if first + i + 1 >= n_ctx {
+                return;
+            }
+            let target = tokens[first + i + 1];
+            let nll = log_z - logits[target as usize] as f64;
+            m.push(nll);
+            on_row(ScoredRow {
+                index: i,
+                target,
+                logits,
+                log_z,
+                nll,
+            });
         }
-        let target = tokens[first + i + 1];
-        let log_z = log_sum_exp(logits);
-        let nll = log_z - logits[target as usize] as f64;
-        m.push(nll);
-        on_row(ScoredRow {
-            index: i,
-            target,
-            logits,
-            log_z,
-            nll,
-        });
     })?;
     Ok(m)
+}
+
+/// [`log_sum_exp`] of each row of `rows` (`[n, v]`) into `out`, the rows shared out over the
+/// host's cores: a pass on a GPU gives its rows faster than one core sums them.
+pub fn log_sum_exp_rows(rows: &[f32], v: usize, out: &mut Vec<f64>) {
+    let n = rows.len() / v.max(1);
+    out.clear();
+    out.resize(n, 0.0);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = n.div_ceil(threads.min(n).max(1)).max(1);
+    let sums = |rows: &[f32], out: &mut [f64]| {
+        for (row, o) in rows.chunks_exact(v).zip(out) {
+            *o = log_sum_exp(row);
+        }
+    };
+    // The first share on this thread, the others on threads of their own.
+    std::thread::scope(|s| {
+        let mut shares = rows.chunks(per * v).zip(out.chunks_mut(per));
+        let here = shares.next();
+        for (rows, out) in shares {
+            s.spawn(move || sums(rows, out));
+        }
+        if let Some((rows, out)) = here {
+            sums(rows, out);
+        }
+    });
 }
 
 /// The BOS a chunk starts with: llama.cpp puts it in only when the vocabulary adds BOS.

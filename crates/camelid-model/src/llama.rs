@@ -174,6 +174,35 @@ impl Model {
         mut on_logits: impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
         let v = self.config.n_vocab;
+        self.run(state, tokens, all, |first, rows| {
+            for (i, row) in rows.chunks_exact(v).enumerate() {
+                on_logits(first + i, row);
+            }
+        })
+    }
+
+    /// [`Model::forward`] with every token's logits, a pass at a time: `on_rows(first, rows)`
+    /// with the `[n, V]` logits of tokens `first..first + n` (`n` at most [`MAX_BATCH`]), so
+    /// that the caller can share its work on them out over threads.
+    pub fn forward_batches(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        on_rows: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        self.run(state, tokens, true, on_rows)
+    }
+
+    /// The passes of [`Model::forward`]: `on_rows(first, rows)` after each pass with the logits
+    /// of its rows (`all`), or once with the last token's.
+    fn run(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        all: bool,
+        mut on_rows: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        let v = self.config.n_vocab;
         self.check(state, tokens)?;
         // The row list and logits leave the state for the pass (a move, no copy) so that the
         // state's cache can be lent beside them.
@@ -213,11 +242,9 @@ impl Model {
             }
             state.pos += chunk.len();
             if all {
-                for i in 0..chunk.len() {
-                    on_logits(done + i, &logits[i * v..][..v]);
-                }
+                on_rows(done, &logits[..chunk.len() * v]);
             } else if last_chunk {
-                on_logits(tokens.len() - 1, &logits[..v]);
+                on_rows(tokens.len() - 1, &logits[..v]);
             }
             done += chunk.len();
         }
