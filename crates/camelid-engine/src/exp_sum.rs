@@ -6,8 +6,8 @@
 /// `e^x` for `x ≤ 0` (below -87, where `e^x` is about 1.6e-38, as at -87): `2^n · e^r` with
 /// `n = round(x · log2 e)` and `|r| ≤ ln 2 / 2`, `e^r` by the degree-6 polynomial of Cephes
 /// `expf` (S. Moshier, Cephes Math Library), `ln 2` split in two so that `r` is exact; within
-/// 1.2e-7 of `e^x`. Multiplications, additions (none fused) and bit moves only: the loops of
-/// [`exp_sum`] vectorize, and every lane gives the bits a scalar call gives.
+/// 1.5e-7 of `e^x`, relative. Multiplications, additions (none fused) and bit moves only: the
+/// loops of [`exp_sum`] vectorize, and every lane gives the bits a scalar call gives.
 #[inline(always)]
 fn exp_le0(x: f32) -> f32 {
     // Adding 1.5 · 2^23 rounds to an integer (to nearest), left in the low bits.

@@ -51,7 +51,13 @@ pub fn greedy_token(logits: &[f32]) -> u32 {
     if logits.first().is_none_or(|l| l.is_nan()) {
         return 0;
     }
-    // The maximum over 16 independent lanes (the loop vectorizes), then its first position.
+    let max = max_logit(logits);
+    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
+}
+
+/// The largest of `logits`, NaN aside (-∞ for none): the maximum over 16 independent lanes
+/// (the loop vectorizes).
+pub fn max_logit(logits: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 16];
     let chunks = logits.chunks_exact(16);
     let tail = chunks.remainder();
@@ -60,11 +66,10 @@ pub fn greedy_token(logits: &[f32]) -> u32 {
             *m = m.max(l);
         }
     }
-    let max = lanes
+    lanes
         .iter()
         .chain(tail)
-        .fold(f32::NEG_INFINITY, |m, &l| m.max(l));
-    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
+        .fold(f32::NEG_INFINITY, |m, &l| m.max(l))
 }
 
 /// The activation buffers of a pass, each `[B, width]` for the `B` rows of the batch (at most
