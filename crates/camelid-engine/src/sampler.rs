@@ -328,9 +328,12 @@ fn draw(
     // degenerate request still gets a token rather than a NaN distribution.
     let live = cands.partition_point(|c| c.logit > f32::NEG_INFINITY);
     cands.truncate(live.max(1));
-    let max = cands.first()?.logit;
+    // An empty vocabulary draws token 0, as the greedy pick does, rather than failing.
+    let Some(&Candidate { id, logit: max }) = cands.first() else {
+        return Some(0);
+    };
     if max == f32::NEG_INFINITY {
-        return Some(cands[0].id);
+        return Some(id);
     }
     let sum_all = |t: f32| match vocab {
         Some(logits) => exp_sum_slice(logits, max, t),
@@ -978,6 +981,14 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// No logits at all (a model of no vocabulary) draw token 0 on every path, as greedy does.
+    #[test]
+    fn an_empty_vocabulary_draws_token_0() {
+        for config in [plain(), SamplerConfig::default(), SamplerConfig::greedy()] {
+            assert_eq!(Sampler::new(config).sample(&[], &[]), 0);
         }
     }
 
