@@ -492,12 +492,17 @@ fn early_launches(major: i32) -> Result<bool> {
     if major < 9 || std::env::var("CAMELID_CUDA_PDL").is_ok_and(|v| v == "0") {
         return Ok(false);
     }
+    Ok(driver_version()? >= 12030)
+}
+
+/// The driver's CUDA version, 1000 · major + 10 · minor.
+fn driver_version() -> Result<i32> {
     let mut version = 0;
     // SAFETY: one out-pointer to a live integer.
     unsafe { sys::cuDriverGetVersion(&mut version) }
         .result()
         .map_err(|e| CudaError::at("reading the driver version", e))?;
-    Ok(version >= 12030)
+    Ok(version)
 }
 
 /// Loads a CUBIN image, or NUL-terminated PTX text (`ptx`), into the current context.
@@ -577,11 +582,8 @@ fn nvrtc_major_minor() -> Result<(i32, i32)> {
 /// What to add to a compiled image's load error when the driver is older than the NVRTC that
 /// compiled it ([`older_driver_note`]); nothing otherwise, or when a version cannot be read.
 fn driver_note() -> String {
-    let mut driver = 0;
-    // SAFETY: one out-pointer to a live integer.
-    let read = unsafe { sys::cuDriverGetVersion(&mut driver) }.result();
-    match (read, nvrtc_major_minor()) {
-        (Ok(()), Ok(nvrtc)) => older_driver_note(driver, nvrtc).unwrap_or_default(),
+    match (driver_version(), nvrtc_major_minor()) {
+        (Ok(driver), Ok(nvrtc)) => older_driver_note(driver, nvrtc).unwrap_or_default(),
         _ => String::new(),
     }
 }

@@ -313,7 +313,10 @@ pub fn log_sum_exp_rows(rows: &[f32], v: usize, out: &mut Vec<f64>) {
     let n = rows.len() / v.max(1);
     out.clear();
     out.resize(n, 0.0);
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    // Read once: on Linux the answer comes from the cgroup's files.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads =
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
     let per = n.div_ceil(threads.min(n).max(1)).max(1);
     let sums = |rows: &[f32], out: &mut [f64]| {
         for (row, o) in rows.chunks_exact(v).zip(out) {

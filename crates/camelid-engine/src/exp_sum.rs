@@ -60,9 +60,9 @@ fn from_fixed_point(hi: i64, lo: i64) -> f64 {
 /// the vocabulary in id order give the same normalizer), and is within 2^-46 a term of the
 /// exact one.
 pub(crate) fn exp_sum(logits: impl Iterator<Item = f32>, max: f32, t: f32) -> f64 {
-    let (mut hi, mut lo) = (0i64, 0i64);
+    let (mut hi, mut lo, inv_t) = (0i64, 0i64, 1.0 / t);
     for l in logits {
-        let (h, l) = fixed_point(weight(l, max, 1.0 / t));
+        let (h, l) = fixed_point(weight(l, max, inv_t));
         (hi, lo) = (hi + i64::from(h), lo + i64::from(l));
     }
     from_fixed_point(hi, lo)

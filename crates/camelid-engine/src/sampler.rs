@@ -292,18 +292,19 @@ impl Sampler {
             sort_most_likely_first(&mut self.cands, &mut self.keys);
             return draw(&mut self.cands, None, true, c, r).expect("a whole list draws");
         }
+        let mut vocab = VocabSums::new(logits);
         for k in FIRST_SORTED {
             if !top_candidates(logits, k, &mut self.cands, &mut self.picks) {
                 break;
             }
             sort_most_likely_first(&mut self.cands, &mut self.keys);
-            if let Some(token) = draw(&mut self.cands, Some(logits), false, c, r) {
+            if let Some(token) = draw(&mut self.cands, Some(&mut vocab), false, c, r) {
                 return token;
             }
         }
         all_candidates(logits, &mut self.cands);
         sort_most_likely_first(&mut self.cands, &mut self.keys);
-        draw(&mut self.cands, Some(logits), true, c, r).expect("a whole list draws")
+        draw(&mut self.cands, Some(&mut vocab), true, c, r).expect("a whole list draws")
     }
 }
 
@@ -313,13 +314,42 @@ impl Sampler {
 /// past the first; then all.
 const FIRST_SORTED: [usize; 2] = [16, 256];
 
+/// The whole vocabulary's sums of a token ([`exp_sum_slice`]), each taken once however many
+/// sorts the draw goes through: at temperature 1 (top-p, min-p) and at `T`.
+struct VocabSums<'a> {
+    logits: &'a [f32],
+    /// `((max, t), sum)` of the sums taken (two at most: no allocation in a token's path).
+    taken: [Option<((f32, f32), f64)>; 2],
+}
+
+impl<'a> VocabSums<'a> {
+    fn new(logits: &'a [f32]) -> Self {
+        VocabSums {
+            logits,
+            taken: [None; 2],
+        }
+    }
+
+    fn sum(&mut self, max: f32, t: f32) -> f64 {
+        let key = (max, t);
+        if let Some((_, s)) = self.taken.iter().flatten().find(|(k, _)| *k == key) {
+            return *s;
+        }
+        let s = exp_sum_slice(self.logits, max, t);
+        // A third key cannot come (max is the vocabulary's); were it to, it replaces the first.
+        let slot = self.taken.iter().position(Option::is_none).unwrap_or(0);
+        self.taken[slot] = Some((key, s));
+        s
+    }
+}
+
 /// The chain's steps 3 to 6 along `cands`, sorted most likely first, with the uniform draw
 /// `r`. The sums are over `vocab`'s logits where given (the whole vocabulary, of which `cands`
 /// are the most likely), over `cands` otherwise. Unless `cands` are `complete` (all of the
 /// vocabulary or the top k), a walk that reaches past their end gives None.
 fn draw(
     cands: &mut Vec<Candidate>,
-    vocab: Option<&[f32]>,
+    mut vocab: Option<&mut VocabSums>,
     complete: bool,
     c: &SamplerConfig,
     r: f32,
@@ -335,15 +365,15 @@ fn draw(
     if max == f32::NEG_INFINITY {
         return Some(id);
     }
-    let sum_all = |t: f32| match vocab {
-        Some(logits) => exp_sum_slice(logits, max, t),
+    let mut sum_all = |cands: &[Candidate], t: f32| match vocab.as_deref_mut() {
+        Some(v) => v.sum(max, t),
         None => exp_sum(cands.iter().map(|c| c.logit), max, t),
     };
     // Top-p and min-p keep a prefix: up to where the probabilities (before temperature) first
     // sum to `p`, and before the first below `min_p` × the largest (whose exponential is 1).
     let mut kept = None;
     if c.top_p < 1.0 || c.min_p > 0.0 {
-        let sum = sum_all(1.0);
+        let sum = sum_all(cands, 1.0);
         let floor = prob(1.0, sum) * c.min_p;
         let mut acc = 0.0f64;
         for (i, cand) in cands.iter().enumerate() {
@@ -370,7 +400,7 @@ fn draw(
                 exp_sum(cands[..n].iter().map(|c| c.logit), max, c.temperature),
             )
         }
-        None => (cands.len(), sum_all(c.temperature)),
+        None => (cands.len(), sum_all(cands, c.temperature)),
     };
     let (mut acc, inv_t) = (0.0f32, 1.0 / c.temperature);
     for cand in &cands[..keep] {
