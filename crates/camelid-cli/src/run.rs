@@ -8,7 +8,8 @@ use camelid_engine::chat::ChatTemplate;
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
 use camelid_engine::options::{self, Seed};
 use camelid_engine::sampler::SamplingOptions;
-use camelid_engine::{FinishReason, GenParams, SamplerConfig, generate};
+use camelid_engine::speculate::{DraftModel, Drafter, Lookup, Speculator};
+use camelid_engine::{FinishReason, GenParams, SamplerConfig, Speculation, generate_with};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
 use camelid_tokenizer::text::utf8_text;
@@ -129,6 +130,74 @@ impl SampleArgs {
     }
 }
 
+/// Speculative decoding, shared by `run` and `chat`: the tokens are those plain decoding gives
+/// (the same seed draws the same text); only the speed changes.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DraftArgs {
+    /// Speculative decoding with this smaller model of the same vocabulary as the draft (a
+    /// GGUF file, a Hugging Face folder...; loaded with the same --device, --threads and
+    /// --precision): it proposes tokens, the model checks them several at a time.
+    #[arg(
+        long = "model-draft",
+        visible_alias = "draft-model",
+        value_name = "MODEL",
+        conflicts_with = "lookup"
+    )]
+    pub model_draft: Option<String>,
+    /// Speculative decoding by prompt lookup: the draft is what followed the latest earlier
+    /// occurrence of the last 2 to 4 tokens (no second model; good where the output repeats
+    /// the input: edits, summaries, code, extraction).
+    #[arg(long)]
+    pub lookup: bool,
+    /// With --model-draft or --lookup: draft tokens checked per pass at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub draft_max: u16,
+    /// With --model-draft: the draft stops before a token the draft model gives less than this
+    /// probability (llama.cpp's --draft-p-min).
+    #[arg(long, default_value_t = 0.75)]
+    pub draft_p_min: f32,
+}
+
+/// The draft model of --model-draft, loaded.
+pub struct DraftLoaded(Option<camelid_engine::load::Loaded>);
+
+impl DraftArgs {
+    /// Loads the draft model, if one is asked for, as `load` says (its --device, threads...).
+    pub fn load(&self, load: &LoadArgs) -> Result<DraftLoaded> {
+        let Some(m) = &self.model_draft else {
+            return Ok(DraftLoaded(None));
+        };
+        let path = crate::fetch::resolve_model(Some(m))?;
+        let loaded = crate::load::load_from(&path, load)
+            .with_context(|| format!("--model-draft {}", path.display()))?;
+        Ok(DraftLoaded(Some(loaded)))
+    }
+
+    /// The speculator of these options for `target`, if speculation is asked for.
+    pub fn speculator<'m>(
+        &self,
+        draft: &'m DraftLoaded,
+        target: &camelid_engine::load::Loaded,
+    ) -> Result<Option<Speculator<'m>>> {
+        let drafter = match &draft.0 {
+            Some(d) => Drafter::Model(
+                DraftModel::new(
+                    &d.model,
+                    &d.tokenizer,
+                    &target.tokenizer,
+                    target.model.config.n_vocab,
+                    target.n_ctx,
+                    self.draft_p_min,
+                )
+                .context("--model-draft")?,
+            ),
+            None if self.lookup => Drafter::Lookup(Lookup::default()),
+            None => return Ok(None),
+        };
+        Ok(Some(Speculator::new(drafter, usize::from(self.draft_max))))
+    }
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -153,6 +222,8 @@ pub struct RunArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub sample: SampleArgs,
+    #[command(flatten)]
+    pub draft: DraftArgs,
     /// Print the generated ids, text and timings as JSON instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -171,6 +242,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
         (None, None) => bail!("give a prompt with -p TEXT or -f FILE"),
     };
     let loaded = load(&a.load)?;
+    let draft = a.draft.load(&a.load)?;
+    let mut speculator = a.draft.speculator(&draft, &loaded)?;
     let sampler = a.sample.sampler(&loaded.sampling)?;
     let options = a.sample.options();
     if let Some(note) = options.hints_note(&loaded.sampling) {
@@ -192,16 +265,29 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let cancel = crate::interrupt_flag();
     let mut stdout = io::stdout().lock();
     let mut io_err: io::Result<()> = Ok(());
-    let g = generate(model, &mut state, tok, &ids, &params, cancel, |text| {
-        if !a.json && io_err.is_ok() {
-            io_err = stdout
-                .write_all(text.as_bytes())
-                .and_then(|_| stdout.flush());
-            if io_err.is_err() {
-                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let spec = speculator.as_mut().map(|speculator| Speculation {
+        speculator,
+        before: &[],
+    });
+    let g = generate_with(
+        model,
+        &mut state,
+        tok,
+        &ids,
+        &params,
+        spec,
+        cancel,
+        |text| {
+            if !a.json && io_err.is_ok() {
+                io_err = stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|_| stdout.flush());
+                if io_err.is_err() {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
-        }
-    })?;
+        },
+    )?;
     io_err.context("writing to stdout")?;
     let ended_at_once = g.tokens.is_empty() && g.finish == FinishReason::EndOfGeneration;
     if ended_at_once && !a.chat && template.is_some() {

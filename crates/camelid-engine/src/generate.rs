@@ -15,6 +15,7 @@ use camelid_model::{Model, ModelError, Next, State, Want};
 use camelid_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::speculate::{SpecStats, Speculator};
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -55,6 +56,8 @@ pub struct Generation {
     pub gen_time: Duration,
     /// With a grammar: the time spent on token masks and how many were computed.
     pub masks: Option<(Duration, u32)>,
+    /// With speculative decoding: drafts proposed and taken.
+    pub speculation: Option<SpecStats>,
 }
 
 impl Generation {
@@ -99,6 +102,9 @@ impl Generation {
                 t.as_secs_f64() * 1e6 / f64::from(n.max(1))
             ));
         }
+        if let Some(s) = self.speculation {
+            lines.push(s.summary());
+        }
         lines
     }
 
@@ -120,7 +126,12 @@ impl Generation {
                 "gen_tokens_per_s": self.gen_tokens_per_s(),
                 "grammar_masks": self.masks.map(|m| m.1),
                 "grammar_mask_ms": self.masks.map(|m| m.0.as_secs_f64() * 1e3),
-            }
+            },
+            "speculation": self.speculation.map(|s| serde_json::json!({
+                "passes": s.passes,
+                "drafted": s.drafted,
+                "accepted": s.accepted,
+            })),
         })
     }
 }
@@ -169,6 +180,29 @@ pub fn generate(
     prompt: &[u32],
     params: &GenParams,
     cancel: &AtomicBool,
+    on_text: impl FnMut(&str),
+) -> Result<Generation, GenError> {
+    generate_with(model, state, tok, prompt, params, None, cancel, on_text)
+}
+
+/// A drafter for [`generate_with`] and the tokens `state` holds before the prompt (its
+/// `state.pos` first tokens: what a draft model or a lookup reads besides the prompt).
+pub struct Speculation<'s, 'm> {
+    pub speculator: &'s mut Speculator<'m>,
+    pub before: &'s [u32],
+}
+
+/// [`generate`], with speculative decoding when `spec` is given: the same tokens, fewer
+/// passes over the weights when the drafts are good (`crate::speculate`).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_with(
+    model: &Model,
+    state: &mut State,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    params: &GenParams,
+    mut spec: Option<Speculation<'_, '_>>,
+    cancel: &AtomicBool,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, GenError> {
     let mut cont = Continuation::new(tok, prompt, params)?;
@@ -178,6 +212,12 @@ pub fn generate(
             n_ctx: state.n_ctx,
         });
     }
+    // The whole sequence, for the drafter.
+    let mut text: Vec<u32> = match &spec {
+        Some(s) => [s.before, prompt].concat(),
+        None => Vec::new(),
+    };
+    let mut stats = SpecStats::default();
     let t0 = Instant::now();
     let mut next = 0u32;
     model.forward(state, prompt, false, |_, logits| next = cont.sample(logits))?;
@@ -190,6 +230,28 @@ pub fn generate(
         }
         if let Some(finish) = cont.accept(next, state.pos < state.n_ctx, &mut on_text) {
             break finish;
+        }
+        if let Some(s) = spec.as_mut() {
+            text.push(next);
+            // The pass takes `next` and the draft: it must fit in the cache, and drafts past
+            // the token budget would be computed for nothing.
+            let room = state.n_ctx - state.pos - 1;
+            let budget = cont.max_tokens.saturating_sub(cont.tokens.len() + 1);
+            let draft = s.speculator.propose(&text, room.min(budget))?;
+            if !draft.is_empty() {
+                let (taken, after) =
+                    check_draft(model, state, &mut cont, next, draft, &mut on_text)?;
+                stats.passes += 1;
+                stats.drafted += draft.len();
+                stats.accepted += taken;
+                text.extend_from_slice(&draft[..taken]);
+                s.speculator.taken(taken);
+                match after {
+                    AfterDraft::Finished(finish) => break finish,
+                    AfterDraft::Next(t) => next = t,
+                }
+                continue;
+            }
         }
         if cont.is_greedy() {
             // The model picks the token where the logits are (on a GPU, one number crosses).
@@ -220,7 +282,58 @@ pub fn generate(
         prompt_tokens: prompt.len(),
         prompt_time,
         gen_time: t1.elapsed(),
+        speculation: spec.map(|_| stats),
     })
+}
+
+/// How a checked draft ends: the token drawn after the draft tokens taken (not yet taken
+/// itself), or the reason taking one of them ended the generation.
+enum AfterDraft {
+    Next(u32),
+    Finished(FinishReason),
+}
+
+/// One pass over `next` (taken, not yet in the cache) and `draft`, sampling each row's logits
+/// in order while the draft holds. Returns the draft tokens taken and what came after them.
+/// The cache then holds what plain decoding would have fed: `next` and the draft tokens
+/// taken, but for the last one when it ended the generation.
+fn check_draft(
+    model: &Model,
+    state: &mut State,
+    cont: &mut Continuation<'_>,
+    next: u32,
+    draft: &[u32],
+    on_text: &mut impl FnMut(&str),
+) -> Result<(usize, AfterDraft), GenError> {
+    let (pos, n_ctx) = (state.pos, state.n_ctx);
+    let feed: Vec<u32> = std::iter::once(next).chain(draft.iter().copied()).collect();
+    let mut taken = 0;
+    let mut after = None;
+    // Row i holds the logits after feed[i]: those of plain decoding while the draft held.
+    model.forward(state, &feed, true, |i, logits| {
+        if after.is_some() {
+            return;
+        }
+        let t = cont.sample(logits);
+        if draft.get(i) != Some(&t) {
+            after = Some(AfterDraft::Next(t));
+            return;
+        }
+        taken += 1;
+        // Plain decoding would feed it at position pos + i + 1.
+        after = cont
+            .accept(t, pos + i + 1 < n_ctx, on_text)
+            .map(AfterDraft::Finished);
+    })?;
+    // The last row (after the whole draft) never matches, so something always came after.
+    let after = after.expect("the row after the draft decides");
+    state.pos = pos
+        + taken
+        + match after {
+            AfterDraft::Next(_) => 1,
+            AfterDraft::Finished(_) => 0,
+        };
+    Ok((taken, after))
 }
 
 /// One generation driven a token at a time by a caller who runs the model itself: what
@@ -452,6 +565,7 @@ mod tests {
             prompt_time: Duration::from_millis(500),
             gen_time: Duration::from_secs(2),
             masks: Some((Duration::from_millis(3), 4)),
+            speculation: None,
         };
         assert_eq!(
             g.summary_lines(64),

@@ -20,8 +20,11 @@ pub mod generate;
 pub mod load;
 pub mod options;
 pub mod sampler;
+pub mod speculate;
 
 /// Grammars for constrained decoding ([`GenParams::grammar`]).
 pub use camelid_constrain as constrain;
-pub use generate::{Continuation, FinishReason, GenParams, Generation, generate};
+pub use generate::{
+    Continuation, FinishReason, GenParams, Generation, Speculation, generate, generate_with,
+};
 pub use sampler::{Sampler, SamplerConfig};
