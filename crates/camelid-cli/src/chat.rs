@@ -14,7 +14,7 @@ use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
 use crate::load::{LoadArgs, load};
-use crate::run::SampleArgs;
+use crate::run::{DraftArgs, SampleArgs};
 
 const AFTER_HELP: &str = "\
 In a terminal, type a message and press Enter. Input:
@@ -53,6 +53,8 @@ pub struct ChatArgs {
     pub chat_template: Option<String>,
     #[command(flatten)]
     pub sample: SampleArgs,
+    #[command(flatten)]
+    pub draft: DraftArgs,
     /// After each reply, print token counts and speeds on stderr.
     #[arg(short, long)]
     pub verbose: bool,
@@ -63,6 +65,8 @@ pub fn run(a: &ChatArgs) -> Result<()> {
     // A --chat-template that names nothing fails before the model is loaded.
     let named = a.chat_template.as_deref().map(named_template).transpose()?;
     let loaded = load(&a.load)?;
+    let draft = a.draft.load(&a.load)?;
+    let speculator = a.draft.speculator(&draft, &loaded)?;
     let name = a
         .load
         .model
@@ -92,7 +96,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         sampler,
         grammar: a.sample.grammar(&loaded.tokenizer)?,
     };
-    let conv = Conversation::new(
+    let mut conv = Conversation::new(
         &loaded.model,
         &loaded.tokenizer,
         template,
@@ -100,6 +104,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
         system.map(str::to_string),
         params,
     )?;
+    conv.speculator = speculator;
     let mut chat = Chat {
         conv,
         verbose: a.verbose,

@@ -154,8 +154,17 @@ pub struct DraftArgs {
     pub draft_max: u16,
     /// With --model-draft: the draft stops before a token the draft model gives less than this
     /// probability (llama.cpp's --draft-p-min).
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, value_parser = probability)]
     pub draft_p_min: f32,
+}
+
+/// A probability, from 0 to 1.
+fn probability(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) => Err(format!("expected a probability from 0 to 1, got {p}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The draft model of --model-draft, loaded.
@@ -189,7 +198,10 @@ impl DraftArgs {
                     target.n_ctx,
                     self.draft_p_min,
                 )
-                .context("--model-draft")?,
+                .map_err(|e| {
+                    let name = self.model_draft.as_deref().unwrap_or_default();
+                    anyhow::anyhow!("--model-draft {name}: {e}")
+                })?,
             ),
             None if self.lookup => Drafter::Lookup(Lookup::default()),
             None => return Ok(None),

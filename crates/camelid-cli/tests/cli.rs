@@ -1145,3 +1145,101 @@ fn experiment_options_are_checked_first() {
     }
     assert!(!Path::new(out).exists(), "no output folder is made");
 }
+
+/// Speculative decoding prints what plain decoding prints: by prompt lookup on the default
+/// model, and with another tiny model of the same vocabulary as the draft of a tiny model,
+/// greedy and seeded; a draft model of another vocabulary, or settings out of range, are clear
+/// errors.
+#[test]
+fn speculative_runs_print_what_plain_runs_print() {
+    let model = repo().join("testdata/tiny/llama3-gqa/q8_0.gguf");
+    // The same model quantized otherwise (mostly right), and another model (mostly wrong).
+    let draft = repo().join("testdata/tiny/llama3-gqa/q4_0.gguf");
+    let other = repo().join("testdata/tiny/llama1-mha/q4_0.gguf");
+    let smollm2 = test_assets().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (m, d, o, s) = (
+        model.to_str().unwrap(),
+        draft.to_str().unwrap(),
+        other.to_str().unwrap(),
+        smollm2.to_str().unwrap(),
+    );
+    let ids = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["-n", "40", "--json"]);
+        let out = camelid(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        (v["ids"].clone(), v["speculation"].clone())
+    };
+    let copy = "Say it again: the cat sat on the mat, the cat sat on the mat, the cat sat on";
+    let tiny = vec!["run", "-m", m, "-p", "one two"];
+    let runs = [
+        (vec!["run", "-m", s, "-p", copy], vec!["--lookup"]),
+        (tiny.clone(), vec!["--model-draft", d, "--draft-p-min", "0"]),
+        (tiny, vec!["--model-draft", o, "--draft-p-min", "0"]),
+    ];
+    for (k, (run, speculate)) in runs.iter().enumerate() {
+        for sampling in [&["--temp", "0"][..], &["--temp", "0.9", "--seed", "3"]] {
+            let plain = [&run[..], sampling].concat();
+            let (want, none) = ids(&plain);
+            assert!(none.is_null());
+            for max in ["16", "3"] {
+                let args = [&plain[..], speculate, &["--draft-max", max]].concat();
+                let (got, spec) = ids(&args);
+                assert_eq!(got, want, "{args:?}");
+                assert!(spec["drafted"].as_u64().unwrap() > 0, "{args:?}: {spec}");
+                if k < 2 {
+                    assert!(spec["accepted"].as_u64().unwrap() > 0, "{args:?}: {spec}");
+                }
+            }
+        }
+    }
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hi",
+                "--model-draft",
+                smollm2.to_str().unwrap(),
+            ],
+            "SmolLM2-135M-Instruct.Q4_1.gguf: the draft model has 49152 tokens, more than the model's 384: a draft model must share the model's vocabulary",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--lookup", "--draft-max", "0"],
+            "invalid value '0' for '--draft-max <DRAFT_MAX>'",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "-p",
+                "hi",
+                "--model-draft",
+                d,
+                "--draft-p-min",
+                "2",
+            ],
+            "invalid value '2' for '--draft-p-min <DRAFT_P_MIN>': expected a probability from 0 to 1, got 2",
+        ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--model-draft", d, "--lookup"],
+            "cannot be used with",
+        ),
+        (
+            vec!["chat", "-m", m, "--model-draft", "/nonexistent/d.gguf"],
+            "no such file",
+        ),
+    ];
+    for (args, needle) in cases {
+        expect_clear_error(&args, needle);
+    }
+}

@@ -10,7 +10,8 @@ use camelid_model::{Model, ModelError, State};
 use camelid_tokenizer::Tokenizer;
 
 use crate::chat::{ChatError, ChatTemplate, Message};
-use crate::generate::{FinishReason, GenError, GenParams, Generation, generate};
+use crate::generate::{FinishReason, GenError, GenParams, Generation, Speculation, generate_with};
+use crate::speculate::Speculator;
 
 /// Why a message got no reply.
 #[derive(Debug)]
@@ -119,6 +120,8 @@ pub struct Conversation<'a> {
     /// User and assistant turns, the system prompt not included.
     messages: Vec<Message>,
     pub params: GenParams,
+    /// Speculative decoding of the replies (the same replies, sooner when drafts are good).
+    pub speculator: Option<Speculator<'a>>,
 }
 
 impl<'a> Conversation<'a> {
@@ -140,6 +143,7 @@ impl<'a> Conversation<'a> {
             system,
             messages: Vec::new(),
             params,
+            speculator: None,
         })
     }
 
@@ -253,12 +257,17 @@ impl<'a> Conversation<'a> {
         self.cached.truncate(keep);
 
         cancel.store(false, Ordering::SeqCst);
-        let result = generate(
+        let spec = self.speculator.as_mut().map(|speculator| Speculation {
+            speculator,
+            before: &self.cached,
+        });
+        let result = generate_with(
             self.model,
             &mut self.state,
             self.tok,
             &ids[keep..],
             &self.params,
+            spec,
             cancel,
             |t| on(Event::Text(t)),
         );

@@ -204,3 +204,43 @@ fn a_draft_model_of_another_vocabulary_is_refused() {
         .to_string();
     assert!(err.contains("from 0 to 1"), "{err}");
 }
+
+/// A conversation's replies are the same with a speculator, turn after turn: the drafter reads
+/// the dialog cached before each prompt, and the cache ends where it ends without one (the
+/// second turn reuses it).
+#[test]
+fn a_conversation_replies_the_same_with_speculation() {
+    use camelid_engine::chat::ChatTemplate;
+    use camelid_engine::conversation::{Conversation, Event};
+    let (model, tok) = default_model();
+    let template = ChatTemplate::for_tokenizer(&tok).unwrap();
+    let p = params(24, SamplerConfig::greedy(), &[]);
+    let turns = [
+        "Repeat after me: the red fox jumps over the red fence.",
+        "Again, twice: the red fox jumps over the red fence.",
+    ];
+    let dialog = |speculator: Option<Speculator<'_>>| {
+        let mut c =
+            Conversation::new(&model, &tok, template.clone(), 512, None, p.clone()).unwrap();
+        c.speculator = speculator;
+        let never = AtomicBool::new(false);
+        turns
+            .iter()
+            .map(|t| {
+                let r = c.reply(t.to_string(), &never, &mut |_: Event| {}).unwrap();
+                (r.generation.tokens, r.reused, r.generation.speculation)
+            })
+            .collect::<Vec<_>>()
+    };
+    let plain = dialog(None);
+    assert!(plain[1].1 > 0, "the second turn reuses the cache");
+    let lookup = Speculator::new(Drafter::Lookup(Lookup::default()), 16);
+    let draft = DraftModel::new(&model, &tok, &tok, model.config.n_vocab, 512, 0.5).unwrap();
+    for s in [lookup, Speculator::new(Drafter::Model(draft), 16)] {
+        let got = dialog(Some(s));
+        for (g, want) in got.iter().zip(&plain) {
+            assert_eq!((&g.0, g.1), (&want.0, want.1));
+            assert!(g.2.unwrap().accepted > 0, "{:?}", g.2);
+        }
+    }
+}
