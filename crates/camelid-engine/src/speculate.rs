@@ -309,6 +309,21 @@ mod tests {
     }
 
     #[test]
+    fn the_draft_grows_when_taken_whole_and_shrinks_to_what_was_taken() {
+        let mut s = Speculator::new(Drafter::Lookup(Lookup::default()), 16);
+        let text: Vec<u32> = [1, 2, 3].repeat(20);
+        let mut lens = Vec::new();
+        for taken in [usize::MAX, 2, usize::MAX, usize::MAX, usize::MAX, 0, usize::MAX] {
+            let n = s.propose(&text, 100).unwrap().len();
+            lens.push(n);
+            s.taken(taken.min(n));
+        }
+        assert_eq!(lens, [16, 16, 3, 6, 12, 16, 1]);
+        // The caller's limit (the context's room, the token budget) comes first.
+        assert_eq!(s.propose(&text, 1).unwrap().len(), 1);
+    }
+
+    #[test]
     fn stats_summary() {
         let s = SpecStats {
             passes: 4,
