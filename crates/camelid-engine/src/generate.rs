@@ -293,10 +293,12 @@ enum AfterDraft {
     Finished(FinishReason),
 }
 
-/// One pass over `next` (taken, not yet in the cache) and `draft`, sampling each row's logits
-/// in order while the draft holds. Returns the draft tokens taken and what came after them.
-/// The cache then holds what plain decoding would have fed: `next` and the draft tokens
-/// taken, but for the last one when it ended the generation.
+/// One pass over `next` (taken, not yet in the cache) and `draft`, drawing each row's token in
+/// order while the draft holds: sampled from the row's logits, or, when the continuation is
+/// greedy, picked by the model (on a GPU, a word a row crosses rather than the vocabulary's
+/// logits). Returns the draft tokens taken and what came after them. The cache then holds what
+/// plain decoding would have fed: `next` and the draft tokens taken, but for the last one when
+/// it ended the generation.
 fn check_draft(
     model: &Model,
     state: &mut State,
@@ -305,35 +307,74 @@ fn check_draft(
     draft: &[u32],
     on_text: &mut impl FnMut(&str),
 ) -> Result<(usize, AfterDraft), GenError> {
-    let (pos, n_ctx) = (state.pos, state.n_ctx);
     let feed: Vec<u32> = std::iter::once(next).chain(draft.iter().copied()).collect();
-    let mut taken = 0;
-    let mut after = None;
-    // Row i holds the logits after feed[i]: those of plain decoding while the draft held.
-    model.forward(state, &feed, true, |i, logits| {
-        if after.is_some() {
-            return;
-        }
-        let t = cont.sample(logits);
-        if draft.get(i) != Some(&t) {
-            after = Some(AfterDraft::Next(t));
-            return;
-        }
-        taken += 1;
-        // Plain decoding would feed it at position pos + i + 1.
-        after = cont
-            .accept(t, pos + i + 1 < n_ctx, on_text)
-            .map(AfterDraft::Finished);
-    })?;
+    let mut check = Check {
+        pos: state.pos,
+        n_ctx: state.n_ctx,
+        draft,
+        taken: 0,
+        after: None,
+    };
+    // Row i is the token drawn after feed[i]: plain decoding's while the draft held.
+    if cont.is_greedy() {
+        let on_next = |_, n: Next<'_>| {
+            if let Next::Token(t) = n {
+                check.row(t, cont, on_text);
+            }
+        };
+        model.forward_batch(
+            &mut [state],
+            &[&feed],
+            |_| Want::Tokens,
+            on_next,
+            |_, _, _| {},
+        )?;
+    } else {
+        model.forward(state, &feed, true, |_, logits| {
+            if check.after.is_none() {
+                let t = cont.sample(logits);
+                check.row(t, cont, on_text);
+            }
+        })?;
+    }
     // The last row (after the whole draft) never matches, so something always came after.
-    let after = after.expect("the row after the draft decides");
-    state.pos = pos
-        + taken
+    let after = check.after.expect("the row after the draft decides");
+    state.pos = check.pos
+        + check.taken
         + match after {
             AfterDraft::Next(_) => 1,
             AfterDraft::Finished(_) => 0,
         };
-    Ok((taken, after))
+    Ok((check.taken, after))
+}
+
+/// A draft being checked, row by row.
+struct Check<'d> {
+    /// Where the pass began, and the cache's length.
+    pos: usize,
+    n_ctx: usize,
+    draft: &'d [u32],
+    /// Draft tokens taken so far, and what came after them once decided.
+    taken: usize,
+    after: Option<AfterDraft>,
+}
+
+impl Check<'_> {
+    /// The token drawn at the next row, while undecided.
+    fn row(&mut self, t: u32, cont: &mut Continuation<'_>, on_text: &mut impl FnMut(&str)) {
+        if self.after.is_some() {
+            return;
+        }
+        let i = self.taken;
+        if self.draft.get(i) != Some(&t) {
+            self.after = Some(AfterDraft::Next(t));
+            return;
+        }
+        self.taken += 1;
+        // Plain decoding would feed it at position pos + i + 1.
+        let room = self.pos + i + 1 < self.n_ctx;
+        self.after = cont.accept(t, room, on_text).map(AfterDraft::Finished);
+    }
 }
 
 /// One generation driven a token at a time by a caller who runs the model itself: what

@@ -313,7 +313,15 @@ mod tests {
         let mut s = Speculator::new(Drafter::Lookup(Lookup::default()), 16);
         let text: Vec<u32> = [1, 2, 3].repeat(20);
         let mut lens = Vec::new();
-        for taken in [usize::MAX, 2, usize::MAX, usize::MAX, usize::MAX, 0, usize::MAX] {
+        for taken in [
+            usize::MAX,
+            2,
+            usize::MAX,
+            usize::MAX,
+            usize::MAX,
+            0,
+            usize::MAX,
+        ] {
             let n = s.propose(&text, 100).unwrap().len();
             lens.push(n);
             s.taken(taken.min(n));

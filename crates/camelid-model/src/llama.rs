@@ -59,6 +59,9 @@ pub enum Want {
     /// The greedy next token after its last token ([`crate::backend::greedy_token`] of its
     /// logits): greedy generation, which then needs no logits from the device.
     Token,
+    /// The greedy next token after each of its tokens, in order: checking a greedy
+    /// speculative draft.
+    Tokens,
 }
 
 /// What a sequence of a pass gives back for its last token ([`Model::forward_batch_rows`]).
@@ -319,8 +322,9 @@ impl Model {
     }
 
     /// [`Model::forward_batch`] giving what each pass's sequences give back together,
-    /// `on_rows(&[(i, next)])` (each sequence once: those that want logits first, then those
-    /// that want their greedy token), so that a caller can sample them in parallel.
+    /// `on_rows(&[(i, next)])` (those that want logits first, then those that want greedy
+    /// tokens; each sequence once, but for [`Want::Tokens`], once a token in order), so that a
+    /// caller can sample them in parallel.
     ///
     /// # Panics
     /// If `states` and `tokens` differ in length.
@@ -346,9 +350,13 @@ impl Model {
         let mut picked = std::mem::take(&mut first.picked);
         // Rows whose logits the pass computes: those that want them and those that want their
         // greedy token (the backend's scratch for picking it).
-        let n_logits = (0..tokens.len())
-            .filter(|&i| matches!(want(i), Want::Logits | Want::Token) && !tokens[i].is_empty())
-            .count();
+        let n_logits: usize = (0..tokens.len())
+            .map(|i| match want(i) {
+                Want::Logits | Want::Token => usize::from(!tokens[i].is_empty()),
+                Want::Tokens => tokens[i].len(),
+                Want::Hidden => 0,
+            })
+            .sum();
         let n_hidden: usize = (0..tokens.len())
             .filter(|&i| want(i) == Want::Hidden)
             .map(|i| tokens[i].len())
@@ -374,6 +382,7 @@ impl Model {
                 token,
                 out: match w {
                     Want::Hidden => Out::Hidden,
+                    Want::Tokens => Out::Token,
                     Want::Logits if i + 1 == toks.len() => Out::Logits,
                     Want::Token if i + 1 == toks.len() => Out::Token,
                     Want::Logits | Want::Token => Out::None,
