@@ -815,6 +815,51 @@ fn greedy_tokens_ride_with_logits_rows() {
     }
 }
 
+/// A sequence that wants every row's greedy token (`Want::Tokens`, a speculative draft's check)
+/// gets, in order, the argmax of each row's logits computed alone: also across passes, beside
+/// a sequence that wants its logits (which get theirs, bit for bit).
+#[test]
+fn every_rows_greedy_token_in_order() {
+    use camelid_model::backend::greedy_token;
+    use camelid_model::{Next, Want};
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let toks = tokens(m);
+        let n = toks.len();
+        let model = q4_0_model(m, Precision::Fast);
+        let long: Vec<u32> = (0..MAX_BATCH + 9).map(|i| toks[i % n]).collect();
+        let beside = toks[1..6].to_vec();
+        let want_rows: Vec<u32> = run_all(&model, &long)
+            .iter()
+            .map(|l| greedy_token(l))
+            .collect();
+        let want_beside = run_all(&model, &beside).pop().unwrap();
+        let mut states = [
+            model.new_state(long.len()).unwrap(),
+            model.new_state(beside.len()).unwrap(),
+        ];
+        let mut refs: Vec<&mut _> = states.iter_mut().collect();
+        let (mut rows, mut logits) = (Vec::new(), None);
+        model
+            .forward_batch(
+                &mut refs,
+                &[&long, &beside],
+                |i| if i == 0 { Want::Tokens } else { Want::Logits },
+                |i, next| match (i, next) {
+                    (0, Next::Token(t)) => rows.push(t),
+                    (1, Next::Logits(l)) => logits = Some(l.to_vec()),
+                    other => panic!("{name}: {other:?}"),
+                },
+                |_, _, _| {},
+            )
+            .unwrap();
+        assert_eq!(rows, want_rows, "{name}: every row's greedy token");
+        assert_same_logits(&logits.unwrap(), &want_beside, &format!("{name}: beside"));
+        assert_eq!((states[0].pos, states[1].pos), (long.len(), beside.len()));
+    }
+}
+
 /// Sequences that want hidden states (embeddings) share passes with sequences that want
 /// logits, and each gets what it gets alone, bit for bit: also across more rows than one pass
 /// holds, and with no effect on the logits beside them.
