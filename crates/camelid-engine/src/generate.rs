@@ -15,7 +15,7 @@ use camelid_model::{Model, ModelError, Next, State, Want};
 use camelid_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::sampler::{Sampler, SamplerConfig};
-use crate::speculate::{SpecStats, Speculator};
+use crate::speculate::{AfterDraft, DraftCheck, SpecStats, Speculator};
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -239,14 +239,14 @@ pub fn generate_with(
             let budget = cont.max_tokens.saturating_sub(cont.tokens.len() + 1);
             let draft = s.speculator.propose(&text, room.min(budget))?;
             if !draft.is_empty() {
-                let (taken, after) =
-                    check_draft(model, state, &mut cont, next, draft, &mut on_text)?;
+                let check = check_draft(model, state, &mut cont, next, draft, &mut on_text)?;
+                let taken = check.taken();
                 stats.passes += 1;
                 stats.drafted += draft.len();
                 stats.accepted += taken;
                 text.extend_from_slice(&draft[..taken]);
                 s.speculator.taken(taken);
-                match after {
+                match check.after() {
                     AfterDraft::Finished(finish) => break finish,
                     AfterDraft::Next(t) => next = t,
                 }
@@ -286,19 +286,11 @@ pub fn generate_with(
     })
 }
 
-/// How a checked draft ends: the token drawn after the draft tokens taken (not yet taken
-/// itself), or the reason taking one of them ended the generation.
-enum AfterDraft {
-    Next(u32),
-    Finished(FinishReason),
-}
-
 /// One pass over `next` (taken, not yet in the cache) and `draft`, drawing each row's token in
 /// order while the draft holds: sampled from the row's logits, or, when the continuation is
 /// greedy, picked by the model (on a GPU, a word a row crosses rather than the vocabulary's
-/// logits). Returns the draft tokens taken and what came after them. The cache then holds what
-/// plain decoding would have fed: `next` and the draft tokens taken, but for the last one when
-/// it ended the generation.
+/// logits). Returns the check: the draft tokens taken and what came after them. The cache then
+/// holds what plain decoding would have fed ([`DraftCheck::cache_len`]).
 fn check_draft(
     model: &Model,
     state: &mut State,
@@ -306,16 +298,9 @@ fn check_draft(
     next: u32,
     draft: &[u32],
     on_text: &mut impl FnMut(&str),
-) -> Result<(usize, AfterDraft), GenError> {
+) -> Result<DraftCheck, GenError> {
     let feed: Vec<u32> = std::iter::once(next).chain(draft.iter().copied()).collect();
-    let mut check = Check {
-        pos: state.pos,
-        n_ctx: state.n_ctx,
-        draft,
-        taken: 0,
-        after: None,
-    };
-    // Row i is the token drawn after feed[i]: plain decoding's while the draft held.
+    let mut check = DraftCheck::new(state.pos, state.n_ctx, draft.to_vec());
     if cont.is_greedy() {
         let on_next = |_, n: Next<'_>| {
             if let Next::Token(t) = n {
@@ -331,50 +316,14 @@ fn check_draft(
         )?;
     } else {
         model.forward(state, &feed, true, |_, logits| {
-            if check.after.is_none() {
+            if !check.is_decided() {
                 let t = cont.sample(logits);
                 check.row(t, cont, on_text);
             }
         })?;
     }
-    // The last row (after the whole draft) never matches, so something always came after.
-    let after = check.after.expect("the row after the draft decides");
-    state.pos = check.pos
-        + check.taken
-        + match after {
-            AfterDraft::Next(_) => 1,
-            AfterDraft::Finished(_) => 0,
-        };
-    Ok((check.taken, after))
-}
-
-/// A draft being checked, row by row.
-struct Check<'d> {
-    /// Where the pass began, and the cache's length.
-    pos: usize,
-    n_ctx: usize,
-    draft: &'d [u32],
-    /// Draft tokens taken so far, and what came after them once decided.
-    taken: usize,
-    after: Option<AfterDraft>,
-}
-
-impl Check<'_> {
-    /// The token drawn at the next row, while undecided.
-    fn row(&mut self, t: u32, cont: &mut Continuation<'_>, on_text: &mut impl FnMut(&str)) {
-        if self.after.is_some() {
-            return;
-        }
-        let i = self.taken;
-        if self.draft.get(i) != Some(&t) {
-            self.after = Some(AfterDraft::Next(t));
-            return;
-        }
-        self.taken += 1;
-        // Plain decoding would feed it at position pos + i + 1.
-        let room = self.pos + i + 1 < self.n_ctx;
-        self.after = cont.accept(t, room, on_text).map(AfterDraft::Finished);
-    }
+    state.pos = check.cache_len();
+    Ok(check)
 }
 
 /// One generation driven a token at a time by a caller who runs the model itself: what

@@ -27,6 +27,8 @@
 use camelid_model::{Model, ModelError, State};
 use camelid_tokenizer::Tokenizer;
 
+use crate::generate::{Continuation, FinishReason};
+
 /// Where the draft tokens come from.
 pub enum Drafter<'m> {
     Lookup(Lookup),
@@ -226,6 +228,89 @@ impl SpecStats {
             self.passes,
             (self.accepted + self.passes) as f64 / self.passes.max(1) as f64
         )
+    }
+}
+
+/// How a checked draft ends: the token drawn after the draft tokens taken (not taken itself),
+/// or the reason taking one of them ended the generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterDraft {
+    Next(u32),
+    Finished(FinishReason),
+}
+
+/// A draft checked against the tokens drawn from a pass over the last token taken and the
+/// draft: row `i`'s token is the one drawn after the pass's token `i`, plain decoding's own
+/// while the draft held. The rows come in order; each draft token drawn is taken
+/// ([`Continuation::accept`]), and the first token drawn that is not the draft's decides.
+#[derive(Clone, Debug)]
+pub struct DraftCheck {
+    /// Where the pass began, and the cache's length.
+    pos: usize,
+    n_ctx: usize,
+    draft: Vec<u32>,
+    taken: usize,
+    after: Option<AfterDraft>,
+}
+
+impl DraftCheck {
+    /// A check of `draft`, whose pass feeds the last token taken at position `pos` of a cache
+    /// of `n_ctx`.
+    pub fn new(pos: usize, n_ctx: usize, draft: Vec<u32>) -> DraftCheck {
+        DraftCheck {
+            pos,
+            n_ctx,
+            draft,
+            taken: 0,
+            after: None,
+        }
+    }
+
+    pub fn draft(&self) -> &[u32] {
+        &self.draft
+    }
+
+    /// Whether the rows still to come change nothing.
+    pub fn is_decided(&self) -> bool {
+        self.after.is_some()
+    }
+
+    /// The token drawn at the next row; nothing once decided.
+    pub fn row(&mut self, t: u32, cont: &mut Continuation<'_>, on_text: &mut impl FnMut(&str)) {
+        if self.after.is_some() {
+            return;
+        }
+        let i = self.taken;
+        if self.draft.get(i) != Some(&t) {
+            self.after = Some(AfterDraft::Next(t));
+            return;
+        }
+        self.taken += 1;
+        // Plain decoding would feed it at position pos + i + 1.
+        let room = self.pos + i + 1 < self.n_ctx;
+        self.after = cont.accept(t, room, on_text).map(AfterDraft::Finished);
+    }
+
+    /// Draft tokens taken.
+    pub fn taken(&self) -> usize {
+        self.taken
+    }
+
+    /// What came after the tokens taken. The row after the whole draft never matches, so a
+    /// check that saw every row of its pass is decided.
+    ///
+    /// # Panics
+    /// Before the check is decided.
+    pub fn after(&self) -> AfterDraft {
+        self.after
+            .expect("a check is decided by the row after its draft")
+    }
+
+    /// The length of the cache that plain decoding would have fed: the last token taken before
+    /// the pass and the draft tokens taken, but for the last one when it ended the generation.
+    pub fn cache_len(&self) -> usize {
+        let ended = matches!(self.after, Some(AfterDraft::Finished(_)));
+        self.pos + self.taken + usize::from(!ended)
     }
 }
 

@@ -62,6 +62,8 @@ pub enum Want {
     /// The greedy next token after each of its tokens, in order: checking a greedy
     /// speculative draft.
     Tokens,
+    /// The logits of each of its tokens, in order: checking a sampled speculative draft.
+    AllLogits,
 }
 
 /// What a sequence of a pass gives back for its last token ([`Model::forward_batch_rows`]).
@@ -323,8 +325,8 @@ impl Model {
 
     /// [`Model::forward_batch`] giving what each pass's sequences give back together,
     /// `on_rows(&[(i, next)])` (those that want logits first, then those that want greedy
-    /// tokens; each sequence once, but for [`Want::Tokens`], once a token in order), so that a
-    /// caller can sample them in parallel.
+    /// tokens; each sequence once, but for [`Want::Tokens`] and [`Want::AllLogits`], once a
+    /// token in order), so that a caller can sample them in parallel.
     ///
     /// # Panics
     /// If `states` and `tokens` differ in length.
@@ -353,7 +355,7 @@ impl Model {
         let n_logits: usize = (0..tokens.len())
             .map(|i| match want(i) {
                 Want::Logits | Want::Token => usize::from(!tokens[i].is_empty()),
-                Want::Tokens => tokens[i].len(),
+                Want::Tokens | Want::AllLogits => tokens[i].len(),
                 Want::Hidden => 0,
             })
             .sum();
@@ -383,6 +385,7 @@ impl Model {
                 out: match w {
                     Want::Hidden => Out::Hidden,
                     Want::Tokens => Out::Token,
+                    Want::AllLogits => Out::Logits,
                     Want::Logits if i + 1 == toks.len() => Out::Logits,
                     Want::Token if i + 1 == toks.len() => Out::Token,
                     Want::Logits | Want::Token => Out::None,

@@ -815,11 +815,12 @@ fn greedy_tokens_ride_with_logits_rows() {
     }
 }
 
-/// A sequence that wants every row's greedy token (`Want::Tokens`, a speculative draft's check)
-/// gets, in order, the argmax of each row's logits computed alone: also across passes, beside
-/// a sequence that wants its logits (which get theirs, bit for bit).
+/// A sequence that wants every row's greedy token (`Want::Tokens`, a greedy speculative draft's
+/// check) gets, in order, the argmax of each row's logits computed alone, and one that wants
+/// every row's logits (`Want::AllLogits`, a sampled draft's) gets those, bit for bit: also
+/// across passes, side by side.
 #[test]
-fn every_rows_greedy_token_in_order() {
+fn every_rows_greedy_token_or_logits_in_order() {
     use camelid_model::backend::greedy_token;
     use camelid_model::{Next, Want};
     let man = manifest();
@@ -834,28 +835,37 @@ fn every_rows_greedy_token_in_order() {
             .iter()
             .map(|l| greedy_token(l))
             .collect();
-        let want_beside = run_all(&model, &beside).pop().unwrap();
+        let want_beside = run_all(&model, &beside);
         let mut states = [
             model.new_state(long.len()).unwrap(),
             model.new_state(beside.len()).unwrap(),
         ];
         let mut refs: Vec<&mut _> = states.iter_mut().collect();
-        let (mut rows, mut logits) = (Vec::new(), None);
+        let (mut rows, mut logits) = (Vec::new(), Vec::new());
         model
             .forward_batch(
                 &mut refs,
                 &[&long, &beside],
-                |i| if i == 0 { Want::Tokens } else { Want::Logits },
+                |i| {
+                    if i == 0 {
+                        Want::Tokens
+                    } else {
+                        Want::AllLogits
+                    }
+                },
                 |i, next| match (i, next) {
                     (0, Next::Token(t)) => rows.push(t),
-                    (1, Next::Logits(l)) => logits = Some(l.to_vec()),
+                    (1, Next::Logits(l)) => logits.push(l.to_vec()),
                     other => panic!("{name}: {other:?}"),
                 },
                 |_, _, _| {},
             )
             .unwrap();
         assert_eq!(rows, want_rows, "{name}: every row's greedy token");
-        assert_same_logits(&logits.unwrap(), &want_beside, &format!("{name}: beside"));
+        assert_eq!(logits.len(), beside.len(), "{name}: rows of logits");
+        for (i, (got, want)) in logits.iter().zip(&want_beside).enumerate() {
+            assert_same_logits(got, want, &format!("{name}: row {i} beside"));
+        }
         assert_eq!((states[0].pos, states[1].pos), (long.len(), beside.len()));
     }
 }
