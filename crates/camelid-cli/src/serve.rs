@@ -52,6 +52,16 @@ pub struct ServeArgs {
     /// (its last token) or cls (its first token).
     #[arg(long, default_value_t = Pooling::Mean)]
     pub pooling: Pooling,
+    /// Speculative decoding by prompt lookup: each decoding request's draft is what followed
+    /// the latest earlier occurrence of its last 2 to 4 tokens, checked several tokens a pass.
+    /// The replies are the same; they come sooner where they repeat the prompt (edits, code,
+    /// extraction).
+    #[arg(long)]
+    pub lookup: bool,
+    /// With --lookup: draft tokens checked per request and pass at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255),
+          requires = "lookup")]
+    pub draft_max: u16,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +109,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         sampling: loaded.sampling.clone(),
         strict_model: a.strict_model,
         pooling: a.pooling,
+        lookup: a.lookup.then_some(usize::from(a.draft_max)),
         cors,
         access_log: Some(AccessLog {
             format: match a.log_format {

@@ -236,7 +236,7 @@ pub fn generate_with(
             // The pass takes `next` and the draft: it must fit in the cache, and drafts past
             // the token budget would be computed for nothing.
             let room = state.n_ctx - state.pos - 1;
-            let budget = cont.max_tokens.saturating_sub(cont.tokens.len() + 1);
+            let budget = cont.tokens_left().saturating_sub(1);
             let draft = s.speculator.propose(&text, room.min(budget))?;
             if !draft.is_empty() {
                 let check = check_draft(model, state, &mut cont, next, draft, &mut on_text)?;
@@ -449,6 +449,11 @@ impl<'t> Continuation<'t> {
     /// Ends early at the caller's request, emitting what was held back.
     pub fn cancel(&mut self, on_text: &mut impl FnMut(&str)) -> FinishReason {
         self.end(FinishReason::Cancelled, on_text)
+    }
+
+    /// How many more tokens the budget allows.
+    pub fn tokens_left(&self) -> usize {
+        self.max_tokens.saturating_sub(self.tokens.len())
     }
 
     /// The ids generated so far (an end-of-generation token excluded).

@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub access_log: Option<AccessLog>,
     /// How `/v1/embeddings` pools a sequence's hidden states.
     pub pooling: Pooling,
+    /// Speculative decoding by prompt lookup, with drafts of up to this many tokens: the same
+    /// replies, sooner where they repeat their prompts.
+    pub lookup: Option<usize>,
 }
 
 impl ServerConfig {
@@ -113,6 +116,7 @@ impl ServerConfig {
             cors: Cors::default(),
             access_log: None,
             pooling: Pooling::default(),
+            lookup: None,
         }
     }
 }
@@ -153,6 +157,7 @@ impl AppState {
             tok.clone(),
             config.n_slots.max(1),
             config.n_ctx,
+            config.lookup,
             metrics.clone(),
         )?;
         Ok(AppState {

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub busy_us: AtomicU64,
     /// Generated tokens per second of worker time over the last few seconds of work (f64 bits).
     pub recent_tokens_per_s: AtomicU64,
+    /// Speculative decoding: draft tokens checked, and those taken.
+    pub draft_tokens: AtomicU64,
+    pub draft_tokens_accepted: AtomicU64,
 }
 
 impl Metrics {
@@ -89,6 +92,18 @@ impl Metrics {
             "counter",
             "Tokens generated.",
             &one(g(&self.completion_tokens).to_string()),
+        );
+        metric(
+            "camelid_draft_tokens_total",
+            "counter",
+            "Draft tokens of speculative decoding checked by the model.",
+            &one(g(&self.draft_tokens).to_string()),
+        );
+        metric(
+            "camelid_draft_tokens_accepted_total",
+            "counter",
+            "Draft tokens of speculative decoding that the model drew too.",
+            &one(g(&self.draft_tokens_accepted).to_string()),
         );
         metric(
             "camelid_queue_length",

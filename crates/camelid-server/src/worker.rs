@@ -21,6 +21,12 @@
 //! tool call) has its own grammar state in its [`Continuation`], which masks that sequence's
 //! logits before sampling in the step's callback, so the sequences of one batch each follow
 //! their own grammar (or none), and one ends when its grammar is complete.
+//!
+//! Speculative decoding (`--lookup`): a decoding sequence feeds its last token and a draft by
+//! prompt lookup of its own cache (camelid-engine's `speculate`); the pass gives back every
+//! row's token or logits, and the sequence's rows are drawn in order in the step's callback,
+//! each draft token taken while it is the token drawn ([`DraftCheck`]). The tokens are those
+//! of plain decoding; the cache is cut back to what plain decoding would have fed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use camelid_engine::speculate::{AfterDraft, DraftCheck, Drafter, Lookup, Speculator};
 use camelid_engine::{Continuation, FinishReason, GenParams};
 use camelid_model::llama::MAX_BATCH;
 use camelid_model::{Model, ModelError, Next, State, Want};
@@ -149,13 +156,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker thread with `n_slots` sequences of `n_ctx` tokens each; fails when the
-    /// backend's memory cannot hold their caches.
+    /// Starts the worker thread with `n_slots` sequences of `n_ctx` tokens each, decoding
+    /// speculatively by prompt lookup with drafts of up to `lookup` tokens when that is set;
+    /// fails when the backend's memory cannot hold their caches.
     pub fn spawn(
         model: Model,
         tok: Arc<Tokenizer>,
         n_slots: usize,
         n_ctx: usize,
+        lookup: Option<usize>,
         metrics: Arc<Metrics>,
     ) -> Result<Worker, ModelError> {
         let states = (0..n_slots)
@@ -169,7 +178,7 @@ impl Worker {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("camelid-worker".into())
-            .spawn(move || run(&model, &tok, states, &rx, &flag, &metrics))
+            .spawn(move || run(&model, &tok, states, lookup, &rx, &flag, &metrics))
             .expect("spawning the worker thread");
         Ok(Worker {
             jobs: Mutex::new(Some(tx)),
@@ -248,6 +257,11 @@ struct Active<'t> {
     /// Log-probabilities not yet sent (their text is held back).
     logprobs: Vec<TokenLogprob>,
     cached: usize,
+    /// Speculative decoding: the drafter, the draft of this step being checked, and the text
+    /// of the draft tokens taken in it (sent with the step's events).
+    spec: Option<Speculator<'static>>,
+    check: Option<DraftCheck>,
+    text: String,
 }
 
 /// The worker's loop: one step of continuous batching per pass, each step in the order of the
@@ -256,11 +270,13 @@ fn run(
     model: &Model,
     tok: &Tokenizer,
     states: Vec<State>,
+    lookup: Option<usize>,
     rx: &Receiver<Work>,
     stop: &AtomicBool,
     metrics: &Metrics,
 ) {
     let mut b = Batcher::new(model, tok, metrics, states);
+    b.lookup = lookup;
     loop {
         match b.intake(rx, stop) {
             Intake::Closed => return,
@@ -313,6 +329,10 @@ struct Batcher<'a> {
     rate: RateWindow,
     /// Whether the channel may still bring work.
     open: bool,
+    /// Speculative decoding by prompt lookup, drafts of up to this many tokens.
+    lookup: Option<usize>,
+    /// Scratch: a sequence's tokens, for its drafter.
+    text: Vec<u32>,
 }
 
 impl<'a> Batcher<'a> {
@@ -339,6 +359,8 @@ impl<'a> Batcher<'a> {
             spans: Vec::with_capacity(n_slots),
             rate: RateWindow::default(),
             open: true,
+            lookup: None,
+            text: Vec::new(),
         }
     }
 
@@ -441,25 +463,48 @@ impl<'a> Batcher<'a> {
             self.clock += 1;
             let slots = &mut self.slots;
             match work {
-                Work::Generate(job) => admit(model, slots, i, job, tok, self.clock, metrics),
+                Work::Generate(job) => {
+                    admit(model, slots, i, job, tok, self.clock, metrics);
+                    if let (Some(a), Some(max)) = (slots[i].active.as_mut(), self.lookup) {
+                        let lookup = Drafter::Lookup(Lookup::default());
+                        a.spec = Some(Speculator::new(lookup, max));
+                    }
+                }
                 Work::Embed(job) => admit_embedding(model, slots, i, job, self.clock, metrics),
             }
         }
     }
 
-    /// The batch: every decoding sequence's last token, then prompt chunks in the room left.
-    /// False when there is nothing to compute.
+    /// The batch: every decoding sequence's last token (and its draft, when speculating), then
+    /// prompt chunks in the room left. False when there is nothing to compute.
     fn plan_batch(&mut self) -> bool {
         let (feed, spans) = (&mut self.feed, &mut self.spans);
         feed.clear();
         spans.clear();
         let mut room = MAX_BATCH;
-        for slot in &self.slots {
-            match &slot.active {
+        for slot in &mut self.slots {
+            match &mut slot.active {
                 Some(a) if a.fed == a.job.prompt.len() => {
-                    spans.push((feed.len(), 1));
+                    let at = feed.len();
                     feed.push(a.next);
                     room = room.saturating_sub(1);
+                    if let Some(s) = a.spec.as_mut() {
+                        // The draft must fit in the cache beside the token fed, and in the
+                        // budget after it.
+                        let state = &slot.state;
+                        let fits = state.n_ctx.saturating_sub(state.pos + 1);
+                        let max = fits.min(a.cont.tokens_left().saturating_sub(1)).min(room);
+                        self.text.clear();
+                        self.text.extend_from_slice(&slot.cached);
+                        self.text.push(a.next);
+                        let draft = s.propose(&self.text, max).unwrap_or_default();
+                        if !draft.is_empty() {
+                            feed.extend_from_slice(draft);
+                            room -= draft.len();
+                            a.check = Some(DraftCheck::new(state.pos, state.n_ctx, draft.to_vec()));
+                        }
+                    }
+                    spans.push((at, feed.len() - at));
                 }
                 _ => spans.push((feed.len(), 0)),
             }
@@ -525,13 +570,16 @@ impl<'a> Batcher<'a> {
         tokens.append(&mut e_tokens);
         // A sequence that samples greedily (and wants no log-probabilities) asks for its next
         // token alone: a GPU then copies back one number rather than the vocabulary's logits.
+        // A sequence checking a draft wants every row's: token or logits likewise.
         let wants: Vec<Want> = actives
             .iter()
             .map(|a| {
-                if a.job.logprobs.is_none() && a.cont.is_greedy() {
-                    Want::Token
-                } else {
-                    Want::Logits
+                let greedy = a.job.logprobs.is_none() && a.cont.is_greedy();
+                match (greedy, a.check.is_some()) {
+                    (true, false) => Want::Token,
+                    (false, false) => Want::Logits,
+                    (true, true) => Want::Tokens,
+                    (false, true) => Want::AllLogits,
                 }
             })
             .chain(std::iter::repeat_n(Want::Hidden, embeds.len()))
@@ -583,23 +631,49 @@ impl<'a> Batcher<'a> {
                 finish_embedding(slot, metrics);
                 continue;
             }
-            let room = room_left[r];
+            let mut room = room_left[r];
             r += 1;
             let Some(a) = slot.active.as_mut() else {
                 continue;
             };
-            let Some((t, lp)) = a.sampled.take() else {
+            // A checked draft: the tokens taken are, and the cache keeps what plain decoding
+            // would have fed.
+            let mut text = std::mem::take(&mut a.text);
+            let mut finish = None;
+            if let Some(check) = a.check.take() {
+                let taken = check.taken();
+                generated += taken;
+                metrics
+                    .draft_tokens
+                    .fetch_add(check.draft().len() as u64, Ordering::Relaxed);
+                metrics
+                    .draft_tokens_accepted
+                    .fetch_add(taken as u64, Ordering::Relaxed);
+                if let Some(s) = a.spec.as_mut() {
+                    s.taken(taken);
+                }
+                slot.state.pos = check.cache_len();
+                slot.cached.truncate(slot.state.pos);
+                room = slot.state.pos < slot.state.n_ctx;
+                if let AfterDraft::Finished(f) = check.after() {
+                    finish = Some(f);
+                }
+            }
+            let sampled = a.sampled.take();
+            let drew = sampled.is_some();
+            if let Some((t, lp)) = sampled {
+                generated += 1;
+                finish = a.cont.accept(t, room, &mut |s| text.push_str(s));
+                a.logprobs.extend(lp);
+                a.next = t;
+            }
+            if !drew && finish.is_none() {
                 continue;
-            };
-            generated += 1;
-            let mut text = String::new();
-            let finish = a.cont.accept(t, room, &mut |s| text.push_str(s));
-            a.logprobs.extend(lp);
+            }
             if !text.is_empty() || (finish.is_some() && !a.logprobs.is_empty()) {
                 let logprobs = std::mem::take(&mut a.logprobs);
                 a.job.send(Event::Text { text, logprobs });
             }
-            a.next = t;
             if let Some(finish) = finish {
                 let usage = Usage {
                     prompt_tokens: a.job.prompt.len(),
@@ -692,6 +766,9 @@ fn admit<'t>(
         sampled: None,
         logprobs: Vec::new(),
         cached: keep,
+        spec: None,
+        check: None,
+        text: String::new(),
     });
 }
 
@@ -782,35 +859,71 @@ fn finish_embedding(slot: &mut Slot, metrics: &Metrics) {
     }
 }
 
-/// Samples the next token of each generating sequence in `rows` (`(i, logits)`: `actives[i]`),
-/// spread over the machine's cores when there is enough to share: a sequence's draw takes up to
-/// a millisecond or two on a 128K vocabulary, and 32 of them one after the other would take
-/// longer than a GPU's whole decoding step. Each sequence keeps its own sampler, so the tokens
-/// drawn do not depend on the split.
+/// Samples the next token of each generating sequence in `rows` (`(i, next)`: `actives[i]`;
+/// a sequence checking a draft has a row per token, in order), spread over the machine's cores
+/// when there is enough to share: a sequence's draw takes up to a millisecond or two on a 128K
+/// vocabulary, and 32 of them one after the other would take longer than a GPU's whole
+/// decoding step. Each sequence keeps its own sampler, so the tokens drawn do not depend on
+/// the split.
 fn sample_rows(tok: &Tokenizer, actives: &mut [&mut Active], rows: &[(usize, Next<'_>)]) {
-    let mut work: Vec<(&mut Active, &[f32])> = Vec::with_capacity(rows.len());
+    let mut work: Vec<(&mut Active, Vec<Next<'_>>)> = Vec::with_capacity(rows.len());
     let mut slots: Vec<Option<&mut Active>> = actives.iter_mut().map(|a| Some(&mut **a)).collect();
+    // Where each sequence's rows are in `work`.
+    let mut at: Vec<Option<usize>> = vec![None; slots.len()];
     for &(i, next) in rows {
+        if let Some(w) = at.get(i).copied().flatten() {
+            work[w].1.push(next);
+            continue;
+        }
         // Mid-prompt: these logits predict a token the prompt already has.
-        match (slots.get_mut(i).and_then(Option::take), next) {
-            (Some(a), Next::Logits(logits)) if a.fed >= a.job.prompt.len() => {
-                work.push((a, logits))
+        match slots.get_mut(i).and_then(Option::take) {
+            Some(a) if a.fed >= a.job.prompt.len() => {
+                at[i] = Some(work.len());
+                work.push((a, vec![next]));
             }
-            // The greedy pick, made by the model (`Want::Token`): what sampling would take.
-            (Some(a), Next::Token(t)) if a.fed >= a.job.prompt.len() => a.sampled = Some((t, None)),
             _ => {}
         }
     }
-    let one = |(a, logits): (&mut Active, &[f32])| {
-        let t = a.cont.sample(logits);
-        let lp = a.job.logprobs.map(|k| logprobs(tok, logits, t, k));
-        a.sampled = Some((t, lp));
+    let one = |(a, nexts): (&mut Active, Vec<Next<'_>>)| {
+        for next in nexts {
+            if a.check.as_ref().is_some_and(DraftCheck::is_decided) {
+                break;
+            }
+            // The greedy pick, made by the model (`Want::Token(s)`): what sampling would take.
+            let (t, logits) = match next {
+                Next::Token(t) => (t, None),
+                Next::Logits(logits) => (a.cont.sample(logits), Some(logits)),
+            };
+            let lp = logits.and_then(|l| a.job.logprobs.map(|k| logprobs(tok, l, t, k)));
+            let Some(check) = a.check.as_mut() else {
+                a.sampled = Some((t, lp));
+                break;
+            };
+            let text = &mut a.text;
+            check.row(t, &mut a.cont, &mut |s| text.push_str(s));
+            match check.is_decided().then(|| check.after()) {
+                // Drawn where the draft was wrong (or past its end): taken as a plain step's.
+                Some(AfterDraft::Next(_)) => a.sampled = Some((t, lp)),
+                // A draft token, taken.
+                _ => a.logprobs.extend(lp),
+            }
+        }
     };
-    let vocab = work.first().map_or(0, |(_, l)| l.len());
+    let vocab = rows.iter().find_map(|(_, n)| match n {
+        Next::Logits(l) => Some(l.len()),
+        Next::Token(_) => None,
+    });
+    let logit_rows = rows
+        .iter()
+        .filter(|(_, n)| matches!(n, Next::Logits(_)))
+        .count();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Below this many logits in all, a thread's start costs more than it saves.
     const PER_THREAD: usize = 1 << 16;
-    let threads = threads.min(work.len() * vocab / PER_THREAD).max(1);
+    let threads = threads
+        .min(logit_rows * vocab.unwrap_or(0) / PER_THREAD)
+        .min(work.len())
+        .max(1);
     if threads == 1 {
         work.into_iter().for_each(one);
         return;

@@ -26,6 +26,10 @@ use tower::ServiceExt;
 #[path = "server/embeddings.rs"]
 mod embeddings;
 
+/// Speculative decoding (`--lookup`) against plain decoding.
+#[path = "server/speculate.rs"]
+mod speculate;
+
 const MODEL: &str = "smollm2";
 /// Greedy steps compared with llama.cpp.
 const STEPS: usize = 8;
