@@ -133,6 +133,7 @@ impl SampleArgs {
 /// Speculative decoding, shared by `run` and `chat`: the tokens are those plain decoding gives
 /// (the same seed draws the same text); only the speed changes.
 #[derive(clap::Args, Clone, Debug, Default)]
+#[command(group(clap::ArgGroup::new("drafter").args(["model_draft", "lookup"])))]
 pub struct DraftArgs {
     /// Speculative decoding with this smaller model of the same vocabulary as the draft (a
     /// GGUF file, a Hugging Face folder...; loaded with the same --device, --threads and
@@ -150,11 +151,13 @@ pub struct DraftArgs {
     #[arg(long)]
     pub lookup: bool,
     /// With --model-draft or --lookup: draft tokens checked per pass at most.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255),
+          requires = "drafter")]
     pub draft_max: u16,
     /// With --model-draft: the draft stops before a token the draft model gives less than this
     /// probability (llama.cpp's --draft-p-min).
-    #[arg(long, default_value_t = 0.75, value_parser = probability)]
+    #[arg(long, default_value_t = 0.75, value_parser = probability, requires = "model_draft",
+          conflicts_with = "lookup")]
     pub draft_p_min: f32,
 }
 

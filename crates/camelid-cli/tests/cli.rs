@@ -1238,6 +1238,14 @@ fn speculative_runs_print_what_plain_runs_print() {
             vec!["chat", "-m", m, "--model-draft", "/nonexistent/d.gguf"],
             "no such file",
         ),
+        (
+            vec!["run", "-m", m, "-p", "hi", "--draft-max", "4"],
+            "<--model-draft <MODEL>|--lookup>",
+        ),
+        (
+            vec!["serve", "-m", m, "--draft-max", "4"],
+            "required arguments were not provided:\n  --lookup",
+        ),
     ];
     for (args, needle) in cases {
         expect_clear_error(&args, needle);
