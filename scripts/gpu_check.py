@@ -21,7 +21,8 @@ It makes its own models (`camelid random-model`), and prints one JSON document o
   weight type the backend has kernels for that `camelid quantize` writes (the tiny fixtures have
   no K-quants or i-quants), same tolerance; in Q4_0 also the tensor-core prompt attention, as for
   the tiny files; and the grid i-quants and ternary types in llama.cpp's files of testdata/iquant.
-- "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts and
+- "default_model": with --default-model, greedy 32 tokens on the generation fixture prompts (and,
+  reported beside, on the card with speculative decoding against plain decoding on it) and
   the perplexity of a text, GPU against CPU at `--precision exact` (the same f32 arithmetic;
   the fast paths, whose arithmetic differs by design, are reported beside); skipped, with the
   reason, otherwise.
@@ -351,9 +352,34 @@ def check_default_model(cm: Camelid, pool: cf.Executor, given: Path | None, text
                 if k < len(p.get("top1_logit", [])) and p["generated"][:k] == got["cpu"][:k]:
                     entry[precision]["fixture_gap"] = p["top1_logit"][k] - p["top2_logit"][k]
         runs.append(entry)
+    # Speculative decoding on the card, by prompt lookup and with the model as its own draft,
+    # against plain decoding on it: a pass of several rows takes other products than a step of
+    # one (the tensor cores from 4 rows at the fast precision, the prompt attention), so the
+    # ids may part at a near-tie; the check reports where (a wrong row would part at once).
+    # Not part of "ok". The first 10 prompts: 20 short runs.
+    def spec_ids(job):
+        prompt, how = job
+        extra = ["--lookup"] if how == "lookup" else ["--model-draft", str(model),
+                                                      "--draft-p-min", "0"]
+        out = json.loads(cm.ok("run", "-m", str(model), "-p", prompt, "-n", "32", "--temp", "0",
+                               "--json", "--device", "cuda", "--precision", "fast",
+                               "--cache-type", "f32", *extra))
+        return out["ids"], out.get("speculation") or {}
+
+    spec_jobs = [(p["prompt"], how) for p in greedy["prompts"][:10] for how in ("lookup", "draft")]
+    spec = []
+    for (prompt, how), (got, stats) in zip(spec_jobs, pool.map(spec_ids, spec_jobs)):
+        plain = got_all[(prompt, "fast", "cuda")]
+        entry = {"prompt": prompt, "drafter": how, "same": got == plain and len(got) > 0,
+                 **{k: stats.get(k) for k in ("passes", "drafted", "accepted")}}
+        if not entry["same"]:
+            entry["first_diff"] = next((i for i, (a, b) in enumerate(zip(got, plain)) if a != b),
+                                       min(len(got), len(plain)))
+        spec.append(entry)
     greedy_ok = bool(runs) and all(r["exact"]["same"] for r in runs)
     result = {"greedy": runs, "greedy_fast_same": sum(r["fast"]["same"] for r in runs),
-              "greedy_prompts": len(runs)}
+              "greedy_prompts": len(runs), "speculative": spec,
+              "speculative_same": sum(r["same"] for r in spec), "speculative_runs": len(spec)}
     if not text.is_file():
         return {**result, "ok": greedy_ok, "perplexity": f"skipped: no text at {text}"}
     def perplexity(job):
@@ -729,6 +755,7 @@ def summary(result: dict) -> dict:
                     if k in serve}
     dm = result.get("default_model") or {}
     out["default_model"] = {k: dm.get(k) for k in ("ok", "greedy_prompts", "greedy_fast_same",
+                                                    "speculative_runs", "speculative_same",
                                                     "perplexity_rel_diff", "skipped", "error")
                             if k in dm}
     return out

@@ -9,10 +9,13 @@
 //! and the rest of the draft dropped (the cache forgets it: its positions are written again by
 //! the next pass).
 //!
-//! The model's rows in a batch are bit for bit what it computes one token at a time
-//! (camelid-model, `llama.rs`), and the sampler draws once per token in the same order, so the
-//! text is the one plain decoding gives with the same seed, whatever the drafter proposes:
-//! the drafter changes only the speed. (The rejection rule of Leviathan et al. 2023, "Fast
+//! On the CPU the model's rows in a batch are bit for bit what it computes one token at a
+//! time (camelid-model, `llama.rs`), and the sampler draws once per token in the same order,
+//! so the text is the one plain decoding gives with the same seed, whatever the drafter
+//! proposes: the drafter changes only the speed. On CUDA a pass of several rows takes other
+//! kernels than a step of one (at the fast precision the tensor cores from 4 rows, and the
+//! prompt attention), whose roundings differ, so there the text is plain decoding's up to a
+//! near-tie between the two most likely tokens, as for any batch on that backend. (The rejection rule of Leviathan et al. 2023, "Fast
 //! Inference from Transformers via Speculative Decoding", keeps the distribution but not the
 //! seeded draws; keeping a draft token only when it is the token drawn is what llama.cpp's
 //! server does.)

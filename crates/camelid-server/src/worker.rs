@@ -26,7 +26,8 @@
 //! prompt lookup of its own cache (camelid-engine's `speculate`); the pass gives back every
 //! row's token or logits, and the sequence's rows are drawn in order in the step's callback,
 //! each draft token taken while it is the token drawn ([`DraftCheck`]). The tokens are those
-//! of plain decoding; the cache is cut back to what plain decoding would have fed.
+//! of plain decoding (on CUDA up to near-ties, as for any batch there); the cache is cut back
+//! to what plain decoding would have fed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
