@@ -578,6 +578,69 @@ fn greedy_tokens_are_the_argmax_of_the_logits() {
     }
 }
 
+/// A speculative draft's check on the device: a sequence that wants every row's greedy token
+/// (`Want::Tokens`) gets the argmax of each of its rows, in order, and one that wants every
+/// row's logits (`Want::AllLogits`) gets them, beside a sequence that wants its last row's;
+/// against the same batch asking every row's logits. With the device's logits buffer of one
+/// row (the host picks the tokens) and as built (the device does).
+#[test]
+fn every_rows_tokens_and_logits_of_a_draft_check() {
+    use camelid_model::backend::greedy_token;
+    use camelid_model::{Next, Want};
+    if !gpu() {
+        return;
+    }
+    let man = manifest();
+    let m = &man["models"][0];
+    let name = m["name"].as_str().unwrap();
+    let path = tiny().join(m["files"]["gguf-q4_0"].as_str().unwrap());
+    let toks = tokens(m);
+    let feeds: Vec<Vec<u32>> = vec![toks[..7].to_vec(), toks[3..9].to_vec(), toks[1..5].to_vec()];
+    for logit_rows in [Some(1), None] {
+        let (_, gpu) = pair(&path, Precision::Fast, logit_rows);
+        // Set 0: every row's logits; set 1: tokens, logits of every row, the last row's.
+        let mut rows: Vec<Vec<Vec<Vec<f32>>>> = vec![vec![Vec::new(); 3]; 2];
+        let mut picked: Vec<u32> = Vec::new();
+        for (set, got) in rows.iter_mut().enumerate() {
+            let mut states: Vec<_> = feeds
+                .iter()
+                .map(|f| gpu.new_state(f.len()).unwrap())
+                .collect();
+            let mut refs: Vec<&mut _> = states.iter_mut().collect();
+            let f: Vec<&[u32]> = feeds.iter().map(Vec::as_slice).collect();
+            let want = |i: usize| match (set, i) {
+                (0, _) | (1, 1) => Want::AllLogits,
+                (1, 0) => Want::Tokens,
+                _ => Want::Logits,
+            };
+            gpu.forward_batch(
+                &mut refs,
+                &f,
+                want,
+                |i, next| match next {
+                    Next::Logits(l) => got[i].push(l.to_vec()),
+                    Next::Token(t) => picked.push(t),
+                },
+                |_, _, _| {},
+            )
+            .unwrap();
+        }
+        let what = format!("{name}, logit rows {logit_rows:?}");
+        let want: Vec<u32> = rows[0][0].iter().map(|l| greedy_token(l)).collect();
+        assert_eq!(picked, want, "{what}: every row's token");
+        eprintln!(
+            "{what}: {} tokens picked, {} rows of logits",
+            picked.len(),
+            rows[1][1].len()
+        );
+        assert!(rows[1][1] == rows[0][1], "{what}: every row's logits");
+        assert!(
+            rows[1][2].len() == 1 && rows[1][2][0] == rows[0][2][3],
+            "{what}: the last row's"
+        );
+    }
+}
+
 /// Hidden-state rows (embeddings) equal the CPU's at the exact path, in a batch where a
 /// generation sequence takes logits beside them and alone for one token; and a KV cache copied
 /// on the device continues as the CPU's computed one does.
