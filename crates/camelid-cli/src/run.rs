@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use camelid_engine::chat::ChatTemplate;
 use camelid_engine::constrain::{Grammar, GrammarSpec, Vocabulary};
+use camelid_engine::load::Loaded;
 use camelid_engine::options::{self, Seed};
 use camelid_engine::sampler::SamplingOptions;
-use camelid_engine::speculate::{DraftModel, Drafter, Lookup, Speculator};
+use camelid_engine::speculate::{DraftModel, Drafter, Lookup, Speculator, check_vocabularies};
 use camelid_engine::{FinishReason, GenParams, SamplerConfig, Speculation, generate_with};
 use camelid_model::sampling::SamplingHints;
 use camelid_tokenizer::Tokenizer;
@@ -130,8 +131,8 @@ impl SampleArgs {
     }
 }
 
-/// Speculative decoding, shared by `run` and `chat`: the tokens are those plain decoding gives
-/// (the same seed draws the same text); only the speed changes.
+/// Speculative decoding, shared by `run`, `chat` and `serve`: the tokens are those plain
+/// decoding gives (on the CPU, the same seed draws the same text); only the speed changes.
 #[derive(clap::Args, Clone, Debug, Default)]
 #[command(group(clap::ArgGroup::new("drafter").args(["model_draft", "lookup"])))]
 pub struct DraftArgs {
@@ -171,7 +172,7 @@ fn probability(s: &str) -> Result<f32, String> {
 }
 
 /// The draft model of --model-draft, loaded.
-pub struct DraftLoaded(Option<camelid_engine::load::Loaded>);
+pub struct DraftLoaded(Option<Loaded>);
 
 impl DraftArgs {
     /// Loads the draft model, if one is asked for, as `load` says (its --device, threads...).
@@ -185,11 +186,17 @@ impl DraftArgs {
         Ok(DraftLoaded(Some(loaded)))
     }
 
+    /// An error of the draft model, named as the user gave it.
+    fn draft_error(&self, e: impl std::fmt::Display) -> anyhow::Error {
+        let name = self.model_draft.as_deref().unwrap_or_default();
+        anyhow::anyhow!("--model-draft {name}: {e}")
+    }
+
     /// The speculator of these options for `target`, if speculation is asked for.
     pub fn speculator<'m>(
         &self,
         draft: &'m DraftLoaded,
-        target: &camelid_engine::load::Loaded,
+        target: &Loaded,
     ) -> Result<Option<Speculator<'m>>> {
         let drafter = match &draft.0 {
             Some(d) => Drafter::Model(
@@ -201,15 +208,38 @@ impl DraftArgs {
                     target.n_ctx,
                     self.draft_p_min,
                 )
-                .map_err(|e| {
-                    let name = self.model_draft.as_deref().unwrap_or_default();
-                    anyhow::anyhow!("--model-draft {name}: {e}")
-                })?,
+                .map_err(|e| self.draft_error(e))?,
             ),
             None if self.lookup => Drafter::Lookup(Lookup::default()),
             None => return Ok(None),
         };
         Ok(Some(Speculator::new(drafter, usize::from(self.draft_max))))
+    }
+
+    /// The server's speculation of these options for `target`, if it is asked for: the draft
+    /// model (its vocabulary checked against `target`'s) goes to the worker.
+    pub fn server_speculation(
+        &self,
+        draft: DraftLoaded,
+        target: &Loaded,
+    ) -> Result<Option<camelid_server::Speculation>> {
+        if draft.0.is_none() && !self.lookup {
+            return Ok(None);
+        }
+        if let Some(d) = &draft.0 {
+            check_vocabularies(
+                &d.tokenizer,
+                d.model.config.n_vocab,
+                &target.tokenizer,
+                target.model.config.n_vocab,
+            )
+            .map_err(|e| self.draft_error(e))?;
+        }
+        Ok(Some(camelid_server::Speculation {
+            draft_max: usize::from(self.draft_max),
+            draft: draft.0.map(|d| d.model),
+            p_min: self.draft_p_min,
+        }))
     }
 }
 

@@ -52,16 +52,8 @@ pub struct ServeArgs {
     /// (its last token) or cls (its first token).
     #[arg(long, default_value_t = Pooling::Mean)]
     pub pooling: Pooling,
-    /// Speculative decoding by prompt lookup: each decoding request's draft is what followed
-    /// the latest earlier occurrence of its last 2 to 4 tokens, checked several tokens a pass.
-    /// The replies are the same; they come sooner where they repeat the prompt (edits, code,
-    /// extraction).
-    #[arg(long)]
-    pub lookup: bool,
-    /// With --lookup: draft tokens checked per request and pass at most.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255),
-          requires = "lookup")]
-    pub draft_max: u16,
+    #[command(flatten)]
+    pub draft: crate::run::DraftArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +80,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         model: Some(path.display().to_string()),
         ..a.load.clone()
     })?;
+    let draft = a.draft.load(&a.load)?;
+    let spec = a.draft.server_speculation(draft, &loaded)?;
     let model_id = a
         .alias
         .clone()
@@ -109,7 +103,6 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         sampling: loaded.sampling.clone(),
         strict_model: a.strict_model,
         pooling: a.pooling,
-        lookup: a.lookup.then_some(usize::from(a.draft_max)),
         cors,
         access_log: Some(AccessLog {
             format: match a.log_format {
@@ -121,7 +114,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         ..ServerConfig::new(model_id.clone(), loaded.n_ctx)
     };
     let n_ctx = loaded.n_ctx;
-    let state = AppState::new(loaded.model, loaded.tokenizer, config)?;
+    let state = AppState::with_speculation(loaded.model, loaded.tokenizer, config, spec)?;
     let grace = Duration::from_secs_f64(a.shutdown_grace);
     camelid_server::serve(state, addr, grace, |bound| {
         eprintln!(

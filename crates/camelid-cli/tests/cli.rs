@@ -1244,7 +1244,11 @@ fn speculative_runs_print_what_plain_runs_print() {
         ),
         (
             vec!["serve", "-m", m, "--draft-max", "4"],
-            "required arguments were not provided:\n  --lookup",
+            "<--model-draft <MODEL>|--lookup>",
+        ),
+        (
+            vec!["serve", "-m", m, "--port", "0", "--model-draft", s],
+            "SmolLM2-135M-Instruct.Q4_1.gguf: the draft model has 49152 tokens, more than the model's 384",
         ),
     ];
     for (args, needle) in cases {

@@ -110,14 +110,21 @@ impl<'m> DraftModel<'m> {
                 "the draft's minimum probability must be from 0 to 1, got {p_min}"
             )));
         }
-        Ok(DraftModel {
+        let state = model
+            .new_state(n_ctx)
+            .map_err(|e| SpecError(e.to_string()))?;
+        Ok(DraftModel::with_state(model, state, p_min))
+    }
+
+    /// A draft model in `state` (a state of `model`), whose vocabulary the caller has checked
+    /// against the model's ([`check_vocabularies`]): a server makes one for each of its slots.
+    pub fn with_state(model: &'m Model, state: State, p_min: f32) -> DraftModel<'m> {
+        DraftModel {
             model,
-            state: model
-                .new_state(n_ctx)
-                .map_err(|e| SpecError(e.to_string()))?,
+            state,
             cached: Vec::new(),
             p_min,
-        })
+        }
     }
 
     /// Appends up to `max` draft tokens after `text` to `out`. The cache keeps what it shares
@@ -340,6 +347,12 @@ impl<'m> Speculator<'m> {
             cap: draft_max,
             draft: Vec::new(),
         }
+    }
+
+    /// A new sequence: the draft's length starts again from `draft_max` (a draft model keeps
+    /// its cache, whose prefix the new sequence may share).
+    pub fn restart(&mut self) {
+        self.cap = self.draft_max;
     }
 
     /// Hears how many tokens of the last draft the model drew too.

@@ -59,6 +59,7 @@ pub use access_log::{AccessLog, LogFormat, LogSink};
 pub use cors::Cors;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use worker::Speculation;
 
 use access_log::Record;
 use api::{Choice, Common, Limits, Prompt, Reply};
@@ -96,9 +97,6 @@ pub struct ServerConfig {
     pub access_log: Option<AccessLog>,
     /// How `/v1/embeddings` pools a sequence's hidden states.
     pub pooling: Pooling,
-    /// Speculative decoding by prompt lookup, with drafts of up to this many tokens: the same
-    /// replies, sooner where they repeat their prompts.
-    pub lookup: Option<usize>,
 }
 
 impl ServerConfig {
@@ -116,7 +114,6 @@ impl ServerConfig {
             cors: Cors::default(),
             access_log: None,
             pooling: Pooling::default(),
-            lookup: None,
         }
     }
 }
@@ -148,6 +145,17 @@ impl AppState {
         tok: Tokenizer,
         config: ServerConfig,
     ) -> Result<AppState, camelid_model::ModelError> {
+        AppState::with_speculation(model, tok, config, None)
+    }
+
+    /// [`AppState::new`], decoding every request speculatively when `spec` is given (the same
+    /// replies; [`Speculation`]).
+    pub fn with_speculation(
+        model: Model,
+        tok: Tokenizer,
+        config: ServerConfig,
+        spec: Option<Speculation>,
+    ) -> Result<AppState, camelid_model::ModelError> {
         let tok = Arc::new(tok);
         let metrics = Arc::new(Metrics::default());
         let template = ChatTemplate::for_tokenizer(&tok).map(Arc::new);
@@ -157,7 +165,7 @@ impl AppState {
             tok.clone(),
             config.n_slots.max(1),
             config.n_ctx,
-            config.lookup,
+            spec,
             metrics.clone(),
         )?;
         Ok(AppState {

@@ -22,8 +22,9 @@
 //! logits before sampling in the step's callback, so the sequences of one batch each follow
 //! their own grammar (or none), and one ends when its grammar is complete.
 //!
-//! Speculative decoding (`--lookup`): a decoding sequence feeds its last token and a draft by
-//! prompt lookup of its own cache (camelid-engine's `speculate`); the pass gives back every
+//! Speculative decoding ([`Speculation`]: `--lookup` or `--model-draft`): a decoding sequence
+//! feeds its last token and a draft, by prompt lookup of its own cache or by its slot's state
+//! of the draft model (camelid-engine's `speculate`); the pass gives back every
 //! row's token or logits, and the sequence's rows are drawn in order in the step's callback,
 //! each draft token taken while it is the token drawn ([`DraftCheck`]). The tokens are those
 //! of plain decoding (on CUDA up to near-ties, as for any batch there); the cache is cut back
@@ -36,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use camelid_engine::speculate::{AfterDraft, DraftCheck, Drafter, Lookup, Speculator};
+use camelid_engine::speculate::{AfterDraft, DraftCheck, DraftModel, Drafter, Lookup, Speculator};
 use camelid_engine::{Continuation, FinishReason, GenParams};
 use camelid_model::llama::MAX_BATCH;
 use camelid_model::{Model, ModelError, Next, State, Want};
@@ -156,21 +157,37 @@ pub struct Worker {
     pub d_model: usize,
 }
 
+/// Speculative decoding of every decoding request in the worker: drafts of up to `draft_max`
+/// tokens, by prompt lookup, or by `draft` (a model of the served model's vocabulary, which the
+/// caller checks: `camelid_engine::speculate::check_vocabularies`), greedy while its most
+/// likely token has at least `p_min` of the probability.
+pub struct Speculation {
+    pub draft_max: usize,
+    pub draft: Option<Model>,
+    pub p_min: f32,
+}
+
 impl Worker {
     /// Starts the worker thread with `n_slots` sequences of `n_ctx` tokens each, decoding
-    /// speculatively by prompt lookup with drafts of up to `lookup` tokens when that is set;
+    /// speculatively when `spec` says so (a draft model gets a state of `n_ctx` in each slot);
     /// fails when the backend's memory cannot hold their caches.
     pub fn spawn(
         model: Model,
         tok: Arc<Tokenizer>,
         n_slots: usize,
         n_ctx: usize,
-        lookup: Option<usize>,
+        spec: Option<Speculation>,
         metrics: Arc<Metrics>,
     ) -> Result<Worker, ModelError> {
         let states = (0..n_slots)
             .map(|_| model.new_state(n_ctx))
             .collect::<Result<Vec<State>, _>>()?;
+        let draft_states = match spec.as_ref().and_then(|s| s.draft.as_ref()) {
+            Some(d) => (0..n_slots)
+                .map(|_| d.new_state(n_ctx))
+                .collect::<Result<Vec<State>, _>>()?,
+            None => Vec::new(),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let n_vocab = model.config.n_vocab;
@@ -179,7 +196,24 @@ impl Worker {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("camelid-worker".into())
-            .spawn(move || run(&model, &tok, states, lookup, &rx, &flag, &metrics))
+            .spawn(move || {
+                // Each slot's drafter, borrowing the draft model the thread owns.
+                let spec = spec.as_ref();
+                let mut draft_states = draft_states.into_iter();
+                let drafters = (0..n_slots)
+                    .map(|_| {
+                        let s = spec?;
+                        let drafter = match (&s.draft, draft_states.next()) {
+                            (Some(m), Some(state)) => {
+                                Drafter::Model(DraftModel::with_state(m, state, s.p_min))
+                            }
+                            _ => Drafter::Lookup(Lookup::default()),
+                        };
+                        Some(Speculator::new(drafter, s.draft_max))
+                    })
+                    .collect();
+                run(&model, &tok, states, drafters, &rx, &flag, &metrics)
+            })
             .expect("spawning the worker thread");
         Ok(Worker {
             jobs: Mutex::new(Some(tx)),
@@ -238,6 +272,9 @@ struct Slot<'t> {
     active: Option<Active<'t>>,
     /// An embedding being computed instead (a slot serves one request at a time).
     embedding: Option<Embedding>,
+    /// Speculative decoding: the slot's drafter (a draft model's state keeps its prefix from
+    /// request to request, as the slot's cache does).
+    spec: Option<Speculator<'t>>,
 }
 
 impl Slot<'_> {
@@ -258,26 +295,24 @@ struct Active<'t> {
     /// Log-probabilities not yet sent (their text is held back).
     logprobs: Vec<TokenLogprob>,
     cached: usize,
-    /// Speculative decoding: the drafter, the draft of this step being checked, and the text
-    /// of the draft tokens taken in it (sent with the step's events).
-    spec: Option<Speculator<'static>>,
+    /// Speculative decoding: the draft of this step being checked, and the text of the draft
+    /// tokens taken in it (sent with the step's events).
     check: Option<DraftCheck>,
     text: String,
 }
 
 /// The worker's loop: one step of continuous batching per pass, each step in the order of the
 /// methods of [`Batcher`].
-fn run(
-    model: &Model,
-    tok: &Tokenizer,
+fn run<'a>(
+    model: &'a Model,
+    tok: &'a Tokenizer,
     states: Vec<State>,
-    lookup: Option<usize>,
+    drafters: Vec<Option<Speculator<'a>>>,
     rx: &Receiver<Work>,
     stop: &AtomicBool,
-    metrics: &Metrics,
+    metrics: &'a Metrics,
 ) {
-    let mut b = Batcher::new(model, tok, metrics, states);
-    b.lookup = lookup;
+    let mut b = Batcher::new(model, tok, metrics, states, drafters);
     loop {
         match b.intake(rx, stop) {
             Intake::Closed => return,
@@ -330,23 +365,30 @@ struct Batcher<'a> {
     rate: RateWindow,
     /// Whether the channel may still bring work.
     open: bool,
-    /// Speculative decoding by prompt lookup, drafts of up to this many tokens.
-    lookup: Option<usize>,
     /// Scratch: a sequence's tokens, for its drafter.
     text: Vec<u32>,
 }
 
 impl<'a> Batcher<'a> {
-    fn new(model: &'a Model, tok: &'a Tokenizer, metrics: &'a Metrics, states: Vec<State>) -> Self {
+    /// The batcher of slots in `states`, each with its drafter (`drafters`, one a slot).
+    fn new(
+        model: &'a Model,
+        tok: &'a Tokenizer,
+        metrics: &'a Metrics,
+        states: Vec<State>,
+        drafters: Vec<Option<Speculator<'a>>>,
+    ) -> Self {
         let n_slots = states.len();
         let slots = states
             .into_iter()
-            .map(|state| Slot {
+            .zip(drafters)
+            .map(|(state, spec)| Slot {
                 state,
                 cached: Vec::new(),
                 last_used: 0,
                 active: None,
                 embedding: None,
+                spec,
             })
             .collect();
         Batcher {
@@ -360,7 +402,6 @@ impl<'a> Batcher<'a> {
             spans: Vec::with_capacity(n_slots),
             rate: RateWindow::default(),
             open: true,
-            lookup: None,
             text: Vec::new(),
         }
     }
@@ -466,9 +507,8 @@ impl<'a> Batcher<'a> {
             match work {
                 Work::Generate(job) => {
                     admit(model, slots, i, job, tok, self.clock, metrics);
-                    if let (Some(a), Some(max)) = (slots[i].active.as_mut(), self.lookup) {
-                        let lookup = Drafter::Lookup(Lookup::default());
-                        a.spec = Some(Speculator::new(lookup, max));
+                    if let Some(s) = slots[i].spec.as_mut() {
+                        s.restart();
                     }
                 }
                 Work::Embed(job) => admit_embedding(model, slots, i, job, self.clock, metrics),
@@ -489,7 +529,7 @@ impl<'a> Batcher<'a> {
                     let at = feed.len();
                     feed.push(a.next);
                     room = room.saturating_sub(1);
-                    if let Some(s) = a.spec.as_mut() {
+                    if let Some(s) = slot.spec.as_mut() {
                         // The draft must fit in the cache beside the token fed, and in the
                         // budget after it.
                         let state = &slot.state;
@@ -498,7 +538,11 @@ impl<'a> Batcher<'a> {
                         self.text.clear();
                         self.text.extend_from_slice(&slot.cached);
                         self.text.push(a.next);
-                        let draft = s.propose(&self.text, max).unwrap_or_default();
+                        let draft = s.propose(&self.text, max).unwrap_or_else(|e| {
+                            // A draft model's failure costs the draft, not the request.
+                            eprintln!("camelid serve: the draft model failed: {e}");
+                            &[]
+                        });
                         if !draft.is_empty() {
                             feed.extend_from_slice(draft);
                             room -= draft.len();
@@ -650,7 +694,7 @@ impl<'a> Batcher<'a> {
                 metrics
                     .draft_tokens_accepted
                     .fetch_add(taken as u64, Ordering::Relaxed);
-                if let Some(s) = a.spec.as_mut() {
+                if let Some(s) = slot.spec.as_mut() {
                     s.taken(taken);
                 }
                 slot.state.pos = check.cache_len();
@@ -767,7 +811,6 @@ fn admit<'t>(
         sampled: None,
         logprobs: Vec::new(),
         cached: keep,
-        spec: None,
         check: None,
         text: String::new(),
     });

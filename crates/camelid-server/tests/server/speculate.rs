@@ -1,8 +1,10 @@
-//! `--lookup`: speculative decoding in the batching worker gives every request the reply it
-//! gets without it (the same tokens, log-probabilities, finish reasons and usage), greedy or
-//! seeded, streamed or not, side by side with other requests, and counts its drafts.
+//! Speculative decoding in the batching worker (`--lookup`, `--model-draft`) gives every
+//! request the reply it gets without it (the same tokens, log-probabilities, finish reasons
+//! and usage), greedy or seeded, streamed or not, side by side with other requests, and counts
+//! its drafts.
 
 use super::*;
+use camelid_server::Speculation;
 
 /// Requests whose replies repeat their prompts (so that lookup finds drafts), and others.
 fn requests() -> Vec<(&'static str, Value)> {
@@ -90,30 +92,50 @@ async fn replies(app: &Router) -> Vec<(String, Option<String>, Value, Value)> {
     out
 }
 
+/// A server of 8 slots decoding speculatively as `spec` says.
+fn speculating(spec: Speculation) -> Router {
+    let (model, tok) = load();
+    let mut config = ServerConfig::new(MODEL, 512);
+    config.n_slots = 8;
+    router(AppState::with_speculation(model, tok, config, Some(spec)).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lookup_replies_are_the_replies_without_it() {
+async fn speculative_replies_are_the_replies_without_it() {
     let (plain, _, _) = server(512, |c| c.n_slots = 8);
     let want = replies(&plain).await;
-    for draft_max in [16, 3] {
-        let (app, _, _) = server(512, |c| {
-            c.n_slots = 8;
-            c.lookup = Some(draft_max);
-        });
+    let lookup = |draft_max| Speculation {
+        draft_max,
+        draft: None,
+        p_min: 0.0,
+    };
+    // The default model as its own draft: most drafts hold.
+    let draft = Speculation {
+        draft_max: 8,
+        draft: Some(load().0),
+        p_min: 0.5,
+    };
+    for (how, spec) in [
+        ("lookup 16", lookup(16)),
+        ("lookup 3", lookup(3)),
+        ("draft model", draft),
+    ] {
+        let app = speculating(spec);
         let got = replies(&app).await;
         for ((name, _), (g, w)) in requests().iter().zip(got.iter().zip(&want)) {
-            assert_eq!(g, w, "{name}, drafts of up to {draft_max}");
+            assert_eq!(g, w, "{name}, {how}");
         }
         let drafted = metric(&app, "camelid_draft_tokens_total").await;
         let accepted = metric(&app, "camelid_draft_tokens_accepted_total").await;
-        eprintln!("draft_max {draft_max}: {accepted} of {drafted} draft tokens taken");
+        eprintln!("{how}: {accepted} of {drafted} draft tokens taken");
         assert!(
             accepted > 10.0 && accepted <= drafted,
-            "{accepted} of {drafted}"
+            "{how}: {accepted} of {drafted}"
         );
         let generated = metric(&app, "camelid_completion_tokens_total").await;
         assert_eq!(
             generated,
-            metric(&plain, "camelid_completion_tokens_total").await / 2.0 * 2.0
+            metric(&plain, "camelid_completion_tokens_total").await
         );
     }
 }
