@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use camelid_engine::constrain::{GrammarSpec, Vocabulary};
 use camelid_engine::speculate::{DraftModel, Drafter, Lookup, Speculator};
 use camelid_engine::{
     FinishReason, GenParams, Generation, SamplerConfig, Speculation, generate_with,
@@ -100,6 +101,18 @@ fn speculative_decoding_draws_what_plain_decoding_draws() {
         (
             "stop string",
             params(40, SamplerConfig::greedy(), &["butter"]),
+            n_ctx,
+        ),
+        (
+            "JSON schema",
+            {
+                let vocab = Vocabulary::new(std::sync::Arc::new(tok.clone())).unwrap();
+                let schema = serde_json::json!({"type": "object", "properties":
+                {"steps": {"type": "array", "items": {"type": "string"}}}, "required": ["steps"]});
+                let mut p = params(60, SamplerConfig::greedy(), &[]);
+                p.grammar = Some(vocab.compile(&GrammarSpec::JsonSchema(schema)).unwrap());
+                p
+            },
             n_ctx,
         ),
         // The context fills up within a draft.

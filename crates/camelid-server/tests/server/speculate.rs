@@ -44,6 +44,14 @@ fn requests() -> Vec<(&'static str, Value)> {
             json!({"messages": chat("Repeat twice: the red fox jumps over the red fence."),
             "max_tokens": 40, "temperature": 0, "stream": true}),
         ),
+        // Drafts the grammar refuses are drawn against its masked logits, and fail.
+        (
+            "chat, JSON schema",
+            json!({"messages": chat("Give the list apples, pears, plums as JSON."),
+            "max_tokens": 60, "temperature": 0, "response_format": {"type": "json_schema",
+            "json_schema": {"name": "fruit", "schema": {"type": "object", "properties":
+                {"fruit": {"type": "array", "items": {"type": "string"}}}, "required": ["fruit"]}}}}),
+        ),
     ]
 }
 
