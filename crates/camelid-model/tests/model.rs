@@ -750,6 +750,18 @@ fn impossible_copies_are_errors() {
     assert_eq!(dst.pos, 2);
 }
 
+/// Each fixture model in Q4_0 at the fast precision, with its name, its tokens and a prompt of
+/// more rows than one pass holds (its tokens over and over).
+fn each_fast_q4_0(mut f: impl FnMut(&str, &[u32], &Model, &[u32])) {
+    let man = manifest();
+    for m in man["models"].as_array().unwrap() {
+        let toks = tokens(m);
+        let long: Vec<u32> = (0..MAX_BATCH + 9).map(|i| toks[i % toks.len()]).collect();
+        let model = q4_0_model(m, Precision::Fast);
+        f(m["name"].as_str().unwrap(), &toks, &model, &long);
+    }
+}
+
 /// Sequences that want their greedy token (`Want::Token`) get the argmax of the logits they
 /// get alone, and the sequences beside them their logits, bit for bit: also when the rows take
 /// more than one pass.
@@ -757,17 +769,11 @@ fn impossible_copies_are_errors() {
 fn greedy_tokens_ride_with_logits_rows() {
     use camelid_model::backend::greedy_token;
     use camelid_model::{Next, Want};
-    let man = manifest();
-    for m in man["models"].as_array().unwrap() {
-        let name = m["name"].as_str().unwrap();
-        let toks = tokens(m);
-        let n = toks.len();
-        let model = q4_0_model(m, Precision::Fast);
-        let long: Vec<u32> = (0..MAX_BATCH + 9).map(|i| toks[i % n]).collect();
+    each_fast_q4_0(|name, toks, model, long| {
         let prompts: Vec<Vec<u32>> = vec![
             toks[..5].to_vec(),
             toks[2..9].to_vec(),
-            long.clone(),
+            long.to_vec(),
             toks[1..4].to_vec(),
         ];
         let alone: Vec<Vec<f32>> = prompts
@@ -812,7 +818,7 @@ fn greedy_tokens_ride_with_logits_rows() {
                 other => panic!("{name}: sequence {i} gave {other:?}"),
             }
         }
-    }
+    });
 }
 
 /// A sequence that wants every row's greedy token (`Want::Tokens`, a greedy speculative draft's
@@ -823,13 +829,7 @@ fn greedy_tokens_ride_with_logits_rows() {
 fn every_rows_greedy_token_or_logits_in_order() {
     use camelid_model::backend::greedy_token;
     use camelid_model::{Next, Want};
-    let man = manifest();
-    for m in man["models"].as_array().unwrap() {
-        let name = m["name"].as_str().unwrap();
-        let toks = tokens(m);
-        let n = toks.len();
-        let model = q4_0_model(m, Precision::Fast);
-        let long: Vec<u32> = (0..MAX_BATCH + 9).map(|i| toks[i % n]).collect();
+    each_fast_q4_0(|name, toks, model, long| {
         let beside = toks[1..6].to_vec();
         let want_rows: Vec<u32> = run_all(&model, &long)
             .iter()
@@ -867,7 +867,7 @@ fn every_rows_greedy_token_or_logits_in_order() {
             assert_same_logits(got, want, &format!("{name}: row {i} beside"));
         }
         assert_eq!((states[0].pos, states[1].pos), (long.len(), beside.len()));
-    }
+    });
 }
 
 /// Sequences that want hidden states (embeddings) share passes with sequences that want
