@@ -778,7 +778,7 @@ fn greedy_tokens_ride_with_logits_rows() {
         ];
         let alone: Vec<Vec<f32>> = prompts
             .iter()
-            .map(|p| run_all(&model, p).pop().unwrap())
+            .map(|p| run_all(model, p).pop().unwrap())
             .collect();
         let mut states: Vec<_> = prompts
             .iter()
@@ -831,11 +831,11 @@ fn every_rows_greedy_token_or_logits_in_order() {
     use camelid_model::{Next, Want};
     each_fast_q4_0(|name, toks, model, long| {
         let beside = toks[1..6].to_vec();
-        let want_rows: Vec<u32> = run_all(&model, &long)
+        let want_rows: Vec<u32> = run_all(model, long)
             .iter()
             .map(|l| greedy_token(l))
             .collect();
-        let want_beside = run_all(&model, &beside);
+        let want_beside = run_all(model, &beside);
         let mut states = [
             model.new_state(long.len()).unwrap(),
             model.new_state(beside.len()).unwrap(),
@@ -845,7 +845,7 @@ fn every_rows_greedy_token_or_logits_in_order() {
         model
             .forward_batch(
                 &mut refs,
-                &[&long, &beside],
+                &[long, &beside],
                 |i| {
                     if i == 0 {
                         Want::Tokens
