@@ -127,13 +127,9 @@ impl<'m> DraftModel<'m> {
         }
     }
 
-    /// Appends up to `max` draft tokens after `text` to `out`. The cache keeps what it shares
-    /// with `text`; the rest of `text` goes through the draft model in one pass.
-    fn propose(&mut self, text: &[u32], max: usize, out: &mut Vec<u32>) -> Result<(), ModelError> {
-        if max == 0 || text.is_empty() {
-            return Ok(());
-        }
-        // At least one token goes through the model, for the logits after the text.
+    /// Makes the cache keep what it shares with `text` (at least the last token goes through
+    /// the model again, for the logits after the text); returns the tokens to feed.
+    fn rewind(&mut self, text: &[u32]) -> Vec<u32> {
         let common = self
             .cached
             .iter()
@@ -143,25 +139,70 @@ impl<'m> DraftModel<'m> {
         let common = common.min(text.len() - 1);
         self.state.pos = common;
         self.cached.truncate(common);
-        let mut feed = text[common..].to_vec();
-        while self.state.pos + feed.len() <= self.state.n_ctx {
-            let mut pick = (0u32, 0.0f64);
-            self.model
-                .forward(&mut self.state, &feed, false, |_, logits| {
-                    pick = most_likely(logits)
-                })?;
-            self.cached.extend_from_slice(&feed);
-            if pick.1 < f64::from(self.p_min) {
-                break;
+        text[common..].to_vec()
+    }
+}
+
+/// Drafts of several draft models of one model at once: `jobs[i] = (draft model, text, max)`
+/// appends up to `max` tokens after `text` to `outs[i]`. Each step is one pass of the draft
+/// model over every sequence still drafting (a sequence stops at `max`, at a token less likely
+/// than its `p_min`, or when its cache is full), so a server's slots read the draft model's
+/// weights once a step rather than once each.
+fn draft_together(
+    jobs: &mut [(&mut DraftModel<'_>, &[u32], usize)],
+    outs: &mut [&mut Vec<u32>],
+) -> Result<(), ModelError> {
+    let Some(model) = jobs.first().map(|j| j.0.model) else {
+        return Ok(());
+    };
+    let mut feeds: Vec<Vec<u32>> = jobs
+        .iter_mut()
+        .map(|(d, text, max)| {
+            if *max == 0 || text.is_empty() {
+                Vec::new()
+            } else {
+                d.rewind(text)
             }
-            out.push(pick.0);
-            if out.len() >= max {
-                break;
-            }
-            feed.clear();
-            feed.push(pick.0);
+        })
+        .collect();
+    loop {
+        // The sequences drafting this step.
+        let going: Vec<usize> = (0..jobs.len())
+            .filter(|&i| {
+                let d = &jobs[i].0;
+                !feeds[i].is_empty() && d.state.pos + feeds[i].len() <= d.state.n_ctx
+            })
+            .collect();
+        if going.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut picks = vec![(0u32, 0.0f64); going.len()];
+        {
+            let mut states: Vec<&mut State> = Vec::with_capacity(going.len());
+            let mut next = going.iter().peekable();
+            for (i, (d, _, _)) in jobs.iter_mut().enumerate() {
+                if next.peek() == Some(&&i) {
+                    next.next();
+                    states.push(&mut d.state);
+                }
+            }
+            let tokens: Vec<&[u32]> = going.iter().map(|&i| feeds[i].as_slice()).collect();
+            model.forward_seqs(&mut states, &tokens, |k, logits| {
+                picks[k] = most_likely(logits)
+            })?;
+        }
+        for (&i, &(t, p)) in going.iter().zip(&picks) {
+            let (d, _, max) = &mut jobs[i];
+            d.cached.extend_from_slice(&feeds[i]);
+            feeds[i].clear();
+            if p < f64::from(d.p_min) {
+                continue;
+            }
+            outs[i].push(t);
+            if outs[i].len() < *max {
+                feeds[i].push(t);
+            }
+        }
     }
 }
 
@@ -367,15 +408,47 @@ impl<'m> Speculator<'m> {
     /// Up to `max.min(draft_max)` tokens to follow `text` (everything in the sequence so far,
     /// the last token included).
     pub fn propose(&mut self, text: &[u32], max: usize) -> Result<&[u32], ModelError> {
-        let max = max.min(self.cap);
-        self.draft.clear();
-        if max > 0 {
-            match &mut self.drafter {
-                Drafter::Lookup(l) => l.propose(text, max, &mut self.draft),
-                Drafter::Model(m) => m.propose(text, max, &mut self.draft)?,
+        Speculator::propose_all(&mut [(&mut *self, text, max)])?;
+        Ok(&self.draft)
+    }
+
+    /// [`Speculator::propose`] for several sequences, each draft then in its speculator
+    /// ([`Speculator::draft`]). Those whose drafter is a draft model run their steps together,
+    /// one pass for all of them, when they share that model.
+    pub fn propose_all(
+        jobs: &mut [(&mut Speculator<'m>, &[u32], usize)],
+    ) -> Result<(), ModelError> {
+        let mut together: Vec<(&mut DraftModel<'m>, &[u32], usize)> = Vec::new();
+        let mut outs: Vec<&mut Vec<u32>> = Vec::new();
+        let mut alone: Vec<(&mut DraftModel<'m>, &[u32], usize, &mut Vec<u32>)> = Vec::new();
+        for (s, text, max) in jobs.iter_mut() {
+            let max = (*max).min(s.cap);
+            s.draft.clear();
+            match &mut s.drafter {
+                Drafter::Lookup(l) => l.propose(text, max, &mut s.draft),
+                Drafter::Model(m) => {
+                    let shared = together
+                        .first()
+                        .is_none_or(|(first, _, _)| std::ptr::eq(first.model, m.model));
+                    if shared {
+                        together.push((m, text, max));
+                        outs.push(&mut s.draft);
+                    } else {
+                        alone.push((m, text, max, &mut s.draft));
+                    }
+                }
             }
         }
-        Ok(&self.draft)
+        draft_together(&mut together, &mut outs)?;
+        for (m, text, max, out) in alone {
+            draft_together(&mut [(m, text, max)], &mut [out])?;
+        }
+        Ok(())
+    }
+
+    /// The draft of the last proposal.
+    pub fn draft(&self) -> &[u32] {
+        &self.draft
     }
 }
 

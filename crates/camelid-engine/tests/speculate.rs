@@ -257,3 +257,69 @@ fn a_conversation_replies_the_same_with_speculation() {
         }
     }
 }
+
+/// Several sequences' drafts at once (a server's slots): the draft model's steps for all of
+/// them in one pass each give the drafts each gets alone, a lookup drafter beside them, and
+/// again on a second round that reuses the draft models' caches.
+#[test]
+fn drafts_proposed_together_are_the_drafts_proposed_alone() {
+    let (model, tok) = default_model();
+    let texts: Vec<Vec<u32>> = [
+        "The capital of France is",
+        "def add(a, b):\n    return a + b\n\ndef sub(a, b):",
+        "One, two, three, four,",
+    ]
+    .iter()
+    .map(|t| tok.encode(t, tok.add_bos_default(), false))
+    .collect();
+    let maxes = [6, 3, 8];
+    let speculators = || -> Vec<Speculator<'_>> {
+        let mut v: Vec<Speculator<'_>> = texts
+            .iter()
+            .map(|_| {
+                let d =
+                    DraftModel::new(&model, &tok, &tok, model.config.n_vocab, 128, 0.0).unwrap();
+                Speculator::new(Drafter::Model(d), 8)
+            })
+            .collect();
+        v.push(Speculator::new(Drafter::Lookup(Lookup::default()), 8));
+        v
+    };
+    let (mut alone, mut together) = (speculators(), speculators());
+    let lookup_text: Vec<u32> = [7, 8, 9, 7, 8].to_vec();
+    for round in 0..2 {
+        // The second round: each text grown by its first draft, as after a pass that took it.
+        let texts: Vec<Vec<u32>> = texts
+            .iter()
+            .zip(&alone)
+            .map(|(t, s)| {
+                if round == 0 {
+                    t.clone()
+                } else {
+                    [t, s.draft()].concat()
+                }
+            })
+            .chain([lookup_text.clone()])
+            .collect();
+        let want: Vec<Vec<u32>> = alone
+            .iter_mut()
+            .zip(&texts)
+            .zip(maxes.iter().chain([&5]))
+            .map(|((s, t), &max)| s.propose(t, max).unwrap().to_vec())
+            .collect();
+        let mut jobs: Vec<_> = together
+            .iter_mut()
+            .zip(&texts)
+            .zip(maxes.iter().chain([&5]))
+            .map(|((s, t), &max)| (s, t.as_slice(), max))
+            .collect();
+        Speculator::propose_all(&mut jobs).unwrap();
+        let got: Vec<Vec<u32>> = together.iter().map(|s| s.draft().to_vec()).collect();
+        assert_eq!(got, want, "round {round}");
+        assert_eq!(
+            got.iter().map(Vec::len).collect::<Vec<_>>(),
+            [6, 3, 8, 5],
+            "round {round}"
+        );
+    }
+}

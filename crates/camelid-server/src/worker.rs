@@ -365,8 +365,8 @@ struct Batcher<'a> {
     rate: RateWindow,
     /// Whether the channel may still bring work.
     open: bool,
-    /// Scratch: a sequence's tokens, for its drafter.
-    text: Vec<u32>,
+    /// Scratch: each slot's tokens, for its drafter.
+    texts: Vec<Vec<u32>>,
 }
 
 impl<'a> Batcher<'a> {
@@ -402,7 +402,7 @@ impl<'a> Batcher<'a> {
             spans: Vec::with_capacity(n_slots),
             rate: RateWindow::default(),
             open: true,
-            text: Vec::new(),
+            texts: Vec::new(),
         }
     }
 
@@ -516,38 +516,76 @@ impl<'a> Batcher<'a> {
         }
     }
 
+    /// Each slot's draft for this step, where its sequence is decoding and speculating: after
+    /// its cache and the token it feeds, and within its cache, its token budget and a share of
+    /// the batch. A draft model's steps run for every slot together.
+    fn propose_drafts(&mut self) -> Vec<Option<Vec<u32>>> {
+        let n_slots = self.slots.len();
+        let decoding = |s: &Slot| {
+            s.active
+                .as_ref()
+                .is_some_and(|a| a.fed == a.job.prompt.len())
+        };
+        let n_dec = self.slots.iter().filter(|s| decoding(s)).count();
+        let share = MAX_BATCH.saturating_sub(n_dec) / n_dec.max(1);
+        self.texts.resize_with(n_slots, Vec::new);
+        let mut jobs = Vec::new();
+        let mut which = Vec::new();
+        for (i, (slot, text)) in self.slots.iter_mut().zip(&mut self.texts).enumerate() {
+            let Slot {
+                spec: Some(s),
+                active: Some(a),
+                state,
+                cached,
+                ..
+            } = slot
+            else {
+                continue;
+            };
+            if a.fed != a.job.prompt.len() {
+                continue;
+            }
+            // The draft must fit in the cache beside the token fed, and in the budget after it.
+            let fits = state.n_ctx.saturating_sub(state.pos + 1);
+            let max = fits.min(a.cont.tokens_left().saturating_sub(1)).min(share);
+            text.clear();
+            text.extend_from_slice(cached);
+            text.push(a.next);
+            jobs.push((s, text.as_slice(), max));
+            which.push(i);
+        }
+        let mut drafts = vec![None; n_slots];
+        if let Err(e) = Speculator::propose_all(&mut jobs) {
+            // A draft model's failure costs the drafts, not the requests.
+            eprintln!("camelid serve: the draft model failed: {e}");
+            return drafts;
+        }
+        for ((s, _, _), i) in jobs.iter().zip(which) {
+            drafts[i] = Some(s.draft().to_vec());
+        }
+        drafts
+    }
+
     /// The batch: every decoding sequence's last token (and its draft, when speculating), then
     /// prompt chunks in the room left. False when there is nothing to compute.
     fn plan_batch(&mut self) -> bool {
+        let mut drafts = self.propose_drafts().into_iter();
         let (feed, spans) = (&mut self.feed, &mut self.spans);
         feed.clear();
         spans.clear();
         let mut room = MAX_BATCH;
         for slot in &mut self.slots {
+            let draft = drafts.next().flatten().unwrap_or_default();
             match &mut slot.active {
                 Some(a) if a.fed == a.job.prompt.len() => {
                     let at = feed.len();
                     feed.push(a.next);
                     room = room.saturating_sub(1);
-                    if let Some(s) = slot.spec.as_mut() {
-                        // The draft must fit in the cache beside the token fed, and in the
-                        // budget after it.
+                    if !draft.is_empty() {
+                        feed.extend_from_slice(&draft);
+                        room = room.saturating_sub(draft.len());
                         let state = &slot.state;
-                        let fits = state.n_ctx.saturating_sub(state.pos + 1);
-                        let max = fits.min(a.cont.tokens_left().saturating_sub(1)).min(room);
-                        self.text.clear();
-                        self.text.extend_from_slice(&slot.cached);
-                        self.text.push(a.next);
-                        let draft = s.propose(&self.text, max).unwrap_or_else(|e| {
-                            // A draft model's failure costs the draft, not the request.
-                            eprintln!("camelid serve: the draft model failed: {e}");
-                            &[]
-                        });
-                        if !draft.is_empty() {
-                            feed.extend_from_slice(draft);
-                            room -= draft.len();
-                            a.check = Some(DraftCheck::new(state.pos, state.n_ctx, draft.to_vec()));
-                        }
+                        a.check = Some(DraftCheck::new(state.pos, state.n_ctx, draft));
                     }
                     spans.push((at, feed.len() - at));
                 }
