@@ -192,6 +192,23 @@ impl DraftArgs {
         anyhow::anyhow!("--model-draft {name}: {e}")
     }
 
+    /// A line on stderr when the draft model is not smaller than the model: its steps then
+    /// cost at least what they save.
+    fn note_size(&self, draft: &Loaded, target: &Loaded) {
+        let (d, t) = (
+            draft.model.config.n_params(),
+            target.model.config.n_params(),
+        );
+        if d >= t {
+            eprintln!(
+                "[--model-draft: the draft model has {:.2}B parameters, the model {:.2}B; a draft \
+                 pays off when it is many times smaller]",
+                d as f64 / 1e9,
+                t as f64 / 1e9
+            );
+        }
+    }
+
     /// The speculator of these options for `target`, if speculation is asked for.
     pub fn speculator<'m>(
         &self,
@@ -199,7 +216,8 @@ impl DraftArgs {
         target: &Loaded,
     ) -> Result<Option<Speculator<'m>>> {
         let drafter = match &draft.0 {
-            Some(d) => Drafter::Model(
+            Some(d) => Drafter::Model({
+                self.note_size(d, target);
                 DraftModel::new(
                     &d.model,
                     &d.tokenizer,
@@ -208,8 +226,8 @@ impl DraftArgs {
                     target.n_ctx,
                     self.draft_p_min,
                 )
-                .map_err(|e| self.draft_error(e))?,
-            ),
+                .map_err(|e| self.draft_error(e))?
+            }),
             None if self.lookup => Drafter::Lookup(Lookup::default()),
             None => return Ok(None),
         };
@@ -234,6 +252,7 @@ impl DraftArgs {
                 target.model.config.n_vocab,
             )
             .map_err(|e| self.draft_error(e))?;
+            self.note_size(d, target);
         }
         Ok(Some(camelid_server::Speculation {
             draft_max: usize::from(self.draft_max),

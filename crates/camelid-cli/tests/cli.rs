@@ -1199,6 +1199,14 @@ fn speculative_runs_print_what_plain_runs_print() {
             }
         }
     }
+    // A draft as large as the model is said to cost what it saves.
+    let out = camelid(&["run", "-m", m, "-p", "hi", "-n", "2", "--model-draft", d]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("a draft pays off when it is many times smaller"),
+        "{err}"
+    );
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec![
