@@ -518,8 +518,12 @@ impl<'a> Batcher<'a> {
 
     /// Each slot's draft for this step, where its sequence is decoding and speculating: after
     /// its cache and the token it feeds, and within its cache, its token budget and a share of
-    /// the batch. A draft model's steps run for every slot together.
+    /// the batch. A draft model's steps run for every slot together. Empty (no allocation) when
+    /// no slot speculates.
     fn propose_drafts(&mut self) -> Vec<Option<Vec<u32>>> {
+        if self.slots.iter().all(|s| s.spec.is_none()) {
+            return Vec::new();
+        }
         let n_slots = self.slots.len();
         let decoding = |s: &Slot| {
             s.active
@@ -948,26 +952,19 @@ fn finish_embedding(slot: &mut Slot, metrics: &Metrics) {
 /// decoding step. Each sequence keeps its own sampler, so the tokens drawn do not depend on
 /// the split.
 fn sample_rows(tok: &Tokenizer, actives: &mut [&mut Active], rows: &[(usize, Next<'_>)]) {
-    let mut work: Vec<(&mut Active, Vec<Next<'_>>)> = Vec::with_capacity(rows.len());
+    let mut work: Vec<(&mut Active, &[(usize, Next<'_>)])> = Vec::with_capacity(rows.len());
     let mut slots: Vec<Option<&mut Active>> = actives.iter_mut().map(|a| Some(&mut **a)).collect();
-    // Where each sequence's rows are in `work`.
-    let mut at: Vec<Option<usize>> = vec![None; slots.len()];
-    for &(i, next) in rows {
-        if let Some(w) = at.get(i).copied().flatten() {
-            work[w].1.push(next);
-            continue;
-        }
+    // A sequence's rows are next to each other (they are all of one kind, and each kind comes
+    // in batch order).
+    for run in rows.chunk_by(|x, y| x.0 == y.0) {
         // Mid-prompt: these logits predict a token the prompt already has.
-        match slots.get_mut(i).and_then(Option::take) {
-            Some(a) if a.fed >= a.job.prompt.len() => {
-                at[i] = Some(work.len());
-                work.push((a, vec![next]));
-            }
+        match slots.get_mut(run[0].0).and_then(Option::take) {
+            Some(a) if a.fed >= a.job.prompt.len() => work.push((a, run)),
             _ => {}
         }
     }
-    let one = |(a, nexts): (&mut Active, Vec<Next<'_>>)| {
-        for next in nexts {
+    let one = |(a, run): (&mut Active, &[(usize, Next<'_>)])| {
+        for &(_, next) in run {
             if a.check.as_ref().is_some_and(DraftCheck::is_decided) {
                 break;
             }
