@@ -97,8 +97,7 @@ fn logits_json_matches_transformers() {
 
 #[test]
 fn bad_input_is_a_clear_error_and_a_nonzero_exit() {
-    let tmp = std::env::temp_dir().join(format!("camelid-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = fresh_dir("bad-input");
     let truncated = tmp.join("truncated.gguf");
     let full = std::fs::read(repo().join("testdata/tiny/mqa/q4_0.gguf")).unwrap();
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
@@ -250,7 +249,7 @@ fn with_metadata(src: &Path, tag: &str, extra: &[(&str, camelid_formats::gguf::V
         w.add_tensor(&t.name, &t.dims, t.ggml_type, g.tensor_data(t).to_vec())
             .unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("camelid-cli-meta-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("recommended-sampling");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{tag}.gguf"));
     w.write_file(&path).unwrap();
@@ -408,8 +407,7 @@ fn logits_writes_nothing_when_the_input_is_rejected() {
 /// it looks truncated and gives both sizes.
 #[test]
 fn truncated_gguf_is_said_once_with_both_sizes() {
-    let tmp = std::env::temp_dir().join(format!("camelid-cli-trunc-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = fresh_dir("truncated");
     let full = std::fs::read(repo().join("testdata/tiny/mqa/q4_0.gguf")).unwrap();
     let half = &full[..full.len() / 2];
     let path = tmp.join("half.gguf");

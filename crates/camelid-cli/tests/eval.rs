@@ -90,7 +90,7 @@ fn rel(got: f64, want: f64) -> f64 {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("camelid-eval-test-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("eval-test");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }

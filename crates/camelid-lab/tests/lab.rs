@@ -8,7 +8,7 @@ use camelid_lab::{Lab, Options, Study};
 use camelid_plot::read::{self, El};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("camelid-lab-{}-{name}", std::process::id()));
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

@@ -1070,7 +1070,7 @@ mod bad_models {
             data.resize(size as usize, 0);
             w.add_tensor(&t.name, &dims, ty, data).unwrap();
         }
-        let dir = std::env::temp_dir().join(format!("camelid-bad-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad-files");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{tag}.gguf"));
         w.write_file(&path).unwrap();
@@ -1167,7 +1167,7 @@ mod bad_models {
     #[test]
     fn truncated_file_names_the_offset() {
         let src = std::fs::read(tiny().join("llama1-mha/f32.gguf")).unwrap();
-        let dir = std::env::temp_dir().join(format!("camelid-bad-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("truncated-files");
         std::fs::create_dir_all(&dir).unwrap();
         for cut in [3, 20, 1000, src.len() - 1] {
             let p = dir.join(format!("cut{cut}.gguf"));
@@ -1181,7 +1181,7 @@ mod bad_models {
     #[test]
     fn hf_config_contradicting_tensors() {
         let src = tiny().join("llama2-gqa8/hf-f32");
-        let dir = std::env::temp_dir().join(format!("camelid-bad-hf-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hf-contradicting");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
         let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
@@ -1278,7 +1278,8 @@ mod sampling_hints {
     #[test]
     fn generation_config_json() {
         let src = tiny().join("llama3-gqa/hf-f32");
-        let dir = std::env::temp_dir().join(format!("camelid-gencfg-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generation-config");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for f in ["model.safetensors", "config.json"] {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();

@@ -216,7 +216,7 @@ fn special_tokens_only_when_asked() {
 }
 
 fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("camelid-tokenizer-test-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tokenizer-test");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     std::fs::write(&p, data).unwrap();
