@@ -49,6 +49,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         l.threads,
         l.precision,
         l.cache_type,
+        l.adapters.get()?,
     )?;
     let tests = camelid_engine::bench::Tests {
         n_prompt: a.n_prompt,

@@ -39,6 +39,44 @@ pub struct LoadArgs {
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    #[command(flatten)]
+    pub adapters: AdapterArgs,
+}
+
+/// `--lora` and `--lora-scaled`, llama.cpp's options: LoRA adapters merged into the weights at
+/// load (`camelid_model::lora`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AdapterArgs {
+    /// A LoRA adapter to apply: a PEFT folder (adapter_config.json + adapter_model.safetensors)
+    /// or a GGUF adapter (llama.cpp's convert_lora_to_gguf.py). Repeatable; merged into the
+    /// weights at load.
+    #[arg(long = "lora", value_name = "ADAPTER")]
+    pub lora: Vec<PathBuf>,
+    /// A LoRA adapter at a scale (1 = as trained, 0.5 = half its change). Repeatable.
+    #[arg(long = "lora-scaled", num_args = 2, value_names = ["ADAPTER", "SCALE"])]
+    pub lora_scaled: Vec<String>,
+}
+
+impl AdapterArgs {
+    /// Every adapter with its scale, in the order given (`--lora` first).
+    pub fn get(&self) -> Result<Vec<(PathBuf, f32)>> {
+        let mut out: Vec<(PathBuf, f32)> = self.lora.iter().map(|p| (p.clone(), 1.0)).collect();
+        for pair in self.lora_scaled.chunks_exact(2) {
+            let scale = pair[1]
+                .parse::<f32>()
+                .ok()
+                .filter(|s| s.is_finite())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--lora-scaled {} {}: the scale is not a number",
+                        pair[0],
+                        pair[1]
+                    )
+                })?;
+            out.push((PathBuf::from(&pair[0]), scale));
+        }
+        Ok(out)
+    }
 }
 
 /// The help of `--cache-type`.
@@ -64,7 +102,7 @@ impl CacheTypeArg {
 }
 
 /// Where and how the evaluation commands (perplexity, score, logits) compute.
-#[derive(clap::Args, Clone, Copy, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ComputeArgs {
     #[arg(short, long, help = THREADS_HELP, value_parser = camelid_engine::options::threads,
           allow_negative_numbers = true)]
@@ -76,6 +114,8 @@ pub struct ComputeArgs {
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    #[command(flatten)]
+    pub adapters: AdapterArgs,
 }
 
 impl ComputeArgs {
@@ -93,6 +133,7 @@ impl ComputeArgs {
             precision: self.precision.get(),
             cache_type: self.cache_type,
             device: self.device,
+            adapters: self.adapters.clone(),
         }
     }
 }
@@ -145,14 +186,15 @@ pub fn threads_or_all(threads: Option<usize>) -> Result<usize> {
     Ok(threads_arg(threads)?.unwrap_or_else(|| usable_cores().unwrap_or(1)))
 }
 
-/// A model resolved as `-m` names it, on `device`, with `--threads`, `--precision` and
-/// `--cache-type` applied.
+/// A model resolved as `-m` names it, on `device`, with `--threads`, `--precision`,
+/// `--cache-type` and the adapters applied.
 pub fn open_resolved(
     model: Option<&str>,
     device: Device,
     threads: Option<usize>,
     precision: PrecisionArg,
     cache_type: Option<CacheTypeArg>,
+    adapters: Vec<(PathBuf, f32)>,
 ) -> Result<(PathBuf, Model)> {
     let path = crate::fetch::resolve_model(model)?;
     let o = LoadOptions {
@@ -161,6 +203,7 @@ pub fn open_resolved(
         precision: precision.into(),
         cache_type: CacheTypeArg::resolve(cache_type, precision.into()),
         ctx: None,
+        adapters,
     };
     let m = open_model(Checkpoint::open(&path)?, &o)?;
     Ok((path, m))
@@ -200,6 +243,7 @@ pub fn load_from(path: &Path, a: &LoadArgs) -> Result<Loaded> {
         precision: a.precision.into(),
         cache_type: CacheTypeArg::resolve(a.cache_type, a.precision.into()),
         ctx: a.ctx,
+        adapters: a.adapters.get()?,
     };
     Ok(camelid_engine::load::load(path, &o)?)
 }

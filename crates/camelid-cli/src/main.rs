@@ -177,6 +177,7 @@ fn logits(a: &LogitsArgs) -> Result<()> {
         c.threads,
         c.precision.get(),
         c.cache_type,
+        c.adapters.get()?,
     )?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     camelid_engine::eval_io::write_logits_json(&model, &a.tokens, a.all, a.decode, &mut out)?;

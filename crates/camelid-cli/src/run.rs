@@ -181,7 +181,12 @@ impl DraftArgs {
             return Ok(DraftLoaded(None));
         };
         let path = crate::fetch::resolve_model(Some(m))?;
-        let loaded = crate::load::load_from(&path, load)
+        // The adapters are the model's: a draft only proposes, whatever it was tuned on.
+        let load = LoadArgs {
+            adapters: Default::default(),
+            ..load.clone()
+        };
+        let loaded = crate::load::load_from(&path, &load)
             .with_context(|| format!("--model-draft {}", path.display()))?;
         Ok(DraftLoaded(Some(loaded)))
     }

@@ -2,17 +2,18 @@
 //! what every command (and a library user) does before anything else.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use camelid_kernels::Precision;
+use camelid_model::lora::{self, Adapter};
 use camelid_model::sampling::{SamplingHints, sampling_hints};
 use camelid_model::tokenizer_load::{self, checkpoint_tokenizer};
-use camelid_model::weights::Checkpoint;
-use camelid_model::{CacheType, Device, Model, ModelError};
+use camelid_model::weights::{Checkpoint, Weights};
+use camelid_model::{CacheType, Config, Device, Model, ModelError};
 use camelid_tokenizer::Tokenizer;
 
 /// How to open a model.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub device: Device,
     /// Compute threads; `None` keeps the model's default (all usable cores).
@@ -22,6 +23,9 @@ pub struct LoadOptions {
     pub cache_type: CacheType,
     /// The context asked for; `None` is the model's training context, at most 4096.
     pub ctx: Option<usize>,
+    /// LoRA adapters (PEFT folders or GGUF adapters), each with the user's scale, merged into
+    /// the weights at load ([`camelid_model::lora`]).
+    pub adapters: Vec<(PathBuf, f32)>,
 }
 
 pub struct Loaded {
@@ -79,12 +83,21 @@ impl From<tokenizer_load::LoadError> for LoadError {
     }
 }
 
-/// The model of a checkpoint, its weights on `o.device`, with `o.threads`, `o.precision` and
-/// `o.cache_type` applied (`o.ctx` is not looked at).
+/// The model of a checkpoint, its weights (with `o.adapters` merged) on `o.device`, with
+/// `o.threads`, `o.precision` and `o.cache_type` applied (`o.ctx` is not looked at).
 pub fn open_model(ckpt: Checkpoint, o: &LoadOptions) -> Result<Model, LoadError> {
+    let mut weights = ckpt.load_weights()?;
+    if !o.adapters.is_empty() {
+        let adapters = o
+            .adapters
+            .iter()
+            .map(|(path, scale)| Ok((Adapter::open(path)?, *scale)))
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        lora::merge(&mut weights, &ckpt.config, &adapters)?;
+    }
     let mut model = match o.device {
-        Device::Cpu => Model::from_checkpoint(ckpt)?,
-        Device::Cuda(ordinal) => cuda_model(ckpt, ordinal)?,
+        Device::Cpu => Model::new(ckpt.config, weights),
+        Device::Cuda(ordinal) => cuda_model(ckpt.config, weights, ordinal)?,
     };
     if let Some(t) = o.threads {
         model.set_threads(t);
@@ -95,15 +108,14 @@ pub fn open_model(ckpt: Checkpoint, o: &LoadOptions) -> Result<Model, LoadError>
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_model(ckpt: Checkpoint, ordinal: usize) -> Result<Model, LoadError> {
-    let weights = ckpt.load_weights()?;
-    let inv_freq = camelid_model::llama::rope_inv_freq(&ckpt.config, &weights);
-    let backend = camelid_cuda::backend(&ckpt.config, &weights, inv_freq, ordinal)?;
-    Ok(Model::with_backend(ckpt.config, backend))
+fn cuda_model(config: Config, weights: Weights, ordinal: usize) -> Result<Model, LoadError> {
+    let inv_freq = camelid_model::llama::rope_inv_freq(&config, &weights);
+    let backend = camelid_cuda::backend(&config, &weights, inv_freq, ordinal)?;
+    Ok(Model::with_backend(config, backend))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_model(_: Checkpoint, _: usize) -> Result<Model, LoadError> {
+fn cuda_model(_: Config, _: Weights, _: usize) -> Result<Model, LoadError> {
     Err(LoadError::NoCuda)
 }
 

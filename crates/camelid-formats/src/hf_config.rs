@@ -140,6 +140,30 @@ pub fn parse(text: &str, path: &Path) -> Result<HfConfig, Error> {
     parse_json(text, path)
 }
 
+/// `adapter_config.json` of a PEFT LoRA adapter. Field meanings: PEFT `LoraConfig`
+/// (`peft/tuners/lora/config.py`); only what decides the arithmetic of a merge is read.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct AdapterConfig {
+    /// `"LORA"` for a LoRA adapter.
+    pub peft_type: Option<String>,
+    pub r: Option<usize>,
+    pub lora_alpha: Option<f64>,
+    /// Scale by `lora_alpha / sqrt(r)` instead of `lora_alpha / r`.
+    pub use_rslora: Option<bool>,
+    /// DoRA (weight-decomposed LoRA), which a sum of `B·A` does not express.
+    pub use_dora: Option<bool>,
+    /// Weights stored `[in, out]` (GPT-2's Conv1D), never so in Llama.
+    pub fan_in_fan_out: Option<bool>,
+    /// Per-module ranks and alphas that override `r` and `lora_alpha`.
+    pub rank_pattern: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    pub alpha_pattern: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+/// Parses the text of an `adapter_config.json`; `path` is only used in errors.
+pub fn parse_adapter_config(text: &str, path: &Path) -> Result<AdapterConfig, Error> {
+    parse_json(text, path)
+}
+
 /// `generation_config.json`: the sampling the model's authors recommend, as transformers'
 /// `GenerationConfig` names it. Only the fields camelid's sampler has are read; the rest
 /// (`do_sample`, token ids, beam settings, ...) are ignored, as llama.cpp's converter ignores

@@ -30,6 +30,8 @@ pub enum ModelError {
     },
     /// A path that is neither a GGUF file nor a Hugging Face model folder.
     NotAModel { path: PathBuf, msg: String },
+    /// A LoRA adapter that cannot be read or applied (`lora.rs`).
+    Adapter { path: PathBuf, msg: String },
     /// A token id outside the vocabulary.
     TokenOutOfRange { token: u32, n_vocab: usize },
     /// A state made by another model.
@@ -80,7 +82,9 @@ impl fmt::Display for ModelError {
                 "{}: tensor `{tensor}` is stored as {dtype}, which camelid cannot compute with yet",
                 path.display()
             ),
-            ModelError::NotAModel { path, msg } => write!(f, "{}: {msg}", path.display()),
+            ModelError::NotAModel { path, msg } | ModelError::Adapter { path, msg } => {
+                write!(f, "{}: {msg}", path.display())
+            }
             ModelError::ForeignState => {
                 write!(f, "a sequence state used with a model that did not make it")
             }

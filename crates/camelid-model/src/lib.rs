@@ -10,6 +10,7 @@ pub mod error;
 pub mod figures;
 pub mod inspect;
 pub mod llama;
+pub mod lora;
 mod meta;
 pub mod sampling;
 pub mod tokenizer_load;

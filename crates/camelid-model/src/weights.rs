@@ -131,6 +131,23 @@ impl Tensor {
         };
     }
 
+    /// A matrix of bytes held in memory (a merged LoRA adapter, `lora.rs`).
+    pub(crate) fn owned(
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    ) -> Tensor {
+        Tensor {
+            name: name.to_string(),
+            dtype,
+            rows,
+            cols,
+            data: Data::Owned(bytes),
+        }
+    }
+
     /// The whole tensor as f32 (for the small 1-D norm gains).
     fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
