@@ -119,13 +119,7 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
             Err(e) => presets.iter().map(|_| Err(format!("{e:#}"))).collect(),
         })
     };
-    if !a.compute.adapters.get()?.is_empty() {
-        anyhow::bail!(
-            "compare takes no --lora: an adapter belongs to one base model; compare its merged \
-             model, or run perplexity with --lora"
-        );
-    }
-    let load_args = a.compute.load_args(None, Some(a.ctx));
+    let load_args = a.compute.load_args(None, Some(a.ctx), &Default::default());
     let ppl = PplOptions {
         n_ctx: a.ctx,
         max_chunks: a.chunks,

@@ -15,7 +15,7 @@ use camelid_engine::eval_io::{
 use indicatif::ProgressBar;
 use serde_json::json;
 
-use crate::load::{ComputeArgs, Loaded, MODEL_HELP};
+use crate::load::{AdapterArgs, ComputeArgs, Loaded, MODEL_HELP};
 use crate::run::read_text;
 
 /// Model options of the evaluation commands; `--ctx` defaults to 512 as in llama-perplexity.
@@ -28,11 +28,13 @@ pub struct EvalModelArgs {
     pub ctx: Option<usize>,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    #[command(flatten)]
+    pub adapters: AdapterArgs,
 }
 
 impl EvalModelArgs {
     fn load(&self, ctx: Option<usize>) -> Result<Loaded> {
-        self.compute.load(self.model.clone(), ctx)
+        self.compute.load(self.model.clone(), ctx, &self.adapters)
     }
 }
 
@@ -247,6 +249,8 @@ pub struct ScoreArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    #[command(flatten)]
+    pub adapters: AdapterArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -266,7 +270,7 @@ pub fn run_score(a: &ScoreArgs) -> Result<()> {
         tokenizer,
         n_ctx,
         ..
-    } = a.compute.load(a.model.clone(), None)?;
+    } = a.compute.load(a.model.clone(), None, &a.adapters)?;
     let mut state = model.new_state(n_ctx)?;
     let lines = Lines::new(tasks.len(), "score", None, a.json);
     let mut report = ScoreReport::new(a.file.display().to_string());

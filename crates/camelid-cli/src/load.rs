@@ -114,18 +114,26 @@ pub struct ComputeArgs {
     /// Where to compute: `cpu`, or `cuda[:N]` (an NVIDIA GPU; builds with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    #[command(flatten)]
-    pub adapters: AdapterArgs,
 }
 
 impl ComputeArgs {
-    /// The model `model` names, loaded with a context of `ctx` tokens.
-    pub fn load(&self, model: Option<String>, ctx: Option<usize>) -> Result<Loaded> {
-        load(&self.load_args(model, ctx))
+    /// The model `model` names, loaded with a context of `ctx` tokens and `adapters` merged.
+    pub fn load(
+        &self,
+        model: Option<String>,
+        ctx: Option<usize>,
+        adapters: &AdapterArgs,
+    ) -> Result<Loaded> {
+        load(&self.load_args(model, ctx, adapters))
     }
 
     /// These settings as [`LoadArgs`] for `model` with a context of `ctx` tokens.
-    pub fn load_args(&self, model: Option<String>, ctx: Option<usize>) -> LoadArgs {
+    pub fn load_args(
+        &self,
+        model: Option<String>,
+        ctx: Option<usize>,
+        adapters: &AdapterArgs,
+    ) -> LoadArgs {
         LoadArgs {
             model,
             ctx,
@@ -133,7 +141,7 @@ impl ComputeArgs {
             precision: self.precision.get(),
             cache_type: self.cache_type,
             device: self.device,
-            adapters: self.adapters.clone(),
+            adapters: adapters.clone(),
         }
     }
 }

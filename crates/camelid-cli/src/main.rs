@@ -97,6 +97,8 @@ struct LogitsArgs {
     decode: bool,
     #[command(flatten)]
     compute: load::ComputeArgs,
+    #[command(flatten)]
+    adapters: load::AdapterArgs,
 }
 
 fn main() -> ExitCode {
@@ -177,7 +179,7 @@ fn logits(a: &LogitsArgs) -> Result<()> {
         c.threads,
         c.precision.get(),
         c.cache_type,
-        c.adapters.get()?,
+        a.adapters.get()?,
     )?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     camelid_engine::eval_io::write_logits_json(&model, &a.tokens, a.all, a.decode, &mut out)?;

@@ -1261,3 +1261,93 @@ fn speculative_runs_print_what_plain_runs_print() {
         expect_clear_error(&args, needle);
     }
 }
+
+/// `--lora` and `--lora-scaled` reach the model (logits of the last position against PEFT's,
+/// `testdata/lora`; the merge itself is tested in camelid-model), and their bad input is one
+/// line: a scale that is not a number, an adapter that is a model, another model's adapter.
+#[test]
+fn lora_options_apply_adapters_and_refuse_bad_ones() {
+    let man: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/lora/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let a = &man["adapters"][0];
+    let name = a["name"].as_str().unwrap();
+    let n_vocab = a["n_vocab"].as_u64().unwrap() as usize;
+    let toks: Vec<String> = a["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let toks = toks.join(",");
+    let base = repo()
+        .join("testdata/tiny")
+        .join(a["base"]["f32"].as_str().unwrap());
+    let base = base.to_str().unwrap();
+    let dir = repo().join("testdata/lora").join(name);
+    let adapter = dir.to_str().unwrap();
+    let gguf = dir.join("adapter.gguf");
+    for (flags, reference) in [
+        (vec!["--lora", adapter], "ref-f32.bin"),
+        (
+            vec!["--lora-scaled", gguf.to_str().unwrap(), "0.5"],
+            "ref-half.bin",
+        ),
+    ] {
+        let mut args = vec![
+            "logits",
+            "-m",
+            base,
+            "--tokens",
+            &toks,
+            "--cache-type",
+            "f32",
+        ];
+        args.extend(&flags);
+        let out = camelid(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let bytes = std::fs::read(dir.join(reference)).unwrap();
+        let want: Vec<f32> = bytes[bytes.len() - 4 * n_vocab..]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        for (g, w) in v["logits"][0].as_array().unwrap().iter().zip(&want) {
+            assert!((g.as_f64().unwrap() as f32 - w).abs() < 1e-3, "{flags:?}");
+        }
+    }
+    let tied = repo().join("testdata/tiny/llama32-tied/f32.gguf");
+    let tied = tied.to_str().unwrap();
+    let readme = repo().join("README.md");
+    let readme = readme.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "logits",
+                "-m",
+                base,
+                "--tokens",
+                "1",
+                "--lora-scaled",
+                adapter,
+                "half",
+            ],
+            "the scale is not a number",
+        ),
+        (
+            vec!["run", "-m", base, "-p", "x", "-n", "1", "--lora", tied],
+            "a model, not an adapter",
+        ),
+        (
+            vec!["perplexity", "-m", tied, "-f", readme, "--lora", adapter],
+            "an adapter of another model?",
+        ),
+    ] {
+        expect_clear_error(&args, needle);
+    }
+}

@@ -495,11 +495,13 @@ pub fn merge(
         };
         for (a, f, _) in &changes {
             if (f.rows, f.cols) != (w.rows, w.cols) {
-                return Err(ModelError::Shape {
+                return Err(ModelError::Adapter {
                     path: a.path.clone(),
-                    tensor: f.source.clone(),
-                    expected: vec![w.rows, w.cols],
-                    got: vec![f.rows, f.cols],
+                    msg: format!(
+                        "tensor `{}`: its factors change a [{}, {}] matrix, but the model's \
+                         `{target}` is [{}, {}] (an adapter of another model?)",
+                        f.source, f.rows, f.cols, w.rows, w.cols
+                    ),
                 });
             }
         }

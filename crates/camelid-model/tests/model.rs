@@ -1440,3 +1440,269 @@ fn inspect_reports_format_tensors_and_shape() {
         assert!(missing.is_empty(), "{missing:?} not in\n{text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// LoRA adapters: merged at load, against PEFT (testdata/lora, made by tools/lora_reference.py)
+
+mod lora {
+    use super::*;
+    use camelid_formats::safetensors::write_f32;
+    use camelid_model::ModelError;
+    use camelid_model::lora::{self, Adapter};
+    use camelid_model::weights::Checkpoint;
+
+    fn lora_dir() -> PathBuf {
+        repo().join("testdata/lora")
+    }
+
+    /// The tiny model `base` (a path under testdata/tiny) with `adapters` merged, at
+    /// `Precision::Exact`.
+    fn adapted(base: &str, adapters: &[(PathBuf, f32)]) -> Result<Model, ModelError> {
+        let ckpt = Checkpoint::open(&tiny().join(base))?;
+        let mut weights = ckpt.load_weights()?;
+        let adapters = adapters
+            .iter()
+            .map(|(p, s)| Ok((Adapter::open(p)?, *s)))
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        lora::merge(&mut weights, &ckpt.config, &adapters)?;
+        let mut model = Model::new(ckpt.config, weights);
+        model.set_precision(Precision::Exact);
+        Ok(model)
+    }
+
+    fn adapters() -> Vec<Value> {
+        let p = lora_dir().join("manifest.json");
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["adapters"].as_array().unwrap().clone()
+    }
+
+    /// Each adapter, as PEFT's folder and (where llama.cpp's converter can write it) as a GGUF
+    /// adapter, on the float32 safetensors and GGUF bases, at scale 1 and 0.5, and on the q8_0
+    /// GGUF: PEFT's logits within 1e-4 · max(1, max |ref|) on float32 bases with the same
+    /// argmax everywhere; within 5e-3 on q8_0, whose merged matrices are F16 (that rounding
+    /// moves the logits by 0.03 at most here, where q8_0's own rounding moves them by 1.0). The
+    /// base's logits are far from the adapted ones, so an adapter left out cannot pass.
+    #[test]
+    fn merged_adapters_match_peft() {
+        for a in adapters() {
+            let name = a["name"].as_str().unwrap();
+            let n_vocab = a["n_vocab"].as_u64().unwrap() as usize;
+            let toks = tokens(&a);
+            let dir = lora_dir().join(name);
+            let mut files = vec![dir.clone()];
+            if let Some(g) = a["gguf"].as_str() {
+                files.push(dir.join(g));
+            }
+            let ref_of = |tag: &str| {
+                read_logits(
+                    &format!("../lora/{name}/{}", a["refs"][tag].as_str().unwrap()),
+                    n_vocab,
+                )
+            };
+            let base_logits = run_all(
+                &adapted(a["base"]["f32"].as_str().unwrap(), &[]).unwrap(),
+                &toks,
+            );
+            for file in &files {
+                for (base, tag, scale, tol) in [
+                    ("st-f32", "f32", 1.0, 1e-4),
+                    ("f32", "f32", 1.0, 1e-4),
+                    ("f32", "half", 0.5, 1e-4),
+                    ("q8_0", "q8_0", 1.0, 5e-3),
+                ] {
+                    let what = format!("{name} {} on {base} at {scale}", file.display());
+                    let model =
+                        adapted(a["base"][base].as_str().unwrap(), &[(file.clone(), scale)])
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let want = ref_of(tag);
+                    let d = diff(&run_all(&model, &toks), &want);
+                    let bound = tol * max_abs(&want).max(1.0);
+                    eprintln!("{what}: max {:.2e} (bound {bound:.2e})", d.max);
+                    assert!(d.max <= bound, "{what}: max |diff| {} > {bound}", d.max);
+                    if tol == 1e-4 {
+                        assert_eq!(d.top1_miss, 0, "{what}: argmax differs");
+                    }
+                    let change = diff(&base_logits, &want).max;
+                    assert!(
+                        change > 0.1 * max_abs(&want),
+                        "{what}: a change of {change}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Adapters add up: the same adapter twice at 0.5 is the adapter at 1; a folder and its
+    /// safetensors file are the same adapter.
+    #[test]
+    fn adapters_add_up() {
+        let a = &adapters()[0];
+        let name = a["name"].as_str().unwrap();
+        let n_vocab = a["n_vocab"].as_u64().unwrap() as usize;
+        let dir = lora_dir().join(name);
+        let halves = [
+            (dir.clone(), 0.5),
+            (dir.join("adapter_model.safetensors"), 0.5),
+        ];
+        let model = adapted(a["base"]["f32"].as_str().unwrap(), &halves).unwrap();
+        let want = read_logits(&format!("../lora/{name}/ref-f32.bin"), n_vocab);
+        let d = diff(&run_all(&model, &tokens(a)), &want);
+        assert!(d.max <= 1e-4 * max_abs(&want).max(1.0), "{}", d.max);
+    }
+
+    /// A fresh copy of adapter `name`'s PEFT folder under the target's tmp folder, for editing.
+    fn copy_of(name: &str, tag: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lora-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(lora_dir().join(name).join(f), dir.join(f)).unwrap();
+        }
+        dir
+    }
+
+    fn edit_config(dir: &Path, edit: impl FnOnce(&mut Value)) {
+        let p = dir.join("adapter_config.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&p, v.to_string()).unwrap();
+    }
+
+    fn write_tensors(dir: &Path, tensors: &[(&str, &[usize], &[f32])]) {
+        let f = std::fs::File::create(dir.join("adapter_model.safetensors")).unwrap();
+        write_f32(f, tensors, &[("format", "pt")]).unwrap();
+    }
+
+    fn merge_err(base: &str, adapter: &Path) -> String {
+        match adapted(base, &[(adapter.to_path_buf(), 1.0)]) {
+            Ok(_) => panic!("{} merged", adapter.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// What an adapter cannot be, each a one-line error naming the file and the tensor or field
+    /// at fault, never a panic.
+    #[test]
+    fn bad_adapters_are_clear_errors() {
+        let f32_of = |model: &str| format!("{model}/f32.gguf");
+        let gqa8 = lora_dir().join("gqa8-all");
+        // Another model's adapter: the first matrix whose shape differs.
+        let e = merge_err(&f32_of("llama32-tied"), &gqa8);
+        assert!(
+            e.contains("gqa8-all") && e.contains("lora_B.weight") && e.contains("shape"),
+            "{e}"
+        );
+        let e = merge_err(&f32_of("llama32-tied"), &gqa8.join("adapter.gguf"));
+        assert!(e.contains("adapter.gguf") && e.contains(".lora_b"), "{e}");
+        // A model where an adapter belongs.
+        let e = merge_err(
+            &f32_of("llama2-gqa8"),
+            &tiny().join("llama2-gqa8/q8_0.gguf"),
+        );
+        assert!(e.contains("a model, not an adapter"), "{e}");
+        // A folder without adapter_config.json.
+        let e = merge_err(&f32_of("llama2-gqa8"), &tiny().join("llama2-gqa8/hf-f32"));
+        assert!(e.contains("no adapter_config.json"), "{e}");
+        // Configurations a sum of B·A does not express.
+        for (field, value, needle) in [
+            ("use_dora", Value::Bool(true), "DoRA"),
+            (
+                "peft_type",
+                Value::from("PREFIX_TUNING"),
+                "PREFIX_TUNING adapter",
+            ),
+            (
+                "rank_pattern",
+                serde_json::json!({"q_proj": 8}),
+                "rank_pattern",
+            ),
+            ("r", Value::from(8), "adapter_config.json says r = 8"),
+            ("r", Value::from("four"), "`r`"),
+        ] {
+            let dir = copy_of("gqa8-all", "config");
+            edit_config(&dir, |v| v[field] = value);
+            let e = merge_err(&f32_of("llama2-gqa8"), &dir);
+            assert!(e.contains(needle) && e.contains("adapter_"), "{field}: {e}");
+        }
+        // Tensors that are not a pair of LoRA factors of a linear layer the model has.
+        let a = vec![0.1f32; 4 * 128];
+        let b = vec![0.1f32; 128 * 4];
+        let pre = "base_model.model.model.layers";
+        for (tensors, needle) in [
+            (
+                vec![(
+                    format!("{pre}.0.self_attn.q_proj.lora_A.weight"),
+                    vec![4, 128],
+                    &a,
+                )],
+                "has no `lora_B` beside it",
+            ),
+            (
+                vec![(
+                    "base_model.model.model.embed_tokens.lora_embedding_A".into(),
+                    vec![4, 128],
+                    &a,
+                )],
+                "not a LoRA factor",
+            ),
+            (
+                vec![
+                    (
+                        format!("{pre}.9.mlp.up_proj.lora_A.weight"),
+                        vec![4, 128],
+                        &a,
+                    ),
+                    (
+                        format!("{pre}.9.mlp.up_proj.lora_B.weight"),
+                        vec![128, 4],
+                        &b,
+                    ),
+                ],
+                "which the model does not have",
+            ),
+            (
+                vec![
+                    (
+                        format!("{pre}.0.mlp.up_proj.lora_A.weight"),
+                        vec![4, 128],
+                        &a,
+                    ),
+                    (
+                        format!("{pre}.0.mlp.up_proj.lora_B.weight"),
+                        vec![4, 128],
+                        &b,
+                    ),
+                ],
+                "its lora_A has rank 4",
+            ),
+            (
+                vec![(
+                    format!("{pre}.0.self_attn.rotary.lora_A.weight"),
+                    vec![4, 128],
+                    &a,
+                )],
+                "not a linear layer",
+            ),
+        ] {
+            let dir = copy_of("gqa8-all", "tensors");
+            let list: Vec<(&str, &[usize], &[f32])> = tensors
+                .iter()
+                .map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice()))
+                .collect();
+            write_tensors(&dir, &list);
+            let e = merge_err(&f32_of("llama2-gqa8"), &dir);
+            assert!(
+                e.contains(needle) && e.contains("adapter_model.safetensors"),
+                "{e}"
+            );
+        }
+        // Cut short: the reader's own message, with the offset.
+        let dir = copy_of("gqa8-all", "truncated");
+        let st = dir.join("adapter_model.safetensors");
+        let bytes = std::fs::read(&st).unwrap();
+        std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+        let e = merge_err(&f32_of("llama2-gqa8"), &dir);
+        assert!(e.contains("adapter_model.safetensors"), "{e}");
+    }
+}
