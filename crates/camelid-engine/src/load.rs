@@ -93,7 +93,7 @@ pub fn open_model(ckpt: Checkpoint, o: &LoadOptions) -> Result<Model, LoadError>
             .iter()
             .map(|(path, scale)| Ok((Adapter::open(path)?, *scale)))
             .collect::<Result<Vec<_>, ModelError>>()?;
-        lora::merge(&mut weights, &ckpt.config, &adapters)?;
+        lora::merge(&mut weights, &ckpt.config, &adapters, o.precision)?;
     }
     let mut model = match o.device {
         Device::Cpu => Model::new(ckpt.config, weights),

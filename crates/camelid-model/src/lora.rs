@@ -19,9 +19,14 @@
 //!   `s = alpha / r`, or 1 where alpha is 0, as llama.cpp applies it (`llama-graph.cpp`).
 //!
 //! Each adapter's `s` is multiplied by the user's scale (`--lora-scaled FILE SCALE`, llama.cpp's
-//! option). A merged matrix is stored in F32 where the base's was F32, else in F16 (F32 if a
-//! value exceeds F16's range): an adapter's change to a weight is usually smaller than a 4-bit
-//! type's step, and re-quantizing would round much of it away, where F16 keeps it to 2^-11.
+//! option). What type a merged matrix is stored in decides what is left of the change, as
+//! measured with a LoRA trained by PEFT on SmolLM2's Q4_1 file (`tools/lora_smollm2.py`: Hamlet
+//! perplexity 42.69 without it, 37.82 with it in PEFT): re-quantized to Q4_1, the change is
+//! mostly rounded away (42.05); in Q8_0 it is kept to 0.3% (37.94); in F16 wholly (37.82), at
+//! the cost of F16's speed. So a merged matrix is F32 where the base's was F32, F16 where it was
+//! F16 or BF16, and where it was quantized, Q8_0 at `Precision::Fast` (8-bit weights beside the
+//! 8-bit activations of that precision) and F16 at `Precision::Exact`; F32 wherever a value
+//! exceeds F16's range.
 //! Whatever is not a LoRA factor of a linear layer (embedding LoRA, DoRA, biases, whole saved
 //! modules, per-module ranks) is refused with a message that names it: applying part of an
 //! adapter would give a model nobody trained.
@@ -32,8 +37,8 @@ use std::path::{Path, PathBuf};
 use camelid_formats::gguf::Gguf;
 use camelid_formats::hf_config::parse_adapter_config;
 use camelid_formats::safetensors::{SafetensorsModel, StDtype};
-use camelid_kernels::DType;
 use camelid_kernels::quant::{dequantize_row, quantize_row};
+use camelid_kernels::{DType, Precision};
 use half::f16;
 
 use crate::config::Config;
@@ -460,6 +465,7 @@ pub fn merge(
     weights: &mut Weights,
     config: &Config,
     adapters: &[(Adapter, f32)],
+    precision: Precision,
 ) -> Result<(), ModelError> {
     let mut targets: Vec<&str> = adapters.iter().flat_map(|(a, _)| a.targets()).collect();
     targets.sort_unstable();
@@ -521,7 +527,7 @@ pub fn merge(
                 }
             })
             .collect();
-        let merged = w.replaced(target, merged_rows(w, &changes, &bs));
+        let merged = w.replaced(target, merged_rows(w, &changes, &bs), precision);
         if untie {
             weights.output = Some(merged);
         } else {
@@ -595,14 +601,18 @@ fn merged_rows(w: &Tensor, changes: &[(&Adapter, &Factors, f32)], bs: &[Vec<f32>
 }
 
 impl Tensor {
-    /// A matrix named `name` of this one's shape holding `values` (`[rows, cols]`): F32 where it was F32, else F16,
-    /// or F32 where a value is beyond F16's range (the module documentation).
-    fn replaced(&self, name: &str, values: Vec<f32>) -> Tensor {
+    /// A matrix named `name` of this one's shape holding `values` (`[rows, cols]`), in the type
+    /// the module documentation gives for this one's type and `precision`.
+    fn replaced(&self, name: &str, values: Vec<f32>, precision: Precision) -> Tensor {
         let f16_fits = values.iter().all(|v| v.abs() <= f16::MAX.to_f32());
-        let dtype = if self.dtype == DType::F32 || !f16_fits {
-            DType::F32
-        } else {
-            DType::F16
+        let dtype = match self.dtype {
+            DType::F32 => DType::F32,
+            _ if !f16_fits => DType::F32,
+            DType::F16 | DType::BF16 => DType::F16,
+            _ => match precision {
+                Precision::Exact => DType::F16,
+                Precision::Fast => DType::Q8_0,
+            },
         };
         let rb = dtype
             .row_bytes(self.cols)

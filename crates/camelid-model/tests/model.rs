@@ -1464,7 +1464,7 @@ mod lora {
             .iter()
             .map(|(p, s)| Ok((Adapter::open(p)?, *s)))
             .collect::<Result<Vec<_>, ModelError>>()?;
-        lora::merge(&mut weights, &ckpt.config, &adapters)?;
+        lora::merge(&mut weights, &ckpt.config, &adapters, Precision::Exact)?;
         let mut model = Model::new(ckpt.config, weights);
         model.set_precision(Precision::Exact);
         Ok(model)
@@ -1551,6 +1551,35 @@ mod lora {
         assert!(d.max <= 1e-4 * max_abs(&want).max(1.0), "{}", d.max);
     }
 
+    /// The type of a merged matrix (`camelid_model::lora`): F32 stays F32, F16 and BF16 become
+    /// F16, a quantized type F16 at the exact precision and Q8_0 at the fast one; the matrices
+    /// the adapter leaves alone keep their type, and a tied model's embeddings stay as they are.
+    #[test]
+    fn merged_matrices_take_their_type_from_the_base_and_the_precision() {
+        use camelid_kernels::DType;
+        let dir = lora_dir().join("tied-lm-head");
+        for (file, precision, want) in [
+            ("f32.gguf", Precision::Fast, DType::F32),
+            ("f16.gguf", Precision::Fast, DType::F16),
+            ("bf16.gguf", Precision::Fast, DType::F16),
+            ("q8_0.gguf", Precision::Exact, DType::F16),
+            ("q4_0.gguf", Precision::Exact, DType::F16),
+            ("q4_0.gguf", Precision::Fast, DType::Q8_0),
+        ] {
+            let ckpt = Checkpoint::open(&tiny().join("llama32-tied").join(file)).unwrap();
+            let mut w = ckpt.load_weights().unwrap();
+            let (base, embd) = (w.layers[0].wq.dtype, w.token_embd.dtype);
+            assert!(w.output.is_none());
+            let adapter = Adapter::open(&dir).unwrap();
+            lora::merge(&mut w, &ckpt.config, &[(adapter, 1.0)], precision).unwrap();
+            let what = format!("{file} at {precision:?}");
+            assert_eq!(w.layers[1].w_down.dtype, want, "{what}");
+            assert_eq!(w.output.as_ref().map(|o| o.dtype), Some(want), "{what}");
+            assert_eq!(w.layers[0].wq.dtype, base, "{what}: untouched");
+            assert_eq!(w.token_embd.dtype, embd, "{what}: embeddings");
+        }
+    }
+
     /// A fresh copy of adapter `name`'s PEFT folder under the target's tmp folder, for editing.
     fn copy_of(name: &str, tag: &str) -> PathBuf {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lora-{tag}"));
@@ -1590,7 +1619,11 @@ mod lora {
         // Another model's adapter: the first matrix whose shape differs.
         let e = merge_err(&f32_of("llama32-tied"), &gqa8);
         assert!(
-            e.contains("gqa8-all") && e.contains("lora_B.weight") && e.contains("shape"),
+            e.contains("gqa8-all")
+                && e.contains("lora_B.weight")
+                && e.contains(
+                    "[16, 128] matrix, but the model's `blk.0.attn_k.weight` is [16, 64]"
+                ),
             "{e}"
         );
         let e = merge_err(&f32_of("llama32-tied"), &gqa8.join("adapter.gguf"));
