@@ -68,6 +68,7 @@ def smollm2():
         tie_word_embeddings=c["tied"], attention_bias=False, mlp_bias=False,
         rope_parameters={"rope_type": "default", "rope_theta": kv["llama.rope.freq_base"]})
     cfg._attn_implementation = "eager"
+    cfg.architectures = ["LlamaForCausalLM"]  # what llama.cpp's converter detects the model by
     state, _, _ = tiny.read_gguf(GGUF, c)
     model = LlamaForCausalLM(cfg).float()
     missing, unexpected = model.load_state_dict(state, strict=False)

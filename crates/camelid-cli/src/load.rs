@@ -43,17 +43,22 @@ pub struct LoadArgs {
     pub adapters: AdapterArgs,
 }
 
-/// `--lora` and `--lora-scaled`, llama.cpp's options: LoRA adapters merged into the weights at
-/// load (`camelid_model::lora`).
+/// `--lora` and `--lora-scaled`, spelled as llama.cpp spells them: LoRA adapters merged into
+/// the weights at load (`camelid_model::lora`).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct AdapterArgs {
     /// A LoRA adapter to apply: a PEFT folder (adapter_config.json + adapter_model.safetensors)
-    /// or a GGUF adapter (llama.cpp's convert_lora_to_gguf.py). Repeatable; merged into the
-    /// weights at load.
-    #[arg(long = "lora", value_name = "ADAPTER")]
+    /// or a GGUF adapter (llama.cpp's convert_lora_to_gguf.py). Repeatable or comma-separated;
+    /// merged into the weights at load.
+    #[arg(long = "lora", value_name = "ADAPTER", value_delimiter = ',')]
     pub lora: Vec<PathBuf>,
-    /// A LoRA adapter at a scale (1 = as trained, 0.5 = half its change). Repeatable.
-    #[arg(long = "lora-scaled", num_args = 2, value_names = ["ADAPTER", "SCALE"])]
+    /// A LoRA adapter at a scale (1 = as trained, 0.5 = half its change). Repeatable or
+    /// comma-separated.
+    #[arg(
+        long = "lora-scaled",
+        value_name = "ADAPTER:SCALE",
+        value_delimiter = ','
+    )]
     pub lora_scaled: Vec<String>,
 }
 
@@ -61,19 +66,14 @@ impl AdapterArgs {
     /// Every adapter with its scale, in the order given (`--lora` first).
     pub fn get(&self) -> Result<Vec<(PathBuf, f32)>> {
         let mut out: Vec<(PathBuf, f32)> = self.lora.iter().map(|p| (p.clone(), 1.0)).collect();
-        for pair in self.lora_scaled.chunks_exact(2) {
-            let scale = pair[1]
-                .parse::<f32>()
-                .ok()
-                .filter(|s| s.is_finite())
+        for arg in &self.lora_scaled {
+            let (path, scale) = arg
+                .rsplit_once(':')
+                .and_then(|(p, s)| Some((p, s.parse::<f32>().ok().filter(|s| s.is_finite())?)))
                 .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--lora-scaled {} {}: the scale is not a number",
-                        pair[0],
-                        pair[1]
-                    )
+                    anyhow::anyhow!("--lora-scaled {arg}: not ADAPTER:SCALE with a number SCALE")
                 })?;
-            out.push((PathBuf::from(&pair[0]), scale));
+            out.push((PathBuf::from(path), scale));
         }
         Ok(out)
     }

@@ -1288,12 +1288,13 @@ fn lora_options_apply_adapters_and_refuse_bad_ones() {
     let dir = repo().join("testdata/lora").join(name);
     let adapter = dir.to_str().unwrap();
     let gguf = dir.join("adapter.gguf");
+    let half = format!("{}:0.5", gguf.display());
+    // Two at a quarter each, comma-separated as llama.cpp takes them.
+    let quarters = format!("{adapter}:0.25,{}:0.25", gguf.display());
     for (flags, reference) in [
         (vec!["--lora", adapter], "ref-f32.bin"),
-        (
-            vec!["--lora-scaled", gguf.to_str().unwrap(), "0.5"],
-            "ref-half.bin",
-        ),
+        (vec!["--lora-scaled", half.as_str()], "ref-half.bin"),
+        (vec!["--lora-scaled", quarters.as_str()], "ref-half.bin"),
     ] {
         let mut args = vec![
             "logits",
@@ -1334,10 +1335,9 @@ fn lora_options_apply_adapters_and_refuse_bad_ones() {
                 "--tokens",
                 "1",
                 "--lora-scaled",
-                adapter,
-                "half",
+                &format!("{adapter}:half"),
             ],
-            "the scale is not a number",
+            "not ADAPTER:SCALE with a number SCALE",
         ),
         (
             vec!["run", "-m", base, "-p", "x", "-n", "1", "--lora", tied],

@@ -18,7 +18,7 @@
 //!   (`[r, in]`) and `.lora_b` (`[out, r]`), B's rows already in GGUF order.
 //!   `s = alpha / r`, or 1 where alpha is 0, as llama.cpp applies it (`llama-graph.cpp`).
 //!
-//! Each adapter's `s` is multiplied by the user's scale (`--lora-scaled FILE SCALE`, llama.cpp's
+//! Each adapter's `s` is multiplied by the user's scale (`--lora-scaled FILE:SCALE`, llama.cpp's
 //! option). What type a merged matrix is stored in decides what is left of the change, as
 //! measured with a LoRA trained by PEFT on SmolLM2's Q4_1 file (`tools/lora_smollm2.py`: Hamlet
 //! perplexity 42.69 without it, 37.82 with it in PEFT): re-quantized to Q4_1, the change is
