@@ -24,11 +24,13 @@ fn expect_clear_error(args: &[&str], needle: &str) {
     assert!(!err.contains("panicked"), "{args:?}: {err}");
 }
 
+/// A JSON file of the repository (a fixture or manifest).
+fn repo_json(rel: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join(rel)).unwrap()).unwrap()
+}
+
 fn tokens_and_ref(model: &str) -> (Vec<u64>, Vec<f32>, usize) {
-    let man: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("testdata/tiny/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let man = repo_json("testdata/tiny/manifest.json");
     let m = man["models"]
         .as_array()
         .unwrap()
@@ -523,10 +525,7 @@ fn every_option_is_explained_and_precision_is_spelled_one_way() {
 /// input is a clear error.
 #[test]
 fn embed_matches_transformers() {
-    let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("testdata/embeddings/tiny.json")).unwrap(),
-    )
-    .unwrap();
+    let fixture = repo_json("testdata/embeddings/tiny.json");
     let m = &fixture["models"][3];
     let dir = repo()
         .join("testdata/tiny")
@@ -1267,10 +1266,7 @@ fn speculative_runs_print_what_plain_runs_print() {
 /// line: a scale that is not a number, an adapter that is a model, another model's adapter.
 #[test]
 fn lora_options_apply_adapters_and_refuse_bad_ones() {
-    let man: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("testdata/lora/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let man = repo_json("testdata/lora/manifest.json");
     let a = &man["adapters"][0];
     let name = a["name"].as_str().unwrap();
     let n_vocab = a["n_vocab"].as_u64().unwrap() as usize;

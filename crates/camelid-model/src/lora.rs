@@ -43,7 +43,7 @@ use half::f16;
 
 use crate::config::Config;
 use crate::error::ModelError;
-use crate::weights::{Tensor, Weights};
+use crate::weights::{Tensor, Weights, meta_row_order};
 
 /// A LoRA adapter read from its file, not yet merged.
 pub struct Adapter {
@@ -521,7 +521,8 @@ pub fn merge(
             .map(|(_, f, s)| {
                 let b: Vec<f32> = f.b.iter().map(|v| v * s).collect();
                 if f.hf_rows {
-                    meta_rows(&b, f.rank, heads, config.head_dim)
+                    // B's rows are the matrix's: in HF's Wq/Wk order (see `weights.rs`).
+                    meta_row_order(&b, f.rank, heads, config.head_dim)
                 } else {
                     b
                 }
@@ -553,23 +554,6 @@ fn matrix_mut<'w>(weights: &'w mut Weights, name: &str) -> Option<&'w mut Tensor
         "ffn_down.weight" => &mut l.w_down,
         _ => return None,
     })
-}
-
-/// B's rows `[heads · head_dim, rank]` from Hugging Face's Wq/Wk order into Meta's: within a
-/// head, HF row `j·(hd/2) + i` is Meta's row `2i + j` (as `weights::unpermute_rows`).
-fn meta_rows(b: &[f32], rank: usize, heads: usize, head_dim: usize) -> Vec<f32> {
-    let mut out = vec![0.0; b.len()];
-    let half = head_dim / 2;
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let meta = h * head_dim + 2 * i + j;
-                let hf = h * head_dim + j * half + i;
-                out[meta * rank..][..rank].copy_from_slice(&b[hf * rank..][..rank]);
-            }
-        }
-    }
-    out
 }
 
 /// `W + Σ B·A` in f32, rows over the available cores; `bs[i]` is change i's B, scaled.

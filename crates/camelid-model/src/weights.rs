@@ -651,26 +651,37 @@ fn hf_name(gguf: &str) -> String {
     format!("model.layers.{layer}.{part}")
 }
 
-/// Undoes Hugging Face's Wq/Wk row permutation: within each head, HF row `j·(hd/2) + i` holds
-/// Meta's row `2i + j` (transformers `permute`: view(heads, hd/2, 2, d).transpose(1, 2)).
+/// Undoes Hugging Face's Wq/Wk row permutation on a matrix of `heads · head_dim` rows.
 fn unpermute_rows(t: Tensor, heads: usize, head_dim: usize) -> Tensor {
     let src = t.bytes();
-    let rb = src.len() / t.rows;
-    let mut out = vec![0u8; src.len()];
+    let out = meta_row_order(src, src.len() / t.rows, heads, head_dim);
+    Tensor {
+        data: Data::Owned(out),
+        ..t
+    }
+}
+
+/// Rows of `row` elements each, `heads · head_dim` of them, from Hugging Face's Wq/Wk order into
+/// Meta's: within each head, HF row `j·(hd/2) + i` holds Meta's row `2i + j` (transformers
+/// `permute`: view(heads, hd/2, 2, d).transpose(1, 2)).
+pub(crate) fn meta_row_order<T: Copy + Default>(
+    src: &[T],
+    row: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Vec<T> {
+    let mut out = vec![T::default(); src.len()];
     let half = head_dim / 2;
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
                 let meta = h * head_dim + 2 * i + j;
                 let hf = h * head_dim + j * half + i;
-                out[meta * rb..][..rb].copy_from_slice(&src[hf * rb..][..rb]);
+                out[meta * row..][..row].copy_from_slice(&src[hf * row..][..row]);
             }
         }
     }
-    Tensor {
-        data: Data::Owned(out),
-        ..t
-    }
+    out
 }
 
 fn cfg_err(field: &str, msg: impl Into<String>) -> ConfigError {
