@@ -24,6 +24,17 @@ fn expect_clear_error(args: &[&str], needle: &str) {
     assert!(!err.contains("panicked"), "{args:?}: {err}");
 }
 
+/// What `camelid args` prints as JSON, asserting that it succeeds.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = camelid(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A JSON file of the repository (a fixture or manifest).
 fn repo_json(rel: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(repo().join(rel)).unwrap()).unwrap()
@@ -73,13 +84,7 @@ fn logits_json_matches_transformers() {
         if all {
             args.push("--all");
         }
-        let out = camelid(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = json_of(&args);
         assert_eq!(v["n_vocab"], n_vocab);
         let rows = v["logits"].as_array().unwrap();
         assert_eq!(rows.len(), if all { toks.len() } else { 1 });
@@ -1302,13 +1307,7 @@ fn lora_options_apply_adapters_and_refuse_bad_ones() {
             "f32",
         ];
         args.extend(&flags);
-        let out = camelid(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = json_of(&args);
         let bytes = std::fs::read(dir.join(reference)).unwrap();
         let want: Vec<f32> = bytes[bytes.len() - 4 * n_vocab..]
             .chunks_exact(4)
