@@ -109,11 +109,6 @@ impl Adapter {
     pub fn targets(&self) -> impl Iterator<Item = &str> {
         self.factors.iter().map(|f| f.target.as_str())
     }
-
-    /// The largest rank of its factors.
-    pub fn rank(&self) -> usize {
-        self.factors.iter().map(|f| f.rank).max().unwrap_or(0)
-    }
 }
 
 fn open_peft(config_path: &Path, file: &Path) -> Result<Adapter, ModelError> {
