@@ -19,8 +19,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use camelid_kernels::Precision;
 use camelid_model::conversion::{self, Conversion};
 use camelid_model::convert::{self, Ftype, llama3_rope_divisors};
+use camelid_model::lora;
 use camelid_model::weights::{Checkpoint, Weights};
 use indicatif::ProgressBar;
 
@@ -52,6 +54,10 @@ pub struct QuantizeArgs {
     /// Print each tensor's name, shape and type.
     #[arg(short, long)]
     pub verbose: bool,
+    /// LoRA adapters merged into the weights before they are converted (llama-export-lora's
+    /// job): the output is the adapted model.
+    #[command(flatten)]
+    pub adapters: crate::load::AdapterArgs,
 }
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
@@ -59,7 +65,10 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     let threads = crate::load::threads_or_all(a.threads)?;
     conversion::check_output(&a.input, &a.output)?;
     let ckpt = Checkpoint::open(&a.input)?;
-    let weights = ckpt.load_weights()?;
+    let mut weights = ckpt.load_weights()?;
+    // Merged at the exact precision (F16 or F32): TYPE rounds each merged matrix once, from there.
+    let adapters = a.adapters.get()?;
+    lora::merge_files(&mut weights, &ckpt.config, &adapters, Precision::Exact)?;
     let rope_freqs = conversion::rope_freqs(&ckpt, &weights);
     let pb = progress_bar();
     let c = conversion::of_checkpoint(&ckpt, &weights, rope_freqs.as_deref(), ft, a.pure)?;

@@ -874,3 +874,73 @@ fn command(args: &[&std::ffi::OsStr]) -> Output {
         .output()
         .unwrap()
 }
+
+/// `quantize --lora` writes the adapted model (llama-export-lora's job): F32 files of a GGUF
+/// and of a Hugging Face input with an adapter merged give PEFT's logits (`testdata/lora`) at
+/// `--precision exact`, within 1e-4 · max(1, max |ref|); an adapter of a tied model's output
+/// gives the file an `output.weight` of its own beside the unchanged embeddings.
+#[test]
+fn quantize_with_lora_writes_the_adapted_model() {
+    use camelid_kernels::Precision;
+    use camelid_model::Model;
+    let man: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/lora/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("lora");
+    for (name, input, adapter) in [
+        ("gqa8-all", "llama2-gqa8/f32.gguf", "gqa8-all"),
+        (
+            "tied-lm-head",
+            "llama32-tied/f32.gguf",
+            "tied-lm-head/adapter.gguf",
+        ),
+        ("tied-lm-head", "llama32-tied/hf-f32", "tied-lm-head"),
+    ] {
+        let a = man["adapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap();
+        let out = dir.join(format!("{}.gguf", input.replace('/', "-")));
+        let adapter = repo().join("testdata/lora").join(adapter);
+        quantize(
+            &repo().join("testdata/tiny").join(input),
+            &out,
+            "F32",
+            &["--lora", adapter.to_str().unwrap()],
+        );
+        if name == "tied-lm-head" {
+            let g = Gguf::open(&out).unwrap();
+            assert!(g.tensor("output.weight").is_some() && g.tensor("token_embd.weight").is_some());
+        }
+        let mut model = Model::load(&out).unwrap();
+        model.set_precision(Precision::Exact);
+        let toks: Vec<u32> = a["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let mut state = model.new_state(toks.len()).unwrap();
+        let mut rows = vec![Vec::new(); toks.len()];
+        model
+            .forward(&mut state, &toks, true, |i, l| rows[i] = l.to_vec())
+            .unwrap();
+        let got = rows.concat();
+        let want: Vec<f32> =
+            std::fs::read(repo().join(format!("testdata/lora/{name}/ref-f32.bin")))
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+        assert_eq!(got.len(), want.len());
+        let bound = 1e-4 * want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let max = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        assert!(max <= bound, "{input} + {name}: max |diff| {max} > {bound}");
+    }
+}

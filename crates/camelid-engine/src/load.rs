@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use camelid_kernels::Precision;
-use camelid_model::lora::{self, Adapter};
+use camelid_model::lora;
 use camelid_model::sampling::{SamplingHints, sampling_hints};
 use camelid_model::tokenizer_load::{self, checkpoint_tokenizer};
 use camelid_model::weights::{Checkpoint, Weights};
@@ -87,14 +87,7 @@ impl From<tokenizer_load::LoadError> for LoadError {
 /// `o.threads`, `o.precision` and `o.cache_type` applied (`o.ctx` is not looked at).
 pub fn open_model(ckpt: Checkpoint, o: &LoadOptions) -> Result<Model, LoadError> {
     let mut weights = ckpt.load_weights()?;
-    if !o.adapters.is_empty() {
-        let adapters = o
-            .adapters
-            .iter()
-            .map(|(path, scale)| Ok((Adapter::open(path)?, *scale)))
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        lora::merge(&mut weights, &ckpt.config, &adapters, o.precision)?;
-    }
+    lora::merge_files(&mut weights, &ckpt.config, &o.adapters, o.precision)?;
     let mut model = match o.device {
         Device::Cpu => Model::new(ckpt.config, weights),
         Device::Cuda(ordinal) => cuda_model(ckpt.config, weights, ordinal)?,

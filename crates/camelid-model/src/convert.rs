@@ -38,7 +38,7 @@
 
 use std::io::{self, Write};
 
-use camelid_formats::gguf::{GgmlType, Gguf, GgufWriter, Value, ValueType, keys};
+use camelid_formats::gguf::{GgmlType, Gguf, GgufWriter, TensorInfo, Value, ValueType, keys};
 use camelid_kernels::DType;
 use camelid_kernels::quant::quantize_row;
 use camelid_tokenizer::{ModelKind, PreTokenizer, Tokenizer};
@@ -412,24 +412,35 @@ pub fn plan_gguf<'a>(
         .iter()
         .filter(|t| category(&t.name) == Category::AttnV)
         .count();
-    let tied = g.tensor("output.weight").is_none();
+    let tied = w.output.is_none();
     let shape = model_shape(c, tied, n_attn_v);
     let mut counters = Counters::default();
     let mut plan = Vec::new();
-    let mut ordered: Vec<_> = g.tensors().iter().collect();
-    ordered.sort_by(|a, b| llama_order(&a.name, &b.name));
-    for t in ordered {
-        let dims = t.dims.clone();
-        let source = if let Some(m) = matrices.iter().find(|m| m.name == t.name) {
-            let ty = choose_type(ft, pure, &t.name, m.cols, &shape, &mut counters);
+    let mut ordered: Vec<(&str, Option<&TensorInfo>)> = g
+        .tensors()
+        .iter()
+        .map(|t| (t.name.as_str(), Some(t)))
+        .collect();
+    // A LoRA adapter of a tied model's output (`lora.rs`) gives it an output matrix the file
+    // lacks.
+    if !tied && g.tensor("output.weight").is_none() {
+        ordered.push(("output.weight", None));
+    }
+    ordered.sort_by(|a, b| llama_order(a.0, b.0));
+    for (name, t) in ordered {
+        if let Some(m) = matrices.iter().find(|m| m.name == name) {
+            let ty = choose_type(ft, pure, name, m.cols, &shape, &mut counters);
             plan.push(Planned {
-                name: t.name.clone(),
-                dims,
+                name: name.to_string(),
+                dims: vec![m.cols as u64, m.rows as u64],
                 ty,
                 source: Source::Matrix(m),
             });
             continue;
-        } else if let Some((_, v)) = vectors.iter().find(|(n, _)| *n == t.name) {
+        }
+        let t = t.expect("only the output matrix is added");
+        let dims = t.dims.clone();
+        let source = if let Some((_, v)) = vectors.iter().find(|(n, _)| *n == t.name) {
             Source::Vector(v)
         } else {
             Source::Raw(t.ggml_type, g.tensor_data(t))

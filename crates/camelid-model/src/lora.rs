@@ -533,6 +533,20 @@ pub fn merge(
     Ok(())
 }
 
+/// [`merge`] of the adapters at `paths`, each with the user's scale.
+pub fn merge_files(
+    weights: &mut Weights,
+    config: &Config,
+    paths: &[(PathBuf, f32)],
+    precision: Precision,
+) -> Result<(), ModelError> {
+    let adapters = paths
+        .iter()
+        .map(|(path, scale)| Ok((Adapter::open(path)?, *scale)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    merge(weights, config, &adapters, precision)
+}
+
 fn matrix_mut<'w>(weights: &'w mut Weights, name: &str) -> Option<&'w mut Tensor> {
     if name == "output.weight" {
         return weights.output.as_mut();
