@@ -38,7 +38,7 @@ use camelid_formats::gguf::Gguf;
 use camelid_formats::hf_config::parse_adapter_config;
 use camelid_formats::safetensors::{SafetensorsModel, StDtype};
 use camelid_kernels::quant::{dequantize_row, quantize_row};
-use camelid_kernels::{DType, Precision};
+use camelid_kernels::{DType, Kernels, Precision, WeightView};
 use half::f16;
 
 use crate::config::Config;
@@ -465,6 +465,8 @@ pub fn merge(
     let mut targets: Vec<&str> = adapters.iter().flat_map(|(a, _)| a.targets()).collect();
     targets.sort_unstable();
     targets.dedup();
+    // One buffer for every matrix: fresh pages for each would be zeroed by the kernel each time.
+    let mut work: Vec<f32> = Vec::new();
     for target in targets {
         let changes: Vec<(&Adapter, &Factors, f32)> = adapters
             .iter()
@@ -523,7 +525,12 @@ pub fn merge(
                 }
             })
             .collect();
-        let merged = w.replaced(target, merged_rows(w, &changes, &bs), precision);
+        let n = w.rows * w.cols;
+        if work.len() < n {
+            work.resize(n, 0.0);
+        }
+        merged_rows(w, &changes, &bs, &mut work[..n]);
+        let merged = w.replaced(target, &work[..n], precision);
         if untie {
             weights.output = Some(merged);
         } else {
@@ -565,38 +572,59 @@ fn matrix_mut<'w>(weights: &'w mut Weights, name: &str) -> Option<&'w mut Tensor
     })
 }
 
-/// `W + Σ B·A` in f32, rows over the available cores; `bs[i]` is change i's B, scaled.
-fn merged_rows(w: &Tensor, changes: &[(&Adapter, &Factors, f32)], bs: &[Vec<f32>]) -> Vec<f32> {
+/// `W + Σ B·A` in f32; `bs[i]` is change i's B, scaled. `B·A` goes through camelid-kernels'
+/// f32 product (`B: [rows, r]` times the matrix `Aᵀ: [cols, r]`), a chunk of rows at a time so
+/// that its buffer stays small. `out` is `[rows, cols]`.
+fn merged_rows(
+    w: &Tensor,
+    changes: &[(&Adapter, &Factors, f32)],
+    bs: &[Vec<f32>],
+    out: &mut [f32],
+) {
+    const CHUNK: usize = 1024;
     let (rows, cols) = (w.rows, w.cols);
-    let mut out = vec![0.0f32; rows * cols];
+    let threads = threads();
     let src = w.bytes();
     let rb = src.len() / rows;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = rows.div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        for (chunk, dst) in out.chunks_mut(per * cols).enumerate() {
+        for (dst, src) in out.chunks_mut(per * cols).zip(src.chunks(per * rb)) {
             s.spawn(move || {
-                for (i, row) in dst.chunks_exact_mut(cols).enumerate() {
-                    let r = chunk * per + i;
-                    dequantize_row(w.dtype, &src[r * rb..][..rb], row);
-                    for ((_, f, _), b) in changes.iter().zip(bs) {
-                        for (k, &bk) in b[r * f.rank..][..f.rank].iter().enumerate() {
-                            for (x, &a) in row.iter_mut().zip(&f.a[k * cols..][..cols]) {
-                                *x += bk * a;
-                            }
-                        }
-                    }
+                for (row, bytes) in dst.chunks_exact_mut(cols).zip(src.chunks_exact(rb)) {
+                    dequantize_row(w.dtype, bytes, row);
                 }
             });
         }
     });
-    out
+    let kernels = Kernels::new(threads);
+    let mut delta = vec![0.0f32; CHUNK.min(rows) * cols];
+    for ((_, f, _), b) in changes.iter().zip(bs) {
+        let mut at = Vec::with_capacity(cols * f.rank * 4);
+        for c in 0..cols {
+            for k in 0..f.rank {
+                at.extend_from_slice(&f.a[k * cols + c].to_le_bytes());
+            }
+        }
+        let at = WeightView::new(DType::F32, cols, f.rank, &at).expect("[cols, rank] of f32");
+        for (dst, x) in out.chunks_mut(CHUNK * cols).zip(b.chunks(CHUNK * f.rank)) {
+            let d = &mut delta[..dst.len()];
+            kernels.matmul_with(&at, x, d, threads, Precision::Exact);
+            for (o, v) in dst.iter_mut().zip(d.iter()) {
+                *o += v;
+            }
+        }
+    }
+}
+
+/// The threads of a merge: the cores (a merge runs once, before the model's own threads start).
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Tensor {
     /// A matrix named `name` of this one's shape holding `values` (`[rows, cols]`), in the type
     /// the module documentation gives for this one's type and `precision`.
-    fn replaced(&self, name: &str, values: Vec<f32>, precision: Precision) -> Tensor {
+    fn replaced(&self, name: &str, values: &[f32], precision: Precision) -> Tensor {
         let f16_fits = values.iter().all(|v| v.abs() <= f16::MAX.to_f32());
         let dtype = match self.dtype {
             DType::F32 => DType::F32,
@@ -607,16 +635,21 @@ impl Tensor {
                 Precision::Fast => DType::Q8_0,
             },
         };
+        let cols = self.cols;
         let rb = dtype
-            .row_bytes(self.cols)
-            .expect("F32 and F16 take any row");
+            .row_bytes(cols)
+            .expect("a row of a quantized matrix fits Q8_0");
         let mut bytes = vec![0u8; rb * self.rows];
-        for (dst, src) in bytes
-            .chunks_exact_mut(rb)
-            .zip(values.chunks_exact(self.cols))
-        {
-            quantize_row(dtype, src, dst);
-        }
+        let per = self.rows.div_ceil(threads()).max(1);
+        std::thread::scope(|s| {
+            for (dst, src) in bytes.chunks_mut(per * rb).zip(values.chunks(per * cols)) {
+                s.spawn(move || {
+                    for (d, v) in dst.chunks_exact_mut(rb).zip(src.chunks_exact(cols)) {
+                        quantize_row(dtype, v, d);
+                    }
+                });
+            }
+        });
         Tensor::owned(name, dtype, self.rows, self.cols, bytes)
     }
 }

@@ -6,7 +6,7 @@
 //! then the sub-block scales are themselves quantized against one super-block scale and the
 //! elements are rounded again to the scales that will actually be stored.
 
-use super::{f16_at, put_f16};
+use super::{f16_at, put_f16, round_half_away};
 use crate::dtype::{QK_K, kscale, q3k_scales};
 use half::f16;
 
@@ -81,7 +81,7 @@ fn f16_round(v: f32) -> f32 {
 }
 
 fn round_clamp(v: f32, lo: i32, hi: i32) -> i32 {
-    (v.round() as i32).clamp(lo, hi)
+    round_half_away(v).clamp(lo, hi)
 }
 
 /// Best `s` for `x ≈ s · q` with integer `q` in `lo..=hi` (lo < 0 < hi): tries the inverse scales

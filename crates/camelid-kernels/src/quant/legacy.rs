@@ -6,7 +6,7 @@
 //! Q5_0 map the value of largest magnitude, sign included, to the most negative level (−8, −16),
 //! which leaves one level more on that side; Q4_1 and Q5_1 span `[min, max]` evenly.
 
-use super::{f16_at, put_f16};
+use super::{f16_at, put_f16, round_half_away};
 use crate::dtype::QK;
 
 pub fn dequant_q8_0(b: &[u8], out: &mut [f32]) {
@@ -73,7 +73,7 @@ pub fn quant_q8_0(x: &[f32], b: &mut [u8]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_f16(b, 0, d);
     for (q, v) in b[2..34].iter_mut().zip(x) {
-        *q = (v * id).round() as i8 as u8;
+        *q = round_half_away(v * id) as i8 as u8;
     }
 }
 
