@@ -531,6 +531,11 @@ pub fn merge(
         }
         merged_rows(w, &changes, &bs, &mut work[..n]);
         let merged = w.replaced(target, &work[..n], precision);
+        // The file's pages of the matrix are not read again (the embeddings of a tied model
+        // still are).
+        if !untie {
+            w.release(0..w.bytes().len());
+        }
         if untie {
             weights.output = Some(merged);
         } else {

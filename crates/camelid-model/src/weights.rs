@@ -118,17 +118,23 @@ impl Tensor {
                 "`{}`: whole groups of rows of a type that fits",
                 self.name
             );
-            match &self.data {
-                Data::Gguf(g, r) => g.release(r.start + range.start..r.start + range.end),
-                Data::Safetensors(st, i) => st.release(&st.tensors()[*i], range),
-                Data::Pth(m, s, i) => m.shards[*s].release(&m.shards[*s].tensors()[*i], range),
-                Data::Owned(_) | Data::Copied { .. } => {}
-            }
+            self.release(range);
         }
         self.data = Data::Copied {
             buf: out,
             interleaved: interleave,
         };
+    }
+
+    /// Lets the memory map's pages of `range` (of this tensor's bytes) go: they are not read
+    /// again.
+    pub(crate) fn release(&self, range: std::ops::Range<usize>) {
+        match &self.data {
+            Data::Gguf(g, r) => g.release(r.start + range.start..r.start + range.end),
+            Data::Safetensors(st, i) => st.release(&st.tensors()[*i], range),
+            Data::Pth(m, s, i) => m.shards[*s].release(&m.shards[*s].tensors()[*i], range),
+            Data::Owned(_) | Data::Copied { .. } => {}
+        }
     }
 
     /// A matrix of bytes held in memory (a merged LoRA adapter, `lora.rs`).
