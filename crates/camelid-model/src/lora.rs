@@ -4,7 +4,7 @@
 //! An adapter holds, for some of the model's matrices `W: [out, in]`, two factors
 //! `A: [r, in]` and `B: [out, r]`; the adapted layer computes `W·x + s·B·(A·x)`. camelid adds
 //! `s·B·A` to `W` once, when the model loads, so the forward pass, every backend and every
-//! command run the adapted model unchanged, at the base model's speed.
+//! command run the adapted model with no step of their own.
 //!
 //! Two files carry adapters:
 //! - PEFT's (`save_pretrained`): a folder with `adapter_config.json` and
@@ -193,7 +193,7 @@ fn open_peft(config_path: &Path, file: &Path) -> Result<Adapter, ModelError> {
             ));
         };
         let target = peft_target(module).map_err(|m| bad(&t.name, m))?;
-        if t.shape.len() != 2 {
+        if t.shape.len() != 2 || t.shape.contains(&0) {
             return Err(bad(&t.name, format!("shape {:?}, not a matrix", t.shape)));
         }
         let data = st.data(t);
@@ -350,9 +350,12 @@ fn open_gguf(path: &Path) -> Result<Adapter, ModelError> {
             return Err(bad(name, format!("dims {:?}, not a matrix", t.dims)));
         };
         let (rows, cols) = (rows as usize, cols as usize);
+        if rows == 0 || cols == 0 {
+            return Err(bad(name, format!("dims {:?}: empty", t.dims)));
+        }
         let rb = dtype
             .row_bytes(cols)
-            .filter(|&rb| rb * rows == t.n_bytes())
+            .filter(|&rb| rb.checked_mul(rows) == Some(t.n_bytes()))
             .ok_or_else(|| {
                 bad(
                     name,

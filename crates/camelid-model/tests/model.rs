@@ -1730,6 +1730,53 @@ mod lora {
                 "{e}"
             );
         }
+        // GGUF adapters: a factor of no rank, a lone factor, another kind of adapter, a norm.
+        use camelid_formats::gguf::{GgmlType, GgufWriter, Value as GgufValue};
+        let a = vec![0u8; 4 * 128 * 4];
+        let b = vec![0u8; 128 * 4 * 4];
+        let q = "blk.0.attn_q.weight";
+        for (kind, tensors, needle) in [
+            (
+                "lora",
+                vec![
+                    (format!("{q}.lora_a"), vec![128, 0], &a[..0]),
+                    (format!("{q}.lora_b"), vec![0, 128], &b[..0]),
+                ],
+                "empty",
+            ),
+            (
+                "lora",
+                vec![(format!("{q}.lora_a"), vec![128, 4], &a[..])],
+                "no `.lora_b`",
+            ),
+            (
+                "lora",
+                vec![(format!("{q}.lora_b"), vec![4, 128], &b[..])],
+                "no `.lora_a`",
+            ),
+            ("control_vector", vec![], "a \"control_vector\" adapter"),
+            (
+                "lora",
+                vec![("blk.0.attn_norm.weight".into(), vec![128], &a[..512])],
+                "norm",
+            ),
+        ] {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lora-gguf");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("adapter.gguf");
+            let mut w = GgufWriter::new(32);
+            w.add_metadata("general.architecture", GgufValue::String("llama".into()));
+            w.add_metadata("general.type", GgufValue::String("adapter".into()));
+            w.add_metadata("adapter.type", GgufValue::String(kind.into()));
+            w.add_metadata("adapter.lora.alpha", GgufValue::F32(8.0));
+            for (name, dims, data) in tensors {
+                w.add_tensor(&name, &dims, GgmlType::F32, data.to_vec())
+                    .unwrap();
+            }
+            w.write_file(&path).unwrap();
+            let e = merge_err(&f32_of("llama2-gqa8"), &path);
+            assert!(e.contains(needle) && e.contains("adapter.gguf"), "{e}");
+        }
         // Cut short: the reader's own message, with the offset.
         let dir = copy_of("gqa8-all", "truncated");
         let st = dir.join("adapter_model.safetensors");
