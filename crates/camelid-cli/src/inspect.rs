@@ -1,8 +1,10 @@
-//! `camelid inspect`: what is in a model file, without reading its tensor data.
+//! `camelid inspect`: what is in a model file, without reading its tensor data; or what a LoRA
+//! adapter changes.
 
 use std::io::Write;
 
 use anyhow::Result;
+use camelid_model::lora;
 use camelid_model::weights::Checkpoint;
 
 #[derive(clap::Args)]
@@ -13,7 +15,11 @@ pub struct InspectArgs {
 
 pub fn run(a: &InspectArgs) -> Result<()> {
     let path = crate::fetch::resolve_model(a.model.as_deref())?;
-    let report = camelid_model::inspect::report(&Checkpoint::open(&path)?);
+    let report = if lora::is_adapter(&path) {
+        lora::Adapter::open(&path)?.report()
+    } else {
+        camelid_model::inspect::report(&Checkpoint::open(&path)?)
+    };
     std::io::stdout().lock().write_all(report.as_bytes())?;
     Ok(())
 }

@@ -1317,6 +1317,25 @@ fn lora_options_apply_adapters_and_refuse_bad_ones() {
             assert!((g.as_f64().unwrap() as f32 - w).abs() < 1e-3, "{flags:?}");
         }
     }
+    // `inspect` of an adapter, in either format: the matrices it changes.
+    for path in [dir.clone(), gguf.clone()] {
+        let out = camelid(&["inspect", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("LoRA") && text.contains("matrices changed (15)"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.contains("blk.1.attn_k.weight") && l.contains("[16, 128]")),
+            "{text}"
+        );
+    }
     let tied = repo().join("testdata/tiny/llama32-tied/f32.gguf");
     let tied = tied.to_str().unwrap();
     let readme = repo().join("README.md");

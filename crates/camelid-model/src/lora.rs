@@ -48,6 +48,8 @@ use crate::weights::{Tensor, Weights, meta_row_order};
 /// A LoRA adapter read from its file, not yet merged.
 pub struct Adapter {
     pub path: PathBuf,
+    /// What file it came from, in words (`camelid inspect`).
+    format: &'static str,
     factors: Vec<Factors>,
 }
 
@@ -109,6 +111,50 @@ impl Adapter {
     pub fn targets(&self) -> impl Iterator<Item = &str> {
         self.factors.iter().map(|f| f.target.as_str())
     }
+
+    /// What `camelid inspect` prints of an adapter: its format, and each matrix it changes
+    /// with its shape, rank and scale.
+    pub fn report(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let params: usize = self.factors.iter().map(|f| f.a.len() + f.b.len()).sum();
+        // Writing to a String cannot fail.
+        let _ = (|| -> std::fmt::Result {
+            writeln!(out, "file: {}", self.path.display())?;
+            writeln!(out, "format: {}", self.format)?;
+            writeln!(out, "\nmatrices changed ({}):", self.factors.len())?;
+            writeln!(
+                out,
+                "  {:<28} {:<16} {:>5} {:>8}",
+                "name", "shape", "rank", "scale"
+            )?;
+            for f in &self.factors {
+                let shape = format!("[{}, {}]", f.rows, f.cols);
+                let (name, rank, scale) = (&f.target, f.rank, f.scale);
+                writeln!(out, "  {name:<28} {shape:<16} {rank:>5} {scale:>8.4}")?;
+            }
+            writeln!(out, "\nparameters: {params} ({:.2}M)", params as f64 / 1e6)
+        })();
+        out
+    }
+}
+
+/// Whether `path` is a LoRA adapter rather than a model: a folder with `adapter_config.json`,
+/// a `.safetensors` file beside one, or a GGUF whose `general.type` is "adapter".
+pub fn is_adapter(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("adapter_config.json").is_file();
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return path.with_file_name("adapter_config.json").is_file();
+    }
+    let mut magic = [0u8; 4];
+    let is_gguf = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| &magic == b"GGUF");
+    is_gguf
+        && Gguf::open(path)
+            .is_ok_and(|g| g.get("general.type").and_then(|v| v.as_str()) == Some("adapter"))
 }
 
 fn open_peft(config_path: &Path, file: &Path) -> Result<Adapter, ModelError> {
@@ -268,6 +314,7 @@ fn open_peft(config_path: &Path, file: &Path) -> Result<Adapter, ModelError> {
     }
     Ok(Adapter {
         path: file.to_path_buf(),
+        format: "PEFT LoRA (adapter_config.json + adapter_model.safetensors)",
         factors,
     })
 }
@@ -427,6 +474,7 @@ fn open_gguf(path: &Path) -> Result<Adapter, ModelError> {
     }
     Ok(Adapter {
         path: path.to_path_buf(),
+        format: "GGUF LoRA adapter (llama.cpp's convert_lora_to_gguf.py)",
         factors,
     })
 }
