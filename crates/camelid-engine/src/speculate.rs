@@ -15,10 +15,10 @@
 //! proposes: the drafter changes only the speed. On CUDA a pass of several rows takes other
 //! kernels than a step of one (at the fast precision the tensor cores from 4 rows, and the
 //! prompt attention), whose roundings differ, so there the text is plain decoding's up to a
-//! near-tie between the two most likely tokens, as for any batch on that backend. (The rejection rule of Leviathan et al. 2023, "Fast
-//! Inference from Transformers via Speculative Decoding", keeps the distribution but not the
-//! seeded draws; keeping a draft token only when it is the token drawn is what llama.cpp's
-//! server does.)
+//! near-tie between the two most likely tokens, as for any batch on that backend. (The
+//! rejection rule of Leviathan et al. 2023, "Fast Inference from Transformers via Speculative
+//! Decoding", keeps the distribution but not the seeded draws; keeping a draft token only when
+//! it is the token drawn is what llama.cpp's server does.)
 //!
 //! Drafters:
 //! - [`Lookup`]: prompt lookup (Saxena 2023, "Prompt Lookup Decoding"): the tokens that

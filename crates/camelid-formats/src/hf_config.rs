@@ -159,9 +159,13 @@ pub struct AdapterConfig {
     pub alpha_pattern: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
-/// Parses the text of an `adapter_config.json`; `path` is only used in errors.
-pub fn parse_adapter_config(text: &str, path: &Path) -> Result<AdapterConfig, Error> {
-    parse_json(text, path)
+/// Reads and parses an `adapter_config.json`.
+pub fn load_adapter_config(path: &Path) -> Result<AdapterConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_json(&text, path)
 }
 
 /// `generation_config.json`: the sampling the model's authors recommend, as transformers'

@@ -34,8 +34,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use camelid_formats::gguf::Gguf;
-use camelid_formats::hf_config::parse_adapter_config;
+use camelid_formats::gguf::{self, Gguf};
+use camelid_formats::hf_config::load_adapter_config;
 use camelid_formats::safetensors::{SafetensorsModel, StDtype};
 use camelid_kernels::quant::{dequantize_row, quantize_row};
 use camelid_kernels::{DType, Kernels, Precision, WeightView};
@@ -89,22 +89,18 @@ impl Adapter {
             }
             return open_peft(&config, &path.join("adapter_model.safetensors"));
         }
-        let mut magic = [0u8; 4];
-        let read = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-            .map_err(|e| err(e.to_string()));
-        if read.is_ok() && &magic == b"GGUF" {
+        if gguf::has_magic(path) {
             return open_gguf(path);
         }
         if path.extension().is_some_and(|e| e == "safetensors") {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            return open_peft(&dir.join("adapter_config.json"), path);
+            return open_peft(&path.with_file_name("adapter_config.json"), path);
         }
-        read?;
-        Err(err(
+        Err(err(if path.exists() {
             "not a LoRA adapter: neither a GGUF adapter nor a PEFT folder or safetensors file"
-                .into(),
-        ))
+                .into()
+        } else {
+            "no such file or folder".into()
+        }))
     }
 
     /// The matrices the adapter changes, by GGUF name.
@@ -148,23 +144,13 @@ pub fn is_adapter(path: &Path) -> bool {
     if path.extension().is_some_and(|e| e == "safetensors") {
         return path.with_file_name("adapter_config.json").is_file();
     }
-    let mut magic = [0u8; 4];
-    let is_gguf = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok_and(|_| &magic == b"GGUF");
-    is_gguf
+    gguf::has_magic(path)
         && Gguf::open(path)
             .is_ok_and(|g| g.get("general.type").and_then(|v| v.as_str()) == Some("adapter"))
 }
 
 fn open_peft(config_path: &Path, file: &Path) -> Result<Adapter, ModelError> {
-    let text = std::fs::read_to_string(config_path).map_err(|source| {
-        ModelError::Format(camelid_formats::Error::Io {
-            path: config_path.to_path_buf(),
-            source,
-        })
-    })?;
-    let cfg = parse_adapter_config(&text, config_path)?;
+    let cfg = load_adapter_config(config_path)?;
     let refuse = |msg: String| ModelError::Adapter {
         path: config_path.to_path_buf(),
         msg,
@@ -582,14 +568,12 @@ pub fn merge(
         }
         merged_rows(w, &changes, &bs, &mut work[..n]);
         let merged = w.replaced(target, &work[..n], precision);
-        // The file's pages of the matrix are not read again (the embeddings of a tied model
-        // still are).
-        if !untie {
-            w.release(0..w.bytes().len());
-        }
         if untie {
             weights.output = Some(merged);
         } else {
+            // The file's pages of the matrix are not read again (a tied model's embeddings
+            // still are).
+            w.release(0..w.bytes().len());
             *w = merged;
         }
     }

@@ -356,12 +356,7 @@ impl Checkpoint {
             };
             return Self::open_meta(dir);
         }
-        let mut magic = [0u8; 4];
-        let is_gguf = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-            .map(|_| &magic == b"GGUF")
-            .unwrap_or(false);
-        if is_gguf {
+        if camelid_formats::gguf::has_magic(path) {
             Self::open_gguf(path)
         } else if path.extension().is_some_and(|e| e == "safetensors") {
             Self::open_hf(path.parent().unwrap_or(Path::new(".")))

@@ -261,10 +261,7 @@ fn copied_tokenizer_files(path: &Path) -> Vec<TokenizerFile> {
             .map(|(p, n)| copy(p, n))
             .collect();
     }
-    let mut head = [0u8; 4];
-    let is_gguf = fs::File::open(path)
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut head))
-        .is_ok_and(|_| &head == b"GGUF");
+    let is_gguf = camelid_formats::gguf::has_magic(path);
     let name = if is_gguf {
         "tokenizer.gguf"
     } else {

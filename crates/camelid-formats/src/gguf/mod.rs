@@ -36,6 +36,15 @@ use crate::backing::Backing;
 
 /// The four bytes every GGUF file starts with.
 pub const MAGIC: [u8; 4] = *b"GGUF";
+
+/// Whether `path` is a file that starts with [`MAGIC`] (what the callers that take either a
+/// GGUF or something else look at first; [`Gguf::open`] checks the rest).
+pub fn has_magic(path: &Path) -> bool {
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|_| head == MAGIC)
+}
 /// Alignment of the data section and of tensor offsets when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// The metadata key that overrides [`DEFAULT_ALIGNMENT`]; the spec makes it a `u32`.
